@@ -1,0 +1,113 @@
+/*
+ * errs.c: lookups into the error table of errs.h and the OCI JSON error
+ * body.  Leaf module: pure functions over the table.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "errs.h"
+
+struct errs_entry {
+	const char	*name;
+	int		 status;
+	const char	*code;
+	const char	*message;
+};
+
+#define PC_ERR_ROW(e, s, c, m) { #e, s, c, m },
+static const struct errs_entry errs_table[] = {
+	PC_ERRS(PC_ERR_ROW)
+};
+#undef PC_ERR_ROW
+
+static const struct errs_entry *
+errs_get(enum pc_err e)
+{
+	if ((unsigned)e >= ERR__MAX)
+		e = ERR_INTERNAL;
+	return &errs_table[e];
+}
+
+const char *
+errs_name(enum pc_err e)
+{
+	return errs_get(e)->name;
+}
+
+int
+errs_status(enum pc_err e)
+{
+	return errs_get(e)->status;
+}
+
+const char *
+errs_code(enum pc_err e)
+{
+	return errs_get(e)->code;
+}
+
+const char *
+errs_message(enum pc_err e)
+{
+	return errs_get(e)->message;
+}
+
+/* Append s to buf as JSON string content; returns new offset or -1. */
+static int
+errs_escape(char *buf, size_t len, size_t off, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char ch;
+
+	for (; *s != '\0'; s++) {
+		ch = (unsigned char)*s;
+		if (off + 7 >= len)
+			return -1;
+		if (ch == '"' || ch == '\\') {
+			buf[off++] = '\\';
+			buf[off++] = (char)ch;
+		} else if (ch < 0x20 || ch == 0x7f) {
+			buf[off++] = '\\';
+			buf[off++] = 'u';
+			buf[off++] = '0';
+			buf[off++] = '0';
+			buf[off++] = hex[ch >> 4];
+			buf[off++] = hex[ch & 0xf];
+		} else
+			buf[off++] = (char)ch;
+	}
+	return (int)off;
+}
+
+int
+errs_body(enum pc_err e, const char *detail, char *buf, size_t len)
+{
+	const struct errs_entry	*ent = errs_get(e);
+	int			 off;
+
+	off = snprintf(buf, len, "{\"errors\":[{\"code\":\"%s\","
+	    "\"message\":\"", ent->code);
+	if (off < 0 || (size_t)off >= len)
+		return -1;
+	if ((off = errs_escape(buf, len, off, ent->message)) == -1)
+		return -1;
+	if (detail != NULL) {
+		if ((size_t)off + 12 >= len)
+			return -1;
+		memcpy(buf + off, "\",\"detail\":\"", 12);
+		off += 12;
+		if ((off = errs_escape(buf, len, off, detail)) == -1)
+			return -1;
+		if ((size_t)off + 5 >= len)
+			return -1;
+		memcpy(buf + off, "\"}]}\n", 5);
+		off += 5;
+	} else {
+		if ((size_t)off + 20 >= len)
+			return -1;
+		memcpy(buf + off, "\",\"detail\":null}]}\n", 19);
+		off += 19;
+	}
+	buf[off] = '\0';
+	return off;
+}
