@@ -74,4 +74,7 @@ const char	*errs_message(enum pc_err);
 int		 errs_body(enum pc_err e, const char *detail, char *buf,
 		    size_t len);
 
+/* The reason phrase for an HTTP status ("Not Found"). */
+const char	*errs_reason(int);
+
 #endif

@@ -1,0 +1,264 @@
+#!/bin/bash
+# blob_1g.sh: push and pull one large blob (1 GiB by default) directly to a
+# docker-registry and through portcullis (and through nginx as a plain
+# reverse-proxy baseline, when nginx is installed), side by side in one run.
+# Prints MB/s per path, the ratio to direct, and the gateway's peak RSS
+# during push and during pull.  Everything runs on 127.0.0.1 and everything
+# started here is stopped by PID on exit.  Not part of CI; see README.md.
+#
+# Environment (all optional):
+#   PORTCULLIS_BIN      gateway binary (default <repo>/portcullis); when it is
+#                       missing the run is direct (and nginx) only
+#   DOCKER_REGISTRY_BIN default /usr/bin/docker-registry
+#   NGINX_BIN           default: nginx on PATH or /usr/sbin/nginx; NGINX=0
+#                       skips the nginx baseline
+#   SIZE_MIB            blob size in MiB (default 1024)
+#   RUNS                rounds of (push, pull) per path (default 3, max 20)
+#   BLOB_DIR            where the random blob is created once and cached
+#                       (default /tmp/portcullis-bench)
+#   WATERMARK           gateway buffers.high_watermark (default 262144)
+#   KEEP_WORK=1         keep the temp dir (configs, logs, registry storage)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+PORTCULLIS_BIN=${PORTCULLIS_BIN:-$repo/portcullis}
+DOCKER_REGISTRY_BIN=${DOCKER_REGISTRY_BIN:-/usr/bin/docker-registry}
+SIZE_MIB=${SIZE_MIB:-1024}
+RUNS=${RUNS:-3}
+BLOB_DIR=${BLOB_DIR:-/tmp/portcullis-bench}
+WATERMARK=${WATERMARK:-262144}
+NGINX=${NGINX:-1}
+NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
+CURL_MAX_TIME=${CURL_MAX_TIME:-900}
+
+case $RUNS in ''|*[!0-9]*) echo "RUNS must be a number" >&2; exit 2;; esac
+case $SIZE_MIB in ''|*[!0-9]*) echo "SIZE_MIB must be a number" >&2; exit 2;; esac
+[ "$RUNS" -ge 1 ] && [ "$RUNS" -le 20 ] || { echo "RUNS: 1..20" >&2; exit 2; }
+for tool in curl python3 sha256sum "$DOCKER_REGISTRY_BIN"; do
+	command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
+done
+export no_proxy='*' NO_PROXY='*'    # curl: never use a proxy from the env
+
+work=$(mktemp -d /tmp/portcullis-bench-run.XXXXXX)
+pids=()
+
+# Stop what we started, by PID: TERM, a bounded wait, then KILL.
+cleanup() {
+	local pid i
+	for pid in "${pids[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		for i in $(seq 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	if [ "${KEEP_WORK:-0}" = 1 ]; then
+		echo "work dir kept: $work" >&2
+	else
+		rm -rf "$work"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_http URL WHAT PID: poll until URL answers 2xx/401, at most 30 s, and
+# fail early if PID died.
+wait_http() {
+	local i code
+	for i in $(seq 300); do
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true)
+		case $code in 2??|401) return 0;; esac
+		kill -0 "$3" 2>/dev/null || { echo "$2 exited; log:" >&2; tail -20 "$4" >&2; exit 1; }
+		sleep 0.1
+	done
+	echo "$2 not ready after 30 s; log:" >&2
+	tail -20 "$4" >&2
+	exit 1
+}
+
+# --- the blob, made once ---------------------------------------------------
+mkdir -p "$BLOB_DIR"
+blob=$BLOB_DIR/blob_${SIZE_MIB}m.bin
+size=$((SIZE_MIB * 1048576))
+if [ ! -f "$blob.sha256" ] || [ "$(stat -c %s "$blob" 2>/dev/null || echo 0)" != "$size" ]; then
+	echo "creating $blob ($SIZE_MIB MiB of random data)" >&2
+	rm -f "$blob.sha256"
+	head -c "$size" /dev/urandom > "$blob.tmp"
+	mv "$blob.tmp" "$blob"
+	sha256sum "$blob" | cut -d' ' -f1 > "$blob.sha256"
+fi
+digest=sha256:$(cat "$blob.sha256")
+
+# --- docker-registry -------------------------------------------------------
+rport=$(free_port)
+mkdir -p "$work/registry/storage"
+cat > "$work/registry/config.yml" <<YML
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/registry/storage
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$rport
+  secret: portcullis-bench
+health:
+  storagedriver:
+    enabled: false
+YML
+"$DOCKER_REGISTRY_BIN" serve "$work/registry/config.yml" \
+	> "$work/registry/log" 2>&1 &
+pids+=($!)
+rpid=$!
+wait_http "http://127.0.0.1:$rport/v2/" docker-registry "$rpid" "$work/registry/log"
+
+targets=("direct http://127.0.0.1:$rport -")
+
+# --- portcullis ------------------------------------------------------------
+gpid=
+if [ -x "$PORTCULLIS_BIN" ]; then
+	gport=$(free_port)
+	mkdir -p "$work/gateway"
+	cat > "$work/gateway/config.json" <<JSON
+{
+  "listen": {"address": "127.0.0.1:$gport"},
+  "limits": {"header_bytes": 65536, "header_count": 100, "uri_bytes": 8192},
+  "buffers": {"high_watermark": $WATERMARK},
+  "timeouts": {"header": 30, "idle": 60, "body": 600,
+               "upstream_connect": 10, "upstream_response": 600},
+  "upstreams": [{"name": "up1", "url": "http://127.0.0.1:$rport",
+                 "default": true}]
+}
+JSON
+	"$PORTCULLIS_BIN" serve -c "$work/gateway/config.json" \
+		> "$work/gateway/log" 2>&1 &
+	pids+=($!)
+	gpid=$!
+	wait_http "http://127.0.0.1:$gport/healthz" portcullis "$gpid" "$work/gateway/log"
+	targets+=("portcullis http://127.0.0.1:$gport $gpid")
+else
+	echo "note: $PORTCULLIS_BIN not found or not executable: direct only" >&2
+fi
+
+# --- nginx baseline ---------------------------------------------------------
+if [ "$NGINX" != 0 ] && [ -x "$NGINX_BIN" ]; then
+	nport=$(free_port)
+	n=$work/nginx
+	mkdir -p "$n/tmp"
+	# One process (master_process off) so its RSS is the whole proxy's.
+	cat > "$n/nginx.conf" <<NGX
+daemon off;
+master_process off;
+worker_processes 1;
+pid $n/nginx.pid;
+error_log $n/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path $n/tmp/body;
+    proxy_temp_path $n/tmp/proxy;
+    fastcgi_temp_path $n/tmp/fcgi;
+    uwsgi_temp_path $n/tmp/uwsgi;
+    scgi_temp_path $n/tmp/scgi;
+    server {
+        listen 127.0.0.1:$nport;
+        client_max_body_size 0;
+        proxy_request_buffering off;
+        # Stream responses through memory buffers only (like portcullis's
+        # watermarks): never spool to disk.
+        proxy_buffering on;
+        proxy_buffer_size 64k;
+        proxy_buffers 4 64k;
+        proxy_busy_buffers_size 128k;
+        proxy_max_temp_file_size 0;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host \$http_host;
+        proxy_read_timeout 600s;
+        proxy_send_timeout 600s;
+        location / { proxy_pass http://127.0.0.1:$rport; }
+    }
+}
+NGX
+	"$NGINX_BIN" -p "$n" -c "$n/nginx.conf" > "$n/log" 2>&1 &
+	pids+=($!)
+	npid=$!
+	wait_http "http://127.0.0.1:$nport/v2/" nginx "$npid" "$n/log"
+	targets+=("nginx http://127.0.0.1:$nport $npid")
+fi
+
+# --- measurements -----------------------------------------------------------
+
+# Reset a process's peak RSS (Linux >= 4.0: "5" > clear_refs); 0 on success.
+hwm_reset() {
+	[ "$1" != - ] && { echo 5 > "/proc/$1/clear_refs"; } 2>/dev/null
+}
+hwm_kib() {
+	[ "$1" = - ] && { echo -; return; }
+	awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo -
+}
+
+# push BASE REPO -> "seconds"; one monolithic PUT of the whole blob.
+push() {
+	local base=$1 repo=$2 loc path url out
+	loc=$(curl -sS --max-time 30 -X POST -H 'Content-Length: 0' -D - -o /dev/null \
+		"$base/v2/$repo/blobs/uploads/" | tr -d '\r' |
+		awk 'tolower($1) == "location:" {print $2}')
+	[ -n "$loc" ] || { echo "push $base: no Location" >&2; return 1; }
+	case $loc in
+	http://*|https://*) path=/${loc#*://*/} ;;
+	*) path=$loc ;;
+	esac
+	case $path in *\?*) url="$base$path&digest=$digest";; *) url="$base$path?digest=$digest";; esac
+	# "Expect:" off: curl would otherwise wait for 100-continue.
+	out=$(curl -sS --max-time "$CURL_MAX_TIME" -X PUT -T "$blob" -H 'Expect:' \
+		-H 'Content-Type: application/octet-stream' -o /dev/null \
+		-w '%{http_code} %{time_total}' "$url")
+	[ "${out%% *}" = 201 ] || { echo "push $base: HTTP ${out%% *}" >&2; return 1; }
+	echo "${out#* }"
+}
+
+# pull BASE REPO -> "seconds"; GET into /dev/null, size checked.
+pull() {
+	local out
+	out=$(curl -sS --max-time "$CURL_MAX_TIME" -o /dev/null \
+		-w '%{http_code} %{size_download} %{time_total}' \
+		"$1/v2/$2/blobs/$digest")
+	set -- $out
+	[ "$1" = 200 ] && [ "$2" = "$size" ] ||
+		{ echo "pull: HTTP $1, $2 bytes" >&2; return 1; }
+	echo "$3"
+}
+
+results=$work/results
+: > "$results"
+echo "blob $SIZE_MIB MiB $digest, $RUNS run(s), paths: $(for t in "${targets[@]}"; do printf '%s ' "${t%% *}"; done)" >&2
+for run in $(seq "$RUNS"); do
+	for op in push pull; do
+		for t in "${targets[@]}"; do
+			set -- $t
+			name=$1 base=$2 pid=$3
+			if hwm_reset "$pid"; then reset=1; else reset=0; fi
+			secs=$($op "$base" "bench/$name-$run") || exit 1
+			echo "$op $name $run $secs $(hwm_kib "$pid") $reset" >> "$results"
+			printf '  run %d %-4s %-10s %6.2f s\n' "$run" "$op" "$name" "$secs" >&2
+		done
+	done
+done
+
+# Median MB/s per (op, path); ratio to direct; max peak RSS over the runs.
+python3 "$here/lib/report.py" "$results" "$size"

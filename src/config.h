@@ -1,0 +1,115 @@
+/*
+ * config.h: the gateway's configuration, loaded from a JSON file into an
+ * immutable, reference-counted snapshot.  One schema table per object type
+ * drives parsing, defaults, validation, reload checks and the reference
+ * documentation.  A snapshot that config_load() returns has passed every
+ * check; a reload builds a new one and swaps it in whole, while requests in
+ * flight keep a reference to the one they started with.  Secrets are read
+ * from files named in the configuration and are never printed.
+ */
+#ifndef PC_CONFIG_H
+#define PC_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "url.h"
+
+/* Largest configuration file config_load() reads. */
+#define CONFIG_MAX_FILE_BYTES	(1024 * 1024)
+
+enum config_verify {
+	CONFIG_VERIFY_NONE,
+	CONFIG_VERIFY_OPTIONAL,
+	CONFIG_VERIFY_REQUIRE
+};
+
+enum config_log_level {
+	CONFIG_LOG_ERROR,
+	CONFIG_LOG_WARN,
+	CONFIG_LOG_INFO,
+	CONFIG_LOG_DEBUG
+};
+
+struct config_tls {
+	char			*cert_file;
+	char			*key_file;
+	char			*client_ca_file;	/* NULL: none */
+	enum config_verify	 verify_client;
+};
+
+struct config_upstream {
+	char			*name;
+	char			*url;		/* as written */
+	struct url		 u;		/* parsed; path is "" or "/" */
+	char			*prefix;	/* NULL or one name component */
+	char			**hosts;	/* matched against ns= */
+	size_t			 nhosts;
+	int			 docker_hub;	/* alpine: library/alpine */
+	int			 is_default;
+	char			*ca_file;	/* NULL: system CAs */
+	char			*credentials_file;	/* NULL: anonymous */
+	char			*username;	/* from credentials_file */
+	char			*password;	/* from credentials_file */
+	int			 pool_max_idle;
+};
+
+struct config {
+	int			 refcnt;
+	char			*path;		/* NULL: from a string */
+
+	char			*listen_address;
+	char			 listen_host[256];	/* "": any address */
+	int			 listen_port;
+	struct config_tls	*tls;		/* NULL: plain HTTP */
+
+	char			*external_url;	/* NULL: from Host header */
+	char			*service;
+	char			*instance_id;
+
+	size_t			 header_bytes;
+	size_t			 header_count;
+	size_t			 uri_bytes;
+	size_t			 max_connections;
+	size_t			 manifest_bytes;
+	size_t			 high_watermark;
+
+	int			 header_timeout_ms;
+	int			 idle_timeout_ms;
+	int			 body_timeout_ms;
+	int			 upstream_connect_timeout_ms;
+	int			 upstream_response_timeout_ms;
+	int			 drain_timeout_ms;
+
+	int			 log_level;	/* enum config_log_level */
+
+	struct config_upstream	*upstreams;	/* at least one */
+	size_t			 nupstreams;
+	int			 default_upstream;	/* index or -1 */
+};
+
+/* Load and validate the file at path; NULL and every error in *cause. */
+struct config	*config_load(const char *, char **);
+/* Load and validate a JSON document held in memory; as config_load(). */
+struct config	*config_load_string(const char *, const char *, char **);
+/* Take another reference to a snapshot. */
+void		 config_ref(struct config *);
+/* Drop a reference; the snapshot is freed with its last one. */
+void		 config_unref(struct config *);
+/* Report keys a reload may not change that differ between two snapshots. */
+int		 config_reload_check(const struct config *,
+		    const struct config *, char **);
+/* Find the upstream whose prefix is the given name component. */
+const struct config_upstream *
+		 config_upstream_by_prefix(const struct config *, const char *,
+		    size_t);
+/* Find the upstream serving a registry host name (containerd's ns=). */
+const struct config_upstream *
+		 config_upstream_by_host(const struct config *, const char *,
+		    size_t);
+/* Name of a log level, as written in the configuration. */
+const char	*config_log_level_name(int);
+/* Print the configuration reference as a Markdown table. */
+void		 config_reference(FILE *);
+
+#endif /* PC_CONFIG_H */

@@ -1,0 +1,501 @@
+/*
+ * conn.c: one client connection.  Owns the bufferevent (plain or TLS), the
+ * request framer, keep-alive and the header and idle timers.  Requests on a
+ * connection are handled one at a time, in order; pipelined bytes wait in
+ * the input buffer, which the read watermark bounds.  A connection is never
+ * freed inside its own callbacks: conn_close() unlinks it and the reaper
+ * frees it on the next loop turn.
+ *
+ * Backpressure: request body bytes are moved to the request's sink only
+ * while the sink has room; otherwise they stay in the input buffer, and at
+ * the read high watermark libevent stops reading the socket.
+ */
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/bufferevent_ssl.h>
+#include <openssl/ssl.h>
+
+#include "portcullis.h"
+
+static void	conn_read_cb(struct bufferevent *, void *);
+static void	conn_write_cb(struct bufferevent *, void *);
+static void	conn_event_cb(struct bufferevent *, short, void *);
+static void	conn_timer_cb(evutil_socket_t, short, void *);
+static void	conn_process_cb(evutil_socket_t, short, void *);
+static int	conn_body_data(void *, const char *, size_t);
+static void	conn_process(struct conn *);
+
+/* Per-connection deferred work: re-run the read loop on the next turn. */
+struct conn_ext {
+	struct event	*ev_process;
+	int		 eof;		/* client half-closed */
+	int		 head_started;
+};
+
+#define CONN_EXT(c)	((struct conn_ext *)((c) + 1))
+
+static void
+conn_set_timer(struct conn *c, int ms)
+{
+	struct timeval	tv;
+
+	if (ms <= 0) {
+		evtimer_del(c->timer);
+		return;
+	}
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(c->timer, &tv);
+}
+
+/*
+ * Body timeout: no progress reading the request body, or writing the
+ * response, for timeouts.body.  Reading is only timed while a body is
+ * expected: a client waiting for a slow upstream sends nothing.
+ */
+static void
+conn_timeouts(struct conn *c, int reading)
+{
+	struct timeval	tv;
+
+	tv.tv_sec = c->conf->body_timeout_ms / 1000;
+	tv.tv_usec = (c->conf->body_timeout_ms % 1000) * 1000;
+	bufferevent_set_timeouts(c->bev, reading ? &tv : NULL, &tv);
+}
+
+/* Take a new client socket. */
+void
+conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
+    int salen)
+{
+	struct conn		*c;
+	struct hframe_limits	 lim;
+	char			 host[INET6_ADDRSTRLEN];
+	int			 one = 1, port = 0;
+	SSL			*ssl;
+
+	if ((c = calloc(1, sizeof(*c) + sizeof(struct conn_ext))) == NULL) {
+		close(fd);
+		return;
+	}
+	c->ctx = ctx;
+	c->conf = ctx->conf;
+	config_ref(c->conf);
+	c->id = ++ctx->next_conn_id;
+	host[0] = '\0';
+	if (sa->sa_family == AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+		port = ntohs(s4->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+		port = ntohs(s6->sin6_port);
+		if (strncmp(host, "::ffff:", 7) == 0)
+			memmove(host, host + 7, strlen(host + 7) + 1);
+	}
+	snprintf(c->peer, sizeof(c->peer), "%s", host);
+	(void)port;
+	evutil_make_socket_nonblocking(fd);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+	if (ctx->server_tls != NULL) {
+		if ((ssl = tls_server_ssl(ctx->server_tls)) == NULL) {
+			close(fd);
+			config_unref(c->conf);
+			free(c);
+			return;
+		}
+		c->tls = 1;
+		c->bev = bufferevent_openssl_socket_new(ctx->base, fd, ssl,
+		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	} else
+		c->bev = bufferevent_socket_new(ctx->base, fd,
+		    BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		close(fd);
+		config_unref(c->conf);
+		free(c);
+		return;
+	}
+	lim.header_bytes = c->conf->header_bytes;
+	lim.header_count = c->conf->header_count;
+	lim.uri_bytes = c->conf->uri_bytes;
+	hframe_init(&c->hf, HFRAME_REQUEST, &lim, conn_body_data, c);
+	c->timer = evtimer_new(ctx->base, conn_timer_cb, c);
+	CONN_EXT(c)->ev_process = event_new(ctx->base, -1, 0,
+	    conn_process_cb, c);
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
+	    c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, c->conf->high_watermark);
+	bufferevent_setwatermark(c->bev, EV_WRITE, c->conf->high_watermark / 2,
+	    0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	conn_set_timer(c, c->conf->header_timeout_ms);
+	TAILQ_INSERT_TAIL(&ctx->conns, c, entry);
+	ctx->nconns++;
+	log_debug("%llu.0 conn open peer=%s tls=%d",
+	    (unsigned long long)c->id, c->peer, c->tls);
+}
+
+/* End the connection now; freed on the next loop turn. */
+void
+conn_close(struct conn *c, const char *reason)
+{
+	struct pc_ctx	*ctx = c->ctx;
+
+	if (c->dead)
+		return;
+	c->dead = 1;
+	c->close_reason = reason;
+	if (c->req != NULL) {
+		req_client_gone(c->req);
+		req_free(c->req);
+		c->req = NULL;
+	}
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+	evtimer_del(c->timer);
+	event_del(CONN_EXT(c)->ev_process);
+	TAILQ_REMOVE(&ctx->conns, c, entry);
+	TAILQ_INSERT_TAIL(&ctx->dead, c, entry);
+	event_active(ctx->ev_reap, 0, 0);
+	log_debug("%llu.%u conn close reason=%s", (unsigned long long)c->id,
+	    c->nreqs, reason);
+}
+
+/* Free connections closed since the last turn. */
+void
+conn_reap(struct pc_ctx *ctx)
+{
+	struct conn	*c;
+
+	while ((c = TAILQ_FIRST(&ctx->dead)) != NULL) {
+		TAILQ_REMOVE(&ctx->dead, c, entry);
+		bufferevent_free(c->bev);
+		event_free(c->timer);
+		event_free(CONN_EXT(c)->ev_process);
+		hframe_free(&c->hf);
+		free(c->tls_subject);
+		config_unref(c->conf);
+		free(c);
+		ctx->nconns--;
+	}
+	server_conn_gone(ctx);
+}
+
+/* Stop reading requests; close once the output is flushed. */
+void
+conn_close_after_write(struct conn *c, const char *reason)
+{
+	if (c->dead)
+		return;
+	c->closing = 1;
+	c->close_reason = reason;
+	bufferevent_disable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+		conn_close(c, reason);
+		return;
+	}
+	/* The write callback fires when the output is empty. */
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	conn_set_timer(c, c->conf->body_timeout_ms);
+}
+
+/* The client's output buffer, for responses. */
+struct evbuffer *
+conn_output(struct conn *c)
+{
+	return (bufferevent_get_output(c->bev));
+}
+
+/* Whether the client's output is above the high watermark. */
+int
+conn_output_full(struct conn *c)
+{
+	return (evbuffer_get_length(bufferevent_get_output(c->bev)) >=
+	    c->conf->high_watermark);
+}
+
+/* Body bytes may be delivered again: re-run the read loop next turn. */
+void
+conn_resume_read(struct conn *c)
+{
+	if (c->dead)
+		return;
+	c->read_paused = 0;
+	event_active(CONN_EXT(c)->ev_process, 0, 0);
+}
+
+/* Stop moving body bytes until conn_resume_read(). */
+void
+conn_pause_read(struct conn *c)
+{
+	c->read_paused = 1;
+}
+
+/*
+ * The current request is finished (its response is queued).  Keep the
+ * connection for the next request or close it.
+ */
+void
+conn_req_done(struct conn *c)
+{
+	struct req	*req = c->req;
+	int		 keep;
+
+	keep = req->keep_alive && c->hf.phase == HF_DONE && !c->closing &&
+	    !c->ctx->draining && !CONN_EXT(c)->eof;
+	c->req = NULL;
+	req_free(req);
+	bufferevent_set_timeouts(c->bev, NULL, NULL);
+	if (!keep) {
+		conn_close_after_write(c, c->ctx->draining ? "draining" :
+		    "not keep-alive");
+		return;
+	}
+	hframe_next(&c->hf);
+	CONN_EXT(c)->head_started = 0;
+	c->read_paused = 0;
+	conn_set_timer(c, c->conf->idle_timeout_ms);
+	event_active(CONN_EXT(c)->ev_process, 0, 0);
+}
+
+/* Answer a framing error without a request object and close. */
+static void
+conn_fail_framing(struct conn *c)
+{
+	struct evbuffer	*out = bufferevent_get_output(c->bev);
+	enum hframe_err	 e = c->hf.err;
+	int		 status = hframe_err_status(e);
+	enum pc_err	 pe;
+	char		 body[512];
+	int		 len;
+
+	switch (status) {
+	case 414:
+		pe = ERR_URI_TOO_LONG;
+		break;
+	case 431:
+		pe = ERR_HEADERS_TOO_LARGE;
+		break;
+	case 500:
+		pe = ERR_INTERNAL;
+		break;
+	default:
+		pe = ERR_BAD_REQUEST;
+		break;
+	}
+	if ((len = errs_body(pe, hframe_err_str(e), body, sizeof(body))) < 0)
+		len = 0;
+	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n"
+	    "Content-Type: application/json\r\n"
+	    PC_API_VERSION_HDR ": " PC_API_VERSION "\r\n"
+	    "Content-Length: %d\r\nConnection: close\r\n\r\n",
+	    status, errs_reason(status), len);
+	evbuffer_add(out, body, len);
+	log_info("%llu.%u req framing_error peer=%s status=%d error=\"%s\"",
+	    (unsigned long long)c->id, c->nreqs + 1, c->peer, status,
+	    hframe_err_str(e));
+	conn_close_after_write(c, "framing error");
+}
+
+static int
+conn_body_data(void *arg, const char *data, size_t len)
+{
+	struct conn	*c = arg;
+	struct req	*req = c->req;
+
+	if (req == NULL || req->body_sink_data == NULL)
+		return (0);	/* discarded */
+	req->bytes_in += len;
+	if (req->body_sink_data(req, data, len) == 1)
+		c->read_paused = 1;
+	return (0);
+}
+
+/* Feed the framer from the input buffer; returns bytes consumed. */
+static size_t
+conn_feed(struct conn *c, struct evbuffer *in)
+{
+	struct evbuffer_iovec	 v;
+	size_t			 n, total = 0;
+	enum hframe_phase	 start = c->hf.phase;
+
+	while (evbuffer_peek(in, -1, NULL, &v, 1) >= 1 && v.iov_len > 0) {
+		n = hframe_feed(&c->hf, v.iov_base, v.iov_len);
+		evbuffer_drain(in, n);
+		total += n;
+		if (n < v.iov_len || c->hf.phase != start ||
+		    c->read_paused)
+			break;
+	}
+	return (total);
+}
+
+static void
+conn_process(struct conn *c)
+{
+	struct evbuffer	*in;
+	struct req	*req;
+	size_t		 n, avail;
+
+	if (c->dead)
+		return;
+	in = bufferevent_get_input(c->bev);
+	while (!c->dead && !c->closing) {
+		avail = evbuffer_get_length(in);
+		if ((req = c->req) == NULL) {
+			if (avail == 0)
+				break;
+			if (!CONN_EXT(c)->head_started) {
+				CONN_EXT(c)->head_started = 1;
+				conn_set_timer(c, c->conf->header_timeout_ms);
+			}
+			conn_feed(c, in);
+			if (c->hf.phase == HF_ERROR) {
+				conn_fail_framing(c);
+				return;
+			}
+			if (c->hf.phase == HF_HEAD)
+				break;
+			evtimer_del(c->timer);
+			c->nreqs++;
+			req_start(c, &c->hf.msg);
+			if (c->req != NULL && !c->dead)
+				conn_timeouts(c, !c->req->body_done);
+			continue;
+		}
+		if (c->hf.phase == HF_DONE || c->hf.phase == HF_HEAD)
+			break;
+		if (!req->body_ready || c->read_paused)
+			break;
+		if (c->hf.phase == HF_BODY_LENGTH) {
+			n = avail < c->hf.remaining ? avail : c->hf.remaining;
+			if (n == 0)
+				break;
+			hframe_body_consumed(&c->hf, n);
+			req->bytes_in += n;
+			if (req->body_sink(req, in, n) == 1)
+				c->read_paused = 1;
+		} else if (c->hf.phase == HF_BODY_PARSED) {
+			if (avail == 0)
+				break;
+			conn_feed(c, in);
+			if (c->hf.phase == HF_ERROR) {
+				log_info("%llu.%u req body_error error=\"%s\"",
+				    (unsigned long long)c->id, c->nreqs,
+				    hframe_err_str(c->hf.err));
+				req_abort(req, "malformed request body");
+				return;
+			}
+		}
+		if (c->dead || c->req != req)
+			return;
+		if (c->hf.phase == HF_DONE && !req->body_done) {
+			req->body_done = 1;
+			conn_timeouts(c, 0);
+			if (req->body_end != NULL)
+				req->body_end(req);
+		}
+	}
+}
+
+static void
+conn_process_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	conn_process(arg);
+}
+
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn	*c = arg;
+
+	if (c->closing) {
+		evbuffer_drain(bufferevent_get_input(bev),
+		    evbuffer_get_length(bufferevent_get_input(bev)));
+		return;
+	}
+	conn_process(c);
+}
+
+static void
+conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn	*c = arg;
+
+	if (c->closing) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			conn_close(c, c->close_reason);
+		return;
+	}
+	if (c->req != NULL)
+		req_client_writable(c->req);
+}
+
+static void
+conn_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct conn	*c = arg;
+
+	if (events & BEV_EVENT_CONNECTED) {
+		/* TLS handshake done. */
+		c->tls_subject = tls_peer_subject(bev);
+		return;
+	}
+	if (events & BEV_EVENT_TIMEOUT) {
+		if (c->req != NULL)
+			log_info("%llu.%u conn timeout during=%s",
+			    (unsigned long long)c->id, c->nreqs,
+			    (events & BEV_EVENT_READING) ? "body read" :
+			    "response write");
+		conn_close(c, "timeout");
+		return;
+	}
+	if ((events & BEV_EVENT_EOF) && !(events & BEV_EVENT_ERROR) &&
+	    c->req != NULL && c->req->body_done && !c->closing) {
+		/* Half-close after a complete request: still answer it. */
+		CONN_EXT(c)->eof = 1;
+		c->req->keep_alive = 0;
+		return;
+	}
+	if ((events & BEV_EVENT_ERROR) && c->tls)
+		log_debug("%llu.%u conn tls_error error=\"%s\"",
+		    (unsigned long long)c->id, c->nreqs, tls_last_error(bev));
+	conn_close(c, (events & BEV_EVENT_EOF) ? "client closed" :
+	    "client error");
+}
+
+static void
+conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn	*c = arg;
+	struct evbuffer	*out;
+
+	if (c->closing) {
+		conn_close(c, "write timeout");
+		return;
+	}
+	if (c->req == NULL && CONN_EXT(c)->head_started &&
+	    c->hf.phase == HF_HEAD) {
+		/* Slow or stalled header section: 408 and close. */
+		out = bufferevent_get_output(c->bev);
+		evbuffer_add_printf(out, "HTTP/1.1 408 Request Timeout\r\n"
+		    "Content-Length: 0\r\nConnection: close\r\n\r\n");
+		log_info("%llu.%u req header_timeout peer=%s",
+		    (unsigned long long)c->id, c->nreqs + 1, c->peer);
+		conn_close_after_write(c, "header timeout");
+		return;
+	}
+	conn_close(c, c->nreqs == 0 ? "header timeout" : "idle timeout");
+}

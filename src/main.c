@@ -1,0 +1,177 @@
+/*
+ * main.c: the command line.  One binary with subcommands; each has --help.
+ * Only start-up lives here: the daemon is server.c, config validation is
+ * config.c.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "portcullis.h"
+
+struct cmd {
+	const char	*name;
+	int		(*fn)(int, char **);
+	const char	*usage;
+	const char	*help;
+};
+
+static int	cmd_serve(int, char **);
+static int	cmd_check_config(int, char **);
+static int	cmd_version(int, char **);
+static int	cmd_config_reference(int, char **);
+
+static const struct cmd cmds[] = {
+	{ "serve", cmd_serve, "serve -c FILE",
+	    "Run the gateway in the foreground; logs go to stderr.\n"
+	    "SIGTERM or SIGINT drains in-flight requests, then exits." },
+	{ "check-config", cmd_check_config, "check-config -c FILE",
+	    "Validate a configuration file.  Every error names its JSON\n"
+	    "path.  Exit 0 when valid, 1 otherwise." },
+	{ "config-reference", cmd_config_reference, "config-reference",
+	    "Print the configuration reference (Markdown) generated from\n"
+	    "the schema." },
+	{ "version", cmd_version, "version", "Print the version." },
+};
+
+static void
+usage_all(FILE *f)
+{
+	size_t	i;
+
+	fprintf(f, "usage: portcullis COMMAND [options]\n\ncommands:\n");
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		fprintf(f, "  %-28s %.*s\n", cmds[i].usage,
+		    (int)strcspn(cmds[i].help, "\n"), cmds[i].help);
+	fprintf(f, "\nportcullis COMMAND --help for more.\n");
+}
+
+static int
+cmd_help(const struct cmd *c, FILE *f)
+{
+	fprintf(f, "usage: portcullis %s\n\n%s\n", c->usage, c->help);
+	return (f == stdout ? 0 : 1);
+}
+
+/* Parse "-c FILE" / "--config FILE" and "--help". */
+static const char *
+parse_config_arg(const struct cmd *c, int argc, char **argv, int *rv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char	*file = NULL;
+	int		 ch;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			file = optarg;
+			break;
+		case 'h':
+			*rv = cmd_help(c, stdout);
+			return (NULL);
+		default:
+			*rv = cmd_help(c, stderr);
+			return (NULL);
+		}
+	}
+	if (file == NULL || optind != argc) {
+		*rv = cmd_help(c, stderr);
+		return (NULL);
+	}
+	return (file);
+}
+
+static int
+cmd_serve(int argc, char **argv)
+{
+	const char	*file;
+	char		*cause = NULL;
+	int		 rv = 1;
+
+	if ((file = parse_config_arg(&cmds[0], argc, argv, &rv)) == NULL)
+		return (rv);
+	if (server_run(file, &cause) == -1) {
+		fprintf(stderr, "portcullis: %s\n", cause ? cause :
+		    "cannot start");
+		free(cause);
+		return (1);
+	}
+	return (0);
+}
+
+static int
+cmd_check_config(int argc, char **argv)
+{
+	struct config	*conf;
+	const char	*file;
+	char		*cause = NULL;
+	int		 rv = 1;
+
+	if ((file = parse_config_arg(&cmds[1], argc, argv, &rv)) == NULL)
+		return (rv);
+	if ((conf = config_load(file, &cause)) == NULL) {
+		fprintf(stderr, "%s", cause ? cause : "invalid\n");
+		if (cause != NULL && cause[strlen(cause) - 1] != '\n')
+			fputc('\n', stderr);
+		free(cause);
+		return (1);
+	}
+	printf("%s: ok (%zu upstream%s)\n", file, conf->nupstreams,
+	    conf->nupstreams == 1 ? "" : "s");
+	config_unref(conf);
+	return (0);
+}
+
+static int
+cmd_config_reference(int argc, char **argv)
+{
+	if (argc > 1) {
+		if (strcmp(argv[1], "--help") == 0)
+			return (cmd_help(&cmds[2], stdout));
+		return (cmd_help(&cmds[2], stderr));
+	}
+	config_reference(stdout);
+	return (0);
+}
+
+static int
+cmd_version(int argc, char **argv)
+{
+	if (argc > 1) {
+		if (strcmp(argv[1], "--help") == 0)
+			return (cmd_help(&cmds[3], stdout));
+		return (cmd_help(&cmds[3], stderr));
+	}
+	printf("portcullis %s\n", PC_VERSION);
+	return (0);
+}
+
+int
+main(int argc, char **argv)
+{
+	size_t	i;
+
+	if (argc < 2) {
+		usage_all(stderr);
+		return (1);
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		usage_all(stdout);
+		return (0);
+	}
+	if (strcmp(argv[1], "--version") == 0)
+		return (cmd_version(1, argv));
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (strcmp(argv[1], cmds[i].name) == 0)
+			return (cmds[i].fn(argc - 1, argv + 1));
+	fprintf(stderr, "portcullis: unknown command '%s'\n", argv[1]);
+	usage_all(stderr);
+	return (1);
+}

@@ -1,0 +1,278 @@
+/*
+ * portcullis.h: the daemon's one internal header.  Shared structs, forward
+ * declarations and prototypes, grouped by file in build order.  Leaf
+ * modules (errs, headers, hframe, router, url, challenge, config) have their
+ * own small headers and do not include this one.
+ */
+#ifndef PORTCULLIS_H
+#define PORTCULLIS_H
+
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <event2/event.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+
+#include "errs.h"
+#include "headers.h"
+#include "hframe.h"
+#include "router.h"
+#include "url.h"
+#include "config.h"
+
+#ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
+#define TAILQ_FOREACH_SAFE(var, head, field, tvar)			\
+	for ((var) = TAILQ_FIRST(head);					\
+	    (var) != NULL && ((tvar) = TAILQ_NEXT(var, field), 1);	\
+	    (var) = (tvar))
+#endif
+
+#define PC_VERSION		PACKAGE_VERSION
+#define PC_API_VERSION_HDR	"Docker-Distribution-Api-Version"
+#define PC_API_VERSION		"registry/2.0"
+
+struct ssl_ctx_st;
+struct conn;
+struct req;
+struct uconn;
+struct proxy;
+struct fetch;
+
+/* Everything mutable hangs off this; no file-scope globals. */
+struct pc_ctx {
+	struct event_base		*base;
+	struct evdns_base		*dns;
+	struct config			*conf;
+	struct evconnlistener		*listener;
+	struct ssl_ctx_st		*server_tls;
+	TAILQ_HEAD(, conn)		 conns;
+	size_t				 nconns;
+	uint64_t			 next_conn_id;
+	TAILQ_HEAD(, uconn)		 idle;		/* upstream pool */
+	size_t				 nidle;
+	TAILQ_HEAD(, upstream_state)	 ustates;
+	TAILQ_HEAD(, tls_client)	 tls_clients;	/* per CA file */
+	struct event			*ev_sigterm;
+	struct event			*ev_sigint;
+	struct event			*ev_drain;
+	int				 draining;
+	struct event			*ev_reap;	/* frees closed conns */
+	TAILQ_HEAD(, conn)		 dead;
+};
+
+/* log.c */
+enum log_level { LOG_ERR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+void	log_init(int);
+void	log_set_level(int);
+int	log_enabled(int);
+void	log_msg(int, const char *, ...)
+	    __attribute__((format(printf, 2, 3)));
+void	log_vmsg(int, const char *, va_list);
+__attribute__((noreturn, format(printf, 1, 2)))
+void	fatal(const char *, ...);
+__attribute__((noreturn, format(printf, 1, 2)))
+void	fatalx(const char *, ...);
+#define log_err(...)	log_msg(LOG_ERR, __VA_ARGS__)
+#define log_warn(...)	log_msg(LOG_WARN, __VA_ARGS__)
+#define log_info(...)	log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)	do {						\
+	if (log_enabled(LOG_DEBUG))					\
+		log_msg(LOG_DEBUG, __VA_ARGS__);			\
+} while (0)
+uint64_t	now_ms(void);
+
+/* tls.c */
+struct ssl_ctx_st	*tls_server_ctx(const struct config *, char **);
+struct ssl_ctx_st	*tls_client_ctx(const char *, char **);
+struct ssl_st		*tls_client_ssl(struct ssl_ctx_st *, const char *);
+struct ssl_ctx_st	*tls_client_for(struct pc_ctx *, const char *);
+void			 tls_client_free_all(struct pc_ctx *);
+struct ssl_st		*tls_server_ssl(struct ssl_ctx_st *);
+char			*tls_peer_subject(struct bufferevent *);
+void			 tls_free_ctx(struct ssl_ctx_st *);
+const char		*tls_last_error(struct bufferevent *);
+
+/* server.c */
+int	server_run(const char *, char **);
+void	server_conn_gone(struct pc_ctx *);
+
+/* conn.c: one client connection, HTTP/1.1 framing and keep-alive. */
+struct conn {
+	TAILQ_ENTRY(conn)	 entry;
+	struct pc_ctx		*ctx;
+	struct config		*conf;		/* snapshot at accept */
+	uint64_t		 id;
+	struct bufferevent	*bev;
+	char			 peer[64];
+	char			*tls_subject;	/* verified client cert */
+	int			 tls;
+	struct hframe		 hf;
+	struct req		*req;		/* in progress, or NULL */
+	uint32_t		 nreqs;
+	struct event		*timer;		/* header or idle */
+	int			 closing;	/* flush, then free */
+	int			 dead;		/* on ctx->dead */
+	int			 read_paused;	/* backpressure */
+	const char		*close_reason;
+};
+
+void	conn_accept(struct pc_ctx *, evutil_socket_t, struct sockaddr *,
+	    int);
+void	conn_close(struct conn *, const char *);
+void	conn_close_after_write(struct conn *, const char *);
+void	conn_req_done(struct conn *);
+void	conn_pause_read(struct conn *);
+void	conn_resume_read(struct conn *);
+void	conn_reap(struct pc_ctx *);
+struct evbuffer	*conn_output(struct conn *);
+int	conn_output_full(struct conn *);
+
+/* req.c: the request state machine. */
+#define REQ_STATES(X)							\
+	X(REQ_ROUTE, "route")						\
+	X(REQ_DISPATCH, "dispatch")					\
+	X(REQ_UPSTREAM, "upstream")					\
+	X(REQ_RESPOND, "respond")					\
+	X(REQ_DONE, "done")
+#define REQ_STATE_ENUM(e, s) e,
+enum req_state {
+	REQ_STATES(REQ_STATE_ENUM)
+	REQ__STATE_MAX
+};
+#undef REQ_STATE_ENUM
+
+/* How the body of the response to the client is framed. */
+enum resp_framing {
+	RESP_NONE,		/* HEAD, 204, 304 */
+	RESP_LENGTH,		/* Content-Length */
+	RESP_CHUNKED,
+	RESP_CLOSE		/* ends with the connection (HTTP/1.0) */
+};
+
+struct req {
+	struct conn		*c;
+	struct config		*conf;
+	uint32_t		 seq;
+	enum req_state		 state;
+	uint64_t		 start_ms;
+	struct hframe_msg	*msg;		/* the conn's parsed head */
+	const char		*method;
+	char			*path;		/* without the query */
+	char			*query;		/* NULL or after '?' */
+	struct oci_route	 route;
+	int			 is_v2;
+	const struct config_upstream *up;
+	char			 upname[OCI_NAME_MAX + 16];
+	char			 prefix[64];	/* "up1/" or "" */
+	char			 ns[256];
+	char			 request_id[40];
+	int			 has_body;
+	int			 body_done;	/* request body fully read */
+	int			 keep_alive;
+	int			 status;
+	enum pc_err		 err;
+	enum resp_framing	 framing;
+	uint64_t		 bytes_in;
+	uint64_t		 bytes_out;
+	int			 head_sent;
+	struct proxy		*px;
+	/* Where body bytes go while the request body is read. */
+	int			(*body_sink)(struct req *, struct evbuffer *,
+				    size_t);
+	int			(*body_sink_data)(struct req *, const char *,
+				    size_t);
+	void			(*body_end)(struct req *);
+	int			 body_ready;	/* sink may take bytes */
+};
+
+void	req_start(struct conn *, struct hframe_msg *);
+void	req_free(struct req *);
+void	req_set_state(struct req *, enum req_state);
+void	req_fail(struct req *, enum pc_err, const char *);
+void	req_respond_simple(struct req *, int, const char *, const char *,
+	    const char *);
+int	req_send_head(struct req *, int, struct headers *, enum resp_framing,
+	    int64_t);
+int	req_send_body(struct req *, struct evbuffer *, size_t);
+int	req_send_body_data(struct req *, const char *, size_t);
+void	req_end_response(struct req *);
+void	req_abort(struct req *, const char *);
+void	req_client_gone(struct req *);
+void	req_client_writable(struct req *);
+void	req_body_available(struct req *);
+const char *req_state_name(enum req_state);
+int	req_external_base(struct req *, char *, size_t);
+
+/* upstream.c: connections to upstreams, with a keep-alive pool. */
+struct origin {
+	char	host[256];
+	int	port;
+	int	tls;
+	char	*ca_file;	/* borrowed from the config */
+};
+
+struct uconn {
+	TAILQ_ENTRY(uconn)	 entry;
+	struct pc_ctx		*ctx;
+	struct bufferevent	*bev;
+	struct origin		 origin;
+	char			 key[300];
+	uint64_t		 idle_since;
+	int			 connected;
+	int			 reused;
+	void			(*on_connect)(struct uconn *, int, void *);
+	void			*arg;
+	struct event		*timer;
+};
+
+struct uconn	*uconn_get(struct pc_ctx *, const struct origin *,
+		    int, void (*)(struct uconn *, int, void *), void *);
+void		 uconn_release(struct uconn *);
+void		 uconn_free(struct uconn *);
+void		 uconn_pool_flush(struct pc_ctx *);
+void		 origin_from_url(struct origin *, const struct url *,
+		    char *);
+int		 origin_hostport(const struct origin *, char *, size_t);
+
+/* upstream_auth.c: tokens for upstreams that answer with a challenge. */
+struct upstream_state {
+	TAILQ_ENTRY(upstream_state)	 entry;
+	char				 name[64];
+	int				 auth_known;	/* 0 unknown, 1 known */
+	int				 bearer;	/* challenge is Bearer */
+	char				 realm[1024];
+	char				 service[256];
+	TAILQ_HEAD(utokenq, utoken)	 tokens;
+	size_t				 ntokens;
+};
+
+struct upstream_state *upstream_state_get(struct pc_ctx *,
+		    const struct config_upstream *);
+void		 upstream_state_free_all(struct pc_ctx *);
+const char	*uauth_cached(struct upstream_state *, const char *);
+void		 uauth_learn(struct upstream_state *, const char *);
+int		 uauth_basic(const struct config_upstream *, char *, size_t);
+void		 fetch_cancel(struct fetch *);
+struct fetch	*uauth_query_token(struct pc_ctx *,
+		    const struct config_upstream *, struct upstream_state *,
+		    const char *, void (*)(void *, const char *, const char *),
+		    void *);
+typedef void (*fetch_cb)(void *, int, struct headers *, const char *,
+		    size_t, const char *);
+struct fetch	*fetch_start(struct pc_ctx *, const struct url *, char *,
+		    const char *, const char *, size_t, int, fetch_cb,
+		    void *);
+void		 fetch_cancel(struct fetch *);
+
+/* proxy.c: one request forwarded to an upstream and its answer relayed. */
+void	proxy_start(struct req *);
+void	proxy_free(struct proxy *);
+void	proxy_client_writable(struct proxy *);
+
+#endif

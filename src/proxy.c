@@ -1,0 +1,787 @@
+/*
+ * proxy.c: one request forwarded to its upstream and the answer relayed.
+ *
+ * The request head is rewritten for the upstream (its repository name,
+ * `ns` stripped, `from=` mapped, hop-by-hop fields and the client's
+ * Authorization dropped, the gateway's own upstream credentials added) and
+ * the body streamed through as it arrives.  The response head is rewritten
+ * for the client (upload Locations point back at the gateway) and its body
+ * streamed back.  Both directions obey backpressure: the client is read
+ * only while the upstream's output is below the high watermark, and the
+ * upstream is read only while the client's output is.  Content-Length
+ * bodies move between evbuffers without a copy.
+ *
+ * Upstream auth: a 401 with a challenge on a bodiless request is answered
+ * by fetching a token (upstream_auth.c) and retrying once; before a request
+ * with a body goes to an upstream whose auth is not known yet, a GET /v2/
+ * probe learns it, because a streamed body cannot be replayed.  Blob GETs
+ * follow the upstream's redirects (to storage hosts) here, dropping
+ * Authorization when the redirect leaves the upstream's host.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "portcullis.h"
+
+#define PROXY_MAX_REDIRECTS	5
+
+struct proxy {
+	struct req			*req;
+	struct pc_ctx			*ctx;
+	const struct config_upstream	*up;
+	struct upstream_state		*us;
+	struct origin			 origin;
+	char				*upath;
+	char				 scope[1200];
+	struct uconn			*uc;
+	struct fetch			*fetch;
+	struct hframe			 rf;
+	char				*token;
+	int				 auth_tried;
+	int				 redirects;
+	int				 foreign;
+	int				 reconnects;
+	int				 got_bytes;
+	int				 up_paused;
+	int				 up_eof;
+	int				 want_pause;
+	int				 chunked_out;
+};
+
+static void	px_begin(struct proxy *);
+static void	px_connect(struct proxy *);
+static void	px_pump(struct proxy *);
+
+static const char *
+px_method(struct proxy *px)
+{
+	return (px->req->method);
+}
+
+/* Free the proxy state; the request keeps going or is being freed. */
+void
+proxy_free(struct proxy *px)
+{
+	struct req	*req = px->req;
+
+	if (req != NULL) {
+		req->body_ready = 0;
+		req->body_sink = NULL;
+		req->body_sink_data = NULL;
+		req->body_end = NULL;
+	}
+	fetch_cancel(px->fetch);
+	uconn_free(px->uc);
+	hframe_free(&px->rf);
+	free(px->upath);
+	if (px->token != NULL) {
+		explicit_bzero(px->token, strlen(px->token));
+		free(px->token);
+	}
+	free(px);
+}
+
+/* Drop the current upstream connection before a retry or redirect. */
+static void
+px_reset(struct proxy *px)
+{
+	uconn_free(px->uc);
+	px->uc = NULL;
+	px->got_bytes = 0;
+	px->up_paused = 0;
+	px->up_eof = 0;
+}
+
+/*
+ * Map a client-side name (with any routing prefix) to the upstream's, for
+ * the `from` of a cross-repository mount.  Returns 0 or -1.
+ */
+static int
+px_map_from(struct proxy *px, const char *from, char *out, size_t len)
+{
+	struct req	*req = px->req;
+	size_t		 plen = strlen(req->prefix);
+	int		 n;
+
+	if (plen > 0) {
+		/* Only a mount within the same upstream can work. */
+		if (strncmp(from, req->prefix, plen) != 0)
+			return (-1);
+		from += plen;
+	}
+	if (!router_valid_name(from, strlen(from)))
+		return (-1);
+	if (px->up->docker_hub && strchr(from, '/') == NULL)
+		n = snprintf(out, len, "library/%s", from);
+	else
+		n = snprintf(out, len, "%s", from);
+	return (n < 0 || (size_t)n >= len ? -1 : 0);
+}
+
+/* The upstream request target and the token scope. */
+static int
+px_build_target(struct proxy *px)
+{
+	struct req	*req = px->req;
+	const char	*rest, *write_acts;
+	char		 q1[4096], q2[4096], from[OCI_NAME_MAX + 1];
+	char		 upfrom[OCI_NAME_MAX + 16], enc[1024];
+	size_t		 qlen;
+	int		 m = req->msg->method, n;
+
+	q2[0] = '\0';
+	if (req->query != NULL && (qlen = strlen(req->query)) > 0) {
+		if (url_query_strip(req->query, qlen, "ns", q1,
+		    sizeof(q1)) < 0)
+			return (-1);
+		snprintf(q2, sizeof(q2), "%s", q1);
+		if (req->route.ep == OCI_EP_UPLOAD_START &&
+		    url_query_get(q1, strlen(q1), "from", from,
+		    sizeof(from)) == 0) {
+			if (url_query_strip(q1, strlen(q1), "from", q2,
+			    sizeof(q2)) < 0)
+				return (-1);
+			if (px_map_from(px, from, upfrom,
+			    sizeof(upfrom)) == 0) {
+				if (url_pct_encode(upfrom, enc,
+				    sizeof(enc)) < 0)
+					return (-1);
+				n = strlen(q2);
+				snprintf(q2 + n, sizeof(q2) - n, "%sfrom=%s",
+				    n > 0 ? "&" : "", enc);
+				snprintf(px->scope, sizeof(px->scope),
+				    " repository:%s:pull", upfrom);
+			}
+		}
+	}
+	if (req->route.ep == OCI_EP_CATALOG) {
+		n = asprintf(&px->upath, "/v2/_catalog%s%s", q2[0] ? "?" : "",
+		    q2);
+		snprintf(px->scope, sizeof(px->scope), "registry:catalog:*");
+		return (n < 0 ? -1 : 0);
+	}
+	rest = req->path + 4 + strlen(req->route.name);
+	n = asprintf(&px->upath, "/v2/%s%s%s%s", req->upname, rest,
+	    q2[0] ? "?" : "", q2);
+	if (n < 0)
+		return (-1);
+	write_acts = m == HTTP_DELETE ? "delete" : "pull,push";
+	snprintf(q1, sizeof(q1), "%s", px->scope);
+	snprintf(px->scope, sizeof(px->scope), "repository:%s:%s%s",
+	    req->upname, (m == HTTP_GET || m == HTTP_HEAD) ? "pull" :
+	    write_acts, q1);
+	return (0);
+}
+
+/* Start forwarding the routed request to its upstream. */
+void
+proxy_start(struct req *req)
+{
+	struct proxy		*px;
+	struct hframe_limits	 lim = { 65536, 256, 8192 };
+
+	if ((px = calloc(1, sizeof(*px))) == NULL)
+		fatal("calloc");
+	req->px = px;
+	px->req = req;
+	px->ctx = req->c->ctx;
+	px->up = req->up;
+	px->us = upstream_state_get(px->ctx, px->up);
+	origin_from_url(&px->origin, &px->up->u, px->up->ca_file);
+	hframe_init(&px->rf, HFRAME_RESPONSE, &lim, NULL, px);
+	if (px_build_target(px) == -1) {
+		req_fail(req, ERR_BAD_REQUEST, "query string too long");
+		return;
+	}
+	px_begin(px);
+}
+
+static void
+px_on_token(void *arg, const char *token, const char *err)
+{
+	struct proxy	*px = arg;
+
+	px->fetch = NULL;
+	if (token == NULL) {
+		req_fail(px->req, ERR_UPSTREAM_AUTH, err);
+		return;
+	}
+	free(px->token);
+	if ((px->token = strdup(token)) == NULL)
+		fatal("strdup");
+	px_connect(px);
+}
+
+static void
+px_on_probe(void *arg, int status, struct headers *h, const char *body,
+    size_t len, const char *err)
+{
+	struct proxy	*px = arg;
+	const char	*wa;
+	char		 detail[256];
+
+	px->fetch = NULL;
+	if (status < 0) {
+		snprintf(detail, sizeof(detail), "upstream %s: %s",
+		    px->up->name, err);
+		req_fail(px->req, strstr(err, "timed out") ?
+		    ERR_UPSTREAM_TIMEOUT : ERR_UPSTREAM, detail);
+		return;
+	}
+	if (status == 401 && (wa = headers_get(h, "WWW-Authenticate")) != NULL)
+		uauth_learn(px->us, wa);
+	if (!px->us->auth_known) {
+		/* No usable challenge: the upstream takes requests as is. */
+		px->us->auth_known = 1;
+		px->us->bearer = 0;
+		px->us->realm[0] = '\0';
+	}
+	px_begin(px);
+}
+
+/* Make sure of upstream auth, then connect. */
+static void
+px_begin(struct proxy *px)
+{
+	struct upstream_state	*us = px->us;
+	struct req		*req = px->req;
+	const char		*tok;
+	struct url		 u;
+
+	if (!px->foreign && us->auth_known && us->bearer &&
+	    us->realm[0] != '\0') {
+		if ((tok = uauth_cached(us, px->scope)) != NULL) {
+			free(px->token);
+			if ((px->token = strdup(tok)) == NULL)
+				fatal("strdup");
+			px_connect(px);
+			return;
+		}
+		px->fetch = uauth_query_token(px->ctx, px->up, us, px->scope,
+		    px_on_token, px);
+		if (px->fetch == NULL)
+			req_fail(req, ERR_UPSTREAM_AUTH,
+			    "cannot query the upstream's token service");
+		return;
+	}
+	if (!px->foreign && !us->auth_known && req->has_body) {
+		u = px->up->u;
+		snprintf(u.path, sizeof(u.path), "/v2/");
+		px->fetch = fetch_start(px->ctx, &u, px->up->ca_file, "GET",
+		    NULL, 65536, req->conf->upstream_response_timeout_ms,
+		    px_on_probe, px);
+		if (px->fetch == NULL)
+			req_fail(req, ERR_UPSTREAM, "cannot reach upstream");
+		return;
+	}
+	px_connect(px);
+}
+
+static void	px_send(struct proxy *);
+
+static void
+px_on_connect(struct uconn *uc, int error, void *arg)
+{
+	struct proxy	*px = arg;
+	char		 detail[512];
+
+	if (error != 0) {
+		snprintf(detail, sizeof(detail), "upstream %s (%s:%d): %s",
+		    px->up->name, uc->origin.host, uc->origin.port,
+		    error == ETIMEDOUT ? "connect timed out" :
+		    error == EHOSTUNREACH ? "cannot resolve host" :
+		    "cannot connect");
+		uconn_free(uc);
+		px->uc = NULL;
+		req_fail(px->req, error == ETIMEDOUT ? ERR_UPSTREAM_TIMEOUT :
+		    ERR_UPSTREAM, detail);
+		return;
+	}
+	px_send(px);
+}
+
+static void
+px_connect(struct proxy *px)
+{
+	struct uconn	*uc;
+	char		 detail[300];
+
+	uc = uconn_get(px->ctx, &px->origin,
+	    px->req->conf->upstream_connect_timeout_ms, px_on_connect, px);
+	if (uc == NULL) {
+		snprintf(detail, sizeof(detail), "upstream %s: cannot connect",
+		    px->up->name);
+		req_fail(px->req, ERR_UPSTREAM, detail);
+		return;
+	}
+	px->uc = uc;
+	if (uc->connected)
+		px_send(px);
+}
+
+/* Client request fields that never go upstream as they are. */
+static int
+px_skip_request_header(struct hframe_msg *msg, const char *name)
+{
+	static const char *skip[] = { "Host", "Authorization", "Connection",
+	    "Keep-Alive", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+	    "Proxy-Connection", "Proxy-Authorization", "Content-Length",
+	    "Expect" };
+	size_t	i;
+
+	for (i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
+		if (strcasecmp(name, skip[i]) == 0)
+			return (1);
+	/* Fields the client marked hop-by-hop in Connection. */
+	return (headers_has_token(&msg->hdrs, "Connection", name));
+}
+
+static int
+px_body_sink(struct req *req, struct evbuffer *in, size_t n)
+{
+	struct proxy	*px = req->px;
+	struct evbuffer	*out = bufferevent_get_output(px->uc->bev);
+
+	evbuffer_remove_buffer(in, out, n);
+	return (evbuffer_get_length(out) >= req->conf->high_watermark);
+}
+
+static int
+px_body_sink_data(struct req *req, const char *data, size_t n)
+{
+	struct proxy	*px = req->px;
+	struct evbuffer	*out = bufferevent_get_output(px->uc->bev);
+
+	if (px->chunked_out)
+		evbuffer_add_printf(out, "%zx\r\n", n);
+	evbuffer_add(out, data, n);
+	if (px->chunked_out)
+		evbuffer_add(out, "\r\n", 2);
+	return (evbuffer_get_length(out) >= req->conf->high_watermark);
+}
+
+static void
+px_body_end(struct req *req)
+{
+	struct proxy	*px = req->px;
+
+	if (px->chunked_out)
+		evbuffer_add(bufferevent_get_output(px->uc->bev),
+		    "0\r\n\r\n", 5);
+}
+
+static int
+px_resp_body(void *arg, const char *data, size_t len)
+{
+	struct proxy	*px = arg;
+
+	if (req_send_body_data(px->req, data, len))
+		px->want_pause = 1;
+	return (0);
+}
+
+static void	px_up_read_cb(struct bufferevent *, void *);
+static void	px_up_write_cb(struct bufferevent *, void *);
+static void	px_up_event_cb(struct bufferevent *, short, void *);
+
+/* Write the request head, then let the body flow. */
+static void
+px_send(struct proxy *px)
+{
+	struct req		*req = px->req;
+	struct hframe_msg	*msg = req->msg;
+	struct evbuffer		*out = bufferevent_get_output(px->uc->bev);
+	struct timeval		 tv;
+	char			 hostport[300], basic[1400];
+	size_t			 i;
+	int			 m = msg->method;
+
+	origin_hostport(&px->origin, hostport, sizeof(hostport));
+	evbuffer_add_printf(out, "%s %s HTTP/1.1\r\nHost: %s\r\n",
+	    px_method(px), px->upath, hostport);
+	for (i = 0; i < msg->hdrs.n; i++) {
+		if (px_skip_request_header(msg, msg->hdrs.v[i].name))
+			continue;
+		evbuffer_add(out, msg->hdrs.v[i].name, msg->hdrs.v[i].nlen);
+		evbuffer_add(out, ": ", 2);
+		evbuffer_add(out, msg->hdrs.v[i].value, msg->hdrs.v[i].vlen);
+		evbuffer_add(out, "\r\n", 2);
+	}
+	evbuffer_add_printf(out, "X-Forwarded-For: %s\r\n", req->c->peer);
+	if (!px->foreign) {
+		if (px->token != NULL)
+			evbuffer_add_printf(out, "Authorization: Bearer %s\r\n",
+			    px->token);
+		else if (px->us->auth_known && !px->us->bearer &&
+		    uauth_basic(px->up, basic, sizeof(basic)) == 0) {
+			evbuffer_add_printf(out, "Authorization: %s\r\n",
+			    basic);
+			explicit_bzero(basic, sizeof(basic));
+		}
+	}
+	px->chunked_out = 0;
+	if (req->has_body) {
+		if (msg->chunked) {
+			px->chunked_out = 1;
+			evbuffer_add_printf(out,
+			    "Transfer-Encoding: chunked\r\n");
+		} else
+			evbuffer_add_printf(out, "Content-Length: %llu\r\n",
+			    (unsigned long long)msg->length);
+	} else if (m == HTTP_POST || m == HTTP_PUT || m == HTTP_PATCH)
+		evbuffer_add_printf(out, "Content-Length: 0\r\n");
+	evbuffer_add(out, "\r\n", 2);
+
+	hframe_next(&px->rf);
+	px->rf.on_body = px_resp_body;
+	px->rf.arg = px;
+	px->rf.skip_body = m == HTTP_HEAD;
+	bufferevent_setcb(px->uc->bev, px_up_read_cb, px_up_write_cb,
+	    px_up_event_cb, px);
+	bufferevent_setwatermark(px->uc->bev, EV_READ, 0,
+	    req->conf->high_watermark);
+	bufferevent_setwatermark(px->uc->bev, EV_WRITE,
+	    req->conf->high_watermark / 2, 0);
+	tv.tv_sec = req->conf->upstream_response_timeout_ms / 1000;
+	tv.tv_usec = (req->conf->upstream_response_timeout_ms % 1000) * 1000;
+	bufferevent_set_timeouts(px->uc->bev, &tv, &tv);
+	bufferevent_enable(px->uc->bev, EV_READ | EV_WRITE);
+
+	if (req->has_body && !req->body_done && !req->body_ready) {
+		req->body_sink = px_body_sink;
+		req->body_sink_data = px_body_sink_data;
+		req->body_end = px_body_end;
+		req->body_ready = 1;
+		if (msg->expect_continue)
+			evbuffer_add_printf(conn_output(req->c),
+			    "HTTP/1.1 100 Continue\r\n\r\n");
+		conn_resume_read(req->c);
+	}
+}
+
+static void
+px_up_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct proxy	*px = arg;
+
+	/* The upstream took what we had: let the client send more. */
+	if (!px->req->body_done && px->req->c->read_paused)
+		conn_resume_read(px->req->c);
+}
+
+/*
+ * Rewrite an upstream Location for the client: the gateway's own base URL
+ * and the client's repository name (with its routing prefix), the query
+ * string kept.  Locations elsewhere (storage hosts) pass unchanged.
+ */
+static int
+px_rewrite_location(struct proxy *px, const char *loc, char *out,
+    size_t len)
+{
+	struct req	*req = px->req;
+	struct url	 u;
+	const char	*path;
+	char		 base[600], head[OCI_NAME_MAX + 8];
+	size_t		 hlen;
+	int		 n;
+
+	if (strncasecmp(loc, "http://", 7) == 0 ||
+	    strncasecmp(loc, "https://", 8) == 0) {
+		if (url_parse(loc, &u) == -1 || strcmp(u.host,
+		    px->origin.host) != 0 || u.port != px->origin.port)
+			return (-1);
+		path = loc + strcspn(loc + 8, "/") + 8;
+		if (*path != '/')
+			return (-1);
+	} else if (loc[0] == '/')
+		path = loc;
+	else
+		return (-1);
+	if (req_external_base(req, base, sizeof(base)) < 0)
+		return (-1);
+	hlen = snprintf(head, sizeof(head), "/v2/%s/", req->upname);
+	if (strncmp(path, head, hlen) != 0 || req->route.ep ==
+	    OCI_EP_CATALOG)
+		n = snprintf(out, len, "%s%s", base, path);
+	else
+		n = snprintf(out, len, "%s/v2/%s/%s", base, req->route.name,
+		    path + hlen);
+	if (n < 0 || (size_t)n >= len)
+		return (-1);
+	/* Keep ns= routing for follow-up requests that carry no prefix. */
+	if (req->ns[0] != '\0' && req->prefix[0] == '\0') {
+		n += snprintf(out + n, len - n, "%sns=", strchr(out, '?') ?
+		    "&" : "?");
+		if ((size_t)n >= len || url_pct_encode(req->ns, out + n,
+		    len - n) < 0)
+			return (-1);
+	}
+	return (0);
+}
+
+enum px_next { PX_CONTINUE, PX_GONE };
+
+/* Follow a redirect for a blob GET or HEAD. */
+static enum px_next
+px_redirect(struct proxy *px, const char *loc)
+{
+	struct url	 u;
+	int		 same;
+
+	if (loc[0] == '/') {
+		u = px->up->u;
+		u.host[0] = '\0';
+		snprintf(u.host, sizeof(u.host), "%s", px->origin.host);
+		u.port = px->origin.port;
+		u.tls = px->origin.tls;
+		snprintf(u.path, sizeof(u.path), "%s", loc);
+	} else if (url_parse(loc, &u) == -1) {
+		req_fail(px->req, ERR_UPSTREAM_PROTO,
+		    "upstream redirect to an invalid URL");
+		return (PX_GONE);
+	}
+	px->redirects++;
+	same = strcmp(u.host, px->up->u.host) == 0 &&
+	    u.port == px->up->u.port && u.tls == px->up->u.tls;
+	px->foreign = !same;
+	origin_from_url(&px->origin, &u, same ? px->up->ca_file : NULL);
+	free(px->upath);
+	if ((px->upath = strdup(u.path[0] ? u.path : "/")) == NULL)
+		fatal("strdup");
+	log_debug("%llu.%u proxy redirect host=%s foreign=%d",
+	    (unsigned long long)px->req->c->id, px->req->seq, u.host,
+	    px->foreign);
+	px_reset(px);
+	px_connect(px);
+	return (PX_GONE);
+}
+
+/* The upstream's response head is complete. */
+static enum px_next
+px_on_head(struct proxy *px)
+{
+	struct req		*req = px->req;
+	struct hframe_msg	*rm = &px->rf.msg;
+	struct headers		 out;
+	enum resp_framing	 framing;
+	const char		*wa, *loc;
+	char			 newloc[4096];
+	int64_t			 length = -1;
+	int			 st = rm->status, m = req->msg->method;
+	size_t			 i;
+
+	if (st == 401 && !px->auth_tried && !req->has_body && !px->foreign &&
+	    (wa = headers_get(&rm->hdrs, "WWW-Authenticate")) != NULL) {
+		px->auth_tried = 1;
+		uauth_learn(px->us, wa);
+		if (px->us->auth_known && (px->us->bearer ||
+		    px->up->username != NULL)) {
+			log_debug("%llu.%u proxy challenge bearer=%d",
+			    (unsigned long long)req->c->id, req->seq,
+			    px->us->bearer);
+			px_reset(px);
+			px_begin(px);
+			return (PX_GONE);
+		}
+	}
+	if ((st == 301 || st == 302 || st == 303 || st == 307 || st == 308) &&
+	    req->route.ep == OCI_EP_BLOB && (m == HTTP_GET || m == HTTP_HEAD) &&
+	    px->redirects < PROXY_MAX_REDIRECTS &&
+	    (loc = headers_get(&rm->hdrs, "Location")) != NULL)
+		return (px_redirect(px, loc));
+
+	headers_init(&out);
+	for (i = 0; i < rm->hdrs.n; i++) {
+		const struct header *h = &rm->hdrs.v[i];
+
+		/* The upstream's realm means nothing to our clients. */
+		if (strcasecmp(h->name, "WWW-Authenticate") == 0 ||
+		    strcasecmp(h->name, "X-Request-Id") == 0)
+			continue;
+		if (strcasecmp(h->name, "Location") == 0 &&
+		    px_rewrite_location(px, h->value, newloc,
+		    sizeof(newloc)) == 0) {
+			headers_add(&out, h->name, h->nlen, newloc,
+			    strlen(newloc));
+			continue;
+		}
+		headers_add(&out, h->name, h->nlen, h->value, h->vlen);
+	}
+	if (req->ns[0] != '\0')
+		headers_add(&out, "OCI-Namespace", 13, req->ns,
+		    strlen(req->ns));
+	if (rm->has_length)
+		length = (int64_t)rm->length;
+	if (m == HTTP_HEAD || st == 204 || st == 304)
+		framing = RESP_NONE;
+	else if (rm->has_length)
+		framing = RESP_LENGTH;
+	else
+		framing = RESP_CHUNKED;
+	req_send_head(req, st, &out, framing, length);
+	headers_clear(&out);
+	return (PX_CONTINUE);
+}
+
+/* The upstream's answer is complete: pool the connection, end the reply. */
+static void
+px_done(struct proxy *px)
+{
+	struct req	*req = px->req;
+	struct uconn	*uc = px->uc;
+
+	px->uc = NULL;
+	if (px->rf.msg.keep_alive && req->body_done && !px->up_eof)
+		uconn_release(uc);
+	else
+		uconn_free(uc);
+	req_end_response(req);	/* frees px: nothing after this */
+}
+
+/* An upstream failure before or during the response. */
+static void
+px_fail(struct proxy *px, enum pc_err err, const char *what)
+{
+	struct req	*req = px->req;
+	char		 detail[256];
+
+	snprintf(detail, sizeof(detail), "upstream %s: %s", px->up->name,
+	    what);
+	if (req->head_sent) {
+		log_info("%llu.%u proxy abort upstream=%s reason=\"%s\"",
+		    (unsigned long long)req->c->id, req->seq, px->up->name,
+		    what);
+		req->err = err;
+		req_abort(req, what);
+		return;
+	}
+	req_fail(req, err, detail);
+}
+
+static void
+px_pump(struct proxy *px)
+{
+	struct req		*req = px->req;
+	struct evbuffer		*in;
+	struct evbuffer_iovec	 v;
+	size_t			 n;
+
+	in = bufferevent_get_input(px->uc->bev);
+	for (;;) {
+		if (px->rf.phase == HF_DONE) {
+			px_done(px);
+			return;
+		}
+		if (px->up_paused || evbuffer_get_length(in) == 0)
+			break;
+		px->got_bytes = 1;
+		switch (px->rf.phase) {
+		case HF_HEAD:
+			if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+				return;
+			n = hframe_feed(&px->rf, v.iov_base, v.iov_len);
+			evbuffer_drain(in, n);
+			if (px->rf.phase == HF_ERROR) {
+				px_fail(px, ERR_UPSTREAM_PROTO,
+				    hframe_err_str(px->rf.err));
+				return;
+			}
+			if (px->rf.phase == HF_HEAD)
+				continue;
+			if (px->rf.msg.status >= 100 &&
+			    px->rf.msg.status < 200) {
+				hframe_next(&px->rf);
+				px->rf.skip_body = req->msg->method ==
+				    HTTP_HEAD;
+				continue;
+			}
+			if (px_on_head(px) == PX_GONE)
+				return;
+			break;
+		case HF_BODY_LENGTH:
+			n = evbuffer_get_length(in);
+			if (n > px->rf.remaining)
+				n = px->rf.remaining;
+			hframe_body_consumed(&px->rf, n);
+			if (req_send_body(req, in, n))
+				px->want_pause = 1;
+			break;
+		case HF_BODY_PARSED:
+			if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+				return;
+			n = hframe_feed(&px->rf, v.iov_base, v.iov_len);
+			evbuffer_drain(in, n);
+			if (px->rf.phase == HF_ERROR) {
+				px_fail(px, ERR_UPSTREAM_PROTO,
+				    hframe_err_str(px->rf.err));
+				return;
+			}
+			break;
+		default:
+			return;
+		}
+		if (px->want_pause && px->rf.phase != HF_DONE) {
+			/* Client is slow: stop reading the upstream. */
+			px->want_pause = 0;
+			px->up_paused = 1;
+			bufferevent_disable(px->uc->bev, EV_READ);
+		}
+	}
+	if (px->up_eof && !px->up_paused && evbuffer_get_length(in) == 0) {
+		if (hframe_eof(&px->rf) == 0) {
+			px_done(px);
+			return;
+		}
+		px_fail(px, ERR_UPSTREAM, "upstream closed the connection "
+		    "mid-response");
+	}
+}
+
+static void
+px_up_read_cb(struct bufferevent *bev, void *arg)
+{
+	px_pump(arg);
+}
+
+/* The client's output drained: read the upstream again. */
+void
+proxy_client_writable(struct proxy *px)
+{
+	if (!px->up_paused || px->uc == NULL)
+		return;
+	px->up_paused = 0;
+	bufferevent_enable(px->uc->bev, EV_READ);
+	px_pump(px);	/* may free px */
+}
+
+static void
+px_up_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct proxy	*px = arg;
+	struct req	*req = px->req;
+	char		 what[128];
+
+	if (events & BEV_EVENT_TIMEOUT) {
+		snprintf(what, sizeof(what), "no answer within %d ms",
+		    req->conf->upstream_response_timeout_ms);
+		px_fail(px, ERR_UPSTREAM_TIMEOUT, what);
+		return;
+	}
+	if (!req->head_sent && !px->got_bytes && px->uc->reused &&
+	    !req->has_body && px->reconnects == 0) {
+		/* A pooled connection the upstream had closed: retry once. */
+		px->reconnects++;
+		px_reset(px);
+		px_connect(px);
+		return;
+	}
+	if (events & BEV_EVENT_EOF) {
+		px->up_eof = 1;
+		bufferevent_disable(bev, EV_READ);
+		px_pump(px);	/* may finish or fail, freeing px */
+		return;
+	}
+	px_fail(px, ERR_UPSTREAM, "connection to upstream failed");
+}

@@ -1,0 +1,512 @@
+/*
+ * req.c: the request state machine, the one place that sequences a
+ * request's stages:
+ *
+ *	ROUTE -> DISPATCH -> UPSTREAM -> RESPOND -> DONE
+ *
+ * ROUTE parses the target (router.c), checks the method and picks the
+ * upstream (path prefix, then containerd's ns=, then the default).
+ * DISPATCH is where authentication, policy and rate limits will run as
+ * stages of their own; none is configured yet, so every routed request is
+ * dispatched.  UPSTREAM hands the request to proxy.c; RESPOND streams the
+ * answer.  Every transition writes a debug trace line; every request ends
+ * with one summary line.
+ *
+ * This file also owns the response writer: status line, headers (hop-by-hop
+ * fields dropped, the API version header added on /v2/) and the body
+ * framing towards the client.  req_fail() is the one way to fail a request.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "portcullis.h"
+
+#define REQ_STATE_NAME(e, s) s,
+static const char *req_state_names[] = {
+	REQ_STATES(REQ_STATE_NAME)
+};
+#undef REQ_STATE_NAME
+
+static void	req_route(struct req *);
+static void	req_dispatch(struct req *);
+
+/* The trace name of a state. */
+const char *
+req_state_name(enum req_state s)
+{
+	if ((unsigned)s >= REQ__STATE_MAX)
+		return ("?");
+	return (req_state_names[s]);
+}
+
+/* Move to a new state, with a trace line. */
+void
+req_set_state(struct req *req, enum req_state s)
+{
+	log_debug("%llu.%u req state %s->%s",
+	    (unsigned long long)req->c->id, req->seq,
+	    req_state_name(req->state), req_state_name(s));
+	req->state = s;
+}
+
+/* A request's head is parsed: start it.  May finish it at once. */
+void
+req_start(struct conn *c, struct hframe_msg *msg)
+{
+	struct req	*req;
+	char		*q;
+	unsigned char	 rnd[8];
+	size_t		 i;
+
+	if ((req = calloc(1, sizeof(*req))) == NULL)
+		fatal("calloc");
+	c->req = req;
+	req->c = c;
+	req->conf = c->conf;
+	config_ref(req->conf);
+	req->seq = c->nreqs;
+	req->start_ms = now_ms();
+	req->msg = msg;
+	req->method = http_method_str(msg->method);
+	req->keep_alive = msg->keep_alive;
+	req->has_body = msg->chunked || (msg->has_length && msg->length > 0);
+	req->body_done = !req->has_body;
+	req->status = 0;
+	arc4random_buf(rnd, sizeof(rnd));
+	for (i = 0; i < sizeof(rnd); i++)
+		snprintf(req->request_id + 2 * i, 3, "%02x", rnd[i]);
+	if ((req->path = strdup(msg->url)) == NULL)
+		fatal("strdup");
+	if ((q = strchr(req->path, '?')) != NULL) {
+		*q++ = '\0';
+		req->query = q;
+	}
+	if ((q = strchr(req->path, '#')) != NULL)
+		*q = '\0';
+	req->state = REQ_ROUTE;
+	log_debug("%llu.%u req start method=%s", (unsigned long long)c->id,
+	    req->seq, req->method);
+	req_route(req);
+}
+
+/* Free a request, writing its summary line.  NULL is fine. */
+void
+req_free(struct req *req)
+{
+	struct conn	*c;
+	char		 up[128];
+
+	if (req == NULL)
+		return;
+	c = req->c;
+	if (req->px != NULL) {
+		proxy_free(req->px);
+		req->px = NULL;
+	}
+	if (req->up != NULL)
+		snprintf(up, sizeof(up), "%s", req->up->name);
+	else
+		snprintf(up, sizeof(up), "-");
+	/* The summary line: never a credential, never the query string. */
+	log_info("%llu.%u req done method=%s path=%s status=%d in=%llu "
+	    "out=%llu ms=%llu upstream=%s peer=%s id=%s%s%s",
+	    (unsigned long long)c->id, req->seq, req->method, req->path,
+	    req->status, (unsigned long long)req->bytes_in,
+	    (unsigned long long)req->bytes_out,
+	    (unsigned long long)(now_ms() - req->start_ms), up, c->peer,
+	    req->request_id, req->err != ERR_NONE ? " error=" : "",
+	    req->err != ERR_NONE ? errs_name(req->err) : "");
+	free(req->path);
+	config_unref(req->conf);
+	free(req);
+}
+
+/* The client went away; stop whatever the request is waiting for. */
+void
+req_client_gone(struct req *req)
+{
+	if (req->px != NULL) {
+		proxy_free(req->px);
+		req->px = NULL;
+	}
+	if (req->status == 0)
+		req->status = 499;
+}
+
+/* The client's output drained below the low watermark. */
+void
+req_client_writable(struct req *req)
+{
+	if (req->px != NULL)
+		proxy_client_writable(req->px);
+}
+
+/* A response cannot be completed: the connection must end. */
+void
+req_abort(struct req *req, const char *why)
+{
+	log_info("%llu.%u req abort reason=\"%s\"",
+	    (unsigned long long)req->c->id, req->seq, why);
+	conn_close(req->c, why);
+}
+
+/*
+ * The gateway's own base URL as clients reach it: external_url when set,
+ * else the scheme of the listener and the request's Host header.
+ */
+int
+req_external_base(struct req *req, char *buf, size_t len)
+{
+	const char	*host;
+	int		 n;
+	size_t		 i;
+
+	if (req->conf->external_url != NULL) {
+		n = snprintf(buf, len, "%s", req->conf->external_url);
+		while (n > 0 && buf[n - 1] == '/')
+			buf[--n] = '\0';
+		return (n);
+	}
+	host = headers_get(&req->msg->hdrs, "Host");
+	if (host == NULL || *host == '\0')
+		host = req->conf->listen_address;
+	/* Host is peer input: allow only what a host[:port] may hold. */
+	for (i = 0; host[i] != '\0'; i++)
+		if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "0123456789.-:[]_", host[i]) == NULL)
+			return (-1);
+	return (snprintf(buf, len, "%s://%s", req->c->tls ? "https" : "http",
+	    host));
+}
+
+static int
+req_hop_by_hop(const char *name)
+{
+	static const char *hop[] = { "Connection", "Keep-Alive",
+	    "Transfer-Encoding", "TE", "Trailer", "Upgrade",
+	    "Proxy-Connection", "Proxy-Authenticate", "Content-Length" };
+	size_t	i;
+
+	for (i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+		if (strcasecmp(name, hop[i]) == 0)
+			return (1);
+	return (0);
+}
+
+/*
+ * Write the status line and header section.  `length` is the
+ * Content-Length to announce (-1: none); with RESP_NONE it is still
+ * announced (HEAD keeps the upstream's length).  Returns 0 or -1.
+ */
+int
+req_send_head(struct req *req, int status, struct headers *h,
+    enum resp_framing framing, int64_t length)
+{
+	struct evbuffer	*out = conn_output(req->c);
+	size_t		 i;
+	int		 api = 0;
+
+	if (req->head_sent)
+		return (-1);
+	req->head_sent = 1;
+	req->status = status;
+	if (framing == RESP_CHUNKED && req->msg->minor == 0)
+		framing = RESP_CLOSE;
+	if (framing == RESP_CLOSE || req->c->ctx->draining)
+		req->keep_alive = 0;
+	req->framing = framing;
+	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status,
+	    errs_reason(status));
+	if (h != NULL) {
+		for (i = 0; i < h->n; i++) {
+			if (req_hop_by_hop(h->v[i].name))
+				continue;
+			if (strcasecmp(h->v[i].name, PC_API_VERSION_HDR) == 0)
+				api = 1;
+			evbuffer_add(out, h->v[i].name, h->v[i].nlen);
+			evbuffer_add(out, ": ", 2);
+			evbuffer_add(out, h->v[i].value, h->v[i].vlen);
+			evbuffer_add(out, "\r\n", 2);
+		}
+	}
+	if (req->is_v2 && !api)
+		evbuffer_add_printf(out, "%s: %s\r\n", PC_API_VERSION_HDR,
+		    PC_API_VERSION);
+	evbuffer_add_printf(out, "X-Request-Id: %s\r\n", req->request_id);
+	switch (framing) {
+	case RESP_LENGTH:
+	case RESP_NONE:
+		if (length >= 0)
+			evbuffer_add_printf(out, "Content-Length: %lld\r\n",
+			    (long long)length);
+		break;
+	case RESP_CHUNKED:
+		evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
+		break;
+	case RESP_CLOSE:
+		break;
+	}
+	if (!req->keep_alive || !req->body_done)
+		evbuffer_add_printf(out, "Connection: close\r\n");
+	evbuffer_add(out, "\r\n", 2);
+	req_set_state(req, REQ_RESPOND);
+	return (0);
+}
+
+/*
+ * Move n bytes of response body from src to the client (no copy for
+ * Content-Length bodies).  Returns 1 when the client's output is full and
+ * the caller should stop reading its source, else 0.
+ */
+int
+req_send_body(struct req *req, struct evbuffer *src, size_t n)
+{
+	struct evbuffer	*out = conn_output(req->c);
+
+	if (n == 0)
+		return (conn_output_full(req->c));
+	if (req->framing == RESP_CHUNKED)
+		evbuffer_add_printf(out, "%zx\r\n", n);
+	evbuffer_remove_buffer(src, out, n);
+	if (req->framing == RESP_CHUNKED)
+		evbuffer_add(out, "\r\n", 2);
+	req->bytes_out += n;
+	return (conn_output_full(req->c));
+}
+
+/* As req_send_body(), from memory (decoded chunked data). */
+int
+req_send_body_data(struct req *req, const char *data, size_t n)
+{
+	struct evbuffer	*out = conn_output(req->c);
+
+	if (n == 0)
+		return (conn_output_full(req->c));
+	if (req->framing == RESP_CHUNKED)
+		evbuffer_add_printf(out, "%zx\r\n", n);
+	evbuffer_add(out, data, n);
+	if (req->framing == RESP_CHUNKED)
+		evbuffer_add(out, "\r\n", 2);
+	req->bytes_out += n;
+	return (conn_output_full(req->c));
+}
+
+/*
+ * The response is complete.  The request object is freed before this
+ * returns: callers must not touch it (or their own state hanging off it)
+ * afterwards.
+ */
+void
+req_end_response(struct req *req)
+{
+	struct conn	*c = req->c;
+
+	if (req->framing == RESP_CHUNKED)
+		evbuffer_add(conn_output(c), "0\r\n\r\n", 5);
+	if (req->framing == RESP_CLOSE)
+		req->keep_alive = 0;
+	req_set_state(req, REQ_DONE);
+	conn_req_done(c);
+}
+
+/* Answer with a small complete body. */
+void
+req_respond_simple(struct req *req, int status, const char *ctype,
+    const char *body, const char *extra_name)
+{
+	struct headers	h;
+	size_t		len = body != NULL ? strlen(body) : 0;
+
+	(void)extra_name;
+	headers_init(&h);
+	if (ctype != NULL)
+		headers_add(&h, "Content-Type", 12, ctype, strlen(ctype));
+	req_send_head(req, status, &h, req->msg->method == HTTP_HEAD ?
+	    RESP_NONE : RESP_LENGTH, (int64_t)len);
+	headers_clear(&h);
+	if (req->msg->method != HTTP_HEAD && len > 0)
+		req_send_body_data(req, body, len);
+	req_end_response(req);
+}
+
+/*
+ * Fail the request with an error from the table.  Before the head is
+ * sent this is a complete OCI JSON error response; after it, the only
+ * honest thing left is to end the connection.  `detail` is plain text for
+ * the client and the log; it never holds a credential.
+ */
+void
+req_fail(struct req *req, enum pc_err err, const char *detail)
+{
+	char	body[2048];
+	int	status = errs_status(err);
+
+	req->err = err;
+	if (req->px != NULL) {
+		proxy_free(req->px);
+		req->px = NULL;
+	}
+	if (req->head_sent) {
+		req_abort(req, errs_name(err));
+		return;
+	}
+	if (errs_body(err, detail, body, sizeof(body)) < 0)
+		errs_body(err, NULL, body, sizeof(body));
+	if (detail != NULL)
+		log_info("%llu.%u req fail error=%s status=%d detail=\"%s\"",
+		    (unsigned long long)req->c->id, req->seq, errs_name(err),
+		    status, detail);
+	/* An unread request body cannot be skipped safely: close after. */
+	if (!req->body_done)
+		req->keep_alive = 0;
+	req_respond_simple(req, status, "application/json", body, NULL);
+}
+
+/* Which methods each endpoint takes (distribution spec, "Endpoints"). */
+static int
+req_method_ok(enum oci_ep ep, int m)
+{
+	switch (ep) {
+	case OCI_EP_BASE:
+	case OCI_EP_CATALOG:
+	case OCI_EP_TAGS:
+	case OCI_EP_REFERRERS:
+		return (m == HTTP_GET || m == HTTP_HEAD);
+	case OCI_EP_MANIFEST:
+		return (m == HTTP_GET || m == HTTP_HEAD || m == HTTP_PUT ||
+		    m == HTTP_DELETE);
+	case OCI_EP_BLOB:
+		return (m == HTTP_GET || m == HTTP_HEAD || m == HTTP_DELETE);
+	case OCI_EP_UPLOAD_START:
+		return (m == HTTP_POST);
+	case OCI_EP_UPLOAD:
+		return (m == HTTP_GET || m == HTTP_PATCH || m == HTTP_PUT ||
+		    m == HTTP_DELETE);
+	default:
+		return (0);
+	}
+}
+
+/*
+ * Map a client-side repository name to the upstream's: strip a routing
+ * prefix (done by the caller) and, for Docker Hub, put one-component names
+ * under library/.
+ */
+static int
+req_map_name(const struct config_upstream *up, const char *name, char *out,
+    size_t len)
+{
+	int	n;
+
+	if (up->docker_hub && strchr(name, '/') == NULL)
+		n = snprintf(out, len, "library/%s", name);
+	else
+		n = snprintf(out, len, "%s", name);
+	if (n < 0 || (size_t)n >= len || n > OCI_NAME_MAX)
+		return (-1);
+	return (0);
+}
+
+/* Pick the upstream: path prefix, then ns=, then the default. */
+static enum pc_err
+req_pick_upstream(struct req *req, const char **detail)
+{
+	const struct config		*conf = req->conf;
+	const struct config_upstream	*up = NULL;
+	const char			*name = req->route.name, *slash;
+	size_t				 qlen;
+
+	req->prefix[0] = '\0';
+	if (req->route.ep != OCI_EP_CATALOG &&
+	    (slash = strchr(name, '/')) != NULL &&
+	    (up = config_upstream_by_prefix(conf, name, slash - name)) !=
+	    NULL) {
+		snprintf(req->prefix, sizeof(req->prefix), "%.*s/",
+		    (int)(slash - name), name);
+		name = slash + 1;
+	}
+	if (up == NULL && req->query != NULL) {
+		qlen = strlen(req->query);
+		if (url_query_get(req->query, qlen, "ns", req->ns,
+		    sizeof(req->ns)) == 0) {
+			up = config_upstream_by_host(conf, req->ns,
+			    strlen(req->ns));
+			if (up == NULL) {
+				*detail = "no upstream serves this ns";
+				return (ERR_NAME_UNKNOWN);
+			}
+		}
+	}
+	if (up == NULL && conf->default_upstream >= 0)
+		up = &conf->upstreams[conf->default_upstream];
+	if (up == NULL) {
+		*detail = "no upstream matches and none is the default";
+		return (ERR_NAME_UNKNOWN);
+	}
+	req->up = up;
+	if (req->route.ep == OCI_EP_CATALOG)
+		return (ERR_NONE);
+	if (req_map_name(up, name, req->upname, sizeof(req->upname)) == -1) {
+		*detail = "name too long for the upstream";
+		return (ERR_NAME_INVALID);
+	}
+	return (ERR_NONE);
+}
+
+static void
+req_route(struct req *req)
+{
+	enum pc_err	 err;
+	const char	*detail = NULL;
+	size_t		 plen = strlen(req->path);
+	int		 m = req->msg->method;
+
+	if (req->path[0] != '/') {
+		req_fail(req, ERR_BAD_REQUEST, "request target must be a path");
+		return;
+	}
+	if (strcmp(req->path, "/healthz") == 0) {
+		if (m != HTTP_GET && m != HTTP_HEAD) {
+			req_fail(req, ERR_METHOD, NULL);
+			return;
+		}
+		req_respond_simple(req, 200, "text/plain", "ok\n", NULL);
+		return;
+	}
+	if (strcmp(req->path, "/v2") != 0 && strncmp(req->path, "/v2/", 4)) {
+		req_fail(req, ERR_NOT_FOUND, NULL);
+		return;
+	}
+	req->is_v2 = 1;
+	if ((err = router_parse(req->path, plen, &req->route)) != ERR_NONE) {
+		req_fail(req, err, NULL);
+		return;
+	}
+	if (!req_method_ok(req->route.ep, m)) {
+		req_fail(req, ERR_METHOD, NULL);
+		return;
+	}
+	if (req->route.ep == OCI_EP_BASE) {
+		/* Answered here: every caller may use the API for now. */
+		req_respond_simple(req, 200, "application/json", "{}", NULL);
+		return;
+	}
+	if ((err = req_pick_upstream(req, &detail)) != ERR_NONE) {
+		req_fail(req, err, detail);
+		return;
+	}
+	req_set_state(req, REQ_DISPATCH);
+	req_dispatch(req);
+}
+
+static void
+req_dispatch(struct req *req)
+{
+	/*
+	 * Authentication, policy and rate limiting run here, each as one
+	 * more stage before UPSTREAM, once they exist.
+	 */
+	req_set_state(req, REQ_UPSTREAM);
+	proxy_start(req);
+}

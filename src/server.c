@@ -1,0 +1,221 @@
+/*
+ * server.c: the daemon's life cycle.  Loads the config snapshot, sets up the
+ * event base, DNS, the listener (plain or TLS) and signal handling, runs
+ * the loop, and on SIGTERM/SIGINT drains: stop accepting, let in-flight
+ * requests finish (up to timeouts.drain), close idle keep-alive
+ * connections, then exit.
+ */
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+
+#include "portcullis.h"
+
+static void
+server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct pc_ctx	*ctx = arg;
+
+	if (ctx->draining) {
+		close(fd);
+		return;
+	}
+	if (ctx->nconns >= ctx->conf->max_connections) {
+		log_warn("- server refuse reason=max_connections n=%zu",
+		    ctx->nconns);
+		close(fd);
+		return;
+	}
+	conn_accept(ctx, fd, sa, salen);
+}
+
+static void
+server_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	int	e = EVUTIL_SOCKET_ERROR();
+
+	/* EMFILE and friends: log and keep going; libevent retries. */
+	log_warn("- server accept_error error=\"%s\"",
+	    evutil_socket_error_to_string(e));
+}
+
+/* Exit the loop once nothing is in flight. */
+void
+server_conn_gone(struct pc_ctx *ctx)
+{
+	if (ctx->draining && ctx->nconns == 0)
+		event_base_loopexit(ctx->base, NULL);
+}
+
+static void
+server_drain_timeout_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct pc_ctx	*ctx = arg;
+
+	log_warn("- server drain_timeout open=%zu", ctx->nconns);
+	event_base_loopexit(ctx->base, NULL);
+}
+
+static void
+server_signal_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	struct pc_ctx	*ctx = arg;
+	struct conn	*c, *next;
+	struct timeval	 tv;
+
+	if (ctx->draining) {
+		log_info("- server signal=%d again: exiting now", (int)sig);
+		event_base_loopexit(ctx->base, NULL);
+		return;
+	}
+	ctx->draining = 1;
+	log_info("- server drain start signal=%d open=%zu", (int)sig,
+	    ctx->nconns);
+	if (ctx->listener != NULL) {
+		evconnlistener_free(ctx->listener);
+		ctx->listener = NULL;
+	}
+	/* Idle connections go now; busy ones close after their request. */
+	TAILQ_FOREACH_SAFE(c, &ctx->conns, entry, next)
+		if (c->req == NULL)
+			conn_close(c, "draining");
+	tv.tv_sec = ctx->conf->drain_timeout_ms / 1000;
+	tv.tv_usec = (ctx->conf->drain_timeout_ms % 1000) * 1000;
+	ctx->ev_drain = evtimer_new(ctx->base, server_drain_timeout_cb, ctx);
+	evtimer_add(ctx->ev_drain, &tv);
+	server_conn_gone(ctx);
+}
+
+static int
+server_listen(struct pc_ctx *ctx, char **cause)
+{
+	struct sockaddr_storage	 ss;
+	int			 sslen = sizeof(ss);
+	char			 addr[300];
+	const struct config	*conf = ctx->conf;
+
+	memset(&ss, 0, sizeof(ss));
+	if (conf->listen_host[0] == '\0') {
+		struct sockaddr_in6	*s6 = (struct sockaddr_in6 *)&ss;
+
+		s6->sin6_family = AF_INET6;
+		s6->sin6_addr = in6addr_any;
+		s6->sin6_port = htons(conf->listen_port);
+		sslen = sizeof(*s6);
+	} else {
+		if (strchr(conf->listen_host, ':') != NULL)
+			snprintf(addr, sizeof(addr), "[%s]:%d",
+			    conf->listen_host, conf->listen_port);
+		else
+			snprintf(addr, sizeof(addr), "%s:%d",
+			    conf->listen_host, conf->listen_port);
+		if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss,
+		    &sslen) != 0) {
+			if (asprintf(cause, "/listen/address: not a numeric "
+			    "address: %s", conf->listen_address) == -1)
+				*cause = NULL;
+			return (-1);
+		}
+	}
+	ctx->listener = evconnlistener_new_bind(ctx->base, server_accept_cb,
+	    ctx, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+	    LEV_OPT_CLOSE_ON_EXEC, 1024, (struct sockaddr *)&ss, sslen);
+	if (ctx->listener == NULL) {
+		if (asprintf(cause, "cannot listen on %s: %s",
+		    conf->listen_address, strerror(errno)) == -1)
+			*cause = NULL;
+		return (-1);
+	}
+	evconnlistener_set_error_cb(ctx->listener, server_accept_error_cb);
+	return (0);
+}
+
+static void
+server_reap_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	conn_reap(arg);
+}
+
+/* Run the gateway until drained.  Returns 0, or -1 with *cause set. */
+int
+server_run(const char *path, char **cause)
+{
+	struct pc_ctx	*ctx;
+	int		 rv = -1;
+
+	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
+		fatal("calloc");
+	TAILQ_INIT(&ctx->conns);
+	TAILQ_INIT(&ctx->dead);
+	TAILQ_INIT(&ctx->idle);
+	TAILQ_INIT(&ctx->ustates);
+	TAILQ_INIT(&ctx->tls_clients);
+	if ((ctx->conf = config_load(path, cause)) == NULL)
+		goto out;
+	log_init(ctx->conf->log_level);
+	signal(SIGPIPE, SIG_IGN);
+	if ((ctx->base = event_base_new()) == NULL)
+		fatalx("event_base_new failed");
+	if ((ctx->dns = evdns_base_new(ctx->base,
+	    EVDNS_BASE_INITIALIZE_NAMESERVERS)) == NULL) {
+		/* No resolv.conf: numeric upstreams still work. */
+		ctx->dns = evdns_base_new(ctx->base, 0);
+	}
+	if (ctx->conf->tls != NULL &&
+	    (ctx->server_tls = tls_server_ctx(ctx->conf, cause)) == NULL)
+		goto out;
+	if (server_listen(ctx, cause) == -1)
+		goto out;
+	ctx->ev_reap = event_new(ctx->base, -1, 0, server_reap_cb, ctx);
+	ctx->ev_sigterm = evsignal_new(ctx->base, SIGTERM, server_signal_cb,
+	    ctx);
+	ctx->ev_sigint = evsignal_new(ctx->base, SIGINT, server_signal_cb,
+	    ctx);
+	evsignal_add(ctx->ev_sigterm, NULL);
+	evsignal_add(ctx->ev_sigint, NULL);
+
+	log_info("- server start version=%s listen=%s tls=%s upstreams=%zu",
+	    PC_VERSION, ctx->conf->listen_address,
+	    ctx->conf->tls ? "on" : "off", ctx->conf->nupstreams);
+	event_base_dispatch(ctx->base);
+	log_info("- server stop open=%zu", ctx->nconns);
+	rv = 0;
+out:
+	{
+		struct conn	*c;
+
+		while ((c = TAILQ_FIRST(&ctx->conns)) != NULL)
+			conn_close(c, "shutdown");
+		if (ctx->base != NULL)
+			conn_reap(ctx);
+	}
+	uconn_pool_flush(ctx);
+	upstream_state_free_all(ctx);
+	tls_client_free_all(ctx);
+	if (ctx->listener != NULL)
+		evconnlistener_free(ctx->listener);
+	if (ctx->ev_reap != NULL)
+		event_free(ctx->ev_reap);
+	if (ctx->ev_sigterm != NULL)
+		event_free(ctx->ev_sigterm);
+	if (ctx->ev_sigint != NULL)
+		event_free(ctx->ev_sigint);
+	if (ctx->ev_drain != NULL)
+		event_free(ctx->ev_drain);
+	if (ctx->dns != NULL)
+		evdns_base_free(ctx->dns, 0);
+	tls_free_ctx(ctx->server_tls);
+	if (ctx->base != NULL)
+		event_base_free(ctx->base);
+	config_unref(ctx->conf);
+	free(ctx);
+	return (rv);
+}

@@ -1,0 +1,216 @@
+/*
+ * tls.c: OpenSSL contexts for the listener and for upstream connections.
+ * Server: TLS 1.2 or newer, the configured certificate and key, optional
+ * client-certificate verification against a CA file.  Client: TLS 1.2 or
+ * newer, peer verification against the system store or a CA file, SNI and
+ * hostname checking on every connection.
+ */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <event2/bufferevent_ssl.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "portcullis.h"
+
+static char *
+tls_cause(const char *what, const char *file)
+{
+	char		*s;
+	char		 buf[256];
+	unsigned long	 e = ERR_get_error();
+
+	ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	if (asprintf(&s, "%s %s: %s", what, file ? file : "", buf) == -1)
+		return (NULL);
+	return (s);
+}
+
+/* A server context from the listener's TLS settings, or NULL with cause. */
+SSL_CTX *
+tls_server_ctx(const struct config *conf, char **cause)
+{
+	const struct config_tls	*t = conf->tls;
+	SSL_CTX			*ctx;
+	int			 mode;
+
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		*cause = tls_cause("SSL_CTX_new", NULL);
+		return (NULL);
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_CIPHER_SERVER_PREFERENCE);
+	if (SSL_CTX_use_certificate_chain_file(ctx, t->cert_file) != 1) {
+		*cause = tls_cause("cannot load certificate", t->cert_file);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, t->key_file,
+	    SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+		*cause = tls_cause("cannot load key", t->key_file);
+		goto fail;
+	}
+	if (t->verify_client != CONFIG_VERIFY_NONE) {
+		if (SSL_CTX_load_verify_locations(ctx, t->client_ca_file,
+		    NULL) != 1) {
+			*cause = tls_cause("cannot load client CA",
+			    t->client_ca_file);
+			goto fail;
+		}
+		mode = SSL_VERIFY_PEER;
+		if (t->verify_client == CONFIG_VERIFY_REQUIRE)
+			mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+		SSL_CTX_set_verify(ctx, mode, NULL);
+		SSL_CTX_set_client_CA_list(ctx,
+		    SSL_load_client_CA_file(t->client_ca_file));
+	}
+	return (ctx);
+fail:
+	SSL_CTX_free(ctx);
+	return (NULL);
+}
+
+/* A client context verifying peers against ca_file or the system store. */
+SSL_CTX *
+tls_client_ctx(const char *ca_file, char **cause)
+{
+	SSL_CTX	*ctx;
+
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+		*cause = tls_cause("SSL_CTX_new", NULL);
+		return (NULL);
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (ca_file != NULL) {
+		if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+			*cause = tls_cause("cannot load CA file", ca_file);
+			SSL_CTX_free(ctx);
+			return (NULL);
+		}
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		*cause = tls_cause("cannot load system CA store", NULL);
+		SSL_CTX_free(ctx);
+		return (NULL);
+	}
+	return (ctx);
+}
+
+/* A client SSL for one connection to host: SNI and hostname check. */
+SSL *
+tls_client_ssl(SSL_CTX *ctx, const char *host)
+{
+	SSL	*ssl;
+
+	if ((ssl = SSL_new(ctx)) == NULL)
+		return (NULL);
+	/* SNI is only for DNS names, never for address literals. */
+	if (strspn(host, "0123456789.") != strlen(host) &&
+	    strchr(host, ':') == NULL)
+		SSL_set_tlsext_host_name(ssl, host);
+	if (SSL_set1_host(ssl, host) != 1) {
+		SSL_free(ssl);
+		return (NULL);
+	}
+	return (ssl);
+}
+
+/* A server SSL for one accepted connection. */
+SSL *
+tls_server_ssl(SSL_CTX *ctx)
+{
+	return (SSL_new(ctx));
+}
+
+/* The verified client certificate's subject, or NULL.  Caller frees. */
+char *
+tls_peer_subject(struct bufferevent *bev)
+{
+	SSL	*ssl = bufferevent_openssl_get_ssl(bev);
+	X509	*cert;
+	char	*s = NULL;
+
+	if (ssl == NULL || (cert = SSL_get1_peer_certificate(ssl)) == NULL)
+		return (NULL);
+	if (SSL_get_verify_result(ssl) == X509_V_OK)
+		s = X509_NAME_oneline(X509_get_subject_name(cert), NULL, 0);
+	X509_free(cert);
+	return (s);
+}
+
+/* Free a context; NULL is fine. */
+void
+tls_free_ctx(SSL_CTX *ctx)
+{
+	SSL_CTX_free(ctx);
+}
+
+/* The last TLS error on a bufferevent, as text (static storage). */
+const char *
+tls_last_error(struct bufferevent *bev)
+{
+	unsigned long	e;
+
+	if ((e = bufferevent_get_openssl_error(bev)) == 0)
+		return ("connection failed");
+	return (ERR_reason_error_string(e) ? ERR_reason_error_string(e) :
+	    "TLS error");
+}
+
+struct tls_client {
+	TAILQ_ENTRY(tls_client)	 entry;
+	char			*ca_file;	/* NULL: system store */
+	SSL_CTX			*ctx;
+};
+
+/*
+ * The client context for a CA file (NULL: the system store), made on first
+ * use and kept for the life of the process.
+ */
+SSL_CTX *
+tls_client_for(struct pc_ctx *ctx, const char *ca_file)
+{
+	struct tls_client	*tc;
+	char			*cause = NULL;
+
+	TAILQ_FOREACH(tc, &ctx->tls_clients, entry) {
+		if ((tc->ca_file == NULL && ca_file == NULL) ||
+		    (tc->ca_file != NULL && ca_file != NULL &&
+		    strcmp(tc->ca_file, ca_file) == 0))
+			return (tc->ctx);
+	}
+	if ((tc = calloc(1, sizeof(*tc))) == NULL)
+		return (NULL);
+	if ((tc->ctx = tls_client_ctx(ca_file, &cause)) == NULL) {
+		log_warn("- tls client_ctx_failed cause=\"%s\"",
+		    cause ? cause : "unknown");
+		free(cause);
+		free(tc);
+		return (NULL);
+	}
+	if (ca_file != NULL && (tc->ca_file = strdup(ca_file)) == NULL) {
+		SSL_CTX_free(tc->ctx);
+		free(tc);
+		return (NULL);
+	}
+	TAILQ_INSERT_TAIL(&ctx->tls_clients, tc, entry);
+	return (tc->ctx);
+}
+
+/* Free every cached client context. */
+void
+tls_client_free_all(struct pc_ctx *ctx)
+{
+	struct tls_client	*tc;
+
+	while ((tc = TAILQ_FIRST(&ctx->tls_clients)) != NULL) {
+		TAILQ_REMOVE(&ctx->tls_clients, tc, entry);
+		SSL_CTX_free(tc->ctx);
+		free(tc->ca_file);
+		free(tc);
+	}
+}

@@ -1,0 +1,255 @@
+/*
+ * upstream.c: connections to upstream origins (a registry, its token
+ * service, a blob storage host it redirects to).  uconn_get() hands out an
+ * idle keep-alive connection for the same origin when one is pooled, else
+ * starts a new one: asynchronous DNS (evdns), TCP, and TLS with SNI and
+ * hostname verification.  A uconn belongs either to the pool or to exactly
+ * one user; the pool watches idle ones and drops those the peer closes.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <openssl/ssl.h>
+
+#include "portcullis.h"
+
+#define UCONN_IDLE_MAX		256	/* across all origins */
+#define UCONN_IDLE_PER_ORIGIN	16
+#define UCONN_IDLE_MS		30000
+
+static void	uconn_connect_cb(struct bufferevent *, short, void *);
+static void	uconn_timer_cb(evutil_socket_t, short, void *);
+static void	uconn_idle_read_cb(struct bufferevent *, void *);
+static void	uconn_idle_event_cb(struct bufferevent *, short, void *);
+
+/* Fill an origin from a parsed URL; ca_file is borrowed. */
+void
+origin_from_url(struct origin *o, const struct url *u, char *ca_file)
+{
+	memset(o, 0, sizeof(*o));
+	snprintf(o->host, sizeof(o->host), "%s", u->host);
+	o->port = u->port;
+	o->tls = u->tls;
+	o->ca_file = ca_file;
+}
+
+/* "host" or "host:port" as the Host header wants it. */
+int
+origin_hostport(const struct origin *o, char *buf, size_t len)
+{
+	int	v6 = strchr(o->host, ':') != NULL;
+
+	if ((o->tls && o->port == 443) || (!o->tls && o->port == 80))
+		return (snprintf(buf, len, v6 ? "[%s]" : "%s", o->host));
+	return (snprintf(buf, len, v6 ? "[%s]:%d" : "%s:%d", o->host,
+	    o->port));
+}
+
+static void
+uconn_key(const struct origin *o, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s|%s|%d|%s", o->tls ? "https" : "http", o->host,
+	    o->port, o->ca_file ? o->ca_file : "");
+}
+
+static void
+uconn_set_timer(struct uconn *uc, int ms)
+{
+	struct timeval	tv;
+
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(uc->timer, &tv);
+}
+
+/*
+ * A connection to the origin.  Returns a pooled one with connected set
+ * (use it at once), or a new one whose on_connect(uc, error, arg) fires
+ * later (error 0: connected; else uc is still the caller's to free), or
+ * NULL when it cannot even start.
+ */
+struct uconn *
+uconn_get(struct pc_ctx *ctx, const struct origin *o, int timeout_ms,
+    void (*on_connect)(struct uconn *, int, void *), void *arg)
+{
+	struct uconn	*uc;
+	char		 key[sizeof(uc->key)];
+	SSL_CTX		*sctx;
+	SSL		*ssl;
+
+	uconn_key(o, key, sizeof(key));
+	TAILQ_FOREACH(uc, &ctx->idle, entry) {
+		if (strcmp(uc->key, key) != 0)
+			continue;
+		TAILQ_REMOVE(&ctx->idle, uc, entry);
+		ctx->nidle--;
+		evtimer_del(uc->timer);
+		bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
+		uc->reused = 1;
+		uc->on_connect = on_connect;
+		uc->arg = arg;
+		return (uc);
+	}
+	if ((uc = calloc(1, sizeof(*uc))) == NULL)
+		return (NULL);
+	uc->ctx = ctx;
+	uc->origin = *o;
+	memcpy(uc->key, key, sizeof(uc->key));
+	uc->on_connect = on_connect;
+	uc->arg = arg;
+	uc->timer = evtimer_new(ctx->base, uconn_timer_cb, uc);
+	if (o->tls) {
+		if ((sctx = tls_client_for(ctx, o->ca_file)) == NULL ||
+		    (ssl = tls_client_ssl(sctx, o->host)) == NULL) {
+			event_free(uc->timer);
+			free(uc);
+			return (NULL);
+		}
+		uc->bev = bufferevent_openssl_socket_new(ctx->base, -1, ssl,
+		    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+		if (uc->bev != NULL)
+			bufferevent_openssl_set_allow_dirty_shutdown(uc->bev,
+			    1);
+	} else
+		uc->bev = bufferevent_socket_new(ctx->base, -1,
+		    BEV_OPT_CLOSE_ON_FREE);
+	if (uc->bev == NULL) {
+		event_free(uc->timer);
+		free(uc);
+		return (NULL);
+	}
+	bufferevent_setcb(uc->bev, NULL, NULL, uconn_connect_cb, uc);
+	uconn_set_timer(uc, timeout_ms);
+	if (bufferevent_socket_connect_hostname(uc->bev, ctx->dns, AF_UNSPEC,
+	    o->host, o->port) != 0) {
+		uconn_free(uc);
+		return (NULL);
+	}
+	return (uc);
+}
+
+static void
+uconn_connect_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct uconn	*uc = arg;
+	int		 err;
+
+	evtimer_del(uc->timer);
+	if (events & BEV_EVENT_CONNECTED) {
+		uc->connected = 1;
+		bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
+		uc->on_connect(uc, 0, uc->arg);
+		return;
+	}
+	err = bufferevent_socket_get_dns_error(bev);
+	if (err != 0)
+		log_info("- upstream connect_failed host=%s port=%d "
+		    "error=\"%s\"", uc->origin.host, uc->origin.port,
+		    evutil_gai_strerror(err));
+	else if (uc->origin.tls)
+		log_info("- upstream connect_failed host=%s port=%d "
+		    "error=\"%s\"", uc->origin.host, uc->origin.port,
+		    tls_last_error(bev));
+	else
+		log_info("- upstream connect_failed host=%s port=%d "
+		    "error=\"%s\"", uc->origin.host, uc->origin.port,
+		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	uc->on_connect(uc, err != 0 ? EHOSTUNREACH : ECONNREFUSED, uc->arg);
+}
+
+static void
+uconn_timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct uconn	*uc = arg;
+
+	if (!uc->connected) {
+		bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
+		log_info("- upstream connect_timeout host=%s port=%d",
+		    uc->origin.host, uc->origin.port);
+		uc->on_connect(uc, ETIMEDOUT, uc->arg);
+		return;
+	}
+	/* Idle too long in the pool. */
+	TAILQ_REMOVE(&uc->ctx->idle, uc, entry);
+	uc->ctx->nidle--;
+	uconn_free(uc);
+}
+
+/* Close and free a connection that is not in the pool. */
+void
+uconn_free(struct uconn *uc)
+{
+	if (uc == NULL)
+		return;
+	bufferevent_free(uc->bev);
+	event_free(uc->timer);
+	free(uc);
+}
+
+/*
+ * Give a connection back after a complete exchange.  It joins the pool
+ * unless the pool for its origin is full or stray bytes are waiting.
+ */
+void
+uconn_release(struct uconn *uc)
+{
+	struct pc_ctx	*ctx = uc->ctx;
+	struct uconn	*u;
+	size_t		 same = 0;
+
+	if (evbuffer_get_length(bufferevent_get_input(uc->bev)) != 0 ||
+	    ctx->draining) {
+		uconn_free(uc);
+		return;
+	}
+	TAILQ_FOREACH(u, &ctx->idle, entry)
+		if (strcmp(u->key, uc->key) == 0)
+			same++;
+	if (same >= UCONN_IDLE_PER_ORIGIN || ctx->nidle >= UCONN_IDLE_MAX) {
+		uconn_free(uc);
+		return;
+	}
+	bufferevent_setcb(uc->bev, uconn_idle_read_cb, NULL,
+	    uconn_idle_event_cb, uc);
+	bufferevent_set_timeouts(uc->bev, NULL, NULL);
+	bufferevent_setwatermark(uc->bev, EV_READ, 0, 0);
+	bufferevent_enable(uc->bev, EV_READ);
+	uc->idle_since = now_ms();
+	uconn_set_timer(uc, UCONN_IDLE_MS);
+	TAILQ_INSERT_HEAD(&ctx->idle, uc, entry);
+	ctx->nidle++;
+}
+
+static void
+uconn_idle_drop(struct uconn *uc)
+{
+	TAILQ_REMOVE(&uc->ctx->idle, uc, entry);
+	uc->ctx->nidle--;
+	uconn_free(uc);
+}
+
+static void
+uconn_idle_read_cb(struct bufferevent *bev, void *arg)
+{
+	/* An idle upstream must not talk: drop it. */
+	uconn_idle_drop(arg);
+}
+
+static void
+uconn_idle_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	uconn_idle_drop(arg);
+}
+
+/* Close every pooled connection. */
+void
+uconn_pool_flush(struct pc_ctx *ctx)
+{
+	struct uconn	*uc;
+
+	while ((uc = TAILQ_FIRST(&ctx->idle)) != NULL)
+		uconn_idle_drop(uc);
+}
