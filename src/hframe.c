@@ -204,7 +204,7 @@ hframe_on_value(http_parser *p, const char *at, size_t len)
 
 /* Content-Length must be one field holding only digits. */
 static int
-hframe_check_length(struct hframe *hf)
+hframe_check_length(struct hframe *hf, const http_parser *p)
 {
 	struct hframe_msg	*m = &hf->msg;
 	const char		*cl, *te, *s;
@@ -221,6 +221,9 @@ hframe_check_length(struct hframe *hf)
 				return (hframe_fail(hf, HF_E_LENGTH));
 	}
 	if (te != NULL) {
+		/* RFC 9112 6.1: TE in HTTP/1.0 means faulty framing. */
+		if (p->http_minor == 0)
+			return (hframe_fail(hf, HF_E_TE_BAD));
 		if (cl != NULL)
 			return (hframe_fail(hf, HF_E_LENGTH));
 		if (headers_count(&m->hdrs, "Transfer-Encoding") != 1)
@@ -241,14 +244,21 @@ hframe_on_headers_complete(http_parser *p)
 	struct hframe		*hf = p->data;
 	struct hframe_msg	*m = &hf->msg;
 	const char		*ex;
+	size_t			 n;
 
 	if (hf->name_len > 0 && !hf->in_value &&
 	    hframe_flush_name(hf, "", 0) == -1)
 		return (-1);
 	if (p->http_major != 1 || p->http_minor > 1)
 		return (hframe_fail(hf, HF_E_VERSION));
-	if (hframe_check_length(hf) == -1)
+	if (hframe_check_length(hf, p) == -1)
 		return (-1);
+	/* RFC 9112 3.2: exactly one Host in 1.1, at most one in 1.0. */
+	if (p->type == HTTP_REQUEST) {
+		n = headers_count(&m->hdrs, "Host");
+		if (n > 1 || (n == 0 && p->http_minor == 1))
+			return (hframe_fail(hf, HF_E_HOST));
+	}
 	m->method = p->method;
 	m->status = p->status_code;
 	m->major = p->http_major;

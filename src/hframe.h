@@ -42,6 +42,7 @@ enum hframe_phase {
 	X(HF_E_TE_BAD, 400, "invalid Transfer-Encoding")		\
 	X(HF_E_TE_UNSUPPORTED, 501, "unsupported Transfer-Encoding")	\
 	X(HF_E_OBS_FOLD, 400, "obsolete header line folding")		\
+	X(HF_E_HOST, 400, "missing or repeated Host header")		\
 	X(HF_E_BODY, 400, "malformed message body")			\
 	X(HF_E_CALLBACK, 500, "body consumer failed")			\
 	X(HF_E_INCOMPLETE, 400, "connection closed mid-message")	\

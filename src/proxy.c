@@ -433,6 +433,8 @@ px_send(struct proxy *px)
 	} else if (m == HTTP_POST || m == HTTP_PUT || m == HTTP_PATCH)
 		evbuffer_add_printf(out, "Content-Length: 0\r\n");
 	evbuffer_add(out, "\r\n", 2);
+	log_debug("%llu.%u proxy sent head upstream=%s",
+	    (unsigned long long)req->c->id, req->seq, px->up->name);
 
 	hframe_next(&px->rf);
 	px->rf.on_body = px_resp_body;

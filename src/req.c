@@ -16,6 +16,7 @@
  * fields dropped, the API version header added on /v2/) and the body
  * framing towards the client.  req_fail() is the one way to fail a request.
  */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -110,11 +111,12 @@ req_free(struct req *req)
 		snprintf(up, sizeof(up), "-");
 	/* The summary line: never a credential, never the query string. */
 	log_info("%llu.%u req done method=%s path=%s status=%d in=%llu "
-	    "out=%llu ms=%llu upstream=%s peer=%s id=%s%s%s",
+	    "out=%llu ms=%llu upstream=%s%s%s peer=%s id=%s%s%s",
 	    (unsigned long long)c->id, req->seq, req->method, req->path,
 	    req->status, (unsigned long long)req->bytes_in,
 	    (unsigned long long)req->bytes_out,
-	    (unsigned long long)(now_ms() - req->start_ms), up, c->peer,
+	    (unsigned long long)(now_ms() - req->start_ms), up,
+	    req->ns[0] != '\0' ? " ns=" : "", req->ns, c->peer,
 	    req->request_id, req->err != ERR_NONE ? " error=" : "",
 	    req->err != ERR_NONE ? errs_name(req->err) : "");
 	free(req->path);
@@ -408,9 +410,23 @@ req_map_name(const struct config_upstream *up, const char *name, char *out,
 	return (0);
 }
 
+/* containerd's ns= names a registry host: letters, digits, ".-:[]". */
+static int
+req_valid_ns(const char *ns)
+{
+	const char	*p;
+
+	if (*ns == '\0')
+		return (0);
+	for (p = ns; *p != '\0'; p++)
+		if (!isalnum((unsigned char)*p) && strchr(".-:[]_", *p) == NULL)
+			return (0);
+	return (1);
+}
+
 /* Pick the upstream: path prefix, then ns=, then the default. */
 static enum pc_err
-req_pick_upstream(struct req *req, const char **detail)
+req_pick_upstream(struct req *req, char *detail, size_t dlen)
 {
 	const struct config		*conf = req->conf;
 	const struct config_upstream	*up = NULL;
@@ -430,10 +446,17 @@ req_pick_upstream(struct req *req, const char **detail)
 		qlen = strlen(req->query);
 		if (url_query_get(req->query, qlen, "ns", req->ns,
 		    sizeof(req->ns)) == 0) {
+			if (!req_valid_ns(req->ns)) {
+				req->ns[0] = '\0';
+				snprintf(detail, dlen, "ns is not a registry "
+				    "host[:port]");
+				return (ERR_BAD_REQUEST);
+			}
 			up = config_upstream_by_host(conf, req->ns,
 			    strlen(req->ns));
 			if (up == NULL) {
-				*detail = "no upstream serves this ns";
+				snprintf(detail, dlen, "no upstream serves "
+				    "ns=%s", req->ns);
 				return (ERR_NAME_UNKNOWN);
 			}
 		}
@@ -441,14 +464,15 @@ req_pick_upstream(struct req *req, const char **detail)
 	if (up == NULL && conf->default_upstream >= 0)
 		up = &conf->upstreams[conf->default_upstream];
 	if (up == NULL) {
-		*detail = "no upstream matches and none is the default";
+		snprintf(detail, dlen,
+		    "no upstream matches and none is the default");
 		return (ERR_NAME_UNKNOWN);
 	}
 	req->up = up;
 	if (req->route.ep == OCI_EP_CATALOG)
 		return (ERR_NONE);
 	if (req_map_name(up, name, req->upname, sizeof(req->upname)) == -1) {
-		*detail = "name too long for the upstream";
+		snprintf(detail, dlen, "name too long for the upstream");
 		return (ERR_NAME_INVALID);
 	}
 	return (ERR_NONE);
@@ -458,7 +482,7 @@ static void
 req_route(struct req *req)
 {
 	enum pc_err	 err;
-	const char	*detail = NULL;
+	char		 detail[320];
 	size_t		 plen = strlen(req->path);
 	int		 m = req->msg->method;
 
@@ -492,7 +516,8 @@ req_route(struct req *req)
 		req_respond_simple(req, 200, "application/json", "{}", NULL);
 		return;
 	}
-	if ((err = req_pick_upstream(req, &detail)) != ERR_NONE) {
+	if ((err = req_pick_upstream(req, detail, sizeof(detail))) !=
+	    ERR_NONE) {
 		req_fail(req, err, detail);
 		return;
 	}

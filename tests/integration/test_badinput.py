@@ -364,7 +364,12 @@ FRAMING = [
 @pytest.mark.parametrize("data,statuses,silent",
                          [c[1:] for c in FRAMING],
                          ids=[c[0] for c in FRAMING])
-def test_bad_framing_is_refused_and_closed(reg, gw, data, statuses, silent):
+def test_bad_framing_is_refused_and_closed(reg, gw, data, statuses, silent,
+                                           request):
+    # A repository name of this case's own: the upstream logs a request
+    # when its handler returns, possibly after the next case has begun.
+    own = ("/v2/smug-%d/" % (abs(hash(request.node.name)) % 10**8)).encode()
+    data = data.replace(b"/v2/smug/", own, 1)
     mark = reg.mark()
     with rawhttp.RawConn("127.0.0.1", gw.port, timeout=CLIENT_TIMEOUT) as c:
         try:
@@ -385,6 +390,7 @@ def test_bad_framing_is_refused_and_closed(reg, gw, data, statuses, silent):
         "a second response followed: %r" % trailing[:300]
     seen = upstream_requests(reg, mark)
     assert not any("smuggled" in e["path"] for e in seen), seen
+    seen = [e for e in seen if e["path"].startswith(own.decode())]
     if silent:
         assert seen == [], "gateway forwarded a malformed request: %r" % seen
     assert_serves(gw)
@@ -395,7 +401,6 @@ def test_good_framing_controls(reg, gw):
     # must be accepted, so a refusal above is about the defect.
     for data in (
             _req([("Content-Length", "0")]),
-            _req([("Content-Length", "0"), ("Content-Length", "0")]),
             _req([("Transfer-Encoding", "chunked")], b"0\r\n\r\n"),
             _req([("Transfer-Encoding", "chunked")],
                  b"5;ext=1\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n")):

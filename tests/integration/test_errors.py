@@ -338,18 +338,25 @@ def test_upstream_cut_mid_body_is_not_passed_off_as_complete(
 def test_truncated_upload_body_is_not_completed(start_registry,
                                                 start_gateway):
     reg = start_registry(name="up1")
-    gw = start_gateway(gw_config(reg.url))
+    cfg = gw_config(reg.url)
+    cfg["log"] = {"level": "debug"}
+    gw = start_gateway(cfg)
     data = os.urandom(1000)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
 
     loc = start_upload(gw.url, "trunc/blob")
     sep = "&" if "?" in loc else "?"
     mark = reg.mark()
+    seen = len(gw.log_text())
     with rawhttp.RawConn("127.0.0.1", gw.port, timeout=CLIENT_TIMEOUT) as c:
         c.send(rawhttp.build("PUT", loc + sep + "digest=" + digest,
                              [("Content-Type", "application/octet-stream"),
                               ("Content-Length", "1000")], data[:10],
                              host=gw.host))
+        # Hold the connection until the gateway has started the upstream
+        # PUT, so that there is an upstream request to abort.
+        wait_for(lambda: "proxy sent head" in gw.log_text()[seen:],
+                 timeout=CLIENT_TIMEOUT, what="the upstream PUT to start")
     # The client is gone.  The gateway must abort the upstream request: the
     # registry logs a request only when its handler returns, which for a
     # PUT waiting on 990 more bytes happens only when the gateway closes

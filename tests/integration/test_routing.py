@@ -128,11 +128,18 @@ def test_unknown_first_component_is_part_of_name_on_default(stack, http):
         e["path"] for e in upstream_paths(stack.r1, m1, "GET")]
 
 
-def test_ns_of_unknown_host_falls_to_default(stack, http):
+def test_ns_of_unknown_host_is_name_unknown(stack, http):
+    """A client that names a registry the gateway does not front must not be
+    answered with another registry's content under that name: 404
+    NAME_UNKNOWN, and no upstream is asked."""
+    m1, m2 = stack.r1.mark(), stack.r2.mark()
     r = get_manifest(http, stack.gw.url,
                      "/v2/demo/app/manifests/v1?ns=127.0.0.1:9")
-    assert r.status_code == 200, r.text
-    assert r.headers["Docker-Content-Digest"] == stack.img_a.digest
+    assert r.status_code == 404, r.text
+    assert r.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    assert "127.0.0.1:9" in r.json()["errors"][0]["detail"]
+    assert upstream_paths(stack.r1, m1) == []
+    assert upstream_paths(stack.r2, m2) == []
 
 
 def test_docker_hub_one_component_name_gets_library(stack, http):

@@ -97,8 +97,8 @@ test_length_body_left_to_caller(void **state)
 {
 	struct hframe	 hf;
 	struct sink	 s;
-	const char	*r = "PUT /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
-			    "GET /next HTTP/1.1\r\n\r\n";
+	const char	*r = "PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+			    "GET /next HTTP/1.1\r\nHost: h\r\n\r\n";
 	size_t		 n;
 
 	(void)state;
@@ -127,7 +127,7 @@ test_chunked_body_decoded(void **state)
 
 	(void)state;
 	for (step = 1; step < 40; step += 3) {
-		parse_req("PATCH /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+		parse_req("PATCH /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
 		    "\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", &hf, &s,
 		    step);
 		assert_int_equal(hf.phase, HF_DONE);
@@ -146,31 +146,36 @@ struct bad_case {
 };
 
 static const struct bad_case bad_cases[] = {
-	{ "cl+te", "POST /x HTTP/1.1\r\nContent-Length: 3\r\n"
+	{ "cl+te", "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
 	    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", HF_E_LENGTH, 400 },
-	{ "te+cl", "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+	{ "te+cl", "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
 	    "Content-Length: 3\r\n\r\n0\r\n\r\n", HF_E_LENGTH, 400 },
-	{ "two cl", "POST /x HTTP/1.1\r\nContent-Length: 3\r\n"
+	{ "two cl", "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
 	    "Content-Length: 4\r\n\r\nabcd", HF_E_LENGTH, 400 },
-	{ "same cl twice", "POST /x HTTP/1.1\r\nContent-Length: 3\r\n"
+	{ "same cl twice", "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
 	    "Content-Length: 3\r\n\r\nabc", HF_E_LENGTH, 400 },
-	{ "cl letters", "POST /x HTTP/1.1\r\nContent-Length: 12a\r\n\r\n",
+	{ "cl letters", "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 12a\r\n\r\n",
 	    HF_E_LENGTH, 400 },
-	{ "cl negative", "POST /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+	{ "cl negative", "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
 	    HF_E_LENGTH, 400 },
-	{ "te gzip", "POST /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+	{ "te gzip", "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
 	    HF_E_TE_UNSUPPORTED, 501 },
-	{ "te chunked,identity", "POST /x HTTP/1.1\r\n"
+	{ "te chunked,identity", "POST /x HTTP/1.1\r\nHost: h\r\n"
 	    "Transfer-Encoding: chunked, identity\r\n\r\n", HF_E_TE_BAD, 400 },
-	{ "te twice", "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+	{ "te twice", "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
 	    "Transfer-Encoding: chunked\r\n\r\n", HF_E_TE_BAD, 400 },
-	{ "bad chunk size", "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked"
+	{ "no host", "GET /x HTTP/1.1\r\nAccept: a\r\n\r\n", HF_E_HOST, 400 },
+	{ "two hosts", "GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+	    HF_E_HOST, 400 },
+	{ "te in http/1.0", "POST /x HTTP/1.0\r\nTransfer-Encoding: chunked"
+	    "\r\n\r\n0\r\n\r\n", HF_E_TE_BAD, 400 },
+	{ "bad chunk size", "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked"
 	    "\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", HF_E_BODY, 400 },
-	{ "obs-fold", "GET /x HTTP/1.1\r\nX-A: one\r\n two\r\n\r\n",
+	{ "obs-fold", "GET /x HTTP/1.1\r\nHost: h\r\nX-A: one\r\n two\r\n\r\n",
 	    HF_E_OBS_FOLD, 400 },
 	{ "http/2.0", "GET /x HTTP/2.0\r\n\r\n", HF_E_VERSION, 505 },
 	{ "garbage", "\x01\x02 nonsense\r\n\r\n", HF_E_SYNTAX, 400 },
-	{ "space in name", "GET /x HTTP/1.1\r\nX A: b\r\n\r\n", HF_E_SYNTAX,
+	{ "space in name", "GET /x HTTP/1.1\r\nHost: h\r\nX A: b\r\n\r\n", HF_E_SYNTAX,
 	    400 },
 };
 
@@ -209,15 +214,15 @@ test_limits(void **state)
 	off = snprintf(req, sizeof(req), "GET /");
 	for (i = 0; i < 600; i++)
 		req[off++] = 'a';
-	off += snprintf(req + off, sizeof(req) - off, " HTTP/1.1\r\n\r\n");
+	off += snprintf(req + off, sizeof(req) - off, " HTTP/1.1\r\nHost: h\r\n\r\n");
 	parse_req(req, &hf, &s, 100);
 	assert_int_equal(hf.err, HF_E_URI);
 	assert_int_equal(hframe_err_status(hf.err), 414);
 	hframe_free(&hf);
 
 	/* 21 fields with a limit of 20 -> 431. */
-	off = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\n");
-	for (i = 0; i < 21; i++)
+	off = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: h\r\n");
+	for (i = 0; i < 20; i++)
 		off += snprintf(req + off, sizeof(req) - off,
 		    "X-H%zu: v\r\n", i);
 	snprintf(req + off, sizeof(req) - off, "\r\n");
@@ -227,8 +232,8 @@ test_limits(void **state)
 	hframe_free(&hf);
 
 	/* 20 fields is fine. */
-	off = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\n");
-	for (i = 0; i < 20; i++)
+	off = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: h\r\n");
+	for (i = 0; i < 19; i++)
 		off += snprintf(req + off, sizeof(req) - off,
 		    "X-H%zu: v\r\n", i);
 	snprintf(req + off, sizeof(req) - off, "\r\n");
@@ -237,7 +242,7 @@ test_limits(void **state)
 	hframe_free(&hf);
 
 	/* One 5000-byte value with a 4096-byte head limit -> 431. */
-	off = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nX-Big: ");
+	off = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: h\r\nX-Big: ");
 	for (i = 0; i < 5000; i++)
 		req[off++] = 'v';
 	snprintf(req + off, sizeof(req) - off, "\r\n\r\n");
@@ -249,7 +254,7 @@ test_limits(void **state)
 	/* A head that never ends stops at the limit, not at memory. */
 	memset(&s, 0, sizeof(s));
 	hframe_init(&hf, HFRAME_REQUEST, &lim, sink_body, &s);
-	off = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\n");
+	off = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: h\r\n");
 	for (i = 0; i < 5000 && hf.phase == HF_HEAD; i++)
 		hframe_feed(&hf, i == 0 ? req : "X", i == 0 ? off : 1);
 	assert_int_equal(hf.phase, HF_ERROR);
@@ -309,7 +314,7 @@ test_expect_continue(void **state)
 	struct sink	 s;
 
 	(void)state;
-	parse_req("PUT /x HTTP/1.1\r\nExpect: 100-continue\r\n"
+	parse_req("PUT /x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
 	    "Content-Length: 3\r\n\r\n", &hf, &s, 64);
 	assert_int_equal(hf.phase, HF_BODY_LENGTH);
 	assert_true(hf.msg.expect_continue);

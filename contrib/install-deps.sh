@@ -1,0 +1,44 @@
+#!/bin/sh
+# Install what portcullis needs to build, run and test on Debian 12.
+# Usage: contrib/install-deps.sh [build|run|test]   (default: test)
+set -eu
+what=${1:-test}
+
+build="build-essential autoconf automake libtool pkg-config
+    libevent-dev libssl-dev libjansson-dev libjwt-dev libhiredis-dev
+    libhttp-parser-dev libcmocka-dev"
+run="redis-server redis-tools docker-registry skopeo ca-certificates curl"
+test="podman containerd docker.io nginx python3-pytest python3-requests
+    python3-cryptography uidmap iptables"
+
+case "$what" in
+build)	pkgs="$build" ;;
+run)	pkgs="$build $run" ;;
+test)	pkgs="$build $run $test" ;;
+*)	echo "usage: $0 [build|run|test]" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
+	    grep -q '^install ok installed$' || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# Debian starts redis-server, docker-registry, containerd and dockerd as
+# services on install; the tests and the quick start run their own on
+# private ports, so keep the packaged ones from starting.
+policy=/usr/sbin/policy-rc.d
+created=no
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+	$SUDO chmod 755 "$policy"
+	created=yes
+fi
+$SUDO apt-get install -y -qq --no-install-recommends $missing
+[ "$created" = yes ] && $SUDO rm -f "$policy"
+exit 0
