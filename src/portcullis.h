@@ -226,6 +226,7 @@ struct uconn {
 	uint64_t		 idle_since;
 	int			 connected;
 	int			 reused;
+	char			 why[128];	/* TLS failure reason */
 	void			(*on_connect)(struct uconn *, int, void *);
 	void			*arg;
 	struct event		*timer;

@@ -288,11 +288,12 @@ px_on_connect(struct uconn *uc, int error, void *arg)
 	char		 detail[512];
 
 	if (error != 0) {
-		snprintf(detail, sizeof(detail), "upstream %s (%s:%d): %s",
+		snprintf(detail, sizeof(detail), "upstream %s (%s:%d): %s%s",
 		    px->up->name, uc->origin.host, uc->origin.port,
 		    error == ETIMEDOUT ? "connect timed out" :
 		    error == EHOSTUNREACH ? "cannot resolve host" :
-		    "cannot connect");
+		    error == EPROTO ? "TLS handshake failed: " :
+		    "cannot connect", error == EPROTO ? uc->why : "");
 		uconn_free(uc);
 		px->uc = NULL;
 		req_fail(px->req, error == ETIMEDOUT ? ERR_UPSTREAM_TIMEOUT :

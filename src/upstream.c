@@ -12,6 +12,7 @@
 
 #include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "portcullis.h"
@@ -135,6 +136,7 @@ static void
 uconn_connect_cb(struct bufferevent *bev, short events, void *arg)
 {
 	struct uconn	*uc = arg;
+	unsigned long	 tlserr;
 	int		 err;
 
 	evtimer_del(uc->timer);
@@ -145,19 +147,28 @@ uconn_connect_cb(struct bufferevent *bev, short events, void *arg)
 		return;
 	}
 	err = bufferevent_socket_get_dns_error(bev);
-	if (err != 0)
+	if (err != 0) {
 		log_info("- upstream connect_failed host=%s port=%d "
 		    "error=\"%s\"", uc->origin.host, uc->origin.port,
 		    evutil_gai_strerror(err));
-	else if (uc->origin.tls)
-		log_info("- upstream connect_failed host=%s port=%d "
-		    "error=\"%s\"", uc->origin.host, uc->origin.port,
-		    tls_last_error(bev));
-	else
-		log_info("- upstream connect_failed host=%s port=%d "
-		    "error=\"%s\"", uc->origin.host, uc->origin.port,
-		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-	uc->on_connect(uc, err != 0 ? EHOSTUNREACH : ECONNREFUSED, uc->arg);
+		uc->on_connect(uc, EHOSTUNREACH, uc->arg);
+		return;
+	}
+	if (uc->origin.tls && (tlserr = bufferevent_get_openssl_error(bev)) !=
+	    0) {
+		/* The handshake failed: keep the reason for the client. */
+		snprintf(uc->why, sizeof(uc->why), "%s",
+		    ERR_reason_error_string(tlserr) != NULL ?
+		    ERR_reason_error_string(tlserr) : "handshake failed");
+		log_info("- upstream tls_failed host=%s port=%d error=\"%s\"",
+		    uc->origin.host, uc->origin.port, uc->why);
+		uc->on_connect(uc, EPROTO, uc->arg);
+		return;
+	}
+	log_info("- upstream connect_failed host=%s port=%d error=\"%s\"",
+	    uc->origin.host, uc->origin.port,
+	    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	uc->on_connect(uc, ECONNREFUSED, uc->arg);
 }
 
 static void

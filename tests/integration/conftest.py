@@ -71,18 +71,20 @@ class _Servers:
 
 
 def _registry_factory(tmp_factory, servers):
-    def start_registry(name="up1", auth=None, extra_config=None):
+    def start_registry(name="up1", auth=None, extra_config=None, tls=None):
         d = tmp_factory.mktemp("registry-%s-" % name)
         return servers.add(Registry(d, name=name, auth=auth,
-                                    extra_config=extra_config))
+                                    extra_config=extra_config, tls=tls))
     return start_registry
 
 
 def _gateway_factory(tmp_factory, servers):
-    def start_gateway(config, expect_fail=False, start_timeout=30, env=None):
+    def start_gateway(config, expect_fail=False, start_timeout=30, env=None,
+                      **kw):
         d = tmp_factory.mktemp("gateway-")
         return servers.add(Gateway(d, config, expect_fail=expect_fail,
-                                   start_timeout=start_timeout, env=env))
+                                   start_timeout=start_timeout, env=env,
+                                   **kw))
     return start_gateway
 
 

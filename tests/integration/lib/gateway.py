@@ -26,7 +26,7 @@ class Gateway:
     returncode (set once it exited)."""
 
     def __init__(self, workdir, config, expect_fail=False, start_timeout=30,
-                 env=None):
+                 env=None, tls_client=None):
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.bin = gateway_bin()
@@ -34,6 +34,7 @@ class Gateway:
             raise HarnessError(
                 "gateway binary %s not found or not executable: build it "
                 "with ./configure && make, or set PORTCULLIS_BIN" % self.bin)
+        tls_client = tls_client or {}
         cfg = copy.deepcopy(config)
         listen = cfg.setdefault("listen", {})
         if not listen.get("address"):
@@ -41,7 +42,8 @@ class Gateway:
         self.config = cfg
         self.host = listen["address"]
         self.port = int(self.host.rsplit(":", 1)[1])
-        self.url = "http://" + self.host
+        self.tls = listen.get("tls")
+        self.url = ("https://" if self.tls else "http://") + self.host
         n = len([f for f in os.listdir(self.dir) if f.startswith("gateway")])
         self.config_path = os.path.join(self.dir, "gateway-%d.json" % n)
         self.log_path = os.path.join(self.dir, "gateway-%d.log" % n)
@@ -50,6 +52,12 @@ class Gateway:
         self.returncode = None
         self.http = requests.Session()
         self.http.trust_env = False
+        if self.tls:
+            # Health checks over TLS trust tls_client["ca"] and present
+            # tls_client["cert"]/["key"] when the listener wants one.
+            self.http.verify = tls_client.get("ca", True)
+            if tls_client.get("cert"):
+                self.http.cert = (tls_client["cert"], tls_client["key"])
         self.proc = ManagedProcess([self.bin, "serve", "-c", self.config_path],
                                    self.log_path, env=env or safe_env(),
                                    name="portcullis")

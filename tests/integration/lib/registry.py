@@ -41,7 +41,8 @@ class Registry:
     auth="token" also issuer (TokenIssuer: .username, .password,
     .requests()) and service."""
 
-    def __init__(self, workdir, name="up1", auth=None, extra_config=None):
+    def __init__(self, workdir, name="up1", auth=None, extra_config=None,
+                 tls=None):
         self.name = name
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
@@ -49,7 +50,9 @@ class Registry:
         os.makedirs(self.root, exist_ok=True)
         self.port = free_port()
         self.host = "127.0.0.1:%d" % self.port
-        self.url = "http://" + self.host
+        # tls: {"cert": PEM chain, "key": PEM key, "ca": PEM CA to trust}
+        self.tls = tls
+        self.url = ("https://" if tls else "http://") + self.host
         self.log_path = os.path.join(self.dir, "registry.log")
         self.access_log_path = os.path.join(self.dir, "access.log")
         self.config_path = os.path.join(self.dir, "config.yml")
@@ -57,6 +60,8 @@ class Registry:
         self.service = None
         self._marker = 0
         self.http = _session()
+        if tls:
+            self.http.verify = tls["ca"]
         if auth not in (None, "token"):
             raise ValueError("auth must be None or 'token'")
         if auth == "token":
@@ -82,6 +87,10 @@ class Registry:
                     "    issuer: %s\n    rootcertbundle: %s\n" % (
                         self.issuer.realm, self.service, self.issuer.issuer,
                         self.issuer.cert_path))
+        tls = ""
+        if self.tls:
+            tls = ("  tls:\n    certificate: %s\n    key: %s\n" % (
+                self.tls["cert"], self.tls["key"]))
         return ("version: 0.1\n"
                 "log:\n  level: info\n  formatter: text\n"
                 "  accesslog:\n    disabled: false\n"
@@ -89,9 +98,10 @@ class Registry:
                 "  delete:\n    enabled: true\n"
                 "  maintenance:\n    uploadpurging:\n      enabled: false\n"
                 "http:\n  addr: %s\n  secret: portcullis-test-secret\n"
+                "%s"
                 "  headers:\n    X-Content-Type-Options: [nosniff]\n"
                 "health:\n  storagedriver:\n    enabled: false\n"
-                "%s%s" % (self.root, self.host, auth, extra))
+                "%s%s" % (self.root, self.host, tls, auth, extra))
 
     def _ready(self):
         r = self.http.get(self.url + "/v2/", timeout=2)
