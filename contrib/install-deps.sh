@@ -7,7 +7,7 @@ what=${1:-test}
 build="build-essential autoconf automake libtool pkg-config
     libevent-dev libssl-dev libjansson-dev libjwt-dev libhiredis-dev
     libhttp-parser-dev libcmocka-dev"
-run="redis-server redis-tools docker-registry skopeo ca-certificates curl"
+run="redis-server redis-tools docker-registry skopeo busybox-static ca-certificates curl"
 test="podman containerd docker.io nginx python3-pytest python3-requests
     python3-cryptography uidmap iptables"
 
