@@ -139,6 +139,9 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 	bufferevent_setwatermark(c->bev, EV_READ, 0, c->conf->high_watermark);
 	bufferevent_setwatermark(c->bev, EV_WRITE, c->conf->high_watermark / 2,
 	    0);
+	/* libevent writes 16 KiB per call by default: one writev per
+	 * watermark's worth is far fewer system calls for large bodies. */
+	bufferevent_set_max_single_write(c->bev, c->conf->high_watermark);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	conn_set_timer(c, c->conf->header_timeout_ms);
 	TAILQ_INSERT_TAIL(&ctx->conns, c, entry);

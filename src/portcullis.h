@@ -60,6 +60,8 @@ struct pc_ctx {
 	TAILQ_HEAD(, tls_client)	 tls_clients;	/* per CA file */
 	struct event			*ev_sigterm;
 	struct event			*ev_sigint;
+	struct event			*ev_sighup;
+	char				*conf_path;
 	struct event			*ev_drain;
 	int				 draining;
 	struct event			*ev_reap;	/* frees closed conns */
@@ -237,6 +239,8 @@ struct uconn	*uconn_get(struct pc_ctx *, const struct origin *,
 void		 uconn_release(struct uconn *);
 void		 uconn_free(struct uconn *);
 void		 uconn_pool_flush(struct pc_ctx *);
+#define UCONN_READ_CHUNK	(256 * 1024)
+void		 uconn_read_more(struct uconn *, size_t);
 void		 origin_from_url(struct origin *, const struct url *,
 		    char *);
 int		 origin_hostport(const struct origin *, char *, size_t);

@@ -745,7 +745,11 @@ px_pump(struct proxy *px)
 static void
 px_up_read_cb(struct bufferevent *bev, void *arg)
 {
-	px_pump(arg);
+	struct proxy	*px = arg;
+
+	if (!px->up_paused && px->uc != NULL)
+		uconn_read_more(px->uc, px->req->conf->high_watermark);
+	px_pump(px);
 }
 
 /* The client's output drained: read the upstream again. */

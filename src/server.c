@@ -94,6 +94,37 @@ server_signal_cb(evutil_socket_t sig, short ev, void *arg)
 	server_conn_gone(ctx);
 }
 
+/*
+ * SIGHUP: load the file again and swap the snapshot in when it validates
+ * and changes nothing that needs a restart.  Connections keep the snapshot
+ * they were accepted with; new ones get the new one.
+ */
+static void
+server_reload_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	struct pc_ctx	*ctx = arg;
+	struct config	*conf;
+	char		*cause = NULL;
+
+	if ((conf = config_load(ctx->conf_path, &cause)) == NULL) {
+		log_warn("- server reload failed, keeping the running "
+		    "config:\n%s", cause != NULL ? cause : "unknown error");
+		free(cause);
+		return;
+	}
+	if (config_reload_check(ctx->conf, conf, &cause) == -1) {
+		log_warn("- server reload refused, restart needed:\n%s",
+		    cause != NULL ? cause : "unknown error");
+		free(cause);
+		config_unref(conf);
+		return;
+	}
+	config_unref(ctx->conf);
+	ctx->conf = conf;
+	log_set_level(conf->log_level);
+	log_info("- server reload done upstreams=%zu", conf->nupstreams);
+}
+
 static int
 server_listen(struct pc_ctx *ctx, char **cause)
 {
@@ -181,6 +212,12 @@ server_run(const char *path, char **cause)
 	    ctx);
 	evsignal_add(ctx->ev_sigterm, NULL);
 	evsignal_add(ctx->ev_sigint, NULL);
+	ctx->conf_path = strdup(path);
+	ctx->ev_sighup = evsignal_new(ctx->base, SIGHUP, server_reload_cb,
+	    ctx);
+	if (ctx->conf_path == NULL || ctx->ev_sighup == NULL)
+		fatalx("out of memory");
+	evsignal_add(ctx->ev_sighup, NULL);
 
 	log_info("- server start version=%s listen=%s tls=%s upstreams=%zu",
 	    PC_VERSION, ctx->conf->listen_address,
@@ -208,6 +245,9 @@ out:
 		event_free(ctx->ev_sigterm);
 	if (ctx->ev_sigint != NULL)
 		event_free(ctx->ev_sigint);
+	if (ctx->ev_sighup != NULL)
+		event_free(ctx->ev_sighup);
+	free(ctx->conf_path);
 	if (ctx->ev_drain != NULL)
 		event_free(ctx->ev_drain);
 	if (ctx->dns != NULL)

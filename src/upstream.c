@@ -6,6 +6,8 @@
  * hostname verification.  A uconn belongs either to the pool or to exactly
  * one user; the pool watches idle ones and drops those the peer closes.
  */
+#include <sys/uio.h>
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +125,8 @@ uconn_get(struct pc_ctx *ctx, const struct origin *o, int timeout_ms,
 		return (NULL);
 	}
 	bufferevent_setcb(uc->bev, NULL, NULL, uconn_connect_cb, uc);
+	/* As for clients (conn.c): fewer, larger writes of upload bodies. */
+	bufferevent_set_max_single_write(uc->bev, UCONN_READ_CHUNK);
 	uconn_set_timer(uc, timeout_ms);
 	if (bufferevent_socket_connect_hostname(uc->bev, ctx->dns, AF_UNSPEC,
 	    o->host, o->port) != 0) {
@@ -263,4 +267,61 @@ uconn_pool_flush(struct pc_ctx *ctx)
 
 	while ((uc = TAILQ_FIRST(&ctx->idle)) != NULL)
 		uconn_idle_drop(uc);
+}
+
+/*
+ * libevent 2.1 reads a socket at most 4096 bytes at a time
+ * (EVBUFFER_MAX_READ), which caps a relayed body at a few hundred MB/s on
+ * loopback.  After its read, take what else the kernel holds, until the
+ * input buffer has `max` bytes.  EOF and errors are left for libevent to
+ * find on its next read.  Plain sockets only: TLS reads go through
+ * OpenSSL in whole records anyway.
+ */
+void
+uconn_read_more(struct uconn *uc, size_t max)
+{
+	struct evbuffer		*in = bufferevent_get_input(uc->bev);
+	struct evbuffer_iovec	 v[2];
+	evutil_socket_t		 fd;
+	size_t			 have, want, first;
+	ssize_t			 n;
+	int			 nv;
+
+	if (uc->origin.tls || (fd = bufferevent_getfd(uc->bev)) == -1)
+		return;
+	for (;;) {
+		if ((have = evbuffer_get_length(in)) >= max)
+			return;
+		want = max - have;
+		if (want > UCONN_READ_CHUNK)
+			want = UCONN_READ_CHUNK;
+		/* A bufferevent keeps its input's end frozen between reads. */
+		evbuffer_unfreeze(in, 0);
+		nv = evbuffer_reserve_space(in, want, v, 2);
+		if (nv <= 0) {
+			evbuffer_freeze(in, 0);
+			return;
+		}
+		if (v[0].iov_len > want)
+			v[0].iov_len = want;
+		if (nv == 2 && v[0].iov_len + v[1].iov_len > want)
+			v[1].iov_len = want - v[0].iov_len;
+		/* evbuffer_iovec is laid out as struct iovec on Unix. */
+		n = readv(fd, (struct iovec *)v, nv);
+		if (n <= 0) {
+			evbuffer_commit_space(in, v, 0);
+			evbuffer_freeze(in, 0);
+			return;
+		}
+		first = v[0].iov_len;
+		if ((size_t)n <= first) {
+			v[0].iov_len = n;
+			nv = 1;
+		} else
+			v[1].iov_len = n - first;
+		evbuffer_commit_space(in, v, nv);
+		evbuffer_freeze(in, 0);
+		if ((size_t)n < want)
+			return;		/* the socket is drained */
+	}
 }

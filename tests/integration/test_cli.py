@@ -166,3 +166,49 @@ def test_drain_timeout_ends_stuck_requests(start_registry, start_gateway):
     assert "drain_timeout" in gw.log_text()
     assert c.wait_closed(timeout=10)
     assert not reg.has_blob("sig/blob", digest)
+
+
+def test_sighup_reloads_a_valid_config_and_keeps_the_old_on_error(
+        start_registry, start_gateway, http):
+    r1 = start_registry("one")
+    r2 = start_registry("two")
+    for reg in (r1, r2):
+        r = reg.http.post(reg.url + "/v2/only-%s/blobs/uploads/" % reg.name,
+                          timeout=10)
+        assert r.status_code == 202
+    gw = start_gateway(gateway_config(upstream(r1, default=True)))
+
+    def status(repo):
+        return http.get(gw.url + "/v2/%s/tags/list" % repo,
+                        timeout=10).status_code
+
+    def reload(cfg):
+        n = gw.log_text().count("server reload")
+        with open(gw.config_path, "w") as f:
+            json.dump(cfg, f)
+        os.kill(gw.pid, signal.SIGHUP)
+        wait_for(lambda: gw.log_text().count("server reload") > n,
+                 what="the reload to be logged")
+
+    m2 = r2.mark()
+    cfg = dict(gw.config)
+    cfg["upstreams"] = [upstream(r2, default=True)]
+    reload(cfg)
+    assert "server reload done" in gw.log_text()
+    status("only-two")
+    assert any(e["path"] == "/v2/only-two/tags/list"
+               for e in r2.access_log(since=m2))
+    # A broken file is refused; the running config stays.
+    reload({"upstreams": [{"name": "x", "url": "ftp://nope"}]})
+    assert "reload failed" in gw.log_text()
+    assert "/upstreams/0/url:" in gw.log_text()
+    # So is a change that needs a restart (the listen address).
+    bad = dict(cfg)
+    bad["listen"] = {"address": "127.0.0.1:1"}
+    reload(bad)
+    assert "reload refused" in gw.log_text()
+    m2 = r2.mark()
+    status("only-two")
+    assert any(e["path"] == "/v2/only-two/tags/list"
+               for e in r2.access_log(since=m2))
+    assert gw.alive()
