@@ -85,7 +85,6 @@ In another terminal, pull the demo image through it:
 
     skopeo inspect --tls-verify=false docker://127.0.0.1:$GATEWAY_PORT/demo/hello:latest
     podman pull --tls-verify=false 127.0.0.1:$GATEWAY_PORT/demo/hello:latest
-    podman run --rm --tls-verify=false 127.0.0.1:$GATEWAY_PORT/demo/hello:latest
 
 Ctrl-C stops the gateway, Redis and the demo upstream.
 
