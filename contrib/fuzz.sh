@@ -1,0 +1,36 @@
+#!/bin/sh
+# Build the libFuzzer targets in tests/fuzz/ with clang (ASan + UBSan) and
+# run each for FUZZ_SECONDS (default 30) from its corpus directory under
+# $WORK (default /tmp/portcullis-fuzz).  Not part of CI: a crash leaves a
+# crash-* file in $WORK and a non-zero exit.
+#   contrib/fuzz.sh [target...]      targets: router url challenge hframe
+set -eu
+cd "$(dirname "$0")/.."
+SECONDS_EACH=${FUZZ_SECONDS:-30}
+WORK=${WORK:-/tmp/portcullis-fuzz}
+CC=${CC:-clang}
+targets=${*:-router url challenge hframe}
+mkdir -p "$WORK"
+flags="-g -O1 -fsanitize=fuzzer,address,undefined -Isrc -D_GNU_SOURCE"
+for t in $targets; do
+	case $t in
+	router)    srcs="src/router.c" ;;
+	url)       srcs="src/url.c" ;;
+	challenge) srcs="src/challenge.c src/url.c" ;;
+	hframe)    srcs="src/hframe.c src/headers.c -lhttp_parser" ;;
+	*) echo "unknown target $t" >&2; exit 2 ;;
+	esac
+	$CC $flags -o "$WORK/fuzz_$t" "tests/fuzz/fuzz_$t.c" $srcs
+	mkdir -p "$WORK/corpus_$t"
+	if [ "$t" = hframe ] && [ ! -e "$WORK/corpus_$t/seed1" ]; then
+		# First byte: bit 0 response, the rest the feed size.
+		printf '\020GET /v2/a/manifests/t HTTP/1.1\r\nHost: h\r\nAccept: a\r\nAccept: b\r\n\r\n' >"$WORK/corpus_$t/seed1"
+		printf '\006PUT /v2/a/blobs/uploads/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: h\r\n\r\n' >"$WORK/corpus_$t/seed2"
+		printf '\010PATCH /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\nT: x\r\n\r\n' >"$WORK/corpus_$t/seed3"
+		printf '\041HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 204 No Content\r\n\r\n' >"$WORK/corpus_$t/seed4"
+		printf '\003HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n' >"$WORK/corpus_$t/seed5"
+	fi
+	echo "== fuzz_$t for ${SECONDS_EACH}s"
+	(cd "$WORK" && "./fuzz_$t" -max_total_time="$SECONDS_EACH" \
+	    -max_len=4096 -print_final_stats=1 "corpus_$t" 2>&1 | tail -4)
+done
