@@ -429,6 +429,10 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 		    evbuffer_get_length(bufferevent_get_input(bev)));
 		return;
 	}
+	/* A request body is streaming: take more than libevent's 4 KiB. */
+	if (!c->tls && c->req != NULL && c->req->body_ready &&
+	    !c->read_paused)
+		bev_read_more(bev, c->conf->high_watermark);
 	conn_process(c);
 }
 

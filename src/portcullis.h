@@ -241,6 +241,7 @@ void		 uconn_free(struct uconn *);
 void		 uconn_pool_flush(struct pc_ctx *);
 #define UCONN_READ_CHUNK	(256 * 1024)
 void		 uconn_read_more(struct uconn *, size_t);
+void		 bev_read_more(struct bufferevent *, size_t);
 void		 origin_from_url(struct origin *, const struct url *,
 		    char *);
 int		 origin_hostport(const struct origin *, char *, size_t);

@@ -280,14 +280,22 @@ uconn_pool_flush(struct pc_ctx *ctx)
 void
 uconn_read_more(struct uconn *uc, size_t max)
 {
-	struct evbuffer		*in = bufferevent_get_input(uc->bev);
+	if (!uc->origin.tls)
+		bev_read_more(uc->bev, max);
+}
+
+/* The same for any plain socket bufferevent (client bodies: conn.c). */
+void
+bev_read_more(struct bufferevent *bev, size_t max)
+{
+	struct evbuffer		*in = bufferevent_get_input(bev);
 	struct evbuffer_iovec	 v[2];
 	evutil_socket_t		 fd;
 	size_t			 have, want, first;
 	ssize_t			 n;
 	int			 nv;
 
-	if (uc->origin.tls || (fd = bufferevent_getfd(uc->bev)) == -1)
+	if ((fd = bufferevent_getfd(bev)) == -1)
 		return;
 	for (;;) {
 		if ((have = evbuffer_get_length(in)) >= max)
