@@ -86,6 +86,12 @@ In another terminal, pull the demo image through it:
     skopeo inspect --tls-verify=false docker://127.0.0.1:$GATEWAY_PORT/demo/hello:latest
     podman pull --tls-verify=false 127.0.0.1:$GATEWAY_PORT/demo/hello:latest
 
+The second pull is served from the cache ($STATE/cache). Every request is
+recorded in Redis; see who pulled what:
+
+    ./portcullis audit query -c $config
+    ./portcullis audit tail -c $config
+
 Ctrl-C stops the gateway, Redis and the demo upstream.
 
 EOF

@@ -18,6 +18,7 @@
  * and on reload, where there is nothing better to do.
  */
 #include <sys/stat.h>
+#include <arpa/inet.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -98,8 +99,13 @@ static const char *cfg_check_name(const char *);
 static const char *cfg_check_upstream_url(const char *);
 static const char *cfg_check_prefix(const char *);
 static const char *cfg_check_host(const char *);
+static const char *cfg_check_cache_dir(const char *);
 static void cfg_load_credentials(struct cfg_ctx *, void *, const char *,
     const char *);
+static const char *cfg_check_redis(const char *);
+static const char *cfg_check_stream_key(const char *);
+static const char *cfg_check_ip(const char *);
+static const char *cfg_check_spool_file(const char *);
 
 static const char *const cfg_verify_names[] = {
 	"none", "optional", "require", NULL
@@ -107,6 +113,10 @@ static const char *const cfg_verify_names[] = {
 
 static const char *const cfg_level_names[] = {
 	"error", "warn", "info", "debug", NULL
+};
+
+static const char *const cfg_sendfile_names[] = {
+	"auto", "on", "off", NULL
 };
 
 #define TLS_OFF(f)	offsetof(struct config_tls, f)
@@ -213,6 +223,108 @@ static const struct cfg_key cfg_log_keys[] = {
 	{ .name = NULL }
 };
 
+#define CACHE_OFF(f)	offsetof(struct config_cache, f)
+static const struct cfg_key cfg_cache_keys[] = {
+	{ .name = "dir", .type = CFG_STRING, .flags = CFG_REQUIRED,
+	  .off = CACHE_OFF(dir), .check = cfg_check_cache_dir,
+	  .help = "Absolute path of the cache directory (blobs/, manifests/, "
+	  "tags/, tmp/); created at start. One gateway per directory." },
+	{ .name = "max_bytes", .type = CFG_SIZE, .off = CACHE_OFF(max_bytes),
+	  .min = 1048576, .max = 1LL << 60, .def = 10737418240LL,
+	  .help = "Cap on the bytes of cached blobs and manifests; the least "
+	  "recently used are evicted in the background above it." },
+	{ .name = "tag_ttl", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(tag_ttl_ms), .min = 0, .max = 2073600000LL,
+	  .def = 300000,
+	  .help = "How long a tag's digest is used before it is revalidated "
+	  "with a HEAD to the upstream." },
+	{ .name = "negative_ttl", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(negative_ttl_ms), .min = 0, .max = 86400000,
+	  .def = 30000,
+	  .help = "How long an unknown tag (upstream 404) is answered "
+	  "404 without asking the upstream again." },
+	{ .name = "sendfile", .type = CFG_ENUM, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(sendfile), .def = CONFIG_SENDFILE_AUTO,
+	  .choices = cfg_sendfile_names,
+	  .help = "How cached files reach clients: sendfile(2) (on; TLS "
+	  "maps the file instead), read into the output buffer, a copy (off), "
+	  "or auto, which is on. Measure: on some machines the copy is "
+	  "faster." },
+	{ .name = "send_window", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(send_window), .min = 65536, .max = 67108864,
+	  .def = 2097152,
+	  .help = "Bytes of a cached file queued toward one client at a "
+	  "time; bounds the memory a slow reader can pin." },
+	{ .name = NULL }
+};
+
+static const char *const cfg_fsync_names[] = {
+	"always", "interval", "never", NULL
+};
+
+static const char *const cfg_audit_failure_names[] = {
+	"drop", "reject", NULL
+};
+
+#define AUDIT_OFF(f)	offsetof(struct config_audit, f)
+static const struct cfg_key cfg_audit_keys[] = {
+	{ .name = "redis", .type = CFG_STRING, .off = AUDIT_OFF(redis),
+	  .def_str = "127.0.0.1:6379", .check = cfg_check_redis,
+	  .help = "Redis server (7.0 or later) as a numeric ip:port or "
+	  "[ipv6]:port, so that connecting never waits on DNS." },
+	{ .name = "stream", .type = CFG_STRING, .off = AUDIT_OFF(stream),
+	  .def_str = "portcullis:audit", .check = cfg_check_stream_key,
+	  .help = "Stream key. Indexes and the writers' dedup hash use keys "
+	  "that start with it and a colon." },
+	{ .name = "max_len", .type = CFG_SIZE, .off = AUDIT_OFF(max_len),
+	  .min = 0, .max = 1LL << 40, .def = 10000000,
+	  .help = "Trim the stream to about this many records (XADD MAXLEN "
+	  "~); 0 means no length cap." },
+	{ .name = "max_age", .type = CFG_SIZE, .off = AUDIT_OFF(max_age),
+	  .min = 0, .max = 3650LL * 86400, .def = 90LL * 86400,
+	  .help = "Trim records older than this many seconds (XTRIM MINID "
+	  "~); 0 means no age cap." },
+	{ .name = "spool_file", .type = CFG_STRING,
+	  .off = AUDIT_OFF(spool_file), .def_str = "audit.spool",
+	  .check = cfg_check_spool_file,
+	  .help = "Append-only file that holds records while Redis is down, "
+	  "slow or refusing writes; relative to the config file's directory. "
+	  "Created if missing; replayed in order at start." },
+	{ .name = "spool_max_bytes", .type = CFG_SIZE,
+	  .off = AUDIT_OFF(spool_max_bytes), .min = 16384, .max = 1LL << 40,
+	  .def = 1073741824,
+	  .help = "Largest spool file; when full, on_failure applies." },
+	{ .name = "fsync", .type = CFG_ENUM, .off = AUDIT_OFF(fsync),
+	  .def = CONFIG_FSYNC_INTERVAL, .choices = cfg_fsync_names,
+	  .help = "When spooled records are fsync'ed: after every batch "
+	  "written (always), once a second (interval) or never." },
+	{ .name = "on_failure", .type = CFG_ENUM,
+	  .off = AUDIT_OFF(on_failure), .def = CONFIG_AUDIT_DROP,
+	  .choices = cfg_audit_failure_names,
+	  .help = "With the spool full: drop records (counted, logged at "
+	  "most once a second) or reject requests with 503 before they are "
+	  "served." },
+	{ .name = "admin_addresses", .type = CFG_STRLIST,
+	  .off = AUDIT_OFF(admin_addresses),
+	  .count_off = AUDIT_OFF(nadmin_addresses), .min = 0, .max = 256,
+	  .check = cfg_check_ip, .def_doc = "none",
+	  .help = "Client IP addresses that may use GET /admin/audit." },
+	{ .name = "queue_max", .type = CFG_SIZE, .off = AUDIT_OFF(queue_max),
+	  .min = 16, .max = 1000000, .def = 10000,
+	  .help = "Records held in memory waiting for Redis; beyond it "
+	  "Redis counts as slow and records go to the spool." },
+	{ .name = "max_inflight", .type = CFG_SIZE,
+	  .off = AUDIT_OFF(max_inflight), .min = 1, .max = 100000,
+	  .def = 256,
+	  .help = "Records sent to Redis (pipelined) and not yet "
+	  "acknowledged." },
+	{ .name = "timeout", .type = CFG_SECONDS, .off = AUDIT_OFF(timeout_ms),
+	  .min = 100, .max = 600000, .def = 5000,
+	  .help = "A reply slower than this makes Redis count as down: "
+	  "records go to the spool and the writer reconnects." },
+	{ .name = NULL }
+};
+
 #define UP_OFF(f)	offsetof(struct config_upstream, f)
 static const struct cfg_key cfg_upstream_keys[] = {
 	{ .name = "name", .type = CFG_STRING,
@@ -256,6 +368,14 @@ static const struct cfg_key cfg_upstream_keys[] = {
 	{ .name = "pool_max_idle", .type = CFG_INT, .flags = CFG_RELOAD,
 	  .off = UP_OFF(pool_max_idle), .min = 0, .max = 1024, .def = 16,
 	  .help = "Idle keep-alive connections kept open to the upstream." },
+	{ .name = "cache", .type = CFG_BOOL, .flags = CFG_RELOAD,
+	  .off = UP_OFF(cache), .def = 1,
+	  .help = "Pull through the cache (when a top-level cache is "
+	  "configured). Pushes are never cached." },
+	{ .name = "tag_ttl", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = UP_OFF(tag_ttl_ms), .min = 0, .max = 2073600000LL, .def = -1,
+	  .def_doc = "cache.tag_ttl",
+	  .help = "This upstream's tag time-to-live, replacing the cache's." },
 	{ .name = NULL }
 };
 
@@ -285,6 +405,16 @@ static const struct cfg_key cfg_root_keys[] = {
 	  .help = "Timeouts, in seconds; fractions allowed." },
 	{ .name = "log", .type = CFG_OBJECT, .sub = cfg_log_keys,
 	  .help = "Logging." },
+	{ .name = "cache", .type = CFG_PTR_OBJECT, .off = CFG_OFF(cache),
+	  .sub = cfg_cache_keys, .sub_size = sizeof(struct config_cache),
+	  .def_doc = "no cache",
+	  .help = "Pull-through cache of blobs, manifests and tags on local "
+	  "disk; absent means every pull goes to the upstream." },
+	{ .name = "audit", .type = CFG_PTR_OBJECT, .off = CFG_OFF(audit),
+	  .sub = cfg_audit_keys, .sub_size = sizeof(struct config_audit),
+	  .def_doc = "no audit",
+	  .help = "Audit record of every request in a Redis stream, spooled "
+	  "to disk while Redis is away; absent means no audit." },
 	{ .name = "upstreams", .type = CFG_ARRAY,
 	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = CFG_OFF(upstreams),
 	  .count_off = CFG_OFF(nupstreams), .min = 1, .max = 256,
@@ -512,6 +642,55 @@ cfg_check_instance_id(const char *s)
 	if (!cfg_printable(s, 255, 0))
 		return "must be 1 to 255 printable ASCII characters, "
 		    "without spaces, quotes or backslashes";
+	return NULL;
+}
+
+static const char *
+cfg_check_cache_dir(const char *s)
+{
+	if (s[0] != '/' || strlen(s) > 3072)
+		return "must be an absolute path of at most 3072 bytes";
+	return NULL;
+}
+
+static const char *
+cfg_check_redis(const char *s)
+{
+	char		 host[256];
+	unsigned char	 a[16];
+	int		 port;
+
+	if (cfg_split_listen(s, host, sizeof(host), &port) == -1 ||
+	    (inet_pton(AF_INET, host, a) != 1 &&
+	    inet_pton(AF_INET6, host, a) != 1))
+		return "must be a numeric ip:port or [ipv6]:port";
+	return NULL;
+}
+
+static const char *
+cfg_check_stream_key(const char *s)
+{
+	if (!cfg_printable(s, 200, 0))
+		return "must be 1 to 200 printable ASCII characters, "
+		    "without spaces, quotes or backslashes";
+	return NULL;
+}
+
+static const char *
+cfg_check_ip(const char *s)
+{
+	unsigned char	 a[16];
+
+	if (inet_pton(AF_INET, s, a) != 1 && inet_pton(AF_INET6, s, a) != 1)
+		return "must be a numeric IPv4 or IPv6 address";
+	return NULL;
+}
+
+static const char *
+cfg_check_spool_file(const char *s)
+{
+	if (*s == '\0' || strlen(s) > 3072 || s[strlen(s) - 1] == '/')
+		return "must be a file name of at most 3072 bytes";
 	return NULL;
 }
 
@@ -1106,6 +1285,18 @@ cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 		snprintf(cfg->instance_id, len, "%s:%d", host,
 		    cfg->listen_port);
 	}
+
+	/* The spool is created at start: resolve it, do not require it. */
+	if (cfg->audit != NULL && cfg->audit->spool_file != NULL) {
+		char	*spool = cfg_resolve(ctx, cfg->audit->spool_file);
+
+		free(cfg->audit->spool_file);
+		cfg->audit->spool_file = spool;
+	}
+	if (cfg->audit != NULL && cfg->audit->redis != NULL &&
+	    cfg_split_listen(cfg->audit->redis, cfg->audit->redis_host,
+	    sizeof(cfg->audit->redis_host), &cfg->audit->redis_port) == -1)
+		cfg->audit->redis_host[0] = '\0';
 
 	cfg->default_upstream = -1;
 	given = xcalloc(cfg->nupstreams, sizeof(*given));

@@ -38,6 +38,52 @@ struct config_tls {
 	enum config_verify	 verify_client;
 };
 
+enum config_sendfile {
+	CONFIG_SENDFILE_AUTO,
+	CONFIG_SENDFILE_ON,
+	CONFIG_SENDFILE_OFF
+};
+
+/* The pull-through cache; absent from the file means no cache. */
+struct config_cache {
+	char			*dir;
+	size_t			 max_bytes;
+	int			 tag_ttl_ms;
+	int			 negative_ttl_ms;
+	int			 sendfile;	/* enum config_sendfile */
+	size_t			 send_window;
+};
+
+enum config_fsync {
+	CONFIG_FSYNC_ALWAYS,
+	CONFIG_FSYNC_INTERVAL,
+	CONFIG_FSYNC_NEVER
+};
+
+enum config_audit_failure {
+	CONFIG_AUDIT_DROP,
+	CONFIG_AUDIT_REJECT
+};
+
+/* The audit stream in Redis; absent from the file means no audit. */
+struct config_audit {
+	char			*redis;		/* host:port, numeric */
+	char			 redis_host[256];
+	int			 redis_port;
+	char			*stream;
+	size_t			 max_len;	/* 0: no length cap */
+	size_t			 max_age;	/* seconds; 0: no age cap */
+	char			*spool_file;	/* resolved */
+	size_t			 spool_max_bytes;
+	int			 fsync;		/* enum config_fsync */
+	int			 on_failure;	/* enum config_audit_failure */
+	char			**admin_addresses;
+	size_t			 nadmin_addresses;
+	size_t			 queue_max;
+	size_t			 max_inflight;
+	int			 timeout_ms;
+};
+
 struct config_upstream {
 	char			*name;
 	char			*url;		/* as written */
@@ -52,6 +98,8 @@ struct config_upstream {
 	char			*username;	/* from credentials_file */
 	char			*password;	/* from credentials_file */
 	int			 pool_max_idle;
+	int			 cache;		/* use the cache (when any) */
+	int			 tag_ttl_ms;	/* -1: the cache's tag_ttl */
 };
 
 struct config {
@@ -82,6 +130,9 @@ struct config {
 	int			 drain_timeout_ms;
 
 	int			 log_level;	/* enum config_log_level */
+
+	struct config_cache	*cache;		/* NULL: no cache */
+	struct config_audit	*audit;		/* NULL: no audit */
 
 	struct config_upstream	*upstreams;	/* at least one */
 	size_t			 nupstreams;

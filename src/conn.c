@@ -309,6 +309,7 @@ conn_fail_framing(struct conn *c)
 	log_info("%llu.%u req framing_error peer=%s status=%d error=\"%s\"",
 	    (unsigned long long)c->id, c->nreqs + 1, c->peer, status,
 	    hframe_err_str(e));
+	audit_framing(c, status, pe);
 	conn_close_after_write(c, "framing error");
 }
 
@@ -504,6 +505,7 @@ conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 		    "Content-Length: 0\r\nConnection: close\r\n\r\n");
 		log_info("%llu.%u req header_timeout peer=%s",
 		    (unsigned long long)c->id, c->nreqs + 1, c->peer);
+		audit_framing(c, 408, ERR_NONE);
 		conn_close_after_write(c, "header timeout");
 		return;
 	}

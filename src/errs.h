@@ -30,6 +30,10 @@
 	    "no such endpoint")						\
 	X(ERR_NAME_UNKNOWN, 404, "NAME_UNKNOWN",			\
 	    "repository name not known to this gateway")		\
+	X(ERR_BLOB_UNKNOWN, 404, "BLOB_UNKNOWN",			\
+	    "blob unknown to registry")					\
+	X(ERR_MANIFEST_UNKNOWN, 404, "MANIFEST_UNKNOWN",		\
+	    "manifest unknown")						\
 	X(ERR_METHOD, 405, "UNSUPPORTED",				\
 	    "method not allowed on this endpoint")			\
 	X(ERR_TOO_LARGE, 413, "SIZE_INVALID",				\

@@ -21,6 +21,7 @@ static int	cmd_serve(int, char **);
 static int	cmd_check_config(int, char **);
 static int	cmd_version(int, char **);
 static int	cmd_config_reference(int, char **);
+static int	cmd_audit(int, char **);
 
 static const struct cmd cmds[] = {
 	{ "serve", cmd_serve, "serve -c FILE",
@@ -33,6 +34,9 @@ static const struct cmd cmds[] = {
 	    "Print the configuration reference (Markdown) generated from\n"
 	    "the schema." },
 	{ "version", cmd_version, "version", "Print the version." },
+	{ "audit", cmd_audit, "audit query|tail -c FILE [filters]",
+	    "Search the audit stream (query) or follow it (tail);\n"
+	    "portcullis audit --help lists the filters." },
 };
 
 static void
@@ -138,6 +142,12 @@ cmd_config_reference(int argc, char **argv)
 	}
 	config_reference(stdout);
 	return (0);
+}
+
+static int
+cmd_audit(int argc, char **argv)
+{
+	return (audit_cli(argc, argv));
 }
 
 static int

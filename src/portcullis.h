@@ -43,6 +43,11 @@ struct req;
 struct uconn;
 struct proxy;
 struct fetch;
+struct cache;
+struct cache_reader;
+struct audit;
+struct audit_waiter;
+struct redisAsyncContext;
 
 /* Everything mutable hangs off this; no file-scope globals. */
 struct pc_ctx {
@@ -66,6 +71,8 @@ struct pc_ctx {
 	int				 draining;
 	struct event			*ev_reap;	/* frees closed conns */
 	TAILQ_HEAD(, conn)		 dead;
+	struct cache			*cache;		/* NULL: no cache */
+	struct audit			*audit;		/* NULL: no audit */
 };
 
 /* log.c */
@@ -139,6 +146,7 @@ int	conn_output_full(struct conn *);
 #define REQ_STATES(X)							\
 	X(REQ_ROUTE, "route")						\
 	X(REQ_DISPATCH, "dispatch")					\
+	X(REQ_CACHE, "cache")						\
 	X(REQ_UPSTREAM, "upstream")					\
 	X(REQ_RESPOND, "respond")					\
 	X(REQ_DONE, "done")
@@ -184,6 +192,12 @@ struct req {
 	uint64_t		 bytes_out;
 	int			 head_sent;
 	struct proxy		*px;
+	struct cache_reader	*cr;		/* the cache stage */
+	/* "hit", "miss", "stale", "coalesced"; NULL: cache not involved. */
+	const char		*cache_status;
+	/* "allow" or "deny" once decided (policy); NULL: not decided. */
+	const char		*decision;
+	int			 audit_admitted;	/* reserved a record */
 	/* Where body bytes go while the request body is read. */
 	int			(*body_sink)(struct req *, struct evbuffer *,
 				    size_t);
@@ -203,6 +217,8 @@ int	req_send_head(struct req *, int, struct headers *, enum resp_framing,
 	    int64_t);
 int	req_send_body(struct req *, struct evbuffer *, size_t);
 int	req_send_body_data(struct req *, const char *, size_t);
+#define REQ_FILE_NO_SENDFILE	0x1	/* map and write instead */
+int	req_send_file(struct req *, int, uint64_t, uint64_t, int);
 void	req_end_response(struct req *);
 void	req_abort(struct req *, const char *);
 void	req_client_gone(struct req *);
@@ -256,6 +272,9 @@ struct upstream_state {
 	char				 service[256];
 	TAILQ_HEAD(utokenq, utoken)	 tokens;
 	size_t				 ntokens;
+	char				 rl_limit[64];	/* RateLimit-Limit */
+	char				 rl_remaining[64];
+	uint64_t			 rl_seen_ms;
 };
 
 struct upstream_state *upstream_state_get(struct pc_ctx *,
@@ -277,8 +296,51 @@ struct fetch	*fetch_start(struct pc_ctx *, const struct url *, char *,
 void		 fetch_cancel(struct fetch *);
 
 /* proxy.c: one request forwarded to an upstream and its answer relayed. */
+struct proxy_ops {
+	/* The response head: 0 to go on, -1 when the owner freed px. */
+	int	(*head)(void *, struct hframe_msg *);
+	/* Move n body bytes out of the buffer: 1 pauses, -1 freed px. */
+	int	(*body)(void *, struct evbuffer *, size_t);
+	/* Decoded (chunked) body bytes: 1 pauses; must not free px. */
+	int	(*body_data)(void *, const char *, size_t);
+	/* The answer is complete; the owner frees px. */
+	void	(*done)(void *);
+	/* It failed (detail for the client and log); the owner frees px. */
+	void	(*fail)(void *, enum pc_err, const char *);
+};
 void	proxy_start(struct req *);
+struct proxy *proxy_fetch_new(struct pc_ctx *, struct config *,
+	    const struct config_upstream *, int, const char *, const char *,
+	    const struct headers *, const struct proxy_ops *, void *,
+	    const char *);
+void	proxy_fetch_start(struct proxy *);
+void	proxy_resume(struct proxy *);
 void	proxy_free(struct proxy *);
 void	proxy_client_writable(struct proxy *);
+
+/* cache.c, cache_fill.c, cache_serve.c: the pull-through cache. */
+struct cache	*cache_open(struct pc_ctx *, const struct config *, char **);
+void		 cache_close(struct cache *);
+int		 cache_wants(struct req *);
+void		 cache_start(struct req *);
+void		 cache_reader_free(struct cache_reader *);
+void		 cache_reader_writable(struct cache_reader *);
+void		 cache_invalidate_tag(struct req *);
+
+/* audit.c: the audit writer (records to a Redis stream, spooled). */
+struct audit	*audit_new(struct pc_ctx *, char **);
+void		 audit_free(struct audit *);
+int		 audit_admit(struct req *);
+void		 audit_request(struct req *);
+void		 audit_framing(struct conn *, int, enum pc_err);
+struct redisAsyncContext *audit_redis(struct pc_ctx *);
+struct audit_waiter *audit_wait(struct pc_ctx *, struct req *,
+		    void (*)(void *), void *);
+void		 audit_unwait(struct pc_ctx *, struct audit_waiter *);
+const char	*audit_script(void);
+
+/* audit_query.c: audit query and tail (CLI) and GET /admin/audit. */
+void		 audit_admin(struct req *);
+int		 audit_cli(int, char **);
 
 #endif

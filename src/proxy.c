@@ -17,6 +17,12 @@
  * probe learns it, because a streamed body cannot be replayed.  Blob GETs
  * follow the upstream's redirects (to storage hosts) here, dropping
  * Authorization when the redirect leaves the upstream's host.
+ *
+ * A proxy either relays for a client request (proxy_start: the answer goes
+ * to req.c's response writer) or runs without a client (proxy_fetch_new:
+ * the cache's fills and tag revalidations), in which case the owner's
+ * proxy_ops receive the answer.  Auth, the pool, redirects and
+ * backpressure are the same code either way.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -28,8 +34,18 @@
 #define PROXY_MAX_REDIRECTS	5
 
 struct proxy {
-	struct req			*req;
+	struct req			*req;		/* NULL: a fetch */
 	struct pc_ctx			*ctx;
+	struct config			*conf;
+	const struct proxy_ops		*ops;
+	void				*arg;		/* ops' argument */
+	int				 method;	/* enum http_method */
+	const char			*method_str;
+	const struct headers		*fwd;		/* fields to forward */
+	const char			*peer;		/* X-Forwarded-For */
+	int				 has_body;
+	int				 follow;	/* redirects: blob */
+	char				 logid[48];	/* "conn.seq" */
 	const struct config_upstream	*up;
 	struct upstream_state		*us;
 	struct origin			 origin;
@@ -44,6 +60,7 @@ struct proxy {
 	int				 foreign;
 	int				 reconnects;
 	int				 got_bytes;
+	int				 got_head; /* passed to the owner */
 	int				 up_paused;
 	int				 up_eof;
 	int				 want_pause;
@@ -53,12 +70,9 @@ struct proxy {
 static void	px_begin(struct proxy *);
 static void	px_connect(struct proxy *);
 static void	px_pump(struct proxy *);
+static void	px_error(struct proxy *, enum pc_err, const char *);
 
-static const char *
-px_method(struct proxy *px)
-{
-	return (px->req->method);
-}
+static const struct proxy_ops px_client_ops;
 
 /* Free the proxy state; the request keeps going or is being freed. */
 void
@@ -187,6 +201,17 @@ proxy_start(struct req *req)
 	req->px = px;
 	px->req = req;
 	px->ctx = req->c->ctx;
+	px->conf = req->conf;
+	px->ops = &px_client_ops;
+	px->arg = px;
+	px->method = req->msg->method;
+	px->method_str = req->method;
+	px->fwd = &req->msg->hdrs;
+	px->peer = req->c->peer;
+	px->has_body = req->has_body;
+	px->follow = req->route.ep == OCI_EP_BLOB;
+	snprintf(px->logid, sizeof(px->logid), "%llu.%u",
+	    (unsigned long long)req->c->id, req->seq);
 	px->up = req->up;
 	px->us = upstream_state_get(px->ctx, px->up);
 	origin_from_url(&px->origin, &px->up->u, px->up->ca_file);
@@ -198,6 +223,58 @@ proxy_start(struct req *req)
 	px_begin(px);
 }
 
+/*
+ * A request to an upstream without a client: `method` (GET or HEAD) on
+ * `upath` with token scope `scope`, forwarding the fields in `fwd` (kept
+ * by the owner until the proxy is freed).  Nothing happens until
+ * proxy_fetch_start(); the answer goes to ops with arg.  The owner frees
+ * the proxy with proxy_free(), at the latest in its done or fail callback.
+ */
+struct proxy *
+proxy_fetch_new(struct pc_ctx *ctx, struct config *conf,
+    const struct config_upstream *up, int method, const char *upath,
+    const char *scope, const struct headers *fwd, const struct proxy_ops *ops,
+    void *arg, const char *logid)
+{
+	struct proxy		*px;
+	struct hframe_limits	 lim = { 65536, 256, 8192 };
+
+	if ((px = calloc(1, sizeof(*px))) == NULL)
+		fatal("calloc");
+	px->ctx = ctx;
+	px->conf = conf;
+	px->ops = ops;
+	px->arg = arg;
+	px->method = method;
+	px->method_str = http_method_str(method);
+	px->fwd = fwd;
+	px->follow = 1;
+	snprintf(px->logid, sizeof(px->logid), "%s", logid);
+	px->up = up;
+	px->us = upstream_state_get(ctx, up);
+	origin_from_url(&px->origin, &up->u, up->ca_file);
+	hframe_init(&px->rf, HFRAME_RESPONSE, &lim, NULL, px);
+	if ((px->upath = strdup(upath)) == NULL)
+		fatal("strdup");
+	snprintf(px->scope, sizeof(px->scope), "%s", scope);
+	return (px);
+}
+
+/* Send a fetch made by proxy_fetch_new(); callbacks may run before this
+ * returns. */
+void
+proxy_fetch_start(struct proxy *px)
+{
+	px_begin(px);
+}
+
+/* Report a failure to the owner, which frees the proxy. */
+static void
+px_error(struct proxy *px, enum pc_err err, const char *detail)
+{
+	px->ops->fail(px->arg, err, detail);
+}
+
 static void
 px_on_token(void *arg, const char *token, const char *err)
 {
@@ -205,7 +282,7 @@ px_on_token(void *arg, const char *token, const char *err)
 
 	px->fetch = NULL;
 	if (token == NULL) {
-		req_fail(px->req, ERR_UPSTREAM_AUTH, err);
+		px_error(px, ERR_UPSTREAM_AUTH, err);
 		return;
 	}
 	free(px->token);
@@ -226,7 +303,7 @@ px_on_probe(void *arg, int status, struct headers *h, const char *body,
 	if (status < 0) {
 		snprintf(detail, sizeof(detail), "upstream %s: %s",
 		    px->up->name, err);
-		req_fail(px->req, strstr(err, "timed out") ?
+		px_error(px, strstr(err, "timed out") ?
 		    ERR_UPSTREAM_TIMEOUT : ERR_UPSTREAM, detail);
 		return;
 	}
@@ -246,7 +323,6 @@ static void
 px_begin(struct proxy *px)
 {
 	struct upstream_state	*us = px->us;
-	struct req		*req = px->req;
 	const char		*tok;
 	struct url		 u;
 
@@ -262,18 +338,18 @@ px_begin(struct proxy *px)
 		px->fetch = uauth_query_token(px->ctx, px->up, us, px->scope,
 		    px_on_token, px);
 		if (px->fetch == NULL)
-			req_fail(req, ERR_UPSTREAM_AUTH,
+			px_error(px, ERR_UPSTREAM_AUTH,
 			    "cannot query the upstream's token service");
 		return;
 	}
-	if (!px->foreign && !us->auth_known && req->has_body) {
+	if (!px->foreign && !us->auth_known && px->has_body) {
 		u = px->up->u;
 		snprintf(u.path, sizeof(u.path), "/v2/");
 		px->fetch = fetch_start(px->ctx, &u, px->up->ca_file, "GET",
-		    NULL, 65536, req->conf->upstream_response_timeout_ms,
+		    NULL, 65536, px->conf->upstream_response_timeout_ms,
 		    px_on_probe, px);
 		if (px->fetch == NULL)
-			req_fail(req, ERR_UPSTREAM, "cannot reach upstream");
+			px_error(px, ERR_UPSTREAM, "cannot reach upstream");
 		return;
 	}
 	px_connect(px);
@@ -296,7 +372,7 @@ px_on_connect(struct uconn *uc, int error, void *arg)
 		    "cannot connect", error == EPROTO ? uc->why : "");
 		uconn_free(uc);
 		px->uc = NULL;
-		req_fail(px->req, error == ETIMEDOUT ? ERR_UPSTREAM_TIMEOUT :
+		px_error(px, error == ETIMEDOUT ? ERR_UPSTREAM_TIMEOUT :
 		    ERR_UPSTREAM, detail);
 		return;
 	}
@@ -310,11 +386,11 @@ px_connect(struct proxy *px)
 	char		 detail[300];
 
 	uc = uconn_get(px->ctx, &px->origin,
-	    px->req->conf->upstream_connect_timeout_ms, px_on_connect, px);
+	    px->conf->upstream_connect_timeout_ms, px_on_connect, px);
 	if (uc == NULL) {
 		snprintf(detail, sizeof(detail), "upstream %s: cannot connect",
 		    px->up->name);
-		req_fail(px->req, ERR_UPSTREAM, detail);
+		px_error(px, ERR_UPSTREAM, detail);
 		return;
 	}
 	px->uc = uc;
@@ -324,7 +400,7 @@ px_connect(struct proxy *px)
 
 /* Client request fields that never go upstream as they are. */
 static int
-px_skip_request_header(struct hframe_msg *msg, const char *name)
+px_skip_request_header(const struct headers *fwd, const char *name)
 {
 	static const char *skip[] = { "Host", "Authorization", "Connection",
 	    "Keep-Alive", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
@@ -336,7 +412,7 @@ px_skip_request_header(struct hframe_msg *msg, const char *name)
 		if (strcasecmp(name, skip[i]) == 0)
 			return (1);
 	/* Fields the client marked hop-by-hop in Connection. */
-	return (headers_has_token(&msg->hdrs, "Connection", name));
+	return (headers_has_token(fwd, "Connection", name));
 }
 
 static int
@@ -378,7 +454,7 @@ px_resp_body(void *arg, const char *data, size_t len)
 {
 	struct proxy	*px = arg;
 
-	if (req_send_body_data(px->req, data, len))
+	if (px->ops->body_data(px->arg, data, len))
 		px->want_pause = 1;
 	return (0);
 }
@@ -392,25 +468,27 @@ static void
 px_send(struct proxy *px)
 {
 	struct req		*req = px->req;
-	struct hframe_msg	*msg = req->msg;
+	const struct headers	*fwd = px->fwd;
 	struct evbuffer		*out = bufferevent_get_output(px->uc->bev);
 	struct timeval		 tv;
 	char			 hostport[300], basic[1400];
 	size_t			 i;
-	int			 m = msg->method;
+	int			 m = px->method;
+	int			 tmo = px->conf->upstream_response_timeout_ms;
 
 	origin_hostport(&px->origin, hostport, sizeof(hostport));
 	evbuffer_add_printf(out, "%s %s HTTP/1.1\r\nHost: %s\r\n",
-	    px_method(px), px->upath, hostport);
-	for (i = 0; i < msg->hdrs.n; i++) {
-		if (px_skip_request_header(msg, msg->hdrs.v[i].name))
+	    px->method_str, px->upath, hostport);
+	for (i = 0; fwd != NULL && i < fwd->n; i++) {
+		if (px_skip_request_header(fwd, fwd->v[i].name))
 			continue;
-		evbuffer_add(out, msg->hdrs.v[i].name, msg->hdrs.v[i].nlen);
+		evbuffer_add(out, fwd->v[i].name, fwd->v[i].nlen);
 		evbuffer_add(out, ": ", 2);
-		evbuffer_add(out, msg->hdrs.v[i].value, msg->hdrs.v[i].vlen);
+		evbuffer_add(out, fwd->v[i].value, fwd->v[i].vlen);
 		evbuffer_add(out, "\r\n", 2);
 	}
-	evbuffer_add_printf(out, "X-Forwarded-For: %s\r\n", req->c->peer);
+	if (px->peer != NULL)
+		evbuffer_add_printf(out, "X-Forwarded-For: %s\r\n", px->peer);
 	if (!px->foreign) {
 		if (px->token != NULL)
 			evbuffer_add_printf(out, "Authorization: Bearer %s\r\n",
@@ -423,19 +501,18 @@ px_send(struct proxy *px)
 		}
 	}
 	px->chunked_out = 0;
-	if (req->has_body) {
-		if (msg->chunked) {
+	if (px->has_body) {
+		if (req->msg->chunked) {
 			px->chunked_out = 1;
 			evbuffer_add_printf(out,
 			    "Transfer-Encoding: chunked\r\n");
 		} else
 			evbuffer_add_printf(out, "Content-Length: %llu\r\n",
-			    (unsigned long long)msg->length);
+			    (unsigned long long)req->msg->length);
 	} else if (m == HTTP_POST || m == HTTP_PUT || m == HTTP_PATCH)
 		evbuffer_add_printf(out, "Content-Length: 0\r\n");
 	evbuffer_add(out, "\r\n", 2);
-	log_debug("%llu.%u proxy sent head upstream=%s",
-	    (unsigned long long)req->c->id, req->seq, px->up->name);
+	log_debug("%s proxy sent head upstream=%s", px->logid, px->up->name);
 
 	hframe_next(&px->rf);
 	px->rf.on_body = px_resp_body;
@@ -444,20 +521,24 @@ px_send(struct proxy *px)
 	bufferevent_setcb(px->uc->bev, px_up_read_cb, px_up_write_cb,
 	    px_up_event_cb, px);
 	bufferevent_setwatermark(px->uc->bev, EV_READ, 0,
-	    req->conf->high_watermark);
+	    px->conf->high_watermark);
 	bufferevent_setwatermark(px->uc->bev, EV_WRITE,
-	    req->conf->high_watermark / 2, 0);
-	tv.tv_sec = req->conf->upstream_response_timeout_ms / 1000;
-	tv.tv_usec = (req->conf->upstream_response_timeout_ms % 1000) * 1000;
+	    px->conf->high_watermark / 2, 0);
+	/* libevent moves 16 KiB per turn by default: up to a watermark. */
+	bufferevent_set_max_single_read(px->uc->bev, px->conf->high_watermark);
+	bufferevent_set_max_single_write(px->uc->bev,
+	    px->conf->high_watermark);
+	tv.tv_sec = tmo / 1000;
+	tv.tv_usec = (tmo % 1000) * 1000;
 	bufferevent_set_timeouts(px->uc->bev, &tv, &tv);
 	bufferevent_enable(px->uc->bev, EV_READ | EV_WRITE);
 
-	if (req->has_body && !req->body_done && !req->body_ready) {
+	if (px->has_body && !req->body_done && !req->body_ready) {
 		req->body_sink = px_body_sink;
 		req->body_sink_data = px_body_sink_data;
 		req->body_end = px_body_end;
 		req->body_ready = 1;
-		if (msg->expect_continue)
+		if (req->msg->expect_continue)
 			evbuffer_add_printf(conn_output(req->c),
 			    "HTTP/1.1 100 Continue\r\n\r\n");
 		conn_resume_read(req->c);
@@ -470,7 +551,8 @@ px_up_write_cb(struct bufferevent *bev, void *arg)
 	struct proxy	*px = arg;
 
 	/* The upstream took what we had: let the client send more. */
-	if (!px->req->body_done && px->req->c->read_paused)
+	if (px->req != NULL && !px->req->body_done &&
+	    px->req->c->read_paused)
 		conn_resume_read(px->req->c);
 }
 
@@ -541,7 +623,7 @@ px_redirect(struct proxy *px, const char *loc)
 		u.tls = px->origin.tls;
 		snprintf(u.path, sizeof(u.path), "%s", loc);
 	} else if (url_parse(loc, &u) == -1) {
-		req_fail(px->req, ERR_UPSTREAM_PROTO,
+		px_error(px, ERR_UPSTREAM_PROTO,
 		    "upstream redirect to an invalid URL");
 		return (PX_GONE);
 	}
@@ -553,36 +635,58 @@ px_redirect(struct proxy *px, const char *loc)
 	free(px->upath);
 	if ((px->upath = strdup(u.path[0] ? u.path : "/")) == NULL)
 		fatal("strdup");
-	log_debug("%llu.%u proxy redirect host=%s foreign=%d",
-	    (unsigned long long)px->req->c->id, px->req->seq, u.host,
+	log_debug("%s proxy redirect host=%s foreign=%d", px->logid, u.host,
 	    px->foreign);
 	px_reset(px);
 	px_connect(px);
 	return (PX_GONE);
 }
 
+/*
+ * Docker Hub's pull-limit headers (`ratelimit-limit: 100;w=21600`,
+ * `ratelimit-remaining: 76;w=21600`): kept per upstream, logged when they
+ * change.
+ */
+static void
+px_note_ratelimit(struct proxy *px, const struct headers *h)
+{
+	struct upstream_state	*us = px->us;
+	const char		*lim, *rem;
+
+	lim = headers_get(h, "RateLimit-Limit");
+	rem = headers_get(h, "RateLimit-Remaining");
+	if (lim == NULL && rem == NULL)
+		return;
+	if (lim == NULL)
+		lim = "";
+	if (rem == NULL)
+		rem = "";
+	if (strcmp(lim, us->rl_limit) == 0 &&
+	    strcmp(rem, us->rl_remaining) == 0)
+		return;
+	snprintf(us->rl_limit, sizeof(us->rl_limit), "%s", lim);
+	snprintf(us->rl_remaining, sizeof(us->rl_remaining), "%s", rem);
+	us->rl_seen_ms = now_ms();
+	log_info("%s upstream ratelimit upstream=%s limit=\"%s\" "
+	    "remaining=\"%s\"", px->logid, px->up->name, us->rl_limit,
+	    us->rl_remaining);
+}
+
 /* The upstream's response head is complete. */
 static enum px_next
 px_on_head(struct proxy *px)
 {
-	struct req		*req = px->req;
 	struct hframe_msg	*rm = &px->rf.msg;
-	struct headers		 out;
-	enum resp_framing	 framing;
 	const char		*wa, *loc;
-	char			 newloc[4096];
-	int64_t			 length = -1;
-	int			 st = rm->status, m = req->msg->method;
-	size_t			 i;
+	int			 st = rm->status, m = px->method;
 
-	if (st == 401 && !px->auth_tried && !req->has_body && !px->foreign &&
+	if (st == 401 && !px->auth_tried && !px->has_body && !px->foreign &&
 	    (wa = headers_get(&rm->hdrs, "WWW-Authenticate")) != NULL) {
 		px->auth_tried = 1;
 		uauth_learn(px->us, wa);
 		if (px->us->auth_known && (px->us->bearer ||
 		    px->up->username != NULL)) {
-			log_debug("%llu.%u proxy challenge bearer=%d",
-			    (unsigned long long)req->c->id, req->seq,
+			log_debug("%s proxy challenge bearer=%d", px->logid,
 			    px->us->bearer);
 			px_reset(px);
 			px_begin(px);
@@ -590,10 +694,198 @@ px_on_head(struct proxy *px)
 		}
 	}
 	if ((st == 301 || st == 302 || st == 303 || st == 307 || st == 308) &&
-	    req->route.ep == OCI_EP_BLOB && (m == HTTP_GET || m == HTTP_HEAD) &&
+	    px->follow && (m == HTTP_GET || m == HTTP_HEAD) &&
 	    px->redirects < PROXY_MAX_REDIRECTS &&
 	    (loc = headers_get(&rm->hdrs, "Location")) != NULL)
 		return (px_redirect(px, loc));
+	if (!px->foreign)
+		px_note_ratelimit(px, &rm->hdrs);
+	px->got_head = 1;
+	if (px->ops->head(px->arg, rm) == -1)
+		return (PX_GONE);
+	return (PX_CONTINUE);
+}
+
+/* The upstream's answer is complete: pool the connection, tell the owner. */
+static void
+px_done(struct proxy *px)
+{
+	struct uconn	*uc = px->uc;
+	int		 body_done = px->req == NULL || px->req->body_done;
+
+	px->uc = NULL;
+	if (px->rf.msg.keep_alive && body_done && !px->up_eof)
+		uconn_release(uc);
+	else
+		uconn_free(uc);
+	px->ops->done(px->arg);	/* may free px: nothing after this */
+}
+
+/* An upstream failure before or during the response. */
+static void
+px_fail(struct proxy *px, enum pc_err err, const char *what)
+{
+	char	 detail[256];
+
+	snprintf(detail, sizeof(detail), "upstream %s: %s", px->up->name,
+	    what);
+	if (px->got_head)
+		log_info("%s proxy abort upstream=%s reason=\"%s\"", px->logid,
+		    px->up->name, what);
+	px_error(px, err, detail);
+}
+
+static void
+px_pump(struct proxy *px)
+{
+	struct evbuffer		*in;
+	struct evbuffer_iovec	 v;
+	size_t			 n;
+	int			 r;
+
+	in = bufferevent_get_input(px->uc->bev);
+	for (;;) {
+		if (px->rf.phase == HF_DONE) {
+			px_done(px);
+			return;
+		}
+		if (px->up_paused || evbuffer_get_length(in) == 0)
+			break;
+		px->got_bytes = 1;
+		switch (px->rf.phase) {
+		case HF_HEAD:
+			if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+				return;
+			n = hframe_feed(&px->rf, v.iov_base, v.iov_len);
+			evbuffer_drain(in, n);
+			if (px->rf.phase == HF_ERROR) {
+				px_fail(px, ERR_UPSTREAM_PROTO,
+				    hframe_err_str(px->rf.err));
+				return;
+			}
+			if (px->rf.phase == HF_HEAD)
+				continue;
+			if (px->rf.msg.status >= 100 &&
+			    px->rf.msg.status < 200) {
+				hframe_next(&px->rf);
+				px->rf.skip_body = px->method == HTTP_HEAD;
+				continue;
+			}
+			if (px_on_head(px) == PX_GONE)
+				return;
+			break;
+		case HF_BODY_LENGTH:
+			n = evbuffer_get_length(in);
+			if (n > px->rf.remaining)
+				n = px->rf.remaining;
+			hframe_body_consumed(&px->rf, n);
+			if ((r = px->ops->body(px->arg, in, n)) == -1)
+				return;		/* the owner freed px */
+			if (r == 1)
+				px->want_pause = 1;
+			break;
+		case HF_BODY_PARSED:
+			if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+				return;
+			n = hframe_feed(&px->rf, v.iov_base, v.iov_len);
+			evbuffer_drain(in, n);
+			if (px->rf.phase == HF_ERROR) {
+				px_fail(px, ERR_UPSTREAM_PROTO,
+				    hframe_err_str(px->rf.err));
+				return;
+			}
+			break;
+		default:
+			return;
+		}
+		if (px->want_pause && px->rf.phase != HF_DONE) {
+			/* The owner is slow: stop reading the upstream. */
+			px->want_pause = 0;
+			px->up_paused = 1;
+			bufferevent_disable(px->uc->bev, EV_READ);
+		}
+	}
+	if (px->up_eof && !px->up_paused && evbuffer_get_length(in) == 0) {
+		if (hframe_eof(&px->rf) == 0) {
+			px_done(px);
+			return;
+		}
+		px_fail(px, ERR_UPSTREAM, "upstream closed the connection "
+		    "mid-response");
+	}
+}
+
+static void
+px_up_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct proxy	*px = arg;
+
+	if (!px->up_paused && px->uc != NULL)
+		uconn_read_more(px->uc, px->req != NULL ?
+		    px->req->conf->high_watermark : UCONN_READ_CHUNK);
+	px_pump(px);
+}
+
+/* The owner can take more: read the upstream again.  May free px. */
+void
+proxy_resume(struct proxy *px)
+{
+	if (!px->up_paused || px->uc == NULL)
+		return;
+	px->up_paused = 0;
+	bufferevent_enable(px->uc->bev, EV_READ);
+	px_pump(px);	/* may free px */
+}
+
+/* The client's output drained: read the upstream again. */
+void
+proxy_client_writable(struct proxy *px)
+{
+	proxy_resume(px);	/* may free px */
+}
+
+static void
+px_up_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct proxy	*px = arg;
+	char		 what[128];
+
+	if (events & BEV_EVENT_TIMEOUT) {
+		snprintf(what, sizeof(what), "no answer within %d ms",
+		    px->conf->upstream_response_timeout_ms);
+		px_fail(px, ERR_UPSTREAM_TIMEOUT, what);
+		return;
+	}
+	if (!px->got_head && !px->got_bytes && px->uc->reused &&
+	    !px->has_body && px->reconnects == 0) {
+		/* A pooled connection the upstream had closed: retry once. */
+		px->reconnects++;
+		px_reset(px);
+		px_connect(px);
+		return;
+	}
+	if (events & BEV_EVENT_EOF) {
+		px->up_eof = 1;
+		bufferevent_disable(bev, EV_READ);
+		px_pump(px);	/* may finish or fail, freeing px */
+		return;
+	}
+	px_fail(px, ERR_UPSTREAM, "connection to upstream failed");
+}
+
+/* --- the client side: relay the answer through req.c --- */
+
+static int
+px_client_head(void *arg, struct hframe_msg *rm)
+{
+	struct proxy		*px = arg;
+	struct req		*req = px->req;
+	struct headers		 out;
+	enum resp_framing	 framing;
+	char			 newloc[4096];
+	int64_t			 length = -1;
+	int			 st = rm->status, m = req->msg->method;
+	size_t			 i;
 
 	headers_init(&out);
 	for (i = 0; i < rm->hdrs.n; i++) {
@@ -625,170 +917,51 @@ px_on_head(struct proxy *px)
 		framing = RESP_CHUNKED;
 	req_send_head(req, st, &out, framing, length);
 	headers_clear(&out);
-	return (PX_CONTINUE);
+	return (0);
 }
 
-/* The upstream's answer is complete: pool the connection, end the reply. */
-static void
-px_done(struct proxy *px)
+static int
+px_client_body(void *arg, struct evbuffer *in, size_t n)
 {
-	struct req	*req = px->req;
-	struct uconn	*uc = px->uc;
+	struct proxy	*px = arg;
 
-	px->uc = NULL;
-	if (px->rf.msg.keep_alive && req->body_done && !px->up_eof)
-		uconn_release(uc);
-	else
-		uconn_free(uc);
-	req_end_response(req);	/* frees px: nothing after this */
+	return (req_send_body(px->req, in, n));
 }
 
-/* An upstream failure before or during the response. */
-static void
-px_fail(struct proxy *px, enum pc_err err, const char *what)
+static int
+px_client_body_data(void *arg, const char *data, size_t n)
 {
-	struct req	*req = px->req;
-	char		 detail[256];
+	struct proxy	*px = arg;
 
-	snprintf(detail, sizeof(detail), "upstream %s: %s", px->up->name,
-	    what);
+	return (req_send_body_data(px->req, data, n));
+}
+
+static void
+px_client_done(void *arg)
+{
+	struct proxy	*px = arg;
+
+	req_end_response(px->req);	/* frees px */
+}
+
+static void
+px_client_fail(void *arg, enum pc_err err, const char *detail)
+{
+	struct proxy	*px = arg;
+	struct req	*req = px->req;
+
 	if (req->head_sent) {
-		log_info("%llu.%u proxy abort upstream=%s reason=\"%s\"",
-		    (unsigned long long)req->c->id, req->seq, px->up->name,
-		    what);
 		req->err = err;
-		req_abort(req, what);
+		req_abort(req, detail);	/* frees req and px */
 		return;
 	}
-	req_fail(req, err, detail);
+	req_fail(req, err, detail);	/* frees px */
 }
 
-static void
-px_pump(struct proxy *px)
-{
-	struct req		*req = px->req;
-	struct evbuffer		*in;
-	struct evbuffer_iovec	 v;
-	size_t			 n;
-
-	in = bufferevent_get_input(px->uc->bev);
-	for (;;) {
-		if (px->rf.phase == HF_DONE) {
-			px_done(px);
-			return;
-		}
-		if (px->up_paused || evbuffer_get_length(in) == 0)
-			break;
-		px->got_bytes = 1;
-		switch (px->rf.phase) {
-		case HF_HEAD:
-			if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-				return;
-			n = hframe_feed(&px->rf, v.iov_base, v.iov_len);
-			evbuffer_drain(in, n);
-			if (px->rf.phase == HF_ERROR) {
-				px_fail(px, ERR_UPSTREAM_PROTO,
-				    hframe_err_str(px->rf.err));
-				return;
-			}
-			if (px->rf.phase == HF_HEAD)
-				continue;
-			if (px->rf.msg.status >= 100 &&
-			    px->rf.msg.status < 200) {
-				hframe_next(&px->rf);
-				px->rf.skip_body = req->msg->method ==
-				    HTTP_HEAD;
-				continue;
-			}
-			if (px_on_head(px) == PX_GONE)
-				return;
-			break;
-		case HF_BODY_LENGTH:
-			n = evbuffer_get_length(in);
-			if (n > px->rf.remaining)
-				n = px->rf.remaining;
-			hframe_body_consumed(&px->rf, n);
-			if (req_send_body(req, in, n))
-				px->want_pause = 1;
-			break;
-		case HF_BODY_PARSED:
-			if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-				return;
-			n = hframe_feed(&px->rf, v.iov_base, v.iov_len);
-			evbuffer_drain(in, n);
-			if (px->rf.phase == HF_ERROR) {
-				px_fail(px, ERR_UPSTREAM_PROTO,
-				    hframe_err_str(px->rf.err));
-				return;
-			}
-			break;
-		default:
-			return;
-		}
-		if (px->want_pause && px->rf.phase != HF_DONE) {
-			/* Client is slow: stop reading the upstream. */
-			px->want_pause = 0;
-			px->up_paused = 1;
-			bufferevent_disable(px->uc->bev, EV_READ);
-		}
-	}
-	if (px->up_eof && !px->up_paused && evbuffer_get_length(in) == 0) {
-		if (hframe_eof(&px->rf) == 0) {
-			px_done(px);
-			return;
-		}
-		px_fail(px, ERR_UPSTREAM, "upstream closed the connection "
-		    "mid-response");
-	}
-}
-
-static void
-px_up_read_cb(struct bufferevent *bev, void *arg)
-{
-	struct proxy	*px = arg;
-
-	if (!px->up_paused && px->uc != NULL)
-		uconn_read_more(px->uc, px->req->conf->high_watermark);
-	px_pump(px);
-}
-
-/* The client's output drained: read the upstream again. */
-void
-proxy_client_writable(struct proxy *px)
-{
-	if (!px->up_paused || px->uc == NULL)
-		return;
-	px->up_paused = 0;
-	bufferevent_enable(px->uc->bev, EV_READ);
-	px_pump(px);	/* may free px */
-}
-
-static void
-px_up_event_cb(struct bufferevent *bev, short events, void *arg)
-{
-	struct proxy	*px = arg;
-	struct req	*req = px->req;
-	char		 what[128];
-
-	if (events & BEV_EVENT_TIMEOUT) {
-		snprintf(what, sizeof(what), "no answer within %d ms",
-		    req->conf->upstream_response_timeout_ms);
-		px_fail(px, ERR_UPSTREAM_TIMEOUT, what);
-		return;
-	}
-	if (!req->head_sent && !px->got_bytes && px->uc->reused &&
-	    !req->has_body && px->reconnects == 0) {
-		/* A pooled connection the upstream had closed: retry once. */
-		px->reconnects++;
-		px_reset(px);
-		px_connect(px);
-		return;
-	}
-	if (events & BEV_EVENT_EOF) {
-		px->up_eof = 1;
-		bufferevent_disable(bev, EV_READ);
-		px_pump(px);	/* may finish or fail, freeing px */
-		return;
-	}
-	px_fail(px, ERR_UPSTREAM, "connection to upstream failed");
-}
+static const struct proxy_ops px_client_ops = {
+	px_client_head,
+	px_client_body,
+	px_client_body_data,
+	px_client_done,
+	px_client_fail
+};

@@ -2,15 +2,17 @@
  * req.c: the request state machine, the one place that sequences a
  * request's stages:
  *
- *	ROUTE -> DISPATCH -> UPSTREAM -> RESPOND -> DONE
+ *	ROUTE -> DISPATCH -> [CACHE] -> UPSTREAM -> RESPOND -> DONE
  *
  * ROUTE parses the target (router.c), checks the method and picks the
  * upstream (path prefix, then containerd's ns=, then the default).
  * DISPATCH is where authentication, policy and rate limits will run as
  * stages of their own; none is configured yet, so every routed request is
- * dispatched.  UPSTREAM hands the request to proxy.c; RESPOND streams the
- * answer.  Every transition writes a debug trace line; every request ends
- * with one summary line.
+ * dispatched.  CACHE (cache_serve.c) takes pulls of blobs and manifests
+ * when the upstream is cached: it answers them from disk or from a fill,
+ * or hands them on to UPSTREAM.  UPSTREAM hands the request to proxy.c;
+ * RESPOND streams the answer.  Every transition writes a debug trace line;
+ * every request ends with one summary line.
  *
  * This file also owns the response writer: status line, headers (hop-by-hop
  * fields dropped, the API version header added on /v2/) and the body
@@ -20,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "portcullis.h"
 
@@ -105,20 +108,27 @@ req_free(struct req *req)
 		proxy_free(req->px);
 		req->px = NULL;
 	}
+	if (req->cr != NULL) {
+		cache_reader_free(req->cr);
+		req->cr = NULL;
+	}
 	if (req->up != NULL)
 		snprintf(up, sizeof(up), "%s", req->up->name);
 	else
 		snprintf(up, sizeof(up), "-");
 	/* The summary line: never a credential, never the query string. */
 	log_info("%llu.%u req done method=%s path=%s status=%d in=%llu "
-	    "out=%llu ms=%llu upstream=%s%s%s peer=%s id=%s%s%s",
+	    "out=%llu ms=%llu upstream=%s%s%s peer=%s id=%s%s%s%s%s",
 	    (unsigned long long)c->id, req->seq, req->method, req->path,
 	    req->status, (unsigned long long)req->bytes_in,
 	    (unsigned long long)req->bytes_out,
 	    (unsigned long long)(now_ms() - req->start_ms), up,
 	    req->ns[0] != '\0' ? " ns=" : "", req->ns, c->peer,
 	    req->request_id, req->err != ERR_NONE ? " error=" : "",
-	    req->err != ERR_NONE ? errs_name(req->err) : "");
+	    req->err != ERR_NONE ? errs_name(req->err) : "",
+	    req->cache_status != NULL ? " cache=" : "",
+	    req->cache_status != NULL ? req->cache_status : "");
+	audit_request(req);		/* its one audit record */
 	free(req->path);
 	config_unref(req->conf);
 	free(req);
@@ -132,6 +142,11 @@ req_client_gone(struct req *req)
 		proxy_free(req->px);
 		req->px = NULL;
 	}
+	if (req->cr != NULL) {
+		/* A fill this request followed goes on for the others. */
+		cache_reader_free(req->cr);
+		req->cr = NULL;
+	}
 	if (req->status == 0)
 		req->status = 499;
 }
@@ -142,6 +157,8 @@ req_client_writable(struct req *req)
 {
 	if (req->px != NULL)
 		proxy_client_writable(req->px);
+	else if (req->cr != NULL)
+		cache_reader_writable(req->cr);
 }
 
 /* A response cannot be completed: the connection must end. */
@@ -251,6 +268,9 @@ req_send_head(struct req *req, int status, struct headers *h,
 	}
 	if (!req->keep_alive || !req->body_done)
 		evbuffer_add_printf(out, "Connection: close\r\n");
+	else if (req->msg->minor == 0)
+		/* An HTTP/1.0 client keeps the connection only when told. */
+		evbuffer_add_printf(out, "Connection: keep-alive\r\n");
 	evbuffer_add(out, "\r\n", 2);
 	req_set_state(req, REQ_RESPOND);
 	return (0);
@@ -294,6 +314,86 @@ req_send_body_data(struct req *req, const char *data, size_t n)
 	return (conn_output_full(req->c));
 }
 
+/* Copy len bytes of fd at off into the buffer (the caller bounds len). */
+static int
+req_read_file(struct evbuffer *out, int fd, uint64_t off, uint64_t len)
+{
+	struct evbuffer_iovec	 v[2];
+	ssize_t			 n;
+	int			 nv;
+
+	while (len > 0) {
+		if ((nv = evbuffer_reserve_space(out, (ev_ssize_t)len, v, 1)) <
+		    1)
+			return (-1);
+		if (v[0].iov_len > len)
+			v[0].iov_len = len;
+		if ((n = pread(fd, v[0].iov_base, v[0].iov_len, (off_t)off)) <=
+		    0)
+			return (-1);
+		v[0].iov_len = (size_t)n;
+		if (evbuffer_commit_space(out, v, 1) == -1)
+			return (-1);
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	return (0);
+}
+
+/*
+ * Queue len bytes of the file fd from offset off as response body.  By
+ * default as a file segment: sendfile(2) where the connection allows it
+ * (else libevent maps the segment), never a read into our memory.  With
+ * REQ_FILE_NO_SENDFILE the bytes are read into the output buffer instead
+ * (a copy, which is faster than sendfile on some machines).  The fd stays
+ * the caller's: a segment holds its own duplicate, so it may outlive the
+ * caller.  Returns 1 when the client's output is full, 0, or -1.
+ */
+int
+req_send_file(struct req *req, int fd, uint64_t off, uint64_t len,
+    int flags)
+{
+	struct evbuffer			*out = conn_output(req->c);
+	struct evbuffer_file_segment	*seg;
+	int				 dfd;
+	int				 fsflags = EVBUF_FS_CLOSE_ON_FREE;
+
+	if (len == 0)
+		return (conn_output_full(req->c));
+	/* libevent writes 16 KiB per turn by default: let a window go. */
+	if (bufferevent_get_max_single_write(req->c->bev) < (ev_ssize_t)len)
+		bufferevent_set_max_single_write(req->c->bev, len);
+	if (flags & REQ_FILE_NO_SENDFILE) {
+		if (req->framing == RESP_CHUNKED)
+			evbuffer_add_printf(out, "%llx\r\n",
+			    (unsigned long long)len);
+		if (req_read_file(out, fd, off, len) == -1)
+			return (-1);
+		if (req->framing == RESP_CHUNKED)
+			evbuffer_add(out, "\r\n", 2);
+		req->bytes_out += len;
+		return (conn_output_full(req->c));
+	}
+	if ((dfd = dup(fd)) == -1)
+		return (-1);
+	if ((seg = evbuffer_file_segment_new(dfd, (ev_off_t)off,
+	    (ev_off_t)len, fsflags)) == NULL) {
+		close(dfd);
+		return (-1);
+	}
+	if (req->framing == RESP_CHUNKED)
+		evbuffer_add_printf(out, "%llx\r\n", (unsigned long long)len);
+	if (evbuffer_add_file_segment(out, seg, 0, (ev_off_t)len) == -1) {
+		evbuffer_file_segment_free(seg);
+		return (-1);
+	}
+	evbuffer_file_segment_free(seg);	/* the buffer keeps its ref */
+	if (req->framing == RESP_CHUNKED)
+		evbuffer_add(out, "\r\n", 2);
+	req->bytes_out += len;
+	return (conn_output_full(req->c));
+}
+
 /*
  * The response is complete.  The request object is freed before this
  * returns: callers must not touch it (or their own state hanging off it)
@@ -308,6 +408,10 @@ req_end_response(struct req *req)
 		evbuffer_add(conn_output(c), "0\r\n\r\n", 5);
 	if (req->framing == RESP_CLOSE)
 		req->keep_alive = 0;
+	if (req->up != NULL && req->route.ep == OCI_EP_MANIFEST &&
+	    (req->msg->method == HTTP_PUT || req->msg->method == HTTP_DELETE) &&
+	    req->status >= 200 && req->status < 300)
+		cache_invalidate_tag(req);	/* the tag moved */
 	req_set_state(req, REQ_DONE);
 	conn_req_done(c);
 }
@@ -348,6 +452,10 @@ req_fail(struct req *req, enum pc_err err, const char *detail)
 	if (req->px != NULL) {
 		proxy_free(req->px);
 		req->px = NULL;
+	}
+	if (req->cr != NULL) {
+		cache_reader_free(req->cr);
+		req->cr = NULL;
 	}
 	if (req->head_sent) {
 		req_abort(req, errs_name(err));
@@ -498,6 +606,18 @@ req_route(struct req *req)
 		req_respond_simple(req, 200, "text/plain", "ok\n", NULL);
 		return;
 	}
+	/*
+	 * The audit stage comes first: with on_failure "reject", a request
+	 * whose record could not be kept is not served at all, /v2/ included.
+	 */
+	if (audit_admit(req) == -1) {
+		req_fail(req, ERR_UNAVAILABLE, "audit log unavailable");
+		return;
+	}
+	if (strcmp(req->path, "/admin/audit") == 0) {
+		audit_admin(req);
+		return;
+	}
 	if (strcmp(req->path, "/v2") != 0 && strncmp(req->path, "/v2/", 4)) {
 		req_fail(req, ERR_NOT_FOUND, NULL);
 		return;
@@ -513,6 +633,7 @@ req_route(struct req *req)
 	}
 	if (req->route.ep == OCI_EP_BASE) {
 		/* Answered here: every caller may use the API for now. */
+		req->decision = "allow";
 		req_respond_simple(req, 200, "application/json", "{}", NULL);
 		return;
 	}
@@ -530,8 +651,18 @@ req_dispatch(struct req *req)
 {
 	/*
 	 * Authentication, policy and rate limiting run here, each as one
-	 * more stage before UPSTREAM, once they exist.
+	 * more stage before UPSTREAM, once they exist.  Until then every
+	 * routed request is allowed.
 	 */
+	req->decision = "allow";
+	if (cache_wants(req)) {
+		req_set_state(req, REQ_CACHE);
+		cache_start(req);
+		return;
+	}
+	if (req->route.ep == OCI_EP_MANIFEST &&
+	    (req->msg->method == HTTP_PUT || req->msg->method == HTTP_DELETE))
+		cache_invalidate_tag(req);	/* pushes are never cached */
 	req_set_state(req, REQ_UPSTREAM);
 	proxy_start(req);
 }

@@ -205,6 +205,12 @@ server_run(const char *path, char **cause)
 		goto out;
 	if (server_listen(ctx, cause) == -1)
 		goto out;
+	if (ctx->conf->cache != NULL &&
+	    (ctx->cache = cache_open(ctx, ctx->conf, cause)) == NULL)
+		goto out;
+	if (ctx->conf->audit != NULL &&
+	    (ctx->audit = audit_new(ctx, cause)) == NULL)
+		goto out;
 	ctx->ev_reap = event_new(ctx->base, -1, 0, server_reap_cb, ctx);
 	ctx->ev_sigterm = evsignal_new(ctx->base, SIGTERM, server_signal_cb,
 	    ctx);
@@ -234,6 +240,8 @@ out:
 		if (ctx->base != NULL)
 			conn_reap(ctx);
 	}
+	cache_close(ctx->cache);	/* after the conns: no readers left */
+	audit_free(ctx->audit);		/* after the conns: records spooled */
 	uconn_pool_flush(ctx);
 	upstream_state_free_all(ctx);
 	tls_client_free_all(ctx);

@@ -212,3 +212,15 @@ def test_sighup_reloads_a_valid_config_and_keeps_the_old_on_error(
     assert any(e["path"] == "/v2/only-two/tags/list"
                for e in r2.access_log(since=m2))
     assert gw.alive()
+
+
+def test_readme_configuration_reference_is_current():
+    """README.md's reference is `portcullis config-reference` verbatim
+    (contrib/update-readme.sh regenerates it)."""
+    with open(os.path.join(REPO_ROOT, "README.md")) as f:
+        readme = f.read()
+    b, e = "<!-- config-reference:begin -->\n", "<!-- config-reference:end -->"
+    assert b in readme and e in readme
+    block = readme[readme.index(b) + len(b):readme.index(e)]
+    assert block == run("config-reference").stdout, \
+        "README.md is stale: run contrib/update-readme.sh"

@@ -819,7 +819,15 @@ test_reference(void **state)
 		"/upstreams/N/url", "/upstreams/N/prefix", "/upstreams/N/hosts",
 		"/upstreams/N/docker_hub", "/upstreams/N/default",
 		"/upstreams/N/ca_file", "/upstreams/N/credentials_file",
-		"/upstreams/N/pool_max_idle", NULL
+		"/upstreams/N/pool_max_idle",
+		"/upstreams/N/cache", "/upstreams/N/tag_ttl", "/cache",
+		"/cache/dir", "/cache/max_bytes", "/cache/tag_ttl",
+		"/cache/negative_ttl", "/cache/sendfile", "/cache/send_window",
+		"/audit", "/audit/redis", "/audit/stream", "/audit/max_len",
+		"/audit/max_age", "/audit/spool_file", "/audit/spool_max_bytes",
+		"/audit/fsync", "/audit/on_failure", "/audit/admin_addresses",
+		"/audit/queue_max", "/audit/max_inflight", "/audit/timeout",
+		NULL
 	};
 	char	*buf = NULL, cell[128];
 	size_t	 len = 0, i, rows = 0;

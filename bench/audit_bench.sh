@@ -1,0 +1,320 @@
+#!/bin/bash
+# audit_bench.sh: what the audit stream costs and how fast it answers, side
+# by side in one run, everything on 127.0.0.1 and stopped by PID on exit:
+#
+#  1. gateway requests/s with audit off and on, alternating rounds, for
+#     GET /v2/ (answered by the gateway itself: the worst case, where the
+#     record is most of the work) and GET of a 1 KiB blob proxied to a
+#     docker-registry (the common case).  With audit on, the records the
+#     stream gained during each round give the gateway's sustained XADD
+#     rate, and the run ends by checking that every request was recorded.
+#  2. `portcullis audit generate`: sustained records/s through the
+#     writer's Lua script (XADD + two index XADDs + trims + dedup mark).
+#  3. `portcullis audit query` on a stream of RECORDS (1 million) records:
+#     --subject (index), --repo exact (index), --repo glob (full walk),
+#     median wall time of QRUNS runs, process start included.
+# Not part of CI; see README.md.
+#
+# Environment (all optional):
+#   PORTCULLIS_BIN       gateway binary (default <repo>/portcullis)
+#   DOCKER_REGISTRY_BIN  default /usr/bin/docker-registry
+#   REDIS_SERVER_BIN     default /usr/bin/redis-server
+#   SECONDS_PER_ROUND    load duration per round (default 5)
+#   ROUNDS               rounds per configuration (default 3)
+#   CONNS                client connections (default 4)
+#   RECORDS              records for the query bench (default 1000000)
+#   QRUNS                runs per query (default 5)
+#   KEEP_WORK=1          keep the temp dir
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+PORTCULLIS_BIN=${PORTCULLIS_BIN:-$repo/portcullis}
+DOCKER_REGISTRY_BIN=${DOCKER_REGISTRY_BIN:-/usr/bin/docker-registry}
+REDIS_SERVER_BIN=${REDIS_SERVER_BIN:-/usr/bin/redis-server}
+SECONDS_PER_ROUND=${SECONDS_PER_ROUND:-5}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-4}
+RECORDS=${RECORDS:-1000000}
+QRUNS=${QRUNS:-5}
+
+for v in SECONDS_PER_ROUND ROUNDS CONNS RECORDS QRUNS; do
+	case ${!v} in ''|*[!0-9]*) echo "$v must be a number" >&2; exit 2;; esac
+done
+for tool in cc curl python3 redis-cli "$PORTCULLIS_BIN" \
+    "$DOCKER_REGISTRY_BIN" "$REDIS_SERVER_BIN"; do
+	command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
+done
+export no_proxy='*' NO_PROXY='*'
+
+work=$(mktemp -d /tmp/portcullis-audit-bench.XXXXXX)
+pids=()
+
+cleanup() {
+	local pid i
+	for pid in "${pids[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		for i in $(seq 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	if [ "${KEEP_WORK:-0}" = 1 ]; then
+		echo "work dir kept: $work" >&2
+	else
+		rm -rf "$work"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() {	# URL WHAT PID LOG
+	local i code
+	for i in $(seq 300); do
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true)
+		case $code in 2??) return 0;; esac
+		kill -0 "$3" 2>/dev/null || { echo "$2 exited:" >&2; tail -20 "$4" >&2; exit 1; }
+		sleep 0.1
+	done
+	echo "$2 not ready after 30 s" >&2; tail -20 "$4" >&2; exit 1
+}
+
+# --- the load generator: CONNS threads, one keep-alive connection each,
+# GET in a loop, Content-Length bodies; prints requests/s. -------------------
+cat > "$work/load.c" <<'C'
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static int port, secs;
+static const char *path;
+static volatile int stop;
+
+static double now(void) {
+	struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static void *worker(void *arg) {
+	long n = 0, bad = 0;
+	char req[512], buf[65536];
+	int fd = -1, one = 1, len = snprintf(req, sizeof(req),
+	    "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n\r\n",
+	    path);
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+	    .sin_port = htons(port) };
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	while (!stop) {
+		size_t have = 0, need = 0;
+		char *eoh = NULL;
+		if (fd == -1) {
+			fd = socket(AF_INET, SOCK_STREAM, 0);
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+			if (connect(fd, (void *)&sa, sizeof(sa)) == -1) { perror("connect"); exit(1); }
+		}
+		if (write(fd, req, len) != len) { close(fd); fd = -1; bad++; continue; }
+		for (;;) {
+			ssize_t r = read(fd, buf + have, sizeof(buf) - have - 1);
+			if (r <= 0) break;
+			have += r; buf[have] = 0;
+			if (eoh == NULL && (eoh = strstr(buf, "\r\n\r\n")) != NULL) {
+				char *cl = strcasestr(buf, "\r\nContent-Length:");
+				need = (eoh - buf) + 4 + (cl ? strtoul(cl + 17, NULL, 10) : 0);
+			}
+			if (eoh != NULL && have >= need) break;
+			if (have >= sizeof(buf) - 1) have = 0, eoh = NULL;	/* large: give up parsing */
+		}
+		if (eoh == NULL || have < need || strncmp(buf, "HTTP/1.1 200", 12) != 0) {
+			bad++; close(fd); fd = -1; continue;
+		}
+		n++;
+	}
+	if (fd != -1) close(fd);
+	long *res = malloc(2 * sizeof(long)); res[0] = n; res[1] = bad;
+	return res;
+}
+
+int main(int argc, char **argv) {
+	int i, conns = atoi(argv[3]);
+	long total = 0, bad = 0;
+	pthread_t t[256];
+	port = atoi(argv[1]); path = argv[2]; secs = atoi(argv[4]);
+	double t0 = now();
+	for (i = 0; i < conns && i < 256; i++) pthread_create(&t[i], NULL, worker, NULL);
+	sleep(secs);
+	stop = 1;
+	for (i = 0; i < conns && i < 256; i++) {
+		long *r; pthread_join(t[i], (void **)&r); total += r[0]; bad += r[1]; free(r);
+	}
+	printf("%.0f %ld %ld\n", total / (now() - t0), total, bad);
+	return 0;
+}
+C
+cc -O2 -pthread -o "$work/load" "$work/load.c"
+
+# --- redis-server (no persistence: we measure the gateway, not the disk) ---
+redis_port=$(free_port)
+mkdir -p "$work/redis"
+"$REDIS_SERVER_BIN" --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" \
+	--save "" --appendonly no --daemonize no > "$work/redis/log" 2>&1 &
+pids+=($!)
+for i in $(seq 100); do
+	redis-cli -p "$redis_port" PING >/dev/null 2>&1 && break
+	sleep 0.1
+done
+rcli() { redis-cli -p "$redis_port" "$@"; }
+
+# --- docker-registry with one 1 KiB blob ------------------------------------
+rport=$(free_port)
+mkdir -p "$work/registry/storage"
+cat > "$work/registry/config.yml" <<YML
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/registry/storage
+http:
+  addr: 127.0.0.1:$rport
+health:
+  storagedriver:
+    enabled: false
+YML
+"$DOCKER_REGISTRY_BIN" serve "$work/registry/config.yml" > "$work/registry/log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$rport/v2/" docker-registry "$!" "$work/registry/log"
+head -c 1024 /dev/urandom > "$work/blob"
+digest=sha256:$(sha256sum "$work/blob" | cut -d' ' -f1)
+loc=$(curl -s -D - -o /dev/null -X POST "http://127.0.0.1:$rport/v2/bench/app/blobs/uploads/" |
+	tr -d '\r' | sed -n 's/^Location: //Ip')
+case $loc in http*) ;; *) loc=http://127.0.0.1:$rport$loc;; esac
+case $loc in *\?*) sep='&';; *) sep='?';; esac
+curl -sf -X PUT --data-binary @"$work/blob" -H 'Content-Type: application/octet-stream' \
+	"$loc${sep}digest=$digest" -o /dev/null
+
+# --- two gateways: audit off, audit on --------------------------------------
+start_gw() {	# NAME AUDIT_JSON -> sets gw_port
+	local name=$1 audit=$2 port
+	port=$(free_port)
+	mkdir -p "$work/$name"
+	cat > "$work/$name/config.json" <<JSON
+{
+  "listen": {"address": "127.0.0.1:$port"},
+  "log": {"level": "warn"},
+  "upstreams": [{"name": "up1", "url": "http://127.0.0.1:$rport",
+                 "default": true}]$audit
+}
+JSON
+	"$PORTCULLIS_BIN" serve -c "$work/$name/config.json" > "$work/$name/log" 2>&1 &
+	pids+=($!)
+	wait_http "http://127.0.0.1:$port/healthz" "portcullis ($name)" "$!" "$work/$name/log"
+	gw_port=$port
+}
+start_gw off ""
+off_port=$gw_port
+start_gw on ", \"audit\": {\"redis\": \"127.0.0.1:$redis_port\", \"stream\": \"bench:audit\", \"spool_file\": \"$work/on/audit.spool\", \"max_len\": 0, \"max_age\": 0}"
+on_port=$gw_port
+
+echo "== 1. gateway requests/s, audit off vs on ($CONNS connections, ${SECONDS_PER_ROUND}s rounds, $(nproc) CPUs shared by all processes)"
+res=$work/results
+: > "$res"
+total_on=0
+for r in $(seq "$ROUNDS"); do
+	for target in "/v2/" "/v2/bench/app/blobs/$digest"; do
+		for mode in off on; do
+			port=$off_port
+			[ $mode = on ] && port=$on_port
+			before=$(rcli XLEN bench:audit)
+			t0=$(date +%s.%N)
+			read -r rps n bad < <("$work/load" "$port" "$target" "$CONNS" "$SECONDS_PER_ROUND")
+			[ "$bad" = 0 ] || { echo "round $r $target $mode: $bad failed requests" >&2; exit 1; }
+			xadd=-
+			if [ $mode = on ]; then
+				total_on=$((total_on + n))
+				# Records still in flight land within the timeout.
+				for i in $(seq 100); do
+					[ "$(rcli XLEN bench:audit)" -ge $((before + n)) ] && break
+					sleep 0.1
+				done
+				t1=$(date +%s.%N)
+				after=$(rcli XLEN bench:audit)
+				xadd=$(python3 -c "print(round(($after-$before)/($t1-$t0)))")
+			fi
+			echo "$target $mode $r $rps $xadd" >> "$res"
+		done
+	done
+done
+python3 - "$res" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    t, mode, _r, rps, xadd = line.split()
+    rows.setdefault((t, mode), []).append(float(rps))
+print("%-22s %12s %12s %9s" % ("target", "off req/s", "on req/s", "cost"))
+for t in dict.fromkeys(k[0] for k in rows):
+    off = statistics.median(rows[(t, "off")])
+    on = statistics.median(rows[(t, "on")])
+    name = "GET /v2/" if t == "/v2/" else "GET blob (proxied)"
+    print("%-22s %12.0f %12.0f %8.1f%%" % (name, off, on, (off - on) / off * 100))
+PY
+xlen=$(rcli XLEN bench:audit)
+echo "records in the stream: $xlen, requests sent with audit on: $total_on"
+[ "$xlen" -eq "$total_on" ] || { echo "MISMATCH: a request was not recorded" >&2; exit 1; }
+
+echo
+echo "== 2. sustained records/s through the writer's script (audit generate, pipelined)"
+cat > "$work/gen.json" <<JSON
+{"upstreams": [{"name": "up1", "url": "http://127.0.0.1:$rport"}],
+ "audit": {"redis": "127.0.0.1:$redis_port", "stream": "q:audit",
+           "spool_file": "$work/gen.spool"}}
+JSON
+t0=$(date +%s.%N)
+"$PORTCULLIS_BIN" audit generate -c "$work/gen.json" --count "$RECORDS" --step-ms 100 >/dev/null
+t1=$(date +%s.%N)
+python3 -c "print('%d records in %.1f s: %.0f records/s' % ($RECORDS, $t1-$t0, $RECORDS/($t1-$t0)))"
+echo "redis used_memory: $(rcli INFO memory | tr -d '\r' | sed -n 's/^used_memory_human://p')"
+
+echo
+echo "== 3. audit query on $RECORDS records (median of $QRUNS, wall time incl. process start)"
+qbench() {	# LABEL ARGS...
+	local label=$1; shift
+	local times=() i t0 t1
+	for i in $(seq "$QRUNS"); do
+		t0=$(date +%s%N)
+		"$PORTCULLIS_BIN" audit query -c "$work/gen.json" --format json "$@" > "$work/q.out"
+		t1=$(date +%s%N)
+		times+=($(( (t1 - t0) / 1000 )))
+	done
+	python3 - "$label" "$work/q.out" "${times[@]}" <<'PY'
+import json, statistics, sys
+label, out, times = sys.argv[1], sys.argv[2], [int(x) for x in sys.argv[3:]]
+n = len(json.load(open(out))["records"])
+print("%-44s %8.1f ms  (min %.1f, max %.1f)  %d records" % (
+    label, statistics.median(times) / 1000, min(times) / 1000,
+    max(times) / 1000, n))
+PY
+}
+qbench "--subject user042 --limit 100 (index)" --subject user042 --limit 100
+qbench "--subject user042 --status 4xx (index)" --subject user042 --status 4xx --limit 100
+qbench "--repo team3/app4 --limit 100 (index)" --repo team3/app4 --limit 100
+qbench "--repo 'team3/*' --limit 100 (walk)" --repo 'team3/*' --limit 100
+qbench "--action delete --status 403 --limit 100 (walk)" --action delete --status 403 --limit 100
+qbench "--limit 1000 (walk)" --limit 1000

@@ -1,0 +1,506 @@
+/*
+ * audit_format.c: the pure parts of the audit subsystem.  The record
+ * payload (fields in schema order, sanitised and bounded), the spool
+ * file's header and record frames with their CRC-32, and the query
+ * filters with their time grammar.  Leaf: everything here is a function
+ * of its arguments; time comes in as a parameter.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "audit.h"
+
+struct audit_field_def {
+	const char	*name;
+	int		 is_int;
+};
+
+#define AUDIT_FIELD_ROW(e, n, i) { n, i },
+static const struct audit_field_def audit_field_defs[] = {
+	AUDIT_FIELDS(AUDIT_FIELD_ROW)
+};
+#undef AUDIT_FIELD_ROW
+
+/* The stream field name of a record field. */
+const char *
+audit_field_name(enum audit_field f)
+{
+	if ((unsigned)f >= AF__MAX)
+		return ("?");
+	return (audit_field_defs[f].name);
+}
+
+/* Whether the field's JSON value is an integer. */
+int
+audit_field_is_int(enum audit_field f)
+{
+	if ((unsigned)f >= AF__MAX)
+		return (0);
+	return (audit_field_defs[f].is_int);
+}
+
+/* The field named by [s, s + len), or -1. */
+int
+audit_field_lookup(const char *s, size_t len)
+{
+	int	i;
+
+	for (i = 0; i < AF__MAX; i++)
+		if (strlen(audit_field_defs[i].name) == len &&
+		    memcmp(audit_field_defs[i].name, s, len) == 0)
+			return (i);
+	return (-1);
+}
+
+/* Start an empty payload. */
+void
+audit_buf_init(struct audit_buf *b)
+{
+	b->len = 0;
+	b->truncated = 0;
+}
+
+/*
+ * Append "name\0value\0".  The value is cut to AUDIT_VALUE_MAX (the user
+ * agent to AUDIT_UA_MAX) and sanitised.  When the record would pass
+ * AUDIT_REC_MAX the value is cut further; the schema keeps every field.
+ */
+void
+audit_buf_add(struct audit_buf *b, enum audit_field f, const char *v,
+    size_t vlen)
+{
+	const char	*name = audit_field_name(f);
+	size_t		 nlen = strlen(name), room, i, max;
+	unsigned char	 ch;
+
+	if (v == NULL) {
+		v = "";
+		vlen = 0;
+	}
+	max = f == AF_USER_AGENT ? AUDIT_UA_MAX : AUDIT_VALUE_MAX;
+	if (vlen > max) {
+		vlen = max;
+		b->truncated = 1;
+	}
+	/* Leave room for the other fields' names: at most 32 bytes each. */
+	room = AUDIT_REC_MAX - b->len;
+	if (room < nlen + 2 + (AF__MAX - f) * 32)
+		vlen = 0;
+	else if (vlen > room - nlen - 2 - (AF__MAX - f) * 32) {
+		vlen = room - nlen - 2 - (AF__MAX - f) * 32;
+		b->truncated = 1;
+	}
+	if (b->len + nlen + vlen + 2 > AUDIT_REC_MAX)
+		return;		/* cannot happen: see the reserve above */
+	memcpy(b->data + b->len, name, nlen + 1);
+	b->len += nlen + 1;
+	for (i = 0; i < vlen; i++) {
+		ch = (unsigned char)v[i];
+		b->data[b->len++] = (ch < 0x20 || ch > 0x7e) ? '?' : (char)ch;
+	}
+	b->data[b->len++] = '\0';
+}
+
+/* As audit_buf_add(), formatted. */
+void
+audit_buf_addf(struct audit_buf *b, enum audit_field f, const char *fmt, ...)
+{
+	char	 tmp[AUDIT_VALUE_MAX + 1];
+	va_list	 ap;
+	int	 n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(tmp))
+		n = sizeof(tmp) - 1;
+	audit_buf_add(b, f, tmp, (size_t)n);
+}
+
+/*
+ * Parse a payload into fields pointing into it.  Every name and value
+ * must be NUL-terminated inside the buffer.  Missing fields are "".
+ */
+int
+audit_payload_parse(const char *p, size_t len, struct audit_fields *out)
+{
+	const char	*end = p + len, *name, *val, *z;
+	int		 f, i;
+
+	for (i = 0; i < AF__MAX; i++) {
+		out->v[i] = "";
+		out->len[i] = 0;
+	}
+	while (p < end) {
+		name = p;
+		if ((z = memchr(p, '\0', end - p)) == NULL)
+			return (-1);
+		val = z + 1;
+		if (val >= end)
+			return (-1);
+		if ((z = memchr(val, '\0', end - val)) == NULL)
+			return (-1);
+		if ((f = audit_field_lookup(name, val - 1 - name)) != -1) {
+			out->v[f] = val;
+			out->len[f] = z - val;
+		}
+		p = z + 1;
+	}
+	return (0);
+}
+
+/* CRC-32 (IEEE 802.3, as zlib's crc32()), bitwise: records are small. */
+uint32_t
+audit_crc32(const void *data, size_t len)
+{
+	const unsigned char	*p = data;
+	uint32_t		 crc = 0xffffffffu;
+	int			 k;
+
+	while (len-- > 0) {
+		crc ^= *p++;
+		for (k = 0; k < 8; k++)
+			crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1)));
+	}
+	return (crc ^ 0xffffffffu);
+}
+
+static void
+put32(unsigned char *p, uint32_t v)
+{
+	p[0] = v & 0xff;
+	p[1] = (v >> 8) & 0xff;
+	p[2] = (v >> 16) & 0xff;
+	p[3] = (v >> 24) & 0xff;
+}
+
+static uint32_t
+get32(const unsigned char *p)
+{
+	return ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	    (uint32_t)p[3] << 24);
+}
+
+/* Write the 32-byte spool header for the given writer run. */
+void
+audit_spool_header(unsigned char *h, uint64_t run)
+{
+	memset(h, 0, AUDIT_SPOOL_HDR);
+	memcpy(h, "PCAUDSP1", 8);
+	put32(h + 8, (uint32_t)(run & 0xffffffffu));
+	put32(h + 12, (uint32_t)(run >> 32));
+	put32(h + 16, audit_crc32(h, 16));
+}
+
+/* Parse a spool header.  0 and the run number, or -1. */
+int
+audit_spool_header_parse(const unsigned char *h, size_t len, uint64_t *run)
+{
+	if (len < AUDIT_SPOOL_HDR || memcmp(h, "PCAUDSP1", 8) != 0 ||
+	    get32(h + 16) != audit_crc32(h, 16))
+		return (-1);
+	*run = (uint64_t)get32(h + 8) | (uint64_t)get32(h + 12) << 32;
+	return (0);
+}
+
+/* Write the frame head of a record whose payload is p[0..len). */
+void
+audit_spool_frame(unsigned char *f, const void *p, size_t len)
+{
+	put32(f, AUDIT_SPOOL_MAGIC);
+	put32(f + 4, (uint32_t)len);
+	put32(f + 8, audit_crc32(p, len));
+}
+
+/* See audit.h. */
+long
+audit_spool_check(const unsigned char *p, size_t avail)
+{
+	uint32_t	 len;
+
+	if (avail < AUDIT_SPOOL_FRAME)
+		return (0);
+	if (get32(p) != AUDIT_SPOOL_MAGIC)
+		return (-1);
+	len = get32(p + 4);
+	if (len == 0 || len > AUDIT_REC_MAX)
+		return (-1);
+	if (avail < AUDIT_SPOOL_FRAME + (size_t)len)
+		return (0);
+	if (get32(p + 8) != audit_crc32(p + AUDIT_SPOOL_FRAME, len))
+		return (-1);
+	return ((long)(AUDIT_SPOOL_FRAME + len));
+}
+
+/* An empty filter: everything matches, limit 100. */
+void
+audit_filter_init(struct audit_filter *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->limit = 100;
+}
+
+/* Free what a filter owns. */
+void
+audit_filter_clear(struct audit_filter *f)
+{
+	free(f->subject);
+	free(f->repo);
+	free(f->action);
+	free(f->decision);
+	audit_filter_init(f);
+}
+
+/* Whether a repository pattern holds no glob characters. */
+int
+audit_glob_literal(const char *s)
+{
+	return (strpbrk(s, "*?[\\") == NULL);
+}
+
+/* Digits, or digits "-" digits. */
+int
+audit_valid_stream_id(const char *s)
+{
+	size_t	 n;
+
+	n = strspn(s, "0123456789");
+	if (n == 0 || n > 20)
+		return (0);
+	if (s[n] == '\0')
+		return (1);
+	if (s[n] != '-')
+		return (0);
+	s += n + 1;
+	n = strspn(s, "0123456789");
+	return (n > 0 && n <= 20 && s[n] == '\0');
+}
+
+/*
+ * A time: a duration back from now ("30s", "15m", "2h", "7d", "1w"), an
+ * RFC 3339 UTC time ("2024-05-01T12:00:00Z", fraction optional, or a
+ * date "2024-05-01"), or milliseconds since the epoch.
+ */
+int
+audit_parse_time(const char *s, int64_t now_ms, int64_t *out)
+{
+	struct tm	 tm;
+	const char	*p;
+	char		*ep;
+	long long	 v;
+	int64_t		 unit, frac = 0;
+	int		 n = 0, digits;
+
+	if (*s == '\0' || strlen(s) > 40)
+		return (-1);
+	errno = 0;
+	v = strtoll(s, &ep, 10);
+	if (errno == 0 && ep != s && isdigit((unsigned char)*s)) {
+		unit = -1;
+		if (*ep == '\0' && v > 100000000000LL) {
+			*out = v;	/* epoch milliseconds */
+			return (0);
+		}
+		if (strcmp(ep, "s") == 0)
+			unit = 1000;
+		else if (strcmp(ep, "m") == 0)
+			unit = 60000;
+		else if (strcmp(ep, "h") == 0)
+			unit = 3600000;
+		else if (strcmp(ep, "d") == 0)
+			unit = 86400000;
+		else if (strcmp(ep, "w") == 0)
+			unit = 7 * 86400000LL;
+		if (unit > 0 && v >= 0 && v <= 3650LL * 86400000 / unit) {
+			*out = now_ms - v * unit;
+			return (0);
+		}
+	}
+	memset(&tm, 0, sizeof(tm));
+	if (sscanf(s, "%4d-%2d-%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+	    &n) != 3 || n != 10)
+		return (-1);
+	p = s + n;
+	if (*p == 'T' || *p == 't' || *p == ' ') {
+		n = 0;
+		if (sscanf(p + 1, "%2d:%2d:%2d%n", &tm.tm_hour, &tm.tm_min,
+		    &tm.tm_sec, &n) != 3 || n != 8)
+			return (-1);
+		p += 1 + n;
+		if (*p == '.') {
+			for (p++, digits = 0; isdigit((unsigned char)*p);
+			    p++, digits++)
+				if (digits < 3)
+					frac = frac * 10 + (*p - '0');
+			for (; digits < 3; digits++)
+				frac *= 10;
+		}
+		if (*p != 'Z' && *p != 'z')
+			return (-1);
+		p++;
+	}
+	if (*p != '\0')
+		return (-1);
+	if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
+	    tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 ||
+	    tm.tm_sec > 60 || tm.tm_year < 1970)
+		return (-1);
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	*out = (int64_t)timegm(&tm) * 1000 + frac;
+	return (0);
+}
+
+static int
+audit_set_str(char **dst, const char *v)
+{
+	if (*v == '\0' || strlen(v) > AUDIT_VALUE_MAX)
+		return (-1);
+	free(*dst);
+	if ((*dst = strdup(v)) == NULL)
+		abort();
+	return (0);
+}
+
+/*
+ * Set the filter named `name` from its text.  Returns 0, or -1 with
+ * *cause set to a static message.
+ */
+int
+audit_filter_set(struct audit_filter *f, const char *name, const char *v,
+    int64_t now_ms, char **cause)
+{
+	static char	 msg[160];
+	char		*ep;
+	long		 n;
+
+	if (strcmp(name, "since") == 0 || strcmp(name, "until") == 0) {
+		if (audit_parse_time(v, now_ms, strcmp(name, "since") == 0 ?
+		    &f->since_ms : &f->until_ms) == -1)
+			goto bad;
+		return (0);
+	}
+	if (strcmp(name, "subject") == 0) {
+		if (audit_set_str(&f->subject, v) == -1)
+			goto bad;
+		return (0);
+	}
+	if (strcmp(name, "repo") == 0) {
+		if (audit_set_str(&f->repo, v) == -1)
+			goto bad;
+		return (0);
+	}
+	if (strcmp(name, "action") == 0) {
+		if (audit_set_str(&f->action, v) == -1)
+			goto bad;
+		return (0);
+	}
+	if (strcmp(name, "decision") == 0) {
+		if (strcmp(v, "allow") != 0 && strcmp(v, "deny") != 0)
+			goto bad;
+		return (audit_set_str(&f->decision, v));
+	}
+	if (strcmp(name, "status") == 0) {
+		if (strlen(v) == 3 && isdigit((unsigned char)v[0]) &&
+		    v[0] >= '1' && v[0] <= '5' &&
+		    (v[1] == 'x' || v[1] == 'X') && (v[2] == 'x' || v[2] == 'X')) {
+			f->status_class = v[0] - '0';
+			f->status = 0;
+			return (0);
+		}
+		errno = 0;
+		n = strtol(v, &ep, 10);
+		if (errno != 0 || *ep != '\0' || n < 100 || n > 599)
+			goto bad;
+		f->status = (int)n;
+		f->status_class = 0;
+		return (0);
+	}
+	if (strcmp(name, "limit") == 0) {
+		errno = 0;
+		n = strtol(v, &ep, 10);
+		if (errno != 0 || *ep != '\0' || n < 1 || n > 1000000)
+			goto bad;
+		f->limit = (size_t)n;
+		return (0);
+	}
+	if (strcmp(name, "cursor") == 0) {
+		if (!audit_valid_stream_id(v) || strlen(v) >= sizeof(f->cursor))
+			goto bad;
+		snprintf(f->cursor, sizeof(f->cursor), "%s", v);
+		return (0);
+	}
+	snprintf(msg, sizeof(msg), "unknown filter");
+	*cause = msg;
+	return (-1);
+bad:
+	snprintf(msg, sizeof(msg), "%.32s: invalid value", name);
+	*cause = msg;
+	return (-1);
+}
+
+static int
+audit_eq(const struct audit_fields *r, enum audit_field fl, const char *s)
+{
+	return (r->len[fl] == strlen(s) && memcmp(r->v[fl], s,
+	    r->len[fl]) == 0);
+}
+
+static long long
+audit_int(const struct audit_fields *r, enum audit_field fl)
+{
+	char	 tmp[32];
+	size_t	 n = r->len[fl];
+
+	if (n == 0 || n >= sizeof(tmp))
+		return (-1);
+	memcpy(tmp, r->v[fl], n);
+	tmp[n] = '\0';
+	return (strtoll(tmp, NULL, 10));
+}
+
+/* Whether a record passes every filter set. */
+int
+audit_filter_match(const struct audit_filter *f, const struct audit_fields *r)
+{
+	char		 repo[AUDIT_VALUE_MAX + 1];
+	long long	 t, st;
+
+	if (f->subject != NULL && !audit_eq(r, AF_SUBJECT, f->subject))
+		return (0);
+	if (f->action != NULL && !audit_eq(r, AF_ACTION, f->action))
+		return (0);
+	if (f->decision != NULL && !audit_eq(r, AF_DECISION, f->decision))
+		return (0);
+	if (f->status != 0 || f->status_class != 0) {
+		st = audit_int(r, AF_STATUS);
+		if (f->status != 0 && st != f->status)
+			return (0);
+		if (f->status_class != 0 && st / 100 != f->status_class)
+			return (0);
+	}
+	if (f->since_ms != 0 || f->until_ms != 0) {
+		t = audit_int(r, AF_TIME);
+		if (f->since_ms != 0 && t < f->since_ms)
+			return (0);
+		if (f->until_ms != 0 && t > f->until_ms)
+			return (0);
+	}
+	if (f->repo != NULL) {
+		if (r->len[AF_REPOSITORY] >= sizeof(repo))
+			return (0);
+		memcpy(repo, r->v[AF_REPOSITORY], r->len[AF_REPOSITORY]);
+		repo[r->len[AF_REPOSITORY]] = '\0';
+		if (fnmatch(f->repo, repo, 0) != 0)
+			return (0);
+	}
+	return (1);
+}

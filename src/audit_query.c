@@ -1,0 +1,1037 @@
+/*
+ * audit_query.c: reading the audit stream.  One query engine, newest
+ * first and paginated, driven two ways: synchronously by the CLI
+ * (`portcullis audit query`, hiredis' blocking API: the CLI is not the
+ * event loop) and asynchronously by GET /admin/audit on the gateway's
+ * Redis link.  The engine only says which commands to send next and
+ * takes their replies one by one, so both drivers share every rule.
+ *
+ * Plans: a subject filter reads <stream>:subject:<s>, a repository
+ * filter without glob characters <stream>:repository:<r>; their entries
+ * have the main entry's id, so the engine fetches just those records
+ * (pipelined XRANGE id id) after a prefilter on the action, status and
+ * decision the index entries carry.  Otherwise it walks the main stream
+ * with XREVRANGE.  --since bounds the walk by stream id (an entry's id is
+ * never older than its record's time, less a clock-skew slack); --until
+ * and everything else filter on the record.  The page ends at --limit
+ * records; "next" is the id to pass as the cursor for the one after.
+ *
+ * Also here: `audit tail` (XREAD BLOCK from the newest entry, same
+ * filters) and `audit generate`, which writes synthetic records through
+ * the writer's own script, for tests and benchmarks.
+ */
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+#include "portcullis.h"
+#include "audit.h"
+
+#define AQ_BATCH		500	/* entries per XREVRANGE */
+#define AQ_SLACK_MS		300000	/* id may trail the record time */
+#define AQ_ADMIN_LIMIT		1000
+#define AQ_ADMIN_SCAN		200000	/* entries one admin page scans */
+#define AQ_KEY_MAX		(AUDIT_VALUE_MAX + 256)
+
+enum aq_phase {
+	AQ_SCAN,
+	AQ_FETCH,
+	AQ_DONE
+};
+
+typedef void	(*aq_emit_fn)(void *, const char *,
+		    const struct audit_fields *);
+
+struct aq {
+	const struct audit_filter *f;
+	const char		*stream;
+	char			 index[AQ_KEY_MAX];	/* "": main */
+	enum aq_phase		 phase;
+	char			 hi[64];
+	char			 lo[64];
+	char			 last[48];
+	char			 next[48];
+	char			 count[16];
+	size_t			 nout;
+	size_t			 scanned;
+	size_t			 scan_max;	/* 0: no cap */
+	int			 exhausted;
+	int			 failed;
+	char			 err[256];
+	char			 (*ids)[48];
+	size_t			 nids;
+	aq_emit_fn		 emit;
+	void			*arg;
+	/* The commands of the current step. */
+	int			 ncmds;
+	int			 argc[AQ_BATCH];
+	const char		*argv[AQ_BATCH][6];
+	size_t			 lens[AQ_BATCH][6];
+};
+
+static struct aq *
+aq_new(const struct audit_filter *f, const char *stream, size_t scan_max,
+    aq_emit_fn emit, void *arg)
+{
+	struct aq	*q;
+	long long	 lo;
+
+	if ((q = calloc(1, sizeof(*q))) == NULL ||
+	    (q->ids = calloc(AQ_BATCH, sizeof(*q->ids))) == NULL)
+		fatal("calloc");
+	q->f = f;
+	q->stream = stream;
+	q->scan_max = scan_max;
+	q->emit = emit;
+	q->arg = arg;
+	if (f->subject != NULL)
+		snprintf(q->index, sizeof(q->index), "%s:subject:%s", stream,
+		    f->subject);
+	else if (f->repo != NULL && audit_glob_literal(f->repo))
+		snprintf(q->index, sizeof(q->index), "%s:repository:%s",
+		    stream, f->repo);
+	if (f->cursor[0] != '\0')
+		snprintf(q->hi, sizeof(q->hi), "(%s", f->cursor);
+	else
+		snprintf(q->hi, sizeof(q->hi), "+");
+	if (f->since_ms != 0) {
+		lo = f->since_ms - AQ_SLACK_MS;
+		snprintf(q->lo, sizeof(q->lo), "%lld", lo > 0 ? lo : 0);
+	} else
+		snprintf(q->lo, sizeof(q->lo), "-");
+	snprintf(q->count, sizeof(q->count), "%d", AQ_BATCH);
+	q->phase = AQ_SCAN;
+	return (q);
+}
+
+static void
+aq_free(struct aq *q)
+{
+	if (q == NULL)
+		return;
+	free(q->ids);
+	free(q);
+}
+
+static void
+aq_fail(struct aq *q, const char *what, const redisReply *r)
+{
+	q->failed = 1;
+	q->phase = AQ_DONE;
+	snprintf(q->err, sizeof(q->err), "%s: %s", what, r == NULL ?
+	    "no reply (Redis link lost)" : r->type == REDIS_REPLY_ERROR ?
+	    r->str : "unexpected reply");
+}
+
+/* The commands of the next step; 0 when the query is done. */
+static int
+aq_prepare(struct aq *q)
+{
+	size_t	 i;
+
+#define SET(c, k, s) do {						\
+	q->argv[c][k] = (s);						\
+	q->lens[c][k] = strlen(s);					\
+} while (0)
+	q->ncmds = 0;
+	switch (q->phase) {
+	case AQ_SCAN:
+		SET(0, 0, "XREVRANGE");
+		SET(0, 1, q->index[0] != '\0' ? q->index : q->stream);
+		SET(0, 2, q->hi);
+		SET(0, 3, q->lo);
+		SET(0, 4, "COUNT");
+		SET(0, 5, q->count);
+		q->argc[0] = 6;
+		q->ncmds = 1;
+		break;
+	case AQ_FETCH:
+		for (i = 0; i < q->nids; i++) {
+			SET(i, 0, "XRANGE");
+			SET(i, 1, q->stream);
+			SET(i, 2, q->ids[i]);
+			SET(i, 3, q->ids[i]);
+			q->argc[i] = 4;
+		}
+		q->ncmds = (int)q->nids;
+		break;
+	case AQ_DONE:
+		break;
+	}
+#undef SET
+	return (q->ncmds);
+}
+
+/* An entry of an XRANGE-style reply: its id and its fields. */
+static int
+aq_entry(const redisReply *e, const char **id, struct audit_fields *fl)
+{
+	const redisReply	*kv;
+	size_t			 i;
+	int			 f;
+
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+	    e->element[0]->type != REDIS_REPLY_STRING ||
+	    e->element[0]->len >= 48)
+		return (-1);
+	*id = e->element[0]->str;
+	kv = e->element[1];
+	for (f = 0; f < AF__MAX; f++) {
+		fl->v[f] = "";
+		fl->len[f] = 0;
+	}
+	if (kv->type != REDIS_REPLY_ARRAY)
+		return (0);	/* a deleted entry */
+	for (i = 0; i + 1 < kv->elements; i += 2) {
+		if (kv->element[i]->type != REDIS_REPLY_STRING ||
+		    kv->element[i + 1]->type != REDIS_REPLY_STRING)
+			continue;
+		f = audit_field_lookup(kv->element[i]->str,
+		    kv->element[i]->len);
+		if (f == -1)
+			continue;
+		fl->v[f] = kv->element[i + 1]->str;
+		fl->len[f] = kv->element[i + 1]->len;
+	}
+	return (0);
+}
+
+/* What an index entry carries is enough to skip a record. */
+static int
+aq_prefilter(const struct audit_filter *f, const struct audit_fields *fl)
+{
+	struct audit_filter	 g;
+
+	audit_filter_init(&g);
+	g.action = f->action;
+	g.decision = f->decision;
+	g.status = f->status;
+	g.status_class = f->status_class;
+	return (audit_filter_match(&g, fl));
+}
+
+static void
+aq_found(struct aq *q, const char *id, const struct audit_fields *fl)
+{
+	q->emit(q->arg, id, fl);
+	if (++q->nout >= q->f->limit) {
+		snprintf(q->next, sizeof(q->next), "%s", id);
+		q->phase = AQ_DONE;
+	}
+}
+
+/* The reply to command i of the current step. */
+static void
+aq_reply(struct aq *q, int i, const redisReply *r)
+{
+	struct audit_fields	 fl;
+	const char		*id;
+	size_t			 k;
+
+	if (q->phase == AQ_DONE)
+		return;
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+		aq_fail(q, q->phase == AQ_SCAN ? "XREVRANGE" : "XRANGE", r);
+		return;
+	}
+	if (q->phase == AQ_FETCH) {
+		if (r->elements == 0) {
+			/* Trimmed from the stream: so is all that is older. */
+			q->exhausted = 1;
+			return;
+		}
+		if (aq_entry(r->element[0], &id, &fl) == 0 &&
+		    audit_filter_match(q->f, &fl))
+			aq_found(q, id, &fl);
+		return;
+	}
+	for (k = 0; k < r->elements && q->phase != AQ_DONE; k++) {
+		if (aq_entry(r->element[k], &id, &fl) == -1)
+			continue;
+		q->scanned++;
+		snprintf(q->last, sizeof(q->last), "%s", id);
+		if (q->index[0] != '\0') {
+			if (aq_prefilter(q->f, &fl) && q->nids < AQ_BATCH)
+				snprintf(q->ids[q->nids++], 48, "%s", id);
+		} else if (audit_filter_match(q->f, &fl))
+			aq_found(q, id, &fl);
+	}
+	if (r->elements < AQ_BATCH)
+		q->exhausted = 1;
+}
+
+/* All replies of the step are in: choose the next one. */
+static void
+aq_step_done(struct aq *q)
+{
+	if (q->phase == AQ_DONE)
+		return;
+	if (q->phase == AQ_FETCH) {
+		q->nids = 0;
+		q->phase = AQ_SCAN;
+	} else if (q->nids > 0) {
+		q->phase = AQ_FETCH;
+		snprintf(q->hi, sizeof(q->hi), "(%s", q->last);
+		return;
+	}
+	if (q->exhausted) {
+		q->phase = AQ_DONE;
+		return;
+	}
+	if (q->scan_max != 0 && q->scanned >= q->scan_max) {
+		/* A partial page: the caller goes on from here. */
+		snprintf(q->next, sizeof(q->next), "%s", q->last);
+		q->phase = AQ_DONE;
+		return;
+	}
+	snprintf(q->hi, sizeof(q->hi), "(%s", q->last);
+}
+
+/* A record as a JSON object: integers as numbers, the rest strings. */
+static json_t *
+aq_json(const char *id, const struct audit_fields *fl)
+{
+	json_t		*o;
+	char		 tmp[32];
+	int		 f;
+
+	if ((o = json_object()) == NULL)
+		fatal("json_object");
+	json_object_set_new(o, "stream_id", json_string(id));
+	for (f = 0; f < AF__MAX; f++) {
+		if (audit_field_is_int(f) && fl->len[f] > 0 &&
+		    fl->len[f] < sizeof(tmp)) {
+			memcpy(tmp, fl->v[f], fl->len[f]);
+			tmp[fl->len[f]] = '\0';
+			json_object_set_new(o, audit_field_name(f),
+			    json_integer(strtoll(tmp, NULL, 10)));
+		} else
+			json_object_set_new(o, audit_field_name(f),
+			    json_stringn(fl->v[f], fl->len[f]));
+	}
+	return (o);
+}
+
+static json_t *
+aq_page(json_t *records, const struct aq *q)
+{
+	json_t	*o;
+
+	if ((o = json_object()) == NULL)
+		fatal("json_object");
+	json_object_set_new(o, "records", records);
+	json_object_set_new(o, "next", q->next[0] != '\0' ?
+	    json_string(q->next) : json_null());
+	return (o);
+}
+
+static void
+aq_emit_json(void *arg, const char *id, const struct audit_fields *fl)
+{
+	json_array_append_new(arg, aq_json(id, fl));
+}
+
+/* GET /admin/audit. */
+
+struct aq_admin {
+	struct pc_ctx		*ctx;
+	struct req		*req;		/* NULL once it is gone */
+	struct audit_waiter	*aw;
+	struct audit_filter	 f;
+	struct aq		*q;
+	json_t			*records;
+	int			 pending;
+	int			 idx;
+};
+
+static void
+aq_admin_free(struct aq_admin *a)
+{
+	if (a->aw != NULL)
+		audit_unwait(a->ctx, a->aw);
+	aq_free(a->q);
+	json_decref(a->records);
+	audit_filter_clear(&a->f);
+	free(a);
+}
+
+/* audit_request(): the request ended before its query did. */
+static void
+aq_admin_gone(void *arg)
+{
+	struct aq_admin	*a = arg;
+
+	a->req = NULL;
+	a->aw = NULL;		/* freed by the caller */
+}
+
+static void	aq_admin_step(struct aq_admin *);
+
+static void
+aq_admin_on_reply(redisAsyncContext *rc, void *r, void *priv)
+{
+	struct aq_admin	*a = priv;
+
+	if (a->req != NULL)
+		aq_reply(a->q, a->idx++, r);
+	if (--a->pending > 0)
+		return;
+	if (a->req == NULL) {
+		aq_admin_free(a);
+		return;
+	}
+	aq_step_done(a->q);
+	aq_admin_step(a);
+}
+
+/* Send the next step, or answer. */
+static void
+aq_admin_step(struct aq_admin *a)
+{
+	struct redisAsyncContext	*rc;
+	struct req			*req = a->req;
+	json_t				*page;
+	char				*body;
+	int				 i, n;
+
+	if ((n = aq_prepare(a->q)) > 0) {
+		if ((rc = audit_redis(a->ctx)) == NULL) {
+			aq_fail(a->q, "audit store", NULL);
+			goto done;
+		}
+		a->pending = n;
+		a->idx = 0;
+		for (i = 0; i < n; i++) {
+			if (redisAsyncCommandArgv(rc, aq_admin_on_reply, a,
+			    a->q->argc[i], a->q->argv[i], a->q->lens[i]) ==
+			    REDIS_OK)
+				continue;
+			/* Replies to the ones sent still come. */
+			aq_fail(a->q, "audit store", NULL);
+			if ((a->pending -= n - i) > 0)
+				return;
+			goto done;
+		}
+		return;
+	}
+done:
+	if (a->aw != NULL)
+		audit_unwait(a->ctx, a->aw);
+	a->aw = NULL;
+	a->req = NULL;
+	if (a->q->failed) {
+		log_warn("%llu.%u audit admin_query_failed error=\"%s\"",
+		    (unsigned long long)req->c->id, req->seq, a->q->err);
+		aq_admin_free(a);
+		req_fail(req, ERR_UNAVAILABLE, "audit store unavailable");
+		return;
+	}
+	page = aq_page(a->records, a->q);
+	a->records = NULL;
+	body = json_dumps(page, JSON_COMPACT);
+	json_decref(page);
+	aq_admin_free(a);
+	if (body == NULL)
+		fatal("json_dumps");
+	req_respond_simple(req, 200, "application/json", body, NULL);
+	free(body);
+}
+
+static int
+aq_admin_allowed(const struct config_audit *ac, const char *peer)
+{
+	unsigned char	 a[16], b[16];
+	size_t		 i;
+	int		 fa, fb;
+
+	fa = inet_pton(AF_INET, peer, a) == 1 ? AF_INET :
+	    inet_pton(AF_INET6, peer, a) == 1 ? AF_INET6 : 0;
+	if (fa == 0)
+		return (0);
+	for (i = 0; i < ac->nadmin_addresses; i++) {
+		fb = inet_pton(AF_INET, ac->admin_addresses[i], b) == 1 ?
+		    AF_INET : inet_pton(AF_INET6, ac->admin_addresses[i], b) ==
+		    1 ? AF_INET6 : 0;
+		if (fa == fb && memcmp(a, b, fa == AF_INET ? 4 : 16) == 0)
+			return (1);
+	}
+	return (0);
+}
+
+/*
+ * GET /admin/audit?since=&until=&subject=&repo=&action=&status=
+ * &decision=&limit=&cursor=: the same page `audit query --format json`
+ * prints.  Until the policy engine decides it, only clients whose address
+ * is in audit.admin_addresses may ask.
+ */
+void
+audit_admin(struct req *req)
+{
+	static const char *const names[] = { "since", "until", "subject",
+	    "repo", "action", "status", "decision", "limit", "cursor" };
+	const struct config_audit	*ac = req->conf->audit;
+	struct aq_admin			*a;
+	char				 val[AUDIT_VALUE_MAX + 1], detail[128];
+	char				*cause;
+	size_t				 i, qlen;
+	int				 m = req->msg->method;
+
+	if (ac == NULL || req->c->ctx->audit == NULL) {
+		req_fail(req, ERR_NOT_FOUND, NULL);
+		return;
+	}
+	if (m != HTTP_GET && m != HTTP_HEAD) {
+		req_fail(req, ERR_METHOD, NULL);
+		return;
+	}
+	if (!aq_admin_allowed(ac, req->c->peer)) {
+		req->decision = "deny";
+		req_fail(req, ERR_DENIED, "not an admin address");
+		return;
+	}
+	req->decision = "allow";
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		fatal("calloc");
+	a->ctx = req->c->ctx;
+	audit_filter_init(&a->f);
+	qlen = req->query != NULL ? strlen(req->query) : 0;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (qlen == 0 || url_query_get(req->query, qlen, names[i], val,
+		    sizeof(val)) == -1)
+			continue;
+		if (audit_filter_set(&a->f, names[i], val,
+		    (int64_t)time(NULL) * 1000, &cause) == -1) {
+			snprintf(detail, sizeof(detail), "%s", cause);
+			aq_admin_free(a);
+			req_fail(req, ERR_BAD_REQUEST, detail);
+			return;
+		}
+	}
+	if (a->f.limit > AQ_ADMIN_LIMIT) {
+		aq_admin_free(a);
+		req_fail(req, ERR_BAD_REQUEST, "limit: at most 1000");
+		return;
+	}
+	if (audit_redis(a->ctx) == NULL) {
+		aq_admin_free(a);
+		req_fail(req, ERR_UNAVAILABLE, "audit store unavailable");
+		return;
+	}
+	if ((a->records = json_array()) == NULL)
+		fatal("json_array");
+	a->q = aq_new(&a->f, ac->stream, AQ_ADMIN_SCAN, aq_emit_json,
+	    a->records);
+	a->req = req;
+	a->aw = audit_wait(a->ctx, req, aq_admin_gone, a);
+	aq_admin_step(a);
+}
+
+/* The command line: audit query, tail, generate. */
+
+struct aq_out {
+	int	 json;
+	int	 header_done;
+};
+
+static void
+aq_fmt_time(const struct audit_fields *fl, char *buf, size_t len)
+{
+	char		 tmp[32];
+	struct tm	 tm;
+	time_t		 s;
+	long long	 ms;
+
+	if (fl->len[AF_TIME] == 0 || fl->len[AF_TIME] >= sizeof(tmp)) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	memcpy(tmp, fl->v[AF_TIME], fl->len[AF_TIME]);
+	tmp[fl->len[AF_TIME]] = '\0';
+	ms = strtoll(tmp, NULL, 10);
+	s = (time_t)(ms / 1000);
+	gmtime_r(&s, &tm);
+	strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, len, "%s.%03lldZ", tmp, ms % 1000);
+}
+
+static void
+aq_row(const struct audit_fields *fl)
+{
+	char	 t[40];
+
+#define V(f) (fl->len[f] > 0 ? (int)fl->len[f] : 1), \
+	(fl->len[f] > 0 ? fl->v[f] : "-")
+	aq_fmt_time(fl, t, sizeof(t));
+	printf("%-24s %3.*s %-7.*s %-8.*s %-16.*s %-30.*s %-20.*s %-15.*s "
+	    "%5.*s %.*s\n", t, V(AF_STATUS), V(AF_ACTION), V(AF_DECISION),
+	    V(AF_SUBJECT), V(AF_REPOSITORY), V(AF_REFERENCE), V(AF_CLIENT_IP),
+	    V(AF_DURATION_MS), V(AF_REQUEST_ID));
+#undef V
+}
+
+static void
+aq_header(void)
+{
+	printf("%-24s %3s %-7s %-8s %-16s %-30s %-20s %-15s %5s %s\n",
+	    "TIME", "ST", "ACTION", "DECISION", "SUBJECT", "REPOSITORY",
+	    "REFERENCE", "CLIENT", "MS", "REQUEST_ID");
+}
+
+static void
+aq_emit_table(void *arg, const char *id, const struct audit_fields *fl)
+{
+	struct aq_out	*o = arg;
+
+	if (!o->header_done) {
+		aq_header();
+		o->header_done = 1;
+	}
+	aq_row(fl);
+}
+
+static redisContext *
+aq_connect(const struct config_audit *ac, int timeout_s)
+{
+	redisContext	*rc;
+	struct timeval	 tv = { 5, 0 };
+
+	rc = redisConnectWithTimeout(ac->redis_host, ac->redis_port, tv);
+	if (rc == NULL || rc->err) {
+		fprintf(stderr, "portcullis: audit: cannot connect to Redis "
+		    "at %s: %s\n", ac->redis, rc != NULL ? rc->errstr :
+		    "out of memory");
+		if (rc != NULL)
+			redisFree(rc);
+		return (NULL);
+	}
+	tv.tv_sec = timeout_s;
+	redisSetTimeout(rc, tv);
+	return (rc);
+}
+
+/* Drive a query to its end on a blocking connection.  0 or -1. */
+static int
+aq_run_sync(redisContext *rc, struct aq *q)
+{
+	redisReply	*r;
+	int		 i, n;
+
+	while ((n = aq_prepare(q)) > 0) {
+		for (i = 0; i < n; i++)
+			if (redisAppendCommandArgv(rc, q->argc[i], q->argv[i],
+			    q->lens[i]) != REDIS_OK)
+				goto lost;
+		for (i = 0; i < n; i++) {
+			if (redisGetReply(rc, (void **)&r) != REDIS_OK)
+				goto lost;
+			aq_reply(q, i, r);
+			freeReplyObject(r);
+		}
+		aq_step_done(q);
+	}
+	return (q->failed ? -1 : 0);
+lost:
+	snprintf(q->err, sizeof(q->err), "Redis: %s", rc->errstr);
+	q->failed = 1;
+	return (-1);
+}
+
+static const char aq_usage[] =
+    "usage: portcullis audit query -c FILE [--since DUR|TIME] "
+    "[--until DUR|TIME]\n"
+    "           [--subject S] [--repo GLOB] [--action A] "
+    "[--status N|Nxx]\n"
+    "           [--decision allow|deny] [--limit N] [--cursor ID] "
+    "[--format table|json]\n"
+    "       portcullis audit tail -c FILE [same filters] "
+    "[--format table|json]\n"
+    "       portcullis audit generate -c FILE --count N "
+    "[--step-ms MS]\n"
+    "\n"
+    "query: newest first, one page of --limit records (default 100);\n"
+    "the last line (table) or \"next\" (json) is the --cursor of the\n"
+    "next page.  Times: 30s, 15m, 2h, 7d back from now, RFC 3339\n"
+    "(2024-05-01T12:00:00Z), a date, or epoch milliseconds.  --repo is\n"
+    "a glob ('*' matches across '/').  --subject and a --repo without\n"
+    "glob characters read the indexes.\n"
+    "tail: follow new records as they arrive (XREAD BLOCK).\n"
+    "generate: write N synthetic records (tests and benchmarks).\n";
+
+static int
+aq_generate(const struct config *conf, long long count, long long step)
+{
+	static const char *const acts[] = { "pull", "push", "pull",
+	    "delete", "pull" };
+	static const int sts[] = { 200, 201, 404, 401, 403, 429, 500, 200 };
+	const struct config_audit	*ac = conf->audit;
+	struct audit_buf		 b;
+	redisContext			*rc;
+	redisReply			*r;
+	struct audit_fields		 fl;
+	const char			*argv[16 + 2 * AF__MAX];
+	size_t				 lens[16 + 2 * AF__MAX];
+	char				 sha[48], inst[64], run[24], n[24];
+	char				 kw[256], ks[AQ_KEY_MAX], kr[AQ_KEY_MAX];
+	char				 maxlen[24], maxage[24];
+	long long			 i, done = 0, t0, start;
+	int				 argc, f, batch, k, st;
+
+	if ((rc = aq_connect(ac, 60)) == NULL)
+		return (1);
+	r = redisCommand(rc, "SCRIPT LOAD %s", audit_script());
+	if (r == NULL || r->type != REDIS_REPLY_STRING || r->len >= 48) {
+		fprintf(stderr, "portcullis: audit generate: SCRIPT LOAD: %s\n",
+		    r == NULL ? rc->errstr : r->type == REDIS_REPLY_ERROR ?
+		    r->str : "unexpected reply");
+		freeReplyObject(r);
+		redisFree(rc);
+		return (1);
+	}
+	snprintf(sha, sizeof(sha), "%s", r->str);
+	freeReplyObject(r);
+	t0 = (long long)time(NULL) * 1000;
+	start = t0 - count * step;
+	snprintf(inst, sizeof(inst), "generate-%ld-%lld", (long)getpid(), t0);
+	snprintf(run, sizeof(run), "%lld", t0);
+	snprintf(kw, sizeof(kw), "%s:writers", ac->stream);
+	snprintf(maxlen, sizeof(maxlen), "%zu", ac->max_len);
+	snprintf(maxage, sizeof(maxage), "%llu",
+	    (unsigned long long)ac->max_age * 1000);
+	for (i = 0; i < count; i += batch) {
+		batch = count - i > 1000 ? 1000 : (int)(count - i);
+		for (k = 0; k < batch; k++) {
+			long long j = i + k;
+
+			/* Each field cycles with its own period; see tests. */
+			st = sts[j % 8];
+			audit_buf_init(&b);
+			audit_buf_addf(&b, AF_TIME, "%lld", start + j * step);
+			audit_buf_addf(&b, AF_ID, "%s/%s-%lld", inst, run,
+			    j + 1);
+			audit_buf_addf(&b, AF_REQUEST_ID, "gen%010lld", j);
+			audit_buf_add(&b, AF_INSTANCE, inst, strlen(inst));
+			audit_buf_addf(&b, AF_CLIENT_IP, "10.0.%lld.%lld",
+			    (j / 256) % 256, j % 256);
+			audit_buf_add(&b, AF_USER_AGENT, "generate", 8);
+			audit_buf_addf(&b, AF_SUBJECT, "user%03lld", j % 97);
+			audit_buf_add(&b, AF_AUTH_METHOD, "oidc", 4);
+			audit_buf_add(&b, AF_ACTION, acts[j % 5],
+			    strlen(acts[j % 5]));
+			audit_buf_addf(&b, AF_REPOSITORY, "team%lld/app%lld",
+			    j % 7, j % 11);
+			audit_buf_addf(&b, AF_REFERENCE, "v%lld", j % 13);
+			audit_buf_add(&b, AF_UPSTREAM, "up1", 3);
+			audit_buf_add(&b, AF_METHOD, "GET", 3);
+			audit_buf_addf(&b, AF_PATH, "/v2/team%lld/app%lld/"
+			    "manifests/v%lld", j % 7, j % 11, j % 13);
+			audit_buf_addf(&b, AF_STATUS, "%d", st);
+			audit_buf_add(&b, AF_ERROR, "", 0);
+			audit_buf_add(&b, AF_DECISION, st == 401 || st == 403 ||
+			    st == 429 ? "deny" : "allow", st == 401 ||
+			    st == 403 || st == 429 ? 4 : 5);
+			audit_buf_add(&b, AF_RULE, "generated", 9);
+			audit_buf_add(&b, AF_BYTES_IN, "0", 1);
+			audit_buf_addf(&b, AF_BYTES_OUT, "%lld", j % 10000);
+			audit_buf_addf(&b, AF_DURATION_MS, "%lld", j % 50);
+			audit_buf_add(&b, AF_CACHE, j % 3 == 0 ? "hit" : "miss",
+			    j % 3 == 0 ? 3 : 4);
+			audit_payload_parse(b.data, b.len, &fl);
+			snprintf(n, sizeof(n), "%lld", j + 1);
+			snprintf(ks, sizeof(ks), "%s:subject:%.*s", ac->stream,
+			    (int)fl.len[AF_SUBJECT], fl.v[AF_SUBJECT]);
+			snprintf(kr, sizeof(kr), "%s:repository:%.*s",
+			    ac->stream, (int)fl.len[AF_REPOSITORY],
+			    fl.v[AF_REPOSITORY]);
+			argc = 0;
+#define ARG(s, l) do { argv[argc] = (s); lens[argc] = (l); argc++; } while (0)
+			ARG("EVALSHA", 7);
+			ARG(sha, strlen(sha));
+			ARG("4", 1);
+			ARG(ac->stream, strlen(ac->stream));
+			ARG(kw, strlen(kw));
+			ARG(ks, strlen(ks));
+			ARG(kr, strlen(kr));
+			ARG(inst, strlen(inst));
+			ARG(run, strlen(run));
+			ARG(n, strlen(n));
+			ARG(maxlen, strlen(maxlen));
+			ARG(maxage, strlen(maxage));
+			ARG(fl.v[AF_ACTION], fl.len[AF_ACTION]);
+			ARG(fl.v[AF_STATUS], fl.len[AF_STATUS]);
+			ARG(fl.v[AF_DECISION], fl.len[AF_DECISION]);
+			for (f = 0; f < AF__MAX; f++) {
+				ARG(audit_field_name(f),
+				    strlen(audit_field_name(f)));
+				ARG(fl.v[f], fl.len[f]);
+			}
+#undef ARG
+			if (redisAppendCommandArgv(rc, argc, argv, lens) !=
+			    REDIS_OK)
+				goto lost;
+		}
+		for (k = 0; k < batch; k++) {
+			if (redisGetReply(rc, (void **)&r) != REDIS_OK)
+				goto lost;
+			if (r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+				done++;
+			else if (r->type == REDIS_REPLY_ERROR) {
+				fprintf(stderr, "portcullis: audit generate: "
+				    "%s\n", r->str);
+				freeReplyObject(r);
+				redisFree(rc);
+				return (1);
+			}
+			freeReplyObject(r);
+		}
+	}
+	redisFree(rc);
+	printf("generated %lld records in %s\n", done, ac->stream);
+	return (0);
+lost:
+	fprintf(stderr, "portcullis: audit generate: Redis: %s\n", rc->errstr);
+	redisFree(rc);
+	return (1);
+}
+
+static void
+aq_tail_emit(const struct audit_filter *f, struct aq_out *o, const char *id,
+    const struct audit_fields *fl)
+{
+	json_t	*j;
+	char	*s;
+
+	if (!audit_filter_match(f, fl))
+		return;
+	if (o->json) {
+		j = aq_json(id, fl);
+		if ((s = json_dumps(j, JSON_COMPACT)) == NULL)
+			fatal("json_dumps");
+		printf("%s\n", s);
+		free(s);
+		json_decref(j);
+	} else
+		aq_emit_table(o, id, fl);
+}
+
+/* Follow the stream from its newest entry; returns only on error. */
+static int
+aq_tail(const struct config_audit *ac, const struct audit_filter *f,
+    struct aq_out *o)
+{
+	redisContext		*rc;
+	redisReply		*r, *s, *ent;
+	struct audit_fields	 fl;
+	const char		*id;
+	char			 last[48] = "0-0";
+	size_t			 i;
+
+	if ((rc = aq_connect(ac, 30)) == NULL)
+		return (1);
+	r = redisCommand(rc, "XREVRANGE %s + - COUNT 1", ac->stream);
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+		goto fail;
+	if (r->elements == 1 && aq_entry(r->element[0], &id, &fl) == 0)
+		snprintf(last, sizeof(last), "%s", id);
+	freeReplyObject(r);
+	if (!o->json) {
+		aq_header();
+		o->header_done = 1;
+	}
+	fflush(stdout);
+	for (;;) {
+		r = redisCommand(rc, "XREAD BLOCK 5000 COUNT 500 STREAMS %s %s",
+		    ac->stream, last);
+		if (r == NULL)
+			goto fail;
+		if (r->type == REDIS_REPLY_NIL) {
+			freeReplyObject(r);
+			continue;
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
+		    (s = r->element[0])->type != REDIS_REPLY_ARRAY ||
+		    s->elements != 2 ||
+		    s->element[1]->type != REDIS_REPLY_ARRAY)
+			goto fail;
+		for (i = 0; i < s->element[1]->elements; i++) {
+			ent = s->element[1]->element[i];
+			if (aq_entry(ent, &id, &fl) == -1)
+				continue;
+			snprintf(last, sizeof(last), "%s", id);
+			aq_tail_emit(f, o, id, &fl);
+		}
+		freeReplyObject(r);
+		if (fflush(stdout) == EOF || ferror(stdout)) {
+			redisFree(rc);
+			return (1);
+		}
+	}
+fail:
+	fprintf(stderr, "portcullis: audit tail: %s\n", r == NULL ?
+	    rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str :
+	    "unexpected reply");
+	freeReplyObject(r);
+	redisFree(rc);
+	return (1);
+}
+
+/* `portcullis audit query|tail|generate ...` */
+int
+audit_cli(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "since", required_argument, NULL, 1 },
+		{ "until", required_argument, NULL, 2 },
+		{ "subject", required_argument, NULL, 3 },
+		{ "repo", required_argument, NULL, 4 },
+		{ "action", required_argument, NULL, 5 },
+		{ "status", required_argument, NULL, 6 },
+		{ "decision", required_argument, NULL, 7 },
+		{ "limit", required_argument, NULL, 8 },
+		{ "cursor", required_argument, NULL, 9 },
+		{ "format", required_argument, NULL, 10 },
+		{ "count", required_argument, NULL, 11 },
+		{ "step-ms", required_argument, NULL, 12 },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	static const char *const fnames[] = { NULL, "since", "until",
+	    "subject", "repo", "action", "status", "decision", "limit",
+	    "cursor" };
+	struct audit_filter	 f;
+	struct aq_out		 o;
+	struct config		*conf = NULL;
+	struct aq		*q;
+	redisContext		*rc;
+	json_t			*records = NULL, *page;
+	const char		*file = NULL, *sub;
+	char			*cause = NULL, *ep, *s;
+	long long		 count = 0, step = 100;
+	int			 ch, rv = 1;
+
+	if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "-h") == 0) {
+		fputs(aq_usage, argc < 2 ? stderr : stdout);
+		return (argc < 2 ? 1 : 0);
+	}
+	sub = argv[1];
+	if (strcmp(sub, "query") != 0 && strcmp(sub, "tail") != 0 &&
+	    strcmp(sub, "generate") != 0) {
+		fprintf(stderr, "portcullis: audit: unknown command '%s'\n%s",
+		    sub, aq_usage);
+		return (1);
+	}
+	audit_filter_init(&f);
+	memset(&o, 0, sizeof(o));
+	optind = 1;
+	while ((ch = getopt_long(argc - 1, argv + 1, "c:h", longopts,
+	    NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			file = optarg;
+			break;
+		case 'h':
+			fputs(aq_usage, stdout);
+			rv = 0;
+			goto out;
+		case 10:
+			if (strcmp(optarg, "json") == 0)
+				o.json = 1;
+			else if (strcmp(optarg, "table") != 0) {
+				fprintf(stderr, "portcullis: audit: --format: "
+				    "table or json\n");
+				goto out;
+			}
+			break;
+		case 11:
+		case 12:
+			errno = 0;
+			if (ch == 11)
+				count = strtoll(optarg, &ep, 10);
+			else
+				step = strtoll(optarg, &ep, 10);
+			if (errno != 0 || *ep != '\0' || count < 0 ||
+			    count > 100000000 || step < 0 || step > 86400000) {
+				fprintf(stderr, "portcullis: audit: --%s: bad "
+				    "number\n", ch == 11 ? "count" : "step-ms");
+				goto out;
+			}
+			break;
+		default:
+			if (ch < 1 || ch > 9) {
+				fputs(aq_usage, stderr);
+				goto out;
+			}
+			if (audit_filter_set(&f, fnames[ch], optarg,
+			    (int64_t)time(NULL) * 1000, &s) == -1) {
+				fprintf(stderr, "portcullis: audit: --%s\n", s);
+				goto out;
+			}
+			break;
+		}
+	}
+	if (file == NULL || optind != argc - 1) {
+		fputs(aq_usage, stderr);
+		goto out;
+	}
+	if ((conf = config_load(file, &cause)) == NULL) {
+		fprintf(stderr, "%s\n", cause != NULL ? cause : "invalid");
+		goto out;
+	}
+	if (conf->audit == NULL) {
+		fprintf(stderr, "portcullis: audit: %s has no \"audit\" "
+		    "section\n", file);
+		goto out;
+	}
+	if (strcmp(sub, "generate") == 0) {
+		rv = aq_generate(conf, count, step);
+		goto out;
+	}
+	if (strcmp(sub, "tail") == 0) {
+		rv = aq_tail(conf->audit, &f, &o);
+		goto out;
+	}
+	if ((rc = aq_connect(conf->audit, 60)) == NULL)
+		goto out;
+	if (o.json) {
+		if ((records = json_array()) == NULL)
+			fatal("json_array");
+		q = aq_new(&f, conf->audit->stream, 0, aq_emit_json, records);
+	} else
+		q = aq_new(&f, conf->audit->stream, 0, aq_emit_table, &o);
+	if (aq_run_sync(rc, q) == -1) {
+		fprintf(stderr, "portcullis: audit query: %s\n", q->err);
+		json_decref(records);
+	} else if (o.json) {
+		page = aq_page(records, q);
+		if ((s = json_dumps(page, JSON_COMPACT)) == NULL)
+			fatal("json_dumps");
+		printf("%s\n", s);
+		free(s);
+		json_decref(page);
+		rv = 0;
+	} else {
+		if (!o.header_done)
+			aq_header();
+		if (q->next[0] != '\0')
+			printf("# next page: --cursor %s\n", q->next);
+		rv = 0;
+	}
+	aq_free(q);
+	redisFree(rc);
+out:
+	free(cause);
+	config_unref(conf);
+	audit_filter_clear(&f);
+	return (rv);
+}

@@ -1,0 +1,723 @@
+/*
+ * cache.c: the pull-through cache's store on local disk.
+ *
+ * Layout under cache.dir:
+ *
+ *	blobs/<alg>/<2 hex>/<hex>	a blob, exactly its bytes
+ *	manifests/<alg>/<2 hex>/<hex>	"<media type>\n", then the manifest
+ *	tags/<upstream>/<k1>/<k2>	"<digest> <unix ms>\n"; "-" for none
+ *	tmp/				fills in progress
+ *	lock				flock(2): one gateway per dir
+ *
+ * where k1 is the SHA-256 of "<repository>\0<tag>" and k2 that of the
+ * normalised Accept set, so every Accept set has its own tag record and a
+ * push of the tag removes them all.
+ *
+ * Guarantees: a file appears under blobs/ or manifests/ only by rename(2)
+ * from tmp/ after its length and digest were verified and its data was
+ * fsync'd (cache_fill.c), so no kill, at any moment, leaves an entry that
+ * would be served corrupt; tmp/ is emptied at start.  The in-memory index
+ * (a hash of digests, an LRU list) is rebuilt from the files at start,
+ * ordered by mtime, which a hit refreshes at most once a minute.  Eviction
+ * runs from a timer, a bounded number of unlinks per turn, oldest first,
+ * and skips entries a reader has open; fills are not in the index, so they
+ * are never evicted.  Tag records are tiny files read on demand, never
+ * held in memory.
+ */
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "cache.h"
+
+#define CACHE_EVICT_PER_TURN	64
+#define CACHE_TOUCH_MS		60000
+#define CACHE_TAG_MAX		256	/* bytes of one tag record */
+
+static const char *cache_kind_dir[] = { "blobs", "manifests" };
+
+static uint64_t
+cache_hash(enum cache_kind kind, const char *digest)
+{
+	uint64_t	h = 1469598103934665603ULL ^ (uint64_t)kind;
+
+	for (; *digest != '\0'; digest++) {
+		h ^= (unsigned char)*digest;
+		h *= 1099511628211ULL;
+	}
+	return (h);
+}
+
+/* The published path of (kind, digest).  Returns 0, or -1. */
+int
+cache_path(struct cache *c, enum cache_kind kind, const char *digest,
+    char *buf, size_t len)
+{
+	const char	*hex;
+	enum cache_alg	 alg;
+	int		 n;
+
+	if ((alg = cache_digest_alg(digest, &hex)) == CACHE_ALG_NONE)
+		return (-1);
+	n = snprintf(buf, len, "%s/%s/%s/%.2s/%s", c->dir,
+	    cache_kind_dir[kind], cache_alg_name(alg), hex, hex);
+	return (n < 0 || (size_t)n >= len ? -1 : 0);
+}
+
+/* The index entry of (kind, digest), or NULL. */
+struct cache_entry *
+cache_lookup(struct cache *c, enum cache_kind kind, const char *digest)
+{
+	struct cache_entry	*e;
+
+	e = c->buckets[cache_hash(kind, digest) & (c->nbuckets - 1)];
+	for (; e != NULL; e = e->hnext)
+		if (e->kind == kind && strcmp(e->digest, digest) == 0)
+			return (e);
+	return (NULL);
+}
+
+static void
+cache_rehash(struct cache *c)
+{
+	struct cache_entry	**nb, *e, *next;
+	size_t			  i, n = c->nbuckets * 2, h;
+
+	if ((nb = calloc(n, sizeof(*nb))) == NULL)
+		fatal("calloc");
+	for (i = 0; i < c->nbuckets; i++) {
+		for (e = c->buckets[i]; e != NULL; e = next) {
+			next = e->hnext;
+			h = cache_hash(e->kind, e->digest) & (n - 1);
+			e->hnext = nb[h];
+			nb[h] = e;
+		}
+	}
+	free(c->buckets);
+	c->buckets = nb;
+	c->nbuckets = n;
+}
+
+static struct cache_entry *
+cache_add(struct cache *c, enum cache_kind kind, const char *digest,
+    uint64_t size, uint64_t used_ms)
+{
+	struct cache_entry	*e;
+	size_t			 h, dl = strlen(digest);
+
+	if ((e = calloc(1, sizeof(*e) + dl + 1)) == NULL)
+		fatal("calloc");
+	memcpy(e->digest, digest, dl + 1);
+	e->kind = kind;
+	e->size = size;
+	e->used_ms = used_ms;
+	e->touched_ms = used_ms;
+	if (c->nentries >= c->nbuckets)
+		cache_rehash(c);
+	h = cache_hash(kind, digest) & (c->nbuckets - 1);
+	e->hnext = c->buckets[h];
+	c->buckets[h] = e;
+	c->nentries++;
+	c->bytes += size;
+	return (e);
+}
+
+/*
+ * Publish a verified file that was just renamed into place: it becomes
+ * the most recently used.  A stale entry for the same digest is replaced.
+ */
+struct cache_entry *
+cache_insert(struct cache *c, enum cache_kind kind, const char *digest,
+    uint64_t size)
+{
+	struct cache_entry	*e;
+
+	if ((e = cache_lookup(c, kind, digest)) != NULL) {
+		c->bytes -= e->size;
+		e->size = size;
+		c->bytes += size;
+		cache_touch(c, e);
+		cache_evict_soon(c);
+		return (e);
+	}
+	e = cache_add(c, kind, digest, size, now_ms());
+	e->touched_ms = e->used_ms;	/* the rename set the mtime */
+	TAILQ_INSERT_TAIL(&c->lru, e, lru);
+	cache_evict_soon(c);
+	return (e);
+}
+
+static void
+cache_unlink_entry(struct cache *c, struct cache_entry *e)
+{
+	struct cache_entry	**pp;
+
+	pp = &c->buckets[cache_hash(e->kind, e->digest) & (c->nbuckets - 1)];
+	while (*pp != NULL && *pp != e)
+		pp = &(*pp)->hnext;
+	if (*pp == e)
+		*pp = e->hnext;
+	TAILQ_REMOVE(&c->lru, e, lru);
+	c->nentries--;
+	c->bytes -= e->size;
+}
+
+/* Drop an entry and its file (found damaged, or evicted).  No reader may
+ * hold it. */
+void
+cache_remove(struct cache *c, struct cache_entry *e)
+{
+	char	path[PATH_MAX];
+
+	if (cache_path(c, e->kind, e->digest, path, sizeof(path)) == 0 &&
+	    unlink(path) == -1 && errno != ENOENT)
+		log_warn("- cache unlink_failed path=%s error=\"%s\"", path,
+		    strerror(errno));
+	cache_unlink_entry(c, e);
+	free(e);
+}
+
+/* A hit: most recently used now; the file's mtime keeps that across a
+ * restart (refreshed at most once a minute). */
+void
+cache_touch(struct cache *c, struct cache_entry *e)
+{
+	char	path[PATH_MAX];
+	uint64_t now = now_ms();
+
+	e->used_ms = now;
+	TAILQ_REMOVE(&c->lru, e, lru);
+	TAILQ_INSERT_TAIL(&c->lru, e, lru);
+	if (now - e->touched_ms < CACHE_TOUCH_MS)
+		return;
+	e->touched_ms = now;
+	if (cache_path(c, e->kind, e->digest, path, sizeof(path)) == 0)
+		(void)utimensat(AT_FDCWD, path, NULL, 0);
+}
+
+static void
+cache_evict_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct cache		*c = arg;
+	struct cache_entry	*e, *next;
+	int			 n = 0;
+
+	for (e = TAILQ_FIRST(&c->lru); e != NULL &&
+	    c->bytes + c->filling > c->max_bytes; e = next) {
+		next = TAILQ_NEXT(e, lru);
+		if (e->refs > 0)
+			continue;	/* being read: never evicted */
+		log_debug("- cache evict digest=%s bytes=%llu", e->digest,
+		    (unsigned long long)e->size);
+		cache_remove(c, e);
+		c->evicted++;
+		if (++n == CACHE_EVICT_PER_TURN) {
+			/* Bounded per turn: come back after other events. */
+			cache_evict_soon(c);
+			break;
+		}
+	}
+	if (n > 0)
+		log_info("- cache evicted entries=%d bytes=%llu max=%llu "
+		    "filling=%llu", n, (unsigned long long)c->bytes,
+		    (unsigned long long)c->max_bytes,
+		    (unsigned long long)c->filling);
+}
+
+/* Schedule an eviction pass when the store is above its cap. */
+void
+cache_evict_soon(struct cache *c)
+{
+	struct timeval	tv = { 0, 0 };
+
+	if (c->bytes + c->filling > c->max_bytes &&
+	    !evtimer_pending(c->ev_evict, NULL))
+		evtimer_add(c->ev_evict, &tv);
+}
+
+/* A new temp file under tmp/; its path in buf.  Returns the fd or -1. */
+int
+cache_tmp_open(struct cache *c, char *buf, size_t len)
+{
+	int	n, fd;
+
+	n = snprintf(buf, len, "%s/tmp/fill.%llu.XXXXXX", c->dir,
+	    (unsigned long long)++c->seq);
+	if (n < 0 || (size_t)n >= len)
+		return (-1);
+	if ((fd = mkostemp(buf, O_CLOEXEC)) == -1)
+		return (-1);
+	return (fd);
+}
+
+/*
+ * Read the media type line at the start of a stored manifest: the type
+ * into buf and the body's offset into *off.  Returns 0, or -1 when the
+ * file is not a stored manifest.
+ */
+int
+cache_manifest_type(int fd, char *buf, size_t len, size_t *off)
+{
+	char	 line[300], *nl;
+	ssize_t	 n;
+
+	if ((n = pread(fd, line, sizeof(line) - 1, 0)) <= 0)
+		return (-1);
+	line[n] = '\0';
+	if ((nl = memchr(line, '\n', n)) == NULL)
+		return (-1);
+	*nl = '\0';
+	if (!cache_valid_media_type(line) || strlen(line) >= len)
+		return (-1);
+	snprintf(buf, len, "%s", line);
+	*off = (size_t)(nl - line) + 1;
+	return (0);
+}
+
+/* --- tags --- */
+
+/* Wall-clock ms: tag records outlive the process, so not monotonic. */
+uint64_t
+cache_wall_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
+}
+
+static void
+cache_hex_sha256(const char *a, size_t alen, const char *b, size_t blen,
+    char *out)
+{
+	unsigned char	md[EVP_MAX_MD_SIZE];
+	unsigned int	mdlen = 0, i;
+	EVP_MD_CTX	*ctx;
+
+	if ((ctx = EVP_MD_CTX_new()) == NULL)
+		fatal("EVP_MD_CTX_new");
+	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(ctx, a, alen) != 1 ||
+	    EVP_DigestUpdate(ctx, "", 1) != 1 ||
+	    EVP_DigestUpdate(ctx, b, blen) != 1 ||
+	    EVP_DigestFinal_ex(ctx, md, &mdlen) != 1)
+		fatalx("sha256 failed");
+	EVP_MD_CTX_free(ctx);
+	for (i = 0; i < mdlen; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+static int
+cache_tag_dir(struct cache *c, const struct config_upstream *up,
+    const char *name, const char *tag, char *buf, size_t len)
+{
+	char	k1[65];
+	int	n;
+
+	cache_hex_sha256(name, strlen(name), tag, strlen(tag), k1);
+	n = snprintf(buf, len, "%s/tags/%s/%s", c->dir, up->name, k1);
+	return (n < 0 || (size_t)n >= len ? -1 : 0);
+}
+
+static int
+cache_tag_path(struct cache *c, const struct config_upstream *up,
+    const char *name, const char *tag, const char *accept, char *buf,
+    size_t len)
+{
+	char	dir[PATH_MAX], k2[65];
+	int	n;
+
+	if (cache_tag_dir(c, up, name, tag, dir, sizeof(dir)) == -1)
+		return (-1);
+	cache_hex_sha256("accept", 6, accept, strlen(accept), k2);
+	n = snprintf(buf, len, "%s/%s", dir, k2);
+	return (n < 0 || (size_t)n >= len ? -1 : 0);
+}
+
+/*
+ * The tag record for (upstream, repository, tag, Accept set): the digest
+ * ("" for a negative record) into buf and when it was learnt into *at.
+ * Returns 0, or -1 when there is none.
+ */
+int
+cache_tag_get(struct cache *c, const struct config_upstream *up,
+    const char *name, const char *tag, const char *accept, char *buf,
+    size_t len, uint64_t *at)
+{
+	char			 path[PATH_MAX], rec[CACHE_TAG_MAX];
+	char			*sp, *ep;
+	const char		*hex;
+	unsigned long long	 ms;
+	ssize_t			 n;
+	int			 fd;
+
+	if (cache_tag_path(c, up, name, tag, accept, path, sizeof(path)) ==
+	    -1 || (fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return (-1);
+	n = read(fd, rec, sizeof(rec) - 1);
+	close(fd);
+	if (n <= 0)
+		return (-1);
+	rec[n] = '\0';
+	if ((sp = strchr(rec, ' ')) == NULL)
+		return (-1);
+	*sp++ = '\0';
+	errno = 0;
+	ms = strtoull(sp, &ep, 10);
+	if (errno != 0 || *ep != '\n')
+		return (-1);
+	if (strcmp(rec, "-") == 0)
+		rec[0] = '\0';
+	else if (cache_digest_alg(rec, &hex) == CACHE_ALG_NONE)
+		return (-1);
+	if (strlen(rec) >= len)
+		return (-1);
+	snprintf(buf, len, "%s", rec);
+	*at = ms;
+	return (0);
+}
+
+static int
+cache_mkdirs(const char *path)
+{
+	char	tmp[PATH_MAX], *p;
+
+	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
+		return (-1);
+	for (p = tmp + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0750) == -1 && errno != EEXIST)
+			return (-1);
+		*p = '/';
+	}
+	if (mkdir(tmp, 0750) == -1 && errno != EEXIST)
+		return (-1);
+	return (0);
+}
+
+/* Record a tag's digest (NULL: the upstream does not know the tag). */
+void
+cache_tag_put(struct cache *c, const struct config_upstream *up,
+    const char *name, const char *tag, const char *accept,
+    const char *digest)
+{
+	char	 path[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX];
+	char	 rec[CACHE_TAG_MAX];
+	int	 fd, n;
+
+	if (cache_tag_path(c, up, name, tag, accept, path, sizeof(path)) ==
+	    -1 || cache_tag_dir(c, up, name, tag, dir, sizeof(dir)) == -1)
+		return;
+	n = snprintf(rec, sizeof(rec), "%s %llu\n", digest ? digest : "-",
+	    (unsigned long long)cache_wall_ms());
+	if (cache_mkdirs(dir) == -1 ||
+	    (fd = cache_tmp_open(c, tmp, sizeof(tmp))) == -1) {
+		log_warn("- cache tag_write_failed error=\"%s\"",
+		    strerror(errno));
+		return;
+	}
+	/* Written whole, then renamed: a reader sees old or new. */
+	if (write(fd, rec, n) != n || close(fd) == -1 ||
+	    rename(tmp, path) == -1) {
+		log_warn("- cache tag_write_failed error=\"%s\"",
+		    strerror(errno));
+		unlink(tmp);
+	}
+}
+
+/*
+ * The digests the tag is known by under any Accept set (at most max, into
+ * out), for serving stale to a client whose own Accept set was never seen.
+ * Returns how many.
+ */
+int
+cache_tag_all(struct cache *c, const struct config_upstream *up,
+    const char *name, const char *tag, char (*out)[CACHE_DIGEST_MAX],
+    int max)
+{
+	char		 dir[PATH_MAX], path[PATH_MAX * 2];
+	char		 rec[CACHE_TAG_MAX];
+	char		*sp;
+	const char	*hex;
+	DIR		*d;
+	struct dirent	*de;
+	ssize_t		 n;
+	int		 fd, k = 0;
+
+	if (cache_tag_dir(c, up, name, tag, dir, sizeof(dir)) == -1 ||
+	    (d = opendir(dir)) == NULL)
+		return (0);
+	while (k < max && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		n = read(fd, rec, sizeof(rec) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		rec[n] = '\0';
+		if ((sp = strchr(rec, ' ')) == NULL)
+			continue;
+		*sp = '\0';
+		if (cache_digest_alg(rec, &hex) == CACHE_ALG_NONE)
+			continue;
+		/* A valid digest fits: at most 135 bytes. */
+		snprintf(out[k++], CACHE_DIGEST_MAX, "%.*s",
+		    CACHE_DIGEST_MAX - 1, rec);
+	}
+	closedir(d);
+	return (k);
+}
+
+/* A push or delete of the tag: forget what every Accept set learnt. */
+void
+cache_invalidate_tag(struct req *req)
+{
+	struct cache	*c = req->c->ctx->cache;
+	char		 dir[PATH_MAX], path[PATH_MAX * 2];
+	DIR		*d;
+	struct dirent	*de;
+	int		 n = 0;
+
+	if (c == NULL || req->up == NULL || req->route.ref_digest ||
+	    cache_tag_dir(c, req->up, req->upname, req->route.ref, dir,
+	    sizeof(dir)) == -1 || (d = opendir(dir)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (unlink(path) == 0)
+			n++;
+	}
+	closedir(d);
+	log_debug("%llu.%u cache tag_invalidated records=%d",
+	    (unsigned long long)req->c->id, req->seq, n);
+}
+
+/* --- start-up --- */
+
+struct cache_scan {
+	enum cache_kind	 kind;
+	uint64_t	 size;
+	uint64_t	 mtime_ms;
+	char		 digest[CACHE_DIGEST_MAX];
+};
+
+struct cache_scanv {
+	struct cache_scan	*v;
+	size_t			 n;
+	size_t			 cap;
+};
+
+static int
+cache_scan_cmp(const void *a, const void *b)
+{
+	const struct cache_scan	*x = a, *y = b;
+
+	if (x->mtime_ms != y->mtime_ms)
+		return (x->mtime_ms < y->mtime_ms ? -1 : 1);
+	return (0);
+}
+
+/* Empty tmp/: whatever is there is an unfinished fill or tag write. */
+static int
+cache_clean_tmp(struct cache *c)
+{
+	char		 dir[PATH_MAX], path[PATH_MAX * 2];
+	DIR		*d;
+	struct dirent	*de;
+	int		 n = 0;
+
+	snprintf(dir, sizeof(dir), "%s/tmp", c->dir);
+	if ((d = opendir(dir)) == NULL)
+		return (-1);
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (unlink(path) == 0)
+			n++;
+	}
+	closedir(d);
+	if (n > 0)
+		log_info("- cache removed_temp_files n=%d", n);
+	return (0);
+}
+
+/* Collect the published files of one kind and algorithm. */
+static void
+cache_scan_alg(struct cache *c, enum cache_kind kind, enum cache_alg alg,
+    struct cache_scanv *sv)
+{
+	char		 dir[PATH_MAX], sub[PATH_MAX + 8];
+	char		 path[PATH_MAX * 2];
+	char		 digest[CACHE_DIGEST_MAX], ctype[256];
+	const char	*hex;
+	DIR		*d, *sd;
+	struct dirent	*de, *fe;
+	struct stat	 st;
+	size_t		 off;
+	int		 fd, bad;
+
+	snprintf(dir, sizeof(dir), "%s/%s/%s", c->dir, cache_kind_dir[kind],
+	    cache_alg_name(alg));
+	if ((d = opendir(dir)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.' || strlen(de->d_name) != 2)
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%.2s", dir, de->d_name);
+		if ((sd = opendir(sub)) == NULL)
+			continue;
+		while ((fe = readdir(sd)) != NULL) {
+			if (fe->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", sub, fe->d_name);
+			snprintf(digest, sizeof(digest), "%s:%.128s",
+			    cache_alg_name(alg), fe->d_name);
+			bad = strlen(fe->d_name) > 128 ||
+			    cache_digest_alg(digest, &hex) != alg ||
+			    strncmp(hex, de->d_name, 2) != 0 ||
+			    stat(path, &st) == -1 || !S_ISREG(st.st_mode);
+			if (!bad && kind == CACHE_MANIFEST) {
+				if ((fd = open(path, O_RDONLY | O_CLOEXEC)) ==
+				    -1 || cache_manifest_type(fd, ctype,
+				    sizeof(ctype), &off) == -1)
+					bad = 1;
+				if (fd != -1)
+					close(fd);
+			}
+			if (bad) {
+				log_warn("- cache foreign_file path=%s: "
+				    "removed", path);
+				unlink(path);
+				continue;
+			}
+			if (sv->n == sv->cap) {
+				sv->cap = sv->cap ? sv->cap * 2 : 1024;
+				sv->v = reallocarray(sv->v, sv->cap,
+				    sizeof(*sv->v));
+				if (sv->v == NULL)
+					fatal("reallocarray");
+			}
+			sv->v[sv->n].kind = kind;
+			sv->v[sv->n].size = (uint64_t)st.st_size;
+			sv->v[sv->n].mtime_ms = (uint64_t)st.st_mtim.tv_sec *
+			    1000 + (uint64_t)st.st_mtim.tv_nsec / 1000000;
+			snprintf(sv->v[sv->n].digest,
+			    sizeof(sv->v[sv->n].digest), "%s", digest);
+			sv->n++;
+		}
+		closedir(sd);
+	}
+	closedir(d);
+}
+
+/*
+ * Open the cache directory: take its lock, empty tmp/, and rebuild the
+ * index from the published files.  NULL with *cause on failure.
+ */
+struct cache *
+cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
+{
+	static const char	*subdirs[] = { "tmp", "tags", "blobs/sha256",
+	    "blobs/sha512", "manifests/sha256", "manifests/sha512" };
+	struct cache		*c;
+	struct cache_scanv	 sv = { NULL, 0, 0 };
+	struct cache_entry	*e;
+	char			 path[PATH_MAX];
+	size_t			 i;
+	int			 k, a;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		fatal("calloc");
+	c->ctx = ctx;
+	c->lock_fd = -1;
+	if ((c->dir = strdup(conf->cache->dir)) == NULL)
+		fatal("strdup");
+	c->max_bytes = conf->cache->max_bytes;
+	c->nbuckets = 1024;
+	if ((c->buckets = calloc(c->nbuckets, sizeof(*c->buckets))) == NULL)
+		fatal("calloc");
+	TAILQ_INIT(&c->lru);
+	TAILQ_INIT(&c->fills);
+	for (i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", c->dir, subdirs[i]);
+		if (cache_mkdirs(path) == -1)
+			goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/lock", c->dir);
+	if ((c->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) ==
+	    -1)
+		goto fail;
+	if (flock(c->lock_fd, LOCK_EX | LOCK_NB) == -1) {
+		if (asprintf(cause, "/cache/dir: %s is in use by another "
+		    "gateway", c->dir) == -1)
+			*cause = NULL;
+		cache_close(c);
+		return (NULL);
+	}
+	if (cache_clean_tmp(c) == -1)
+		goto fail;
+	for (k = CACHE_BLOB; k <= CACHE_MANIFEST; k++)
+		for (a = CACHE_ALG_SHA256; a <= CACHE_ALG_SHA512; a++)
+			cache_scan_alg(c, k, a, &sv);
+	if (sv.n > 0)
+		qsort(sv.v, sv.n, sizeof(*sv.v), cache_scan_cmp);
+	for (i = 0; i < sv.n; i++) {
+		/* Oldest first; the first hit refreshes the mtime. */
+		e = cache_add(c, sv.v[i].kind, sv.v[i].digest, sv.v[i].size,
+		    0);
+		TAILQ_INSERT_TAIL(&c->lru, e, lru);
+	}
+	free(sv.v);
+	c->ev_evict = evtimer_new(ctx->base, cache_evict_cb, c);
+	log_info("- cache open dir=%s entries=%zu bytes=%llu max=%llu",
+	    c->dir, c->nentries, (unsigned long long)c->bytes,
+	    (unsigned long long)c->max_bytes);
+	cache_evict_soon(c);
+	return (c);
+fail:
+	if (asprintf(cause, "/cache/dir: %s: %s", path, strerror(errno)) ==
+	    -1)
+		*cause = NULL;
+	cache_close(c);
+	return (NULL);
+}
+
+/* Stop fills, free the index; published files stay.  NULL is fine. */
+void
+cache_close(struct cache *c)
+{
+	struct cache_entry	*e;
+
+	if (c == NULL)
+		return;
+	cache_fill_free_all(c);
+	while ((e = TAILQ_FIRST(&c->lru)) != NULL) {
+		cache_unlink_entry(c, e);
+		free(e);
+	}
+	if (c->ev_evict != NULL)
+		event_free(c->ev_evict);
+	if (c->lock_fd != -1)
+		close(c->lock_fd);
+	free(c->buckets);
+	free(c->dir);
+	free(c);
+}

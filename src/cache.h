@@ -1,0 +1,154 @@
+/*
+ * cache.h: what the cache's files share: the store and its index
+ * (cache.c), fills from the upstream (cache_fill.c) and the readers that
+ * serve clients (cache_serve.c).  Not a leaf: it builds on portcullis.h.
+ */
+#ifndef PC_CACHE_H
+#define PC_CACHE_H
+
+#include <limits.h>
+
+#include "portcullis.h"
+#include "cache_http.h"
+
+#define CACHE_DIGEST_MAX	(7 + 128 + 1)	/* "sha512:" + hex + NUL */
+
+enum cache_kind {
+	CACHE_BLOB,
+	CACHE_MANIFEST
+};
+
+/* A verified, published file: one per (kind, digest). */
+struct cache_entry {
+	struct cache_entry		*hnext;		/* hash chain */
+	TAILQ_ENTRY(cache_entry)	 lru;		/* oldest first */
+	uint64_t			 size;		/* file bytes */
+	uint64_t			 used_ms;
+	uint64_t			 touched_ms;	/* mtime last set */
+	int				 refs;		/* open readers */
+	enum cache_kind			 kind;
+	char				 digest[];
+};
+
+struct cache {
+	struct pc_ctx			*ctx;
+	char				*dir;
+	int				 lock_fd;
+	uint64_t			 max_bytes;
+	uint64_t			 bytes;		/* published */
+	uint64_t			 filling;	/* in tmp files */
+	struct cache_entry		**buckets;
+	size_t				 nbuckets;
+	size_t				 nentries;
+	TAILQ_HEAD(, cache_entry)	 lru;
+	TAILQ_HEAD(, cache_fill)	 fills;
+	struct event			*ev_evict;
+	uint64_t			 seq;		/* tmp names, log ids */
+	uint64_t			 evicted; /* entries, since start */
+};
+
+/* One upstream transfer into a temp file, followed by its readers. */
+struct cache_fill {
+	TAILQ_ENTRY(cache_fill)		 entry;
+	struct cache			*cache;
+	struct config			*conf;		/* a reference */
+	enum cache_kind			 kind;
+	enum cache_alg			 alg;
+	char				 digest[CACHE_DIGEST_MAX];
+	char				 tmp[PATH_MAX];
+	char				 logid[48];
+	int				 fd;
+	void				*md;		/* EVP_MD_CTX */
+	struct proxy			*px;
+	struct headers			 fwd;		/* sent upstream */
+	int				 got_head;	/* a 200 head */
+	int				 have_length;
+	uint64_t			 expect;	/* Content-Length */
+	uint64_t			 written;	/* body bytes on disk */
+	uint64_t			 synced;	/* writeback started */
+	size_t				 hdr_len;	/* manifest type line */
+	char				 ctype[256];
+	uint64_t			 start_ms;
+	TAILQ_HEAD(, cache_reader)	 readers;
+	/* A non-200 answer, for readers that have no head yet. */
+	int				 up_status;
+	char				 retry_after[64];
+	char				 errtype[128];
+	struct evbuffer			*errbody;
+	/* A failure found inside a body callback, acted on next turn. */
+	struct event			*ev_fail;	/* start, or fail */
+	int				 started;
+	enum pc_err			 fail_err;
+	char				 fail_detail[256];
+};
+
+/* The cache stage of one request. */
+struct cache_reader {
+	TAILQ_ENTRY(cache_reader)	 entry;		/* on fill->readers */
+	struct req			*req;
+	struct cache			*cache;
+	struct cache_fill		*fill;		/* following it */
+	struct cache_entry		*ent;		/* pinned */
+	enum cache_kind			 kind;
+	char				 digest[CACHE_DIGEST_MAX];
+	int				 fd;
+	size_t				 data_off;	/* past the type line */
+	uint64_t			 size;		/* body bytes */
+	uint64_t			 off;		/* next to send */
+	uint64_t			 end;		/* one past the last */
+	int				 waiting;	/* on fill progress */
+	int				 stale;		/* add a Warning */
+	char				 ctype[256];
+	/* Tag revalidation. */
+	struct proxy			*px;
+	struct headers			 fwd;
+	char				 accept[2048];
+	char				 tag_digest[CACHE_DIGEST_MAX];
+	int				 tag_negative;
+	uint64_t			 tag_fetched_ms;
+	int				 tag_found;
+	int				 up_status;
+	char				 up_digest[CACHE_DIGEST_MAX];
+	char				 up_ctype[256];
+	char				 up_length[32];
+	char				 retry_after[64];
+};
+
+/* cache.c */
+int	cache_path(struct cache *, enum cache_kind, const char *, char *,
+	    size_t);
+struct cache_entry *cache_lookup(struct cache *, enum cache_kind,
+	    const char *);
+struct cache_entry *cache_insert(struct cache *, enum cache_kind,
+	    const char *, uint64_t);
+void	cache_remove(struct cache *, struct cache_entry *);
+void	cache_touch(struct cache *, struct cache_entry *);
+void	cache_evict_soon(struct cache *);
+int	cache_tmp_open(struct cache *, char *, size_t);
+int	cache_tag_get(struct cache *, const struct config_upstream *,
+	    const char *, const char *, const char *, char *, size_t,
+	    uint64_t *);
+void	cache_tag_put(struct cache *, const struct config_upstream *,
+	    const char *, const char *, const char *, const char *);
+int	cache_tag_all(struct cache *, const struct config_upstream *,
+	    const char *, const char *, char (*)[CACHE_DIGEST_MAX], int);
+int	cache_manifest_type(int, char *, size_t, size_t *);
+uint64_t cache_wall_ms(void);
+
+/* cache_fill.c */
+struct cache_fill *cache_fill_find(struct cache *, enum cache_kind,
+	    const char *);
+struct cache_fill *cache_fill_new(struct req *, enum cache_kind,
+	    const char *, const struct headers *);
+void	cache_fill_join(struct cache_fill *, struct cache_reader *);
+void	cache_fill_leave(struct cache_fill *, struct cache_reader *);
+void	cache_fill_free_all(struct cache *);
+
+/* cache_serve.c */
+void	cache_reader_has_head(struct cache_reader *);
+void	cache_reader_progress(struct cache_reader *);
+void	cache_reader_filled(struct cache_reader *, struct cache_entry *);
+void	cache_reader_fill_failed(struct cache_reader *, struct cache_fill *,
+	    enum pc_err, const char *);
+
+#endif

@@ -1,0 +1,734 @@
+/*
+ * cache_serve.c: the CACHE stage of a request (req.c sequences it between
+ * DISPATCH and UPSTREAM).  Only GET and HEAD of blobs and manifests of an
+ * upstream with caching on come here; everything else, pushes above all,
+ * goes straight to the upstream.
+ *
+ * By digest: a stored entry is served from its file (hit), without asking
+ * the upstream at all; else the request follows the fill for the digest,
+ * starting one when none runs (miss) or joining it (coalesced).  A HEAD
+ * that is not a hit goes to the upstream as is.
+ *
+ * By tag: the tag's digest is kept per (upstream, repository, tag,
+ * normalised Accept set) for tag_ttl, an unknown tag for negative_ttl.
+ * When the record is older, a HEAD to the upstream (which Docker Hub does
+ * not count against pull limits) revalidates it, and the manifest is then
+ * served by digest.  When that HEAD cannot be answered (unreachable,
+ * timeout, 5xx, 429) a known digest is served anyway, with a Warning
+ * (stale).  Answers the cache has no rule for (401, 403, ...) make the
+ * request go to the upstream as is.
+ *
+ * Sending: the file goes to the client in windows of cache.send_window
+ * bytes, as file segments (sendfile(2) on plain connections) or, with
+ * cache.sendfile off, read into the output buffer; the next window when
+ * the client's output drains, so a reader holds at most one window
+ * whatever the file's size.  A reader following a fill sends what is on
+ * disk and waits for more; it never sends the last byte before the fill
+ * verified the whole body.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "cache.h"
+
+#define CR_MIN_STEP	65536	/* bytes a follower waits for */
+
+static void	cr_pump(struct cache_reader *);
+static void	cr_respond(struct cache_reader *);
+static void	cr_by_digest(struct cache_reader *, const char *);
+static void	cr_by_tag(struct cache_reader *);
+static const struct proxy_ops tag_ops;
+
+/* Whether the cache stage takes this routed request. */
+int
+cache_wants(struct req *req)
+{
+	const char	*hex;
+	int		 m = req->msg->method;
+
+	if (req->c->ctx->cache == NULL || req->conf->cache == NULL ||
+	    req->up == NULL || !req->up->cache)
+		return (0);
+	if (m != HTTP_GET && m != HTTP_HEAD)
+		return (0);
+	switch (req->route.ep) {
+	case OCI_EP_BLOB:
+		return (req->route.ref_digest &&
+		    cache_digest_alg(req->route.ref, &hex) != CACHE_ALG_NONE);
+	case OCI_EP_MANIFEST:
+		return (!req->route.ref_digest ||
+		    cache_digest_alg(req->route.ref, &hex) != CACHE_ALG_NONE);
+	default:
+		return (0);
+	}
+}
+
+/* Run the cache stage. */
+void
+cache_start(struct req *req)
+{
+	struct cache_reader	*cr;
+
+	if ((cr = calloc(1, sizeof(*cr))) == NULL)
+		fatal("calloc");
+	cr->req = req;
+	cr->cache = req->c->ctx->cache;
+	cr->fd = -1;
+	cr->kind = req->route.ep == OCI_EP_BLOB ? CACHE_BLOB : CACHE_MANIFEST;
+	headers_init(&cr->fwd);
+	req->cr = cr;
+	if (req->route.ref_digest)
+		cr_by_digest(cr, req->route.ref);
+	else
+		cr_by_tag(cr);
+}
+
+/* Free the stage's state; a fill it followed goes on.  NULL is fine. */
+void
+cache_reader_free(struct cache_reader *cr)
+{
+	if (cr == NULL)
+		return;
+	if (cr->fill != NULL)
+		cache_fill_leave(cr->fill, cr);
+	if (cr->px != NULL)
+		proxy_free(cr->px);
+	if (cr->ent != NULL) {
+		cr->ent->refs--;
+		cache_evict_soon(cr->cache);
+	}
+	if (cr->fd != -1)
+		close(cr->fd);
+	headers_clear(&cr->fwd);
+	free(cr);
+}
+
+/* Leave the cache stage: the request goes to the upstream as is. */
+static void
+cr_passthrough(struct cache_reader *cr)
+{
+	struct req	*req = cr->req;
+
+	req->cr = NULL;
+	cache_reader_free(cr);
+	req_set_state(req, REQ_UPSTREAM);
+	proxy_start(req);
+}
+
+static void
+cr_log(struct cache_reader *cr, const char *event, const char *digest)
+{
+	log_debug("%llu.%u cache %s digest=%s", (unsigned long long)
+	    cr->req->c->id, cr->req->seq, event, digest);
+}
+
+/* The client's Accept fields, which go upstream with a manifest fetch. */
+static void
+cr_copy_accept(struct cache_reader *cr)
+{
+	const struct headers	*h = &cr->req->msg->hdrs;
+	size_t			 i;
+
+	if (cr->fwd.n > 0)
+		return;
+	for (i = 0; i < h->n; i++)
+		if (strcasecmp(h->v[i].name, "Accept") == 0)
+			headers_add(&cr->fwd, h->v[i].name, h->v[i].nlen,
+			    h->v[i].value, h->v[i].vlen);
+}
+
+/*
+ * Open a stored entry and pin it.  A file that is not what the index
+ * says (changed behind our back) is dropped.  Returns 0 or -1.
+ */
+static int
+cr_open_entry(struct cache_reader *cr, struct cache_entry *e)
+{
+	struct cache	*c = cr->cache;
+	struct stat	 st;
+	char		 path[PATH_MAX];
+	size_t		 off = 0;
+	int		 fd;
+
+	if (cache_path(c, e->kind, e->digest, path, sizeof(path)) == -1)
+		return (-1);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 ||
+	    fstat(fd, &st) == -1 || (uint64_t)st.st_size != e->size ||
+	    (e->kind == CACHE_MANIFEST && cache_manifest_type(fd, cr->ctype,
+	    sizeof(cr->ctype), &off) == -1)) {
+		log_warn("%llu.%u cache entry_damaged digest=%s: dropped",
+		    (unsigned long long)cr->req->c->id, cr->req->seq,
+		    e->digest);
+		if (fd != -1)
+			close(fd);
+		if (e->refs == 0)
+			cache_remove(c, e);
+		return (-1);
+	}
+	if (cr->fd != -1)
+		close(cr->fd);
+	cr->fd = fd;
+	cr->data_off = off;
+	cr->size = e->size - off;
+	snprintf(cr->digest, sizeof(cr->digest), "%s", e->digest);
+	e->refs++;
+	cr->ent = e;
+	cache_touch(c, e);
+	return (0);
+}
+
+static void
+cr_unpin(struct cache_reader *cr)
+{
+	if (cr->ent != NULL) {
+		cr->ent->refs--;
+		cr->ent = NULL;
+	}
+	if (cr->fd != -1) {
+		close(cr->fd);
+		cr->fd = -1;
+	}
+}
+
+/* 429 with the upstream's Retry-After and an OCI TOOMANYREQUESTS body. */
+static void
+cr_fail_429(struct cache_reader *cr, const char *retry_after,
+    const char *detail)
+{
+	struct req	*req = cr->req;
+	struct headers	 h;
+	char		 body[1024];
+	int		 len;
+
+	req->err = ERR_TOO_MANY_REQUESTS;
+	if ((len = errs_body(ERR_TOO_MANY_REQUESTS, detail, body,
+	    sizeof(body))) < 0)
+		len = errs_body(ERR_TOO_MANY_REQUESTS, NULL, body,
+		    sizeof(body));
+	headers_init(&h);
+	headers_add(&h, "Content-Type", 12, "application/json", 16);
+	if (retry_after != NULL && retry_after[0] != '\0')
+		headers_add(&h, "Retry-After", 11, retry_after,
+		    strlen(retry_after));
+	req_send_head(req, 429, &h, req->msg->method == HTTP_HEAD ?
+	    RESP_NONE : RESP_LENGTH, len);
+	headers_clear(&h);
+	if (req->msg->method != HTTP_HEAD)
+		req_send_body_data(req, body, len);
+	req_end_response(req);
+}
+
+/* By digest: hit, coalesced, or a new fill. */
+static void
+cr_by_digest(struct cache_reader *cr, const char *digest)
+{
+	struct req		*req = cr->req;
+	struct cache_entry	*e;
+	struct cache_fill	*f;
+
+	snprintf(cr->digest, sizeof(cr->digest), "%.*s",
+	    (int)sizeof(cr->digest) - 1, digest);
+	if ((e = cache_lookup(cr->cache, cr->kind, digest)) != NULL &&
+	    cr_open_entry(cr, e) == 0) {
+		if (req->cache_status == NULL)
+			req->cache_status = "hit";
+		cr_log(cr, "hit", digest);
+		cr_respond(cr);
+		return;
+	}
+	if (req->msg->method == HTTP_HEAD) {
+		req->cache_status = "miss";
+		cr_passthrough(cr);
+		return;
+	}
+	if ((f = cache_fill_find(cr->cache, cr->kind, digest)) != NULL) {
+		req->cache_status = "coalesced";
+		log_info("%llu.%u cache coalesced %s digest=%s",
+		    (unsigned long long)req->c->id, req->seq, f->logid, digest);
+		cache_fill_join(f, cr);
+		return;
+	}
+	req->cache_status = "miss";
+	if (cr->kind == CACHE_MANIFEST)
+		cr_copy_accept(cr);
+	f = cache_fill_new(req, cr->kind, digest, &cr->fwd);
+	cache_fill_join(f, cr);
+}
+
+/*
+ * Send the head for a file of known size (a stored entry, or a fill
+ * with a Content-Length), honouring a single Range on blobs, then the
+ * body.
+ */
+static void
+cr_respond(struct cache_reader *cr)
+{
+	struct req		*req = cr->req;
+	struct headers		 h;
+	enum cache_range	 rr = CACHE_RANGE_NONE;
+	const char		*ct;
+	uint64_t		 s = 0, e = 0;
+	int			 head = req->msg->method == HTTP_HEAD;
+	int			 status = 200;
+	char			 buf[CACHE_DIGEST_MAX + 8];
+
+	if (cr->kind == CACHE_BLOB && !head)
+		rr = cache_range_parse(headers_get(&req->msg->hdrs, "Range"),
+		    cr->size, &s, &e);
+	ct = cr->kind == CACHE_BLOB ? "application/octet-stream" : cr->ctype;
+	headers_init(&h);
+	headers_add(&h, "Content-Type", 12, ct, strlen(ct));
+	headers_add(&h, "Docker-Content-Digest", 21, cr->digest,
+	    strlen(cr->digest));
+	snprintf(buf, sizeof(buf), "\"%s\"", cr->digest);
+	headers_add(&h, "ETag", 4, buf, strlen(buf));
+	if (cr->kind == CACHE_BLOB) {
+		headers_add(&h, "Accept-Ranges", 13, "bytes", 5);
+		headers_add(&h, "Cache-Control", 13, "max-age=31536000", 16);
+	}
+	if (cr->stale)
+		headers_add(&h, "Warning", 7, "110 - \"Response is Stale\"",
+		    25);
+	if (req->ns[0] != '\0')
+		headers_add(&h, "OCI-Namespace", 13, req->ns,
+		    strlen(req->ns));
+	if (rr == CACHE_RANGE_UNSAT) {
+		snprintf(buf, sizeof(buf), "bytes */%llu",
+		    (unsigned long long)cr->size);
+		headers_add(&h, "Content-Range", 13, buf, strlen(buf));
+		req_send_head(req, 416, &h, RESP_LENGTH, 0);
+		headers_clear(&h);
+		req_end_response(req);
+		return;
+	}
+	cr->off = 0;
+	cr->end = cr->size;
+	if (rr == CACHE_RANGE_OK) {
+		status = 206;
+		cr->off = s;
+		cr->end = e + 1;
+		snprintf(buf, sizeof(buf), "bytes %llu-%llu/%llu",
+		    (unsigned long long)s, (unsigned long long)e,
+		    (unsigned long long)cr->size);
+		headers_add(&h, "Content-Range", 13, buf, strlen(buf));
+	}
+	req_send_head(req, status, &h, head ? RESP_NONE : RESP_LENGTH,
+	    (int64_t)(cr->end - cr->off));
+	headers_clear(&h);
+	if (head || cr->off == cr->end) {
+		req_end_response(req);
+		return;
+	}
+	cr_pump(cr);
+}
+
+/*
+ * Queue the next windows of the file while the client takes them.  Ends
+ * the response when the last byte is queued.  May free cr.
+ */
+static void
+cr_pump(struct cache_reader *cr)
+{
+	struct req		*req = cr->req;
+	struct cache_fill	*f = cr->fill;
+	const struct config_cache *cc = req->conf->cache;
+	uint64_t		 limit, avail, n, window;
+	int			 flags;
+
+	window = cc != NULL ? cc->send_window : 2097152;
+	flags = cc != NULL && cc->sendfile == CONFIG_SENDFILE_OFF ?
+	    REQ_FILE_NO_SENDFILE : 0;
+	while (cr->off < cr->end) {
+		if (conn_output_full(req->c))
+			return;		/* cache_reader_writable() */
+		limit = cr->end;
+		if (f != NULL) {
+			/* Never the last byte before the fill verified. */
+			avail = f->written;
+			if (avail >= f->expect)
+				avail = f->expect - 1;
+			if (limit > avail)
+				limit = avail;
+			/* Wait for a worthwhile piece, not every read. */
+			if (cr->off >= limit || (limit < cr->end &&
+			    limit - cr->off < CR_MIN_STEP)) {
+				cr->waiting = 1;
+				return;	/* cache_reader_progress() */
+			}
+		}
+		n = limit - cr->off;
+		if (n > window)
+			n = window;
+		if (req_send_file(req, cr->fd, cr->data_off + cr->off, n,
+		    flags) == -1) {
+			req->err = ERR_INTERNAL;
+			req_abort(req, "cannot send the cached file");
+			return;
+		}
+		cr->off += n;
+	}
+	req_end_response(req);
+}
+
+/* The client's output drained: send more. */
+void
+cache_reader_writable(struct cache_reader *cr)
+{
+	if (cr->fd != -1 && cr->req->head_sent && cr->px == NULL)
+		cr_pump(cr);	/* may free cr */
+}
+
+/* The fill has a 200 head: start the response when the size is known. */
+void
+cache_reader_has_head(struct cache_reader *cr)
+{
+	struct cache_fill	*f = cr->fill;
+	struct req		*req = cr->req;
+
+	/* Chunked, or empty: answered when it is complete and verified. */
+	if (!f->have_length || f->expect == 0 || cr->fd != -1)
+		return;
+	if ((cr->fd = open(f->tmp, O_RDONLY | O_CLOEXEC)) == -1) {
+		req_fail(req, ERR_INTERNAL, "cache: cannot open the fill");
+		return;
+	}
+	cr->data_off = f->hdr_len;
+	cr->size = f->expect;
+	snprintf(cr->ctype, sizeof(cr->ctype), "%s", f->ctype);
+	cr_respond(cr);
+}
+
+/* More bytes are on disk. */
+void
+cache_reader_progress(struct cache_reader *cr)
+{
+	cr->waiting = 0;
+	if (cr->req->head_sent)
+		cr_pump(cr);	/* may free cr */
+}
+
+/* The fill verified and published the entry: carry on from it. */
+void
+cache_reader_filled(struct cache_reader *cr, struct cache_entry *e)
+{
+	cr->waiting = 0;
+	if (!cr->req->head_sent) {
+		if (cr_open_entry(cr, e) == -1) {
+			req_fail(cr->req, ERR_INTERNAL,
+			    "cache: cannot open the entry");
+			return;
+		}
+		cr_respond(cr);
+		return;
+	}
+	/* The temp file was renamed: the open fd is the entry's file. */
+	e->refs++;
+	cr->ent = e;
+	cr_pump(cr);
+}
+
+/* The fill failed: end the transfer, or relay the upstream's answer. */
+void
+cache_reader_fill_failed(struct cache_reader *cr, struct cache_fill *f,
+    enum pc_err err, const char *detail)
+{
+	struct req	*req = cr->req;
+	struct headers	 h;
+	size_t		 len;
+
+	cr->waiting = 0;
+	if (req->head_sent) {
+		/* Never a complete, wrong body: the connection ends. */
+		req->err = err;
+		req_abort(req, detail);
+		return;
+	}
+	if (f->errbody == NULL || f->up_status == 0) {
+		req_fail(req, err, detail);
+		return;
+	}
+	if (f->up_status == 404) {
+		req_fail(req, cr->kind == CACHE_BLOB ? ERR_BLOB_UNKNOWN :
+		    ERR_MANIFEST_UNKNOWN, NULL);
+		return;
+	}
+	if (f->up_status == 429) {
+		cr_fail_429(cr, f->retry_after, "upstream rate limit");
+		return;
+	}
+	/* Anything else: the upstream's status and (bounded) body. */
+	len = evbuffer_get_length(f->errbody);
+	req->err = err;
+	headers_init(&h);
+	if (f->errtype[0] != '\0')
+		headers_add(&h, "Content-Type", 12, f->errtype,
+		    strlen(f->errtype));
+	req_send_head(req, f->up_status, &h, RESP_LENGTH, (int64_t)len);
+	headers_clear(&h);
+	if (len > 0)
+		req_send_body_data(req, (const char *)evbuffer_pullup(
+		    f->errbody, -1), len);
+	req_end_response(req);
+}
+
+/* --- by tag --- */
+
+static void	cr_revalidate(struct cache_reader *);
+
+static int
+cr_tag_ttl(struct cache_reader *cr)
+{
+	const struct req	*req = cr->req;
+
+	if (req->up->tag_ttl_ms >= 0)
+		return (req->up->tag_ttl_ms);
+	return (req->conf->cache->tag_ttl_ms);
+}
+
+/* Open the stored manifest of the tag's digest; -1 when not stored or
+ * not acceptable to this client. */
+static int
+cr_open_tag_digest(struct cache_reader *cr, const char *digest)
+{
+	struct cache_entry	*e;
+
+	if ((e = cache_lookup(cr->cache, CACHE_MANIFEST, digest)) == NULL ||
+	    cr_open_entry(cr, e) == -1)
+		return (-1);
+	if (!cache_accept_has(cr->accept, cr->ctype)) {
+		cr_unpin(cr);
+		return (-1);
+	}
+	return (0);
+}
+
+/* As cr_open_tag_digest(), then answer (which may free cr and req). */
+static int
+cr_serve_tag_digest(struct cache_reader *cr, const char *digest)
+{
+	if (cr_open_tag_digest(cr, digest) == -1)
+		return (-1);
+	cr_respond(cr);
+	return (0);
+}
+
+static void
+cr_by_tag(struct cache_reader *cr)
+{
+	struct req	*req = cr->req;
+	uint64_t	 now = cache_wall_ms(), age;
+
+	if (cache_accept_norm(&req->msg->hdrs, cr->accept,
+	    sizeof(cr->accept)) == -1) {
+		cr_passthrough(cr);	/* an Accept set too odd to key */
+		return;
+	}
+	cr->tag_found = cache_tag_get(cr->cache, req->up, req->upname,
+	    req->route.ref, cr->accept, cr->tag_digest,
+	    sizeof(cr->tag_digest), &cr->tag_fetched_ms) == 0;
+	if (cr->tag_found) {
+		age = now > cr->tag_fetched_ms ? now - cr->tag_fetched_ms : 0;
+		if (cr->tag_digest[0] == '\0' &&
+		    age < (uint64_t)req->conf->cache->negative_ttl_ms) {
+			req->cache_status = "hit";
+			req_fail(req, ERR_MANIFEST_UNKNOWN,
+			    "unknown to the upstream (cached)");
+			return;
+		}
+		if (cr->tag_digest[0] != '\0' &&
+		    age < (uint64_t)cr_tag_ttl(cr)) {
+			req->cache_status = "hit";
+			if (cr_serve_tag_digest(cr, cr->tag_digest) == 0)
+				return;
+		}
+	}
+	cr_revalidate(cr);
+}
+
+/* HEAD the tag upstream; the answer decides (cr_tag_decide). */
+static void
+cr_revalidate(struct cache_reader *cr)
+{
+	struct req	*req = cr->req;
+	char		 upath[OCI_NAME_MAX + OCI_REF_MAX + 32];
+	char		 scope[OCI_NAME_MAX + 32], logid[48];
+
+	req->cache_status = NULL;
+	cr_copy_accept(cr);
+	snprintf(upath, sizeof(upath), "/v2/%s/manifests/%s", req->upname,
+	    req->route.ref);
+	snprintf(scope, sizeof(scope), "repository:%s:pull", req->upname);
+	snprintf(logid, sizeof(logid), "%llu.%u",
+	    (unsigned long long)req->c->id, req->seq);
+	cr->px = proxy_fetch_new(req->c->ctx, req->conf, req->up, HTTP_HEAD,
+	    upath, scope, &cr->fwd, &tag_ops, cr, logid);
+	proxy_fetch_start(cr->px);	/* may answer, and free cr, at once */
+}
+
+/* The upstream cannot say: serve what we know, stale, or fail. */
+static void
+cr_tag_unreachable(struct cache_reader *cr, enum pc_err err,
+    const char *detail)
+{
+	struct req	*req = cr->req;
+	char		 all[8][CACHE_DIGEST_MAX];
+	int		 i, n = 0;
+
+	/* This Accept set's record first, then any other one whose
+	 * manifest this client accepts. */
+	if (cr->tag_found && cr->tag_digest[0] != '\0')
+		snprintf(all[n++], CACHE_DIGEST_MAX, "%s", cr->tag_digest);
+	n += cache_tag_all(cr->cache, req->up, req->upname, req->route.ref,
+	    all + n, 8 - n);
+	for (i = 0; i < n; i++) {
+		if (cr_open_tag_digest(cr, all[i]) == -1)
+			continue;
+		cr->stale = 1;
+		req->cache_status = "stale";
+		log_info("%llu.%u cache serve_stale digest=%s reason=\"%s\"",
+		    (unsigned long long)req->c->id, req->seq, all[i], detail);
+		cr_respond(cr);		/* may free cr and req */
+		return;
+	}
+	if (err == ERR_TOO_MANY_REQUESTS) {
+		cr_fail_429(cr, cr->retry_after, detail);
+		return;
+	}
+	req_fail(req, err, detail);
+}
+
+static void
+cr_tag_decide(struct cache_reader *cr)
+{
+	struct req		*req = cr->req;
+	struct cache_fill	*f;
+	struct headers		 h;
+	const char		*hex;
+	char			 detail[128], etag[CACHE_DIGEST_MAX + 2];
+	long long		 len;
+	int			 st = cr->up_status;
+
+	if (st == 200 && cache_digest_alg(cr->up_digest, &hex) !=
+	    CACHE_ALG_NONE) {
+		cache_tag_put(cr->cache, req->up, req->upname, req->route.ref,
+		    cr->accept, cr->up_digest);
+		snprintf(cr->tag_digest, sizeof(cr->tag_digest), "%s",
+		    cr->up_digest);
+		req->cache_status = "hit";
+		if (cr_serve_tag_digest(cr, cr->up_digest) == 0)
+			return;
+		req->cache_status = "miss";
+		if (req->msg->method == HTTP_HEAD &&
+		    cache_valid_media_type(cr->up_ctype)) {
+			/* From the upstream's HEAD: no GET upstream. */
+			len = strtoll(cr->up_length, NULL, 10);
+			headers_init(&h);
+			headers_add(&h, "Content-Type", 12, cr->up_ctype,
+			    strlen(cr->up_ctype));
+			headers_add(&h, "Docker-Content-Digest", 21,
+			    cr->up_digest, strlen(cr->up_digest));
+			snprintf(etag, sizeof(etag), "\"%s\"", cr->up_digest);
+			headers_add(&h, "ETag", 4, etag, strlen(etag));
+			req_send_head(req, 200, &h, RESP_NONE, len > 0 ? len :
+			    -1);
+			headers_clear(&h);
+			req_end_response(req);
+			return;
+		}
+		if (req->msg->method == HTTP_HEAD) {
+			cr_passthrough(cr);
+			return;
+		}
+		snprintf(cr->digest, sizeof(cr->digest), "%s", cr->up_digest);
+		if ((f = cache_fill_find(cr->cache, CACHE_MANIFEST,
+		    cr->up_digest)) != NULL)
+			req->cache_status = "coalesced";
+		else
+			f = cache_fill_new(req, CACHE_MANIFEST, cr->up_digest,
+			    &cr->fwd);
+		cache_fill_join(f, cr);
+		return;
+	}
+	if (st == 404) {
+		cache_tag_put(cr->cache, req->up, req->upname, req->route.ref,
+		    cr->accept, NULL);
+		req->cache_status = "miss";
+		req_fail(req, ERR_MANIFEST_UNKNOWN, NULL);
+		return;
+	}
+	if (st == 429 || st >= 500) {
+		snprintf(detail, sizeof(detail), "upstream %s answered %d",
+		    req->up->name, st);
+		cr_tag_unreachable(cr, st == 429 ? ERR_TOO_MANY_REQUESTS :
+		    ERR_UPSTREAM, detail);
+		return;
+	}
+	cr_passthrough(cr);	/* 401, 403, no digest, ...: as is */
+}
+
+static int
+tag_head(void *arg, struct hframe_msg *rm)
+{
+	struct cache_reader	*cr = arg;
+	const char		*v;
+
+	cr->up_status = rm->status;
+	if ((v = headers_get(&rm->hdrs, "Docker-Content-Digest")) != NULL)
+		snprintf(cr->up_digest, sizeof(cr->up_digest), "%s", v);
+	if ((v = headers_get(&rm->hdrs, "Content-Type")) != NULL)
+		snprintf(cr->up_ctype, sizeof(cr->up_ctype), "%s", v);
+	if ((v = headers_get(&rm->hdrs, "Content-Length")) != NULL)
+		snprintf(cr->up_length, sizeof(cr->up_length), "%s", v);
+	if ((v = headers_get(&rm->hdrs, "Retry-After")) != NULL)
+		snprintf(cr->retry_after, sizeof(cr->retry_after), "%s", v);
+	return (0);
+}
+
+static int
+tag_body(void *arg, struct evbuffer *in, size_t n)
+{
+	evbuffer_drain(in, n);
+	return (0);
+}
+
+static int
+tag_body_data(void *arg, const char *data, size_t n)
+{
+	return (0);
+}
+
+static void
+tag_done(void *arg)
+{
+	struct cache_reader	*cr = arg;
+
+	proxy_free(cr->px);
+	cr->px = NULL;
+	cr_tag_decide(cr);	/* may free cr */
+}
+
+static void
+tag_fail(void *arg, enum pc_err err, const char *detail)
+{
+	struct cache_reader	*cr = arg;
+
+	proxy_free(cr->px);
+	cr->px = NULL;
+	cr_tag_unreachable(cr, err, detail);	/* may free cr */
+}
+
+static const struct proxy_ops tag_ops = {
+	tag_head,
+	tag_body,
+	tag_body_data,
+	tag_done,
+	tag_fail
+};

@@ -1,0 +1,212 @@
+"""A TEST DOUBLE for a misbehaving registry upstream ("lying upstream").
+
+Real registries are used everywhere else; this small HTTP server exists
+only to produce the faults a real docker-registry will not: a blob whose
+bytes do not match its digest, a body cut short, a transfer that stalls
+half way until the test lets it go on, 429 answers with Retry-After and
+Docker Hub's ratelimit-* headers, and 5xx.  It runs in a thread of the
+test process on 127.0.0.1 and counts every request it gets.
+
+    up = LyingUpstream()
+    up.add_blob(data, mode="wrong")        # or "ok", "truncate", "stall"
+    up.add_blob(data, mode="stall", stall_at=1 << 20); ...; up.release(d)
+    up.set_tag("app", "v1", manifest_bytes, media_type)
+    up.fail_all(429, retry_after="17")     # every later request
+    up.requests("GET", "/v2/app/blobs/" + d)   # how many so far
+    up.stop()
+"""
+
+import hashlib
+import http.server
+import threading
+
+from .util import free_port
+
+RATELIMIT_LIMIT = "100;w=21600"
+RATELIMIT_REMAINING = "42;w=21600"
+
+
+def sha256(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # quiet
+        pass
+
+    def _count(self):
+        up = self.server.up
+        with up.lock:
+            key = (self.command, self.path.split("?")[0])
+            up.counts[key] = up.counts.get(key, 0) + 1
+            fail = up.fail
+
+        if fail is not None:
+            status, retry_after = fail
+            body = (b'{"errors":[{"code":"TOOMANYREQUESTS","message":'
+                    b'"slow down"}]}' if status == 429 else b"oops\n")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            if retry_after:
+                self.send_header("Retry-After", retry_after)
+            self.send_header("RateLimit-Limit", RATELIMIT_LIMIT)
+            self.send_header("RateLimit-Remaining", "0;w=21600")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            return True
+        return False
+
+    def _send_head(self, status, ctype, length, digest=None):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(length))
+        self.send_header("RateLimit-Limit", RATELIMIT_LIMIT)
+        self.send_header("RateLimit-Remaining", RATELIMIT_REMAINING)
+        if digest:
+            self.send_header("Docker-Content-Digest", digest)
+        self.end_headers()
+
+    def _not_found(self, code):
+        body = ('{"errors":[{"code":"%s","message":"unknown"}]}' %
+                code).encode()
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _serve(self):
+        if self._count():
+            return
+        up = self.server.up
+        path = self.path.split("?")[0]
+        if path == "/v2/" or path == "/v2":
+            self._send_head(200, "application/json", 2)
+            if self.command != "HEAD":
+                self.wfile.write(b"{}")
+            return
+        parts = path.split("/")
+        # /v2/<name...>/blobs/<digest>  or  /v2/<name...>/manifests/<ref>
+        if len(parts) < 5:
+            self._not_found("NAME_UNKNOWN")
+            return
+        kind, ref = parts[-2], parts[-1]
+        name = "/".join(parts[2:-2])
+        if kind == "manifests":
+            with up.lock:
+                m = up.manifests.get((name, ref)) or up.by_digest.get(ref)
+            if m is None:
+                self._not_found("MANIFEST_UNKNOWN")
+                return
+            data, mtype = m
+            self._send_head(200, mtype, len(data), sha256(data))
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            return
+        if kind != "blobs":
+            self._not_found("NAME_UNKNOWN")
+            return
+        with up.lock:
+            b = up.blobs.get(ref)
+        if b is None:
+            self._not_found("BLOB_UNKNOWN")
+            return
+        data, mode, stall_at, gate = b
+        self._send_head(200, "application/octet-stream", len(data), ref)
+        if self.command == "HEAD":
+            return
+        if mode == "ok":
+            self.wfile.write(data)
+        elif mode == "wrong":
+            # Same length, one byte changed near the end.
+            bad = bytearray(data)
+            bad[-2] ^= 0xFF
+            self.wfile.write(bytes(bad))
+        elif mode == "truncate":
+            self.wfile.write(data[:len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        elif mode == "stall":
+            self.wfile.write(data[:stall_at])
+            self.wfile.flush()
+            gate.wait(120)
+            self.wfile.write(data[stall_at:])
+        self.wfile.flush()
+
+    def do_GET(self):  # noqa: N802
+        try:
+            self._serve()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    do_HEAD = do_GET
+
+
+class LyingUpstream:
+    """The test double described in the module docstring.  Attributes:
+    port, host ("127.0.0.1:P"), url."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = {}
+        self.blobs = {}
+        self.manifests = {}
+        self.by_digest = {}
+        self.fail = None
+        self.port = free_port()
+        self.host = "127.0.0.1:%d" % self.port
+        self.url = "http://" + self.host
+        self.name = "liar"
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port),
+                                                     _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.up = self
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def add_blob(self, data, mode="ok", stall_at=0):
+        """Serve `data` under its own digest the way `mode` says; returns
+        the digest."""
+        d = sha256(data)
+        with self.lock:
+            self.blobs[d] = (data, mode, stall_at, threading.Event())
+        return d
+
+    def set_mode(self, digest, mode):
+        with self.lock:
+            data, _, stall_at, gate = self.blobs[digest]
+            self.blobs[digest] = (data, mode, stall_at, gate)
+
+    def release(self, digest):
+        """Let stalled transfers of `digest` finish."""
+        with self.lock:
+            gate = self.blobs[digest][3]
+        gate.set()
+
+    def set_tag(self, name, tag, data, media_type):
+        with self.lock:
+            self.manifests[(name, tag)] = (data, media_type)
+            self.by_digest[sha256(data)] = (data, media_type)
+        return sha256(data)
+
+    def fail_all(self, status, retry_after=None):
+        """Answer every later request with `status` (None: stop)."""
+        with self.lock:
+            self.fail = None if status is None else (status, retry_after)
+
+    def requests(self, method, path):
+        with self.lock:
+            return self.counts.get((method, path), 0)
+
+    def stop(self):
+        with self.lock:
+            for b in self.blobs.values():
+                b[3].set()
+        self.httpd.shutdown()
+        self.httpd.server_close()

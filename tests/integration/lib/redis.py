@@ -1,0 +1,185 @@
+"""A real redis-server for the audit tests, on a free loopback port in a
+temp dir, stopped by its own PID (even when a test fails), plus a small
+RESP client so the tests need no Python Redis package.
+
+The server runs with appendonly + appendfsync always, so that what it
+acknowledged survives `kill()` (SIGKILL) and `start()` on the same port
+and directory: that is what lets an outage test say "none lost"."""
+
+import os
+import signal
+import socket
+
+from .util import HarnessError, ManagedProcess, free_port, safe_env, \
+    wait_for
+
+REDIS_BIN = os.environ.get("REDIS_SERVER_BIN", "/usr/bin/redis-server")
+REDIS_CLI = os.environ.get("REDIS_CLI_BIN", "/usr/bin/redis-cli")
+
+
+class RespError(Exception):
+    """An error reply from Redis."""
+
+
+class Client:
+    """A blocking RESP2 client: call(*args) -> reply (bytes, int, list,
+    None); error replies raise RespError."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=30.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _fill(self):
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("redis closed the connection")
+        self.buf += chunk
+
+    def _line(self):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 2:]
+                return line
+            self._fill()
+
+    def _read(self):
+        line = self._line()
+        t, rest = line[:1], line[1:]
+        if t == b"+":
+            return rest
+        if t == b"-":
+            return RespError(rest.decode("utf-8", "replace"))
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                self._fill()
+            v, self.buf = self.buf[:n], self.buf[n + 2:]
+            return v
+        if t == b"*":
+            n = int(rest)
+            if n < 0:
+                return None
+            return [self._read() for _ in range(n)]
+        raise HarnessError("bad RESP line %r" % line)
+
+    @staticmethod
+    def _encode(args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if not isinstance(a, bytes):
+                a = str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def call(self, *args):
+        self.sock.sendall(self._encode(args))
+        r = self._read()
+        if isinstance(r, RespError):
+            raise r
+        return r
+
+    def pipeline(self, commands):
+        """Send many commands at once; returns their replies (errors as
+        RespError objects, not raised)."""
+        self.sock.sendall(b"".join(self._encode(c) for c in commands))
+        return [self._read() for _ in commands]
+
+
+def entries_to_dicts(reply):
+    """XRANGE-style reply -> [(id, {field: value})] with str values."""
+    out = []
+    for eid, kv in reply or []:
+        d = {}
+        for i in range(0, len(kv), 2):
+            d[kv[i].decode()] = kv[i + 1].decode()
+        out.append((eid.decode(), d))
+    return out
+
+
+class RedisServer:
+    """A redis-server this test started.  Attributes: port, host, dir,
+    log_path, pid.  kill() ends it with SIGKILL; start() brings it back on
+    the same port and data dir (AOF replayed)."""
+
+    def __init__(self, workdir, port=None):
+        self.dir = str(workdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port or free_port()
+        self.host = "127.0.0.1:%d" % self.port
+        self.log_path = os.path.join(self.dir, "redis.log")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        if self.proc is not None and self.proc.alive():
+            raise HarnessError("redis-server already running")
+        argv = [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.dir, "--save", "", "--appendonly", "yes",
+                "--appendfsync", "always", "--daemonize", "no",
+                "--protected-mode", "yes", "--logfile", ""]
+        self.proc = ManagedProcess(argv, self.log_path, env=safe_env(),
+                                   name="redis-server")
+        self.pid = self.proc.pid
+        try:
+            self.proc.wait_ready(self._ping, timeout=20,
+                                 what="redis-server PING")
+        except Exception:
+            self.stop()
+            raise
+
+    def _ping(self):
+        with Client(self.port, timeout=2) as c:
+            return c.call("PING") == b"PONG"
+
+    def client(self, timeout=30.0):
+        return Client(self.port, timeout=timeout)
+
+    def call(self, *args):
+        with self.client() as c:
+            return c.call(*args)
+
+    def alive(self):
+        return self.proc is not None and self.proc.alive()
+
+    def kill(self):
+        """SIGKILL: no shutdown save; what was acknowledged is in the
+        AOF (appendfsync always)."""
+        if self.proc is not None:
+            self.proc.stop(timeout=10, sig=signal.SIGKILL)
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.stop(timeout=10)
+
+    def cli(self, *args, timeout=30):
+        """Run redis-cli against this server; returns stdout."""
+        from .util import run
+        return run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port)] +
+                   [str(a) for a in args], timeout=timeout).stdout
+
+    def wait_xlen(self, key, n, timeout=30):
+        """Wait until XLEN key == n; returns it."""
+        return wait_for(lambda: self.call("XLEN", key) == n,
+                        timeout=timeout,
+                        what="XLEN %s == %d (now %s)" % (
+                            key, n, self._safe_xlen(key)))
+
+    def _safe_xlen(self, key):
+        try:
+            return self.call("XLEN", key)
+        except Exception:  # noqa: BLE001
+            return "?"

@@ -1,0 +1,183 @@
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+/*
+ * test_audit.c: the pure parts of the audit subsystem: record payloads
+ * (sanitised, bounded, parsed back), the spool's CRC framing and its torn
+ * or corrupt records, the time grammar and the query filters.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "audit.h"
+
+static void
+test_payload_roundtrip(void **state)
+{
+	struct audit_buf	 b;
+	struct audit_fields	 fl;
+	char			 big[5000];
+
+	audit_buf_init(&b);
+	audit_buf_addf(&b, AF_TIME, "%d", 1234);
+	audit_buf_add(&b, AF_USER_AGENT, "ua\n\x1b[31mx\xff", 10);
+	memset(big, 'a', sizeof(big));
+	audit_buf_add(&b, AF_PATH, big, sizeof(big));
+	audit_buf_add(&b, AF_CACHE, "hit", 3);
+	assert_true(b.len <= AUDIT_REC_MAX);
+	assert_true(b.truncated);
+	assert_int_equal(audit_payload_parse(b.data, b.len, &fl), 0);
+	assert_int_equal(fl.len[AF_TIME], 4);
+	assert_memory_equal(fl.v[AF_TIME], "1234", 4);
+	/* Control and non-ASCII bytes are replaced, not passed on. */
+	assert_int_equal(fl.len[AF_USER_AGENT], 10);
+	assert_memory_equal(fl.v[AF_USER_AGENT], "ua??[31mx?", 10);
+	assert_int_equal(fl.len[AF_PATH], AUDIT_VALUE_MAX);
+	assert_memory_equal(fl.v[AF_CACHE], "hit", 3);
+	assert_int_equal(fl.len[AF_SUBJECT], 0);	/* absent is "" */
+	/* Not NUL-terminated: refused. */
+	assert_int_equal(audit_payload_parse("time\0" "12", 7, &fl), -1);
+}
+
+static void
+test_spool_frames(void **state)
+{
+	unsigned char	 buf[64];
+	const char	*p = "time\0" "1\0";
+	uint64_t	 run;
+
+	assert_int_equal(audit_crc32("123456789", 9), 0xcbf43926u);
+	audit_spool_header(buf, 0x123456789abcULL);
+	assert_int_equal(audit_spool_header_parse(buf, AUDIT_SPOOL_HDR, &run),
+	    0);
+	assert_true(run == 0x123456789abcULL);
+	buf[9] ^= 1;
+	assert_int_equal(audit_spool_header_parse(buf, AUDIT_SPOOL_HDR, &run),
+	    -1);
+
+	audit_spool_frame(buf, p, 7);
+	memcpy(buf + AUDIT_SPOOL_FRAME, p, 7);
+	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7),
+	    AUDIT_SPOOL_FRAME + 7);
+	/* A torn tail: not enough bytes yet. */
+	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 6), 0);
+	assert_int_equal(audit_spool_check(buf, 5), 0);
+	/* A flipped payload bit fails the checksum. */
+	buf[AUDIT_SPOOL_FRAME + 5] ^= 0x10;
+	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7), -1);
+	buf[AUDIT_SPOOL_FRAME + 5] ^= 0x10;
+	/* A length past the limit is refused before anything is read. */
+	buf[6] = 0x7f;
+	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7), -1);
+	buf[6] = 0;
+	buf[0] ^= 1;
+	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7), -1);
+}
+
+static void
+test_time(void **state)
+{
+	int64_t	 t, now = 1700000000000LL;
+
+	assert_int_equal(audit_parse_time("15m", now, &t), 0);
+	assert_true(t == now - 900000);
+	assert_int_equal(audit_parse_time("7d", now, &t), 0);
+	assert_true(t == now - 7 * 86400000LL);
+	assert_int_equal(audit_parse_time("2024-05-01T12:00:00Z", now, &t), 0);
+	assert_true(t == 1714564800000LL);
+	assert_int_equal(audit_parse_time("2024-05-01T12:00:00.25Z", now, &t),
+	    0);
+	assert_true(t == 1714564800250LL);
+	assert_int_equal(audit_parse_time("2024-05-01", now, &t), 0);
+	assert_true(t == 1714521600000LL);
+	assert_int_equal(audit_parse_time("1714564800000", now, &t), 0);
+	assert_true(t == 1714564800000LL);
+	assert_int_equal(audit_parse_time("", now, &t), -1);
+	assert_int_equal(audit_parse_time("15", now, &t), -1);
+	assert_int_equal(audit_parse_time("15y", now, &t), -1);
+	assert_int_equal(audit_parse_time("-5m", now, &t), -1);
+	assert_int_equal(audit_parse_time("2024-13-01", now, &t), -1);
+	assert_int_equal(audit_parse_time("2024-05-01T12:00:00", now, &t), -1);
+	assert_int_equal(audit_parse_time("2024-05-01T12:00:00+02:00", now,
+	    &t), -1);
+}
+
+static void
+rec(struct audit_buf *b, const char *time, const char *sub, const char *repo,
+    const char *act, const char *status, const char *dec)
+{
+	audit_buf_init(b);
+	audit_buf_add(b, AF_TIME, time, strlen(time));
+	audit_buf_add(b, AF_SUBJECT, sub, strlen(sub));
+	audit_buf_add(b, AF_ACTION, act, strlen(act));
+	audit_buf_add(b, AF_REPOSITORY, repo, strlen(repo));
+	audit_buf_add(b, AF_STATUS, status, strlen(status));
+	audit_buf_add(b, AF_DECISION, dec, strlen(dec));
+}
+
+static void
+test_filter(void **state)
+{
+	struct audit_filter	 f;
+	struct audit_buf	 b;
+	struct audit_fields	 fl;
+	char			*cause;
+
+	rec(&b, "1000", "alice", "team1/app", "pull", "404", "allow");
+	assert_int_equal(audit_payload_parse(b.data, b.len, &fl), 0);
+	audit_filter_init(&f);
+	assert_true(audit_filter_match(&f, &fl));
+	assert_int_equal(audit_filter_set(&f, "status", "4xx", 0, &cause), 0);
+	assert_true(audit_filter_match(&f, &fl));
+	assert_int_equal(audit_filter_set(&f, "status", "403", 0, &cause), 0);
+	assert_false(audit_filter_match(&f, &fl));
+	assert_int_equal(audit_filter_set(&f, "status", "404", 0, &cause), 0);
+	assert_int_equal(audit_filter_set(&f, "repo", "team*", 0, &cause), 0);
+	assert_true(audit_filter_match(&f, &fl));
+	assert_false(audit_glob_literal(f.repo));
+	assert_int_equal(audit_filter_set(&f, "repo", "team1/app", 0, &cause),
+	    0);
+	assert_true(audit_glob_literal(f.repo));
+	assert_int_equal(audit_filter_set(&f, "subject", "bob", 0, &cause), 0);
+	assert_false(audit_filter_match(&f, &fl));
+	assert_int_equal(audit_filter_set(&f, "subject", "alice", 0, &cause),
+	    0);
+	assert_int_equal(audit_filter_set(&f, "decision", "allow", 0, &cause),
+	    0);
+	assert_int_equal(audit_filter_set(&f, "action", "pull", 0, &cause), 0);
+	assert_int_equal(audit_filter_set(&f, "since", "999", 0, &cause), -1);
+	assert_int_equal(audit_filter_set(&f, "until", "1714564800000", 0,
+	    &cause), 0);
+	assert_true(audit_filter_match(&f, &fl));
+	assert_int_equal(audit_filter_set(&f, "since", "1714564800000", 0,
+	    &cause), 0);
+	assert_false(audit_filter_match(&f, &fl));
+
+	assert_int_equal(audit_filter_set(&f, "decision", "maybe", 0, &cause),
+	    -1);
+	assert_int_equal(audit_filter_set(&f, "status", "6xx", 0, &cause), -1);
+	assert_int_equal(audit_filter_set(&f, "status", "20", 0, &cause), -1);
+	assert_int_equal(audit_filter_set(&f, "limit", "0", 0, &cause), -1);
+	assert_int_equal(audit_filter_set(&f, "cursor", "12-x", 0, &cause),
+	    -1);
+	assert_int_equal(audit_filter_set(&f, "cursor", "1714564800000-3", 0,
+	    &cause), 0);
+	assert_int_equal(audit_filter_set(&f, "bogus", "1", 0, &cause), -1);
+	audit_filter_clear(&f);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_payload_roundtrip),
+		cmocka_unit_test(test_spool_frames),
+		cmocka_unit_test(test_time),
+		cmocka_unit_test(test_filter),
+	};
+
+	return (cmocka_run_group_tests(tests, NULL, NULL));
+}
