@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install what portcullis needs to build, run and test on Debian 12.
-# Usage: contrib/install-deps.sh [build|run|test]   (default: test)
+# Usage: contrib/install-deps.sh [build|run|test|bench]   (default: test)
 set -eu
 what=${1:-test}
 
@@ -15,7 +15,8 @@ case "$what" in
 build)	pkgs="$build" ;;
 run)	pkgs="$build $run" ;;
 test)	pkgs="$build $run $test" ;;
-*)	echo "usage: $0 [build|run|test]" >&2; exit 2 ;;
+bench)	pkgs="$build $run $test apache2-utils" ;;
+*)	echo "usage: $0 [build|run|test|bench]" >&2; exit 2 ;;
 esac
 
 missing=""
