@@ -8,8 +8,13 @@
 #     docker-registry (the common case).  With audit on, the records the
 #     stream gained during each round give the gateway's sustained XADD
 #     rate, and the run ends by checking that every request was recorded.
+#     CPU per request (utime + stime from /proc) of the gateway and of
+#     redis-server: they share the machine's CPUs with the load generator,
+#     so what Redis spends on a record is throughput the gateway loses.
 #  2. `portcullis audit generate`: sustained records/s through the
-#     writer's Lua script (XADD + two index XADDs + trims + dedup mark).
+#     writer's Lua script (XADD + two index XADDs + trims + dedup mark),
+#     one record per call (the gateway's writer sends batches; its rate
+#     is the XADD column of 1).
 #  3. `portcullis audit query` on a stream of RECORDS (1 million) records:
 #     --subject (index), --repo exact (index), --repo glob (full walk),
 #     median wall time of QRUNS runs, process start included.
@@ -174,6 +179,7 @@ mkdir -p "$work/redis"
 "$REDIS_SERVER_BIN" --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" \
 	--save "" --appendonly no --daemonize no > "$work/redis/log" 2>&1 &
 pids+=($!)
+redis_pid=$!
 for i in $(seq 100); do
 	redis-cli -p "$redis_port" PING >/dev/null 2>&1 && break
 	sleep 0.1
@@ -227,11 +233,17 @@ JSON
 	pids+=($!)
 	wait_http "http://127.0.0.1:$port/healthz" "portcullis ($name)" "$!" "$work/$name/log"
 	gw_port=$port
+	gw_pid=$!
 }
+# CPU time of a process in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 start_gw off ""
 off_port=$gw_port
+off_pid=$gw_pid
 start_gw on ", \"audit\": {\"redis\": \"127.0.0.1:$redis_port\", \"stream\": \"bench:audit\", \"spool_file\": \"$work/on/audit.spool\", \"max_len\": 0, \"max_age\": 0}"
 on_port=$gw_port
+on_pid=$gw_pid
+tck=$(getconf CLK_TCK)
 
 echo "== 1. gateway requests/s, audit off vs on ($CONNS connections, ${SECONDS_PER_ROUND}s rounds, $(nproc) CPUs shared by all processes)"
 res=$work/results
@@ -240,11 +252,13 @@ total_on=0
 for r in $(seq "$ROUNDS"); do
 	for target in "/v2/" "/v2/bench/app/blobs/$digest"; do
 		for mode in off on; do
-			port=$off_port
-			[ $mode = on ] && port=$on_port
+			port=$off_port pid=$off_pid
+			[ $mode = on ] && port=$on_port pid=$on_pid
 			before=$(rcli XLEN bench:audit)
+			g0=$(cpu_ticks "$pid") r0=$(cpu_ticks "$redis_pid")
 			t0=$(date +%s.%N)
 			read -r rps n bad < <("$work/load" "$port" "$target" "$CONNS" "$SECONDS_PER_ROUND")
+			g1=$(cpu_ticks "$pid") r1=$(cpu_ticks "$redis_pid")
 			[ "$bad" = 0 ] || { echo "round $r $target $mode: $bad failed requests" >&2; exit 1; }
 			xadd=-
 			if [ $mode = on ]; then
@@ -258,7 +272,9 @@ for r in $(seq "$ROUNDS"); do
 				after=$(rcli XLEN bench:audit)
 				xadd=$(python3 -c "print(round(($after-$before)/($t1-$t0)))")
 			fi
-			echo "$target $mode $r $rps $xadd" >> "$res"
+			gus=$(python3 -c "print(($g1-$g0)*1e6/$tck/max($n,1))")
+			rus=$(python3 -c "print(($r1-$r0)*1e6/$tck/max($n,1))")
+			echo "$target $mode $r $rps $xadd $gus $rus" >> "$res"
 		done
 	done
 done
@@ -266,14 +282,19 @@ python3 - "$res" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    t, mode, _r, rps, xadd = line.split()
-    rows.setdefault((t, mode), []).append(float(rps))
-print("%-22s %12s %12s %9s" % ("target", "off req/s", "on req/s", "cost"))
+    t, mode, _r, rps, xadd, gus, rus = line.split()
+    rows.setdefault((t, mode), []).append(
+        (float(rps), float(xadd) if xadd != "-" else 0.0, float(gus),
+         float(rus)))
+med = lambda t, m, i: statistics.median(x[i] for x in rows[(t, m)])
+print("%-22s %10s %10s %7s %10s %17s %17s" % ("target", "off req/s",
+      "on req/s", "cost", "XADD/s", "gw us/req off/on", "redis us/req on"))
 for t in dict.fromkeys(k[0] for k in rows):
-    off = statistics.median(rows[(t, "off")])
-    on = statistics.median(rows[(t, "on")])
+    off, on = med(t, "off", 0), med(t, "on", 0)
     name = "GET /v2/" if t == "/v2/" else "GET blob (proxied)"
-    print("%-22s %12.0f %12.0f %8.1f%%" % (name, off, on, (off - on) / off * 100))
+    print("%-22s %10.0f %10.0f %6.1f%% %10.0f %8.1f / %-6.1f %17.1f" % (
+        name, off, on, (off - on) / off * 100, med(t, "on", 1),
+        med(t, "off", 2), med(t, "on", 2), med(t, "on", 3)))
 PY
 xlen=$(rcli XLEN bench:audit)
 echo "records in the stream: $xlen, requests sent with audit on: $total_on"

@@ -2,12 +2,14 @@
  * audit.c: the audit writer.  Every request the gateway answers (but
  * /healthz, /readyz and /metrics) becomes one record, built here from the
  * finished struct req, and goes to a Redis stream through hiredis' async
- * API on the gateway's own event loop: pipelined EVALSHA of one Lua
- * script that XADDs the record, XADDs a pointer to it to a per-subject and
- * a per-repository index stream (same entry id), trims all three and
- * advances the writer's high-water mark.  The loop never waits for Redis:
- * records wait in a bounded memory queue, and a reply slower than
- * audit.timeout counts as an outage.
+ * API on the gateway's own event loop.  Records are sent in batches (up
+ * to AUDIT_BATCH, or what AUDIT_LINGER_US gathered), one pipelined
+ * EVALSHA per batch, of one Lua script that XADDs each record, XADDs a
+ * pointer to it to a per-subject and a per-repository index stream (same
+ * entry id), then trims the streams and advances the writer's high-water
+ * mark once for the batch.  The loop never waits for Redis: records wait
+ * in a bounded memory queue, and a reply slower than audit.timeout counts
+ * as an outage.
  *
  * Nothing lost: when Redis is down, slow (queue full, reply late) or
  * refusing writes (an error reply), every record not yet acknowledged,
@@ -22,16 +24,17 @@
  * None twice: each record carries a stable id, "<instance>/<run>-<n>":
  * run is this process's number (one more than the spool header's last,
  * and at least the wall clock in ms, so a lost spool cannot reuse one),
- * n counts the records of the run from 1 without gaps.  The script keeps, per gateway
- * instance, the id of the last record it wrote (hash <stream>:writers)
- * and atomically skips a record at or below it.  So replaying something
- * Redis already has (a crash between XADD and the spool's truncation, a
- * reply lost with the connection) writes nothing, and the stream holds
- * each record exactly once, in order.  A record whose predecessor is
- * missing (an earlier pipelined one failed) is refused with a GAP error
- * and everything from the oldest unacknowledged record is sent again; a
- * record this process has to give up after numbering it (spool write
- * error) starts a new run, so no gap is ever waited for.
+ * n counts the records of the run from 1 without gaps.  The script
+ * keeps, per gateway instance, the id of the last record it wrote (hash
+ * <stream>:writers) and atomically skips the records at or below it.  So
+ * replaying something Redis already has (a crash between XADD and the
+ * spool's truncation, a reply lost with the connection) writes nothing,
+ * and the stream holds each record exactly once, in order.  A batch
+ * holds consecutive records of one run; one whose first new record's
+ * predecessor is missing (an earlier pipelined batch failed) is refused
+ * with a GAP error and everything from the oldest unacknowledged record
+ * is sent again; a record this process has to give up after numbering
+ * it (spool write error) starts a new run, so no gap is ever waited for.
  */
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -54,63 +57,114 @@
 #define AUDIT_TICK_MS		200
 #define AUDIT_BACKOFF_MIN_MS	100
 #define AUDIT_BACKOFF_MAX_MS	5000
-#define AUDIT_BATCH		64	/* records that are sent at once */
-#define AUDIT_LINGER_US		2000	/* or after this long */
+#define AUDIT_BATCH		128	/* records that are sent at once */
+#define AUDIT_LINGER_US		4000	/* or after this long */
 
 /*
- * KEYS: stream, writers hash, subject index, repository index ("" none).
- * ARGV: instance, run, n, max_len, max_age ms, index action, status,
- * decision, then the record's field/value pairs.
- * Returns 1 (written), 0 (a duplicate, skipped) or a GAP error.  The
- * shebang makes Redis refuse the whole script up front when it is out of
- * memory, read-only or failing to persist, instead of failing half-way.
+ * The writer's script.  One call writes a batch: records n, n+1, ... of
+ * one run of one writer, so that Redis runs the script, reads and
+ * advances the high-water mark, and trims once per batch rather than once
+ * per record.
+ * KEYS: stream, writers hash, then for each record its subject index and
+ * its repository index ("": none).
+ * ARGV: instance, run, n, max_len, max_age ms, then
+ *  - the batch layout (the writer): the number of fields F, their F
+ *    names, then for each record the index fields action, status and
+ *    decision and its F values;
+ *  - or, one record per call (`audit generate`): action, status,
+ *    decision and the record's field/value pairs.
+ * ARGV[6] tells them apart: a number only in the batch layout.
+ * Returns how many records were written: those at or below the writer's
+ * mark are duplicates, skipped; a batch that does not follow the mark is
+ * refused with a GAP error.  An error half-way still advances the mark
+ * past what was written, so that sending the batch again writes nothing
+ * twice.  The shebang makes Redis refuse the whole script up front when
+ * it is out of memory, read-only or failing to persist, instead of
+ * failing half-way.
  */
 static const char audit_lua[] =
 "#!lua\n"
+"local nrec = (#KEYS - 2) / 2\n"
+"local nf = tonumber(ARGV[6])\n"
+"local base, stride, row = 6, #ARGV - 5, nil\n"
+"if nf then\n"
+"  base, stride, row = 7 + nf, 3 + nf, {}\n"
+"  if nf < 1 or nf % 1 ~= 0 or #ARGV ~= 6 + nf + nrec * stride then\n"
+"    nrec = 0\n"
+"  end\n"
+"  for j = 1, nrec > 0 and nf or 0 do row[2 * j - 1] = ARGV[6 + j] end\n"
+"elseif nrec ~= 1 or stride < 5 or stride % 2 ~= 1 then\n"
+"  nrec = 0\n"
+"end\n"
+"if nrec < 1 or nrec % 1 ~= 0 then\n"
+"  return redis.error_reply('ERR audit: malformed batch')\n"
+"end\n"
 "local run, n = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+"local skip = 0\n"
 "local last = redis.call('HGET', KEYS[2], ARGV[1])\n"
 "if last then\n"
 "  local lr, ln = string.match(last, '^(%d+)-(%d+)$')\n"
 "  lr, ln = tonumber(lr), tonumber(ln)\n"
-"  if run < lr or (run == lr and n <= ln) then return 0 end\n"
-"  if (run == lr and n ~= ln + 1) or (run > lr and n ~= 1) then\n"
+"  if run < lr or (run == lr and n + nrec - 1 <= ln) then return 0 end\n"
+"  if (run == lr and n > ln + 1) or (run > lr and n ~= 1) then\n"
 "    return redis.error_reply('GAP writer ' .. ARGV[1] .. ' is at ' ..\n"
 "      last .. ', got ' .. ARGV[2] .. '-' .. ARGV[3])\n"
 "  end\n"
+"  if run == lr then skip = ln + 1 - n end\n"
 "end\n"
-"local f = {}\n"
-"for i = 9, #ARGV do f[#f + 1] = ARGV[i] end\n"
-"local id\n"
-"if ARGV[4] ~= '0' then\n"
-"  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', unpack(f))\n"
-"else\n"
-"  id = redis.call('XADD', KEYS[1], '*', unpack(f))\n"
-"end\n"
-"local maxage = tonumber(ARGV[5])\n"
-"if maxage > 0 then\n"
-"  local t = redis.call('TIME')\n"
-"  local min = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-"  redis.call('XTRIM', KEYS[1], 'MINID', '~',\n"
-"    string.format('%.0f', min - maxage))\n"
-"end\n"
-"local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
-"local firstid = id\n"
-"if first[1] then firstid = first[1][1] end\n"
-"for k = 3, 4 do\n"
-"  if KEYS[k] ~= '' then\n"
-"    local r = redis.pcall('XADD', KEYS[k], id, 'action', ARGV[6],\n"
-"      'status', ARGV[7], 'decision', ARGV[8])\n"
-"    if type(r) == 'table' and r.err then\n"
-"      redis.call('DEL', KEYS[k])\n"
-"      redis.call('XADD', KEYS[k], id, 'action', ARGV[6],\n"
-"        'status', ARGV[7], 'decision', ARGV[8])\n"
+"local written, lastid, touched = 0, nil, {}\n"
+"local ok, err = pcall(function()\n"
+"  for i = skip, nrec - 1 do\n"
+"    local a, id = base + i * stride, nil\n"
+"    if row then\n"
+"      for j = 1, nf do row[2 * j] = ARGV[a + 2 + j] end\n"
+"      id = redis.call('XADD', KEYS[1], '*', unpack(row))\n"
+"    else\n"
+"      id = redis.call('XADD', KEYS[1], '*',\n"
+"        unpack(ARGV, a + 3, a + stride - 1))\n"
 "    end\n"
-"    redis.call('XTRIM', KEYS[k], 'MINID', '~', firstid)\n"
-"    if maxage > 0 then redis.call('PEXPIRE', KEYS[k], maxage) end\n"
+"    for k = 3 + 2 * i, 4 + 2 * i do\n"
+"      local key = KEYS[k]\n"
+"      if key ~= '' then\n"
+"        local r = redis.pcall('XADD', key, id, 'action', ARGV[a],\n"
+"          'status', ARGV[a + 1], 'decision', ARGV[a + 2])\n"
+"        if type(r) == 'table' and r.err then\n"
+"          redis.call('DEL', key)\n"
+"          redis.call('XADD', key, id, 'action', ARGV[a],\n"
+"            'status', ARGV[a + 1], 'decision', ARGV[a + 2])\n"
+"        end\n"
+"        touched[key] = true\n"
+"      end\n"
+"    end\n"
+"    written, lastid = written + 1, id\n"
+"  end\n"
+"end)\n"
+"if written > 0 then\n"
+"  redis.call('HSET', KEYS[2], ARGV[1],\n"
+"    ARGV[2] .. '-' .. string.format('%.0f', n + skip + written - 1))\n"
+"  if ARGV[4] ~= '0' then\n"
+"    redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[4])\n"
+"  end\n"
+"  local maxage = tonumber(ARGV[5])\n"
+"  if maxage > 0 then\n"
+"    local t = redis.call('TIME')\n"
+"    local min = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+"    redis.call('XTRIM', KEYS[1], 'MINID', '~',\n"
+"      string.format('%.0f', min - maxage))\n"
+"  end\n"
+"  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
+"  local firstid = lastid\n"
+"  if first[1] then firstid = first[1][1] end\n"
+"  for key in pairs(touched) do\n"
+"    redis.call('XTRIM', key, 'MINID', '~', firstid)\n"
+"    if maxage > 0 then redis.call('PEXPIRE', key, maxage) end\n"
 "  end\n"
 "end\n"
-"redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '-' .. ARGV[3])\n"
-"return 1\n";
+"if not ok then\n"
+"  if type(err) == 'table' and err.err then err = err.err end\n"
+"  return redis.error_reply(tostring(err))\n"
+"end\n"
+"return written\n";
 
 /* One record: in the memory queue, or sent and not yet acknowledged. */
 struct audit_rec {
@@ -174,6 +228,18 @@ struct audit {
 	uint64_t		 last_fsync_ms;
 	uint64_t		 run;
 	uint64_t		 next_n;
+	char			 idpfx[AUDIT_VALUE_MAX];	/* "<instance>/<run>-" */
+	size_t			 idpfxlen;
+
+	/* The batch being sent, and its EVALSHA (RESP), formatted here. */
+	struct audit_rec	*batch[AUDIT_BATCH];
+	struct audit_fields	 bfl[AUDIT_BATCH];
+	char			*cmd;
+	size_t			 cmdlen;
+	size_t			 cmdsz;
+	char			*kw;		/* "<stream>:writers" */
+	char			 maxlen[AUDIT_U64_MAX + 1];
+	char			 maxage[AUDIT_U64_MAX + 1];
 
 	uint64_t		 n_written;
 	uint64_t		 n_dup;
@@ -221,6 +287,29 @@ audit_write_header(struct audit *w)
 	return (0);
 }
 
+/*
+ * The ids of this run's records start "<instance>/<run>-": keep that
+ * ready.  The instance is cut so that any n fits in AUDIT_VALUE_MAX.
+ */
+static void
+audit_id_prefix(struct audit *w)
+{
+	const char	*inst = w->conf->instance_id;
+	char		 tmp[AUDIT_U64_MAX], *p;
+	size_t		 len = strlen(inst), max;
+
+	p = audit_u64(tmp, w->run);
+	max = AUDIT_VALUE_MAX - 2 * AUDIT_U64_MAX - 2;
+	if (len > max)
+		len = max;
+	memcpy(w->idpfx, inst, len);
+	w->idpfx[len++] = '/';
+	memcpy(w->idpfx + len, p, tmp + sizeof(tmp) - p);
+	len += tmp + sizeof(tmp) - p;
+	w->idpfx[len++] = '-';
+	w->idpfxlen = len;
+}
+
 /* A numbered record was given up: never wait for it, start a new run. */
 static void
 audit_new_run(struct audit *w)
@@ -229,6 +318,7 @@ audit_new_run(struct audit *w)
 
 	w->run = w->run + 1 > t ? w->run + 1 : t;
 	w->next_n = 0;
+	audit_id_prefix(w);
 	if (audit_write_header(w) == -1)
 		log_warn("- audit spool_header error=\"%s\"", strerror(errno));
 	w->spool_dirty = 1;
@@ -330,19 +420,25 @@ audit_spool_reset(struct audit *w)
 	w->spool_dirty = 1;
 }
 
+/*
+ * A reply to one batch (priv: how many records it held), the oldest in
+ * flight: they are acknowledged, written or found to be duplicates.
+ */
 static void
 audit_on_reply(redisAsyncContext *rc, void *r, void *priv)
 {
 	struct audit		*w = rc->data;
 	redisReply		*reply = r;
 	struct audit_rec	*rec;
+	size_t			 k = (uintptr_t)priv, i;
 	uint64_t		 t;
 
 	if (w == NULL || reply == NULL || rc != w->rc)
 		return;		/* link lost; the spool has them */
-	if ((rec = TAILQ_FIRST(&w->inflight)) == NULL)
+	if (TAILQ_EMPTY(&w->inflight))
 		return;
-	if (reply->type != REDIS_REPLY_INTEGER) {
+	if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 ||
+	    (unsigned long long)reply->integer > k) {
 		t = now_ms();
 		if (t - w->err_logged_ms >= 1000) {
 			w->err_logged_ms = t;
@@ -353,96 +449,179 @@ audit_on_reply(redisAsyncContext *rc, void *r, void *priv)
 		audit_link_lost(w, "error reply", 1);
 		return;
 	}
-	if (reply->integer == 1)
-		w->n_written++;
-	else
-		w->n_dup++;
-	TAILQ_REMOVE(&w->inflight, rec, entry);
-	w->ninflight--;
-	if (rec->spool_end != 0)
-		w->spool_acked = rec->spool_end;
-	else
-		w->ifbytes -= rec->len;
-	free(rec);
+	w->n_written += reply->integer;
+	w->n_dup += k - reply->integer;
+	for (i = 0; i < k && (rec = TAILQ_FIRST(&w->inflight)) != NULL;
+	    i++) {
+		TAILQ_REMOVE(&w->inflight, rec, entry);
+		w->ninflight--;
+		if (rec->spool_end != 0)
+			w->spool_acked = rec->spool_end;
+		else
+			w->ifbytes -= rec->len;
+		free(rec);
+	}
 	if (w->mode == AUDIT_DIRECT && w->spool_size > AUDIT_SPOOL_HDR &&
 	    w->spool_acked == w->spool_size)
 		audit_spool_reset(w);
 	audit_kick(w);
 }
 
-/* Send one record: EVALSHA with its keys and fields. */
+/*
+ * The run and number of a record from its id, "<instance>/<run>-<n>";
+ * run also as text.  0, or -1 when the id is malformed.
+ */
 static int
-audit_send(struct audit *w, struct audit_rec *rec)
+audit_rec_id(const struct audit_fields *fl, const char **run,
+    size_t *runlen, uint64_t *runv, uint64_t *n)
 {
-	struct audit_fields	 fl;
-	const char		*argv[16 + 2 * AF__MAX];
-	size_t			 lens[16 + 2 * AF__MAX];
-	char			 kidx[2][AUDIT_VALUE_MAX + 256], kw[256];
-	char			 run[48], n[48], maxlen[24], maxage[24];
-	char			 idbuf[AUDIT_VALUE_MAX + 1], *rn, *dash;
-	const char		*stream = w->ac->stream;
-	int			 argc = 0, i;
+	const char	*id = fl->v[AF_ID], *p, *slash = NULL;
+	size_t		 len = fl->len[AF_ID], i;
+	uint64_t	*v;
 
-	if (audit_payload_parse(rec->data, rec->len, &fl) == -1 ||
-	    fl.len[AF_ID] >= sizeof(idbuf))
+	for (p = id + len; p > id; p--)
+		if (p[-1] == '/') {
+			slash = p;
+			break;
+		}
+	if (slash == NULL)
 		return (-1);
-	memcpy(idbuf, fl.v[AF_ID], fl.len[AF_ID]);
-	idbuf[fl.len[AF_ID]] = '\0';
-	/* "<instance>/<run>-<n>" */
-	if ((rn = strrchr(idbuf, '/')) == NULL ||
-	    (dash = strchr(rn, '-')) == NULL)
-		return (-1);
-	*dash = '\0';
-	snprintf(run, sizeof(run), "%s", rn + 1);
-	snprintf(n, sizeof(n), "%s", dash + 1);
-	snprintf(kw, sizeof(kw), "%s:writers", stream);
-	snprintf(kidx[0], sizeof(kidx[0]), "%s:subject:%.*s", stream,
-	    (int)fl.len[AF_SUBJECT], fl.v[AF_SUBJECT]);
-	if (fl.len[AF_REPOSITORY] > 0)
-		snprintf(kidx[1], sizeof(kidx[1]), "%s:repository:%.*s",
-		    stream, (int)fl.len[AF_REPOSITORY], fl.v[AF_REPOSITORY]);
-	else
-		kidx[1][0] = '\0';
-	snprintf(maxlen, sizeof(maxlen), "%zu", w->ac->max_len);
-	snprintf(maxage, sizeof(maxage), "%llu",
-	    (unsigned long long)w->ac->max_age * 1000);
-
-#define ARG(s, l) do { argv[argc] = (s); lens[argc] = (l); argc++; } while (0)
-#define ARGS(s) ARG((s), strlen(s))
-	ARGS("EVALSHA");
-	ARGS(w->sha);
-	ARGS("4");
-	ARGS(stream);
-	ARGS(kw);
-	ARGS(kidx[0]);
-	ARGS(kidx[1]);
-	ARGS(w->conf->instance_id);
-	ARGS(run);
-	ARGS(n);
-	ARGS(maxlen);
-	ARGS(maxage);
-	ARG(fl.v[AF_ACTION], fl.len[AF_ACTION]);
-	ARG(fl.v[AF_STATUS], fl.len[AF_STATUS]);
-	ARG(fl.v[AF_DECISION], fl.len[AF_DECISION]);
-	for (i = 0; i < AF__MAX; i++) {
-		ARGS(audit_field_name(i));
-		ARG(fl.v[i], fl.len[i]);
+	*run = slash;
+	*runv = *n = 0;
+	v = runv;
+	for (i = 0, p = slash; p < id + len; p++) {
+		if (*p == '-' && v == runv && i > 0) {
+			*runlen = p - slash;
+			v = n;
+			i = 0;
+			continue;
+		}
+		if (*p < '0' || *p > '9' || ++i > 19)
+			return (-1);
+		*v = *v * 10 + (*p - '0');
 	}
-#undef ARGS
-#undef ARG
-	if (redisAsyncCommandArgv(w->rc, audit_on_reply, NULL, argc, argv,
-	    lens) != REDIS_OK)
+	return (v == n && i > 0 ? 0 : -1);
+}
+
+/* Room for `need` more bytes of the command being formatted. */
+static void
+audit_cmd_room(struct audit *w, size_t need)
+{
+	size_t	 sz;
+
+	if (w->cmdlen + need <= w->cmdsz)
+		return;
+	for (sz = w->cmdsz > 0 ? w->cmdsz : 65536; sz < w->cmdlen + need;
+	    sz *= 2)
+		;
+	if ((w->cmd = realloc(w->cmd, sz)) == NULL)
+		fatal("realloc");
+	w->cmdsz = sz;
+}
+
+/* Append "<c><n>\r\n" (c: '*' for a command's count, '$' an argument). */
+static void
+audit_cmd_len(struct audit *w, char c, size_t n)
+{
+	char	 tmp[AUDIT_U64_MAX], *p;
+
+	p = audit_u64(tmp, n);
+	audit_cmd_room(w, 3 + sizeof(tmp));
+	w->cmd[w->cmdlen++] = c;
+	memcpy(w->cmd + w->cmdlen, p, tmp + sizeof(tmp) - p);
+	w->cmdlen += tmp + sizeof(tmp) - p;
+	w->cmd[w->cmdlen++] = '\r';
+	w->cmd[w->cmdlen++] = '\n';
+}
+
+/* Append one argument made of a, b and c, one after the other. */
+static void
+audit_cmd_arg(struct audit *w, const char *a, size_t alen, const char *b,
+    size_t blen, const char *c, size_t clen)
+{
+	audit_cmd_len(w, '$', alen + blen + clen);
+	audit_cmd_room(w, alen + blen + clen + 2);
+	memcpy(w->cmd + w->cmdlen, a, alen);
+	memcpy(w->cmd + w->cmdlen + alen, b, blen);
+	memcpy(w->cmd + w->cmdlen + alen + blen, c, clen);
+	w->cmdlen += alen + blen + clen;
+	w->cmd[w->cmdlen++] = '\r';
+	w->cmd[w->cmdlen++] = '\n';
+}
+
+#define AUDIT_ARG(w, s, l)	audit_cmd_arg((w), (s), (l), NULL, 0, NULL, 0)
+#define AUDIT_ARGS(w, s)	AUDIT_ARG((w), (s), strlen(s))
+
+/*
+ * Send w->batch[0..k), parsed in w->bfl: consecutive records of one run,
+ * as one EVALSHA in the script's batch layout (the field names once),
+ * formatted here: hiredis' own formatting costs a printf per argument.
+ * On success they are in flight.
+ */
+static int
+audit_send(struct audit *w, size_t k)
+{
+	const struct audit_fields	*fl;
+	const char			*stream = w->ac->stream, *run;
+	size_t				 slen = strlen(stream), runlen, i;
+	uint64_t			 runv, n, t;
+	int				 f;
+	char				 ntmp[AUDIT_U64_MAX], *np;
+
+	if (audit_rec_id(&w->bfl[0], &run, &runlen, &runv, &n) == -1)
 		return (-1);
-	rec->sent_ms = now_ms();
-	TAILQ_INSERT_TAIL(&w->inflight, rec, entry);
-	w->ninflight++;
+	w->cmdlen = 0;
+	audit_cmd_len(w, '*', 3 + 2 + 2 * k + 5 + 1 + AF__MAX +
+	    k * (3 + AF__MAX));
+	AUDIT_ARG(w, "EVALSHA", 7);
+	AUDIT_ARGS(w, w->sha);
+	np = audit_u64(ntmp, 2 + 2 * k);
+	AUDIT_ARG(w, np, ntmp + sizeof(ntmp) - np);
+	AUDIT_ARG(w, stream, slen);
+	AUDIT_ARGS(w, w->kw);
+	for (i = 0; i < k; i++) {
+		fl = &w->bfl[i];
+		audit_cmd_arg(w, stream, slen, ":subject:", 9,
+		    fl->v[AF_SUBJECT], fl->len[AF_SUBJECT]);
+		if (fl->len[AF_REPOSITORY] > 0)
+			audit_cmd_arg(w, stream, slen, ":repository:", 12,
+			    fl->v[AF_REPOSITORY], fl->len[AF_REPOSITORY]);
+		else
+			AUDIT_ARG(w, "", 0);
+	}
+	AUDIT_ARGS(w, w->conf->instance_id);
+	AUDIT_ARG(w, run, runlen);
+	np = audit_u64(ntmp, n);
+	AUDIT_ARG(w, np, ntmp + sizeof(ntmp) - np);
+	AUDIT_ARGS(w, w->maxlen);
+	AUDIT_ARGS(w, w->maxage);
+	np = audit_u64(ntmp, AF__MAX);
+	AUDIT_ARG(w, np, ntmp + sizeof(ntmp) - np);
+	for (f = 0; f < AF__MAX; f++)
+		AUDIT_ARG(w, audit_field_name(f), audit_field_name_len(f));
+	for (i = 0; i < k; i++) {
+		fl = &w->bfl[i];
+		AUDIT_ARG(w, fl->v[AF_ACTION], fl->len[AF_ACTION]);
+		AUDIT_ARG(w, fl->v[AF_STATUS], fl->len[AF_STATUS]);
+		AUDIT_ARG(w, fl->v[AF_DECISION], fl->len[AF_DECISION]);
+		for (f = 0; f < AF__MAX; f++)
+			AUDIT_ARG(w, fl->v[f], fl->len[f]);
+	}
+	if (redisAsyncFormattedCommand(w->rc, audit_on_reply,
+	    (void *)(uintptr_t)k, w->cmd, w->cmdlen) != REDIS_OK)
+		return (-1);
+	t = now_ms();
+	for (i = 0; i < k; i++) {
+		w->batch[i]->sent_ms = t;
+		TAILQ_INSERT_TAIL(&w->inflight, w->batch[i], entry);
+		w->ninflight++;
+	}
 	return (0);
 }
 
-/*
- * Read the spool record at spool_rd.  Returns it (malloc'd), or NULL at a
- * bad record: the rest of the file cannot be trusted and is cut off.
- */
+#undef AUDIT_ARGS
+#undef AUDIT_ARG
+
 static struct audit_rec *
 audit_spool_read(struct audit *w)
 {
@@ -475,13 +654,14 @@ audit_spool_read(struct audit *w)
 }
 
 /* Send what may be sent: the spool first, then the memory queue. */
-static void
-audit_flush(struct audit *w)
+
+/* The next record to send, the spool first, then the memory queue. */
+static struct audit_rec *
+audit_next(struct audit *w)
 {
 	struct audit_rec	*r;
 
-	while (w->link == LINK_READY &&
-	    w->ninflight < w->ac->max_inflight) {
+	for (;;) {
 		if (w->mode == AUDIT_SPOOL) {
 			if (w->spool_rd >= w->spool_size) {
 				/* Caught up: new records may skip the disk. */
@@ -494,32 +674,89 @@ audit_flush(struct audit *w)
 			if ((r = audit_spool_read(w)) == NULL)
 				continue;
 			w->n_replayed++;
-		} else {
-			if ((r = TAILQ_FIRST(&w->queue)) == NULL)
-				break;
-			TAILQ_REMOVE(&w->queue, r, entry);
-			w->nqueue--;
-			w->qbytes -= r->len;
-			w->ifbytes += r->len;
+			return (r);
 		}
-		if (audit_send(w, r) == -1) {
-			if (r->spool_end == 0) {
-				/* Back to the head of the queue; spooled. */
-				w->ifbytes -= r->len;
-				TAILQ_INSERT_HEAD(&w->queue, r, entry);
-				w->nqueue++;
-				w->qbytes += r->len;
-			} else {
-				w->spool_rd = r->spool_end - r->len -
-				    AUDIT_SPOOL_FRAME;
-				free(r);
+		if ((r = TAILQ_FIRST(&w->queue)) == NULL)
+			return (NULL);
+		TAILQ_REMOVE(&w->queue, r, entry);
+		w->nqueue--;
+		w->qbytes -= r->len;
+		w->ifbytes += r->len;
+		return (r);
+	}
+}
+
+/*
+ * Give back the record audit_next() returned last: it goes first next
+ * time.  A memory record goes back to the head of the queue; a spool
+ * record is read again.
+ */
+static void
+audit_unnext(struct audit *w, struct audit_rec *r)
+{
+	if (r->spool_end != 0) {
+		w->spool_rd = r->spool_end - r->len - AUDIT_SPOOL_FRAME;
+		w->mode = AUDIT_SPOOL;
+		w->n_replayed--;
+		free(r);
+		return;
+	}
+	w->ifbytes -= r->len;
+	TAILQ_INSERT_HEAD(&w->queue, r, entry);
+	w->nqueue++;
+	w->qbytes += r->len;
+}
+
+/*
+ * Send what may be sent, in batches of consecutive records of one run:
+ * the spool first, then the memory queue.
+ */
+static void
+audit_flush(struct audit *w)
+{
+	struct audit_rec	*r;
+	const char		*run;
+	size_t			 k, runlen;
+	uint64_t		 runv, n, run0 = 0, n0 = 0;
+
+	while (w->link == LINK_READY &&
+	    w->ninflight < w->ac->max_inflight) {
+		for (k = 0; k < AUDIT_BATCH &&
+		    w->ninflight + k < w->ac->max_inflight; k++) {
+			if ((r = audit_next(w)) == NULL)
+				break;
+			if (audit_payload_parse(r->data, r->len,
+			    &w->bfl[k]) == -1 || audit_rec_id(&w->bfl[k],
+			    &run, &runlen, &runv, &n) == -1) {
+				/* Cannot be sent; fails alone, below. */
+				audit_unnext(w, r);
+				if (k == 0)
+					goto fail;
+				break;
 			}
-			audit_link_lost(w, "send failed", 1);
-			return;
+			if (k == 0) {
+				run0 = runv;
+				n0 = n;
+			} else if (runv != run0 || n != n0 + k) {
+				audit_unnext(w, r);
+				break;
+			}
+			w->batch[k] = r;
+		}
+		if (k == 0)
+			break;
+		if (audit_send(w, k) == -1) {
+			/* Back in order; audit_link_lost() spools them. */
+			while (k-- > 0)
+				audit_unnext(w, w->batch[k]);
+			goto fail;
 		}
 	}
 	if (w->ac->fsync == CONFIG_FSYNC_ALWAYS)
 		audit_fsync(w);
+	return;
+fail:
+	audit_link_lost(w, "send failed", 1);
 }
 
 static void
@@ -530,17 +767,20 @@ audit_kick_cb(evutil_socket_t fd, short ev, void *arg)
 
 /*
  * Run audit_flush() soon.  Records from the memory queue linger up to
- * AUDIT_LINGER_US so that one write to Redis carries many of them (and
- * one epoll round, and one AOF write on the other side): per record,
- * that is most of what audit costs.  A full batch or a replay goes this
- * loop turn.
+ * AUDIT_LINGER_US so that one EVALSHA carries many of them: one script
+ * run, one write and one reply, one AOF write on the other side.  Redis
+ * shares the machine, and its per-call cost is most of what audit costs
+ * (bench/audit_bench.sh).  A full batch, a queue half way to queue_max
+ * (which would make Redis count as slow) or a replay goes this loop
+ * turn.
  */
 static void
 audit_kick(struct audit *w)
 {
 	struct timeval	 tv = { 0, AUDIT_LINGER_US };
 
-	if (w->mode == AUDIT_SPOOL || w->nqueue >= AUDIT_BATCH) {
+	if (w->mode == AUDIT_SPOOL || w->nqueue >= AUDIT_BATCH ||
+	    2 * (w->nqueue + w->ninflight) >= w->ac->queue_max) {
 		event_active(w->ev_kick, 0, 0);
 		return;
 	}
@@ -818,6 +1058,11 @@ audit_new(struct pc_ctx *ctx, char **cause)
 	TAILQ_INIT(&w->queue);
 	TAILQ_INIT(&w->inflight);
 	TAILQ_INIT(&w->waiters);
+	if (asprintf(&w->kw, "%s:writers", w->ac->stream) == -1)
+		fatal("asprintf");
+	snprintf(w->maxlen, sizeof(w->maxlen), "%zu", w->ac->max_len);
+	snprintf(w->maxage, sizeof(w->maxage), "%llu",
+	    (unsigned long long)w->ac->max_age * 1000);
 	if (audit_spool_open(w, cause) == -1) {
 		/* Not ours to write to: never spool into it. */
 		if (w->fd != -1)
@@ -879,6 +1124,8 @@ audit_free(struct audit *w)
 	if (w->ev_tick != NULL)
 		event_free(w->ev_tick);
 	config_unref(w->conf);
+	free(w->kw);
+	free(w->cmd);
 	free(w);
 }
 
@@ -950,12 +1197,16 @@ audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
     const char *rest, size_t restlen)
 {
 	struct audit_rec	*r;
-	size_t			 len;
+	char			 id[AUDIT_VALUE_MAX], *p;
+	size_t			 len, nlen;
 
 	audit_buf_init(b);
-	audit_buf_addf(b, AF_TIME, "%llu", (unsigned long long)t);
-	audit_buf_addf(b, AF_ID, "%s/%llu-%llu", w->conf->instance_id,
-	    (unsigned long long)w->run, (unsigned long long)w->next_n + 1);
+	audit_buf_addu(b, AF_TIME, t);
+	memcpy(id, w->idpfx, w->idpfxlen);
+	p = audit_u64(id + w->idpfxlen, w->next_n + 1);
+	nlen = id + w->idpfxlen + AUDIT_U64_MAX - p;
+	memmove(id + w->idpfxlen, p, nlen);
+	audit_buf_add(b, AF_ID, id, w->idpfxlen + nlen);
 	if (b->len + restlen > sizeof(b->data)) {
 		w->n_dropped++;
 		return (-1);
@@ -1029,19 +1280,16 @@ audit_fill(struct audit_buf *b, const struct req *req, const char *inst)
 	    req->up != NULL ? strlen(req->up->name) : 0);
 	audit_buf_add(b, AF_METHOD, req->method, strlen(req->method));
 	audit_buf_add(b, AF_PATH, req->path, strlen(req->path));
-	audit_buf_addf(b, AF_STATUS, "%d", req->status);
+	audit_buf_addu(b, AF_STATUS, req->status > 0 ? req->status : 0);
 	audit_buf_add(b, AF_ERROR, req->err != ERR_NONE ?
 	    errs_code(req->err) : "", req->err != ERR_NONE ?
 	    strlen(errs_code(req->err)) : 0);
 	audit_buf_add(b, AF_DECISION, audit_decision(req),
 	    strlen(audit_decision(req)));
 	audit_buf_add(b, AF_RULE, "", 0);
-	audit_buf_addf(b, AF_BYTES_IN, "%llu",
-	    (unsigned long long)req->bytes_in);
-	audit_buf_addf(b, AF_BYTES_OUT, "%llu",
-	    (unsigned long long)req->bytes_out);
-	audit_buf_addf(b, AF_DURATION_MS, "%llu",
-	    (unsigned long long)(now_ms() - req->start_ms));
+	audit_buf_addu(b, AF_BYTES_IN, req->bytes_in);
+	audit_buf_addu(b, AF_BYTES_OUT, req->bytes_out);
+	audit_buf_addu(b, AF_DURATION_MS, now_ms() - req->start_ms);
 	audit_buf_add(b, AF_CACHE, req->cache_status, req->cache_status !=
 	    NULL ? strlen(req->cache_status) : 0);
 }

@@ -60,6 +60,7 @@ struct audit_fields {
 };
 
 const char	*audit_field_name(enum audit_field);
+size_t		 audit_field_name_len(enum audit_field);
 int		 audit_field_is_int(enum audit_field);
 int		 audit_field_lookup(const char *, size_t);
 
@@ -80,6 +81,11 @@ void	audit_buf_add(struct audit_buf *, enum audit_field, const char *,
 	    size_t);
 void	audit_buf_addf(struct audit_buf *, enum audit_field, const char *,
 	    ...) __attribute__((format(printf, 3, 4)));
+/* Append an unsigned number in decimal, without printf. */
+void	audit_buf_addu(struct audit_buf *, enum audit_field, uint64_t);
+/* The digits of a number, ending at the end of a buffer this long. */
+#define AUDIT_U64_MAX		20
+char	*audit_u64(char *, uint64_t);
 /* Parse a payload; unknown fields are ignored.  0, or -1 when malformed. */
 int	audit_payload_parse(const char *, size_t, struct audit_fields *);
 

@@ -18,10 +18,11 @@
 
 struct audit_field_def {
 	const char	*name;
+	size_t		 len;
 	int		 is_int;
 };
 
-#define AUDIT_FIELD_ROW(e, n, i) { n, i },
+#define AUDIT_FIELD_ROW(e, n, i) { n, sizeof(n) - 1, i },
 static const struct audit_field_def audit_field_defs[] = {
 	AUDIT_FIELDS(AUDIT_FIELD_ROW)
 };
@@ -45,6 +46,22 @@ audit_field_is_int(enum audit_field f)
 	return (audit_field_defs[f].is_int);
 }
 
+/* The length of a record field's name. */
+size_t
+audit_field_name_len(enum audit_field f)
+{
+	if ((unsigned)f >= AF__MAX)
+		return (1);
+	return (audit_field_defs[f].len);
+}
+
+static int
+audit_field_is(int i, const char *s, size_t len)
+{
+	return (audit_field_defs[i].len == len &&
+	    memcmp(audit_field_defs[i].name, s, len) == 0);
+}
+
 /* The field named by [s, s + len), or -1. */
 int
 audit_field_lookup(const char *s, size_t len)
@@ -52,8 +69,7 @@ audit_field_lookup(const char *s, size_t len)
 	int	i;
 
 	for (i = 0; i < AF__MAX; i++)
-		if (strlen(audit_field_defs[i].name) == len &&
-		    memcmp(audit_field_defs[i].name, s, len) == 0)
+		if (audit_field_is(i, s, len))
 			return (i);
 	return (-1);
 }
@@ -76,7 +92,7 @@ audit_buf_add(struct audit_buf *b, enum audit_field f, const char *v,
     size_t vlen)
 {
 	const char	*name = audit_field_name(f);
-	size_t		 nlen = strlen(name), room, i, max;
+	size_t		 nlen = audit_field_name_len(f), room, i, max;
 	unsigned char	 ch;
 
 	if (v == NULL) {
@@ -126,6 +142,33 @@ audit_buf_addf(struct audit_buf *b, enum audit_field f, const char *fmt, ...)
 }
 
 /*
+ * Format v in decimal at the end of buf[0..AUDIT_U64_MAX) and return
+ * where it starts; the digits run to the end of buf.  Without printf:
+ * every record carries several numbers.
+ */
+char *
+audit_u64(char *buf, uint64_t v)
+{
+	char	*p = buf + AUDIT_U64_MAX;
+
+	do {
+		*--p = '0' + v % 10;
+		v /= 10;
+	} while (v != 0);
+	return (p);
+}
+
+/* As audit_buf_add(), an unsigned number in decimal. */
+void
+audit_buf_addu(struct audit_buf *b, enum audit_field f, uint64_t v)
+{
+	char	 tmp[AUDIT_U64_MAX], *p;
+
+	p = audit_u64(tmp, v);
+	audit_buf_add(b, f, p, tmp + sizeof(tmp) - p);
+}
+
+/*
  * Parse a payload into fields pointing into it.  Every name and value
  * must be NUL-terminated inside the buffer.  Missing fields are "".
  */
@@ -133,7 +176,7 @@ int
 audit_payload_parse(const char *p, size_t len, struct audit_fields *out)
 {
 	const char	*end = p + len, *name, *val, *z;
-	int		 f, i;
+	int		 f, i, next = 0;
 
 	for (i = 0; i < AF__MAX; i++) {
 		out->v[i] = "";
@@ -148,7 +191,14 @@ audit_payload_parse(const char *p, size_t len, struct audit_fields *out)
 			return (-1);
 		if ((z = memchr(val, '\0', end - val)) == NULL)
 			return (-1);
-		if ((f = audit_field_lookup(name, val - 1 - name)) != -1) {
+		/* Fields come in schema order: try the next one first. */
+		if (next < AF__MAX && audit_field_is(next, name,
+		    val - 1 - name))
+			f = next;
+		else
+			f = audit_field_lookup(name, val - 1 - name);
+		if (f != -1) {
+			next = f + 1;
 			out->v[f] = val;
 			out->len[f] = z - val;
 		}

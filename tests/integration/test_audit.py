@@ -20,8 +20,8 @@ import urllib.parse
 
 import pytest
 
-from lib.gateway import gateway_config, upstream
-from lib.redis import RedisServer, entries_to_dicts
+from lib.gateway import gateway_bin, gateway_config, upstream
+from lib.redis import RedisServer, RespError, entries_to_dicts
 from lib.util import ManagedProcess, free_port, pid_alive, safe_env, wait_for
 
 STREAM = "portcullis:audit"
@@ -583,3 +583,91 @@ def test_consumer_group_with_redis_cli(redis, start_registry, start_gateway,
     assert all(rid in out2 for rid in p.ids[5:])
     assert rs.cli("XPENDING", STREAM, "shipper").splitlines()[0].strip() \
         == "2"
+
+
+# ---------------------------------------------------------------------------
+# The writer's script, driven directly: batches, the mark, gaps.
+
+def _audit_script():
+    """The Lua script compiled into the binary under test."""
+    with open(gateway_bin(), "rb") as f:
+        data = f.read()
+    i = data.find(b"#!lua\n")
+    assert i >= 0, "no audit script in the binary"
+    return data[i:data.index(b"\0", i)]
+
+
+def test_script_batches_skip_what_redis_has_and_refuse_gaps(redis):
+    """One EVALSHA carries consecutive records of one run: the part of a
+    batch at or below the writer's mark is skipped (a retry after a lost
+    reply), a batch that does not follow the mark is refused with GAP and
+    writes nothing, and `audit generate`'s one-record layout still works."""
+    rs = redis()
+    names = ["time", "id", "request_id", "subject", "repository"]
+    with rs.client() as c:
+        sha = c.call("SCRIPT", "LOAD", _audit_script()).decode()
+
+        def batch(run, n, count, inst="gw-s", stream="s"):
+            keys = [stream, stream + ":writers"]
+            argv = [inst, run, n, 0, 0, len(names)] + names
+            for k in range(n, n + count):
+                rid = "r%d-%d" % (run, k)
+                keys += [stream + ":subject:alice",
+                         stream + ":repository:team/app" if k % 2 else ""]
+                argv += ["pull", 200, "allow",
+                         1000 + k, "%s/%d-%d" % (inst, run, k), rid,
+                         "alice", "team/app" if k % 2 else ""]
+            return c.call("EVALSHA", sha, len(keys), *(keys + argv))
+
+        def rids(key="s"):
+            return [d["request_id"] for _, d in
+                    entries_to_dicts(c.call("XRANGE", key, "-", "+"))]
+
+        assert batch(5, 1, 3) == 3
+        assert rids() == ["r5-1", "r5-2", "r5-3"]
+        assert c.call("HGET", "s:writers", "gw-s") == b"5-3"
+        # A retry overlapping what Redis has: only 4 and 5 are new.
+        assert batch(5, 2, 4) == 2
+        assert rids() == ["r5-%d" % k for k in range(1, 6)]
+        assert c.call("HGET", "s:writers", "gw-s") == b"5-5"
+        assert batch(5, 1, 2) == 0
+        assert batch(4, 1, 9) == 0          # an older run
+        # Index entries share the main entry's id, one per record.
+        main = [eid for eid, _ in entries_to_dicts(
+            c.call("XRANGE", "s", "-", "+"))]
+        assert [eid for eid, _ in entries_to_dicts(
+            c.call("XRANGE", "s:subject:alice", "-", "+"))] == main
+        assert [eid for eid, _ in entries_to_dicts(
+            c.call("XRANGE", "s:repository:team/app", "-", "+"))] == \
+            main[0::2]
+        # Gaps: 6 is missing; a new run must start at 1.
+        for run, n in ((5, 7), (6, 2)):
+            with pytest.raises(RespError, match="^GAP"):
+                batch(run, n, 2)
+        assert len(rids()) == 5
+        assert c.call("HGET", "s:writers", "gw-s") == b"5-5"
+        assert batch(6, 1, 2) == 2
+        # `audit generate`'s layout: one record, field/value pairs.
+        keys = ["s", "s:writers", "s:subject:bob", ""]
+        argv = ["gw-s", 6, 3, 0, 0, "push", 201, "allow",
+                "time", 1, "id", "gw-s/6-3", "request_id", "r6-3"]
+        assert c.call("EVALSHA", sha, len(keys), *(keys + argv)) == 1
+        assert c.call("EVALSHA", sha, len(keys), *(keys + argv)) == 0
+        assert rids()[-3:] == ["r6-1", "r6-2", "r6-3"]
+        # Malformed batches are refused whole.
+        for bad in (["s", "s:writers", "s:subject:x"],
+                    ["s", "s:writers", "s:subject:x", "", "s:subject:y",
+                     ""]):
+            argv = ["gw-s", 6, 4, 0, 0, len(names)] + names + \
+                ["pull", 200, "allow", 1, "gw-s/6-4", "x", "", ""]
+            with pytest.raises(RespError, match="malformed"):
+                c.call("EVALSHA", sha, len(bad), *(bad + argv))
+        # A failing write leaves the mark where it was: the batch can be
+        # sent again once Redis accepts it.
+        c.call("SET", "t", "not a stream")
+        with pytest.raises(RespError, match="WRONGTYPE"):
+            batch(1, 1, 3, stream="t")
+        assert c.call("HGET", "t:writers", "gw-s") is None
+        c.call("DEL", "t")
+        assert batch(1, 1, 3, stream="t") == 3
+        assert rids("t") == ["r1-1", "r1-2", "r1-3"]

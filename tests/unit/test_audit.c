@@ -43,6 +43,45 @@ test_payload_roundtrip(void **state)
 }
 
 static void
+test_numbers(void **state)
+{
+	struct audit_buf	 b;
+	struct audit_fields	 fl;
+	char			 tmp[AUDIT_U64_MAX], *p;
+
+	p = audit_u64(tmp, 0);
+	assert_int_equal(tmp + sizeof(tmp) - p, 1);
+	assert_memory_equal(p, "0", 1);
+	p = audit_u64(tmp, UINT64_MAX);
+	assert_int_equal(tmp + sizeof(tmp) - p, 20);
+	assert_memory_equal(p, "18446744073709551615", 20);
+	audit_buf_init(&b);
+	audit_buf_addu(&b, AF_TIME, 1714564800123ULL);
+	audit_buf_addu(&b, AF_STATUS, 404);
+	assert_int_equal(audit_payload_parse(b.data, b.len, &fl), 0);
+	assert_int_equal(fl.len[AF_TIME], 13);
+	assert_memory_equal(fl.v[AF_TIME], "1714564800123", 13);
+	assert_int_equal(fl.len[AF_STATUS], 3);
+	assert_memory_equal(fl.v[AF_STATUS], "404", 3);
+	assert_int_equal(audit_field_name_len(AF_DURATION_MS), 11);
+}
+
+/* Fields out of schema order, unknown or repeated still parse. */
+static void
+test_payload_any_order(void **state)
+{
+	static const char p[] = "status\0" "500\0" "bogus\0" "x\0"
+	    "time\0" "7\0" "cache\0" "hit\0" "status\0" "200\0";
+	struct audit_fields	 fl;
+
+	assert_int_equal(audit_payload_parse(p, sizeof(p) - 1, &fl), 0);
+	assert_memory_equal(fl.v[AF_STATUS], "200", 3);
+	assert_memory_equal(fl.v[AF_TIME], "7", 1);
+	assert_memory_equal(fl.v[AF_CACHE], "hit", 3);
+	assert_int_equal(fl.len[AF_ID], 0);
+}
+
+static void
 test_spool_frames(void **state)
 {
 	unsigned char	 buf[64];
@@ -174,6 +213,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_payload_roundtrip),
+		cmocka_unit_test(test_numbers),
+		cmocka_unit_test(test_payload_any_order),
 		cmocka_unit_test(test_spool_frames),
 		cmocka_unit_test(test_time),
 		cmocka_unit_test(test_filter),
