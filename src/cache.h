@@ -47,6 +47,8 @@ struct cache {
 	uint64_t			 evicted; /* entries, since start */
 };
 
+struct fill_hash;
+
 /* One upstream transfer into a temp file, followed by its readers. */
 struct cache_fill {
 	TAILQ_ENTRY(cache_fill)		 entry;
@@ -58,7 +60,7 @@ struct cache_fill {
 	char				 tmp[PATH_MAX];
 	char				 logid[48];
 	int				 fd;
-	void				*md;		/* EVP_MD_CTX */
+	struct fill_hash		*hash;		/* its thread */
 	struct proxy			*px;
 	struct headers			 fwd;		/* sent upstream */
 	int				 got_head;	/* a 200 head */

@@ -4,11 +4,13 @@
  *
  * A fill is a proxy request without a client (proxy_fetch_new), so the
  * upstream pool, tokens and redirects are proxy.c's.  Body bytes go to a
- * temp file under tmp/ as they arrive and through an incremental EVP
- * digest; readers (cache_serve.c) follow the file, sending from it with
- * file segments.  The upstream is read as fast as the disk takes it: slow
- * readers never hold the fill back, and the memory a fill uses is the
- * upstream bufferevent's read watermark, whatever the blob's size.
+ * temp file under tmp/ as they arrive, one writev(2) per upstream read; a
+ * thread of the fill's reads them back through an incremental EVP digest
+ * (struct fill_hash); readers (cache_serve.c) follow the file, sending
+ * from it with file segments.  The upstream is read as fast as the disk
+ * takes it: slow readers never hold the fill back, and the memory a fill
+ * uses is the upstream bufferevent's read watermark and the thread's
+ * buffer, whatever the blob's size.
  *
  * At the end the length is checked against Content-Length and the digest
  * against the one asked for; only then is the file fsync'd and renamed
@@ -25,9 +27,13 @@
  * count against the cache's cap while it runs.
  */
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -39,9 +45,185 @@
 
 #define FILL_ERRBODY_MAX	16384
 #define FILL_SYNC_STEP		(8 * 1024 * 1024)
+#define FILL_HASH_BUF		(256 * 1024)	/* stays in the L2 cache */
+#define FILL_IOV		64
+
+/*
+ * The digest of a fill is computed by a thread of its own, which reads
+ * the temp file back (from the page cache) a little behind the loop's
+ * writes: SHA-256 is the largest single cost of a fill (about a third of
+ * its CPU), and on the loop it would slow every transfer the gateway
+ * runs.  The thread touches nothing but this struct; its memory is the
+ * fixed buffer, whatever the blob's size.  The loop publishes its
+ * progress (avail) without the lock and wakes the thread only when it
+ * sleeps (idle; both sequentially consistent, so one of the two always
+ * sees the other's store); eof, stop and the result go under mtx.  It
+ * ends when told that no more bytes come (eof) or to stop, and then says
+ * so through the pipe, which the loop watches.  What is verified is what
+ * readers are sent: the file's bytes.
+ */
+struct fill_hash {
+	pthread_t		 thr;
+	pthread_mutex_t		 mtx;
+	pthread_cond_t		 cv;
+	EVP_MD_CTX		*md;
+	int			 fd;		/* the fill's; pread only */
+	off_t			 base;		/* body offset in the file */
+	_Atomic uint64_t	 avail;		/* body bytes written */
+	uint64_t		 hashed;	/* the thread's own */
+	atomic_int		 idle;		/* waiting on cv */
+	int			 eof;		/* avail is final */
+	int			 stop;
+	int			 error;		/* errno of a failed read */
+	int			 finished;
+	int			 joined;
+	int			 pipe[2];	/* thread -> loop */
+	struct event		*ev;
+	unsigned char		*buf;
+};
 
 static void	fill_fail(struct cache_fill *, enum pc_err, const char *);
+static void	fill_hashed(evutil_socket_t, short, void *);
+static void	fill_publish(struct cache_fill *);
 static const struct proxy_ops fill_ops;
+
+static void *
+fill_hash_main(void *arg)
+{
+	struct fill_hash	*h = arg;
+	uint64_t		 avail, want;
+	ssize_t			 n;
+	int			 err = 0, stop = 0;
+
+	for (;;) {
+		if ((avail = atomic_load(&h->avail)) == h->hashed) {
+			pthread_mutex_lock(&h->mtx);
+			atomic_store(&h->idle, 1);
+			while (!h->stop && !h->eof &&
+			    atomic_load(&h->avail) == h->hashed)
+				pthread_cond_wait(&h->cv, &h->mtx);
+			atomic_store(&h->idle, 0);
+			stop = h->stop;
+			pthread_mutex_unlock(&h->mtx);
+			avail = atomic_load(&h->avail);
+			if (stop || avail == h->hashed)
+				break;	/* stopped, or eof and all hashed */
+		}
+		want = avail - h->hashed;
+		if (want > FILL_HASH_BUF)
+			want = FILL_HASH_BUF;
+		while ((n = pread(h->fd, h->buf, want, h->base +
+		    (off_t)h->hashed)) == -1 && errno == EINTR)
+			;
+		if (n <= 0) {
+			err = n == 0 ? EIO : errno;
+			break;
+		}
+		if (EVP_DigestUpdate(h->md, h->buf, (size_t)n) != 1) {
+			err = EINVAL;
+			break;
+		}
+		h->hashed += (uint64_t)n;
+	}
+	pthread_mutex_lock(&h->mtx);
+	h->error = err;
+	h->finished = 1;
+	pthread_mutex_unlock(&h->mtx);
+	while (write(h->pipe[1], "", 1) == -1 && errno == EINTR)
+		;
+	return (NULL);
+}
+
+/* Start the fill's hash thread on its temp file.  Returns 0 or -1. */
+static int
+fill_hash_start(struct cache_fill *f)
+{
+	struct fill_hash	*h;
+	sigset_t		 all, old;
+	int			 rv;
+
+	if ((h = calloc(1, sizeof(*h))) == NULL ||
+	    (h->buf = malloc(FILL_HASH_BUF)) == NULL)
+		fatal("calloc");
+	h->fd = f->fd;
+	h->base = (off_t)f->hdr_len;
+	h->pipe[0] = h->pipe[1] = -1;
+	if ((h->md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestInit_ex(h->md, f->alg == CACHE_ALG_SHA512 ?
+	    EVP_sha512() : EVP_sha256(), NULL) != 1)
+		fatalx("EVP digest init failed");
+	if (pipe2(h->pipe, O_CLOEXEC | O_NONBLOCK) == -1)
+		goto fail;
+	h->ev = event_new(f->cache->ctx->base, h->pipe[0], EV_READ,
+	    fill_hashed, f);
+	if (h->ev == NULL || event_add(h->ev, NULL) == -1)
+		goto fail;
+	pthread_mutex_init(&h->mtx, NULL);
+	pthread_cond_init(&h->cv, NULL);
+	/* Signals stay with the loop's thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rv = pthread_create(&h->thr, NULL, fill_hash_main, h);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rv != 0) {
+		pthread_cond_destroy(&h->cv);
+		pthread_mutex_destroy(&h->mtx);
+		errno = rv;
+		goto fail;
+	}
+	f->hash = h;
+	return (0);
+fail:
+	rv = errno;
+	if (h->ev != NULL)
+		event_free(h->ev);
+	if (h->pipe[0] != -1) {
+		close(h->pipe[0]);
+		close(h->pipe[1]);
+	}
+	EVP_MD_CTX_free(h->md);
+	free(h->buf);
+	free(h);
+	errno = rv;
+	return (-1);
+}
+
+/* Tell the thread about bytes written (eof: and that no more come). */
+static void
+fill_hash_feed(struct fill_hash *h, uint64_t written, int eof)
+{
+	atomic_store(&h->avail, written);
+	/* A wake-up only when it sleeps: not one per read. */
+	if (!eof && !atomic_load(&h->idle))
+		return;
+	pthread_mutex_lock(&h->mtx);
+	h->eof |= eof;
+	pthread_cond_signal(&h->cv);
+	pthread_mutex_unlock(&h->mtx);
+}
+
+/* Stop the thread, wait for it, free it.  NULL is fine. */
+static void
+fill_hash_free(struct fill_hash *h)
+{
+	if (h == NULL)
+		return;
+	pthread_mutex_lock(&h->mtx);
+	h->stop = 1;
+	pthread_cond_signal(&h->cv);
+	pthread_mutex_unlock(&h->mtx);
+	/* At most one read of FILL_HASH_BUF away. */
+	if (!h->joined)
+		pthread_join(h->thr, NULL);
+	pthread_cond_destroy(&h->cv);
+	pthread_mutex_destroy(&h->mtx);
+	event_free(h->ev);
+	close(h->pipe[0]);
+	close(h->pipe[1]);
+	EVP_MD_CTX_free(h->md);
+	free(h->buf);
+	free(h);
+}
 
 /* The fill running for (kind, digest), or NULL. */
 struct cache_fill *
@@ -63,12 +245,12 @@ fill_free(struct cache_fill *f)
 	TAILQ_REMOVE(&c->fills, f, entry);
 	if (f->px != NULL)
 		proxy_free(f->px);
+	fill_hash_free(f->hash);	/* before its fd is closed */
 	if (f->fd != -1) {
 		close(f->fd);
 		unlink(f->tmp);
 	}
 	c->filling -= f->written + f->hdr_len;
-	EVP_MD_CTX_free(f->md);
 	headers_clear(&f->fwd);
 	if (f->errbody != NULL)
 		evbuffer_free(f->errbody);
@@ -125,10 +307,6 @@ cache_fill_new(struct req *req, enum cache_kind kind, const char *digest,
 	for (i = 0; fwd != NULL && i < fwd->n; i++)
 		headers_add(&f->fwd, fwd->v[i].name, fwd->v[i].nlen,
 		    fwd->v[i].value, fwd->v[i].vlen);
-	if ((f->md = EVP_MD_CTX_new()) == NULL ||
-	    EVP_DigestInit_ex(f->md, f->alg == CACHE_ALG_SHA512 ?
-	    EVP_sha512() : EVP_sha256(), NULL) != 1)
-		fatalx("EVP digest init failed");
 	f->ev_fail = event_new(c->ctx->base, -1, 0, fill_event_cb, f);
 	TAILQ_INSERT_TAIL(&c->fills, f, entry);
 	snprintf(upath, sizeof(upath), "/v2/%s/%s/%s", req->upname,
@@ -200,24 +378,40 @@ fill_fail(struct cache_fill *f, enum pc_err err, const char *detail)
 	fill_free(f);
 }
 
+/*
+ * Append iov to the temp file, all of it or fail: one writev(2) per read
+ * of the upstream, not one write per buffer chunk.  The iovecs are
+ * consumed.
+ */
 static int
-fill_write(struct cache_fill *f, const void *data, size_t n)
+fill_writev(struct cache_fill *f, struct iovec *iov, int niov)
 {
-	const char	*p = data;
 	ssize_t		 w;
+	size_t		 l;
 
-	if (EVP_DigestUpdate(f->md, data, n) != 1)
-		return (-1);
-	while (n > 0) {
-		if ((w = write(f->fd, p, n)) == -1) {
+	while (niov > 0) {
+		if (iov->iov_len == 0) {
+			iov++;
+			niov--;
+			continue;
+		}
+		if ((w = writev(f->fd, iov, niov)) == -1) {
 			if (errno == EINTR)
 				continue;
 			return (-1);
 		}
-		p += w;
-		n -= (size_t)w;
 		f->written += (uint64_t)w;
 		f->cache->filling += (uint64_t)w;
+		while (w > 0) {
+			l = (size_t)w < iov->iov_len ? (size_t)w : iov->iov_len;
+			iov->iov_base = (char *)iov->iov_base + l;
+			iov->iov_len -= l;
+			w -= (ssize_t)l;
+			if (iov->iov_len == 0) {
+				iov++;
+				niov--;
+			}
+		}
 	}
 #ifdef SYNC_FILE_RANGE_WRITE
 	/* Start writeback as we go, so the final fsync is short. */
@@ -236,6 +430,8 @@ fill_progress(struct cache_fill *f)
 {
 	struct cache_reader	*cr, *next;
 
+	if (f->hash != NULL)
+		fill_hash_feed(f->hash, f->written, 0);
 	TAILQ_FOREACH_SAFE(cr, &f->readers, entry, next)
 		if (cr->waiting)
 			cache_reader_progress(cr);
@@ -298,6 +494,12 @@ fill_head(void *arg, struct hframe_msg *rm)
 			return (-1);
 		}
 	}
+	if (fill_hash_start(f) == -1) {
+		snprintf(detail, sizeof(detail), "cache: cannot start the "
+		    "digest thread: %s", strerror(errno));
+		fill_fail(f, ERR_INTERNAL, detail);
+		return (-1);
+	}
 	f->have_length = rm->has_length;
 	f->expect = rm->length;
 	f->got_head = 1;
@@ -312,7 +514,7 @@ static int
 fill_body(void *arg, struct evbuffer *in, size_t n)
 {
 	struct cache_fill	*f = arg;
-	struct evbuffer_iovec	 v[16];
+	struct evbuffer_iovec	 v[FILL_IOV];
 	size_t			 left = n, take;
 	int			 i, nv;
 
@@ -329,24 +531,23 @@ fill_body(void *arg, struct evbuffer *in, size_t n)
 		return (0);
 	}
 	while (left > 0) {
-		nv = evbuffer_peek(in, left, NULL, v, 16);
+		nv = evbuffer_peek(in, left, NULL, v, FILL_IOV);
 		if (nv <= 0)
 			break;
-		if (nv > 16)
-			nv = 16;
+		if (nv > FILL_IOV)
+			nv = FILL_IOV;
 		take = 0;
-		for (i = 0; i < nv && take < left; i++) {
-			size_t l = v[i].iov_len;
-
-			if (l > left - take)
-				l = left - take;
-			if (fill_write(f, v[i].iov_base, l) == -1) {
-				fill_fail_later(f, ERR_INTERNAL,
-				    "cache: cannot write the temp file");
-				evbuffer_drain(in, left);
-				return (1);
-			}
-			take += l;
+		for (i = 0; i < nv; i++) {
+			if (v[i].iov_len > left - take)
+				v[i].iov_len = left - take;
+			take += v[i].iov_len;
+		}
+		/* evbuffer_iovec is laid out as struct iovec on Unix. */
+		if (fill_writev(f, (struct iovec *)v, nv) == -1) {
+			fill_fail_later(f, ERR_INTERNAL,
+			    "cache: cannot write the temp file");
+			evbuffer_drain(in, left);
+			return (1);
 		}
 		evbuffer_drain(in, take);
 		left -= take;
@@ -359,6 +560,7 @@ static int
 fill_body_data(void *arg, const char *data, size_t n)
 {
 	struct cache_fill	*f = arg;
+	struct iovec		 iov;
 	size_t			 take;
 
 	if (f->fail_err != ERR_NONE)
@@ -374,7 +576,9 @@ fill_body_data(void *arg, const char *data, size_t n)
 		    "is larger than limits.manifest_bytes");
 		return (1);
 	}
-	if (fill_write(f, data, n) == -1) {
+	iov.iov_base = (void *)data;
+	iov.iov_len = n;
+	if (fill_writev(f, &iov, 1) == -1) {
 		fill_fail_later(f, ERR_INTERNAL,
 		    "cache: cannot write the temp file");
 		return (1);
@@ -414,17 +618,15 @@ fill_mkparent(const char *path)
 	return (0);
 }
 
+/*
+ * The upstream's answer is complete.  Check the length now; the digest
+ * when the hash thread has caught up (fill_hashed).
+ */
 static void
 fill_done(void *arg)
 {
 	struct cache_fill	*f = arg;
-	struct cache_reader	*cr;
-	struct cache_entry	*e;
-	unsigned char		 md[EVP_MAX_MD_SIZE];
-	unsigned int		 mdlen = 0, i;
-	char			 got[CACHE_DIGEST_MAX], path[PATH_MAX];
 	char			 detail[300];
-	int			 n;
 
 	if (f->fail_err != ERR_NONE)
 		return;		/* failing on the next turn */
@@ -444,7 +646,40 @@ fill_done(void *arg)
 		fill_fail(f, ERR_UPSTREAM_PROTO, detail);
 		return;
 	}
-	if (EVP_DigestFinal_ex(f->md, md, &mdlen) != 1)
+	fill_hash_feed(f->hash, f->written, 1);
+}
+
+/*
+ * The hash thread has read the whole file: compare the digest, and
+ * publish when it matches.
+ */
+static void
+fill_hashed(evutil_socket_t fd, short ev, void *arg)
+{
+	struct cache_fill	*f = arg;
+	struct fill_hash	*h = f->hash;
+	unsigned char		 md[EVP_MAX_MD_SIZE];
+	unsigned int		 mdlen = 0, i;
+	char			 got[CACHE_DIGEST_MAX], detail[300];
+	int			 n, err;
+
+	pthread_mutex_lock(&h->mtx);
+	n = h->finished;
+	err = h->error;
+	pthread_mutex_unlock(&h->mtx);
+	if (!n) {
+		event_add(h->ev, NULL);	/* not from the thread's end */
+		return;
+	}
+	pthread_join(h->thr, NULL);
+	h->joined = 1;
+	if (err != 0) {
+		snprintf(detail, sizeof(detail), "cache: cannot read the temp "
+		    "file back: %s", strerror(err));
+		fill_fail(f, ERR_INTERNAL, detail);
+		return;
+	}
+	if (EVP_DigestFinal_ex(h->md, md, &mdlen) != 1)
 		fatalx("EVP_DigestFinal_ex failed");
 	n = snprintf(got, sizeof(got), "%s:", cache_alg_name(f->alg));
 	for (i = 0; i < mdlen; i++)
@@ -455,6 +690,20 @@ fill_done(void *arg)
 		fill_fail(f, ERR_UPSTREAM_PROTO, detail);
 		return;
 	}
+	fill_publish(f);
+}
+
+/*
+ * fsync and rename the verified file into place; only then do readers
+ * get their last bytes (cache_reader_filled).
+ */
+static void
+fill_publish(struct cache_fill *f)
+{
+	struct cache_reader	*cr;
+	struct cache_entry	*e;
+	char			 path[PATH_MAX], detail[300];
+
 	if (cache_path(f->cache, f->kind, f->digest, path, sizeof(path)) ==
 	    -1 || fill_mkparent(path) == -1 || fdatasync(f->fd) == -1 ||
 	    rename(f->tmp, path) == -1) {
@@ -464,6 +713,8 @@ fill_done(void *arg)
 		return;
 	}
 	fill_sync_dir(path);
+	fill_hash_free(f->hash);
+	f->hash = NULL;
 	close(f->fd);
 	f->fd = -1;
 	f->cache->filling -= f->written + f->hdr_len;
