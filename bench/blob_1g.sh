@@ -38,52 +38,9 @@ case $SIZE_MIB in ''|*[!0-9]*) echo "SIZE_MIB must be a number" >&2; exit 2;; es
 for tool in curl python3 sha256sum "$DOCKER_REGISTRY_BIN"; do
 	command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
 done
-export no_proxy='*' NO_PROXY='*'    # curl: never use a proxy from the env
 
-work=$(mktemp -d /tmp/portcullis-bench-run.XXXXXX)
-pids=()
-
-# Stop what we started, by PID: TERM, a bounded wait, then KILL.
-cleanup() {
-	local pid i
-	for pid in "${pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		for i in $(seq 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	if [ "${KEEP_WORK:-0}" = 1 ]; then
-		echo "work dir kept: $work" >&2
-	else
-		rm -rf "$work"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# wait_http URL WHAT PID: poll until URL answers 2xx/401, at most 30 s, and
-# fail early if PID died.
-wait_http() {
-	local i code
-	for i in $(seq 300); do
-		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true)
-		case $code in 2??|401) return 0;; esac
-		kill -0 "$3" 2>/dev/null || { echo "$2 exited; log:" >&2; tail -20 "$4" >&2; exit 1; }
-		sleep 0.1
-	done
-	echo "$2 not ready after 30 s; log:" >&2
-	tail -20 "$4" >&2
-	exit 1
-}
+. "$here/lib/common.sh"
+bench_init bench-run
 
 # --- the blob, made once ---------------------------------------------------
 mkdir -p "$BLOB_DIR"

@@ -47,49 +47,10 @@ for tool in curl python3 sha256sum "$DOCKER_REGISTRY_BIN" "$PORTCULLIS_BIN" \
     "$NGINX_BIN"; do
 	command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
 done
-export no_proxy='*' NO_PROXY='*'
 
-work=$(mktemp -d /tmp/portcullis-cache-bench.XXXXXX)
-pids=()
+. "$here/lib/common.sh"
+bench_init cache-bench
 TICK=$(getconf CLK_TCK)
-
-cleanup() {
-	local pid i
-	for pid in "${pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		for i in $(seq 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	if [ "${KEEP_WORK:-0}" = 1 ]; then
-		echo "work dir kept: $work" >&2
-	else
-		rm -rf "$work"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_http() {
-	local i code
-	for i in $(seq 300); do
-		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true)
-		case $code in 2??|401) return 0;; esac
-		kill -0 "$3" 2>/dev/null || { echo "$2 exited; log:" >&2; tail -20 "$4" >&2; exit 1; }
-		sleep 0.1
-	done
-	echo "$2 not ready after 30 s" >&2
-	exit 1
-}
 
 # stop PID: TERM and wait for it (it is one of ours).
 stop_pid() {
@@ -202,8 +163,8 @@ JSON
 # --- nginx: static (sendfile on, off) and proxy_cache, one process --------
 n=$work/nginx
 mkdir -p "$n/tmp" "$n/static/v2/bench/app/blobs" "$n/static/v2/bench/app/manifests" "$n/pcache"
-ln -s "$big" "$n/static/v2/bench/app/blobs/$big_d"
-ln -s "$mid" "$n/static/v2/bench/app/blobs/$mid_d"
+ln -sf "$big" "$n/static/v2/bench/app/blobs/$big_d"
+ln -sf "$mid" "$n/static/v2/bench/app/blobs/$mid_d"
 cp "$work/manifest.json" "$n/static/v2/bench/app/manifests/$man_d"
 p_on=$(free_port) p_off=$(free_port) p_pc=$(free_port)
 cat > "$n/nginx.conf" <<NGX

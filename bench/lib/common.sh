@@ -1,0 +1,52 @@
+# common.sh: sourced by the bench/ scripts (bash).  bench_init makes the
+# work dir and the pids array and installs the traps; everything started
+# and added to pids is stopped by PID on exit (TERM, a bounded wait, then
+# KILL), and the work dir removed unless KEEP_WORK=1.
+
+# bench_init NAME: work=/tmp/portcullis-NAME.XXXXXX, pids=().
+bench_init() {
+	work=$(mktemp -d "/tmp/portcullis-$1.XXXXXX")
+	pids=()
+	trap bench_cleanup EXIT
+	trap 'exit 130' INT TERM
+	export no_proxy='*' NO_PROXY='*'	# curl: never a proxy from the env
+}
+
+bench_cleanup() {
+	local pid i
+	for pid in "${pids[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		for i in $(seq 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	if [ "${KEEP_WORK:-0}" = 1 ]; then
+		echo "work dir kept: $work" >&2
+	else
+		rm -rf "$work"
+	fi
+}
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_http URL WHAT PID LOG: poll until URL answers 2xx or 401, at most
+# 30 s; fail early, showing LOG, if PID died.
+wait_http() {
+	local i code
+	for i in $(seq 300); do
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true)
+		case $code in 2??|401) return 0;; esac
+		kill -0 "$3" 2>/dev/null || { echo "$2 exited; log:" >&2; tail -20 "$4" >&2; exit 1; }
+		sleep 0.1
+	done
+	echo "$2 not ready after 30 s; log:" >&2
+	tail -20 "$4" >&2
+	exit 1
+}
