@@ -59,6 +59,8 @@ struct pc_ctx {
 	TAILQ_HEAD(, conn)		 conns;
 	size_t				 nconns;
 	uint64_t			 next_conn_id;
+	uint64_t			 rid_seed;	/* request ids */
+	uint64_t			 rid_next;
 	TAILQ_HEAD(, uconn)		 idle;		/* upstream pool */
 	size_t				 nidle;
 	TAILQ_HEAD(, upstream_state)	 ustates;

@@ -55,13 +55,35 @@ req_set_state(struct req *req, enum req_state s)
 }
 
 /* A request's head is parsed: start it.  May finish it at once. */
+/*
+ * A request id: unique within the process (a bijection of a counter),
+ * unguessable across processes (keyed by a random seed from start-up),
+ * and no system call per request.  16 hex digits.
+ */
+static void
+req_make_id(struct pc_ctx *ctx, char *out)
+{
+	static const char	 hex[] = "0123456789abcdef";
+	uint64_t		 x;
+	int			 i;
+
+	if (ctx->rid_seed == 0)
+		arc4random_buf(&ctx->rid_seed, sizeof(ctx->rid_seed));
+	/* splitmix64: a bijection of (seed + n * golden ratio). */
+	x = ctx->rid_seed + ++ctx->rid_next * 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	for (i = 15; i >= 0; i--, x >>= 4)
+		out[i] = hex[x & 0xf];
+	out[16] = '\0';
+}
+
 void
 req_start(struct conn *c, struct hframe_msg *msg)
 {
 	struct req	*req;
 	char		*q;
-	unsigned char	 rnd[8];
-	size_t		 i;
 
 	if ((req = calloc(1, sizeof(*req))) == NULL)
 		fatal("calloc");
@@ -77,9 +99,7 @@ req_start(struct conn *c, struct hframe_msg *msg)
 	req->has_body = msg->chunked || (msg->has_length && msg->length > 0);
 	req->body_done = !req->has_body;
 	req->status = 0;
-	arc4random_buf(rnd, sizeof(rnd));
-	for (i = 0; i < sizeof(rnd); i++)
-		snprintf(req->request_id + 2 * i, 3, "%02x", rnd[i]);
+	req_make_id(c->ctx, req->request_id);
 	if ((req->path = strdup(msg->url)) == NULL)
 		fatal("strdup");
 	if ((q = strchr(req->path, '?')) != NULL) {

@@ -269,3 +269,15 @@ def test_separate_accept_lines_are_all_forwarded(stack):
     assert h["Content-Type"] == OCI_INDEX
     assert h["Docker-Content-Digest"] == stack.multi.digest
     assert "sha256:" + hashlib.sha256(body).hexdigest() == stack.multi.digest
+
+
+def test_request_ids_are_unique_and_logged(stack, http):
+    ids = set()
+    for _ in range(50):
+        r = http.get(stack.gw.url + "/v2/", timeout=10)
+        rid = r.headers["X-Request-Id"]
+        assert len(rid) == 16 and all(c in "0123456789abcdef" for c in rid)
+        ids.add(rid)
+    assert len(ids) == 50
+    log = stack.gw.log_text()
+    assert all("id=" + rid in log for rid in ids)
