@@ -14,6 +14,7 @@ import pytest
 from lib.gateway import gateway_config, upstream
 from lib.images import (DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, HOST_ARCH)
 from lib.registry import MANIFEST_TYPES
+from lib.util import wait_for
 
 API_HEADER = "Docker-Distribution-Api-Version"
 ACCEPT_ALL = ", ".join(MANIFEST_TYPES)
@@ -279,5 +280,5 @@ def test_request_ids_are_unique_and_logged(stack, http):
         assert len(rid) == 16 and all(c in "0123456789abcdef" for c in rid)
         ids.add(rid)
     assert len(ids) == 50
-    log = stack.gw.log_text()
-    assert all("id=" + rid in log for rid in ids)
+    wait_for(lambda: all("id=" + rid in stack.gw.log_text() for rid in ids),
+             what="every request id in the gateway's log")
