@@ -281,9 +281,13 @@ conn_fail_framing(struct conn *c)
 	enum hframe_err	 e = c->hf.err;
 	int		 status = hframe_err_status(e);
 	enum pc_err	 pe;
+	const char	*why = hframe_err_str(e);
 	char		 body[512];
 	int		 len;
 
+	/* Clients with TLS verification off try https first: say so. */
+	if (c->saw_tls_hello)
+		why = "TLS handshake on a plain HTTP listener";
 	switch (status) {
 	case 414:
 		pe = ERR_URI_TOO_LONG;
@@ -298,7 +302,7 @@ conn_fail_framing(struct conn *c)
 		pe = ERR_BAD_REQUEST;
 		break;
 	}
-	if ((len = errs_body(pe, hframe_err_str(e), body, sizeof(body))) < 0)
+	if ((len = errs_body(pe, why, body, sizeof(body))) < 0)
 		len = 0;
 	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n"
 	    "Content-Type: application/json\r\n"
@@ -307,8 +311,7 @@ conn_fail_framing(struct conn *c)
 	    status, errs_reason(status), len);
 	evbuffer_add(out, body, len);
 	log_info("%llu.%u req framing_error peer=%s status=%d error=\"%s\"",
-	    (unsigned long long)c->id, c->nreqs + 1, c->peer, status,
-	    hframe_err_str(e));
+	    (unsigned long long)c->id, c->nreqs + 1, c->peer, status, why);
 	audit_framing(c, status, pe);
 	conn_close_after_write(c, "framing error");
 }
@@ -336,6 +339,10 @@ conn_feed(struct conn *c, struct evbuffer *in)
 	enum hframe_phase	 start = c->hf.phase;
 
 	while (evbuffer_peek(in, -1, NULL, &v, 1) >= 1 && v.iov_len > 0) {
+		/* 0x16: a TLS handshake record, not a request line. */
+		if (c->nreqs == 0 && c->hf.head_bytes == 0 && !c->tls &&
+		    *(unsigned char *)v.iov_base == 0x16)
+			c->saw_tls_hello = 1;
 		n = hframe_feed(&c->hf, v.iov_base, v.iov_len);
 		evbuffer_drain(in, n);
 		total += n;

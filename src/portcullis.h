@@ -130,6 +130,7 @@ struct conn {
 	int			 closing;	/* flush, then free */
 	int			 dead;		/* on ctx->dead */
 	int			 read_paused;	/* backpressure */
+	int			 saw_tls_hello;	/* TLS on the plain port */
 	const char		*close_reason;
 };
 

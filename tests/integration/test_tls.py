@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from lib.gateway import gateway_config, upstream
+from lib.util import wait_for
 
 
 def _openssl(*args, cwd):
@@ -297,3 +298,21 @@ def test_upstream_certificate_is_verified(case, tls_reg, misnamed_reg,
     # Nothing reached the registry's handlers.
     assert [e for e in reg.access_log(since=mark)] == []
     assert gw.alive()
+
+
+def test_tls_client_on_plain_listener_is_told(plain_reg, start_gateway):
+    """skopeo and podman with TLS verification off try https first; the
+    plain listener answers their ClientHello with a 400 that says why, logs
+    it, and keeps serving."""
+    gw = start_gateway(gateway_config(upstream(plain_reg, default=True)))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        with socket.create_connection(("127.0.0.1", gw.port),
+                                      timeout=10) as so:
+            with ctx.wrap_socket(so, server_hostname="127.0.0.1"):
+                pass
+    wait_for(lambda: "TLS handshake on a plain HTTP listener"
+             in gw.log_text(), what="the framing error to be logged")
+    assert gw.http.get(gw.url + "/v2/", timeout=10).status_code == 200
