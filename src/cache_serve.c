@@ -203,27 +203,14 @@ static void
 cr_fail_429(struct cache_reader *cr, const char *retry_after,
     const char *detail)
 {
-	struct req	*req = cr->req;
 	struct headers	 h;
-	char		 body[1024];
-	int		 len;
 
-	req->err = ERR_TOO_MANY_REQUESTS;
-	if ((len = errs_body(ERR_TOO_MANY_REQUESTS, detail, body,
-	    sizeof(body))) < 0)
-		len = errs_body(ERR_TOO_MANY_REQUESTS, NULL, body,
-		    sizeof(body));
 	headers_init(&h);
-	headers_add(&h, "Content-Type", 12, "application/json", 16);
 	if (retry_after != NULL && retry_after[0] != '\0')
 		headers_add(&h, "Retry-After", 11, retry_after,
 		    strlen(retry_after));
-	req_send_head(req, 429, &h, req->msg->method == HTTP_HEAD ?
-	    RESP_NONE : RESP_LENGTH, len);
+	req_fail_with(cr->req, ERR_TOO_MANY_REQUESTS, detail, &h);
 	headers_clear(&h);
-	if (req->msg->method != HTTP_HEAD)
-		req_send_body_data(req, body, len);
-	req_end_response(req);
 }
 
 /* By digest: hit, coalesced, or a new fill. */

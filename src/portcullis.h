@@ -214,8 +214,10 @@ void	req_start(struct conn *, struct hframe_msg *);
 void	req_free(struct req *);
 void	req_set_state(struct req *, enum req_state);
 void	req_fail(struct req *, enum pc_err, const char *);
+void	req_fail_with(struct req *, enum pc_err, const char *,
+	    const struct headers *);
 void	req_respond_simple(struct req *, int, const char *, const char *,
-	    const char *);
+	    const struct headers *);
 int	req_send_head(struct req *, int, struct headers *, enum resp_framing,
 	    int64_t);
 int	req_send_body(struct req *, struct evbuffer *, size_t);

@@ -886,8 +886,23 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	int64_t			 length = -1;
 	int			 st = rm->status, m = req->msg->method;
 	size_t			 i;
+	const char		*ra;
 
 	headers_init(&out);
+	if (st == 429) {
+		/*
+		 * Whatever body the upstream sent, the client gets the OCI
+		 * TOOMANYREQUESTS error and the upstream's Retry-After.  The
+		 * upstream connection is dropped with its unread body.
+		 */
+		if ((ra = headers_get(&rm->hdrs, "Retry-After")) != NULL &&
+		    *ra != '\0')
+			headers_add(&out, "Retry-After", 11, ra, strlen(ra));
+		req_fail_with(req, ERR_TOO_MANY_REQUESTS, "upstream "
+		    "registry rate limit", &out);	/* frees px */
+		headers_clear(&out);
+		return (-1);
+	}
 	for (i = 0; i < rm->hdrs.n; i++) {
 		const struct header *h = &rm->hdrs.v[i];
 

@@ -439,15 +439,17 @@ req_end_response(struct req *req)
 /* Answer with a small complete body. */
 void
 req_respond_simple(struct req *req, int status, const char *ctype,
-    const char *body, const char *extra_name)
+    const char *body, const struct headers *extra)
 {
 	struct headers	h;
-	size_t		len = body != NULL ? strlen(body) : 0;
+	size_t		len = body != NULL ? strlen(body) : 0, i;
 
-	(void)extra_name;
 	headers_init(&h);
 	if (ctype != NULL)
 		headers_add(&h, "Content-Type", 12, ctype, strlen(ctype));
+	for (i = 0; extra != NULL && i < extra->n; i++)
+		headers_add(&h, extra->v[i].name, extra->v[i].nlen,
+		    extra->v[i].value, extra->v[i].vlen);
 	req_send_head(req, status, &h, req->msg->method == HTTP_HEAD ?
 	    RESP_NONE : RESP_LENGTH, (int64_t)len);
 	headers_clear(&h);
@@ -464,6 +466,14 @@ req_respond_simple(struct req *req, int status, const char *ctype,
  */
 void
 req_fail(struct req *req, enum pc_err err, const char *detail)
+{
+	req_fail_with(req, err, detail, NULL);
+}
+
+/* As req_fail(), with extra response headers (Retry-After, ...). */
+void
+req_fail_with(struct req *req, enum pc_err err, const char *detail,
+    const struct headers *extra)
 {
 	char	body[2048];
 	int	status = errs_status(err);
@@ -490,7 +500,7 @@ req_fail(struct req *req, enum pc_err err, const char *detail)
 	/* An unread request body cannot be skipped safely: close after. */
 	if (!req->body_done)
 		req->keep_alive = 0;
-	req_respond_simple(req, status, "application/json", body, NULL);
+	req_respond_simple(req, status, "application/json", body, extra);
 }
 
 /* Which methods each endpoint takes (distribution spec, "Endpoints"). */

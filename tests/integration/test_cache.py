@@ -290,6 +290,24 @@ def test_upstream_429_reaches_client_as_429(liar, start_gateway, tmp_path,
     assert RATELIMIT_LIMIT in log
 
 
+def test_upstream_429_without_cache_is_an_oci_error(liar, start_gateway,
+                                                    http):
+    """The pass-through path too: whatever body the upstream sends with its
+    429, the client gets TOOMANYREQUESTS and the Retry-After (the test
+    double answers GET and HEAD only)."""
+    gw = start_gateway(gateway_config(liar_upstream(liar)))
+    liar.fail_all(429, retry_after="17")
+    for method, path in (("GET", "manifests/v1"), ("HEAD", "manifests/v1"),
+                         ("GET", "tags/list")):
+        r = http.request(method, "%s/v2/liar/app/%s" % (gw.url, path),
+                         timeout=30)
+        assert r.status_code == 429, (method, path, r.text)
+        assert r.headers.get("Retry-After") == "17"
+        if method != "HEAD":
+            assert r.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+    assert gw.alive()
+
+
 # --- 5. kill -9 in the middle of a fill --------------------------------
 
 def test_kill_9_mid_fill_then_restart(liar, start_gateway, tmp_path):
