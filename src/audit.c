@@ -541,9 +541,13 @@ audit_cmd_arg(struct audit *w, const char *a, size_t alen, const char *b,
 {
 	audit_cmd_len(w, '$', alen + blen + clen);
 	audit_cmd_room(w, alen + blen + clen + 2);
-	memcpy(w->cmd + w->cmdlen, a, alen);
-	memcpy(w->cmd + w->cmdlen + alen, b, blen);
-	memcpy(w->cmd + w->cmdlen + alen + blen, c, clen);
+	/* b and c may be NULL when empty: memcpy must not see them. */
+	if (alen > 0)
+		memcpy(w->cmd + w->cmdlen, a, alen);
+	if (blen > 0)
+		memcpy(w->cmd + w->cmdlen + alen, b, blen);
+	if (clen > 0)
+		memcpy(w->cmd + w->cmdlen + alen + blen, c, clen);
 	w->cmdlen += alen + blen + clen;
 	w->cmd[w->cmdlen++] = '\r';
 	w->cmd[w->cmdlen++] = '\n';
