@@ -149,26 +149,7 @@ done
 rcli() { redis-cli -p "$redis_port" "$@"; }
 
 # --- docker-registry with one 1 KiB blob ------------------------------------
-rport=$(free_port)
-mkdir -p "$work/registry/storage"
-cat > "$work/registry/config.yml" <<YML
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/registry/storage
-http:
-  addr: 127.0.0.1:$rport
-health:
-  storagedriver:
-    enabled: false
-YML
-"$DOCKER_REGISTRY_BIN" serve "$work/registry/config.yml" > "$work/registry/log" 2>&1 &
-pids+=($!)
-wait_http "http://127.0.0.1:$rport/v2/" docker-registry "$!" "$work/registry/log"
+start_registry
 head -c 1024 /dev/urandom > "$work/blob"
 digest=sha256:$(sha256sum "$work/blob" | cut -d' ' -f1)
 loc=$(curl -s -D - -o /dev/null -X POST "http://127.0.0.1:$rport/v2/bench/app/blobs/uploads/" |

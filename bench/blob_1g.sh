@@ -56,32 +56,7 @@ fi
 digest=sha256:$(cat "$blob.sha256")
 
 # --- docker-registry -------------------------------------------------------
-rport=$(free_port)
-mkdir -p "$work/registry/storage"
-cat > "$work/registry/config.yml" <<YML
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/registry/storage
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$rport
-  secret: portcullis-bench
-health:
-  storagedriver:
-    enabled: false
-YML
-"$DOCKER_REGISTRY_BIN" serve "$work/registry/config.yml" \
-	> "$work/registry/log" 2>&1 &
-pids+=($!)
-rpid=$!
-wait_http "http://127.0.0.1:$rport/v2/" docker-registry "$rpid" "$work/registry/log"
+start_registry
 
 targets=("direct http://127.0.0.1:$rport -")
 

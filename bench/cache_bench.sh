@@ -52,18 +52,6 @@ done
 bench_init cache-bench
 TICK=$(getconf CLK_TCK)
 
-# stop PID: TERM and wait for it (it is one of ours).
-stop_pid() {
-	local i
-	kill -TERM "$1" 2>/dev/null || true
-	for i in $(seq 100); do
-		kill -0 "$1" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-}
-
 # CPU ticks (user + system) of a process.
 cpu_ticks() {
 	awk '{print $14 + $15}' "/proc/$1/stat"
@@ -91,30 +79,7 @@ big_size=$((SIZE_MIB * 1048576))
 mid_size=$((64 * 1048576))
 
 # --- docker-registry, with its access log (the upstream-GET witness) ------
-rport=$(free_port)
-mkdir -p "$work/registry/storage"
-cat > "$work/registry/config.yml" <<YML
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $work/registry/storage
-http:
-  addr: 127.0.0.1:$rport
-  secret: portcullis-bench
-health:
-  storagedriver:
-    enabled: false
-YML
-"$DOCKER_REGISTRY_BIN" serve "$work/registry/config.yml" \
-	> "$work/registry/access.log" 2> "$work/registry/log" &
-rpid=$!
-pids+=($rpid)
-R=http://127.0.0.1:$rport
-wait_http "$R/v2/" docker-registry "$rpid" "$work/registry/log"
+start_registry access
 
 push() {	# push FILE DIGEST
 	local loc path url

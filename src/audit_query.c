@@ -803,23 +803,28 @@ lost:
 	return (1);
 }
 
+/* One compact JSON document on a line of stdout; drops the reference. */
+static void
+aq_print_json(json_t *j)
+{
+	char	*s;
+
+	if ((s = json_dumps(j, JSON_COMPACT)) == NULL)
+		fatal("json_dumps");
+	printf("%s\n", s);
+	free(s);
+	json_decref(j);
+}
+
 static void
 aq_tail_emit(const struct audit_filter *f, struct aq_out *o, const char *id,
     const struct audit_fields *fl)
 {
-	json_t	*j;
-	char	*s;
-
 	if (!audit_filter_match(f, fl))
 		return;
-	if (o->json) {
-		j = aq_json(id, fl);
-		if ((s = json_dumps(j, JSON_COMPACT)) == NULL)
-			fatal("json_dumps");
-		printf("%s\n", s);
-		free(s);
-		json_decref(j);
-	} else
+	if (o->json)
+		aq_print_json(aq_json(id, fl));
+	else
 		aq_emit_table(o, id, fl);
 }
 
@@ -1014,11 +1019,7 @@ audit_cli(int argc, char **argv)
 		json_decref(records);
 	} else if (o.json) {
 		page = aq_page(records, q);
-		if ((s = json_dumps(page, JSON_COMPACT)) == NULL)
-			fatal("json_dumps");
-		printf("%s\n", s);
-		free(s);
-		json_decref(page);
+		aq_print_json(page);
 		rv = 0;
 	} else {
 		if (!o.header_done)

@@ -483,20 +483,17 @@ cache_tag_all(struct cache *c, const struct config_upstream *up,
 	return (k);
 }
 
-/* A push or delete of the tag: forget what every Accept set learnt. */
-void
-cache_invalidate_tag(struct req *req)
+/* Unlink the files of one directory; how many, or -1 when unreadable. */
+static int
+cache_empty_dir(const char *dir)
 {
-	struct cache	*c = req->c->ctx->cache;
-	char		 dir[PATH_MAX], path[PATH_MAX * 2];
+	char		 path[PATH_MAX * 2];
 	DIR		*d;
 	struct dirent	*de;
 	int		 n = 0;
 
-	if (c == NULL || req->up == NULL || req->route.ref_digest ||
-	    cache_tag_dir(c, req->up, req->upname, req->route.ref, dir,
-	    sizeof(dir)) == -1 || (d = opendir(dir)) == NULL)
-		return;
+	if ((d = opendir(dir)) == NULL)
+		return (-1);
 	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;
@@ -505,6 +502,21 @@ cache_invalidate_tag(struct req *req)
 			n++;
 	}
 	closedir(d);
+	return (n);
+}
+
+/* A push or delete of the tag: forget what every Accept set learnt. */
+void
+cache_invalidate_tag(struct req *req)
+{
+	struct cache	*c = req->c->ctx->cache;
+	char		 dir[PATH_MAX];
+	int		 n;
+
+	if (c == NULL || req->up == NULL || req->route.ref_digest ||
+	    cache_tag_dir(c, req->up, req->upname, req->route.ref, dir,
+	    sizeof(dir)) == -1 || (n = cache_empty_dir(dir)) == -1)
+		return;
 	log_debug("%llu.%u cache tag_invalidated records=%d",
 	    (unsigned long long)req->c->id, req->seq, n);
 }
@@ -538,22 +550,12 @@ cache_scan_cmp(const void *a, const void *b)
 static int
 cache_clean_tmp(struct cache *c)
 {
-	char		 dir[PATH_MAX], path[PATH_MAX * 2];
-	DIR		*d;
-	struct dirent	*de;
-	int		 n = 0;
+	char		 dir[PATH_MAX];
+	int		 n;
 
 	snprintf(dir, sizeof(dir), "%s/tmp", c->dir);
-	if ((d = opendir(dir)) == NULL)
+	if ((n = cache_empty_dir(dir)) == -1)
 		return (-1);
-	while ((de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		if (unlink(path) == 0)
-			n++;
-	}
-	closedir(d);
 	if (n > 0)
 		log_info("- cache removed_temp_files n=%d", n);
 	return (0);

@@ -13,17 +13,12 @@ bench_init() {
 }
 
 bench_cleanup() {
-	local pid i
+	local pid
 	for pid in "${pids[@]}"; do
 		kill -TERM "$pid" 2>/dev/null || true
 	done
 	for pid in "${pids[@]}"; do
-		for i in $(seq 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
+		stop_pid "$pid"
 	done
 	if [ "${KEEP_WORK:-0}" = 1 ]; then
 		echo "work dir kept: $work" >&2
@@ -49,4 +44,57 @@ wait_http() {
 	echo "$2 not ready after 30 s; log:" >&2
 	tail -20 "$4" >&2
 	exit 1
+}
+
+# stop_pid PID: TERM, a bounded wait, then KILL (it is one of ours).
+stop_pid() {
+	local i
+	kill -TERM "$1" 2>/dev/null || true
+	for i in $(seq 100); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+# start_registry [access]: docker-registry ($DOCKER_REGISTRY_BIN) on a free
+# port, storage under $work/registry; sets rport, rpid and R.  With
+# "access" its access log goes to $work/registry/access.log, the witness
+# of upstream requests.
+start_registry() {
+	local accesslog=true
+	[ "${1:-}" = access ] && accesslog=false
+	rport=$(free_port)
+	mkdir -p "$work/registry/storage"
+	cat > "$work/registry/config.yml" <<YML
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: $accesslog
+storage:
+  filesystem:
+    rootdirectory: $work/registry/storage
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$rport
+  secret: portcullis-bench
+health:
+  storagedriver:
+    enabled: false
+YML
+	if [ "$accesslog" = false ]; then
+		"$DOCKER_REGISTRY_BIN" serve "$work/registry/config.yml" \
+			> "$work/registry/access.log" 2> "$work/registry/log" &
+	else
+		"$DOCKER_REGISTRY_BIN" serve "$work/registry/config.yml" \
+			> "$work/registry/log" 2>&1 &
+	fi
+	rpid=$!
+	pids+=($rpid)
+	R=http://127.0.0.1:$rport
+	wait_http "$R/v2/" docker-registry "$rpid" "$work/registry/log"
 }

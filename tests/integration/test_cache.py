@@ -15,6 +15,7 @@ import urllib.parse
 import pytest
 import requests
 
+from lib.clients import hosts_dir
 from lib.gateway import gateway_config, upstream
 from lib.images import HOST_ARCH, read_layout
 from lib.lying_upstream import LyingUpstream, RATELIMIT_LIMIT
@@ -517,16 +518,6 @@ def test_eviction_keeps_recent_blobs_under_cap_and_restart_keeps_them(
 
 # --- 6. dockerd and containerd as mirrors --------------------------------
 
-def _hosts_dir(base, server_host, mirror_host):
-    d = os.path.join(base, "certs.d")
-    os.makedirs(os.path.join(d, server_host), exist_ok=True)
-    with open(os.path.join(d, server_host, "hosts.toml"), "w") as f:
-        f.write('server = "http://%s"\n\n[host."http://%s"]\n'
-                '  capabilities = ["pull", "resolve"]\n' % (
-                    server_host, mirror_host))
-    return d
-
-
 def test_dockerd_and_containerd_second_pull_from_cache(start_registry,
                                                        start_gateway,
                                                        start_dockerd,
@@ -559,7 +550,7 @@ def test_dockerd_and_containerd_second_pull_from_cache(start_registry,
     # containerd: two fresh content stores, same mirror.
     for n in range(2):
         ctd = start_containerd()
-        hosts = _hosts_dir(ctd.dir, hub.host, gw.host)
+        hosts = hosts_dir(ctd.dir, hub.host, gw.host)
         m = hub.mark()
         ctd.ctr("images", "pull", "--plain-http", "--hosts-dir", hosts,
                 "%s/library/cached-demo:latest" % hub.host)

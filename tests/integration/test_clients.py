@@ -9,6 +9,7 @@ import urllib.parse
 
 import pytest
 
+from lib.clients import hosts_dir
 from lib.gateway import gateway_config, upstream
 from lib.images import HOST_ARCH, read_layout
 from lib.util import free_port
@@ -104,16 +105,6 @@ def test_podman_push_and_pull_through_gateway(stack, skopeo, podman,
     assert out.strip() == img.images[0]["config_digest"].split(":")[1]
 
 
-def _hosts_dir(base, server_host, mirror_host):
-    d = os.path.join(base, "certs.d")
-    os.makedirs(os.path.join(d, server_host), exist_ok=True)
-    with open(os.path.join(d, server_host, "hosts.toml"), "w") as f:
-        f.write('server = "http://%s"\n\n[host."http://%s"]\n'
-                '  capabilities = ["pull", "resolve"]\n' % (
-                    server_host, mirror_host))
-    return d
-
-
 def test_ctr_pull_via_mirror_routes_by_ns(stack, skopeo, single_image,
                                           image_factory, start_containerd):
     img = single_image
@@ -126,7 +117,7 @@ def test_ctr_pull_via_mirror_routes_by_ns(stack, skopeo, single_image,
     skopeo("copy", "--dest-tls-verify=false", decoy.ref,
            "docker://%s/ctr/app:v1" % stack.r1.host)
     ctd = start_containerd()
-    hosts = _hosts_dir(ctd.dir, stack.alias, stack.gw.host)
+    hosts = hosts_dir(ctd.dir, stack.alias, stack.gw.host)
     m1, m2 = stack.r1.mark(), stack.r2.mark()
     ctd.ctr("images", "pull", "--plain-http", "--hosts-dir", hosts,
             "%s/ctr/app:v1" % stack.alias)

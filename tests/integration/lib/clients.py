@@ -233,3 +233,15 @@ class Dockerd:
         if self._own_dir and os.environ.get("PORTCULLIS_KEEP_TMP") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
         return rc
+
+
+def hosts_dir(base, server_host, mirror_host):
+    """A containerd certs.d tree under `base` whose hosts.toml sends pulls
+    for `server_host` to the mirror at `mirror_host` (plain HTTP)."""
+    d = os.path.join(base, "certs.d")
+    os.makedirs(os.path.join(d, server_host), exist_ok=True)
+    with open(os.path.join(d, server_host, "hosts.toml"), "w") as f:
+        f.write('server = "http://%s"\n\n[host."http://%s"]\n'
+                '  capabilities = ["pull", "resolve"]\n' % (
+                    server_host, mirror_host))
+    return d
