@@ -80,6 +80,44 @@ cache_range_parse(const char *s, uint64_t size, uint64_t *start,
 	return (CACHE_RANGE_OK);
 }
 
+/*
+ * Whether the parameters of a media range (what follows its first ';')
+ * give it weight 0, which RFC 9110 12.4.2 defines as "not acceptable":
+ * qvalue = "0" [ "." 0*3DIGIT ] with only zeros.  Lenient about spaces
+ * around ';' and '=' (BWS); anything else is not a zero weight.
+ */
+static int
+cr_weight_zero(const char *p)
+{
+	size_t	n, i;
+
+	while (*p != '\0') {
+		while (*p == ' ' || *p == '\t' || *p == ';')
+			p++;
+		n = strcspn(p, ";");
+		if (n > 0 && (p[0] == 'q' || p[0] == 'Q')) {
+			for (i = 1; i < n && (p[i] == ' ' || p[i] == '\t'); i++)
+				;
+			if (i < n && p[i] == '=') {
+				for (i++; i < n && (p[i] == ' ' ||
+				    p[i] == '\t'); i++)
+					;
+				if (i == n || p[i] != '0')
+					return (0);
+				i++;
+				if (i < n && p[i] == '.')
+					for (i++; i < n && p[i] == '0'; i++)
+						;
+				while (i < n && (p[i] == ' ' || p[i] == '\t'))
+					i++;
+				return (i == n);
+			}
+		}
+		p += n;
+	}
+	return (0);
+}
+
 static int
 cr_cmp(const void *a, const void *b)
 {
@@ -91,7 +129,7 @@ cache_accept_norm(const struct headers *h, char *out, size_t len)
 {
 	char		 buf[4096], *types[ACCEPT_MAX_TYPES], *p, *q, *e;
 	size_t		 i, n = 0, off = 0, bl = 0, tl;
-	int		 k;
+	int		 k, refused = 0, wild = 0;
 
 	for (i = 0; i < h->n; i++) {
 		if (strcasecmp(h->v[i].name, "Accept") != 0)
@@ -106,8 +144,13 @@ cache_accept_norm(const struct headers *h, char *out, size_t len)
 	for (p = buf; p != NULL && *p != '\0'; p = q) {
 		if ((q = strchr(p, ',')) != NULL)
 			*q++ = '\0';
-		if ((e = strchr(p, ';')) != NULL)
+		if ((e = strchr(p, ';')) != NULL) {
 			*e = '\0';
+			if (cr_weight_zero(e + 1)) {
+				refused = 1;
+				continue;
+			}
+		}
 		while (*p == ' ' || *p == '\t')
 			p++;
 		tl = strlen(p);
@@ -124,8 +167,17 @@ cache_accept_norm(const struct headers *h, char *out, size_t len)
 			continue;
 		if (n == ACCEPT_MAX_TYPES)
 			return (-1);
+		if (strchr(p, '*') != NULL)
+			wild = 1;
 		types[n++] = p;
 	}
+	/*
+	 * A set left empty refuses everything, and a wildcard left next to a
+	 * refused type means "all but that one": neither is a plain set of
+	 * types, so neither keys a record.
+	 */
+	if (refused && (n == 0 || wild))
+		return (-1);
 	qsort(types, n, sizeof(types[0]), cr_cmp);
 	if (len == 0)
 		return (-1);

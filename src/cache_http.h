@@ -29,8 +29,11 @@ enum cache_range cache_range_parse(const char *, uint64_t, uint64_t *,
 
 /*
  * The normalised Accept set: every media range of every Accept field,
+ * without those of weight q=0 (not acceptable, RFC 9110 12.4.2),
  * parameters dropped, lowercased, sorted and deduplicated, joined by ','.
- * "" when there is none.  Returns the length, or -1 when it does not fit.
+ * "" when there is none.  Returns the length, or -1 when it does not fit
+ * or is not a plain set (every range refused, or a wildcard left beside a
+ * refused range).
  */
 int		 cache_accept_norm(const struct headers *, char *, size_t);
 

@@ -83,6 +83,49 @@ test_accept_norm(void **state)
 	headers_clear(&h);
 }
 
+static int
+norm1(const char *accept, char *out, size_t len)
+{
+	struct headers	h;
+	int		n;
+
+	headers_init(&h);
+	headers_add(&h, "Accept", 6, accept, strlen(accept));
+	n = cache_accept_norm(&h, out, len);
+	headers_clear(&h);
+	return (n);
+}
+
+/* RFC 9110 12.4.2: q=0 is "not acceptable", so it is not in the set. */
+static void
+test_accept_norm_drops_q0(void **state)
+{
+	char	out[512];
+
+	(void)state;
+	assert_true(norm1("application/vnd.oci.image.index.v1+json;q=0, "
+	    "application/vnd.oci.image.manifest.v1+json", out,
+	    sizeof(out)) > 0);
+	assert_string_equal(out, "application/vnd.oci.image.manifest.v1+json");
+	/* Every spelling of zero, after other parameters, any case. */
+	assert_true(norm1("a/x;q=0.000, b/y; Q = 0., c/z;charset=u;q=0.0, "
+	    "d/w;q=0;level=1, e/v", out, sizeof(out)) > 0);
+	assert_string_equal(out, "e/v");
+	/* Not zero: a small weight, 1, a parameter that merely starts with
+	 * q, a malformed weight. */
+	assert_true(norm1("a/x;q=0.001, b/y;q=1, c/z;qs=0, d/w;q=00, "
+	    "e/v;q=0.5", out, sizeof(out)) > 0);
+	assert_string_equal(out, "a/x,b/y,c/z,d/w,e/v");
+	/* Nothing acceptable, or a wildcard beside a refused type: not a
+	 * plain set, not a key. */
+	assert_int_equal(norm1("application/json;q=0", out, sizeof(out)), -1);
+	assert_int_equal(norm1("application/*, application/vnd.oci.image."
+	    "index.v1+json;q=0", out, sizeof(out)), -1);
+	assert_int_equal(norm1("*/*;q=0, text/plain", out, sizeof(out)),
+	    (int)strlen("text/plain"));
+	assert_string_equal(out, "text/plain");
+}
+
 static void
 test_digests(void **state)
 {
@@ -114,6 +157,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ranges),
 		cmocka_unit_test(test_accept_norm),
+		cmocka_unit_test(test_accept_norm_drops_q0),
 		cmocka_unit_test(test_digests),
 	};
 
