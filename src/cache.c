@@ -5,13 +5,9 @@
  *
  *	blobs/<alg>/<2 hex>/<hex>	a blob, exactly its bytes
  *	manifests/<alg>/<2 hex>/<hex>	"<media type>\n", then the manifest
- *	tags/<upstream>/<k1>/<k2>	"<digest> <unix ms>\n"; "-" for none
+ *	tags/<upstream>/<k1>/<k2>	tag records (cache_tags.c)
  *	tmp/				fills in progress
  *	lock				flock(2): one gateway per dir
- *
- * where k1 is the SHA-256 of "<repository>\0<tag>" and k2 that of the
- * normalised Accept set, so every Accept set has its own tag record and a
- * push of the tag removes them all.
  *
  * Guarantees: a file appears under blobs/ or manifests/ only by rename(2)
  * from tmp/ after its length and digest were verified and its data was
@@ -21,8 +17,8 @@
  * ordered by mtime, which a hit refreshes at most once a minute.  Eviction
  * runs from a timer, a bounded number of unlinks per turn, oldest first,
  * and skips entries a reader has open; fills are not in the index, so they
- * are never evicted.  Tag records are tiny files read on demand, never
- * held in memory.
+ * are never evicted.  Tag records have their own index and bounds
+ * (cache_tags.c).
  */
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -36,13 +32,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-
 #include "cache.h"
 
 #define CACHE_EVICT_PER_TURN	64
 #define CACHE_TOUCH_MS		60000
-#define CACHE_TAG_MAX		256	/* bytes of one tag record */
 
 static const char *cache_kind_dir[] = { "blobs", "manifests" };
 
@@ -284,110 +277,8 @@ cache_manifest_type(int fd, char *buf, size_t len, size_t *off)
 	return (0);
 }
 
-/* --- tags --- */
-
-/* Wall-clock ms: tag records outlive the process, so not monotonic. */
-uint64_t
-cache_wall_ms(void)
-{
-	struct timespec	ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
-}
-
-static void
-cache_hex_sha256(const char *a, size_t alen, const char *b, size_t blen,
-    char *out)
-{
-	unsigned char	md[EVP_MAX_MD_SIZE];
-	unsigned int	mdlen = 0, i;
-	EVP_MD_CTX	*ctx;
-
-	if ((ctx = EVP_MD_CTX_new()) == NULL)
-		fatal("EVP_MD_CTX_new");
-	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
-	    EVP_DigestUpdate(ctx, a, alen) != 1 ||
-	    EVP_DigestUpdate(ctx, "", 1) != 1 ||
-	    EVP_DigestUpdate(ctx, b, blen) != 1 ||
-	    EVP_DigestFinal_ex(ctx, md, &mdlen) != 1)
-		fatalx("sha256 failed");
-	EVP_MD_CTX_free(ctx);
-	for (i = 0; i < mdlen; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
-static int
-cache_tag_dir(struct cache *c, const struct config_upstream *up,
-    const char *name, const char *tag, char *buf, size_t len)
-{
-	char	k1[65];
-	int	n;
-
-	cache_hex_sha256(name, strlen(name), tag, strlen(tag), k1);
-	n = snprintf(buf, len, "%s/tags/%s/%s", c->dir, up->name, k1);
-	return (n < 0 || (size_t)n >= len ? -1 : 0);
-}
-
-static int
-cache_tag_path(struct cache *c, const struct config_upstream *up,
-    const char *name, const char *tag, const char *accept, char *buf,
-    size_t len)
-{
-	char	dir[PATH_MAX], k2[65];
-	int	n;
-
-	if (cache_tag_dir(c, up, name, tag, dir, sizeof(dir)) == -1)
-		return (-1);
-	cache_hex_sha256("accept", 6, accept, strlen(accept), k2);
-	n = snprintf(buf, len, "%s/%s", dir, k2);
-	return (n < 0 || (size_t)n >= len ? -1 : 0);
-}
-
-/*
- * The tag record for (upstream, repository, tag, Accept set): the digest
- * ("" for a negative record) into buf and when it was learnt into *at.
- * Returns 0, or -1 when there is none.
- */
+/* mkdir -p.  Returns 0, or -1 with errno. */
 int
-cache_tag_get(struct cache *c, const struct config_upstream *up,
-    const char *name, const char *tag, const char *accept, char *buf,
-    size_t len, uint64_t *at)
-{
-	char			 path[PATH_MAX], rec[CACHE_TAG_MAX];
-	char			*sp, *ep;
-	const char		*hex;
-	unsigned long long	 ms;
-	ssize_t			 n;
-	int			 fd;
-
-	if (cache_tag_path(c, up, name, tag, accept, path, sizeof(path)) ==
-	    -1 || (fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		return (-1);
-	n = read(fd, rec, sizeof(rec) - 1);
-	close(fd);
-	if (n <= 0)
-		return (-1);
-	rec[n] = '\0';
-	if ((sp = strchr(rec, ' ')) == NULL)
-		return (-1);
-	*sp++ = '\0';
-	errno = 0;
-	ms = strtoull(sp, &ep, 10);
-	if (errno != 0 || *ep != '\n')
-		return (-1);
-	if (strcmp(rec, "-") == 0)
-		rec[0] = '\0';
-	else if (cache_digest_alg(rec, &hex) == CACHE_ALG_NONE)
-		return (-1);
-	if (strlen(rec) >= len)
-		return (-1);
-	snprintf(buf, len, "%s", rec);
-	*at = ms;
-	return (0);
-}
-
-static int
 cache_mkdirs(const char *path)
 {
 	char	tmp[PATH_MAX], *p;
@@ -405,82 +296,6 @@ cache_mkdirs(const char *path)
 	if (mkdir(tmp, 0750) == -1 && errno != EEXIST)
 		return (-1);
 	return (0);
-}
-
-/* Record a tag's digest (NULL: the upstream does not know the tag). */
-void
-cache_tag_put(struct cache *c, const struct config_upstream *up,
-    const char *name, const char *tag, const char *accept,
-    const char *digest)
-{
-	char	 path[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX];
-	char	 rec[CACHE_TAG_MAX];
-	int	 fd, n;
-
-	if (cache_tag_path(c, up, name, tag, accept, path, sizeof(path)) ==
-	    -1 || cache_tag_dir(c, up, name, tag, dir, sizeof(dir)) == -1)
-		return;
-	n = snprintf(rec, sizeof(rec), "%s %llu\n", digest ? digest : "-",
-	    (unsigned long long)cache_wall_ms());
-	if (cache_mkdirs(dir) == -1 ||
-	    (fd = cache_tmp_open(c, tmp, sizeof(tmp))) == -1) {
-		log_warn("- cache tag_write_failed error=\"%s\"",
-		    strerror(errno));
-		return;
-	}
-	/* Written whole, then renamed: a reader sees old or new. */
-	if (write(fd, rec, n) != n || close(fd) == -1 ||
-	    rename(tmp, path) == -1) {
-		log_warn("- cache tag_write_failed error=\"%s\"",
-		    strerror(errno));
-		unlink(tmp);
-	}
-}
-
-/*
- * The digests the tag is known by under any Accept set (at most max, into
- * out), for serving stale to a client whose own Accept set was never seen.
- * Returns how many.
- */
-int
-cache_tag_all(struct cache *c, const struct config_upstream *up,
-    const char *name, const char *tag, char (*out)[CACHE_DIGEST_MAX],
-    int max)
-{
-	char		 dir[PATH_MAX], path[PATH_MAX * 2];
-	char		 rec[CACHE_TAG_MAX];
-	char		*sp;
-	const char	*hex;
-	DIR		*d;
-	struct dirent	*de;
-	ssize_t		 n;
-	int		 fd, k = 0;
-
-	if (cache_tag_dir(c, up, name, tag, dir, sizeof(dir)) == -1 ||
-	    (d = opendir(dir)) == NULL)
-		return (0);
-	while (k < max && (de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-			continue;
-		n = read(fd, rec, sizeof(rec) - 1);
-		close(fd);
-		if (n <= 0)
-			continue;
-		rec[n] = '\0';
-		if ((sp = strchr(rec, ' ')) == NULL)
-			continue;
-		*sp = '\0';
-		if (cache_digest_alg(rec, &hex) == CACHE_ALG_NONE)
-			continue;
-		/* A valid digest fits: at most 135 bytes. */
-		snprintf(out[k++], CACHE_DIGEST_MAX, "%.*s",
-		    CACHE_DIGEST_MAX - 1, rec);
-	}
-	closedir(d);
-	return (k);
 }
 
 /* Unlink the files of one directory; how many, or -1 when unreadable. */
@@ -503,22 +318,6 @@ cache_empty_dir(const char *dir)
 	}
 	closedir(d);
 	return (n);
-}
-
-/* A push or delete of the tag: forget what every Accept set learnt. */
-void
-cache_invalidate_tag(struct req *req)
-{
-	struct cache	*c = req->c->ctx->cache;
-	char		 dir[PATH_MAX];
-	int		 n;
-
-	if (c == NULL || req->up == NULL || req->route.ref_digest ||
-	    cache_tag_dir(c, req->up, req->upname, req->route.ref, dir,
-	    sizeof(dir)) == -1 || (n = cache_empty_dir(dir)) == -1)
-		return;
-	log_debug("%llu.%u cache tag_invalidated records=%d",
-	    (unsigned long long)req->c->id, req->seq, n);
 }
 
 /* --- start-up --- */
@@ -688,6 +487,7 @@ cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
 		TAILQ_INSERT_TAIL(&c->lru, e, lru);
 	}
 	free(sv.v);
+	c->tags = cache_tags_open(c, conf->cache);
 	c->ev_evict = evtimer_new(ctx->base, cache_evict_cb, c);
 	log_info("- cache open dir=%s entries=%zu bytes=%llu max=%llu",
 	    c->dir, c->nentries, (unsigned long long)c->bytes,
@@ -715,6 +515,7 @@ cache_close(struct cache *c)
 		cache_unlink_entry(c, e);
 		free(e);
 	}
+	cache_tags_close(c->tags);
 	if (c->ev_evict != NULL)
 		event_free(c->ev_evict);
 	if (c->lock_fd != -1)

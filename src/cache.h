@@ -45,9 +45,11 @@ struct cache {
 	struct event			*ev_evict;
 	uint64_t			 seq;		/* tmp names, log ids */
 	uint64_t			 evicted; /* entries, since start */
+	struct cache_tags		*tags;		/* cache_tags.c */
 };
 
 struct fill_hash;
+struct cache_tags;
 
 /* One upstream transfer into a temp file, followed by its readers. */
 struct cache_fill {
@@ -106,7 +108,6 @@ struct cache_reader {
 	struct headers			 fwd;
 	char				 accept[2048];
 	char				 tag_digest[CACHE_DIGEST_MAX];
-	int				 tag_negative;
 	uint64_t			 tag_fetched_ms;
 	int				 tag_found;
 	int				 up_status;
@@ -127,14 +128,24 @@ void	cache_remove(struct cache *, struct cache_entry *);
 void	cache_touch(struct cache *, struct cache_entry *);
 void	cache_evict_soon(struct cache *);
 int	cache_tmp_open(struct cache *, char *, size_t);
+int	cache_mkdirs(const char *);
+int	cache_manifest_type(int, char *, size_t, size_t *);
+
+/* cache_tags.c */
+struct cache_tags *cache_tags_open(struct cache *,
+	    const struct config_cache *);
+void	cache_tags_close(struct cache_tags *);
 int	cache_tag_get(struct cache *, const struct config_upstream *,
 	    const char *, const char *, const char *, char *, size_t,
 	    uint64_t *);
 void	cache_tag_put(struct cache *, const struct config_upstream *,
 	    const char *, const char *, const char *, const char *);
+void	cache_tag_put_unknown(struct cache *, const struct config_upstream *,
+	    const char *, const char *, const char *, int);
+int	cache_tag_is_unknown(struct cache *, const struct config_upstream *,
+	    const char *, const char *, const char *, int);
 int	cache_tag_all(struct cache *, const struct config_upstream *,
 	    const char *, const char *, char (*)[CACHE_DIGEST_MAX], int);
-int	cache_manifest_type(int, char *, size_t, size_t *);
 uint64_t cache_wall_ms(void);
 
 /* cache_fill.c */

@@ -10,7 +10,8 @@
  * that is not a hit goes to the upstream as is.
  *
  * By tag: the tag's digest is kept per (upstream, repository, tag,
- * normalised Accept set) for tag_ttl, an unknown tag for negative_ttl.
+ * normalised Accept set) for tag_ttl, an unknown tag for negative_ttl
+ * (cache_tags.c, which bounds both).
  * When the record is older, a HEAD to the upstream (which Docker Hub does
  * not count against pull limits) revalidates it, and the manifest is then
  * served by digest.  When that HEAD cannot be answered (unreachable,
@@ -518,20 +519,19 @@ cr_by_tag(struct cache_reader *cr)
 		cr_passthrough(cr);	/* an Accept set too odd to key */
 		return;
 	}
+	if (cache_tag_is_unknown(cr->cache, req->up, req->upname,
+	    req->route.ref, cr->accept, req->conf->cache->negative_ttl_ms)) {
+		req->cache_status = "hit";
+		req_fail(req, ERR_MANIFEST_UNKNOWN,
+		    "unknown to the upstream (cached)");
+		return;
+	}
 	cr->tag_found = cache_tag_get(cr->cache, req->up, req->upname,
 	    req->route.ref, cr->accept, cr->tag_digest,
 	    sizeof(cr->tag_digest), &cr->tag_fetched_ms) == 0;
 	if (cr->tag_found) {
 		age = now > cr->tag_fetched_ms ? now - cr->tag_fetched_ms : 0;
-		if (cr->tag_digest[0] == '\0' &&
-		    age < (uint64_t)req->conf->cache->negative_ttl_ms) {
-			req->cache_status = "hit";
-			req_fail(req, ERR_MANIFEST_UNKNOWN,
-			    "unknown to the upstream (cached)");
-			return;
-		}
-		if (cr->tag_digest[0] != '\0' &&
-		    age < (uint64_t)cr_tag_ttl(cr)) {
+		if (age < (uint64_t)cr_tag_ttl(cr)) {
 			req->cache_status = "hit";
 			if (cr_serve_tag_digest(cr, cr->tag_digest) == 0)
 				return;
@@ -571,7 +571,7 @@ cr_tag_unreachable(struct cache_reader *cr, enum pc_err err,
 
 	/* This Accept set's record first, then any other one whose
 	 * manifest this client accepts. */
-	if (cr->tag_found && cr->tag_digest[0] != '\0')
+	if (cr->tag_found)
 		snprintf(all[n++], CACHE_DIGEST_MAX, "%s", cr->tag_digest);
 	n += cache_tag_all(cr->cache, req->up, req->upname, req->route.ref,
 	    all + n, 8 - n);
@@ -645,8 +645,9 @@ cr_tag_decide(struct cache_reader *cr)
 		return;
 	}
 	if (st == 404) {
-		cache_tag_put(cr->cache, req->up, req->upname, req->route.ref,
-		    cr->accept, NULL);
+		cache_tag_put_unknown(cr->cache, req->up, req->upname,
+		    req->route.ref, cr->accept,
+		    req->conf->cache->negative_ttl_ms);
 		req->cache_status = "miss";
 		req_fail(req, ERR_MANIFEST_UNKNOWN, NULL);
 		return;

@@ -255,6 +255,22 @@ static const struct cfg_key cfg_cache_keys[] = {
 	  .def = 2097152,
 	  .help = "Bytes of a cached file queued toward one client at a "
 	  "time; bounds the memory a slow reader can pin." },
+	{ .name = "max_tag_records", .type = CFG_SIZE,
+	  .off = CACHE_OFF(max_tag_records), .min = 1, .max = 10000000,
+	  .def = 100000,
+	  .help = "Tag records kept on disk (tags/), counted from the files "
+	  "found at start; above it the least recently used record is "
+	  "removed, with its directory when it was the tag's last." },
+	{ .name = "tag_variants", .type = CFG_INT,
+	  .off = CACHE_OFF(tag_variants), .min = 1, .max = 64, .def = 4,
+	  .help = "Accept sets remembered per tag, records and unknown-tag "
+	  "entries together; a new one drops the tag's least recently used." },
+	{ .name = "negative_entries", .type = CFG_SIZE,
+	  .off = CACHE_OFF(negative_entries), .min = 0, .max = 1000000,
+	  .def = 10000,
+	  .help = "Unknown tags (upstream 404) remembered, in memory only, "
+	  "each for negative_ttl; when full the oldest is replaced. 0 "
+	  "remembers none." },
 	{ .name = NULL }
 };
 

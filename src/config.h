@@ -52,6 +52,9 @@ struct config_cache {
 	int			 negative_ttl_ms;
 	int			 sendfile;	/* enum config_sendfile */
 	size_t			 send_window;
+	size_t			 max_tag_records;
+	int			 tag_variants;
+	size_t			 negative_entries;
 };
 
 enum config_fsync {

@@ -823,6 +823,8 @@ test_reference(void **state)
 		"/upstreams/N/cache", "/upstreams/N/tag_ttl", "/cache",
 		"/cache/dir", "/cache/max_bytes", "/cache/tag_ttl",
 		"/cache/negative_ttl", "/cache/sendfile", "/cache/send_window",
+		"/cache/max_tag_records", "/cache/tag_variants",
+		"/cache/negative_entries",
 		"/audit", "/audit/redis", "/audit/stream", "/audit/max_len",
 		"/audit/max_age", "/audit/spool_file", "/audit/spool_max_bytes",
 		"/audit/fsync", "/audit/on_failure", "/audit/admin_addresses",
