@@ -157,11 +157,13 @@ audit_new(struct pc_ctx *ctx, char **cause)
 	TAILQ_INIT(&w->queue);
 	TAILQ_INIT(&w->inflight);
 	TAILQ_INIT(&w->waiters);
-	if (asprintf(&w->kw, "%s:writers", w->ac->stream) == -1)
+	if (asprintf(&w->kw, "%s:writers", w->ac->stream) == -1 ||
+	    asprintf(&w->ki, "%s:indexes", w->ac->stream) == -1)
 		fatal("asprintf");
 	snprintf(w->maxlen, sizeof(w->maxlen), "%zu", w->ac->max_len);
 	snprintf(w->maxage, sizeof(w->maxage), "%llu",
 	    (unsigned long long)w->ac->max_age * 1000);
+	snprintf(w->maxidx, sizeof(w->maxidx), "%zu", w->ac->max_index_keys);
 	if (audit_spool_open(w, cause) == -1) {
 		/* Not ours to write to: never spool into it. */
 		if (w->fd != -1)
@@ -219,6 +221,7 @@ audit_free(struct audit *w)
 		event_free(w->ev_tick);
 	config_unref(w->conf);
 	free(w->kw);
+	free(w->ki);
 	free(w->cmd);
 	free(w);
 }

@@ -232,8 +232,10 @@ struct audit {
 	size_t			 cmdlen;
 	size_t			 cmdsz;
 	char			*kw;		/* "<stream>:writers" */
+	char			*ki;		/* "<stream>:indexes" */
 	char			 maxlen[AUDIT_U64_MAX + 1];
 	char			 maxage[AUDIT_U64_MAX + 1];
+	char			 maxidx[AUDIT_U64_MAX + 1];
 
 	uint64_t		 n_written;
 	uint64_t		 n_dup;
@@ -261,6 +263,7 @@ void		 audit_fsync(struct audit *);
 void		 audit_new_run(struct audit *);
 
 /* audit_redis.c */
+int		 audit_indexed_repository(const struct audit_fields *);
 void		 audit_connect(struct audit *);
 void		 audit_redis_close(struct audit *);
 void		 audit_link_lost(struct audit *, const char *, int);

@@ -450,11 +450,12 @@ aq_generate(const struct config *conf, long long count, long long step)
 	redisContext			*rc;
 	redisReply			*r;
 	struct audit_fields		 fl;
-	const char			*argv[16 + 2 * AF__MAX];
-	size_t				 lens[16 + 2 * AF__MAX];
+	const char			*argv[18 + 2 * AF__MAX];
+	size_t				 lens[18 + 2 * AF__MAX];
 	char				 sha[48], inst[64], run[24], n[24];
 	char				 kw[256], ks[AQ_KEY_MAX], kr[AQ_KEY_MAX];
-	char				 maxlen[24], maxage[24];
+	char				 maxlen[24], maxage[24], maxidx[24];
+	char				 ki[256];
 	long long			 i, done = 0, t0, start;
 	int				 argc, f, batch, k, st;
 
@@ -476,6 +477,8 @@ aq_generate(const struct config *conf, long long count, long long step)
 	snprintf(inst, sizeof(inst), "generate-%ld-%lld", (long)getpid(), t0);
 	snprintf(run, sizeof(run), "%lld", t0);
 	snprintf(kw, sizeof(kw), "%s:writers", ac->stream);
+	snprintf(ki, sizeof(ki), "%s:indexes", ac->stream);
+	snprintf(maxidx, sizeof(maxidx), "%zu", ac->max_index_keys);
 	snprintf(maxlen, sizeof(maxlen), "%zu", ac->max_len);
 	snprintf(maxage, sizeof(maxage), "%llu",
 	    (unsigned long long)ac->max_age * 1000);
@@ -528,9 +531,10 @@ aq_generate(const struct config *conf, long long count, long long step)
 #define ARG(s, l) do { argv[argc] = (s); lens[argc] = (l); argc++; } while (0)
 			ARG("EVALSHA", 7);
 			ARG(sha, strlen(sha));
-			ARG("4", 1);
+			ARG("5", 1);
 			ARG(ac->stream, strlen(ac->stream));
 			ARG(kw, strlen(kw));
+			ARG(ki, strlen(ki));
 			ARG(ks, strlen(ks));
 			ARG(kr, strlen(kr));
 			ARG(inst, strlen(inst));
@@ -538,6 +542,7 @@ aq_generate(const struct config *conf, long long count, long long step)
 			ARG(n, strlen(n));
 			ARG(maxlen, strlen(maxlen));
 			ARG(maxage, strlen(maxage));
+			ARG(maxidx, strlen(maxidx));
 			ARG(fl.v[AF_ACTION], fl.len[AF_ACTION]);
 			ARG(fl.v[AF_STATUS], fl.len[AF_STATUS]);
 			ARG(fl.v[AF_DECISION], fl.len[AF_DECISION]);

@@ -33,34 +33,39 @@
  * one run of one writer, so that Redis runs the script, reads and
  * advances the high-water mark, and trims once per batch rather than once
  * per record.
- * KEYS: stream, writers hash, then for each record its subject index and
- * its repository index ("": none).
- * ARGV: instance, run, n, max_len, max_age ms, then
+ * KEYS: stream, writers hash, the index set, then for each record its
+ * subject index and its repository index ("": none).
+ * ARGV: instance, run, n, max_len, max_age ms, max_index_keys, then
  *  - the batch layout (the writer): the number of fields F, their F
  *    names, then for each record the index fields action, status and
  *    decision and its F values;
  *  - or, one record per call (`audit generate`): action, status,
  *    decision and the record's field/value pairs.
- * ARGV[6] tells them apart: a number only in the batch layout.
+ * ARGV[7] tells them apart: a number only in the batch layout.
  * Returns how many records were written: those at or below the writer's
  * mark are duplicates, skipped; a batch that does not follow the mark is
  * refused with a GAP error.  An error half-way still advances the mark
  * past what was written, so that sending the batch again writes nothing
- * twice.  The shebang makes Redis refuse the whole script up front when
+ * twice.
+ * The index set (<stream>:indexes) is a sorted set of the index streams,
+ * scored by the ms of their last entry: past max_index_keys the least
+ * recently written are deleted, so that client-chosen names cannot grow
+ * Redis beyond the cap (the records stay in the main stream).  The
+ * shebang makes Redis refuse the whole script up front when
  * it is out of memory, read-only or failing to persist, instead of
  * failing half-way.
  */
 static const char audit_lua[] =
 "#!lua\n"
-"local nrec = (#KEYS - 2) / 2\n"
-"local nf = tonumber(ARGV[6])\n"
-"local base, stride, row = 6, #ARGV - 5, nil\n"
+"local nrec = (#KEYS - 3) / 2\n"
+"local nf = tonumber(ARGV[7])\n"
+"local base, stride, row = 7, #ARGV - 6, nil\n"
 "if nf then\n"
-"  base, stride, row = 7 + nf, 3 + nf, {}\n"
-"  if nf < 1 or nf % 1 ~= 0 or #ARGV ~= 6 + nf + nrec * stride then\n"
+"  base, stride, row = 8 + nf, 3 + nf, {}\n"
+"  if nf < 1 or nf % 1 ~= 0 or #ARGV ~= 7 + nf + nrec * stride then\n"
 "    nrec = 0\n"
 "  end\n"
-"  for j = 1, nrec > 0 and nf or 0 do row[2 * j - 1] = ARGV[6 + j] end\n"
+"  for j = 1, nrec > 0 and nf or 0 do row[2 * j - 1] = ARGV[7 + j] end\n"
 "elseif nrec ~= 1 or stride < 5 or stride % 2 ~= 1 then\n"
 "  nrec = 0\n"
 "end\n"
@@ -91,7 +96,7 @@ static const char audit_lua[] =
 "      id = redis.call('XADD', KEYS[1], '*',\n"
 "        unpack(ARGV, a + 3, a + stride - 1))\n"
 "    end\n"
-"    for k = 3 + 2 * i, 4 + 2 * i do\n"
+"    for k = 4 + 2 * i, 5 + 2 * i do\n"
 "      local key = KEYS[k]\n"
 "      if key ~= '' then\n"
 "        local r = redis.pcall('XADD', key, id, 'action', ARGV[a],\n"
@@ -101,7 +106,7 @@ static const char audit_lua[] =
 "          redis.call('XADD', key, id, 'action', ARGV[a],\n"
 "            'status', ARGV[a + 1], 'decision', ARGV[a + 2])\n"
 "        end\n"
-"        touched[key] = true\n"
+"        touched[key] = id\n"
 "      end\n"
 "    end\n"
 "    written, lastid = written + 1, id\n"
@@ -113,19 +118,31 @@ static const char audit_lua[] =
 "  if ARGV[4] ~= '0' then\n"
 "    redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[4])\n"
 "  end\n"
-"  local maxage = tonumber(ARGV[5])\n"
+"  local maxage, minid = tonumber(ARGV[5]), nil\n"
 "  if maxage > 0 then\n"
 "    local t = redis.call('TIME')\n"
 "    local min = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-"    redis.call('XTRIM', KEYS[1], 'MINID', '~',\n"
-"      string.format('%.0f', min - maxage))\n"
+"    minid = string.format('%.0f', min - maxage)\n"
+"    redis.call('XTRIM', KEYS[1], 'MINID', '~', minid)\n"
 "  end\n"
 "  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
 "  local firstid = lastid\n"
 "  if first[1] then firstid = first[1][1] end\n"
-"  for key in pairs(touched) do\n"
+"  for key, id in pairs(touched) do\n"
 "    redis.call('XTRIM', key, 'MINID', '~', firstid)\n"
 "    if maxage > 0 then redis.call('PEXPIRE', key, maxage) end\n"
+"    redis.call('ZADD', KEYS[3], string.match(id, '^%d+'), key)\n"
+"  end\n"
+"  if next(touched) then\n"
+"    if minid then\n"
+"      redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. minid)\n"
+"      redis.call('PEXPIRE', KEYS[3], maxage)\n"
+"    end\n"
+"    local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[6])\n"
+"    if over > 0 then\n"
+"      local old = redis.call('ZPOPMIN', KEYS[3], over)\n"
+"      for j = 1, #old, 2 do redis.call('UNLINK', old[j]) end\n"
+"    end\n"
 "  end\n"
 "end\n"
 "if not ok then\n"
@@ -217,6 +234,22 @@ audit_rec_id(const struct audit_fields *fl, const char **run,
 	return (v == n && i > 0 ? 0 : -1);
 }
 
+/*
+ * Whether a record goes into its repository's index: only when the
+ * request was routed to an upstream and answered by it or the cache,
+ * i.e. it names an upstream and the gateway produced no error.  A name
+ * refused (400), unrouted (404) or failed locally would otherwise let
+ * clients create index streams at will; such records are still in the
+ * main stream, found by a --repo glob.  Decided from the record alone,
+ * so that a replayed spool is indexed the same way.
+ */
+int
+audit_indexed_repository(const struct audit_fields *fl)
+{
+	return (fl->len[AF_REPOSITORY] > 0 && fl->len[AF_UPSTREAM] > 0 &&
+	    fl->len[AF_ERROR] == 0);
+}
+
 /* Room for `need` more bytes of the command being formatted. */
 static void
 audit_cmd_room(struct audit *w, size_t need)
@@ -289,19 +322,20 @@ audit_send(struct audit *w, size_t k)
 	if (audit_rec_id(&w->bfl[0], &run, &runlen, &runv, &n) == -1)
 		return (-1);
 	w->cmdlen = 0;
-	audit_cmd_len(w, '*', 3 + 2 + 2 * k + 5 + 1 + AF__MAX +
+	audit_cmd_len(w, '*', 3 + 3 + 2 * k + 6 + 1 + AF__MAX +
 	    k * (3 + AF__MAX));
 	AUDIT_ARG(w, "EVALSHA", 7);
 	AUDIT_ARGS(w, w->sha);
-	np = audit_u64(ntmp, 2 + 2 * k);
+	np = audit_u64(ntmp, 3 + 2 * k);
 	AUDIT_ARG(w, np, ntmp + sizeof(ntmp) - np);
 	AUDIT_ARG(w, stream, slen);
 	AUDIT_ARGS(w, w->kw);
+	AUDIT_ARGS(w, w->ki);
 	for (i = 0; i < k; i++) {
 		fl = &w->bfl[i];
 		audit_cmd_arg(w, stream, slen, ":subject:", 9,
 		    fl->v[AF_SUBJECT], fl->len[AF_SUBJECT]);
-		if (fl->len[AF_REPOSITORY] > 0)
+		if (audit_indexed_repository(fl))
 			audit_cmd_arg(w, stream, slen, ":repository:", 12,
 			    fl->v[AF_REPOSITORY], fl->len[AF_REPOSITORY]);
 		else
@@ -313,6 +347,7 @@ audit_send(struct audit *w, size_t k)
 	AUDIT_ARG(w, np, ntmp + sizeof(ntmp) - np);
 	AUDIT_ARGS(w, w->maxlen);
 	AUDIT_ARGS(w, w->maxage);
+	AUDIT_ARGS(w, w->maxidx);
 	np = audit_u64(ntmp, AF__MAX);
 	AUDIT_ARG(w, np, ntmp + sizeof(ntmp) - np);
 	for (f = 0; f < AF__MAX; f++)
