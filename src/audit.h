@@ -3,7 +3,8 @@
  * subsystem: the record payload (what the spool and the in-memory queue
  * hold), the spool file framing with its checksum, and the query filters
  * shared by `portcullis audit query|tail` and GET /admin/audit.  Leaf: no
- * libevent, no hiredis, no project header.
+ * libevent, no hiredis, no project header.  The last part, internal to
+ * the audit files and admin.c, declares the state they share.
  */
 #ifndef PC_AUDIT_H
 #define PC_AUDIT_H
@@ -137,5 +138,189 @@ int	audit_glob_literal(const char *);
 int	audit_parse_time(const char *, int64_t, int64_t *);
 /* A Redis stream id: digits, optionally "-" digits. */
 int	audit_valid_stream_id(const char *);
+
+/*
+ * Internal to the audit files.  The writer's parts (audit.c: the record
+ * queue and admission; audit_spool.c: the spool; audit_redis.c: the
+ * Redis link) share struct audit; the query engine (audit_query.c) is
+ * shared with the admin endpoint (admin.c).  Other files see only the
+ * prototypes in portcullis.h.  Types of libevent, hiredis, jansson and
+ * the daemon are named here by forward declaration only.
+ */
+#include <sys/queue.h>
+
+struct config;
+struct config_audit;
+struct event;
+struct json_t;
+struct pc_ctx;
+struct redisAsyncContext;
+struct redisReply;
+struct req;
+
+#define AUDIT_BATCH		128	/* records that are sent at once */
+
+/* One record: in the memory queue, or sent and not yet acknowledged. */
+struct audit_rec {
+	TAILQ_ENTRY(audit_rec)	 entry;
+	uint64_t		 spool_end;	/* read from the spool: offset
+						   after it; 0: from memory */
+	uint64_t		 sent_ms;
+	size_t			 len;
+	char			 data[];
+};
+TAILQ_HEAD(audit_recq, audit_rec);
+
+enum audit_mode {
+	AUDIT_DIRECT,		/* new records: memory queue -> Redis */
+	AUDIT_SPOOL		/* new records: spool; Redis replays it */
+};
+
+enum audit_link {
+	LINK_DOWN,
+	LINK_CONNECTING,
+	LINK_LOADING,		/* SCRIPT LOAD sent */
+	LINK_READY
+};
+
+/* An admin query waiting for Redis; its req may go away first. */
+struct audit_waiter {
+	TAILQ_ENTRY(audit_waiter) entry;
+	struct req		*req;
+	void			(*gone)(void *);
+	void			*arg;
+};
+
+struct audit {
+	struct pc_ctx		*ctx;
+	struct config		*conf;		/* snapshot at start */
+	const struct config_audit *ac;
+	struct redisAsyncContext *rc;
+	enum audit_link		 link;
+	uint64_t		 link_since;
+	char			 sha[48];
+	int			 backoff_ms;
+	struct event		*ev_retry;
+	struct event		*ev_tick;
+	struct event		*ev_kick;
+	struct event		*ev_linger;
+	enum audit_mode		 mode;
+	struct audit_recq	 queue;
+	size_t			 nqueue;
+	size_t			 qbytes;
+	struct audit_recq	 inflight;
+	size_t			 ninflight;
+	size_t			 ifbytes;	/* memory-origin in flight */
+	size_t			 reserved;	/* by admitted requests */
+	TAILQ_HEAD(, audit_waiter) waiters;
+
+	int			 fd;
+	uint64_t		 spool_size;
+	uint64_t		 spool_rd;	/* next record to replay */
+	uint64_t		 spool_acked;	/* acknowledged below this */
+	int			 spool_dirty;
+	uint64_t		 last_fsync_ms;
+	uint64_t		 run;
+	uint64_t		 next_n;
+	char			 idpfx[AUDIT_VALUE_MAX];	/* "<instance>/<run>-" */
+	size_t			 idpfxlen;
+
+	/* The batch being sent, and its EVALSHA (RESP), formatted here. */
+	struct audit_rec	*batch[AUDIT_BATCH];
+	struct audit_fields	 bfl[AUDIT_BATCH];
+	char			*cmd;
+	size_t			 cmdlen;
+	size_t			 cmdsz;
+	char			*kw;		/* "<stream>:writers" */
+	char			*ki;		/* "<stream>:indexes" */
+	char			 maxlen[AUDIT_U64_MAX + 1];
+	char			 maxage[AUDIT_U64_MAX + 1];
+	char			 maxidx[AUDIT_U64_MAX + 1];
+
+	uint64_t		 n_written;
+	uint64_t		 n_dup;
+	uint64_t		 n_spooled;
+	uint64_t		 n_replayed;
+	uint64_t		 n_dropped;
+	uint64_t		 n_rejected;
+	uint64_t		 n_dropped_logged;
+	uint64_t		 n_rejected_logged;
+	uint64_t		 err_logged_ms;
+};
+
+/* audit.c */
+uint64_t	 audit_wall_ms(void);
+struct audit_rec *audit_next(struct audit *);
+void		 audit_unnext(struct audit *, struct audit_rec *);
+
+/* audit_spool.c */
+int		 audit_spool_open(struct audit *, char **);
+int		 audit_spool_append(struct audit *, const char *, size_t);
+struct audit_rec *audit_spool_read(struct audit *);
+void		 audit_spool_unacked(struct audit *);
+void		 audit_spool_reset(struct audit *);
+void		 audit_fsync(struct audit *);
+void		 audit_new_run(struct audit *);
+
+/* audit_redis.c */
+int		 audit_indexed_repository(const struct audit_fields *);
+void		 audit_connect(struct audit *);
+void		 audit_redis_close(struct audit *);
+void		 audit_link_lost(struct audit *, const char *, int);
+void		 audit_flush(struct audit *);
+void		 audit_kick(struct audit *);
+void		 audit_kick_cb(int, short, void *);
+void		 audit_retry_cb(int, short, void *);
+
+/* audit_query.c: the query engine (see there). */
+#define AQ_BATCH		500	/* entries per XREVRANGE */
+#define AQ_KEY_MAX		(AUDIT_VALUE_MAX + 256)
+
+enum aq_phase {
+	AQ_SCAN,
+	AQ_FETCH,
+	AQ_DONE
+};
+
+typedef void	(*aq_emit_fn)(void *, const char *,
+		    const struct audit_fields *);
+
+struct aq {
+	const struct audit_filter *f;
+	const char		*stream;
+	char			 index[AQ_KEY_MAX];	/* "": main */
+	enum aq_phase		 phase;
+	char			 hi[64];
+	char			 lo[64];
+	char			 last[48];
+	char			 next[48];
+	char			 count[16];
+	size_t			 nout;
+	size_t			 scanned;
+	size_t			 scan_max;	/* 0: no cap */
+	int			 exhausted;
+	int			 failed;
+	char			 err[256];
+	char			 (*ids)[48];
+	size_t			 nids;
+	aq_emit_fn		 emit;
+	void			*arg;
+	/* The commands of the current step. */
+	int			 ncmds;
+	int			 argc[AQ_BATCH];
+	const char		*argv[AQ_BATCH][6];
+	size_t			 lens[AQ_BATCH][6];
+};
+
+struct aq	*aq_new(const struct audit_filter *, const char *, size_t,
+		    aq_emit_fn, void *);
+void		 aq_free(struct aq *);
+void		 aq_fail(struct aq *, const char *, const struct redisReply *);
+int		 aq_prepare(struct aq *);
+void		 aq_reply(struct aq *, int, const struct redisReply *);
+void		 aq_step_done(struct aq *);
+struct json_t	*aq_page(struct json_t *, const struct aq *);
+void		 aq_emit_json(void *, const char *,
+		    const struct audit_fields *);
 
 #endif /* PC_AUDIT_H */

@@ -2,9 +2,10 @@
  * audit_query.c: reading the audit stream.  One query engine, newest
  * first and paginated, driven two ways: synchronously by the CLI
  * (`portcullis audit query`, hiredis' blocking API: the CLI is not the
- * event loop) and asynchronously by GET /admin/audit on the gateway's
- * Redis link.  The engine only says which commands to send next and
- * takes their replies one by one, so both drivers share every rule.
+ * event loop) and asynchronously by GET /admin/audit (admin.c) on the
+ * gateway's Redis link.  The engine only says which commands to send
+ * next and takes their replies one by one, so both drivers share every
+ * rule.
  *
  * Plans: a subject filter reads <stream>:subject:<s>, a repository
  * filter without glob characters <stream>:repository:<r>; their entries
@@ -20,8 +21,6 @@
  * filters) and `audit generate`, which writes synthetic records through
  * the writer's own script, for tests and benchmarks.
  */
-#include <arpa/inet.h>
-
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -37,49 +36,13 @@
 #include "portcullis.h"
 #include "audit.h"
 
-#define AQ_BATCH		500	/* entries per XREVRANGE */
 #define AQ_SLACK_MS		300000	/* id may trail the record time */
-#define AQ_ADMIN_LIMIT		1000
-#define AQ_ADMIN_SCAN		200000	/* entries one admin page scans */
-#define AQ_KEY_MAX		(AUDIT_VALUE_MAX + 256)
 
-enum aq_phase {
-	AQ_SCAN,
-	AQ_FETCH,
-	AQ_DONE
-};
-
-typedef void	(*aq_emit_fn)(void *, const char *,
-		    const struct audit_fields *);
-
-struct aq {
-	const struct audit_filter *f;
-	const char		*stream;
-	char			 index[AQ_KEY_MAX];	/* "": main */
-	enum aq_phase		 phase;
-	char			 hi[64];
-	char			 lo[64];
-	char			 last[48];
-	char			 next[48];
-	char			 count[16];
-	size_t			 nout;
-	size_t			 scanned;
-	size_t			 scan_max;	/* 0: no cap */
-	int			 exhausted;
-	int			 failed;
-	char			 err[256];
-	char			 (*ids)[48];
-	size_t			 nids;
-	aq_emit_fn		 emit;
-	void			*arg;
-	/* The commands of the current step. */
-	int			 ncmds;
-	int			 argc[AQ_BATCH];
-	const char		*argv[AQ_BATCH][6];
-	size_t			 lens[AQ_BATCH][6];
-};
-
-static struct aq *
+/*
+ * A query for filter f over stream; each record found goes to emit(arg).
+ * scan_max: entries one page may scan (0: no cap).  f must outlive it.
+ */
+struct aq *
 aq_new(const struct audit_filter *f, const char *stream, size_t scan_max,
     aq_emit_fn emit, void *arg)
 {
@@ -114,7 +77,8 @@ aq_new(const struct audit_filter *f, const char *stream, size_t scan_max,
 	return (q);
 }
 
-static void
+/* Free a query; NULL is fine. */
+void
 aq_free(struct aq *q)
 {
 	if (q == NULL)
@@ -123,7 +87,8 @@ aq_free(struct aq *q)
 	free(q);
 }
 
-static void
+/* The query failed (what: the command; r: its reply or NULL). */
+void
 aq_fail(struct aq *q, const char *what, const redisReply *r)
 {
 	q->failed = 1;
@@ -134,7 +99,7 @@ aq_fail(struct aq *q, const char *what, const redisReply *r)
 }
 
 /* The commands of the next step; 0 when the query is done. */
-static int
+int
 aq_prepare(struct aq *q)
 {
 	size_t	 i;
@@ -231,7 +196,7 @@ aq_found(struct aq *q, const char *id, const struct audit_fields *fl)
 }
 
 /* The reply to command i of the current step. */
-static void
+void
 aq_reply(struct aq *q, int i, const redisReply *r)
 {
 	struct audit_fields	 fl;
@@ -271,7 +236,7 @@ aq_reply(struct aq *q, int i, const redisReply *r)
 }
 
 /* All replies of the step are in: choose the next one. */
-static void
+void
 aq_step_done(struct aq *q)
 {
 	if (q->phase == AQ_DONE)
@@ -322,7 +287,8 @@ aq_json(const char *id, const struct audit_fields *fl)
 	return (o);
 }
 
-static json_t *
+/* The page: takes ownership of records, adds "next". */
+json_t *
 aq_page(json_t *records, const struct aq *q)
 {
 	json_t	*o;
@@ -335,205 +301,11 @@ aq_page(json_t *records, const struct aq *q)
 	return (o);
 }
 
-static void
+/* An emit function: append the record to the JSON array arg. */
+void
 aq_emit_json(void *arg, const char *id, const struct audit_fields *fl)
 {
 	json_array_append_new(arg, aq_json(id, fl));
-}
-
-/* GET /admin/audit. */
-
-struct aq_admin {
-	struct pc_ctx		*ctx;
-	struct req		*req;		/* NULL once it is gone */
-	struct audit_waiter	*aw;
-	struct audit_filter	 f;
-	struct aq		*q;
-	json_t			*records;
-	int			 pending;
-	int			 idx;
-};
-
-static void
-aq_admin_free(struct aq_admin *a)
-{
-	if (a->aw != NULL)
-		audit_unwait(a->ctx, a->aw);
-	aq_free(a->q);
-	json_decref(a->records);
-	audit_filter_clear(&a->f);
-	free(a);
-}
-
-/* audit_request(): the request ended before its query did. */
-static void
-aq_admin_gone(void *arg)
-{
-	struct aq_admin	*a = arg;
-
-	a->req = NULL;
-	a->aw = NULL;		/* freed by the caller */
-}
-
-static void	aq_admin_step(struct aq_admin *);
-
-static void
-aq_admin_on_reply(redisAsyncContext *rc, void *r, void *priv)
-{
-	struct aq_admin	*a = priv;
-
-	if (a->req != NULL)
-		aq_reply(a->q, a->idx++, r);
-	if (--a->pending > 0)
-		return;
-	if (a->req == NULL) {
-		aq_admin_free(a);
-		return;
-	}
-	aq_step_done(a->q);
-	aq_admin_step(a);
-}
-
-/* Send the next step, or answer. */
-static void
-aq_admin_step(struct aq_admin *a)
-{
-	struct redisAsyncContext	*rc;
-	struct req			*req = a->req;
-	json_t				*page;
-	char				*body;
-	int				 i, n;
-
-	if ((n = aq_prepare(a->q)) > 0) {
-		if ((rc = audit_redis(a->ctx)) == NULL) {
-			aq_fail(a->q, "audit store", NULL);
-			goto done;
-		}
-		a->pending = n;
-		a->idx = 0;
-		for (i = 0; i < n; i++) {
-			if (redisAsyncCommandArgv(rc, aq_admin_on_reply, a,
-			    a->q->argc[i], a->q->argv[i], a->q->lens[i]) ==
-			    REDIS_OK)
-				continue;
-			/* Replies to the ones sent still come. */
-			aq_fail(a->q, "audit store", NULL);
-			if ((a->pending -= n - i) > 0)
-				return;
-			goto done;
-		}
-		return;
-	}
-done:
-	if (a->aw != NULL)
-		audit_unwait(a->ctx, a->aw);
-	a->aw = NULL;
-	a->req = NULL;
-	if (a->q->failed) {
-		log_warn("%llu.%u audit admin_query_failed error=\"%s\"",
-		    (unsigned long long)req->c->id, req->seq, a->q->err);
-		aq_admin_free(a);
-		req_fail(req, ERR_UNAVAILABLE, "audit store unavailable");
-		return;
-	}
-	page = aq_page(a->records, a->q);
-	a->records = NULL;
-	body = json_dumps(page, JSON_COMPACT);
-	json_decref(page);
-	aq_admin_free(a);
-	if (body == NULL)
-		fatal("json_dumps");
-	req_respond_simple(req, 200, "application/json", body, NULL);
-	free(body);
-}
-
-static int
-aq_admin_allowed(const struct config_audit *ac, const char *peer)
-{
-	unsigned char	 a[16], b[16];
-	size_t		 i;
-	int		 fa, fb;
-
-	fa = inet_pton(AF_INET, peer, a) == 1 ? AF_INET :
-	    inet_pton(AF_INET6, peer, a) == 1 ? AF_INET6 : 0;
-	if (fa == 0)
-		return (0);
-	for (i = 0; i < ac->nadmin_addresses; i++) {
-		fb = inet_pton(AF_INET, ac->admin_addresses[i], b) == 1 ?
-		    AF_INET : inet_pton(AF_INET6, ac->admin_addresses[i], b) ==
-		    1 ? AF_INET6 : 0;
-		if (fa == fb && memcmp(a, b, fa == AF_INET ? 4 : 16) == 0)
-			return (1);
-	}
-	return (0);
-}
-
-/*
- * GET /admin/audit?since=&until=&subject=&repo=&action=&status=
- * &decision=&limit=&cursor=: the same page `audit query --format json`
- * prints.  Until the policy engine decides it, only clients whose address
- * is in audit.admin_addresses may ask.
- */
-void
-audit_admin(struct req *req)
-{
-	static const char *const names[] = { "since", "until", "subject",
-	    "repo", "action", "status", "decision", "limit", "cursor" };
-	const struct config_audit	*ac = req->conf->audit;
-	struct aq_admin			*a;
-	char				 val[AUDIT_VALUE_MAX + 1], detail[128];
-	char				*cause;
-	size_t				 i, qlen;
-	int				 m = req->msg->method;
-
-	if (ac == NULL || req->c->ctx->audit == NULL) {
-		req_fail(req, ERR_NOT_FOUND, NULL);
-		return;
-	}
-	if (m != HTTP_GET && m != HTTP_HEAD) {
-		req_fail(req, ERR_METHOD, NULL);
-		return;
-	}
-	if (!aq_admin_allowed(ac, req->c->peer)) {
-		req->decision = "deny";
-		req_fail(req, ERR_DENIED, "not an admin address");
-		return;
-	}
-	req->decision = "allow";
-	if ((a = calloc(1, sizeof(*a))) == NULL)
-		fatal("calloc");
-	a->ctx = req->c->ctx;
-	audit_filter_init(&a->f);
-	qlen = req->query != NULL ? strlen(req->query) : 0;
-	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		if (qlen == 0 || url_query_get(req->query, qlen, names[i], val,
-		    sizeof(val)) == -1)
-			continue;
-		if (audit_filter_set(&a->f, names[i], val,
-		    (int64_t)time(NULL) * 1000, &cause) == -1) {
-			snprintf(detail, sizeof(detail), "%s", cause);
-			aq_admin_free(a);
-			req_fail(req, ERR_BAD_REQUEST, detail);
-			return;
-		}
-	}
-	if (a->f.limit > AQ_ADMIN_LIMIT) {
-		aq_admin_free(a);
-		req_fail(req, ERR_BAD_REQUEST, "limit: at most 1000");
-		return;
-	}
-	if (audit_redis(a->ctx) == NULL) {
-		aq_admin_free(a);
-		req_fail(req, ERR_UNAVAILABLE, "audit store unavailable");
-		return;
-	}
-	if ((a->records = json_array()) == NULL)
-		fatal("json_array");
-	a->q = aq_new(&a->f, ac->stream, AQ_ADMIN_SCAN, aq_emit_json,
-	    a->records);
-	a->req = req;
-	a->aw = audit_wait(a->ctx, req, aq_admin_gone, a);
-	aq_admin_step(a);
 }
 
 /* The command line: audit query, tail, generate. */
@@ -678,11 +450,12 @@ aq_generate(const struct config *conf, long long count, long long step)
 	redisContext			*rc;
 	redisReply			*r;
 	struct audit_fields		 fl;
-	const char			*argv[16 + 2 * AF__MAX];
-	size_t				 lens[16 + 2 * AF__MAX];
+	const char			*argv[18 + 2 * AF__MAX];
+	size_t				 lens[18 + 2 * AF__MAX];
 	char				 sha[48], inst[64], run[24], n[24];
 	char				 kw[256], ks[AQ_KEY_MAX], kr[AQ_KEY_MAX];
-	char				 maxlen[24], maxage[24];
+	char				 maxlen[24], maxage[24], maxidx[24];
+	char				 ki[256];
 	long long			 i, done = 0, t0, start;
 	int				 argc, f, batch, k, st;
 
@@ -704,6 +477,8 @@ aq_generate(const struct config *conf, long long count, long long step)
 	snprintf(inst, sizeof(inst), "generate-%ld-%lld", (long)getpid(), t0);
 	snprintf(run, sizeof(run), "%lld", t0);
 	snprintf(kw, sizeof(kw), "%s:writers", ac->stream);
+	snprintf(ki, sizeof(ki), "%s:indexes", ac->stream);
+	snprintf(maxidx, sizeof(maxidx), "%zu", ac->max_index_keys);
 	snprintf(maxlen, sizeof(maxlen), "%zu", ac->max_len);
 	snprintf(maxage, sizeof(maxage), "%llu",
 	    (unsigned long long)ac->max_age * 1000);
@@ -756,9 +531,10 @@ aq_generate(const struct config *conf, long long count, long long step)
 #define ARG(s, l) do { argv[argc] = (s); lens[argc] = (l); argc++; } while (0)
 			ARG("EVALSHA", 7);
 			ARG(sha, strlen(sha));
-			ARG("4", 1);
+			ARG("5", 1);
 			ARG(ac->stream, strlen(ac->stream));
 			ARG(kw, strlen(kw));
+			ARG(ki, strlen(ki));
 			ARG(ks, strlen(ks));
 			ARG(kr, strlen(kr));
 			ARG(inst, strlen(inst));
@@ -766,6 +542,7 @@ aq_generate(const struct config *conf, long long count, long long step)
 			ARG(n, strlen(n));
 			ARG(maxlen, strlen(maxlen));
 			ARG(maxage, strlen(maxage));
+			ARG(maxidx, strlen(maxidx));
 			ARG(fl.v[AF_ACTION], fl.len[AF_ACTION]);
 			ARG(fl.v[AF_STATUS], fl.len[AF_STATUS]);
 			ARG(fl.v[AF_DECISION], fl.len[AF_DECISION]);

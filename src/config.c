@@ -338,6 +338,13 @@ static const struct cfg_key cfg_audit_keys[] = {
 	  .min = 100, .max = 600000, .def = 5000,
 	  .help = "A reply slower than this makes Redis count as down: "
 	  "records go to the spool and the writer reconnects." },
+	{ .name = "max_index_keys", .type = CFG_SIZE,
+	  .off = AUDIT_OFF(max_index_keys), .min = 1, .max = 100000000,
+	  .def = 100000,
+	  .help = "Index streams (per subject, per repository) kept in "
+	  "Redis; beyond it the least recently written are deleted. Only "
+	  "requests routed to an upstream and answered by it or the cache "
+	  "are indexed by repository." },
 	{ .name = NULL }
 };
 

@@ -85,6 +85,7 @@ struct config_audit {
 	size_t			 queue_max;
 	size_t			 max_inflight;
 	int			 timeout_ms;
+	size_t			 max_index_keys;	/* index streams kept */
 };
 
 struct config_upstream {

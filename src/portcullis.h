@@ -332,7 +332,7 @@ void		 cache_reader_free(struct cache_reader *);
 void		 cache_reader_writable(struct cache_reader *);
 void		 cache_invalidate_tag(struct req *);
 
-/* audit.c: the audit writer (records to a Redis stream, spooled). */
+/* audit.c, audit_spool.c, audit_redis.c: the audit writer. */
 struct audit	*audit_new(struct pc_ctx *, char **);
 void		 audit_free(struct audit *);
 int		 audit_admit(struct req *);
@@ -344,8 +344,10 @@ struct audit_waiter *audit_wait(struct pc_ctx *, struct req *,
 void		 audit_unwait(struct pc_ctx *, struct audit_waiter *);
 const char	*audit_script(void);
 
-/* audit_query.c: audit query and tail (CLI) and GET /admin/audit. */
-void		 audit_admin(struct req *);
+/* audit_query.c: audit query, tail and generate (CLI). */
 int		 audit_cli(int, char **);
+
+/* admin.c: GET /admin/audit. */
+void		 audit_admin(struct req *);
 
 #endif

@@ -608,8 +608,8 @@ def test_script_batches_skip_what_redis_has_and_refuse_gaps(redis):
         sha = c.call("SCRIPT", "LOAD", _audit_script()).decode()
 
         def batch(run, n, count, inst="gw-s", stream="s"):
-            keys = [stream, stream + ":writers"]
-            argv = [inst, run, n, 0, 0, len(names)] + names
+            keys = [stream, stream + ":writers", stream + ":indexes"]
+            argv = [inst, run, n, 0, 0, 100, len(names)] + names
             for k in range(n, n + count):
                 rid = "r%d-%d" % (run, k)
                 keys += [stream + ":subject:alice",
@@ -648,17 +648,17 @@ def test_script_batches_skip_what_redis_has_and_refuse_gaps(redis):
         assert c.call("HGET", "s:writers", "gw-s") == b"5-5"
         assert batch(6, 1, 2) == 2
         # `audit generate`'s layout: one record, field/value pairs.
-        keys = ["s", "s:writers", "s:subject:bob", ""]
-        argv = ["gw-s", 6, 3, 0, 0, "push", 201, "allow",
+        keys = ["s", "s:writers", "s:indexes", "s:subject:bob", ""]
+        argv = ["gw-s", 6, 3, 0, 0, 100, "push", 201, "allow",
                 "time", 1, "id", "gw-s/6-3", "request_id", "r6-3"]
         assert c.call("EVALSHA", sha, len(keys), *(keys + argv)) == 1
         assert c.call("EVALSHA", sha, len(keys), *(keys + argv)) == 0
         assert rids()[-3:] == ["r6-1", "r6-2", "r6-3"]
         # Malformed batches are refused whole.
-        for bad in (["s", "s:writers", "s:subject:x"],
-                    ["s", "s:writers", "s:subject:x", "", "s:subject:y",
-                     ""]):
-            argv = ["gw-s", 6, 4, 0, 0, len(names)] + names + \
+        for bad in (["s", "s:writers", "s:indexes", "s:subject:x"],
+                    ["s", "s:writers", "s:indexes", "s:subject:x", "",
+                     "s:subject:y", ""]):
+            argv = ["gw-s", 6, 4, 0, 0, 100, len(names)] + names + \
                 ["pull", 200, "allow", 1, "gw-s/6-4", "x", "", ""]
             with pytest.raises(RespError, match="malformed"):
                 c.call("EVALSHA", sha, len(bad), *(bad + argv))

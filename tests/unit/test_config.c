@@ -829,6 +829,7 @@ test_reference(void **state)
 		"/audit/max_age", "/audit/spool_file", "/audit/spool_max_bytes",
 		"/audit/fsync", "/audit/on_failure", "/audit/admin_addresses",
 		"/audit/queue_max", "/audit/max_inflight", "/audit/timeout",
+		"/audit/max_index_keys",
 		NULL
 	};
 	char	*buf = NULL, cell[128];

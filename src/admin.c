@@ -1,0 +1,222 @@
+/*
+ * admin.c: the admin endpoint, GET /admin/audit, a request stage next to
+ * the proxy and the cache.  It checks the caller (until the policy
+ * engine decides, only audit.admin_addresses may ask), parses the
+ * filters from the query string, and drives the audit query engine
+ * (audit_query.c) on the writer's Redis link, step by step, without
+ * blocking the loop; the answer is the page `audit query --format json`
+ * prints.
+ *
+ * Guarantees: a page scans at most AQ_ADMIN_SCAN entries and returns at
+ * most AQ_ADMIN_LIMIT records; a request that goes away while its query
+ * waits for Redis is forgotten (audit_wait()), and the query's state is
+ * freed when its last reply comes; a Redis failure is a 503.
+ */
+#include <arpa/inet.h>
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+#include "portcullis.h"
+#include "audit.h"
+
+#define AQ_ADMIN_LIMIT		1000
+#define AQ_ADMIN_SCAN		200000	/* entries one admin page scans */
+
+struct aq_admin {
+	struct pc_ctx		*ctx;
+	struct req		*req;		/* NULL once it is gone */
+	struct audit_waiter	*aw;
+	struct audit_filter	 f;
+	struct aq		*q;
+	json_t			*records;
+	int			 pending;
+	int			 idx;
+};
+
+static void
+aq_admin_free(struct aq_admin *a)
+{
+	if (a->aw != NULL)
+		audit_unwait(a->ctx, a->aw);
+	aq_free(a->q);
+	json_decref(a->records);
+	audit_filter_clear(&a->f);
+	free(a);
+}
+
+/* audit_request(): the request ended before its query did. */
+static void
+aq_admin_gone(void *arg)
+{
+	struct aq_admin	*a = arg;
+
+	a->req = NULL;
+	a->aw = NULL;		/* freed by the caller */
+}
+
+static void	aq_admin_step(struct aq_admin *);
+
+static void
+aq_admin_on_reply(redisAsyncContext *rc, void *r, void *priv)
+{
+	struct aq_admin	*a = priv;
+
+	if (a->req != NULL)
+		aq_reply(a->q, a->idx++, r);
+	if (--a->pending > 0)
+		return;
+	if (a->req == NULL) {
+		aq_admin_free(a);
+		return;
+	}
+	aq_step_done(a->q);
+	aq_admin_step(a);
+}
+
+/* Send the next step, or answer. */
+static void
+aq_admin_step(struct aq_admin *a)
+{
+	struct redisAsyncContext	*rc;
+	struct req			*req = a->req;
+	json_t				*page;
+	char				*body;
+	int				 i, n;
+
+	if ((n = aq_prepare(a->q)) > 0) {
+		if ((rc = audit_redis(a->ctx)) == NULL) {
+			aq_fail(a->q, "audit store", NULL);
+			goto done;
+		}
+		a->pending = n;
+		a->idx = 0;
+		for (i = 0; i < n; i++) {
+			if (redisAsyncCommandArgv(rc, aq_admin_on_reply, a,
+			    a->q->argc[i], a->q->argv[i], a->q->lens[i]) ==
+			    REDIS_OK)
+				continue;
+			/* Replies to the ones sent still come. */
+			aq_fail(a->q, "audit store", NULL);
+			if ((a->pending -= n - i) > 0)
+				return;
+			goto done;
+		}
+		return;
+	}
+done:
+	if (a->aw != NULL)
+		audit_unwait(a->ctx, a->aw);
+	a->aw = NULL;
+	a->req = NULL;
+	if (a->q->failed) {
+		log_warn("%llu.%u audit admin_query_failed error=\"%s\"",
+		    (unsigned long long)req->c->id, req->seq, a->q->err);
+		aq_admin_free(a);
+		req_fail(req, ERR_UNAVAILABLE, "audit store unavailable");
+		return;
+	}
+	page = aq_page(a->records, a->q);
+	a->records = NULL;
+	body = json_dumps(page, JSON_COMPACT);
+	json_decref(page);
+	aq_admin_free(a);
+	if (body == NULL)
+		fatal("json_dumps");
+	req_respond_simple(req, 200, "application/json", body, NULL);
+	free(body);
+}
+
+static int
+aq_admin_allowed(const struct config_audit *ac, const char *peer)
+{
+	unsigned char	 a[16], b[16];
+	size_t		 i;
+	int		 fa, fb;
+
+	fa = inet_pton(AF_INET, peer, a) == 1 ? AF_INET :
+	    inet_pton(AF_INET6, peer, a) == 1 ? AF_INET6 : 0;
+	if (fa == 0)
+		return (0);
+	for (i = 0; i < ac->nadmin_addresses; i++) {
+		fb = inet_pton(AF_INET, ac->admin_addresses[i], b) == 1 ?
+		    AF_INET : inet_pton(AF_INET6, ac->admin_addresses[i], b) ==
+		    1 ? AF_INET6 : 0;
+		if (fa == fb && memcmp(a, b, fa == AF_INET ? 4 : 16) == 0)
+			return (1);
+	}
+	return (0);
+}
+
+/*
+ * GET /admin/audit?since=&until=&subject=&repo=&action=&status=
+ * &decision=&limit=&cursor=: the same page `audit query --format json`
+ * prints.  Until the policy engine decides it, only clients whose address
+ * is in audit.admin_addresses may ask.
+ */
+void
+audit_admin(struct req *req)
+{
+	static const char *const names[] = { "since", "until", "subject",
+	    "repo", "action", "status", "decision", "limit", "cursor" };
+	const struct config_audit	*ac = req->conf->audit;
+	struct aq_admin			*a;
+	char				 val[AUDIT_VALUE_MAX + 1], detail[128];
+	char				*cause;
+	size_t				 i, qlen;
+	int				 m = req->msg->method;
+
+	if (ac == NULL || req->c->ctx->audit == NULL) {
+		req_fail(req, ERR_NOT_FOUND, NULL);
+		return;
+	}
+	if (m != HTTP_GET && m != HTTP_HEAD) {
+		req_fail(req, ERR_METHOD, NULL);
+		return;
+	}
+	if (!aq_admin_allowed(ac, req->c->peer)) {
+		req->decision = "deny";
+		req_fail(req, ERR_DENIED, "not an admin address");
+		return;
+	}
+	req->decision = "allow";
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		fatal("calloc");
+	a->ctx = req->c->ctx;
+	audit_filter_init(&a->f);
+	qlen = req->query != NULL ? strlen(req->query) : 0;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (qlen == 0 || url_query_get(req->query, qlen, names[i], val,
+		    sizeof(val)) == -1)
+			continue;
+		if (audit_filter_set(&a->f, names[i], val,
+		    (int64_t)time(NULL) * 1000, &cause) == -1) {
+			snprintf(detail, sizeof(detail), "%s", cause);
+			aq_admin_free(a);
+			req_fail(req, ERR_BAD_REQUEST, detail);
+			return;
+		}
+	}
+	if (a->f.limit > AQ_ADMIN_LIMIT) {
+		aq_admin_free(a);
+		req_fail(req, ERR_BAD_REQUEST, "limit: at most 1000");
+		return;
+	}
+	if (audit_redis(a->ctx) == NULL) {
+		aq_admin_free(a);
+		req_fail(req, ERR_UNAVAILABLE, "audit store unavailable");
+		return;
+	}
+	if ((a->records = json_array()) == NULL)
+		fatal("json_array");
+	a->q = aq_new(&a->f, ac->stream, AQ_ADMIN_SCAN, aq_emit_json,
+	    a->records);
+	a->req = req;
+	a->aw = audit_wait(a->ctx, req, aq_admin_gone, a);
+	aq_admin_step(a);
+}

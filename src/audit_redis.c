@@ -1,0 +1,620 @@
+/*
+ * audit_redis.c: the audit writer's link to Redis, through hiredis' async
+ * API on the gateway's own event loop: connect (the address is numeric,
+ * nothing is resolved), load the writer's Lua script, send records in
+ * batches (up to AUDIT_BATCH, or what AUDIT_LINGER_US gathered), one
+ * pipelined EVALSHA per batch formatted here, take the replies, and on
+ * any failure (error reply, reply later than audit.timeout, connection
+ * lost) hand everything unacknowledged to the spool and reconnect with a
+ * backoff.
+ *
+ * Guarantees: the loop never waits for Redis; records are sent in order,
+ * a batch holds consecutive records of one run, and a record leaves the
+ * writer's hands (freed, or its spool space released) only once Redis
+ * acknowledged it.  The script (below) makes a replay of what Redis
+ * already has write nothing: the stream holds each record exactly once.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+
+#include "portcullis.h"
+#include "audit.h"
+
+#define AUDIT_BACKOFF_MIN_MS	100
+#define AUDIT_BACKOFF_MAX_MS	5000
+#define AUDIT_LINGER_US		4000	/* or after this long */
+
+/*
+ * The writer's script.  One call writes a batch: records n, n+1, ... of
+ * one run of one writer, so that Redis runs the script, reads and
+ * advances the high-water mark, and trims once per batch rather than once
+ * per record.
+ * KEYS: stream, writers hash, the index set, then for each record its
+ * subject index and its repository index ("": none).
+ * ARGV: instance, run, n, max_len, max_age ms, max_index_keys, then
+ *  - the batch layout (the writer): the number of fields F, their F
+ *    names, then for each record the index fields action, status and
+ *    decision and its F values;
+ *  - or, one record per call (`audit generate`): action, status,
+ *    decision and the record's field/value pairs.
+ * ARGV[7] tells them apart: a number only in the batch layout.
+ * Returns how many records were written: those at or below the writer's
+ * mark are duplicates, skipped; a batch that does not follow the mark is
+ * refused with a GAP error.  An error half-way still advances the mark
+ * past what was written, so that sending the batch again writes nothing
+ * twice.
+ * The index set (<stream>:indexes) is a sorted set of the index streams,
+ * scored by the ms of their last entry: past max_index_keys the least
+ * recently written are deleted, so that client-chosen names cannot grow
+ * Redis beyond the cap (the records stay in the main stream).  The
+ * shebang makes Redis refuse the whole script up front when
+ * it is out of memory, read-only or failing to persist, instead of
+ * failing half-way.
+ */
+static const char audit_lua[] =
+"#!lua\n"
+"local nrec = (#KEYS - 3) / 2\n"
+"local nf = tonumber(ARGV[7])\n"
+"local base, stride, row = 7, #ARGV - 6, nil\n"
+"if nf then\n"
+"  base, stride, row = 8 + nf, 3 + nf, {}\n"
+"  if nf < 1 or nf % 1 ~= 0 or #ARGV ~= 7 + nf + nrec * stride then\n"
+"    nrec = 0\n"
+"  end\n"
+"  for j = 1, nrec > 0 and nf or 0 do row[2 * j - 1] = ARGV[7 + j] end\n"
+"elseif nrec ~= 1 or stride < 5 or stride % 2 ~= 1 then\n"
+"  nrec = 0\n"
+"end\n"
+"if nrec < 1 or nrec % 1 ~= 0 then\n"
+"  return redis.error_reply('ERR audit: malformed batch')\n"
+"end\n"
+"local run, n = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+"local skip = 0\n"
+"local last = redis.call('HGET', KEYS[2], ARGV[1])\n"
+"if last then\n"
+"  local lr, ln = string.match(last, '^(%d+)-(%d+)$')\n"
+"  lr, ln = tonumber(lr), tonumber(ln)\n"
+"  if run < lr or (run == lr and n + nrec - 1 <= ln) then return 0 end\n"
+"  if (run == lr and n > ln + 1) or (run > lr and n ~= 1) then\n"
+"    return redis.error_reply('GAP writer ' .. ARGV[1] .. ' is at ' ..\n"
+"      last .. ', got ' .. ARGV[2] .. '-' .. ARGV[3])\n"
+"  end\n"
+"  if run == lr then skip = ln + 1 - n end\n"
+"end\n"
+"local written, lastid, touched = 0, nil, {}\n"
+"local ok, err = pcall(function()\n"
+"  for i = skip, nrec - 1 do\n"
+"    local a, id = base + i * stride, nil\n"
+"    if row then\n"
+"      for j = 1, nf do row[2 * j] = ARGV[a + 2 + j] end\n"
+"      id = redis.call('XADD', KEYS[1], '*', unpack(row))\n"
+"    else\n"
+"      id = redis.call('XADD', KEYS[1], '*',\n"
+"        unpack(ARGV, a + 3, a + stride - 1))\n"
+"    end\n"
+"    for k = 4 + 2 * i, 5 + 2 * i do\n"
+"      local key = KEYS[k]\n"
+"      if key ~= '' then\n"
+"        local r = redis.pcall('XADD', key, id, 'action', ARGV[a],\n"
+"          'status', ARGV[a + 1], 'decision', ARGV[a + 2])\n"
+"        if type(r) == 'table' and r.err then\n"
+"          redis.call('DEL', key)\n"
+"          redis.call('XADD', key, id, 'action', ARGV[a],\n"
+"            'status', ARGV[a + 1], 'decision', ARGV[a + 2])\n"
+"        end\n"
+"        touched[key] = id\n"
+"      end\n"
+"    end\n"
+"    written, lastid = written + 1, id\n"
+"  end\n"
+"end)\n"
+"if written > 0 then\n"
+"  redis.call('HSET', KEYS[2], ARGV[1],\n"
+"    ARGV[2] .. '-' .. string.format('%.0f', n + skip + written - 1))\n"
+"  if ARGV[4] ~= '0' then\n"
+"    redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[4])\n"
+"  end\n"
+"  local maxage, minid = tonumber(ARGV[5]), nil\n"
+"  if maxage > 0 then\n"
+"    local t = redis.call('TIME')\n"
+"    local min = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+"    minid = string.format('%.0f', min - maxage)\n"
+"    redis.call('XTRIM', KEYS[1], 'MINID', '~', minid)\n"
+"  end\n"
+"  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
+"  local firstid = lastid\n"
+"  if first[1] then firstid = first[1][1] end\n"
+"  for key, id in pairs(touched) do\n"
+"    redis.call('XTRIM', key, 'MINID', '~', firstid)\n"
+"    if maxage > 0 then redis.call('PEXPIRE', key, maxage) end\n"
+"    redis.call('ZADD', KEYS[3], string.match(id, '^%d+'), key)\n"
+"  end\n"
+"  if next(touched) then\n"
+"    if minid then\n"
+"      redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. minid)\n"
+"      redis.call('PEXPIRE', KEYS[3], maxage)\n"
+"    end\n"
+"    local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[6])\n"
+"    if over > 0 then\n"
+"      local old = redis.call('ZPOPMIN', KEYS[3], over)\n"
+"      for j = 1, #old, 2 do redis.call('UNLINK', old[j]) end\n"
+"    end\n"
+"  end\n"
+"end\n"
+"if not ok then\n"
+"  if type(err) == 'table' and err.err then err = err.err end\n"
+"  return redis.error_reply(tostring(err))\n"
+"end\n"
+"return written\n";
+
+/*
+ * A reply to one batch (priv: how many records it held), the oldest in
+ * flight: they are acknowledged, written or found to be duplicates.
+ */
+static void
+audit_on_reply(redisAsyncContext *rc, void *r, void *priv)
+{
+	struct audit		*w = rc->data;
+	redisReply		*reply = r;
+	struct audit_rec	*rec;
+	size_t			 k = (uintptr_t)priv, i;
+	uint64_t		 t;
+
+	if (w == NULL || reply == NULL || rc != w->rc)
+		return;		/* link lost; the spool has them */
+	if (TAILQ_EMPTY(&w->inflight))
+		return;
+	if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 ||
+	    (unsigned long long)reply->integer > k) {
+		t = now_ms();
+		if (t - w->err_logged_ms >= 1000) {
+			w->err_logged_ms = t;
+			log_warn("- audit redis_error error=\"%.200s\"",
+			    reply->type == REDIS_REPLY_ERROR ? reply->str :
+			    "unexpected reply");
+		}
+		audit_link_lost(w, "error reply", 1);
+		return;
+	}
+	w->n_written += reply->integer;
+	w->n_dup += k - reply->integer;
+	for (i = 0; i < k && (rec = TAILQ_FIRST(&w->inflight)) != NULL;
+	    i++) {
+		TAILQ_REMOVE(&w->inflight, rec, entry);
+		w->ninflight--;
+		if (rec->spool_end != 0)
+			w->spool_acked = rec->spool_end;
+		else
+			w->ifbytes -= rec->len;
+		free(rec);
+	}
+	if (w->mode == AUDIT_DIRECT && w->spool_size > AUDIT_SPOOL_HDR &&
+	    w->spool_acked == w->spool_size)
+		audit_spool_reset(w);
+	audit_kick(w);
+}
+
+/*
+ * The run and number of a record from its id, "<instance>/<run>-<n>";
+ * run also as text.  0, or -1 when the id is malformed.
+ */
+static int
+audit_rec_id(const struct audit_fields *fl, const char **run,
+    size_t *runlen, uint64_t *runv, uint64_t *n)
+{
+	const char	*id = fl->v[AF_ID], *p, *slash = NULL;
+	size_t		 len = fl->len[AF_ID], i;
+	uint64_t	*v;
+
+	for (p = id + len; p > id; p--)
+		if (p[-1] == '/') {
+			slash = p;
+			break;
+		}
+	if (slash == NULL)
+		return (-1);
+	*run = slash;
+	*runv = *n = 0;
+	v = runv;
+	for (i = 0, p = slash; p < id + len; p++) {
+		if (*p == '-' && v == runv && i > 0) {
+			*runlen = p - slash;
+			v = n;
+			i = 0;
+			continue;
+		}
+		if (*p < '0' || *p > '9' || ++i > 19)
+			return (-1);
+		*v = *v * 10 + (*p - '0');
+	}
+	return (v == n && i > 0 ? 0 : -1);
+}
+
+/*
+ * Whether a record goes into its repository's index: only when the
+ * request was routed to an upstream and answered by it or the cache,
+ * i.e. it names an upstream and the gateway produced no error.  A name
+ * refused (400), unrouted (404) or failed locally would otherwise let
+ * clients create index streams at will; such records are still in the
+ * main stream, found by a --repo glob.  Decided from the record alone,
+ * so that a replayed spool is indexed the same way.
+ */
+int
+audit_indexed_repository(const struct audit_fields *fl)
+{
+	return (fl->len[AF_REPOSITORY] > 0 && fl->len[AF_UPSTREAM] > 0 &&
+	    fl->len[AF_ERROR] == 0);
+}
+
+/* Room for `need` more bytes of the command being formatted. */
+static void
+audit_cmd_room(struct audit *w, size_t need)
+{
+	size_t	 sz;
+
+	if (w->cmdlen + need <= w->cmdsz)
+		return;
+	for (sz = w->cmdsz > 0 ? w->cmdsz : 65536; sz < w->cmdlen + need;
+	    sz *= 2)
+		;
+	if ((w->cmd = realloc(w->cmd, sz)) == NULL)
+		fatal("realloc");
+	w->cmdsz = sz;
+}
+
+/* Append "<c><n>\r\n" (c: '*' for a command's count, '$' an argument). */
+static void
+audit_cmd_len(struct audit *w, char c, size_t n)
+{
+	char	 tmp[AUDIT_U64_MAX], *p;
+
+	p = audit_u64(tmp, n);
+	audit_cmd_room(w, 3 + sizeof(tmp));
+	w->cmd[w->cmdlen++] = c;
+	memcpy(w->cmd + w->cmdlen, p, tmp + sizeof(tmp) - p);
+	w->cmdlen += tmp + sizeof(tmp) - p;
+	w->cmd[w->cmdlen++] = '\r';
+	w->cmd[w->cmdlen++] = '\n';
+}
+
+/* Append one argument made of a, b and c, one after the other. */
+static void
+audit_cmd_arg(struct audit *w, const char *a, size_t alen, const char *b,
+    size_t blen, const char *c, size_t clen)
+{
+	audit_cmd_len(w, '$', alen + blen + clen);
+	audit_cmd_room(w, alen + blen + clen + 2);
+	/* b and c may be NULL when empty: memcpy must not see them. */
+	if (alen > 0)
+		memcpy(w->cmd + w->cmdlen, a, alen);
+	if (blen > 0)
+		memcpy(w->cmd + w->cmdlen + alen, b, blen);
+	if (clen > 0)
+		memcpy(w->cmd + w->cmdlen + alen + blen, c, clen);
+	w->cmdlen += alen + blen + clen;
+	w->cmd[w->cmdlen++] = '\r';
+	w->cmd[w->cmdlen++] = '\n';
+}
+
+#define AUDIT_ARG(w, s, l)	audit_cmd_arg((w), (s), (l), NULL, 0, NULL, 0)
+#define AUDIT_ARGS(w, s)	AUDIT_ARG((w), (s), strlen(s))
+
+/*
+ * Send w->batch[0..k), parsed in w->bfl: consecutive records of one run,
+ * as one EVALSHA in the script's batch layout (the field names once),
+ * formatted here: hiredis' own formatting costs a printf per argument.
+ * On success they are in flight.
+ */
+static int
+audit_send(struct audit *w, size_t k)
+{
+	const struct audit_fields	*fl;
+	const char			*stream = w->ac->stream, *run;
+	size_t				 slen = strlen(stream), runlen, i;
+	uint64_t			 runv, n, t;
+	int				 f;
+	char				 ntmp[AUDIT_U64_MAX], *np;
+
+	if (audit_rec_id(&w->bfl[0], &run, &runlen, &runv, &n) == -1)
+		return (-1);
+	w->cmdlen = 0;
+	audit_cmd_len(w, '*', 3 + 3 + 2 * k + 6 + 1 + AF__MAX +
+	    k * (3 + AF__MAX));
+	AUDIT_ARG(w, "EVALSHA", 7);
+	AUDIT_ARGS(w, w->sha);
+	np = audit_u64(ntmp, 3 + 2 * k);
+	AUDIT_ARG(w, np, ntmp + sizeof(ntmp) - np);
+	AUDIT_ARG(w, stream, slen);
+	AUDIT_ARGS(w, w->kw);
+	AUDIT_ARGS(w, w->ki);
+	for (i = 0; i < k; i++) {
+		fl = &w->bfl[i];
+		audit_cmd_arg(w, stream, slen, ":subject:", 9,
+		    fl->v[AF_SUBJECT], fl->len[AF_SUBJECT]);
+		if (audit_indexed_repository(fl))
+			audit_cmd_arg(w, stream, slen, ":repository:", 12,
+			    fl->v[AF_REPOSITORY], fl->len[AF_REPOSITORY]);
+		else
+			AUDIT_ARG(w, "", 0);
+	}
+	AUDIT_ARGS(w, w->conf->instance_id);
+	AUDIT_ARG(w, run, runlen);
+	np = audit_u64(ntmp, n);
+	AUDIT_ARG(w, np, ntmp + sizeof(ntmp) - np);
+	AUDIT_ARGS(w, w->maxlen);
+	AUDIT_ARGS(w, w->maxage);
+	AUDIT_ARGS(w, w->maxidx);
+	np = audit_u64(ntmp, AF__MAX);
+	AUDIT_ARG(w, np, ntmp + sizeof(ntmp) - np);
+	for (f = 0; f < AF__MAX; f++)
+		AUDIT_ARG(w, audit_field_name(f), audit_field_name_len(f));
+	for (i = 0; i < k; i++) {
+		fl = &w->bfl[i];
+		AUDIT_ARG(w, fl->v[AF_ACTION], fl->len[AF_ACTION]);
+		AUDIT_ARG(w, fl->v[AF_STATUS], fl->len[AF_STATUS]);
+		AUDIT_ARG(w, fl->v[AF_DECISION], fl->len[AF_DECISION]);
+		for (f = 0; f < AF__MAX; f++)
+			AUDIT_ARG(w, fl->v[f], fl->len[f]);
+	}
+	if (redisAsyncFormattedCommand(w->rc, audit_on_reply,
+	    (void *)(uintptr_t)k, w->cmd, w->cmdlen) != REDIS_OK)
+		return (-1);
+	t = now_ms();
+	for (i = 0; i < k; i++) {
+		w->batch[i]->sent_ms = t;
+		TAILQ_INSERT_TAIL(&w->inflight, w->batch[i], entry);
+		w->ninflight++;
+	}
+	return (0);
+}
+
+#undef AUDIT_ARGS
+#undef AUDIT_ARG
+
+/*
+ * Send what may be sent, in batches of consecutive records of one run:
+ * the spool first, then the memory queue.
+ */
+void
+audit_flush(struct audit *w)
+{
+	struct audit_rec	*r;
+	const char		*run;
+	size_t			 k, runlen;
+	uint64_t		 runv, n, run0 = 0, n0 = 0;
+
+	while (w->link == LINK_READY &&
+	    w->ninflight < w->ac->max_inflight) {
+		for (k = 0; k < AUDIT_BATCH &&
+		    w->ninflight + k < w->ac->max_inflight; k++) {
+			if ((r = audit_next(w)) == NULL)
+				break;
+			if (audit_payload_parse(r->data, r->len,
+			    &w->bfl[k]) == -1 || audit_rec_id(&w->bfl[k],
+			    &run, &runlen, &runv, &n) == -1) {
+				/* Cannot be sent; fails alone, below. */
+				audit_unnext(w, r);
+				if (k == 0)
+					goto fail;
+				break;
+			}
+			if (k == 0) {
+				run0 = runv;
+				n0 = n;
+			} else if (runv != run0 || n != n0 + k) {
+				audit_unnext(w, r);
+				break;
+			}
+			w->batch[k] = r;
+		}
+		if (k == 0)
+			break;
+		if (audit_send(w, k) == -1) {
+			/* Back in order; audit_link_lost() spools them. */
+			while (k-- > 0)
+				audit_unnext(w, w->batch[k]);
+			goto fail;
+		}
+	}
+	if (w->ac->fsync == CONFIG_FSYNC_ALWAYS)
+		audit_fsync(w);
+	return;
+fail:
+	audit_link_lost(w, "send failed", 1);
+}
+
+/* ev_kick and ev_linger: send what may be sent. */
+void
+audit_kick_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	audit_flush(arg);
+}
+
+/*
+ * Run audit_flush() soon.  Records from the memory queue linger up to
+ * AUDIT_LINGER_US so that one EVALSHA carries many of them: one script
+ * run, one write and one reply, one AOF write on the other side.  Redis
+ * shares the machine, and its per-call cost is most of what audit costs
+ * (bench/audit_bench.sh).  A full batch, a queue half way to queue_max
+ * (which would make Redis count as slow) or a replay goes this loop
+ * turn.
+ */
+void
+audit_kick(struct audit *w)
+{
+	struct timeval	 tv = { 0, AUDIT_LINGER_US };
+
+	if (w->mode == AUDIT_SPOOL || w->nqueue >= AUDIT_BATCH ||
+	    2 * (w->nqueue + w->ninflight) >= w->ac->queue_max) {
+		event_active(w->ev_kick, 0, 0);
+		return;
+	}
+	if (!evtimer_pending(w->ev_linger, NULL))
+		evtimer_add(w->ev_linger, &tv);
+}
+
+/* ev_retry: the backoff is over, connect again. */
+void
+audit_retry_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	audit_connect(arg);
+}
+
+/*
+ * The link to Redis is gone or given up.  `free_it`: free the hiredis
+ * context here (hiredis frees it itself after its own callbacks).
+ * Callbacks still pending on it see rc->data == NULL and do nothing.
+ */
+void
+audit_link_lost(struct audit *w, const char *why, int free_it)
+{
+	redisAsyncContext	*rc = w->rc;
+	struct timeval		 tv;
+	int			 was_ready = w->link == LINK_READY;
+
+	w->rc = NULL;
+	w->link = LINK_DOWN;
+	if (rc != NULL)
+		rc->data = NULL;
+	if (was_ready || w->backoff_ms == 0)
+		log_warn("- audit redis_down reason=\"%s\" inflight=%zu "
+		    "queued=%zu", why, w->ninflight, w->nqueue);
+	audit_spool_unacked(w);
+	if (w->backoff_ms == 0)
+		w->backoff_ms = AUDIT_BACKOFF_MIN_MS;
+	else if ((w->backoff_ms *= 2) > AUDIT_BACKOFF_MAX_MS)
+		w->backoff_ms = AUDIT_BACKOFF_MAX_MS;
+	tv.tv_sec = w->backoff_ms / 1000;
+	tv.tv_usec = (w->backoff_ms % 1000) * 1000;
+	evtimer_add(w->ev_retry, &tv);
+	/*
+	 * Last: freeing runs the admin queries' callbacks, whose responses
+	 * write records, which must now find the spool mode set.
+	 */
+	if (rc != NULL && free_it)
+		redisAsyncFree(rc);
+}
+
+static void
+audit_on_script(redisAsyncContext *rc, void *r, void *priv)
+{
+	struct audit	*w = rc->data;
+	redisReply	*reply = r;
+
+	if (w == NULL || reply == NULL || rc != w->rc)
+		return;
+	if (reply->type != REDIS_REPLY_STRING || reply->len <= 0 ||
+	    (size_t)reply->len >= sizeof(w->sha)) {
+		log_warn("- audit redis_error during=script_load "
+		    "error=\"%.200s\"", reply->type == REDIS_REPLY_ERROR ?
+		    reply->str : "unexpected reply");
+		audit_link_lost(w, "script load failed", 1);
+		return;
+	}
+	memcpy(w->sha, reply->str, reply->len);
+	w->sha[reply->len] = '\0';
+	w->link = LINK_READY;
+	w->backoff_ms = 0;
+	log_info("- audit redis_up address=%s spooled_bytes=%llu",
+	    w->ac->redis, (unsigned long long)(w->spool_size -
+	    w->spool_acked));
+	audit_kick(w);
+}
+
+static void
+audit_on_connect(const redisAsyncContext *crc, int status)
+{
+	struct audit		*w = crc->data;
+	redisAsyncContext	*rc;
+	const char		*argv[3] = { "SCRIPT", "LOAD", audit_lua };
+	size_t			 lens[3] = { 6, 4, sizeof(audit_lua) - 1 };
+
+	if (w == NULL || crc != w->rc)
+		return;
+	rc = w->rc;
+	if (status != REDIS_OK) {
+		/* hiredis frees the context after this returns. */
+		audit_link_lost(w, crc->errstr[0] != '\0' ? crc->errstr :
+		    "connect failed", 0);
+		return;
+	}
+	w->link = LINK_LOADING;
+	if (redisAsyncCommandArgv(rc, audit_on_script, NULL, 3, argv,
+	    lens) != REDIS_OK)
+		audit_link_lost(w, "script load failed", 1);
+}
+
+static void
+audit_on_disconnect(const redisAsyncContext *crc, int status)
+{
+	struct audit	*w = crc->data;
+
+	if (w == NULL || crc != w->rc)
+		return;
+	audit_link_lost(w, crc->errstr[0] != '\0' ? crc->errstr :
+	    "disconnected", 0);
+}
+
+/* Connect to audit.redis, unless a link is up or on its way. */
+void
+audit_connect(struct audit *w)
+{
+	redisAsyncContext	*rc;
+
+	if (w->rc != NULL)
+		return;
+	/* The address is numeric (config): this does not resolve names. */
+	rc = redisAsyncConnect(w->ac->redis_host, w->ac->redis_port);
+	if (rc == NULL)
+		fatal("redisAsyncConnect");
+	if (rc->err) {
+		w->rc = NULL;
+		w->link = LINK_CONNECTING;
+		log_debug("- audit connect error=\"%s\"", rc->errstr);
+		redisAsyncFree(rc);
+		audit_link_lost(w, "connect failed", 0);
+		return;
+	}
+	rc->data = w;
+	w->rc = rc;
+	w->link = LINK_CONNECTING;
+	w->link_since = now_ms();
+	redisLibeventAttach(rc, w->ctx->base);
+	redisAsyncSetConnectCallback(rc, audit_on_connect);
+	redisAsyncSetDisconnectCallback(rc, audit_on_disconnect);
+}
+
+/* Close the link, for good: callbacks still pending do nothing. */
+void
+audit_redis_close(struct audit *w)
+{
+	redisAsyncContext	*rc;
+
+	if ((rc = w->rc) != NULL) {
+		w->rc = NULL;
+		rc->data = NULL;
+		redisAsyncFree(rc);
+	}
+}
+
+/* The Redis link for admin queries, or NULL while it is not up. */
+redisAsyncContext *
+audit_redis(struct pc_ctx *ctx)
+{
+	struct audit	*w = ctx->audit;
+
+	if (w == NULL || w->link != LINK_READY)
+		return (NULL);
+	return (w->rc);
+}
+
+/* The Lua script, for `audit generate`. */
+const char *
+audit_script(void)
+{
+	return (audit_lua);
+}

@@ -1,0 +1,279 @@
+"""Bounds on what the audit writer keeps in Redis (issue 7, point 8).
+
+Every distinct repository name a client sends used to create an index
+stream <stream>:repository:<name> with a 90-day TTL, outside max_len:
+3,000 random names made 3,003 keys.  Now a record goes into its
+repository's index only when the request was routed to an upstream and
+answered by it or the cache, and audit.max_index_keys caps the index
+streams (the least recently written go first).  The records themselves
+all stay in the main stream.
+
+Real redis-server and real docker-registry; the requests are plain HTTP
+on one keep-alive connection, as a scanning client would send them."""
+
+import hashlib
+import http.client
+import json
+import os
+import urllib.parse
+
+from lib.gateway import gateway_bin, gateway_config, upstream
+from lib.redis import RedisServer
+from lib.util import run, wait_for
+
+import pytest
+
+STREAM = "portcullis:audit"
+INDEX_PREFIX = STREAM + ":repository:"
+
+
+@pytest.fixture
+def redis(tmp_path_factory):
+    servers = []
+
+    def start():
+        s = RedisServer(tmp_path_factory.mktemp("redis-"))
+        servers.append(s)
+        return s
+    try:
+        yield start
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def audit_cfg(redis_port, spool, **kw):
+    a = {"redis": "127.0.0.1:%d" % redis_port, "spool_file": str(spool),
+         "timeout": 5}
+    a.update(kw)
+    return a
+
+
+class Client:
+    """Sequential requests on one keep-alive connection; counts them."""
+
+    def __init__(self, gw):
+        self.gw = gw
+        self.conn = None
+        self.sent = 0
+
+    def req(self, method, target, body=None, headers=None):
+        h = {"User-Agent": "audit-bounds"}
+        h.update(headers or {})
+        for attempt in (0, 1):
+            try:
+                if self.conn is None:
+                    self.conn = http.client.HTTPConnection(
+                        "127.0.0.1", self.gw.port, timeout=30)
+                self.conn.request(method, target, body=body, headers=h)
+                r = self.conn.getresponse()
+                data = r.read()
+                break
+            except (http.client.HTTPException, OSError):
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise
+        self.sent += 1
+        if r.getheader("Connection", "").lower() == "close":
+            self.conn.close()
+            self.conn = None
+        return r, data
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+
+
+def push(cl, repo, tag):
+    """A one-layer image through the gateway; its manifest's digest."""
+    digests = []
+    for blob in (b'{"architecture":"amd64","os":"linux"}', os.urandom(500)):
+        r, _ = cl.req("POST", "/v2/%s/blobs/uploads/" % repo)
+        assert r.status == 202
+        loc = urllib.parse.urlsplit(r.getheader("Location"))
+        d = "sha256:" + hashlib.sha256(blob).hexdigest()
+        target = loc.path + "?" + (loc.query + "&" if loc.query else "") + \
+            "digest=" + urllib.parse.quote(d)
+        r, _ = cl.req("PUT", target, body=blob,
+                      headers={"Content-Type": "application/octet-stream"})
+        assert r.status == 201
+        digests.append((d, len(blob)))
+    mt = "application/vnd.oci.image.manifest.v1+json"
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": mt,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digests[0][0], "size": digests[0][1]},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digests[1][0], "size": digests[1][1]}]})
+    r, _ = cl.req("PUT", "/v2/%s/manifests/%s" % (repo, tag),
+                  body=manifest.encode(), headers={"Content-Type": mt})
+    assert r.status == 201
+
+
+def scan_keys(rs, match):
+    keys, cursor = [], b"0"
+    with rs.client() as c:
+        for _ in range(100000):
+            cursor, batch = c.call("SCAN", cursor, "MATCH", match,
+                                   "COUNT", 1000)
+            keys.extend(k.decode() for k in batch)
+            if cursor == b"0":
+                return keys
+    raise AssertionError("SCAN did not finish")
+
+
+def query(gw, *args):
+    out = run([gateway_bin(), "audit", "query", "-c", gw.config_path,
+               "--format", "json", "--limit", "1000"] +
+              [str(a) for a in args], timeout=120).stdout
+    return json.loads(out)
+
+
+def test_random_repository_names_keep_index_keys_bounded(
+        redis, start_registry, start_gateway, tmp_path):
+    cap = 50
+    rs = redis()
+    reg = start_registry("up1")
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1", default=True),
+        audit=audit_cfg(rs.port, tmp_path / "a.spool",
+                        max_index_keys=cap)))
+    cl = Client(gw)
+    try:
+        push(cl, "up1/keep/app", "v1")
+        keep_ids = []
+        names = []
+        for i in range(3000):
+            if i % 3 == 2:
+                # Refused before routing: ns= is not a registry host
+                # (ns= counts for a name without an upstream prefix).
+                name = "rnd/%s-%d" % (os.urandom(6).hex(), i)
+                r, _ = cl.req("GET", "/v2/%s/manifests/latest?ns=bad!host"
+                              % name)
+                assert r.status == 400
+            else:
+                # Routed: the real registry answers 404 NAME_UNKNOWN.
+                name = "up1/rnd/%s-%d" % (os.urandom(6).hex(), i)
+                r, _ = cl.req("GET", "/v2/%s/manifests/latest" % name)
+                assert r.status == 404
+            names.append(name)
+            if i % 25 == 0:
+                r, _ = cl.req("GET", "/v2/up1/keep/app/manifests/v1", headers={
+                    "Accept": "application/vnd.oci.image.manifest.v1+json"})
+                assert r.status == 200
+                keep_ids.append(r.getheader("X-Request-Id"))
+    finally:
+        cl.close()
+    # Every record is in the main stream: nothing was dropped.
+    rs.wait_xlen(STREAM, cl.sent, timeout=60)
+    # Keys: the stream, the writers' hash, the index set, and at most
+    # max_index_keys index streams.
+    dbsize = rs.call("DBSIZE")
+    indexes = scan_keys(rs, STREAM + ":*")
+    assert dbsize <= cap + 3, (dbsize, sorted(indexes)[:10])
+    assert len(indexes) <= cap + 2
+    assert rs.call("ZCARD", STREAM + ":indexes") <= cap
+    repo_keys = {k[len(INDEX_PREFIX):] for k in indexes
+                 if k.startswith(INDEX_PREFIX)}
+    # The refused names were never indexed, the newest routed ones are.
+    assert not repo_keys & {n for i, n in enumerate(names) if i % 3 == 2}
+    assert names[2998] in repo_keys and names[2997] in repo_keys
+    # A kept index still answers a query: every pull of the kept repo.
+    page = query(gw, "--repo", "up1/keep/app", "--action", "pull")
+    assert [r["request_id"] for r in page["records"]] == keep_ids[::-1]
+    # An evicted index: the query by its exact name finds nothing (the
+    # index is gone), a glob walks the main stream and finds the record.
+    assert names[0] not in repo_keys
+    assert query(gw, "--repo", names[0])["records"] == []
+    glob = names[0][:-1] + "[" + names[0][-1] + "]"
+    recs = query(gw, "--repo", glob)["records"]
+    assert [r["repository"] for r in recs] == [names[0]]
+    assert recs[0]["status"] == 404 and recs[0]["upstream"] == "up1"
+
+
+def test_refused_and_unrouted_names_create_no_index(
+        redis, start_registry, start_gateway, tmp_path):
+    rs = redis()
+    reg = start_registry("up1")
+    # No default upstream: a name without the up1/ prefix is unrouted.
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"),
+        audit=audit_cfg(rs.port, tmp_path / "a.spool")))
+    cl = Client(gw)
+    want = {}
+    try:
+        for i in range(600):
+            name = "rnd%s/n%d" % (os.urandom(4).hex(), i)
+            if i % 3 == 0:
+                r, _ = cl.req("GET", "/v2/%s/manifests/latest" % name)
+                assert r.status == 404      # no upstream for it
+            elif i % 3 == 1:
+                r, _ = cl.req("GET", "/v2/%s/manifests/latest?ns=bad!host"
+                              % name)
+                assert r.status == 400
+            else:
+                r, _ = cl.req("PATCH", "/v2/%s/manifests/latest" % name)
+                assert r.status == 405
+            want[r.getheader("X-Request-Id")] = name
+    finally:
+        cl.close()
+    rs.wait_xlen(STREAM, len(want), timeout=60)
+    assert scan_keys(rs, INDEX_PREFIX + "*") == []
+    # The records carry their names, and a glob finds them all.
+    recs = query(gw, "--repo", "rnd*")["records"]
+    assert {r["request_id"]: r["repository"] for r in recs} == want
+
+
+def _audit_script():
+    """The Lua script compiled into the binary under test."""
+    with open(gateway_bin(), "rb") as f:
+        data = f.read()
+    i = data.find(b"#!lua\n")
+    assert i >= 0, "no audit script in the binary"
+    return data[i:data.index(b"\0", i)]
+
+
+def test_script_evicts_the_least_recently_written_index(redis):
+    """The writer's script, driven directly with max_index_keys 3: a
+    fourth index stream evicts the one written longest ago, not the one
+    created first; the records stay in the main stream."""
+    rs = redis()
+    with rs.client() as c:
+        sha = c.call("SCRIPT", "LOAD", _audit_script()).decode()
+        n = [0]
+
+        def write(repo):
+            n[0] += 1
+            keys = ["s", "s:writers", "s:indexes", "",
+                    "s:repository:" + repo]
+            argv = ["gw", 1, n[0], 0, 0, 3, "pull", 200, "allow",
+                    "time", n[0], "id", "gw/1-%d" % n[0],
+                    "repository", repo]
+            assert c.call("EVALSHA", sha, len(keys), *(keys + argv)) == 1
+            # Scores are the entry's ms: the next write gets a later one.
+            (last, _), = c.call("XREVRANGE", "s", "+", "-", "COUNT", 1)
+            ms = int(last.split(b"-")[0])
+
+            def later():
+                sec, usec = c.call("TIME")
+                return int(sec) * 1000 + int(usec) // 1000 > ms
+            wait_for(later, timeout=5, what="Redis clock past %d" % ms)
+
+        def kept():
+            return sorted(k.decode()[len("s:repository:"):] for k in
+                          c.call("KEYS", "s:repository:*"))
+
+        for r in "abc":
+            write(r)
+        assert kept() == ["a", "b", "c"]
+        write("d")
+        assert kept() == ["b", "c", "d"]
+        write("b")
+        write("e")
+        assert kept() == ["b", "d", "e"]
+        assert sorted(m.decode() for m in c.call(
+            "ZRANGE", "s:indexes", 0, -1)) == \
+            ["s:repository:b", "s:repository:d", "s:repository:e"]
+        assert c.call("XLEN", "s") == 6
+        assert c.call("XLEN", "s:repository:b") == 2
