@@ -57,6 +57,10 @@ struct cache_fill {
 	enum cache_kind			 kind;
 	enum cache_alg			 alg;
 	char				 digest[CACHE_DIGEST_MAX];
+	/* The key is (upstream, kind, digest); the repository is the
+	 * first requester's. */
+	const struct config_upstream	*up;		/* in conf */
+	char				 upname[OCI_NAME_MAX + 16];
 	char				 tmp[PATH_MAX];
 	char				 logid[48];
 	int				 fd;
@@ -68,6 +72,7 @@ struct cache_fill {
 	uint64_t			 expect;	/* Content-Length */
 	uint64_t			 written;	/* body bytes on disk */
 	uint64_t			 synced;	/* writeback started */
+	int				 listed;	/* on cache->fills */
 	size_t				 hdr_len;	/* manifest type line */
 	char				 ctype[256];
 	uint64_t			 start_ms;
@@ -139,7 +144,7 @@ uint64_t cache_wall_ms(void);
 
 /* cache_fill.c */
 struct cache_fill *cache_fill_find(struct cache *, enum cache_kind,
-	    const char *);
+	    const struct config_upstream *, const char *);
 struct cache_fill *cache_fill_new(struct req *, enum cache_kind,
 	    const char *, const struct headers *);
 void	cache_fill_join(struct cache_fill *, struct cache_reader *);

@@ -3,7 +3,11 @@
  * cache, shared by every client that wants the digest meanwhile.
  *
  * A fill is a proxy request without a client (proxy_fetch_new), so the
- * upstream pool, tokens and redirects are proxy.c's.  Body bytes go to a
+ * upstream pool, tokens and redirects are proxy.c's.  It is keyed by
+ * (upstream, kind, digest): requests through another upstream never wait
+ * on this one.  Readers of another repository of the same upstream join
+ * it; when it fails before their head, they fetch on their own instead of
+ * inheriting its error (cache_reader_fill_failed).  Body bytes go to a
  * temp file under tmp/ as they arrive, one writev(2) per upstream read; a
  * thread of the fill's reads them back through an incremental EVP digest
  * (struct fill_hash); readers (cache_serve.c) follow the file, sending
@@ -225,16 +229,44 @@ fill_hash_free(struct fill_hash *h)
 	free(h);
 }
 
-/* The fill running for (kind, digest), or NULL. */
+/*
+ * The same upstream: the same configured one, or its namesake in a
+ * reloaded configuration when it points at the same place.
+ */
+static int
+fill_same_upstream(const struct config_upstream *a,
+    const struct config_upstream *b)
+{
+	return (a == b || (strcmp(a->name, b->name) == 0 &&
+	    strcmp(a->url, b->url) == 0));
+}
+
+/*
+ * The fill running for (upstream, kind, digest), or NULL.  Never one of
+ * another upstream: a stalling or lying upstream must not hold up, or
+ * answer for, a healthy one.
+ */
 struct cache_fill *
-cache_fill_find(struct cache *c, enum cache_kind kind, const char *digest)
+cache_fill_find(struct cache *c, enum cache_kind kind,
+    const struct config_upstream *up, const char *digest)
 {
 	struct cache_fill	*f;
 
 	TAILQ_FOREACH(f, &c->fills, entry)
-		if (f->kind == kind && strcmp(f->digest, digest) == 0)
+		if (f->kind == kind && strcmp(f->digest, digest) == 0 &&
+		    fill_same_upstream(f->up, up))
 			return (f);
 	return (NULL);
+}
+
+/* Off the list of running fills: no reader joins it any more. */
+static void
+fill_unlist(struct cache_fill *f)
+{
+	if (!f->listed)
+		return;
+	TAILQ_REMOVE(&f->cache->fills, f, entry);
+	f->listed = 0;
 }
 
 static void
@@ -242,7 +274,7 @@ fill_free(struct cache_fill *f)
 {
 	struct cache	*c = f->cache;
 
-	TAILQ_REMOVE(&c->fills, f, entry);
+	fill_unlist(f);
 	if (f->px != NULL)
 		proxy_free(f->px);
 	fill_hash_free(f->hash);	/* before its fd is closed */
@@ -292,6 +324,8 @@ cache_fill_new(struct req *req, enum cache_kind kind, const char *digest,
 
 	if ((f = calloc(1, sizeof(*f))) == NULL)
 		fatal("calloc");
+	f->up = req->up;
+	snprintf(f->upname, sizeof(f->upname), "%s", req->upname);
 	f->cache = c;
 	f->conf = req->conf;
 	config_ref(f->conf);
@@ -309,6 +343,7 @@ cache_fill_new(struct req *req, enum cache_kind kind, const char *digest,
 		    fwd->v[i].value, fwd->v[i].vlen);
 	f->ev_fail = event_new(c->ctx->base, -1, 0, fill_event_cb, f);
 	TAILQ_INSERT_TAIL(&c->fills, f, entry);
+	f->listed = 1;
 	snprintf(upath, sizeof(upath), "/v2/%s/%s/%s", req->upname,
 	    kind == CACHE_BLOB ? "blobs" : "manifests", digest);
 	snprintf(scope, sizeof(scope), "repository:%s:pull", req->upname);
@@ -361,6 +396,8 @@ fill_fail(struct cache_fill *f, enum pc_err err, const char *detail)
 {
 	struct cache_reader	*cr;
 
+	/* First off the list: readers that fetch again start their own. */
+	fill_unlist(f);
 	log_info("- cache fill_failed %s digest=%s status=%d bytes=%llu "
 	    "readers=%s error=%s detail=\"%s\"", f->logid, f->digest,
 	    f->up_status, (unsigned long long)f->written,

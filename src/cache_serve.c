@@ -236,7 +236,8 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 		cr_passthrough(cr);
 		return;
 	}
-	if ((f = cache_fill_find(cr->cache, cr->kind, digest)) != NULL) {
+	if ((f = cache_fill_find(cr->cache, cr->kind, req->up, digest)) !=
+	    NULL) {
 		req->cache_status = "coalesced";
 		log_info("%llu.%u cache coalesced %s digest=%s",
 		    (unsigned long long)req->c->id, req->seq, f->logid, digest);
@@ -430,12 +431,26 @@ cache_reader_fill_failed(struct cache_reader *cr, struct cache_fill *f,
 	struct req	*req = cr->req;
 	struct headers	 h;
 	size_t		 len;
+	char		 digest[CACHE_DIGEST_MAX];
 
 	cr->waiting = 0;
 	if (req->head_sent) {
 		/* Never a complete, wrong body: the connection ends. */
 		req->err = err;
 		req_abort(req, detail);
+		return;
+	}
+	if (strcmp(req->upname, f->upname) != 0) {
+		/*
+		 * Joined from another repository: what failed for that one
+		 * (a 404, a stall, a lie) says nothing about this one, which
+		 * fetches on its own; the failed fill is off the list.
+		 */
+		snprintf(digest, sizeof(digest), "%s", cr->digest);
+		log_info("%llu.%u cache refetch %s digest=%s",
+		    (unsigned long long)req->c->id, req->seq, f->logid,
+		    digest);
+		cr_by_digest(cr, digest);	/* may free cr */
 		return;
 	}
 	if (f->errbody == NULL || f->up_status == 0) {
@@ -635,7 +650,7 @@ cr_tag_decide(struct cache_reader *cr)
 			return;
 		}
 		snprintf(cr->digest, sizeof(cr->digest), "%s", cr->up_digest);
-		if ((f = cache_fill_find(cr->cache, CACHE_MANIFEST,
+		if ((f = cache_fill_find(cr->cache, CACHE_MANIFEST, req->up,
 		    cr->up_digest)) != NULL)
 			req->cache_status = "coalesced";
 		else

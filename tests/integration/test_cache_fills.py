@@ -1,0 +1,232 @@
+"""Cache fills under hostile upstreams and clients (issue 7, points 4-6):
+fills keyed per upstream, a failed fill that does not fail readers of
+another repository, Ranges answered only from verified bytes, and the
+bounds on fills (count, per client, digest threads, admission by bytes,
+the largest blob cached, cancellation of abandoned fills).
+
+docker-registry is the upstream wherever a well-behaved one plays the
+part (its access log witnesses each upstream fetch); the LyingUpstream
+TEST DOUBLE is used where a stall, a lie or a stalled 404 is needed.
+Every bound is asserted by sampling the gateway (/proc), the upstream
+side of its connections (/proc/net/tcp) and cache.dir while the traffic
+runs, and by waiting for conditions, never for time."""
+
+import concurrent.futures
+import hashlib
+import os
+import socket
+import threading
+import urllib.parse
+
+import pytest
+import requests
+
+from lib.gateway import gateway_config, upstream
+from lib.lying_upstream import LyingUpstream
+from lib.util import wait_for
+
+MIB = 1024 * 1024
+
+
+def sha256(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def cache_cfg(d, **kw):
+    c = {"dir": str(d), "max_bytes": 1 << 30}
+    c.update(kw)
+    return c
+
+
+def blob_path(cdir, digest):
+    alg, hexd = digest.split(":")
+    return os.path.join(str(cdir), "blobs", alg, hexd[:2], hexd)
+
+
+def tmp_files(cdir):
+    return os.listdir(os.path.join(str(cdir), "tmp"))
+
+
+def tmp_bytes(cdir):
+    n = 0
+    for f in tmp_files(cdir):
+        try:
+            n += os.path.getsize(os.path.join(str(cdir), "tmp", f))
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def session():
+    s = requests.Session()
+    s.trust_env = False
+    return s
+
+
+def push_blob(reg, repo, data):
+    """Monolithic upload straight to the registry; returns the digest."""
+    with session() as s:
+        d = sha256(data)
+        r = s.post("%s/v2/%s/blobs/uploads/" % (reg.url, repo), timeout=30)
+        assert r.status_code == 202, r.text
+        loc = urllib.parse.urljoin(reg.url + "/", r.headers["Location"])
+        r = s.put(loc + ("&" if "?" in loc else "?") + "digest=" + d,
+                  data=data, headers={"Content-Type":
+                                      "application/octet-stream"},
+                  timeout=120)
+        assert r.status_code == 201, r.text
+        return d
+
+
+def blob_gets(reg, path, since):
+    return [e for e in reg.access_log(since=since)
+            if e["method"] == "GET" and e["path"] == path]
+
+
+def fetch(url, headers=None):
+    """GET the whole body: (status, digest of the body, length, headers)."""
+    with session() as s:
+        r = s.get(url, headers=headers or {}, timeout=60, stream=True)
+        h = hashlib.sha256()
+        n = 0
+        for chunk in r.iter_content(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+        return r.status_code, "sha256:" + h.hexdigest(), n, r.headers
+
+
+def get_head(gw, path, src="127.0.0.1"):
+    """A client from address `src` that sends GET and reads the response
+    head; returns (socket, status, head bytes).  The caller reads on or
+    closes (a client leaving after the head)."""
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30,
+                                 source_address=(src, 0))
+    s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" %
+               (path, gw.host)).encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+        assert len(buf) < 1 << 20
+    head = buf.split(b"\r\n\r\n", 1)[0]
+    status = int(head.split(b" ", 2)[1]) if head else 0
+    return s, status, buf
+
+
+def read_rest(s, buf):
+    """Read a Content-Length body after get_head(); returns its digest."""
+    head, body = buf.split(b"\r\n\r\n", 1)
+    length = None
+    for line in head.split(b"\r\n")[1:]:
+        k, v = line.split(b":", 1)
+        if k.strip().lower() == b"content-length":
+            length = int(v)
+    assert length is not None
+    h = hashlib.sha256(body)
+    n = len(body)
+    while n < length:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        h.update(chunk)
+        n += len(chunk)
+    s.close()
+    return "sha256:" + h.hexdigest(), n
+
+
+def upstream_conns(port):
+    """ESTABLISHED IPv4 connections whose remote end is 127.0.0.1:port:
+    the gateway's connections to that upstream (the only client)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            rem, state = parts[2], parts[3]
+            rhost, rport = rem.split(":")
+            if int(rport, 16) == port and rhost == "0100007F" and \
+                    state == "01":
+                n += 1
+    return n
+
+
+def threads_of(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+@pytest.fixture
+def liar():
+    up = LyingUpstream()
+    try:
+        yield up
+    finally:
+        up.stop()
+
+
+def liar_upstream(liar, **kw):
+    u = {"name": "liar", "url": liar.url, "prefix": "liar",
+         "hosts": [liar.host]}
+    u.update(kw)
+    return u
+
+
+# --- 4. fills keyed by (upstream, digest) ------------------------------
+
+def test_stalling_upstream_does_not_hold_a_healthy_one(liar, start_registry,
+                                                       start_gateway,
+                                                       tmp_path):
+    """The same blob through a stalling lying upstream and a real registry:
+    the registry's request is answered while the other fill stalls, by a
+    fill of its own."""
+    data = os.urandom(2 * MIB)
+    reg = start_registry("up1")
+    d = push_blob(reg, "app", data)
+    assert liar.add_blob(data, mode="stall", stall_at=MIB) == d
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(liar_upstream(liar),
+                                      upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)))
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        stalled = ex.submit(fetch, "%s/v2/liar/app/blobs/%s" % (gw.url, d))
+        wait_for(lambda: tmp_bytes(cdir) >= MIB,
+                 what="the liar's fill stalled half way")
+        m = reg.mark()
+        st, got, n, h = fetch("%s/v2/up1/app/blobs/%s" % (gw.url, d))
+        assert (st, got, n) == (200, d, len(data))
+        assert len(blob_gets(reg, "/v2/app/blobs/" + d, m)) == 1
+        assert not stalled.done()
+        liar.release(d)
+        assert stalled.result(timeout=60)[:3] == (200, d, len(data))
+    assert gw.log_text().count("cache fill_start") == 2
+    assert os.path.getsize(blob_path(cdir, d)) == len(data)
+
+
+def test_failed_fill_of_one_repo_does_not_fail_another(liar, start_gateway,
+                                                       tmp_path):
+    """A fill for repository a (which the upstream answers 404, late) is
+    joined by a reader of repository b; the 404 is a's: b fetches on its
+    own and gets the blob."""
+    data = os.urandom(MIB + 3)
+    d = liar.add_blob(data, repos=["b"], stall_404=True)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(liar_upstream(liar),
+                                      cache=cache_cfg(cdir)))
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        a = ex.submit(fetch, "%s/v2/liar/a/blobs/%s" % (gw.url, d))
+        wait_for(lambda: liar.requests("GET", "/v2/a/blobs/" + d) == 1,
+                 what="a's fill at the upstream")
+        b = ex.submit(fetch, "%s/v2/liar/b/blobs/%s" % (gw.url, d))
+        wait_for(lambda: "cache coalesced" in gw.log_text(),
+                 what="b joined a's fill")
+        liar.release(d)
+        assert a.result(timeout=60)[0] == 404
+        assert b.result(timeout=60)[:3] == (200, d, len(data))
+    assert liar.requests("GET", "/v2/b/blobs/" + d) == 1
+    assert "cache refetch" in gw.log_text()
+    assert os.path.getsize(blob_path(cdir, d)) == len(data)
