@@ -21,7 +21,8 @@
  * into place.  Readers never get the last byte of a body before that, so
  * a client can never hold a complete, wrong body: on failure every reader
  * that has a head sees its connection end, the others get an error, the
- * temp file is removed, and nothing is published.
+ * temp file is removed, and nothing is published.  A Range is answered
+ * only from the verified file.
  *
  * When the last reader leaves, the fill goes on to the end and publishes:
  * the upstream transfer is already paid for (and counted against pull

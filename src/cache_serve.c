@@ -251,6 +251,15 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 	cache_fill_join(f, cr);
 }
 
+/* A blob GET with a Range: answered from a fill only once verified. */
+static int
+cr_wants_range(const struct cache_reader *cr)
+{
+	return (cr->kind == CACHE_BLOB &&
+	    cr->req->msg->method == HTTP_GET &&
+	    headers_get(&cr->req->msg->hdrs, "Range") != NULL);
+}
+
 /*
  * Send the head for a file of known size (a stored entry, or a fill
  * with a Content-Length), honouring a single Range on blobs, then the
@@ -266,6 +275,7 @@ cr_respond(struct cache_reader *cr)
 	uint64_t		 s = 0, e = 0;
 	int			 head = req->msg->method == HTTP_HEAD;
 	int			 status = 200;
+	int			 verified = cr->ent != NULL;
 	char			 buf[CACHE_DIGEST_MAX + 8];
 
 	if (cr->kind == CACHE_BLOB && !head)
@@ -274,13 +284,23 @@ cr_respond(struct cache_reader *cr)
 	ct = cr->kind == CACHE_BLOB ? "application/octet-stream" : cr->ctype;
 	headers_init(&h);
 	headers_add(&h, "Content-Type", 12, ct, strlen(ct));
+	/*
+	 * A follower of a fill answers before the bytes are verified: its
+	 * last byte waits for that, so the client never holds a complete,
+	 * wrong body, but nothing that lets a cache keep it goes with it.
+	 */
 	headers_add(&h, "Docker-Content-Digest", 21, cr->digest,
 	    strlen(cr->digest));
 	snprintf(buf, sizeof(buf), "\"%s\"", cr->digest);
-	headers_add(&h, "ETag", 4, buf, strlen(buf));
+	if (verified)
+		headers_add(&h, "ETag", 4, buf, strlen(buf));
 	if (cr->kind == CACHE_BLOB) {
 		headers_add(&h, "Accept-Ranges", 13, "bytes", 5);
-		headers_add(&h, "Cache-Control", 13, "max-age=31536000", 16);
+		if (verified)
+			headers_add(&h, "Cache-Control", 13,
+			    "max-age=31536000", 16);
+		else
+			headers_add(&h, "Cache-Control", 13, "no-store", 8);
 	}
 	if (cr->stale)
 		headers_add(&h, "Warning", 7, "110 - \"Response is Stale\"",
@@ -381,8 +401,12 @@ cache_reader_has_head(struct cache_reader *cr)
 	struct cache_fill	*f = cr->fill;
 	struct req		*req = cr->req;
 
-	/* Chunked, or empty: answered when it is complete and verified. */
-	if (!f->have_length || f->expect == 0 || cr->fd != -1)
+	/*
+	 * Chunked, or empty, or a Range (which would complete before the
+	 * digest is checked): answered when it is verified.
+	 */
+	if (!f->have_length || f->expect == 0 || cr->fd != -1 ||
+	    cr_wants_range(cr))
 		return;
 	if ((cr->fd = open(f->tmp, O_RDONLY | O_CLOEXEC)) == -1) {
 		req_fail(req, ERR_INTERNAL, "cache: cannot open the fill");

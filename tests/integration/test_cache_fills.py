@@ -230,3 +230,69 @@ def test_failed_fill_of_one_repo_does_not_fail_another(liar, start_gateway,
     assert liar.requests("GET", "/v2/b/blobs/" + d) == 1
     assert "cache refetch" in gw.log_text()
     assert os.path.getsize(blob_path(cdir, d)) == len(data)
+
+
+# --- 5. no unverified bytes as a complete 206 ---------------------------
+
+def _assert_not_vouched(r):
+    """A response that must not present its bytes as the digest's."""
+    assert r.status_code != 206, r.headers
+    assert "Docker-Content-Digest" not in r.headers
+    assert "ETag" not in r.headers
+    assert "max-age" not in r.headers.get("Cache-Control", "")
+
+
+@pytest.mark.parametrize("mode", ["wrong", "truncate"])
+def test_range_from_lying_upstream_is_never_a_complete_206(liar, http,
+                                                           start_gateway,
+                                                           tmp_path, mode):
+    data = os.urandom(2 * MIB + 5)
+    d = liar.add_blob(data, mode=mode)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(liar_upstream(liar),
+                                      cache=cache_cfg(cdir)))
+    url = "%s/v2/liar/app/blobs/%s" % (gw.url, d)
+    r = http.get(url, headers={"Range": "bytes=0-99"}, timeout=60)
+    _assert_not_vouched(r)
+    assert r.status_code == 502
+    assert not os.path.exists(blob_path(cdir, d))
+    wait_for(lambda: tmp_files(cdir) == [], what="temp file removed")
+    # Once the upstream tells the truth, the Range is served, verified.
+    liar.set_mode(d, "ok")
+    r = http.get(url, headers={"Range": "bytes=0-99"}, timeout=60)
+    assert (r.status_code, r.content) == (206, data[:100])
+    assert r.headers["Docker-Content-Digest"] == d
+    assert r.headers["ETag"] == '"%s"' % d
+
+
+def test_range_inside_a_stalled_lying_fill_waits_for_verification(
+        liar, start_gateway, tmp_path):
+    """The bytes a Range asks for are on disk, but the fill is not
+    verified; when the rest turns out wrong, the Range never got a 206,
+    and the full reader's head carried no ETag or long-lived caching."""
+    data = os.urandom(4 * MIB)
+    d = liar.add_blob(data, mode="stall_wrong", stall_at=2 * MIB)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(liar_upstream(liar),
+                                      cache=cache_cfg(cdir)))
+    path = "/v2/liar/app/blobs/" + d
+    full, st, buf = get_head(gw, path)
+    try:
+        assert st == 200
+        head = buf.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"\r\netag:" not in head
+        assert b"max-age" not in head
+        wait_for(lambda: tmp_bytes(cdir) >= 2 * MIB,
+                 what="half of the blob in the temp file")
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            rng = ex.submit(lambda: session().get(
+                gw.url + path, headers={"Range": "bytes=100-199999"},
+                timeout=60))
+            wait_for(lambda: gw.log_text().count("cache coalesced") >= 1,
+                     what="the Range joined the fill")
+            assert not rng.done()
+            liar.release(d)
+            _assert_not_vouched(rng.result(timeout=60))
+    finally:
+        full.close()
+    assert not os.path.exists(blob_path(cdir, d))
