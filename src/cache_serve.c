@@ -5,9 +5,10 @@
  * goes straight to the upstream.
  *
  * By digest: a stored entry is served from its file (hit), without asking
- * the upstream at all; else the request follows the fill for the digest,
- * starting one when none runs (miss) or joining it (coalesced).  A HEAD
- * that is not a hit goes to the upstream as is.
+ * the upstream at all; else the request follows the fill for the digest
+ * from its upstream, starting one when none runs (miss) or joining it
+ * (coalesced).  A HEAD that is not a hit, and a miss beyond the fill caps
+ * or that the fill declines (cache_fill.c), go to the upstream as is.
  *
  * By tag: the tag's digest is kept per (upstream, repository, tag,
  * normalised Accept set) for tag_ttl, an unknown tag for negative_ttl.
@@ -247,7 +248,10 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 	req->cache_status = "miss";
 	if (cr->kind == CACHE_MANIFEST)
 		cr_copy_accept(cr);
-	f = cache_fill_new(req, cr->kind, digest, &cr->fwd);
+	if ((f = cache_fill_new(req, cr->kind, digest, &cr->fwd)) == NULL) {
+		cr_passthrough(cr);	/* over a fill cap: uncached */
+		return;
+	}
 	cache_fill_join(f, cr);
 }
 
@@ -505,6 +509,19 @@ cache_reader_fill_failed(struct cache_reader *cr, struct cache_fill *f,
 	req_end_response(req);
 }
 
+/* The fill will not cache after all: go to the upstream as is. */
+void
+cache_reader_fill_declined(struct cache_reader *cr)
+{
+	cr->waiting = 0;
+	if (cr->req->head_sent) {
+		cr->req->err = ERR_INTERNAL;
+		req_abort(cr->req, "cache fill declined");
+		return;
+	}
+	cr_passthrough(cr);	/* frees cr */
+}
+
 /* --- by tag --- */
 
 static void	cr_revalidate(struct cache_reader *);
@@ -677,9 +694,11 @@ cr_tag_decide(struct cache_reader *cr)
 		if ((f = cache_fill_find(cr->cache, CACHE_MANIFEST, req->up,
 		    cr->up_digest)) != NULL)
 			req->cache_status = "coalesced";
-		else
-			f = cache_fill_new(req, CACHE_MANIFEST, cr->up_digest,
-			    &cr->fwd);
+		else if ((f = cache_fill_new(req, CACHE_MANIFEST,
+		    cr->up_digest, &cr->fwd)) == NULL) {
+			cr_passthrough(cr);	/* over a fill cap */
+			return;
+		}
 		cache_fill_join(f, cr);
 		return;
 	}

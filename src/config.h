@@ -52,6 +52,11 @@ struct config_cache {
 	int			 negative_ttl_ms;
 	int			 sendfile;	/* enum config_sendfile */
 	size_t			 send_window;
+	size_t			 max_fills;
+	size_t			 max_fills_per_client;
+	size_t			 digest_threads;
+	double			 fill_max_fraction;
+	double			 fill_finish_fraction;
 };
 
 enum config_fsync {

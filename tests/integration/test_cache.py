@@ -498,8 +498,11 @@ def test_eviction_keeps_recent_blobs_under_cap_and_restart_keeps_them(
     blobs = [os.urandom(300 * 1024 + i) for i in range(6)]
     ds = [push_blob(reg, "ev/app", b) for b in blobs]
     cdir = tmp_path / "c"
+    # 300 KiB blobs under a 1 MiB cap: more than the default
+    # fill_max_fraction (0.25) would let in.
     cfg = gateway_config(upstream(reg, prefix="up1"),
-                         cache=cache_cfg(cdir, max_bytes=cap))
+                         cache=cache_cfg(cdir, max_bytes=cap,
+                                         fill_max_fraction=0.5))
     gw = start_gateway(cfg)
     for d, b in zip(ds, blobs):
         r = http.get("%s/v2/up1/ev/app/blobs/%s" % (gw.url, d), timeout=30)

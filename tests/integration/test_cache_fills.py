@@ -296,3 +296,160 @@ def test_range_inside_a_stalled_lying_fill_waits_for_verification(
     finally:
         full.close()
     assert not os.path.exists(blob_path(cdir, d))
+
+
+# --- 6. bounded fills ---------------------------------------------------
+
+def test_distinct_misses_leaving_after_the_head_stay_bounded(
+        liar, start_gateway, tmp_path):
+    """Distinct-digest misses, each client leaving after the head: the
+    gateway's threads, its connections to the upstream, tmp/ bytes and the
+    published blob all stay within what the configuration allows."""
+    max_fills, workers, n = 4, 4, 40
+    size, stall = 3 * MIB, 2 * MIB
+    cdir = tmp_path / "c"
+    kept_data = os.urandom(MIB)
+    kept = liar.add_blob(kept_data)
+    digests = [liar.add_blob(os.urandom(size), mode="stall", stall_at=stall)
+               for _ in range(n)]
+    gw = start_gateway(gateway_config(
+        liar_upstream(liar),
+        cache=cache_cfg(cdir, max_bytes=16 * MIB, max_fills=max_fills,
+                        max_fills_per_client=64, digest_threads=2)))
+    assert fetch("%s/v2/liar/app/blobs/%s" % (gw.url, kept))[:3] == \
+        (200, kept, MIB)
+    wait_for(lambda: os.path.exists(blob_path(cdir, kept)),
+             what="a published blob")
+    threads0 = threads_of(gw.pid)
+    peak = {"threads": 0, "conns": 0, "tmp": 0, "kept_gone": 0}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.02):
+            peak["threads"] = max(peak["threads"], threads_of(gw.pid))
+            peak["conns"] = max(peak["conns"], upstream_conns(liar.port))
+            peak["tmp"] = max(peak["tmp"], tmp_bytes(cdir))
+            if not os.path.exists(blob_path(cdir, kept)):
+                peak["kept_gone"] += 1
+
+    def leave_after_head(d):
+        s, st, _ = get_head(gw, "/v2/liar/app/blobs/" + d)
+        s.close()
+        return st
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+            assert set(ex.map(leave_after_head, digests)) == {200}
+        wait_for(lambda: liar.answering() == 0,
+                 what="no request left at the upstream")
+        wait_for(lambda: tmp_files(cdir) == [], what="tmp/ emptied")
+    finally:
+        stop.set()
+        sampler.join(10)
+    assert peak["threads"] <= threads0, peak
+    # Fills, pass-throughs of clients still there, one idle pooled.
+    assert peak["conns"] <= max_fills + workers + 1, peak
+    assert peak["tmp"] <= max_fills * size, peak
+    assert peak["kept_gone"] == 0, peak
+    assert os.path.getsize(blob_path(cdir, kept)) == MIB
+    assert "cache fill_cancelled" in gw.log_text()
+    for d in digests:
+        assert not os.path.exists(blob_path(cdir, d))
+    assert gw.alive()
+
+
+def test_blob_over_fill_max_fraction_passes_through(start_registry,
+                                                    start_gateway, tmp_path):
+    reg = start_registry("up1")
+    big = os.urandom(5 * MIB)
+    small = os.urandom(MIB)
+    db = push_blob(reg, "app", big)
+    ds = push_blob(reg, "app", small)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"),
+        cache=cache_cfg(cdir, max_bytes=16 * MIB, fill_max_fraction=0.25)))
+    for _ in range(2):
+        assert fetch("%s/v2/up1/app/blobs/%s" % (gw.url, db))[:3] == \
+            (200, db, len(big))
+    assert not os.path.exists(blob_path(cdir, db))
+    assert "fill_max_fraction" in gw.log_text()
+    # Each request went to the upstream: nothing of it was cached.
+    m = reg.mark()
+    assert fetch("%s/v2/up1/app/blobs/%s" % (gw.url, db))[:3] == \
+        (200, db, len(big))
+    assert blob_gets(reg, "/v2/app/blobs/" + db, m)
+    # A blob under the fraction is cached as ever.
+    assert fetch("%s/v2/up1/app/blobs/%s" % (gw.url, ds))[:3] == \
+        (200, ds, len(small))
+    assert os.path.getsize(blob_path(cdir, ds)) == len(small)
+    wait_for(lambda: tmp_files(cdir) == [], what="tmp/ empty")
+
+
+def test_fills_per_client_address_are_capped(liar, start_gateway, tmp_path):
+    """Two fills for 127.0.0.1, the third of its misses goes through
+    uncached; another address still gets a fill of its own."""
+    data = [os.urandom(2 * MIB) for _ in range(4)]
+    ds = [liar.add_blob(b, mode="stall", stall_at=MIB) for b in data]
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(
+        liar_upstream(liar),
+        cache=cache_cfg(cdir, max_fills=64, max_fills_per_client=2)))
+    socks = []
+    try:
+        for d in ds[:3]:
+            s, st, buf = get_head(gw, "/v2/liar/app/blobs/" + d)
+            socks.append((s, buf))
+            assert st == 200
+        s, st, buf = get_head(gw, "/v2/liar/app/blobs/" + ds[3],
+                              src="127.0.0.2")
+        socks.append((s, buf))
+        assert st == 200
+        log = gw.log_text()
+        assert log.count("cache fill_start") == 3
+        assert log.count("reason=cache.max_fills_per_client") == 1
+        for d in ds:
+            liar.release(d)
+        for (s, buf), d, b in zip(socks, ds, data):
+            assert read_rest(s, buf) == (d, len(b))
+    finally:
+        for s, _ in socks:
+            s.close()
+    for i in (0, 1, 3):
+        wait_for(lambda: os.path.exists(blob_path(cdir, ds[i])),
+                 what="fill %d published" % i)
+    assert not os.path.exists(blob_path(cdir, ds[2]))
+
+
+def test_abandoned_fill_is_cancelled_unless_nearly_done(liar, start_gateway,
+                                                        tmp_path):
+    size = 4 * MIB
+    early = liar.add_blob(os.urandom(size), mode="stall", stall_at=MIB)
+    late = liar.add_blob(os.urandom(size), mode="stall",
+                         stall_at=int(size * 0.95))
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(
+        liar_upstream(liar),
+        cache=cache_cfg(cdir, fill_finish_fraction=0.9)))
+    for d, at in ((early, MIB), (late, int(size * 0.95))):
+        s, st, _ = get_head(gw, "/v2/liar/app/blobs/" + d)
+        assert st == 200
+        wait_for(lambda: tmp_bytes(cdir) >= at, what="fill at the stall")
+        s.close()
+        if d == early:
+            # A quarter done: cancelled, its connection closed.
+            wait_for(lambda: "fill_cancelled" in gw.log_text(),
+                     what="abandoned fill cancelled")
+            wait_for(lambda: tmp_files(cdir) == [], what="temp removed")
+            wait_for(lambda: liar.answering() == 0,
+                     what="upstream transfer closed")
+            liar.release(d)
+    # Nearly done: it completes and publishes with no reader left.
+    liar.release(late)
+    wait_for(lambda: os.path.exists(blob_path(cdir, late)),
+             what="nearly done fill published")
+    assert os.path.getsize(blob_path(cdir, late)) == size
+    assert not os.path.exists(blob_path(cdir, early))
+    assert gw.log_text().count("fill_cancelled") == 1
