@@ -22,8 +22,8 @@
  * runs from a timer, a bounded number of unlinks per turn, oldest first,
  * and skips entries a reader has open; fills are not in the index, so they
  * are never evicted, but each admitted fill reserves its Content-Length
- * (cache->reserved), so the published entries make room for it in time.  Tag records are tiny files read on demand, never
- * held in memory.
+ * (cache->reserved), so the published entries make room for it in time.
+ * Tag records are tiny files read on demand, never held in memory.
  */
 #include <sys/file.h>
 #include <sys/stat.h>

@@ -190,8 +190,10 @@ fill_pool_main(void *arg)
 			h->finished = 1;
 			h->where = FH_DONE;
 			TAILQ_INSERT_TAIL(&p->done, h, entry);
-			/* Full pipe: the loop has a wake-up pending anyway. */
-			(void)write(p->pipe[1], "", 1);
+			/* EAGAIN: the pipe is full, a wake-up is pending. */
+			while (write(p->pipe[1], "", 1) == -1 &&
+			    errno == EINTR)
+				;
 		} else if (h->hashed < h->avail) {
 			h->where = FH_QUEUED;
 			TAILQ_INSERT_TAIL(&p->queue, h, entry);
