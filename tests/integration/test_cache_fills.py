@@ -453,3 +453,45 @@ def test_abandoned_fill_is_cancelled_unless_nearly_done(liar, start_gateway,
     assert os.path.getsize(blob_path(cdir, late)) == size
     assert not os.path.exists(blob_path(cdir, early))
     assert gw.log_text().count("fill_cancelled") == 1
+
+
+def test_fill_without_room_next_to_entries_in_use_passes_through(
+        start_registry, start_gateway, tmp_path):
+    """Admission by bytes: a fill that would fit only by evicting an entry
+    a client is reading is passed through, uncached; once that client is
+    gone the same blob is cached (the idle entry makes room)."""
+    reg = start_registry("up1")
+    held = os.urandom(10 * MIB)
+    new = os.urandom(8 * MIB)
+    dh = push_blob(reg, "app", held)
+    dn = push_blob(reg, "app", new)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"),
+        cache=cache_cfg(cdir, max_bytes=16 * MIB, fill_max_fraction=1)))
+    assert fetch("%s/v2/up1/app/blobs/%s" % (gw.url, dh))[:3] == \
+        (200, dh, len(held))
+    wait_for(lambda: os.path.exists(blob_path(cdir, dh)),
+             what="the first blob published")
+    # A client reads the head of the stored blob and stops: it is pinned.
+    s, st, _ = get_head(gw, "/v2/up1/app/blobs/" + dh)
+    try:
+        assert st == 200
+        assert fetch("%s/v2/up1/app/blobs/%s" % (gw.url, dn))[:3] == \
+            (200, dn, len(new))
+        # Not filled at all (not published, then evicted), the held
+        # entry kept.
+        assert not [ln for ln in gw.log_text().splitlines()
+                    if "fill_done" in ln and dn in ln]
+        assert not os.path.exists(blob_path(cdir, dn))
+        assert os.path.exists(blob_path(cdir, dh))
+        assert "no room without evicting" in gw.log_text()
+    finally:
+        s.close()
+    # The reader is gone: the idle entry is evicted to make room.
+    wait_for(lambda: fetch("%s/v2/up1/app/blobs/%s" % (gw.url, dn))[:3] ==
+             (200, dn, len(new)) and
+             os.path.exists(blob_path(cdir, dn)),
+             what="the second blob cached once the first is unpinned")
+    wait_for(lambda: not os.path.exists(blob_path(cdir, dh)),
+             what="the idle entry evicted")
