@@ -17,8 +17,9 @@
  * ordered by mtime, which a hit refreshes at most once a minute.  Eviction
  * runs from a timer, a bounded number of unlinks per turn, oldest first,
  * and skips entries a reader has open; fills are not in the index, so they
- * are never evicted.  Tag records have their own index and bounds
- * (cache_tags.c).
+ * are never evicted, but each admitted fill reserves its Content-Length
+ * (cache->reserved), so the published entries make room for it in time.
+ * Tag records have their own index and bounds (cache_tags.c).
  */
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -206,7 +207,7 @@ cache_evict_cb(evutil_socket_t fd, short ev, void *arg)
 	int			 n = 0;
 
 	for (e = TAILQ_FIRST(&c->lru); e != NULL &&
-	    c->bytes + c->filling > c->max_bytes; e = next) {
+	    c->bytes + c->reserved > c->max_bytes; e = next) {
 		next = TAILQ_NEXT(e, lru);
 		if (e->refs > 0)
 			continue;	/* being read: never evicted */
@@ -222,9 +223,28 @@ cache_evict_cb(evutil_socket_t fd, short ev, void *arg)
 	}
 	if (n > 0)
 		log_info("- cache evicted entries=%d bytes=%llu max=%llu "
-		    "filling=%llu", n, (unsigned long long)c->bytes,
+		    "filling=%llu reserved=%llu", n,
+		    (unsigned long long)c->bytes,
 		    (unsigned long long)c->max_bytes,
-		    (unsigned long long)c->filling);
+		    (unsigned long long)c->filling,
+		    (unsigned long long)c->reserved);
+}
+
+/*
+ * Bytes of the entries that readers hold open: eviction skips them, so
+ * admission (cache_fill.c) counts them as taken.  A walk of the index,
+ * once per fill head.
+ */
+uint64_t
+cache_pinned_bytes(struct cache *c)
+{
+	struct cache_entry	*e;
+	uint64_t		 n = 0;
+
+	TAILQ_FOREACH(e, &c->lru, lru)
+		if (e->refs > 0)
+			n += e->size;
+	return (n);
 }
 
 /* Schedule an eviction pass when the store is above its cap. */
@@ -233,7 +253,7 @@ cache_evict_soon(struct cache *c)
 {
 	struct timeval	tv = { 0, 0 };
 
-	if (c->bytes + c->filling > c->max_bytes &&
+	if (c->bytes + c->reserved > c->max_bytes &&
 	    !evtimer_pending(c->ev_evict, NULL))
 		evtimer_add(c->ev_evict, &tv);
 }
@@ -452,6 +472,11 @@ cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
 	if ((c->dir = strdup(conf->cache->dir)) == NULL)
 		fatal("strdup");
 	c->max_bytes = conf->cache->max_bytes;
+	c->max_fills = conf->cache->max_fills;
+	c->max_fills_per_client = conf->cache->max_fills_per_client;
+	c->fill_max_bytes = (uint64_t)(conf->cache->fill_max_fraction *
+	    (double)c->max_bytes);
+	c->fill_finish_fraction = conf->cache->fill_finish_fraction;
 	c->nbuckets = 1024;
 	if ((c->buckets = calloc(c->nbuckets, sizeof(*c->buckets))) == NULL)
 		fatal("calloc");
@@ -489,9 +514,18 @@ cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
 	free(sv.v);
 	c->tags = cache_tags_open(c, conf->cache);
 	c->ev_evict = evtimer_new(ctx->base, cache_evict_cb, c);
-	log_info("- cache open dir=%s entries=%zu bytes=%llu max=%llu",
-	    c->dir, c->nentries, (unsigned long long)c->bytes,
-	    (unsigned long long)c->max_bytes);
+	if ((c->pool = cache_fill_pool_new(ctx,
+	    conf->cache->digest_threads)) == NULL) {
+		if (asprintf(cause, "/cache/digest_threads: cannot start "
+		    "them: %s", strerror(errno)) == -1)
+			*cause = NULL;
+		cache_close(c);
+		return (NULL);
+	}
+	log_info("- cache open dir=%s entries=%zu bytes=%llu max=%llu "
+	    "digest_threads=%zu max_fills=%zu", c->dir, c->nentries,
+	    (unsigned long long)c->bytes, (unsigned long long)c->max_bytes,
+	    conf->cache->digest_threads, c->max_fills);
 	cache_evict_soon(c);
 	return (c);
 fail:
@@ -511,6 +545,7 @@ cache_close(struct cache *c)
 	if (c == NULL)
 		return;
 	cache_fill_free_all(c);
+	cache_fill_pool_free(c->pool);	/* after the fills */
 	while ((e = TAILQ_FIRST(&c->lru)) != NULL) {
 		cache_unlink_entry(c, e);
 		free(e);

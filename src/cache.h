@@ -30,6 +30,8 @@ struct cache_entry {
 	char				 digest[];
 };
 
+struct fill_pool;
+
 struct cache {
 	struct pc_ctx			*ctx;
 	char				*dir;
@@ -37,6 +39,13 @@ struct cache {
 	uint64_t			 max_bytes;
 	uint64_t			 bytes;		/* published */
 	uint64_t			 filling;	/* in tmp files */
+	uint64_t			 reserved;	/* fills' lengths */
+	size_t				 nfills;
+	size_t				 max_fills;
+	size_t				 max_fills_per_client;
+	uint64_t			 fill_max_bytes;
+	double				 fill_finish_fraction;
+	struct fill_pool		*pool;		/* digest threads */
 	struct cache_entry		**buckets;
 	size_t				 nbuckets;
 	size_t				 nentries;
@@ -59,6 +68,11 @@ struct cache_fill {
 	enum cache_kind			 kind;
 	enum cache_alg			 alg;
 	char				 digest[CACHE_DIGEST_MAX];
+	/* The key is (upstream, kind, digest); the repository and client
+	 * are the first requester's. */
+	const struct config_upstream	*up;		/* in conf */
+	char				 upname[OCI_NAME_MAX + 16];
+	char				 client[64];	/* its address */
 	char				 tmp[PATH_MAX];
 	char				 logid[48];
 	int				 fd;
@@ -70,6 +84,11 @@ struct cache_fill {
 	uint64_t			 expect;	/* Content-Length */
 	uint64_t			 written;	/* body bytes on disk */
 	uint64_t			 synced;	/* writeback started */
+	uint64_t			 acct;		/* in cache->filling */
+	uint64_t			 reserve;	/* in cache->reserved */
+	int				 declined;	/* pass through */
+	int				 listed;	/* on cache->fills */
+	int				 cancel_check;	/* readers left */
 	size_t				 hdr_len;	/* manifest type line */
 	char				 ctype[256];
 	uint64_t			 start_ms;
@@ -147,15 +166,18 @@ int	cache_tag_is_unknown(struct cache *, const struct config_upstream *,
 int	cache_tag_all(struct cache *, const struct config_upstream *,
 	    const char *, const char *, char (*)[CACHE_DIGEST_MAX], int);
 uint64_t cache_wall_ms(void);
+uint64_t cache_pinned_bytes(struct cache *);
 
 /* cache_fill.c */
 struct cache_fill *cache_fill_find(struct cache *, enum cache_kind,
-	    const char *);
+	    const struct config_upstream *, const char *);
 struct cache_fill *cache_fill_new(struct req *, enum cache_kind,
 	    const char *, const struct headers *);
 void	cache_fill_join(struct cache_fill *, struct cache_reader *);
 void	cache_fill_leave(struct cache_fill *, struct cache_reader *);
 void	cache_fill_free_all(struct cache *);
+struct fill_pool *cache_fill_pool_new(struct pc_ctx *, size_t);
+void	cache_fill_pool_free(struct fill_pool *);
 
 /* cache_serve.c */
 void	cache_reader_has_head(struct cache_reader *);
@@ -163,5 +185,6 @@ void	cache_reader_progress(struct cache_reader *);
 void	cache_reader_filled(struct cache_reader *, struct cache_entry *);
 void	cache_reader_fill_failed(struct cache_reader *, struct cache_fill *,
 	    enum pc_err, const char *);
+void	cache_reader_fill_declined(struct cache_reader *);
 
 #endif

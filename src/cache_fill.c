@@ -4,27 +4,42 @@
  *
  * A fill is a proxy request without a client (proxy_fetch_new), so the
  * upstream pool, tokens and redirects are proxy.c's.  Body bytes go to a
- * temp file under tmp/ as they arrive, one writev(2) per upstream read; a
- * thread of the fill's reads them back through an incremental EVP digest
- * (struct fill_hash); readers (cache_serve.c) follow the file, sending
- * from it with file segments.  The upstream is read as fast as the disk
- * takes it: slow readers never hold the fill back, and the memory a fill
- * uses is the upstream bufferevent's read watermark and the thread's
- * buffer, whatever the blob's size.
+ * temp file under tmp/ as they arrive, one writev(2) per upstream read;
+ * the shared digest threads read them back through an incremental EVP
+ * digest (struct fill_pool); readers (cache_serve.c) follow the file,
+ * sending from it with file segments.  The upstream is read as fast as
+ * the disk takes it: slow readers never hold the fill back, and the
+ * memory a fill uses is the upstream bufferevent's read watermark,
+ * whatever the blob's size.
+ *
+ * A fill is keyed by (upstream, kind, digest): requests through another
+ * upstream never wait on this one.  Readers of another repository of the
+ * same upstream join it; when it fails before their head, they fetch on
+ * their own instead of inheriting its error (cache_reader_fill_failed).
  *
  * At the end the length is checked against Content-Length and the digest
  * against the one asked for; only then is the file fsync'd and renamed
  * into place.  Readers never get the last byte of a body before that, so
  * a client can never hold a complete, wrong body: on failure every reader
  * that has a head sees its connection end, the others get an error, the
- * temp file is removed, and nothing is published.
+ * temp file is removed, and nothing is published.  A Range is answered
+ * only from the verified file.
  *
- * When the last reader leaves, the fill goes on to the end and publishes:
- * the upstream transfer is already paid for (and counted against pull
- * limits); clients that gave up usually retry at once; and stopping would
- * let a client's disconnect cancel the work of readers that joined after
- * it.  It is still bounded by the upstream response timeout, and its bytes
- * count against the cache's cap while it runs.
+ * Bounds: at most cache.max_fills fills run, and cache.max_fills_per_client
+ * started by one client address; beyond that a miss is passed through,
+ * uncached.  At the head, a fill is admitted only when its Content-Length
+ * is at most cache.fill_max_fraction of max_bytes and fits under
+ * max_bytes next to the entries being read and the lengths of the other
+ * fills (cache->reserved); else its readers are passed through.
+ *
+ * When the last reader leaves, the fill is cancelled (transfer closed,
+ * temp file removed) unless at least cache.fill_finish_fraction of its
+ * Content-Length is on disk: then it goes on to the end and publishes,
+ * since the transfer is almost paid for and clients that gave up usually
+ * retry at once.  A client that asks and leaves after the head therefore
+ * costs a connection for a moment, not a whole transfer and its disk.  A
+ * fill that completes is still bounded by the upstream response timeout,
+ * and its length counts against the cache's cap while it runs.
  */
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -49,192 +64,366 @@
 #define FILL_IOV		64
 
 /*
- * The digest of a fill is computed by a thread of its own, which reads
- * the temp file back (from the page cache) a little behind the loop's
- * writes: SHA-256 is the largest single cost of a fill (about a third of
- * its CPU), and on the loop it would slow every transfer the gateway
- * runs.  The thread touches nothing but this struct; its memory is the
- * fixed buffer, whatever the blob's size.  The loop publishes its
- * progress (avail) without the lock and wakes the thread only when it
- * sleeps (idle; both sequentially consistent, so one of the two always
- * sees the other's store); eof, stop and the result go under mtx.  It
- * ends when told that no more bytes come (eof) or to stop, and then says
- * so through the pipe, which the loop watches.  What is verified is what
- * readers are sent: the file's bytes.
+ * The digests of all fills are computed by a fixed pool of threads
+ * (cache.digest_threads), which read the temp files back (from the page
+ * cache) a little behind the loop's writes: SHA-256 is the largest single
+ * cost of a fill (about a third of its CPU), and on the loop it would
+ * slow every transfer the gateway runs.  The thread count does not grow
+ * with fills, and their memory is one buffer per thread, whatever the
+ * number or size of blobs.
+ *
+ * A fill's state (struct fill_hash) is queued when it has bytes not yet
+ * hashed; a thread takes it, hashes at most one buffer of it and queues
+ * it again at the tail, so fills share the threads in turn.  When a
+ * fill's last byte is hashed after the loop said no more come (eof), the
+ * thread moves it to the done list and says so through the pipe, which
+ * the loop watches.  Everything but the EVP context and the thread's
+ * buffer is under the pool's mutex; the context is touched only by the
+ * thread that holds the fill (busy).  A fill freed while a thread holds
+ * it is abandoned: the thread hands it to the loop, which frees it.  The
+ * state reads its own dup of the file descriptor, so the fill may close
+ * its own at any time.  What is verified is what readers are sent: the
+ * file's bytes.
  */
-struct fill_hash {
-	pthread_t		 thr;
-	pthread_mutex_t		 mtx;
-	pthread_cond_t		 cv;
-	EVP_MD_CTX		*md;
-	int			 fd;		/* the fill's; pread only */
-	off_t			 base;		/* body offset in the file */
-	_Atomic uint64_t	 avail;		/* body bytes written */
-	uint64_t		 hashed;	/* the thread's own */
-	atomic_int		 idle;		/* waiting on cv */
-	int			 eof;		/* avail is final */
-	int			 stop;
-	int			 error;		/* errno of a failed read */
-	int			 finished;
-	int			 joined;
-	int			 pipe[2];	/* thread -> loop */
-	struct event		*ev;
-	unsigned char		*buf;
+enum fill_hash_where {
+	FH_NONE,
+	FH_QUEUED,
+	FH_DONE
 };
 
+struct fill_hash {
+	TAILQ_ENTRY(fill_hash)	 entry;		/* on queue or done */
+	struct fill_pool	*pool;
+	struct cache_fill	*fill;		/* NULL: abandoned */
+	EVP_MD_CTX		*md;
+	int			 fd;		/* a dup; pread only */
+	off_t			 base;		/* body offset in the file */
+	uint64_t		 avail;		/* body bytes written */
+	uint64_t		 hashed;
+	enum fill_hash_where	 where;
+	int			 busy;		/* a thread hashes it */
+	int			 eof;		/* avail is final */
+	int			 error;		/* errno of a failed read */
+	int			 finished;
+};
+
+TAILQ_HEAD(fill_hash_list, fill_hash);
+
+struct fill_pool {
+	pthread_mutex_t		 mtx;
+	pthread_cond_t		 cv;
+	struct fill_hash_list	 queue;
+	struct fill_hash_list	 done;
+	int			 stop;
+	pthread_t		*thr;
+	size_t			 nthr;
+	int			 pipe[2];	/* threads -> loop */
+	struct event		*ev;
+};
+
+#define FILL_DONE_PER_TURN	64
+
 static void	fill_fail(struct cache_fill *, enum pc_err, const char *);
-static void	fill_hashed(evutil_socket_t, short, void *);
+static void	fill_hashed(struct cache_fill *);
 static void	fill_publish(struct cache_fill *);
 static const struct proxy_ops fill_ops;
 
-static void *
-fill_hash_main(void *arg)
+static void
+fill_hash_destroy(struct fill_hash *h)
 {
-	struct fill_hash	*h = arg;
-	uint64_t		 avail, want;
-	ssize_t			 n;
-	int			 err = 0, stop = 0;
+	if (h->fd != -1)
+		close(h->fd);
+	EVP_MD_CTX_free(h->md);
+	free(h);
+}
 
+static void *
+fill_pool_main(void *arg)
+{
+	struct fill_pool	*p = arg;
+	struct fill_hash	*h;
+	unsigned char		*buf;
+	uint64_t		 want;
+	off_t			 off;
+	ssize_t			 n;
+	int			 err, abandoned;
+
+	if ((buf = malloc(FILL_HASH_BUF)) == NULL)
+		fatal("malloc");
+	pthread_mutex_lock(&p->mtx);
 	for (;;) {
-		if ((avail = atomic_load(&h->avail)) == h->hashed) {
-			pthread_mutex_lock(&h->mtx);
-			atomic_store(&h->idle, 1);
-			while (!h->stop && !h->eof &&
-			    atomic_load(&h->avail) == h->hashed)
-				pthread_cond_wait(&h->cv, &h->mtx);
-			atomic_store(&h->idle, 0);
-			stop = h->stop;
-			pthread_mutex_unlock(&h->mtx);
-			avail = atomic_load(&h->avail);
-			if (stop || avail == h->hashed)
-				break;	/* stopped, or eof and all hashed */
-		}
-		want = avail - h->hashed;
+		while (!p->stop && TAILQ_EMPTY(&p->queue))
+			pthread_cond_wait(&p->cv, &p->mtx);
+		if (p->stop)
+			break;
+		h = TAILQ_FIRST(&p->queue);
+		TAILQ_REMOVE(&p->queue, h, entry);
+		h->where = FH_NONE;
+		h->busy = 1;
+		want = h->avail - h->hashed;
 		if (want > FILL_HASH_BUF)
 			want = FILL_HASH_BUF;
-		while ((n = pread(h->fd, h->buf, want, h->base +
-		    (off_t)h->hashed)) == -1 && errno == EINTR)
-			;
-		if (n <= 0) {
-			err = n == 0 ? EIO : errno;
-			break;
+		off = h->base + (off_t)h->hashed;
+		abandoned = h->fill == NULL;
+		pthread_mutex_unlock(&p->mtx);
+
+		n = 0;
+		err = 0;
+		if (want > 0 && !abandoned) {
+			while ((n = pread(h->fd, buf, want, off)) == -1 &&
+			    errno == EINTR)
+				;
+			if (n <= 0)
+				err = n == 0 ? EIO : errno;
+			else if (EVP_DigestUpdate(h->md, buf, (size_t)n) != 1)
+				err = EINVAL;
 		}
-		if (EVP_DigestUpdate(h->md, h->buf, (size_t)n) != 1) {
-			err = EINVAL;
-			break;
+
+		pthread_mutex_lock(&p->mtx);
+		h->busy = 0;
+		if (err != 0)
+			h->error = err;
+		else if (n > 0)
+			h->hashed += (uint64_t)n;
+		if (h->fill == NULL || h->error != 0 ||
+		    (h->eof && h->hashed == h->avail)) {
+			h->finished = 1;
+			h->where = FH_DONE;
+			TAILQ_INSERT_TAIL(&p->done, h, entry);
+			/* EAGAIN: the pipe is full, a wake-up is pending. */
+			while (write(p->pipe[1], "", 1) == -1 &&
+			    errno == EINTR)
+				;
+		} else if (h->hashed < h->avail) {
+			h->where = FH_QUEUED;
+			TAILQ_INSERT_TAIL(&p->queue, h, entry);
 		}
-		h->hashed += (uint64_t)n;
+		/* Else idle until fill_hash_feed() queues it. */
 	}
-	pthread_mutex_lock(&h->mtx);
-	h->error = err;
-	h->finished = 1;
-	pthread_mutex_unlock(&h->mtx);
-	while (write(h->pipe[1], "", 1) == -1 && errno == EINTR)
-		;
+	pthread_mutex_unlock(&p->mtx);
+	free(buf);
 	return (NULL);
 }
 
-/* Start the fill's hash thread on its temp file.  Returns 0 or -1. */
+/* The loop's side: fills whose hashing ended (or that were abandoned). */
+static void
+fill_pool_done(evutil_socket_t fd, short ev, void *arg)
+{
+	struct fill_pool	*p = arg;
+	struct fill_hash	*h;
+	char			 drain[64];
+	int			 i;
+
+	while (read(p->pipe[0], drain, sizeof(drain)) > 0)
+		;
+	/* One at a time: handling one may free the others' fills. */
+	for (i = 0; i < FILL_DONE_PER_TURN; i++) {
+		pthread_mutex_lock(&p->mtx);
+		if ((h = TAILQ_FIRST(&p->done)) != NULL) {
+			TAILQ_REMOVE(&p->done, h, entry);
+			h->where = FH_NONE;
+		}
+		pthread_mutex_unlock(&p->mtx);
+		if (h == NULL)
+			return;
+		if (h->fill == NULL)
+			fill_hash_destroy(h);
+		else
+			fill_hashed(h->fill);	/* frees the fill */
+	}
+	/* Bounded per turn: come back after other events. */
+	event_active(p->ev, EV_READ, 0);
+}
+
+/* Start the digest threads.  NULL when they cannot start. */
+struct fill_pool *
+cache_fill_pool_new(struct pc_ctx *ctx, size_t nthr)
+{
+	struct fill_pool	*p;
+	sigset_t		 all, old;
+	int			 rv = 0;
+
+	if ((p = calloc(1, sizeof(*p))) == NULL ||
+	    (p->thr = calloc(nthr, sizeof(*p->thr))) == NULL)
+		fatal("calloc");
+	TAILQ_INIT(&p->queue);
+	TAILQ_INIT(&p->done);
+	pthread_mutex_init(&p->mtx, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	if (pipe2(p->pipe, O_CLOEXEC | O_NONBLOCK) == -1) {
+		p->pipe[0] = p->pipe[1] = -1;
+		cache_fill_pool_free(p);
+		return (NULL);
+	}
+	if ((p->ev = event_new(ctx->base, p->pipe[0], EV_READ | EV_PERSIST,
+	    fill_pool_done, p)) == NULL || event_add(p->ev, NULL) == -1)
+		fatalx("event_new");
+	/* Signals stay with the loop's thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (p->nthr = 0; p->nthr < nthr; p->nthr++)
+		if ((rv = pthread_create(&p->thr[p->nthr], NULL,
+		    fill_pool_main, p)) != 0)
+			break;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rv != 0) {
+		cache_fill_pool_free(p);
+		errno = rv;
+		return (NULL);
+	}
+	return (p);
+}
+
+/* Stop and join the threads; every fill is gone already.  NULL is fine. */
+void
+cache_fill_pool_free(struct fill_pool *p)
+{
+	struct fill_hash	*h;
+	size_t			 i;
+
+	if (p == NULL)
+		return;
+	pthread_mutex_lock(&p->mtx);
+	p->stop = 1;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mtx);
+	/* Each at most one read of FILL_HASH_BUF away. */
+	for (i = 0; i < p->nthr; i++)
+		pthread_join(p->thr[i], NULL);
+	while ((h = TAILQ_FIRST(&p->done)) != NULL) {
+		TAILQ_REMOVE(&p->done, h, entry);
+		fill_hash_destroy(h);
+	}
+	while ((h = TAILQ_FIRST(&p->queue)) != NULL) {
+		TAILQ_REMOVE(&p->queue, h, entry);
+		fill_hash_destroy(h);
+	}
+	if (p->ev != NULL)
+		event_free(p->ev);
+	if (p->pipe[0] != -1) {
+		close(p->pipe[0]);
+		close(p->pipe[1]);
+	}
+	pthread_cond_destroy(&p->cv);
+	pthread_mutex_destroy(&p->mtx);
+	free(p->thr);
+	free(p);
+}
+
+/* Give the fill's temp file to the digest threads.  Returns 0 or -1. */
 static int
 fill_hash_start(struct cache_fill *f)
 {
 	struct fill_hash	*h;
-	sigset_t		 all, old;
-	int			 rv;
 
-	if ((h = calloc(1, sizeof(*h))) == NULL ||
-	    (h->buf = malloc(FILL_HASH_BUF)) == NULL)
+	if ((h = calloc(1, sizeof(*h))) == NULL)
 		fatal("calloc");
-	h->fd = f->fd;
+	h->pool = f->cache->pool;
+	h->fill = f;
 	h->base = (off_t)f->hdr_len;
-	h->pipe[0] = h->pipe[1] = -1;
 	if ((h->md = EVP_MD_CTX_new()) == NULL ||
 	    EVP_DigestInit_ex(h->md, f->alg == CACHE_ALG_SHA512 ?
 	    EVP_sha512() : EVP_sha256(), NULL) != 1)
 		fatalx("EVP digest init failed");
-	if (pipe2(h->pipe, O_CLOEXEC | O_NONBLOCK) == -1)
-		goto fail;
-	h->ev = event_new(f->cache->ctx->base, h->pipe[0], EV_READ,
-	    fill_hashed, f);
-	if (h->ev == NULL || event_add(h->ev, NULL) == -1)
-		goto fail;
-	pthread_mutex_init(&h->mtx, NULL);
-	pthread_cond_init(&h->cv, NULL);
-	/* Signals stay with the loop's thread. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rv = pthread_create(&h->thr, NULL, fill_hash_main, h);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rv != 0) {
-		pthread_cond_destroy(&h->cv);
-		pthread_mutex_destroy(&h->mtx);
-		errno = rv;
-		goto fail;
+	if ((h->fd = fcntl(f->fd, F_DUPFD_CLOEXEC, 0)) == -1) {
+		EVP_MD_CTX_free(h->md);
+		free(h);
+		return (-1);
 	}
 	f->hash = h;
 	return (0);
-fail:
-	rv = errno;
-	if (h->ev != NULL)
-		event_free(h->ev);
-	if (h->pipe[0] != -1) {
-		close(h->pipe[0]);
-		close(h->pipe[1]);
-	}
-	EVP_MD_CTX_free(h->md);
-	free(h->buf);
-	free(h);
-	errno = rv;
-	return (-1);
 }
 
-/* Tell the thread about bytes written (eof: and that no more come). */
+/* Tell the threads about bytes written (eof: and that no more come). */
 static void
 fill_hash_feed(struct fill_hash *h, uint64_t written, int eof)
 {
-	atomic_store(&h->avail, written);
-	/* A wake-up only when it sleeps: not one per read. */
-	if (!eof && !atomic_load(&h->idle))
-		return;
-	pthread_mutex_lock(&h->mtx);
+	struct fill_pool	*p = h->pool;
+
+	pthread_mutex_lock(&p->mtx);
+	h->avail = written;
 	h->eof |= eof;
-	pthread_cond_signal(&h->cv);
-	pthread_mutex_unlock(&h->mtx);
+	if (!h->busy && h->where == FH_NONE && !h->finished &&
+	    (h->avail > h->hashed || h->eof)) {
+		h->where = FH_QUEUED;
+		TAILQ_INSERT_TAIL(&p->queue, h, entry);
+		pthread_cond_signal(&p->cv);
+	}
+	pthread_mutex_unlock(&p->mtx);
 }
 
-/* Stop the thread, wait for it, free it.  NULL is fine. */
+/* The fill is going away: free its state, or leave that to the loop's
+ * next pass when a thread holds it.  NULL is fine. */
 static void
 fill_hash_free(struct fill_hash *h)
 {
+	struct fill_pool	*p;
+
 	if (h == NULL)
 		return;
-	pthread_mutex_lock(&h->mtx);
-	h->stop = 1;
-	pthread_cond_signal(&h->cv);
-	pthread_mutex_unlock(&h->mtx);
-	/* At most one read of FILL_HASH_BUF away. */
-	if (!h->joined)
-		pthread_join(h->thr, NULL);
-	pthread_cond_destroy(&h->cv);
-	pthread_mutex_destroy(&h->mtx);
-	event_free(h->ev);
-	close(h->pipe[0]);
-	close(h->pipe[1]);
-	EVP_MD_CTX_free(h->md);
-	free(h->buf);
-	free(h);
+	p = h->pool;
+	pthread_mutex_lock(&p->mtx);
+	h->fill = NULL;
+	if (h->busy) {
+		pthread_mutex_unlock(&p->mtx);
+		return;		/* fill_pool_done() frees it */
+	}
+	if (h->where == FH_QUEUED)
+		TAILQ_REMOVE(&p->queue, h, entry);
+	else if (h->where == FH_DONE)
+		TAILQ_REMOVE(&p->done, h, entry);
+	pthread_mutex_unlock(&p->mtx);
+	fill_hash_destroy(h);
 }
 
-/* The fill running for (kind, digest), or NULL. */
+/*
+ * The same upstream: the same configured one, or its namesake in a
+ * reloaded configuration when it points at the same place.
+ */
+static int
+fill_same_upstream(const struct config_upstream *a,
+    const struct config_upstream *b)
+{
+	return (a == b || (strcmp(a->name, b->name) == 0 &&
+	    strcmp(a->url, b->url) == 0));
+}
+
+/*
+ * The fill running for (upstream, kind, digest), or NULL.  Never one of
+ * another upstream: a stalling or lying upstream must not hold up, or
+ * answer for, a healthy one.
+ */
 struct cache_fill *
-cache_fill_find(struct cache *c, enum cache_kind kind, const char *digest)
+cache_fill_find(struct cache *c, enum cache_kind kind,
+    const struct config_upstream *up, const char *digest)
 {
 	struct cache_fill	*f;
 
 	TAILQ_FOREACH(f, &c->fills, entry)
-		if (f->kind == kind && strcmp(f->digest, digest) == 0)
+		if (f->kind == kind && strcmp(f->digest, digest) == 0 &&
+		    fill_same_upstream(f->up, up))
 			return (f);
 	return (NULL);
+}
+
+/* Off the list of running fills: no reader joins it any more. */
+static void
+fill_unlist(struct cache_fill *f)
+{
+	if (!f->listed)
+		return;
+	TAILQ_REMOVE(&f->cache->fills, f, entry);
+	f->listed = 0;
+	f->cache->nfills--;
+}
+
+/* Its bytes no longer count as filling (published, or going away). */
+static void
+fill_unaccount(struct cache_fill *f)
+{
+	f->cache->filling -= f->acct;
+	f->cache->reserved -= f->reserve;
+	f->acct = f->reserve = 0;
 }
 
 static void
@@ -242,15 +431,16 @@ fill_free(struct cache_fill *f)
 {
 	struct cache	*c = f->cache;
 
-	TAILQ_REMOVE(&c->fills, f, entry);
+	fill_unlist(f);
 	if (f->px != NULL)
 		proxy_free(f->px);
-	fill_hash_free(f->hash);	/* before its fd is closed */
+	fill_hash_free(f->hash);	/* it has its own fd */
 	if (f->fd != -1) {
 		close(f->fd);
 		unlink(f->tmp);
 	}
-	c->filling -= f->written + f->hdr_len;
+	fill_unaccount(f);
+	cache_evict_soon(c);
 	headers_clear(&f->fwd);
 	if (f->errbody != NULL)
 		evbuffer_free(f->errbody);
@@ -260,6 +450,57 @@ fill_free(struct cache_fill *f)
 	free(f);
 }
 
+/*
+ * Whether a fill left with no reader goes on: only when it is nearly
+ * done (cache.fill_finish_fraction of its Content-Length on disk).
+ */
+static int
+fill_nearly_done(const struct cache_fill *f)
+{
+	double	frac = f->cache->fill_finish_fraction;
+
+	if (frac <= 0.0)
+		return (1);
+	if (!f->got_head || !f->have_length)
+		return (0);
+	return ((double)f->written >= frac * (double)f->expect);
+}
+
+/* No reader left and far from done: stop the transfer, keep nothing. */
+static void
+fill_cancel(struct cache_fill *f)
+{
+	log_info("- cache fill_cancelled %s digest=%s bytes=%llu of=%lld "
+	    "reason=\"no reader left\"", f->logid, f->digest,
+	    (unsigned long long)f->written,
+	    f->have_length ? (long long)f->expect : -1LL);
+	fill_free(f);
+}
+
+/*
+ * Not cached after all (too large, no room, or over a cap found late):
+ * the readers, none of which has a head yet, go to the upstream on their
+ * own, and the fill ends.
+ */
+static void
+fill_decline(struct cache_fill *f, const char *why)
+{
+	struct cache_reader	*cr;
+
+	log_info("- cache fill_declined %s digest=%s reason=\"%s\"",
+	    f->logid, f->digest, why);
+	fill_unlist(f);
+	if (f->px != NULL) {
+		proxy_free(f->px);
+		f->px = NULL;
+	}
+	while ((cr = TAILQ_FIRST(&f->readers)) != NULL) {
+		cache_fill_leave(f, cr);
+		cache_reader_fill_declined(cr);	/* may free cr */
+	}
+	fill_free(f);
+}
+
 static void
 fill_event_cb(evutil_socket_t fd, short ev, void *arg)
 {
@@ -267,10 +508,25 @@ fill_event_cb(evutil_socket_t fd, short ev, void *arg)
 
 	if (!f->started) {
 		f->started = 1;
+		if (TAILQ_EMPTY(&f->readers)) {
+			fill_cancel(f);
+			return;
+		}
 		proxy_fetch_start(f->px);	/* may fail: fill_fail_later */
 		return;
 	}
-	fill_fail(f, f->fail_err, f->fail_detail);
+	if (f->fail_err != ERR_NONE) {
+		if (f->declined)
+			fill_decline(f, f->fail_detail);
+		else
+			fill_fail(f, f->fail_err, f->fail_detail);
+		return;
+	}
+	if (f->cancel_check) {
+		f->cancel_check = 0;
+		if (TAILQ_EMPTY(&f->readers) && !fill_nearly_done(f))
+			fill_cancel(f);
+	}
 }
 
 /*
@@ -288,10 +544,25 @@ cache_fill_new(struct req *req, enum cache_kind kind, const char *digest,
 	const char		*hex;
 	char			 upath[OCI_NAME_MAX + 200];
 	char			 scope[OCI_NAME_MAX + 64];
-	size_t			 i;
+	size_t			 i, mine = 0;
 
+	/* Bounded: beyond the caps a miss goes to the upstream as is. */
+	TAILQ_FOREACH(f, &c->fills, entry)
+		if (strcmp(f->client, req->c->peer) == 0)
+			mine++;
+	if (c->nfills >= c->max_fills ||
+	    mine >= c->max_fills_per_client) {
+		log_info("%llu.%u cache fill_refused digest=%s reason=%s",
+		    (unsigned long long)req->c->id, req->seq, digest,
+		    c->nfills >= c->max_fills ? "cache.max_fills" :
+		    "cache.max_fills_per_client");
+		return (NULL);
+	}
 	if ((f = calloc(1, sizeof(*f))) == NULL)
 		fatal("calloc");
+	f->up = req->up;
+	snprintf(f->upname, sizeof(f->upname), "%s", req->upname);
+	snprintf(f->client, sizeof(f->client), "%s", req->c->peer);
 	f->cache = c;
 	f->conf = req->conf;
 	config_ref(f->conf);
@@ -309,6 +580,8 @@ cache_fill_new(struct req *req, enum cache_kind kind, const char *digest,
 		    fwd->v[i].value, fwd->v[i].vlen);
 	f->ev_fail = event_new(c->ctx->base, -1, 0, fill_event_cb, f);
 	TAILQ_INSERT_TAIL(&c->fills, f, entry);
+	f->listed = 1;
+	c->nfills++;
 	snprintf(upath, sizeof(upath), "/v2/%s/%s/%s", req->upname,
 	    kind == CACHE_BLOB ? "blobs" : "manifests", digest);
 	snprintf(scope, sizeof(scope), "repository:%s:pull", req->upname);
@@ -332,13 +605,21 @@ cache_fill_join(struct cache_fill *f, struct cache_reader *cr)
 		cache_reader_has_head(cr);
 }
 
-/* A reader leaves (its client went away or it is done); the fill goes
- * on. */
+/*
+ * A reader leaves (its client went away or it is done).  When it was the
+ * last, the fill is cancelled on the next turn unless a reader joined
+ * meanwhile or it is nearly done (fill_nearly_done): a client that
+ * leaves after the head must not leave a transfer running on its behalf.
+ */
 void
 cache_fill_leave(struct cache_fill *f, struct cache_reader *cr)
 {
 	TAILQ_REMOVE(&f->readers, cr, entry);
 	cr->fill = NULL;
+	if (TAILQ_EMPTY(&f->readers) && f->listed && f->started) {
+		f->cancel_check = 1;
+		event_active(f->ev_fail, 0, 0);
+	}
 }
 
 /* Fail at the next turn: used where the proxy must not be freed. */
@@ -361,6 +642,8 @@ fill_fail(struct cache_fill *f, enum pc_err err, const char *detail)
 {
 	struct cache_reader	*cr;
 
+	/* First off the list: readers that fetch again start their own. */
+	fill_unlist(f);
 	log_info("- cache fill_failed %s digest=%s status=%d bytes=%llu "
 	    "readers=%s error=%s detail=\"%s\"", f->logid, f->digest,
 	    f->up_status, (unsigned long long)f->written,
@@ -401,7 +684,13 @@ fill_writev(struct cache_fill *f, struct iovec *iov, int niov)
 			return (-1);
 		}
 		f->written += (uint64_t)w;
+		f->acct += (uint64_t)w;
 		f->cache->filling += (uint64_t)w;
+		if (f->acct > f->reserve) {
+			/* Past its Content-Length, or chunked. */
+			f->cache->reserved += f->acct - f->reserve;
+			f->reserve = f->acct;
+		}
 		while (w > 0) {
 			l = (size_t)w < iov->iov_len ? (size_t)w : iov->iov_len;
 			iov->iov_base = (char *)iov->iov_base + l;
@@ -442,10 +731,12 @@ static int
 fill_head(void *arg, struct hframe_msg *rm)
 {
 	struct cache_fill	*f = arg;
+	struct cache		*c = f->cache;
 	struct cache_reader	*cr, *next;
 	const char		*ct, *ra;
 	char			 detail[256];
 	size_t			 max;
+	uint64_t		 need;
 
 	f->up_status = rm->status;
 	if (rm->status != 200) {
@@ -478,6 +769,29 @@ fill_head(void *arg, struct hframe_msg *rm)
 		return (-1);
 	}
 	snprintf(f->ctype, sizeof(f->ctype), "%s", ct);
+	/*
+	 * Admission: what the file will take must fit under max_bytes next
+	 * to what cannot be evicted (entries being read, other fills' full
+	 * lengths), and be at most fill_max_fraction of it; else the readers
+	 * fetch it themselves, uncached.
+	 */
+	need = (rm->has_length ? rm->length : 0) + (f->kind == CACHE_MANIFEST ?
+	    strlen(f->ctype) + 1 : 0);
+	if (need > c->fill_max_bytes) {
+		snprintf(detail, sizeof(detail), "%llu bytes is more than "
+		    "cache.fill_max_fraction of max_bytes",
+		    (unsigned long long)need);
+		fill_decline(f, detail);
+		return (-1);
+	}
+	if (cache_pinned_bytes(c) + c->reserved + need > c->max_bytes) {
+		fill_decline(f, "no room without evicting entries in use "
+		    "or being filled");
+		return (-1);
+	}
+	f->reserve = need;
+	c->reserved += need;
+	cache_evict_soon(c);
 	if ((f->fd = cache_tmp_open(f->cache, f->tmp, sizeof(f->tmp))) == -1) {
 		snprintf(detail, sizeof(detail), "cache: cannot create a "
 		    "temp file: %s", strerror(errno));
@@ -487,6 +801,7 @@ fill_head(void *arg, struct hframe_msg *rm)
 	if (f->kind == CACHE_MANIFEST) {
 		/* The type line; readers start after it. */
 		f->hdr_len = strlen(f->ctype) + 1;
+		f->acct += f->hdr_len;
 		f->cache->filling += f->hdr_len;
 		if (write(f->fd, f->ctype, f->hdr_len - 1) !=
 		    (ssize_t)f->hdr_len - 1 || write(f->fd, "\n", 1) != 1) {
@@ -508,6 +823,29 @@ fill_head(void *arg, struct hframe_msg *rm)
 	TAILQ_FOREACH_SAFE(cr, &f->readers, entry, next)
 		cache_reader_has_head(cr);
 	return (0);
+}
+
+/*
+ * A body without Content-Length grew past what admission would have
+ * taken: declined on the next turn (its readers have no head yet).
+ */
+static int
+fill_over(struct cache_fill *f)
+{
+	struct cache	*c = f->cache;
+
+	if (f->have_length)
+		return (0);
+	/* Entries being read are fewer bytes than all entries. */
+	if (f->acct <= c->fill_max_bytes && (c->bytes + c->reserved <=
+	    c->max_bytes || cache_pinned_bytes(c) + c->reserved <=
+	    c->max_bytes))
+		return (0);
+	fill_fail_later(f, ERR_UPSTREAM, f->acct > c->fill_max_bytes ?
+	    "chunked body past cache.fill_max_fraction of max_bytes" :
+	    "chunked body past the room left");
+	f->declined = 1;
+	return (1);
 }
 
 static int
@@ -552,6 +890,8 @@ fill_body(void *arg, struct evbuffer *in, size_t n)
 		evbuffer_drain(in, take);
 		left -= take;
 	}
+	if (fill_over(f))
+		return (1);	/* all n moved; declined next turn */
 	fill_progress(f);
 	return (0);
 }
@@ -583,6 +923,8 @@ fill_body_data(void *arg, const char *data, size_t n)
 		    "cache: cannot write the temp file");
 		return (1);
 	}
+	if (fill_over(f))
+		return (1);
 	fill_progress(f);
 	return (0);
 }
@@ -654,25 +996,16 @@ fill_done(void *arg)
  * publish when it matches.
  */
 static void
-fill_hashed(evutil_socket_t fd, short ev, void *arg)
+fill_hashed(struct cache_fill *f)
 {
-	struct cache_fill	*f = arg;
 	struct fill_hash	*h = f->hash;
 	unsigned char		 md[EVP_MAX_MD_SIZE];
 	unsigned int		 mdlen = 0, i;
 	char			 got[CACHE_DIGEST_MAX], detail[300];
 	int			 n, err;
 
-	pthread_mutex_lock(&h->mtx);
-	n = h->finished;
+	/* Finished and off the pool's lists: no thread touches it. */
 	err = h->error;
-	pthread_mutex_unlock(&h->mtx);
-	if (!n) {
-		event_add(h->ev, NULL);	/* not from the thread's end */
-		return;
-	}
-	pthread_join(h->thr, NULL);
-	h->joined = 1;
 	if (err != 0) {
 		snprintf(detail, sizeof(detail), "cache: cannot read the temp "
 		    "file back: %s", strerror(err));
@@ -713,13 +1046,13 @@ fill_publish(struct cache_fill *f)
 		return;
 	}
 	fill_sync_dir(path);
+	fill_unlist(f);
 	fill_hash_free(f->hash);
 	f->hash = NULL;
 	close(f->fd);
 	f->fd = -1;
-	f->cache->filling -= f->written + f->hdr_len;
+	fill_unaccount(f);
 	e = cache_insert(f->cache, f->kind, f->digest, f->written + f->hdr_len);
-	f->cache->filling += f->written + f->hdr_len;	/* fill_free() */
 	log_info("- cache fill_done %s digest=%s bytes=%llu ms=%llu",
 	    f->logid, f->digest, (unsigned long long)f->written,
 	    (unsigned long long)(now_ms() - f->start_ms));

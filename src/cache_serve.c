@@ -5,9 +5,10 @@
  * goes straight to the upstream.
  *
  * By digest: a stored entry is served from its file (hit), without asking
- * the upstream at all; else the request follows the fill for the digest,
- * starting one when none runs (miss) or joining it (coalesced).  A HEAD
- * that is not a hit goes to the upstream as is.
+ * the upstream at all; else the request follows the fill for the digest
+ * from its upstream, starting one when none runs (miss) or joining it
+ * (coalesced).  A HEAD that is not a hit, and a miss beyond the fill caps
+ * or that the fill declines (cache_fill.c), go to the upstream as is.
  *
  * By tag: the tag's digest is kept per (upstream, repository, tag,
  * normalised Accept set) for tag_ttl, an unknown tag for negative_ttl
@@ -237,7 +238,8 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 		cr_passthrough(cr);
 		return;
 	}
-	if ((f = cache_fill_find(cr->cache, cr->kind, digest)) != NULL) {
+	if ((f = cache_fill_find(cr->cache, cr->kind, req->up, digest)) !=
+	    NULL) {
 		req->cache_status = "coalesced";
 		log_info("%llu.%u cache coalesced %s digest=%s",
 		    (unsigned long long)req->c->id, req->seq, f->logid, digest);
@@ -247,8 +249,20 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 	req->cache_status = "miss";
 	if (cr->kind == CACHE_MANIFEST)
 		cr_copy_accept(cr);
-	f = cache_fill_new(req, cr->kind, digest, &cr->fwd);
+	if ((f = cache_fill_new(req, cr->kind, digest, &cr->fwd)) == NULL) {
+		cr_passthrough(cr);	/* over a fill cap: uncached */
+		return;
+	}
 	cache_fill_join(f, cr);
+}
+
+/* A blob GET with a Range: answered from a fill only once verified. */
+static int
+cr_wants_range(const struct cache_reader *cr)
+{
+	return (cr->kind == CACHE_BLOB &&
+	    cr->req->msg->method == HTTP_GET &&
+	    headers_get(&cr->req->msg->hdrs, "Range") != NULL);
 }
 
 /*
@@ -266,6 +280,7 @@ cr_respond(struct cache_reader *cr)
 	uint64_t		 s = 0, e = 0;
 	int			 head = req->msg->method == HTTP_HEAD;
 	int			 status = 200;
+	int			 verified = cr->ent != NULL;
 	char			 buf[CACHE_DIGEST_MAX + 8];
 
 	if (cr->kind == CACHE_BLOB && !head)
@@ -274,13 +289,23 @@ cr_respond(struct cache_reader *cr)
 	ct = cr->kind == CACHE_BLOB ? "application/octet-stream" : cr->ctype;
 	headers_init(&h);
 	headers_add(&h, "Content-Type", 12, ct, strlen(ct));
+	/*
+	 * A follower of a fill answers before the bytes are verified: its
+	 * last byte waits for that, so the client never holds a complete,
+	 * wrong body, but nothing that lets a cache keep it goes with it.
+	 */
 	headers_add(&h, "Docker-Content-Digest", 21, cr->digest,
 	    strlen(cr->digest));
 	snprintf(buf, sizeof(buf), "\"%s\"", cr->digest);
-	headers_add(&h, "ETag", 4, buf, strlen(buf));
+	if (verified)
+		headers_add(&h, "ETag", 4, buf, strlen(buf));
 	if (cr->kind == CACHE_BLOB) {
 		headers_add(&h, "Accept-Ranges", 13, "bytes", 5);
-		headers_add(&h, "Cache-Control", 13, "max-age=31536000", 16);
+		if (verified)
+			headers_add(&h, "Cache-Control", 13,
+			    "max-age=31536000", 16);
+		else
+			headers_add(&h, "Cache-Control", 13, "no-store", 8);
 	}
 	if (cr->stale)
 		headers_add(&h, "Warning", 7, "110 - \"Response is Stale\"",
@@ -381,8 +406,12 @@ cache_reader_has_head(struct cache_reader *cr)
 	struct cache_fill	*f = cr->fill;
 	struct req		*req = cr->req;
 
-	/* Chunked, or empty: answered when it is complete and verified. */
-	if (!f->have_length || f->expect == 0 || cr->fd != -1)
+	/*
+	 * Chunked, or empty, or a Range (which would complete before the
+	 * digest is checked): answered when it is verified.
+	 */
+	if (!f->have_length || f->expect == 0 || cr->fd != -1 ||
+	    cr_wants_range(cr))
 		return;
 	if ((cr->fd = open(f->tmp, O_RDONLY | O_CLOEXEC)) == -1) {
 		req_fail(req, ERR_INTERNAL, "cache: cannot open the fill");
@@ -431,12 +460,26 @@ cache_reader_fill_failed(struct cache_reader *cr, struct cache_fill *f,
 	struct req	*req = cr->req;
 	struct headers	 h;
 	size_t		 len;
+	char		 digest[CACHE_DIGEST_MAX];
 
 	cr->waiting = 0;
 	if (req->head_sent) {
 		/* Never a complete, wrong body: the connection ends. */
 		req->err = err;
 		req_abort(req, detail);
+		return;
+	}
+	if (strcmp(req->upname, f->upname) != 0) {
+		/*
+		 * Joined from another repository: what failed for that one
+		 * (a 404, a stall, a lie) says nothing about this one, which
+		 * fetches on its own; the failed fill is off the list.
+		 */
+		snprintf(digest, sizeof(digest), "%s", cr->digest);
+		log_info("%llu.%u cache refetch %s digest=%s",
+		    (unsigned long long)req->c->id, req->seq, f->logid,
+		    digest);
+		cr_by_digest(cr, digest);	/* may free cr */
 		return;
 	}
 	if (f->errbody == NULL || f->up_status == 0) {
@@ -465,6 +508,19 @@ cache_reader_fill_failed(struct cache_reader *cr, struct cache_fill *f,
 		req_send_body_data(req, (const char *)evbuffer_pullup(
 		    f->errbody, -1), len);
 	req_end_response(req);
+}
+
+/* The fill will not cache after all: go to the upstream as is. */
+void
+cache_reader_fill_declined(struct cache_reader *cr)
+{
+	cr->waiting = 0;
+	if (cr->req->head_sent) {
+		cr->req->err = ERR_INTERNAL;
+		req_abort(cr->req, "cache fill declined");
+		return;
+	}
+	cr_passthrough(cr);	/* frees cr */
 }
 
 /* --- by tag --- */
@@ -635,12 +691,14 @@ cr_tag_decide(struct cache_reader *cr)
 			return;
 		}
 		snprintf(cr->digest, sizeof(cr->digest), "%s", cr->up_digest);
-		if ((f = cache_fill_find(cr->cache, CACHE_MANIFEST,
+		if ((f = cache_fill_find(cr->cache, CACHE_MANIFEST, req->up,
 		    cr->up_digest)) != NULL)
 			req->cache_status = "coalesced";
-		else
-			f = cache_fill_new(req, CACHE_MANIFEST, cr->up_digest,
-			    &cr->fwd);
+		else if ((f = cache_fill_new(req, CACHE_MANIFEST,
+		    cr->up_digest, &cr->fwd)) == NULL) {
+			cr_passthrough(cr);	/* over a fill cap */
+			return;
+		}
 		cache_fill_join(f, cr);
 		return;
 	}

@@ -48,6 +48,7 @@ enum cfg_type {
 	CFG_INT,	/* JSON integer, stored as int */
 	CFG_SIZE,	/* JSON integer, stored as size_t */
 	CFG_SECONDS,	/* JSON number of seconds, stored as int ms */
+	CFG_FRACTION,	/* JSON number, stored as double; bounds in 1/1000 */
 	CFG_STRLIST,	/* char **, NULL-terminated; count at count_off */
 	CFG_OBJECT,	/* nested object, its fields in the same struct */
 	CFG_PTR_OBJECT,	/* nested object, allocated when present */
@@ -271,6 +272,30 @@ static const struct cfg_key cfg_cache_keys[] = {
 	  .help = "Unknown tags (upstream 404) remembered, in memory only, "
 	  "each for negative_ttl; when full the oldest is replaced. 0 "
 	  "remembers none." },
+	{ .name = "max_fills", .type = CFG_SIZE,
+	  .off = CACHE_OFF(max_fills), .min = 1, .max = 100000, .def = 64,
+	  .help = "Fills (upstream transfers into the cache) running at "
+	  "once; a miss beyond it is passed through without caching." },
+	{ .name = "max_fills_per_client", .type = CFG_SIZE,
+	  .off = CACHE_OFF(max_fills_per_client), .min = 1, .max = 100000,
+	  .def = 8,
+	  .help = "Fills running at once that were started by one client "
+	  "address; beyond it that client's misses are passed through." },
+	{ .name = "digest_threads", .type = CFG_SIZE,
+	  .off = CACHE_OFF(digest_threads), .min = 1, .max = 64, .def = 2,
+	  .help = "Threads that compute the digests of every fill, shared; "
+	  "the gateway's thread count does not grow with fills." },
+	{ .name = "fill_max_fraction", .type = CFG_FRACTION,
+	  .off = CACHE_OFF(fill_max_fraction), .min = 1, .max = 1000,
+	  .def = 250,
+	  .help = "A blob or manifest larger than this fraction of max_bytes "
+	  "is passed through, not cached." },
+	{ .name = "fill_finish_fraction", .type = CFG_FRACTION,
+	  .off = CACHE_OFF(fill_finish_fraction), .min = 0, .max = 1000,
+	  .def = 900,
+	  .help = "A fill left with no reader is cancelled unless at least "
+	  "this fraction of its Content-Length is on disk; 0 lets "
+	  "every fill complete." },
 	{ .name = NULL }
 };
 
@@ -908,6 +933,9 @@ cfg_defaults(const struct cfg_key *keys, void *base)
 		case CFG_SIZE:
 			*FIELD(base, k->off, size_t) = (size_t)k->def;
 			break;
+		case CFG_FRACTION:
+			*FIELD(base, k->off, double) = k->def / 1000.0;
+			break;
 		case CFG_STRLIST:
 			*FIELD(base, k->off, char **) = NULL;
 			*FIELD(base, k->count_off, size_t) = 0;
@@ -1083,6 +1111,19 @@ cfg_parse_value(struct cfg_ctx *ctx, const struct cfg_key *k, json_t *v,
 			break;
 		}
 		*FIELD(base, k->off, int) = (int)(dv + 0.5);
+		break;
+	case CFG_FRACTION:
+		if (!json_is_number(v)) {
+			cfg_error(ctx, ptr, "must be a number");
+			break;
+		}
+		dv = json_number_value(v);
+		if (!(dv * 1000.0 >= k->min && dv * 1000.0 <= k->max)) {
+			cfg_error(ctx, ptr, "must be between %g and %g",
+			    k->min / 1000.0, k->max / 1000.0);
+			break;
+		}
+		*FIELD(base, k->off, double) = dv;
 		break;
 	case CFG_STRLIST:
 		if (!json_is_array(v)) {
@@ -1641,6 +1682,9 @@ cfg_leaf_eq(const struct cfg_key *k, const void *a, const void *b)
 	case CFG_SIZE:
 		return *CONST_FIELD(a, k->off, size_t) ==
 		    *CONST_FIELD(b, k->off, size_t);
+	case CFG_FRACTION:
+		return *CONST_FIELD(a, k->off, double) ==
+		    *CONST_FIELD(b, k->off, double);
 	case CFG_STRLIST:
 		n = *CONST_FIELD(a, k->count_off, size_t);
 		if (n != *CONST_FIELD(b, k->count_off, size_t))
@@ -1790,6 +1834,12 @@ cfg_reference_keys(FILE *out, const struct cfg_key *keys, const char *ptr,
 			break;
 		case CFG_SECONDS:
 			type = "seconds";
+			snprintf(def, sizeof(def), "`%g`", k->def / 1000.0);
+			snprintf(range, sizeof(range), "%g..%g",
+			    k->min / 1000.0, k->max / 1000.0);
+			break;
+		case CFG_FRACTION:
+			type = "number";
 			snprintf(def, sizeof(def), "`%g`", k->def / 1000.0);
 			snprintf(range, sizeof(range), "%g..%g",
 			    k->min / 1000.0, k->max / 1000.0);

@@ -55,6 +55,11 @@ struct config_cache {
 	size_t			 max_tag_records;
 	int			 tag_variants;
 	size_t			 negative_entries;
+	size_t			 max_fills;
+	size_t			 max_fills_per_client;
+	size_t			 digest_threads;
+	double			 fill_max_fraction;
+	double			 fill_finish_fraction;
 };
 
 enum config_fsync {

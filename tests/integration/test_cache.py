@@ -208,23 +208,28 @@ def test_range_on_blob_still_filling_and_late_joiner(liar, start_gateway,
     gw = start_gateway(gateway_config(liar_upstream(liar),
                                       cache=cache_cfg(cdir)))
     url = "%s/v2/liar/app/blobs/%s" % (gw.url, d)
-    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
         first = ex.submit(_fetch, url)
         # The fill has the first half on disk and waits for the rest.
         wait_for(lambda: any(os.path.getsize(os.path.join(cdir, "tmp", f))
                              >= half for f in tmp_files(cdir)),
                  what="half of the blob in the temp file")
         assert not first.done()
-        # A Range inside what is on disk is answered now, while stalled.
-        r = http.get(url, headers={"Range": "bytes=100-199999"}, timeout=30)
-        assert r.status_code == 206 and r.content == data[100:200000]
+        # A Range inside what is on disk is answered only once the fill
+        # is verified: a 206 completes before the end of the body.
+        rng = ex.submit(_fetch, url, {"Range": "bytes=100-199999"})
         # A late full reader starts from the file and follows it.
         late = ex.submit(_fetch, url)
         # Joins are logged: the Range reader's and the late reader's.
         wait_for(lambda: gw.log_text().count("cache coalesced") >= 2,
                  what="late reader joined the fill")
         assert not late.done()
+        assert not rng.done()
         liar.release(d)
+        st, got, n, h = rng.result(timeout=60)
+        assert (st, got, n) == (206, sha256(data[100:200000]), 199900)
+        assert h["Docker-Content-Digest"] == d
+        assert h["ETag"] == '"%s"' % d
         assert first.result(timeout=60)[:3] == (200, d, len(data))
         assert late.result(timeout=60)[:3] == (200, d, len(data))
     assert liar.requests("GET", "/v2/app/blobs/" + d) == 1
@@ -493,8 +498,11 @@ def test_eviction_keeps_recent_blobs_under_cap_and_restart_keeps_them(
     blobs = [os.urandom(300 * 1024 + i) for i in range(6)]
     ds = [push_blob(reg, "ev/app", b) for b in blobs]
     cdir = tmp_path / "c"
+    # 300 KiB blobs under a 1 MiB cap: more than the default
+    # fill_max_fraction (0.25) would let in.
     cfg = gateway_config(upstream(reg, prefix="up1"),
-                         cache=cache_cfg(cdir, max_bytes=cap))
+                         cache=cache_cfg(cdir, max_bytes=cap,
+                                         fill_max_fraction=0.5))
     gw = start_gateway(cfg)
     for d, b in zip(ds, blobs):
         r = http.get("%s/v2/up1/ev/app/blobs/%s" % (gw.url, d), timeout=30)

@@ -390,6 +390,14 @@ static const struct err_case err_cases[] = {
 	  "/timeouts/idle: must be between 0.1 and 86400 seconds" },
 	{ "{'upstreams':[{'name':'a','url':'http://h','pool_max_idle':1025}]}",
 	  "/upstreams/0/pool_max_idle: must be between 0 and 1024" },
+	{ "{" UP ",'cache':{'dir':'/tmp/c','fill_max_fraction':0}}",
+	  "/cache/fill_max_fraction: must be between 0.001 and 1" },
+	{ "{" UP ",'cache':{'dir':'/tmp/c','fill_finish_fraction':1.01}}",
+	  "/cache/fill_finish_fraction: must be between 0 and 1" },
+	{ "{" UP ",'cache':{'dir':'/tmp/c','fill_finish_fraction':'1'}}",
+	  "/cache/fill_finish_fraction: must be a number" },
+	{ "{" UP ",'cache':{'dir':'/tmp/c','digest_threads':0}}",
+	  "/cache/digest_threads: must be between 1 and 64" },
 	/* Values. */
 	{ "{'listen':{'address':'127.0.0.1'}," UP "}",
 	  "/listen/address: must be host:port, [ipv6-address]:port or :port" },
@@ -557,6 +565,27 @@ test_fractional_timeouts(void **state)
 	assert_int_equal(cfg->upstream_connect_timeout_ms, 2001);
 	assert_int_equal(cfg->upstream_response_timeout_ms, 100);
 	assert_int_equal(cfg->drain_timeout_ms, 0);
+	config_unref(cfg);
+}
+
+static void
+test_cache_fill_keys(void **state)
+{
+	struct config	*cfg;
+
+	(void)state;
+	cfg = load_ok("{" UP ",'cache':{'dir':'/tmp/c'}}");
+	assert_int_equal(cfg->cache->max_fills, 64);
+	assert_int_equal(cfg->cache->max_fills_per_client, 8);
+	assert_int_equal(cfg->cache->digest_threads, 2);
+	assert_true(cfg->cache->fill_max_fraction == 0.25);
+	assert_true(cfg->cache->fill_finish_fraction == 0.9);
+	config_unref(cfg);
+	cfg = load_ok("{" UP ",'cache':{'dir':'/tmp/c','max_fills':3,"
+	    "'fill_max_fraction':1,'fill_finish_fraction':0}}");
+	assert_int_equal(cfg->cache->max_fills, 3);
+	assert_true(cfg->cache->fill_max_fraction == 1.0);
+	assert_true(cfg->cache->fill_finish_fraction == 0.0);
 	config_unref(cfg);
 }
 
@@ -825,6 +854,9 @@ test_reference(void **state)
 		"/cache/negative_ttl", "/cache/sendfile", "/cache/send_window",
 		"/cache/max_tag_records", "/cache/tag_variants",
 		"/cache/negative_entries",
+		"/cache/max_fills", "/cache/max_fills_per_client",
+		"/cache/digest_threads", "/cache/fill_max_fraction",
+		"/cache/fill_finish_fraction",
 		"/audit", "/audit/redis", "/audit/stream", "/audit/max_len",
 		"/audit/max_age", "/audit/spool_file", "/audit/spool_max_bytes",
 		"/audit/fsync", "/audit/on_failure", "/audit/admin_addresses",
@@ -935,6 +967,7 @@ main(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_many_errors),
 		cmocka_unit_test(test_fractional_timeouts),
+		cmocka_unit_test(test_cache_fill_keys),
 		cmocka_unit_test(test_docker_hub_hosts),
 		cmocka_unit_test(test_lookups),
 		cmocka_unit_test(test_credentials),

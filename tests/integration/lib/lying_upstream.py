@@ -3,13 +3,19 @@
 Real registries are used everywhere else; this small HTTP server exists
 only to produce the faults a real docker-registry will not: a blob whose
 bytes do not match its digest, a body cut short, a transfer that stalls
-half way until the test lets it go on, 429 answers with Retry-After and
-Docker Hub's ratelimit-* headers, and 5xx.  It runs in a thread of the
-test process on 127.0.0.1 and counts every request it gets.
+half way until the test lets it go on, a 404 that stalls before its head
+(for repositories other than the ones a blob is served for), 429 answers
+with Retry-After and Docker Hub's ratelimit-* headers, and 5xx.  It runs
+in a thread of the test process on 127.0.0.1, counts every request it
+gets, and counts the connections open to it (now and at most), so a test
+can bound the upstream connections the gateway holds.  A stalled answer
+ends as soon as its peer closes the connection.
 
     up = LyingUpstream()
-    up.add_blob(data, mode="wrong")        # or "ok", "truncate", "stall"
+    up.add_blob(data, mode="wrong")  # "ok", "truncate", "stall", "stall_wrong"
     up.add_blob(data, mode="stall", stall_at=1 << 20); ...; up.release(d)
+    up.add_blob(data, repos=["b"], stall_404=True)  # "a": 404 on release
+    up.open_connections(), up.max_open, up.answering()  # connections
     up.set_tag("app", "v1", manifest_bytes, media_type)
     up.fail_all(429, retry_after="17")     # every later request
     up.requests("GET", "/v2/app/blobs/" + d)   # how many so far
@@ -18,7 +24,10 @@ test process on 127.0.0.1 and counts every request it gets.
 
 import hashlib
 import http.server
+import select
+import socket
 import threading
+import time
 
 from .util import free_port
 
@@ -30,11 +39,42 @@ def sha256(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+STALL_MAX = 120     # seconds any stall lasts at most
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt, *args):  # quiet
         pass
+
+    def handle(self):
+        up = self.server.up
+        with up.lock:
+            up.open += 1
+            up.max_open = max(up.max_open, up.open)
+        try:
+            super().handle()
+        finally:
+            with up.lock:
+                up.open -= 1
+
+    def _peer_closed(self):
+        try:
+            r, _, _ = select.select([self.connection], [], [], 0)
+            return bool(r) and self.connection.recv(
+                1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _stall(self, gate):
+        """Wait for the gate; False when the peer left first."""
+        end = time.monotonic() + STALL_MAX
+        while not gate.wait(0.05):
+            if self._peer_closed() or time.monotonic() > end:
+                self.close_connection = True
+                return False
+        return True
 
     def _count(self):
         up = self.server.up
@@ -113,10 +153,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         with up.lock:
             b = up.blobs.get(ref)
+            only = up.repos.get(ref)
         if b is None:
             self._not_found("BLOB_UNKNOWN")
             return
         data, mode, stall_at, gate = b
+        if only is not None and name not in only[0]:
+            if only[1] and not self._stall(gate):
+                return
+            self._not_found("BLOB_UNKNOWN")
+            return
         self._send_head(200, "application/octet-stream", len(data), ref)
         if self.command == "HEAD":
             return
@@ -131,18 +177,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data[:len(data) // 2])
             self.wfile.flush()
             self.close_connection = True
-        elif mode == "stall":
+        elif mode in ("stall", "stall_wrong"):
+            # stall_wrong: the bytes after the stall are not the blob's.
             self.wfile.write(data[:stall_at])
             self.wfile.flush()
-            gate.wait(120)
-            self.wfile.write(data[stall_at:])
+            if not self._stall(gate):
+                return
+            rest = bytearray(data[stall_at:])
+            if mode == "stall_wrong":
+                rest[-1] ^= 0xFF
+            self.wfile.write(bytes(rest))
         self.wfile.flush()
 
     def do_GET(self):  # noqa: N802
+        up = self.server.up
+        with up.lock:
+            up.active += 1
         try:
             self._serve()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        finally:
+            with up.lock:
+                up.active -= 1
 
     do_HEAD = do_GET
 
@@ -157,7 +214,11 @@ class LyingUpstream:
         self.blobs = {}
         self.manifests = {}
         self.by_digest = {}
+        self.repos = {}
         self.fail = None
+        self.open = 0
+        self.max_open = 0
+        self.active = 0
         self.port = free_port()
         self.host = "127.0.0.1:%d" % self.port
         self.url = "http://" + self.host
@@ -170,13 +231,26 @@ class LyingUpstream:
                                        daemon=True)
         self.thread.start()
 
-    def add_blob(self, data, mode="ok", stall_at=0):
+    def add_blob(self, data, mode="ok", stall_at=0, repos=None,
+                 stall_404=False):
         """Serve `data` under its own digest the way `mode` says; returns
-        the digest."""
+        the digest.  With `repos`, only for those repositories: the others
+        get 404, after the gate opens (release) when `stall_404`."""
         d = sha256(data)
         with self.lock:
             self.blobs[d] = (data, mode, stall_at, threading.Event())
+            if repos is not None:
+                self.repos[d] = (list(repos), stall_404)
         return d
+
+    def open_connections(self):
+        with self.lock:
+            return self.open
+
+    def answering(self):
+        """Requests being answered now (a stalled one included)."""
+        with self.lock:
+            return self.active
 
     def set_mode(self, digest, mode):
         with self.lock:

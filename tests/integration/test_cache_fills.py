@@ -1,0 +1,497 @@
+"""Cache fills under hostile upstreams and clients (issue 7, points 4-6):
+fills keyed per upstream, a failed fill that does not fail readers of
+another repository, Ranges answered only from verified bytes, and the
+bounds on fills (count, per client, digest threads, admission by bytes,
+the largest blob cached, cancellation of abandoned fills).
+
+docker-registry is the upstream wherever a well-behaved one plays the
+part (its access log witnesses each upstream fetch); the LyingUpstream
+TEST DOUBLE is used where a stall, a lie or a stalled 404 is needed.
+Every bound is asserted by sampling the gateway (/proc), the upstream
+side of its connections (/proc/net/tcp) and cache.dir while the traffic
+runs, and by waiting for conditions, never for time."""
+
+import concurrent.futures
+import hashlib
+import os
+import socket
+import threading
+import urllib.parse
+
+import pytest
+import requests
+
+from lib.gateway import gateway_config, upstream
+from lib.lying_upstream import LyingUpstream
+from lib.util import wait_for
+
+MIB = 1024 * 1024
+
+
+def sha256(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def cache_cfg(d, **kw):
+    c = {"dir": str(d), "max_bytes": 1 << 30}
+    c.update(kw)
+    return c
+
+
+def blob_path(cdir, digest):
+    alg, hexd = digest.split(":")
+    return os.path.join(str(cdir), "blobs", alg, hexd[:2], hexd)
+
+
+def tmp_files(cdir):
+    return os.listdir(os.path.join(str(cdir), "tmp"))
+
+
+def tmp_bytes(cdir):
+    n = 0
+    for f in tmp_files(cdir):
+        try:
+            n += os.path.getsize(os.path.join(str(cdir), "tmp", f))
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def session():
+    s = requests.Session()
+    s.trust_env = False
+    return s
+
+
+def push_blob(reg, repo, data):
+    """Monolithic upload straight to the registry; returns the digest."""
+    with session() as s:
+        d = sha256(data)
+        r = s.post("%s/v2/%s/blobs/uploads/" % (reg.url, repo), timeout=30)
+        assert r.status_code == 202, r.text
+        loc = urllib.parse.urljoin(reg.url + "/", r.headers["Location"])
+        r = s.put(loc + ("&" if "?" in loc else "?") + "digest=" + d,
+                  data=data, headers={"Content-Type":
+                                      "application/octet-stream"},
+                  timeout=120)
+        assert r.status_code == 201, r.text
+        return d
+
+
+def blob_gets(reg, path, since):
+    return [e for e in reg.access_log(since=since)
+            if e["method"] == "GET" and e["path"] == path]
+
+
+def fetch(url, headers=None):
+    """GET the whole body: (status, digest of the body, length, headers)."""
+    with session() as s:
+        r = s.get(url, headers=headers or {}, timeout=60, stream=True)
+        h = hashlib.sha256()
+        n = 0
+        for chunk in r.iter_content(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+        return r.status_code, "sha256:" + h.hexdigest(), n, r.headers
+
+
+def get_head(gw, path, src="127.0.0.1"):
+    """A client from address `src` that sends GET and reads the response
+    head; returns (socket, status, head bytes).  The caller reads on or
+    closes (a client leaving after the head)."""
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30,
+                                 source_address=(src, 0))
+    s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" %
+               (path, gw.host)).encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+        assert len(buf) < 1 << 20
+    head = buf.split(b"\r\n\r\n", 1)[0]
+    status = int(head.split(b" ", 2)[1]) if head else 0
+    return s, status, buf
+
+
+def read_rest(s, buf):
+    """Read a Content-Length body after get_head(); returns its digest."""
+    head, body = buf.split(b"\r\n\r\n", 1)
+    length = None
+    for line in head.split(b"\r\n")[1:]:
+        k, v = line.split(b":", 1)
+        if k.strip().lower() == b"content-length":
+            length = int(v)
+    assert length is not None
+    h = hashlib.sha256(body)
+    n = len(body)
+    while n < length:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        h.update(chunk)
+        n += len(chunk)
+    s.close()
+    return "sha256:" + h.hexdigest(), n
+
+
+def upstream_conns(port):
+    """ESTABLISHED IPv4 connections whose remote end is 127.0.0.1:port:
+    the gateway's connections to that upstream (the only client)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            rem, state = parts[2], parts[3]
+            rhost, rport = rem.split(":")
+            if int(rport, 16) == port and rhost == "0100007F" and \
+                    state == "01":
+                n += 1
+    return n
+
+
+def threads_of(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+@pytest.fixture
+def liar():
+    up = LyingUpstream()
+    try:
+        yield up
+    finally:
+        up.stop()
+
+
+def liar_upstream(liar, **kw):
+    u = {"name": "liar", "url": liar.url, "prefix": "liar",
+         "hosts": [liar.host]}
+    u.update(kw)
+    return u
+
+
+# --- 4. fills keyed by (upstream, digest) ------------------------------
+
+def test_stalling_upstream_does_not_hold_a_healthy_one(liar, start_registry,
+                                                       start_gateway,
+                                                       tmp_path):
+    """The same blob through a stalling lying upstream and a real registry:
+    the registry's request is answered while the other fill stalls, by a
+    fill of its own."""
+    data = os.urandom(2 * MIB)
+    reg = start_registry("up1")
+    d = push_blob(reg, "app", data)
+    assert liar.add_blob(data, mode="stall", stall_at=MIB) == d
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(liar_upstream(liar),
+                                      upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)))
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        stalled = ex.submit(fetch, "%s/v2/liar/app/blobs/%s" % (gw.url, d))
+        wait_for(lambda: tmp_bytes(cdir) >= MIB,
+                 what="the liar's fill stalled half way")
+        m = reg.mark()
+        st, got, n, h = fetch("%s/v2/up1/app/blobs/%s" % (gw.url, d))
+        assert (st, got, n) == (200, d, len(data))
+        assert len(blob_gets(reg, "/v2/app/blobs/" + d, m)) == 1
+        assert not stalled.done()
+        liar.release(d)
+        assert stalled.result(timeout=60)[:3] == (200, d, len(data))
+    assert gw.log_text().count("cache fill_start") == 2
+    assert os.path.getsize(blob_path(cdir, d)) == len(data)
+
+
+def test_failed_fill_of_one_repo_does_not_fail_another(liar, start_gateway,
+                                                       tmp_path):
+    """A fill for repository a (which the upstream answers 404, late) is
+    joined by a reader of repository b; the 404 is a's: b fetches on its
+    own and gets the blob."""
+    data = os.urandom(MIB + 3)
+    d = liar.add_blob(data, repos=["b"], stall_404=True)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(liar_upstream(liar),
+                                      cache=cache_cfg(cdir)))
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        a = ex.submit(fetch, "%s/v2/liar/a/blobs/%s" % (gw.url, d))
+        wait_for(lambda: liar.requests("GET", "/v2/a/blobs/" + d) == 1,
+                 what="a's fill at the upstream")
+        b = ex.submit(fetch, "%s/v2/liar/b/blobs/%s" % (gw.url, d))
+        wait_for(lambda: "cache coalesced" in gw.log_text(),
+                 what="b joined a's fill")
+        liar.release(d)
+        assert a.result(timeout=60)[0] == 404
+        assert b.result(timeout=60)[:3] == (200, d, len(data))
+    assert liar.requests("GET", "/v2/b/blobs/" + d) == 1
+    assert "cache refetch" in gw.log_text()
+    assert os.path.getsize(blob_path(cdir, d)) == len(data)
+
+
+# --- 5. no unverified bytes as a complete 206 ---------------------------
+
+def _assert_not_vouched(r):
+    """A response that must not present its bytes as the digest's."""
+    assert r.status_code != 206, r.headers
+    assert "Docker-Content-Digest" not in r.headers
+    assert "ETag" not in r.headers
+    assert "max-age" not in r.headers.get("Cache-Control", "")
+
+
+@pytest.mark.parametrize("mode", ["wrong", "truncate"])
+def test_range_from_lying_upstream_is_never_a_complete_206(liar, http,
+                                                           start_gateway,
+                                                           tmp_path, mode):
+    data = os.urandom(2 * MIB + 5)
+    d = liar.add_blob(data, mode=mode)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(liar_upstream(liar),
+                                      cache=cache_cfg(cdir)))
+    url = "%s/v2/liar/app/blobs/%s" % (gw.url, d)
+    r = http.get(url, headers={"Range": "bytes=0-99"}, timeout=60)
+    _assert_not_vouched(r)
+    assert r.status_code == 502
+    assert not os.path.exists(blob_path(cdir, d))
+    wait_for(lambda: tmp_files(cdir) == [], what="temp file removed")
+    # Once the upstream tells the truth, the Range is served, verified.
+    liar.set_mode(d, "ok")
+    r = http.get(url, headers={"Range": "bytes=0-99"}, timeout=60)
+    assert (r.status_code, r.content) == (206, data[:100])
+    assert r.headers["Docker-Content-Digest"] == d
+    assert r.headers["ETag"] == '"%s"' % d
+
+
+def test_range_inside_a_stalled_lying_fill_waits_for_verification(
+        liar, start_gateway, tmp_path):
+    """The bytes a Range asks for are on disk, but the fill is not
+    verified; when the rest turns out wrong, the Range never got a 206,
+    and the full reader's head carried no ETag or long-lived caching."""
+    data = os.urandom(4 * MIB)
+    d = liar.add_blob(data, mode="stall_wrong", stall_at=2 * MIB)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(liar_upstream(liar),
+                                      cache=cache_cfg(cdir)))
+    path = "/v2/liar/app/blobs/" + d
+    full, st, buf = get_head(gw, path)
+    try:
+        assert st == 200
+        head = buf.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"\r\netag:" not in head
+        assert b"max-age" not in head
+        wait_for(lambda: tmp_bytes(cdir) >= 2 * MIB,
+                 what="half of the blob in the temp file")
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            rng = ex.submit(lambda: session().get(
+                gw.url + path, headers={"Range": "bytes=100-199999"},
+                timeout=60))
+            wait_for(lambda: gw.log_text().count("cache coalesced") >= 1,
+                     what="the Range joined the fill")
+            assert not rng.done()
+            liar.release(d)
+            _assert_not_vouched(rng.result(timeout=60))
+    finally:
+        full.close()
+    assert not os.path.exists(blob_path(cdir, d))
+
+
+# --- 6. bounded fills ---------------------------------------------------
+
+def test_distinct_misses_leaving_after_the_head_stay_bounded(
+        liar, start_gateway, tmp_path):
+    """Distinct-digest misses, each client leaving after the head: the
+    gateway's threads, its connections to the upstream, tmp/ bytes and the
+    published blob all stay within what the configuration allows."""
+    max_fills, workers, n = 4, 4, 40
+    size, stall = 3 * MIB, 2 * MIB
+    cdir = tmp_path / "c"
+    kept_data = os.urandom(MIB)
+    kept = liar.add_blob(kept_data)
+    digests = [liar.add_blob(os.urandom(size), mode="stall", stall_at=stall)
+               for _ in range(n)]
+    gw = start_gateway(gateway_config(
+        liar_upstream(liar),
+        cache=cache_cfg(cdir, max_bytes=16 * MIB, max_fills=max_fills,
+                        max_fills_per_client=64, digest_threads=2)))
+    assert fetch("%s/v2/liar/app/blobs/%s" % (gw.url, kept))[:3] == \
+        (200, kept, MIB)
+    wait_for(lambda: os.path.exists(blob_path(cdir, kept)),
+             what="a published blob")
+    threads0 = threads_of(gw.pid)
+    peak = {"threads": 0, "conns": 0, "tmp": 0, "kept_gone": 0}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.02):
+            peak["threads"] = max(peak["threads"], threads_of(gw.pid))
+            peak["conns"] = max(peak["conns"], upstream_conns(liar.port))
+            peak["tmp"] = max(peak["tmp"], tmp_bytes(cdir))
+            if not os.path.exists(blob_path(cdir, kept)):
+                peak["kept_gone"] += 1
+
+    def leave_after_head(d):
+        s, st, _ = get_head(gw, "/v2/liar/app/blobs/" + d)
+        s.close()
+        return st
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+            assert set(ex.map(leave_after_head, digests)) == {200}
+        wait_for(lambda: liar.answering() == 0,
+                 what="no request left at the upstream")
+        wait_for(lambda: tmp_files(cdir) == [], what="tmp/ emptied")
+    finally:
+        stop.set()
+        sampler.join(10)
+    assert peak["threads"] <= threads0, peak
+    # Fills, pass-throughs of clients still there, one idle pooled.
+    assert peak["conns"] <= max_fills + workers + 1, peak
+    assert peak["tmp"] <= max_fills * size, peak
+    assert peak["kept_gone"] == 0, peak
+    assert os.path.getsize(blob_path(cdir, kept)) == MIB
+    assert "cache fill_cancelled" in gw.log_text()
+    for d in digests:
+        assert not os.path.exists(blob_path(cdir, d))
+    assert gw.alive()
+
+
+def test_blob_over_fill_max_fraction_passes_through(start_registry,
+                                                    start_gateway, tmp_path):
+    reg = start_registry("up1")
+    big = os.urandom(5 * MIB)
+    small = os.urandom(MIB)
+    db = push_blob(reg, "app", big)
+    ds = push_blob(reg, "app", small)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"),
+        cache=cache_cfg(cdir, max_bytes=16 * MIB, fill_max_fraction=0.25)))
+    for _ in range(2):
+        assert fetch("%s/v2/up1/app/blobs/%s" % (gw.url, db))[:3] == \
+            (200, db, len(big))
+    assert not os.path.exists(blob_path(cdir, db))
+    assert "fill_max_fraction" in gw.log_text()
+    # Each request went to the upstream: nothing of it was cached.
+    m = reg.mark()
+    assert fetch("%s/v2/up1/app/blobs/%s" % (gw.url, db))[:3] == \
+        (200, db, len(big))
+    assert blob_gets(reg, "/v2/app/blobs/" + db, m)
+    # A blob under the fraction is cached as ever.
+    assert fetch("%s/v2/up1/app/blobs/%s" % (gw.url, ds))[:3] == \
+        (200, ds, len(small))
+    assert os.path.getsize(blob_path(cdir, ds)) == len(small)
+    wait_for(lambda: tmp_files(cdir) == [], what="tmp/ empty")
+
+
+def test_fills_per_client_address_are_capped(liar, start_gateway, tmp_path):
+    """Two fills for 127.0.0.1, the third of its misses goes through
+    uncached; another address still gets a fill of its own."""
+    data = [os.urandom(2 * MIB) for _ in range(4)]
+    ds = [liar.add_blob(b, mode="stall", stall_at=MIB) for b in data]
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(
+        liar_upstream(liar),
+        cache=cache_cfg(cdir, max_fills=64, max_fills_per_client=2)))
+    socks = []
+    try:
+        for d in ds[:3]:
+            s, st, buf = get_head(gw, "/v2/liar/app/blobs/" + d)
+            socks.append((s, buf))
+            assert st == 200
+        s, st, buf = get_head(gw, "/v2/liar/app/blobs/" + ds[3],
+                              src="127.0.0.2")
+        socks.append((s, buf))
+        assert st == 200
+        log = gw.log_text()
+        assert log.count("cache fill_start") == 3
+        assert log.count("reason=cache.max_fills_per_client") == 1
+        for d in ds:
+            liar.release(d)
+        for (s, buf), d, b in zip(socks, ds, data):
+            assert read_rest(s, buf) == (d, len(b))
+    finally:
+        for s, _ in socks:
+            s.close()
+    for i in (0, 1, 3):
+        wait_for(lambda: os.path.exists(blob_path(cdir, ds[i])),
+                 what="fill %d published" % i)
+    assert not os.path.exists(blob_path(cdir, ds[2]))
+
+
+def test_abandoned_fill_is_cancelled_unless_nearly_done(liar, start_gateway,
+                                                        tmp_path):
+    size = 4 * MIB
+    early = liar.add_blob(os.urandom(size), mode="stall", stall_at=MIB)
+    late = liar.add_blob(os.urandom(size), mode="stall",
+                         stall_at=int(size * 0.95))
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(
+        liar_upstream(liar),
+        cache=cache_cfg(cdir, fill_finish_fraction=0.9)))
+    for d, at in ((early, MIB), (late, int(size * 0.95))):
+        s, st, _ = get_head(gw, "/v2/liar/app/blobs/" + d)
+        assert st == 200
+        wait_for(lambda: tmp_bytes(cdir) >= at, what="fill at the stall")
+        s.close()
+        if d == early:
+            # A quarter done: cancelled, its connection closed.
+            wait_for(lambda: "fill_cancelled" in gw.log_text(),
+                     what="abandoned fill cancelled")
+            wait_for(lambda: tmp_files(cdir) == [], what="temp removed")
+            wait_for(lambda: liar.answering() == 0,
+                     what="upstream transfer closed")
+            liar.release(d)
+    # Nearly done: it completes and publishes with no reader left.
+    liar.release(late)
+    wait_for(lambda: os.path.exists(blob_path(cdir, late)),
+             what="nearly done fill published")
+    assert os.path.getsize(blob_path(cdir, late)) == size
+    assert not os.path.exists(blob_path(cdir, early))
+    assert gw.log_text().count("fill_cancelled") == 1
+
+
+def test_fill_without_room_next_to_entries_in_use_passes_through(
+        start_registry, start_gateway, tmp_path):
+    """Admission by bytes: a fill that would fit only by evicting an entry
+    a client is reading is passed through, uncached; once that client is
+    gone the same blob is cached (the idle entry makes room)."""
+    reg = start_registry("up1")
+    held = os.urandom(10 * MIB)
+    new = os.urandom(8 * MIB)
+    dh = push_blob(reg, "app", held)
+    dn = push_blob(reg, "app", new)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"),
+        cache=cache_cfg(cdir, max_bytes=16 * MIB, fill_max_fraction=1)))
+    assert fetch("%s/v2/up1/app/blobs/%s" % (gw.url, dh))[:3] == \
+        (200, dh, len(held))
+    wait_for(lambda: os.path.exists(blob_path(cdir, dh)),
+             what="the first blob published")
+    # A client reads the head of the stored blob and stops: it is pinned.
+    s, st, _ = get_head(gw, "/v2/up1/app/blobs/" + dh)
+    try:
+        assert st == 200
+        assert fetch("%s/v2/up1/app/blobs/%s" % (gw.url, dn))[:3] == \
+            (200, dn, len(new))
+        # Not filled at all (not published, then evicted), the held
+        # entry kept.
+        assert not [ln for ln in gw.log_text().splitlines()
+                    if "fill_done" in ln and dn in ln]
+        assert not os.path.exists(blob_path(cdir, dn))
+        assert os.path.exists(blob_path(cdir, dh))
+        assert "no room without evicting" in gw.log_text()
+    finally:
+        s.close()
+    # The reader is gone: the idle entry is evicted to make room.
+    wait_for(lambda: fetch("%s/v2/up1/app/blobs/%s" % (gw.url, dn))[:3] ==
+             (200, dn, len(new)) and
+             os.path.exists(blob_path(cdir, dn)),
+             what="the second blob cached once the first is unpinned")
+    wait_for(lambda: not os.path.exists(blob_path(cdir, dh)),
+             what="the idle entry evicted")
