@@ -1,0 +1,61 @@
+/*
+ * netaddr.h: which addresses the gateway may dial on an upstream's behalf.
+ * An address a redirect or a token realm resolves to is refused when it is
+ * one of the gateway's own networks (loopback, link-local, private,
+ * carrier-grade NAT, unique local, unspecified), so a hostile upstream
+ * cannot aim the gateway at services behind it.  Leaf: no libevent, no
+ * project header.
+ */
+#ifndef PC_NETADDR_H
+#define PC_NETADDR_H
+
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#include <stddef.h>
+
+#define NETADDR_CLASSES(X)						\
+	X(NETADDR_PUBLIC, "public")					\
+	X(NETADDR_UNSPECIFIED, "unspecified")	/* 0/8, :: */		\
+	X(NETADDR_LOOPBACK, "loopback")		/* 127/8, ::1 */	\
+	X(NETADDR_LINK_LOCAL, "link-local")	/* 169.254/16, fe80::/10 */ \
+	X(NETADDR_PRIVATE, "private")		/* RFC 1918 */		\
+	X(NETADDR_CGNAT, "carrier-grade NAT")	/* 100.64/10 */		\
+	X(NETADDR_ULA, "unique local")		/* fc00::/7 */		\
+	X(NETADDR_UNKNOWN, "unknown family")
+
+#define NETADDR_ENUM(e, s) e,
+enum netaddr_class {
+	NETADDR_CLASSES(NETADDR_ENUM)
+	NETADDR__MAX
+};
+#undef NETADDR_ENUM
+
+/*
+ * The class of an IPv4 address given as 4 bytes in network order.
+ */
+enum netaddr_class	netaddr_class_v4(const unsigned char *);
+
+/*
+ * The class of an IPv6 address given as 16 bytes.  IPv4-mapped
+ * (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d) addresses are
+ * classified as the IPv4 address they carry, since that is where a
+ * connection to them goes.
+ */
+enum netaddr_class	netaddr_class_v6(const unsigned char *);
+
+/* The class of a socket address (AF_INET or AF_INET6). */
+enum netaddr_class	netaddr_class_sa(const struct sockaddr *, socklen_t);
+
+/* A short name for the class: "loopback", "private", ... */
+const char		*netaddr_class_str(enum netaddr_class);
+
+/*
+ * Whether host:port is named by one of the n entries of list, each "host"
+ * (any port) or "host:port" ("[v6]:port" or a bare "[v6]" for IPv6).
+ * Host names compare without case.  Returns 1 or 0.
+ */
+int			 netaddr_listed(char *const *list, size_t n,
+			    const char *host, int port);
+
+#endif /* PC_NETADDR_H */
