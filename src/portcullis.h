@@ -238,6 +238,7 @@ struct origin {
 	int	port;
 	int	tls;
 	char	*ca_file;	/* borrowed from the config */
+	int	restricted;	/* dial public addresses only (netaddr.h) */
 };
 
 struct uconn {
@@ -249,7 +250,9 @@ struct uconn {
 	uint64_t		 idle_since;
 	int			 connected;
 	int			 reused;
-	char			 why[128];	/* TLS failure reason */
+	char			 why[384];	/* TLS failure, refusal */
+	int			 err;		/* to report from the timer */
+	struct uconn_dns	*dns;		/* resolving */
 	void			(*on_connect)(struct uconn *, int, void *);
 	void			*arg;
 	struct event		*timer;

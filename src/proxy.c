@@ -14,9 +14,15 @@
  * Upstream auth: a 401 with a challenge on a bodiless request is answered
  * by fetching a token (upstream_auth.c) and retrying once; before a request
  * with a body goes to an upstream whose auth is not known yet, a GET /v2/
- * probe learns it, because a streamed body cannot be replayed.  Blob GETs
- * follow the upstream's redirects (to storage hosts) here, dropping
- * Authorization when the redirect leaves the upstream's host.
+ * probe learns it, because a streamed body cannot be replayed.
+ *
+ * Redirects: blob GET/HEAD and fetches (fills, tag HEADs) follow an
+ * upstream's 3xx to its storage hosts, at most limits.redirects hops, never
+ * from https to http.  A hop is a request the upstream chose, so it carries
+ * only Range, Accept and User-Agent (and the gateway's credentials when it
+ * goes back to the upstream's own origin), and unless the target is that
+ * origin or named in the upstream's redirect_allow, it may only be dialled
+ * at a public address (upstream.c checks the resolved address).
  *
  * A proxy either relays for a client request (proxy_start: the answer goes
  * to req.c's response writer) or runs without a client (proxy_fetch_new:
@@ -29,9 +35,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "netaddr.h"
 #include "portcullis.h"
-
-#define PROXY_MAX_REDIRECTS	5
 
 struct proxy {
 	struct req			*req;		/* NULL: a fetch */
@@ -361,15 +366,18 @@ static void
 px_on_connect(struct uconn *uc, int error, void *arg)
 {
 	struct proxy	*px = arg;
-	char		 detail[512];
+	char		 detail[1024];
 
 	if (error != 0) {
-		snprintf(detail, sizeof(detail), "upstream %s (%s:%d): %s%s",
+		snprintf(detail, sizeof(detail), "upstream %s (%s:%d): %s%s%s",
 		    px->up->name, uc->origin.host, uc->origin.port,
 		    error == ETIMEDOUT ? "connect timed out" :
 		    error == EHOSTUNREACH ? "cannot resolve host" :
 		    error == EPROTO ? "TLS handshake failed: " :
-		    "cannot connect", error == EPROTO ? uc->why : "");
+		    error == EACCES ? "refused: " : "cannot connect",
+		    error == EPROTO || error == EACCES ? uc->why : "",
+		    error == EACCES ? " (not the upstream's origin, not in "
+		    "redirect_allow)" : "");
 		uconn_free(uc);
 		px->uc = NULL;
 		px_error(px, error == ETIMEDOUT ? ERR_UPSTREAM_TIMEOUT :
@@ -413,6 +421,15 @@ px_skip_request_header(const struct headers *fwd, const char *name)
 			return (1);
 	/* Fields the client marked hop-by-hop in Connection. */
 	return (headers_has_token(fwd, "Connection", name));
+}
+
+/* The fields a redirect target gets from the client's request. */
+static int
+px_redirect_header(const char *name)
+{
+	return (strcasecmp(name, "Range") == 0 ||
+	    strcasecmp(name, "Accept") == 0 ||
+	    strcasecmp(name, "User-Agent") == 0);
 }
 
 static int
@@ -482,12 +499,15 @@ px_send(struct proxy *px)
 	for (i = 0; fwd != NULL && i < fwd->n; i++) {
 		if (px_skip_request_header(fwd, fwd->v[i].name))
 			continue;
+		/* A target the upstream chose gets no more than it needs. */
+		if (px->redirects > 0 && !px_redirect_header(fwd->v[i].name))
+			continue;
 		evbuffer_add(out, fwd->v[i].name, fwd->v[i].nlen);
 		evbuffer_add(out, ": ", 2);
 		evbuffer_add(out, fwd->v[i].value, fwd->v[i].vlen);
 		evbuffer_add(out, "\r\n", 2);
 	}
-	if (px->peer != NULL)
+	if (px->peer != NULL && px->redirects == 0)
 		evbuffer_add_printf(out, "X-Forwarded-For: %s\r\n", px->peer);
 	if (!px->foreign) {
 		if (px->token != NULL)
@@ -608,35 +628,63 @@ px_rewrite_location(struct proxy *px, const char *loc, char *out,
 
 enum px_next { PX_CONTINUE, PX_GONE };
 
-/* Follow a redirect for a blob GET or HEAD. */
+/* Refuse to follow a redirect: 502 with the reason. */
+static enum px_next
+px_redirect_refuse(struct proxy *px, const char *why)
+{
+	char	 detail[512];
+
+	snprintf(detail, sizeof(detail), "upstream %s: redirect refused: %s",
+	    px->up->name, why);
+	log_info("%s proxy redirect_refused upstream=%s reason=\"%s\"",
+	    px->logid, px->up->name, why);
+	px_error(px, ERR_UPSTREAM, detail);
+	return (PX_GONE);
+}
+
+/* Follow a redirect for a blob GET or HEAD, or a fetch. */
 static enum px_next
 px_redirect(struct proxy *px, const char *loc)
 {
-	struct url	 u;
-	int		 same;
+	const struct config_upstream	*up = px->up;
+	struct url			 u;
+	char				 why[300];
+	int				 same;
 
-	if (loc[0] == '/') {
-		u = px->up->u;
-		u.host[0] = '\0';
+	if (loc[0] == '/' && loc[1] != '/') {
+		/* Relative to the origin the answer came from. */
+		memset(&u, 0, sizeof(u));
+		snprintf(u.scheme, sizeof(u.scheme), "%s", px->origin.tls ?
+		    "https" : "http");
 		snprintf(u.host, sizeof(u.host), "%s", px->origin.host);
 		u.port = px->origin.port;
 		u.tls = px->origin.tls;
-		snprintf(u.path, sizeof(u.path), "%s", loc);
-	} else if (url_parse(loc, &u) == -1) {
-		px_error(px, ERR_UPSTREAM_PROTO,
-		    "upstream redirect to an invalid URL");
-		return (PX_GONE);
+		if ((size_t)snprintf(u.path, sizeof(u.path), "%s", loc) >=
+		    sizeof(u.path))
+			return (px_redirect_refuse(px, "Location too long"));
+	} else if (url_parse(loc, &u) == -1)
+		return (px_redirect_refuse(px, "Location is not an absolute "
+		    "http(s) URL or an absolute path"));
+	if (px->redirects >= px->conf->redirects) {
+		snprintf(why, sizeof(why), "more than %d redirects "
+		    "(limits.redirects)", px->conf->redirects);
+		return (px_redirect_refuse(px, why));
 	}
+	if (px->origin.tls && !u.tls)
+		return (px_redirect_refuse(px, "https to http downgrade"));
 	px->redirects++;
-	same = strcmp(u.host, px->up->u.host) == 0 &&
-	    u.port == px->up->u.port && u.tls == px->up->u.tls;
+	same = strcmp(u.host, up->u.host) == 0 && u.port == up->u.port &&
+	    u.tls == up->u.tls;
 	px->foreign = !same;
-	origin_from_url(&px->origin, &u, same ? px->up->ca_file : NULL);
+	origin_from_url(&px->origin, &u, same ? up->ca_file : NULL);
+	px->origin.restricted = !same && !netaddr_listed(up->redirect_allow,
+	    up->nredirect_allow, u.host, u.port);
 	free(px->upath);
 	if ((px->upath = strdup(u.path[0] ? u.path : "/")) == NULL)
 		fatal("strdup");
-	log_debug("%s proxy redirect host=%s foreign=%d", px->logid, u.host,
-	    px->foreign);
+	log_debug("%s proxy redirect host=%s port=%d foreign=%d "
+	    "restricted=%d", px->logid, u.host, u.port, px->foreign,
+	    px->origin.restricted);
 	px_reset(px);
 	px_connect(px);
 	return (PX_GONE);
@@ -695,7 +743,6 @@ px_on_head(struct proxy *px)
 	}
 	if ((st == 301 || st == 302 || st == 303 || st == 307 || st == 308) &&
 	    px->follow && (m == HTTP_GET || m == HTTP_HEAD) &&
-	    px->redirects < PROXY_MAX_REDIRECTS &&
 	    (loc = headers_get(&rm->hdrs, "Location")) != NULL)
 		return (px_redirect(px, loc));
 	if (!px->foreign)

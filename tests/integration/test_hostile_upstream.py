@@ -1,0 +1,189 @@
+"""A hostile upstream (the lib/hostile_upstream.py TEST DOUBLE) cannot use
+the gateway against what sits next to it: redirects to the gateway's own
+networks are refused unless the upstream's redirect_allow names them, no
+https -> http, at most limits.redirects hops, and a redirect target gets no
+client headers; token realms get the upstream's credentials only on its
+own host or auth_hosts and are held to the same address rules; a rejected
+token is dropped and fetched again once; a POST or DELETE is never sent
+twice.  A local "secret" service counts every request that reaches it."""
+
+import json
+
+import pytest
+import requests
+
+from lib.gateway import gateway_config
+from lib.hostile_upstream import (HostileUpstream, SecretService,
+                                  make_ca_and_cert)
+from lib.util import wait_for
+
+BLOB = b"a blob the hostile upstream pretends to hold\n" * 10
+
+
+@pytest.fixture
+def secret():
+    s = SecretService()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def up():
+    u = HostileUpstream()
+    try:
+        yield u
+    finally:
+        u.stop()
+
+
+def hostile(up, **kw):
+    u = {"name": "hostile", "url": up.url, "prefix": "h",
+         "hosts": [up.host]}
+    u.update(kw)
+    return u
+
+
+def session():
+    s = requests.Session()
+    s.trust_env = False
+    return s
+
+
+def assert_refused(r, *words):
+    assert r.status_code == 502, (r.status_code, r.text)
+    if r.request.method != "HEAD":
+        err = json.loads(r.content)["errors"][0]
+        assert err["code"] == "UNAVAILABLE", err
+        text = json.dumps(err)
+        for w in words:
+            assert w in text, (w, err)
+
+
+def secret_redirect(up, secret, path="/secret", status=307, host=None):
+    d = sha = up.blob(BLOB)
+    loc = "http://%s:%d%s" % (host or "127.0.0.1", secret.port, path)
+    up.route("GET", "/v2/app/blobs/" + d, status, {"Location": loc})
+    return sha
+
+
+# --- 1. redirects ----------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_redirect_to_loopback_service_is_refused(up, secret, start_gateway,
+                                                 method):
+    gw = start_gateway(gateway_config(hostile(up, default=True)))
+    d = secret_redirect(up, secret)
+    r = session().request(method, gw.url + "/v2/h/app/blobs/" + d,
+                          timeout=30)
+    assert_refused(r, "loopback", "127.0.0.1")
+    assert up.count(method, "/v2/app/blobs/" + d) == 1
+    assert secret.count() == 0
+
+
+def test_redirect_to_localhost_name_is_refused(up, secret, start_gateway):
+    # A name, not an address: the check is on what it resolves to.
+    gw = start_gateway(gateway_config(hostile(up, default=True)))
+    d = secret_redirect(up, secret, host="localhost")
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert_refused(r, "loopback")
+    assert secret.count() == 0
+
+
+def test_redirect_allow_lets_it_through_with_only_safe_headers(
+        up, secret, start_gateway):
+    gw = start_gateway(gateway_config(hostile(
+        up, default=True, redirect_allow=["127.0.0.1:%d" % secret.port])))
+    d = secret_redirect(up, secret)
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30,
+                      headers={"Range": "bytes=0-3",
+                               "Accept": "application/octet-stream",
+                               "User-Agent": "hostile-test/1",
+                               "X-Client-Secret": "do-not-forward",
+                               "Cookie": "session=do-not-forward",
+                               "Authorization": "Bearer client-token"})
+    assert r.status_code == 200, (r.status_code, r.text)
+    assert r.content == secret.body
+    assert secret.count() == 1
+    method, path, headers = secret.seen()[0]
+    names = {k.lower() for k in headers}
+    assert path == "/secret"
+    assert headers.get("Range") == "bytes=0-3"
+    assert headers.get("Accept") == "application/octet-stream"
+    assert headers.get("User-Agent") == "hostile-test/1"
+    assert names <= {"host", "range", "accept", "user-agent"}, headers
+    # The upstream itself still got the client's request as before.
+    first = up.seen()[-1][2]
+    assert "X-Forwarded-For" in first
+
+
+def test_cache_fill_redirect_is_refused(up, secret, start_gateway, tmp_path):
+    gw = start_gateway(gateway_config(
+        hostile(up, default=True),
+        cache={"dir": str(tmp_path / "c"), "max_bytes": 1 << 30}))
+    d = secret_redirect(up, secret)
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert r.status_code == 502, (r.status_code, r.text)
+    assert "cache" in gw.log_text()
+    assert secret.count() == 0
+
+
+def test_tag_head_revalidation_redirect_is_refused(up, secret, start_gateway,
+                                                   tmp_path):
+    mtype = "application/vnd.oci.image.manifest.v1+json"
+    man = json.dumps({"schemaVersion": 2, "mediaType": mtype,
+                      "config": {}, "layers": []}).encode()
+    up.manifest("app", "v1", man, mtype)
+    gw = start_gateway(gateway_config(
+        hostile(up, default=True, tag_ttl=0),
+        cache={"dir": str(tmp_path / "c"), "max_bytes": 1 << 30}))
+    s = session()
+    url = gw.url + "/v2/h/app/manifests/v1"
+    r = s.get(url, headers={"Accept": mtype}, timeout=30)
+    assert r.status_code == 200, r.text
+    # From now on the tag's revalidation HEAD is sent to the secret.
+    up.route("HEAD", "/v2/app/manifests/v1", 307,
+             {"Location": "http://127.0.0.1:%d/secret" % secret.port})
+    n = up.count("HEAD", "/v2/app/manifests/v1")
+    s.get(url, headers={"Accept": mtype}, timeout=30)
+    assert up.count("HEAD", "/v2/app/manifests/v1") == n + 1, \
+        "the cached tag was not revalidated: the test proves nothing"
+    wait_for(lambda: "redirect_refused" in gw.log_text() or
+             "refused" in gw.log_text(), timeout=10,
+             what="the refusal in the gateway's log")
+    assert secret.count() == 0
+
+
+def test_https_to_http_downgrade_is_refused(secret, start_gateway, tmp_path):
+    ca, crt, key = make_ca_and_cert(tmp_path)
+    tup = HostileUpstream(tls=(crt, key))
+    try:
+        gw = start_gateway(gateway_config(hostile(
+            tup, default=True, ca_file=ca,
+            redirect_allow=["127.0.0.1:%d" % secret.port])))
+        d = secret_redirect(tup, secret)
+        r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+        assert_refused(r, "https to http")
+        assert tup.count("GET", "/v2/app/blobs/" + d) == 1
+        assert secret.count() == 0
+    finally:
+        tup.stop()
+
+
+def test_redirect_hop_limit(up, start_gateway):
+    gw = start_gateway(gateway_config(hostile(up, default=True),
+                                      limits={"redirects": 3}))
+    d = up.blob(BLOB)
+    # A chain of relative redirects on the upstream itself: /hop/1 ...
+    up.route("GET", "/v2/app/blobs/" + d, 302, {"Location": "/hop/1"})
+    for i in range(1, 10):
+        up.route("GET", "/hop/%d" % i, 307, {"Location": "/hop/%d" % (i + 1)})
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert_refused(r, "more than 3 redirects")
+    assert up.count("GET", "/hop/3") == 1
+    assert up.count("GET", "/hop/4") == 0
+    # Three hops are fine.
+    up.route("GET", "/hop/3", 200, {"Content-Type": "text/plain"}, b"end")
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert r.status_code == 200 and r.content == b"end", r.text
