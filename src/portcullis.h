@@ -42,7 +42,6 @@ struct conn;
 struct req;
 struct uconn;
 struct proxy;
-struct fetch;
 struct cache;
 struct cache_reader;
 struct audit;
@@ -291,17 +290,11 @@ void		 upstream_state_free_all(struct pc_ctx *);
 const char	*uauth_cached(struct upstream_state *, const char *);
 void		 uauth_learn(struct upstream_state *, const char *);
 int		 uauth_basic(const struct config_upstream *, char *, size_t);
-void		 fetch_cancel(struct fetch *);
-struct fetch	*uauth_query_token(struct pc_ctx *,
-		    const struct config_upstream *, struct upstream_state *,
-		    const char *, void (*)(void *, const char *, const char *),
-		    void *);
-typedef void (*fetch_cb)(void *, int, struct headers *, const char *,
-		    size_t, const char *);
-struct fetch	*fetch_start(struct pc_ctx *, const struct url *, char *,
-		    const char *, const char *, size_t, int, fetch_cb,
-		    void *);
-void		 fetch_cancel(struct fetch *);
+int		 uauth_token_request(const struct config_upstream *,
+		    const struct upstream_state *, const char *, struct url *,
+		    struct origin *, char *, size_t, char *, size_t);
+const char	*uauth_store(struct upstream_state *, const char *,
+		    const char *, size_t, char *, size_t);
 
 /* proxy.c: one request forwarded to an upstream and its answer relayed. */
 struct proxy_ops {
@@ -309,7 +302,7 @@ struct proxy_ops {
 	int	(*head)(void *, struct hframe_msg *);
 	/* Move n body bytes out of the buffer: 1 pauses, -1 freed px. */
 	int	(*body)(void *, struct evbuffer *, size_t);
-	/* Decoded (chunked) body bytes: 1 pauses; must not free px. */
+	/* Decoded (chunked) body bytes: 1 pauses, -1 fails; never frees. */
 	int	(*body_data)(void *, const char *, size_t);
 	/* The answer is complete; the owner frees px. */
 	void	(*done)(void *);

@@ -12,9 +12,12 @@
  * bodies move between evbuffers without a copy.
  *
  * Upstream auth: a 401 with a challenge on a bodiless request is answered
- * by fetching a token (upstream_auth.c) and retrying once; before a request
- * with a body goes to an upstream whose auth is not known yet, a GET /v2/
- * probe learns it, because a streamed body cannot be replayed.
+ * by fetching a token (upstream_auth.c decides where and with what) and
+ * retrying once; before a request with a body goes to an upstream whose
+ * auth is not known yet, a GET /v2/ probe learns it, because a streamed
+ * body cannot be replayed.  Token requests and probes are proxies too
+ * (px_sub_new): the same connection pool, address checks, 1xx, EOF and
+ * timeout handling, with the answer collected in a bounded evbuffer.
  *
  * Redirects: blob GET/HEAD and fetches (fills, tag HEADs) follow an
  * upstream's 3xx to its storage hosts, at most limits.redirects hops, never
@@ -38,6 +41,11 @@
 #include "netaddr.h"
 #include "portcullis.h"
 
+struct proxy;
+/* A sub-request's answer: status -1 with err on failure. */
+typedef void	(*px_sub_cb)(struct proxy *, int, struct headers *,
+		    const char *, size_t, const char *);
+
 struct proxy {
 	struct req			*req;		/* NULL: a fetch */
 	struct pc_ctx			*ctx;
@@ -57,7 +65,13 @@ struct proxy {
 	char				*upath;
 	char				 scope[1200];
 	struct uconn			*uc;
-	struct fetch			*fetch;
+	struct proxy			*sub;		/* token, probe */
+	struct proxy			*parent;	/* we are its sub */
+	px_sub_cb			 on_sub;	/* parent's callback */
+	struct evbuffer			*sink;		/* a sub's answer */
+	size_t				 sink_max;
+	int				 too_large;
+	char				*extra;		/* header lines */
 	struct hframe			 rf;
 	char				*token;
 	int				 auth_tried;
@@ -74,6 +88,9 @@ struct proxy {
 
 static void	px_begin(struct proxy *);
 static void	px_connect(struct proxy *);
+
+#define UAUTH_TOKEN_MAX		65536	/* token response body bytes */
+#define UAUTH_PROBE_MAX		65536	/* GET /v2/ body bytes */
 static void	px_pump(struct proxy *);
 static void	px_error(struct proxy *, enum pc_err, const char *);
 
@@ -83,15 +100,24 @@ static const struct proxy_ops px_client_ops;
 void
 proxy_free(struct proxy *px)
 {
-	struct req	*req = px->req;
+	struct req	*req;
 
+	if (px == NULL)
+		return;
+	req = px->req;
 	if (req != NULL) {
 		req->body_ready = 0;
 		req->body_sink = NULL;
 		req->body_sink_data = NULL;
 		req->body_end = NULL;
 	}
-	fetch_cancel(px->fetch);
+	proxy_free(px->sub);
+	if (px->sink != NULL)
+		evbuffer_free(px->sink);
+	if (px->extra != NULL) {
+		explicit_bzero(px->extra, strlen(px->extra));
+		free(px->extra);
+	}
 	uconn_free(px->uc);
 	hframe_free(&px->rf);
 	free(px->upath);
@@ -280,31 +306,157 @@ px_error(struct proxy *px, enum pc_err err, const char *detail)
 	px->ops->fail(px->arg, err, detail);
 }
 
-static void
-px_on_token(void *arg, const char *token, const char *err)
-{
-	struct proxy	*px = arg;
+static const struct proxy_ops px_sink_ops;
 
-	px->fetch = NULL;
-	if (token == NULL) {
-		px_error(px, ERR_UPSTREAM_AUTH, err);
-		return;
+/*
+ * A sub-request of px's own (a token, a probe): GET u from origin o with
+ * the header lines hdrs (copied; may hold credentials), the answer
+ * collected up to max bytes, then cb(px, ...).  px owns it as px->sub.
+ */
+static struct proxy *
+px_sub_new(struct proxy *px, const struct url *u, const struct origin *o,
+    const char *hdrs, size_t max, px_sub_cb cb)
+{
+	struct proxy		*sub;
+	struct hframe_limits	 lim = { 65536, 256, 8192 };
+
+	if ((sub = calloc(1, sizeof(*sub))) == NULL)
+		fatal("calloc");
+	sub->ctx = px->ctx;
+	sub->conf = px->conf;
+	sub->ops = &px_sink_ops;
+	sub->arg = sub;
+	sub->method = HTTP_GET;
+	sub->method_str = "GET";
+	sub->foreign = 1;	/* no upstream auth: hdrs say it all */
+	snprintf(sub->logid, sizeof(sub->logid), "%s", px->logid);
+	sub->up = px->up;
+	sub->us = px->us;
+	sub->origin = *o;
+	sub->parent = px;
+	sub->on_sub = cb;
+	sub->sink_max = max;
+	if ((sub->sink = evbuffer_new()) == NULL ||
+	    (sub->upath = strdup(u->path[0] ? u->path : "/")) == NULL ||
+	    (sub->extra = strdup(hdrs)) == NULL)
+		fatal("sub-request");
+	hframe_init(&sub->rf, HFRAME_RESPONSE, &lim, NULL, sub);
+	px->sub = sub;
+	return (sub);
+}
+
+/*
+ * Hand a sub-request's answer to its parent, then free it.  The parent
+ * lets go of it first: the callback may free the parent.
+ */
+static void
+px_sink_finish(struct proxy *sub, int status, const char *err)
+{
+	struct proxy	*px = sub->parent;
+	size_t		 len = evbuffer_get_length(sub->sink);
+	const char	*body;
+
+	px->sub = NULL;
+	evbuffer_add(sub->sink, "", 1);
+	body = (const char *)evbuffer_pullup(sub->sink, -1);
+	sub->on_sub(px, status, &sub->rf.msg.hdrs, body, len, err);
+	proxy_free(sub);
+}
+
+static int
+px_sink_head(void *arg, struct hframe_msg *rm)
+{
+	struct proxy	*sub = arg;
+
+	if (rm->has_length && rm->length > sub->sink_max) {
+		px_sink_finish(sub, -1, "response too large");
+		return (-1);
 	}
-	free(px->token);
-	if ((px->token = strdup(token)) == NULL)
-		fatal("strdup");
-	px_connect(px);
+	return (0);
+}
+
+static int
+px_sink_body(void *arg, struct evbuffer *in, size_t n)
+{
+	struct proxy	*sub = arg;
+
+	if (evbuffer_get_length(sub->sink) + n > sub->sink_max) {
+		px_sink_finish(sub, -1, "response too large");
+		return (-1);
+	}
+	evbuffer_remove_buffer(in, sub->sink, n);
+	return (0);
+}
+
+static int
+px_sink_body_data(void *arg, const char *data, size_t n)
+{
+	struct proxy	*sub = arg;
+
+	/* Must not free: px_pump fails the sub on the framing error. */
+	if (evbuffer_get_length(sub->sink) + n > sub->sink_max) {
+		sub->too_large = 1;
+		return (-1);
+	}
+	evbuffer_add(sub->sink, data, n);
+	return (0);
 }
 
 static void
-px_on_probe(void *arg, int status, struct headers *h, const char *body,
-    size_t len, const char *err)
+px_sink_done(void *arg)
 {
-	struct proxy	*px = arg;
-	const char	*wa;
-	char		 detail[256];
+	struct proxy	*sub = arg;
 
-	px->fetch = NULL;
+	px_sink_finish(sub, sub->rf.msg.status, NULL);
+}
+
+static void
+px_sink_fail(void *arg, enum pc_err err, const char *detail)
+{
+	px_sink_finish(arg, -1, detail);
+}
+
+static const struct proxy_ops px_sink_ops = {
+	px_sink_head,
+	px_sink_body,
+	px_sink_body_data,
+	px_sink_done,
+	px_sink_fail
+};
+
+static void
+px_on_token(struct proxy *px, int status, struct headers *h,
+    const char *body, size_t len, const char *err)
+{
+	const char	*tok;
+	char		 msg[512], why[128];
+
+	if (status == 200 && (tok = uauth_store(px->us, px->scope, body, len,
+	    why, sizeof(why))) != NULL) {
+		free(px->token);
+		if ((px->token = strdup(tok)) == NULL)
+			fatal("strdup");
+		px_connect(px);
+		return;
+	}
+	if (status == 200)
+		snprintf(msg, sizeof(msg), "%s", why);
+	else if (status < 0)
+		snprintf(msg, sizeof(msg), "token service: %s", err);
+	else
+		snprintf(msg, sizeof(msg), "token service answered %d", status);
+	log_info("%s upstream %s token_failed scope=\"%s\" %s", px->logid,
+	    px->up->name, px->scope, msg);
+	px_error(px, ERR_UPSTREAM_AUTH, msg);
+}
+
+static void
+px_on_probe(struct proxy *px, int status, struct headers *h,
+    const char *body, size_t len, const char *err)
+{
+	const char	*wa;
+	char		 detail[600];
+
 	if (status < 0) {
 		snprintf(detail, sizeof(detail), "upstream %s: %s",
 		    px->up->name, err);
@@ -330,6 +482,8 @@ px_begin(struct proxy *px)
 	struct upstream_state	*us = px->us;
 	const char		*tok;
 	struct url		 u;
+	struct origin		 o;
+	char			 hdrs[1600], why[512];
 
 	if (!px->foreign && us->auth_known && us->bearer &&
 	    us->realm[0] != '\0') {
@@ -340,21 +494,26 @@ px_begin(struct proxy *px)
 			px_connect(px);
 			return;
 		}
-		px->fetch = uauth_query_token(px->ctx, px->up, us, px->scope,
-		    px_on_token, px);
-		if (px->fetch == NULL)
-			px_error(px, ERR_UPSTREAM_AUTH,
-			    "cannot query the upstream's token service");
+		if (uauth_token_request(px->up, us, px->scope, &u, &o, hdrs,
+		    sizeof(hdrs), why, sizeof(why)) == -1) {
+			log_info("%s upstream %s token_refused reason=\"%s\"",
+			    px->logid, px->up->name, why);
+			px_error(px, ERR_UPSTREAM_AUTH, why);
+			return;
+		}
+		px_sub_new(px, &u, &o, hdrs, UAUTH_TOKEN_MAX, px_on_token);
+		explicit_bzero(hdrs, sizeof(hdrs));
+		px_connect(px->sub);	/* may call back, freeing px */
 		return;
 	}
 	if (!px->foreign && !us->auth_known && px->has_body) {
 		u = px->up->u;
 		snprintf(u.path, sizeof(u.path), "/v2/");
-		px->fetch = fetch_start(px->ctx, &u, px->up->ca_file, "GET",
-		    NULL, 65536, px->conf->upstream_response_timeout_ms,
-		    px_on_probe, px);
-		if (px->fetch == NULL)
-			px_error(px, ERR_UPSTREAM, "cannot reach upstream");
+		origin_from_url(&o, &u, px->up->ca_file);
+		snprintf(hdrs, sizeof(hdrs), "User-Agent: portcullis/%s\r\n"
+		    "Accept: application/json\r\n", PC_VERSION);
+		px_sub_new(px, &u, &o, hdrs, UAUTH_PROBE_MAX, px_on_probe);
+		px_connect(px->sub);	/* may call back, freeing px */
 		return;
 	}
 	px_connect(px);
@@ -376,8 +535,9 @@ px_on_connect(struct uconn *uc, int error, void *arg)
 		    error == EPROTO ? "TLS handshake failed: " :
 		    error == EACCES ? "refused: " : "cannot connect",
 		    error == EPROTO || error == EACCES ? uc->why : "",
-		    error == EACCES ? " (not the upstream's origin, not in "
-		    "redirect_allow)" : "");
+		    error != EACCES ? "" : px->parent != NULL ? " (not the "
+		    "upstream's host, not in auth_hosts)" : " (not the "
+		    "upstream's origin, not in redirect_allow)");
 		uconn_free(uc);
 		px->uc = NULL;
 		px_error(px, error == ETIMEDOUT ? ERR_UPSTREAM_TIMEOUT :
@@ -471,8 +631,14 @@ px_resp_body(void *arg, const char *data, size_t len)
 {
 	struct proxy	*px = arg;
 
-	if (px->ops->body_data(px->arg, data, len))
+	switch (px->ops->body_data(px->arg, data, len)) {
+	case -1:
+		return (-1);	/* a framing error ends it */
+	case 0:
+		break;
+	default:
 		px->want_pause = 1;
+	}
 	return (0);
 }
 
@@ -507,6 +673,8 @@ px_send(struct proxy *px)
 		evbuffer_add(out, fwd->v[i].value, fwd->v[i].vlen);
 		evbuffer_add(out, "\r\n", 2);
 	}
+	if (px->extra != NULL)
+		evbuffer_add(out, px->extra, strlen(px->extra));
 	if (px->peer != NULL && px->redirects == 0)
 		evbuffer_add_printf(out, "X-Forwarded-For: %s\r\n", px->peer);
 	if (!px->foreign) {
@@ -806,7 +974,8 @@ px_pump(struct proxy *px)
 			n = hframe_feed(&px->rf, v.iov_base, v.iov_len);
 			evbuffer_drain(in, n);
 			if (px->rf.phase == HF_ERROR) {
-				px_fail(px, ERR_UPSTREAM_PROTO,
+				px_fail(px, ERR_UPSTREAM_PROTO, px->too_large ?
+				    "response too large" :
 				    hframe_err_str(px->rf.err));
 				return;
 			}
@@ -837,7 +1006,8 @@ px_pump(struct proxy *px)
 			n = hframe_feed(&px->rf, v.iov_base, v.iov_len);
 			evbuffer_drain(in, n);
 			if (px->rf.phase == HF_ERROR) {
-				px_fail(px, ERR_UPSTREAM_PROTO,
+				px_fail(px, ERR_UPSTREAM_PROTO, px->too_large ?
+				    "response too large" :
 				    hframe_err_str(px->rf.err));
 				return;
 			}

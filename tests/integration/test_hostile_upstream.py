@@ -187,3 +187,84 @@ def test_redirect_hop_limit(up, start_gateway):
     up.route("GET", "/hop/3", 200, {"Content-Type": "text/plain"}, b"end")
     r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
     assert r.status_code == 200 and r.content == b"end", r.text
+
+
+# --- 2. token realms ---------------------------------------------------------
+
+def creds_file(tmp_path):
+    p = tmp_path / "creds"
+    p.write_text("gwuser:gw-s3cret\n")
+    p.chmod(0o600)
+    return str(p)
+
+
+@pytest.fixture
+def other_host():
+    """A "realm" on another host (127.0.0.2: loopback, but not the
+    upstream's 127.0.0.1), recording what reaches it."""
+    s = SecretService(addr="127.0.0.2", body=b'{"token":"stolen"}')
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def test_realm_on_another_host_gets_no_credentials(up, other_host,
+                                                   start_gateway, tmp_path):
+    up.require_token(realm=other_host.url + "/token")
+    d = up.blob(BLOB)
+    gw = start_gateway(gateway_config(hostile(
+        up, default=True, credentials_file=creds_file(tmp_path))))
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert_refused(r, "127.0.0.2", "auth_hosts", "credentials not sent")
+    assert other_host.count() == 0
+
+
+def test_plain_http_realm_in_auth_hosts_gets_no_credentials(
+        up, other_host, start_gateway, tmp_path):
+    up.require_token(realm=other_host.url + "/token")
+    d = up.blob(BLOB)
+    gw = start_gateway(gateway_config(hostile(
+        up, default=True, credentials_file=creds_file(tmp_path),
+        auth_hosts=[other_host.host])))
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert_refused(r, "plain http", "https only")
+    assert other_host.count() == 0
+
+
+def test_anonymous_realm_is_held_to_the_address_rules(up, other_host,
+                                                      start_gateway):
+    # No credentials to leak, but the realm is still a request the
+    # upstream chose: a loopback realm on another host is not dialled...
+    up.require_token(realm=other_host.url + "/token")
+    d = up.blob(BLOB)
+    gw = start_gateway(gateway_config(hostile(up, default=True)))
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert_refused(r, "loopback", "auth_hosts")
+    assert other_host.count() == 0
+    # ... unless auth_hosts names it; then it is asked, anonymously.
+    gw2 = start_gateway(gateway_config(hostile(
+        up, default=True, auth_hosts=["127.0.0.2"])))
+    r = session().get(gw2.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert other_host.count() == 1
+    assert "Authorization" not in other_host.seen()[0][2]
+
+
+def test_https_realm_in_auth_hosts_gets_credentials(up, start_gateway,
+                                                    tmp_path):
+    ca, crt, key = make_ca_and_cert(tmp_path, hosts=("127.0.0.2",))
+    realm = SecretService(addr="127.0.0.2", tls=(crt, key),
+                          body=b'{"token":"not-one-the-upstream-takes"}')
+    try:
+        up.require_token(realm=realm.url + "/token")
+        d = up.blob(BLOB)
+        gw = start_gateway(gateway_config(hostile(
+            up, default=True, credentials_file=creds_file(tmp_path),
+            ca_file=ca, auth_hosts=[realm.host])))
+        session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+        assert realm.count() == 1
+        assert realm.seen()[0][2].get("Authorization", "").startswith(
+            "Basic ")
+    finally:
+        realm.stop()
+

@@ -34,7 +34,6 @@ import os
 import ssl
 import threading
 
-from .util import free_port
 
 
 def sha256(data):
@@ -101,12 +100,12 @@ class _Server:
         self.lock = threading.Lock()
         self.log = []           # (method, path, {header: value})
         self.addr = addr
-        self.port = free_port()
+        # Port 0: the kernel picks a free one on exactly this address.
+        self.httpd = http.server.ThreadingHTTPServer((addr, 0), handler)
+        self.port = self.httpd.server_address[1]
         self.scheme = "https" if tls else "http"
         self.host = "%s:%d" % (addr, self.port)
         self.url = "%s://%s" % (self.scheme, self.host)
-        self.httpd = http.server.ThreadingHTTPServer((addr, self.port),
-                                                     handler)
         if tls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(tls[0], tls[1])
