@@ -290,6 +290,8 @@ void		 upstream_state_free_all(struct pc_ctx *);
 const char	*uauth_cached(struct upstream_state *, const char *);
 void		 uauth_learn(struct upstream_state *, const char *);
 int		 uauth_basic(const struct config_upstream *, char *, size_t);
+void		 uauth_drop(struct upstream_state *, const char *,
+		    const char *);
 int		 uauth_token_request(const struct config_upstream *,
 		    const struct upstream_state *, const char *, struct url *,
 		    struct origin *, char *, size_t, char *, size_t);

@@ -896,6 +896,18 @@ px_on_head(struct proxy *px)
 	const char		*wa, *loc;
 	int			 st = rm->status, m = px->method;
 
+	if (st == 401 && px->token != NULL && !px->foreign) {
+		/*
+		 * The upstream refused this token (revoked, keys rotated):
+		 * no request may take it from the cache again, this one's
+		 * retry included, nor a client's retry of a streamed body.
+		 */
+		uauth_drop(px->us, px->scope, px->token);
+		explicit_bzero(px->token, strlen(px->token));
+		free(px->token);
+		px->token = NULL;
+	}
+	/* One retry with fresh auth; a second 401 goes to the client. */
 	if (st == 401 && !px->auth_tried && !px->has_body && !px->foreign &&
 	    (wa = headers_get(&rm->hdrs, "WWW-Authenticate")) != NULL) {
 		px->auth_tried = 1;
@@ -1099,9 +1111,9 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	struct req		*req = px->req;
 	struct headers		 out;
 	enum resp_framing	 framing;
-	char			 newloc[4096];
+	char			 newloc[4096], chal[300];
 	int64_t			 length = -1;
-	int			 st = rm->status, m = req->msg->method;
+	int			 st = rm->status, m = req->msg->method, n;
 	size_t			 i;
 	const char		*ra;
 
@@ -1123,7 +1135,11 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	for (i = 0; i < rm->hdrs.n; i++) {
 		const struct header *h = &rm->hdrs.v[i];
 
-		/* The upstream's realm means nothing to our clients. */
+		/*
+		 * The upstream's realm means nothing to our clients (the
+		 * gateway holds the upstream credentials); a 401 gets the
+		 * gateway's own challenge below instead.
+		 */
 		if (strcasecmp(h->name, "WWW-Authenticate") == 0 ||
 		    strcasecmp(h->name, "X-Request-Id") == 0)
 			continue;
@@ -1139,6 +1155,13 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	if (req->ns[0] != '\0')
 		headers_add(&out, "OCI-Namespace", 13, req->ns,
 		    strlen(req->ns));
+	if (st == 401) {
+		/* RFC 9110 15.5.2: a 401 carries at least one challenge. */
+		n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
+		    req->conf->service);
+		if (n > 0 && (size_t)n < sizeof(chal))
+			headers_add(&out, "WWW-Authenticate", 16, chal, n);
+	}
 	if (rm->has_length)
 		length = (int64_t)rm->length;
 	if (m == HTTP_HEAD || st == 204 || st == 304)

@@ -139,14 +139,18 @@ uauth_basic(const struct config_upstream *up, char *buf, size_t len)
 	return (n < 0 || (size_t)n >= len ? -1 : 0);
 }
 
-/* Forget the cached token for scope. */
-static void
-uauth_drop(struct upstream_state *us, const char *scope)
+/*
+ * Forget the cached token for scope (only if it is tok, when tok is not
+ * NULL: another request may have cached a fresh one meanwhile).
+ */
+void
+uauth_drop(struct upstream_state *us, const char *scope, const char *tok)
 {
 	struct utoken	*t, *next;
 
 	TAILQ_FOREACH_SAFE(t, &us->tokens, entry, next) {
-		if (strcmp(t->scope, scope) != 0)
+		if (strcmp(t->scope, scope) != 0 ||
+		    (tok != NULL && strcmp(t->token, tok) != 0))
 			continue;
 		TAILQ_REMOVE(&us->tokens, t, entry);
 		us->ntokens--;
@@ -263,7 +267,7 @@ uauth_store(struct upstream_state *us, const char *scope, const char *body,
 		ttl = 86400;
 	/* Renew a little early: a token must not expire in flight. */
 	ttl = ttl * 9 / 10;
-	uauth_drop(us, scope);
+	uauth_drop(us, scope, NULL);
 	if ((t = calloc(1, sizeof(*t))) == NULL ||
 	    (t->scope = strdup(scope)) == NULL ||
 	    (t->token = strdup(s)) == NULL)

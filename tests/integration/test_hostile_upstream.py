@@ -268,3 +268,42 @@ def test_https_realm_in_auth_hosts_gets_credentials(up, start_gateway,
     finally:
         realm.stop()
 
+
+# --- 3. a refused token ------------------------------------------------------
+
+def test_rejected_token_is_dropped_and_fetched_again(up, start_gateway):
+    up.require_token()
+    d = up.blob(BLOB)
+    gw = start_gateway(gateway_config(hostile(up, default=True)))
+    s = session()
+    url = gw.url + "/v2/h/app/blobs/" + d
+    assert s.get(url, timeout=30).status_code == 200
+    assert up.ntokens == 1
+    up.revoke("tok-1")
+    r = s.get(url, timeout=30)
+    assert r.status_code == 200, (r.status_code, r.text)
+    assert r.content == BLOB
+    assert up.ntokens == 2
+    # The fresh token is cached again: no third fetch.
+    assert s.get(url, timeout=30).status_code == 200
+    assert up.ntokens == 2
+
+
+def test_token_refused_twice_is_a_401_with_a_challenge_and_no_loop(
+        up, start_gateway):
+    up.require_token()
+    d = up.blob(BLOB)
+    path = "/v2/app/blobs/" + d
+    gw = start_gateway(gateway_config(hostile(up, default=True)))
+    s = session()
+    url = gw.url + "/v2/h/app/blobs/" + d
+    assert s.get(url, timeout=30).status_code == 200
+    up.revoke_all = True
+    tokens, gets = up.ntokens, up.count("GET", path)
+    r = s.get(url, timeout=30)
+    assert r.status_code == 401, (r.status_code, r.text)
+    assert r.headers.get("WWW-Authenticate"), r.headers
+    assert "127.0.0.1:%d" % up.port not in r.headers["WWW-Authenticate"]
+    assert up.ntokens == tokens + 1
+    assert up.count("GET", path) == gets + 2
+
