@@ -1086,8 +1086,13 @@ px_up_event_cb(struct bufferevent *bev, short events, void *arg)
 		return;
 	}
 	if (!px->got_head && !px->got_bytes && px->uc->reused &&
-	    !px->has_body && px->reconnects == 0) {
-		/* A pooled connection the upstream had closed: retry once. */
+	    !px->has_body && (px->method == HTTP_GET ||
+	    px->method == HTTP_HEAD) && px->reconnects == 0) {
+		/*
+		 * A pooled connection the upstream had closed: retry once,
+		 * but only a safe method (RFC 9110 9.2.2).  The upstream may
+		 * have acted on a POST or DELETE before it closed.
+		 */
 		px->reconnects++;
 		px_reset(px);
 		px_connect(px);

@@ -307,3 +307,23 @@ def test_token_refused_twice_is_a_401_with_a_challenge_and_no_loop(
     assert up.ntokens == tokens + 1
     assert up.count("GET", path) == gets + 2
 
+
+# --- 13. no retried POST or DELETE ------------------------------------------
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/v2/app/blobs/uploads/"),
+    ("DELETE", "/v2/app/manifests/sha256:" + "0" * 64)])
+def test_unsafe_request_not_resent_on_a_dropped_pooled_connection(
+        up, start_gateway, method, path):
+    d = up.blob(BLOB)
+    gw = start_gateway(gateway_config(hostile(up, default=True)))
+    s = session()
+    # A GET leaves a kept-alive connection in the gateway's pool...
+    assert s.get(gw.url + "/v2/h/app/blobs/" + d,
+                 timeout=30).status_code == 200
+    # ... which the upstream closes after reading the next request.
+    up.drop_after_read = {method}
+    r = s.request(method, gw.url + path.replace("/v2/", "/v2/h/"),
+                  timeout=30)
+    assert r.status_code == 502, (r.status_code, r.text)
+    assert up.count(method, path) == 1
