@@ -314,8 +314,8 @@ struct proxy_ops {
 void	proxy_start(struct req *);
 struct proxy *proxy_fetch_new(struct pc_ctx *, struct config *,
 	    const struct config_upstream *, int, const char *, const char *,
-	    const struct headers *, const struct proxy_ops *, void *,
-	    const char *);
+	    const char *, const struct headers *, const struct proxy_ops *,
+	    void *, const char *);
 void	proxy_fetch_start(struct proxy *);
 void	proxy_resume(struct proxy *);
 void	proxy_free(struct proxy *);

@@ -165,6 +165,31 @@ px_map_from(struct proxy *px, const char *from, char *out, size_t len)
 	return (n < 0 || (size_t)n >= len ? -1 : 0);
 }
 
+/*
+ * The one place upstream targets and scopes are made: the target
+ * "/v2/<upname><rest>[?query]" and the token scope
+ * "repository:<upname>:<actions>[ <more>]".  -1 when it does not fit.
+ */
+static int
+px_target(struct proxy *px, const char *upname, const char *rest,
+    const char *query, const char *actions, const char *more)
+{
+	int	n;
+
+	free(px->upath);
+	n = asprintf(&px->upath, "/v2/%s%s%s%s", upname, rest,
+	    query != NULL && *query != '\0' ? "?" : "",
+	    query != NULL ? query : "");
+	if (n < 0) {
+		px->upath = NULL;
+		return (-1);
+	}
+	n = snprintf(px->scope, sizeof(px->scope), "repository:%s:%s%s%s",
+	    upname, actions, more != NULL && *more != '\0' ? " " : "",
+	    more != NULL ? more : "");
+	return (n < 0 || (size_t)n >= sizeof(px->scope) ? -1 : 0);
+}
+
 /* The upstream request target and the token scope. */
 static int
 px_build_target(struct proxy *px)
@@ -173,6 +198,7 @@ px_build_target(struct proxy *px)
 	const char	*rest, *write_acts;
 	char		 q1[4096], q2[4096], from[OCI_NAME_MAX + 1];
 	char		 upfrom[OCI_NAME_MAX + 16], enc[1024];
+	char		 mount[OCI_NAME_MAX + 32] = "";
 	size_t		 qlen;
 	int		 m = req->msg->method, n;
 
@@ -196,8 +222,8 @@ px_build_target(struct proxy *px)
 				n = strlen(q2);
 				snprintf(q2 + n, sizeof(q2) - n, "%sfrom=%s",
 				    n > 0 ? "&" : "", enc);
-				snprintf(px->scope, sizeof(px->scope),
-				    " repository:%s:pull", upfrom);
+				snprintf(mount, sizeof(mount),
+				    "repository:%s:pull", upfrom);
 			}
 		}
 	}
@@ -208,16 +234,9 @@ px_build_target(struct proxy *px)
 		return (n < 0 ? -1 : 0);
 	}
 	rest = req->path + 4 + strlen(req->route.name);
-	n = asprintf(&px->upath, "/v2/%s%s%s%s", req->upname, rest,
-	    q2[0] ? "?" : "", q2);
-	if (n < 0)
-		return (-1);
 	write_acts = m == HTTP_DELETE ? "delete" : "pull,push";
-	snprintf(q1, sizeof(q1), "%s", px->scope);
-	snprintf(px->scope, sizeof(px->scope), "repository:%s:%s%s",
-	    req->upname, (m == HTTP_GET || m == HTTP_HEAD) ? "pull" :
-	    write_acts, q1);
-	return (0);
+	return (px_target(px, req->upname, rest, q2,
+	    (m == HTTP_GET || m == HTTP_HEAD) ? "pull" : write_acts, mount));
 }
 
 /* Start forwarding the routed request to its upstream. */
@@ -256,19 +275,21 @@ proxy_start(struct req *req)
 
 /*
  * A request to an upstream without a client: `method` (GET or HEAD) on
- * `upath` with token scope `scope`, forwarding the fields in `fwd` (kept
- * by the owner until the proxy is freed).  Nothing happens until
- * proxy_fetch_start(); the answer goes to ops with arg.  The owner frees
- * the proxy with proxy_free(), at the latest in its done or fail callback.
+ * /v2/<upname>/<kind>/<ref> ("blobs" or "manifests") with a pull token,
+ * forwarding the fields in `fwd` (kept by the owner until the proxy is
+ * freed).  Nothing happens until proxy_fetch_start(); the answer goes to
+ * ops with arg.  The owner frees the proxy with proxy_free(), at the
+ * latest in its done or fail callback.
  */
 struct proxy *
 proxy_fetch_new(struct pc_ctx *ctx, struct config *conf,
-    const struct config_upstream *up, int method, const char *upath,
-    const char *scope, const struct headers *fwd, const struct proxy_ops *ops,
-    void *arg, const char *logid)
+    const struct config_upstream *up, int method, const char *upname,
+    const char *kind, const char *ref, const struct headers *fwd,
+    const struct proxy_ops *ops, void *arg, const char *logid)
 {
 	struct proxy		*px;
 	struct hframe_limits	 lim = { 65536, 256, 8192 };
+	char			 rest[OCI_REF_MAX + 32];
 
 	if ((px = calloc(1, sizeof(*px))) == NULL)
 		fatal("calloc");
@@ -285,9 +306,9 @@ proxy_fetch_new(struct pc_ctx *ctx, struct config *conf,
 	px->us = upstream_state_get(ctx, up);
 	origin_from_url(&px->origin, &up->u, up->ca_file);
 	hframe_init(&px->rf, HFRAME_RESPONSE, &lim, NULL, px);
-	if ((px->upath = strdup(upath)) == NULL)
-		fatal("strdup");
-	snprintf(px->scope, sizeof(px->scope), "%s", scope);
+	snprintf(rest, sizeof(rest), "/%s/%s", kind, ref);
+	if (px_target(px, upname, rest, NULL, "pull", NULL) == -1)
+		fatal("proxy_fetch_new: name or reference too long");
 	return (px);
 }
 
@@ -566,18 +587,22 @@ px_connect(struct proxy *px)
 		px_send(px);
 }
 
-/* Client request fields that never go upstream as they are. */
+/*
+ * Client request fields that never go upstream as they are: hop-by-hop
+ * ones, and those px_send() writes itself (Host, Authorization, framing,
+ * Expect, which this hop answers).
+ */
 static int
 px_skip_request_header(const struct headers *fwd, const char *name)
 {
-	static const char *skip[] = { "Host", "Authorization", "Connection",
-	    "Keep-Alive", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
-	    "Proxy-Connection", "Proxy-Authorization", "Content-Length",
-	    "Expect" };
+	static const char *const own[] = { "Host", "Authorization",
+	    "Content-Length", "Expect" };
 	size_t	i;
 
-	for (i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
-		if (strcasecmp(name, skip[i]) == 0)
+	if (headers_hop_by_hop(name))
+		return (1);
+	for (i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		if (strcasecmp(name, own[i]) == 0)
 			return (1);
 	/* Fields the client marked hop-by-hop in Connection. */
 	return (headers_has_token(fwd, "Connection", name));
