@@ -82,17 +82,40 @@ def test_redirect_to_loopback_service_is_refused(up, secret, start_gateway,
     assert secret.count() == 0
 
 
-def test_redirect_to_localhost_name_is_refused(up, secret, start_gateway):
-    # A name, not an address: the check is on what it resolves to.
+@pytest.mark.parametrize("host,why", [
+    ("localhost", "loopback"),             # a name: checked once resolved
+    ("0.0.0.0", "unspecified"),            # Linux dials the host itself
+    ("[::ffff:127.0.0.1]", "loopback")])   # IPv4-mapped IPv6
+def test_redirect_to_other_forms_of_loopback_is_refused(up, secret,
+                                                        start_gateway, host,
+                                                        why):
     gw = start_gateway(gateway_config(hostile(up, default=True)))
-    d = secret_redirect(up, secret, host="localhost")
+    d = secret_redirect(up, secret, host=host)
     r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
-    assert_refused(r, "loopback")
+    assert_refused(r, why)
     assert secret.count() == 0
+
+
+def test_redirect_back_to_the_upstream_keeps_its_credentials(up,
+                                                             start_gateway):
+    # The upstream's own origin is no SSRF target: the token goes along.
+    up.require_token()
+    d = up.blob(BLOB)
+    up.route("GET", "/v2/app/blobs/" + d, 307,
+             {"Location": "/v2/app/storage/" + d})
+    up.route("GET", "/v2/app/storage/" + d, 200,
+             {"Content-Type": "application/octet-stream"}, BLOB)
+    gw = start_gateway(gateway_config(hostile(up, default=True)))
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert r.status_code == 200 and r.content == BLOB, (r.status_code,
+                                                        r.text)
+    hop = [h for m, p, h in up.seen() if p == "/v2/app/storage/" + d]
+    assert hop and hop[-1]["Authorization"].startswith("Bearer tok-"), hop
 
 
 def test_redirect_allow_lets_it_through_with_only_safe_headers(
         up, secret, start_gateway):
+    up.require_token()      # the gateway holds a token it must not pass on
     gw = start_gateway(gateway_config(hostile(
         up, default=True, redirect_allow=["127.0.0.1:%d" % secret.port])))
     d = secret_redirect(up, secret)
