@@ -176,8 +176,8 @@ static const struct cfg_key cfg_limits_keys[] = {
 	  .help = "Largest manifest accepted from a client or an upstream." },
 	{ .name = "redirects", .type = CFG_INT, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(redirects), .min = 0, .max = 10, .def = 5,
-	  .help = "Upstream redirects followed for one blob or cache fill; "
-	  "one more is answered 502." },
+	  .help = "Upstream redirects followed for one request (blob, cache "
+	  "fill, tag revalidation); one more is answered 502." },
 	{ .name = NULL }
 };
 

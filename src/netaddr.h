@@ -14,14 +14,20 @@
 
 #include <stddef.h>
 
+/*
+ * The classes, with the ranges they hold: unspecified 0/8 and ::,
+ * loopback 127/8 and ::1, link-local 169.254/16 and fe80::/10, private
+ * (RFC 1918) 10/8, 172.16/12 and 192.168/16, carrier-grade NAT (RFC 6598)
+ * 100.64/10, unique local (RFC 4193) fc00::/7.
+ */
 #define NETADDR_CLASSES(X)						\
 	X(NETADDR_PUBLIC, "public")					\
-	X(NETADDR_UNSPECIFIED, "unspecified")	/* 0/8, :: */		\
-	X(NETADDR_LOOPBACK, "loopback")		/* 127/8, ::1 */	\
-	X(NETADDR_LINK_LOCAL, "link-local")	/* 169.254/16, fe80::/10 */ \
-	X(NETADDR_PRIVATE, "private")		/* RFC 1918 */		\
-	X(NETADDR_CGNAT, "carrier-grade NAT")	/* 100.64/10 */		\
-	X(NETADDR_ULA, "unique local")		/* fc00::/7 */		\
+	X(NETADDR_UNSPECIFIED, "unspecified")				\
+	X(NETADDR_LOOPBACK, "loopback")					\
+	X(NETADDR_LINK_LOCAL, "link-local")				\
+	X(NETADDR_PRIVATE, "private")					\
+	X(NETADDR_CGNAT, "carrier-grade NAT")				\
+	X(NETADDR_ULA, "unique local")					\
 	X(NETADDR_UNKNOWN, "unknown family")
 
 #define NETADDR_ENUM(e, s) e,

@@ -86,11 +86,11 @@ struct proxy {
 	int				 chunked_out;
 };
 
+#define PX_TOKEN_MAX	65536	/* token response body bytes */
+#define PX_PROBE_MAX	65536	/* GET /v2/ body bytes */
+
 static void	px_begin(struct proxy *);
 static void	px_connect(struct proxy *);
-
-#define UAUTH_TOKEN_MAX		65536	/* token response body bytes */
-#define UAUTH_PROBE_MAX		65536	/* GET /v2/ body bytes */
 static void	px_pump(struct proxy *);
 static void	px_error(struct proxy *, enum pc_err, const char *);
 
@@ -522,7 +522,7 @@ px_begin(struct proxy *px)
 			px_error(px, ERR_UPSTREAM_AUTH, why);
 			return;
 		}
-		px_sub_new(px, &u, &o, hdrs, UAUTH_TOKEN_MAX, px_on_token);
+		px_sub_new(px, &u, &o, hdrs, PX_TOKEN_MAX, px_on_token);
 		explicit_bzero(hdrs, sizeof(hdrs));
 		px_connect(px->sub);	/* may call back, freeing px */
 		return;
@@ -533,7 +533,7 @@ px_begin(struct proxy *px)
 		origin_from_url(&o, &u, px->up->ca_file);
 		snprintf(hdrs, sizeof(hdrs), "User-Agent: portcullis/%s\r\n"
 		    "Accept: application/json\r\n", PC_VERSION);
-		px_sub_new(px, &u, &o, hdrs, UAUTH_PROBE_MAX, px_on_probe);
+		px_sub_new(px, &u, &o, hdrs, PX_PROBE_MAX, px_on_probe);
 		px_connect(px->sub);	/* may call back, freeing px */
 		return;
 	}
