@@ -725,7 +725,9 @@ px_send(struct proxy *px)
 	} else if (m == HTTP_POST || m == HTTP_PUT || m == HTTP_PATCH)
 		evbuffer_add_printf(out, "Content-Length: 0\r\n");
 	evbuffer_add(out, "\r\n", 2);
-	log_debug("%s proxy sent head upstream=%s", px->logid, px->up->name);
+	/* Tests and operators read "sent head" as the request itself. */
+	log_debug("%s proxy sent %s upstream=%s", px->logid, px->parent ?
+	    "sub-request" : "head", px->up->name);
 
 	hframe_next(&px->rf);
 	px->rf.on_body = px_resp_body;
