@@ -4,12 +4,13 @@
 # $WORK (default /tmp/portcullis-fuzz).  Not part of CI: a crash leaves a
 # crash-* file in $WORK and a non-zero exit.
 #   contrib/fuzz.sh [target...]      targets: router url challenge hframe
+#                                    netaddr
 set -eu
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-30}
 WORK=${WORK:-/tmp/portcullis-fuzz}
 CC=${CC:-clang}
-targets=${*:-router url challenge hframe}
+targets=${*:-router url challenge hframe netaddr}
 mkdir -p "$WORK"
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -Isrc -D_GNU_SOURCE"
 for t in $targets; do
@@ -18,6 +19,7 @@ for t in $targets; do
 	url)       srcs="src/url.c" ;;
 	challenge) srcs="src/challenge.c src/url.c" ;;
 	hframe)    srcs="src/hframe.c src/headers.c -lhttp_parser" ;;
+	netaddr)   srcs="src/netaddr.c" ;;
 	*) echo "unknown target $t" >&2; exit 2 ;;
 	esac
 	$CC $flags -o "$WORK/fuzz_$t" "tests/fuzz/fuzz_$t.c" $srcs

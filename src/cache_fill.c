@@ -542,8 +542,6 @@ cache_fill_new(struct req *req, enum cache_kind kind, const char *digest,
 	struct cache		*c = req->c->ctx->cache;
 	struct cache_fill	*f;
 	const char		*hex;
-	char			 upath[OCI_NAME_MAX + 200];
-	char			 scope[OCI_NAME_MAX + 64];
 	size_t			 i, mine = 0;
 
 	/* Bounded: beyond the caps a miss goes to the upstream as is. */
@@ -582,11 +580,9 @@ cache_fill_new(struct req *req, enum cache_kind kind, const char *digest,
 	TAILQ_INSERT_TAIL(&c->fills, f, entry);
 	f->listed = 1;
 	c->nfills++;
-	snprintf(upath, sizeof(upath), "/v2/%s/%s/%s", req->upname,
-	    kind == CACHE_BLOB ? "blobs" : "manifests", digest);
-	snprintf(scope, sizeof(scope), "repository:%s:pull", req->upname);
-	f->px = proxy_fetch_new(c->ctx, f->conf, req->up, HTTP_GET, upath,
-	    scope, &f->fwd, &fill_ops, f, f->logid);
+	f->px = proxy_fetch_new(c->ctx, f->conf, req->up, HTTP_GET,
+	    req->upname, kind == CACHE_BLOB ? "blobs" : "manifests", digest,
+	    &f->fwd, &fill_ops, f, f->logid);
 	log_info("%llu.%u cache fill_start %s digest=%s upstream=%s "
 	    "name=%s", (unsigned long long)req->c->id, req->seq, f->logid,
 	    digest, req->up->name, req->upname);

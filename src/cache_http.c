@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "cache_http.h"
+#include "router.h"
 
 #define ACCEPT_MAX_TYPES	64
 
@@ -219,29 +220,14 @@ cache_accept_has(const char *set, const char *type)
 	return (0);
 }
 
-static int
-cr_hex(const char *s, size_t n)
-{
-	size_t	i;
-
-	for (i = 0; i < n; i++)
-		if (!isdigit((unsigned char)s[i]) && (s[i] < 'a' || s[i] > 'f'))
-			return (0);
-	return (s[n] == '\0');
-}
-
+/* The router's digest grammar is the one validator (router.c). */
 enum cache_alg
 cache_digest_alg(const char *d, const char **hex)
 {
-	if (strncmp(d, "sha256:", 7) == 0 && cr_hex(d + 7, 64)) {
-		*hex = d + 7;
-		return (CACHE_ALG_SHA256);
-	}
-	if (strncmp(d, "sha512:", 7) == 0 && cr_hex(d + 7, 128)) {
-		*hex = d + 7;
-		return (CACHE_ALG_SHA512);
-	}
-	return (CACHE_ALG_NONE);
+	if (!router_valid_digest(d, strlen(d)))
+		return (CACHE_ALG_NONE);
+	*hex = d + 7;
+	return (d[3] == '2' ? CACHE_ALG_SHA256 : CACHE_ALG_SHA512);
 }
 
 const char *

@@ -601,18 +601,15 @@ static void
 cr_revalidate(struct cache_reader *cr)
 {
 	struct req	*req = cr->req;
-	char		 upath[OCI_NAME_MAX + OCI_REF_MAX + 32];
-	char		 scope[OCI_NAME_MAX + 32], logid[48];
+	char		 logid[48];
 
 	req->cache_status = NULL;
 	cr_copy_accept(cr);
-	snprintf(upath, sizeof(upath), "/v2/%s/manifests/%s", req->upname,
-	    req->route.ref);
-	snprintf(scope, sizeof(scope), "repository:%s:pull", req->upname);
 	snprintf(logid, sizeof(logid), "%llu.%u",
 	    (unsigned long long)req->c->id, req->seq);
 	cr->px = proxy_fetch_new(req->c->ctx, req->conf, req->up, HTTP_HEAD,
-	    upath, scope, &cr->fwd, &tag_ops, cr, logid);
+	    req->upname, "manifests", req->route.ref, &cr->fwd, &tag_ops, cr,
+	    logid);
 	proxy_fetch_start(cr->px);	/* may answer, and free cr, at once */
 }
 

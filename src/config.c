@@ -175,6 +175,10 @@ static const struct cfg_key cfg_limits_keys[] = {
 	  .off = CFG_OFF(manifest_bytes), .min = 1024, .max = 67108864,
 	  .def = 4194304,
 	  .help = "Largest manifest accepted from a client or an upstream." },
+	{ .name = "redirects", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(redirects), .min = 0, .max = 10, .def = 5,
+	  .help = "Upstream redirects followed for one request (blob, cache "
+	  "fill, tag revalidation); one more is answered 502." },
 	{ .name = NULL }
 };
 
@@ -424,6 +428,21 @@ static const struct cfg_key cfg_upstream_keys[] = {
 	  .off = UP_OFF(tag_ttl_ms), .min = 0, .max = 2073600000LL, .def = -1,
 	  .def_doc = "cache.tag_ttl",
 	  .help = "This upstream's tag time-to-live, replacing the cache's." },
+	{ .name = "redirect_allow", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = UP_OFF(redirect_allow),
+	  .count_off = UP_OFF(nredirect_allow), .min = 0, .max = 64,
+	  .check = cfg_check_host, .def_doc = "none",
+	  .help = "Redirect targets (host, or host:port) this upstream may "
+	  "send the gateway to even when they resolve to a loopback, "
+	  "link-local, private, CGNAT, unique local or unspecified "
+	  "address." },
+	{ .name = "auth_hosts", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = UP_OFF(auth_hosts), .count_off = UP_OFF(nauth_hosts),
+	  .min = 0, .max = 64, .check = cfg_check_host,
+	  .def_doc = "none; with docker_hub auth.docker.io",
+	  .help = "Token realm hosts (host, or host:port) besides the "
+	  "upstream's own host that get its credentials (over https only) "
+	  "and may resolve to a non-public address." },
 	{ .name = NULL }
 };
 

@@ -109,6 +109,10 @@ struct config_upstream {
 	int			 pool_max_idle;
 	int			 cache;		/* use the cache (when any) */
 	int			 tag_ttl_ms;	/* -1: the cache's tag_ttl */
+	char			**redirect_allow;	/* host[:port] */
+	size_t			 nredirect_allow;
+	char			**auth_hosts;		/* host[:port] */
+	size_t			 nauth_hosts;
 };
 
 struct config {
@@ -129,6 +133,7 @@ struct config {
 	size_t			 uri_bytes;
 	size_t			 max_connections;
 	size_t			 manifest_bytes;
+	int			 redirects;	/* hops followed */
 	size_t			 high_watermark;
 
 	int			 header_timeout_ms;

@@ -166,3 +166,24 @@ headers_has_token(const struct headers *h, const char *name,
 	}
 	return (0);
 }
+
+/*
+ * Whether a field is hop-by-hop (RFC 9110 7.6.1, plus the Proxy-* fields
+ * and the old Keep-Alive/Proxy-Connection): it belongs to one connection
+ * and never passes a proxy.  The one list for both directions.  Fields a
+ * message names in its own Connection header are hop-by-hop too: see
+ * headers_has_token().
+ */
+int
+headers_hop_by_hop(const char *name)
+{
+	static const char *const hop[] = { "Connection", "Keep-Alive",
+	    "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+	    "TE", "Trailer", "Transfer-Encoding", "Upgrade" };
+	size_t	i;
+
+	for (i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+		if (strcasecmp(name, hop[i]) == 0)
+			return (1);
+	return (0);
+}

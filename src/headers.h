@@ -34,5 +34,6 @@ size_t		 headers_del(struct headers *, const char *);
 int		 headers_set(struct headers *, const char *, const char *);
 int		 headers_has_token(const struct headers *, const char *,
 		    const char *);
+int		 headers_hop_by_hop(const char *);
 
 #endif

@@ -42,7 +42,6 @@ struct conn;
 struct req;
 struct uconn;
 struct proxy;
-struct fetch;
 struct cache;
 struct cache_reader;
 struct audit;
@@ -238,6 +237,7 @@ struct origin {
 	int	port;
 	int	tls;
 	char	*ca_file;	/* borrowed from the config */
+	int	restricted;	/* dial public addresses only (netaddr.h) */
 };
 
 struct uconn {
@@ -249,7 +249,9 @@ struct uconn {
 	uint64_t		 idle_since;
 	int			 connected;
 	int			 reused;
-	char			 why[128];	/* TLS failure reason */
+	char			 why[384];	/* TLS failure, refusal */
+	int			 err;		/* to report from the timer */
+	struct uconn_dns	*dns;		/* resolving */
 	void			(*on_connect)(struct uconn *, int, void *);
 	void			*arg;
 	struct event		*timer;
@@ -288,17 +290,13 @@ void		 upstream_state_free_all(struct pc_ctx *);
 const char	*uauth_cached(struct upstream_state *, const char *);
 void		 uauth_learn(struct upstream_state *, const char *);
 int		 uauth_basic(const struct config_upstream *, char *, size_t);
-void		 fetch_cancel(struct fetch *);
-struct fetch	*uauth_query_token(struct pc_ctx *,
-		    const struct config_upstream *, struct upstream_state *,
-		    const char *, void (*)(void *, const char *, const char *),
-		    void *);
-typedef void (*fetch_cb)(void *, int, struct headers *, const char *,
-		    size_t, const char *);
-struct fetch	*fetch_start(struct pc_ctx *, const struct url *, char *,
-		    const char *, const char *, size_t, int, fetch_cb,
-		    void *);
-void		 fetch_cancel(struct fetch *);
+void		 uauth_drop(struct upstream_state *, const char *,
+		    const char *);
+int		 uauth_token_request(const struct config_upstream *,
+		    const struct upstream_state *, const char *, struct url *,
+		    struct origin *, char *, size_t, char *, size_t);
+const char	*uauth_store(struct upstream_state *, const char *,
+		    const char *, size_t, char *, size_t);
 
 /* proxy.c: one request forwarded to an upstream and its answer relayed. */
 struct proxy_ops {
@@ -306,7 +304,7 @@ struct proxy_ops {
 	int	(*head)(void *, struct hframe_msg *);
 	/* Move n body bytes out of the buffer: 1 pauses, -1 freed px. */
 	int	(*body)(void *, struct evbuffer *, size_t);
-	/* Decoded (chunked) body bytes: 1 pauses; must not free px. */
+	/* Decoded (chunked) body bytes: 1 pauses, -1 fails; never frees. */
 	int	(*body_data)(void *, const char *, size_t);
 	/* The answer is complete; the owner frees px. */
 	void	(*done)(void *);
@@ -316,8 +314,8 @@ struct proxy_ops {
 void	proxy_start(struct req *);
 struct proxy *proxy_fetch_new(struct pc_ctx *, struct config *,
 	    const struct config_upstream *, int, const char *, const char *,
-	    const struct headers *, const struct proxy_ops *, void *,
-	    const char *);
+	    const char *, const struct headers *, const struct proxy_ops *,
+	    void *, const char *);
 void	proxy_fetch_start(struct proxy *);
 void	proxy_resume(struct proxy *);
 void	proxy_free(struct proxy *);

@@ -12,11 +12,20 @@
  * bodies move between evbuffers without a copy.
  *
  * Upstream auth: a 401 with a challenge on a bodiless request is answered
- * by fetching a token (upstream_auth.c) and retrying once; before a request
- * with a body goes to an upstream whose auth is not known yet, a GET /v2/
- * probe learns it, because a streamed body cannot be replayed.  Blob GETs
- * follow the upstream's redirects (to storage hosts) here, dropping
- * Authorization when the redirect leaves the upstream's host.
+ * by fetching a token (upstream_auth.c decides where and with what) and
+ * retrying once; before a request with a body goes to an upstream whose
+ * auth is not known yet, a GET /v2/ probe learns it, because a streamed
+ * body cannot be replayed.  Token requests and probes are proxies too
+ * (px_sub_new): the same connection pool, address checks, 1xx, EOF and
+ * timeout handling, with the answer collected in a bounded evbuffer.
+ *
+ * Redirects: blob GET/HEAD and fetches (fills, tag HEADs) follow an
+ * upstream's 3xx to its storage hosts, at most limits.redirects hops, never
+ * from https to http.  A hop is a request the upstream chose, so it carries
+ * only Range, Accept and User-Agent (and the gateway's credentials when it
+ * goes back to the upstream's own origin), and unless the target is that
+ * origin or named in the upstream's redirect_allow, it may only be dialled
+ * at a public address (upstream.c checks the resolved address).
  *
  * A proxy either relays for a client request (proxy_start: the answer goes
  * to req.c's response writer) or runs without a client (proxy_fetch_new:
@@ -29,9 +38,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "netaddr.h"
 #include "portcullis.h"
 
-#define PROXY_MAX_REDIRECTS	5
+struct proxy;
+/* A sub-request's answer: status -1 with err on failure. */
+typedef void	(*px_sub_cb)(struct proxy *, int, struct headers *,
+		    const char *, size_t, const char *);
 
 struct proxy {
 	struct req			*req;		/* NULL: a fetch */
@@ -52,7 +65,13 @@ struct proxy {
 	char				*upath;
 	char				 scope[1200];
 	struct uconn			*uc;
-	struct fetch			*fetch;
+	struct proxy			*sub;		/* token, probe */
+	struct proxy			*parent;	/* we are its sub */
+	px_sub_cb			 on_sub;	/* parent's callback */
+	struct evbuffer			*sink;		/* a sub's answer */
+	size_t				 sink_max;
+	int				 too_large;
+	char				*extra;		/* header lines */
 	struct hframe			 rf;
 	char				*token;
 	int				 auth_tried;
@@ -67,6 +86,9 @@ struct proxy {
 	int				 chunked_out;
 };
 
+#define PX_TOKEN_MAX	65536	/* token response body bytes */
+#define PX_PROBE_MAX	65536	/* GET /v2/ body bytes */
+
 static void	px_begin(struct proxy *);
 static void	px_connect(struct proxy *);
 static void	px_pump(struct proxy *);
@@ -78,15 +100,24 @@ static const struct proxy_ops px_client_ops;
 void
 proxy_free(struct proxy *px)
 {
-	struct req	*req = px->req;
+	struct req	*req;
 
+	if (px == NULL)
+		return;
+	req = px->req;
 	if (req != NULL) {
 		req->body_ready = 0;
 		req->body_sink = NULL;
 		req->body_sink_data = NULL;
 		req->body_end = NULL;
 	}
-	fetch_cancel(px->fetch);
+	proxy_free(px->sub);
+	if (px->sink != NULL)
+		evbuffer_free(px->sink);
+	if (px->extra != NULL) {
+		explicit_bzero(px->extra, strlen(px->extra));
+		free(px->extra);
+	}
 	uconn_free(px->uc);
 	hframe_free(&px->rf);
 	free(px->upath);
@@ -134,6 +165,31 @@ px_map_from(struct proxy *px, const char *from, char *out, size_t len)
 	return (n < 0 || (size_t)n >= len ? -1 : 0);
 }
 
+/*
+ * The one place upstream targets and scopes are made: the target
+ * "/v2/<upname><rest>[?query]" and the token scope
+ * "repository:<upname>:<actions>[ <more>]".  -1 when it does not fit.
+ */
+static int
+px_target(struct proxy *px, const char *upname, const char *rest,
+    const char *query, const char *actions, const char *more)
+{
+	int	n;
+
+	free(px->upath);
+	n = asprintf(&px->upath, "/v2/%s%s%s%s", upname, rest,
+	    query != NULL && *query != '\0' ? "?" : "",
+	    query != NULL ? query : "");
+	if (n < 0) {
+		px->upath = NULL;
+		return (-1);
+	}
+	n = snprintf(px->scope, sizeof(px->scope), "repository:%s:%s%s%s",
+	    upname, actions, more != NULL && *more != '\0' ? " " : "",
+	    more != NULL ? more : "");
+	return (n < 0 || (size_t)n >= sizeof(px->scope) ? -1 : 0);
+}
+
 /* The upstream request target and the token scope. */
 static int
 px_build_target(struct proxy *px)
@@ -142,6 +198,7 @@ px_build_target(struct proxy *px)
 	const char	*rest, *write_acts;
 	char		 q1[4096], q2[4096], from[OCI_NAME_MAX + 1];
 	char		 upfrom[OCI_NAME_MAX + 16], enc[1024];
+	char		 mount[OCI_NAME_MAX + 32] = "";
 	size_t		 qlen;
 	int		 m = req->msg->method, n;
 
@@ -165,8 +222,8 @@ px_build_target(struct proxy *px)
 				n = strlen(q2);
 				snprintf(q2 + n, sizeof(q2) - n, "%sfrom=%s",
 				    n > 0 ? "&" : "", enc);
-				snprintf(px->scope, sizeof(px->scope),
-				    " repository:%s:pull", upfrom);
+				snprintf(mount, sizeof(mount),
+				    "repository:%s:pull", upfrom);
 			}
 		}
 	}
@@ -177,16 +234,9 @@ px_build_target(struct proxy *px)
 		return (n < 0 ? -1 : 0);
 	}
 	rest = req->path + 4 + strlen(req->route.name);
-	n = asprintf(&px->upath, "/v2/%s%s%s%s", req->upname, rest,
-	    q2[0] ? "?" : "", q2);
-	if (n < 0)
-		return (-1);
 	write_acts = m == HTTP_DELETE ? "delete" : "pull,push";
-	snprintf(q1, sizeof(q1), "%s", px->scope);
-	snprintf(px->scope, sizeof(px->scope), "repository:%s:%s%s",
-	    req->upname, (m == HTTP_GET || m == HTTP_HEAD) ? "pull" :
-	    write_acts, q1);
-	return (0);
+	return (px_target(px, req->upname, rest, q2,
+	    (m == HTTP_GET || m == HTTP_HEAD) ? "pull" : write_acts, mount));
 }
 
 /* Start forwarding the routed request to its upstream. */
@@ -225,19 +275,21 @@ proxy_start(struct req *req)
 
 /*
  * A request to an upstream without a client: `method` (GET or HEAD) on
- * `upath` with token scope `scope`, forwarding the fields in `fwd` (kept
- * by the owner until the proxy is freed).  Nothing happens until
- * proxy_fetch_start(); the answer goes to ops with arg.  The owner frees
- * the proxy with proxy_free(), at the latest in its done or fail callback.
+ * /v2/<upname>/<kind>/<ref> ("blobs" or "manifests") with a pull token,
+ * forwarding the fields in `fwd` (kept by the owner until the proxy is
+ * freed).  Nothing happens until proxy_fetch_start(); the answer goes to
+ * ops with arg.  The owner frees the proxy with proxy_free(), at the
+ * latest in its done or fail callback.
  */
 struct proxy *
 proxy_fetch_new(struct pc_ctx *ctx, struct config *conf,
-    const struct config_upstream *up, int method, const char *upath,
-    const char *scope, const struct headers *fwd, const struct proxy_ops *ops,
-    void *arg, const char *logid)
+    const struct config_upstream *up, int method, const char *upname,
+    const char *kind, const char *ref, const struct headers *fwd,
+    const struct proxy_ops *ops, void *arg, const char *logid)
 {
 	struct proxy		*px;
 	struct hframe_limits	 lim = { 65536, 256, 8192 };
+	char			 rest[OCI_REF_MAX + 32];
 
 	if ((px = calloc(1, sizeof(*px))) == NULL)
 		fatal("calloc");
@@ -254,9 +306,9 @@ proxy_fetch_new(struct pc_ctx *ctx, struct config *conf,
 	px->us = upstream_state_get(ctx, up);
 	origin_from_url(&px->origin, &up->u, up->ca_file);
 	hframe_init(&px->rf, HFRAME_RESPONSE, &lim, NULL, px);
-	if ((px->upath = strdup(upath)) == NULL)
-		fatal("strdup");
-	snprintf(px->scope, sizeof(px->scope), "%s", scope);
+	snprintf(rest, sizeof(rest), "/%s/%s", kind, ref);
+	if (px_target(px, upname, rest, NULL, "pull", NULL) == -1)
+		fatal("proxy_fetch_new: name or reference too long");
 	return (px);
 }
 
@@ -275,31 +327,157 @@ px_error(struct proxy *px, enum pc_err err, const char *detail)
 	px->ops->fail(px->arg, err, detail);
 }
 
-static void
-px_on_token(void *arg, const char *token, const char *err)
-{
-	struct proxy	*px = arg;
+static const struct proxy_ops px_sink_ops;
 
-	px->fetch = NULL;
-	if (token == NULL) {
-		px_error(px, ERR_UPSTREAM_AUTH, err);
-		return;
+/*
+ * A sub-request of px's own (a token, a probe): GET u from origin o with
+ * the header lines hdrs (copied; may hold credentials), the answer
+ * collected up to max bytes, then cb(px, ...).  px owns it as px->sub.
+ */
+static struct proxy *
+px_sub_new(struct proxy *px, const struct url *u, const struct origin *o,
+    const char *hdrs, size_t max, px_sub_cb cb)
+{
+	struct proxy		*sub;
+	struct hframe_limits	 lim = { 65536, 256, 8192 };
+
+	if ((sub = calloc(1, sizeof(*sub))) == NULL)
+		fatal("calloc");
+	sub->ctx = px->ctx;
+	sub->conf = px->conf;
+	sub->ops = &px_sink_ops;
+	sub->arg = sub;
+	sub->method = HTTP_GET;
+	sub->method_str = "GET";
+	sub->foreign = 1;	/* no upstream auth: hdrs say it all */
+	snprintf(sub->logid, sizeof(sub->logid), "%s", px->logid);
+	sub->up = px->up;
+	sub->us = px->us;
+	sub->origin = *o;
+	sub->parent = px;
+	sub->on_sub = cb;
+	sub->sink_max = max;
+	if ((sub->sink = evbuffer_new()) == NULL ||
+	    (sub->upath = strdup(u->path[0] ? u->path : "/")) == NULL ||
+	    (sub->extra = strdup(hdrs)) == NULL)
+		fatal("sub-request");
+	hframe_init(&sub->rf, HFRAME_RESPONSE, &lim, NULL, sub);
+	px->sub = sub;
+	return (sub);
+}
+
+/*
+ * Hand a sub-request's answer to its parent, then free it.  The parent
+ * lets go of it first: the callback may free the parent.
+ */
+static void
+px_sink_finish(struct proxy *sub, int status, const char *err)
+{
+	struct proxy	*px = sub->parent;
+	size_t		 len = evbuffer_get_length(sub->sink);
+	const char	*body;
+
+	px->sub = NULL;
+	evbuffer_add(sub->sink, "", 1);
+	body = (const char *)evbuffer_pullup(sub->sink, -1);
+	sub->on_sub(px, status, &sub->rf.msg.hdrs, body, len, err);
+	proxy_free(sub);
+}
+
+static int
+px_sink_head(void *arg, struct hframe_msg *rm)
+{
+	struct proxy	*sub = arg;
+
+	if (rm->has_length && rm->length > sub->sink_max) {
+		px_sink_finish(sub, -1, "response too large");
+		return (-1);
 	}
-	free(px->token);
-	if ((px->token = strdup(token)) == NULL)
-		fatal("strdup");
-	px_connect(px);
+	return (0);
+}
+
+static int
+px_sink_body(void *arg, struct evbuffer *in, size_t n)
+{
+	struct proxy	*sub = arg;
+
+	if (evbuffer_get_length(sub->sink) + n > sub->sink_max) {
+		px_sink_finish(sub, -1, "response too large");
+		return (-1);
+	}
+	evbuffer_remove_buffer(in, sub->sink, n);
+	return (0);
+}
+
+static int
+px_sink_body_data(void *arg, const char *data, size_t n)
+{
+	struct proxy	*sub = arg;
+
+	/* Must not free: px_pump fails the sub on the framing error. */
+	if (evbuffer_get_length(sub->sink) + n > sub->sink_max) {
+		sub->too_large = 1;
+		return (-1);
+	}
+	evbuffer_add(sub->sink, data, n);
+	return (0);
 }
 
 static void
-px_on_probe(void *arg, int status, struct headers *h, const char *body,
-    size_t len, const char *err)
+px_sink_done(void *arg)
 {
-	struct proxy	*px = arg;
-	const char	*wa;
-	char		 detail[256];
+	struct proxy	*sub = arg;
 
-	px->fetch = NULL;
+	px_sink_finish(sub, sub->rf.msg.status, NULL);
+}
+
+static void
+px_sink_fail(void *arg, enum pc_err err, const char *detail)
+{
+	px_sink_finish(arg, -1, detail);
+}
+
+static const struct proxy_ops px_sink_ops = {
+	px_sink_head,
+	px_sink_body,
+	px_sink_body_data,
+	px_sink_done,
+	px_sink_fail
+};
+
+static void
+px_on_token(struct proxy *px, int status, struct headers *h,
+    const char *body, size_t len, const char *err)
+{
+	const char	*tok;
+	char		 msg[512], why[128];
+
+	if (status == 200 && (tok = uauth_store(px->us, px->scope, body, len,
+	    why, sizeof(why))) != NULL) {
+		free(px->token);
+		if ((px->token = strdup(tok)) == NULL)
+			fatal("strdup");
+		px_connect(px);
+		return;
+	}
+	if (status == 200)
+		snprintf(msg, sizeof(msg), "%s", why);
+	else if (status < 0)
+		snprintf(msg, sizeof(msg), "token service: %s", err);
+	else
+		snprintf(msg, sizeof(msg), "token service answered %d", status);
+	log_info("%s upstream %s token_failed scope=\"%s\" %s", px->logid,
+	    px->up->name, px->scope, msg);
+	px_error(px, ERR_UPSTREAM_AUTH, msg);
+}
+
+static void
+px_on_probe(struct proxy *px, int status, struct headers *h,
+    const char *body, size_t len, const char *err)
+{
+	const char	*wa;
+	char		 detail[600];
+
 	if (status < 0) {
 		snprintf(detail, sizeof(detail), "upstream %s: %s",
 		    px->up->name, err);
@@ -325,6 +503,8 @@ px_begin(struct proxy *px)
 	struct upstream_state	*us = px->us;
 	const char		*tok;
 	struct url		 u;
+	struct origin		 o;
+	char			 hdrs[1600], why[512];
 
 	if (!px->foreign && us->auth_known && us->bearer &&
 	    us->realm[0] != '\0') {
@@ -335,21 +515,26 @@ px_begin(struct proxy *px)
 			px_connect(px);
 			return;
 		}
-		px->fetch = uauth_query_token(px->ctx, px->up, us, px->scope,
-		    px_on_token, px);
-		if (px->fetch == NULL)
-			px_error(px, ERR_UPSTREAM_AUTH,
-			    "cannot query the upstream's token service");
+		if (uauth_token_request(px->up, us, px->scope, &u, &o, hdrs,
+		    sizeof(hdrs), why, sizeof(why)) == -1) {
+			log_info("%s upstream %s token_refused reason=\"%s\"",
+			    px->logid, px->up->name, why);
+			px_error(px, ERR_UPSTREAM_AUTH, why);
+			return;
+		}
+		px_sub_new(px, &u, &o, hdrs, PX_TOKEN_MAX, px_on_token);
+		explicit_bzero(hdrs, sizeof(hdrs));
+		px_connect(px->sub);	/* may call back, freeing px */
 		return;
 	}
 	if (!px->foreign && !us->auth_known && px->has_body) {
 		u = px->up->u;
 		snprintf(u.path, sizeof(u.path), "/v2/");
-		px->fetch = fetch_start(px->ctx, &u, px->up->ca_file, "GET",
-		    NULL, 65536, px->conf->upstream_response_timeout_ms,
-		    px_on_probe, px);
-		if (px->fetch == NULL)
-			px_error(px, ERR_UPSTREAM, "cannot reach upstream");
+		origin_from_url(&o, &u, px->up->ca_file);
+		snprintf(hdrs, sizeof(hdrs), "User-Agent: portcullis/%s\r\n"
+		    "Accept: application/json\r\n", PC_VERSION);
+		px_sub_new(px, &u, &o, hdrs, PX_PROBE_MAX, px_on_probe);
+		px_connect(px->sub);	/* may call back, freeing px */
 		return;
 	}
 	px_connect(px);
@@ -361,15 +546,19 @@ static void
 px_on_connect(struct uconn *uc, int error, void *arg)
 {
 	struct proxy	*px = arg;
-	char		 detail[512];
+	char		 detail[1024];
 
 	if (error != 0) {
-		snprintf(detail, sizeof(detail), "upstream %s (%s:%d): %s%s",
+		snprintf(detail, sizeof(detail), "upstream %s (%s:%d): %s%s%s",
 		    px->up->name, uc->origin.host, uc->origin.port,
 		    error == ETIMEDOUT ? "connect timed out" :
 		    error == EHOSTUNREACH ? "cannot resolve host" :
 		    error == EPROTO ? "TLS handshake failed: " :
-		    "cannot connect", error == EPROTO ? uc->why : "");
+		    error == EACCES ? "refused: " : "cannot connect",
+		    error == EPROTO || error == EACCES ? uc->why : "",
+		    error != EACCES ? "" : px->parent != NULL ? " (not the "
+		    "upstream's host, not in auth_hosts)" : " (not the "
+		    "upstream's origin, not in redirect_allow)");
 		uconn_free(uc);
 		px->uc = NULL;
 		px_error(px, error == ETIMEDOUT ? ERR_UPSTREAM_TIMEOUT :
@@ -398,21 +587,34 @@ px_connect(struct proxy *px)
 		px_send(px);
 }
 
-/* Client request fields that never go upstream as they are. */
+/*
+ * Client request fields that never go upstream as they are: hop-by-hop
+ * ones, and those px_send() writes itself (Host, Authorization, framing,
+ * Expect, which this hop answers).
+ */
 static int
 px_skip_request_header(const struct headers *fwd, const char *name)
 {
-	static const char *skip[] = { "Host", "Authorization", "Connection",
-	    "Keep-Alive", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
-	    "Proxy-Connection", "Proxy-Authorization", "Content-Length",
-	    "Expect" };
+	static const char *const own[] = { "Host", "Authorization",
+	    "Content-Length", "Expect" };
 	size_t	i;
 
-	for (i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
-		if (strcasecmp(name, skip[i]) == 0)
+	if (headers_hop_by_hop(name))
+		return (1);
+	for (i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		if (strcasecmp(name, own[i]) == 0)
 			return (1);
 	/* Fields the client marked hop-by-hop in Connection. */
 	return (headers_has_token(fwd, "Connection", name));
+}
+
+/* The fields a redirect target gets from the client's request. */
+static int
+px_redirect_header(const char *name)
+{
+	return (strcasecmp(name, "Range") == 0 ||
+	    strcasecmp(name, "Accept") == 0 ||
+	    strcasecmp(name, "User-Agent") == 0);
 }
 
 static int
@@ -454,8 +656,14 @@ px_resp_body(void *arg, const char *data, size_t len)
 {
 	struct proxy	*px = arg;
 
-	if (px->ops->body_data(px->arg, data, len))
+	switch (px->ops->body_data(px->arg, data, len)) {
+	case -1:
+		return (-1);	/* a framing error ends it */
+	case 0:
+		break;
+	default:
 		px->want_pause = 1;
+	}
 	return (0);
 }
 
@@ -482,12 +690,17 @@ px_send(struct proxy *px)
 	for (i = 0; fwd != NULL && i < fwd->n; i++) {
 		if (px_skip_request_header(fwd, fwd->v[i].name))
 			continue;
+		/* A target the upstream chose gets no more than it needs. */
+		if (px->redirects > 0 && !px_redirect_header(fwd->v[i].name))
+			continue;
 		evbuffer_add(out, fwd->v[i].name, fwd->v[i].nlen);
 		evbuffer_add(out, ": ", 2);
 		evbuffer_add(out, fwd->v[i].value, fwd->v[i].vlen);
 		evbuffer_add(out, "\r\n", 2);
 	}
-	if (px->peer != NULL)
+	if (px->extra != NULL)
+		evbuffer_add(out, px->extra, strlen(px->extra));
+	if (px->peer != NULL && px->redirects == 0)
 		evbuffer_add_printf(out, "X-Forwarded-For: %s\r\n", px->peer);
 	if (!px->foreign) {
 		if (px->token != NULL)
@@ -512,7 +725,9 @@ px_send(struct proxy *px)
 	} else if (m == HTTP_POST || m == HTTP_PUT || m == HTTP_PATCH)
 		evbuffer_add_printf(out, "Content-Length: 0\r\n");
 	evbuffer_add(out, "\r\n", 2);
-	log_debug("%s proxy sent head upstream=%s", px->logid, px->up->name);
+	/* Tests and operators read "sent head" as the request itself. */
+	log_debug("%s proxy sent %s upstream=%s", px->logid, px->parent ?
+	    "sub-request" : "head", px->up->name);
 
 	hframe_next(&px->rf);
 	px->rf.on_body = px_resp_body;
@@ -608,35 +823,63 @@ px_rewrite_location(struct proxy *px, const char *loc, char *out,
 
 enum px_next { PX_CONTINUE, PX_GONE };
 
-/* Follow a redirect for a blob GET or HEAD. */
+/* Refuse to follow a redirect: 502 with the reason. */
+static enum px_next
+px_redirect_refuse(struct proxy *px, const char *why)
+{
+	char	 detail[512];
+
+	snprintf(detail, sizeof(detail), "upstream %s: redirect refused: %s",
+	    px->up->name, why);
+	log_info("%s proxy redirect_refused upstream=%s reason=\"%s\"",
+	    px->logid, px->up->name, why);
+	px_error(px, ERR_UPSTREAM, detail);
+	return (PX_GONE);
+}
+
+/* Follow a redirect for a blob GET or HEAD, or a fetch. */
 static enum px_next
 px_redirect(struct proxy *px, const char *loc)
 {
-	struct url	 u;
-	int		 same;
+	const struct config_upstream	*up = px->up;
+	struct url			 u;
+	char				 why[300];
+	int				 same;
 
-	if (loc[0] == '/') {
-		u = px->up->u;
-		u.host[0] = '\0';
+	if (loc[0] == '/' && loc[1] != '/') {
+		/* Relative to the origin the answer came from. */
+		memset(&u, 0, sizeof(u));
+		snprintf(u.scheme, sizeof(u.scheme), "%s", px->origin.tls ?
+		    "https" : "http");
 		snprintf(u.host, sizeof(u.host), "%s", px->origin.host);
 		u.port = px->origin.port;
 		u.tls = px->origin.tls;
-		snprintf(u.path, sizeof(u.path), "%s", loc);
-	} else if (url_parse(loc, &u) == -1) {
-		px_error(px, ERR_UPSTREAM_PROTO,
-		    "upstream redirect to an invalid URL");
-		return (PX_GONE);
+		if ((size_t)snprintf(u.path, sizeof(u.path), "%s", loc) >=
+		    sizeof(u.path))
+			return (px_redirect_refuse(px, "Location too long"));
+	} else if (url_parse(loc, &u) == -1)
+		return (px_redirect_refuse(px, "Location is not an absolute "
+		    "http(s) URL or an absolute path"));
+	if (px->redirects >= px->conf->redirects) {
+		snprintf(why, sizeof(why), "more than %d redirects "
+		    "(limits.redirects)", px->conf->redirects);
+		return (px_redirect_refuse(px, why));
 	}
+	if (px->origin.tls && !u.tls)
+		return (px_redirect_refuse(px, "https to http downgrade"));
 	px->redirects++;
-	same = strcmp(u.host, px->up->u.host) == 0 &&
-	    u.port == px->up->u.port && u.tls == px->up->u.tls;
+	same = strcmp(u.host, up->u.host) == 0 && u.port == up->u.port &&
+	    u.tls == up->u.tls;
 	px->foreign = !same;
-	origin_from_url(&px->origin, &u, same ? px->up->ca_file : NULL);
+	origin_from_url(&px->origin, &u, same ? up->ca_file : NULL);
+	px->origin.restricted = !same && !netaddr_listed(up->redirect_allow,
+	    up->nredirect_allow, u.host, u.port);
 	free(px->upath);
 	if ((px->upath = strdup(u.path[0] ? u.path : "/")) == NULL)
 		fatal("strdup");
-	log_debug("%s proxy redirect host=%s foreign=%d", px->logid, u.host,
-	    px->foreign);
+	log_debug("%s proxy redirect host=%s port=%d foreign=%d "
+	    "restricted=%d", px->logid, u.host, u.port, px->foreign,
+	    px->origin.restricted);
 	px_reset(px);
 	px_connect(px);
 	return (PX_GONE);
@@ -680,6 +923,18 @@ px_on_head(struct proxy *px)
 	const char		*wa, *loc;
 	int			 st = rm->status, m = px->method;
 
+	if (st == 401 && px->token != NULL && !px->foreign) {
+		/*
+		 * The upstream refused this token (revoked, keys rotated):
+		 * no request may take it from the cache again, this one's
+		 * retry included, nor a client's retry of a streamed body.
+		 */
+		uauth_drop(px->us, px->scope, px->token);
+		explicit_bzero(px->token, strlen(px->token));
+		free(px->token);
+		px->token = NULL;
+	}
+	/* One retry with fresh auth; a second 401 goes to the client. */
 	if (st == 401 && !px->auth_tried && !px->has_body && !px->foreign &&
 	    (wa = headers_get(&rm->hdrs, "WWW-Authenticate")) != NULL) {
 		px->auth_tried = 1;
@@ -695,7 +950,6 @@ px_on_head(struct proxy *px)
 	}
 	if ((st == 301 || st == 302 || st == 303 || st == 307 || st == 308) &&
 	    px->follow && (m == HTTP_GET || m == HTTP_HEAD) &&
-	    px->redirects < PROXY_MAX_REDIRECTS &&
 	    (loc = headers_get(&rm->hdrs, "Location")) != NULL)
 		return (px_redirect(px, loc));
 	if (!px->foreign)
@@ -759,7 +1013,8 @@ px_pump(struct proxy *px)
 			n = hframe_feed(&px->rf, v.iov_base, v.iov_len);
 			evbuffer_drain(in, n);
 			if (px->rf.phase == HF_ERROR) {
-				px_fail(px, ERR_UPSTREAM_PROTO,
+				px_fail(px, ERR_UPSTREAM_PROTO, px->too_large ?
+				    "response too large" :
 				    hframe_err_str(px->rf.err));
 				return;
 			}
@@ -790,7 +1045,8 @@ px_pump(struct proxy *px)
 			n = hframe_feed(&px->rf, v.iov_base, v.iov_len);
 			evbuffer_drain(in, n);
 			if (px->rf.phase == HF_ERROR) {
-				px_fail(px, ERR_UPSTREAM_PROTO,
+				px_fail(px, ERR_UPSTREAM_PROTO, px->too_large ?
+				    "response too large" :
 				    hframe_err_str(px->rf.err));
 				return;
 			}
@@ -857,8 +1113,13 @@ px_up_event_cb(struct bufferevent *bev, short events, void *arg)
 		return;
 	}
 	if (!px->got_head && !px->got_bytes && px->uc->reused &&
-	    !px->has_body && px->reconnects == 0) {
-		/* A pooled connection the upstream had closed: retry once. */
+	    !px->has_body && (px->method == HTTP_GET ||
+	    px->method == HTTP_HEAD) && px->reconnects == 0) {
+		/*
+		 * A pooled connection the upstream had closed: retry once,
+		 * but only a safe method (RFC 9110 9.2.2).  The upstream may
+		 * have acted on a POST or DELETE before it closed.
+		 */
 		px->reconnects++;
 		px_reset(px);
 		px_connect(px);
@@ -882,9 +1143,9 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	struct req		*req = px->req;
 	struct headers		 out;
 	enum resp_framing	 framing;
-	char			 newloc[4096];
+	char			 newloc[4096], chal[300];
 	int64_t			 length = -1;
-	int			 st = rm->status, m = req->msg->method;
+	int			 st = rm->status, m = req->msg->method, n;
 	size_t			 i;
 	const char		*ra;
 
@@ -906,7 +1167,11 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	for (i = 0; i < rm->hdrs.n; i++) {
 		const struct header *h = &rm->hdrs.v[i];
 
-		/* The upstream's realm means nothing to our clients. */
+		/*
+		 * The upstream's realm means nothing to our clients (the
+		 * gateway holds the upstream credentials); a 401 gets the
+		 * gateway's own challenge below instead.
+		 */
 		if (strcasecmp(h->name, "WWW-Authenticate") == 0 ||
 		    strcasecmp(h->name, "X-Request-Id") == 0)
 			continue;
@@ -922,6 +1187,13 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	if (req->ns[0] != '\0')
 		headers_add(&out, "OCI-Namespace", 13, req->ns,
 		    strlen(req->ns));
+	if (st == 401) {
+		/* RFC 9110 15.5.2: a 401 carries at least one challenge. */
+		n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
+		    req->conf->service);
+		if (n > 0 && (size_t)n < sizeof(chal))
+			headers_add(&out, "WWW-Authenticate", 16, chal, n);
+	}
 	if (rm->has_length)
 		length = (int64_t)rm->length;
 	if (m == HTTP_HEAD || st == 204 || st == 304)

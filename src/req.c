@@ -219,18 +219,12 @@ req_external_base(struct req *req, char *buf, size_t len)
 	    host));
 }
 
+/* Fields the response writer sets itself: hop-by-hop and framing. */
 static int
 req_hop_by_hop(const char *name)
 {
-	static const char *hop[] = { "Connection", "Keep-Alive",
-	    "Transfer-Encoding", "TE", "Trailer", "Upgrade",
-	    "Proxy-Connection", "Proxy-Authenticate", "Content-Length" };
-	size_t	i;
-
-	for (i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-		if (strcasecmp(name, hop[i]) == 0)
-			return (1);
-	return (0);
+	return (headers_hop_by_hop(name) ||
+	    strcasecmp(name, "Content-Length") == 0);
 }
 
 /*

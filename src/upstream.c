@@ -5,8 +5,16 @@
  * starts a new one: asynchronous DNS (evdns), TCP, and TLS with SNI and
  * hostname verification.  A uconn belongs either to the pool or to exactly
  * one user; the pool watches idle ones and drops those the peer closes.
+ *
+ * An origin a hostile upstream chose (a redirect target, a token realm) is
+ * `restricted`: the address the name resolved to is checked right before
+ * it is dialled, so neither a name like localhost nor DNS rebinding can
+ * reach the gateway's own networks (netaddr.h).  Restricted connections
+ * pool apart from the others: one dialled to a private address for a
+ * configured upstream is never handed to a redirect.
  */
 #include <sys/uio.h>
+#include <netinet/in.h>
 
 #include <errno.h>
 #include <stdlib.h>
@@ -17,6 +25,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "netaddr.h"
 #include "portcullis.h"
 
 #define UCONN_IDLE_MAX		256	/* across all origins */
@@ -28,6 +37,15 @@ static void	uconn_timer_cb(evutil_socket_t, short, void *);
 static void	uconn_idle_read_cb(struct bufferevent *, void *);
 static void	uconn_idle_event_cb(struct bufferevent *, short, void *);
 
+/*
+ * An outstanding name lookup.  It outlives its uconn when the uconn is
+ * freed first: evdns still calls back once (EVUTIL_EAI_CANCEL).
+ */
+struct uconn_dns {
+	struct uconn				*uc;	/* NULL: gone */
+	struct evdns_getaddrinfo_request	*req;
+};
+
 /* Fill an origin from a parsed URL; ca_file is borrowed. */
 void
 origin_from_url(struct origin *o, const struct url *u, char *ca_file)
@@ -37,6 +55,7 @@ origin_from_url(struct origin *o, const struct url *u, char *ca_file)
 	o->port = u->port;
 	o->tls = u->tls;
 	o->ca_file = ca_file;
+	o->restricted = 0;
 }
 
 /* "host" or "host:port" as the Host header wants it. */
@@ -54,8 +73,8 @@ origin_hostport(const struct origin *o, char *buf, size_t len)
 static void
 uconn_key(const struct origin *o, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s|%s|%d|%s", o->tls ? "https" : "http", o->host,
-	    o->port, o->ca_file ? o->ca_file : "");
+	snprintf(buf, len, "%s|%s|%d|%s|%d", o->tls ? "https" : "http",
+	    o->host, o->port, o->ca_file ? o->ca_file : "", o->restricted);
 }
 
 static void
@@ -66,6 +85,98 @@ uconn_set_timer(struct uconn *uc, int ms)
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
 	evtimer_add(uc->timer, &tv);
+}
+
+/* Report an error from the timer: never inside uconn_get(). */
+static void
+uconn_fail_later(struct uconn *uc, int err)
+{
+	struct timeval	tv = { 0, 0 };
+
+	uc->err = err;
+	evtimer_del(uc->timer);
+	evtimer_add(uc->timer, &tv);
+}
+
+/*
+ * The name resolved: check the first address (the one a connect would
+ * use) against the origin's restriction, then dial it.  May run inside
+ * evdns_getaddrinfo() for numeric hosts, so failures are deferred.
+ */
+static void
+uconn_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+	struct uconn_dns	*d = arg;
+	struct uconn		*uc = d->uc;
+	enum netaddr_class	 cls;
+	char			 addr[INET6_ADDRSTRLEN];
+
+	free(d);
+	if (uc == NULL) {
+		if (res != NULL)
+			evutil_freeaddrinfo(res);
+		return;
+	}
+	uc->dns = NULL;
+	if (result != 0 || res == NULL) {
+		log_info("- upstream connect_failed host=%s port=%d "
+		    "error=\"%s\"", uc->origin.host, uc->origin.port,
+		    evutil_gai_strerror(result));
+		if (res != NULL)
+			evutil_freeaddrinfo(res);
+		uconn_fail_later(uc, EHOSTUNREACH);
+		return;
+	}
+	cls = netaddr_class_sa(res->ai_addr, res->ai_addrlen);
+	if (uc->origin.restricted && cls != NETADDR_PUBLIC) {
+		if (evutil_inet_ntop(res->ai_family, res->ai_family ==
+		    AF_INET6 ? (void *)&((struct sockaddr_in6 *)(void *)
+		    res->ai_addr)->sin6_addr : (void *)&((struct sockaddr_in *)
+		    (void *)res->ai_addr)->sin_addr, addr,
+		    sizeof(addr)) == NULL)
+			snprintf(addr, sizeof(addr), "?");
+		snprintf(uc->why, sizeof(uc->why), "%s resolves to %s, a %s "
+		    "address", uc->origin.host, addr,
+		    netaddr_class_str(cls));
+		log_info("- upstream refused host=%s port=%d address=%s "
+		    "class=\"%s\"", uc->origin.host, uc->origin.port, addr,
+		    netaddr_class_str(cls));
+		evutil_freeaddrinfo(res);
+		uconn_fail_later(uc, EACCES);
+		return;
+	}
+	if (bufferevent_socket_connect(uc->bev, res->ai_addr,
+	    res->ai_addrlen) != 0) {
+		evutil_freeaddrinfo(res);
+		uconn_fail_later(uc, ECONNREFUSED);
+		return;
+	}
+	evutil_freeaddrinfo(res);
+}
+
+static int
+uconn_resolve(struct uconn *uc)
+{
+	struct evutil_addrinfo			 hints;
+	struct uconn_dns			*d;
+	struct evdns_getaddrinfo_request	*req;
+	char					 port[8];
+
+	if ((d = calloc(1, sizeof(*d))) == NULL)
+		return (-1);
+	d->uc = uc;
+	uc->dns = d;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	snprintf(port, sizeof(port), "%d", uc->origin.port);
+	/* NULL: answered (or failed) already, and d is freed. */
+	req = evdns_getaddrinfo(uc->ctx->dns, uc->origin.host, port, &hints,
+	    uconn_dns_cb, d);
+	if (req != NULL)
+		d->req = req;
+	return (0);
 }
 
 /*
@@ -128,8 +239,7 @@ uconn_get(struct pc_ctx *ctx, const struct origin *o, int timeout_ms,
 	/* As for clients (conn.c): fewer, larger writes of upload bodies. */
 	bufferevent_set_max_single_write(uc->bev, UCONN_READ_CHUNK);
 	uconn_set_timer(uc, timeout_ms);
-	if (bufferevent_socket_connect_hostname(uc->bev, ctx->dns, AF_UNSPEC,
-	    o->host, o->port) != 0) {
+	if (uconn_resolve(uc) == -1) {
 		uconn_free(uc);
 		return (NULL);
 	}
@@ -141,21 +251,12 @@ uconn_connect_cb(struct bufferevent *bev, short events, void *arg)
 {
 	struct uconn	*uc = arg;
 	unsigned long	 tlserr;
-	int		 err;
 
 	evtimer_del(uc->timer);
 	if (events & BEV_EVENT_CONNECTED) {
 		uc->connected = 1;
 		bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
 		uc->on_connect(uc, 0, uc->arg);
-		return;
-	}
-	err = bufferevent_socket_get_dns_error(bev);
-	if (err != 0) {
-		log_info("- upstream connect_failed host=%s port=%d "
-		    "error=\"%s\"", uc->origin.host, uc->origin.port,
-		    evutil_gai_strerror(err));
-		uc->on_connect(uc, EHOSTUNREACH, uc->arg);
 		return;
 	}
 	if (uc->origin.tls && (tlserr = bufferevent_get_openssl_error(bev)) !=
@@ -180,6 +281,11 @@ uconn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct uconn	*uc = arg;
 
+	if (!uc->connected && uc->err != 0) {
+		bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
+		uc->on_connect(uc, uc->err, uc->arg);
+		return;
+	}
 	if (!uc->connected) {
 		bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
 		log_info("- upstream connect_timeout host=%s port=%d",
@@ -199,6 +305,11 @@ uconn_free(struct uconn *uc)
 {
 	if (uc == NULL)
 		return;
+	if (uc->dns != NULL) {
+		uc->dns->uc = NULL;
+		if (uc->dns->req != NULL)
+			evdns_getaddrinfo_cancel(uc->dns->req);
+	}
 	bufferevent_free(uc->bev);
 	event_free(uc->timer);
 	free(uc);

@@ -455,6 +455,14 @@ static const struct err_case err_cases[] = {
 	{ "{'upstreams':[{'name':'a','url':'http://h','hosts':['a b']}]}",
 	  "/upstreams/0/hosts/0: must be a registry host name, optionally "
 	  "with :port" },
+	{ "{'upstreams':[{'name':'a','url':'http://h',"
+	  "'redirect_allow':['s3.example.com','http://x']}]}",
+	  "/upstreams/0/redirect_allow/1: must be a registry host name, "
+	  "optionally with :port" },
+	{ "{'upstreams':[{'name':'a','url':'http://h','auth_hosts':'a'}]}",
+	  "/upstreams/0/auth_hosts: must be an array of strings" },
+	{ "{'limits':{'redirects':11}," UP "}",
+	  "/limits/redirects: must be between 0 and 10" },
 	/* Files. */
 	{ "{'listen':{'tls':{'cert_file':'nope.pem','key_file':'key.pem'}},"
 	  UP "}", "/listen/tls/cert_file: cannot read: No such file or "
@@ -849,7 +857,9 @@ test_reference(void **state)
 		"/upstreams/N/docker_hub", "/upstreams/N/default",
 		"/upstreams/N/ca_file", "/upstreams/N/credentials_file",
 		"/upstreams/N/pool_max_idle",
-		"/upstreams/N/cache", "/upstreams/N/tag_ttl", "/cache",
+		"/upstreams/N/cache", "/upstreams/N/tag_ttl",
+		"/upstreams/N/redirect_allow", "/upstreams/N/auth_hosts",
+		"/limits/redirects", "/cache",
 		"/cache/dir", "/cache/max_bytes", "/cache/tag_ttl",
 		"/cache/negative_ttl", "/cache/sendfile", "/cache/send_window",
 		"/cache/max_tag_records", "/cache/tag_variants",

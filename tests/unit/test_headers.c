@@ -69,6 +69,24 @@ test_tokens(void **state)
 	headers_clear(&h);
 }
 
+static void
+test_hop_by_hop(void **state)
+{
+	static const char *const hop[] = { "Connection", "keep-alive",
+	    "PROXY-CONNECTION", "Proxy-Authenticate", "Proxy-Authorization",
+	    "TE", "Trailer", "transfer-encoding", "Upgrade" };
+	static const char *const end[] = { "Content-Length", "Host",
+	    "Authorization", "Accept", "Range", "Trailers", "Upgrade-Insecure",
+	    "" };
+	size_t	i;
+
+	(void)state;
+	for (i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+		assert_int_equal(headers_hop_by_hop(hop[i]), 1);
+	for (i = 0; i < sizeof(end) / sizeof(end[0]); i++)
+		assert_int_equal(headers_hop_by_hop(end[i]), 0);
+}
+
 int
 main(void)
 {
@@ -76,6 +94,7 @@ main(void)
 		cmocka_unit_test(test_order_and_repeats),
 		cmocka_unit_test(test_append_and_set),
 		cmocka_unit_test(test_tokens),
+		cmocka_unit_test(test_hop_by_hop),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
