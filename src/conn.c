@@ -32,15 +32,6 @@ static void	conn_process_cb(evutil_socket_t, short, void *);
 static int	conn_body_data(void *, const char *, size_t);
 static void	conn_process(struct conn *);
 
-/* Per-connection deferred work: re-run the read loop on the next turn. */
-struct conn_ext {
-	struct event	*ev_process;
-	int		 eof;		/* client half-closed */
-	int		 head_started;
-};
-
-#define CONN_EXT(c)	((struct conn_ext *)((c) + 1))
-
 static void
 conn_set_timer(struct conn *c, int ms)
 {
@@ -81,7 +72,7 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 	int			 one = 1, port = 0;
 	SSL			*ssl;
 
-	if ((c = calloc(1, sizeof(*c) + sizeof(struct conn_ext))) == NULL) {
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		close(fd);
 		return;
 	}
@@ -132,7 +123,7 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 	lim.uri_bytes = c->conf->uri_bytes;
 	hframe_init(&c->hf, HFRAME_REQUEST, &lim, conn_body_data, c);
 	c->timer = evtimer_new(ctx->base, conn_timer_cb, c);
-	CONN_EXT(c)->ev_process = event_new(ctx->base, -1, 0,
+	c->ev_process = event_new(ctx->base, -1, 0,
 	    conn_process_cb, c);
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
 	    c);
@@ -168,7 +159,7 @@ conn_close(struct conn *c, const char *reason)
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
 	evtimer_del(c->timer);
-	event_del(CONN_EXT(c)->ev_process);
+	event_del(c->ev_process);
 	TAILQ_REMOVE(&ctx->conns, c, entry);
 	TAILQ_INSERT_TAIL(&ctx->dead, c, entry);
 	event_active(ctx->ev_reap, 0, 0);
@@ -186,7 +177,7 @@ conn_reap(struct pc_ctx *ctx)
 		TAILQ_REMOVE(&ctx->dead, c, entry);
 		bufferevent_free(c->bev);
 		event_free(c->timer);
-		event_free(CONN_EXT(c)->ev_process);
+		event_free(c->ev_process);
 		hframe_free(&c->hf);
 		free(c->tls_subject);
 		config_unref(c->conf);
@@ -236,7 +227,7 @@ conn_resume_read(struct conn *c)
 	if (c->dead)
 		return;
 	c->read_paused = 0;
-	event_active(CONN_EXT(c)->ev_process, 0, 0);
+	event_active(c->ev_process, 0, 0);
 }
 
 /* Stop moving body bytes until conn_resume_read(). */
@@ -257,7 +248,7 @@ conn_req_done(struct conn *c)
 	int		 keep;
 
 	keep = req->keep_alive && c->hf.phase == HF_DONE && !c->closing &&
-	    !c->ctx->draining && !CONN_EXT(c)->eof;
+	    !c->ctx->draining && !c->eof;
 	c->req = NULL;
 	req_free(req);
 	bufferevent_set_timeouts(c->bev, NULL, NULL);
@@ -267,10 +258,10 @@ conn_req_done(struct conn *c)
 		return;
 	}
 	hframe_next(&c->hf);
-	CONN_EXT(c)->head_started = 0;
+	c->head_started = 0;
 	c->read_paused = 0;
 	conn_set_timer(c, c->conf->idle_timeout_ms);
-	event_active(CONN_EXT(c)->ev_process, 0, 0);
+	event_active(c->ev_process, 0, 0);
 }
 
 /* Answer a framing error without a request object and close. */
@@ -368,8 +359,8 @@ conn_process(struct conn *c)
 		if ((req = c->req) == NULL) {
 			if (avail == 0)
 				break;
-			if (!CONN_EXT(c)->head_started) {
-				CONN_EXT(c)->head_started = 1;
+			if (!c->head_started) {
+				c->head_started = 1;
 				conn_set_timer(c, c->conf->header_timeout_ms);
 			}
 			conn_feed(c, in);
@@ -483,7 +474,7 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 	if ((events & BEV_EVENT_EOF) && !(events & BEV_EVENT_ERROR) &&
 	    c->req != NULL && c->req->body_done && !c->closing) {
 		/* Half-close after a complete request: still answer it. */
-		CONN_EXT(c)->eof = 1;
+		c->eof = 1;
 		c->req->keep_alive = 0;
 		return;
 	}
@@ -504,7 +495,7 @@ conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 		conn_close(c, "write timeout");
 		return;
 	}
-	if (c->req == NULL && CONN_EXT(c)->head_started &&
+	if (c->req == NULL && c->head_started &&
 	    c->hf.phase == HF_HEAD) {
 		/* Slow or stalled header section: 408 and close. */
 		out = bufferevent_get_output(c->bev);

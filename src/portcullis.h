@@ -132,6 +132,9 @@ struct conn {
 	int			 read_paused;	/* backpressure */
 	int			 saw_tls_hello;	/* TLS on the plain port */
 	const char		*close_reason;
+	struct event		*ev_process;	/* re-run the read loop */
+	int			 eof;		/* client half-closed */
+	int			 head_started;	/* header timer armed */
 };
 
 void	conn_accept(struct pc_ctx *, evutil_socket_t, struct sockaddr *,
