@@ -4,7 +4,8 @@
  * feeds (the framer must not care where reads end).  Checks the limits hold
  * (no head over header_bytes, no more fields than header_count), that a
  * Content-Length body is never handed out beyond its length, and that an
- * accepted message never carries both framings.
+ * accepted message never carries both framings or a request target with
+ * bytes outside RFC 3986.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -71,6 +72,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(hf.head_bytes <= lim.header_bytes + 2);
 			check(hf.msg.hdrs.n <= lim.header_count);
 			check(!(hf.msg.chunked && hf.msg.has_length));
+			/* Only RFC 3986 bytes in an accepted target. */
+			if (hf.kind == HFRAME_REQUEST)
+				check(hframe_valid_target(hf.msg.url,
+				    hf.msg.url_len));
 			if (hf.msg.has_length)
 				check(moved + got <= hf.msg.length ||
 				    hf.phase == HF_DONE);
