@@ -55,6 +55,7 @@ struct pc_ctx {
 	struct evdns_base		*dns;
 	struct config			*conf;
 	struct evconnlistener		*listener;
+	int				 listener_paused; /* at max_conns */
 	struct ssl_ctx_st		*server_tls;
 	TAILQ_HEAD(, conn)		 conns;
 	size_t				 nconns;
@@ -135,6 +136,9 @@ struct conn {
 	struct event		*ev_process;	/* re-run the read loop */
 	int			 eof;		/* client half-closed */
 	int			 head_started;	/* header timer armed */
+	int			 linger;	/* unread bytes may follow */
+	int			 lingering;	/* write side shut, draining */
+	uint64_t		 linger_read;	/* bytes discarded */
 };
 
 void	conn_accept(struct pc_ctx *, evutil_socket_t, struct sockaddr *,
