@@ -503,7 +503,12 @@ conn_process(struct conn *c)
 				log_info("%llu.%u req body_error error=\"%s\"",
 				    (unsigned long long)c->id, c->nreqs,
 				    hframe_err_str(c->hf.err));
-				req_abort(req, "malformed request body");
+				/* Before the answer began: say why (400). */
+				if (!req->head_sent)
+					req_fail(req, ERR_BAD_REQUEST,
+					    hframe_err_str(c->hf.err));
+				else
+					req_abort(req, "malformed request body");
 				return;
 			}
 		}
