@@ -462,3 +462,26 @@ def test_linger_timeout_zero_closes_at_once(reg, start_gateway):
         assert r.status == 400
         assert c.wait_closed(TIMEOUT)
     assert_serves(gw)
+
+
+def test_chunked_manifest_over_limit_is_cut_off(liar):
+    # A real registry always sends a manifest's Content-Length; only the
+    # double sends one chunked, so the limit can only bite mid-body.
+    up, gw = liar
+    body = b'{"schemaVersion":2,"pad":"' + b"p" * (4 * MANIFEST_LIMIT) + \
+        b'"}'
+    step = 8192
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + step]),
+                                         body[i:i + step])
+                       for i in range(0, len(body), step)) + b"0\r\n\r\n"
+    up.canned("GET", "/v2/app/manifests/big", 200, [
+        ("Content-Type", OCI_MANIFEST), ("Transfer-Encoding", "chunked")],
+        chunked)
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
+        c.send(rawhttp.build("GET", "/v2/app/manifests/big",
+                             [("Accept", OCI_MANIFEST)], host=gw.host))
+        with pytest.raises(rawhttp.PeerClosed) as e:
+            c.read_response()
+        # Never more than the limit (plus chunk framing) reached us.
+        assert len(e.value.partial) < MANIFEST_LIMIT + 16384
+    assert_serves(gw)
