@@ -41,7 +41,8 @@ static void	conn_process_cb(evutil_socket_t, short, void *);
 static int	conn_body_data(void *, const char *, size_t);
 static void	conn_process(struct conn *);
 static void	conn_linger(struct conn *);
-static void	conn_send_error(struct conn *, int, enum pc_err, const char *);
+static void	conn_send_error(struct conn *, int, enum pc_err,
+		    const char *);
 
 static void
 conn_set_timer(struct conn *c, int ms)
@@ -508,7 +509,8 @@ conn_process(struct conn *c)
 					req_fail(req, ERR_BAD_REQUEST,
 					    hframe_err_str(c->hf.err));
 				else
-					req_abort(req, "malformed request body");
+					req_abort(req,
+					    "malformed request body");
 				return;
 			}
 		}

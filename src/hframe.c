@@ -430,8 +430,8 @@ hframe_chunk_piece(struct hframe *hf, const char *data, size_t len)
 	}
 	for (i = 0; i < len; i++) {
 		ch = (unsigned char)data[i];
-		if ((ch == '\n') != cr || ((ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') ||
-		    ch == 0x7f)) {
+		if ((ch == '\n') != cr || ch == 0x7f || (ch < 0x20 &&
+		    ch != '\t' && ch != '\r' && ch != '\n')) {
 			hframe_fail(hf, HF_E_BODY);
 			return (0);
 		}

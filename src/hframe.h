@@ -96,7 +96,7 @@ struct hframe {
 	int			 skip_body;	/* response to a HEAD */
 	int			 last_lf;	/* obs-fold detection */
 	int			 last_cr;	/* CRLF line ends */
-	int			 chunk_line;	/* chunked: outside data */
+	int			 chunk_line;	/* chunk: not in data */
 	uint64_t		 chunk_left;	/* chunk data + its CRLF */
 	uint64_t		 max_body;	/* decoded; 0: no bound */
 	char			 name[HFRAME_NAME_MAX];

@@ -133,11 +133,11 @@ struct conn {
 	int			 read_paused;	/* backpressure */
 	int			 saw_tls_hello;	/* TLS on the plain port */
 	const char		*close_reason;
-	struct event		*ev_process;	/* re-run the read loop */
+	struct event		*ev_process;	/* re-runs the reads */
 	int			 eof;		/* client half-closed */
-	int			 head_started;	/* header timer armed */
+	int			 head_started;	/* header timer on */
 	int			 linger;	/* unread bytes may follow */
-	int			 lingering;	/* write side shut, draining */
+	int			 lingering;	/* write shut, draining */
 	uint64_t		 linger_read;	/* bytes discarded */
 };
 

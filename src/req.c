@@ -276,7 +276,7 @@ req_send_head(struct req *req, int status, struct headers *h,
 	switch (framing) {
 	case RESP_LENGTH:
 	case RESP_NONE:
-		/* RFC 9110 8.6: never in a 1xx or 204, whatever upstream said. */
+		/* RFC 9110 8.6: never on a 1xx or 204 (nor the upstream's). */
 		if (length >= 0 && status != 204 && status >= 200)
 			evbuffer_add_printf(out, "Content-Length: %lld\r\n",
 			    (long long)length);

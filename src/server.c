@@ -141,7 +141,7 @@ server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 	ctx->conf = conf;
 	log_set_level(conf->log_level);
 	log_info("- server reload done upstreams=%zu", conf->nupstreams);
-	server_conn_gone(ctx);	/* a raised max_connections takes effect */
+	server_conn_gone(ctx);	/* a raised max_connections applies */
 }
 
 static int
