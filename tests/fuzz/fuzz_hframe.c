@@ -5,7 +5,8 @@
  * (no head over header_bytes, no more fields than header_count), that a
  * Content-Length body is never handed out beyond its length, and that an
  * accepted message never carries both framings or a request target with
- * bytes outside RFC 3986.
+ * bytes outside RFC 3986.  With an odd feed size each decoded body is
+ * bounded (hframe_set_max_body) and must never hand out more.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,6 +17,8 @@
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 static const struct hframe_limits lim = { 1024, 16, 256 };
+
+#define FUZZ_MAX_BODY	100
 
 static void
 check(int cond)
@@ -66,7 +69,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			left -= n;
 			continue;
 		}
+		if (hf.phase == HF_BODY_PARSED && (step & 1) &&
+		    hf.max_body == 0)
+			hframe_set_max_body(&hf, FUZZ_MAX_BODY);
 		used = hframe_feed(&hf, p, left < step ? left : step);
+		if (hf.max_body != 0)
+			check(got <= FUZZ_MAX_BODY);
 		check(used <= (left < step ? left : step));
 		if (hf.phase != HF_HEAD && hf.phase != HF_ERROR) {
 			check(hf.head_bytes <= lim.header_bytes + 2);
