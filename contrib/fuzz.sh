@@ -31,6 +31,9 @@ for t in $targets; do
 		printf '\010PATCH /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\nT: x\r\n\r\n' >"$WORK/corpus_$t/seed3"
 		printf '\041HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 204 No Content\r\n\r\n' >"$WORK/corpus_$t/seed4"
 		printf '\003HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n' >"$WORK/corpus_$t/seed5"
+		printf '\002GET /v2/a/tags/list?n=1\tx\fy\303\251 HTTP/1.1\r\nHost: h\r\n\r\n' >"$WORK/corpus_$t/seed6"
+		printf '\004GET /x HTTP/1.1\nHost: h\n\nGET /y HTTP/1.1\r\nHost: h\r\n\r\n' >"$WORK/corpus_$t/seed7"
+		printf '\010POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n' >"$WORK/corpus_$t/seed8"
 	fi
 	echo "== fuzz_$t for ${SECONDS_EACH}s"
 	(cd "$WORK" && "./fuzz_$t" -max_total_time="$SECONDS_EACH" \

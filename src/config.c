@@ -169,8 +169,19 @@ static const struct cfg_key cfg_limits_keys[] = {
 	{ .name = "max_connections", .type = CFG_SIZE, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(max_connections), .min = 1, .max = 1000000,
 	  .def = 4096,
-	  .help = "Client connections served at once; further ones wait in "
-	  "the listen backlog." },
+	  .help = "Client connections served at once; at the limit the "
+	  "gateway stops accepting and further ones wait in the listen "
+	  "backlog." },
+	{ .name = "max_connections_per_ip", .type = CFG_SIZE,
+	  .flags = CFG_RELOAD, .off = CFG_OFF(max_connections_per_ip),
+	  .min = 1, .max = 1000000, .def = 256,
+	  .help = "Client connections from one address at once; one more "
+	  "gets 503 and is closed." },
+	{ .name = "linger_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(linger_bytes), .min = 0, .max = 1073741824,
+	  .def = 16777216,
+	  .help = "Unread request bytes read and discarded after an error "
+	  "response before the connection is closed." },
 	{ .name = "manifest_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(manifest_bytes), .min = 1024, .max = 67108864,
 	  .def = 4194304,
@@ -217,6 +228,11 @@ static const struct cfg_key cfg_timeouts_keys[] = {
 	  .off = CFG_OFF(drain_timeout_ms), .min = 0, .max = 3600000,
 	  .def = 30000,
 	  .help = "On shutdown, time requests in flight get to finish." },
+	{ .name = "linger", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(linger_timeout_ms), .min = 0, .max = 600000,
+	  .def = 5000,
+	  .help = "After an error response, time spent reading and "
+	  "discarding the client's unread bytes before closing." },
 	{ .name = NULL }
 };
 

@@ -132,6 +132,8 @@ struct config {
 	size_t			 header_count;
 	size_t			 uri_bytes;
 	size_t			 max_connections;
+	size_t			 max_connections_per_ip;
+	size_t			 linger_bytes;
 	size_t			 manifest_bytes;
 	int			 redirects;	/* hops followed */
 	size_t			 high_watermark;
@@ -142,6 +144,7 @@ struct config {
 	int			 upstream_connect_timeout_ms;
 	int			 upstream_response_timeout_ms;
 	int			 drain_timeout_ms;
+	int			 linger_timeout_ms;
 
 	int			 log_level;	/* enum config_log_level */
 

@@ -9,12 +9,21 @@
  * Backpressure: request body bytes are moved to the request's sink only
  * while the sink has room; otherwise they stay in the input buffer, and at
  * the read high watermark libevent stops reading the socket.
+ *
+ * Lingering close: a connection closed after an error may still have
+ * request bytes on the way (a body refused before it was read).  Closing
+ * the socket with unread bytes makes the kernel send an RST, which can
+ * destroy the error response before the client reads it.  So once the
+ * response is flushed the write side is shut down (the client sees EOF)
+ * and whatever the client still sends is read and discarded, until it
+ * closes, for at most timeouts.linger and limits.linger_bytes.
  */
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -31,15 +40,9 @@ static void	conn_timer_cb(evutil_socket_t, short, void *);
 static void	conn_process_cb(evutil_socket_t, short, void *);
 static int	conn_body_data(void *, const char *, size_t);
 static void	conn_process(struct conn *);
-
-/* Per-connection deferred work: re-run the read loop on the next turn. */
-struct conn_ext {
-	struct event	*ev_process;
-	int		 eof;		/* client half-closed */
-	int		 head_started;
-};
-
-#define CONN_EXT(c)	((struct conn_ext *)((c) + 1))
+static void	conn_linger(struct conn *);
+static void	conn_send_error(struct conn *, int, enum pc_err,
+		    const char *);
 
 static void
 conn_set_timer(struct conn *c, int ms)
@@ -70,6 +73,22 @@ conn_timeouts(struct conn *c, int reading)
 	bufferevent_set_timeouts(c->bev, reading ? &tv : NULL, &tv);
 }
 
+/*
+ * Open connections from one address.  A walk of the list: it is bounded
+ * by limits.max_connections and runs once per accepted connection.
+ */
+static size_t
+conn_count_peer(struct pc_ctx *ctx, const char *peer)
+{
+	struct conn	*c;
+	size_t		 n = 0;
+
+	TAILQ_FOREACH(c, &ctx->conns, entry)
+		if (!c->closing && strcmp(c->peer, peer) == 0)
+			n++;
+	return (n);
+}
+
 /* Take a new client socket. */
 void
 conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
@@ -79,9 +98,10 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 	struct hframe_limits	 lim;
 	char			 host[INET6_ADDRSTRLEN];
 	int			 one = 1, port = 0;
+	size_t			 npeer;
 	SSL			*ssl;
 
-	if ((c = calloc(1, sizeof(*c) + sizeof(struct conn_ext))) == NULL) {
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		close(fd);
 		return;
 	}
@@ -132,7 +152,7 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 	lim.uri_bytes = c->conf->uri_bytes;
 	hframe_init(&c->hf, HFRAME_REQUEST, &lim, conn_body_data, c);
 	c->timer = evtimer_new(ctx->base, conn_timer_cb, c);
-	CONN_EXT(c)->ev_process = event_new(ctx->base, -1, 0,
+	c->ev_process = event_new(ctx->base, -1, 0,
 	    conn_process_cb, c);
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
 	    c);
@@ -144,10 +164,21 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 	bufferevent_set_max_single_write(c->bev, c->conf->high_watermark);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	conn_set_timer(c, c->conf->header_timeout_ms);
+	npeer = conn_count_peer(ctx, c->peer);
 	TAILQ_INSERT_TAIL(&ctx->conns, c, entry);
 	ctx->nconns++;
 	log_debug("%llu.0 conn open peer=%s tls=%d",
 	    (unsigned long long)c->id, c->peer, c->tls);
+	if (npeer >= c->conf->max_connections_per_ip) {
+		/* As nginx's limit_conn: 503, then close. */
+		log_info("%llu.0 conn refuse peer=%s reason="
+		    "max_connections_per_ip n=%zu", (unsigned long long)c->id,
+		    c->peer, npeer);
+		conn_send_error(c, 503, ERR_UNAVAILABLE,
+		    "too many connections from this address");
+		c->linger = 1;
+		conn_close_after_write(c, "max_connections_per_ip");
+	}
 }
 
 /* End the connection now; freed on the next loop turn. */
@@ -168,7 +199,7 @@ conn_close(struct conn *c, const char *reason)
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
 	evtimer_del(c->timer);
-	event_del(CONN_EXT(c)->ev_process);
+	event_del(c->ev_process);
 	TAILQ_REMOVE(&ctx->conns, c, entry);
 	TAILQ_INSERT_TAIL(&ctx->dead, c, entry);
 	event_active(ctx->ev_reap, 0, 0);
@@ -186,7 +217,7 @@ conn_reap(struct pc_ctx *ctx)
 		TAILQ_REMOVE(&ctx->dead, c, entry);
 		bufferevent_free(c->bev);
 		event_free(c->timer);
-		event_free(CONN_EXT(c)->ev_process);
+		event_free(c->ev_process);
 		hframe_free(&c->hf);
 		free(c->tls_subject);
 		config_unref(c->conf);
@@ -196,22 +227,60 @@ conn_reap(struct pc_ctx *ctx)
 	server_conn_gone(ctx);
 }
 
-/* Stop reading requests; close once the output is flushed. */
+/*
+ * Stop reading requests; close once the output is flushed, lingering
+ * first when the client may still be sending.  Bytes that arrive
+ * meanwhile are discarded (and count against limits.linger_bytes), so a
+ * client blocked sending a refused body can go on and read the answer.
+ */
 void
 conn_close_after_write(struct conn *c, const char *reason)
 {
-	if (c->dead)
+	if (c->dead || c->closing)
 		return;
 	c->closing = 1;
 	c->close_reason = reason;
-	bufferevent_disable(c->bev, EV_READ);
+	bufferevent_set_timeouts(c->bev, NULL, NULL);
+	if (c->linger)
+		conn_read_cb(c->bev, c);	/* discard what is there */
+	else
+		bufferevent_disable(c->bev, EV_READ);
+	if (c->dead)
+		return;
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-		conn_close(c, reason);
+		conn_linger(c);
 		return;
 	}
 	/* The write callback fires when the output is empty. */
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	conn_set_timer(c, c->conf->body_timeout_ms);
+}
+
+/*
+ * The response is out.  Without unread bytes to expect, close.  Else
+ * shut the write side down (RFC 9112 9.6: the client learns the response
+ * is complete) and read and discard until the client closes, for at most
+ * timeouts.linger and limits.linger_bytes.
+ */
+static void
+conn_linger(struct conn *c)
+{
+	evutil_socket_t	fd;
+
+	if (c->lingering)
+		return;
+	if (!c->linger || c->eof || c->conf->linger_timeout_ms == 0 ||
+	    c->ctx->draining || (fd = bufferevent_getfd(c->bev)) == -1 ||
+	    shutdown(fd, SHUT_WR) == -1) {
+		conn_close(c, c->close_reason);
+		return;
+	}
+	c->lingering = 1;
+	bufferevent_disable(c->bev, EV_WRITE);
+	bufferevent_enable(c->bev, EV_READ);
+	conn_set_timer(c, c->conf->linger_timeout_ms);
+	log_debug("%llu.%u conn linger reason=%s", (unsigned long long)c->id,
+	    c->nreqs, c->close_reason);
 }
 
 /* The client's output buffer, for responses. */
@@ -236,7 +305,7 @@ conn_resume_read(struct conn *c)
 	if (c->dead)
 		return;
 	c->read_paused = 0;
-	event_active(CONN_EXT(c)->ev_process, 0, 0);
+	event_active(c->ev_process, 0, 0);
 }
 
 /* Stop moving body bytes until conn_resume_read(). */
@@ -257,33 +326,52 @@ conn_req_done(struct conn *c)
 	int		 keep;
 
 	keep = req->keep_alive && c->hf.phase == HF_DONE && !c->closing &&
-	    !c->ctx->draining && !CONN_EXT(c)->eof;
+	    !c->ctx->draining && !c->eof;
 	c->req = NULL;
 	req_free(req);
 	bufferevent_set_timeouts(c->bev, NULL, NULL);
 	if (!keep) {
+		/* A body left unread, or pipelined requests: linger. */
+		if (c->hf.phase != HF_DONE ||
+		    evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+			c->linger = 1;
 		conn_close_after_write(c, c->ctx->draining ? "draining" :
 		    "not keep-alive");
 		return;
 	}
 	hframe_next(&c->hf);
-	CONN_EXT(c)->head_started = 0;
+	c->head_started = 0;
 	c->read_paused = 0;
 	conn_set_timer(c, c->conf->idle_timeout_ms);
-	event_active(CONN_EXT(c)->ev_process, 0, 0);
+	event_active(c->ev_process, 0, 0);
+}
+
+/* Queue a JSON error response without a request object. */
+static void
+conn_send_error(struct conn *c, int status, enum pc_err pe, const char *why)
+{
+	struct evbuffer	*out = bufferevent_get_output(c->bev);
+	char		 body[512];
+	int		 len;
+
+	if ((len = errs_body(pe, why, body, sizeof(body))) < 0)
+		len = 0;
+	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n"
+	    "Content-Type: application/json\r\n"
+	    PC_API_VERSION_HDR ": " PC_API_VERSION "\r\n"
+	    "Content-Length: %d\r\nConnection: close\r\n\r\n",
+	    status, errs_reason(status), len);
+	evbuffer_add(out, body, len);
 }
 
 /* Answer a framing error without a request object and close. */
 static void
 conn_fail_framing(struct conn *c)
 {
-	struct evbuffer	*out = bufferevent_get_output(c->bev);
 	enum hframe_err	 e = c->hf.err;
 	int		 status = hframe_err_status(e);
 	enum pc_err	 pe;
 	const char	*why = hframe_err_str(e);
-	char		 body[512];
-	int		 len;
 
 	/* Clients with TLS verification off try https first: say so. */
 	if (c->saw_tls_hello)
@@ -295,6 +383,9 @@ conn_fail_framing(struct conn *c)
 	case 431:
 		pe = ERR_HEADERS_TOO_LARGE;
 		break;
+	case 413:
+		pe = ERR_TOO_LARGE;
+		break;
 	case 500:
 		pe = ERR_INTERNAL;
 		break;
@@ -302,17 +393,17 @@ conn_fail_framing(struct conn *c)
 		pe = ERR_BAD_REQUEST;
 		break;
 	}
-	if ((len = errs_body(pe, why, body, sizeof(body))) < 0)
-		len = 0;
-	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n"
-	    "Content-Type: application/json\r\n"
-	    PC_API_VERSION_HDR ": " PC_API_VERSION "\r\n"
-	    "Content-Length: %d\r\nConnection: close\r\n\r\n",
-	    status, errs_reason(status), len);
-	evbuffer_add(out, body, len);
+	conn_send_error(c, status, pe, why);
 	log_info("%llu.%u req framing_error peer=%s status=%d error=\"%s\"",
 	    (unsigned long long)c->id, c->nreqs + 1, c->peer, status, why);
 	audit_framing(c, status, pe);
+	/*
+	 * A complete head refused (smuggling shapes, a bad target): its
+	 * body may follow, so linger.  An endless or oversized head is not
+	 * read any further.
+	 */
+	c->linger = e != HF_E_HEADER_BYTES && e != HF_E_HEADER_COUNT &&
+	    e != HF_E_URI;
 	conn_close_after_write(c, "framing error");
 }
 
@@ -368,8 +459,8 @@ conn_process(struct conn *c)
 		if ((req = c->req) == NULL) {
 			if (avail == 0)
 				break;
-			if (!CONN_EXT(c)->head_started) {
-				CONN_EXT(c)->head_started = 1;
+			if (!c->head_started) {
+				c->head_started = 1;
 				conn_set_timer(c, c->conf->header_timeout_ms);
 			}
 			conn_feed(c, in);
@@ -402,11 +493,24 @@ conn_process(struct conn *c)
 			if (avail == 0)
 				break;
 			conn_feed(c, in);
+			if (c->hf.phase == HF_ERROR &&
+			    c->hf.err == HF_E_BODY_TOO_LARGE) {
+				/* Nothing past the bound went on: refuse. */
+				req_fail(req, ERR_TOO_LARGE, "body larger "
+				    "than limits.manifest_bytes");
+				return;
+			}
 			if (c->hf.phase == HF_ERROR) {
 				log_info("%llu.%u req body_error error=\"%s\"",
 				    (unsigned long long)c->id, c->nreqs,
 				    hframe_err_str(c->hf.err));
-				req_abort(req, "malformed request body");
+				/* Before the answer began: say why (400). */
+				if (!req->head_sent)
+					req_fail(req, ERR_BAD_REQUEST,
+					    hframe_err_str(c->hf.err));
+				else
+					req_abort(req,
+					    "malformed request body");
 				return;
 			}
 		}
@@ -431,10 +535,14 @@ static void
 conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn	*c = arg;
+	size_t		 n;
 
 	if (c->closing) {
-		evbuffer_drain(bufferevent_get_input(bev),
-		    evbuffer_get_length(bufferevent_get_input(bev)));
+		n = evbuffer_get_length(bufferevent_get_input(bev));
+		evbuffer_drain(bufferevent_get_input(bev), n);
+		c->linger_read += n;
+		if (c->linger_read > c->conf->linger_bytes)
+			conn_close(c, c->close_reason);
 		return;
 	}
 	/* A request body is streaming: take more than libevent's 4 KiB. */
@@ -451,7 +559,7 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 
 	if (c->closing) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-			conn_close(c, c->close_reason);
+			conn_linger(c);
 		return;
 	}
 	if (c->req != NULL)
@@ -471,6 +579,18 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 		    c->tls_subject != NULL ? c->tls_subject : "-");
 		return;
 	}
+	if (c->closing) {
+		/* A client that half-closed still gets the response. */
+		if ((events & BEV_EVENT_EOF) && !(events & BEV_EVENT_ERROR) &&
+		    !c->lingering) {
+			c->eof = 1;
+			bufferevent_disable(bev, EV_READ);
+			return;
+		}
+		/* Lingering and it closed, or it failed: done. */
+		conn_close(c, c->close_reason);
+		return;
+	}
 	if (events & BEV_EVENT_TIMEOUT) {
 		if (c->req != NULL)
 			log_info("%llu.%u conn timeout during=%s",
@@ -483,7 +603,7 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 	if ((events & BEV_EVENT_EOF) && !(events & BEV_EVENT_ERROR) &&
 	    c->req != NULL && c->req->body_done && !c->closing) {
 		/* Half-close after a complete request: still answer it. */
-		CONN_EXT(c)->eof = 1;
+		c->eof = 1;
 		c->req->keep_alive = 0;
 		return;
 	}
@@ -501,10 +621,11 @@ conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	struct evbuffer	*out;
 
 	if (c->closing) {
-		conn_close(c, "write timeout");
+		conn_close(c, c->lingering ? c->close_reason :
+		    "write timeout");
 		return;
 	}
-	if (c->req == NULL && CONN_EXT(c)->head_started &&
+	if (c->req == NULL && c->head_started &&
 	    c->hf.phase == HF_HEAD) {
 		/* Slow or stalled header section: 408 and close. */
 		out = bufferevent_get_output(c->bev);

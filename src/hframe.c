@@ -7,6 +7,15 @@
  * Content-Length, with a Transfer-Encoding other than a lone "chunked", or
  * with obs-fold continuation lines is an error (RFC 9112 6.1, 6.3, 5.2),
  * so a request cannot be framed differently here and at the upstream.
+ * Debian builds http-parser without HTTP_PARSER_STRICT, which lets raw
+ * TAB, FF and bytes >= 0x80 into the request target, takes a bare LF (or
+ * a CR followed by anything) as a line end and skips the CRLF after chunk
+ * data unchecked; the checks here put those rules back: a request target
+ * holds only RFC 3986 characters, request head lines end in CRLF (RFC
+ * 9112 2.2), and a chunked body's size lines, extensions and trailers
+ * hold no control characters and end in CRLF (RFC 9112 7.1).  A chunked
+ * body is fed to the parser one line, or one chunk's data and CRLF, at a
+ * time, so each line is checked whole before the parser acts on it.
  *
  * The parser is paused when the header section is complete so that the
  * caller can act on the head before any body byte is consumed; at that
@@ -28,6 +37,7 @@ static int	hframe_on_value(http_parser *, const char *, size_t);
 static int	hframe_on_headers_complete(http_parser *);
 static int	hframe_on_body(http_parser *, const char *, size_t);
 static int	hframe_on_message_complete(http_parser *);
+static int	hframe_on_chunk_header(http_parser *);
 
 static const http_parser_settings hframe_settings = {
 	.on_url = hframe_on_url,
@@ -37,6 +47,7 @@ static const http_parser_settings hframe_settings = {
 	.on_headers_complete = hframe_on_headers_complete,
 	.on_body = hframe_on_body,
 	.on_message_complete = hframe_on_message_complete,
+	.on_chunk_header = hframe_on_chunk_header,
 };
 
 #define HFRAME_ERR_ROW(e, s, t) { s, t },
@@ -88,6 +99,10 @@ hframe_next(struct hframe *hf)
 	hf->head_bytes = 0;
 	hf->skip_body = 0;
 	hf->last_lf = 0;
+	hf->last_cr = 0;
+	hf->chunk_line = 0;
+	hf->chunk_left = 0;
+	hf->max_body = 0;
 	hf->name_len = 0;
 	hf->in_value = 0;
 }
@@ -272,8 +287,12 @@ hframe_on_headers_complete(http_parser *p)
 	}
 	if (hf->kind == HFRAME_REQUEST && m->url == NULL)
 		return (hframe_fail(hf, HF_E_SYNTAX));
+	if (hf->kind == HFRAME_REQUEST &&
+	    !hframe_valid_target(m->url, m->url_len))
+		return (hframe_fail(hf, HF_E_TARGET));
+	/* RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored. */
 	if ((ex = headers_get(&m->hdrs, "Expect")) != NULL &&
-	    strcasecmp(ex, "100-continue") == 0)
+	    strcasecmp(ex, "100-continue") == 0 && m->minor >= 1)
 		m->expect_continue = 1;
 	http_parser_pause(p, 1);
 	return (hf->skip_body ? 1 : 0);
@@ -284,9 +303,25 @@ hframe_on_body(http_parser *p, const char *at, size_t len)
 {
 	struct hframe	*hf = p->data;
 
+	/* Nothing past the bound goes to the consumer. */
+	if (hf->max_body > 0 && hf->body_bytes + len > hf->max_body)
+		return (hframe_fail(hf, HF_E_BODY_TOO_LARGE));
 	hf->body_bytes += len;
 	if (hf->on_body != NULL && hf->on_body(hf->arg, at, len) == -1)
 		return (hframe_fail(hf, HF_E_CALLBACK));
+	return (0);
+}
+
+/* A chunk-size line is complete: its data and CRLF follow. */
+static int
+hframe_on_chunk_header(http_parser *p)
+{
+	struct hframe	*hf = p->data;
+
+	if (p->content_length > 0) {
+		hf->chunk_line = 0;
+		hf->chunk_left = p->content_length + 2;
+	}
 	return (0);
 }
 
@@ -314,18 +349,139 @@ hframe_no_body(struct hframe *hf)
 	return (0);
 }
 
-/* Scan head bytes for a line that starts with whitespace (obs-fold). */
+/*
+ * Scan head bytes for a line that starts with whitespace (obs-fold) and,
+ * in requests, for a line end other than CRLF.
+ */
 static int
-hframe_scan_fold(struct hframe *hf, const char *data, size_t len)
+hframe_scan_head(struct hframe *hf, const char *data, size_t len)
 {
 	size_t	i;
 
 	for (i = 0; i < len; i++) {
 		if (hf->last_lf && (data[i] == ' ' || data[i] == '\t'))
-			return (-1);
+			return (hframe_fail(hf, HF_E_OBS_FOLD));
+		if (hf->kind == HFRAME_REQUEST &&
+		    (data[i] == '\n') != hf->last_cr)
+			return (hframe_fail(hf, HF_E_LINE_END));
 		hf->last_lf = data[i] == '\n';
+		hf->last_cr = data[i] == '\r';
 	}
 	return (0);
+}
+
+/*
+ * RFC 3986 2: unreserved, reserved and '%' followed by two hex digits.
+ * Anything else (controls, space, '"', '<', '>', '\\', '^', '`', '{',
+ * '|', '}', bytes >= 0x80) is not a request target.
+ */
+int
+hframe_valid_target(const char *s, size_t len)
+{
+	size_t		i;
+	unsigned char	ch;
+
+	if (len == 0)
+		return (0);
+	for (i = 0; i < len; i++) {
+		ch = (unsigned char)s[i];
+		if (ch == '%') {
+			if (i + 2 >= len)
+				return (0);
+			if (!isxdigit((unsigned char)s[i + 1]) ||
+			    !isxdigit((unsigned char)s[i + 2]))
+				return (0);
+			i += 2;
+			continue;
+		}
+		if (ch >= 0x80 || (!isalnum(ch) &&
+		    strchr("-._~:/?#[]@!$&'()*+,;=", ch) == NULL))
+			return (0);
+	}
+	return (1);
+}
+
+/*
+ * How much of a chunked body to feed next: up to the end of the current
+ * line (size line, the CRLF after data, a trailer) or of the current
+ * chunk's data and CRLF.  Checks the bytes first: line bytes are no
+ * control character but HTAB and end in CRLF; the two bytes after chunk
+ * data are CRLF.  Returns the length, or 0 after failing the message.
+ */
+static size_t
+hframe_chunk_piece(struct hframe *hf, const char *data, size_t len)
+{
+	size_t		i;
+	uint64_t	left;
+	int		cr = hf->last_cr;
+	unsigned char	ch;
+
+	if (!hf->chunk_line) {
+		left = hf->chunk_left;
+		if (len > left)
+			len = (size_t)left;
+		for (i = 0; i < len; i++, left--)
+			if ((left == 2 && data[i] != '\r') ||
+			    (left == 1 && data[i] != '\n')) {
+				hframe_fail(hf, HF_E_BODY);
+				return (0);
+			}
+		return (len);
+	}
+	for (i = 0; i < len; i++) {
+		ch = (unsigned char)data[i];
+		if ((ch == '\n') != cr || ch == 0x7f || (ch < 0x20 &&
+		    ch != '\t' && ch != '\r' && ch != '\n')) {
+			hframe_fail(hf, HF_E_BODY);
+			return (0);
+		}
+		if (ch == '\n')
+			return (i + 1);
+		cr = ch == '\r';
+	}
+	return (len);
+}
+
+/* Feed a chunked body one checked piece at a time. */
+static size_t
+hframe_feed_chunked(struct hframe *hf, const char *data, size_t len)
+{
+	size_t		piece, n, total = 0;
+	enum http_errno	e;
+	int		was_line;
+
+	while (total < len && hf->phase == HF_BODY_PARSED) {
+		was_line = hf->chunk_line;
+		if ((piece = hframe_chunk_piece(hf, data + total,
+		    len - total)) == 0)
+			break;
+		n = http_parser_execute(&hf->parser, &hframe_settings,
+		    data + total, piece);
+		e = HTTP_PARSER_ERRNO(&hf->parser);
+		if (hf->phase == HF_ERROR)
+			return (total + n);
+		if (e != HPE_OK && e != HPE_PAUSED) {
+			hframe_fail(hf, HF_E_BODY);
+			return (total + n);
+		}
+		if (was_line && n > 0)
+			hf->last_cr = data[total + n - 1] == '\r';
+		else if (!was_line) {
+			hf->chunk_left -= n;
+			if (hf->chunk_left == 0) {
+				hf->chunk_line = 1;
+				hf->last_cr = 0;
+			}
+		}
+		total += n;
+		if (e == HPE_PAUSED) {
+			http_parser_pause(&hf->parser, 0);
+			break;
+		}
+		if (n < piece)
+			break;
+	}
+	return (total);
 }
 
 /*
@@ -343,6 +499,8 @@ hframe_feed(struct hframe *hf, const char *data, size_t len)
 	if (hf->phase == HF_ERROR || hf->phase == HF_DONE ||
 	    hf->phase == HF_BODY_LENGTH || len == 0)
 		return (0);
+	if (hf->phase == HF_BODY_PARSED && hf->msg.chunked)
+		return (hframe_feed_chunked(hf, data, len));
 	if (hf->phase == HF_HEAD) {
 		if (hf->head_bytes + len > hf->lim.header_bytes + 2)
 			len = hf->lim.header_bytes + 2 - hf->head_bytes;
@@ -375,10 +533,8 @@ hframe_feed(struct hframe *hf, const char *data, size_t len)
 		return (n);
 	}
 	if (hf->phase == HF_HEAD) {
-		if (hframe_scan_fold(hf, data, n) == -1) {
-			hframe_fail(hf, HF_E_OBS_FOLD);
+		if (hframe_scan_head(hf, data, n) == -1)
 			return (n);
-		}
 		hf->head_bytes += n;
 		if (e != HPE_PAUSED) {
 			if (hf->head_bytes > hf->lim.header_bytes)
@@ -388,6 +544,10 @@ hframe_feed(struct hframe *hf, const char *data, size_t len)
 		/* Paused in on_headers_complete, just before the final LF. */
 		if (n >= len || data[n] != '\n') {
 			hframe_fail(hf, HF_E_SYNTAX);
+			return (n);
+		}
+		if (hf->kind == HFRAME_REQUEST && !hf->last_cr) {
+			hframe_fail(hf, HF_E_LINE_END);
 			return (n);
 		}
 		if (hframe_no_body(hf)) {
@@ -405,13 +565,29 @@ hframe_feed(struct hframe *hf, const char *data, size_t len)
 		}
 		/* Chunked, or a response delimited by the connection close. */
 		hf->phase = HF_BODY_PARSED;
+		hf->chunk_line = 1;	/* the head's final LF comes first */
 		http_parser_pause(&hf->parser, 0);
 		return (n);
 	}
-	/* HF_BODY_PARSED */
+	/* HF_BODY_PARSED, close-delimited */
 	if (e == HPE_PAUSED)
 		http_parser_pause(&hf->parser, 0);
 	return (n);
+}
+
+/*
+ * Bound the decoded body of the current message (a manifest, say): the
+ * framer fails with HF_E_BODY_TOO_LARGE before handing on a byte past it.
+ * Returns -1 when the message's Content-Length already exceeds it; the
+ * caller, which moves such bodies itself, refuses the message.
+ */
+int
+hframe_set_max_body(struct hframe *hf, uint64_t max)
+{
+	hf->max_body = max;
+	if (max > 0 && hf->msg.has_length && hf->msg.length > max)
+		return (-1);
+	return (0);
 }
 
 /* The caller moved n bytes of a Content-Length body. */

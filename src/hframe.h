@@ -46,7 +46,10 @@ enum hframe_phase {
 	X(HF_E_BODY, 400, "malformed message body")			\
 	X(HF_E_CALLBACK, 500, "body consumer failed")			\
 	X(HF_E_INCOMPLETE, 400, "connection closed mid-message")	\
-	X(HF_E_NOMEM, 500, "out of memory")
+	X(HF_E_NOMEM, 500, "out of memory")				\
+	X(HF_E_TARGET, 400, "request target has bytes outside RFC 3986") \
+	X(HF_E_LINE_END, 400, "line not ended by CRLF")		\
+	X(HF_E_BODY_TOO_LARGE, 413, "message body too large")
 
 #define HFRAME_ERR_ENUM(e, s, t) e,
 enum hframe_err {
@@ -92,6 +95,10 @@ struct hframe {
 	size_t			 head_bytes;
 	int			 skip_body;	/* response to a HEAD */
 	int			 last_lf;	/* obs-fold detection */
+	int			 last_cr;	/* CRLF line ends */
+	int			 chunk_line;	/* chunk: not in data */
+	uint64_t		 chunk_left;	/* chunk data + its CRLF */
+	uint64_t		 max_body;	/* decoded; 0: no bound */
 	char			 name[HFRAME_NAME_MAX];
 	size_t			 name_len;
 	int			 in_value;
@@ -105,6 +112,8 @@ void		 hframe_free(struct hframe *);
 void		 hframe_next(struct hframe *);
 size_t		 hframe_feed(struct hframe *, const char *, size_t);
 void		 hframe_body_consumed(struct hframe *, uint64_t);
+int		 hframe_set_max_body(struct hframe *, uint64_t);
+int		 hframe_valid_target(const char *, size_t);
 int		 hframe_eof(struct hframe *);
 int		 hframe_err_status(enum hframe_err);
 const char	*hframe_err_str(enum hframe_err);

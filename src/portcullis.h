@@ -54,6 +54,7 @@ struct pc_ctx {
 	struct evdns_base		*dns;
 	struct config			*conf;
 	struct evconnlistener		*listener;
+	int				 listener_paused; /* at max_conns */
 	struct ssl_ctx_st		*server_tls;
 	TAILQ_HEAD(, conn)		 conns;
 	size_t				 nconns;
@@ -131,6 +132,12 @@ struct conn {
 	int			 read_paused;	/* backpressure */
 	int			 saw_tls_hello;	/* TLS on the plain port */
 	const char		*close_reason;
+	struct event		*ev_process;	/* re-runs the reads */
+	int			 eof;		/* client half-closed */
+	int			 head_started;	/* header timer on */
+	int			 linger;	/* unread bytes may follow */
+	int			 lingering;	/* write shut, draining */
+	uint64_t		 linger_read;	/* bytes discarded */
 };
 
 void	conn_accept(struct pc_ctx *, evutil_socket_t, struct sockaddr *,

@@ -1164,6 +1164,18 @@ px_client_head(void *arg, struct hframe_msg *rm)
 		headers_clear(&out);
 		return (-1);
 	}
+	/*
+	 * A manifest is a bounded document: a length over the limit is
+	 * refused before a byte goes out; a chunked one is cut by the
+	 * framer once over (px_pump fails it: the client's answer ends).
+	 */
+	if (req->route.ep == OCI_EP_MANIFEST && m == HTTP_GET &&
+	    st >= 200 && st < 300 && hframe_set_max_body(&px->rf,
+	    req->conf->manifest_bytes) == -1) {
+		req_fail(req, ERR_TOO_LARGE, "upstream manifest larger than "
+		    "limits.manifest_bytes");	/* frees px */
+		return (-1);
+	}
 	for (i = 0; i < rm->hdrs.n; i++) {
 		const struct header *h = &rm->hdrs.v[i];
 
@@ -1174,6 +1186,9 @@ px_client_head(void *arg, struct hframe_msg *rm)
 		 */
 		if (strcasecmp(h->name, "WWW-Authenticate") == 0 ||
 		    strcasecmp(h->name, "X-Request-Id") == 0)
+			continue;
+		/* RFC 9110 7.6.1: fields the upstream's Connection names. */
+		if (headers_has_token(&rm->hdrs, "Connection", h->name))
 			continue;
 		if (strcasecmp(h->name, "Location") == 0 &&
 		    px_rewrite_location(px, h->value, newloc,

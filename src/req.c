@@ -270,7 +270,8 @@ req_send_head(struct req *req, int status, struct headers *h,
 	switch (framing) {
 	case RESP_LENGTH:
 	case RESP_NONE:
-		if (length >= 0)
+		/* RFC 9110 8.6: never on a 1xx or 204 (nor the upstream's). */
+		if (length >= 0 && status != 204 && status >= 200)
 			evbuffer_add_printf(out, "Content-Length: %lld\r\n",
 			    (long long)length);
 		break;
@@ -673,6 +674,19 @@ req_route(struct req *req)
 static void
 req_dispatch(struct req *req)
 {
+	/*
+	 * A manifest push is a bounded document (limits.manifest_bytes):
+	 * an announced length over it is refused before the upstream hears
+	 * of it; a chunked one is cut by the framer once over, and
+	 * conn.c answers 413 without forwarding the excess.
+	 */
+	if (req->route.ep == OCI_EP_MANIFEST && req->msg->method == HTTP_PUT &&
+	    hframe_set_max_body(&req->c->hf, req->conf->manifest_bytes) ==
+	    -1) {
+		req_fail(req, ERR_TOO_LARGE, "manifest larger than "
+		    "limits.manifest_bytes");
+		return;
+	}
 	/*
 	 * Authentication, policy and rate limiting run here, each as one
 	 * more stage before UPSTREAM, once they exist.  Until then every

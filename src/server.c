@@ -4,6 +4,10 @@
  * the loop, and on SIGTERM/SIGINT drains: stop accepting, let in-flight
  * requests finish (up to timeouts.drain), close idle keep-alive
  * connections, then exit.
+ *
+ * limits.max_connections: at the limit the listener is disabled, so
+ * further connections wait in the kernel's listen backlog (not reset);
+ * it is enabled again when a connection has been freed.
  */
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -28,13 +32,18 @@ server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		close(fd);
 		return;
 	}
-	if (ctx->nconns >= ctx->conf->max_connections) {
-		log_warn("- server refuse reason=max_connections n=%zu",
-		    ctx->nconns);
-		close(fd);
-		return;
-	}
+	/*
+	 * Accepted despite the limit only when a reload lowered it; the
+	 * listener stops below and the count falls as connections end.
+	 */
 	conn_accept(ctx, fd, sa, salen);
+	if (ctx->nconns >= ctx->conf->max_connections &&
+	    !ctx->listener_paused) {
+		log_info("- server pause_accept reason=max_connections n=%zu",
+		    ctx->nconns);
+		ctx->listener_paused = 1;
+		evconnlistener_disable(l);
+	}
 }
 
 static void
@@ -47,10 +56,19 @@ server_accept_error_cb(struct evconnlistener *l, void *arg)
 	    evutil_socket_error_to_string(e));
 }
 
-/* Exit the loop once nothing is in flight. */
+/*
+ * Connections were freed: accept again if the listener was paused at
+ * limits.max_connections; exit the loop once draining and nothing is left.
+ */
 void
 server_conn_gone(struct pc_ctx *ctx)
 {
+	if (ctx->listener_paused && ctx->listener != NULL &&
+	    !ctx->draining && ctx->nconns < ctx->conf->max_connections) {
+		ctx->listener_paused = 0;
+		evconnlistener_enable(ctx->listener);
+		log_info("- server resume_accept n=%zu", ctx->nconns);
+	}
 	if (ctx->draining && ctx->nconns == 0)
 		event_base_loopexit(ctx->base, NULL);
 }
@@ -123,6 +141,7 @@ server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 	ctx->conf = conf;
 	log_set_level(conf->log_level);
 	log_info("- server reload done upstreams=%zu", conf->nupstreams);
+	server_conn_gone(ctx);	/* a raised max_connections applies */
 }
 
 static int

@@ -4,7 +4,9 @@
  * feeds (the framer must not care where reads end).  Checks the limits hold
  * (no head over header_bytes, no more fields than header_count), that a
  * Content-Length body is never handed out beyond its length, and that an
- * accepted message never carries both framings.
+ * accepted message never carries both framings or a request target with
+ * bytes outside RFC 3986.  With an odd feed size each decoded body is
+ * bounded (hframe_set_max_body) and must never hand out more.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,6 +17,8 @@
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 static const struct hframe_limits lim = { 1024, 16, 256 };
+
+#define FUZZ_MAX_BODY	100
 
 static void
 check(int cond)
@@ -65,12 +69,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			left -= n;
 			continue;
 		}
+		if (hf.phase == HF_BODY_PARSED && (step & 1) &&
+		    hf.max_body == 0)
+			hframe_set_max_body(&hf, FUZZ_MAX_BODY);
 		used = hframe_feed(&hf, p, left < step ? left : step);
+		if (hf.max_body != 0)
+			check(got <= FUZZ_MAX_BODY);
 		check(used <= (left < step ? left : step));
 		if (hf.phase != HF_HEAD && hf.phase != HF_ERROR) {
 			check(hf.head_bytes <= lim.header_bytes + 2);
 			check(hf.msg.hdrs.n <= lim.header_count);
 			check(!(hf.msg.chunked && hf.msg.has_length));
+			/* Only RFC 3986 bytes in an accepted target. */
+			if (hf.kind == HFRAME_REQUEST)
+				check(hframe_valid_target(hf.msg.url,
+				    hf.msg.url_len));
 			if (hf.msg.has_length)
 				check(moved + got <= hf.msg.length ||
 				    hf.phase == HF_DONE);

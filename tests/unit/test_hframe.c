@@ -177,6 +177,40 @@ static const struct bad_case bad_cases[] = {
 	{ "garbage", "\x01\x02 nonsense\r\n\r\n", HF_E_SYNTAX, 400 },
 	{ "space in name", "GET /x HTTP/1.1\r\nHost: h\r\nX A: b\r\n\r\n", HF_E_SYNTAX,
 	    400 },
+	/* http-parser built without HTTP_PARSER_STRICT lets these through. */
+	{ "tab in query", "GET /v2/a/tags/list?n=1\tb HTTP/1.1\r\nHost: h\r\n\r\n",
+	    HF_E_TARGET, 400 },
+	{ "ff in query", "GET /v2/a/tags/list?n=1\fb HTTP/1.1\r\nHost: h\r\n\r\n",
+	    HF_E_TARGET, 400 },
+	{ "obs-text in query", "GET /v2/a/tags/list?n=\xc3\xa9 HTTP/1.1\r\n"
+	    "Host: h\r\n\r\n", HF_E_TARGET, 400 },
+	{ "obs-text in path", "GET /v2/\x80/tags/list HTTP/1.1\r\nHost: h\r\n\r\n",
+	    HF_E_TARGET, 400 },
+	{ "quote in query", "GET /x?a=\"b\" HTTP/1.1\r\nHost: h\r\n\r\n",
+	    HF_E_TARGET, 400 },
+	{ "bad pct", "GET /x?a=%zz HTTP/1.1\r\nHost: h\r\n\r\n", HF_E_TARGET,
+	    400 },
+	{ "short pct", "GET /x?a=%4 HTTP/1.1\r\nHost: h\r\n\r\n", HF_E_TARGET,
+	    400 },
+	{ "bare lf request line", "GET /x HTTP/1.1\nHost: h\r\n\r\n",
+	    HF_E_LINE_END, 400 },
+	{ "bare lf field", "GET /x HTTP/1.1\r\nHost: h\nX: y\r\n\r\n",
+	    HF_E_LINE_END, 400 },
+	{ "bare lf end of head", "GET /x HTTP/1.1\r\nHost: h\r\n\n",
+	    HF_E_LINE_END, 400 },
+	{ "all bare lf", "GET /x HTTP/1.1\nHost: h\n\n", HF_E_LINE_END, 400 },
+	{ "bare cr in field", "GET /x HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n",
+	    HF_E_SYNTAX, 400 },
+	{ "lf in chunk ext", "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: "
+	    "chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n", HF_E_BODY, 400 },
+	{ "bare lf chunk size", "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: "
+	    "chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", HF_E_BODY, 400 },
+	{ "no crlf after data", "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: "
+	    "chunked\r\n\r\n5\r\nhelloXY0\r\n\r\n", HF_E_BODY, 400 },
+	{ "ctl in chunk ext", "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: "
+	    "chunked\r\n\r\n5;a\x01\r\nhello\r\n0\r\n\r\n", HF_E_BODY, 400 },
+	{ "bare lf trailer", "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: "
+	    "chunked\r\n\r\n5\r\nhello\r\n0\r\nX: y\n\r\n", HF_E_BODY, 400 },
 };
 
 static void
@@ -307,6 +341,73 @@ test_response_framing(void **state)
 	hframe_free(&hf);
 }
 
+/* Chunk extensions, trailers and every RFC 3986 character still pass. */
+static void
+test_strict_controls(void **state)
+{
+	struct hframe	 hf;
+	struct sink	 s;
+	size_t		 step;
+
+	(void)state;
+	for (step = 1; step < 40; step += 2) {
+		parse_req("PATCH /v2/a-b_c.d~e/blobs/uploads/x?a=%2F&b=!$'()*+,;="
+		    ":@[]#f HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked"
+		    "\r\n\r\n5;ext=1;q=\"a b\"\r\nhello\r\n6;x\r\n world\r\n"
+		    "0\r\nX-Trailer: t\r\n\r\n", &hf, &s, step);
+		if (hf.phase != HF_DONE)
+			fail_msg("step %zu: phase %d err %s", step, hf.phase,
+			    hframe_err_str(hf.err));
+		assert_int_equal(s.len, 11);
+		assert_memory_equal(s.buf, "hello world", 11);
+		hframe_free(&hf);
+	}
+}
+
+/* A bounded body: nothing past the bound reaches the consumer. */
+static void
+test_max_body(void **state)
+{
+	static const char	*r = "PUT /x HTTP/1.1\r\nHost: h\r\n"
+	    "Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n4\r\nefgh\r\n"
+	    "0\r\n\r\n";
+	struct hframe		 hf;
+	struct sink		 s;
+	size_t			 n, len = strlen(r);
+
+	(void)state;
+	memset(&s, 0, sizeof(s));
+	hframe_init(&hf, HFRAME_REQUEST, &lim, sink_body, &s);
+	n = hframe_feed(&hf, r, len);
+	assert_int_equal(hf.phase, HF_BODY_PARSED);
+	assert_int_equal(hframe_set_max_body(&hf, 6), 0);
+	feed_all(&hf, &s, r + n, len - n, 1);
+	assert_int_equal(hf.phase, HF_ERROR);
+	assert_int_equal(hf.err, HF_E_BODY_TOO_LARGE);
+	assert_int_equal(hframe_err_status(hf.err), 413);
+	assert_int_equal(s.len, 6);
+	hframe_free(&hf);
+
+	/* A Content-Length over the bound is for the caller to refuse. */
+	parse_req("PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\n\r\n",
+	    &hf, &s, 64);
+	assert_int_equal(hf.phase, HF_BODY_LENGTH);
+	assert_int_equal(hframe_set_max_body(&hf, 6), -1);
+	assert_int_equal(hframe_set_max_body(&hf, 7), 0);
+	hframe_free(&hf);
+
+	/* The next message on the connection is not bounded. */
+	memset(&s, 0, sizeof(s));
+	hframe_init(&hf, HFRAME_REQUEST, &lim, sink_body, &s);
+	n = hframe_feed(&hf, r, len);
+	hframe_set_max_body(&hf, 6);
+	hframe_next(&hf);
+	feed_all(&hf, &s, r, len, 5);
+	assert_int_equal(hf.phase, HF_DONE);
+	assert_int_equal(s.len, 8);
+	hframe_free(&hf);
+}
+
 static void
 test_expect_continue(void **state)
 {
@@ -318,6 +419,13 @@ test_expect_continue(void **state)
 	    "Content-Length: 3\r\n\r\n", &hf, &s, 64);
 	assert_int_equal(hf.phase, HF_BODY_LENGTH);
 	assert_true(hf.msg.expect_continue);
+	hframe_free(&hf);
+
+	/* RFC 9110 10.1.1: an HTTP/1.0 client gets no 100 Continue. */
+	parse_req("PUT /x HTTP/1.0\r\nExpect: 100-continue\r\n"
+	    "Content-Length: 3\r\n\r\n", &hf, &s, 64);
+	assert_int_equal(hf.phase, HF_BODY_LENGTH);
+	assert_false(hf.msg.expect_continue);
 	hframe_free(&hf);
 }
 
@@ -332,6 +440,8 @@ main(void)
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_response_framing),
 		cmocka_unit_test(test_expect_continue),
+		cmocka_unit_test(test_strict_controls),
+		cmocka_unit_test(test_max_body),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));

@@ -5,11 +5,14 @@ only to produce the faults a real docker-registry will not: a blob whose
 bytes do not match its digest, a body cut short, a transfer that stalls
 half way until the test lets it go on, a 404 that stalls before its head
 (for repositories other than the ones a blob is served for), 429 answers
-with Retry-After and Docker Hub's ratelimit-* headers, and 5xx.  It runs
-in a thread of the test process on 127.0.0.1, counts every request it
-gets, and counts the connections open to it (now and at most), so a test
-can bound the upstream connections the gateway holds.  A stalled answer
-ends as soon as its peer closes the connection.
+with Retry-After and Docker Hub's ratelimit-* headers, and 5xx.  Canned
+answers put exact status lines and header fields on the wire for protocol
+faults a real registry never makes (a 204 with Content-Length, fields
+named in Connection).  It runs in a thread of the test process on
+127.0.0.1, counts every request it gets, and counts the connections open
+to it (now and at most), so a test can bound the upstream connections the
+gateway holds.  A stalled answer ends as soon as its peer closes the
+connection.
 
     up = LyingUpstream()
     up.add_blob(data, mode="wrong")  # "ok", "truncate", "stall", "stall_wrong"
@@ -18,6 +21,7 @@ ends as soon as its peer closes the connection.
     up.open_connections(), up.max_open, up.answering()  # connections
     up.set_tag("app", "v1", manifest_bytes, media_type)
     up.fail_all(429, retry_after="17")     # every later request
+    up.canned("DELETE", "/v2/app/x", 204, [("Content-Length", "0")])
     up.requests("GET", "/v2/app/blobs/" + d)   # how many so far
     up.stop()
 """
@@ -120,8 +124,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _canned(self):
+        """Send the canned answer for this request, if one is set."""
+        up = self.server.up
+        with up.lock:
+            c = up.canned_replies.get((self.command,
+                                       self.path.split("?")[0]))
+        if c is None:
+            return False
+        status, headers, body = c
+        # Raw bytes: send_response() would add Server and Date only.
+        self.wfile.write(("HTTP/1.1 %d Canned\r\n" % status).encode())
+        for k, v in headers:
+            self.wfile.write(("%s: %s\r\n" % (k, v)).encode("latin-1"))
+        self.wfile.write(b"\r\n")
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.wfile.flush()
+        return True
+
     def _serve(self):
         if self._count():
+            return
+        if self._canned():
             return
         up = self.server.up
         path = self.path.split("?")[0]
@@ -203,6 +228,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
+    def do_DELETE(self):  # noqa: N802
+        try:
+            if not self._count() and not self._canned():
+                self._not_found("NAME_UNKNOWN")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
 
 class LyingUpstream:
     """The test double described in the module docstring.  Attributes:
@@ -219,6 +251,7 @@ class LyingUpstream:
         self.open = 0
         self.max_open = 0
         self.active = 0
+        self.canned_replies = {}
         self.port = free_port()
         self.host = "127.0.0.1:%d" % self.port
         self.url = "http://" + self.host
@@ -273,6 +306,14 @@ class LyingUpstream:
         """Answer every later request with `status` (None: stop)."""
         with self.lock:
             self.fail = None if status is None else (status, retry_after)
+
+    def canned(self, method, path, status, headers, body=b""):
+        """Answer `method` on `path` (no query) with exactly this status
+        line and these (name, value) fields, then `body` as given: no
+        field is added or checked."""
+        with self.lock:
+            self.canned_replies[(method, path)] = (status, list(headers),
+                                                   body)
 
     def requests(self, method, path):
         with self.lock:

@@ -138,10 +138,12 @@ class RawConn:
     """One client connection to host:port.
 
     `rcvbuf` sets SO_RCVBUF before connect, which is what a test needs to
-    make a slow reader whose kernel buffer fills quickly.
+    make a slow reader whose kernel buffer fills quickly.  `source` binds
+    the client end to that loopback address first (e.g. "127.0.0.2"), so
+    a test can play several client addresses.
     """
 
-    def __init__(self, host, port, timeout=10.0, rcvbuf=None):
+    def __init__(self, host, port, timeout=10.0, rcvbuf=None, source=None):
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -152,6 +154,8 @@ class RawConn:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         try:
+            if source is not None:
+                self.sock.bind((source, 0))
             self.sock.connect((host, port))
         except BaseException:
             self.sock.close()

@@ -1,0 +1,487 @@
+"""Hostile and sloppy clients (issue 7, points 9-12 and 14): bytes outside
+RFC 3986 in the request target, bare LF line ends, LF in a chunk extension,
+connection limits, oversize manifests, protocol details on the way back
+(204, 100-continue to HTTP/1.0, Connection-named fields) and the lingering
+close after an error.
+
+A real docker-registry is the upstream and the witness (its access log,
+its stored manifests and upload offsets) wherever it can play the part;
+the lying upstream TEST DOUBLE (lib/lying_upstream.py) only where a real
+registry never misbehaves that way (a 204 with Content-Length, fields
+named in Connection).  Requests go out byte-exact over lib/rawhttp.py.
+"""
+
+import hashlib
+import json
+
+import pytest
+
+from lib import rawhttp
+from lib.gateway import gateway_config
+from lib.lying_upstream import LyingUpstream
+from lib.util import pid_alive, wait_for
+
+API_VERSION = "registry/2.0"
+TIMEOUT = 30.0
+MANIFEST_LIMIT = 65536
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+def sha256(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def gw_config(reg_url, limits=None, timeouts=None, **extra):
+    cfg = gateway_config({"name": "up1", "url": reg_url, "default": True},
+                         **extra)
+    cfg["limits"] = {"manifest_bytes": MANIFEST_LIMIT}
+    cfg["limits"].update(limits or {})
+    cfg["timeouts"].update(timeouts or {})
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def reg(start_registry_module):
+    return start_registry_module(name="up1")
+
+
+@pytest.fixture(scope="module")
+def gw(reg, start_gateway_module):
+    return start_gateway_module(gw_config(reg.url))
+
+
+def send(gw, data, timeout=TIMEOUT, source=None):
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=timeout,
+                         source=source) as c:
+        c.send(data)
+        return c.read_response(method=data.split(b" ", 1)[0].decode())
+
+
+def assert_oci_error(r, status, code):
+    assert r.status == status, (r.status, r.headers, r.body[:300])
+    assert r.header("Content-Type", "").startswith("application/json"), \
+        r.headers
+    assert code in r.error_codes(), r.body[:300]
+
+
+def upstream_saw(reg, mark, repo):
+    """Requests for /v2/<repo>/ in the registry's access log since mark."""
+    return [e for e in reg.access_log(since=mark)
+            if e["path"].startswith("/v2/%s/" % repo)]
+
+
+def assert_serves(gw):
+    assert pid_alive(gw.pid), gw.log_text()[-3000:]
+    r = send(gw, rawhttp.build("GET", "/v2/", host=gw.host))
+    assert r.status == 200, r.status
+
+
+def push_blob(reg, repo, data):
+    """Upload `data` straight to the registry (no gateway); its digest."""
+    d = sha256(data)
+    r = reg.http.post("%s/v2/%s/blobs/uploads/" % (reg.url, repo),
+                      timeout=TIMEOUT)
+    assert r.status_code == 202, r.text
+    loc = r.headers["Location"]
+    if loc.startswith("/"):
+        loc = reg.url + loc
+    r = reg.http.put(loc, params={"digest": d}, data=data,
+                     headers={"Content-Type": "application/octet-stream"},
+                     timeout=TIMEOUT)
+    assert r.status_code == 201, r.text
+    return d
+
+
+def big_manifest(reg, repo, size):
+    """A valid OCI image manifest of about `size` bytes (padded with an
+    annotation) whose config blob the registry holds."""
+    cfg = b'{"architecture":"amd64","os":"linux","rootfs":' \
+        b'{"type":"layers","diff_ids":[]}}'
+    cd = push_blob(reg, repo, cfg)
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+           "config": {"mediaType": OCI_CONFIG, "digest": cd,
+                      "size": len(cfg)},
+           "layers": [], "annotations": {"pad": ""}}
+    base = len(json.dumps(doc).encode())
+    doc["annotations"]["pad"] = "p" * max(0, size - base)
+    return json.dumps(doc).encode()
+
+
+def registry_has_manifest(reg, repo, ref):
+    return reg.get_manifest(repo, ref).status_code == 200
+
+
+# ---------------------------------------------------------------------------
+# Point 9: request targets outside RFC 3986, bare LF, LF in a chunk ext.
+
+@pytest.mark.parametrize("query", [
+    b"n=1\tx",          # raw TAB
+    b"n=1\x0cx",        # raw FF
+    b"n=\xc3\xa9",      # obs-text (UTF-8 bytes >= 0x80)
+    b"last=a\"b",       # '"' is no RFC 3986 character
+    b"n=%zz",           # a broken percent escape
+], ids=["tab", "ff", "obs-text", "dquote", "bad-pct"])
+def test_target_bytes_outside_rfc3986_are_refused(reg, gw, query):
+    repo = "bq" + hashlib.sha1(query).hexdigest()[:8]
+    mark = reg.mark()
+    r = send(gw, b"GET /v2/" + repo.encode() + b"/tags/list?" + query +
+             b" HTTP/1.1\r\nHost: " + gw.host.encode() + b"\r\n\r\n")
+    assert_oci_error(r, 400, "UNSUPPORTED")
+    assert r.header("Docker-Distribution-Api-Version") == API_VERSION
+    assert upstream_saw(reg, mark, repo) == []
+    # Nor do the raw bytes reach the gateway's own log.
+    with open(gw.log_path, "rb") as f:
+        assert query not in f.read()
+    assert_serves(gw)
+
+
+@pytest.mark.parametrize("head", [
+    b"GET /v2/%s/tags/list HTTP/1.1\nHost: h\n\n",
+    b"GET /v2/%s/tags/list HTTP/1.1\r\nHost: h\nX-A: b\r\n\r\n",
+    b"GET /v2/%s/tags/list HTTP/1.1\r\nHost: h\r\n\n",
+], ids=["all-lf", "lf-in-fields", "lf-ends-head"])
+def test_bare_lf_line_ends_are_refused(reg, gw, head):
+    repo = "lf" + hashlib.sha1(head).hexdigest()[:8]
+    mark = reg.mark()
+    r = send(gw, head % repo.encode())
+    assert_oci_error(r, 400, "UNSUPPORTED")
+    assert upstream_saw(reg, mark, repo) == []
+    assert_serves(gw)
+
+
+def upload_offset(reg, path):
+    """Bytes the registry holds for the upload at `path` (GET status)."""
+    r = reg.http.get(reg.url + path, timeout=TIMEOUT)
+    assert r.status_code == 204, (r.status_code, r.text)
+    return int(r.headers["Range"].split("-")[1]) + 1 \
+        if r.headers["Range"] != "0-0" else 0
+
+
+@pytest.mark.parametrize("chunks", [
+    b"5;a\nb\r\nhello\r\n0\r\n\r\n",          # LF inside the extension
+    b"5\nhello\r\n0\r\n\r\n",                   # bare LF after the size
+    b"5\r\nhelloXY0\r\n\r\n",                   # no CRLF after the data
+], ids=["lf-in-ext", "bare-lf-size", "no-crlf-after-data"])
+def test_bad_chunk_lines_never_reach_the_upload(reg, gw, chunks):
+    r = reg.http.post("%s/v2/chunky/blobs/uploads/" % reg.url,
+                      timeout=TIMEOUT)
+    assert r.status_code == 202
+    path = r.headers["Location"].split(reg.host, 1)[-1]
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
+        c.send(rawhttp.build("PATCH", path, [
+            ("Content-Type", "application/octet-stream"),
+            ("Transfer-Encoding", "chunked")], chunks, host=gw.host))
+        try:
+            resp = c.read_response()
+        except rawhttp.PeerClosed:
+            resp = None         # closed without an answer: also safe
+        if resp is not None:
+            assert_oci_error(resp, 400, "UNSUPPORTED")
+        assert c.wait_closed(TIMEOUT)
+    # The upstream never got a byte of the body.
+    assert upload_offset(reg, path) == 0
+    assert_serves(gw)
+
+
+# ---------------------------------------------------------------------------
+# Point 10: connection limits.
+
+def test_max_connections_waits_in_backlog(reg, start_gateway):
+    gw = start_gateway(gw_config(reg.url, limits={"max_connections": 2}))
+    gw.http.close()             # the harness's keep-alive health check
+    get = rawhttp.build("GET", "/v2/", host=gw.host)
+    c1 = rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT)
+    c2 = rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT)
+    c3 = None
+    try:
+        for c in (c1, c2):
+            c.send(get)
+            assert c.read_response().status == 200
+        # Both are open and kept alive: the third waits in the backlog.
+        c3 = rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT)
+        c3.send(get)
+        assert c3.is_open_now(), "third connection was closed or answered"
+        assert c1.is_open_now() and c2.is_open_now()
+        c1.close()
+        r = c3.read_response()          # served once a slot is free
+        assert r.status == 200
+        c3.send(get)
+        assert c3.read_response().status == 200
+    finally:
+        for c in (c1, c2, c3):
+            if c is not None:
+                c.close()
+    assert "pause_accept" in gw.log_text()
+    assert_serves(gw)
+
+
+def test_max_connections_per_ip_answers_503(reg, start_gateway):
+    gw = start_gateway(gw_config(reg.url,
+                                 limits={"max_connections_per_ip": 2}))
+    get = rawhttp.build("GET", "/v2/", host=gw.host)
+    conns = []
+    try:
+        for _ in range(2):
+            c = rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT,
+                                source="127.0.0.2")
+            conns.append(c)
+            c.send(get)
+            assert c.read_response().status == 200
+        extra = rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT,
+                                source="127.0.0.2")
+        conns.append(extra)
+        extra.send(get)
+        r = extra.read_response()
+        assert_oci_error(r, 503, "UNAVAILABLE")
+        assert r.wants_close()
+        assert extra.wait_closed(TIMEOUT)
+        # Another address is not affected, nor are the first two.
+        other = rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT,
+                                source="127.0.0.3")
+        conns.append(other)
+        other.send(get)
+        assert other.read_response().status == 200
+        conns[0].send(get)
+        assert conns[0].read_response().status == 200
+        # Once one of the first two ends, the address may connect again.
+        conns[1].close()
+
+        def served():
+            with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT,
+                                 source="127.0.0.2") as c:
+                c.send(get)
+                return c.read_response().status == 200
+        wait_for(served, timeout=TIMEOUT, what="a freed per-address slot")
+    finally:
+        for c in conns:
+            c.close()
+    assert_serves(gw)
+
+
+# ---------------------------------------------------------------------------
+# Point 11: limits.manifest_bytes on pushes and pass-through pulls.
+
+def test_manifest_put_over_limit_with_length_is_413(reg, gw):
+    body = big_manifest(reg, "mput", 4 * MANIFEST_LIMIT)
+    mark = reg.mark()
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
+        c.send(rawhttp.build("PUT", "/v2/mput/manifests/big", [
+            ("Content-Type", OCI_MANIFEST),
+            ("Content-Length", str(len(body)))], body, host=gw.host))
+        r = c.read_response()
+        assert_oci_error(r, 413, "SIZE_INVALID")
+        assert c.wait_closed(TIMEOUT)
+    # Refused before the upstream was contacted.
+    assert [e for e in upstream_saw(reg, mark, "mput")
+            if e["method"] == "PUT"] == []
+    assert not registry_has_manifest(reg, "mput", "big")
+    assert_serves(gw)
+
+
+def test_manifest_put_over_limit_chunked_is_413(reg, gw):
+    body = big_manifest(reg, "mchunk", 4 * MANIFEST_LIMIT)
+    step = 8192
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + step]),
+                                        body[i:i + step])
+                      for i in range(0, len(body), step)) + b"0\r\n\r\n"
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
+        c.send(rawhttp.build("PUT", "/v2/mchunk/manifests/big", [
+            ("Content-Type", OCI_MANIFEST),
+            ("Transfer-Encoding", "chunked")], chunks, host=gw.host))
+        r = c.read_response()
+        assert_oci_error(r, 413, "SIZE_INVALID")
+        assert c.wait_closed(TIMEOUT)
+    assert not registry_has_manifest(reg, "mchunk", "big")
+    assert not registry_has_manifest(reg, "mchunk", sha256(body))
+    # A manifest under the limit still goes through, chunked too.
+    small = big_manifest(reg, "mchunk", MANIFEST_LIMIT // 2)
+    r = send(gw, rawhttp.build("PUT", "/v2/mchunk/manifests/small", [
+        ("Content-Type", OCI_MANIFEST), ("Transfer-Encoding", "chunked")],
+        b"%x\r\n%s\r\n0\r\n\r\n" % (len(small), small), host=gw.host))
+    assert r.status == 201, r.body[:300]
+    assert registry_has_manifest(reg, "mchunk", "small")
+
+
+def test_manifest_get_over_limit_is_413(reg, gw):
+    body = big_manifest(reg, "mget", 4 * MANIFEST_LIMIT)
+    r = reg.http.put("%s/v2/mget/manifests/big" % reg.url, data=body,
+                     headers={"Content-Type": OCI_MANIFEST}, timeout=TIMEOUT)
+    assert r.status_code == 201, r.text
+    r = send(gw, rawhttp.build("GET", "/v2/mget/manifests/big",
+                               [("Accept", OCI_MANIFEST)], host=gw.host))
+    assert_oci_error(r, 413, "SIZE_INVALID")
+    assert len(r.body) < 4096       # not a byte of the manifest
+    # The same for a manifest under the limit passes.
+    small = big_manifest(reg, "mget", MANIFEST_LIMIT // 2)
+    r = reg.http.put("%s/v2/mget/manifests/small" % reg.url, data=small,
+                     headers={"Content-Type": OCI_MANIFEST}, timeout=TIMEOUT)
+    assert r.status_code == 201, r.text
+    r = send(gw, rawhttp.build("GET", "/v2/mget/manifests/small",
+                               [("Accept", OCI_MANIFEST)], host=gw.host))
+    assert r.status == 200 and r.body == small
+
+
+# ---------------------------------------------------------------------------
+# Point 12: protocol details on the way back.
+
+def test_204_from_registry_has_no_content_length(reg, gw):
+    r = send(gw, rawhttp.build("POST", "/v2/del204/blobs/uploads/",
+                               [("Content-Length", "0")], host=gw.host))
+    assert r.status == 202, r.body[:300]
+    path = r.header("Location").split(gw.host, 1)[-1]
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
+        c.send(rawhttp.build("DELETE", path, host=gw.host))
+        r = c.read_response()
+        assert r.status == 204, r.body[:300]
+        assert r.header_all("Content-Length") == []
+        assert r.header_all("Transfer-Encoding") == []
+        c.send(rawhttp.build("GET", "/v2/", host=gw.host))
+        assert c.read_response().status == 200
+
+
+@pytest.fixture
+def liar(start_gateway):
+    up = LyingUpstream()
+    try:
+        yield up, start_gateway(gw_config(up.url))
+    finally:
+        up.stop()
+
+
+def test_204_drops_the_upstreams_content_length(liar):
+    up, gw = liar
+    up.canned("DELETE", "/v2/app/blobs/uploads/u1", 204, [
+        ("Content-Length", "0"),
+        ("Docker-Distribution-Api-Version", API_VERSION)])
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
+        c.send(rawhttp.build("DELETE", "/v2/app/blobs/uploads/u1",
+                             host=gw.host))
+        r = c.read_response()
+        assert r.status == 204
+        assert r.header_all("Content-Length") == [], r.headers
+        c.send(rawhttp.build("GET", "/v2/", host=gw.host))
+        assert c.read_response().status == 200
+    assert up.requests("DELETE", "/v2/app/blobs/uploads/u1") == 1
+
+
+def test_connection_named_fields_are_dropped(liar):
+    up, gw = liar
+    body = b'{"name":"app","tags":["v1"]}'
+    up.canned("GET", "/v2/app/tags/list", 200, [
+        ("Content-Type", "application/json"),
+        ("Connection", "keep-alive, X-Hop-Secret"),
+        ("X-Hop-Secret", "upstream-internal"),
+        ("X-Kept", "yes"),
+        ("Content-Length", str(len(body)))], body)
+    r = send(gw, rawhttp.build("GET", "/v2/app/tags/list", host=gw.host))
+    assert r.status == 200 and r.body == body
+    assert r.header_all("X-Hop-Secret") == [], r.headers
+    assert r.header("X-Kept") == "yes"
+
+
+def test_no_100_continue_for_http10(reg, gw):
+    data = b"layer bytes for an HTTP/1.0 client"
+    d = sha256(data)
+    r = send(gw, rawhttp.build("POST", "/v2/e10/blobs/uploads/", [
+        ("Content-Length", "0")], host=gw.host))
+    assert r.status == 202
+    path = r.header("Location").split(gw.host, 1)[-1]
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
+        c.send(rawhttp.build("PUT", path + "&digest=" + d, [
+            ("Expect", "100-continue"),
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Length", str(len(data)))], data, host=gw.host,
+            version="HTTP/1.0"))
+        first = c.read_response(skip_1xx=False)
+        assert first.status != 100, "100 Continue sent to HTTP/1.0"
+        assert first.status == 201, first.body[:300]
+    assert reg.has_blob("e10", d)
+    # HTTP/1.1 still gets its 100 Continue.
+    r = send(gw, rawhttp.build("POST", "/v2/e11/blobs/uploads/", [
+        ("Content-Length", "0")], host=gw.host))
+    path = r.header("Location").split(gw.host, 1)[-1]
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
+        c.send(rawhttp.build("PUT", path + "&digest=" + d, [
+            ("Expect", "100-continue"),
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Length", str(len(data)))], host=gw.host))
+        first = c.read_response(skip_1xx=False)
+        assert first.status == 100
+        c.send(data)
+        assert c.read_response().status == 201
+
+
+# ---------------------------------------------------------------------------
+# Point 14: lingering close.
+
+@pytest.mark.parametrize("target,status,code", [
+    (b"/v2/BAD..NAME/manifests/x", 400, "NAME_INVALID"),
+    (b"/v2/linger/manifests/big", 413, "SIZE_INVALID"),
+], ids=["400-bad-name", "413-manifest"])
+def test_refused_body_still_gets_the_full_error(reg, gw, target, status,
+                                                code):
+    # More than loopback socket buffers hold, less than the default
+    # limits.linger_bytes (16 MiB).
+    body = b"x" * (12 << 20)
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
+        # sendall must complete: the gateway reads and discards the body
+        # after answering instead of closing on it (no reset).
+        c.send(b"PUT " + target + b" HTTP/1.1\r\nHost: " +
+               gw.host.encode() + b"\r\nContent-Type: " +
+               OCI_MANIFEST.encode() + b"\r\nContent-Length: " +
+               str(len(body)).encode() + b"\r\n\r\n" + body)
+        r = c.read_response()
+        assert_oci_error(r, status, code)
+        assert c.wait_closed(TIMEOUT)
+    assert_serves(gw)
+
+
+def test_linger_is_bounded_by_bytes(reg, start_gateway):
+    gw = start_gateway(gw_config(reg.url, limits={"linger_bytes": 1 << 20}))
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
+        c.send(b"PUT /v2/BAD..NAME/manifests/x HTTP/1.1\r\nHost: h\r\n"
+               b"Content-Length: 1073741824\r\n\r\n")
+        sent = 0
+        try:
+            while sent < 256 << 20:
+                c.sock.sendall(b"y" * (1 << 20))
+                sent += 1 << 20
+        except OSError:
+            pass
+        assert sent < 256 << 20, "gateway kept reading past linger_bytes"
+    assert_serves(gw)
+
+
+def test_linger_timeout_zero_closes_at_once(reg, start_gateway):
+    gw = start_gateway(gw_config(reg.url, timeouts={"linger": 0}))
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
+        c.send(b"PUT /v2/BAD..NAME/manifests/x HTTP/1.1\r\nHost: h\r\n"
+               b"Content-Length: 10\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 400
+        assert c.wait_closed(TIMEOUT)
+    assert_serves(gw)
+
+
+def test_chunked_manifest_over_limit_is_cut_off(liar):
+    # A real registry always sends a manifest's Content-Length; only the
+    # double sends one chunked, so the limit can only bite mid-body.
+    up, gw = liar
+    body = b'{"schemaVersion":2,"pad":"' + b"p" * (4 * MANIFEST_LIMIT) + \
+        b'"}'
+    step = 8192
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + step]),
+                                         body[i:i + step])
+                       for i in range(0, len(body), step)) + b"0\r\n\r\n"
+    up.canned("GET", "/v2/app/manifests/big", 200, [
+        ("Content-Type", OCI_MANIFEST), ("Transfer-Encoding", "chunked")],
+        chunked)
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
+        c.send(rawhttp.build("GET", "/v2/app/manifests/big",
+                             [("Accept", OCI_MANIFEST)], host=gw.host))
+        with pytest.raises(rawhttp.PeerClosed) as e:
+            c.read_response()
+        # Never more than the limit (plus chunk framing) reached us.
+        assert len(e.value.partial) < MANIFEST_LIMIT + 16384
+    assert_serves(gw)
