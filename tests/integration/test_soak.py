@@ -32,7 +32,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import threading
 import time
 import traceback
@@ -40,7 +39,7 @@ import traceback
 import pytest
 
 from lib import rawhttp
-from lib.gateway import gateway_bin, upstream
+from lib.gateway import upstream
 from lib.images import HOST_ARCH, read_layout
 from lib.redis import RedisServer
 from lib.registry import MANIFEST_TYPES
@@ -155,42 +154,6 @@ JUNK_REPO = "soak/junk"        # the hostile blobs
 # More tags x tag_variants than max_tag_records, so that the cap is reached.
 N_TAGS = 96
 PUT_TAGS = 4                   # oversize PUTs go to big-0..big-3
-
-
-# --- TEMPORARY SHIM (issue 7 merge): delete this function and its one call
-# site (marked "TEMPORARY SHIM" in the test) once the issue-7 config keys
-# (KEYS.md) are in the binary.  Today's binary refuses unknown keys; this
-# drops the keys `portcullis config-reference` does not list, so the soak
-# can run (and show which bounds break) before they exist.  The bounds are
-# still computed from CONFIG as written.
-def _tmp_drop_unknown_keys(cfg):
-    out = subprocess.run([gateway_bin(), "config-reference"],
-                         capture_output=True, text=True, timeout=30,
-                         check=True).stdout
-    known = set()
-    for line in out.splitlines():
-        if line.startswith("| `/"):
-            known.add(line.split("`")[1])
-    dropped = []
-
-    def walk(node, path):
-        if isinstance(node, dict):
-            for k in list(node):
-                p = path + "/" + k
-                if p not in known:
-                    dropped.append(p)
-                    del node[k]
-                else:
-                    walk(node[k], p)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, path + "/N")
-    walk(cfg, "")
-    if dropped:
-        print("TEMPORARY SHIM: config keys unknown to %s, dropped: %s" % (
-            gateway_bin(), ", ".join(dropped)))
-    return cfg
-# --- end of TEMPORARY SHIM -----------------------------------------------
 
 
 @pytest.fixture
@@ -494,7 +457,6 @@ def test_soak_hostile_mix_stays_bounded(start_registry, start_gateway, skopeo,
 
     cdir = tmp_path / "cache"
     cfg = gateway_cfg(reg, redis_server, cdir, tmp_path / "audit.spool")
-    cfg = _tmp_drop_unknown_keys(cfg)   # TEMPORARY SHIM (see above)
     gw = start_gateway(cfg)
     st = proc_status(gw.pid)
     base = {"rss0": st["rss_kib"], "fd0": fd_count(gw.pid),
