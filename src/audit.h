@@ -159,6 +159,13 @@ struct redisReply;
 struct req;
 
 #define AUDIT_BATCH		128	/* records that are sent at once */
+/*
+ * A batch call deletes at most 2 records' worth of index streams plus
+ * this many, so that a smaller max_index_keys after a restart, or a set
+ * that aged out at once, is worked off over calls instead of blocking
+ * Redis in one.
+ */
+#define AUDIT_EVICT_SLACK	"1024"
 
 /* One record: in the memory queue, or sent and not yet acknowledged. */
 struct audit_rec {

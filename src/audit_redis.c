@@ -50,7 +50,9 @@
  * The index set (<stream>:indexes) is a sorted set of the index streams,
  * scored by the ms of their last entry: past max_index_keys the least
  * recently written are deleted, so that client-chosen names cannot grow
- * Redis beyond the cap (the records stay in the main stream).  The
+ * Redis beyond the cap (the records stay in the main stream).  One call
+ * deletes at most 2 * n + AUDIT_EVICT_SLACK of them (older than max_age,
+ * then over the cap), so that it never blocks Redis for long.  The
  * shebang makes Redis refuse the whole script up front when
  * it is out of memory, read-only or failing to persist, instead of
  * failing half-way.
@@ -134,11 +136,19 @@ static const char audit_lua[] =
 "    redis.call('ZADD', KEYS[3], string.match(id, '^%d+'), key)\n"
 "  end\n"
 "  if next(touched) then\n"
+"    local budget = 2 * nrec + " AUDIT_EVICT_SLACK "\n"
 "    if minid then\n"
-"      redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. minid)\n"
+"      local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf',\n"
+"        '(' .. minid, 'LIMIT', 0, budget)\n"
+"      for j = 1, #stale do\n"
+"        redis.call('ZREM', KEYS[3], stale[j])\n"
+"        redis.call('UNLINK', stale[j])\n"
+"      end\n"
+"      budget = budget - #stale\n"
 "      redis.call('PEXPIRE', KEYS[3], maxage)\n"
 "    end\n"
 "    local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[6])\n"
+"    if over > budget then over = budget end\n"
 "    if over > 0 then\n"
 "      local old = redis.call('ZPOPMIN', KEYS[3], over)\n"
 "      for j = 1, #old, 2 do redis.call('UNLINK', old[j]) end\n"

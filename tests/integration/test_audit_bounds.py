@@ -277,3 +277,62 @@ def test_script_evicts_the_least_recently_written_index(redis):
             ["s:repository:b", "s:repository:d", "s:repository:e"]
         assert c.call("XLEN", "s") == 6
         assert c.call("XLEN", "s:repository:b") == 2
+
+
+def _tracked_indexes(c, n, score):
+    """n index streams in the set, as a run with a larger cap (or one
+    idle longer than max_age) leaves them: one entry each."""
+    c.call("EVAL", """
+for i = 1, tonumber(ARGV[1]) do
+  local k = 's:repository:old' .. i
+  redis.call('XADD', k, '1-' .. i, 'action', 'pull')
+  redis.call('ZADD', 's:indexes', tonumber(ARGV[2]) + i, k)
+end
+return 1""", 0, n, score)
+
+
+@pytest.mark.parametrize("why", ["smaller_cap", "aged_out"])
+def test_script_evicts_a_bounded_number_per_call(redis, why):
+    """3,000 index streams tracked from before, then calls whose cap (or
+    max_age) leaves room for one: one call deletes at most 2 + 1024 of
+    them (it used to delete all of them at once, a call that blocks Redis
+    for as long as the backlog is large: 0.45 s for 200,000), and
+    successive calls work the backlog off down to the cap.  Records all
+    land in the main stream."""
+    rs = redis()
+    backlog, budget = 3000, 2 + 1024
+    with rs.client() as c:
+        sha = c.call("SCRIPT", "LOAD", _audit_script()).decode()
+        if why == "smaller_cap":
+            cap, maxage = 1, 0
+            _tracked_indexes(c, backlog, 1000)
+        else:
+            # Last written long ago: older than max_age (one day).
+            cap, maxage = 100000, 86400000
+            _tracked_indexes(c, backlog, 1000)
+        n = [0]
+
+        def write():
+            n[0] += 1
+            keys = ["s", "s:writers", "s:indexes", "",
+                    "s:repository:new%d" % n[0]]
+            argv = ["gw", 1, n[0], 0, maxage, cap, "pull", 200, "allow",
+                    "time", n[0], "id", "gw/1-%d" % n[0]]
+            assert c.call("EVALSHA", sha, len(keys), *(keys + argv)) == 1
+
+        def old_left():
+            tracked = c.call("ZCOUNT", "s:indexes", "-inf", 1000 + backlog)
+            # Deleted with their entry in the set (the aged-out ones
+            # would have expired by now; these have no TTL).
+            assert len(c.call("KEYS", "s:repository:old*")) == tracked
+            return tracked
+
+        write()
+        assert old_left() >= backlog - budget
+        calls = 1
+        while old_left() > 0 and calls < 10:
+            write()
+            calls += 1
+        assert old_left() == 0 and calls <= backlog // budget + 2
+        assert c.call("ZCARD", "s:indexes") <= max(cap, calls)
+        assert c.call("XLEN", "s") == calls
