@@ -166,6 +166,13 @@ struct req;
  * Redis in one.
  */
 #define AUDIT_EVICT_SLACK	"1024"
+/*
+ * Field of <stream>:writers: the time (ms) of the last entry of the most
+ * recently written index stream evicted so far.  An index holds every
+ * entry after it; queries walk the main stream for what is older.  The
+ * space keeps it apart from instance ids, which have none.
+ */
+#define AUDIT_EVICTED_FIELD	"evicted indexes"
 
 /* One record: in the memory queue, or sent and not yet acknowledged. */
 struct audit_rec {
@@ -284,6 +291,7 @@ void		 audit_retry_cb(int, short, void *);
 #define AQ_KEY_MAX		(AUDIT_VALUE_MAX + 256)
 
 enum aq_phase {
+	AQ_MARK,		/* how far back the index is whole */
 	AQ_SCAN,
 	AQ_FETCH,
 	AQ_DONE
@@ -296,6 +304,10 @@ struct aq {
 	const struct audit_filter *f;
 	const char		*stream;
 	char			 index[AQ_KEY_MAX];	/* "": main */
+	char			 kw[AQ_KEY_MAX];	/* "<stream>:writers" */
+	char			 lo_main[64];	/* lo below the index */
+	char			 evicted[24];	/* ms; "": no index left out */
+	int			 walk;		/* main walk for an index */
 	enum aq_phase		 phase;
 	char			 hi[64];
 	char			 lo[64];

@@ -52,7 +52,9 @@
  * recently written are deleted, so that client-chosen names cannot grow
  * Redis beyond the cap (the records stay in the main stream).  One call
  * deletes at most 2 * n + AUDIT_EVICT_SLACK of them (older than max_age,
- * then over the cap), so that it never blocks Redis for long.  The
+ * then over the cap), so that it never blocks Redis for long; the
+ * highest score evicted goes to the writers hash (AUDIT_EVICTED_FIELD),
+ * which tells queries how far back an index can be trusted.  The
  * shebang makes Redis refuse the whole script up front when
  * it is out of memory, read-only or failing to persist, instead of
  * failing half-way.
@@ -152,6 +154,10 @@ static const char audit_lua[] =
 "    if over > 0 then\n"
 "      local old = redis.call('ZPOPMIN', KEYS[3], over)\n"
 "      for j = 1, #old, 2 do redis.call('UNLINK', old[j]) end\n"
+"      local hw = tonumber(redis.call('HGET', KEYS[2], '" AUDIT_EVICTED_FIELD "'))\n"
+"      if #old > 0 and (not hw or tonumber(old[#old]) > hw) then\n"
+"        redis.call('HSET', KEYS[2], '" AUDIT_EVICTED_FIELD "', old[#old])\n"
+"      end\n"
 "    end\n"
 "  end\n"
 "end\n"
