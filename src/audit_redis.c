@@ -54,8 +54,11 @@
  * deletes at most 2 * n + AUDIT_EVICT_SLACK of them (older than max_age,
  * then over the cap), so that it never blocks Redis for long; the
  * highest score evicted goes to the writers hash (AUDIT_EVICTED_FIELD),
- * which tells queries how far back an index can be trusted.  The
- * shebang makes Redis refuse the whole script up front when
+ * which tells queries how far back an index can be trusted.  A set key
+ * of another type (not ours: the stream's prefix is) is replaced, as an
+ * index stream of another type is, rather than failing every batch
+ * after its records were written and leaving the index streams
+ * uncounted.  The shebang makes Redis refuse the whole script up front when
  * it is out of memory, read-only or failing to persist, instead of
  * failing half-way.
  */
@@ -132,6 +135,9 @@ static const char audit_lua[] =
 "  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
 "  local firstid = lastid\n"
 "  if first[1] then firstid = first[1][1] end\n"
+"  if next(touched) and redis.call('TYPE', KEYS[3]).ok ~= 'zset' then\n"
+"    redis.call('DEL', KEYS[3])\n"
+"  end\n"
 "  for key, id in pairs(touched) do\n"
 "    redis.call('XTRIM', key, 'MINID', '~', firstid)\n"
 "    if maxage > 0 then redis.call('PEXPIRE', key, maxage) end\n"

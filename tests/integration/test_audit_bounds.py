@@ -414,3 +414,25 @@ def test_query_on_an_evicted_index_finds_every_record(
         if not cursor:
             break
     assert seen == want
+
+
+def test_script_replaces_an_index_set_of_another_type(redis):
+    """A key of another type at <stream>:indexes (left by something
+    else) made every batch fail after its records were written: the
+    writer reconnected for each batch, and no index stream was counted,
+    so the cap was not enforced.  The script replaces it, as it does an
+    index stream of another type, and the cap holds."""
+    rs = redis()
+    with rs.client() as c:
+        sha = c.call("SCRIPT", "LOAD", _audit_script()).decode()
+        c.call("SET", "s:indexes", "not a sorted set")
+        for n in range(1, 5):
+            keys = ["s", "s:writers", "s:indexes", "",
+                    "s:repository:r%d" % n]
+            argv = ["gw", 1, n, 0, 0, 2, "pull", 200, "allow",
+                    "time", n, "id", "gw/1-%d" % n]
+            assert c.call("EVALSHA", sha, len(keys), *(keys + argv)) == 1
+        assert c.call("TYPE", "s:indexes") == b"zset"
+        assert c.call("ZCARD", "s:indexes") == 2
+        assert len(c.call("KEYS", "s:repository:*")) == 2
+        assert c.call("XLEN", "s") == 4
