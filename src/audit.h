@@ -304,10 +304,10 @@ struct aq {
 	const struct audit_filter *f;
 	const char		*stream;
 	char			 index[AQ_KEY_MAX];	/* "": main */
-	char			 kw[AQ_KEY_MAX];	/* "<stream>:writers" */
-	char			 lo_main[64];	/* lo below the index */
-	char			 evicted[24];	/* ms; "": no index left out */
-	int			 walk;		/* main walk for an index */
+	char			 kw[AQ_KEY_MAX];	/* writers hash */
+	char			 lo_main[64];	/* lo of the main walk */
+	char			 evicted[24];	/* ms; "": none */
+	int			 walk;		/* main walk, for an index */
 	enum aq_phase		 phase;
 	char			 hi[64];
 	char			 lo[64];
