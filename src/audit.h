@@ -159,6 +159,20 @@ struct redisReply;
 struct req;
 
 #define AUDIT_BATCH		128	/* records that are sent at once */
+/*
+ * A batch call deletes at most 2 records' worth of index streams plus
+ * this many, so that a smaller max_index_keys after a restart, or a set
+ * that aged out at once, is worked off over calls instead of blocking
+ * Redis in one.
+ */
+#define AUDIT_EVICT_SLACK	"1024"
+/*
+ * Field of <stream>:writers: the time (ms) of the last entry of the most
+ * recently written index stream evicted so far.  An index holds every
+ * entry after it; queries walk the main stream for what is older.  The
+ * space keeps it apart from instance ids, which have none.
+ */
+#define AUDIT_EVICTED_FIELD	"evicted indexes"
 
 /* One record: in the memory queue, or sent and not yet acknowledged. */
 struct audit_rec {
@@ -277,6 +291,7 @@ void		 audit_retry_cb(int, short, void *);
 #define AQ_KEY_MAX		(AUDIT_VALUE_MAX + 256)
 
 enum aq_phase {
+	AQ_MARK,		/* how far back the index is whole */
 	AQ_SCAN,
 	AQ_FETCH,
 	AQ_DONE
@@ -289,6 +304,10 @@ struct aq {
 	const struct audit_filter *f;
 	const char		*stream;
 	char			 index[AQ_KEY_MAX];	/* "": main */
+	char			 kw[AQ_KEY_MAX];	/* writers hash */
+	char			 lo_main[64];	/* lo of the main walk */
+	char			 evicted[24];	/* ms; "": none */
+	int			 walk;		/* main walk, for an index */
 	enum aq_phase		 phase;
 	char			 hi[64];
 	char			 lo[64];

@@ -12,7 +12,13 @@
  * have the main entry's id, so the engine fetches just those records
  * (pipelined XRANGE id id) after a prefilter on the action, status and
  * decision the index entries carry.  Otherwise it walks the main stream
- * with XREVRANGE.  --since bounds the walk by stream id (an entry's id is
+ * with XREVRANGE.  An index holds every entry newer than the last index
+ * evicted over audit.max_index_keys (AUDIT_EVICTED_FIELD in the writers
+ * hash, read first): what is not newer is found by walking the main
+ * stream, keeping for a repository plan only the records the writer
+ * indexes (audit_indexed_repository()), so that a query gives the same
+ * answer whether or not its index was evicted on the way.
+ * --since bounds the walk by stream id (an entry's id is
  * never older than its record's time, less a clock-skew slack); --until
  * and everything else filter on the record.  The page ends at --limit
  * records; "next" is the id to pass as the cursor for the one after.
@@ -73,8 +79,68 @@ aq_new(const struct audit_filter *f, const char *stream, size_t scan_max,
 	} else
 		snprintf(q->lo, sizeof(q->lo), "-");
 	snprintf(q->count, sizeof(q->count), "%d", AQ_BATCH);
-	q->phase = AQ_SCAN;
+	snprintf(q->lo_main, sizeof(q->lo_main), "%s", q->lo);
+	snprintf(q->kw, sizeof(q->kw), "%s:writers", stream);
+	q->phase = q->index[0] != '\0' ? AQ_MARK : AQ_SCAN;
 	return (q);
+}
+
+/* The ms of a stream id, or of a bound such as "-" (0) or "(id". */
+static unsigned long long
+aq_id_ms(const char *id)
+{
+	if (*id == '(')
+		id++;
+	return (strtoull(id, NULL, 10));
+}
+
+/*
+ * The index is whole only after the evicted mark: walk the main stream
+ * from the mark down (or from the cursor, when it is below the mark).
+ */
+static void
+aq_walk_main(struct aq *q)
+{
+	q->index[0] = '\0';
+	q->walk = 1;
+	q->exhausted = 0;
+	if (strcmp(q->hi, "+") == 0 ||
+	    aq_id_ms(q->hi) > strtoull(q->evicted, NULL, 10))
+		snprintf(q->hi, sizeof(q->hi), "%s", q->evicted);
+	snprintf(q->lo, sizeof(q->lo), "%s", q->lo_main);
+}
+
+/* The reply to AQ_MARK: the evicted mark, or nil. */
+static void
+aq_mark(struct aq *q, const redisReply *r)
+{
+	unsigned long long	 w;
+	size_t			 n;
+
+	if (r == NULL || (r->type != REDIS_REPLY_NIL &&
+	    r->type != REDIS_REPLY_STRING)) {
+		aq_fail(q, "HGET", r);
+		return;
+	}
+	if (r->type == REDIS_REPLY_NIL)
+		return;
+	n = strspn(r->str, "0123456789");
+	if (n == 0 || n > 19 || n != r->len) {
+		aq_fail(q, "HGET", r);
+		return;
+	}
+	w = strtoull(r->str, NULL, 10);
+	snprintf(q->evicted, sizeof(q->evicted), "%llu", w);
+	if (strcmp(q->lo_main, "-") != 0 && aq_id_ms(q->lo_main) > w) {
+		/* The walk ends above the mark: the index has it all. */
+		q->evicted[0] = '\0';
+		return;
+	}
+	if (strcmp(q->hi, "+") != 0 && aq_id_ms(q->hi) <= w) {
+		aq_walk_main(q);
+		return;
+	}
+	snprintf(q->lo, sizeof(q->lo), "%llu", w + 1);
 }
 
 /* Free a query; NULL is fine. */
@@ -110,6 +176,13 @@ aq_prepare(struct aq *q)
 } while (0)
 	q->ncmds = 0;
 	switch (q->phase) {
+	case AQ_MARK:
+		SET(0, 0, "HGET");
+		SET(0, 1, q->kw);
+		SET(0, 2, AUDIT_EVICTED_FIELD);
+		q->argc[0] = 3;
+		q->ncmds = 1;
+		break;
 	case AQ_SCAN:
 		SET(0, 0, "XREVRANGE");
 		SET(0, 1, q->index[0] != '\0' ? q->index : q->stream);
@@ -205,6 +278,10 @@ aq_reply(struct aq *q, int i, const redisReply *r)
 
 	if (q->phase == AQ_DONE)
 		return;
+	if (q->phase == AQ_MARK) {
+		aq_mark(q, r);
+		return;
+	}
 	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
 		aq_fail(q, q->phase == AQ_SCAN ? "XREVRANGE" : "XRANGE", r);
 		return;
@@ -228,7 +305,8 @@ aq_reply(struct aq *q, int i, const redisReply *r)
 		if (q->index[0] != '\0') {
 			if (aq_prefilter(q->f, &fl) && q->nids < AQ_BATCH)
 				snprintf(q->ids[q->nids++], 48, "%s", id);
-		} else if (audit_filter_match(q->f, &fl))
+		} else if (audit_filter_match(q->f, &fl) && (!q->walk ||
+		    q->f->subject != NULL || audit_indexed_repository(&fl)))
 			aq_found(q, id, &fl);
 	}
 	if (r->elements < AQ_BATCH)
@@ -241,12 +319,21 @@ aq_step_done(struct aq *q)
 {
 	if (q->phase == AQ_DONE)
 		return;
+	if (q->phase == AQ_MARK) {
+		q->phase = AQ_SCAN;
+		return;
+	}
 	if (q->phase == AQ_FETCH) {
 		q->nids = 0;
 		q->phase = AQ_SCAN;
 	} else if (q->nids > 0) {
 		q->phase = AQ_FETCH;
 		snprintf(q->hi, sizeof(q->hi), "(%s", q->last);
+		return;
+	}
+	if (q->exhausted && q->evicted[0] != '\0' && !q->walk) {
+		/* Through the index down to the mark: the rest is older. */
+		aq_walk_main(q);
 		return;
 	}
 	if (q->exhausted) {

@@ -50,8 +50,15 @@
  * The index set (<stream>:indexes) is a sorted set of the index streams,
  * scored by the ms of their last entry: past max_index_keys the least
  * recently written are deleted, so that client-chosen names cannot grow
- * Redis beyond the cap (the records stay in the main stream).  The
- * shebang makes Redis refuse the whole script up front when
+ * Redis beyond the cap (the records stay in the main stream).  One call
+ * deletes at most 2 * n + AUDIT_EVICT_SLACK of them (older than max_age,
+ * then over the cap), so that it never blocks Redis for long; the
+ * highest score evicted goes to the writers hash (AUDIT_EVICTED_FIELD),
+ * which tells queries how far back an index can be trusted.  A set key
+ * of another type (not ours: the stream's prefix is) is replaced, as an
+ * index stream of another type is, rather than failing every batch
+ * after its records were written and leaving the index streams
+ * uncounted.  The shebang makes Redis refuse the whole script up front when
  * it is out of memory, read-only or failing to persist, instead of
  * failing half-way.
  */
@@ -128,20 +135,36 @@ static const char audit_lua[] =
 "  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
 "  local firstid = lastid\n"
 "  if first[1] then firstid = first[1][1] end\n"
+"  if next(touched) and redis.call('TYPE', KEYS[3]).ok ~= 'zset' then\n"
+"    redis.call('DEL', KEYS[3])\n"
+"  end\n"
 "  for key, id in pairs(touched) do\n"
 "    redis.call('XTRIM', key, 'MINID', '~', firstid)\n"
 "    if maxage > 0 then redis.call('PEXPIRE', key, maxage) end\n"
 "    redis.call('ZADD', KEYS[3], string.match(id, '^%d+'), key)\n"
 "  end\n"
 "  if next(touched) then\n"
+"    local budget = 2 * nrec + " AUDIT_EVICT_SLACK "\n"
 "    if minid then\n"
-"      redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. minid)\n"
+"      local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf',\n"
+"        '(' .. minid, 'LIMIT', 0, budget)\n"
+"      for j = 1, #stale do\n"
+"        redis.call('ZREM', KEYS[3], stale[j])\n"
+"        redis.call('UNLINK', stale[j])\n"
+"      end\n"
+"      budget = budget - #stale\n"
 "      redis.call('PEXPIRE', KEYS[3], maxage)\n"
 "    end\n"
 "    local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[6])\n"
+"    if over > budget then over = budget end\n"
 "    if over > 0 then\n"
 "      local old = redis.call('ZPOPMIN', KEYS[3], over)\n"
 "      for j = 1, #old, 2 do redis.call('UNLINK', old[j]) end\n"
+"      local hw = tonumber(redis.call('HGET', KEYS[2],\n"
+"        '" AUDIT_EVICTED_FIELD "'))\n"
+"      if #old > 0 and (not hw or tonumber(old[#old]) > hw) then\n"
+"        redis.call('HSET', KEYS[2], '" AUDIT_EVICTED_FIELD "', old[#old])\n"
+"      end\n"
 "    end\n"
 "  end\n"
 "end\n"
