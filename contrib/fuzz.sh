@@ -2,7 +2,8 @@
 # Build the libFuzzer targets in tests/fuzz/ with clang (ASan + UBSan) and
 # run each for FUZZ_SECONDS (default 30) from its corpus directory under
 # $WORK (default /tmp/portcullis-fuzz).  Not part of CI: a crash leaves a
-# crash-* file in $WORK and a non-zero exit.
+# crash-* file in $WORK and a non-zero exit.  FUZZ_JOBS=N runs N targets
+# at once (one per core).
 #   contrib/fuzz.sh [target...]      targets: router url challenge hframe
 #                                    netaddr
 set -eu
@@ -35,7 +36,33 @@ for t in $targets; do
 		printf '\004GET /x HTTP/1.1\nHost: h\n\nGET /y HTTP/1.1\r\nHost: h\r\n\r\n' >"$WORK/corpus_$t/seed7"
 		printf '\010POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n' >"$WORK/corpus_$t/seed8"
 	fi
-	echo "== fuzz_$t for ${SECONDS_EACH}s"
-	(cd "$WORK" && "./fuzz_$t" -max_total_time="$SECONDS_EACH" \
-	    -max_len=4096 -print_final_stats=1 "corpus_$t" 2>&1 | tail -4)
 done
+
+# Run the built targets, FUZZ_JOBS at a time (default 1), each into its
+# own log; print each one's final lines and fail if any target failed.
+run_one() {
+	(cd "$WORK" && "./fuzz_$1" -max_total_time="$SECONDS_EACH" \
+	    -max_len=4096 -print_final_stats=1 "corpus_$1" \
+	    >"fuzz_$1.log" 2>&1)
+}
+JOBS=${FUZZ_JOBS:-1}
+status=0
+set -- $targets
+while [ $# -gt 0 ]; do
+	pids=""
+	n=0
+	while [ $# -gt 0 ] && [ "$n" -lt "$JOBS" ]; do
+		echo "== fuzz_$1 for ${SECONDS_EACH}s (log: $WORK/fuzz_$1.log)"
+		run_one "$1" &
+		pids="$pids $!:$1"
+		n=$((n + 1))
+		shift
+	done
+	for p in $pids; do
+		if wait "${p%%:*}"; then r=ok; else r=FAILED; status=1; fi
+		echo "== fuzz_${p#*:}: $r"
+		grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY)' \
+		    "$WORK/fuzz_${p#*:}.log" || tail -4 "$WORK/fuzz_${p#*:}.log"
+	done
+done
+exit $status
