@@ -1,0 +1,66 @@
+/*
+ * config_int.h: what the three configuration files share and nothing else
+ * includes.  It holds the shape of a schema row (enum cfg_type, the row
+ * flags, struct cfg_key), the root table that the loader, the reload check
+ * and the reference generator walk, and the few helpers one of the files
+ * calls in another.  The rest of the daemon sees only src/config.h.
+ */
+#ifndef PC_CONFIG_INT_H
+#define PC_CONFIG_INT_H
+
+#include <stddef.h>
+
+#define CFG_PTR_MAX	512	/* longest JSON pointer we build */
+
+enum cfg_type {
+	CFG_STRING,	/* char *, checked by key->check */
+	CFG_PATH,	/* char *, a readable file; relative to the config */
+	CFG_ENUM,	/* one of key->choices, stored as int index */
+	CFG_BOOL,	/* int 0 or 1 */
+	CFG_INT,	/* JSON integer, stored as int */
+	CFG_SIZE,	/* JSON integer, stored as size_t */
+	CFG_SECONDS,	/* JSON number of seconds, stored as int ms */
+	CFG_FRACTION,	/* JSON number, stored as double; bounds in 1/1000 */
+	CFG_STRLIST,	/* char **, NULL-terminated; count at count_off */
+	CFG_OBJECT,	/* nested object, its fields in the same struct */
+	CFG_PTR_OBJECT,	/* nested object, allocated when present */
+	CFG_ARRAY	/* array of objects; count at count_off */
+};
+
+#define CFG_RELOAD	0x1	/* a reload may change it */
+#define CFG_REQUIRED	0x2	/* no default: must be present */
+
+struct cfg_ctx;
+
+struct cfg_key {
+	const char		 *name;
+	enum cfg_type		  type;
+	int			  flags;
+	size_t			  off;
+	size_t			  count_off;
+	long long		  min;	/* value, ms or entries */
+	long long		  max;
+	long long		  def;	/* ms for CFG_SECONDS */
+	const char		 *def_str;
+	const char		 *def_doc;	/* documented default */
+	const char *const	 *choices;	/* CFG_ENUM */
+	const struct cfg_key	 *sub;	/* nested keys */
+	size_t			  sub_size;	/* allocated objects */
+	const char		*(*check)(const char *);
+	void			(*loaded)(struct cfg_ctx *, void *,
+				    const char *, const char *);
+	const char		 *help;
+};
+
+/* config.c */
+void	 cfg_ptr(char *, size_t, const char *, const char *);
+void	 cfg_load_credentials(struct cfg_ctx *, void *, const char *,
+	    const char *);
+
+/* config_schema.c */
+extern const struct cfg_key	 cfg_root_keys[];
+extern const char *const	 cfg_level_names[];
+int		 cfg_split_listen(const char *, char *, size_t, int *);
+const char	*cfg_check_listen(const char *);
+
+#endif /* PC_CONFIG_INT_H */

@@ -1,0 +1,695 @@
+/*
+ * config_schema.c: the configuration schema.  One table per JSON object
+ * lists every key with its type, bounds, default, whether a reload may
+ * change it and its help text; the per-key check functions the rows name
+ * validate string values.  Parsing, defaults, reload checks and the
+ * reference documentation all walk these tables (config.c, config_ref.c),
+ * so a key cannot be documented but not parsed or the other way round.
+ *
+ * Guarantees: the tables are constant; a row's position is the order in
+ * which its key is parsed, reported and documented.  A check function only
+ * reads its argument: no allocation, no I/O, and its message is a constant
+ * that never echoes the value.
+ */
+#include <arpa/inet.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "config_int.h"
+
+#define CFG_NAME_MAX	32	/* upstream names */
+
+static const char *cfg_check_external_url(const char *);
+static const char *cfg_check_service(const char *);
+static const char *cfg_check_instance_id(const char *);
+static const char *cfg_check_name(const char *);
+static const char *cfg_check_upstream_url(const char *);
+static const char *cfg_check_prefix(const char *);
+static const char *cfg_check_host(const char *);
+static const char *cfg_check_cache_dir(const char *);
+static const char *cfg_check_redis(const char *);
+static const char *cfg_check_stream_key(const char *);
+static const char *cfg_check_ip(const char *);
+static const char *cfg_check_spool_file(const char *);
+
+static const char *const cfg_verify_names[] = {
+	"none", "optional", "require", NULL
+};
+
+const char *const cfg_level_names[] = {
+	"error", "warn", "info", "debug", NULL
+};
+
+static const char *const cfg_sendfile_names[] = {
+	"auto", "on", "off", NULL
+};
+
+#define TLS_OFF(f)	offsetof(struct config_tls, f)
+static const struct cfg_key cfg_tls_keys[] = {
+	{ .name = "cert_file", .type = CFG_PATH, .flags = CFG_REQUIRED,
+	  .off = TLS_OFF(cert_file),
+	  .help = "PEM certificate chain the listener presents." },
+	{ .name = "key_file", .type = CFG_PATH, .flags = CFG_REQUIRED,
+	  .off = TLS_OFF(key_file),
+	  .help = "PEM private key of cert_file." },
+	{ .name = "client_ca_file", .type = CFG_PATH,
+	  .off = TLS_OFF(client_ca_file), .def_doc = "none",
+	  .help = "PEM CA bundle that client certificates must chain to; "
+	  "required unless verify_client is none." },
+	{ .name = "verify_client", .type = CFG_ENUM,
+	  .off = TLS_OFF(verify_client), .def = CONFIG_VERIFY_NONE,
+	  .choices = cfg_verify_names,
+	  .help = "Whether clients must present a certificate." },
+	{ .name = NULL }
+};
+
+#define CFG_OFF(f)	offsetof(struct config, f)
+static const struct cfg_key cfg_listen_keys[] = {
+	{ .name = "address", .type = CFG_STRING,
+	  .off = CFG_OFF(listen_address), .def_str = "127.0.0.1:5000",
+	  .check = cfg_check_listen,
+	  .help = "Address to listen on: host:port, [v6addr]:port, or :port "
+	  "for every address." },
+	{ .name = "tls", .type = CFG_PTR_OBJECT, .off = CFG_OFF(tls),
+	  .sub = cfg_tls_keys, .sub_size = sizeof(struct config_tls),
+	  .def_doc = "plain HTTP",
+	  .help = "Serve HTTPS with this certificate; absent means plain "
+	  "HTTP." },
+	{ .name = NULL }
+};
+
+static const struct cfg_key cfg_limits_keys[] = {
+	{ .name = "header_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(header_bytes), .min = 1024, .max = 1048576,
+	  .def = 65536,
+	  .help = "Largest request head (request line and headers); larger "
+	  "gets 431." },
+	{ .name = "header_count", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(header_count), .min = 8, .max = 1000, .def = 100,
+	  .help = "Most header fields in one request; more gets 431." },
+	{ .name = "uri_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(uri_bytes), .min = 256, .max = 65536, .def = 8192,
+	  .help = "Longest request target; longer gets 414." },
+	{ .name = "max_connections", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(max_connections), .min = 1, .max = 1000000,
+	  .def = 4096,
+	  .help = "Client connections served at once; at the limit the "
+	  "gateway stops accepting and further ones wait in the listen "
+	  "backlog." },
+	{ .name = "max_connections_per_ip", .type = CFG_SIZE,
+	  .flags = CFG_RELOAD, .off = CFG_OFF(max_connections_per_ip),
+	  .min = 1, .max = 1000000, .def = 256,
+	  .help = "Client connections from one address at once; one more "
+	  "gets 503 and is closed." },
+	{ .name = "linger_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(linger_bytes), .min = 0, .max = 1073741824,
+	  .def = 16777216,
+	  .help = "Unread request bytes read and discarded after an error "
+	  "response before the connection is closed." },
+	{ .name = "manifest_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(manifest_bytes), .min = 1024, .max = 67108864,
+	  .def = 4194304,
+	  .help = "Largest manifest accepted from a client or an upstream." },
+	{ .name = "redirects", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(redirects), .min = 0, .max = 10, .def = 5,
+	  .help = "Upstream redirects followed for one request (blob, cache "
+	  "fill, tag revalidation); one more is answered 502." },
+	{ .name = NULL }
+};
+
+static const struct cfg_key cfg_buffers_keys[] = {
+	{ .name = "high_watermark", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(high_watermark), .min = 16384, .max = 67108864,
+	  .def = 262144,
+	  .help = "Bytes queued toward a peer before reading from the other "
+	  "side pauses." },
+	{ .name = NULL }
+};
+
+static const struct cfg_key cfg_timeouts_keys[] = {
+	{ .name = "header", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(header_timeout_ms), .min = 100, .max = 3600000,
+	  .def = 30000,
+	  .help = "Time a client has to send a complete request head." },
+	{ .name = "idle", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(idle_timeout_ms), .min = 100, .max = 86400000,
+	  .def = 60000,
+	  .help = "Time a keep-alive connection may sit between requests." },
+	{ .name = "body", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(body_timeout_ms), .min = 100, .max = 86400000,
+	  .def = 60000,
+	  .help = "Time a request or response body may make no progress." },
+	{ .name = "upstream_connect", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(upstream_connect_timeout_ms), .min = 100,
+	  .max = 600000, .def = 10000,
+	  .help = "Time to connect to an upstream, TLS handshake included." },
+	{ .name = "upstream_response", .type = CFG_SECONDS,
+	  .flags = CFG_RELOAD, .off = CFG_OFF(upstream_response_timeout_ms),
+	  .min = 100, .max = 3600000, .def = 60000,
+	  .help = "Time an upstream may take to answer, or to make progress "
+	  "on a body." },
+	{ .name = "drain", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(drain_timeout_ms), .min = 0, .max = 3600000,
+	  .def = 30000,
+	  .help = "On shutdown, time requests in flight get to finish." },
+	{ .name = "linger", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(linger_timeout_ms), .min = 0, .max = 600000,
+	  .def = 5000,
+	  .help = "After an error response, time spent reading and "
+	  "discarding the client's unread bytes before closing." },
+	{ .name = NULL }
+};
+
+static const struct cfg_key cfg_log_keys[] = {
+	{ .name = "level", .type = CFG_ENUM, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(log_level), .def = CONFIG_LOG_INFO,
+	  .choices = cfg_level_names,
+	  .help = "Least severe message written to stderr." },
+	{ .name = NULL }
+};
+
+#define CACHE_OFF(f)	offsetof(struct config_cache, f)
+static const struct cfg_key cfg_cache_keys[] = {
+	{ .name = "dir", .type = CFG_STRING, .flags = CFG_REQUIRED,
+	  .off = CACHE_OFF(dir), .check = cfg_check_cache_dir,
+	  .help = "Absolute path of the cache directory (blobs/, manifests/, "
+	  "tags/, tmp/); created at start. One gateway per directory." },
+	{ .name = "max_bytes", .type = CFG_SIZE, .off = CACHE_OFF(max_bytes),
+	  .min = 1048576, .max = 1LL << 60, .def = 10737418240LL,
+	  .help = "Cap on the bytes of cached blobs and manifests; the least "
+	  "recently used are evicted in the background above it." },
+	{ .name = "tag_ttl", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(tag_ttl_ms), .min = 0, .max = 2073600000LL,
+	  .def = 300000,
+	  .help = "How long a tag's digest is used before it is revalidated "
+	  "with a HEAD to the upstream." },
+	{ .name = "negative_ttl", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(negative_ttl_ms), .min = 0, .max = 86400000,
+	  .def = 30000,
+	  .help = "How long an unknown tag (upstream 404) is answered "
+	  "404 without asking the upstream again." },
+	{ .name = "sendfile", .type = CFG_ENUM, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(sendfile), .def = CONFIG_SENDFILE_AUTO,
+	  .choices = cfg_sendfile_names,
+	  .help = "How cached files reach clients: sendfile(2) (on; TLS "
+	  "maps the file instead), read into the output buffer, a copy (off), "
+	  "or auto, which is on. Measure: on some machines the copy is "
+	  "faster." },
+	{ .name = "send_window", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(send_window), .min = 65536, .max = 67108864,
+	  .def = 2097152,
+	  .help = "Bytes of a cached file queued toward one client at a "
+	  "time; bounds the memory a slow reader can pin." },
+	{ .name = "max_tag_records", .type = CFG_SIZE,
+	  .off = CACHE_OFF(max_tag_records), .min = 1, .max = 10000000,
+	  .def = 100000,
+	  .help = "Tag records kept on disk (tags/), counted from the files "
+	  "found at start; above it the least recently used record is "
+	  "removed, with its directory when it was the tag's last." },
+	{ .name = "tag_variants", .type = CFG_INT,
+	  .off = CACHE_OFF(tag_variants), .min = 1, .max = 64, .def = 4,
+	  .help = "Accept sets remembered per tag, records and unknown-tag "
+	  "entries together; a new one drops the tag's least recently used." },
+	{ .name = "negative_entries", .type = CFG_SIZE,
+	  .off = CACHE_OFF(negative_entries), .min = 0, .max = 1000000,
+	  .def = 10000,
+	  .help = "Unknown tags (upstream 404) remembered, in memory only, "
+	  "each for negative_ttl; when full the oldest is replaced. 0 "
+	  "remembers none." },
+	{ .name = "max_fills", .type = CFG_SIZE,
+	  .off = CACHE_OFF(max_fills), .min = 1, .max = 100000, .def = 64,
+	  .help = "Fills (upstream transfers into the cache) running at "
+	  "once; a miss beyond it is passed through without caching." },
+	{ .name = "max_fills_per_client", .type = CFG_SIZE,
+	  .off = CACHE_OFF(max_fills_per_client), .min = 1, .max = 100000,
+	  .def = 8,
+	  .help = "Fills running at once that were started by one client "
+	  "address; beyond it that client's misses are passed through." },
+	{ .name = "digest_threads", .type = CFG_SIZE,
+	  .off = CACHE_OFF(digest_threads), .min = 1, .max = 64, .def = 2,
+	  .help = "Threads that compute the digests of every fill, shared; "
+	  "the gateway's thread count does not grow with fills." },
+	{ .name = "fill_max_fraction", .type = CFG_FRACTION,
+	  .off = CACHE_OFF(fill_max_fraction), .min = 1, .max = 1000,
+	  .def = 250,
+	  .help = "A blob or manifest larger than this fraction of max_bytes "
+	  "is passed through, not cached." },
+	{ .name = "fill_finish_fraction", .type = CFG_FRACTION,
+	  .off = CACHE_OFF(fill_finish_fraction), .min = 0, .max = 1000,
+	  .def = 900,
+	  .help = "A fill left with no reader is cancelled unless at least "
+	  "this fraction of its Content-Length is on disk; 0 lets "
+	  "every fill complete." },
+	{ .name = NULL }
+};
+
+static const char *const cfg_fsync_names[] = {
+	"always", "interval", "never", NULL
+};
+
+static const char *const cfg_audit_failure_names[] = {
+	"drop", "reject", NULL
+};
+
+#define AUDIT_OFF(f)	offsetof(struct config_audit, f)
+static const struct cfg_key cfg_audit_keys[] = {
+	{ .name = "redis", .type = CFG_STRING, .off = AUDIT_OFF(redis),
+	  .def_str = "127.0.0.1:6379", .check = cfg_check_redis,
+	  .help = "Redis server (7.0 or later) as a numeric ip:port or "
+	  "[ipv6]:port, so that connecting never waits on DNS." },
+	{ .name = "stream", .type = CFG_STRING, .off = AUDIT_OFF(stream),
+	  .def_str = "portcullis:audit", .check = cfg_check_stream_key,
+	  .help = "Stream key. Indexes and the writers' dedup hash use keys "
+	  "that start with it and a colon." },
+	{ .name = "max_len", .type = CFG_SIZE, .off = AUDIT_OFF(max_len),
+	  .min = 0, .max = 1LL << 40, .def = 10000000,
+	  .help = "Trim the stream to about this many records (XADD MAXLEN "
+	  "~); 0 means no length cap." },
+	{ .name = "max_age", .type = CFG_SIZE, .off = AUDIT_OFF(max_age),
+	  .min = 0, .max = 3650LL * 86400, .def = 90LL * 86400,
+	  .help = "Trim records older than this many seconds (XTRIM MINID "
+	  "~); 0 means no age cap." },
+	{ .name = "spool_file", .type = CFG_STRING,
+	  .off = AUDIT_OFF(spool_file), .def_str = "audit.spool",
+	  .check = cfg_check_spool_file,
+	  .help = "Append-only file that holds records while Redis is down, "
+	  "slow or refusing writes; relative to the config file's directory. "
+	  "Created if missing; replayed in order at start." },
+	{ .name = "spool_max_bytes", .type = CFG_SIZE,
+	  .off = AUDIT_OFF(spool_max_bytes), .min = 16384, .max = 1LL << 40,
+	  .def = 1073741824,
+	  .help = "Largest spool file; when full, on_failure applies." },
+	{ .name = "fsync", .type = CFG_ENUM, .off = AUDIT_OFF(fsync),
+	  .def = CONFIG_FSYNC_INTERVAL, .choices = cfg_fsync_names,
+	  .help = "When spooled records are fsync'ed: after every batch "
+	  "written (always), once a second (interval) or never." },
+	{ .name = "on_failure", .type = CFG_ENUM,
+	  .off = AUDIT_OFF(on_failure), .def = CONFIG_AUDIT_DROP,
+	  .choices = cfg_audit_failure_names,
+	  .help = "With the spool full: drop records (counted, logged at "
+	  "most once a second) or reject requests with 503 before they are "
+	  "served." },
+	{ .name = "admin_addresses", .type = CFG_STRLIST,
+	  .off = AUDIT_OFF(admin_addresses),
+	  .count_off = AUDIT_OFF(nadmin_addresses), .min = 0, .max = 256,
+	  .check = cfg_check_ip, .def_doc = "none",
+	  .help = "Client IP addresses that may use GET /admin/audit." },
+	{ .name = "queue_max", .type = CFG_SIZE, .off = AUDIT_OFF(queue_max),
+	  .min = 16, .max = 1000000, .def = 10000,
+	  .help = "Records held in memory waiting for Redis; beyond it "
+	  "Redis counts as slow and records go to the spool." },
+	{ .name = "max_inflight", .type = CFG_SIZE,
+	  .off = AUDIT_OFF(max_inflight), .min = 1, .max = 100000,
+	  .def = 256,
+	  .help = "Records sent to Redis (pipelined) and not yet "
+	  "acknowledged." },
+	{ .name = "timeout", .type = CFG_SECONDS, .off = AUDIT_OFF(timeout_ms),
+	  .min = 100, .max = 600000, .def = 5000,
+	  .help = "A reply slower than this makes Redis count as down: "
+	  "records go to the spool and the writer reconnects." },
+	{ .name = "max_index_keys", .type = CFG_SIZE,
+	  .off = AUDIT_OFF(max_index_keys), .min = 1, .max = 100000000,
+	  .def = 100000,
+	  .help = "Index streams (per subject, per repository) kept in "
+	  "Redis; beyond it the least recently written are deleted. Only "
+	  "requests routed to an upstream and answered by it or the cache "
+	  "are indexed by repository." },
+	{ .name = NULL }
+};
+
+#define UP_OFF(f)	offsetof(struct config_upstream, f)
+static const struct cfg_key cfg_upstream_keys[] = {
+	{ .name = "name", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = UP_OFF(name),
+	  .check = cfg_check_name,
+	  .help = "Unique name used in logs, metrics and audit records: "
+	  "lowercase letters, digits and '-', at most 32." },
+	{ .name = "url", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = UP_OFF(url),
+	  .check = cfg_check_upstream_url,
+	  .help = "Base URL of the registry, http or https, without a path "
+	  "or credentials." },
+	{ .name = "prefix", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = UP_OFF(prefix), .check = cfg_check_prefix,
+	  .def_doc = "none",
+	  .help = "First repository name component that routes here: "
+	  "/v2/PREFIX/NAME/... goes to NAME on this upstream. Unique." },
+	{ .name = "hosts", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = UP_OFF(hosts), .count_off = UP_OFF(nhosts),
+	  .min = 0, .max = 64, .check = cfg_check_host,
+	  .def_doc = "host[:port] of url; with docker_hub also docker.io, "
+	  "registry-1.docker.io, index.docker.io",
+	  .help = "Registry host names (containerd's ns= parameter) that "
+	  "route here; replaces the default. [] routes none." },
+	{ .name = "docker_hub", .type = CFG_BOOL, .flags = CFG_RELOAD,
+	  .off = UP_OFF(docker_hub), .def = 0,
+	  .help = "Upstream is Docker Hub: single-component names mean "
+	  "library/NAME." },
+	{ .name = "default", .type = CFG_BOOL, .flags = CFG_RELOAD,
+	  .off = UP_OFF(is_default), .def = 0,
+	  .help = "Serve names that match no prefix (Docker registry-mirrors). "
+	  "At most one upstream." },
+	{ .name = "ca_file", .type = CFG_PATH, .flags = CFG_RELOAD,
+	  .off = UP_OFF(ca_file), .def_doc = "system CAs",
+	  .help = "PEM CA bundle that verifies the upstream's certificate." },
+	{ .name = "credentials_file", .type = CFG_PATH, .flags = CFG_RELOAD,
+	  .off = UP_OFF(credentials_file), .loaded = cfg_load_credentials,
+	  .def_doc = "anonymous",
+	  .help = "File holding one line username:password used to log in "
+	  "to the upstream. Secrets are never written inline." },
+	{ .name = "pool_max_idle", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = UP_OFF(pool_max_idle), .min = 0, .max = 1024, .def = 16,
+	  .help = "Idle keep-alive connections kept open to the upstream." },
+	{ .name = "cache", .type = CFG_BOOL, .flags = CFG_RELOAD,
+	  .off = UP_OFF(cache), .def = 1,
+	  .help = "Pull through the cache (when a top-level cache is "
+	  "configured). Pushes are never cached." },
+	{ .name = "tag_ttl", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = UP_OFF(tag_ttl_ms), .min = 0, .max = 2073600000LL, .def = -1,
+	  .def_doc = "cache.tag_ttl",
+	  .help = "This upstream's tag time-to-live, replacing the cache's." },
+	{ .name = "redirect_allow", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = UP_OFF(redirect_allow),
+	  .count_off = UP_OFF(nredirect_allow), .min = 0, .max = 64,
+	  .check = cfg_check_host, .def_doc = "none",
+	  .help = "Redirect targets (host, or host:port) this upstream may "
+	  "send the gateway to even when they resolve to a loopback, "
+	  "link-local, private, CGNAT, unique local or unspecified "
+	  "address." },
+	{ .name = "auth_hosts", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = UP_OFF(auth_hosts), .count_off = UP_OFF(nauth_hosts),
+	  .min = 0, .max = 64, .check = cfg_check_host,
+	  .def_doc = "none; with docker_hub auth.docker.io",
+	  .help = "Token realm hosts (host, or host:port) besides the "
+	  "upstream's own host that get its credentials (over https only) "
+	  "and may resolve to a non-public address." },
+	{ .name = NULL }
+};
+
+const struct cfg_key cfg_root_keys[] = {
+	{ .name = "listen", .type = CFG_OBJECT, .sub = cfg_listen_keys,
+	  .help = "Where clients connect." },
+	{ .name = "external_url", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(external_url), .check = cfg_check_external_url,
+	  .def_doc = "from the Host header",
+	  .help = "URL clients reach the gateway at, used in token realms "
+	  "and redirects: http or https, no path." },
+	{ .name = "service", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(service), .def_str = "portcullis",
+	  .check = cfg_check_service,
+	  .help = "Token service name (the service= of the Bearer "
+	  "challenge and the aud of issued tokens)." },
+	{ .name = "instance_id", .type = CFG_STRING,
+	  .off = CFG_OFF(instance_id), .check = cfg_check_instance_id,
+	  .def_doc = "HOSTNAME:PORT",
+	  .help = "Name of this gateway instance in logs, metrics and audit "
+	  "records." },
+	{ .name = "limits", .type = CFG_OBJECT, .sub = cfg_limits_keys,
+	  .help = "Sizes and counts bounded before memory is allocated." },
+	{ .name = "buffers", .type = CFG_OBJECT, .sub = cfg_buffers_keys,
+	  .help = "Buffering and backpressure." },
+	{ .name = "timeouts", .type = CFG_OBJECT, .sub = cfg_timeouts_keys,
+	  .help = "Timeouts, in seconds; fractions allowed." },
+	{ .name = "log", .type = CFG_OBJECT, .sub = cfg_log_keys,
+	  .help = "Logging." },
+	{ .name = "cache", .type = CFG_PTR_OBJECT, .off = CFG_OFF(cache),
+	  .sub = cfg_cache_keys, .sub_size = sizeof(struct config_cache),
+	  .def_doc = "no cache",
+	  .help = "Pull-through cache of blobs, manifests and tags on local "
+	  "disk; absent means every pull goes to the upstream." },
+	{ .name = "audit", .type = CFG_PTR_OBJECT, .off = CFG_OFF(audit),
+	  .sub = cfg_audit_keys, .sub_size = sizeof(struct config_audit),
+	  .def_doc = "no audit",
+	  .help = "Audit record of every request in a Redis stream, spooled "
+	  "to disk while Redis is away; absent means no audit." },
+	{ .name = "upstreams", .type = CFG_ARRAY,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = CFG_OFF(upstreams),
+	  .count_off = CFG_OFF(nupstreams), .min = 1, .max = 256,
+	  .sub = cfg_upstream_keys, .sub_size = sizeof(struct config_upstream),
+	  .help = "Registries behind the gateway." },
+	{ .name = NULL }
+};
+
+/*
+ * Split a listen address into host and port.  Accepts host:port,
+ * [v6addr]:port and :port (every address); the brackets are dropped.
+ */
+int
+cfg_split_listen(const char *s, char *host, size_t hostlen, int *port)
+{
+	const char	*colon, *end;
+	size_t		 n, i;
+	long		 v;
+	char		*ep;
+
+	if (*s == '[') {
+		if ((end = strchr(s, ']')) == NULL || end[1] != ':')
+			return -1;
+		n = end - s - 1;
+		if (n == 0)
+			return -1;
+		for (i = 1; i <= n; i++)
+			if (!isxdigit((unsigned char)s[i]) && s[i] != ':' &&
+			    s[i] != '.' && s[i] != '%')
+				return -1;
+		s++;
+		colon = end + 1;
+	} else {
+		if ((colon = strrchr(s, ':')) == NULL)
+			return -1;
+		n = colon - s;
+		for (i = 0; i < n; i++)
+			if (!isalnum((unsigned char)s[i]) && s[i] != '.' &&
+			    s[i] != '-' && s[i] != '_')
+				return -1;
+	}
+	if (n >= hostlen)
+		return -1;
+	if (!isdigit((unsigned char)colon[1]))
+		return -1;
+	errno = 0;
+	v = strtol(colon + 1, &ep, 10);
+	if (errno != 0 || *ep != '\0' || v < 1 || v > 65535)
+		return -1;
+	memcpy(host, s, n);
+	host[n] = '\0';
+	*port = (int)v;
+	return 0;
+}
+
+/* A listen address: host:port, [ipv6-address]:port or :port. */
+const char *
+cfg_check_listen(const char *s)
+{
+	char	 host[256];
+	int	 port;
+
+	if (cfg_split_listen(s, host, sizeof(host), &port) == -1)
+		return "must be host:port, [ipv6-address]:port or :port";
+	return NULL;
+}
+
+/* An http or https URL with no credentials, path, query or fragment. */
+static const char *
+cfg_check_base_url(const char *s, struct url *u)
+{
+	const char	*auth;
+	size_t		 n;
+
+	/* url_parse() refuses userinfo too; say why it is refused here. */
+	if ((auth = strstr(s, "://")) != NULL) {
+		auth += 3;
+		n = strcspn(auth, "/?#");
+		if (memchr(auth, '@', n) != NULL)
+			return "must not contain credentials; "
+			    "use credentials_file";
+	}
+	if (url_parse(s, u) == -1 ||
+	    (strcmp(u->scheme, "http") != 0 && strcmp(u->scheme, "https") != 0))
+		return "must be an http or https URL";
+	if ((u->path[0] != '\0' && strcmp(u->path, "/") != 0) ||
+	    strpbrk(s, "?#") != NULL)
+		return "must not have a path, query or fragment";
+	return NULL;
+}
+
+static const char *
+cfg_check_upstream_url(const char *s)
+{
+	struct url	 u;
+
+	return cfg_check_base_url(s, &u);
+}
+
+static const char *
+cfg_check_external_url(const char *s)
+{
+	struct url	 u;
+
+	return cfg_check_base_url(s, &u);
+}
+
+/* Printable ASCII; it is quoted in WWW-Authenticate and in logs. */
+static int
+cfg_printable(const char *s, size_t max, int spaces)
+{
+	size_t	 n;
+
+	for (n = 0; s[n] != '\0'; n++) {
+		if (s[n] <= ' ' && !(spaces && s[n] == ' '))
+			return 0;
+		if (s[n] > '~' || s[n] == '"' || s[n] == '\\')
+			return 0;
+	}
+	return n > 0 && n <= max;
+}
+
+static const char *
+cfg_check_service(const char *s)
+{
+	if (!cfg_printable(s, 255, 1))
+		return "must be 1 to 255 printable ASCII characters, "
+		    "without quotes or backslashes";
+	return NULL;
+}
+
+static const char *
+cfg_check_instance_id(const char *s)
+{
+	if (!cfg_printable(s, 255, 0))
+		return "must be 1 to 255 printable ASCII characters, "
+		    "without spaces, quotes or backslashes";
+	return NULL;
+}
+
+static const char *
+cfg_check_cache_dir(const char *s)
+{
+	if (s[0] != '/' || strlen(s) > 3072)
+		return "must be an absolute path of at most 3072 bytes";
+	return NULL;
+}
+
+static const char *
+cfg_check_redis(const char *s)
+{
+	char		 host[256];
+	unsigned char	 a[16];
+	int		 port;
+
+	if (cfg_split_listen(s, host, sizeof(host), &port) == -1 ||
+	    (inet_pton(AF_INET, host, a) != 1 &&
+	    inet_pton(AF_INET6, host, a) != 1))
+		return "must be a numeric ip:port or [ipv6]:port";
+	return NULL;
+}
+
+static const char *
+cfg_check_stream_key(const char *s)
+{
+	if (!cfg_printable(s, 200, 0))
+		return "must be 1 to 200 printable ASCII characters, "
+		    "without spaces, quotes or backslashes";
+	return NULL;
+}
+
+static const char *
+cfg_check_ip(const char *s)
+{
+	unsigned char	 a[16];
+
+	if (inet_pton(AF_INET, s, a) != 1 && inet_pton(AF_INET6, s, a) != 1)
+		return "must be a numeric IPv4 or IPv6 address";
+	return NULL;
+}
+
+static const char *
+cfg_check_spool_file(const char *s)
+{
+	if (*s == '\0' || strlen(s) > 3072 || s[strlen(s) - 1] == '/')
+		return "must be a file name of at most 3072 bytes";
+	return NULL;
+}
+
+static const char *
+cfg_check_name(const char *s)
+{
+	size_t	 n;
+
+	for (n = 0; s[n] != '\0'; n++) {
+		if (islower((unsigned char)s[n]) ||
+		    isdigit((unsigned char)s[n]))
+			continue;
+		if (s[n] == '-' && n > 0)
+			continue;
+		break;
+	}
+	if (n == 0 || s[n] != '\0' || n > CFG_NAME_MAX)
+		return "must be lowercase letters, digits and '-', "
+		    "not starting with '-', at most 32 characters";
+	return NULL;
+}
+
+/*
+ * One repository name component, as the distribution spec defines it:
+ * [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*
+ */
+static const char *
+cfg_check_prefix(const char *s)
+{
+	const char	*p = s;
+	size_t		 sep;
+
+	for (;;) {
+		if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p))
+			goto bad;
+		while (islower((unsigned char)*p) || isdigit((unsigned char)*p))
+			p++;
+		if (*p == '\0')
+			break;
+		if (*p == '.')
+			p++;
+		else if (*p == '_')
+			p += p[1] == '_' ? 2 : 1;
+		else if (*p == '-') {
+			sep = strspn(p, "-");
+			p += sep;
+		} else
+			goto bad;
+	}
+	if (p - s > 255)
+		goto bad;
+	return NULL;
+bad:
+	return "must be one repository name component: lowercase letters "
+	    "and digits, separated by '.', '_', '__' or '-'";
+}
+
+static const char *
+cfg_check_host(const char *s)
+{
+	char	 host[256];
+	int	 port;
+	size_t	 n;
+
+	/* A bare IPv6 literal, as url_hostport() writes it. */
+	n = strspn(s + 1, "0123456789abcdefABCDEF:.");
+	if (s[0] == '[' && n > 0 && s[n + 1] == ']' && s[n + 2] == '\0')
+		return NULL;
+	if (strchr(s, ':') != NULL &&
+	    cfg_split_listen(s, host, sizeof(host), &port) == 0 &&
+	    host[0] != '\0')
+		return NULL;
+	for (n = 0; s[n] != '\0'; n++)
+		if (!isalnum((unsigned char)s[n]) && s[n] != '.' &&
+		    s[n] != '-' && s[n] != '_')
+			break;
+	if (n == 0 || s[n] != '\0' || n > 255)
+		return "must be a registry host name, optionally with :port";
+	return NULL;
+}
