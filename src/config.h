@@ -136,6 +136,9 @@ struct config {
 	size_t			 linger_bytes;
 	size_t			 manifest_bytes;
 	int			 redirects;	/* hops followed */
+	size_t			 upstream_header_bytes;
+	size_t			 upstream_header_count;
+	size_t			 token_bytes;
 	size_t			 high_watermark;
 
 	int			 header_timeout_ms;

@@ -115,6 +115,23 @@ static const struct cfg_key cfg_limits_keys[] = {
 	  .off = CFG_OFF(manifest_bytes), .min = 1024, .max = 67108864,
 	  .def = 4194304,
 	  .help = "Largest manifest accepted from a client or an upstream." },
+	{ .name = "upstream_header_bytes", .type = CFG_SIZE,
+	  .flags = CFG_RELOAD, .off = CFG_OFF(upstream_header_bytes),
+	  .min = 1024, .max = 1048576, .def = 65536,
+	  .help = "Largest response head (status line and fields) accepted "
+	  "from an upstream, a redirect target or a token realm; larger "
+	  "is a 502." },
+	{ .name = "upstream_header_count", .type = CFG_SIZE,
+	  .flags = CFG_RELOAD, .off = CFG_OFF(upstream_header_count),
+	  .min = 8, .max = 1000, .def = 256,
+	  .help = "Most header fields in one upstream response; more is a "
+	  "502." },
+	{ .name = "token_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(token_bytes), .min = 1024, .max = 1048576,
+	  .def = 65536,
+	  .help = "Largest body of an upstream token response (or of the "
+	  "GET /v2/ probe) the gateway reads into memory; larger is a "
+	  "502." },
 	{ .name = "redirects", .type = CFG_INT, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(redirects), .min = 0, .max = 10, .def = 5,
 	  .help = "Upstream redirects followed for one request (blob, cache "

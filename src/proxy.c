@@ -86,8 +86,6 @@ struct proxy {
 	int				 chunked_out;
 };
 
-#define PX_TOKEN_MAX	65536	/* token response body bytes */
-#define PX_PROBE_MAX	65536	/* GET /v2/ body bytes */
 
 static void	px_begin(struct proxy *);
 static void	px_connect(struct proxy *);
@@ -244,7 +242,8 @@ void
 proxy_start(struct req *req)
 {
 	struct proxy		*px;
-	struct hframe_limits	 lim = { 65536, 256, 8192 };
+	struct hframe_limits	 lim = { req->conf->upstream_header_bytes,
+				    req->conf->upstream_header_count, 8192 };
 
 	if ((px = calloc(1, sizeof(*px))) == NULL)
 		fatal("calloc");
@@ -288,7 +287,8 @@ proxy_fetch_new(struct pc_ctx *ctx, struct config *conf,
     const struct proxy_ops *ops, void *arg, const char *logid)
 {
 	struct proxy		*px;
-	struct hframe_limits	 lim = { 65536, 256, 8192 };
+	struct hframe_limits	 lim = { conf->upstream_header_bytes,
+				    conf->upstream_header_count, 8192 };
 	char			 rest[OCI_REF_MAX + 32];
 
 	if ((px = calloc(1, sizeof(*px))) == NULL)
@@ -339,7 +339,8 @@ px_sub_new(struct proxy *px, const struct url *u, const struct origin *o,
     const char *hdrs, size_t max, px_sub_cb cb)
 {
 	struct proxy		*sub;
-	struct hframe_limits	 lim = { 65536, 256, 8192 };
+	struct hframe_limits	 lim = { px->conf->upstream_header_bytes,
+				    px->conf->upstream_header_count, 8192 };
 
 	if ((sub = calloc(1, sizeof(*sub))) == NULL)
 		fatal("calloc");
@@ -522,7 +523,8 @@ px_begin(struct proxy *px)
 			px_error(px, ERR_UPSTREAM_AUTH, why);
 			return;
 		}
-		px_sub_new(px, &u, &o, hdrs, PX_TOKEN_MAX, px_on_token);
+		px_sub_new(px, &u, &o, hdrs, px->conf->token_bytes,
+		    px_on_token);
 		explicit_bzero(hdrs, sizeof(hdrs));
 		px_connect(px->sub);	/* may call back, freeing px */
 		return;
@@ -533,7 +535,8 @@ px_begin(struct proxy *px)
 		origin_from_url(&o, &u, px->up->ca_file);
 		snprintf(hdrs, sizeof(hdrs), "User-Agent: portcullis/%s\r\n"
 		    "Accept: application/json\r\n", PC_VERSION);
-		px_sub_new(px, &u, &o, hdrs, PX_PROBE_MAX, px_on_probe);
+		px_sub_new(px, &u, &o, hdrs, px->conf->token_bytes,
+		    px_on_probe);
 		px_connect(px->sub);	/* may call back, freeing px */
 		return;
 	}

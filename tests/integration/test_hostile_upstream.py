@@ -350,3 +350,48 @@ def test_unsafe_request_not_resent_on_a_dropped_pooled_connection(
                   timeout=30)
     assert r.status_code == 502, (r.status_code, r.text)
     assert up.count(method, path) == 1
+
+
+# --- upstream answers are bounded before they are held -----------------------
+
+def test_token_answer_over_token_bytes_is_refused(up, start_gateway):
+    up.require_token()
+    up.token_pad = 8000
+    d = up.blob(BLOB)
+    url = "/v2/h/app/blobs/" + d
+    cfg = gateway_config(hostile(up, default=True))
+    cfg["limits"] = {"token_bytes": 4096}
+    gw = start_gateway(cfg)
+    r = session().get(gw.url + url, timeout=30)
+    assert r.status_code == 502, (r.status_code, r.text)
+    assert up.ntokens == 1
+    # The same answer within the bound is read and used.
+    cfg["limits"] = {"token_bytes": 16384}
+    gw2 = start_gateway(cfg)
+    r = session().get(gw2.url + url, timeout=30)
+    assert r.status_code == 200, (r.status_code, r.text)
+    assert r.content == BLOB
+
+
+@pytest.mark.parametrize("limits,fields", [
+    ({"upstream_header_count": 16}, {"X-Many-%d" % i: "v" for i in range(40)}),
+    ({"upstream_header_bytes": 2048}, {"X-Big": "v" * 4000}),
+])
+def test_upstream_head_over_its_limits_is_refused(up, start_gateway, limits,
+                                                   fields):
+    d = up.blob(BLOB)
+    path = "/v2/app/blobs/" + d
+    _, headers, data = up.routes[("GET", path)]
+    headers = dict(headers)
+    headers.update(fields)
+    up.route("GET", path, 200, headers, data)
+    cfg = gateway_config(hostile(up, default=True))
+    cfg["limits"] = limits
+    gw = start_gateway(cfg)
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert r.status_code == 502, (r.status_code, r.text)
+    assert json.loads(r.content)["errors"][0]["code"] == "UNAVAILABLE"
+    # Without the tighter limit the same answer goes through.
+    gw2 = start_gateway(gateway_config(hostile(up, default=True)))
+    r = session().get(gw2.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert r.status_code == 200 and r.content == BLOB

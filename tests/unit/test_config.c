@@ -850,6 +850,8 @@ test_reference(void **state)
 		"/limits/uri_bytes", "/limits/max_connections",
 		"/limits/manifest_bytes",
 		"/limits/max_connections_per_ip", "/limits/linger_bytes",
+		"/limits/upstream_header_bytes", "/limits/upstream_header_count",
+		"/limits/token_bytes",
 		"/buffers", "/buffers/high_watermark",
 		"/timeouts", "/timeouts/header", "/timeouts/idle",
 		"/timeouts/body", "/timeouts/upstream_connect",

@@ -22,6 +22,7 @@ with TLS, and records every request (method, path, headers).
     up.require_token(realm=None)               # Bearer auth, own /token
     up.revoke(token); up.revoke_all = True
     up.drop_after_read = {"POST", "DELETE"}    # on reused connections
+    up.token_pad = 100000                      # an oversized token answer
     up.count("GET", path); up.seen(...)
 """
 
@@ -246,8 +247,13 @@ class _UpHandler(_Base):
             up.ntokens += 1
             tok = "tok-%d" % up.ntokens
             up.issued.add(tok)
-        self.reply(200, json.dumps({"token": tok, "expires_in": 300})
-                   .encode(), {"Content-Type": "application/json"})
+        with up.lock:
+            pad = up.token_pad
+        doc = {"token": tok, "expires_in": 300}
+        if pad:
+            doc["padding"] = "x" * pad
+        self.reply(200, json.dumps(doc).encode(),
+                   {"Content-Type": "application/json"})
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _serve
 
@@ -269,6 +275,7 @@ class HostileUpstream(_Server):
         self.revoke_all = False
         self.ntokens = 0
         self.drop_after_read = set()
+        self.token_pad = 0          # bytes of padding in token answers
         super().__init__(self, _UpHandler, addr=addr, tls=tls)
 
     def route(self, method, path, status, headers=None, body=b""):
