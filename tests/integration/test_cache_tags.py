@@ -318,3 +318,73 @@ def test_tag_record_hits_then_revalidates_and_follows_the_tag(
     files, dirs = tags_tree(cdir)
     assert [f.split(os.sep)[0] for f in files] == ["up1"]
     assert sorted(dirs) == sorted(["up1", "up1r", os.path.dirname(files[0])])
+
+
+# --- a hostile tags/ at start-up -----------------------------------------
+
+def test_startup_scan_never_follows_a_link_out_of_the_cache(
+        start_registry, start_gateway, tmp_path):
+    """The scan removes junk under tags/<upstream>/<k1>/; a <k1> or an
+    <upstream> that is a symbolic link must not take that removal to the
+    directory it points at."""
+    reg = start_registry("up1")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "important.txt").write_text("keep me\n")
+    (victim / ("ab" * 32)).write_text("not a record\n")
+    (victim / ("ef" * 32)).mkdir()
+    (victim / ("ef" * 32) / "also-important").write_text("keep me\n")
+    cdir = tmp_path / "c"
+    os.makedirs(cdir / "tags" / "up1")
+    os.symlink(str(victim), str(cdir / "tags" / "up1" / ("cd" * 32)))
+    os.symlink(str(victim), str(cdir / "tags" / "up2"))
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)))
+    assert gw.alive()
+    # Before: both files removed (and the link's target emptied).
+    assert sorted(os.listdir(victim)) == ["ab" * 32, "ef" * 32,
+                                          "important.txt"]
+    assert os.listdir(victim / ("ef" * 32)) == ["also-important"]
+    assert "foreign_file" in gw.log_text()
+
+
+def _hwm_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_startup_scan_memory_is_bounded_by_max_tag_records(
+        start_registry, start_gateway, tmp_path):
+    """60,000 valid records on disk (an older version kept one per Accept
+    set, unbounded) and max_tag_records 10: the scan holds a bounded
+    number of them at a time, and leaves the cap on disk."""
+    reg = start_registry("up1")
+    n = 60000
+    cdir = tmp_path / "c"
+    rec = ("sha256:" + "0" * 64 + " 1700000000000\n").encode()
+    for j in range(n // 5000):
+        d = cdir / "tags" / "up1" / ("%064x" % (j + 1))
+        os.makedirs(d)
+        for i in range(5000):
+            fd = os.open(str(d / ("%064x" % i)),
+                         os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, rec)
+            os.close(fd)
+    empty = tmp_path / "empty"
+    cfg = {"max_tag_records": 10, "tag_variants": 64}
+    gw0 = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                       cache=cache_cfg(empty, **cfg)))
+    base = _hwm_kib(gw0.pid)
+    gw0.stop()
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir, **cfg)))
+    grown = _hwm_kib(gw.pid) - base
+    files, dirs = tags_tree(cdir)
+    assert len(files) == 10
+    assert len(dirs) <= 10 + 1, dirs
+    # Before: the scan held all 60,000 (about 7 MiB, more while the
+    # array grew) before applying the cap.
+    assert grown < 3072, "peak RSS grew by %d KiB" % grown
