@@ -476,6 +476,11 @@ cache_tag_get(struct cache *c, const struct config_upstream *up,
 		tags_drop(t, v);
 		return (-1);
 	}
+	/* Learnt in the future: written while the clock was ahead, or not
+	 * by us.  As old as can be, so it is revalidated (and still there
+	 * to serve stale), not fresh until the clock catches up. */
+	if (*at > cache_wall_ms() + TAGS_TOUCH_MS)
+		*at = 0;
 	TAILQ_REMOVE(&g->vars, v, sib);
 	TAILQ_INSERT_TAIL(&g->vars, v, sib);
 	TAILQ_REMOVE(&t->recs, v, lru);

@@ -388,3 +388,42 @@ def test_startup_scan_memory_is_bounded_by_max_tag_records(
     # Before: the scan held all 60,000 (about 7 MiB, more while the
     # array grew) before applying the cap.
     assert grown < 3072, "peak RSS grew by %d KiB" % grown
+
+
+def test_a_record_dated_in_the_future_is_not_fresh_forever(
+        start_registry, start_gateway, skopeo, app_image, tmp_path):
+    """A record's time comes from the wall clock, and from the file: one
+    written while the clock was ahead (or planted) must not skip
+    revalidation until the clock catches up."""
+    from lib.util import wait_for
+    import time
+    reg = start_registry("up1")
+    skopeo("copy", "--dest-tls-verify=false", app_image.ref,
+           "docker://%s/fut/app:v1" % reg.host)
+    cdir = tmp_path / "c"
+    cfg = gateway_config(upstream(reg, prefix="up1"),
+                         cache=cache_cfg(cdir, tag_ttl=1))
+    gw = start_gateway(cfg)
+    s = session()
+    assert _get(s, "%s/v2/up1/fut/app/manifests/v1" % gw.url
+                ).status_code == 200
+    gw.stop()
+    files, _ = tags_tree(cdir)
+    assert len(files) == 1
+    path = os.path.join(str(cdir), "tags", files[0])
+    ten_years = int(time.time() * 1000) + 10 * 365 * 86400 * 1000
+    with open(path, "w") as f:
+        f.write("%s %d\n" % (app_image.digest, ten_years))
+    gw = start_gateway(cfg)
+    url = "%s/v2/up1/fut/app/manifests/v1" % gw.url
+    m = reg.mark()
+
+    def revalidated():
+        r = _get(s, url)
+        assert r.status_code == 200
+        assert r.headers["Docker-Content-Digest"] == app_image.digest
+        return [e["method"] for e in manifest_requests(reg, m)][:1] == [
+            "HEAD"]
+    # Before: a hit for ten years.
+    wait_for(revalidated, timeout=15, interval=0.3,
+             what="the future-dated record revalidated")
