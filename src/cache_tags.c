@@ -227,9 +227,9 @@ tags_path(struct cache_tags *t, const struct tag *g,
 
 /*
  * Read a record file, name relative to dirfd (or AT_FDCWD): its digest
- * into buf and when it was learnt into *at.  Returns 0, or -1 when it is
- * missing or not a record (negative records, "- <ms>", were written by
- * versions before the table).
+ * into buf and when it was learnt into *at.  Returns 0, or -1 with errno:
+ * EINVAL when it is not a record (negative records, "- <ms>", were
+ * written by versions before the table), or why it could not be read.
  */
 static int
 tags_read_at(int dirfd, const char *name, char *buf, size_t len,
@@ -239,26 +239,30 @@ tags_read_at(int dirfd, const char *name, char *buf, size_t len,
 	const char		*hex;
 	unsigned long long	 ms;
 	ssize_t			 n;
-	int			 fd;
+	int			 fd, serrno;
 
 	if ((fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW |
 	    O_NONBLOCK)) == -1)
 		return (-1);
 	n = read(fd, rec, sizeof(rec) - 1);
+	serrno = errno;
 	close(fd);
-	if (n <= 0)
+	if (n == -1) {
+		errno = serrno;
 		return (-1);
+	}
 	rec[n] = '\0';
-	if ((sp = strchr(rec, ' ')) == NULL)
-		return (-1);
-	*sp++ = '\0';
 	errno = 0;
-	ms = strtoull(sp, &ep, 10);
-	if (errno != 0 || ep == sp || *ep != '\n' || ep[1] != '\0')
+	if ((sp = strchr(rec, ' ')) != NULL) {
+		*sp++ = '\0';
+		ms = strtoull(sp, &ep, 10);
+	}
+	if (sp == NULL || errno != 0 || ep == sp || *ep != '\n' ||
+	    ep[1] != '\0' || cache_digest_alg(rec, &hex) == CACHE_ALG_NONE ||
+	    strlen(rec) >= len) {
+		errno = EINVAL;
 		return (-1);
-	if (cache_digest_alg(rec, &hex) == CACHE_ALG_NONE ||
-	    strlen(rec) >= len)
-		return (-1);
+	}
 	snprintf(buf, len, "%s", rec);
 	*at = ms;
 	return (0);
@@ -268,6 +272,19 @@ static int
 tags_read(const char *path, char *buf, size_t len, uint64_t *at)
 {
 	return (tags_read_at(AT_FDCWD, path, buf, len, at));
+}
+
+/*
+ * Whether a failed read means the record is gone or not ours.  Anything
+ * else (EMFILE, ENFILE, ENOMEM, EIO) says nothing about the file, and a
+ * client can cause the first two at will by holding connections open: a
+ * record is not removed for it.
+ */
+static int
+tags_read_damaged(int error)
+{
+	return (error == EINVAL || error == ENOENT || error == ENOTDIR ||
+	    error == ELOOP || error == EISDIR || error == ENXIO);
 }
 
 /* --- the index --- */
@@ -472,6 +489,11 @@ cache_tag_get(struct cache *c, const struct config_upstream *up,
 	    tags_path(t, g, v->k2, path, sizeof(path)) == -1)
 		return (-1);
 	if (tags_read(path, buf, len, at) == -1) {
+		if (!tags_read_damaged(errno)) {
+			log_debug("- cache tag_record_unreadable path=%s "
+			    "error=\"%s\"", path, strerror(errno));
+			return (-1);
+		}
 		log_warn("- cache tag_record_damaged path=%s: removed", path);
 		tags_drop(t, v);
 		return (-1);
@@ -744,11 +766,14 @@ tags_scan_tag(int updfd, const char *k1name, const char *up,
 	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;
+		/* Junk, or a negative record of an older version, goes; a
+		 * file that cannot be read just now counts as a record, and
+		 * its first lookup decides. */
 		if (tags_unhex(de->d_name, k2) == -1 ||
 		    fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
-		    !S_ISREG(st.st_mode) || tags_read_at(fd, de->d_name,
-		    digest, sizeof(digest), &at) == -1) {
-			/* Junk, or a negative record of an older version. */
+		    !S_ISREG(st.st_mode) || (tags_read_at(fd, de->d_name,
+		    digest, sizeof(digest), &at) == -1 &&
+		    tags_read_damaged(errno))) {
 			if (unlinkat(fd, de->d_name, 0) == 0)
 				sv->removed++;
 			continue;

@@ -427,3 +427,46 @@ def test_a_record_dated_in_the_future_is_not_fresh_forever(
     # Before: a hit for ten years.
     wait_for(revalidated, timeout=15, interval=0.3,
              what="the future-dated record revalidated")
+
+
+def test_a_client_exhausting_file_descriptors_does_not_remove_records(
+        start_registry, start_gateway, skopeo, app_image, tmp_path):
+    """A record that cannot be opened for want of a descriptor (which a
+    client causes by holding connections open) is a miss this time, not
+    a damaged record to remove."""
+    import resource
+    import socket
+    reg = start_registry("up1")
+    skopeo("copy", "--dest-tls-verify=false", app_image.ref,
+           "docker://%s/fd/app:v1" % reg.host)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)))
+    s = session()
+    assert _get(s, "%s/v2/up1/fd/app/manifests/v1" % gw.url
+                ).status_code == 200
+    s.close()
+    files, _ = tags_tree(cdir)
+    assert len(files) == 1
+    a = socket.create_connection((gw.host.rsplit(":", 1)[0], gw.port),
+                                 timeout=30)
+    try:
+        # The connection is accepted before the limit comes down.
+        a.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert a.recv(65536).startswith(b"HTTP/1.1 ")
+        used = {int(x) for x in os.listdir("/proc/%d/fd" % gw.pid)}
+        lowest = min(set(range(len(used) + 1)) - used)
+        soft, hard = resource.prlimit(gw.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (lowest, hard))
+        try:
+            a.sendall(("GET /v2/up1/fd/app/manifests/v1 HTTP/1.1\r\n"
+                       "Host: x\r\nAccept: %s\r\n\r\n" %
+                       OCI_MANIFEST).encode())
+            assert a.recv(65536).startswith(b"HTTP/1.1 ")
+        finally:
+            resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    finally:
+        a.close()
+    # Before: "tag_record_damaged ... removed", and the file gone.
+    assert tags_tree(cdir)[0] == files
+    assert "tag_record_damaged" not in gw.log_text()
