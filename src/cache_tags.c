@@ -690,6 +690,7 @@ struct tags_scanv {
 	size_t			 max;		/* entries held before a trim */
 	size_t			 found;
 	int			 removed;
+	int			 foreign;
 };
 
 static int
@@ -735,6 +736,29 @@ tags_scan_trim(struct tags_scanv *sv)
 	sv->n -= drop;
 }
 
+#define TAGS_FOREIGN_LOGGED	16
+
+/*
+ * Log a file under tags/ that is not ours, left alone: its name is
+ * whatever was put there, so bytes that could end or forge a log line
+ * are shown as '?', and only the first few are named.
+ */
+static void
+tags_foreign(struct tags_scanv *sv, const char *a, const char *b)
+{
+	char	 name[2 * (TAGS_UPNAME_MAX + 1) + NAME_MAX + 2], *p;
+
+	if (sv->foreign++ >= TAGS_FOREIGN_LOGGED)
+		return;
+	snprintf(name, sizeof(name), "%s%s%s", a, b != NULL ? "/" : "",
+	    b != NULL ? b : "");
+	for (p = name; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f ||
+		    *p == '"' || *p == '\\')
+			*p = '?';
+	log_warn("- cache foreign_file name=\"tags/%s\": left alone", name);
+}
+
 /*
  * The records of one tag directory, k1name in the upstream's directory
  * updfd; the directory goes when none is left.  Everything is relative
@@ -755,8 +779,7 @@ tags_scan_tag(int updfd, const char *k1name, const char *up,
 
 	if ((fd = openat(updfd, k1name, O_RDONLY | O_DIRECTORY |
 	    O_NOFOLLOW | O_CLOEXEC)) == -1) {
-		log_warn("- cache foreign_file name=%s/%s: left alone", up,
-		    k1name);
+		tags_foreign(sv, up, k1name);
 		return;
 	}
 	if ((d = fdopendir(fd)) == NULL) {
@@ -831,8 +854,7 @@ tags_scan(struct cache_tags *t, struct tags_scanv *sv)
 		if (!tags_valid_up(de->d_name) || (ufd = openat(fd,
 		    de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 		    O_CLOEXEC)) == -1) {
-			log_warn("- cache foreign_file path=%s/%s: left alone",
-			    top, de->d_name);
+			tags_foreign(sv, de->d_name, NULL);
 			continue;
 		}
 		if ((ud = fdopendir(ufd)) == NULL) {
@@ -843,8 +865,7 @@ tags_scan(struct cache_tags *t, struct tags_scanv *sv)
 			if (ke->d_name[0] == '.')
 				continue;
 			if (tags_unhex(ke->d_name, k1) == -1) {
-				log_warn("- cache foreign_file path=%s/%s/%s: "
-				    "left alone", top, de->d_name, ke->d_name);
+				tags_foreign(sv, de->d_name, ke->d_name);
 				continue;
 			}
 			tags_scan_tag(ufd, ke->d_name, de->d_name, k1, sv);
@@ -862,7 +883,7 @@ struct cache_tags *
 cache_tags_open(struct cache *c, const struct config_cache *cc)
 {
 	struct cache_tags	*t;
-	struct tags_scanv	 sv = { NULL, NULL, 0, 0, 0, 0, 0 };
+	struct tags_scanv	 sv = { NULL, NULL, 0, 0, 0, 0, 0, 0 };
 	struct tag		*g;
 	struct tag_var		*v;
 	size_t			 i;
@@ -889,8 +910,9 @@ cache_tags_open(struct cache *c, const struct config_cache *cc)
 		v->ms = 0;	/* the first hit refreshes the mtime */
 	}
 	free(sv.v);
-	log_info("- cache tags records=%zu max=%zu found=%zu removed=%d",
-	    t->nrecs, t->max_recs, sv.found, sv.removed);
+	log_info("- cache tags records=%zu max=%zu found=%zu removed=%d "
+	    "foreign=%d", t->nrecs, t->max_recs, sv.found, sv.removed,
+	    sv.foreign);
 	return (t);
 }
 

@@ -470,3 +470,27 @@ def test_a_client_exhausting_file_descriptors_does_not_remove_records(
     # Before: "tag_record_damaged ... removed", and the file gone.
     assert tags_tree(cdir)[0] == files
     assert "tag_record_damaged" not in gw.log_text()
+
+
+def test_foreign_names_under_tags_cannot_forge_or_flood_the_log(
+        start_registry, start_gateway, tmp_path):
+    """Names under tags/ that are not ours are logged and left alone; the
+    name is anything the file system holds, newlines included."""
+    reg = start_registry("up1")
+    cdir = tmp_path / "c"
+    os.makedirs(cdir / "tags" / "up1")
+    forged = "2026-01-01T00:00:00.000Z err FORGED"
+    os.makedirs(cdir / "tags" / ("x\n" + forged))
+    os.makedirs(cdir / "tags" / "up1" / ("y\n" + forged))
+    for i in range(100):
+        os.makedirs(cdir / "tags" / "up1" / ("junk-%d" % i))
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)))
+    lines = gw.log_text().splitlines()
+    # Before: a line of its own, as if the gateway had written it.
+    assert not [ln for ln in lines if ln.startswith(forged)]
+    foreign = [ln for ln in lines if "foreign_file" in ln]
+    assert 2 <= len(foreign) <= 16, len(foreign)   # before: 102
+    assert [ln for ln in lines if "foreign=102" in ln]
+    # Left alone, all of them.
+    assert len(os.listdir(cdir / "tags" / "up1")) == 101
