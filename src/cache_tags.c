@@ -226,39 +226,65 @@ tags_path(struct cache_tags *t, const struct tag *g,
 }
 
 /*
- * Read a record file: its digest into buf and when it was learnt into
- * *at.  Returns 0, or -1 when it is missing or not a record (negative
- * records, "- <ms>", were written by versions before the table).
+ * Read a record file, name relative to dirfd (or AT_FDCWD): its digest
+ * into buf and when it was learnt into *at.  Returns 0, or -1 with errno:
+ * EINVAL when it is not a record (negative records, "- <ms>", were
+ * written by versions before the table), or why it could not be read.
  */
 static int
-tags_read(const char *path, char *buf, size_t len, uint64_t *at)
+tags_read_at(int dirfd, const char *name, char *buf, size_t len,
+    uint64_t *at)
 {
 	char			 rec[TAGS_REC_MAX], *sp, *ep;
 	const char		*hex;
 	unsigned long long	 ms;
 	ssize_t			 n;
-	int			 fd;
+	int			 fd, serrno;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1)
+	if ((fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW |
+	    O_NONBLOCK)) == -1)
 		return (-1);
 	n = read(fd, rec, sizeof(rec) - 1);
+	serrno = errno;
 	close(fd);
-	if (n <= 0)
+	if (n == -1) {
+		errno = serrno;
 		return (-1);
+	}
 	rec[n] = '\0';
-	if ((sp = strchr(rec, ' ')) == NULL)
-		return (-1);
-	*sp++ = '\0';
 	errno = 0;
-	ms = strtoull(sp, &ep, 10);
-	if (errno != 0 || ep == sp || *ep != '\n' || ep[1] != '\0')
+	if ((sp = strchr(rec, ' ')) != NULL) {
+		*sp++ = '\0';
+		ms = strtoull(sp, &ep, 10);
+	}
+	if (sp == NULL || errno != 0 || ep == sp || *ep != '\n' ||
+	    ep[1] != '\0' || cache_digest_alg(rec, &hex) == CACHE_ALG_NONE ||
+	    strlen(rec) >= len) {
+		errno = EINVAL;
 		return (-1);
-	if (cache_digest_alg(rec, &hex) == CACHE_ALG_NONE ||
-	    strlen(rec) >= len)
-		return (-1);
+	}
 	snprintf(buf, len, "%s", rec);
 	*at = ms;
 	return (0);
+}
+
+static int
+tags_read(const char *path, char *buf, size_t len, uint64_t *at)
+{
+	return (tags_read_at(AT_FDCWD, path, buf, len, at));
+}
+
+/*
+ * Whether a failed read means the record is gone or not ours.  Anything
+ * else (EMFILE, ENFILE, ENOMEM, EIO) says nothing about the file, and a
+ * client can cause the first two at will by holding connections open: a
+ * record is not removed for it.
+ */
+static int
+tags_read_damaged(int error)
+{
+	return (error == EINVAL || error == ENOENT || error == ENOTDIR ||
+	    error == ELOOP || error == EISDIR || error == ENXIO);
 }
 
 /* --- the index --- */
@@ -463,10 +489,20 @@ cache_tag_get(struct cache *c, const struct config_upstream *up,
 	    tags_path(t, g, v->k2, path, sizeof(path)) == -1)
 		return (-1);
 	if (tags_read(path, buf, len, at) == -1) {
+		if (!tags_read_damaged(errno)) {
+			log_debug("- cache tag_record_unreadable path=%s "
+			    "error=\"%s\"", path, strerror(errno));
+			return (-1);
+		}
 		log_warn("- cache tag_record_damaged path=%s: removed", path);
 		tags_drop(t, v);
 		return (-1);
 	}
+	/* Learnt in the future: written while the clock was ahead, or not
+	 * by us.  As old as can be, so it is revalidated (and still there
+	 * to serve stale), not fresh until the clock catches up. */
+	if (*at > cache_wall_ms() + TAGS_TOUCH_MS)
+		*at = 0;
 	TAILQ_REMOVE(&g->vars, v, sib);
 	TAILQ_INSERT_TAIL(&g->vars, v, sib);
 	TAILQ_REMOVE(&t->recs, v, lru);
@@ -647,10 +683,14 @@ struct tags_scan {
 };
 
 struct tags_scanv {
+	struct cache_tags	*t;
 	struct tags_scan	*v;
 	size_t			 n;
 	size_t			 cap;
+	size_t			 max;		/* entries held before a trim */
+	size_t			 found;
 	int			 removed;
+	int			 foreign;
 };
 
 static int
@@ -663,37 +703,110 @@ tags_scan_cmp(const void *a, const void *b)
 	return (0);
 }
 
-/* The records of one tag directory; it goes when none is left. */
+/*
+ * The scan holds at most twice max_tag_records entries, whatever the disk
+ * holds (files of an older version, a lowered cap): past that, the oldest
+ * above the cap are removed at once and forgotten.  The variant cap then
+ * applies to the newest max_tag_records only, which can keep fewer than
+ * a scan of everything would; only a disk over twice the cap sees it.
+ */
 static void
-tags_scan_tag(const char *dir, const char *up, const unsigned char *k1,
-    struct tags_scanv *sv)
+tags_scan_trim(struct tags_scanv *sv)
 {
-	char		 path[PATH_MAX], digest[CACHE_DIGEST_MAX];
+	char	path[PATH_MAX], h1[2 * TAGS_KEY_LEN + 1];
+	char	h2[2 * TAGS_KEY_LEN + 1];
+	size_t	i, drop;
+	int	n;
+
+	qsort(sv->v, sv->n, sizeof(*sv->v), tags_scan_cmp);
+	drop = sv->n - sv->t->max_recs;
+	for (i = 0; i < drop; i++) {
+		tags_hex(sv->v[i].k1, h1);
+		tags_hex(sv->v[i].k2, h2);
+		n = snprintf(path, sizeof(path), "%s/tags/%s/%s/%s",
+		    sv->t->cache->dir, sv->v[i].up, h1, h2);
+		if (n < 0 || (size_t)n >= sizeof(path) || unlink(path) == -1)
+			continue;
+		sv->removed++;
+		/* The tag's directory with its last record, as at run time. */
+		*strrchr(path, '/') = '\0';
+		(void)rmdir(path);
+	}
+	memmove(sv->v, sv->v + drop, (sv->n - drop) * sizeof(*sv->v));
+	sv->n -= drop;
+}
+
+#define TAGS_FOREIGN_LOGGED	16
+
+/*
+ * Log a file under tags/ that is not ours, left alone: its name is
+ * whatever was put there, so bytes that could end or forge a log line
+ * are shown as '?', and only the first few are named.
+ */
+static void
+tags_foreign(struct tags_scanv *sv, const char *a, const char *b)
+{
+	char	 name[2 * (TAGS_UPNAME_MAX + 1) + NAME_MAX + 2], *p;
+
+	if (sv->foreign++ >= TAGS_FOREIGN_LOGGED)
+		return;
+	snprintf(name, sizeof(name), "%s%s%s", a, b != NULL ? "/" : "",
+	    b != NULL ? b : "");
+	for (p = name; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f ||
+		    *p == '"' || *p == '\\')
+			*p = '?';
+	log_warn("- cache foreign_file name=\"tags/%s\": left alone", name);
+}
+
+/*
+ * The records of one tag directory, k1name in the upstream's directory
+ * updfd; the directory goes when none is left.  Everything is relative
+ * to a directory opened without following a symbolic link: junk is
+ * removed here, and a link must not lead that out of the cache.
+ */
+static void
+tags_scan_tag(int updfd, const char *k1name, const char *up,
+    const unsigned char *k1, struct tags_scanv *sv)
+{
+	char		 digest[CACHE_DIGEST_MAX];
 	unsigned char	 k2[TAGS_KEY_LEN];
 	struct dirent	*de;
 	struct stat	 st;
 	uint64_t	 at;
 	DIR		*d;
-	int		 n, kept = 0;
+	int		 fd, kept = 0;
 
-	if ((d = opendir(dir)) == NULL)
+	if ((fd = openat(updfd, k1name, O_RDONLY | O_DIRECTORY |
+	    O_NOFOLLOW | O_CLOEXEC)) == -1) {
+		tags_foreign(sv, up, k1name);
 		return;
+	}
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return;
+	}
 	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;
-		n = snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		if (n < 0 || (size_t)n >= sizeof(path))
-			continue;
+		/* Junk, or a negative record of an older version, goes; a
+		 * file that cannot be read just now counts as a record, and
+		 * its first lookup decides. */
 		if (tags_unhex(de->d_name, k2) == -1 ||
-		    lstat(path, &st) == -1 || !S_ISREG(st.st_mode) ||
-		    tags_read(path, digest, sizeof(digest), &at) == -1) {
-			/* Junk, or a negative record of an older version. */
-			if (unlink(path) == 0)
+		    fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
+		    !S_ISREG(st.st_mode) || (tags_read_at(fd, de->d_name,
+		    digest, sizeof(digest), &at) == -1 &&
+		    tags_read_damaged(errno))) {
+			if (unlinkat(fd, de->d_name, 0) == 0)
 				sv->removed++;
 			continue;
 		}
+		if (sv->n == sv->max)
+			tags_scan_trim(sv);
 		if (sv->n == sv->cap) {
 			sv->cap = sv->cap ? sv->cap * 2 : 1024;
+			if (sv->cap > sv->max)
+				sv->cap = sv->max;
 			if ((sv->v = reallocarray(sv->v, sv->cap,
 			    sizeof(*sv->v))) == NULL)
 				fatal("reallocarray");
@@ -705,51 +818,57 @@ tags_scan_tag(const char *dir, const char *up, const unsigned char *k1,
 		sv->v[sv->n].mtime_ms = (uint64_t)st.st_mtim.tv_sec * 1000 +
 		    (uint64_t)st.st_mtim.tv_nsec / 1000000;
 		sv->n++;
+		sv->found++;
 		kept++;
 	}
 	closedir(d);
 	if (kept == 0)
-		(void)rmdir(dir);
+		(void)unlinkat(updfd, k1name, AT_REMOVEDIR);
 }
 
-/* Every record under tags/<upstream>/<k1>/. */
+/* Every record under tags/<upstream>/<k1>/, never through a link. */
 static void
 tags_scan(struct cache_tags *t, struct tags_scanv *sv)
 {
-	char		 top[PATH_MAX], updir[PATH_MAX], dir[PATH_MAX];
+	char		 top[PATH_MAX];
 	unsigned char	 k1[TAGS_KEY_LEN];
 	struct dirent	*de, *ke;
 	DIR		*d, *ud;
-	int		 n;
+	int		 fd, ufd;
 
 	snprintf(top, sizeof(top), "%s/tags", t->cache->dir);
-	if ((d = opendir(top)) == NULL)
+	if ((fd = open(top, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC)) == -1) {
+		if (errno != ENOENT)
+			log_warn("- cache tags_unreadable path=%s error=\"%s\"",
+			    top, strerror(errno));
 		return;
+	}
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return;
+	}
 	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;
-		if (!tags_valid_up(de->d_name)) {
-			log_warn("- cache foreign_file path=%s/%s: left alone",
-			    top, de->d_name);
+		if (!tags_valid_up(de->d_name) || (ufd = openat(fd,
+		    de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+		    O_CLOEXEC)) == -1) {
+			tags_foreign(sv, de->d_name, NULL);
 			continue;
 		}
-		n = snprintf(updir, sizeof(updir), "%s/%s", top, de->d_name);
-		if (n < 0 || (size_t)n >= sizeof(updir) ||
-		    (ud = opendir(updir)) == NULL)
+		if ((ud = fdopendir(ufd)) == NULL) {
+			close(ufd);
 			continue;
+		}
 		while ((ke = readdir(ud)) != NULL) {
 			if (ke->d_name[0] == '.')
 				continue;
-			n = snprintf(dir, sizeof(dir), "%s/%s", updir,
-			    ke->d_name);
-			if (n < 0 || (size_t)n >= sizeof(dir))
-				continue;
 			if (tags_unhex(ke->d_name, k1) == -1) {
-				log_warn("- cache foreign_file path=%s: "
-				    "left alone", dir);
+				tags_foreign(sv, de->d_name, ke->d_name);
 				continue;
 			}
-			tags_scan_tag(dir, de->d_name, k1, sv);
+			tags_scan_tag(ufd, ke->d_name, de->d_name, k1, sv);
 		}
 		closedir(ud);
 	}
@@ -764,10 +883,10 @@ struct cache_tags *
 cache_tags_open(struct cache *c, const struct config_cache *cc)
 {
 	struct cache_tags	*t;
-	struct tags_scanv	 sv = { NULL, 0, 0, 0 };
+	struct tags_scanv	 sv = { NULL, NULL, 0, 0, 0, 0, 0, 0 };
 	struct tag		*g;
 	struct tag_var		*v;
-	size_t			 i, found;
+	size_t			 i;
 
 	if ((t = calloc(1, sizeof(*t))) == NULL)
 		fatal("calloc");
@@ -780,6 +899,8 @@ cache_tags_open(struct cache *c, const struct config_cache *cc)
 		fatal("calloc");
 	TAILQ_INIT(&t->recs);
 	TAILQ_INIT(&t->negs);
+	sv.t = t;
+	sv.max = t->max_recs < 512 ? 1024 : 2 * t->max_recs;
 	tags_scan(t, &sv);
 	if (sv.n > 0)
 		qsort(sv.v, sv.n, sizeof(*sv.v), tags_scan_cmp);
@@ -788,10 +909,10 @@ cache_tags_open(struct cache *c, const struct config_cache *cc)
 		v = tags_set(t, g, sv.v[i].k2, 0);
 		v->ms = 0;	/* the first hit refreshes the mtime */
 	}
-	found = sv.n;
 	free(sv.v);
-	log_info("- cache tags records=%zu max=%zu found=%zu removed=%d",
-	    t->nrecs, t->max_recs, found, sv.removed);
+	log_info("- cache tags records=%zu max=%zu found=%zu removed=%d "
+	    "foreign=%d", t->nrecs, t->max_recs, sv.found, sv.removed,
+	    sv.foreign);
 	return (t);
 }
 

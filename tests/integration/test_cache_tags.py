@@ -318,3 +318,179 @@ def test_tag_record_hits_then_revalidates_and_follows_the_tag(
     files, dirs = tags_tree(cdir)
     assert [f.split(os.sep)[0] for f in files] == ["up1"]
     assert sorted(dirs) == sorted(["up1", "up1r", os.path.dirname(files[0])])
+
+
+# --- a hostile tags/ at start-up -----------------------------------------
+
+def test_startup_scan_never_follows_a_link_out_of_the_cache(
+        start_registry, start_gateway, tmp_path):
+    """The scan removes junk under tags/<upstream>/<k1>/; a <k1> or an
+    <upstream> that is a symbolic link must not take that removal to the
+    directory it points at."""
+    reg = start_registry("up1")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "important.txt").write_text("keep me\n")
+    (victim / ("ab" * 32)).write_text("not a record\n")
+    (victim / ("ef" * 32)).mkdir()
+    (victim / ("ef" * 32) / "also-important").write_text("keep me\n")
+    cdir = tmp_path / "c"
+    os.makedirs(cdir / "tags" / "up1")
+    os.symlink(str(victim), str(cdir / "tags" / "up1" / ("cd" * 32)))
+    os.symlink(str(victim), str(cdir / "tags" / "up2"))
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)))
+    assert gw.alive()
+    # Before: both files removed (and the link's target emptied).
+    assert sorted(os.listdir(victim)) == ["ab" * 32, "ef" * 32,
+                                          "important.txt"]
+    assert os.listdir(victim / ("ef" * 32)) == ["also-important"]
+    assert "foreign_file" in gw.log_text()
+
+
+def _hwm_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_startup_scan_memory_is_bounded_by_max_tag_records(
+        start_registry, start_gateway, tmp_path):
+    """60,000 valid records on disk (an older version kept one per Accept
+    set, unbounded) and max_tag_records 10: the scan holds a bounded
+    number of them at a time, and leaves the cap on disk."""
+    reg = start_registry("up1")
+    n = 60000
+    cdir = tmp_path / "c"
+    rec = ("sha256:" + "0" * 64 + " 1700000000000\n").encode()
+    for j in range(n // 5000):
+        d = cdir / "tags" / "up1" / ("%064x" % (j + 1))
+        os.makedirs(d)
+        for i in range(5000):
+            fd = os.open(str(d / ("%064x" % i)),
+                         os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, rec)
+            os.close(fd)
+    empty = tmp_path / "empty"
+    cfg = {"max_tag_records": 10, "tag_variants": 64}
+    gw0 = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                       cache=cache_cfg(empty, **cfg)))
+    base = _hwm_kib(gw0.pid)
+    gw0.stop()
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir, **cfg)))
+    grown = _hwm_kib(gw.pid) - base
+    files, dirs = tags_tree(cdir)
+    assert len(files) == 10
+    assert len(dirs) <= 10 + 1, dirs
+    # Before: the scan held all 60,000 (about 7 MiB, more while the
+    # array grew) before applying the cap.
+    assert grown < 3072, "peak RSS grew by %d KiB" % grown
+
+
+def test_a_record_dated_in_the_future_is_not_fresh_forever(
+        start_registry, start_gateway, skopeo, app_image, tmp_path):
+    """A record's time comes from the wall clock, and from the file: one
+    written while the clock was ahead (or planted) must not skip
+    revalidation until the clock catches up."""
+    from lib.util import wait_for
+    import time
+    reg = start_registry("up1")
+    skopeo("copy", "--dest-tls-verify=false", app_image.ref,
+           "docker://%s/fut/app:v1" % reg.host)
+    cdir = tmp_path / "c"
+    cfg = gateway_config(upstream(reg, prefix="up1"),
+                         cache=cache_cfg(cdir, tag_ttl=1))
+    gw = start_gateway(cfg)
+    s = session()
+    assert _get(s, "%s/v2/up1/fut/app/manifests/v1" % gw.url
+                ).status_code == 200
+    gw.stop()
+    files, _ = tags_tree(cdir)
+    assert len(files) == 1
+    path = os.path.join(str(cdir), "tags", files[0])
+    ten_years = int(time.time() * 1000) + 10 * 365 * 86400 * 1000
+    with open(path, "w") as f:
+        f.write("%s %d\n" % (app_image.digest, ten_years))
+    gw = start_gateway(cfg)
+    url = "%s/v2/up1/fut/app/manifests/v1" % gw.url
+    m = reg.mark()
+
+    def revalidated():
+        r = _get(s, url)
+        assert r.status_code == 200
+        assert r.headers["Docker-Content-Digest"] == app_image.digest
+        return [e["method"] for e in manifest_requests(reg, m)][:1] == [
+            "HEAD"]
+    # Before: a hit for ten years.
+    wait_for(revalidated, timeout=15, interval=0.3,
+             what="the future-dated record revalidated")
+
+
+def test_a_client_exhausting_file_descriptors_does_not_remove_records(
+        start_registry, start_gateway, skopeo, app_image, tmp_path):
+    """A record that cannot be opened for want of a descriptor (which a
+    client causes by holding connections open) is a miss this time, not
+    a damaged record to remove."""
+    import resource
+    import socket
+    reg = start_registry("up1")
+    skopeo("copy", "--dest-tls-verify=false", app_image.ref,
+           "docker://%s/fd/app:v1" % reg.host)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)))
+    s = session()
+    assert _get(s, "%s/v2/up1/fd/app/manifests/v1" % gw.url
+                ).status_code == 200
+    s.close()
+    files, _ = tags_tree(cdir)
+    assert len(files) == 1
+    a = socket.create_connection((gw.host.rsplit(":", 1)[0], gw.port),
+                                 timeout=30)
+    try:
+        # The connection is accepted before the limit comes down.
+        a.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert a.recv(65536).startswith(b"HTTP/1.1 ")
+        used = {int(x) for x in os.listdir("/proc/%d/fd" % gw.pid)}
+        lowest = min(set(range(len(used) + 1)) - used)
+        soft, hard = resource.prlimit(gw.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (lowest, hard))
+        try:
+            a.sendall(("GET /v2/up1/fd/app/manifests/v1 HTTP/1.1\r\n"
+                       "Host: x\r\nAccept: %s\r\n\r\n" %
+                       OCI_MANIFEST).encode())
+            assert a.recv(65536).startswith(b"HTTP/1.1 ")
+        finally:
+            resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    finally:
+        a.close()
+    # Before: "tag_record_damaged ... removed", and the file gone.
+    assert tags_tree(cdir)[0] == files
+    assert "tag_record_damaged" not in gw.log_text()
+
+
+def test_foreign_names_under_tags_cannot_forge_or_flood_the_log(
+        start_registry, start_gateway, tmp_path):
+    """Names under tags/ that are not ours are logged and left alone; the
+    name is anything the file system holds, newlines included."""
+    reg = start_registry("up1")
+    cdir = tmp_path / "c"
+    os.makedirs(cdir / "tags" / "up1")
+    forged = "2026-01-01T00:00:00.000Z err FORGED"
+    os.makedirs(cdir / "tags" / ("x\n" + forged))
+    os.makedirs(cdir / "tags" / "up1" / ("y\n" + forged))
+    for i in range(100):
+        os.makedirs(cdir / "tags" / "up1" / ("junk-%d" % i))
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)))
+    lines = gw.log_text().splitlines()
+    # Before: a line of its own, as if the gateway had written it.
+    assert not [ln for ln in lines if ln.startswith(forged)]
+    foreign = [ln for ln in lines if "foreign_file" in ln]
+    assert 2 <= len(foreign) <= 16, len(foreign)   # before: 102
+    assert [ln for ln in lines if "foreign=102" in ln]
+    # Left alone, all of them.
+    assert len(os.listdir(cdir / "tags" / "up1")) == 101
