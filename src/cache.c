@@ -318,22 +318,29 @@ cache_mkdirs(const char *path)
 	return (0);
 }
 
-/* Unlink the files of one directory; how many, or -1 when unreadable. */
+/*
+ * Unlink the files of one directory; how many, or -1 when unreadable.
+ * The directory itself must not be a symbolic link: emptying one would
+ * delete whatever it points at (errno ELOOP or ENOTDIR then).
+ */
 static int
 cache_empty_dir(const char *dir)
 {
-	char		 path[PATH_MAX * 2];
 	DIR		*d;
 	struct dirent	*de;
-	int		 n = 0;
+	int		 fd, n = 0;
 
-	if ((d = opendir(dir)) == NULL)
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC)) == -1)
 		return (-1);
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return (-1);
+	}
 	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		if (unlink(path) == 0)
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
 			n++;
 	}
 	closedir(d);
@@ -498,6 +505,7 @@ cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
 		cache_close(c);
 		return (NULL);
 	}
+	snprintf(path, sizeof(path), "%s/tmp", c->dir);
 	if (cache_clean_tmp(c) == -1)
 		goto fail;
 	for (k = CACHE_BLOB; k <= CACHE_MANIFEST; k++)

@@ -162,7 +162,18 @@ cr_open_entry(struct cache_reader *cr, struct cache_entry *e)
 
 	if (cache_path(c, e->kind, e->digest, path, sizeof(path)) == -1)
 		return (-1);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 ||
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 && errno != ENOENT) {
+		/*
+		 * Out of descriptors (which a client holding connections
+		 * open can cause) or the like: a miss this time, not a
+		 * damaged entry to drop.
+		 */
+		log_warn("%llu.%u cache entry_unreadable digest=%s: %s",
+		    (unsigned long long)cr->req->c->id, cr->req->seq,
+		    e->digest, strerror(errno));
+		return (-1);
+	}
+	if (fd == -1 ||
 	    fstat(fd, &st) == -1 || (uint64_t)st.st_size != e->size ||
 	    (e->kind == CACHE_MANIFEST && cache_manifest_type(fd, cr->ctype,
 	    sizeof(cr->ctype), &off) == -1)) {

@@ -698,9 +698,11 @@ req_dispatch(struct req *req)
 		cache_start(req);
 		return;
 	}
-	if (req->route.ep == OCI_EP_MANIFEST &&
-	    (req->msg->method == HTTP_PUT || req->msg->method == HTTP_DELETE))
-		cache_invalidate_tag(req);	/* pushes are never cached */
+	/*
+	 * A manifest PUT or DELETE moves its tag only once the upstream
+	 * accepts it: req_end_response() drops the tag's records on a 2xx.
+	 * Dropping them here would let any refused request clear any tag.
+	 */
 	req_set_state(req, REQ_UPSTREAM);
 	proxy_start(req);
 }

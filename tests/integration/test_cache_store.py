@@ -1,0 +1,131 @@
+"""The cache's files against a hostile neighbourhood: a client that runs
+the gateway out of descriptors, a symbolic link planted where tmp/ should
+be, and a push that fails upstream.  Real docker-registry upstream, skopeo
+pushing the images; the witnesses are the files under the cache directory,
+the gateway's log and the registry's access log."""
+
+import os
+import resource
+import socket
+
+import pytest
+import requests
+
+from lib.gateway import gateway_config, upstream
+from lib.images import HOST_ARCH
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def session():
+    s = requests.Session()
+    s.trust_env = False
+    return s
+
+
+def cache_cfg(d, **kw):
+    c = {"dir": str(d), "max_bytes": 1 << 30}
+    c.update(kw)
+    return c
+
+
+@pytest.fixture
+def store_image(image_factory):
+    return image_factory("store-app", platforms=[("linux", HOST_ARCH)],
+                         seed="store-app")
+
+
+def _push(skopeo, reg, image, ref):
+    skopeo("copy", "--dest-tls-verify=false", image.ref,
+           "docker://%s/%s" % (reg.host, ref))
+
+
+def _first_blob(s, gw, name, tag):
+    r = s.get("%s/v2/%s/manifests/%s" % (gw.url, name, tag),
+              headers={"Accept": OCI_MANIFEST}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["layers"][0]["digest"]
+
+
+def test_a_client_exhausting_descriptors_does_not_drop_cached_blobs(
+        start_registry, start_gateway, skopeo, store_image, tmp_path):
+    """A cached blob that cannot be opened for want of a descriptor is a
+    miss this time, not a damaged entry whose file is deleted.  Fails
+    before the change: "entry_damaged ... dropped" and the file gone."""
+    reg = start_registry("up1")
+    _push(skopeo, reg, store_image, "fd/app:v1")
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)))
+    with session() as s:
+        d = _first_blob(s, gw, "up1/fd/app", "v1")
+        r = s.get("%s/v2/up1/fd/app/blobs/%s" % (gw.url, d), timeout=30)
+        assert r.status_code == 200
+    path = cdir / "blobs" / "sha256" / d[7:9] / d[7:]
+    assert path.exists()
+    a = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        a.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert a.recv(65536).startswith(b"HTTP/1.1 ")
+        used = {int(x) for x in os.listdir("/proc/%d/fd" % gw.pid)}
+        lowest = min(set(range(len(used) + 1)) - used)
+        soft, hard = resource.prlimit(gw.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (lowest, hard))
+        try:
+            a.sendall(("GET /v2/up1/fd/app/blobs/%s HTTP/1.1\r\n"
+                       "Host: x\r\n\r\n" % d).encode())
+            assert a.recv(65536).startswith(b"HTTP/1.1 ")
+        finally:
+            resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    finally:
+        a.close()
+    assert path.exists()
+    assert "entry_damaged" not in gw.log_text()
+    with session() as s:
+        r = s.get("%s/v2/up1/fd/app/blobs/%s" % (gw.url, d), timeout=30)
+        assert r.status_code == 200
+
+
+def test_a_symlinked_tmp_is_refused_not_emptied(start_registry,
+                                                start_gateway, tmp_path):
+    """tmp/ is emptied at start; when it is a link the gateway refuses to
+    start instead of deleting what the link points at.  Fails before the
+    change: the victim's file is deleted and the gateway starts."""
+    reg = start_registry("up1")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep me\n")
+    cdir = tmp_path / "c"
+    cdir.mkdir()
+    os.symlink(str(victim), str(cdir / "tmp"))
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)),
+                       expect_fail=True)
+    assert gw.returncode not in (None, 0)
+    assert (victim / "precious").read_text() == "keep me\n"
+    assert "tmp" in gw.log_text()
+
+
+def test_a_refused_manifest_delete_keeps_the_tag_record(
+        start_registry, start_gateway, skopeo, store_image, tmp_path):
+    """Only a push or delete the upstream accepted moves a tag: a DELETE
+    the registry refuses (400: deleting by tag) leaves the record, and the
+    next pull within tag_ttl asks the upstream nothing.  Fails before the
+    change: the record is dropped when the DELETE is sent."""
+    reg = start_registry("up1")
+    _push(skopeo, reg, store_image, "del/app:v1")
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir, tag_ttl=3600)))
+    url = "%s/v2/up1/del/app/manifests/v1" % gw.url
+    with session() as s:
+        assert s.get(url, headers={"Accept": OCI_MANIFEST},
+                     timeout=30).status_code == 200
+        r = s.delete(url, timeout=30)
+        assert 400 <= r.status_code < 500, (r.status_code, r.text)
+        mark = reg.mark()
+        r = s.get(url, headers={"Accept": OCI_MANIFEST}, timeout=30)
+        assert r.status_code == 200
+    after = [e for e in reg.access_log(since=mark)
+             if "/manifests/" in e["path"]]
+    assert after == [], after
