@@ -18,8 +18,11 @@
  * ordered by mtime, which a hit refreshes at most once a minute.  Eviction
  * runs from a timer, a bounded number of unlinks per turn, oldest first,
  * and skips entries a reader has open; fills are not in the index, so they
- * are never evicted, but each admitted fill reserves its Content-Length
- * (cache->reserved), so the published entries make room for it in time.
+ * are never evicted.  Each admitted fill reserves its Content-Length
+ * (cache->reserved), which admission counts as taken, but published
+ * entries make room only for the bytes fills have written (cache->filling)
+ * as they arrive: a fill cancelled after its head, which a client can
+ * cause at will, evicts nothing.
  * Tag records have their own index and bounds (cache_tags.c).
  */
 #include <sys/file.h>
@@ -208,7 +211,7 @@ cache_evict_cb(evutil_socket_t fd, short ev, void *arg)
 	int			 n = 0;
 
 	for (e = TAILQ_FIRST(&c->lru); e != NULL &&
-	    c->bytes + c->reserved > c->max_bytes; e = next) {
+	    c->bytes + c->filling > c->max_bytes; e = next) {
 		next = TAILQ_NEXT(e, lru);
 		if (e->refs > 0)
 			continue;	/* being read: never evicted */
@@ -254,7 +257,7 @@ cache_evict_soon(struct cache *c)
 {
 	struct timeval	tv = { 0, 0 };
 
-	if (c->bytes + c->reserved > c->max_bytes &&
+	if (c->bytes + c->filling > c->max_bytes &&
 	    !evtimer_pending(c->ev_evict, NULL))
 		evtimer_add(c->ev_evict, &tv);
 }

@@ -30,7 +30,8 @@
  * uncached.  At the head, a fill is admitted only when its Content-Length
  * is at most cache.fill_max_fraction of max_bytes and fits under
  * max_bytes next to the entries being read and the lengths of the other
- * fills (cache->reserved); else its readers are passed through.
+ * fills (cache->reserved); else its readers are passed through.  Published
+ * entries are evicted only for the bytes actually written (cache.c).
  *
  * When the last reader leaves, the fill is cancelled (transfer closed,
  * temp file removed) unless at least cache.fill_finish_fraction of its

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import socket
+import struct
 import threading
 import urllib.parse
 
@@ -599,3 +600,43 @@ def test_cached_manifest_without_media_type_keeps_each_upstreams_type(
     assert _manifest_get(gw, "up1", d) == real
     assert _manifest_get(gw, "liar", d) == OCI_INDEX
     assert gw.alive()
+
+
+def test_fills_abandoned_after_the_head_evict_nothing(liar, start_gateway,
+                                                      tmp_path):
+    """One client asks for blobs that each pass admission, holds their
+    heads at once and leaves: the fills are cancelled with a few bytes on
+    disk, and the published entries, which were never short of room for
+    what was actually written, are all still there."""
+    size = 4 * MIB
+    cdir = tmp_path / "c"
+    kept = [liar.add_blob(os.urandom(3 * MIB)) for _ in range(3)]
+    ds = [liar.add_blob(os.urandom(size), mode="stall", stall_at=65536)
+          for _ in range(3)]
+    gw = start_gateway(gateway_config(
+        liar_upstream(liar),
+        cache=cache_cfg(cdir, max_bytes=16 * MIB, fill_max_fraction=0.25)))
+    for d in kept:
+        assert fetch("%s/v2/liar/app/blobs/%s" % (gw.url, d))[:3] == \
+            (200, d, 3 * MIB)
+        wait_for(lambda: os.path.exists(blob_path(cdir, d)),
+                 what="a kept blob published")
+    socks = []
+    try:
+        for d in ds:
+            s, st, _ = get_head(gw, "/v2/liar/app/blobs/" + d)
+            socks.append(s)
+            assert st == 200
+        wait_for(lambda: tmp_bytes(cdir) >= 3 * 65536,
+                 what="the fills at their stall")
+    finally:
+        for s in socks:
+            # Abruptly (RST), as a client that gives up does.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack("ii", 1, 0))
+            s.close()
+    wait_for(lambda: gw.log_text().count("fill_cancelled") == 3,
+             what="the abandoned fills cancelled")
+    wait_for(lambda: tmp_files(cdir) == [], what="tmp/ emptied")
+    assert [d for d in kept if not os.path.exists(blob_path(cdir, d))] == []
+    assert "cache evicted" not in gw.log_text()
