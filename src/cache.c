@@ -4,7 +4,8 @@
  * Layout under cache.dir:
  *
  *	blobs/<alg>/<2 hex>/<hex>	a blob, exactly its bytes
- *	manifests/<alg>/<2 hex>/<hex>	"<media type>\n", then the manifest
+ *	manifests/<alg>/<2 hex>/<hex>	a type line, then the manifest
+ *					(cache_manifest_type)
  *	tags/<upstream>/<k1>/<k2>	tag records (cache_tags.c)
  *	tmp/				fills in progress
  *	lock				flock(2): one gateway per dir
@@ -17,8 +18,11 @@
  * ordered by mtime, which a hit refreshes at most once a minute.  Eviction
  * runs from a timer, a bounded number of unlinks per turn, oldest first,
  * and skips entries a reader has open; fills are not in the index, so they
- * are never evicted, but each admitted fill reserves its Content-Length
- * (cache->reserved), so the published entries make room for it in time.
+ * are never evicted.  Each admitted fill reserves its Content-Length
+ * (cache->reserved), which admission counts as taken, but published
+ * entries make room only for the bytes fills have written (cache->filling)
+ * as they arrive: a fill cancelled after its head, which a client can
+ * cause at will, evicts nothing.
  * Tag records have their own index and bounds (cache_tags.c).
  */
 #include <sys/file.h>
@@ -207,7 +211,7 @@ cache_evict_cb(evutil_socket_t fd, short ev, void *arg)
 	int			 n = 0;
 
 	for (e = TAILQ_FIRST(&c->lru); e != NULL &&
-	    c->bytes + c->reserved > c->max_bytes; e = next) {
+	    c->bytes + c->filling > c->max_bytes; e = next) {
 		next = TAILQ_NEXT(e, lru);
 		if (e->refs > 0)
 			continue;	/* being read: never evicted */
@@ -253,7 +257,7 @@ cache_evict_soon(struct cache *c)
 {
 	struct timeval	tv = { 0, 0 };
 
-	if (c->bytes + c->reserved > c->max_bytes &&
+	if (c->bytes + c->filling > c->max_bytes &&
 	    !evtimer_pending(c->ev_evict, NULL))
 		evtimer_add(c->ev_evict, &tv);
 }
@@ -274,14 +278,18 @@ cache_tmp_open(struct cache *c, char *buf, size_t len)
 }
 
 /*
- * Read the media type line at the start of a stored manifest: the type
- * into buf and the body's offset into *off.  Returns 0, or -1 when the
- * file is not a stored manifest.
+ * Read the type line at the start of a stored manifest: "<type>\n" for a
+ * manifest whose own mediaType field says its type (the same for every
+ * upstream), "<type>\t<upstream>\n" for one without, whose type is what
+ * that upstream said.  The type goes into buf, the upstream's name (""
+ * for the first form) into up when not NULL, the body's offset into
+ * *off.  Returns 0, or -1 when the file is not a stored manifest.
  */
 int
-cache_manifest_type(int fd, char *buf, size_t len, size_t *off)
+cache_manifest_type(int fd, char *buf, size_t len, char *up, size_t uplen,
+    size_t *off)
 {
-	char	 line[300], *nl;
+	char	 line[512], *nl, *tab;
 	ssize_t	 n;
 
 	if ((n = pread(fd, line, sizeof(line) - 1, 0)) <= 0)
@@ -290,9 +298,16 @@ cache_manifest_type(int fd, char *buf, size_t len, size_t *off)
 	if ((nl = memchr(line, '\n', n)) == NULL)
 		return (-1);
 	*nl = '\0';
+	if ((tab = strchr(line, '\t')) != NULL) {
+		*tab++ = '\0';
+		if (*tab == '\0' || strlen(tab) >= CACHE_UPSTREAM_MAX)
+			return (-1);
+	}
 	if (!cache_valid_media_type(line) || strlen(line) >= len)
 		return (-1);
 	snprintf(buf, len, "%s", line);
+	if (up != NULL)
+		snprintf(up, uplen, "%s", tab != NULL ? tab : "");
 	*off = (size_t)(nl - line) + 1;
 	return (0);
 }
@@ -425,7 +440,7 @@ cache_scan_alg(struct cache *c, enum cache_kind kind, enum cache_alg alg,
 			if (!bad && kind == CACHE_MANIFEST) {
 				if ((fd = open(path, O_RDONLY | O_CLOEXEC)) ==
 				    -1 || cache_manifest_type(fd, ctype,
-				    sizeof(ctype), &off) == -1)
+				    sizeof(ctype), NULL, 0, &off) == -1)
 					bad = 1;
 				if (fd != -1)
 					close(fd);

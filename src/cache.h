@@ -12,6 +12,7 @@
 #include "cache_http.h"
 
 #define CACHE_DIGEST_MAX	(7 + 128 + 1)	/* "sha512:" + hex + NUL */
+#define CACHE_UPSTREAM_MAX	64	/* upstream names in type lines */
 
 enum cache_kind {
 	CACHE_BLOB,
@@ -148,7 +149,7 @@ void	cache_touch(struct cache *, struct cache_entry *);
 void	cache_evict_soon(struct cache *);
 int	cache_tmp_open(struct cache *, char *, size_t);
 int	cache_mkdirs(const char *);
-int	cache_manifest_type(int, char *, size_t, size_t *);
+int	cache_manifest_type(int, char *, size_t, char *, size_t, size_t *);
 
 /* cache_tags.c */
 struct cache_tags *cache_tags_open(struct cache *,

@@ -30,7 +30,8 @@
  * uncached.  At the head, a fill is admitted only when its Content-Length
  * is at most cache.fill_max_fraction of max_bytes and fits under
  * max_bytes next to the entries being read and the lengths of the other
- * fills (cache->reserved); else its readers are passed through.
+ * fills (cache->reserved); else its readers are passed through.  Published
+ * entries are evicted only for the bytes actually written (cache.c).
  *
  * When the last reader leaves, the fill is cancelled (transfer closed,
  * temp file removed) unless at least cache.fill_finish_fraction of its
@@ -54,6 +55,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <openssl/evp.h>
 
 #include "cache.h"
@@ -730,8 +732,8 @@ fill_head(void *arg, struct hframe_msg *rm)
 	struct cache		*c = f->cache;
 	struct cache_reader	*cr, *next;
 	const char		*ct, *ra;
-	char			 detail[256];
-	size_t			 max;
+	char			 detail[256], line[512];
+	size_t			 max, llen = 0;
 	uint64_t		 need;
 
 	f->up_status = rm->status;
@@ -765,14 +767,18 @@ fill_head(void *arg, struct hframe_msg *rm)
 		return (-1);
 	}
 	snprintf(f->ctype, sizeof(f->ctype), "%s", ct);
+	/* A manifest's type line names this upstream until its own
+	 * mediaType is known (fill_own_type). */
+	if (f->kind == CACHE_MANIFEST)
+		llen = (size_t)snprintf(line, sizeof(line), "%s\t%s\n",
+		    f->ctype, f->up->name);
 	/*
 	 * Admission: what the file will take must fit under max_bytes next
 	 * to what cannot be evicted (entries being read, other fills' full
 	 * lengths), and be at most fill_max_fraction of it; else the readers
 	 * fetch it themselves, uncached.
 	 */
-	need = (rm->has_length ? rm->length : 0) + (f->kind == CACHE_MANIFEST ?
-	    strlen(f->ctype) + 1 : 0);
+	need = (rm->has_length ? rm->length : 0) + llen;
 	if (need > c->fill_max_bytes) {
 		snprintf(detail, sizeof(detail), "%llu bytes is more than "
 		    "cache.fill_max_fraction of max_bytes",
@@ -796,11 +802,10 @@ fill_head(void *arg, struct hframe_msg *rm)
 	}
 	if (f->kind == CACHE_MANIFEST) {
 		/* The type line; readers start after it. */
-		f->hdr_len = strlen(f->ctype) + 1;
+		f->hdr_len = llen;
 		f->acct += f->hdr_len;
 		f->cache->filling += f->hdr_len;
-		if (write(f->fd, f->ctype, f->hdr_len - 1) !=
-		    (ssize_t)f->hdr_len - 1 || write(f->fd, "\n", 1) != 1) {
+		if (write(f->fd, line, llen) != (ssize_t)llen) {
 			fill_fail(f, ERR_INTERNAL, "cache: cannot write");
 			return (-1);
 		}
@@ -1023,6 +1028,64 @@ fill_hashed(struct cache_fill *f)
 }
 
 /*
+ * A verified manifest whose own mediaType field names a valid type is of
+ * that type for every upstream, whatever Content-Type this one sent: its
+ * file is written again with that type alone on its type line (the bytes
+ * are small, at most limits.manifest_bytes).  Without one, or on any
+ * error, the line keeps naming this upstream, whose type it is
+ * (cache_serve.c serves it only through this upstream).  Readers that
+ * follow the old file keep it open: its bytes are the same.
+ */
+static void
+fill_own_type(struct cache_fill *f)
+{
+	json_t		*root, *mt;
+	json_error_t	 jerr;
+	const char	*type = NULL;
+	char		*buf, tmp[PATH_MAX];
+	size_t		 got = 0, tlen;
+	ssize_t		 n;
+	int		 fd;
+
+	if ((buf = malloc(f->written + 1)) == NULL)
+		fatal("malloc");
+	while (got < f->written) {
+		n = pread(f->fd, buf + got, f->written - got,
+		    (off_t)(f->hdr_len + got));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	root = got == f->written ? json_loadb(buf, got,
+	    JSON_REJECT_DUPLICATES, &jerr) : NULL;
+	if ((mt = json_object_get(root, "mediaType")) != NULL &&
+	    json_is_string(mt) && cache_valid_media_type(json_string_value(mt)))
+		type = json_string_value(mt);
+	if (type == NULL || (tlen = strlen(type)) >= sizeof(f->ctype) ||
+	    (fd = cache_tmp_open(f->cache, tmp, sizeof(tmp))) == -1)
+		goto done;
+	if (write(fd, type, tlen) != (ssize_t)tlen ||
+	    write(fd, "\n", 1) != 1 ||
+	    write(fd, buf, got) != (ssize_t)got) {
+		log_warn("- cache retype_failed %s: %s", f->logid,
+		    strerror(errno));
+		close(fd);
+		unlink(tmp);
+		goto done;
+	}
+	close(f->fd);
+	unlink(f->tmp);
+	f->fd = fd;
+	snprintf(f->tmp, sizeof(f->tmp), "%s", tmp);
+	f->hdr_len = tlen + 1;
+done:
+	json_decref(root);
+	free(buf);
+}
+
+/*
  * fsync and rename the verified file into place; only then do readers
  * get their last bytes (cache_reader_filled).
  */
@@ -1033,6 +1096,8 @@ fill_publish(struct cache_fill *f)
 	struct cache_entry	*e;
 	char			 path[PATH_MAX], detail[300];
 
+	if (f->kind == CACHE_MANIFEST)
+		fill_own_type(f);
 	if (cache_path(f->cache, f->kind, f->digest, path, sizeof(path)) ==
 	    -1 || fill_mkparent(path) == -1 || fdatasync(f->fd) == -1 ||
 	    rename(f->tmp, path) == -1) {

@@ -149,14 +149,17 @@ cr_copy_accept(struct cache_reader *cr)
 
 /*
  * Open a stored entry and pin it.  A file that is not what the index
- * says (changed behind our back) is dropped.  Returns 0 or -1.
+ * says (changed behind our back) is dropped.  A manifest without a
+ * mediaType of its own is served only through the upstream whose type
+ * its type line holds (cache_manifest_type): through another, it is not
+ * there (-2), and a fill from that one replaces it.  Returns 0, -1 or -2.
  */
 static int
 cr_open_entry(struct cache_reader *cr, struct cache_entry *e)
 {
 	struct cache	*c = cr->cache;
 	struct stat	 st;
-	char		 path[PATH_MAX];
+	char		 path[PATH_MAX], up[CACHE_UPSTREAM_MAX];
 	size_t		 off = 0;
 	int		 fd;
 
@@ -176,7 +179,7 @@ cr_open_entry(struct cache_reader *cr, struct cache_entry *e)
 	if (fd == -1 ||
 	    fstat(fd, &st) == -1 || (uint64_t)st.st_size != e->size ||
 	    (e->kind == CACHE_MANIFEST && cache_manifest_type(fd, cr->ctype,
-	    sizeof(cr->ctype), &off) == -1)) {
+	    sizeof(cr->ctype), up, sizeof(up), &off) == -1)) {
 		log_warn("%llu.%u cache entry_damaged digest=%s: dropped",
 		    (unsigned long long)cr->req->c->id, cr->req->seq,
 		    e->digest);
@@ -185,6 +188,11 @@ cr_open_entry(struct cache_reader *cr, struct cache_entry *e)
 		if (e->refs == 0)
 			cache_remove(c, e);
 		return (-1);
+	}
+	if (e->kind == CACHE_MANIFEST && up[0] != '\0' &&
+	    strcmp(up, cr->req->up->name) != 0) {
+		close(fd);
+		return (-2);
 	}
 	if (cr->fd != -1)
 		close(cr->fd);
@@ -449,7 +457,7 @@ cache_reader_filled(struct cache_reader *cr, struct cache_entry *e)
 {
 	cr->waiting = 0;
 	if (!cr->req->head_sent) {
-		if (cr_open_entry(cr, e) == -1) {
+		if (cr_open_entry(cr, e) != 0) {
 			req_fail(cr->req, ERR_INTERNAL,
 			    "cache: cannot open the entry");
 			return;
@@ -457,7 +465,8 @@ cache_reader_filled(struct cache_reader *cr, struct cache_entry *e)
 		cr_respond(cr);
 		return;
 	}
-	/* The temp file was renamed: the open fd is the entry's file. */
+	/* The temp file was renamed (or, for a manifest, written again
+	 * with its own type): the open fd has the entry's bytes. */
 	e->refs++;
 	cr->ent = e;
 	cr_pump(cr);
@@ -556,7 +565,7 @@ cr_open_tag_digest(struct cache_reader *cr, const char *digest)
 	struct cache_entry	*e;
 
 	if ((e = cache_lookup(cr->cache, CACHE_MANIFEST, digest)) == NULL ||
-	    cr_open_entry(cr, e) == -1)
+	    cr_open_entry(cr, e) != 0)
 		return (-1);
 	if (!cache_accept_has(cr->accept, cr->ctype)) {
 		cr_unpin(cr);

@@ -13,8 +13,10 @@ runs, and by waiting for conditions, never for time."""
 
 import concurrent.futures
 import hashlib
+import json
 import os
 import socket
+import struct
 import threading
 import urllib.parse
 
@@ -76,6 +78,19 @@ def push_blob(reg, repo, data):
                   timeout=120)
         assert r.status_code == 201, r.text
         return d
+
+
+def manifest_path(cdir, digest):
+    alg, hexd = digest.split(":")
+    return os.path.join(str(cdir), "manifests", alg, hexd[:2], hexd)
+
+
+def push_manifest(reg, repo, ref, data, ctype):
+    with session() as s:
+        r = s.put("%s/v2/%s/manifests/%s" % (reg.url, repo, ref), data=data,
+                  headers={"Content-Type": ctype}, timeout=30)
+        assert r.status_code == 201, r.text
+        return r.headers["Docker-Content-Digest"]
 
 
 def blob_gets(reg, path, since):
@@ -495,3 +510,133 @@ def test_fill_without_room_next_to_entries_in_use_passes_through(
              what="the second blob cached once the first is unpinned")
     wait_for(lambda: not os.path.exists(blob_path(cdir, dh)),
              what="the idle entry evicted")
+
+
+# --- 4. the Content-Type of a cached manifest ----------------------------
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _oci_manifest(reg, repo, media_type):
+    """An OCI image manifest whose blobs are in `reg`, with a mediaType
+    field only when `media_type`."""
+    config = b'{"architecture":"amd64","os":"linux",' \
+        b'"rootfs":{"type":"layers","diff_ids":[]}}'
+    layer = os.urandom(1000)
+    m = {"schemaVersion": 2,
+         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": push_blob(reg, repo, config),
+                    "size": len(config)},
+         "layers": [{"mediaType":
+                     "application/vnd.oci.image.layer.v1.tar+gzip",
+                     "digest": push_blob(reg, repo, layer),
+                     "size": len(layer)}]}
+    if media_type:
+        m["mediaType"] = OCI_MANIFEST
+    return json.dumps(m).encode()
+
+
+def _manifest_get(gw, prefix, d):
+    with session() as s:
+        r = s.get("%s/v2/%s/app/manifests/%s" % (gw.url, prefix, d),
+                  headers={"Accept": "%s, %s, %s" % (OCI_MANIFEST, OCI_INDEX,
+                                                     DOCKER_MANIFEST)},
+                  timeout=30)
+    assert r.status_code == 200, r.text
+    assert sha256(r.content) == d
+    return r.headers["Content-Type"]
+
+
+def test_cached_manifest_type_is_its_own_media_type(liar, start_registry,
+                                                     start_gateway,
+                                                     tmp_path):
+    """A manifest with a mediaType, filled first through an upstream that
+    labels it with another type: a hit through any upstream is served as
+    its mediaType says, not as the first upstream said."""
+    reg = start_registry("up1")
+    data = _oci_manifest(reg, "app", media_type=True)
+    d = push_manifest(reg, "app", "v1", data, OCI_MANIFEST)
+    assert liar.set_tag("app", "v1", data, DOCKER_MANIFEST) == d
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(liar_upstream(liar),
+                                      upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)))
+    _manifest_get(gw, "liar", d)
+    wait_for(lambda: os.path.exists(manifest_path(cdir, d)),
+             what="the manifest published")
+    m = reg.mark()
+    assert _manifest_get(gw, "up1", d) == OCI_MANIFEST
+    assert _manifest_get(gw, "liar", d) == OCI_MANIFEST
+    # Both were hits: the registry was not asked.
+    assert not [e for e in reg.access_log(since=m)
+                if e["path"] == "/v2/app/manifests/" + d]
+    assert liar.requests("GET", "/v2/app/manifests/" + d) == 1
+
+
+def test_cached_manifest_without_media_type_keeps_each_upstreams_type(
+        liar, start_registry, start_gateway, tmp_path):
+    """A manifest without a mediaType has no type of its own: a request
+    through another upstream than the one that filled it gets that
+    upstream's Content-Type, never the first upstream's."""
+    reg = start_registry("up1")
+    data = _oci_manifest(reg, "app", media_type=False)
+    d = push_manifest(reg, "app", "v1", data, OCI_MANIFEST)
+    with session() as s:
+        r = s.get("%s/v2/app/manifests/%s" % (reg.url, d), headers={
+            "Accept": OCI_MANIFEST}, timeout=30)
+    real = r.headers["Content-Type"]
+    assert real == OCI_MANIFEST
+    assert liar.set_tag("app", "v1", data, OCI_INDEX) == d
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(liar_upstream(liar),
+                                      upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)))
+    assert _manifest_get(gw, "liar", d) == OCI_INDEX
+    wait_for(lambda: os.path.exists(manifest_path(cdir, d)),
+             what="the manifest published")
+    assert _manifest_get(gw, "up1", d) == real
+    assert _manifest_get(gw, "up1", d) == real
+    assert _manifest_get(gw, "liar", d) == OCI_INDEX
+    assert gw.alive()
+
+
+def test_fills_abandoned_after_the_head_evict_nothing(liar, start_gateway,
+                                                      tmp_path):
+    """One client asks for blobs that each pass admission, holds their
+    heads at once and leaves: the fills are cancelled with a few bytes on
+    disk, and the published entries, which were never short of room for
+    what was actually written, are all still there."""
+    size = 4 * MIB
+    cdir = tmp_path / "c"
+    kept = [liar.add_blob(os.urandom(3 * MIB)) for _ in range(3)]
+    ds = [liar.add_blob(os.urandom(size), mode="stall", stall_at=65536)
+          for _ in range(3)]
+    gw = start_gateway(gateway_config(
+        liar_upstream(liar),
+        cache=cache_cfg(cdir, max_bytes=16 * MIB, fill_max_fraction=0.25)))
+    for d in kept:
+        assert fetch("%s/v2/liar/app/blobs/%s" % (gw.url, d))[:3] == \
+            (200, d, 3 * MIB)
+        wait_for(lambda: os.path.exists(blob_path(cdir, d)),
+                 what="a kept blob published")
+    socks = []
+    try:
+        for d in ds:
+            s, st, _ = get_head(gw, "/v2/liar/app/blobs/" + d)
+            socks.append(s)
+            assert st == 200
+        wait_for(lambda: tmp_bytes(cdir) >= 3 * 65536,
+                 what="the fills at their stall")
+    finally:
+        for s in socks:
+            # Abruptly (RST), as a client that gives up does.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack("ii", 1, 0))
+            s.close()
+    wait_for(lambda: gw.log_text().count("fill_cancelled") == 3,
+             what="the abandoned fills cancelled")
+    wait_for(lambda: tmp_files(cdir) == [], what="tmp/ emptied")
+    assert [d for d in kept if not os.path.exists(blob_path(cdir, d))] == []
+    assert "cache evicted" not in gw.log_text()
