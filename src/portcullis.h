@@ -48,6 +48,20 @@ struct audit;
 struct audit_waiter;
 struct redisAsyncContext;
 
+/*
+ * Deferred frees (conn.c).  An object retired inside a callback (a
+ * connection, a request, a proxy, a cache reader) is made inert at once
+ * (its events detached, unlinked from its owner) and queued on ctx->dead
+ * with its free function; the reaper frees it on the next loop turn.  So
+ * no callback ever frees the object that called it: a caller checks the
+ * object's retired flag, never whether its memory is still there.
+ */
+struct reap_node {
+	TAILQ_ENTRY(reap_node)	 entry;
+	void			(*free)(void *);
+	void			*arg;
+};
+
 /* Everything mutable hangs off this; no file-scope globals. */
 struct pc_ctx {
 	struct event_base		*base;
@@ -70,8 +84,8 @@ struct pc_ctx {
 	char				*conf_path;
 	struct event			*ev_drain;
 	int				 draining;
-	struct event			*ev_reap;	/* frees closed conns */
-	TAILQ_HEAD(, conn)		 dead;
+	struct event			*ev_reap;	/* runs conn_reap() */
+	TAILQ_HEAD(, reap_node)		 dead;		/* retired objects */
 	struct cache			*cache;		/* NULL: no cache */
 	struct audit			*audit;		/* NULL: no audit */
 };
@@ -127,7 +141,8 @@ struct conn {
 	uint32_t		 nreqs;
 	struct event		*timer;		/* header or idle */
 	int			 closing;	/* flush, then free */
-	int			 dead;		/* on ctx->dead */
+	int			 dead;		/* retired: on ctx->dead */
+	struct reap_node	 reap;
 	int			 read_paused;	/* backpressure */
 	int			 saw_tls_hello;	/* TLS on the plain port */
 	const char		*close_reason;
@@ -141,6 +156,8 @@ void	conn_req_done(struct conn *);
 void	conn_pause_read(struct conn *);
 void	conn_resume_read(struct conn *);
 void	conn_reap(struct pc_ctx *);
+void	conn_reap_later(struct pc_ctx *, struct reap_node *,
+	    void (*)(void *), void *);
 struct evbuffer	*conn_output(struct conn *);
 int	conn_output_full(struct conn *);
 
@@ -193,6 +210,8 @@ struct req {
 	uint64_t		 bytes_in;
 	uint64_t		 bytes_out;
 	int			 head_sent;
+	int			 retired;	/* over: freed by the reaper */
+	struct reap_node	 reap;
 	struct proxy		*px;
 	struct cache_reader	*cr;		/* the cache stage */
 	/* "hit", "miss", "stale", "coalesced"; NULL: cache not involved. */
@@ -299,16 +318,24 @@ const char	*uauth_store(struct upstream_state *, const char *,
 		    const char *, size_t, char *, size_t);
 
 /* proxy.c: one request forwarded to an upstream and its answer relayed. */
+/*
+ * What a proxy tells its owner: req.c's response writer for proxy_start(),
+ * the cache for proxy_fetch_new().  The owner may retire the proxy
+ * (proxy_free) inside any of these: proxy.c checks px->retired when they
+ * return and then delivers nothing more (the memory stays valid until the
+ * reaper's next turn).  done and fail are the last calls; the owner
+ * retires the proxy in them or later.
+ */
 struct proxy_ops {
-	/* The response head: 0 to go on, -1 when the owner freed px. */
+	/* The response head: 0 to go on, -1 to stop (px retired). */
 	int	(*head)(void *, struct hframe_msg *);
-	/* Move n body bytes out of the buffer: 1 pauses, -1 freed px. */
+	/* Move n body bytes out of the buffer: 0, 1 pauses, -1 stops. */
 	int	(*body)(void *, struct evbuffer *, size_t);
-	/* Decoded (chunked) body bytes: 1 pauses, -1 fails; never frees. */
+	/* Decoded (chunked) body bytes: 0, 1 pauses, -1 fails the parse. */
 	int	(*body_data)(void *, const char *, size_t);
-	/* The answer is complete; the owner frees px. */
+	/* The answer is complete; the upstream connection is let go. */
 	void	(*done)(void *);
-	/* It failed (detail for the client and log); the owner frees px. */
+	/* It failed (detail for the client and log). */
 	void	(*fail)(void *, enum pc_err, const char *);
 };
 void	proxy_start(struct req *);

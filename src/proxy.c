@@ -84,6 +84,8 @@ struct proxy {
 	int				 up_eof;
 	int				 want_pause;
 	int				 chunked_out;
+	int				 retired;	/* proxy_free() */
+	struct reap_node		 reap;
 };
 
 #define PX_TOKEN_MAX	65536	/* token response body bytes */
@@ -96,14 +98,42 @@ static void	px_error(struct proxy *, enum pc_err, const char *);
 
 static const struct proxy_ops px_client_ops;
 
-/* Free the proxy state; the request keeps going or is being freed. */
+/* The reaper's half of proxy_free(). */
+static void
+px_destroy(void *arg)
+{
+	struct proxy	*px = arg;
+
+	if (px->sink != NULL)
+		evbuffer_free(px->sink);
+	if (px->extra != NULL) {
+		explicit_bzero(px->extra, strlen(px->extra));
+		free(px->extra);
+	}
+	hframe_free(&px->rf);
+	free(px->upath);
+	if (px->token != NULL) {
+		explicit_bzero(px->token, strlen(px->token));
+		free(px->token);
+	}
+	free(px);
+}
+
+/*
+ * Retire the proxy: its upstream connection (and a token request or
+ * probe of its own) closed, the request's body no longer sent to it, so
+ * nothing reaches it or its owner any more; its memory is freed on the
+ * reaper's next turn.  The request keeps going or is ending.  NULL and a
+ * retired proxy are fine.
+ */
 void
 proxy_free(struct proxy *px)
 {
 	struct req	*req;
 
-	if (px == NULL)
+	if (px == NULL || px->retired)
 		return;
+	px->retired = 1;
 	req = px->req;
 	if (req != NULL) {
 		req->body_ready = 0;
@@ -112,20 +142,10 @@ proxy_free(struct proxy *px)
 		req->body_end = NULL;
 	}
 	proxy_free(px->sub);
-	if (px->sink != NULL)
-		evbuffer_free(px->sink);
-	if (px->extra != NULL) {
-		explicit_bzero(px->extra, strlen(px->extra));
-		free(px->extra);
-	}
+	px->sub = NULL;
 	uconn_free(px->uc);
-	hframe_free(&px->rf);
-	free(px->upath);
-	if (px->token != NULL) {
-		explicit_bzero(px->token, strlen(px->token));
-		free(px->token);
-	}
-	free(px);
+	px->uc = NULL;
+	conn_reap_later(px->ctx, &px->reap, px_destroy, px);
 }
 
 /* Drop the current upstream connection before a retry or redirect. */
@@ -278,8 +298,8 @@ proxy_start(struct req *req)
  * /v2/<upname>/<kind>/<ref> ("blobs" or "manifests") with a pull token,
  * forwarding the fields in `fwd` (kept by the owner until the proxy is
  * freed).  Nothing happens until proxy_fetch_start(); the answer goes to
- * ops with arg.  The owner frees the proxy with proxy_free(), at the
- * latest in its done or fail callback.
+ * ops with arg.  The owner retires the proxy with proxy_free(), in any of
+ * its callbacks or after the last one (done or fail).
  */
 struct proxy *
 proxy_fetch_new(struct pc_ctx *ctx, struct config *conf,
@@ -320,7 +340,7 @@ proxy_fetch_start(struct proxy *px)
 	px_begin(px);
 }
 
-/* Report a failure to the owner, which frees the proxy. */
+/* Report a failure to the owner, which retires the proxy. */
 static void
 px_error(struct proxy *px, enum pc_err err, const char *detail)
 {
@@ -367,8 +387,9 @@ px_sub_new(struct proxy *px, const struct url *u, const struct origin *o,
 }
 
 /*
- * Hand a sub-request's answer to its parent, then free it.  The parent
- * lets go of it first: the callback may free the parent.
+ * Hand a sub-request's answer to its parent, then retire it.  The parent
+ * lets go of it first: the callback may retire the parent, or start
+ * another sub-request.
  */
 static void
 px_sink_finish(struct proxy *sub, int status, const char *err)
@@ -414,7 +435,7 @@ px_sink_body_data(void *arg, const char *data, size_t n)
 {
 	struct proxy	*sub = arg;
 
-	/* Must not free: px_pump fails the sub on the framing error. */
+	/* px_pump fails the sub on the framing error (too_large says why). */
 	if (evbuffer_get_length(sub->sink) + n > sub->sink_max) {
 		sub->too_large = 1;
 		return (-1);
@@ -524,7 +545,7 @@ px_begin(struct proxy *px)
 		}
 		px_sub_new(px, &u, &o, hdrs, PX_TOKEN_MAX, px_on_token);
 		explicit_bzero(hdrs, sizeof(hdrs));
-		px_connect(px->sub);	/* may call back, freeing px */
+		px_connect(px->sub);
 		return;
 	}
 	if (!px->foreign && !us->auth_known && px->has_body) {
@@ -534,7 +555,7 @@ px_begin(struct proxy *px)
 		snprintf(hdrs, sizeof(hdrs), "User-Agent: portcullis/%s\r\n"
 		    "Accept: application/json\r\n", PC_VERSION);
 		px_sub_new(px, &u, &o, hdrs, PX_PROBE_MAX, px_on_probe);
-		px_connect(px->sub);	/* may call back, freeing px */
+		px_connect(px->sub);
 		return;
 	}
 	px_connect(px);
@@ -656,6 +677,8 @@ px_resp_body(void *arg, const char *data, size_t len)
 {
 	struct proxy	*px = arg;
 
+	if (px->retired)
+		return (-1);	/* the parser stops; px_pump sees why */
 	switch (px->ops->body_data(px->arg, data, len)) {
 	case -1:
 		return (-1);	/* a framing error ends it */
@@ -821,7 +844,8 @@ px_rewrite_location(struct proxy *px, const char *loc, char *out,
 	return (0);
 }
 
-enum px_next { PX_CONTINUE, PX_GONE };
+/* PX_STOP: px is retired, or went on with another connection. */
+enum px_next { PX_CONTINUE, PX_STOP };
 
 /* Refuse to follow a redirect: 502 with the reason. */
 static enum px_next
@@ -834,7 +858,7 @@ px_redirect_refuse(struct proxy *px, const char *why)
 	log_info("%s proxy redirect_refused upstream=%s reason=\"%s\"",
 	    px->logid, px->up->name, why);
 	px_error(px, ERR_UPSTREAM, detail);
-	return (PX_GONE);
+	return (PX_STOP);
 }
 
 /* Follow a redirect for a blob GET or HEAD, or a fetch. */
@@ -882,7 +906,7 @@ px_redirect(struct proxy *px, const char *loc)
 	    px->origin.restricted);
 	px_reset(px);
 	px_connect(px);
-	return (PX_GONE);
+	return (PX_STOP);
 }
 
 /*
@@ -945,7 +969,7 @@ px_on_head(struct proxy *px)
 			    px->us->bearer);
 			px_reset(px);
 			px_begin(px);
-			return (PX_GONE);
+			return (PX_STOP);
 		}
 	}
 	if ((st == 301 || st == 302 || st == 303 || st == 307 || st == 308) &&
@@ -955,8 +979,8 @@ px_on_head(struct proxy *px)
 	if (!px->foreign)
 		px_note_ratelimit(px, &rm->hdrs);
 	px->got_head = 1;
-	if (px->ops->head(px->arg, rm) == -1)
-		return (PX_GONE);
+	if (px->ops->head(px->arg, rm) == -1 || px->retired)
+		return (PX_STOP);
 	return (PX_CONTINUE);
 }
 
@@ -972,7 +996,7 @@ px_done(struct proxy *px)
 		uconn_release(uc);
 	else
 		uconn_free(uc);
-	px->ops->done(px->arg);	/* may free px: nothing after this */
+	px->ops->done(px->arg);	/* the last call to the owner */
 }
 
 /* An upstream failure before or during the response. */
@@ -1026,7 +1050,7 @@ px_pump(struct proxy *px)
 				px->rf.skip_body = px->method == HTTP_HEAD;
 				continue;
 			}
-			if (px_on_head(px) == PX_GONE)
+			if (px_on_head(px) == PX_STOP)
 				return;
 			break;
 		case HF_BODY_LENGTH:
@@ -1034,8 +1058,9 @@ px_pump(struct proxy *px)
 			if (n > px->rf.remaining)
 				n = px->rf.remaining;
 			hframe_body_consumed(&px->rf, n);
-			if ((r = px->ops->body(px->arg, in, n)) == -1)
-				return;		/* the owner freed px */
+			r = px->ops->body(px->arg, in, n);
+			if (r == -1 || px->retired)
+				return;
 			if (r == 1)
 				px->want_pause = 1;
 			break;
@@ -1043,6 +1068,8 @@ px_pump(struct proxy *px)
 			if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 				return;
 			n = hframe_feed(&px->rf, v.iov_base, v.iov_len);
+			if (px->retired)
+				return;		/* by the owner's body_data */
 			evbuffer_drain(in, n);
 			if (px->rf.phase == HF_ERROR) {
 				px_fail(px, ERR_UPSTREAM_PROTO, px->too_large ?
@@ -1082,22 +1109,25 @@ px_up_read_cb(struct bufferevent *bev, void *arg)
 	px_pump(px);
 }
 
-/* The owner can take more: read the upstream again.  May free px. */
+/*
+ * The owner can take more: read the upstream again.  The owner may retire
+ * px from the callbacks this runs.
+ */
 void
 proxy_resume(struct proxy *px)
 {
-	if (!px->up_paused || px->uc == NULL)
+	if (px->retired || !px->up_paused || px->uc == NULL)
 		return;
 	px->up_paused = 0;
 	bufferevent_enable(px->uc->bev, EV_READ);
-	px_pump(px);	/* may free px */
+	px_pump(px);
 }
 
 /* The client's output drained: read the upstream again. */
 void
 proxy_client_writable(struct proxy *px)
 {
-	proxy_resume(px);	/* may free px */
+	proxy_resume(px);
 }
 
 static void
@@ -1128,7 +1158,7 @@ px_up_event_cb(struct bufferevent *bev, short events, void *arg)
 	if (events & BEV_EVENT_EOF) {
 		px->up_eof = 1;
 		bufferevent_disable(bev, EV_READ);
-		px_pump(px);	/* may finish or fail, freeing px */
+		px_pump(px);	/* may finish or fail */
 		return;
 	}
 	px_fail(px, ERR_UPSTREAM, "connection to upstream failed");
@@ -1160,7 +1190,7 @@ px_client_head(void *arg, struct hframe_msg *rm)
 		    *ra != '\0')
 			headers_add(&out, "Retry-After", 11, ra, strlen(ra));
 		req_fail_with(req, ERR_TOO_MANY_REQUESTS, "upstream "
-		    "registry rate limit", &out);	/* frees px */
+		    "registry rate limit", &out);	/* retires px */
 		headers_clear(&out);
 		return (-1);
 	}
@@ -1228,7 +1258,7 @@ px_client_done(void *arg)
 {
 	struct proxy	*px = arg;
 
-	req_end_response(px->req);	/* frees px */
+	req_end_response(px->req);	/* retires req and px */
 }
 
 static void
@@ -1239,10 +1269,10 @@ px_client_fail(void *arg, enum pc_err err, const char *detail)
 
 	if (req->head_sent) {
 		req->err = err;
-		req_abort(req, detail);	/* frees req and px */
+		req_abort(req, detail);	/* retires req and px */
 		return;
 	}
-	req_fail(req, err, detail);	/* frees px */
+	req_fail(req, err, detail);	/* retires px */
 }
 
 static const struct proxy_ops px_client_ops = {

@@ -114,15 +114,33 @@ req_start(struct conn *c, struct hframe_msg *msg)
 	req_route(req);
 }
 
-/* Free a request, writing its summary line.  NULL is fine. */
+/* The reaper's half of req_free(). */
+static void
+req_destroy(void *arg)
+{
+	struct req	*req = arg;
+
+	free(req->path);
+	config_unref(req->conf);
+	free(req);
+}
+
+/*
+ * The request is over (its response ended, or its client went; the
+ * caller has unlinked it from the conn): retire its stages, write its
+ * summary line and its one audit record, now.  Its memory is freed on the
+ * reaper's next turn, so code up the stack may still look at
+ * req->retired.  NULL and a retired request are fine.
+ */
 void
 req_free(struct req *req)
 {
 	struct conn	*c;
 	char		 up[128];
 
-	if (req == NULL)
+	if (req == NULL || req->retired)
 		return;
+	req->retired = 1;
 	c = req->c;
 	if (req->px != NULL) {
 		proxy_free(req->px);
@@ -149,9 +167,7 @@ req_free(struct req *req)
 	    req->cache_status != NULL ? " cache=" : "",
 	    req->cache_status != NULL ? req->cache_status : "");
 	audit_request(req);		/* its one audit record */
-	free(req->path);
-	config_unref(req->conf);
-	free(req);
+	conn_reap_later(c->ctx, &req->reap, req_destroy, req);
 }
 
 /* The client went away; stop whatever the request is waiting for. */
@@ -409,9 +425,8 @@ req_send_file(struct req *req, int fd, uint64_t off, uint64_t len,
 }
 
 /*
- * The response is complete.  The request object is freed before this
- * returns: callers must not touch it (or their own state hanging off it)
- * afterwards.
+ * The response is complete.  The request and its stages are retired
+ * before this returns: callers return without touching them again.
  */
 void
 req_end_response(struct req *req)
