@@ -48,6 +48,7 @@ static void	cr_respond(struct cache_reader *);
 static void	cr_by_digest(struct cache_reader *, const char *);
 static void	cr_by_tag(struct cache_reader *);
 static const struct proxy_ops tag_ops;
+static const struct req_stage_ops cr_stage_ops;
 
 /* Whether the cache stage takes this routed request. */
 int
@@ -86,7 +87,7 @@ cache_start(struct req *req)
 	cr->fd = -1;
 	cr->kind = req->route.ep == OCI_EP_BLOB ? CACHE_BLOB : CACHE_MANIFEST;
 	headers_init(&cr->fwd);
-	req->cr = cr;
+	req_stage_set(req, &cr_stage_ops, cr);
 	if (req->route.ref_digest)
 		cr_by_digest(cr, req->route.ref);
 	else
@@ -110,7 +111,7 @@ cr_destroy(void *arg)
  * the others), its tag request retired, its entry unpinned; its memory is
  * freed on the reaper's next turn.  NULL and a retired reader are fine.
  */
-void
+static void
 cache_reader_free(struct cache_reader *cr)
 {
 	if (cr == NULL || cr->retired)
@@ -133,12 +134,7 @@ cache_reader_free(struct cache_reader *cr)
 static void
 cr_passthrough(struct cache_reader *cr)
 {
-	struct req	*req = cr->req;
-
-	req->cr = NULL;
-	cache_reader_free(cr);
-	req_set_state(req, REQ_UPSTREAM);
-	proxy_start(req);
+	req_stage_next(cr->req);	/* retires cr */
 }
 
 static void
@@ -377,7 +373,7 @@ cr_pump(struct cache_reader *cr)
 	    REQ_FILE_NO_SENDFILE : 0;
 	while (cr->off < cr->end) {
 		if (conn_output_full(req->c))
-			return;		/* cache_reader_writable() */
+			return;		/* cr_stage_writable() */
 		limit = cr->end;
 		if (f != NULL) {
 			/* Never the last byte before the fill verified. */
@@ -407,13 +403,43 @@ cr_pump(struct cache_reader *cr)
 	req_end_response(req);
 }
 
+/* --- the reader as the request's CACHE stage (struct req_stage_ops) --- */
+
 /* The client's output drained: send more. */
-void
-cache_reader_writable(struct cache_reader *cr)
+static void
+cr_stage_writable(void *arg)
 {
+	struct cache_reader	*cr = arg;
+
 	if (cr->fd != -1 && cr->req->head_sent && cr->px == NULL)
 		cr_pump(cr);
 }
+
+/* The client went away: a fill this request followed goes on for the
+ * others (or is cancelled when it was the last, cache_fill_leave). */
+static void
+cr_stage_client_gone(void *arg)
+{
+	struct cache_reader	*cr = arg;
+
+	log_debug("%llu.%u cache client_gone digest=%s fill=%s",
+	    (unsigned long long)cr->req->c->id, cr->req->seq,
+	    cr->digest[0] != '\0' ? cr->digest : "-",
+	    cr->fill != NULL ? cr->fill->logid : "-");
+}
+
+static void
+cr_stage_free(void *arg)
+{
+	cache_reader_free(arg);
+}
+
+static const struct req_stage_ops cr_stage_ops = {
+	"cache",
+	cr_stage_writable,
+	cr_stage_client_gone,
+	cr_stage_free
+};
 
 /* The fill has a 200 head: start the response when the size is known. */
 void

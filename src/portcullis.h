@@ -184,6 +184,38 @@ enum resp_framing {
 	RESP_CLOSE		/* ends with the connection (HTTP/1.0) */
 };
 
+/*
+ * A request stage: what works for the request while req.c waits for it
+ * (today the cache reader and the proxy; authentication, policy and rate
+ * limits as they come).  One stage at a time is the request's,
+ * req->stage with req->stage_arg; req.c knows it only through these, and
+ * retires it whenever the request ends, fails or loses its client, so a
+ * stage has no teardown path of its own.  Each gets stage_arg:
+ *
+ *	writable	the client's output drained below the low watermark:
+ *			send more.  NULL: the stage does not send.
+ *	client_gone	the client went away: cancel what is pending (an
+ *			upstream request, a Redis reply, a key fetch); free
+ *			follows at once.  NULL: free does it all.
+ *	free		retire the stage's state, once: inert at once (no
+ *			event or reply reaches it any more, unlinked from
+ *			what it waited on), its memory freed on the reaper's
+ *			next turn (conn_reap_later).
+ *
+ * A stage ends in one of three ways: it answers (req_fail(), or
+ * req_send_head() ... req_end_response()); it lets the request on to the
+ * next stage (req_stage_next()); or req.c retires it.  A call that can end
+ * the request (req_fail, req_end_response, req_abort) retires the request
+ * and its stage before it returns: the caller returns without touching
+ * either again (their memory is still valid; `retired` says so).
+ */
+struct req_stage_ops {
+	const char	*name;
+	void		(*writable)(void *);
+	void		(*client_gone)(void *);
+	void		(*free)(void *);
+};
+
 struct req {
 	struct conn		*c;
 	struct config		*conf;
@@ -212,8 +244,8 @@ struct req {
 	int			 head_sent;
 	int			 retired;	/* over: freed by the reaper */
 	struct reap_node	 reap;
-	struct proxy		*px;
-	struct cache_reader	*cr;		/* the cache stage */
+	const struct req_stage_ops *stage;	/* working for it, or NULL */
+	void			*stage_arg;
 	/* "hit", "miss", "stale", "coalesced"; NULL: cache not involved. */
 	const char		*cache_status;
 	/* "allow" or "deny" once decided (policy); NULL: not decided. */
@@ -246,6 +278,9 @@ void	req_end_response(struct req *);
 void	req_abort(struct req *, const char *);
 void	req_client_gone(struct req *);
 void	req_client_writable(struct req *);
+void	req_stage_set(struct req *, const struct req_stage_ops *, void *);
+void	req_stage_end(struct req *);
+void	req_stage_next(struct req *);
 void	req_body_available(struct req *);
 const char *req_state_name(enum req_state);
 int	req_external_base(struct req *, char *, size_t);
@@ -346,15 +381,12 @@ struct proxy *proxy_fetch_new(struct pc_ctx *, struct config *,
 void	proxy_fetch_start(struct proxy *);
 void	proxy_resume(struct proxy *);
 void	proxy_free(struct proxy *);
-void	proxy_client_writable(struct proxy *);
 
 /* cache.c, cache_fill.c, cache_serve.c: the pull-through cache. */
 struct cache	*cache_open(struct pc_ctx *, const struct config *, char **);
 void		 cache_close(struct cache *);
 int		 cache_wants(struct req *);
 void		 cache_start(struct req *);
-void		 cache_reader_free(struct cache_reader *);
-void		 cache_reader_writable(struct cache_reader *);
 void		 cache_invalidate_tag(struct req *);
 
 /* audit.c, audit_spool.c, audit_redis.c: the audit writer. */

@@ -97,6 +97,7 @@ static void	px_pump(struct proxy *);
 static void	px_error(struct proxy *, enum pc_err, const char *);
 
 static const struct proxy_ops px_client_ops;
+static const struct req_stage_ops px_stage_ops;
 
 /* The reaper's half of proxy_free(). */
 static void
@@ -268,7 +269,7 @@ proxy_start(struct req *req)
 
 	if ((px = calloc(1, sizeof(*px))) == NULL)
 		fatal("calloc");
-	req->px = px;
+	req_stage_set(req, &px_stage_ops, px);
 	px->req = req;
 	px->ctx = req->c->ctx;
 	px->conf = req->conf;
@@ -638,10 +639,15 @@ px_redirect_header(const char *name)
 	    strcasecmp(name, "User-Agent") == 0);
 }
 
+/*
+ * The request body to the upstream.  The sink is set only while the
+ * proxy is the request's stage (and cleared when it is retired), so
+ * stage_arg is this proxy.
+ */
 static int
 px_body_sink(struct req *req, struct evbuffer *in, size_t n)
 {
-	struct proxy	*px = req->px;
+	struct proxy	*px = req->stage_arg;
 	struct evbuffer	*out = bufferevent_get_output(px->uc->bev);
 
 	evbuffer_remove_buffer(in, out, n);
@@ -651,7 +657,7 @@ px_body_sink(struct req *req, struct evbuffer *in, size_t n)
 static int
 px_body_sink_data(struct req *req, const char *data, size_t n)
 {
-	struct proxy	*px = req->px;
+	struct proxy	*px = req->stage_arg;
 	struct evbuffer	*out = bufferevent_get_output(px->uc->bev);
 
 	if (px->chunked_out)
@@ -665,7 +671,7 @@ px_body_sink_data(struct req *req, const char *data, size_t n)
 static void
 px_body_end(struct req *req)
 {
-	struct proxy	*px = req->px;
+	struct proxy	*px = req->stage_arg;
 
 	if (px->chunked_out)
 		evbuffer_add(bufferevent_get_output(px->uc->bev),
@@ -1123,13 +1129,6 @@ proxy_resume(struct proxy *px)
 	px_pump(px);
 }
 
-/* The client's output drained: read the upstream again. */
-void
-proxy_client_writable(struct proxy *px)
-{
-	proxy_resume(px);
-}
-
 static void
 px_up_event_cb(struct bufferevent *bev, short events, void *arg)
 {
@@ -1281,4 +1280,40 @@ static const struct proxy_ops px_client_ops = {
 	px_client_body_data,
 	px_client_done,
 	px_client_fail
+};
+
+/* --- the proxy as the request's UPSTREAM stage (struct req_stage_ops) --- */
+
+/* The client's output drained: read the upstream again. */
+static void
+px_stage_writable(void *arg)
+{
+	proxy_resume(arg);
+}
+
+/*
+ * The client went away: whatever the upstream still sends, or still
+ * expects of the request body, goes with its connection, which is
+ * closed rather than pooled (proxy_free).
+ */
+static void
+px_stage_client_gone(void *arg)
+{
+	struct proxy	*px = arg;
+
+	log_debug("%s proxy client_gone upstream=%s got_head=%d", px->logid,
+	    px->up->name, px->got_head);
+}
+
+static void
+px_stage_free(void *arg)
+{
+	proxy_free(arg);
+}
+
+static const struct req_stage_ops px_stage_ops = {
+	"upstream",
+	px_stage_writable,
+	px_stage_client_gone,
+	px_stage_free
 };

@@ -14,6 +14,12 @@
  * RESPOND streams the answer.  Every transition writes a debug trace line;
  * every request ends with one summary line.
  *
+ * The stage working for the request (the cache reader, the proxy) is
+ * known here only as req->stage (struct req_stage_ops): it hears that the
+ * client can take more or went away, and is retired when the request
+ * ends, fails or moves on (req_stage_next), whatever it is.  Retired
+ * requests and stages are freed on the reaper's next turn (conn.c).
+ *
  * This file also owns the response writer: status line, headers (hop-by-hop
  * fields dropped, the API version header added on /v2/) and the body
  * framing towards the client.  req_fail() is the one way to fail a request.
@@ -142,14 +148,7 @@ req_free(struct req *req)
 		return;
 	req->retired = 1;
 	c = req->c;
-	if (req->px != NULL) {
-		proxy_free(req->px);
-		req->px = NULL;
-	}
-	if (req->cr != NULL) {
-		cache_reader_free(req->cr);
-		req->cr = NULL;
-	}
+	req_stage_end(req);
 	if (req->up != NULL)
 		snprintf(up, sizeof(up), "%s", req->up->name);
 	else
@@ -170,19 +169,68 @@ req_free(struct req *req)
 	conn_reap_later(c->ctx, &req->reap, req_destroy, req);
 }
 
+/*
+ * The stage now working for the request (struct req_stage_ops); the one
+ * before it has ended (req_stage_end).
+ */
+void
+req_stage_set(struct req *req, const struct req_stage_ops *ops, void *arg)
+{
+	if (req->stage != NULL)
+		fatalx("%s: stage %s still set", __func__, req->stage->name);
+	log_debug("%llu.%u req stage %s", (unsigned long long)req->c->id,
+	    req->seq, ops->name);
+	req->stage = ops;
+	req->stage_arg = arg;
+}
+
+/* Retire the current stage, if any: the request moves on or ends. */
+void
+req_stage_end(struct req *req)
+{
+	const struct req_stage_ops	*ops = req->stage;
+	void				*arg = req->stage_arg;
+
+	if (ops == NULL)
+		return;
+	req->stage = NULL;
+	req->stage_arg = NULL;
+	ops->free(arg);
+}
+
+/*
+ * The current stage is done without answering: retire it and run the
+ * next.  From CACHE (a miss it will not fill, a tag it has no rule for)
+ * that is UPSTREAM, the request as is.  A gate of DISPATCH that waited
+ * (authentication, policy, rate limits) comes back through here too, and
+ * req_dispatch() carries on after it.
+ */
+void
+req_stage_next(struct req *req)
+{
+	req_stage_end(req);
+	switch (req->state) {
+	case REQ_DISPATCH:
+		req_dispatch(req);
+		break;
+	case REQ_CACHE:
+		req_set_state(req, REQ_UPSTREAM);
+		proxy_start(req);
+		break;
+	default:
+		fatalx("%s: in state %s", __func__, req_state_name(req->state));
+	}
+}
+
 /* The client went away; stop whatever the request is waiting for. */
 void
 req_client_gone(struct req *req)
 {
-	if (req->px != NULL) {
-		proxy_free(req->px);
-		req->px = NULL;
-	}
-	if (req->cr != NULL) {
-		/* A fill this request followed goes on for the others. */
-		cache_reader_free(req->cr);
-		req->cr = NULL;
-	}
+	const struct req_stage_ops	*ops = req->stage;
+
+	if (ops != NULL && ops->client_gone != NULL)
+		ops->client_gone(req->stage_arg);
+	req_stage_end(req);
 	if (req->status == 0)
 		req->status = 499;
 }
@@ -191,10 +239,10 @@ req_client_gone(struct req *req)
 void
 req_client_writable(struct req *req)
 {
-	if (req->px != NULL)
-		proxy_client_writable(req->px);
-	else if (req->cr != NULL)
-		cache_reader_writable(req->cr);
+	const struct req_stage_ops	*ops = req->stage;
+
+	if (ops != NULL && ops->writable != NULL)
+		ops->writable(req->stage_arg);
 }
 
 /* A response cannot be completed: the connection must end. */
@@ -488,14 +536,7 @@ req_fail_with(struct req *req, enum pc_err err, const char *detail,
 	int	status = errs_status(err);
 
 	req->err = err;
-	if (req->px != NULL) {
-		proxy_free(req->px);
-		req->px = NULL;
-	}
-	if (req->cr != NULL) {
-		cache_reader_free(req->cr);
-		req->cr = NULL;
-	}
+	req_stage_end(req);
 	if (req->head_sent) {
 		req_abort(req, errs_name(err));
 		return;
@@ -689,9 +730,14 @@ static void
 req_dispatch(struct req *req)
 {
 	/*
-	 * Authentication, policy and rate limiting run here, each as one
-	 * more stage before UPSTREAM, once they exist.  Until then every
-	 * routed request is allowed.
+	 * Authentication, policy and rate limiting run here, in that order,
+	 * once they exist: each a gate that lets the request on at once,
+	 * answers it (req_fail), or becomes its stage (req_stage_set) while
+	 * it waits for a reply and then answers or calls req_stage_next(),
+	 * which comes back here.  A gate keeps its result in the request
+	 * (the subject, the decision, the tokens taken), so one that has
+	 * passed is not run again.  Until then every routed request is
+	 * allowed.
 	 */
 	req->decision = "allow";
 	if (cache_wants(req)) {
