@@ -1079,7 +1079,7 @@ static const struct proxy_ops fill_ops = {
 	fill_proxy_fail
 };
 
-/* Shutdown: stop every fill; readers were freed with their conns. */
+/* Shutdown: stop every fill; readers were retired with their requests. */
 void
 cache_fill_free_all(struct cache *c)
 {

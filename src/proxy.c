@@ -298,7 +298,7 @@ proxy_start(struct req *req)
  * A request to an upstream without a client: `method` (GET or HEAD) on
  * /v2/<upname>/<kind>/<ref> ("blobs" or "manifests") with a pull token,
  * forwarding the fields in `fwd` (kept by the owner until the proxy is
- * freed).  Nothing happens until proxy_fetch_start(); the answer goes to
+ * retired).  Nothing happens until proxy_fetch_start(); the answer goes to
  * ops with arg.  The owner retires the proxy with proxy_free(), in any of
  * its callbacks or after the last one (done or fail).
  */
