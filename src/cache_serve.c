@@ -415,8 +415,10 @@ cr_stage_writable(void *arg)
 		cr_pump(cr);
 }
 
-/* The client went away: a fill this request followed goes on for the
- * others (or is cancelled when it was the last, cache_fill_leave). */
+/*
+ * The client went away: a fill this request followed goes on for the
+ * others (or is cancelled when it was the last, cache_fill_leave).
+ */
 static void
 cr_stage_client_gone(void *arg)
 {
