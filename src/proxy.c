@@ -31,7 +31,9 @@
  * to req.c's response writer) or runs without a client (proxy_fetch_new:
  * the cache's fills and tag revalidations), in which case the owner's
  * proxy_ops receive the answer.  Auth, the pool, redirects and
- * backpressure are the same code either way.
+ * backpressure are the same code either way.  For a client request the
+ * proxy is the request's UPSTREAM stage (px_stage_ops); its owner, either
+ * way, retires it with proxy_free() and it is freed on the next turn.
  */
 #include <errno.h>
 #include <stdlib.h>
