@@ -33,7 +33,6 @@ static void	conn_timer_cb(evutil_socket_t, short, void *);
 static void	conn_process_cb(evutil_socket_t, short, void *);
 static int	conn_body_data(void *, const char *, size_t);
 static void	conn_process(struct conn *);
-static void	conn_destroy(void *);
 
 /* Per-connection deferred work: re-run the read loop on the next turn. */
 struct conn_ext {
@@ -153,6 +152,23 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 	    (unsigned long long)c->id, c->peer, c->tls);
 }
 
+/* The reaper's half of conn_close(). */
+static void
+conn_destroy(void *arg)
+{
+	struct conn	*c = arg;
+	struct pc_ctx	*ctx = c->ctx;
+
+	bufferevent_free(c->bev);
+	event_free(c->timer);
+	event_free(CONN_EXT(c)->ev_process);
+	hframe_free(&c->hf);
+	free(c->tls_subject);
+	config_unref(c->conf);
+	free(c);
+	ctx->nconns--;
+}
+
 /* End the connection now; freed on the next loop turn. */
 void
 conn_close(struct conn *c, const char *reason)
@@ -176,23 +192,6 @@ conn_close(struct conn *c, const char *reason)
 	conn_reap_later(ctx, &c->reap, conn_destroy, c);
 	log_debug("%llu.%u conn close reason=%s", (unsigned long long)c->id,
 	    c->nreqs, reason);
-}
-
-/* The reaper's half of conn_close(). */
-static void
-conn_destroy(void *arg)
-{
-	struct conn	*c = arg;
-	struct pc_ctx	*ctx = c->ctx;
-
-	bufferevent_free(c->bev);
-	event_free(c->timer);
-	event_free(CONN_EXT(c)->ev_process);
-	hframe_free(&c->hf);
-	free(c->tls_subject);
-	config_unref(c->conf);
-	free(c);
-	ctx->nconns--;
 }
 
 /*

@@ -201,9 +201,12 @@ req_stage_end(struct req *req)
 /*
  * The current stage is done without answering: retire it and run the
  * next.  From CACHE (a miss it will not fill, a tag it has no rule for)
- * that is UPSTREAM, the request as is.  A gate of DISPATCH that waited
- * (authentication, policy, rate limits) comes back through here too, and
- * req_dispatch() carries on after it.
+ * that is UPSTREAM, the request as is.  A gate of DISPATCH
+ * (authentication, policy, rate limits) that waited for a reply as the
+ * request's stage comes back through here too, to req_dispatch(), which
+ * carries on after it: a gate keeps its result in the request (the
+ * subject, the decision, the tokens taken), so one that has passed is
+ * not run again.
  */
 void
 req_stage_next(struct req *req)
@@ -730,14 +733,9 @@ static void
 req_dispatch(struct req *req)
 {
 	/*
-	 * Authentication, policy and rate limiting run here, in that order,
-	 * once they exist: each a gate that lets the request on at once,
-	 * answers it (req_fail), or becomes its stage (req_stage_set) while
-	 * it waits for a reply and then answers or calls req_stage_next(),
-	 * which comes back here.  A gate keeps its result in the request
-	 * (the subject, the decision, the tokens taken), so one that has
-	 * passed is not run again.  Until then every routed request is
-	 * allowed.
+	 * Authentication, policy and rate limiting run here, each as one
+	 * more stage before UPSTREAM, once they exist.  Until then every
+	 * routed request is allowed.
 	 */
 	req->decision = "allow";
 	if (cache_wants(req)) {
