@@ -122,6 +122,8 @@ struct cache_reader {
 	uint64_t			 end;		/* one past the last */
 	int				 waiting;	/* on fill progress */
 	int				 stale;		/* add a Warning */
+	int				 retired;	/* cache_reader_free */
+	struct reap_node		 reap;
 	char				 ctype[256];
 	/* Tag revalidation. */
 	struct proxy			*px;

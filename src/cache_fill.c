@@ -498,7 +498,7 @@ fill_decline(struct cache_fill *f, const char *why)
 	}
 	while ((cr = TAILQ_FIRST(&f->readers)) != NULL) {
 		cache_fill_leave(f, cr);
-		cache_reader_fill_declined(cr);	/* may free cr */
+		cache_reader_fill_declined(cr);
 	}
 	fill_free(f);
 }
@@ -620,7 +620,10 @@ cache_fill_leave(struct cache_fill *f, struct cache_reader *cr)
 	}
 }
 
-/* Fail at the next turn: used where the proxy must not be freed. */
+/*
+ * Fail at the next turn, from a fresh stack rather than from inside
+ * proxy.c's parser: the fill itself is freed at once when it fails.
+ */
 static void
 fill_fail_later(struct cache_fill *f, enum pc_err err, const char *detail)
 {
@@ -653,7 +656,6 @@ fill_fail(struct cache_fill *f, enum pc_err err, const char *detail)
 	}
 	while ((cr = TAILQ_FIRST(&f->readers)) != NULL) {
 		cache_fill_leave(f, cr);
-		/* May free cr. */
 		cache_reader_fill_failed(cr, f, err, detail);
 	}
 	fill_free(f);
@@ -1120,7 +1122,7 @@ fill_publish(struct cache_fill *f)
 	/* The readers carry on from the published entry. */
 	while ((cr = TAILQ_FIRST(&f->readers)) != NULL) {
 		cache_fill_leave(f, cr);
-		cache_reader_filled(cr, e);	/* may free cr */
+		cache_reader_filled(cr, e);
 	}
 	fill_free(f);
 }
@@ -1142,7 +1144,7 @@ static const struct proxy_ops fill_ops = {
 	fill_proxy_fail
 };
 
-/* Shutdown: stop every fill; readers were freed with their conns. */
+/* Shutdown: stop every fill; readers were retired with their requests. */
 void
 cache_fill_free_all(struct cache *c)
 {

@@ -48,6 +48,7 @@ static void	cr_respond(struct cache_reader *);
 static void	cr_by_digest(struct cache_reader *, const char *);
 static void	cr_by_tag(struct cache_reader *);
 static const struct proxy_ops tag_ops;
+static const struct req_stage_ops cr_stage_ops;
 
 /* Whether the cache stage takes this routed request. */
 int
@@ -86,43 +87,54 @@ cache_start(struct req *req)
 	cr->fd = -1;
 	cr->kind = req->route.ep == OCI_EP_BLOB ? CACHE_BLOB : CACHE_MANIFEST;
 	headers_init(&cr->fwd);
-	req->cr = cr;
+	req_stage_set(req, &cr_stage_ops, cr);
 	if (req->route.ref_digest)
 		cr_by_digest(cr, req->route.ref);
 	else
 		cr_by_tag(cr);
 }
 
-/* Free the stage's state; a fill it followed goes on.  NULL is fine. */
-void
-cache_reader_free(struct cache_reader *cr)
+/* The reaper's half of cache_reader_free(). */
+static void
+cr_destroy(void *arg)
 {
-	if (cr == NULL)
-		return;
-	if (cr->fill != NULL)
-		cache_fill_leave(cr->fill, cr);
-	if (cr->px != NULL)
-		proxy_free(cr->px);
-	if (cr->ent != NULL) {
-		cr->ent->refs--;
-		cache_evict_soon(cr->cache);
-	}
+	struct cache_reader	*cr = arg;
+
 	if (cr->fd != -1)
 		close(cr->fd);
 	headers_clear(&cr->fwd);
 	free(cr);
 }
 
+/*
+ * Retire the stage's state: off the fill it followed (which goes on for
+ * the others), its tag request retired, its entry unpinned; its memory is
+ * freed on the reaper's next turn.  NULL and a retired reader are fine.
+ */
+static void
+cache_reader_free(struct cache_reader *cr)
+{
+	if (cr == NULL || cr->retired)
+		return;
+	cr->retired = 1;
+	cr->waiting = 0;
+	if (cr->fill != NULL)
+		cache_fill_leave(cr->fill, cr);
+	proxy_free(cr->px);
+	cr->px = NULL;
+	if (cr->ent != NULL) {
+		cr->ent->refs--;
+		cr->ent = NULL;
+		cache_evict_soon(cr->cache);
+	}
+	conn_reap_later(cr->cache->ctx, &cr->reap, cr_destroy, cr);
+}
+
 /* Leave the cache stage: the request goes to the upstream as is. */
 static void
 cr_passthrough(struct cache_reader *cr)
 {
-	struct req	*req = cr->req;
-
-	req->cr = NULL;
-	cache_reader_free(cr);
-	req_set_state(req, REQ_UPSTREAM);
-	proxy_start(req);
+	req_stage_next(cr->req);	/* retires cr */
 }
 
 static void
@@ -364,7 +376,7 @@ cr_respond(struct cache_reader *cr)
 
 /*
  * Queue the next windows of the file while the client takes them.  Ends
- * the response when the last byte is queued.  May free cr.
+ * the response when the last byte is queued, which retires req and cr.
  */
 static void
 cr_pump(struct cache_reader *cr)
@@ -380,7 +392,7 @@ cr_pump(struct cache_reader *cr)
 	    REQ_FILE_NO_SENDFILE : 0;
 	while (cr->off < cr->end) {
 		if (conn_output_full(req->c))
-			return;		/* cache_reader_writable() */
+			return;		/* cr_stage_writable() */
 		limit = cr->end;
 		if (f != NULL) {
 			/* Never the last byte before the fill verified. */
@@ -410,13 +422,45 @@ cr_pump(struct cache_reader *cr)
 	req_end_response(req);
 }
 
+/* --- the reader as the request's CACHE stage (struct req_stage_ops) --- */
+
 /* The client's output drained: send more. */
-void
-cache_reader_writable(struct cache_reader *cr)
+static void
+cr_stage_writable(void *arg)
 {
+	struct cache_reader	*cr = arg;
+
 	if (cr->fd != -1 && cr->req->head_sent && cr->px == NULL)
-		cr_pump(cr);	/* may free cr */
+		cr_pump(cr);
 }
+
+/*
+ * The client went away: a fill this request followed goes on for the
+ * others (or is cancelled when it was the last, cache_fill_leave).
+ */
+static void
+cr_stage_client_gone(void *arg)
+{
+	struct cache_reader	*cr = arg;
+
+	log_debug("%llu.%u cache client_gone digest=%s fill=%s",
+	    (unsigned long long)cr->req->c->id, cr->req->seq,
+	    cr->digest[0] != '\0' ? cr->digest : "-",
+	    cr->fill != NULL ? cr->fill->logid : "-");
+}
+
+static void
+cr_stage_free(void *arg)
+{
+	cache_reader_free(arg);
+}
+
+static const struct req_stage_ops cr_stage_ops = {
+	"cache",
+	cr_stage_writable,
+	cr_stage_client_gone,
+	cr_stage_free
+};
 
 /* The fill has a 200 head: start the response when the size is known. */
 void
@@ -448,7 +492,7 @@ cache_reader_progress(struct cache_reader *cr)
 {
 	cr->waiting = 0;
 	if (cr->req->head_sent)
-		cr_pump(cr);	/* may free cr */
+		cr_pump(cr);
 }
 
 /* The fill verified and published the entry: carry on from it. */
@@ -499,7 +543,7 @@ cache_reader_fill_failed(struct cache_reader *cr, struct cache_fill *f,
 		log_info("%llu.%u cache refetch %s digest=%s",
 		    (unsigned long long)req->c->id, req->seq, f->logid,
 		    digest);
-		cr_by_digest(cr, digest);	/* may free cr */
+		cr_by_digest(cr, digest);
 		return;
 	}
 	if (f->errbody == NULL || f->up_status == 0) {
@@ -540,7 +584,7 @@ cache_reader_fill_declined(struct cache_reader *cr)
 		req_abort(cr->req, "cache fill declined");
 		return;
 	}
-	cr_passthrough(cr);	/* frees cr */
+	cr_passthrough(cr);	/* retires cr */
 }
 
 /* --- by tag --- */
@@ -574,7 +618,7 @@ cr_open_tag_digest(struct cache_reader *cr, const char *digest)
 	return (0);
 }
 
-/* As cr_open_tag_digest(), then answer (which may free cr and req). */
+/* As cr_open_tag_digest(), then answer (which retires cr and req). */
 static int
 cr_serve_tag_digest(struct cache_reader *cr, const char *digest)
 {
@@ -630,7 +674,7 @@ cr_revalidate(struct cache_reader *cr)
 	cr->px = proxy_fetch_new(req->c->ctx, req->conf, req->up, HTTP_HEAD,
 	    req->upname, "manifests", req->route.ref, &cr->fwd, &tag_ops, cr,
 	    logid);
-	proxy_fetch_start(cr->px);	/* may answer, and free cr, at once */
+	proxy_fetch_start(cr->px);	/* may answer at once */
 }
 
 /* The upstream cannot say: serve what we know, stale, or fail. */
@@ -655,7 +699,7 @@ cr_tag_unreachable(struct cache_reader *cr, enum pc_err err,
 		req->cache_status = "stale";
 		log_info("%llu.%u cache serve_stale digest=%s reason=\"%s\"",
 		    (unsigned long long)req->c->id, req->seq, all[i], detail);
-		cr_respond(cr);		/* may free cr and req */
+		cr_respond(cr);
 		return;
 	}
 	if (err == ERR_TOO_MANY_REQUESTS) {
@@ -775,7 +819,7 @@ tag_done(void *arg)
 
 	proxy_free(cr->px);
 	cr->px = NULL;
-	cr_tag_decide(cr);	/* may free cr */
+	cr_tag_decide(cr);
 }
 
 static void
@@ -785,7 +829,7 @@ tag_fail(void *arg, enum pc_err err, const char *detail)
 
 	proxy_free(cr->px);
 	cr->px = NULL;
-	cr_tag_unreachable(cr, err, detail);	/* may free cr */
+	cr_tag_unreachable(cr, err, detail);
 }
 
 static const struct proxy_ops tag_ops = {

@@ -4,7 +4,9 @@
  * connection are handled one at a time, in order; pipelined bytes wait in
  * the input buffer, which the read watermark bounds.  A connection is never
  * freed inside its own callbacks: conn_close() unlinks it and the reaper
- * frees it on the next loop turn.
+ * frees it on the next loop turn.  The reaper is the daemon's one way to
+ * free what a callback retires: requests, proxies and cache readers wait
+ * on the same list (conn_reap_later).
  *
  * Backpressure: request body bytes are moved to the request's sink only
  * while the sink has room; otherwise they stay in the input buffer, and at
@@ -181,6 +183,23 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 	}
 }
 
+/* The reaper's half of conn_close(). */
+static void
+conn_destroy(void *arg)
+{
+	struct conn	*c = arg;
+	struct pc_ctx	*ctx = c->ctx;
+
+	bufferevent_free(c->bev);
+	event_free(c->timer);
+	event_free(c->ev_process);
+	hframe_free(&c->hf);
+	free(c->tls_subject);
+	config_unref(c->conf);
+	free(c);
+	ctx->nconns--;
+}
+
 /* End the connection now; freed on the next loop turn. */
 void
 conn_close(struct conn *c, const char *reason)
@@ -201,28 +220,40 @@ conn_close(struct conn *c, const char *reason)
 	evtimer_del(c->timer);
 	event_del(c->ev_process);
 	TAILQ_REMOVE(&ctx->conns, c, entry);
-	TAILQ_INSERT_TAIL(&ctx->dead, c, entry);
-	event_active(ctx->ev_reap, 0, 0);
+	conn_reap_later(ctx, &c->reap, conn_destroy, c);
 	log_debug("%llu.%u conn close reason=%s", (unsigned long long)c->id,
 	    c->nreqs, reason);
 }
 
-/* Free connections closed since the last turn. */
+/*
+ * Queue a retired object: free(arg) runs on the reaper's next turn.  The
+ * caller has made it inert already (nothing may call into it any more),
+ * and queues it once.
+ */
+void
+conn_reap_later(struct pc_ctx *ctx, struct reap_node *n, void (*fn)(void *),
+    void *arg)
+{
+	n->free = fn;
+	n->arg = arg;
+	TAILQ_INSERT_TAIL(&ctx->dead, n, entry);
+	if (ctx->ev_reap != NULL)
+		event_active(ctx->ev_reap, 0, 0);
+}
+
+/*
+ * Free everything retired since the last turn, in the order it was
+ * retired (a request before its connection), until the list is empty:
+ * a free function may retire more.  Also run at shutdown.
+ */
 void
 conn_reap(struct pc_ctx *ctx)
 {
-	struct conn	*c;
+	struct reap_node	*n;
 
-	while ((c = TAILQ_FIRST(&ctx->dead)) != NULL) {
-		TAILQ_REMOVE(&ctx->dead, c, entry);
-		bufferevent_free(c->bev);
-		event_free(c->timer);
-		event_free(c->ev_process);
-		hframe_free(&c->hf);
-		free(c->tls_subject);
-		config_unref(c->conf);
-		free(c);
-		ctx->nconns--;
+	while ((n = TAILQ_FIRST(&ctx->dead)) != NULL) {
+		TAILQ_REMOVE(&ctx->dead, n, entry);
+		n->free(n->arg);
 	}
 	server_conn_gone(ctx);
 }

@@ -48,6 +48,20 @@ struct audit;
 struct audit_waiter;
 struct redisAsyncContext;
 
+/*
+ * Deferred frees (conn.c).  An object retired inside a callback (a
+ * connection, a request, a proxy, a cache reader) is made inert at once
+ * (its events detached, unlinked from its owner) and queued on ctx->dead
+ * with its free function; the reaper frees it on the next loop turn.  So
+ * no callback ever frees the object that called it: a caller checks the
+ * object's retired flag, never whether its memory is still there.
+ */
+struct reap_node {
+	TAILQ_ENTRY(reap_node)	 entry;
+	void			(*free)(void *);
+	void			*arg;
+};
+
 /* Everything mutable hangs off this; no file-scope globals. */
 struct pc_ctx {
 	struct event_base		*base;
@@ -71,8 +85,8 @@ struct pc_ctx {
 	char				*conf_path;
 	struct event			*ev_drain;
 	int				 draining;
-	struct event			*ev_reap;	/* frees closed conns */
-	TAILQ_HEAD(, conn)		 dead;
+	struct event			*ev_reap;	/* runs conn_reap() */
+	TAILQ_HEAD(, reap_node)		 dead;		/* retired objects */
 	struct cache			*cache;		/* NULL: no cache */
 	struct audit			*audit;		/* NULL: no audit */
 };
@@ -128,7 +142,8 @@ struct conn {
 	uint32_t		 nreqs;
 	struct event		*timer;		/* header or idle */
 	int			 closing;	/* flush, then free */
-	int			 dead;		/* on ctx->dead */
+	int			 dead;		/* retired: on ctx->dead */
+	struct reap_node	 reap;
 	int			 read_paused;	/* backpressure */
 	int			 saw_tls_hello;	/* TLS on the plain port */
 	const char		*close_reason;
@@ -148,6 +163,8 @@ void	conn_req_done(struct conn *);
 void	conn_pause_read(struct conn *);
 void	conn_resume_read(struct conn *);
 void	conn_reap(struct pc_ctx *);
+void	conn_reap_later(struct pc_ctx *, struct reap_node *,
+	    void (*)(void *), void *);
 struct evbuffer	*conn_output(struct conn *);
 int	conn_output_full(struct conn *);
 
@@ -172,6 +189,38 @@ enum resp_framing {
 	RESP_LENGTH,		/* Content-Length */
 	RESP_CHUNKED,
 	RESP_CLOSE		/* ends with the connection (HTTP/1.0) */
+};
+
+/*
+ * A request stage: what works for the request while req.c waits for it
+ * (today the cache reader and the proxy; authentication, policy and rate
+ * limits as they come).  One stage at a time is the request's,
+ * req->stage with req->stage_arg; req.c knows it only through these, and
+ * retires it whenever the request ends, fails or loses its client, so a
+ * stage has no teardown path of its own.  Each gets stage_arg:
+ *
+ *	writable	the client's output drained below the low watermark:
+ *			send more.  NULL: the stage does not send.
+ *	client_gone	the client went away: cancel what is pending (an
+ *			upstream request, a Redis reply, a key fetch); free
+ *			follows at once.  NULL: free does it all.
+ *	free		retire the stage's state, once: inert at once (no
+ *			event or reply reaches it any more, unlinked from
+ *			what it waited on), its memory freed on the reaper's
+ *			next turn (conn_reap_later).
+ *
+ * A stage ends in one of three ways: it answers (req_fail(), or
+ * req_send_head() ... req_end_response()); it lets the request on to the
+ * next stage (req_stage_next()); or req.c retires it.  A call that can end
+ * the request (req_fail, req_end_response, req_abort) retires the request
+ * and its stage before it returns: the caller returns without touching
+ * either again (their memory is still valid; `retired` says so).
+ */
+struct req_stage_ops {
+	const char	*name;
+	void		(*writable)(void *);
+	void		(*client_gone)(void *);
+	void		(*free)(void *);
 };
 
 struct req {
@@ -200,8 +249,10 @@ struct req {
 	uint64_t		 bytes_in;
 	uint64_t		 bytes_out;
 	int			 head_sent;
-	struct proxy		*px;
-	struct cache_reader	*cr;		/* the cache stage */
+	int			 retired;	/* over: freed by the reaper */
+	struct reap_node	 reap;
+	const struct req_stage_ops *stage;	/* working for it, or NULL */
+	void			*stage_arg;
 	/* "hit", "miss", "stale", "coalesced"; NULL: cache not involved. */
 	const char		*cache_status;
 	/* "allow" or "deny" once decided (policy); NULL: not decided. */
@@ -234,6 +285,9 @@ void	req_end_response(struct req *);
 void	req_abort(struct req *, const char *);
 void	req_client_gone(struct req *);
 void	req_client_writable(struct req *);
+void	req_stage_set(struct req *, const struct req_stage_ops *, void *);
+void	req_stage_end(struct req *);
+void	req_stage_next(struct req *);
 void	req_body_available(struct req *);
 const char *req_state_name(enum req_state);
 int	req_external_base(struct req *, char *, size_t);
@@ -306,16 +360,24 @@ const char	*uauth_store(struct upstream_state *, const char *,
 		    const char *, size_t, char *, size_t);
 
 /* proxy.c: one request forwarded to an upstream and its answer relayed. */
+/*
+ * What a proxy tells its owner: req.c's response writer for proxy_start(),
+ * the cache for proxy_fetch_new().  The owner may retire the proxy
+ * (proxy_free) inside any of these: proxy.c checks px->retired when they
+ * return and then delivers nothing more (the memory stays valid until the
+ * reaper's next turn).  done and fail are the last calls; the owner
+ * retires the proxy in them or later.
+ */
 struct proxy_ops {
-	/* The response head: 0 to go on, -1 when the owner freed px. */
+	/* The response head: 0 to go on, -1 to stop (px retired). */
 	int	(*head)(void *, struct hframe_msg *);
-	/* Move n body bytes out of the buffer: 1 pauses, -1 freed px. */
+	/* Move n body bytes out of the buffer: 0, 1 pauses, -1 stops. */
 	int	(*body)(void *, struct evbuffer *, size_t);
-	/* Decoded (chunked) body bytes: 1 pauses, -1 fails; never frees. */
+	/* Decoded (chunked) body bytes: 0, 1 pauses, -1 fails the parse. */
 	int	(*body_data)(void *, const char *, size_t);
-	/* The answer is complete; the owner frees px. */
+	/* The answer is complete; the upstream connection is let go. */
 	void	(*done)(void *);
-	/* It failed (detail for the client and log); the owner frees px. */
+	/* It failed (detail for the client and log). */
 	void	(*fail)(void *, enum pc_err, const char *);
 };
 void	proxy_start(struct req *);
@@ -326,15 +388,12 @@ struct proxy *proxy_fetch_new(struct pc_ctx *, struct config *,
 void	proxy_fetch_start(struct proxy *);
 void	proxy_resume(struct proxy *);
 void	proxy_free(struct proxy *);
-void	proxy_client_writable(struct proxy *);
 
 /* cache.c, cache_fill.c, cache_serve.c: the pull-through cache. */
 struct cache	*cache_open(struct pc_ctx *, const struct config *, char **);
 void		 cache_close(struct cache *);
 int		 cache_wants(struct req *);
 void		 cache_start(struct req *);
-void		 cache_reader_free(struct cache_reader *);
-void		 cache_reader_writable(struct cache_reader *);
 void		 cache_invalidate_tag(struct req *);
 
 /* audit.c, audit_spool.c, audit_redis.c: the audit writer. */

@@ -31,7 +31,9 @@
  * to req.c's response writer) or runs without a client (proxy_fetch_new:
  * the cache's fills and tag revalidations), in which case the owner's
  * proxy_ops receive the answer.  Auth, the pool, redirects and
- * backpressure are the same code either way.
+ * backpressure are the same code either way.  For a client request the
+ * proxy is the request's UPSTREAM stage (px_stage_ops); its owner, either
+ * way, retires it with proxy_free() and it is freed on the next turn.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -84,6 +86,8 @@ struct proxy {
 	int				 up_eof;
 	int				 want_pause;
 	int				 chunked_out;
+	int				 retired;	/* proxy_free() */
+	struct reap_node		 reap;
 };
 
 
@@ -93,15 +97,44 @@ static void	px_pump(struct proxy *);
 static void	px_error(struct proxy *, enum pc_err, const char *);
 
 static const struct proxy_ops px_client_ops;
+static const struct req_stage_ops px_stage_ops;
 
-/* Free the proxy state; the request keeps going or is being freed. */
+/* The reaper's half of proxy_free(). */
+static void
+px_destroy(void *arg)
+{
+	struct proxy	*px = arg;
+
+	if (px->sink != NULL)
+		evbuffer_free(px->sink);
+	if (px->extra != NULL) {
+		explicit_bzero(px->extra, strlen(px->extra));
+		free(px->extra);
+	}
+	hframe_free(&px->rf);
+	free(px->upath);
+	if (px->token != NULL) {
+		explicit_bzero(px->token, strlen(px->token));
+		free(px->token);
+	}
+	free(px);
+}
+
+/*
+ * Retire the proxy: its upstream connection (and a token request or
+ * probe of its own) closed, the request's body no longer sent to it, so
+ * nothing reaches it or its owner any more; its memory is freed on the
+ * reaper's next turn.  The request keeps going or is ending.  NULL and a
+ * retired proxy are fine.
+ */
 void
 proxy_free(struct proxy *px)
 {
 	struct req	*req;
 
-	if (px == NULL)
+	if (px == NULL || px->retired)
 		return;
+	px->retired = 1;
 	req = px->req;
 	if (req != NULL) {
 		req->body_ready = 0;
@@ -110,20 +143,10 @@ proxy_free(struct proxy *px)
 		req->body_end = NULL;
 	}
 	proxy_free(px->sub);
-	if (px->sink != NULL)
-		evbuffer_free(px->sink);
-	if (px->extra != NULL) {
-		explicit_bzero(px->extra, strlen(px->extra));
-		free(px->extra);
-	}
+	px->sub = NULL;
 	uconn_free(px->uc);
-	hframe_free(&px->rf);
-	free(px->upath);
-	if (px->token != NULL) {
-		explicit_bzero(px->token, strlen(px->token));
-		free(px->token);
-	}
-	free(px);
+	px->uc = NULL;
+	conn_reap_later(px->ctx, &px->reap, px_destroy, px);
 }
 
 /* Drop the current upstream connection before a retry or redirect. */
@@ -247,7 +270,7 @@ proxy_start(struct req *req)
 
 	if ((px = calloc(1, sizeof(*px))) == NULL)
 		fatal("calloc");
-	req->px = px;
+	req_stage_set(req, &px_stage_ops, px);
 	px->req = req;
 	px->ctx = req->c->ctx;
 	px->conf = req->conf;
@@ -276,9 +299,9 @@ proxy_start(struct req *req)
  * A request to an upstream without a client: `method` (GET or HEAD) on
  * /v2/<upname>/<kind>/<ref> ("blobs" or "manifests") with a pull token,
  * forwarding the fields in `fwd` (kept by the owner until the proxy is
- * freed).  Nothing happens until proxy_fetch_start(); the answer goes to
- * ops with arg.  The owner frees the proxy with proxy_free(), at the
- * latest in its done or fail callback.
+ * retired).  Nothing happens until proxy_fetch_start(); the answer goes to
+ * ops with arg.  The owner retires the proxy with proxy_free(), in any of
+ * its callbacks or after the last one (done or fail).
  */
 struct proxy *
 proxy_fetch_new(struct pc_ctx *ctx, struct config *conf,
@@ -320,7 +343,7 @@ proxy_fetch_start(struct proxy *px)
 	px_begin(px);
 }
 
-/* Report a failure to the owner, which frees the proxy. */
+/* Report a failure to the owner, which retires the proxy. */
 static void
 px_error(struct proxy *px, enum pc_err err, const char *detail)
 {
@@ -368,8 +391,9 @@ px_sub_new(struct proxy *px, const struct url *u, const struct origin *o,
 }
 
 /*
- * Hand a sub-request's answer to its parent, then free it.  The parent
- * lets go of it first: the callback may free the parent.
+ * Hand a sub-request's answer to its parent, then retire it.  The parent
+ * lets go of it first: the callback may retire the parent, or start
+ * another sub-request.
  */
 static void
 px_sink_finish(struct proxy *sub, int status, const char *err)
@@ -415,7 +439,7 @@ px_sink_body_data(void *arg, const char *data, size_t n)
 {
 	struct proxy	*sub = arg;
 
-	/* Must not free: px_pump fails the sub on the framing error. */
+	/* px_pump fails the sub on the framing error (too_large says why). */
 	if (evbuffer_get_length(sub->sink) + n > sub->sink_max) {
 		sub->too_large = 1;
 		return (-1);
@@ -526,7 +550,7 @@ px_begin(struct proxy *px)
 		px_sub_new(px, &u, &o, hdrs, px->conf->token_bytes,
 		    px_on_token);
 		explicit_bzero(hdrs, sizeof(hdrs));
-		px_connect(px->sub);	/* may call back, freeing px */
+		px_connect(px->sub);
 		return;
 	}
 	if (!px->foreign && !us->auth_known && px->has_body) {
@@ -537,7 +561,7 @@ px_begin(struct proxy *px)
 		    "Accept: application/json\r\n", PC_VERSION);
 		px_sub_new(px, &u, &o, hdrs, px->conf->token_bytes,
 		    px_on_probe);
-		px_connect(px->sub);	/* may call back, freeing px */
+		px_connect(px->sub);
 		return;
 	}
 	px_connect(px);
@@ -620,10 +644,15 @@ px_redirect_header(const char *name)
 	    strcasecmp(name, "User-Agent") == 0);
 }
 
+/*
+ * The request body to the upstream.  The sink is set only while the
+ * proxy is the request's stage (and cleared when it is retired), so
+ * stage_arg is this proxy.
+ */
 static int
 px_body_sink(struct req *req, struct evbuffer *in, size_t n)
 {
-	struct proxy	*px = req->px;
+	struct proxy	*px = req->stage_arg;
 	struct evbuffer	*out = bufferevent_get_output(px->uc->bev);
 
 	evbuffer_remove_buffer(in, out, n);
@@ -633,7 +662,7 @@ px_body_sink(struct req *req, struct evbuffer *in, size_t n)
 static int
 px_body_sink_data(struct req *req, const char *data, size_t n)
 {
-	struct proxy	*px = req->px;
+	struct proxy	*px = req->stage_arg;
 	struct evbuffer	*out = bufferevent_get_output(px->uc->bev);
 
 	if (px->chunked_out)
@@ -647,7 +676,7 @@ px_body_sink_data(struct req *req, const char *data, size_t n)
 static void
 px_body_end(struct req *req)
 {
-	struct proxy	*px = req->px;
+	struct proxy	*px = req->stage_arg;
 
 	if (px->chunked_out)
 		evbuffer_add(bufferevent_get_output(px->uc->bev),
@@ -659,6 +688,8 @@ px_resp_body(void *arg, const char *data, size_t len)
 {
 	struct proxy	*px = arg;
 
+	if (px->retired)
+		return (-1);	/* the parser stops; px_pump sees why */
 	switch (px->ops->body_data(px->arg, data, len)) {
 	case -1:
 		return (-1);	/* a framing error ends it */
@@ -824,7 +855,8 @@ px_rewrite_location(struct proxy *px, const char *loc, char *out,
 	return (0);
 }
 
-enum px_next { PX_CONTINUE, PX_GONE };
+/* PX_STOP: px is retired, or went on with another connection. */
+enum px_next { PX_CONTINUE, PX_STOP };
 
 /* Refuse to follow a redirect: 502 with the reason. */
 static enum px_next
@@ -837,7 +869,7 @@ px_redirect_refuse(struct proxy *px, const char *why)
 	log_info("%s proxy redirect_refused upstream=%s reason=\"%s\"",
 	    px->logid, px->up->name, why);
 	px_error(px, ERR_UPSTREAM, detail);
-	return (PX_GONE);
+	return (PX_STOP);
 }
 
 /* Follow a redirect for a blob GET or HEAD, or a fetch. */
@@ -885,7 +917,7 @@ px_redirect(struct proxy *px, const char *loc)
 	    px->origin.restricted);
 	px_reset(px);
 	px_connect(px);
-	return (PX_GONE);
+	return (PX_STOP);
 }
 
 /*
@@ -948,7 +980,7 @@ px_on_head(struct proxy *px)
 			    px->us->bearer);
 			px_reset(px);
 			px_begin(px);
-			return (PX_GONE);
+			return (PX_STOP);
 		}
 	}
 	if ((st == 301 || st == 302 || st == 303 || st == 307 || st == 308) &&
@@ -958,8 +990,8 @@ px_on_head(struct proxy *px)
 	if (!px->foreign)
 		px_note_ratelimit(px, &rm->hdrs);
 	px->got_head = 1;
-	if (px->ops->head(px->arg, rm) == -1)
-		return (PX_GONE);
+	if (px->ops->head(px->arg, rm) == -1 || px->retired)
+		return (PX_STOP);
 	return (PX_CONTINUE);
 }
 
@@ -975,7 +1007,7 @@ px_done(struct proxy *px)
 		uconn_release(uc);
 	else
 		uconn_free(uc);
-	px->ops->done(px->arg);	/* may free px: nothing after this */
+	px->ops->done(px->arg);	/* the last call to the owner */
 }
 
 /* An upstream failure before or during the response. */
@@ -1029,7 +1061,7 @@ px_pump(struct proxy *px)
 				px->rf.skip_body = px->method == HTTP_HEAD;
 				continue;
 			}
-			if (px_on_head(px) == PX_GONE)
+			if (px_on_head(px) == PX_STOP)
 				return;
 			break;
 		case HF_BODY_LENGTH:
@@ -1037,8 +1069,9 @@ px_pump(struct proxy *px)
 			if (n > px->rf.remaining)
 				n = px->rf.remaining;
 			hframe_body_consumed(&px->rf, n);
-			if ((r = px->ops->body(px->arg, in, n)) == -1)
-				return;		/* the owner freed px */
+			r = px->ops->body(px->arg, in, n);
+			if (r == -1 || px->retired)
+				return;
 			if (r == 1)
 				px->want_pause = 1;
 			break;
@@ -1046,6 +1079,8 @@ px_pump(struct proxy *px)
 			if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 				return;
 			n = hframe_feed(&px->rf, v.iov_base, v.iov_len);
+			if (px->retired)
+				return;		/* by the owner's body_data */
 			evbuffer_drain(in, n);
 			if (px->rf.phase == HF_ERROR) {
 				px_fail(px, ERR_UPSTREAM_PROTO, px->too_large ?
@@ -1085,22 +1120,18 @@ px_up_read_cb(struct bufferevent *bev, void *arg)
 	px_pump(px);
 }
 
-/* The owner can take more: read the upstream again.  May free px. */
+/*
+ * The owner can take more: read the upstream again.  The owner may retire
+ * px from the callbacks this runs.
+ */
 void
 proxy_resume(struct proxy *px)
 {
-	if (!px->up_paused || px->uc == NULL)
+	if (px->retired || !px->up_paused || px->uc == NULL)
 		return;
 	px->up_paused = 0;
 	bufferevent_enable(px->uc->bev, EV_READ);
-	px_pump(px);	/* may free px */
-}
-
-/* The client's output drained: read the upstream again. */
-void
-proxy_client_writable(struct proxy *px)
-{
-	proxy_resume(px);	/* may free px */
+	px_pump(px);
 }
 
 static void
@@ -1131,7 +1162,7 @@ px_up_event_cb(struct bufferevent *bev, short events, void *arg)
 	if (events & BEV_EVENT_EOF) {
 		px->up_eof = 1;
 		bufferevent_disable(bev, EV_READ);
-		px_pump(px);	/* may finish or fail, freeing px */
+		px_pump(px);	/* may finish or fail */
 		return;
 	}
 	px_fail(px, ERR_UPSTREAM, "connection to upstream failed");
@@ -1163,7 +1194,7 @@ px_client_head(void *arg, struct hframe_msg *rm)
 		    *ra != '\0')
 			headers_add(&out, "Retry-After", 11, ra, strlen(ra));
 		req_fail_with(req, ERR_TOO_MANY_REQUESTS, "upstream "
-		    "registry rate limit", &out);	/* frees px */
+		    "registry rate limit", &out);	/* retires px */
 		headers_clear(&out);
 		return (-1);
 	}
@@ -1246,7 +1277,7 @@ px_client_done(void *arg)
 {
 	struct proxy	*px = arg;
 
-	req_end_response(px->req);	/* frees px */
+	req_end_response(px->req);	/* retires req and px */
 }
 
 static void
@@ -1257,10 +1288,10 @@ px_client_fail(void *arg, enum pc_err err, const char *detail)
 
 	if (req->head_sent) {
 		req->err = err;
-		req_abort(req, detail);	/* frees req and px */
+		req_abort(req, detail);	/* retires req and px */
 		return;
 	}
-	req_fail(req, err, detail);	/* frees px */
+	req_fail(req, err, detail);	/* retires px */
 }
 
 static const struct proxy_ops px_client_ops = {
@@ -1269,4 +1300,40 @@ static const struct proxy_ops px_client_ops = {
 	px_client_body_data,
 	px_client_done,
 	px_client_fail
+};
+
+/* --- the proxy as the request's UPSTREAM stage (struct req_stage_ops) --- */
+
+/* The client's output drained: read the upstream again. */
+static void
+px_stage_writable(void *arg)
+{
+	proxy_resume(arg);
+}
+
+/*
+ * The client went away: whatever the upstream still sends, or still
+ * expects of the request body, goes with its connection, which is
+ * closed rather than pooled (proxy_free).
+ */
+static void
+px_stage_client_gone(void *arg)
+{
+	struct proxy	*px = arg;
+
+	log_debug("%s proxy client_gone upstream=%s got_head=%d", px->logid,
+	    px->up->name, px->got_head);
+}
+
+static void
+px_stage_free(void *arg)
+{
+	proxy_free(arg);
+}
+
+static const struct req_stage_ops px_stage_ops = {
+	"upstream",
+	px_stage_writable,
+	px_stage_client_gone,
+	px_stage_free
 };

@@ -14,6 +14,12 @@
  * RESPOND streams the answer.  Every transition writes a debug trace line;
  * every request ends with one summary line.
  *
+ * The stage working for the request (the cache reader, the proxy) is
+ * known here only as req->stage (struct req_stage_ops): it hears that the
+ * client can take more or went away, and is retired when the request
+ * ends, fails or moves on (req_stage_next), whatever it is.  Retired
+ * requests and stages are freed on the reaper's next turn (conn.c).
+ *
  * This file also owns the response writer: status line, headers (hop-by-hop
  * fields dropped, the API version header added on /v2/) and the body
  * framing towards the client.  req_fail() is the one way to fail a request.
@@ -114,24 +120,35 @@ req_start(struct conn *c, struct hframe_msg *msg)
 	req_route(req);
 }
 
-/* Free a request, writing its summary line.  NULL is fine. */
+/* The reaper's half of req_free(). */
+static void
+req_destroy(void *arg)
+{
+	struct req	*req = arg;
+
+	free(req->path);
+	config_unref(req->conf);
+	free(req);
+}
+
+/*
+ * The request is over (its response ended, or its client went; the
+ * caller has unlinked it from the conn): retire its stages, write its
+ * summary line and its one audit record, now.  Its memory is freed on the
+ * reaper's next turn, so code up the stack may still look at
+ * req->retired.  NULL and a retired request are fine.
+ */
 void
 req_free(struct req *req)
 {
 	struct conn	*c;
 	char		 up[128];
 
-	if (req == NULL)
+	if (req == NULL || req->retired)
 		return;
+	req->retired = 1;
 	c = req->c;
-	if (req->px != NULL) {
-		proxy_free(req->px);
-		req->px = NULL;
-	}
-	if (req->cr != NULL) {
-		cache_reader_free(req->cr);
-		req->cr = NULL;
-	}
+	req_stage_end(req);
 	if (req->up != NULL)
 		snprintf(up, sizeof(up), "%s", req->up->name);
 	else
@@ -149,24 +166,74 @@ req_free(struct req *req)
 	    req->cache_status != NULL ? " cache=" : "",
 	    req->cache_status != NULL ? req->cache_status : "");
 	audit_request(req);		/* its one audit record */
-	free(req->path);
-	config_unref(req->conf);
-	free(req);
+	conn_reap_later(c->ctx, &req->reap, req_destroy, req);
+}
+
+/*
+ * The stage now working for the request (struct req_stage_ops); the one
+ * before it has ended (req_stage_end).
+ */
+void
+req_stage_set(struct req *req, const struct req_stage_ops *ops, void *arg)
+{
+	if (req->stage != NULL)
+		fatalx("%s: stage %s still set", __func__, req->stage->name);
+	log_debug("%llu.%u req stage %s", (unsigned long long)req->c->id,
+	    req->seq, ops->name);
+	req->stage = ops;
+	req->stage_arg = arg;
+}
+
+/* Retire the current stage, if any: the request moves on or ends. */
+void
+req_stage_end(struct req *req)
+{
+	const struct req_stage_ops	*ops = req->stage;
+	void				*arg = req->stage_arg;
+
+	if (ops == NULL)
+		return;
+	req->stage = NULL;
+	req->stage_arg = NULL;
+	ops->free(arg);
+}
+
+/*
+ * The current stage is done without answering: retire it and run the
+ * next.  From CACHE (a miss it will not fill, a tag it has no rule for)
+ * that is UPSTREAM, the request as is.  A gate of DISPATCH
+ * (authentication, policy, rate limits) that waited for a reply as the
+ * request's stage comes back through here too, to req_dispatch(), which
+ * carries on after it: a gate keeps its result in the request (the
+ * subject, the decision, the tokens taken), so one that has passed is
+ * not run again.
+ */
+void
+req_stage_next(struct req *req)
+{
+	req_stage_end(req);
+	switch (req->state) {
+	case REQ_DISPATCH:
+		req_dispatch(req);
+		break;
+	case REQ_CACHE:
+		req_set_state(req, REQ_UPSTREAM);
+		proxy_start(req);
+		break;
+	default:
+		fatalx("%s: in state %s", __func__, req_state_name(req->state));
+	}
 }
 
 /* The client went away; stop whatever the request is waiting for. */
 void
 req_client_gone(struct req *req)
 {
-	if (req->px != NULL) {
-		proxy_free(req->px);
-		req->px = NULL;
-	}
-	if (req->cr != NULL) {
-		/* A fill this request followed goes on for the others. */
-		cache_reader_free(req->cr);
-		req->cr = NULL;
-	}
+	const struct req_stage_ops	*ops = req->stage;
+
+	if (ops != NULL && ops->client_gone != NULL)
+		ops->client_gone(req->stage_arg);
+	req_stage_end(req);
 	if (req->status == 0)
 		req->status = 499;
 }
@@ -175,10 +242,10 @@ req_client_gone(struct req *req)
 void
 req_client_writable(struct req *req)
 {
-	if (req->px != NULL)
-		proxy_client_writable(req->px);
-	else if (req->cr != NULL)
-		cache_reader_writable(req->cr);
+	const struct req_stage_ops	*ops = req->stage;
+
+	if (ops != NULL && ops->writable != NULL)
+		ops->writable(req->stage_arg);
 }
 
 /* A response cannot be completed: the connection must end. */
@@ -410,9 +477,8 @@ req_send_file(struct req *req, int fd, uint64_t off, uint64_t len,
 }
 
 /*
- * The response is complete.  The request object is freed before this
- * returns: callers must not touch it (or their own state hanging off it)
- * afterwards.
+ * The response is complete.  The request and its stages are retired
+ * before this returns: callers return without touching them again.
  */
 void
 req_end_response(struct req *req)
@@ -474,14 +540,7 @@ req_fail_with(struct req *req, enum pc_err err, const char *detail,
 	int	status = errs_status(err);
 
 	req->err = err;
-	if (req->px != NULL) {
-		proxy_free(req->px);
-		req->px = NULL;
-	}
-	if (req->cr != NULL) {
-		cache_reader_free(req->cr);
-		req->cr = NULL;
-	}
+	req_stage_end(req);
 	if (req->head_sent) {
 		req_abort(req, errs_name(err));
 		return;

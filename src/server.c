@@ -261,6 +261,8 @@ out:
 	}
 	cache_close(ctx->cache);	/* after the conns: no readers left */
 	audit_free(ctx->audit);		/* after the conns: records spooled */
+	if (ctx->base != NULL)
+		conn_reap(ctx);		/* what the fills retired */
 	uconn_pool_flush(ctx);
 	upstream_state_free_all(ctx);
 	tls_client_free_all(ctx);
