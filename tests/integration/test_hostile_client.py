@@ -259,6 +259,77 @@ def test_max_connections_per_ip_answers_503(reg, start_gateway):
     assert_serves(gw)
 
 
+def test_lingering_connections_count_against_the_address(reg, start_gateway):
+    # Each framing error leaves its connection lingering (the client
+    # never closes).  Those hold slots of max_connections too: were they
+    # left out of the per-address count, one address could hold them all
+    # and another would wait in the backlog for timeouts.linger.
+    gw = start_gateway(gw_config(reg.url, limits={
+        "max_connections": 8, "max_connections_per_ip": 2},
+        timeouts={"linger": 300}))
+    gw.http.close()             # the harness's keep-alive health check
+    bad = b"GET /v2/x\x01 HTTP/1.1\r\nHost: h\r\n\r\n"
+    conns = []
+    try:
+        statuses = []
+        for _ in range(8):
+            c = rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT,
+                                source="127.0.0.2")
+            conns.append(c)
+            c.send(bad)
+            try:
+                statuses.append(c.read_response().status)
+            except rawhttp.PeerClosed:
+                statuses.append(None)   # closed unanswered: also a refusal
+        assert statuses[:2] == [400, 400], statuses
+        assert 400 not in statuses[2:], statuses
+        other = rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT,
+                                source="127.0.0.3")
+        conns.append(other)
+        other.send(rawhttp.build("GET", "/v2/", host=gw.host))
+        # Far less than timeouts.linger: served, not left in the backlog.
+        assert other.read_response(timeout=TIMEOUT).status == 200
+    finally:
+        for c in conns:
+            c.close()
+    assert_serves(gw)
+
+
+def test_refusals_waiting_for_tls_do_not_fill_the_slots(reg, start_gateway,
+                                                       tmp_path):
+    # Over TLS a refusal's 503 waits for a handshake the client may never
+    # start.  Refused connections must not pile up holding slots of
+    # max_connections: beyond twice the per-address limit one is closed
+    # at once, unanswered.
+    from test_tls import PKI, tls_listen
+    import ssl
+    pki = PKI(tmp_path)
+    cert, key = pki.issue("gateway", "127.0.0.1", san="IP:127.0.0.1")
+    gw = start_gateway(gw_config(reg.url, limits={
+        "max_connections": 6, "max_connections_per_ip": 1},
+        timeouts={"header": 300, "body": 300},
+        listen=tls_listen(cert, key)), tls_client={"ca": pki.ca})
+    gw.http.close()
+    conns = []
+    try:
+        for _ in range(6):      # TCP only: no ClientHello, ever
+            conns.append(rawhttp.RawConn("127.0.0.1", gw.port,
+                                         timeout=TIMEOUT,
+                                         source="127.0.0.2"))
+        ctx = ssl.create_default_context(cafile=pki.ca)
+        with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT,
+                             source="127.0.0.3") as other:
+            other.sock = ctx.wrap_socket(other.sock,
+                                         server_hostname="127.0.0.1")
+            other.send(rawhttp.build("GET", "/v2/", host=gw.host))
+            # Far less than timeouts.header: served, not in the backlog.
+            assert other.read_response(timeout=TIMEOUT).status == 200
+    finally:
+        for c in conns:
+            c.close()
+    assert "answer=none" in gw.log_text()
+
+
 # ---------------------------------------------------------------------------
 # Point 11: limits.manifest_bytes on pushes and pass-through pulls.
 
