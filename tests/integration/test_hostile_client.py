@@ -121,7 +121,8 @@ def registry_has_manifest(reg, repo, ref):
     b"n=\xc3\xa9",      # obs-text (UTF-8 bytes >= 0x80)
     b"last=a\"b",       # '"' is no RFC 3986 character
     b"n=%zz",           # a broken percent escape
-], ids=["tab", "ff", "obs-text", "dquote", "bad-pct"])
+    b"n=1#frag",        # a fragment: never part of a request target
+], ids=["tab", "ff", "obs-text", "dquote", "bad-pct", "fragment"])
 def test_target_bytes_outside_rfc3986_are_refused(reg, gw, query):
     repo = "bq" + hashlib.sha1(query).hexdigest()[:8]
     mark = reg.mark()
