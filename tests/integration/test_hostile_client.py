@@ -217,6 +217,39 @@ def test_max_connections_waits_in_backlog(reg, start_gateway):
     assert_serves(gw)
 
 
+def test_out_of_descriptors_pauses_accept(reg, start_gateway):
+    # Below max_connections the descriptor limit can bite first (Debian's
+    # default soft limit is 1024, max_connections 4096).  accept(2) then
+    # fails with EMFILE and leaves the connection in the backlog: the
+    # listener must pause, not spin logging "accept_error" (it wrote
+    # hundreds of thousands of lines a second), and resume once a
+    # connection ends.
+    import resource
+    gw = start_gateway(gw_config(reg.url))
+    gw.http.close()             # the harness's keep-alive health check
+    resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (32, 32))
+    conns = []
+    try:
+        for _ in range(40):
+            conns.append(rawhttp.RawConn("127.0.0.1", gw.port,
+                                         timeout=TIMEOUT,
+                                         source="127.0.0.2"))
+        wait_for(lambda: "accept_error" in gw.log_text(), timeout=TIMEOUT,
+                 what="accept to fail with EMFILE")
+        # Free every accepted one: the backlog must be served.
+        for c in conns[:-1]:
+            c.close()
+        last = conns[-1]
+        last.send(rawhttp.build("GET", "/v2/", host=gw.host))
+        assert last.read_response().status == 200
+    finally:
+        for c in conns:
+            c.close()
+    n = gw.log_text().count("accept_error")
+    assert n < 100, "%d accept_error lines: accept spins" % n
+    assert_serves(gw)
+
+
 def test_max_connections_per_ip_answers_503(reg, start_gateway):
     gw = start_gateway(gw_config(reg.url,
                                  limits={"max_connections_per_ip": 2}))
