@@ -76,8 +76,11 @@ conn_timeouts(struct conn *c, int reading)
 }
 
 /*
- * Open connections from one address.  A walk of the list: it is bounded
- * by limits.max_connections and runs once per accepted connection.
+ * Open connections from one address, closing and lingering ones included:
+ * each holds a slot of limits.max_connections until it is freed, so one
+ * address that left its connections lingering could otherwise hold every
+ * slot.  A walk of the list: it is bounded by limits.max_connections and
+ * runs once per accepted connection.
  */
 static size_t
 conn_count_peer(struct pc_ctx *ctx, const char *peer)
@@ -86,7 +89,7 @@ conn_count_peer(struct pc_ctx *ctx, const char *peer)
 	size_t		 n = 0;
 
 	TAILQ_FOREACH(c, &ctx->conns, entry)
-		if (!c->closing && strcmp(c->peer, peer) == 0)
+		if (strcmp(c->peer, peer) == 0)
 			n++;
 	return (n);
 }
@@ -171,15 +174,32 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 	ctx->nconns++;
 	log_debug("%llu.0 conn open peer=%s tls=%d",
 	    (unsigned long long)c->id, c->peer, c->tls);
-	if (npeer >= c->conf->max_connections_per_ip) {
-		/* As nginx's limit_conn: 503, then close. */
+	if (npeer >= 2 * c->conf->max_connections_per_ip) {
+		/*
+		 * As many refusals still pending as connections allowed
+		 * (TLS ones wait for a handshake): no answer, or they would
+		 * fill limits.max_connections between them.
+		 */
+		log_info("%llu.0 conn refuse peer=%s reason="
+		    "max_connections_per_ip n=%zu answer=none",
+		    (unsigned long long)c->id, c->peer, npeer);
+		conn_close(c, "max_connections_per_ip");
+	} else if (npeer >= c->conf->max_connections_per_ip) {
+		/*
+		 * As nginx's limit_conn: 503, then close.  Without lingering,
+		 * and within timeouts.header (a TLS handshake comes first):
+		 * a refused connection must not hold a slot of
+		 * limits.max_connections for long, or refusals alone could
+		 * fill them.
+		 */
 		log_info("%llu.0 conn refuse peer=%s reason="
 		    "max_connections_per_ip n=%zu", (unsigned long long)c->id,
 		    c->peer, npeer);
 		conn_send_error(c, 503, ERR_UNAVAILABLE,
 		    "too many connections from this address");
-		c->linger = 1;
 		conn_close_after_write(c, "max_connections_per_ip");
+		if (!c->dead)
+			conn_set_timer(c, c->conf->header_timeout_ms);
 	}
 }
 

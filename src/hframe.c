@@ -182,11 +182,28 @@ hframe_flush_name(struct hframe *hf, const char *val, size_t vlen)
 	return (0);
 }
 
+/*
+ * A chunked body's trailer section comes through the field callbacks
+ * too.  RFC 9110 6.5.1: a trailer field is not merged into the header
+ * section, which the request and its forwarding already acted on; it is
+ * counted against limits.header_bytes with the head and dropped.
+ */
+static int
+hframe_trailer(struct hframe *hf, size_t len)
+{
+	hf->head_bytes += len;
+	if (hf->head_bytes > hf->lim.header_bytes)
+		return (hframe_fail(hf, HF_E_HEADER_BYTES));
+	return (0);
+}
+
 static int
 hframe_on_field(http_parser *p, const char *at, size_t len)
 {
 	struct hframe	*hf = p->data;
 
+	if (hf->phase != HF_HEAD)
+		return (hframe_trailer(hf, len));
 	/* A field after a value starts a new name; else it continues one. */
 	if (hf->in_value)
 		hf->in_value = 0;
@@ -206,6 +223,8 @@ hframe_on_value(http_parser *p, const char *at, size_t len)
 {
 	struct hframe	*hf = p->data;
 
+	if (hf->phase != HF_HEAD)
+		return (hframe_trailer(hf, len));
 	if (hframe_head_room(hf, len) == -1)
 		return (-1);
 	if (!hf->in_value) {
@@ -373,7 +392,9 @@ hframe_scan_head(struct hframe *hf, const char *data, size_t len)
 /*
  * RFC 3986 2: unreserved, reserved and '%' followed by two hex digits.
  * Anything else (controls, space, '"', '<', '>', '\\', '^', '`', '{',
- * '|', '}', bytes >= 0x80) is not a request target.
+ * '|', '}', bytes >= 0x80) is not a request target; nor is '#': a
+ * fragment is never sent (RFC 9112 3.2), and one would be read as part
+ * of the path or query by some parsers and cut off by others.
  */
 int
 hframe_valid_target(const char *s, size_t len)
@@ -395,7 +416,7 @@ hframe_valid_target(const char *s, size_t len)
 			continue;
 		}
 		if (ch >= 0x80 || (!isalnum(ch) &&
-		    strchr("-._~:/?#[]@!$&'()*+,;=", ch) == NULL))
+		    strchr("-._~:/?[]@!$&'()*+,;=", ch) == NULL))
 			return (0);
 	}
 	return (1);

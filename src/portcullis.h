@@ -69,6 +69,7 @@ struct pc_ctx {
 	struct config			*conf;
 	struct evconnlistener		*listener;
 	int				 listener_paused; /* at max_conns */
+	struct event			*ev_accept_retry; /* after EMFILE */
 	struct ssl_ctx_st		*server_tls;
 	TAILQ_HEAD(, conn)		 conns;
 	size_t				 nconns;

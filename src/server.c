@@ -46,19 +46,39 @@ server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	}
 }
 
+/*
+ * accept(2) failed: out of descriptors (EMFILE, ENFILE) or memory.  The
+ * connection stays in the backlog and the listener readable, so libevent
+ * would call this again at once, in a busy loop writing a log line each
+ * time.  Pause accepting as at limits.max_connections instead: a freed
+ * connection resumes it (server_conn_gone()), or, when descriptors were
+ * held elsewhere (upstreams, cache files), a retry a second later.
+ */
 static void
 server_accept_error_cb(struct evconnlistener *l, void *arg)
 {
-	int	e = EVUTIL_SOCKET_ERROR();
+	struct pc_ctx	*ctx = arg;
+	struct timeval	 tv = { 1, 0 };
+	int		 e = EVUTIL_SOCKET_ERROR();
 
-	/* EMFILE and friends: log and keep going; libevent retries. */
-	log_warn("- server accept_error error=\"%s\"",
-	    evutil_socket_error_to_string(e));
+	log_warn("- server accept_error error=\"%s\" open=%zu: pausing "
+	    "accept", evutil_socket_error_to_string(e), ctx->nconns);
+	ctx->listener_paused = 1;
+	evconnlistener_disable(l);
+	if (ctx->ev_accept_retry != NULL)
+		evtimer_add(ctx->ev_accept_retry, &tv);
+}
+
+static void
+server_accept_retry_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	server_conn_gone(arg);
 }
 
 /*
  * Connections were freed: accept again if the listener was paused at
- * limits.max_connections; exit the loop once draining and nothing is left.
+ * limits.max_connections (or out of descriptors); exit the loop once
+ * draining and nothing is left.
  */
 void
 server_conn_gone(struct pc_ctx *ctx)
@@ -231,6 +251,8 @@ server_run(const char *path, char **cause)
 	    (ctx->audit = audit_new(ctx, cause)) == NULL)
 		goto out;
 	ctx->ev_reap = event_new(ctx->base, -1, 0, server_reap_cb, ctx);
+	ctx->ev_accept_retry = evtimer_new(ctx->base, server_accept_retry_cb,
+	    ctx);
 	ctx->ev_sigterm = evsignal_new(ctx->base, SIGTERM, server_signal_cb,
 	    ctx);
 	ctx->ev_sigint = evsignal_new(ctx->base, SIGINT, server_signal_cb,
@@ -270,6 +292,8 @@ out:
 		evconnlistener_free(ctx->listener);
 	if (ctx->ev_reap != NULL)
 		event_free(ctx->ev_reap);
+	if (ctx->ev_accept_retry != NULL)
+		event_free(ctx->ev_accept_retry);
 	if (ctx->ev_sigterm != NULL)
 		event_free(ctx->ev_sigterm);
 	if (ctx->ev_sigint != NULL)

@@ -121,7 +121,8 @@ def registry_has_manifest(reg, repo, ref):
     b"n=\xc3\xa9",      # obs-text (UTF-8 bytes >= 0x80)
     b"last=a\"b",       # '"' is no RFC 3986 character
     b"n=%zz",           # a broken percent escape
-], ids=["tab", "ff", "obs-text", "dquote", "bad-pct"])
+    b"n=1#frag",        # a fragment: never part of a request target
+], ids=["tab", "ff", "obs-text", "dquote", "bad-pct", "fragment"])
 def test_target_bytes_outside_rfc3986_are_refused(reg, gw, query):
     repo = "bq" + hashlib.sha1(query).hexdigest()[:8]
     mark = reg.mark()
@@ -216,6 +217,39 @@ def test_max_connections_waits_in_backlog(reg, start_gateway):
     assert_serves(gw)
 
 
+def test_out_of_descriptors_pauses_accept(reg, start_gateway):
+    # Below max_connections the descriptor limit can bite first (Debian's
+    # default soft limit is 1024, max_connections 4096).  accept(2) then
+    # fails with EMFILE and leaves the connection in the backlog: the
+    # listener must pause, not spin logging "accept_error" (it wrote
+    # hundreds of thousands of lines a second), and resume once a
+    # connection ends.
+    import resource
+    gw = start_gateway(gw_config(reg.url))
+    gw.http.close()             # the harness's keep-alive health check
+    resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (32, 32))
+    conns = []
+    try:
+        for _ in range(40):
+            conns.append(rawhttp.RawConn("127.0.0.1", gw.port,
+                                         timeout=TIMEOUT,
+                                         source="127.0.0.2"))
+        wait_for(lambda: "accept_error" in gw.log_text(), timeout=TIMEOUT,
+                 what="accept to fail with EMFILE")
+        # Free every accepted one: the backlog must be served.
+        for c in conns[:-1]:
+            c.close()
+        last = conns[-1]
+        last.send(rawhttp.build("GET", "/v2/", host=gw.host))
+        assert last.read_response().status == 200
+    finally:
+        for c in conns:
+            c.close()
+    n = gw.log_text().count("accept_error")
+    assert n < 100, "%d accept_error lines: accept spins" % n
+    assert_serves(gw)
+
+
 def test_max_connections_per_ip_answers_503(reg, start_gateway):
     gw = start_gateway(gw_config(reg.url,
                                  limits={"max_connections_per_ip": 2}))
@@ -257,6 +291,77 @@ def test_max_connections_per_ip_answers_503(reg, start_gateway):
         for c in conns:
             c.close()
     assert_serves(gw)
+
+
+def test_lingering_connections_count_against_the_address(reg, start_gateway):
+    # Each framing error leaves its connection lingering (the client
+    # never closes).  Those hold slots of max_connections too: were they
+    # left out of the per-address count, one address could hold them all
+    # and another would wait in the backlog for timeouts.linger.
+    gw = start_gateway(gw_config(reg.url, limits={
+        "max_connections": 8, "max_connections_per_ip": 2},
+        timeouts={"linger": 300}))
+    gw.http.close()             # the harness's keep-alive health check
+    bad = b"GET /v2/x\x01 HTTP/1.1\r\nHost: h\r\n\r\n"
+    conns = []
+    try:
+        statuses = []
+        for _ in range(8):
+            c = rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT,
+                                source="127.0.0.2")
+            conns.append(c)
+            c.send(bad)
+            try:
+                statuses.append(c.read_response().status)
+            except rawhttp.PeerClosed:
+                statuses.append(None)   # closed unanswered: also a refusal
+        assert statuses[:2] == [400, 400], statuses
+        assert 400 not in statuses[2:], statuses
+        other = rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT,
+                                source="127.0.0.3")
+        conns.append(other)
+        other.send(rawhttp.build("GET", "/v2/", host=gw.host))
+        # Far less than timeouts.linger: served, not left in the backlog.
+        assert other.read_response(timeout=TIMEOUT).status == 200
+    finally:
+        for c in conns:
+            c.close()
+    assert_serves(gw)
+
+
+def test_refusals_waiting_for_tls_do_not_fill_the_slots(reg, start_gateway,
+                                                       tmp_path):
+    # Over TLS a refusal's 503 waits for a handshake the client may never
+    # start.  Refused connections must not pile up holding slots of
+    # max_connections: beyond twice the per-address limit one is closed
+    # at once, unanswered.
+    from test_tls import PKI, tls_listen
+    import ssl
+    pki = PKI(tmp_path)
+    cert, key = pki.issue("gateway", "127.0.0.1", san="IP:127.0.0.1")
+    gw = start_gateway(gw_config(reg.url, limits={
+        "max_connections": 6, "max_connections_per_ip": 1},
+        timeouts={"header": 300, "body": 300},
+        listen=tls_listen(cert, key)), tls_client={"ca": pki.ca})
+    gw.http.close()
+    conns = []
+    try:
+        for _ in range(6):      # TCP only: no ClientHello, ever
+            conns.append(rawhttp.RawConn("127.0.0.1", gw.port,
+                                         timeout=TIMEOUT,
+                                         source="127.0.0.2"))
+        ctx = ssl.create_default_context(cafile=pki.ca)
+        with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT,
+                             source="127.0.0.3") as other:
+            other.sock = ctx.wrap_socket(other.sock,
+                                         server_hostname="127.0.0.1")
+            other.send(rawhttp.build("GET", "/v2/", host=gw.host))
+            # Far less than timeouts.header: served, not in the backlog.
+            assert other.read_response(timeout=TIMEOUT).status == 200
+    finally:
+        for c in conns:
+            c.close()
+    assert "answer=none" in gw.log_text()
 
 
 # ---------------------------------------------------------------------------

@@ -192,6 +192,10 @@ static const struct bad_case bad_cases[] = {
 	    400 },
 	{ "short pct", "GET /x?a=%4 HTTP/1.1\r\nHost: h\r\n\r\n", HF_E_TARGET,
 	    400 },
+	{ "fragment", "GET /v2/a/tags/list#?ns=x HTTP/1.1\r\nHost: h\r\n\r\n",
+	    HF_E_TARGET, 400 },
+	{ "fragment in query", "GET /x?a=1#b HTTP/1.1\r\nHost: h\r\n\r\n",
+	    HF_E_TARGET, 400 },
 	{ "bare lf request line", "GET /x HTTP/1.1\nHost: h\r\n\r\n",
 	    HF_E_LINE_END, 400 },
 	{ "bare lf field", "GET /x HTTP/1.1\r\nHost: h\nX: y\r\n\r\n",
@@ -352,7 +356,7 @@ test_strict_controls(void **state)
 	(void)state;
 	for (step = 1; step < 40; step += 2) {
 		parse_req("PATCH /v2/a-b_c.d~e/blobs/uploads/x?a=%2F&b=!$'()*+,;="
-		    ":@[]#f HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked"
+		    ":@[]f HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked"
 		    "\r\n\r\n5;ext=1;q=\"a b\"\r\nhello\r\n6;x\r\n world\r\n"
 		    "0\r\nX-Trailer: t\r\n\r\n", &hf, &s, step);
 		if (hf.phase != HF_DONE)
@@ -362,6 +366,61 @@ test_strict_controls(void **state)
 		assert_memory_equal(s.buf, "hello world", 11);
 		hframe_free(&hf);
 	}
+}
+
+/*
+ * Trailer fields are not merged into the header section (RFC 9110
+ * 6.5.1): a trailer cannot add a Host or a Content-Length to a request
+ * already framed and forwarded.  They count against header_bytes.
+ */
+static void
+test_trailers_dropped(void **state)
+{
+	struct hframe	 hf;
+	struct sink	 s;
+	const char	*resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: "
+			    "chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+			    "Content-Type: x\r\n\r\n";
+	char		*big;
+	size_t		 step, off;
+
+	(void)state;
+	for (step = 1; step < 40; step += 3) {
+		parse_req("PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: "
+		    "chunked\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 5\r\n"
+		    "Host: other\r\nX-Trailer: t\r\n\r\n", &hf, &s, step);
+		if (hf.phase != HF_DONE)
+			fail_msg("step %zu: phase %d err %s", step, hf.phase,
+			    hframe_err_str(hf.err));
+		assert_int_equal(hf.msg.hdrs.n, 2);
+		assert_null(headers_get(&hf.msg.hdrs, "Content-Length"));
+		assert_null(headers_get(&hf.msg.hdrs, "X-Trailer"));
+		assert_int_equal(headers_count(&hf.msg.hdrs, "Host"), 1);
+		assert_string_equal(headers_get(&hf.msg.hdrs, "Host"), "h");
+		hframe_free(&hf);
+
+		memset(&s, 0, sizeof(s));
+		hframe_init(&hf, HFRAME_RESPONSE, &lim, sink_body, &s);
+		feed_all(&hf, &s, resp, strlen(resp), step);
+		assert_int_equal(hf.phase, HF_DONE);
+		assert_int_equal(hf.msg.hdrs.n, 1);
+		assert_null(headers_get(&hf.msg.hdrs, "Content-Type"));
+		hframe_free(&hf);
+	}
+	/* Dropped, but bounded: trailers past header_bytes fail. */
+	if ((big = malloc(3 * lim.header_bytes)) == NULL)
+		fail();
+	off = (size_t)snprintf(big, 3 * lim.header_bytes, "PUT /x HTTP/1.1\r\n"
+	    "Host: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n");
+	while (off + 16 < 3 * lim.header_bytes - 8)
+		off += (size_t)snprintf(big + off, 3 * lim.header_bytes - off,
+		    "X-Pad: 01234567\r\n");
+	snprintf(big + off, 3 * lim.header_bytes - off, "\r\n");
+	parse_req(big, &hf, &s, 100);
+	assert_int_equal(hf.phase, HF_ERROR);
+	assert_int_equal(hf.err, HF_E_HEADER_BYTES);
+	hframe_free(&hf);
+	free(big);
 }
 
 /* A bounded body: nothing past the bound reaches the consumer. */
@@ -442,6 +501,7 @@ main(void)
 		cmocka_unit_test(test_expect_continue),
 		cmocka_unit_test(test_strict_controls),
 		cmocka_unit_test(test_max_body),
+		cmocka_unit_test(test_trailers_dropped),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
