@@ -652,8 +652,17 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 		return;
 	}
 	if ((events & BEV_EVENT_EOF) && !(events & BEV_EVENT_ERROR) &&
-	    c->req != NULL && c->req->body_done && !c->closing) {
-		/* Half-close after a complete request: still answer it. */
+	    c->req != NULL && c->req->body_done && !c->closing &&
+	    !(c->req->state == REQ_CACHE && !c->req->head_sent)) {
+		/*
+		 * Half-close after a complete request: still answer it.  Not
+		 * while it waits in the cache stage with nothing sent (a Range
+		 * waiting for a fill to verify): a client that sent a request
+		 * and closed would keep a whole fill alive that no one reads,
+		 * since only a write would tell it is gone.  As nginx treats a
+		 * client abort, that request ends here (499) and its fill is
+		 * cancelled by the usual rule.
+		 */
 		c->eof = 1;
 		c->req->keep_alive = 0;
 		return;

@@ -640,3 +640,30 @@ def test_fills_abandoned_after_the_head_evict_nothing(liar, start_gateway,
     wait_for(lambda: tmp_files(cdir) == [], what="tmp/ emptied")
     assert [d for d in kept if not os.path.exists(blob_path(cdir, d))] == []
     assert "cache evicted" not in gw.log_text()
+
+
+@pytest.mark.parametrize("rng", [None, "bytes=0-0"])
+def test_client_that_sends_and_closes_does_not_keep_a_fill(liar,
+                                                           start_gateway,
+                                                           tmp_path, rng):
+    """A client that sends its request and closes cleanly (FIN) is gone
+    for its fill too: with a Range it waits for verification and writes
+    nothing, so only the FIN tells.  Fails before the change with a
+    Range: the fill ran on until the upstream timeout."""
+    cdir = tmp_path / "c"
+    d = liar.add_blob(os.urandom(4 * MIB), mode="stall", stall_at=MIB)
+    gw = start_gateway(gateway_config(liar_upstream(liar),
+                                      cache=cache_cfg(cdir)))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    req = "GET /v2/liar/app/blobs/%s HTTP/1.1\r\nHost: x\r\n" % d
+    if rng:
+        req += "Range: %s\r\n" % rng
+    s.sendall((req + "\r\n").encode())
+    wait_for(lambda: "fill_start" in gw.log_text(), what="fill started")
+    wait_for(lambda: liar.answering() == 1, what="at the upstream")
+    s.close()
+    wait_for(lambda: "fill_cancelled" in gw.log_text() or
+             "fill_done" in gw.log_text() or
+             "fill_failed" in gw.log_text(), timeout=30, what="fill ends")
+    assert "fill_cancelled" in gw.log_text()
+    assert not os.path.exists(blob_path(cdir, d))
