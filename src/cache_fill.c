@@ -757,7 +757,7 @@ fill_head(void *arg, struct hframe_msg *rm)
 		snprintf(detail, sizeof(detail), "upstream manifest of %llu "
 		    "bytes is larger than limits.manifest_bytes",
 		    (unsigned long long)rm->length);
-		fill_fail(f, ERR_UPSTREAM_PROTO, detail);
+		fill_fail(f, ERR_TOO_LARGE, detail);
 		return (-1);
 	}
 	ct = headers_get(&rm->hdrs, "Content-Type");
@@ -915,7 +915,7 @@ fill_body_data(void *arg, const char *data, size_t n)
 	}
 	if ((f->kind == CACHE_MANIFEST && f->written + n >
 	    f->conf->manifest_bytes)) {
-		fill_fail_later(f, ERR_UPSTREAM_PROTO, "upstream manifest "
+		fill_fail_later(f, ERR_TOO_LARGE, "upstream manifest "
 		    "is larger than limits.manifest_bytes");
 		return (1);
 	}

@@ -13,6 +13,7 @@ named in Connection).  Requests go out byte-exact over lib/rawhttp.py.
 
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -425,6 +426,28 @@ def test_manifest_get_over_limit_is_413(reg, gw):
     r = send(gw, rawhttp.build("GET", "/v2/mget/manifests/small",
                                [("Accept", OCI_MANIFEST)], host=gw.host))
     assert r.status == 200 and r.body == small
+
+
+def test_manifest_get_over_limit_through_the_cache_is_413(reg,
+                                                         start_gateway,
+                                                         tmp_path):
+    """The cache path answers an oversize manifest as the pass-through
+    path does: 413 SIZE_INVALID, nothing cached.  Before: 502."""
+    body = big_manifest(reg, "mcache", 4 * MANIFEST_LIMIT)
+    r = reg.http.put("%s/v2/mcache/manifests/big" % reg.url, data=body,
+                     headers={"Content-Type": OCI_MANIFEST}, timeout=TIMEOUT)
+    assert r.status_code == 201, r.text
+    cdir = tmp_path / "c"
+    gwc = start_gateway(gw_config(reg.url, cache={
+        "dir": str(cdir), "max_bytes": 1 << 30}))
+    for ref in ("big", sha256(body)):
+        r = send(gwc, rawhttp.build("GET", "/v2/mcache/manifests/" + ref,
+                                    [("Accept", OCI_MANIFEST)],
+                                    host=gwc.host))
+        assert_oci_error(r, 413, "SIZE_INVALID")
+        assert len(r.body) < 4096
+    assert not os.path.exists(cdir / "manifests" / "sha256" /
+                              sha256(body)[7:9] / sha256(body)[7:])
 
 
 # ---------------------------------------------------------------------------
