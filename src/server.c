@@ -9,6 +9,7 @@
  * further connections wait in the kernel's listen backlog (not reset);
  * it is enabled again when a connection has been freed.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 
@@ -214,6 +215,38 @@ server_reap_cb(evutil_socket_t fd, short ev, void *arg)
 	conn_reap(arg);
 }
 
+/*
+ * Each client connection can hold two descriptors (its socket and an
+ * upstream socket or a cached file), each fill a temp file and a hashing
+ * copy.  Raise the soft descriptor limit toward that (up to the hard
+ * limit), and say so at start when it stays below: a short limit is not
+ * fatal (accept pauses while descriptors run out) but it is a limit the
+ * operator did not configure.
+ */
+static void
+server_fd_limit(const struct config *conf)
+{
+	struct rlimit	rl;
+	rlim_t		want;
+
+	want = (rlim_t)conf->max_connections * 2 + 64;
+	if (conf->cache != NULL)
+		want += (rlim_t)conf->cache->max_fills * 2;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur >= want)
+		return;
+	if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want)
+		rl.rlim_cur = want;
+	else
+		rl.rlim_cur = rl.rlim_max;
+	(void)setrlimit(RLIMIT_NOFILE, &rl);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want)
+		log_warn("- server fd_limit open_files=%llu wanted=%llu: "
+		    "raise the hard limit (ulimit -n, LimitNOFILE=) or lower "
+		    "limits.max_connections; meanwhile accepting pauses when "
+		    "descriptors run out", (unsigned long long)rl.rlim_cur,
+		    (unsigned long long)want);
+}
+
 /* Run the gateway until drained.  Returns 0, or -1 with *cause set. */
 int
 server_run(const char *path, char **cause)
@@ -242,6 +275,7 @@ server_run(const char *path, char **cause)
 	if (ctx->conf->tls != NULL &&
 	    (ctx->server_tls = tls_server_ctx(ctx->conf, cause)) == NULL)
 		goto out;
+	server_fd_limit(ctx->conf);
 	if (server_listen(ctx, cause) == -1)
 		goto out;
 	if (ctx->conf->cache != NULL &&

@@ -251,6 +251,40 @@ def test_out_of_descriptors_pauses_accept(reg, start_gateway):
     assert_serves(gw)
 
 
+def _soft_nofile(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no Max open files line")
+
+
+@pytest.mark.parametrize("hard", [10000, 300])
+def test_descriptor_limit_raised_or_warned_at_start(reg, start_gateway,
+                                                    tmp_path, monkeypatch,
+                                                    hard):
+    # max_connections 1000 wants about 2064 descriptors.  The gateway
+    # raises its soft limit toward that, up to the hard limit, and says
+    # at start when the hard limit keeps it below.  (Before: a soft
+    # limit of 256 stayed 256, silently.)  prlimit(1) execs the gateway
+    # with the limits, so the PID is the gateway's.
+    from lib.gateway import gateway_bin
+    wrapper = tmp_path / "portcullis-limited"
+    wrapper.write_text("#!/bin/sh\nexec prlimit --nofile=256:%d %s \"$@\"\n"
+                       % (hard, gateway_bin()))
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PORTCULLIS_BIN", str(wrapper))
+    gw = start_gateway(gw_config(reg.url, limits={"max_connections": 1000}))
+    soft = _soft_nofile(gw.pid)
+    if hard >= 2064:
+        assert soft >= 2064, soft
+        assert "fd_limit" not in gw.log_text()
+    else:
+        assert soft == hard, soft
+        assert "fd_limit open_files=300" in gw.log_text()
+    assert_serves(gw)
+
+
 def test_max_connections_per_ip_answers_503(reg, start_gateway):
     gw = start_gateway(gw_config(reg.url,
                                  limits={"max_connections_per_ip": 2}))
