@@ -8,9 +8,10 @@
  * prints.
  *
  * Guarantees: a page scans at most AQ_ADMIN_SCAN entries and returns at
- * most AQ_ADMIN_LIMIT records; a request that goes away while its query
- * waits for Redis is forgotten (audit_wait()), and the query's state is
- * freed when its last reply comes; a Redis failure is a 503.
+ * most AQ_ADMIN_LIMIT records; the query is the request's stage while it
+ * waits for Redis, so a request that goes away is forgotten (the stage's
+ * free hook) and the query's state is freed when its last reply comes; a
+ * Redis failure is a 503.
  */
 #include <arpa/inet.h>
 
@@ -31,7 +32,7 @@
 struct aq_admin {
 	struct pc_ctx		*ctx;
 	struct req		*req;		/* NULL once it is gone */
-	struct audit_waiter	*aw;
+	int			 answering;	/* ending its stage itself */
 	struct audit_filter	 f;
 	struct aq		*q;
 	json_t			*records;
@@ -42,23 +43,29 @@ struct aq_admin {
 static void
 aq_admin_free(struct aq_admin *a)
 {
-	if (a->aw != NULL)
-		audit_unwait(a->ctx, a->aw);
 	aq_free(a->q);
 	json_decref(a->records);
 	audit_filter_clear(&a->f);
 	free(a);
 }
 
-/* audit_request(): the request ended before its query did. */
+/*
+ * The stage's free hook: the request ended (or the query answered it).
+ * Replies still on their way find a->req NULL; the last one frees a.
+ */
 static void
-aq_admin_gone(void *arg)
+aq_admin_detach(void *arg)
 {
 	struct aq_admin	*a = arg;
 
 	a->req = NULL;
-	a->aw = NULL;		/* freed by the caller */
+	if (!a->answering && a->pending == 0)
+		aq_admin_free(a);
 }
+
+static const struct req_stage_ops aq_admin_stage = {
+	"admin", NULL, NULL, aq_admin_detach
+};
 
 static void	aq_admin_step(struct aq_admin *);
 
@@ -110,10 +117,8 @@ aq_admin_step(struct aq_admin *a)
 		return;
 	}
 done:
-	if (a->aw != NULL)
-		audit_unwait(a->ctx, a->aw);
-	a->aw = NULL;
-	a->req = NULL;
+	a->answering = 1;
+	req_stage_end(req);		/* a->req = NULL; a stays ours */
 	if (a->q->failed) {
 		log_warn("%llu.%u audit admin_query_failed error=\"%s\"",
 		    (unsigned long long)req->c->id, req->seq, a->q->err);
@@ -217,6 +222,6 @@ audit_admin(struct req *req)
 	a->q = aq_new(&a->f, ac->stream, AQ_ADMIN_SCAN, aq_emit_json,
 	    a->records);
 	a->req = req;
-	a->aw = audit_wait(a->ctx, req, aq_admin_gone, a);
+	req_stage_set(req, &aq_admin_stage, a);
 	aq_admin_step(a);
 }

@@ -156,7 +156,6 @@ audit_new(struct pc_ctx *ctx, char **cause)
 	w->fd = -1;
 	TAILQ_INIT(&w->queue);
 	TAILQ_INIT(&w->inflight);
-	TAILQ_INIT(&w->waiters);
 	if (asprintf(&w->kw, "%s:writers", w->ac->stream) == -1 ||
 	    asprintf(&w->ki, "%s:indexes", w->ac->stream) == -1)
 		fatal("asprintf");
@@ -188,15 +187,9 @@ audit_new(struct pc_ctx *ctx, char **cause)
 void
 audit_free(struct audit *w)
 {
-	struct audit_waiter	*aw;
-
 	if (w == NULL)
 		return;
 	audit_redis_close(w);
-	while ((aw = TAILQ_FIRST(&w->waiters)) != NULL) {
-		TAILQ_REMOVE(&w->waiters, aw, entry);
-		free(aw);
-	}
 	if (w->fd != -1) {
 		audit_spool_unacked(w);
 		audit_fsync(w);
@@ -393,14 +386,12 @@ audit_fill(struct audit_buf *b, const struct req *req, const char *inst)
 
 /*
  * The request is finished (from req_free()): write its record.  Also
- * releases what audit_admit() reserved and forgets admin queries that
- * were waiting on it.
+ * releases what audit_admit() reserved.
  */
 void
 audit_request(struct req *req)
 {
 	struct audit		*w = req->c->ctx->audit;
-	struct audit_waiter	*aw, *next;
 	struct audit_buf	 rest, b;
 
 	if (w == NULL)
@@ -408,13 +399,6 @@ audit_request(struct req *req)
 	if (req->audit_admitted) {
 		w->reserved -= AUDIT_SPOOL_FRAME + AUDIT_REC_MAX;
 		req->audit_admitted = 0;
-	}
-	TAILQ_FOREACH_SAFE(aw, &w->waiters, entry, next) {
-		if (aw->req != req)
-			continue;
-		TAILQ_REMOVE(&w->waiters, aw, entry);
-		aw->gone(aw->arg);
-		free(aw);
 	}
 	if (audit_exempt(req->path))
 		return;
@@ -489,30 +473,4 @@ audit_admit(struct req *req)
 	w->reserved += need;
 	req->audit_admitted = 1;
 	return (0);
-}
-
-/* Call gone(arg) if req ends before audit_unwait(). */
-struct audit_waiter *
-audit_wait(struct pc_ctx *ctx, struct req *req, void (*gone)(void *),
-    void *arg)
-{
-	struct audit_waiter	*aw;
-
-	if ((aw = calloc(1, sizeof(*aw))) == NULL)
-		fatal("calloc");
-	aw->req = req;
-	aw->gone = gone;
-	aw->arg = arg;
-	TAILQ_INSERT_TAIL(&ctx->audit->waiters, aw, entry);
-	return (aw);
-}
-
-/* Stop watching a request. */
-void
-audit_unwait(struct pc_ctx *ctx, struct audit_waiter *aw)
-{
-	if (aw == NULL || ctx->audit == NULL)
-		return;
-	TAILQ_REMOVE(&ctx->audit->waiters, aw, entry);
-	free(aw);
 }

@@ -197,14 +197,6 @@ enum audit_link {
 	LINK_READY
 };
 
-/* An admin query waiting for Redis; its req may go away first. */
-struct audit_waiter {
-	TAILQ_ENTRY(audit_waiter) entry;
-	struct req		*req;
-	void			(*gone)(void *);
-	void			*arg;
-};
-
 struct audit {
 	struct pc_ctx		*ctx;
 	struct config		*conf;		/* snapshot at start */
@@ -226,7 +218,6 @@ struct audit {
 	size_t			 ninflight;
 	size_t			 ifbytes;	/* memory-origin in flight */
 	size_t			 reserved;	/* by admitted requests */
-	TAILQ_HEAD(, audit_waiter) waiters;
 
 	int			 fd;
 	uint64_t		 spool_size;

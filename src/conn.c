@@ -653,15 +653,16 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 	}
 	if ((events & BEV_EVENT_EOF) && !(events & BEV_EVENT_ERROR) &&
 	    c->req != NULL && c->req->body_done && !c->closing &&
-	    !(c->req->state == REQ_CACHE && !c->req->head_sent)) {
+	    (c->req->head_sent || c->req->state == REQ_UPSTREAM)) {
 		/*
-		 * Half-close after a complete request: still answer it.  Not
-		 * while it waits in the cache stage with nothing sent (a Range
-		 * waiting for a fill to verify): a client that sent a request
-		 * and closed would keep a whole fill alive that no one reads,
-		 * since only a write would tell it is gone.  As nginx treats a
-		 * client abort, that request ends here (499) and its fill is
-		 * cancelled by the usual rule.
+		 * Half-close after a complete request: still answer it, once
+		 * it is with the upstream or answering.  Not while it waits in
+		 * a local stage with nothing sent (a Range waiting for a fill
+		 * to verify, an admin query waiting for Redis, later a gate):
+		 * a client that sent a request and closed would keep a whole
+		 * fill or query alive that no one reads, since only a write
+		 * would tell it is gone.  As nginx treats a client abort, that
+		 * request ends here (499) and its stage is told.
 		 */
 		c->eof = 1;
 		c->req->keep_alive = 0;

@@ -45,7 +45,6 @@ struct proxy;
 struct cache;
 struct cache_reader;
 struct audit;
-struct audit_waiter;
 struct redisAsyncContext;
 
 /*
@@ -404,9 +403,6 @@ int		 audit_admit(struct req *);
 void		 audit_request(struct req *);
 void		 audit_framing(struct conn *, int, enum pc_err);
 struct redisAsyncContext *audit_redis(struct pc_ctx *);
-struct audit_waiter *audit_wait(struct pc_ctx *, struct req *,
-		    void (*)(void *), void *);
-void		 audit_unwait(struct pc_ctx *, struct audit_waiter *);
 const char	*audit_script(void);
 
 /* audit_query.c: audit query, tail and generate (CLI). */

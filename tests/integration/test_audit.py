@@ -497,6 +497,38 @@ def test_admin_audit_endpoint(redis, start_registry, start_gateway, http,
                      timeout=10).status_code == 405
 
 
+def test_admin_query_outlived_by_its_client(redis, start_registry,
+                                            start_gateway, http, tmp_path):
+    """A client that leaves while its /admin/audit query waits for Redis
+    ends its request (499, recorded); the replies that come later find no
+    request and free the query; the gateway goes on serving queries."""
+    import signal
+    rs = redis()
+    reg = start_registry("up1")
+    cfg = gateway_config(upstream(reg, default=True),
+                         audit=audit_cfg(rs.port, tmp_path / "gone.spool"))
+    cfg["log"] = {"level": "debug"}
+    gw = start_gateway(cfg)
+    Pinger(gw).many(3)
+    rs.wait_xlen(STREAM, 3)
+    os.kill(rs.pid, signal.SIGSTOP)
+    try:
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        s.sendall(b"GET /admin/audit?limit=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: "req stage admin" in gw.log_text(), timeout=10,
+                 what="the query to wait for Redis")
+        s.close()
+        wait_for(lambda: re.search(r"req done method=GET path=/admin/audit "
+                                   r"status=499", gw.log_text()),
+                 timeout=10, what="the request to end as 499")
+    finally:
+        os.kill(rs.pid, signal.SIGCONT)
+    r = http.get(gw.url + "/admin/audit", params={"limit": 2}, timeout=20)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["records"]) == 2
+    assert pid_alive(gw.pid)
+
+
 def test_admin_audit_refused_to_other_addresses(redis, start_registry,
                                                start_gateway, http,
                                                tmp_path):
