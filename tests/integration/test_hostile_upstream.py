@@ -96,6 +96,19 @@ def test_redirect_to_other_forms_of_loopback_is_refused(up, secret,
     assert secret.count() == 0
 
 
+def test_refusal_does_not_tell_the_client_what_a_name_resolves_to(
+        up, secret, start_gateway):
+    # Otherwise an upstream and a client together map the gateway's
+    # internal names to addresses; the operator's log keeps the address.
+    gw = start_gateway(gateway_config(hostile(up, default=True)))
+    d = secret_redirect(up, secret, host="localhost")
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert_refused(r, "localhost", "loopback")
+    assert "127.0.0.1" not in r.text, r.text
+    assert "address=127.0.0.1" in gw.log_text()
+    assert secret.count() == 0
+
+
 def test_redirect_back_to_the_upstream_keeps_its_credentials(up,
                                                              start_gateway):
     # The upstream's own origin is no SSRF target: the token goes along.
