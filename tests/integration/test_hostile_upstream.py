@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from lib.gateway import gateway_config
-from lib.hostile_upstream import (HostileUpstream, SecretService,
-                                  make_ca_and_cert)
+from lib.hostile_upstream import (DripService, HostileUpstream,
+                                  SecretService, make_ca_and_cert)
 from lib.util import wait_for
 
 BLOB = b"a blob the hostile upstream pretends to hold\n" * 10
@@ -303,6 +303,27 @@ def test_https_realm_in_auth_hosts_gets_credentials(up, start_gateway,
             "Basic ")
     finally:
         realm.stop()
+
+
+def test_token_service_dripping_its_answer_is_cut_off(up, start_gateway):
+    # Each byte comes well within the read timeout, but a token request's
+    # whole answer gets the connect + response timeouts once (3 s here):
+    # the gateway hangs up long before the 100 bytes (20 s) are out.
+    drip = DripService(count=100, every=0.2)
+    try:
+        up.require_token(realm=drip.url + "/token")
+        d = up.blob(BLOB)
+        gw = start_gateway(gateway_config(
+            hostile(up, default=True, auth_hosts=["127.0.0.2"]),
+            timeouts={"upstream_connect": 2, "upstream_response": 1}))
+        r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=60)
+        assert r.status_code == 502, r.text
+        assert "timed out" in r.text, r.text
+        wait_for(lambda: drip.done(0), timeout=30,
+                 what="the dripping connection to end")
+        assert drip.sent[0] < 100, drip.sent
+    finally:
+        drip.stop()
 
 
 # --- 3. a refused token ------------------------------------------------------
