@@ -912,9 +912,18 @@ px_redirect(struct proxy *px, const char *loc)
 {
 	const struct config_upstream	*up = px->up;
 	struct url			 u;
+	const unsigned char		*p;
 	char				 why[300];
 	int				 same;
 
+	/*
+	 * As url_parse() holds absolute ones: no space, control or
+	 * non-ASCII byte may reach a request line through a relative one.
+	 */
+	for (p = (const unsigned char *)loc; *p != '\0'; p++)
+		if (*p <= 0x20 || *p >= 0x7f)
+			return (px_redirect_refuse(px, "Location has a space, "
+			    "control or non-ASCII byte"));
 	if (loc[0] == '/' && loc[1] != '/') {
 		/* Relative to the origin the answer came from. */
 		memset(&u, 0, sizeof(u));

@@ -109,6 +109,20 @@ def test_refusal_does_not_tell_the_client_what_a_name_resolves_to(
     assert secret.count() == 0
 
 
+@pytest.mark.parametrize("loc", ["/v2/app/x\ty", "/v2/app/x y",
+                                 "/v2/app/\x80"])
+def test_relative_location_with_raw_bytes_is_refused(up, start_gateway,
+                                                     loc):
+    # Absolute Locations are parsed strictly; a relative one went into the
+    # next request line byte for byte (TAB, space, obs-text).
+    gw = start_gateway(gateway_config(hostile(up, default=True)))
+    d = up.blob(BLOB)
+    up.route("GET", "/v2/app/blobs/" + d, 307, {"Location": loc})
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert_refused(r, "Location")
+    assert up.count() == 1
+
+
 def test_redirect_back_to_the_upstream_keeps_its_credentials(up,
                                                              start_gateway):
     # The upstream's own origin is no SSRF target: the token goes along.
