@@ -44,6 +44,7 @@ enum netaddr_class
 netaddr_class_v6(const unsigned char *a)
 {
 	static const unsigned char zero[12];
+	static const unsigned char nat64[12] = { 0x00, 0x64, 0xff, 0x9b };
 	size_t	 i;
 
 	/* ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, RFC 4291). */
@@ -59,6 +60,16 @@ netaddr_class_v6(const unsigned char *a)
 		}
 		return (netaddr_class_v4(a + 12));
 	}
+	/*
+	 * NAT64 (RFC 6052, 64:ff9b::/96): on an IPv6-only network the
+	 * translator carries it to the IPv4 address in the last 32 bits,
+	 * 10/8 and 169.254/16 included.  The local-use prefix (RFC 8215,
+	 * 64:ff9b:1::/48) is the site's own translation: private.
+	 */
+	if (memcmp(a, nat64, 12) == 0)
+		return (netaddr_class_v4(a + 12));
+	if (memcmp(a, nat64, 4) == 0 && a[4] == 0 && a[5] == 1)
+		return (NETADDR_PRIVATE);
 	if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80)
 		return (NETADDR_LINK_LOCAL);
 	if ((a[0] & 0xfe) == 0xfc)

@@ -17,8 +17,9 @@
 /*
  * The classes, with the ranges they hold: unspecified 0/8 and ::,
  * loopback 127/8 and ::1, link-local 169.254/16 and fe80::/10, private
- * (RFC 1918) 10/8, 172.16/12 and 192.168/16, carrier-grade NAT (RFC 6598)
- * 100.64/10, unique local (RFC 4193) fc00::/7.
+ * (RFC 1918) 10/8, 172.16/12, 192.168/16 and local-use NAT64
+ * 64:ff9b:1::/48, carrier-grade NAT (RFC 6598) 100.64/10, unique local
+ * (RFC 4193) fc00::/7.
  */
 #define NETADDR_CLASSES(X)						\
 	X(NETADDR_PUBLIC, "public")					\
@@ -44,9 +45,9 @@ enum netaddr_class	netaddr_class_v4(const unsigned char *);
 
 /*
  * The class of an IPv6 address given as 16 bytes.  IPv4-mapped
- * (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d) addresses are
- * classified as the IPv4 address they carry, since that is where a
- * connection to them goes.
+ * (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d) and NAT64
+ * (64:ff9b::a.b.c.d) addresses are classified as the IPv4 address they
+ * carry, since that is where a connection to them goes.
  */
 enum netaddr_class	netaddr_class_v6(const unsigned char *);
 

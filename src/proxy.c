@@ -71,6 +71,7 @@ struct proxy {
 	struct proxy			*parent;	/* we are its sub */
 	px_sub_cb			 on_sub;	/* parent's callback */
 	struct evbuffer			*sink;		/* a sub's answer */
+	struct event			*deadline;	/* a sub's, whole */
 	size_t				 sink_max;
 	int				 too_large;
 	char				*extra;		/* header lines */
@@ -144,6 +145,11 @@ proxy_free(struct proxy *px)
 	}
 	proxy_free(px->sub);
 	px->sub = NULL;
+	/* A retired sub-request's deadline must not fire. */
+	if (px->deadline != NULL) {
+		event_free(px->deadline);
+		px->deadline = NULL;
+	}
 	uconn_free(px->uc);
 	px->uc = NULL;
 	conn_reap_later(px->ctx, &px->reap, px_destroy, px);
@@ -351,6 +357,25 @@ px_error(struct proxy *px, enum pc_err err, const char *detail)
 }
 
 static const struct proxy_ops px_sink_ops;
+static void	px_fail(struct proxy *, enum pc_err, const char *);
+
+/*
+ * A sub-request's answer is small, so it gets the connect and response
+ * timeouts once for the whole exchange: the per-read timeout alone let a
+ * token service dripping a byte at a time hold the client's request for
+ * as long as the sink is large (limits.token_bytes).
+ */
+static void
+px_sub_deadline_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct proxy	*sub = arg;
+	char		 what[128];
+
+	snprintf(what, sizeof(what), "timed out: no complete answer within "
+	    "%d ms", sub->conf->upstream_connect_timeout_ms +
+	    sub->conf->upstream_response_timeout_ms);
+	px_fail(sub, ERR_UPSTREAM_TIMEOUT, what);	/* retires sub */
+}
 
 /*
  * A sub-request of px's own (a token, a probe): GET u from origin o with
@@ -364,6 +389,8 @@ px_sub_new(struct proxy *px, const struct url *u, const struct origin *o,
 	struct proxy		*sub;
 	struct hframe_limits	 lim = { px->conf->upstream_header_bytes,
 				    px->conf->upstream_header_count, 8192 };
+	struct timeval		 tv;
+	int			 ms;
 
 	if ((sub = calloc(1, sizeof(*sub))) == NULL)
 		fatal("calloc");
@@ -383,8 +410,15 @@ px_sub_new(struct proxy *px, const struct url *u, const struct origin *o,
 	sub->sink_max = max;
 	if ((sub->sink = evbuffer_new()) == NULL ||
 	    (sub->upath = strdup(u->path[0] ? u->path : "/")) == NULL ||
-	    (sub->extra = strdup(hdrs)) == NULL)
+	    (sub->extra = strdup(hdrs)) == NULL ||
+	    (sub->deadline = evtimer_new(px->ctx->base, px_sub_deadline_cb,
+	    sub)) == NULL)
 		fatal("sub-request");
+	ms = px->conf->upstream_connect_timeout_ms +
+	    px->conf->upstream_response_timeout_ms;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(sub->deadline, &tv);
 	hframe_init(&sub->rf, HFRAME_RESPONSE, &lim, NULL, sub);
 	px->sub = sub;
 	return (sub);
@@ -878,9 +912,18 @@ px_redirect(struct proxy *px, const char *loc)
 {
 	const struct config_upstream	*up = px->up;
 	struct url			 u;
+	const unsigned char		*p;
 	char				 why[300];
 	int				 same;
 
+	/*
+	 * As url_parse() holds absolute ones: no space, control or
+	 * non-ASCII byte may reach a request line through a relative one.
+	 */
+	for (p = (const unsigned char *)loc; *p != '\0'; p++)
+		if (*p <= 0x20 || *p >= 0x7f)
+			return (px_redirect_refuse(px, "Location has a space, "
+			    "control or non-ASCII byte"));
 	if (loc[0] == '/' && loc[1] != '/') {
 		/* Relative to the origin the answer came from. */
 		memset(&u, 0, sizeof(u));

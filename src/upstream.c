@@ -135,9 +135,12 @@ uconn_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
 		    (void *)res->ai_addr)->sin_addr, addr,
 		    sizeof(addr)) == NULL)
 			snprintf(addr, sizeof(addr), "?");
-		snprintf(uc->why, sizeof(uc->why), "%s resolves to %s, a %s "
-		    "address", uc->origin.host, addr,
-		    netaddr_class_str(cls));
+		/*
+		 * The client reads why: the class, not the address, or a
+		 * hostile upstream and a client could map internal names.
+		 */
+		snprintf(uc->why, sizeof(uc->why), "%s resolves to a %s "
+		    "address", uc->origin.host, netaddr_class_str(cls));
 		log_info("- upstream refused host=%s port=%d address=%s "
 		    "class=\"%s\"", uc->origin.host, uc->origin.port, addr,
 		    netaddr_class_str(cls));

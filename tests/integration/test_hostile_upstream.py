@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from lib.gateway import gateway_config
-from lib.hostile_upstream import (HostileUpstream, SecretService,
-                                  make_ca_and_cert)
+from lib.hostile_upstream import (DripService, HostileUpstream,
+                                  SecretService, make_ca_and_cert)
 from lib.util import wait_for
 
 BLOB = b"a blob the hostile upstream pretends to hold\n" * 10
@@ -94,6 +94,33 @@ def test_redirect_to_other_forms_of_loopback_is_refused(up, secret,
     r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
     assert_refused(r, why)
     assert secret.count() == 0
+
+
+def test_refusal_does_not_tell_the_client_what_a_name_resolves_to(
+        up, secret, start_gateway):
+    # Otherwise an upstream and a client together map the gateway's
+    # internal names to addresses; the operator's log keeps the address.
+    gw = start_gateway(gateway_config(hostile(up, default=True)))
+    d = secret_redirect(up, secret, host="localhost")
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert_refused(r, "localhost", "loopback")
+    assert "127.0.0.1" not in r.text, r.text
+    assert "address=127.0.0.1" in gw.log_text()
+    assert secret.count() == 0
+
+
+@pytest.mark.parametrize("loc", ["/v2/app/x\ty", "/v2/app/x y",
+                                 "/v2/app/\x80"])
+def test_relative_location_with_raw_bytes_is_refused(up, start_gateway,
+                                                     loc):
+    # Absolute Locations are parsed strictly; a relative one went into the
+    # next request line byte for byte (TAB, space, obs-text).
+    gw = start_gateway(gateway_config(hostile(up, default=True)))
+    d = up.blob(BLOB)
+    up.route("GET", "/v2/app/blobs/" + d, 307, {"Location": loc})
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert_refused(r, "Location")
+    assert up.count() == 1
 
 
 def test_redirect_back_to_the_upstream_keeps_its_credentials(up,
@@ -290,6 +317,27 @@ def test_https_realm_in_auth_hosts_gets_credentials(up, start_gateway,
             "Basic ")
     finally:
         realm.stop()
+
+
+def test_token_service_dripping_its_answer_is_cut_off(up, start_gateway):
+    # Each byte comes well within the read timeout, but a token request's
+    # whole answer gets the connect + response timeouts once (3 s here):
+    # the gateway hangs up long before the 100 bytes (20 s) are out.
+    drip = DripService(count=100, every=0.2)
+    try:
+        up.require_token(realm=drip.url + "/token")
+        d = up.blob(BLOB)
+        gw = start_gateway(gateway_config(
+            hostile(up, default=True, auth_hosts=["127.0.0.2"]),
+            timeouts={"upstream_connect": 2, "upstream_response": 1}))
+        r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=60)
+        assert r.status_code == 502, r.text
+        assert "timed out" in r.text, r.text
+        wait_for(lambda: drip.done(0), timeout=30,
+                 what="the dripping connection to end")
+        assert drip.sent[0] < 100, drip.sent
+    finally:
+        drip.stop()
 
 
 # --- 3. a refused token ------------------------------------------------------

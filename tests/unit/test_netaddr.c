@@ -44,6 +44,19 @@ static const struct addr_case cases[] = {
 	{ "fe80::1", NETADDR_LINK_LOCAL },
 	{ "febf:ffff::1", NETADDR_LINK_LOCAL },
 	{ "fec0::1", NETADDR_PUBLIC },
+	/* NAT64 (RFC 6052): the IPv4 address the translator goes to */
+	{ "64:ff9b::7f00:1", NETADDR_LOOPBACK },
+	{ "64:ff9b::a9fe:a9fe", NETADDR_LINK_LOCAL },
+	{ "64:ff9b::a00:5", NETADDR_PRIVATE },
+	{ "64:ff9b::6440:1", NETADDR_CGNAT },
+	{ "64:ff9b::", NETADDR_UNSPECIFIED },
+	{ "64:ff9b::808:808", NETADDR_PUBLIC },
+	{ "64:ff9b:0:1::7f00:1", NETADDR_PUBLIC },	/* not the /96 */
+	{ "64:ff9a::7f00:1", NETADDR_PUBLIC },
+	/* local-use NAT64 (RFC 8215): the site's own translation */
+	{ "64:ff9b:1::", NETADDR_PRIVATE },
+	{ "64:ff9b:1:ffff::808:808", NETADDR_PRIVATE },
+	{ "64:ff9b:2::a00:5", NETADDR_PUBLIC },
 	{ "fe7f::1", NETADDR_PUBLIC },
 	/* RFC 1918 */
 	{ "10.0.0.0", NETADDR_PRIVATE },
@@ -81,7 +94,6 @@ static const struct addr_case cases[] = {
 	{ "::10.0.0.1", NETADDR_PRIVATE },
 	{ "::8.8.8.8", NETADDR_PUBLIC },
 	{ "::fffe:127.0.0.1", NETADDR_PUBLIC },	/* not a mapped form */
-	{ "64:ff9b::7f00:1", NETADDR_PUBLIC },	/* NAT64: not ours */
 	/* public */
 	{ "8.8.8.8", NETADDR_PUBLIC },
 	{ "255.255.255.255", NETADDR_PUBLIC },

@@ -10,7 +10,9 @@ faults a real docker-registry will not produce on demand:
   plain-http token service), and a token service of its own that can be
   told to refuse tokens it issued before (revocation);
 - a kept-alive connection closed right after a POST or DELETE was read
-  and before any answer, to test which requests the gateway retries.
+  and before any answer, to test which requests the gateway retries;
+- a token service that drips its answer a byte at a time (DripService),
+  to test that a sub-request's whole answer is bounded in time.
 
 It runs in threads of the test process on a loopback address, optionally
 with TLS, and records every request (method, path, headers).
@@ -32,6 +34,7 @@ import http.server
 import ipaddress
 import json
 import os
+import socket
 import ssl
 import threading
 
@@ -308,3 +311,65 @@ class HostileUpstream(_Server):
     def revoke(self, token):
         with self.lock:
             self.revoked.add(token)
+
+
+class DripService:
+    """A "token service" on addr that answers every request with a head
+    announcing `length` bytes, then sends one byte every `every` seconds,
+    at most `count` bytes, stopping early when the peer has gone.
+    .sent[i] is how many body bytes connection i took before it ended;
+    .done(i) whether connection i has ended."""
+
+    def __init__(self, addr="127.0.0.2", count=100, every=0.2,
+                 length=60000):
+        self.count, self.every, self.length = count, every, length
+        self.lock = threading.Lock()
+        self.sent = []
+        self.ended = []
+        self.stopping = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind((addr, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.host = "%s:%d" % (addr, self.port)
+        self.url = "http://" + self.host
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                i = len(self.sent)
+                self.sent.append(0)
+                self.ended.append(False)
+            threading.Thread(target=self._one, args=(c, i),
+                             daemon=True).start()
+
+    def _one(self, c, i):
+        try:
+            c.recv(65536)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json"
+                      b"\r\nContent-Length: %d\r\n\r\n" % self.length)
+            for _ in range(self.count):
+                if self.stopping.wait(self.every):
+                    break
+                c.sendall(b" ")
+                with self.lock:
+                    self.sent[i] += 1
+        except OSError:
+            pass        # the gateway gave up: what the tests look for
+        finally:
+            c.close()
+            with self.lock:
+                self.ended[i] = True
+
+    def done(self, i):
+        with self.lock:
+            return i < len(self.ended) and self.ended[i]
+
+    def stop(self):
+        self.stopping.set()
+        self.sock.close()
