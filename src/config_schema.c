@@ -402,9 +402,11 @@ static const struct cfg_key cfg_upstream_keys[] = {
 	  .off = UP_OFF(auth_hosts), .count_off = UP_OFF(nauth_hosts),
 	  .min = 0, .max = 64, .check = cfg_check_host,
 	  .def_doc = "none; with docker_hub auth.docker.io",
-	  .help = "Token realm hosts (host, or host:port) besides the "
-	  "upstream's own host that get its credentials (over https only) "
-	  "and may resolve to a non-public address." },
+	  .help = "Token realms (host, or host:port) besides the upstream's "
+	  "own host that get its credentials (over https only), and besides "
+	  "its own origin that may be dialled at a non-public address (a "
+	  "token service on another port of a private upstream host must be "
+	  "listed)." },
 	{ .name = NULL }
 };
 

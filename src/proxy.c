@@ -618,7 +618,7 @@ px_on_connect(struct uconn *uc, int error, void *arg)
 		    error == EACCES ? "refused: " : "cannot connect",
 		    error == EPROTO || error == EACCES ? uc->why : "",
 		    error != EACCES ? "" : px->parent != NULL ? " (not the "
-		    "upstream's host, not in auth_hosts)" : " (not the "
+		    "upstream's origin, not in auth_hosts)" : " (not the "
 		    "upstream's origin, not in redirect_allow)");
 		uconn_free(uc);
 		px->uc = NULL;

@@ -176,7 +176,7 @@ uauth_token_request(const struct config_upstream *up,
 	char			 copy[1024], *p, *save = NULL;
 	char			 urlbuf[4096], auth[1400];
 	size_t			 n = 0;
-	int			 own, trusted, creds, r;
+	int			 own, listed, trusted, creds, r;
 
 	memset(&ch, 0, sizeof(ch));
 	snprintf(ch.scheme, sizeof(ch.scheme), "Bearer");
@@ -193,9 +193,10 @@ uauth_token_request(const struct config_upstream *up,
 	}
 	/* Credentials are host-scoped, like cookies: any port of the host. */
 	own = strcasecmp(u->host, up->u.host) == 0;
-	trusted = own || netaddr_listed(up->auth_hosts, up->nauth_hosts,
-	    u->host, u->port) || (up->docker_hub &&
+	listed = netaddr_listed(up->auth_hosts, up->nauth_hosts, u->host,
+	    u->port) || (up->docker_hub &&
 	    strcmp(u->host, "auth.docker.io") == 0);
+	trusted = own || listed;
 	creds = up->username != NULL && up->password != NULL;
 	if (creds && !trusted) {
 		snprintf(why, wlen, "token realm host %s is neither the "
@@ -210,7 +211,13 @@ uauth_token_request(const struct config_upstream *up,
 		return (-1);
 	}
 	origin_from_url(o, u, trusted ? up->ca_file : NULL);
-	o->restricted = !trusted;
+	/*
+	 * Dialling is origin-scoped, as for redirects: another port of the
+	 * upstream's host is another service (the gateway's own neighbours
+	 * when the upstream is on loopback), so only auth_hosts opens it.
+	 */
+	o->restricted = !listed && !(own && u->port == up->u.port &&
+	    u->tls == up->u.tls);
 	r = snprintf(hdrs, hlen, "User-Agent: portcullis/%s\r\n"
 	    "Accept: application/json\r\n", PC_VERSION);
 	if (r < 0 || (size_t)r >= hlen) {

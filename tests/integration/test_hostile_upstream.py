@@ -340,6 +340,27 @@ def test_token_service_dripping_its_answer_is_cut_off(up, start_gateway):
         drip.stop()
 
 
+def test_realm_on_another_port_of_the_upstreams_host_is_not_dialled(
+        up, secret, start_gateway, tmp_path):
+    # The upstream's host is loopback here, so its other ports are the
+    # gateway's own neighbours: the realm is held to the address rules
+    # like any redirect target, and gets no credentials.
+    up.require_token(realm="http://127.0.0.1:%d/token" % secret.port)
+    d = up.blob(BLOB)
+    gw = start_gateway(gateway_config(hostile(
+        up, default=True, credentials_file=creds_file(tmp_path))))
+    r = session().get(gw.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert_refused(r, "loopback", "auth_hosts")
+    assert secret.count() == 0
+    # Listed with its port, it is asked (with the credentials: plain
+    # http to a plain-http upstream's own host, as the README says).
+    gw2 = start_gateway(gateway_config(hostile(
+        up, default=True, credentials_file=creds_file(tmp_path),
+        auth_hosts=["127.0.0.1:%d" % secret.port])))
+    session().get(gw2.url + "/v2/h/app/blobs/" + d, timeout=30)
+    assert secret.count() == 1
+
+
 # --- 3. a refused token ------------------------------------------------------
 
 def test_rejected_token_is_dropped_and_fetched_again(up, start_gateway):

@@ -19,9 +19,12 @@ def stack(start_registry_module, start_gateway_module, tmp_path_factory):
     good = d / "good"
     good.write_text("%s:%s\n" % (reg.issuer.username, reg.issuer.password))
     good.chmod(0o600)
+    # The issuer is another port of the registry's (loopback) host: a
+    # realm there is dialled only when auth_hosts names it.
     gw = start_gateway_module(gateway_config(
         upstream(reg, name="up1", prefix="up1", default=True,
-                 credentials_file=good)))
+                 credentials_file=good,
+                 auth_hosts=["127.0.0.1:%d" % reg.issuer.port])))
 
     class S:
         pass
@@ -118,7 +121,8 @@ def test_wrong_upstream_credentials_give_oci_error(stack, start_gateway,
     bad.write_text("%s:not-the-password\n" % stack.reg.issuer.username)
     gw = start_gateway(gateway_config(
         upstream(stack.reg, name="up1", prefix="up1", default=True,
-                 credentials_file=bad)))
+                 credentials_file=bad,
+                 auth_hosts=["127.0.0.1:%d" % stack.reg.issuer.port])))
     mark = stack.reg.issuer.mark()
     r = http.get(gw.url + "/v2/auth/wrong/manifests/v1",
                  headers={"Accept": single_image.media_type}, timeout=30)

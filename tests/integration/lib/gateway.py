@@ -104,7 +104,8 @@ class Gateway:
 
 
 def upstream(registry, name=None, prefix=None, default=False,
-             docker_hub=False, hosts=None, credentials_file=None, url=None):
+             docker_hub=False, hosts=None, credentials_file=None, url=None,
+             auth_hosts=None):
     """One entry of the gateway config's "upstreams" list for a Registry."""
     u = {"name": name or registry.name, "url": url or registry.url,
          "prefix": prefix if prefix is not None else (name or registry.name),
@@ -112,6 +113,8 @@ def upstream(registry, name=None, prefix=None, default=False,
          "hosts": hosts if hosts is not None else [registry.host]}
     if credentials_file:
         u["credentials_file"] = str(credentials_file)
+    if auth_hosts is not None:
+        u["auth_hosts"] = list(auth_hosts)
     return u
 
 
