@@ -11,7 +11,8 @@
  * most AQ_ADMIN_LIMIT records; the query is the request's stage while it
  * waits for Redis, so a request that goes away is forgotten (the stage's
  * free hook) and the query's state is freed when its last reply comes; a
- * Redis failure is a 503.
+ * Redis failure is a 503, and so is a reply later than audit.timeout
+ * (Redis counts as down then, as for a record).
  */
 #include <arpa/inet.h>
 
@@ -38,11 +39,16 @@ struct aq_admin {
 	json_t			*records;
 	int			 pending;
 	int			 idx;
+	struct redisAsyncContext *rc;		/* the link they went on */
+	struct event		*ev_overdue;	/* audit.timeout per step */
+	int			 timeout_ms;
 };
 
 static void
 aq_admin_free(struct aq_admin *a)
 {
+	if (a->ev_overdue != NULL)
+		event_free(a->ev_overdue);
 	aq_free(a->q);
 	json_decref(a->records);
 	audit_filter_clear(&a->f);
@@ -69,6 +75,19 @@ static const struct req_stage_ops aq_admin_stage = {
 
 static void	aq_admin_step(struct aq_admin *);
 
+/*
+ * A step's replies are late: the link is given up, which runs their
+ * callbacks (no reply), and the last of them answers or frees a.  Nothing
+ * here touches a afterwards.
+ */
+static void
+aq_admin_overdue_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct aq_admin	*a = arg;
+
+	audit_redis_overdue(a->ctx, a->rc);
+}
+
 static void
 aq_admin_on_reply(redisAsyncContext *rc, void *r, void *priv)
 {
@@ -78,6 +97,7 @@ aq_admin_on_reply(redisAsyncContext *rc, void *r, void *priv)
 		aq_reply(a->q, a->idx++, r);
 	if (--a->pending > 0)
 		return;
+	evtimer_del(a->ev_overdue);
 	if (a->req == NULL) {
 		aq_admin_free(a);
 		return;
@@ -92,6 +112,7 @@ aq_admin_step(struct aq_admin *a)
 {
 	struct redisAsyncContext	*rc;
 	struct req			*req = a->req;
+	struct timeval			 tv;
 	json_t				*page;
 	char				*body;
 	int				 i, n;
@@ -111,9 +132,13 @@ aq_admin_step(struct aq_admin *a)
 			/* Replies to the ones sent still come. */
 			aq_fail(a->q, "audit store", NULL);
 			if ((a->pending -= n - i) > 0)
-				return;
+				break;
 			goto done;
 		}
+		a->rc = rc;
+		tv.tv_sec = a->timeout_ms / 1000;
+		tv.tv_usec = (a->timeout_ms % 1000) * 1000;
+		evtimer_add(a->ev_overdue, &tv);
 		return;
 	}
 done:
@@ -193,6 +218,10 @@ audit_admin(struct req *req)
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		fatal("calloc");
 	a->ctx = req->c->ctx;
+	a->timeout_ms = ac->timeout_ms;
+	if ((a->ev_overdue = evtimer_new(a->ctx->base, aq_admin_overdue_cb,
+	    a)) == NULL)
+		fatal("evtimer_new");
 	audit_filter_init(&a->f);
 	qlen = req->query != NULL ? strlen(req->query) : 0;
 	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

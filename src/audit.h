@@ -271,6 +271,8 @@ void		 audit_new_run(struct audit *);
 int		 audit_indexed_repository(const struct audit_fields *);
 void		 audit_connect(struct audit *);
 void		 audit_redis_close(struct audit *);
+void		 audit_redis_overdue(struct pc_ctx *,
+		    struct redisAsyncContext *);
 void		 audit_link_lost(struct audit *, const char *, int);
 void		 audit_flush(struct audit *);
 void		 audit_kick(struct audit *);

@@ -624,6 +624,21 @@ audit_redis_close(struct audit *w)
 	}
 }
 
+/*
+ * An admin query's reply on rc is later than audit.timeout: Redis counts
+ * as down, as for a record (audit_tick_cb() sees records only).  Freeing
+ * the link runs the query's callbacks with no reply, which answer 503.
+ */
+void
+audit_redis_overdue(struct pc_ctx *ctx, redisAsyncContext *rc)
+{
+	struct audit	*w = ctx->audit;
+
+	if (w == NULL || w->rc != rc || w->link != LINK_READY)
+		return;
+	audit_link_lost(w, "reply timeout", 1);
+}
+
 /* The Redis link for admin queries, or NULL while it is not up. */
 redisAsyncContext *
 audit_redis(struct pc_ctx *ctx)

@@ -668,6 +668,18 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 		c->req->keep_alive = 0;
 		return;
 	}
+	if ((events & BEV_EVENT_EOF) && !(events & BEV_EVENT_ERROR) &&
+	    c->req == NULL &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+		/*
+		 * Half-close after a response that is complete but still on
+		 * its way out (a cached blob's file segments): closing now
+		 * would cut it after its head.  Finish writing, then close.
+		 */
+		c->eof = 1;
+		conn_close_after_write(c, "client closed");
+		return;
+	}
 	if ((events & BEV_EVENT_ERROR) && c->tls)
 		log_debug("%llu.%u conn tls_error error=\"%s\"",
 		    (unsigned long long)c->id, c->nreqs, tls_last_error(bev));

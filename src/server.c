@@ -23,6 +23,8 @@
 
 #include "portcullis.h"
 
+static void	server_fd_limit(const struct config *);
+
 static void
 server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
@@ -162,6 +164,7 @@ server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 	ctx->conf = conf;
 	log_set_level(conf->log_level);
 	log_info("- server reload done upstreams=%zu", conf->nupstreams);
+	server_fd_limit(conf);	/* a raised max_connections needs them */
 	server_conn_gone(ctx);	/* a raised max_connections applies */
 }
 
@@ -219,9 +222,9 @@ server_reap_cb(evutil_socket_t fd, short ev, void *arg)
  * Each client connection can hold two descriptors (its socket and an
  * upstream socket or a cached file), each fill a temp file and a hashing
  * copy.  Raise the soft descriptor limit toward that (up to the hard
- * limit), and say so at start when it stays below: a short limit is not
- * fatal (accept pauses while descriptors run out) but it is a limit the
- * operator did not configure.
+ * limit), and say so (at start or reload) when it stays below: a short
+ * limit is not fatal (accept pauses while descriptors run out) but it is
+ * a limit the operator did not configure.
  */
 static void
 server_fd_limit(const struct config *conf)

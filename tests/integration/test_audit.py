@@ -529,6 +529,49 @@ def test_admin_query_outlived_by_its_client(redis, start_registry,
     assert pid_alive(gw.pid)
 
 
+def test_admin_query_on_a_stalled_redis_is_a_503(redis, start_registry,
+                                                 start_gateway, http,
+                                                 tmp_path):
+    """Redis that stops answering (SIGSTOP) an /admin/audit query on an
+    otherwise idle gateway counts as down after audit.timeout, as for a
+    record: the query is a 503 and the link comes back when Redis does.
+    Fails before this change: with no record in flight nothing timed the
+    query out, and it waited as long as Redis did (no answer here)."""
+    import signal
+    rs = redis()
+    reg = start_registry("up1")
+    cfg = gateway_config(upstream(reg, default=True),
+                         audit=audit_cfg(rs.port, tmp_path / "st.spool",
+                                         timeout=1))
+    gw = start_gateway(cfg)
+    Pinger(gw).many(2)
+    rs.wait_xlen(STREAM, 2)
+    os.kill(rs.pid, signal.SIGSTOP)
+    try:
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=15)
+        s.sendall(b"GET /admin/audit?limit=2 HTTP/1.1\r\nHost: x\r\n"
+                  b"Connection: close\r\n\r\n")
+        buf = b""
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                buf += b
+        except socket.timeout:
+            pass
+        s.close()
+        assert buf.startswith(b"HTTP/1.1 503 "), buf[:200]
+        assert "redis_down reason=\"reply timeout\"" in gw.log_text()
+    finally:
+        os.kill(rs.pid, signal.SIGCONT)
+    wait_for(lambda: "redis_up" in gw.log_text().split("reply timeout")[-1],
+             timeout=30, what="the link back")
+    r = http.get(gw.url + "/admin/audit", params={"limit": 2}, timeout=20)
+    assert r.status_code == 200, r.text
+    assert pid_alive(gw.pid)
+
+
 def test_admin_audit_refused_to_other_addresses(redis, start_registry,
                                                start_gateway, http,
                                                tmp_path):

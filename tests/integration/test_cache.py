@@ -567,3 +567,47 @@ def test_dockerd_and_containerd_second_pull_from_cache(start_registry,
             assert blob_gets(hub, "/v2/", m) == []
     log = gw.log_text()
     assert "cache=hit" in log
+
+
+
+def test_half_closed_client_gets_the_whole_cached_blob(start_registry,
+                                                       start_gateway,
+                                                       tmp_path):
+    """A client that sends its request and half-closes (FIN) still gets a
+    cache hit whole.  The hit is one send window: the request ends as soon
+    as its file segment is queued, while the bytes are still on their way
+    (more than the socket buffers hold while the client does not read).
+    Fails before this change: the FIN that came meanwhile closed the
+    connection at once, and the client got the head and a part of the
+    body."""
+    reg = start_registry("up1")
+    data = os.urandom(8 * MIB)
+    d = push_blob(reg, "app", data)
+    gw = start_gateway(gateway_config(upstream(reg, default=True),
+                                      cache=cache_cfg(tmp_path / "c",
+                                                      send_window=16 * MIB)))
+    path = "/v2/up1/app/blobs/" + d
+    r = session().get(gw.url + path, timeout=30)
+    assert r.status_code == 200 and r.content == data
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(30)
+        s.connect(("127.0.0.1", gw.port))
+        s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+        s.shutdown(socket.SHUT_WR)
+        # The request has ended (all of it queued).  A request sent
+        # after the FIN and answered means the gateway has read the FIN.
+        wait_for(lambda: "cache=hit" in gw.log_text(), what="the hit done")
+        assert session().get(gw.url + "/v2/", timeout=30).status_code == 200
+        buf = b""
+        while True:
+            b = s.recv(1 << 16)
+            if not b:
+                break
+            buf += b
+    finally:
+        s.close()
+    assert buf.startswith(b"HTTP/1.1 200 "), buf[:200]
+    assert buf.endswith(b"\r\n\r\n" + data), \
+        "%d bytes of %d" % (len(buf), len(data))
