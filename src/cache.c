@@ -334,6 +334,28 @@ cache_mkdirs(const char *path)
 }
 
 /*
+ * Open the directory name (relative to dfd, or a path with AT_FDCWD)
+ * without following a symbolic link: what is then removed or read under it
+ * stays inside the cache.  NULL with errno set.
+ */
+DIR *
+cache_opendir_at(int dfd, const char *name)
+{
+	DIR	*d;
+	int	 fd, e;
+
+	if ((fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC)) == -1)
+		return (NULL);
+	if ((d = fdopendir(fd)) == NULL) {
+		e = errno;
+		close(fd);
+		errno = e;
+	}
+	return (d);
+}
+
+/*
  * Unlink the files of one directory; how many, or -1 when unreadable.
  * The directory itself must not be a symbolic link: emptying one would
  * delete whatever it points at (errno ELOOP or ENOTDIR then).
@@ -343,15 +365,10 @@ cache_empty_dir(const char *dir)
 {
 	DIR		*d;
 	struct dirent	*de;
-	int		 fd, n = 0;
+	int		 n = 0;
 
-	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-	    O_CLOEXEC)) == -1)
+	if ((d = cache_opendir_at(AT_FDCWD, dir)) == NULL)
 		return (-1);
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return (-1);
-	}
 	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;

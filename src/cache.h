@@ -6,6 +6,7 @@
 #ifndef PC_CACHE_H
 #define PC_CACHE_H
 
+#include <dirent.h>
 #include <limits.h>
 
 #include "portcullis.h"
@@ -151,6 +152,7 @@ void	cache_touch(struct cache *, struct cache_entry *);
 void	cache_evict_soon(struct cache *);
 int	cache_tmp_open(struct cache *, char *, size_t);
 int	cache_mkdirs(const char *);
+DIR	*cache_opendir_at(int, const char *);
 int	cache_manifest_type(int, char *, size_t, char *, size_t, size_t *);
 
 /* cache_tags.c */

@@ -777,15 +777,11 @@ tags_scan_tag(int updfd, const char *k1name, const char *up,
 	DIR		*d;
 	int		 fd, kept = 0;
 
-	if ((fd = openat(updfd, k1name, O_RDONLY | O_DIRECTORY |
-	    O_NOFOLLOW | O_CLOEXEC)) == -1) {
+	if ((d = cache_opendir_at(updfd, k1name)) == NULL) {
 		tags_foreign(sv, up, k1name);
 		return;
 	}
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return;
-	}
+	fd = dirfd(d);
 	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;
@@ -834,33 +830,24 @@ tags_scan(struct cache_tags *t, struct tags_scanv *sv)
 	unsigned char	 k1[TAGS_KEY_LEN];
 	struct dirent	*de, *ke;
 	DIR		*d, *ud;
-	int		 fd, ufd;
+	int		 ufd;
 
 	snprintf(top, sizeof(top), "%s/tags", t->cache->dir);
-	if ((fd = open(top, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-	    O_CLOEXEC)) == -1) {
+	if ((d = cache_opendir_at(AT_FDCWD, top)) == NULL) {
 		if (errno != ENOENT)
 			log_warn("- cache tags_unreadable path=%s error=\"%s\"",
 			    top, strerror(errno));
 		return;
 	}
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return;
-	}
 	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;
-		if (!tags_valid_up(de->d_name) || (ufd = openat(fd,
-		    de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-		    O_CLOEXEC)) == -1) {
+		if (!tags_valid_up(de->d_name) ||
+		    (ud = cache_opendir_at(dirfd(d), de->d_name)) == NULL) {
 			tags_foreign(sv, de->d_name, NULL);
 			continue;
 		}
-		if ((ud = fdopendir(ufd)) == NULL) {
-			close(ufd);
-			continue;
-		}
+		ufd = dirfd(ud);
 		while ((ke = readdir(ud)) != NULL) {
 			if (ke->d_name[0] == '.')
 				continue;

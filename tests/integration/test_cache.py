@@ -15,9 +15,10 @@ import urllib.parse
 import pytest
 import requests
 
+from lib.cache import blob_path, cache_cfg, session, tmp_files
 from lib.clients import hosts_dir
 from lib.gateway import gateway_config, upstream
-from lib.images import HOST_ARCH, read_layout
+from lib.images import HOST_ARCH, read_layout, sha256
 from lib.lying_upstream import LyingUpstream, RATELIMIT_LIMIT
 from lib.util import wait_for
 
@@ -25,31 +26,6 @@ MIB = 1024 * 1024
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-
-
-def sha256(b):
-    return "sha256:" + hashlib.sha256(b).hexdigest()
-
-
-def cache_cfg(d, **kw):
-    c = {"dir": str(d), "max_bytes": 1 << 30}
-    c.update(kw)
-    return c
-
-
-def blob_path(cdir, digest):
-    alg, hexd = digest.split(":")
-    return os.path.join(str(cdir), "blobs", alg, hexd[:2], hexd)
-
-
-def tmp_files(cdir):
-    return os.listdir(os.path.join(str(cdir), "tmp"))
-
-
-def session():
-    s = requests.Session()
-    s.trust_env = False
-    return s
 
 
 def push_blob(reg, repo, data):

@@ -21,32 +21,14 @@ import threading
 import urllib.parse
 
 import pytest
-import requests
 
+from lib.cache import blob_path, cache_cfg, session, tmp_files
 from lib.gateway import gateway_config, upstream
+from lib.images import sha256
 from lib.lying_upstream import LyingUpstream
 from lib.util import wait_for
 
 MIB = 1024 * 1024
-
-
-def sha256(b):
-    return "sha256:" + hashlib.sha256(b).hexdigest()
-
-
-def cache_cfg(d, **kw):
-    c = {"dir": str(d), "max_bytes": 1 << 30}
-    c.update(kw)
-    return c
-
-
-def blob_path(cdir, digest):
-    alg, hexd = digest.split(":")
-    return os.path.join(str(cdir), "blobs", alg, hexd[:2], hexd)
-
-
-def tmp_files(cdir):
-    return os.listdir(os.path.join(str(cdir), "tmp"))
 
 
 def tmp_bytes(cdir):
@@ -57,12 +39,6 @@ def tmp_bytes(cdir):
         except FileNotFoundError:
             pass
     return n
-
-
-def session():
-    s = requests.Session()
-    s.trust_env = False
-    return s
 
 
 def push_blob(reg, repo, data):

@@ -9,24 +9,12 @@ import resource
 import socket
 
 import pytest
-import requests
 
+from lib.cache import cache_cfg, session
 from lib.gateway import gateway_config, upstream
 from lib.images import HOST_ARCH
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def session():
-    s = requests.Session()
-    s.trust_env = False
-    return s
-
-
-def cache_cfg(d, **kw):
-    c = {"dir": str(d), "max_bytes": 1 << 30}
-    c.update(kw)
-    return c
 
 
 @pytest.fixture

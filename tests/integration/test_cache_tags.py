@@ -15,25 +15,13 @@ import os
 import uuid
 
 import pytest
-import requests
 
+from lib.cache import cache_cfg, session
 from lib.gateway import gateway_config, upstream
 from lib.images import HOST_ARCH
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def session():
-    s = requests.Session()
-    s.trust_env = False
-    return s
-
-
-def cache_cfg(d, **kw):
-    c = {"dir": str(d), "max_bytes": 1 << 30}
-    c.update(kw)
-    return c
 
 
 def tags_tree(cdir):

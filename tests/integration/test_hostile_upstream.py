@@ -10,8 +10,8 @@ twice.  A local "secret" service counts every request that reaches it."""
 import json
 
 import pytest
-import requests
 
+from lib.cache import session
 from lib.gateway import gateway_config
 from lib.hostile_upstream import (DripService, HostileUpstream,
                                   SecretService, make_ca_and_cert)
@@ -43,12 +43,6 @@ def hostile(up, **kw):
          "hosts": [up.host]}
     u.update(kw)
     return u
-
-
-def session():
-    s = requests.Session()
-    s.trust_env = False
-    return s
 
 
 def assert_refused(r, *words):
