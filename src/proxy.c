@@ -1,15 +1,14 @@
 /*
- * proxy.c: one request forwarded to its upstream and the answer relayed.
+ * proxy.c: the one upstream HTTP client.  A proxy sends one request to
+ * its upstream and hands the answer to its owner's proxy_ops.
  *
- * The request head is rewritten for the upstream (its repository name,
- * `ns` stripped, `from=` mapped, hop-by-hop fields and the client's
- * Authorization dropped, the gateway's own upstream credentials added) and
- * the body streamed through as it arrives.  The response head is rewritten
- * for the client (upload Locations point back at the gateway) and its body
- * streamed back.  Both directions obey backpressure: the client is read
- * only while the upstream's output is below the high watermark, and the
- * upstream is read only while the client's output is.  Content-Length
- * bodies move between evbuffers without a copy.
+ * The request head goes out with hop-by-hop fields and the client's
+ * Authorization dropped and the gateway's own upstream credentials added,
+ * and a request body is streamed through as it arrives.  Both directions
+ * obey backpressure: the client is read only while the upstream's output
+ * is below the high watermark, and the upstream is read only while the
+ * owner keeps up (proxy_resume reads it again).  Content-Length bodies
+ * move between evbuffers without a copy.
  *
  * Upstream auth: a 401 with a challenge on a bodiless request is answered
  * by fetching a token (upstream_auth.c decides where and with what) and
@@ -27,13 +26,13 @@
  * origin or named in the upstream's redirect_allow, it may only be dialled
  * at a public address (upstream.c checks the resolved address).
  *
- * A proxy either relays for a client request (proxy_start: the answer goes
- * to req.c's response writer) or runs without a client (proxy_fetch_new:
- * the cache's fills and tag revalidations), in which case the owner's
- * proxy_ops receive the answer.  Auth, the pool, redirects and
- * backpressure are the same code either way.  For a client request the
- * proxy is the request's UPSTREAM stage (px_stage_ops); its owner, either
- * way, retires it with proxy_free() and it is freed on the next turn.
+ * A proxy either relays for a client request (proxy_start, in
+ * proxy_relay.c: the answer goes to req.c's response writer) or runs
+ * without a client (proxy_fetch_new: the cache's fills and tag
+ * revalidations), in which case the owner's proxy_ops receive the answer.
+ * Auth, the pool, redirects and backpressure are the same code either
+ * way.  Its owner, either way, retires it with proxy_free() and it is
+ * freed on the next turn.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -42,63 +41,11 @@
 
 #include "netaddr.h"
 #include "portcullis.h"
+#include "proxy.h"
 
-struct proxy;
-/* A sub-request's answer: status -1 with err on failure. */
-typedef void	(*px_sub_cb)(struct proxy *, int, struct headers *,
-		    const char *, size_t, const char *);
-
-struct proxy {
-	struct req			*req;		/* NULL: a fetch */
-	struct pc_ctx			*ctx;
-	struct config			*conf;
-	const struct proxy_ops		*ops;
-	void				*arg;		/* ops' argument */
-	int				 method;	/* enum http_method */
-	const char			*method_str;
-	const struct headers		*fwd;		/* fields to forward */
-	const char			*peer;		/* X-Forwarded-For */
-	int				 has_body;
-	int				 follow;	/* redirects: blob */
-	char				 logid[48];	/* "conn.seq" */
-	const struct config_upstream	*up;
-	struct upstream_state		*us;
-	struct origin			 origin;
-	char				*upath;
-	char				 scope[1200];
-	struct uconn			*uc;
-	struct proxy			*sub;		/* token, probe */
-	struct proxy			*parent;	/* we are its sub */
-	px_sub_cb			 on_sub;	/* parent's callback */
-	struct evbuffer			*sink;		/* a sub's answer */
-	struct event			*deadline;	/* a sub's, whole */
-	size_t				 sink_max;
-	int				 too_large;
-	char				*extra;		/* header lines */
-	struct hframe			 rf;
-	char				*token;
-	int				 auth_tried;
-	int				 redirects;
-	int				 foreign;
-	int				 reconnects;
-	int				 got_bytes;
-	int				 got_head; /* passed to the owner */
-	int				 up_paused;
-	int				 up_eof;
-	int				 want_pause;
-	int				 chunked_out;
-	int				 retired;	/* proxy_free() */
-	struct reap_node		 reap;
-};
-
-
-static void	px_begin(struct proxy *);
 static void	px_connect(struct proxy *);
 static void	px_pump(struct proxy *);
 static void	px_error(struct proxy *, enum pc_err, const char *);
-
-static const struct proxy_ops px_client_ops;
-static const struct req_stage_ops px_stage_ops;
 
 /* The reaper's half of proxy_free(). */
 static void
@@ -167,37 +114,11 @@ px_reset(struct proxy *px)
 }
 
 /*
- * Map a client-side name (with any routing prefix) to the upstream's, for
- * the `from` of a cross-repository mount.  Returns 0 or -1.
- */
-static int
-px_map_from(struct proxy *px, const char *from, char *out, size_t len)
-{
-	struct req	*req = px->req;
-	size_t		 plen = strlen(req->prefix);
-	int		 n;
-
-	if (plen > 0) {
-		/* Only a mount within the same upstream can work. */
-		if (strncmp(from, req->prefix, plen) != 0)
-			return (-1);
-		from += plen;
-	}
-	if (!router_valid_name(from, strlen(from)))
-		return (-1);
-	if (px->up->docker_hub && strchr(from, '/') == NULL)
-		n = snprintf(out, len, "library/%s", from);
-	else
-		n = snprintf(out, len, "%s", from);
-	return (n < 0 || (size_t)n >= len ? -1 : 0);
-}
-
-/*
  * The one place upstream targets and scopes are made: the target
  * "/v2/<upname><rest>[?query]" and the token scope
  * "repository:<upname>:<actions>[ <more>]".  -1 when it does not fit.
  */
-static int
+int
 px_target(struct proxy *px, const char *upname, const char *rest,
     const char *query, const char *actions, const char *more)
 {
@@ -215,90 +136,6 @@ px_target(struct proxy *px, const char *upname, const char *rest,
 	    upname, actions, more != NULL && *more != '\0' ? " " : "",
 	    more != NULL ? more : "");
 	return (n < 0 || (size_t)n >= sizeof(px->scope) ? -1 : 0);
-}
-
-/* The upstream request target and the token scope. */
-static int
-px_build_target(struct proxy *px)
-{
-	struct req	*req = px->req;
-	const char	*rest, *write_acts;
-	char		 q1[4096], q2[4096], from[OCI_NAME_MAX + 1];
-	char		 upfrom[OCI_NAME_MAX + 16], enc[1024];
-	char		 mount[OCI_NAME_MAX + 32] = "";
-	size_t		 qlen;
-	int		 m = req->msg->method, n;
-
-	q2[0] = '\0';
-	if (req->query != NULL && (qlen = strlen(req->query)) > 0) {
-		if (url_query_strip(req->query, qlen, "ns", q1,
-		    sizeof(q1)) < 0)
-			return (-1);
-		snprintf(q2, sizeof(q2), "%s", q1);
-		if (req->route.ep == OCI_EP_UPLOAD_START &&
-		    url_query_get(q1, strlen(q1), "from", from,
-		    sizeof(from)) == 0) {
-			if (url_query_strip(q1, strlen(q1), "from", q2,
-			    sizeof(q2)) < 0)
-				return (-1);
-			if (px_map_from(px, from, upfrom,
-			    sizeof(upfrom)) == 0) {
-				if (url_pct_encode(upfrom, enc,
-				    sizeof(enc)) < 0)
-					return (-1);
-				n = strlen(q2);
-				snprintf(q2 + n, sizeof(q2) - n, "%sfrom=%s",
-				    n > 0 ? "&" : "", enc);
-				snprintf(mount, sizeof(mount),
-				    "repository:%s:pull", upfrom);
-			}
-		}
-	}
-	if (req->route.ep == OCI_EP_CATALOG) {
-		n = asprintf(&px->upath, "/v2/_catalog%s%s", q2[0] ? "?" : "",
-		    q2);
-		snprintf(px->scope, sizeof(px->scope), "registry:catalog:*");
-		return (n < 0 ? -1 : 0);
-	}
-	rest = req->path + 4 + strlen(req->route.name);
-	write_acts = m == HTTP_DELETE ? "delete" : "pull,push";
-	return (px_target(px, req->upname, rest, q2,
-	    (m == HTTP_GET || m == HTTP_HEAD) ? "pull" : write_acts, mount));
-}
-
-/* Start forwarding the routed request to its upstream. */
-void
-proxy_start(struct req *req)
-{
-	struct proxy		*px;
-	struct hframe_limits	 lim = { req->conf->upstream_header_bytes,
-				    req->conf->upstream_header_count, 8192 };
-
-	if ((px = calloc(1, sizeof(*px))) == NULL)
-		fatal("calloc");
-	req_stage_set(req, &px_stage_ops, px);
-	px->req = req;
-	px->ctx = req->c->ctx;
-	px->conf = req->conf;
-	px->ops = &px_client_ops;
-	px->arg = px;
-	px->method = req->msg->method;
-	px->method_str = req->method;
-	px->fwd = &req->msg->hdrs;
-	px->peer = req->c->peer;
-	px->has_body = req->has_body;
-	px->follow = req->route.ep == OCI_EP_BLOB;
-	snprintf(px->logid, sizeof(px->logid), "%llu.%u",
-	    (unsigned long long)req->c->id, req->seq);
-	px->up = req->up;
-	px->us = upstream_state_get(px->ctx, px->up);
-	origin_from_url(&px->origin, &px->up->u, px->up->ca_file);
-	hframe_init(&px->rf, HFRAME_RESPONSE, &lim, NULL, px);
-	if (px_build_target(px) == -1) {
-		req_fail(req, ERR_BAD_REQUEST, "query string too long");
-		return;
-	}
-	px_begin(px);
 }
 
 /*
@@ -556,7 +393,7 @@ px_on_probe(struct proxy *px, int status, struct headers *h,
 }
 
 /* Make sure of upstream auth, then connect. */
-static void
+void
 px_begin(struct proxy *px)
 {
 	struct upstream_state	*us = px->us;
@@ -676,45 +513,6 @@ px_redirect_header(const char *name)
 	return (strcasecmp(name, "Range") == 0 ||
 	    strcasecmp(name, "Accept") == 0 ||
 	    strcasecmp(name, "User-Agent") == 0);
-}
-
-/*
- * The request body to the upstream.  The sink is set only while the
- * proxy is the request's stage (and cleared when it is retired), so
- * stage_arg is this proxy.
- */
-static int
-px_body_sink(struct req *req, struct evbuffer *in, size_t n)
-{
-	struct proxy	*px = req->stage_arg;
-	struct evbuffer	*out = bufferevent_get_output(px->uc->bev);
-
-	evbuffer_remove_buffer(in, out, n);
-	return (evbuffer_get_length(out) >= req->conf->high_watermark);
-}
-
-static int
-px_body_sink_data(struct req *req, const char *data, size_t n)
-{
-	struct proxy	*px = req->stage_arg;
-	struct evbuffer	*out = bufferevent_get_output(px->uc->bev);
-
-	if (px->chunked_out)
-		evbuffer_add_printf(out, "%zx\r\n", n);
-	evbuffer_add(out, data, n);
-	if (px->chunked_out)
-		evbuffer_add(out, "\r\n", 2);
-	return (evbuffer_get_length(out) >= req->conf->high_watermark);
-}
-
-static void
-px_body_end(struct req *req)
-{
-	struct proxy	*px = req->stage_arg;
-
-	if (px->chunked_out)
-		evbuffer_add(bufferevent_get_output(px->uc->bev),
-		    "0\r\n\r\n", 5);
 }
 
 static int
@@ -837,56 +635,6 @@ px_up_write_cb(struct bufferevent *bev, void *arg)
 	if (px->req != NULL && !px->req->body_done &&
 	    px->req->c->read_paused)
 		conn_resume_read(px->req->c);
-}
-
-/*
- * Rewrite an upstream Location for the client: the gateway's own base URL
- * and the client's repository name (with its routing prefix), the query
- * string kept.  Locations elsewhere (storage hosts) pass unchanged.
- */
-static int
-px_rewrite_location(struct proxy *px, const char *loc, char *out,
-    size_t len)
-{
-	struct req	*req = px->req;
-	struct url	 u;
-	const char	*path;
-	char		 base[600], head[OCI_NAME_MAX + 8];
-	size_t		 hlen;
-	int		 n;
-
-	if (strncasecmp(loc, "http://", 7) == 0 ||
-	    strncasecmp(loc, "https://", 8) == 0) {
-		if (url_parse(loc, &u) == -1 || strcmp(u.host,
-		    px->origin.host) != 0 || u.port != px->origin.port)
-			return (-1);
-		path = loc + strcspn(loc + 8, "/") + 8;
-		if (*path != '/')
-			return (-1);
-	} else if (loc[0] == '/')
-		path = loc;
-	else
-		return (-1);
-	if (req_external_base(req, base, sizeof(base)) < 0)
-		return (-1);
-	hlen = snprintf(head, sizeof(head), "/v2/%s/", req->upname);
-	if (strncmp(path, head, hlen) != 0 || req->route.ep ==
-	    OCI_EP_CATALOG)
-		n = snprintf(out, len, "%s%s", base, path);
-	else
-		n = snprintf(out, len, "%s/v2/%s/%s", base, req->route.name,
-		    path + hlen);
-	if (n < 0 || (size_t)n >= len)
-		return (-1);
-	/* Keep ns= routing for follow-up requests that carry no prefix. */
-	if (req->ns[0] != '\0' && req->prefix[0] == '\0') {
-		n += snprintf(out + n, len - n, "%sns=", strchr(out, '?') ?
-		    "&" : "?");
-		if ((size_t)n >= len || url_pct_encode(req->ns, out + n,
-		    len - n) < 0)
-			return (-1);
-	}
-	return (0);
 }
 
 /* PX_STOP: px is retired, or went on with another connection. */
@@ -1210,173 +958,3 @@ px_up_event_cb(struct bufferevent *bev, short events, void *arg)
 	}
 	px_fail(px, ERR_UPSTREAM, "connection to upstream failed");
 }
-
-/* --- the client side: relay the answer through req.c --- */
-
-static int
-px_client_head(void *arg, struct hframe_msg *rm)
-{
-	struct proxy		*px = arg;
-	struct req		*req = px->req;
-	struct headers		 out;
-	enum resp_framing	 framing;
-	char			 newloc[4096], chal[300];
-	int64_t			 length = -1;
-	int			 st = rm->status, m = req->msg->method, n;
-	size_t			 i;
-	const char		*ra;
-
-	headers_init(&out);
-	if (st == 429) {
-		/*
-		 * Whatever body the upstream sent, the client gets the OCI
-		 * TOOMANYREQUESTS error and the upstream's Retry-After.  The
-		 * upstream connection is dropped with its unread body.
-		 */
-		if ((ra = headers_get(&rm->hdrs, "Retry-After")) != NULL &&
-		    *ra != '\0')
-			headers_add(&out, "Retry-After", 11, ra, strlen(ra));
-		req_fail_with(req, ERR_TOO_MANY_REQUESTS, "upstream "
-		    "registry rate limit", &out);	/* retires px */
-		headers_clear(&out);
-		return (-1);
-	}
-	/*
-	 * A manifest is a bounded document: a length over the limit is
-	 * refused before a byte goes out; a chunked one is cut by the
-	 * framer once over (px_pump fails it: the client's answer ends).
-	 */
-	if (req->route.ep == OCI_EP_MANIFEST && m == HTTP_GET &&
-	    st >= 200 && st < 300 && hframe_set_max_body(&px->rf,
-	    req->conf->manifest_bytes) == -1) {
-		req_fail(req, ERR_TOO_LARGE, "upstream manifest larger than "
-		    "limits.manifest_bytes");	/* frees px */
-		return (-1);
-	}
-	for (i = 0; i < rm->hdrs.n; i++) {
-		const struct header *h = &rm->hdrs.v[i];
-
-		/*
-		 * The upstream's realm means nothing to our clients (the
-		 * gateway holds the upstream credentials); a 401 gets the
-		 * gateway's own challenge below instead.
-		 */
-		if (strcasecmp(h->name, "WWW-Authenticate") == 0 ||
-		    strcasecmp(h->name, "X-Request-Id") == 0)
-			continue;
-		/* RFC 9110 7.6.1: fields the upstream's Connection names. */
-		if (headers_has_token(&rm->hdrs, "Connection", h->name))
-			continue;
-		if (strcasecmp(h->name, "Location") == 0 &&
-		    px_rewrite_location(px, h->value, newloc,
-		    sizeof(newloc)) == 0) {
-			headers_add(&out, h->name, h->nlen, newloc,
-			    strlen(newloc));
-			continue;
-		}
-		headers_add(&out, h->name, h->nlen, h->value, h->vlen);
-	}
-	if (req->ns[0] != '\0')
-		headers_add(&out, "OCI-Namespace", 13, req->ns,
-		    strlen(req->ns));
-	if (st == 401) {
-		/* RFC 9110 15.5.2: a 401 carries at least one challenge. */
-		n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
-		    req->conf->service);
-		if (n > 0 && (size_t)n < sizeof(chal))
-			headers_add(&out, "WWW-Authenticate", 16, chal, n);
-	}
-	if (rm->has_length)
-		length = (int64_t)rm->length;
-	if (m == HTTP_HEAD || st == 204 || st == 304)
-		framing = RESP_NONE;
-	else if (rm->has_length)
-		framing = RESP_LENGTH;
-	else
-		framing = RESP_CHUNKED;
-	req_send_head(req, st, &out, framing, length);
-	headers_clear(&out);
-	return (0);
-}
-
-static int
-px_client_body(void *arg, struct evbuffer *in, size_t n)
-{
-	struct proxy	*px = arg;
-
-	return (req_send_body(px->req, in, n));
-}
-
-static int
-px_client_body_data(void *arg, const char *data, size_t n)
-{
-	struct proxy	*px = arg;
-
-	return (req_send_body_data(px->req, data, n));
-}
-
-static void
-px_client_done(void *arg)
-{
-	struct proxy	*px = arg;
-
-	req_end_response(px->req);	/* retires req and px */
-}
-
-static void
-px_client_fail(void *arg, enum pc_err err, const char *detail)
-{
-	struct proxy	*px = arg;
-	struct req	*req = px->req;
-
-	if (req->head_sent) {
-		req->err = err;
-		req_abort(req, detail);	/* retires req and px */
-		return;
-	}
-	req_fail(req, err, detail);	/* retires px */
-}
-
-static const struct proxy_ops px_client_ops = {
-	px_client_head,
-	px_client_body,
-	px_client_body_data,
-	px_client_done,
-	px_client_fail
-};
-
-/* --- the proxy as the request's UPSTREAM stage (struct req_stage_ops) --- */
-
-/* The client's output drained: read the upstream again. */
-static void
-px_stage_writable(void *arg)
-{
-	proxy_resume(arg);
-}
-
-/*
- * The client went away: whatever the upstream still sends, or still
- * expects of the request body, goes with its connection, which is
- * closed rather than pooled (proxy_free).
- */
-static void
-px_stage_client_gone(void *arg)
-{
-	struct proxy	*px = arg;
-
-	log_debug("%s proxy client_gone upstream=%s got_head=%d", px->logid,
-	    px->up->name, px->got_head);
-}
-
-static void
-px_stage_free(void *arg)
-{
-	proxy_free(arg);
-}
-
-static const struct req_stage_ops px_stage_ops = {
-	"upstream",
-	px_stage_writable,
-	px_stage_client_gone,
-	px_stage_free
-};

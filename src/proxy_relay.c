@@ -1,0 +1,397 @@
+/*
+ * proxy_relay.c: a client request forwarded to its upstream through a
+ * proxy (proxy.c) and the answer relayed back through req.c.
+ *
+ * The request head is rewritten for the upstream (its repository name,
+ * `ns` stripped, `from=` mapped; proxy.c drops the hop-by-hop fields and
+ * the client's Authorization and adds the gateway's own upstream
+ * credentials) and the body streamed through as it arrives (the request's
+ * body sinks, set by proxy.c once the head is sent).  The response head
+ * is rewritten for the client (upload Locations point back at the
+ * gateway, the upstream's challenge replaced by the gateway's, a 429 made
+ * the OCI TOOMANYREQUESTS error, a manifest over limits.manifest_bytes
+ * refused) and its body streamed back through req.c's response writer.
+ *
+ * The proxy is the request's UPSTREAM stage (px_stage_ops): the client's
+ * output draining reads the upstream again (proxy_resume), and the
+ * request retires the proxy with proxy_free() through the stage's free
+ * hook; it is freed on the next turn.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "portcullis.h"
+#include "proxy.h"
+
+static const struct proxy_ops px_client_ops;
+static const struct req_stage_ops px_stage_ops;
+
+/*
+ * Map a client-side name (with any routing prefix) to the upstream's, for
+ * the `from` of a cross-repository mount.  Returns 0 or -1.
+ */
+static int
+px_map_from(struct proxy *px, const char *from, char *out, size_t len)
+{
+	struct req	*req = px->req;
+	size_t		 plen = strlen(req->prefix);
+	int		 n;
+
+	if (plen > 0) {
+		/* Only a mount within the same upstream can work. */
+		if (strncmp(from, req->prefix, plen) != 0)
+			return (-1);
+		from += plen;
+	}
+	if (!router_valid_name(from, strlen(from)))
+		return (-1);
+	if (px->up->docker_hub && strchr(from, '/') == NULL)
+		n = snprintf(out, len, "library/%s", from);
+	else
+		n = snprintf(out, len, "%s", from);
+	return (n < 0 || (size_t)n >= len ? -1 : 0);
+}
+
+/* The upstream request target and the token scope. */
+static int
+px_build_target(struct proxy *px)
+{
+	struct req	*req = px->req;
+	const char	*rest, *write_acts;
+	char		 q1[4096], q2[4096], from[OCI_NAME_MAX + 1];
+	char		 upfrom[OCI_NAME_MAX + 16], enc[1024];
+	char		 mount[OCI_NAME_MAX + 32] = "";
+	size_t		 qlen;
+	int		 m = req->msg->method, n;
+
+	q2[0] = '\0';
+	if (req->query != NULL && (qlen = strlen(req->query)) > 0) {
+		if (url_query_strip(req->query, qlen, "ns", q1,
+		    sizeof(q1)) < 0)
+			return (-1);
+		snprintf(q2, sizeof(q2), "%s", q1);
+		if (req->route.ep == OCI_EP_UPLOAD_START &&
+		    url_query_get(q1, strlen(q1), "from", from,
+		    sizeof(from)) == 0) {
+			if (url_query_strip(q1, strlen(q1), "from", q2,
+			    sizeof(q2)) < 0)
+				return (-1);
+			if (px_map_from(px, from, upfrom,
+			    sizeof(upfrom)) == 0) {
+				if (url_pct_encode(upfrom, enc,
+				    sizeof(enc)) < 0)
+					return (-1);
+				n = strlen(q2);
+				snprintf(q2 + n, sizeof(q2) - n, "%sfrom=%s",
+				    n > 0 ? "&" : "", enc);
+				snprintf(mount, sizeof(mount),
+				    "repository:%s:pull", upfrom);
+			}
+		}
+	}
+	if (req->route.ep == OCI_EP_CATALOG) {
+		n = asprintf(&px->upath, "/v2/_catalog%s%s", q2[0] ? "?" : "",
+		    q2);
+		snprintf(px->scope, sizeof(px->scope), "registry:catalog:*");
+		return (n < 0 ? -1 : 0);
+	}
+	rest = req->path + 4 + strlen(req->route.name);
+	write_acts = m == HTTP_DELETE ? "delete" : "pull,push";
+	return (px_target(px, req->upname, rest, q2,
+	    (m == HTTP_GET || m == HTTP_HEAD) ? "pull" : write_acts, mount));
+}
+
+/* Start forwarding the routed request to its upstream. */
+void
+proxy_start(struct req *req)
+{
+	struct proxy		*px;
+	struct hframe_limits	 lim = { req->conf->upstream_header_bytes,
+				    req->conf->upstream_header_count, 8192 };
+
+	if ((px = calloc(1, sizeof(*px))) == NULL)
+		fatal("calloc");
+	req_stage_set(req, &px_stage_ops, px);
+	px->req = req;
+	px->ctx = req->c->ctx;
+	px->conf = req->conf;
+	px->ops = &px_client_ops;
+	px->arg = px;
+	px->method = req->msg->method;
+	px->method_str = req->method;
+	px->fwd = &req->msg->hdrs;
+	px->peer = req->c->peer;
+	px->has_body = req->has_body;
+	px->follow = req->route.ep == OCI_EP_BLOB;
+	snprintf(px->logid, sizeof(px->logid), "%llu.%u",
+	    (unsigned long long)req->c->id, req->seq);
+	px->up = req->up;
+	px->us = upstream_state_get(px->ctx, px->up);
+	origin_from_url(&px->origin, &px->up->u, px->up->ca_file);
+	hframe_init(&px->rf, HFRAME_RESPONSE, &lim, NULL, px);
+	if (px_build_target(px) == -1) {
+		req_fail(req, ERR_BAD_REQUEST, "query string too long");
+		return;
+	}
+	px_begin(px);
+}
+
+/*
+ * The request body to the upstream.  The sink is set only while the
+ * proxy is the request's stage (and cleared when it is retired), so
+ * stage_arg is this proxy.
+ */
+int
+px_body_sink(struct req *req, struct evbuffer *in, size_t n)
+{
+	struct proxy	*px = req->stage_arg;
+	struct evbuffer	*out = bufferevent_get_output(px->uc->bev);
+
+	evbuffer_remove_buffer(in, out, n);
+	return (evbuffer_get_length(out) >= req->conf->high_watermark);
+}
+
+int
+px_body_sink_data(struct req *req, const char *data, size_t n)
+{
+	struct proxy	*px = req->stage_arg;
+	struct evbuffer	*out = bufferevent_get_output(px->uc->bev);
+
+	if (px->chunked_out)
+		evbuffer_add_printf(out, "%zx\r\n", n);
+	evbuffer_add(out, data, n);
+	if (px->chunked_out)
+		evbuffer_add(out, "\r\n", 2);
+	return (evbuffer_get_length(out) >= req->conf->high_watermark);
+}
+
+void
+px_body_end(struct req *req)
+{
+	struct proxy	*px = req->stage_arg;
+
+	if (px->chunked_out)
+		evbuffer_add(bufferevent_get_output(px->uc->bev),
+		    "0\r\n\r\n", 5);
+}
+
+/*
+ * Rewrite an upstream Location for the client: the gateway's own base URL
+ * and the client's repository name (with its routing prefix), the query
+ * string kept.  Locations elsewhere (storage hosts) pass unchanged.
+ */
+static int
+px_rewrite_location(struct proxy *px, const char *loc, char *out,
+    size_t len)
+{
+	struct req	*req = px->req;
+	struct url	 u;
+	const char	*path;
+	char		 base[600], head[OCI_NAME_MAX + 8];
+	size_t		 hlen;
+	int		 n;
+
+	if (strncasecmp(loc, "http://", 7) == 0 ||
+	    strncasecmp(loc, "https://", 8) == 0) {
+		if (url_parse(loc, &u) == -1 || strcmp(u.host,
+		    px->origin.host) != 0 || u.port != px->origin.port)
+			return (-1);
+		path = loc + strcspn(loc + 8, "/") + 8;
+		if (*path != '/')
+			return (-1);
+	} else if (loc[0] == '/')
+		path = loc;
+	else
+		return (-1);
+	if (req_external_base(req, base, sizeof(base)) < 0)
+		return (-1);
+	hlen = snprintf(head, sizeof(head), "/v2/%s/", req->upname);
+	if (strncmp(path, head, hlen) != 0 || req->route.ep ==
+	    OCI_EP_CATALOG)
+		n = snprintf(out, len, "%s%s", base, path);
+	else
+		n = snprintf(out, len, "%s/v2/%s/%s", base, req->route.name,
+		    path + hlen);
+	if (n < 0 || (size_t)n >= len)
+		return (-1);
+	/* Keep ns= routing for follow-up requests that carry no prefix. */
+	if (req->ns[0] != '\0' && req->prefix[0] == '\0') {
+		n += snprintf(out + n, len - n, "%sns=", strchr(out, '?') ?
+		    "&" : "?");
+		if ((size_t)n >= len || url_pct_encode(req->ns, out + n,
+		    len - n) < 0)
+			return (-1);
+	}
+	return (0);
+}
+
+/* --- the client side: relay the answer through req.c --- */
+
+static int
+px_client_head(void *arg, struct hframe_msg *rm)
+{
+	struct proxy		*px = arg;
+	struct req		*req = px->req;
+	struct headers		 out;
+	enum resp_framing	 framing;
+	char			 newloc[4096], chal[300];
+	int64_t			 length = -1;
+	int			 st = rm->status, m = req->msg->method, n;
+	size_t			 i;
+	const char		*ra;
+
+	headers_init(&out);
+	if (st == 429) {
+		/*
+		 * Whatever body the upstream sent, the client gets the OCI
+		 * TOOMANYREQUESTS error and the upstream's Retry-After.  The
+		 * upstream connection is dropped with its unread body.
+		 */
+		if ((ra = headers_get(&rm->hdrs, "Retry-After")) != NULL &&
+		    *ra != '\0')
+			headers_add(&out, "Retry-After", 11, ra, strlen(ra));
+		req_fail_with(req, ERR_TOO_MANY_REQUESTS, "upstream "
+		    "registry rate limit", &out);	/* retires px */
+		headers_clear(&out);
+		return (-1);
+	}
+	/*
+	 * A manifest is a bounded document: a length over the limit is
+	 * refused before a byte goes out; a chunked one is cut by the
+	 * framer once over (px_pump fails it: the client's answer ends).
+	 */
+	if (req->route.ep == OCI_EP_MANIFEST && m == HTTP_GET &&
+	    st >= 200 && st < 300 && hframe_set_max_body(&px->rf,
+	    req->conf->manifest_bytes) == -1) {
+		req_fail(req, ERR_TOO_LARGE, "upstream manifest larger than "
+		    "limits.manifest_bytes");	/* frees px */
+		return (-1);
+	}
+	for (i = 0; i < rm->hdrs.n; i++) {
+		const struct header *h = &rm->hdrs.v[i];
+
+		/*
+		 * The upstream's realm means nothing to our clients (the
+		 * gateway holds the upstream credentials); a 401 gets the
+		 * gateway's own challenge below instead.
+		 */
+		if (strcasecmp(h->name, "WWW-Authenticate") == 0 ||
+		    strcasecmp(h->name, "X-Request-Id") == 0)
+			continue;
+		/* RFC 9110 7.6.1: fields the upstream's Connection names. */
+		if (headers_has_token(&rm->hdrs, "Connection", h->name))
+			continue;
+		if (strcasecmp(h->name, "Location") == 0 &&
+		    px_rewrite_location(px, h->value, newloc,
+		    sizeof(newloc)) == 0) {
+			headers_add(&out, h->name, h->nlen, newloc,
+			    strlen(newloc));
+			continue;
+		}
+		headers_add(&out, h->name, h->nlen, h->value, h->vlen);
+	}
+	if (req->ns[0] != '\0')
+		headers_add(&out, "OCI-Namespace", 13, req->ns,
+		    strlen(req->ns));
+	if (st == 401) {
+		/* RFC 9110 15.5.2: a 401 carries at least one challenge. */
+		n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
+		    req->conf->service);
+		if (n > 0 && (size_t)n < sizeof(chal))
+			headers_add(&out, "WWW-Authenticate", 16, chal, n);
+	}
+	if (rm->has_length)
+		length = (int64_t)rm->length;
+	if (m == HTTP_HEAD || st == 204 || st == 304)
+		framing = RESP_NONE;
+	else if (rm->has_length)
+		framing = RESP_LENGTH;
+	else
+		framing = RESP_CHUNKED;
+	req_send_head(req, st, &out, framing, length);
+	headers_clear(&out);
+	return (0);
+}
+
+static int
+px_client_body(void *arg, struct evbuffer *in, size_t n)
+{
+	struct proxy	*px = arg;
+
+	return (req_send_body(px->req, in, n));
+}
+
+static int
+px_client_body_data(void *arg, const char *data, size_t n)
+{
+	struct proxy	*px = arg;
+
+	return (req_send_body_data(px->req, data, n));
+}
+
+static void
+px_client_done(void *arg)
+{
+	struct proxy	*px = arg;
+
+	req_end_response(px->req);	/* retires req and px */
+}
+
+static void
+px_client_fail(void *arg, enum pc_err err, const char *detail)
+{
+	struct proxy	*px = arg;
+	struct req	*req = px->req;
+
+	if (req->head_sent) {
+		req->err = err;
+		req_abort(req, detail);	/* retires req and px */
+		return;
+	}
+	req_fail(req, err, detail);	/* retires px */
+}
+
+static const struct proxy_ops px_client_ops = {
+	px_client_head,
+	px_client_body,
+	px_client_body_data,
+	px_client_done,
+	px_client_fail
+};
+
+/* --- the proxy as the request's UPSTREAM stage (struct req_stage_ops) --- */
+
+/* The client's output drained: read the upstream again. */
+static void
+px_stage_writable(void *arg)
+{
+	proxy_resume(arg);
+}
+
+/*
+ * The client went away: whatever the upstream still sends, or still
+ * expects of the request body, goes with its connection, which is
+ * closed rather than pooled (proxy_free).
+ */
+static void
+px_stage_client_gone(void *arg)
+{
+	struct proxy	*px = arg;
+
+	log_debug("%s proxy client_gone upstream=%s got_head=%d", px->logid,
+	    px->up->name, px->got_head);
+}
+
+static void
+px_stage_free(void *arg)
+{
+	proxy_free(arg);
+}
+
+static const struct req_stage_ops px_stage_ops = {
+	"upstream",
+	px_stage_writable,
+	px_stage_client_gone,
+	px_stage_free
+};
