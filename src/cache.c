@@ -142,6 +142,8 @@ cache_insert(struct cache *c, enum cache_kind kind, const char *digest,
 
 	if ((e = cache_lookup(c, kind, digest)) != NULL) {
 		c->bytes -= e->size;
+		if (e->refs > 0)
+			c->pinned = c->pinned - e->size + size;
 		e->size = size;
 		c->bytes += size;
 		cache_touch(c, e);
@@ -236,19 +238,29 @@ cache_evict_cb(evutil_socket_t fd, short ev, void *arg)
 
 /*
  * Bytes of the entries that readers hold open: eviction skips them, so
- * admission (cache_fill.c) counts them as taken.  A walk of the index,
- * once per fill head.
+ * admission (cache_fill.c) counts them as taken.  Kept as a sum by
+ * cache_pin() and cache_unpin(), so a fill head does not walk the index.
  */
 uint64_t
 cache_pinned_bytes(struct cache *c)
 {
-	struct cache_entry	*e;
-	uint64_t		 n = 0;
+	return (c->pinned);
+}
 
-	TAILQ_FOREACH(e, &c->lru, lru)
-		if (e->refs > 0)
-			n += e->size;
-	return (n);
+/* A reader holds the entry open: eviction must not take it. */
+void
+cache_pin(struct cache *c, struct cache_entry *e)
+{
+	if (e->refs++ == 0)
+		c->pinned += e->size;
+}
+
+/* A reader let go of the entry. */
+void
+cache_unpin(struct cache *c, struct cache_entry *e)
+{
+	if (--e->refs == 0)
+		c->pinned -= e->size;
 }
 
 /* Schedule an eviction pass when the store is above its cap. */

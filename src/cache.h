@@ -42,6 +42,7 @@ struct cache {
 	uint64_t			 bytes;		/* published */
 	uint64_t			 filling;	/* in tmp files */
 	uint64_t			 reserved;	/* fills' lengths */
+	uint64_t			 pinned;	/* entries readers hold */
 	size_t				 nfills;
 	size_t				 max_fills;
 	size_t				 max_fills_per_client;
@@ -172,6 +173,8 @@ int	cache_tag_all(struct cache *, const struct config_upstream *,
 	    const char *, const char *, char (*)[CACHE_DIGEST_MAX], int);
 uint64_t cache_wall_ms(void);
 uint64_t cache_pinned_bytes(struct cache *);
+void	cache_pin(struct cache *, struct cache_entry *);
+void	cache_unpin(struct cache *, struct cache_entry *);
 
 /* cache_fill.c */
 struct cache_fill *cache_fill_find(struct cache *, enum cache_kind,

@@ -123,7 +123,7 @@ cache_reader_free(struct cache_reader *cr)
 	proxy_free(cr->px);
 	cr->px = NULL;
 	if (cr->ent != NULL) {
-		cr->ent->refs--;
+		cache_unpin(cr->cache, cr->ent);
 		cr->ent = NULL;
 		cache_evict_soon(cr->cache);
 	}
@@ -212,7 +212,7 @@ cr_open_entry(struct cache_reader *cr, struct cache_entry *e)
 	cr->data_off = off;
 	cr->size = e->size - off;
 	snprintf(cr->digest, sizeof(cr->digest), "%s", e->digest);
-	e->refs++;
+	cache_pin(cr->cache, e);
 	cr->ent = e;
 	cache_touch(c, e);
 	return (0);
@@ -222,7 +222,7 @@ static void
 cr_unpin(struct cache_reader *cr)
 {
 	if (cr->ent != NULL) {
-		cr->ent->refs--;
+		cache_unpin(cr->cache, cr->ent);
 		cr->ent = NULL;
 	}
 	if (cr->fd != -1) {
@@ -511,7 +511,7 @@ cache_reader_filled(struct cache_reader *cr, struct cache_entry *e)
 	}
 	/* The temp file was renamed (or, for a manifest, written again
 	 * with its own type): the open fd has the entry's bytes. */
-	e->refs++;
+	cache_pin(cr->cache, e);
 	cr->ent = e;
 	cr_pump(cr);
 }
