@@ -15,6 +15,8 @@
 
 #include "url.h"
 
+struct policy;
+
 /* Largest configuration file config_load() reads. */
 #define CONFIG_MAX_FILE_BYTES	(1024 * 1024)
 
@@ -153,6 +155,9 @@ struct config {
 
 	struct config_cache	*cache;		/* NULL: no cache */
 	struct config_audit	*audit;		/* NULL: no audit */
+
+	/* Compiled access policy; never NULL (no rules: deny all). */
+	struct policy		*policy;
 
 	struct config_upstream	*upstreams;	/* at least one */
 	size_t			 nupstreams;

@@ -25,6 +25,7 @@
 #include "router.h"
 #include "url.h"
 #include "config.h"
+#include "principal.h"
 
 #ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
 #define TAILQ_FOREACH_SAFE(var, head, field, tvar)			\
@@ -257,6 +258,8 @@ struct req {
 	const char		*cache_status;
 	/* "allow" or "deny" once decided (policy); NULL: not decided. */
 	const char		*decision;
+	const char		*rule;		/* deciding rule id, or NULL */
+	struct principal	 principal;	/* who asks (identity stage) */
 	int			 audit_admitted;	/* reserved a record */
 	/* Where body bytes go while the request body is read. */
 	int			(*body_sink)(struct req *, struct evbuffer *,
