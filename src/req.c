@@ -7,8 +7,9 @@
  * ROUTE parses the target (router.c), checks the method and picks the
  * upstream (path prefix, then containerd's ns=, then the default).
  * DISPATCH runs the gates: the policy (authz.c) now, authentication and
- * rate limits as stages of their own once they exist.  CACHE (cache_serve.c) takes pulls of blobs and manifests
- * when the upstream is cached: it answers them from disk or from a fill,
+ * rate limits as stages of their own once they exist.  CACHE
+ * (cache_serve.c) takes pulls of blobs and manifests when the upstream
+ * is cached: it answers them from disk or from a fill,
  * or hands them on to UPSTREAM.  UPSTREAM hands the request to proxy.c;
  * RESPOND streams the answer.  Every transition writes a debug trace line;
  * every request ends with one summary line.
