@@ -806,6 +806,90 @@ test_file(void **state)
 	config_unref(cfg);
 }
 
+/* The reference for mTLS globs: '*' is any run without , + = or \\. */
+static int
+dn_ref(const char *p, const char *s)
+{
+	if (*p == '\0')
+		return *s == '\0';
+	if (*p == '*') {
+		if (dn_ref(p + 1, s))
+			return 1;
+		return *s != '\0' && strchr(",+=\\", *s) == NULL &&
+		    dn_ref(p, s + 1);
+	}
+	return *s == *p && dn_ref(p + 1, s + 1);
+}
+
+/* Next string over alphabet a in odometer order; 0 after the last. */
+static int
+next_str(char *s, size_t max, const char *a)
+{
+	size_t	 i, na = strlen(a), n = strlen(s);
+	const char *at;
+
+	for (i = n; i-- > 0;) {
+		at = strchr(a, s[i]);
+		if ((size_t)(at - a) + 1 < na) {
+			s[i] = at[1];
+			return 1;
+		}
+		s[i] = a[0];
+	}
+	if (n == max)
+		return 0;
+	memset(s, a[0], n + 1);
+	s[n + 1] = '\0';
+	return 1;
+}
+
+/*
+ * mtls: globs against every short DN over a hostile alphabet, compared
+ * with a plain recursive matcher: the one-backtrack walk in policy.c must
+ * agree, and '*' must never cross a separator or an escape.
+ */
+static void
+test_mtls_glob_exhaustive(void **state)
+{
+	struct config		*cfg;
+	struct principal	 p;
+	struct pol_result	 res;
+	char			 pat[8] = "", dn[8], json[1024], esc[32];
+	size_t			 i, j, npat = 0;
+	int			 got;
+
+	(void)state;
+	memset(&p, 0, sizeof(p));
+	p.method = AUTH_MTLS;
+	while (next_str(pat, 5, "a,=*\\")) {
+		if (strchr(pat, '*') == NULL || strchr(pat, '=') == NULL)
+			continue;
+		for (i = j = 0; pat[i] != '\0'; i++) {
+			if (pat[i] == '\\')
+				esc[j++] = '\\';
+			esc[j++] = pat[i];
+		}
+		esc[j] = '\0';
+		snprintf(json, sizeof(json), "{" UPSTREAMS ", \"policy\": "
+		    "{\"rules\": [{\"id\": \"m\", \"effect\": \"allow\", "
+		    "\"repositories\": [\"**\"], \"subjects\": [\"mtls:%s\"], "
+		    "\"actions\": [\"pull\"]}]}}", esc);
+		cfg = load(json);
+		npat++;
+		dn[0] = '\0';
+		do {
+			p.subject = p.mtls_subject = dn;
+			got = policy_decide(cfg->policy, &p, "hub", "a",
+			    POL_PULL, &res);
+			if (got != dn_ref(pat, dn))
+				fail_msg("mtls:%s vs '%s': got %d", pat, dn,
+				    got);
+		} while (next_str(dn, 4, "a,=\\+"));
+		config_unref(cfg);
+	}
+	assert_true(npat > 500);
+}
+
 /* Deciding, the blocklist and immutability allocate nothing. */
 static void
 test_no_alloc(void **state)
@@ -852,6 +936,7 @@ main(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_empty),
 		cmocka_unit_test(test_file),
+		cmocka_unit_test(test_mtls_glob_exhaustive),
 		cmocka_unit_test(test_no_alloc),
 	};
 
