@@ -63,9 +63,12 @@ realloc(void *p, size_t n)
 	"{\"name\": \"local\", \"url\": \"http://127.0.0.1:5001\", "	\
 	"\"prefix\": \"local\"}]"
 
-#define D1 "sha256:1111111111111111111111111111111111111111111111111111111111111111"
-#define D2 "sha256:2222222222222222222222222222222222222222222222222222222222222222"
-#define D3 "sha256:3333333333333333333333333333333333333333333333333333333333333333"
+#define D1 "sha256:" \
+    "1111111111111111111111111111111111111111111111111111111111111111"
+#define D2 "sha256:" \
+    "2222222222222222222222222222222222222222222222222222222222222222"
+#define D3 "sha256:" \
+    "3333333333333333333333333333333333333333333333333333333333333333"
 
 /*
  * Rules are listed allow-first on purpose: the denies must win although
@@ -78,7 +81,8 @@ static const char *const rules_json[] = {
 	"\"actions\": [\"pull\"]}",
 	"{\"id\": \"platform\", \"effect\": \"allow\", "
 	"\"repositories\": [\"base/**\"], "
-	"\"subjects\": [\"group:platform\"], \"actions\": [\"pull\", \"push\"]}",
+	"\"subjects\": [\"group:platform\"], "
+	"\"actions\": [\"pull\", \"push\"]}",
 	"{\"id\": \"ci\", \"effect\": \"allow\", "
 	"\"repositories\": [\"ci/${claim.repository}/**\"], "
 	"\"subjects\": [{\"claim\": \"iss\", \"equals\": \"https://ci\"}], "
@@ -88,7 +92,8 @@ static const char *const rules_json[] = {
 	"\"subjects\": [\"authenticated\"], \"actions\": [\"*\"]}",
 	"{\"id\": \"nodes\", \"effect\": \"allow\", "
 	"\"repositories\": [\"mirror/**\"], "
-	"\"subjects\": [\"mtls:CN=*,O=Corp\", \"mtls:CN=admin,O=Corp\\\\, Inc\"], "
+	"\"subjects\": [\"mtls:CN=*,O=Corp\", "
+	"\"mtls:CN=admin,O=Corp\\\\, Inc\"], "
 	"\"actions\": [\"pull\"]}",
 	"{\"id\": \"v6\", \"effect\": \"allow\", \"repositories\": [\"v6/*\"], "
 	"\"subjects\": [\"cidr:fd00::/8\"], \"actions\": [\"pull\"]}",
@@ -102,14 +107,16 @@ static const char *const rules_json[] = {
 	"\"subjects\": [{\"claim\": \"team\", \"glob\": \"t-*\"}], "
 	"\"actions\": [\"pull\"]}",
 	"{\"id\": \"alice\", \"effect\": \"allow\", "
-	"\"repositories\": [\"x/**\", \"y/?\"], \"subjects\": [\"user:alice\"], "
+	"\"repositories\": [\"x/**\", \"y/?\"], "
+	"\"subjects\": [\"user:alice\"], "
 	"\"actions\": [\"pull\", \"delete\"]}",
 	"{\"id\": \"local-any\", \"effect\": \"allow\", "
 	"\"repositories\": [\"**\"], \"upstreams\": [\"local\"], "
 	"\"subjects\": [\"group:local\"], \"actions\": [\"pull\"]}",
 	"{\"id\": \"no-secret\", \"effect\": \"deny\", "
 	"\"repositories\": [\"**/secret/**\"], "
-	"\"subjects\": [\"anonymous\", \"authenticated\"], \"actions\": [\"*\"]}",
+	"\"subjects\": [\"anonymous\", \"authenticated\"], "
+	"\"actions\": [\"*\"]}",
 	"{\"id\": \"no-anon-write\", \"effect\": \"deny\", "
 	"\"repositories\": [\"**\"], \"subjects\": [\"anonymous\"], "
 	"\"actions\": [\"push\", \"delete\"]}",
