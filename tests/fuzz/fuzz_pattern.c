@@ -4,7 +4,8 @@
  * allowed, every template is given `value`, and when that value is usable
  * the result of pattern_match() must equal a plain dynamic-programming
  * matcher run over the pattern with the value substituted as text (which
- * can only hold literal bytes: a usable value has no '*', '?' or '/').
+ * can only hold literal bytes: a usable value has no '*', '?' or '/'),
+ * and a NULL value must behave as '*' does.
  * Beyond agreeing, nothing may crash, leak or read out of bounds.
  */
 #include <stdint.h>
@@ -16,7 +17,10 @@
 
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
+static int	stand_in;	/* STAND_IN is a star (NULL values) */
+
 #define MAXLEN	128
+#define STAND_IN	'\001'	/* a '*' that never forms a "**" segment */
 
 static void
 check(int cond)
@@ -38,7 +42,7 @@ ref_seg(const char *p, size_t pn, const char *s, size_t sn)
 		for (j = sn + 1; j-- > 0;) {
 			if (i == pn)
 				continue;
-			if (p[i] == '*')
+			if (p[i] == '*' || (stand_in && p[i] == STAND_IN))
 				d[i][j] = d[i + 1][j] || (j < sn &&
 				    d[i][j + 1]);
 			else if (j < sn && (p[i] == '?' || p[i] == s[j]))
@@ -166,6 +170,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		got = pattern_match(p, name, nlen, vals);
 		want = ref_match(sub, strlen(sub), name, nlen);
+		check(got == want);
+	}
+	/* A NULL value stands for '*' (within its segment). */
+	if (pattern_nvars(p) > 0 && strchr(pat, STAND_IN) == NULL &&
+	    substitute(pat, "\001", sub, sizeof(sub))) {
+		for (i = 0; i < pattern_nvars(p); i++) {
+			vals[i].s = NULL;
+			vals[i].len = 0;
+		}
+		got = pattern_match(p, name, nlen, vals);
+		stand_in = 1;
+		want = ref_match(sub, strlen(sub), name, nlen);
+		stand_in = 0;
 		check(got == want);
 	}
 	pattern_free(p);

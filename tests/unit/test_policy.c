@@ -479,7 +479,7 @@ test_explain(void **state)
 		else if (strcmp(id, "home") == 0)
 			want[i] = POL_MISS_REPOSITORY;
 		else if (strcmp(id, "ci") == 0)
-			want[i] = POL_MISS_TEMPLATE;
+			want[i] = POL_MISS_REPOSITORY;
 		else if (strcmp(id, "no-anon-write") == 0)
 			want[i] = POL_MISS_SUBJECT;
 		else if (strcmp(id, "quarantine") == 0)
@@ -490,6 +490,11 @@ test_explain(void **state)
 	assert_int_equal(policy_rule_effect(cfg->policy, 0), POL_EFFECT_ALLOW);
 	assert_int_equal(policy_rule_effect(cfg->policy, n - 1),
 	    POL_EFFECT_DENY);
+	/* A template without a value, where a value could have matched. */
+	assert_int_equal(policy_explain_rule(cfg->policy, 2, &who[BOB], "hub",
+	    "ci/app/x", POL_PUSH), POL_MISS_TEMPLATE);
+	assert_int_equal(policy_explain_rule(cfg->policy, 3, &who[ANON_10],
+	    "hub", "users/bob/x", POL_PULL), POL_MISS_TEMPLATE);
 	/* An upstream the rule is not limited to. */
 	assert_int_equal(policy_explain_rule(cfg->policy, 0, &who[BOB],
 	    "local", "library/x", POL_PULL), POL_MISS_UPSTREAM);
