@@ -914,7 +914,19 @@ test_no_alloc(void **state)
 	(void)state;
 	setup_who();
 	json = build_config(0, EXTRA);
+	/*
+	 * First show that the hook counts (compiling allocates); under a
+	 * tool that replaces malloc itself (valgrind) it cannot: skip.
+	 */
+	nallocs = 0;
+	counting = 1;
 	cfg = load(json);
+	counting = 0;
+	if (nallocs == 0) {
+		config_unref(cfg);
+		free(json);
+		skip();
+	}
 	nallocs = 0;
 	counting = 1;
 	for (i = 0; i < sizeof(decide_cases) / sizeof(decide_cases[0]); i++)
@@ -928,11 +940,6 @@ test_no_alloc(void **state)
 		    "ci/app/x", POL_PUSH);
 	counting = 0;
 	assert_int_equal(nallocs, 0);
-	/* The hook does count: compiling allocates. */
-	counting = 1;
-	config_unref(load(json));
-	counting = 0;
-	assert_true(nallocs > 0);
 	config_unref(cfg);
 	free(json);
 }
