@@ -66,6 +66,30 @@ authz_action(const struct req *req)
 }
 
 /*
+ * Answer 401 UNAUTHORIZED with the challenge.  RFC 9110 15.5.2: a 401
+ * carries one.  Until the identity issue brings the gateway's token
+ * service there is no Bearer realm to send a client to; Basic with the
+ * service name says "credentials wanted" to the clients that look.  The
+ * identity issue replaces it with Bearer realm=...,service=...,
+ * scope="repository:NAME:ACTION".
+ */
+static void
+authz_challenge(struct req *req, const char *detail)
+{
+	struct headers	 h;
+	char		 chal[320];
+	int		 n;
+
+	headers_init(&h);
+	n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
+	    req->conf->service);
+	if (n > 0 && (size_t)n < sizeof(chal))
+		headers_add(&h, "WWW-Authenticate", 16, chal, (size_t)n);
+	req_fail_with(req, ERR_UNAUTHORIZED, detail, &h);
+	headers_clear(&h);
+}
+
+/*
  * Refuse: 401 with a challenge when the caller is anonymous, else 403.
  * The message names the action and the repository, never a credential.
  * The request is answered (and retired) when this returns.
@@ -74,10 +98,9 @@ static void
 authz_refuse(struct req *req, enum pol_action a, const char *repo,
     const char *rule)
 {
-	struct headers	 h;
-	char		 detail[OCI_NAME_MAX + 192], chal[320];
+	char		 detail[OCI_NAME_MAX + 192];
 	const char	*an = policy_action_name(a), *why;
-	int		 n, anon = req->principal.method == AUTH_ANONYMOUS;
+	int		 anon = req->principal.method == AUTH_ANONYMOUS;
 
 	req->decision = "deny";
 	req->rule = rule;
@@ -91,21 +114,7 @@ authz_refuse(struct req *req, enum pol_action a, const char *repo,
 		req_fail(req, ERR_DENIED, detail);
 		return;
 	}
-	/*
-	 * RFC 9110 15.5.2: a 401 carries a challenge.  Until the identity
-	 * issue brings the gateway's token service there is no Bearer
-	 * realm to send a client to; Basic with the service name says
-	 * "credentials wanted" to the clients that look.  The identity
-	 * issue replaces it with Bearer realm=...,service=...,
-	 * scope="repository:NAME:ACTION".
-	 */
-	headers_init(&h);
-	n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
-	    req->conf->service);
-	if (n > 0 && (size_t)n < sizeof(chal))
-		headers_add(&h, "WWW-Authenticate", 16, chal, (size_t)n);
-	req_fail_with(req, ERR_UNAUTHORIZED, detail, &h);
-	headers_clear(&h);
+	authz_challenge(req, detail);
 }
 
 /*
@@ -269,6 +278,40 @@ authz_request(struct req *req)
 	}
 	authz_mount(req);
 	return (0);
+}
+
+/*
+ * The base endpoint, GET /v2/ (from req_route), which clients call first
+ * to learn whether and how to authenticate (distribution spec, "Determining
+ * Support").  An anonymous caller whom the policy lets pull nothing from
+ * any upstream gets 401 and the challenge, as a registry that requires
+ * authentication answers; everyone else 200.  A client then sends what
+ * credentials it holds with each request: for a mirror's dockerd, the
+ * Docker Hub login of whoever ran `docker login` (moby issues 30880,
+ * 42022).  identity.c ignores them, proxy.c never forwards them, and no
+ * log line or audit record carries them; asking costs nothing, and a
+ * client without credentials goes on as before.  Returns 0 to let the
+ * caller answer 200, -1 when answered.
+ */
+int
+authz_base(struct req *req)
+{
+	const struct config	*conf = req->conf;
+	struct pol_result	 res;
+	size_t			 i;
+
+	if (req->principal.method != AUTH_ANONYMOUS)
+		return (0);
+	memset(&res, 0, sizeof(res));
+	/* No repository: may it pull anything there at all? */
+	for (i = 0; i < conf->nupstreams; i++)
+		if (policy_decide(conf->policy, &req->principal,
+		    conf->upstreams[i].name, NULL, POL_PULL, &res))
+			return (0);
+	req->decision = "deny";
+	req->rule = res.rule;
+	authz_challenge(req, "authentication required");
+	return (-1);
 }
 
 /* Whether the client's address is in audit.admin_addresses. */

@@ -28,6 +28,7 @@ import urllib.parse
 import uuid
 
 import pytest
+import requests
 
 from lib.gateway import gateway_config, upstream
 from lib.images import HOST_ARCH
@@ -37,6 +38,9 @@ from lib.redis import RedisServer, entries_to_dicts
 from lib.util import free_port, wait_for
 
 STREAM = "portcullis:audit"
+# How an audit record writes an anonymous caller.
+ANON = ("none", "anonymous")
+ACCEPT_DOCKER = "application/vnd.docker.distribution.manifest.v2+json"
 NODE_ORG = "Portcullis Test"
 NODE_DN = "CN=node1,O=" + NODE_ORG
 RULE = "nodes-pull-hub"
@@ -127,7 +131,11 @@ def mirror_gateway(start_gateway, pki, hub, tap, redis, tmp_path, rules,
         audit={"redis": redis.host, "spool_file": str(tmp_path / "spool"),
                "timeout": 2},
         log={"level": "debug"})
-    return start_gateway(cfg, tls_client={"ca": pki.ca})
+    tls_client = {"ca": pki.ca}
+    if verify_client == "require":
+        # The harness's own /healthz probes need one then.
+        tls_client.update(cert=pki.node2[0], key=pki.node2[1])
+    return start_gateway(cfg, tls_client=tls_client)
 
 
 def mirror_dockerd(start_dockerd, gw, pki, cert=None):
@@ -180,6 +188,21 @@ def assert_fell_back_locally(dk, out):
     assert "connection refused" in (out + log), (out, log[-3000:])
 
 
+def assert_left_the_mirror(dk, gw):
+    """dockerd gave the mirror up after an error from it: its last try of
+    the mirror is followed by "Attempting next endpoint" before it tries
+    anything else.  Returns that line."""
+    log = dk.log_text()
+    lines = [l for l in log.splitlines()
+             if "Trying to pull" in l or "Attempting next endpoint" in l]
+    tries = [i for i, l in enumerate(lines)
+             if "from https://%s/" % gw.host in l]
+    assert tries, log[-3000:]
+    after = lines[tries[-1] + 1:tries[-1] + 2]
+    assert after and "Attempting next endpoint" in after[0], log[-3000:]
+    return after[0]
+
+
 def pull(dk, name):
     return dk.docker("pull", "%s:latest" % name, check=False, timeout=180)
 
@@ -216,21 +239,25 @@ def test_node_certificate_admits_the_pull_and_its_absence_refuses(
             ("allow", RULE, "200"), d
 
     # The same dockerd, its certificate taken away (it reads certs.d at
-    # every pull): refused by the policy, not by TLS.
+    # every pull): refused by the policy, not by TLS.  GET /v2/ already
+    # says 401 (this caller may pull nothing); with no Docker Hub login to
+    # answer the challenge, dockerd gives up on the mirror there and
+    # falls back.
     install_certs(dk, gw, pki, None)
     dk.docker("rmi", "mirror-demo:latest")
     n = len(tap.request_lines())
     cp = pull(dk, "mirror-demo")
     assert cp.returncode != 0
+    assert_left_the_mirror(dk, gw)
     assert_fell_back_locally(dk, cp.stdout + cp.stderr)
     # Nothing reached the upstream for it.
     assert upstream_requests(tap, "library/mirror-demo") == got
-    assert not [l for l in tap.request_lines()[n:] if "/v2/library/" in l]
-    refused = wait_records(
-        redis, lambda d: d["repository"] == "library/mirror-demo" and
-        d["decision"] == "deny", "the refusal's audit record")
+    assert tap.request_lines()[n:] == []
+    refused = wait_records(redis, lambda d: d["decision"] == "deny",
+                           "the refusal's audit record")
     for d in refused:
-        assert (d["auth_method"], d["status"]) == ("anonymous", "401"), d
+        assert (d["path"], d["status"]) == ("/v2/", "401"), d
+        assert (d["auth_method"], d["subject"]) == ANON, d
         assert d["rule"] == "", d      # default deny: no rule matched
     assert gw.alive()
 
@@ -249,8 +276,27 @@ def test_node_admitted_by_network_without_certificate(
                         "library/mirror-net" and "/manifests/" in d["path"],
                         "the manifest's audit record")
     for d in recs:
-        assert (d["auth_method"], d["client_ip"]) == ("anonymous", "::1"), d
+        assert (d["auth_method"], d["subject"]) == ANON, d
+        assert d["client_ip"] == "::1", d
         assert (d["decision"], d["rule"]) == ("allow", NET_RULE), d
+
+
+def test_require_refuses_at_the_handshake_without_a_record(
+        pki, hub, tap, redis, start_gateway, start_dockerd, tmp_path):
+    """verify_client "require" (what the README's recipe does not pick):
+    a node without a certificate is refused by TLS before it names a
+    repository, so no rule can admit it by network and there is no audit
+    record of what it wanted; dockerd falls back all the same."""
+    gw = mirror_gateway(start_gateway, pki, hub, tap, redis, tmp_path,
+                        [pull_rule(NET_RULE, "cidr:::1/128")],
+                        verify_client="require")
+    dk = mirror_dockerd(start_dockerd, gw, pki, cert=None)
+    cp = pull(dk, "mirror-net")
+    assert cp.returncode != 0
+    assert_fell_back_locally(dk, cp.stdout + cp.stderr)
+    assert "tls_error" in gw.log_text()
+    assert not [d for d in records(redis) if d["path"].startswith("/v2/")]
+    assert tap.request_lines() == []
 
 
 # ---------------------------------------------------------------------------
@@ -297,28 +343,58 @@ def test_docker_hub_credentials_reach_no_upstream_log_or_record(
                              {"auth": auth}}}, f)
 
     cp = pull(dk, "mirror-creds")
+    recs = wait_records(redis, lambda d: d["repository"] ==
+                        "library/mirror-creds", "the pull's audit records")
+    log = gw.log_text()
     if with_cert:
+        # GET /v2/ said 200 to the node: nothing asked for credentials,
+        # and dockerd sent none.
         assert cp.returncode == 0, cp.stderr + dk.log_text()[-3000:]
         assert any("/manifests/" in l for l in
                    upstream_requests(tap, "library/mirror-creds"))
+        assert "credentials ignored" not in log
+        for d in recs:
+            assert (d["auth_method"], d["subject"]) == ("mtls", NODE_DN), d
+            assert d["decision"] == "allow", d
+        # A client that sends them anyway on requests the policy lets
+        # through (what dockerd does behind a challenging /v2/): they are
+        # ignored and the requests go upstream without them.
+        s = requests.Session()
+        s.trust_env = False
+        s.verify, s.cert = pki.ca, pki.node1
+        img = hub.images["mirror-creds"].images[0]
+        n = len(tap.request_lines())
+        for path, authz in (
+                ("manifests/latest", "Basic " + auth),
+                ("blobs/" + img["layers"][0]["digest"], "Bearer " + password)):
+            r = s.get("%s/v2/library/mirror-creds/%s" % (gw.url, path),
+                      headers={"Authorization": authz,
+                               "Accept": ACCEPT_DOCKER}, timeout=30)
+            assert r.status_code == 200, r.text
+        assert len(upstream_requests(tap, "library/mirror-creds")) >= 2
+        assert len(tap.request_lines()) >= n + 2
+        log = wait_for(lambda: (lambda t: t if t.count(
+            "identity credentials ignored") >= 2 else None)(gw.log_text()),
+            what="two 'credentials ignored' log lines")
+        assert "scheme=basic" in log and "scheme=bearer" in log
     else:
+        # GET /v2/ said 401 with a challenge, and dockerd answered it
+        # with the Docker Hub login: the gateway saw credentials (and
+        # says so without them), counted them for nothing, and refused
+        # the anonymous caller on the manifest.
         assert cp.returncode != 0
+        assert_left_the_mirror(dk, gw)
         assert_fell_back_locally(dk, cp.stdout + cp.stderr)
+        assert "identity credentials ignored scheme=basic" in log, \
+            log[-3000:]
         assert upstream_requests(tap, "library/mirror-creds") == []
-    recs = wait_records(redis, lambda d: d["repository"] ==
-                        "library/mirror-creds", "the pull's audit records")
-    # The credentials were presented (the gateway says so, without them)
-    # and counted for nothing: the identity is the certificate's or none.
-    log = gw.log_text()
-    assert "credentials ignored" in log, log[-3000:]
-    for d in recs:
-        assert d["auth_method"] == ("mtls" if with_cert else "anonymous"), d
-        assert d["subject"] in (NODE_DN if with_cert else "anonymous",
-                                ""), d
+        assert any("/manifests/" in d["path"] for d in recs), recs
+        for d in recs:
+            assert (d["auth_method"], d["subject"]) == ANON, d
+            assert (d["decision"], d["status"]) == ("deny", "401"), d
     # ... and went nowhere.
     forms = marker_forms(user, password)
     wire = tap.sent()
-    assert wire, "the tap saw no upstream traffic at all"
     # The gateway has no credentials for this upstream: any Authorization
     # field on the wire to it would be the client's.
     assert b"authorization:" not in wire.lower()
