@@ -12,6 +12,8 @@
  *	_catalog					catalog (no repository)
  *	/admin and below				admin (no repository,
  *							no upstream)
+ *	the base, GET /v2/				pull, repositories
+ *							aside (authz_base)
  *
  * A refusal is 401 UNAUTHORIZED with a challenge for an anonymous caller
  * (credentials might help) and 403 DENIED for an identified one (they
@@ -282,16 +284,19 @@ authz_request(struct req *req)
 
 /*
  * The base endpoint, GET /v2/ (from req_route), which clients call first
- * to learn whether and how to authenticate (distribution spec, "Determining
- * Support").  An anonymous caller whom the policy lets pull nothing from
- * any upstream gets 401 and the challenge, as a registry that requires
- * authentication answers; everyone else 200.  A client then sends what
- * credentials it holds with each request: for a mirror's dockerd, the
- * Docker Hub login of whoever ran `docker login` (moby issues 30880,
- * 42022).  identity.c ignores them, proxy.c never forwards them, and no
- * log line or audit record carries them; asking costs nothing, and a
- * client without credentials goes on as before.  Returns 0 to let the
- * caller answer 200, -1 when answered.
+ * to learn whether and how to authenticate (distribution spec,
+ * "Determining Support").  An anonymous caller gets 401 and the challenge,
+ * as from a registry that requires authentication, unless the policy lets
+ * it pull from some upstream, repositories aside (a deny rule for it on
+ * any repository counts: that only asks for credentials); everyone else
+ * gets 200.  A client then sends the credentials it holds with each
+ * request: for a mirror's dockerd, the Docker Hub login of whoever ran
+ * `docker login` (moby issues 30880, 42022).  identity.c ignores them,
+ * proxy.c never forwards them, and no log line or audit record carries
+ * them.  A client with none goes on anonymously, except dockerd, which
+ * leaves a Basic-challenging mirror at once ("no basic auth
+ * credentials"): it would have been refused on its first request anyway.
+ * Returns 0 to let the caller answer 200, -1 when answered.
  */
 int
 authz_base(struct req *req)
