@@ -297,10 +297,9 @@ authz_request(struct req *req)
  * The base endpoint, GET /v2/ (from req_route), which clients call first
  * to learn whether and how to authenticate (distribution spec,
  * "Determining Support").  An anonymous caller gets 401 and the challenge,
- * as from a registry that requires authentication, unless the policy lets
- * it pull from some upstream, repositories aside (a deny rule for it on
- * any repository counts: that only asks for credentials); everyone else
- * gets 200.  A client then sends the credentials it holds with each
+ * as from a registry that requires authentication, unless an allow rule
+ * for pull matches it on some upstream (whatever its repositories);
+ * everyone else gets 200.  A client then sends the credentials it holds with each
  * request: for a mirror's dockerd, the Docker Hub login of whoever ran
  * `docker login` (moby issues 30880, 42022).  identity.c ignores them,
  * proxy.c never forwards them, and no log line or audit record carries
@@ -313,19 +312,21 @@ int
 authz_base(struct req *req)
 {
 	const struct config	*conf = req->conf;
-	struct pol_result	 res;
 	size_t			 i;
 
 	if (req->principal.method != AUTH_ANONYMOUS)
 		return (0);
-	memset(&res, 0, sizeof(res));
-	/* No repository: may it pull anything there at all? */
+	/*
+	 * A challenge must never reach a caller that may pull something:
+	 * dockerd, holding no credentials, would leave the mirror at once.
+	 * So the question errs toward 200 (policy.h).
+	 */
 	for (i = 0; i < conf->nupstreams; i++)
-		if (policy_decide(conf->policy, &req->principal,
-		    conf->upstreams[i].name, NULL, POL_PULL, &res))
+		if (policy_any_allow(conf->policy, &req->principal,
+		    conf->upstreams[i].name, POL_PULL))
 			return (0);
 	req->decision = "deny";
-	req->rule = res.rule;
+	req->rule = NULL;
 	authz_challenge(req, "authentication required");
 	return (-1);
 }
