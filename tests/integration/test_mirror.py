@@ -23,6 +23,8 @@ import base64
 import glob
 import json
 import os
+import re
+import shlex
 import socket
 import urllib.parse
 import uuid
@@ -464,3 +466,48 @@ def test_containerd_node_certificate_admits_the_pull(
     wait_records(redis, lambda d: d["repository"] == "library/mirror-demo"
                  and d["decision"] == "deny" and d["status"] == "401",
                  "the refusal's audit record")
+
+
+# ---------------------------------------------------------------------------
+# The README's recipe is a configuration the gateway takes.
+
+def test_readme_recipe_config_is_valid(pki, tmp_path):
+    from lib.gateway import REPO_ROOT, gateway_bin
+    from lib.util import run
+    with open(os.path.join(REPO_ROOT, "README.md")) as f:
+        readme = f.read()
+    sec = readme[readme.index("### Authenticated mirror for docker"):]
+    sec = sec[:sec.index("\n## ")]
+    blocks = re.findall(r"```json\n(.*?)```", sec, re.S)
+    cfg = json.loads(blocks[0])
+    assert json.loads(blocks[1])["registry-mirrors"]
+    # Its files, made here; everything else as written.
+    t = cfg["listen"]["tls"]
+    t["cert_file"], t["key_file"] = pki.server
+    t["client_ca_file"] = pki.ca
+    cred = tmp_path / "hub.credentials"
+    cred.write_text("user:secret\n")
+    cfg["upstreams"][0]["credentials_file"] = str(cred)
+    path = tmp_path / "mirror.json"
+    path.write_text(json.dumps(cfg))
+    cp = run([gateway_bin(), "check-config", "-c", path], check=False)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    # Its explain lines, run against it; and a node neither admits.
+    cmds = [shlex.split(l.strip()) for l in sec.splitlines()
+            if l.strip().startswith("portcullis policy explain")]
+    assert len(cmds) == 2, cmds
+    for argv in cmds:
+        argv[0], argv[argv.index("-c") + 1] = gateway_bin(), str(path)
+        cp = run(argv, check=False)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        assert "allow" in cp.stdout
+    cp = run([gateway_bin(), "policy", "explain", "-c", path, "--ip",
+              "192.0.2.10", "--repo", "library/alpine", "--action", "pull"],
+             check=False)
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    subjects = [s for r in cfg["policy"]["rules"] for s in r["subjects"]]
+    assert "mtls:CN=node1,O=Corp" in subjects
+    assert any(s.startswith("cidr:") for s in subjects)
+    # The DN form the README promises for -subj "/O=Corp/CN=node1".
+    crt, _ = pki.issue("readme-node1", "/O=Corp/CN=node1", client=True)
+    assert pki.rfc2253(crt) == "CN=node1,O=Corp"
