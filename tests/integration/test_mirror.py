@@ -261,6 +261,23 @@ def test_node_certificate_admits_the_pull_and_its_absence_refuses(
         assert (d["path"], d["status"]) == ("/v2/", "401"), d
         assert (d["auth_method"], d["subject"]) == ANON, d
         assert d["rule"] == "", d      # default deny: no rule matched
+
+    # Another node's certificate, which no rule names: identified, so
+    # 403 on the manifest (credentials would not help), and the fallback.
+    install_certs(dk, gw, pki, pki.node2)
+    node2 = pki.rfc2253(pki.node2[0])
+    cp = pull(dk, "mirror-demo")
+    assert cp.returncode != 0
+    assert_left_the_mirror(dk, gw)
+    assert_fell_back_locally(dk, cp.stdout + cp.stderr)
+    assert tap.request_lines()[n:] == []
+    denied = wait_records(redis, lambda d: d["subject"] == node2,
+                          "node2's audit records")
+    assert any("/manifests/" in d["path"] for d in denied), denied
+    for d in denied:
+        if d["path"] != "/v2/":
+            assert (d["auth_method"], d["status"]) == ("mtls", "403"), d
+            assert d["decision"] == "deny", d
     assert gw.alive()
 
 
