@@ -267,6 +267,9 @@ def test_pull_only_subject_cannot_push(gw, reg, pki, image_factory,
     assert r.returncode != 0
     assert "denied" in r.stderr.lower(), r.stderr
     assert writes(reg.access_log(since=mark)) == []
+    wait_for(lambda: re.search(r"req done method=POST path=/v2/pub/new/blobs/"
+                               r"uploads/ status=403 .* decision=deny rule=-",
+                               gw.log_text()), what="the refused push")
     # Nothing of it is there.
     assert reg.http.get(reg.url + "/v2/pub/new/tags/list",
                         timeout=10).status_code == 404
