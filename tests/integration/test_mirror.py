@@ -172,11 +172,6 @@ def wait_records(redis_srv, pred, what):
                     timeout=30, what=what)
 
 
-def manifest_records(redis_srv, repo):
-    return [d for d in records(redis_srv)
-            if d["repository"] == repo and "/manifests/" in d["path"]]
-
-
 def upstream_requests(tap, repo):
     return [l for l in tap.request_lines() if "/v2/%s/" % repo in l]
 
@@ -271,20 +266,19 @@ def test_node_certificate_admits_the_pull_and_its_absence_refuses(
     assert_left_the_mirror(dk, gw)
     assert_fell_back_locally(dk, cp.stdout + cp.stderr)
     assert tap.request_lines()[n:] == []
-    denied = wait_records(redis, lambda d: d["subject"] == node2,
-                          "node2's audit records")
-    assert any("/manifests/" in d["path"] for d in denied), denied
+    denied = wait_records(redis, lambda d: d["subject"] == node2 and
+                          "/manifests/" in d["path"],
+                          "node2's manifest audit record")
     for d in denied:
-        if d["path"] != "/v2/":
-            assert (d["auth_method"], d["status"]) == ("mtls", "403"), d
-            assert d["decision"] == "deny", d
+        assert (d["auth_method"], d["status"]) == ("mtls", "403"), d
+        assert d["decision"] == "deny", d
     assert gw.alive()
 
 
 def test_node_admitted_by_network_without_certificate(
         pki, hub, tap, redis, start_gateway, start_dockerd, tmp_path):
     """A `cidr:` rule admits the nodes of a network that have no
-    certificate; a certificate from another node changes nothing."""
+    certificate; a certificate that no rule names changes nothing."""
     gw = mirror_gateway(start_gateway, pki, hub, tap, redis, tmp_path,
                         [pull_rule(NET_RULE, "cidr:::1/128")])
     dk = mirror_dockerd(start_dockerd, gw, pki, cert=None)
@@ -297,6 +291,17 @@ def test_node_admitted_by_network_without_certificate(
     for d in recs:
         assert (d["auth_method"], d["subject"]) == ANON, d
         assert d["client_ip"] == "::1", d
+        assert (d["decision"], d["rule"]) == ("allow", NET_RULE), d
+    install_certs(dk, gw, pki, pki.node2)
+    dk.docker("rmi", "mirror-net:latest")
+    cp = pull(dk, "mirror-net")
+    assert cp.returncode == 0, cp.stderr + dk.log_text()[-3000:]
+    node2 = pki.rfc2253(pki.node2[0])
+    recs = wait_records(redis, lambda d: d["subject"] == node2 and
+                        "/manifests/" in d["path"],
+                        "node2's manifest audit record")
+    for d in recs:
+        assert (d["auth_method"], d["client_ip"]) == ("mtls", "::1"), d
         assert (d["decision"], d["rule"]) == ("allow", NET_RULE), d
 
 
@@ -314,8 +319,18 @@ def test_require_refuses_at_the_handshake_without_a_record(
     assert cp.returncode != 0
     assert_fell_back_locally(dk, cp.stdout + cp.stderr)
     assert "tls_error" in gw.log_text()
-    assert not [d for d in records(redis) if d["path"].startswith("/v2/")]
     assert tap.request_lines() == []
+    # One request that does get through, so that the records written by
+    # then are all there are: none from the refused node.
+    s = requests.Session()
+    s.trust_env = False
+    s.verify, s.cert = pki.ca, pki.node2
+    r = s.get(gw.url + "/v2/", timeout=30)
+    rid = r.headers["X-Request-Id"]
+    wait_records(redis, lambda d: d["request_id"] == rid,
+                 "the probe's audit record")
+    assert [d["request_id"] for d in records(redis)
+            if d["path"].startswith("/v2/")] == [rid]
 
 
 # ---------------------------------------------------------------------------
