@@ -296,16 +296,17 @@ authz_request(struct req *req)
 /*
  * The base endpoint, GET /v2/ (from req_route), which clients call first
  * to learn whether and how to authenticate (distribution spec,
- * "Determining Support").  An anonymous caller gets 401 and the challenge,
- * as from a registry that requires authentication, unless an allow rule
- * for pull matches it on some upstream (whatever its repositories);
- * everyone else gets 200.  A client then sends the credentials it holds with each
- * request: for a mirror's dockerd, the Docker Hub login of whoever ran
- * `docker login` (moby issues 30880, 42022).  identity.c ignores them,
- * proxy.c never forwards them, and no log line or audit record carries
- * them.  A client with none goes on anonymously, except dockerd, which
- * leaves a Basic-challenging mirror at once ("no basic auth
- * credentials"): it would have been refused on its first request anyway.
+ * "Determining Support").  An anonymous caller gets 401 and the
+ * challenge, as from a registry that requires authentication, unless an
+ * allow rule for pull matches it on some upstream (whatever its
+ * repositories); everyone else gets 200.  A client then sends the
+ * credentials it holds with each request: for a mirror's dockerd, the
+ * Docker Hub login of whoever ran `docker login` (moby issues 30880,
+ * 42022).  identity.c ignores them, proxy.c never forwards them, and no
+ * log line or audit record carries them.  A client with none goes on
+ * anonymously, except dockerd, which leaves a Basic-challenging mirror at
+ * once ("no basic auth credentials"): it would have been refused on its
+ * first request anyway.
  * Returns 0 to let the caller answer 200, -1 when answered.
  */
 int
