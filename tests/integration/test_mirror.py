@@ -304,6 +304,31 @@ def test_node_admitted_by_network_without_certificate(
         assert (d["auth_method"], d["client_ip"]) == ("mtls", "::1"), d
         assert (d["decision"], d["rule"]) == ("allow", NET_RULE), d
 
+    # A certificate from another CA: dockerd (Go) presents a certificate
+    # only when its issuer is among the CAs the gateway names, so the node
+    # is anonymous, and admitted by its network.  A client that presents
+    # it anyway fails the handshake: an unverified certificate never
+    # passes, not even as anonymous.
+    stranger = PKI(tmp_path / "stranger-pki", name="stranger CA")
+    alien = stranger.issue("node1", "/O=%s/CN=node1" % NODE_ORG,
+                           client=True)
+    install_certs(dk, gw, pki, alien)
+    dk.docker("rmi", "mirror-net:latest")
+    n = len(records(redis))
+    cp = pull(dk, "mirror-net")
+    assert cp.returncode == 0, cp.stderr + dk.log_text()[-3000:]
+    recs = wait_for(lambda: [d for d in records(redis)[n:]
+                             if "/manifests/" in d["path"]],
+                    what="the third pull's manifest record")
+    for d in recs:
+        assert (d["auth_method"], d["subject"]) == ANON, d
+        assert (d["decision"], d["rule"]) == ("allow", NET_RULE), d
+    s = requests.Session()
+    s.trust_env = False
+    s.verify, s.cert = pki.ca, alien
+    with pytest.raises(requests.exceptions.SSLError):
+        s.get(gw.url + "/v2/", timeout=30)
+
 
 def test_require_refuses_at_the_handshake_without_a_record(
         pki, hub, tap, redis, start_gateway, start_dockerd, tmp_path):
