@@ -12,6 +12,8 @@
  *	_catalog				catalog (no repository)
  *	/admin and below			admin (no repository, no
  *						upstream)
+ *	the base, GET /v2/			pull, repositories aside
+ *						(authz_base)
  *
  * A refusal is 401 UNAUTHORIZED with a challenge for an anonymous caller
  * (credentials might help) and 403 DENIED for an identified one (they
@@ -66,6 +68,30 @@ authz_action(const struct req *req)
 }
 
 /*
+ * Answer 401 UNAUTHORIZED with the challenge.  RFC 9110 15.5.2: a 401
+ * carries one.  Until the identity issue brings the gateway's token
+ * service there is no Bearer realm to send a client to; Basic with the
+ * service name says "credentials wanted" to the clients that look.  The
+ * identity issue replaces it with Bearer realm=...,service=...,
+ * scope="repository:NAME:ACTION".
+ */
+static void
+authz_challenge(struct req *req, const char *detail)
+{
+	struct headers	 h;
+	char		 chal[320];
+	int		 n;
+
+	headers_init(&h);
+	n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
+	    req->conf->service);
+	if (n > 0 && (size_t)n < sizeof(chal))
+		headers_add(&h, "WWW-Authenticate", 16, chal, (size_t)n);
+	req_fail_with(req, ERR_UNAUTHORIZED, detail, &h);
+	headers_clear(&h);
+}
+
+/*
  * Refuse: 401 with a challenge when the caller is anonymous, else 403.
  * The message names the action and the repository, never a credential.
  * The request is answered (and retired) when this returns.
@@ -74,10 +100,9 @@ static void
 authz_refuse(struct req *req, enum pol_action a, const char *repo,
     const char *rule)
 {
-	struct headers	 h;
-	char		 detail[OCI_NAME_MAX + 192], chal[320];
+	char		 detail[OCI_NAME_MAX + 192];
 	const char	*an = policy_action_name(a), *why;
-	int		 n, anon = req->principal.method == AUTH_ANONYMOUS;
+	int		 anon = req->principal.method == AUTH_ANONYMOUS;
 
 	req->decision = "deny";
 	req->rule = rule;
@@ -91,21 +116,7 @@ authz_refuse(struct req *req, enum pol_action a, const char *repo,
 		req_fail(req, ERR_DENIED, detail);
 		return;
 	}
-	/*
-	 * RFC 9110 15.5.2: a 401 carries a challenge.  Until the identity
-	 * issue brings the gateway's token service there is no Bearer
-	 * realm to send a client to; Basic with the service name says
-	 * "credentials wanted" to the clients that look.  The identity
-	 * issue replaces it with Bearer realm=...,service=...,
-	 * scope="repository:NAME:ACTION".
-	 */
-	headers_init(&h);
-	n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
-	    req->conf->service);
-	if (n > 0 && (size_t)n < sizeof(chal))
-		headers_add(&h, "WWW-Authenticate", 16, chal, (size_t)n);
-	req_fail_with(req, ERR_UNAUTHORIZED, detail, &h);
-	headers_clear(&h);
+	authz_challenge(req, detail);
 }
 
 /*
@@ -280,6 +291,45 @@ authz_request(struct req *req)
 		return (-1);
 	}
 	return (authz_mount(req));
+}
+
+/*
+ * The base endpoint, GET /v2/ (from req_route), which clients call first
+ * to learn whether and how to authenticate (distribution spec,
+ * "Determining Support").  An anonymous caller gets 401 and the
+ * challenge, as from a registry that requires authentication, unless an
+ * allow rule for pull matches it on some upstream (whatever its
+ * repositories); everyone else gets 200.  A client then sends the
+ * credentials it holds with each request: for a mirror's dockerd, the
+ * Docker Hub login of whoever ran `docker login` (moby issues 30880,
+ * 42022).  identity.c ignores them, proxy.c never forwards them, and no
+ * log line or audit record carries them.  A client with none goes on
+ * anonymously, except dockerd, which leaves a Basic-challenging mirror at
+ * once ("no basic auth credentials"): it would have been refused on its
+ * first request anyway.
+ * Returns 0 to let the caller answer 200, -1 when answered.
+ */
+int
+authz_base(struct req *req)
+{
+	const struct config	*conf = req->conf;
+	size_t			 i;
+
+	if (req->principal.method != AUTH_ANONYMOUS)
+		return (0);
+	/*
+	 * A challenge must never reach a caller that may pull something:
+	 * dockerd, holding no credentials, would leave the mirror at once.
+	 * So the question errs toward 200 (policy.h).
+	 */
+	for (i = 0; i < conf->nupstreams; i++)
+		if (policy_any_allow(conf->policy, &req->principal,
+		    conf->upstreams[i].name, POL_PULL))
+			return (0);
+	req->decision = "deny";
+	req->rule = NULL;
+	authz_challenge(req, "authentication required");
+	return (-1);
 }
 
 /* Whether the client's address is in audit.admin_addresses. */

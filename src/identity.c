@@ -18,14 +18,32 @@
  * long as the request, which never outlives its connection.
  */
 #include <string.h>
+#include <strings.h>
 
 #include "portcullis.h"
+
+/*
+ * The scheme of an Authorization value, as one of a fixed set of words:
+ * the log line that says credentials came must not carry a byte of them.
+ */
+static const char *
+identity_scheme(const char *v)
+{
+	size_t	n = strcspn(v, " \t");
+
+	if (n == 5 && strncasecmp(v, "Basic", 5) == 0)
+		return ("basic");
+	if (n == 6 && strncasecmp(v, "Bearer", 6) == 0)
+		return ("bearer");
+	return ("other");
+}
 
 void
 identity_from_conn(struct req *req)
 {
 	struct principal	*p = &req->principal;
 	struct conn		*c = req->c;
+	const char		*v;
 
 	memset(p, 0, sizeof(*p));
 	p->af = c->peer_af;
@@ -39,4 +57,13 @@ identity_from_conn(struct req *req)
 		p->method = AUTH_ANONYMOUS;
 		p->subject = "";
 	}
+	/*
+	 * An operator who wonders why a node that sends credentials is
+	 * anonymous (a mirror's dockerd sends the Docker Hub login of
+	 * whoever ran `docker login`) learns that some came, and their
+	 * scheme; nothing of their value.
+	 */
+	if ((v = headers_get(&req->msg->hdrs, "Authorization")) != NULL)
+		log_debug("%llu.%u identity credentials ignored scheme=%s",
+		    (unsigned long long)c->id, req->seq, identity_scheme(v));
 }

@@ -1020,6 +1020,31 @@ policy_decide(const struct policy *pol, const struct principal *p,
 	return 0;
 }
 
+/*
+ * Whether an allow rule for action a matches p on upstream, whatever its
+ * repositories; see policy.h.  A walk of every rule, for the base
+ * endpoint only (one per client session), never for a repository's
+ * request.
+ */
+int
+policy_any_allow(const struct policy *pol, const struct principal *p,
+    const char *upstream, enum pol_action a)
+{
+	const struct pol_rule	*r;
+	size_t			 i;
+
+	if (pol == NULL || p == NULL || pol_action_index(a) == -1)
+		return 0;
+	for (i = 0; i < pol->nrules; i++) {
+		r = &pol->rules[i];
+		if (!r->deny && (r->actions & a) &&
+		    pol_listed(r->upstreams, r->nupstreams, upstream) &&
+		    pol_subjects_match(r, p))
+			return 1;
+	}
+	return 0;
+}
+
 /* Rule i against one request, with the first condition that failed. */
 enum pol_miss
 policy_explain_rule(const struct policy *pol, size_t i,

@@ -75,6 +75,16 @@ int		 policy_decide(const struct policy *, const struct principal *,
 		    struct pol_result *);
 
 /*
+ * Whether some allow rule for action a matches principal p on upstream,
+ * whatever repositories it names (templates unresolved): "might p do a on
+ * anything there?".  Deny rules are not consulted, so it can say yes where
+ * every request would be denied; never no where one would be allowed.
+ * For the answer of the base endpoint (GET /v2/), not for a decision.
+ */
+int		 policy_any_allow(const struct policy *, const struct principal *,
+		    const char *upstream, enum pol_action);
+
+/*
  * Whether digest ("sha256:...") is on the blocklist: 1 and *id set to the
  * entry's id (or the digest) when it is, 0 when not.
  */

@@ -424,6 +424,7 @@ void		 identity_from_conn(struct req *);
 
 /* authz.c: the policy gate. */
 int		 authz_request(struct req *);
+int		 authz_base(struct req *);
 int		 authz_admin(struct req *);
 void		 authz_config_loaded(const struct config *);
 

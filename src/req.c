@@ -737,11 +737,12 @@ req_route(struct req *req)
 	}
 	if (req->route.ep == OCI_EP_BASE) {
 		/*
-		 * Answered here, to everyone: a 401 asks for credentials, and
-		 * until the identity issue there are none a client could
-		 * send (a mirror's dockerd would only offer its Docker Hub
-		 * login).  Each endpoint behind it is gated by the policy.
+		 * Answered here: 200, or 401 to an anonymous caller the
+		 * policy lets pull nothing (authz.c).  Each endpoint behind
+		 * it is gated by the policy.
 		 */
+		if (authz_base(req) == -1)
+			return;
 		req->decision = "allow";
 		req_respond_simple(req, 200, "application/json", "{}", NULL);
 		return;

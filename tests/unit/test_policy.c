@@ -437,6 +437,55 @@ test_decide(void **state)
 	free(json);
 }
 
+/*
+ * policy_any_allow(), the base endpoint's question: an allow rule for the
+ * action matches on the upstream, whatever its repositories; deny rules
+ * are not consulted.
+ */
+static void
+test_any_allow(void **state)
+{
+	static const struct {
+		int		 who;
+		const char	*upstream;
+		enum pol_action	 action;
+		int		 want;
+	} cases[] = {
+		{ ANON_10, "hub", POL_PULL, 1 },	/* pull-library */
+		{ ANON_10, "local", POL_PULL, 0 },	/* it is hub's only */
+		{ ANON_10, "hub", POL_PUSH, 0 },
+		{ ANON_LO, "hub", POL_PULL, 0 },	/* no rule names it */
+		{ ANON_LO, "local", POL_PULL, 0 },
+		{ ANON_V6, "local", POL_PULL, 1 },	/* v6, any upstream */
+		{ ANON_V6_OUT, "hub", POL_PULL, 0 },
+		{ NODE, "hub", POL_PULL, 1 },		/* authenticated */
+		{ NODE, "local", POL_PULL, 1 },		/* nodes: mtls glob */
+		/* home: a template, unresolved, still counts */
+		{ NODE_OTHER, "local", POL_PULL, 1 },
+		{ QUAR, "hub", POL_PULL, 1 },		/* denies not asked */
+		{ BOB, "hub", POL_CATALOG, 1 },
+		{ ANON_10, "hub", POL_CATALOG, 0 },
+		{ ANON_10, "hub", (enum pol_action)0x40, 0 },
+	};
+	struct config	*cfg;
+	char		*json;
+	size_t		 i;
+
+	(void)state;
+	setup_who();
+	json = build_config(0, NULL);
+	cfg = load(json);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (policy_any_allow(cfg->policy, &who[cases[i].who],
+		    cases[i].upstream, cases[i].action) != cases[i].want)
+			fail_msg("any_allow case %zu: want %d", i,
+			    cases[i].want);
+	assert_int_equal(policy_any_allow(NULL, &who[NODE], "hub", POL_PULL),
+	    0);
+	config_unref(cfg);
+	free(json);
+}
+
 /* The same table with the rules in reverse: the order never matters. */
 static void
 test_order(void **state)
@@ -950,6 +999,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_decide),
 		cmocka_unit_test(test_order),
+		cmocka_unit_test(test_any_allow),
 		cmocka_unit_test(test_explain),
 		cmocka_unit_test(test_blocked_immutable),
 		cmocka_unit_test(test_errors),

@@ -17,6 +17,7 @@ CTR = "/usr/bin/ctr"
 CONTAINERD = "/usr/bin/containerd"
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"   # not /usr/local/bin/docker (unrelated newer CLI)
+UNSHARE = "/usr/bin/unshare"
 
 
 def short_tmpdir(prefix):
@@ -177,7 +178,15 @@ class Dockerd:
     """dockerd 20.10 with its own data-root, exec-root, pidfile, unix
     socket and a containerd of ours; registry-mirrors and other
     daemon.json keys come from `daemon_config`.  docker(*args) runs
-    /usr/bin/docker -H unix://SOCK with an isolated DOCKER_CONFIG."""
+    /usr/bin/docker -H unix://SOCK with an isolated DOCKER_CONFIG.
+
+    dockerd has no setting for /etc/docker (certs.d, key.json), so it runs
+    in a private mount namespace of its own (unshare) in which a temp dir
+    is bind-mounted over /etc/docker: certs_dir(host) is
+    /etc/docker/certs.d/<host> as this dockerd sees it, and nothing is
+    read from or written to the real /etc/docker.  dockerd reads a
+    certs.d directory at each pull, so a test may change it between
+    pulls."""
 
     def __init__(self, daemon_config=None, dir=None):
         self._own_dir = dir is None
@@ -191,13 +200,24 @@ class Dockerd:
         self.config_path = os.path.join(self.dir, "daemon.json")
         self.docker_config = os.path.join(self.dir, "cli")
         os.makedirs(self.docker_config, exist_ok=True)
+        self.etc_docker = os.path.join(self.dir, "etc-docker")
+        os.makedirs(os.path.join(self.etc_docker, "certs.d"), exist_ok=True)
+        if not os.path.isdir("/etc/docker"):
+            raise HarnessError("/etc/docker is missing: the private "
+                               "/etc/docker of a test dockerd is mounted "
+                               "over it")
         with open(self.config_path, "w") as f:
             json.dump(daemon_config or {}, f)
         self.containerd = Containerd(os.path.join(self.dir, "ctd"),
                                      namespace="moby")
         try:
+            # unshare without --fork execs: the PID is dockerd's, and the
+            # namespace (with its mount) ends with it.
             self.proc = ManagedProcess(
-                [DOCKERD, "--config-file", self.config_path,
+                [UNSHARE, "--mount", "--propagation", "private", "--",
+                 "/bin/sh", "-c", 'mount --bind "$0" /etc/docker && '
+                 'exec "$@"', self.etc_docker,
+                 DOCKERD, "--config-file", self.config_path,
                  "--data-root", self.data_root, "--exec-root", self.exec_root,
                  "--pidfile", self.pidfile, "-H", self.host,
                  "--containerd", self.containerd.address,
@@ -213,6 +233,14 @@ class Dockerd:
         except Exception:
             self.stop()
             raise
+
+    def certs_dir(self, host):
+        """/etc/docker/certs.d/<host> of this dockerd (created), where it
+        looks for ca.crt, client.cert and client.key for `host` (as
+        written in registry-mirrors: "[::1]:5000")."""
+        d = os.path.join(self.etc_docker, "certs.d", host)
+        os.makedirs(d, exist_ok=True)
+        return d
 
     def docker(self, *args, timeout=180, check=True):
         env = safe_env({"DOCKER_CONFIG": self.docker_config})
