@@ -132,7 +132,7 @@ cat_answer(struct catalog *cat, const char *next)
 	int		 n;
 
 	headers_init(&h);
-	if (next != NULL && url_pct_encode(next, enc, sizeof(enc)) == 0) {
+	if (next != NULL && url_pct_encode(next, enc, sizeof(enc)) >= 0) {
 		ns[0] = '\0';
 		/* Keep ns= routing: the next page is of the same upstream. */
 		if (req->ns[0] != '\0') {
@@ -275,7 +275,7 @@ cat_fetch(struct catalog *cat)
 	cat->link = 0;
 	cat->pages++;
 	if (cat->cursor[0] != '\0' && url_pct_encode(cat->cursor, enc,
-	    sizeof(enc)) == 0)
+	    sizeof(enc)) >= 0)
 		snprintf(path, sizeof(path), "/v2/_catalog?n=%zu&last=%s",
 		    req->conf->catalog_names, enc);
 	else

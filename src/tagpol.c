@@ -121,17 +121,20 @@ tagpol_blocked(struct req *req, const char *digest)
 {
 	const char	*id;
 	char		 detail[600];
+	int		 named;
 
 	if (req->route.ep != OCI_EP_MANIFEST || digest == NULL ||
 	    (req->msg->method != HTTP_GET && req->msg->method != HTTP_HEAD) ||
 	    !policy_blocked(req->conf->policy, digest, &id))
 		return (0);
-	snprintf(detail, sizeof(detail), "manifest %s of %s:%s is blocked "
-	    "(%s)", digest, req->route.name, req->route.ref, id != NULL ?
-	    id : digest);
+	/* An entry without an id of its own is named by its digest. */
+	named = id != NULL && strcmp(id, digest) != 0;
+	snprintf(detail, sizeof(detail), "manifest %s of %s:%s is blocked"
+	    "%s%s%s", digest, req->route.name, req->route.ref,
+	    named ? " (" : "", named ? id : "", named ? ")" : "");
 	req->decision = "deny";
 	req->rule = id;
-	req_fail(req, ERR_DENIED, detail);
+	req_fail(req, ERR_DIGEST_BLOCKED, detail);
 	return (1);
 }
 
@@ -215,7 +218,7 @@ tp_decide(struct tagpol *tp)
 			    (unsigned long long)req->c->id, req->seq,
 			    req->upname, req->route.ref, tp->rule,
 			    tp->up_digest, pushed);
-			req_fail(req, ERR_DENIED, detail);
+			req_fail(req, ERR_TAG_IMMUTABLE, detail);
 			return;
 		}
 	} else if (tp->status != 404) {

@@ -23,6 +23,7 @@ manifest answered without Docker-Content-Digest (the gateway computes it).
 import hashlib
 import json
 import re
+import urllib.parse
 
 import pytest
 
@@ -47,9 +48,12 @@ def push_tiny(http, reg, repo, tag="v1", seed=None):
                       "rootfs": {"type": "layers", "diff_ids": []},
                       "comment": seed or repo}).encode()
     d = sha256(cfg)
-    r = http.post("%s/v2/%s/blobs/uploads/?digest=%s" % (reg.url, repo, d),
-                  data=cfg, timeout=30,
-                  headers={"Content-Type": "application/octet-stream"})
+    r = http.post("%s/v2/%s/blobs/uploads/" % (reg.url, repo), timeout=30)
+    assert r.status_code == 202, r.text
+    loc = urllib.parse.urljoin(reg.url, r.headers["Location"])
+    r = http.put(loc + ("&" if "?" in loc else "?") + "digest=" + d,
+                 data=cfg, timeout=30,
+                 headers={"Content-Type": "application/octet-stream"})
     assert r.status_code == 201, r.text
     man = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                       "config": {"mediaType": OCI_CONFIG, "digest": d,
@@ -308,7 +312,8 @@ def test_immutable_tag_raw_put_refused_with_oci_error(imm_stack, http,
     assert r.status_code == 403, r.text
     err = r.json()["errors"][0]
     assert err["code"] == "DENIED"
-    assert "tag v1 of apps/raw is immutable (releases)" in err["message"]
+    assert err["message"] == "manifest tag is immutable"
+    assert err["detail"] == "tag v1 of apps/raw is immutable (releases)"
     # Chunked (the body read whole first, then sent with a length).
     r = http.put(url, data=iter([changed[:10], changed[10:]]), headers=hdrs,
                  timeout=30)
@@ -397,7 +402,10 @@ def test_blocked_digest_pulled_by_tag_through_proxy(blk_stack, start_gateway,
             assert r.status_code == 403, (repo, head, r.status_code)
             if not head:
                 assert r.json()["errors"][0]["code"] == "DENIED"
-                assert s.bad in r.json()["errors"][0]["message"]
+                err = r.json()["errors"][0]
+                assert err["message"] == "manifest digest is blocked"
+                assert err["detail"] == "manifest %s of %s:v1 is blocked" % (
+                    s.bad, repo)
     r = _get(http, gw, "ok/app", "v1")
     assert r.status_code == 200
     assert r.headers["Docker-Content-Digest"] == s.good
