@@ -281,6 +281,18 @@ pattern_literal_head(const struct pattern *p, size_t *len)
 	return p->lit + t->off;
 }
 
+/* Whether every segment is "**". */
+int
+pattern_matches_all(const struct pattern *p)
+{
+	size_t	 i;
+
+	for (i = 0; i < p->nsegs; i++)
+		if (!p->segs[i].dstar)
+			return 0;
+	return 1;
+}
+
 /* Whether a value may stand in for a template: 1 or 0. */
 int
 pattern_value_ok(const char *s, size_t len)

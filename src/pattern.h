@@ -73,6 +73,8 @@ enum pat_var_kind pattern_var(const struct pattern *, size_t i,
  * otherwise.
  */
 const char	*pattern_literal_head(const struct pattern *, size_t *len);
+/* Whether the pattern matches every name (only "**" segments): 1 or 0. */
+int		 pattern_matches_all(const struct pattern *);
 /* Whether a template value may fill a segment: 1 or 0. */
 int		 pattern_value_ok(const char *, size_t);
 /*
