@@ -29,7 +29,8 @@
  * A proxy either relays for a client request (proxy_start, in
  * proxy_relay.c: the answer goes to req.c's response writer) or runs
  * without a client (proxy_fetch_new: the cache's fills and tag
- * revalidations), in which case the owner's proxy_ops receive the answer.
+ * revalidations, the immutable tag check; proxy_fetch_path: the catalog's
+ * pages), in which case the owner's proxy_ops receive the answer.
  * Auth, the pool, redirects and backpressure are the same code either
  * way.  Its owner, either way, retires it with proxy_free() and it is
  * freed on the next turn.

@@ -6,11 +6,13 @@
  * `ns` stripped, `from=` mapped; proxy.c drops the hop-by-hop fields and
  * the client's Authorization and adds the gateway's own upstream
  * credentials) and the body streamed through as it arrives (the request's
- * body sinks, set by proxy.c once the head is sent).  The response head
+ * body sinks, set once the head is sent), or, when a gate read it whole
+ * first (req->body_read: the immutable tag check), sent from memory.  The response head
  * is rewritten for the client (upload Locations point back at the
  * gateway, the upstream's challenge replaced by the gateway's, a 429 made
  * the OCI TOOMANYREQUESTS error, a manifest over limits.manifest_bytes
- * refused) and its body streamed back through req.c's response writer.
+ * refused, a manifest pulled by tag refused when its digest is blocked)
+ * and its body streamed back through req.c's response writer.
  *
  * The proxy is the request's UPSTREAM stage (px_stage_ops): the client's
  * output draining reads the upstream again (proxy_resume), and the

@@ -14,10 +14,11 @@ docker-registry and skopeo:
 - A blocked manifest digest pulled by tag is refused, through the proxy
   and through the cache (from the tag record, and after revalidation).
 
-Two tests use HostileUpstream, a TEST DOUBLE for a misbehaving upstream,
-for faults a real docker-registry will not make: a HEAD that fails while
-the PUT would be taken (the immutable check must fail closed), and a
-manifest answered without Docker-Content-Digest (the gateway computes it).
+Three tests use HostileUpstream, a TEST DOUBLE for a misbehaving upstream,
+for faults a real docker-registry will not make: a catalog page larger
+than limits.catalog_page_bytes, a HEAD that fails while the PUT would be
+taken (the immutable check must fail closed), and a manifest answered
+without Docker-Content-Digest (the gateway computes it).
 """
 
 import hashlib
@@ -204,6 +205,29 @@ def test_catalog_bounded_scan_continues_with_link(catalog_stack, http):
         '</v2/_catalog?n=3&last=team-b%2Fr02>; rel="next"'
 
 
+def test_catalog_page_over_limit_is_502(start_gateway, http):
+    # The test double answers the catalog with a page larger than
+    # limits.catalog_page_bytes: refused, never read whole.
+    up = HostileUpstream()
+    try:
+        names = ["big/r%04d" % i for i in range(200)]
+        page = json.dumps({"repositories": names}).encode()
+        assert len(page) > 1024
+        up.route("GET", "/v2/_catalog", 200,
+                 {"Content-Type": "application/json"}, page)
+        gw = start_gateway(gateway_config(
+            {"name": "up1", "url": up.url, "prefix": "up1",
+             "default": True, "hosts": []},
+            policy={"rules": [rule("all", ["pull", "catalog"], ["**"])]},
+            limits={"catalog_page_bytes": 1024}))
+        r = http.get(gw.url + "/v2/_catalog?n=5", timeout=30)
+        assert r.status_code == 502, r.text
+        assert "catalog_page_bytes" in r.json()["errors"][0]["detail"]
+        assert up.count("GET", "/v2/_catalog") == 1
+    finally:
+        up.stop()
+
+
 # -- immutable tags ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -291,6 +315,7 @@ def test_immutable_tag_not_overwritten_new_tag_pushed(imm_stack, skopeo,
         for sc in rec["scopes"]:
             scopes.update(x for x in sc.split(" ") if x)
     assert "repository:apps/web:pull" in scopes
+    assert "repository:apps/web:pull,push" in scopes
 
 
 def test_immutable_tag_raw_put_refused_with_oci_error(imm_stack, http,
