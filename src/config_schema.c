@@ -335,7 +335,9 @@ static const struct cfg_key cfg_audit_keys[] = {
 	  .off = AUDIT_OFF(admin_addresses),
 	  .count_off = AUDIT_OFF(nadmin_addresses), .min = 0, .max = 256,
 	  .check = cfg_check_ip, .def_doc = "none",
-	  .help = "Client IP addresses that may use GET /admin/audit." },
+	  .help = "Deprecated: write a policy rule for the admin action. "
+	  "Client IP addresses allowed the admin action (/admin/*) as if "
+	  "an allow rule said so; a deny rule still wins." },
 	{ .name = "queue_max", .type = CFG_SIZE, .off = AUDIT_OFF(queue_max),
 	  .min = 16, .max = 1000000, .def = 10000,
 	  .help = "Records held in memory waiting for Redis; beyond it "

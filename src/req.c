@@ -94,7 +94,13 @@ req_start(struct conn *c, struct hframe_msg *msg)
 		fatal("calloc");
 	c->req = req;
 	req->c = c;
-	req->conf = c->conf;
+	/*
+	 * The snapshot current now, not the connection's: a reload (a
+	 * changed policy above all) decides every request that starts
+	 * after it, also on a keep-alive connection; one in flight keeps
+	 * its own.  The connection's framing limits stay its own.
+	 */
+	req->conf = c->ctx->conf;
 	config_ref(req->conf);
 	req->seq = c->nreqs;
 	req->start_ms = now_ms();

@@ -176,8 +176,8 @@ server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 	ctx->conf = conf;
 	log_set_level(conf->log_level);
 	log_info("- server reload done upstreams=%zu", conf->nupstreams);
-	authz_config_loaded(conf);
 	server_policy_note(conf);
+	authz_config_loaded(conf);
 	server_fd_limit(conf);	/* a raised max_connections needs them */
 	server_conn_gone(ctx);	/* a raised max_connections applies */
 }
@@ -281,7 +281,6 @@ server_run(const char *path, char **cause)
 	if ((ctx->conf = config_load(path, cause)) == NULL)
 		goto out;
 	log_init(ctx->conf->log_level);
-	authz_config_loaded(ctx->conf);
 	signal(SIGPIPE, SIG_IGN);
 	if ((ctx->base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
@@ -322,6 +321,7 @@ server_run(const char *path, char **cause)
 	    PC_VERSION, ctx->conf->listen_address,
 	    ctx->conf->tls ? "on" : "off", ctx->conf->nupstreams);
 	server_policy_note(ctx->conf);
+	authz_config_loaded(ctx->conf);
 	event_base_dispatch(ctx->base);
 	log_info("- server stop open=%zu", ctx->nconns);
 	rv = 0;
