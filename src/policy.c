@@ -942,13 +942,13 @@ pol_entry_match(const struct policy *pol, const struct pol_entry *e,
 {
 	const struct pol_rule	*r = &pol->rules[e->rule];
 
-	if (!pol_listed(r->upstreams, r->nupstreams, upstream))
+	/* Cheapest first: subjects are a few compares, patterns a walk. */
+	if (!pol_listed(r->upstreams, r->nupstreams, upstream) ||
+	    !pol_subjects_match(r, p))
 		return 0;
-	if (repo != NULL && e->pat >= 0 &&
-	    pattern_match_principal(r->pats[e->pat], repo, len, p) !=
-	    PAT_MATCH)
-		return 0;
-	return pol_subjects_match(r, p);
+	return repo == NULL || e->pat < 0 ||
+	    pattern_match_principal(r->pats[e->pat], repo, len, p) ==
+	    PAT_MATCH;
 }
 
 /*

@@ -173,8 +173,8 @@ struct policy	*policy_compile(const struct pol_src *src,
 	X(POL_MISS_ACTION, "action not in rule")			\
 	X(POL_MISS_UPSTREAM, "upstream not listed")			\
 	X(POL_MISS_REPOSITORY, "no repository pattern matched")		\
-	X(POL_MISS_SCOPED, "rule is limited to repositories; the action "	\
-	    "names none")							\
+	X(POL_MISS_SCOPED,						\
+	    "rule is limited to repositories; the action names none")	\
 	X(POL_MISS_TEMPLATE, "template value unusable")			\
 	X(POL_MISS_SUBJECT, "no subject matched")
 

@@ -214,3 +214,46 @@ def test_no_policy_denies_everything(tmp_path):
     assert r.returncode == 1
     assert "rule: none (no rule matched: default deny)\n" in r.stdout
     assert "  (none: every request is denied)\n" in r.stdout
+
+
+def test_sighup_reloads_policy_and_logs_every_error(start_gateway, tmp_path):
+    """The daemon: the rule count at start, a broken policy file refused
+    on SIGHUP with every error and its path while the old one stays, an
+    empty policy announced as denying everything."""
+    import signal
+    from lib.util import wait_for
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": [
+        {"id": "lo", "effect": "allow", "repositories": ["**"],
+         "subjects": ["cidr:127.0.0.0/8"], "actions": ["*"]}]}))
+    cfg = {"upstreams": [{"name": "up", "url": "http://127.0.0.1:1",
+                          "default": True}],
+           "policy": {"file": str(rules)}}
+    gw = start_gateway(cfg)
+    wait_for(lambda: "policy loaded rules=1" in gw.log_text(),
+             what="the rule count at start")
+
+    def reload():
+        n = gw.log_text().count("server reload")
+        os.kill(gw.pid, signal.SIGHUP)
+        wait_for(lambda: gw.log_text().count("server reload") > n,
+                 what="the reload to be logged")
+
+    rules.write_text(json.dumps({"rules": [
+        {"id": "x", "effect": "allow", "repositories": ["a**"],
+         "subjects": ["nobody"], "actions": ["pull"]}]}))
+    reload()
+    log = gw.log_text()
+    assert "reload failed" in log
+    assert str(rules) + "#/rules/0/repositories/0: '**' must be a " \
+        "whole segment" in log
+    assert str(rules) + "#/rules/0/subjects/0: unknown subject" in log
+
+    plain = dict(gw.config)
+    del plain["policy"]
+    with open(gw.config_path, "w") as f:
+        json.dump(plain, f)
+    reload()
+    assert "server reload done" in gw.log_text()
+    assert "policy: no rules, every request is denied" in gw.log_text()
+    assert gw.alive()

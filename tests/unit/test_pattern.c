@@ -126,6 +126,12 @@ static const struct match_case cases[] = {
 	{ "users/${subject}/**", "users/bobby/app", "bob", NULL, N },
 	{ "users/${subject}/**", "users/alice/app", "bob", NULL, N },
 	{ "users/${subject}/**", "users/bob/app", NULL, NULL, U },
+	/* No value, and no value could match: plain no match. */
+	{ "users/${subject}/**", "other/bob", NULL, NULL, N },
+	{ "users/${subject}/**", "users", "..", NULL, N },
+	{ "ci/${claim.repository}/**", "base/x", "ci", NULL, N },
+	{ "x-${claim.a}-y", "x--y", "u", NULL, U },
+	{ "x-${claim.a}-y", "x-z", "u", NULL, N },
 	{ "users/${subject}", "users/b.o-b_1", "b.o-b_1", NULL, Y },
 	{ "pre-${subject}-post", "pre-a-post", "a", NULL, Y },
 	{ "pre-${subject}-post", "pre-ab-post", "a", NULL, N },
