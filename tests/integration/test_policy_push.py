@@ -107,10 +107,14 @@ def catalog_stack(start_registry_module, start_gateway_module):
     http.trust_env = False
     for repo in ALL_REPOS:
         push_tiny(http, reg, repo)
+    # Through the gateway "up1/hidden" routes to up1's "hidden" (up1 is
+    # the upstream's prefix): not a name a client could use, so unlisted
+    # even though a rule allows it.
+    push_tiny(http, reg, "up1/hidden")
     up = upstream(reg, name="up1", prefix="up1", default=True)
     pol_a = {"rules": [
         rule("a-list", ["catalog"], ["**"]),
-        rule("a-pull", ["pull"], ["team-a/**", "shared/**"]),
+        rule("a-pull", ["pull"], ["team-a/**", "shared/**", "up1/**"]),
         rule("a-no-secrets", ["pull"], ["shared/secret*"], effect="deny")]}
     pol_b = {"rules": [
         rule("b-list", ["catalog"], ["**"]),
@@ -146,7 +150,7 @@ def test_catalog_filtered_per_caller_and_paginated(catalog_stack, http):
     s = catalog_stack
     # The upstream holds all 25; each gateway shows its caller's share.
     direct = http.get(s.reg.url + "/v2/_catalog?n=1000", timeout=30).json()
-    assert set(ALL_REPOS) <= set(direct["repositories"])
+    assert set(ALL_REPOS + ["up1/hidden"]) <= set(direct["repositories"])
 
     allowed_a = TEAM_A + SHARED
     pages = walk(http, s.a, "/v2/_catalog?n=4")
@@ -173,6 +177,12 @@ def test_catalog_filtered_per_caller_and_paginated(catalog_stack, http):
     h = http.head(s.a.url + "/v2/_catalog?n=4", timeout=30)
     assert h.status_code == 200 and h.content == b""
     assert h.headers["Link"] == pages_first_link(http, s.a)
+    # Routed by containerd's ns=: the Link keeps it.
+    r = http.get(s.a.url + "/v2/_catalog?n=4&ns=" + s.reg.host, timeout=30)
+    assert r.json()["repositories"] == sorted(allowed_a)[:4]
+    assert r.headers["Link"] == \
+        '</v2/_catalog?n=4&last=shared%%2Fx3&ns=%s>; rel="next"' % (
+            s.reg.host.replace(":", "%3A"))
     # Bad n or last: 400, nothing asked of the upstream.
     for q in ("n=-1", "n=abc", "last=UPPER"):
         r = http.get(s.a.url + "/v2/_catalog?" + q, timeout=30)
