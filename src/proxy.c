@@ -142,14 +142,6 @@ px_target(struct proxy *px, const char *upname, const char *rest,
 	return (n < 0 || (size_t)n >= sizeof(px->scope) ? -1 : 0);
 }
 
-/*
- * A request to an upstream without a client: `method` (GET or HEAD) on
- * /v2/<upname>/<kind>/<ref> ("blobs" or "manifests") with a pull token,
- * forwarding the fields in `fwd` (kept by the owner until the proxy is
- * retired).  Nothing happens until proxy_fetch_start(); the answer goes to
- * ops with arg.  The owner retires the proxy with proxy_free(), in any of
- * its callbacks or after the last one (done or fail).
- */
 /* A client-less proxy with nothing to send yet (its target comes next). */
 static struct proxy *
 px_fetch_alloc(struct pc_ctx *ctx, struct config *conf,
@@ -178,6 +170,14 @@ px_fetch_alloc(struct pc_ctx *ctx, struct config *conf,
 	return (px);
 }
 
+/*
+ * A request to an upstream without a client: `method` (GET or HEAD) on
+ * /v2/<upname>/<kind>/<ref> ("blobs" or "manifests") with a pull token,
+ * forwarding the fields in `fwd` (kept by the owner until the proxy is
+ * retired).  Nothing happens until proxy_fetch_start(); the answer goes to
+ * ops with arg.  The owner retires the proxy with proxy_free(), in any of
+ * its callbacks or after the last one (done or fail).
+ */
 struct proxy *
 proxy_fetch_new(struct pc_ctx *ctx, struct config *conf,
     const struct config_upstream *up, int method, const char *upname,
