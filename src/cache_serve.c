@@ -314,6 +314,9 @@ cr_respond(struct cache_reader *cr)
 	int			 verified = cr->ent != NULL;
 	char			 buf[CACHE_DIGEST_MAX + 8];
 
+	/* Policy: a tag that leads to a blocked digest (tagpol.c). */
+	if (cr->kind == CACHE_MANIFEST && tagpol_blocked(req, cr->digest))
+		return;				/* retires cr */
 	if (cr->kind == CACHE_BLOB && !head)
 		rr = cache_range_parse(headers_get(&req->msg->hdrs, "Range"),
 		    cr->size, &s, &e);
@@ -722,6 +725,9 @@ cr_tag_decide(struct cache_reader *cr)
 
 	if (st == 200 && cache_digest_alg(cr->up_digest, &hex) !=
 	    CACHE_ALG_NONE) {
+		/* Policy: refused before a fill or a head (tagpol.c). */
+		if (tagpol_blocked(req, cr->up_digest))
+			return;			/* retires cr */
 		cache_tag_put(cr->cache, req->up, req->upname, req->route.ref,
 		    cr->accept, cr->up_digest);
 		snprintf(cr->tag_digest, sizeof(cr->tag_digest), "%s",

@@ -142,6 +142,9 @@ struct config {
 	size_t			 upstream_header_bytes;
 	size_t			 upstream_header_count;
 	size_t			 token_bytes;
+	size_t			 catalog_names;	/* per _catalog answer */
+	size_t			 catalog_pages;	/* upstream pages per answer */
+	size_t			 catalog_page_bytes;
 	size_t			 high_watermark;
 
 	int			 header_timeout_ms;

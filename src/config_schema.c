@@ -141,6 +141,21 @@ static const struct cfg_key cfg_limits_keys[] = {
 	  .off = CFG_OFF(redirects), .min = 0, .max = 10, .def = 5,
 	  .help = "Upstream redirects followed for one request (blob, cache "
 	  "fill, tag revalidation); one more is answered 502." },
+	{ .name = "catalog_names", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(catalog_names), .min = 1, .max = 10000, .def = 100,
+	  .help = "Most repository names in one _catalog answer (a larger or "
+	  "absent n is cut to it, with a Link to the rest), and the n the "
+	  "gateway asks the upstream for per catalog page." },
+	{ .name = "catalog_pages", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(catalog_pages), .min = 1, .max = 1000, .def = 10,
+	  .help = "Upstream catalog pages read to answer one _catalog "
+	  "request; at the limit the names found so far are answered with "
+	  "a Link to continue." },
+	{ .name = "catalog_page_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(catalog_page_bytes), .min = 1024, .max = 67108864,
+	  .def = 1048576,
+	  .help = "Largest upstream catalog page body read into memory; "
+	  "larger is a 502." },
 	{ .name = NULL }
 };
 

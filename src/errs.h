@@ -26,6 +26,10 @@
 	    "authentication required")					\
 	X(ERR_DENIED, 403, "DENIED",					\
 	    "requested access to the resource is denied")		\
+	X(ERR_TAG_IMMUTABLE, 403, "DENIED",				\
+	    "manifest tag is immutable")				\
+	X(ERR_DIGEST_BLOCKED, 403, "DENIED",				\
+	    "manifest digest is blocked")				\
 	X(ERR_NOT_FOUND, 404, "NOT_FOUND",				\
 	    "no such endpoint")						\
 	X(ERR_NAME_UNKNOWN, 404, "NAME_UNKNOWN",			\

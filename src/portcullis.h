@@ -270,6 +270,9 @@ struct req {
 				    size_t);
 	void			(*body_end)(struct req *);
 	int			 body_ready;	/* sink may take bytes */
+	/* The body read whole before UPSTREAM (tagpol.c); sent from here. */
+	struct evbuffer		*body_read;
+	int			 tag_checked;	/* immutable tag check passed */
 };
 
 void	req_start(struct conn *, struct hframe_msg *);
@@ -390,6 +393,10 @@ struct proxy *proxy_fetch_new(struct pc_ctx *, struct config *,
 	    const struct config_upstream *, int, const char *, const char *,
 	    const char *, const struct headers *, const struct proxy_ops *,
 	    void *, const char *);
+struct proxy *proxy_fetch_path(struct pc_ctx *, struct config *,
+	    const struct config_upstream *, int, const char *, const char *,
+	    const struct headers *, const struct proxy_ops *, void *,
+	    const char *);
 void	proxy_fetch_start(struct proxy *);
 void	proxy_resume(struct proxy *);
 void	proxy_free(struct proxy *);
@@ -400,6 +407,15 @@ void		 cache_close(struct cache *);
 int		 cache_wants(struct req *);
 void		 cache_start(struct req *);
 void		 cache_invalidate_tag(struct req *);
+
+/* catalog.c: /v2/_catalog filtered by the policy. */
+void		 catalog_start(struct req *);
+
+/* tagpol.c: immutable tags, blocked digests reached through a tag. */
+int		 tagpol_wants(struct req *);
+void		 tagpol_start(struct req *);
+int		 tagpol_blocked(struct req *, const char *);
+int		 tagpol_digest(const char *, struct evbuffer *, char *, size_t);
 
 /* audit.c, audit_spool.c, audit_redis.c: the audit writer. */
 struct audit	*audit_new(struct pc_ctx *, char **);

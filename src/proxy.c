@@ -29,7 +29,8 @@
  * A proxy either relays for a client request (proxy_start, in
  * proxy_relay.c: the answer goes to req.c's response writer) or runs
  * without a client (proxy_fetch_new: the cache's fills and tag
- * revalidations), in which case the owner's proxy_ops receive the answer.
+ * revalidations, the immutable tag check; proxy_fetch_path: the catalog's
+ * pages), in which case the owner's proxy_ops receive the answer.
  * Auth, the pool, redirects and backpressure are the same code either
  * way.  Its owner, either way, retires it with proxy_free() and it is
  * freed on the next turn.
@@ -55,6 +56,9 @@ px_destroy(void *arg)
 
 	if (px->sink != NULL)
 		evbuffer_free(px->sink);
+	if (px->held != NULL)
+		evbuffer_free(px->held);
+	headers_clear(&px->held_hdrs);
 	if (px->extra != NULL) {
 		explicit_bzero(px->extra, strlen(px->extra));
 		free(px->extra);
@@ -138,24 +142,15 @@ px_target(struct proxy *px, const char *upname, const char *rest,
 	return (n < 0 || (size_t)n >= sizeof(px->scope) ? -1 : 0);
 }
 
-/*
- * A request to an upstream without a client: `method` (GET or HEAD) on
- * /v2/<upname>/<kind>/<ref> ("blobs" or "manifests") with a pull token,
- * forwarding the fields in `fwd` (kept by the owner until the proxy is
- * retired).  Nothing happens until proxy_fetch_start(); the answer goes to
- * ops with arg.  The owner retires the proxy with proxy_free(), in any of
- * its callbacks or after the last one (done or fail).
- */
-struct proxy *
-proxy_fetch_new(struct pc_ctx *ctx, struct config *conf,
-    const struct config_upstream *up, int method, const char *upname,
-    const char *kind, const char *ref, const struct headers *fwd,
+/* A client-less proxy with nothing to send yet (its target comes next). */
+static struct proxy *
+px_fetch_alloc(struct pc_ctx *ctx, struct config *conf,
+    const struct config_upstream *up, int method, const struct headers *fwd,
     const struct proxy_ops *ops, void *arg, const char *logid)
 {
 	struct proxy		*px;
 	struct hframe_limits	 lim = { conf->upstream_header_bytes,
 				    conf->upstream_header_count, 8192 };
-	char			 rest[OCI_REF_MAX + 32];
 
 	if ((px = calloc(1, sizeof(*px))) == NULL)
 		fatal("calloc");
@@ -172,9 +167,54 @@ proxy_fetch_new(struct pc_ctx *ctx, struct config *conf,
 	px->us = upstream_state_get(ctx, up);
 	origin_from_url(&px->origin, &up->u, up->ca_file);
 	hframe_init(&px->rf, HFRAME_RESPONSE, &lim, NULL, px);
+	return (px);
+}
+
+/*
+ * A request to an upstream without a client: `method` (GET or HEAD) on
+ * /v2/<upname>/<kind>/<ref> ("blobs" or "manifests") with a pull token,
+ * forwarding the fields in `fwd` (kept by the owner until the proxy is
+ * retired).  Nothing happens until proxy_fetch_start(); the answer goes to
+ * ops with arg.  The owner retires the proxy with proxy_free(), in any of
+ * its callbacks or after the last one (done or fail).
+ */
+struct proxy *
+proxy_fetch_new(struct pc_ctx *ctx, struct config *conf,
+    const struct config_upstream *up, int method, const char *upname,
+    const char *kind, const char *ref, const struct headers *fwd,
+    const struct proxy_ops *ops, void *arg, const char *logid)
+{
+	struct proxy		*px;
+	char			 rest[OCI_REF_MAX + 32];
+
+	px = px_fetch_alloc(ctx, conf, up, method, fwd, ops, arg, logid);
 	snprintf(rest, sizeof(rest), "/%s/%s", kind, ref);
 	if (px_target(px, upname, rest, NULL, "pull", NULL) == -1)
 		fatal("proxy_fetch_new: name or reference too long");
+	return (px);
+}
+
+/*
+ * As proxy_fetch_new(), for a target of the gateway's own making that is
+ * no repository's blob or manifest (the catalog): `upath` ("/v2/...",
+ * with its query) under the token scope `scope` (a constant of the
+ * caller's); redirects are not followed.
+ */
+struct proxy *
+proxy_fetch_path(struct pc_ctx *ctx, struct config *conf,
+    const struct config_upstream *up, int method, const char *upath,
+    const char *scope, const struct headers *fwd,
+    const struct proxy_ops *ops, void *arg, const char *logid)
+{
+	struct proxy	*px;
+
+	px = px_fetch_alloc(ctx, conf, up, method, fwd, ops, arg, logid);
+	px->follow = 0;
+	if ((px->upath = strdup(upath)) == NULL)
+		fatal("strdup");
+	if ((size_t)snprintf(px->scope, sizeof(px->scope), "%s", scope) >=
+	    sizeof(px->scope))
+		fatalx("proxy_fetch_path: scope too long");
 	return (px);
 }
 
@@ -541,7 +581,6 @@ static void	px_up_event_cb(struct bufferevent *, short, void *);
 static void
 px_send(struct proxy *px)
 {
-	struct req		*req = px->req;
 	const struct headers	*fwd = px->fwd;
 	struct evbuffer		*out = bufferevent_get_output(px->uc->bev);
 	struct timeval		 tv;
@@ -580,15 +619,9 @@ px_send(struct proxy *px)
 		}
 	}
 	px->chunked_out = 0;
-	if (px->has_body) {
-		if (req->msg->chunked) {
-			px->chunked_out = 1;
-			evbuffer_add_printf(out,
-			    "Transfer-Encoding: chunked\r\n");
-		} else
-			evbuffer_add_printf(out, "Content-Length: %llu\r\n",
-			    (unsigned long long)req->msg->length);
-	} else if (m == HTTP_POST || m == HTTP_PUT || m == HTTP_PATCH)
+	if (px->has_body)
+		px_body_head(px, out);
+	else if (m == HTTP_POST || m == HTTP_PUT || m == HTTP_PATCH)
 		evbuffer_add_printf(out, "Content-Length: 0\r\n");
 	evbuffer_add(out, "\r\n", 2);
 	/* Tests and operators read "sent head" as the request itself. */
@@ -614,16 +647,8 @@ px_send(struct proxy *px)
 	bufferevent_set_timeouts(px->uc->bev, &tv, &tv);
 	bufferevent_enable(px->uc->bev, EV_READ | EV_WRITE);
 
-	if (px->has_body && !req->body_done && !req->body_ready) {
-		req->body_sink = px_body_sink;
-		req->body_sink_data = px_body_sink_data;
-		req->body_end = px_body_end;
-		req->body_ready = 1;
-		if (req->msg->expect_continue)
-			evbuffer_add_printf(conn_output(req->c),
-			    "HTTP/1.1 100 Continue\r\n\r\n");
-		conn_resume_read(req->c);
-	}
+	if (px->has_body)
+		px_body_start(px);
 }
 
 static void

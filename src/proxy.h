@@ -54,6 +54,10 @@ struct proxy {
 	int				 up_eof;
 	int				 want_pause;
 	int				 chunked_out;
+	/* A manifest answer held until its digest is known (tagpol.c). */
+	struct evbuffer			*held;
+	struct headers			 held_hdrs;
+	int				 held_status;
 	int				 retired;	/* proxy_free() */
 	struct reap_node		 reap;
 };
@@ -64,8 +68,7 @@ int	px_target(struct proxy *, const char *, const char *, const char *,
 void	px_begin(struct proxy *);
 
 /* proxy_relay.c: the request body to the upstream (req->body_sink...). */
-int	px_body_sink(struct req *, struct evbuffer *, size_t);
-int	px_body_sink_data(struct req *, const char *, size_t);
-void	px_body_end(struct req *);
+void	px_body_head(struct proxy *, struct evbuffer *);
+void	px_body_start(struct proxy *);
 
 #endif /* PC_PROXY_H */

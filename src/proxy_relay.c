@@ -6,11 +6,13 @@
  * `ns` stripped, `from=` mapped; proxy.c drops the hop-by-hop fields and
  * the client's Authorization and adds the gateway's own upstream
  * credentials) and the body streamed through as it arrives (the request's
- * body sinks, set by proxy.c once the head is sent).  The response head
+ * body sinks, set once the head is sent), or, when a gate read it whole
+ * first (req->body_read: the immutable tag check), sent from memory.  The response head
  * is rewritten for the client (upload Locations point back at the
  * gateway, the upstream's challenge replaced by the gateway's, a 429 made
  * the OCI TOOMANYREQUESTS error, a manifest over limits.manifest_bytes
- * refused) and its body streamed back through req.c's response writer.
+ * refused, a manifest pulled by tag refused when its digest is blocked)
+ * and its body streamed back through req.c's response writer.
  *
  * The proxy is the request's UPSTREAM stage (px_stage_ops): the client's
  * output draining reads the upstream again (proxy_resume), and the
@@ -142,7 +144,7 @@ proxy_start(struct req *req)
  * proxy is the request's stage (and cleared when it is retired), so
  * stage_arg is this proxy.
  */
-int
+static int
 px_body_sink(struct req *req, struct evbuffer *in, size_t n)
 {
 	struct proxy	*px = req->stage_arg;
@@ -152,7 +154,7 @@ px_body_sink(struct req *req, struct evbuffer *in, size_t n)
 	return (evbuffer_get_length(out) >= req->conf->high_watermark);
 }
 
-int
+static int
 px_body_sink_data(struct req *req, const char *data, size_t n)
 {
 	struct proxy	*px = req->stage_arg;
@@ -166,7 +168,7 @@ px_body_sink_data(struct req *req, const char *data, size_t n)
 	return (evbuffer_get_length(out) >= req->conf->high_watermark);
 }
 
-void
+static void
 px_body_end(struct req *req)
 {
 	struct proxy	*px = req->stage_arg;
@@ -174,6 +176,55 @@ px_body_end(struct req *req)
 	if (px->chunked_out)
 		evbuffer_add(bufferevent_get_output(px->uc->bev),
 		    "0\r\n\r\n", 5);
+}
+
+/*
+ * The request body's framing fields in the upstream request head.  A
+ * body read whole before this stage (req->body_read: an immutable tag's
+ * check, tagpol.c) goes with its length, whatever the client's framing.
+ */
+void
+px_body_head(struct proxy *px, struct evbuffer *out)
+{
+	struct req	*req = px->req;
+
+	if (req->body_read != NULL)
+		evbuffer_add_printf(out, "Content-Length: %zu\r\n",
+		    evbuffer_get_length(req->body_read));
+	else if (req->msg->chunked) {
+		px->chunked_out = 1;
+		evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
+	} else
+		evbuffer_add_printf(out, "Content-Length: %llu\r\n",
+		    (unsigned long long)req->msg->length);
+}
+
+/*
+ * The head is out: send a body read before, or let the client's flow
+ * (the sinks above, reading resumed, 100 Continue when it waits).  A
+ * body read before is moved out, so it goes once: a request with a body
+ * is never retried (proxy.c).
+ */
+void
+px_body_start(struct proxy *px)
+{
+	struct req	*req = px->req;
+
+	if (req->body_read != NULL) {
+		evbuffer_add_buffer(bufferevent_get_output(px->uc->bev),
+		    req->body_read);
+		return;
+	}
+	if (req->body_done || req->body_ready)
+		return;
+	req->body_sink = px_body_sink;
+	req->body_sink_data = px_body_sink_data;
+	req->body_end = px_body_end;
+	req->body_ready = 1;
+	if (req->msg->expect_continue)
+		evbuffer_add_printf(conn_output(req->c),
+		    "HTTP/1.1 100 Continue\r\n\r\n");
+	conn_resume_read(req->c);
 }
 
 /*
@@ -239,7 +290,7 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	int64_t			 length = -1;
 	int			 st = rm->status, m = req->msg->method, n;
 	size_t			 i;
-	const char		*ra;
+	const char		*ra, *dcd;
 
 	headers_init(&out);
 	if (st == 429) {
@@ -309,6 +360,27 @@ px_client_head(void *arg, struct hframe_msg *rm)
 		framing = RESP_LENGTH;
 	else
 		framing = RESP_CHUNKED;
+	/*
+	 * A manifest pulled by tag: a blocked digest is refused before the
+	 * head goes out (tagpol.c).  Without the upstream's digest, a GET's
+	 * body (bounded above) is held and its digest computed first.
+	 */
+	if (req->route.ep == OCI_EP_MANIFEST && !req->route.ref_digest &&
+	    st >= 200 && st < 300) {
+		if ((dcd = headers_get(&rm->hdrs, "Docker-Content-Digest")) !=
+		    NULL) {
+			if (tagpol_blocked(req, dcd)) {	/* retires px */
+				headers_clear(&out);
+				return (-1);
+			}
+		} else if (m == HTTP_GET) {
+			if ((px->held = evbuffer_new()) == NULL)
+				fatal("evbuffer_new");
+			px->held_hdrs = out;	/* moved */
+			px->held_status = st;
+			return (0);
+		}
+	}
 	req_send_head(req, st, &out, framing, length);
 	headers_clear(&out);
 	return (0);
@@ -319,6 +391,10 @@ px_client_body(void *arg, struct evbuffer *in, size_t n)
 {
 	struct proxy	*px = arg;
 
+	if (px->held != NULL) {
+		evbuffer_remove_buffer(in, px->held, n);
+		return (0);
+	}
 	return (req_send_body(px->req, in, n));
 }
 
@@ -327,7 +403,27 @@ px_client_body_data(void *arg, const char *data, size_t n)
 {
 	struct proxy	*px = arg;
 
+	if (px->held != NULL) {
+		evbuffer_add(px->held, data, n);
+		return (0);
+	}
 	return (req_send_body_data(px->req, data, n));
+}
+
+/* A held manifest is complete: refused when blocked, else sent whole. */
+static void
+px_client_send_held(struct proxy *px)
+{
+	struct req	*req = px->req;
+	char		 digest[160];
+
+	if (tagpol_digest(NULL, px->held, digest, sizeof(digest)) == 0 &&
+	    tagpol_blocked(req, digest))
+		return;				/* retires req and px */
+	req_send_head(req, px->held_status, &px->held_hdrs, RESP_LENGTH,
+	    (int64_t)evbuffer_get_length(px->held));
+	req_send_body(req, px->held, evbuffer_get_length(px->held));
+	req_end_response(req);			/* retires req and px */
 }
 
 static void
@@ -335,6 +431,10 @@ px_client_done(void *arg)
 {
 	struct proxy	*px = arg;
 
+	if (px->held != NULL) {
+		px_client_send_held(px);
+		return;
+	}
 	req_end_response(px->req);	/* retires req and px */
 }
 

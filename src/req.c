@@ -135,6 +135,8 @@ req_destroy(void *arg)
 	struct req	*req = arg;
 
 	free(req->path);
+	if (req->body_read != NULL)
+		evbuffer_free(req->body_read);
 	config_unref(req->conf);
 	free(req);
 }
@@ -784,6 +786,17 @@ req_dispatch(struct req *req)
 	 * Rate limiting runs here, as one more stage before UPSTREAM, once
 	 * it exists.
 	 */
+	/* An immutable tag is checked with the upstream before a push. */
+	if (tagpol_wants(req)) {
+		tagpol_start(req);
+		return;
+	}
+	/* The catalog is the gateway's own answer, filtered per caller. */
+	if (req->route.ep == OCI_EP_CATALOG) {
+		req_set_state(req, REQ_UPSTREAM);
+		catalog_start(req);
+		return;
+	}
 	if (cache_wants(req)) {
 		req_set_state(req, REQ_CACHE);
 		cache_start(req);

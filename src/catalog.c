@@ -1,0 +1,424 @@
+/*
+ * catalog.c: GET and HEAD /v2/_catalog, answered by the gateway itself
+ * with only the repositories the caller may pull (the policy's `pull` on
+ * each name, the upstream's name; that the caller may list at all, the
+ * `catalog` action, is decided before this runs).
+ *
+ * The upstream's own pagination cannot be relayed: a page of n names
+ * filtered is fewer than n, and its Link would point past names the
+ * client never saw.  So the gateway reads the upstream's catalog itself,
+ * page after page (n = limits.catalog_names, last = the last name it
+ * saw), keeps the allowed names after the client's `last`, and answers
+ * at most the client's n of them, in the upstream's (lexical) order, with
+ * a Link to the next page while more allowed names may follow.  Names
+ * that would not reach this repository through the gateway (their first
+ * component is an upstream's routing prefix) are left out.
+ *
+ * Bounded: one upstream page (limits.catalog_page_bytes) and the answer
+ * (n names) in memory, at most limits.catalog_pages upstream pages per
+ * request; at that bound the names found so far are answered with a Link
+ * from the last name scanned, so the client continues where the scan
+ * stopped.
+ *
+ * The catalog is the request's UPSTREAM stage (cat_stage_ops); its fetch
+ * is a client-less proxy (proxy_fetch_path), retired with the stage.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "policy.h"
+#include "portcullis.h"
+
+struct catalog {
+	struct req		*req;
+	struct proxy		*px;		/* the page being read */
+	struct evbuffer		*page;		/* its body */
+	struct evbuffer		*out;		/* names answered, JSON */
+	size_t			 want;		/* names to answer */
+	size_t			 nout;
+	size_t			 pages;		/* upstream pages read */
+	int			 status;	/* of the page */
+	int			 link;		/* the page had a Link */
+	char			 retry_after[64];
+	char			 cursor[OCI_NAME_MAX + 1]; /* last scanned */
+	char			 last_out[OCI_NAME_MAX + 1];
+	int			 retired;
+	struct reap_node	 reap;
+};
+
+static const struct proxy_ops cat_ops;
+static const struct req_stage_ops cat_stage_ops;
+static void	cat_fetch(struct catalog *);
+
+/* The reaper's half of cat_free(). */
+static void
+cat_destroy(void *arg)
+{
+	struct catalog	*cat = arg;
+
+	evbuffer_free(cat->page);
+	evbuffer_free(cat->out);
+	free(cat);
+}
+
+/* Retire the stage: its fetch retired, its memory freed next turn. */
+static void
+cat_free(void *arg)
+{
+	struct catalog	*cat = arg;
+
+	if (cat == NULL || cat->retired)
+		return;
+	cat->retired = 1;
+	proxy_free(cat->px);
+	cat->px = NULL;
+	conn_reap_later(cat->req->c->ctx, &cat->reap, cat_destroy, cat);
+}
+
+/*
+ * The client's n: absent means limits.catalog_names; a larger one is cut
+ * to it (the Link says where to go on).  -1 when it is not a number.
+ */
+static int
+cat_parse_n(struct req *req, size_t *n)
+{
+	char		 v[32], *ep;
+	unsigned long	 x;
+
+	*n = req->conf->catalog_names;
+	if (req->query == NULL || url_query_get(req->query,
+	    strlen(req->query), "n", v, sizeof(v)) == -1)
+		return (0);
+	if (v[0] < '0' || v[0] > '9')
+		return (-1);
+	x = strtoul(v, &ep, 10);
+	if (*ep != '\0')
+		return (-1);
+	if (x < *n)
+		*n = x;
+	return (0);
+}
+
+/*
+ * Whether a name of this upstream's catalog is listed: a client could
+ * pull it under this name (its first component is no upstream's routing
+ * prefix, which would send it elsewhere) and the policy lets the caller
+ * pull it.
+ */
+static int
+cat_allowed(struct req *req, const char *name)
+{
+	struct pol_result	 res;
+	const char		*slash;
+
+	if ((slash = strchr(name, '/')) != NULL &&
+	    config_upstream_by_prefix(req->conf, name, slash - name) != NULL)
+		return (0);
+	return (policy_decide(req->conf->policy, &req->principal,
+	    req->up->name, name, POL_PULL, &res));
+}
+
+/* Answer with the names found; `next` non-NULL adds the Link from it. */
+static void
+cat_answer(struct catalog *cat, const char *next)
+{
+	struct req	*req = cat->req;
+	struct headers	 h;
+	char		 enc[OCI_NAME_MAX * 3 + 1], ns[600], link[1200];
+	const char	*body;
+	int		 n;
+
+	headers_init(&h);
+	if (next != NULL && url_pct_encode(next, enc, sizeof(enc)) >= 0) {
+		ns[0] = '\0';
+		/* Keep ns= routing: the next page is of the same upstream. */
+		if (req->ns[0] != '\0') {
+			snprintf(ns, sizeof(ns), "&ns=");
+			if (url_pct_encode(req->ns, ns + 4,
+			    sizeof(ns) - 4) == -1)
+				ns[0] = '\0';
+		}
+		n = snprintf(link, sizeof(link),
+		    "</v2/_catalog?n=%zu&last=%s%s>; rel=\"next\"", cat->want,
+		    enc, ns);
+		if (n > 0 && (size_t)n < sizeof(link))
+			headers_add(&h, "Link", 4, link, n);
+	}
+	evbuffer_add(cat->out, "]}", 3);	/* with the NUL */
+	body = (const char *)evbuffer_pullup(cat->out, -1);
+	log_debug("%llu.%u catalog answer names=%zu pages=%zu next=%s",
+	    (unsigned long long)req->c->id, req->seq, cat->nout, cat->pages,
+	    next != NULL ? "yes" : "no");
+	req_respond_simple(req, 200, "application/json", body, &h);
+	headers_clear(&h);		/* req and cat are retired */
+}
+
+/* The upstream refused or failed a page: the request fails. */
+static void
+cat_fail_status(struct catalog *cat)
+{
+	struct req	*req = cat->req;
+	struct headers	 h;
+	char		 detail[160];
+
+	snprintf(detail, sizeof(detail), "upstream %s answered %d to a "
+	    "catalog request", req->up->name, cat->status);
+	switch (cat->status) {
+	case 401:
+	case 403:
+		req_fail(req, ERR_UPSTREAM_AUTH, detail);
+		return;
+	case 404:
+		req_fail(req, ERR_NOT_FOUND, detail);
+		return;
+	case 429:
+		headers_init(&h);
+		if (cat->retry_after[0] != '\0')
+			headers_add(&h, "Retry-After", 11, cat->retry_after,
+			    strlen(cat->retry_after));
+		req_fail_with(req, ERR_TOO_MANY_REQUESTS, detail, &h);
+		headers_clear(&h);
+		return;
+	default:
+		req_fail(req, ERR_UPSTREAM, detail);
+	}
+}
+
+/*
+ * A page is read: take its allowed names after the cursor, then answer
+ * or read the next.  The upstream lists names in lexical order; one that
+ * is not after the cursor (a repeat, an upstream out of order) is
+ * skipped, so the scan always moves on.
+ */
+static void
+cat_page_done(struct catalog *cat)
+{
+	struct req	*req = cat->req;
+	json_t		*doc, *repos, *v;
+	json_error_t	 jerr;
+	const char	*name;
+	size_t		 i, count, fresh = 0;
+	int		 more_allowed = 0, end;
+
+	doc = json_loadb((const char *)evbuffer_pullup(cat->page, -1),
+	    evbuffer_get_length(cat->page), 0, &jerr);
+	evbuffer_drain(cat->page, evbuffer_get_length(cat->page));
+	if (doc == NULL || (repos = json_object_get(doc,
+	    "repositories")) == NULL || (!json_is_array(repos) &&
+	    !json_is_null(repos))) {
+		json_decref(doc);
+		req_fail(req, ERR_UPSTREAM_PROTO, "upstream catalog page is "
+		    "not {\"repositories\": [...]}");
+		return;
+	}
+	count = json_is_array(repos) ? json_array_size(repos) : 0;
+	for (i = 0; i < count && !more_allowed; i++) {
+		v = json_array_get(repos, i);
+		if ((name = json_string_value(v)) == NULL ||
+		    !router_valid_name(name, strlen(name)) ||
+		    strcmp(name, cat->cursor) <= 0)
+			continue;
+		snprintf(cat->cursor, sizeof(cat->cursor), "%s", name);
+		fresh++;
+		if (!cat_allowed(req, name))
+			continue;
+		if (cat->nout == cat->want) {
+			more_allowed = 1;	/* the Link is certain */
+			break;
+		}
+		evbuffer_add_printf(cat->out, "%s\"%s\"", cat->nout > 0 ?
+		    "," : "", name);
+		cat->nout++;
+		snprintf(cat->last_out, sizeof(cat->last_out), "%s", name);
+	}
+	json_decref(doc);
+	end = fresh == 0 || (!cat->link &&
+	    count < req->conf->catalog_names);
+	if (more_allowed || (cat->nout == cat->want && !end)) {
+		cat_answer(cat, cat->last_out);
+		return;
+	}
+	if (end) {
+		cat_answer(cat, NULL);
+		return;
+	}
+	if (cat->pages >= req->conf->catalog_pages) {
+		/*
+		 * The bound: answer what was found; the client goes on
+		 * from the last name scanned, not the last answered, or
+		 * it would scan the same names again.
+		 */
+		log_info("%llu.%u catalog bound pages=%zu names=%zu",
+		    (unsigned long long)req->c->id, req->seq, cat->pages,
+		    cat->nout);
+		cat_answer(cat, cat->cursor);
+		return;
+	}
+	cat_fetch(cat);
+}
+
+/* Read the next upstream page after the cursor. */
+static void
+cat_fetch(struct catalog *cat)
+{
+	struct req	*req = cat->req;
+	struct proxy	*px;
+	char		 path[OCI_NAME_MAX * 3 + 64], enc[OCI_NAME_MAX * 3 + 1];
+	char		 logid[48];
+
+	proxy_free(cat->px);
+	cat->px = NULL;
+	cat->status = 0;
+	cat->link = 0;
+	cat->pages++;
+	if (cat->cursor[0] != '\0' && url_pct_encode(cat->cursor, enc,
+	    sizeof(enc)) >= 0)
+		snprintf(path, sizeof(path), "/v2/_catalog?n=%zu&last=%s",
+		    req->conf->catalog_names, enc);
+	else
+		snprintf(path, sizeof(path), "/v2/_catalog?n=%zu",
+		    req->conf->catalog_names);
+	snprintf(logid, sizeof(logid), "%llu.%u",
+	    (unsigned long long)req->c->id, req->seq);
+	px = proxy_fetch_path(req->c->ctx, req->conf, req->up, HTTP_GET, path,
+	    "registry:catalog:*", NULL, &cat_ops, cat, logid);
+	cat->px = px;
+	proxy_fetch_start(px);	/* may answer at once */
+}
+
+/* Start the catalog stage for a routed GET or HEAD of /v2/_catalog. */
+void
+catalog_start(struct req *req)
+{
+	struct catalog	*cat;
+	char		 last[OCI_NAME_MAX + 1];
+
+	if ((cat = calloc(1, sizeof(*cat))) == NULL ||
+	    (cat->page = evbuffer_new()) == NULL ||
+	    (cat->out = evbuffer_new()) == NULL)
+		fatal("catalog");
+	cat->req = req;
+	evbuffer_add_printf(cat->out, "{\"repositories\":[");
+	req_stage_set(req, &cat_stage_ops, cat);
+	if (cat_parse_n(req, &cat->want) == -1) {
+		req_fail(req, ERR_BAD_REQUEST, "n must be a non-negative "
+		    "integer");
+		return;
+	}
+	if (req->query != NULL && url_query_get(req->query,
+	    strlen(req->query), "last", last, sizeof(last)) == 0 &&
+	    last[0] != '\0') {
+		if (!router_valid_name(last, strlen(last))) {
+			req_fail(req, ERR_BAD_REQUEST, "last must be a "
+			    "repository name");
+			return;
+		}
+		snprintf(cat->cursor, sizeof(cat->cursor), "%s", last);
+	}
+	if (cat->want == 0) {
+		cat_answer(cat, NULL);
+		return;
+	}
+	cat_fetch(cat);
+}
+
+/* --- the page fetch (struct proxy_ops) --- */
+
+static int
+cat_head(void *arg, struct hframe_msg *rm)
+{
+	struct catalog	*cat = arg;
+	const char	*v;
+
+	cat->status = rm->status;
+	cat->link = headers_get(&rm->hdrs, "Link") != NULL;
+	if ((v = headers_get(&rm->hdrs, "Retry-After")) != NULL)
+		snprintf(cat->retry_after, sizeof(cat->retry_after), "%s", v);
+	if (rm->status == 200 && rm->has_length &&
+	    rm->length > cat->req->conf->catalog_page_bytes) {
+		req_fail(cat->req, ERR_UPSTREAM_PROTO, "upstream catalog "
+		    "page larger than limits.catalog_page_bytes");
+		return (-1);	/* retires cat and its proxy */
+	}
+	return (0);
+}
+
+/* Keep a 200's body up to the bound; anything else's is dropped. */
+static int
+cat_body_data(void *arg, const char *data, size_t n)
+{
+	struct catalog	*cat = arg;
+
+	if (cat->status != 200)
+		return (0);
+	if (evbuffer_get_length(cat->page) + n >
+	    cat->req->conf->catalog_page_bytes) {
+		req_fail(cat->req, ERR_UPSTREAM_PROTO, "upstream catalog "
+		    "page larger than limits.catalog_page_bytes");
+		return (-1);	/* retires cat and its proxy */
+	}
+	evbuffer_add(cat->page, data, n);
+	return (0);
+}
+
+static int
+cat_body(void *arg, struct evbuffer *in, size_t n)
+{
+	struct catalog	*cat = arg;
+
+	if (cat->status != 200) {
+		evbuffer_drain(in, n);
+		return (0);
+	}
+	if (evbuffer_get_length(cat->page) + n >
+	    cat->req->conf->catalog_page_bytes) {
+		req_fail(cat->req, ERR_UPSTREAM_PROTO, "upstream catalog "
+		    "page larger than limits.catalog_page_bytes");
+		return (-1);
+	}
+	evbuffer_remove_buffer(in, cat->page, n);
+	return (0);
+}
+
+static void
+cat_done(void *arg)
+{
+	struct catalog	*cat = arg;
+
+	proxy_free(cat->px);
+	cat->px = NULL;
+	if (cat->status != 200) {
+		cat_fail_status(cat);
+		return;
+	}
+	cat_page_done(cat);
+}
+
+static void
+cat_fetch_fail(void *arg, enum pc_err err, const char *detail)
+{
+	struct catalog	*cat = arg;
+
+	proxy_free(cat->px);
+	cat->px = NULL;
+	req_fail(cat->req, err, detail);
+}
+
+static const struct proxy_ops cat_ops = {
+	cat_head,
+	cat_body,
+	cat_body_data,
+	cat_done,
+	cat_fetch_fail
+};
+
+/* --- the catalog as the request's UPSTREAM stage --- */
+
+static const struct req_stage_ops cat_stage_ops = {
+	"catalog",
+	NULL,
+	NULL,
+	cat_free
+};
