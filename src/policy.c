@@ -774,6 +774,13 @@ policy_nrules(const struct policy *pol)
 	return pol->nrules;
 }
 
+/* The number of blocked digests. */
+size_t
+policy_nblocked(const struct policy *pol)
+{
+	return pol->nblocked;
+}
+
 /* Rule i's id. */
 const char *
 policy_rule_id(const struct policy *pol, size_t i)

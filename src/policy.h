@@ -100,6 +100,8 @@ int		 policy_immutable(const struct policy *, const char *upstream,
 
 /* The number of rules (for logs: "policy loaded rules=N"). */
 size_t		 policy_nrules(const struct policy *);
+/* The number of blocked digests: with none, nothing needs hashing. */
+size_t		 policy_nblocked(const struct policy *);
 
 void		 policy_free(struct policy *);
 

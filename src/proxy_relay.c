@@ -25,6 +25,7 @@
 
 #include "portcullis.h"
 #include "proxy.h"
+#include "policy.h"
 
 static const struct proxy_ops px_client_ops;
 static const struct req_stage_ops px_stage_ops;
@@ -363,7 +364,8 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	/*
 	 * A manifest pulled by tag: a blocked digest is refused before the
 	 * head goes out (tagpol.c).  Without the upstream's digest, a GET's
-	 * body (bounded above) is held and its digest computed first.
+	 * body (bounded above) is held and its digest computed first; with
+	 * no digest blocked there is nothing to compute, and it streams.
 	 */
 	if (req->route.ep == OCI_EP_MANIFEST && !req->route.ref_digest &&
 	    st >= 200 && st < 300) {
@@ -373,7 +375,8 @@ px_client_head(void *arg, struct hframe_msg *rm)
 				headers_clear(&out);
 				return (-1);
 			}
-		} else if (m == HTTP_GET) {
+		} else if (m == HTTP_GET &&
+		    policy_nblocked(req->conf->policy) > 0) {
 			if ((px->held = evbuffer_new()) == NULL)
 				fatal("evbuffer_new");
 			px->held_hdrs = out;	/* moved */

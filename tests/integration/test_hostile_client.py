@@ -11,6 +11,7 @@ registry never misbehaves that way (a 204 with Content-Length, fields
 named in Connection).  Requests go out byte-exact over lib/rawhttp.py.
 """
 
+import copy
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import os
 import pytest
 
 from lib import rawhttp
-from lib.gateway import gateway_config
+from lib.gateway import OPEN_TEST_POLICY, gateway_config
 from lib.lying_upstream import LyingUpstream
 from lib.util import pid_alive, wait_for
 
@@ -673,3 +674,34 @@ def test_chunked_manifest_over_limit_is_cut_off(liar):
         # Never more than the limit (plus chunk framing) reached us.
         assert len(e.value.partial) < MANIFEST_LIMIT + 16384
     assert_serves(gw)
+
+
+def test_chunked_manifest_over_limit_is_502_when_digests_are_blocked(
+        start_gateway):
+    # With a blocklist, a manifest pulled by tag without the upstream's
+    # Docker-Content-Digest is held and hashed before its head goes out,
+    # so the limit bites before anything is sent: a clean 502, no bytes.
+    up = LyingUpstream()
+    try:
+        cfg = gw_config(up.url)
+        cfg["policy"] = copy.deepcopy(OPEN_TEST_POLICY)
+        cfg["policy"]["blocked_digests"] = ["sha256:" + "0" * 64]
+        gw = start_gateway(cfg)
+        body = b'{"schemaVersion":2,"pad":"' + \
+            b"p" * (4 * MANIFEST_LIMIT) + b'"}'
+        step = 8192
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + step]),
+                                             body[i:i + step])
+                           for i in range(0, len(body), step)) + b"0\r\n\r\n"
+        up.canned("GET", "/v2/app/manifests/big", 200, [
+            ("Content-Type", OCI_MANIFEST),
+            ("Transfer-Encoding", "chunked")], chunked)
+        with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
+            c.send(rawhttp.build("GET", "/v2/app/manifests/big",
+                                 [("Accept", OCI_MANIFEST)], host=gw.host))
+            r = c.read_response()
+            assert r.status == 502, r.status
+            assert b"pppp" not in r.body
+        assert_serves(gw)
+    finally:
+        up.stop()
