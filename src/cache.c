@@ -23,7 +23,10 @@
  * entries make room only for the bytes fills have written (cache->filling)
  * as they arrive: a fill cancelled after its head, which a client can
  * cause at will, evicts nothing.
- * Tag records have their own index and bounds (cache_tags.c).
+ * Tag records have their own index and bounds (cache_tags.c).  An
+ * entry is served through a repository only with a link saying the
+ * upstream holds it there (cache_links.c): the store is shared, the
+ * repositories are not.
  */
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -565,6 +568,7 @@ cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
 	}
 	free(sv.v);
 	c->tags = cache_tags_open(c, conf->cache);
+	c->links = cache_links_open(conf->cache);
 	c->ev_evict = evtimer_new(ctx->base, cache_evict_cb, c);
 	if ((c->pool = cache_fill_pool_new(ctx,
 	    conf->cache->digest_threads)) == NULL) {
@@ -603,6 +607,7 @@ cache_close(struct cache *c)
 		free(e);
 	}
 	cache_tags_close(c->tags);
+	cache_links_close(c->links);
 	if (c->ev_evict != NULL)
 		event_free(c->ev_evict);
 	if (c->lock_fd != -1)

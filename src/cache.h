@@ -58,10 +58,13 @@ struct cache {
 	uint64_t			 seq;		/* tmp names, log ids */
 	uint64_t			 evicted; /* entries, since start */
 	struct cache_tags		*tags;		/* cache_tags.c */
+	struct cache_links		*links;		/* cache_links.c */
+	size_t				 nconfirms;	/* HEADs running */
 };
 
 struct fill_hash;
 struct cache_tags;
+struct cache_links;
 
 /* One upstream transfer into a temp file, followed by its readers. */
 struct cache_fill {
@@ -125,6 +128,11 @@ struct cache_reader {
 	int				 waiting;	/* on fill progress */
 	int				 stale;		/* add a Warning */
 	int				 retired;	/* cache_reader_free */
+	/* Repository link (cache_links.c): confirmed by a HEAD for the
+	 * request's repository, or one is running (in cache->nconfirms). */
+	int				 confirmed;
+	int				 confirming;
+	uint64_t			 confirm_size;	/* 0: unknown */
 	struct reap_node		 reap;
 	char				 ctype[256];
 	/* Tag revalidation. */
@@ -175,6 +183,14 @@ uint64_t cache_wall_ms(void);
 uint64_t cache_pinned_bytes(struct cache *);
 void	cache_pin(struct cache *, struct cache_entry *);
 void	cache_unpin(struct cache *, struct cache_entry *);
+
+/* cache_links.c */
+struct cache_links *cache_links_open(const struct config_cache *);
+void	cache_links_close(struct cache_links *);
+int	cache_link_has(struct cache *, const struct config_upstream *,
+	    const char *, enum cache_kind, const char *);
+void	cache_link_put(struct cache *, const struct config_upstream *,
+	    const char *, enum cache_kind, const char *);
 
 /* cache_fill.c */
 struct cache_fill *cache_fill_find(struct cache *, enum cache_kind,

@@ -5,10 +5,26 @@
  * goes straight to the upstream.
  *
  * By digest: a stored entry is served from its file (hit), without asking
- * the upstream at all; else the request follows the fill for the digest
- * from its upstream, starting one when none runs (miss) or joining it
- * (coalesced).  A HEAD that is not a hit, and a miss beyond the fill caps
- * or that the fill declines (cache_fill.c), go to the upstream as is.
+ * the upstream, when a repository link (cache_links.c) says the upstream
+ * holds the digest in the request's repository; else the request follows
+ * the fill for the digest from its upstream, starting one when none runs
+ * (miss) or joining it (coalesced).  A HEAD that is not a hit, and a miss
+ * beyond the fill caps or that the fill declines (cache_fill.c), go to
+ * the upstream as is.
+ *
+ * Confirm: a stored entry without a link for the repository, or a fill
+ * started through another repository, is not served until a HEAD for the
+ * digest in this repository (the client's Accept fields, the upstream's
+ * credentials for this repository, as proxy.c does for every fetch)
+ * answers 200 with the same digest and, for a blob, the same length; the
+ * link is recorded and the request goes on as a hit (or joins the fill).
+ * A 404 is the upstream's answer for this repository: 404, no cached
+ * byte.  Unreachable, a timeout, 5xx: the request fails (fails closed),
+ * since the cache cannot know.  429 is relayed; any other answer (401,
+ * 403, a different digest) sends the request to the upstream as is.  At
+ * most cache.max_confirms HEADs run at once; beyond it a hit is passed
+ * through.  Without this, anyone who may pull one repository could read
+ * any cached blob by its digest through it.
  *
  * By tag: the tag's digest is kept per (upstream, repository, tag,
  * normalised Accept set) for tag_ttl, an unknown tag for negative_ttl
@@ -47,7 +63,10 @@ static void	cr_pump(struct cache_reader *);
 static void	cr_respond(struct cache_reader *);
 static void	cr_by_digest(struct cache_reader *, const char *);
 static void	cr_by_tag(struct cache_reader *);
+static void	cr_confirm(struct cache_reader *, uint64_t);
+static void	cr_confirm_end(struct cache_reader *);
 static const struct proxy_ops tag_ops;
+static const struct proxy_ops confirm_ops;
 static const struct req_stage_ops cr_stage_ops;
 
 /* Whether the cache stage takes this routed request. */
@@ -120,6 +139,7 @@ cache_reader_free(struct cache_reader *cr)
 	cr->waiting = 0;
 	if (cr->fill != NULL)
 		cache_fill_leave(cr->fill, cr);
+	cr_confirm_end(cr);
 	proxy_free(cr->px);
 	cr->px = NULL;
 	if (cr->ent != NULL) {
@@ -254,10 +274,17 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 	struct cache_entry	*e;
 	struct cache_fill	*f;
 
-	snprintf(cr->digest, sizeof(cr->digest), "%.*s",
-	    (int)sizeof(cr->digest) - 1, digest);
+	if (digest != cr->digest)
+		snprintf(cr->digest, sizeof(cr->digest), "%.*s",
+		    (int)sizeof(cr->digest) - 1, digest);
 	if ((e = cache_lookup(cr->cache, cr->kind, digest)) != NULL &&
-	    cr_open_entry(cr, e) == 0) {
+	    !cr->confirmed && !cache_link_has(cr->cache, req->up, req->upname,
+	    cr->kind, digest)) {
+		/* Stored, but not known to be this repository's. */
+		cr_confirm(cr, cr->kind == CACHE_BLOB ? e->size : 0);
+		return;
+	}
+	if (e != NULL && cr_open_entry(cr, e) == 0) {
 		if (req->cache_status == NULL)
 			req->cache_status = "hit";
 		cr_log(cr, "hit", digest);
@@ -270,7 +297,15 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 		return;
 	}
 	if ((f = cache_fill_find(cr->cache, cr->kind, req->up, digest)) !=
-	    NULL) {
+	    NULL && !cr->confirmed && strcmp(f->upname, req->upname) != 0 &&
+	    !cache_link_has(cr->cache, req->up, req->upname, cr->kind,
+	    digest)) {
+		/* Its bytes come through another repository. */
+		cr_confirm(cr, f->have_length && cr->kind == CACHE_BLOB ?
+		    f->expect : 0);
+		return;
+	}
+	if (f != NULL) {
 		req->cache_status = "coalesced";
 		log_info("%llu.%u cache coalesced %s digest=%s",
 		    (unsigned long long)req->c->id, req->seq, f->logid, digest);
@@ -615,6 +650,13 @@ cr_open_tag_digest(struct cache_reader *cr, const char *digest)
 		cr_unpin(cr);
 		return (-1);
 	}
+	/*
+	 * The tag's record is the upstream's word that this repository
+	 * holds the digest (only a revalidation through it writes one), so
+	 * it is as good as a link; record one for requests by digest.
+	 */
+	cache_link_put(cr->cache, cr->req->up, cr->req->upname,
+	    CACHE_MANIFEST, digest);
 	return (0);
 }
 
@@ -724,6 +766,8 @@ cr_tag_decide(struct cache_reader *cr)
 	    CACHE_ALG_NONE) {
 		cache_tag_put(cr->cache, req->up, req->upname, req->route.ref,
 		    cr->accept, cr->up_digest);
+		cache_link_put(cr->cache, req->up, req->upname,
+		    CACHE_MANIFEST, cr->up_digest);
 		snprintf(cr->tag_digest, sizeof(cr->tag_digest), "%s",
 		    cr->up_digest);
 		req->cache_status = "hit";
@@ -838,4 +882,141 @@ static const struct proxy_ops tag_ops = {
 	tag_body_data,
 	tag_done,
 	tag_fail
+};
+
+/* --- confirm: does the upstream hold the digest in this repository? --- */
+
+/* The confirming HEAD is over (or the reader is going): off the count. */
+static void
+cr_confirm_end(struct cache_reader *cr)
+{
+	if (!cr->confirming)
+		return;
+	cr->confirming = 0;
+	cr->cache->nconfirms--;
+}
+
+/*
+ * HEAD the digest in the request's repository; the answer decides
+ * (cr_confirm_decide).  size is the length a blob must have, 0 when it
+ * is not known yet.
+ */
+static void
+cr_confirm(struct cache_reader *cr, uint64_t size)
+{
+	struct req	*req = cr->req;
+	struct cache	*c = cr->cache;
+	char		 logid[48];
+
+	if (c->nconfirms >= req->conf->cache->max_confirms) {
+		log_info("%llu.%u cache confirm_refused digest=%s "
+		    "reason=cache.max_confirms", (unsigned long long)
+		    req->c->id, req->seq, cr->digest);
+		req->cache_status = "miss";
+		cr_passthrough(cr);	/* the upstream answers for itself */
+		return;
+	}
+	c->nconfirms++;
+	cr->confirming = 1;
+	cr->confirm_size = size;
+	cr->up_status = 0;
+	cr->up_digest[0] = cr->up_length[0] = cr->retry_after[0] = '\0';
+	if (cr->kind == CACHE_MANIFEST)
+		cr_copy_accept(cr);
+	snprintf(logid, sizeof(logid), "%llu.%u",
+	    (unsigned long long)req->c->id, req->seq);
+	log_debug("%llu.%u cache confirm digest=%s name=%s",
+	    (unsigned long long)req->c->id, req->seq, cr->digest,
+	    req->upname);
+	cr->px = proxy_fetch_new(req->c->ctx, req->conf, req->up, HTTP_HEAD,
+	    req->upname, cr->kind == CACHE_BLOB ? "blobs" : "manifests",
+	    cr->digest, &cr->fwd, &confirm_ops, cr, logid);
+	proxy_fetch_start(cr->px);	/* may answer at once */
+}
+
+static void
+cr_confirm_decide(struct cache_reader *cr)
+{
+	struct req		*req = cr->req;
+	char			 detail[128];
+	unsigned long long	 len;
+	char			*ep;
+	int			 st = cr->up_status, same;
+
+	same = cr->up_digest[0] == '\0' ||
+	    strcmp(cr->up_digest, cr->digest) == 0;
+	if (same && cr->confirm_size > 0 && cr->up_length[0] != '\0') {
+		len = strtoull(cr->up_length, &ep, 10);
+		same = *ep == '\0' && len == cr->confirm_size;
+	}
+	if (st == 200 && same) {
+		cache_link_put(cr->cache, req->up, req->upname, cr->kind,
+		    cr->digest);
+		cr->confirmed = 1;
+		log_info("%llu.%u cache confirmed digest=%s name=%s",
+		    (unsigned long long)req->c->id, req->seq, cr->digest,
+		    req->upname);
+		cr_by_digest(cr, cr->digest);
+		return;
+	}
+	if (st == 404) {
+		log_info("%llu.%u cache confirm_unknown digest=%s name=%s",
+		    (unsigned long long)req->c->id, req->seq, cr->digest,
+		    req->upname);
+		req->cache_status = "miss";
+		req_fail(req, cr->kind == CACHE_BLOB ? ERR_BLOB_UNKNOWN :
+		    ERR_MANIFEST_UNKNOWN, NULL);
+		return;
+	}
+	if (st == 429) {
+		cr_fail_429(cr, cr->retry_after, "upstream rate limit");
+		return;
+	}
+	if (st >= 500) {
+		snprintf(detail, sizeof(detail), "upstream %s answered %d",
+		    req->up->name, st);
+		req_fail(req, ERR_UPSTREAM, detail);
+		return;
+	}
+	if (st == 200)
+		log_warn("%llu.%u cache confirm_mismatch digest=%s name=%s "
+		    "up_digest=%.80s length=%.30s", (unsigned long long)
+		    req->c->id, req->seq, cr->digest, req->upname,
+		    cr->up_digest, cr->up_length);
+	req->cache_status = "miss";
+	cr_passthrough(cr);	/* 401, 403, another digest: as is */
+}
+
+static void
+confirm_done(void *arg)
+{
+	struct cache_reader	*cr = arg;
+
+	proxy_free(cr->px);
+	cr->px = NULL;
+	cr_confirm_end(cr);
+	cr_confirm_decide(cr);
+}
+
+/* Unreachable, a timeout, a broken answer: fail closed. */
+static void
+confirm_fail(void *arg, enum pc_err err, const char *detail)
+{
+	struct cache_reader	*cr = arg;
+
+	proxy_free(cr->px);
+	cr->px = NULL;
+	cr_confirm_end(cr);
+	log_info("%llu.%u cache confirm_failed digest=%s name=%s "
+	    "detail=\"%s\"", (unsigned long long)cr->req->c->id,
+	    cr->req->seq, cr->digest, cr->req->upname, detail);
+	req_fail(cr->req, err, detail);
+}
+
+static const struct proxy_ops confirm_ops = {
+	tag_head,
+	tag_body,
+	tag_body_data,
+	confirm_done,
+	confirm_fail
 };
