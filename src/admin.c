@@ -1,11 +1,10 @@
 /*
  * admin.c: the admin endpoint, GET /admin/audit, a request stage next to
- * the proxy and the cache.  It checks the caller (until the policy
- * engine decides, only audit.admin_addresses may ask), parses the
- * filters from the query string, and drives the audit query engine
- * (audit_query.c) on the writer's Redis link, step by step, without
- * blocking the loop; the answer is the page `audit query --format json`
- * prints.
+ * the proxy and the cache.  The policy gate (authz_admin) has let the
+ * caller in before this runs.  It parses the filters from the query
+ * string, and drives the audit query engine (audit_query.c) on the
+ * writer's Redis link, step by step, without blocking the loop; the
+ * answer is the page `audit query --format json` prints.
  *
  * Guarantees: a page scans at most AQ_ADMIN_SCAN entries and returns at
  * most AQ_ADMIN_LIMIT records; the query is the request's stage while it
@@ -14,8 +13,6 @@
  * Redis failure is a 503, and so is a reply later than audit.timeout
  * (Redis counts as down then, as for a record).
  */
-#include <arpa/inet.h>
-
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -162,32 +159,11 @@ done:
 	free(body);
 }
 
-static int
-aq_admin_allowed(const struct config_audit *ac, const char *peer)
-{
-	unsigned char	 a[16], b[16];
-	size_t		 i;
-	int		 fa, fb;
-
-	fa = inet_pton(AF_INET, peer, a) == 1 ? AF_INET :
-	    inet_pton(AF_INET6, peer, a) == 1 ? AF_INET6 : 0;
-	if (fa == 0)
-		return (0);
-	for (i = 0; i < ac->nadmin_addresses; i++) {
-		fb = inet_pton(AF_INET, ac->admin_addresses[i], b) == 1 ?
-		    AF_INET : inet_pton(AF_INET6, ac->admin_addresses[i], b) ==
-		    1 ? AF_INET6 : 0;
-		if (fa == fb && memcmp(a, b, fa == AF_INET ? 4 : 16) == 0)
-			return (1);
-	}
-	return (0);
-}
-
 /*
  * GET /admin/audit?since=&until=&subject=&repo=&action=&status=
  * &decision=&limit=&cursor=: the same page `audit query --format json`
- * prints.  Until the policy engine decides it, only clients whose address
- * is in audit.admin_addresses may ask.
+ * prints.  Who may ask was decided before (authz_admin(): the admin
+ * action, or an address in the deprecated audit.admin_addresses).
  */
 void
 audit_admin(struct req *req)
@@ -209,12 +185,6 @@ audit_admin(struct req *req)
 		req_fail(req, ERR_METHOD, NULL);
 		return;
 	}
-	if (!aq_admin_allowed(ac, req->c->peer)) {
-		req->decision = "deny";
-		req_fail(req, ERR_DENIED, "not an admin address");
-		return;
-	}
-	req->decision = "allow";
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		fatal("calloc");
 	a->ctx = req->c->ctx;

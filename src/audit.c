@@ -248,6 +248,10 @@ audit_action(const struct req *req)
 		return ("ping");
 	if (strcmp(req->path, "/v2/_catalog") == 0)
 		return ("catalog");
+	/* An upload's status (GET) is part of a push, as the policy says. */
+	if (req->up != NULL && (req->route.ep == OCI_EP_UPLOAD ||
+	    req->route.ep == OCI_EP_UPLOAD_START))
+		return ("push");
 	switch (m) {
 	case HTTP_GET:
 	case HTTP_HEAD:
@@ -336,7 +340,7 @@ audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
 static void
 audit_fill(struct audit_buf *b, const struct req *req, const char *inst)
 {
-	const char	*ua = NULL, *ref = "";
+	const char	*ua = NULL, *ref = "", *am = "none";
 	char		 digest[OCI_REF_MAX + 1];
 	size_t		 qlen;
 
@@ -358,9 +362,19 @@ audit_fill(struct audit_buf *b, const struct req *req, const char *inst)
 	audit_buf_add(b, AF_INSTANCE, inst, strlen(inst));
 	audit_buf_add(b, AF_CLIENT_IP, req->c->peer, strlen(req->c->peer));
 	audit_buf_add(b, AF_USER_AGENT, ua, ua != NULL ? strlen(ua) : 0);
-	/* Identity and policy fill these once they exist. */
-	audit_buf_add(b, AF_SUBJECT, "anonymous", 9);
-	audit_buf_add(b, AF_AUTH_METHOD, "none", 4);
+	/*
+	 * The principal (identity.c), never a credential.  An anonymous
+	 * caller is written as subject "anonymous", method "none", as
+	 * before there were identities, so queries and index keys keep.
+	 */
+	if (req->principal.subject != NULL &&
+	    req->principal.subject[0] != '\0') {
+		audit_buf_add(b, AF_SUBJECT, req->principal.subject,
+		    strlen(req->principal.subject));
+		am = principal_method_name(req->principal.method);
+	} else
+		audit_buf_add(b, AF_SUBJECT, "anonymous", 9);
+	audit_buf_add(b, AF_AUTH_METHOD, am, strlen(am));
 	audit_buf_add(b, AF_ACTION, audit_action(req),
 	    strlen(audit_action(req)));
 	audit_buf_add(b, AF_REPOSITORY, req->is_v2 ? req->route.name : "",
@@ -376,7 +390,8 @@ audit_fill(struct audit_buf *b, const struct req *req, const char *inst)
 	    strlen(errs_code(req->err)) : 0);
 	audit_buf_add(b, AF_DECISION, audit_decision(req),
 	    strlen(audit_decision(req)));
-	audit_buf_add(b, AF_RULE, "", 0);
+	audit_buf_add(b, AF_RULE, req->rule, req->rule != NULL ?
+	    strlen(req->rule) : 0);
 	audit_buf_addu(b, AF_BYTES_IN, req->bytes_in);
 	audit_buf_addu(b, AF_BYTES_OUT, req->bytes_out);
 	audit_buf_addu(b, AF_DURATION_MS, now_ms() - req->start_ms);

@@ -33,6 +33,7 @@
 
 #include "config.h"
 #include "config_int.h"
+#include "policy.h"
 
 #define CFG_CRED_MAX	4096	/* largest credentials file */
 
@@ -55,6 +56,8 @@ static const char *const cfg_secret_words[] = {
 
 static void cfg_error(struct cfg_ctx *, const char *, const char *, ...)
     __attribute__((__format__(__printf__, 3, 4)));
+static void	cfg_parse_object(struct cfg_ctx *, const struct cfg_key *,
+		    json_t *, void *, const char *);
 
 static void
 cfg_error(struct cfg_ctx *ctx, const char *ptr, const char *fmt, ...)
@@ -230,6 +233,74 @@ out:
 	close(fd);
 }
 
+/*
+ * Read the policy file that /policy/file names into the same pol_src as
+ * inline rules would go, refusing it above max_file_bytes before reading.
+ * Errors inside it are named "FILE#/rules/3/..." (a JSON pointer in a URI
+ * fragment, RFC 6901 section 6).
+ */
+void
+cfg_load_policy_file(struct cfg_ctx *ctx, void *base, const char *file,
+    const char *ptr)
+{
+	struct pol_src	*src = base;
+	struct stat	 st;
+	json_error_t	 jerr;
+	json_t		*root;
+	char		*buf = NULL, where[CFG_PTR_MAX];
+	size_t		 len = 0, max = src->max_file_bytes;
+	ssize_t		 n = 0;
+	int		 fd;
+
+	if (src->rules != NULL || src->blocked != NULL ||
+	    src->immutable != NULL) {
+		cfg_error(ctx, ptr, "rules, blocked_digests and "
+		    "immutable_tags go either inline or in the file, not both");
+		return;
+	}
+	if ((fd = cfg_open_regular(file)) == -1) {
+		cfg_error(ctx, ptr, "cannot read: %s", strerror(errno));
+		return;
+	}
+	if (fstat(fd, &st) == -1 || (size_t)st.st_size > max) {
+		cfg_error(ctx, ptr, "larger than policy/max_file_bytes (%zu)",
+		    max);
+		goto out;
+	}
+	if ((buf = malloc(max + 1)) == NULL)
+		abort();
+	while (len <= max) {
+		n = read(fd, buf + len, max + 1 - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += n;
+	}
+	if (n == -1) {
+		cfg_error(ctx, ptr, "cannot read: %s", strerror(errno));
+		goto out;
+	}
+	if (len > max) {
+		cfg_error(ctx, ptr, "larger than policy/max_file_bytes (%zu)",
+		    max);
+		goto out;
+	}
+	if ((root = json_loadb(buf, len, JSON_REJECT_DUPLICATES,
+	    &jerr)) == NULL) {
+		snprintf(where, sizeof(where), "%s:%d:%d", file, jerr.line,
+		    jerr.column);
+		cfg_error(ctx, where, "%s", jerr.text);
+		goto out;
+	}
+	snprintf(where, sizeof(where), "%s#", file);
+	cfg_parse_object(ctx, cfg_policy_file_keys, root, base, where);
+	json_decref(root);
+out:
+	free(buf);
+	close(fd);
+}
+
 /* Fill in the defaults of every key of an object held in base. */
 static void
 cfg_defaults(const struct cfg_key *keys, void *base)
@@ -323,8 +394,6 @@ cfg_free_keys(const struct cfg_key *keys, void *base)
 	}
 }
 
-static void	cfg_parse_object(struct cfg_ctx *, const struct cfg_key *,
-		    json_t *, void *, const char *);
 
 /* Parse one present value into its field; report what is wrong with it. */
 static void
@@ -509,8 +578,16 @@ cfg_parse_value(struct cfg_ctx *ctx, const struct cfg_key *k, json_t *v,
 			cfg_defaults(k->sub, elems + i * k->sub_size);
 		for (i = 0; i < n; i++) {
 			cfg_ptr_index(elptr, sizeof(elptr), ptr, i);
-			cfg_parse_object(ctx, k->sub, json_array_get(v, i),
-			    elems + i * k->sub_size, elptr);
+			/* "x" stands for {"<first key>": "x"}. */
+			if ((k->flags & CFG_SHORTHAND) &&
+			    json_is_string(json_array_get(v, i)))
+				cfg_parse_value(ctx, &k->sub[0],
+				    json_array_get(v, i),
+				    elems + i * k->sub_size, elptr);
+			else
+				cfg_parse_object(ctx, k->sub,
+				    json_array_get(v, i),
+				    elems + i * k->sub_size, elptr);
 		}
 		break;
 	}
@@ -632,6 +709,36 @@ cfg_dup_host(struct cfg_ctx *ctx, const struct config_upstream *ups,
 		    "hosts on one of them", ups[i].hosts[a], q);
 }
 
+static void
+cfg_policy_error(void *arg, const char *ptr, const char *msg)
+{
+	cfg_error(arg, ptr, "%s", msg);
+}
+
+/*
+ * Compile the policy (none: the empty policy, which denies everything).
+ * Runs even when other keys were wrong, so one pass reports every error.
+ */
+static void
+cfg_compile_policy(struct cfg_ctx *ctx, struct config *cfg)
+{
+	const struct pol_src	*src = cfg->policy_src;
+	const char		**names;
+	char			 where[CFG_PTR_MAX];
+	size_t			 i;
+
+	names = xcalloc(cfg->nupstreams, sizeof(*names));
+	for (i = 0; i < cfg->nupstreams; i++)
+		names[i] = cfg->upstreams[i].name;
+	if (src != NULL && src->file != NULL)
+		snprintf(where, sizeof(where), "%s#", src->file);
+	else
+		snprintf(where, sizeof(where), "/policy");
+	cfg->policy = policy_compile(src, names, cfg->nupstreams, where,
+	    cfg_policy_error, ctx);
+	free(names);
+}
+
 /* Checks that span keys, and values computed from others. */
 static void
 cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
@@ -739,6 +846,7 @@ cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 		}
 	}
 	free(given);
+	cfg_compile_policy(ctx, cfg);
 }
 
 static void
@@ -758,6 +866,8 @@ config_free(struct config *cfg)
 			free(up->password);
 		}
 	}
+	/* The compiled policy borrows strings from policy_src: first. */
+	policy_free(cfg->policy);
 	cfg_free_keys(cfg_root_keys, cfg);
 	free(cfg->path);
 	free(cfg);

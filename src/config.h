@@ -16,6 +16,7 @@
 #include "url.h"
 
 struct policy;
+struct pol_src;
 
 /* Largest configuration file config_load() reads. */
 #define CONFIG_MAX_FILE_BYTES	(1024 * 1024)
@@ -160,6 +161,7 @@ struct config {
 
 	/* Compiled access policy; never NULL (no rules: deny all). */
 	struct policy		*policy;
+	struct pol_src		*policy_src;	/* as written; NULL: none */
 
 	struct config_upstream	*upstreams;	/* at least one */
 	size_t			 nupstreams;

@@ -29,6 +29,8 @@ enum cfg_type {
 
 #define CFG_RELOAD	0x1	/* a reload may change it */
 #define CFG_REQUIRED	0x2	/* no default: must be present */
+#define CFG_SHORTHAND	0x4	/* CFG_ARRAY: a string entry sets the */
+				/* entry's first key */
 
 struct cfg_ctx;
 
@@ -56,9 +58,12 @@ struct cfg_key {
 void	 cfg_ptr(char *, size_t, const char *, const char *);
 void	 cfg_load_credentials(struct cfg_ctx *, void *, const char *,
 	    const char *);
+void	 cfg_load_policy_file(struct cfg_ctx *, void *, const char *,
+	    const char *);
 
 /* config_schema.c */
 extern const struct cfg_key	 cfg_root_keys[];
+extern const struct cfg_key	 cfg_policy_file_keys[];
 extern const char *const	 cfg_level_names[];
 int		 cfg_split_listen(const char *, char *, size_t, int *);
 const char	*cfg_check_listen(const char *);

@@ -92,7 +92,8 @@ cfg_reference_keys(FILE *out, const struct cfg_key *keys, const char *ptr,
 			type = "object";
 			break;
 		case CFG_ARRAY:
-			type = "array of objects";
+			type = k->flags & CFG_SHORTHAND ?
+			    "array of objects or strings" : "array of objects";
 			snprintf(range, sizeof(range), "%lld..%lld entries",
 			    k->min, k->max);
 			break;

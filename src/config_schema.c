@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "config_int.h"
+#include "policy.h"
 
 #define CFG_NAME_MAX	32	/* upstream names */
 
@@ -43,6 +44,10 @@ static const char *const cfg_verify_names[] = {
 
 const char *const cfg_level_names[] = {
 	"error", "warn", "info", "debug", NULL
+};
+
+static const char *const cfg_effect_names[] = {
+	"allow", "deny", NULL
 };
 
 static const char *const cfg_sendfile_names[] = {
@@ -329,7 +334,9 @@ static const struct cfg_key cfg_audit_keys[] = {
 	  .off = AUDIT_OFF(admin_addresses),
 	  .count_off = AUDIT_OFF(nadmin_addresses), .min = 0, .max = 256,
 	  .check = cfg_check_ip, .def_doc = "none",
-	  .help = "Client IP addresses that may use GET /admin/audit." },
+	  .help = "Deprecated: write a policy rule for the admin action. "
+	  "Client IP addresses allowed the admin action (/admin/*) as if "
+	  "an allow rule said so; a deny rule still wins." },
 	{ .name = "queue_max", .type = CFG_SIZE, .off = AUDIT_OFF(queue_max),
 	  .min = 16, .max = 1000000, .def = 10000,
 	  .help = "Records held in memory waiting for Redis; beyond it "
@@ -424,6 +431,157 @@ static const struct cfg_key cfg_upstream_keys[] = {
 	{ .name = NULL }
 };
 
+/*
+ * The access policy (policy.c compiles it).  Rules, blocked digests and
+ * immutable tags are written inline or in the file that "file" names; the
+ * POL_BODY rows appear in both tables.  What a row cannot say (subject
+ * grammar, patterns, unique ids, known upstreams) policy_compile() checks,
+ * with the same JSON pointers.
+ */
+#define SUBJ_OFF(f)	offsetof(struct pol_subject_src, f)
+static const struct cfg_key cfg_policy_subject_keys[] = {
+	{ .name = "match", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = SUBJ_OFF(match), .def_doc = "none",
+	  .help = "What a string entry sets: user:NAME, group:NAME, "
+	  "anonymous, authenticated, cidr:NET/LEN (IPv4 or IPv6), or "
+	  "mtls:DN (RFC 2253; '*' matches within one attribute value)." },
+	{ .name = "claim", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = SUBJ_OFF(claim), .def_doc = "none",
+	  .help = "A claim condition: the verified claim's name." },
+	{ .name = "equals", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = SUBJ_OFF(equals), .def_doc = "none",
+	  .help = "The claim (any of its values) equals this." },
+	{ .name = "glob", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = SUBJ_OFF(glob), .def_doc = "none",
+	  .help = "The claim (any of its values) matches this pattern "
+	  "(repository pattern grammar, no templates)." },
+	{ .name = NULL }
+};
+
+#define RULE_OFF(f)	offsetof(struct pol_rule_src, f)
+static const struct cfg_key cfg_policy_rule_keys[] = {
+	{ .name = "id", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = RULE_OFF(id),
+	  .help = "The rule's name in logs, audit records and explain "
+	  "output: 1 to 64 of letters, digits, '.', '_', '-', ':'; unique." },
+	{ .name = "effect", .type = CFG_ENUM,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = RULE_OFF(effect),
+	  .choices = cfg_effect_names,
+	  .help = "allow, or deny (any matching deny beats every allow)." },
+	{ .name = "repositories", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = RULE_OFF(repositories),
+	  .count_off = RULE_OFF(nrepositories), .min = 0, .max = 256,
+	  .def_doc = "required unless actions are only catalog, admin",
+	  .help = "Repository patterns (the upstream's names): '*' within a "
+	  "segment, '?' one character, '**' whole segments, templates "
+	  "${subject} and ${claim.NAME}." },
+	{ .name = "upstreams", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = RULE_OFF(upstreams), .count_off = RULE_OFF(nupstreams),
+	  .min = 0, .max = 256, .def_doc = "every upstream",
+	  .help = "Upstream names the rule is limited to." },
+	{ .name = "subjects", .type = CFG_ARRAY,
+	  .flags = CFG_RELOAD | CFG_SHORTHAND, .off = RULE_OFF(subjects),
+	  .count_off = RULE_OFF(nsubjects), .min = 0, .max = 256,
+	  .sub = cfg_policy_subject_keys,
+	  .sub_size = sizeof(struct pol_subject_src), .def_doc = "required",
+	  .help = "Who the rule is about; it matches when any entry does. "
+	  "An entry is a string (see match) or a claim condition." },
+	{ .name = "actions", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = RULE_OFF(actions), .count_off = RULE_OFF(nactions),
+	  .min = 0, .max = 6, .def_doc = "required",
+	  .help = "pull, push, delete, catalog, admin, or * for all." },
+	{ .name = NULL }
+};
+
+#define BLOCK_OFF(f)	offsetof(struct pol_blocked_src, f)
+static const struct cfg_key cfg_policy_blocked_keys[] = {
+	{ .name = "digest", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = BLOCK_OFF(digest),
+	  .help = "A manifest or blob digest refused to everyone; a string "
+	  "entry sets it." },
+	{ .name = "reason", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = BLOCK_OFF(reason), .def_doc = "none",
+	  .help = "Why, for `policy explain` and the operator." },
+	{ .name = NULL }
+};
+
+#define IMM_OFF(f)	offsetof(struct pol_immutable_src, f)
+static const struct cfg_key cfg_policy_immutable_keys[] = {
+	{ .name = "id", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = IMM_OFF(id),
+	  .help = "The rule's name, unique among rules and immutable_tags." },
+	{ .name = "repositories", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = IMM_OFF(repositories), .count_off = IMM_OFF(nrepositories),
+	  .min = 0, .max = 256, .def_doc = "required",
+	  .help = "Repository patterns (no templates)." },
+	{ .name = "upstreams", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = IMM_OFF(upstreams), .count_off = IMM_OFF(nupstreams),
+	  .min = 0, .max = 256, .def_doc = "every upstream",
+	  .help = "Upstream names the rule is limited to." },
+	{ .name = "tags", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = IMM_OFF(tags), .count_off = IMM_OFF(ntags),
+	  .min = 0, .max = 256, .def_doc = "required",
+	  .help = "Tag globs ('*', '?'); a tag matching one cannot be moved "
+	  "once it exists." },
+	{ .name = NULL }
+};
+
+#define POL_OFF(f)	offsetof(struct pol_src, f)
+#define POL_BODY_ROWS							\
+	{ .name = "rules", .type = CFG_ARRAY, .flags = CFG_RELOAD,	\
+	  .off = POL_OFF(rules), .count_off = POL_OFF(nrules),		\
+	  .min = 0, .max = 1000000, .sub = cfg_policy_rule_keys,	\
+	  .sub_size = sizeof(struct pol_rule_src), .def_doc = "none",	\
+	  .help = "Access rules.  Default deny; a request is allowed "	\
+	  "when an allow rule matches and no deny rule does, whatever "	\
+	  "their order." },						\
+	{ .name = "blocked_digests", .type = CFG_ARRAY,			\
+	  .flags = CFG_RELOAD | CFG_SHORTHAND, .off = POL_OFF(blocked),	\
+	  .count_off = POL_OFF(nblocked), .min = 0, .max = 1000000,	\
+	  .sub = cfg_policy_blocked_keys,				\
+	  .sub_size = sizeof(struct pol_blocked_src), .def_doc = "none",	\
+	  .help = "Digests refused (403 DENIED) through every repository " \
+	  "and tag, cached or not; an entry is a digest string or an "	\
+	  "object." },							\
+	{ .name = "immutable_tags", .type = CFG_ARRAY, .flags = CFG_RELOAD, \
+	  .off = POL_OFF(immutable), .count_off = POL_OFF(nimmutable),	\
+	  .min = 0, .max = 10000, .sub = cfg_policy_immutable_keys,	\
+	  .sub_size = sizeof(struct pol_immutable_src),			\
+	  .def_doc = "none",						\
+	  .help = "Tags that a manifest PUT may create but never move." }
+
+/* What a policy file holds. */
+const struct cfg_key cfg_policy_file_keys[] = {
+	POL_BODY_ROWS,
+	{ .name = NULL }
+};
+
+static const struct cfg_key cfg_policy_keys[] = {
+	POL_BODY_ROWS,
+	{ .name = "max_rules", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = POL_OFF(max_rules), .min = 1, .max = 1000000, .def = 10000,
+	  .help = "Most rules a policy may hold." },
+	{ .name = "max_blocked_digests", .type = CFG_SIZE,
+	  .flags = CFG_RELOAD, .off = POL_OFF(max_blocked), .min = 1,
+	  .max = 1000000, .def = 100000,
+	  .help = "Most entries in blocked_digests." },
+	{ .name = "max_pattern_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = POL_OFF(max_pattern_bytes), .min = 16, .max = 4096,
+	  .def = 512,
+	  .help = "Longest repository pattern, tag glob or claim glob." },
+	{ .name = "max_file_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = POL_OFF(max_file_bytes), .min = 1024, .max = 67108864,
+	  .def = 4194304,
+	  .help = "Largest policy file; refused before it is read." },
+	{ .name = "file", .type = CFG_PATH, .flags = CFG_RELOAD,
+	  .off = POL_OFF(file), .loaded = cfg_load_policy_file,
+	  .def_doc = "inline",
+	  .help = "JSON file holding rules, blocked_digests and "
+	  "immutable_tags instead of this object (relative to the "
+	  "configuration file); reread on reload." },
+	{ .name = NULL }
+};
+
 const struct cfg_key cfg_root_keys[] = {
 	{ .name = "listen", .type = CFG_OBJECT, .sub = cfg_listen_keys,
 	  .help = "Where clients connect." },
@@ -465,6 +623,11 @@ const struct cfg_key cfg_root_keys[] = {
 	  .count_off = CFG_OFF(nupstreams), .min = 1, .max = 256,
 	  .sub = cfg_upstream_keys, .sub_size = sizeof(struct config_upstream),
 	  .help = "Registries behind the gateway." },
+	{ .name = "policy", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(policy_src), .sub = cfg_policy_keys,
+	  .sub_size = sizeof(struct pol_src),
+	  .def_doc = "no rules: every request is denied",
+	  .help = "Per-repository access policy (README \"Policy\")." },
 	{ .name = NULL }
 };
 

@@ -120,13 +120,22 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 
 		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
 		port = ntohs(s4->sin_port);
+		c->peer_af = AF_INET;
+		memcpy(c->peer_addr, &s4->sin_addr, 4);
 	} else if (sa->sa_family == AF_INET6) {
 		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)sa;
 
 		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
 		port = ntohs(s6->sin6_port);
-		if (strncmp(host, "::ffff:", 7) == 0)
+		c->peer_af = AF_INET6;
+		memcpy(c->peer_addr, &s6->sin6_addr, 16);
+		if (strncmp(host, "::ffff:", 7) == 0) {
+			/* An IPv4 client on a dual-stack socket is IPv4. */
 			memmove(host, host + 7, strlen(host + 7) + 1);
+			c->peer_af = AF_INET;
+			memmove(c->peer_addr, c->peer_addr + 12, 4);
+			memset(c->peer_addr + 4, 0, 12);
+		}
 	}
 	snprintf(c->peer, sizeof(c->peer), "%s", host);
 	(void)port;

@@ -90,4 +90,111 @@ size_t		 policy_nrules(const struct policy *);
 
 void		 policy_free(struct policy *);
 
+/*
+ * The policy as written: what the configuration loader fills from the
+ * "policy" section (its schema rows in config_schema.c), and what
+ * policy_compile() turns into a struct policy.  Strings are owned by the
+ * configuration snapshot.
+ */
+enum pol_effect {
+	POL_EFFECT_ALLOW,
+	POL_EFFECT_DENY
+};
+
+struct pol_subject_src {
+	char		 *match;	/* "user:NAME", "cidr:...", ... */
+	char		 *claim;	/* or a claim condition: */
+	char		 *equals;
+	char		 *glob;
+};
+
+struct pol_rule_src {
+	char			 *id;
+	int			  effect;	/* enum pol_effect */
+	char			**repositories;
+	size_t			  nrepositories;
+	char			**upstreams;
+	size_t			  nupstreams;
+	struct pol_subject_src	 *subjects;
+	size_t			  nsubjects;
+	char			**actions;
+	size_t			  nactions;
+};
+
+struct pol_blocked_src {
+	char		 *digest;
+	char		 *reason;
+};
+
+struct pol_immutable_src {
+	char		 *id;
+	char		**repositories;
+	size_t		  nrepositories;
+	char		**upstreams;
+	size_t		  nupstreams;
+	char		**tags;
+	size_t		  ntags;
+};
+
+struct pol_src {
+	struct pol_rule_src		*rules;
+	size_t				 nrules;
+	struct pol_blocked_src		*blocked;
+	size_t				 nblocked;
+	struct pol_immutable_src	*immutable;
+	size_t				 nimmutable;
+	char				*file;	/* NULL: inline */
+	size_t				 max_rules;
+	size_t				 max_blocked;
+	size_t				 max_pattern_bytes;
+	size_t				 max_file_bytes;
+};
+
+/* Called once per compile error with its JSON pointer and a message. */
+typedef void	(*pol_error_fn)(void *, const char *, const char *);
+
+/*
+ * Compile src (NULL: no policy section, which denies everything).  Names
+ * in upstreams are given by the nup names of the configuration, against
+ * which rules' upstream lists are checked.  Every error goes to err with
+ * its JSON pointer under where ("/policy", or "FILE#" for a policy file);
+ * returns NULL when there was any.
+ */
+struct policy	*policy_compile(const struct pol_src *src,
+		    const char *const *upstreams, size_t nup,
+		    const char *where, pol_error_fn err, void *arg);
+
+/* Why one rule did or did not match, for `portcullis policy explain`. */
+#define POL_MISSES(X)							\
+	X(POL_MATCHED, "matched")					\
+	X(POL_MISS_ACTION, "action not in rule")			\
+	X(POL_MISS_UPSTREAM, "upstream not listed")			\
+	X(POL_MISS_REPOSITORY, "no repository pattern matched")		\
+	X(POL_MISS_TEMPLATE, "template value unusable")			\
+	X(POL_MISS_SUBJECT, "no subject matched")
+
+#define POL_MISS_ENUM(e, s) e,
+enum pol_miss {
+	POL_MISSES(POL_MISS_ENUM)
+	POL_MISS__MAX
+};
+#undef POL_MISS_ENUM
+
+/* The reason's text. */
+const char	*policy_miss_name(enum pol_miss);
+/* Rule i's id (i < policy_nrules()). */
+const char	*policy_rule_id(const struct policy *, size_t);
+/* Rule i's effect. */
+enum pol_effect	 policy_rule_effect(const struct policy *, size_t);
+/*
+ * Whether rule i matches the request, and the first condition that failed
+ * (action, upstream, repository, subject) when it does not.  Same inputs
+ * and the same conditions as policy_decide().
+ */
+enum pol_miss	 policy_explain_rule(const struct policy *, size_t,
+		    const struct principal *, const char *upstream,
+		    const char *repo, enum pol_action);
+/* The reason a blocked digest was listed, or NULL. */
+const char	*policy_blocked_reason(const struct policy *, const char *);
+
 #endif /* PC_POLICY_H */

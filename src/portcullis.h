@@ -136,6 +136,8 @@ struct conn {
 	uint64_t		 id;
 	struct bufferevent	*bev;
 	char			 peer[64];
+	int			 peer_af;	/* AF_INET, AF_INET6; 0 */
+	unsigned char		 peer_addr[16];	/* network order */
 	char			*tls_subject;	/* verified client cert */
 	int			 tls;
 	struct hframe		 hf;
@@ -413,5 +415,13 @@ int		 audit_cli(int, char **);
 
 /* admin.c: GET /admin/audit. */
 void		 audit_admin(struct req *);
+
+/* identity.c: who asks (the request's principal). */
+void		 identity_from_conn(struct req *);
+
+/* authz.c: the policy gate. */
+int		 authz_request(struct req *);
+int		 authz_admin(struct req *);
+void		 authz_config_loaded(const struct config *);
 
 #endif

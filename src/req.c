@@ -6,9 +6,8 @@
  *
  * ROUTE parses the target (router.c), checks the method and picks the
  * upstream (path prefix, then containerd's ns=, then the default).
- * DISPATCH is where authentication, policy and rate limits will run as
- * stages of their own; none is configured yet, so every routed request is
- * dispatched.  CACHE (cache_serve.c) takes pulls of blobs and manifests
+ * DISPATCH runs the gates: the policy (authz.c) now, authentication and
+ * rate limits as stages of their own once they exist.  CACHE (cache_serve.c) takes pulls of blobs and manifests
  * when the upstream is cached: it answers them from disk or from a fill,
  * or hands them on to UPSTREAM.  UPSTREAM hands the request to proxy.c;
  * RESPOND streams the answer.  Every transition writes a debug trace line;
@@ -117,6 +116,8 @@ req_start(struct conn *c, struct hframe_msg *msg)
 	req->state = REQ_ROUTE;
 	log_debug("%llu.%u req start method=%s", (unsigned long long)c->id,
 	    req->seq, req->method);
+	/* Who asks: from the connection, so it never waits (identity.c). */
+	identity_from_conn(req);
 	req_route(req);
 }
 
@@ -155,7 +156,7 @@ req_free(struct req *req)
 		snprintf(up, sizeof(up), "-");
 	/* The summary line: never a credential, never the query string. */
 	log_info("%llu.%u req done method=%s path=%s status=%d in=%llu "
-	    "out=%llu ms=%llu upstream=%s%s%s peer=%s id=%s%s%s%s%s",
+	    "out=%llu ms=%llu upstream=%s%s%s peer=%s id=%s%s%s%s%s%s%s%s%s",
 	    (unsigned long long)c->id, req->seq, req->method, req->path,
 	    req->status, (unsigned long long)req->bytes_in,
 	    (unsigned long long)req->bytes_out,
@@ -164,7 +165,12 @@ req_free(struct req *req)
 	    req->request_id, req->err != ERR_NONE ? " error=" : "",
 	    req->err != ERR_NONE ? errs_name(req->err) : "",
 	    req->cache_status != NULL ? " cache=" : "",
-	    req->cache_status != NULL ? req->cache_status : "");
+	    req->cache_status != NULL ? req->cache_status : "",
+	    req->decision != NULL ? " decision=" : "",
+	    req->decision != NULL ? req->decision : "",
+	    req->decision != NULL ? " rule=" : "",
+	    req->decision != NULL ? (req->rule != NULL ? req->rule : "-") :
+	    "");
 	audit_request(req);		/* its one audit record */
 	conn_reap_later(c->ctx, &req->reap, req_destroy, req);
 }
@@ -698,8 +704,15 @@ req_route(struct req *req)
 		req_fail(req, ERR_UNAVAILABLE, "audit log unavailable");
 		return;
 	}
-	if (strcmp(req->path, "/admin/audit") == 0) {
-		audit_admin(req);
+	if (strcmp(req->path, "/admin") == 0 ||
+	    strncmp(req->path, "/admin/", 7) == 0) {
+		/* The admin action, whatever the path: no probing past it. */
+		if (authz_admin(req) == -1)
+			return;
+		if (strcmp(req->path, "/admin/audit") == 0)
+			audit_admin(req);
+		else
+			req_fail(req, ERR_NOT_FOUND, NULL);
 		return;
 	}
 	if (strcmp(req->path, "/v2") != 0 && strncmp(req->path, "/v2/", 4)) {
@@ -716,7 +729,12 @@ req_route(struct req *req)
 		return;
 	}
 	if (req->route.ep == OCI_EP_BASE) {
-		/* Answered here: every caller may use the API for now. */
+		/*
+		 * Answered here, to everyone: a 401 asks for credentials, and
+		 * until the identity issue there are none a client could
+		 * send (a mirror's dockerd would only offer its Docker Hub
+		 * login).  Each endpoint behind it is gated by the policy.
+		 */
 		req->decision = "allow";
 		req_respond_simple(req, 200, "application/json", "{}", NULL);
 		return;
@@ -734,6 +752,14 @@ static void
 req_dispatch(struct req *req)
 {
 	/*
+	 * The policy gate (authz.c): may this principal do what the
+	 * endpoint implies on this repository?  It decides at once; a
+	 * request it let on has its decision set, so a gate that waited
+	 * and came back through req_stage_next() does not run it twice.
+	 */
+	if (req->decision == NULL && authz_request(req) == -1)
+		return;
+	/*
 	 * A manifest push is a bounded document (limits.manifest_bytes):
 	 * an announced length over it is refused before the upstream hears
 	 * of it; a chunked one is cut by the framer once over, and
@@ -747,11 +773,9 @@ req_dispatch(struct req *req)
 		return;
 	}
 	/*
-	 * Authentication, policy and rate limiting run here, each as one
-	 * more stage before UPSTREAM, once they exist.  Until then every
-	 * routed request is allowed.
+	 * Rate limiting runs here, as one more stage before UPSTREAM, once
+	 * it exists.
 	 */
-	req->decision = "allow";
 	if (cache_wants(req)) {
 		req_set_state(req, REQ_CACHE);
 		cache_start(req);

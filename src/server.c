@@ -22,6 +22,7 @@
 #include <event2/dns.h>
 
 #include "portcullis.h"
+#include "policy.h"
 
 static void	server_fd_limit(const struct config *);
 
@@ -135,6 +136,17 @@ server_signal_cb(evutil_socket_t sig, short ev, void *arg)
 	server_conn_gone(ctx);
 }
 
+/* Say how many rules are in force; an empty policy denies every request. */
+static void
+server_policy_note(const struct config *conf)
+{
+	if (policy_nrules(conf->policy) == 0)
+		log_warn("- policy: no rules, every request is denied");
+	else
+		log_info("- policy loaded rules=%zu",
+		    policy_nrules(conf->policy));
+}
+
 /*
  * SIGHUP: load the file again and swap the snapshot in when it validates
  * and changes nothing that needs a restart.  Connections keep the snapshot
@@ -164,6 +176,8 @@ server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 	ctx->conf = conf;
 	log_set_level(conf->log_level);
 	log_info("- server reload done upstreams=%zu", conf->nupstreams);
+	server_policy_note(conf);
+	authz_config_loaded(conf);
 	server_fd_limit(conf);	/* a raised max_connections needs them */
 	server_conn_gone(ctx);	/* a raised max_connections applies */
 }
@@ -306,6 +320,8 @@ server_run(const char *path, char **cause)
 	log_info("- server start version=%s listen=%s tls=%s upstreams=%zu",
 	    PC_VERSION, ctx->conf->listen_address,
 	    ctx->conf->tls ? "on" : "off", ctx->conf->nupstreams);
+	server_policy_note(ctx->conf);
+	authz_config_loaded(ctx->conf);
 	event_base_dispatch(ctx->base);
 	log_info("- server stop open=%zu", ctx->nconns);
 	rv = 0;

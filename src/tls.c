@@ -16,6 +16,9 @@
 
 #include "portcullis.h"
 
+/* Longest client certificate subject kept (RFC 2253 text). */
+#define TLS_SUBJECT_MAX		1024
+
 static char *
 tls_cause(const char *what, const char *file)
 {
@@ -126,18 +129,44 @@ tls_server_ssl(SSL_CTX *ctx)
 	return (SSL_new(ctx));
 }
 
-/* The verified client certificate's subject, or NULL.  Caller frees. */
+/*
+ * The verified client certificate's subject in RFC 2253 form, most
+ * specific first ("CN=node1,O=Corp", as mtls: rules name it), or NULL.
+ * Only a certificate that verified counts: with verify_client "optional"
+ * a client may present any certificate, and one that failed verification
+ * names nobody.  A subject longer than TLS_SUBJECT_MAX is refused (NULL)
+ * rather than cut, so that it can never read as a shorter, other name.
+ * Caller frees.
+ */
 char *
 tls_peer_subject(struct bufferevent *bev)
 {
 	SSL	*ssl = bufferevent_openssl_get_ssl(bev);
 	X509	*cert;
-	char	*s = NULL;
+	BIO	*bio = NULL;
+	char	*s = NULL, *p;
+	long	 n;
 
 	if (ssl == NULL || (cert = SSL_get1_peer_certificate(ssl)) == NULL)
 		return (NULL);
-	if (SSL_get_verify_result(ssl) == X509_V_OK)
-		s = X509_NAME_oneline(X509_get_subject_name(cert), NULL, 0);
+	if (SSL_get_verify_result(ssl) != X509_V_OK)
+		goto done;
+	if ((bio = BIO_new(BIO_s_mem())) == NULL)
+		goto done;
+	if (X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0,
+	    XN_FLAG_RFC2253) < 0)
+		goto done;
+	if ((n = BIO_get_mem_data(bio, &p)) <= 0 || n > TLS_SUBJECT_MAX) {
+		if (n > TLS_SUBJECT_MAX)
+			log_warn("- tls client_subject_too_long bytes=%ld "
+			    "max=%d: the certificate names nobody", n,
+			    TLS_SUBJECT_MAX);
+		goto done;
+	}
+	if ((s = strndup(p, (size_t)n)) == NULL)
+		fatal("strndup");
+done:
+	BIO_free(bio);
 	X509_free(cert);
 	return (s);
 }

@@ -581,13 +581,16 @@ def test_admin_audit_refused_to_other_addresses(redis, start_registry,
         upstream(reg, default=True),
         audit=audit_cfg(rs.port, tmp_path / "adm2.spool",
                         admin_addresses=["10.9.9.9"])))
+    # The caller is anonymous (the policy has no admin rule, its address
+    # is not in the alias): 401 with a challenge, as any anonymous denial.
     r = http.get(gw.url + "/admin/audit", timeout=10)
-    assert r.status_code == 403
-    assert r.json()["errors"][0]["code"] == "DENIED"
+    assert r.status_code == 401
+    assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
+    assert r.headers["WWW-Authenticate"].startswith("Basic realm=")
     rs.wait_xlen(STREAM, 1)
     (_, d), = records(rs)
     assert (d["action"], d["decision"], d["status"]) == \
-        ("admin", "deny", "403")
+        ("admin", "deny", "401")
 
 
 def _cli(cmd, config, *args, timeout=60):

@@ -887,6 +887,21 @@ test_reference(void **state)
 		"/audit/fsync", "/audit/on_failure", "/audit/admin_addresses",
 		"/audit/queue_max", "/audit/max_inflight", "/audit/timeout",
 		"/audit/max_index_keys",
+		"/policy", "/policy/rules", "/policy/rules/N/id",
+		"/policy/rules/N/effect", "/policy/rules/N/repositories",
+		"/policy/rules/N/upstreams", "/policy/rules/N/subjects",
+		"/policy/rules/N/subjects/N/match",
+		"/policy/rules/N/subjects/N/claim",
+		"/policy/rules/N/subjects/N/equals",
+		"/policy/rules/N/subjects/N/glob", "/policy/rules/N/actions",
+		"/policy/blocked_digests", "/policy/blocked_digests/N/digest",
+		"/policy/blocked_digests/N/reason", "/policy/immutable_tags",
+		"/policy/immutable_tags/N/id",
+		"/policy/immutable_tags/N/repositories",
+		"/policy/immutable_tags/N/upstreams",
+		"/policy/immutable_tags/N/tags", "/policy/max_rules",
+		"/policy/max_blocked_digests", "/policy/max_pattern_bytes",
+		"/policy/max_file_bytes", "/policy/file",
 		NULL
 	};
 	char	*buf = NULL, cell[128];

@@ -15,6 +15,24 @@ REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__),
                                          "..", "..", ".."))
 
 
+# The policy a test gets when its config has no "policy" key: everyone,
+# anonymous or identified, may pull, push, delete and list every repository
+# of every upstream, as before there was a policy; nobody is admin by rule
+# (audit.admin_addresses, the deprecated alias, still admits its
+# addresses).  The gateway itself denies everything without a policy, so
+# this keeps the tests that are not about policy about what they test.
+# Tests about policy pass their own "policy" (None: leave it out).
+OPEN_TEST_POLICY = {
+    "rules": [{
+        "id": "open-test-policy",
+        "effect": "allow",
+        "repositories": ["**"],
+        "subjects": ["anonymous", "authenticated"],
+        "actions": ["pull", "push", "delete", "catalog"],
+    }],
+}
+
+
 def gateway_bin():
     return os.environ.get("PORTCULLIS_BIN",
                           os.path.join(REPO_ROOT, "portcullis"))
@@ -36,6 +54,10 @@ class Gateway:
                 "with ./configure && make, or set PORTCULLIS_BIN" % self.bin)
         tls_client = tls_client or {}
         cfg = copy.deepcopy(config)
+        if "policy" not in cfg:
+            cfg["policy"] = copy.deepcopy(OPEN_TEST_POLICY)
+        elif cfg["policy"] is None:
+            del cfg["policy"]
         listen = cfg.setdefault("listen", {})
         if not listen.get("address"):
             listen["address"] = "127.0.0.1:%d" % free_port()

@@ -1,0 +1,330 @@
+/*
+ * authz.c: the policy stage, a gate of DISPATCH (req_dispatch) and of the
+ * admin endpoints (req_route).  It asks the policy engine (policy.h)
+ * whether the request's principal (identity.c) may do the action the
+ * endpoint implies on the repository as its upstream names it, and either
+ * lets the request on or answers it:
+ *
+ *	manifest, blob GET/HEAD; tags list; referrers	pull
+ *	upload start, PATCH, PUT, status GET, cancel;	push
+ *	manifest PUT
+ *	manifest, blob DELETE				delete
+ *	_catalog					catalog (no repository)
+ *	/admin and below				admin (no repository,
+ *							no upstream)
+ *
+ * A refusal is 401 UNAUTHORIZED with a challenge for an anonymous caller
+ * (credentials might help) and 403 DENIED for an identified one (they
+ * would not).  A digest on the blocklist is 403 for everyone, before the
+ * cache is consulted.  A cross-repository mount whose source the caller
+ * may not pull is not refused: it degrades to a plain upload start, as
+ * the distribution spec allows a registry to do.
+ *
+ * The decision and the deciding rule stay in the request (req->decision,
+ * req->rule) for the summary log line and the audit record; the rule ids
+ * are the policy's, which the request's config snapshot keeps alive.
+ * Deciding allocates nothing and never waits, so the gate is not a stage
+ * of its own: it answers or returns at once.
+ */
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "portcullis.h"
+#include "policy.h"
+
+/* The rule id the records carry for the deprecated admin address list. */
+#define AUTHZ_ADMIN_ALIAS	"audit.admin_addresses"
+
+/* The action a routed /v2 request implies; -1 for none (the base). */
+static int
+authz_action(const struct req *req)
+{
+	int	m = req->msg->method;
+
+	switch (req->route.ep) {
+	case OCI_EP_MANIFEST:
+		if (m == HTTP_PUT)
+			return (POL_PUSH);
+		return (m == HTTP_DELETE ? POL_DELETE : POL_PULL);
+	case OCI_EP_BLOB:
+		return (m == HTTP_DELETE ? POL_DELETE : POL_PULL);
+	case OCI_EP_TAGS:
+	case OCI_EP_REFERRERS:
+		return (POL_PULL);
+	case OCI_EP_UPLOAD_START:
+	case OCI_EP_UPLOAD:
+		/* Its status (GET) and its cancel (DELETE) too. */
+		return (POL_PUSH);
+	case OCI_EP_CATALOG:
+		return (POL_CATALOG);
+	default:
+		return (-1);
+	}
+}
+
+/*
+ * Refuse: 401 with a challenge when the caller is anonymous, else 403.
+ * The message names the action and the repository, never a credential.
+ * The request is answered (and retired) when this returns.
+ */
+static void
+authz_refuse(struct req *req, enum pol_action a, const char *repo,
+    const char *rule)
+{
+	struct headers	 h;
+	char		 detail[OCI_NAME_MAX + 192], chal[320];
+	const char	*an = policy_action_name(a), *why;
+	int		 n, anon = req->principal.method == AUTH_ANONYMOUS;
+
+	req->decision = "deny";
+	req->rule = rule;
+	why = anon ? "requires authentication" : "is denied";
+	if (repo != NULL)
+		snprintf(detail, sizeof(detail), "%s access to repository "
+		    "%s of upstream %s %s", an, repo, req->up->name, why);
+	else
+		snprintf(detail, sizeof(detail), "%s access %s", an, why);
+	if (!anon) {
+		req_fail(req, ERR_DENIED, detail);
+		return;
+	}
+	/*
+	 * RFC 9110 15.5.2: a 401 carries a challenge.  Until the identity
+	 * issue brings the gateway's token service there is no Bearer
+	 * realm to send a client to; Basic with the service name says
+	 * "credentials wanted" to the clients that look.  The identity
+	 * issue replaces it with Bearer realm=...,service=...,
+	 * scope="repository:NAME:ACTION".
+	 */
+	headers_init(&h);
+	n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
+	    req->conf->service);
+	if (n > 0 && (size_t)n < sizeof(chal))
+		headers_add(&h, "WWW-Authenticate", 16, chal, (size_t)n);
+	req_fail_with(req, ERR_UNAUTHORIZED, detail, &h);
+	headers_clear(&h);
+}
+
+/*
+ * The digest a request names that the blocklist must see, or NULL: the
+ * reference of a manifest or blob by digest (pull, push by digest,
+ * delete), and the digest= that completes an upload.  The digest= of an
+ * upload start is a monolithic upload, completed at once.
+ */
+static const char *
+authz_digest(const struct req *req, char *buf, size_t len)
+{
+	size_t	qlen;
+
+	switch (req->route.ep) {
+	case OCI_EP_MANIFEST:
+	case OCI_EP_BLOB:
+		return (req->route.ref_digest ? req->route.ref : NULL);
+	case OCI_EP_UPLOAD:
+	case OCI_EP_UPLOAD_START:
+		if (req->query == NULL || (qlen = strlen(req->query)) == 0 ||
+		    url_query_get(req->query, qlen, "digest", buf, len) == -1)
+			return (NULL);
+		return (buf);
+	default:
+		return (NULL);
+	}
+}
+
+/*
+ * The query parameters of an upload that the gateway decides on (digest,
+ * mount, from) are found by their names as sent; the upstream decodes
+ * names before it looks ("fr%6Fm" is its "from").  A percent in a
+ * parameter name would therefore let a blocked digest= or an unchecked
+ * from= past the gate: refuse it (no client encodes names).
+ */
+static int
+authz_names_plain(const char *q)
+{
+	const char	*p;
+	size_t		 nlen;
+
+	for (p = q; p != NULL && *p != '\0'; p += strcspn(p, "&")) {
+		while (*p == '&')
+			p++;
+		nlen = strcspn(p, "=&");
+		if (memchr(p, '%', nlen) != NULL)
+			return (0);
+		p += nlen;
+	}
+	return (1);
+}
+
+/*
+ * The upstream's name of a mount's `from` repository, the way
+ * proxy_relay.c maps it: the routing prefix must be the target's (a
+ * mount works within one upstream only; proxy_relay.c drops any other
+ * `from`), Docker Hub names get library/.  0, or -1: no mount happens.
+ */
+static int
+authz_map_from(const struct req *req, const char *from, char *out,
+    size_t len)
+{
+	size_t	plen = strlen(req->prefix);
+	int	n;
+
+	if (plen > 0) {
+		if (strncmp(from, req->prefix, plen) != 0)
+			return (-1);
+		from += plen;
+	}
+	if (!router_valid_name(from, strlen(from)))
+		return (-1);
+	if (req->up->docker_hub && strchr(from, '/') == NULL)
+		n = snprintf(out, len, "library/%s", from);
+	else
+		n = snprintf(out, len, "%s", from);
+	return (n < 0 || (size_t)n >= len ? -1 : 0);
+}
+
+/*
+ * A cross-repository mount (POST .../blobs/uploads/?mount=D&from=R) needs
+ * pull on R besides push on the target.  Without it the mount and from
+ * parameters are dropped: the upstream then starts a plain upload (202),
+ * and the client uploads the blob it could not borrow.
+ */
+static void
+authz_mount(struct req *req)
+{
+	const struct config	*conf = req->conf;
+	struct pol_result	 res;
+	char			 from[OCI_NAME_MAX + 1], upfrom[OCI_NAME_MAX + 16];
+	char			 q1[4096], q2[4096], digest[OCI_REF_MAX + 1];
+	const char		*id;
+	size_t			 qlen;
+
+	if (req->route.ep != OCI_EP_UPLOAD_START || req->query == NULL ||
+	    (qlen = strlen(req->query)) == 0)
+		return;
+	if (url_query_get(req->query, qlen, "mount", digest,
+	    sizeof(digest)) == -1 || url_query_get(req->query, qlen, "from",
+	    from, sizeof(from)) == -1 ||
+	    authz_map_from(req, from, upfrom, sizeof(upfrom)) == -1)
+		return;
+	policy_decide(conf->policy, &req->principal, req->up->name, upfrom,
+	    POL_PULL, &res);
+	/* Nor is a blocked blob borrowed: its upload's end is refused. */
+	if (res.allow && !policy_blocked(conf->policy, digest, &id))
+		return;
+	if (url_query_strip(req->query, qlen, "mount", q1, sizeof(q1)) < 0 ||
+	    url_query_strip(q1, strlen(q1), "from", q2, sizeof(q2)) < 0)
+		return;		/* cannot be: shorter than the query */
+	log_info("%llu.%u authz mount_degraded from=%s rule=%s "
+	    "reason=%s", (unsigned long long)req->c->id, req->seq, upfrom,
+	    res.rule != NULL ? res.rule : "-",
+	    res.allow ? "blocked_digest" : "no_pull_on_source");
+	/* Shorter than what it replaces: rewritten in place. */
+	memcpy(req->query, q2, strlen(q2) + 1);
+}
+
+/*
+ * The policy gate of a routed /v2 request (from req_dispatch).  Returns
+ * 0 to let it on, -1 when it was answered (the request is retired).
+ */
+int
+authz_request(struct req *req)
+{
+	const struct config	*conf = req->conf;
+	struct pol_result	 res;
+	char			 buf[OCI_REF_MAX + 1];
+	const char		*repo, *digest, *id;
+	int			 a;
+
+	if ((a = authz_action(req)) == -1)
+		return (0);
+	if ((req->route.ep == OCI_EP_UPLOAD_START ||
+	    req->route.ep == OCI_EP_UPLOAD) && !authz_names_plain(req->query)) {
+		req_fail(req, ERR_BAD_REQUEST, "percent-encoded query "
+		    "parameter name");
+		return (-1);
+	}
+	repo = a == POL_CATALOG ? NULL : req->upname;
+	policy_decide(conf->policy, &req->principal, req->up->name, repo, a,
+	    &res);
+	log_debug("%llu.%u authz %s action=%s repo=%s rule=%s",
+	    (unsigned long long)req->c->id, req->seq,
+	    res.allow ? "allow" : "deny", policy_action_name(a),
+	    repo != NULL ? repo : "-", res.rule != NULL ? res.rule : "-");
+	if (!res.allow) {
+		authz_refuse(req, a, repo, res.rule);
+		return (-1);
+	}
+	req->decision = "allow";
+	req->rule = res.rule;
+	/* For everyone, cached or not: before the cache is asked. */
+	if ((digest = authz_digest(req, buf, sizeof(buf))) != NULL &&
+	    policy_blocked(conf->policy, digest, &id)) {
+		req->decision = "deny";
+		req->rule = id;
+		req_fail(req, ERR_DENIED, "digest is blocked");
+		return (-1);
+	}
+	authz_mount(req);
+	return (0);
+}
+
+/* Whether the client's address is in audit.admin_addresses. */
+static int
+authz_admin_address(const struct req *req)
+{
+	const struct config_audit	*ac = req->conf->audit;
+	const struct principal		*p = &req->principal;
+	unsigned char			 b[16];
+	size_t				 i;
+
+	if (ac == NULL || p->af == 0)
+		return (0);
+	for (i = 0; i < ac->nadmin_addresses; i++) {
+		if (inet_pton(p->af, ac->admin_addresses[i], b) == 1 &&
+		    memcmp(p->addr, b, p->af == AF_INET ? 4 : 16) == 0)
+			return (1);
+	}
+	return (0);
+}
+
+/*
+ * The gate of /admin and everything under it (from req_route): the
+ * admin action, no repository, no upstream.  audit.admin_addresses, deprecated, still admits its
+ * addresses as an allow rule would: a deny rule that matches wins over
+ * it as over any allow.  Returns 0 or -1 (answered).
+ */
+int
+authz_admin(struct req *req)
+{
+	struct pol_result	res;
+
+	policy_decide(req->conf->policy, &req->principal, NULL, NULL,
+	    POL_ADMIN, &res);
+	if (!res.allow && res.why == POL_WHY_DEFAULT &&
+	    authz_admin_address(req)) {
+		res.allow = 1;
+		res.rule = AUTHZ_ADMIN_ALIAS;
+	}
+	if (!res.allow) {
+		authz_refuse(req, POL_ADMIN, NULL, res.rule);
+		return (-1);
+	}
+	req->decision = "allow";
+	req->rule = res.rule;
+	return (0);
+}
+
+/* At start and at each reload, what the operator should hear about. */
+void
+authz_config_loaded(const struct config *conf)
+{
+	if (conf->audit != NULL && conf->audit->nadmin_addresses > 0)
+		log_warn("- config deprecated key=/audit/admin_addresses: "
+		    "write an allow rule for the admin action instead "
+		    "(addresses: cidr: subjects); it still admits its %zu "
+		    "address(es) as such a rule would",
+		    conf->audit->nadmin_addresses);
+}

@@ -1,0 +1,1127 @@
+/*
+ * policy.c: compile the access policy once per configuration load and
+ * decide requests against it (semantics in policy.h).
+ *
+ * Compiling turns each rule into an action bit set, compiled repository
+ * patterns, an upstream list and parsed subjects, and builds an index so
+ * that a decision looks at few rules: per action and effect, every
+ * (rule, pattern) pair is filed under the pattern's first segment when
+ * that segment is literal ("team-a" then "**" under "team-a") and otherwise in
+ * one wildcard list.  A decision hashes the repository's first segment,
+ * then walks the deny entries of that bucket and of the wildcard list in
+ * rule order, then the allow entries the same way.  Walking in rule order
+ * and stopping at the first match makes the reported rule the first in
+ * the file among those that decide, while the decision itself (any deny
+ * beats any allow, default deny) does not depend on order.
+ *
+ * Guarantees: the compiled object is immutable and owned by the snapshot;
+ * policy_decide(), policy_blocked() and policy_immutable() allocate
+ * nothing; compile reports every error with its JSON pointer and never
+ * echoes a value from the file.
+ */
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pattern.h"
+#include "policy.h"
+#include "router.h"
+
+#define POL_NACT	5	/* actions, indexed by bit position */
+#define POL_ID_MAX	64
+
+#define AUTH_METHOD_NAME(e, s) s,
+static const char *const pol_method_names[] = {
+	AUTH_METHODS(AUTH_METHOD_NAME)
+};
+#undef AUTH_METHOD_NAME
+
+#define POL_MISS_NAME(e, s) s,
+static const char *const pol_miss_names[] = {
+	POL_MISSES(POL_MISS_NAME)
+};
+#undef POL_MISS_NAME
+
+enum pol_subj_kind {
+	SUBJ_USER,
+	SUBJ_GROUP,
+	SUBJ_ANONYMOUS,
+	SUBJ_AUTHENTICATED,
+	SUBJ_CIDR,
+	SUBJ_MTLS,
+	SUBJ_MTLS_GLOB,
+	SUBJ_CLAIM_EQ,
+	SUBJ_CLAIM_GLOB
+};
+
+struct pol_subj {
+	enum pol_subj_kind	 kind;
+	const char		*name;	/* user, group, DN, claim: borrowed */
+	const char		*value;	/* claim equals: borrowed */
+	struct pattern		*glob;	/* claim glob */
+	int			 af;	/* cidr */
+	unsigned char		 net[16];
+	int			 plen;
+};
+
+struct pol_rule {
+	const char		 *id;		/* borrowed from the source */
+	int			  deny;
+	unsigned		  actions;
+	struct pattern		**pats;		/* none: any repository */
+	size_t			  npats;
+	char *const		 *upstreams;	/* none: any upstream */
+	size_t			  nupstreams;
+	struct pol_subj		 *subj;
+	size_t			  nsubj;
+};
+
+struct pol_entry {
+	uint32_t	 rule;
+	int32_t		 pat;	/* -1: any repository */
+};
+
+struct pol_list {
+	struct pol_entry	*v;
+	size_t			 n;
+	size_t			 cap;
+};
+
+struct pol_bucket {
+	const char	*seg;	/* NULL: empty slot */
+	size_t		 len;
+	struct pol_list	 l[POL_NACT][2];	/* [action][deny] */
+};
+
+struct pol_blocked {
+	char		*digest;
+	const char	*reason;	/* NULL: none */
+};
+
+struct pol_imm {
+	const char		 *id;
+	struct pattern		**pats;
+	size_t			  npats;
+	char *const		 *upstreams;
+	size_t			  nupstreams;
+	struct pattern		**tags;
+	size_t			  ntags;
+};
+
+struct policy {
+	struct pol_rule		*rules;
+	size_t			 nrules;
+	struct pol_bucket	*buckets;	/* open addressing */
+	size_t			 nbuckets;	/* a power of two */
+	struct pol_bucket	 wild;
+	struct pol_list		 norepo[POL_NACT][2];
+	struct pol_blocked	*blocked;	/* sorted by digest */
+	size_t			 nblocked;
+	struct pol_imm		*imm;
+	size_t			 nimm;
+};
+
+/* Compile-time context: where errors go. */
+struct pol_cc {
+	const char	*where;
+	pol_error_fn	 err;
+	void		*arg;
+	int		 nerrs;
+};
+
+static void pol_err(struct pol_cc *, const char *, const char *, ...)
+    __attribute__((__format__(__printf__, 3, 4)));
+
+static void
+pol_err(struct pol_cc *cc, const char *msg, const char *fmt, ...)
+{
+	char	 ptr[512], rel[256];
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(rel, sizeof(rel), fmt, ap);
+	va_end(ap);
+	snprintf(ptr, sizeof(ptr), "%s%s", cc->where, rel);
+	cc->nerrs++;
+	if (cc->err != NULL)
+		cc->err(cc->arg, ptr, msg);
+}
+
+static void *
+pol_calloc(size_t n, size_t size)
+{
+	void	*p;
+
+	if ((p = calloc(n == 0 ? 1 : n, size)) == NULL)
+		abort();
+	return p;
+}
+
+static char *
+pol_strdup(const char *s)
+{
+	char	*p;
+
+	if ((p = strdup(s)) == NULL)
+		abort();
+	return p;
+}
+
+/* The method's name. */
+const char *
+principal_method_name(enum auth_method m)
+{
+	if ((unsigned)m >= AUTH_METHOD__MAX)
+		return "unknown";
+	return pol_method_names[m];
+}
+
+/* The action's name, or NULL when a is not exactly one action. */
+const char *
+policy_action_name(enum pol_action a)
+{
+	switch (a) {
+#define POL_ACTION_CASE(e, b, s) case e: return s;
+	POL_ACTIONS(POL_ACTION_CASE)
+#undef POL_ACTION_CASE
+	}
+	return NULL;
+}
+
+/* Parse an action name; -1 when unknown. */
+int
+policy_action_parse(const char *s)
+{
+#define POL_ACTION_PARSE(e, b, n) if (strcmp(s, n) == 0) return b;
+	POL_ACTIONS(POL_ACTION_PARSE)
+#undef POL_ACTION_PARSE
+	return -1;
+}
+
+/* The reason's text. */
+const char *
+policy_miss_name(enum pol_miss m)
+{
+	if ((unsigned)m >= POL_MISS__MAX)
+		return "unknown";
+	return pol_miss_names[m];
+}
+
+/* Index of a single action bit; -1 otherwise. */
+static int
+pol_action_index(unsigned a)
+{
+	int	 i;
+
+	for (i = 0; i < POL_NACT; i++)
+		if (a == (1u << i))
+			return i;
+	return -1;
+}
+
+static uint32_t
+pol_hash(const char *s, size_t len)
+{
+	uint32_t	 h = 2166136261u;
+	size_t		 i;
+
+	for (i = 0; i < len; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+/* The bucket for segment s, or NULL. */
+static const struct pol_bucket *
+pol_bucket_find(const struct policy *pol, const char *s, size_t len)
+{
+	const struct pol_bucket	*b;
+	size_t			 i, mask;
+
+	if (pol->nbuckets == 0)
+		return NULL;
+	mask = pol->nbuckets - 1;
+	for (i = pol_hash(s, len) & mask; ; i = (i + 1) & mask) {
+		b = &pol->buckets[i];
+		if (b->seg == NULL)
+			return NULL;
+		if (b->len == len && memcmp(b->seg, s, len) == 0)
+			return b;
+	}
+}
+
+static void
+pol_list_add(struct pol_list *l, uint32_t rule, int32_t pat)
+{
+	struct pol_entry	*v;
+
+	/* A rule's patterns are filed in order: skip a repeat. */
+	if (l->n > 0 && l->v[l->n - 1].rule == rule && pat >= 0 &&
+	    l->v[l->n - 1].pat == pat)
+		return;
+	if (l->n == l->cap) {
+		l->cap = l->cap == 0 ? 4 : l->cap * 2;
+		if ((v = reallocarray(l->v, l->cap, sizeof(*v))) == NULL)
+			abort();
+		l->v = v;
+	}
+	l->v[l->n].rule = rule;
+	l->v[l->n].pat = pat;
+	l->n++;
+}
+
+static void
+pol_lists_free(struct pol_list l[POL_NACT][2])
+{
+	int	 a, d;
+
+	for (a = 0; a < POL_NACT; a++)
+		for (d = 0; d < 2; d++)
+			free(l[a][d].v);
+}
+
+/* File (rule, pattern) under every action of the rule. */
+static void
+pol_file(struct pol_list l[POL_NACT][2], const struct pol_rule *r,
+    uint32_t ri, int32_t pat)
+{
+	int	 a;
+
+	for (a = 0; a < POL_NACT; a++)
+		if (r->actions & (1u << a))
+			pol_list_add(&l[a][r->deny], ri, pat);
+}
+
+/* Find or make the bucket for a literal head. */
+static struct pol_bucket *
+pol_bucket_get(struct policy *pol, const char *s, size_t len)
+{
+	struct pol_bucket	*b;
+	size_t			 i, mask = pol->nbuckets - 1;
+
+	for (i = pol_hash(s, len) & mask; ; i = (i + 1) & mask) {
+		b = &pol->buckets[i];
+		if (b->seg == NULL) {
+			b->seg = s;
+			b->len = len;
+			return b;
+		}
+		if (b->len == len && memcmp(b->seg, s, len) == 0)
+			return b;
+	}
+}
+
+/* Build the index over every rule's patterns. */
+static void
+pol_index(struct policy *pol)
+{
+	const struct pol_rule	*r;
+	struct pol_bucket	*b;
+	const char		*head;
+	size_t			 i, j, npats = 0, len;
+
+	for (i = 0; i < pol->nrules; i++)
+		npats += pol->rules[i].npats;
+	/* At most half full, so probes stay short. */
+	for (pol->nbuckets = 8; pol->nbuckets < npats * 2;)
+		pol->nbuckets *= 2;
+	pol->buckets = pol_calloc(pol->nbuckets, sizeof(*pol->buckets));
+	for (i = 0; i < pol->nrules; i++) {
+		r = &pol->rules[i];
+		pol_file(pol->norepo, r, (uint32_t)i, -1);
+		if (r->npats == 0)
+			pol_file(pol->wild.l, r, (uint32_t)i, -1);
+		for (j = 0; j < r->npats; j++) {
+			head = pattern_literal_head(r->pats[j], &len);
+			b = head != NULL ? pol_bucket_get(pol, head, len) :
+			    &pol->wild;
+			pol_file(b->l, r, (uint32_t)i, (int32_t)j);
+		}
+	}
+}
+
+/*
+ * "cidr:A/N": v4 or v6 network.  Host bits must be zero, so a typo like
+ * 10.0.0.1/8 is caught rather than silently widened.
+ */
+static const char *
+pol_parse_cidr(const char *s, struct pol_subj *sj)
+{
+	char		 addr[INET6_ADDRSTRLEN + 1], *end;
+	const char	*slash;
+	long		 plen;
+	int		 i, max;
+
+	if ((slash = strchr(s, '/')) == NULL ||
+	    (size_t)(slash - s) >= sizeof(addr))
+		return "cidr must be ADDRESS/PREFIX";
+	memcpy(addr, s, slash - s);
+	addr[slash - s] = '\0';
+	if (inet_pton(AF_INET, addr, sj->net) == 1) {
+		sj->af = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, addr, sj->net) == 1) {
+		sj->af = AF_INET6;
+		max = 128;
+	} else
+		return "cidr address is neither IPv4 nor IPv6";
+	if (slash[1] < '0' || slash[1] > '9')
+		return "cidr prefix must be a number";
+	plen = strtol(slash + 1, &end, 10);
+	if (*end != '\0' || plen < 0 || plen > max)
+		return "cidr prefix length out of range";
+	sj->plen = (int)plen;
+	for (i = (int)plen; i < max; i++)
+		if (sj->net[i / 8] & (0x80 >> (i % 8)))
+			return "cidr has bits set after the prefix";
+	return NULL;
+}
+
+/*
+ * An mTLS subject pattern: RFC 2253 text, with '*' standing for any run of
+ * characters other than ',', '+', '=' and '\', so a star stays inside one
+ * attribute value and cannot swallow an escaped separator.
+ */
+static const char *
+pol_check_dn(const char *s)
+{
+	size_t	 i;
+
+	if (*s == '\0')
+		return "mtls subject is empty";
+	for (i = 0; s[i] != '\0'; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return "mtls subject holds a control character";
+	if (strchr(s, '=') == NULL)
+		return "mtls subject must be an RFC 2253 DN such as "
+		    "CN=node1,O=Corp";
+	return NULL;
+}
+
+static const char *
+pol_parse_subject(const struct pol_subject_src *src, struct pol_subj *sj,
+    size_t maxpat, const char **field)
+{
+	const char	*s = src->match, *err;
+
+	*field = "";
+	if (s != NULL && (src->claim != NULL || src->equals != NULL ||
+	    src->glob != NULL))
+		return "a subject is either a string or a claim condition";
+	if (s == NULL) {
+		if (src->claim == NULL)
+			return "a claim condition needs \"claim\"";
+		if ((src->equals == NULL) == (src->glob == NULL))
+			return "a claim condition needs exactly one of "
+			    "\"equals\" and \"glob\"";
+		sj->name = src->claim;
+		if (src->equals != NULL) {
+			sj->kind = SUBJ_CLAIM_EQ;
+			sj->value = src->equals;
+			return NULL;
+		}
+		sj->kind = SUBJ_CLAIM_GLOB;
+		sj->glob = pattern_compile(src->glob, maxpat, 0, &err);
+		*field = "/glob";
+		return sj->glob == NULL ? err : NULL;
+	}
+	if (strcmp(s, "anonymous") == 0) {
+		sj->kind = SUBJ_ANONYMOUS;
+		return NULL;
+	}
+	if (strcmp(s, "authenticated") == 0) {
+		sj->kind = SUBJ_AUTHENTICATED;
+		return NULL;
+	}
+	if (strncmp(s, "user:", 5) == 0 || strncmp(s, "group:", 6) == 0) {
+		sj->kind = s[0] == 'u' ? SUBJ_USER : SUBJ_GROUP;
+		sj->name = strchr(s, ':') + 1;
+		if (*sj->name == '\0')
+			return "user: and group: need a name";
+		return NULL;
+	}
+	if (strncmp(s, "cidr:", 5) == 0) {
+		sj->kind = SUBJ_CIDR;
+		return pol_parse_cidr(s + 5, sj);
+	}
+	if (strncmp(s, "mtls:", 5) == 0) {
+		sj->name = s + 5;
+		sj->kind = strchr(sj->name, '*') != NULL ? SUBJ_MTLS_GLOB :
+		    SUBJ_MTLS;
+		return pol_check_dn(sj->name);
+	}
+	return "unknown subject: use user:NAME, group:NAME, anonymous, "
+	    "authenticated, cidr:NET/LEN, mtls:DN or a claim condition";
+}
+
+/* Compile a list of patterns; errors name ptr/i. */
+static struct pattern **
+pol_patterns(struct pol_cc *cc, char *const *src, size_t n, size_t maxlen,
+    int flags, const char *ptr)
+{
+	struct pattern	**pats;
+	const char	 *err;
+	size_t		  i;
+
+	pats = pol_calloc(n, sizeof(*pats));
+	for (i = 0; i < n; i++)
+		if ((pats[i] = pattern_compile(src[i], maxlen, flags,
+		    &err)) == NULL)
+			pol_err(cc, err, "%s/%zu", ptr, i);
+	return pats;
+}
+
+static void
+pol_patterns_free(struct pattern **pats, size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; pats != NULL && i < n; i++)
+		pattern_free(pats[i]);
+	free(pats);
+}
+
+/* Every listed upstream must be one of the configuration's. */
+static void
+pol_check_upstreams(struct pol_cc *cc, char *const *list, size_t n,
+    const char *const *ups, size_t nup, const char *ptr)
+{
+	size_t	 i, j;
+
+	for (i = 0; i < n; i++) {
+		for (j = 0; j < nup; j++)
+			if (ups[j] != NULL && strcmp(list[i], ups[j]) == 0)
+				break;
+		if (j == nup)
+			pol_err(cc, "no upstream has this name",
+			    "%s/%zu", ptr, i);
+	}
+}
+
+/* Ids: 1..64 of [A-Za-z0-9._:-], unique across rules and immutable_tags. */
+static const char *
+pol_check_id(const char *id)
+{
+	size_t	 i;
+
+	if (id == NULL)		/* the schema row reported it */
+		return NULL;
+	for (i = 0; id[i] != '\0'; i++) {
+		if (!((id[i] >= 'a' && id[i] <= 'z') ||
+		    (id[i] >= 'A' && id[i] <= 'Z') ||
+		    (id[i] >= '0' && id[i] <= '9') || id[i] == '.' ||
+		    id[i] == '_' || id[i] == '-' || id[i] == ':'))
+			return "an id holds only letters, digits, '.', '_', "
+			    "'-' and ':'";
+	}
+	if (i == 0 || i > POL_ID_MAX)
+		return "an id is 1 to 64 characters";
+	return NULL;
+}
+
+static void
+pol_compile_rule(struct pol_cc *cc, const struct pol_src *src, size_t i,
+    struct pol_rule *r, const char *const *ups, size_t nup)
+{
+	const struct pol_rule_src	*rs = &src->rules[i];
+	const char			*err, *field;
+	char				 ptr[64];
+	size_t				 j;
+	int				 a;
+
+	r->id = rs->id;
+	r->deny = rs->effect == POL_EFFECT_DENY;
+	if ((err = pol_check_id(rs->id)) != NULL)
+		pol_err(cc, err, "/rules/%zu/id", i);
+	if (rs->actions == NULL || rs->nactions == 0)
+		pol_err(cc, "needs at least one action", "/rules/%zu/actions",
+		    i);
+	for (j = 0; j < rs->nactions; j++) {
+		if (strcmp(rs->actions[j], "*") == 0)
+			a = POL_ACTION_ALL;
+		else if ((a = policy_action_parse(rs->actions[j])) == -1) {
+			pol_err(cc, "unknown action: use pull, push, delete, "
+			    "catalog, admin or *", "/rules/%zu/actions/%zu",
+			    i, j);
+			continue;
+		}
+		r->actions |= (unsigned)a;
+	}
+	snprintf(ptr, sizeof(ptr), "/rules/%zu/repositories", i);
+	if (rs->repositories == NULL || rs->nrepositories == 0) {
+		/* Only actions that name no repository may omit them. */
+		if (r->actions & (POL_PULL | POL_PUSH | POL_DELETE))
+			pol_err(cc, "is required unless actions are only "
+			    "catalog and admin", "%s", ptr);
+	} else {
+		r->npats = rs->nrepositories;
+		r->pats = pol_patterns(cc, rs->repositories, r->npats,
+		    src->max_pattern_bytes, PAT_TEMPLATES, ptr);
+	}
+	r->upstreams = rs->upstreams;
+	r->nupstreams = rs->nupstreams;
+	snprintf(ptr, sizeof(ptr), "/rules/%zu/upstreams", i);
+	pol_check_upstreams(cc, rs->upstreams, rs->nupstreams, ups, nup, ptr);
+	if (rs->subjects == NULL || rs->nsubjects == 0)
+		pol_err(cc, "needs at least one subject (\"anonymous\", "
+		    "\"authenticated\", ...)", "/rules/%zu/subjects", i);
+	r->nsubj = rs->nsubjects;
+	r->subj = pol_calloc(r->nsubj, sizeof(*r->subj));
+	for (j = 0; j < r->nsubj; j++)
+		if ((err = pol_parse_subject(&rs->subjects[j], &r->subj[j],
+		    src->max_pattern_bytes, &field)) != NULL)
+			pol_err(cc, err, "/rules/%zu/subjects/%zu%s", i, j,
+			    field);
+}
+
+static int
+pol_blocked_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct pol_blocked *)a)->digest,
+	    ((const struct pol_blocked *)b)->digest);
+}
+
+static void
+pol_compile_blocked(struct pol_cc *cc, const struct pol_src *src,
+    struct policy *pol)
+{
+	const struct pol_blocked_src	*bs;
+	size_t				 i, n = 0;
+
+	pol->blocked = pol_calloc(src->nblocked, sizeof(*pol->blocked));
+	for (i = 0; i < src->nblocked; i++) {
+		bs = &src->blocked[i];
+		if (bs->digest == NULL)		/* the schema reported it */
+			continue;
+		if (!router_valid_digest(bs->digest, strlen(bs->digest))) {
+			pol_err(cc, "not a digest (sha256: or sha512: and "
+			    "lowercase hex)", "/blocked_digests/%zu", i);
+			continue;
+		}
+		pol->blocked[n].digest = pol_strdup(bs->digest);
+		pol->blocked[n].reason = bs->reason;
+		n++;
+	}
+	pol->nblocked = n;
+	qsort(pol->blocked, n, sizeof(*pol->blocked), pol_blocked_cmp);
+	for (i = 1; i < n; i++)
+		if (strcmp(pol->blocked[i - 1].digest,
+		    pol->blocked[i].digest) == 0)
+			pol_err(cc, "a digest is listed twice",
+			    "/blocked_digests");
+}
+
+static void
+pol_compile_immutable(struct pol_cc *cc, const struct pol_src *src,
+    struct policy *pol, const char *const *ups, size_t nup)
+{
+	const struct pol_immutable_src	*is;
+	struct pol_imm			*im;
+	const char			*err;
+	char				 ptr[64];
+	size_t				 i, j;
+
+	pol->nimm = src->nimmutable;
+	pol->imm = pol_calloc(pol->nimm, sizeof(*pol->imm));
+	for (i = 0; i < pol->nimm; i++) {
+		is = &src->immutable[i];
+		im = &pol->imm[i];
+		im->id = is->id;
+		if ((err = pol_check_id(is->id)) != NULL)
+			pol_err(cc, err, "/immutable_tags/%zu/id", i);
+		snprintf(ptr, sizeof(ptr), "/immutable_tags/%zu/repositories",
+		    i);
+		if (is->nrepositories == 0)
+			pol_err(cc, "needs at least one pattern", "%s", ptr);
+		im->npats = is->nrepositories;
+		im->pats = pol_patterns(cc, is->repositories, im->npats,
+		    src->max_pattern_bytes, 0, ptr);
+		snprintf(ptr, sizeof(ptr), "/immutable_tags/%zu/upstreams", i);
+		pol_check_upstreams(cc, is->upstreams, is->nupstreams, ups,
+		    nup, ptr);
+		im->upstreams = is->upstreams;
+		im->nupstreams = is->nupstreams;
+		snprintf(ptr, sizeof(ptr), "/immutable_tags/%zu/tags", i);
+		if (is->ntags == 0)
+			pol_err(cc, "needs at least one tag glob", "%s", ptr);
+		im->ntags = is->ntags;
+		im->tags = pol_patterns(cc, is->tags, im->ntags,
+		    src->max_pattern_bytes, 0, ptr);
+		for (j = 0; j < is->ntags; j++)
+			if (strchr(is->tags[j], '/') != NULL)
+				pol_err(cc, "a tag glob has no '/'", "%s/%zu",
+				    ptr, j);
+	}
+}
+
+/* Ids are what logs and audit records name: no two alike. */
+static void
+pol_check_unique_ids(struct pol_cc *cc, const struct pol_src *src)
+{
+	size_t	 i, j, n = src->nrules + src->nimmutable;
+	const char *a, *b;
+
+	for (i = 0; i < n; i++) {
+		a = i < src->nrules ? src->rules[i].id :
+		    src->immutable[i - src->nrules].id;
+		if (a == NULL)
+			continue;
+		for (j = 0; j < i; j++) {
+			b = j < src->nrules ? src->rules[j].id :
+			    src->immutable[j - src->nrules].id;
+			if (b != NULL && strcmp(a, b) == 0)
+				break;
+		}
+		if (j == i)
+			continue;
+		if (i < src->nrules)
+			pol_err(cc, "duplicate id", "/rules/%zu/id", i);
+		else
+			pol_err(cc, "duplicate id", "/immutable_tags/%zu/id",
+			    i - src->nrules);
+	}
+}
+
+/* Compile the policy as written into its immutable, indexed form. */
+struct policy *
+policy_compile(const struct pol_src *src, const char *const *ups,
+    size_t nup, const char *where, pol_error_fn err, void *arg)
+{
+	struct pol_cc	 cc;
+	struct policy	*pol;
+	size_t		 i;
+
+	memset(&cc, 0, sizeof(cc));
+	cc.where = where != NULL ? where : "";
+	cc.err = err;
+	cc.arg = arg;
+	pol = pol_calloc(1, sizeof(*pol));
+	if (src == NULL)
+		goto done;
+	if (src->max_rules > 0 && src->nrules > src->max_rules)
+		pol_err(&cc, "more rules than policy/max_rules", "/rules");
+	if (src->max_blocked > 0 && src->nblocked > src->max_blocked)
+		pol_err(&cc, "more digests than policy/max_blocked_digests",
+		    "/blocked_digests");
+	if (cc.nerrs > 0)
+		goto done;
+	pol->nrules = src->nrules;
+	pol->rules = pol_calloc(pol->nrules, sizeof(*pol->rules));
+	for (i = 0; i < pol->nrules; i++)
+		pol_compile_rule(&cc, src, i, &pol->rules[i], ups, nup);
+	pol_check_unique_ids(&cc, src);
+	pol_compile_blocked(&cc, src, pol);
+	pol_compile_immutable(&cc, src, pol, ups, nup);
+done:
+	if (cc.nerrs > 0) {
+		policy_free(pol);
+		return NULL;
+	}
+	pol_index(pol);
+	return pol;
+}
+
+/* Free a compiled policy; NULL is a no-op. */
+void
+policy_free(struct policy *pol)
+{
+	size_t	 i, j;
+
+	if (pol == NULL)
+		return;
+	for (i = 0; i < pol->nrules; i++) {
+		pol_patterns_free(pol->rules[i].pats, pol->rules[i].npats);
+		for (j = 0; j < pol->rules[i].nsubj; j++)
+			pattern_free(pol->rules[i].subj[j].glob);
+		free(pol->rules[i].subj);
+	}
+	free(pol->rules);
+	for (i = 0; i < pol->nbuckets; i++)
+		pol_lists_free(pol->buckets[i].l);
+	free(pol->buckets);
+	pol_lists_free(pol->wild.l);
+	pol_lists_free(pol->norepo);
+	for (i = 0; i < pol->nblocked; i++)
+		free(pol->blocked[i].digest);
+	free(pol->blocked);
+	for (i = 0; i < pol->nimm; i++) {
+		pol_patterns_free(pol->imm[i].pats, pol->imm[i].npats);
+		pol_patterns_free(pol->imm[i].tags, pol->imm[i].ntags);
+	}
+	free(pol->imm);
+	free(pol);
+}
+
+/* The number of rules. */
+size_t
+policy_nrules(const struct policy *pol)
+{
+	return pol->nrules;
+}
+
+/* Rule i's id. */
+const char *
+policy_rule_id(const struct policy *pol, size_t i)
+{
+	return pol->rules[i].id;
+}
+
+/* Rule i's effect. */
+enum pol_effect
+policy_rule_effect(const struct policy *pol, size_t i)
+{
+	return pol->rules[i].deny ? POL_EFFECT_DENY : POL_EFFECT_ALLOW;
+}
+
+/* Does the prefix of plen bits of a equal that of net? */
+static int
+pol_prefix_eq(const unsigned char *a, const unsigned char *net, int plen)
+{
+	int	 bytes = plen / 8, bits = plen % 8;
+
+	if (memcmp(a, net, bytes) != 0)
+		return 0;
+	if (bits == 0)
+		return 1;
+	return ((a[bytes] ^ net[bytes]) & (0xff00 >> bits) & 0xff) == 0;
+}
+
+static const unsigned char pol_v4mapped[12] = {
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
+};
+
+/* Does the client address fall in the network?  v4 and mapped v6 agree. */
+static int
+pol_cidr_match(const struct pol_subj *sj, const struct principal *p)
+{
+	unsigned char	 mapped[16];
+
+	if (p->af == sj->af)
+		return pol_prefix_eq(p->addr, sj->net, sj->plen);
+	if (p->af == AF_INET6 && sj->af == AF_INET &&
+	    memcmp(p->addr, pol_v4mapped, 12) == 0)
+		return pol_prefix_eq(p->addr + 12, sj->net, sj->plen);
+	if (p->af == AF_INET && sj->af == AF_INET6) {
+		memcpy(mapped, pol_v4mapped, 12);
+		memcpy(mapped + 12, p->addr, 4);
+		return pol_prefix_eq(mapped, sj->net, sj->plen);
+	}
+	return 0;
+}
+
+static int
+pol_dn_sep(char c)
+{
+	return c == ',' || c == '+' || c == '=' || c == '\\';
+}
+
+/*
+ * Match an mTLS subject glob.  Greedy with one backtrack point is complete
+ * here as well: a star that would have to cross a separator to match can
+ * never be rescued by an earlier star, since every later star starts after
+ * it, so the walk fails as soon as the last star meets a separator.
+ */
+static int
+pol_dn_glob(const char *pat, const char *s)
+{
+	const char	*star = NULL, *ss = NULL;
+
+	while (*s != '\0') {
+		if (*pat == '*') {
+			star = ++pat;
+			ss = s;
+			continue;
+		}
+		if (*pat != '\0' && *pat == *s) {
+			pat++;
+			s++;
+			continue;
+		}
+		if (star == NULL || pol_dn_sep(*ss))
+			return 0;
+		pat = star;
+		s = ++ss;
+	}
+	while (*pat == '*')
+		pat++;
+	return *pat == '\0';
+}
+
+/* Does one subject entry match the principal? */
+static int
+pol_subj_match(const struct pol_subj *sj, const struct principal *p)
+{
+	size_t	 i;
+
+	switch (sj->kind) {
+	case SUBJ_ANONYMOUS:
+		return p->method == AUTH_ANONYMOUS;
+	case SUBJ_AUTHENTICATED:
+		return p->method != AUTH_ANONYMOUS;
+	case SUBJ_USER:
+		return p->method != AUTH_ANONYMOUS && p->subject != NULL &&
+		    strcmp(p->subject, sj->name) == 0;
+	case SUBJ_GROUP:
+		for (i = 0; i < p->ngroups; i++)
+			if (p->groups[i] != NULL &&
+			    strcmp(p->groups[i], sj->name) == 0)
+				return 1;
+		return 0;
+	case SUBJ_CIDR:
+		return pol_cidr_match(sj, p);
+	case SUBJ_MTLS:
+		return p->mtls_subject != NULL &&
+		    strcmp(p->mtls_subject, sj->name) == 0;
+	case SUBJ_MTLS_GLOB:
+		return p->mtls_subject != NULL &&
+		    pol_dn_glob(sj->name, p->mtls_subject);
+	case SUBJ_CLAIM_EQ:
+	case SUBJ_CLAIM_GLOB:
+		for (i = 0; i < p->nclaims; i++) {
+			if (p->claims[i].name == NULL ||
+			    p->claims[i].value == NULL ||
+			    strcmp(p->claims[i].name, sj->name) != 0)
+				continue;
+			if (sj->kind == SUBJ_CLAIM_EQ ?
+			    strcmp(p->claims[i].value, sj->value) == 0 :
+			    pattern_match(sj->glob, p->claims[i].value,
+			    strlen(p->claims[i].value), NULL))
+				return 1;
+		}
+		return 0;
+	}
+	return 0;
+}
+
+static int
+pol_subjects_match(const struct pol_rule *r, const struct principal *p)
+{
+	size_t	 i;
+
+	for (i = 0; i < r->nsubj; i++)
+		if (pol_subj_match(&r->subj[i], p))
+			return 1;
+	return 0;
+}
+
+static int
+pol_listed(char *const *list, size_t n, const char *s)
+{
+	size_t	 i;
+
+	if (n == 0)
+		return 1;
+	if (s == NULL)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (strcmp(list[i], s) == 0)
+			return 1;
+	return 0;
+}
+
+/* Does entry e (rule and one pattern) match the request? */
+static int
+pol_entry_match(const struct policy *pol, const struct pol_entry *e,
+    const struct principal *p, const char *upstream, const char *repo,
+    size_t len)
+{
+	const struct pol_rule	*r = &pol->rules[e->rule];
+
+	if (!pol_listed(r->upstreams, r->nupstreams, upstream))
+		return 0;
+	if (repo != NULL && e->pat >= 0 &&
+	    pattern_match_principal(r->pats[e->pat], repo, len, p) !=
+	    PAT_MATCH)
+		return 0;
+	return pol_subjects_match(r, p);
+}
+
+/*
+ * The first matching entry of two lists, each in rule order, walked as one
+ * merged list so that the lower rule index wins; -1 when none matches.
+ */
+static long
+pol_first(const struct policy *pol, const struct pol_list *a,
+    const struct pol_list *b, const struct principal *p,
+    const char *upstream, const char *repo, size_t len)
+{
+	const struct pol_entry	*e;
+	size_t			 i = 0, j = 0, na, nb;
+
+	na = a != NULL ? a->n : 0;
+	nb = b != NULL ? b->n : 0;
+	while (i < na || j < nb) {
+		if (j == nb || (i < na && a->v[i].rule <= b->v[j].rule))
+			e = &a->v[i++];
+		else
+			e = &b->v[j++];
+		if (pol_entry_match(pol, e, p, upstream, repo, len))
+			return (long)e->rule;
+	}
+	return -1;
+}
+
+/* Decide one request; see policy.h. */
+int
+policy_decide(const struct policy *pol, const struct principal *p,
+    const char *upstream, const char *repo, enum pol_action a,
+    struct pol_result *res)
+{
+	const struct pol_list	*x, *y;
+	const struct pol_bucket	*b = NULL;
+	const char		*sl;
+	size_t			 len = 0;
+	long			 ri;
+	int			 ai, deny;
+
+	res->allow = 0;
+	res->why = POL_WHY_DEFAULT;
+	res->rule = NULL;
+	if ((ai = pol_action_index(a)) == -1 || pol == NULL || p == NULL)
+		return 0;
+	if (repo != NULL) {
+		len = strlen(repo);
+		sl = memchr(repo, '/', len);
+		b = pol_bucket_find(pol, repo, sl != NULL ?
+		    (size_t)(sl - repo) : len);
+	}
+	/* Denies first: one is enough, whatever allows exist. */
+	for (deny = 1; deny >= 0; deny--) {
+		if (repo == NULL) {
+			x = &pol->norepo[ai][deny];
+			y = NULL;
+		} else {
+			x = b != NULL ? &b->l[ai][deny] : NULL;
+			y = &pol->wild.l[ai][deny];
+		}
+		if ((ri = pol_first(pol, x, y, p, upstream, repo, len)) ==
+		    -1)
+			continue;
+		res->allow = !deny;
+		res->why = deny ? POL_WHY_DENY : POL_WHY_ALLOW;
+		res->rule = pol->rules[ri].id;
+		return res->allow;
+	}
+	return 0;
+}
+
+/* Rule i against one request, with the first condition that failed. */
+enum pol_miss
+policy_explain_rule(const struct policy *pol, size_t i,
+    const struct principal *p, const char *upstream, const char *repo,
+    enum pol_action a)
+{
+	const struct pol_rule	*r = &pol->rules[i];
+	size_t			 j, len;
+	int			 unusable = 0;
+
+	if (pol_action_index(a) == -1 || !(r->actions & a))
+		return POL_MISS_ACTION;
+	if (!pol_listed(r->upstreams, r->nupstreams, upstream))
+		return POL_MISS_UPSTREAM;
+	if (repo != NULL && r->npats > 0) {
+		len = strlen(repo);
+		for (j = 0; j < r->npats; j++) {
+			switch (pattern_match_principal(r->pats[j], repo, len,
+			    p)) {
+			case PAT_MATCH:
+				goto subjects;
+			case PAT_UNUSABLE:
+				unusable = 1;
+				break;
+			default:
+				break;
+			}
+		}
+		return unusable ? POL_MISS_TEMPLATE : POL_MISS_REPOSITORY;
+	}
+subjects:
+	return pol_subjects_match(r, p) ? POL_MATCHED : POL_MISS_SUBJECT;
+}
+
+static const struct pol_blocked *
+pol_blocked_find(const struct policy *pol, const char *digest)
+{
+	size_t	 lo = 0, hi = pol->nblocked, mid;
+	int	 c;
+
+	if (digest == NULL)
+		return NULL;
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		c = strcmp(digest, pol->blocked[mid].digest);
+		if (c == 0)
+			return &pol->blocked[mid];
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+/* Is digest on the blocklist?  *id is the digest as listed. */
+int
+policy_blocked(const struct policy *pol, const char *digest, const char **id)
+{
+	const struct pol_blocked	*b;
+
+	if ((b = pol_blocked_find(pol, digest)) == NULL)
+		return 0;
+	if (id != NULL)
+		*id = b->digest;
+	return 1;
+}
+
+/* The reason given for a blocked digest, or NULL. */
+const char *
+policy_blocked_reason(const struct policy *pol, const char *digest)
+{
+	const struct pol_blocked	*b;
+
+	if ((b = pol_blocked_find(pol, digest)) == NULL)
+		return NULL;
+	return b->reason;
+}
+
+static int
+pol_any_match(struct pattern *const *pats, size_t n, const char *s)
+{
+	size_t	 i, len = strlen(s);
+
+	for (i = 0; i < n; i++)
+		if (pattern_match(pats[i], s, len, NULL))
+			return 1;
+	return 0;
+}
+
+/* Is tag of repo on upstream immutable?  *rule is the first rule's id. */
+int
+policy_immutable(const struct policy *pol, const char *upstream,
+    const char *repo, const char *tag, const char **rule)
+{
+	const struct pol_imm	*im;
+	size_t			 i;
+
+	if (repo == NULL || tag == NULL)
+		return 0;
+	for (i = 0; i < pol->nimm; i++) {
+		im = &pol->imm[i];
+		if (!pol_listed(im->upstreams, im->nupstreams, upstream) ||
+		    !pol_any_match(im->pats, im->npats, repo) ||
+		    !pol_any_match(im->tags, im->ntags, tag))
+			continue;
+		if (rule != NULL)
+			*rule = im->id;
+		return 1;
+	}
+	return 0;
+}
