@@ -7,6 +7,7 @@
  *	manifests/<alg>/<2 hex>/<hex>	a type line, then the manifest
  *					(cache_manifest_type)
  *	tags/<upstream>/<k1>/<k2>	tag records (cache_tags.c)
+ *	links				repository links (cache_links.c)
  *	tmp/				fills in progress
  *	lock				flock(2): one gateway per dir
  *
@@ -568,7 +569,7 @@ cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
 	}
 	free(sv.v);
 	c->tags = cache_tags_open(c, conf->cache);
-	c->links = cache_links_open(conf->cache);
+	c->links = cache_links_open(c, conf->cache);
 	c->ev_evict = evtimer_new(ctx->base, cache_evict_cb, c);
 	if ((c->pool = cache_fill_pool_new(ctx,
 	    conf->cache->digest_threads)) == NULL) {

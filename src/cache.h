@@ -185,7 +185,8 @@ void	cache_pin(struct cache *, struct cache_entry *);
 void	cache_unpin(struct cache *, struct cache_entry *);
 
 /* cache_links.c */
-struct cache_links *cache_links_open(const struct config_cache *);
+struct cache_links *cache_links_open(struct cache *,
+	    const struct config_cache *);
 void	cache_links_close(struct cache_links *);
 int	cache_link_has(struct cache *, const struct config_upstream *,
 	    const char *, enum cache_kind, const char *);

@@ -200,7 +200,7 @@ static const struct cfg_key cfg_cache_keys[] = {
 	{ .name = "dir", .type = CFG_STRING, .flags = CFG_REQUIRED,
 	  .off = CACHE_OFF(dir), .check = cfg_check_cache_dir,
 	  .help = "Absolute path of the cache directory (blobs/, manifests/, "
-	  "tags/, tmp/); created at start. One gateway per directory." },
+	  "tags/, links, tmp/); created at start. One gateway per directory." },
 	{ .name = "max_bytes", .type = CFG_SIZE, .off = CACHE_OFF(max_bytes),
 	  .min = 1048576, .max = 1LL << 60, .def = 10737418240LL,
 	  .help = "Cap on the bytes of cached blobs and manifests; the least "
@@ -270,7 +270,8 @@ static const struct cfg_key cfg_cache_keys[] = {
 	{ .name = "max_repo_links", .type = CFG_SIZE,
 	  .off = CACHE_OFF(max_repo_links), .min = 1, .max = 100000000,
 	  .def = 100000,
-	  .help = "Repository links kept in memory: which repositories of an "
+	  .help = "Repository links kept (in memory and in dir/links, which "
+	  "holds at most twice as many lines): which repositories of an "
 	  "upstream are known to hold a cached blob or manifest. A hit "
 	  "through a repository without one is confirmed with a HEAD to the "
 	  "upstream first; above the cap the least recently used link is "

@@ -185,23 +185,71 @@ def test_tag_revalidation_links_the_manifest_for_requests_by_digest(world):
     assert [e for e in reg.access_log(since=m) if d in e["path"]] == []
 
 
-def test_links_are_confirmed_again_after_a_restart(world, start_gateway):
-    """Links live in memory: after a restart the first hit through each
-    repository costs one HEAD (no GET), and the leak stays closed."""
+def test_links_survive_a_restart(world, start_gateway):
+    """Links are kept in cache.dir/links: after a restart a hit through a
+    linked repository asks the upstream nothing, even while it is down,
+    and the leak stays closed."""
     w = world
     fill_private(w)
     reg, b = w["reg"], w["b"]
     w["gw"].stop()
+    lines = open(os.path.join(str(w["cdir"]), "links")).read().splitlines()
+    assert "b\t%s\tprivate/y\tup1\t%s" % (b, reg.url) in lines
     gw = start_gateway(w["cfg"])
     m = reg.mark()
     path = "/v2/up1/private/y/blobs/" + b
     r = get(gw, path)
     assert r.status_code == 200 and r.content == w["priv"]
-    assert len(upstream_log(reg, m, "HEAD", "/v2/private/y/blobs/" + b)) == 1
-    assert upstream_log(reg, m, "GET", "/v2/private/y/blobs/" + b) == []
+    assert [e for e in reg.access_log(since=m) if b in e["path"]] == []
     assert "cache=hit" in wait_done(gw, path)[0]
     r = get(gw, "/v2/up1/public/x/blobs/" + b)
     assert r.status_code == 404 and w["priv"] not in r.content
+    reg.stop()
+    r = get(gw, path)
+    assert r.status_code == 200 and r.content == w["priv"]
+
+
+def test_links_file_damaged_or_foreign_costs_a_head_not_a_leak(
+        world, start_gateway, tmp_path):
+    """A links file with torn and foreign lines: the good ones count, the
+    rest are skipped.  One that is a symbolic link is removed, never
+    followed (what it points at is left as it was)."""
+    w = world
+    fill_private(w)
+    reg, b, cdir = w["reg"], w["b"], w["cdir"]
+    w["gw"].stop()
+    lf = os.path.join(str(cdir), "links")
+    good = open(lf).read()
+    with open(lf, "w") as f:
+        # Foreign lines first (one would link public/x), then the real
+        # one torn, then garbage.
+        f.write("b\t%s\tpublic/x\tup1\t%s\textra\n" % (b, reg.url))
+        f.write("x\t%s\tpublic/x\tup1\t%s\n" % (b, reg.url))
+        f.write("b\tsha256:zz\tpublic/x\tup1\t%s\n" % reg.url)
+        f.write("A" * 100000 + "\n")
+        f.write(good.rstrip("\n")[:20] + "\n")
+    gw = start_gateway(w["cfg"])
+    m = reg.mark()
+    r = get(gw, "/v2/up1/public/x/blobs/" + b)
+    assert r.status_code == 404 and w["priv"] not in r.content
+    r = get(gw, "/v2/up1/private/y/blobs/" + b)
+    assert r.status_code == 200 and r.content == w["priv"]
+    # Not linked any more: one HEAD, no GET.
+    assert [e["method"] for e in reg.access_log(since=m)
+            if e["path"] == "/v2/private/y/blobs/" + b] == ["HEAD"]
+    gw.stop()
+    outside = tmp_path / "outside"
+    outside.write_text("b\t%s\tpublic/x\tup1\t%s\n" % (b, reg.url))
+    os.unlink(lf)
+    os.symlink(str(outside), lf)
+    gw = start_gateway(w["cfg"])
+    r = get(gw, "/v2/up1/public/x/blobs/" + b)
+    assert r.status_code == 404 and w["priv"] not in r.content
+    assert outside.read_text() == "b\t%s\tpublic/x\tup1\t%s\n" % (
+        b, reg.url)
+    assert not os.path.islink(lf)
+    assert "foreign_file path=%s: a symbolic link, removed" % lf in \
+        gw.log_text()
 
 
 def test_upstream_down_during_confirm_fails_closed(world):
@@ -239,6 +287,13 @@ def test_max_repo_links_drops_the_least_recently_used_link(
     log = [(e["method"], e["status"]) for e in reg.access_log(since=m)
            if b1 in e["path"]]
     assert log == [("HEAD", 200)]
+    # The file is bounded too: at most twice max_repo_links lines.
+    more = [push_blob(reg, "a/a", os.urandom(1024)) for _ in range(6)]
+    for d in more:
+        assert get(gw, "/v2/up1/a/a/blobs/" + d).status_code == 200
+    lines = open(os.path.join(str(cdir), "links")).read().splitlines()
+    assert 1 <= len(lines) <= 2
+    assert lines[-1].startswith("b\t%s\ta/a\t" % more[-1])
 
 
 @pytest.fixture
