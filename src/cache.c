@@ -537,6 +537,7 @@ cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
 		fatal("calloc");
 	TAILQ_INIT(&c->lru);
 	TAILQ_INIT(&c->fills);
+	TAILQ_INIT(&c->confirms);
 	for (i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", c->dir, subdirs[i]);
 		if (cache_mkdirs(path) == -1)
@@ -602,6 +603,7 @@ cache_close(struct cache *c)
 	if (c == NULL)
 		return;
 	cache_fill_free_all(c);
+	cache_confirm_free_all(c);
 	cache_fill_pool_free(c->pool);	/* after the fills */
 	while ((e = TAILQ_FIRST(&c->lru)) != NULL) {
 		cache_unlink_entry(c, e);

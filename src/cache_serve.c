@@ -21,9 +21,10 @@
  * A 404 is the upstream's answer for this repository: 404, no cached
  * byte.  Unreachable, a timeout, 5xx: the request fails (fails closed),
  * since the cache cannot know.  429 is relayed; any other answer (401,
- * 403, a different digest) sends the request to the upstream as is.  At
- * most cache.max_confirms HEADs run at once; beyond it a hit is passed
- * through.  Without this, anyone who may pull one repository could read
+ * 403, a different digest) sends the request to the upstream as is.
+ * Readers that want the same confirm at once share one HEAD, and at most
+ * cache.max_confirms HEADs run; beyond it a hit is passed through
+ * (cache_confirm.c).  Without this, anyone who may pull one repository could read
  * any cached blob by its digest through it.
  *
  * By tag: the tag's digest is kept per (upstream, repository, tag,
@@ -64,9 +65,7 @@ static void	cr_respond(struct cache_reader *);
 static void	cr_by_digest(struct cache_reader *, const char *);
 static void	cr_by_tag(struct cache_reader *);
 static void	cr_confirm(struct cache_reader *, uint64_t);
-static void	cr_confirm_end(struct cache_reader *);
 static const struct proxy_ops tag_ops;
-static const struct proxy_ops confirm_ops;
 static const struct req_stage_ops cr_stage_ops;
 
 /* Whether the cache stage takes this routed request. */
@@ -139,7 +138,7 @@ cache_reader_free(struct cache_reader *cr)
 	cr->waiting = 0;
 	if (cr->fill != NULL)
 		cache_fill_leave(cr->fill, cr);
-	cr_confirm_end(cr);
+	cache_confirm_leave(cr);
 	proxy_free(cr->px);
 	cr->px = NULL;
 	if (cr->ent != NULL) {
@@ -886,70 +885,45 @@ static const struct proxy_ops tag_ops = {
 
 /* --- confirm: does the upstream hold the digest in this repository? --- */
 
-/* The confirming HEAD is over (or the reader is going): off the count. */
-static void
-cr_confirm_end(struct cache_reader *cr)
-{
-	if (!cr->confirming)
-		return;
-	cr->confirming = 0;
-	cr->cache->nconfirms--;
-}
-
 /*
- * HEAD the digest in the request's repository; the answer decides
- * (cr_confirm_decide).  size is the length a blob must have, 0 when it
- * is not known yet.
+ * HEAD the digest in the request's repository (cache_confirm.c, shared
+ * with the readers that want the same meanwhile); the answer decides
+ * (cache_reader_confirmed).  size is the length a blob must have, 0 when
+ * it is not known yet.
  */
 static void
 cr_confirm(struct cache_reader *cr, uint64_t size)
 {
 	struct req	*req = cr->req;
-	struct cache	*c = cr->cache;
-	char		 logid[48];
 
-	if (c->nconfirms >= req->conf->cache->max_confirms) {
+	cr->confirm_size = size;
+	if (cache_confirm_join(cr) == -1) {
 		log_info("%llu.%u cache confirm_refused digest=%s "
 		    "reason=cache.max_confirms", (unsigned long long)
 		    req->c->id, req->seq, cr->digest);
 		req->cache_status = "miss";
 		cr_passthrough(cr);	/* the upstream answers for itself */
-		return;
 	}
-	c->nconfirms++;
-	cr->confirming = 1;
-	cr->confirm_size = size;
-	cr->up_status = 0;
-	cr->up_digest[0] = cr->up_length[0] = cr->retry_after[0] = '\0';
-	if (cr->kind == CACHE_MANIFEST)
-		cr_copy_accept(cr);
-	snprintf(logid, sizeof(logid), "%llu.%u",
-	    (unsigned long long)req->c->id, req->seq);
-	log_debug("%llu.%u cache confirm digest=%s name=%s",
-	    (unsigned long long)req->c->id, req->seq, cr->digest,
-	    req->upname);
-	cr->px = proxy_fetch_new(req->c->ctx, req->conf, req->up, HTTP_HEAD,
-	    req->upname, cr->kind == CACHE_BLOB ? "blobs" : "manifests",
-	    cr->digest, &cr->fwd, &confirm_ops, cr, logid);
-	proxy_fetch_start(cr->px);	/* may answer at once */
+	/* Else told, perhaps already: cr may be retired. */
 }
 
-static void
-cr_confirm_decide(struct cache_reader *cr)
+/* The confirming HEAD answered. */
+void
+cache_reader_confirmed(struct cache_reader *cr,
+    const struct cache_confirm_answer *a)
 {
 	struct req		*req = cr->req;
 	char			 detail[128];
 	unsigned long long	 len;
 	char			*ep;
-	int			 st = cr->up_status, same;
+	int			 same;
 
-	same = cr->up_digest[0] == '\0' ||
-	    strcmp(cr->up_digest, cr->digest) == 0;
-	if (same && cr->confirm_size > 0 && cr->up_length[0] != '\0') {
-		len = strtoull(cr->up_length, &ep, 10);
+	same = a->digest[0] == '\0' || strcmp(a->digest, cr->digest) == 0;
+	if (same && cr->confirm_size > 0 && a->length[0] != '\0') {
+		len = strtoull(a->length, &ep, 10);
 		same = *ep == '\0' && len == cr->confirm_size;
 	}
-	if (st == 200 && same) {
+	if (a->status == 200 && same) {
 		cache_link_put(cr->cache, req->up, req->upname, cr->kind,
 		    cr->digest);
 		cr->confirmed = 1;
@@ -959,7 +933,7 @@ cr_confirm_decide(struct cache_reader *cr)
 		cr_by_digest(cr, cr->digest);
 		return;
 	}
-	if (st == 404) {
+	if (a->status == 404) {
 		log_info("%llu.%u cache confirm_unknown digest=%s name=%s",
 		    (unsigned long long)req->c->id, req->seq, cr->digest,
 		    req->upname);
@@ -968,55 +942,29 @@ cr_confirm_decide(struct cache_reader *cr)
 		    ERR_MANIFEST_UNKNOWN, NULL);
 		return;
 	}
-	if (st == 429) {
-		cr_fail_429(cr, cr->retry_after, "upstream rate limit");
+	if (a->status == 429) {
+		cr_fail_429(cr, a->retry_after, "upstream rate limit");
 		return;
 	}
-	if (st >= 500) {
+	if (a->status >= 500) {
 		snprintf(detail, sizeof(detail), "upstream %s answered %d",
-		    req->up->name, st);
+		    req->up->name, a->status);
 		req_fail(req, ERR_UPSTREAM, detail);
 		return;
 	}
-	if (st == 200)
+	if (a->status == 200)
 		log_warn("%llu.%u cache confirm_mismatch digest=%s name=%s "
 		    "up_digest=%.80s length=%.30s", (unsigned long long)
-		    req->c->id, req->seq, cr->digest, req->upname,
-		    cr->up_digest, cr->up_length);
+		    req->c->id, req->seq, cr->digest, req->upname, a->digest,
+		    a->length);
 	req->cache_status = "miss";
 	cr_passthrough(cr);	/* 401, 403, another digest: as is */
 }
 
-static void
-confirm_done(void *arg)
-{
-	struct cache_reader	*cr = arg;
-
-	proxy_free(cr->px);
-	cr->px = NULL;
-	cr_confirm_end(cr);
-	cr_confirm_decide(cr);
-}
-
 /* Unreachable, a timeout, a broken answer: fail closed. */
-static void
-confirm_fail(void *arg, enum pc_err err, const char *detail)
+void
+cache_reader_confirm_failed(struct cache_reader *cr, enum pc_err err,
+    const char *detail)
 {
-	struct cache_reader	*cr = arg;
-
-	proxy_free(cr->px);
-	cr->px = NULL;
-	cr_confirm_end(cr);
-	log_info("%llu.%u cache confirm_failed digest=%s name=%s "
-	    "detail=\"%s\"", (unsigned long long)cr->req->c->id,
-	    cr->req->seq, cr->digest, cr->req->upname, detail);
 	req_fail(cr->req, err, detail);
 }
-
-static const struct proxy_ops confirm_ops = {
-	tag_head,
-	tag_body,
-	tag_body_data,
-	confirm_done,
-	confirm_fail
-};

@@ -339,35 +339,46 @@ def test_reader_of_another_repository_does_not_join_a_fill_unconfirmed(
     assert "cache=coalesced" in wait_done(gw, "/v2/liar/c/blobs/" + d)[0]
 
 
-def test_max_confirms_passes_further_hits_through(liar, start_gateway,
-                                                  tmp_path):
-    """With one confirming HEAD stalled and cache.max_confirms 1, the next
-    unlinked hit is not served from the cache: it goes to the upstream."""
+def test_confirms_coalesce_and_max_confirms_passes_further_hits_through(
+        liar, start_gateway, tmp_path):
+    """One confirming HEAD stalls.  Three more hits through the same
+    repository share it (one HEAD upstream); with cache.max_confirms 1 a
+    hit through another repository is not served from the cache: it goes
+    to the upstream as is."""
     data = os.urandom(256 * 1024)
     d = liar.add_blob(data, repos=["a"], stall_404=True)
     gw = liar_gateway(start_gateway, liar, tmp_path / "cache",
                       max_confirms=1)
     r = get(gw, "/v2/liar/a/blobs/" + d)
     assert r.status_code == 200 and r.content == data
-    with session() as s:
-        out = {}
+    out = {}
 
-        def first():
-            out["r"] = s.head(gw.url + "/v2/liar/b/blobs/" + d, timeout=30)
-        t = threading.Thread(target=first)
+    def req(key, path, method):
+        out[key] = get(gw, path, method=method)
+
+    ts = [threading.Thread(target=req, args=(
+        i, "/v2/liar/b/blobs/" + d, "HEAD" if i == 0 else "GET"))
+        for i in range(4)]
+    ts[0].start()
+    wait_for(lambda: liar.requests("HEAD", "/v2/b/blobs/" + d) == 1,
+             what="the confirming HEAD stalled")
+    for t in ts[1:]:
         t.start()
-        wait_for(lambda: liar.requests("HEAD", "/v2/b/blobs/" + d) == 1,
-                 what="the confirming HEAD stalled")
-        t2 = threading.Thread(target=lambda: out.__setitem__(
-            "r2", get(gw, "/v2/liar/b2/blobs/" + d)))
-        t2.start()
-        wait_for(lambda: liar.requests("GET", "/v2/b2/blobs/" + d) == 1,
-                 what="the second request passed through")
-        liar.release(d)
+    wait_for(lambda: gw.log_text().count("cache confirm_coalesced") == 3,
+             what="three readers sharing the HEAD")
+    t2 = threading.Thread(target=req, args=(
+        "b2", "/v2/liar/b2/blobs/" + d, "GET"))
+    t2.start()
+    wait_for(lambda: liar.requests("GET", "/v2/b2/blobs/" + d) == 1,
+             what="the other repository's hit passed through")
+    liar.release(d)
+    for t in ts + [t2]:
         t.join(30)
-        t2.join(30)
-    assert out["r"].status_code == 404
-    assert out["r2"].status_code == 404 and data not in out["r2"].content
+    for i in range(4):
+        assert out[i].status_code == 404 and data not in out[i].content
+    assert liar.requests("HEAD", "/v2/b/blobs/" + d) == 1
+    assert liar.requests("GET", "/v2/b/blobs/" + d) == 0
+    assert out["b2"].status_code == 404 and data not in out["b2"].content
     assert liar.requests("HEAD", "/v2/b2/blobs/" + d) == 0
     assert "confirm_refused digest=%s reason=cache.max_confirms" % d in \
         gw.log_text()
