@@ -60,7 +60,8 @@ struct cache_link {
 	TAILQ_ENTRY(cache_link)	 lru;		/* least recent first */
 	uint64_t		 hash;
 	size_t			 klen;
-	char			 key[];	/* kind, name, url, repo, digest */
+	char			 key[];	/* kind, name, url, repo, digest; */
+					/* klen bytes and a NUL */
 };
 
 struct cache_links {
@@ -175,9 +176,11 @@ links_insert(struct cache_links *l, const char *key, size_t len)
 		TAILQ_INSERT_TAIL(&l->lru, k, lru);
 		return (0);
 	}
-	if ((k = malloc(sizeof(*k) + len)) == NULL)
+	/* NUL-terminated too: links_line() reads its last part. */
+	if ((k = malloc(sizeof(*k) + len + 1)) == NULL)
 		fatal("malloc");
 	memcpy(k->key, key, len);
+	k->key[len] = '\0';
 	k->klen = len;
 	k->hash = h;
 	if (l->n >= l->nbuckets)
