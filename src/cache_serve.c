@@ -24,8 +24,8 @@
  * 403, a different digest) sends the request to the upstream as is.
  * Readers that want the same confirm at once share one HEAD, and at most
  * cache.max_confirms HEADs run; beyond it a hit is passed through
- * (cache_confirm.c).  Without this, anyone who may pull one repository could read
- * any cached blob by its digest through it.
+ * (cache_confirm.c).  Without this, anyone who may pull one repository
+ * could read any cached blob by its digest through it.
  *
  * By tag: the tag's digest is kept per (upstream, repository, tag,
  * normalised Accept set) for tag_ttl, an unknown tag for negative_ttl

@@ -395,3 +395,39 @@ def test_confirm_answered_5xx_fails_closed(liar, start_gateway, tmp_path):
     liar.fail_all(None)
     r = get(gw, "/v2/liar/b/blobs/" + d)
     assert r.status_code == 200 and r.content == data
+
+
+def test_confirm_asks_with_a_token_scoped_for_the_repository(
+        start_registry, start_gateway, tmp_path):
+    """A token-protected upstream: the confirming HEAD goes with the
+    gateway's credentials and a token for the repository asked through,
+    as every fetch does, and its answer decides as before."""
+    reg = start_registry("authup", auth="token")
+    creds = tmp_path / "creds"
+    creds.write_text("%s:%s\n" % (reg.issuer.username, reg.issuer.password))
+    creds.chmod(0o600)
+    gw = start_gateway(gateway_config(
+        upstream(reg, name="up1", prefix="up1", credentials_file=creds,
+                 auth_hosts=["127.0.0.1:%d" % reg.issuer.port]),
+        cache=cache_cfg(tmp_path / "cache")))
+
+    class ThroughGateway:
+        url = gw.url
+    data = os.urandom(64 * 1024)
+    for repo in ("private/y", "public/z"):
+        d = push_blob(ThroughGateway, "up1/" + repo, data)
+    push_blob(ThroughGateway, "up1/public/x", os.urandom(1024))
+    r = get(gw, "/v2/up1/private/y/blobs/" + d)
+    assert r.status_code == 200 and r.content == data
+    mark = reg.issuer.mark()
+    m = reg.mark()
+    r = get(gw, "/v2/up1/public/z/blobs/" + d)
+    assert r.status_code == 200 and r.content == data
+    assert [(e["method"], e["status"]) for e in reg.access_log(since=m)
+            if e["path"] == "/v2/public/z/blobs/" + d and
+            e["status"] != 401] == [("HEAD", 200)]
+    scopes = {s for rec in reg.issuer.requests_since(mark)
+              for one in rec["scopes"] for s in one.split(" ")}
+    assert "repository:public/z:pull" in scopes
+    r = get(gw, "/v2/up1/public/x/blobs/" + d)
+    assert r.status_code == 404 and data not in r.content
