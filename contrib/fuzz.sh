@@ -5,13 +5,13 @@
 # crash-* file in $WORK and a non-zero exit.  FUZZ_JOBS=N runs N targets
 # at once (one per core).
 #   contrib/fuzz.sh [target...]      targets: router url challenge hframe
-#                                    netaddr
+#                                    netaddr pattern
 set -eu
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-30}
 WORK=${WORK:-/tmp/portcullis-fuzz}
 CC=${CC:-clang}
-targets=${*:-router url challenge hframe netaddr}
+targets=${*:-router url challenge hframe netaddr pattern}
 mkdir -p "$WORK"
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -Isrc -D_GNU_SOURCE"
 for t in $targets; do
@@ -21,6 +21,7 @@ for t in $targets; do
 	challenge) srcs="src/challenge.c src/url.c" ;;
 	hframe)    srcs="src/hframe.c src/headers.c -lhttp_parser" ;;
 	netaddr)   srcs="src/netaddr.c" ;;
+	pattern)   srcs="src/pattern.c" ;;
 	*) echo "unknown target $t" >&2; exit 2 ;;
 	esac
 	$CC $flags -o "$WORK/fuzz_$t" "tests/fuzz/fuzz_$t.c" $srcs
@@ -35,6 +36,13 @@ for t in $targets; do
 		printf '\002GET /v2/a/tags/list?n=1\tx\fy\303\251 HTTP/1.1\r\nHost: h\r\n\r\n' >"$WORK/corpus_$t/seed6"
 		printf '\004GET /x HTTP/1.1\nHost: h\n\nGET /y HTTP/1.1\r\nHost: h\r\n\r\n' >"$WORK/corpus_$t/seed7"
 		printf '\010POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n' >"$WORK/corpus_$t/seed8"
+	fi
+	if [ "$t" = pattern ] && [ ! -e "$WORK/corpus_$t/seed1" ]; then
+		# pattern NUL name NUL template value
+		printf 'base/**\000base/a/b\000x' >"$WORK/corpus_$t/seed1"
+		printf 'users/${subject}/**\000users/bob/app\000bob' >"$WORK/corpus_$t/seed2"
+		printf '**/a*b?/**/c\000x/aXbY/z/c\000v' >"$WORK/corpus_$t/seed3"
+		printf 'ci/${claim.r}-*/${subject}\000ci/app-1/u\000app' >"$WORK/corpus_$t/seed4"
 	fi
 done
 

@@ -9,9 +9,9 @@
  *	upload start, PATCH, PUT, status GET, cancel;	push
  *	manifest PUT
  *	manifest, blob DELETE				delete
- *	_catalog					catalog (no repository)
- *	/admin and below				admin (no repository,
- *							no upstream)
+ *	_catalog				catalog (no repository)
+ *	/admin and below			admin (no repository, no
+ *						upstream)
  *
  * A refusal is 401 UNAUTHORIZED with a challenge for an anonymous caller
  * (credentials might help) and 403 DENIED for an identified one (they
@@ -189,40 +189,52 @@ authz_map_from(const struct req *req, const char *from, char *out,
  * A cross-repository mount (POST .../blobs/uploads/?mount=D&from=R) needs
  * pull on R besides push on the target.  Without it the mount and from
  * parameters are dropped: the upstream then starts a plain upload (202),
- * and the client uploads the blob it could not borrow.
+ * and the client uploads the blob it could not borrow.  A `from` that
+ * proxy_relay.c would not pass on (unparsable, another upstream's) needs
+ * no check; one that it would is checked whatever `mount` says, so that
+ * no odd spelling of the digest skips the check.  Returns 0, or -1 when
+ * the request was answered.
  */
-static void
+static int
 authz_mount(struct req *req)
 {
 	const struct config	*conf = req->conf;
 	struct pol_result	 res;
-	char			 from[OCI_NAME_MAX + 1], upfrom[OCI_NAME_MAX + 16];
-	char			 q1[4096], q2[4096], digest[OCI_REF_MAX + 1];
-	const char		*id;
+	char			 from[OCI_NAME_MAX + 1];
+	char			 upfrom[OCI_NAME_MAX + 16];
+	char			 digest[OCI_REF_MAX + 1];
+	char			 q1[4096], q2[4096];
+	const char		*id, *why = NULL;
 	size_t			 qlen;
 
 	if (req->route.ep != OCI_EP_UPLOAD_START || req->query == NULL ||
 	    (qlen = strlen(req->query)) == 0)
-		return;
-	if (url_query_get(req->query, qlen, "mount", digest,
-	    sizeof(digest)) == -1 || url_query_get(req->query, qlen, "from",
-	    from, sizeof(from)) == -1 ||
+		return (0);
+	if (url_query_get(req->query, qlen, "from", from,
+	    sizeof(from)) == -1 ||
 	    authz_map_from(req, from, upfrom, sizeof(upfrom)) == -1)
-		return;
+		return (0);
 	policy_decide(conf->policy, &req->principal, req->up->name, upfrom,
 	    POL_PULL, &res);
-	/* Nor is a blocked blob borrowed: its upload's end is refused. */
-	if (res.allow && !policy_blocked(conf->policy, digest, &id))
-		return;
+	if (!res.allow)
+		why = "no_pull_on_source";
+	else if (url_query_get(req->query, qlen, "mount", digest,
+	    sizeof(digest)) == 0 && policy_blocked(conf->policy, digest, &id))
+		why = "blocked_digest";	/* its upload's end is refused */
+	if (why == NULL)
+		return (0);
 	if (url_query_strip(req->query, qlen, "mount", q1, sizeof(q1)) < 0 ||
-	    url_query_strip(q1, strlen(q1), "from", q2, sizeof(q2)) < 0)
-		return;		/* cannot be: shorter than the query */
-	log_info("%llu.%u authz mount_degraded from=%s rule=%s "
-	    "reason=%s", (unsigned long long)req->c->id, req->seq, upfrom,
-	    res.rule != NULL ? res.rule : "-",
-	    res.allow ? "blocked_digest" : "no_pull_on_source");
-	/* Shorter than what it replaces: rewritten in place. */
+	    url_query_strip(q1, strlen(q1), "from", q2, sizeof(q2)) < 0) {
+		/* Fail closed: the proxy would refuse it as well. */
+		req_fail(req, ERR_BAD_REQUEST, "query string too long");
+		return (-1);
+	}
+	log_info("%llu.%u authz mount_degraded from=%s rule=%s reason=%s",
+	    (unsigned long long)req->c->id, req->seq, upfrom,
+	    res.rule != NULL ? res.rule : "-", why);
+	/* Never longer than what it replaces: rewritten in place. */
 	memcpy(req->query, q2, strlen(q2) + 1);
+	return (0);
 }
 
 /*
@@ -267,8 +279,7 @@ authz_request(struct req *req)
 		req_fail(req, ERR_DENIED, "digest is blocked");
 		return (-1);
 	}
-	authz_mount(req);
-	return (0);
+	return (authz_mount(req));
 }
 
 /* Whether the client's address is in audit.admin_addresses. */
@@ -292,9 +303,10 @@ authz_admin_address(const struct req *req)
 
 /*
  * The gate of /admin and everything under it (from req_route): the
- * admin action, no repository, no upstream.  audit.admin_addresses, deprecated, still admits its
- * addresses as an allow rule would: a deny rule that matches wins over
- * it as over any allow.  Returns 0 or -1 (answered).
+ * admin action, no repository, no upstream.  audit.admin_addresses,
+ * deprecated, still admits its addresses as an allow rule would: a deny
+ * rule that matches wins over it as over any allow.  Returns 0 or -1
+ * (answered).
  */
 int
 authz_admin(struct req *req)

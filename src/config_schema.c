@@ -540,7 +540,8 @@ static const struct cfg_key cfg_policy_immutable_keys[] = {
 	  .flags = CFG_RELOAD | CFG_SHORTHAND, .off = POL_OFF(blocked),	\
 	  .count_off = POL_OFF(nblocked), .min = 0, .max = 1000000,	\
 	  .sub = cfg_policy_blocked_keys,				\
-	  .sub_size = sizeof(struct pol_blocked_src), .def_doc = "none",	\
+	  .sub_size = sizeof(struct pol_blocked_src),			\
+	  .def_doc = "none",						\
 	  .help = "Digests refused (403 DENIED) through every repository " \
 	  "and tag, cached or not; an entry is a digest string or an "	\
 	  "object." },							\

@@ -22,6 +22,7 @@ static int	cmd_check_config(int, char **);
 static int	cmd_version(int, char **);
 static int	cmd_config_reference(int, char **);
 static int	cmd_audit(int, char **);
+static int	cmd_policy(int, char **);
 
 static const struct cmd cmds[] = {
 	{ "serve", cmd_serve, "serve -c FILE",
@@ -37,6 +38,9 @@ static const struct cmd cmds[] = {
 	{ "audit", cmd_audit, "audit query|tail -c FILE [filters]",
 	    "Search the audit stream (query) or follow it (tail);\n"
 	    "portcullis audit --help lists the filters." },
+	{ "policy", cmd_policy, "policy explain -c FILE [options]",
+	    "Decide one request with the configuration's policy and say\n"
+	    "why; portcullis policy --help lists the options." },
 };
 
 static void
@@ -148,6 +152,12 @@ static int
 cmd_audit(int argc, char **argv)
 {
 	return (audit_cli(argc, argv));
+}
+
+static int
+cmd_policy(int argc, char **argv)
+{
+	return (policy_cli(argc, argv));
 }
 
 static int

@@ -281,6 +281,18 @@ pattern_literal_head(const struct pattern *p, size_t *len)
 	return p->lit + t->off;
 }
 
+/* Whether every segment is "**". */
+int
+pattern_matches_all(const struct pattern *p)
+{
+	size_t	 i;
+
+	for (i = 0; i < p->nsegs; i++)
+		if (!p->segs[i].dstar)
+			return 0;
+	return 1;
+}
+
 /* Whether a value may stand in for a template: 1 or 0. */
 int
 pattern_value_ok(const char *s, size_t len)
@@ -336,7 +348,8 @@ pat_seg_match(const struct pattern *p, const struct pat_seg *sg,
 	if (nt == 1 && t[0].type == TOK_LIT)
 		return n == t[0].len && memcmp(s, p->lit + t[0].off, n) == 0;
 	while (ci < n) {
-		if (ti < nt && t[ti].type == TOK_STAR) {
+		if (ti < nt && (t[ti].type == TOK_STAR ||
+		    (t[ti].type == TOK_VAR && vals[t[ti].var].s == NULL))) {
 			star_ti = ti++;
 			star_ci = ci;
 			continue;
@@ -353,12 +366,18 @@ pat_seg_match(const struct pattern *p, const struct pat_seg *sg,
 		ci = ++star_ci;
 		ti = star_ti + 1;
 	}
-	while (ti < nt && t[ti].type == TOK_STAR)
+	while (ti < nt && (t[ti].type == TOK_STAR ||
+	    (t[ti].type == TOK_VAR && vals[t[ti].var].s == NULL)))
 		ti++;
 	return ti == nt;
 }
 
-/* Match with explicit template values. */
+/*
+ * Match with explicit template values.  A value with s == NULL stands for
+ * "any run of characters" (like '*'): pattern_match_principal() uses it to
+ * tell a template without a usable value from a pattern that could not
+ * match whatever the value.
+ */
 int
 pattern_match(const struct pattern *p, const char *name, size_t len,
     const struct pat_value *vals)
@@ -435,13 +454,13 @@ pattern_match_principal(const struct pattern *p, const char *name,
 	if (p->nvars == 0)
 		return pattern_match(p, name, len, NULL) ? PAT_MATCH :
 		    PAT_NOMATCH;
-	if (pr == NULL)
-		return PAT_UNUSABLE;
 	for (i = 0; i < p->nvars; i++) {
+		if (pr == NULL)
+			goto unusable;
 		if (p->vars[i].kind == PAT_VAR_SUBJECT) {
 			s = pr->method == AUTH_ANONYMOUS ? NULL : pr->subject;
 			if (s == NULL || !pattern_value_ok(s, strlen(s)))
-				return PAT_UNUSABLE;
+				goto unusable;
 			vals[i].s = s;
 			vals[i].len = strlen(s);
 			at[i] = 0;
@@ -449,7 +468,7 @@ pattern_match_principal(const struct pattern *p, const char *name,
 		}
 		at[i] = pat_next_claim(pr, p->vars[i].claim, 0);
 		if (at[i] == pr->nclaims)
-			return PAT_UNUSABLE;
+			goto unusable;
 	}
 	for (;;) {
 		for (i = 0; i < p->nvars; i++)
@@ -472,4 +491,16 @@ pattern_match_principal(const struct pattern *p, const char *name,
 		if (i == p->nvars)
 			return PAT_NOMATCH;
 	}
+
+unusable:
+	/*
+	 * No usable value: the pattern matches nothing.  Say "unusable" only
+	 * when some value could have matched, so that an explanation names
+	 * the template rather than a pattern that was never close.
+	 */
+	for (i = 0; i < p->nvars; i++) {
+		vals[i].s = NULL;
+		vals[i].len = 0;
+	}
+	return pattern_match(p, name, len, vals) ? PAT_UNUSABLE : PAT_NOMATCH;
 }

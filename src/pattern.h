@@ -73,11 +73,14 @@ enum pat_var_kind pattern_var(const struct pattern *, size_t i,
  * otherwise.
  */
 const char	*pattern_literal_head(const struct pattern *, size_t *len);
+/* Whether the pattern matches every name (only "**" segments): 1 or 0. */
+int		 pattern_matches_all(const struct pattern *);
 /* Whether a template value may fill a segment: 1 or 0. */
 int		 pattern_value_ok(const char *, size_t);
 /*
  * Match name[0..len) with vals[i] the value of template i (every value
- * must have passed pattern_value_ok()); 1 or 0.
+ * must have passed pattern_value_ok(), or have s NULL for "any run of
+ * characters"); 1 or 0.
  */
 int		 pattern_match(const struct pattern *, const char *name,
 		    size_t len, const struct pat_value *vals);
@@ -85,7 +88,8 @@ int		 pattern_match(const struct pattern *, const char *name,
  * Match with the templates filled from the principal (p may be NULL when
  * the pattern has none).  A multi-valued claim matches when any of its
  * values does; unusable values are skipped, and PAT_UNUSABLE says that
- * some template had no usable value at all.
+ * some template had no usable value at all while some value would have
+ * matched (PAT_NOMATCH when none would have).
  */
 enum pat_result	 pattern_match_principal(const struct pattern *,
 		    const char *name, size_t len, const struct principal *);

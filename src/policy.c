@@ -77,6 +77,7 @@ struct pol_rule {
 	unsigned		  actions;
 	struct pattern		**pats;		/* none: any repository */
 	size_t			  npats;
+	int			  all_repos;	/* none, or one is "**" */
 	char *const		 *upstreams;	/* none: any upstream */
 	size_t			  nupstreams;
 	struct pol_subj		 *subj;
@@ -336,7 +337,9 @@ pol_index(struct policy *pol)
 	pol->buckets = pol_calloc(pol->nbuckets, sizeof(*pol->buckets));
 	for (i = 0; i < pol->nrules; i++) {
 		r = &pol->rules[i];
-		pol_file(pol->norepo, r, (uint32_t)i, -1);
+		/* Catalog and admin: only rules over every repository. */
+		if (r->all_repos)
+			pol_file(pol->norepo, r, (uint32_t)i, -1);
 		if (r->npats == 0)
 			pol_file(pol->wild.l, r, (uint32_t)i, -1);
 		for (j = 0; j < r->npats; j++) {
@@ -566,6 +569,10 @@ pol_compile_rule(struct pol_cc *cc, const struct pol_src *src, size_t i,
 		r->pats = pol_patterns(cc, rs->repositories, r->npats,
 		    src->max_pattern_bytes, PAT_TEMPLATES, ptr);
 	}
+	r->all_repos = r->npats == 0;
+	for (j = 0; j < r->npats; j++)
+		if (r->pats[j] != NULL && pattern_matches_all(r->pats[j]))
+			r->all_repos = 1;
 	r->upstreams = rs->upstreams;
 	r->nupstreams = rs->nupstreams;
 	snprintf(ptr, sizeof(ptr), "/rules/%zu/upstreams", i);
@@ -935,13 +942,13 @@ pol_entry_match(const struct policy *pol, const struct pol_entry *e,
 {
 	const struct pol_rule	*r = &pol->rules[e->rule];
 
-	if (!pol_listed(r->upstreams, r->nupstreams, upstream))
+	/* Cheapest first: subjects are a few compares, patterns a walk. */
+	if (!pol_listed(r->upstreams, r->nupstreams, upstream) ||
+	    !pol_subjects_match(r, p))
 		return 0;
-	if (repo != NULL && e->pat >= 0 &&
-	    pattern_match_principal(r->pats[e->pat], repo, len, p) !=
-	    PAT_MATCH)
-		return 0;
-	return pol_subjects_match(r, p);
+	return repo == NULL || e->pat < 0 ||
+	    pattern_match_principal(r->pats[e->pat], repo, len, p) ==
+	    PAT_MATCH;
 }
 
 /*
@@ -1027,6 +1034,8 @@ policy_explain_rule(const struct policy *pol, size_t i,
 		return POL_MISS_ACTION;
 	if (!pol_listed(r->upstreams, r->nupstreams, upstream))
 		return POL_MISS_UPSTREAM;
+	if (repo == NULL && !r->all_repos)
+		return POL_MISS_SCOPED;
 	if (repo != NULL && r->npats > 0) {
 		len = strlen(repo);
 		for (j = 0; j < r->npats; j++) {

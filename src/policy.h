@@ -63,7 +63,10 @@ int		 policy_action_parse(const char *);
  * Decide whether principal p may do action a on repository repo (the
  * upstream's name) of upstream `upstream`.  Fills *res; returns res->allow.
  * repo is NULL for the actions that name no repository (catalog: may the
- * caller list at all; admin): then repository patterns are not consulted.
+ * caller list at all; admin): then repository patterns are not consulted,
+ * and a rule applies only when it has no repositories or one of them is
+ * "**" (every repository), so that a rule scoped to some repositories with
+ * actions "*" never grants admin.
  * upstream is NULL for admin: then a rule limited to upstreams does not
  * match.
  */
@@ -170,6 +173,8 @@ struct policy	*policy_compile(const struct pol_src *src,
 	X(POL_MISS_ACTION, "action not in rule")			\
 	X(POL_MISS_UPSTREAM, "upstream not listed")			\
 	X(POL_MISS_REPOSITORY, "no repository pattern matched")		\
+	X(POL_MISS_SCOPED,						\
+	    "rule is limited to repositories; the action names none")	\
 	X(POL_MISS_TEMPLATE, "template value unusable")			\
 	X(POL_MISS_SUBJECT, "no subject matched")
 

@@ -413,6 +413,9 @@ const char	*audit_script(void);
 /* audit_query.c: audit query, tail and generate (CLI). */
 int		 audit_cli(int, char **);
 
+/* policy_cli.c */
+int		 policy_cli(int, char **);
+
 /* admin.c: GET /admin/audit. */
 void		 audit_admin(struct req *);
 

@@ -7,8 +7,9 @@
  * ROUTE parses the target (router.c), checks the method and picks the
  * upstream (path prefix, then containerd's ns=, then the default).
  * DISPATCH runs the gates: the policy (authz.c) now, authentication and
- * rate limits as stages of their own once they exist.  CACHE (cache_serve.c) takes pulls of blobs and manifests
- * when the upstream is cached: it answers them from disk or from a fill,
+ * rate limits as stages of their own once they exist.  CACHE
+ * (cache_serve.c) takes pulls of blobs and manifests when the upstream
+ * is cached: it answers them from disk or from a fill,
  * or hands them on to UPSTREAM.  UPSTREAM hands the request to proxy.c;
  * RESPOND streams the answer.  Every transition writes a debug trace line;
  * every request ends with one summary line.
@@ -94,7 +95,13 @@ req_start(struct conn *c, struct hframe_msg *msg)
 		fatal("calloc");
 	c->req = req;
 	req->c = c;
-	req->conf = c->conf;
+	/*
+	 * The snapshot current now, not the connection's: a reload (a
+	 * changed policy above all) decides every request that starts
+	 * after it, also on a keep-alive connection; one in flight keeps
+	 * its own.  The connection's framing limits stay its own.
+	 */
+	req->conf = c->ctx->conf;
 	config_ref(req->conf);
 	req->seq = c->nreqs;
 	req->start_ms = now_ms();
