@@ -7,6 +7,7 @@
  *	manifests/<alg>/<2 hex>/<hex>	a type line, then the manifest
  *					(cache_manifest_type)
  *	tags/<upstream>/<k1>/<k2>	tag records (cache_tags.c)
+ *	links				repository links (cache_links.c)
  *	tmp/				fills in progress
  *	lock				flock(2): one gateway per dir
  *
@@ -23,7 +24,10 @@
  * entries make room only for the bytes fills have written (cache->filling)
  * as they arrive: a fill cancelled after its head, which a client can
  * cause at will, evicts nothing.
- * Tag records have their own index and bounds (cache_tags.c).
+ * Tag records have their own index and bounds (cache_tags.c).  An
+ * entry is served through a repository only with a link saying the
+ * upstream holds it there (cache_links.c): the store is shared, the
+ * repositories are not.
  */
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -533,6 +537,7 @@ cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
 		fatal("calloc");
 	TAILQ_INIT(&c->lru);
 	TAILQ_INIT(&c->fills);
+	TAILQ_INIT(&c->confirms);
 	for (i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", c->dir, subdirs[i]);
 		if (cache_mkdirs(path) == -1)
@@ -565,6 +570,7 @@ cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
 	}
 	free(sv.v);
 	c->tags = cache_tags_open(c, conf->cache);
+	c->links = cache_links_open(c, conf->cache);
 	c->ev_evict = evtimer_new(ctx->base, cache_evict_cb, c);
 	if ((c->pool = cache_fill_pool_new(ctx,
 	    conf->cache->digest_threads)) == NULL) {
@@ -597,12 +603,14 @@ cache_close(struct cache *c)
 	if (c == NULL)
 		return;
 	cache_fill_free_all(c);
+	cache_confirm_free_all(c);
 	cache_fill_pool_free(c->pool);	/* after the fills */
 	while ((e = TAILQ_FIRST(&c->lru)) != NULL) {
 		cache_unlink_entry(c, e);
 		free(e);
 	}
 	cache_tags_close(c->tags);
+	cache_links_close(c->links);
 	if (c->ev_evict != NULL)
 		event_free(c->ev_evict);
 	if (c->lock_fd != -1)

@@ -58,10 +58,23 @@ struct cache {
 	uint64_t			 seq;		/* tmp names, log ids */
 	uint64_t			 evicted; /* entries, since start */
 	struct cache_tags		*tags;		/* cache_tags.c */
+	struct cache_links		*links;		/* cache_links.c */
+	TAILQ_HEAD(, cache_confirm)	 confirms;	/* cache_confirm.c */
+	size_t				 nconfirms;	/* HEADs running */
+};
+
+/* What a confirming HEAD answered (cache_confirm.c). */
+struct cache_confirm_answer {
+	int				 status;
+	char				 digest[CACHE_DIGEST_MAX];
+	char				 length[32];
+	char				 retry_after[64];
 };
 
 struct fill_hash;
 struct cache_tags;
+struct cache_links;
+struct cache_confirm;
 
 /* One upstream transfer into a temp file, followed by its readers. */
 struct cache_fill {
@@ -125,6 +138,12 @@ struct cache_reader {
 	int				 waiting;	/* on fill progress */
 	int				 stale;		/* add a Warning */
 	int				 retired;	/* cache_reader_free */
+	/* Repository link (cache_links.c): confirmed by a HEAD for the
+	 * request's repository, or waiting for one (cache_confirm.c). */
+	int				 confirmed;
+	struct cache_confirm		*confirm;
+	TAILQ_ENTRY(cache_reader)	 centry;	/* on confirm's */
+	uint64_t			 confirm_size;	/* 0: unknown */
 	struct reap_node		 reap;
 	char				 ctype[256];
 	/* Tag revalidation. */
@@ -176,6 +195,20 @@ uint64_t cache_pinned_bytes(struct cache *);
 void	cache_pin(struct cache *, struct cache_entry *);
 void	cache_unpin(struct cache *, struct cache_entry *);
 
+/* cache_links.c */
+struct cache_links *cache_links_open(struct cache *,
+	    const struct config_cache *);
+void	cache_links_close(struct cache_links *);
+int	cache_link_has(struct cache *, const struct config_upstream *,
+	    const char *, enum cache_kind, const char *);
+void	cache_link_put(struct cache *, const struct config_upstream *,
+	    const char *, enum cache_kind, const char *);
+
+/* cache_confirm.c */
+int	cache_confirm_join(struct cache_reader *);
+void	cache_confirm_leave(struct cache_reader *);
+void	cache_confirm_free_all(struct cache *);
+
 /* cache_fill.c */
 struct cache_fill *cache_fill_find(struct cache *, enum cache_kind,
 	    const struct config_upstream *, const char *);
@@ -194,5 +227,9 @@ void	cache_reader_filled(struct cache_reader *, struct cache_entry *);
 void	cache_reader_fill_failed(struct cache_reader *, struct cache_fill *,
 	    enum pc_err, const char *);
 void	cache_reader_fill_declined(struct cache_reader *);
+void	cache_reader_confirmed(struct cache_reader *,
+	    const struct cache_confirm_answer *);
+void	cache_reader_confirm_failed(struct cache_reader *, enum pc_err,
+	    const char *);
 
 #endif

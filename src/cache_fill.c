@@ -14,8 +14,11 @@
  *
  * A fill is keyed by (upstream, kind, digest): requests through another
  * upstream never wait on this one.  Readers of another repository of the
- * same upstream join it; when it fails before their head, they fetch on
- * their own instead of inheriting its error (cache_reader_fill_failed).
+ * same upstream join it only once the upstream confirmed that repository
+ * holds the digest (cache_serve.c, cache_links.c); when it fails before
+ * their head, they fetch on their own instead of inheriting its error
+ * (cache_reader_fill_failed).  A fill that publishes links the entry to
+ * the repository it was fetched through.
  *
  * At the end the length is checked against Content-Length and the digest
  * against the one asked for; only then is the file fsync'd and renamed
@@ -1116,6 +1119,8 @@ fill_publish(struct cache_fill *f)
 	f->fd = -1;
 	fill_unaccount(f);
 	e = cache_insert(f->cache, f->kind, f->digest, f->written + f->hdr_len);
+	/* Fetched through this repository: it holds the digest. */
+	cache_link_put(f->cache, f->up, f->upname, f->kind, f->digest);
 	log_info("- cache fill_done %s digest=%s bytes=%llu ms=%llu",
 	    f->logid, f->digest, (unsigned long long)f->written,
 	    (unsigned long long)(now_ms() - f->start_ms));

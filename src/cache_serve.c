@@ -5,10 +5,27 @@
  * goes straight to the upstream.
  *
  * By digest: a stored entry is served from its file (hit), without asking
- * the upstream at all; else the request follows the fill for the digest
- * from its upstream, starting one when none runs (miss) or joining it
- * (coalesced).  A HEAD that is not a hit, and a miss beyond the fill caps
- * or that the fill declines (cache_fill.c), go to the upstream as is.
+ * the upstream, when a repository link (cache_links.c) says the upstream
+ * holds the digest in the request's repository; else the request follows
+ * the fill for the digest from its upstream, starting one when none runs
+ * (miss) or joining it (coalesced).  A HEAD that is not a hit, and a miss
+ * beyond the fill caps or that the fill declines (cache_fill.c), go to
+ * the upstream as is.
+ *
+ * Confirm: a stored entry without a link for the repository, or a fill
+ * started through another repository, is not served until a HEAD for the
+ * digest in this repository (the client's Accept fields, the upstream's
+ * credentials for this repository, as proxy.c does for every fetch)
+ * answers 200 with the same digest and, for a blob, the same length; the
+ * link is recorded and the request goes on as a hit (or joins the fill).
+ * A 404 is the upstream's answer for this repository: 404, no cached
+ * byte.  Unreachable, a timeout, 5xx: the request fails (fails closed),
+ * since the cache cannot know.  429 is relayed; any other answer (401,
+ * 403, a different digest) sends the request to the upstream as is.
+ * Readers that want the same confirm at once share one HEAD, and at most
+ * cache.max_confirms HEADs run; beyond it a hit is passed through
+ * (cache_confirm.c).  Without this, anyone who may pull one repository
+ * could read any cached blob by its digest through it.
  *
  * By tag: the tag's digest is kept per (upstream, repository, tag,
  * normalised Accept set) for tag_ttl, an unknown tag for negative_ttl
@@ -47,6 +64,7 @@ static void	cr_pump(struct cache_reader *);
 static void	cr_respond(struct cache_reader *);
 static void	cr_by_digest(struct cache_reader *, const char *);
 static void	cr_by_tag(struct cache_reader *);
+static void	cr_confirm(struct cache_reader *, uint64_t);
 static const struct proxy_ops tag_ops;
 static const struct req_stage_ops cr_stage_ops;
 
@@ -120,6 +138,7 @@ cache_reader_free(struct cache_reader *cr)
 	cr->waiting = 0;
 	if (cr->fill != NULL)
 		cache_fill_leave(cr->fill, cr);
+	cache_confirm_leave(cr);
 	proxy_free(cr->px);
 	cr->px = NULL;
 	if (cr->ent != NULL) {
@@ -254,10 +273,17 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 	struct cache_entry	*e;
 	struct cache_fill	*f;
 
-	snprintf(cr->digest, sizeof(cr->digest), "%.*s",
-	    (int)sizeof(cr->digest) - 1, digest);
+	if (digest != cr->digest)
+		snprintf(cr->digest, sizeof(cr->digest), "%.*s",
+		    (int)sizeof(cr->digest) - 1, digest);
 	if ((e = cache_lookup(cr->cache, cr->kind, digest)) != NULL &&
-	    cr_open_entry(cr, e) == 0) {
+	    !cr->confirmed && !cache_link_has(cr->cache, req->up, req->upname,
+	    cr->kind, digest)) {
+		/* Stored, but not known to be this repository's. */
+		cr_confirm(cr, cr->kind == CACHE_BLOB ? e->size : 0);
+		return;
+	}
+	if (e != NULL && cr_open_entry(cr, e) == 0) {
 		if (req->cache_status == NULL)
 			req->cache_status = "hit";
 		cr_log(cr, "hit", digest);
@@ -270,7 +296,15 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 		return;
 	}
 	if ((f = cache_fill_find(cr->cache, cr->kind, req->up, digest)) !=
-	    NULL) {
+	    NULL && !cr->confirmed && strcmp(f->upname, req->upname) != 0 &&
+	    !cache_link_has(cr->cache, req->up, req->upname, cr->kind,
+	    digest)) {
+		/* Its bytes come through another repository. */
+		cr_confirm(cr, f->have_length && cr->kind == CACHE_BLOB ?
+		    f->expect : 0);
+		return;
+	}
+	if (f != NULL) {
 		req->cache_status = "coalesced";
 		log_info("%llu.%u cache coalesced %s digest=%s",
 		    (unsigned long long)req->c->id, req->seq, f->logid, digest);
@@ -618,6 +652,13 @@ cr_open_tag_digest(struct cache_reader *cr, const char *digest)
 		cr_unpin(cr);
 		return (-1);
 	}
+	/*
+	 * The tag's record is the upstream's word that this repository
+	 * holds the digest (only a revalidation through it writes one), so
+	 * it is as good as a link; record one for requests by digest.
+	 */
+	cache_link_put(cr->cache, cr->req->up, cr->req->upname,
+	    CACHE_MANIFEST, digest);
 	return (0);
 }
 
@@ -730,6 +771,8 @@ cr_tag_decide(struct cache_reader *cr)
 			return;			/* retires cr */
 		cache_tag_put(cr->cache, req->up, req->upname, req->route.ref,
 		    cr->accept, cr->up_digest);
+		cache_link_put(cr->cache, req->up, req->upname,
+		    CACHE_MANIFEST, cr->up_digest);
 		snprintf(cr->tag_digest, sizeof(cr->tag_digest), "%s",
 		    cr->up_digest);
 		req->cache_status = "hit";
@@ -845,3 +888,89 @@ static const struct proxy_ops tag_ops = {
 	tag_done,
 	tag_fail
 };
+
+/* --- confirm: does the upstream hold the digest in this repository? --- */
+
+/*
+ * HEAD the digest in the request's repository (cache_confirm.c, shared
+ * with the readers that want the same meanwhile); the answer decides
+ * (cache_reader_confirmed).  size is the length a blob must have, 0 when
+ * it is not known yet.
+ */
+static void
+cr_confirm(struct cache_reader *cr, uint64_t size)
+{
+	struct req	*req = cr->req;
+
+	cr->confirm_size = size;
+	if (cache_confirm_join(cr) == -1) {
+		log_info("%llu.%u cache confirm_refused digest=%s "
+		    "reason=cache.max_confirms", (unsigned long long)
+		    req->c->id, req->seq, cr->digest);
+		req->cache_status = "miss";
+		cr_passthrough(cr);	/* the upstream answers for itself */
+	}
+	/* Else told, perhaps already: cr may be retired. */
+}
+
+/* The confirming HEAD answered. */
+void
+cache_reader_confirmed(struct cache_reader *cr,
+    const struct cache_confirm_answer *a)
+{
+	struct req		*req = cr->req;
+	char			 detail[128];
+	unsigned long long	 len;
+	char			*ep;
+	int			 same;
+
+	same = a->digest[0] == '\0' || strcmp(a->digest, cr->digest) == 0;
+	if (same && cr->confirm_size > 0 && a->length[0] != '\0') {
+		len = strtoull(a->length, &ep, 10);
+		same = *ep == '\0' && len == cr->confirm_size;
+	}
+	if (a->status == 200 && same) {
+		cache_link_put(cr->cache, req->up, req->upname, cr->kind,
+		    cr->digest);
+		cr->confirmed = 1;
+		log_info("%llu.%u cache confirmed digest=%s name=%s",
+		    (unsigned long long)req->c->id, req->seq, cr->digest,
+		    req->upname);
+		cr_by_digest(cr, cr->digest);
+		return;
+	}
+	if (a->status == 404) {
+		log_info("%llu.%u cache confirm_unknown digest=%s name=%s",
+		    (unsigned long long)req->c->id, req->seq, cr->digest,
+		    req->upname);
+		req->cache_status = "miss";
+		req_fail(req, cr->kind == CACHE_BLOB ? ERR_BLOB_UNKNOWN :
+		    ERR_MANIFEST_UNKNOWN, NULL);
+		return;
+	}
+	if (a->status == 429) {
+		cr_fail_429(cr, a->retry_after, "upstream rate limit");
+		return;
+	}
+	if (a->status >= 500) {
+		snprintf(detail, sizeof(detail), "upstream %s answered %d",
+		    req->up->name, a->status);
+		req_fail(req, ERR_UPSTREAM, detail);
+		return;
+	}
+	if (a->status == 200)
+		log_warn("%llu.%u cache confirm_mismatch digest=%s name=%s "
+		    "up_digest=%.80s length=%.30s", (unsigned long long)
+		    req->c->id, req->seq, cr->digest, req->upname, a->digest,
+		    a->length);
+	req->cache_status = "miss";
+	cr_passthrough(cr);	/* 401, 403, another digest: as is */
+}
+
+/* Unreachable, a timeout, a broken answer: fail closed. */
+void
+cache_reader_confirm_failed(struct cache_reader *cr, enum pc_err err,
+    const char *detail)
+{
+	req_fail(cr->req, err, detail);
+}

@@ -63,6 +63,8 @@ struct config_cache {
 	size_t			 digest_threads;
 	double			 fill_max_fraction;
 	double			 fill_finish_fraction;
+	size_t			 max_repo_links;
+	size_t			 max_confirms;
 };
 
 enum config_fsync {

@@ -215,7 +215,7 @@ static const struct cfg_key cfg_cache_keys[] = {
 	{ .name = "dir", .type = CFG_STRING, .flags = CFG_REQUIRED,
 	  .off = CACHE_OFF(dir), .check = cfg_check_cache_dir,
 	  .help = "Absolute path of the cache directory (blobs/, manifests/, "
-	  "tags/, tmp/); created at start. One gateway per directory." },
+	  "tags/, links, tmp/); created at start. One gateway per directory." },
 	{ .name = "max_bytes", .type = CFG_SIZE, .off = CACHE_OFF(max_bytes),
 	  .min = 1048576, .max = 1LL << 60, .def = 10737418240LL,
 	  .help = "Cap on the bytes of cached blobs and manifests; the least "
@@ -282,6 +282,21 @@ static const struct cfg_key cfg_cache_keys[] = {
 	  .help = "A fill left with no reader is cancelled unless at least "
 	  "this fraction of its Content-Length is on disk; 0 lets "
 	  "every fill complete." },
+	{ .name = "max_repo_links", .type = CFG_SIZE,
+	  .off = CACHE_OFF(max_repo_links), .min = 1, .max = 100000000,
+	  .def = 100000,
+	  .help = "Repository links kept (in memory and in dir/links, which "
+	  "holds at most twice as many lines): which repositories of an "
+	  "upstream are known to hold a cached blob or manifest. A hit "
+	  "through a repository without one is confirmed with a HEAD to the "
+	  "upstream first; above the cap the least recently used link is "
+	  "dropped (it costs one HEAD later)." },
+	{ .name = "max_confirms", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(max_confirms), .min = 1, .max = 100000,
+	  .def = 64,
+	  .help = "HEADs to the upstream running at once that confirm a "
+	  "repository holds a cached entry; a hit beyond it is passed "
+	  "through to the upstream, not served from the cache." },
 	{ .name = NULL }
 };
 

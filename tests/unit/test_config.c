@@ -392,6 +392,10 @@ static const struct err_case err_cases[] = {
 	  "/upstreams/0/pool_max_idle: must be between 0 and 1024" },
 	{ "{" UP ",'cache':{'dir':'/tmp/c','fill_max_fraction':0}}",
 	  "/cache/fill_max_fraction: must be between 0.001 and 1" },
+	{ "{" UP ",'cache':{'dir':'/tmp/c','max_repo_links':0}}",
+	  "/cache/max_repo_links: must be between 1 and 100000000" },
+	{ "{" UP ",'cache':{'dir':'/tmp/c','max_confirms':0}}",
+	  "/cache/max_confirms: must be between 1 and 100000" },
 	{ "{" UP ",'cache':{'dir':'/tmp/c','fill_finish_fraction':1.01}}",
 	  "/cache/fill_finish_fraction: must be between 0 and 1" },
 	{ "{" UP ",'cache':{'dir':'/tmp/c','fill_finish_fraction':'1'}}",
@@ -588,9 +592,14 @@ test_cache_fill_keys(void **state)
 	assert_int_equal(cfg->cache->digest_threads, 2);
 	assert_true(cfg->cache->fill_max_fraction == 0.25);
 	assert_true(cfg->cache->fill_finish_fraction == 0.9);
+	assert_int_equal(cfg->cache->max_repo_links, 100000);
+	assert_int_equal(cfg->cache->max_confirms, 64);
 	config_unref(cfg);
 	cfg = load_ok("{" UP ",'cache':{'dir':'/tmp/c','max_fills':3,"
-	    "'fill_max_fraction':1,'fill_finish_fraction':0}}");
+	    "'fill_max_fraction':1,'fill_finish_fraction':0,"
+	    "'max_repo_links':1,'max_confirms':2}}");
+	assert_int_equal(cfg->cache->max_repo_links, 1);
+	assert_int_equal(cfg->cache->max_confirms, 2);
 	assert_int_equal(cfg->cache->max_fills, 3);
 	assert_true(cfg->cache->fill_max_fraction == 1.0);
 	assert_true(cfg->cache->fill_finish_fraction == 0.0);
@@ -874,6 +883,7 @@ test_reference(void **state)
 		"/cache/max_fills", "/cache/max_fills_per_client",
 		"/cache/digest_threads", "/cache/fill_max_fraction",
 		"/cache/fill_finish_fraction",
+		"/cache/max_repo_links", "/cache/max_confirms",
 		"/audit", "/audit/redis", "/audit/stream", "/audit/max_len",
 		"/audit/max_age", "/audit/spool_file", "/audit/spool_max_bytes",
 		"/audit/fsync", "/audit/on_failure", "/audit/admin_addresses",

@@ -1,0 +1,479 @@
+/*
+ * cache_links.c: through which repositories the cache may serve an entry.
+ *
+ * The store is shared: one file per (kind, digest), whatever repository
+ * filled it.  Served as is, a client allowed to pull public/x could read
+ * a blob of private/y through public/x by asking for its digest.  So, as
+ * the reference registry links each blob and manifest to the repositories
+ * that hold it, an entry is served for repository R of an upstream only
+ * when there is a link (upstream, R, kind, digest): proof that the
+ * upstream holds the digest in R.  A link is recorded when
+ *
+ *  - a fill through R publishes the entry (cache_fill.c);
+ *  - a tag of R is revalidated and the upstream names the digest, or a
+ *    tag record of R, which only such an answer writes, is used
+ *    (cache_serve.c);
+ *  - a HEAD for the digest in R, sent before a hit that has no link
+ *    (cache_serve.c, "confirm"), answers 200 with the same digest (and,
+ *    for a blob, the same length).
+ *
+ * The upstream is named and its URL is part of the key: a reload that
+ * points the name elsewhere starts from no links.
+ *
+ * Links are held in memory, a hash and an LRU list of at most
+ * cache.max_repo_links, the least recently used dropped first, and kept
+ * across restarts in one append-only file, dir/links, one line per link
+ * recorded:
+ *
+ *	<b|m> TAB <digest> TAB <repository> TAB <upstream> TAB <url> LF
+ *
+ * read back at start in order (so the newest are the most recent), and
+ * rewritten whole from memory (tmp/, then rename) when it holds more than
+ * twice max_repo_links lines, so it stays bounded by the setting; a lookup
+ * never touches it.  Nothing is fsync'd: every line that is lost, torn or
+ * not ours (exactly five fields, a one-letter kind, a digest the cache can
+ * verify; anything else is skipped) is a link missing, and a missing link
+ * is safe by construction: it costs one HEAD at the next hit through its
+ * repository, never a wrong answer.  The file is opened without following
+ * a symbolic link (one found there is removed, not followed); when it
+ * cannot be opened the links live in memory only, and after a restart each
+ * (repository, digest) is confirmed again, which fails closed while the
+ * upstream is unreachable.  The rewrite is the one cost that grows with the
+ * setting: about 150 bytes a link, written on the loop once per
+ * max_repo_links new links.  Memory: about 100 bytes plus the upstream's
+ * name and URL, the repository and the digest per link.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cache.h"
+
+#define LINK_KEY_MAX	4096
+#define LINK_READ_BUF	65536
+
+struct cache_link {
+	struct cache_link	*hnext;		/* hash chain */
+	TAILQ_ENTRY(cache_link)	 lru;		/* least recent first */
+	uint64_t		 hash;
+	size_t			 klen;
+	char			 key[];	/* kind, name, url, repo, digest; */
+					/* klen bytes and a NUL */
+};
+
+struct cache_links {
+	struct cache		*cache;
+	int			 fd;		/* dir/links, or -1 */
+	size_t			 nlines;	/* in the file */
+	size_t			 max;
+	struct cache_link	**buckets;
+	size_t			 nbuckets;	/* a power of two */
+	size_t			 n;
+	uint64_t		 evicted;
+	TAILQ_HEAD(, cache_link) lru;
+};
+
+/*
+ * The key: the parts joined by NULs, so no two tuples share one.  -1 when
+ * it does not fit (a very long upstream URL): no link, so every hit
+ * through it is confirmed, which is safe.
+ */
+static int
+links_key(const char *name, const char *url, const char *repo, char kind,
+    const char *digest, char *buf, size_t *len)
+{
+	int	n;
+
+	n = snprintf(buf, LINK_KEY_MAX, "%c%s%c%s%c%s%c%s", kind, name, '\0',
+	    url, '\0', repo, '\0', digest);
+	if (n < 0 || n >= LINK_KEY_MAX)
+		return (-1);
+	*len = (size_t)n;
+	return (0);
+}
+
+static char
+links_kind(enum cache_kind kind)
+{
+	return (kind == CACHE_BLOB ? 'b' : 'm');
+}
+
+static uint64_t
+links_hash(const char *key, size_t len)
+{
+	uint64_t	h = 1469598103934665603ULL;
+	size_t		i;
+
+	for (i = 0; i < len; i++) {
+		h ^= (unsigned char)key[i];
+		h *= 1099511628211ULL;
+	}
+	return (h);
+}
+
+static struct cache_link *
+links_find(struct cache_links *l, const char *key, size_t len, uint64_t h)
+{
+	struct cache_link	*k;
+
+	for (k = l->buckets[h & (l->nbuckets - 1)]; k != NULL; k = k->hnext)
+		if (k->hash == h && k->klen == len &&
+		    memcmp(k->key, key, len) == 0)
+			return (k);
+	return (NULL);
+}
+
+static void
+links_rehash(struct cache_links *l)
+{
+	struct cache_link	**nb, *k, *next;
+	size_t			  i, n = l->nbuckets * 2;
+
+	if ((nb = calloc(n, sizeof(*nb))) == NULL)
+		fatal("calloc");
+	for (i = 0; i < l->nbuckets; i++) {
+		for (k = l->buckets[i]; k != NULL; k = next) {
+			next = k->hnext;
+			k->hnext = nb[k->hash & (n - 1)];
+			nb[k->hash & (n - 1)] = k;
+		}
+	}
+	free(l->buckets);
+	l->buckets = nb;
+	l->nbuckets = n;
+}
+
+static void
+links_drop(struct cache_links *l, struct cache_link *k)
+{
+	struct cache_link	**pp;
+
+	pp = &l->buckets[k->hash & (l->nbuckets - 1)];
+	while (*pp != NULL && *pp != k)
+		pp = &(*pp)->hnext;
+	if (*pp == k)
+		*pp = k->hnext;
+	TAILQ_REMOVE(&l->lru, k, lru);
+	l->n--;
+	free(k);
+}
+
+/*
+ * The link for key, the most recently used; added (and the least recently
+ * used dropped above the cap) when new.  Returns 1 when it was new.
+ */
+static int
+links_insert(struct cache_links *l, const char *key, size_t len)
+{
+	struct cache_link	*k;
+	uint64_t		 h = links_hash(key, len);
+
+	if ((k = links_find(l, key, len, h)) != NULL) {
+		TAILQ_REMOVE(&l->lru, k, lru);
+		TAILQ_INSERT_TAIL(&l->lru, k, lru);
+		return (0);
+	}
+	/* NUL-terminated too: links_line() reads its last part. */
+	if ((k = malloc(sizeof(*k) + len + 1)) == NULL)
+		fatal("malloc");
+	memcpy(k->key, key, len);
+	k->key[len] = '\0';
+	k->klen = len;
+	k->hash = h;
+	if (l->n >= l->nbuckets)
+		links_rehash(l);
+	k->hnext = l->buckets[h & (l->nbuckets - 1)];
+	l->buckets[h & (l->nbuckets - 1)] = k;
+	TAILQ_INSERT_TAIL(&l->lru, k, lru);
+	l->n++;
+	/* The new link is last and max is at least 1: it stays. */
+	while (l->n > l->max) {
+		links_drop(l, TAILQ_FIRST(&l->lru));
+		l->evicted++;
+	}
+	return (1);
+}
+
+/* A field fit for the file: not empty, printable, no tab. */
+static int
+links_field_ok(const char *s, size_t max)
+{
+	size_t	n;
+
+	for (n = 0; s[n] != '\0'; n++)
+		if ((unsigned char)s[n] <= 0x20 || (unsigned char)s[n] >= 0x7f)
+			return (0);
+	return (n > 0 && n <= max);
+}
+
+/* The file's line for a key (the same parts, tab-separated).  -1 when a
+ * part is not fit for the file (the link stays in memory only). */
+static int
+links_line(const char *key, size_t klen, char *buf, size_t len)
+{
+	const char	*name, *url, *repo, *digest;
+	int		 n;
+
+	name = key + 1;
+	url = name + strlen(name) + 1;
+	repo = url + strlen(url) + 1;
+	digest = repo + strlen(repo) + 1;
+	if (digest > key + klen || !links_field_ok(name, CACHE_UPSTREAM_MAX) ||
+	    !links_field_ok(url, LINK_KEY_MAX) ||
+	    !links_field_ok(repo, OCI_NAME_MAX + 16))
+		return (-1);
+	n = snprintf(buf, len, "%c\t%s\t%s\t%s\t%s\n", key[0], digest, repo,
+	    name, url);
+	return (n < 0 || (size_t)n >= len ? -1 : n);
+}
+
+/*
+ * Parse one line of the file (without its LF) into a key.  -1 for
+ * anything but exactly five well-formed fields.
+ */
+static int
+links_parse(char *line, char *key, size_t *klen)
+{
+	char		*f[5], *p = line;
+	const char	*hex;
+	int		 i;
+
+	for (i = 0; i < 5; i++) {
+		f[i] = p;
+		if ((p = strchr(p, '\t')) == NULL) {
+			if (i != 4)
+				return (-1);
+			break;
+		}
+		*p++ = '\0';
+	}
+	if (p != NULL)
+		return (-1);		/* a sixth field */
+	if ((strcmp(f[0], "b") != 0 && strcmp(f[0], "m") != 0) ||
+	    cache_digest_alg(f[1], &hex) == CACHE_ALG_NONE ||
+	    !links_field_ok(f[2], OCI_NAME_MAX + 16) ||
+	    !links_field_ok(f[3], CACHE_UPSTREAM_MAX) ||
+	    !links_field_ok(f[4], LINK_KEY_MAX))
+		return (-1);
+	return (links_key(f[3], f[4], f[2], f[0][0], f[1], key, klen));
+}
+
+/* Open dir/links for appending, never through a symbolic link. */
+static int
+links_open_file(struct cache_links *l, int trunc)
+{
+	char	path[PATH_MAX];
+	int	flags = O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC;
+
+	if (trunc)
+		flags |= O_TRUNC;
+	snprintf(path, sizeof(path), "%s/links", l->cache->dir);
+	if ((l->fd = open(path, flags, 0640)) == -1 && errno == ELOOP) {
+		/* Not ours: the link goes, what it points at stays. */
+		log_warn("- cache foreign_file path=%s: a symbolic link, "
+		    "removed", path);
+		if (unlink(path) == 0)
+			l->fd = open(path, flags, 0640);
+	}
+	if (l->fd == -1) {
+		log_warn("- cache links_unavailable path=%s error=\"%s\": "
+		    "repository links in memory only", path, strerror(errno));
+		return (-1);
+	}
+	return (0);
+}
+
+/*
+ * Rewrite the file from memory, least recently used first, through tmp/
+ * and a rename: bounded by max_repo_links lines.  On failure the old
+ * file stays (it only grows until the next try).
+ */
+static void
+links_compact(struct cache_links *l)
+{
+	struct cache_link	*k;
+	char			 tmp[PATH_MAX], path[PATH_MAX];
+	char			 line[LINK_KEY_MAX + 8];
+	size_t			 n = 0;
+	FILE			*fp;
+	int			 fd, len;
+
+	if ((fd = cache_tmp_open(l->cache, tmp, sizeof(tmp))) == -1 ||
+	    (fp = fdopen(fd, "w")) == NULL) {
+		if (fd != -1) {
+			close(fd);
+			unlink(tmp);
+		}
+		log_warn("- cache links_compact_failed error=\"%s\"",
+		    strerror(errno));
+		return;
+	}
+	TAILQ_FOREACH(k, &l->lru, lru) {
+		if ((len = links_line(k->key, k->klen, line,
+		    sizeof(line))) == -1)
+			continue;
+		fwrite(line, 1, (size_t)len, fp);
+		n++;
+	}
+	snprintf(path, sizeof(path), "%s/links", l->cache->dir);
+	if (fflush(fp) != 0 || ferror(fp) || fclose(fp) != 0 ||
+	    rename(tmp, path) == -1) {
+		log_warn("- cache links_compact_failed error=\"%s\"",
+		    strerror(errno));
+		unlink(tmp);
+		return;
+	}
+	if (l->fd != -1)
+		close(l->fd);
+	l->nlines = n;
+	(void)links_open_file(l, 0);
+	log_debug("- cache links_compacted lines=%zu", n);
+}
+
+/* Append a new link's line; rewrite the file when it holds too many. */
+static void
+links_append(struct cache_links *l, const char *key, size_t klen)
+{
+	char	line[LINK_KEY_MAX + 8];
+	int	len;
+
+	if (l->fd == -1 || (len = links_line(key, klen, line,
+	    sizeof(line))) == -1)
+		return;
+	/* A short write leaves a torn line, which the next start skips. */
+	if (write(l->fd, line, (size_t)len) != len)
+		return;
+	if (++l->nlines > 2 * l->max)
+		links_compact(l);
+}
+
+/* Read the file back in order; returns the lines read. */
+static size_t
+links_load(struct cache_links *l)
+{
+	char	*buf, *p, *nl, key[LINK_KEY_MAX];
+	size_t	 have = 0, lines = 0, klen;
+	ssize_t	 n;
+	int	 skip = 0;
+
+	if ((buf = malloc(LINK_READ_BUF + 1)) == NULL)
+		fatal("malloc");
+	for (;;) {
+		while ((n = read(l->fd, buf + have, LINK_READ_BUF - have)) ==
+		    -1 && errno == EINTR)
+			;
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+		buf[have] = '\0';
+		p = buf;
+		while ((nl = memchr(p, '\n', have - (p - buf))) != NULL) {
+			*nl = '\0';
+			lines++;
+			if (!skip && links_parse(p, key, &klen) == 0)
+				links_insert(l, key, klen);
+			skip = 0;
+			p = nl + 1;
+		}
+		have -= (size_t)(p - buf);
+		memmove(buf, p, have);
+		if (have == LINK_READ_BUF) {
+			/* A line longer than any link: not ours. */
+			have = 0;
+			skip = 1;
+		}
+	}
+	free(buf);
+	return (lines);
+}
+
+/*
+ * The links of the cache c: those in dir/links, at most
+ * cc->max_repo_links of them, the most recently recorded kept.
+ */
+struct cache_links *
+cache_links_open(struct cache *c, const struct config_cache *cc)
+{
+	struct cache_links	*l;
+
+	if ((l = calloc(1, sizeof(*l))) == NULL)
+		fatal("calloc");
+	l->cache = c;
+	l->fd = -1;
+	l->max = cc->max_repo_links > 0 ? cc->max_repo_links : 1;
+	l->nbuckets = 1024;
+	if ((l->buckets = calloc(l->nbuckets, sizeof(*l->buckets))) == NULL)
+		fatal("calloc");
+	TAILQ_INIT(&l->lru);
+	if (links_open_file(l, 0) == 0) {
+		if (lseek(l->fd, 0, SEEK_SET) == 0)
+			l->nlines = links_load(l);
+		/* Over the bound only when max_repo_links was lowered. */
+		if (l->nlines > 2 * l->max)
+			links_compact(l);
+	}
+	log_info("- cache links n=%zu max=%zu file=%s", l->n, l->max,
+	    l->fd != -1 ? "yes" : "no");
+	return (l);
+}
+
+/* Free every link; the file stays.  NULL is fine. */
+void
+cache_links_close(struct cache_links *l)
+{
+	struct cache_link	*k;
+
+	if (l == NULL)
+		return;
+	while ((k = TAILQ_FIRST(&l->lru)) != NULL)
+		links_drop(l, k);
+	if (l->fd != -1)
+		close(l->fd);
+	free(l->buckets);
+	free(l);
+}
+
+/*
+ * Whether the upstream is known to hold (kind, digest) in repository repo
+ * (the upstream's name); a link found becomes the most recently used.
+ */
+int
+cache_link_has(struct cache *c, const struct config_upstream *up,
+    const char *repo, enum cache_kind kind, const char *digest)
+{
+	struct cache_links	*l = c->links;
+	struct cache_link	*k;
+	char			 key[LINK_KEY_MAX];
+	size_t			 len;
+
+	if (links_key(up->name, up->url, repo, links_kind(kind), digest, key,
+	    &len) == -1 ||
+	    (k = links_find(l, key, len, links_hash(key, len))) == NULL)
+		return (0);
+	TAILQ_REMOVE(&l->lru, k, lru);
+	TAILQ_INSERT_TAIL(&l->lru, k, lru);
+	return (1);
+}
+
+/*
+ * Record that the upstream holds (kind, digest) in repository repo; above
+ * cache.max_repo_links the least recently used link goes.  A new link is
+ * appended to the file.
+ */
+void
+cache_link_put(struct cache *c, const struct config_upstream *up,
+    const char *repo, enum cache_kind kind, const char *digest)
+{
+	struct cache_links	*l = c->links;
+	char			 key[LINK_KEY_MAX];
+	size_t			 len;
+
+	if (links_key(up->name, up->url, repo, links_kind(kind), digest, key,
+	    &len) == -1)
+		return;
+	if (links_insert(l, key, len))
+		links_append(l, key, len);
+}
