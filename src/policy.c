@@ -669,25 +669,52 @@ pol_compile_immutable(struct pol_cc *cc, const struct pol_src *src,
 	}
 }
 
-/* Ids are what logs and audit records name: no two alike. */
+struct pol_idref {
+	const char	*id;
+	size_t		 i;	/* rules, then immutable_tags */
+};
+
+static int
+pol_idref_cmp(const void *a, const void *b)
+{
+	const struct pol_idref	*x = a, *y = b;
+	int			 c;
+
+	if ((c = strcmp(x->id, y->id)) != 0)
+		return c;
+	return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/*
+ * Ids are what logs and audit records name: no two alike.  Sorted rather
+ * than compared pairwise, since a reload compiles on the event loop and
+ * max_rules allows a million; every repeat is reported, in file order.
+ */
 static void
 pol_check_unique_ids(struct pol_cc *cc, const struct pol_src *src)
 {
-	size_t	 i, j, n = src->nrules + src->nimmutable;
-	const char *a, *b;
+	struct pol_idref	*v;
+	unsigned char		*dup;
+	size_t			 i, k = 0, n = src->nrules + src->nimmutable;
+	const char		*id;
 
+	v = pol_calloc(n, sizeof(*v));
+	dup = pol_calloc(n, 1);
 	for (i = 0; i < n; i++) {
-		a = i < src->nrules ? src->rules[i].id :
+		id = i < src->nrules ? src->rules[i].id :
 		    src->immutable[i - src->nrules].id;
-		if (a == NULL)
+		if (id == NULL)
 			continue;
-		for (j = 0; j < i; j++) {
-			b = j < src->nrules ? src->rules[j].id :
-			    src->immutable[j - src->nrules].id;
-			if (b != NULL && strcmp(a, b) == 0)
-				break;
-		}
-		if (j == i)
+		v[k].id = id;
+		v[k++].i = i;
+	}
+	qsort(v, k, sizeof(*v), pol_idref_cmp);
+	/* Within a run of one id, all but the first in file order. */
+	for (i = 1; i < k; i++)
+		if (strcmp(v[i - 1].id, v[i].id) == 0)
+			dup[v[i].i] = 1;
+	for (i = 0; i < n; i++) {
+		if (!dup[i])
 			continue;
 		if (i < src->nrules)
 			pol_err(cc, "duplicate id", "/rules/%zu/id", i);
@@ -695,6 +722,8 @@ pol_check_unique_ids(struct pol_cc *cc, const struct pol_src *src)
 			pol_err(cc, "duplicate id", "/immutable_tags/%zu/id",
 			    i - src->nrules);
 	}
+	free(dup);
+	free(v);
 }
 
 /* Compile the policy as written into its immutable, indexed form. */

@@ -56,6 +56,28 @@ realloc(void *p, size_t n)
 	return __libc_realloc(p, n);
 }
 
+/*
+ * Count strcmp() calls while `counting_cmp` is set: compiling must not
+ * compare every id with every other (a reload runs on the event loop).
+ */
+static int	 counting_cmp;
+static size_t	 ncmps;
+
+int
+strcmp(const char *a, const char *b)
+{
+	const unsigned char	*x = (const unsigned char *)a;
+	const unsigned char	*y = (const unsigned char *)b;
+
+	if (counting_cmp)
+		ncmps++;
+	while (*x != '\0' && *x == *y) {
+		x++;
+		y++;
+	}
+	return *x - *y;
+}
+
 #define UPSTREAMS							\
 	"\"upstreams\": ["						\
 	"{\"name\": \"hub\", \"url\": \"https://registry-1.docker.io\", " \
@@ -951,6 +973,68 @@ test_mtls_glob_exhaustive(void **state)
 	assert_true(npat > 500);
 }
 
+static void
+count_err(void *arg, const char *ptr, const char *msg)
+{
+	(void)ptr;
+	(void)msg;
+	(*(int *)arg)++;
+}
+
+/*
+ * Compiling many rules costs O(n log n) comparisons, not one per pair of
+ * ids: at policy/max_rules (1000000) the pairwise check took minutes of
+ * the event loop on every reload.  A duplicate among them is still found.
+ */
+static void
+test_many_ids(void **state)
+{
+	static char		*repos[] = { "a/**" }, *acts[] = { "pull" };
+	static struct pol_subject_src	 subj = { .match = "anonymous" };
+	const char		*ups[] = { "hub" };
+	struct pol_rule_src	*r;
+	struct pol_src		 src;
+	struct policy		*pol;
+	size_t			 i, n = 20000;
+	int			 nerr = 0;
+
+	(void)state;
+	r = calloc(n, sizeof(*r));
+	assert_non_null(r);
+	for (i = 0; i < n; i++) {
+		assert_non_null(r[i].id = malloc(16));
+		snprintf(r[i].id, 16, "r%zu", i);
+		r[i].repositories = repos;
+		r[i].nrepositories = 1;
+		r[i].actions = acts;
+		r[i].nactions = 1;
+		r[i].subjects = &subj;
+		r[i].nsubjects = 1;
+	}
+	memset(&src, 0, sizeof(src));
+	src.rules = r;
+	src.nrules = n;
+	src.max_rules = n;
+	src.max_pattern_bytes = 512;
+	ncmps = 0;
+	counting_cmp = 1;
+	pol = policy_compile(&src, ups, 1, "/policy", NULL, NULL);
+	counting_cmp = 0;
+	assert_non_null(pol);
+	/* n log2 n is 286000; every pair would be 200 million. */
+	if (ncmps > 64 * n)
+		fail_msg("%zu rules: %zu strcmp calls", n, ncmps);
+	policy_free(pol);
+	/* The last id repeats one in the middle: still an error. */
+	snprintf(r[n - 1].id, 16, "r%zu", n / 2);
+	assert_null(policy_compile(&src, ups, 1, "/policy",
+	    count_err, &nerr));
+	assert_int_equal(nerr, 1);
+	for (i = 0; i < n; i++)
+		free(r[i].id);
+	free(r);
+}
+
 /* Deciding, the blocklist and immutability allocate nothing. */
 static void
 test_no_alloc(void **state)
@@ -1007,6 +1091,7 @@ main(void)
 		cmocka_unit_test(test_file),
 		cmocka_unit_test(test_mtls_glob_exhaustive),
 		cmocka_unit_test(test_no_alloc),
+		cmocka_unit_test(test_many_ids),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
