@@ -35,6 +35,11 @@
 #include "router.h"
 
 #define POL_NACT	5	/* actions, indexed by bit position */
+/*
+ * Actions that name no repository: one passed with them is ignored, so
+ * that no caller can make a rule scoped to some repositories grant them.
+ */
+#define POL_NOREPO	(POL_CATALOG | POL_ADMIN)
 #define POL_ID_MAX	64
 
 #define AUTH_METHOD_NAME(e, s) s,
@@ -1023,6 +1028,8 @@ policy_decide(const struct policy *pol, const struct principal *p,
 	res->rule = NULL;
 	if ((ai = pol_action_index(a)) == -1 || pol == NULL || p == NULL)
 		return 0;
+	if (a & POL_NOREPO)
+		repo = NULL;
 	if (repo != NULL) {
 		len = strlen(repo);
 		sl = memchr(repo, '/', len);
@@ -1086,6 +1093,8 @@ policy_explain_rule(const struct policy *pol, size_t i,
 
 	if (pol_action_index(a) == -1 || !(r->actions & a))
 		return POL_MISS_ACTION;
+	if (a & POL_NOREPO)
+		repo = NULL;
 	if (!pol_listed(r->upstreams, r->nupstreams, upstream))
 		return POL_MISS_UPSTREAM;
 	if (repo == NULL && !r->all_repos)

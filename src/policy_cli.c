@@ -325,6 +325,10 @@ pcli_parse(struct pcli *x, int argc, char **argv, const char **file)
 	if (x->repo == NULL && (a & (POL_PULL | POL_PUSH | POL_DELETE)))
 		return pcli_usage_error("--repo is required for %s",
 		    x->action_name);
+	/* The gateway decides these with none; so must the explanation. */
+	if (x->repo != NULL && (a & (POL_CATALOG | POL_ADMIN)))
+		return pcli_usage_error("%s names no repository: drop --repo",
+		    x->action_name);
 	if (x->repo != NULL && !router_valid_name(x->repo, strlen(x->repo)))
 		return pcli_usage_error("'%s' is not a repository name",
 		    x->repo);

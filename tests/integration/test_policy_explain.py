@@ -257,3 +257,26 @@ def test_sighup_reloads_policy_and_logs_every_error(start_gateway, tmp_path):
     assert "server reload done" in gw.log_text()
     assert "policy: no rules, every request is denied" in gw.log_text()
     assert gw.alive()
+
+
+@pytest.mark.parametrize("action", ["admin", "catalog"])
+def test_repo_never_widens_catalog_or_admin(tmp_path, action):
+    """The gateway decides catalog and admin with no repository, so a rule
+    scoped to some repositories never grants them (README).  Explain must
+    not answer "allow" for them because a --repo was given: it refuses
+    the option, and the engine ignores a repository for them anyway."""
+    (tmp_path / "gw.json").write_text(json.dumps({
+        "upstreams": [{"name": "hub", "url": "https://registry-1.docker.io",
+                       "docker_hub": True, "default": True}],
+        "policy": {"rules": [
+            {"id": "team", "effect": "allow",
+             "repositories": ["team/**"], "subjects": ["anonymous"],
+             "actions": ["*"]}]}}))
+    r = run("policy", "explain", "-c", str(tmp_path / "gw.json"),
+            "--action", action, "--repo", "team/app")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "%s names no repository" % action in r.stderr
+    assert r.stdout == ""
+    r = run("policy", "explain", "-c", str(tmp_path / "gw.json"),
+            "--action", action)
+    assert r.returncode == 1, (r.stdout, r.stderr)

@@ -973,6 +973,41 @@ test_mtls_glob_exhaustive(void **state)
 	assert_true(npat > 500);
 }
 
+/*
+ * catalog and admin name no repository: a repository given with them
+ * (by a caller that should not) must not let a rule scoped to some
+ * repositories grant them.
+ */
+static void
+test_norepo_actions_ignore_repo(void **state)
+{
+	struct config		*cfg;
+	struct principal	 p;
+	struct pol_result	 res;
+	static const enum pol_action acts[] = { POL_CATALOG, POL_ADMIN };
+	size_t			 i;
+
+	(void)state;
+	cfg = load("{" UPSTREAMS ", \"policy\": {\"rules\": ["
+	    "{\"id\": \"team\", \"effect\": \"allow\", "
+	    "\"repositories\": [\"team/**\"], "
+	    "\"subjects\": [\"anonymous\"], \"actions\": [\"*\"]}]}}");
+	memset(&p, 0, sizeof(p));
+	p.method = AUTH_ANONYMOUS;
+	p.subject = "";
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(policy_decide(cfg->policy, &p, "hub",
+		    "team/app", acts[i], &res), 0);
+		assert_null(res.rule);
+		assert_int_equal(policy_explain_rule(cfg->policy, 0, &p,
+		    "hub", "team/app", acts[i]), POL_MISS_SCOPED);
+	}
+	/* The repository still counts for pull. */
+	assert_int_equal(policy_decide(cfg->policy, &p, "hub", "team/app",
+	    POL_PULL, &res), 1);
+	config_unref(cfg);
+}
+
 static void
 count_err(void *arg, const char *ptr, const char *msg)
 {
@@ -1092,6 +1127,7 @@ main(void)
 		cmocka_unit_test(test_mtls_glob_exhaustive),
 		cmocka_unit_test(test_no_alloc),
 		cmocka_unit_test(test_many_ids),
+		cmocka_unit_test(test_norepo_actions_ignore_repo),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
