@@ -280,3 +280,43 @@ def test_repo_never_widens_catalog_or_admin(tmp_path, action):
     r = run("policy", "explain", "-c", str(tmp_path / "gw.json"),
             "--action", action)
     assert r.returncode == 1, (r.stdout, r.stderr)
+
+
+def test_hostile_strings_in_output(tmp_path):
+    """What explain prints about the principal and a blocked digest's
+    reason cannot forge a line of the text output, and JSON output never
+    silently drops a field: a non-UTF-8 argument is a usage error."""
+    bad = "sha256:" + "1" * 64
+    (tmp_path / "gw.json").write_text(json.dumps({
+        "upstreams": [{"name": "hub", "url": "https://registry-1.docker.io",
+                       "docker_hub": True, "default": True}],
+        "policy": {"rules": [
+            {"id": "u", "effect": "allow", "repositories": ["users/**"],
+             "subjects": ["user:bob"], "actions": ["pull"]}],
+            "blocked_digests": [
+                {"digest": bad, "reason": "x\ndecision: allow"}]}}))
+    cfg = str(tmp_path / "gw.json")
+    r = run("policy", "explain", "-c", cfg, "--action", "pull", "--repo",
+            "users/a", "--subject", "eve\ndecision: allow", "--group",
+            "g\rrule: forged", "--claim", "c=v\nrules:", "--mtls",
+            "CN=x\n", "--digest", bad)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = r.stdout.split("\n")
+    assert [ln for ln in lines if ln.startswith("decision:")] == \
+        ["decision: deny"], r.stdout
+    assert not any("\r" in ln for ln in lines), r.stdout
+    assert [ln for ln in lines if ln == "rules:"] == ["rules:"], r.stdout
+    # JSON keeps them, escaped by JSON itself.
+    r = run("policy", "explain", "-c", cfg, "--action", "pull", "--repo",
+            "users/a", "--subject", "eve\ndecision: allow", "--format",
+            "json")
+    assert r.returncode == 1
+    assert json.loads(r.stdout)["principal"]["subject"] == \
+        "eve\ndecision: allow"
+    # Not UTF-8: refused rather than printed without its subject.
+    r = subprocess.run([gateway_bin(), "policy", "explain", "-c", cfg,
+                        "--action", "pull", "--repo", "users/a",
+                        "--subject", b"b\xffob", "--format", "json"],
+                       capture_output=True, timeout=30, cwd=REPO_ROOT)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert b"not UTF-8" in r.stderr
