@@ -260,7 +260,7 @@ cfg_load_policy_file(struct cfg_ctx *ctx, void *base, const char *file,
 	struct stat	 st;
 	json_error_t	 jerr;
 	json_t		*root;
-	char		*buf = NULL, where[CFG_PTR_MAX];
+	char		*buf = NULL, *near, where[CFG_PTR_MAX];
 	size_t		 len = 0, max = src->max_file_bytes;
 	ssize_t		 n = 0;
 	int		 fd;
@@ -303,6 +303,13 @@ cfg_load_policy_file(struct cfg_ctx *ctx, void *base, const char *file,
 	    &jerr)) == NULL) {
 		snprintf(where, sizeof(where), "%s:%d:%d", file, jerr.line,
 		    jerr.column);
+		/*
+		 * Without jansson's "near '<token>'": a path mistaken for
+		 * the policy file may hold a secret (the credentials file
+		 * is configured next to it); line and column suffice.
+		 */
+		if ((near = strstr(jerr.text, " near '")) != NULL)
+			*near = '\0';
 		cfg_error(ctx, where, "%s", jerr.text);
 		goto out;
 	}

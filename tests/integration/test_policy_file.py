@@ -8,10 +8,11 @@ Real parts only: a docker-registry upstream and the gateway binary."""
 import json
 import os
 import signal
+import subprocess
 
 import requests
 
-from lib.gateway import gateway_config, upstream
+from lib.gateway import gateway_bin, gateway_config, upstream
 from lib.util import wait_for
 
 ANON_PULL = {"rules": [
@@ -62,3 +63,25 @@ def test_policy_file_that_is_a_fifo_never_blocks(start_registry,
     assert bad.returncode not in (None, 0)
     assert "/policy/file" in bad.log_text()
     assert "cannot read" in bad.log_text()
+
+
+def test_policy_file_content_never_echoed(tmp_path):
+    """policy.file pointed by mistake at a one-line secret (the
+    credentials file sits next to it): the JSON error names the file,
+    line and column, never the text it choked on."""
+    secret = "hubPasswordOnlyLetters"
+    (tmp_path / "hub.credentials").write_text("robot:%s\n" % secret)
+    (tmp_path / "token").write_text(secret + "\n")
+    for name in ("hub.credentials", "token"):
+        (tmp_path / "gw.json").write_text(json.dumps({
+            "upstreams": [{"name": "hub",
+                           "url": "https://registry-1.docker.io",
+                           "docker_hub": True, "default": True}],
+            "policy": {"file": name}}))
+        r = subprocess.run([gateway_bin(), "check-config", "-c",
+                            str(tmp_path / "gw.json")],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert name + ":1:" in r.stderr
+        assert secret not in r.stderr + r.stdout
+        assert "robot" not in r.stderr + r.stdout
