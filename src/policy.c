@@ -38,6 +38,7 @@
 /*
  * Actions that name no repository: one passed with them is ignored, so
  * that no caller can make a rule scoped to some repositories grant them.
+ * Admin names no upstream either, and one passed with it is ignored too.
  */
 #define POL_NOREPO	(POL_CATALOG | POL_ADMIN)
 #define POL_ID_MAX	64
@@ -1030,6 +1031,8 @@ policy_decide(const struct policy *pol, const struct principal *p,
 		return 0;
 	if (a & POL_NOREPO)
 		repo = NULL;
+	if (a == POL_ADMIN)
+		upstream = NULL;
 	if (repo != NULL) {
 		len = strlen(repo);
 		sl = memchr(repo, '/', len);
@@ -1071,6 +1074,8 @@ policy_any_allow(const struct policy *pol, const struct principal *p,
 
 	if (pol == NULL || p == NULL || pol_action_index(a) == -1)
 		return 0;
+	if (a == POL_ADMIN)
+		upstream = NULL;
 	for (i = 0; i < pol->nrules; i++) {
 		r = &pol->rules[i];
 		if (!r->deny && (r->actions & a) &&
@@ -1095,6 +1100,8 @@ policy_explain_rule(const struct policy *pol, size_t i,
 		return POL_MISS_ACTION;
 	if (a & POL_NOREPO)
 		repo = NULL;
+	if (a == POL_ADMIN)
+		upstream = NULL;
 	if (!pol_listed(r->upstreams, r->nupstreams, upstream))
 		return POL_MISS_UPSTREAM;
 	if (repo == NULL && !r->all_repos)

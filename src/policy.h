@@ -67,8 +67,8 @@ int		 policy_action_parse(const char *);
  * repository patterns are not consulted, and a rule applies only when it
  * has no repositories or one of them is "**" (every repository), so that
  * a rule scoped to some repositories with actions "*" never grants admin.
- * upstream is NULL for admin: then a rule limited to upstreams does not
- * match.
+ * upstream is NULL for admin (and ignored when given with it): then a
+ * rule limited to upstreams does not match.
  */
 int		 policy_decide(const struct policy *, const struct principal *,
 		    const char *upstream, const char *repo, enum pol_action,

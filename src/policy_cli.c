@@ -373,6 +373,9 @@ pcli_parse(struct pcli *x, int argc, char **argv, const char **file)
 	if (x->repo != NULL && (a & (POL_CATALOG | POL_ADMIN)))
 		return pcli_usage_error("%s names no repository: drop --repo",
 		    x->action_name);
+	if (x->upstream != NULL && a == POL_ADMIN)
+		return pcli_usage_error("admin names no upstream: drop "
+		    "--upstream");
 	if (x->repo != NULL && !router_valid_name(x->repo, strlen(x->repo)))
 		return pcli_usage_error("'%s' is not a repository name",
 		    x->repo);

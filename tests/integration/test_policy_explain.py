@@ -320,3 +320,23 @@ def test_hostile_strings_in_output(tmp_path):
                        capture_output=True, timeout=30, cwd=REPO_ROOT)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert b"not UTF-8" in r.stderr
+
+
+def test_upstream_never_scopes_admin(tmp_path):
+    """/admin/* is decided with no upstream, so a rule limited to
+    upstreams never grants admin; explain must not say it does because
+    --upstream was given."""
+    (tmp_path / "gw.json").write_text(json.dumps({
+        "upstreams": [{"name": "hub", "url": "https://registry-1.docker.io",
+                       "docker_hub": True, "default": True}],
+        "policy": {"rules": [
+            {"id": "hub-admin", "effect": "allow", "upstreams": ["hub"],
+             "subjects": ["anonymous"], "actions": ["admin"]}]}}))
+    r = run("policy", "explain", "-c", str(tmp_path / "gw.json"),
+            "--action", "admin", "--upstream", "hub")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "admin names no upstream" in r.stderr
+    r = run("policy", "explain", "-c", str(tmp_path / "gw.json"),
+            "--action", "admin")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "hub-admin: not matched: upstream not listed" in r.stdout

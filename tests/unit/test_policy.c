@@ -974,9 +974,9 @@ test_mtls_glob_exhaustive(void **state)
 }
 
 /*
- * catalog and admin name no repository: a repository given with them
- * (by a caller that should not) must not let a rule scoped to some
- * repositories grant them.
+ * catalog and admin name no repository, admin no upstream: one given with
+ * them (by a caller that should not) must not let a rule scoped to some
+ * repositories or upstreams grant them.
  */
 static void
 test_norepo_actions_ignore_repo(void **state)
@@ -1005,6 +1005,19 @@ test_norepo_actions_ignore_repo(void **state)
 	/* The repository still counts for pull. */
 	assert_int_equal(policy_decide(cfg->policy, &p, "hub", "team/app",
 	    POL_PULL, &res), 1);
+	config_unref(cfg);
+
+	/* Nor does an upstream given with admin, which names none. */
+	cfg = load("{" UPSTREAMS ", \"policy\": {\"rules\": ["
+	    "{\"id\": \"hub-admin\", \"effect\": \"allow\", "
+	    "\"upstreams\": [\"hub\"], "
+	    "\"subjects\": [\"anonymous\"], \"actions\": [\"admin\"]}]}}");
+	assert_int_equal(policy_decide(cfg->policy, &p, "hub", NULL,
+	    POL_ADMIN, &res), 0);
+	assert_int_equal(policy_explain_rule(cfg->policy, 0, &p, "hub", NULL,
+	    POL_ADMIN), POL_MISS_UPSTREAM);
+	assert_int_equal(policy_any_allow(cfg->policy, &p, "hub", POL_ADMIN),
+	    0);
 	config_unref(cfg);
 }
 
