@@ -158,14 +158,20 @@ cfg_resolve(const struct cfg_ctx *ctx, const char *file)
 	return p;
 }
 
-/* Open a regular file for reading; -1 with errno set otherwise. */
+/*
+ * Open a regular file for reading; -1 with errno set otherwise.  Opened
+ * non-blocking: open(2) of a FIFO waits for a writer, and a reload runs on
+ * the event loop, so a FIFO where a file should be would stop every
+ * client.  The flag is cleared again for the regular file.
+ */
 static int
 cfg_open_regular(const char *file)
 {
 	struct stat	 st;
-	int		 fd, saved;
+	int		 fd, saved, fl;
 
-	if ((fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1)
+	if ((fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY |
+	    O_NONBLOCK)) == -1)
 		return -1;
 	if (fstat(fd, &st) == -1) {
 		saved = errno;
@@ -175,6 +181,13 @@ cfg_open_regular(const char *file)
 	}
 	if (!S_ISREG(st.st_mode)) {
 		saved = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	if ((fl = fcntl(fd, F_GETFL)) == -1 ||
+	    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
+		saved = errno;
 		close(fd);
 		errno = saved;
 		return -1;
@@ -247,7 +260,7 @@ cfg_load_policy_file(struct cfg_ctx *ctx, void *base, const char *file,
 	struct stat	 st;
 	json_error_t	 jerr;
 	json_t		*root;
-	char		*buf = NULL, where[CFG_PTR_MAX];
+	char		*buf = NULL, *near, where[CFG_PTR_MAX];
 	size_t		 len = 0, max = src->max_file_bytes;
 	ssize_t		 n = 0;
 	int		 fd;
@@ -290,6 +303,13 @@ cfg_load_policy_file(struct cfg_ctx *ctx, void *base, const char *file,
 	    &jerr)) == NULL) {
 		snprintf(where, sizeof(where), "%s:%d:%d", file, jerr.line,
 		    jerr.column);
+		/*
+		 * Without jansson's "near '<token>'": a path mistaken for
+		 * the policy file may hold a secret (the credentials file
+		 * is configured next to it); line and column suffice.
+		 */
+		if ((near = strstr(jerr.text, " near '")) != NULL)
+			*near = '\0';
 		cfg_error(ctx, where, "%s", jerr.text);
 		goto out;
 	}

@@ -35,6 +35,12 @@
 #include "router.h"
 
 #define POL_NACT	5	/* actions, indexed by bit position */
+/*
+ * Actions that name no repository: one passed with them is ignored, so
+ * that no caller can make a rule scoped to some repositories grant them.
+ * Admin names no upstream either, and one passed with it is ignored too.
+ */
+#define POL_NOREPO	(POL_CATALOG | POL_ADMIN)
 #define POL_ID_MAX	64
 
 #define AUTH_METHOD_NAME(e, s) s,
@@ -669,25 +675,52 @@ pol_compile_immutable(struct pol_cc *cc, const struct pol_src *src,
 	}
 }
 
-/* Ids are what logs and audit records name: no two alike. */
+struct pol_idref {
+	const char	*id;
+	size_t		 i;	/* rules, then immutable_tags */
+};
+
+static int
+pol_idref_cmp(const void *a, const void *b)
+{
+	const struct pol_idref	*x = a, *y = b;
+	int			 c;
+
+	if ((c = strcmp(x->id, y->id)) != 0)
+		return c;
+	return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/*
+ * Ids are what logs and audit records name: no two alike.  Sorted rather
+ * than compared pairwise, since a reload compiles on the event loop and
+ * max_rules allows a million; every repeat is reported, in file order.
+ */
 static void
 pol_check_unique_ids(struct pol_cc *cc, const struct pol_src *src)
 {
-	size_t	 i, j, n = src->nrules + src->nimmutable;
-	const char *a, *b;
+	struct pol_idref	*v;
+	unsigned char		*dup;
+	size_t			 i, k = 0, n = src->nrules + src->nimmutable;
+	const char		*id;
 
+	v = pol_calloc(n, sizeof(*v));
+	dup = pol_calloc(n, 1);
 	for (i = 0; i < n; i++) {
-		a = i < src->nrules ? src->rules[i].id :
+		id = i < src->nrules ? src->rules[i].id :
 		    src->immutable[i - src->nrules].id;
-		if (a == NULL)
+		if (id == NULL)
 			continue;
-		for (j = 0; j < i; j++) {
-			b = j < src->nrules ? src->rules[j].id :
-			    src->immutable[j - src->nrules].id;
-			if (b != NULL && strcmp(a, b) == 0)
-				break;
-		}
-		if (j == i)
+		v[k].id = id;
+		v[k++].i = i;
+	}
+	qsort(v, k, sizeof(*v), pol_idref_cmp);
+	/* Within a run of one id, all but the first in file order. */
+	for (i = 1; i < k; i++)
+		if (strcmp(v[i - 1].id, v[i].id) == 0)
+			dup[v[i].i] = 1;
+	for (i = 0; i < n; i++) {
+		if (!dup[i])
 			continue;
 		if (i < src->nrules)
 			pol_err(cc, "duplicate id", "/rules/%zu/id", i);
@@ -695,6 +728,8 @@ pol_check_unique_ids(struct pol_cc *cc, const struct pol_src *src)
 			pol_err(cc, "duplicate id", "/immutable_tags/%zu/id",
 			    i - src->nrules);
 	}
+	free(dup);
+	free(v);
 }
 
 /* Compile the policy as written into its immutable, indexed form. */
@@ -1001,6 +1036,10 @@ policy_decide(const struct policy *pol, const struct principal *p,
 	res->rule = NULL;
 	if ((ai = pol_action_index(a)) == -1 || pol == NULL || p == NULL)
 		return 0;
+	if (a & POL_NOREPO)
+		repo = NULL;
+	if (a == POL_ADMIN)
+		upstream = NULL;
 	if (repo != NULL) {
 		len = strlen(repo);
 		sl = memchr(repo, '/', len);
@@ -1042,6 +1081,8 @@ policy_any_allow(const struct policy *pol, const struct principal *p,
 
 	if (pol == NULL || p == NULL || pol_action_index(a) == -1)
 		return 0;
+	if (a == POL_ADMIN)
+		upstream = NULL;
 	for (i = 0; i < pol->nrules; i++) {
 		r = &pol->rules[i];
 		if (!r->deny && (r->actions & a) &&
@@ -1064,6 +1105,10 @@ policy_explain_rule(const struct policy *pol, size_t i,
 
 	if (pol_action_index(a) == -1 || !(r->actions & a))
 		return POL_MISS_ACTION;
+	if (a & POL_NOREPO)
+		repo = NULL;
+	if (a == POL_ADMIN)
+		upstream = NULL;
 	if (!pol_listed(r->upstreams, r->nupstreams, upstream))
 		return POL_MISS_UPSTREAM;
 	if (repo == NULL && !r->all_repos)

@@ -63,12 +63,12 @@ int		 policy_action_parse(const char *);
  * Decide whether principal p may do action a on repository repo (the
  * upstream's name) of upstream `upstream`.  Fills *res; returns res->allow.
  * repo is NULL for the actions that name no repository (catalog: may the
- * caller list at all; admin): then repository patterns are not consulted,
- * and a rule applies only when it has no repositories or one of them is
- * "**" (every repository), so that a rule scoped to some repositories with
- * actions "*" never grants admin.
- * upstream is NULL for admin: then a rule limited to upstreams does not
- * match.
+ * caller list at all; admin), and ignored when given with them: then
+ * repository patterns are not consulted, and a rule applies only when it
+ * has no repositories or one of them is "**" (every repository), so that
+ * a rule scoped to some repositories with actions "*" never grants admin.
+ * upstream is NULL for admin (and ignored when given with it): then a
+ * rule limited to upstreams does not match.
  */
 int		 policy_decide(const struct policy *, const struct principal *,
 		    const char *upstream, const char *repo, enum pol_action,

@@ -87,6 +87,38 @@ pcli_method(const char *s, enum auth_method *m)
 	return -1;
 }
 
+/*
+ * Print a value of the principal or a reason on one line of the text
+ * output: control characters as \xNN, so that no value forges a line.
+ */
+static void
+pcli_put(const char *s)
+{
+	const unsigned char	*u = (const unsigned char *)s;
+
+	for (; *u != '\0'; u++) {
+		if (*u < 0x20 || *u == 0x7f)
+			printf("\\x%02x", *u);
+		else
+			putchar(*u);
+	}
+}
+
+/*
+ * Whether s is UTF-8 (what JSON output can carry; a principal's strings
+ * come from JSON credentials or an ASCII RFC 2253 DN): 1 or 0.
+ */
+static int
+pcli_utf8(const char *s)
+{
+	json_t	*j;
+
+	if ((j = json_string(s)) == NULL)
+		return 0;
+	json_decref(j);
+	return 1;
+}
+
 static void
 pcli_text(const struct pcli *x, const struct policy *pol,
     const struct pol_result *res, const char *blocked, const char *reason)
@@ -97,25 +129,36 @@ pcli_text(const struct pcli *x, const struct policy *pol,
 	char			 ip[INET6_ADDRSTRLEN];
 
 	printf("decision: %s\n", res->allow ? "allow" : "deny");
-	if (blocked != NULL)
-		printf("rule: %s (blocked digest%s%s)\n", blocked,
-		    reason != NULL ? ": " : "", reason != NULL ? reason : "");
+	if (blocked != NULL) {
+		printf("rule: %s (blocked digest%s", blocked,
+		    reason != NULL ? ": " : "");
+		pcli_put(reason != NULL ? reason : "");
+		printf(")\n");
+	}
 	else if (res->rule != NULL)
 		printf("rule: %s (%s)\n", res->rule,
 		    res->why == POL_WHY_DENY ? "deny" : "allow");
 	else
 		printf("rule: none (no rule matched: default deny)\n");
-	printf("principal: method=%s subject=%s",
-	    principal_method_name(p->method),
-	    *p->subject != '\0' ? p->subject : "-");
-	for (i = 0; i < p->ngroups; i++)
-		printf(" group=%s", p->groups[i]);
-	for (i = 0; i < p->nclaims; i++)
-		printf(" claim.%s=%s", p->claims[i].name, p->claims[i].value);
+	printf("principal: method=%s subject=",
+	    principal_method_name(p->method));
+	pcli_put(*p->subject != '\0' ? p->subject : "-");
+	for (i = 0; i < p->ngroups; i++) {
+		printf(" group=");
+		pcli_put(p->groups[i]);
+	}
+	for (i = 0; i < p->nclaims; i++) {
+		printf(" claim.");
+		pcli_put(p->claims[i].name);
+		printf("=");
+		pcli_put(p->claims[i].value);
+	}
 	if (p->af != 0 && inet_ntop(p->af, p->addr, ip, sizeof(ip)) != NULL)
 		printf(" ip=%s", ip);
-	if (p->mtls_subject != NULL)
-		printf(" mtls=%s", p->mtls_subject);
+	if (p->mtls_subject != NULL) {
+		printf(" mtls=");
+		pcli_put(p->mtls_subject);
+	}
 	printf("\nrequest: action=%s upstream=%s repository=%s",
 	    x->action_name, x->upstream != NULL ? x->upstream : "-",
 	    x->repo != NULL ? x->repo : "-");
@@ -246,7 +289,8 @@ pcli_parse(struct pcli *x, int argc, char **argv, const char **file)
 	};
 	const char	*method = NULL, *subject = NULL;
 	char		*eq;
-	int		 ch, a;
+	size_t		 i;
+	int		 ch, a, ok;
 
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
@@ -325,6 +369,13 @@ pcli_parse(struct pcli *x, int argc, char **argv, const char **file)
 	if (x->repo == NULL && (a & (POL_PULL | POL_PUSH | POL_DELETE)))
 		return pcli_usage_error("--repo is required for %s",
 		    x->action_name);
+	/* The gateway decides these with none; so must the explanation. */
+	if (x->repo != NULL && (a & (POL_CATALOG | POL_ADMIN)))
+		return pcli_usage_error("%s names no repository: drop --repo",
+		    x->action_name);
+	if (x->upstream != NULL && a == POL_ADMIN)
+		return pcli_usage_error("admin names no upstream: drop "
+		    "--upstream");
 	if (x->repo != NULL && !router_valid_name(x->repo, strlen(x->repo)))
 		return pcli_usage_error("'%s' is not a repository name",
 		    x->repo);
@@ -350,6 +401,17 @@ pcli_parse(struct pcli *x, int argc, char **argv, const char **file)
 		    "--subject");
 	x->p.groups = x->groups;
 	x->p.claims = x->claims;
+	/* JSON output would drop a non-UTF-8 string without a word. */
+	ok = pcli_utf8(x->p.subject) && (x->p.mtls_subject == NULL ||
+	    pcli_utf8(x->p.mtls_subject));
+	for (i = 0; ok && i < x->p.ngroups; i++)
+		ok = pcli_utf8(x->groups[i]);
+	for (i = 0; ok && i < x->p.nclaims; i++)
+		ok = pcli_utf8(x->claims[i].name) &&
+		    pcli_utf8(x->claims[i].value);
+	if (!ok)
+		return pcli_usage_error("a subject, group, claim or DN is "
+		    "not UTF-8");
 	if (x->ip != NULL) {
 		if (inet_pton(AF_INET, x->ip, x->p.addr) == 1)
 			x->p.af = AF_INET;

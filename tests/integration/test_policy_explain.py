@@ -257,3 +257,86 @@ def test_sighup_reloads_policy_and_logs_every_error(start_gateway, tmp_path):
     assert "server reload done" in gw.log_text()
     assert "policy: no rules, every request is denied" in gw.log_text()
     assert gw.alive()
+
+
+@pytest.mark.parametrize("action", ["admin", "catalog"])
+def test_repo_never_widens_catalog_or_admin(tmp_path, action):
+    """The gateway decides catalog and admin with no repository, so a rule
+    scoped to some repositories never grants them (README).  Explain must
+    not answer "allow" for them because a --repo was given: it refuses
+    the option, and the engine ignores a repository for them anyway."""
+    (tmp_path / "gw.json").write_text(json.dumps({
+        "upstreams": [{"name": "hub", "url": "https://registry-1.docker.io",
+                       "docker_hub": True, "default": True}],
+        "policy": {"rules": [
+            {"id": "team", "effect": "allow",
+             "repositories": ["team/**"], "subjects": ["anonymous"],
+             "actions": ["*"]}]}}))
+    r = run("policy", "explain", "-c", str(tmp_path / "gw.json"),
+            "--action", action, "--repo", "team/app")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "%s names no repository" % action in r.stderr
+    assert r.stdout == ""
+    r = run("policy", "explain", "-c", str(tmp_path / "gw.json"),
+            "--action", action)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+
+
+def test_hostile_strings_in_output(tmp_path):
+    """What explain prints about the principal and a blocked digest's
+    reason cannot forge a line of the text output, and JSON output never
+    silently drops a field: a non-UTF-8 argument is a usage error."""
+    bad = "sha256:" + "1" * 64
+    (tmp_path / "gw.json").write_text(json.dumps({
+        "upstreams": [{"name": "hub", "url": "https://registry-1.docker.io",
+                       "docker_hub": True, "default": True}],
+        "policy": {"rules": [
+            {"id": "u", "effect": "allow", "repositories": ["users/**"],
+             "subjects": ["user:bob"], "actions": ["pull"]}],
+            "blocked_digests": [
+                {"digest": bad, "reason": "x\ndecision: allow"}]}}))
+    cfg = str(tmp_path / "gw.json")
+    r = run("policy", "explain", "-c", cfg, "--action", "pull", "--repo",
+            "users/a", "--subject", "eve\ndecision: allow", "--group",
+            "g\rrule: forged", "--claim", "c=v\nrules:", "--mtls",
+            "CN=x\n", "--digest", bad)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = r.stdout.split("\n")
+    assert [ln for ln in lines if ln.startswith("decision:")] == \
+        ["decision: deny"], r.stdout
+    assert not any("\r" in ln for ln in lines), r.stdout
+    assert [ln for ln in lines if ln == "rules:"] == ["rules:"], r.stdout
+    # JSON keeps them, escaped by JSON itself.
+    r = run("policy", "explain", "-c", cfg, "--action", "pull", "--repo",
+            "users/a", "--subject", "eve\ndecision: allow", "--format",
+            "json")
+    assert r.returncode == 1
+    assert json.loads(r.stdout)["principal"]["subject"] == \
+        "eve\ndecision: allow"
+    # Not UTF-8: refused rather than printed without its subject.
+    r = subprocess.run([gateway_bin(), "policy", "explain", "-c", cfg,
+                        "--action", "pull", "--repo", "users/a",
+                        "--subject", b"b\xffob", "--format", "json"],
+                       capture_output=True, timeout=30, cwd=REPO_ROOT)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert b"not UTF-8" in r.stderr
+
+
+def test_upstream_never_scopes_admin(tmp_path):
+    """/admin/* is decided with no upstream, so a rule limited to
+    upstreams never grants admin; explain must not say it does because
+    --upstream was given."""
+    (tmp_path / "gw.json").write_text(json.dumps({
+        "upstreams": [{"name": "hub", "url": "https://registry-1.docker.io",
+                       "docker_hub": True, "default": True}],
+        "policy": {"rules": [
+            {"id": "hub-admin", "effect": "allow", "upstreams": ["hub"],
+             "subjects": ["anonymous"], "actions": ["admin"]}]}}))
+    r = run("policy", "explain", "-c", str(tmp_path / "gw.json"),
+            "--action", "admin", "--upstream", "hub")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "admin names no upstream" in r.stderr
+    r = run("policy", "explain", "-c", str(tmp_path / "gw.json"),
+            "--action", "admin")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "hub-admin: not matched: upstream not listed" in r.stdout

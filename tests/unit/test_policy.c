@@ -56,6 +56,28 @@ realloc(void *p, size_t n)
 	return __libc_realloc(p, n);
 }
 
+/*
+ * Count strcmp() calls while `counting_cmp` is set: compiling must not
+ * compare every id with every other (a reload runs on the event loop).
+ */
+static int	 counting_cmp;
+static size_t	 ncmps;
+
+int
+strcmp(const char *a, const char *b)
+{
+	const unsigned char	*x = (const unsigned char *)a;
+	const unsigned char	*y = (const unsigned char *)b;
+
+	if (counting_cmp)
+		ncmps++;
+	while (*x != '\0' && *x == *y) {
+		x++;
+		y++;
+	}
+	return *x - *y;
+}
+
 #define UPSTREAMS							\
 	"\"upstreams\": ["						\
 	"{\"name\": \"hub\", \"url\": \"https://registry-1.docker.io\", " \
@@ -951,6 +973,277 @@ test_mtls_glob_exhaustive(void **state)
 	assert_true(npat > 500);
 }
 
+/*
+ * catalog and admin name no repository, admin no upstream: one given with
+ * them (by a caller that should not) must not let a rule scoped to some
+ * repositories or upstreams grant them.
+ */
+static void
+test_norepo_actions_ignore_repo(void **state)
+{
+	struct config		*cfg;
+	struct principal	 p;
+	struct pol_result	 res;
+	static const enum pol_action acts[] = { POL_CATALOG, POL_ADMIN };
+	size_t			 i;
+
+	(void)state;
+	cfg = load("{" UPSTREAMS ", \"policy\": {\"rules\": ["
+	    "{\"id\": \"team\", \"effect\": \"allow\", "
+	    "\"repositories\": [\"team/**\"], "
+	    "\"subjects\": [\"anonymous\"], \"actions\": [\"*\"]}]}}");
+	memset(&p, 0, sizeof(p));
+	p.method = AUTH_ANONYMOUS;
+	p.subject = "";
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(policy_decide(cfg->policy, &p, "hub",
+		    "team/app", acts[i], &res), 0);
+		assert_null(res.rule);
+		assert_int_equal(policy_explain_rule(cfg->policy, 0, &p,
+		    "hub", "team/app", acts[i]), POL_MISS_SCOPED);
+	}
+	/* The repository still counts for pull. */
+	assert_int_equal(policy_decide(cfg->policy, &p, "hub", "team/app",
+	    POL_PULL, &res), 1);
+	config_unref(cfg);
+
+	/* Nor does an upstream given with admin, which names none. */
+	cfg = load("{" UPSTREAMS ", \"policy\": {\"rules\": ["
+	    "{\"id\": \"hub-admin\", \"effect\": \"allow\", "
+	    "\"upstreams\": [\"hub\"], "
+	    "\"subjects\": [\"anonymous\"], \"actions\": [\"admin\"]}]}}");
+	assert_int_equal(policy_decide(cfg->policy, &p, "hub", NULL,
+	    POL_ADMIN, &res), 0);
+	assert_int_equal(policy_explain_rule(cfg->policy, 0, &p, "hub", NULL,
+	    POL_ADMIN), POL_MISS_UPSTREAM);
+	assert_int_equal(policy_any_allow(cfg->policy, &p, "hub", POL_ADMIN),
+	    0);
+	config_unref(cfg);
+}
+
+/*
+ * The index (literal first segment, wildcard list, the no-repository
+ * lists) against a walk of every rule with policy_explain_rule(): for
+ * random policies over a small alphabet of patterns, subjects, actions
+ * and upstreams, the decision and the reported rule (the first deny in
+ * the file, else the first allow) must agree.  Deterministic (fixed seed).
+ */
+static unsigned long	 rnd_state = 20261201;
+
+static unsigned
+rnd(unsigned n)
+{
+	rnd_state = rnd_state * 6364136223846793005UL + 1442695040888963407UL;
+	return (unsigned)((rnd_state >> 33) % n);
+}
+
+static void
+test_index_vs_every_rule(void **state)
+{
+	static const char *const segs[] = { "a", "b", "ab", "*", "?", "**",
+	    "a*", "*b", "${subject}", "${claim.t}", "a${subject}",
+	    "x-${claim.t}*", "library" };
+	static const char *const names[] = { "a", "b", "ab", "library",
+	    "x-a", "x-ab", "ba", "aa", "abc" };
+	static const char *const subjs[] = { "anonymous", "authenticated",
+	    "user:a", "user:ab", "group:g", "cidr:10.0.0.0/8",
+	    "cidr:::ffff:10.0.0.0/104", "mtls:CN=*,O=x" };
+	static const char *const acts[] = { "pull", "push", "delete",
+	    "catalog", "admin", "*" };
+	static const char *ups[] = { "u1", "u2" };
+	static char		 pbuf[6][3][64], ids[6][8];
+	static char		*pats[6][3], *alist[6][2], *ulist[6][2];
+	static struct pol_subject_src sj[6][2];
+	struct pol_rule_src	 rules[6];
+	struct pol_src		 src;
+	struct policy		*pol;
+	struct principal	 pr;
+	struct principal_claim	 cl[2];
+	struct pol_result	 res;
+	const char		*gr[] = { "g" }, *up, *rp, *want;
+	char			 repo[64];
+	size_t			 it, q, i, j, k, nr;
+	long			 fd, fa;
+	int			 a;
+
+	(void)state;
+	for (it = 0; it < 3000; it++) {
+		memset(rules, 0, sizeof(rules));
+		memset(sj, 0, sizeof(sj));
+		nr = 1 + rnd(6);
+		for (i = 0; i < nr; i++) {
+			snprintf(ids[i], sizeof(ids[i]), "r%zu", i);
+			rules[i].id = ids[i];
+			rules[i].effect = rnd(3) == 0;
+			rules[i].nrepositories = rnd(4);
+			for (j = 0; j < rules[i].nrepositories; j++) {
+				pbuf[i][j][0] = '\0';
+				for (k = 1 + rnd(3); k > 0; k--) {
+					if (pbuf[i][j][0] != '\0')
+						strcat(pbuf[i][j], "/");
+					strcat(pbuf[i][j], segs[rnd(13)]);
+				}
+				pats[i][j] = pbuf[i][j];
+			}
+			rules[i].repositories = pats[i];
+			rules[i].nactions = 1 + rnd(2);
+			for (j = 0; j < rules[i].nactions; j++)
+				alist[i][j] = (char *)acts[rnd(6)];
+			if (rules[i].nrepositories == 0) {
+				rules[i].nactions = 1;
+				alist[i][0] = rnd(2) ? "catalog" : "admin";
+			}
+			rules[i].actions = alist[i];
+			rules[i].nupstreams = rnd(3);
+			for (j = 0; j < rules[i].nupstreams; j++)
+				ulist[i][j] = (char *)ups[j];
+			rules[i].upstreams = ulist[i];
+			rules[i].nsubjects = 1 + rnd(2);
+			for (j = 0; j < rules[i].nsubjects; j++) {
+				if (rnd(5) == 0) {
+					sj[i][j].claim = "t";
+					if (rnd(2))
+						sj[i][j].equals = "a";
+					else
+						sj[i][j].glob = "a*";
+				} else
+					sj[i][j].match = (char *)subjs[rnd(8)];
+			}
+			rules[i].subjects = sj[i];
+		}
+		memset(&src, 0, sizeof(src));
+		src.rules = rules;
+		src.nrules = nr;
+		src.max_rules = 100;
+		src.max_pattern_bytes = 512;
+		pol = policy_compile(&src, ups, 2, "/policy", NULL, NULL);
+		assert_non_null(pol);
+		for (q = 0; q < 40; q++) {
+			memset(&pr, 0, sizeof(pr));
+			a = 1 << rnd(5);
+			up = rnd(3) == 0 ? NULL : ups[rnd(2)];
+			pr.method = rnd(3) == 0 ? AUTH_ANONYMOUS :
+			    rnd(2) ? AUTH_TOKEN : AUTH_MTLS;
+			pr.subject = pr.method == AUTH_ANONYMOUS ? "" :
+			    names[rnd(9)];
+			if (pr.method != AUTH_ANONYMOUS && rnd(2)) {
+				pr.groups = gr;
+				pr.ngroups = 1;
+			}
+			cl[0].name = cl[1].name = "t";
+			cl[0].value = names[rnd(9)];
+			cl[1].value = names[rnd(9)];
+			pr.claims = cl;
+			pr.nclaims = rnd(3);
+			pr.af = rnd(2) ? AF_INET : AF_INET6;
+			if (pr.af == AF_INET)
+				pr.addr[0] = rnd(2) ? 10 : 11;
+			else {
+				pr.addr[10] = pr.addr[11] = 0xff;
+				pr.addr[12] = rnd(2) ? 10 : 11;
+			}
+			if (pr.method == AUTH_MTLS)
+				pr.mtls_subject = rnd(2) ? "CN=a,O=x" :
+				    "CN=a\\,O=x";
+			rp = NULL;
+			if ((a != POL_CATALOG && a != POL_ADMIN) ||
+			    rnd(4) == 0) {
+				repo[0] = '\0';
+				for (k = 1 + rnd(3); k > 0; k--) {
+					if (repo[0] != '\0')
+						strcat(repo, "/");
+					strcat(repo, names[rnd(9)]);
+				}
+				rp = repo;
+			}
+			policy_decide(pol, &pr, up, rp, a, &res);
+			fd = fa = -1;
+			for (i = 0; i < nr; i++) {
+				if (policy_explain_rule(pol, i, &pr, up, rp,
+				    a) != POL_MATCHED)
+					continue;
+				if (rules[i].effect == POL_EFFECT_DENY) {
+					if (fd < 0)
+						fd = (long)i;
+				} else if (fa < 0)
+					fa = (long)i;
+			}
+			want = fd >= 0 ? ids[fd] : fa >= 0 ? ids[fa] : NULL;
+			if (res.allow != (fd < 0 && fa >= 0) ||
+			    (want == NULL) != (res.rule == NULL) ||
+			    (want != NULL && strcmp(want, res.rule) != 0))
+				fail_msg("policy %zu query %zu: action %d repo "
+				    "%s: decide %d %s, every rule %s", it, q,
+				    a, rp != NULL ? rp : "-", res.allow,
+				    res.rule != NULL ? res.rule : "-",
+				    want != NULL ? want : "-");
+		}
+		policy_free(pol);
+	}
+}
+
+static void
+count_err(void *arg, const char *ptr, const char *msg)
+{
+	(void)ptr;
+	(void)msg;
+	(*(int *)arg)++;
+}
+
+/*
+ * Compiling many rules costs O(n log n) comparisons, not one per pair of
+ * ids: at policy/max_rules (1000000) the pairwise check took minutes of
+ * the event loop on every reload.  A duplicate among them is still found.
+ */
+static void
+test_many_ids(void **state)
+{
+	static char		*repos[] = { "a/**" }, *acts[] = { "pull" };
+	static struct pol_subject_src	 subj = { .match = "anonymous" };
+	const char		*ups[] = { "hub" };
+	struct pol_rule_src	*r;
+	struct pol_src		 src;
+	struct policy		*pol;
+	size_t			 i, n = 20000;
+	int			 nerr = 0;
+
+	(void)state;
+	r = calloc(n, sizeof(*r));
+	assert_non_null(r);
+	for (i = 0; i < n; i++) {
+		assert_non_null(r[i].id = malloc(16));
+		snprintf(r[i].id, 16, "r%zu", i);
+		r[i].repositories = repos;
+		r[i].nrepositories = 1;
+		r[i].actions = acts;
+		r[i].nactions = 1;
+		r[i].subjects = &subj;
+		r[i].nsubjects = 1;
+	}
+	memset(&src, 0, sizeof(src));
+	src.rules = r;
+	src.nrules = n;
+	src.max_rules = n;
+	src.max_pattern_bytes = 512;
+	ncmps = 0;
+	counting_cmp = 1;
+	pol = policy_compile(&src, ups, 1, "/policy", NULL, NULL);
+	counting_cmp = 0;
+	assert_non_null(pol);
+	/* n log2 n is 286000; every pair would be 200 million. */
+	if (ncmps > 64 * n)
+		fail_msg("%zu rules: %zu strcmp calls", n, ncmps);
+	policy_free(pol);
+	/* The last id repeats one in the middle: still an error. */
+	snprintf(r[n - 1].id, 16, "r%zu", n / 2);
+	assert_null(policy_compile(&src, ups, 1, "/policy",
+	    count_err, &nerr));
+	assert_int_equal(nerr, 1);
+	for (i = 0; i < n; i++)
+		free(r[i].id);
+	free(r);
+}
+
 /* Deciding, the blocklist and immutability allocate nothing. */
 static void
 test_no_alloc(void **state)
@@ -1007,6 +1300,9 @@ main(void)
 		cmocka_unit_test(test_file),
 		cmocka_unit_test(test_mtls_glob_exhaustive),
 		cmocka_unit_test(test_no_alloc),
+		cmocka_unit_test(test_many_ids),
+		cmocka_unit_test(test_norepo_actions_ignore_repo),
+		cmocka_unit_test(test_index_vs_every_rule),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
