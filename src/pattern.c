@@ -70,6 +70,23 @@ pat_claim_char(unsigned char c)
 	    c == ':';
 }
 
+/* Whether segment sg holds both a template and a '*' or '?'. */
+static int
+pat_var_with_wildcard(const struct pattern *p, const struct pat_seg *sg)
+{
+	uint32_t	i;
+	int		var = 0, wild = 0;
+
+	for (i = sg->tok; i < sg->tok + sg->ntok; i++) {
+		if (p->toks[i].type == TOK_VAR)
+			var = 1;
+		else if (p->toks[i].type == TOK_STAR ||
+		    p->toks[i].type == TOK_ONE)
+			wild = 1;
+	}
+	return (var && wild);
+}
+
 /* Parse "${...}" at s; returns its length and sets *var, or 0 and *err. */
 static size_t
 pat_template(struct pattern *p, const char *s, size_t n, int *var,
@@ -221,6 +238,15 @@ pattern_compile(const char *src, size_t maxlen, int flags, const char **err)
 		}
 next:
 		sg->ntok = (uint32_t)p->ntoks - sg->tok;
+		if (pat_var_with_wildcard(p, sg)) {
+			/*
+			 * users/${subject}-* would give bob the names of
+			 * bob-smith too: a template's segment is its own.
+			 */
+			*err = "a template may not share its segment with "
+			    "'*' or '?'";
+			goto fail;
+		}
 		if (slash == NULL)
 			break;
 	}
