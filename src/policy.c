@@ -409,6 +409,11 @@ pol_check_dn(const char *s)
 	for (i = 0; s[i] != '\0'; i++)
 		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
 			return "mtls subject holds a control character";
+		else if ((unsigned char)s[i] >= 0x80)
+			/* tls.c prints them escaped (RFC 2253 2.4). */
+			return "mtls subject holds a non-ASCII byte: write "
+			    "it as the gateway logs it, e.g. "
+			    "CN=J\\C3\\A9r\\C3\\B4me";
 	if (strchr(s, '=') == NULL)
 		return "mtls subject must be an RFC 2253 DN such as "
 		    "CN=node1,O=Corp";

@@ -634,6 +634,15 @@ struct error_case {
 #define RULE(fields) "{\"id\": \"r\", \"effect\": \"allow\", " fields "}"
 
 static const struct error_case error_cases[] = {
+	{ R(RULE("\"repositories\": [\"x\"], \"subjects\": "
+	  "[\"mtls:CN=J\xc3\xa9r\xc3\xb4me,O=Corp\"], "
+	  "\"actions\": [\"pull\"]")),
+	  { "/policy/rules/0/subjects/0: mtls subject holds a non-ASCII "
+	    "byte" } },
+	{ R(RULE("\"repositories\": [\"users/${subject}-*\"], "
+	  "\"subjects\": [\"authenticated\"], \"actions\": [\"pull\"]")),
+	  { "/policy/rules/0/repositories/0: a template may not share its "
+	    "segment with '*' or '?'" } },
 	{ R(RULE("\"repositories\": [\"a**b\"], \"subjects\": "
 	  "[\"anonymous\"], \"actions\": [\"pull\"]")),
 	  { "/policy/rules/0/repositories/0: '**' must be a whole segment" } },
