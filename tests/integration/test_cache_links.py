@@ -13,6 +13,7 @@ on confirms)."""
 import json
 import os
 import re
+import signal
 import threading
 
 import pytest
@@ -431,3 +432,46 @@ def test_confirm_asks_with_a_token_scoped_for_the_repository(
     assert "repository:public/z:pull" in scopes
     r = get(gw, "/v2/up1/public/x/blobs/" + d)
     assert r.status_code == 404 and data not in r.content
+
+
+def reload_with(gw, cfg):
+    n = gw.log_text().count("server reload done")
+    with open(gw.config_path, "w") as f:
+        json.dump(cfg, f)
+    os.kill(gw.pid, signal.SIGHUP)
+    wait_for(lambda: gw.log_text().count("server reload done") > n,
+             what="the reload")
+
+
+def test_tag_records_of_an_upstream_pointed_elsewhere_are_not_links(
+        start_registry, start_gateway, tmp_path):
+    """An upstream name reloaded to point at another registry: what the
+    old registry's tags said is no word of the new one's.  Neither its tag
+    records (which count as links) nor the links they would record serve
+    the old registry's manifest through the new one."""
+    reg1 = start_registry("up1")
+    reg2 = start_registry("up2")
+    d, man, _ = image_in(reg1, ["app/x"], os.urandom(4096))
+    acc = {"Accept": OCI_MANIFEST}
+    gw = start_gateway(gateway_config(
+        upstream(reg1, name="up1", prefix="up1"),
+        cache=cache_cfg(tmp_path / "cache")))
+    r = get(gw, "/v2/up1/app/x/manifests/v1", headers=acc)
+    assert r.status_code == 200 and r.content == man
+    reload_with(gw, dict(gw.config, upstreams=[
+        upstream(reg2, name="up1", prefix="up1")]))
+    m = reg2.mark()
+    r = get(gw, "/v2/up1/app/x/manifests/v1", headers=acc)
+    assert r.status_code == 404, r.status_code
+    assert man not in r.content
+    r = get(gw, "/v2/up1/app/x/manifests/" + d, headers=acc)
+    assert r.status_code == 404, r.status_code
+    assert man not in r.content
+    assert len(upstream_log(reg2, m, "HEAD",
+                            "/v2/app/x/manifests/v1")) == 1
+    # While the new one is down, nothing stale of the old one either.
+    reg2.stop()
+    r = get(gw, "/v2/up1/app/x/manifests/v1", headers=acc)
+    assert r.status_code in (404, 502, 503, 504), r.status_code
+    assert man not in r.content
+
