@@ -17,6 +17,10 @@
  *    (cache_serve.c, "confirm"), answers 200 with the same digest (and,
  *    for a blob, the same length).
  *
+ * and dropped when a DELETE of the digest in R through the gateway
+ * succeeds (cache_invalidate_link, from req.c): the gateway then knows R
+ * no longer holds it, and a cached copy must not outlive that for R.
+ *
  * The upstream is named and its URL is part of the key: a reload that
  * points the name elsewhere starts from no links.
  *
@@ -27,7 +31,8 @@
  *
  *	<b|m> TAB <digest> TAB <repository> TAB <upstream> TAB <url> LF
  *
- * read back at start in order (so the newest are the most recent), and
+ * or, for a link dropped, the same line with a kind of "-b" or "-m", read
+ * back at start in order (so the newest are the most recent), and
  * rewritten whole from memory (tmp/, then rename) when it holds more than
  * twice max_repo_links lines, so it stays bounded by the setting; a lookup
  * never touches it.  Nothing is fsync'd: every line that is lost, torn or
@@ -209,10 +214,11 @@ links_field_ok(const char *s, size_t max)
 	return (n > 0 && n <= max);
 }
 
-/* The file's line for a key (the same parts, tab-separated).  -1 when a
- * part is not fit for the file (the link stays in memory only). */
+/* The file's line for a key (the same parts, tab-separated), marked as
+ * a drop when drop is set.  -1 when a part is not fit for the file (the
+ * link stays in memory only). */
 static int
-links_line(const char *key, size_t klen, char *buf, size_t len)
+links_line(const char *key, size_t klen, int drop, char *buf, size_t len)
 {
 	const char	*name, *url, *repo, *digest;
 	int		 n;
@@ -225,17 +231,17 @@ links_line(const char *key, size_t klen, char *buf, size_t len)
 	    !links_field_ok(url, LINK_KEY_MAX) ||
 	    !links_field_ok(repo, OCI_NAME_MAX + 16))
 		return (-1);
-	n = snprintf(buf, len, "%c\t%s\t%s\t%s\t%s\n", key[0], digest, repo,
-	    name, url);
+	n = snprintf(buf, len, "%s%c\t%s\t%s\t%s\t%s\n", drop ? "-" : "",
+	    key[0], digest, repo, name, url);
 	return (n < 0 || (size_t)n >= len ? -1 : n);
 }
 
 /*
- * Parse one line of the file (without its LF) into a key.  -1 for
- * anything but exactly five well-formed fields.
+ * Parse one line of the file (without its LF) into a key, and whether it
+ * drops the link.  -1 for anything but exactly five well-formed fields.
  */
 static int
-links_parse(char *line, char *key, size_t *klen)
+links_parse(char *line, char *key, size_t *klen, int *drop)
 {
 	char		*f[5], *p = line;
 	const char	*hex;
@@ -252,6 +258,8 @@ links_parse(char *line, char *key, size_t *klen)
 	}
 	if (p != NULL)
 		return (-1);		/* a sixth field */
+	if ((*drop = f[0][0] == '-'))
+		f[0]++;
 	if ((strcmp(f[0], "b") != 0 && strcmp(f[0], "m") != 0) ||
 	    cache_digest_alg(f[1], &hex) == CACHE_ALG_NONE ||
 	    !links_field_ok(f[2], OCI_NAME_MAX + 16) ||
@@ -312,7 +320,7 @@ links_compact(struct cache_links *l)
 		return;
 	}
 	TAILQ_FOREACH(k, &l->lru, lru) {
-		if ((len = links_line(k->key, k->klen, line,
+		if ((len = links_line(k->key, k->klen, 0, line,
 		    sizeof(line))) == -1)
 			continue;
 		fwrite(line, 1, (size_t)len, fp);
@@ -333,14 +341,15 @@ links_compact(struct cache_links *l)
 	log_debug("- cache links_compacted lines=%zu", n);
 }
 
-/* Append a new link's line; rewrite the file when it holds too many. */
+/* Append a new link's line, or a dropped one's; rewrite the file when
+ * it holds too many. */
 static void
-links_append(struct cache_links *l, const char *key, size_t klen)
+links_append(struct cache_links *l, const char *key, size_t klen, int drop)
 {
 	char	line[LINK_KEY_MAX + 8];
 	int	len;
 
-	if (l->fd == -1 || (len = links_line(key, klen, line,
+	if (l->fd == -1 || (len = links_line(key, klen, drop, line,
 	    sizeof(line))) == -1)
 		return;
 	/* A short write leaves a torn line, which the next start skips. */
@@ -354,10 +363,11 @@ links_append(struct cache_links *l, const char *key, size_t klen)
 static size_t
 links_load(struct cache_links *l)
 {
-	char	*buf, *p, *nl, key[LINK_KEY_MAX];
-	size_t	 have = 0, lines = 0, klen;
-	ssize_t	 n;
-	int	 skip = 0;
+	struct cache_link	*k;
+	char			*buf, *p, *nl, key[LINK_KEY_MAX];
+	size_t			 have = 0, lines = 0, klen;
+	ssize_t			 n;
+	int			 skip = 0, drop;
 
 	if ((buf = malloc(LINK_READ_BUF + 1)) == NULL)
 		fatal("malloc");
@@ -373,8 +383,13 @@ links_load(struct cache_links *l)
 		while ((nl = memchr(p, '\n', have - (p - buf))) != NULL) {
 			*nl = '\0';
 			lines++;
-			if (!skip && links_parse(p, key, &klen) == 0)
-				links_insert(l, key, klen);
+			if (!skip && links_parse(p, key, &klen, &drop) == 0) {
+				if (!drop)
+					links_insert(l, key, klen);
+				else if ((k = links_find(l, key, klen,
+				    links_hash(key, klen))) != NULL)
+					links_drop(l, k);
+			}
 			skip = 0;
 			p = nl + 1;
 		}
@@ -475,5 +490,38 @@ cache_link_put(struct cache *c, const struct config_upstream *up,
 	    &len) == -1)
 		return;
 	if (links_insert(l, key, len))
-		links_append(l, key, len);
+		links_append(l, key, len, 0);
+}
+
+/*
+ * A DELETE of a manifest or blob by digest through the gateway succeeded:
+ * the upstream no longer holds it in that repository, so its link goes,
+ * in memory and (a drop line, whether or not memory still had it: the
+ * file may) in the file.  Tag records that name a deleted manifest are
+ * not found by digest: they are used until tag_ttl, as a tag moved
+ * upstream is.
+ */
+void
+cache_invalidate_link(struct req *req)
+{
+	struct cache		*c = req->c->ctx->cache;
+	struct cache_links	*l;
+	struct cache_link	*k;
+	char			 key[LINK_KEY_MAX];
+	size_t			 len;
+	char			 kind;
+
+	if (c == NULL || (l = c->links) == NULL || req->up == NULL ||
+	    !req->route.ref_digest)
+		return;
+	kind = req->route.ep == OCI_EP_BLOB ? 'b' : 'm';
+	if (links_key(req->up->name, req->up->url, req->upname, kind,
+	    req->route.ref, key, &len) == -1)
+		return;
+	if ((k = links_find(l, key, len, links_hash(key, len))) != NULL)
+		links_drop(l, k);
+	links_append(l, key, len, 1);
+	log_debug("%llu.%u cache link_dropped digest=%s name=%s",
+	    (unsigned long long)req->c->id, req->seq, req->route.ref,
+	    req->upname);
 }

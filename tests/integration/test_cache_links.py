@@ -475,3 +475,42 @@ def test_tag_records_of_an_upstream_pointed_elsewhere_are_not_links(
     assert r.status_code in (404, 502, 503, 504), r.status_code
     assert man not in r.content
 
+
+
+def test_delete_through_the_gateway_drops_the_link(world, start_gateway):
+    """A manifest and a blob deleted from public/z through the gateway
+    (202): the gateway knows public/z no longer holds them, so the cache
+    does not go on serving them through public/z, not after a restart
+    either (the drop is in the links file)."""
+    w = world
+    reg, gw, d, b = w["reg"], w["gw"], w["m"], w["b"]
+    acc = {"Accept": OCI_MANIFEST}
+    mpath = "/v2/up1/public/z/manifests/" + d
+    bpath = "/v2/up1/public/z/blobs/" + b
+    r = get(gw, mpath, headers=acc)
+    assert r.status_code == 200 and r.content == w["man"]
+    r = get(gw, bpath)
+    assert r.status_code == 200 and r.content == w["priv"]
+    assert get(gw, mpath, method="DELETE").status_code == 202
+    assert get(gw, bpath, method="DELETE").status_code == 202
+    for method in ("GET", "HEAD"):
+        r = get(gw, mpath, method=method, headers=acc)
+        assert r.status_code == 404, (method, r.status_code)
+        assert w["man"] not in r.content
+        r = get(gw, bpath, method=method)
+        assert r.status_code == 404, (method, r.status_code)
+        assert w["priv"] not in r.content
+    # private/y still holds both: still served from the cache.
+    r = get(gw, "/v2/up1/private/y/blobs/" + b)
+    assert r.status_code == 200 and r.content == w["priv"]
+    gw.stop()
+    lines = open(os.path.join(str(w["cdir"]), "links")).read().splitlines()
+    assert "-b\t%s\tpublic/z\tup1\t%s" % (b, reg.url) in lines
+    gw = start_gateway(w["cfg"])
+    m = reg.mark()
+    r = get(gw, bpath)
+    assert r.status_code == 404 and w["priv"] not in r.content
+    assert [e["method"] for e in reg.access_log(since=m)
+            if e["path"] == "/v2/public/z/blobs/" + b] == ["HEAD"]
+    r = get(gw, "/v2/up1/private/y/blobs/" + b)
+    assert r.status_code == 200 and r.content == w["priv"]
