@@ -60,13 +60,29 @@
 #define LINK_KEY_MAX	4096
 #define LINK_READ_BUF	65536
 
+struct link_up;
+
 struct cache_link {
 	struct cache_link	*hnext;		/* hash chain */
 	TAILQ_ENTRY(cache_link)	 lru;		/* least recent first */
+	struct link_up		*up;		/* its (upstream, digest) */
 	uint64_t		 hash;
 	size_t			 klen;
 	char			 key[];	/* kind, name, url, repo, digest; */
 					/* klen bytes and a NUL */
+};
+
+/*
+ * The links of one (upstream, kind, digest), whatever the repository: the
+ * upstream has sent those bytes (cache_link_upstream_has).  Counted, and
+ * freed with its last link.
+ */
+struct link_up {
+	struct link_up		*hnext;
+	uint64_t		 hash;
+	size_t			 n;		/* links */
+	size_t			 klen;
+	char			 key[];		/* kind, name, url, digest */
 };
 
 struct cache_links {
@@ -79,6 +95,9 @@ struct cache_links {
 	size_t			 n;
 	uint64_t		 evicted;
 	TAILQ_HEAD(, cache_link) lru;
+	struct link_up		**ubuckets;
+	size_t			 nubuckets;	/* a power of two */
+	size_t			 nu;
 };
 
 /*
@@ -131,6 +150,95 @@ links_find(struct cache_links *l, const char *key, size_t len, uint64_t h)
 	return (NULL);
 }
 
+/* The (upstream, kind, digest) key of a link's key: its repository out. */
+static size_t
+links_upkey(const char *key, char *buf)
+{
+	const char	*name = key + 1, *url, *repo, *digest;
+	size_t		 a, b, c;
+
+	url = name + strlen(name) + 1;
+	repo = url + strlen(url) + 1;
+	digest = repo + strlen(repo) + 1;
+	a = (size_t)(repo - key);		/* kind, name, NUL, url, NUL */
+	b = strlen(digest);
+	memcpy(buf, key, a);
+	memcpy(buf + a, digest, b);
+	c = a + b;
+	buf[c] = '\0';
+	return (c);
+}
+
+static struct link_up *
+links_up_find(struct cache_links *l, const char *key, size_t len,
+    uint64_t h)
+{
+	struct link_up	*u;
+
+	for (u = l->ubuckets[h & (l->nubuckets - 1)]; u != NULL;
+	    u = u->hnext)
+		if (u->hash == h && u->klen == len &&
+		    memcmp(u->key, key, len) == 0)
+			return (u);
+	return (NULL);
+}
+
+/* Count a new link k in its (upstream, kind, digest). */
+static void
+links_up_add(struct cache_links *l, struct cache_link *k)
+{
+	struct link_up	*u, **nb, *next;
+	char		 key[LINK_KEY_MAX];
+	size_t		 len, i, n;
+	uint64_t	 h;
+
+	len = links_upkey(k->key, key);
+	h = links_hash(key, len);
+	if ((u = links_up_find(l, key, len, h)) == NULL) {
+		if (l->nu >= l->nubuckets) {
+			n = l->nubuckets * 2;
+			if ((nb = calloc(n, sizeof(*nb))) == NULL)
+				fatal("calloc");
+			for (i = 0; i < l->nubuckets; i++)
+				for (u = l->ubuckets[i]; u != NULL; u = next) {
+					next = u->hnext;
+					u->hnext = nb[u->hash & (n - 1)];
+					nb[u->hash & (n - 1)] = u;
+				}
+			free(l->ubuckets);
+			l->ubuckets = nb;
+			l->nubuckets = n;
+		}
+		if ((u = calloc(1, sizeof(*u) + len + 1)) == NULL)
+			fatal("calloc");
+		memcpy(u->key, key, len);
+		u->klen = len;
+		u->hash = h;
+		u->hnext = l->ubuckets[h & (l->nubuckets - 1)];
+		l->ubuckets[h & (l->nubuckets - 1)] = u;
+		l->nu++;
+	}
+	u->n++;
+	k->up = u;
+}
+
+/* A link goes: its (upstream, kind, digest) with its last one. */
+static void
+links_up_del(struct cache_links *l, struct cache_link *k)
+{
+	struct link_up	*u = k->up, **pp;
+
+	if (--u->n > 0)
+		return;
+	pp = &l->ubuckets[u->hash & (l->nubuckets - 1)];
+	while (*pp != NULL && *pp != u)
+		pp = &(*pp)->hnext;
+	if (*pp == u)
+		*pp = u->hnext;
+	l->nu--;
+	free(u);
+}
+
 static void
 links_rehash(struct cache_links *l)
 {
@@ -162,6 +270,7 @@ links_drop(struct cache_links *l, struct cache_link *k)
 	if (*pp == k)
 		*pp = k->hnext;
 	TAILQ_REMOVE(&l->lru, k, lru);
+	links_up_del(l, k);
 	l->n--;
 	free(k);
 }
@@ -193,6 +302,7 @@ links_insert(struct cache_links *l, const char *key, size_t len)
 	k->hnext = l->buckets[h & (l->nbuckets - 1)];
 	l->buckets[h & (l->nbuckets - 1)] = k;
 	TAILQ_INSERT_TAIL(&l->lru, k, lru);
+	links_up_add(l, k);
 	l->n++;
 	/* The new link is last and max is at least 1: it stays. */
 	while (l->n > l->max) {
@@ -422,6 +532,10 @@ cache_links_open(struct cache *c, const struct config_cache *cc)
 	l->nbuckets = 1024;
 	if ((l->buckets = calloc(l->nbuckets, sizeof(*l->buckets))) == NULL)
 		fatal("calloc");
+	l->nubuckets = 1024;
+	if ((l->ubuckets = calloc(l->nubuckets, sizeof(*l->ubuckets))) ==
+	    NULL)
+		fatal("calloc");
 	TAILQ_INIT(&l->lru);
 	if (links_open_file(l, 0) == 0) {
 		if (lseek(l->fd, 0, SEEK_SET) == 0)
@@ -448,6 +562,7 @@ cache_links_close(struct cache_links *l)
 	if (l->fd != -1)
 		close(l->fd);
 	free(l->buckets);
+	free(l->ubuckets);
 	free(l);
 }
 
@@ -471,6 +586,29 @@ cache_link_has(struct cache *c, const struct config_upstream *up,
 	TAILQ_REMOVE(&l->lru, k, lru);
 	TAILQ_INSERT_TAIL(&l->lru, k, lru);
 	return (1);
+}
+
+/*
+ * Whether the upstream has a link for (kind, digest) in any repository:
+ * it once sent those bytes.  Links are recorded only when it did (a fill
+ * from it published them) or when it already had one (cache_serve.c), so
+ * an upstream's word (a HEAD's 200) never makes another upstream's bytes
+ * its own.
+ */
+int
+cache_link_upstream_has(struct cache *c, const struct config_upstream *up,
+    enum cache_kind kind, const char *digest)
+{
+	struct cache_links	*l = c->links;
+	char			 key[LINK_KEY_MAX];
+	int			 n;
+
+	n = snprintf(key, sizeof(key), "%c%s%c%s%c%s", links_kind(kind),
+	    up->name, '\0', up->url, '\0', digest);
+	if (n < 0 || n >= (int)sizeof(key))
+		return (0);
+	return (links_up_find(l, key, (size_t)n,
+	    links_hash(key, (size_t)n)) != NULL);
 }
 
 /*

@@ -10,9 +10,10 @@
  * that of "accept\0<Accept set>".  The URL is in the key because a record
  * is as good as a repository link (cache_links.c): an upstream name that
  * a reload points at another registry starts from no records, and those
- * of the old one are never read again (the bounds below remove them).  Files, so that they survive a restart; but
- * every one of them is in an in-memory index, built by the start-up scan
- * and kept by every write, and the index is what bounds them:
+ * of the old one are never read again (the bounds below remove them).
+ * Files, so that they survive a restart; but every one of them is in an
+ * in-memory index, built by the start-up scan and kept by every write,
+ * and the index is what bounds them:
  *
  *  - at most cache.tag_variants Accept sets per tag: a new one drops the
  *    tag's least recently used (random Accept sets churn that tag's

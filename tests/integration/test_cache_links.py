@@ -235,9 +235,11 @@ def test_links_file_damaged_or_foreign_costs_a_head_not_a_leak(
     assert r.status_code == 404 and w["priv"] not in r.content
     r = get(gw, "/v2/up1/private/y/blobs/" + b)
     assert r.status_code == 200 and r.content == w["priv"]
-    # Not linked any more: one HEAD, no GET.
+    # Not linked any more, in no repository of up1: nothing says up1
+    # ever sent these bytes, so it sends them again (one GET, verified);
+    # its HEAD alone would not do.
     assert [e["method"] for e in reg.access_log(since=m)
-            if e["path"] == "/v2/private/y/blobs/" + b] == ["HEAD"]
+            if e["path"] == "/v2/private/y/blobs/" + b] == ["GET"]
     gw.stop()
     outside = tmp_path / "outside"
     outside.write_text("b\t%s\tpublic/x\tup1\t%s\n" % (b, reg.url))
@@ -283,11 +285,12 @@ def test_max_repo_links_drops_the_least_recently_used_link(
     m = reg.mark()
     assert get(gw, "/v2/up1/a/a/blobs/" + b2).status_code == 200
     assert [e for e in reg.access_log(since=m) if b2 in e["path"]] == []
-    # b1's link went when b2's came: one HEAD, no GET, a hit.
+    # b1's link went when b2's came, and with it the last word that up1
+    # sent b1: fetched again (a GET, verified), not served on a HEAD.
     assert get(gw, "/v2/up1/a/a/blobs/" + b1).status_code == 200
     log = [(e["method"], e["status"]) for e in reg.access_log(since=m)
            if b1 in e["path"]]
-    assert log == [("HEAD", 200)]
+    assert log == [("GET", 200)]
     # The file is bounded too: at most twice max_repo_links lines.
     more = [push_blob(reg, "a/a", os.urandom(1024)) for _ in range(6)]
     for d in more:
@@ -514,3 +517,50 @@ def test_delete_through_the_gateway_drops_the_link(world, start_gateway):
             if e["path"] == "/v2/public/z/blobs/" + b] == ["HEAD"]
     r = get(gw, "/v2/up1/private/y/blobs/" + b)
     assert r.status_code == 200 and r.content == w["priv"]
+
+
+def test_another_upstreams_word_does_not_serve_bytes_it_never_sent(
+        liar, start_registry, start_gateway, tmp_path):
+    """The store is shared by all upstreams.  A hostile upstream (the
+    liar, which never had the bytes) answers the confirming HEADs, and
+    the HEAD of a tag, with 200 and the digest of private/y's blob and
+    manifest, cached from another upstream: the gateway must have it
+    send the bytes (a GET, verified) before serving them through it."""
+    reg = start_registry("up1")
+    layer = os.urandom(256 * 1024)
+    d, man, _ = image_in(reg, ["private/y"], layer)
+    b = sha256(layer)
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"),
+        {"name": "liar", "url": liar.url, "prefix": "liar",
+         "hosts": [liar.host]},
+        cache=cache_cfg(tmp_path / "cache")))
+    acc = {"Accept": OCI_MANIFEST}
+    r = get(gw, "/v2/up1/private/y/blobs/" + b)
+    assert r.status_code == 200 and r.content == layer
+    r = get(gw, "/v2/up1/private/y/manifests/" + d, headers=acc)
+    assert r.status_code == 200 and r.content == man
+    liar.canned("HEAD", "/v2/pub/blobs/" + b, 200, [
+        ("Content-Type", "application/octet-stream"),
+        ("Content-Length", str(len(layer))),
+        ("Docker-Content-Digest", b)])
+    for ref in (d, "latest"):
+        liar.canned("HEAD", "/v2/pub/manifests/" + ref, 200, [
+            ("Content-Type", OCI_MANIFEST),
+            ("Content-Length", str(len(man))),
+            ("Docker-Content-Digest", d)])
+    r = get(gw, "/v2/liar/pub/blobs/" + b)
+    assert r.status_code == 404, r.status_code
+    assert layer not in r.content
+    assert liar.requests("GET", "/v2/pub/blobs/" + b) == 1
+    for ref in (d, "latest"):
+        for _ in range(2):
+            r = get(gw, "/v2/liar/pub/manifests/" + ref, headers=acc)
+            assert r.status_code == 404, (ref, r.status_code)
+            assert man not in r.content
+    assert liar.requests("GET", "/v2/pub/manifests/" + d) >= 1
+    # Through the upstream that holds them, still hits.
+    m = reg.mark()
+    r = get(gw, "/v2/up1/private/y/blobs/" + b)
+    assert r.status_code == 200 and r.content == layer
+    assert [e for e in reg.access_log(since=m) if b in e["path"]] == []
