@@ -41,13 +41,16 @@
  * is safe by construction: it costs one HEAD at the next hit through its
  * repository, never a wrong answer.  The file is opened without following
  * a symbolic link (one found there is removed, not followed); when it
- * cannot be opened the links live in memory only, and after a restart each
+ * cannot be opened, or is not a regular file (a FIFO would block the
+ * loop), the links live in memory only, and after a restart each
  * (repository, digest) is confirmed again, which fails closed while the
  * upstream is unreachable.  The rewrite is the one cost that grows with the
  * setting: about 150 bytes a link, written on the loop once per
  * max_repo_links new links.  Memory: about 100 bytes plus the upstream's
  * name and URL, the repository and the digest per link.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -379,12 +382,18 @@ links_parse(char *line, char *key, size_t *klen, int *drop)
 	return (links_key(f[3], f[4], f[2], f[0][0], f[1], key, klen));
 }
 
-/* Open dir/links for appending, never through a symbolic link. */
+/*
+ * Open dir/links for appending, never through a symbolic link, and only
+ * when it is a regular file: appending to a FIFO would block the loop
+ * once its pipe is full (O_NONBLOCK so that the open itself cannot).
+ */
 static int
 links_open_file(struct cache_links *l, int trunc)
 {
-	char	path[PATH_MAX];
-	int	flags = O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC;
+	struct stat	st;
+	char		path[PATH_MAX];
+	int		flags = O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW |
+			    O_CLOEXEC | O_NONBLOCK;
 
 	if (trunc)
 		flags |= O_TRUNC;
@@ -395,6 +404,13 @@ links_open_file(struct cache_links *l, int trunc)
 		    "removed", path);
 		if (unlink(path) == 0)
 			l->fd = open(path, flags, 0640);
+	}
+	if (l->fd != -1 && (fstat(l->fd, &st) == -1 || !S_ISREG(st.st_mode))) {
+		log_warn("- cache foreign_file path=%s: not a regular file, "
+		    "left alone; repository links in memory only", path);
+		close(l->fd);
+		l->fd = -1;
+		return (-1);
 	}
 	if (l->fd == -1) {
 		log_warn("- cache links_unavailable path=%s error=\"%s\": "

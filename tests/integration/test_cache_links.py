@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import stat
 import threading
 
 import pytest
@@ -564,3 +565,34 @@ def test_another_upstreams_word_does_not_serve_bytes_it_never_sent(
     r = get(gw, "/v2/up1/private/y/blobs/" + b)
     assert r.status_code == 200 and r.content == layer
     assert [e for e in reg.access_log(since=m) if b in e["path"]] == []
+
+
+def test_links_file_that_is_a_fifo_does_not_hang_the_gateway(
+        start_registry, start_gateway, tmp_path):
+    """dir/links that is not a regular file (a FIFO here) is not ours:
+    the gateway keeps its links in memory only.  Appending to it would
+    block the loop once the pipe is full (about 64 KiB of lines)."""
+    reg = start_registry("up1")
+    repo = "r/" + "n" * 200
+    blobs = [push_blob(reg, repo, b"%d" % i) for i in range(300)]
+    push_blob(reg, "public/x", os.urandom(1024))
+    cdir = tmp_path / "cache"
+    os.makedirs(str(cdir))
+    lf = os.path.join(str(cdir), "links")
+    os.mkfifo(lf)
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)))
+    with session() as s:
+        for i, d in enumerate(blobs):
+            r = s.get("%s/v2/up1/%s/blobs/%s" % (gw.url, repo, d),
+                      timeout=10)
+            assert r.status_code == 200 and r.content == b"%d" % i
+    assert "foreign_file path=%s: not a regular file" % lf in gw.log_text()
+    m = reg.mark()
+    r = get(gw, "/v2/up1/%s/blobs/%s" % (repo, blobs[0]))
+    assert r.status_code == 200
+    assert [e for e in reg.access_log(since=m) if blobs[0] in e["path"]] \
+        == []
+    r = get(gw, "/v2/up1/public/x/blobs/" + blobs[0])
+    assert r.status_code == 404
+    assert stat.S_ISFIFO(os.stat(lf).st_mode)
