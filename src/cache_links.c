@@ -36,10 +36,13 @@
  * rewritten whole from memory (tmp/, then rename) when it holds more than
  * twice max_repo_links lines, so it stays bounded by the setting; a lookup
  * never touches it.  Nothing is fsync'd: every line that is lost, torn or
- * not ours (exactly five fields, a one-letter kind, a digest the cache can
- * verify; anything else is skipped) is a link missing, and a missing link
- * is safe by construction: it costs one HEAD at the next hit through its
- * repository, never a wrong answer.  The file is opened without following
+ * not ours (exactly five fields, a kind of b, m, -b or -m, a digest the
+ * cache can verify; anything else is skipped) is a link missing, and a
+ * missing link is safe by construction: it costs one HEAD at the next hit
+ * through its repository (a GET, when the upstream has no other link for
+ * the digest), never a wrong answer.  (A lost drop line, alone, keeps a
+ * link that a DELETE dropped: the deletion is then missed after a
+ * restart, as it is for one done upstream directly.)  The file is opened without following
  * a symbolic link (one found there is removed, not followed); when it
  * cannot be opened, or is not a regular file (a FIFO would block the
  * loop), the links live in memory only, and after a restart each
