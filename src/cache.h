@@ -203,6 +203,8 @@ int	cache_link_has(struct cache *, const struct config_upstream *,
 	    const char *, enum cache_kind, const char *);
 void	cache_link_put(struct cache *, const struct config_upstream *,
 	    const char *, enum cache_kind, const char *);
+int	cache_link_upstream_has(struct cache *,
+	    const struct config_upstream *, enum cache_kind, const char *);
 
 /* cache_confirm.c */
 int	cache_confirm_join(struct cache_reader *);

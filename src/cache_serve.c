@@ -25,7 +25,11 @@
  * Readers that want the same confirm at once share one HEAD, and at most
  * cache.max_confirms HEADs run; beyond it a hit is passed through
  * (cache_confirm.c).  Without this, anyone who may pull one repository
- * could read any cached blob by its digest through it.
+ * could read any cached blob by its digest through it.  A HEAD is trusted
+ * only for bytes this upstream sent before (a link in any repository,
+ * cache_link_upstream_has): an entry only other upstreams sent is a miss
+ * through this one, filled (and verified) from it, so that an upstream
+ * answering 200 for what it does not hold never gets another's bytes.
  *
  * By tag: the tag's digest is kept per (upstream, repository, tag,
  * normalised Accept set) for tag_ttl, an unknown tag for negative_ttl
@@ -277,8 +281,16 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 		snprintf(cr->digest, sizeof(cr->digest), "%.*s",
 		    (int)sizeof(cr->digest) - 1, digest);
 	if ((e = cache_lookup(cr->cache, cr->kind, digest)) != NULL &&
-	    !cr->confirmed && !cache_link_has(cr->cache, req->up, req->upname,
-	    cr->kind, digest)) {
+	    !cache_link_upstream_has(cr->cache, req->up, cr->kind, digest)) {
+		/*
+		 * Stored, but only ever sent by other upstreams: this one's
+		 * word is not enough, it must send the bytes (a fill, which
+		 * verifies them).  A confirm of this reader does not change
+		 * that (it may have been for a fill that failed since).
+		 */
+		e = NULL;
+	} else if (e != NULL && !cr->confirmed && !cache_link_has(cr->cache,
+	    req->up, req->upname, cr->kind, digest)) {
 		/* Stored, but not known to be this repository's. */
 		cr_confirm(cr, cr->kind == CACHE_BLOB ? e->size : 0);
 		return;
@@ -536,7 +548,17 @@ cache_reader_progress(struct cache_reader *cr)
 void
 cache_reader_filled(struct cache_reader *cr, struct cache_entry *e)
 {
+	struct req	*req = cr->req;
+
 	cr->waiting = 0;
+	/* By tag: the upstream named the digest and has now sent it. */
+	if (cr->kind == CACHE_MANIFEST && !req->route.ref_digest &&
+	    strcmp(e->digest, cr->tag_digest) == 0) {
+		cache_tag_put(cr->cache, req->up, req->upname, req->route.ref,
+		    cr->accept, e->digest);
+		cache_link_put(cr->cache, req->up, req->upname,
+		    CACHE_MANIFEST, e->digest);
+	}
 	if (!cr->req->head_sent) {
 		if (cr_open_entry(cr, e) != 0) {
 			req_fail(cr->req, ERR_INTERNAL,
@@ -769,15 +791,25 @@ cr_tag_decide(struct cache_reader *cr)
 		/* Policy: refused before a fill or a head (tagpol.c). */
 		if (tagpol_blocked(req, cr->up_digest))
 			return;			/* retires cr */
-		cache_tag_put(cr->cache, req->up, req->upname, req->route.ref,
-		    cr->accept, cr->up_digest);
-		cache_link_put(cr->cache, req->up, req->upname,
-		    CACHE_MANIFEST, cr->up_digest);
 		snprintf(cr->tag_digest, sizeof(cr->tag_digest), "%s",
 		    cr->up_digest);
-		req->cache_status = "hit";
-		if (cr_serve_tag_digest(cr, cr->up_digest) == 0)
-			return;
+		/*
+		 * Its word is a link, and a tag record (which is one too),
+		 * only when this upstream ever sent the manifest: else it
+		 * is fetched from it by digest (verified) and the tag is
+		 * recorded at the next revalidation.
+		 */
+		req->cache_status = "miss";
+		if (cache_link_upstream_has(cr->cache, req->up,
+		    CACHE_MANIFEST, cr->up_digest)) {
+			cache_tag_put(cr->cache, req->up, req->upname,
+			    req->route.ref, cr->accept, cr->up_digest);
+			cache_link_put(cr->cache, req->up, req->upname,
+			    CACHE_MANIFEST, cr->up_digest);
+			req->cache_status = "hit";
+			if (cr_serve_tag_digest(cr, cr->up_digest) == 0)
+				return;
+		}
 		req->cache_status = "miss";
 		if (req->msg->method == HTTP_HEAD &&
 		    cache_valid_media_type(cr->up_ctype)) {
@@ -930,8 +962,12 @@ cache_reader_confirmed(struct cache_reader *cr,
 		same = *ep == '\0' && len == cr->confirm_size;
 	}
 	if (a->status == 200 && same) {
-		cache_link_put(cr->cache, req->up, req->upname, cr->kind,
-		    cr->digest);
+		/* A link only on top of bytes this upstream sent (else the
+		 * reader joins its fill, which must verify them). */
+		if (cache_link_upstream_has(cr->cache, req->up, cr->kind,
+		    cr->digest))
+			cache_link_put(cr->cache, req->up, req->upname,
+			    cr->kind, cr->digest);
 		cr->confirmed = 1;
 		log_info("%llu.%u cache confirmed digest=%s name=%s",
 		    (unsigned long long)req->c->id, req->seq, cr->digest,

@@ -6,10 +6,14 @@
  *
  *	tags/<upstream>/<k1>/<k2>	"<digest> <unix ms>\n"
  *
- * where k1 is the SHA-256 of "<repository>\0<tag>" and k2 that of
- * "accept\0<Accept set>".  Files, so that they survive a restart; but
- * every one of them is in an in-memory index, built by the start-up scan
- * and kept by every write, and the index is what bounds them:
+ * where k1 is the SHA-256 of "<upstream URL>\0<repository>\0<tag>" and k2
+ * that of "accept\0<Accept set>".  The URL is in the key because a record
+ * is as good as a repository link (cache_links.c): an upstream name that
+ * a reload points at another registry starts from no records, and those
+ * of the old one are never read again (the bounds below remove them).
+ * Files, so that they survive a restart; but every one of them is in an
+ * in-memory index, built by the start-up scan and kept by every write,
+ * and the index is what bounds them:
  *
  *  - at most cache.tag_variants Accept sets per tag: a new one drops the
  *    tag's least recently used (random Accept sets churn that tag's
@@ -106,9 +110,9 @@ cache_wall_ms(void)
 	return ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
 }
 
-/* SHA-256 of "a\0b". */
+/* SHA-256 of "a\0b", or of "a\0b\0c" when c is not NULL. */
 static void
-tags_sha256(const char *a, const char *b, unsigned char *out)
+tags_sha256(const char *a, const char *b, const char *c, unsigned char *out)
 {
 	unsigned int	 mdlen = 0;
 	EVP_MD_CTX	*ctx;
@@ -119,6 +123,8 @@ tags_sha256(const char *a, const char *b, unsigned char *out)
 	    EVP_DigestUpdate(ctx, a, strlen(a)) != 1 ||
 	    EVP_DigestUpdate(ctx, "", 1) != 1 ||
 	    EVP_DigestUpdate(ctx, b, strlen(b)) != 1 ||
+	    (c != NULL && (EVP_DigestUpdate(ctx, "", 1) != 1 ||
+	    EVP_DigestUpdate(ctx, c, strlen(c)) != 1)) ||
 	    EVP_DigestFinal_ex(ctx, out, &mdlen) != 1 ||
 	    mdlen != TAGS_KEY_LEN)
 		fatalx("sha256 failed");
@@ -180,9 +186,11 @@ tags_key(const struct config_upstream *up, const char *name,
 	if (!tags_valid_up(up->name))
 		return (-1);
 	k->up = up->name;
-	tags_sha256(name, tag, k->k1);
+	/* The URL too: what a registry said about its tags is no word of
+	 * another one the name is pointed at by a reload. */
+	tags_sha256(up->url, name, tag, k->k1);
 	if (accept != NULL)
-		tags_sha256("accept", accept, k->k2);
+		tags_sha256("accept", accept, NULL, k->k2);
 	return (0);
 }
 

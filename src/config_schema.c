@@ -290,7 +290,8 @@ static const struct cfg_key cfg_cache_keys[] = {
 	  "upstream are known to hold a cached blob or manifest. A hit "
 	  "through a repository without one is confirmed with a HEAD to the "
 	  "upstream first; above the cap the least recently used link is "
-	  "dropped (it costs one HEAD later)." },
+	  "dropped (it costs one HEAD later, a GET when it was the "
+	  "upstream's last for the digest)." },
 	{ .name = "max_confirms", .type = CFG_SIZE, .flags = CFG_RELOAD,
 	  .off = CACHE_OFF(max_confirms), .min = 1, .max = 100000,
 	  .def = 64,

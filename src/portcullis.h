@@ -407,6 +407,7 @@ void		 cache_close(struct cache *);
 int		 cache_wants(struct req *);
 void		 cache_start(struct req *);
 void		 cache_invalidate_tag(struct req *);
+void		 cache_invalidate_link(struct req *);
 
 /* catalog.c: /v2/_catalog filtered by the policy. */
 void		 catalog_start(struct req *);

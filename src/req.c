@@ -508,6 +508,11 @@ req_end_response(struct req *req)
 	    (req->msg->method == HTTP_PUT || req->msg->method == HTTP_DELETE) &&
 	    req->status >= 200 && req->status < 300)
 		cache_invalidate_tag(req);	/* the tag moved */
+	if (req->up != NULL && (req->route.ep == OCI_EP_MANIFEST ||
+	    req->route.ep == OCI_EP_BLOB) && req->route.ref_digest &&
+	    req->msg->method == HTTP_DELETE &&
+	    req->status >= 200 && req->status < 300)
+		cache_invalidate_link(req);	/* no longer there */
 	req_set_state(req, REQ_DONE);
 	conn_req_done(c);
 }

@@ -13,6 +13,8 @@ on confirms)."""
 import json
 import os
 import re
+import signal
+import stat
 import threading
 
 import pytest
@@ -234,9 +236,11 @@ def test_links_file_damaged_or_foreign_costs_a_head_not_a_leak(
     assert r.status_code == 404 and w["priv"] not in r.content
     r = get(gw, "/v2/up1/private/y/blobs/" + b)
     assert r.status_code == 200 and r.content == w["priv"]
-    # Not linked any more: one HEAD, no GET.
+    # Not linked any more, in no repository of up1: nothing says up1
+    # ever sent these bytes, so it sends them again (one GET, verified);
+    # its HEAD alone would not do.
     assert [e["method"] for e in reg.access_log(since=m)
-            if e["path"] == "/v2/private/y/blobs/" + b] == ["HEAD"]
+            if e["path"] == "/v2/private/y/blobs/" + b] == ["GET"]
     gw.stop()
     outside = tmp_path / "outside"
     outside.write_text("b\t%s\tpublic/x\tup1\t%s\n" % (b, reg.url))
@@ -282,11 +286,12 @@ def test_max_repo_links_drops_the_least_recently_used_link(
     m = reg.mark()
     assert get(gw, "/v2/up1/a/a/blobs/" + b2).status_code == 200
     assert [e for e in reg.access_log(since=m) if b2 in e["path"]] == []
-    # b1's link went when b2's came: one HEAD, no GET, a hit.
+    # b1's link went when b2's came, and with it the last word that up1
+    # sent b1: fetched again (a GET, verified), not served on a HEAD.
     assert get(gw, "/v2/up1/a/a/blobs/" + b1).status_code == 200
     log = [(e["method"], e["status"]) for e in reg.access_log(since=m)
            if b1 in e["path"]]
-    assert log == [("HEAD", 200)]
+    assert log == [("GET", 200)]
     # The file is bounded too: at most twice max_repo_links lines.
     more = [push_blob(reg, "a/a", os.urandom(1024)) for _ in range(6)]
     for d in more:
@@ -431,3 +436,163 @@ def test_confirm_asks_with_a_token_scoped_for_the_repository(
     assert "repository:public/z:pull" in scopes
     r = get(gw, "/v2/up1/public/x/blobs/" + d)
     assert r.status_code == 404 and data not in r.content
+
+
+def reload_with(gw, cfg):
+    n = gw.log_text().count("server reload done")
+    with open(gw.config_path, "w") as f:
+        json.dump(cfg, f)
+    os.kill(gw.pid, signal.SIGHUP)
+    wait_for(lambda: gw.log_text().count("server reload done") > n,
+             what="the reload")
+
+
+def test_tag_records_of_an_upstream_pointed_elsewhere_are_not_links(
+        start_registry, start_gateway, tmp_path):
+    """An upstream name reloaded to point at another registry: what the
+    old registry's tags said is no word of the new one's.  Neither its tag
+    records (which count as links) nor the links they would record serve
+    the old registry's manifest through the new one."""
+    reg1 = start_registry("up1")
+    reg2 = start_registry("up2")
+    d, man, _ = image_in(reg1, ["app/x"], os.urandom(4096))
+    acc = {"Accept": OCI_MANIFEST}
+    gw = start_gateway(gateway_config(
+        upstream(reg1, name="up1", prefix="up1"),
+        cache=cache_cfg(tmp_path / "cache")))
+    r = get(gw, "/v2/up1/app/x/manifests/v1", headers=acc)
+    assert r.status_code == 200 and r.content == man
+    reload_with(gw, dict(gw.config, upstreams=[
+        upstream(reg2, name="up1", prefix="up1")]))
+    m = reg2.mark()
+    r = get(gw, "/v2/up1/app/x/manifests/v1", headers=acc)
+    assert r.status_code == 404, r.status_code
+    assert man not in r.content
+    r = get(gw, "/v2/up1/app/x/manifests/" + d, headers=acc)
+    assert r.status_code == 404, r.status_code
+    assert man not in r.content
+    assert len(upstream_log(reg2, m, "HEAD",
+                            "/v2/app/x/manifests/v1")) == 1
+    # While the new one is down, nothing stale of the old one either.
+    reg2.stop()
+    r = get(gw, "/v2/up1/app/x/manifests/v1", headers=acc)
+    assert r.status_code in (404, 502, 503, 504), r.status_code
+    assert man not in r.content
+
+
+
+def test_delete_through_the_gateway_drops_the_link(world, start_gateway):
+    """A manifest and a blob deleted from public/z through the gateway
+    (202): the gateway knows public/z no longer holds them, so the cache
+    does not go on serving them through public/z, not after a restart
+    either (the drop is in the links file)."""
+    w = world
+    reg, gw, d, b = w["reg"], w["gw"], w["m"], w["b"]
+    acc = {"Accept": OCI_MANIFEST}
+    mpath = "/v2/up1/public/z/manifests/" + d
+    bpath = "/v2/up1/public/z/blobs/" + b
+    r = get(gw, mpath, headers=acc)
+    assert r.status_code == 200 and r.content == w["man"]
+    r = get(gw, bpath)
+    assert r.status_code == 200 and r.content == w["priv"]
+    assert get(gw, mpath, method="DELETE").status_code == 202
+    assert get(gw, bpath, method="DELETE").status_code == 202
+    for method in ("GET", "HEAD"):
+        r = get(gw, mpath, method=method, headers=acc)
+        assert r.status_code == 404, (method, r.status_code)
+        assert w["man"] not in r.content
+        r = get(gw, bpath, method=method)
+        assert r.status_code == 404, (method, r.status_code)
+        assert w["priv"] not in r.content
+    # private/y still holds both: still served from the cache.
+    r = get(gw, "/v2/up1/private/y/blobs/" + b)
+    assert r.status_code == 200 and r.content == w["priv"]
+    gw.stop()
+    lines = open(os.path.join(str(w["cdir"]), "links")).read().splitlines()
+    assert "-b\t%s\tpublic/z\tup1\t%s" % (b, reg.url) in lines
+    gw = start_gateway(w["cfg"])
+    m = reg.mark()
+    r = get(gw, bpath)
+    assert r.status_code == 404 and w["priv"] not in r.content
+    assert [e["method"] for e in reg.access_log(since=m)
+            if e["path"] == "/v2/public/z/blobs/" + b] == ["HEAD"]
+    r = get(gw, "/v2/up1/private/y/blobs/" + b)
+    assert r.status_code == 200 and r.content == w["priv"]
+
+
+def test_another_upstreams_word_does_not_serve_bytes_it_never_sent(
+        liar, start_registry, start_gateway, tmp_path):
+    """The store is shared by all upstreams.  A hostile upstream (the
+    liar, which never had the bytes) answers the confirming HEADs, and
+    the HEAD of a tag, with 200 and the digest of private/y's blob and
+    manifest, cached from another upstream: the gateway must have it
+    send the bytes (a GET, verified) before serving them through it."""
+    reg = start_registry("up1")
+    layer = os.urandom(256 * 1024)
+    d, man, _ = image_in(reg, ["private/y"], layer)
+    b = sha256(layer)
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"),
+        {"name": "liar", "url": liar.url, "prefix": "liar",
+         "hosts": [liar.host]},
+        cache=cache_cfg(tmp_path / "cache")))
+    acc = {"Accept": OCI_MANIFEST}
+    r = get(gw, "/v2/up1/private/y/blobs/" + b)
+    assert r.status_code == 200 and r.content == layer
+    r = get(gw, "/v2/up1/private/y/manifests/" + d, headers=acc)
+    assert r.status_code == 200 and r.content == man
+    liar.canned("HEAD", "/v2/pub/blobs/" + b, 200, [
+        ("Content-Type", "application/octet-stream"),
+        ("Content-Length", str(len(layer))),
+        ("Docker-Content-Digest", b)])
+    for ref in (d, "latest"):
+        liar.canned("HEAD", "/v2/pub/manifests/" + ref, 200, [
+            ("Content-Type", OCI_MANIFEST),
+            ("Content-Length", str(len(man))),
+            ("Docker-Content-Digest", d)])
+    r = get(gw, "/v2/liar/pub/blobs/" + b)
+    assert r.status_code == 404, r.status_code
+    assert layer not in r.content
+    assert liar.requests("GET", "/v2/pub/blobs/" + b) == 1
+    for ref in (d, "latest"):
+        for _ in range(2):
+            r = get(gw, "/v2/liar/pub/manifests/" + ref, headers=acc)
+            assert r.status_code == 404, (ref, r.status_code)
+            assert man not in r.content
+    assert liar.requests("GET", "/v2/pub/manifests/" + d) >= 1
+    # Through the upstream that holds them, still hits.
+    m = reg.mark()
+    r = get(gw, "/v2/up1/private/y/blobs/" + b)
+    assert r.status_code == 200 and r.content == layer
+    assert [e for e in reg.access_log(since=m) if b in e["path"]] == []
+
+
+def test_links_file_that_is_a_fifo_does_not_hang_the_gateway(
+        start_registry, start_gateway, tmp_path):
+    """dir/links that is not a regular file (a FIFO here) is not ours:
+    the gateway keeps its links in memory only.  Appending to it would
+    block the loop once the pipe is full (about 64 KiB of lines)."""
+    reg = start_registry("up1")
+    repo = "r/" + "n" * 200
+    blobs = [push_blob(reg, repo, b"%d" % i) for i in range(300)]
+    push_blob(reg, "public/x", os.urandom(1024))
+    cdir = tmp_path / "cache"
+    os.makedirs(str(cdir))
+    lf = os.path.join(str(cdir), "links")
+    os.mkfifo(lf)
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir)))
+    with session() as s:
+        for i, d in enumerate(blobs):
+            r = s.get("%s/v2/up1/%s/blobs/%s" % (gw.url, repo, d),
+                      timeout=10)
+            assert r.status_code == 200 and r.content == b"%d" % i
+    assert "foreign_file path=%s: not a regular file" % lf in gw.log_text()
+    m = reg.mark()
+    r = get(gw, "/v2/up1/%s/blobs/%s" % (repo, blobs[0]))
+    assert r.status_code == 200
+    assert [e for e in reg.access_log(since=m) if blobs[0] in e["path"]] \
+        == []
+    r = get(gw, "/v2/up1/public/x/blobs/" + blobs[0])
+    assert r.status_code == 404
+    assert stat.S_ISFIFO(os.stat(lf).st_mode)
