@@ -1,0 +1,78 @@
+"""Attacker review of the policy gate (issue 8): requests that the gate
+and the upstream read differently.  docker-registry (a Go net/http server)
+takes an upload's `mount`, `from` and `digest` with Request.FormValue,
+which also reads a form body (application/x-www-form-urlencoded or
+multipart/form-data) and drops query pairs it cannot decode; the gate
+must never check one value while the upstream acts on another.
+
+Real parts only: docker-registry upstreams (their access logs and
+storage show what reached them), skopeo to seed them, certificates made
+with the openssl command line (test_policy.py's PKI)."""
+
+import http.client
+import ssl
+
+import requests
+
+from lib.gateway import gateway_config, upstream
+from test_policy import (error_of, get, gw, pki, policy,  # noqa: F401
+                         redis_mod, reg, session)
+
+
+def raw(gw, pki, who, method, target, body=b"", headers=None):
+    """One request exactly as written (requests would re-encode)."""
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    if who is not None:
+        ctx.load_cert_chain(*who["cert"])
+    c = http.client.HTTPSConnection("127.0.0.1", gw.port, context=ctx,
+                                    timeout=15)
+    try:
+        c.request(method, target, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_mount_source_in_a_form_body(gw, reg, pki):
+    """The pusher may push scratch/** but not pull hidden/**: a mount
+    whose mount= and from= travel in a form body instead of the query
+    must not borrow hidden/app's blob (the upstream reads the body)."""
+    mark = reg.mark()
+    st, _, body = raw(gw, pki, pki.pusher, "POST",
+                      "/v2/scratch/f1/blobs/uploads/",
+                      body=("mount=%s&from=hidden/app" % reg.layer).encode(),
+                      headers=FORM)
+    assert st != 201, body
+    assert not reg.has_blob("scratch/f1", reg.layer)
+    # multipart/form-data is a form body too.
+    bnd = "xyzzy"
+    mp = ("--{b}\r\nContent-Disposition: form-data; name=\"mount\"\r\n\r\n"
+          "{d}\r\n--{b}\r\nContent-Disposition: form-data; name=\"from\""
+          "\r\n\r\nhidden/app\r\n--{b}--\r\n").format(b=bnd, d=reg.layer)
+    st, _, body = raw(gw, pki, pki.pusher, "POST",
+                      "/v2/scratch/f2/blobs/uploads/", body=mp.encode(),
+                      headers={"Content-Type":
+                               "multipart/form-data; boundary=" + bnd})
+    assert st != 201, body
+    assert not reg.has_blob("scratch/f2", reg.layer)
+    posts = [e for e in reg.access_log(since=mark) if e["method"] == "POST"]
+    assert all("hidden" not in e["query"] for e in posts), posts
+
+
+def test_mount_source_after_an_undecodable_one(gw, reg, pki):
+    """A first from= that does not decode (%zz) is dropped by the
+    upstream, which then mounts from the second (docker-registry does):
+    the gateway refuses such a target before the gate (400), so the
+    second one never goes through unchecked."""
+    for n, q in enumerate((
+            "mount=%s&from=%%zz&from=hidden/app" % reg.layer,
+            "mount=%%zz&mount=%s&from=hidden/app" % reg.layer)):
+        repo = "scratch/q%d" % n
+        st, _, body = raw(gw, pki, pki.pusher, "POST",
+                          "/v2/%s/blobs/uploads/?%s" % (repo, q))
+        assert st == 400, (q, body)
+        assert not reg.has_blob(repo, reg.layer), q
