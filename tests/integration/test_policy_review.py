@@ -9,12 +9,16 @@ Real parts only: docker-registry upstreams (their access logs and
 storage show what reached them), skopeo to seed them, certificates made
 with the openssl command line (test_policy.py's PKI)."""
 
+import hashlib
 import http.client
+import json
 import ssl
 
+import pytest
 import requests
 
-from lib.gateway import gateway_config, upstream
+from lib.gateway import gateway_config
+from lib.lying_upstream import LyingUpstream
 from test_policy import (error_of, get, gw, pki, policy,  # noqa: F401
                          redis_mod, reg, session)
 
@@ -76,3 +80,70 @@ def test_mount_source_after_an_undecodable_one(gw, reg, pki):
                           "/v2/%s/blobs/uploads/?%s" % (repo, q))
         assert st == 400, (q, body)
         assert not reg.has_blob(repo, reg.layer), q
+
+
+# ---------------------------------------------------------------------------
+# A hostile upstream (the LyingUpstream test double) naming another digest
+# than the manifest it sends.
+
+@pytest.fixture
+def liar():
+    up = LyingUpstream()
+    try:
+        yield up
+    finally:
+        up.stop()
+
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def manifest_doc(n):
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + "%064x" % n, "size": 2},
+        "layers": []}).encode()
+
+
+def test_blocked_manifest_under_another_digest_header(liar, start_gateway):
+    """A manifest GET by tag through the proxy: the upstream sends the
+    blocked manifest's bytes but names a harmless digest, the blocked one
+    in upper case, or none in Docker-Content-Digest.  The bytes decide:
+    403 DENIED, and the blocked manifest never reaches the client."""
+    bad = manifest_doc(1)
+    good = manifest_doc(2)
+    bad_d = "sha256:" + hashlib.sha256(bad).hexdigest()
+    good_d = "sha256:" + hashlib.sha256(good).hexdigest()
+    tags = {"lie": good_d, "upper": "sha256:" + bad_d[7:].upper(),
+            "none": None}
+    for tag, said in tags.items():
+        fields = [("Content-Type", OCI_MANIFEST),
+                  ("Content-Length", str(len(bad)))]
+        if said is not None:
+            fields.append(("Docker-Content-Digest", said))
+        liar.canned("GET", "/v2/app/manifests/" + tag, 200, fields, bad)
+    liar.canned("GET", "/v2/app/manifests/ok", 200, [
+        ("Content-Type", OCI_MANIFEST), ("Content-Length", str(len(good))),
+        ("Docker-Content-Digest", good_d)], good)
+    u = {"name": "liar", "url": liar.url, "prefix": "liar",
+         "hosts": [liar.host], "default": True}
+    for listed in (bad_d,):
+        pol = {"rules": [{"id": "all", "effect": "allow",
+                          "repositories": ["**"], "subjects": ["anonymous"],
+                          "actions": ["pull"]}],
+               "blocked_digests": [{"digest": listed, "reason": "test"}]}
+        g = start_gateway(gateway_config(u, policy=pol))
+        s = requests.Session()
+        s.trust_env = False
+        for tag in tags:
+            r = s.get(g.url + "/v2/app/manifests/" + tag,
+                      headers={"Accept": OCI_MANIFEST}, timeout=15)
+            assert r.status_code == 403, (listed, tag, r.status_code)
+            assert error_of(r)["code"] == "DENIED", r.text
+            assert bad not in r.content
+        # The harmless manifest still flows.
+        r = s.get(g.url + "/v2/app/manifests/ok",
+                  headers={"Accept": OCI_MANIFEST}, timeout=15)
+        assert r.status_code == 200 and r.content == good
+        g.stop()
