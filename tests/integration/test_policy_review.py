@@ -12,15 +12,18 @@ with the openssl command line (test_policy.py's PKI)."""
 import hashlib
 import http.client
 import json
+import re
 import ssl
+import urllib.parse
 
 import pytest
 import requests
 
-from lib.gateway import gateway_config
+from lib.gateway import gateway_config, upstream
 from lib.lying_upstream import LyingUpstream
 from test_policy import (error_of, get, gw, pki, policy,  # noqa: F401
                          redis_mod, reg, session)
+from test_policy_push import push_tiny, rule, walk
 
 
 def raw(gw, pki, who, method, target, body=b"", headers=None):
@@ -38,6 +41,7 @@ def raw(gw, pki, who, method, target, body=b"", headers=None):
         c.close()
 
 
+LINK_Q = re.compile(r'^</v2/_catalog\?([^>]*)>; rel="next"$')
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
@@ -147,3 +151,41 @@ def test_blocked_manifest_under_another_digest_header(liar, start_gateway):
                   headers={"Accept": OCI_MANIFEST}, timeout=15)
         assert r.status_code == 200 and r.content == good
         g.stop()
+
+
+# ---------------------------------------------------------------------------
+# _catalog: the Link of a page cut at limits.catalog_pages.
+
+def test_catalog_link_names_no_forbidden_repository(start_registry,
+                                                    start_gateway):
+    """A scan cut at limits.catalog_pages goes on from the last name it
+    scanned: that name must not reach the caller when the caller may not
+    pull it (here: every name of aa/, the secrets, sorts before the one
+    allowed repository).  The walk still ends with exactly the allowed
+    names."""
+    reg = start_registry("cat")
+    http = requests.Session()
+    http.trust_env = False
+    secret = ["aa/secret%02d" % i for i in range(7)]
+    for repo in secret + ["zz/app"]:
+        push_tiny(http, reg, repo)
+    g = start_gateway(gateway_config(
+        upstream(reg, name="up1", prefix="up1", default=True),
+        policy={"rules": [rule("list", ["catalog"], ["**"]),
+                          rule("pull", ["pull"], ["zz/**"])]},
+        limits={"catalog_names": 2, "catalog_pages": 1}))
+    pages = walk(http, g, "/v2/_catalog?n=5")
+    assert [x for got, _ in pages for x in got] == ["zz/app"], pages
+    assert len(pages) > 1           # the bound was hit
+    for _, link in pages:
+        text = urllib.parse.unquote(link or "")
+        assert "secret" not in text and "aa/" not in text, link
+    # The position is sealed: one altered or made up is refused.
+    link = next(link for _, link in pages if link is not None)
+    q = LINK_Q.match(link).group(1)
+    pos = urllib.parse.parse_qs(q)["last"][0]
+    assert pos.startswith("~"), link
+    bad = pos[:-1] + ("0" if pos[-1] != "0" else "1")
+    for last in (bad, "~" + "0" * (len(pos) - 1), "~00"):
+        r = http.get(g.url + "/v2/_catalog?n=5&last=" + last, timeout=30)
+        assert r.status_code == 400, (last, r.text)
