@@ -21,6 +21,7 @@ import requests
 
 from lib.gateway import gateway_config, upstream
 from lib.lying_upstream import LyingUpstream
+from lib.recording_proxy import RecordingProxy
 from test_policy import (error_of, get, gw, pki, policy,  # noqa: F401
                          redis_mod, reg, session)
 from test_policy_push import push_tiny, rule, walk
@@ -189,3 +190,40 @@ def test_catalog_link_names_no_forbidden_repository(start_registry,
     for last in (bad, "~" + "0" * (len(pos) - 1), "~00"):
         r = http.get(g.url + "/v2/_catalog?n=5&last=" + last, timeout=30)
         assert r.status_code == 400, (last, r.text)
+
+
+# ---------------------------------------------------------------------------
+# Credentials a client sends in fields other than Authorization.
+
+def test_credential_fields_never_forwarded_or_logged(reg, start_gateway):
+    """Cookie, X-Registry-Auth (the docker engine API's credentials) and
+    Proxy-Authorization are a client's secrets: none reaches the upstream
+    (the wire tap, a test double that only relays, shows every byte the
+    gateway sent) nor the gateway's debug log; the pull works."""
+    tap = RecordingProxy(reg.host)
+    try:
+        g = start_gateway(gateway_config(
+            upstream(reg, default=True, url=tap.url),
+            log={"level": "debug"},
+            policy={"rules": [rule("all", ["pull"], ["**"])]}))
+        s = requests.Session()
+        s.trust_env = False
+        secrets = {"Cookie": "session=COOKIESECRET1",
+                   "X-Registry-Auth": "XREGAUTHSECRET2",
+                   "Proxy-Authorization": "Basic UFJPWFlTRUNSRVQz",
+                   "Authorization": "Basic QVVUSFNFQ1JFVDQ="}
+        for path in ("/v2/pub/app/manifests/v1",
+                     "/v2/pub/app/blobs/" + reg.layer,
+                     "/v2/pub/app/tags/list"):
+            r = s.get(g.url + path, headers=dict(
+                secrets, Accept="application/vnd.oci.image.manifest."
+                "v1+json"), timeout=15)
+            assert r.status_code == 200, (path, r.status_code)
+        wire = tap.sent()
+        log = g.log_text()
+        for token in ("COOKIESECRET1", "XREGAUTHSECRET2",
+                      "UFJPWFlTRUNSRVQz", "QVVUSFNFQ1JFVDQ"):
+            assert token.encode() not in wire, (token, wire[-2000:])
+            assert token not in log, token
+    finally:
+        tap.stop()
