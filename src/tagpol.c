@@ -3,10 +3,13 @@
  *
  * Immutable tags (the policy's immutable_tags rules, policy_immutable()):
  * a manifest PUT by tag that would move an existing immutable tag is
- * refused before the upstream sees it.  The gateway asks the upstream
- * first (a HEAD of the manifest by tag, through proxy.c's client-less
- * request) while it reads the pushed manifest into memory (bounded by
- * limits.manifest_bytes, which the framer enforces): a 404 lets the push
+ * refused before the upstream sees it.  The gateway reads the pushed
+ * manifest into memory (bounded by limits.manifest_bytes, which the
+ * framer enforces), then asks the upstream (a HEAD of the manifest by
+ * tag, through proxy.c's client-less request): only then, so that the
+ * answer is as fresh as can be when the PUT follows (a client holding
+ * its body back must not push on a 404 that someone else's push of the
+ * tag has made stale meanwhile).  A 404 lets the push
  * go on (a new tag); a 200 whose Docker-Content-Digest is the pushed
  * body's digest lets it go on too (the same manifest pushed again); any
  * other digest is a 403 DENIED naming the rule.  Every other answer, or
@@ -57,6 +60,7 @@ struct tagpol {
 static const struct proxy_ops tp_ops;
 static const struct req_stage_ops tp_stage_ops;
 static int	tp_sink(struct req *, struct evbuffer *, size_t);
+static void	tp_ask(struct tagpol *);
 
 /*
  * The digest of a buffer's bytes in the algorithm `like` names
@@ -270,7 +274,7 @@ tp_sink(struct req *req, struct evbuffer *in, size_t n)
 static void
 tp_body_end(struct req *req)
 {
-	tp_decide(req->stage_arg);
+	tp_ask(req->stage_arg);
 }
 
 /*
@@ -281,7 +285,6 @@ void
 tagpol_start(struct req *req)
 {
 	struct tagpol	*tp;
-	char		 logid[48];
 
 	if ((tp = calloc(1, sizeof(*tp))) == NULL ||
 	    (tp->body = evbuffer_new()) == NULL)
@@ -304,7 +307,18 @@ tagpol_start(struct req *req)
 			evbuffer_add_printf(conn_output(req->c),
 			    "HTTP/1.1 100 Continue\r\n\r\n");
 		conn_resume_read(req->c);
+		return;			/* tp_body_end() asks */
 	}
+	tp_ask(tp);
+}
+
+/* The pushed manifest is in: ask the upstream about the tag now. */
+static void
+tp_ask(struct tagpol *tp)
+{
+	struct req	*req = tp->req;
+	char		 logid[48];
+
 	snprintf(logid, sizeof(logid), "%llu.%u",
 	    (unsigned long long)req->c->id, req->seq);
 	tp->px = proxy_fetch_new(req->c->ctx, req->conf, req->up, HTTP_HEAD,

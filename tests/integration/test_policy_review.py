@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import json
 import re
+import socket
 import ssl
 import urllib.parse
 
@@ -22,6 +23,7 @@ import requests
 from lib.gateway import gateway_config, upstream
 from lib.lying_upstream import LyingUpstream
 from lib.recording_proxy import RecordingProxy
+from lib.util import wait_for
 from test_policy import (error_of, get, gw, pki, policy,  # noqa: F401
                          redis_mod, reg, session)
 from test_policy_push import push_tiny, rule, walk
@@ -227,3 +229,52 @@ def test_credential_fields_never_forwarded_or_logged(reg, start_gateway):
             assert token not in log, token
     finally:
         tap.stop()
+
+
+# ---------------------------------------------------------------------------
+# Immutable tags: the check and the PUT it lets on.
+
+def test_immutable_tag_check_not_stale_when_body_held(start_registry,
+                                                      start_gateway):
+    """The immutable check must be made once the pushed manifest is in,
+    not when its head came: a client that sends the head of a PUT to a
+    tag that does not exist yet and holds the body back must not move
+    the tag that someone else created meanwhile."""
+    reg = start_registry("imm")
+    http = requests.Session()
+    http.trust_env = False
+    ma, _ = push_tiny(http, reg, "apps/race", tag="a", seed="one")
+    mb, db = push_tiny(http, reg, "apps/race", tag="b", seed="two")
+    pol = {"rules": [rule("all", ["pull", "push"], ["**"])],
+           "immutable_tags": [{"id": "releases", "repositories": ["apps/**"],
+                               "tags": ["v*"]}]}
+    g = start_gateway(gateway_config(
+        upstream(reg, name="up1", prefix="up1", default=True), policy=pol,
+        log={"level": "debug"}))
+    sock = socket.create_connection(("127.0.0.1", g.port), timeout=15)
+    try:
+        sock.sendall((
+            "PUT /v2/apps/race/manifests/v9 HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
+                OCI_MANIFEST, len(ma))).encode())
+        # The gateway has the head: its check starts (before the fix its
+        # HEAD of v9 went out now and got a 404).
+        wait_for(lambda: "immutable_check repo=apps/race tag=v9" in
+                 g.log_text(), what="the check of the held PUT")
+        # Someone creates v9 meanwhile: a new immutable tag.
+        r = http.put(g.url + "/v2/apps/race/manifests/v9", data=mb,
+                     headers={"Content-Type": OCI_MANIFEST}, timeout=15)
+        assert r.status_code == 201, r.text
+        sock.sendall(ma)
+        resp = b""
+        while b"\r\n\r\n" not in resp:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            resp += chunk
+    finally:
+        sock.close()
+    assert resp.startswith(b"HTTP/1.1 403 "), resp[:300]
+    r = http.get(reg.url + "/v2/apps/race/manifests/v9",
+                 headers={"Accept": OCI_MANIFEST}, timeout=15)
+    assert r.headers["Docker-Content-Digest"] == db
