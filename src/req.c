@@ -786,7 +786,10 @@ req_dispatch(struct req *req)
 	 * Rate limiting runs here, as one more stage before UPSTREAM, once
 	 * it exists.
 	 */
-	/* An immutable tag is checked with the upstream before a push. */
+	/*
+	 * A manifest pushed by tag is read whole first: a blocked digest is
+	 * refused, an immutable tag checked with the upstream (tagpol.c).
+	 */
 	if (tagpol_wants(req)) {
 		tagpol_start(req);
 		return;

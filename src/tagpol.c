@@ -20,7 +20,9 @@
  * req_stage_next(), with req->tag_checked set so it runs once.
  *
  * Blocked digests reached through a tag: a request by digest is refused
- * by the policy gate before anything is fetched; a pull by tag learns its
+ * by the policy gate before anything is fetched; a manifest pushed by tag
+ * is read whole (as for an immutable tag) and refused when its bytes'
+ * digest is blocked; a pull by tag learns its
  * digest only from the upstream's answer or the cache's tag record, so
  * the relay (proxy_relay.c) and the cache (cache_serve.c) ask
  * tagpol_blocked() before the head goes to the client.
@@ -141,17 +143,31 @@ tagpol_blocked(struct req *req, const char *digest)
 	return (1);
 }
 
-/* Whether a routed request is a manifest PUT to an immutable tag. */
+/*
+ * Whether a routed request is a manifest PUT by tag not yet checked.  By
+ * digest the policy gate checked the blocklist; by tag the digest is the
+ * body's, so the body is read and its digest checked (a push of a
+ * blocked manifest is refused however it is named), then, for an
+ * immutable tag, the upstream is asked.
+ */
 int
 tagpol_wants(struct req *req)
 {
-	const char	*rule;
+	return (req->route.ep == OCI_EP_MANIFEST &&
+	    req->msg->method == HTTP_PUT && !req->route.ref_digest &&
+	    !req->tag_checked);
+}
 
-	if (req->route.ep != OCI_EP_MANIFEST || req->msg->method != HTTP_PUT ||
-	    req->route.ref_digest || req->tag_checked)
-		return (0);
-	return (policy_immutable(req->conf->policy, req->up->name,
-	    req->upname, req->route.ref, &rule));
+/* The check passed: the push goes on with the body read. */
+static void
+tp_pass(struct tagpol *tp)
+{
+	struct req	*req = tp->req;
+
+	req->tag_checked = 1;
+	req->body_read = tp->body;
+	tp->body = NULL;
+	req_stage_next(req);		/* retires tp */
 }
 
 /* The reaper's half of tp_free(). */
@@ -232,10 +248,7 @@ tp_decide(struct tagpol *tp)
 		return;
 	}
 	/* A new tag, or the same manifest again: the push goes on. */
-	req->tag_checked = 1;
-	req->body_read = tp->body;
-	tp->body = NULL;
-	req_stage_next(req);		/* retires tp */
+	tp_pass(tp);
 }
 
 /* --- the pushed manifest, read whole (req->body_sink...) --- */
@@ -290,14 +303,16 @@ tagpol_start(struct req *req)
 	    (tp->body = evbuffer_new()) == NULL)
 		fatal("tagpol");
 	tp->req = req;
-	policy_immutable(req->conf->policy, req->up->name, req->upname,
-	    req->route.ref, &tp->rule);
+	if (!policy_immutable(req->conf->policy, req->up->name, req->upname,
+	    req->route.ref, &tp->rule))
+		tp->rule = NULL;
 	headers_init(&tp->fwd);
 	headers_add(&tp->fwd, "Accept", 6, tp_accept, sizeof(tp_accept) - 1);
 	req_stage_set(req, &tp_stage_ops, tp);
-	log_debug("%llu.%u policy immutable_check repo=%s tag=%s rule=%s",
-	    (unsigned long long)req->c->id, req->seq, req->upname,
-	    req->route.ref, tp->rule);
+	if (tp->rule != NULL)
+		log_debug("%llu.%u policy immutable_check repo=%s tag=%s "
+		    "rule=%s", (unsigned long long)req->c->id, req->seq,
+		    req->upname, req->route.ref, tp->rule);
 	if (!req->body_done) {
 		req->body_sink = tp_sink;
 		req->body_sink_data = tp_sink_data;
@@ -312,13 +327,28 @@ tagpol_start(struct req *req)
 	tp_ask(tp);
 }
 
-/* The pushed manifest is in: ask the upstream about the tag now. */
+/*
+ * The pushed manifest is in: refuse it when its digest is blocked, else
+ * let it on, or for an immutable tag ask the upstream about the tag now.
+ */
 static void
 tp_ask(struct tagpol *tp)
 {
 	struct req	*req = tp->req;
-	char		 logid[48];
+	char		 logid[48], digest[TP_DIGEST_MAX];
+	const char	*id;
 
+	if (tagpol_digest(NULL, tp->body, digest, sizeof(digest)) == 0 &&
+	    policy_blocked(req->conf->policy, digest, &id)) {
+		req->decision = "deny";
+		req->rule = id;
+		req_fail(req, ERR_DENIED, "digest is blocked");
+		return;
+	}
+	if (tp->rule == NULL) {
+		tp_pass(tp);
+		return;
+	}
 	snprintf(logid, sizeof(logid), "%llu.%u",
 	    (unsigned long long)req->c->id, req->seq);
 	tp->px = proxy_fetch_new(req->c->ctx, req->conf, req->up, HTTP_HEAD,

@@ -278,3 +278,37 @@ def test_immutable_tag_check_not_stale_when_body_held(start_registry,
     r = http.get(reg.url + "/v2/apps/race/manifests/v9",
                  headers={"Accept": OCI_MANIFEST}, timeout=15)
     assert r.headers["Docker-Content-Digest"] == db
+
+
+def test_blocked_manifest_pushed_by_tag(start_registry, start_gateway):
+    """A PUT by digest of a blocked manifest is refused; the same bytes
+    pushed by tag (as docker push and skopeo do) must be refused too, and
+    never reach the upstream; another manifest pushed by tag still goes."""
+    reg = start_registry("blk")
+    http = requests.Session()
+    http.trust_env = False
+    bad, bad_d = push_tiny(http, reg, "src/app", tag="x", seed="bad")
+    good, good_d = push_tiny(http, reg, "src/app", tag="y", seed="good")
+    # The blobs they name, in the target repository too.
+    push_tiny(http, reg, "dst/app", tag="x", seed="bad")
+    push_tiny(http, reg, "dst/app", tag="y", seed="good")
+    pol = {"rules": [rule("all", ["pull", "push"], ["**"])],
+           "blocked_digests": [{"digest": bad_d, "reason": "test"}]}
+    g = start_gateway(gateway_config(
+        upstream(reg, name="up1", prefix="up1", default=True), policy=pol))
+    mark = reg.mark()
+    hdrs = {"Content-Type": OCI_MANIFEST}
+    r = http.put(g.url + "/v2/dst/app/manifests/" + bad_d, data=bad,
+                 headers=hdrs, timeout=15)
+    assert r.status_code == 403, r.text
+    for body in (bad, iter([bad[:9], bad[9:]])):
+        r = http.put(g.url + "/v2/dst/app/manifests/t1", data=body,
+                     headers=hdrs, timeout=15)
+        assert r.status_code == 403, r.text
+        assert error_of(r)["code"] == "DENIED"
+    assert not [e for e in reg.access_log(since=mark)
+                if e["method"] == "PUT"]
+    r = http.put(g.url + "/v2/dst/app/manifests/t2", data=good,
+                 headers=hdrs, timeout=15)
+    assert r.status_code == 201, r.text
+    assert r.headers["Docker-Content-Digest"] == good_d
