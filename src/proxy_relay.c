@@ -361,14 +361,14 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	else
 		framing = RESP_CHUNKED;
 	/*
-	 * A manifest pulled by tag: a blocked digest is refused before the
-	 * head goes out (tagpol.c).  The upstream's Docker-Content-Digest is
-	 * only what it says: a GET's body (bounded above) is held and the
-	 * digest of its bytes decides too, so that a manifest sent under
-	 * another name (or none) is refused all the same.
+	 * A manifest pulled: a blocked digest is refused before the head
+	 * goes out (tagpol.c).  The upstream's Docker-Content-Digest, and
+	 * the digest a request names, are only what the upstream says it
+	 * sends: a GET's body (bounded above) is held and the digest of its
+	 * bytes decides too, so that a manifest sent under another name (or
+	 * none) is refused all the same.
 	 */
-	if (req->route.ep == OCI_EP_MANIFEST && !req->route.ref_digest &&
-	    st >= 200 && st < 300) {
+	if (req->route.ep == OCI_EP_MANIFEST && st >= 200 && st < 300) {
 		if ((dcd = headers_get(&rm->hdrs, "Docker-Content-Digest")) !=
 		    NULL && tagpol_blocked(req, dcd)) {	/* retires px */
 			headers_clear(&out);

@@ -114,10 +114,11 @@ def manifest_doc(n):
 
 
 def test_blocked_manifest_under_another_digest_header(liar, start_gateway):
-    """A manifest GET by tag through the proxy: the upstream sends the
-    blocked manifest's bytes but names a harmless digest, the blocked one
-    in upper case, or none in Docker-Content-Digest.  The bytes decide:
-    403 DENIED, and the blocked manifest never reaches the client."""
+    """A manifest GET through the proxy: the upstream sends the blocked
+    manifest's bytes but names a harmless digest, the blocked one in
+    upper case, or none in Docker-Content-Digest, or answers a GET by a
+    harmless digest with them.  The bytes decide: 403 DENIED, and the
+    blocked manifest never reaches the client."""
     bad = manifest_doc(1)
     good = manifest_doc(2)
     bad_d = "sha256:" + hashlib.sha256(bad).hexdigest()
@@ -130,6 +131,11 @@ def test_blocked_manifest_under_another_digest_header(liar, start_gateway):
         if said is not None:
             fields.append(("Docker-Content-Digest", said))
         liar.canned("GET", "/v2/app/manifests/" + tag, 200, fields, bad)
+    # By a harmless digest, answered with the blocked bytes.
+    liar.canned("GET", "/v2/app/manifests/" + good_d, 200, [
+        ("Content-Type", OCI_MANIFEST), ("Content-Length", str(len(bad))),
+        ("Docker-Content-Digest", good_d)], bad)
+    tags[good_d] = good_d
     liar.canned("GET", "/v2/app/manifests/ok", 200, [
         ("Content-Type", OCI_MANIFEST), ("Content-Length", str(len(good))),
         ("Docker-Content-Digest", good_d)], good)
