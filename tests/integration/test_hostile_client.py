@@ -654,7 +654,10 @@ def test_linger_timeout_zero_closes_at_once(reg, start_gateway):
 
 def test_chunked_manifest_over_limit_is_cut_off(liar):
     # A real registry always sends a manifest's Content-Length; only the
-    # double sends one chunked, so the limit can only bite mid-body.
+    # double sends one chunked, so the limit can only bite mid-body.  The
+    # gateway holds a manifest GET's body until it has checked the digest
+    # of its bytes against the blocklist (proxy_relay.c), so the client
+    # gets a clean 502 and no byte of the manifest.
     up, gw = liar
     body = b'{"schemaVersion":2,"pad":"' + b"p" * (4 * MANIFEST_LIMIT) + \
         b'"}'
@@ -668,8 +671,7 @@ def test_chunked_manifest_over_limit_is_cut_off(liar):
     with rawhttp.RawConn("127.0.0.1", gw.port, timeout=TIMEOUT) as c:
         c.send(rawhttp.build("GET", "/v2/app/manifests/big",
                              [("Accept", OCI_MANIFEST)], host=gw.host))
-        with pytest.raises(rawhttp.PeerClosed) as e:
-            c.read_response()
-        # Never more than the limit (plus chunk framing) reached us.
-        assert len(e.value.partial) < MANIFEST_LIMIT + 16384
+        r = c.read_response()
+        assert r.status == 502, r
+        assert b"too large" in r.body and b"ppp" not in r.body
     assert_serves(gw)
