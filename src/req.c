@@ -159,6 +159,7 @@ req_free(struct req *req)
 	req->retired = 1;
 	c = req->c;
 	req_stage_end(req);
+	tagpol_req_done(req);		/* an immutable tag it held */
 	if (req->up != NULL)
 		snprintf(up, sizeof(up), "%s", req->up->name);
 	else

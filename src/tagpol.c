@@ -59,10 +59,68 @@ struct tagpol {
 	struct reap_node	 reap;
 };
 
+/*
+ * The pushes of immutable tags from their check to their end.  The check
+ * and the PUT are two upstream requests: two pushes of one new tag
+ * checked before either landed would both see 404, and the second would
+ * move the tag.  So a push whose tag has another push in flight here is
+ * refused (503, to be retried: its check then sees the tag).  Other
+ * gateways sharing the upstream are not seen (README).
+ */
+struct tp_inflight {
+	TAILQ_ENTRY(tp_inflight) entry;
+	const struct req	*req;
+	char			*key;	/* upstream, repository, tag */
+};
+static TAILQ_HEAD(, tp_inflight) tp_inflight =
+    TAILQ_HEAD_INITIALIZER(tp_inflight);
+
 static const struct proxy_ops tp_ops;
 static const struct req_stage_ops tp_stage_ops;
 static int	tp_sink(struct req *, struct evbuffer *, size_t);
 static void	tp_ask(struct tagpol *);
+
+/* Take the tag for this push: 0, or -1 when another push holds it. */
+static int
+tp_inflight_take(struct req *req)
+{
+	struct tp_inflight	*f;
+	char			*key;
+
+	if (asprintf(&key, "%s\n%s\n%s", req->up->name, req->upname,
+	    req->route.ref) == -1)
+		fatal("asprintf");
+	TAILQ_FOREACH(f, &tp_inflight, entry) {
+		if (strcmp(f->key, key) == 0) {
+			free(key);
+			return (-1);
+		}
+	}
+	if ((f = calloc(1, sizeof(*f))) == NULL)
+		fatal("calloc");
+	f->req = req;
+	f->key = key;
+	TAILQ_INSERT_TAIL(&tp_inflight, f, entry);
+	return (0);
+}
+
+/* A request ended (req_free): a tag its push held is free again. */
+void
+tagpol_req_done(struct req *req)
+{
+	struct tp_inflight	*f;
+
+	if (req->route.ep != OCI_EP_MANIFEST || req->msg->method != HTTP_PUT)
+		return;
+	TAILQ_FOREACH(f, &tp_inflight, entry) {
+		if (f->req == req) {
+			TAILQ_REMOVE(&tp_inflight, f, entry);
+			free(f->key);
+			free(f);
+			return;
+		}
+	}
+}
 
 /*
  * The digest of a buffer's bytes in the algorithm `like` names
@@ -335,7 +393,8 @@ static void
 tp_ask(struct tagpol *tp)
 {
 	struct req	*req = tp->req;
-	char		 logid[48], digest[TP_DIGEST_MAX];
+	struct headers	 h;
+	char		 logid[48], digest[TP_DIGEST_MAX], detail[600];
 	const char	*id;
 
 	if (tagpol_digest(NULL, tp->body, digest, sizeof(digest)) == 0 &&
@@ -347,6 +406,16 @@ tp_ask(struct tagpol *tp)
 	}
 	if (tp->rule == NULL) {
 		tp_pass(tp);
+		return;
+	}
+	if (tp_inflight_take(req) == -1) {
+		headers_init(&h);
+		headers_add(&h, "Retry-After", 11, "1", 1);
+		snprintf(detail, sizeof(detail), "another push of immutable "
+		    "tag %s of %s is in progress", req->route.ref,
+		    req->route.name);
+		req_fail_with(req, ERR_UNAVAILABLE, detail, &h);
+		headers_clear(&h);
 		return;
 	}
 	snprintf(logid, sizeof(logid), "%llu.%u",

@@ -12,9 +12,12 @@ with the openssl command line (test_policy.py's PKI)."""
 import hashlib
 import http.client
 import json
+import os
 import re
+import signal
 import socket
 import ssl
+import threading
 import urllib.parse
 
 import pytest
@@ -318,3 +321,83 @@ def test_blocked_manifest_pushed_by_tag(start_registry, start_gateway):
                  headers=hdrs, timeout=15)
     assert r.status_code == 201, r.text
     assert r.headers["Docker-Content-Digest"] == good_d
+
+
+def push_tiny_token(http, reg, repo, tag, seed):
+    """push_tiny straight to a token-protected registry (its own issuer's
+    token), so that the gateway holds no push token for `repo`."""
+    class Authed:
+        url = reg.url
+    s = requests.Session()
+    s.trust_env = False
+    s.headers.update(reg._headers(repo, "pull,push"))
+    return push_tiny(s, Authed, repo, tag=tag, seed=seed)
+
+
+def test_immutable_tag_pushes_in_flight_are_serialised(start_registry,
+                                                       start_gateway,
+                                                       tmp_path):
+    """Two PUTs to a new immutable tag at once: each HEAD says 404 before
+    either PUT lands (here the upstream's token issuer is held stopped
+    while both are checked, so neither PUT can go on), and both would
+    create the tag, the second moving it.  At most one may succeed."""
+    reg = start_registry("immrace", auth="token")
+    creds = tmp_path / "creds"
+    creds.write_text("%s:%s\n" % (reg.issuer.username, reg.issuer.password))
+    creds.chmod(0o600)
+    http = requests.Session()
+    http.trust_env = False
+    ma, da = push_tiny_token(http, reg, "apps/race", "a", "one")
+    mb, db = push_tiny_token(http, reg, "apps/race", "b", "two")
+    pol = {"rules": [rule("all", ["pull", "push"], ["**"])],
+           "immutable_tags": [{"id": "releases", "repositories": ["apps/**"],
+                               "tags": ["v*"]}]}
+    g = start_gateway(gateway_config(
+        upstream(reg, name="up1", prefix="up1", default=True,
+                 credentials_file=creds,
+                 auth_hosts=["127.0.0.1:%d" % reg.issuer.port]),
+        policy=pol))
+    # The gateway's pull token for apps/race, cached: the checks' HEADs
+    # need no issuer; the PUTs need a push token, which they wait for.
+    r = http.get(g.url + "/v2/apps/race/manifests/a",
+                 headers={"Accept": OCI_MANIFEST}, timeout=15)
+    assert r.status_code == 200, r.text
+    mark = reg.mark()
+    results = {}
+
+    def put(name, body):
+        try:
+            results[name] = requests.put(
+                g.url + "/v2/apps/race/manifests/v9", data=body,
+                headers={"Content-Type": OCI_MANIFEST}, timeout=30)
+        except Exception as e:  # noqa: BLE001 - reported below
+            results[name] = e
+
+    os.kill(reg.issuer.pid, signal.SIGSTOP)
+    threads = [threading.Thread(target=put, args=("A", ma)),
+               threading.Thread(target=put, args=("B", mb))]
+    try:
+        threads[0].start()
+        wait_for(lambda: [e for e in reg.access_log(since=mark)
+                          if e["method"] == "HEAD"], what="A's check")
+        threads[1].start()
+        # B's check: its HEAD (before the fix), or its answer.
+        wait_for(lambda: len([e for e in reg.access_log(since=mark)
+                              if e["method"] == "HEAD"]) >= 2 or
+                 "B" in results, what="B's check")
+    finally:
+        os.kill(reg.issuer.pid, signal.SIGCONT)
+        for t in threads:
+            t.join(60)
+    codes = sorted(r.status_code for r in results.values())
+    assert codes.count(201) <= 1, (codes, [r.text for r in
+                                           results.values()])
+    # The one checked while the other was in flight: 503, to retry.
+    assert codes == [201, 503], codes
+    late = [r for r in results.values() if r.status_code == 503][0]
+    assert late.headers["Retry-After"] == "1"
+    assert "in progress" in error_of(late)["detail"]
+    tagged = reg.get_manifest("apps/race", "v9").headers[
+        "Docker-Content-Digest"]
+    winner = [n for n, r in results.items() if r.status_code == 201]
+    assert tagged == {"A": da, "B": db}[winner[0]]
