@@ -1,13 +1,25 @@
-"""Attacker review of the policy gate (issue 8): requests that the gate
-and the upstream read differently.  docker-registry (a Go net/http server)
-takes an upload's `mount`, `from` and `digest` with Request.FormValue,
-which also reads a form body (application/x-www-form-urlencoded or
-multipart/form-data) and drops query pairs it cannot decode; the gate
-must never check one value while the upstream acts on another.
+"""Attacker review of the policy gate (issue 8), one test per hole found:
 
-Real parts only: docker-registry upstreams (their access logs and
-storage show what reached them), skopeo to seed them, certificates made
-with the openssl command line (test_policy.py's PKI)."""
+- requests the gate and the upstream read differently: docker-registry
+  (a Go net/http server) takes an upload's `mount`, `from` and `digest`
+  with Request.FormValue, which also reads a form body and drops query
+  pairs it cannot decode;
+- a hostile upstream naming another digest than the manifest it sends;
+- a _catalog Link naming a repository the caller may not pull;
+- client credentials other than Authorization (Cookie, X-Registry-Auth)
+  forwarded upstream;
+- immutable tags moved by a PUT that held its body back, or by two
+  pushes of a new tag at once;
+- a blocked manifest pushed by tag.
+
+Real parts: docker-registry upstreams (their access logs and storage
+show what reached them; one with its token issuer, which a test stops
+with SIGSTOP to hold two pushes at the same point), certificates made
+with the openssl command line (test_policy.py's PKI).  TEST DOUBLES, for
+misbehaving or observing peers only: LyingUpstream (lib/lying_upstream,
+an upstream that lies about a manifest's digest) and RecordingProxy
+(lib/recording_proxy, a wire tap that only relays and records what the
+gateway sent upstream)."""
 
 import hashlib
 import http.client
@@ -27,8 +39,8 @@ from lib.gateway import gateway_config, upstream
 from lib.lying_upstream import LyingUpstream
 from lib.recording_proxy import RecordingProxy
 from lib.util import wait_for
-from test_policy import (error_of, get, gw, pki, policy,  # noqa: F401
-                         redis_mod, reg, session)
+# Fixtures (gw, pki, redis_mod, reg) are found by name.
+from test_policy import error_of, gw, pki, redis_mod, reg  # noqa: F401
 from test_policy_push import push_tiny, rule, walk
 
 
