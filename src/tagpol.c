@@ -110,8 +110,7 @@ tagpol_req_done(struct req *req)
 {
 	struct tp_inflight	*f;
 
-	if (req->route.ep != OCI_EP_MANIFEST || req->msg->method != HTTP_PUT)
-		return;
+	/* By the request alone: its message may be the next one by now. */
 	TAILQ_FOREACH(f, &tp_inflight, entry) {
 		if (f->req == req) {
 			TAILQ_REMOVE(&tp_inflight, f, entry);
