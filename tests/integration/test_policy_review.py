@@ -413,3 +413,9 @@ def test_immutable_tag_pushes_in_flight_are_serialised(start_registry,
         "Docker-Content-Digest"]
     winner = [n for n, r in results.items() if r.status_code == 201]
     assert tagged == {"A": da, "B": db}[winner[0]]
+    # The tag is free again: the retry is checked, and refused as a move.
+    loser = {"A": ma, "B": mb}["B" if winner[0] == "A" else "A"]
+    r = http.put(g.url + "/v2/apps/race/manifests/v9", data=loser,
+                 headers={"Content-Type": OCI_MANIFEST}, timeout=30)
+    assert r.status_code == 403, r.text
+    assert error_of(r)["message"] == "manifest tag is immutable"
