@@ -33,6 +33,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "portcullis.h"
 #include "policy.h"
@@ -62,8 +63,11 @@ authz_action(const struct req *req)
 		return (POL_PUSH);
 	case OCI_EP_CATALOG:
 		return (POL_CATALOG);
+	case OCI_EP_BASE:
+		return (-1);	/* answered by authz_base() */
 	default:
-		return (-1);
+		/* An endpoint not named here is closed until it is. */
+		return (POL_ADMIN);
 	}
 }
 
@@ -170,6 +174,47 @@ authz_names_plain(const char *q)
 }
 
 /*
+ * Whether an upload request carries a form body.  A Go registry
+ * (distribution's Request.FormValue) reads its mount, from and digest
+ * parameters from such a body as well as from the query, the body's
+ * first: a mount source or a blocked digest in it would never be seen by
+ * the checks here, which read the query.  No client sends a blob as a
+ * form, so one is refused.  The media type is compared as Go's mime
+ * package reads it: case aside, blanks around it, parameters after ';'.
+ */
+static int
+authz_form_body(const struct req *req)
+{
+	static const char *const	 forms[] = {
+		"application/x-www-form-urlencoded", "multipart/"
+	};
+	const struct headers		*h = &req->msg->hdrs;
+	const char			*v;
+	size_t				 i, k, n, len;
+
+	if (!req->has_body)
+		return (0);
+	for (i = 0; i < h->n; i++) {
+		if (strcasecmp(h->v[i].name, "Content-Type") != 0)
+			continue;
+		v = h->v[i].value;
+		len = h->v[i].vlen;
+		while (len > 0 && (*v == ' ' || *v == '\t')) {
+			v++;
+			len--;
+		}
+		for (k = 0; k < sizeof(forms) / sizeof(forms[0]); k++) {
+			n = strlen(forms[k]);
+			if (len >= n && strncasecmp(v, forms[k], n) == 0 &&
+			    (forms[k][n - 1] == '/' || len == n ||
+			    strchr(" \t;", v[n]) != NULL))
+				return (1);
+		}
+	}
+	return (0);
+}
+
+/*
  * The upstream's name of a mount's `from` repository, the way
  * proxy_relay.c maps it: the routing prefix must be the target's (a
  * mount works within one upstream only; proxy_relay.c drops any other
@@ -267,6 +312,12 @@ authz_request(struct req *req)
 	    req->route.ep == OCI_EP_UPLOAD) && !authz_names_plain(req->query)) {
 		req_fail(req, ERR_BAD_REQUEST, "percent-encoded query "
 		    "parameter name");
+		return (-1);
+	}
+	if ((req->route.ep == OCI_EP_UPLOAD_START ||
+	    req->route.ep == OCI_EP_UPLOAD) && authz_form_body(req)) {
+		req_fail(req, ERR_BAD_REQUEST, "an upload's body is not a "
+		    "form");
 		return (-1);
 	}
 	repo = a == POL_CATALOG ? NULL : req->upname;

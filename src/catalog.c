@@ -18,7 +18,8 @@
  * (n names) in memory, at most limits.catalog_pages upstream pages per
  * request; at that bound the names found so far are answered with a Link
  * from the last name scanned, so the client continues where the scan
- * stopped.
+ * stopped.  That name may be one the caller may not pull: the Link
+ * carries it sealed (cat_seal), never in clear.
  *
  * The catalog is the request's UPSTREAM stage (cat_stage_ops); its fetch
  * is a client-less proxy (proxy_fetch_path), retired with the stage.
@@ -27,6 +28,7 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include "policy.h"
 #include "portcullis.h"
@@ -51,6 +53,108 @@ struct catalog {
 static const struct proxy_ops cat_ops;
 static const struct req_stage_ops cat_stage_ops;
 static void	cat_fetch(struct catalog *);
+
+/*
+ * A sealed scan position: CAT_SEAL_MARK, then in hex a nonce, the name
+ * NUL-padded to OCI_NAME_MAX bytes encrypted with AES-256-GCM under a
+ * key of this process, and the tag.  The mark is no name's first byte,
+ * so a `last` is either a name or a sealed position; the padding hides
+ * the name's length; the tag keeps a client from making one up.  One
+ * from before a restart no longer opens (400: the client starts over).
+ */
+#define CAT_SEAL_MARK	'~'
+#define CAT_NONCE	12
+#define CAT_TAG		16
+#define CAT_SEAL_RAW	(CAT_NONCE + OCI_NAME_MAX + CAT_TAG)
+#define CAT_SEALED_LEN	(1 + 2 * CAT_SEAL_RAW)
+
+static unsigned char	cat_key[32];
+static int		cat_keyed;
+
+/* Seal a name into out (CAT_SEALED_LEN + 1 bytes).  0 or -1. */
+static int
+cat_seal(const char *name, char *out, size_t len)
+{
+	static const char	 hex[] = "0123456789abcdef";
+	unsigned char		 pt[OCI_NAME_MAX], raw[CAT_SEAL_RAW];
+	EVP_CIPHER_CTX		*cx;
+	size_t			 i, nlen = strlen(name);
+	int			 n, ok;
+
+	if (len < CAT_SEALED_LEN + 1 || nlen > OCI_NAME_MAX)
+		return (-1);
+	if (!cat_keyed) {
+		arc4random_buf(cat_key, sizeof(cat_key));
+		cat_keyed = 1;
+	}
+	memset(pt, 0, sizeof(pt));
+	memcpy(pt, name, nlen);
+	arc4random_buf(raw, CAT_NONCE);
+	if ((cx = EVP_CIPHER_CTX_new()) == NULL)
+		fatal("EVP_CIPHER_CTX_new");
+	ok = EVP_EncryptInit_ex(cx, EVP_aes_256_gcm(), NULL, cat_key,
+	    raw) == 1 && EVP_EncryptUpdate(cx, raw + CAT_NONCE, &n, pt,
+	    sizeof(pt)) == 1 && n == OCI_NAME_MAX &&
+	    EVP_EncryptFinal_ex(cx, raw + CAT_NONCE + n, &n) == 1 &&
+	    EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_GCM_GET_TAG, CAT_TAG,
+	    raw + CAT_NONCE + OCI_NAME_MAX) == 1;
+	EVP_CIPHER_CTX_free(cx);
+	if (!ok)
+		return (-1);
+	out[0] = CAT_SEAL_MARK;
+	for (i = 0; i < CAT_SEAL_RAW; i++) {
+		out[1 + 2 * i] = hex[raw[i] >> 4];
+		out[2 + 2 * i] = hex[raw[i] & 0xf];
+	}
+	out[CAT_SEALED_LEN] = '\0';
+	return (0);
+}
+
+static int
+cat_hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return (c - '0');
+	if (c >= 'a' && c <= 'f')
+		return (c - 'a' + 10);
+	return (-1);
+}
+
+/* Open a sealed position into name (OCI_NAME_MAX + 1 bytes).  0 or -1. */
+static int
+cat_unseal(const char *s, char *name)
+{
+	unsigned char	 raw[CAT_SEAL_RAW], pt[OCI_NAME_MAX];
+	EVP_CIPHER_CTX	*cx;
+	size_t		 i, nlen;
+	int		 hi, lo, n, ok;
+
+	if (!cat_keyed || strlen(s) != CAT_SEALED_LEN || s[0] != CAT_SEAL_MARK)
+		return (-1);
+	for (i = 0; i < CAT_SEAL_RAW; i++) {
+		if ((hi = cat_hexval((unsigned char)s[1 + 2 * i])) == -1 ||
+		    (lo = cat_hexval((unsigned char)s[2 + 2 * i])) == -1)
+			return (-1);
+		raw[i] = hi << 4 | lo;
+	}
+	if ((cx = EVP_CIPHER_CTX_new()) == NULL)
+		fatal("EVP_CIPHER_CTX_new");
+	ok = EVP_DecryptInit_ex(cx, EVP_aes_256_gcm(), NULL, cat_key,
+	    raw) == 1 && EVP_DecryptUpdate(cx, pt, &n, raw + CAT_NONCE,
+	    OCI_NAME_MAX) == 1 && n == OCI_NAME_MAX &&
+	    EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_GCM_SET_TAG, CAT_TAG,
+	    raw + CAT_NONCE + OCI_NAME_MAX) == 1 &&
+	    EVP_DecryptFinal_ex(cx, pt + n, &n) == 1;
+	EVP_CIPHER_CTX_free(cx);
+	if (!ok)
+		return (-1);
+	nlen = strnlen((char *)pt, sizeof(pt));
+	if (!router_valid_name((char *)pt, nlen))
+		return (-1);
+	memcpy(name, pt, nlen);
+	name[nlen] = '\0';
+	return (0);
+}
 
 /* The reaper's half of cat_free(). */
 static void
@@ -120,17 +224,29 @@ cat_allowed(struct req *req, const char *name)
 	    req->up->name, name, POL_PULL, &res));
 }
 
-/* Answer with the names found; `next` non-NULL adds the Link from it. */
+/*
+ * Answer with the names found; `next` non-NULL adds the Link from it,
+ * sealed (cat_seal) unless it is the last name answered.
+ */
 static void
 cat_answer(struct catalog *cat, const char *next)
 {
 	struct req	*req = cat->req;
 	struct headers	 h;
-	char		 enc[OCI_NAME_MAX * 3 + 1], ns[600], link[1200];
+	char		 enc[OCI_NAME_MAX * 3 + 1], ns[600], link[1400];
+	char		 sealed[CAT_SEALED_LEN + 1];
 	const char	*body;
 	int		 n;
 
 	headers_init(&h);
+	if (next != NULL && strcmp(next, cat->last_out) != 0) {
+		if (cat_seal(next, sealed, sizeof(sealed)) == -1) {
+			headers_clear(&h);
+			req_fail(req, ERR_INTERNAL, "catalog position");
+			return;
+		}
+		next = sealed;
+	}
 	if (next != NULL && url_pct_encode(next, enc, sizeof(enc)) >= 0) {
 		ns[0] = '\0';
 		/* Keep ns= routing: the next page is of the same upstream. */
@@ -293,7 +409,7 @@ void
 catalog_start(struct req *req)
 {
 	struct catalog	*cat;
-	char		 last[OCI_NAME_MAX + 1];
+	char		 last[CAT_SEALED_LEN + 1];
 
 	if ((cat = calloc(1, sizeof(*cat))) == NULL ||
 	    (cat->page = evbuffer_new()) == NULL ||
@@ -309,7 +425,13 @@ catalog_start(struct req *req)
 	}
 	if (req->query != NULL && url_query_get(req->query,
 	    strlen(req->query), "last", last, sizeof(last)) == 0 &&
-	    last[0] != '\0') {
+	    last[0] == CAT_SEAL_MARK) {
+		if (cat_unseal(last, cat->cursor) == -1) {
+			req_fail(req, ERR_BAD_REQUEST, "last is no position "
+			    "this gateway gave");
+			return;
+		}
+	} else if (req->query != NULL && last[0] != '\0') {
 		if (!router_valid_name(last, strlen(last))) {
 			req_fail(req, ERR_BAD_REQUEST, "last must be a "
 			    "repository name");

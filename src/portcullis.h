@@ -415,6 +415,7 @@ void		 catalog_start(struct req *);
 /* tagpol.c: immutable tags, blocked digests reached through a tag. */
 int		 tagpol_wants(struct req *);
 void		 tagpol_start(struct req *);
+void		 tagpol_req_done(struct req *);
 int		 tagpol_blocked(struct req *, const char *);
 int		 tagpol_digest(const char *, struct evbuffer *, char *, size_t);
 

@@ -527,14 +527,18 @@ px_connect(struct proxy *px)
 
 /*
  * Client request fields that never go upstream as they are: hop-by-hop
- * ones, and those px_send() writes itself (Host, Authorization, framing,
- * Expect, which this hop answers).
+ * ones, those px_send() writes itself (Host, Authorization, framing,
+ * Expect, which this hop answers), and the client's other credentials
+ * (its cookies; the docker engine API's X-Registry-Auth and
+ * X-Registry-Config, which hold registry logins), which are the
+ * client's and never the gateway's to pass on.
  */
 static int
 px_skip_request_header(const struct headers *fwd, const char *name)
 {
 	static const char *const own[] = { "Host", "Authorization",
-	    "Content-Length", "Expect" };
+	    "Content-Length", "Expect", "Cookie", "X-Registry-Auth",
+	    "X-Registry-Config" };
 	size_t	i;
 
 	if (headers_hop_by_hop(name))

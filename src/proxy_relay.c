@@ -362,20 +362,21 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	else
 		framing = RESP_CHUNKED;
 	/*
-	 * A manifest pulled by tag: a blocked digest is refused before the
-	 * head goes out (tagpol.c).  Without the upstream's digest, a GET's
-	 * body (bounded above) is held and its digest computed first; with
-	 * no digest blocked there is nothing to compute, and it streams.
+	 * A manifest pulled: a blocked digest is refused before the head
+	 * goes out (tagpol.c).  The upstream's Docker-Content-Digest, and
+	 * the digest a request names, are only what the upstream says it
+	 * sends: a GET's body (bounded above) is held and the digest of its
+	 * bytes decides too, so that a manifest sent under another name (or
+	 * none) is refused all the same.  With no digest blocked there is
+	 * nothing to check, and it streams.
 	 */
-	if (req->route.ep == OCI_EP_MANIFEST && !req->route.ref_digest &&
-	    st >= 200 && st < 300) {
+	if (req->route.ep == OCI_EP_MANIFEST && st >= 200 && st < 300) {
 		if ((dcd = headers_get(&rm->hdrs, "Docker-Content-Digest")) !=
-		    NULL) {
-			if (tagpol_blocked(req, dcd)) {	/* retires px */
-				headers_clear(&out);
-				return (-1);
-			}
-		} else if (m == HTTP_GET &&
+		    NULL && tagpol_blocked(req, dcd)) {	/* retires px */
+			headers_clear(&out);
+			return (-1);
+		}
+		if (m == HTTP_GET &&
 		    policy_nblocked(req->conf->policy) > 0) {
 			if ((px->held = evbuffer_new()) == NULL)
 				fatal("evbuffer_new");
@@ -420,6 +421,7 @@ px_client_send_held(struct proxy *px)
 	struct req	*req = px->req;
 	char		 digest[160];
 
+	/* Its bytes' digest, whatever the upstream named. */
 	if (tagpol_digest(NULL, px->held, digest, sizeof(digest)) == 0 &&
 	    tagpol_blocked(req, digest))
 		return;				/* retires req and px */

@@ -159,6 +159,7 @@ req_free(struct req *req)
 	req->retired = 1;
 	c = req->c;
 	req_stage_end(req);
+	tagpol_req_done(req);		/* an immutable tag it held */
 	if (req->up != NULL)
 		snprintf(up, sizeof(up), "%s", req->up->name);
 	else
@@ -791,7 +792,10 @@ req_dispatch(struct req *req)
 	 * Rate limiting runs here, as one more stage before UPSTREAM, once
 	 * it exists.
 	 */
-	/* An immutable tag is checked with the upstream before a push. */
+	/*
+	 * A manifest pushed by tag is read whole first: a blocked digest is
+	 * refused, an immutable tag checked with the upstream (tagpol.c).
+	 */
 	if (tagpol_wants(req)) {
 		tagpol_start(req);
 		return;

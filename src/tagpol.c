@@ -3,10 +3,13 @@
  *
  * Immutable tags (the policy's immutable_tags rules, policy_immutable()):
  * a manifest PUT by tag that would move an existing immutable tag is
- * refused before the upstream sees it.  The gateway asks the upstream
- * first (a HEAD of the manifest by tag, through proxy.c's client-less
- * request) while it reads the pushed manifest into memory (bounded by
- * limits.manifest_bytes, which the framer enforces): a 404 lets the push
+ * refused before the upstream sees it.  The gateway reads the pushed
+ * manifest into memory (bounded by limits.manifest_bytes, which the
+ * framer enforces), then asks the upstream (a HEAD of the manifest by
+ * tag, through proxy.c's client-less request): only then, so that the
+ * answer is as fresh as can be when the PUT follows (a client holding
+ * its body back must not push on a 404 that someone else's push of the
+ * tag has made stale meanwhile).  A 404 lets the push
  * go on (a new tag); a 200 whose Docker-Content-Digest is the pushed
  * body's digest lets it go on too (the same manifest pushed again); any
  * other digest is a 403 DENIED naming the rule.  Every other answer, or
@@ -17,7 +20,9 @@
  * req_stage_next(), with req->tag_checked set so it runs once.
  *
  * Blocked digests reached through a tag: a request by digest is refused
- * by the policy gate before anything is fetched; a pull by tag learns its
+ * by the policy gate before anything is fetched; a manifest pushed by tag
+ * is read whole (as for an immutable tag) and refused when its bytes'
+ * digest is blocked; a pull by tag learns its
  * digest only from the upstream's answer or the cache's tag record, so
  * the relay (proxy_relay.c) and the cache (cache_serve.c) ask
  * tagpol_blocked() before the head goes to the client.
@@ -54,9 +59,67 @@ struct tagpol {
 	struct reap_node	 reap;
 };
 
+/*
+ * The pushes of immutable tags from their check to their end.  The check
+ * and the PUT are two upstream requests: two pushes of one new tag
+ * checked before either landed would both see 404, and the second would
+ * move the tag.  So a push whose tag has another push in flight here is
+ * refused (503, to be retried: its check then sees the tag).  Other
+ * gateways sharing the upstream are not seen (README).
+ */
+struct tp_inflight {
+	TAILQ_ENTRY(tp_inflight) entry;
+	const struct req	*req;
+	char			*key;	/* upstream, repository, tag */
+};
+static TAILQ_HEAD(, tp_inflight) tp_inflight =
+    TAILQ_HEAD_INITIALIZER(tp_inflight);
+
 static const struct proxy_ops tp_ops;
 static const struct req_stage_ops tp_stage_ops;
 static int	tp_sink(struct req *, struct evbuffer *, size_t);
+static void	tp_ask(struct tagpol *);
+
+/* Take the tag for this push: 0, or -1 when another push holds it. */
+static int
+tp_inflight_take(struct req *req)
+{
+	struct tp_inflight	*f;
+	char			*key;
+
+	if (asprintf(&key, "%s\n%s\n%s", req->up->name, req->upname,
+	    req->route.ref) == -1)
+		fatal("asprintf");
+	TAILQ_FOREACH(f, &tp_inflight, entry) {
+		if (strcmp(f->key, key) == 0) {
+			free(key);
+			return (-1);
+		}
+	}
+	if ((f = calloc(1, sizeof(*f))) == NULL)
+		fatal("calloc");
+	f->req = req;
+	f->key = key;
+	TAILQ_INSERT_TAIL(&tp_inflight, f, entry);
+	return (0);
+}
+
+/* A request ended (req_free): a tag its push held is free again. */
+void
+tagpol_req_done(struct req *req)
+{
+	struct tp_inflight	*f;
+
+	/* By the request alone: its message may be the next one by now. */
+	TAILQ_FOREACH(f, &tp_inflight, entry) {
+		if (f->req == req) {
+			TAILQ_REMOVE(&tp_inflight, f, entry);
+			free(f->key);
+			free(f);
+			return;
+		}
+	}
+}
 
 /*
  * The digest of a buffer's bytes in the algorithm `like` names
@@ -137,7 +200,14 @@ tagpol_blocked(struct req *req, const char *digest)
 	return (1);
 }
 
-/* Whether a routed request is a manifest PUT to an immutable tag. */
+/*
+ * Whether a routed request is a manifest PUT by tag not yet checked.  By
+ * digest the policy gate checked the blocklist; by tag the digest is the
+ * body's, so the body is read and its digest checked (a push of a
+ * blocked manifest is refused however it is named), then, for an
+ * immutable tag, the upstream is asked.  A push that neither can refuse
+ * (no digest blocked, the tag not immutable) is not held.
+ */
 int
 tagpol_wants(struct req *req)
 {
@@ -146,8 +216,22 @@ tagpol_wants(struct req *req)
 	if (req->route.ep != OCI_EP_MANIFEST || req->msg->method != HTTP_PUT ||
 	    req->route.ref_digest || req->tag_checked)
 		return (0);
-	return (policy_immutable(req->conf->policy, req->up->name,
-	    req->upname, req->route.ref, &rule));
+	/* With nothing to check the push streams as any other. */
+	return (policy_nblocked(req->conf->policy) > 0 ||
+	    policy_immutable(req->conf->policy, req->up->name, req->upname,
+	    req->route.ref, &rule));
+}
+
+/* The check passed: the push goes on with the body read. */
+static void
+tp_pass(struct tagpol *tp)
+{
+	struct req	*req = tp->req;
+
+	req->tag_checked = 1;
+	req->body_read = tp->body;
+	tp->body = NULL;
+	req_stage_next(req);		/* retires tp */
 }
 
 /* The reaper's half of tp_free(). */
@@ -228,10 +312,7 @@ tp_decide(struct tagpol *tp)
 		return;
 	}
 	/* A new tag, or the same manifest again: the push goes on. */
-	req->tag_checked = 1;
-	req->body_read = tp->body;
-	tp->body = NULL;
-	req_stage_next(req);		/* retires tp */
+	tp_pass(tp);
 }
 
 /* --- the pushed manifest, read whole (req->body_sink...) --- */
@@ -270,7 +351,7 @@ tp_sink(struct req *req, struct evbuffer *in, size_t n)
 static void
 tp_body_end(struct req *req)
 {
-	tp_decide(req->stage_arg);
+	tp_ask(req->stage_arg);
 }
 
 /*
@@ -281,20 +362,21 @@ void
 tagpol_start(struct req *req)
 {
 	struct tagpol	*tp;
-	char		 logid[48];
 
 	if ((tp = calloc(1, sizeof(*tp))) == NULL ||
 	    (tp->body = evbuffer_new()) == NULL)
 		fatal("tagpol");
 	tp->req = req;
-	policy_immutable(req->conf->policy, req->up->name, req->upname,
-	    req->route.ref, &tp->rule);
+	if (!policy_immutable(req->conf->policy, req->up->name, req->upname,
+	    req->route.ref, &tp->rule))
+		tp->rule = NULL;
 	headers_init(&tp->fwd);
 	headers_add(&tp->fwd, "Accept", 6, tp_accept, sizeof(tp_accept) - 1);
 	req_stage_set(req, &tp_stage_ops, tp);
-	log_debug("%llu.%u policy immutable_check repo=%s tag=%s rule=%s",
-	    (unsigned long long)req->c->id, req->seq, req->upname,
-	    req->route.ref, tp->rule);
+	if (tp->rule != NULL)
+		log_debug("%llu.%u policy immutable_check repo=%s tag=%s "
+		    "rule=%s", (unsigned long long)req->c->id, req->seq,
+		    req->upname, req->route.ref, tp->rule);
 	if (!req->body_done) {
 		req->body_sink = tp_sink;
 		req->body_sink_data = tp_sink_data;
@@ -304,6 +386,43 @@ tagpol_start(struct req *req)
 			evbuffer_add_printf(conn_output(req->c),
 			    "HTTP/1.1 100 Continue\r\n\r\n");
 		conn_resume_read(req->c);
+		return;			/* tp_body_end() asks */
+	}
+	tp_ask(tp);
+}
+
+/*
+ * The pushed manifest is in: refuse it when its digest is blocked, else
+ * let it on, or for an immutable tag ask the upstream about the tag now.
+ */
+static void
+tp_ask(struct tagpol *tp)
+{
+	struct req	*req = tp->req;
+	struct headers	 h;
+	char		 logid[48], digest[TP_DIGEST_MAX], detail[600];
+	const char	*id;
+
+	if (tagpol_digest(NULL, tp->body, digest, sizeof(digest)) == 0 &&
+	    policy_blocked(req->conf->policy, digest, &id)) {
+		req->decision = "deny";
+		req->rule = id;
+		req_fail(req, ERR_DENIED, "digest is blocked");
+		return;
+	}
+	if (tp->rule == NULL) {
+		tp_pass(tp);
+		return;
+	}
+	if (tp_inflight_take(req) == -1) {
+		headers_init(&h);
+		headers_add(&h, "Retry-After", 11, "1", 1);
+		snprintf(detail, sizeof(detail), "another push of immutable "
+		    "tag %s of %s is in progress", req->route.ref,
+		    req->route.name);
+		req_fail_with(req, ERR_UNAVAILABLE, detail, &h);
+		headers_clear(&h);
+		return;
 	}
 	snprintf(logid, sizeof(logid), "%llu.%u",
 	    (unsigned long long)req->c->id, req->seq);
