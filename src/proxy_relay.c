@@ -278,6 +278,32 @@ px_rewrite_location(struct proxy *px, const char *loc, char *out,
 	return (0);
 }
 
+/*
+ * Rewrite a Link field's target (`<URL>; rel="next"`, the tag list's
+ * next page) as a Location, so that following it keeps the client's
+ * route: its prefix or ns=, its name.  One link, bounded; anything else
+ * passes unchanged.
+ */
+static int
+px_rewrite_link(struct proxy *px, const char *link, char *out, size_t len)
+{
+	char		 target[2048], loc[4096];
+	const char	*end;
+	size_t		 tlen;
+	int		 n;
+
+	if (link[0] != '<' || (end = strchr(link, '>')) == NULL ||
+	    strchr(end + 1, '<') != NULL ||
+	    (tlen = end - link - 1) >= sizeof(target))
+		return (-1);
+	memcpy(target, link + 1, tlen);
+	target[tlen] = '\0';
+	if (px_rewrite_location(px, target, loc, sizeof(loc)) == -1)
+		return (-1);
+	n = snprintf(out, len, "<%s>%s", loc, end + 1);
+	return (n < 0 || (size_t)n >= len ? -1 : 0);
+}
+
 /* --- the client side: relay the answer through req.c --- */
 
 static int
@@ -336,6 +362,13 @@ px_client_head(void *arg, struct hframe_msg *rm)
 			continue;
 		if (strcasecmp(h->name, "Location") == 0 &&
 		    px_rewrite_location(px, h->value, newloc,
+		    sizeof(newloc)) == 0) {
+			headers_add(&out, h->name, h->nlen, newloc,
+			    strlen(newloc));
+			continue;
+		}
+		if (strcasecmp(h->name, "Link") == 0 &&
+		    px_rewrite_link(px, h->value, newloc,
 		    sizeof(newloc)) == 0) {
 			headers_add(&out, h->name, h->nlen, newloc,
 			    strlen(newloc));

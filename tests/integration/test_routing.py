@@ -12,6 +12,7 @@ import urllib.parse
 import pytest
 
 from lib.gateway import gateway_config, upstream
+from lib.lying_upstream import LyingUpstream
 from lib.images import (DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, HOST_ARCH)
 from lib.registry import MANIFEST_TYPES
 from lib.util import wait_for
@@ -282,3 +283,32 @@ def test_request_ids_are_unique_and_logged(stack, http):
     assert len(ids) == 50
     wait_for(lambda: all("id=" + rid in stack.gw.log_text() for rid in ids),
              what="every request id in the gateway's log")
+
+
+
+def test_tags_list_link_keeps_the_route(stack, start_gateway, http):
+    # Debian's docker-registry 2.8 ignores n= on a tag list (checked), so
+    # the lying upstream (a TEST DOUBLE) stands in for a registry that
+    # pages, as Docker Hub does.  Its Link names its own path; followed
+    # through the gateway as sent it would reach the default upstream.
+    up = LyingUpstream()
+    try:
+        gw = start_gateway(gateway_config(
+            upstream(stack.r1, prefix="up1", default=True),
+            {"name": "pager", "url": up.url, "prefix": "pg"}))
+        up.canned("GET", "/v2/paged/app/tags/list", 200, [
+            ("Content-Type", "application/json"),
+            ("Link", '</v2/paged/app/tags/list?last=t1&n=1>; '
+                     'rel="next"'),
+            ("Content-Length", "38")],
+            b'{"name":"paged/app","tags":["t1"]}\n   ')
+        r = http.get(gw.url + "/v2/pg/paged/app/tags/list?n=1", timeout=30)
+        assert r.status_code == 200, r.text
+        link = r.headers["Link"]
+        target = link[link.index("<") + 1:link.index(">")]
+        parts = urllib.parse.urlsplit(target)
+        assert parts.path == "/v2/pg/paged/app/tags/list", link
+        assert parts.query == "last=t1&n=1", link
+        assert link.endswith('; rel="next"'), link
+    finally:
+        up.stop()
