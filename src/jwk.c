@@ -476,6 +476,20 @@ jwk_libtrust_kid(EVP_PKEY *pkey, char *buf, size_t len)
 	return (0);
 }
 
+/*
+ * Never ask for a passphrase: OpenSSL's default callback would read the
+ * terminal, and a daemon must not block on one.
+ */
+static int
+jwk_no_passphrase(char *buf, int size, int rw, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rw;
+	(void)u;
+	return (0);
+}
+
 /* Private key from PEM bytes; see jwk.h. */
 int
 jwk_private_from_pem(const unsigned char *pem, size_t len,
@@ -488,9 +502,10 @@ jwk_private_from_pem(const unsigned char *pem, size_t len,
 
 	memset(k, 0, sizeof(*k));
 	if (len > JWK_PEM_MAX || (in = BIO_new_mem_buf(pem, (int)len)) ==
-	    NULL || (k->pkey = PEM_read_bio_PrivateKey(in, NULL, NULL,
-	    NULL)) == NULL) {
-		jwk_err(cause, "not a PEM private key");
+	    NULL || (k->pkey = PEM_read_bio_PrivateKey(in, NULL,
+	    jwk_no_passphrase, NULL)) == NULL) {
+		jwk_err(cause, "not a PEM private key (encrypted keys are "
+		    "not supported)");
 		goto out;
 	}
 	switch (EVP_PKEY_get_base_id(k->pkey)) {

@@ -110,8 +110,8 @@ int		 jwk_from_json(const json_t *, struct jwk_key *,
 		    char **cause);
 
 /*
- * Load a private signing key from a PEM file (PKCS#8 or traditional; EC
- * P-256 or P-384, or RSA 2048..8192 bits).  Its kid is the libtrust key
+ * Load a private signing key from a PEM file (PKCS#8 or traditional, not
+ * encrypted; EC P-256 or P-384, or RSA 2048..8192 bits).  Its kid is the libtrust key
  * id; its algorithm ES256, ES384 or RS256.  0, or -1 with *cause set.
  */
 int		 jwk_load_private(const char *path, struct jwk_key *,

@@ -888,6 +888,78 @@ test_sign_roundtrip(void **state)
 	free(cause);
 }
 
+/* ES384 from a P-384 key: 96-byte signatures that verify. */
+static void
+test_sign_es384(void **state)
+{
+	struct jose_verify_opts	 o;
+	struct jose_sign_req	 rq;
+	struct jose_claims	*c;
+	struct jwk_key		 k, pubk;
+	struct jwk_set		*set;
+	unsigned char		 sig[128];
+	const char		*aud[] = { "svc" };
+	EVP_PKEY		*p;
+	BIO			*b;
+	json_t			*jk;
+	char			*pem, *t, *cause = NULL;
+	long			 len;
+	size_t			 n;
+	int			 i;
+
+	(void)state;
+	p = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+	b = BIO_new(BIO_s_mem());
+	assert_true(PEM_write_bio_PrivateKey(b, p, NULL, NULL, 0, NULL,
+	    NULL));
+	len = BIO_get_mem_data(b, &pem);
+	assert_int_equal(jwk_private_from_pem((unsigned char *)pem,
+	    (size_t)len, &k, &cause), 0);
+	assert_int_equal(k.algs, JOSE_ALG_BIT(JOSE_ALG_ES384));
+	jk = jwk_public_json(&k);
+	assert_int_equal(jwk_from_json(jk, &pubk, &cause), 0);
+	json_decref(jk);
+	set = jwk_set_new();
+	assert_int_equal(jwk_set_add(set, &pubk), 0);
+	memset(&rq, 0, sizeof(rq));
+	rq.issuer = "gw";
+	rq.subject = "bob";
+	rq.audience = "svc";
+	rq.now = NOW;
+	rq.ttl = 60;
+	jose_verify_opts_init(&o, NOW);
+	o.issuer = "gw";
+	o.audiences = aud;
+	o.naudiences = 1;
+	for (i = 0; i < 100; i++) {
+		t = jose_sign(&k, &rq, &cause);
+		assert_non_null(t);
+		assert_int_equal(jwk_b64url_decode(strrchr(t, '.') + 1,
+		    strlen(strrchr(t, '.') + 1), sig, sizeof(sig), &n), 0);
+		assert_int_equal(n, 96);
+		assert_int_equal(jose_verify(set, t, strlen(t), &o, &c),
+		    JOSE_OK);
+		assert_int_equal(c->alg, JOSE_ALG_ES384);
+		jose_claims_free(c);
+		free(t);
+	}
+	/* An encrypted PEM is refused, without asking for a passphrase. */
+	BIO_free(b);
+	b = BIO_new(BIO_s_mem());
+	assert_true(PEM_write_bio_PrivateKey(b, p, EVP_aes_128_cbc(), NULL, 0,
+	    NULL, (void *)"passphrase"));
+	len = BIO_get_mem_data(b, &pem);
+	jwk_key_clear(&pubk);
+	assert_int_equal(jwk_private_from_pem((unsigned char *)pem,
+	    (size_t)len, &pubk, &cause), -1);
+	assert_non_null(strstr(cause, "encrypted"));
+	free(cause);
+	BIO_free(b);
+	jwk_key_clear(&k);
+	jwk_set_free(set);
+	EVP_PKEY_free(p);
+}
+
 /* The published JWKS leaves out retired keys past their time. */
 static void
 test_public_jwks(void **state)
@@ -980,6 +1052,7 @@ main(void)
 		cmocka_unit_test(test_hostile),
 		cmocka_unit_test(test_options),
 		cmocka_unit_test(test_sign_roundtrip),
+		cmocka_unit_test(test_sign_es384),
 		cmocka_unit_test(test_public_jwks),
 		cmocka_unit_test(test_peek_and_hash),
 		cmocka_unit_test(test_reason_names),
