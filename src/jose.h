@@ -15,8 +15,9 @@
  *   set (current and rotated-out keys, each with not_after), issuer and
  *   audience the gateway's; the access claim is read with scope.h's
  *   scope_from_access(json_object_get(claims->payload, "access")).
- * - Verified-token cache: jose_token_hash() gives the key; keep the
- *   claims until claims->exp (and drop them on revocation).
+ * - Verified-token cache: jose_token_hash() gives the key; tcache.h
+ *   keeps the claims (or the principal) until claims->exp, and
+ *   tcache_purge() drops them on revocation.
  * - Token service: jose_sign() with the current signing key.
  * - Failed logins: the jose_reason name goes to the audit record and the
  *   metric label; it never contains any part of the token.
