@@ -62,7 +62,7 @@ struct jwk_key {
 	char		 kid[JWK_KID_MAX + 1];	/* "" when the JWK has none */
 	enum jwk_kty	 kty;
 	int		 bits;		/* RSA modulus or EC field size */
-	unsigned	 algs;		/* JOSE_ALG_BIT()s it may be used with */
+	unsigned	 algs;		/* JOSE_ALG_BIT()s it may use */
 	EVP_PKEY	*pkey;		/* public, or private for a signer */
 	/*
 	 * A rotated-out key verifies until this time (seconds since the
@@ -111,8 +111,9 @@ int		 jwk_from_json(const json_t *, struct jwk_key *,
 
 /*
  * Load a private signing key from a PEM file (PKCS#8 or traditional, not
- * encrypted; EC P-256 or P-384, or RSA 2048..8192 bits).  Its kid is the libtrust key
- * id; its algorithm ES256, ES384 or RS256.  0, or -1 with *cause set.
+ * encrypted; EC P-256 or P-384, or RSA 2048..8192 bits).  Its kid is the
+ * libtrust key id; its algorithm ES256, ES384 or RS256.  0, or -1 with
+ * *cause set.
  */
 int		 jwk_load_private(const char *path, struct jwk_key *,
 		    char **cause);

@@ -40,8 +40,9 @@ void		*tcache_get(struct tcache *, const unsigned char *key,
 
 /*
  * Store val under key until expires, replacing an entry with the same
- * key; when full, the least recently used entry is dropped.  Takes ownership of val: a val already expired at now is
- * released at once and not stored.
+ * key; when full, the least recently used entry is dropped.  Takes
+ * ownership of val: a val already expired at now is released at once and
+ * not stored.
  */
 void		 tcache_put(struct tcache *, const unsigned char *key,
 		    void *val, int64_t expires, int64_t now);

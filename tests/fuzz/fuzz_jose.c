@@ -167,7 +167,8 @@ mode_jwks(const char *doc, size_t len)
 		check(s->keys[i].algs != 0 &&
 		    (s->keys[i].algs & ~JOSE_ALGS_ALL) == 0);
 		if (s->keys[i].kty == JWK_KTY_EC)
-			check((s->keys[i].algs & ~(JOSE_ALG_BIT(JOSE_ALG_ES256) |
+			check((s->keys[i].algs &
+			    ~(JOSE_ALG_BIT(JOSE_ALG_ES256) |
 			    JOSE_ALG_BIT(JOSE_ALG_ES384))) == 0);
 		else
 			check(s->keys[i].bits >= JWK_RSA_MIN_BITS &&

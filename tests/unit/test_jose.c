@@ -142,7 +142,9 @@ mk(const char *hdr, const char *pl, const char *alg, EVP_PKEY *key,
 		if (alg[0] == 'E' && !der) {
 			const unsigned char	*dp = dsig;
 			ECDSA_SIG		*es;
-			int			 fl = strstr(alg, "384") ? 48 : 32;
+			int			 fl;
+
+			fl = strstr(alg, "384") ? 48 : 32;
 
 			es = d2i_ECDSA_SIG(NULL, &dp, (long)siglen);
 			assert_non_null(es);
@@ -185,7 +187,7 @@ verify(const struct jwk_set *ks, const char *tok,
 }
 
 /* A valid payload around NOW. */
-#define PL	"{\"iss\":\"https://idp.test\",\"sub\":\"alice\","		\
+#define PL	"{\"iss\":\"https://idp.test\",\"sub\":\"alice\","	\
 	"\"aud\":\"portcullis\",\"exp\":1700000600,\"iat\":1700000000,"	\
 	"\"nbf\":1699999990,\"groups\":[\"dev\",\"ops\"],"		\
 	"\"project_path\":\"g/app\"}"
@@ -364,8 +366,8 @@ test_jwks_bounds(void **state)
 	jwk_set_free(s);
 	free(d);
 	/* A point moved off the curve fails the public-key check. */
-	d = jwks_of(k, "{\"y\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-	    "AAAAAAAAAAAAAAAA\"}");
+	d = jwks_of(k, "{\"y\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"}");
 	assert_null(try_jwks(d, 65536, 8, &cause));
 	free(d);
 	/* Coordinates must be exactly the field size. */

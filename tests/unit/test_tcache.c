@@ -154,7 +154,8 @@ test_model(void **state)
 					if (!present[n])
 						continue;
 					cnt++;
-					if (oldest == -1 || age[n] < age[oldest])
+					if (oldest == -1 ||
+					    age[n] < age[oldest])
 						oldest = n;
 				}
 				/* Full: the least recently used goes. */
