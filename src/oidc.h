@@ -82,6 +82,7 @@ struct oidc_status {
 	uint64_t	 last_failure_ms;
 	const char	*last_error;		/* "" after a success */
 	uint64_t	 next_refresh_ms;
+	int		 kid_refresh_allowed;	/* not rate-limited now */
 	uint64_t	 fetches;
 	uint64_t	 failures;
 	uint64_t	 kid_refreshes;		/* started by unknown kids */
