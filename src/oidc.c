@@ -352,7 +352,12 @@ oidc_on_discovery(void *arg, int status, const struct headers *h,
 		return;
 	}
 	if ((doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr)) ==
-	    NULL || !json_is_object(doc)) {
+	    NULL) {
+		oidc_fail(is, "discovery document is not valid JSON (a "
+		    "duplicate member, a NUL or a syntax error)");
+		return;
+	}
+	if (!json_is_object(doc)) {
 		json_decref(doc);
 		oidc_fail(is, "discovery document is not a JSON object");
 		return;
@@ -388,23 +393,52 @@ oidc_on_discovery(void *arg, int status, const struct headers *h,
 }
 
 /*
+ * A JSON string of 1 to max printable ASCII characters without quotes,
+ * backslashes or commas (it goes into log lines), and no NUL inside.
+ */
+static const char *
+oidc_token_str(json_t *v, size_t max)
+{
+	const char	*s;
+	size_t		 i, n;
+
+	if (!json_is_string(v))
+		return (NULL);
+	s = json_string_value(v);
+	n = json_string_length(v);
+	if (n == 0 || n > max || strlen(s) != n)
+		return (NULL);
+	for (i = 0; i < n; i++)
+		if (s[i] <= ' ' || s[i] > '~' || s[i] == '"' ||
+		    s[i] == '\\' || s[i] == ',')
+			return (NULL);
+	return (s);
+}
+
+/*
  * Check a JWKS document and list its keys: a JSON object without
  * duplicate members whose "keys" is an array of 1 to max_keys objects,
- * each with a string kty and an optional printable kid, unique.  NULL
- * with why set when it is not.
+ * each with a kty and an optional kid (both printable), the kids unique.
+ * NULL with why set when it is not.  Takes a copy of body.
  */
-static struct oidc_keys *
+struct oidc_keys *
 oidc_keys_parse(const char *body, size_t len, size_t max_keys, char *why,
     size_t whylen)
 {
 	struct oidc_keys	*k;
-	json_t			*doc, *keys, *key, *kty, *kid;
+	json_t			*doc, *keys, *key, *kid;
 	json_error_t		 jerr;
-	const char		*s;
-	size_t			 i, j, n, sl;
+	const char		*s, *ty;
+	size_t			 i, j, n;
 
+	/* jerr's text quotes the document: the reason stays ours. */
 	if ((doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr)) ==
-	    NULL || !json_is_object(doc) ||
+	    NULL) {
+		snprintf(why, whylen, "JWKS is not valid JSON (a duplicate "
+		    "member, a NUL or a syntax error)");
+		return (NULL);
+	}
+	if (!json_is_object(doc) ||
 	    !json_is_array(keys = json_object_get(doc, "keys"))) {
 		json_decref(doc);
 		snprintf(why, whylen, "JWKS is not a JSON object with a "
@@ -427,39 +461,28 @@ oidc_keys_parse(const char *body, size_t len, size_t max_keys, char *why,
 	k->jwks[len] = '\0';
 	k->jwks_len = len;
 	json_array_foreach(keys, i, key) {
-		kty = json_object_get(key, "kty");
-		kid = json_object_get(key, "kid");
-		if (!json_is_object(key) || !json_is_string(kty) ||
-		    json_string_length(kty) == 0 ||
-		    json_string_length(kty) > 16) {
-			snprintf(why, whylen, "JWKS key %zu has no kty", i);
+		if (!json_is_object(key) || (ty = oidc_token_str(
+		    json_object_get(key, "kty"), 16)) == NULL) {
+			snprintf(why, whylen, "JWKS key %zu has no kty of 1 to "
+			    "16 printable characters", i);
 			goto bad;
 		}
 		s = "";
-		if (kid != NULL) {
-			s = json_is_string(kid) ? json_string_value(kid) : NULL;
-			sl = s != NULL ? strlen(s) : 0;
-			for (j = 0; j < sl; j++)
-				if (s[j] <= ' ' || s[j] > '~' || s[j] == '"' ||
-				    s[j] == '\\' || s[j] == ',')
-					break;
-			if (s == NULL || sl == 0 || sl > OIDC_KID_MAX ||
-			    j < sl || sl != json_string_length(kid)) {
-				snprintf(why, whylen, "JWKS key %zu: kid is "
-				    "not 1 to %d printable characters", i,
-				    OIDC_KID_MAX);
-				goto bad;
-			}
+		if ((kid = json_object_get(key, "kid")) != NULL &&
+		    (s = oidc_token_str(kid, OIDC_KID_MAX)) == NULL) {
+			snprintf(why, whylen, "JWKS key %zu: kid is not 1 to %d "
+			    "printable characters", i, OIDC_KID_MAX);
+			goto bad;
 		}
 		for (j = 0; j < k->nkeys; j++)
 			if (strcmp(k->kids[j], s) == 0) {
 				snprintf(why, whylen, "JWKS keys %zu and %zu "
-				    "have the same kid", j, i);
+				    "have the same kid%s", j, i, *s == '\0' ?
+				    " (none)" : "");
 				goto bad;
 			}
 		if ((k->kids[k->nkeys] = strdup(s)) == NULL ||
-		    (k->ktys[k->nkeys] = strndup(json_string_value(kty),
-		    16)) == NULL)
+		    (k->ktys[k->nkeys] = strdup(ty)) == NULL)
 			fatal("strdup");
 		k->nkeys++;
 	}

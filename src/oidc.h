@@ -38,6 +38,12 @@ struct oidc_keys {
 	struct jwk_set	*set;
 };
 
+/*
+ * Check a JWKS document (bounded by the caller) and list its keys; NULL
+ * with the reason in why.  The set holds a copy of the document.
+ */
+struct oidc_keys	*oidc_keys_parse(const char *, size_t, size_t, char *,
+			    size_t);
 /* The current keys of the issuer with this configured name, referenced. */
 struct oidc_keys	*oidc_keys_get(struct pc_ctx *, const char *);
 /* The same by issuer identifier (a token's iss, compared exactly). */
