@@ -760,6 +760,7 @@ oidc_status_get(struct pc_ctx *ctx, size_t i, struct oidc_status *st)
 	st->last_failure_ms = is->last_fail_ms;
 	st->last_error = is->error;
 	st->next_refresh_ms = is->next_ms;
+	st->waiters = is->nwaiters;
 	st->kid_refresh_allowed = is->step != OIDC_IDLE ||
 	    is->last_attempt_ms == 0 || now_ms() >= is->last_attempt_ms +
 	    (uint64_t)is->cf->min_refresh_ms;
@@ -805,7 +806,7 @@ oidc_admin_json(struct pc_ctx *ctx)
 			json_array_append_new(kids,
 			    json_string(is->keys->kids[j]));
 		one = json_pack("{s:s, s:s, s:b, s:I, s:o, s:b, s:s, s:I, s:I, "
-		    "s:I, s:s, s:I, s:b, s:I, s:I, s:I, s:I}",
+		    "s:I, s:s, s:I, s:b, s:I, s:I, s:I, s:I, s:I}",
 		    "name", st.name, "issuer", st.issuer, "loaded", st.loaded,
 		    "keys", (json_int_t)st.nkeys, "kids", kids,
 		    "fetching", st.fetching, "jwks_uri", st.jwks_uri,
@@ -815,6 +816,7 @@ oidc_admin_json(struct pc_ctx *ctx)
 		    "last_error", st.last_error,
 		    "next_refresh_ms", (json_int_t)st.next_refresh_ms,
 		    "kid_refresh_allowed", st.kid_refresh_allowed,
+		    "waiters", (json_int_t)st.waiters,
 		    "fetches", (json_int_t)st.fetches,
 		    "failures", (json_int_t)st.failures,
 		    "kid_refreshes", (json_int_t)st.kid_refreshes,

@@ -89,6 +89,7 @@ struct oidc_status {
 	const char	*last_error;		/* "" after a success */
 	uint64_t	 next_refresh_ms;
 	int		 kid_refresh_allowed;	/* not rate-limited now */
+	size_t		 waiters;		/* for the fetch running */
 	uint64_t	 fetches;
 	uint64_t	 failures;
 	uint64_t	 kid_refreshes;		/* started by unknown kids */

@@ -14,6 +14,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 
 import pytest
 import requests
@@ -22,6 +23,7 @@ from lib.gateway import OPEN_TEST_POLICY, gateway_config
 from lib.hostile_idp import HostileIdP
 from lib.hostile_upstream import SecretService
 from lib.idp import IdP, idp_available, make_jwk
+from lib.pki import PKI
 from lib.util import wait_for
 
 pytestmark = pytest.mark.skipif(idp_available() is not None,
@@ -345,3 +347,55 @@ def test_issuer_config_errors(start_gateway):
     assert gw.returncode != 0
     assert "/identity/issuers/0/issuer: must be https (http only for a " \
         "numeric loopback host)" in gw.log_text()
+
+
+def test_max_waiters(start_gateway):
+    """Requests waiting for one fetch are bounded: the next is answered
+    at once as an unknown kid.  The IdP here is a TEST DOUBLE: a socket
+    that accepts connections (the kernel's backlog) and never answers,
+    so the start fetch hangs until timeouts.upstream_response."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    issuer = "http://127.0.0.1:%d" % silent.getsockname()[1]
+    try:
+        cfg = gw_config({"name": "test", "issuer": issuer,
+                         "audiences": ["a"], "max_waiters": 2})
+        cfg["timeouts"]["upstream_response"] = 8
+        gw = start_gateway(cfg)
+        wait_for(lambda: state(gw)["fetching"], what="the start fetch")
+        with concurrent.futures.ThreadPoolExecutor(2) as ex:
+            waiting = [ex.submit(refresh, gw, "k%d" % i) for i in range(2)]
+            wait_for(lambda: state(gw)["waiters"] == 2, what="2 waiters")
+            r = refresh(gw, "k9")
+            assert r["result"] == "refused" and "max_waiters" in \
+                r["reason"], r
+            # The two waiting are answered when the fetch times out.
+            for f in waiting:
+                assert f.result(timeout=30) == {"result": "failed",
+                                                "known": False}
+        st = state(gw)
+        assert st["waiters"] == 0 and "no answer within 8000 ms" in \
+        st["last_error"], st
+    finally:
+        silent.close()
+
+
+def test_jwks_uri_must_be_https(tmp_path, start_gateway):
+    """An https issuer's jwks_uri on plain http is refused (the keys would
+    cross the network unprotected), before anything is dialled."""
+    pki = PKI(tmp_path / "pki")
+    crt, key = pki.issue("idp", "/CN=127.0.0.1", san="IP:127.0.0.1")
+    secret = SecretService()
+    idp = HostileIdP(tls=(crt, key))
+    try:
+        idp.discovery(jwks_uri=secret.url + "/jwks")
+        gw = start_gateway(gw_config(issuer_conf(idp, ca_file=pki.ca)))
+        st = wait_for(lambda: (s := state(gw))["failures"] > 0 and s,
+                      what="a failed fetch")
+        assert st["last_error"] == "jwks_uri must be https", st
+        assert idp.count("GET", "/.well-known/openid-configuration") >= 1
+        assert secret.count() == 0
+    finally:
+        idp.stop()
+        secret.stop()
