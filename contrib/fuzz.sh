@@ -5,13 +5,13 @@
 # crash-* file in $WORK and a non-zero exit.  FUZZ_JOBS=N runs N targets
 # at once (one per core).
 #   contrib/fuzz.sh [target...]      targets: router url challenge hframe
-#                                    netaddr pattern
+#                                    netaddr pattern jose scope
 set -eu
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-30}
 WORK=${WORK:-/tmp/portcullis-fuzz}
 CC=${CC:-clang}
-targets=${*:-router url challenge hframe netaddr pattern}
+targets=${*:-router url challenge hframe netaddr pattern jose scope}
 mkdir -p "$WORK"
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -Isrc -D_GNU_SOURCE"
 for t in $targets; do
@@ -22,6 +22,8 @@ for t in $targets; do
 	hframe)    srcs="src/hframe.c src/headers.c -lhttp_parser" ;;
 	netaddr)   srcs="src/netaddr.c" ;;
 	pattern)   srcs="src/pattern.c" ;;
+	jose)      srcs="src/jose.c src/jwk.c -ljwt -ljansson -lcrypto" ;;
+	scope)     srcs="src/scope.c src/router.c -ljansson" ;;
 	*) echo "unknown target $t" >&2; exit 2 ;;
 	esac
 	$CC $flags -o "$WORK/fuzz_$t" "tests/fuzz/fuzz_$t.c" $srcs
@@ -43,6 +45,16 @@ for t in $targets; do
 		printf 'users/${subject}/**\000users/bob/app\000bob' >"$WORK/corpus_$t/seed2"
 		printf '**/a*b?/**/c\000x/aXbY/z/c\000v' >"$WORK/corpus_$t/seed3"
 		printf 'ci/${claim.r}-*/${subject}\000ci/app-1/u\000app' >"$WORK/corpus_$t/seed4"
+	fi
+	if [ "$t" = jose ] && [ ! -e "$WORK/corpus_$t/seed1" ]; then
+		# Mode byte: 0 token, 1 header NUL payload (signed here), 2 JWKS.
+		printf '\000eyJhbGciOiJFUzI1NiIsImtpZCI6ImVjMSJ9.eyJpc3MiOiJodHRwczovL2lkcC50ZXN0Iiwic3ViIjoiYWxpY2UiLCJhdWQiOiJwb3J0Y3VsbGlzIiwiZXhwIjo0MTAyNDQ0ODAwLCJpYXQiOjE3MDAwMDAwMDAsImdyb3VwcyI6WyJkZXYiLCJvcHMiXX0.AA' >"$WORK/corpus_$t/seed1"
+		printf '\001{"alg":"ES256","kid":"ec1"}\000{"iss":"https://idp.test","aud":["portcullis"],"exp":1700000600,"nbf":1699999999,"iat":1.7e9,"groups":["a","b"],"x":"y"}' >"$WORK/corpus_$t/seed2"
+		printf '\002{"keys":[{"kty":"EC","crv":"P-256","kid":"ec1","x":"0nf-VH2sinYflq8Zv3JLTA7NAIXMjOHEKlfovLN3gWQ","y":"1KkksT2_uCUZYMsCmuUDaTTnUS5XSDxDQTY2RMTORIw","alg":"ES256","use":"sig"}]}' >"$WORK/corpus_$t/seed3"
+	fi
+	if [ "$t" = scope ] && [ ! -e "$WORK/corpus_$t/seed1" ]; then
+		printf 'repository:library/alpine:pull,push repository(plugin):a/b:*' >"$WORK/corpus_$t/seed1"
+		printf 'registry:catalog:* repository:a:pull repository:a:delete' >"$WORK/corpus_$t/seed2"
 	fi
 done
 

@@ -443,6 +443,9 @@ int		 audit_cli(int, char **);
 /* policy_cli.c */
 int		 policy_cli(int, char **);
 
+/* keygen.c: portcullis keygen. */
+int		 keygen_cli(int, char **);
+
 /* admin.c: GET /admin/audit. */
 void		 audit_admin(struct req *);
 

@@ -1,0 +1,60 @@
+/*
+ * jose_sign.c: a test helper, not part of the product.  Signs one
+ * registry token with the library's signer (jose_sign) so the integration
+ * tests can show that docker-registry accepts what the gateway signs,
+ * before the token service exists:
+ *   jose_sign KEY ISSUER SUBJECT AUDIENCE TTL [SCOPE...]
+ * KEY is a PEM private key (portcullis keygen's PREFIX.key); each SCOPE
+ * is parsed with scope_parse and granted as asked.  Prints the token.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "jose.h"
+#include "scope.h"
+
+int
+main(int argc, char **argv)
+{
+	struct jose_sign_req	 rq;
+	struct scope_set	*ss;
+	struct jwk_key		 k;
+	char			*cause = NULL, *tok;
+	int			 i;
+
+	if (argc < 6) {
+		fprintf(stderr, "usage: jose_sign KEY ISSUER SUBJECT AUDIENCE "
+		    "TTL [SCOPE...]\n");
+		return (2);
+	}
+	if (jwk_load_private(argv[1], &k, &cause) == -1) {
+		fprintf(stderr, "jose_sign: %s\n", cause);
+		return (1);
+	}
+	if ((ss = scope_set_new(SCOPE_DEFAULT_MAX)) == NULL)
+		return (1);
+	for (i = 6; i < argc; i++)
+		if (scope_parse(ss, argv[i], strlen(argv[i])) != SCOPE_OK) {
+			fprintf(stderr, "jose_sign: bad scope %s\n", argv[i]);
+			return (1);
+		}
+	memset(&rq, 0, sizeof(rq));
+	rq.issuer = argv[2];
+	rq.subject = argv[3];
+	rq.audience = argv[4];
+	rq.now = (int64_t)time(NULL);
+	rq.ttl = strtoll(argv[5], NULL, 10);
+	rq.access = scope_access_json(ss);
+	if ((tok = jose_sign(&k, &rq, &cause)) == NULL) {
+		fprintf(stderr, "jose_sign: %s\n", cause);
+		return (1);
+	}
+	printf("%s\n", tok);
+	free(tok);
+	json_decref(rq.access);
+	scope_set_free(ss);
+	jwk_key_clear(&k);
+	return (0);
+}
