@@ -29,6 +29,7 @@
 
 #include <jansson.h>
 
+#include "jwk.h"
 #include "netaddr.h"
 #include "oidc.h"
 #include "portcullis.h"
@@ -100,6 +101,7 @@ oidc_keys_unref(struct oidc_keys *k)
 	free(k->kids);
 	free(k->ktys);
 	free(k->jwks);
+	jwk_set_free(k->set);
 	free(k);
 }
 
@@ -115,7 +117,7 @@ oidc_keys_has_kid(const struct oidc_keys *k, const char *kid)
 	return (0);
 }
 
-/* The parsed keys; the JWK leaf fills set when it is wired in. */
+/* The keys built from the document (jwk.c), for jose.c to verify with. */
 const struct jwk_set *
 oidc_keys_set(const struct oidc_keys *k)
 {
@@ -495,6 +497,39 @@ bad:
 	return (NULL);
 }
 
+/*
+ * Build the keys of a checked JWKS (jwk.c: RSA and EC public keys, each
+ * pinned to the algorithms of its type) and pin them further to the
+ * issuer's algorithms.  A document with no usable key is a failed fetch:
+ * the keys held before are better than none.  The kids and ktys it
+ * names were checked before, so the leaf's reasons are safe to log.
+ */
+static int
+oidc_keys_build(struct oidc_keys *k, const struct config_oidc_issuer *cf,
+    char *why, size_t whylen)
+{
+	struct jwk_limits	 lim = { cf->max_jwks_bytes, cf->max_keys };
+	unsigned		 mask = 0;
+	char			*cause = NULL;
+	size_t			 i;
+	int			 a;
+
+	if ((k->set = jwk_set_parse(k->jwks, k->jwks_len, &lim,
+	    &cause)) == NULL) {
+		snprintf(why, whylen, "%s", cause != NULL ? cause :
+		    "JWKS has no usable key");
+		free(cause);
+		return (-1);
+	}
+	for (i = 0; i < cf->nalgorithms; i++)
+		if ((a = jose_alg_lookup(cf->algorithms[i],
+		    strlen(cf->algorithms[i]))) >= 0)
+			mask |= JOSE_ALG_BIT(a);
+	for (i = 0; i < k->set->nkeys; i++)
+		k->set->keys[i].algs &= mask;
+	return (0);
+}
+
 static void
 oidc_on_jwks(void *arg, int status, const struct headers *h,
     const char *body, size_t len, const char *err)
@@ -517,6 +552,11 @@ oidc_on_jwks(void *arg, int status, const struct headers *h,
 	}
 	if ((k = oidc_keys_parse(body, len, is->cf->max_keys, why,
 	    sizeof(why))) == NULL) {
+		oidc_fail(is, "%s", why);
+		return;
+	}
+	if (oidc_keys_build(k, is->cf, why, sizeof(why)) == -1) {
+		oidc_keys_unref(k);
 		oidc_fail(is, "%s", why);
 		return;
 	}

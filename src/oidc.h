@@ -14,7 +14,7 @@
 
 struct pc_ctx;
 struct req;
-struct jwk_set;		/* the parsed keys (the JWK leaf, i9-jose) */
+struct jwk_set;		/* the parsed keys (jwk.h) */
 
 #define OIDC_KID_MAX	128	/* longest kid kept; longer is refused */
 
@@ -34,7 +34,11 @@ struct oidc_keys {
 	char		**ktys;
 	size_t		 nkeys;
 	uint64_t	 fetched_ms;
-	/* The keys built from jwks; NULL until the JWK leaf is wired. */
+	/*
+	 * The keys built from jwks (jwk_set_parse), each key's algs cut to
+	 * the issuer's `algorithms` (a key left with none verifies nothing).
+	 * Never NULL in a published set; NULL from oidc_keys_parse() alone.
+	 */
 	struct jwk_set	*set;
 };
 
@@ -53,7 +57,7 @@ void			 oidc_keys_unref(struct oidc_keys *);
 /* Whether the set holds a key with this kid. */
 int			 oidc_keys_has_kid(const struct oidc_keys *,
 			    const char *);
-/* The parsed keys (NULL until the JWK leaf is wired in). */
+/* The keys to verify with (jwk.h: jwk_set_find, then jose.c). */
 const struct jwk_set	*oidc_keys_set(const struct oidc_keys *);
 
 /*

@@ -257,6 +257,15 @@ def test_jwks_bounds(start_gateway):
                  timeout=20, what="a refresh")
         assert state(gw)["last_error"] == \
             "JWKS keys 0 and 1 have the same kid"
+        # Only an HMAC secret and a short RSA key: no usable key (jwk.c).
+        idp.jwks({"keys": [{"kty": "oct", "kid": "h", "k": "c2VjcmV0"},
+                           {"kty": "RSA", "kid": "r", "e": "AQAB",
+                            "n": "AQAB" * 40}]})
+        wait_for(lambda: refresh(gw, "h")["result"] != "refused",
+                 timeout=20, what="a refresh")
+        st = state(gw)
+        assert st["last_error"].startswith("JWKS has no usable key"), st
+        assert st["kids"] == ["a"]
         # Within the bounds: taken.
         idp.jwks({"keys": [public(make_jwk("ES256", "b"))]})
         r = wait_for(lambda: (x := refresh(gw, "b"))["result"] !=
