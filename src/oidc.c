@@ -313,7 +313,7 @@ oidc_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	oidc_fetch_begin(is);
 }
 
-/* Why a fetch answer is not a document: into buf. */
+/* A fetch answered no document: fail, saying why (a bound by name). */
 static void
 oidc_bad_answer(struct oidc_issuer *is, const char *what, int status,
     const char *err, size_t max, const char *bound)
@@ -472,8 +472,8 @@ oidc_keys_parse(const char *body, size_t len, size_t max_keys, char *why,
 		s = "";
 		if ((kid = json_object_get(key, "kid")) != NULL &&
 		    (s = oidc_token_str(kid, OIDC_KID_MAX)) == NULL) {
-			snprintf(why, whylen, "JWKS key %zu: kid is not 1 to %d "
-			    "printable characters", i, OIDC_KID_MAX);
+			snprintf(why, whylen, "JWKS key %zu: kid is not 1 to "
+			    "%d printable characters", i, OIDC_KID_MAX);
 			goto bad;
 		}
 		for (j = 0; j < k->nkeys; j++)
