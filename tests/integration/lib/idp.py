@@ -7,15 +7,21 @@ TLS with a throw-away CA (PKI) unless tls=False.
     idp.issuer, idp.ca            # what the gateway's config names
     tok = idp.client_credentials_token()
     idp.restart(keys=[("RS256", "rsa-2")])   # key rotation: a new kid
+    idp.set_state(accounts={"bob": {"groups": ["ops"]}}, login="bob")
+    code = idp.authorize(redirect_uri)       # the test user logs in
+    d = idp.device_start(); idp.device_approve(d["user_code"])
     idp.stop()
 
 Stopped by its own PID; a restart keeps the port, the issuer and the test
 state (accounts, login, client claims)."""
 
 import base64
+import html
 import json
 import os
+import re
 import shutil
+from urllib.parse import urljoin
 
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -190,3 +196,70 @@ class IdP:
             raise HarnessError("client_credentials: %d %s" % (r.status_code,
                                                               r.text))
         return r.json()["access_token"]
+
+    # Flows a person would drive; /interaction/:uid logs in state.login.
+
+    def _follow(self, s, r, stop=None, limit=20):
+        """Follow redirects by hand (cookies kept) until none, or until
+        one starts with `stop`; returns (last response, last Location)."""
+        loc = None
+        for _ in range(limit):
+            loc = r.headers.get("Location")
+            if loc is None or (stop and loc.startswith(stop)):
+                return r, loc
+            r = s.get(urljoin(self.issuer + "/", loc), allow_redirects=False,
+                      timeout=10)
+        raise HarnessError("more than %d redirects" % limit)
+
+    def authorize(self, redirect_uri, client_id="gateway",
+                  scope="openid email groups", state="st", nonce="nn",
+                  extra=None):
+        """Run the authorization-code flow's browser part and return the
+        redirect to redirect_uri (with code=, state=, iss=)."""
+        s = self._session()
+        q = {"client_id": client_id, "response_type": "code",
+             "scope": scope, "redirect_uri": redirect_uri, "state": state,
+             "nonce": nonce}
+        q.update(extra or {})
+        r = s.get(self.discovery()["authorization_endpoint"], params=q,
+                  allow_redirects=False, timeout=10)
+        r, loc = self._follow(s, r, stop=redirect_uri)
+        if loc is None:
+            raise HarnessError("authorize: no redirect back: %d %s" % (
+                r.status_code, r.text[:500]))
+        return loc
+
+    def device_start(self, client_id="cli",
+                     scope="openid offline_access groups"):
+        r = self._session().post(
+            self.discovery()["device_authorization_endpoint"],
+            data={"client_id": client_id, "scope": scope}, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def device_approve(self, user_code):
+        """The user step of the device flow: enter the code, confirm,
+        log in (the interaction) and consent."""
+        s = self._session()
+        uri = self.issuer + "/device"
+        for _ in range(2):      # the code form, then the confirm form
+            page = s.get(uri, timeout=10).text if _ == 0 else r.text
+            fields = {html.unescape(m.group(1)): html.unescape(m.group(2))
+                      for m in re.finditer(
+                          r'<input type="hidden" name="([^"]+)" '
+                          r'value="([^"]*)"', page)}
+            if _ == 0:
+                fields["user_code"] = user_code
+            r = s.post(uri, data=fields, allow_redirects=False, timeout=10)
+            if r.status_code in (302, 303):
+                break
+        r, _loc = self._follow(s, r)
+        if r.status_code != 200 or "Sign-in Success" not in r.text:
+            raise HarnessError("device approval: %d %s" % (
+                r.status_code, r.text[:500]))
+
+    def token(self, data, auth=None):
+        """POST to the token endpoint; the JSON answer (errors too)."""
+        r = self._session().post(self.discovery()["token_endpoint"],
+                                 data=data, auth=auth, timeout=10)
+        return r.json()
