@@ -408,3 +408,20 @@ def test_jwks_uri_must_be_https(tmp_path, start_gateway):
     finally:
         idp.stop()
         secret.stop()
+
+
+def test_discovery_redirect_not_followed(start_gateway):
+    secret = SecretService()
+    idp = HostileIdP()
+    try:
+        idp.route("GET", "/.well-known/openid-configuration", 302,
+                  {"Location": secret.url + "/.well-known/openid-"
+                   "configuration"})
+        gw = start_gateway(gw_config(issuer_conf(idp)))
+        st = wait_for(lambda: (s := state(gw))["failures"] > 0 and s,
+                      what="a failed fetch")
+        assert st["last_error"] == "discovery document answered HTTP 302"
+        assert secret.count() == 0
+    finally:
+        idp.stop()
+        secret.stop()
