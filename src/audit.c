@@ -397,6 +397,9 @@ audit_fill(struct audit_buf *b, const struct req *req, const char *inst)
 	audit_buf_addu(b, AF_DURATION_MS, now_ms() - req->start_ms);
 	audit_buf_add(b, AF_CACHE, req->cache_status, req->cache_status !=
 	    NULL ? strlen(req->cache_status) : 0);
+	/* Why credentials were refused: a fixed name, never a credential. */
+	audit_buf_add(b, AF_AUTH_FAILURE, req->auth_failure,
+	    req->auth_failure != NULL ? strlen(req->auth_failure) : 0);
 }
 
 /*
@@ -459,6 +462,7 @@ audit_framing(struct conn *c, int status, enum pc_err err)
 	for (i = AF_BYTES_IN; i <= AF_DURATION_MS; i++)
 		audit_buf_add(&rest, i, "0", 1);
 	audit_buf_add(&rest, AF_CACHE, "", 0);
+	audit_buf_add(&rest, AF_AUTH_FAILURE, "", 0);
 	audit_submit(w, &b, audit_wall_ms(), rest.data, rest.len);
 }
 

@@ -40,7 +40,8 @@
 	X(AF_BYTES_IN, "bytes_in", 1)					\
 	X(AF_BYTES_OUT, "bytes_out", 1)					\
 	X(AF_DURATION_MS, "duration_ms", 1)				\
-	X(AF_CACHE, "cache", 0)
+	X(AF_CACHE, "cache", 0)						\
+	X(AF_AUTH_FAILURE, "auth_failure", 0)
 
 #define AUDIT_FIELD_ENUM(e, n, i) e,
 enum audit_field {

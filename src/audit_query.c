@@ -607,6 +607,7 @@ aq_generate(const struct config *conf, long long count, long long step)
 			audit_buf_addf(&b, AF_DURATION_MS, "%lld", j % 50);
 			audit_buf_add(&b, AF_CACHE, j % 3 == 0 ? "hit" : "miss",
 			    j % 3 == 0 ? 3 : 4);
+			audit_buf_add(&b, AF_AUTH_FAILURE, "", 0);
 			audit_payload_parse(b.data, b.len, &fl);
 			snprintf(n, sizeof(n), "%lld", j + 1);
 			snprintf(ks, sizeof(ks), "%s:subject:%.*s", ac->stream,

@@ -37,6 +37,7 @@
 
 #include "portcullis.h"
 #include "policy.h"
+#include "scope.h"
 
 /* The rule id the records carry for the deprecated admin address list. */
 #define AUTHZ_ADMIN_ALIAS	"audit.admin_addresses"
@@ -73,26 +74,123 @@ authz_action(const struct req *req)
 
 /*
  * Answer 401 UNAUTHORIZED with the challenge.  RFC 9110 15.5.2: a 401
- * carries one.  Until the identity issue brings the gateway's token
- * service there is no Bearer realm to send a client to; Basic with the
- * service name says "credentials wanted" to the clients that look.  The
- * identity issue replaces it with Bearer realm=...,service=...,
- * scope="repository:NAME:ACTION".
+ * carries one.  With the token service configured it is the Bearer
+ * challenge of distribution's token spec, as the reference registry
+ * sends it: realm (external_url + "/token"), service, the scope the
+ * request needed when it names one, and error="invalid_token" or
+ * "insufficient_scope" when a token came.  Without a token service there
+ * is no realm to send a client to; Basic with the service name says
+ * "credentials wanted" to the clients that look.
  */
 static void
-authz_challenge(struct req *req, const char *detail)
+authz_challenge(struct req *req, const char *detail, const char *scope,
+    const char *error)
 {
-	struct headers	 h;
-	char		 chal[320];
-	int		 n;
+	const struct config	*conf = req->conf;
+	struct headers		 h;
+	char			 chal[OCI_NAME_MAX + 1024], base[512];
+	int			 n;
 
 	headers_init(&h);
-	n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
-	    req->conf->service);
+	if (conf->identity != NULL && conf->identity->token != NULL &&
+	    req_external_base(req, base, sizeof(base)) > 0)
+		n = snprintf(chal, sizeof(chal), "Bearer realm=\"%s/token\","
+		    "service=\"%s\"%s%s%s%s%s%s", base,
+		    conf->identity->token->service,
+		    scope != NULL ? ",scope=\"" : "",
+		    scope != NULL ? scope : "", scope != NULL ? "\"" : "",
+		    error != NULL ? ",error=\"" : "",
+		    error != NULL ? error : "", error != NULL ? "\"" : "");
+	else
+		n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
+		    conf->service);
 	if (n > 0 && (size_t)n < sizeof(chal))
 		headers_add(&h, "WWW-Authenticate", 16, chal, (size_t)n);
 	req_fail_with(req, ERR_UNAUTHORIZED, detail, &h);
 	headers_clear(&h);
+}
+
+/* The scope a request needs, as a challenge names it; NULL: none. */
+static const char *
+authz_scope(const struct req *req, enum pol_action a, char *buf,
+    size_t len)
+{
+	const char	*an;
+	int		 n;
+
+	if (a == POL_CATALOG)
+		return ("registry:catalog:*");
+	if (a == POL_ADMIN || !req->is_v2 || req->route.name[0] == '\0' ||
+	    (an = policy_action_name(a)) == NULL)
+		return (NULL);
+	n = snprintf(buf, len, "repository:%s:%s", req->route.name, an);
+	return (n < 0 || (size_t)n >= len ? NULL : buf);
+}
+
+/*
+ * A Bearer token that failed verification (identity.c marked it): 401
+ * invalid_token, whatever the policy would say to an anonymous caller,
+ * so a client with an expired token fetches a new one.  0 or -1.
+ */
+static int
+authz_bad_token(struct req *req, const char *scope)
+{
+	if (!req->bearer_invalid)
+		return (0);
+	req->decision = "deny";
+	req->rule = NULL;
+	authz_challenge(req, "invalid token", scope, "invalid_token");
+	return (-1);
+}
+
+/*
+ * A gateway token's access claim must grant the action on the
+ * repository as the client names it (the name it asked /token for).
+ * Policy decides besides: the live policy, so a change applies to the
+ * tokens already issued.  0, or -1 when answered (401
+ * insufficient_scope).
+ */
+static int
+authz_token_access(struct req *req, enum pol_action a)
+{
+	char		 buf[OCI_NAME_MAX + 64];
+	unsigned	 need, have;
+
+	if (req->tok == NULL)
+		return (0);
+	switch (a) {
+	case POL_PULL:
+		need = SCOPE_PULL;
+		break;
+	case POL_PUSH:
+		need = SCOPE_PUSH;
+		break;
+	case POL_DELETE:
+		need = SCOPE_DELETE;
+		break;
+	case POL_CATALOG:
+		need = SCOPE_PULL | SCOPE_PUSH | SCOPE_DELETE;
+		break;
+	default:
+		need = 0;	/* admin: never in a token */
+		break;
+	}
+	if (a == POL_CATALOG)
+		have = scope_actions(req->tok->access, SCOPE_REGISTRY,
+		    "catalog");
+	else if (a == POL_ADMIN)
+		have = 0;
+	else
+		have = scope_actions(req->tok->access, SCOPE_REPOSITORY,
+		    req->route.name);
+	if (need != 0 && (have & need) != 0 &&
+	    (a == POL_CATALOG || (have & need) == need))
+		return (0);
+	req->decision = "deny";
+	req->rule = NULL;
+	authz_challenge(req, "the token does not grant this access",
+	    authz_scope(req, a, buf, sizeof(buf)), "insufficient_scope");
+	return (-1);
 }
 
 /*
@@ -104,7 +202,7 @@ static void
 authz_refuse(struct req *req, enum pol_action a, const char *repo,
     const char *rule)
 {
-	char		 detail[OCI_NAME_MAX + 192];
+	char		 detail[OCI_NAME_MAX + 192], sc[OCI_NAME_MAX + 64];
 	const char	*an = policy_action_name(a), *why;
 	int		 anon = req->principal.method == AUTH_ANONYMOUS;
 
@@ -120,7 +218,8 @@ authz_refuse(struct req *req, enum pol_action a, const char *repo,
 		req_fail(req, ERR_DENIED, detail);
 		return;
 	}
-	authz_challenge(req, detail);
+	authz_challenge(req, detail, authz_scope(req, a, sc, sizeof(sc)),
+	    req->tok != NULL ? "insufficient_scope" : NULL);
 }
 
 /*
@@ -308,6 +407,8 @@ authz_request(struct req *req)
 
 	if ((a = authz_action(req)) == -1)
 		return (0);
+	if (authz_bad_token(req, authz_scope(req, a, buf, sizeof(buf))) == -1)
+		return (-1);
 	if ((req->route.ep == OCI_EP_UPLOAD_START ||
 	    req->route.ep == OCI_EP_UPLOAD) && !authz_names_plain(req->query)) {
 		req_fail(req, ERR_BAD_REQUEST, "percent-encoded query "
@@ -327,6 +428,13 @@ authz_request(struct req *req)
 	    (unsigned long long)req->c->id, req->seq,
 	    res.allow ? "allow" : "deny", policy_action_name(a),
 	    repo != NULL ? repo : "-", res.rule != NULL ? res.rule : "-");
+	/*
+	 * What the token lacks comes first: a client may ask /token again
+	 * (401 insufficient_scope, as the reference registry answers); what
+	 * the live policy refuses a token's holder it would refuse anyway.
+	 */
+	if (authz_token_access(req, a) == -1)
+		return (-1);
 	if (!res.allow) {
 		authz_refuse(req, a, repo, res.rule);
 		return (-1);
@@ -366,7 +474,9 @@ authz_base(struct req *req)
 	const struct config	*conf = req->conf;
 	size_t			 i;
 
-	if (req->principal.method != AUTH_ANONYMOUS)
+	if (authz_bad_token(req, NULL) == -1)
+		return (-1);
+	if (req->principal.method != AUTH_ANONYMOUS || req->tok != NULL)
 		return (0);
 	/*
 	 * A challenge must never reach a caller that may pull something:
@@ -379,7 +489,7 @@ authz_base(struct req *req)
 			return (0);
 	req->decision = "deny";
 	req->rule = NULL;
-	authz_challenge(req, "authentication required");
+	authz_challenge(req, "authentication required", NULL, NULL);
 	return (-1);
 }
 
@@ -414,6 +524,8 @@ authz_admin(struct req *req)
 {
 	struct pol_result	res;
 
+	if (authz_bad_token(req, NULL) == -1)
+		return (-1);
 	policy_decide(req->conf->policy, &req->principal, NULL, NULL,
 	    POL_ADMIN, &res);
 	if (!res.allow && res.why == POL_WHY_DEFAULT &&
@@ -421,6 +533,8 @@ authz_admin(struct req *req)
 		res.allow = 1;
 		res.rule = AUTHZ_ADMIN_ALIAS;
 	}
+	if (authz_token_access(req, POL_ADMIN) == -1)
+		return (-1);
 	if (!res.allow) {
 		authz_refuse(req, POL_ADMIN, NULL, res.rule);
 		return (-1);

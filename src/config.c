@@ -33,6 +33,7 @@
 
 #include "config.h"
 #include "config_int.h"
+#include "jwk.h"
 #include "policy.h"
 
 #define CFG_CRED_MAX	4096	/* largest credentials file */
@@ -765,6 +766,61 @@ cfg_compile_policy(struct cfg_ctx *ctx, struct config *cfg)
  * issuer identifiers (a token's iss picks its issuer: two entries with
  * one identifier would make that depend on order).
  */
+/*
+ * The token service's keys: the signing key first (it signs), then each
+ * rotated-out key with its end.  Read at every load, so a reload rereads
+ * the files; a key file's content never goes into a message.
+ */
+static void
+cfg_load_token_keys(struct cfg_ctx *ctx, struct config *cfg)
+{
+	struct config_token	*tk = cfg->identity->token;
+	struct jwk_key		 k;
+	char			 p[CFG_PTR_MAX], *cause = NULL;
+	int64_t			 until;
+	size_t			 i;
+
+	if (tk->service == NULL && cfg->service != NULL)
+		tk->service = xstrdup(cfg->service);
+	if (tk->signing_key == NULL)
+		return;
+	tk->keys = jwk_set_new();
+	if (tk->keys == NULL)
+		abort();
+	memset(&k, 0, sizeof(k));
+	if (jwk_load_private(tk->signing_key, &k, &cause) == -1 ||
+	    jwk_set_add(tk->keys, &k) == -1) {
+		cfg_error(ctx, "/identity/token/signing_key", "%s",
+		    cause != NULL ? cause : "cannot load the key");
+		free(cause);
+		jwk_key_clear(&k);
+		return;
+	}
+	jwk_key_clear(&k);
+	for (i = 0; i < tk->nvkeys; i++) {
+		snprintf(p, sizeof(p), "/identity/token/verification_keys/%zu",
+		    i);
+		if (tk->vkeys[i].file == NULL ||
+		    tk->vkeys[i].valid_until == NULL ||
+		    cfg_parse_rfc3339(tk->vkeys[i].valid_until, &until) == -1)
+			continue;	/* reported by its row */
+		memset(&k, 0, sizeof(k));
+		cause = NULL;
+		if (jwk_load_private(tk->vkeys[i].file, &k, &cause) == -1) {
+			cfg_error(ctx, p, "%s", cause != NULL ? cause :
+			    "cannot load the key");
+			free(cause);
+			continue;
+		}
+		k.not_after = until;
+		if (jwk_set_find(tk->keys, k.kid, strlen(k.kid)) != NULL)
+			cfg_error(ctx, p, "the same key as another one");
+		else if (jwk_set_add(tk->keys, &k) == -1)
+			abort();
+		jwk_key_clear(&k);
+	}
+}
+
 static void
 cfg_finish_identity(struct cfg_ctx *ctx, struct config *cfg)
 {
@@ -774,6 +830,8 @@ cfg_finish_identity(struct cfg_ctx *ctx, struct config *cfg)
 
 	if (cfg->identity == NULL)
 		return;
+	if (cfg->identity->token != NULL)
+		cfg_load_token_keys(ctx, cfg);
 	for (i = 0; i < cfg->identity->nissuers; i++) {
 		is = &cfg->identity->issuers[i];
 		if (is->issuer != NULL)
@@ -934,6 +992,8 @@ config_free(struct config *cfg)
 	}
 	/* The compiled policy borrows strings from policy_src: first. */
 	policy_free(cfg->policy);
+	if (cfg->identity != NULL && cfg->identity->token != NULL)
+		jwk_set_free(cfg->identity->token->keys);
 	cfg_free_keys(cfg_root_keys, cfg);
 	free(cfg->path);
 	free(cfg);

@@ -17,6 +17,7 @@
 
 struct policy;
 struct pol_src;
+struct jwk_set;
 
 /* Largest configuration file config_load() reads. */
 #define CONFIG_MAX_FILE_BYTES	(1024 * 1024)
@@ -152,10 +153,41 @@ struct config_oidc_issuer {
 	size_t			 max_waiters;
 };
 
+/* A rotated-out token key (identity.token.verification_keys). */
+struct config_token_vkey {
+	char			*file;
+	char			*valid_until;	/* RFC 3339, UTC */
+};
+
+/*
+ * The token service (token.c) and the gateway-token half of the identity
+ * stage (identity.token).  keys is built at load from signing_key (first,
+ * the signer) and verification_keys (each with not_after), so a reload
+ * rereads the files and a request keeps its snapshot's keys.
+ */
+struct config_token {
+	char			*issuer;
+	char			*service;	/* NULL: the top-level one */
+	char			*signing_key;
+	struct config_token_vkey *vkeys;
+	size_t			 nvkeys;
+	int			 expires_in;	/* seconds */
+	int			 refresh_expires_in;	/* seconds */
+	size_t			 max_token_bytes;
+	int			 leeway;	/* seconds */
+	size_t			 max_claims;
+	size_t			 max_claim_bytes;
+	size_t			 max_scopes;
+	size_t			 max_body_bytes;
+	size_t			 cache_entries;
+	struct jwk_set		*keys;		/* [0] signs */
+};
+
 /* Who callers are: the identity stage's settings. */
 struct config_identity {
 	struct config_oidc_issuer *issuers;
 	size_t			 nissuers;
+	struct config_token	*token;		/* NULL: no token service */
 };
 
 struct config {

@@ -9,6 +9,7 @@
 #define PC_CONFIG_INT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define CFG_PTR_MAX	512	/* longest JSON pointer we build */
 
@@ -66,6 +67,8 @@ extern const struct cfg_key	 cfg_root_keys[];
 extern const struct cfg_key	 cfg_policy_file_keys[];
 extern const char *const	 cfg_level_names[];
 int		 cfg_split_listen(const char *, char *, size_t, int *);
+/* YYYY-MM-DDTHH:MM:SSZ into seconds since the epoch (out may be NULL). */
+int		 cfg_parse_rfc3339(const char *, int64_t *);
 const char	*cfg_check_listen(const char *);
 
 #endif /* PC_CONFIG_INT_H */

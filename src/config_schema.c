@@ -17,7 +17,9 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "config_int.h"
@@ -28,6 +30,7 @@
 
 static const char *cfg_check_external_url(const char *);
 static const char *cfg_check_service(const char *);
+static const char *cfg_check_rfc3339(const char *);
 static const char *cfg_check_instance_id(const char *);
 static const char *cfg_check_name(const char *);
 static const char *cfg_check_upstream_url(const char *);
@@ -721,8 +724,95 @@ static const struct cfg_key cfg_oidc_issuer_keys[] = {
 	{ .name = NULL }
 };
 
+/*
+ * The token service and the gateway's own Bearer tokens (token.c,
+ * identity.c).  Every key reloads: the key files are read again, and the
+ * verified-token cache is emptied, so a key taken out stops verifying at
+ * once.
+ */
+#define VK_OFF(f)	offsetof(struct config_token_vkey, f)
+static const struct cfg_key cfg_token_vkey_keys[] = {
+	{ .name = "file", .type = CFG_PATH, .flags = CFG_RELOAD | CFG_REQUIRED,
+	  .off = VK_OFF(file),
+	  .help = "The .key file of a rotated-out signing key, which "
+	  "still verifies the tokens it signed (it signs nothing)." },
+	{ .name = "valid_until", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = VK_OFF(valid_until),
+	  .check = cfg_check_rfc3339,
+	  .help = "UTC time (YYYY-MM-DDTHH:MM:SSZ) after which the key "
+	  "verifies nothing and leaves /.well-known/jwks.json; set it at "
+	  "least expires_in (refresh_expires_in for refresh tokens) after "
+	  "the rotation." },
+	{ .name = NULL }
+};
+
+#define TOK_OFF(f)	offsetof(struct config_token, f)
+static const struct cfg_key cfg_token_keys[] = {
+	{ .name = "signing_key", .type = CFG_PATH,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = TOK_OFF(signing_key),
+	  .help = "PEM private key that signs tokens (`portcullis keygen`: "
+	  "EC P-256, P-384 or RSA); its libtrust kid goes in each token." },
+	{ .name = "verification_keys", .type = CFG_ARRAY, .flags = CFG_RELOAD,
+	  .off = TOK_OFF(vkeys), .count_off = TOK_OFF(nvkeys), .min = 0,
+	  .max = 8, .sub = cfg_token_vkey_keys,
+	  .sub_size = sizeof(struct config_token_vkey), .def_doc = "none",
+	  .help = "Rotated-out keys, each verifying until its valid_until." },
+	{ .name = "issuer", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = TOK_OFF(issuer), .def_str = "portcullis",
+	  .check = cfg_check_service,
+	  .help = "The iss of issued tokens (registry:2's auth.token.issuer)." },
+	{ .name = "service", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = TOK_OFF(service), .def_doc = "the top-level service",
+	  .check = cfg_check_service,
+	  .help = "The aud of issued tokens and the service= of challenges "
+	  "(registry:2's auth.token.service)." },
+	{ .name = "expires_in", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = TOK_OFF(expires_in), .min = 60, .max = 86400, .def = 300,
+	  .help = "Lifetime of an access token, in seconds." },
+	{ .name = "refresh_expires_in", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = TOK_OFF(refresh_expires_in), .min = 60, .max = 31536000,
+	  .def = 604800,
+	  .help = "Lifetime of a refresh token (offline_token=true), in "
+	  "seconds." },
+	{ .name = "max_token_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = TOK_OFF(max_token_bytes), .min = 256, .max = 65536,
+	  .def = 16384,
+	  .help = "Longest Bearer or refresh token verified; longer is "
+	  "refused unread." },
+	{ .name = "leeway", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = TOK_OFF(leeway), .min = 0, .max = 600, .def = 30,
+	  .help = "Clock skew allowed on exp, nbf and iat, in seconds." },
+	{ .name = "max_claims", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = TOK_OFF(max_claims), .min = 8, .max = 4096, .def = 256,
+	  .help = "String claim values a token may carry; more refuses it." },
+	{ .name = "max_claim_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = TOK_OFF(max_claim_bytes), .min = 64, .max = 16384,
+	  .def = 1024,
+	  .help = "Longest claim name or value; longer refuses the token." },
+	{ .name = "max_scopes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = TOK_OFF(max_scopes), .min = 1, .max = 1024, .def = 32,
+	  .help = "Distinct scopes one /token request may ask (and one "
+	  "token's access claim may hold); more is 400." },
+	{ .name = "max_body_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = TOK_OFF(max_body_bytes), .min = 1024, .max = 1048576,
+	  .def = 65536,
+	  .help = "Largest POST /token form body; larger is 413." },
+	{ .name = "cache_entries", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = TOK_OFF(cache_entries), .min = 1, .max = 16777216,
+	  .def = 10000,
+	  .help = "Verified gateway tokens kept (until their exp) so "
+	  "repeated requests skip the signature check." },
+	{ .name = NULL }
+};
+
 #define IDENT_OFF(f)	offsetof(struct config_identity, f)
 static const struct cfg_key cfg_identity_keys[] = {
+	{ .name = "token", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
+	  .off = IDENT_OFF(token), .sub = cfg_token_keys,
+	  .sub_size = sizeof(struct config_token),
+	  .def_doc = "no token service",
+	  .help = "The Docker token service at /token and the gateway's own "
+	  "Bearer tokens (README \"Token service\")." },
 	{ .name = "issuers", .type = CFG_ARRAY, .flags = CFG_RELOAD,
 	  .off = IDENT_OFF(issuers), .count_off = IDENT_OFF(nissuers),
 	  .min = 0, .max = 32, .sub = cfg_oidc_issuer_keys,
@@ -1104,4 +1194,30 @@ cfg_check_algorithm(const char *s)
 		if (strcmp(s, algs[i]) == 0)
 			return NULL;
 	return "must be one of RS256, RS384, RS512, PS256, ES256, ES384";
+}
+
+/* A UTC time as YYYY-MM-DDTHH:MM:SSZ (valid_until). */
+static const char *
+cfg_check_rfc3339(const char *s)
+{
+	if (cfg_parse_rfc3339(s, NULL) == -1)
+		return "must be a UTC time YYYY-MM-DDTHH:MM:SSZ";
+	return NULL;
+}
+
+/* Parse YYYY-MM-DDTHH:MM:SSZ into seconds since the epoch; 0 or -1. */
+int
+cfg_parse_rfc3339(const char *s, int64_t *out)
+{
+	struct tm	tm;
+	const char	*e;
+	time_t		t;
+
+	memset(&tm, 0, sizeof(tm));
+	if (strlen(s) != 20 || (e = strptime(s, "%Y-%m-%dT%H:%M:%SZ",
+	    &tm)) == NULL || *e != '\0' || (t = timegm(&tm)) == -1)
+		return -1;
+	if (out != NULL)
+		*out = (int64_t)t;
+	return 0;
 }

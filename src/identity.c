@@ -38,6 +38,34 @@ identity_scheme(const char *v)
 	return ("other");
 }
 
+/*
+ * A Bearer token: the gateway's own (token.c verifies it with the
+ * gateway's keys, iss and aud, through the verified-token cache, never
+ * waiting).  A valid one makes the principal the token's, with its
+ * access list kept in the request for the policy gate; an invalid one
+ * leaves the caller anonymous and marked, and authz.c answers 401
+ * invalid_token on /v2/.  An IdP JWT as a Bearer is the next session's
+ * (it may wait for a JWKS refresh, and becomes a stage then).
+ */
+static void
+identity_bearer(struct req *req, const char *tok)
+{
+	struct tok_ident	*ti;
+	const char		*why;
+
+	while (*tok == ' ' || *tok == '\t')
+		tok++;
+	if ((why = token_verify(req->conf, tok, strlen(tok), 0, &ti)) !=
+	    NULL) {
+		req->auth_failure = why;
+		req->bearer_invalid = 1;
+		log_info("%llu.%u identity bearer_refused reason=%s",
+		    (unsigned long long)req->c->id, req->seq, why);
+		return;
+	}
+	token_principal(req, ti);
+}
+
 void
 identity_from_conn(struct req *req)
 {
@@ -57,13 +85,24 @@ identity_from_conn(struct req *req)
 		p->method = AUTH_ANONYMOUS;
 		p->subject = "";
 	}
+	if ((v = headers_get(&req->msg->hdrs, "Authorization")) == NULL)
+		return;
+	if (strcmp(identity_scheme(v), "bearer") == 0 &&
+	    req->conf->identity != NULL &&
+	    req->conf->identity->token != NULL) {
+		identity_bearer(req, v + 6);
+		return;
+	}
 	/*
+	 * Basic on /v2/ (a gateway secret or an IdP JWT as the password)
+	 * is the next session's: until a credential backend exists it is
+	 * ignored here as before, so a mirror's dockerd, which sends the
+	 * Docker Hub login of whoever ran `docker login`, stays anonymous
+	 * rather than refused.  /token refuses Basic itself (token.c).
 	 * An operator who wonders why a node that sends credentials is
-	 * anonymous (a mirror's dockerd sends the Docker Hub login of
-	 * whoever ran `docker login`) learns that some came, and their
-	 * scheme; nothing of their value.
+	 * anonymous learns that some came, and their scheme; nothing of
+	 * their value.
 	 */
-	if ((v = headers_get(&req->msg->hdrs, "Authorization")) != NULL)
-		log_debug("%llu.%u identity credentials ignored scheme=%s",
-		    (unsigned long long)c->id, req->seq, identity_scheme(v));
+	log_debug("%llu.%u identity credentials ignored scheme=%s",
+	    (unsigned long long)c->id, req->seq, identity_scheme(v));
 }

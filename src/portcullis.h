@@ -264,6 +264,11 @@ struct req {
 	const char		*decision;
 	const char		*rule;		/* deciding rule id, or NULL */
 	struct principal	 principal;	/* who asks (identity stage) */
+	/* A verified gateway token's identity and access; NULL: none. */
+	struct tok_ident	*tok;
+	/* Why credentials were refused (a fixed name); NULL: they were not. */
+	const char		*auth_failure;
+	int			 bearer_invalid;	/* answer invalid_token */
 	int			 audit_admitted;	/* reserved a record */
 	/* Where body bytes go while the request body is read. */
 	int			(*body_sink)(struct req *, struct evbuffer *,
@@ -451,6 +456,34 @@ void		 audit_admin(struct req *);
 
 /* identity.c: who asks (the request's principal). */
 void		 identity_from_conn(struct req *);
+
+/* token.c */
+/*
+ * What a verified gateway token says, shared by the verified-token cache
+ * and the requests using it (refcounted; strings live as long as it).
+ */
+struct tok_ident {
+	int			 refcnt;
+	int			 refresh;	/* a refresh token */
+	enum auth_method	 method;	/* how its subject logged in */
+	char			*subject;	/* "" when anonymous */
+	char			**groups;
+	size_t			 ngroups;
+	struct scope_set	*access;	/* access tokens; NULL otherwise */
+	int64_t			 iat;		/* for revocation */
+	int64_t			 exp;
+};
+const char	*token_verify(const struct config *, const char *, size_t, int,
+		    struct tok_ident **);
+void		 token_principal(struct req *, struct tok_ident *);
+void		 tok_ident_unref(struct tok_ident *);
+void		 token_start(struct req *);
+void		 token_jwks(struct req *);
+const struct config_upstream *
+		 req_prefix_upstream(const struct config *, const char *,
+		    const char **);
+int		 req_map_name(const struct config_upstream *, const char *,
+		    char *, size_t);
 
 /* authz.c: the policy gate. */
 int		 authz_request(struct req *);

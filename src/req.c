@@ -138,6 +138,7 @@ req_destroy(void *arg)
 	free(req->path);
 	if (req->body_read != NULL)
 		evbuffer_free(req->body_read);
+	tok_ident_unref(req->tok);
 	config_unref(req->conf);
 	free(req);
 }
@@ -609,7 +610,7 @@ req_method_ok(enum oci_ep ep, int m)
  * prefix (done by the caller) and, for Docker Hub, put one-component names
  * under library/.
  */
-static int
+int
 req_map_name(const struct config_upstream *up, const char *name, char *out,
     size_t len)
 {
@@ -622,6 +623,28 @@ req_map_name(const struct config_upstream *up, const char *name, char *out,
 	if (n < 0 || (size_t)n >= len || n > OCI_NAME_MAX)
 		return (-1);
 	return (0);
+}
+
+/*
+ * The upstream a client-side name's routing prefix picks ("up1/x" with
+ * an upstream whose prefix is up1), *rest the name after it; NULL (and
+ * *rest the whole name) when there is none.  Shared by routing and the
+ * token service (token.c), so a scope names what a request would.
+ */
+const struct config_upstream *
+req_prefix_upstream(const struct config *conf, const char *name,
+    const char **rest)
+{
+	const struct config_upstream	*up;
+	const char			*slash;
+
+	*rest = name;
+	if ((slash = strchr(name, '/')) == NULL ||
+	    (up = config_upstream_by_prefix(conf, name, slash - name)) ==
+	    NULL)
+		return (NULL);
+	*rest = slash + 1;
+	return (up);
 }
 
 /* containerd's ns= names a registry host: letters, digits, ".-:[]". */
@@ -644,17 +667,15 @@ req_pick_upstream(struct req *req, char *detail, size_t dlen)
 {
 	const struct config		*conf = req->conf;
 	const struct config_upstream	*up = NULL;
-	const char			*name = req->route.name, *slash;
+	const char			*name = req->route.name, *rest;
 	size_t				 qlen;
 
 	req->prefix[0] = '\0';
 	if (req->route.ep != OCI_EP_CATALOG &&
-	    (slash = strchr(name, '/')) != NULL &&
-	    (up = config_upstream_by_prefix(conf, name, slash - name)) !=
-	    NULL) {
-		snprintf(req->prefix, sizeof(req->prefix), "%.*s/",
-		    (int)(slash - name), name);
-		name = slash + 1;
+	    (up = req_prefix_upstream(conf, name, &rest)) != NULL) {
+		snprintf(req->prefix, sizeof(req->prefix), "%.*s",
+		    (int)(rest - name), name);
+		name = rest;
 	}
 	if (up == NULL && req->query != NULL) {
 		qlen = strlen(req->query);
@@ -732,6 +753,15 @@ req_route(struct req *req)
 			oidc_admin(req);
 		else
 			req_fail(req, ERR_NOT_FOUND, NULL);
+		return;
+	}
+	/* The token service (token.c): its own answers, never proxied. */
+	if (strcmp(req->path, "/token") == 0) {
+		token_start(req);
+		return;
+	}
+	if (strcmp(req->path, "/.well-known/jwks.json") == 0) {
+		token_jwks(req);
 		return;
 	}
 	if (strcmp(req->path, "/v2") != 0 && strncmp(req->path, "/v2/", 4)) {

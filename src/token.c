@@ -1,0 +1,760 @@
+/*
+ * token.c: the Docker token service (distribution's token, oauth2 and
+ * jwt specs) and the gateway's own tokens as the identity stage verifies
+ * them.
+ *
+ *	GET /.well-known/jwks.json	the public keys, rotated-out ones
+ *					until their valid_until
+ *	GET /token			Basic or anonymous (or mTLS); service,
+ *					account, repeated scope=, offline_token
+ *	POST /token			form: grant_type=password or
+ *					refresh_token, client_id, scope, ...
+ *
+ * The access claim is the intersection of what was asked and what the
+ * live policy lets the caller do: lacking permission is never an error
+ * here, the token just grants less.  Repository names in scopes are the
+ * client's (the ones it uses in /v2/ paths); each is mapped to its
+ * upstream's name the way routing does (req_prefix_upstream,
+ * req_map_name) before the policy is asked, and the claim keeps the
+ * client's name, which is what the request paths carry.
+ *
+ * Two token types, never taken for each other: an access token (aud the
+ * service, token_use "access"), which registry:2 and the gateway's /v2/
+ * accept, and a refresh token (aud "refresh:" + service, token_use
+ * "refresh", no access), which only the refresh grant accepts.  Both
+ * carry sub, iat, jti, auth_method and groups, which revocation (next
+ * session) and the refresh grant need.
+ *
+ * Verified gateway tokens are kept in a tcache (by keyed hash) until
+ * their exp, as refcounted tok_ident values, so a request keeps its
+ * strings while the cache moves on.  The cache is emptied whenever the
+ * configuration snapshot changes: a key removed by a reload verifies
+ * nothing from then on.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/rand.h>
+
+#include "portcullis.h"
+#include "jose.h"
+#include "policy.h"
+#include "scope.h"
+#include "tcache.h"
+
+#define TOK_REFRESH_AUD_PREFIX	"refresh:"
+#define TOK_AUD_MAX		300
+#define TOK_CLIENT_ID_MAX	128
+
+/* Process state: one event loop, one cache. */
+static struct tcache		*tok_cache;
+static const struct config	*tok_cache_conf;
+static size_t			 tok_cache_size;
+static unsigned char		 tok_hkey[32];
+static int			 tok_hkey_set;
+
+struct tok_body {
+	struct req		*req;
+	struct evbuffer		*buf;
+};
+
+static int64_t
+tok_now(void)
+{
+	return ((int64_t)time(NULL));
+}
+
+void
+tok_ident_unref(struct tok_ident *ti)
+{
+	size_t	i;
+
+	if (ti == NULL || --ti->refcnt > 0)
+		return;
+	free(ti->subject);
+	for (i = 0; i < ti->ngroups; i++)
+		free(ti->groups[i]);
+	free(ti->groups);
+	scope_set_free(ti->access);
+	free(ti);
+}
+
+static void
+tok_cache_free_val(void *v)
+{
+	tok_ident_unref(v);
+}
+
+/* The cache for this snapshot: emptied when the snapshot changed. */
+static struct tcache *
+tok_cache_for(const struct config *conf)
+{
+	const struct config_token	*tk = conf->identity->token;
+
+	if (!tok_hkey_set) {
+		arc4random_buf(tok_hkey, sizeof(tok_hkey));
+		tok_hkey_set = 1;
+	}
+	if (tok_cache != NULL && tok_cache_size != tk->cache_entries) {
+		tcache_free(tok_cache);
+		tok_cache = NULL;
+	}
+	if (tok_cache == NULL) {
+		if ((tok_cache = tcache_new(tk->cache_entries,
+		    tok_cache_free_val)) == NULL)
+			return (NULL);
+		tok_cache_size = tk->cache_entries;
+	} else if (tok_cache_conf != conf)
+		tcache_clear(tok_cache);
+	tok_cache_conf = conf;
+	return (tok_cache);
+}
+
+/*
+ * Verify a gateway token (an access token, or with refresh set a
+ * refresh token) of len bytes.  NULL and a new reference in *out, or the
+ * reason it was refused (a fixed name, never a piece of the token).
+ */
+const char *
+token_verify(const struct config *conf, const char *tok, size_t len,
+    int refresh, struct tok_ident **out)
+{
+	const struct config_token	*tk;
+	struct jose_verify_opts		 o;
+	struct jose_claims		*cl = NULL;
+	struct tok_ident		*ti;
+	struct tcache			*tc = NULL;
+	enum jose_reason		 r;
+	unsigned char			 h[32];
+	char				 aud[TOK_AUD_MAX];
+	const char			*auds[1], *use, *am, *why = NULL;
+	int64_t				 now = tok_now();
+	size_t				 i;
+	int				 m;
+
+	*out = NULL;
+	if (conf->identity == NULL || (tk = conf->identity->token) == NULL ||
+	    tk->keys == NULL)
+		return ("no_token_service");
+	if (len > tk->max_token_bytes)
+		return (jose_reason_name(JOSE_R_TOO_LARGE));
+	if (!refresh && (tc = tok_cache_for(conf)) != NULL &&
+	    jose_token_hash(tok_hkey, sizeof(tok_hkey), tok, len, h) == 0 &&
+	    (ti = tcache_get(tc, h, now)) != NULL) {
+		ti->refcnt++;
+		*out = ti;
+		return (NULL);
+	}
+	if (refresh)
+		snprintf(aud, sizeof(aud), "%s%s", TOK_REFRESH_AUD_PREFIX,
+		    tk->service);
+	else
+		snprintf(aud, sizeof(aud), "%s", tk->service);
+	auds[0] = aud;
+	jose_verify_opts_init(&o, now);
+	o.leeway = tk->leeway;
+	o.max_token_bytes = tk->max_token_bytes;
+	o.max_claims = tk->max_claims;
+	o.max_claim_bytes = tk->max_claim_bytes;
+	o.issuer = tk->issuer;
+	o.audiences = auds;
+	o.naudiences = 1;
+	o.groups_claim = "groups";
+	if ((r = jose_verify(tk->keys, tok, len, &o, &cl)) != JOSE_OK)
+		return (jose_reason_name(r));
+	/* The second barrier between the two types, besides aud. */
+	use = jose_claim_string(cl, "token_use");
+	if (use == NULL || strcmp(use, refresh ? "refresh" : "access") != 0) {
+		why = "wrong_token_type";
+		goto fail;
+	}
+	am = jose_claim_string(cl, "auth_method");
+	for (m = 0; am != NULL && m < AUTH_METHOD__MAX; m++)
+		if (strcmp(am, principal_method_name(m)) == 0)
+			break;
+	if (am == NULL || m == AUTH_METHOD__MAX || cl->subject == NULL ||
+	    (m == AUTH_ANONYMOUS) != (cl->subject[0] == '\0')) {
+		why = jose_reason_name(JOSE_R_BAD_CLAIM);
+		goto fail;
+	}
+	if ((ti = calloc(1, sizeof(*ti))) == NULL)
+		fatal("calloc");
+	ti->refcnt = 1;
+	ti->method = m;
+	ti->iat = cl->iat;
+	ti->exp = cl->exp;
+	ti->refresh = refresh;
+	if ((ti->subject = strdup(cl->subject)) == NULL ||
+	    (cl->ngroups > 0 && (ti->groups = calloc(cl->ngroups,
+	    sizeof(*ti->groups))) == NULL))
+		fatal("token_verify");
+	for (i = 0; i < cl->ngroups; i++)
+		if ((ti->groups[i] = strdup(cl->groups[i])) == NULL)
+			fatal("strdup");
+	ti->ngroups = cl->ngroups;
+	if (!refresh) {
+		if ((ti->access = scope_set_new(tk->max_scopes)) == NULL)
+			fatal("scope_set_new");
+		if (scope_from_access(ti->access, json_object_get(cl->payload,
+		    "access")) != SCOPE_OK) {
+			tok_ident_unref(ti);
+			why = jose_reason_name(JOSE_R_BAD_CLAIM);
+			goto fail;
+		}
+	}
+	jose_claims_free(cl);
+	if (tc != NULL) {
+		ti->refcnt++;
+		tcache_put(tc, h, ti, ti->exp, now);
+	}
+	*out = ti;
+	return (NULL);
+fail:
+	jose_claims_free(cl);
+	return (why);
+}
+
+/*
+ * The principal of a request carrying a verified access token.  An
+ * anonymous caller's token keeps it anonymous (policy sees who got the
+ * token, restricted by its access); an mTLS caller's keeps its
+ * certificate subject, which the token asserts.
+ */
+void
+token_principal(struct req *req, struct tok_ident *ti)
+{
+	struct principal	*p = &req->principal;
+
+	req->tok = ti;
+	p->subject = ti->subject;
+	p->groups = (const char *const *)ti->groups;
+	p->ngroups = ti->ngroups;
+	p->claims = NULL;
+	p->nclaims = 0;
+	switch (ti->method) {
+	case AUTH_ANONYMOUS:
+		p->method = AUTH_ANONYMOUS;
+		break;
+	case AUTH_MTLS:
+		p->method = AUTH_TOKEN;
+		p->mtls_subject = ti->subject;
+		break;
+	default:
+		p->method = AUTH_TOKEN;
+		break;
+	}
+}
+
+/* --- /.well-known/jwks.json --- */
+
+void
+token_jwks(struct req *req)
+{
+	const struct config_token	*tk;
+	json_t				*j;
+	char				*doc;
+	struct headers			 h;
+
+	if (req->msg->method != HTTP_GET && req->msg->method != HTTP_HEAD) {
+		req_fail(req, ERR_METHOD, NULL);
+		return;
+	}
+	if (req->conf->identity == NULL ||
+	    (tk = req->conf->identity->token) == NULL || tk->keys == NULL) {
+		req_fail(req, ERR_NOT_FOUND, "no token service configured");
+		return;
+	}
+	if ((j = jwk_set_public_json(tk->keys, tok_now())) == NULL ||
+	    (doc = json_dumps(j, JSON_COMPACT)) == NULL)
+		fatal("jwks");
+	json_decref(j);
+	headers_init(&h);
+	headers_add(&h, "Cache-Control", 13, "max-age=60", 10);
+	req->decision = "allow";
+	req_respond_simple(req, 200, "application/json", doc, &h);
+	headers_clear(&h);
+	free(doc);
+}
+
+/* --- /token --- */
+
+/*
+ * Answer 401 to a failed login: the OCI error body, a Basic challenge
+ * (the credentials /token takes), and the reason in the request for the
+ * log line and the audit record (a fixed name, never the credential).
+ */
+static void
+token_refuse(struct req *req, const char *reason, const char *detail)
+{
+	struct headers	h;
+	char		chal[320];
+	int		n;
+
+	req->auth_failure = reason;
+	req->decision = "deny";
+	log_info("%llu.%u token login_failed reason=%s",
+	    (unsigned long long)req->c->id, req->seq, reason);
+	headers_init(&h);
+	n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
+	    req->conf->identity->token->service);
+	if (n > 0 && (size_t)n < sizeof(chal))
+		headers_add(&h, "WWW-Authenticate", 16, chal, (size_t)n);
+	req_fail_with(req, ERR_UNAUTHORIZED, detail, &h);
+	headers_clear(&h);
+}
+
+static int
+tok_scope_bits_allowed(struct req *req, const struct scope *s)
+{
+	const struct config		*conf = req->conf;
+	const struct config_upstream	*up;
+	struct pol_result		 res;
+	const char			*rest;
+	char				 upname[OCI_NAME_MAX + 16];
+	unsigned			 want = s->actions, got = 0;
+	size_t				 i;
+
+	if (want & SCOPE_ANY)
+		want = SCOPE_PULL | SCOPE_PUSH | SCOPE_DELETE;
+	if (s->type == SCOPE_REGISTRY) {
+		/* registry:catalog:*: listing at all, on some upstream. */
+		for (i = 0; i < conf->nupstreams; i++)
+			if (policy_decide(conf->policy, &req->principal,
+			    conf->upstreams[i].name, NULL, POL_CATALOG, &res))
+				return (s->actions);
+		return (0);
+	}
+	if ((up = req_prefix_upstream(conf, s->name, &rest)) == NULL) {
+		if (conf->default_upstream < 0)
+			return (0);
+		up = &conf->upstreams[conf->default_upstream];
+	}
+	if (req_map_name(up, rest, upname, sizeof(upname)) == -1)
+		return (0);
+	if ((want & SCOPE_PULL) && policy_decide(conf->policy,
+	    &req->principal, up->name, upname, POL_PULL, &res))
+		got |= SCOPE_PULL;
+	if ((want & SCOPE_PUSH) && policy_decide(conf->policy,
+	    &req->principal, up->name, upname, POL_PUSH, &res))
+		got |= SCOPE_PUSH;
+	if ((want & SCOPE_DELETE) && policy_decide(conf->policy,
+	    &req->principal, up->name, upname, POL_DELETE, &res))
+		got |= SCOPE_DELETE;
+	return (got);
+}
+
+static char *
+tok_sign(struct req *req, const struct config_token *tk, int refresh,
+    json_t *access, int64_t now, char **cause)
+{
+	const struct principal	*p = &req->principal;
+	struct jose_sign_req	 sr;
+	json_t			*extra, *groups;
+	char			 aud[TOK_AUD_MAX];
+	char			*t;
+	size_t			 i;
+	enum auth_method	 m = p->method;
+
+	if (req->tok != NULL)
+		m = req->tok->method;	/* a refresh keeps the first method */
+	extra = json_object();
+	groups = json_array();
+	for (i = 0; i < p->ngroups; i++)
+		json_array_append_new(groups, json_string(p->groups[i]));
+	json_object_set_new(extra, "groups", groups);
+	json_object_set_new(extra, "auth_method",
+	    json_string(principal_method_name(m)));
+	json_object_set_new(extra, "token_use",
+	    json_string(refresh ? "refresh" : "access"));
+	if (refresh)
+		snprintf(aud, sizeof(aud), "%s%s", TOK_REFRESH_AUD_PREFIX,
+		    tk->service);
+	else
+		snprintf(aud, sizeof(aud), "%s", tk->service);
+	memset(&sr, 0, sizeof(sr));
+	sr.issuer = tk->issuer;
+	sr.subject = p->subject != NULL ? p->subject : "";
+	sr.audience = aud;
+	sr.now = now;
+	sr.ttl = refresh ? tk->refresh_expires_in : tk->expires_in;
+	sr.access = access;
+	sr.extra = extra;
+	t = jose_sign(&tk->keys->keys[0], &sr, cause);
+	json_decref(extra);
+	return (t);
+}
+
+/* Collect every value of a form or query parameter into the scope set. */
+static enum scope_err
+tok_scopes(struct scope_set *set, const char *q, size_t qlen,
+    const char *param)
+{
+	char		 val[4096];
+	const char	*p, *end = q + qlen;
+	size_t		 plen = strlen(param), n, k;
+	enum scope_err	 e;
+
+	for (p = q; p < end; p += n + 1) {
+		n = strcspn(p, "&");
+		if (p + n > end)
+			n = end - p;
+		if (n > plen && strncmp(p, param, plen) == 0 &&
+		    p[plen] == '=') {
+			if (url_query_get(p, n, param, val, sizeof(val)) == -1)
+				return (SCOPE_E_MALFORMED);
+			/* A form writes spaces as '+'. */
+			for (k = 0; val[k] != '\0'; k++)
+				if (val[k] == '+')
+					val[k] = ' ';
+			if ((e = scope_parse(set, val, strlen(val))) !=
+			    SCOPE_OK)
+				return (e);
+		}
+	}
+	return (SCOPE_OK);
+}
+
+/* A parameter's value, '+' as space; "" when absent. */
+static void
+tok_param(const char *q, size_t qlen, const char *name, char *out,
+    size_t len)
+{
+	size_t	k;
+
+	if (q == NULL || url_query_get(q, qlen, name, out, len) == -1)
+		out[0] = '\0';
+	for (k = 0; out[k] != '\0'; k++)
+		if (out[k] == '+')
+			out[k] = ' ';
+}
+
+/*
+ * Hook for the credential backends (gateway secrets, IdP JWTs as Basic
+ * passwords): neither is wired on this branch, so every password is
+ * refused.  The next session replaces this with an asynchronous check
+ * (a stage that waits on Redis or a JWKS refresh) filling the principal.
+ */
+static const char *
+tok_check_password(struct req *req, const char *user, const char *pass)
+{
+	return ("no_credential_backend");
+}
+
+/* Issue the token(s) for req->principal and the scopes in set. */
+static void
+tok_issue(struct req *req, struct scope_set *set, int offline)
+{
+	const struct config_token	*tk = req->conf->identity->token;
+	struct scope_set		*granted;
+	json_t				*access, *resp;
+	char				*at, *rt = NULL, *cause = NULL, *doc;
+	char				 iat[32];
+	struct headers			 h;
+	struct tm			 tm;
+	time_t				 t;
+	int64_t				 now = tok_now();
+	size_t				 i;
+
+	if ((granted = scope_set_new(tk->max_scopes)) == NULL)
+		fatal("scope_set_new");
+	for (i = 0; i < set->n; i++) {
+		granted->v[granted->n] = set->v[i];
+		granted->v[granted->n].actions =
+		    tok_scope_bits_allowed(req, &set->v[i]);
+		if (granted->v[granted->n].actions != 0)
+			granted->n++;
+	}
+	if ((access = scope_access_json(granted)) == NULL)
+		fatal("scope_access_json");
+	scope_set_free(granted);
+	at = tok_sign(req, tk, 0, access, now, &cause);
+	json_decref(access);
+	if (at != NULL && offline)
+		rt = tok_sign(req, tk, 1, NULL, now, &cause);
+	if (at == NULL || (offline && rt == NULL)) {
+		log_warn("%llu.%u token sign_failed: %s",
+		    (unsigned long long)req->c->id, req->seq,
+		    cause != NULL ? cause : "?");
+		free(cause);
+		free(at);
+		req_fail(req, ERR_INTERNAL, "token signing failed");
+		return;
+	}
+	t = (time_t)now;
+	gmtime_r(&t, &tm);
+	strftime(iat, sizeof(iat), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	resp = json_object();
+	json_object_set_new(resp, "token", json_string(at));
+	json_object_set_new(resp, "access_token", json_string(at));
+	json_object_set_new(resp, "expires_in",
+	    json_integer(tk->expires_in));
+	json_object_set_new(resp, "issued_at", json_string(iat));
+	if (rt != NULL)
+		json_object_set_new(resp, "refresh_token", json_string(rt));
+	if ((doc = json_dumps(resp, JSON_COMPACT)) == NULL)
+		fatal("json_dumps");
+	json_decref(resp);
+	explicit_bzero(at, strlen(at));
+	free(at);
+	if (rt != NULL) {
+		explicit_bzero(rt, strlen(rt));
+		free(rt);
+	}
+	req->decision = "allow";
+	log_info("%llu.%u token issued method=%s scopes=%zu refresh=%d",
+	    (unsigned long long)req->c->id, req->seq,
+	    principal_method_name(req->principal.method), set->n,
+	    offline);
+	headers_init(&h);
+	headers_add(&h, "Cache-Control", 13, "no-store", 8);
+	req_respond_simple(req, 200, "application/json", doc, &h);
+	headers_clear(&h);
+	explicit_bzero(doc, strlen(doc));
+	free(doc);
+}
+
+/* GET /token: Basic or anonymous (or mTLS), scopes in the query. */
+static void
+tok_get(struct req *req)
+{
+	const struct config_token	*tk = req->conf->identity->token;
+	struct scope_set		*set;
+	const char			*q = req->query != NULL ? req->query :
+					    "", *auth, *why;
+	size_t				 qlen = strlen(q);
+	char				 svc[256], off[16];
+	enum scope_err			 e;
+
+	tok_param(q, qlen, "service", svc, sizeof(svc));
+	if (svc[0] != '\0' && strcmp(svc, tk->service) != 0) {
+		req_fail(req, ERR_BAD_REQUEST, "unknown service");
+		return;
+	}
+	auth = headers_get(&req->msg->hdrs, "Authorization");
+	if (auth != NULL && strncasecmp(auth, "Basic ", 6) == 0) {
+		why = tok_check_password(req, NULL, NULL);
+		token_refuse(req, why, "invalid credentials");
+		return;
+	}
+	if ((set = scope_set_new(tk->max_scopes)) == NULL)
+		fatal("scope_set_new");
+	if ((e = tok_scopes(set, q, qlen, "scope")) != SCOPE_OK) {
+		scope_set_free(set);
+		req_fail(req, ERR_BAD_REQUEST, e == SCOPE_E_TOO_MANY ?
+		    "too many scopes (identity.token.max_scopes)" :
+		    "invalid scope");
+		return;
+	}
+	tok_param(q, qlen, "offline_token", off, sizeof(off));
+	/* An anonymous caller gets no refresh token: nothing to refresh. */
+	tok_issue(req, set, strcmp(off, "true") == 0 &&
+	    req->principal.method != AUTH_ANONYMOUS);
+	scope_set_free(set);
+}
+
+/* POST /token: the form is read whole (bounded), then answered. */
+static void
+tok_post(struct req *req, const char *form, size_t flen)
+{
+	const struct config_token	*tk = req->conf->identity->token;
+	struct scope_set		*set;
+	struct tok_ident		*ti;
+	char				 grant[32], svc[256], *v;
+	const char			*why;
+	size_t				 vlen;
+	enum scope_err			 e;
+
+	tok_param(form, flen, "grant_type", grant, sizeof(grant));
+	tok_param(form, flen, "service", svc, sizeof(svc));
+	if (svc[0] != '\0' && strcmp(svc, tk->service) != 0) {
+		req_fail(req, ERR_BAD_REQUEST, "unknown service");
+		return;
+	}
+	if (strcmp(grant, "password") == 0) {
+		why = tok_check_password(req, NULL, NULL);
+		token_refuse(req, why, "invalid credentials");
+		return;
+	}
+	if (strcmp(grant, "refresh_token") != 0) {
+		req_fail(req, ERR_BAD_REQUEST, "unsupported grant_type");
+		return;
+	}
+	/* Longer than max_token_bytes does not fit: refused unread. */
+	vlen = tk->max_token_bytes + 1;
+	if ((v = malloc(vlen)) == NULL)
+		fatal("malloc");
+	if (url_query_get(form, flen, "refresh_token", v, vlen) == -1) {
+		free(v);
+		token_refuse(req, "no_refresh_token", "refresh_token missing "
+		    "or longer than identity.token.max_token_bytes");
+		return;
+	}
+	why = token_verify(req->conf, v, strlen(v), 1, &ti);
+	explicit_bzero(v, vlen);
+	free(v);
+	if (why != NULL) {
+		token_refuse(req, why, "invalid refresh token");
+		return;
+	}
+	/*
+	 * Issue 10 re-checks the subject's groups with its IdP here
+	 * (an oidc subject's refresh); revocation refuses a subject's
+	 * tokens issued before a time (ti->iat).
+	 */
+	token_principal(req, ti);
+	if (ti->method == AUTH_ANONYMOUS) {
+		token_refuse(req, "wrong_token_type", "invalid refresh token");
+		return;
+	}
+	if ((set = scope_set_new(tk->max_scopes)) == NULL)
+		fatal("scope_set_new");
+	if ((e = tok_scopes(set, form, flen, "scope")) != SCOPE_OK) {
+		scope_set_free(set);
+		req_fail(req, ERR_BAD_REQUEST, e == SCOPE_E_TOO_MANY ?
+		    "too many scopes (identity.token.max_scopes)" :
+		    "invalid scope");
+		return;
+	}
+	/* No new refresh token: the one in hand stays the client's. */
+	tok_issue(req, set, 0);
+	scope_set_free(set);
+}
+
+static int	tok_sink(struct req *, struct evbuffer *, size_t);
+
+static void
+tok_body_free(void *arg)
+{
+	struct tok_body	*tb = arg;
+	struct req	*req = tb->req;
+
+	/* Nothing more goes to the freed buffer; an unread rest closes. */
+	if (req->body_sink == tok_sink) {
+		req->body_ready = 0;
+		req->body_sink = NULL;
+		req->body_sink_data = NULL;
+		req->body_end = NULL;
+	}
+	if (tb->buf != NULL) {
+		evbuffer_free(tb->buf);
+		tb->buf = NULL;
+	}
+	free(tb);
+}
+
+static const struct req_stage_ops tok_stage_ops = {
+	.name = "token",
+	.free = tok_body_free,
+};
+
+static int
+tok_sink_data(struct req *req, const char *data, size_t n)
+{
+	struct tok_body	*tb = req->stage_arg;
+
+	if (evbuffer_get_length(tb->buf) + n >
+	    req->conf->identity->token->max_body_bytes) {
+		req->body_sink_data = NULL;
+		req_fail(req, ERR_TOO_LARGE, "form larger than "
+		    "identity.token.max_body_bytes");
+		return (0);
+	}
+	evbuffer_add(tb->buf, data, n);
+	return (0);
+}
+
+static int
+tok_sink(struct req *req, struct evbuffer *in, size_t n)
+{
+	struct tok_body	*tb = req->stage_arg;
+
+	if (evbuffer_get_length(tb->buf) + n >
+	    req->conf->identity->token->max_body_bytes) {
+		evbuffer_drain(in, n);
+		req_fail(req, ERR_TOO_LARGE, "form larger than "
+		    "identity.token.max_body_bytes");
+		return (0);
+	}
+	evbuffer_remove_buffer(in, tb->buf, n);
+	return (0);
+}
+
+static void
+tok_body_end(struct req *req)
+{
+	struct tok_body	*tb = req->stage_arg;
+	size_t		 len;
+	char		*form;
+
+	req->body_ready = 0;
+	req->body_sink = NULL;
+	req->body_sink_data = NULL;
+	req->body_end = NULL;
+	len = evbuffer_get_length(tb->buf);
+	if ((form = malloc(len + 1)) == NULL)
+		fatal("malloc");
+	evbuffer_remove(tb->buf, form, len);
+	form[len] = '\0';
+	if (strlen(form) != len) {
+		req_fail(req, ERR_BAD_REQUEST, "NUL in form");
+	} else {
+		req_stage_end(req);
+		tok_post(req, form, len);
+	}
+	explicit_bzero(form, len);
+	free(form);
+}
+
+/* GET or POST /token (from req_route). */
+void
+token_start(struct req *req)
+{
+	const struct config_token	*tk;
+	struct tok_body			*tb;
+	int				 m = req->msg->method;
+
+	if (req->conf->identity == NULL ||
+	    (tk = req->conf->identity->token) == NULL || tk->keys == NULL) {
+		req_fail(req, ERR_NOT_FOUND, "no token service configured");
+		return;
+	}
+	if (m == HTTP_GET) {
+		tok_get(req);
+		return;
+	}
+	if (m != HTTP_POST) {
+		req_fail(req, ERR_METHOD, NULL);
+		return;
+	}
+	if (req->msg->has_length && req->msg->length > tk->max_body_bytes) {
+		req_fail(req, ERR_TOO_LARGE, "form larger than "
+		    "identity.token.max_body_bytes");
+		return;
+	}
+	if (req->body_done) {
+		tok_post(req, "", 0);
+		return;
+	}
+	/* A chunked form is cut by the framer once over the bound. */
+	if (hframe_set_max_body(&req->c->hf, tk->max_body_bytes) == -1) {
+		req_fail(req, ERR_TOO_LARGE, "form larger than "
+		    "identity.token.max_body_bytes");
+		return;
+	}
+	if ((tb = calloc(1, sizeof(*tb))) == NULL ||
+	    (tb->buf = evbuffer_new()) == NULL)
+		fatal("token_start");
+	tb->req = req;
+	req_stage_set(req, &tok_stage_ops, tb);
+	req->body_sink = tok_sink;
+	req->body_sink_data = tok_sink_data;
+	req->body_end = tok_body_end;
+	req->body_ready = 1;
+	if (req->msg->expect_continue)
+		evbuffer_add_printf(conn_output(req->c),
+		    "HTTP/1.1 100 Continue\r\n\r\n");
+	conn_resume_read(req->c);
+}

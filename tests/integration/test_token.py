@@ -1,0 +1,556 @@
+"""The Docker token service (/token, /.well-known/jwks.json) and the
+gateway's own Bearer tokens on /v2/ (issue 9): scopes intersected with the
+live policy, the access claim enforced together with the live policy, the
+Bearer challenge with invalid_token / insufficient_scope, access and
+refresh tokens never taken for each other, the refresh grant in a chunked
+form, failed logins in the audit record with their reason, and a real
+docker-registry with auth.token trusting the gateway's keygen certificate
+used by skopeo with the gateway as its token server.
+
+No credential backend (gateway secrets, IdP passwords) is on this branch:
+identified callers here are mTLS clients (their certificate identifies
+them at /token), and every Basic password is refused as a failed login.
+
+Real parts only: docker-registry, skopeo, redis-server, openssl."""
+
+import base64
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+
+import pytest
+import requests
+
+from lib.clients import Skopeo
+from lib.gateway import REPO_ROOT, gateway_bin, gateway_config, upstream
+from lib.pki import PKI
+from lib.soak import push_blob
+from lib.redis import RedisServer, entries_to_dicts
+from lib.registry import Registry
+from lib.util import wait_for
+
+SIGNER = os.path.join(REPO_ROOT, "tests", "tools", "jose_sign")
+STREAM = "portcullis:audit"
+SERVICE = "gw.test"
+ISSUER = "portcullis-gw"
+
+
+def keygen(prefix):
+    r = subprocess.run([gateway_bin(), "keygen", "-o", prefix],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def claims(tok):
+    p = tok.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+
+
+def jose_sign(key, scopes, aud=SERVICE, ttl=300, issuer=ISSUER):
+    if not os.path.exists(SIGNER):
+        subprocess.run(["make", "-C", REPO_ROOT, "tests/tools/jose_sign"],
+                       check=True, capture_output=True, timeout=300)
+    r = subprocess.run([SIGNER, key, issuer, "alice", aud, str(ttl)] +
+                       scopes, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    p = PKI(tmp_path_factory.mktemp("token-pki"))
+    p.server = p.issue("gateway", "/CN=127.0.0.1", san="IP:127.0.0.1")
+    p.pusher = p.issue("pusher", "/O=Token Test/CN=pusher", client=True)
+    p.pusher_dn = p.rfc2253(p.pusher[0])
+    # A cert dir for skopeo: the CA, and the client certificate it
+    # presents (to the gateway, its token server).
+    p.cert_dir = os.path.join(p.dir, "certs-pusher")
+    os.makedirs(p.cert_dir, exist_ok=True)
+    for src, dst in ((p.ca, "ca.crt"), (p.pusher[0], "client.cert"),
+                     (p.pusher[1], "client.key")):
+        with open(src, "rb") as f, \
+                open(os.path.join(p.cert_dir, dst), "wb") as g:
+            g.write(f.read())
+    return p
+
+
+@pytest.fixture(scope="module")
+def redis_mod(tmp_path_factory):
+    s = RedisServer(tmp_path_factory.mktemp("token-redis-"))
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def records(rs):
+    with rs.client() as c:
+        return [d for _, d in entries_to_dicts(c.call("XRANGE", STREAM, "-",
+                                                      "+"))]
+
+
+def record_of(rs, rid):
+    def find():
+        for d in records(rs):
+            if d["request_id"] == rid:
+                return d
+        return None
+    return wait_for(find, timeout=20, what="audit record of %s" % rid)
+
+
+def policy(pki, push_team=True):
+    rules = [
+        {"id": "anon-pub", "effect": "allow", "repositories": ["pub/**"],
+         "subjects": ["anonymous", "authenticated"], "actions": ["pull"]},
+        {"id": "pusher-ro", "effect": "allow", "repositories": ["ro/**"],
+         "subjects": ["mtls:" + pki.pusher_dn], "actions": ["pull"]},
+        {"id": "pusher-pub", "effect": "allow", "repositories": ["pub/**"],
+         "subjects": ["mtls:" + pki.pusher_dn], "actions": ["push"]},
+        {"id": "pusher-team", "effect": "allow",
+         "repositories": ["team/**"], "subjects": ["mtls:" + pki.pusher_dn],
+         "actions": ["pull", "push"] if push_team else ["pull"]},
+    ]
+    return {"rules": rules}
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("token-keys")
+    k = {"cur": str(d / "cur"), "old": str(d / "old"),
+         "gone": str(d / "gone"), "other": str(d / "other")}
+    k["kids"] = {n: keygen(p) for n, p in k.items() if n != "kids"}
+    return k
+
+
+def token_cfg(keys):
+    return {"signing_key": keys["cur"] + ".key", "issuer": ISSUER,
+            "service": SERVICE, "expires_in": 120,
+            "verification_keys": [
+                {"file": keys["old"] + ".key",
+                 "valid_until": "2099-01-01T00:00:00Z"},
+                {"file": keys["gone"] + ".key",
+                 "valid_until": "2001-01-01T00:00:00Z"}]}
+
+
+@pytest.fixture(scope="module")
+def reg(start_registry_module):
+    r = start_registry_module("up1")
+    s = requests.Session()
+    s.trust_env = False
+    r.blob = b"token test blob\n" * 64
+    for repo in ("pub/app", "pub/other", "ro/app", "team/app"):
+        r.digest = push_blob(s, r.url, repo, r.blob)
+    return r
+
+
+@pytest.fixture(scope="module")
+def gw(start_gateway_module, reg, pki, keys, redis_mod, tmp_path_factory):
+    spool = tmp_path_factory.mktemp("token-spool") / "spool"
+    cfg = gateway_config(
+        upstream(reg, default=True),
+        listen={"tls": {"cert_file": pki.server[0],
+                        "key_file": pki.server[1],
+                        "client_ca_file": pki.ca,
+                        "verify_client": "optional"}},
+        policy=policy(pki), identity={"token": token_cfg(keys)},
+        audit={"redis": "127.0.0.1:%d" % redis_mod.port,
+               "spool_file": str(spool), "timeout": 2})
+    g = start_gateway_module(cfg, tls_client={"ca": pki.ca})
+    return g
+
+
+def sess(pki, cert=None):
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = pki.ca
+    if cert is not None:
+        s.cert = cert
+    return s
+
+
+def get_token(g, s, scopes, **params):
+    p = [("service", SERVICE)] + [("scope", sc) for sc in scopes]
+    p += list(params.items())
+    r = s.get(g.url + "/token", params=p, timeout=15)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token"] == body["access_token"]
+    assert body["expires_in"] >= 60
+    assert "issued_at" in body
+    return body
+
+
+def access_of(tok):
+    return {(a["type"], a["name"]): sorted(a["actions"])
+            for a in claims(tok)["access"]}
+
+
+def bearer(tok):
+    return {"Authorization": "Bearer " + tok}
+
+
+def reload(g, pol):
+    k = g.log_text().count("server reload done")
+    with open(g.config_path, "w") as f:
+        json.dump(dict(g.config, policy=pol), f)
+    os.kill(g.pid, signal.SIGHUP)
+    wait_for(lambda: g.log_text().count("server reload done") > k,
+             what="the reload to be done")
+
+
+def chal(r):
+    return r.headers.get("WWW-Authenticate", "")
+
+
+# ---------------------------------------------------------------------------
+
+def test_jwks_publishes_current_and_rotated_keys(gw, pki, keys):
+    r = sess(pki).get(gw.url + "/.well-known/jwks.json", timeout=15)
+    assert r.status_code == 200
+    kids = [k["kid"] for k in r.json()["keys"]]
+    assert kids[0] == keys["kids"]["cur"]
+    assert keys["kids"]["old"] in kids
+    # Past its valid_until: neither published nor verifying.
+    assert keys["kids"]["gone"] not in kids
+    assert all("d" not in k for k in r.json()["keys"])
+
+
+def test_anonymous_token_for_anonymous_repo(gw, pki, reg):
+    s = sess(pki)
+    body = get_token(gw, s, ["repository:pub/app:pull,push"],
+                     offline_token="true")
+    tok = body["token"]
+    # Push was asked; policy lets anonymous pull only: only pull granted.
+    assert access_of(tok) == {("repository", "pub/app"): ["pull"]}
+    c = claims(tok)
+    assert c["aud"] == SERVICE and c["iss"] == ISSUER
+    assert c["sub"] == "" and c["token_use"] == "access"
+    assert c["exp"] - c["iat"] == 120
+    # Nothing to refresh for an anonymous caller.
+    assert "refresh_token" not in body
+    url = gw.url + "/v2/pub/app/blobs/" + reg.digest
+    r = s.get(url, headers=bearer(tok), timeout=15)
+    assert r.status_code == 200 and r.content == reg.blob
+    # The same token on another repository that anonymous may pull: the
+    # token does not grant it.
+    r = s.get(gw.url + "/v2/pub/other/blobs/" + reg.digest,
+              headers=bearer(tok), timeout=15)
+    assert r.status_code == 401
+    assert 'error="insufficient_scope"' in chal(r)
+    assert 'scope="repository:pub/other:pull"' in chal(r)
+    # Pushing with it: 401 insufficient_scope naming the push scope.
+    r = s.post(gw.url + "/v2/pub/app/blobs/uploads/", headers=bearer(tok),
+               timeout=15)
+    assert r.status_code == 401
+    assert 'error="insufficient_scope"' in chal(r)
+    assert 'scope="repository:pub/app:push"' in chal(r)
+
+
+def test_challenge_is_bearer(gw, pki):
+    s = sess(pki)
+    r = s.get(gw.url + "/v2/team/app/tags/list", timeout=15)
+    assert r.status_code == 401
+    assert chal(r) == ('Bearer realm="%s/token",service="%s",'
+                       'scope="repository:team/app:pull"' % (gw.url,
+                                                             SERVICE))
+
+
+def test_mtls_token_scope_intersection(gw, pki, reg):
+    body = get_token(gw, sess(pki, pki.pusher),
+                     ["repository:ro/app:push,pull",
+                      "repository:team/app:pull,push",
+                      "repository:hidden/app:pull"])
+    tok = body["token"]
+    assert access_of(tok) == {("repository", "ro/app"): ["pull"],
+                              ("repository", "team/app"): ["pull", "push"]}
+    c = claims(tok)
+    assert c["sub"] == pki.pusher_dn and c["auth_method"] == "mtls"
+    # The token alone identifies: no client certificate from here on.
+    s = sess(pki)
+    r = s.get(gw.url + "/v2/ro/app/blobs/" + reg.digest,
+              headers=bearer(tok), timeout=15)
+    assert r.status_code == 200
+    r = s.post(gw.url + "/v2/ro/app/blobs/uploads/", headers=bearer(tok),
+               timeout=15)
+    assert r.status_code == 401
+    assert 'error="insufficient_scope"' in chal(r)
+    r = s.post(gw.url + "/v2/team/app/blobs/uploads/", headers=bearer(tok),
+               timeout=15)
+    assert r.status_code == 202, r.text
+
+
+def test_policy_change_applies_to_issued_token(start_gateway, reg, pki,
+                                               keys):
+    g = start_gateway(gateway_config(
+        upstream(reg, default=True),
+        listen={"tls": {"cert_file": pki.server[0],
+                        "key_file": pki.server[1],
+                        "client_ca_file": pki.ca,
+                        "verify_client": "optional"}},
+        policy=policy(pki), identity={"token": token_cfg(keys)}),
+        tls_client={"ca": pki.ca})
+    tok = get_token(g, sess(pki, pki.pusher),
+                    ["repository:team/app:pull,push"])["token"]
+    s = sess(pki)
+    url = g.url + "/v2/team/app/blobs/uploads/"
+    r = s.post(url, headers=bearer(tok), timeout=15)
+    assert r.status_code == 202
+    reload(g, policy(pki, push_team=False))
+    r = s.post(url, headers=bearer(tok), timeout=15)
+    # Identified (the token's subject) and denied by the live policy.
+    assert r.status_code == 403, r.text
+    r = s.get(g.url + "/v2/team/app/blobs/" + reg.digest,
+              headers=bearer(tok), timeout=15)
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("kind,reason", [
+    ("expired", "expired"),
+    ("audience", "wrong_audience"),
+    ("issuer", "wrong_issuer"),
+    ("forged", "bad_signature"),
+    ("untrusted", "unknown_kid"),
+    ("retired", "key_retired"),
+    ("garbage", "malformed"),
+])
+def test_bad_tokens_are_invalid_token(gw, pki, keys, redis_mod, kind,
+                                      reason):
+    scope = ["repository:pub/app:pull"]
+    if kind == "expired":
+        tok = jose_sign(keys["cur"] + ".key", scope, ttl=-600)
+    elif kind == "audience":
+        tok = jose_sign(keys["cur"] + ".key", scope, aud="other.test")
+    elif kind == "issuer":
+        tok = jose_sign(keys["cur"] + ".key", scope, issuer="someone")
+    elif kind == "forged":
+        good = get_token(gw, sess(pki), scope)["token"]
+        h, p, sig = good.split(".")
+        c = claims(good)
+        c["access"][0]["actions"] = ["pull", "push"]
+        p = base64.urlsafe_b64encode(json.dumps(c).encode()).decode() \
+            .rstrip("=")
+        tok = ".".join((h, p, sig))
+    elif kind == "untrusted":
+        tok = jose_sign(keys["other"] + ".key", scope)
+    elif kind == "retired":
+        tok = jose_sign(keys["gone"] + ".key", scope)
+    else:
+        tok = "not.a-token"
+    s = sess(pki)
+    before = gw.log_text().count("bearer_refused reason=%s" % reason)
+    # Anonymous may pull pub/app: a bad token still is 401, so that a
+    # client with an expired one fetches a new one.
+    r = s.get(gw.url + "/v2/pub/app/tags/list", headers=bearer(tok),
+              timeout=15)
+    assert r.status_code == 401
+    assert 'error="invalid_token"' in chal(r)
+    assert gw.log_text().count("bearer_refused reason=%s" % reason) > before
+    assert tok not in gw.log_text()
+
+    def rec():
+        return [d for d in records(redis_mod)
+                if d["path"] == "/v2/pub/app/tags/list" and
+                d["auth_failure"] == reason]
+    d = wait_for(rec, timeout=20, what="the refused token's record")[0]
+    assert d["status"] == "401" and d["subject"] == "anonymous"
+
+
+def test_base_with_bad_token(gw, pki):
+    r = sess(pki).get(gw.url + "/v2/", headers=bearer("x.y.z"), timeout=15)
+    assert r.status_code == 401
+    assert 'error="invalid_token"' in chal(r)
+
+
+def test_refresh_and_access_never_swap(gw, pki, reg):
+    s = sess(pki, pki.pusher)
+    body = get_token(gw, s, ["repository:team/app:pull"],
+                     offline_token="true", account="pusher",
+                     client_id="docker")
+    at, rt = body["token"], body["refresh_token"]
+    rc = claims(rt)
+    assert rc["token_use"] == "refresh" and rc["aud"] != SERVICE
+    assert rc["sub"] == pki.pusher_dn and rc["access"] == []
+    assert "iat" in rc
+    # The refresh token is no access token.
+    r = sess(pki).get(gw.url + "/v2/team/app/blobs/" + reg.digest,
+                      headers=bearer(rt), timeout=15)
+    assert r.status_code == 401
+    assert 'error="invalid_token"' in chal(r)
+    # The access token is no refresh token.
+    r = sess(pki).post(gw.url + "/token", data={
+        "grant_type": "refresh_token", "refresh_token": at,
+        "service": SERVICE, "client_id": "docker",
+        "scope": "repository:team/app:pull"}, timeout=15)
+    assert r.status_code == 401
+    assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+def chunked_post(g, pki, form):
+    """POST /token with a chunked body and no Content-Length, as
+    containers-image sends its refresh grant."""
+    body = form.encode()
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    host, port = g.host.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=15) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as c:
+        half = len(body) // 2
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p)
+                          for p in (body[:half], body[half:]) if p)
+        c.sendall(b"POST /token HTTP/1.1\r\nHost: %s\r\n"
+                  b"Content-Type: application/x-www-form-urlencoded\r\n"
+                  b"Transfer-Encoding: chunked\r\nConnection: close\r\n"
+                  b"\r\n" % g.host.encode() + chunks + b"0\r\n\r\n")
+        data = b""
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            data += d
+    head, _, payload = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1])
+    return status, payload
+
+
+def test_refresh_grant_chunked(gw, pki, reg):
+    body = get_token(gw, sess(pki, pki.pusher), [], offline_token="true")
+    rt = body["refresh_token"]
+    form = ("grant_type=refresh_token&client_id=containers-image&service="
+            "%s&scope=repository%%3Ateam%%2Fapp%%3Apull%%2Cpush"
+            "&scope=repository%%3Aro%%2Fapp%%3Apush&refresh_token=%s" % (
+                SERVICE, rt))
+    status, payload = chunked_post(gw, pki, form)
+    assert status == 200, payload
+    out = json.loads(payload.split(b"\r\n", 1)[1] if payload[:1] != b"{"
+                     else payload)
+    tok = out["access_token"]
+    c = claims(tok)
+    assert c["sub"] == pki.pusher_dn
+    assert access_of(tok) == {("repository", "team/app"): ["pull", "push"]}
+    assert "refresh_token" not in out
+    # The refreshed token works without the certificate.
+    r = sess(pki).get(gw.url + "/v2/team/app/blobs/" + reg.digest,
+                      headers=bearer(tok), timeout=15)
+    assert r.status_code == 200
+
+
+def test_duplicate_and_combined_scopes(gw, pki):
+    s = sess(pki, pki.pusher)
+    p = [("service", SERVICE), ("scope", "repository:team/app:pull"),
+         ("scope", "repository:team/app:pull"),
+         ("scope", "repository:ro/app:pull repository:team/app:push")]
+    r = s.get(gw.url + "/token", params=p, timeout=15)
+    assert r.status_code == 200
+    assert access_of(r.json()["token"]) == {
+        ("repository", "ro/app"): ["pull"],
+        ("repository", "team/app"): ["pull", "push"]}
+    # containerd's password grant form: several scopes in one field,
+    # '+' for the space.
+    r = s.get(gw.url + "/token?service=%s&scope=repository:ro/app:pull+"
+              "repository:pub/app:pull" % SERVICE, timeout=15)
+    assert r.status_code == 200
+    assert set(access_of(r.json()["token"])) == {
+        ("repository", "ro/app"), ("repository", "pub/app")}
+
+
+def test_scope_bounds(gw, pki):
+    s = sess(pki)
+    p = [("service", SERVICE)] + [("scope", "repository:pub/a%d:pull" % i)
+                                  for i in range(40)]
+    r = s.get(gw.url + "/token", params=p, timeout=15)
+    assert r.status_code == 400
+    r = s.get(gw.url + "/token", params={"service": "nope"}, timeout=15)
+    assert r.status_code == 400
+    r = s.post(gw.url + "/token", data="x" * 70000, headers={
+        "Content-Type": "application/x-www-form-urlencoded"}, timeout=15)
+    assert r.status_code == 413
+
+
+def test_failed_login_audited(gw, pki, redis_mod):
+    s = sess(pki)
+    r = s.get(gw.url + "/token", params={"service": SERVICE,
+                                         "account": "alice"},
+              auth=("alice", "s3cret-password"), timeout=15)
+    assert r.status_code == 401
+    assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
+    r2 = s.post(gw.url + "/token", data={
+        "grant_type": "password", "username": "alice",
+        "password": "s3cret-password", "client_id": "containerd",
+        "service": SERVICE}, timeout=15)
+    assert r2.status_code == 401
+
+    recs = [record_of(redis_mod, x.headers["X-Request-Id"])
+            for x in (r, r2)]
+    assert all(d["status"] == "401" and d["decision"] == "deny"
+               for d in recs)
+    assert all(d["auth_failure"] == "no_credential_backend" for d in recs)
+    assert all(d["action"] == "token" for d in recs)
+    assert "s3cret-password" not in json.dumps(records(redis_mod))
+    assert "s3cret-password" not in gw.log_text()
+
+
+def test_token_requests_audited_with_subject(gw, pki, reg, redis_mod):
+    tok = get_token(gw, sess(pki, pki.pusher),
+                    ["repository:team/app:pull"])["token"]
+    r = sess(pki).get(gw.url + "/v2/team/app/blobs/" + reg.digest,
+                      headers=bearer(tok), timeout=15)
+    assert r.status_code == 200
+
+    def mine():
+        for d in records(redis_mod):
+            if d.get("path") == "/v2/team/app/blobs/" + reg.digest and \
+                    d.get("auth_method") == "token":
+                return d
+        return None
+    d = wait_for(mine, timeout=20, what="the token request's record")
+    assert d["subject"] == pki.pusher_dn and d["decision"] == "allow"
+    assert tok not in json.dumps(records(redis_mod))
+
+
+# ---------------------------------------------------------------------------
+# A docker-registry with auth.token trusting the gateway's key: skopeo logs
+# in (anonymously, or with its client certificate at the gateway) and
+# pushes and pulls straight to that registry, the gateway its token
+# server.
+
+REGISTRY_AUTH = """auth:
+  token:
+    realm: {realm}
+    service: {service}
+    issuer: {issuer}
+    rootcertbundle: {crt}
+"""
+
+
+def test_registry_trusts_gateway_tokens(gw, pki, keys, tmp_path,
+                                        single_image):
+    extra = REGISTRY_AUTH.format(realm=gw.url + "/token", service=SERVICE,
+                                 issuer=ISSUER, crt=keys["cur"] + ".crt")
+    reg = Registry(tmp_path / "reg", name="trusting", extra_config=extra)
+    try:
+        sk = Skopeo(tmp_path / "skopeo")
+        dest = "docker://%s/team/app:v1" % reg.host
+        # Anonymous: the gateway grants no push on team/**.
+        r = sk("copy", "-q", "--dest-tls-verify=false", single_image.ref,
+               dest, check=False)
+        assert r.returncode != 0
+        # With the pusher's certificate at the token server.
+        sk("copy", "-q", "--dest-tls-verify=false",
+           "--dest-cert-dir", pki.cert_dir, single_image.ref, dest)
+        out = sk("inspect", "--raw", "--tls-verify=false",
+                 "--cert-dir", pki.cert_dir, dest)
+        assert json.loads(out.stdout)["schemaVersion"] == 2
+        # Anonymous pull of team/app: the gateway grants nothing there.
+        r = sk("inspect", "--raw", "--tls-verify=false", dest, check=False)
+        assert r.returncode != 0
+        sk("copy", "-q", "--dest-tls-verify=false",
+           "--dest-cert-dir", pki.cert_dir, single_image.ref,
+           "docker://%s/pub/app:v1" % reg.host)
+        # pub/** is anonymous pull: skopeo's anonymous token works.
+        sk("inspect", "--raw", "--tls-verify=false",
+           "docker://%s/pub/app:v1" % reg.host)
+    finally:
+        reg.stop()
