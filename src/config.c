@@ -767,57 +767,84 @@ cfg_compile_policy(struct cfg_ctx *ctx, struct config *cfg)
  * one identifier would make that depend on order).
  */
 /*
- * The token service's keys: the signing key first (it signs), then each
- * rotated-out key with its end.  Read at every load, so a reload rereads
- * the files; a key file's content never goes into a message.
+ * A token key file, read when its row is (a file that cannot be read is
+ * reported by the row, and not loaded): the signing key becomes the
+ * first key of the token service's set, a rotated-out one waits in its
+ * entry until cfg_token_keys() knows its valid_until.  A key file's
+ * content never goes into a message.
+ */
+static struct jwk_key *
+cfg_token_key(struct cfg_ctx *ctx, const char *file, const char *ptr)
+{
+	struct jwk_key	*k;
+	char		*cause = NULL;
+
+	if ((k = calloc(1, sizeof(*k))) == NULL)
+		abort();
+	if (jwk_load_private(file, k, &cause) == -1) {
+		cfg_error(ctx, ptr, "%s", cause != NULL ? cause :
+		    "cannot load the key");
+		free(cause);
+		jwk_key_clear(k);
+		free(k);
+		return (NULL);
+	}
+	return (k);
+}
+
+void
+cfg_load_signing_key(struct cfg_ctx *ctx, void *base, const char *file,
+    const char *ptr)
+{
+	struct config_token	*tk = base;
+	struct jwk_key		*k;
+
+	if ((k = cfg_token_key(ctx, file, ptr)) == NULL)
+		return;
+	if ((tk->keys = jwk_set_new()) == NULL || jwk_set_add(tk->keys, k) ==
+	    -1)
+		abort();
+	jwk_key_clear(k);
+	free(k);
+}
+
+void
+cfg_load_verification_key(struct cfg_ctx *ctx, void *base,
+    const char *file, const char *ptr)
+{
+	struct config_token_vkey	*vk = base;
+
+	vk->key = cfg_token_key(ctx, file, ptr);
+}
+
+/*
+ * The rotated-out keys join the set after the signing key, each
+ * verifying until its valid_until; the service defaults to the
+ * top-level one.
  */
 static void
-cfg_load_token_keys(struct cfg_ctx *ctx, struct config *cfg)
+cfg_token_keys(struct cfg_ctx *ctx, struct config *cfg)
 {
 	struct config_token	*tk = cfg->identity->token;
-	struct jwk_key		 k;
-	char			 p[CFG_PTR_MAX], *cause = NULL;
+	struct jwk_key		*k;
+	char			 p[CFG_PTR_MAX];
 	int64_t			 until;
 	size_t			 i;
 
 	if (tk->service == NULL && cfg->service != NULL)
 		tk->service = xstrdup(cfg->service);
-	if (tk->signing_key == NULL)
-		return;
-	tk->keys = jwk_set_new();
-	if (tk->keys == NULL)
-		abort();
-	memset(&k, 0, sizeof(k));
-	if (jwk_load_private(tk->signing_key, &k, &cause) == -1 ||
-	    jwk_set_add(tk->keys, &k) == -1) {
-		cfg_error(ctx, "/identity/token/signing_key", "%s",
-		    cause != NULL ? cause : "cannot load the key");
-		free(cause);
-		jwk_key_clear(&k);
-		return;
-	}
-	jwk_key_clear(&k);
 	for (i = 0; i < tk->nvkeys; i++) {
-		snprintf(p, sizeof(p), "/identity/token/verification_keys/%zu",
-		    i);
-		if (tk->vkeys[i].file == NULL ||
+		if ((k = tk->vkeys[i].key) == NULL || tk->keys == NULL ||
 		    tk->vkeys[i].valid_until == NULL ||
 		    cfg_parse_rfc3339(tk->vkeys[i].valid_until, &until) == -1)
 			continue;	/* reported by its row */
-		memset(&k, 0, sizeof(k));
-		cause = NULL;
-		if (jwk_load_private(tk->vkeys[i].file, &k, &cause) == -1) {
-			cfg_error(ctx, p, "%s", cause != NULL ? cause :
-			    "cannot load the key");
-			free(cause);
-			continue;
-		}
-		k.not_after = until;
-		if (jwk_set_find(tk->keys, k.kid, strlen(k.kid)) != NULL)
+		k->not_after = until;
+		if (jwk_set_find(tk->keys, k->kid, strlen(k->kid)) != NULL) {
+			snprintf(p, sizeof(p),
+			    "/identity/token/verification_keys/%zu/file", i);
 			cfg_error(ctx, p, "the same key as another one");
-		else if (jwk_set_add(tk->keys, &k) == -1)
+		} else if (jwk_set_add(tk->keys, k) == -1)
 			abort();
-		jwk_key_clear(&k);
 	}
 }
 
@@ -831,7 +858,7 @@ cfg_finish_identity(struct cfg_ctx *ctx, struct config *cfg)
 	if (cfg->identity == NULL)
 		return;
 	if (cfg->identity->token != NULL)
-		cfg_load_token_keys(ctx, cfg);
+		cfg_token_keys(ctx, cfg);
 	for (i = 0; i < cfg->identity->nissuers; i++) {
 		is = &cfg->identity->issuers[i];
 		if (is->issuer != NULL)
@@ -992,8 +1019,16 @@ config_free(struct config *cfg)
 	}
 	/* The compiled policy borrows strings from policy_src: first. */
 	policy_free(cfg->policy);
-	if (cfg->identity != NULL && cfg->identity->token != NULL)
-		jwk_set_free(cfg->identity->token->keys);
+	if (cfg->identity != NULL && cfg->identity->token != NULL) {
+		struct config_token	*tk = cfg->identity->token;
+
+		jwk_set_free(tk->keys);
+		for (i = 0; i < tk->nvkeys; i++) {
+			if (tk->vkeys[i].key != NULL)
+				jwk_key_clear(tk->vkeys[i].key);
+			free(tk->vkeys[i].key);
+		}
+	}
 	cfg_free_keys(cfg_root_keys, cfg);
 	free(cfg->path);
 	free(cfg);

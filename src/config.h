@@ -18,6 +18,7 @@
 struct policy;
 struct pol_src;
 struct jwk_set;
+struct jwk_key;
 
 /* Largest configuration file config_load() reads. */
 #define CONFIG_MAX_FILE_BYTES	(1024 * 1024)
@@ -157,6 +158,7 @@ struct config_oidc_issuer {
 struct config_token_vkey {
 	char			*file;
 	char			*valid_until;	/* RFC 3339, UTC */
+	struct jwk_key		*key;	/* loaded; joins the set at finish */
 };
 
 /*

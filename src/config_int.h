@@ -59,6 +59,10 @@ struct cfg_key {
 void	 cfg_ptr(char *, size_t, const char *, const char *);
 void	 cfg_load_credentials(struct cfg_ctx *, void *, const char *,
 	    const char *);
+void	 cfg_load_signing_key(struct cfg_ctx *, void *, const char *,
+	    const char *);
+void	 cfg_load_verification_key(struct cfg_ctx *, void *,
+	    const char *, const char *);
 void	 cfg_load_policy_file(struct cfg_ctx *, void *, const char *,
 	    const char *);
 

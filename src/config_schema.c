@@ -733,7 +733,7 @@ static const struct cfg_key cfg_oidc_issuer_keys[] = {
 #define VK_OFF(f)	offsetof(struct config_token_vkey, f)
 static const struct cfg_key cfg_token_vkey_keys[] = {
 	{ .name = "file", .type = CFG_PATH, .flags = CFG_RELOAD | CFG_REQUIRED,
-	  .off = VK_OFF(file),
+	  .off = VK_OFF(file), .loaded = cfg_load_verification_key,
 	  .help = "The .key file of a rotated-out signing key, which "
 	  "still verifies the tokens it signed (it signs nothing)." },
 	{ .name = "valid_until", .type = CFG_STRING,
@@ -750,6 +750,7 @@ static const struct cfg_key cfg_token_vkey_keys[] = {
 static const struct cfg_key cfg_token_keys[] = {
 	{ .name = "signing_key", .type = CFG_PATH,
 	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = TOK_OFF(signing_key),
+	  .loaded = cfg_load_signing_key,
 	  .help = "PEM private key that signs tokens (`portcullis keygen`: "
 	  "EC P-256, P-384 or RSA); its libtrust kid goes in each token." },
 	{ .name = "verification_keys", .type = CFG_ARRAY, .flags = CFG_RELOAD,

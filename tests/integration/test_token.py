@@ -537,9 +537,13 @@ def test_registry_trusts_gateway_tokens(gw, pki, keys, tmp_path,
         r = sk("copy", "-q", "--dest-tls-verify=false", single_image.ref,
                dest, check=False)
         assert r.returncode != 0
+        assert "unauthorized" in r.stderr.lower() or \
+            "denied" in r.stderr.lower(), r.stderr
         # With the pusher's certificate at the token server.
+        n = gw.log_text().count("token issued method=mtls")
         sk("copy", "-q", "--dest-tls-verify=false",
            "--dest-cert-dir", pki.cert_dir, single_image.ref, dest)
+        assert gw.log_text().count("token issued method=mtls") > n
         out = sk("inspect", "--raw", "--tls-verify=false",
                  "--cert-dir", pki.cert_dir, dest)
         assert json.loads(out.stdout)["schemaVersion"] == 2

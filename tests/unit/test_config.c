@@ -511,6 +511,11 @@ static const struct err_case err_cases[] = {
 	  "'hosts':['Docker.IO']}]}",
 	  "/upstreams/1/hosts/0: duplicate of /upstreams/0/hosts" },
 	/* Identity providers. */
+	{ "{" UP ",'identity':{'token':{}}}",
+	  "/identity/token/signing_key: is required" },
+	{ "{" UP ",'identity':{'token':{'signing_key':'/nonexistent'}}}",
+	  "/identity/token/signing_key: cannot read: No such file or "
+	  "directory" },
 	{ "{" UP ",'identity':{'issuers':[{'name':'a',"
 	  "'issuer':'http://idp.example','audiences':['x']}]}}",
 	  "/identity/issuers/0/issuer: must be https (http only for a "
@@ -552,6 +557,14 @@ test_errors(void **state)
 	for (i = 0; i < sizeof(err_cases) / sizeof(err_cases[0]); i++) {
 		print_message("case %zu: %s\n", i, err_cases[i].line);
 		expect_error(err_cases[i].json, err_cases[i].line, 1);
+	/* Token lifetimes: at least the 60 s the token spec asks. */
+	expect_error("{" UP ",'identity':{'token':{'signing_key':'/none',"
+	    "'expires_in':59}}}", "/identity/token/expires_in: must be "
+	    "between 60 and 86400", 2);
+	expect_error("{" UP ",'identity':{'token':{'signing_key':'/none',"
+	    "'verification_keys':[{'file':'/none','valid_until':'soon'}]}}}",
+	    "/identity/token/verification_keys/0/valid_until: must be a UTC "
+	    "time YYYY-MM-DDTHH:MM:SSZ", 3);
 	}
 }
 
@@ -952,6 +965,17 @@ test_reference(void **state)
 		"/identity/issuers/N/max_jwks_bytes",
 		"/identity/issuers/N/max_keys",
 		"/identity/issuers/N/max_waiters",
+		"/identity/token", "/identity/token/signing_key",
+		"/identity/token/verification_keys",
+		"/identity/token/verification_keys/N/file",
+		"/identity/token/verification_keys/N/valid_until",
+		"/identity/token/issuer", "/identity/token/service",
+		"/identity/token/expires_in",
+		"/identity/token/refresh_expires_in",
+		"/identity/token/max_token_bytes", "/identity/token/leeway",
+		"/identity/token/max_claims", "/identity/token/max_claim_bytes",
+		"/identity/token/max_scopes", "/identity/token/max_body_bytes",
+		"/identity/token/cache_entries",
 		NULL
 	};
 	char	*buf = NULL, cell[128];
