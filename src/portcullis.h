@@ -266,6 +266,10 @@ struct req {
 	struct principal	 principal;	/* who asks (identity stage) */
 	/* A verified gateway token's identity and access; NULL: none. */
 	struct tok_ident	*tok;
+	/* A checked Basic password's identity (credential.c); NULL: none. */
+	struct tok_ident	*login;
+	char			*tok_form;	/* POST /token form, waiting */
+	size_t			 tok_formlen;
 	/* Why credentials were refused (a fixed name); NULL: they were not. */
 	const char		*auth_failure;
 	int			 bearer_invalid;	/* answer invalid_token */
@@ -478,6 +482,14 @@ const char	*token_verify(const struct config *, const char *, size_t, int,
 void		 token_principal(struct req *, struct tok_ident *);
 void		 tok_ident_unref(struct tok_ident *);
 void		 token_start(struct req *);
+void		 token_login_principal(struct req *, struct tok_ident *);
+
+/* credential.c */
+enum cred_result { CRED_OK, CRED_FAIL, CRED_WAIT };
+typedef void	(*cred_done_fn)(struct req *, struct tok_ident *,
+		    const char *);
+enum cred_result cred_check(struct req *, const char *, const char *,
+		    size_t, struct tok_ident **, const char **, cred_done_fn);
 void		 token_jwks(struct req *);
 const struct config_upstream *
 		 req_prefix_upstream(const struct config *, const char *,

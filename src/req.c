@@ -139,6 +139,11 @@ req_destroy(void *arg)
 	if (req->body_read != NULL)
 		evbuffer_free(req->body_read);
 	tok_ident_unref(req->tok);
+	tok_ident_unref(req->login);
+	if (req->tok_form != NULL) {
+		explicit_bzero(req->tok_form, req->tok_formlen);
+		free(req->tok_form);
+	}
 	config_unref(req->conf);
 	free(req);
 }

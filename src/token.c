@@ -37,6 +37,7 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "portcullis.h"
@@ -432,15 +433,58 @@ tok_param(const char *q, size_t qlen, const char *name, char *out,
 }
 
 /*
- * Hook for the credential backends (gateway secrets, IdP JWTs as Basic
- * passwords): neither is wired on this branch, so every password is
- * refused.  The next session replaces this with an asynchronous check
- * (a stage that waits on Redis or a JWKS refresh) filling the principal.
+ * The principal of a checked Basic password (credential.c): kept in
+ * req->login, not req->tok, as it carries no access claim to enforce.
  */
-static const char *
-tok_check_password(struct req *req, const char *user, const char *pass)
+void
+token_login_principal(struct req *req, struct tok_ident *ti)
 {
-	return ("no_credential_backend");
+	struct principal	*p = &req->principal;
+
+	req->login = ti;
+	p->method = ti->method;
+	p->subject = ti->subject;
+	p->groups = (const char *const *)ti->groups;
+	p->ngroups = ti->ngroups;
+	p->claims = NULL;
+	p->nclaims = 0;
+}
+
+/*
+ * Decode a Basic value ("Basic " already checked) into buf as
+ * "user\0password"; the password's length in *pwlen.  0 or -1.
+ */
+static int
+tok_basic(const char *v, char *buf, size_t len, const char **user,
+    const char **pw, size_t *pwlen)
+{
+	size_t	n;
+	int	out;
+	char	*colon;
+
+	v += 6;
+	while (*v == ' ')
+		v++;
+	n = strcspn(v, " \t");
+	if (n == 0 || n % 4 != 0 || n / 4 * 3 + 1 > len)
+		return (-1);
+	if ((out = EVP_DecodeBlock((unsigned char *)buf,
+	    (const unsigned char *)v, (int)n)) < 0)
+		return (-1);
+	/* EVP_DecodeBlock counts the padding as zero bytes. */
+	if (n >= 1 && v[n - 1] == '=')
+		out--;
+	if (n >= 2 && v[n - 2] == '=')
+		out--;
+	buf[out] = '\0';
+	if (strlen(buf) != (size_t)out ||
+	    (colon = strchr(buf, ':')) == NULL)
+		return (-1);
+	*colon = '\0';
+	*user = buf;
+	*pw = colon + 1;
+	*pwlen = (size_t)out - (size_t)(colon + 1 - buf);
+	return (0);
 }
 
 /* Issue the token(s) for req->principal and the scopes in set. */
@@ -516,6 +560,78 @@ tok_issue(struct req *req, struct scope_set *set, int offline)
 	free(doc);
 }
 
+static void	tok_get(struct req *);
+static void	tok_post(struct req *, const char *, size_t);
+
+static void
+tok_get_login_done(struct req *req, struct tok_ident *ti, const char *why)
+{
+	if (ti == NULL) {
+		token_refuse(req, why != NULL ? why : "invalid_credentials",
+		    "invalid credentials");
+		return;
+	}
+	token_login_principal(req, ti);
+	tok_get(req);
+}
+
+static void
+tok_post_login_done(struct req *req, struct tok_ident *ti, const char *why)
+{
+	if (ti == NULL) {
+		token_refuse(req, why != NULL ? why : "invalid_credentials",
+		    "invalid credentials");
+		return;
+	}
+	token_login_principal(req, ti);
+	tok_post(req, req->tok_form, req->tok_formlen);
+}
+
+/*
+ * Check the password of a Basic header (auth) or of a password grant
+ * (user, pw from the form): answered, or continued by done(), now or
+ * once the check stops waiting.
+ */
+static void
+tok_login(struct req *req, const char *auth, const char *pwform,
+    size_t pwlen, cred_done_fn done)
+{
+	struct tok_ident	*ti;
+	const char		*user, *pw, *why;
+	char			*buf;
+	size_t			 len, plen;
+	enum cred_result	 r;
+
+	len = req->conf->identity->token->max_token_bytes + 512;
+	if ((buf = malloc(len)) == NULL)
+		fatal("malloc");
+	if (auth != NULL) {
+		if (tok_basic(auth, buf, len, &user, &pw, &plen) == -1) {
+			free(buf);
+			token_refuse(req, "malformed_basic",
+			    "malformed Basic credentials");
+			return;
+		}
+	} else {
+		user = "";
+		pw = pwform;
+		plen = pwlen;
+	}
+	r = cred_check(req, user, pw, plen, &ti, &why, done);
+	explicit_bzero(buf, len);
+	free(buf);
+	switch (r) {
+	case CRED_OK:
+		done(req, ti, NULL);
+		break;
+	case CRED_FAIL:
+		done(req, NULL, why);
+		break;
+	case CRED_WAIT:
+		break;
+	}
+}
+
 /* GET /token: Basic or anonymous (or mTLS), scopes in the query. */
 static void
 tok_get(struct req *req)
@@ -523,7 +639,7 @@ tok_get(struct req *req)
 	const struct config_token	*tk = req->conf->identity->token;
 	struct scope_set		*set;
 	const char			*q = req->query != NULL ? req->query :
-					    "", *auth, *why;
+					    "", *auth;
 	size_t				 qlen = strlen(q);
 	char				 svc[256], off[16];
 	enum scope_err			 e;
@@ -534,9 +650,9 @@ tok_get(struct req *req)
 		return;
 	}
 	auth = headers_get(&req->msg->hdrs, "Authorization");
-	if (auth != NULL && strncasecmp(auth, "Basic ", 6) == 0) {
-		why = tok_check_password(req, NULL, NULL);
-		token_refuse(req, why, "invalid credentials");
+	if (auth != NULL && strncasecmp(auth, "Basic ", 6) == 0 &&
+	    req->login == NULL) {
+		tok_login(req, auth, NULL, 0, tok_get_login_done);
 		return;
 	}
 	if ((set = scope_set_new(tk->max_scopes)) == NULL)
@@ -573,9 +689,40 @@ tok_post(struct req *req, const char *form, size_t flen)
 		req_fail(req, ERR_BAD_REQUEST, "unknown service");
 		return;
 	}
+	if (strcmp(grant, "password") == 0 && req->login == NULL) {
+		/* Kept for the answer: the check may wait. */
+		if (req->tok_form == NULL) {
+			if ((req->tok_form = malloc(flen + 1)) == NULL)
+				fatal("malloc");
+			memcpy(req->tok_form, form, flen);
+			req->tok_form[flen] = '\0';
+			req->tok_formlen = flen;
+		}
+		vlen = tk->max_token_bytes + 1;
+		if ((v = malloc(vlen)) == NULL)
+			fatal("malloc");
+		if (url_query_get(form, flen, "password", v, vlen) == -1) {
+			free(v);
+			token_refuse(req, "no_password", "password missing or "
+			    "longer than identity.token.max_token_bytes");
+			return;
+		}
+		tok_login(req, NULL, v, strlen(v), tok_post_login_done);
+		explicit_bzero(v, vlen);
+		free(v);
+		return;
+	}
 	if (strcmp(grant, "password") == 0) {
-		why = tok_check_password(req, NULL, NULL);
-		token_refuse(req, why, "invalid credentials");
+		if ((set = scope_set_new(tk->max_scopes)) == NULL)
+			fatal("scope_set_new");
+		if ((e = tok_scopes(set, form, flen, "scope")) != SCOPE_OK) {
+			scope_set_free(set);
+			req_fail(req, ERR_BAD_REQUEST, "invalid scope");
+			return;
+		}
+		tok_param(form, flen, "access_type", grant, sizeof(grant));
+		tok_issue(req, set, strcmp(grant, "offline") == 0);
+		scope_set_free(set);
 		return;
 	}
 	if (strcmp(grant, "refresh_token") != 0) {

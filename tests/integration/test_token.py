@@ -558,3 +558,151 @@ def test_registry_trusts_gateway_tokens(gw, pki, keys, tmp_path,
            "docker://%s/pub/app:v1" % reg.host)
     finally:
         reg.stop()
+
+
+# ---------------------------------------------------------------------------
+# IdP JWTs as Basic passwords at /token (the npm oidc-provider, a real
+# OpenID Connect provider): a client-credentials access token of client
+# "ci" logs in as idp:ci.
+
+from lib.idp import IdP, idp_available  # noqa: E402
+
+needs_idp = pytest.mark.skipif(idp_available() is not None,
+                               reason=str(idp_available()))
+
+
+def idp_policy(pki):
+    pol = policy(pki)
+    pol["rules"].append(
+        {"id": "ci-rw", "effect": "allow", "repositories": ["ci/**"],
+         "subjects": ["user:idp:ci"], "actions": ["pull", "push"]})
+    return pol
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory):
+    if idp_available() is not None:
+        pytest.skip(idp_available())
+    p = IdP(tmp_path_factory.mktemp("token-idp"))
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def idgw(start_gateway_module, reg, pki, keys, redis_mod, idp,
+         tmp_path_factory):
+    spool = tmp_path_factory.mktemp("token-idp-spool") / "spool"
+    cfg = gateway_config(
+        upstream(reg, default=True),
+        listen={"tls": {"cert_file": pki.server[0],
+                        "key_file": pki.server[1],
+                        "client_ca_file": pki.ca,
+                        "verify_client": "optional"}},
+        policy=idp_policy(pki),
+        identity={"token": token_cfg(keys), "issuers": [
+            {"name": "idp", "issuer": idp.issuer, "ca_file": idp.ca,
+             "audiences": ["https://portcullis.test"], "prefix": "idp:",
+             "groups_claim": "groups", "algorithms": ["RS256", "ES256"]}]},
+        audit={"redis": "127.0.0.1:%d" % redis_mod.port,
+               "spool_file": str(spool), "timeout": 2})
+    g = start_gateway_module(cfg, tls_client={"ca": pki.ca})
+    wait_for(lambda: "oidc keys_loaded issuer=idp" in g.log_text(),
+             timeout=30, what="the IdP's keys")
+    return g
+
+
+@needs_idp
+def test_idp_token_as_basic_password(idgw, idp, pki, reg):
+    cc = idp.client_credentials_token()
+    s = sess(pki)
+    r = s.get(idgw.url + "/token", params=[
+        ("service", SERVICE), ("account", "gitlab-ci-token"),
+        ("scope", "repository:ci/app:pull,push"),
+        ("scope", "repository:team/app:pull"),
+        ("offline_token", "true")],
+        auth=("gitlab-ci-token", cc), timeout=15)
+    assert r.status_code == 200, r.text
+    tok = r.json()["token"]
+    c = claims(tok)
+    assert c["sub"] == "idp:ci" and c["auth_method"] == "oidc"
+    # team/** is the pusher's only: nothing there for idp:ci.
+    assert access_of(tok) == {("repository", "ci/app"): ["pull", "push"]}
+    assert claims(r.json()["refresh_token"])["sub"] == "idp:ci"
+    r = s.post(idgw.url + "/v2/ci/app/blobs/uploads/", headers=bearer(tok),
+               timeout=15)
+    assert r.status_code == 202, r.text
+    assert cc not in idgw.log_text()
+
+
+@needs_idp
+def test_idp_password_grant_chunked(idgw, idp, pki):
+    cc = idp.client_credentials_token()
+    # containerd: several scopes in one field, '+' for the space.
+    form = ("grant_type=password&client_id=containerd&service=%s&username="
+            "ci&password=%s&access_type=offline&scope=repository%%3Aci%%2F"
+            "app%%3Apull+repository%%3Apub%%2Fapp%%3Apull" % (SERVICE, cc))
+    status, payload = chunked_post(idgw, pki, form)
+    assert status == 200, payload
+    out = json.loads(payload[payload.index(b"{"):payload.rindex(b"}") + 1])
+    assert access_of(out["access_token"]) == {
+        ("repository", "ci/app"): ["pull"],
+        ("repository", "pub/app"): ["pull"]}
+    assert claims(out["refresh_token"])["token_use"] == "refresh"
+
+
+@needs_idp
+@pytest.mark.parametrize("kind,reason", [
+    ("tampered", "bad_signature"),
+    ("not_a_jwt", "no_credential_backend"),
+    ("unknown_issuer", "unknown_issuer"),
+])
+def test_idp_bad_password(idgw, idp, pki, keys, redis_mod, kind, reason):
+    if kind == "tampered":
+        # Another audience written into a real token: the signature fails.
+        pw = idp.client_credentials_token()
+        h, p, sig = pw.split(".")
+        c = claims(pw)
+        c["aud"] = "https://elsewhere.test"
+        pw = ".".join((h, base64.urlsafe_b64encode(json.dumps(c).encode())
+                       .decode().rstrip("="), sig))
+    elif kind == "not_a_jwt":
+        pw = "hunter2-not-a-jwt"
+    else:
+        # A well-signed JWT of an issuer that is not configured.
+        pw = jose_sign(keys["cur"] + ".key", [], issuer="https://nobody")
+    r = sess(pki).get(idgw.url + "/token", params={"service": SERVICE},
+                      auth=("ci", pw), timeout=15)
+    assert r.status_code == 401
+    d = record_of(redis_mod, r.headers["X-Request-Id"])
+    assert d["auth_failure"] == reason and d["action"] == "token"
+    assert pw not in json.dumps(d) and pw not in idgw.log_text()
+
+
+@needs_idp
+def test_skopeo_login_registry_with_gateway_tokens(idgw, idp, pki, keys,
+                                                   tmp_path, single_image):
+    """skopeo login, push and pull straight to a registry:2 whose token
+    server is the gateway, with an IdP token as the password."""
+    extra = REGISTRY_AUTH.format(realm=idgw.url + "/token", service=SERVICE,
+                                 issuer=ISSUER, crt=keys["cur"] + ".crt")
+    reg = Registry(tmp_path / "reg", name="trusting", extra_config=extra)
+    try:
+        sk = Skopeo(tmp_path / "skopeo")
+        cc = idp.client_credentials_token()
+        r = sk("login", "--tls-verify=false", "-u", "ci", "-p", "wrong.jwt.x",
+               reg.host, check=False)
+        assert r.returncode != 0
+        sk("login", "--tls-verify=false", "-u", "ci", "-p", cc, reg.host)
+        dest = "docker://%s/ci/app:v1" % reg.host
+        sk("copy", "-q", "--dest-tls-verify=false", single_image.ref, dest)
+        out = sk("inspect", "--raw", "--tls-verify=false", dest)
+        assert json.loads(out.stdout)["schemaVersion"] == 2
+        # idp:ci may not push team/**: the registry refuses the token.
+        r = sk("copy", "-q", "--dest-tls-verify=false", single_image.ref,
+               "docker://%s/team/app:v1" % reg.host, check=False)
+        assert r.returncode != 0
+        assert cc not in idgw.log_text()
+    finally:
+        reg.stop()
