@@ -139,7 +139,8 @@ authz_bad_token(struct req *req, const char *scope)
 		return (0);
 	req->decision = "deny";
 	req->rule = NULL;
-	authz_challenge(req, "invalid token", scope, "invalid_token");
+	authz_challenge(req, "invalid credentials", scope,
+	    "invalid_token");
 	return (-1);
 }
 

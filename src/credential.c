@@ -46,6 +46,24 @@ cred_issuer(const struct config *conf, const char *iss)
 	return (NULL);
 }
 
+/*
+ * Whether a password (or a Bearer value) is a JWT whose claimed issuer is
+ * a configured IdP: what makes identity check it rather than ignore it
+ * (a mirror's dockerd sends a Docker Hub password, which is not).
+ * Unverified: it only picks the path.
+ */
+int
+cred_is_idp_jwt(const struct config *conf, const char *pw, size_t len)
+{
+	struct jose_peek	pk;
+
+	if (conf->identity == NULL || conf->identity->nissuers == 0 ||
+	    memchr(pw, '.', len) == NULL ||
+	    jose_peek(pw, len, JOSE_DEFAULT_MAX_TOKEN_BYTES, &pk) != JOSE_OK)
+		return (0);
+	return (cred_issuer(conf, pk.issuer) != NULL);
+}
+
 /* "prefix" + s, new. */
 static char *
 cred_prefixed(const char *prefix, const char *s)

@@ -3,24 +3,37 @@
  * principal (principal.h), which every later stage (policy, rate limits,
  * the log line and the audit record) reads instead of any raw credential.
  *
- * Until the identity issue lands the principal comes from the connection
- * alone: the client's address, and the subject of a client certificate
- * that TLS verified (method "mtls"); anyone else is anonymous.  Nothing a
- * client sends in a header counts.  In particular an Authorization header
- * (dockerd sends a mirror the Docker Hub credentials of whoever ran
- * `docker login`) is ignored here, dropped by proxy.c before a request
- * goes upstream, and written to no log line or audit record.
+ * From the connection: the client's address, and the subject of a client
+ * certificate that TLS verified (method "mtls"); anyone else is
+ * anonymous.  Then from the Authorization header:
  *
- * The connection's facts are known before the request is routed, so this
- * runs at request start and never waits; when credentials are verified
- * (a Redis lookup, a JWKS fetch) that part becomes a DISPATCH stage of
- * its own.  All strings stay the connection's: the principal lives as
- * long as the request, which never outlives its connection.
+ *	Bearer <gateway token>	token.c verifies it with the gateway's own
+ *				keys (cached); the principal is the token's
+ *				subject, req->tok its access list
+ *	Bearer <IdP JWT>	a CI job's token of a configured issuer,
+ *	Basic user:<IdP JWT>	checked by credential.c with the issuer's
+ *				keys (method "oidc")
+ *	anything else		ignored: a mirror's dockerd sends the
+ *				Docker Hub login of whoever ran `docker
+ *				login`; it stays anonymous
+ *
+ * A credential that fails leaves the caller anonymous, marked
+ * (req->bearer_invalid, req->auth_failure), and authz.c answers 401
+ * invalid_token.  No header value is ever logged or forwarded.
+ *
+ * It runs at request start, before routing and the policy gate.  It waits
+ * only for an IdP JWT whose kid the issuer's keys lack (oidc.c fetches
+ * them, rate-limited): then credential.c is the request's stage, and
+ * req_identity_done() routes the request once the check ends.  A gateway
+ * secret (next session) waits for Redis the same way.  All strings live
+ * as long as the request: the connection's, or a refcounted tok_ident.
  */
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "portcullis.h"
+#include "jose.h"
 
 /*
  * The scheme of an Authorization value, as one of a fixed set of words:
@@ -48,6 +61,86 @@ identity_scheme(const char *v)
  * (it may wait for a JWKS refresh, and becomes a stage then).
  */
 static void
+identity_refused(struct req *req, const char *why)
+{
+	req->auth_failure = why != NULL ? why : "invalid_credentials";
+	req->bearer_invalid = 1;
+	log_info("%llu.%u identity credentials_refused reason=%s",
+	    (unsigned long long)req->c->id, req->seq, req->auth_failure);
+}
+
+/* A checked IdP JWT, now or after waiting for the issuer's keys. */
+static void
+identity_cred_done(struct req *req, struct tok_ident *ti, const char *why)
+{
+	if (ti == NULL)
+		identity_refused(req, why);
+	else
+		token_login_principal(req, ti);
+}
+
+static void
+identity_cred_waited(struct req *req, struct tok_ident *ti, const char *why)
+{
+	identity_cred_done(req, ti, why);
+	req_identity_done(req);
+}
+
+/*
+ * An IdP JWT (as a Basic password, or as a Bearer for CI): checked by
+ * credential.c with the issuer's keys.  1 when it waits (the request is
+ * routed by identity_cred_waited), else 0.
+ */
+static int
+identity_idp(struct req *req, const char *user, const char *pw, size_t len)
+{
+	struct tok_ident	*ti;
+	const char		*why;
+
+	switch (cred_check(req, user, pw, len, &ti, &why,
+	    identity_cred_waited)) {
+	case CRED_OK:
+		identity_cred_done(req, ti, NULL);
+		return (0);
+	case CRED_FAIL:
+		identity_cred_done(req, NULL, why);
+		return (0);
+	default:
+		return (1);
+	}
+}
+
+/*
+ * Basic on /v2/: a password that is a JWT of a configured IdP is checked
+ * (refused: 401 from authz.c); any other is ignored as before, so a
+ * mirror's dockerd that sends a Docker Hub login stays anonymous.  A
+ * gateway secret is the next kind (credential.c).  /token checks its
+ * Basic itself (token.c).
+ */
+static int
+identity_basic(struct req *req, const char *v)
+{
+	const char	*user, *pw;
+	char		*buf;
+	size_t		 len = JOSE_DEFAULT_MAX_TOKEN_BYTES + 512, pwlen;
+	int		 r = 0;
+
+	if (strcmp(req->path, "/token") == 0)
+		return (0);
+	if ((buf = malloc(len)) == NULL)
+		fatal("malloc");
+	if (token_basic_decode(v, buf, len, &user, &pw, &pwlen) == 0 &&
+	    cred_is_idp_jwt(req->conf, pw, pwlen))
+		r = identity_idp(req, user, pw, pwlen);
+	else
+		log_debug("%llu.%u identity credentials ignored scheme=basic",
+		    (unsigned long long)req->c->id, req->seq);
+	explicit_bzero(buf, len);
+	free(buf);
+	return (r);
+}
+
+static void
 identity_bearer(struct req *req, const char *tok)
 {
 	struct tok_ident	*ti;
@@ -66,12 +159,12 @@ identity_bearer(struct req *req, const char *tok)
 	token_principal(req, ti);
 }
 
-void
+int
 identity_from_conn(struct req *req)
 {
 	struct principal	*p = &req->principal;
 	struct conn		*c = req->c;
-	const char		*v;
+	const char		*v, *b;
 
 	memset(p, 0, sizeof(*p));
 	p->af = c->peer_af;
@@ -86,23 +179,28 @@ identity_from_conn(struct req *req)
 		p->subject = "";
 	}
 	if ((v = headers_get(&req->msg->hdrs, "Authorization")) == NULL)
-		return;
-	if (strcmp(identity_scheme(v), "bearer") == 0 &&
-	    req->conf->identity != NULL &&
-	    req->conf->identity->token != NULL) {
-		identity_bearer(req, v + 6);
-		return;
+		return (0);
+	if (strcmp(identity_scheme(v), "bearer") == 0) {
+		b = v + 6;
+		while (*b == ' ' || *b == '\t')
+			b++;
+		/* A CI job's IdP token straight as a Bearer. */
+		if (cred_is_idp_jwt(req->conf, b, strlen(b)))
+			return (identity_idp(req, "", b, strlen(b)));
+		if (req->conf->identity != NULL &&
+		    req->conf->identity->token != NULL) {
+			identity_bearer(req, b);
+			return (0);
+		}
 	}
+	if (strcmp(identity_scheme(v), "basic") == 0)
+		return (identity_basic(req, v));
 	/*
-	 * Basic on /v2/ (a gateway secret or an IdP JWT as the password)
-	 * is the next session's: until a credential backend exists it is
-	 * ignored here as before, so a mirror's dockerd, which sends the
-	 * Docker Hub login of whoever ran `docker login`, stays anonymous
-	 * rather than refused.  /token refuses Basic itself (token.c).
 	 * An operator who wonders why a node that sends credentials is
 	 * anonymous learns that some came, and their scheme; nothing of
 	 * their value.
 	 */
 	log_debug("%llu.%u identity credentials ignored scheme=%s",
 	    (unsigned long long)c->id, req->seq, identity_scheme(v));
+	return (0);
 }

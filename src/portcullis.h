@@ -287,6 +287,7 @@ struct req {
 };
 
 void	req_start(struct conn *, struct hframe_msg *);
+void	req_identity_done(struct req *);
 void	req_free(struct req *);
 void	req_set_state(struct req *, enum req_state);
 void	req_fail(struct req *, enum pc_err, const char *);
@@ -459,7 +460,7 @@ int		 keygen_cli(int, char **);
 void		 audit_admin(struct req *);
 
 /* identity.c: who asks (the request's principal). */
-void		 identity_from_conn(struct req *);
+int		 identity_from_conn(struct req *);
 
 /* token.c */
 /*
@@ -483,6 +484,9 @@ void		 token_principal(struct req *, struct tok_ident *);
 void		 tok_ident_unref(struct tok_ident *);
 void		 token_start(struct req *);
 void		 token_login_principal(struct req *, struct tok_ident *);
+int		 token_basic_decode(const char *, char *, size_t, const char **,
+		    const char **, size_t *);
+int		 cred_is_idp_jwt(const struct config *, const char *, size_t);
 
 /* credential.c */
 enum cred_result { CRED_OK, CRED_FAIL, CRED_WAIT };

@@ -124,8 +124,20 @@ req_start(struct conn *c, struct hframe_msg *msg)
 	req->state = REQ_ROUTE;
 	log_debug("%llu.%u req start method=%s", (unsigned long long)c->id,
 	    req->seq, req->method);
-	/* Who asks: from the connection, so it never waits (identity.c). */
-	identity_from_conn(req);
+	/*
+	 * Who asks (identity.c): from the connection and a gateway token at
+	 * once; a Basic password that is an IdP JWT may wait for the
+	 * issuer's keys, and req_identity_done() routes the request then.
+	 */
+	if (identity_from_conn(req) == 1)
+		return;
+	req_route(req);
+}
+
+/* The identity stage waited and is done: route the request. */
+void
+req_identity_done(struct req *req)
+{
 	req_route(req);
 }
 

@@ -454,8 +454,8 @@ token_login_principal(struct req *req, struct tok_ident *ti)
  * Decode a Basic value ("Basic " already checked) into buf as
  * "user\0password"; the password's length in *pwlen.  0 or -1.
  */
-static int
-tok_basic(const char *v, char *buf, size_t len, const char **user,
+int
+token_basic_decode(const char *v, char *buf, size_t len, const char **user,
     const char **pw, size_t *pwlen)
 {
 	size_t	n;
@@ -606,7 +606,7 @@ tok_login(struct req *req, const char *auth, const char *pwform,
 	if ((buf = malloc(len)) == NULL)
 		fatal("malloc");
 	if (auth != NULL) {
-		if (tok_basic(auth, buf, len, &user, &pw, &plen) == -1) {
+		if (token_basic_decode(auth, buf, len, &user, &pw, &plen) == -1) {
 			free(buf);
 			token_refuse(req, "malformed_basic",
 			    "malformed Basic credentials");

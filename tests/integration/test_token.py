@@ -706,3 +706,88 @@ def test_skopeo_login_registry_with_gateway_tokens(idgw, idp, pki, keys,
         assert cc not in idgw.log_text()
     finally:
         reg.stop()
+
+
+@needs_idp
+def test_idp_jwt_on_v2(idgw, idp, pki, reg, redis_mod):
+    cc = idp.client_credentials_token()
+    s = sess(pki)
+    # Basic with the IdP token as the password (GitLab's
+    # gitlab-ci-token style), and the token straight as a Bearer.
+    r = s.post(idgw.url + "/v2/ci/app/blobs/uploads/",
+               auth=("gitlab-ci-token", cc), timeout=15)
+    assert r.status_code == 202, r.text
+    d = record_of(redis_mod, r.headers["X-Request-Id"])
+    assert d["subject"] == "idp:ci" and d["auth_method"] == "oidc"
+    r = s.post(idgw.url + "/v2/ci/app/blobs/uploads/", headers=bearer(cc),
+               timeout=15)
+    assert r.status_code == 202, r.text
+    # Not allowed for idp:ci: identified, so 403.
+    r = s.post(idgw.url + "/v2/team/app/blobs/uploads/",
+               auth=("ci", cc), timeout=15)
+    assert r.status_code == 403
+    # A Docker Hub login (what a mirror's dockerd sends) is ignored:
+    # anonymous, which may pull pub/**.
+    r = s.get(idgw.url + "/v2/pub/app/blobs/" + reg.digest,
+              auth=("hubuser", "hub.pass.word"), timeout=15)
+    assert r.status_code == 200
+    # A tampered IdP token: 401 invalid_token, even where anonymous may.
+    h, p, sig = cc.split(".")
+    bad = ".".join((h, p, sig[:-4] + ("AAAA" if sig[-4:] != "AAAA"
+                                      else "BBBB")))
+    r = s.get(idgw.url + "/v2/pub/app/blobs/" + reg.digest,
+              auth=("ci", bad), timeout=15)
+    assert r.status_code == 401
+    assert 'error="invalid_token"' in chal(r)
+    d = record_of(redis_mod, r.headers["X-Request-Id"])
+    assert d["auth_failure"] == "bad_signature"
+    assert cc not in idgw.log_text() and bad not in idgw.log_text()
+
+
+@needs_idp
+def test_idp_key_rotation_waits_for_keys(start_gateway, reg, pki, keys,
+                                         tmp_path):
+    """A token signed with a key the gateway has not seen: the request
+    waits (the credential stage) for the issuer's JWKS fetch, then
+    passes; no restart."""
+    p = IdP(tmp_path / "idp2", keys=[("RS256", "rsa-1")])
+    try:
+        g = start_gateway(gateway_config(
+            upstream(reg, default=True), policy=idp_policy(pki),
+            identity={"token": token_cfg(keys), "issuers": [
+                {"name": "idp", "issuer": p.issuer, "ca_file": p.ca,
+                 "audiences": ["https://portcullis.test"],
+                 "prefix": "idp:", "min_refresh_interval": 1}]},
+            log={"level": "debug"}))
+        wait_for(lambda: "oidc keys_loaded issuer=idp" in g.log_text(),
+                 timeout=30, what="the IdP's keys")
+        s = requests.Session()
+        s.trust_env = False
+        r = s.get(g.url + "/token", params={
+            "service": SERVICE, "scope": "repository:ci/app:push"},
+            auth=("ci", p.client_credentials_token()), timeout=15)
+        assert r.status_code == 200
+        p.restart(keys=[("RS256", "rsa-2")])
+        cc = p.client_credentials_token()
+        assert claims_header(cc)["kid"] == "rsa-2"
+
+        def push_ok():
+            r = s.post(g.url + "/v2/ci/app/blobs/uploads/",
+                       auth=("ci", cc), timeout=15)
+            # Rate-limited (min_refresh_interval after the first fetch):
+            # 401 unknown_kid until a fetch may start.
+            assert r.status_code in (202, 401), r.text
+            return r.status_code == 202
+        wait_for(push_ok, timeout=30, what="the new kid to be accepted")
+        assert "trigger=unknown-kid" in g.log_text()
+        # The request that met the new kid waited for the fetch.
+        assert "credential waits for issuer idp keys" in g.log_text()
+        # Not even at debug level.
+        assert cc not in g.log_text()
+    finally:
+        p.stop()
+
+
+def claims_header(tok):
+    h = tok.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
