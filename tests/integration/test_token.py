@@ -791,3 +791,91 @@ def test_idp_key_rotation_waits_for_keys(start_gateway, reg, pki, keys,
 def claims_header(tok):
     h = tok.split(".")[0]
     return json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
+
+
+# ---------------------------------------------------------------------------
+# docker login and ctr -u against the gateway, with an IdP token as the
+# password, on a gateway whose policy lets anonymous callers pull nothing
+# (so /v2/ challenges, as a registry requiring authentication does).
+
+@pytest.fixture
+def closed_gw(start_gateway, reg, pki, keys, idp, redis_mod, tmp_path,
+              single_image):
+    sk = Skopeo(tmp_path / "seed")
+    sk("copy", "-q", "--dest-tls-verify=false", single_image.ref,
+       "docker://%s/ci/img:v1" % reg.host)
+    pol = idp_policy(pki)
+    pol["rules"] = [r for r in pol["rules"] if r["id"] != "anon-pub"]
+    g = start_gateway(gateway_config(
+        upstream(reg, default=True),
+        listen={"tls": {"cert_file": pki.server[0],
+                        "key_file": pki.server[1]}},
+        policy=pol,
+        identity={"token": token_cfg(keys), "issuers": [
+            {"name": "idp", "issuer": idp.issuer, "ca_file": idp.ca,
+             "audiences": ["https://portcullis.test"], "prefix": "idp:",
+             "algorithms": ["RS256", "ES256"]}]},
+        audit={"redis": "127.0.0.1:%d" % redis_mod.port,
+               "spool_file": str(tmp_path / "spool"), "timeout": 2}),
+        tls_client={"ca": pki.ca})
+    wait_for(lambda: "oidc keys_loaded issuer=idp" in g.log_text(),
+             timeout=30, what="the IdP's keys")
+    r = sess(pki).get(g.url + "/v2/", timeout=15)
+    assert r.status_code == 401 and chal(r).startswith("Bearer realm=")
+    return g
+
+
+def token_records(rs, method):
+    return [d for d in records(rs)
+            if d["path"] == "/token" and d["method"] == method]
+
+
+@needs_idp
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/dockerd"),
+                    reason="dockerd is not installed")
+def test_docker_login_stores_identity_token(closed_gw, start_dockerd, idp,
+                                            pki, redis_mod):
+    d = start_dockerd()
+    with open(pki.ca, "rb") as f, \
+            open(os.path.join(d.certs_dir(closed_gw.host), "ca.crt"),
+                 "wb") as g:
+        g.write(f.read())
+    cc = idp.client_credentials_token()
+    posts = len(token_records(redis_mod, "POST"))
+    d.docker("login", "-u", "ci", "-p", cc, closed_gw.host)
+    with open(os.path.join(d.docker_config, "config.json")) as f:
+        auths = json.load(f)["auths"]
+    entry = auths[closed_gw.host]
+    # docker keeps the refresh token, not the password.
+    assert "identitytoken" in entry
+    assert claims(entry["identitytoken"])["token_use"] == "refresh"
+    assert claims(entry["identitytoken"])["sub"] == "idp:ci"
+    d.docker("pull", "%s/ci/img:v1" % closed_gw.host, timeout=300)
+    # The pull got its token with the refresh grant (a POST).
+    assert wait_for(lambda: len(token_records(redis_mod, "POST")) > posts,
+                    timeout=20, what="the refresh grant's record")
+    assert cc not in closed_gw.log_text()
+
+
+@needs_idp
+def test_ctr_user_uses_password_grant(closed_gw, start_containerd, idp,
+                                      pki, redis_mod):
+    c = start_containerd()
+    # ctr takes a 127.0.0.1 host for plain HTTP unless hosts.toml says.
+    hd = os.path.join(c.dir, "certs.d")
+    os.makedirs(os.path.join(hd, closed_gw.host), exist_ok=True)
+    with open(os.path.join(hd, closed_gw.host, "hosts.toml"), "w") as f:
+        f.write('server = "https://%s"\n\n[host."https://%s"]\n'
+                '  capabilities = ["pull", "resolve"]\n  ca = "%s"\n' % (
+                    closed_gw.host, closed_gw.host, pki.ca))
+    cc = idp.client_credentials_token()
+    posts = len(token_records(redis_mod, "POST"))
+    c.ctr("images", "pull", "--hosts-dir", hd, "-u", "ci:" + cc,
+          "%s/ci/img:v1" % closed_gw.host, timeout=300)
+    recs = wait_for(lambda: token_records(redis_mod, "POST")[posts:],
+                    timeout=20, what="the password grant's record")
+    assert recs[0]["status"] == "200" and recs[0]["subject"] == "idp:ci"
+    r = c.ctr("images", "pull", "--hosts-dir", hd, "-u", "ci:x.y.z",
+              "%s/ci/img:v1" % closed_gw.host, timeout=120, check=False)
+    assert r.returncode != 0
+    assert cc not in closed_gw.log_text()
