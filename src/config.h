@@ -158,7 +158,7 @@ struct config_oidc_issuer {
 struct config_token_vkey {
 	char			*file;
 	char			*valid_until;	/* RFC 3339, UTC */
-	struct jwk_key		*key;	/* loaded; joins the set at finish */
+	struct jwk_key		*key;	/* loaded, joins keys */
 };
 
 /*
@@ -169,7 +169,7 @@ struct config_token_vkey {
  */
 struct config_token {
 	char			*issuer;
-	char			*service;	/* NULL: the top-level one */
+	char			*service;	/* NULL: top-level */
 	char			*signing_key;
 	struct config_token_vkey *vkeys;
 	size_t			 nvkeys;

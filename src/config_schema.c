@@ -761,7 +761,8 @@ static const struct cfg_key cfg_token_keys[] = {
 	{ .name = "issuer", .type = CFG_STRING, .flags = CFG_RELOAD,
 	  .off = TOK_OFF(issuer), .def_str = "portcullis",
 	  .check = cfg_check_service,
-	  .help = "The iss of issued tokens (registry:2's auth.token.issuer)." },
+	  .help = "The iss of issued tokens (registry:2's "
+	  "auth.token.issuer)." },
 	{ .name = "service", .type = CFG_STRING, .flags = CFG_RELOAD,
 	  .off = TOK_OFF(service), .def_doc = "the top-level service",
 	  .check = cfg_check_service,

@@ -144,7 +144,8 @@ cred_idp_verify(struct req *req, const char *pw, size_t len,
 	}
 	for (i = 0; i < is->nrequired_claims; i++) {
 		v = jose_claim_string(cl, is->required_claims[i].claim);
-		if (v == NULL || strcmp(v, is->required_claims[i].equals) != 0) {
+		if (v == NULL ||
+		    strcmp(v, is->required_claims[i].equals) != 0) {
 			jose_claims_free(cl);
 			*why = "required_claim";
 			return (CRED_FAIL);

@@ -7,9 +7,9 @@
  * certificate that TLS verified (method "mtls"); anyone else is
  * anonymous.  Then from the Authorization header:
  *
- *	Bearer <gateway token>	token.c verifies it with the gateway's own
- *				keys (cached); the principal is the token's
- *				subject, req->tok its access list
+ *	Bearer <gateway token>	token.c verifies it with the gateway's
+ *				own keys (cached); the principal is the
+ *				token's subject, req->tok its access list
  *	Bearer <IdP JWT>	a CI job's token of a configured issuer,
  *	Basic user:<IdP JWT>	checked by credential.c with the issuer's
  *				keys (method "oidc")

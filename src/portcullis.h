@@ -474,19 +474,20 @@ struct tok_ident {
 	char			*subject;	/* "" when anonymous */
 	char			**groups;
 	size_t			 ngroups;
-	struct scope_set	*access;	/* access tokens; NULL otherwise */
+	struct scope_set	*access;	/* access tokens; else NULL */
 	int64_t			 iat;		/* for revocation */
 	int64_t			 exp;
 };
-const char	*token_verify(const struct config *, const char *, size_t, int,
-		    struct tok_ident **);
+const char	*token_verify(const struct config *, const char *, size_t,
+		    int, struct tok_ident **);
 void		 token_principal(struct req *, struct tok_ident *);
 void		 tok_ident_unref(struct tok_ident *);
 void		 token_start(struct req *);
 void		 token_login_principal(struct req *, struct tok_ident *);
-int		 token_basic_decode(const char *, char *, size_t, const char **,
-		    const char **, size_t *);
-int		 cred_is_idp_jwt(const struct config *, const char *, size_t);
+int		 token_basic_decode(const char *, char *, size_t,
+		    const char **, const char **, size_t *);
+int		 cred_is_idp_jwt(const struct config *, const char *,
+		    size_t);
 
 /* credential.c */
 enum cred_result { CRED_OK, CRED_FAIL, CRED_WAIT };

@@ -5,8 +5,9 @@
  *
  *	GET /.well-known/jwks.json	the public keys, rotated-out ones
  *					until their valid_until
- *	GET /token			Basic or anonymous (or mTLS); service,
- *					account, repeated scope=, offline_token
+ *	GET /token			Basic or anonymous (or mTLS);
+ *					service, account, repeated scope=,
+ *					offline_token
  *	POST /token			form: grant_type=password or
  *					refresh_token, client_id, scope, ...
  *
@@ -360,7 +361,7 @@ tok_sign(struct req *req, const struct config_token *tk, int refresh,
 	enum auth_method	 m = p->method;
 
 	if (req->tok != NULL)
-		m = req->tok->method;	/* a refresh keeps the first method */
+		m = req->tok->method;	/* a refresh keeps the first one */
 	extra = json_object();
 	groups = json_array();
 	for (i = 0; i < p->ngroups; i++)
@@ -494,7 +495,8 @@ tok_issue(struct req *req, struct scope_set *set, int offline)
 	const struct config_token	*tk = req->conf->identity->token;
 	struct scope_set		*granted;
 	json_t				*access, *resp;
-	char				*at, *rt = NULL, *cause = NULL, *doc;
+	char				*at, *rt = NULL, *cause = NULL;
+	char				*doc;
 	char				 iat[32];
 	struct headers			 h;
 	struct tm			 tm;
@@ -606,7 +608,8 @@ tok_login(struct req *req, const char *auth, const char *pwform,
 	if ((buf = malloc(len)) == NULL)
 		fatal("malloc");
 	if (auth != NULL) {
-		if (token_basic_decode(auth, buf, len, &user, &pw, &plen) == -1) {
+		if (token_basic_decode(auth, buf, len, &user, &pw,
+		    &plen) == -1) {
 			free(buf);
 			token_refuse(req, "malformed_basic",
 			    "malformed Basic credentials");
