@@ -483,6 +483,8 @@ const char	*token_verify(const struct config *, const char *, size_t,
 void		 token_principal(struct req *, struct tok_ident *);
 void		 tok_ident_unref(struct tok_ident *);
 void		 token_start(struct req *);
+size_t		 token_cache_revoke(const char *, int64_t);
+void		 token_free(void);
 void		 token_login_principal(struct req *, struct tok_ident *);
 int		 token_basic_decode(const char *, char *, size_t,
 		    const char **, const char **, size_t *);

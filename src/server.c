@@ -340,6 +340,7 @@ out:
 	cache_close(ctx->cache);	/* after the conns: no readers left */
 	audit_free(ctx->audit);		/* after the conns: records spooled */
 	oidc_free(ctx);			/* after the conns: no waiters left */
+	token_free();			/* the verified-token cache */
 	if (ctx->base != NULL)
 		conn_reap(ctx);		/* what the fills retired */
 	uconn_pool_flush(ctx);

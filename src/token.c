@@ -53,7 +53,8 @@
 
 /* Process state: one event loop, one cache. */
 static struct tcache		*tok_cache;
-static const struct config	*tok_cache_conf;
+/* Referenced, so a new snapshot never reuses its address unnoticed. */
+static struct config		*tok_cache_conf;
 static size_t			 tok_cache_size;
 static unsigned char		 tok_hkey[32];
 static int			 tok_hkey_set;
@@ -111,8 +112,54 @@ tok_cache_for(const struct config *conf)
 		tok_cache_size = tk->cache_entries;
 	} else if (tok_cache_conf != conf)
 		tcache_clear(tok_cache);
-	tok_cache_conf = conf;
+	if (tok_cache_conf != conf) {
+		if (tok_cache_conf != NULL)
+			config_unref(tok_cache_conf);
+		tok_cache_conf = (struct config *)conf;
+		config_ref(tok_cache_conf);
+	}
 	return (tok_cache);
+}
+
+struct tok_revoke {
+	const char	*subject;	/* NULL: every subject */
+	int64_t		 before;	/* 0: whenever issued */
+};
+
+static int
+tok_revoke_pred(const void *val, void *arg)
+{
+	const struct tok_ident	*ti = val;
+	const struct tok_revoke	*rv = arg;
+
+	return ((rv->subject == NULL || strcmp(ti->subject, rv->subject) ==
+	    0) && (rv->before == 0 || ti->iat < rv->before));
+}
+
+/*
+ * Revocation (next session) drops the cached verifications of a
+ * subject's tokens (NULL: everyone's) issued before `before` (0: all),
+ * besides refusing them in token_verify.  How many were dropped.
+ */
+size_t
+token_cache_revoke(const char *subject, int64_t before)
+{
+	struct tok_revoke	rv = { subject, before };
+
+	if (tok_cache == NULL)
+		return (0);
+	return (tcache_purge(tok_cache, tok_revoke_pred, &rv));
+}
+
+/* At shutdown. */
+void
+token_free(void)
+{
+	tcache_free(tok_cache);
+	tok_cache = NULL;
+	if (tok_cache_conf != NULL)
+		config_unref(tok_cache_conf);
+	tok_cache_conf = NULL;
 }
 
 /*

@@ -879,3 +879,123 @@ def test_ctr_user_uses_password_grant(closed_gw, start_containerd, idp,
               "%s/ci/img:v1" % closed_gw.host, timeout=120, check=False)
     assert r.returncode != 0
     assert cc not in closed_gw.log_text()
+
+
+# ---------------------------------------------------------------------------
+# Bounds and reload.
+
+def test_token_bounds(start_gateway, reg, pki, keys):
+    tc = dict(token_cfg(keys), max_scopes=2, max_body_bytes=1024,
+              refresh_expires_in=600, max_token_bytes=700, leeway=0)
+    g = start_gateway(gateway_config(
+        upstream(reg, default=True),
+        listen={"tls": {"cert_file": pki.server[0],
+                        "key_file": pki.server[1],
+                        "client_ca_file": pki.ca,
+                        "verify_client": "optional"}},
+        policy=policy(pki), identity={"token": tc}),
+        tls_client={"ca": pki.ca})
+    s = sess(pki, pki.pusher)
+    r = s.get(g.url + "/token", params=[
+        ("scope", "repository:pub/a:pull"), ("scope", "repository:pub/b:pull"),
+        ("scope", "repository:pub/c:pull")], timeout=15)
+    assert r.status_code == 400
+    body = get_token(g, s, ["repository:pub/a:pull",
+                            "repository:pub/b:pull"], offline_token="true")
+    rc = claims(body["refresh_token"])
+    assert rc["exp"] - rc["iat"] == 600
+    # A chunked form over max_body_bytes: 413, nothing answered past it.
+    status, _ = chunked_post(g, pki, "grant_type=refresh_token&x=" +
+                             "a" * 2000)
+    assert status == 413
+    # max_token_bytes: a token longer is refused unread.
+    long_tok = get_token(g, s, ["repository:team/app:pull"])["token"]
+    big = jose_sign(keys["cur"] + ".key", ["repository:pub/app:pull"] +
+                    ["repository:pub/x%d:pull" % i for i in range(12)])
+    assert len(long_tok) <= 700 < len(big)
+    r = sess(pki).get(g.url + "/v2/pub/app/tags/list", headers=bearer(big),
+                      timeout=15)
+    assert r.status_code == 401
+    assert "bearer_refused reason=too_large" in g.log_text()
+    # leeway 0: a token 5 s past its exp is expired.
+    old = jose_sign(keys["cur"] + ".key", ["repository:pub/app:pull"],
+                    ttl=-5)
+    r = sess(pki).get(g.url + "/v2/pub/app/tags/list", headers=bearer(old),
+                      timeout=15)
+    assert r.status_code == 401
+    assert "bearer_refused reason=expired" in g.log_text()
+
+
+def test_token_leeway(start_gateway, reg, pki, keys):
+    g = start_gateway(gateway_config(
+        upstream(reg, default=True), policy=policy(pki),
+        identity={"token": dict(token_cfg(keys), leeway=600)}))
+    # 5 s past exp, within the leeway: not refused as expired (jose_sign
+    # writes no token_use, which is what refuses it then).
+    old = jose_sign(keys["cur"] + ".key", ["repository:pub/app:pull"],
+                    ttl=-5)
+    s = requests.Session()
+    s.trust_env = False
+    r = s.get(g.url + "/v2/pub/app/tags/list", headers=bearer(old),
+              timeout=15)
+    assert r.status_code == 401
+    assert "bearer_refused reason=wrong_token_type" in g.log_text()
+    assert "bearer_refused reason=expired" not in g.log_text()
+
+
+def test_key_rotation_by_reload(start_gateway, reg, pki, keys):
+    """signing_key replaced, the old key moved to verification_keys:
+    tokens it signed still work, new ones carry the new kid; the old key
+    taken out: its tokens are refused at once (the verified-token cache
+    is emptied on reload)."""
+    tc = {"signing_key": keys["old"] + ".key", "issuer": ISSUER,
+          "service": SERVICE}
+    g = start_gateway(gateway_config(
+        upstream(reg, default=True), policy=policy(pki),
+        identity={"token": tc}))
+    s = requests.Session()
+    s.trust_env = False
+    tok = get_token(g, s, ["repository:pub/app:pull"])["token"]
+    assert claims_header(tok)["kid"] == keys["kids"]["old"]
+    url = g.url + "/v2/pub/app/blobs/" + reg.digest
+    assert s.get(url, headers=bearer(tok), timeout=15).status_code == 200
+
+    def reload_token(t):
+        k = g.log_text().count("server reload done")
+        cfg = dict(g.config)
+        cfg["identity"] = {"token": t}
+        with open(g.config_path, "w") as f:
+            json.dump(cfg, f)
+        os.kill(g.pid, signal.SIGHUP)
+        wait_for(lambda: g.log_text().count("server reload done") > k,
+                 what="the reload to be done")
+
+    reload_token(dict(tc, signing_key=keys["cur"] + ".key",
+                      verification_keys=[
+                          {"file": keys["old"] + ".key",
+                           "valid_until": "2099-01-01T00:00:00Z"}]))
+    assert s.get(url, headers=bearer(tok), timeout=15).status_code == 200
+    new = get_token(g, s, ["repository:pub/app:pull"])["token"]
+    assert claims_header(new)["kid"] == keys["kids"]["cur"]
+    jw = [k["kid"] for k in s.get(g.url + "/.well-known/jwks.json",
+                                  timeout=15).json()["keys"]]
+    assert jw == [keys["kids"]["cur"], keys["kids"]["old"]]
+    reload_token(dict(tc, signing_key=keys["cur"] + ".key"))
+    r = s.get(url, headers=bearer(tok), timeout=15)
+    assert r.status_code == 401 and 'error="invalid_token"' in chal(r)
+    assert s.get(url, headers=bearer(new), timeout=15).status_code == 200
+    # A key file that does not load fails the reload; the old one stays.
+    bad = os.path.join(os.path.dirname(g.config_path), "bad.key")
+    with open(bad, "w") as f:
+        f.write("not a key\n")
+    k = g.log_text().count("server reload")
+    cfg = dict(g.config)
+    cfg["identity"] = {"token": dict(tc, signing_key=bad)}
+    with open(g.config_path, "w") as f:
+        json.dump(cfg, f)
+    os.kill(g.pid, signal.SIGHUP)
+    wait_for(lambda: g.log_text().count("server reload") > k,
+             what="the reload attempt")
+    wait_for(lambda: "/identity/token/signing_key" in g.log_text(),
+             what="the refused reload's error")
+    assert s.get(url, headers=bearer(new), timeout=15).status_code == 200
