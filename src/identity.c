@@ -178,7 +178,13 @@ identity_from_conn(struct req *req)
 		p->method = AUTH_ANONYMOUS;
 		p->subject = "";
 	}
-	if ((v = headers_get(&req->msg->hdrs, "Authorization")) == NULL)
+	/*
+	 * /token reads its own credentials (token.c): Basic and the form's
+	 * password or refresh token.  A Bearer there is ignored, so a token
+	 * never buys a fresh one past its lifetime.
+	 */
+	if ((v = headers_get(&req->msg->hdrs, "Authorization")) == NULL ||
+	    strcmp(req->path, "/token") == 0)
 		return (0);
 	if (strcmp(identity_scheme(v), "bearer") == 0) {
 		b = v + 6;

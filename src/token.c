@@ -436,7 +436,11 @@ tok_sign(struct req *req, const struct config_token *tk, int refresh,
 	return (t);
 }
 
-/* Collect every value of a form or query parameter into the scope set. */
+/*
+ * Collect every value of a form or query parameter into the scope set.
+ * '+' is turned into a space after decoding, which a %2B also becomes:
+ * harmless here, as no scope holds a '+'; a password is read without it.
+ */
 static enum scope_err
 tok_scopes(struct scope_set *set, const char *q, size_t qlen,
     const char *param)

@@ -999,3 +999,17 @@ def test_key_rotation_by_reload(start_gateway, reg, pki, keys):
     wait_for(lambda: "/identity/token/signing_key" in g.log_text(),
              what="the refused reload's error")
     assert s.get(url, headers=bearer(new), timeout=15).status_code == 200
+
+
+def test_bearer_at_token_buys_nothing(gw, pki):
+    """A gateway token presented at /token is ignored: the caller is who
+    the connection says (here anonymous), so a token cannot be traded
+    for a fresh one past its lifetime."""
+    tok = get_token(gw, sess(pki, pki.pusher),
+                    ["repository:team/app:pull"])["token"]
+    r = sess(pki).get(gw.url + "/token", params=[
+        ("service", SERVICE), ("scope", "repository:team/app:pull")],
+        headers=bearer(tok), timeout=15)
+    assert r.status_code == 200
+    assert claims(r.json()["token"])["sub"] == ""
+    assert claims(r.json()["token"])["access"] == []
