@@ -171,6 +171,10 @@ cred_idp_verify(struct req *req, const char *pw, size_t len,
 	for (i = 0; i < cl->ngroups; i++)
 		ti->groups[i] = cred_prefixed(is->prefix, cl->groups[i]);
 	ti->ngroups = cl->ngroups;
+	/* Raw, for the policy's claim conditions (bounded by jose.c). */
+	for (i = 0; i < cl->nclaims; i++)
+		(void)tok_ident_add_claim(ti, cl->claims[i].name,
+		    cl->claims[i].value, cl->nclaims);
 	jose_claims_free(cl);
 	*out = ti;
 	return (CRED_OK);

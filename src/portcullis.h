@@ -475,6 +475,9 @@ struct tok_ident {
 	char			**groups;
 	size_t			 ngroups;
 	struct scope_set	*access;	/* access tokens; else NULL */
+	/* Verified IdP claims (strings owned here), for claim rules. */
+	struct principal_claim	*claims;
+	size_t			 nclaims;
 	int64_t			 iat;		/* for revocation */
 	int64_t			 exp;
 };
@@ -482,6 +485,8 @@ const char	*token_verify(const struct config *, const char *, size_t,
 		    int, struct tok_ident **);
 void		 token_principal(struct req *, struct tok_ident *);
 void		 tok_ident_unref(struct tok_ident *);
+int		 tok_ident_add_claim(struct tok_ident *, const char *,
+		    const char *, size_t);
 void		 token_start(struct req *);
 size_t		 token_cache_revoke(const char *, int64_t);
 void		 token_free(void);

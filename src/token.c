@@ -81,6 +81,11 @@ tok_ident_unref(struct tok_ident *ti)
 	for (i = 0; i < ti->ngroups; i++)
 		free(ti->groups[i]);
 	free(ti->groups);
+	for (i = 0; i < ti->nclaims; i++) {
+		free((char *)ti->claims[i].name);
+		free((char *)ti->claims[i].value);
+	}
+	free(ti->claims);
 	scope_set_free(ti->access);
 	free(ti);
 }
@@ -160,6 +165,59 @@ token_free(void)
 	if (tok_cache_conf != NULL)
 		config_unref(tok_cache_conf);
 	tok_cache_conf = NULL;
+}
+
+/* Add one claim (copied) to an identity; -1 past max. */
+int
+tok_ident_add_claim(struct tok_ident *ti, const char *name,
+    const char *value, size_t max)
+{
+	struct principal_claim	*c;
+
+	if (ti->nclaims >= max)
+		return (-1);
+	if ((c = reallocarray(ti->claims, ti->nclaims + 1,
+	    sizeof(*c))) == NULL)
+		fatal("reallocarray");
+	ti->claims = c;
+	if ((c[ti->nclaims].name = strdup(name)) == NULL ||
+	    (c[ti->nclaims].value = strdup(value)) == NULL)
+		fatal("strdup");
+	ti->nclaims++;
+	return (0);
+}
+
+/*
+ * The IdP claims a gateway token carries ({"name": ["value", ...]}) back
+ * into the identity, within the claim bounds; -1 when the member is
+ * malformed or over them.
+ */
+static int
+tok_claims_read(struct tok_ident *ti, const json_t *o,
+    const struct config_token *tk)
+{
+	const char	*name;
+	json_t		*vals, *v;
+	size_t		 i;
+
+	if (o == NULL)
+		return (0);
+	if (!json_is_object(o))
+		return (-1);
+	json_object_foreach((json_t *)o, name, vals) {
+		if (!json_is_array(vals) || strlen(name) > tk->max_claim_bytes)
+			return (-1);
+		json_array_foreach(vals, i, v) {
+			if (!json_is_string(v) ||
+			    json_string_length(v) > tk->max_claim_bytes ||
+			    strlen(json_string_value(v)) !=
+			    json_string_length(v) ||
+			    tok_ident_add_claim(ti, name, json_string_value(v),
+			    tk->max_claims) == -1)
+				return (-1);
+		}
+	}
+	return (0);
 }
 
 /*
@@ -244,6 +302,12 @@ token_verify(const struct config *conf, const char *tok, size_t len,
 		if ((ti->groups[i] = strdup(cl->groups[i])) == NULL)
 			fatal("strdup");
 	ti->ngroups = cl->ngroups;
+	if (tok_claims_read(ti, json_object_get(cl->payload, "idp_claims"),
+	    tk) == -1) {
+		tok_ident_unref(ti);
+		why = jose_reason_name(JOSE_R_BAD_CLAIM);
+		goto fail;
+	}
 	if (!refresh) {
 		if ((ti->access = scope_set_new(tk->max_scopes)) == NULL)
 			fatal("scope_set_new");
@@ -281,8 +345,8 @@ token_principal(struct req *req, struct tok_ident *ti)
 	p->subject = ti->subject;
 	p->groups = (const char *const *)ti->groups;
 	p->ngroups = ti->ngroups;
-	p->claims = NULL;
-	p->nclaims = 0;
+	p->claims = ti->claims;
+	p->nclaims = ti->nclaims;
 	switch (ti->method) {
 	case AUTH_ANONYMOUS:
 		p->method = AUTH_ANONYMOUS;
@@ -401,7 +465,7 @@ tok_sign(struct req *req, const struct config_token *tk, int refresh,
 {
 	const struct principal	*p = &req->principal;
 	struct jose_sign_req	 sr;
-	json_t			*extra, *groups;
+	json_t			*extra, *groups, *cl, *arr;
 	char			 aud[TOK_AUD_MAX];
 	char			*t;
 	size_t			 i;
@@ -418,6 +482,23 @@ tok_sign(struct req *req, const struct config_token *tk, int refresh,
 	    json_string(principal_method_name(m)));
 	json_object_set_new(extra, "token_use",
 	    json_string(refresh ? "refresh" : "access"));
+	/*
+	 * An IdP login's verified claims ride along, so that claim rules of
+	 * the live policy decide on /v2/ and at a refresh as they did here.
+	 */
+	if (p->nclaims > 0) {
+		cl = json_object();
+		for (i = 0; i < p->nclaims; i++) {
+			if ((arr = json_object_get(cl, p->claims[i].name)) ==
+			    NULL) {
+				arr = json_array();
+				json_object_set_new(cl, p->claims[i].name, arr);
+			}
+			json_array_append_new(arr,
+			    json_string(p->claims[i].value));
+		}
+		json_object_set_new(extra, "idp_claims", cl);
+	}
 	if (refresh)
 		snprintf(aud, sizeof(aud), "%s%s", TOK_REFRESH_AUD_PREFIX,
 		    tk->service);
@@ -498,8 +579,8 @@ token_login_principal(struct req *req, struct tok_ident *ti)
 	p->subject = ti->subject;
 	p->groups = (const char *const *)ti->groups;
 	p->ngroups = ti->ngroups;
-	p->claims = NULL;
-	p->nclaims = 0;
+	p->claims = ti->claims;
+	p->nclaims = ti->nclaims;
 }
 
 /*

@@ -576,6 +576,10 @@ def idp_policy(pki):
     pol["rules"].append(
         {"id": "ci-rw", "effect": "allow", "repositories": ["ci/**"],
          "subjects": ["user:idp:ci"], "actions": ["pull", "push"]})
+    pol["rules"].append(
+        {"id": "ci-claim", "effect": "allow", "repositories": ["claim/**"],
+         "subjects": [{"claim": "client_id", "equals": "ci"}],
+         "actions": ["pull", "push"]})
     return pol
 
 
@@ -1013,3 +1017,32 @@ def test_bearer_at_token_buys_nothing(gw, pki):
     assert r.status_code == 200
     assert claims(r.json()["token"])["sub"] == ""
     assert claims(r.json()["token"])["access"] == []
+
+
+@needs_idp
+def test_idp_claims_reach_the_policy(idgw, idp, pki):
+    """A claim rule (client_id = ci) decides at /token, on /v2/ with the
+    gateway token (whose idp_claims carry the claims), on /v2/ with the
+    IdP token itself, and at the refresh grant."""
+    cc = idp.client_credentials_token()
+    s = sess(pki)
+    r = s.get(idgw.url + "/token", params=[
+        ("service", SERVICE), ("scope", "repository:claim/app:push,pull"),
+        ("offline_token", "true")], auth=("ci", cc), timeout=15)
+    assert r.status_code == 200, r.text
+    tok, rt = r.json()["token"], r.json()["refresh_token"]
+    assert access_of(tok) == {("repository", "claim/app"): ["pull", "push"]}
+    assert claims(tok)["idp_claims"]["client_id"] == ["ci"]
+    r = s.post(idgw.url + "/v2/claim/app/blobs/uploads/",
+               headers=bearer(tok), timeout=15)
+    assert r.status_code == 202, r.text
+    r = s.post(idgw.url + "/v2/claim/app/blobs/uploads/", auth=("ci", cc),
+               timeout=15)
+    assert r.status_code == 202, r.text
+    status, payload = chunked_post(idgw, pki, (
+        "grant_type=refresh_token&service=%s&scope=repository%%3Aclaim"
+        "%%2Fapp%%3Apush&refresh_token=%s" % (SERVICE, rt)))
+    assert status == 200, payload
+    out = json.loads(payload[payload.index(b"{"):payload.rindex(b"}") + 1])
+    assert access_of(out["access_token"]) == {
+        ("repository", "claim/app"): ["push"]}
