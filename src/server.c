@@ -22,6 +22,7 @@
 #include <event2/dns.h>
 
 #include "portcullis.h"
+#include "rds.h"
 #include "policy.h"
 
 static void	server_fd_limit(const struct config *);
@@ -297,6 +298,9 @@ server_run(const char *path, char **cause)
 		goto out;
 	if (ctx->conf->cache != NULL &&
 	    (ctx->cache = cache_open(ctx, ctx->conf, cause)) == NULL)
+		goto out;
+	/* A refused password will not fix itself: stop now, say so. */
+	if (rds_startup_check(ctx->conf, cause) == -1)
 		goto out;
 	if (ctx->conf->audit != NULL &&
 	    (ctx->audit = audit_new(ctx, cause)) == NULL)
