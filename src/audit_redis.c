@@ -31,9 +31,10 @@
  * advances the high-water mark, and trims once per batch rather than once
  * per record.
  * KEYS: stream, writers hash, the index set, then for each record its
- * subject index and its repository index (the stream key: none; not
- * "", so that an ACL user limited to the stream's prefix, ~<stream>*,
- * may run it: Redis checks every key a script is given).
+ * subject index and its repository index ("" or the stream key: none;
+ * the writer sends the stream key, so that an ACL user limited to the
+ * stream's prefix, ~<stream>*, may run it: Redis checks every key a
+ * script is given, "" included).
  * ARGV: instance, run, n, max_len, max_age ms, max_index_keys, then
  *  - the batch layout (the writer): the number of fields F, their F
  *    names, then for each record the index fields action, status and
@@ -104,7 +105,7 @@ static const char audit_lua[] =
 "    end\n"
 "    for k = 4 + 2 * i, 5 + 2 * i do\n"
 "      local key = KEYS[k]\n"
-"      if key ~= KEYS[1] then\n"
+"      if key ~= '' and key ~= KEYS[1] then\n"
 "        local r = redis.pcall('XADD', key, id, 'action', ARGV[a],\n"
 "          'status', ARGV[a + 1], 'decision', ARGV[a + 2])\n"
 "        if type(r) == 'table' and r.err then\n"
