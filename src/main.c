@@ -23,6 +23,7 @@ static int	cmd_version(int, char **);
 static int	cmd_config_reference(int, char **);
 static int	cmd_audit(int, char **);
 static int	cmd_policy(int, char **);
+static int	cmd_redis(int, char **);
 
 static const struct cmd cmds[] = {
 	{ "serve", cmd_serve, "serve -c FILE",
@@ -41,6 +42,9 @@ static const struct cmd cmds[] = {
 	{ "policy", cmd_policy, "policy explain -c FILE [options]",
 	    "Decide one request with the configuration's policy and say\n"
 	    "why; portcullis policy --help lists the options." },
+	{ "redis", cmd_redis, "redis check|subscribe -c FILE",
+	    "Log in to the configured Redis as serve would (check), or\n"
+	    "follow channels over a subscriber link (subscribe)." },
 };
 
 static void
@@ -158,6 +162,12 @@ static int
 cmd_policy(int argc, char **argv)
 {
 	return (policy_cli(argc, argv));
+}
+
+static int
+cmd_redis(int argc, char **argv)
+{
+	return (rds_cli(argc, argv));
 }
 
 static int

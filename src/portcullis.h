@@ -434,6 +434,9 @@ int		 audit_cli(int, char **);
 /* policy_cli.c */
 int		 policy_cli(int, char **);
 
+/* rds_cli.c: portcullis redis check|subscribe. */
+int		 rds_cli(int, char **);
+
 /* admin.c: GET /admin/audit. */
 void		 audit_admin(struct req *);
 

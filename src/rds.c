@@ -578,6 +578,13 @@ rds_on_disconnect(const redisAsyncContext *crc, int status)
 
 	if (l == NULL || crc != l->rc)
 		return;
+	/*
+	 * hiredis answers an error reply to SUBSCRIBE (NOPERM: a channel
+	 * the user may not read) by dropping the connection with the error
+	 * as its reason.
+	 */
+	if (l->state == RDS_SUBSCRIBING && crc->errstr[0] != '\0')
+		rds_log_failure(l, crc->errstr);
 	rds_lost(l, crc->errstr[0] != '\0' ? crc->errstr : "disconnected",
 	    0);
 }

@@ -18,7 +18,7 @@ import pytest
 
 from lib.gateway import gateway_bin, gateway_config
 from lib.redis import RedisServer
-from lib.util import free_port, run, wait_for
+from lib.util import ManagedProcess, free_port, run, safe_env, wait_for
 
 STREAM = "portcullis:audit"
 ADMIN_PW = "admin-Pw-7c1e"
@@ -34,9 +34,10 @@ AUDIT_COMMANDS = ["+evalsha", "+script|load", "+xadd", "+xtrim", "+xrange",
                   "+select", "+ping"]
 
 
-def acl_user(name, password, commands=AUDIT_COMMANDS):
+def acl_user(name, password, commands=AUDIT_COMMANDS, channels=()):
     return [name, "on", ">" + password, "resetkeys", "~portcullis:*",
-            "resetchannels", "-@all"] + list(commands)
+            "resetchannels"] + ["&" + c for c in channels] + ["-@all"] + \
+        list(commands)
 
 
 @pytest.fixture
@@ -292,3 +293,113 @@ def test_check_config_does_not_connect(tmp_path):
             s.accept()
     finally:
         s.close()
+
+
+def test_password_refused_while_running_spools_then_recovers(
+        redis, start_gateway, tmp_path):
+    """The ACL changes under a running gateway: its next connection is
+    refused (logged once, with the user, never the password), records
+    spool; the password is given back and they are all written."""
+    rs = redis(requirepass=ADMIN_PW, users=[acl_user("portcullis", USER_PW)])
+    cfg = config(tmp_path, redis={
+        "address": rs.host, "username": "portcullis",
+        "password_file": str(pwfile(tmp_path, USER_PW)),
+        "reconnect_max": 0.5})
+    gw = start_gateway(cfg)
+    ids = hit(gw, 3)
+    wait_for(lambda: xlen(rs) == 3, timeout=30, what="3 records")
+    rs.call("ACL", "SETUSER", "portcullis", "resetpass", ">" + WRONG_PW)
+    rs.call("CLIENT", "KILL", "USER", "portcullis")
+    want = ("rds auth_failed link=audit address=%s error=\"redis %s: "
+            "authentication failed for user 'portcullis' (WRONGPASS)\"" %
+            (rs.host, rs.host))
+    wait_for(lambda: want in gw.log_text(), timeout=20,
+             what="auth_failed logged")
+    ids += hit(gw, 4)
+    spool = tmp_path / "audit.spool"
+    wait_for(lambda: spool.stat().st_size > 32, timeout=20,
+             what="records spooled")
+    assert gw.log_text().count(want) == 1, "logged once until it changes"
+    rs.call("ACL", "SETUSER", "portcullis", "resetpass", ">" + USER_PW)
+    wait_for(lambda: xlen(rs) == 7, timeout=30, what="7 records")
+    assert stream_ids(rs) == ids
+    no_password_in(gw.log_text(), USER_PW, WRONG_PW, ADMIN_PW)
+
+
+def test_redis_check_cli(redis, tmp_path):
+    rs = redis(requirepass=ADMIN_PW, users=[acl_user("portcullis", USER_PW)])
+    cfg = config(tmp_path, redis={
+        "address": rs.host, "username": "portcullis",
+        "password_file": str(pwfile(tmp_path, USER_PW)), "database": 1})
+    path = tmp_path / "gw.json"
+    path.write_text(json.dumps(cfg))
+    out = run([gateway_bin(), "redis", "check", "-c", str(path)], timeout=30)
+    assert "redis %s: ok, user portcullis, database 1" % rs.host in \
+        out.stdout
+    cfg["redis"]["password_file"] = str(pwfile(tmp_path, WRONG_PW, "bad"))
+    path.write_text(json.dumps(cfg))
+    out = run([gateway_bin(), "redis", "check", "-c", str(path)], timeout=30,
+              check=False)
+    assert out.returncode == 1
+    assert "authentication failed for user 'portcullis' (WRONGPASS)" in \
+        out.stderr
+    no_password_in(out.stdout + out.stderr, WRONG_PW, USER_PW, ADMIN_PW)
+
+
+def test_subscriber_link_resubscribes_after_a_restart(redis, tmp_path):
+    """A subscriber link (what revocation will use): AUTH as an ACL user
+    allowed the channels, subscribed ("up"), a message arrives; Redis is
+    killed and started again: the link says it is down, subscribes again
+    and says so (where an owner re-syncs), and the next message arrives.
+    A user not allowed the channel gets NOPERM, logged, and retries."""
+    users = [acl_user("portcullis", USER_PW,
+                      ["+subscribe", "+select", "+ping"],
+                      channels=["portcullis:*"]),
+             acl_user("nochan", USER_PW, ["+subscribe"])]
+    rs = redis(requirepass=ADMIN_PW, users=users)
+    cfg = config(tmp_path, redis={
+        "address": rs.host, "username": "portcullis",
+        "password_file": str(pwfile(tmp_path, USER_PW)), "database": 1,
+        "reconnect_max": 0.5})
+    path = tmp_path / "sub.json"
+    path.write_text(json.dumps(cfg))
+    log = tmp_path / "sub.log"
+    p = ManagedProcess([gateway_bin(), "redis", "subscribe", "-c", str(path),
+                        "portcullis:revoke", "portcullis:other"], log,
+                       env=safe_env(), name="portcullis-subscribe")
+
+    def lines():
+        return log.read_text().splitlines()
+    try:
+        wait_for(lambda: lines().count("subscribed") == 1, timeout=20,
+                 what="subscribed")
+        assert rs.call("PUBLISH", "portcullis:revoke", "alice 1") == 1
+        wait_for(lambda: "message portcullis:revoke alice 1" in lines(),
+                 timeout=20, what="first message")
+        rs.kill()
+        wait_for(lambda: any(x.startswith("down ") for x in lines()),
+                 timeout=20, what="down")
+        rs.start()
+        wait_for(lambda: lines().count("subscribed") == 2, timeout=30,
+                 what="subscribed again")
+        assert rs.call("PUBLISH", "portcullis:other", "bob 2") == 1
+        wait_for(lambda: "message portcullis:other bob 2" in lines(),
+                 timeout=20, what="message after the restart")
+    finally:
+        p.stop()
+    no_password_in(log.read_text(), USER_PW, ADMIN_PW)
+
+    cfg["redis"]["username"] = "nochan"
+    cfg["redis"]["database"] = 0
+    path.write_text(json.dumps(cfg))
+    log2 = tmp_path / "sub2.log"
+    p = ManagedProcess([gateway_bin(), "redis", "subscribe", "-c", str(path),
+                        "portcullis:revoke"], log2, env=safe_env(),
+                       name="portcullis-subscribe")
+    try:
+        wait_for(lambda: "rds subscribe_failed link=subscribe" in
+                 log2.read_text() and "NOPERM" in log2.read_text(),
+                 timeout=20, what="NOPERM on SUBSCRIBE")
+        assert "subscribed" not in log2.read_text().splitlines()
+    finally:
+        p.stop()
