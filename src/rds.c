@@ -800,8 +800,8 @@ rds_connect_sync(const struct rds_params *p, struct redisContext **out,
 		if (r->type != REDIS_REPLY_STATUS) {
 			rds_error_text(why, sizeof(why), r, NULL);
 			freeReplyObject(r);
-			snprintf(msg, sizeof(msg), "redis %s: SELECT %d refused "
-			    "(%s)", address, p->database, why);
+			snprintf(msg, sizeof(msg), "redis %s: SELECT %d "
+			    "refused (%s)", address, p->database, why);
 			goto refused;
 		}
 		freeReplyObject(r);
