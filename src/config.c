@@ -705,7 +705,15 @@ cfg_parse_object(struct cfg_ctx *ctx, const struct cfg_key *keys, json_t *obj,
 		if (k->name != NULL)
 			continue;
 		cfg_ptr(kptr, sizeof(kptr), ptr, name);
-		if (cfg_secret_name(name))
+		/* The redis section names its file password_file. */
+		for (k = keys; k->name != NULL; k++)
+			if (strcmp(k->name, "password_file") == 0)
+				break;
+		if (cfg_secret_name(name) && k->name != NULL)
+			cfg_error(ctx, kptr, "unknown key; secrets are never "
+			    "written inline: put the password in a file and "
+			    "name it in password_file");
+		else if (cfg_secret_name(name))
 			cfg_error(ctx, kptr, "unknown key; secrets are never "
 			    "written inline: put \"username:password\" in a "
 			    "file and name it in credentials_file");

@@ -121,6 +121,22 @@ def test_acl_user_writes_the_audit_and_audit_query_reads_it(
     page = json.loads(out.stdout)
     assert sorted(r["request_id"] for r in page["records"]) == sorted(ids)
     no_password_in(out.stdout + out.stderr, USER_PW, ADMIN_PW)
+    # So does audit tail (XREAD BLOCK): it prints what comes after it.
+    log = tmp_path / "tail.log"
+    tail = ManagedProcess([gateway_bin(), "audit", "tail", "-c",
+                           gw.config_path, "--format", "json"], log,
+                          env=safe_env(), name="portcullis-tail")
+    try:
+        # Started once its XREVRANGE is answered: the next records count.
+        wait_for(lambda: b"cmd=xrevrange" in rs.call("CLIENT", "LIST") or
+                 b"cmd=xread" in rs.call("CLIENT", "LIST"), timeout=20,
+                 what="tail connected")
+        more = hit(gw, 3)
+        wait_for(lambda: all(i in log.read_text() for i in more),
+                 timeout=20, what="tail printed the new records")
+    finally:
+        tail.stop()
+    no_password_in(log.read_text(), USER_PW, ADMIN_PW)
     gw.stop()
     no_password_in(gw.log_text(), USER_PW, ADMIN_PW)
     assert "audit redis_up" in gw.log_text()

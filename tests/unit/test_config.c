@@ -855,8 +855,7 @@ test_redis(void **state)
 	    "/redis/command_timeout: must be between 0.1 and 600 seconds", 1);
 	expect_error("{'redis':{'password':'x'}," UP "}",
 	    "/redis/password: unknown key; secrets are never written inline: "
-	    "put \"username:password\" in a file and name it in "
-	    "credentials_file", 1);
+	    "put the password in a file and name it in password_file", 1);
 
 	/* A reload changes nothing here, the password file's content too. */
 	cfg = load_ok("{'redis':{'password_file':'rpw'}," UP "}");
