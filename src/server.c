@@ -283,6 +283,9 @@ server_run(const char *path, char **cause)
 		goto out;
 	log_init(ctx->conf->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	/* A refused password will not fix itself: stop now, say so. */
+	if (rds_startup_check(ctx->conf, cause) == -1)
+		goto out;
 	if ((ctx->base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
 	if ((ctx->dns = evdns_base_new(ctx->base,
@@ -298,9 +301,6 @@ server_run(const char *path, char **cause)
 		goto out;
 	if (ctx->conf->cache != NULL &&
 	    (ctx->cache = cache_open(ctx, ctx->conf, cause)) == NULL)
-		goto out;
-	/* A refused password will not fix itself: stop now, say so. */
-	if (rds_startup_check(ctx->conf, cause) == -1)
 		goto out;
 	if (ctx->conf->audit != NULL &&
 	    (ctx->audit = audit_new(ctx, cause)) == NULL)
