@@ -19,12 +19,27 @@ bench)	pkgs="$build $run $test apache2-utils" ;;
 *)	echo "usage: $0 [build|run|test|bench]" >&2; exit 2 ;;
 esac
 
+# The tests' OpenID Connect provider (npm oidc-provider, versions pinned
+# by tests/integration/idp/package-lock.json) on the machine's node.
+idp_deps() {
+	case "$what" in test|bench) ;; *) return 0 ;; esac
+	command -v npm >/dev/null 2>&1 || {
+		echo "$0: npm (node 20 or later) is needed for the tests' IdP" >&2
+		exit 1
+	}
+	(cd "$(dirname "$0")/../tests/integration/idp" &&
+	    npm ci --no-audit --no-fund --loglevel=error)
+}
+
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
 	    grep -q '^install ok installed$' || missing="$missing $p"
 done
-[ -z "$missing" ] && exit 0
+if [ -z "$missing" ]; then
+	idp_deps
+	exit 0
+fi
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -42,4 +57,5 @@ if [ ! -e "$policy" ]; then
 fi
 $SUDO apt-get install -y -qq --no-install-recommends $missing
 [ "$created" = yes ] && $SUDO rm -f "$policy"
+idp_deps
 exit 0

@@ -820,6 +820,51 @@ cfg_compile_policy(struct cfg_ctx *ctx, struct config *cfg)
 }
 
 /* Checks that span keys, and values computed from others. */
+/*
+ * Issuers: the parsed URL, the default algorithm, and unique names and
+ * issuer identifiers (a token's iss picks its issuer: two entries with
+ * one identifier would make that depend on order).
+ */
+static void
+cfg_finish_identity(struct cfg_ctx *ctx, struct config *cfg)
+{
+	struct config_oidc_issuer	*is, *o;
+	char				 p[CFG_PTR_MAX], q[CFG_PTR_MAX];
+	size_t				 i, j;
+
+	if (cfg->identity == NULL)
+		return;
+	for (i = 0; i < cfg->identity->nissuers; i++) {
+		is = &cfg->identity->issuers[i];
+		if (is->issuer != NULL)
+			(void)url_parse(is->issuer, &is->u);
+		if (is->algorithms == NULL) {
+			is->algorithms = xcalloc(2, sizeof(char *));
+			is->algorithms[0] = xstrdup("RS256");
+			is->nalgorithms = 1;
+		}
+		for (j = 0; j < i; j++) {
+			o = &cfg->identity->issuers[j];
+			if (is->name != NULL && o->name != NULL &&
+			    strcmp(is->name, o->name) == 0) {
+				snprintf(p, sizeof(p),
+				    "/identity/issuers/%zu/name", i);
+				snprintf(q, sizeof(q),
+				    "/identity/issuers/%zu/name", j);
+				cfg_error(ctx, p, "duplicate of %s", q);
+			}
+			if (is->issuer != NULL && o->issuer != NULL &&
+			    strcmp(is->issuer, o->issuer) == 0) {
+				snprintf(p, sizeof(p),
+				    "/identity/issuers/%zu/issuer", i);
+				snprintf(q, sizeof(q),
+				    "/identity/issuers/%zu/issuer", j);
+				cfg_error(ctx, p, "duplicate of %s", q);
+			}
+		}
+	}
+}
+
 static void
 cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 {
@@ -947,6 +992,7 @@ cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 		}
 	}
 	free(given);
+	cfg_finish_identity(ctx, cfg);
 	cfg_compile_policy(ctx, cfg);
 }
 

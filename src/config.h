@@ -141,6 +141,44 @@ struct config_upstream {
 	size_t			 nauth_hosts;
 };
 
+/* A claim an IdP token must carry with this value (identity.issuers). */
+struct config_oidc_claim {
+	char			*claim;
+	char			*equals;
+};
+
+/* An OpenID Connect issuer whose tokens identify callers (oidc.c). */
+struct config_oidc_issuer {
+	char			*name;
+	char			*issuer;	/* exactly as the IdP says it */
+	struct url		 u;		/* parsed issuer */
+	char			**audiences;
+	size_t			 naudiences;
+	char			*subject_claim;
+	char			*groups_claim;	/* NULL: no groups */
+	char			*prefix;	/* NULL: none */
+	char			**algorithms;	/* "RS256", ... */
+	size_t			 nalgorithms;
+	struct config_oidc_claim *required_claims;
+	size_t			 nrequired_claims;
+	char			*ca_file;	/* NULL: system CAs */
+	char			**jwks_hosts;	/* host[:port] */
+	size_t			 njwks_hosts;
+	int			 refresh_ms;
+	int			 min_refresh_ms;
+	int			 leeway_ms;
+	size_t			 max_discovery_bytes;
+	size_t			 max_jwks_bytes;
+	size_t			 max_keys;
+	size_t			 max_waiters;
+};
+
+/* Who callers are: the identity stage's settings. */
+struct config_identity {
+	struct config_oidc_issuer *issuers;
+	size_t			 nissuers;
+};
+
 struct config {
 	int			 refcnt;
 	char			*path;		/* NULL: from a string */
@@ -183,6 +221,7 @@ struct config {
 	struct config_cache	*cache;		/* NULL: no cache */
 	struct config_audit	*audit;		/* NULL: no audit */
 	struct config_redis	*redis;		/* NULL: no shared section */
+	struct config_identity	*identity;	/* NULL: no IdPs */
 
 	/* Compiled access policy; never NULL (no rules: deny all). */
 	struct policy		*policy;

@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "config_int.h"
+#include "netaddr.h"
 #include "policy.h"
 
 #define CFG_NAME_MAX	32	/* upstream names */
@@ -38,6 +39,10 @@ static const char *cfg_check_stream_key(const char *);
 static const char *cfg_check_ip(const char *);
 static const char *cfg_check_spool_file(const char *);
 static const char *cfg_check_redis_user(const char *);
+static const char *cfg_check_issuer(const char *);
+static const char *cfg_check_claim(const char *);
+static const char *cfg_check_audience(const char *);
+static const char *cfg_check_algorithm(const char *);
 
 static const char *const cfg_verify_names[] = {
 	"none", "optional", "require", NULL
@@ -650,6 +655,133 @@ static const struct cfg_key cfg_policy_keys[] = {
 	{ .name = NULL }
 };
 
+/*
+ * OpenID Connect issuers (oidc.c fetches their keys; the identity stage
+ * verifies their tokens).  A reload keeps an issuer's keys when its name,
+ * issuer, ca_file and jwks_hosts stay the same; otherwise it starts over.
+ */
+#define OCL_OFF(f)	offsetof(struct config_oidc_claim, f)
+static const struct cfg_key cfg_oidc_claim_keys[] = {
+	{ .name = "claim", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = OCL_OFF(claim),
+	  .check = cfg_check_claim,
+	  .help = "Name of a claim the token must carry." },
+	{ .name = "equals", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = OCL_OFF(equals),
+	  .check = cfg_check_audience,
+	  .help = "The value it must have (a string claim, or one element "
+	  "of an array claim)." },
+	{ .name = NULL }
+};
+
+#define OIDC_OFF(f)	offsetof(struct config_oidc_issuer, f)
+static const struct cfg_key cfg_oidc_issuer_keys[] = {
+	{ .name = "name", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = OIDC_OFF(name),
+	  .check = cfg_check_name,
+	  .help = "Unique name of the issuer in logs, audit records and "
+	  "GET /admin/identity: lowercase letters, digits and '-', at most "
+	  "32." },
+	{ .name = "issuer", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = OIDC_OFF(issuer),
+	  .check = cfg_check_issuer,
+	  .help = "Issuer identifier, exactly as the IdP's discovery "
+	  "document and tokens write it: an https URL, or http with a "
+	  "numeric loopback host (tests). Its /.well-known/openid-"
+	  "configuration is fetched. Unique." },
+	{ .name = "audiences", .type = CFG_STRLIST,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = OIDC_OFF(audiences),
+	  .count_off = OIDC_OFF(naudiences), .min = 1, .max = 64,
+	  .check = cfg_check_audience,
+	  .help = "Accepted aud values: a token must name one of them." },
+	{ .name = "subject_claim", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = OIDC_OFF(subject_claim), .def_str = "sub",
+	  .check = cfg_check_claim,
+	  .help = "Claim whose string value is the caller's subject (after "
+	  "prefix)." },
+	{ .name = "groups_claim", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = OIDC_OFF(groups_claim), .def_doc = "none",
+	  .check = cfg_check_claim,
+	  .help = "Claim (a string or an array of strings) whose values are "
+	  "the caller's groups (after prefix)." },
+	{ .name = "prefix", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = OIDC_OFF(prefix), .def_doc = "none",
+	  .check = cfg_check_audience,
+	  .help = "Put before the subject and each group, e.g. \"gitlab:\", "
+	  "so that two issuers cannot name the same user or group." },
+	{ .name = "algorithms", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = OIDC_OFF(algorithms), .count_off = OIDC_OFF(nalgorithms),
+	  .min = 1, .max = 6, .check = cfg_check_algorithm,
+	  .def_doc = "[\"RS256\"]",
+	  .help = "Signature algorithms accepted from this issuer: RS256, "
+	  "RS384, RS512, PS256, ES256, ES384. Never none or HMAC." },
+	{ .name = "required_claims", .type = CFG_ARRAY, .flags = CFG_RELOAD,
+	  .off = OIDC_OFF(required_claims),
+	  .count_off = OIDC_OFF(nrequired_claims), .min = 0, .max = 32,
+	  .sub = cfg_oidc_claim_keys,
+	  .sub_size = sizeof(struct config_oidc_claim), .def_doc = "none",
+	  .help = "Claims a token of this issuer must carry with the given "
+	  "value, e.g. {\"claim\": \"namespace_path\", \"equals\": "
+	  "\"acme\"}." },
+	{ .name = "ca_file", .type = CFG_PATH, .flags = CFG_RELOAD,
+	  .off = OIDC_OFF(ca_file), .def_doc = "system CAs",
+	  .help = "PEM CA bundle that verifies the issuer's (and its "
+	  "jwks_uri's) certificate." },
+	{ .name = "jwks_hosts", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = OIDC_OFF(jwks_hosts), .count_off = OIDC_OFF(njwks_hosts),
+	  .min = 0, .max = 64, .check = cfg_check_host, .def_doc = "none",
+	  .help = "Hosts (host, or host:port) besides the issuer's own "
+	  "origin that the discovery document's jwks_uri may name and that "
+	  "may be dialled at a loopback, private or other non-public "
+	  "address; any other jwks_uri host must resolve to a public "
+	  "address." },
+	{ .name = "refresh", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = OIDC_OFF(refresh_ms), .min = 1000, .max = 86400000,
+	  .def = 3600000,
+	  .help = "Discovery and JWKS are fetched again this often (with "
+	  "up to 10% jitter)." },
+	{ .name = "min_refresh_interval", .type = CFG_SECONDS,
+	  .flags = CFG_RELOAD, .off = OIDC_OFF(min_refresh_ms), .min = 1000,
+	  .max = 86400000, .def = 30000,
+	  .help = "A token with an unknown kid triggers a fetch at most "
+	  "this often; also the first retry delay after a failed fetch "
+	  "(doubling up to refresh)." },
+	{ .name = "leeway", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = OIDC_OFF(leeway_ms), .min = 0, .max = 600000, .def = 60000,
+	  .help = "Clock skew allowed when checking a token's exp, nbf and "
+	  "iat." },
+	{ .name = "max_discovery_bytes", .type = CFG_SIZE,
+	  .flags = CFG_RELOAD, .off = OIDC_OFF(max_discovery_bytes),
+	  .min = 1024, .max = 1048576, .def = 65536,
+	  .help = "Largest discovery document read; larger is a failed "
+	  "fetch." },
+	{ .name = "max_jwks_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = OIDC_OFF(max_jwks_bytes), .min = 256, .max = 4194304,
+	  .def = 262144,
+	  .help = "Largest JWKS document read; larger is a failed fetch "
+	  "(the keys held before stay)." },
+	{ .name = "max_keys", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = OIDC_OFF(max_keys), .min = 1, .max = 1000, .def = 32,
+	  .help = "Most keys in one JWKS; more is a failed fetch." },
+	{ .name = "max_waiters", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = OIDC_OFF(max_waiters), .min = 1, .max = 100000,
+	  .def = 1024,
+	  .help = "Requests that may wait at once for a fetch an unknown "
+	  "kid started; more are answered at once as unknown kid." },
+	{ .name = NULL }
+};
+
+#define IDENT_OFF(f)	offsetof(struct config_identity, f)
+static const struct cfg_key cfg_identity_keys[] = {
+	{ .name = "issuers", .type = CFG_ARRAY, .flags = CFG_RELOAD,
+	  .off = IDENT_OFF(issuers), .count_off = IDENT_OFF(nissuers),
+	  .min = 0, .max = 32, .sub = cfg_oidc_issuer_keys,
+	  .sub_size = sizeof(struct config_oidc_issuer), .def_doc = "none",
+	  .help = "OpenID Connect issuers whose tokens identify callers "
+	  "(README \"Identity providers\")." },
+	{ .name = NULL }
+};
+
 const struct cfg_key cfg_root_keys[] = {
 	{ .name = "listen", .type = CFG_OBJECT, .sub = cfg_listen_keys,
 	  .help = "Where clients connect." },
@@ -702,6 +834,12 @@ const struct cfg_key cfg_root_keys[] = {
 	  .sub_size = sizeof(struct pol_src),
 	  .def_doc = "no rules: every request is denied",
 	  .help = "Per-repository access policy (README \"Policy\")." },
+	{ .name = "identity", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(identity), .sub = cfg_identity_keys,
+	  .sub_size = sizeof(struct config_identity),
+	  .def_doc = "no identity providers",
+	  .help = "Who callers are: identity providers and their "
+	  "settings." },
 	{ .name = NULL }
 };
 
@@ -972,4 +1110,64 @@ cfg_check_host(const char *s)
 	if (n == 0 || s[n] != '\0' || n > 255)
 		return "must be a registry host name, optionally with :port";
 	return NULL;
+}
+
+/*
+ * An issuer identifier (OIDC Discovery 3, RFC 8414 2): https, no query,
+ * fragment or credentials; a path is allowed.  Plain http only for a
+ * numeric loopback host, so that tests can run a provider without TLS:
+ * nothing on the network path can swap the keys then.
+ */
+static const char *
+cfg_check_issuer(const char *s)
+{
+	struct url	 u;
+	unsigned char	 a[16];
+
+	if (strpbrk(s, "?#@") != NULL || url_parse(s, &u) == -1)
+		return "must be an https URL without credentials, query or "
+		    "fragment";
+	if (u.tls)
+		return NULL;
+	if (inet_pton(AF_INET, u.host, a) == 1 &&
+	    netaddr_class_v4(a) == NETADDR_LOOPBACK)
+		return NULL;
+	if (inet_pton(AF_INET6, u.host, a) == 1 &&
+	    netaddr_class_v6(a) == NETADDR_LOOPBACK)
+		return NULL;
+	return "must be https (http only for a numeric loopback host)";
+}
+
+/* A claim name: it is quoted in logs and JSON, so printable ASCII. */
+static const char *
+cfg_check_claim(const char *s)
+{
+	if (!cfg_printable(s, 64, 0))
+		return "must be 1 to 64 printable ASCII characters, without "
+		    "spaces, quotes or backslashes";
+	return NULL;
+}
+
+/* An audience, a prefix or a required claim's value. */
+static const char *
+cfg_check_audience(const char *s)
+{
+	if (!cfg_printable(s, 255, 0))
+		return "must be 1 to 255 printable ASCII characters, without "
+		    "spaces, quotes or backslashes";
+	return NULL;
+}
+
+/* The asymmetric algorithms the JWT verifier implements (SPEC). */
+static const char *
+cfg_check_algorithm(const char *s)
+{
+	static const char *const algs[] = { "RS256", "RS384", "RS512",
+	    "PS256", "ES256", "ES384" };
+	size_t	 i;
+
+	for (i = 0; i < sizeof(algs) / sizeof(algs[0]); i++)
+		if (strcmp(s, algs[i]) == 0)
+			return NULL;
+	return "must be one of RS256, RS384, RS512, PS256, ES256, ES384";
 }

@@ -47,6 +47,8 @@ struct cache;
 struct cache_reader;
 struct audit;
 struct rds;
+struct oidc;
+struct redisAsyncContext;
 
 /*
  * Deferred frees (conn.c).  An object retired inside a callback (a
@@ -90,6 +92,7 @@ struct pc_ctx {
 	TAILQ_HEAD(, reap_node)		 dead;		/* retired objects */
 	struct cache			*cache;		/* NULL: no cache */
 	struct audit			*audit;		/* NULL: no audit */
+	struct oidc			*oidc;		/* NULL: no IdPs */
 };
 
 /* log.c */
@@ -398,6 +401,13 @@ struct proxy *proxy_fetch_path(struct pc_ctx *, struct config *,
 	    const struct headers *, const struct proxy_ops *, void *,
 	    const char *);
 void	proxy_fetch_start(struct proxy *);
+/* A fetch's whole answer: status -1 with err on failure (proxy_fetch_url). */
+typedef void	(*proxy_url_cb)(void *, int, const struct headers *,
+		    const char *, size_t, const char *);
+struct proxy *proxy_fetch_url(struct pc_ctx *, struct config *,
+	    const struct config_upstream *, const struct url *,
+	    const struct origin *, const char *, size_t, proxy_url_cb, void *,
+	    const char *);
 void	proxy_resume(struct proxy *);
 void	proxy_free(struct proxy *);
 

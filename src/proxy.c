@@ -30,7 +30,9 @@
  * proxy_relay.c: the answer goes to req.c's response writer) or runs
  * without a client (proxy_fetch_new: the cache's fills and tag
  * revalidations, the immutable tag check; proxy_fetch_path: the catalog's
- * pages), in which case the owner's proxy_ops receive the answer.
+ * pages), in which case the owner's proxy_ops receive the answer, or
+ * fetches a bounded document from any URL (proxy_fetch_url: an identity
+ * provider's discovery document and keys), collected like a token.
  * Auth, the pool, redirects and backpressure are the same code either
  * way.  Its owner, either way, retires it with proxy_free() and it is
  * freed on the next turn.
@@ -260,45 +262,80 @@ px_sub_deadline_cb(evutil_socket_t fd, short ev, void *arg)
  * collected up to max bytes, then cb(px, ...).  px owns it as px->sub.
  */
 static struct proxy *
-px_sub_new(struct proxy *px, const struct url *u, const struct origin *o,
-    const char *hdrs, size_t max, px_sub_cb cb)
+px_sink_new(struct pc_ctx *ctx, struct config *conf,
+    const struct config_upstream *up, const char *logid, const struct url *u,
+    const struct origin *o, const char *hdrs, size_t max)
 {
 	struct proxy		*sub;
-	struct hframe_limits	 lim = { px->conf->upstream_header_bytes,
-				    px->conf->upstream_header_count, 8192 };
+	struct hframe_limits	 lim = { conf->upstream_header_bytes,
+				    conf->upstream_header_count, 8192 };
 	struct timeval		 tv;
 	int			 ms;
 
 	if ((sub = calloc(1, sizeof(*sub))) == NULL)
 		fatal("calloc");
-	sub->ctx = px->ctx;
-	sub->conf = px->conf;
+	sub->ctx = ctx;
+	sub->conf = conf;
 	sub->ops = &px_sink_ops;
 	sub->arg = sub;
 	sub->method = HTTP_GET;
 	sub->method_str = "GET";
 	sub->foreign = 1;	/* no upstream auth: hdrs say it all */
-	snprintf(sub->logid, sizeof(sub->logid), "%s", px->logid);
-	sub->up = px->up;
-	sub->us = px->us;
+	snprintf(sub->logid, sizeof(sub->logid), "%s", logid);
+	sub->up = up;
 	sub->origin = *o;
-	sub->parent = px;
-	sub->on_sub = cb;
 	sub->sink_max = max;
 	if ((sub->sink = evbuffer_new()) == NULL ||
 	    (sub->upath = strdup(u->path[0] ? u->path : "/")) == NULL ||
 	    (sub->extra = strdup(hdrs)) == NULL ||
-	    (sub->deadline = evtimer_new(px->ctx->base, px_sub_deadline_cb,
+	    (sub->deadline = evtimer_new(ctx->base, px_sub_deadline_cb,
 	    sub)) == NULL)
 		fatal("sub-request");
-	ms = px->conf->upstream_connect_timeout_ms +
-	    px->conf->upstream_response_timeout_ms;
+	ms = conf->upstream_connect_timeout_ms +
+	    conf->upstream_response_timeout_ms;
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
 	evtimer_add(sub->deadline, &tv);
 	hframe_init(&sub->rf, HFRAME_RESPONSE, &lim, NULL, sub);
+	return (sub);
+}
+
+static struct proxy *
+px_sub_new(struct proxy *px, const struct url *u, const struct origin *o,
+    const char *hdrs, size_t max, px_sub_cb cb)
+{
+	struct proxy		*sub;
+
+	sub = px_sink_new(px->ctx, px->conf, px->up, px->logid, u, o, hdrs,
+	    max);
+	sub->us = px->us;
+	sub->parent = px;
+	sub->on_sub = cb;
 	px->sub = sub;
 	return (sub);
+}
+
+/*
+ * A GET of u at origin o without a client or an upstream's auth (an
+ * identity provider's discovery document and keys: oidc.c), with the
+ * header lines hdrs, the answer collected up to max bytes and handed to
+ * cb(arg, ...) whole; redirects are not followed.  `up` names the peer
+ * in logs and errors and must outlive the fetch.  Nothing happens until
+ * proxy_fetch_start(); the fetch retires itself after cb, and the owner
+ * may retire it before (proxy_free), after which cb never runs.
+ */
+struct proxy *
+proxy_fetch_url(struct pc_ctx *ctx, struct config *conf,
+    const struct config_upstream *up, const struct url *u,
+    const struct origin *o, const char *hdrs, size_t max, proxy_url_cb cb,
+    void *arg, const char *logid)
+{
+	struct proxy	*px;
+
+	px = px_sink_new(ctx, conf, up, logid, u, o, hdrs, max);
+	px->on_url = cb;
+	px->url_arg = arg;
+	return (px);
 }
 
 /*
@@ -313,9 +350,16 @@ px_sink_finish(struct proxy *sub, int status, const char *err)
 	size_t		 len = evbuffer_get_length(sub->sink);
 	const char	*body;
 
-	px->sub = NULL;
 	evbuffer_add(sub->sink, "", 1);
 	body = (const char *)evbuffer_pullup(sub->sink, -1);
+	if (px == NULL) {
+		/* proxy_fetch_url(): retired first, so cb may start another. */
+		proxy_free(sub);
+		sub->on_url(sub->url_arg, status, &sub->rf.msg.hdrs, body, len,
+		    err);
+		return;
+	}
+	px->sub = NULL;
 	sub->on_sub(px, status, &sub->rf.msg.hdrs, body, len, err);
 	proxy_free(sub);
 }
@@ -494,7 +538,8 @@ px_on_connect(struct uconn *uc, int error, void *arg)
 		    error == EPROTO ? "TLS handshake failed: " :
 		    error == EACCES ? "refused: " : "cannot connect",
 		    error == EPROTO || error == EACCES ? uc->why : "",
-		    error != EACCES ? "" : px->parent != NULL ? " (not the "
+		    error != EACCES || px->on_url != NULL ? "" :
+		    px->parent != NULL ? " (not the "
 		    "upstream's origin, not in auth_hosts)" : " (not the "
 		    "upstream's origin, not in redirect_allow)");
 		uconn_free(uc);

@@ -37,6 +37,8 @@ struct proxy {
 	struct proxy			*sub;		/* token, probe */
 	struct proxy			*parent;	/* we are its sub */
 	px_sub_cb			 on_sub;	/* parent's callback */
+	proxy_url_cb			 on_url;	/* a URL fetch's owner */
+	void				*url_arg;
 	struct evbuffer			*sink;		/* a sub's answer */
 	struct event			*deadline;	/* a sub's, whole */
 	size_t				 sink_max;

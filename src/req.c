@@ -30,6 +30,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "oidc.h"
 #include "portcullis.h"
 
 #define REQ_STATE_NAME(e, s) s,
@@ -726,6 +727,9 @@ req_route(struct req *req)
 			return;
 		if (strcmp(req->path, "/admin/audit") == 0)
 			audit_admin(req);
+		else if (strcmp(req->path, "/admin/identity") == 0 ||
+		    strcmp(req->path, "/admin/identity/refresh") == 0)
+			oidc_admin(req);
 		else
 			req_fail(req, ERR_NOT_FOUND, NULL);
 		return;

@@ -21,6 +21,7 @@
 
 #include <event2/dns.h>
 
+#include "oidc.h"
 #include "portcullis.h"
 #include "rds.h"
 #include "policy.h"
@@ -179,6 +180,7 @@ server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 	log_info("- server reload done upstreams=%zu", conf->nupstreams);
 	server_policy_note(conf);
 	authz_config_loaded(conf);
+	oidc_config_loaded(ctx);
 	server_fd_limit(conf);	/* a raised max_connections needs them */
 	server_conn_gone(ctx);	/* a raised max_connections applies */
 }
@@ -326,6 +328,7 @@ server_run(const char *path, char **cause)
 	    ctx->conf->tls ? "on" : "off", ctx->conf->nupstreams);
 	server_policy_note(ctx->conf);
 	authz_config_loaded(ctx->conf);
+	oidc_config_loaded(ctx);
 	event_base_dispatch(ctx->base);
 	log_info("- server stop open=%zu", ctx->nconns);
 	rv = 0;
@@ -340,6 +343,7 @@ out:
 	}
 	cache_close(ctx->cache);	/* after the conns: no readers left */
 	audit_free(ctx->audit);		/* after the conns: records spooled */
+	oidc_free(ctx);			/* after the conns: no waiters left */
 	if (ctx->base != NULL)
 		conn_reap(ctx);		/* what the fills retired */
 	uconn_pool_flush(ctx);

@@ -302,6 +302,7 @@ test_defaults(void **state)
 	assert_int_equal(cfg->upstream_response_timeout_ms, 60000);
 	assert_int_equal(cfg->drain_timeout_ms, 30000);
 	assert_int_equal(cfg->log_level, CONFIG_LOG_INFO);
+	assert_null(cfg->identity);
 	assert_string_equal(config_log_level_name(cfg->log_level), "info");
 	assert_int_equal(cfg->default_upstream, -1);
 	up = &cfg->upstreams[0];
@@ -509,6 +510,37 @@ static const struct err_case err_cases[] = {
 	  "'docker_hub':true},{'name':'b','url':'http://h2',"
 	  "'hosts':['Docker.IO']}]}",
 	  "/upstreams/1/hosts/0: duplicate of /upstreams/0/hosts" },
+	/* Identity providers. */
+	{ "{" UP ",'identity':{'issuers':[{'name':'a',"
+	  "'issuer':'http://idp.example','audiences':['x']}]}}",
+	  "/identity/issuers/0/issuer: must be https (http only for a "
+	  "numeric loopback host)" },
+	{ "{" UP ",'identity':{'issuers':[{'name':'a',"
+	  "'issuer':'https://u@idp.example','audiences':['x']}]}}",
+	  "/identity/issuers/0/issuer: must be an https URL without "
+	  "credentials, query or fragment" },
+	{ "{" UP ",'identity':{'issuers':[{'name':'a',"
+	  "'issuer':'https://idp.example'}]}}",
+	  "/identity/issuers/0/audiences: is required" },
+	{ "{" UP ",'identity':{'issuers':[{'name':'a',"
+	  "'issuer':'https://idp.example','audiences':['x'],"
+	  "'algorithms':['HS256']}]}}",
+	  "/identity/issuers/0/algorithms/0: must be one of RS256, RS384, "
+	  "RS512, PS256, ES256, ES384" },
+	{ "{" UP ",'identity':{'issuers':[{'name':'a',"
+	  "'issuer':'https://idp.example','audiences':['x'],"
+	  "'max_jwks_bytes':100}]}}",
+	  "/identity/issuers/0/max_jwks_bytes: must be between 256 and "
+	  "4194304" },
+	{ "{" UP ",'identity':{'issuers':[{'name':'a',"
+	  "'issuer':'https://idp.example','audiences':['x']},{'name':'a',"
+	  "'issuer':'https://idp2.example','audiences':['x']}]}}",
+	  "/identity/issuers/1/name: duplicate of /identity/issuers/0/name" },
+	{ "{" UP ",'identity':{'issuers':[{'name':'a',"
+	  "'issuer':'https://idp.example','audiences':['x']},{'name':'b',"
+	  "'issuer':'https://idp.example','audiences':['x']}]}}",
+	  "/identity/issuers/1/issuer: duplicate of "
+	  "/identity/issuers/0/issuer" },
 };
 
 static void
@@ -1044,6 +1076,22 @@ test_reference(void **state)
 		"/policy/immutable_tags/N/tags", "/policy/max_rules",
 		"/policy/max_blocked_digests", "/policy/max_pattern_bytes",
 		"/policy/max_file_bytes", "/policy/file",
+		"/identity", "/identity/issuers", "/identity/issuers/N/name",
+		"/identity/issuers/N/issuer", "/identity/issuers/N/audiences",
+		"/identity/issuers/N/subject_claim",
+		"/identity/issuers/N/groups_claim",
+		"/identity/issuers/N/prefix", "/identity/issuers/N/algorithms",
+		"/identity/issuers/N/required_claims",
+		"/identity/issuers/N/required_claims/N/claim",
+		"/identity/issuers/N/required_claims/N/equals",
+		"/identity/issuers/N/ca_file", "/identity/issuers/N/jwks_hosts",
+		"/identity/issuers/N/refresh",
+		"/identity/issuers/N/min_refresh_interval",
+		"/identity/issuers/N/leeway",
+		"/identity/issuers/N/max_discovery_bytes",
+		"/identity/issuers/N/max_jwks_bytes",
+		"/identity/issuers/N/max_keys",
+		"/identity/issuers/N/max_waiters",
 		NULL
 	};
 	char	*buf = NULL, cell[128];
@@ -1140,6 +1188,54 @@ test_reload_check(void **state)
 	config_unref(a);
 }
 
+/* An issuer's defaults, the parsed URL and a loopback http issuer. */
+static void
+test_identity(void **state)
+{
+	struct config				*cfg;
+	const struct config_oidc_issuer		*is;
+
+	(void)state;
+	cfg = load_ok("{" UP ",'identity':{'issuers':[{'name':'gl',"
+	    "'issuer':'https://gitlab.example/','audiences':['pc']},"
+	    "{'name':'t','issuer':'http://127.0.0.1:9000/oidc',"
+	    "'audiences':['a','b'],'algorithms':['ES256','RS256'],"
+	    "'prefix':'t:','groups_claim':'groups','required_claims':"
+	    "[{'claim':'namespace_path','equals':'acme'}],"
+	    "'jwks_hosts':['keys.example:8443'],'refresh':2,"
+	    "'min_refresh_interval':1}]}}");
+	assert_non_null(cfg->identity);
+	assert_int_equal(cfg->identity->nissuers, 2);
+	is = &cfg->identity->issuers[0];
+	assert_string_equal(is->issuer, "https://gitlab.example/");
+	assert_string_equal(is->u.host, "gitlab.example");
+	assert_int_equal(is->u.port, 443);
+	assert_string_equal(is->subject_claim, "sub");
+	assert_null(is->groups_claim);
+	assert_null(is->prefix);
+	assert_int_equal(is->nalgorithms, 1);
+	assert_string_equal(is->algorithms[0], "RS256");
+	assert_int_equal(is->refresh_ms, 3600000);
+	assert_int_equal(is->min_refresh_ms, 30000);
+	assert_int_equal(is->leeway_ms, 60000);
+	assert_int_equal(is->max_discovery_bytes, 65536);
+	assert_int_equal(is->max_jwks_bytes, 262144);
+	assert_int_equal(is->max_keys, 32);
+	assert_int_equal(is->max_waiters, 1024);
+	is = &cfg->identity->issuers[1];
+	assert_false(is->u.tls);
+	assert_string_equal(is->u.path, "/oidc");
+	assert_int_equal(is->nalgorithms, 2);
+	assert_string_equal(is->prefix, "t:");
+	assert_int_equal(is->nrequired_claims, 1);
+	assert_string_equal(is->required_claims[0].claim, "namespace_path");
+	assert_string_equal(is->required_claims[0].equals, "acme");
+	assert_int_equal(is->njwks_hosts, 1);
+	assert_int_equal(is->refresh_ms, 2000);
+	assert_int_equal(is->min_refresh_ms, 1000);
+	config_unref(cfg);
+}
+
 int
 main(void)
 {
@@ -1159,6 +1255,7 @@ main(void)
 		cmocka_unit_test(test_refcount),
 		cmocka_unit_test(test_reload_check),
 		cmocka_unit_test(test_redis),
+		cmocka_unit_test(test_identity),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
