@@ -78,9 +78,30 @@ enum config_audit_failure {
 	CONFIG_AUDIT_REJECT
 };
 
+/*
+ * The shared Redis settings (README "Redis"): where, as whom, which
+ * database, how long to wait.  Absent from the file: none (the audit
+ * then uses audit.redis, or its default, without AUTH).
+ */
+struct config_redis {
+	char			*address;	/* host:port, numeric */
+	char			 host[256];
+	int			 port;
+	int			 database;
+	char			*username;	/* NULL: the default user */
+	char			*password_file;	/* NULL: no AUTH */
+	char			*password;	/* from password_file; never
+						   printed */
+	int			 connect_timeout_ms;
+	int			 command_timeout_ms;
+	int			 reconnect_min_ms;
+	int			 reconnect_max_ms;
+};
+
 /* The audit stream in Redis; absent from the file means no audit. */
 struct config_audit {
-	char			*redis;		/* host:port, numeric */
+	char			*redis;		/* host:port, numeric; absent:
+						   redis.address */
 	char			 redis_host[256];
 	int			 redis_port;
 	char			*stream;
@@ -161,6 +182,7 @@ struct config {
 
 	struct config_cache	*cache;		/* NULL: no cache */
 	struct config_audit	*audit;		/* NULL: no audit */
+	struct config_redis	*redis;		/* NULL: no shared section */
 
 	/* Compiled access policy; never NULL (no rules: deny all). */
 	struct policy		*policy;

@@ -58,6 +58,8 @@ struct cfg_key {
 void	 cfg_ptr(char *, size_t, const char *, const char *);
 void	 cfg_load_credentials(struct cfg_ctx *, void *, const char *,
 	    const char *);
+void	 cfg_load_redis_password(struct cfg_ctx *, void *, const char *,
+	    const char *);
 void	 cfg_load_policy_file(struct cfg_ctx *, void *, const char *,
 	    const char *);
 

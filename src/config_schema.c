@@ -37,6 +37,7 @@ static const char *cfg_check_redis(const char *);
 static const char *cfg_check_stream_key(const char *);
 static const char *cfg_check_ip(const char *);
 static const char *cfg_check_spool_file(const char *);
+static const char *cfg_check_redis_user(const char *);
 
 static const char *const cfg_verify_names[] = {
 	"none", "optional", "require", NULL
@@ -312,9 +313,12 @@ static const char *const cfg_audit_failure_names[] = {
 #define AUDIT_OFF(f)	offsetof(struct config_audit, f)
 static const struct cfg_key cfg_audit_keys[] = {
 	{ .name = "redis", .type = CFG_STRING, .off = AUDIT_OFF(redis),
-	  .def_str = "127.0.0.1:6379", .check = cfg_check_redis,
-	  .help = "Redis server (7.0 or later) as a numeric ip:port or "
-	  "[ipv6]:port, so that connecting never waits on DNS." },
+	  .check = cfg_check_redis,
+	  .def_doc = "redis.address, else 127.0.0.1:6379",
+	  .help = "Redis server (7.0 or later) of the audit stream as a "
+	  "numeric ip:port or [ipv6]:port, so that connecting never waits "
+	  "on DNS. Username, password and database come from the top-level "
+	  "redis section when there is one." },
 	{ .name = "stream", .type = CFG_STRING, .off = AUDIT_OFF(stream),
 	  .def_str = "portcullis:audit", .check = cfg_check_stream_key,
 	  .help = "Stream key. Indexes and the writers' dedup hash use keys "
@@ -374,6 +378,52 @@ static const struct cfg_key cfg_audit_keys[] = {
 	  "Redis; beyond it the least recently written are deleted. Only "
 	  "requests routed to an upstream and answered by it or the cache "
 	  "are indexed by repository." },
+	{ .name = NULL }
+};
+
+/*
+ * The shared Redis settings, used by the audit (unless audit.redis names
+ * another address), and by secrets and revocation.  No row may change on
+ * reload: the links hold what they were started with.
+ */
+#define REDIS_OFF(f)	offsetof(struct config_redis, f)
+static const struct cfg_key cfg_redis_keys[] = {
+	{ .name = "address", .type = CFG_STRING, .off = REDIS_OFF(address),
+	  .def_str = "127.0.0.1:6379", .check = cfg_check_redis,
+	  .help = "Redis server (7.0 or later) as a numeric ip:port or "
+	  "[ipv6]:port, so that connecting never waits on DNS." },
+	{ .name = "database", .type = CFG_INT, .off = REDIS_OFF(database),
+	  .min = 0, .max = 65535, .def = 0,
+	  .help = "Database number (SELECT) every link uses." },
+	{ .name = "username", .type = CFG_STRING, .off = REDIS_OFF(username),
+	  .check = cfg_check_redis_user, .def_doc = "the default user",
+	  .help = "ACL user (Redis 6 or later) to authenticate as, with "
+	  "the password in password_file." },
+	{ .name = "password_file", .type = CFG_PATH,
+	  .off = REDIS_OFF(password_file), .loaded = cfg_load_redis_password,
+	  .def_doc = "no AUTH",
+	  .help = "File holding the password on one line (requirepass, or "
+	  "the ACL user's); relative to the configuration file. Never "
+	  "printed." },
+	{ .name = "connect_timeout", .type = CFG_SECONDS,
+	  .off = REDIS_OFF(connect_timeout_ms), .min = 100, .max = 600000,
+	  .def = 5000,
+	  .help = "Time to connect, authenticate and select the database; "
+	  "longer counts as Redis down." },
+	{ .name = "command_timeout", .type = CFG_SECONDS,
+	  .off = REDIS_OFF(command_timeout_ms), .min = 100, .max = 600000,
+	  .def = 5000,
+	  .help = "A reply slower than this makes Redis count as down: the "
+	  "link is dropped and made again." },
+	{ .name = "reconnect_min", .type = CFG_SECONDS,
+	  .off = REDIS_OFF(reconnect_min_ms), .min = 10, .max = 60000,
+	  .def = 100,
+	  .help = "First wait before connecting again after a link was "
+	  "lost; doubled on each failure up to reconnect_max." },
+	{ .name = "reconnect_max", .type = CFG_SECONDS,
+	  .off = REDIS_OFF(reconnect_max_ms), .min = 10, .max = 600000,
+	  .def = 5000,
+	  .help = "Longest wait between connection attempts." },
 	{ .name = NULL }
 };
 
@@ -636,6 +686,12 @@ const struct cfg_key cfg_root_keys[] = {
 	  .def_doc = "no audit",
 	  .help = "Audit record of every request in a Redis stream, spooled "
 	  "to disk while Redis is away; absent means no audit." },
+	{ .name = "redis", .type = CFG_PTR_OBJECT, .off = CFG_OFF(redis),
+	  .sub = cfg_redis_keys, .sub_size = sizeof(struct config_redis),
+	  .def_doc = "none",
+	  .help = "Shared Redis settings (address, database, ACL user, "
+	  "password file, timeouts) for the audit, secrets and revocation "
+	  "(README \"Redis\")." },
 	{ .name = "upstreams", .type = CFG_ARRAY,
 	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = CFG_OFF(upstreams),
 	  .count_off = CFG_OFF(nupstreams), .min = 1, .max = 256,
@@ -800,6 +856,16 @@ cfg_check_redis(const char *s)
 	    (inet_pton(AF_INET, host, a) != 1 &&
 	    inet_pton(AF_INET6, host, a) != 1))
 		return "must be a numeric ip:port or [ipv6]:port";
+	return NULL;
+}
+
+/* An ACL user name: printable, no spaces (ACL SETUSER splits on them). */
+static const char *
+cfg_check_redis_user(const char *s)
+{
+	if (!cfg_printable(s, 128, 0))
+		return "must be 1 to 128 printable ASCII characters, "
+		    "without spaces, quotes or backslashes";
 	return NULL;
 }
 

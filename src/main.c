@@ -24,6 +24,7 @@ static int	cmd_config_reference(int, char **);
 static int	cmd_audit(int, char **);
 static int	cmd_policy(int, char **);
 static int	cmd_keygen(int, char **);
+static int	cmd_redis(int, char **);
 
 static const struct cmd cmds[] = {
 	{ "serve", cmd_serve, "serve -c FILE",
@@ -45,6 +46,9 @@ static const struct cmd cmds[] = {
 	{ "keygen", cmd_keygen, "keygen [-t ec|rsa] -o PREFIX",
 	    "Write a new token signing key pair (PREFIX.key, .crt, .jwk)\n"
 	    "and print its kid; portcullis keygen --help for options." },
+	{ "redis", cmd_redis, "redis check|subscribe -c FILE",
+	    "Log in to the configured Redis as serve would (check), or\n"
+	    "follow channels over a subscriber link (subscribe)." },
 };
 
 static void
@@ -168,6 +172,12 @@ static int
 cmd_keygen(int argc, char **argv)
 {
 	return (keygen_cli(argc, argv));
+}
+
+static int
+cmd_redis(int argc, char **argv)
+{
+	return (rds_cli(argc, argv));
 }
 
 static int

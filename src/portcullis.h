@@ -46,7 +46,7 @@ struct proxy;
 struct cache;
 struct cache_reader;
 struct audit;
-struct redisAsyncContext;
+struct rds;
 
 /*
  * Deferred frees (conn.c).  An object retired inside a callback (a
@@ -425,7 +425,7 @@ void		 audit_free(struct audit *);
 int		 audit_admit(struct req *);
 void		 audit_request(struct req *);
 void		 audit_framing(struct conn *, int, enum pc_err);
-struct redisAsyncContext *audit_redis(struct pc_ctx *);
+struct rds	*audit_redis(struct pc_ctx *);
 const char	*audit_script(void);
 
 /* audit_query.c: audit query, tail and generate (CLI). */
@@ -436,6 +436,9 @@ int		 policy_cli(int, char **);
 
 /* keygen.c: portcullis keygen. */
 int		 keygen_cli(int, char **);
+
+/* rds_cli.c: portcullis redis check|subscribe. */
+int		 rds_cli(int, char **);
 
 /* admin.c: GET /admin/audit. */
 void		 audit_admin(struct req *);

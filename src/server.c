@@ -22,6 +22,7 @@
 #include <event2/dns.h>
 
 #include "portcullis.h"
+#include "rds.h"
 #include "policy.h"
 
 static void	server_fd_limit(const struct config *);
@@ -282,6 +283,9 @@ server_run(const char *path, char **cause)
 		goto out;
 	log_init(ctx->conf->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	/* A refused password will not fix itself: stop now, say so. */
+	if (rds_startup_check(ctx->conf, cause) == -1)
+		goto out;
 	if ((ctx->base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
 	if ((ctx->dns = evdns_base_new(ctx->base,
