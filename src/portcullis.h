@@ -90,6 +90,8 @@ struct pc_ctx {
 	TAILQ_HEAD(, reap_node)		 dead;		/* retired objects */
 	struct cache			*cache;		/* NULL: no cache */
 	struct audit			*audit;		/* NULL: no audit */
+	struct revoke			*revoke;	/* NULL: no redis */
+	struct secrets			*secrets;	/* NULL: no redis */
 };
 
 /* log.c */
