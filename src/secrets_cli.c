@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
@@ -39,9 +40,9 @@ static const char scli_usage[] =
     "list: every secret's id, subject, name, groups, times and state;\n"
     "never a secret or a hash.\n"
     "revoke: refuse the secret ID from now on, on every instance.\n"
-    "verify: read a secret from the first line of standard input and say\n"
-    "whether a gateway would accept it and whose it is (exit 0), or why\n"
-    "not (exit 1).\n";
+    "verify: read secrets from standard input, one per line, and say for\n"
+    "each whether a gateway would accept it and whose it is (ok ...), or\n"
+    "why not (refused reason=...); exit 0 when every one was accepted.\n";
 
 static redisContext *
 scli_connect(const struct config *conf)
@@ -331,41 +332,39 @@ scli_revoke(const struct config *conf, const char *id)
 	return (0);
 }
 
-/* verify: the gateway's asynchronous check, on a loop of its own. */
+/*
+ * verify: the gateway's asynchronous check, on a loop of its own, with
+ * the gateway's revocation table (and, with redis_unavailable cached, its
+ * cache): one secret per line of standard input, one answer per line of
+ * output, in order.  Standard input is read from the loop, so revocations
+ * arrive between lines as they would between requests.
+ */
+#define SCLI_LINE_MAX	(SECRET_LEN + 64)
+
 struct scli_verify {
 	struct event_base	*base;
 	struct revoke		*rv;
 	struct secrets		*s;
-	char			*password;
-	size_t			 len;
-	int			 rv_status;
-	int			 started;
-	int			 answered;
+	char			 buf[SCLI_LINE_MAX + 1];
+	size_t			 have;
+	int			 skipping;	/* a line too long: to its end */
+	int			 eof;
+	int			 busy;		/* a check in flight */
+	int			 status;
 	int			 waits;
-	struct event		*ev_done;
-	struct event		*ev_poll;
+	struct event		*ev_in;
+	struct event		*ev_next;
 	struct event		*ev_give_up;
 };
 
-/* Leave once answered and the last_used write, if any, is done. */
-static void
-scli_verify_done(evutil_socket_t fd, short ev, void *arg)
-{
-	struct scli_verify	*sv = arg;
-	struct timeval		 tv = { 0, 10000 };
-
-	if (secrets_writing(sv->s) && ++sv->waits < 500) {
-		evtimer_add(sv->ev_done, &tv);
-		return;
-	}
-	event_base_loopbreak(sv->base);
-}
+static void	scli_verify_next(evutil_socket_t, short, void *);
 
 static void
 scli_verify_cb(enum secret_verdict v, const struct secret_principal *p,
     void *arg)
 {
 	struct scli_verify	*sv = arg;
+	struct timeval		 tv = { 0, 0 };
 	size_t			 i;
 	char			 t[32];
 
@@ -377,31 +376,96 @@ scli_verify_cb(enum secret_verdict v, const struct secret_principal *p,
 		printf("%s name=%s expires=%s\n", p->ngroups == 0 ? "-" : "",
 		    p->name[0] != '\0' ? p->name : "-",
 		    secret_fmt_time(p->expires, t, sizeof(t)));
-		sv->rv_status = 0;
 	} else {
 		printf("refused reason=%s\n", secret_verdict_name(v));
-		sv->rv_status = 1;
+		sv->status = 1;
 	}
-	sv->answered = 1;
-	scli_verify_done(0, 0, sv);
+	fflush(stdout);
+	sv->busy = 0;
+	evtimer_add(sv->ev_next, &tv);
 }
 
-/* Ask once the revocation table was read, as a running gateway would. */
+/* Check the next whole line, or leave at the end of the input. */
 static void
-scli_verify_poll(evutil_socket_t fd, short ev, void *arg)
+scli_verify_next(evutil_socket_t fd, short ev, void *arg)
 {
 	struct scli_verify	*sv = arg;
 	struct timeval		 tv = { 0, 10000 };
+	char			*nl;
+	size_t			 len, used;
 
+	if (sv->busy)
+		return;
 	if (revoke_syncs(sv->rv) == 0) {
-		evtimer_add(sv->ev_poll, &tv);
+		evtimer_add(sv->ev_next, &tv);	/* as a gateway: synced */
 		return;
 	}
-	sv->started = 1;
-	if (secrets_check(sv->s, sv->password, sv->len, scli_verify_cb,
-	    sv) == NULL)
+	if ((nl = memchr(sv->buf, '\n', sv->have)) != NULL) {
+		len = nl - sv->buf;
+		used = len + 1;
+	} else if (!sv->eof) {
+		event_add(sv->ev_in, NULL);	/* the rest of the line */
+		return;
+	} else if (sv->have > 0 && !sv->skipping) {
+		len = used = sv->have;		/* a last line, no newline */
+	} else {
+		/* Done: once the last_used write, if any, is. */
+		if (secrets_writing(sv->s) && ++sv->waits < 500) {
+			evtimer_add(sv->ev_next, &tv);
+			return;
+		}
+		event_base_loopbreak(sv->base);
+		return;
+	}
+	if (len > 0 && sv->buf[len - 1] == '\r')
+		len--;
+	sv->busy = 1;
+	/* The check hashes the password before it returns. */
+	if (secrets_check(sv->s, sv->buf, len, scli_verify_cb, sv) == NULL)
 		fatalx("out of memory");
-	OPENSSL_cleanse(sv->password, sv->len);
+	OPENSSL_cleanse(sv->buf, used);
+	sv->have -= used;
+	memmove(sv->buf, sv->buf + used, sv->have);
+}
+
+static void
+scli_verify_read(evutil_socket_t fd, short ev, void *arg)
+{
+	struct scli_verify	*sv = arg;
+	struct timeval		 tv = { 0, 0 };
+	ssize_t			 n;
+	char			*nl;
+
+	n = read(0, sv->buf + sv->have, SCLI_LINE_MAX - sv->have);
+	if (n <= 0) {
+		sv->eof = 1;
+		event_del(sv->ev_in);
+	} else
+		sv->have += n;
+	if (sv->skipping) {
+		if ((nl = memchr(sv->buf, '\n', sv->have)) != NULL) {
+			sv->skipping = 0;
+			sv->have -= nl + 1 - sv->buf;
+			memmove(sv->buf, nl + 1, sv->have);
+		} else {
+			OPENSSL_cleanse(sv->buf, sv->have);
+			sv->have = 0;
+		}
+	} else if (sv->have == SCLI_LINE_MAX &&
+	    memchr(sv->buf, '\n', sv->have) == NULL) {
+		/* No secret is this long: answer, and skip to the line end. */
+		OPENSSL_cleanse(sv->buf, sv->have);
+		sv->have = 0;
+		sv->skipping = 1;
+		printf("refused reason=%s\n",
+		    secret_verdict_name(SECRET_UNKNOWN));
+		fflush(stdout);
+		sv->status = 1;
+	}
+	/* One line at a time: read on once it is answered. */
+	if (memchr(sv->buf, '\n', sv->have) != NULL)
+		event_del(sv->ev_in);
+	evtimer_add(sv->ev_next, &tv);
 }
 
 static void
@@ -409,10 +473,10 @@ scli_verify_give_up(evutil_socket_t fd, short ev, void *arg)
 {
 	struct scli_verify	*sv = arg;
 
-	if (!sv->started) {
+	if (revoke_syncs(sv->rv) == 0) {
 		printf("refused reason=%s\n",
 		    secret_verdict_name(SECRET_REDIS_UNAVAILABLE));
-		sv->rv_status = 1;
+		sv->status = 1;
 		event_base_loopbreak(sv->base);
 	}
 }
@@ -421,45 +485,35 @@ static int
 scli_verify(const struct config *conf)
 {
 	struct scli_verify	 sv;
-	struct timeval		 tv = { 0, 0 }, give_up;
-	char			 line[SECRET_LEN + 64];
-	size_t			 len;
+	struct timeval		 give_up;
 
 	memset(&sv, 0, sizeof(sv));
-	if (fgets(line, sizeof(line), stdin) == NULL) {
-		fprintf(stderr, "portcullis: secret verify: no secret on "
-		    "standard input\n");
-		return (2);
-	}
-	len = strcspn(line, "\r\n");
-	line[len] = '\0';
-	sv.password = line;
-	sv.len = len;
-	sv.rv_status = 1;
 	if ((sv.base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
 	if ((sv.rv = revoke_new(sv.base, conf)) == NULL ||
 	    (sv.s = secrets_new(sv.base, conf, sv.rv)) == NULL)
 		fatalx("out of memory");
-	sv.ev_poll = evtimer_new(sv.base, scli_verify_poll, &sv);
+	sv.ev_in = event_new(sv.base, 0, EV_READ | EV_PERSIST,
+	    scli_verify_read, &sv);
+	sv.ev_next = evtimer_new(sv.base, scli_verify_next, &sv);
 	sv.ev_give_up = evtimer_new(sv.base, scli_verify_give_up, &sv);
-	sv.ev_done = evtimer_new(sv.base, scli_verify_done, &sv);
-	if (sv.ev_poll == NULL || sv.ev_give_up == NULL || sv.ev_done == NULL)
-		fatalx("evtimer_new failed");
+	if (sv.ev_in == NULL || sv.ev_next == NULL || sv.ev_give_up == NULL)
+		fatalx("event_new failed");
+	/* Until the first sync, Redis counts as unreachable. */
 	give_up.tv_sec = conf->redis != NULL ?
 	    conf->redis->connect_timeout_ms / 1000 + 1 : 6;
 	give_up.tv_usec = 0;
-	evtimer_add(sv.ev_poll, &tv);
+	event_add(sv.ev_in, NULL);
 	evtimer_add(sv.ev_give_up, &give_up);
 	event_base_dispatch(sv.base);
-	OPENSSL_cleanse(line, sizeof(line));
-	event_free(sv.ev_poll);
+	OPENSSL_cleanse(sv.buf, sizeof(sv.buf));
+	event_free(sv.ev_in);
+	event_free(sv.ev_next);
 	event_free(sv.ev_give_up);
-	event_free(sv.ev_done);
 	secrets_free(sv.s);
 	revoke_free(sv.rv);
 	event_base_free(sv.base);
-	return (sv.rv_status);
+	return (sv.status);
 }
 
 /* `portcullis secret ...` */
@@ -550,8 +604,10 @@ secrets_cli(int argc, char **argv)
 		free(groups);
 		return (2);
 	}
-	log_init(conf->log_level > CONFIG_LOG_WARN ? CONFIG_LOG_WARN :
-	    conf->log_level);
+	/* verify logs what it learns, as a gateway would; others less. */
+	log_init(strcmp(sub, "verify") == 0 ||
+	    conf->log_level < CONFIG_LOG_WARN ? conf->log_level :
+	    CONFIG_LOG_WARN);
 	signal(SIGPIPE, SIG_IGN);
 	if (strcmp(sub, "create") == 0)
 		rv = scli_create(conf, subject, groups, ngroups, name, expires);
