@@ -282,3 +282,149 @@ def test_missed_message_is_learned_at_the_resync(redis, start_gateway,
     wait_for(lambda: log_has(gw, 'revoke sync subject="erin"'), timeout=30,
              what="the revocation learned at the re-sync")
     assert 'revoke received subject="erin"' not in gw.log_text()
+
+
+class Verifier:
+    """`portcullis secret verify` kept running: one secret per line in,
+    one answer per line out, its log (stderr) in a file."""
+
+    def __init__(self, conf, log_path):
+        import subprocess
+        from lib.util import safe_env
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [gateway_bin(), "secret", "verify", "-c", conf],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+            text=True, env=safe_env())
+
+    def ask(self, secret, timeout=15):
+        import select
+        self.proc.stdin.write(secret + "\n")
+        self.proc.stdin.flush()
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert r, "no answer from secret verify within %ss" % timeout
+        return self.proc.stdout.readline().strip()
+
+    def log_text(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=15)
+        except Exception:  # noqa: BLE001 - stop it by its PID
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.log.close()
+
+
+def test_redis_unavailable_cached_or_fail_closed(redis, tmp_path):
+    rs = acl_redis(redis)
+    base = config(tmp_path, rs, connect_timeout=1, command_timeout=1,
+                  reconnect_min=0.1, reconnect_max=0.2)
+    closed = write_config(tmp_path, base, "closed.json")
+    cached_cfg = json.loads(json.dumps(base))
+    cached_cfg["secrets"] = {"redis_unavailable": "cached", "cache_ttl": 300,
+                             "cache_entries": 3}
+    cached = write_config(tmp_path, cached_cfg, "cached.json")
+    s1, _, _ = create(closed, "robot:c")
+    s2, id2, _ = create(closed, "robot:c")
+    s3, _, _ = create(closed, "robot:d")
+    s4, _, _ = create(closed, "robot:e")
+    s5, _, _ = create(closed, "robot:e")
+    vc = Verifier(cached, str(tmp_path / "cached.log"))
+    vf = Verifier(closed, str(tmp_path / "closed.log"))
+    try:
+        for s in (s1, s2, s3):
+            assert vc.ask(s).startswith("ok ")
+        assert vf.ask(s1).startswith("ok ")
+        # A revoked secret and a revoked subject leave the cache at once.
+        cli("secret", "revoke", "-c", closed, id2)
+        cli("token", "revoke", "-c", closed, "--subject", "robot:d")
+        wait_for(lambda: "revoke received secret=" + id2 in vc.log_text()
+                 and 'revoke received subject="robot:d"' in vc.log_text(),
+                 timeout=1.0, what="the revocations reached verify")
+        rs.kill()
+        # cached: what was verified still works (3 entries, none
+        # evicted); the revoked ones were purged, not merely outvoted.
+        assert vc.ask(s1).startswith("ok id=")
+        assert vc.ask(s2) == "refused reason=redis_unavailable"
+        assert vc.ask(s3) in ("refused reason=redis_unavailable",
+                              "refused reason=revoked")
+        # Never verified here: nothing to fall back on.
+        assert vc.ask(s4) == "refused reason=redis_unavailable"
+        # fail_closed (the default): refused, though verified before.
+        assert vf.ask(s1) == "refused reason=redis_unavailable"
+
+        # cache_entries (3): a fourth verified secret evicts the least
+        # recently used.  (Back, the re-sync empties the cache first.)
+        synced = vc.log_text().count("revoke synced")
+        rs.start()
+        wait_for(lambda: vc.log_text().count("revoke synced") > synced,
+                 timeout=20, what="verify back on Redis, re-synced")
+        wait_for(lambda: vc.ask(s1).startswith("ok "), timeout=20,
+                 what="the check's own link back")
+        for s in (s4, s5, s1, s4):
+            assert vc.ask(s).startswith("ok ")
+        s6, _, _ = create(closed, "robot:e")
+        assert vc.ask(s6).startswith("ok ")      # evicts s5
+        rs.kill()
+        assert vc.ask(s5) == "refused reason=redis_unavailable"
+        for s in (s1, s4, s6):
+            assert vc.ask(s).startswith("ok ")
+    finally:
+        vc.close()
+        vf.close()
+    for v in (vc, vf):
+        assert all(s not in v.log_text() for s in (s1, s2, s3, s4, s5))
+
+
+def test_bounds(redis, start_gateway, tmp_path):
+    rs = acl_redis(redis)
+    cfg = config(tmp_path, rs)
+    cfg["secrets"] = {"max_groups": 1}
+    cfg["revocation"] = {"max_subjects": 2, "resync_interval": 1}
+    conf = write_config(tmp_path, cfg)
+    # secrets.max_groups
+    bad = cli("secret", "create", "-c", conf, "--subject", "r", "--group",
+              "a", "--group", "b", check=False)
+    assert bad.returncode == 2 and "max_groups" in bad.stderr
+    s, sid, _ = create(conf, "r", "--group", "a")
+    key = "portcullis:secret:" + sid
+    # secrets.last_used_interval (60 s): a recent last_used is not
+    # rewritten, an old one is.
+    recent = int(time.time()) - 5
+    rs.call("HSET", key, "last_used", str(recent))
+    assert verify(conf, s)[0] == 0
+    assert int(rs.call("HGET", key, "last_used")) == recent
+    rs.call("HSET", key, "last_used", "1000")
+    assert verify(conf, s)[0] == 0
+    assert int(rs.call("HGET", key, "last_used")) >= recent + 5
+    # A record with more groups than max_groups is damaged, not trusted.
+    rs.call("HSET", key, "groups", '["a","b"]')
+    assert verify(conf, s) == (1, "refused reason=bad_record")
+
+    gw = start_gateway(cfg)
+    wait_for(lambda: log_has(gw, "revoke synced"), timeout=20,
+             what="first sync")
+    # revocation.resync_interval (1 s): written without a PUBLISH, it is
+    # learned at the next periodic re-sync.
+    rs.call("HSET", "portcullis:revoked", "s:zed", "2000000000")
+    wait_for(lambda: log_has(gw, 'revoke sync subject="zed"'), timeout=10,
+             what="the periodic re-sync")
+    # revocation.max_subjects (2): the third subject overflows.
+    cli("token", "revoke", "-c", conf, "--subject", "yan")
+    wait_for(lambda: log_has(gw, 'revoke received subject="yan"'),
+             timeout=1.0, what="second subject")
+    assert "table_full" not in gw.log_text()
+    cli("token", "revoke", "-c", conf, "--subject", "xia")
+    wait_for(lambda: log_has(gw, "revoke table_full"), timeout=1.0,
+             what="the table full")
+    # The CLI's verify has the same bound: every secret is refused.
+    s2, _, _ = create(conf, "someone-else")
+    assert verify(conf, s2) == (1, "refused reason=revoked")
