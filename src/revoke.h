@@ -30,15 +30,15 @@ struct config;
 struct event_base;
 struct revoke;
 
-#define REVOKE_SUBJECT_MAX	1024	/* bytes of a subject in a message */
+#define REVOKE_SUBJECT_MAX	1024	/* bytes of a subject */
 #define REVOKE_MAX_LISTENERS	8
 
 enum revoke_kind {
 	REVOKE_SUBJECT,		/* subject, not_before */
 	REVOKE_ALL,		/* not_before */
 	REVOKE_SECRET,		/* secret_id */
-	REVOKE_RESYNCED		/* the table was read again: drop what was
-				   cached while the link was down */
+	REVOKE_RESYNCED		/* the table was read again: drop
+				   what was cached while down */
 };
 
 struct revoke_event {

@@ -37,8 +37,10 @@ tcli_revoke(const struct config *conf, const char *subject,
 	struct rds_params	 p;
 	redisContext		*rc;
 	redisReply		*r;
-	char			*cause = NULL, field[REVOKE_SUBJECT_MAX + 3];
-	char			 nb[32], msg[REVOKE_SUBJECT_MAX + 64], t[32];
+	char			*cause = NULL;
+	char			 field[REVOKE_SUBJECT_MAX + 3];
+	char			 msg[REVOKE_SUBJECT_MAX + 64];
+	char			 nb[32], t[32];
 	long long		 cur = 0;
 
 	rds_params_init(&p, conf, "token revoke");

@@ -43,7 +43,7 @@ struct secrets {
 	struct event_base	*base;
 	struct rds		*cmd;
 	struct revoke		*rv;
-	struct tcache		*cache;		/* NULL: fail_closed */
+	struct tcache		*cache;	/* NULL: fail_closed */
 	struct secrets_checks	 checks;
 	char			*prefix;
 	int			 mode;
@@ -251,7 +251,9 @@ secrets_on_record(struct rds *l, redisReply *r, void *arg)
 		secrets_touch(s, &rec, now);
 		if (s->cache != NULL &&
 		    (sc = calloc(1, sizeof(*sc))) != NULL) {
-			int64_t	 exp = (int64_t)now_ms() + s->cache_ttl_ms;
+			int64_t	 exp;
+
+			exp = (int64_t)now_ms() + s->cache_ttl_ms;
 
 			/* Shallow move below; rec's strings now sc's. */
 			sc->rec = rec;

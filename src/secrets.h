@@ -37,7 +37,7 @@ struct secrets_check;
 
 /* What an accepted secret stands for (method: AUTH_SECRET). */
 struct secret_principal {
-	const char		*id;		/* not a secret: names it */
+	const char		*id;		/* names it; not secret */
 	const char		*subject;
 	const char *const	*groups;
 	size_t			 ngroups;

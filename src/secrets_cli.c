@@ -347,7 +347,7 @@ struct scli_verify {
 	struct secrets		*s;
 	char			 buf[SCLI_LINE_MAX + 1];
 	size_t			 have;
-	int			 skipping;	/* a line too long: to its end */
+	int			 skipping;	/* a line too long */
 	int			 eof;
 	int			 busy;		/* a check in flight */
 	int			 status;
@@ -407,7 +407,7 @@ scli_verify_next(evutil_socket_t fd, short ev, void *arg)
 		event_add(sv->ev_in, NULL);	/* the rest of the line */
 		return;
 	} else if (sv->have > 0 && !sv->skipping) {
-		len = used = sv->have;		/* a last line, no newline */
+		len = used = sv->have;	/* last line, no newline */
 	} else {
 		/* Done: once the last_used write, if any, is. */
 		if (secrets_writing(sv->s) && ++sv->waits < 500) {

@@ -22,7 +22,8 @@
 static void
 test_generate_parse(void **state)
 {
-	char	 s[SECRET_LEN + 1], id[SECRET_ID_LEN + 1], got[SECRET_ID_LEN + 1];
+	char	 s[SECRET_LEN + 1], id[SECRET_ID_LEN + 1];
+	char	 got[SECRET_ID_LEN + 1];
 	char	 prev[SECRET_LEN + 1] = "";
 	int	 i;
 
@@ -112,10 +113,11 @@ test_record(void **state)
 {
 	const char		*names[] = { "subject", "groups", "name",
 	    "created", "expires", "hash", "last_used", "future_field" };
-	const char		*vals[] = { "robot:ci", "[\"a\",\"b,c\"]", "CI",
-	    "1000", "2000", HEX, "0", "ignored" };
+	const char		*vals[] = { "robot:ci", "[\"a\",\"b,c\"]",
+	    "CI", "1000", "2000", HEX, "0", "ignored" };
 	struct secret_rec	 rec;
-	unsigned char		 h[SECRET_HASH_LEN], other[SECRET_HASH_LEN];
+	unsigned char		 h[SECRET_HASH_LEN];
+	unsigned char		 other[SECRET_HASH_LEN];
 	const char		*err = NULL;
 
 	(void)state;
