@@ -10,6 +10,9 @@
  * login lines with the subject as the user, which is what people will
  * see in their tools).
  *
+ * ctx->secrets (and ctx->revoke) exist only with a top-level redis
+ * section; NULL means there are no secrets: refuse as "unknown".
+ *
  *	h = secrets_check(ctx->secrets, password, len, cb, arg);
  *	...
  *	secrets_check_cancel(h);	(client gone, before cb only)
