@@ -27,6 +27,12 @@ enum config_verify {
 	CONFIG_VERIFY_REQUIRE
 };
 
+/* secrets.redis_unavailable */
+enum {
+	SECRETS_FAIL_CLOSED,	/* every secret refused */
+	SECRETS_FAIL_CACHED	/* a secret verified recently still works */
+};
+
 enum config_log_level {
 	CONFIG_LOG_ERROR,
 	CONFIG_LOG_WARN,
@@ -222,6 +228,18 @@ struct config {
 	struct config_audit	*audit;		/* NULL: no audit */
 	struct config_redis	*redis;		/* NULL: no shared section */
 	struct config_identity	*identity;	/* NULL: no IdPs */
+
+	/* secrets and revocation (README "Secrets", "Revocation"). */
+	char			*secrets_key_prefix;
+	int			 secrets_redis_unavailable; /* SECRETS_FAIL_ */
+	int			 secrets_cache_ttl_ms;
+	int			 secrets_cache_entries;
+	int			 secrets_last_used_interval_ms;
+	int			 secrets_max_groups;
+	char			*revocation_key;
+	char			*revocation_channel;
+	int			 revocation_max_subjects;
+	int			 revocation_resync_interval_ms;
 
 	/* Compiled access policy; never NULL (no rules: deny all). */
 	struct policy		*policy;

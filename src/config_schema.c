@@ -216,6 +216,72 @@ static const struct cfg_key cfg_log_keys[] = {
 	{ .name = NULL }
 };
 
+static const char *const cfg_secrets_fail_names[] = {
+	"fail_closed", "cached", NULL
+};
+
+/* Gateway secrets (secrets.c, secrets_cli.c); README "Secrets". */
+static const struct cfg_key cfg_secrets_keys[] = {
+	{ .name = "key_prefix", .type = CFG_STRING,
+	  .off = CFG_OFF(secrets_key_prefix), .def_str = "portcullis:secret:",
+	  .check = cfg_check_stream_key,
+	  .help = "Prefix of the Redis keys of secrets: one hash per secret "
+	  "(prefix + id) and the set of ids (prefix + \"ids\")." },
+	{ .name = "redis_unavailable", .type = CFG_ENUM,
+	  .off = CFG_OFF(secrets_redis_unavailable),
+	  .def = SECRETS_FAIL_CLOSED, .choices = cfg_secrets_fail_names,
+	  .help = "While Redis cannot answer: fail_closed refuses every "
+	  "secret; cached accepts a secret this instance verified less "
+	  "than cache_ttl ago (a revocation made meanwhile reaches it only "
+	  "when Redis is back)." },
+	{ .name = "cache_ttl", .type = CFG_SECONDS,
+	  .off = CFG_OFF(secrets_cache_ttl_ms), .min = 1000, .max = 86400000,
+	  .def = 300000,
+	  .help = "How long a verified secret stays usable from memory when "
+	  "redis_unavailable is cached." },
+	{ .name = "cache_entries", .type = CFG_INT,
+	  .off = CFG_OFF(secrets_cache_entries), .min = 1, .max = 1000000,
+	  .def = 1024,
+	  .help = "Verified secrets kept in memory for redis_unavailable "
+	  "cached (least recently used dropped first)." },
+	{ .name = "last_used_interval", .type = CFG_SECONDS,
+	  .off = CFG_OFF(secrets_last_used_interval_ms), .min = 1000,
+	  .max = 86400000, .def = 60000,
+	  .help = "A secret's last_used is written when it is older than "
+	  "this, so a busy CI job costs Redis one write per interval." },
+	{ .name = "max_groups", .type = CFG_INT,
+	  .off = CFG_OFF(secrets_max_groups), .min = 0, .max = 1024,
+	  .def = 64,
+	  .help = "Groups one secret may carry; a record with more is "
+	  "refused as damaged." },
+	{ .name = NULL }
+};
+
+/* Revocation shared through Redis (revoke.c); README "Revocation". */
+static const struct cfg_key cfg_revocation_keys[] = {
+	{ .name = "key", .type = CFG_STRING, .off = CFG_OFF(revocation_key),
+	  .def_str = "portcullis:revoked", .check = cfg_check_stream_key,
+	  .help = "Redis hash of not-before times: field s:SUBJECT per "
+	  "subject, field all for every subject." },
+	{ .name = "channel", .type = CFG_STRING,
+	  .off = CFG_OFF(revocation_channel), .def_str = "portcullis:revoke",
+	  .check = cfg_check_stream_key,
+	  .help = "Pub/sub channel that tells every instance of a "
+	  "revocation at once." },
+	{ .name = "max_subjects", .type = CFG_INT,
+	  .off = CFG_OFF(revocation_max_subjects), .min = 1,
+	  .max = 1 << 24, .def = 100000,
+	  .help = "Subjects the in-memory revocation table holds; past it "
+	  "every credential is refused (a revocation not held must not "
+	  "leave a token alive) until restarted with more." },
+	{ .name = "resync_interval", .type = CFG_SECONDS,
+	  .off = CFG_OFF(revocation_resync_interval_ms), .min = 1000,
+	  .max = 86400000, .def = 60000,
+	  .help = "The whole table is read again this often, besides after "
+	  "every reconnect." },
+	{ .name = NULL }
+};
+
 #define CACHE_OFF(f)	offsetof(struct config_cache, f)
 static const struct cfg_key cfg_cache_keys[] = {
 	{ .name = "dir", .type = CFG_STRING, .flags = CFG_REQUIRED,
@@ -824,6 +890,13 @@ const struct cfg_key cfg_root_keys[] = {
 	  .help = "Shared Redis settings (address, database, ACL user, "
 	  "password file, timeouts) for the audit, secrets and revocation "
 	  "(README \"Redis\")." },
+	{ .name = "secrets", .type = CFG_OBJECT, .sub = cfg_secrets_keys,
+	  .help = "Gateway secrets for robots and CLIs, kept in the redis "
+	  "section's Redis (README \"Secrets\")." },
+	{ .name = "revocation", .type = CFG_OBJECT,
+	  .sub = cfg_revocation_keys,
+	  .help = "Revocation of tokens and secrets on every instance, "
+	  "through the redis section's Redis (README \"Revocation\")." },
 	{ .name = "upstreams", .type = CFG_ARRAY,
 	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = CFG_OFF(upstreams),
 	  .count_off = CFG_OFF(nupstreams), .min = 1, .max = 256,

@@ -93,6 +93,8 @@ struct pc_ctx {
 	struct cache			*cache;		/* NULL: no cache */
 	struct audit			*audit;		/* NULL: no audit */
 	struct oidc			*oidc;		/* NULL: no IdPs */
+	struct revoke			*revoke;	/* NULL: no redis */
+	struct secrets			*secrets;	/* NULL: no redis */
 };
 
 /* log.c */

@@ -23,6 +23,8 @@
 
 #include "oidc.h"
 #include "portcullis.h"
+#include "revoke.h"
+#include "secrets.h"
 #include "rds.h"
 #include "policy.h"
 
@@ -307,6 +309,12 @@ server_run(const char *path, char **cause)
 	if (ctx->conf->audit != NULL &&
 	    (ctx->audit = audit_new(ctx, cause)) == NULL)
 		goto out;
+	/* Revocation and secrets share the redis section's Redis. */
+	if (ctx->conf->redis != NULL &&
+	    ((ctx->revoke = revoke_new(ctx->base, ctx->conf)) == NULL ||
+	    (ctx->secrets = secrets_new(ctx->base, ctx->conf,
+	    ctx->revoke)) == NULL))
+		fatalx("out of memory");
 	ctx->ev_reap = event_new(ctx->base, -1, 0, server_reap_cb, ctx);
 	ctx->ev_accept_retry = evtimer_new(ctx->base, server_accept_retry_cb,
 	    ctx);
@@ -344,6 +352,8 @@ out:
 	cache_close(ctx->cache);	/* after the conns: no readers left */
 	audit_free(ctx->audit);		/* after the conns: records spooled */
 	oidc_free(ctx);			/* after the conns: no waiters left */
+	secrets_free(ctx->secrets);	/* after the conns: no checks left */
+	revoke_free(ctx->revoke);
 	if (ctx->base != NULL)
 		conn_reap(ctx);		/* what the fills retired */
 	uconn_pool_flush(ctx);
