@@ -19,10 +19,10 @@
 
 #include <jansson.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 
 #include "portcullis.h"
 #include "audit.h"
+#include "rds.h"
 
 #define AQ_ADMIN_LIMIT		1000
 #define AQ_ADMIN_SCAN		200000	/* entries one admin page scans */
@@ -36,7 +36,8 @@ struct aq_admin {
 	json_t			*records;
 	int			 pending;
 	int			 idx;
-	struct redisAsyncContext *rc;		/* the link they went on */
+	struct rds		*rds;		/* the link they went on */
+	uint64_t		 gen;		/* and its connection */
 	struct event		*ev_overdue;	/* audit.timeout per step */
 	int			 timeout_ms;
 };
@@ -82,11 +83,11 @@ aq_admin_overdue_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct aq_admin	*a = arg;
 
-	audit_redis_overdue(a->ctx, a->rc);
+	audit_redis_overdue(a->ctx, a->rds, a->gen);
 }
 
 static void
-aq_admin_on_reply(redisAsyncContext *rc, void *r, void *priv)
+aq_admin_on_reply(struct rds *l, redisReply *r, void *priv)
 {
 	struct aq_admin	*a = priv;
 
@@ -107,7 +108,7 @@ aq_admin_on_reply(redisAsyncContext *rc, void *r, void *priv)
 static void
 aq_admin_step(struct aq_admin *a)
 {
-	struct redisAsyncContext	*rc;
+	struct rds			*rds;
 	struct req			*req = a->req;
 	struct timeval			 tv;
 	json_t				*page;
@@ -115,16 +116,15 @@ aq_admin_step(struct aq_admin *a)
 	int				 i, n;
 
 	if ((n = aq_prepare(a->q)) > 0) {
-		if ((rc = audit_redis(a->ctx)) == NULL) {
+		if ((rds = audit_redis(a->ctx)) == NULL) {
 			aq_fail(a->q, "audit store", NULL);
 			goto done;
 		}
 		a->pending = n;
 		a->idx = 0;
 		for (i = 0; i < n; i++) {
-			if (redisAsyncCommandArgv(rc, aq_admin_on_reply, a,
-			    a->q->argc[i], a->q->argv[i], a->q->lens[i]) ==
-			    REDIS_OK)
+			if (rds_command_argv(rds, aq_admin_on_reply, a,
+			    a->q->argc[i], a->q->argv[i], a->q->lens[i]) == 0)
 				continue;
 			/* Replies to the ones sent still come. */
 			aq_fail(a->q, "audit store", NULL);
@@ -132,7 +132,8 @@ aq_admin_step(struct aq_admin *a)
 				break;
 			goto done;
 		}
-		a->rc = rc;
+		a->rds = rds;
+		a->gen = rds_generation(rds);
 		tv.tv_sec = a->timeout_ms / 1000;
 		tv.tv_usec = (a->timeout_ms % 1000) * 1000;
 		evtimer_add(a->ev_overdue, &tv);

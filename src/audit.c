@@ -115,13 +115,14 @@ audit_tick_cb(evutil_socket_t fd, short ev, void *arg)
 	struct audit_rec	*r;
 	uint64_t		 t = now_ms();
 
-	if ((w->link == LINK_CONNECTING || w->link == LINK_LOADING) &&
+	/* Connecting, AUTH and SELECT are timed by the link (rds.c). */
+	if (w->link == LINK_LOADING &&
 	    t - w->link_since > (uint64_t)w->ac->timeout_ms)
-		audit_link_lost(w, "connect timeout", 1);
+		audit_link_lost(w, "connect timeout");
 	else if (w->link == LINK_READY &&
 	    (r = TAILQ_FIRST(&w->inflight)) != NULL &&
 	    t - r->sent_ms > (uint64_t)w->ac->timeout_ms)
-		audit_link_lost(w, "reply timeout", 1);
+		audit_link_lost(w, "reply timeout");
 	if (w->ac->fsync == CONFIG_FSYNC_INTERVAL && w->spool_dirty &&
 	    t - w->last_fsync_ms >= 1000)
 		audit_fsync(w);
@@ -171,7 +172,6 @@ audit_new(struct pc_ctx *ctx, char **cause)
 		audit_free(w);
 		return (NULL);
 	}
-	w->ev_retry = evtimer_new(ctx->base, audit_retry_cb, w);
 	w->ev_kick = event_new(ctx->base, -1, 0, audit_kick_cb, w);
 	w->ev_linger = evtimer_new(ctx->base, audit_kick_cb, w);
 	w->ev_tick = event_new(ctx->base, -1, EV_PERSIST, audit_tick_cb, w);
@@ -204,8 +204,6 @@ audit_free(struct audit *w)
 		    (unsigned long long)(w->spool_size - AUDIT_SPOOL_HDR));
 		close(w->fd);
 	}
-	if (w->ev_retry != NULL)
-		event_free(w->ev_retry);
 	if (w->ev_kick != NULL)
 		event_free(w->ev_kick);
 	if (w->ev_linger != NULL)
@@ -311,8 +309,8 @@ audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
 	if (w->mode == AUDIT_DIRECT && w->nqueue + w->ninflight >=
 	    w->ac->queue_max) {
 		/* Redis is too slow to keep up: the spool takes over. */
-		if (w->rc != NULL)
-			audit_link_lost(w, "queue full", 1);
+		if (w->link != LINK_DOWN)
+			audit_link_lost(w, "queue full");
 		else
 			audit_spool_unacked(w);
 		/* The run may have changed: renumber. */

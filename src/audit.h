@@ -155,7 +155,8 @@ struct config_audit;
 struct event;
 struct json_t;
 struct pc_ctx;
-struct redisAsyncContext;
+struct rds;
+struct rds_params;
 struct redisReply;
 struct req;
 
@@ -192,8 +193,8 @@ enum audit_mode {
 };
 
 enum audit_link {
-	LINK_DOWN,
-	LINK_CONNECTING,
+	LINK_DOWN,		/* the rds link retries by itself */
+	LINK_CONNECTING,	/* the first time */
 	LINK_LOADING,		/* SCRIPT LOAD sent */
 	LINK_READY
 };
@@ -202,12 +203,11 @@ struct audit {
 	struct pc_ctx		*ctx;
 	struct config		*conf;		/* snapshot at start */
 	const struct config_audit *ac;
-	struct redisAsyncContext *rc;
+	struct rds		*rds;
 	enum audit_link		 link;
 	uint64_t		 link_since;
+	int			 down_logged;	/* this outage */
 	char			 sha[48];
-	int			 backoff_ms;
-	struct event		*ev_retry;
 	struct event		*ev_tick;
 	struct event		*ev_kick;
 	struct event		*ev_linger;
@@ -270,15 +270,14 @@ void		 audit_new_run(struct audit *);
 
 /* audit_redis.c */
 int		 audit_indexed_repository(const struct audit_fields *);
+void		 audit_rds_params(struct rds_params *, const struct config *);
 void		 audit_connect(struct audit *);
 void		 audit_redis_close(struct audit *);
-void		 audit_redis_overdue(struct pc_ctx *,
-		    struct redisAsyncContext *);
-void		 audit_link_lost(struct audit *, const char *, int);
+void		 audit_redis_overdue(struct pc_ctx *, struct rds *, uint64_t);
+void		 audit_link_lost(struct audit *, const char *);
 void		 audit_flush(struct audit *);
 void		 audit_kick(struct audit *);
 void		 audit_kick_cb(int, short, void *);
-void		 audit_retry_cb(int, short, void *);
 
 /* audit_query.c: the query engine (see there). */
 #define AQ_BATCH		500	/* entries per XREVRANGE */

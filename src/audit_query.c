@@ -37,10 +37,10 @@
 
 #include <jansson.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 
 #include "portcullis.h"
 #include "audit.h"
+#include "rds.h"
 
 #define AQ_SLACK_MS		300000	/* id may trail the record time */
 
@@ -458,19 +458,26 @@ aq_emit_table(void *arg, const char *id, const struct audit_fields *fl)
 	aq_row(fl);
 }
 
+/*
+ * Connect to the audit's Redis as the gateway does (rds.c: AUTH and
+ * SELECT from the top-level redis section), then wait up to timeout_s
+ * for each reply.
+ */
 static redisContext *
-aq_connect(const struct config_audit *ac, int timeout_s)
+aq_connect(const struct config *conf, int timeout_s)
 {
-	redisContext	*rc;
-	struct timeval	 tv = { 5, 0 };
+	struct rds_params	 p;
+	redisContext		*rc;
+	struct timeval		 tv = { 5, 0 };
+	char			*cause = NULL;
 
-	rc = redisConnectWithTimeout(ac->redis_host, ac->redis_port, tv);
-	if (rc == NULL || rc->err) {
-		fprintf(stderr, "portcullis: audit: cannot connect to Redis "
-		    "at %s: %s\n", ac->redis, rc != NULL ? rc->errstr :
-		    "out of memory");
-		if (rc != NULL)
-			redisFree(rc);
+	audit_rds_params(&p, conf);
+	/* As before: 5 s to connect, whatever audit.timeout says. */
+	p.connect_timeout_ms = 5000;
+	if (rds_connect_sync(&p, &rc, &cause) != 0) {
+		fprintf(stderr, "portcullis: audit: %s\n", cause != NULL ?
+		    cause : "cannot connect to Redis");
+		free(cause);
 		return (NULL);
 	}
 	tv.tv_sec = timeout_s;
@@ -546,7 +553,7 @@ aq_generate(const struct config *conf, long long count, long long step)
 	long long			 i, done = 0, t0, start;
 	int				 argc, f, batch, k, st;
 
-	if ((rc = aq_connect(ac, 60)) == NULL)
+	if ((rc = aq_connect(conf, 60)) == NULL)
 		return (1);
 	r = redisCommand(rc, "SCRIPT LOAD %s", audit_script());
 	if (r == NULL || r->type != REDIS_REPLY_STRING || r->len >= 48) {
@@ -695,9 +702,10 @@ aq_tail_emit(const struct audit_filter *f, struct aq_out *o, const char *id,
 
 /* Follow the stream from its newest entry; returns only on error. */
 static int
-aq_tail(const struct config_audit *ac, const struct audit_filter *f,
+aq_tail(const struct config *conf, const struct audit_filter *f,
     struct aq_out *o)
 {
+	const struct config_audit	*ac = conf->audit;
 	redisContext		*rc;
 	redisReply		*r, *s, *ent;
 	struct audit_fields	 fl;
@@ -705,7 +713,7 @@ aq_tail(const struct config_audit *ac, const struct audit_filter *f,
 	char			 last[48] = "0-0";
 	size_t			 i;
 
-	if ((rc = aq_connect(ac, 30)) == NULL)
+	if ((rc = aq_connect(conf, 30)) == NULL)
 		return (1);
 	r = redisCommand(rc, "XREVRANGE %s + - COUNT 1", ac->stream);
 	if (r == NULL || r->type != REDIS_REPLY_ARRAY)
@@ -868,10 +876,10 @@ audit_cli(int argc, char **argv)
 		goto out;
 	}
 	if (strcmp(sub, "tail") == 0) {
-		rv = aq_tail(conf->audit, &f, &o);
+		rv = aq_tail(conf, &f, &o);
 		goto out;
 	}
-	if ((rc = aq_connect(conf->audit, 60)) == NULL)
+	if ((rc = aq_connect(conf, 60)) == NULL)
 		goto out;
 	if (o.json) {
 		if ((records = json_array()) == NULL)

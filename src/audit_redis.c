@@ -1,12 +1,12 @@
 /*
- * audit_redis.c: the audit writer's link to Redis, through hiredis' async
- * API on the gateway's own event loop: connect (the address is numeric,
- * nothing is resolved), load the writer's Lua script, send records in
- * batches (up to AUDIT_BATCH, or what AUDIT_LINGER_US gathered), one
- * pipelined EVALSHA per batch formatted here, take the replies, and on
- * any failure (error reply, reply later than audit.timeout, connection
- * lost) hand everything unacknowledged to the spool and reconnect with a
- * backoff.
+ * audit_redis.c: the audit writer's link to Redis, an rds link (rds.c:
+ * connect to a numeric address, AUTH and SELECT from the top-level redis
+ * section, reconnect with a back-off) on the gateway's own event loop:
+ * once it is up, load the writer's Lua script, send records in batches
+ * (up to AUDIT_BATCH, or what AUDIT_LINGER_US gathered), one pipelined
+ * EVALSHA per batch formatted here, take the replies, and on any failure
+ * (error reply, reply later than audit.timeout, connection lost) hand
+ * everything unacknowledged to the spool; the link connects again.
  *
  * Guarantees: the loop never waits for Redis; records are sent in order,
  * a batch holds consecutive records of one run, and a record leaves the
@@ -18,14 +18,11 @@
 #include <string.h>
 
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
-#include <hiredis/adapters/libevent.h>
 
 #include "portcullis.h"
 #include "audit.h"
+#include "rds.h"
 
-#define AUDIT_BACKOFF_MIN_MS	100
-#define AUDIT_BACKOFF_MAX_MS	5000
 #define AUDIT_LINGER_US		4000	/* or after this long */
 
 /*
@@ -34,7 +31,10 @@
  * advances the high-water mark, and trims once per batch rather than once
  * per record.
  * KEYS: stream, writers hash, the index set, then for each record its
- * subject index and its repository index ("": none).
+ * subject index and its repository index ("" or the stream key: none;
+ * the writer sends the stream key, so that an ACL user limited to the
+ * stream's prefix, ~<stream>*, may run it: Redis checks every key a
+ * script is given, "" included).
  * ARGV: instance, run, n, max_len, max_age ms, max_index_keys, then
  *  - the batch layout (the writer): the number of fields F, their F
  *    names, then for each record the index fields action, status and
@@ -105,7 +105,7 @@ static const char audit_lua[] =
 "    end\n"
 "    for k = 4 + 2 * i, 5 + 2 * i do\n"
 "      local key = KEYS[k]\n"
-"      if key ~= '' then\n"
+"      if key ~= '' and key ~= KEYS[1] then\n"
 "        local r = redis.pcall('XADD', key, id, 'action', ARGV[a],\n"
 "          'status', ARGV[a + 1], 'decision', ARGV[a + 2])\n"
 "        if type(r) == 'table' and r.err then\n"
@@ -179,15 +179,15 @@ static const char audit_lua[] =
  * flight: they are acknowledged, written or found to be duplicates.
  */
 static void
-audit_on_reply(redisAsyncContext *rc, void *r, void *priv)
+audit_on_reply(struct rds *l, redisReply *reply, void *priv)
 {
-	struct audit		*w = rc->data;
-	redisReply		*reply = r;
+	struct audit		*w = rds_data(l);
 	struct audit_rec	*rec;
 	size_t			 k = (uintptr_t)priv, i;
 	uint64_t		 t;
+	char			 kind[32];
 
-	if (w == NULL || reply == NULL || rc != w->rc)
+	if (reply == NULL || w->link != LINK_READY)
 		return;		/* link lost; the spool has them */
 	if (TAILQ_EMPTY(&w->inflight))
 		return;
@@ -196,11 +196,12 @@ audit_on_reply(redisAsyncContext *rc, void *r, void *priv)
 		t = now_ms();
 		if (t - w->err_logged_ms >= 1000) {
 			w->err_logged_ms = t;
-			log_warn("- audit redis_error error=\"%.200s\"",
+			log_warn("- audit redis_error kind=%s error=\"%.200s\"",
+			    rds_error_kind(reply, kind, sizeof(kind)),
 			    reply->type == REDIS_REPLY_ERROR ? reply->str :
 			    "unexpected reply");
 		}
-		audit_link_lost(w, "error reply", 1);
+		audit_link_lost(w, "error reply");
 		return;
 	}
 	w->n_written += reply->integer;
@@ -362,7 +363,7 @@ audit_send(struct audit *w, size_t k)
 			audit_cmd_arg(w, stream, slen, ":repository:", 12,
 			    fl->v[AF_REPOSITORY], fl->len[AF_REPOSITORY]);
 		else
-			AUDIT_ARG(w, "", 0);
+			AUDIT_ARG(w, stream, slen);
 	}
 	AUDIT_ARGS(w, w->conf->instance_id);
 	AUDIT_ARG(w, run, runlen);
@@ -383,8 +384,8 @@ audit_send(struct audit *w, size_t k)
 		for (f = 0; f < AF__MAX; f++)
 			AUDIT_ARG(w, fl->v[f], fl->len[f]);
 	}
-	if (redisAsyncFormattedCommand(w->rc, audit_on_reply,
-	    (void *)(uintptr_t)k, w->cmd, w->cmdlen) != REDIS_OK)
+	if (rds_command_formatted(w->rds, audit_on_reply,
+	    (void *)(uintptr_t)k, w->cmd, w->cmdlen) == -1)
 		return (-1);
 	t = now_ms();
 	for (i = 0; i < k; i++) {
@@ -447,7 +448,7 @@ audit_flush(struct audit *w)
 		audit_fsync(w);
 	return;
 fail:
-	audit_link_lost(w, "send failed", 1);
+	audit_link_lost(w, "send failed");
 }
 
 /* ev_kick and ev_linger: send what may be sent. */
@@ -480,174 +481,154 @@ audit_kick(struct audit *w)
 		evtimer_add(w->ev_linger, &tv);
 }
 
-/* ev_retry: the backoff is over, connect again. */
+/*
+ * The writer gives the link up (error reply, reply timeout, queue full,
+ * a send that failed): rds drops it, which calls audit_on_down() first,
+ * and connects again after its back-off.
+ */
 void
-audit_retry_cb(evutil_socket_t fd, short ev, void *arg)
+audit_link_lost(struct audit *w, const char *why)
 {
-	audit_connect(arg);
+	rds_reset(w->rds, why);
 }
 
 /*
- * The link to Redis is gone or given up.  `free_it`: free the hiredis
- * context here (hiredis frees it itself after its own callbacks).
- * Callbacks still pending on it see rc->data == NULL and do nothing.
+ * The link is gone: everything unacknowledged goes to the spool.  Runs
+ * before the connection is freed: freeing runs the admin queries'
+ * callbacks, whose responses write records, which must now find the
+ * spool mode set.
  */
-void
-audit_link_lost(struct audit *w, const char *why, int free_it)
+static void
+audit_on_down(struct rds *l, void *arg, const char *why, int was_up)
 {
-	redisAsyncContext	*rc = w->rc;
-	struct timeval		 tv;
-	int			 was_ready = w->link == LINK_READY;
+	struct audit	*w = arg;
 
-	w->rc = NULL;
 	w->link = LINK_DOWN;
-	if (rc != NULL)
-		rc->data = NULL;
-	if (was_ready || w->backoff_ms == 0)
+	/* Once per outage: the link retries on its own. */
+	if (!w->down_logged)
 		log_warn("- audit redis_down reason=\"%s\" inflight=%zu "
 		    "queued=%zu", why, w->ninflight, w->nqueue);
+	w->down_logged = 1;
 	audit_spool_unacked(w);
-	if (w->backoff_ms == 0)
-		w->backoff_ms = AUDIT_BACKOFF_MIN_MS;
-	else if ((w->backoff_ms *= 2) > AUDIT_BACKOFF_MAX_MS)
-		w->backoff_ms = AUDIT_BACKOFF_MAX_MS;
-	tv.tv_sec = w->backoff_ms / 1000;
-	tv.tv_usec = (w->backoff_ms % 1000) * 1000;
-	evtimer_add(w->ev_retry, &tv);
-	/*
-	 * Last: freeing runs the admin queries' callbacks, whose responses
-	 * write records, which must now find the spool mode set.
-	 */
-	if (rc != NULL && free_it)
-		redisAsyncFree(rc);
 }
 
 static void
-audit_on_script(redisAsyncContext *rc, void *r, void *priv)
+audit_on_script(struct rds *l, redisReply *reply, void *priv)
 {
-	struct audit	*w = rc->data;
-	redisReply	*reply = r;
+	struct audit	*w = rds_data(l);
+	char		 kind[32];
 
-	if (w == NULL || reply == NULL || rc != w->rc)
+	if (reply == NULL || w->link != LINK_LOADING)
 		return;
 	if (reply->type != REDIS_REPLY_STRING || reply->len <= 0 ||
 	    (size_t)reply->len >= sizeof(w->sha)) {
-		log_warn("- audit redis_error during=script_load "
-		    "error=\"%.200s\"", reply->type == REDIS_REPLY_ERROR ?
+		log_warn("- audit redis_error during=script_load kind=%s "
+		    "error=\"%.200s\"", rds_error_kind(reply, kind,
+		    sizeof(kind)), reply->type == REDIS_REPLY_ERROR ?
 		    reply->str : "unexpected reply");
-		audit_link_lost(w, "script load failed", 1);
+		audit_link_lost(w, "script load failed");
 		return;
 	}
 	memcpy(w->sha, reply->str, reply->len);
 	w->sha[reply->len] = '\0';
 	w->link = LINK_READY;
-	w->backoff_ms = 0;
+	w->down_logged = 0;
 	log_info("- audit redis_up address=%s spooled_bytes=%llu",
 	    w->ac->redis, (unsigned long long)(w->spool_size -
 	    w->spool_acked));
 	audit_kick(w);
 }
 
+/* Authenticated, on its database: load the script. */
 static void
-audit_on_connect(const redisAsyncContext *crc, int status)
+audit_on_up(struct rds *l, void *arg)
 {
-	struct audit		*w = crc->data;
-	redisAsyncContext	*rc;
-	const char		*argv[3] = { "SCRIPT", "LOAD", audit_lua };
-	size_t			 lens[3] = { 6, 4, sizeof(audit_lua) - 1 };
+	struct audit	*w = arg;
+	const char	*argv[3] = { "SCRIPT", "LOAD", audit_lua };
+	size_t		 lens[3] = { 6, 4, sizeof(audit_lua) - 1 };
 
-	if (w == NULL || crc != w->rc)
-		return;
-	rc = w->rc;
-	if (status != REDIS_OK) {
-		/* hiredis frees the context after this returns. */
-		audit_link_lost(w, crc->errstr[0] != '\0' ? crc->errstr :
-		    "connect failed", 0);
-		return;
-	}
 	w->link = LINK_LOADING;
-	if (redisAsyncCommandArgv(rc, audit_on_script, NULL, 3, argv,
-	    lens) != REDIS_OK)
-		audit_link_lost(w, "script load failed", 1);
+	w->link_since = now_ms();
+	if (rds_command_argv(l, audit_on_script, NULL, 3, argv, lens) == -1)
+		audit_link_lost(w, "script load failed");
 }
 
-static void
-audit_on_disconnect(const redisAsyncContext *crc, int status)
+static const struct rds_ops audit_rds_ops = {
+	audit_on_up, audit_on_down, NULL
+};
+
+/*
+ * Where the audit link goes and as whom: audit.redis (which is
+ * redis.address when it is not written), with the user, password and
+ * database of the top-level redis section, and audit.timeout for
+ * connecting and for replies, as before there was such a section.
+ */
+void
+audit_rds_params(struct rds_params *p, const struct config *conf)
 {
-	struct audit	*w = crc->data;
+	const struct config_audit	*ac = conf->audit;
 
-	if (w == NULL || crc != w->rc)
-		return;
-	audit_link_lost(w, crc->errstr[0] != '\0' ? crc->errstr :
-	    "disconnected", 0);
+	rds_params_init(p, conf, "audit");
+	p->host = ac->redis_host;
+	p->port = ac->redis_port;
+	p->connect_timeout_ms = ac->timeout_ms;
+	p->command_timeout_ms = ac->timeout_ms;
 }
 
-/* Connect to audit.redis, unless a link is up or on its way. */
+/* Make the writer's link and start connecting. */
 void
 audit_connect(struct audit *w)
 {
-	redisAsyncContext	*rc;
+	struct rds_params	 p;
 
-	if (w->rc != NULL)
+	if (w->rds != NULL)
 		return;
-	/* The address is numeric (config): this does not resolve names. */
-	rc = redisAsyncConnect(w->ac->redis_host, w->ac->redis_port);
-	if (rc == NULL)
-		fatal("redisAsyncConnect");
-	if (rc->err) {
-		w->rc = NULL;
-		w->link = LINK_CONNECTING;
-		log_debug("- audit connect error=\"%s\"", rc->errstr);
-		redisAsyncFree(rc);
-		audit_link_lost(w, "connect failed", 0);
-		return;
-	}
-	rc->data = w;
-	w->rc = rc;
+	audit_rds_params(&p, w->conf);
+	w->rds = rds_new(w->ctx->base, &p, &audit_rds_ops, w);
 	w->link = LINK_CONNECTING;
 	w->link_since = now_ms();
-	redisLibeventAttach(rc, w->ctx->base);
-	redisAsyncSetConnectCallback(rc, audit_on_connect);
-	redisAsyncSetDisconnectCallback(rc, audit_on_disconnect);
+	rds_start(w->rds);
 }
 
-/* Close the link, for good: callbacks still pending do nothing. */
+/* Close the link, for good: pending replies come back NULL. */
 void
 audit_redis_close(struct audit *w)
 {
-	redisAsyncContext	*rc;
+	struct rds	*l;
 
-	if ((rc = w->rc) != NULL) {
-		w->rc = NULL;
-		rc->data = NULL;
-		redisAsyncFree(rc);
+	if ((l = w->rds) != NULL) {
+		w->rds = NULL;
+		w->link = LINK_DOWN;
+		rds_free(l);
 	}
 }
 
 /*
- * An admin query's reply on rc is later than audit.timeout: Redis counts
- * as down, as for a record (audit_tick_cb() sees records only).  Freeing
- * the link runs the query's callbacks with no reply, which answer 503.
+ * An admin query's reply on connection gen of link l is later than
+ * audit.timeout: Redis counts as down, as for a record
+ * (audit_tick_cb() sees records only).  Dropping the link runs the
+ * query's callbacks with no reply, which answer 503.
  */
 void
-audit_redis_overdue(struct pc_ctx *ctx, redisAsyncContext *rc)
+audit_redis_overdue(struct pc_ctx *ctx, struct rds *l, uint64_t gen)
 {
 	struct audit	*w = ctx->audit;
 
-	if (w == NULL || w->rc != rc || w->link != LINK_READY)
+	if (w == NULL || w->rds != l || w->link != LINK_READY ||
+	    rds_generation(l) != gen)
 		return;
-	audit_link_lost(w, "reply timeout", 1);
+	audit_link_lost(w, "reply timeout");
 }
 
 /* The Redis link for admin queries, or NULL while it is not up. */
-redisAsyncContext *
+struct rds *
 audit_redis(struct pc_ctx *ctx)
 {
 	struct audit	*w = ctx->audit;
 
 	if (w == NULL || w->link != LINK_READY)
 		return (NULL);
-	return (w->rc);
+	return (w->rds);
 }
 
 /* The Lua script, for `audit generate`. */

@@ -248,6 +248,58 @@ out:
 }
 
 /*
+ * Read the Redis password: exactly one line, with or without a final
+ * newline; any bytes but NUL, CR and LF (spaces are part of it).  As for
+ * credentials_file, neither the content nor its length goes into an
+ * error message, and the buffer is wiped.
+ */
+void
+cfg_load_redis_password(struct cfg_ctx *ctx, void *base, const char *file,
+    const char *ptr)
+{
+	struct config_redis	*r = base;
+	char			 buf[CFG_CRED_MAX + 1];
+	size_t			 len = 0;
+	ssize_t			 n = 0;
+	int			 fd;
+
+	if ((fd = cfg_open_regular(file)) == -1) {
+		cfg_error(ctx, ptr, "cannot read: %s", strerror(errno));
+		return;
+	}
+	while (len < sizeof(buf) - 1) {
+		n = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += n;
+	}
+	if (n == -1) {
+		cfg_error(ctx, ptr, "cannot read: %s", strerror(errno));
+		goto out;
+	}
+	buf[len] = '\0';
+	if (len > 0 && buf[len - 1] == '\n')
+		buf[--len] = '\0';
+	if (len > 0 && buf[len - 1] == '\r')
+		buf[--len] = '\0';
+	if (len == 0 || len >= sizeof(buf) - 2 || strlen(buf) != len ||
+	    strpbrk(buf, "\r\n") != NULL) {
+		cfg_error(ctx, ptr, "expected the password on one line");
+		goto out;
+	}
+	if (r->password != NULL) {
+		explicit_bzero(r->password, strlen(r->password));
+		free(r->password);
+	}
+	r->password = xstrdup(buf);
+out:
+	explicit_bzero(buf, sizeof(buf));
+	close(fd);
+}
+
+/*
  * Read the policy file that /policy/file names into the same pol_src as
  * inline rules would go, refusing it above max_file_bytes before reading.
  * Errors inside it are named "FILE#/rules/3/..." (a JSON pointer in a URI
@@ -654,7 +706,15 @@ cfg_parse_object(struct cfg_ctx *ctx, const struct cfg_key *keys, json_t *obj,
 		if (k->name != NULL)
 			continue;
 		cfg_ptr(kptr, sizeof(kptr), ptr, name);
-		if (cfg_secret_name(name))
+		/* The redis section names its file password_file. */
+		for (k = keys; k->name != NULL; k++)
+			if (strcmp(k->name, "password_file") == 0)
+				break;
+		if (cfg_secret_name(name) && k->name != NULL)
+			cfg_error(ctx, kptr, "unknown key; secrets are never "
+			    "written inline: put the password in a file and "
+			    "name it in password_file");
+		else if (cfg_secret_name(name))
 			cfg_error(ctx, kptr, "unknown key; secrets are never "
 			    "written inline: put \"username:password\" in a "
 			    "file and name it in credentials_file");
@@ -933,6 +993,27 @@ cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 		free(cfg->audit->spool_file);
 		cfg->audit->spool_file = spool;
 	}
+	if (cfg->redis != NULL) {
+		struct config_redis	*r = cfg->redis;
+
+		if (r->address != NULL && cfg_split_listen(r->address,
+		    r->host, sizeof(r->host), &r->port) == -1)
+			r->host[0] = '\0';
+		if (r->username != NULL && r->password_file == NULL)
+			cfg_error(ctx, "/redis/username",
+			    "requires password_file");
+		if (r->reconnect_min_ms > r->reconnect_max_ms)
+			cfg_error(ctx, "/redis/reconnect_min",
+			    "must not be above reconnect_max");
+	}
+	/*
+	 * audit.redis, when written, is the audit's address, exactly as
+	 * before there was a redis section; otherwise the shared one.
+	 */
+	if (cfg->audit != NULL && cfg->audit->redis == NULL)
+		cfg->audit->redis = xstrdup(cfg->redis != NULL &&
+		    cfg->redis->address != NULL ? cfg->redis->address :
+		    "127.0.0.1:6379");
 	if (cfg->audit != NULL && cfg->audit->redis != NULL &&
 	    cfg_split_listen(cfg->audit->redis, cfg->audit->redis_host,
 	    sizeof(cfg->audit->redis_host), &cfg->audit->redis_port) == -1)
@@ -1016,6 +1097,11 @@ config_free(struct config *cfg)
 			explicit_bzero(up->password, strlen(up->password));
 			free(up->password);
 		}
+	}
+	if (cfg->redis != NULL && cfg->redis->password != NULL) {
+		explicit_bzero(cfg->redis->password,
+		    strlen(cfg->redis->password));
+		free(cfg->redis->password);
 	}
 	/* The compiled policy borrows strings from policy_src: first. */
 	policy_free(cfg->policy);
@@ -1357,6 +1443,15 @@ config_reload_check(const struct config *cur, const struct config *next,
 
 	memset(&ctx, 0, sizeof(ctx));
 	cfg_compare(&ctx, cfg_root_keys, cur, next, "", 0);
+	/*
+	 * The file's name is compared above; its content too, so that a
+	 * rotated password is not taken for applied: the links keep the
+	 * one they started with.
+	 */
+	if (cur->redis != NULL && next->redis != NULL &&
+	    !cfg_str_eq(cur->redis->password, next->redis->password))
+		cfg_error(&ctx, "/redis/password_file", "its content changed; "
+		    "a reload cannot change it; restart to apply");
 	if (ctx.nerrs > 0) {
 		cfg_give_errors(&ctx, cause);
 		return -1;

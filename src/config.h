@@ -29,6 +29,12 @@ enum config_verify {
 	CONFIG_VERIFY_REQUIRE
 };
 
+/* secrets.redis_unavailable */
+enum {
+	SECRETS_FAIL_CLOSED,	/* every secret refused */
+	SECRETS_FAIL_CACHED	/* a secret verified recently still works */
+};
+
 enum config_log_level {
 	CONFIG_LOG_ERROR,
 	CONFIG_LOG_WARN,
@@ -80,9 +86,30 @@ enum config_audit_failure {
 	CONFIG_AUDIT_REJECT
 };
 
+/*
+ * The shared Redis settings (README "Redis"): where, as whom, which
+ * database, how long to wait.  Absent from the file: none (the audit
+ * then uses audit.redis, or its default, without AUTH).
+ */
+struct config_redis {
+	char			*address;	/* host:port, numeric */
+	char			 host[256];
+	int			 port;
+	int			 database;
+	char			*username;	/* NULL: the default user */
+	char			*password_file;	/* NULL: no AUTH */
+	char			*password;	/* from password_file; never
+						   printed */
+	int			 connect_timeout_ms;
+	int			 command_timeout_ms;
+	int			 reconnect_min_ms;
+	int			 reconnect_max_ms;
+};
+
 /* The audit stream in Redis; absent from the file means no audit. */
 struct config_audit {
-	char			*redis;		/* host:port, numeric */
+	char			*redis;		/* host:port, numeric; absent:
+						   redis.address */
 	char			 redis_host[256];
 	int			 redis_port;
 	char			*stream;
@@ -233,7 +260,20 @@ struct config {
 
 	struct config_cache	*cache;		/* NULL: no cache */
 	struct config_audit	*audit;		/* NULL: no audit */
+	struct config_redis	*redis;		/* NULL: no shared section */
 	struct config_identity	*identity;	/* NULL: no IdPs */
+
+	/* secrets and revocation (README "Secrets", "Revocation"). */
+	char			*secrets_key_prefix;
+	int			 secrets_redis_unavailable; /* SECRETS_FAIL_ */
+	int			 secrets_cache_ttl_ms;
+	int			 secrets_cache_entries;
+	int			 secrets_last_used_interval_ms;
+	int			 secrets_max_groups;
+	char			*revocation_key;
+	char			*revocation_channel;
+	int			 revocation_max_subjects;
+	int			 revocation_resync_interval_ms;
 
 	/* Compiled access policy; never NULL (no rules: deny all). */
 	struct policy		*policy;

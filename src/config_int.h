@@ -63,6 +63,8 @@ void	 cfg_load_signing_key(struct cfg_ctx *, void *, const char *,
 	    const char *);
 void	 cfg_load_verification_key(struct cfg_ctx *, void *,
 	    const char *, const char *);
+void	 cfg_load_redis_password(struct cfg_ctx *, void *, const char *,
+	    const char *);
 void	 cfg_load_policy_file(struct cfg_ctx *, void *, const char *,
 	    const char *);
 

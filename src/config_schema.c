@@ -41,6 +41,7 @@ static const char *cfg_check_redis(const char *);
 static const char *cfg_check_stream_key(const char *);
 static const char *cfg_check_ip(const char *);
 static const char *cfg_check_spool_file(const char *);
+static const char *cfg_check_redis_user(const char *);
 static const char *cfg_check_issuer(const char *);
 static const char *cfg_check_claim(const char *);
 static const char *cfg_check_audience(const char *);
@@ -218,6 +219,72 @@ static const struct cfg_key cfg_log_keys[] = {
 	{ .name = NULL }
 };
 
+static const char *const cfg_secrets_fail_names[] = {
+	"fail_closed", "cached", NULL
+};
+
+/* Gateway secrets (secrets.c, secrets_cli.c); README "Secrets". */
+static const struct cfg_key cfg_secrets_keys[] = {
+	{ .name = "key_prefix", .type = CFG_STRING,
+	  .off = CFG_OFF(secrets_key_prefix), .def_str = "portcullis:secret:",
+	  .check = cfg_check_stream_key,
+	  .help = "Prefix of the Redis keys of secrets: one hash per secret "
+	  "(prefix + id) and the set of ids (prefix + \"ids\")." },
+	{ .name = "redis_unavailable", .type = CFG_ENUM,
+	  .off = CFG_OFF(secrets_redis_unavailable),
+	  .def = SECRETS_FAIL_CLOSED, .choices = cfg_secrets_fail_names,
+	  .help = "While Redis cannot answer: fail_closed refuses every "
+	  "secret; cached accepts a secret this instance verified less "
+	  "than cache_ttl ago (a revocation made meanwhile reaches it only "
+	  "when Redis is back)." },
+	{ .name = "cache_ttl", .type = CFG_SECONDS,
+	  .off = CFG_OFF(secrets_cache_ttl_ms), .min = 1000, .max = 86400000,
+	  .def = 300000,
+	  .help = "How long a verified secret stays usable from memory when "
+	  "redis_unavailable is cached." },
+	{ .name = "cache_entries", .type = CFG_INT,
+	  .off = CFG_OFF(secrets_cache_entries), .min = 1, .max = 1000000,
+	  .def = 1024,
+	  .help = "Verified secrets kept in memory for redis_unavailable "
+	  "cached (least recently used dropped first)." },
+	{ .name = "last_used_interval", .type = CFG_SECONDS,
+	  .off = CFG_OFF(secrets_last_used_interval_ms), .min = 1000,
+	  .max = 86400000, .def = 60000,
+	  .help = "A secret's last_used is written when it is older than "
+	  "this, so a busy CI job costs Redis one write per interval." },
+	{ .name = "max_groups", .type = CFG_INT,
+	  .off = CFG_OFF(secrets_max_groups), .min = 0, .max = 1024,
+	  .def = 64,
+	  .help = "Groups one secret may carry; a record with more is "
+	  "refused as damaged." },
+	{ .name = NULL }
+};
+
+/* Revocation shared through Redis (revoke.c); README "Revocation". */
+static const struct cfg_key cfg_revocation_keys[] = {
+	{ .name = "key", .type = CFG_STRING, .off = CFG_OFF(revocation_key),
+	  .def_str = "portcullis:revoked", .check = cfg_check_stream_key,
+	  .help = "Redis hash of not-before times: field s:SUBJECT per "
+	  "subject, field all for every subject." },
+	{ .name = "channel", .type = CFG_STRING,
+	  .off = CFG_OFF(revocation_channel), .def_str = "portcullis:revoke",
+	  .check = cfg_check_stream_key,
+	  .help = "Pub/sub channel that tells every instance of a "
+	  "revocation at once." },
+	{ .name = "max_subjects", .type = CFG_INT,
+	  .off = CFG_OFF(revocation_max_subjects), .min = 1,
+	  .max = 1 << 24, .def = 100000,
+	  .help = "Subjects the in-memory revocation table holds; past it "
+	  "every credential is refused (a revocation not held must not "
+	  "leave a token alive) until restarted with more." },
+	{ .name = "resync_interval", .type = CFG_SECONDS,
+	  .off = CFG_OFF(revocation_resync_interval_ms), .min = 1000,
+	  .max = 86400000, .def = 60000,
+	  .help = "The whole table is read again this often, besides after "
+	  "every reconnect." },
+	{ .name = NULL }
+};
+
 #define CACHE_OFF(f)	offsetof(struct config_cache, f)
 static const struct cfg_key cfg_cache_keys[] = {
 	{ .name = "dir", .type = CFG_STRING, .flags = CFG_REQUIRED,
@@ -320,9 +387,12 @@ static const char *const cfg_audit_failure_names[] = {
 #define AUDIT_OFF(f)	offsetof(struct config_audit, f)
 static const struct cfg_key cfg_audit_keys[] = {
 	{ .name = "redis", .type = CFG_STRING, .off = AUDIT_OFF(redis),
-	  .def_str = "127.0.0.1:6379", .check = cfg_check_redis,
-	  .help = "Redis server (7.0 or later) as a numeric ip:port or "
-	  "[ipv6]:port, so that connecting never waits on DNS." },
+	  .check = cfg_check_redis,
+	  .def_doc = "redis.address, else 127.0.0.1:6379",
+	  .help = "Redis server (7.0 or later) of the audit stream as a "
+	  "numeric ip:port or [ipv6]:port, so that connecting never waits "
+	  "on DNS. Username, password and database come from the top-level "
+	  "redis section when there is one." },
 	{ .name = "stream", .type = CFG_STRING, .off = AUDIT_OFF(stream),
 	  .def_str = "portcullis:audit", .check = cfg_check_stream_key,
 	  .help = "Stream key. Indexes and the writers' dedup hash use keys "
@@ -382,6 +452,52 @@ static const struct cfg_key cfg_audit_keys[] = {
 	  "Redis; beyond it the least recently written are deleted. Only "
 	  "requests routed to an upstream and answered by it or the cache "
 	  "are indexed by repository." },
+	{ .name = NULL }
+};
+
+/*
+ * The shared Redis settings, used by the audit (unless audit.redis names
+ * another address), and by secrets and revocation.  No row may change on
+ * reload: the links hold what they were started with.
+ */
+#define REDIS_OFF(f)	offsetof(struct config_redis, f)
+static const struct cfg_key cfg_redis_keys[] = {
+	{ .name = "address", .type = CFG_STRING, .off = REDIS_OFF(address),
+	  .def_str = "127.0.0.1:6379", .check = cfg_check_redis,
+	  .help = "Redis server (7.0 or later) as a numeric ip:port or "
+	  "[ipv6]:port, so that connecting never waits on DNS." },
+	{ .name = "database", .type = CFG_INT, .off = REDIS_OFF(database),
+	  .min = 0, .max = 65535, .def = 0,
+	  .help = "Database number (SELECT) every link uses." },
+	{ .name = "username", .type = CFG_STRING, .off = REDIS_OFF(username),
+	  .check = cfg_check_redis_user, .def_doc = "the default user",
+	  .help = "ACL user (Redis 6 or later) to authenticate as, with "
+	  "the password in password_file." },
+	{ .name = "password_file", .type = CFG_PATH,
+	  .off = REDIS_OFF(password_file), .loaded = cfg_load_redis_password,
+	  .def_doc = "no AUTH",
+	  .help = "File holding the password on one line (requirepass, or "
+	  "the ACL user's); relative to the configuration file. Never "
+	  "printed." },
+	{ .name = "connect_timeout", .type = CFG_SECONDS,
+	  .off = REDIS_OFF(connect_timeout_ms), .min = 100, .max = 600000,
+	  .def = 5000,
+	  .help = "Time to connect, authenticate and select the database; "
+	  "longer counts as Redis down." },
+	{ .name = "command_timeout", .type = CFG_SECONDS,
+	  .off = REDIS_OFF(command_timeout_ms), .min = 100, .max = 600000,
+	  .def = 5000,
+	  .help = "A reply slower than this makes Redis count as down: the "
+	  "link is dropped and made again." },
+	{ .name = "reconnect_min", .type = CFG_SECONDS,
+	  .off = REDIS_OFF(reconnect_min_ms), .min = 10, .max = 60000,
+	  .def = 100,
+	  .help = "First wait before connecting again after a link was "
+	  "lost; doubled on each failure up to reconnect_max." },
+	{ .name = "reconnect_max", .type = CFG_SECONDS,
+	  .off = REDIS_OFF(reconnect_max_ms), .min = 10, .max = 600000,
+	  .def = 5000,
+	  .help = "Longest wait between connection attempts." },
 	{ .name = NULL }
 };
 
@@ -860,6 +976,19 @@ const struct cfg_key cfg_root_keys[] = {
 	  .def_doc = "no audit",
 	  .help = "Audit record of every request in a Redis stream, spooled "
 	  "to disk while Redis is away; absent means no audit." },
+	{ .name = "redis", .type = CFG_PTR_OBJECT, .off = CFG_OFF(redis),
+	  .sub = cfg_redis_keys, .sub_size = sizeof(struct config_redis),
+	  .def_doc = "none",
+	  .help = "Shared Redis settings (address, database, ACL user, "
+	  "password file, timeouts) for the audit, secrets and revocation "
+	  "(README \"Redis\")." },
+	{ .name = "secrets", .type = CFG_OBJECT, .sub = cfg_secrets_keys,
+	  .help = "Gateway secrets for robots and CLIs, kept in the redis "
+	  "section's Redis (README \"Secrets\")." },
+	{ .name = "revocation", .type = CFG_OBJECT,
+	  .sub = cfg_revocation_keys,
+	  .help = "Revocation of tokens and secrets on every instance, "
+	  "through the redis section's Redis (README \"Revocation\")." },
 	{ .name = "upstreams", .type = CFG_ARRAY,
 	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = CFG_OFF(upstreams),
 	  .count_off = CFG_OFF(nupstreams), .min = 1, .max = 256,
@@ -1030,6 +1159,16 @@ cfg_check_redis(const char *s)
 	    (inet_pton(AF_INET, host, a) != 1 &&
 	    inet_pton(AF_INET6, host, a) != 1))
 		return "must be a numeric ip:port or [ipv6]:port";
+	return NULL;
+}
+
+/* An ACL user name: printable, no spaces (ACL SETUSER splits on them). */
+static const char *
+cfg_check_redis_user(const char *s)
+{
+	if (!cfg_printable(s, 128, 0))
+		return "must be 1 to 128 printable ASCII characters, "
+		    "without spaces, quotes or backslashes";
 	return NULL;
 }
 

@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "portcullis.h"
+#include "revoke.h"
+#include "secrets.h"
 
 struct cmd {
 	const char	*name;
@@ -24,6 +26,9 @@ static int	cmd_config_reference(int, char **);
 static int	cmd_audit(int, char **);
 static int	cmd_policy(int, char **);
 static int	cmd_keygen(int, char **);
+static int	cmd_redis(int, char **);
+static int	cmd_secret(int, char **);
+static int	cmd_token(int, char **);
 
 static const struct cmd cmds[] = {
 	{ "serve", cmd_serve, "serve -c FILE",
@@ -45,6 +50,15 @@ static const struct cmd cmds[] = {
 	{ "keygen", cmd_keygen, "keygen [-t ec|rsa] -o PREFIX",
 	    "Write a new token signing key pair (PREFIX.key, .crt, .jwk)\n"
 	    "and print its kid; portcullis keygen --help for options." },
+	{ "redis", cmd_redis, "redis check|subscribe -c FILE",
+	    "Log in to the configured Redis as serve would (check), or\n"
+	    "follow channels over a subscriber link (subscribe)." },
+	{ "secret", cmd_secret, "secret create|list|revoke|verify -c FILE",
+	    "Robot and CLI secrets, stored hashed in Redis; portcullis\n"
+	    "secret --help lists the options." },
+	{ "token", cmd_token, "token revoke -c FILE (--subject S | --all)",
+	    "Refuse a subject's (or everyone's) tokens and secrets issued\n"
+	    "before a time, on every instance; portcullis token --help." },
 };
 
 static void
@@ -168,6 +182,24 @@ static int
 cmd_keygen(int argc, char **argv)
 {
 	return (keygen_cli(argc, argv));
+}
+
+static int
+cmd_redis(int argc, char **argv)
+{
+	return (rds_cli(argc, argv));
+}
+
+static int
+cmd_secret(int argc, char **argv)
+{
+	return (secrets_cli(argc, argv));
+}
+
+static int
+cmd_token(int argc, char **argv)
+{
+	return (revoke_cli(argc, argv));
 }
 
 static int

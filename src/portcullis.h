@@ -46,6 +46,7 @@ struct proxy;
 struct cache;
 struct cache_reader;
 struct audit;
+struct rds;
 struct oidc;
 struct redisAsyncContext;
 
@@ -92,6 +93,8 @@ struct pc_ctx {
 	struct cache			*cache;		/* NULL: no cache */
 	struct audit			*audit;		/* NULL: no audit */
 	struct oidc			*oidc;		/* NULL: no IdPs */
+	struct revoke			*revoke;	/* NULL: no redis */
+	struct secrets			*secrets;	/* NULL: no redis */
 };
 
 /* log.c */
@@ -444,7 +447,7 @@ void		 audit_free(struct audit *);
 int		 audit_admit(struct req *);
 void		 audit_request(struct req *);
 void		 audit_framing(struct conn *, int, enum pc_err);
-struct redisAsyncContext *audit_redis(struct pc_ctx *);
+struct rds	*audit_redis(struct pc_ctx *);
 const char	*audit_script(void);
 
 /* audit_query.c: audit query, tail and generate (CLI). */
@@ -455,6 +458,9 @@ int		 policy_cli(int, char **);
 
 /* keygen.c: portcullis keygen. */
 int		 keygen_cli(int, char **);
+
+/* rds_cli.c: portcullis redis check|subscribe. */
+int		 rds_cli(int, char **);
 
 /* admin.c: GET /admin/audit. */
 void		 audit_admin(struct req *);

@@ -23,6 +23,9 @@
 
 #include "oidc.h"
 #include "portcullis.h"
+#include "revoke.h"
+#include "secrets.h"
+#include "rds.h"
 #include "policy.h"
 
 static void	server_fd_limit(const struct config *);
@@ -284,6 +287,9 @@ server_run(const char *path, char **cause)
 		goto out;
 	log_init(ctx->conf->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	/* A refused password will not fix itself: stop now, say so. */
+	if (rds_startup_check(ctx->conf, cause) == -1)
+		goto out;
 	if ((ctx->base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
 	if ((ctx->dns = evdns_base_new(ctx->base,
@@ -303,6 +309,12 @@ server_run(const char *path, char **cause)
 	if (ctx->conf->audit != NULL &&
 	    (ctx->audit = audit_new(ctx, cause)) == NULL)
 		goto out;
+	/* Revocation and secrets share the redis section's Redis. */
+	if (ctx->conf->redis != NULL &&
+	    ((ctx->revoke = revoke_new(ctx->base, ctx->conf)) == NULL ||
+	    (ctx->secrets = secrets_new(ctx->base, ctx->conf,
+	    ctx->revoke)) == NULL))
+		fatalx("out of memory");
 	ctx->ev_reap = event_new(ctx->base, -1, 0, server_reap_cb, ctx);
 	ctx->ev_accept_retry = evtimer_new(ctx->base, server_accept_retry_cb,
 	    ctx);
@@ -341,6 +353,8 @@ out:
 	audit_free(ctx->audit);		/* after the conns: records spooled */
 	oidc_free(ctx);			/* after the conns: no waiters left */
 	token_free();			/* the verified-token cache */
+	secrets_free(ctx->secrets);	/* after the conns: no checks left */
+	revoke_free(ctx->revoke);
 	if (ctx->base != NULL)
 		conn_reap(ctx);		/* what the fills retired */
 	uconn_pool_flush(ctx);

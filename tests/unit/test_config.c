@@ -799,6 +799,142 @@ test_credentials(void **state)
 	free(cause);
 }
 
+/*
+ * The shared redis section: defaults, the password file (one line, never
+ * in an error), the audit's address when audit.redis is or is not
+ * written, the cross-key checks, and what a reload may not change.
+ */
+static void
+test_redis(void **state)
+{
+	struct config	*cfg, *b;
+	char		*cause;
+
+	(void)state;
+	write_file("rpw", "LEAKME pass word\n");
+	write_file("rpw-two", "LEAKME\nsecond\n");
+	write_file("rpw-empty", "\n");
+	write_file("rpw-crlf", "LEAKME-crlf\r\n");
+	write_file("rpw-rotated", "LEAKME-rotated\n");
+
+	/* None: the audit keeps its old default, without AUTH. */
+	cfg = load_ok("{'audit':{}," UP "}");
+	assert_null(cfg->redis);
+	assert_string_equal(cfg->audit->redis, "127.0.0.1:6379");
+	assert_string_equal(cfg->audit->redis_host, "127.0.0.1");
+	assert_int_equal(cfg->audit->redis_port, 6379);
+	config_unref(cfg);
+
+	/* Defaults of the section. */
+	cfg = load_ok("{'redis':{}," UP "}");
+	assert_string_equal(cfg->redis->address, "127.0.0.1:6379");
+	assert_string_equal(cfg->redis->host, "127.0.0.1");
+	assert_int_equal(cfg->redis->port, 6379);
+	assert_int_equal(cfg->redis->database, 0);
+	assert_null(cfg->redis->username);
+	assert_null(cfg->redis->password_file);
+	assert_null(cfg->redis->password);
+	assert_int_equal(cfg->redis->connect_timeout_ms, 5000);
+	assert_int_equal(cfg->redis->command_timeout_ms, 5000);
+	assert_int_equal(cfg->redis->reconnect_min_ms, 100);
+	assert_int_equal(cfg->redis->reconnect_max_ms, 5000);
+	config_unref(cfg);
+
+	/* The audit takes redis.address when audit.redis is not written. */
+	cfg = load_ok("{'redis':{'address':'[::1]:6380','database':3,"
+	    "'username':'portcullis','password_file':'rpw',"
+	    "'connect_timeout':0.5,'command_timeout':2,'reconnect_min':0.05,"
+	    "'reconnect_max':1},'audit':{}," UP "}");
+	assert_string_equal(cfg->redis->host, "::1");
+	assert_int_equal(cfg->redis->port, 6380);
+	assert_int_equal(cfg->redis->database, 3);
+	assert_string_equal(cfg->redis->username, "portcullis");
+	/* Spaces are part of it; the final newline is not. */
+	assert_string_equal(cfg->redis->password, "LEAKME pass word");
+	assert_int_equal(cfg->redis->connect_timeout_ms, 500);
+	assert_int_equal(cfg->redis->command_timeout_ms, 2000);
+	assert_int_equal(cfg->redis->reconnect_min_ms, 50);
+	assert_int_equal(cfg->redis->reconnect_max_ms, 1000);
+	assert_string_equal(cfg->audit->redis, "[::1]:6380");
+	assert_string_equal(cfg->audit->redis_host, "::1");
+	assert_int_equal(cfg->audit->redis_port, 6380);
+	config_unref(cfg);
+
+	/* audit.redis, when written, stays the audit's address. */
+	cfg = load_ok("{'redis':{'address':'127.0.0.1:7000'},"
+	    "'audit':{'redis':'127.0.0.2:7001'}," UP "}");
+	assert_string_equal(cfg->audit->redis_host, "127.0.0.2");
+	assert_int_equal(cfg->audit->redis_port, 7001);
+	config_unref(cfg);
+
+	cfg = load_ok("{'redis':{'password_file':'rpw-crlf'}," UP "}");
+	assert_string_equal(cfg->redis->password, "LEAKME-crlf");
+	config_unref(cfg);
+
+	expect_error("{'redis':{'password_file':'rpw-two'}," UP "}",
+	    "/redis/password_file: expected the password on one line", 1);
+	expect_error("{'redis':{'password_file':'rpw-empty'}," UP "}",
+	    "/redis/password_file: expected the password on one line", 1);
+	cfg = load("{'redis':{'password_file':'rpw-two'}," UP "}", &cause);
+	assert_null(cfg);
+	assert_null(strstr(cause, "LEAKME"));
+	free(cause);
+	expect_error("{'redis':{'password_file':'nope'}," UP "}",
+	    "/redis/password_file: cannot read: No such file or directory", 1);
+	expect_error("{'redis':{'address':'localhost:6379'}," UP "}",
+	    "/redis/address: must be a numeric ip:port or [ipv6]:port", 1);
+	expect_error("{'redis':{'database':-1}," UP "}",
+	    "/redis/database: must be between 0 and 65535", 1);
+	expect_error("{'redis':{'database':65536}," UP "}",
+	    "/redis/database: must be between 0 and 65535", 1);
+	expect_error("{'redis':{'username':'a b','password_file':'rpw'},"
+	    UP "}", "/redis/username: must be 1 to 128 printable ASCII "
+	    "characters, without spaces, quotes or backslashes", 1);
+	expect_error("{'redis':{'username':'portcullis'}," UP "}",
+	    "/redis/username: requires password_file", 1);
+	expect_error("{'redis':{'reconnect_min':2,'reconnect_max':1}," UP "}",
+	    "/redis/reconnect_min: must not be above reconnect_max", 1);
+	expect_error("{'redis':{'connect_timeout':0.01}," UP "}",
+	    "/redis/connect_timeout: must be between 0.1 and 600 seconds", 1);
+	expect_error("{'redis':{'command_timeout':601}," UP "}",
+	    "/redis/command_timeout: must be between 0.1 and 600 seconds", 1);
+	expect_error("{'redis':{'password':'x'}," UP "}",
+	    "/redis/password: unknown key; secrets are never written inline: "
+	    "put the password in a file and name it in password_file", 1);
+
+	/* A reload changes nothing here, the password file's content too. */
+	cfg = load_ok("{'redis':{'password_file':'rpw'}," UP "}");
+	b = load_ok("{'redis':{'password_file':'rpw-rotated'}," UP "}");
+	assert_int_equal(config_reload_check(cfg, b, &cause), -1);
+	assert_string_equal(cause, "/redis/password_file: a reload cannot "
+	    "change it; restart to apply\n/redis/password_file: its content "
+	    "changed; a reload cannot change it; restart to apply");
+	assert_null(strstr(cause, "LEAKME"));
+	free(cause);
+	config_unref(b);
+	b = load_ok("{'redis':{'password_file':'rpw','database':1}," UP "}");
+	assert_int_equal(config_reload_check(cfg, b, &cause), -1);
+	assert_string_equal(cause, "/redis/database: a reload cannot change "
+	    "it; restart to apply");
+	free(cause);
+	config_unref(b);
+	b = load_ok("{" UP "}");
+	assert_int_equal(config_reload_check(cfg, b, &cause), -1);
+	assert_string_equal(cause, "/redis: a reload cannot add or remove "
+	    "it; restart to apply");
+	free(cause);
+	config_unref(b);
+	b = load_ok("{'redis':{'password_file':'rpw'}," UP "}");
+	assert_int_equal(config_reload_check(cfg, b, &cause), 0);
+	config_unref(b);
+	config_unref(cfg);
+	remove_file("rpw");
+	remove_file("rpw-two");
+	remove_file("rpw-empty");
+	remove_file("rpw-crlf");
+	remove_file("rpw-rotated");
+}
+
 static void
 test_load_file(void **state)
 {
@@ -934,6 +1070,15 @@ test_reference(void **state)
 		"/audit/fsync", "/audit/on_failure", "/audit/admin_addresses",
 		"/audit/queue_max", "/audit/max_inflight", "/audit/timeout",
 		"/audit/max_index_keys",
+		"/redis", "/redis/address", "/redis/database", "/redis/username",
+		"/redis/password_file", "/redis/connect_timeout",
+		"/redis/command_timeout", "/redis/reconnect_min",
+		"/redis/reconnect_max",
+		"/secrets", "/secrets/key_prefix", "/secrets/redis_unavailable",
+		"/secrets/cache_ttl", "/secrets/cache_entries",
+		"/secrets/last_used_interval", "/secrets/max_groups",
+		"/revocation", "/revocation/key", "/revocation/channel",
+		"/revocation/max_subjects", "/revocation/resync_interval",
 		"/policy", "/policy/rules", "/policy/rules/N/id",
 		"/policy/rules/N/effect", "/policy/rules/N/repositories",
 		"/policy/rules/N/upstreams", "/policy/rules/N/subjects",
@@ -1138,6 +1283,7 @@ main(void)
 		cmocka_unit_test(test_reference),
 		cmocka_unit_test(test_refcount),
 		cmocka_unit_test(test_reload_check),
+		cmocka_unit_test(test_redis),
 		cmocka_unit_test(test_identity),
 	};
 

@@ -4,7 +4,14 @@ RESP client so the tests need no Python Redis package.
 
 The server runs with appendonly + appendfsync always, so that what it
 acknowledged survives `kill()` (SIGKILL) and `start()` on the same port
-and directory: that is what lets an outage test say "none lost"."""
+and directory: that is what lets an outage test say "none lost".
+
+Authentication: `requirepass` gives the default user a password, and
+`users` adds ACL users, each a list of ACL rules as `ACL SETUSER` takes
+them (["portcullis", "on", ">pw", "~portcullis:*", "+xadd"]), passed as
+`--user` directives.  The harness's own client (call(), client(), cli(),
+the readiness PING) authenticates as the default user with requirepass,
+so a test can inspect what a restricted user wrote."""
 
 import os
 import signal
@@ -25,9 +32,19 @@ class Client:
     """A blocking RESP2 client: call(*args) -> reply (bytes, int, list,
     None); error replies raise RespError."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=30.0):
+    def __init__(self, port, host="127.0.0.1", timeout=30.0, password=None,
+                 username=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
+        if password is not None:
+            try:
+                if username is not None:
+                    self.call("AUTH", username, password)
+                else:
+                    self.call("AUTH", password)
+            except Exception:
+                self.sock.close()
+                raise
 
     def close(self):
         self.sock.close()
@@ -115,7 +132,9 @@ class RedisServer:
     log_path, pid.  kill() ends it with SIGKILL; start() brings it back on
     the same port and data dir (AOF replayed)."""
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, requirepass=None, users=None):
+        self.requirepass = requirepass
+        self.users = [list(u) for u in users or []]
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
@@ -131,6 +150,10 @@ class RedisServer:
                 "--dir", self.dir, "--save", "", "--appendonly", "yes",
                 "--appendfsync", "always", "--daemonize", "no",
                 "--protected-mode", "yes", "--logfile", ""]
+        if self.requirepass is not None:
+            argv += ["--requirepass", self.requirepass]
+        for rules in self.users:
+            argv += ["--user"] + [str(r) for r in rules]
         self.proc = ManagedProcess(argv, self.log_path, env=safe_env(),
                                    name="redis-server")
         self.pid = self.proc.pid
@@ -142,11 +165,11 @@ class RedisServer:
             raise
 
     def _ping(self):
-        with Client(self.port, timeout=2) as c:
+        with self.client(timeout=2) as c:
             return c.call("PING") == b"PONG"
 
     def client(self, timeout=30.0):
-        return Client(self.port, timeout=timeout)
+        return Client(self.port, timeout=timeout, password=self.requirepass)
 
     def call(self, *args):
         with self.client() as c:
@@ -168,8 +191,11 @@ class RedisServer:
     def cli(self, *args, timeout=30):
         """Run redis-cli against this server; returns stdout."""
         from .util import run
+        env = safe_env()
+        if self.requirepass is not None:
+            env["REDISCLI_AUTH"] = self.requirepass
         return run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port)] +
-                   [str(a) for a in args], timeout=timeout).stdout
+                   [str(a) for a in args], timeout=timeout, env=env).stdout
 
     def wait_xlen(self, key, n, timeout=30):
         """Wait until XLEN key == n; returns it."""
