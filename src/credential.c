@@ -21,10 +21,14 @@
 #include "portcullis.h"
 #include "jose.h"
 #include "oidc.h"
+#include "revoke.h"
+#include "secret.h"
+#include "secrets.h"
 
 struct cred_wait {
 	struct req		*req;
 	struct oidc_wait	*w;
+	struct secrets_check	*sc;
 	char			*pw;
 	size_t			 len;
 	cred_done_fn		 done;
@@ -171,6 +175,13 @@ cred_idp_verify(struct req *req, const char *pw, size_t len,
 	for (i = 0; i < cl->ngroups; i++)
 		ti->groups[i] = cred_prefixed(is->prefix, cl->groups[i]);
 	ti->ngroups = cl->ngroups;
+	/* `portcullis token revoke` names the prefixed subject. */
+	if (revoke_check(req->c->ctx->revoke, ti->subject, ti->iat)) {
+		jose_claims_free(cl);
+		tok_ident_unref(ti);
+		*why = "revoked";
+		return (CRED_FAIL);
+	}
 	/* Raw, for the policy's claim conditions (bounded by jose.c). */
 	for (i = 0; i < cl->nclaims; i++)
 		(void)tok_ident_add_claim(ti, cl->claims[i].name,
@@ -201,6 +212,9 @@ cred_wait_free(void *arg)
 	cw->retired = 1;
 	oidc_wait_cancel(cw->w);
 	cw->w = NULL;
+	if (cw->sc != NULL)
+		secrets_check_cancel(cw->sc);
+	cw->sc = NULL;
 	conn_reap_later(cw->req->c->ctx, &cw->reap, cred_wait_destroy, cw);
 }
 
@@ -229,6 +243,53 @@ cred_wait_done(void *arg, struct oidc_keys *keys, int ok)
 	done(req, ti, why);
 }
 
+/* secrets.c answered (never before secrets_check() returned). */
+static void
+cred_secret_done(enum secret_verdict v, const struct secret_principal *sp,
+    void *arg)
+{
+	struct cred_wait	*cw = arg;
+	struct req		*req = cw->req;
+	struct tok_ident	*ti = NULL;
+	const char		*why = NULL;
+	cred_done_fn		 done = cw->done;
+	size_t			 i;
+
+	cw->sc = NULL;		/* secrets.c frees its check */
+	if (v == SECRET_OK) {
+		if ((ti = calloc(1, sizeof(*ti))) == NULL ||
+		    (ti->subject = strdup(sp->subject)) == NULL ||
+		    (sp->ngroups > 0 && (ti->groups = calloc(sp->ngroups,
+		    sizeof(*ti->groups))) == NULL))
+			fatal("cred_secret_done");
+		ti->refcnt = 1;
+		ti->method = AUTH_SECRET;
+		ti->iat = sp->created;
+		ti->exp = sp->expires;
+		for (i = 0; i < sp->ngroups; i++)
+			if ((ti->groups[i] = strdup(sp->groups[i])) == NULL)
+				fatal("strdup");
+		ti->ngroups = sp->ngroups;
+	} else
+		why = secret_verdict_name(v);
+	req_stage_end(req);
+	done(req, ti, why);
+}
+
+/*
+ * Whether a password is one credential.c checks: a gateway secret's
+ * form, or a JWT of a configured IdP.  Anything else (a mirror's Docker
+ * Hub login) the identity stage ignores on /v2/.
+ */
+int
+cred_is_credential(const struct config *conf, const char *pw, size_t len)
+{
+	char	id[SECRET_ID_LEN + 1];
+
+	return (secret_parse(pw, len, id) == 0 ||
+	    cred_is_idp_jwt(conf, pw, len));
+}
+
 /*
  * Check a Basic password.  CRED_OK: *out is the principal's identity (a
  * new reference).  CRED_FAIL: *why names the reason.  CRED_WAIT: the
@@ -241,16 +302,28 @@ cred_check(struct req *req, const char *user, const char *pw, size_t len,
 {
 	struct cred_wait	*cw;
 	const char		*name = NULL, *owhy;
-	char			 kid[JWK_KID_MAX + 1];
+	char			 kid[JWK_KID_MAX + 1], id[SECRET_ID_LEN + 1];
 	int			 unknown;
 	enum cred_result	 r;
 
 	*out = NULL;
 	*why = NULL;
-	/*
-	 * A gateway secret (the secrets work) is checked here, before the
-	 * JWT test: it waits for Redis like a JWKS fetch does.
-	 */
+	/* A gateway secret: always asks Redis (or secrets.c's cache). */
+	if (secret_parse(pw, len, id) == 0) {
+		if (req->c->ctx->secrets == NULL) {
+			*why = "no_secrets";	/* no redis section */
+			return (CRED_FAIL);
+		}
+		if ((cw = calloc(1, sizeof(*cw))) == NULL)
+			fatal("calloc");
+		cw->req = req;
+		cw->done = done;
+		if ((cw->sc = secrets_check(req->c->ctx->secrets, pw, len,
+		    cred_secret_done, cw)) == NULL)
+			fatal("secrets_check");
+		req_stage_set(req, &cred_stage_ops, cw);
+		return (CRED_WAIT);
+	}
 	if (memchr(pw, '.', len) == NULL || req->conf->identity == NULL ||
 	    req->conf->identity->nissuers == 0) {
 		*why = "no_credential_backend";

@@ -130,7 +130,7 @@ identity_basic(struct req *req, const char *v)
 	if ((buf = malloc(len)) == NULL)
 		fatal("malloc");
 	if (token_basic_decode(v, buf, len, &user, &pw, &pwlen) == 0 &&
-	    cred_is_idp_jwt(req->conf, pw, pwlen))
+	    cred_is_credential(req->conf, pw, pwlen))
 		r = identity_idp(req, user, pw, pwlen);
 	else
 		log_debug("%llu.%u identity credentials ignored scheme=basic",
@@ -148,7 +148,7 @@ identity_bearer(struct req *req, const char *tok)
 
 	while (*tok == ' ' || *tok == '\t')
 		tok++;
-	if ((why = token_verify(req->conf, tok, strlen(tok), 0, &ti)) !=
+	if ((why = token_verify(req, tok, strlen(tok), 0, &ti)) !=
 	    NULL) {
 		req->auth_failure = why;
 		req->bearer_invalid = 1;

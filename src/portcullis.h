@@ -487,8 +487,8 @@ struct tok_ident {
 	int64_t			 iat;		/* for revocation */
 	int64_t			 exp;
 };
-const char	*token_verify(const struct config *, const char *, size_t,
-		    int, struct tok_ident **);
+const char	*token_verify(struct req *, const char *, size_t, int,
+		    struct tok_ident **);
 void		 token_principal(struct req *, struct tok_ident *);
 void		 tok_ident_unref(struct tok_ident *);
 int		 tok_ident_add_claim(struct tok_ident *, const char *,
@@ -496,10 +496,13 @@ int		 tok_ident_add_claim(struct tok_ident *, const char *,
 void		 token_start(struct req *);
 size_t		 token_cache_revoke(const char *, int64_t);
 void		 token_free(void);
+void		 token_listen(struct pc_ctx *);
 void		 token_login_principal(struct req *, struct tok_ident *);
 int		 token_basic_decode(const char *, char *, size_t,
 		    const char **, const char **, size_t *);
 int		 cred_is_idp_jwt(const struct config *, const char *,
+		    size_t);
+int		 cred_is_credential(const struct config *, const char *,
 		    size_t);
 
 /* credential.c */

@@ -46,6 +46,7 @@
 #include "policy.h"
 #include "scope.h"
 #include "tcache.h"
+#include "revoke.h"
 
 #define TOK_REFRESH_AUD_PREFIX	"refresh:"
 #define TOK_AUD_MAX		300
@@ -156,6 +157,42 @@ token_cache_revoke(const char *subject, int64_t before)
 	return (tcache_purge(tok_cache, tok_revoke_pred, &rv));
 }
 
+/* What revoke.c tells: drop the cached verifications it concerns. */
+static void
+tok_revoked(const struct revoke_event *ev, void *arg)
+{
+	size_t	n = 0;
+
+	switch (ev->kind) {
+	case REVOKE_SUBJECT:
+		n = token_cache_revoke(ev->subject, ev->not_before);
+		break;
+	case REVOKE_ALL:
+		n = token_cache_revoke(NULL, ev->not_before);
+		break;
+	case REVOKE_RESYNCED:
+		/* Whatever was missed while away: verify everything again. */
+		if (tok_cache != NULL) {
+			n = tcache_count(tok_cache);
+			tcache_clear(tok_cache);
+		}
+		break;
+	default:
+		return;		/* a secret: secrets.c's own cache */
+	}
+	if (n > 0)
+		log_info("- token cache_purged entries=%zu", n);
+}
+
+/* Follow revocations (server.c, once ctx->revoke exists). */
+void
+token_listen(struct pc_ctx *ctx)
+{
+	if (ctx->revoke != NULL &&
+	    revoke_listen(ctx->revoke, tok_revoked, NULL) == -1)
+		log_warn("- token revocation listener refused");
+}
+
 /* At shutdown. */
 void
 token_free(void)
@@ -226,9 +263,10 @@ tok_claims_read(struct tok_ident *ti, const json_t *o,
  * reason it was refused (a fixed name, never a piece of the token).
  */
 const char *
-token_verify(const struct config *conf, const char *tok, size_t len,
-    int refresh, struct tok_ident **out)
+token_verify(struct req *req, const char *tok, size_t len, int refresh,
+    struct tok_ident **out)
 {
+	const struct config		*conf = req->conf;
 	const struct config_token	*tk;
 	struct jose_verify_opts		 o;
 	struct jose_claims		*cl = NULL;
@@ -251,6 +289,9 @@ token_verify(const struct config *conf, const char *tok, size_t len,
 	if (!refresh && (tc = tok_cache_for(conf)) != NULL &&
 	    jose_token_hash(tok_hkey, sizeof(tok_hkey), tok, len, h) == 0 &&
 	    (ti = tcache_get(tc, h, now)) != NULL) {
+		/* From memory: a revocation since it was cached counts. */
+		if (revoke_check(req->c->ctx->revoke, ti->subject, ti->iat))
+			return ("revoked");
 		ti->refcnt++;
 		*out = ti;
 		return (NULL);
@@ -319,6 +360,14 @@ token_verify(const struct config *conf, const char *tok, size_t len,
 		}
 	}
 	jose_claims_free(cl);
+	/*
+	 * `portcullis token revoke`: every token of the subject (or of
+	 * everyone) issued before the not-before time is refused.
+	 */
+	if (revoke_check(req->c->ctx->revoke, ti->subject, ti->iat)) {
+		tok_ident_unref(ti);
+		return ("revoked");
+	}
 	if (tc != NULL) {
 		ti->refcnt++;
 		tcache_put(tc, h, ti, ti->exp, now);
@@ -874,7 +923,7 @@ tok_post(struct req *req, const char *form, size_t flen)
 		    "or longer than identity.token.max_token_bytes");
 		return;
 	}
-	why = token_verify(req->conf, v, strlen(v), 1, &ti);
+	why = token_verify(req, v, strlen(v), 1, &ti);
 	explicit_bzero(v, vlen);
 	free(v);
 	if (why != NULL) {

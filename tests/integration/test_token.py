@@ -1046,3 +1046,108 @@ def test_idp_claims_reach_the_policy(idgw, idp, pki):
     out = json.loads(payload[payload.index(b"{"):payload.rindex(b"}") + 1])
     assert access_of(out["access_token"]) == {
         ("repository", "claim/app"): ["push"]}
+
+
+# ---------------------------------------------------------------------------
+# Gateway secrets (secrets.c, Redis) as Basic passwords, and revocation
+# (`portcullis token revoke`) reaching issued tokens, refresh tokens and
+# the verified-token cache.
+
+def cli(*args, check=True, input=None):
+    from lib.util import run
+    return run([gateway_bin()] + list(args), timeout=60, check=check,
+               input=input)
+
+
+@pytest.fixture
+def secgw(start_gateway, reg, pki, keys, tmp_path):
+    rs = RedisServer(tmp_path / "sec-redis")
+    pol = {"rules": [
+        {"id": "robot", "effect": "allow", "repositories": ["bot/**"],
+         "subjects": ["user:robot:ci"], "actions": ["pull", "push"]}]}
+    try:
+        g = start_gateway(gateway_config(
+            upstream(reg, default=True), policy=pol,
+            redis={"address": rs.host},
+            identity={"token": token_cfg(keys)}))
+        wait_for(lambda: "revoke synced" in g.log_text(), timeout=20,
+                 what="the revocation table's first sync")
+        out = cli("secret", "create", "-c", g.config_path, "--subject",
+                  "robot:ci").stdout
+        g.secret = out.splitlines()[0]
+        assert g.secret.startswith("pcs_")
+        yield g
+    finally:
+        rs.stop()
+
+
+def plain():
+    s = requests.Session()
+    s.trust_env = False
+    return s
+
+
+def test_secret_login_and_revocation(secgw):
+    g, s = secgw, plain()
+    # /v2/ challenges: anonymous may pull nothing here.
+    r = s.get(g.url + "/v2/", timeout=15)
+    assert r.status_code == 401 and chal(r).startswith("Bearer ")
+    r = s.get(g.url + "/token", params=[
+        ("service", SERVICE), ("scope", "repository:bot/app:push,pull"),
+        ("offline_token", "true")], auth=("robot", g.secret),
+        timeout=15)
+    assert r.status_code == 200, r.text
+    tok, rt = r.json()["token"], r.json()["refresh_token"]
+    assert claims(tok)["sub"] == "robot:ci"
+    assert claims(tok)["auth_method"] == "secret"
+    url = g.url + "/v2/bot/app/blobs/uploads/"
+    assert s.post(url, headers=bearer(tok), timeout=15).status_code == 202
+    # The secret straight on /v2/ (Basic).
+    assert s.post(url, auth=("robot", g.secret),
+                  timeout=15).status_code == 202
+    # A wrong one: 401, audited reason from secrets.c, never the secret.
+    wrong = g.secret[:-4] + ("AAAA" if not g.secret.endswith("AAAA")
+                             else "BBBB")
+    r = s.get(g.url + "/token", params={"service": SERVICE},
+              auth=("robot", wrong), timeout=15)
+    assert r.status_code == 401
+    assert "login_failed reason=wrong" in g.log_text()
+    # Revoke the subject's credentials issued up to the token's second.
+    cli("token", "revoke", "-c", g.config_path, "--subject", "robot:ci",
+        "--before", "@%d" % (claims(tok)["iat"] + 1))
+    wait_for(lambda: 'revoke received subject="robot:ci"' in g.log_text(),
+             timeout=5, what="the revocation")
+    # The cached verification went with it: refused at once.
+    r = s.post(url, headers=bearer(tok), timeout=15)
+    assert r.status_code == 401 and 'error="invalid_token"' in chal(r)
+    assert "bearer_refused reason=revoked" in g.log_text()
+    r = s.post(g.url + "/token", data={
+        "grant_type": "refresh_token", "refresh_token": rt,
+        "service": SERVICE}, timeout=15)
+    assert r.status_code == 401
+    assert "login_failed reason=revoked" in g.log_text()
+    # The secret was created before too: revoked.
+    r = s.get(g.url + "/token", params={"service": SERVICE},
+              auth=("robot", g.secret), timeout=15)
+    assert r.status_code == 401
+    for t in (g.secret, tok, rt):
+        assert t not in g.log_text()
+
+
+def test_skopeo_login_and_push_with_a_secret(secgw, tmp_path,
+                                             single_image):
+    """skopeo logs in to the gateway with a secret and pushes and pulls
+    through it with the gateway's Bearer tokens."""
+    g = secgw
+    sk = Skopeo(tmp_path / "skopeo")
+    r = sk("login", "--tls-verify=false", "-u", "robot", "-p",
+           "pcs_0123456789abcdef_" + "x" * 43, g.host, check=False)
+    assert r.returncode != 0
+    sk("login", "--tls-verify=false", "-u", "robot", "-p", g.secret,
+       g.host)
+    dest = "docker://%s/bot/app:v1" % g.host
+    sk("copy", "-q", "--dest-tls-verify=false", single_image.ref, dest)
+    out = sk("inspect", "--raw", "--tls-verify=false", dest)
+    assert json.loads(out.stdout)["schemaVersion"] == 2
+    assert "token issued method=secret" in g.log_text()
+    assert g.secret not in g.log_text()
