@@ -1,16 +1,20 @@
 /*
  * credential.c: a password presented with Basic (at /token, and on /v2/)
- * checked into a principal.  Today the one kind is an IdP JWT (an
- * id_token, an access token or a CI job token) of a configured issuer
- * (identity.issuers, oidc.c keeps their keys): verified with jose.c
- * against that issuer's key set, audiences, algorithms, leeway and
- * required claims; its subject and groups take the issuer's prefix.  A
- * gateway secret (the secrets work) goes in cred_check() before the JWT
- * test, as one more kind.
+ * checked into a principal.  Two kinds:
  *
- * A token naming a kid its issuer's keys lack makes oidc.c fetch them
- * (rate-limited, coalesced): the check then waits, as the request's
- * stage, and calls back when the fetch ends.  The user name is not
+ * - a gateway secret (pcs_<id>_..., secret_parse): secrets.c checks it
+ *   against Redis (or its cache), always asynchronously, subject-wide
+ *   revocations included; method "secret";
+ * - an IdP JWT (an id_token, an access token or a CI job token) of a
+ *   configured issuer (identity.issuers, oidc.c keeps their keys):
+ *   verified with jose.c against that issuer's key set, audiences,
+ *   algorithms, leeway and required claims, then revoke_check() on its
+ *   prefixed subject and iat; its subject and groups take the issuer's
+ *   prefix, its string claims become the principal's; method "oidc".
+ *
+ * A secret's Redis lookup, and a token naming a kid its issuer's keys
+ * lack (oidc.c fetches them, rate-limited, coalesced), make the check
+ * wait as the request's stage; it calls back when the answer comes.  The user name is not
  * checked for a JWT (GitLab's `gitlab-ci-token`, anything): the token
  * says who it is.  No part of a password reaches a log line or a
  * record: only the fixed reason names below.

@@ -13,6 +13,8 @@
  *	Bearer <IdP JWT>	a CI job's token of a configured issuer,
  *	Basic user:<IdP JWT>	checked by credential.c with the issuer's
  *				keys (method "oidc")
+ *	Basic user:<secret>	a gateway secret, checked by credential.c
+ *				through secrets.c (method "secret")
  *	anything else		ignored: a mirror's dockerd sends the
  *				Docker Hub login of whoever ran `docker
  *				login`; it stays anonymous
@@ -22,10 +24,10 @@
  * invalid_token.  No header value is ever logged or forwarded.
  *
  * It runs at request start, before routing and the policy gate.  It waits
- * only for an IdP JWT whose kid the issuer's keys lack (oidc.c fetches
- * them, rate-limited): then credential.c is the request's stage, and
- * req_identity_done() routes the request once the check ends.  A gateway
- * secret (next session) waits for Redis the same way.  All strings live
+ * for a gateway secret's Redis lookup, and for an IdP JWT whose kid the
+ * issuer's keys lack (oidc.c fetches them, rate-limited): then
+ * credential.c is the request's stage, and req_identity_done() routes
+ * the request once the check ends.  All strings live
  * as long as the request: the connection's, or a refcounted tok_ident.
  */
 #include <stdlib.h>
@@ -111,11 +113,10 @@ identity_idp(struct req *req, const char *user, const char *pw, size_t len)
 }
 
 /*
- * Basic on /v2/: a password that is a JWT of a configured IdP is checked
- * (refused: 401 from authz.c); any other is ignored as before, so a
- * mirror's dockerd that sends a Docker Hub login stays anonymous.  A
- * gateway secret is the next kind (credential.c).  /token checks its
- * Basic itself (token.c).
+ * Basic on /v2/: a password that is a gateway secret or a JWT of a
+ * configured IdP is checked (refused: 401 from authz.c); any other is
+ * ignored as before, so a mirror's dockerd that sends a Docker Hub login
+ * stays anonymous.  /token checks its Basic itself (token.c).
  */
 static int
 identity_basic(struct req *req, const char *v)
