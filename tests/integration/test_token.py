@@ -7,11 +7,17 @@ form, failed logins in the audit record with their reason, and a real
 docker-registry with auth.token trusting the gateway's keygen certificate
 used by skopeo with the gateway as its token server.
 
-No credential backend (gateway secrets, IdP passwords) is on this branch:
-identified callers here are mTLS clients (their certificate identifies
-them at /token), and every Basic password is refused as a failed login.
+Credentials: mTLS clients (their certificate identifies them at /token),
+IdP JWTs of the npm oidc-provider as Basic passwords (at /token, on /v2/,
+and as a Bearer on /v2/; a rotated IdP key waits for the JWKS fetch), and
+gateway secrets (secrets.c, Redis) as Basic passwords; `portcullis token
+revoke` reaching issued, cached and refresh tokens.  Real clients:
+skopeo (login, copy, inspect) against a registry:2 trusting the gateway
+and against the gateway itself, `docker login` (identitytoken, refresh
+grant), `ctr -u` (password grant).
 
-Real parts only: docker-registry, skopeo, redis-server, openssl."""
+Real parts only: docker-registry, skopeo, dockerd, containerd,
+redis-server, the npm oidc-provider, openssl."""
 
 import base64
 import json
