@@ -64,10 +64,13 @@ int
 cred_is_idp_jwt(const struct config *conf, const char *pw, size_t len)
 {
 	struct jose_peek	pk;
+	size_t			max = JOSE_DEFAULT_MAX_TOKEN_BYTES;
 
+	if (conf->identity != NULL && conf->identity->token != NULL)
+		max = conf->identity->token->max_token_bytes;
 	if (conf->identity == NULL || conf->identity->nissuers == 0 ||
 	    memchr(pw, '.', len) == NULL ||
-	    jose_peek(pw, len, JOSE_DEFAULT_MAX_TOKEN_BYTES, &pk) != JOSE_OK)
+	    jose_peek(pw, len, max, &pk) != JOSE_OK)
 		return (0);
 	return (cred_issuer(conf, pk.issuer) != NULL);
 }

@@ -128,6 +128,9 @@ identity_basic(struct req *req, const char *v)
 
 	if (strcmp(req->path, "/token") == 0)
 		return (0);
+	/* Room for the longest token the configuration verifies. */
+	if (req->conf->identity != NULL && req->conf->identity->token != NULL)
+		len = req->conf->identity->token->max_token_bytes + 512;
 	if ((buf = malloc(len)) == NULL)
 		fatal("malloc");
 	if (token_basic_decode(v, buf, len, &user, &pw, &pwlen) == 0 &&
