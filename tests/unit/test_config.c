@@ -23,6 +23,8 @@
  */
 #include "config.h"
 
+int	keygen_cli(int, char **);	/* src/keygen.c */
+
 static char	tmpdir[] = "/tmp/test_config.XXXXXX";
 
 /* A valid upstream list, for tests about other keys. */
@@ -77,13 +79,19 @@ teardown(void **state)
 	static const char *const files[] = {
 		"cert.pem", "key.pem", "ca.pem", "creds", "creds-nonl",
 		"creds-crlf", "creds-two", "creds-nocolon", "creds-nouser",
-		"creds-nopass", "creds-empty", "creds-blank2", NULL
+		"creds-nopass", "creds-empty", "creds-blank2",
+		"shipped/credentials.example", "shipped/example.json",
+		"shipped/token-signing.key", "shipped/token-signing.crt",
+		"shipped/token-signing.jwk", NULL
 	};
+	char	 dir[512];
 	size_t	 i;
 
 	(void)state;
 	for (i = 0; files[i] != NULL; i++)
 		remove_file(files[i]);
+	snprintf(dir, sizeof(dir), "%s/shipped", tmpdir);
+	rmdir(dir);
 	return rmdir(tmpdir);
 }
 
@@ -1003,6 +1011,25 @@ test_load_file(void **state)
 	free(cause);
 }
 
+/* Copy top/name to dir/as. */
+static void
+copy_file(const char *top, const char *name, const char *dir,
+    const char *as)
+{
+	char	 path[1024], buf[8192];
+	FILE	*in, *out;
+	size_t	 n;
+
+	snprintf(path, sizeof(path), "%s/%s", top, name);
+	assert_non_null(in = fopen(path, "r"));
+	snprintf(path, sizeof(path), "%s/%s", dir, as);
+	assert_non_null(out = fopen(path, "w"));
+	while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+		assert_int_equal(fwrite(buf, 1, n, out), n);
+	fclose(in);
+	assert_int_equal(fclose(out), 0);
+}
+
 /* The files shipped in conf/ load (check-config runs on them too). */
 static void
 test_shipped_files(void **state)
@@ -1012,14 +1039,30 @@ test_shipped_files(void **state)
 	};
 	struct config	*cfg;
 	const char	*top;
-	char		 path[1024], *cause;
+	char		 path[1024], dir[600], prefix[700], *cause;
+	char		*kargv[] = { "keygen", "-o", NULL, NULL };
 	size_t		 i;
 
 	(void)state;
 	if ((top = getenv("top_srcdir")) == NULL)
 		top = ".";
+	/*
+	 * The example names a token signing key the operator makes with
+	 * `portcullis keygen -o token-signing`; no private key is shipped.
+	 * So it is loaded from a copy next to a key made here.
+	 */
+	snprintf(dir, sizeof(dir), "%s/shipped", tmpdir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	copy_file(top, "conf/credentials.example", dir, "credentials.example");
+	snprintf(prefix, sizeof(prefix), "%s/token-signing", dir);
+	kargv[2] = prefix;
+	assert_int_equal(keygen_cli(3, kargv), 0);
 	for (i = 0; names[i] != NULL; i++) {
-		snprintf(path, sizeof(path), "%s/%s", top, names[i]);
+		if (strcmp(names[i], "conf/portcullis.example.json") == 0) {
+			copy_file(top, names[i], dir, "example.json");
+			snprintf(path, sizeof(path), "%s/example.json", dir);
+		} else
+			snprintf(path, sizeof(path), "%s/%s", top, names[i]);
 		if ((cfg = config_load(path, &cause)) == NULL)
 			fail_msg("%s", cause);
 		assert_true(cfg->nupstreams >= 1);
