@@ -59,8 +59,24 @@ secrets_cached_free(void *v)
 {
 	struct secret_cached	*c = v;
 
+	if (c == NULL)
+		return;
 	secret_rec_clear(&c->rec);
 	free(c);
+}
+
+/*
+ * Redis answered, and not "ok": whatever this instance verified under
+ * the hash is void (the record was deleted, revoked without a message
+ * reaching us, replaced), so the cache must not bring it back when
+ * Redis is away later.  An entry already expired (NULL, 0) replaces it
+ * and is not stored: tcache.h.
+ */
+static void
+secrets_forget(struct secrets *s, const unsigned char *hash)
+{
+	if (s->cache != NULL)
+		tcache_put(s->cache, hash, NULL, 0, (int64_t)now_ms());
 }
 
 static void
@@ -93,6 +109,14 @@ secrets_answer(struct secrets_check *c, enum secret_verdict v,
 	} else
 		c->cb(v, NULL, c->arg);
 	secrets_check_free(c);
+}
+
+/* Redis answered the lookup with v, not ok: refuse, and forget it. */
+static void
+secrets_refuse(struct secrets_check *c, enum secret_verdict v)
+{
+	secrets_forget(c->s, c->hash);
+	secrets_answer(c, v, NULL);
 }
 
 /* Judge a record, the subject-wide revocations included. */
@@ -194,17 +218,25 @@ secrets_on_record(struct rds *l, redisReply *r, void *arg)
 		return;
 	}
 	if (r->type == REDIS_REPLY_ERROR) {
+		rds_error_kind(r, kind, sizeof(kind));
+		/* Redis did answer: the key is not a hash, not ours. */
+		if (strcmp(kind, "WRONGTYPE") == 0) {
+			log_warn("- secrets bad_record id=%s field=\"%s\"",
+			    c->id, "not a hash");
+			secrets_refuse(c, SECRET_BAD_RECORD);
+			return;
+		}
 		log_warn("- secrets lookup_failed id=%s error=%s", c->id,
 		    rds_error_kind(r, kind, sizeof(kind)));
 		secrets_unavailable(c);
 		return;
 	}
 	if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
-		secrets_answer(c, SECRET_BAD_RECORD, NULL);
+		secrets_refuse(c, SECRET_BAD_RECORD);
 		return;
 	}
 	if (r->elements == 0) {
-		secrets_answer(c, SECRET_UNKNOWN, NULL);
+		secrets_refuse(c, SECRET_UNKNOWN);
 		return;
 	}
 	n = r->elements / 2;
@@ -243,7 +275,7 @@ secrets_on_record(struct rds *l, redisReply *r, void *arg)
 	free(vlens);
 	if (!i) {
 		log_warn("- secrets bad_record id=%s field=\"%s\"", c->id, err);
-		secrets_answer(c, SECRET_BAD_RECORD, NULL);
+		secrets_refuse(c, SECRET_BAD_RECORD);
 		return;
 	}
 	v = secrets_judge(s, &rec, c->hash, now);
@@ -266,7 +298,8 @@ secrets_on_record(struct rds *l, redisReply *r, void *arg)
 			    (int64_t)now_ms());
 			return;
 		}
-	}
+	} else
+		secrets_forget(s, c->hash);
 	secrets_answer(c, v, &rec);
 	secret_rec_clear(&rec);
 }

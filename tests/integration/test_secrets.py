@@ -428,3 +428,39 @@ def test_bounds(redis, start_gateway, tmp_path):
     # The CLI's verify has the same bound: every secret is refused.
     s2, _, _ = create(conf, "someone-else")
     assert verify(conf, s2) == (1, "refused reason=revoked")
+
+
+def test_review_cached_mode_follows_what_redis_says(redis, tmp_path):
+    """Review (issue 9): with redis_unavailable cached, the cache is a
+    fallback for when Redis cannot answer, never a way around what it
+    answers.  A record Redis says is gone (deleted by hand), revoked
+    without a message reaching this instance, or replaced by a key of
+    another type (WRONGTYPE) must be refused at once, and must not come
+    back from the cache when Redis goes away afterwards."""
+    rs = acl_redis(redis)
+    base = config(tmp_path, rs, connect_timeout=1, command_timeout=1,
+                  reconnect_min=0.1, reconnect_max=0.2)
+    closed = write_config(tmp_path, base, "closed.json")
+    cfg = json.loads(json.dumps(base))
+    cfg["secrets"] = {"redis_unavailable": "cached", "cache_ttl": 300}
+    cached = write_config(tmp_path, cfg, "cached.json")
+    s1, id1, _ = create(closed, "robot:gone")
+    s2, id2, _ = create(closed, "robot:other-type")
+    s3, id3, _ = create(closed, "robot:marked")
+    vc = Verifier(cached, str(tmp_path / "cached.log"))
+    try:
+        for s in (s1, s2, s3):
+            assert vc.ask(s).startswith("ok ")
+        rs.call("DEL", "portcullis:secret:" + id1)
+        rs.call("DEL", "portcullis:secret:" + id2)
+        rs.call("SET", "portcullis:secret:" + id2, "not a hash")
+        # Marked revoked with no message (as if it was missed).
+        rs.call("HSET", "portcullis:secret:" + id3, "revoked", "1")
+        assert vc.ask(s1) == "refused reason=unknown"
+        assert vc.ask(s2) == "refused reason=bad_record"
+        assert vc.ask(s3) == "refused reason=revoked"
+        rs.kill()
+        for s in (s1, s2, s3):
+            assert vc.ask(s) == "refused reason=redis_unavailable"
+    finally:
+        vc.close()
