@@ -464,3 +464,33 @@ def test_review_cached_mode_follows_what_redis_says(redis, tmp_path):
             assert vc.ask(s) == "refused reason=redis_unavailable"
     finally:
         vc.close()
+
+
+def test_review_secret_made_after_a_revocation_works(redis, tmp_path):
+    """Review (issue 9): `token revoke` with the default --before now
+    revokes up to the end of the current second (README "Revocation"),
+    and a secret's created time is fixed, so a secret made right after
+    the revocation (the usual rotation: revoke the robot, give it a new
+    secret) was revoked for good when both fell in the same second.  A
+    secret created after `token revoke` returned must be accepted; one
+    for a subject revoked into the future (--before later) is refused at
+    creation rather than printed dead."""
+    rs = acl_redis(redis)
+    conf = write_config(tmp_path, config(tmp_path, rs))
+    # Three rotations: each the same second as its revocation, nearly
+    # always (the commands take milliseconds).
+    for i in range(3):
+        subject = "robot:rotated-%d" % i
+        cli("token", "revoke", "-c", conf, "--subject", subject)
+        secret, _, _ = create(conf, subject)
+        assert verify(conf, secret)[0] == 0, subject
+    cli("token", "revoke", "-c", conf, "--all")
+    secret, _, _ = create(conf, "robot:after-all")
+    assert verify(conf, secret)[0] == 0
+    # Revoked until far later: no secret that could never work.
+    cli("token", "revoke", "-c", conf, "--subject", "robot:later",
+        "--before", "2100-01-01T00:00:00Z")
+    bad = cli("secret", "create", "-c", conf, "--subject", "robot:later",
+              check=False)
+    assert bad.returncode == 1 and "revoked" in bad.stderr
+    assert "pcs_" not in bad.stdout + bad.stderr
