@@ -494,3 +494,58 @@ def test_review_secret_made_after_a_revocation_works(redis, tmp_path):
               check=False)
     assert bad.returncode == 1 and "revoked" in bad.stderr
     assert "pcs_" not in bad.stdout + bad.stderr
+
+
+def test_review_resubscribed_during_a_sync_syncs_again(redis, tmp_path):
+    """Review (issue 9): the re-sync wanted when the subscriber link comes
+    back must read the hash after that; a sync already in flight (sent
+    while the subscriber was still down) may predate a revocation
+    published meanwhile.  Before the fix the wish was dropped: the stale
+    reply cleared `syncing`, nothing asked again, and the revocation was
+    missed until resync_interval (here an hour).  A test double
+    (lib/holding_proxy.py) holds the in-flight HGETALL's reply back."""
+    from lib.holding_proxy import HoldingProxy
+    rs = acl_redis(redis)
+    direct = write_config(tmp_path, config(tmp_path, rs), "direct.json")
+    proxy = HoldingProxy(rs.host)
+    vc = None
+    try:
+        cfg = config(tmp_path, rs, command_timeout=60, reconnect_min=0.1,
+                     reconnect_max=0.2)
+        cfg["redis"]["address"] = proxy.host
+        cfg["revocation"] = {"resync_interval": 3600}
+        via = write_config(tmp_path, cfg, "via-proxy.json")
+        secret, _, _ = create(direct, "robot:race")
+        vc = Verifier(via, str(tmp_path / "verify.log"))
+        assert vc.ask(secret).startswith("ok ")
+        # The subscriber is lost and cannot come back ...
+        proxy.refuse(b"SUBSCRIBE")
+        wait_for(lambda: "revoke link_down" in vc.log_text(), timeout=10,
+                 what="the subscriber link lost")
+        # ... while a re-sync is sent and its reply is late.
+        proxy.hold(b"portcullis:revoked")
+        proxy.kill(b"portcullis:revoked")
+        wait_for(lambda: proxy.held(b"portcullis:revoked") > 0,
+                 timeout=10, what="a re-sync in flight, its reply held")
+        # Published meanwhile: no instance hears it.
+        out = cli("token", "revoke", "-c", direct, "--subject",
+                  "robot:race").stdout
+        assert "0 listening instance(s) told" in out
+        # The subscriber is back (a message proves it is up) ...
+        proxy.refuse(None)
+        marker = "secret 0123456789abcdef"
+        wait_for(lambda: rs.call("PUBLISH", "portcullis:revoke",
+                                 marker) == 1 and
+                 "revoke received secret=0123456789abcdef" in
+                 vc.log_text(), timeout=10, what="the subscriber back")
+        # ... and then the late reply comes: it predates the revocation.
+        synced = vc.log_text().count("revoke synced")
+        proxy.release()
+        wait_for(lambda: vc.log_text().count("revoke synced") > synced,
+                 timeout=10, what="the late re-sync applied")
+        wait_for(lambda: vc.ask(secret) == "refused reason=revoked",
+                 timeout=10, what="the revocation learned")
+    finally:
+        if vc is not None:
+            vc.close()
+        proxy.stop()
