@@ -34,7 +34,9 @@ SECRET_RE = re.compile(r"^pcs_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$")
 # The README's ACL line for secrets and revocation.
 SECRET_COMMANDS = ["+hgetall", "+hget", "+hset", "+hsetnx", "+hexists",
                    "+sadd", "+smembers", "+publish", "+subscribe",
-                   "+select", "+ping"]
+                   "+select", "+ping",
+                   # token revoke raises a time in one transaction
+                   "+watch", "+unwatch", "+multi", "+exec"]
 
 
 @pytest.fixture
@@ -548,4 +550,46 @@ def test_review_resubscribed_during_a_sync_syncs_again(redis, tmp_path):
     finally:
         if vc is not None:
             vc.close()
+        proxy.stop()
+
+
+def test_review_concurrent_token_revoke_never_lowers(redis, tmp_path):
+    """Review (issue 9): `token revoke` read the not-before time (HGET)
+    and wrote its own (HSET) in two steps, so a revocation made between
+    the two by another operator or script, with a later time, was
+    overwritten with the earlier one: instances that re-read the hash
+    (after a restart) learned the lower time and accepted what the later
+    revocation refused.  The read is held back by a test double
+    (lib/holding_proxy.py) while the other revocation runs."""
+    import subprocess
+    from lib.holding_proxy import HoldingProxy
+    from lib.util import safe_env
+    rs = acl_redis(redis)
+    direct = write_config(tmp_path, config(tmp_path, rs), "direct.json")
+    proxy = HoldingProxy(rs.host)
+    slow = None
+    try:
+        cfg = config(tmp_path, rs, command_timeout=60)
+        cfg["redis"]["address"] = proxy.host
+        via = write_config(tmp_path, cfg, "via-proxy.json")
+        proxy.hold(b"HGET")
+        slow = subprocess.Popen(
+            [gateway_bin(), "token", "revoke", "-c", via, "--subject",
+             "robot:x", "--before", "@2000000000"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=safe_env())
+        wait_for(lambda: proxy.held(b"HGET") > 0, timeout=10,
+                 what="the first revoke's read held")
+        proxy.hold(None)
+        cli("token", "revoke", "-c", direct, "--subject", "robot:x",
+            "--before", "@3000000000")
+        proxy.release()
+        out, err = slow.communicate(timeout=30)
+        assert slow.returncode == 0, err
+        assert rs.call("HGET", "portcullis:revoked",
+                       "s:robot:x") == b"3000000000"
+    finally:
+        if slow is not None and slow.poll() is None:
+            slow.kill()
+            slow.wait(timeout=5)
         proxy.stop()

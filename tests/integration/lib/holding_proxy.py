@@ -4,7 +4,9 @@ a real redis-server, for races the real server alone cannot produce.
 Every byte is relayed as it comes, except that a test can
 - hold(marker): keep back what Redis sends on each connection whose
   client has sent `marker` (e.g. b"portcullis:revoked", the re-sync's
-  HGETALL), until release(): a reply that is late, not lost;
+  HGETALL), until release(): a reply that is late, not lost.  A
+  connection holding keeps holding after hold(None), which only stops
+  new ones from starting to;
 - refuse(marker): close each connection whose client sends `marker`
   (e.g. b"SUBSCRIBE"), now and until refuse(None): a subscriber link
   that cannot come back while command links can;
@@ -114,8 +116,8 @@ class HoldingProxy:
                 break
             with self.lock:
                 conn.down_bytes += len(d)
-                if self.hold_marker is not None and \
-                        self.hold_marker in conn.up:
+                if conn.held or (self.hold_marker is not None and
+                                 self.hold_marker in conn.up):
                     conn.held += d
                     continue
                 try:
