@@ -35,6 +35,7 @@ struct secrets_check {
 	struct event			*ev_defer;
 	enum secret_verdict		 verdict;	/* for ev_defer */
 	int				 inflight;	/* HGETALL sent */
+	uint64_t			 revocations;	/* s's, when sent */
 	int				 cancelled;
 };
 TAILQ_HEAD(secrets_checks, secrets_check);
@@ -51,6 +52,7 @@ struct secrets {
 	int64_t			 last_used_interval;	/* seconds */
 	size_t			 max_groups;
 	int			 writes;	/* last_used in flight */
+	uint64_t		 revocations;	/* events heard */
 	int			 closing;
 };
 
@@ -281,7 +283,13 @@ secrets_on_record(struct rds *l, redisReply *r, void *arg)
 	v = secrets_judge(s, &rec, c->hash, now);
 	if (v == SECRET_OK) {
 		secrets_touch(s, &rec, now);
-		if (s->cache != NULL &&
+		/*
+		 * Not when a revocation was heard while the lookup was in
+		 * flight: the record may predate it, and the purge it
+		 * made did not see this entry.  This answer stands (the
+		 * two were concurrent); keeping it would not.
+		 */
+		if (s->cache != NULL && c->revocations == s->revocations &&
 		    (sc = calloc(1, sizeof(*sc))) != NULL) {
 			int64_t	 exp;
 
@@ -330,6 +338,7 @@ secrets_check(struct secrets *s, const char *password, size_t len,
 	argv[1] = key;
 	lens[0] = 7;
 	lens[1] = strlen(key);
+	c->revocations = s->revocations;
 	if (rds_command_argv(s->cmd, secrets_on_record, c, 2, argv,
 	    lens) == 0) {
 		c->inflight = 1;
@@ -382,6 +391,7 @@ secrets_revoked(const struct revoke_event *ev, void *arg)
 {
 	struct secrets	*s = arg;
 
+	s->revocations++;
 	if (s->cache == NULL)
 		return;
 	if (ev->kind == REVOKE_RESYNCED)

@@ -301,9 +301,15 @@ class Verifier:
             text=True, env=safe_env())
 
     def ask(self, secret, timeout=15):
-        import select
+        self.send(secret)
+        return self.answer(timeout)
+
+    def send(self, secret):
         self.proc.stdin.write(secret + "\n")
         self.proc.stdin.flush()
+
+    def answer(self, timeout=15):
+        import select
         r, _, _ = select.select([self.proc.stdout], [], [], timeout)
         assert r, "no answer from secret verify within %ss" % timeout
         return self.proc.stdout.readline().strip()
@@ -592,4 +598,47 @@ def test_review_concurrent_token_revoke_never_lowers(redis, tmp_path):
         if slow is not None and slow.poll() is None:
             slow.kill()
             slow.wait(timeout=5)
+        proxy.stop()
+
+
+def test_review_revoked_while_in_flight_is_not_cached(redis, tmp_path):
+    """Review (issue 9): with redis_unavailable cached, a secret revoked
+    while its lookup was in flight (the message arrives first, purging
+    nothing; then the record read before the revocation says ok) was put
+    in the cache after the revocation and accepted from it once Redis
+    was away.  That one answer may be ok (the two were concurrent); the
+    cache must not keep it.  A test double (lib/holding_proxy.py) holds
+    the lookup's reply back."""
+    from lib.holding_proxy import HoldingProxy
+    rs = acl_redis(redis)
+    direct = write_config(tmp_path, config(tmp_path, rs), "direct.json")
+    proxy = HoldingProxy(rs.host)
+    vc = None
+    try:
+        cfg = config(tmp_path, rs, command_timeout=60, connect_timeout=1,
+                     reconnect_min=0.1, reconnect_max=0.2)
+        cfg["redis"]["address"] = proxy.host
+        cfg["secrets"] = {"redis_unavailable": "cached", "cache_ttl": 300}
+        cfg["revocation"] = {"resync_interval": 3600}
+        via = write_config(tmp_path, cfg, "via-proxy.json")
+        secret, sid, _ = create(direct, "robot:inflight")
+        vc = Verifier(via, str(tmp_path / "verify.log"))
+        other, _, _ = create(direct, "robot:warmup")
+        assert vc.ask(other).startswith("ok ")
+        proxy.hold(("portcullis:secret:" + sid).encode())
+        vc.send(secret)
+        wait_for(lambda: proxy.held(("portcullis:secret:" +
+                                     sid).encode()) > 0,
+                 timeout=10, what="the lookup's reply held")
+        proxy.hold(None)
+        cli("secret", "revoke", "-c", direct, sid)
+        wait_for(lambda: "revoke received secret=" + sid in vc.log_text(),
+                 timeout=10, what="the revocation heard")
+        proxy.release()
+        assert vc.answer().startswith("ok ")     # concurrent: either
+        rs.kill()
+        assert vc.ask(secret) == "refused reason=redis_unavailable"
+    finally:
+        if vc is not None:
+            vc.close()
         proxy.stop()
