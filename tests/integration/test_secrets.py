@@ -201,8 +201,14 @@ def test_expiry_and_subject_revocation(redis, tmp_path):
     cli("token", "revoke", "-c", conf, "--subject", "alice", "--before",
         "@1000")
     assert verify(conf, a)[0] == 0
-    # Now: alice's secret is refused, bob's is not.
+    # Now: alice's secret is refused, bob's is not.  "now" is the end
+    # of the current second: iat and created are whole seconds, and one
+    # issued in the same second as the revocation is refused.
+    t0 = int(time.time())
     out = cli("token", "revoke", "-c", conf, "--subject", "alice").stdout
+    t1 = int(time.time())
+    nb = int(rs.call("HGET", "portcullis:revoked", "s:alice"))
+    assert t0 + 1 <= nb <= t1 + 1
     assert "revoked subject alice issued before" in out
     assert verify(conf, a) == (1, "refused reason=revoked")
     assert verify(conf, b)[0] == 0
