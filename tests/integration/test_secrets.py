@@ -648,3 +648,48 @@ def test_review_revoked_while_in_flight_is_not_cached(redis, tmp_path):
         if vc is not None:
             vc.close()
         proxy.stop()
+
+
+def test_review_no_password_at_debug(redis, tmp_path):
+    """Review (issue 9): the Redis password is in no output of the
+    secrets and revocation commands, at log level debug too: a wrong
+    password (AUTH refused: async links of `secret verify`, blocking ones
+    of create, list, revoke and token revoke), and links killed by the
+    server after a good AUTH."""
+    rs = acl_redis(redis)
+    wrong = "Wr0ng-" + USER_PW
+    cfg = config(tmp_path, rs, connect_timeout=1, reconnect_min=0.05,
+                 reconnect_max=0.1)
+    cfg["log"] = {"level": "debug"}
+    good = write_config(tmp_path, cfg, "good.json")
+    secret, sid, _ = create(good, "robot:dbg")
+    (tmp_path / "wrong.pw").write_text(wrong + "\n")
+    os.chmod(tmp_path / "wrong.pw", 0o600)
+    cfg["redis"]["password_file"] = str(tmp_path / "wrong.pw")
+    bad = write_config(tmp_path, cfg, "bad.json")
+    outs = []
+    for args in (["secret", "create", "-c", bad, "--subject", "x"],
+                 ["secret", "list", "-c", bad],
+                 ["secret", "revoke", "-c", bad, sid],
+                 ["token", "revoke", "-c", bad, "--subject", "x"]):
+        r = cli(*args, check=False)
+        assert r.returncode != 0
+        outs.append(r.stdout + r.stderr)
+    r = cli("secret", "verify", "-c", bad, check=False, input=secret + "\n")
+    assert r.stdout.strip() == "refused reason=redis_unavailable"
+    outs.append(r.stdout + r.stderr)
+    assert "authentication failed for user 'portcullis'" in r.stderr
+    # Good password; every link killed by the server while in use.
+    vc = Verifier(good, str(tmp_path / "verify.log"))
+    try:
+        assert vc.ask(secret).startswith("ok ")
+        rs.call("CLIENT", "KILL", "USER", "portcullis")
+        wait_for(lambda: vc.ask(secret).startswith("ok "), timeout=20,
+                 what="verify back after the kill")
+    finally:
+        vc.close()
+    outs.append(vc.log_text())
+    assert "rds up link=" in vc.log_text()      # debug lines were on
+    for text in outs:
+        assert wrong not in text and USER_PW not in text
+        assert ADMIN_PW not in text
