@@ -44,7 +44,7 @@ tcli_revoke(const struct config *conf, const char *subject,
 	char			 msg[REVOKE_SUBJECT_MAX + 64];
 	char			 nb[32], t[32];
 	long long		 cur = 0;
-	int			 tries;
+	int			 tries, done;
 
 	rds_params_init(&p, conf, "token revoke");
 	if (rds_connect_sync(&p, &rc, &cause) != 0) {
@@ -71,8 +71,9 @@ tcli_revoke(const struct config *conf, const char *subject,
 	 */
 	for (tries = 0;; tries++) {
 		if (tries == TCLI_TRIES) {
-			fprintf(stderr, "portcullis: token revoke: %s kept "
-			    "changing; nothing written\n", conf->revocation_key);
+			fprintf(stderr, "portcullis: token revoke: %s "
+			    "kept changing; nothing written\n",
+			    conf->revocation_key);
 			redisFree(rc);
 			return (1);
 		}
@@ -119,9 +120,9 @@ tcli_revoke(const struct config *conf, const char *subject,
 			redisFree(rc);
 			return (1);
 		}
-		tries = r->type == REDIS_REPLY_ARRAY ? -1 : tries;
+		done = r->type == REDIS_REPLY_ARRAY;	/* nil: changed */
 		freeReplyObject(r);
-		if (tries == -1)
+		if (done)
 			break;
 	}
 	r = redisCommand(rc, "PUBLISH %s %s", conf->revocation_channel, msg);
