@@ -226,6 +226,13 @@ revoke_on_sync(struct rds *l, redisReply *r, void *arg)
 	memset(&ev, 0, sizeof(ev));
 	ev.kind = REVOKE_RESYNCED;
 	revoke_tell(rv, &ev);
+	/*
+	 * Wanted again while this one was in flight (the subscriber came
+	 * back): this reply may predate what was published while it was
+	 * down, so read once more.  Only after a good reply: a failing one
+	 * waits for the link or the timer, never loops.
+	 */
+	revoke_try_sync(rv);
 }
 
 static void

@@ -21,6 +21,8 @@
 #include "revoke.h"
 #include "secret.h"
 
+#define TCLI_TRIES	10	/* transactions before giving up */
+
 static const char rcli_usage[] =
     "usage: portcullis token revoke -c FILE (--subject S | --all) "
     "[--before TIME]\n"
@@ -42,6 +44,7 @@ tcli_revoke(const struct config *conf, const char *subject,
 	char			 msg[REVOKE_SUBJECT_MAX + 64];
 	char			 nb[32], t[32];
 	long long		 cur = 0;
+	int			 tries, done;
 
 	rds_params_init(&p, conf, "token revoke");
 	if (rds_connect_sync(&p, &rc, &cause) != 0) {
@@ -59,19 +62,68 @@ tcli_revoke(const struct config *conf, const char *subject,
 		snprintf(msg, sizeof(msg), "all %lld", (long long)before);
 	}
 	snprintf(nb, sizeof(nb), "%lld", (long long)before);
-	r = redisCommand(rc, "HGET %s %s", conf->revocation_key, field);
-	if (r == NULL || (r->type != REDIS_REPLY_STRING &&
-	    r->type != REDIS_REPLY_NIL))
-		goto fail;
-	if (r->type == REDIS_REPLY_STRING)
-		cur = strtoll(r->str, NULL, 10);
-	freeReplyObject(r);
-	if (cur < before) {
-		r = redisCommand(rc, "HSET %s %s %s", conf->revocation_key,
-		    field, nb);
-		if (r == NULL || r->type != REDIS_REPLY_INTEGER)
+	/*
+	 * Read and raise in one transaction: another revocation between
+	 * the HGET and the HSET, with a later time, must not be overwritten
+	 * with this earlier one (instances re-reading the hash would learn
+	 * the lower time).  EXEC answers nil when the key changed after
+	 * WATCH: read again.
+	 */
+	for (tries = 0;; tries++) {
+		if (tries == TCLI_TRIES) {
+			fprintf(stderr, "portcullis: token revoke: %s "
+			    "kept changing; nothing written\n",
+			    conf->revocation_key);
+			redisFree(rc);
+			return (1);
+		}
+		r = redisCommand(rc, "WATCH %s", conf->revocation_key);
+		if (r == NULL || r->type != REDIS_REPLY_STATUS)
 			goto fail;
 		freeReplyObject(r);
+		r = redisCommand(rc, "HGET %s %s", conf->revocation_key,
+		    field);
+		if (r == NULL || (r->type != REDIS_REPLY_STRING &&
+		    r->type != REDIS_REPLY_NIL))
+			goto fail;
+		cur = r->type == REDIS_REPLY_STRING ?
+		    strtoll(r->str, NULL, 10) : 0;
+		freeReplyObject(r);
+		if (cur >= before) {
+			r = redisCommand(rc, "UNWATCH");
+			if (r == NULL || r->type != REDIS_REPLY_STATUS)
+				goto fail;
+			freeReplyObject(r);
+			break;
+		}
+		r = redisCommand(rc, "MULTI");
+		if (r == NULL || r->type != REDIS_REPLY_STATUS)
+			goto fail;
+		freeReplyObject(r);
+		r = redisCommand(rc, "HSET %s %s %s", conf->revocation_key,
+		    field, nb);
+		if (r == NULL || r->type != REDIS_REPLY_STATUS)
+			goto fail;	/* QUEUED */
+		freeReplyObject(r);
+		r = redisCommand(rc, "EXEC");
+		if (r == NULL || (r->type != REDIS_REPLY_ARRAY &&
+		    r->type != REDIS_REPLY_NIL))
+			goto fail;
+		if (r->type == REDIS_REPLY_ARRAY && (r->elements != 1 ||
+		    r->element[0]->type != REDIS_REPLY_INTEGER)) {
+			fprintf(stderr, "portcullis: token revoke: HSET %s: "
+			    "%s\n", conf->revocation_key,
+			    r->elements == 1 && r->element[0]->type ==
+			    REDIS_REPLY_ERROR ? r->element[0]->str :
+			    "unexpected reply");
+			freeReplyObject(r);
+			redisFree(rc);
+			return (1);
+		}
+		done = r->type == REDIS_REPLY_ARRAY;	/* nil: changed */
+		freeReplyObject(r);
+		if (done)
+			break;
 	}
 	r = redisCommand(rc, "PUBLISH %s %s", conf->revocation_channel, msg);
 	if (r == NULL || r->type != REDIS_REPLY_INTEGER)

@@ -35,6 +35,7 @@ struct secrets_check {
 	struct event			*ev_defer;
 	enum secret_verdict		 verdict;	/* for ev_defer */
 	int				 inflight;	/* HGETALL sent */
+	uint64_t			 revocations;	/* s's, when sent */
 	int				 cancelled;
 };
 TAILQ_HEAD(secrets_checks, secrets_check);
@@ -51,6 +52,7 @@ struct secrets {
 	int64_t			 last_used_interval;	/* seconds */
 	size_t			 max_groups;
 	int			 writes;	/* last_used in flight */
+	uint64_t		 revocations;	/* events heard */
 	int			 closing;
 };
 
@@ -59,8 +61,24 @@ secrets_cached_free(void *v)
 {
 	struct secret_cached	*c = v;
 
+	if (c == NULL)
+		return;
 	secret_rec_clear(&c->rec);
 	free(c);
+}
+
+/*
+ * Redis answered, and not "ok": whatever this instance verified under
+ * the hash is void (the record was deleted, revoked without a message
+ * reaching us, replaced), so the cache must not bring it back when
+ * Redis is away later.  An entry already expired (NULL, 0) replaces it
+ * and is not stored: tcache.h.
+ */
+static void
+secrets_forget(struct secrets *s, const unsigned char *hash)
+{
+	if (s->cache != NULL)
+		tcache_put(s->cache, hash, NULL, 0, (int64_t)now_ms());
 }
 
 static void
@@ -93,6 +111,14 @@ secrets_answer(struct secrets_check *c, enum secret_verdict v,
 	} else
 		c->cb(v, NULL, c->arg);
 	secrets_check_free(c);
+}
+
+/* Redis answered the lookup with v, not ok: refuse, and forget it. */
+static void
+secrets_refuse(struct secrets_check *c, enum secret_verdict v)
+{
+	secrets_forget(c->s, c->hash);
+	secrets_answer(c, v, NULL);
 }
 
 /* Judge a record, the subject-wide revocations included. */
@@ -194,17 +220,25 @@ secrets_on_record(struct rds *l, redisReply *r, void *arg)
 		return;
 	}
 	if (r->type == REDIS_REPLY_ERROR) {
+		rds_error_kind(r, kind, sizeof(kind));
+		/* Redis did answer: the key is not a hash, not ours. */
+		if (strcmp(kind, "WRONGTYPE") == 0) {
+			log_warn("- secrets bad_record id=%s field=\"%s\"",
+			    c->id, "not a hash");
+			secrets_refuse(c, SECRET_BAD_RECORD);
+			return;
+		}
 		log_warn("- secrets lookup_failed id=%s error=%s", c->id,
 		    rds_error_kind(r, kind, sizeof(kind)));
 		secrets_unavailable(c);
 		return;
 	}
 	if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
-		secrets_answer(c, SECRET_BAD_RECORD, NULL);
+		secrets_refuse(c, SECRET_BAD_RECORD);
 		return;
 	}
 	if (r->elements == 0) {
-		secrets_answer(c, SECRET_UNKNOWN, NULL);
+		secrets_refuse(c, SECRET_UNKNOWN);
 		return;
 	}
 	n = r->elements / 2;
@@ -243,13 +277,19 @@ secrets_on_record(struct rds *l, redisReply *r, void *arg)
 	free(vlens);
 	if (!i) {
 		log_warn("- secrets bad_record id=%s field=\"%s\"", c->id, err);
-		secrets_answer(c, SECRET_BAD_RECORD, NULL);
+		secrets_refuse(c, SECRET_BAD_RECORD);
 		return;
 	}
 	v = secrets_judge(s, &rec, c->hash, now);
 	if (v == SECRET_OK) {
 		secrets_touch(s, &rec, now);
-		if (s->cache != NULL &&
+		/*
+		 * Not when a revocation was heard while the lookup was in
+		 * flight: the record may predate it, and the purge it
+		 * made did not see this entry.  This answer stands (the
+		 * two were concurrent); keeping it would not.
+		 */
+		if (s->cache != NULL && c->revocations == s->revocations &&
 		    (sc = calloc(1, sizeof(*sc))) != NULL) {
 			int64_t	 exp;
 
@@ -266,7 +306,8 @@ secrets_on_record(struct rds *l, redisReply *r, void *arg)
 			    (int64_t)now_ms());
 			return;
 		}
-	}
+	} else
+		secrets_forget(s, c->hash);
 	secrets_answer(c, v, &rec);
 	secret_rec_clear(&rec);
 }
@@ -297,6 +338,7 @@ secrets_check(struct secrets *s, const char *password, size_t len,
 	argv[1] = key;
 	lens[0] = 7;
 	lens[1] = strlen(key);
+	c->revocations = s->revocations;
 	if (rds_command_argv(s->cmd, secrets_on_record, c, 2, argv,
 	    lens) == 0) {
 		c->inflight = 1;
@@ -349,6 +391,7 @@ secrets_revoked(const struct revoke_event *ev, void *arg)
 {
 	struct secrets	*s = arg;
 
+	s->revocations++;
 	if (s->cache == NULL)
 		return;
 	if (ev->kind == REVOKE_RESYNCED)

@@ -100,6 +100,36 @@ scli_shell_quote(const char *s)
 	putchar('\'');
 }
 
+/*
+ * The not-before time a secret of subject made now must clear: the
+ * subject's or everyone's in revocation.key (0: none).  -1 when Redis
+ * did not answer (the error is on stderr).
+ */
+static int64_t
+scli_not_before(const struct config *conf, redisContext *rc,
+    const char *subject)
+{
+	redisReply	*r;
+	int64_t		 nb = 0, t;
+	int		 i;
+
+	for (i = 0; i < 2; i++) {
+		r = i == 0 ? redisCommand(rc, "HGET %s s:%s",
+		    conf->revocation_key, subject) : redisCommand(rc,
+		    "HGET %s all", conf->revocation_key);
+		if (r == NULL || (r->type != REDIS_REPLY_STRING &&
+		    r->type != REDIS_REPLY_NIL)) {
+			scli_failed(rc, r, "create");
+			return (-1);
+		}
+		if (r->type == REDIS_REPLY_STRING &&
+		    (t = strtoll(r->str, NULL, 10)) > nb)
+			nb = t;
+		freeReplyObject(r);
+	}
+	return (nb);
+}
+
 static int
 scli_create(const struct config *conf, const char *subject,
     const char **groups, size_t ngroups, const char *name,
@@ -111,7 +141,7 @@ scli_create(const struct config *conf, const char *subject,
 	char		 key[512], hex[2 * SECRET_HASH_LEN + 1], host[256];
 	char		 created[32], expires[32], tbuf[32], *gj;
 	unsigned char	 hash[SECRET_HASH_LEN];
-	int64_t		 now = time(NULL), dur = 0;
+	int64_t		 now = time(NULL), dur = 0, nb;
 	size_t		 i;
 	const char	*tools[] = { "docker", "podman", "skopeo" };
 
@@ -147,6 +177,39 @@ scli_create(const struct config *conf, const char *subject,
 		fatalx("out of memory");
 	if ((rc = scli_connect(conf)) == NULL) {
 		free(gj);
+		return (1);
+	}
+	/*
+	 * `token revoke` refuses what was created before its time, which is
+	 * by default the end of the current second: a secret made in that
+	 * second (revoke a robot, then give it a new secret) would be
+	 * refused for good.  Wait for that second to pass; a subject
+	 * revoked further into the future gets no secret at all.
+	 */
+	if ((nb = scli_not_before(conf, rc, subject)) == -1) {
+		free(gj);
+		redisFree(rc);
+		return (1);
+	}
+	if (nb > now + 1) {
+		fprintf(stderr, "portcullis: secret: subject %s is revoked "
+		    "until %s: a secret made now would be refused\n", subject,
+		    secret_fmt_time(nb, tbuf, sizeof(tbuf)));
+		free(gj);
+		redisFree(rc);
+		return (1);
+	}
+	for (i = 0; now < nb && i < 30; i++) {
+		struct timespec	 ts = { 0, 100000000 };
+
+		nanosleep(&ts, NULL);
+		now = time(NULL);
+	}
+	if (now < nb) {
+		fprintf(stderr, "portcullis: secret: the clock did not "
+		    "reach %lld\n", (long long)nb);
+		free(gj);
+		redisFree(rc);
 		return (1);
 	}
 	if (secret_generate(secret, id) == -1)

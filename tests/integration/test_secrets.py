@@ -34,7 +34,9 @@ SECRET_RE = re.compile(r"^pcs_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$")
 # The README's ACL line for secrets and revocation.
 SECRET_COMMANDS = ["+hgetall", "+hget", "+hset", "+hsetnx", "+hexists",
                    "+sadd", "+smembers", "+publish", "+subscribe",
-                   "+select", "+ping"]
+                   "+select", "+ping",
+                   # token revoke raises a time in one transaction
+                   "+watch", "+unwatch", "+multi", "+exec"]
 
 
 @pytest.fixture
@@ -199,8 +201,14 @@ def test_expiry_and_subject_revocation(redis, tmp_path):
     cli("token", "revoke", "-c", conf, "--subject", "alice", "--before",
         "@1000")
     assert verify(conf, a)[0] == 0
-    # Now: alice's secret is refused, bob's is not.
+    # Now: alice's secret is refused, bob's is not.  "now" is the end
+    # of the current second: iat and created are whole seconds, and one
+    # issued in the same second as the revocation is refused.
+    t0 = int(time.time())
     out = cli("token", "revoke", "-c", conf, "--subject", "alice").stdout
+    t1 = int(time.time())
+    nb = int(rs.call("HGET", "portcullis:revoked", "s:alice"))
+    assert t0 + 1 <= nb <= t1 + 1
     assert "revoked subject alice issued before" in out
     assert verify(conf, a) == (1, "refused reason=revoked")
     assert verify(conf, b)[0] == 0
@@ -299,9 +307,15 @@ class Verifier:
             text=True, env=safe_env())
 
     def ask(self, secret, timeout=15):
-        import select
+        self.send(secret)
+        return self.answer(timeout)
+
+    def send(self, secret):
         self.proc.stdin.write(secret + "\n")
         self.proc.stdin.flush()
+
+    def answer(self, timeout=15):
+        import select
         r, _, _ = select.select([self.proc.stdout], [], [], timeout)
         assert r, "no answer from secret verify within %ss" % timeout
         return self.proc.stdout.readline().strip()
@@ -428,3 +442,254 @@ def test_bounds(redis, start_gateway, tmp_path):
     # The CLI's verify has the same bound: every secret is refused.
     s2, _, _ = create(conf, "someone-else")
     assert verify(conf, s2) == (1, "refused reason=revoked")
+
+
+def test_review_cached_mode_follows_what_redis_says(redis, tmp_path):
+    """Review (issue 9): with redis_unavailable cached, the cache is a
+    fallback for when Redis cannot answer, never a way around what it
+    answers.  A record Redis says is gone (deleted by hand), revoked
+    without a message reaching this instance, or replaced by a key of
+    another type (WRONGTYPE) must be refused at once, and must not come
+    back from the cache when Redis goes away afterwards."""
+    rs = acl_redis(redis)
+    base = config(tmp_path, rs, connect_timeout=1, command_timeout=1,
+                  reconnect_min=0.1, reconnect_max=0.2)
+    closed = write_config(tmp_path, base, "closed.json")
+    cfg = json.loads(json.dumps(base))
+    cfg["secrets"] = {"redis_unavailable": "cached", "cache_ttl": 300}
+    cached = write_config(tmp_path, cfg, "cached.json")
+    s1, id1, _ = create(closed, "robot:gone")
+    s2, id2, _ = create(closed, "robot:other-type")
+    s3, id3, _ = create(closed, "robot:marked")
+    vc = Verifier(cached, str(tmp_path / "cached.log"))
+    try:
+        for s in (s1, s2, s3):
+            assert vc.ask(s).startswith("ok ")
+        rs.call("DEL", "portcullis:secret:" + id1)
+        rs.call("DEL", "portcullis:secret:" + id2)
+        rs.call("SET", "portcullis:secret:" + id2, "not a hash")
+        # Marked revoked with no message (as if it was missed).
+        rs.call("HSET", "portcullis:secret:" + id3, "revoked", "1")
+        assert vc.ask(s1) == "refused reason=unknown"
+        assert vc.ask(s2) == "refused reason=bad_record"
+        assert vc.ask(s3) == "refused reason=revoked"
+        rs.kill()
+        for s in (s1, s2, s3):
+            assert vc.ask(s) == "refused reason=redis_unavailable"
+    finally:
+        vc.close()
+
+
+def test_review_secret_made_after_a_revocation_works(redis, tmp_path):
+    """Review (issue 9): `token revoke` with the default --before now
+    revokes up to the end of the current second (README "Revocation"),
+    and a secret's created time is fixed, so a secret made right after
+    the revocation (the usual rotation: revoke the robot, give it a new
+    secret) was revoked for good when both fell in the same second.  A
+    secret created after `token revoke` returned must be accepted; one
+    for a subject revoked into the future (--before later) is refused at
+    creation rather than printed dead."""
+    rs = acl_redis(redis)
+    conf = write_config(tmp_path, config(tmp_path, rs))
+    # Three rotations: each the same second as its revocation, nearly
+    # always (the commands take milliseconds).
+    for i in range(3):
+        subject = "robot:rotated-%d" % i
+        cli("token", "revoke", "-c", conf, "--subject", subject)
+        secret, _, _ = create(conf, subject)
+        assert verify(conf, secret)[0] == 0, subject
+    cli("token", "revoke", "-c", conf, "--all")
+    secret, _, _ = create(conf, "robot:after-all")
+    assert verify(conf, secret)[0] == 0
+    # Revoked until far later: no secret that could never work.
+    cli("token", "revoke", "-c", conf, "--subject", "robot:later",
+        "--before", "2100-01-01T00:00:00Z")
+    bad = cli("secret", "create", "-c", conf, "--subject", "robot:later",
+              check=False)
+    assert bad.returncode == 1 and "revoked" in bad.stderr
+    assert "pcs_" not in bad.stdout + bad.stderr
+
+
+def test_review_resubscribed_during_a_sync_syncs_again(redis, tmp_path):
+    """Review (issue 9): the re-sync wanted when the subscriber link comes
+    back must read the hash after that; a sync already in flight (sent
+    while the subscriber was still down) may predate a revocation
+    published meanwhile.  Before the fix the wish was dropped: the stale
+    reply cleared `syncing`, nothing asked again, and the revocation was
+    missed until resync_interval (here an hour).  A test double
+    (lib/holding_proxy.py) holds the in-flight HGETALL's reply back."""
+    from lib.holding_proxy import HoldingProxy
+    rs = acl_redis(redis)
+    direct = write_config(tmp_path, config(tmp_path, rs), "direct.json")
+    proxy = HoldingProxy(rs.host)
+    vc = None
+    try:
+        cfg = config(tmp_path, rs, command_timeout=60, reconnect_min=0.1,
+                     reconnect_max=0.2)
+        cfg["redis"]["address"] = proxy.host
+        cfg["revocation"] = {"resync_interval": 3600}
+        via = write_config(tmp_path, cfg, "via-proxy.json")
+        secret, _, _ = create(direct, "robot:race")
+        vc = Verifier(via, str(tmp_path / "verify.log"))
+        assert vc.ask(secret).startswith("ok ")
+        # The subscriber is lost and cannot come back ...
+        proxy.refuse(b"SUBSCRIBE")
+        wait_for(lambda: "revoke link_down" in vc.log_text(), timeout=10,
+                 what="the subscriber link lost")
+        # ... while a re-sync is sent and its reply is late.
+        proxy.hold(b"portcullis:revoked")
+        proxy.kill(b"portcullis:revoked")
+        wait_for(lambda: proxy.held(b"portcullis:revoked") > 0,
+                 timeout=10, what="a re-sync in flight, its reply held")
+        # Published meanwhile: no instance hears it.
+        out = cli("token", "revoke", "-c", direct, "--subject",
+                  "robot:race").stdout
+        assert "0 listening instance(s) told" in out
+        # The subscriber is back (a message proves it is up) ...
+        proxy.refuse(None)
+        marker = "secret 0123456789abcdef"
+        wait_for(lambda: rs.call("PUBLISH", "portcullis:revoke",
+                                 marker) == 1 and
+                 "revoke received secret=0123456789abcdef" in
+                 vc.log_text(), timeout=10, what="the subscriber back")
+        # ... and then the late reply comes: it predates the revocation.
+        synced = vc.log_text().count("revoke synced")
+        proxy.release()
+        wait_for(lambda: vc.log_text().count("revoke synced") > synced,
+                 timeout=10, what="the late re-sync applied")
+        wait_for(lambda: vc.ask(secret) == "refused reason=revoked",
+                 timeout=10, what="the revocation learned")
+    finally:
+        if vc is not None:
+            vc.close()
+        proxy.stop()
+
+
+def test_review_concurrent_token_revoke_never_lowers(redis, tmp_path):
+    """Review (issue 9): `token revoke` read the not-before time (HGET)
+    and wrote its own (HSET) in two steps, so a revocation made between
+    the two by another operator or script, with a later time, was
+    overwritten with the earlier one: instances that re-read the hash
+    (after a restart) learned the lower time and accepted what the later
+    revocation refused.  The read is held back by a test double
+    (lib/holding_proxy.py) while the other revocation runs."""
+    import subprocess
+    from lib.holding_proxy import HoldingProxy
+    from lib.util import safe_env
+    rs = acl_redis(redis)
+    direct = write_config(tmp_path, config(tmp_path, rs), "direct.json")
+    proxy = HoldingProxy(rs.host)
+    slow = None
+    try:
+        cfg = config(tmp_path, rs, command_timeout=60)
+        cfg["redis"]["address"] = proxy.host
+        via = write_config(tmp_path, cfg, "via-proxy.json")
+        proxy.hold(b"HGET")
+        slow = subprocess.Popen(
+            [gateway_bin(), "token", "revoke", "-c", via, "--subject",
+             "robot:x", "--before", "@2000000000"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=safe_env())
+        wait_for(lambda: proxy.held(b"HGET") > 0, timeout=10,
+                 what="the first revoke's read held")
+        proxy.hold(None)
+        cli("token", "revoke", "-c", direct, "--subject", "robot:x",
+            "--before", "@3000000000")
+        proxy.release()
+        out, err = slow.communicate(timeout=30)
+        assert slow.returncode == 0, err
+        assert rs.call("HGET", "portcullis:revoked",
+                       "s:robot:x") == b"3000000000"
+    finally:
+        if slow is not None and slow.poll() is None:
+            slow.kill()
+            slow.wait(timeout=5)
+        proxy.stop()
+
+
+def test_review_revoked_while_in_flight_is_not_cached(redis, tmp_path):
+    """Review (issue 9): with redis_unavailable cached, a secret revoked
+    while its lookup was in flight (the message arrives first, purging
+    nothing; then the record read before the revocation says ok) was put
+    in the cache after the revocation and accepted from it once Redis
+    was away.  That one answer may be ok (the two were concurrent); the
+    cache must not keep it.  A test double (lib/holding_proxy.py) holds
+    the lookup's reply back."""
+    from lib.holding_proxy import HoldingProxy
+    rs = acl_redis(redis)
+    direct = write_config(tmp_path, config(tmp_path, rs), "direct.json")
+    proxy = HoldingProxy(rs.host)
+    vc = None
+    try:
+        cfg = config(tmp_path, rs, command_timeout=60, connect_timeout=1,
+                     reconnect_min=0.1, reconnect_max=0.2)
+        cfg["redis"]["address"] = proxy.host
+        cfg["secrets"] = {"redis_unavailable": "cached", "cache_ttl": 300}
+        cfg["revocation"] = {"resync_interval": 3600}
+        via = write_config(tmp_path, cfg, "via-proxy.json")
+        secret, sid, _ = create(direct, "robot:inflight")
+        vc = Verifier(via, str(tmp_path / "verify.log"))
+        other, _, _ = create(direct, "robot:warmup")
+        assert vc.ask(other).startswith("ok ")
+        proxy.hold(("portcullis:secret:" + sid).encode())
+        vc.send(secret)
+        wait_for(lambda: proxy.held(("portcullis:secret:" +
+                                     sid).encode()) > 0,
+                 timeout=10, what="the lookup's reply held")
+        proxy.hold(None)
+        cli("secret", "revoke", "-c", direct, sid)
+        wait_for(lambda: "revoke received secret=" + sid in vc.log_text(),
+                 timeout=10, what="the revocation heard")
+        proxy.release()
+        assert vc.answer().startswith("ok ")     # concurrent: either
+        rs.kill()
+        assert vc.ask(secret) == "refused reason=redis_unavailable"
+    finally:
+        if vc is not None:
+            vc.close()
+        proxy.stop()
+
+
+def test_review_no_password_at_debug(redis, tmp_path):
+    """Review (issue 9): the Redis password is in no output of the
+    secrets and revocation commands, at log level debug too: a wrong
+    password (AUTH refused: async links of `secret verify`, blocking ones
+    of create, list, revoke and token revoke), and links killed by the
+    server after a good AUTH."""
+    rs = acl_redis(redis)
+    wrong = "Wr0ng-" + USER_PW
+    cfg = config(tmp_path, rs, connect_timeout=1, reconnect_min=0.05,
+                 reconnect_max=0.1)
+    cfg["log"] = {"level": "debug"}
+    good = write_config(tmp_path, cfg, "good.json")
+    secret, sid, _ = create(good, "robot:dbg")
+    (tmp_path / "wrong.pw").write_text(wrong + "\n")
+    os.chmod(tmp_path / "wrong.pw", 0o600)
+    cfg["redis"]["password_file"] = str(tmp_path / "wrong.pw")
+    bad = write_config(tmp_path, cfg, "bad.json")
+    outs = []
+    for args in (["secret", "create", "-c", bad, "--subject", "x"],
+                 ["secret", "list", "-c", bad],
+                 ["secret", "revoke", "-c", bad, sid],
+                 ["token", "revoke", "-c", bad, "--subject", "x"]):
+        r = cli(*args, check=False)
+        assert r.returncode != 0
+        outs.append(r.stdout + r.stderr)
+    r = cli("secret", "verify", "-c", bad, check=False, input=secret + "\n")
+    assert r.stdout.strip() == "refused reason=redis_unavailable"
+    outs.append(r.stdout + r.stderr)
+    assert "authentication failed for user 'portcullis'" in r.stderr
+    # Good password; every link killed by the server while in use.
+    vc = Verifier(good, str(tmp_path / "verify.log"))
+    try:
+        assert vc.ask(secret).startswith("ok ")
+        rs.call("CLIENT", "KILL", "USER", "portcullis")
+        wait_for(lambda: vc.ask(secret).startswith("ok "), timeout=20,
+                 what="verify back after the kill")
+    finally:
+        vc.close()
+    outs.append(vc.log_text())
+    assert "rds up link=" in vc.log_text()      # debug lines were on
+    for text in outs:
+        assert wrong not in text and USER_PW not in text
+        assert ADMIN_PW not in text
