@@ -129,7 +129,14 @@ secrets_judge(struct secrets *s, const struct secret_rec *rec,
 	enum secret_verdict	 v;
 
 	v = secret_judge(rec, hash, now);
-	if (v == SECRET_OK && revoke_check(s->rv, rec->subject, rec->created))
+	/*
+	 * Until the revocation table has been read once (a start with
+	 * Redis away), a subject's revocation is not known: fail closed.
+	 */
+	if (v == SECRET_OK && s->rv != NULL && revoke_syncs(s->rv) == 0)
+		v = SECRET_REDIS_UNAVAILABLE;
+	else if (v == SECRET_OK &&
+	    revoke_check(s->rv, rec->subject, rec->created))
 		v = SECRET_REVOKED;
 	return (v);
 }

@@ -362,8 +362,16 @@ token_verify(struct req *req, const char *tok, size_t len, int refresh,
 	jose_claims_free(cl);
 	/*
 	 * `portcullis token revoke`: every token of the subject (or of
-	 * everyone) issued before the not-before time is refused.
+	 * everyone) issued before the not-before time is refused.  A
+	 * refresh fails closed while the revocation table has never been
+	 * read (a start with Redis away); an access token is short-lived
+	 * and is taken, the window the README documents.
 	 */
+	if (refresh && req->c->ctx->revoke != NULL &&
+	    revoke_syncs(req->c->ctx->revoke) == 0) {
+		tok_ident_unref(ti);
+		return ("revocation_unknown");
+	}
 	if (revoke_check(req->c->ctx->revoke, ti->subject, ti->iat)) {
 		tok_ident_unref(ti);
 		return ("revoked");
