@@ -32,6 +32,7 @@
  * - The payload is parsed only after its signature has verified.
  * - Reasons never carry token bytes.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -570,6 +571,11 @@ out:
 	return (r);
 }
 
+/* The claims jose_sign sets itself; extra may not name them. */
+static const char *const jose_sign_claims[] = {
+	"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "access"
+};
+
 /* Sign a registry token; see jose.h. */
 char *
 jose_sign(const struct jwk_key *k, const struct jose_sign_req *rq,
@@ -582,6 +588,7 @@ jose_sign(const struct jwk_key *k, const struct jose_sign_req *rq,
 	jwt_t		*jwt = NULL;
 	char		*js = NULL, *tok = NULL;
 	const char	*err = "cannot sign";
+	size_t		 i;
 
 	if (k->pem == NULL) {
 		err = "not a private key";
@@ -597,6 +604,22 @@ jose_sign(const struct jwk_key *k, const struct jose_sign_req *rq,
 		err = "key has no signing algorithm";
 		goto out;
 	}
+	/*
+	 * libjwt merges the extra claims with json_object_update(), which
+	 * overwrites: an extra iss, exp, ... would replace the signer's own.
+	 */
+	for (i = 0; rq->extra != NULL && i < sizeof(jose_sign_claims) /
+	    sizeof(jose_sign_claims[0]); i++)
+		if (json_object_get(rq->extra, jose_sign_claims[i]) != NULL) {
+			if (cause != NULL) {
+				free(*cause);
+				if (asprintf(cause, "extra claims name "
+				    "\"%s\", which the signer sets",
+				    jose_sign_claims[i]) == -1)
+					*cause = NULL;
+			}
+			return (NULL);
+		}
 	if (rq->jti == NULL) {
 		if (RAND_bytes(rnd, sizeof(rnd)) != 1 ||
 		    jwk_b64url_encode(rnd, sizeof(rnd), jti, sizeof(jti)) == -1)

@@ -1020,6 +1020,53 @@ test_peek_and_hash(void **state)
 	assert_memory_not_equal(h1, h3, 32);
 }
 
+/*
+ * The extra claims cannot replace the claims the signer sets: libjwt's
+ * jwt_add_grants_json() merges with json_object_update(), which
+ * overwrites, so an extra "exp" (or iss, sub, aud, nbf, iat, jti) taken
+ * from a caller's input would have been signed as the token's own.
+ */
+static void
+test_sign_extra_cannot_override(void **state)
+{
+	static const char *const reg[] = { "iss", "sub", "aud", "exp", "nbf",
+	    "iat", "jti", "access" };
+	struct jose_sign_req	 rq;
+	struct jwk_key		 k;
+	char			*t, *cause = NULL;
+	size_t			 i;
+
+	(void)state;
+	assert_int_equal(jwk_private_from_pem((unsigned char *)vec_ec_pem,
+	    strlen(vec_ec_pem), &k, &cause), 0);
+	memset(&rq, 0, sizeof(rq));
+	rq.issuer = "portcullis";
+	rq.subject = "alice";
+	rq.audience = "registry.test";
+	rq.now = NOW;
+	rq.ttl = 300;
+	for (i = 0; i < sizeof(reg) / sizeof(reg[0]); i++) {
+		rq.extra = json_pack("{s:s, s:s}", "project", "g/app", reg[i],
+		    "9999999999");
+		if (strcmp(reg[i], "exp") == 0)
+			json_object_set_new(rq.extra, "exp",
+			    json_integer(9999999999LL));
+		t = jose_sign(&k, &rq, &cause);
+		assert_null(t);
+		assert_non_null(cause);
+		assert_non_null(strstr(cause, reg[i]));
+		json_decref(rq.extra);
+	}
+	/* Other extra claims are signed. */
+	rq.extra = json_pack("{s:s}", "project", "g/app");
+	t = jose_sign(&k, &rq, &cause);
+	assert_non_null(t);
+	free(t);
+	json_decref(rq.extra);
+	free(cause);
+	jwk_key_clear(&k);
+}
+
 /* Every reason has a distinct, non-empty name. */
 static void
 test_reason_names(void **state)
@@ -1058,6 +1105,7 @@ main(void)
 		cmocka_unit_test(test_public_jwks),
 		cmocka_unit_test(test_peek_and_hash),
 		cmocka_unit_test(test_reason_names),
+		cmocka_unit_test(test_sign_extra_cannot_override),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
