@@ -309,8 +309,11 @@ jose_check_signed(const struct jwk_set *ks, const struct jose_parts *jp,
 		r = JOSE_R_KID_UNKNOWN;
 		goto out;
 	}
-	if (v != NULL)
-		memcpy(kid, json_string_value(v), json_string_length(v) + 1);
+	/*
+	 * The key's kid, not the header's: with a single kid-less key any
+	 * header kid selects it, and those bytes may hold control characters.
+	 */
+	memcpy(kid, k->kid, sizeof(k->kid));
 	allowed = k->algs & (o->algs ? o->algs : JOSE_ALGS_ALL);
 	if ((allowed & JOSE_ALG_BIT(*alg)) == 0) {
 		r = JOSE_R_ALG_NOT_ALLOWED;
@@ -539,6 +542,18 @@ jose_claim_string(const struct jose_claims *c, const char *name)
 	return (json_string_value(json_object_get(c->payload, name)));
 }
 
+/* Printable ASCII only: a peeked kid may reach a log line. */
+static int
+jose_printable(const char *s, size_t len)
+{
+	size_t	i;
+
+	for (i = 0; i < len; i++)
+		if (s[i] < 0x20 || s[i] > 0x7e)
+			return (0);
+	return (1);
+}
+
 /* Unverified header and issuer; see jose.h. */
 enum jose_reason
 jose_peek(const char *token, size_t len, size_t max, struct jose_peek *pk)
@@ -555,7 +570,8 @@ jose_peek(const char *token, size_t len, size_t max, struct jose_peek *pk)
 	    (r = jose_part_json(jp.p[1], jp.len[1], &pl)) != JOSE_OK)
 		goto out;
 	v = json_object_get(hdr, "kid");
-	if (json_is_string(v) && json_string_length(v) < sizeof(pk->kid))
+	if (json_is_string(v) && json_string_length(v) < sizeof(pk->kid) &&
+	    jose_printable(json_string_value(v), json_string_length(v)))
 		memcpy(pk->kid, json_string_value(v), json_string_length(v));
 	v = json_object_get(hdr, "alg");
 	if (json_is_string(v))

@@ -118,13 +118,15 @@ struct jose_claims {
 	struct principal_claim	*claims;
 	size_t			 nclaims;
 	enum jose_alg		 alg;
+	/* The verifying key's kid (never the header's); "" without one. */
 	char			 kid[JWK_KID_MAX + 1];
 };
 
 /* What a token claims before verification: for choosing a key set. */
 struct jose_peek {
 	char		 issuer[512];	/* "" when absent or too long */
-	char		 kid[JWK_KID_MAX + 1];	/* "" when absent */
+	/* "" when absent or not printable ASCII */
+	char		 kid[JWK_KID_MAX + 1];
 	int		 alg;		/* enum jose_alg, or -1 */
 };
 

@@ -1067,6 +1067,52 @@ test_sign_extra_cannot_override(void **state)
 	jwk_key_clear(&k);
 }
 
+/*
+ * The kid a verified token reports is the key's, never the header's
+ * bytes: with a single kid-less key any header kid selects it, and a kid
+ * with a newline or an escape must not reach the claims (logs, audit).
+ * jose_peek reports only a printable kid.
+ */
+static void
+test_kid_not_from_header(void **state)
+{
+	struct jose_verify_opts	 o;
+	struct jose_claims	*c = NULL;
+	struct jose_peek	 pk;
+	struct jwk_key		 k;
+	struct jwk_set		*set;
+	json_t			*j;
+	char			*t, *cause = NULL;
+
+	(void)state;
+	j = json_loads(vec_ec_jwk, 0, NULL);
+	assert_non_null(j);
+	json_object_del(j, "kid");
+	assert_int_equal(jwk_from_json(j, &k, &cause), 0);
+	json_decref(j);
+	set = jwk_set_new();
+	assert_int_equal(jwk_set_add(set, &k), 0);
+	jwk_key_clear(&k);
+	opts(&o);
+	t = mk("{\"alg\":\"ES256\",\"kid\":\"a\\nb\\u001b[31m\"}", PL,
+	    "ES256", ec_priv, NULL, 0, 0);
+	assert_int_equal(jose_verify(set, t, strlen(t), &o, &c), JOSE_OK);
+	assert_null(strchr(c->kid, '\n'));
+	assert_null(strchr(c->kid, 0x1b));
+	assert_string_equal(c->kid, "");
+	jose_claims_free(c);
+	assert_int_equal(jose_peek(t, strlen(t), 16384, &pk), JOSE_OK);
+	assert_string_equal(pk.kid, "");
+	free(t);
+	jwk_set_free(set);
+	/* A matching kid is reported as the key's. */
+	t = mk(H_EC, PL, "ES256", ec_priv, NULL, 0, 0);
+	assert_int_equal(jose_verify(idp, t, strlen(t), &o, &c), JOSE_OK);
+	assert_string_equal(c->kid, "ec1");
+	jose_claims_free(c);
+	free(t);
+}
+
 /* Every reason has a distinct, non-empty name. */
 static void
 test_reason_names(void **state)
@@ -1106,6 +1152,7 @@ main(void)
 		cmocka_unit_test(test_peek_and_hash),
 		cmocka_unit_test(test_reason_names),
 		cmocka_unit_test(test_sign_extra_cannot_override),
+		cmocka_unit_test(test_kid_not_from_header),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
