@@ -506,15 +506,14 @@ bad:
  */
 static int
 oidc_keys_build(struct oidc_keys *k, const struct config_oidc_issuer *cf,
-    char *why, size_t whylen)
+    const struct jwk_limits *lim, char *why, size_t whylen)
 {
-	struct jwk_limits	 lim = { cf->max_jwks_bytes, cf->max_keys };
 	unsigned		 mask = 0;
 	char			*cause = NULL;
 	size_t			 i;
 	int			 a;
 
-	if ((k->set = jwk_set_parse(k->jwks, k->jwks_len, &lim,
+	if ((k->set = jwk_set_parse(k->jwks, k->jwks_len, lim,
 	    &cause)) == NULL) {
 		snprintf(why, whylen, "%s", cause != NULL ? cause :
 		    "JWKS has no usable key");
@@ -530,11 +529,55 @@ oidc_keys_build(struct oidc_keys *k, const struct config_oidc_issuer *cf,
 	return (0);
 }
 
+/* Whether two issuer configs accept the same algorithms, in order. */
+static int
+oidc_same_algorithms(const struct config_oidc_issuer *a,
+    const struct config_oidc_issuer *b)
+{
+	size_t	 i;
+
+	if (a->nalgorithms != b->nalgorithms)
+		return (0);
+	for (i = 0; i < a->nalgorithms; i++)
+		if (strcmp(a->algorithms[i], b->algorithms[i]) != 0)
+			return (0);
+	return (1);
+}
+
+/*
+ * A reload kept an issuer's keys but changed its algorithms: the keys
+ * were cut to the old list when fetched, so the same document is built
+ * again and cut to the new one, at once (a withdrawn algorithm must not
+ * verify until the next refresh).  A new set: a verifier may hold the
+ * old.  The document passed its bounds when fetched; it is held to its
+ * own size here, not to a reload's smaller ones.  NULL if it cannot be.
+ */
+static struct oidc_keys *
+oidc_keys_recut(const struct oidc_keys *old,
+    const struct config_oidc_issuer *cf)
+{
+	struct jwk_limits	 lim = { old->jwks_len, old->nkeys };
+	struct oidc_keys	*k;
+	char			 why[OIDC_ERROR_MAX];
+
+	if ((k = oidc_keys_parse(old->jwks, old->jwks_len, old->nkeys, why,
+	    sizeof(why))) == NULL)
+		return (NULL);
+	if (oidc_keys_build(k, cf, &lim, why, sizeof(why)) == -1) {
+		oidc_keys_unref(k);
+		return (NULL);
+	}
+	k->fetched_ms = old->fetched_ms;
+	return (k);
+}
+
 static void
 oidc_on_jwks(void *arg, int status, const struct headers *h,
     const char *body, size_t len, const char *err)
 {
 	struct oidc_issuer	*is = arg;
+	struct jwk_limits	 lim = { is->cf->max_jwks_bytes,
+				    is->cf->max_keys };
 	struct oidc_keys	*k;
 	char			 why[OIDC_ERROR_MAX], kids[512];
 	size_t			 i, off = 0;
@@ -555,7 +598,7 @@ oidc_on_jwks(void *arg, int status, const struct headers *h,
 		oidc_fail(is, "%s", why);
 		return;
 	}
-	if (oidc_keys_build(k, is->cf, why, sizeof(why)) == -1) {
+	if (oidc_keys_build(k, is->cf, &lim, why, sizeof(why)) == -1) {
 		oidc_keys_unref(k);
 		oidc_fail(is, "%s", why);
 		return;
@@ -704,6 +747,7 @@ oidc_config_loaded(struct pc_ctx *ctx)
 	struct config			*conf = ctx->conf;
 	struct oidc			*o = ctx->oidc;
 	struct oidc_issuer		*is, *next;
+	struct oidc_keys		*k;
 	TAILQ_HEAD(, oidc_issuer)	 old;
 	const struct config_oidc_issuer	*cf;
 	size_t				 i, n;
@@ -727,6 +771,16 @@ oidc_config_loaded(struct pc_ctx *ctx)
 				break;
 		if (is != NULL && oidc_same_source(is->cf, cf)) {
 			TAILQ_REMOVE(&old, is, entry);
+			if (is->keys != NULL &&
+			    !oidc_same_algorithms(is->cf, cf)) {
+				k = oidc_keys_recut(is->keys, cf);
+				oidc_keys_unref(is->keys);
+				/* Cannot happen; no keys beat wrong ones. */
+				if ((is->keys = k) == NULL)
+					log_warn("- oidc keys_dropped "
+					    "issuer=%s reason=\"cannot apply "
+					    "the new algorithms\"", cf->name);
+			}
 			config_ref(conf);
 			config_unref(is->conf);
 			is->conf = conf;
@@ -833,8 +887,10 @@ oidc_admin_json(struct pc_ctx *ctx)
 {
 	struct oidc_status	 st;
 	struct oidc_issuer	*is;
-	json_t			*all, *one, *kids;
+	const struct jwk_set	*set;
+	json_t			*all, *one, *kids, *algs, *ka;
 	size_t			 i, j;
+	int			 a;
 
 	if ((all = json_array()) == NULL)
 		fatal("json_array");
@@ -845,10 +901,24 @@ oidc_admin_json(struct pc_ctx *ctx)
 		for (j = 0; is->keys != NULL && j < is->keys->nkeys; j++)
 			json_array_append_new(kids,
 			    json_string(is->keys->kids[j]));
-		one = json_pack("{s:s, s:s, s:b, s:I, s:o, s:b, s:s, s:I, s:I, "
-		    "s:I, s:s, s:I, s:b, s:I, s:I, s:I, s:I, s:I}",
+		/* What each usable key verifies with, by kid. */
+		if ((algs = json_object()) == NULL)
+			fatal("json_object");
+		set = oidc_keys_set(is->keys);
+		for (j = 0; set != NULL && j < set->nkeys; j++) {
+			if ((ka = json_array()) == NULL)
+				fatal("json_array");
+			for (a = 0; a < JOSE_ALG__MAX; a++)
+				if (set->keys[j].algs & JOSE_ALG_BIT(a))
+					json_array_append_new(ka,
+					    json_string(jose_alg_name(a)));
+			json_object_set_new(algs, set->keys[j].kid, ka);
+		}
+		one = json_pack("{s:s, s:s, s:b, s:I, s:o, s:o, s:b, s:s, s:I, "
+		    "s:I, s:I, s:s, s:I, s:b, s:I, s:I, s:I, s:I, s:I}",
 		    "name", st.name, "issuer", st.issuer, "loaded", st.loaded,
 		    "keys", (json_int_t)st.nkeys, "kids", kids,
+		    "key_algorithms", algs,
 		    "fetching", st.fetching, "jwks_uri", st.jwks_uri,
 		    "last_attempt_ms", (json_int_t)st.last_attempt_ms,
 		    "last_success_ms", (json_int_t)st.last_success_ms,

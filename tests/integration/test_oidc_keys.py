@@ -425,3 +425,44 @@ def test_discovery_redirect_not_followed(start_gateway):
     finally:
         idp.stop()
         secret.stop()
+
+
+def test_reload_algorithms_apply_to_held_keys(start_gateway):
+    """An issuer's `algorithms` cut each key's algorithms when its JWKS is
+    fetched; a reload that keeps the issuer's source keeps its keys, and
+    must cut them to the new list at once, not at the next refresh (an
+    operator withdrawing RS256 would have seen it accepted for up to
+    `refresh`)."""
+    idp = HostileIdP()
+    try:
+        idp.discovery()
+        idp.jwks({"keys": [public(make_jwk("RS256", "r")),
+                           public(make_jwk("ES256", "e"))]})
+        gw = start_gateway(gw_config(issuer_conf(idp, refresh=3600)))
+        st = wait_for(lambda: (s := state(gw))["loaded"] and s,
+                      what="keys loaded")
+        assert st["key_algorithms"] == {"r": ["RS256"], "e": ["ES256"]}
+        fetches = st["fetches"]
+        cfg = dict(gw.config)
+        cfg["identity"] = {"issuers": [issuer_conf(
+            idp, refresh=3600, algorithms=["ES256"])]}
+        with open(gw.config_path, "w") as f:
+            json.dump(cfg, f)
+        os.kill(gw.pid, signal.SIGHUP)
+        wait_for(lambda: gw.log_text().count("server reload done") >= 1,
+                 what="the reload")
+        st = state(gw)
+        assert st["key_algorithms"] == {"r": [], "e": ["ES256"]}
+        assert st["kids"] == ["r", "e"]
+        assert st["fetches"] == fetches     # no fetch needed
+        # And back: a widened list applies at once too.
+        cfg["identity"] = {"issuers": [issuer_conf(idp, refresh=3600)]}
+        with open(gw.config_path, "w") as f:
+            json.dump(cfg, f)
+        os.kill(gw.pid, signal.SIGHUP)
+        wait_for(lambda: gw.log_text().count("server reload done") >= 2,
+                 what="the second reload")
+        assert state(gw)["key_algorithms"] == {"r": ["RS256"],
+                                               "e": ["ES256"]}
+    finally:
+        idp.stop()
