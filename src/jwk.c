@@ -322,6 +322,11 @@ jwk_kid_ok(const char *s, size_t len)
 	return (1);
 }
 
+/* JWK members of a private key (RFC 7518 6.2.2, 6.3.2). */
+static const char *const jwk_private_members[] = {
+	"d", "p", "q", "dp", "dq", "qi", "oth"
+};
+
 /* One JWK object into k; see jwk.h. */
 int
 jwk_from_json(const json_t *o, struct jwk_key *k, char **cause)
@@ -364,6 +369,17 @@ jwk_from_json(const json_t *o, struct jwk_key *k, char **cause)
 			return (-1);
 		}
 	}
+	/*
+	 * RFC 7518 6.2.2, 6.3.2: a published private part makes the key
+	 * anyone's to sign with, so it proves nothing.
+	 */
+	for (i = 0; i < sizeof(jwk_private_members) /
+	    sizeof(jwk_private_members[0]); i++)
+		if (json_object_get(o, jwk_private_members[i]) != NULL) {
+			jwk_err(cause, "key %s: private key member %s "
+			    "published", k->kid, jwk_private_members[i]);
+			return (-1);
+		}
 	kty = json_string_value(json_object_get(o, "kty"));
 	if (kty != NULL && strcmp(kty, "RSA") == 0) {
 		if (jwk_rsa(o, k, cause) == -1)

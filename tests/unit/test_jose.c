@@ -1115,6 +1115,51 @@ test_kid_not_from_header(void **state)
 	free(t);
 }
 
+/*
+ * A JWK published with its private half ("d", or RSA's primes and CRT
+ * values) is no trust anchor: anyone who fetched the JWKS can sign with
+ * it.  Such a key is skipped, never used to verify.
+ */
+static void
+test_jwks_private_members(void **state)
+{
+	static const char *const priv[] = { "d", "p", "q", "dp", "dq", "qi",
+	    "oth" };
+	struct jwk_limits	 lim = { JWK_DEFAULT_MAX_BYTES, 8 };
+	struct jose_verify_opts	 o;
+	struct jwk_set		*set;
+	BIGNUM			*d = NULL;
+	unsigned char		 bin[32];
+	json_t			*j;
+	char			 enc[64], *doc, *t, *cause = NULL;
+	size_t			 i;
+
+	(void)state;
+	assert_true(EVP_PKEY_get_bn_param(ec_priv, "priv", &d));
+	assert_int_equal(BN_bn2binpad(d, bin, 32), 32);
+	BN_free(d);
+	b64(bin, 32, enc, sizeof(enc));
+	opts(&o);
+	t = mk(H_EC, PL, "ES256", ec_priv, NULL, 0, 0);
+	for (i = 0; i < sizeof(priv) / sizeof(priv[0]); i++) {
+		j = json_loads(vec_ec_jwk, 0, NULL);
+		json_object_set_new(j, priv[i], json_string(enc));
+		j = json_pack("{s:[o]}", "keys", j);
+		doc = json_dumps(j, 0);
+		json_decref(j);
+		assert_non_null(doc);
+		set = jwk_set_parse(doc, strlen(doc), &lim, &cause);
+		if (set != NULL)
+			fail_msg("a key with \"%s\" was kept (the token "
+			    "verifies: %s)", priv[i],
+			    jose_reason_name(verify(set, t, &o)));
+		assert_non_null(strstr(cause, "private"));
+		free(doc);
+	}
+	free(t);
+	free(cause);
+}
+
 /* An 8192-bit prime (openssl prime -generate -bits 8192 -hex). */
 static const char prime8192_hex[] =
 	"FB78487492D88F8C065E28E702D2794C3C7D96E05C6F80725C5E44CB6B0AE189"
@@ -1262,6 +1307,7 @@ main(void)
 		cmocka_unit_test(test_sign_extra_cannot_override),
 		cmocka_unit_test(test_kid_not_from_header),
 		cmocka_unit_test(test_jwks_rsa_check_cost),
+		cmocka_unit_test(test_jwks_private_members),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
