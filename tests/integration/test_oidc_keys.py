@@ -466,3 +466,26 @@ def test_reload_algorithms_apply_to_held_keys(start_gateway):
                                                "e": ["ES256"]}
     finally:
         idp.stop()
+
+
+def test_slow_provider_bounded(start_gateway):
+    """An IdP that drips its discovery document a byte at a time is given
+    up on after upstream_connect + upstream_response for the whole
+    answer, not per byte: the fetch fails, the connection is closed."""
+    from lib.hostile_upstream import DripService
+    drip = DripService(count=200, every=0.1)
+    try:
+        cfg = gw_config({"name": "test", "issuer": drip.url,
+                         "audiences": ["https://portcullis.test"]})
+        cfg["timeouts"] = {"upstream_connect": 1, "upstream_response": 1}
+        gw = start_gateway(cfg)
+        st = wait_for(lambda: (s := state(gw))["failures"] > 0 and s,
+                      timeout=15, what="the slow fetch given up")
+        assert "timed out" in st["last_error"], st
+        assert not st["loaded"]
+        wait_for(lambda: drip.done(0), timeout=10,
+                 what="the dripping connection closed")
+        # Closed long before the 200 bytes (20 s) were dripped.
+        assert drip.sent[0] < 100, drip.sent
+    finally:
+        drip.stop()
