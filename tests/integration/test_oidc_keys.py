@@ -489,3 +489,36 @@ def test_slow_provider_bounded(start_gateway):
         assert drip.sent[0] < 100, drip.sent
     finally:
         drip.stop()
+
+
+def test_reload_while_fetch_in_flight(start_gateway):
+    """An issuer whose source changes while its fetch is in flight (a
+    dripping IdP) is dropped with its fetch: the request waiting for it
+    is told it failed, the gateway serves on, the new source's keys come."""
+    from lib.hostile_upstream import DripService
+    drip = DripService(count=600, every=0.1)
+    idp = HostileIdP()
+    try:
+        idp.discovery()
+        idp.jwks({"keys": [public(make_jwk("ES256", "new"))]})
+        gw = start_gateway(gw_config({"name": "test", "issuer": drip.url,
+                                      "audiences": ["x"]}))
+        wait_for(lambda: state(gw)["fetching"], what="the slow fetch")
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            waiting = ex.submit(refresh, gw, "k")
+            wait_for(lambda: state(gw)["waiters"] == 1, what="a waiter")
+            cfg = dict(gw.config)
+            cfg["identity"] = {"issuers": [issuer_conf(idp)]}
+            with open(gw.config_path, "w") as f:
+                json.dump(cfg, f)
+            os.kill(gw.pid, signal.SIGHUP)
+            assert waiting.result(timeout=10) == {"result": "failed",
+                                                  "known": False}
+        wait_for(lambda: state(gw)["kids"] == ["new"], what="new keys")
+        wait_for(lambda: drip.done(0), timeout=10,
+                 what="the old fetch's connection closed")
+        assert gw.http.get(gw.url + "/healthz", timeout=5).status_code \
+            == 200
+    finally:
+        drip.stop()
+        idp.stop()
