@@ -12,9 +12,10 @@
  * max_keys) before it is held; the discovery document's issuer must equal
  * the configured one exactly (OIDC Discovery 4.3), or another issuer's
  * keys could be taken for this one's; jwks_uri must be https (http only
- * when the issuer itself is a loopback http one), and unless it is the
- * issuer's own origin or in jwks_hosts it may only be dialled at a public
- * address (upstream.c checks the resolved address, as for a redirect);
+ * at a numeric loopback address, when the issuer itself is a loopback
+ * http one), and unless it is the issuer's own origin or in jwks_hosts
+ * it may only be dialled at a public address (upstream.c checks the
+ * resolved address, as for a redirect);
  * redirects are not followed.
  *
  * Guarantees: a failed fetch keeps the keys held before (logged, counted,
@@ -23,6 +24,8 @@
  * verifying with the old one is never left with freed keys.  Verifying
  * tokens with these keys is the identity stage's, not this file's.
  */
+#include <arpa/inet.h>
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +338,19 @@ oidc_same_origin(const struct url *a, const struct url *b)
 	    strcmp(a->host, b->host) == 0);
 }
 
+/* Whether host is a numeric loopback address (not a name). */
+static int
+oidc_numeric_loopback(const char *host)
+{
+	unsigned char	 a[16];
+
+	if (inet_pton(AF_INET, host, a) == 1)
+		return (netaddr_class_v4(a) == NETADDR_LOOPBACK);
+	if (inet_pton(AF_INET6, host, a) == 1)
+		return (netaddr_class_v6(a) == NETADDR_LOOPBACK);
+	return (0);
+}
+
 static void
 oidc_on_discovery(void *arg, int status, const struct headers *h,
     const char *body, size_t len, const char *err)
@@ -383,8 +399,12 @@ oidc_on_discovery(void *arg, int status, const struct headers *h,
 	}
 	snprintf(is->jwks_uri, sizeof(is->jwks_uri), "%s", s);
 	json_decref(doc);
-	/* A loopback http issuer may keep its keys on http; no one else. */
-	if (!u.tls && cf->u.tls) {
+	/*
+	 * A loopback http issuer may keep its keys on http, at a numeric
+	 * loopback address too: a name (even one in jwks_hosts) would carry
+	 * the keys unprotected wherever it leads.
+	 */
+	if (!u.tls && (cf->u.tls || !oidc_numeric_loopback(u.host))) {
 		oidc_fail(is, "jwks_uri must be https");
 		return;
 	}

@@ -522,3 +522,25 @@ def test_reload_while_fetch_in_flight(start_gateway):
     finally:
         drip.stop()
         idp.stop()
+
+
+def test_http_jwks_uri_only_numeric_loopback(start_gateway):
+    """A plain-http issuer is allowed only on a numeric loopback address
+    (nothing on the path can swap its keys); its jwks_uri may be http
+    only on one too.  A named host, even one the operator listed in
+    jwks_hosts, would carry the keys unprotected wherever the name
+    leads: refused before anything is dialled."""
+    secret = SecretService()
+    idp = HostileIdP()
+    try:
+        port = secret.host.rsplit(":", 1)[1]
+        idp.discovery(jwks_uri="http://localhost:%s/jwks" % port)
+        gw = start_gateway(gw_config(issuer_conf(
+            idp, jwks_hosts=["localhost:%s" % port])))
+        st = wait_for(lambda: (s := state(gw))["failures"] > 0 and s,
+                      what="a failed fetch")
+        assert st["last_error"] == "jwks_uri must be https", st
+        assert secret.count() == 0
+    finally:
+        idp.stop()
+        secret.stop()
