@@ -32,6 +32,7 @@
  * - The payload is parsed only after its signature has verified.
  * - Reasons never carry token bytes.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -308,8 +309,11 @@ jose_check_signed(const struct jwk_set *ks, const struct jose_parts *jp,
 		r = JOSE_R_KID_UNKNOWN;
 		goto out;
 	}
-	if (v != NULL)
-		memcpy(kid, json_string_value(v), json_string_length(v) + 1);
+	/*
+	 * The key's kid, not the header's: with a single kid-less key any
+	 * header kid selects it, and those bytes may hold control characters.
+	 */
+	memcpy(kid, k->kid, sizeof(k->kid));
 	allowed = k->algs & (o->algs ? o->algs : JOSE_ALGS_ALL);
 	if ((allowed & JOSE_ALG_BIT(*alg)) == 0) {
 		r = JOSE_R_ALG_NOT_ALLOWED;
@@ -538,6 +542,18 @@ jose_claim_string(const struct jose_claims *c, const char *name)
 	return (json_string_value(json_object_get(c->payload, name)));
 }
 
+/* Printable ASCII only: a peeked kid may reach a log line. */
+static int
+jose_printable(const char *s, size_t len)
+{
+	size_t	i;
+
+	for (i = 0; i < len; i++)
+		if (s[i] < 0x20 || s[i] > 0x7e)
+			return (0);
+	return (1);
+}
+
 /* Unverified header and issuer; see jose.h. */
 enum jose_reason
 jose_peek(const char *token, size_t len, size_t max, struct jose_peek *pk)
@@ -554,7 +570,8 @@ jose_peek(const char *token, size_t len, size_t max, struct jose_peek *pk)
 	    (r = jose_part_json(jp.p[1], jp.len[1], &pl)) != JOSE_OK)
 		goto out;
 	v = json_object_get(hdr, "kid");
-	if (json_is_string(v) && json_string_length(v) < sizeof(pk->kid))
+	if (json_is_string(v) && json_string_length(v) < sizeof(pk->kid) &&
+	    jose_printable(json_string_value(v), json_string_length(v)))
 		memcpy(pk->kid, json_string_value(v), json_string_length(v));
 	v = json_object_get(hdr, "alg");
 	if (json_is_string(v))
@@ -570,6 +587,11 @@ out:
 	return (r);
 }
 
+/* The claims jose_sign sets itself; extra may not name them. */
+static const char *const jose_sign_claims[] = {
+	"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "access"
+};
+
 /* Sign a registry token; see jose.h. */
 char *
 jose_sign(const struct jwk_key *k, const struct jose_sign_req *rq,
@@ -582,6 +604,7 @@ jose_sign(const struct jwk_key *k, const struct jose_sign_req *rq,
 	jwt_t		*jwt = NULL;
 	char		*js = NULL, *tok = NULL;
 	const char	*err = "cannot sign";
+	size_t		 i;
 
 	if (k->pem == NULL) {
 		err = "not a private key";
@@ -597,6 +620,22 @@ jose_sign(const struct jwk_key *k, const struct jose_sign_req *rq,
 		err = "key has no signing algorithm";
 		goto out;
 	}
+	/*
+	 * libjwt merges the extra claims with json_object_update(), which
+	 * overwrites: an extra iss, exp, ... would replace the signer's own.
+	 */
+	for (i = 0; rq->extra != NULL && i < sizeof(jose_sign_claims) /
+	    sizeof(jose_sign_claims[0]); i++)
+		if (json_object_get(rq->extra, jose_sign_claims[i]) != NULL) {
+			if (cause != NULL) {
+				free(*cause);
+				if (asprintf(cause, "extra claims name "
+				    "\"%s\", which the signer sets",
+				    jose_sign_claims[i]) == -1)
+					*cause = NULL;
+			}
+			return (NULL);
+		}
 	if (rq->jti == NULL) {
 		if (RAND_bytes(rnd, sizeof(rnd)) != 1 ||
 		    jwk_b64url_encode(rnd, sizeof(rnd), jti, sizeof(jti)) == -1)

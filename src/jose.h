@@ -118,13 +118,15 @@ struct jose_claims {
 	struct principal_claim	*claims;
 	size_t			 nclaims;
 	enum jose_alg		 alg;
+	/* The verifying key's kid (never the header's); "" without one. */
 	char			 kid[JWK_KID_MAX + 1];
 };
 
 /* What a token claims before verification: for choosing a key set. */
 struct jose_peek {
 	char		 issuer[512];	/* "" when absent or too long */
-	char		 kid[JWK_KID_MAX + 1];	/* "" when absent */
+	/* "" when absent or not printable ASCII */
+	char		 kid[JWK_KID_MAX + 1];
 	int		 alg;		/* enum jose_alg, or -1 */
 };
 
@@ -172,7 +174,8 @@ struct jose_sign_req {
 	int64_t		 ttl;		/* seconds until exp; nbf = iat = now */
 	const char	*jti;		/* NULL: 128 random bits, base64url */
 	json_t		*access;	/* the access claim; NULL: [] */
-	json_t		*extra;		/* more claims, object; or NULL */
+	/* More claims, an object or NULL; none the signer sets itself. */
+	json_t		*extra;
 };
 
 /*
@@ -180,7 +183,8 @@ struct jose_sign_req {
  * jwk_private_from_pem) as registry:2 expects: header {typ: JWT, alg
  * (ES256, ES384 or RS256 from the key), kid (the libtrust kid)}, claims
  * iss, sub, aud, exp, nbf, iat, jti, access.  Returns a new string
- * (caller frees) or NULL with *cause set.
+ * (caller frees) or NULL with *cause set; extra naming any of those
+ * claims is refused (libjwt would let it replace the signer's).
  */
 char		*jose_sign(const struct jwk_key *k,
 		    const struct jose_sign_req *, char **cause);

@@ -7,7 +7,10 @@
  *   Every base64url member is length-checked before it is decoded into a
  *   fixed buffer.
  * - Keys are built with EVP_PKEY_fromdata (no deprecated RSA / EC_KEY
- *   calls) and pass EVP_PKEY_public_check, so an EC point is on its curve.
+ *   calls); EC keys pass EVP_PKEY_public_check, so the point is on its
+ *   curve; RSA keys get the checks that cost no exponentiation (odd
+ *   modulus, odd exponent above 1 and below the modulus), not OpenSSL's
+ *   Miller-Rabin rounds: a peer's JWKS must not buy seconds of CPU.
  * - A key's allowed algorithms always match its type and size: RSA keys
  *   only RS* / PS*, P-256 only ES256, P-384 only ES384.  A JWK `alg` that
  *   contradicts its key makes the key unusable, never widens it.
@@ -190,8 +193,16 @@ jwk_fromdata(const char *type, OSSL_PARAM_BLD *bld, char **cause)
 		jwk_err(cause, "not a valid %s public key", type);
 		goto out;
 	}
-	if ((check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL)) == NULL ||
-	    EVP_PKEY_public_check(check) != 1) {
+	/*
+	 * EC only: the point is on its curve (cheap).  OpenSSL's RSA check
+	 * runs Miller-Rabin on the modulus, a full modular exponentiation
+	 * per round (0.1 s for a composite 8192-bit modulus, 0.6 s for a
+	 * prime one) on the event loop for every key a peer serves; jwk_rsa
+	 * makes the cheap checks instead.
+	 */
+	if (strcmp(type, "EC") == 0 && ((check =
+	    EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL)) == NULL ||
+	    EVP_PKEY_public_check(check) != 1)) {
 		jwk_err(cause, "%s public key fails its check", type);
 		EVP_PKEY_free(pkey);
 		pkey = NULL;
@@ -221,6 +232,12 @@ jwk_rsa(const json_t *o, struct jwk_key *k, char **cause)
 	if (k->bits < JWK_RSA_MIN_BITS || k->bits > JWK_RSA_MAX_BITS) {
 		jwk_err(cause, "RSA modulus of %d bits (%d..%d allowed)",
 		    k->bits, JWK_RSA_MIN_BITS, JWK_RSA_MAX_BITS);
+		goto out;
+	}
+	/* What OpenSSL's check tests short of primality: no arithmetic. */
+	if (!BN_is_odd(bn) || !BN_is_odd(be) || BN_is_one(be) ||
+	    BN_cmp(be, bn) >= 0) {
+		jwk_err(cause, "RSA public key fails its check");
 		goto out;
 	}
 	if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
@@ -305,6 +322,11 @@ jwk_kid_ok(const char *s, size_t len)
 	return (1);
 }
 
+/* JWK members of a private key (RFC 7518 6.2.2, 6.3.2). */
+static const char *const jwk_private_members[] = {
+	"d", "p", "q", "dp", "dq", "qi", "oth"
+};
+
 /* One JWK object into k; see jwk.h. */
 int
 jwk_from_json(const json_t *o, struct jwk_key *k, char **cause)
@@ -347,6 +369,17 @@ jwk_from_json(const json_t *o, struct jwk_key *k, char **cause)
 			return (-1);
 		}
 	}
+	/*
+	 * RFC 7518 6.2.2, 6.3.2: a published private part makes the key
+	 * anyone's to sign with, so it proves nothing.
+	 */
+	for (i = 0; i < sizeof(jwk_private_members) /
+	    sizeof(jwk_private_members[0]); i++)
+		if (json_object_get(o, jwk_private_members[i]) != NULL) {
+			jwk_err(cause, "key %s: private key member %s "
+			    "published", k->kid, jwk_private_members[i]);
+			return (-1);
+		}
 	kty = json_string_value(json_object_get(o, "kty"));
 	if (kty != NULL && strcmp(kty, "RSA") == 0) {
 		if (jwk_rsa(o, k, cause) == -1)

@@ -94,10 +94,11 @@ int		 jose_alg_lookup(const char *s, size_t len);
  * new key set.  The size is checked before parsing, the key count before
  * any key is built.  Keys the gateway cannot use are skipped (`use` other
  * than "sig", a kty other than RSA and EC, a curve other than P-256 and
- * P-384, an RSA modulus outside 2048..8192 bits, an `alg` that is not a
- * JWS algorithm of the key's type, `key_ops` without "verify"); a
- * document that is not a JWKS, repeats a `kid` among its usable keys or
- * has no usable key is an error.  An `alg` member pins the key to that
+ * P-384, private members published (`d`, `p`, ...: anyone may sign
+ * with such a key), an RSA modulus outside 2048..8192 bits, an `alg`
+ * that is not a JWS algorithm of the key's type, `key_ops` without
+ * "verify"); a document that is not a JWKS, repeats a `kid` among its
+ * usable keys or has no usable key is an error.  An `alg` member pins the key to that
  * one algorithm; without it RSA keys get RS256/384/512 and PS256, P-256
  * keys ES256 and P-384 keys ES384.  Returns NULL and sets *cause
  * (caller frees) on error.

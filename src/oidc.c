@@ -12,9 +12,10 @@
  * max_keys) before it is held; the discovery document's issuer must equal
  * the configured one exactly (OIDC Discovery 4.3), or another issuer's
  * keys could be taken for this one's; jwks_uri must be https (http only
- * when the issuer itself is a loopback http one), and unless it is the
- * issuer's own origin or in jwks_hosts it may only be dialled at a public
- * address (upstream.c checks the resolved address, as for a redirect);
+ * at a numeric loopback address, when the issuer itself is a loopback
+ * http one), and unless it is the issuer's own origin or in jwks_hosts
+ * it may only be dialled at a public address (upstream.c checks the
+ * resolved address, as for a redirect);
  * redirects are not followed.
  *
  * Guarantees: a failed fetch keeps the keys held before (logged, counted,
@@ -23,6 +24,8 @@
  * verifying with the old one is never left with freed keys.  Verifying
  * tokens with these keys is the identity stage's, not this file's.
  */
+#include <arpa/inet.h>
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +338,19 @@ oidc_same_origin(const struct url *a, const struct url *b)
 	    strcmp(a->host, b->host) == 0);
 }
 
+/* Whether host is a numeric loopback address (not a name). */
+static int
+oidc_numeric_loopback(const char *host)
+{
+	unsigned char	 a[16];
+
+	if (inet_pton(AF_INET, host, a) == 1)
+		return (netaddr_class_v4(a) == NETADDR_LOOPBACK);
+	if (inet_pton(AF_INET6, host, a) == 1)
+		return (netaddr_class_v6(a) == NETADDR_LOOPBACK);
+	return (0);
+}
+
 static void
 oidc_on_discovery(void *arg, int status, const struct headers *h,
     const char *body, size_t len, const char *err)
@@ -383,8 +399,12 @@ oidc_on_discovery(void *arg, int status, const struct headers *h,
 	}
 	snprintf(is->jwks_uri, sizeof(is->jwks_uri), "%s", s);
 	json_decref(doc);
-	/* A loopback http issuer may keep its keys on http; no one else. */
-	if (!u.tls && cf->u.tls) {
+	/*
+	 * A loopback http issuer may keep its keys on http, at a numeric
+	 * loopback address too: a name (even one in jwks_hosts) would carry
+	 * the keys unprotected wherever it leads.
+	 */
+	if (!u.tls && (cf->u.tls || !oidc_numeric_loopback(u.host))) {
 		oidc_fail(is, "jwks_uri must be https");
 		return;
 	}
@@ -506,15 +526,14 @@ bad:
  */
 static int
 oidc_keys_build(struct oidc_keys *k, const struct config_oidc_issuer *cf,
-    char *why, size_t whylen)
+    const struct jwk_limits *lim, char *why, size_t whylen)
 {
-	struct jwk_limits	 lim = { cf->max_jwks_bytes, cf->max_keys };
 	unsigned		 mask = 0;
 	char			*cause = NULL;
 	size_t			 i;
 	int			 a;
 
-	if ((k->set = jwk_set_parse(k->jwks, k->jwks_len, &lim,
+	if ((k->set = jwk_set_parse(k->jwks, k->jwks_len, lim,
 	    &cause)) == NULL) {
 		snprintf(why, whylen, "%s", cause != NULL ? cause :
 		    "JWKS has no usable key");
@@ -530,11 +549,55 @@ oidc_keys_build(struct oidc_keys *k, const struct config_oidc_issuer *cf,
 	return (0);
 }
 
+/* Whether two issuer configs accept the same algorithms, in order. */
+static int
+oidc_same_algorithms(const struct config_oidc_issuer *a,
+    const struct config_oidc_issuer *b)
+{
+	size_t	 i;
+
+	if (a->nalgorithms != b->nalgorithms)
+		return (0);
+	for (i = 0; i < a->nalgorithms; i++)
+		if (strcmp(a->algorithms[i], b->algorithms[i]) != 0)
+			return (0);
+	return (1);
+}
+
+/*
+ * A reload kept an issuer's keys but changed its algorithms: the keys
+ * were cut to the old list when fetched, so the same document is built
+ * again and cut to the new one, at once (a withdrawn algorithm must not
+ * verify until the next refresh).  A new set: a verifier may hold the
+ * old.  The document passed its bounds when fetched; it is held to its
+ * own size here, not to a reload's smaller ones.  NULL if it cannot be.
+ */
+static struct oidc_keys *
+oidc_keys_recut(const struct oidc_keys *old,
+    const struct config_oidc_issuer *cf)
+{
+	struct jwk_limits	 lim = { old->jwks_len, old->nkeys };
+	struct oidc_keys	*k;
+	char			 why[OIDC_ERROR_MAX];
+
+	if ((k = oidc_keys_parse(old->jwks, old->jwks_len, old->nkeys, why,
+	    sizeof(why))) == NULL)
+		return (NULL);
+	if (oidc_keys_build(k, cf, &lim, why, sizeof(why)) == -1) {
+		oidc_keys_unref(k);
+		return (NULL);
+	}
+	k->fetched_ms = old->fetched_ms;
+	return (k);
+}
+
 static void
 oidc_on_jwks(void *arg, int status, const struct headers *h,
     const char *body, size_t len, const char *err)
 {
 	struct oidc_issuer	*is = arg;
+	struct jwk_limits	 lim = { is->cf->max_jwks_bytes,
+				    is->cf->max_keys };
 	struct oidc_keys	*k;
 	char			 why[OIDC_ERROR_MAX], kids[512];
 	size_t			 i, off = 0;
@@ -555,7 +618,7 @@ oidc_on_jwks(void *arg, int status, const struct headers *h,
 		oidc_fail(is, "%s", why);
 		return;
 	}
-	if (oidc_keys_build(k, is->cf, why, sizeof(why)) == -1) {
+	if (oidc_keys_build(k, is->cf, &lim, why, sizeof(why)) == -1) {
 		oidc_keys_unref(k);
 		oidc_fail(is, "%s", why);
 		return;
@@ -704,6 +767,7 @@ oidc_config_loaded(struct pc_ctx *ctx)
 	struct config			*conf = ctx->conf;
 	struct oidc			*o = ctx->oidc;
 	struct oidc_issuer		*is, *next;
+	struct oidc_keys		*k;
 	TAILQ_HEAD(, oidc_issuer)	 old;
 	const struct config_oidc_issuer	*cf;
 	size_t				 i, n;
@@ -727,6 +791,16 @@ oidc_config_loaded(struct pc_ctx *ctx)
 				break;
 		if (is != NULL && oidc_same_source(is->cf, cf)) {
 			TAILQ_REMOVE(&old, is, entry);
+			if (is->keys != NULL &&
+			    !oidc_same_algorithms(is->cf, cf)) {
+				k = oidc_keys_recut(is->keys, cf);
+				oidc_keys_unref(is->keys);
+				/* Cannot happen; no keys beat wrong ones. */
+				if ((is->keys = k) == NULL)
+					log_warn("- oidc keys_dropped "
+					    "issuer=%s reason=\"cannot apply "
+					    "the new algorithms\"", cf->name);
+			}
 			config_ref(conf);
 			config_unref(is->conf);
 			is->conf = conf;
@@ -833,8 +907,10 @@ oidc_admin_json(struct pc_ctx *ctx)
 {
 	struct oidc_status	 st;
 	struct oidc_issuer	*is;
-	json_t			*all, *one, *kids;
+	const struct jwk_set	*set;
+	json_t			*all, *one, *kids, *algs, *ka;
 	size_t			 i, j;
+	int			 a;
 
 	if ((all = json_array()) == NULL)
 		fatal("json_array");
@@ -845,10 +921,24 @@ oidc_admin_json(struct pc_ctx *ctx)
 		for (j = 0; is->keys != NULL && j < is->keys->nkeys; j++)
 			json_array_append_new(kids,
 			    json_string(is->keys->kids[j]));
-		one = json_pack("{s:s, s:s, s:b, s:I, s:o, s:b, s:s, s:I, s:I, "
-		    "s:I, s:s, s:I, s:b, s:I, s:I, s:I, s:I, s:I}",
+		/* What each usable key verifies with, by kid. */
+		if ((algs = json_object()) == NULL)
+			fatal("json_object");
+		set = oidc_keys_set(is->keys);
+		for (j = 0; set != NULL && j < set->nkeys; j++) {
+			if ((ka = json_array()) == NULL)
+				fatal("json_array");
+			for (a = 0; a < JOSE_ALG__MAX; a++)
+				if (set->keys[j].algs & JOSE_ALG_BIT(a))
+					json_array_append_new(ka,
+					    json_string(jose_alg_name(a)));
+			json_object_set_new(algs, set->keys[j].kid, ka);
+		}
+		one = json_pack("{s:s, s:s, s:b, s:I, s:o, s:o, s:b, s:s, s:I, "
+		    "s:I, s:I, s:s, s:I, s:b, s:I, s:I, s:I, s:I, s:I}",
 		    "name", st.name, "issuer", st.issuer, "loaded", st.loaded,
 		    "keys", (json_int_t)st.nkeys, "kids", kids,
+		    "key_algorithms", algs,
 		    "fetching", st.fetching, "jwks_uri", st.jwks_uri,
 		    "last_attempt_ms", (json_int_t)st.last_attempt_ms,
 		    "last_success_ms", (json_int_t)st.last_success_ms,

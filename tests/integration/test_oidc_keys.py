@@ -425,3 +425,122 @@ def test_discovery_redirect_not_followed(start_gateway):
     finally:
         idp.stop()
         secret.stop()
+
+
+def test_reload_algorithms_apply_to_held_keys(start_gateway):
+    """An issuer's `algorithms` cut each key's algorithms when its JWKS is
+    fetched; a reload that keeps the issuer's source keeps its keys, and
+    must cut them to the new list at once, not at the next refresh (an
+    operator withdrawing RS256 would have seen it accepted for up to
+    `refresh`)."""
+    idp = HostileIdP()
+    try:
+        idp.discovery()
+        idp.jwks({"keys": [public(make_jwk("RS256", "r")),
+                           public(make_jwk("ES256", "e"))]})
+        gw = start_gateway(gw_config(issuer_conf(idp, refresh=3600)))
+        st = wait_for(lambda: (s := state(gw))["loaded"] and s,
+                      what="keys loaded")
+        assert st["key_algorithms"] == {"r": ["RS256"], "e": ["ES256"]}
+        fetches = st["fetches"]
+        cfg = dict(gw.config)
+        cfg["identity"] = {"issuers": [issuer_conf(
+            idp, refresh=3600, algorithms=["ES256"])]}
+        with open(gw.config_path, "w") as f:
+            json.dump(cfg, f)
+        os.kill(gw.pid, signal.SIGHUP)
+        wait_for(lambda: gw.log_text().count("server reload done") >= 1,
+                 what="the reload")
+        st = state(gw)
+        assert st["key_algorithms"] == {"r": [], "e": ["ES256"]}
+        assert st["kids"] == ["r", "e"]
+        assert st["fetches"] == fetches     # no fetch needed
+        # And back: a widened list applies at once too.
+        cfg["identity"] = {"issuers": [issuer_conf(idp, refresh=3600)]}
+        with open(gw.config_path, "w") as f:
+            json.dump(cfg, f)
+        os.kill(gw.pid, signal.SIGHUP)
+        wait_for(lambda: gw.log_text().count("server reload done") >= 2,
+                 what="the second reload")
+        assert state(gw)["key_algorithms"] == {"r": ["RS256"],
+                                               "e": ["ES256"]}
+    finally:
+        idp.stop()
+
+
+def test_slow_provider_bounded(start_gateway):
+    """An IdP that drips its discovery document a byte at a time is given
+    up on after upstream_connect + upstream_response for the whole
+    answer, not per byte: the fetch fails, the connection is closed."""
+    from lib.hostile_upstream import DripService
+    drip = DripService(count=200, every=0.1)
+    try:
+        cfg = gw_config({"name": "test", "issuer": drip.url,
+                         "audiences": ["https://portcullis.test"]})
+        cfg["timeouts"] = {"upstream_connect": 1, "upstream_response": 1}
+        gw = start_gateway(cfg)
+        st = wait_for(lambda: (s := state(gw))["failures"] > 0 and s,
+                      timeout=15, what="the slow fetch given up")
+        assert "timed out" in st["last_error"], st
+        assert not st["loaded"]
+        wait_for(lambda: drip.done(0), timeout=10,
+                 what="the dripping connection closed")
+        # Closed long before the 200 bytes (20 s) were dripped.
+        assert drip.sent[0] < 100, drip.sent
+    finally:
+        drip.stop()
+
+
+def test_reload_while_fetch_in_flight(start_gateway):
+    """An issuer whose source changes while its fetch is in flight (a
+    dripping IdP) is dropped with its fetch: the request waiting for it
+    is told it failed, the gateway serves on, the new source's keys come."""
+    from lib.hostile_upstream import DripService
+    drip = DripService(count=600, every=0.1)
+    idp = HostileIdP()
+    try:
+        idp.discovery()
+        idp.jwks({"keys": [public(make_jwk("ES256", "new"))]})
+        gw = start_gateway(gw_config({"name": "test", "issuer": drip.url,
+                                      "audiences": ["x"]}))
+        wait_for(lambda: state(gw)["fetching"], what="the slow fetch")
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            waiting = ex.submit(refresh, gw, "k")
+            wait_for(lambda: state(gw)["waiters"] == 1, what="a waiter")
+            cfg = dict(gw.config)
+            cfg["identity"] = {"issuers": [issuer_conf(idp)]}
+            with open(gw.config_path, "w") as f:
+                json.dump(cfg, f)
+            os.kill(gw.pid, signal.SIGHUP)
+            assert waiting.result(timeout=10) == {"result": "failed",
+                                                  "known": False}
+        wait_for(lambda: state(gw)["kids"] == ["new"], what="new keys")
+        wait_for(lambda: drip.done(0), timeout=10,
+                 what="the old fetch's connection closed")
+        assert gw.http.get(gw.url + "/healthz", timeout=5).status_code \
+            == 200
+    finally:
+        drip.stop()
+        idp.stop()
+
+
+def test_http_jwks_uri_only_numeric_loopback(start_gateway):
+    """A plain-http issuer is allowed only on a numeric loopback address
+    (nothing on the path can swap its keys); its jwks_uri may be http
+    only on one too.  A named host, even one the operator listed in
+    jwks_hosts, would carry the keys unprotected wherever the name
+    leads: refused before anything is dialled."""
+    secret = SecretService()
+    idp = HostileIdP()
+    try:
+        port = secret.host.rsplit(":", 1)[1]
+        idp.discovery(jwks_uri="http://localhost:%s/jwks" % port)
+        gw = start_gateway(gw_config(issuer_conf(
+            idp, jwks_hosts=["localhost:%s" % port])))
+        st = wait_for(lambda: (s := state(gw))["failures"] > 0 and s,
+                      what="a failed fetch")
+        assert st["last_error"] == "jwks_uri must be https", st
+        assert secret.count() == 0
+    finally:
+        idp.stop()
+        secret.stop()

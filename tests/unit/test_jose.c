@@ -14,6 +14,8 @@
  * signatures are 64 bytes, raw R || S).  Time is always a parameter: no
  * test reads the clock.
  */
+#include <sys/resource.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1020,6 +1022,250 @@ test_peek_and_hash(void **state)
 	assert_memory_not_equal(h1, h3, 32);
 }
 
+/*
+ * The extra claims cannot replace the claims the signer sets: libjwt's
+ * jwt_add_grants_json() merges with json_object_update(), which
+ * overwrites, so an extra "exp" (or iss, sub, aud, nbf, iat, jti) taken
+ * from a caller's input would have been signed as the token's own.
+ */
+static void
+test_sign_extra_cannot_override(void **state)
+{
+	static const char *const reg[] = { "iss", "sub", "aud", "exp", "nbf",
+	    "iat", "jti", "access" };
+	struct jose_sign_req	 rq;
+	struct jwk_key		 k;
+	char			*t, *cause = NULL;
+	size_t			 i;
+
+	(void)state;
+	assert_int_equal(jwk_private_from_pem((unsigned char *)vec_ec_pem,
+	    strlen(vec_ec_pem), &k, &cause), 0);
+	memset(&rq, 0, sizeof(rq));
+	rq.issuer = "portcullis";
+	rq.subject = "alice";
+	rq.audience = "registry.test";
+	rq.now = NOW;
+	rq.ttl = 300;
+	for (i = 0; i < sizeof(reg) / sizeof(reg[0]); i++) {
+		rq.extra = json_pack("{s:s, s:s}", "project", "g/app", reg[i],
+		    "9999999999");
+		if (strcmp(reg[i], "exp") == 0)
+			json_object_set_new(rq.extra, "exp",
+			    json_integer(9999999999LL));
+		t = jose_sign(&k, &rq, &cause);
+		assert_null(t);
+		assert_non_null(cause);
+		assert_non_null(strstr(cause, reg[i]));
+		json_decref(rq.extra);
+	}
+	/* Other extra claims are signed. */
+	rq.extra = json_pack("{s:s}", "project", "g/app");
+	t = jose_sign(&k, &rq, &cause);
+	assert_non_null(t);
+	free(t);
+	json_decref(rq.extra);
+	free(cause);
+	jwk_key_clear(&k);
+}
+
+/*
+ * The kid a verified token reports is the key's, never the header's
+ * bytes: with a single kid-less key any header kid selects it, and a kid
+ * with a newline or an escape must not reach the claims (logs, audit).
+ * jose_peek reports only a printable kid.
+ */
+static void
+test_kid_not_from_header(void **state)
+{
+	struct jose_verify_opts	 o;
+	struct jose_claims	*c = NULL;
+	struct jose_peek	 pk;
+	struct jwk_key		 k;
+	struct jwk_set		*set;
+	json_t			*j;
+	char			*t, *cause = NULL;
+
+	(void)state;
+	j = json_loads(vec_ec_jwk, 0, NULL);
+	assert_non_null(j);
+	json_object_del(j, "kid");
+	assert_int_equal(jwk_from_json(j, &k, &cause), 0);
+	json_decref(j);
+	set = jwk_set_new();
+	assert_int_equal(jwk_set_add(set, &k), 0);
+	jwk_key_clear(&k);
+	opts(&o);
+	t = mk("{\"alg\":\"ES256\",\"kid\":\"a\\nb\\u001b[31m\"}", PL,
+	    "ES256", ec_priv, NULL, 0, 0);
+	assert_int_equal(jose_verify(set, t, strlen(t), &o, &c), JOSE_OK);
+	assert_null(strchr(c->kid, '\n'));
+	assert_null(strchr(c->kid, 0x1b));
+	assert_string_equal(c->kid, "");
+	jose_claims_free(c);
+	assert_int_equal(jose_peek(t, strlen(t), 16384, &pk), JOSE_OK);
+	assert_string_equal(pk.kid, "");
+	free(t);
+	jwk_set_free(set);
+	/* A matching kid is reported as the key's. */
+	t = mk(H_EC, PL, "ES256", ec_priv, NULL, 0, 0);
+	assert_int_equal(jose_verify(idp, t, strlen(t), &o, &c), JOSE_OK);
+	assert_string_equal(c->kid, "ec1");
+	jose_claims_free(c);
+	free(t);
+}
+
+/*
+ * A JWK published with its private half ("d", or RSA's primes and CRT
+ * values) is no trust anchor: anyone who fetched the JWKS can sign with
+ * it.  Such a key is skipped, never used to verify.
+ */
+static void
+test_jwks_private_members(void **state)
+{
+	static const char *const priv[] = { "d", "p", "q", "dp", "dq", "qi",
+	    "oth" };
+	struct jwk_limits	 lim = { JWK_DEFAULT_MAX_BYTES, 8 };
+	struct jose_verify_opts	 o;
+	struct jwk_set		*set;
+	BIGNUM			*d = NULL;
+	unsigned char		 bin[32];
+	json_t			*j;
+	char			 enc[64], *doc, *t, *cause = NULL;
+	size_t			 i;
+
+	(void)state;
+	assert_true(EVP_PKEY_get_bn_param(ec_priv, "priv", &d));
+	assert_int_equal(BN_bn2binpad(d, bin, 32), 32);
+	BN_free(d);
+	b64(bin, 32, enc, sizeof(enc));
+	opts(&o);
+	t = mk(H_EC, PL, "ES256", ec_priv, NULL, 0, 0);
+	for (i = 0; i < sizeof(priv) / sizeof(priv[0]); i++) {
+		j = json_loads(vec_ec_jwk, 0, NULL);
+		json_object_set_new(j, priv[i], json_string(enc));
+		j = json_pack("{s:[o]}", "keys", j);
+		doc = json_dumps(j, 0);
+		json_decref(j);
+		assert_non_null(doc);
+		set = jwk_set_parse(doc, strlen(doc), &lim, &cause);
+		if (set != NULL)
+			fail_msg("a key with \"%s\" was kept (the token "
+			    "verifies: %s)", priv[i],
+			    jose_reason_name(verify(set, t, &o)));
+		assert_non_null(strstr(cause, "private"));
+		free(doc);
+	}
+	free(t);
+	free(cause);
+}
+
+/* An 8192-bit prime (openssl prime -generate -bits 8192 -hex). */
+static const char prime8192_hex[] =
+	"FB78487492D88F8C065E28E702D2794C3C7D96E05C6F80725C5E44CB6B0AE189"
+	"1E0A9E184A3220A13707330800FA7F693EE2993C71F179B80E02B66507D4C19F"
+	"41400A05ABA033B0F8655C5D9E74D3AD27BE953D2621A6BEA73CC48ABC481687"
+	"267DE0184DC0A7CEE0D273DDD0509DEA28BC9AD2B7094A39E5558BE9F551839B"
+	"6E92CD7A62E01DBE8D92CBB4044D8DF4212C502A46DC886D4A34166028A486CC"
+	"E102500049068EF0E9C76EB9C61A0F3F7839A5BC23C5A22E49E2D59B12935E33"
+	"D75F1041CAEADF4051F2A5063FE6A4A8DDC301EE7DD42382E46251525FF6CA75"
+	"F64A2B257550A55198F9CB76E36A70DCA6CF5DFE92EF35184E26374CB9EEE886"
+	"DA06899D5A86350DA16BFC2AF9BC2A05A1F87E0C3D73A47106F23E6ADEEF0432"
+	"F7B4D44BAEABFAD59DAA53630B52A4A5B19FCF0B6124762F36850AE402F64F24"
+	"3995672E46CC8DE251A4F4FC5AAC5148FE656B7E88D2B208CF9DDFCD6DAEA630"
+	"65B9AC11756658A96C4EBB393765AC9D600AAABC031C7AD118C14346961D0021"
+	"8624FB29B4E0F16805F9A6725A20AA692D769CD11F377B84203A488DB30374B9"
+	"057D0DD4E490CF9F75CEE647380DAF4A6470F01AF02517C2338A0462B7D6752A"
+	"469825001BCC96D4754823C868145F013D4E7D35E7A861CD596F59F4F7C3C90A"
+	"CF15A99308A2D8CBA03CB72CBE65754ACB141CAB7417CC676D62C4C52919AD4E"
+	"2E7BC9014613F2763309A83112AA264EB96007364C540B2CFCBB1749C038DED9"
+	"9A551EAB2ED3AE822A984A6B552B9B0D446ED979C8952159449CE212011EFC9E"
+	"2C8D4C5DE3423036F6BAE6DD13FDE53CFB00CE5ACCD6229E8DF5A98809D88892"
+	"081AACA3F6DDACA41C23271EDF3748B00505E8FD01CB8C4BAA6B19AD4DA29E4D"
+	"DBDB054DFDC3C555AB3F44788226C37DAEB1D0EA8E05F90CF52F0278CE8F0EF4"
+	"12E2EBCE01719927895AA41249D87D6E8A9ADFF76CAB38F55D65334FE314C036"
+	"FF5BFC0B28BA333D7555CFB6EB534609D70E988F5C0A62C224423DA2232D419C"
+	"3A131A6BB3F9CCAAB04C9E2AA23230E6CF29F688724F35D1A4B3E01030A2D916"
+	"2F50F86737C48B2A41480B29C8A2CD1CB5EAF22FC9AADC448A400516DA85C87C"
+	"C95FCC57CE023922009885BE1365B9089813DAF5863EB2B2FB43A363B0EA2EC1"
+	"85054AA327505E5E409DCE0D077A2297C19D3F197330F8402FB854518A01715E"
+	"EA299C4B84E1B18FFA9C723261BCFB99E207B9119E1E6AE110A4C8931DDEB359"
+	"4CA5ED59B67091A4F4D2DA586D05DF31F06790C5BB56F720620F5AD1CEA1D747"
+	"5306C5E3C995FA5FA2291CD9122697B541EB10CE50C5EFF84CCD1D9AEB3B3D49"
+	"72110470DD40DF0E85B9C5E88440D58EC231115D3E74A7096047C610FBD63B96"
+	"887EA40CE9523B1820FECA3227EF13A7F586A14CB4B2DB9C3A500F72E8F4F869";
+
+/*
+ * Building an IdP's keys costs no big-number exponentiation: OpenSSL's
+ * RSA public check runs Miller-Rabin rounds on the modulus (a full
+ * modular exponentiation each: 0.1 s for a composite 8192-bit modulus,
+ * 0.6 s for a prime one), on the event loop, for every key of every
+ * fetch: a hostile IdP serving 32 such keys (the default max_keys) held
+ * the gateway for 18 s per fetch.  Bounded in CPU time (getrusage), not
+ * wall-clock: the fixed parser needs milliseconds.
+ */
+static void
+test_jwks_rsa_check_cost(void **state)
+{
+	struct jwk_set	*s;
+	struct rusage	 r0, r1;
+	BIGNUM		*bn = NULL;
+	unsigned char	 bin[1024];
+	char		 n[1400], *doc, *cause = NULL;
+	size_t		 off = 0, cap = 64 * 1024;
+	double		 cpu;
+	int		 i, len;
+
+	(void)state;
+	assert_true(BN_hex2bn(&bn, prime8192_hex) > 0);
+	len = BN_bn2bin(bn, bin);
+	assert_int_equal(len, 1024);
+	b64(bin, (size_t)len, n, sizeof(n));
+	assert_non_null(doc = malloc(cap));
+	off += (size_t)snprintf(doc + off, cap - off, "{\"keys\":[");
+	for (i = 0; i < JWK_DEFAULT_MAX_KEYS; i++)
+		off += (size_t)snprintf(doc + off, cap - off, "%s{\"kty\":"
+		    "\"RSA\",\"kid\":\"k%d\",\"e\":\"AQAB\",\"n\":\"%s\"}",
+		    i ? "," : "", i, n);
+	off += (size_t)snprintf(doc + off, cap - off, "]}");
+	assert_true(off < cap);
+	assert_int_equal(getrusage(RUSAGE_SELF, &r0), 0);
+	s = try_jwks(doc, JWK_DEFAULT_MAX_BYTES, JWK_DEFAULT_MAX_KEYS,
+	    &cause);
+	assert_int_equal(getrusage(RUSAGE_SELF, &r1), 0);
+	cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) +
+	    (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) / 1e6 +
+	    (double)(r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) +
+	    (double)(r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) / 1e6;
+	if (cpu >= 1.0)
+		fail_msg("building %d RSA-8192 keys took %.2f s of CPU",
+		    JWK_DEFAULT_MAX_KEYS, cpu);
+	jwk_set_free(s);
+	free(doc);
+	free(cause);
+	cause = NULL;
+	/* The cheap checks stay: even modulus, even or unit exponent. */
+	BN_sub_word(bn, 1);
+	len = BN_bn2bin(bn, bin);
+	b64(bin, (size_t)len, n, sizeof(n));
+	assert_non_null(doc = malloc(cap));
+	snprintf(doc, cap, "{\"keys\":[{\"kty\":\"RSA\",\"e\":\"AQAB\","
+	    "\"n\":\"%s\"}]}", n);
+	assert_null(try_jwks(doc, cap, 8, &cause));
+	BN_add_word(bn, 1);
+	len = BN_bn2bin(bn, bin);
+	b64(bin, (size_t)len, n, sizeof(n));
+	snprintf(doc, cap, "{\"keys\":[{\"kty\":\"RSA\",\"e\":\"AQ\","
+	    "\"n\":\"%s\"}]}", n);
+	assert_null(try_jwks(doc, cap, 8, &cause));
+	snprintf(doc, cap, "{\"keys\":[{\"kty\":\"RSA\",\"e\":\"AQAA\","
+	    "\"n\":\"%s\"}]}", n);
+	assert_null(try_jwks(doc, cap, 8, &cause));
+	free(doc);
+	free(cause);
+	BN_free(bn);
+}
+
 /* Every reason has a distinct, non-empty name. */
 static void
 test_reason_names(void **state)
@@ -1058,6 +1304,10 @@ main(void)
 		cmocka_unit_test(test_public_jwks),
 		cmocka_unit_test(test_peek_and_hash),
 		cmocka_unit_test(test_reason_names),
+		cmocka_unit_test(test_sign_extra_cannot_override),
+		cmocka_unit_test(test_kid_not_from_header),
+		cmocka_unit_test(test_jwks_rsa_check_cost),
+		cmocka_unit_test(test_jwks_private_members),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
