@@ -36,6 +36,8 @@ netaddr_class_v4(const unsigned char *a)
 		return (NETADDR_PRIVATE);
 	if (a[0] == 100 && (a[1] & 0xc0) == 64)
 		return (NETADDR_CGNAT);
+	if (a[0] >= 224)
+		return (NETADDR_RESERVED);	/* multicast, 240/4, broadcast */
 	return (NETADDR_PUBLIC);
 }
 
@@ -45,7 +47,8 @@ netaddr_class_v6(const unsigned char *a)
 {
 	static const unsigned char zero[12];
 	static const unsigned char nat64[12] = { 0x00, 0x64, 0xff, 0x9b };
-	size_t	 i;
+	unsigned char	 v4[4];
+	size_t		 i;
 
 	/* ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, RFC 4291). */
 	if (memcmp(a, zero, 10) == 0 && ((a[10] == 0xff && a[11] == 0xff) ||
@@ -70,10 +73,27 @@ netaddr_class_v6(const unsigned char *a)
 		return (netaddr_class_v4(a + 12));
 	if (memcmp(a, nat64, 4) == 0 && a[4] == 0 && a[5] == 1)
 		return (NETADDR_PRIVATE);
+	/*
+	 * 6to4 (RFC 3056, 2002:V4::/48) and Teredo (RFC 4380,
+	 * 2001:0::/32, the client's IPv4 inverted in the last 32 bits) are
+	 * relayed to the IPv4 address they carry.
+	 */
+	if (a[0] == 0x20 && a[1] == 0x02)
+		return (netaddr_class_v4(a + 2));
+	if (a[0] == 0x20 && a[1] == 0x01 && a[2] == 0 && a[3] == 0) {
+		for (i = 0; i < 4; i++)
+			v4[i] = (unsigned char)~a[12 + i];
+		return (netaddr_class_v4(v4));
+	}
 	if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80)
 		return (NETADDR_LINK_LOCAL);
+	/* Site-local (RFC 3879 deprecated it; routers may still route it). */
+	if (a[0] == 0xfe && (a[1] & 0xc0) == 0xc0)
+		return (NETADDR_ULA);
 	if ((a[0] & 0xfe) == 0xfc)
 		return (NETADDR_ULA);
+	if (a[0] == 0xff)
+		return (NETADDR_RESERVED);	/* multicast */
 	return (NETADDR_PUBLIC);
 }
 

@@ -19,7 +19,10 @@
  * loopback 127/8 and ::1, link-local 169.254/16 and fe80::/10, private
  * (RFC 1918) 10/8, 172.16/12, 192.168/16 and local-use NAT64
  * 64:ff9b:1::/48, carrier-grade NAT (RFC 6598) 100.64/10, unique local
- * (RFC 4193) fc00::/7.
+ * (RFC 4193) fc00::/7 and the deprecated site-local fec0::/10 (as unique
+ * local), multicast or reserved 224/4, 240/4 (broadcast included) and
+ * ff00::/8.  6to4 (2002::/16) and Teredo (2001::/32) addresses are
+ * classified as the IPv4 address they carry.
  */
 #define NETADDR_CLASSES(X)						\
 	X(NETADDR_PUBLIC, "public")					\
@@ -29,6 +32,7 @@
 	X(NETADDR_PRIVATE, "private")					\
 	X(NETADDR_CGNAT, "carrier-grade NAT")				\
 	X(NETADDR_ULA, "unique local")					\
+	X(NETADDR_RESERVED, "multicast or reserved")			\
 	X(NETADDR_UNKNOWN, "unknown family")
 
 #define NETADDR_ENUM(e, s) e,

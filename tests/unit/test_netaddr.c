@@ -21,6 +21,22 @@ struct addr_case {
 };
 
 static const struct addr_case cases[] = {
+	/* multicast and reserved; 6to4, Teredo, site-local */
+	{ "224.0.0.1", NETADDR_RESERVED },
+	{ "239.255.255.250", NETADDR_RESERVED },
+	{ "240.0.0.1", NETADDR_RESERVED },
+	{ "255.255.255.255", NETADDR_RESERVED },
+	{ "223.255.255.255", NETADDR_PUBLIC },
+	{ "ff02::1", NETADDR_RESERVED },
+	{ "::ffff:224.0.0.1", NETADDR_RESERVED },
+	{ "2002:7f00:1::", NETADDR_LOOPBACK },		/* 6to4 of 127.0.0.1 */
+	{ "2002:a9fe:a9fe::1", NETADDR_LINK_LOCAL },	/* 169.254.169.254 */
+	{ "2002:c000:201::1", NETADDR_PUBLIC },		/* 192.0.2.1 */
+	{ "2001:0:4136:e378:8000:63bf:80ff:fffe", NETADDR_LOOPBACK },
+							/* Teredo, ~ 127.0.0.1 */
+	{ "2001:0:4136:e378:8000:63bf:3fff:fdd2", NETADDR_PUBLIC },
+	{ "2001:db8::1", NETADDR_PUBLIC },
+	{ "feff::1", NETADDR_ULA },
 	/* unspecified: 0.0.0.0/8 and :: */
 	{ "0.0.0.0", NETADDR_UNSPECIFIED },
 	{ "0.255.255.255", NETADDR_UNSPECIFIED },
@@ -43,7 +59,7 @@ static const struct addr_case cases[] = {
 	{ "fe80::", NETADDR_LINK_LOCAL },
 	{ "fe80::1", NETADDR_LINK_LOCAL },
 	{ "febf:ffff::1", NETADDR_LINK_LOCAL },
-	{ "fec0::1", NETADDR_PUBLIC },
+	{ "fec0::1", NETADDR_ULA },	/* site-local, deprecated */
 	/* NAT64 (RFC 6052): the IPv4 address the translator goes to */
 	{ "64:ff9b::7f00:1", NETADDR_LOOPBACK },
 	{ "64:ff9b::a9fe:a9fe", NETADDR_LINK_LOCAL },
@@ -96,7 +112,6 @@ static const struct addr_case cases[] = {
 	{ "::fffe:127.0.0.1", NETADDR_PUBLIC },	/* not a mapped form */
 	/* public */
 	{ "8.8.8.8", NETADDR_PUBLIC },
-	{ "255.255.255.255", NETADDR_PUBLIC },
 	{ "2001:db8::1", NETADDR_PUBLIC },
 	{ "2606:4700::1111", NETADDR_PUBLIC },
 };
