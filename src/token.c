@@ -923,6 +923,18 @@ tok_post(struct req *req, const char *form, size_t flen)
 		    "or longer than identity.token.max_token_bytes");
 		return;
 	}
+	/*
+	 * Revocations made while the revocation link is down are unknown
+	 * here: the refresh grant fails closed then, as secrets do
+	 * (secrets.redis_unavailable fail_closed, the default).
+	 */
+	if (req->conf->secrets_redis_unavailable == SECRETS_FAIL_CLOSED &&
+	    !revoke_current(req->c->ctx->revoke)) {
+		explicit_bzero(v, vlen);
+		free(v);
+		token_refuse(req, "redis_unavailable", "invalid refresh token");
+		return;
+	}
 	why = token_verify(req, v, strlen(v), 1, &ti);
 	explicit_bzero(v, vlen);
 	free(v);

@@ -1082,6 +1082,7 @@ def secgw(start_gateway, reg, pki, keys, tmp_path):
                   "robot:ci").stdout
         g.secret = out.splitlines()[0]
         assert g.secret.startswith("pcs_")
+        g.redis_server = rs
         yield g
     finally:
         rs.stop()
@@ -1138,6 +1139,31 @@ def test_secret_login_and_revocation(secgw):
     assert r.status_code == 401
     for t in (g.secret, tok, rt):
         assert t not in g.log_text()
+
+
+def test_refresh_grant_fails_closed_without_redis(secgw, tmp_path):
+    """README (Revocation): secrets and refresh grants need Redis and
+    fail closed by default.  With the revocation link down, a revocation
+    made elsewhere is unknown here: a refresh token must not buy a fresh
+    access token meanwhile."""
+    g, s = secgw, plain()
+    r = s.get(g.url + "/token", params=[
+        ("service", SERVICE), ("scope", "repository:bot/app:pull"),
+        ("offline_token", "true")], auth=("robot", g.secret),
+        timeout=15)
+    assert r.status_code == 200, r.text
+    rt = r.json()["refresh_token"]
+    form = {"grant_type": "refresh_token", "refresh_token": rt,
+            "service": SERVICE, "scope": "repository:bot/app:pull"}
+    assert s.post(g.url + "/token", data=form,
+                  timeout=15).status_code == 200
+    g.redis_server.kill()
+    wait_for(lambda: "revoke link_down" in g.log_text(), timeout=20,
+             what="the revocation link to go down")
+    r = s.post(g.url + "/token", data=form, timeout=15)
+    assert r.status_code == 401, r.text
+    assert "login_failed reason=redis_unavailable" in g.log_text()
+    assert rt not in g.log_text()
 
 
 def test_skopeo_login_and_push_with_a_secret(secgw, tmp_path,
