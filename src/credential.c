@@ -75,6 +75,20 @@ cred_is_idp_jwt(const struct config *conf, const char *pw, size_t len)
 	return (cred_issuer(conf, pk.issuer) != NULL);
 }
 
+/* Whether revocation can name a subject (revoke.c, revoke_subject_ok). */
+static int
+cred_subject_revocable(const char *s)
+{
+	size_t	i, n = strlen(s);
+
+	if (n == 0 || n > REVOKE_SUBJECT_MAX)
+		return (0);
+	for (i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return (0);
+	return (1);
+}
+
 /* "prefix" + s, new. */
 static char *
 cred_prefixed(const char *prefix, const char *s)
@@ -182,7 +196,17 @@ cred_idp_verify(struct req *req, const char *pw, size_t len,
 	for (i = 0; i < cl->ngroups; i++)
 		ti->groups[i] = cred_prefixed(is->prefix, cl->groups[i]);
 	ti->ngroups = cl->ngroups;
-	/* `portcullis token revoke` names the prefixed subject. */
+	/*
+	 * `portcullis token revoke` names the prefixed subject; one it
+	 * cannot name (too long, a control character: revoke.c drops such
+	 * a message) would be a login only --all reaches.
+	 */
+	if (!cred_subject_revocable(ti->subject)) {
+		jose_claims_free(cl);
+		tok_ident_unref(ti);
+		*why = "bad_subject";
+		return (CRED_FAIL);
+	}
 	if (revoke_check(req->c->ctx->revoke, ti->subject, ti->iat)) {
 		jose_claims_free(cl);
 		tok_ident_unref(ti);

@@ -1054,6 +1054,53 @@ def test_idp_claims_reach_the_policy(idgw, idp, pki):
         ("repository", "claim/app"): ["push"]}
 
 
+@needs_idp
+@pytest.mark.parametrize("sub", ["a" * 1022, "main\nforged"],
+                         ids=["long", "newline"])
+def test_idp_subject_that_cannot_be_revoked_is_refused(
+        start_gateway, reg, pki, keys, idp, tmp_path, sub):
+    """`portcullis token revoke --subject` can name only subjects of at
+    most REVOKE_SUBJECT_MAX (1024) bytes without control characters (the
+    gateway drops any other message or hash field): an IdP subject
+    outside that (a CI claim the job's author controls, as a branch
+    name) would be a login no revocation but --all could reach.  Such a
+    subject is refused at login.  (1022 bytes pass max_claim_bytes,
+    1024; with the prefix the subject is 1026.)"""
+    rs = RedisServer(tmp_path / "sub-redis")
+    try:
+        g = start_gateway(gateway_config(
+            upstream(reg, default=True), policy=idp_policy(pki),
+            redis={"address": rs.host},
+            identity={"token": token_cfg(keys), "issuers": [
+                {"name": "idp", "issuer": idp.issuer, "ca_file": idp.ca,
+                 "audiences": ["https://portcullis.test"],
+                 "prefix": "idp:", "subject_claim": "ref",
+                 "algorithms": ["RS256", "ES256"]}]}))
+        wait_for(lambda: "oidc keys_loaded issuer=idp" in g.log_text(),
+                 timeout=30, what="the IdP's keys")
+        idp.set_state(clientClaims={"ci": {"ref": sub}})
+        cc = idp.client_credentials_token()
+        assert claims(cc)["ref"] == sub
+        s = plain()
+        r = s.get(g.url + "/token", params={"service": SERVICE},
+                  auth=("ci", cc), timeout=15)
+        assert r.status_code == 401, r.text
+        assert "login_failed reason=bad_subject" in g.log_text()
+        r = s.get(g.url + "/v2/ci/app/tags/list",
+                  headers={"Authorization": "Bearer " + cc}, timeout=15)
+        assert r.status_code == 401
+        assert 'error="invalid_token"' in chal(r)
+        # A plain one still works.
+        idp.set_state(clientClaims={"ci": {"ref": "main"}})
+        r = s.get(g.url + "/token", params={"service": SERVICE},
+                  auth=("ci", idp.client_credentials_token()), timeout=15)
+        assert r.status_code == 200, r.text
+        assert claims(r.json()["token"])["sub"] == "idp:main"
+    finally:
+        idp.set_state(clientClaims={})
+        rs.stop()
+
+
 # ---------------------------------------------------------------------------
 # Gateway secrets (secrets.c, Redis) as Basic passwords, and revocation
 # (`portcullis token revoke`) reaching issued tokens, refresh tokens and
