@@ -508,6 +508,29 @@ tok_scope_bits_allowed(struct req *req, const struct scope *s)
 	return (got);
 }
 
+/*
+ * A token's lifetime: its configured one, but never past the end of the
+ * credential it was issued for: a gateway secret's expiry (a refresh
+ * token would otherwise mint access tokens for a week after it), or the
+ * refresh token the grant presents.  At least 1 second.
+ */
+static int64_t
+tok_ttl(const struct req *req, const struct config_token *tk, int refresh,
+    int64_t now)
+{
+	int64_t	ttl = refresh ? tk->refresh_expires_in : tk->expires_in;
+	int64_t	end = 0;
+
+	if (req->login != NULL && req->login->method == AUTH_SECRET &&
+	    req->login->exp > 0)
+		end = req->login->exp;
+	else if (req->tok != NULL && req->tok->refresh && req->tok->exp > 0)
+		end = req->tok->exp;
+	if (end != 0 && end - now < ttl)
+		ttl = end - now > 0 ? end - now : 1;
+	return (ttl);
+}
+
 static char *
 tok_sign(struct req *req, const struct config_token *tk, int refresh,
     json_t *access, int64_t now, char **cause)
@@ -558,7 +581,7 @@ tok_sign(struct req *req, const struct config_token *tk, int refresh,
 	sr.subject = p->subject != NULL ? p->subject : "";
 	sr.audience = aud;
 	sr.now = now;
-	sr.ttl = refresh ? tk->refresh_expires_in : tk->expires_in;
+	sr.ttl = tok_ttl(req, tk, refresh, now);
 	sr.access = access;
 	sr.extra = extra;
 	t = jose_sign(&tk->keys->keys[0], &sr, cause);
@@ -717,7 +740,7 @@ tok_issue(struct req *req, struct scope_set *set, int offline)
 	json_object_set_new(resp, "token", json_string(at));
 	json_object_set_new(resp, "access_token", json_string(at));
 	json_object_set_new(resp, "expires_in",
-	    json_integer(tk->expires_in));
+	    json_integer(tok_ttl(req, tk, 0, now)));
 	json_object_set_new(resp, "issued_at", json_string(iat));
 	if (rt != NULL)
 		json_object_set_new(resp, "refresh_token", json_string(rt));

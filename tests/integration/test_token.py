@@ -1213,6 +1213,32 @@ def test_refresh_grant_fails_closed_without_redis(secgw, tmp_path):
     assert rt not in g.log_text()
 
 
+def test_tokens_of_a_secret_end_with_it(secgw):
+    """A secret made with --expires must not buy tokens that outlive it:
+    neither the access token nor (above all) the refresh token, which
+    docker login keeps and which would otherwise mint access tokens for
+    refresh_expires_in (a week) after the secret expired."""
+    g, s = secgw, plain()
+    out = cli("secret", "create", "-c", g.config_path, "--subject",
+              "robot:ci", "--expires", "40s").stdout
+    short = out.splitlines()[0]
+    r = s.get(g.url + "/token", params=[
+        ("service", SERVICE), ("scope", "repository:bot/app:pull"),
+        ("offline_token", "true")], auth=("robot", short), timeout=15)
+    assert r.status_code == 200, r.text
+    tok, rt = r.json()["token"], r.json()["refresh_token"]
+    # The secret was created at most a few seconds before iat.
+    limit = claims(tok)["iat"] + 41
+    assert claims(tok)["exp"] <= limit
+    assert r.json()["expires_in"] <= 41
+    assert claims(rt)["exp"] <= limit
+    r = s.post(g.url + "/token", data={
+        "grant_type": "refresh_token", "refresh_token": rt,
+        "service": SERVICE}, timeout=15)
+    assert r.status_code == 200, r.text
+    assert claims(r.json()["token"])["exp"] <= claims(rt)["exp"]
+
+
 def test_skopeo_login_and_push_with_a_secret(secgw, tmp_path,
                                              single_image):
     """skopeo logs in to the gateway with a secret and pushes and pulls
