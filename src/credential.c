@@ -301,6 +301,8 @@ cred_secret_done(enum secret_verdict v, const struct secret_principal *sp,
 			if ((ti->groups[i] = strdup(sp->groups[i])) == NULL)
 				fatal("strdup");
 		ti->ngroups = sp->ngroups;
+		if ((ti->secret_id = strdup(sp->id)) == NULL)
+			fatal("strdup");
 	} else
 		why = secret_verdict_name(v);
 	req_stage_end(req);
@@ -319,6 +321,33 @@ cred_is_credential(const struct config *conf, const char *pw, size_t len)
 
 	return (secret_parse(pw, len, id) == 0 ||
 	    cred_is_idp_jwt(conf, pw, len));
+}
+
+/*
+ * Whether the gateway secret a refresh token was issued for is still
+ * good (secrets_check_id): always waits (CRED_WAIT; done() gets an
+ * identity on success), or CRED_FAIL with *why.
+ */
+enum cred_result
+cred_check_secret_id(struct req *req, const char *id, const char **why,
+    cred_done_fn done)
+{
+	struct cred_wait	*cw;
+
+	*why = NULL;
+	if (req->c->ctx->secrets == NULL) {
+		*why = "no_secrets";
+		return (CRED_FAIL);
+	}
+	if ((cw = calloc(1, sizeof(*cw))) == NULL)
+		fatal("calloc");
+	cw->req = req;
+	cw->done = done;
+	if ((cw->sc = secrets_check_id(req->c->ctx->secrets, id,
+	    cred_secret_done, cw)) == NULL)
+		fatal("secrets_check_id");
+	req_stage_set(req, &cred_stage_ops, cw);
+	return (CRED_WAIT);
 }
 
 /*

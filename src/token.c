@@ -79,6 +79,7 @@ tok_ident_unref(struct tok_ident *ti)
 	if (ti == NULL || --ti->refcnt > 0)
 		return;
 	free(ti->subject);
+	free(ti->secret_id);
 	for (i = 0; i < ti->ngroups; i++)
 		free(ti->groups[i]);
 	free(ti->groups);
@@ -343,6 +344,10 @@ token_verify(struct req *req, const char *tok, size_t len, int refresh,
 		if ((ti->groups[i] = strdup(cl->groups[i])) == NULL)
 			fatal("strdup");
 	ti->ngroups = cl->ngroups;
+	/* A secret's: which one, for the refresh grant to ask about. */
+	if (m == AUTH_SECRET && (am = jose_claim_string(cl, "secret_id")) !=
+	    NULL && (ti->secret_id = strdup(am)) == NULL)
+		fatal("strdup");
 	if (tok_claims_read(ti, json_object_get(cl->payload, "idp_claims"),
 	    tk) == -1) {
 		tok_ident_unref(ti);
@@ -552,6 +557,13 @@ tok_sign(struct req *req, const struct config_token *tk, int refresh,
 	json_object_set_new(extra, "groups", groups);
 	json_object_set_new(extra, "auth_method",
 	    json_string(principal_method_name(m)));
+	/* Not secret itself (`secret list` shows it): the refresh grant's. */
+	if (req->login != NULL && req->login->secret_id != NULL)
+		json_object_set_new(extra, "secret_id",
+		    json_string(req->login->secret_id));
+	else if (req->tok != NULL && req->tok->secret_id != NULL)
+		json_object_set_new(extra, "secret_id",
+		    json_string(req->tok->secret_id));
 	json_object_set_new(extra, "token_use",
 	    json_string(refresh ? "refresh" : "access"));
 	/*
@@ -769,6 +781,42 @@ tok_issue(struct req *req, struct scope_set *set, int offline)
 static void	tok_get(struct req *);
 static void	tok_post(struct req *, const char *, size_t);
 
+/* The refresh grant's answer: an access token for the scopes asked. */
+static void
+tok_refresh_issue(struct req *req, const char *form, size_t flen)
+{
+	const struct config_token	*tk = req->conf->identity->token;
+	struct scope_set		*set;
+	enum scope_err			 e;
+
+	if ((set = scope_set_new(tk->max_scopes)) == NULL)
+		fatal("scope_set_new");
+	if ((e = tok_scopes(set, form, flen, "scope")) != SCOPE_OK) {
+		scope_set_free(set);
+		req_fail(req, ERR_BAD_REQUEST, e == SCOPE_E_TOO_MANY ?
+		    "too many scopes (identity.token.max_scopes)" :
+		    "invalid scope");
+		return;
+	}
+	/* No new refresh token: the one in hand stays the client's. */
+	tok_issue(req, set, 0);
+	scope_set_free(set);
+}
+
+/* The secret a refresh token was issued for was read again. */
+static void
+tok_refresh_secret_done(struct req *req, struct tok_ident *ti,
+    const char *why)
+{
+	if (ti == NULL) {
+		token_refuse(req, why != NULL ? why : "invalid_credentials",
+		    "invalid refresh token");
+		return;
+	}
+	tok_ident_unref(ti);
+	tok_refresh_issue(req, req->tok_form, req->tok_formlen);
+}
+
 static void
 tok_get_login_done(struct req *req, struct tok_ident *ti, const char *why)
 {
@@ -975,18 +1023,29 @@ tok_post(struct req *req, const char *form, size_t flen)
 		token_refuse(req, "wrong_token_type", "invalid refresh token");
 		return;
 	}
-	if ((set = scope_set_new(tk->max_scopes)) == NULL)
-		fatal("scope_set_new");
-	if ((e = tok_scopes(set, form, flen, "scope")) != SCOPE_OK) {
-		scope_set_free(set);
-		req_fail(req, ERR_BAD_REQUEST, e == SCOPE_E_TOO_MANY ?
-		    "too many scopes (identity.token.max_scopes)" :
-		    "invalid scope");
+	/*
+	 * A secret's refresh token lives as long as the secret does: `secret
+	 * revoke` (or its expiry) must end it, so the record is read again.
+	 */
+	if (ti->method == AUTH_SECRET) {
+		if (ti->secret_id == NULL) {
+			token_refuse(req, jose_reason_name(JOSE_R_BAD_CLAIM),
+			    "invalid refresh token");
+			return;
+		}
+		if (req->tok_form == NULL) {
+			if ((req->tok_form = malloc(flen + 1)) == NULL)
+				fatal("malloc");
+			memcpy(req->tok_form, form, flen);
+			req->tok_form[flen] = '\0';
+			req->tok_formlen = flen;
+		}
+		if (cred_check_secret_id(req, ti->secret_id, &why,
+		    tok_refresh_secret_done) == CRED_FAIL)
+			token_refuse(req, why, "invalid refresh token");
 		return;
 	}
-	/* No new refresh token: the one in hand stays the client's. */
-	tok_issue(req, set, 0);
-	scope_set_free(set);
+	tok_refresh_issue(req, form, flen);
 }
 
 static int	tok_sink(struct req *, struct evbuffer *, size_t);

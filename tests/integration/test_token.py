@@ -1239,6 +1239,34 @@ def test_tokens_of_a_secret_end_with_it(secgw):
     assert claims(r.json()["token"])["exp"] <= claims(rt)["exp"]
 
 
+def test_secret_revoke_reaches_its_refresh_token(secgw):
+    """`portcullis secret revoke ID` of a leaked secret: docker login
+    kept a refresh token from it, which must not go on minting access
+    tokens for refresh_expires_in (a week)."""
+    g, s = secgw, plain()
+    out = cli("secret", "create", "-c", g.config_path, "--subject",
+              "robot:ci").stdout
+    leaked = out.splitlines()[0]
+    sid = leaked.split("_")[1]
+    r = s.get(g.url + "/token", params=[
+        ("service", SERVICE), ("scope", "repository:bot/app:pull"),
+        ("offline_token", "true")], auth=("robot", leaked), timeout=15)
+    assert r.status_code == 200, r.text
+    rt = r.json()["refresh_token"]
+    form = {"grant_type": "refresh_token", "refresh_token": rt,
+            "service": SERVICE}
+    assert s.post(g.url + "/token", data=form,
+                  timeout=15).status_code == 200
+    cli("secret", "revoke", "-c", g.config_path, sid)
+    r = s.post(g.url + "/token", data=form, timeout=15)
+    assert r.status_code == 401, r.text
+    assert "login_failed reason=revoked" in g.log_text()
+    # The other secret of the same subject is untouched.
+    r = s.get(g.url + "/token", params={"service": SERVICE},
+              auth=("robot", g.secret), timeout=15)
+    assert r.status_code == 200, r.text
+
+
 def test_skopeo_login_and_push_with_a_secret(secgw, tmp_path,
                                              single_image):
     """skopeo logs in to the gateway with a secret and pushes and pulls
