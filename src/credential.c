@@ -228,7 +228,9 @@ cred_wait_destroy(void *arg)
 {
 	struct cred_wait	*cw = arg;
 
-	explicit_bzero(cw->pw, cw->len);
+	/* A secret's wait holds no copy (secrets.c hashed it at once). */
+	if (cw->pw != NULL)
+		explicit_bzero(cw->pw, cw->len);
 	free(cw->pw);
 	free(cw);
 }

@@ -1267,6 +1267,49 @@ def test_secret_revoke_reaches_its_refresh_token(secgw):
     assert r.status_code == 200, r.text
 
 
+def test_client_leaves_while_its_secret_is_checked(secgw):
+    """The credential stage waits for Redis (paused here with CLIENT
+    PAUSE): clients that close meanwhile (a Basic secret at /token and on
+    /v2/, a secret's refresh grant) leave nothing behind that the late
+    answers touch; the gateway answers the next caller correctly.  Run
+    it with PORTCULLIS_BIN pointing at an ASan build to catch a
+    use-after-free."""
+    g, s = secgw, plain()
+    r = s.get(g.url + "/token", params=[
+        ("service", SERVICE), ("offline_token", "true")],
+        auth=("robot", g.secret), timeout=15)
+    assert r.status_code == 200, r.text
+    rt = r.json()["refresh_token"]
+    basic = base64.b64encode(("robot:" + g.secret).encode()).decode()
+    form = "grant_type=refresh_token&service=%s&refresh_token=%s" % (
+        SERVICE, rt)
+    reqs = [
+        "GET /token?service=%s HTTP/1.1\r\nHost: x\r\n"
+        "Authorization: Basic %s\r\n\r\n" % (SERVICE, basic),
+        "GET /v2/bot/app/tags/list HTTP/1.1\r\nHost: x\r\n"
+        "Authorization: Basic %s\r\n\r\n" % basic,
+        "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        "application/x-www-form-urlencoded\r\nContent-Length: %d\r\n"
+        "\r\n%s" % (len(form), form),
+    ]
+    g.redis_server.cli("CLIENT", "PAUSE", "1500", "ALL")
+    for raw in reqs * 3:
+        with socket.create_connection(("127.0.0.1", g.port),
+                                      timeout=5) as c:
+            c.sendall(raw.encode())
+    # The pause ends by itself; these wait for it.
+    r = s.get(g.url + "/token", params={"service": SERVICE},
+              auth=("robot", g.secret), timeout=15)
+    assert r.status_code == 200, r.text
+    r = s.post(g.url + "/token", data={
+        "grant_type": "refresh_token", "refresh_token": rt,
+        "service": SERVICE}, timeout=15)
+    assert r.status_code == 200, r.text
+    assert g.alive()
+    for t in (g.secret, rt):
+        assert t not in g.log_text()
+
+
 def test_skopeo_login_and_push_with_a_secret(secgw, tmp_path,
                                              single_image):
     """skopeo logs in to the gateway with a secret and pushes and pulls
