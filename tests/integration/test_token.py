@@ -1101,6 +1101,60 @@ def test_idp_subject_that_cannot_be_revoked_is_refused(
         rs.stop()
 
 
+@needs_idp
+def test_no_credential_in_debug_log(start_gateway, reg, pki, keys, idp,
+                                    tmp_path):
+    """At log level debug, every credential path (a secret and an IdP
+    JWT as Basic at /token and on /v2/, the IdP JWT as a Bearer, a
+    gateway token, a refresh grant, wrong ones of each) leaves none of
+    the credentials, nor a piece of them, in the log."""
+    rs = RedisServer(tmp_path / "dbg-redis")
+    try:
+        g = start_gateway(gateway_config(
+            upstream(reg, default=True), policy=idp_policy(pki),
+            redis={"address": rs.host}, log={"level": "debug"},
+            identity={"token": token_cfg(keys), "issuers": [
+                {"name": "idp", "issuer": idp.issuer, "ca_file": idp.ca,
+                 "audiences": ["https://portcullis.test"],
+                 "prefix": "idp:", "algorithms": ["RS256", "ES256"]}]}))
+        wait_for(lambda: "oidc keys_loaded issuer=idp" in g.log_text(),
+                 timeout=30, what="the IdP's keys")
+        wait_for(lambda: "revoke synced" in g.log_text(), timeout=20,
+                 what="the revocation table's first sync")
+        secret = cli("secret", "create", "-c", g.config_path, "--subject",
+                     "robot:ci").stdout.splitlines()[0]
+        cc = idp.client_credentials_token()
+        s = plain()
+        creds = [secret, cc]
+        for pw in (secret, cc, secret[:-3] + "xyz", cc[:-3] + "xyz"):
+            r = s.get(g.url + "/token", params=[
+                ("service", SERVICE), ("offline_token", "true"),
+                ("scope", "repository:ci/app:pull")], auth=("u", pw),
+                timeout=15)
+            if r.status_code == 200:
+                creds += [r.json()["token"], r.json()["refresh_token"]]
+                r2 = s.post(g.url + "/token", data={
+                    "grant_type": "refresh_token", "service": SERVICE,
+                    "refresh_token": r.json()["refresh_token"]},
+                    timeout=15)
+                assert r2.status_code == 200, r2.text
+                creds.append(r2.json()["token"])
+            s.get(g.url + "/v2/ci/app/tags/list", auth=("u", pw),
+                  timeout=15)
+        for t in creds + [cc[:-3] + "xyz"]:
+            s.get(g.url + "/v2/ci/app/tags/list",
+                  headers={"Authorization": "Bearer " + t}, timeout=15)
+        log = g.log_text()
+        assert "debug" in log
+        for c in creds:
+            for part in c.split("."):
+                if len(part) >= 12:
+                    assert part not in log
+            assert c[-16:] not in log
+    finally:
+        rs.stop()
+
+
 # ---------------------------------------------------------------------------
 # Gateway secrets (secrets.c, Redis) as Basic passwords, and revocation
 # (`portcullis token revoke`) reaching issued tokens, refresh tokens and
