@@ -259,6 +259,27 @@ tok_claims_read(struct tok_ident *ti, const json_t *o,
 }
 
 /*
+ * How long a verified token may stay cached: until its exp, but never
+ * past the valid_until of the rotated-out key that signed it (from then
+ * on that key verifies nothing, cached or not).
+ */
+static int64_t
+tok_cache_until(const struct config_token *tk, const char *tok, size_t len,
+    int64_t exp)
+{
+	struct jose_peek	 pk;
+	const struct jwk_key	*k;
+
+	if (jose_peek(tok, len, tk->max_token_bytes, &pk) != JOSE_OK)
+		return (0);	/* not cached */
+	if (pk.kid[0] != '\0' && (k = jwk_set_find(tk->keys, pk.kid,
+	    strlen(pk.kid))) != NULL && k->not_after != 0 &&
+	    k->not_after + 1 < exp)
+		return (k->not_after + 1);
+	return (exp);
+}
+
+/*
  * Verify a gateway token (an access token, or with refresh set a
  * refresh token) of len bytes.  NULL and a new reference in *out, or the
  * reason it was refused (a fixed name, never a piece of the token).
@@ -375,7 +396,8 @@ token_verify(struct req *req, const char *tok, size_t len, int refresh,
 	}
 	if (tc != NULL) {
 		ti->refcnt++;
-		tcache_put(tc, h, ti, ti->exp, now);
+		tcache_put(tc, h, ti, tok_cache_until(tk, tok, len, ti->exp),
+		    now);
 	}
 	*out = ti;
 	return (NULL);
