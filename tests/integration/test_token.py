@@ -295,6 +295,32 @@ def test_mtls_token_scope_intersection(gw, pki, reg):
     assert r.status_code == 202, r.text
 
 
+def test_mount_source_needs_the_tokens_pull(gw, pki, reg):
+    """A cross-repository mount reads the `from` repository: a token that
+    grants push on the target but nothing on the source must not borrow
+    its blobs (distribution asks the token for pull on `from`), even
+    though the live policy would let its subject pull the source.  The
+    mount degrades to a plain upload start (202), as for the policy."""
+    s = requests.Session()
+    s.trust_env = False
+    blob = b"only in ro/app: mount review\n" * 32
+    digest = push_blob(s, reg.url, "ro/app", blob)
+    tok = get_token(gw, sess(pki, pki.pusher),
+                    ["repository:team/app:pull,push"])["token"]
+    assert access_of(tok) == {("repository", "team/app"): ["pull", "push"]}
+    url = gw.url + "/v2/team/app/blobs/uploads/"
+    r = sess(pki).post(url, params={"mount": digest, "from": "ro/app"},
+                       headers=bearer(tok), timeout=15)
+    assert r.status_code == 202, (r.status_code, r.text)
+    # With pull on the source in the token, the mount happens.
+    tok2 = get_token(gw, sess(pki, pki.pusher),
+                     ["repository:team/app:pull,push",
+                      "repository:ro/app:pull"])["token"]
+    r = sess(pki).post(url, params={"mount": digest, "from": "ro/app"},
+                       headers=bearer(tok2), timeout=15)
+    assert r.status_code == 201, (r.status_code, r.text)
+
+
 def test_policy_change_applies_to_issued_token(start_gateway, reg, pki,
                                                keys):
     g = start_gateway(gateway_config(
