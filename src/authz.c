@@ -343,7 +343,8 @@ authz_map_from(const struct req *req, const char *from, char *out,
 
 /*
  * A cross-repository mount (POST .../blobs/uploads/?mount=D&from=R) needs
- * pull on R besides push on the target.  Without it the mount and from
+ * pull on R besides push on the target (and, with a gateway token, its
+ * access claim granting pull on R, as distribution asks).  Without it the mount and from
  * parameters are dropped: the upstream then starts a plain upload (202),
  * and the client uploads the blob it could not borrow.  A `from` that
  * proxy_relay.c would not pass on (unparsable, another upstream's) needs
@@ -374,6 +375,10 @@ authz_mount(struct req *req)
 	    POL_PULL, &res);
 	if (!res.allow)
 		why = "no_pull_on_source";
+	else if (req->tok != NULL && !(scope_actions(req->tok->access,
+	    SCOPE_REPOSITORY, from) & SCOPE_PULL))
+		/* A token must grant the source's pull, by the client's name. */
+		why = "token_lacks_source_pull";
 	else if (url_query_get(req->query, qlen, "mount", digest,
 	    sizeof(digest)) == 0 && policy_blocked(conf->policy, digest, &id))
 		why = "blocked_digest";	/* its upload's end is refused */

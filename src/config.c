@@ -908,6 +908,19 @@ cfg_token_keys(struct cfg_ctx *ctx, struct config *cfg)
 	}
 }
 
+/* Whether one issuer prefix (NULL: none) begins the other. */
+static int
+cfg_prefix_overlap(const char *a, const char *b)
+{
+	size_t	la, lb;
+
+	a = a != NULL ? a : "";
+	b = b != NULL ? b : "";
+	la = strlen(a);
+	lb = strlen(b);
+	return (strncmp(a, b, la < lb ? la : lb) == 0);
+}
+
 static void
 cfg_finish_identity(struct cfg_ctx *ctx, struct config *cfg)
 {
@@ -945,6 +958,20 @@ cfg_finish_identity(struct cfg_ctx *ctx, struct config *cfg)
 				snprintf(q, sizeof(q),
 				    "/identity/issuers/%zu/issuer", j);
 				cfg_error(ctx, p, "duplicate of %s", q);
+			}
+			/*
+			 * Subjects and groups are "prefix" + the IdP's
+			 * value: if one prefix begins another (none is ""),
+			 * an issuer can name the other's users and groups.
+			 */
+			if (cfg_prefix_overlap(is->prefix, o->prefix)) {
+				snprintf(p, sizeof(p),
+				    "/identity/issuers/%zu/prefix", i);
+				snprintf(q, sizeof(q),
+				    "/identity/issuers/%zu/prefix", j);
+				cfg_error(ctx, p, "with several issuers, each "
+				    "needs a prefix that does not begin "
+				    "another's (%s)", q);
 			}
 		}
 	}

@@ -777,7 +777,8 @@ static const struct cfg_key cfg_oidc_issuer_keys[] = {
 	  .off = OIDC_OFF(prefix), .def_doc = "none",
 	  .check = cfg_check_audience,
 	  .help = "Put before the subject and each group, e.g. \"gitlab:\", "
-	  "so that two issuers cannot name the same user or group." },
+	  "so that two issuers cannot name the same user or group; with "
+	  "several issuers, required, and none may begin another's." },
 	{ .name = "algorithms", .type = CFG_STRLIST, .flags = CFG_RELOAD,
 	  .off = OIDC_OFF(algorithms), .count_off = OIDC_OFF(nalgorithms),
 	  .min = 1, .max = 6, .check = cfg_check_algorithm,

@@ -75,6 +75,20 @@ cred_is_idp_jwt(const struct config *conf, const char *pw, size_t len)
 	return (cred_issuer(conf, pk.issuer) != NULL);
 }
 
+/* Whether revocation can name a subject (revoke.c, revoke_subject_ok). */
+static int
+cred_subject_revocable(const char *s)
+{
+	size_t	i, n = strlen(s);
+
+	if (n == 0 || n > REVOKE_SUBJECT_MAX)
+		return (0);
+	for (i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return (0);
+	return (1);
+}
+
 /* "prefix" + s, new. */
 static char *
 cred_prefixed(const char *prefix, const char *s)
@@ -182,7 +196,17 @@ cred_idp_verify(struct req *req, const char *pw, size_t len,
 	for (i = 0; i < cl->ngroups; i++)
 		ti->groups[i] = cred_prefixed(is->prefix, cl->groups[i]);
 	ti->ngroups = cl->ngroups;
-	/* `portcullis token revoke` names the prefixed subject. */
+	/*
+	 * `portcullis token revoke` names the prefixed subject; one it
+	 * cannot name (too long, a control character: revoke.c drops such
+	 * a message) would be a login only --all reaches.
+	 */
+	if (!cred_subject_revocable(ti->subject)) {
+		jose_claims_free(cl);
+		tok_ident_unref(ti);
+		*why = "bad_subject";
+		return (CRED_FAIL);
+	}
 	if (revoke_check(req->c->ctx->revoke, ti->subject, ti->iat)) {
 		jose_claims_free(cl);
 		tok_ident_unref(ti);
@@ -204,7 +228,9 @@ cred_wait_destroy(void *arg)
 {
 	struct cred_wait	*cw = arg;
 
-	explicit_bzero(cw->pw, cw->len);
+	/* A secret's wait holds no copy (secrets.c hashed it at once). */
+	if (cw->pw != NULL)
+		explicit_bzero(cw->pw, cw->len);
 	free(cw->pw);
 	free(cw);
 }
@@ -277,6 +303,8 @@ cred_secret_done(enum secret_verdict v, const struct secret_principal *sp,
 			if ((ti->groups[i] = strdup(sp->groups[i])) == NULL)
 				fatal("strdup");
 		ti->ngroups = sp->ngroups;
+		if ((ti->secret_id = strdup(sp->id)) == NULL)
+			fatal("strdup");
 	} else
 		why = secret_verdict_name(v);
 	req_stage_end(req);
@@ -295,6 +323,33 @@ cred_is_credential(const struct config *conf, const char *pw, size_t len)
 
 	return (secret_parse(pw, len, id) == 0 ||
 	    cred_is_idp_jwt(conf, pw, len));
+}
+
+/*
+ * Whether the gateway secret a refresh token was issued for is still
+ * good (secrets_check_id): always waits (CRED_WAIT; done() gets an
+ * identity on success), or CRED_FAIL with *why.
+ */
+enum cred_result
+cred_check_secret_id(struct req *req, const char *id, const char **why,
+    cred_done_fn done)
+{
+	struct cred_wait	*cw;
+
+	*why = NULL;
+	if (req->c->ctx->secrets == NULL) {
+		*why = "no_secrets";
+		return (CRED_FAIL);
+	}
+	if ((cw = calloc(1, sizeof(*cw))) == NULL)
+		fatal("calloc");
+	cw->req = req;
+	cw->done = done;
+	if ((cw->sc = secrets_check_id(req->c->ctx->secrets, id,
+	    cred_secret_done, cw)) == NULL)
+		fatal("secrets_check_id");
+	req_stage_set(req, &cred_stage_ops, cw);
+	return (CRED_WAIT);
 }
 
 /*

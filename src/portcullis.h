@@ -486,6 +486,7 @@ struct tok_ident {
 	size_t			 nclaims;
 	int64_t			 iat;		/* for revocation */
 	int64_t			 exp;
+	char			*secret_id;	/* method secret: which */
 };
 const char	*token_verify(struct req *, const char *, size_t, int,
 		    struct tok_ident **);
@@ -511,6 +512,8 @@ typedef void	(*cred_done_fn)(struct req *, struct tok_ident *,
 		    const char *);
 enum cred_result cred_check(struct req *, const char *, const char *,
 		    size_t, struct tok_ident **, const char **, cred_done_fn);
+enum cred_result cred_check_secret_id(struct req *, const char *,
+		    const char **, cred_done_fn);
 void		 token_jwks(struct req *);
 const struct config_upstream *
 		 req_prefix_upstream(const struct config *, const char *,

@@ -38,6 +38,13 @@ struct revoke {
 	int			 resync_ms;
 	int			 want_sync;
 	int			 syncing;
+	/*
+	 * The table is current: the subscriber link is up and a re-sync
+	 * started while it was (on the same connection) has completed.
+	 */
+	int			 current;
+	uint64_t		 sync_gen;	/* sub link's, at sync start */
+	int			 sync_sub_up;	/* it was up then */
 	uint64_t		 syncs;
 	struct revoke_listener	 listeners[REVOKE_MAX_LISTENERS];
 	size_t			 nlisteners;
@@ -221,6 +228,9 @@ revoke_on_sync(struct rds *l, redisReply *r, void *arg)
 			    "credential is refused", revtab_count(rv->tab));
 	}
 	rv->syncs++;
+	if (rv->sync_sub_up && rds_ready(rv->sub) &&
+	    rds_generation(rv->sub) == rv->sync_gen)
+		rv->current = 1;
 	log_info("- revoke synced subjects=%zu learned=%zu all=%lld",
 	    revtab_count(rv->tab), learned, (long long)revtab_all(rv->tab));
 	memset(&ev, 0, sizeof(ev));
@@ -248,6 +258,8 @@ revoke_try_sync(struct revoke *rv)
 		return;
 	rv->want_sync = 0;
 	rv->syncing = 1;
+	rv->sync_sub_up = rds_ready(rv->sub);
+	rv->sync_gen = rds_generation(rv->sub);
 }
 
 static void
@@ -269,6 +281,7 @@ revoke_sub_up(struct rds *l, void *arg)
 	struct revoke	*rv = arg;
 
 	/* Whatever was published while down is in the hash: read it. */
+	rv->current = 0;
 	rv->want_sync = 1;
 	revoke_try_sync(rv);
 }
@@ -293,6 +306,7 @@ revoke_sub_down(struct rds *l, void *arg, const char *why, int was_up)
 {
 	struct revoke	*rv = arg;
 
+	rv->current = 0;
 	if (was_up)
 		log_warn("- revoke link_down reason=\"%s\": revocations "
 		    "made meanwhile apply when it is back", why);
@@ -383,6 +397,17 @@ revoke_check(const struct revoke *rv, const char *subject, int64_t iat)
 	if (rv == NULL)
 		return (0);
 	return (revtab_revoked(rv->tab, subject, iat));
+}
+
+/*
+ * Whether the table knows every revocation made so far: the subscriber
+ * link is up and the hash was read since it came up.  What must fail
+ * closed while Redis is away (the refresh grant) asks this.
+ */
+int
+revoke_current(const struct revoke *rv)
+{
+	return (rv == NULL || rv->current);
 }
 
 int

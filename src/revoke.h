@@ -67,6 +67,8 @@ int		 revoke_check(const struct revoke *, const char *subject,
 		    int64_t iat);
 
 /* Call fn for every event from now on; -1 past REVOKE_MAX_LISTENERS. */
+int		 revoke_current(const struct revoke *);
+
 int		 revoke_listen(struct revoke *, revoke_listen_fn *, void *);
 
 /* Times the whole table was read (0: not yet). */

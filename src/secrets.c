@@ -37,6 +37,7 @@ struct secrets_check {
 	int				 inflight;	/* HGETALL sent */
 	uint64_t			 revocations;	/* s's, when sent */
 	int				 cancelled;
+	int				 by_id;	/* no password: state only */
 };
 TAILQ_HEAD(secrets_checks, secrets_check);
 
@@ -149,7 +150,7 @@ secrets_unavailable(struct secrets_check *c)
 	struct secret_cached	*sc;
 	enum secret_verdict	 v;
 
-	if (s->cache != NULL && (sc = tcache_get(s->cache, c->hash,
+	if (!c->by_id && s->cache != NULL && (sc = tcache_get(s->cache, c->hash,
 	    (int64_t)now_ms())) != NULL &&
 	    strcmp(sc->rec.id, c->id) == 0) {
 		v = secrets_judge(s, &sc->rec, c->hash, time(NULL));
@@ -287,8 +288,8 @@ secrets_on_record(struct rds *l, redisReply *r, void *arg)
 		secrets_refuse(c, SECRET_BAD_RECORD);
 		return;
 	}
-	v = secrets_judge(s, &rec, c->hash, now);
-	if (v == SECRET_OK) {
+	v = secrets_judge(s, &rec, c->by_id ? rec.hash : c->hash, now);
+	if (v == SECRET_OK && !c->by_id) {
 		secrets_touch(s, &rec, now);
 		/*
 		 * Not when a revocation was heard while the lookup was in
@@ -317,6 +318,54 @@ secrets_on_record(struct rds *l, redisReply *r, void *arg)
 		secrets_forget(s, c->hash);
 	secrets_answer(c, v, &rec);
 	secret_rec_clear(&rec);
+}
+
+/*
+ * Whether the secret ID is still good (not revoked, not expired, its
+ * subject not revoked since it was made), without its password: what
+ * the refresh grant of a token issued for it asks.  Fails closed while
+ * Redis is away.  Like secrets_check() otherwise.
+ */
+struct secrets_check *
+secrets_check_id(struct secrets *s, const char *id, secrets_cb *cb,
+    void *arg)
+{
+	struct secrets_check	*c;
+	const char		*argv[2];
+	size_t			 lens[2];
+	char			 key[512];
+	struct timeval		 tv = { 0, 0 };
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return (NULL);
+	c->s = s;
+	c->cb = cb;
+	c->arg = arg;
+	c->by_id = 1;
+	TAILQ_INSERT_TAIL(&s->checks, c, entry);
+	c->verdict = SECRET_UNKNOWN;
+	if (strlen(id) == SECRET_ID_LEN && secret_field_ok(id, 0)) {
+		snprintf(c->id, sizeof(c->id), "%s", id);
+		snprintf(key, sizeof(key), "%s%s", s->prefix, c->id);
+		argv[0] = "HGETALL";
+		argv[1] = key;
+		lens[0] = 7;
+		lens[1] = strlen(key);
+		if (rds_command_argv(s->cmd, secrets_on_record, c, 2, argv,
+		    lens) == 0) {
+			c->inflight = 1;
+			return (c);
+		}
+		c->verdict = SECRET_REDIS_UNAVAILABLE;
+	}
+	/* Never answer before the caller has the handle. */
+	if ((c->ev_defer = evtimer_new(s->base, secrets_defer_cb,
+	    c)) == NULL) {
+		secrets_check_free(c);
+		return (NULL);
+	}
+	evtimer_add(c->ev_defer, &tv);
+	return (c);
 }
 
 struct secrets_check *

@@ -67,6 +67,8 @@ void		 secrets_free(struct secrets *);
  */
 struct secrets_check *secrets_check(struct secrets *, const char *password,
 		    size_t len, secrets_cb *, void *);
+struct secrets_check *secrets_check_id(struct secrets *, const char *id,
+		    secrets_cb *, void *);
 /* Forget a check before its cb: cb is never called. */
 void		 secrets_check_cancel(struct secrets_check *);
 

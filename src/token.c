@@ -79,6 +79,7 @@ tok_ident_unref(struct tok_ident *ti)
 	if (ti == NULL || --ti->refcnt > 0)
 		return;
 	free(ti->subject);
+	free(ti->secret_id);
 	for (i = 0; i < ti->ngroups; i++)
 		free(ti->groups[i]);
 	free(ti->groups);
@@ -258,6 +259,27 @@ tok_claims_read(struct tok_ident *ti, const json_t *o,
 }
 
 /*
+ * How long a verified token may stay cached: until its exp, but never
+ * past the valid_until of the rotated-out key that signed it (from then
+ * on that key verifies nothing, cached or not).
+ */
+static int64_t
+tok_cache_until(const struct config_token *tk, const char *tok, size_t len,
+    int64_t exp)
+{
+	struct jose_peek	 pk;
+	const struct jwk_key	*k;
+
+	if (jose_peek(tok, len, tk->max_token_bytes, &pk) != JOSE_OK)
+		return (0);	/* not cached */
+	if (pk.kid[0] != '\0' && (k = jwk_set_find(tk->keys, pk.kid,
+	    strlen(pk.kid))) != NULL && k->not_after != 0 &&
+	    k->not_after + 1 < exp)
+		return (k->not_after + 1);
+	return (exp);
+}
+
+/*
  * Verify a gateway token (an access token, or with refresh set a
  * refresh token) of len bytes.  NULL and a new reference in *out, or the
  * reason it was refused (a fixed name, never a piece of the token).
@@ -343,6 +365,10 @@ token_verify(struct req *req, const char *tok, size_t len, int refresh,
 		if ((ti->groups[i] = strdup(cl->groups[i])) == NULL)
 			fatal("strdup");
 	ti->ngroups = cl->ngroups;
+	/* A secret's: which one, for the refresh grant to ask about. */
+	if (m == AUTH_SECRET && (am = jose_claim_string(cl, "secret_id")) !=
+	    NULL && (ti->secret_id = strdup(am)) == NULL)
+		fatal("strdup");
 	if (tok_claims_read(ti, json_object_get(cl->payload, "idp_claims"),
 	    tk) == -1) {
 		tok_ident_unref(ti);
@@ -362,23 +388,17 @@ token_verify(struct req *req, const char *tok, size_t len, int refresh,
 	jose_claims_free(cl);
 	/*
 	 * `portcullis token revoke`: every token of the subject (or of
-	 * everyone) issued before the not-before time is refused.  A
-	 * refresh fails closed while the revocation table has never been
-	 * read (a start with Redis away); an access token is short-lived
-	 * and is taken, the window the README documents.
+	 * everyone) issued before the not-before time is refused (a
+	 * refresh grant also needs the table current: token_refresh).
 	 */
-	if (refresh && req->c->ctx->revoke != NULL &&
-	    revoke_syncs(req->c->ctx->revoke) == 0) {
-		tok_ident_unref(ti);
-		return ("revocation_unknown");
-	}
 	if (revoke_check(req->c->ctx->revoke, ti->subject, ti->iat)) {
 		tok_ident_unref(ti);
 		return ("revoked");
 	}
 	if (tc != NULL) {
 		ti->refcnt++;
-		tcache_put(tc, h, ti, ti->exp, now);
+		tcache_put(tc, h, ti, tok_cache_until(tk, tok, len, ti->exp),
+		    now);
 	}
 	*out = ti;
 	return (NULL);
@@ -516,6 +536,29 @@ tok_scope_bits_allowed(struct req *req, const struct scope *s)
 	return (got);
 }
 
+/*
+ * A token's lifetime: its configured one, but never past the end of the
+ * credential it was issued for: a gateway secret's expiry (a refresh
+ * token would otherwise mint access tokens for a week after it), or the
+ * refresh token the grant presents.  At least 1 second.
+ */
+static int64_t
+tok_ttl(const struct req *req, const struct config_token *tk, int refresh,
+    int64_t now)
+{
+	int64_t	ttl = refresh ? tk->refresh_expires_in : tk->expires_in;
+	int64_t	end = 0;
+
+	if (req->login != NULL && req->login->method == AUTH_SECRET &&
+	    req->login->exp > 0)
+		end = req->login->exp;
+	else if (req->tok != NULL && req->tok->refresh && req->tok->exp > 0)
+		end = req->tok->exp;
+	if (end != 0 && end - now < ttl)
+		ttl = end - now > 0 ? end - now : 1;
+	return (ttl);
+}
+
 static char *
 tok_sign(struct req *req, const struct config_token *tk, int refresh,
     json_t *access, int64_t now, char **cause)
@@ -537,6 +580,13 @@ tok_sign(struct req *req, const struct config_token *tk, int refresh,
 	json_object_set_new(extra, "groups", groups);
 	json_object_set_new(extra, "auth_method",
 	    json_string(principal_method_name(m)));
+	/* Not secret itself (`secret list` shows it): the refresh grant's. */
+	if (req->login != NULL && req->login->secret_id != NULL)
+		json_object_set_new(extra, "secret_id",
+		    json_string(req->login->secret_id));
+	else if (req->tok != NULL && req->tok->secret_id != NULL)
+		json_object_set_new(extra, "secret_id",
+		    json_string(req->tok->secret_id));
 	json_object_set_new(extra, "token_use",
 	    json_string(refresh ? "refresh" : "access"));
 	/*
@@ -566,7 +616,7 @@ tok_sign(struct req *req, const struct config_token *tk, int refresh,
 	sr.subject = p->subject != NULL ? p->subject : "";
 	sr.audience = aud;
 	sr.now = now;
-	sr.ttl = refresh ? tk->refresh_expires_in : tk->expires_in;
+	sr.ttl = tok_ttl(req, tk, refresh, now);
 	sr.access = access;
 	sr.extra = extra;
 	t = jose_sign(&tk->keys->keys[0], &sr, cause);
@@ -725,7 +775,7 @@ tok_issue(struct req *req, struct scope_set *set, int offline)
 	json_object_set_new(resp, "token", json_string(at));
 	json_object_set_new(resp, "access_token", json_string(at));
 	json_object_set_new(resp, "expires_in",
-	    json_integer(tk->expires_in));
+	    json_integer(tok_ttl(req, tk, 0, now)));
 	json_object_set_new(resp, "issued_at", json_string(iat));
 	if (rt != NULL)
 		json_object_set_new(resp, "refresh_token", json_string(rt));
@@ -753,6 +803,42 @@ tok_issue(struct req *req, struct scope_set *set, int offline)
 
 static void	tok_get(struct req *);
 static void	tok_post(struct req *, const char *, size_t);
+
+/* The refresh grant's answer: an access token for the scopes asked. */
+static void
+tok_refresh_issue(struct req *req, const char *form, size_t flen)
+{
+	const struct config_token	*tk = req->conf->identity->token;
+	struct scope_set		*set;
+	enum scope_err			 e;
+
+	if ((set = scope_set_new(tk->max_scopes)) == NULL)
+		fatal("scope_set_new");
+	if ((e = tok_scopes(set, form, flen, "scope")) != SCOPE_OK) {
+		scope_set_free(set);
+		req_fail(req, ERR_BAD_REQUEST, e == SCOPE_E_TOO_MANY ?
+		    "too many scopes (identity.token.max_scopes)" :
+		    "invalid scope");
+		return;
+	}
+	/* No new refresh token: the one in hand stays the client's. */
+	tok_issue(req, set, 0);
+	scope_set_free(set);
+}
+
+/* The secret a refresh token was issued for was read again. */
+static void
+tok_refresh_secret_done(struct req *req, struct tok_ident *ti,
+    const char *why)
+{
+	if (ti == NULL) {
+		token_refuse(req, why != NULL ? why : "invalid_credentials",
+		    "invalid refresh token");
+		return;
+	}
+	tok_ident_unref(ti);
+	tok_refresh_issue(req, req->tok_form, req->tok_formlen);
+}
 
 static void
 tok_get_login_done(struct req *req, struct tok_ident *ti, const char *why)
@@ -931,6 +1017,18 @@ tok_post(struct req *req, const char *form, size_t flen)
 		    "or longer than identity.token.max_token_bytes");
 		return;
 	}
+	/*
+	 * Revocations made while the revocation link is down are unknown
+	 * here: the refresh grant fails closed then, as secrets do
+	 * (secrets.redis_unavailable fail_closed, the default).
+	 */
+	if (req->conf->secrets_redis_unavailable == SECRETS_FAIL_CLOSED &&
+	    !revoke_current(req->c->ctx->revoke)) {
+		explicit_bzero(v, vlen);
+		free(v);
+		token_refuse(req, "redis_unavailable", "invalid refresh token");
+		return;
+	}
 	why = token_verify(req, v, strlen(v), 1, &ti);
 	explicit_bzero(v, vlen);
 	free(v);
@@ -948,18 +1046,29 @@ tok_post(struct req *req, const char *form, size_t flen)
 		token_refuse(req, "wrong_token_type", "invalid refresh token");
 		return;
 	}
-	if ((set = scope_set_new(tk->max_scopes)) == NULL)
-		fatal("scope_set_new");
-	if ((e = tok_scopes(set, form, flen, "scope")) != SCOPE_OK) {
-		scope_set_free(set);
-		req_fail(req, ERR_BAD_REQUEST, e == SCOPE_E_TOO_MANY ?
-		    "too many scopes (identity.token.max_scopes)" :
-		    "invalid scope");
+	/*
+	 * A secret's refresh token lives as long as the secret does: `secret
+	 * revoke` (or its expiry) must end it, so the record is read again.
+	 */
+	if (ti->method == AUTH_SECRET) {
+		if (ti->secret_id == NULL) {
+			token_refuse(req, jose_reason_name(JOSE_R_BAD_CLAIM),
+			    "invalid refresh token");
+			return;
+		}
+		if (req->tok_form == NULL) {
+			if ((req->tok_form = malloc(flen + 1)) == NULL)
+				fatal("malloc");
+			memcpy(req->tok_form, form, flen);
+			req->tok_form[flen] = '\0';
+			req->tok_formlen = flen;
+		}
+		if (cred_check_secret_id(req, ti->secret_id, &why,
+		    tok_refresh_secret_done) == CRED_FAIL)
+			token_refuse(req, why, "invalid refresh token");
 		return;
 	}
-	/* No new refresh token: the one in hand stays the client's. */
-	tok_issue(req, set, 0);
-	scope_set_free(set);
+	tok_refresh_issue(req, form, flen);
 }
 
 static int	tok_sink(struct req *, struct evbuffer *, size_t);

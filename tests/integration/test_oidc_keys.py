@@ -326,8 +326,8 @@ def test_reload_keeps_keys_and_adds_issuers(idp, start_gateway):
         other.jwks({"keys": [public(make_jwk("ES256", "o-1"))]})
         cfg = dict(gw.config)
         cfg["identity"] = {"issuers": [
-            issuer_conf(idp, leeway=5),
-            issuer_conf(other, name="other")]}
+            issuer_conf(idp, leeway=5, prefix="test:"),
+            issuer_conf(other, name="other", prefix="other:")]}
         with open(gw.config_path, "w") as f:
             json.dump(cfg, f)
         os.kill(gw.pid, signal.SIGHUP)

@@ -56,12 +56,18 @@ def claims(tok):
     return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
 
 
-def jose_sign(key, scopes, aud=SERVICE, ttl=300, issuer=ISSUER):
+def jose_sign(key, scopes, aud=SERVICE, ttl=300, issuer=ISSUER,
+              gateway=False):
+    """gateway: with the claims of the gateway's own access tokens."""
     if not os.path.exists(SIGNER):
         subprocess.run(["make", "-C", REPO_ROOT, "tests/tools/jose_sign"],
                        check=True, capture_output=True, timeout=300)
+    env = dict(os.environ)
+    if gateway:
+        env["JOSE_SIGN_GATEWAY"] = "1"
     r = subprocess.run([SIGNER, key, issuer, "alice", aud, str(ttl)] +
-                       scopes, capture_output=True, text=True, timeout=30)
+                       scopes, capture_output=True, text=True, timeout=30,
+                       env=env)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
 
@@ -287,6 +293,32 @@ def test_mtls_token_scope_intersection(gw, pki, reg):
     r = s.post(gw.url + "/v2/team/app/blobs/uploads/", headers=bearer(tok),
                timeout=15)
     assert r.status_code == 202, r.text
+
+
+def test_mount_source_needs_the_tokens_pull(gw, pki, reg):
+    """A cross-repository mount reads the `from` repository: a token that
+    grants push on the target but nothing on the source must not borrow
+    its blobs (distribution asks the token for pull on `from`), even
+    though the live policy would let its subject pull the source.  The
+    mount degrades to a plain upload start (202), as for the policy."""
+    s = requests.Session()
+    s.trust_env = False
+    blob = b"only in ro/app: mount review\n" * 32
+    digest = push_blob(s, reg.url, "ro/app", blob)
+    tok = get_token(gw, sess(pki, pki.pusher),
+                    ["repository:team/app:pull,push"])["token"]
+    assert access_of(tok) == {("repository", "team/app"): ["pull", "push"]}
+    url = gw.url + "/v2/team/app/blobs/uploads/"
+    r = sess(pki).post(url, params={"mount": digest, "from": "ro/app"},
+                       headers=bearer(tok), timeout=15)
+    assert r.status_code == 202, (r.status_code, r.text)
+    # With pull on the source in the token, the mount happens.
+    tok2 = get_token(gw, sess(pki, pki.pusher),
+                     ["repository:team/app:pull,push",
+                      "repository:ro/app:pull"])["token"]
+    r = sess(pki).post(url, params={"mount": digest, "from": "ro/app"},
+                       headers=bearer(tok2), timeout=15)
+    assert r.status_code == 201, (r.status_code, r.text)
 
 
 def test_policy_change_applies_to_issued_token(start_gateway, reg, pki,
@@ -1011,6 +1043,40 @@ def test_key_rotation_by_reload(start_gateway, reg, pki, keys):
     assert s.get(url, headers=bearer(new), timeout=15).status_code == 200
 
 
+def test_cached_token_ends_with_its_key(start_gateway, reg, pki, keys):
+    """A rotated-out key verifies nothing after its valid_until; a token
+    it signed that was verified (and cached) before must not outlive it
+    through the verified-token cache."""
+    import datetime
+    import time
+    until = int(time.time()) + 3
+    tc = dict(token_cfg(keys), verification_keys=[
+        {"file": keys["old"] + ".key",
+         "valid_until": datetime.datetime.fromtimestamp(
+             until, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}])
+    g = start_gateway(gateway_config(
+        upstream(reg, default=True), policy=policy(pki),
+        identity={"token": tc}))
+    s = plain()
+    tok = jose_sign(keys["old"] + ".key", ["repository:pub/app:pull"],
+                    ttl=300, gateway=True)
+    url = g.url + "/v2/pub/app/blobs/" + reg.digest
+    assert s.get(url, headers=bearer(tok), timeout=15).status_code == 200
+    # A new one signed by the same key each time (never cached) tells
+    # when the key is done: the only wait here is for that condition.
+
+    def key_done():
+        probe = jose_sign(keys["old"] + ".key",
+                          ["repository:pub/app:pull"], ttl=300,
+                          gateway=True)
+        assert probe != tok
+        r = s.get(url, headers=bearer(probe), timeout=15)
+        return r.status_code == 401
+    wait_for(key_done, timeout=20, what="the old key's valid_until")
+    r = s.get(url, headers=bearer(tok), timeout=15)
+    assert r.status_code == 401 and 'error="invalid_token"' in chal(r)
+
+
 def test_bearer_at_token_buys_nothing(gw, pki):
     """A gateway token presented at /token is ignored: the caller is who
     the connection says (here anonymous), so a token cannot be traded
@@ -1054,6 +1120,107 @@ def test_idp_claims_reach_the_policy(idgw, idp, pki):
         ("repository", "claim/app"): ["push"]}
 
 
+@needs_idp
+@pytest.mark.parametrize("sub", ["a" * 1022, "main\nforged"],
+                         ids=["long", "newline"])
+def test_idp_subject_that_cannot_be_revoked_is_refused(
+        start_gateway, reg, pki, keys, idp, tmp_path, sub):
+    """`portcullis token revoke --subject` can name only subjects of at
+    most REVOKE_SUBJECT_MAX (1024) bytes without control characters (the
+    gateway drops any other message or hash field): an IdP subject
+    outside that (a CI claim the job's author controls, as a branch
+    name) would be a login no revocation but --all could reach.  Such a
+    subject is refused at login.  (1022 bytes pass max_claim_bytes,
+    1024; with the prefix the subject is 1026.)"""
+    rs = RedisServer(tmp_path / "sub-redis")
+    try:
+        g = start_gateway(gateway_config(
+            upstream(reg, default=True), policy=idp_policy(pki),
+            redis={"address": rs.host},
+            identity={"token": token_cfg(keys), "issuers": [
+                {"name": "idp", "issuer": idp.issuer, "ca_file": idp.ca,
+                 "audiences": ["https://portcullis.test"],
+                 "prefix": "idp:", "subject_claim": "ref",
+                 "algorithms": ["RS256", "ES256"]}]}))
+        wait_for(lambda: "oidc keys_loaded issuer=idp" in g.log_text(),
+                 timeout=30, what="the IdP's keys")
+        idp.set_state(clientClaims={"ci": {"ref": sub}})
+        cc = idp.client_credentials_token()
+        assert claims(cc)["ref"] == sub
+        s = plain()
+        r = s.get(g.url + "/token", params={"service": SERVICE},
+                  auth=("ci", cc), timeout=15)
+        assert r.status_code == 401, r.text
+        assert "login_failed reason=bad_subject" in g.log_text()
+        r = s.get(g.url + "/v2/ci/app/tags/list",
+                  headers={"Authorization": "Bearer " + cc}, timeout=15)
+        assert r.status_code == 401
+        assert 'error="invalid_token"' in chal(r)
+        # A plain one still works.
+        idp.set_state(clientClaims={"ci": {"ref": "main"}})
+        r = s.get(g.url + "/token", params={"service": SERVICE},
+                  auth=("ci", idp.client_credentials_token()), timeout=15)
+        assert r.status_code == 200, r.text
+        assert claims(r.json()["token"])["sub"] == "idp:main"
+    finally:
+        idp.set_state(clientClaims={})
+        rs.stop()
+
+
+@needs_idp
+def test_no_credential_in_debug_log(start_gateway, reg, pki, keys, idp,
+                                    tmp_path):
+    """At log level debug, every credential path (a secret and an IdP
+    JWT as Basic at /token and on /v2/, the IdP JWT as a Bearer, a
+    gateway token, a refresh grant, wrong ones of each) leaves none of
+    the credentials, nor a piece of them, in the log."""
+    rs = RedisServer(tmp_path / "dbg-redis")
+    try:
+        g = start_gateway(gateway_config(
+            upstream(reg, default=True), policy=idp_policy(pki),
+            redis={"address": rs.host}, log={"level": "debug"},
+            identity={"token": token_cfg(keys), "issuers": [
+                {"name": "idp", "issuer": idp.issuer, "ca_file": idp.ca,
+                 "audiences": ["https://portcullis.test"],
+                 "prefix": "idp:", "algorithms": ["RS256", "ES256"]}]}))
+        wait_for(lambda: "oidc keys_loaded issuer=idp" in g.log_text(),
+                 timeout=30, what="the IdP's keys")
+        wait_for(lambda: "revoke synced" in g.log_text(), timeout=20,
+                 what="the revocation table's first sync")
+        secret = cli("secret", "create", "-c", g.config_path, "--subject",
+                     "robot:ci").stdout.splitlines()[0]
+        cc = idp.client_credentials_token()
+        s = plain()
+        creds = [secret, cc]
+        for pw in (secret, cc, secret[:-3] + "xyz", cc[:-3] + "xyz"):
+            r = s.get(g.url + "/token", params=[
+                ("service", SERVICE), ("offline_token", "true"),
+                ("scope", "repository:ci/app:pull")], auth=("u", pw),
+                timeout=15)
+            if r.status_code == 200:
+                creds += [r.json()["token"], r.json()["refresh_token"]]
+                r2 = s.post(g.url + "/token", data={
+                    "grant_type": "refresh_token", "service": SERVICE,
+                    "refresh_token": r.json()["refresh_token"]},
+                    timeout=15)
+                assert r2.status_code == 200, r2.text
+                creds.append(r2.json()["token"])
+            s.get(g.url + "/v2/ci/app/tags/list", auth=("u", pw),
+                  timeout=15)
+        for t in creds + [cc[:-3] + "xyz"]:
+            s.get(g.url + "/v2/ci/app/tags/list",
+                  headers={"Authorization": "Bearer " + t}, timeout=15)
+        log = g.log_text()
+        assert "debug" in log
+        for c in creds:
+            for part in c.split("."):
+                if len(part) >= 12:
+                    assert part not in log
+            assert c[-16:] not in log
+    finally:
+        rs.stop()
+
+
 # ---------------------------------------------------------------------------
 # Gateway secrets (secrets.c, Redis) as Basic passwords, and revocation
 # (`portcullis token revoke`) reaching issued tokens, refresh tokens and
@@ -1082,6 +1249,7 @@ def secgw(start_gateway, reg, pki, keys, tmp_path):
                   "robot:ci").stdout
         g.secret = out.splitlines()[0]
         assert g.secret.startswith("pcs_")
+        g.redis_server = rs
         yield g
     finally:
         rs.stop()
@@ -1137,6 +1305,128 @@ def test_secret_login_and_revocation(secgw):
               auth=("robot", g.secret), timeout=15)
     assert r.status_code == 401
     for t in (g.secret, tok, rt):
+        assert t not in g.log_text()
+
+
+def test_refresh_grant_fails_closed_without_redis(secgw, tmp_path):
+    """README (Revocation): secrets and refresh grants need Redis and
+    fail closed by default.  With the revocation link down, a revocation
+    made elsewhere is unknown here: a refresh token must not buy a fresh
+    access token meanwhile."""
+    g, s = secgw, plain()
+    r = s.get(g.url + "/token", params=[
+        ("service", SERVICE), ("scope", "repository:bot/app:pull"),
+        ("offline_token", "true")], auth=("robot", g.secret),
+        timeout=15)
+    assert r.status_code == 200, r.text
+    rt = r.json()["refresh_token"]
+    form = {"grant_type": "refresh_token", "refresh_token": rt,
+            "service": SERVICE, "scope": "repository:bot/app:pull"}
+    assert s.post(g.url + "/token", data=form,
+                  timeout=15).status_code == 200
+    g.redis_server.kill()
+    wait_for(lambda: "revoke link_down" in g.log_text(), timeout=20,
+             what="the revocation link to go down")
+    r = s.post(g.url + "/token", data=form, timeout=15)
+    assert r.status_code == 401, r.text
+    assert "login_failed reason=redis_unavailable" in g.log_text()
+    assert rt not in g.log_text()
+
+
+def test_tokens_of_a_secret_end_with_it(secgw):
+    """A secret made with --expires must not buy tokens that outlive it:
+    neither the access token nor (above all) the refresh token, which
+    docker login keeps and which would otherwise mint access tokens for
+    refresh_expires_in (a week) after the secret expired."""
+    g, s = secgw, plain()
+    out = cli("secret", "create", "-c", g.config_path, "--subject",
+              "robot:ci", "--expires", "40s").stdout
+    short = out.splitlines()[0]
+    r = s.get(g.url + "/token", params=[
+        ("service", SERVICE), ("scope", "repository:bot/app:pull"),
+        ("offline_token", "true")], auth=("robot", short), timeout=15)
+    assert r.status_code == 200, r.text
+    tok, rt = r.json()["token"], r.json()["refresh_token"]
+    # The secret was created at most a few seconds before iat.
+    limit = claims(tok)["iat"] + 41
+    assert claims(tok)["exp"] <= limit
+    assert r.json()["expires_in"] <= 41
+    assert claims(rt)["exp"] <= limit
+    r = s.post(g.url + "/token", data={
+        "grant_type": "refresh_token", "refresh_token": rt,
+        "service": SERVICE}, timeout=15)
+    assert r.status_code == 200, r.text
+    assert claims(r.json()["token"])["exp"] <= claims(rt)["exp"]
+
+
+def test_secret_revoke_reaches_its_refresh_token(secgw):
+    """`portcullis secret revoke ID` of a leaked secret: docker login
+    kept a refresh token from it, which must not go on minting access
+    tokens for refresh_expires_in (a week)."""
+    g, s = secgw, plain()
+    out = cli("secret", "create", "-c", g.config_path, "--subject",
+              "robot:ci").stdout
+    leaked = out.splitlines()[0]
+    sid = leaked.split("_")[1]
+    r = s.get(g.url + "/token", params=[
+        ("service", SERVICE), ("scope", "repository:bot/app:pull"),
+        ("offline_token", "true")], auth=("robot", leaked), timeout=15)
+    assert r.status_code == 200, r.text
+    rt = r.json()["refresh_token"]
+    form = {"grant_type": "refresh_token", "refresh_token": rt,
+            "service": SERVICE}
+    assert s.post(g.url + "/token", data=form,
+                  timeout=15).status_code == 200
+    cli("secret", "revoke", "-c", g.config_path, sid)
+    r = s.post(g.url + "/token", data=form, timeout=15)
+    assert r.status_code == 401, r.text
+    assert "login_failed reason=revoked" in g.log_text()
+    # The other secret of the same subject is untouched.
+    r = s.get(g.url + "/token", params={"service": SERVICE},
+              auth=("robot", g.secret), timeout=15)
+    assert r.status_code == 200, r.text
+
+
+def test_client_leaves_while_its_secret_is_checked(secgw):
+    """The credential stage waits for Redis (paused here with CLIENT
+    PAUSE): clients that close meanwhile (a Basic secret at /token and on
+    /v2/, a secret's refresh grant) leave nothing behind that the late
+    answers touch; the gateway answers the next caller correctly.  Run
+    it with PORTCULLIS_BIN pointing at an ASan build to catch a
+    use-after-free."""
+    g, s = secgw, plain()
+    r = s.get(g.url + "/token", params=[
+        ("service", SERVICE), ("offline_token", "true")],
+        auth=("robot", g.secret), timeout=15)
+    assert r.status_code == 200, r.text
+    rt = r.json()["refresh_token"]
+    basic = base64.b64encode(("robot:" + g.secret).encode()).decode()
+    form = "grant_type=refresh_token&service=%s&refresh_token=%s" % (
+        SERVICE, rt)
+    reqs = [
+        "GET /token?service=%s HTTP/1.1\r\nHost: x\r\n"
+        "Authorization: Basic %s\r\n\r\n" % (SERVICE, basic),
+        "GET /v2/bot/app/tags/list HTTP/1.1\r\nHost: x\r\n"
+        "Authorization: Basic %s\r\n\r\n" % basic,
+        "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        "application/x-www-form-urlencoded\r\nContent-Length: %d\r\n"
+        "\r\n%s" % (len(form), form),
+    ]
+    g.redis_server.cli("CLIENT", "PAUSE", "1500", "ALL")
+    for raw in reqs * 3:
+        with socket.create_connection(("127.0.0.1", g.port),
+                                      timeout=5) as c:
+            c.sendall(raw.encode())
+    # The pause ends by itself; these wait for it.
+    r = s.get(g.url + "/token", params={"service": SERVICE},
+              auth=("robot", g.secret), timeout=15)
+    assert r.status_code == 200, r.text
+    r = s.post(g.url + "/token", data={
+        "grant_type": "refresh_token", "refresh_token": rt,
+        "service": SERVICE}, timeout=15)
+    assert r.status_code == 200, r.text
+    assert g.alive()
+    for t in (g.secret, rt):
         assert t not in g.log_text()
 
 

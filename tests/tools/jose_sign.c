@@ -6,6 +6,8 @@
  *   jose_sign KEY ISSUER SUBJECT AUDIENCE TTL [SCOPE...]
  * KEY is a PEM private key (portcullis keygen's PREFIX.key); each SCOPE
  * is parsed with scope_parse and granted as asked.  Prints the token.
+ * With JOSE_SIGN_GATEWAY=1 in the environment, the claims the gateway's
+ * access tokens carry besides (token_use access, auth_method secret).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +49,12 @@ main(int argc, char **argv)
 	rq.now = (int64_t)time(NULL);
 	rq.ttl = strtoll(argv[5], NULL, 10);
 	rq.access = scope_access_json(ss);
+	if (getenv("JOSE_SIGN_GATEWAY") != NULL) {
+		rq.extra = json_pack("{s:s, s:s, s:[]}", "token_use", "access",
+		    "auth_method", "secret", "groups");
+		if (rq.extra == NULL)
+			return (1);
+	}
 	if ((tok = jose_sign(&k, &rq, &cause)) == NULL) {
 		fprintf(stderr, "jose_sign: %s\n", cause);
 		return (1);
@@ -54,6 +62,7 @@ main(int argc, char **argv)
 	printf("%s\n", tok);
 	free(tok);
 	json_decref(rq.access);
+	json_decref(rq.extra);
 	scope_set_free(ss);
 	jwk_key_clear(&k);
 	return (0);

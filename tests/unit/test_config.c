@@ -545,15 +545,29 @@ static const struct err_case err_cases[] = {
 	  "'max_jwks_bytes':100}]}}",
 	  "/identity/issuers/0/max_jwks_bytes: must be between 256 and "
 	  "4194304" },
-	{ "{" UP ",'identity':{'issuers':[{'name':'a',"
+	{ "{" UP ",'identity':{'issuers':[{'name':'a','prefix':'a:',"
 	  "'issuer':'https://idp.example','audiences':['x']},{'name':'a',"
-	  "'issuer':'https://idp2.example','audiences':['x']}]}}",
+	  "'prefix':'b:','issuer':'https://idp2.example',"
+	  "'audiences':['x']}]}}",
 	  "/identity/issuers/1/name: duplicate of /identity/issuers/0/name" },
-	{ "{" UP ",'identity':{'issuers':[{'name':'a',"
+	{ "{" UP ",'identity':{'issuers':[{'name':'a','prefix':'a:',"
 	  "'issuer':'https://idp.example','audiences':['x']},{'name':'b',"
-	  "'issuer':'https://idp.example','audiences':['x']}]}}",
+	  "'prefix':'b:','issuer':'https://idp.example',"
+	  "'audiences':['x']}]}}",
 	  "/identity/issuers/1/issuer: duplicate of "
 	  "/identity/issuers/0/issuer" },
+	/* Issuer B without a prefix could name A's "gitlab:admins". */
+	{ "{" UP ",'identity':{'issuers':[{'name':'a','prefix':'gitlab:',"
+	  "'issuer':'https://idp.example','audiences':['x']},{'name':'b',"
+	  "'issuer':'https://idp2.example','audiences':['x']}]}}",
+	  "/identity/issuers/1/prefix: with several issuers, each needs a "
+	  "prefix that does not begin another's (/identity/issuers/0/prefix)" },
+	{ "{" UP ",'identity':{'issuers':[{'name':'a','prefix':'git:lab:',"
+	  "'issuer':'https://idp.example','audiences':['x']},{'name':'b',"
+	  "'prefix':'git:','issuer':'https://idp2.example',"
+	  "'audiences':['x']}]}}",
+	  "/identity/issuers/1/prefix: with several issuers, each needs a "
+	  "prefix that does not begin another's (/identity/issuers/0/prefix)" },
 };
 
 static void
@@ -1269,7 +1283,8 @@ test_identity(void **state)
 
 	(void)state;
 	cfg = load_ok("{" UP ",'identity':{'issuers':[{'name':'gl',"
-	    "'issuer':'https://gitlab.example/','audiences':['pc']},"
+	    "'issuer':'https://gitlab.example/','audiences':['pc'],"
+	    "'prefix':'gl:'},"
 	    "{'name':'t','issuer':'http://127.0.0.1:9000/oidc',"
 	    "'audiences':['a','b'],'algorithms':['ES256','RS256'],"
 	    "'prefix':'t:','groups_claim':'groups','required_claims':"
@@ -1284,7 +1299,7 @@ test_identity(void **state)
 	assert_int_equal(is->u.port, 443);
 	assert_string_equal(is->subject_claim, "sub");
 	assert_null(is->groups_claim);
-	assert_null(is->prefix);
+	assert_string_equal(is->prefix, "gl:");
 	assert_int_equal(is->nalgorithms, 1);
 	assert_string_equal(is->algorithms[0], "RS256");
 	assert_int_equal(is->refresh_ms, 3600000);
