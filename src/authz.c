@@ -315,36 +315,10 @@ authz_form_body(const struct req *req)
 }
 
 /*
- * The upstream's name of a mount's `from` repository, the way
- * proxy_relay.c maps it: the routing prefix must be the target's (a
- * mount works within one upstream only; proxy_relay.c drops any other
- * `from`), Docker Hub names get library/.  0, or -1: no mount happens.
- */
-static int
-authz_map_from(const struct req *req, const char *from, char *out,
-    size_t len)
-{
-	size_t	plen = strlen(req->prefix);
-	int	n;
-
-	if (plen > 0) {
-		if (strncmp(from, req->prefix, plen) != 0)
-			return (-1);
-		from += plen;
-	}
-	if (!router_valid_name(from, strlen(from)))
-		return (-1);
-	if (req->up->docker_hub && strchr(from, '/') == NULL)
-		n = snprintf(out, len, "library/%s", from);
-	else
-		n = snprintf(out, len, "%s", from);
-	return (n < 0 || (size_t)n >= len ? -1 : 0);
-}
-
-/*
  * A cross-repository mount (POST .../blobs/uploads/?mount=D&from=R) needs
  * pull on R besides push on the target (and, with a gateway token, its
- * access claim granting pull on R, as distribution asks).  Without it the mount and from
+ * access claim granting pull on R, as distribution asks).  R is mapped
+ * by req_map_from(), as the relay maps it.  Without it the mount and from
  * parameters are dropped: the upstream then starts a plain upload (202),
  * and the client uploads the blob it could not borrow.  A `from` that
  * proxy_relay.c would not pass on (unparsable, another upstream's) needs
@@ -369,7 +343,7 @@ authz_mount(struct req *req)
 		return (0);
 	if (url_query_get(req->query, qlen, "from", from,
 	    sizeof(from)) == -1 ||
-	    authz_map_from(req, from, upfrom, sizeof(upfrom)) == -1)
+	    req_map_from(req, from, upfrom, sizeof(upfrom)) == -1)
 		return (0);
 	policy_decide(conf->policy, &req->principal, req->up->name, upfrom,
 	    POL_PULL, &res);

@@ -520,6 +520,7 @@ const struct config_upstream *
 		    const char **);
 int		 req_map_name(const struct config_upstream *, const char *,
 		    char *, size_t);
+int		 req_map_from(const struct req *, const char *, char *, size_t);
 
 /* authz.c: the policy gate. */
 int		 authz_request(struct req *);

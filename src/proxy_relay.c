@@ -30,32 +30,6 @@
 static const struct proxy_ops px_client_ops;
 static const struct req_stage_ops px_stage_ops;
 
-/*
- * Map a client-side name (with any routing prefix) to the upstream's, for
- * the `from` of a cross-repository mount.  Returns 0 or -1.
- */
-static int
-px_map_from(struct proxy *px, const char *from, char *out, size_t len)
-{
-	struct req	*req = px->req;
-	size_t		 plen = strlen(req->prefix);
-	int		 n;
-
-	if (plen > 0) {
-		/* Only a mount within the same upstream can work. */
-		if (strncmp(from, req->prefix, plen) != 0)
-			return (-1);
-		from += plen;
-	}
-	if (!router_valid_name(from, strlen(from)))
-		return (-1);
-	if (px->up->docker_hub && strchr(from, '/') == NULL)
-		n = snprintf(out, len, "library/%s", from);
-	else
-		n = snprintf(out, len, "%s", from);
-	return (n < 0 || (size_t)n >= len ? -1 : 0);
-}
-
 /* The upstream request target and the token scope. */
 static int
 px_build_target(struct proxy *px)
@@ -80,7 +54,7 @@ px_build_target(struct proxy *px)
 			if (url_query_strip(q1, strlen(q1), "from", q2,
 			    sizeof(q2)) < 0)
 				return (-1);
-			if (px_map_from(px, from, upfrom,
+			if (req_map_from(px->req, from, upfrom,
 			    sizeof(upfrom)) == 0) {
 				if (url_pct_encode(upfrom, enc,
 				    sizeof(enc)) < 0)

@@ -643,6 +643,29 @@ req_map_name(const struct config_upstream *up, const char *name, char *out,
 }
 
 /*
+ * The upstream's name of a cross-repository mount's `from`, for request
+ * req: the routing prefix must be the request's own (a mount works within
+ * one upstream only), the rest a valid name, mapped as req_map_name()
+ * maps.  Shared by the policy gate (authz.c) and the relay
+ * (proxy_relay.c), so the name checked is the name sent.  0, or -1: no
+ * mount happens.
+ */
+int
+req_map_from(const struct req *req, const char *from, char *out, size_t len)
+{
+	size_t	plen = strlen(req->prefix);
+
+	if (plen > 0) {
+		if (strncmp(from, req->prefix, plen) != 0)
+			return (-1);
+		from += plen;
+	}
+	if (!router_valid_name(from, strlen(from)))
+		return (-1);
+	return (req_map_name(req->up, from, out, len));
+}
+
+/*
  * The upstream a client-side name's routing prefix picks ("up1/x" with
  * an upstream whose prefix is up1), *rest the name after it; NULL (and
  * *rest the whole name) when there is none.  Shared by routing and the
