@@ -197,46 +197,68 @@ cfg_open_regular(const char *file)
 }
 
 /*
- * Read the upstream's credentials: exactly one line "username:password",
- * with or without a final newline.  Neither the content nor its length
- * goes into an error message.
+ * Read a secret file that holds one line, with or without a final
+ * newline (CRLF too), into buf (size bytes): its length, or -1 with the
+ * error reported for ptr.  A file that is empty, too long for buf, or
+ * holds NUL, CR or LF inside the line is an error `what`.  Neither the
+ * content nor its length goes into a message; the caller wipes buf.
  */
-void
-cfg_load_credentials(struct cfg_ctx *ctx, void *base, const char *file,
-    const char *ptr)
+static ssize_t
+cfg_read_secret_line(struct cfg_ctx *ctx, const char *file, const char *ptr,
+    const char *what, char *buf, size_t size)
 {
-	struct config_upstream	*up = base;
-	char			 buf[CFG_CRED_MAX + 1], *colon;
-	size_t			 len = 0;
-	ssize_t			 n = 0;
-	int			 fd;
+	size_t	 len = 0;
+	ssize_t	 n = 0;
+	int	 fd;
 
 	if ((fd = cfg_open_regular(file)) == -1) {
 		cfg_error(ctx, ptr, "cannot read: %s", strerror(errno));
-		return;
+		return -1;
 	}
-	while (len < sizeof(buf) - 1) {
-		n = read(fd, buf + len, sizeof(buf) - 1 - len);
+	while (len < size - 1) {
+		n = read(fd, buf + len, size - 1 - len);
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			break;
 		len += n;
 	}
+	close(fd);
 	if (n == -1) {
 		cfg_error(ctx, ptr, "cannot read: %s", strerror(errno));
-		goto out;
+		return -1;
 	}
 	buf[len] = '\0';
 	if (len > 0 && buf[len - 1] == '\n')
 		buf[--len] = '\0';
 	if (len > 0 && buf[len - 1] == '\r')
 		buf[--len] = '\0';
-	if (len == 0 || len >= sizeof(buf) - 2 || strlen(buf) != len ||
-	    strpbrk(buf, "\r\n") != NULL ||
-	    (colon = strchr(buf, ':')) == NULL || colon == buf ||
+	if (len == 0 || len >= size - 2 || strlen(buf) != len ||
+	    strpbrk(buf, "\r\n") != NULL) {
+		cfg_error(ctx, ptr, "%s", what);
+		return -1;
+	}
+	return (ssize_t)len;
+}
+
+/*
+ * Read the upstream's credentials: exactly one line "username:password".
+ * Neither the content nor its length goes into an error message.
+ */
+void
+cfg_load_credentials(struct cfg_ctx *ctx, void *base, const char *file,
+    const char *ptr)
+{
+	static const char	 what[] = "expected one line 'username:password'";
+	struct config_upstream	*up = base;
+	char			 buf[CFG_CRED_MAX + 1], *colon;
+
+	if (cfg_read_secret_line(ctx, file, ptr, what, buf, sizeof(buf)) ==
+	    -1)
+		goto out;
+	if ((colon = strchr(buf, ':')) == NULL || colon == buf ||
 	    colon[1] == '\0') {
-		cfg_error(ctx, ptr, "expected one line 'username:password'");
+		cfg_error(ctx, ptr, "%s", what);
 		goto out;
 	}
 	*colon = '\0';
@@ -244,14 +266,12 @@ cfg_load_credentials(struct cfg_ctx *ctx, void *base, const char *file,
 	up->password = xstrdup(colon + 1);
 out:
 	explicit_bzero(buf, sizeof(buf));
-	close(fd);
 }
 
 /*
- * Read the Redis password: exactly one line, with or without a final
- * newline; any bytes but NUL, CR and LF (spaces are part of it).  As for
- * credentials_file, neither the content nor its length goes into an
- * error message, and the buffer is wiped.
+ * Read the Redis password: exactly one line; any bytes but NUL, CR and
+ * LF (spaces are part of it).  As for credentials_file, neither the
+ * content nor its length goes into an error message.
  */
 void
 cfg_load_redis_password(struct cfg_ctx *ctx, void *base, const char *file,
@@ -259,36 +279,10 @@ cfg_load_redis_password(struct cfg_ctx *ctx, void *base, const char *file,
 {
 	struct config_redis	*r = base;
 	char			 buf[CFG_CRED_MAX + 1];
-	size_t			 len = 0;
-	ssize_t			 n = 0;
-	int			 fd;
 
-	if ((fd = cfg_open_regular(file)) == -1) {
-		cfg_error(ctx, ptr, "cannot read: %s", strerror(errno));
-		return;
-	}
-	while (len < sizeof(buf) - 1) {
-		n = read(fd, buf + len, sizeof(buf) - 1 - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += n;
-	}
-	if (n == -1) {
-		cfg_error(ctx, ptr, "cannot read: %s", strerror(errno));
+	if (cfg_read_secret_line(ctx, file, ptr,
+	    "expected the password on one line", buf, sizeof(buf)) == -1)
 		goto out;
-	}
-	buf[len] = '\0';
-	if (len > 0 && buf[len - 1] == '\n')
-		buf[--len] = '\0';
-	if (len > 0 && buf[len - 1] == '\r')
-		buf[--len] = '\0';
-	if (len == 0 || len >= sizeof(buf) - 2 || strlen(buf) != len ||
-	    strpbrk(buf, "\r\n") != NULL) {
-		cfg_error(ctx, ptr, "expected the password on one line");
-		goto out;
-	}
 	if (r->password != NULL) {
 		explicit_bzero(r->password, strlen(r->password));
 		free(r->password);
@@ -296,7 +290,6 @@ cfg_load_redis_password(struct cfg_ctx *ctx, void *base, const char *file,
 	r->password = xstrdup(buf);
 out:
 	explicit_bzero(buf, sizeof(buf));
-	close(fd);
 }
 
 /*
