@@ -13,15 +13,17 @@ and as a Bearer on /v2/; a rotated IdP key waits for the JWKS fetch), and
 gateway secrets (secrets.c, Redis) as Basic passwords; `portcullis token
 revoke` reaching issued, cached and refresh tokens.  Real clients:
 skopeo (login, copy, inspect) against a registry:2 trusting the gateway
-and against the gateway itself, `docker login` (identitytoken, refresh
-grant), `ctr -u` (password grant).
+and against the gateway itself, `podman login` with a secret and pulls
+(granted and refused), `docker login` (identitytoken, refresh grant),
+`ctr -u` (password grant).
 
-Real parts only: docker-registry, skopeo, dockerd, containerd,
+Real parts only: docker-registry, skopeo, podman, dockerd, containerd,
 redis-server, the npm oidc-provider, openssl."""
 
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -30,7 +32,7 @@ import subprocess
 import pytest
 import requests
 
-from lib.clients import Skopeo
+from lib.clients import Podman, Skopeo, short_tmpdir
 from lib.gateway import REPO_ROOT, gateway_bin, gateway_config, upstream
 from lib.pki import PKI
 from lib.soak import push_blob
@@ -1232,17 +1234,21 @@ def cli(*args, check=True, input=None):
                input=input)
 
 
-@pytest.fixture
-def secgw(start_gateway, reg, pki, keys, tmp_path):
+def secret_gateway(start_gateway, reg, keys, tmp_path, audit=False):
     rs = RedisServer(tmp_path / "sec-redis")
     pol = {"rules": [
         {"id": "robot", "effect": "allow", "repositories": ["bot/**"],
          "subjects": ["user:robot:ci"], "actions": ["pull", "push"]}]}
+    extra = {}
+    if audit:
+        extra["audit"] = {"redis": rs.host,
+                          "spool_file": str(tmp_path / "sec-spool"),
+                          "timeout": 2}
     try:
         g = start_gateway(gateway_config(
             upstream(reg, default=True), policy=pol,
             redis={"address": rs.host},
-            identity={"token": token_cfg(keys)}))
+            identity={"token": token_cfg(keys)}, **extra))
         wait_for(lambda: "revoke synced" in g.log_text(), timeout=20,
                  what="the revocation table's first sync")
         out = cli("secret", "create", "-c", g.config_path, "--subject",
@@ -1253,6 +1259,18 @@ def secgw(start_gateway, reg, pki, keys, tmp_path):
         yield g
     finally:
         rs.stop()
+
+
+@pytest.fixture
+def secgw(start_gateway, reg, keys, tmp_path):
+    yield from secret_gateway(start_gateway, reg, keys, tmp_path)
+
+
+@pytest.fixture
+def secgw_audited(start_gateway, reg, keys, tmp_path):
+    """secgw, with its audit records in its own Redis."""
+    yield from secret_gateway(start_gateway, reg, keys, tmp_path,
+                              audit=True)
 
 
 def plain():
@@ -1447,3 +1465,94 @@ def test_skopeo_login_and_push_with_a_secret(secgw, tmp_path,
     assert json.loads(out.stdout)["schemaVersion"] == 2
     assert "token issued method=secret" in g.log_text()
     assert g.secret not in g.log_text()
+
+
+def test_podman_login_and_pull_with_a_secret(secgw_audited, reg, tmp_path,
+                                             single_image):
+    """podman login with a gateway secret (--password-stdin, an auth file
+    of its own): podman pings /v2/, takes the Bearer challenge and asks
+    /token with the secret as its Basic password.  It then pulls through
+    the gateway with the gateway's tokens: a repository the policy grants
+    the subject comes, one it does not is refused (401 insufficient_scope,
+    which podman shows as denied).  A wrong secret fails the login."""
+    g = secgw_audited
+    sk = Skopeo(tmp_path / "skopeo")
+    for repo in ("bot/app", "team/app"):
+        sk("copy", "-q", "--dest-tls-verify=false", single_image.ref,
+           "docker://%s/%s:v1" % (reg.host, repo))
+    # podman wants a runroot under 50 characters: tmp_path is too long.
+    pdir = short_tmpdir("pc-pm-")
+    try:
+        podman_login_and_pull(g, Podman(pdir))
+    finally:
+        shutil.rmtree(pdir, ignore_errors=True)
+
+
+def podman_login_and_pull(g, pm):
+    rs = g.redis_server
+
+    def audited(pred, what):
+        return wait_for(lambda: [d for d in records(rs) if pred(d)],
+                        timeout=20, what=what)
+
+    def login(secret):
+        return pm("login", "--tls-verify=false", "-u", "robot",
+                  "--password-stdin", g.host, input=secret + "\n",
+                  check=False)
+
+    # The secret's id, a wrong remainder.
+    wrong = g.secret[:-4] + ("AAAA" if not g.secret.endswith("AAAA")
+                             else "BBBB")
+    r = login(wrong)
+    assert r.returncode != 0
+    assert "invalid username/password" in r.stderr, r.stderr
+    with open(pm.cenv.auth_file) as f:
+        assert g.host not in json.load(f)["auths"]
+    assert " token login_failed reason=wrong" in g.log_text()
+    audited(lambda d: d["path"] == "/token" and d["status"] == "401"
+            and d["auth_failure"] != "", "the failed login's record")
+
+    n = len(records(rs))
+    r = login(g.secret)
+    assert r.returncode == 0, r.stderr
+    assert "Login Succeeded" in r.stdout
+    with open(pm.cenv.auth_file) as f:
+        entry = json.load(f)["auths"][g.host]
+    assert base64.b64decode(entry["auth"]).decode() == "robot:" + g.secret
+    # What podman did: /v2/ (401, Bearer challenge), /token with the
+    # secret (200, robot:ci by secret), /v2/ with the token (200).
+    recs = audited(lambda d: d["path"] == "/v2/" and d["status"] == "200"
+                   and d["subject"] == "robot:ci", "the login's ping")
+    recs = [(d["path"], d["status"], d["subject"], d["auth_method"])
+            for d in records(rs)[n:] if d["path"]]
+    assert recs == [("/v2/", "401", "anonymous", "none"),
+                    ("/token", "200", "robot:ci", "secret"),
+                    ("/v2/", "200", "robot:ci", "token")], recs
+    assert "token issued method=secret scopes=0" in g.log_text()
+
+    ref = "%s/bot/app:v1" % g.host
+    pm("pull", "--tls-verify=false", ref)
+    out = pm("image", "inspect", "--format", "{{.Digest}}", ref).stdout
+    assert out.strip().startswith("sha256:")
+    audited(lambda d: d["path"] == "/v2/bot/app/manifests/v1"
+            and d["status"] == "200" and d["subject"] == "robot:ci"
+            and d["rule"] == "robot", "the allowed pull's record")
+
+    r = pm("pull", "--tls-verify=false", "%s/team/app:v1" % g.host,
+           check=False)
+    assert r.returncode != 0
+    # The gateway's answer: its error body (UNAUTHORIZED, "authentication
+    # required") and its challenge's insufficient_scope, which podman
+    # names "denied".
+    assert "unauthorized: authentication required" in r.stderr, r.stderr
+    assert "denied: requested access to the resource is denied" in \
+        r.stderr, r.stderr
+    assert 'detail="the token does not grant this access"' in g.log_text()
+    audited(lambda d: d["path"] == "/v2/team/app/manifests/v1"
+            and d["status"] == "401" and d["subject"] == "robot:ci"
+            and d["decision"] == "deny", "the refused pull's record")
+    assert not [d for d in records(rs)
+                if d["path"].startswith("/v2/team/")
+                and d["status"] == "200"]
+    for t in (g.secret, wrong):
+        assert t not in g.log_text()

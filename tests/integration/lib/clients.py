@@ -88,7 +88,8 @@ class Skopeo:
 
 
 class Podman:
-    """podman(*args, timeout=180, check=True) -> CompletedProcess, with its
+    """podman(*args, timeout=180, check=True, input=None) -> CompletedProcess
+    (input: its stdin, e.g. for login --password-stdin), with its
     own --root/--runroot under `dir`, vfs storage, file events, cgroupfs."""
 
     def __init__(self, dir):
@@ -99,14 +100,14 @@ class Podman:
             f.write('[storage]\ndriver = "vfs"\nrunroot = "%s"\n'
                     'graphroot = "%s"\n' % (self.runroot, self.root))
 
-    def __call__(self, *args, timeout=180, check=True):
+    def __call__(self, *args, timeout=180, check=True, input=None):
         env = self.cenv.env()
         env["CONTAINERS_STORAGE_CONF"] = self.cenv.storage_conf
         argv = [PODMAN, "--root", self.root, "--runroot", self.runroot,
                 "--storage-driver", "vfs", "--tmpdir", self.cenv.tmp,
                 "--events-backend", "file", "--cgroup-manager", "cgroupfs"
                 ] + list(args)
-        return run(argv, timeout=timeout, env=env, check=check)
+        return run(argv, timeout=timeout, env=env, check=check, input=input)
 
 
 class Containerd:
