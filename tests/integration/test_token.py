@@ -1405,6 +1405,110 @@ def test_secret_revoke_reaches_its_refresh_token(secgw):
     assert r.status_code == 200, r.text
 
 
+def test_revocation_on_one_instance_refused_on_the_other(start_gateway, reg,
+                                                          keys, tmp_path):
+    """Issue 9, acceptance 4: a secret and a subject's tokens revoked
+    while two instances share Redis are refused on the other instance
+    within one second.  Gateways A and B share one redis-server, the
+    token keys and the policy; a subject's access token is issued at A
+    and used on B first (so B's verified-token cache holds it), a secret
+    of another subject works on B; `portcullis token revoke --subject`
+    and `portcullis secret revoke ID` run with A's configuration; B is
+    then polled, bounded by one second from the command's return, until
+    it refuses each (a request started within the bound sees it).  A
+    refuses too; a third subject, revoked by nobody, still works on
+    B."""
+    rs = RedisServer(tmp_path / "two-redis")
+    pol = {"rules": [
+        {"id": "robots", "effect": "allow", "repositories": ["bot/**"],
+         "subjects": ["user:robot:ci", "user:robot:other",
+                      "user:robot:keep"], "actions": ["pull"]}]}
+    try:
+        cfg = gateway_config(upstream(reg, default=True), policy=pol,
+                             redis={"address": rs.host},
+                             identity={"token": token_cfg(keys)})
+        a = start_gateway(cfg)
+        b = start_gateway(cfg)
+        assert a.port != b.port
+        for g in (a, b):
+            wait_for(lambda: "revoke synced" in g.log_text(), timeout=20,
+                     what="the revocation table's first sync on %s" %
+                     g.host)
+        blob = b"acceptance 4: two instances, one redis\n" * 16
+        digest = push_blob(plain(), reg.url, "bot/two", blob)
+        path = "/v2/bot/two/blobs/" + digest
+
+        def secret_of(subject):
+            out = cli("secret", "create", "-c", a.config_path, "--subject",
+                      subject).stdout.splitlines()[0]
+            assert out.startswith("pcs_")
+            return out
+
+        def token_at(g, secret):
+            r = plain().get(g.url + "/token", params=[
+                ("service", SERVICE), ("scope", "repository:bot/two:pull")],
+                auth=("robot", secret), timeout=15)
+            assert r.status_code == 200, r.text
+            return r.json()["token"]
+
+        sec_ci, sec_other, sec_keep = (secret_of("robot:" + n) for n in
+                                       ("ci", "other", "keep"))
+        sid_other = sec_other.split("_")[1]
+        tok = token_at(a, sec_ci)
+        assert claims(tok)["sub"] == "robot:ci"
+        tok_keep = token_at(a, sec_keep)
+        s = plain()
+        # Works on B, twice: the second use is answered from B's cache.
+        for _ in range(2):
+            r = s.get(b.url + path, headers=bearer(tok), timeout=15)
+            assert r.status_code == 200 and r.content == blob, r.text
+        assert s.get(b.url + path, headers=bearer(tok_keep),
+                     timeout=15).status_code == 200
+        # The other subject's secret works on B, at /token and on /v2/.
+        token_at(b, sec_other)
+        r = s.get(b.url + path, auth=("robot", sec_other), timeout=15)
+        assert r.status_code == 200 and r.content == blob
+
+        def refused_token(g):
+            r = s.get(g.url + path, headers=bearer(tok), timeout=1.0)
+            return r.status_code == 401 and \
+                'error="invalid_token"' in chal(r)
+
+        def refused_secret(g):
+            r = s.get(g.url + "/token", params={"service": SERVICE},
+                      auth=("robot", sec_other), timeout=1.0)
+            return r.status_code == 401
+
+        out = cli("token", "revoke", "-c", a.config_path, "--subject",
+                  "robot:ci").stdout
+        assert "2 listening instance(s) told" in out
+        wait_for(lambda: refused_token(b), timeout=1.0,
+                 what="B to refuse the revoked subject's token")
+        out = cli("secret", "revoke", "-c", a.config_path, sid_other).stdout
+        wait_for(lambda: refused_secret(b), timeout=1.0,
+                 what="B to refuse the revoked secret")
+        r = s.get(b.url + path, auth=("robot", sec_other), timeout=15)
+        assert r.status_code == 401, r.text
+        # A refuses both as well.
+        assert refused_token(a) and refused_secret(a)
+        # B refused the token because of the revocation, having dropped
+        # its cached verification.
+        blog = b.log_text()
+        assert 'revoke received subject="robot:ci"' in blog
+        assert "revoke received secret=" + sid_other in blog
+        assert "token cache_purged entries=" in blog
+        assert "bearer_refused reason=revoked" in blog
+        # Nobody revoked robot:keep: its token and secret still work on B.
+        assert s.get(b.url + path, headers=bearer(tok_keep),
+                     timeout=15).status_code == 200
+        token_at(b, sec_keep)
+        for g in (a, b):
+            for t in (sec_ci, sec_other, sec_keep, tok, tok_keep):
+                assert t not in g.log_text()
+    finally:
+        rs.stop()
+
+
 def test_client_leaves_while_its_secret_is_checked(secgw):
     """The credential stage waits for Redis (paused here with CLIENT
     PAUSE): clients that close meanwhile (a Basic secret at /token and on
