@@ -16,8 +16,10 @@
  *						(authz_base)
  *
  * A refusal is 401 UNAUTHORIZED with a challenge for an anonymous caller
- * (credentials might help) and 403 DENIED for an identified one (they
- * would not).  A digest on the blocklist is 403 for everyone, before the
+ * (credentials might help), 401 with error="insufficient_scope" for a
+ * gateway token whose access lacks the action (a token with that scope
+ * might help, as distribution answers), and 403 DENIED for an identified
+ * caller the live policy refuses (nothing would help).  A digest on the blocklist is 403 for everyone, before the
  * cache is consulted.  A cross-repository mount whose source the caller
  * may not pull is not refused: it degrades to a plain upload start, as
  * the distribution spec allows a registry to do.
