@@ -131,6 +131,9 @@ identity_basic(struct req *req, const char *v)
 	/* Room for the longest token the configuration verifies. */
 	if (req->conf->identity != NULL && req->conf->identity->token != NULL)
 		len = req->conf->identity->token->max_token_bytes + 512;
+	/* No more than the value decodes to (a mirror sends it each time). */
+	if (strlen(v) / 4 * 3 + 4 < len)
+		len = strlen(v) / 4 * 3 + 4;
 	if ((buf = malloc(len)) == NULL)
 		fatal("malloc");
 	if (token_basic_decode(v, buf, len, &user, &pw, &pwlen) == 0 &&
