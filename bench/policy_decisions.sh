@@ -23,6 +23,7 @@ if [ -n "${LIB:-}" ]; then
 else
 	$CC -O2 -D_GNU_SOURCE -I"$repo/src" -o "$work/bench" \
 	    "$here/policy_decisions.c" "$repo/src/policy.c" \
+	    "$repo/src/policy_eval.c" \
 	    "$repo/src/pattern.c" "$repo/src/router.c"
 fi
 if command -v taskset >/dev/null 2>&1; then
