@@ -843,9 +843,9 @@ static const struct cfg_key cfg_oidc_issuer_keys[] = {
 
 /*
  * The token service and the gateway's own Bearer tokens (token.c,
- * identity.c).  Every key reloads: the key files are read again, and the
- * verified-token cache is emptied, so a key taken out stops verifying at
- * once.
+ * token_verify.c, identity.c).  Every key reloads: the key files are read
+ * again, and the verified-token cache is emptied, so a key taken out stops
+ * verifying at once.
  */
 #define VK_OFF(f)	offsetof(struct config_token_vkey, f)
 static const struct cfg_key cfg_token_vkey_keys[] = {

@@ -7,7 +7,7 @@
  * certificate that TLS verified (method "mtls"); anyone else is
  * anonymous.  Then from the Authorization header:
  *
- *	Bearer <gateway token>	token.c verifies it with the gateway's
+ *	Bearer <gateway token>	token_verify.c verifies it with the gateway's
  *				own keys (cached); the principal is the
  *				token's subject, req->tok its access list
  *	Bearer <IdP JWT>	a CI job's token of a configured issuer,
@@ -54,7 +54,7 @@ identity_scheme(const char *v)
 }
 
 /*
- * A Bearer token: the gateway's own (token.c verifies it with the
+ * A Bearer token: the gateway's own (token_verify.c verifies it with the
  * gateway's keys, iss and aud, through the verified-token cache, never
  * waiting).  A valid one makes the principal the token's, with its
  * access list kept in the request for the policy gate; an invalid one

@@ -468,7 +468,7 @@ void		 audit_admin(struct req *);
 /* identity.c: who asks (the request's principal). */
 int		 identity_from_conn(struct req *);
 
-/* token.c */
+/* token_verify.c */
 /*
  * What a verified gateway token says, shared by the verified-token cache
  * and the requests using it (refcounted; strings live as long as it).
@@ -494,10 +494,12 @@ void		 token_principal(struct req *, struct tok_ident *);
 void		 tok_ident_unref(struct tok_ident *);
 int		 tok_ident_add_claim(struct tok_ident *, const char *,
 		    const char *, size_t);
-void		 token_start(struct req *);
 size_t		 token_cache_revoke(const char *, int64_t);
 void		 token_free(void);
 void		 token_listen(struct pc_ctx *);
+
+/* token.c */
+void		 token_start(struct req *);
 void		 token_login_principal(struct req *, struct tok_ident *);
 int		 token_basic_decode(const char *, char *, size_t,
 		    const char **, const char **, size_t *);

@@ -9,9 +9,9 @@
  * revocation.resync_interval, so a message missed while disconnected
  * cannot leave a revoked token alive: it is learned at the re-sync.
  *
- * The identity stage (identity.c, token.c) calls revoke_check() on every
- * credential it accepts, from memory, never waiting; and registers with
- * revoke_listen() to drop what it caches (tcache_purge) when told.
+ * The identity stage (identity.c, token_verify.c) calls revoke_check() on
+ * every credential it accepts, from memory, never waiting; and registers
+ * with revoke_listen() to drop what it caches (tcache_purge) when told.
  *
  * Messages on the channel, one per revocation (the format is the
  * interface between instances of different versions):
