@@ -469,17 +469,12 @@ aq_connect(const struct config *conf, int timeout_s)
 	struct rds_params	 p;
 	redisContext		*rc;
 	struct timeval		 tv = { 5, 0 };
-	char			*cause = NULL;
 
 	audit_rds_params(&p, conf);
 	/* As before: 5 s to connect, whatever audit.timeout says. */
 	p.connect_timeout_ms = 5000;
-	if (rds_connect_sync(&p, &rc, &cause) != 0) {
-		fprintf(stderr, "portcullis: audit: %s\n", cause != NULL ?
-		    cause : "cannot connect to Redis");
-		free(cause);
+	if (rds_connect_cli(&p, "audit", &rc) != 0)
 		return (NULL);
-	}
 	tv.tv_sec = timeout_s;
 	redisSetTimeout(rc, tv);
 	return (rc);

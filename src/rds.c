@@ -11,7 +11,7 @@
  * dropped, the owner told, and it connects again after a back-off that
  * doubles from reconnect_min up to reconnect_max.  rds_connect_sync() is
  * the same handshake, blocking, for the command line and the start-up
- * check.
+ * check; rds_connect_cli() wraps it for the CLIs, printing the failure.
  *
  * Guarantees: the password is sent only in AUTH and is never logged nor
  * put in an error message (Redis' error replies are cut to their code
@@ -818,6 +818,27 @@ refused:
 		fatal("strdup");
 	redisFree(rc);
 	return (RDS_SYNC_REFUSED);
+}
+
+/*
+ * rds_connect_sync() for a command-line tool: on failure, print the cause
+ * as "portcullis: WHO: CAUSE" ("portcullis: CAUSE" when who is NULL).
+ * Returns what rds_connect_sync() returned.
+ */
+int
+rds_connect_cli(const struct rds_params *p, const char *who,
+    struct redisContext **out)
+{
+	char	*cause = NULL;
+	int	 st;
+
+	if ((st = rds_connect_sync(p, out, &cause)) != 0) {
+		fprintf(stderr, "portcullis: %s%s%s\n", who != NULL ? who : "",
+		    who != NULL ? ": " : "", cause != NULL ? cause :
+		    "cannot connect to Redis");
+		free(cause);
+	}
+	return (st);
 }
 
 /*

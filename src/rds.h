@@ -82,6 +82,8 @@ void		 rds_reset(struct rds *, const char *);
 const char	*rds_error_kind(const struct redisReply *, char *, size_t);
 int		 rds_connect_sync(const struct rds_params *,
 		    struct redisContext **, char **);
+int		 rds_connect_cli(const struct rds_params *, const char *,
+		    struct redisContext **);
 int		 rds_startup_check(const struct config *, char **);
 
 #endif /* PC_RDS_H */

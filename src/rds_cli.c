@@ -41,7 +41,6 @@ rcli_check(const struct config *conf)
 	struct rds_params	 p;
 	redisContext		*rc;
 	redisReply		*r;
-	char			*cause = NULL;
 	int			 i, rv = 0, st;
 
 	for (i = 0; i < 2; i++) {
@@ -57,11 +56,7 @@ rcli_check(const struct config *conf)
 			p.host = conf->audit->redis_host;
 			p.port = conf->audit->redis_port;
 		}
-		if ((st = rds_connect_sync(&p, &rc, &cause)) != 0) {
-			fprintf(stderr, "portcullis: %s\n", cause != NULL ?
-			    cause : "cannot connect to Redis");
-			free(cause);
-			cause = NULL;
+		if ((st = rds_connect_cli(&p, NULL, &rc)) != 0) {
 			if (st == RDS_SYNC_REFUSED)
 				rv = 1;
 			else if (rv == 0)

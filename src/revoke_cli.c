@@ -39,7 +39,6 @@ tcli_revoke(const struct config *conf, const char *subject,
 	struct rds_params	 p;
 	redisContext		*rc;
 	redisReply		*r;
-	char			*cause = NULL;
 	char			 field[REVOKE_SUBJECT_MAX + 3];
 	char			 msg[REVOKE_SUBJECT_MAX + 64];
 	char			 nb[32], t[32];
@@ -47,12 +46,8 @@ tcli_revoke(const struct config *conf, const char *subject,
 	int			 tries, done;
 
 	rds_params_init(&p, conf, "token revoke");
-	if (rds_connect_sync(&p, &rc, &cause) != 0) {
-		fprintf(stderr, "portcullis: token revoke: %s\n",
-		    cause != NULL ? cause : "cannot connect to Redis");
-		free(cause);
+	if (rds_connect_cli(&p, "token revoke", &rc) != 0)
 		return (1);
-	}
 	if (subject != NULL) {
 		snprintf(field, sizeof(field), "s:%s", subject);
 		snprintf(msg, sizeof(msg), "subject %lld %s",

@@ -1,6 +1,6 @@
 /*
  * secrets_cli.c: `portcullis secret create|list|revoke|verify`, over a
- * blocking Redis connection (rds_connect_sync) with the configuration's
+ * blocking Redis connection (rds_connect_cli) with the configuration's
  * redis and secrets settings; verify runs the gateway's own asynchronous
  * check (secrets.c) on an event loop, the subject-wide revocations
  * included, so it answers exactly as a gateway would.  create prints the
@@ -49,15 +49,10 @@ scli_connect(const struct config *conf)
 {
 	struct rds_params	 p;
 	redisContext		*rc;
-	char			*cause = NULL;
 
 	rds_params_init(&p, conf, "secret");
-	if (rds_connect_sync(&p, &rc, &cause) != 0) {
-		fprintf(stderr, "portcullis: secret: %s\n", cause != NULL ?
-		    cause : "cannot connect to Redis");
-		free(cause);
+	if (rds_connect_cli(&p, "secret", &rc) != 0)
 		return (NULL);
-	}
 	return (rc);
 }
 
