@@ -5,8 +5,9 @@
  * defaults, parse and type-check the document, free the snapshot and
  * compare two snapshots on reload.  Checks that span several keys
  * (duplicate prefixes, one default upstream, TLS client verification) run
- * after the tables.  Snapshots are reference counted; the lookups by
- * prefix and host answer the router from one.
+ * after the tables; those of the policy and identity sections, and the
+ * policy's compilation, are config_access.c's.  Snapshots are reference
+ * counted; the lookups by prefix and host answer the router from one.
  *
  * Guarantees: a returned snapshot passed every check; every problem found is
  * reported, one per line, named by its JSON pointer; values from the file
@@ -55,12 +56,8 @@ static const char *const cfg_secret_words[] = {
 	"password", "passwd", "secret", "token", "username", "auth", NULL
 };
 
-static void cfg_error(struct cfg_ctx *, const char *, const char *, ...)
-    __attribute__((__format__(__printf__, 3, 4)));
-static void	cfg_parse_object(struct cfg_ctx *, const struct cfg_key *,
-		    json_t *, void *, const char *);
-
-static void
+/* Report one problem, named by its JSON pointer ("" is the root). */
+void
 cfg_error(struct cfg_ctx *ctx, const char *ptr, const char *fmt, ...)
 {
 	char	 line[CFG_PTR_MAX + 512];
@@ -93,8 +90,9 @@ cfg_error(struct cfg_ctx *ctx, const char *ptr, const char *fmt, ...)
 	ctx->nerrs++;
 }
 
-static char *
-xstrdup(const char *s)
+/* strdup(3) that aborts when memory runs out. */
+char *
+cfg_xstrdup(const char *s)
 {
 	char	*p;
 
@@ -103,8 +101,9 @@ xstrdup(const char *s)
 	return p;
 }
 
-static void *
-xcalloc(size_t n, size_t size)
+/* calloc(3) that aborts when memory runs out; n may be 0. */
+void *
+cfg_xcalloc(size_t n, size_t size)
 {
 	void	*p;
 
@@ -151,7 +150,7 @@ cfg_resolve(const struct cfg_ctx *ctx, const char *file)
 	size_t	 len;
 
 	if (file[0] == '/' || ctx->base_dir == NULL || *ctx->base_dir == '\0')
-		return xstrdup(file);
+		return cfg_xstrdup(file);
 	len = strlen(ctx->base_dir) + strlen(file) + 2;
 	if ((p = malloc(len)) == NULL)
 		abort();
@@ -165,7 +164,7 @@ cfg_resolve(const struct cfg_ctx *ctx, const char *file)
  * the event loop, so a FIFO where a file should be would stop every
  * client.  The flag is cleared again for the regular file.
  */
-static int
+int
 cfg_open_regular(const char *file)
 {
 	struct stat	 st;
@@ -249,7 +248,8 @@ void
 cfg_load_credentials(struct cfg_ctx *ctx, void *base, const char *file,
     const char *ptr)
 {
-	static const char	 what[] = "expected one line 'username:password'";
+	static const char	 what[] =
+	    "expected one line 'username:password'";
 	struct config_upstream	*up = base;
 	char			 buf[CFG_CRED_MAX + 1], *colon;
 
@@ -262,8 +262,8 @@ cfg_load_credentials(struct cfg_ctx *ctx, void *base, const char *file,
 		goto out;
 	}
 	*colon = '\0';
-	up->username = xstrdup(buf);
-	up->password = xstrdup(colon + 1);
+	up->username = cfg_xstrdup(buf);
+	up->password = cfg_xstrdup(colon + 1);
 out:
 	explicit_bzero(buf, sizeof(buf));
 }
@@ -287,84 +287,9 @@ cfg_load_redis_password(struct cfg_ctx *ctx, void *base, const char *file,
 		explicit_bzero(r->password, strlen(r->password));
 		free(r->password);
 	}
-	r->password = xstrdup(buf);
+	r->password = cfg_xstrdup(buf);
 out:
 	explicit_bzero(buf, sizeof(buf));
-}
-
-/*
- * Read the policy file that /policy/file names into the same pol_src as
- * inline rules would go, refusing it above max_file_bytes before reading.
- * Errors inside it are named "FILE#/rules/3/..." (a JSON pointer in a URI
- * fragment, RFC 6901 section 6).
- */
-void
-cfg_load_policy_file(struct cfg_ctx *ctx, void *base, const char *file,
-    const char *ptr)
-{
-	struct pol_src	*src = base;
-	struct stat	 st;
-	json_error_t	 jerr;
-	json_t		*root;
-	char		*buf = NULL, *near, where[CFG_PTR_MAX];
-	size_t		 len = 0, max = src->max_file_bytes;
-	ssize_t		 n = 0;
-	int		 fd;
-
-	if (src->rules != NULL || src->blocked != NULL ||
-	    src->immutable != NULL) {
-		cfg_error(ctx, ptr, "rules, blocked_digests and "
-		    "immutable_tags go either inline or in the file, not both");
-		return;
-	}
-	if ((fd = cfg_open_regular(file)) == -1) {
-		cfg_error(ctx, ptr, "cannot read: %s", strerror(errno));
-		return;
-	}
-	if (fstat(fd, &st) == -1 || (size_t)st.st_size > max) {
-		cfg_error(ctx, ptr, "larger than policy/max_file_bytes (%zu)",
-		    max);
-		goto out;
-	}
-	if ((buf = malloc(max + 1)) == NULL)
-		abort();
-	while (len <= max) {
-		n = read(fd, buf + len, max + 1 - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += n;
-	}
-	if (n == -1) {
-		cfg_error(ctx, ptr, "cannot read: %s", strerror(errno));
-		goto out;
-	}
-	if (len > max) {
-		cfg_error(ctx, ptr, "larger than policy/max_file_bytes (%zu)",
-		    max);
-		goto out;
-	}
-	if ((root = json_loadb(buf, len, JSON_REJECT_DUPLICATES,
-	    &jerr)) == NULL) {
-		snprintf(where, sizeof(where), "%s:%d:%d", file, jerr.line,
-		    jerr.column);
-		/*
-		 * Without jansson's "near '<token>'": a path mistaken for
-		 * the policy file may hold a secret (the credentials file
-		 * is configured next to it); line and column suffice.
-		 */
-		if ((near = strstr(jerr.text, " near '")) != NULL)
-			*near = '\0';
-		cfg_error(ctx, where, "%s", jerr.text);
-		goto out;
-	}
-	snprintf(where, sizeof(where), "%s#", file);
-	cfg_parse_object(ctx, cfg_policy_file_keys, root, base, where);
-	json_decref(root);
-out:
-	free(buf);
-	close(fd);
 }
 
 /* Fill in the defaults of every key of an object held in base. */
@@ -378,7 +303,7 @@ cfg_defaults(const struct cfg_key *keys, void *base)
 		case CFG_STRING:
 		case CFG_PATH:
 			*FIELD(base, k->off, char *) = k->def_str == NULL ?
-			    NULL : xstrdup(k->def_str);
+			    NULL : cfg_xstrdup(k->def_str);
 			break;
 		case CFG_ENUM:
 		case CFG_BOOL:
@@ -485,7 +410,7 @@ cfg_parse_value(struct cfg_ctx *ctx, const struct cfg_key *k, json_t *v,
 			break;
 		}
 		free(*FIELD(base, k->off, char *));
-		*FIELD(base, k->off, char *) = xstrdup(s);
+		*FIELD(base, k->off, char *) = cfg_xstrdup(s);
 		break;
 	case CFG_PATH:
 		if (!json_is_string(v) || json_string_length(v) == 0) {
@@ -591,7 +516,7 @@ cfg_parse_value(struct cfg_ctx *ctx, const struct cfg_key *k, json_t *v,
 			break;
 		}
 		/* Allocated even when empty: non-NULL means "given". */
-		list = xcalloc(n + 1, sizeof(*list));
+		list = cfg_xcalloc(n + 1, sizeof(*list));
 		*FIELD(base, k->off, char **) = list;
 		for (i = 0; i < n; i++) {
 			cfg_ptr_index(elptr, sizeof(elptr), ptr, i);
@@ -605,7 +530,7 @@ cfg_parse_value(struct cfg_ctx *ctx, const struct cfg_key *k, json_t *v,
 				continue;
 			}
 			list[(*FIELD(base, k->count_off, size_t))++] =
-			    xstrdup(s);
+			    cfg_xstrdup(s);
 		}
 		break;
 	case CFG_OBJECT:
@@ -616,7 +541,7 @@ cfg_parse_value(struct cfg_ctx *ctx, const struct cfg_key *k, json_t *v,
 			cfg_error(ctx, ptr, "must be an object");
 			break;
 		}
-		elems = xcalloc(1, k->sub_size);
+		elems = cfg_xcalloc(1, k->sub_size);
 		*FIELD(base, k->off, char *) = elems;
 		cfg_defaults(k->sub, elems);
 		cfg_parse_object(ctx, k->sub, v, elems, ptr);
@@ -637,7 +562,7 @@ cfg_parse_value(struct cfg_ctx *ctx, const struct cfg_key *k, json_t *v,
 			    k->max);
 			break;
 		}
-		elems = xcalloc(n, k->sub_size);
+		elems = cfg_xcalloc(n, k->sub_size);
 		*FIELD(base, k->off, char *) = elems;
 		*FIELD(base, k->count_off, size_t) = n;
 		for (i = 0; i < n; i++)
@@ -679,7 +604,7 @@ cfg_secret_name(const char *name)
  * are reported first, in document order, then each known key in table
  * order.
  */
-static void
+void
 cfg_parse_object(struct cfg_ctx *ctx, const struct cfg_key *keys, json_t *obj,
     void *base, const char *ptr)
 {
@@ -737,7 +662,7 @@ cfg_add_host(struct config_upstream *up, const char *host)
 	hosts = realloc(up->hosts, (up->nhosts + 2) * sizeof(*hosts));
 	if (hosts == NULL)
 		abort();
-	hosts[up->nhosts++] = xstrdup(host);
+	hosts[up->nhosts++] = cfg_xstrdup(host);
 	hosts[up->nhosts] = NULL;
 	up->hosts = hosts;
 }
@@ -760,7 +685,7 @@ cfg_default_hosts(struct config_upstream *up)
 		cfg_add_host(up, "index.docker.io");
 	}
 	if (up->hosts == NULL)
-		up->hosts = xcalloc(1, sizeof(*up->hosts));
+		up->hosts = cfg_xcalloc(1, sizeof(*up->hosts));
 }
 
 /* Report a host that routes to two upstreams; given says who set it. */
@@ -783,193 +708,7 @@ cfg_dup_host(struct cfg_ctx *ctx, const struct config_upstream *ups,
 		    "hosts on one of them", ups[i].hosts[a], q);
 }
 
-static void
-cfg_policy_error(void *arg, const char *ptr, const char *msg)
-{
-	cfg_error(arg, ptr, "%s", msg);
-}
-
-/*
- * Compile the policy (none: the empty policy, which denies everything).
- * Runs even when other keys were wrong, so one pass reports every error.
- */
-static void
-cfg_compile_policy(struct cfg_ctx *ctx, struct config *cfg)
-{
-	const struct pol_src	*src = cfg->policy_src;
-	const char		**names;
-	char			 where[CFG_PTR_MAX];
-	size_t			 i;
-
-	names = xcalloc(cfg->nupstreams, sizeof(*names));
-	for (i = 0; i < cfg->nupstreams; i++)
-		names[i] = cfg->upstreams[i].name;
-	if (src != NULL && src->file != NULL)
-		snprintf(where, sizeof(where), "%s#", src->file);
-	else
-		snprintf(where, sizeof(where), "/policy");
-	cfg->policy = policy_compile(src, names, cfg->nupstreams, where,
-	    cfg_policy_error, ctx);
-	free(names);
-}
-
 /* Checks that span keys, and values computed from others. */
-/*
- * Issuers: the parsed URL, the default algorithm, and unique names and
- * issuer identifiers (a token's iss picks its issuer: two entries with
- * one identifier would make that depend on order).
- */
-/*
- * A token key file, read when its row is (a file that cannot be read is
- * reported by the row, and not loaded): the signing key becomes the
- * first key of the token service's set, a rotated-out one waits in its
- * entry until cfg_token_keys() knows its valid_until.  A key file's
- * content never goes into a message.
- */
-static struct jwk_key *
-cfg_token_key(struct cfg_ctx *ctx, const char *file, const char *ptr)
-{
-	struct jwk_key	*k;
-	char		*cause = NULL;
-
-	if ((k = calloc(1, sizeof(*k))) == NULL)
-		abort();
-	if (jwk_load_private(file, k, &cause) == -1) {
-		cfg_error(ctx, ptr, "%s", cause != NULL ? cause :
-		    "cannot load the key");
-		free(cause);
-		jwk_key_clear(k);
-		free(k);
-		return (NULL);
-	}
-	return (k);
-}
-
-void
-cfg_load_signing_key(struct cfg_ctx *ctx, void *base, const char *file,
-    const char *ptr)
-{
-	struct config_token	*tk = base;
-	struct jwk_key		*k;
-
-	if ((k = cfg_token_key(ctx, file, ptr)) == NULL)
-		return;
-	if ((tk->keys = jwk_set_new()) == NULL || jwk_set_add(tk->keys, k) ==
-	    -1)
-		abort();
-	jwk_key_clear(k);
-	free(k);
-}
-
-void
-cfg_load_verification_key(struct cfg_ctx *ctx, void *base,
-    const char *file, const char *ptr)
-{
-	struct config_token_vkey	*vk = base;
-
-	vk->key = cfg_token_key(ctx, file, ptr);
-}
-
-/*
- * The rotated-out keys join the set after the signing key, each
- * verifying until its valid_until; the service defaults to the
- * top-level one.
- */
-static void
-cfg_token_keys(struct cfg_ctx *ctx, struct config *cfg)
-{
-	struct config_token	*tk = cfg->identity->token;
-	struct jwk_key		*k;
-	char			 p[CFG_PTR_MAX];
-	int64_t			 until;
-	size_t			 i;
-
-	if (tk->service == NULL && cfg->service != NULL)
-		tk->service = xstrdup(cfg->service);
-	for (i = 0; i < tk->nvkeys; i++) {
-		if ((k = tk->vkeys[i].key) == NULL || tk->keys == NULL ||
-		    tk->vkeys[i].valid_until == NULL ||
-		    cfg_parse_rfc3339(tk->vkeys[i].valid_until, &until) == -1)
-			continue;	/* reported by its row */
-		k->not_after = until;
-		if (jwk_set_find(tk->keys, k->kid, strlen(k->kid)) != NULL) {
-			snprintf(p, sizeof(p),
-			    "/identity/token/verification_keys/%zu/file", i);
-			cfg_error(ctx, p, "the same key as another one");
-		} else if (jwk_set_add(tk->keys, k) == -1)
-			abort();
-	}
-}
-
-/* Whether one issuer prefix (NULL: none) begins the other. */
-static int
-cfg_prefix_overlap(const char *a, const char *b)
-{
-	size_t	la, lb;
-
-	a = a != NULL ? a : "";
-	b = b != NULL ? b : "";
-	la = strlen(a);
-	lb = strlen(b);
-	return (strncmp(a, b, la < lb ? la : lb) == 0);
-}
-
-static void
-cfg_finish_identity(struct cfg_ctx *ctx, struct config *cfg)
-{
-	struct config_oidc_issuer	*is, *o;
-	char				 p[CFG_PTR_MAX], q[CFG_PTR_MAX];
-	size_t				 i, j;
-
-	if (cfg->identity == NULL)
-		return;
-	if (cfg->identity->token != NULL)
-		cfg_token_keys(ctx, cfg);
-	for (i = 0; i < cfg->identity->nissuers; i++) {
-		is = &cfg->identity->issuers[i];
-		if (is->issuer != NULL)
-			(void)url_parse(is->issuer, &is->u);
-		if (is->algorithms == NULL) {
-			is->algorithms = xcalloc(2, sizeof(char *));
-			is->algorithms[0] = xstrdup("RS256");
-			is->nalgorithms = 1;
-		}
-		for (j = 0; j < i; j++) {
-			o = &cfg->identity->issuers[j];
-			if (is->name != NULL && o->name != NULL &&
-			    strcmp(is->name, o->name) == 0) {
-				snprintf(p, sizeof(p),
-				    "/identity/issuers/%zu/name", i);
-				snprintf(q, sizeof(q),
-				    "/identity/issuers/%zu/name", j);
-				cfg_error(ctx, p, "duplicate of %s", q);
-			}
-			if (is->issuer != NULL && o->issuer != NULL &&
-			    strcmp(is->issuer, o->issuer) == 0) {
-				snprintf(p, sizeof(p),
-				    "/identity/issuers/%zu/issuer", i);
-				snprintf(q, sizeof(q),
-				    "/identity/issuers/%zu/issuer", j);
-				cfg_error(ctx, p, "duplicate of %s", q);
-			}
-			/*
-			 * Subjects and groups are "prefix" + the IdP's
-			 * value: if one prefix begins another (none is ""),
-			 * an issuer can name the other's users and groups.
-			 */
-			if (cfg_prefix_overlap(is->prefix, o->prefix)) {
-				snprintf(p, sizeof(p),
-				    "/identity/issuers/%zu/prefix", i);
-				snprintf(q, sizeof(q),
-				    "/identity/issuers/%zu/prefix", j);
-				cfg_error(ctx, p, "with several issuers, each "
-				    "needs a prefix that does not begin "
-				    "another's (%s)", q);
-			}
-		}
-	}
-}
-
 static void
 cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 {
@@ -1031,7 +770,7 @@ cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 	 * before there was a redis section; otherwise the shared one.
 	 */
 	if (cfg->audit != NULL && cfg->audit->redis == NULL)
-		cfg->audit->redis = xstrdup(cfg->redis != NULL &&
+		cfg->audit->redis = cfg_xstrdup(cfg->redis != NULL &&
 		    cfg->redis->address != NULL ? cfg->redis->address :
 		    "127.0.0.1:6379");
 	if (cfg->audit != NULL && cfg->audit->redis != NULL &&
@@ -1040,7 +779,7 @@ cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 		cfg->audit->redis_host[0] = '\0';
 
 	cfg->default_upstream = -1;
-	given = xcalloc(cfg->nupstreams, sizeof(*given));
+	given = cfg_xcalloc(cfg->nupstreams, sizeof(*given));
 	for (i = 0; i < cfg->nupstreams; i++) {
 		up = &cfg->upstreams[i];
 		given[i] = up->hosts != NULL;
@@ -1176,7 +915,7 @@ cfg_load_buf(const char *buf, size_t len, const char *file,
 		return NULL;
 	}
 
-	cfg = xcalloc(1, sizeof(*cfg));
+	cfg = cfg_xcalloc(1, sizeof(*cfg));
 	cfg->refcnt = 1;
 	cfg_defaults(cfg_root_keys, cfg);
 	cfg_parse_object(&ctx, cfg_root_keys, root, cfg, "");
@@ -1191,7 +930,7 @@ cfg_load_buf(const char *buf, size_t len, const char *file,
 	}
 	free(ctx.errs);
 	if (file != NULL)
-		cfg->path = xstrdup(file);
+		cfg->path = cfg_xstrdup(file);
 	if (cause != NULL)
 		*cause = NULL;
 	return cfg;
@@ -1249,7 +988,7 @@ config_load(const char *path, char **cause)
 	fd = -1;
 
 	if ((slash = strrchr(path, '/')) != NULL) {
-		dir = xstrdup(path);
+		dir = cfg_xstrdup(path);
 		dir[slash == path ? 1 : slash - path] = '\0';
 	}
 	cfg = cfg_load_buf(buf, len, path, dir, cause);

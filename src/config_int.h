@@ -1,5 +1,5 @@
 /*
- * config_int.h: what the three configuration files share and nothing else
+ * config_int.h: what the four configuration files share and nothing else
  * includes.  It holds the shape of a schema row (enum cfg_type, the row
  * flags, struct cfg_key), the root table that the loader, the reload check
  * and the reference generator walk, and the few helpers one of the files
@@ -34,6 +34,8 @@ enum cfg_type {
 				/* entry's first key */
 
 struct cfg_ctx;
+struct config;
+struct json_t;
 
 struct cfg_key {
 	const char		 *name;
@@ -56,17 +58,28 @@ struct cfg_key {
 };
 
 /* config.c */
+void	 cfg_error(struct cfg_ctx *, const char *, const char *, ...)
+	    __attribute__((__format__(__printf__, 3, 4)));
+char	*cfg_xstrdup(const char *);
+void	*cfg_xcalloc(size_t, size_t);
 void	 cfg_ptr(char *, size_t, const char *, const char *);
+int	 cfg_open_regular(const char *);
+void	 cfg_parse_object(struct cfg_ctx *, const struct cfg_key *,
+	    struct json_t *, void *, const char *);
 void	 cfg_load_credentials(struct cfg_ctx *, void *, const char *,
 	    const char *);
+void	 cfg_load_redis_password(struct cfg_ctx *, void *, const char *,
+	    const char *);
+
+/* config_access.c */
+void	 cfg_load_policy_file(struct cfg_ctx *, void *, const char *,
+	    const char *);
+void	 cfg_compile_policy(struct cfg_ctx *, struct config *);
 void	 cfg_load_signing_key(struct cfg_ctx *, void *, const char *,
 	    const char *);
 void	 cfg_load_verification_key(struct cfg_ctx *, void *,
 	    const char *, const char *);
-void	 cfg_load_redis_password(struct cfg_ctx *, void *, const char *,
-	    const char *);
-void	 cfg_load_policy_file(struct cfg_ctx *, void *, const char *,
-	    const char *);
+void	 cfg_finish_identity(struct cfg_ctx *, struct config *);
 
 /* config_schema.c */
 extern const struct cfg_key	 cfg_root_keys[];
