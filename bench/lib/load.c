@@ -5,7 +5,16 @@
  * one optional extra header line; a response counts when it is a 200 read
  * whole (Content-Length).  Prints "<req/s> <requests> <failed>".
  *
- *	load PORT PATH CONNS SECONDS [HEADER]
+ * With -f FILE (bench/auth_bench.sh), every request also carries the next
+ * line of FILE as a header line (e.g. "Authorization: Bearer <JWT>"),
+ * shared by all connections in order and taken round-robin: a file of N
+ * lines makes request k carry line k mod N, so no line comes back before
+ * N - 1 others did.  Then a fourth field follows: the lines sent (failed
+ * requests included), so that a caller can start the next run where this
+ * one stopped (rotate the file by sent mod N) and tell whether any line
+ * went twice (sent > N).  At most MAX_LINES lines of at most 4 KiB each.
+ *
+ *	load [-f FILE] PORT PATH CONNS SECONDS [HEADER]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -19,9 +28,33 @@
 #include <time.h>
 #include <unistd.h>
 
+#define MAX_LINES	1000000
+#define MAX_LINE	4096
+
 static int port, secs;
 static const char *path, *hdr = "";
 static volatile int stop;
+static char **lines;			/* -f: header lines, or NULL */
+static size_t nlines;
+static unsigned long next_line;		/* atomic: the next line to send */
+static unsigned long sent_lines;	/* atomic: lines sent */
+
+static void read_lines(const char *file) {
+	FILE *f = fopen(file, "r");
+	char buf[MAX_LINE + 2];
+	if (f == NULL) { perror(file); exit(2); }
+	if ((lines = calloc(MAX_LINES, sizeof(*lines))) == NULL) { perror("calloc"); exit(2); }
+	while (fgets(buf, sizeof(buf), f) != NULL) {
+		size_t n = strcspn(buf, "\r\n");
+		if (buf[n] == '\0' && !feof(f)) { fprintf(stderr, "%s: line over %d bytes\n", file, MAX_LINE); exit(2); }
+		if (n == 0) continue;
+		if (nlines == MAX_LINES) { fprintf(stderr, "%s: over %d lines\n", file, MAX_LINES); exit(2); }
+		buf[n] = '\0';
+		if ((lines[nlines++] = strdup(buf)) == NULL) { perror("strdup"); exit(2); }
+	}
+	fclose(f);
+	if (nlines == 0) { fprintf(stderr, "%s: no lines\n", file); exit(2); }
+}
 
 static double now(void) {
 	struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
@@ -30,10 +63,10 @@ static double now(void) {
 
 static void *worker(void *arg) {
 	long n = 0, bad = 0;
-	char req[2048], buf[65536];
+	char req[2048 + MAX_LINE + 8], buf[65536];
 	int fd = -1, one = 1, len = snprintf(req, sizeof(req),
 	    "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n%s%s\r\n",
-	    path, hdr, *hdr != '\0' ? "\r\n" : "");
+	    path, hdr, *hdr != '\0' ? "\r\n" : ""), base = len - 2;
 	struct sockaddr_in sa = { .sin_family = AF_INET,
 	    .sin_port = htons(port) };
 	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
@@ -44,6 +77,13 @@ static void *worker(void *arg) {
 			fd = socket(AF_INET, SOCK_STREAM, 0);
 			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 			if (connect(fd, (void *)&sa, sizeof(sa)) == -1) { perror("connect"); exit(1); }
+		}
+		if (lines != NULL) {	/* the next line, before the blank one */
+			const char *l = lines[__atomic_fetch_add(&next_line, 1,
+			    __ATOMIC_RELAXED) % nlines];
+			len = base + snprintf(req + base, sizeof(req) - base,
+			    "%s\r\n\r\n", l);
+			__atomic_fetch_add(&sent_lines, 1, __ATOMIC_RELAXED);
 		}
 		if (write(fd, req, len) != len) { close(fd); fd = -1; bad++; continue; }
 		for (;;) {
@@ -68,13 +108,18 @@ static void *worker(void *arg) {
 }
 
 int main(int argc, char **argv) {
-	int i, conns = atoi(argv[3]);
+	int i, conns;
 	long total = 0, bad = 0;
 	pthread_t t[256];
+	if (argc > 2 && strcmp(argv[1], "-f") == 0) {
+		read_lines(argv[2]);
+		argc -= 2; argv += 2;
+	}
 	if (argc < 5) {
-		fprintf(stderr, "usage: load PORT PATH CONNS SECONDS [HEADER]\n");
+		fprintf(stderr, "usage: load [-f FILE] PORT PATH CONNS SECONDS [HEADER]\n");
 		return 2;
 	}
+	conns = atoi(argv[3]);
 	port = atoi(argv[1]); path = argv[2]; secs = atoi(argv[4]);
 	if (argc > 5 && strlen(argv[5]) < 1024) hdr = argv[5];
 	double t0 = now();
@@ -84,6 +129,10 @@ int main(int argc, char **argv) {
 	for (i = 0; i < conns && i < 256; i++) {
 		long *r; pthread_join(t[i], (void **)&r); total += r[0]; bad += r[1]; free(r);
 	}
-	printf("%.0f %ld %ld\n", total / (now() - t0), total, bad);
+	if (lines != NULL)
+		printf("%.0f %ld %ld %lu\n", total / (now() - t0), total, bad,
+		    sent_lines);
+	else
+		printf("%.0f %ld %ld\n", total / (now() - t0), total, bad);
 	return 0;
 }
