@@ -40,7 +40,8 @@
 #
 # Printed: median req/s per mode, gateway CPU per request (utime + stime,
 # steadier than req/s on a shared machine), ratios, the cores and the load
-# average before and after.  The on gateway's audit stream must gain one
+# average before and after; then bench/jose_verify.sh, verifications/s of
+# jose_verify() on one core without HTTP, the raw crypto cost.  The on gateway's audit stream must gain one
 # record per measured request.  Never fails on a number; not part of CI
 # (README.md, "Benchmarks").
 #
@@ -56,6 +57,8 @@
 #                        more than CACHE_ENTRIES, at most 200000)
 #   CACHE_ENTRIES        identity.token.cache_entries (default 10000, the
 #                        gateway's default)
+#   JOSE_SECONDS         seconds per algorithm of bench/jose_verify.sh,
+#                        run at the end (default 2; 0: not run)
 #   KEEP_WORK=1          keep the temp dir
 set -euo pipefail
 
@@ -70,6 +73,7 @@ ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-4}
 TOKENS=${TOKENS:-12000}
 CACHE_ENTRIES=${CACHE_ENTRIES:-10000}
+JOSE_SECONDS=${JOSE_SECONDS:-2}
 PY=/usr/bin/python3	# python3-cryptography (Debian's)
 
 bound() {	# bound VAR MIN MAX
@@ -82,6 +86,7 @@ bound ROUNDS 1 10
 bound CONNS 1 256
 bound CACHE_ENTRIES 1 16777216
 bound TOKENS $((CACHE_ENTRIES + 1)) 200000
+bound JOSE_SECONDS 0 600
 for tool in cc curl python3 redis-cli openssl "$PY" "$NODE_BIN" \
     "$PORTCULLIS_BIN" "$DOCKER_REGISTRY_BIN" "$REDIS_SERVER_BIN"; do
 	command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
@@ -109,6 +114,7 @@ rcli() { redis-cli -p "$redis_port" "$@"; }
 for i in $(seq 100); do
 	rcli PING >/dev/null 2>&1 && break
 	kill -0 "$redis_pid" 2>/dev/null || { cat "$work/redis/log" >&2; exit 1; }
+	[ "$i" = 100 ] && { echo "redis-server not ready after 10 s" >&2; exit 1; }
 	sleep 0.1
 done
 
@@ -414,3 +420,8 @@ echo "last audit record of each mode's first round:"
 sed 's/^/  /' "$work/records"
 echo "IdP tokens sent: RS256 $sent_rs256, ES256 $sent_es256 (of $TOKENS distinct each; none repeated within $TOKENS requests)"
 echo "loadavg before: $load_before; after: $load_after ($(nproc) CPUs)"
+# The raw crypto cost, to read the verification figures above against.
+if [ "$JOSE_SECONDS" -gt 0 ]; then
+	echo
+	env SECONDS="$JOSE_SECONDS" sh "$here/jose_verify.sh"
+fi
