@@ -788,48 +788,8 @@ def test_idp_jwt_on_v2(idgw, idp, pki, reg, redis_mod):
     assert cc not in idgw.log_text() and bad not in idgw.log_text()
 
 
-@needs_idp
-def test_idp_key_rotation_waits_for_keys(start_gateway, reg, pki, keys,
-                                         tmp_path):
-    """A token signed with a key the gateway has not seen: the request
-    waits (the credential stage) for the issuer's JWKS fetch, then
-    passes; no restart."""
-    p = IdP(tmp_path / "idp2", keys=[("RS256", "rsa-1")])
-    try:
-        g = start_gateway(gateway_config(
-            upstream(reg, default=True), policy=idp_policy(pki),
-            identity={"token": token_cfg(keys), "issuers": [
-                {"name": "idp", "issuer": p.issuer, "ca_file": p.ca,
-                 "audiences": ["https://portcullis.test"],
-                 "prefix": "idp:", "min_refresh_interval": 1}]},
-            log={"level": "debug"}))
-        wait_for(lambda: "oidc keys_loaded issuer=idp" in g.log_text(),
-                 timeout=30, what="the IdP's keys")
-        s = requests.Session()
-        s.trust_env = False
-        r = s.get(g.url + "/token", params={
-            "service": SERVICE, "scope": "repository:ci/app:push"},
-            auth=("ci", p.client_credentials_token()), timeout=15)
-        assert r.status_code == 200
-        p.restart(keys=[("RS256", "rsa-2")])
-        cc = p.client_credentials_token()
-        assert claims_header(cc)["kid"] == "rsa-2"
-
-        def push_ok():
-            r = s.post(g.url + "/v2/ci/app/blobs/uploads/",
-                       auth=("ci", cc), timeout=15)
-            # Rate-limited (min_refresh_interval after the first fetch):
-            # 401 unknown_kid until a fetch may start.
-            assert r.status_code in (202, 401), r.text
-            return r.status_code == 202
-        wait_for(push_ok, timeout=30, what="the new kid to be accepted")
-        assert "trigger=unknown-kid" in g.log_text()
-        # The request that met the new kid waited for the fetch.
-        assert "credential waits for issuer idp keys" in g.log_text()
-        # Not even at debug level.
-        assert cc not in g.log_text()
-    finally:
-        p.stop()
+# test_idp_key_rotation_waits_for_keys: now in test_idp_login.py (with
+# skopeo).
 
 
 def claims_header(tok):
