@@ -36,7 +36,8 @@ from lib.clients import Podman, Skopeo, short_tmpdir
 from lib.gateway import REPO_ROOT, gateway_bin, gateway_config, upstream
 from lib.pki import PKI
 from lib.soak import push_blob
-from lib.redis import RedisServer, entries_to_dicts
+from lib.redis import entries_to_dicts
+from lib.idfix import acl_redis, redis_section
 from lib.registry import Registry
 from lib.util import wait_for
 
@@ -94,7 +95,8 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def redis_mod(tmp_path_factory):
-    s = RedisServer(tmp_path_factory.mktemp("token-redis-"))
+    # Acceptance 5: the default user off, the README's ACL user.
+    s = acl_redis(tmp_path_factory.mktemp("token-redis-"))
     try:
         yield s
     finally:
@@ -171,9 +173,12 @@ def gw(start_gateway_module, reg, pki, keys, redis_mod, tmp_path_factory):
                         "client_ca_file": pki.ca,
                         "verify_client": "optional"}},
         policy=policy(pki), identity={"token": token_cfg(keys)},
+        redis=redis_section(redis_mod, redis_mod.dir),
         audit={"redis": "127.0.0.1:%d" % redis_mod.port,
                "spool_file": str(spool), "timeout": 2})
     g = start_gateway_module(cfg, tls_client={"ca": pki.ca})
+    wait_for(lambda: "revoke synced" in g.log_text(), timeout=20,
+             what="the revocation table's first sync")
     return g
 
 
@@ -649,6 +654,7 @@ def idgw(start_gateway_module, reg, pki, keys, redis_mod, idp,
             {"name": "idp", "issuer": idp.issuer, "ca_file": idp.ca,
              "audiences": ["https://portcullis.test"], "prefix": "idp:",
              "groups_claim": "groups", "algorithms": ["RS256", "ES256"]}]},
+        redis=redis_section(redis_mod, redis_mod.dir),
         audit={"redis": "127.0.0.1:%d" % redis_mod.port,
                "spool_file": str(spool), "timeout": 2})
     g = start_gateway_module(cfg, tls_client={"ca": pki.ca})
@@ -819,6 +825,7 @@ def closed_gw(start_gateway, reg, pki, keys, idp, redis_mod, tmp_path,
             {"name": "idp", "issuer": idp.issuer, "ca_file": idp.ca,
              "audiences": ["https://portcullis.test"], "prefix": "idp:",
              "algorithms": ["RS256", "ES256"]}]},
+        redis=redis_section(redis_mod, redis_mod.dir),
         audit={"redis": "127.0.0.1:%d" % redis_mod.port,
                "spool_file": str(tmp_path / "spool"), "timeout": 2}),
         tls_client={"ca": pki.ca})
@@ -1094,11 +1101,11 @@ def test_idp_subject_that_cannot_be_revoked_is_refused(
     name) would be a login no revocation but --all could reach.  Such a
     subject is refused at login.  (1022 bytes pass max_claim_bytes,
     1024; with the prefix the subject is 1026.)"""
-    rs = RedisServer(tmp_path / "sub-redis")
+    rs = acl_redis(tmp_path / "sub-redis")
     try:
         g = start_gateway(gateway_config(
             upstream(reg, default=True), policy=idp_policy(pki),
-            redis={"address": rs.host},
+            redis=redis_section(rs, tmp_path),
             identity={"token": token_cfg(keys), "issuers": [
                 {"name": "idp", "issuer": idp.issuer, "ca_file": idp.ca,
                  "audiences": ["https://portcullis.test"],
@@ -1136,11 +1143,11 @@ def test_no_credential_in_debug_log(start_gateway, reg, pki, keys, idp,
     JWT as Basic at /token and on /v2/, the IdP JWT as a Bearer, a
     gateway token, a refresh grant, wrong ones of each) leaves none of
     the credentials, nor a piece of them, in the log."""
-    rs = RedisServer(tmp_path / "dbg-redis")
+    rs = acl_redis(tmp_path / "dbg-redis")
     try:
         g = start_gateway(gateway_config(
             upstream(reg, default=True), policy=idp_policy(pki),
-            redis={"address": rs.host}, log={"level": "debug"},
+            redis=redis_section(rs, tmp_path), log={"level": "debug"},
             identity={"token": token_cfg(keys), "issuers": [
                 {"name": "idp", "issuer": idp.issuer, "ca_file": idp.ca,
                  "audiences": ["https://portcullis.test"],
@@ -1195,7 +1202,7 @@ def cli(*args, check=True, input=None):
 
 
 def secret_gateway(start_gateway, reg, keys, tmp_path, audit=False):
-    rs = RedisServer(tmp_path / "sec-redis")
+    rs = acl_redis(tmp_path / "sec-redis")
     pol = {"rules": [
         {"id": "robot", "effect": "allow", "repositories": ["bot/**"],
          "subjects": ["user:robot:ci"], "actions": ["pull", "push"]}]}
@@ -1207,7 +1214,7 @@ def secret_gateway(start_gateway, reg, keys, tmp_path, audit=False):
     try:
         g = start_gateway(gateway_config(
             upstream(reg, default=True), policy=pol,
-            redis={"address": rs.host},
+            redis=redis_section(rs, tmp_path),
             identity={"token": token_cfg(keys)}, **extra))
         wait_for(lambda: "revoke synced" in g.log_text(), timeout=20,
                  what="the revocation table's first sync")
@@ -1378,14 +1385,14 @@ def test_revocation_on_one_instance_refused_on_the_other(start_gateway, reg,
     it refuses each (a request started within the bound sees it).  A
     refuses too; a third subject, revoked by nobody, still works on
     B."""
-    rs = RedisServer(tmp_path / "two-redis")
+    rs = acl_redis(tmp_path / "two-redis")
     pol = {"rules": [
         {"id": "robots", "effect": "allow", "repositories": ["bot/**"],
          "subjects": ["user:robot:ci", "user:robot:other",
                       "user:robot:keep"], "actions": ["pull"]}]}
     try:
         cfg = gateway_config(upstream(reg, default=True), policy=pol,
-                             redis={"address": rs.host},
+                             redis=redis_section(rs, tmp_path),
                              identity={"token": token_cfg(keys)})
         a = start_gateway(cfg)
         b = start_gateway(cfg)
