@@ -528,6 +528,7 @@ int		 req_map_from(const struct req *, const char *, char *, size_t);
 int		 authz_request(struct req *);
 int		 authz_base(struct req *);
 int		 authz_admin(struct req *);
+int		 authz_upstream_challenge(struct req *, char *, size_t);
 void		 authz_config_loaded(const struct config *);
 
 #endif

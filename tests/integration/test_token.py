@@ -39,7 +39,7 @@ from lib.soak import push_blob
 from lib.redis import entries_to_dicts
 from lib.idfix import acl_redis, redis_section
 from lib.registry import Registry
-from lib.util import wait_for
+from lib.util import free_port, wait_for
 
 SIGNER = os.path.join(REPO_ROOT, "tests", "tools", "jose_sign")
 STREAM = "portcullis:audit"
@@ -276,6 +276,32 @@ def test_challenge_is_bearer(gw, pki):
     assert chal(r) == ('Bearer realm="%s/token",service="%s",'
                        'scope="repository:team/app:pull"' % (gw.url,
                                                              SERVICE))
+
+
+def test_upstream_401_relayed_with_the_bearer_challenge(
+        start_registry, start_gateway, pki, keys):
+    """An upstream's own 401 reaches the client with the same Bearer
+    challenge the gateway's own 401s carry, not a Basic one: the
+    client's way in is the gateway's token service.  The upstream is a
+    registry:2 whose token realm is the gateway itself but which trusts
+    another key: the gateway's (anonymous) token for it is refused, the
+    retry too, and the 401 is relayed."""
+    port = free_port()
+    extra = REGISTRY_AUTH.format(
+        realm="http://127.0.0.1:%d/token" % port, service=SERVICE,
+        issuer=ISSUER, crt=keys["other"] + ".crt")
+    up = start_registry("locked", extra_config=extra)
+    g = start_gateway(gateway_config(
+        upstream(up, default=True, auth_hosts=["127.0.0.1:%d" % port]),
+        listen={"address": "127.0.0.1:%d" % port},
+        policy=policy(pki), identity={"token": token_cfg(keys)}))
+    s = requests.Session()
+    s.trust_env = False
+    r = s.get(g.url + "/v2/pub/app/tags/list", timeout=15)
+    assert r.status_code == 401, r.text
+    assert chal(r) == ('Bearer realm="%s/token",service="%s",'
+                       'scope="repository:pub/app:pull"' % (g.url, SERVICE))
+    assert "token issued method=anonymous" in g.log_text()
 
 
 def test_mtls_token_scope_intersection(gw, pki, reg):
