@@ -733,6 +733,8 @@ def test_idp_password_grant_chunked(idgw, idp, pki):
     ("tampered", "bad_signature"),
     ("not_a_jwt", "no_credential_backend"),
     ("unknown_issuer", "unknown_issuer"),
+    ("cut_secret", "malformed_secret"),
+    ("bad_secret_char", "malformed_secret"),
 ])
 def test_idp_bad_password(idgw, idp, pki, keys, redis_mod, kind, reason):
     if kind == "tampered":
@@ -745,6 +747,11 @@ def test_idp_bad_password(idgw, idp, pki, keys, redis_mod, kind, reason):
                        .decode().rstrip("="), sig))
     elif kind == "not_a_jwt":
         pw = "hunter2-not-a-jwt"
+    elif kind == "cut_secret":
+        # A gateway secret that lost its end on the way (a copy-paste).
+        pw = "pcs_0123456789abcdef_" + "A" * 30
+    elif kind == "bad_secret_char":
+        pw = "pcs_0123456789abcdeg_" + "A" * 43
     else:
         # A well-signed JWT of an issuer that is not configured.
         pw = jose_sign(keys["cur"] + ".key", [], issuer="https://nobody")
@@ -754,6 +761,14 @@ def test_idp_bad_password(idgw, idp, pki, keys, redis_mod, kind, reason):
     d = record_of(redis_mod, r.headers["X-Request-Id"])
     assert d["auth_failure"] == reason and d["action"] == "token"
     assert pw not in json.dumps(d) and pw not in idgw.log_text()
+    if reason == "malformed_secret":
+        # On /v2/ too: refused (not ignored as a Docker Hub login is).
+        r = sess(pki).get(idgw.url + "/v2/pub/app/tags/list",
+                          auth=("ci", pw), timeout=15)
+        assert r.status_code == 401
+        assert 'error="invalid_token"' in chal(r)
+        d = record_of(redis_mod, r.headers["X-Request-Id"])
+        assert d["auth_failure"] == reason
 
 
 @needs_idp
