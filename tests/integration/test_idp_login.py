@@ -311,3 +311,60 @@ def test_provider_down_cached_keys_still_verify(start_gateway, reg, keys,
         assert pull(sk, g, "ci/img", bad, check=False).returncode != 0
     finally:
         p.stop()
+
+
+def test_tokens_never_outlive_the_idp_token(start_gateway, reg, keys, rs,
+                                            tmp_path):
+    """A CI job's IdP token valid two minutes buys no week: the refresh
+    token (offline_token=true, and the password grant's
+    access_type=offline) ends when the IdP token does, and so does the
+    access token, down to distribution's floor of 60 s (an IdP token
+    with 30 s left gets a 60 s access token, and a 30 s refresh
+    token)."""
+    p = start_idp(tmp_path / "idp5", at_ttl=120)
+    try:
+        cfg = config(reg, keys, rs, tmp_path, p)
+        cfg["identity"]["token"].update(expires_in=300,
+                                        refresh_expires_in=7 * 86400)
+        g = ready(start_gateway(cfg))
+        s = plain()
+        cc = p.client_credentials_token()
+        assert claims(cc)["exp"] - claims(cc)["iat"] == 120
+        r = s.get(g.url + "/token", params=[
+            ("service", SERVICE), ("scope", "repository:ci/img:pull"),
+            ("offline_token", "true")], auth=("ci", cc), timeout=15)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        at, rt = claims(body["token"]), claims(body["refresh_token"])
+        assert rt["exp"] <= claims(cc)["exp"]
+        assert at["exp"] <= claims(cc)["exp"]
+        assert 60 <= body["expires_in"] <= 120
+        assert at["exp"] - at["iat"] == body["expires_in"]
+        # The refresh grant: its access token ends with the refresh
+        # token (and so with the IdP token).
+        r = s.post(g.url + "/token", data={
+            "grant_type": "refresh_token", "service": SERVICE,
+            "refresh_token": body["refresh_token"],
+            "scope": "repository:ci/img:pull"}, timeout=15)
+        assert r.status_code == 200, r.text
+        assert claims(r.json()["token"])["exp"] <= claims(cc)["exp"]
+
+        # 30 s left: the access token gets the 60 s floor, the refresh
+        # token no more than the 30 s.
+        p.at_ttl = 30
+        p.restart()
+        cc = p.client_credentials_token()
+        assert claims(cc)["exp"] - claims(cc)["iat"] == 30
+        r = s.post(g.url + "/token", data={
+            "grant_type": "password", "service": SERVICE,
+            "client_id": "containerd", "username": "ci", "password": cc,
+            "access_type": "offline", "scope": "repository:ci/img:pull"},
+            timeout=15)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        at, rt = claims(body["token"]), claims(body["refresh_token"])
+        assert body["expires_in"] == 60 and at["exp"] - at["iat"] == 60
+        assert rt["exp"] <= claims(cc)["exp"]
+        assert cc not in g.log_text()
+    finally:
+        p.stop()

@@ -436,6 +436,64 @@ def test_base_with_bad_token(gw, pki):
     assert 'error="invalid_token"' in chal(r)
 
 
+def test_mtls_refresh_token_ends_with_the_certificate(gw, pki):
+    """The pusher's certificate is valid two days, refresh_expires_in is
+    a week: the refresh token ends at the certificate's notAfter."""
+    from cryptography import x509
+    with open(pki.pusher[0], "rb") as f:
+        not_after = x509.load_pem_x509_certificate(
+            f.read()).not_valid_after.replace(
+                tzinfo=__import__("datetime").timezone.utc).timestamp()
+    body = get_token(gw, sess(pki, pki.pusher), ["repository:team/app:pull"],
+                     offline_token="true")
+    rc = claims(body["refresh_token"])
+    assert rc["exp"] - rc["iat"] < 7 * 86400
+    assert rc["exp"] == int(not_after)
+    # The access token's 120 s are well inside it.
+    assert body["expires_in"] == 120
+
+
+def test_token_scope_does_not_follow_ns(start_registry, start_gateway,
+                                       reg, pki, keys):
+    """A token's access claim names the client's repository (demo/app);
+    routed elsewhere by containerd's ?ns= under the same client name,
+    the live policy decides again for that upstream's repository, so the
+    token reaches no further than the policy lets its holder."""
+    r2 = start_registry("up2")
+    digest = push_blob(plain(), r2.url, "demo/app", reg.blob)
+    push_blob(plain(), reg.url, "demo/app", reg.blob)
+    pol = {"rules": [
+        {"id": "demo-up1", "effect": "allow", "repositories": ["demo/**"],
+         "upstreams": ["up1"], "subjects": ["mtls:" + pki.pusher_dn],
+         "actions": ["pull"]}]}
+    g = start_gateway(gateway_config(
+        upstream(reg, prefix="up1", default=True), upstream(r2, prefix="up2"),
+        listen={"tls": {"cert_file": pki.server[0],
+                        "key_file": pki.server[1],
+                        "client_ca_file": pki.ca,
+                        "verify_client": "optional"}},
+        policy=pol, identity={"token": token_cfg(keys)}),
+        tls_client={"ca": pki.ca})
+    tok = get_token(g, sess(pki, pki.pusher),
+                    ["repository:demo/app:pull",
+                     "repository:up2/demo/app:pull"])["token"]
+    assert access_of(tok) == {("repository", "demo/app"): ["pull"]}
+    s = sess(pki)
+    path = "/v2/demo/app/blobs/" + digest
+    r = s.get(g.url + path, headers=bearer(tok), timeout=15)
+    assert r.status_code == 200
+    # The same client name, routed to up2 by ns=: the policy refuses.
+    r = s.get(g.url + path + "?ns=" + r2.host, headers=bearer(tok),
+              timeout=15)
+    assert r.status_code == 403, r.text
+    assert r.json()["errors"][0]["code"] == "DENIED"
+    # By up2's prefix: the token does not name up2/demo/app.
+    r = s.get(g.url + "/v2/up2/demo/app/blobs/" + digest,
+              headers=bearer(tok), timeout=15)
+    assert r.status_code == 401
+    assert 'error="insufficient_scope"' in chal(r)
+
+
 def test_refresh_and_access_never_swap(gw, pki, reg):
     s = sess(pki, pki.pusher)
     body = get_token(gw, s, ["repository:team/app:pull"],
@@ -1285,6 +1343,31 @@ def plain():
     s = requests.Session()
     s.trust_env = False
     return s
+
+
+def test_tokens_never_outlive_a_secret(secgw):
+    """A secret that expires in 30 s: the refresh token ends with it,
+    the access token gets distribution's floor of 60 s (expires_in is
+    never below 60)."""
+    g, s = secgw, plain()
+    out = cli("secret", "create", "-c", g.config_path, "--subject",
+              "robot:ci", "--expires", "30s").stdout
+    short = out.splitlines()[0]
+    r = s.get(g.url + "/token", params=[
+        ("service", SERVICE), ("scope", "repository:bot/app:pull"),
+        ("offline_token", "true")], auth=("robot", short), timeout=15)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    at, rt = claims(body["token"]), claims(body["refresh_token"])
+    assert body["expires_in"] == 60 and at["exp"] - at["iat"] == 60
+    assert rt["exp"] - rt["iat"] <= 30
+    # The refresh grant: an access token of 60 s still.
+    r = s.post(g.url + "/token", data={
+        "grant_type": "refresh_token", "service": SERVICE,
+        "refresh_token": body["refresh_token"],
+        "scope": "repository:bot/app:pull"}, timeout=15)
+    assert r.status_code == 200, r.text
+    assert r.json()["expires_in"] == 60
 
 
 def test_secret_login_and_revocation(secgw):
