@@ -9,13 +9,19 @@ used by skopeo with the gateway as its token server.
 
 Credentials: mTLS clients (their certificate identifies them at /token),
 IdP JWTs of the npm oidc-provider as Basic passwords (at /token, on /v2/,
-and as a Bearer on /v2/; a rotated IdP key waits for the JWKS fetch), and
+and as a Bearer on /v2/; skopeo with an IdP token, key rotation and a
+provider that is down are test_idp_login.py's), and
 gateway secrets (secrets.c, Redis) as Basic passwords; `portcullis token
 revoke` reaching issued, cached and refresh tokens.  Real clients:
 skopeo (login, copy, inspect) against a registry:2 trusting the gateway
 and against the gateway itself, `podman login` with a secret and pulls
 (granted and refused), `docker login` (identitytoken, refresh grant),
 `ctr -u` (password grant).
+
+Redis runs with the default user off and the gateway logs in as the
+README's ACL user (lib/idfix.py: acceptance 5).  No token outlives its
+credential (a secret's expiry, the client certificate's notAfter); an
+upstream's 401 reaches the client with the gateway's Bearer challenge.
 
 Real parts only: docker-registry, skopeo, podman, dockerd, containerd,
 redis-server, the npm oidc-provider, openssl."""
@@ -37,26 +43,13 @@ from lib.gateway import REPO_ROOT, gateway_bin, gateway_config, upstream
 from lib.pki import PKI
 from lib.soak import push_blob
 from lib.redis import entries_to_dicts
-from lib.idfix import acl_redis, redis_section
+from lib.idfix import ISSUER, SERVICE, access_of, acl_redis, claims, \
+    claims_header, make_keys, needs_idp, redis_section, token_cfg
 from lib.registry import Registry
 from lib.util import free_port, wait_for
 
 SIGNER = os.path.join(REPO_ROOT, "tests", "tools", "jose_sign")
 STREAM = "portcullis:audit"
-SERVICE = "gw.test"
-ISSUER = "portcullis-gw"
-
-
-def keygen(prefix):
-    r = subprocess.run([gateway_bin(), "keygen", "-o", prefix],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
-
-
-def claims(tok):
-    p = tok.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
 
 
 def jose_sign(key, scopes, aud=SERVICE, ttl=300, issuer=ISSUER,
@@ -135,21 +128,7 @@ def policy(pki, push_team=True):
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
-    d = tmp_path_factory.mktemp("token-keys")
-    k = {"cur": str(d / "cur"), "old": str(d / "old"),
-         "gone": str(d / "gone"), "other": str(d / "other")}
-    k["kids"] = {n: keygen(p) for n, p in k.items() if n != "kids"}
-    return k
-
-
-def token_cfg(keys):
-    return {"signing_key": keys["cur"] + ".key", "issuer": ISSUER,
-            "service": SERVICE, "expires_in": 120,
-            "verification_keys": [
-                {"file": keys["old"] + ".key",
-                 "valid_until": "2099-01-01T00:00:00Z"},
-                {"file": keys["gone"] + ".key",
-                 "valid_until": "2001-01-01T00:00:00Z"}]}
+    return make_keys(tmp_path_factory.mktemp("token-keys"))
 
 
 @pytest.fixture(scope="module")
@@ -201,11 +180,6 @@ def get_token(g, s, scopes, **params):
     assert body["expires_in"] >= 60
     assert "issued_at" in body
     return body
-
-
-def access_of(tok):
-    return {(a["type"], a["name"]): sorted(a["actions"])
-            for a in claims(tok)["access"]}
 
 
 def bearer(tok):
@@ -696,9 +670,6 @@ def test_registry_trusts_gateway_tokens(gw, pki, keys, tmp_path,
 
 from lib.idp import IdP, idp_available  # noqa: E402
 
-needs_idp = pytest.mark.skipif(idp_available() is not None,
-                               reason=str(idp_available()))
-
 
 def idp_policy(pki):
     pol = policy(pki)
@@ -895,11 +866,6 @@ def test_idp_jwt_on_v2(idgw, idp, pki, reg, redis_mod):
 
 # test_idp_key_rotation_waits_for_keys: now in test_idp_login.py (with
 # skopeo).
-
-
-def claims_header(tok):
-    h = tok.split(".")[0]
-    return json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
 
 
 # ---------------------------------------------------------------------------
@@ -1345,31 +1311,6 @@ def plain():
     return s
 
 
-def test_tokens_never_outlive_a_secret(secgw):
-    """A secret that expires in 30 s: the refresh token ends with it,
-    the access token gets distribution's floor of 60 s (expires_in is
-    never below 60)."""
-    g, s = secgw, plain()
-    out = cli("secret", "create", "-c", g.config_path, "--subject",
-              "robot:ci", "--expires", "30s").stdout
-    short = out.splitlines()[0]
-    r = s.get(g.url + "/token", params=[
-        ("service", SERVICE), ("scope", "repository:bot/app:pull"),
-        ("offline_token", "true")], auth=("robot", short), timeout=15)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    at, rt = claims(body["token"]), claims(body["refresh_token"])
-    assert body["expires_in"] == 60 and at["exp"] - at["iat"] == 60
-    assert rt["exp"] - rt["iat"] <= 30
-    # The refresh grant: an access token of 60 s still.
-    r = s.post(g.url + "/token", data={
-        "grant_type": "refresh_token", "service": SERVICE,
-        "refresh_token": body["refresh_token"],
-        "scope": "repository:bot/app:pull"}, timeout=15)
-    assert r.status_code == 200, r.text
-    assert r.json()["expires_in"] == 60
-
-
 def test_secret_login_and_revocation(secgw):
     g, s = secgw, plain()
     # /v2/ challenges: anonymous may pull nothing here.
@@ -1444,9 +1385,11 @@ def test_refresh_grant_fails_closed_without_redis(secgw, tmp_path):
 
 def test_tokens_of_a_secret_end_with_it(secgw):
     """A secret made with --expires must not buy tokens that outlive it:
-    neither the access token nor (above all) the refresh token, which
-    docker login keeps and which would otherwise mint access tokens for
-    refresh_expires_in (a week) after the secret expired."""
+    above all the refresh token, which docker login keeps and which
+    would otherwise mint access tokens for refresh_expires_in (a week)
+    after the secret expired.  The access token is cut too, but never
+    below distribution's floor of 60 s (expires_in is at least 60): a
+    secret with 40 s left gets a 60 s access token."""
     g, s = secgw, plain()
     out = cli("secret", "create", "-c", g.config_path, "--subject",
               "robot:ci", "--expires", "40s").stdout
@@ -1458,14 +1401,16 @@ def test_tokens_of_a_secret_end_with_it(secgw):
     tok, rt = r.json()["token"], r.json()["refresh_token"]
     # The secret was created at most a few seconds before iat.
     limit = claims(tok)["iat"] + 41
-    assert claims(tok)["exp"] <= limit
-    assert r.json()["expires_in"] <= 41
+    assert r.json()["expires_in"] == 60
+    assert claims(tok)["exp"] - claims(tok)["iat"] == 60
     assert claims(rt)["exp"] <= limit
     r = s.post(g.url + "/token", data={
         "grant_type": "refresh_token", "refresh_token": rt,
         "service": SERVICE}, timeout=15)
     assert r.status_code == 200, r.text
-    assert claims(r.json()["token"])["exp"] <= claims(rt)["exp"]
+    # Ends with the refresh token, up to the 60 s floor.
+    assert r.json()["expires_in"] == 60
+    assert claims(r.json()["token"])["exp"] <= claims(rt)["exp"] + 60
 
 
 def test_secret_revoke_reaches_its_refresh_token(secgw):
