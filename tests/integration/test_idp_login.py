@@ -25,6 +25,7 @@ redis-server."""
 
 import json
 import os
+import time
 
 import pytest
 import requests
@@ -32,8 +33,8 @@ import requests
 from lib.clients import Skopeo
 from lib.gateway import gateway_bin, gateway_config, upstream
 from lib.idfix import SERVICE, access_of, acl_redis, claims, \
-    claims_header, issuer_cfg, make_keys, needs_idp, redis_section, \
-    start_idp, token_cfg
+    claims_header, idp_sign, issuer_cfg, make_keys, needs_idp, \
+    redis_section, start_idp, token_cfg
 from lib.redis import entries_to_dicts
 from lib.util import run, wait_for
 
@@ -368,3 +369,30 @@ def test_tokens_never_outlive_the_idp_token(start_gateway, reg, keys, rs,
         assert cc not in g.log_text()
     finally:
         p.stop()
+
+
+def test_idp_token_past_its_exp_within_leeway_gets_nothing(gw, idp):
+    """An IdP token 10 s past its exp still verifies (the issuer's
+    leeway, 60 s by default), but there is nothing left to issue a token
+    for: 401, auth_failure expired, no token at all."""
+    now = int(time.time())
+    cc = idp_sign(idp, {"iss": idp.issuer, "aud": "https://portcullis.test",
+                        "sub": "ci", "client_id": "ci", "iat": now - 100,
+                        "exp": now - 10})
+    s = plain()
+    r = s.get(gw.url + "/token", params=[
+        ("service", SERVICE), ("scope", "repository:ci/img:pull"),
+        ("offline_token", "true")], auth=("ci", cc), timeout=15)
+    assert r.status_code == 401, r.text
+    assert "token login_failed reason=expired" in gw.log_text()
+    # The same token 10 s before its exp: a 60 s access token, a refresh
+    # token of 10 s.
+    cc = idp_sign(idp, {"iss": idp.issuer, "aud": "https://portcullis.test",
+                        "sub": "ci", "client_id": "ci", "iat": now - 100,
+                        "exp": now + 10})
+    r = s.get(gw.url + "/token", params=[
+        ("service", SERVICE), ("scope", "repository:ci/img:pull"),
+        ("offline_token", "true")], auth=("ci", cc), timeout=15)
+    assert r.status_code == 200, r.text
+    assert r.json()["expires_in"] == 60
+    assert claims(r.json()["refresh_token"])["exp"] <= now + 10

@@ -110,3 +110,33 @@ def start_idp(workdir, **kw):
     if idp_available() is not None:
         pytest.skip(idp_available())
     return IdP(workdir, **kw)
+
+
+def _b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def _b64int(s):
+    return int.from_bytes(base64.urlsafe_b64decode(s + "=" * (-len(s) % 4)),
+                          "big")
+
+
+def idp_sign(idp, claims_, kid=None):
+    """A JWT signed RS256 with the provider's own RSA key (kid: the first
+    RSA one): what the provider would issue, with claims of the test's
+    choosing (an exp in the past, say), which its token endpoint will
+    not mint."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    jwk = next(k for k in idp.jwks["keys"]
+               if k["kty"] == "RSA" and (kid is None or k["kid"] == kid))
+    pub = rsa.RSAPublicNumbers(_b64int(jwk["e"]), _b64int(jwk["n"]))
+    key = rsa.RSAPrivateNumbers(
+        _b64int(jwk["p"]), _b64int(jwk["q"]), _b64int(jwk["d"]),
+        _b64int(jwk["dp"]), _b64int(jwk["dq"]), _b64int(jwk["qi"]),
+        pub).private_key()
+    head = {"alg": "RS256", "typ": "JWT", "kid": jwk["kid"]}
+    signing = "%s.%s" % (_b64url(json.dumps(head).encode()),
+                         _b64url(json.dumps(claims_).encode()))
+    sig = key.sign(signing.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return signing + "." + _b64url(sig)
