@@ -12,16 +12,25 @@ sufficient."""
 import base64
 import json
 import os
+import socket
+import ssl
 import subprocess
 
 import pytest
+import requests
 
-from .gateway import gateway_bin
+from .gateway import REPO_ROOT, gateway_bin
 from .idp import IdP, idp_available
-from .redis import RedisServer, readme_acl, readme_acl_lines
+from .pki import PKI
+from .redis import RedisServer, entries_to_dicts, readme_acl, \
+    readme_acl_lines
+from .soak import push_blob
+from .util import run, wait_for
 
 SERVICE = "gw.test"
 ISSUER = "portcullis-gw"
+SIGNER = os.path.join(REPO_ROOT, "tests", "tools", "jose_sign")
+STREAM = "portcullis:audit"
 ADMIN_PW = "admin-Pw-idfix-4e1c"
 USER_PW = "gw-user-idfix-Zq81"
 
@@ -140,3 +149,177 @@ def idp_sign(idp, claims_, kid=None):
                          _b64url(json.dumps(claims_).encode()))
     sig = key.sign(signing.encode(), padding.PKCS1v15(), hashes.SHA256())
     return signing + "." + _b64url(sig)
+
+
+# ---------------------------------------------------------------------------
+# The token-service tests' shared parts (test_token.py, test_idp_login.py):
+# module fixtures a test module imports by name (pki, redis_mod, keys),
+# the gateway's base policy, and request helpers.
+
+def jose_sign(key, scopes, aud=SERVICE, ttl=300, issuer=ISSUER,
+              gateway=False):
+    """gateway: with the claims of the gateway's own access tokens."""
+    if not os.path.exists(SIGNER):
+        subprocess.run(["make", "-C", REPO_ROOT, "tests/tools/jose_sign"],
+                       check=True, capture_output=True, timeout=300)
+    env = dict(os.environ)
+    if gateway:
+        env["JOSE_SIGN_GATEWAY"] = "1"
+    r = subprocess.run([SIGNER, key, issuer, "alice", aud, str(ttl)] +
+                       scopes, capture_output=True, text=True, timeout=30,
+                       env=env)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA, the gateway's server certificate and the client
+    certificate of "pusher" (an mTLS caller), with a cert dir for
+    skopeo."""
+    p = PKI(tmp_path_factory.mktemp("token-pki"))
+    p.server = p.issue("gateway", "/CN=127.0.0.1", san="IP:127.0.0.1")
+    p.pusher = p.issue("pusher", "/O=Token Test/CN=pusher", client=True)
+    p.pusher_dn = p.rfc2253(p.pusher[0])
+    # A cert dir for skopeo: the CA, and the client certificate it
+    # presents (to the gateway, its token server).
+    p.cert_dir = os.path.join(p.dir, "certs-pusher")
+    os.makedirs(p.cert_dir, exist_ok=True)
+    for src, dst in ((p.ca, "ca.crt"), (p.pusher[0], "client.cert"),
+                     (p.pusher[1], "client.key")):
+        with open(src, "rb") as f, \
+                open(os.path.join(p.cert_dir, dst), "wb") as g:
+            g.write(f.read())
+    return p
+
+
+@pytest.fixture(scope="module")
+def redis_mod(tmp_path_factory):
+    # Acceptance 5: the default user off, the README's ACL user.
+    s = acl_redis(tmp_path_factory.mktemp("token-redis-"))
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def records(rs):
+    with rs.client() as c:
+        return [d for _, d in entries_to_dicts(c.call("XRANGE", STREAM, "-",
+                                                      "+"))]
+
+
+def record_of(rs, rid):
+    def find():
+        for d in records(rs):
+            if d["request_id"] == rid:
+                return d
+        return None
+    return wait_for(find, timeout=20, what="audit record of %s" % rid)
+
+
+def policy(pki, push_team=True):
+    rules = [
+        {"id": "anon-pub", "effect": "allow", "repositories": ["pub/**"],
+         "subjects": ["anonymous", "authenticated"], "actions": ["pull"]},
+        {"id": "pusher-ro", "effect": "allow", "repositories": ["ro/**"],
+         "subjects": ["mtls:" + pki.pusher_dn], "actions": ["pull"]},
+        {"id": "pusher-pub", "effect": "allow", "repositories": ["pub/**"],
+         "subjects": ["mtls:" + pki.pusher_dn], "actions": ["push"]},
+        {"id": "pusher-team", "effect": "allow",
+         "repositories": ["team/**"], "subjects": ["mtls:" + pki.pusher_dn],
+         "actions": ["pull", "push"] if push_team else ["pull"]},
+    ]
+    return {"rules": rules}
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    return make_keys(tmp_path_factory.mktemp("token-keys"))
+
+
+def blob_registry(start_registry_module):
+    """Registry up1 with one small blob (r.blob, r.digest) in pub/app,
+    pub/other, ro/app and team/app."""
+    r = start_registry_module("up1")
+    s = requests.Session()
+    s.trust_env = False
+    r.blob = b"token test blob\n" * 64
+    for repo in ("pub/app", "pub/other", "ro/app", "team/app"):
+        r.digest = push_blob(s, r.url, repo, r.blob)
+    return r
+
+
+def sess(pki, cert=None):
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = pki.ca
+    if cert is not None:
+        s.cert = cert
+    return s
+
+
+def get_token(g, s, scopes, **params):
+    p = [("service", SERVICE)] + [("scope", sc) for sc in scopes]
+    p += list(params.items())
+    r = s.get(g.url + "/token", params=p, timeout=15)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token"] == body["access_token"]
+    assert body["expires_in"] >= 60
+    assert "issued_at" in body
+    return body
+
+
+def bearer(tok):
+    return {"Authorization": "Bearer " + tok}
+
+
+def chal(r):
+    return r.headers.get("WWW-Authenticate", "")
+
+
+def chunked_post(g, pki, form):
+    """POST /token with a chunked body and no Content-Length, as
+    containers-image sends its refresh grant."""
+    body = form.encode()
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    host, port = g.host.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=15) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as c:
+        half = len(body) // 2
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p)
+                          for p in (body[:half], body[half:]) if p)
+        c.sendall(b"POST /token HTTP/1.1\r\nHost: %s\r\n"
+                  b"Content-Type: application/x-www-form-urlencoded\r\n"
+                  b"Transfer-Encoding: chunked\r\nConnection: close\r\n"
+                  b"\r\n" % g.host.encode() + chunks + b"0\r\n\r\n")
+        data = b""
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            data += d
+    head, _, payload = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1])
+    return status, payload
+
+
+REGISTRY_AUTH = """auth:
+  token:
+    realm: {realm}
+    service: {service}
+    issuer: {issuer}
+    rootcertbundle: {crt}
+"""
+
+
+def cli(*args, check=True, input=None):
+    return run([gateway_bin()] + list(args), timeout=60, check=check,
+               input=input)
+
+
+def plain():
+    s = requests.Session()
+    s.trust_env = False
+    return s
