@@ -75,28 +75,28 @@ authz_action(const struct req *req)
 }
 
 /*
- * Answer 401 UNAUTHORIZED with the challenge.  RFC 9110 15.5.2: a 401
- * carries one.  With the token service configured it is the Bearer
- * challenge of distribution's token spec, as the reference registry
- * sends it: realm (external_url + "/token"), service, the scope the
- * request needed when it names one, and error="invalid_token" or
- * "insufficient_scope" when a token came.  Without a token service there
- * is no realm to send a client to; Basic with the service name says
- * "credentials wanted" to the clients that look.
+ * The challenge of a 401 on /v2/.  RFC 9110 15.5.2: a 401 carries one.
+ * With the token service configured it is the Bearer challenge of
+ * distribution's token spec, as the reference registry sends it: realm
+ * (external_url + "/token"), service, the scope the request needed when
+ * it names one, and error="invalid_token" or "insufficient_scope" when a
+ * token came.  Without a token service there is no realm to send a client
+ * to; Basic with the service name says "credentials wanted" to the
+ * clients that look.  The one builder: the gateway's own 401s and an
+ * upstream's relayed one (proxy_relay.c) must send a client the same
+ * way.  The length written, or -1 when it does not fit.
  */
-static void
-authz_challenge(struct req *req, const char *detail, const char *scope,
-    const char *error)
+static int
+authz_challenge_build(struct req *req, const char *scope, const char *error,
+    char *chal, size_t len)
 {
 	const struct config	*conf = req->conf;
-	struct headers		 h;
-	char			 chal[OCI_NAME_MAX + 1024], base[512];
+	char			 base[512];
 	int			 n;
 
-	headers_init(&h);
 	if (conf->identity != NULL && conf->identity->token != NULL &&
 	    req_external_base(req, base, sizeof(base)) > 0)
-		n = snprintf(chal, sizeof(chal), "Bearer realm=\"%s/token\","
+		n = snprintf(chal, len, "Bearer realm=\"%s/token\","
 		    "service=\"%s\"%s%s%s%s%s%s", base,
 		    conf->identity->token->service,
 		    scope != NULL ? ",scope=\"" : "",
@@ -104,9 +104,22 @@ authz_challenge(struct req *req, const char *detail, const char *scope,
 		    error != NULL ? ",error=\"" : "",
 		    error != NULL ? error : "", error != NULL ? "\"" : "");
 	else
-		n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
-		    conf->service);
-	if (n > 0 && (size_t)n < sizeof(chal))
+		n = snprintf(chal, len, "Basic realm=\"%s\"", conf->service);
+	return (n > 0 && (size_t)n < len ? n : -1);
+}
+
+/* Answer 401 UNAUTHORIZED with the challenge (authz_challenge_build). */
+static void
+authz_challenge(struct req *req, const char *detail, const char *scope,
+    const char *error)
+{
+	struct headers		 h;
+	char			 chal[OCI_NAME_MAX + 1024];
+	int			 n;
+
+	headers_init(&h);
+	if ((n = authz_challenge_build(req, scope, error, chal,
+	    sizeof(chal))) > 0)
 		headers_add(&h, "WWW-Authenticate", 16, chal, (size_t)n);
 	req_fail_with(req, ERR_UNAUTHORIZED, detail, &h);
 	headers_clear(&h);
@@ -127,6 +140,23 @@ authz_scope(const struct req *req, enum pol_action a, char *buf,
 		return (NULL);
 	n = snprintf(buf, len, "repository:%s:%s", req->route.name, an);
 	return (n < 0 || (size_t)n >= len ? NULL : buf);
+}
+
+/*
+ * The challenge for an upstream's 401 relayed to the client
+ * (proxy_relay.c): the one the gateway's own 401 for this request would
+ * carry, naming the scope it needs, so that a client with a token
+ * service in front asks the gateway's /token, never the upstream's
+ * realm.  The length written into chal, or -1.
+ */
+int
+authz_upstream_challenge(struct req *req, char *chal, size_t len)
+{
+	char	sc[OCI_NAME_MAX + 64];
+	int	a = authz_action(req);
+
+	return (authz_challenge_build(req, a == -1 ? NULL :
+	    authz_scope(req, a, sc, sizeof(sc)), NULL, chal, len));
 }
 
 /*

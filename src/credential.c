@@ -75,6 +75,18 @@ cred_is_idp_jwt(const struct config *conf, const char *pw, size_t len)
 	return (cred_issuer(conf, pk.issuer) != NULL);
 }
 
+/*
+ * Whether a password is meant as a gateway secret: it has the prefix
+ * (pcs_), parsed or not.  A secret cut short or mangled on its way is
+ * refused as one (malformed_secret), never taken for something else.
+ */
+static int
+cred_secret_prefixed(const char *pw, size_t len)
+{
+	return (len >= SECRET_PREFIX_LEN &&
+	    memcmp(pw, SECRET_PREFIX, SECRET_PREFIX_LEN) == 0);
+}
+
 /* Whether revocation can name a subject (revoke.c, revoke_subject_ok). */
 static int
 cred_subject_revocable(const char *s)
@@ -319,9 +331,7 @@ cred_secret_done(enum secret_verdict v, const struct secret_principal *sp,
 int
 cred_is_credential(const struct config *conf, const char *pw, size_t len)
 {
-	char	id[SECRET_ID_LEN + 1];
-
-	return (secret_parse(pw, len, id) == 0 ||
+	return (cred_secret_prefixed(pw, len) ||
 	    cred_is_idp_jwt(conf, pw, len));
 }
 
@@ -386,6 +396,11 @@ cred_check(struct req *req, const char *user, const char *pw, size_t len,
 		req_stage_set(req, &cred_stage_ops, cw);
 		return (CRED_WAIT);
 	}
+	if (cred_secret_prefixed(pw, len)) {
+		*why = "malformed_secret";
+		return (CRED_FAIL);
+	}
+	/* Neither a secret nor a JWT an issuer could verify. */
 	if (memchr(pw, '.', len) == NULL || req->conf->identity == NULL ||
 	    req->conf->identity->nissuers == 0) {
 		*why = "no_credential_backend";

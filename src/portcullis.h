@@ -126,6 +126,7 @@ struct ssl_ctx_st	*tls_client_for(struct pc_ctx *, const char *);
 void			 tls_client_free_all(struct pc_ctx *);
 struct ssl_st		*tls_server_ssl(struct ssl_ctx_st *);
 char			*tls_peer_subject(struct bufferevent *);
+int64_t			 tls_peer_not_after(struct bufferevent *);
 void			 tls_free_ctx(struct ssl_ctx_st *);
 const char		*tls_last_error(struct bufferevent *);
 
@@ -144,6 +145,7 @@ struct conn {
 	int			 peer_af;	/* AF_INET, AF_INET6; 0 */
 	unsigned char		 peer_addr[16];	/* network order */
 	char			*tls_subject;	/* verified client cert */
+	int64_t			 tls_not_after;	/* its notAfter; 0: none */
 	int			 tls;
 	struct hframe		 hf;
 	struct req		*req;		/* in progress, or NULL */
@@ -528,6 +530,7 @@ int		 req_map_from(const struct req *, const char *, char *, size_t);
 int		 authz_request(struct req *);
 int		 authz_base(struct req *);
 int		 authz_admin(struct req *);
+int		 authz_upstream_challenge(struct req *, char *, size_t);
 void		 authz_config_loaded(const struct config *);
 
 #endif

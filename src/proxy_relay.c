@@ -287,7 +287,7 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	struct req		*req = px->req;
 	struct headers		 out;
 	enum resp_framing	 framing;
-	char			 newloc[4096], chal[300];
+	char			 newloc[4096], chal[OCI_NAME_MAX + 1024];
 	int64_t			 length = -1;
 	int			 st = rm->status, m = req->msg->method, n;
 	size_t			 i;
@@ -354,10 +354,13 @@ px_client_head(void *arg, struct hframe_msg *rm)
 		headers_add(&out, "OCI-Namespace", 13, req->ns,
 		    strlen(req->ns));
 	if (st == 401) {
-		/* RFC 9110 15.5.2: a 401 carries at least one challenge. */
-		n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",
-		    req->conf->service);
-		if (n > 0 && (size_t)n < sizeof(chal))
+		/*
+		 * RFC 9110 15.5.2: a 401 carries at least one challenge;
+		 * the gateway's own (Bearer with the token service), as
+		 * its own 401s send it.
+		 */
+		if ((n = authz_upstream_challenge(req, chal,
+		    sizeof(chal))) > 0)
 			headers_add(&out, "WWW-Authenticate", 16, chal, n);
 	}
 	if (rm->has_length)

@@ -13,6 +13,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "portcullis.h"
 
@@ -169,6 +170,29 @@ done:
 	BIO_free(bio);
 	X509_free(cert);
 	return (s);
+}
+
+/*
+ * The notAfter of a client certificate TLS verified, in seconds since the
+ * epoch; 0 when there is none (or it cannot be read).  The token service
+ * never lets a token of an mTLS caller outlive the certificate.
+ */
+int64_t
+tls_peer_not_after(struct bufferevent *bev)
+{
+	SSL		*ssl = bufferevent_openssl_get_ssl(bev);
+	X509		*cert;
+	struct tm	 tm;
+	int64_t		 t = 0;
+
+	if (ssl == NULL || (cert = SSL_get1_peer_certificate(ssl)) == NULL)
+		return (0);
+	memset(&tm, 0, sizeof(tm));
+	if (SSL_get_verify_result(ssl) == X509_V_OK &&
+	    ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1)
+		t = (int64_t)timegm(&tm);
+	X509_free(cert);
+	return (t > 0 ? t : 0);
 }
 
 /* Free a context; NULL is fine. */

@@ -44,6 +44,8 @@
 #include "token_int.h"
 
 #define TOK_CLIENT_ID_MAX	128
+/* Distribution's token spec: expires_in is at least 60 seconds. */
+#define TOK_MIN_EXPIRES_IN	60
 
 struct tok_body {
 	struct req		*req;
@@ -157,25 +159,53 @@ tok_scope_bits_allowed(struct req *req, const struct scope *s)
 }
 
 /*
+ * When the credential a token is issued for ends; 0 when it does not (an
+ * anonymous caller, a secret without expiry).  A token never outlives it
+ * (README "Token service", lifetimes): a CI job's IdP JWT valid five
+ * minutes, leaked, must not buy a week of refresh tokens.
+ *
+ *	Basic / password grant	the IdP JWT's exp, the secret's expiry
+ *	refresh grant		the refresh token's exp (itself capped so)
+ *	mTLS			the client certificate's notAfter
+ *
+ * The one place a login's end is decided: issue 10's SSO logins, whose
+ * session its provider renews, give their session's end here.
+ */
+static int64_t
+tok_credential_end(const struct req *req)
+{
+	if (req->login != NULL)
+		return (req->login->exp > 0 ? req->login->exp : 0);
+	if (req->tok != NULL)
+		return (req->tok->refresh && req->tok->exp > 0 ?
+		    req->tok->exp : 0);
+	if (req->principal.method == AUTH_MTLS)
+		return (req->c->tls_not_after);
+	return (0);
+}
+
+/*
  * A token's lifetime: its configured one, but never past the end of the
- * credential it was issued for: a gateway secret's expiry (a refresh
- * token would otherwise mint access tokens for a week after it), or the
- * refresh token the grant presents.  At least 1 second.
+ * credential it was issued for (tok_credential_end).  An access token
+ * keeps distribution's floor of TOK_MIN_EXPIRES_IN (clients refresh
+ * earlier below it), so it may outlive its credential by less than that;
+ * a refresh token never does.  -1 when the credential has ended.
  */
 static int64_t
 tok_ttl(const struct req *req, const struct config_token *tk, int refresh,
     int64_t now)
 {
 	int64_t	ttl = refresh ? tk->refresh_expires_in : tk->expires_in;
-	int64_t	end = 0;
+	int64_t	end = tok_credential_end(req);
 
-	if (req->login != NULL && req->login->method == AUTH_SECRET &&
-	    req->login->exp > 0)
-		end = req->login->exp;
-	else if (req->tok != NULL && req->tok->refresh && req->tok->exp > 0)
-		end = req->tok->exp;
-	if (end != 0 && end - now < ttl)
-		ttl = end - now > 0 ? end - now : 1;
+	if (end == 0)
+		return (ttl);
+	if (end <= now)
+		return (-1);
+	if (end - now < ttl)
+		ttl = end - now;
+	if (!refresh && ttl < TOK_MIN_EXPIRES_IN)
+		ttl = TOK_MIN_EXPIRES_IN;
 	return (ttl);
 }
 
@@ -363,6 +393,11 @@ tok_issue(struct req *req, struct scope_set *set, int offline)
 	int64_t				 now = tok_now();
 	size_t				 i;
 
+	/* A credential within its verifier's leeway past its end. */
+	if (tok_ttl(req, tk, 0, now) == -1) {
+		token_refuse(req, "expired", "the credential has expired");
+		return;
+	}
 	if ((granted = scope_set_new(tk->max_scopes)) == NULL)
 		fatal("scope_set_new");
 	for (i = 0; i < set->n; i++) {

@@ -17,7 +17,7 @@ import socket
 import pytest
 
 from lib.gateway import gateway_bin, gateway_config
-from lib.redis import RedisServer
+from lib.redis import RedisServer, readme_acl, readme_acl_lines
 from lib.util import ManagedProcess, free_port, run, safe_env, wait_for
 
 STREAM = "portcullis:audit"
@@ -25,13 +25,10 @@ ADMIN_PW = "admin-Pw-7c1e"
 USER_PW = "gw-secret-Xq93LmZ"
 WRONG_PW = "not-the-right-one-5d2a"
 
-# What the README's ACL SETUSER line grants, as --user rules: the
-# writer's script, the commands it calls, the queries' reads and SELECT.
-AUDIT_COMMANDS = ["+evalsha", "+script|load", "+xadd", "+xtrim", "+xrange",
-                  "+xrevrange", "+xread", "+hget", "+hset", "+del",
-                  "+unlink", "+type", "+time", "+pexpire", "+zadd",
-                  "+zrangebyscore", "+zrem", "+zcard", "+zpopmin",
-                  "+select", "+ping"]
+# What the README's ACL SETUSER line for the audit grants (read from
+# README.md): the writer's script, the commands it calls, the queries'
+# reads and SELECT.
+AUDIT_COMMANDS = [r for r in readme_acl_lines()["audit"] if r[0] == "+"]
 
 
 def acl_user(name, password, commands=AUDIT_COMMANDS, channels=()):
@@ -140,6 +137,11 @@ def test_acl_user_writes_the_audit_and_audit_query_reads_it(
     gw.stop()
     no_password_in(gw.log_text(), USER_PW, ADMIN_PW)
     assert "audit redis_up" in gw.log_text()
+
+
+def test_readme_acl_line_is_what_the_tests_grant():
+    """acl_user() with the audit's commands is the README's line."""
+    assert acl_user("portcullis", USER_PW) == readme_acl(USER_PW, "audit")
 
 
 def test_requirepass_only(redis, start_gateway, tmp_path):

@@ -1,5 +1,6 @@
 """Gateway secrets and revocation against a real redis-server with an ACL
-user limited to the commands, keys and channel the README lists.
+user limited to the commands, keys and channel the README lists (its
+`ACL SETUSER` line itself, read from README.md), the default user off.
 
 Secrets: `portcullis secret create` prints the secret once; Redis holds
 its SHA-256 and never the secret (every key and value is scanned); `list`
@@ -24,20 +25,12 @@ import time
 import pytest
 
 from lib.gateway import gateway_bin, gateway_config
-from lib.redis import RedisServer
+from lib.redis import RedisServer, readme_acl
 from lib.util import run, wait_for
 
 ADMIN_PW = "admin-Pw-93kd"
 USER_PW = "gw-user-Lq82Zx"
 SECRET_RE = re.compile(r"^pcs_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$")
-
-# The README's ACL line for secrets and revocation.
-SECRET_COMMANDS = ["+hgetall", "+hget", "+hset", "+hsetnx", "+hexists",
-                   "+sadd", "+smembers", "+publish", "+subscribe",
-                   "+select", "+ping",
-                   # token revoke raises a time in one transaction
-                   "+watch", "+unwatch", "+multi", "+exec"]
-
 
 @pytest.fixture
 def redis(tmp_path_factory):
@@ -55,9 +48,10 @@ def redis(tmp_path_factory):
 
 
 def acl_redis(redis):
-    return redis(requirepass=ADMIN_PW, users=[[
-        "portcullis", "on", ">" + USER_PW, "resetkeys", "~portcullis:*",
-        "resetchannels", "&portcullis:revoke", "-@all"] + SECRET_COMMANDS])
+    """The default user off, and user portcullis with exactly the
+    README's ACL line for secrets and revocation (acceptance 5)."""
+    return redis(admin_password=ADMIN_PW,
+                 users=[readme_acl(USER_PW, "secrets")])
 
 
 def config(tmp_path, rs, **redis_extra):

@@ -13,7 +13,7 @@
 //
 // usage: node provider.mjs --port N --issuer URL --jwks FILE
 //          [--cert FILE --key FILE] [--state FILE] [--redirect-uri URL]...
-//          [--resource URL] [--at-alg RS256|ES256]
+//          [--resource URL] [--at-alg RS256|ES256] [--at-ttl SECONDS]
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -32,6 +32,7 @@ const { values: opt } = parseArgs({
     'redirect-uri': { type: 'string', multiple: true },
     resource: { type: 'string', default: 'https://portcullis.test' },
     'at-alg': { type: 'string', default: 'RS256' },
+    'at-ttl': { type: 'string', default: '600' },
   },
 });
 if (!opt.port || !opt.issuer || !opt.jwks) {
@@ -106,7 +107,7 @@ const configuration = {
       getResourceServerInfo: (ctx, indicator) => ({
         scope: 'pull push',
         audience: indicator,
-        accessTokenTTL: 600,
+        accessTokenTTL: Number(opt['at-ttl']),
         accessTokenFormat: 'jwt',
         jwt: { sign: { alg: opt['at-alg'] } },
       }),
@@ -131,7 +132,8 @@ const configuration = {
   },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   pkce: { required: () => false },
-  ttl: { AccessToken: 600, ClientCredentials: 600, IdToken: 600,
+  ttl: { AccessToken: 600, ClientCredentials: Number(opt['at-ttl']),
+    IdToken: 600,
     DeviceCode: 600, RefreshToken: 86400 },
 };
 

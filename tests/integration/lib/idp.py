@@ -79,7 +79,7 @@ class IdP:
 
     def __init__(self, workdir, keys=(("RS256", "rsa-1"), ("ES256", "ec-1")),
                  tls=True, at_alg="RS256", resource="https://portcullis.test",
-                 redirect_uris=None):
+                 redirect_uris=None, at_ttl=600):
         why = idp_available()
         if why:
             raise HarnessError(why)
@@ -88,6 +88,7 @@ class IdP:
         self.port = free_port()
         self.tls = tls
         self.at_alg = at_alg
+        self.at_ttl = at_ttl    # seconds a JWT access token is valid
         self.resource = resource
         self.redirect_uris = list(redirect_uris or [])
         self.ca = self.cert = self.key = None
@@ -121,7 +122,7 @@ class IdP:
         argv = ["node", os.path.join(IDP_DIR, "provider.mjs"),
                 "--port", str(self.port), "--issuer", self.issuer,
                 "--jwks", self.jwks_path, "--resource", self.resource,
-                "--at-alg", self.at_alg]
+                "--at-alg", self.at_alg, "--at-ttl", str(self.at_ttl)]
         if self.tls:
             argv += ["--cert", self.cert, "--key", self.key]
         if os.path.exists(self.state_path):

@@ -11,9 +11,16 @@ Authentication: `requirepass` gives the default user a password, and
 them (["portcullis", "on", ">pw", "~portcullis:*", "+xadd"]), passed as
 `--user` directives.  The harness's own client (call(), client(), cli(),
 the readiness PING) authenticates as the default user with requirepass,
-so a test can inspect what a restricted user wrote."""
+so a test can inspect what a restricted user wrote.
+
+`admin_password` disables the default user instead (`user default off`,
+as a hardened Redis is run) and adds an `admin` user allowed everything;
+the harness's own client then logs in as that one.  `readme_acl()` gives
+the rules of the README's `ACL SETUSER` lines, so that a test runs with
+exactly the ACL the README documents."""
 
 import os
+import re
 import signal
 import socket
 
@@ -22,6 +29,32 @@ from .util import HarnessError, ManagedProcess, free_port, safe_env, \
 
 REDIS_BIN = os.environ.get("REDIS_SERVER_BIN", "/usr/bin/redis-server")
 REDIS_CLI = os.environ.get("REDIS_CLI_BIN", "/usr/bin/redis-cli")
+README = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..",
+                                      "..", "README.md"))
+ACL_USER = "portcullis"
+
+
+def readme_acl_lines():
+    """{label: [rules]} of the README's `ACL SETUSER portcullis ...`
+    lines; the label is the word in the README's sentence before it
+    ("audit", "secrets", "all")."""
+    with open(README) as f:
+        text = f.read()
+    out = {}
+    for m in re.finditer(r"<!-- acl:(\w+) -->\s*\n\s*\n    ACL SETUSER %s "
+                         r"(.*)\n" % ACL_USER, text):
+        out[m.group(1)] = m.group(2).split()
+    return out
+
+
+def readme_acl(password, which="all"):
+    """The README's ACL line `which` for user portcullis as --user rules,
+    with >PASSWORD replaced by the password."""
+    rules = readme_acl_lines()[which]
+    if rules.count(">PASSWORD") != 1:
+        raise HarnessError("README ACL line %s has no >PASSWORD" % which)
+    return [ACL_USER] + [">" + password if r == ">PASSWORD" else r
+                         for r in rules]
 
 
 class RespError(Exception):
@@ -132,8 +165,10 @@ class RedisServer:
     log_path, pid.  kill() ends it with SIGKILL; start() brings it back on
     the same port and data dir (AOF replayed)."""
 
-    def __init__(self, workdir, port=None, requirepass=None, users=None):
+    def __init__(self, workdir, port=None, requirepass=None, users=None,
+                 admin_password=None):
         self.requirepass = requirepass
+        self.admin_password = admin_password
         self.users = [list(u) for u in users or []]
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
@@ -152,6 +187,9 @@ class RedisServer:
                 "--protected-mode", "yes", "--logfile", ""]
         if self.requirepass is not None:
             argv += ["--requirepass", self.requirepass]
+        if self.admin_password is not None:
+            argv += ["--user", "default", "off", "--user", "admin", "on",
+                     ">" + self.admin_password, "~*", "&*", "+@all"]
         for rules in self.users:
             argv += ["--user"] + [str(r) for r in rules]
         self.proc = ManagedProcess(argv, self.log_path, env=safe_env(),
@@ -169,6 +207,9 @@ class RedisServer:
             return c.call("PING") == b"PONG"
 
     def client(self, timeout=30.0):
+        if self.admin_password is not None:
+            return Client(self.port, timeout=timeout, username="admin",
+                          password=self.admin_password)
         return Client(self.port, timeout=timeout, password=self.requirepass)
 
     def call(self, *args):
@@ -192,10 +233,15 @@ class RedisServer:
         """Run redis-cli against this server; returns stdout."""
         from .util import run
         env = safe_env()
-        if self.requirepass is not None:
+        user = []
+        if self.admin_password is not None:
+            env["REDISCLI_AUTH"] = self.admin_password
+            user = ["--user", "admin"]
+        elif self.requirepass is not None:
             env["REDISCLI_AUTH"] = self.requirepass
         return run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port)] +
-                   [str(a) for a in args], timeout=timeout, env=env).stdout
+                   user + [str(a) for a in args], timeout=timeout,
+                   env=env).stdout
 
     def wait_xlen(self, key, n, timeout=30):
         """Wait until XLEN key == n; returns it."""
