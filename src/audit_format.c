@@ -261,6 +261,30 @@ audit_spool_header_parse(const unsigned char *h, size_t len, uint64_t *run)
 	return (0);
 }
 
+/* See audit.h: the acknowledged mark, 12 bytes. */
+void
+audit_spool_mark(unsigned char *m, uint64_t off, uint32_t crc)
+{
+	put32(m, (uint32_t)(off & 0xffffffffu));
+	put32(m + 4, (uint32_t)(off >> 32));
+	put32(m + 8, crc);
+}
+
+/* See audit.h. */
+void
+audit_spool_mark_parse(const unsigned char *m, uint64_t *off, uint32_t *crc)
+{
+	*off = (uint64_t)get32(m) | (uint64_t)get32(m + 4) << 32;
+	*crc = get32(m + 8);
+}
+
+/* The payload CRC a frame head carries. */
+uint32_t
+audit_spool_frame_crc(const unsigned char *f)
+{
+	return (get32(f + 8));
+}
+
 /* Write the frame head of a record whose payload is p[0..len). */
 void
 audit_spool_frame(unsigned char *f, const void *p, size_t len)

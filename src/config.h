@@ -125,6 +125,7 @@ struct config_audit {
 	size_t			 max_inflight;
 	int			 timeout_ms;
 	size_t			 max_index_keys;	/* index streams kept */
+	int			 wal;		/* spool is a write-ahead log */
 };
 
 struct config_upstream {

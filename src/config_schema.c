@@ -452,6 +452,11 @@ static const struct cfg_key cfg_audit_keys[] = {
 	  "Redis; beyond it the least recently written are deleted. Only "
 	  "requests routed to an upstream and answered by it or the cache "
 	  "are indexed by repository." },
+	{ .name = "wal", .type = CFG_BOOL, .off = AUDIT_OFF(wal), .def = 1,
+	  .help = "The spool is a write-ahead log: every record is appended "
+	  "to spool_file before it is sent, so a killed gateway loses none "
+	  "(README \"Nothing lost\"); false spools only while Redis is "
+	  "away." },
 	{ .name = NULL }
 };
 

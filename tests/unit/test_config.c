@@ -1126,7 +1126,7 @@ test_reference(void **state)
 		"/audit/max_age", "/audit/spool_file", "/audit/spool_max_bytes",
 		"/audit/fsync", "/audit/on_failure", "/audit/admin_addresses",
 		"/audit/queue_max", "/audit/max_inflight", "/audit/timeout",
-		"/audit/max_index_keys",
+		"/audit/max_index_keys", "/audit/wal",
 		"/redis", "/redis/address", "/redis/database", "/redis/username",
 		"/redis/password_file", "/redis/connect_timeout",
 		"/redis/command_timeout", "/redis/reconnect_min",
