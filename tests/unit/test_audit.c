@@ -89,6 +89,16 @@ test_spool_frames(void **state)
 	uint64_t	 run;
 
 	assert_int_equal(audit_crc32("123456789", 9), 0xcbf43926u);
+	/* Longer than a step, and zlib's crc32() of it. */
+	{
+		unsigned char	 big[1000];
+		size_t		 i;
+
+		for (i = 0; i < sizeof(big); i++)
+			big[i] = (i * 7 + 3) & 0xff;
+		assert_true(audit_crc32(big, sizeof(big)) == 0x17bc2a46u);
+		assert_true(audit_crc32(big, 0) == 0);
+	}
 	audit_spool_header(buf, 0x123456789abcULL);
 	assert_int_equal(audit_spool_header_parse(buf, AUDIT_SPOOL_HDR, &run),
 	    0);
