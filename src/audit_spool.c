@@ -276,6 +276,9 @@ audit_spool_shift(struct audit *w, uint64_t d)
 	TAILQ_FOREACH(r, &w->queue, entry)
 		if (r->spool_end != 0)
 			r->spool_end -= d;
+	/* Not kept up to date while records come from memory. */
+	if (w->spool_rd < w->spool_acked)
+		w->spool_rd = w->spool_acked;
 	w->spool_size -= d;
 	w->spool_rd -= d;
 	w->spool_acked -= d;
