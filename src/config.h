@@ -217,6 +217,7 @@ struct config_identity {
 	struct config_oidc_issuer *issuers;
 	size_t			 nissuers;
 	struct config_token	*token;		/* NULL: no token service */
+	size_t			 idp_cache_entries;	/* 0: none */
 };
 
 struct config {

@@ -938,6 +938,11 @@ static const struct cfg_key cfg_identity_keys[] = {
 	  .sub_size = sizeof(struct config_oidc_issuer), .def_doc = "none",
 	  .help = "OpenID Connect issuers whose tokens identify callers "
 	  "(README \"Identity providers\")." },
+	{ .name = "idp_cache_entries", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = IDENT_OFF(idp_cache_entries), .min = 0, .max = 16777216,
+	  .def = 10000,
+	  .help = "Verified IdP tokens kept (until their exp) so repeated "
+	  "requests skip the signature check; 0 keeps none." },
 	{ .name = NULL }
 };
 

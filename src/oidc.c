@@ -906,6 +906,7 @@ static json_t *
 oidc_admin_json(struct pc_ctx *ctx)
 {
 	struct oidc_status	 st;
+	struct cred_cache_stats	 cs;
 	struct oidc_issuer	*is;
 	const struct jwk_set	*set;
 	json_t			*all, *one, *kids, *algs, *ka;
@@ -955,8 +956,12 @@ oidc_admin_json(struct pc_ctx *ctx)
 			fatal("json_pack");
 		json_array_append_new(all, one);
 	}
-	return (json_pack("{s:b, s:o}", "ready", oidc_ready(ctx), "issuers",
-	    all));
+	cred_cache_stats(&cs);
+	return (json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:I}}", "ready",
+	    oidc_ready(ctx), "issuers", all, "idp_token_cache",
+	    "entries", (json_int_t)cs.entries, "hits", (json_int_t)cs.hits,
+	    "misses", (json_int_t)cs.misses,
+	    "key_drops", (json_int_t)cs.key_drops));
 }
 
 static void

@@ -518,6 +518,17 @@ enum cred_result cred_check(struct req *, const char *, const char *,
 		    size_t, struct tok_ident **, const char **, cred_done_fn);
 enum cred_result cred_check_secret_id(struct req *, const char *,
 		    const char **, cred_done_fn);
+/* The verified IdP token cache (credential.c). */
+struct cred_cache_stats {
+	size_t		 entries;
+	uint64_t	 hits;		/* served from it */
+	uint64_t	 misses;	/* verified in full */
+	uint64_t	 key_drops;	/* dropped: its key left the set */
+};
+void		 cred_cache_stats(struct cred_cache_stats *);
+size_t		 cred_cache_revoke(const char *, int64_t);
+size_t		 cred_cache_clear(void);
+void		 cred_cache_free(void);
 void		 token_jwks(struct req *);
 const struct config_upstream *
 		 req_prefix_upstream(const struct config *, const char *,

@@ -127,9 +127,11 @@ tok_revoked(const struct revoke_event *ev, void *arg)
 	switch (ev->kind) {
 	case REVOKE_SUBJECT:
 		n = token_cache_revoke(ev->subject, ev->not_before);
+		n += cred_cache_revoke(ev->subject, ev->not_before);
 		break;
 	case REVOKE_ALL:
 		n = token_cache_revoke(NULL, ev->not_before);
+		n += cred_cache_revoke(NULL, ev->not_before);
 		break;
 	case REVOKE_RESYNCED:
 		/* Whatever was missed while away: verify everything again. */
@@ -137,6 +139,7 @@ tok_revoked(const struct revoke_event *ev, void *arg)
 			n = tcache_count(tok_cache);
 			tcache_clear(tok_cache);
 		}
+		n += cred_cache_clear();	/* IdP tokens: credential.c */
 		break;
 	default:
 		return;		/* a secret: secrets.c's own cache */
@@ -160,6 +163,7 @@ token_free(void)
 {
 	tcache_free(tok_cache);
 	tok_cache = NULL;
+	cred_cache_free();
 	if (tok_cache_conf != NULL)
 		config_unref(tok_cache_conf);
 	tok_cache_conf = NULL;
