@@ -941,8 +941,10 @@ static const struct cfg_key cfg_identity_keys[] = {
 	{ .name = "idp_cache_entries", .type = CFG_SIZE, .flags = CFG_RELOAD,
 	  .off = IDENT_OFF(idp_cache_entries), .min = 0, .max = 16777216,
 	  .def = 10000,
-	  .help = "Verified IdP tokens kept (until their exp) so repeated "
-	  "requests skip the signature check; 0 keeps none." },
+	  .help = "Verified IdP tokens kept (until exp plus the issuer's "
+	  "leeway, while the key that verified them is still the "
+	  "issuer's) so repeated requests skip the signature check; 0 "
+	  "keeps none." },
 	{ .name = NULL }
 };
 

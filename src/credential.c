@@ -19,10 +19,10 @@
  * says who it is.  No part of a password reaches a log line or a
  * record: only the fixed reason names below.
  *
- * A verified IdP JWT is kept in a tcache of its own (identity.
- * idp_cache_entries; its issuer may be used without the token service,
- * whose cache token_verify.c keeps), keyed by the keyed hash of the
- * token's exact bytes, so a CI job's repeated requests do not verify
+ * A verified IdP JWT is kept in a tcache of its own
+ * (identity.idp_cache_entries: an issuer works without the token
+ * service, whose cache token_verify.c keeps), keyed by the keyed hash of
+ * the token's exact bytes, so a CI job's repeated requests do not verify
  * again.  An entry lives until exp + the issuer's leeway, the moment the
  * uncached check would start refusing it (jose.c: now - leeway >= exp),
  * never longer.  A hit is not trusted blindly:

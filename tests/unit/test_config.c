@@ -1178,6 +1178,7 @@ test_reference(void **state)
 		"/identity/token/max_claims", "/identity/token/max_claim_bytes",
 		"/identity/token/max_scopes", "/identity/token/max_body_bytes",
 		"/identity/token/cache_entries",
+		"/identity/idp_cache_entries",
 		NULL
 	};
 	char	*buf = NULL, cell[128];
