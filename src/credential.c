@@ -111,8 +111,13 @@ cred_cache_for(const struct config *conf)
 		tcache_free(cred_cache);
 		cred_cache = NULL;
 	}
-	if (n == 0)
+	if (n == 0) {
+		/* Off: hold no snapshot alive either. */
+		if (cred_cache_conf != NULL)
+			config_unref(cred_cache_conf);
+		cred_cache_conf = NULL;
 		return (NULL);
+	}
 	if (cred_cache == NULL) {
 		if ((cred_cache = tcache_new(n, cred_cached_free)) == NULL)
 			return (NULL);

@@ -23,7 +23,12 @@ gateway; `docker login` (identitytoken, refresh grant) and `ctr -u`
 (password grant); claim rules; subjects revocation could not name; no
 credential in a debug log.  No token outlives the IdP token it was
 issued for (refresh tokens end with it; access tokens too, down to the
-60 s floor; one past its exp within the leeway gets nothing).
+60 s floor; one past its exp within the leeway gets nothing).  The
+verified IdP token cache (identity.idp_cache_entries): a repeated token
+is a hit on /admin/identity (Basic and Bearer on /v2/, Basic at /token),
+a reload empties it, a key the provider withdraws ends it, a revoked
+subject's cached token is refused, an expired one is never served past
+exp + leeway; the size bounds it.
 
 Acceptance 5 alongside: Redis runs with the default user off and the
 gateway logs in as the README's ACL user (lib/idfix.py); logins are
@@ -514,6 +519,40 @@ def test_repeated_idp_token_is_a_cache_hit(start_gateway, reg, keys, rs,
         assert cc not in g.log_text() and short not in g.log_text()
     finally:
         p.stop()
+
+
+def test_idp_cache_entries_bounds_the_cache(start_gateway, reg, keys, rs,
+                                            idp, tmp_path):
+    """identity.idp_cache_entries: 1 keeps one token (the least recently
+    used goes); 0, by a reload, keeps none."""
+    cfg = config(reg, keys, rs, tmp_path, idp)
+    cfg["identity"]["idp_cache_entries"] = 1
+    g = ready(start_gateway(cfg))
+    s = plain()
+    a, b = idp.client_credentials_token(), idp.client_credentials_token()
+    assert a != b
+
+    def get(tok):
+        r = s.get(g.url + "/v2/ci/img/tags/list", headers=bearer(tok),
+                  timeout=15)
+        assert r.status_code == 200, r.text
+    for tok in (a, a, b, a):
+        get(tok)
+    c = idp_cache(g)
+    # a: miss, hit; b: miss (a dropped); a: miss again.
+    assert (c["hits"], c["misses"], c["entries"]) == (1, 3, 1)
+    cfg = dict(g.config)
+    cfg["identity"] = dict(cfg["identity"], idp_cache_entries=0)
+    with open(g.config_path, "w") as f:
+        json.dump(cfg, f)
+    n = g.log_text().count("server reload done")
+    os.kill(g.pid, signal.SIGHUP)
+    wait_for(lambda: g.log_text().count("server reload done") > n,
+             timeout=20, what="the reload")
+    for tok in (a, a):
+        get(tok)
+    c = idp_cache(g)
+    assert (c["hits"], c["entries"]) == (1, 0)
 
 
 # ---------------------------------------------------------------------------
