@@ -1,7 +1,9 @@
 """A client certificate's end is the mTLS credential's end (issue 9,
 review): a token the token service issues to an mTLS caller never
 outlives the certificate chain that verified (an issuing CA that ends
-before the leaf ends the credential with it).
+before the leaf ends the credential with it), and a keep-alive
+connection whose certificate has expired since its handshake no longer
+identifies its caller, on /v2/ or at /token.
 
 Certificates are made here with python's cryptography (the openssl
 command line cannot set a notAfter to the second).  Real parts only:
@@ -12,6 +14,7 @@ import http.client
 import json
 import os
 import ssl
+import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from lib.gateway import gateway_config, upstream
 from lib.idfix import SERVICE, blob_registry, claims, token_cfg
 from lib.idfix import keys  # noqa: F401 (fixture)
+from lib.util import wait_for
 
 import pytest
 
@@ -187,3 +191,37 @@ def test_refresh_token_ends_with_the_issuing_ca(start_gateway, reg, spki,
     assert rc["exp"] <= end, (rc["exp"], end)
     assert rc["exp"] >= end - 60
 
+
+def test_expired_certificate_on_a_kept_connection(start_gateway, reg, spki,
+                                                  keys):
+    """A certificate valid a few more seconds: its connection identifies
+    the caller while it is valid; once it has expired, the same
+    keep-alive connection is anonymous on /v2/ and gets no token."""
+    na = datetime.datetime.now(UTC).replace(microsecond=0) + \
+        datetime.timedelta(seconds=6)
+    crt, kf, subj, end = spki.client("brief", na)
+    g = _gateway(start_gateway, reg, spki, keys, subj)
+    blob = "/v2/team/app/blobs/" + reg.digest
+    c = _conn(g, spki, crt, kf)
+    try:
+        st, body, _ = _get(c, blob)
+        assert st == 200 and body == reg.blob
+        sock = c.sock
+        wait_for(lambda: time.time() > end + 1, timeout=30,
+                 what="the client certificate to expire")
+        st, body, ch = _get(c, blob)
+        assert c.sock is sock, "the connection was not kept"
+        assert st == 401, (st, body)
+        # At /token it is anonymous too: a token with no subject, no
+        # team access and nothing to refresh.
+        st, body, _ = _get(c, "/token?service=%s&offline_token=true"
+                           "&scope=repository:team/app:pull" % SERVICE)
+        assert c.sock is sock
+        assert st == 200, (st, body)
+        b = json.loads(body)
+        assert claims(b["token"])["sub"] == ""
+        assert claims(b["token"])["access"] == []
+        assert "refresh_token" not in b
+    finally:
+        c.close()
+    assert "identity client_certificate_expired" in g.log_text()
