@@ -71,6 +71,20 @@ tls_server_ctx(const struct config *conf, char **cause)
 		SSL_CTX_set_verify(ctx, mode, NULL);
 		SSL_CTX_set_client_CA_list(ctx,
 		    SSL_load_client_CA_file(t->client_ca_file));
+		/*
+		 * No session resumption where a certificate identifies: a
+		 * resumed session would carry the first handshake's verdict
+		 * past the chain's end, without the chain (identity.c and
+		 * the token service need its end).  Without a session id
+		 * context OpenSSL also kills any resumption attempt with an
+		 * internal_error alert; with one and no cache or tickets, a
+		 * client offering a session just gets a full handshake.
+		 */
+		SSL_CTX_set_session_id_context(ctx,
+		    (const unsigned char *)"portcullis", 10);
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_num_tickets(ctx, 0);
 	}
 	return (ctx);
 fail:

@@ -3,7 +3,9 @@ review): a token the token service issues to an mTLS caller never
 outlives the certificate chain that verified (an issuing CA that ends
 before the leaf ends the credential with it), and a keep-alive
 connection whose certificate has expired since its handshake no longer
-identifies its caller, on /v2/ or at /token.
+identifies its caller, on /v2/ or at /token, and a client offering to
+resume its TLS session on such a listener gets a full handshake (it was
+refused outright).
 
 Certificates are made here with python's cryptography (the openssl
 command line cannot set a notAfter to the second).  Real parts only:
@@ -225,3 +227,41 @@ def test_expired_certificate_on_a_kept_connection(start_gateway, reg, spki,
     finally:
         c.close()
     assert "identity client_certificate_expired" in g.log_text()
+
+
+def test_tls13_resumption_on_a_client_verifying_listener(start_gateway, reg,
+                                                         spki, keys):
+    """A client that resumes its TLS 1.3 session (curl, Java, Go with a
+    session cache do) on a listener that verifies client certificates:
+    the second connection must work, and name its caller by a
+    certificate verified now (every connection verifies it afresh)."""
+    crt, kf, subj, end = spki.client(
+        "resumer", datetime.datetime.now(UTC) + datetime.timedelta(days=1))
+    g = _gateway(start_gateway, reg, spki, keys, subj)
+    ctx = ssl.create_default_context(cafile=spki.ca)
+    ctx.load_cert_chain(crt, kf)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    host, port = g.host.rsplit(":", 1)
+    blob = "/v2/team/app/blobs/" + reg.digest
+    c1 = http.client.HTTPSConnection(host, int(port), context=ctx,
+                                     timeout=15)
+    try:
+        st, body, _ = _get(c1, blob)
+        assert st == 200 and body == reg.blob
+        # The session (with its ticket, if any came) after a response.
+        session = c1.sock.session
+    finally:
+        c1.close()
+    c2 = http.client.HTTPSConnection(host, int(port), context=ctx,
+                                     timeout=15)
+    c2.sock = ctx.wrap_socket(
+        __import__("socket").create_connection((host, int(port)),
+                                               timeout=15),
+        server_hostname=host, session=session)
+    try:
+        # A full handshake: the certificate was verified again.
+        assert not c2.sock.session_reused
+        st, body, _ = _get(c2, blob)
+        assert st == 200 and body == reg.blob
+    finally:
+        c2.close()
