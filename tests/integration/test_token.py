@@ -290,12 +290,16 @@ def test_base_with_bad_token(gw, pki):
 
 def test_mtls_refresh_token_ends_with_the_certificate(gw, pki):
     """The pusher's certificate is valid two days, refresh_expires_in is
-    a week: the refresh token ends at the certificate's notAfter."""
+    a week: the refresh token ends at the certificate's notAfter (or its
+    CA's, made a moment before it: the chain's end)."""
     from cryptography import x509
-    with open(pki.pusher[0], "rb") as f:
-        not_after = x509.load_pem_x509_certificate(
-            f.read()).not_valid_after.replace(
-                tzinfo=__import__("datetime").timezone.utc).timestamp()
+
+    def end(path):
+        with open(path, "rb") as f:
+            return x509.load_pem_x509_certificate(
+                f.read()).not_valid_after.replace(
+                    tzinfo=__import__("datetime").timezone.utc).timestamp()
+    not_after = min(end(pki.pusher[0]), end(pki.ca))
     body = get_token(gw, sess(pki, pki.pusher), ["repository:team/app:pull"],
                      offline_token="true")
     rc = claims(body["refresh_token"])
