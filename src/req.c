@@ -810,7 +810,9 @@ req_route(struct req *req)
 	}
 	req->is_v2 = 1;
 	if ((err = router_parse(req->path, plen, &req->route)) != ERR_NONE) {
-		req_fail(req, err, NULL);
+		/* Checked without the upstream: such a manifest cannot exist. */
+		req_fail(req, router_ref_err(err, &req->route, m == HTTP_PUT),
+		    NULL);
 		return;
 	}
 	if (!req_method_ok(req->route.ep, m)) {
