@@ -157,7 +157,9 @@ struct conn {
 	const char		*close_reason;
 	struct event		*ev_process;	/* re-runs the reads */
 	int			 eof;		/* client half-closed */
+	int			 client_left;	/* closed or failed on us */
 	int			 head_started;	/* header timer on */
+	uint64_t		 head_start_ms;	/* its first byte came */
 	int			 linger;	/* unread bytes may follow */
 	int			 lingering;	/* write shut, draining */
 	uint64_t		 linger_read;	/* bytes discarded */
@@ -237,6 +239,7 @@ struct req {
 	uint32_t		 seq;
 	enum req_state		 state;
 	uint64_t		 start_ms;
+	uint64_t		 done_ms;	/* set once, by req_free() */
 	struct hframe_msg	*msg;		/* the conn's parsed head */
 	const char		*method;
 	char			*path;		/* without the query */
@@ -290,6 +293,7 @@ struct req {
 };
 
 void	req_start(struct conn *, struct hframe_msg *);
+void	req_make_id(struct pc_ctx *, char *);
 void	req_identity_done(struct req *);
 void	req_free(struct req *);
 void	req_set_state(struct req *, enum req_state);
@@ -446,7 +450,8 @@ struct audit	*audit_new(struct pc_ctx *, char **);
 void		 audit_free(struct audit *);
 int		 audit_admit(struct req *);
 void		 audit_request(struct req *);
-void		 audit_framing(struct conn *, int, enum pc_err);
+void		 audit_framing(struct conn *, int, enum pc_err, const char *,
+		    uint64_t, uint64_t);
 struct rds	*audit_redis(struct pc_ctx *);
 const char	*audit_script(void);
 

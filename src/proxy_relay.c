@@ -309,6 +309,18 @@ px_client_head(void *arg, struct hframe_msg *rm)
 		return (-1);
 	}
 	/*
+	 * With the cache on, a blob or manifest it passes through (a HEAD,
+	 * a fill it declined) fails as its fills do: a server error is the
+	 * gateway's 502 UNAVAILABLE, the upstream's status in the detail.
+	 */
+	if (st >= 500 && cache_wants(req)) {
+		snprintf(newloc, sizeof(newloc), "upstream %s answered %d",
+		    req->up->name, st);
+		req_fail(req, ERR_UPSTREAM, newloc);	/* retires px */
+		headers_clear(&out);
+		return (-1);
+	}
+	/*
 	 * A manifest is a bounded document: a length over the limit is
 	 * refused before a byte goes out; a chunked one is cut by the
 	 * framer once over (px_pump fails it: the client's answer ends).
