@@ -302,3 +302,32 @@ def test_reject_mode_503_on_base_carries_api_version(start_registry,
         last.headers
     assert last.header("X-Request-Id")
     assert last.json()["errors"][0]["code"] == "UNAVAILABLE"
+
+
+# --- a malformed chunked request body ----------------------------------
+
+@pytest.mark.parametrize("body", [
+    b"zz\r\nhello\r\n0\r\n\r\n",                 # bad chunk size
+    b"5\r\nhello\r\n0\r\nno colon here\r\n\r\n",  # bad trailer
+], ids=["bad-size", "bad-trailer"])
+@pytest.mark.parametrize("method", ["PATCH", "POST"])
+def test_malformed_chunked_body_is_400_and_recorded(audited, body, method):
+    gw, rs = audited
+    r = rawhttp.request("127.0.0.1", gw.port, rawhttp.build(
+        "POST", "/v2/chunky/blobs/uploads/", [("Content-Length", "0")],
+        host=gw.host))
+    assert r.status == 202, r
+    target = (r.header("Location").split(gw.host, 1)[-1]
+              if method == "PATCH" else "/v2/chunky/blobs/uploads/")
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=15) as c:
+        c.send(rawhttp.build(method, target, [
+            ("Content-Type", "application/octet-stream"),
+            ("Transfer-Encoding", "chunked")], body, host=gw.host))
+        resp = c.read_response(timeout=15)
+        assert c.wait_closed(timeout=15)
+    assert resp.status == 400, resp
+    assert resp.json()["errors"][0]["code"] == "UNSUPPORTED"
+    rid = resp.header("X-Request-Id")
+    rec, log = assert_agree(gw, rs, rid, 400, len(resp.body))
+    assert rec["error"] == "UNSUPPORTED" and \
+        log["error"] == "ERR_BAD_REQUEST", (rec, log)
