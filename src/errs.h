@@ -40,6 +40,8 @@
 	    "manifest unknown")						\
 	X(ERR_METHOD, 405, "UNSUPPORTED",				\
 	    "method not allowed on this endpoint")			\
+	X(ERR_TAG_DELETE, 405, "UNSUPPORTED",				\
+	    "deleting a manifest by tag is not supported")		\
 	X(ERR_TOO_LARGE, 413, "SIZE_INVALID",				\
 	    "request body too large")					\
 	X(ERR_URI_TOO_LONG, 414, "UNSUPPORTED",			\

@@ -309,6 +309,20 @@ px_client_head(void *arg, struct hframe_msg *rm)
 		return (-1);
 	}
 	/*
+	 * The distribution spec lets a registry refuse to delete by tag,
+	 * with 405 UNSUPPORTED; older ones (registry 2.8) parse the tag as
+	 * a digest and answer 400 DIGEST_INVALID, which no client expects
+	 * for a tag.  The spec's answer instead (the body is dropped).
+	 */
+	if (req->route.ep == OCI_EP_MANIFEST && m == HTTP_DELETE &&
+	    !req->route.ref_digest && st == 400) {
+		snprintf(newloc, sizeof(newloc), "upstream %s does not delete "
+		    "manifests by tag; delete by digest", req->up->name);
+		req_fail(req, ERR_TAG_DELETE, newloc);	/* retires px */
+		headers_clear(&out);
+		return (-1);
+	}
+	/*
 	 * With the cache on, a blob or manifest it passes through (a HEAD,
 	 * a fill it declined) fails as its fills do: a server error is the
 	 * gateway's 502 UNAVAILABLE, the upstream's status in the detail.
