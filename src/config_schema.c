@@ -165,6 +165,20 @@ static const struct cfg_key cfg_limits_keys[] = {
 	  .def = 1048576,
 	  .help = "Largest upstream catalog page body read into memory; "
 	  "larger is a 502." },
+	{ .name = "tag_list_names", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(tag_list_names), .min = 1, .max = 100000,
+	  .def = 10000,
+	  .help = "Most tags of one repository the gateway reads and sorts "
+	  "to answer a tags/list request (it pages the list itself, also "
+	  "when the upstream ignores n and last), the largest n answered "
+	  "and the n asked of the upstream; one upstream page may hold "
+	  "this many tags (a larger body is a 502), and tags past it are "
+	  "answered on a later page through the Link." },
+	{ .name = "tag_list_pages", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(tag_list_pages), .min = 1, .max = 1000, .def = 10,
+	  .help = "Upstream tag list pages read to answer one tags/list "
+	  "request (an upstream that pages); at the limit the tags found "
+	  "so far are answered with a Link to continue." },
 	{ .name = NULL }
 };
 

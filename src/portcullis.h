@@ -438,6 +438,9 @@ void		 cache_invalidate_link(struct req *);
 /* catalog.c: /v2/_catalog filtered by the policy. */
 void		 catalog_start(struct req *);
 
+/* taglist.c: tags/list sorted and paged by the gateway. */
+void		 taglist_start(struct req *);
+
 /* tagpol.c: immutable tags, blocked digests reached through a tag. */
 int		 tagpol_wants(struct req *);
 void		 tagpol_start(struct req *);

@@ -911,6 +911,12 @@ req_dispatch(struct req *req)
 		catalog_start(req);
 		return;
 	}
+	/* A tag list is paged by the gateway, whatever the upstream does. */
+	if (req->route.ep == OCI_EP_TAGS) {
+		req_set_state(req, REQ_UPSTREAM);
+		taglist_start(req);
+		return;
+	}
 	if (cache_wants(req)) {
 		req_set_state(req, REQ_CACHE);
 		cache_start(req);

@@ -82,3 +82,99 @@ def test_delete_by_tag_is_405_unsupported(reg, gw, http):
     assert r.status_code == 200
     r = http.delete("%s/v2/del/app/manifests/%s" % (gw.url, d), timeout=30)
     assert r.status_code == 202, r.text
+
+
+# --- tag list pagination -----------------------------------------------
+
+TAGS = ["v10", "b", "latest", "A1", "v2", "a", "1.0", "z_last", "v1", "m-2"]
+
+
+def walk(http, url, first):
+    """Follow Link: rel="next" from `first` (a path with query); returns
+    the pages' tag lists and the Link of each page."""
+    pages, links, path = [], [], first
+    for _ in range(50):
+        r = http.get(url + path, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.headers["Content-Type"].startswith("application/json")
+        pages.append(r.json()["tags"])
+        link = r.headers.get("Link")
+        links.append(link)
+        if link is None:
+            return pages, links
+        assert link.endswith('>; rel="next"'), link
+        path = link[1:link.index(">")]
+    raise AssertionError("Link chain does not end")
+
+
+def test_tag_list_pages_in_order_though_the_upstream_does_not(reg, gw,
+                                                              http):
+    push_image(reg, "tl/app", TAGS)
+    # The witness: registry 2.8 ignores n and last.
+    r = http.get("%s/v2/tl/app/tags/list?n=2" % reg.url, timeout=30)
+    assert r.status_code == 200 and len(r.json()["tags"]) == len(TAGS)
+    assert "Link" not in r.headers
+    want = sorted(TAGS)
+    # Through the gateway: pages of n, lexical, a Link to each next one.
+    pages, links = walk(http, gw.url, "/v2/tl/app/tags/list?n=3")
+    assert [len(p) for p in pages] == [3, 3, 3, 1], pages
+    assert sum(pages, []) == want
+    assert links[0] == '</v2/tl/app/tags/list?n=3&last=%s>; rel="next"' \
+        % want[2]
+    r = http.get("%s/v2/tl/app/tags/list" % gw.url, timeout=30)
+    assert r.json() == {"name": "tl/app", "tags": want}
+    assert "Link" not in r.headers
+    # last alone, last with n, past the end, n=0.
+    r = http.get("%s/v2/tl/app/tags/list?last=m-2" % gw.url, timeout=30)
+    assert r.json()["tags"] == [t for t in want if t > "m-2"]
+    r = http.get("%s/v2/tl/app/tags/list?last=b&n=2" % gw.url, timeout=30)
+    assert r.json()["tags"] == [t for t in want if t > "b"][:2]
+    assert "Link" in r.headers
+    r = http.get("%s/v2/tl/app/tags/list?last=zzz" % gw.url, timeout=30)
+    assert r.json()["tags"] == [] and "Link" not in r.headers
+    r = http.get("%s/v2/tl/app/tags/list?n=0" % gw.url, timeout=30)
+    assert r.json()["tags"] == [] and "Link" not in r.headers
+    r = http.head("%s/v2/tl/app/tags/list?n=3" % gw.url, timeout=30)
+    assert r.status_code == 200 and "Link" in r.headers
+    # Refused: a bad n or last; an unknown repository is the upstream's.
+    for q in ("n=x", "n=-1", "last=.bad"):
+        r = http.get("%s/v2/tl/app/tags/list?%s" % (gw.url, q), timeout=30)
+        assert r.status_code == 400, (q, r.text)
+    r = http.get("%s/v2/tl/none/tags/list" % gw.url, timeout=30)
+    assert r.status_code == 404, r.text
+    assert r.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+
+
+def test_tag_list_bound_answers_in_order_with_a_link(reg, start_gateway,
+                                                     http):
+    push_image(reg, "tl/big", TAGS)
+    gw = start_gateway(gateway_config(upstream(reg, default=True),
+                                      limits={"tag_list_names": 4}))
+    # No n: at most limits.tag_list_names per answer, every tag once.
+    pages, links = walk(http, gw.url, "/v2/tl/big/tags/list")
+    assert [len(p) for p in pages] == [4, 4, 2], pages
+    assert sum(pages, []) == sorted(TAGS)
+    # A larger n is cut to the bound.
+    r = http.get("%s/v2/tl/big/tags/list?n=100" % gw.url, timeout=30)
+    assert r.json()["tags"] == sorted(TAGS)[:4]
+    assert "n=4&last=" in r.headers["Link"]
+
+
+def test_tag_list_follows_an_upstream_that_pages(reg, start_gateway, http):
+    # A paging upstream: a second gateway, in front of the registry.
+    push_image(reg, "tl/paged", TAGS)
+    inner = start_gateway(gateway_config(upstream(reg, default=True),
+                                         limits={"tag_list_names": 3}))
+    inner_up = {"name": "inner", "url": inner.url, "default": True}
+    outer = start_gateway(gateway_config(inner_up,
+                                         limits={"tag_list_names": 3,
+                                                 "tag_list_pages": 2}))
+    r = http.get("%s/v2/tl/paged/tags/list?n=2" % inner.url, timeout=30)
+    assert r.json()["tags"] == sorted(TAGS)[:2] and "Link" in r.headers
+    # The outer one reads the inner's pages (Link followed) as needed.
+    pages, _ = walk(http, outer.url, "/v2/tl/paged/tags/list?n=2")
+    assert sum(pages, []) == sorted(TAGS)
+    assert all(len(p) <= 2 for p in pages)
+    pages, _ = walk(http, outer.url, "/v2/tl/paged/tags/list")
+    assert sum(pages, []) == sorted(TAGS)
+    assert all(len(p) <= 3 for p in pages)
