@@ -383,9 +383,13 @@ audit_fill(struct audit_buf *b, const struct req *req, const char *inst)
 	audit_buf_add(b, AF_METHOD, req->method, strlen(req->method));
 	audit_buf_add(b, AF_PATH, req->path, strlen(req->path));
 	audit_buf_addu(b, AF_STATUS, req->status > 0 ? req->status : 0);
-	audit_buf_add(b, AF_ERROR, req->err != ERR_NONE ?
-	    errs_code(req->err) : "", req->err != ERR_NONE ?
-	    strlen(errs_code(req->err)) : 0);
+	/* The gateway's own error, else the upstream's relayed one. */
+	if (req->err != ERR_NONE)
+		audit_buf_add(b, AF_ERROR, errs_code(req->err),
+		    strlen(errs_code(req->err)));
+	else
+		audit_buf_add(b, AF_ERROR, req->up_error,
+		    strlen(req->up_error));
 	audit_buf_add(b, AF_DECISION, audit_decision(req),
 	    strlen(audit_decision(req)));
 	audit_buf_add(b, AF_RULE, req->rule, req->rule != NULL ?

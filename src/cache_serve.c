@@ -630,6 +630,8 @@ cache_reader_fill_failed(struct cache_reader *cr, struct cache_fill *f,
 	/* Anything else: the upstream's status and (bounded) body. */
 	len = evbuffer_get_length(f->errbody);
 	req->err = err;
+	errs_parse_code((const char *)evbuffer_pullup(f->errbody, -1), len,
+	    req->up_error, sizeof(req->up_error));
 	headers_init(&h);
 	if (f->errtype[0] != '\0')
 		headers_add(&h, "Content-Type", 12, f->errtype,

@@ -256,6 +256,8 @@ struct req {
 	int			 keep_alive;
 	int			 status;
 	enum pc_err		 err;
+	/* The upstream's own OCI error code, for the record; "": none. */
+	char			 up_error[48];
 	enum resp_framing	 framing;
 	uint64_t		 bytes_in;
 	uint64_t		 bytes_out;

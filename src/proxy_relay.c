@@ -418,9 +418,42 @@ px_client_head(void *arg, struct hframe_msg *rm)
 			return (0);
 		}
 	}
+	/*
+	 * An error answer small enough (or of unknown length) keeps a copy
+	 * of its first ERRS_BODY_MAX bytes as they go by, so the record can
+	 * name the upstream's OCI error code once it is complete; the
+	 * stream is not held for it.
+	 */
+	if (st >= 400 && m != HTTP_HEAD && (!rm->has_length ||
+	    (rm->length > 0 && rm->length <= ERRS_BODY_MAX)) &&
+	    (px->errcap = malloc(ERRS_BODY_MAX)) == NULL)
+		fatal("malloc");
 	req_send_head(req, st, &out, framing, length);
 	headers_clear(&out);
 	return (0);
+}
+
+/* Copy what fits of an error answer's body (px_client_head). */
+static void
+px_errcap(struct proxy *px, struct evbuffer *in, const char *data,
+    size_t n)
+{
+	size_t	take;
+
+	if (px->errcap == NULL)
+		return;
+	if (px->errcaplen + n > ERRS_BODY_MAX) {
+		/* Larger than the bound: not parsed at all. */
+		free(px->errcap);
+		px->errcap = NULL;
+		return;
+	}
+	take = n;
+	if (in != NULL)
+		evbuffer_copyout(in, px->errcap + px->errcaplen, take);
+	else if (data != NULL)
+		memcpy(px->errcap + px->errcaplen, data, take);
+	px->errcaplen += take;
 }
 
 static int
@@ -432,6 +465,7 @@ px_client_body(void *arg, struct evbuffer *in, size_t n)
 		evbuffer_remove_buffer(in, px->held, n);
 		return (0);
 	}
+	px_errcap(px, in, NULL, n);
 	return (req_send_body(px->req, in, n));
 }
 
@@ -444,6 +478,7 @@ px_client_body_data(void *arg, const char *data, size_t n)
 		evbuffer_add(px->held, data, n);
 		return (0);
 	}
+	px_errcap(px, NULL, data, n);
 	return (req_send_body_data(px->req, data, n));
 }
 
@@ -473,6 +508,9 @@ px_client_done(void *arg)
 		px_client_send_held(px);
 		return;
 	}
+	if (px->errcap != NULL)
+		errs_parse_code(px->errcap, px->errcaplen, px->req->up_error,
+		    sizeof(px->req->up_error));
 	req_end_response(px->req);	/* retires req and px */
 }
 

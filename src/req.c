@@ -188,7 +188,8 @@ req_free(struct req *req)
 		snprintf(up, sizeof(up), "-");
 	/* The summary line: never a credential, never the query string. */
 	log_info("%llu.%u req done method=%s path=%s status=%d in=%llu "
-	    "out=%llu ms=%llu upstream=%s%s%s peer=%s id=%s%s%s%s%s%s%s%s%s",
+	    "out=%llu ms=%llu upstream=%s%s%s peer=%s id=%s%s%s%s%s%s%s%s%s"
+	    "%s%s",
 	    (unsigned long long)c->id, req->seq, req->method, req->path,
 	    req->status, (unsigned long long)req->bytes_in,
 	    (unsigned long long)req->bytes_out,
@@ -202,7 +203,8 @@ req_free(struct req *req)
 	    req->decision != NULL ? req->decision : "",
 	    req->decision != NULL ? " rule=" : "",
 	    req->decision != NULL ? (req->rule != NULL ? req->rule : "-") :
-	    "");
+	    "", req->err == ERR_NONE && req->up_error[0] != '\0' ?
+	    " up_error=" : "", req->err == ERR_NONE ? req->up_error : "");
 	audit_request(req);		/* its one audit record */
 	conn_reap_later(c->ctx, &req->reap, req_destroy, req);
 }

@@ -331,3 +331,44 @@ def test_malformed_chunked_body_is_400_and_recorded(audited, body, method):
     rec, log = assert_agree(gw, rs, rid, 400, len(resp.body))
     assert rec["error"] == "UNSUPPORTED" and \
         log["error"] == "ERR_BAD_REQUEST", (rec, log)
+
+
+# --- the upstream's own OCI error code in the record -------------------
+
+def test_record_names_the_upstreams_oci_error(redis, start_registry,
+                                              start_gateway, tmp_path):
+    rs = redis()
+    reg = start_registry("up1")
+    up = HostileUpstream()
+    try:
+        big = json.dumps({"errors": [{"code": "DENIED", "message": "no",
+                                      "detail": "x" * 5000}]}).encode()
+        small = b'{"errors":[{"code":"DENIED","message":"not yours"}]}'
+        up.route("GET", "/v2/app/manifests/big", 403,
+                 {"Content-Type": "application/json"}, big)
+        up.route("GET", "/v2/app/manifests/small", 403,
+                 {"Content-Type": "application/json"}, small)
+        up.route("GET", "/v2/app/manifests/odd", 403,
+                 {"Content-Type": "application/json"},
+                 b'{"errors":[{"code":"no such\\nthing"}]}')
+        gw = start_gateway(gateway_config(
+            upstream(reg, prefix="up1", default=True),
+            {"name": "h", "url": up.url, "prefix": "h", "hosts": []},
+            audit=audit_cfg(rs.port, tmp_path / "a.spool")))
+        cases = [("/v2/up1/app/manifests/nope", 404, "MANIFEST_UNKNOWN"),
+                 ("/v2/up1/app/blobs/sha256:" + "0" * 64, 404,
+                  "BLOB_UNKNOWN"),
+                 ("/v2/h/app/manifests/small", 403, "DENIED"),
+                 ("/v2/h/app/manifests/big", 403, ""),   # over 4 KiB
+                 ("/v2/h/app/manifests/odd", 403, "")]   # not a code
+        for target, status, code in cases:
+            r = rawhttp.request("127.0.0.1", gw.port, rawhttp.build(
+                "GET", target, [("Accept", "application/vnd.oci.image."
+                                 "manifest.v1+json")], host=gw.host))
+            assert r.status == status, (target, r.status, r.body[:200])
+            rec, log = assert_agree(gw, rs, r.header("X-Request-Id"),
+                                    status, len(r.body))
+            assert rec["error"] == code, (target, rec)
+            assert log.get("up_error", "") == code, (target, log)
+    finally:
+        up.stop()
