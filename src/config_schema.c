@@ -538,7 +538,9 @@ static const struct cfg_key cfg_upstream_keys[] = {
 	  .def_doc = "host[:port] of url; with docker_hub also docker.io, "
 	  "registry-1.docker.io, index.docker.io",
 	  .help = "Registry host names (containerd's ns= parameter) that "
-	  "route here; replaces the default. [] routes none." },
+	  "route here; replaces the default. [] routes none. A host routes "
+	  "to one upstream only, so two upstreams with the same url need "
+	  "distinct hosts (e.g. [] on all but one)." },
 	{ .name = "docker_hub", .type = CFG_BOOL, .flags = CFG_RELOAD,
 	  .off = UP_OFF(docker_hub), .def = 0,
 	  .help = "Upstream is Docker Hub: single-component names mean "

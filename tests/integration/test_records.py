@@ -372,3 +372,50 @@ def test_record_names_the_upstreams_oci_error(redis, start_registry,
             assert log.get("up_error", "") == code, (target, log)
     finally:
         up.stop()
+
+
+# --- /admin/audit: a larger limit is cut to 1,000 ----------------------
+
+def test_admin_audit_limit_is_capped_not_refused(redis, start_registry,
+                                                 start_gateway, tmp_path,
+                                                 http):
+    from lib.gateway import gateway_bin
+    from lib.util import run
+    rs = redis()
+    reg = start_registry("up1")
+    gw = start_gateway(gateway_config(
+        upstream(reg, default=True),
+        audit=audit_cfg(rs.port, tmp_path / "a.spool")))
+    out = run([gateway_bin(), "audit", "generate", "-c", gw.config_path,
+               "--count", "1200"], timeout=120).stdout
+    assert "generated 1200 records" in out
+    r = http.get(gw.url + "/admin/audit", params={"limit": 5000},
+                 timeout=30)
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert len(page["records"]) == 1000 and page["next"], len(
+        page["records"])
+    r = http.get(gw.url + "/admin/audit", timeout=30,
+                 params={"limit": 5000, "cursor": page["next"]})
+    assert r.status_code == 200 and len(r.json()["records"]) >= 200
+
+
+# --- the README's word on ranges of cached manifests -------------------
+
+def test_cached_manifest_hit_ignores_range_as_documented(start_registry,
+                                                         start_gateway,
+                                                         tmp_path, http):
+    from test_protocol import MT, push_image
+    reg = start_registry("up1")
+    d = push_image(reg, "rg/app", ["v1"])
+    gw = start_gateway(gateway_config(upstream(reg, default=True),
+                                      cache=cache_cfg(tmp_path / "c")))
+    url = "%s/v2/rg/app/manifests/%s" % (gw.url, d)
+    whole = http.get(url, headers={"Accept": MT}, timeout=30)
+    assert whole.status_code == 200
+    for _ in range(2):      # a miss, then a hit: the same answer
+        r = http.get(url, headers={"Accept": MT, "Range": "bytes=0-9"},
+                     timeout=30)
+        assert r.status_code == 200 and r.content == whole.content
+        assert "Accept-Ranges" not in r.headers
+        assert "Content-Range" not in r.headers
