@@ -179,6 +179,13 @@ static const struct cfg_key cfg_limits_keys[] = {
 	  .help = "Upstream tag list pages read to answer one tags/list "
 	  "request (an upstream that pages); at the limit the tags found "
 	  "so far are answered with a Link to continue." },
+	{ .name = "upload_sessions", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(upload_sessions), .min = 0, .max = 1000000,
+	  .def = 10000,
+	  .help = "Chunked blob uploads whose offset and latest Location "
+	  "the gateway keeps in memory (least recently used dropped "
+	  "first), to answer a PATCH out of order with 416 and a GET of "
+	  "an upload location itself; 0 turns this off." },
 	{ .name = NULL }
 };
 

@@ -42,6 +42,8 @@
 	    "method not allowed on this endpoint")			\
 	X(ERR_TAG_DELETE, 405, "UNSUPPORTED",				\
 	    "deleting a manifest by tag is not supported")		\
+	X(ERR_RANGE_INVALID, 416, "BLOB_UPLOAD_INVALID",		\
+	    "chunk does not start at the upload's current offset")	\
 	X(ERR_TOO_LARGE, 413, "SIZE_INVALID",				\
 	    "request body too large")					\
 	X(ERR_URI_TOO_LONG, 414, "UNSUPPORTED",			\

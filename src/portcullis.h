@@ -46,6 +46,7 @@ struct proxy;
 struct cache;
 struct cache_reader;
 struct audit;
+struct uploads;
 struct rds;
 struct oidc;
 struct redisAsyncContext;
@@ -95,6 +96,7 @@ struct pc_ctx {
 	struct oidc			*oidc;		/* NULL: no IdPs */
 	struct revoke			*revoke;	/* NULL: no redis */
 	struct secrets			*secrets;	/* NULL: no redis */
+	struct uploads			*uploads;	/* NULL: none yet */
 };
 
 /* log.c */
@@ -442,6 +444,12 @@ void		 catalog_start(struct req *);
 
 /* taglist.c: tags/list sorted and paged by the gateway. */
 void		 taglist_start(struct req *);
+
+/* uploads.c: chunked uploads' offsets and latest Locations. */
+void		 uploads_note(struct req *, int, const struct headers *,
+		    const char *);
+int		 uploads_answer(struct req *);
+void		 uploads_free(struct uploads *);
 
 /* tagpol.c: immutable tags, blocked digests reached through a tag. */
 int		 tagpol_wants(struct req *);

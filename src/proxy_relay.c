@@ -379,6 +379,10 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	if (req->ns[0] != '\0')
 		headers_add(&out, "OCI-Namespace", 13, req->ns,
 		    strlen(req->ns));
+	/* What an upload is now (uploads.c), from the upstream's answer. */
+	if (req->route.ep == OCI_EP_UPLOAD ||
+	    req->route.ep == OCI_EP_UPLOAD_START)
+		uploads_note(req, st, &rm->hdrs, headers_get(&out, "Location"));
 	if (st == 401) {
 		/* RFC 9110 15.5.2: a 401 carries at least one challenge. */
 		n = snprintf(chal, sizeof(chal), "Basic realm=\"%s\"",

@@ -924,6 +924,9 @@ req_dispatch(struct req *req)
 		cache_start(req);
 		return;
 	}
+	/* A known upload's status, or a chunk at the wrong offset (416). */
+	if (uploads_answer(req))
+		return;
 	/*
 	 * A manifest PUT or DELETE moves its tag only once the upstream
 	 * accepts it: req_end_response() drops the tag's records on a 2xx.

@@ -1114,6 +1114,7 @@ test_reference(void **state)
 		"/limits/redirects", "/limits/catalog_names",
 		"/limits/catalog_pages", "/limits/catalog_page_bytes",
 		"/limits/tag_list_names", "/limits/tag_list_pages",
+		"/limits/upload_sessions",
 		"/cache",
 		"/cache/dir", "/cache/max_bytes", "/cache/tag_ttl",
 		"/cache/negative_ttl", "/cache/sendfile", "/cache/send_window",
