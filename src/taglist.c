@@ -35,6 +35,7 @@ struct taglist {
 	struct evbuffer		*page;		/* its body */
 	char			**tags;		/* kept, after `cursor` */
 	size_t			 ntags;
+	size_t			 tagsz;		/* slots, up to 2 * cap */
 	size_t			 cap;		/* limits.tag_list_names */
 	size_t			 want;		/* tags to answer */
 	size_t			 pages;		/* upstream pages read */
@@ -192,6 +193,22 @@ tl_fail_status(struct taglist *tl)
 	}
 }
 
+/* Room for more kept tags: doubled, never past 2 * cap (tl_trim). */
+static void
+tl_grow(struct taglist *tl)
+{
+	size_t	n = tl->tagsz > 0 ? tl->tagsz * 2 : 64;
+
+	if (n > 2 * tl->cap)
+		n = 2 * tl->cap;
+	if (n <= tl->tagsz)
+		fatalx("%s: %zu tags kept", __func__, tl->ntags);
+	if ((tl->tags = reallocarray(tl->tags, n, sizeof(*tl->tags))) ==
+	    NULL)
+		fatal("reallocarray");
+	tl->tagsz = n;
+}
+
 /*
  * A page is read: keep its tags after what the page was asked from,
  * then answer or read the next.  A page that brings nothing new ends
@@ -228,6 +245,8 @@ tl_page_done(struct taglist *tl)
 		fresh++;
 		if (strcmp(t, tl->scan) > 0)
 			snprintf(tl->scan, sizeof(tl->scan), "%s", t);
+		if (tl->ntags == tl->tagsz)
+			tl_grow(tl);
 		if ((tl->tags[tl->ntags++] = strdup(t)) == NULL)
 			fatal("strdup");
 		if (tl->ntags == 2 * tl->cap)
@@ -319,9 +338,6 @@ taglist_start(struct req *req)
 	tl->req = req;
 	tl->cap = req->conf->tag_list_names;
 	tl->page_max = tl->cap * (OCI_TAG_MAX + 3) + 4096;
-	/* Checked before allocating: the cap is the schema's bound. */
-	if ((tl->tags = calloc(2 * tl->cap, sizeof(*tl->tags))) == NULL)
-		fatal("taglist");
 	req_stage_set(req, &tl_stage_ops, tl);
 	if (tl_parse_n(req, &tl->want) == -1) {
 		req_fail(req, ERR_BAD_REQUEST, "n must be a non-negative "
