@@ -841,7 +841,7 @@ req_route(struct req *req)
 	}
 	req->is_v2 = 1;
 	if ((err = router_parse(req->path, plen, &req->route)) != ERR_NONE) {
-		/* Checked without the upstream: such a manifest cannot exist. */
+		/* Not asked of the upstream: such a manifest cannot exist. */
 		req_fail(req, router_ref_err(err, &req->route, m == HTTP_PUT),
 		    NULL);
 		return;

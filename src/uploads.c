@@ -41,7 +41,7 @@ struct upload {
 	char			*key;		/* up NUL name NUL id */
 	size_t			 klen;
 	uint64_t		 offset;	/* bytes the upstream holds */
-	char			*location;	/* latest, as the client got it */
+	char			*location;	/* latest, as sent */
 };
 
 TAILQ_HEAD(upload_lru, upload);
