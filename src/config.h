@@ -247,6 +247,9 @@ struct config {
 	size_t			 catalog_names;	/* per _catalog answer */
 	size_t			 catalog_pages;	/* upstream pages per answer */
 	size_t			 catalog_page_bytes;
+	size_t			 tag_list_names; /* tags read per list */
+	size_t			 tag_list_pages; /* upstream pages per list */
+	size_t			 upload_sessions; /* uploads tracked */
 	size_t			 high_watermark;
 
 	int			 header_timeout_ms;

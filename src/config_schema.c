@@ -165,6 +165,27 @@ static const struct cfg_key cfg_limits_keys[] = {
 	  .def = 1048576,
 	  .help = "Largest upstream catalog page body read into memory; "
 	  "larger is a 502." },
+	{ .name = "tag_list_names", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(tag_list_names), .min = 1, .max = 100000,
+	  .def = 10000,
+	  .help = "Most tags of one repository the gateway reads and sorts "
+	  "to answer a tags/list request (it pages the list itself, also "
+	  "when the upstream ignores n and last), the largest n answered "
+	  "and the n asked of the upstream; one upstream page may hold "
+	  "this many tags (a larger body is a 502), and tags past it are "
+	  "answered on a later page through the Link." },
+	{ .name = "tag_list_pages", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(tag_list_pages), .min = 1, .max = 1000, .def = 10,
+	  .help = "Upstream tag list pages read to answer one tags/list "
+	  "request (an upstream that pages); at the limit the tags found "
+	  "so far are answered with a Link to continue." },
+	{ .name = "upload_sessions", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(upload_sessions), .min = 0, .max = 1000000,
+	  .def = 10000,
+	  .help = "Chunked blob uploads whose offset and latest Location "
+	  "the gateway keeps in memory (least recently used dropped "
+	  "first), to answer a PATCH out of order with 416 and a GET of "
+	  "an upload location itself; 0 turns this off." },
 	{ .name = NULL }
 };
 
@@ -524,7 +545,9 @@ static const struct cfg_key cfg_upstream_keys[] = {
 	  .def_doc = "host[:port] of url; with docker_hub also docker.io, "
 	  "registry-1.docker.io, index.docker.io",
 	  .help = "Registry host names (containerd's ns= parameter) that "
-	  "route here; replaces the default. [] routes none." },
+	  "route here; replaces the default. [] routes none. A host routes "
+	  "to one upstream only, so two upstreams with the same url need "
+	  "distinct hosts (e.g. [] on all but one)." },
 	{ .name = "docker_hub", .type = CFG_BOOL, .flags = CFG_RELOAD,
 	  .off = UP_OFF(docker_hub), .def = 0,
 	  .help = "Upstream is Docker Hub: single-component names mean "

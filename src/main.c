@@ -16,6 +16,7 @@ struct cmd {
 	const char	*name;
 	int		(*fn)(int, char **);
 	const char	*usage;
+	const char	*summary;	/* one sentence, for the list */
 	const char	*help;
 };
 
@@ -32,31 +33,42 @@ static int	cmd_token(int, char **);
 
 static const struct cmd cmds[] = {
 	{ "serve", cmd_serve, "serve -c FILE",
+	    "Run the gateway.",
 	    "Run the gateway in the foreground; logs go to stderr.\n"
 	    "SIGTERM or SIGINT drains in-flight requests, then exits." },
 	{ "check-config", cmd_check_config, "check-config -c FILE",
+	    "Validate a configuration file.",
 	    "Validate a configuration file.  Every error names its JSON\n"
 	    "path.  Exit 0 when valid, 1 otherwise." },
 	{ "config-reference", cmd_config_reference, "config-reference",
+	    "Print the configuration reference.",
 	    "Print the configuration reference (Markdown) generated from\n"
 	    "the schema." },
-	{ "version", cmd_version, "version", "Print the version." },
-	{ "audit", cmd_audit, "audit query|tail -c FILE [filters]",
-	    "Search the audit stream (query) or follow it (tail);\n"
-	    "portcullis audit --help lists the filters." },
+	{ "version", cmd_version, "version", "Print the version.",
+	    "Print the version." },
+	{ "audit", cmd_audit, "audit query|tail|generate -c FILE [options]",
+	    "Search, follow or fill the audit stream.",
+	    "Search the audit stream (query), follow it (tail), or write\n"
+	    "synthetic records for tests and benchmarks (generate);\n"
+	    "portcullis audit --help lists the options." },
 	{ "policy", cmd_policy, "policy explain -c FILE [options]",
+	    "Explain the policy's decision for one request.",
 	    "Decide one request with the configuration's policy and say\n"
 	    "why; portcullis policy --help lists the options." },
 	{ "keygen", cmd_keygen, "keygen [-t ec|rsa] -o PREFIX",
+	    "Write a new token signing key pair.",
 	    "Write a new token signing key pair (PREFIX.key, .crt, .jwk)\n"
 	    "and print its kid; portcullis keygen --help for options." },
 	{ "redis", cmd_redis, "redis check|subscribe -c FILE",
+	    "Check the Redis login, or follow its channels.",
 	    "Log in to the configured Redis as serve would (check), or\n"
 	    "follow channels over a subscriber link (subscribe)." },
 	{ "secret", cmd_secret, "secret create|list|revoke|verify -c FILE",
+	    "Manage robot and CLI secrets.",
 	    "Robot and CLI secrets, stored hashed in Redis; portcullis\n"
 	    "secret --help lists the options." },
 	{ "token", cmd_token, "token revoke -c FILE (--subject S | --all)",
+	    "Revoke a subject's (or everyone's) tokens.",
 	    "Refuse a subject's (or everyone's) tokens and secrets issued\n"
 	    "before a time, on every instance; portcullis token --help." },
 };
@@ -67,9 +79,15 @@ usage_all(FILE *f)
 	size_t	i;
 
 	fprintf(f, "usage: portcullis COMMAND [options]\n\ncommands:\n");
-	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-		fprintf(f, "  %-28s %.*s\n", cmds[i].usage,
-		    (int)strcspn(cmds[i].help, "\n"), cmds[i].help);
+	/* Whole sentences: a long usage puts its summary on the next line. */
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		if (strlen(cmds[i].usage) <= 30)
+			fprintf(f, "  %-30s  %s\n", cmds[i].usage,
+			    cmds[i].summary);
+		else
+			fprintf(f, "  %s\n  %-30s  %s\n", cmds[i].usage, "",
+			    cmds[i].summary);
+	}
 	fprintf(f, "\nportcullis COMMAND --help for more.\n");
 }
 

@@ -46,6 +46,7 @@ struct proxy;
 struct cache;
 struct cache_reader;
 struct audit;
+struct uploads;
 struct rds;
 struct oidc;
 struct redisAsyncContext;
@@ -95,6 +96,7 @@ struct pc_ctx {
 	struct oidc			*oidc;		/* NULL: no IdPs */
 	struct revoke			*revoke;	/* NULL: no redis */
 	struct secrets			*secrets;	/* NULL: no redis */
+	struct uploads			*uploads;	/* NULL: none yet */
 };
 
 /* log.c */
@@ -159,7 +161,9 @@ struct conn {
 	const char		*close_reason;
 	struct event		*ev_process;	/* re-runs the reads */
 	int			 eof;		/* client half-closed */
+	int			 client_left;	/* closed or failed on us */
 	int			 head_started;	/* header timer on */
+	uint64_t		 head_start_ms;	/* its first byte came */
 	int			 linger;	/* unread bytes may follow */
 	int			 lingering;	/* write shut, draining */
 	uint64_t		 linger_read;	/* bytes discarded */
@@ -239,6 +243,7 @@ struct req {
 	uint32_t		 seq;
 	enum req_state		 state;
 	uint64_t		 start_ms;
+	uint64_t		 done_ms;	/* set once, by req_free() */
 	struct hframe_msg	*msg;		/* the conn's parsed head */
 	const char		*method;
 	char			*path;		/* without the query */
@@ -255,6 +260,8 @@ struct req {
 	int			 keep_alive;
 	int			 status;
 	enum pc_err		 err;
+	/* The upstream's own OCI error code, for the record; "": none. */
+	char			 up_error[48];
 	enum resp_framing	 framing;
 	uint64_t		 bytes_in;
 	uint64_t		 bytes_out;
@@ -292,6 +299,7 @@ struct req {
 };
 
 void	req_start(struct conn *, struct hframe_msg *);
+void	req_make_id(struct pc_ctx *, char *);
 void	req_identity_done(struct req *);
 void	req_free(struct req *);
 void	req_set_state(struct req *, enum req_state);
@@ -436,6 +444,15 @@ void		 cache_invalidate_link(struct req *);
 /* catalog.c: /v2/_catalog filtered by the policy. */
 void		 catalog_start(struct req *);
 
+/* taglist.c: tags/list sorted and paged by the gateway. */
+void		 taglist_start(struct req *);
+
+/* uploads.c: chunked uploads' offsets and latest Locations. */
+void		 uploads_note(struct req *, int, const struct headers *,
+		    const char *);
+int		 uploads_answer(struct req *);
+void		 uploads_free(struct uploads *);
+
 /* tagpol.c: immutable tags, blocked digests reached through a tag. */
 int		 tagpol_wants(struct req *);
 void		 tagpol_start(struct req *);
@@ -448,7 +465,8 @@ struct audit	*audit_new(struct pc_ctx *, char **);
 void		 audit_free(struct audit *);
 int		 audit_admit(struct req *);
 void		 audit_request(struct req *);
-void		 audit_framing(struct conn *, int, enum pc_err);
+void		 audit_framing(struct conn *, int, enum pc_err, const char *,
+		    uint64_t, uint64_t);
 struct rds	*audit_redis(struct pc_ctx *);
 const char	*audit_script(void);
 

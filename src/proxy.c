@@ -60,6 +60,7 @@ px_destroy(void *arg)
 		evbuffer_free(px->sink);
 	if (px->held != NULL)
 		evbuffer_free(px->held);
+	free(px->errcap);
 	headers_clear(&px->held_hdrs);
 	if (px->extra != NULL) {
 		explicit_bzero(px->extra, strlen(px->extra));

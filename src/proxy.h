@@ -60,6 +60,9 @@ struct proxy {
 	struct evbuffer			*held;
 	struct headers			 held_hdrs;
 	int				 held_status;
+	/* A small error answer's first bytes, copied as they stream. */
+	char				*errcap;
+	size_t				 errcaplen;
 	int				 retired;	/* proxy_free() */
 	struct reap_node		 reap;
 };

@@ -356,6 +356,7 @@ out:
 	token_free();			/* the verified-token cache */
 	secrets_free(ctx->secrets);	/* after the conns: no checks left */
 	revoke_free(ctx->revoke);
+	uploads_free(ctx->uploads);
 	if (ctx->base != NULL)
 		conn_reap(ctx);		/* what the fills retired */
 	uconn_pool_flush(ctx);

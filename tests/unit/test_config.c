@@ -1113,6 +1113,8 @@ test_reference(void **state)
 		"/upstreams/N/redirect_allow", "/upstreams/N/auth_hosts",
 		"/limits/redirects", "/limits/catalog_names",
 		"/limits/catalog_pages", "/limits/catalog_page_bytes",
+		"/limits/tag_list_names", "/limits/tag_list_pages",
+		"/limits/upload_sessions",
 		"/cache",
 		"/cache/dir", "/cache/max_bytes", "/cache/tag_ttl",
 		"/cache/negative_ttl", "/cache/sendfile", "/cache/send_window",
