@@ -149,7 +149,7 @@ def test_upstream_401_relayed_with_the_bearer_challenge(
         policy=policy(pki), identity={"token": token_cfg(keys)}))
     s = requests.Session()
     s.trust_env = False
-    r = s.get(g.url + "/v2/pub/app/tags/list", timeout=15)
+    r = s.get(g.url + "/v2/pub/app/manifests/latest", timeout=15)
     assert r.status_code == 401, r.text
     assert chal(r) == ('Bearer realm="%s/token",service="%s",'
                        'scope="repository:pub/app:pull"' % (g.url, SERVICE))
