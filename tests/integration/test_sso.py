@@ -301,3 +301,71 @@ def test_signin_landing_secret_logout(env, start_registry, single_image,
     everything = json.dumps(records(env.rs))
     assert secret not in everything and sid not in everything
     assert secret not in g.log_text() and sid not in g.log_text()
+
+
+def browser_available():
+    if shutil.which("chromium") is None:
+        return "Debian's chromium is not installed (contrib/install-deps.sh)"
+    if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules",
+                                      "playwright-core")):
+        return ("playwright-core is not installed: run "
+                "contrib/install-deps.sh (npm ci in tests/integration/"
+                "browser)")
+    return None
+
+
+@pytest.mark.skipif(browser_available() is not None,
+                    reason=browser_available() or "")
+def test_acceptance_browser_signin_secret_skopeo_pull(env, start_registry,
+                                                      single_image,
+                                                      tmp_path):
+    """Acceptance 1: headless Chromium signs the test user in at the real
+    provider, sees groups and allowed repositories, creates a secret;
+    skopeo logs in with it and pulls through the gateway."""
+    reg = start_registry()
+    env.idp.set_state(accounts={"alice": {
+        "email": "alice@example.test", "name": "Alice Example",
+        "groups": ["dev", "ops"]}}, login="alice")
+    g = gateway(env, reg=reg)
+    shot = tmp_path / "landing-page.png"
+    r = subprocess.run(["node", os.path.join(BROWSER_DIR, "signin.mjs"),
+                        "--gateway", g.url, "--screenshot", str(shot),
+                        "--secret-name", "from-chromium"],
+                       capture_output=True, text=True, timeout=180,
+                       cwd=BROWSER_DIR)
+    assert r.returncode == 0, r.stderr
+    who = json.loads(r.stdout.strip().splitlines()[-1])
+    print("landing page screenshot: %s" % shot)
+    assert shot.stat().st_size > 10000
+    with open(shot, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "Sign in" in who["signedOutText"]
+    assert who["subject"] == "corp:alice"
+    assert who["name"] == "Alice Example"
+    assert sorted(who["groups"]) == ["corp:dev", "corp:ops"]
+    assert who["pull"] == ["team/**", "ops/**"]
+    assert who["push"] == ["team/dev/*", "ops/**"]
+    sess = [c for c in who["cookies"] if c["name"] == "portcullis_session"]
+    assert sess and sess[0]["httpOnly"] and sess[0]["sameSite"] == "Lax"
+    assert who["cspViolations"] == []
+    assert who["headerColor"] == "rgb(29, 35, 48)"
+    secret = who["secret"]
+    assert SECRET_RE.fullmatch(secret)
+    assert "docker login --username 'corp_alice' %s" % g.host in \
+        who["loginLines"]
+    assert "podman login" in who["loginLines"]
+    assert secret[4:20] in who["listed"]
+    assert not who["secretShownAgain"]
+    sk = Skopeo(tmp_path / "skopeo")
+    sk("copy", "-q", "--dest-tls-verify=false", single_image.ref,
+       "docker://%s/ops/tool:v1" % reg.host)
+    sk("login", "--tls-verify=false", "-u", "corp_alice", "-p", secret,
+       g.host)
+    sk("copy", "-q", "--src-tls-verify=false",
+       "docker://%s/ops/tool:v1" % g.host,
+       "oci:%s:x" % (tmp_path / "pulled"))
+    assert os.path.exists(tmp_path / "pulled" / "index.json")
+    audited(env.rs, lambda d: d["subject"] == "corp:alice" and
+            d["auth_method"] == "secret" and d["action"] == "pull" and
+            d["repository"] == "ops/tool" and d["status"] == "200",
+            "the pull as corp:alice")
