@@ -101,7 +101,6 @@ def start_gw(tmp_path, name, port, idp, rs, reg=None, sso_extra=None,
         cfg["audit"] = {"redis": rs.host, "stream": STREAM,
                         "spool_file": str(d / "spool"), "timeout": 2}
     cfg["policy"] = POLICY
-    cfg["log"] = {"level": "debug"}
     cfg["identity"] = {
         "issuers": [issuer_entry(idp, **(issuer_extra or {}))],
         "sso": sso_section(sf, **(sso_extra or {})),
@@ -369,3 +368,389 @@ def test_acceptance_browser_signin_secret_skopeo_pull(env, start_registry,
             d["auth_method"] == "secret" and d["action"] == "pull" and
             d["repository"] == "ops/tool" and d["status"] == "200",
             "the pull as corp:alice")
+
+
+# --- security (acceptance 3) ---
+
+def failure_of(env, path, rid_pred=None):
+    return audited(env.rs, lambda d: d["path"] == path and
+                   d["auth_failure"] != "" and
+                   (rid_pred is None or rid_pred(d)), "a failed " + path)
+
+
+def test_forged_state_refused(env):
+    g = gateway(env)
+    s = session()
+    begin(g, s)
+    forged = "A" * 43
+    # A state this browser did not start: its login cookie differs.
+    r = s.get(g.url + "/oauth2/callback", params={
+        "code": "x", "state": forged}, timeout=20)
+    assert r.status_code == 400
+    assert "not started in this browser" in r.text
+    # Forged consistently (cookie and parameter): unknown to Redis.
+    s2 = session()
+    s2.cookies.set("portcullis_session_login", forged)
+    r = s2.get(g.url + "/oauth2/callback", params={
+        "code": "x", "state": forged}, timeout=20)
+    assert r.status_code == 400
+    assert "unknown, expired or already finished" in r.text
+    assert "portcullis_session=" not in r.headers.get("Set-Cookie", "")
+    wait_for(lambda: sorted(d["auth_failure"] for d in records(env.rs)
+                            if d["path"] == "/oauth2/callback") ==
+             ["state_not_this_browser", "state_unknown"], timeout=20,
+             what="both refusals in the audit")
+    assert all(d["subject"] == "anonymous" for d in records(env.rs)
+               if d["path"] == "/oauth2/callback")
+
+
+def test_replayed_callback_and_code_refused(env):
+    g = gateway(env)
+    s = session()
+    r, back = sign_in(g, s, env.idp)
+    assert r.status_code == 303
+    # The same callback again: the state was taken once (GETDEL).
+    s.cookies.set("portcullis_session_login",
+                  parse_qs(urlparse(back).query)["state"][0],
+                  path="/oauth2/")
+    r = s.get(back, allow_redirects=False, timeout=20)
+    assert r.status_code == 400 and "already finished" in r.text
+    # The same code with a fresh state of this browser: the provider
+    # refuses it (a code is good once).
+    code = parse_qs(urlparse(back).query)["code"][0]
+    s3 = session()
+    _loc, q = begin(g, s3)
+    r = s3.get(g.url + "/oauth2/callback", params={
+        "code": code, "state": q["state"]}, allow_redirects=False,
+        timeout=20)
+    assert r.status_code == 502, r.text
+    assert "refused the sign-in code" in r.text
+    assert code not in r.text
+    wait_for(lambda: sorted(d["auth_failure"] for d in records(env.rs)
+                            if d["path"] == "/oauth2/callback" and
+                            d["auth_failure"]) ==
+             ["code_refused", "state_unknown"], timeout=20,
+             what="both refusals in the audit")
+    everything = json.dumps(records(env.rs)) + g.log_text()
+    assert code not in everything
+
+
+def test_wrong_nonce_refused(env):
+    g = gateway(env)
+    s = session()
+    loc, q = begin(g, s)
+    # The provider signs the nonce it was given; this one is not ours.
+    bad = loc.replace("nonce=" + q["nonce"], "nonce=" + "N" * 43)
+    assert bad != loc
+    back = at_provider(env.idp, bad, q["redirect_uri"])
+    r = s.get(back, allow_redirects=False, timeout=20)
+    assert r.status_code == 403, r.text
+    assert "did not pass the gateway" in r.text
+    assert "portcullis_session=" not in r.headers.get("Set-Cookie", "")
+    failure_of(env, "/oauth2/callback",
+               lambda d: d["auth_failure"] == "nonce_mismatch")
+
+
+def test_provider_access_denied_clear_page(env):
+    g = gateway(env)
+    env.idp.set_state(deny=True)
+    s = session()
+    loc, q = begin(g, s)
+    back = at_provider(env.idp, loc, q["redirect_uri"])
+    assert "error=access_denied" in back
+    r = s.get(back, allow_redirects=False, timeout=20)
+    assert r.status_code == 403
+    assert "access_denied" in r.text and "Sign in" in r.text
+    assert r.headers["Content-Type"].startswith("text/html")
+    failure_of(env, "/oauth2/callback",
+               lambda d: d["auth_failure"] == "provider_access_denied")
+    # An error value with markup is escaped, and the gateway lives on.
+    r = s.get(g.url + "/oauth2/callback", params={
+        "error": "<b>x</b>", "state": q["state"]}, timeout=20)
+    assert "<b>x</b>" not in r.text and "&lt;b&gt;x&lt;/b&gt;" in r.text
+    assert g.http.get(g.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_callback_finished_on_second_instance(env):
+    """Both instances share Redis and the external URL (as behind one
+    load balancer): one starts the sign-in, the other finishes it, and
+    the session works on both."""
+    g1 = gateway(env, name="gw1")
+    cb = g1.url + "/oauth2/callback"
+    g2 = gateway(env, name="gw2", port=env.port2,
+                 sso_extra={"redirect_url": cb})
+    s = session()
+    r, back = sign_in(g1, s, env.idp, callback_on=g2)
+    assert back.startswith(g2.url)
+    assert r.status_code == 303, r.text
+    assert "sso login" in g2.log_text()
+    assert "sso login" not in g1.log_text()
+    for g in (g1, g2):
+        assert 'id="subject">corp:alice<' in signed_in_page(g, s).text
+
+
+def test_expired_session_and_no_session_on_v2(env):
+    g = gateway(env)
+    s = session()
+    sign_in(g, s, env.idp)
+    assert 'id="subject"' in signed_in_page(g, s).text
+    # A session cookie is no credential for the registry API.
+    r = s.get(g.url + "/v2/team/dev/app/tags/list", timeout=20)
+    assert r.status_code == 401
+    # The record's own expiry passed (its key outlived it).
+    with env.rs.client() as c:
+        key = [k for k in c.call("KEYS", "portcullis:sso:session:*")][0]
+        rec = json.loads(c.call("GET", key))
+        rec["expires"] = int(time.time()) - 1
+        c.call("SET", key, json.dumps(rec), "KEEPTTL")
+    r = s.get(g.url + "/", timeout=20)
+    assert r.status_code == 200
+    assert "Your session has ended" in r.text and 'id="subject"' not in \
+        r.text
+    assert any(c.startswith("portcullis_session=;") and "Max-Age=0" in c
+               for c in r.raw.headers.getlist("Set-Cookie"))
+    # A session whose key expired in Redis.
+    s2 = session()
+    sign_in(g, s2, env.idp)
+    with env.rs.client() as c:
+        for k in c.call("KEYS", "portcullis:sso:session:*"):
+            c.call("PEXPIRE", k, "1")
+    wait_for(lambda: "Your session has ended" in s2.get(
+        g.url + "/", timeout=20).text, timeout=10, what="session expiry")
+    # A form posted with an ended session does nothing.
+    r = s2.post(g.url + "/ui/secrets", data={"csrf": "x"}, timeout=20)
+    assert r.status_code == 403
+
+
+def test_forms_need_the_sessions_csrf_token(env):
+    g = gateway(env)
+    s = session()
+    sign_in(g, s, env.idp)
+    page = signed_in_page(g, s).text
+    good = csrf_of(page)
+    other = session()
+    sign_in(g, other, env.idp)
+    others = csrf_of(signed_in_page(g, other).text)
+    assert others != good
+    for data in ({"name": "x"}, {"name": "x", "csrf": ""},
+                 {"name": "x", "csrf": "A" * 43},
+                 {"name": "x", "csrf": others},
+                 {"name": "x", "csrf": good[:-1]}):
+        r = s.post(g.url + "/ui/secrets", data=data, timeout=20)
+        assert r.status_code == 403, (data, r.status_code)
+        assert "CSRF" in r.text
+        assert not SECRET_RE.search(r.text)
+    for path, data in (("/logout", {}), ("/ui/secrets/revoke",
+                                          {"id": "0" * 16})):
+        r = s.post(g.url + path, data=data, allow_redirects=False,
+                   timeout=20)
+        assert r.status_code == 403
+    with env.rs.client() as c:
+        assert c.call("KEYS", "portcullis:secret:*") == []
+    # Still signed in (logout refused); the right token works.
+    r = s.post(g.url + "/ui/secrets", data={"csrf": good, "name": "ok"},
+               timeout=20)
+    assert r.status_code == 200 and SECRET_RE.search(r.text)
+    fails = [d for d in records(env.rs) if d["auth_failure"] == "csrf"]
+    wait_for(lambda: len([d for d in records(env.rs)
+                          if d["auth_failure"] == "csrf"]) == 7,
+             timeout=20, what="seven csrf refusals in the audit")
+    assert fails is not None
+
+
+def test_html_injection_through_claims_escaped(env):
+    env.idp.set_state(accounts={"alice": {
+        "email": "a@example.test\"><script>alert(2)</script>",
+        "name": "<script>alert(1)</script>",
+        "groups": ["dev", "<img src=x onerror=alert(3)>"]}}, login="alice")
+    g = gateway(env)
+    s = session()
+    r, _back = sign_in(g, s, env.idp)
+    assert r.status_code == 303, r.text
+    t = signed_in_page(g, s).text
+    assert "<script>" not in t and "<img" not in t
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in t
+    assert "corp:&lt;img src=x onerror=alert(3)&gt;" in t
+    assert "&quot;&gt;&lt;script&gt;alert(2)" in t
+    # The page allows no script at all anyway.
+    r = s.get(g.url + "/", timeout=20)
+    assert "script-src" not in r.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+
+
+# --- a misbehaving provider (TEST DOUBLE: lib/hostile_idp.py) ---
+
+def _b64u(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+class DoubleKey:
+    """An RSA key the double publishes, and RS256 signing with it."""
+
+    def __init__(self, kid="double-1"):
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        self.kid = kid
+        self.key = rsa.generate_private_key(public_exponent=65537,
+                                            key_size=2048)
+        pub = self.key.public_key().public_numbers()
+        self.jwk = {"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
+                    "n": _b64u(pub.n.to_bytes(256, "big")),
+                    "e": _b64u(pub.e.to_bytes(3, "big"))}
+
+    def sign(self, claims):
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+        h = _b64u(json.dumps({"alg": "RS256", "typ": "JWT",
+                              "kid": self.kid}).encode())
+        p = _b64u(json.dumps(claims).encode())
+        sig = self.key.sign(("%s.%s" % (h, p)).encode(), padding.PKCS1v15(),
+                            hashes.SHA256())
+        return "%s.%s.%s" % (h, p, _b64u(sig))
+
+
+@pytest.fixture
+def double(tmp_path):
+    d = HostileIdP()
+    d.key = DoubleKey()
+    d.discovery(authorization_endpoint=d.url + "/authorize",
+                token_endpoint=d.url + "/token")
+    d.jwks({"keys": [d.key.jwk]})
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def double_gateway(env, double, **kw):
+    g = start_gw(env.tmp, "gw-double", env.port, double, env.rs, **kw)
+    env.stop.append(g)
+    return g
+
+
+def double_signin(g, double, q, aud="gateway", pad=0, answer_pad=0,
+                  nonce=None):
+    now = int(time.time())
+    tok = double.key.sign({"iss": double.issuer, "aud": aud, "sub": "bob",
+                           "nonce": nonce or q["nonce"], "iat": now,
+                           "exp": now + 300, "groups": ["dev"],
+                           "pad": "x" * pad})
+    body = json.dumps({"id_token": tok, "access_token": "at",
+                       "token_type": "Bearer"}).encode() + \
+        b" " * answer_pad
+    double.route("POST", "/token", 200,
+                 {"Content-Type": "application/json"}, body)
+    return tok
+
+
+def test_id_token_for_another_audience_refused(env, double):
+    g = double_gateway(env, double)
+    s = session()
+    _loc, q = begin(g, s)
+    double_signin(g, double, q, aud="another-client")
+    r = s.get(g.url + "/oauth2/callback", params={
+        "code": "c1", "state": q["state"]}, allow_redirects=False,
+        timeout=20)
+    assert r.status_code == 403, r.text
+    failure_of(env, "/oauth2/callback",
+               lambda d: d["auth_failure"] == "wrong_audience")
+    # The code went with client_secret_basic and PKCE.
+    posts = [h for m, p, h in double.seen() if m == "POST"]
+    assert posts and posts[-1]["Authorization"] == "Basic " + \
+        base64.b64encode(b"gateway:" + CLIENT_SECRET.encode()).decode()
+    # Control: the same double, the right audience, signs bob in.
+    s = session()
+    _loc, q = begin(g, s)
+    double_signin(g, double, q)
+    r = s.get(g.url + "/oauth2/callback", params={
+        "code": "c2", "state": q["state"]}, allow_redirects=False,
+        timeout=20)
+    assert r.status_code == 303, r.text
+    assert 'id="subject">corp:bob<' in signed_in_page(g, s).text
+
+
+# --- bounds ---
+
+def test_bounds_state_code_cookie_form(env):
+    g = gateway(env, sso_extra={"max_state_bytes": 64,
+                                "max_code_bytes": 100,
+                                "max_cookie_bytes": 512,
+                                "max_form_bytes": 512})
+    s = session()
+    _loc, q = begin(g, s)
+    r = s.get(g.url + "/oauth2/callback", params={
+        "code": "c", "state": "S" * 65}, timeout=20)
+    assert r.status_code == 400 and "state" in r.text
+    r = s.get(g.url + "/oauth2/callback", params={
+        "code": "c" * 101, "state": q["state"]}, timeout=20)
+    assert r.status_code == 400 and "code" in r.text
+    fails = [d["auth_failure"] for d in records(env.rs)
+             if d["path"] == "/oauth2/callback"]
+    wait_for(lambda: sorted(d["auth_failure"] for d in records(env.rs)
+                            if d["path"] == "/oauth2/callback") ==
+             ["bad_code", "bad_state"], timeout=20, what="two records")
+    assert fails is not None
+    # Under the bounds, the same flow works.
+    s = session()
+    r, _back = sign_in(g, s, env.idp)
+    assert r.status_code == 303
+    page = signed_in_page(g, s).text
+    # A Cookie header over max_cookie_bytes: no session is looked up.
+    s.cookies.set("padding", "p" * 600)
+    r = s.get(g.url + "/", timeout=20)
+    assert 'id="subject"' not in r.text and "Sign in" in r.text
+    s.cookies.set("padding", "p")
+    assert 'id="subject"' in signed_in_page(g, s).text
+    # A form over max_form_bytes: 413, nothing made.
+    r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                             "name": "n" * 600}, timeout=20)
+    assert r.status_code == 413
+
+
+def test_bounds_token_answer_and_id_token(env, double):
+    g = double_gateway(env, double, sso_extra={
+        "max_token_response_bytes": 4096, "max_id_token_bytes": 2048})
+    cases = [({"answer_pad": 5000}, 502, "code_exchange_failed"),
+             ({"pad": 1500}, 403, "id_token_too_large"),
+             ({}, 303, "")]
+    for kw, status, why in cases:
+        s = session()
+        _loc, q = begin(g, s)
+        double_signin(g, double, q, **kw)
+        r = s.get(g.url + "/oauth2/callback", params={
+            "code": "c", "state": q["state"]}, allow_redirects=False,
+            timeout=20)
+        assert r.status_code == status, (kw, r.text)
+        if why:
+            failure_of(env, "/oauth2/callback",
+                       lambda d, w=why: d["auth_failure"] == w)
+    assert "larger than 4096" in g.log_text()
+
+
+def test_config_errors(tmp_path, env):
+    from lib.gateway import gateway_bin
+    sf = tmp_path / "cs"
+    sf.write_text("s\n")
+    base = gateway_config({"name": "up1", "url": "http://127.0.0.1:9",
+                           "default": True})
+    cases = [
+        ({"issuer": "nope"}, True, "no identity.issuers entry is named nope"),
+        ({"scopes": ["profile"]}, True, "must include openid"),
+        ({"redirect_url": "http://x.test/cb"}, True, "/oauth2/callback"),
+        ({}, False, "needs the redis section"),
+        ({"cookie_name": "a b"}, True, "letters, digits"),
+        ({"max_state_bytes": 10}, True, "max_state_bytes"),
+    ]
+    for extra, with_redis, msg in cases:
+        cfg = dict(base)
+        cfg["external_url"] = "http://127.0.0.1:1"
+        if with_redis:
+            cfg["redis"] = {"address": env.rs.host}
+        cfg["identity"] = {"issuers": [issuer_entry(env.idp)],
+                           "sso": sso_section(sf, **extra)}
+        p = tmp_path / "c.json"
+        p.write_text(json.dumps(cfg))
+        r = subprocess.run([gateway_bin(), "check-config", "-c", str(p)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0, extra
+        assert msg in r.stderr, (extra, r.stderr)
+        assert "s\n" not in r.stderr.replace(msg, "")
