@@ -379,6 +379,34 @@ sso_redirect(struct req *req, int status, const char *location,
 	req_respond_simple(req, status, NULL, NULL, h);
 }
 
+/* The redirect_uri: redirect_url, else external_url + the callback. */
+static void
+sso_redirect_uri(const struct config *conf, char *buf, size_t len)
+{
+	const struct config_sso	*so = conf->identity->sso;
+	int			 n;
+
+	if (so->redirect_url != NULL) {
+		snprintf(buf, len, "%s", so->redirect_url);
+		return;
+	}
+	n = snprintf(buf, len, "%s", conf->external_url);
+	while (n > 0 && (size_t)n < len && buf[n - 1] == '/')
+		buf[--n] = '\0';
+	if (n >= 0 && (size_t)n < len)
+		snprintf(buf + n, len - n, "/oauth2/callback");
+}
+
+/* The person is the request's principal (pages, the audit record). */
+static void
+sso_principal(struct req *req, struct tok_ident *ti)
+{
+	/* A Basic or Bearer the page ignored may have set one. */
+	tok_ident_unref(req->login);
+	req->login = NULL;
+	token_login_principal(req, ti);
+}
+
 /* --- /login --- */
 
 static void
@@ -405,14 +433,7 @@ sso_login_stored(struct sso_op *op, redisReply *r, int idx)
 		return;
 	}
 	req = sso_take(op);
-	if (so->redirect_url != NULL)
-		snprintf(redir, sizeof(redir), "%s", so->redirect_url);
-	else
-		snprintf(redir, sizeof(redir), "%s/oauth2/callback",
-		    req->conf->external_url);
-	i = strlen(redir);
-	while (i > 0 && redir[i - 1] == '/' && i > 16)
-		i--;
+	sso_redirect_uri(req->conf, redir, sizeof(redir));
 	web_pkce_s256(op->verifier, chal);
 	wbuf_init(&u);
 	wbuf_str(&u, ep);
@@ -513,7 +534,7 @@ sso_session_stored(struct sso_op *op, redisReply *r, int idx)
 	}
 	req = sso_take(op);
 	/* The record's subject: the person who just signed in. */
-	token_login_principal(req, op->ti);
+	sso_principal(req, op->ti);
 	op->ti = NULL;
 	log_info("%llu.%u sso login subject=\"%s\"",
 	    (unsigned long long)req->c->id, req->seq,
@@ -775,11 +796,7 @@ sso_state_taken(struct sso_op *op, redisReply *r, int idx)
 		    "sent no code.");
 		return;
 	}
-	if (so->redirect_url != NULL)
-		snprintf(redir, sizeof(redir), "%s", so->redirect_url);
-	else
-		snprintf(redir, sizeof(redir), "%s/oauth2/callback",
-		    req->conf->external_url);
+	sso_redirect_uri(req->conf, redir, sizeof(redir));
 	/* RFC 6749 4.1.3; RFC 7636 4.5. */
 	wbuf_init(&form);
 	wbuf_str(&form, "grant_type=authorization_code&code=");
@@ -937,7 +954,7 @@ sso_session_got(struct sso_op *op, redisReply *r, int idx)
 	op->sess = s;
 	op->ti = sso_session_ident(s);
 	/* Pages name the person in their audit record. */
-	token_login_principal(op->req, op->ti);
+	sso_principal(op->req, op->ti);
 	op->ti->refcnt++;
 	sso_with_session(op);
 }
