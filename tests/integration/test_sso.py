@@ -35,6 +35,7 @@ from lib.clients import Skopeo
 from lib.gateway import Gateway, gateway_config, upstream
 from lib.hostile_idp import HostileIdP
 from lib.idp import IdP, idp_available
+from lib.pki import PKI
 from lib.redis import RedisServer, entries_to_dicts
 from lib.util import free_port, wait_for
 
@@ -85,7 +86,7 @@ def issuer_entry(idp, **extra):
 
 
 def start_gw(tmp_path, name, port, idp, rs, reg=None, sso_extra=None,
-             issuer_extra=None, audit=True):
+             issuer_extra=None, audit=True, tls=None, redis_extra=None):
     d = tmp_path / name
     d.mkdir(exist_ok=True)
     sf = d / "client.secret"
@@ -96,7 +97,11 @@ def start_gw(tmp_path, name, port, idp, rs, reg=None, sso_extra=None,
     cfg = gateway_config(*ups)
     cfg["listen"] = {"address": "127.0.0.1:%d" % port}
     cfg["external_url"] = "http://127.0.0.1:%d" % port
+    if tls:
+        cfg["listen"]["tls"] = {"cert_file": tls[0], "key_file": tls[1]}
+        cfg["external_url"] = "https://127.0.0.1:%d" % port
     cfg["redis"] = {"address": rs.host}
+    cfg["redis"].update(redis_extra or {})
     if audit:
         cfg["audit"] = {"redis": rs.host, "stream": STREAM,
                         "spool_file": str(d / "spool"), "timeout": 2}
@@ -105,7 +110,7 @@ def start_gw(tmp_path, name, port, idp, rs, reg=None, sso_extra=None,
         "issuers": [issuer_entry(idp, **(issuer_extra or {}))],
         "sso": sso_section(sf, **(sso_extra or {})),
     }
-    g = Gateway(d, cfg)
+    g = Gateway(d, cfg, tls_client={"ca": tls[2]} if tls else None)
     wait_for(lambda: "oidc keys_loaded issuer=corp" in g.log_text(),
              timeout=30, what="the issuer's keys")
     return g
@@ -119,8 +124,8 @@ def env(tmp_path):
     e.stop.append(e.rs)
     e.port = free_port()
     e.port2 = free_port()
-    cbs = ["http://127.0.0.1:%d/oauth2/callback" % p
-           for p in (e.port, e.port2)]
+    cbs = ["%s://127.0.0.1:%d/oauth2/callback" % (sch, p)
+           for p in (e.port, e.port2) for sch in ("http", "https")]
     e.idp = IdP(tmp_path / "idp", redirect_uris=cbs)
     e.stop.append(e.idp)
     e.idp.set_state(accounts={"alice": {
@@ -754,3 +759,84 @@ def test_config_errors(tmp_path, env):
         assert r.returncode != 0, extra
         assert msg in r.stderr, (extra, r.stderr)
         assert "s\n" not in r.stderr.replace(msg, "")
+
+
+def test_session_cookie_secure_over_tls(env, tmp_path):
+    pki = PKI(tmp_path / "gw-pki")
+    cert, key = pki.issue("gateway", "/CN=127.0.0.1", san="IP:127.0.0.1")
+    g = gateway(env, tls=(cert, key, pki.ca))
+    s = session()
+    s.verify = pki.ca
+    loc, q = begin(g, s)
+    assert q["redirect_uri"] == "https://127.0.0.1:%d/oauth2/callback" % (
+        g.port)
+    back = at_provider(env.idp, loc, q["redirect_uri"])
+    r = s.get(back, allow_redirects=False, timeout=20)
+    assert r.status_code == 303, r.text
+    sc = r.raw.headers.getlist("Set-Cookie")
+    sess = [c for c in sc if c.startswith("portcullis_session=")][0]
+    assert "; Secure" in sess and "HttpOnly" in sess
+    assert 'id="subject">corp:alice<' in signed_in_page(g, s).text
+
+
+# The README's ACL lines: the audit's, the gateway's for secrets and
+# revocation, and the sign-in's.
+AUDIT_ACL = ("+evalsha +script|load +xadd +xtrim +xrange +xrevrange +xread "
+             "+hget +hset +del +unlink +type +time +pexpire +zadd "
+             "+zrangebyscore +zrem +zcard +zpopmin +select +ping").split()
+SECRETS_ACL = "+hgetall +hset +subscribe +select +ping".split()
+SSO_ACL = ("+set +get +getdel +del +eval +scard +sismember +smembers "
+           "+hsetnx +sadd +publish").split()
+
+
+def test_readme_acl_user_is_enough(tmp_path, start_registry, single_image):
+    """The whole sign-in, a secret made, used, listed and revoked, and
+    the activity read, as an ACL user with only the README's commands."""
+    pw = "sso-acl-Pw-41x"
+    rs = RedisServer(tmp_path / "redis-acl", requirepass="admin-Pw-1",
+                     users=[["portcullis", "on", ">" + pw, "resetkeys",
+                             "~portcullis:*", "resetchannels",
+                             "&portcullis:revoke", "-@all"] + AUDIT_ACL +
+                            SECRETS_ACL + SSO_ACL])
+    pwf = tmp_path / "redis.pw"
+    pwf.write_text(pw + "\n")
+    os.chmod(pwf, 0o600)
+    port = free_port()
+    idp = IdP(tmp_path / "idp", redirect_uris=[
+        "http://127.0.0.1:%d/oauth2/callback" % port])
+    reg = start_registry()
+    g = None
+    try:
+        g = start_gw(tmp_path, "gw-acl", port, idp, rs, reg=reg,
+                     redis_extra={"username": "portcullis",
+                                  "password_file": str(pwf)})
+        s = session()
+        r, _back = sign_in(g, s, idp)
+        assert r.status_code == 303, r.text
+        page = signed_in_page(g, s).text
+        r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                                 "name": "acl"}, timeout=20)
+        secret = SECRET_RE.search(r.text).group(0)
+        sk = Skopeo(tmp_path / "skopeo")
+        sk("copy", "-q", "--dest-tls-verify=false", single_image.ref,
+           "docker://%s/team/x:v1" % reg.host)
+        sk("login", "--tls-verify=false", "-u", "corp_alice", "-p", secret,
+           g.host)
+        sk("inspect", "--tls-verify=false", "docker://%s/team/x:v1" % g.host)
+        wait_for(lambda: "team/x" in signed_in_page(g, s).text.split(
+            'id="activity"')[1], timeout=20, what="the pull in activity")
+        page = signed_in_page(g, s).text
+        assert secret[4:20] in page and ">active<" in page
+        r = s.post(g.url + "/ui/secrets/revoke", data={
+            "csrf": csrf_of(page), "id": secret[4:20]}, timeout=20)
+        assert ">revoked<" in r.text
+        r = s.post(g.url + "/logout", data={"csrf": csrf_of(r.text)},
+                   timeout=20)
+        assert "Sign in" in r.text
+        assert "NOPERM" not in g.log_text() and "noperm" not in \
+            g.log_text().lower()
+    finally:
+        if g is not None:
+            g.stop()
+        idp.stop()
+        rs.stop()
