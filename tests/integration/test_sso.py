@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from urllib.parse import parse_qs, urljoin, urlparse
@@ -34,6 +35,7 @@ import requests
 from lib.clients import Skopeo
 from lib.gateway import Gateway, gateway_config, upstream
 from lib.hostile_idp import HostileIdP
+from lib.hostile_upstream import DripService
 from lib.idp import IdP, idp_available
 from lib.pki import PKI
 from lib.redis import RedisServer, entries_to_dicts
@@ -840,3 +842,36 @@ def test_readme_acl_user_is_enough(tmp_path, start_registry, single_image):
             g.stop()
         idp.stop()
         rs.stop()
+
+
+def test_client_gone_during_code_exchange_cancels_it(env, double):
+    """A browser that goes away while the gateway waits for the token
+    endpoint (a TEST DOUBLE that drips its answer): the exchange is
+    cancelled (its connection closed at once), nothing is left behind."""
+    drip = DripService(count=300, every=0.1)
+    try:
+        double.discovery(authorization_endpoint=double.url + "/authorize",
+                         token_endpoint=drip.url + "/token")
+        g = double_gateway(env, double,
+                           issuer_extra={"jwks_hosts": [drip.host]})
+        s = session()
+        _loc, q = begin(g, s)
+        c = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+        c.sendall(("GET /oauth2/callback?code=c&state=%s HTTP/1.1\r\n"
+                   "Host: 127.0.0.1\r\nCookie: portcullis_session_login=%s"
+                   "\r\n\r\n" % (q["state"], q["state"])).encode())
+        wait_for(lambda: drip.sent and drip.sent[0] >= 2, timeout=20,
+                 what="the exchange under way")
+        c.close()
+        wait_for(lambda: drip.done(0), timeout=10,
+                 what="the exchange's connection closed")
+        assert drip.sent[0] < 300
+        assert g.http.get(g.url + "/healthz", timeout=5).status_code == 200
+        # The state was used: the same callback cannot be finished now.
+        s.cookies.set("portcullis_session_login", q["state"],
+                      path="/oauth2/")
+        r = s.get(g.url + "/oauth2/callback", params={
+            "code": "c", "state": q["state"]}, timeout=20)
+        assert r.status_code == 400
+    finally:
+        drip.stop()
