@@ -240,6 +240,8 @@ audit_action(const struct req *req)
 			return ("login");
 		if (strncmp(req->path, "/admin/", 7) == 0)
 			return ("admin");
+		if (strncmp(req->path, "/ui/secrets", 11) == 0)
+			return ("secret");
 		return ("other");
 	}
 	if (strcmp(req->path, "/v2") == 0 || strcmp(req->path, "/v2/") == 0)

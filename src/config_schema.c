@@ -46,6 +46,9 @@ static const char *cfg_check_issuer(const char *);
 static const char *cfg_check_claim(const char *);
 static const char *cfg_check_audience(const char *);
 static const char *cfg_check_algorithm(const char *);
+static const char *cfg_check_redirect_url(const char *);
+static const char *cfg_check_scope_token(const char *);
+static const char *cfg_check_cookie_name(const char *);
 
 static const char *const cfg_verify_names[] = {
 	"none", "optional", "require", NULL
@@ -947,6 +950,108 @@ static const struct cfg_key cfg_token_keys[] = {
 	{ .name = NULL }
 };
 
+
+/*
+ * Browser sign-in (sso.c, sso_page.c; README "Sign-in for people
+ * (browser)").  Every key reloads; sessions and states live in Redis and
+ * outlast a reload.
+ */
+#define SSO_OFF(f)	offsetof(struct config_sso, f)
+static const struct cfg_key cfg_sso_keys[] = {
+	{ .name = "issuer", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = SSO_OFF(issuer),
+	  .check = cfg_check_name,
+	  .help = "Name of the identity.issuers entry people sign in at; its "
+	  "discovery document gives the authorization and token endpoints, "
+	  "its keys verify the id_token, its prefix, subject_claim and "
+	  "groups_claim make the principal." },
+	{ .name = "client_id", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = SSO_OFF(client_id),
+	  .check = cfg_check_audience,
+	  .help = "The gateway's client at the provider (a confidential "
+	  "client, client_secret_basic); the id_token's aud must name it." },
+	{ .name = "client_secret_file", .type = CFG_PATH,
+	  .flags = CFG_RELOAD | CFG_REQUIRED,
+	  .off = SSO_OFF(client_secret_file), .loaded = cfg_load_sso_secret,
+	  .help = "File holding the client secret on one line; relative to "
+	  "the configuration file. Never printed." },
+	{ .name = "redirect_url", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(redirect_url), .check = cfg_check_redirect_url,
+	  .def_doc = "external_url + /oauth2/callback",
+	  .help = "The redirect_uri registered at the provider: an http(s) "
+	  "URL whose path is /oauth2/callback. Without it external_url is "
+	  "required (the Host header is the client's to choose)." },
+	{ .name = "scopes", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(scopes), .count_off = SSO_OFF(nscopes), .min = 1,
+	  .max = 32, .check = cfg_check_scope_token,
+	  .def_doc = "[\"openid\", \"profile\", \"email\", \"groups\"]",
+	  .help = "Scopes asked for; must include openid." },
+	{ .name = "key_prefix", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(key_prefix), .def_str = "portcullis:sso:",
+	  .check = cfg_check_stream_key,
+	  .help = "Prefix of the Redis keys of sign-in states "
+	  "(<prefix>state:<state>) and sessions (<prefix>session:<SHA-256 "
+	  "of the cookie>)." },
+	{ .name = "cookie_name", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(cookie_name), .def_str = "portcullis_session",
+	  .check = cfg_check_cookie_name,
+	  .help = "Name of the session cookie: letters, digits, '_' and "
+	  "'-', at most 64." },
+	{ .name = "session_lifetime", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(session_ttl_ms), .min = 60000, .max = 604800000,
+	  .def = 28800000,
+	  .help = "How long a browser session lasts from sign-in (the "
+	  "cookie's Max-Age and the Redis key's expiry)." },
+	{ .name = "state_lifetime", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(state_ttl_ms), .min = 10000, .max = 3600000,
+	  .def = 600000,
+	  .help = "How long a sign-in started at /login may take to come "
+	  "back to /oauth2/callback; the state is used once." },
+	{ .name = "secret_lifetime", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(secret_lifetime), .min = 0, .max = 315360000,
+	  .def = 7776000,
+	  .help = "Seconds a secret made on the landing page is valid "
+	  "(0: until revoked)." },
+	{ .name = "max_secrets", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(max_secrets), .min = 1, .max = 1000, .def = 20,
+	  .help = "Secrets one person may hold from the landing page "
+	  "(revoked and expired ones count until deleted); the list shows "
+	  "at most this many." },
+	{ .name = "activity_records", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(activity_records), .min = 0, .max = 200, .def = 20,
+	  .help = "Recent audit records of the person shown on the landing "
+	  "page (0: none)." },
+	{ .name = "max_cookie_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(max_cookie_bytes), .min = 256, .max = 16384,
+	  .def = 4096,
+	  .help = "Longest Cookie header looked into; a longer one is "
+	  "treated as no session." },
+	{ .name = "max_state_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(max_state_bytes), .min = 43, .max = 1024, .def = 128,
+	  .help = "Longest state parameter taken on the callback; longer is "
+	  "400." },
+	{ .name = "max_code_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(max_code_bytes), .min = 16, .max = 16384,
+	  .def = 2048,
+	  .help = "Longest authorization code taken on the callback; longer "
+	  "is 400." },
+	{ .name = "max_token_response_bytes", .type = CFG_SIZE,
+	  .flags = CFG_RELOAD, .off = SSO_OFF(max_token_response_bytes),
+	  .min = 1024, .max = 1048576, .def = 65536,
+	  .help = "Largest token endpoint answer read; larger fails the "
+	  "sign-in." },
+	{ .name = "max_id_token_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(max_id_token_bytes), .min = 512, .max = 65536,
+	  .def = 16384,
+	  .help = "Longest id_token verified; longer fails the sign-in." },
+	{ .name = "max_form_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(max_form_bytes), .min = 256, .max = 65536,
+	  .def = 4096,
+	  .help = "Largest form posted to the landing page (create or revoke "
+	  "a secret, sign out); larger is 413." },
+	{ .name = NULL }
+};
+
 #define IDENT_OFF(f)	offsetof(struct config_identity, f)
 static const struct cfg_key cfg_identity_keys[] = {
 	{ .name = "token", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
@@ -968,6 +1073,13 @@ static const struct cfg_key cfg_identity_keys[] = {
 	  "leeway, while the key that verified them is still the "
 	  "issuer's) so repeated requests skip the signature check; 0 "
 	  "keeps none." },
+	{ .name = "sso", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
+	  .off = IDENT_OFF(sso), .sub = cfg_sso_keys,
+	  .sub_size = sizeof(struct config_sso),
+	  .def_doc = "no browser sign-in",
+	  .help = "Sign-in for people in a browser: /login, "
+	  "/oauth2/callback, the landing page at / (README \"Sign-in for "
+	  "people (browser)\"). Needs the redis section." },
 	{ .name = NULL }
 };
 
@@ -1227,6 +1339,50 @@ cfg_check_spool_file(const char *s)
 {
 	if (*s == '\0' || strlen(s) > 3072 || s[strlen(s) - 1] == '/')
 		return "must be a file name of at most 3072 bytes";
+	return NULL;
+}
+
+/* The SSO redirect_uri: a base URL plus exactly /oauth2/callback. */
+static const char *
+cfg_check_redirect_url(const char *s)
+{
+	static const char	 cb[] = "/oauth2/callback";
+	struct url		 u;
+	char			 base[2048];
+	size_t			 n = strlen(s);
+
+	if (n <= sizeof(cb) - 1 || n >= sizeof(base) ||
+	    strcmp(s + n - (sizeof(cb) - 1), cb) != 0)
+		return "must be an http(s) URL ending in /oauth2/callback";
+	memcpy(base, s, n - (sizeof(cb) - 1));
+	base[n - (sizeof(cb) - 1)] = '\0';
+	if (strchr(base + 8, '/') != NULL)
+		return "must be the gateway's origin + /oauth2/callback";
+	return cfg_check_base_url(base, &u);
+}
+
+/* An OAuth scope token (RFC 6749 3.3): printable, no space or quote. */
+static const char *
+cfg_check_scope_token(const char *s)
+{
+	if (!cfg_printable(s, 128, 0))
+		return "must be 1 to 128 printable ASCII characters, no "
+		    "spaces, quotes or backslashes";
+	return NULL;
+}
+
+/* A cookie name: an RFC 6265 token, kept to a safe subset. */
+static const char *
+cfg_check_cookie_name(const char *s)
+{
+	size_t	 n;
+
+	for (n = 0; s[n] != '\0'; n++)
+		if (!isalnum((unsigned char)s[n]) && s[n] != '_' &&
+		    s[n] != '-')
+			break;
+	if (n == 0 || s[n] != '\0' || n > 64)
+		return "must be 1 to 64 letters, digits, '_' or '-'";
 	return NULL;
 }
 

@@ -97,6 +97,7 @@ struct pc_ctx {
 	struct revoke			*revoke;	/* NULL: no redis */
 	struct secrets			*secrets;	/* NULL: no redis */
 	struct uploads			*uploads;	/* NULL: none yet */
+	struct sso			*sso;		/* browser sign-in */
 };
 
 /* log.c */
@@ -430,6 +431,7 @@ struct proxy *proxy_fetch_url(struct pc_ctx *, struct config *,
 	    const struct config_upstream *, const struct url *,
 	    const struct origin *, const char *, size_t, proxy_url_cb, void *,
 	    const char *);
+void	proxy_fetch_set_form(struct proxy *, const char *, size_t);
 void	proxy_resume(struct proxy *);
 void	proxy_free(struct proxy *);
 
@@ -469,6 +471,12 @@ void		 audit_framing(struct conn *, int, enum pc_err, const char *,
 		    uint64_t, uint64_t);
 struct rds	*audit_redis(struct pc_ctx *);
 const char	*audit_script(void);
+
+/* sso.c: sign-in for people in a browser (identity.sso). */
+int	sso_wants(const struct req *);
+void	sso_start(struct req *);
+void	sso_init(struct pc_ctx *);
+void	sso_free(struct pc_ctx *);
 
 /* audit_query.c: audit query, tail and generate (CLI). */
 int		 audit_cli(int, char **);

@@ -44,6 +44,8 @@ struct proxy {
 	size_t				 sink_max;
 	int				 too_large;
 	char				*extra;		/* header lines */
+	char				*form;		/* a fetch's POST body */
+	size_t				 formlen;
 	struct hframe			 rf;
 	char				*token;
 	int				 auth_tried;

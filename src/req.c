@@ -826,6 +826,11 @@ req_route(struct req *req)
 			req_fail(req, ERR_NOT_FOUND, NULL);
 		return;
 	}
+	/* Sign-in for people (sso.c): its own pages, never proxied. */
+	if (sso_wants(req)) {
+		sso_start(req);
+		return;
+	}
 	/* The token service (token.c): its own answers, never proxied. */
 	if (strcmp(req->path, "/token") == 0) {
 		token_start(req);
