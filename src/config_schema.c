@@ -265,7 +265,8 @@ static const struct cfg_key cfg_revocation_keys[] = {
 	{ .name = "key", .type = CFG_STRING, .off = CFG_OFF(revocation_key),
 	  .def_str = "portcullis:revoked", .check = cfg_check_stream_key,
 	  .help = "Redis hash of not-before times: field s:SUBJECT per "
-	  "subject, field all for every subject." },
+	  "subject, field all for every subject; x:ID per revoked secret "
+	  "(its revocation time)." },
 	{ .name = "channel", .type = CFG_STRING,
 	  .off = CFG_OFF(revocation_channel), .def_str = "portcullis:revoke",
 	  .check = cfg_check_stream_key,

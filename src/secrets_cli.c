@@ -342,6 +342,45 @@ scli_list(const struct config *conf)
 	return (0);
 }
 
+/*
+ * Delete the x:ID fields of secrets revoked more than REVOKE_SECRET_KEEP
+ * ago: every token they could refuse has expired, and the gateways no
+ * longer hold them (revoke.h).  Best effort: a failure leaves fields the
+ * gateways skip anyway.
+ */
+static void
+scli_reclaim(redisContext *rc, const struct config *conf)
+{
+	redisReply	*r, *d, *f, *v;
+	int64_t		 now = time(NULL);
+	size_t		 i, n = 0;
+
+	r = redisCommand(rc, "HGETALL %s", conf->revocation_key);
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+		freeReplyObject(r);
+		return;
+	}
+	for (i = 0; i + 1 < r->elements; i += 2) {
+		f = r->element[i];
+		v = r->element[i + 1];
+		if (f->type != REDIS_REPLY_STRING ||
+		    v->type != REDIS_REPLY_STRING ||
+		    f->len != 2 + SECRET_ID_LEN ||
+		    memcmp(f->str, REVOKE_SECRET_FIELD, 2) != 0 ||
+		    strtoll(v->str, NULL, 10) + REVOKE_SECRET_KEEP > now)
+			continue;
+		d = redisCommand(rc, "HDEL %s %b", conf->revocation_key,
+		    f->str, f->len);
+		if (d != NULL && d->type == REDIS_REPLY_INTEGER)
+			n += d->integer;
+		freeReplyObject(d);
+	}
+	freeReplyObject(r);
+	if (n > 0)
+		printf("reclaimed %zu revoked secret(s) past keeping in %s\n",
+		    n, conf->revocation_key);
+}
+
 static int
 scli_revoke(const struct config *conf, const char *id)
 {
@@ -378,6 +417,18 @@ scli_revoke(const struct config *conf, const char *id)
 	if (r == NULL || r->type != REDIS_REPLY_INTEGER)
 		return (scli_failed(rc, r, "revoke"));
 	freeReplyObject(r);
+	/*
+	 * The revocation table's entry: every instance refuses the tokens
+	 * already issued for the secret (revoke.h), including one that
+	 * misses the message and reads the hash when it is back.
+	 */
+	r = redisCommand(rc, "HSETNX %s %s%s %s", conf->revocation_key,
+	    REVOKE_SECRET_FIELD, id, now);
+	if (r == NULL || r->type != REDIS_REPLY_INTEGER)
+		return (scli_failed(rc, r, "revoke (the record is marked; "
+		    "tokens already issued for it live until they expire)"));
+	freeReplyObject(r);
+	scli_reclaim(rc, conf);
 	snprintf(msg, sizeof(msg), "secret %s", id);
 	r = redisCommand(rc, "PUBLISH %s %s", conf->revocation_channel, msg);
 	if (r == NULL || r->type != REDIS_REPLY_INTEGER)
