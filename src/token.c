@@ -165,7 +165,9 @@ tok_scope_bits_allowed(struct req *req, const struct scope *s)
  * minutes, leaked, must not buy a week of refresh tokens.
  *
  *	Basic / password grant	the IdP JWT's exp, the secret's expiry
- *	refresh grant		the refresh token's exp (itself capped so)
+ *	refresh grant		the refresh token's exp (itself capped so);
+ *				any gateway token's, its exp (1, over,
+ *				when it has none: never "no end")
  *	mTLS			the client certificate's notAfter
  *
  * The one place a login's end is decided: issue 10's SSO logins, whose
@@ -177,8 +179,7 @@ tok_credential_end(const struct req *req)
 	if (req->login != NULL)
 		return (req->login->exp > 0 ? req->login->exp : 0);
 	if (req->tok != NULL)
-		return (req->tok->refresh && req->tok->exp > 0 ?
-		    req->tok->exp : 0);
+		return (req->tok->exp > 0 ? req->tok->exp : 1);
 	if (req->principal.method == AUTH_MTLS)
 		return (req->c->tls_not_after);
 	return (0);
@@ -586,6 +587,18 @@ tok_get(struct req *req)
 	if (auth != NULL && strncasecmp(auth, "Basic ", 6) == 0 &&
 	    req->login == NULL) {
 		tok_login(req, auth, NULL, 0, tok_get_login_done);
+		return;
+	}
+	/*
+	 * A client certificate whose subject was revoked after it was
+	 * issued (identity.c): a login refused, not an anonymous token.
+	 */
+	if (auth == NULL && req->c->tls_subject != NULL &&
+	    req->principal.method == AUTH_ANONYMOUS &&
+	    req->auth_failure != NULL &&
+	    strcmp(req->auth_failure, "revoked") == 0) {
+		token_refuse(req, "revoked", "the client certificate's "
+		    "subject is revoked");
 		return;
 	}
 	if ((set = scope_set_new(tk->max_scopes)) == NULL)
