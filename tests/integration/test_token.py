@@ -429,6 +429,39 @@ def test_scope_bounds(gw, pki):
     assert r.status_code == 413
 
 
+def test_service_parameter_is_exact(gw, pki):
+    """A service= that is present must be exactly the token service's:
+    one too long to be it, one holding %00 (alone or after the service)
+    and another one are each a 400 saying which, never taken for an
+    absent service (which is fine) and answered with a token; the same
+    in a POST form."""
+    s = sess(pki)
+    url = gw.url + "/token"
+    scope = "scope=repository:pub/app:pull"
+    r = s.get(url + "?" + scope, timeout=15)
+    assert r.status_code == 200 and "token" in r.json()
+    r = s.get(url + "?service=%s&%s" % (SERVICE, scope), timeout=15)
+    assert r.status_code == 200
+    cases = [("service=" + "a" * 256, "longer than 255 bytes"),
+             ("service=" + "a" * 4000, "longer than 255 bytes"),
+             ("service=%00", "NUL"),
+             ("service=%s%%00" % SERVICE, "NUL"),
+             ("service=%s%%00junk" % SERVICE, "NUL"),
+             ("service=" + SERVICE + "x", "unknown service"),
+             ("service=", "unknown service")]
+    for q, why in cases:
+        r = s.get(url + "?" + q + "&" + scope, timeout=15)
+        assert r.status_code == 400, (q, r.status_code)
+        assert why in r.text and SERVICE in r.text, (q, r.text)
+        assert "access_token" not in r.text
+        r = s.post(url, data="grant_type=password&" + q + "&password=x",
+                   headers={"Content-Type":
+                            "application/x-www-form-urlencoded"},
+                   timeout=15)
+        assert r.status_code == 400, (q, r.status_code)
+        assert why in r.text, (q, r.text)
+
+
 def test_failed_login_audited(gw, pki, redis_mod):
     s = sess(pki)
     r = s.get(gw.url + "/token", params={"service": SERVICE,
