@@ -208,8 +208,9 @@ revoke_sync_secret(struct revoke *rv, const redisReply *f, int64_t at,
     size_t *learned)
 {
 	struct revoke_event	 ev;
-	char			 id[SECRET_ID_LEN + 1], fake[SECRET_LEN + 1];
+	char			 id[SECRET_ID_LEN + 1];
 	char			 pid[SECRET_ID_LEN + 1];
+	char			 fake[SECRET_LEN + 1];
 
 	memcpy(id, f->str + 2, SECRET_ID_LEN);
 	id[SECRET_ID_LEN] = '\0';

@@ -45,7 +45,7 @@ struct revoke;
 #define REVOKE_MAX_LISTENERS	8
 
 #define REVOKE_SECRET_FIELD	"x:"	/* revocation.key field prefix */
-#define REVOKE_SECRET_KEY_BYTE	'\001'	/* no subject has it (control) */
+#define REVOKE_SECRET_KEY_BYTE	'\001'	/* no subject has it */
 #define REVOKE_SECRET_KEEP	(86400 + 600)
 
 enum revoke_kind {

@@ -36,8 +36,8 @@ int		 revtab_set_all(struct revtab *, int64_t t);
  * has passed (revtab_sweep): a revoked secret's, which no token outlives
  * (revoke.h).  The later until of two settings is kept.
  */
-int		 revtab_set_until(struct revtab *, const char *key, int64_t t,
-		    int64_t until);
+int		 revtab_set_until(struct revtab *, const char *key,
+		    int64_t t, int64_t until);
 /* The entry's own time, without the global one (0: none). */
 int64_t		 revtab_get(const struct revtab *, const char *key);
 /*

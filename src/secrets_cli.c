@@ -39,7 +39,8 @@ static const char scli_usage[] =
     "DUR: a number and s, m, h, d or w (90d); default: never expires.\n"
     "list: every secret's id, subject, name, groups, times and state;\n"
     "never a secret or a hash.\n"
-    "revoke: refuse the secret ID from now on, on every instance.\n"
+    "revoke: refuse the secret ID, and the tokens issued for it, from\n"
+    "now on, on every instance.\n"
     "verify: read secrets from standard input, one per line, and say for\n"
     "each whether a gateway would accept it and whose it is (ok ...), or\n"
     "why not (refused reason=...); exit 0 when every one was accepted.\n";

@@ -165,7 +165,7 @@ tok_scope_bits_allowed(struct req *req, const struct scope *s)
  * minutes, leaked, must not buy a week of refresh tokens.
  *
  *	Basic / password grant	the IdP JWT's exp, the secret's expiry
- *	refresh grant		the refresh token's exp (itself capped so);
+ *	refresh grant		the refresh token's exp (capped so);
  *				any gateway token's, its exp (1, over,
  *				when it has none: never "no end")
  *	mTLS			the client certificate's notAfter

@@ -10,7 +10,7 @@
 #define TOK_REFRESH_AUD_PREFIX	"refresh:"
 #define TOK_AUD_MAX		300
 
-#define TOK_SERVICE_MAX		255	/* bytes of service= (the config's) */
+#define TOK_SERVICE_MAX		255	/* bytes of service= */
 
 struct req;
 
