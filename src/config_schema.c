@@ -289,7 +289,8 @@ static const struct cfg_key cfg_revocation_keys[] = {
 	{ .name = "key", .type = CFG_STRING, .off = CFG_OFF(revocation_key),
 	  .def_str = "portcullis:revoked", .check = cfg_check_stream_key,
 	  .help = "Redis hash of not-before times: field s:SUBJECT per "
-	  "subject, field all for every subject." },
+	  "subject, field all for every subject; x:ID per revoked secret "
+	  "(its revocation time)." },
 	{ .name = "channel", .type = CFG_STRING,
 	  .off = CFG_OFF(revocation_channel), .def_str = "portcullis:revoke",
 	  .check = cfg_check_stream_key,
@@ -298,7 +299,8 @@ static const struct cfg_key cfg_revocation_keys[] = {
 	{ .name = "max_subjects", .type = CFG_INT,
 	  .off = CFG_OFF(revocation_max_subjects), .min = 1,
 	  .max = 1 << 24, .def = 100000,
-	  .help = "Subjects the in-memory revocation table holds; past it "
+	  .help = "Subjects the in-memory revocation table holds, each "
+	  "secret revoked in the last 24 h 10 min taking one too; past it "
 	  "every credential is refused (a revocation not held must not "
 	  "leave a token alive) until restarted with more." },
 	{ .name = "resync_interval", .type = CFG_SECONDS,

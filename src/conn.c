@@ -657,6 +657,7 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 		/* TLS handshake done. */
 		c->tls_subject = tls_peer_subject(bev);
 		c->tls_not_after = tls_peer_not_after(bev);
+		c->tls_not_before = tls_peer_not_before(bev);
 		/* RFC 2253 escapes quotes and backslashes: one field. */
 		log_debug("%llu tls handshake done client_subject=\"%s\"",
 		    (unsigned long long)c->id,

@@ -130,6 +130,7 @@ void			 tls_client_free_all(struct pc_ctx *);
 struct ssl_st		*tls_server_ssl(struct ssl_ctx_st *);
 char			*tls_peer_subject(struct bufferevent *);
 int64_t			 tls_peer_not_after(struct bufferevent *);
+int64_t			 tls_peer_not_before(struct bufferevent *);
 void			 tls_free_ctx(struct ssl_ctx_st *);
 const char		*tls_last_error(struct bufferevent *);
 
@@ -149,6 +150,7 @@ struct conn {
 	unsigned char		 peer_addr[16];	/* network order */
 	char			*tls_subject;	/* verified client cert */
 	int64_t			 tls_not_after;	/* its notAfter; 0: none */
+	int64_t			 tls_not_before; /* its notBefore */
 	int			 tls;
 	struct hframe		 hf;
 	struct req		*req;		/* in progress, or NULL */
