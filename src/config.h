@@ -275,6 +275,11 @@ struct config {
 	int			 revocation_max_subjects;
 	int			 revocation_resync_interval_ms;
 
+	/* GET /metrics (README "Metrics"). */
+	char			**metrics_allow;	/* CIDRs, no policy */
+	size_t			 nmetrics_allow;
+	size_t			 metrics_label_values;
+
 	/* Compiled access policy; never NULL (no rules: deny all). */
 	struct policy		*policy;
 	struct pol_src		*policy_src;	/* as written; NULL: none */

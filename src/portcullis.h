@@ -25,6 +25,7 @@
 #include "router.h"
 #include "url.h"
 #include "config.h"
+#include "metrics.h"
 #include "principal.h"
 
 #ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
@@ -95,6 +96,7 @@ struct pc_ctx {
 	struct oidc			*oidc;		/* NULL: no IdPs */
 	struct revoke			*revoke;	/* NULL: no redis */
 	struct secrets			*secrets;	/* NULL: no redis */
+	struct metrics			*metrics;	/* metrics_http.c */
 };
 
 /* log.c */
@@ -525,6 +527,17 @@ const struct config_upstream *
 int		 req_map_name(const struct config_upstream *, const char *,
 		    char *, size_t);
 int		 req_map_from(const struct req *, const char *, char *, size_t);
+
+/* metrics_http.c: GET /metrics, GET /readyz, the metrics hooks. */
+void		 metrics_start(struct pc_ctx *);
+void		 metrics_stop(struct pc_ctx *);
+void		 metrics_http(struct req *);
+void		 metrics_request_done(struct req *);
+void		 metrics_upstream_head(struct pc_ctx *, const char *, int,
+		    uint64_t);
+void		 metrics_upstream_error(struct pc_ctx *, const char *);
+void		 metrics_count_named(struct pc_ctx *, enum metric_id,
+		    const char *);
 
 /* authz.c: the policy gate. */
 int		 authz_request(struct req *);

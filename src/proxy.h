@@ -60,6 +60,7 @@ struct proxy {
 	struct evbuffer			*held;
 	struct headers			 held_hdrs;
 	int				 held_status;
+	uint64_t			 sent_ms;	/* request head out */
 	int				 retired;	/* proxy_free() */
 	struct reap_node		 reap;
 };

@@ -200,6 +200,7 @@ req_free(struct req *req)
 	    req->decision != NULL ? " rule=" : "",
 	    req->decision != NULL ? (req->rule != NULL ? req->rule : "-") :
 	    "");
+	metrics_request_done(req);	/* metrics_http.c */
 	audit_request(req);		/* its one audit record */
 	conn_reap_later(c->ctx, &req->reap, req_destroy, req);
 }
@@ -771,6 +772,12 @@ req_route(struct req *req)
 			return;
 		}
 		req_respond_simple(req, 200, "text/plain", "ok\n", NULL);
+		return;
+	}
+	/* Operations, not audited; /metrics behind its own gate. */
+	if (strcmp(req->path, "/metrics") == 0 ||
+	    strcmp(req->path, "/readyz") == 0) {
+		metrics_http(req);
 		return;
 	}
 	/*

@@ -286,6 +286,7 @@ server_run(const char *path, char **cause)
 	if ((ctx->conf = config_load(path, cause)) == NULL)
 		goto out;
 	log_init(ctx->conf->log_level);
+	metrics_start(ctx);
 	signal(SIGPIPE, SIG_IGN);
 	/* A refused password will not fix itself: stop now, say so. */
 	if (rds_startup_check(ctx->conf, cause) == -1)
@@ -381,6 +382,7 @@ out:
 	tls_free_ctx(ctx->server_tls);
 	if (ctx->base != NULL)
 		event_base_free(ctx->base);
+	metrics_stop(ctx);
 	config_unref(ctx->conf);
 	free(ctx);
 	return (rv);
