@@ -275,6 +275,11 @@ struct config {
 	int			 revocation_max_subjects;
 	int			 revocation_resync_interval_ms;
 
+	/* The admin listener (README "Metrics"); NULL: none. */
+	char			*admin_listen;
+	char			 admin_listen_host[256];	/* "": any */
+	int			 admin_listen_port;
+
 	/* GET /metrics (README "Metrics"). */
 	char			**metrics_allow;	/* CIDRs, no policy */
 	size_t			 nmetrics_allow;

@@ -943,6 +943,15 @@ static const struct cfg_key cfg_identity_keys[] = {
 	{ .name = NULL }
 };
 
+static const struct cfg_key cfg_admin_keys[] = {
+	{ .name = "listen", .type = CFG_STRING, .off = CFG_OFF(admin_listen),
+	  .check = cfg_check_listen, .def_doc = "none",
+	  .help = "A second, plain HTTP listener (host:port, [v6addr]:port "
+	  "or :port) that answers only /metrics, /readyz and /healthz, for "
+	  "a monitoring network; the main listener answers them too." },
+	{ .name = NULL }
+};
+
 static const struct cfg_key cfg_metrics_keys[] = {
 	{ .name = "allow", .type = CFG_STRLIST, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(metrics_allow), .count_off = CFG_OFF(nmetrics_allow),
@@ -1020,6 +1029,8 @@ const struct cfg_key cfg_root_keys[] = {
 	  .sub_size = sizeof(struct pol_src),
 	  .def_doc = "no rules: every request is denied",
 	  .help = "Per-repository access policy (README \"Policy\")." },
+	{ .name = "admin", .type = CFG_OBJECT, .sub = cfg_admin_keys,
+	  .help = "The admin listener (README \"Metrics\")." },
 	{ .name = "metrics", .type = CFG_OBJECT, .sub = cfg_metrics_keys,
 	  .help = "GET /metrics: who may read it, and the bound on label "
 	  "values (README \"Metrics\")." },

@@ -71,6 +71,7 @@ struct pc_ctx {
 	struct evdns_base		*dns;
 	struct config			*conf;
 	struct evconnlistener		*listener;
+	struct evconnlistener		*admin_listener; /* admin.listen */
 	int				 listener_paused; /* at max_conns */
 	struct event			*ev_accept_retry; /* after EMFILE */
 	struct ssl_ctx_st		*server_tls;
@@ -149,6 +150,7 @@ struct conn {
 	char			*tls_subject;	/* verified client cert */
 	int64_t			 tls_not_after;	/* its notAfter; 0: none */
 	int			 tls;
+	int			 admin;		/* on admin.listen */
 	struct hframe		 hf;
 	struct req		*req;		/* in progress, or NULL */
 	uint32_t		 nreqs;
@@ -169,6 +171,8 @@ struct conn {
 
 void	conn_accept(struct pc_ctx *, evutil_socket_t, struct sockaddr *,
 	    int);
+void	conn_accept_admin(struct pc_ctx *, evutil_socket_t,
+	    struct sockaddr *, int);
 void	conn_close(struct conn *, const char *);
 void	conn_close_after_write(struct conn *, const char *);
 void	conn_req_done(struct conn *);

@@ -774,6 +774,13 @@ req_route(struct req *req)
 		req_respond_simple(req, 200, "text/plain", "ok\n", NULL);
 		return;
 	}
+	/* The admin listener answers operations paths only. */
+	if (req->c->admin && strcmp(req->path, "/metrics") != 0 &&
+	    strcmp(req->path, "/readyz") != 0) {
+		req_fail(req, ERR_NOT_FOUND, "the admin listener answers "
+		    "/metrics, /readyz and /healthz");
+		return;
+	}
 	/* Operations, not audited; /metrics behind its own gate. */
 	if (strcmp(req->path, "/metrics") == 0 ||
 	    strcmp(req->path, "/readyz") == 0) {

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -485,6 +486,43 @@ def test_metrics_gate_and_label_bound(start_registry, start_gateway):
     assert sc.get("portcullis_policy_denials_total", rule="no-secret") == 1
     assert sc.get("portcullis_policy_denials_total", rule="_other") == 2
     assert sc.get("portcullis_policy_denials_total", rule="no-private") == 0
+
+
+def test_admin_listener(start_registry, start_gateway):
+    """admin.listen: a plain listener that answers /metrics (under the
+    same gate), /readyz and /healthz and nothing else; the main listener
+    keeps answering them too."""
+    reg = start_registry("up1")
+    port = free_port()
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"), admin={"listen": "127.0.0.1:%d" % port},
+        metrics={"allow": ["127.0.0.1"]}))
+    admin = "http://127.0.0.1:%d" % port
+    s = session()
+    r = s.get(admin + "/metrics", timeout=15)
+    assert r.status_code == 200
+    Scrape(r.text)
+    assert s.get(admin + "/readyz", timeout=15).text == "ready\n"
+    assert s.get(admin + "/healthz", timeout=15).status_code == 200
+    for path in ("/v2/", "/v2/up1/x/tags/list", "/token", "/admin/audit"):
+        r = s.get(admin + path, timeout=15)
+        assert r.status_code == 404, (path, r.status_code)
+        assert "admin listener" in r.text
+    # The main listener still answers /metrics; requests on either count.
+    sc = scrape(gw, s)
+    assert req_count(sc, "metrics", "GET", "2xx") >= 1
+    assert sc.total("portcullis_requests_total", **{"class": "4xx"}) == 4
+    gw.stop()
+    # Taken: the gateway refuses to start, naming the address.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        bport = busy.getsockname()[1]
+        cfg = gateway_config(upstream(reg, prefix="up1"),
+                             admin={"listen": "127.0.0.1:%d" % bport})
+        g = start_gateway(cfg, expect_fail=True)
+        assert g.returncode != 0
+        assert "cannot listen on 127.0.0.1:%d" % bport in g.log_text()
 
 
 def test_metrics_reference_in_readme_matches_the_binary():
