@@ -277,11 +277,11 @@ struct config {
 
 	/* The admin listener (README "Metrics"); NULL: none. */
 	char			*admin_listen;
-	char			 admin_listen_host[256];	/* "": any */
+	char			 admin_listen_host[256]; /* "": any */
 	int			 admin_listen_port;
 
 	/* GET /metrics (README "Metrics"). */
-	char			**metrics_allow;	/* CIDRs, no policy */
+	char			**metrics_allow;	/* networks */
 	size_t			 nmetrics_allow;
 	size_t			 metrics_label_values;
 

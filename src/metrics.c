@@ -79,16 +79,16 @@ static const uint64_t metrics_buckets[METRICS_NBUCKETS] = METRICS_BUCKETS_US;
 #define METRICS_HCOUNT		(METRICS_NBUCKETS + 2)
 
 struct metrics {
-	size_t		 cap;			/* names per dynamic dim */
-	size_t		 card[D__MAX];		/* values (+ other) */
-	char		*names[D__MAX];		/* cap x (NAME_MAX + 1) */
+	size_t		 cap;		/* names per dynamic dim */
+	size_t		 card[D__MAX];	/* values (+ other) */
+	char		*names[D__MAX];	/* cap x (NAME_MAX + 1) */
 	size_t		 nnames[D__MAX];
 	size_t		 nseries[M__MAX];
-	size_t		 first[M__MAX];		/* its first series */
-	size_t		 off[M__MAX];		/* its first value */
+	size_t		 first[M__MAX];	/* its first series */
+	size_t		 off[M__MAX];	/* its first value */
 	uint64_t	*v;
 	size_t		 nv;
-	unsigned char	*seen;			/* per series */
+	unsigned char	*seen;		/* per series */
 	size_t		 nseen;
 };
 

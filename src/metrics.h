@@ -67,7 +67,7 @@ enum metrics_dim {
 	X(MK_REFERRERS, "referrers")					\
 	X(MK_TOKEN, "token")						\
 	X(MK_ADMIN, "admin")						\
-	X(MK_HEALTH, "health")		/* /healthz, /readyz */		\
+	X(MK_HEALTH, "health")		/* /healthz, /readyz */	\
 	X(MK_METRICS, "metrics")					\
 	X(MK_LOGIN, "login")		/* browser SSO, later */	\
 	X(MK_OTHER, "other")		/* not found, malformed */
@@ -103,7 +103,7 @@ enum metrics_dim {
 	X(MAU_WRITTEN, "written")	/* acknowledged by Redis */	\
 	X(MAU_DUPLICATE, "duplicate")	/* Redis had it already */	\
 	X(MAU_SPOOLED, "spooled")					\
-	X(MAU_REPLAYED, "replayed")	/* read back from the spool */	\
+	X(MAU_REPLAYED, "replayed")	/* from the spool */		\
 	X(MAU_DROPPED, "dropped")					\
 	X(MAU_REJECTED, "rejected")	/* request refused, 503 */
 
@@ -177,14 +177,14 @@ enum metrics_lset { METRICS_LSETS(METRICS_LSET_ENUM) L__MAX };
 	  "Upstream response heads received (token requests, probes and " \
 	  "redirects included), by upstream and status class.")		\
 	X(M_UPSTREAM_ERRORS, MT_COUNTER, "portcullis_upstream_errors_total", \
-	  L_UPSTREAM, "Upstream exchanges that failed without a usable "	\
+	  L_UPSTREAM, "Upstream exchanges that failed without a usable " \
 	  "answer (connect, TLS, timeout, framing, refused redirect).")	\
 	X(M_UPSTREAM_SECONDS, MT_HISTOGRAM,				\
 	  "portcullis_upstream_response_seconds", L_UPSTREAM,		\
 	  "Time from sending a request upstream to its response head.")	\
 	X(M_UPSTREAM_RL_REMAINING, MT_GAUGE,				\
 	  "portcullis_upstream_ratelimit_remaining", L_UPSTREAM,	\
-	  "The last RateLimit-Remaining an upstream sent (Docker Hub's "	\
+	  "The last RateLimit-Remaining an upstream sent (Docker Hub's " \
 	  "pull allowance); only upstreams that sent one.")		\
 	X(M_AUTH, MT_COUNTER, "portcullis_auth_checks_total", L_AUTH,	\
 	  "Credentials checked (gateway tokens, IdP JWTs, secrets, "	\
@@ -248,7 +248,8 @@ void		 metrics_reset(struct metrics *);
  * it is new; once the table is full (or the name is empty or longer
  * than METRICS_NAME_MAX), the index of METRICS_OTHER.
  */
-size_t		 metrics_dyn(struct metrics *, enum metrics_dim, const char *);
+size_t		 metrics_dyn(struct metrics *, enum metrics_dim,
+		    const char *);
 /* The series of a label set from each dimension's index, in order. */
 size_t		 metrics_series(const struct metrics *, enum metric_id,
 		    const size_t *);
@@ -263,7 +264,8 @@ void		 metrics_set(struct metrics *, enum metric_id, size_t,
 void		 metrics_observe(struct metrics *, enum metric_id, size_t,
 		    uint64_t);
 /* A counter's or gauge's value; a histogram's count. */
-int64_t		 metrics_get(const struct metrics *, enum metric_id, size_t);
+int64_t		 metrics_get(const struct metrics *, enum metric_id,
+		    size_t);
 
 /* The flat value array (what a master would sum across workers). */
 const uint64_t	*metrics_values(const struct metrics *, size_t *);

@@ -148,7 +148,7 @@ void
 metrics_upstream_head(struct pc_ctx *ctx, const char *upstream, int status,
     uint64_t sent_ms)
 {
-	struct metrics	*m = ctx->metrics;
+	struct metrics	*m = ctx != NULL ? ctx->metrics : NULL;
 	size_t		 ix[2];
 	uint64_t	 now = now_ms();
 
@@ -167,7 +167,7 @@ metrics_upstream_head(struct pc_ctx *ctx, const char *upstream, int status,
 void
 metrics_upstream_error(struct pc_ctx *ctx, const char *upstream)
 {
-	struct metrics	*m = ctx->metrics;
+	struct metrics	*m = ctx != NULL ? ctx->metrics : NULL;
 
 	if (m == NULL || upstream == NULL)
 		return;
@@ -179,7 +179,7 @@ metrics_upstream_error(struct pc_ctx *ctx, const char *upstream)
 void
 metrics_count_named(struct pc_ctx *ctx, enum metric_id id, const char *name)
 {
-	struct metrics	*m = ctx->metrics;
+	struct metrics	*m = ctx != NULL ? ctx->metrics : NULL;
 	enum metrics_dim d;
 
 	if (m == NULL)

@@ -97,7 +97,7 @@ struct pc_ctx {
 	struct oidc			*oidc;		/* NULL: no IdPs */
 	struct revoke			*revoke;	/* NULL: no redis */
 	struct secrets			*secrets;	/* NULL: no redis */
-	struct metrics			*metrics;	/* metrics_http.c */
+	struct metrics			*metrics; /* metrics_http.c */
 };
 
 /* log.c */
