@@ -25,7 +25,8 @@ import requests
 
 from lib.cache import cache_cfg, session
 from lib.gateway import gateway_config, upstream
-from lib.idfix import make_keys, token_cfg
+from lib.idfix import get_token, make_keys, token_cfg
+from lib.lying_upstream import LyingUpstream
 from lib.redis import RedisServer
 from lib.util import free_port, wait_for
 
@@ -411,6 +412,40 @@ def test_pull_and_push_move_the_counters(start_registry, start_gateway,
     assert req_count(s3, "metrics", "GET", "2xx") >= 3
 
 
+def test_upstream_429_and_ratelimit_remaining(start_gateway, tmp_path):
+    liar = LyingUpstream()
+    try:
+        d = liar.add_blob(os.urandom(1000))
+        gw = start_gateway(gateway_config(
+            {"name": "liar", "url": liar.url, "prefix": "liar",
+             "hosts": [liar.host]},
+            cache=cache_cfg(tmp_path / "c"),
+            metrics={"allow": ["127.0.0.1"]}))
+        s = session()
+        s0 = scrape(gw, s)
+        assert ("portcullis_upstream_ratelimit_remaining",
+                frozenset({"upstream": "liar"}.items())) not in s0.samples
+        r = s.get("%s/v2/liar/app/blobs/%s" % (gw.url, d), timeout=30)
+        assert r.status_code == 200
+        s1 = scrape(gw, s)
+        # Docker Hub's form, "42;w=21600": the number.
+        assert s1.get("portcullis_upstream_ratelimit_remaining",
+                      upstream="liar") == 42
+        liar.fail_all(429, retry_after="17")
+        r = s.get("%s/v2/liar/app/manifests/v1" % gw.url, timeout=30)
+        assert r.status_code == 429
+        s2 = scrape(gw, s)
+        assert s2.get("portcullis_upstream_ratelimit_remaining",
+                      upstream="liar") == 0
+        assert req_count(s2, "manifest", "GET", "4xx") == 1
+        assert req_count(s2, "blob", "GET", "2xx") == 1
+        assert s2.get("portcullis_upstream_responses_total", upstream="liar",
+                      **{"class": "4xx"}) >= 1
+        assert s2.total("portcullis_ratelimit_refusals_total") == 0
+    finally:
+        liar.stop()
+
+
 DENY_POLICY = {
     "rules": [
         {"id": "no-secret", "effect": "deny",
@@ -447,7 +482,14 @@ def test_denial_by_rule_and_refused_token_by_reason(start_registry,
               headers={"Authorization": "Bearer not.a-token"})
     assert r.status_code == 401 and "invalid_token" in \
         r.headers["WWW-Authenticate"]
+    # A token the gateway issued verifies: a check that passed.
+    tok = get_token(gw, s, ["repository:up1/pub/app:pull"])["token"]
+    r = s.get(gw.url + "/v2/up1/pub/app/tags/list", timeout=15,
+              headers={"Authorization": "Bearer " + tok})
+    assert r.status_code == 404, r.text      # allowed; no such repository
     s1 = scrape(gw, s)
+    assert s1.get("portcullis_auth_checks_total", result="ok") == 1
+    assert req_count(s1, "token", "GET", "2xx") == 1
     assert s1.get("portcullis_policy_denials_total", rule="no-secret") == 2
     assert s1.get("portcullis_policy_denials_total", rule="pull-all") == 0
     # A refused token is an auth failure, not a policy denial.
@@ -455,7 +497,7 @@ def test_denial_by_rule_and_refused_token_by_reason(start_registry,
     assert s1.get("portcullis_auth_checks_total", result="failed") == 1
     assert s1.total("portcullis_policy_denials_total") == 2
     assert req_count(s1, "manifest", "GET", "4xx") == 1
-    assert req_count(s1, "tags", "GET", "4xx") == 2
+    assert req_count(s1, "tags", "GET", "4xx") == 3
     # The scrapes were allowed by "scraper", not denied.
     assert s1.get("portcullis_policy_denials_total", rule="scraper") == 0
     assert req_count(s1, "metrics", "GET", "2xx") == 1
