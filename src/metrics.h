@@ -157,7 +157,8 @@ enum metrics_lset { METRICS_LSETS(METRICS_LSET_ENUM) L__MAX };
 	  "Client connections accepted.")				\
 	X(M_CACHE_REQUESTS, MT_COUNTER, "portcullis_cache_requests_total", \
 	  L_CACHE, "Cache lookups by result: hit (served from disk), miss " \
-	  "(a fill started), stale (a tag served past its TTL), coalesced " \
+	  "(a fill started), stale (a cached tag served while the upstream " \
+	  "could not be asked), coalesced "				\
 	  "(joined a fill already running).")				\
 	X(M_CACHE_SENT, MT_COUNTER, "portcullis_cache_sent_bytes_total", \
 	  L_CACHE, "Response body bytes sent by cached requests, by "	\
