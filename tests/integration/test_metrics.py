@@ -25,7 +25,8 @@ import requests
 
 from lib.cache import cache_cfg, session
 from lib.gateway import gateway_config, upstream
-from lib.idfix import get_token, make_keys, token_cfg
+from lib.idfix import (get_token, issuer_cfg, make_keys, needs_idp,
+                       start_idp, token_cfg)
 from lib.lying_upstream import LyingUpstream
 from lib.redis import RedisServer
 from lib.util import free_port, wait_for
@@ -639,3 +640,26 @@ def test_readyz_without_a_redis_requirement(start_registry, start_gateway,
                "on_failure": "drop"}))
     assert _readyz(gw) == (200, "ready\n")
     assert session().post(gw.url + "/readyz", timeout=15).status_code == 405
+
+
+@needs_idp
+def test_readyz_waits_for_each_issuers_keys(start_registry, start_gateway,
+                                            tmp_path):
+    """An identity provider that is down when the gateway starts: 503
+    naming the issuer until its keys are fetched (the retry after a failed
+    fetch backs off from min_refresh_interval), then 200."""
+    reg = start_registry("up1")
+    idp = start_idp(tmp_path / "idp")
+    try:
+        idp.stop()
+        gw = start_gateway(gateway_config(
+            upstream(reg, prefix="up1"),
+            identity={"issuers": [issuer_cfg(idp, min_refresh_interval=1,
+                                             refresh=600)]}))
+        st, body = _readyz(gw)
+        assert st == 503 and body.startswith("oidc idp: no keys yet"), body
+        idp.start()
+        wait_for(lambda: _readyz(gw) == (200, "ready\n"), timeout=60,
+                 what="/readyz 200 once the issuer's keys are fetched")
+    finally:
+        idp.stop()
