@@ -746,6 +746,12 @@ cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 		cfg_error(ctx, "/listen/address", "%s",
 		    cfg_check_listen(cfg->listen_address));
 
+	if (cfg->admin_listen != NULL &&
+	    cfg_split_listen(cfg->admin_listen, cfg->admin_listen_host,
+	    sizeof(cfg->admin_listen_host), &cfg->admin_listen_port) == -1)
+		cfg_error(ctx, "/admin/listen", "%s",
+		    cfg_check_listen(cfg->admin_listen));
+
 	if (cfg->tls != NULL && cfg->tls->verify_client != CONFIG_VERIFY_NONE &&
 	    cfg->tls->client_ca_file == NULL)
 		cfg_error(ctx, "/listen/tls/verify_client",

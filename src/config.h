@@ -310,6 +310,16 @@ struct config {
 	int			 revocation_max_subjects;
 	int			 revocation_resync_interval_ms;
 
+	/* The admin listener (README "Metrics"); NULL: none. */
+	char			*admin_listen;
+	char			 admin_listen_host[256]; /* "": any */
+	int			 admin_listen_port;
+
+	/* GET /metrics (README "Metrics"). */
+	char			**metrics_allow;	/* networks */
+	size_t			 nmetrics_allow;
+	size_t			 metrics_label_values;
+
 	/* Compiled access policy; never NULL (no rules: deny all). */
 	struct policy		*policy;
 	struct pol_src		*policy_src;	/* as written; NULL: none */

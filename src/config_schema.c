@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "config_int.h"
+#include "metrics.h"
 #include "netaddr.h"
 #include "policy.h"
 
@@ -49,6 +50,7 @@ static const char *cfg_check_algorithm(const char *);
 static const char *cfg_check_redirect_url(const char *);
 static const char *cfg_check_scope_token(const char *);
 static const char *cfg_check_cookie_name(const char *);
+static const char *cfg_check_net(const char *);
 
 static const char *const cfg_verify_names[] = {
 	"none", "optional", "require", NULL
@@ -1085,6 +1087,33 @@ static const struct cfg_key cfg_identity_keys[] = {
 	{ .name = NULL }
 };
 
+static const struct cfg_key cfg_admin_keys[] = {
+	{ .name = "listen", .type = CFG_STRING, .off = CFG_OFF(admin_listen),
+	  .check = cfg_check_listen, .def_doc = "none",
+	  .help = "A second, plain HTTP listener (host:port, [v6addr]:port "
+	  "or :port) that answers only /metrics, /readyz and /healthz, for "
+	  "a monitoring network; the main listener answers them too." },
+	{ .name = NULL }
+};
+
+static const struct cfg_key cfg_metrics_keys[] = {
+	{ .name = "allow", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(metrics_allow), .count_off = CFG_OFF(nmetrics_allow),
+	  .min = 0, .max = 256, .check = cfg_check_net, .def_doc = "none",
+	  .help = "Client addresses (ADDRESS or ADDRESS/PREFIX, IPv4 or "
+	  "IPv6) that may read GET /metrics without a policy decision, "
+	  "such as the Prometheus server's; everyone else needs the admin "
+	  "action." },
+	{ .name = "label_values", .type = CFG_SIZE,
+	  .off = CFG_OFF(metrics_label_values), .min = 1, .max = 4096,
+	  .def = 256,
+	  .help = "Distinct values kept per label whose values come from "
+	  "the configuration or the code (rule ids, upstream names, "
+	  "failure reasons, Redis links); further values are counted "
+	  "under \"_other\", so the number of series stays bounded." },
+	{ .name = NULL }
+};
+
 const struct cfg_key cfg_root_keys[] = {
 	{ .name = "listen", .type = CFG_OBJECT, .sub = cfg_listen_keys,
 	  .help = "Where clients connect." },
@@ -1144,6 +1173,11 @@ const struct cfg_key cfg_root_keys[] = {
 	  .sub_size = sizeof(struct pol_src),
 	  .def_doc = "no rules: every request is denied",
 	  .help = "Per-repository access policy (README \"Policy\")." },
+	{ .name = "admin", .type = CFG_OBJECT, .sub = cfg_admin_keys,
+	  .help = "The admin listener (README \"Metrics\")." },
+	{ .name = "metrics", .type = CFG_OBJECT, .sub = cfg_metrics_keys,
+	  .help = "GET /metrics: who may read it, and the bound on label "
+	  "values (README \"Metrics\")." },
 	{ .name = "identity", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(identity), .sub = cfg_identity_keys,
 	  .sub_size = sizeof(struct config_identity),
@@ -1333,6 +1367,18 @@ cfg_check_ip(const char *s)
 
 	if (inet_pton(AF_INET, s, a) != 1 && inet_pton(AF_INET6, s, a) != 1)
 		return "must be a numeric IPv4 or IPv6 address";
+	return NULL;
+}
+
+/* An address list entry of metrics.allow. */
+static const char *
+cfg_check_net(const char *s)
+{
+	struct metrics_net	n;
+
+	if (metrics_net_parse(s, &n) != NULL)
+		return "must be a numeric address or network (ADDRESS/PREFIX, "
+		    "no bits set after the prefix)";
 	return NULL;
 }
 

@@ -25,6 +25,7 @@
 #include "router.h"
 #include "url.h"
 #include "config.h"
+#include "metrics.h"
 #include "principal.h"
 
 #ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
@@ -71,6 +72,7 @@ struct pc_ctx {
 	struct evdns_base		*dns;
 	struct config			*conf;
 	struct evconnlistener		*listener;
+	struct evconnlistener		*admin_listener; /* admin.listen */
 	int				 listener_paused; /* at max_conns */
 	struct event			*ev_accept_retry; /* after EMFILE */
 	struct ssl_ctx_st		*server_tls;
@@ -98,6 +100,7 @@ struct pc_ctx {
 	struct secrets			*secrets;	/* NULL: no redis */
 	struct uploads			*uploads;	/* NULL: none yet */
 	struct sso			*sso;		/* browser sign-in */
+	struct metrics			*metrics; /* metrics_http.c */
 };
 
 /* log.c */
@@ -152,6 +155,7 @@ struct conn {
 	int64_t			 tls_not_after;	/* its notAfter; 0: none */
 	int64_t			 tls_not_before; /* its notBefore */
 	int			 tls;
+	int			 admin;		/* on admin.listen */
 	struct hframe		 hf;
 	struct req		*req;		/* in progress, or NULL */
 	uint32_t		 nreqs;
@@ -174,6 +178,8 @@ struct conn {
 
 void	conn_accept(struct pc_ctx *, evutil_socket_t, struct sockaddr *,
 	    int);
+void	conn_accept_admin(struct pc_ctx *, evutil_socket_t,
+	    struct sockaddr *, int);
 void	conn_close(struct conn *, const char *);
 void	conn_close_after_write(struct conn *, const char *);
 void	conn_req_done(struct conn *);
@@ -564,6 +570,17 @@ const struct config_upstream *
 int		 req_map_name(const struct config_upstream *, const char *,
 		    char *, size_t);
 int		 req_map_from(const struct req *, const char *, char *, size_t);
+
+/* metrics_http.c: GET /metrics, GET /readyz, the metrics hooks. */
+void		 metrics_start(struct pc_ctx *);
+void		 metrics_stop(struct pc_ctx *);
+void		 metrics_http(struct req *);
+void		 metrics_request_done(struct req *);
+void		 metrics_upstream_head(struct pc_ctx *, const char *, int,
+		    uint64_t);
+void		 metrics_upstream_error(struct pc_ctx *, const char *);
+void		 metrics_count_named(struct pc_ctx *, enum metric_id,
+		    const char *);
 
 /* authz.c: the policy gate. */
 int		 authz_request(struct req *);

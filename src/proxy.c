@@ -237,6 +237,7 @@ proxy_fetch_start(struct proxy *px)
 static void
 px_error(struct proxy *px, enum pc_err err, const char *detail)
 {
+	metrics_upstream_error(px->ctx, px->up != NULL ? px->up->name : NULL);
 	px->ops->fail(px->arg, err, detail);
 }
 
@@ -703,6 +704,7 @@ px_send(struct proxy *px)
 	evbuffer_add(out, "\r\n", 2);
 	if (px->form != NULL)
 		evbuffer_add(out, px->form, px->formlen);
+	px->sent_ms = now_ms();		/* upstream latency, metrics */
 	/* Tests and operators read "sent head" as the request itself. */
 	log_debug("%s proxy sent %s upstream=%s", px->logid, px->parent ?
 	    "sub-request" : "head", px->up->name);
@@ -853,6 +855,7 @@ px_on_head(struct proxy *px)
 	const char		*wa, *loc;
 	int			 st = rm->status, m = px->method;
 
+	metrics_upstream_head(px->ctx, px->up->name, st, px->sent_ms);
 	if (st == 401 && px->token != NULL && !px->foreign) {
 		/*
 		 * The upstream refused this token (revoked, keys rotated):

@@ -65,6 +65,7 @@ struct proxy {
 	/* A small error answer's first bytes, copied as they stream. */
 	char				*errcap;
 	size_t				 errcaplen;
+	uint64_t			 sent_ms;	/* request head out */
 	int				 retired;	/* proxy_free() */
 	struct reap_node		 reap;
 };

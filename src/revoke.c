@@ -490,6 +490,15 @@ revoke_current(const struct revoke *rv)
 	return (rv == NULL || rv->current);
 }
 
+/* A Redis link (sub: the subscriber), for /metrics and /readyz. */
+struct rds *
+revoke_link(const struct revoke *rv, int sub)
+{
+	if (rv == NULL)
+		return (NULL);
+	return (sub ? rv->sub : rv->cmd);
+}
+
 int
 revoke_listen(struct revoke *rv, revoke_listen_fn *fn, void *arg)
 {

@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 struct config;
+struct rds;
 struct event_base;
 struct revoke;
 
@@ -89,6 +90,9 @@ int		 revoke_current(const struct revoke *);
 
 /* Call fn for every event from now on; -1 past REVOKE_MAX_LISTENERS. */
 int		 revoke_listen(struct revoke *, revoke_listen_fn *, void *);
+
+/* A Redis link (1: the subscriber, 0: commands), for /metrics, /readyz. */
+struct rds	*revoke_link(const struct revoke *, int);
 
 /* Times the whole table was read (0: not yet). */
 uint64_t	 revoke_syncs(const struct revoke *);

@@ -1141,6 +1141,8 @@ test_reference(void **state)
 		"/secrets/last_used_interval", "/secrets/max_groups",
 		"/revocation", "/revocation/key", "/revocation/channel",
 		"/revocation/max_subjects", "/revocation/resync_interval",
+		"/metrics", "/metrics/allow", "/metrics/label_values",
+		"/admin", "/admin/listen",
 		"/policy", "/policy/rules", "/policy/rules/N/id",
 		"/policy/rules/N/effect", "/policy/rules/N/repositories",
 		"/policy/rules/N/upstreams", "/policy/rules/N/subjects",
