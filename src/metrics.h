@@ -201,7 +201,8 @@ enum metrics_lset { METRICS_LSETS(METRICS_LSET_ENUM) L__MAX };
 	  "Requests refused with 429 by a rate limit, by limit "	\
 	  "(not wired yet: rate limits).")				\
 	X(M_SSO_LOGINS, MT_COUNTER, "portcullis_sso_logins_total", L_SSO, \
-	  "Browser SSO logins by result (not wired yet: SSO).")		\
+	  "Browser SSO sign-ins by result (\"ok\", else the callback's "	\
+	  "auth_failure reason).")		\
 	X(M_AUDIT_RECORDS, MT_COUNTER, "portcullis_audit_records_total", \
 	  L_AUDIT, "Audit records by outcome.")				\
 	X(M_AUDIT_SPOOL_BYTES, MT_GAUGE, "portcullis_audit_spool_bytes", \

@@ -469,6 +469,7 @@ sso_callback_fail(struct sso_op *op, int status, const char *reason,
 	char		 name[128];
 
 	req->auth_failure = reason;
+	metrics_count_named(req->c->ctx, M_SSO_LOGINS, reason);
 	log_info("%llu.%u sso callback_failed reason=%s",
 	    (unsigned long long)req->c->id, req->seq, reason);
 	sso_op_free(op);
@@ -498,6 +499,7 @@ sso_session_stored(struct sso_op *op, redisReply *r, int idx)
 	/* The record's subject: the person who just signed in. */
 	sso_principal(req, op->ti);
 	op->ti = NULL;
+	metrics_count_named(req->c->ctx, M_SSO_LOGINS, "ok");
 	log_info("%llu.%u sso login subject=\"%s\"",
 	    (unsigned long long)req->c->id, req->seq,
 	    req->principal.subject);
@@ -807,6 +809,8 @@ sso_callback(struct sso_op *op)
 		    "");
 		req->auth_failure = strcmp(err, "access_denied") == 0 ?
 		    "provider_access_denied" : "provider_error";
+		metrics_count_named(req->c->ctx, M_SSO_LOGINS,
+		    req->auth_failure);
 		sso_op_message(op, 403, "Sign-in refused", text, 1);
 		return;
 	}

@@ -108,6 +108,7 @@ def start_gw(tmp_path, name, port, idp, rs, reg=None, sso_extra=None,
         cfg["audit"] = {"redis": rs.host, "stream": STREAM,
                         "spool_file": str(d / "spool"), "timeout": 2}
     cfg["policy"] = POLICY
+    cfg["metrics"] = {"allow": ["127.0.0.1/32"]}
     cfg["identity"] = {
         "issuers": [issuer_entry(idp, **(issuer_extra or {}))],
         "sso": sso_section(sf, **(sso_extra or {})),
@@ -217,6 +218,7 @@ def test_signin_landing_secret_logout(env, start_registry, single_image,
     r = s.get(back, allow_redirects=False, timeout=20)
     assert r.status_code == 303, r.text
     assert r.headers["Location"] == "/"
+    assert sso_logins(g) == {"ok": 1}
     ck = [c for c in r.headers.get("Set-Cookie", "").split(", ")
           if c.startswith("portcullis_session=")]
     sc = r.raw.headers.getlist("Set-Cookie")
@@ -385,6 +387,19 @@ def failure_of(env, path, rid_pred=None):
                    (rid_pred is None or rid_pred(d)), "a failed " + path)
 
 
+def sso_logins(g):
+    """portcullis_sso_logins_total by result, from /metrics."""
+    r = requests.get(g.url + "/metrics", timeout=10)
+    assert r.status_code == 200, r.text
+    out = {}
+    for line in r.text.splitlines():
+        m = re.match(r'portcullis_sso_logins_total\{result="([^"]*)"\} '
+                     r'(\d+)$', line)
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
 def test_forged_state_refused(env):
     g = gateway(env)
     s = session()
@@ -409,6 +424,7 @@ def test_forged_state_refused(env):
              what="both refusals in the audit")
     assert all(d["subject"] == "anonymous" for d in records(env.rs)
                if d["path"] == "/oauth2/callback")
+    assert sso_logins(g) == {"state_not_this_browser": 1, "state_unknown": 1}
 
 
 def test_replayed_callback_and_code_refused(env):
