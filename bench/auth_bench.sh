@@ -34,9 +34,13 @@
 #                with a new jti, iat and exp; bench/lib/load.c -f sends
 #                them round-robin, each run starting where the last
 #                stopped, so a token comes back only after TOKENS - 1
-#                others (TOKENS > identity.token.cache_entries): none can
-#                be a cache hit.  (IdP JWTs are not cached at all today;
-#                the gateway fetched the provider's discovery and JWKS.)
+#                others (TOKENS > identity.idp_cache_entries, an LRU):
+#                none can be a cache hit.  (The gateway fetched the
+#                provider's discovery and JWKS.)
+#   idp-repeat   the on gateway, Bearer <one IdP JWT> (the provider's own
+#                client_credentials token, RS256) on every request, as a
+#                CI job repeats its token: the verified IdP token cache
+#                hit path (credential.c)
 #
 # Printed: median req/s per mode, gateway CPU per request (utime + stime,
 # steadier than req/s on a shared machine), ratios, the cores and the load
@@ -55,7 +59,8 @@
 #   CONNS                client connections (default 4, at most 256)
 #   TOKENS               IdP tokens minted per algorithm (default 12000,
 #                        more than CACHE_ENTRIES, at most 200000)
-#   CACHE_ENTRIES        identity.token.cache_entries (default 10000, the
+#   CACHE_ENTRIES        identity.token.cache_entries and
+#                        identity.idp_cache_entries (default 10000, the
 #                        gateway's default)
 #   JOSE_SECONDS         seconds per algorithm of bench/jose_verify.sh,
 #                        run at the end (default 2; 0: not run)
@@ -238,6 +243,7 @@ start_gw on ",
   \"identity\": {
     \"token\": {\"signing_key\": \"$work/gwkey.key\", \"expires_in\": 3600,
               \"cache_entries\": $CACHE_ENTRIES},
+    \"idp_cache_entries\": $CACHE_ENTRIES,
     \"issuers\": [{\"name\": \"idp\", \"issuer\": \"$ISS\",
                   \"ca_file\": \"$work/idp/pki/ca.pem\",
                   \"audiences\": [\"$AUD\"], \"prefix\": \"idp:\",
@@ -299,7 +305,7 @@ c = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
 print(c["exp"] - c["iat"])
 PY
 )
-[ $((ROUNDS * 4 * (SECONDS_PER_ROUND + 2))) -lt $((life - 60)) ] ||
+[ $((ROUNDS * 5 * (SECONDS_PER_ROUND + 2))) -lt $((life - 60)) ] ||
 	{ echo "ROUNDS x SECONDS_PER_ROUND too long for $life s tokens" >&2; exit 2; }
 # One of each is accepted on its own (the gateway verifies them).
 for alg in rs256 es256; do
@@ -327,14 +333,14 @@ sent_rs256=0 sent_es256=0
 
 echo "== auth bench: cached manifest GET by digest, $CONNS connections, ${SECONDS_PER_ROUND}s rounds x $ROUNDS"
 echo "   $(nproc) CPUs shared by all processes ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)); loadavg before: $load_before"
-printf '   %d RS256 + %d ES256 tokens minted in %.1f s; identity.token.cache_entries %d\n' \
+printf '   %d RS256 + %d ES256 tokens minted in %.1f s; identity.token.cache_entries and idp_cache_entries %d\n' \
 	"$TOKENS" "$TOKENS" "$(python3 -c "print($t1-$t0)")" "$CACHE_ENTRIES"
 res=$work/results
 : > "$res"
-modes=(off token idp-rs256 idp-es256)
+modes=(off token idp-rs256 idp-es256 idp-repeat)
 for r in $(seq "$ROUNDS"); do
 	# Rotate the order each round (no order bias).
-	order=("${modes[@]:$(( (r - 1) % 4 ))}" "${modes[@]:0:$(( (r - 1) % 4 ))}")
+	order=("${modes[@]:$(( (r - 1) % 5 ))}" "${modes[@]:0:$(( (r - 1) % 5 ))}")
 	for mode in "${order[@]}"; do
 		port=$on_port pid=$on_pid file=
 		case $mode in
@@ -342,6 +348,7 @@ for r in $(seq "$ROUNDS"); do
 		token) file=$work/token.hdr;;
 		idp-rs256) file=$work/rs256.txt;;
 		idp-es256) file=$work/es256.txt;;
+		idp-repeat) file=$work/idp/cc.hdr;;
 		esac
 		before=$(rcli XLEN bench:audit)
 		c0=$(cpu_ticks "$pid")
@@ -370,7 +377,7 @@ for r in $(seq "$ROUNDS"); do
 			[ "$r" = 1 ] && rcli --raw XREVRANGE bench:audit + - COUNT 1 |
 				python3 "$here/lib/auth_record.py" "$mode" >> "$work/records"
 		fi
-		case $mode in idp-*)
+		case $mode in idp-rs256|idp-es256)
 			# The next run starts where this one stopped.
 			f=$file k=$((sent % TOKENS))
 			{ tail -n +$((k + 1)) "$f"; head -n "$k" "$f"; } > "$work/rot"
@@ -397,12 +404,13 @@ desc = {
     "token": "on: cached gateway token (a)",
     "idp-rs256": "on: fresh IdP JWT, RS256 (b)",
     "idp-es256": "on: fresh IdP JWT, ES256 (b)",
+    "idp-repeat": "on: repeated IdP JWT, RS256 (d)",
 }
 print()
 print("%-44s %12s %10s %9s" % ("mode (manifest GET by digest, cache hit)",
                                "req/s (med)", "gw us/req", "vs off"))
 off = med("off", 0)
-for m in ("off", "token", "idp-rs256", "idp-es256"):
+for m in ("off", "token", "idp-rs256", "idp-es256", "idp-repeat"):
     print("%-44s %12.0f %10.1f %9.3f" % (desc[m], med(m, 0), med(m, 1),
                                          med(m, 0) / off))
 t = med("token", 0)
@@ -415,6 +423,9 @@ print("fresh RS256 / cached token: %.3f; fresh ES256 / cached token: %.3f"
 print("gateway CPU per verification over the cached path: RS256 +%.1f us, "
       "ES256 +%.1f us" % (med("idp-rs256", 1) - med("token", 1),
                           med("idp-es256", 1) - med("token", 1)))
+print("(d) repeated IdP JWT / cached gateway token: %.3f; / fresh RS256: "
+      "%.3f" % (med("idp-repeat", 0) / t,
+                med("idp-repeat", 0) / med("idp-rs256", 0)))
 PY
 echo "last audit record of each mode's first round:"
 sed 's/^/  /' "$work/records"

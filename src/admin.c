@@ -207,11 +207,9 @@ audit_admin(struct req *req)
 			return;
 		}
 	}
-	if (a->f.limit > AQ_ADMIN_LIMIT) {
-		aq_admin_free(a);
-		req_fail(req, ERR_BAD_REQUEST, "limit: at most 1000");
-		return;
-	}
+	/* A larger page is cut to the bound: "next" leads on. */
+	if (a->f.limit > AQ_ADMIN_LIMIT)
+		a->f.limit = AQ_ADMIN_LIMIT;
 	if (audit_redis(a->ctx) == NULL) {
 		aq_admin_free(a);
 		req_fail(req, ERR_UNAVAILABLE, "audit store unavailable");

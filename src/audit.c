@@ -294,6 +294,8 @@ audit_action(const struct req *req)
 			return ("login");
 		if (strncmp(req->path, "/admin/", 7) == 0)
 			return ("admin");
+		if (strncmp(req->path, "/ui/secrets", 11) == 0)
+			return ("secret");
 		return ("other");
 	}
 	if (strcmp(req->path, "/v2") == 0 || strcmp(req->path, "/v2/") == 0)
@@ -446,16 +448,21 @@ audit_fill(struct audit_buf *b, const struct req *req, const char *inst)
 	audit_buf_add(b, AF_METHOD, req->method, strlen(req->method));
 	audit_buf_add(b, AF_PATH, req->path, strlen(req->path));
 	audit_buf_addu(b, AF_STATUS, req->status > 0 ? req->status : 0);
-	audit_buf_add(b, AF_ERROR, req->err != ERR_NONE ?
-	    errs_code(req->err) : "", req->err != ERR_NONE ?
-	    strlen(errs_code(req->err)) : 0);
+	/* The gateway's own error, else the upstream's relayed one. */
+	if (req->err != ERR_NONE)
+		audit_buf_add(b, AF_ERROR, errs_code(req->err),
+		    strlen(errs_code(req->err)));
+	else
+		audit_buf_add(b, AF_ERROR, req->up_error,
+		    strlen(req->up_error));
 	audit_buf_add(b, AF_DECISION, audit_decision(req),
 	    strlen(audit_decision(req)));
 	audit_buf_add(b, AF_RULE, req->rule, req->rule != NULL ?
 	    strlen(req->rule) : 0);
 	audit_buf_addu(b, AF_BYTES_IN, req->bytes_in);
 	audit_buf_addu(b, AF_BYTES_OUT, req->bytes_out);
-	audit_buf_addu(b, AF_DURATION_MS, now_ms() - req->start_ms);
+	audit_buf_addu(b, AF_DURATION_MS, (req->done_ms != 0 ? req->done_ms :
+	    now_ms()) - req->start_ms);
 	audit_buf_add(b, AF_CACHE, req->cache_status, req->cache_status !=
 	    NULL ? strlen(req->cache_status) : 0);
 	/* Why credentials were refused: a fixed name, never a credential. */
@@ -488,23 +495,20 @@ audit_request(struct req *req)
 
 /*
  * A request the framer refused before a struct req existed (400, 414,
- * 431, 408): its record has what is known, the peer and the status.
+ * 431, 408): its record has what is known, the peer and the status, and
+ * the id, body bytes and duration its answer and log line carry.
  */
 void
-audit_framing(struct conn *c, int status, enum pc_err err)
+audit_framing(struct conn *c, int status, enum pc_err err, const char *rid,
+    uint64_t bytes_out, uint64_t duration_ms)
 {
 	struct audit		*w = c->ctx->audit;
 	struct audit_buf	 rest, b;
-	unsigned char		 rnd[8];
-	char			 rid[20];
 	size_t			 i;
 	const char		*code = err != ERR_NONE ? errs_code(err) : "";
 
 	if (w == NULL)
 		return;
-	arc4random_buf(rnd, sizeof(rnd));
-	for (i = 0; i < sizeof(rnd); i++)
-		snprintf(rid + 2 * i, 3, "%02x", rnd[i]);
 	audit_buf_init(&rest);
 	audit_buf_add(&rest, AF_REQUEST_ID, rid, strlen(rid));
 	audit_buf_add(&rest, AF_INSTANCE, w->conf->instance_id,
@@ -520,8 +524,9 @@ audit_framing(struct conn *c, int status, enum pc_err err)
 	audit_buf_add(&rest, AF_ERROR, code, strlen(code));
 	for (i = AF_DECISION; i <= AF_RULE; i++)
 		audit_buf_add(&rest, i, "", 0);
-	for (i = AF_BYTES_IN; i <= AF_DURATION_MS; i++)
-		audit_buf_add(&rest, i, "0", 1);
+	audit_buf_add(&rest, AF_BYTES_IN, "0", 1);
+	audit_buf_addu(&rest, AF_BYTES_OUT, bytes_out);
+	audit_buf_addu(&rest, AF_DURATION_MS, duration_ms);
 	audit_buf_add(&rest, AF_CACHE, "", 0);
 	audit_buf_add(&rest, AF_AUTH_FAILURE, "", 0);
 	audit_submit(w, &b, audit_wall_ms(), rest.data, rest.len);

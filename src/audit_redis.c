@@ -264,18 +264,22 @@ audit_rec_id(const struct audit_fields *fl, const char **run,
 
 /*
  * Whether a record goes into its repository's index: only when the
- * request was routed to an upstream and answered by it or the cache,
- * i.e. it names an upstream and the gateway produced no error.  A name
- * refused (400), unrouted (404) or failed locally would otherwise let
- * clients create index streams at will; such records are still in the
- * main stream, found by a --repo glob.  Decided from the record alone,
- * so that a replayed spool is indexed the same way.
+ * request was routed to an upstream and the policy let it through, i.e.
+ * it names an upstream and either no error or an `allow` decision (an
+ * upstream's own error code, which the record names since issue 13, or
+ * a failure after the policy allowed the name).  A name refused (400,
+ * a deny), unrouted (404) or failed before the policy would otherwise
+ * let clients create index streams at will; such records are still in
+ * the main stream, found by a --repo glob.  Decided from the record
+ * alone, so that a replayed spool is indexed the same way.
  */
 int
 audit_indexed_repository(const struct audit_fields *fl)
 {
-	return (fl->len[AF_REPOSITORY] > 0 && fl->len[AF_UPSTREAM] > 0 &&
-	    fl->len[AF_ERROR] == 0);
+	if (fl->len[AF_REPOSITORY] == 0 || fl->len[AF_UPSTREAM] == 0)
+		return (0);
+	return (fl->len[AF_ERROR] == 0 || (fl->len[AF_DECISION] == 5 &&
+	    memcmp(fl->v[AF_DECISION], "allow", 5) == 0));
 }
 
 /* Room for `need` more bytes of the command being formatted. */

@@ -981,8 +981,8 @@ fill_done(void *arg)
 	proxy_free(f->px);
 	f->px = NULL;
 	if (f->errbody != NULL) {
-		snprintf(detail, sizeof(detail), "upstream answered %d",
-		    f->up_status);
+		snprintf(detail, sizeof(detail), "upstream %s answered %d",
+		    f->up->name, f->up_status);
 		fill_fail(f, f->up_status == 429 ? ERR_TOO_MANY_REQUESTS :
 		    ERR_UPSTREAM, detail);
 		return;

@@ -618,9 +618,20 @@ cache_reader_fill_failed(struct cache_reader *cr, struct cache_fill *f,
 		cr_fail_429(cr, f->retry_after, "upstream rate limit");
 		return;
 	}
+	/*
+	 * A server error is the upstream being unavailable: the client
+	 * gets the gateway's OCI error, the upstream's status in its
+	 * detail, whatever body (an HTML page, text/plain) came with it.
+	 */
+	if (f->up_status >= 500) {
+		req_fail(req, ERR_UPSTREAM, detail);
+		return;
+	}
 	/* Anything else: the upstream's status and (bounded) body. */
 	len = evbuffer_get_length(f->errbody);
 	req->err = err;
+	errs_parse_code((const char *)evbuffer_pullup(f->errbody, -1), len,
+	    req->up_error, sizeof(req->up_error));
 	headers_init(&h);
 	if (f->errtype[0] != '\0')
 		headers_add(&h, "Content-Type", 12, f->errtype,

@@ -43,8 +43,8 @@ static void	conn_process_cb(evutil_socket_t, short, void *);
 static int	conn_body_data(void *, const char *, size_t);
 static void	conn_process(struct conn *);
 static void	conn_linger(struct conn *);
-static void	conn_send_error(struct conn *, int, enum pc_err,
-		    const char *);
+static int	conn_send_error(struct conn *, int, enum pc_err,
+		    const char *, const char *);
 
 static void
 conn_set_timer(struct conn *c, int ms)
@@ -94,10 +94,28 @@ conn_count_peer(struct pc_ctx *ctx, const char *peer)
 	return (n);
 }
 
+static void	conn_accept_one(struct pc_ctx *, evutil_socket_t,
+		    struct sockaddr *, int, int);
+
 /* Take a new client socket. */
 void
 conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
     int salen)
+{
+	conn_accept_one(ctx, fd, sa, salen, 0);
+}
+
+/* A socket of the admin listener: plain HTTP, operations paths only. */
+void
+conn_accept_admin(struct pc_ctx *ctx, evutil_socket_t fd,
+    struct sockaddr *sa, int salen)
+{
+	conn_accept_one(ctx, fd, sa, salen, 1);
+}
+
+static void
+conn_accept_one(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, int admin)
 {
 	struct conn		*c;
 	struct hframe_limits	 lim;
@@ -114,6 +132,7 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 	c->conf = ctx->conf;
 	config_ref(c->conf);
 	c->id = ++ctx->next_conn_id;
+	c->admin = admin;
 	host[0] = '\0';
 	if (sa->sa_family == AF_INET) {
 		struct sockaddr_in *s4 = (struct sockaddr_in *)sa;
@@ -142,7 +161,7 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 	evutil_make_socket_nonblocking(fd);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-	if (ctx->server_tls != NULL) {
+	if (ctx->server_tls != NULL && !admin) {
 		if ((ssl = tls_server_ssl(ctx->server_tls)) == NULL) {
 			close(fd);
 			config_unref(c->conf);
@@ -201,11 +220,15 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 		 * limits.max_connections for long, or refusals alone could
 		 * fill them.
 		 */
+		char	rid[17];
+
+		/* Not a request (none was read): no record, but an id. */
+		req_make_id(ctx, rid);
 		log_info("%llu.0 conn refuse peer=%s reason="
-		    "max_connections_per_ip n=%zu", (unsigned long long)c->id,
-		    c->peer, npeer);
+		    "max_connections_per_ip n=%zu id=%s",
+		    (unsigned long long)c->id, c->peer, npeer, rid);
 		conn_send_error(c, 503, ERR_UNAVAILABLE,
-		    "too many connections from this address");
+		    "too many connections from this address", rid);
 		conn_close_after_write(c, "max_connections_per_ip");
 		if (!c->dead)
 			conn_set_timer(c, c->conf->header_timeout_ms);
@@ -406,22 +429,32 @@ conn_req_done(struct conn *c)
 	event_active(c->ev_process, 0, 0);
 }
 
-/* Queue a JSON error response without a request object. */
-static void
-conn_send_error(struct conn *c, int status, enum pc_err pe, const char *why)
+/*
+ * Queue an error response without a request object, with the request id
+ * `rid` the log line and the audit record carry too: a JSON body for an
+ * error from the table, none for ERR_NONE (408).  Returns the body's
+ * length, for bytes_out.
+ */
+static int
+conn_send_error(struct conn *c, int status, enum pc_err pe, const char *why,
+    const char *rid)
 {
 	struct evbuffer	*out = bufferevent_get_output(c->bev);
 	char		 body[512];
-	int		 len;
+	int		 len = 0;
 
-	if ((len = errs_body(pe, why, body, sizeof(body))) < 0)
+	if (pe != ERR_NONE &&
+	    (len = errs_body(pe, why, body, sizeof(body))) < 0)
 		len = 0;
-	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n"
-	    "Content-Type: application/json\r\n"
-	    PC_API_VERSION_HDR ": " PC_API_VERSION "\r\n"
-	    "Content-Length: %d\r\nConnection: close\r\n\r\n",
-	    status, errs_reason(status), len);
+	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status,
+	    errs_reason(status));
+	if (len > 0)
+		evbuffer_add_printf(out, "Content-Type: application/json\r\n"
+		    PC_API_VERSION_HDR ": " PC_API_VERSION "\r\n");
+	evbuffer_add_printf(out, "X-Request-Id: %s\r\n"
+	    "Content-Length: %d\r\nConnection: close\r\n\r\n", rid, len);
 	evbuffer_add(out, body, len);
+	return (len);
 }
 
 /* Answer a framing error without a request object and close. */
@@ -432,6 +465,8 @@ conn_fail_framing(struct conn *c)
 	int		 status = hframe_err_status(e);
 	enum pc_err	 pe;
 	const char	*why = hframe_err_str(e);
+	char		 rid[17];
+	uint64_t	 out, ms;
 
 	/* Clients with TLS verification off try https first: say so. */
 	if (c->saw_tls_hello)
@@ -453,10 +488,15 @@ conn_fail_framing(struct conn *c)
 		pe = ERR_BAD_REQUEST;
 		break;
 	}
-	conn_send_error(c, status, pe, why);
-	log_info("%llu.%u req framing_error peer=%s status=%d error=\"%s\"",
-	    (unsigned long long)c->id, c->nreqs + 1, c->peer, status, why);
-	audit_framing(c, status, pe);
+	req_make_id(c->ctx, rid);
+	out = (uint64_t)conn_send_error(c, status, pe, why, rid);
+	ms = c->head_started ? now_ms() - c->head_start_ms : 0;
+	/* The same id, bytes and duration as its record. */
+	log_info("%llu.%u req framing_error peer=%s status=%d out=%llu "
+	    "ms=%llu id=%s error=\"%s\"", (unsigned long long)c->id,
+	    c->nreqs + 1, c->peer, status, (unsigned long long)out,
+	    (unsigned long long)ms, rid, why);
+	audit_framing(c, status, pe, rid, out, ms);
 	/*
 	 * A complete head refused (smuggling shapes, a bad target): its
 	 * body may follow, so linger.  An endless or oversized head is not
@@ -521,6 +561,7 @@ conn_process(struct conn *c)
 				break;
 			if (!c->head_started) {
 				c->head_started = 1;
+				c->head_start_ms = now_ms();
 				conn_set_timer(c, c->conf->header_timeout_ms);
 			}
 			conn_feed(c, in);
@@ -635,6 +676,7 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 		/* TLS handshake done. */
 		c->tls_subject = tls_peer_subject(bev);
 		c->tls_not_after = tls_peer_not_after(bev);
+		c->tls_not_before = tls_peer_not_before(bev);
 		/* RFC 2253 escapes quotes and backslashes: one field. */
 		log_debug("%llu tls handshake done client_subject=\"%s\"",
 		    (unsigned long long)c->id,
@@ -694,6 +736,7 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 	if ((events & BEV_EVENT_ERROR) && c->tls)
 		log_debug("%llu.%u conn tls_error error=\"%s\"",
 		    (unsigned long long)c->id, c->nreqs, tls_last_error(bev));
+	c->client_left = 1;
 	conn_close(c, (events & BEV_EVENT_EOF) ? "client closed" :
 	    "client error");
 }
@@ -702,7 +745,8 @@ static void
 conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct conn	*c = arg;
-	struct evbuffer	*out;
+	char		 rid[17];
+	uint64_t	 ms;
 
 	if (c->closing) {
 		conn_close(c, c->lingering ? c->close_reason :
@@ -712,12 +756,13 @@ conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	if (c->req == NULL && c->head_started &&
 	    c->hf.phase == HF_HEAD) {
 		/* Slow or stalled header section: 408 and close. */
-		out = bufferevent_get_output(c->bev);
-		evbuffer_add_printf(out, "HTTP/1.1 408 Request Timeout\r\n"
-		    "Content-Length: 0\r\nConnection: close\r\n\r\n");
-		log_info("%llu.%u req header_timeout peer=%s",
-		    (unsigned long long)c->id, c->nreqs + 1, c->peer);
-		audit_framing(c, 408, ERR_NONE);
+		req_make_id(c->ctx, rid);
+		conn_send_error(c, 408, ERR_NONE, NULL, rid);
+		ms = now_ms() - c->head_start_ms;
+		log_info("%llu.%u req header_timeout peer=%s status=408 out=0 "
+		    "ms=%llu id=%s", (unsigned long long)c->id, c->nreqs + 1,
+		    c->peer, (unsigned long long)ms, rid);
+		audit_framing(c, 408, ERR_NONE, rid, 0, ms);
 		conn_close_after_write(c, "header timeout");
 		return;
 	}

@@ -18,16 +18,41 @@
  * checked for a JWT (GitLab's `gitlab-ci-token`, anything): the token
  * says who it is.  No part of a password reaches a log line or a
  * record: only the fixed reason names below.
+ *
+ * A verified IdP JWT is kept in a tcache of its own
+ * (identity.idp_cache_entries: an issuer works without the token
+ * service, whose cache token_verify.c keeps), keyed by the keyed hash of
+ * the token's exact bytes, so a CI job's repeated requests do not verify
+ * again.  An entry lives until exp + the issuer's leeway, the moment the
+ * uncached check would start refusing it (jose.c: now - leeway >= exp),
+ * never longer.  A hit is not trusted blindly:
+ * - revoke_check() on every use, with the token's iat (and revocation
+ *   events purge entries: token_verify.c's listener calls
+ *   cred_cache_revoke);
+ * - a configuration reload empties the cache (issuer, audiences,
+ *   algorithms, required claims, prefix may all have changed);
+ * - the key that verified it must still be in the issuer's current key
+ *   set, the same key material under the same kid, allowing the same
+ *   alg: a key the provider dropped (rotation, a compromised key
+ *   withdrawn) ends the cached verifications it made at once, as it
+ *   would end the uncached ones.  Checking the key rather than keying
+ *   entries to the set's generation keeps entries across the periodic
+ *   refetch of an unchanged JWKS.
+ * The policy runs per request anyway, cached identity or not.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "portcullis.h"
 #include "jose.h"
+#include "jwk.h"
 #include "oidc.h"
 #include "revoke.h"
 #include "secret.h"
 #include "secrets.h"
+#include "tcache.h"
 
 struct cred_wait {
 	struct req		*req;
@@ -39,6 +64,225 @@ struct cred_wait {
 	int			 retired;
 	struct reap_node	 reap;
 };
+
+/* A cached IdP verification: what it made, and the key that made it. */
+struct cred_cached {
+	struct tok_ident	*ti;
+	char			*iss;
+	char			 kid[JWK_KID_MAX + 1];	/* the key's */
+	enum jose_alg		 alg;
+	EVP_PKEY		*pkey;		/* referenced */
+};
+
+/* Process state: one event loop, one cache. */
+static struct tcache		*cred_cache;
+/* Referenced, so a new snapshot never reuses its address unnoticed. */
+static struct config		*cred_cache_conf;
+static size_t			 cred_cache_size;
+static unsigned char		 cred_hkey[32];
+static int			 cred_hkey_set;
+static uint64_t			 cred_hits, cred_misses, cred_key_drops;
+
+static void
+cred_cached_free(void *v)
+{
+	struct cred_cached	*cc = v;
+
+	if (cc == NULL)
+		return;
+	tok_ident_unref(cc->ti);
+	free(cc->iss);
+	EVP_PKEY_free(cc->pkey);
+	free(cc);
+}
+
+/* The cache for this snapshot (emptied when it changed); NULL: none. */
+static struct tcache *
+cred_cache_for(const struct config *conf)
+{
+	size_t	n = conf->identity != NULL ?
+		    conf->identity->idp_cache_entries : 0;
+
+	if (!cred_hkey_set) {
+		arc4random_buf(cred_hkey, sizeof(cred_hkey));
+		cred_hkey_set = 1;
+	}
+	if (cred_cache != NULL && cred_cache_size != n) {
+		tcache_free(cred_cache);
+		cred_cache = NULL;
+	}
+	if (n == 0) {
+		/* Off: hold no snapshot alive either. */
+		if (cred_cache_conf != NULL)
+			config_unref(cred_cache_conf);
+		cred_cache_conf = NULL;
+		return (NULL);
+	}
+	if (cred_cache == NULL) {
+		if ((cred_cache = tcache_new(n, cred_cached_free)) == NULL)
+			return (NULL);
+		cred_cache_size = n;
+	} else if (cred_cache_conf != conf)
+		tcache_clear(cred_cache);
+	if (cred_cache_conf != conf) {
+		if (cred_cache_conf != NULL)
+			config_unref(cred_cache_conf);
+		cred_cache_conf = (struct config *)conf;
+		config_ref(cred_cache_conf);
+	}
+	return (cred_cache);
+}
+
+/* Drop the entry under h (a put of nothing, already expired). */
+static void
+cred_cache_drop(const unsigned char *h)
+{
+	if (cred_cache != NULL)
+		tcache_put(cred_cache, h, NULL, 0, 1);
+}
+
+/* Whether the key that verified cc is still its issuer's, unchanged. */
+static int
+cred_cached_key_ok(struct pc_ctx *ctx, const struct cred_cached *cc)
+{
+	struct oidc_keys	*keys;
+	const struct jwk_key	*k;
+	int			 ok;
+
+	if ((keys = oidc_keys_by_iss(ctx, cc->iss, NULL)) == NULL)
+		return (0);
+	k = jwk_set_find(oidc_keys_set(keys), cc->kid, strlen(cc->kid));
+	ok = k != NULL && k->pkey != NULL &&
+	    (k->algs & JOSE_ALG_BIT(cc->alg)) != 0 &&
+	    EVP_PKEY_eq(k->pkey, cc->pkey) == 1;
+	oidc_keys_unref(keys);
+	return (ok);
+}
+
+/*
+ * A cached verification of the token hashed to h: 1 with *out (a new
+ * reference), -1 with *why when it is refused (revoked), 0 when there is
+ * none to use (absent, expired, or its key gone: dropped).
+ */
+static int
+cred_cache_get(struct req *req, const unsigned char *h,
+    struct tok_ident **out, const char **why)
+{
+	struct cred_cached	*cc;
+
+	if ((cc = tcache_get(cred_cache, h, (int64_t)time(NULL))) == NULL) {
+		cred_misses++;
+		return (0);
+	}
+	if (!cred_cached_key_ok(req->c->ctx, cc)) {
+		cred_key_drops++;
+		cred_cache_drop(h);
+		return (0);
+	}
+	cred_hits++;
+	/* From memory: a revocation since it was cached counts. */
+	if (revoke_check(req->c->ctx->revoke, cc->ti->subject,
+	    cc->ti->iat)) {
+		*why = "revoked";
+		return (-1);
+	}
+	log_debug("%llu.%u credential cached", (unsigned long long)
+	    req->c->id, req->seq);
+	cc->ti->refcnt++;
+	*out = cc->ti;
+	return (1);
+}
+
+/* Keep a verification the key k made, until exp + leeway (see above). */
+static void
+cred_cache_put(struct req *req, const char *pw, size_t len,
+    const struct jose_claims *cl, const struct jwk_key *k,
+    struct tok_ident *ti, int64_t until, int64_t now)
+{
+	struct tcache		*tc;
+	struct cred_cached	*cc;
+	unsigned char		 h[TCACHE_KEY_LEN];
+
+	if (k == NULL || k->pkey == NULL ||
+	    (tc = cred_cache_for(req->conf)) == NULL ||
+	    jose_token_hash(cred_hkey, sizeof(cred_hkey), pw, len, h) != 0)
+		return;
+	if ((cc = calloc(1, sizeof(*cc))) == NULL ||
+	    (cc->iss = strdup(cl->issuer)) == NULL ||
+	    EVP_PKEY_up_ref(k->pkey) != 1)
+		fatal("cred_cache_put");
+	cc->pkey = k->pkey;
+	memcpy(cc->kid, k->kid, sizeof(cc->kid));
+	cc->alg = cl->alg;
+	cc->ti = ti;
+	ti->refcnt++;
+	tcache_put(tc, h, cc, until, now);
+}
+
+struct cred_revoke {
+	const char	*subject;	/* NULL: every subject */
+	int64_t		 before;	/* 0: whenever issued */
+};
+
+static int
+cred_revoke_pred(const void *val, void *arg)
+{
+	const struct cred_cached	*cc = val;
+	const struct cred_revoke	*rv = arg;
+
+	return ((rv->subject == NULL || strcmp(cc->ti->subject,
+	    rv->subject) == 0) && (rv->before == 0 || cc->ti->iat <
+	    rv->before));
+}
+
+/*
+ * A revocation (token_verify.c's listener): drop the cached IdP
+ * verifications of subject (NULL: everyone) issued before `before` (0:
+ * all).  How many were dropped.
+ */
+size_t
+cred_cache_revoke(const char *subject, int64_t before)
+{
+	struct cred_revoke	rv = { subject, before };
+
+	if (cred_cache == NULL)
+		return (0);
+	return (tcache_purge(cred_cache, cred_revoke_pred, &rv));
+}
+
+/* Drop every cached IdP verification (a revocation resync); how many. */
+size_t
+cred_cache_clear(void)
+{
+	size_t	n;
+
+	if (cred_cache == NULL)
+		return (0);
+	n = tcache_count(cred_cache);
+	tcache_clear(cred_cache);
+	return (n);
+}
+
+/* For GET /admin/identity. */
+void
+cred_cache_stats(struct cred_cache_stats *st)
+{
+	st->entries = cred_cache != NULL ? tcache_count(cred_cache) : 0;
+	st->hits = cred_hits;
+	st->misses = cred_misses;
+	st->key_drops = cred_key_drops;
+}
+
+/* At shutdown. */
+void
+cred_cache_free(void)
+{
+	tcache_free(cred_cache);
+	cred_cache = NULL;
+	if (cred_cache_conf != NULL)
+		config_unref(cred_cache_conf);
+	cred_cache_conf = NULL;
+}
 
 /* The issuer config of this snapshot whose identifier is iss; or NULL. */
 static const struct config_oidc_issuer *
@@ -170,12 +414,12 @@ cred_idp_verify(struct req *req, const char *pw, size_t len,
 	if (o.algs == 0)
 		o.algs = JOSE_ALG_BIT(JOSE_ALG_RS256);
 	r = jose_verify(oidc_keys_set(keys), pw, len, &o, &cl);
-	oidc_keys_unref(keys);
 	if (r == JOSE_R_KID_UNKNOWN) {
 		*kid_unknown = 1;
 		snprintf(kid, kidlen, "%s", pk.kid);
 	}
 	if (r != JOSE_OK) {
+		oidc_keys_unref(keys);
 		*why = jose_reason_name(r);
 		return (CRED_FAIL);
 	}
@@ -183,6 +427,7 @@ cred_idp_verify(struct req *req, const char *pw, size_t len,
 		v = jose_claim_string(cl, is->required_claims[i].claim);
 		if (v == NULL ||
 		    strcmp(v, is->required_claims[i].equals) != 0) {
+			oidc_keys_unref(keys);
 			jose_claims_free(cl);
 			*why = "required_claim";
 			return (CRED_FAIL);
@@ -191,6 +436,7 @@ cred_idp_verify(struct req *req, const char *pw, size_t len,
 	sub = jose_claim_string(cl, is->subject_claim != NULL ?
 	    is->subject_claim : "sub");
 	if (sub == NULL || *sub == '\0') {
+		oidc_keys_unref(keys);
 		jose_claims_free(cl);
 		*why = "no_subject";
 		return (CRED_FAIL);
@@ -214,12 +460,14 @@ cred_idp_verify(struct req *req, const char *pw, size_t len,
 	 * a message) would be a login only --all reaches.
 	 */
 	if (!cred_subject_revocable(ti->subject)) {
+		oidc_keys_unref(keys);
 		jose_claims_free(cl);
 		tok_ident_unref(ti);
 		*why = "bad_subject";
 		return (CRED_FAIL);
 	}
 	if (revoke_check(req->c->ctx->revoke, ti->subject, ti->iat)) {
+		oidc_keys_unref(keys);
 		jose_claims_free(cl);
 		tok_ident_unref(ti);
 		*why = "revoked";
@@ -229,6 +477,10 @@ cred_idp_verify(struct req *req, const char *pw, size_t len,
 	for (i = 0; i < cl->nclaims; i++)
 		(void)tok_ident_add_claim(ti, cl->claims[i].name,
 		    cl->claims[i].value, cl->nclaims);
+	/* Until the uncached check would refuse it: now - leeway >= exp. */
+	cred_cache_put(req, pw, len, cl, jwk_set_find(oidc_keys_set(keys),
+	    cl->kid, strlen(cl->kid)), ti, cl->exp + o.leeway, o.now);
+	oidc_keys_unref(keys);
 	jose_claims_free(cl);
 	*out = ti;
 	return (CRED_OK);
@@ -375,6 +627,7 @@ cred_check(struct req *req, const char *user, const char *pw, size_t len,
 	struct cred_wait	*cw;
 	const char		*name = NULL, *owhy;
 	char			 kid[JWK_KID_MAX + 1], id[SECRET_ID_LEN + 1];
+	unsigned char		 h[TCACHE_KEY_LEN];
 	int			 unknown;
 	enum cred_result	 r;
 
@@ -405,6 +658,18 @@ cred_check(struct req *req, const char *user, const char *pw, size_t len,
 	    req->conf->identity->nissuers == 0) {
 		*why = "no_credential_backend";
 		return (CRED_FAIL);
+	}
+	/* A token over max_token_bytes was never verified, so never kept. */
+	if (cred_cache_for(req->conf) != NULL &&
+	    jose_token_hash(cred_hkey, sizeof(cred_hkey), pw, len, h) == 0) {
+		switch (cred_cache_get(req, h, out, why)) {
+		case 1:
+			return (CRED_OK);
+		case -1:
+			return (CRED_FAIL);
+		default:
+			break;
+		}
 	}
 	r = cred_idp_verify(req, pw, len, out, why, &unknown, kid,
 	    sizeof(kid), &name);

@@ -1,9 +1,12 @@
 /*
  * errs.c: lookups into the error table of errs.h and the OCI JSON error
- * body.  Leaf module: pure functions over the table.
+ * body, the gateway's own and an upstream's.  Leaf module: pure
+ * functions over the table.
  */
 #include <stdio.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "errs.h"
 
@@ -150,4 +153,38 @@ errs_reason(int status)
 	case 505: return ("HTTP Version Not Supported");
 	default: return ("Unknown");
 	}
+}
+
+/* The first error code of an upstream's OCI error body; see errs.h. */
+int
+errs_parse_code(const char *body, size_t len, char *out, size_t outlen)
+{
+	json_t		*doc, *errs, *code;
+	json_error_t	 jerr;
+	const char	*c;
+	size_t		 i, n;
+	int		 rc = -1;
+
+	if (outlen > 0)
+		out[0] = '\0';
+	if (body == NULL || len == 0 || len > ERRS_BODY_MAX || outlen == 0)
+		return (-1);
+	if ((doc = json_loadb(body, len, 0, &jerr)) == NULL)
+		return (-1);
+	if ((errs = json_object_get(doc, "errors")) != NULL &&
+	    json_is_array(errs) && json_array_size(errs) > 0 &&
+	    (code = json_object_get(json_array_get(errs, 0), "code")) !=
+	    NULL && (c = json_string_value(code)) != NULL &&
+	    (n = strlen(c)) > 0 && n < outlen) {
+		for (i = 0; i < n; i++)
+			if (!((c[i] >= 'A' && c[i] <= 'Z') ||
+			    (c[i] >= '0' && c[i] <= '9') || c[i] == '_'))
+				break;
+		if (i == n) {
+			memcpy(out, c, n + 1);
+			rc = 0;
+		}
+	}
+	json_decref(doc);
+	return (rc);
 }

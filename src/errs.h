@@ -40,6 +40,10 @@
 	    "manifest unknown")						\
 	X(ERR_METHOD, 405, "UNSUPPORTED",				\
 	    "method not allowed on this endpoint")			\
+	X(ERR_TAG_DELETE, 405, "UNSUPPORTED",				\
+	    "deleting a manifest by tag is not supported")		\
+	X(ERR_RANGE_INVALID, 416, "BLOB_UPLOAD_INVALID",		\
+	    "chunk does not start at the upload's current offset")	\
 	X(ERR_TOO_LARGE, 413, "SIZE_INVALID",				\
 	    "request body too large")					\
 	X(ERR_URI_TOO_LONG, 414, "UNSUPPORTED",			\
@@ -81,6 +85,16 @@ const char	*errs_message(enum pc_err);
  */
 int		 errs_body(enum pc_err e, const char *detail, char *buf,
 		    size_t len);
+
+/*
+ * The OCI error code of an upstream's error body ({"errors": [{"code":
+ * ...}]}, the first entry), for the audit record: at most ERRS_BODY_MAX
+ * bytes are looked at, and only a code of A-Z, 0-9 and '_' shorter than
+ * outlen is taken.  0 and the code in out; -1 (out empty) otherwise.
+ */
+#define ERRS_BODY_MAX	4096
+int		 errs_parse_code(const char *body, size_t len, char *out,
+		    size_t outlen);
 
 /* The reason phrase for an HTTP status ("Not Found"). */
 const char	*errs_reason(int);

@@ -4,8 +4,11 @@
  * the log line and the audit record) reads instead of any raw credential.
  *
  * From the connection: the client's address, and the subject of a client
- * certificate that TLS verified (method "mtls"); anyone else is
- * anonymous.  Then from the Authorization header:
+ * certificate that TLS verified (method "mtls") until its chain's end
+ * (a keep-alive connection outlives it: anonymous from then on,
+ * auth_failure certificate_expired) and unless its subject was revoked
+ * after it was issued (auth_failure revoked); anyone else is anonymous.  Then
+ * from the Authorization header:
  *
  *	Bearer <gateway token>	token_verify.c verifies it with the gateway's
  *				own keys (cached); the principal is the
@@ -33,9 +36,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "portcullis.h"
 #include "jose.h"
+#include "revoke.h"
 
 /*
  * The scheme of an Authorization value, as one of a fixed set of words:
@@ -176,7 +181,31 @@ identity_from_conn(struct req *req)
 	memset(p, 0, sizeof(*p));
 	p->af = c->peer_af;
 	memcpy(p->addr, c->peer_addr, sizeof(p->addr));
-	if (c->tls_subject != NULL) {
+	if (c->tls_subject != NULL &&
+	    c->tls_not_after <= (int64_t)time(NULL)) {
+		/*
+		 * Verified at the handshake, expired since: a keep-alive
+		 * connection names nobody any more, as a new handshake would
+		 * not (tls_peer_not_after: the chain's end).
+		 */
+		p->method = AUTH_ANONYMOUS;
+		p->subject = "";
+		req->auth_failure = "certificate_expired";
+		log_info("%llu.%u identity client_certificate_expired",
+		    (unsigned long long)c->id, req->seq);
+	} else if (c->tls_subject != NULL &&
+	    revoke_check(c->ctx->revoke, c->tls_subject, c->tls_not_before)) {
+		/*
+		 * `token revoke --subject DN` (or --all): a certificate
+		 * issued (notBefore) before the revocation names nobody, on
+		 * this connection too; one issued again after it works.
+		 */
+		p->method = AUTH_ANONYMOUS;
+		p->subject = "";
+		req->auth_failure = "revoked";
+		log_info("%llu.%u identity client_certificate_revoked",
+		    (unsigned long long)c->id, req->seq);
+	} else if (c->tls_subject != NULL) {
 		/* tls_peer_subject() keeps only a verified certificate's. */
 		p->method = AUTH_MTLS;
 		p->subject = c->tls_subject;

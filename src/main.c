@@ -16,6 +16,7 @@ struct cmd {
 	const char	*name;
 	int		(*fn)(int, char **);
 	const char	*usage;
+	const char	*summary;	/* one sentence, for the list */
 	const char	*help;
 };
 
@@ -29,36 +30,52 @@ static int	cmd_keygen(int, char **);
 static int	cmd_redis(int, char **);
 static int	cmd_secret(int, char **);
 static int	cmd_token(int, char **);
+static int	cmd_metrics_reference(int, char **);
 
 static const struct cmd cmds[] = {
 	{ "serve", cmd_serve, "serve -c FILE",
+	    "Run the gateway.",
 	    "Run the gateway in the foreground; logs go to stderr.\n"
 	    "SIGTERM or SIGINT drains in-flight requests, then exits." },
 	{ "check-config", cmd_check_config, "check-config -c FILE",
+	    "Validate a configuration file.",
 	    "Validate a configuration file.  Every error names its JSON\n"
 	    "path.  Exit 0 when valid, 1 otherwise." },
 	{ "config-reference", cmd_config_reference, "config-reference",
+	    "Print the configuration reference.",
 	    "Print the configuration reference (Markdown) generated from\n"
 	    "the schema." },
-	{ "version", cmd_version, "version", "Print the version." },
-	{ "audit", cmd_audit, "audit query|tail -c FILE [filters]",
-	    "Search the audit stream (query) or follow it (tail);\n"
-	    "portcullis audit --help lists the filters." },
+	{ "version", cmd_version, "version", "Print the version.",
+	    "Print the version." },
+	{ "audit", cmd_audit, "audit query|tail|generate -c FILE [options]",
+	    "Search, follow or fill the audit stream.",
+	    "Search the audit stream (query), follow it (tail), or write\n"
+	    "synthetic records for tests and benchmarks (generate);\n"
+	    "portcullis audit --help lists the options." },
 	{ "policy", cmd_policy, "policy explain -c FILE [options]",
+	    "Explain the policy's decision for one request.",
 	    "Decide one request with the configuration's policy and say\n"
 	    "why; portcullis policy --help lists the options." },
 	{ "keygen", cmd_keygen, "keygen [-t ec|rsa] -o PREFIX",
+	    "Write a new token signing key pair.",
 	    "Write a new token signing key pair (PREFIX.key, .crt, .jwk)\n"
 	    "and print its kid; portcullis keygen --help for options." },
 	{ "redis", cmd_redis, "redis check|subscribe -c FILE",
+	    "Check the Redis login, or follow its channels.",
 	    "Log in to the configured Redis as serve would (check), or\n"
 	    "follow channels over a subscriber link (subscribe)." },
 	{ "secret", cmd_secret, "secret create|list|revoke|verify -c FILE",
+	    "Manage robot and CLI secrets.",
 	    "Robot and CLI secrets, stored hashed in Redis; portcullis\n"
 	    "secret --help lists the options." },
 	{ "token", cmd_token, "token revoke -c FILE (--subject S | --all)",
+	    "Revoke a subject's (or everyone's) tokens.",
 	    "Refuse a subject's (or everyone's) tokens and secrets issued\n"
 	    "before a time, on every instance; portcullis token --help." },
+	{ "metrics-reference", cmd_metrics_reference, "metrics-reference",
+	    "Print the metrics reference.",
+	    "Print the table of metrics (Markdown) that GET /metrics\n"
+	    "exposes, generated from their declarations." },
 };
 
 static void
@@ -67,9 +84,15 @@ usage_all(FILE *f)
 	size_t	i;
 
 	fprintf(f, "usage: portcullis COMMAND [options]\n\ncommands:\n");
-	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-		fprintf(f, "  %-28s %.*s\n", cmds[i].usage,
-		    (int)strcspn(cmds[i].help, "\n"), cmds[i].help);
+	/* Whole sentences: a long usage puts its summary on the next line. */
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		if (strlen(cmds[i].usage) <= 30)
+			fprintf(f, "  %-30s  %s\n", cmds[i].usage,
+			    cmds[i].summary);
+		else
+			fprintf(f, "  %s\n  %-30s  %s\n", cmds[i].usage, "",
+			    cmds[i].summary);
+	}
 	fprintf(f, "\nportcullis COMMAND --help for more.\n");
 }
 
@@ -163,6 +186,24 @@ cmd_config_reference(int argc, char **argv)
 		return (cmd_help(&cmds[2], stderr));
 	}
 	config_reference(stdout);
+	return (0);
+}
+
+static void
+metrics_ref_emit(void *arg, const char *data, size_t len)
+{
+	fwrite(data, 1, len, arg);
+}
+
+static int
+cmd_metrics_reference(int argc, char **argv)
+{
+	const struct cmd	*c = &cmds[sizeof(cmds) / sizeof(cmds[0]) - 1];
+
+	if (argc > 1)
+		return (cmd_help(c, strcmp(argv[1], "--help") == 0 ? stdout :
+		    stderr));
+	metrics_reference(metrics_ref_emit, stdout);
 	return (0);
 }
 

@@ -25,6 +25,7 @@
 #include "router.h"
 #include "url.h"
 #include "config.h"
+#include "metrics.h"
 #include "principal.h"
 
 #ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
@@ -46,6 +47,7 @@ struct proxy;
 struct cache;
 struct cache_reader;
 struct audit;
+struct uploads;
 struct rds;
 struct oidc;
 struct redisAsyncContext;
@@ -70,6 +72,7 @@ struct pc_ctx {
 	struct evdns_base		*dns;
 	struct config			*conf;
 	struct evconnlistener		*listener;
+	struct evconnlistener		*admin_listener; /* admin.listen */
 	int				 listener_paused; /* at max_conns */
 	struct event			*ev_accept_retry; /* after EMFILE */
 	struct ssl_ctx_st		*server_tls;
@@ -95,6 +98,9 @@ struct pc_ctx {
 	struct oidc			*oidc;		/* NULL: no IdPs */
 	struct revoke			*revoke;	/* NULL: no redis */
 	struct secrets			*secrets;	/* NULL: no redis */
+	struct uploads			*uploads;	/* NULL: none yet */
+	struct sso			*sso;		/* browser sign-in */
+	struct metrics			*metrics; /* metrics_http.c */
 };
 
 /* log.c */
@@ -127,6 +133,7 @@ void			 tls_client_free_all(struct pc_ctx *);
 struct ssl_st		*tls_server_ssl(struct ssl_ctx_st *);
 char			*tls_peer_subject(struct bufferevent *);
 int64_t			 tls_peer_not_after(struct bufferevent *);
+int64_t			 tls_peer_not_before(struct bufferevent *);
 void			 tls_free_ctx(struct ssl_ctx_st *);
 const char		*tls_last_error(struct bufferevent *);
 
@@ -146,7 +153,9 @@ struct conn {
 	unsigned char		 peer_addr[16];	/* network order */
 	char			*tls_subject;	/* verified client cert */
 	int64_t			 tls_not_after;	/* its notAfter; 0: none */
+	int64_t			 tls_not_before; /* its notBefore */
 	int			 tls;
+	int			 admin;		/* on admin.listen */
 	struct hframe		 hf;
 	struct req		*req;		/* in progress, or NULL */
 	uint32_t		 nreqs;
@@ -159,7 +168,9 @@ struct conn {
 	const char		*close_reason;
 	struct event		*ev_process;	/* re-runs the reads */
 	int			 eof;		/* client half-closed */
+	int			 client_left;	/* closed or failed on us */
 	int			 head_started;	/* header timer on */
+	uint64_t		 head_start_ms;	/* its first byte came */
 	int			 linger;	/* unread bytes may follow */
 	int			 lingering;	/* write shut, draining */
 	uint64_t		 linger_read;	/* bytes discarded */
@@ -167,6 +178,8 @@ struct conn {
 
 void	conn_accept(struct pc_ctx *, evutil_socket_t, struct sockaddr *,
 	    int);
+void	conn_accept_admin(struct pc_ctx *, evutil_socket_t,
+	    struct sockaddr *, int);
 void	conn_close(struct conn *, const char *);
 void	conn_close_after_write(struct conn *, const char *);
 void	conn_req_done(struct conn *);
@@ -239,6 +252,7 @@ struct req {
 	uint32_t		 seq;
 	enum req_state		 state;
 	uint64_t		 start_ms;
+	uint64_t		 done_ms;	/* set once, by req_free() */
 	struct hframe_msg	*msg;		/* the conn's parsed head */
 	const char		*method;
 	char			*path;		/* without the query */
@@ -255,6 +269,8 @@ struct req {
 	int			 keep_alive;
 	int			 status;
 	enum pc_err		 err;
+	/* The upstream's own OCI error code, for the record; "": none. */
+	char			 up_error[48];
 	enum resp_framing	 framing;
 	uint64_t		 bytes_in;
 	uint64_t		 bytes_out;
@@ -292,6 +308,7 @@ struct req {
 };
 
 void	req_start(struct conn *, struct hframe_msg *);
+void	req_make_id(struct pc_ctx *, char *);
 void	req_identity_done(struct req *);
 void	req_free(struct req *);
 void	req_set_state(struct req *, enum req_state);
@@ -422,6 +439,7 @@ struct proxy *proxy_fetch_url(struct pc_ctx *, struct config *,
 	    const struct config_upstream *, const struct url *,
 	    const struct origin *, const char *, size_t, proxy_url_cb, void *,
 	    const char *);
+void	proxy_fetch_set_form(struct proxy *, const char *, size_t);
 void	proxy_resume(struct proxy *);
 void	proxy_free(struct proxy *);
 
@@ -436,6 +454,15 @@ void		 cache_invalidate_link(struct req *);
 /* catalog.c: /v2/_catalog filtered by the policy. */
 void		 catalog_start(struct req *);
 
+/* taglist.c: tags/list sorted and paged by the gateway. */
+void		 taglist_start(struct req *);
+
+/* uploads.c: chunked uploads' offsets and latest Locations. */
+void		 uploads_note(struct req *, int, const struct headers *,
+		    const char *);
+int		 uploads_answer(struct req *);
+void		 uploads_free(struct uploads *);
+
 /* tagpol.c: immutable tags, blocked digests reached through a tag. */
 int		 tagpol_wants(struct req *);
 void		 tagpol_start(struct req *);
@@ -448,9 +475,16 @@ struct audit	*audit_new(struct pc_ctx *, char **);
 void		 audit_free(struct audit *);
 int		 audit_admit(struct req *);
 void		 audit_request(struct req *);
-void		 audit_framing(struct conn *, int, enum pc_err);
+void		 audit_framing(struct conn *, int, enum pc_err, const char *,
+		    uint64_t, uint64_t);
 struct rds	*audit_redis(struct pc_ctx *);
 const char	*audit_script(void);
+
+/* sso.c: sign-in for people in a browser (identity.sso). */
+int	sso_wants(const struct req *);
+void	sso_start(struct req *);
+void	sso_init(struct pc_ctx *);
+void	sso_free(struct pc_ctx *);
 
 /* audit_query.c: audit query, tail and generate (CLI). */
 int		 audit_cli(int, char **);
@@ -518,6 +552,17 @@ enum cred_result cred_check(struct req *, const char *, const char *,
 		    size_t, struct tok_ident **, const char **, cred_done_fn);
 enum cred_result cred_check_secret_id(struct req *, const char *,
 		    const char **, cred_done_fn);
+/* The verified IdP token cache (credential.c). */
+struct cred_cache_stats {
+	size_t		 entries;
+	uint64_t	 hits;		/* served from it */
+	uint64_t	 misses;	/* verified in full */
+	uint64_t	 key_drops;	/* dropped: its key left the set */
+};
+void		 cred_cache_stats(struct cred_cache_stats *);
+size_t		 cred_cache_revoke(const char *, int64_t);
+size_t		 cred_cache_clear(void);
+void		 cred_cache_free(void);
 void		 token_jwks(struct req *);
 const struct config_upstream *
 		 req_prefix_upstream(const struct config *, const char *,
@@ -525,6 +570,17 @@ const struct config_upstream *
 int		 req_map_name(const struct config_upstream *, const char *,
 		    char *, size_t);
 int		 req_map_from(const struct req *, const char *, char *, size_t);
+
+/* metrics_http.c: GET /metrics, GET /readyz, the metrics hooks. */
+void		 metrics_start(struct pc_ctx *);
+void		 metrics_stop(struct pc_ctx *);
+void		 metrics_http(struct req *);
+void		 metrics_request_done(struct req *);
+void		 metrics_upstream_head(struct pc_ctx *, const char *, int,
+		    uint64_t);
+void		 metrics_upstream_error(struct pc_ctx *, const char *);
+void		 metrics_count_named(struct pc_ctx *, enum metric_id,
+		    const char *);
 
 /* authz.c: the policy gate. */
 int		 authz_request(struct req *);

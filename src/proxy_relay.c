@@ -309,6 +309,32 @@ px_client_head(void *arg, struct hframe_msg *rm)
 		return (-1);
 	}
 	/*
+	 * The distribution spec lets a registry refuse to delete by tag,
+	 * with 405 UNSUPPORTED; older ones (registry 2.8) parse the tag as
+	 * a digest and answer 400 DIGEST_INVALID, which no client expects
+	 * for a tag.  The spec's answer instead (the body is dropped).
+	 */
+	if (req->route.ep == OCI_EP_MANIFEST && m == HTTP_DELETE &&
+	    !req->route.ref_digest && st == 400) {
+		snprintf(newloc, sizeof(newloc), "upstream %s does not delete "
+		    "manifests by tag; delete by digest", req->up->name);
+		req_fail(req, ERR_TAG_DELETE, newloc);	/* retires px */
+		headers_clear(&out);
+		return (-1);
+	}
+	/*
+	 * With the cache on, a blob or manifest it passes through (a HEAD,
+	 * a fill it declined) fails as its fills do: a server error is the
+	 * gateway's 502 UNAVAILABLE, the upstream's status in the detail.
+	 */
+	if (st >= 500 && cache_wants(req)) {
+		snprintf(newloc, sizeof(newloc), "upstream %s answered %d",
+		    req->up->name, st);
+		req_fail(req, ERR_UPSTREAM, newloc);	/* retires px */
+		headers_clear(&out);
+		return (-1);
+	}
+	/*
 	 * A manifest is a bounded document: a length over the limit is
 	 * refused before a byte goes out; a chunked one is cut by the
 	 * framer once over (px_pump fails it: the client's answer ends).
@@ -353,6 +379,10 @@ px_client_head(void *arg, struct hframe_msg *rm)
 	if (req->ns[0] != '\0')
 		headers_add(&out, "OCI-Namespace", 13, req->ns,
 		    strlen(req->ns));
+	/* What an upload is now (uploads.c), from the upstream's answer. */
+	if (req->route.ep == OCI_EP_UPLOAD ||
+	    req->route.ep == OCI_EP_UPLOAD_START)
+		uploads_note(req, st, &rm->hdrs, headers_get(&out, "Location"));
 	if (st == 401) {
 		/*
 		 * RFC 9110 15.5.2: a 401 carries at least one challenge;
@@ -395,9 +425,42 @@ px_client_head(void *arg, struct hframe_msg *rm)
 			return (0);
 		}
 	}
+	/*
+	 * An error answer small enough (or of unknown length) keeps a copy
+	 * of its first ERRS_BODY_MAX bytes as they go by, so the record can
+	 * name the upstream's OCI error code once it is complete; the
+	 * stream is not held for it.
+	 */
+	if (st >= 400 && m != HTTP_HEAD && (!rm->has_length ||
+	    (rm->length > 0 && rm->length <= ERRS_BODY_MAX)) &&
+	    (px->errcap = malloc(ERRS_BODY_MAX)) == NULL)
+		fatal("malloc");
 	req_send_head(req, st, &out, framing, length);
 	headers_clear(&out);
 	return (0);
+}
+
+/* Copy what fits of an error answer's body (px_client_head). */
+static void
+px_errcap(struct proxy *px, struct evbuffer *in, const char *data,
+    size_t n)
+{
+	size_t	take;
+
+	if (px->errcap == NULL)
+		return;
+	if (px->errcaplen + n > ERRS_BODY_MAX) {
+		/* Larger than the bound: not parsed at all. */
+		free(px->errcap);
+		px->errcap = NULL;
+		return;
+	}
+	take = n;
+	if (in != NULL)
+		evbuffer_copyout(in, px->errcap + px->errcaplen, take);
+	else if (data != NULL)
+		memcpy(px->errcap + px->errcaplen, data, take);
+	px->errcaplen += take;
 }
 
 static int
@@ -409,6 +472,7 @@ px_client_body(void *arg, struct evbuffer *in, size_t n)
 		evbuffer_remove_buffer(in, px->held, n);
 		return (0);
 	}
+	px_errcap(px, in, NULL, n);
 	return (req_send_body(px->req, in, n));
 }
 
@@ -421,6 +485,7 @@ px_client_body_data(void *arg, const char *data, size_t n)
 		evbuffer_add(px->held, data, n);
 		return (0);
 	}
+	px_errcap(px, NULL, data, n);
 	return (req_send_body_data(px->req, data, n));
 }
 
@@ -450,6 +515,9 @@ px_client_done(void *arg)
 		px_client_send_held(px);
 		return;
 	}
+	if (px->errcap != NULL)
+		errs_parse_code(px->errcap, px->errcaplen, px->req->up_error,
+		    sizeof(px->req->up_error));
 	req_end_response(px->req);	/* retires req and px */
 }
 

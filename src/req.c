@@ -61,13 +61,13 @@ req_set_state(struct req *req, enum req_state s)
 	req->state = s;
 }
 
-/* A request's head is parsed: start it.  May finish it at once. */
 /*
  * A request id: unique within the process (a bijection of a counter),
  * unguessable across processes (keyed by a random seed from start-up),
- * and no system call per request.  16 hex digits.
+ * and no system call per request.  16 hex digits; `out` holds 17 bytes.
+ * Also for the answers conn.c makes without a request object.
  */
-static void
+void
 req_make_id(struct pc_ctx *ctx, char *out)
 {
 	static const char	 hex[] = "0123456789abcdef";
@@ -86,6 +86,7 @@ req_make_id(struct pc_ctx *ctx, char *out)
 	out[16] = '\0';
 }
 
+/* A request's head is parsed: start it.  May finish it at once. */
 void
 req_start(struct conn *c, struct hframe_msg *msg)
 {
@@ -178,6 +179,8 @@ req_free(struct req *req)
 	req->retired = 1;
 	c = req->c;
 	req_stage_end(req);
+	/* One clock reading: the log line and the record agree. */
+	req->done_ms = now_ms();
 	tagpol_req_done(req);		/* an immutable tag it held */
 	if (req->up != NULL)
 		snprintf(up, sizeof(up), "%s", req->up->name);
@@ -185,11 +188,12 @@ req_free(struct req *req)
 		snprintf(up, sizeof(up), "-");
 	/* The summary line: never a credential, never the query string. */
 	log_info("%llu.%u req done method=%s path=%s status=%d in=%llu "
-	    "out=%llu ms=%llu upstream=%s%s%s peer=%s id=%s%s%s%s%s%s%s%s%s",
+	    "out=%llu ms=%llu upstream=%s%s%s peer=%s id=%s%s%s%s%s%s%s%s%s"
+	    "%s%s",
 	    (unsigned long long)c->id, req->seq, req->method, req->path,
 	    req->status, (unsigned long long)req->bytes_in,
 	    (unsigned long long)req->bytes_out,
-	    (unsigned long long)(now_ms() - req->start_ms), up,
+	    (unsigned long long)(req->done_ms - req->start_ms), up,
 	    req->ns[0] != '\0' ? " ns=" : "", req->ns, c->peer,
 	    req->request_id, req->err != ERR_NONE ? " error=" : "",
 	    req->err != ERR_NONE ? errs_name(req->err) : "",
@@ -199,7 +203,9 @@ req_free(struct req *req)
 	    req->decision != NULL ? req->decision : "",
 	    req->decision != NULL ? " rule=" : "",
 	    req->decision != NULL ? (req->rule != NULL ? req->rule : "-") :
-	    "");
+	    "", req->err == ERR_NONE && req->up_error[0] != '\0' ?
+	    " up_error=" : "", req->err == ERR_NONE ? req->up_error : "");
+	metrics_request_done(req);	/* metrics_http.c */
 	audit_request(req);		/* its one audit record */
 	conn_reap_later(c->ctx, &req->reap, req_destroy, req);
 }
@@ -260,7 +266,15 @@ req_stage_next(struct req *req)
 	}
 }
 
-/* The client went away; stop whatever the request is waiting for. */
+/*
+ * The connection ends with the request unfinished; stop whatever it is
+ * waiting for.  A client that left (closed or failed) before its whole
+ * response was queued is recorded as 499 with the bytes it was sent, as
+ * nginx records a client abort: what it got, not the status line that
+ * began it.  Its stages are told (a fill it followed goes on by the
+ * usual rule).  When the gateway ends it (an upstream cut mid-body, a
+ * shutdown), the status it sent stands.
+ */
 void
 req_client_gone(struct req *req)
 {
@@ -269,7 +283,7 @@ req_client_gone(struct req *req)
 	if (ops != NULL && ops->client_gone != NULL)
 		ops->client_gone(req->stage_arg);
 	req_stage_end(req);
-	if (req->status == 0)
+	if (req->status == 0 || req->c->client_left)
 		req->status = 499;
 }
 
@@ -340,7 +354,7 @@ req_send_head(struct req *req, int status, struct headers *h,
 {
 	struct evbuffer	*out = conn_output(req->c);
 	size_t		 i;
-	int		 api = 0;
+	int		 api = 0, ons = 0;
 
 	if (req->head_sent)
 		return (-1);
@@ -359,6 +373,8 @@ req_send_head(struct req *req, int status, struct headers *h,
 				continue;
 			if (strcasecmp(h->v[i].name, PC_API_VERSION_HDR) == 0)
 				api = 1;
+			if (strcasecmp(h->v[i].name, "OCI-Namespace") == 0)
+				ons = 1;
 			evbuffer_add(out, h->v[i].name, h->v[i].nlen);
 			evbuffer_add(out, ": ", 2);
 			evbuffer_add(out, h->v[i].value, h->v[i].vlen);
@@ -368,6 +384,9 @@ req_send_head(struct req *req, int status, struct headers *h,
 	if (req->is_v2 && !api)
 		evbuffer_add_printf(out, "%s: %s\r\n", PC_API_VERSION_HDR,
 		    PC_API_VERSION);
+	/* Every answer to an ns= request says which, the gateway's too. */
+	if (req->ns[0] != '\0' && !ons)
+		evbuffer_add_printf(out, "OCI-Namespace: %s\r\n", req->ns);
 	evbuffer_add_printf(out, "X-Request-Id: %s\r\n", req->request_id);
 	switch (framing) {
 	case RESP_LENGTH:
@@ -713,6 +732,7 @@ req_pick_upstream(struct req *req, char *detail, size_t dlen)
 	req->prefix[0] = '\0';
 	if (req->route.ep != OCI_EP_CATALOG &&
 	    (up = req_prefix_upstream(conf, name, &rest)) != NULL) {
+		req->ns[0] = '\0';	/* not what routed it */
 		snprintf(req->prefix, sizeof(req->prefix), "%.*s",
 		    (int)(rest - name), name);
 		name = rest;
@@ -773,6 +793,31 @@ req_route(struct req *req)
 		req_respond_simple(req, 200, "text/plain", "ok\n", NULL);
 		return;
 	}
+	/* The admin listener answers operations paths only. */
+	if (req->c->admin && strcmp(req->path, "/metrics") != 0 &&
+	    strcmp(req->path, "/readyz") != 0) {
+		req_fail(req, ERR_NOT_FOUND, "the admin listener answers "
+		    "/metrics, /readyz and /healthz");
+		return;
+	}
+	/* Operations, not audited; /metrics behind its own gate. */
+	if (strcmp(req->path, "/metrics") == 0 ||
+	    strcmp(req->path, "/readyz") == 0) {
+		metrics_http(req);
+		return;
+	}
+	/*
+	 * Known before anything can fail: a /v2 answer carries the API
+	 * version, and one to an ns= request its OCI-Namespace, whichever
+	 * stage makes it.  req_pick_upstream() clears ns when a path
+	 * prefix picks the upstream instead.
+	 */
+	req->is_v2 = strcmp(req->path, "/v2") == 0 ||
+	    strncmp(req->path, "/v2/", 4) == 0;
+	if (req->is_v2 && req->query != NULL &&
+	    (url_query_get(req->query, strlen(req->query), "ns", req->ns,
+	    sizeof(req->ns)) == -1 || !req_valid_ns(req->ns)))
+		req->ns[0] = '\0';
 	/*
 	 * The audit stage comes first: with on_failure "reject", a request
 	 * whose record could not be kept is not served at all, /v2/ included.
@@ -795,6 +840,11 @@ req_route(struct req *req)
 			req_fail(req, ERR_NOT_FOUND, NULL);
 		return;
 	}
+	/* Sign-in for people (sso.c): its own pages, never proxied. */
+	if (sso_wants(req)) {
+		sso_start(req);
+		return;
+	}
 	/* The token service (token.c): its own answers, never proxied. */
 	if (strcmp(req->path, "/token") == 0) {
 		token_start(req);
@@ -810,7 +860,9 @@ req_route(struct req *req)
 	}
 	req->is_v2 = 1;
 	if ((err = router_parse(req->path, plen, &req->route)) != ERR_NONE) {
-		req_fail(req, err, NULL);
+		/* Not asked of the upstream: such a manifest cannot exist. */
+		req_fail(req, router_ref_err(err, &req->route, m == HTTP_PUT),
+		    NULL);
 		return;
 	}
 	if (!req_method_ok(req->route.ep, m)) {
@@ -880,11 +932,20 @@ req_dispatch(struct req *req)
 		catalog_start(req);
 		return;
 	}
+	/* A tag list is paged by the gateway, whatever the upstream does. */
+	if (req->route.ep == OCI_EP_TAGS) {
+		req_set_state(req, REQ_UPSTREAM);
+		taglist_start(req);
+		return;
+	}
 	if (cache_wants(req)) {
 		req_set_state(req, REQ_CACHE);
 		cache_start(req);
 		return;
 	}
+	/* A known upload's status, or a chunk at the wrong offset (416). */
+	if (uploads_answer(req))
+		return;
 	/*
 	 * A manifest PUT or DELETE moves its tag only once the upstream
 	 * accepts it: req_end_response() drops the tag's records on a 2xx.

@@ -32,6 +32,10 @@
  * - The name is checked before the reference: a request bad in both
  *   answers ERR_NAME_INVALID.  A manifest reference with a ':' is a digest
  *   (ERR_DIGEST_INVALID when bad), otherwise a tag (ERR_TAG_INVALID).
+ *   Reading such a reference is not malformed to a client, only unknown:
+ *   the reference registry's routes match tag|digest, and anything else
+ *   is a 404 there.  router_ref_err() makes the same answer; only a PUT,
+ *   which would create the reference, is told it is invalid.
  */
 #include <string.h>
 
@@ -270,6 +274,17 @@ router_fill(struct oci_route *r, const char *name, size_t namelen,
 	default:
 		return ERR_NONE;
 	}
+}
+
+/* Map a manifest reference error to the answer for the method. */
+enum pc_err
+router_ref_err(enum pc_err e, const struct oci_route *r, int is_write)
+{
+	if (is_write || r->ep != OCI_EP_MANIFEST)
+		return e;
+	if (e == ERR_TAG_INVALID || e == ERR_DIGEST_INVALID)
+		return ERR_MANIFEST_UNKNOWN;
+	return e;
 }
 
 /* Route one request path; see the file comment for the rules. */

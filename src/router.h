@@ -47,10 +47,22 @@ const char	*router_ep_name(enum oci_ep);
  * Route the request path (no query string, len bytes, need not be NUL
  * terminated) into r.  Returns ERR_NONE, ERR_NOT_FOUND, ERR_NAME_INVALID,
  * ERR_DIGEST_INVALID, ERR_TAG_INVALID or ERR_UPLOAD_INVALID.  On failure
- * r->name and r->ref are empty and r->ep is meaningless.
+ * r->name and r->ref are empty and r->ep is meaningless, except that a
+ * manifest reference that is neither a tag nor a digest (ERR_TAG_INVALID
+ * or ERR_DIGEST_INVALID) leaves r->ep at OCI_EP_MANIFEST: the caller
+ * answers a read of it as an unknown manifest (router_ref_err()).
  */
 enum pc_err	 router_parse(const char *path, size_t len,
 		    struct oci_route *r);
+
+/*
+ * The error to answer for router_parse()'s `e`; `is_write` is 1 for a
+ * PUT.  GET, HEAD and DELETE of a manifest reference that cannot exist
+ * are 404 MANIFEST_UNKNOWN, as the reference registry answers; a PUT
+ * keeps TAG_INVALID or DIGEST_INVALID.
+ */
+enum pc_err	 router_ref_err(enum pc_err e, const struct oci_route *r,
+		    int is_write);
 
 /* Grammar checks over len bytes: 1 when valid, 0 when not. */
 int		 router_valid_name(const char *, size_t);

@@ -30,6 +30,36 @@
 
 static void	server_fd_limit(const struct config *);
 
+/* Stop or resume accepting, on the main and the admin listener alike. */
+static void
+server_listeners_enable(struct pc_ctx *ctx, int on)
+{
+	if (ctx->listener != NULL) {
+		if (on)
+			evconnlistener_enable(ctx->listener);
+		else
+			evconnlistener_disable(ctx->listener);
+	}
+	if (ctx->admin_listener != NULL) {
+		if (on)
+			evconnlistener_enable(ctx->admin_listener);
+		else
+			evconnlistener_disable(ctx->admin_listener);
+	}
+}
+
+static void
+server_accepted(struct pc_ctx *ctx)
+{
+	if (ctx->nconns >= ctx->conf->max_connections &&
+	    !ctx->listener_paused) {
+		log_info("- server pause_accept reason=max_connections n=%zu",
+		    ctx->nconns);
+		ctx->listener_paused = 1;
+		server_listeners_enable(ctx, 0);
+	}
+}
+
 static void
 server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
@@ -45,13 +75,22 @@ server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	 * listener stops below and the count falls as connections end.
 	 */
 	conn_accept(ctx, fd, sa, salen);
-	if (ctx->nconns >= ctx->conf->max_connections &&
-	    !ctx->listener_paused) {
-		log_info("- server pause_accept reason=max_connections n=%zu",
-		    ctx->nconns);
-		ctx->listener_paused = 1;
-		evconnlistener_disable(l);
+	server_accepted(ctx);
+}
+
+/* admin.listen: the same limits, operations paths only (req_route). */
+static void
+server_admin_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct pc_ctx	*ctx = arg;
+
+	if (ctx->draining) {
+		close(fd);
+		return;
 	}
+	conn_accept_admin(ctx, fd, sa, salen);
+	server_accepted(ctx);
 }
 
 /*
@@ -72,7 +111,7 @@ server_accept_error_cb(struct evconnlistener *l, void *arg)
 	log_warn("- server accept_error error=\"%s\" open=%zu: pausing "
 	    "accept", evutil_socket_error_to_string(e), ctx->nconns);
 	ctx->listener_paused = 1;
-	evconnlistener_disable(l);
+	server_listeners_enable(ctx, 0);
 	if (ctx->ev_accept_retry != NULL)
 		evtimer_add(ctx->ev_accept_retry, &tv);
 }
@@ -94,7 +133,7 @@ server_conn_gone(struct pc_ctx *ctx)
 	if (ctx->listener_paused && ctx->listener != NULL &&
 	    !ctx->draining && ctx->nconns < ctx->conf->max_connections) {
 		ctx->listener_paused = 0;
-		evconnlistener_enable(ctx->listener);
+		server_listeners_enable(ctx, 1);
 		log_info("- server resume_accept n=%zu", ctx->nconns);
 	}
 	if (ctx->draining && ctx->nconns == 0)
@@ -128,6 +167,10 @@ server_signal_cb(evutil_socket_t sig, short ev, void *arg)
 	if (ctx->listener != NULL) {
 		evconnlistener_free(ctx->listener);
 		ctx->listener = NULL;
+	}
+	if (ctx->admin_listener != NULL) {
+		evconnlistener_free(ctx->admin_listener);
+		ctx->admin_listener = NULL;
 	}
 	/* Idle connections go now; busy ones close after their request. */
 	TAILQ_FOREACH_SAFE(c, &ctx->conns, entry, next)
@@ -187,47 +230,68 @@ server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 	server_conn_gone(ctx);	/* a raised max_connections applies */
 }
 
-static int
-server_listen(struct pc_ctx *ctx, char **cause)
+/*
+ * A listener on host:port (host "": every address) for cb; NULL with
+ * *cause naming the key (`what`) and the address.
+ */
+static struct evconnlistener *
+server_bind(struct pc_ctx *ctx, const char *host, int port,
+    const char *address, const char *what, evconnlistener_cb cb,
+    char **cause)
 {
 	struct sockaddr_storage	 ss;
+	struct evconnlistener	*l;
 	int			 sslen = sizeof(ss);
 	char			 addr[300];
-	const struct config	*conf = ctx->conf;
 
 	memset(&ss, 0, sizeof(ss));
-	if (conf->listen_host[0] == '\0') {
+	if (host[0] == '\0') {
 		struct sockaddr_in6	*s6 = (struct sockaddr_in6 *)&ss;
 
 		s6->sin6_family = AF_INET6;
 		s6->sin6_addr = in6addr_any;
-		s6->sin6_port = htons(conf->listen_port);
+		s6->sin6_port = htons(port);
 		sslen = sizeof(*s6);
 	} else {
-		if (strchr(conf->listen_host, ':') != NULL)
-			snprintf(addr, sizeof(addr), "[%s]:%d",
-			    conf->listen_host, conf->listen_port);
+		if (strchr(host, ':') != NULL)
+			snprintf(addr, sizeof(addr), "[%s]:%d", host, port);
 		else
-			snprintf(addr, sizeof(addr), "%s:%d",
-			    conf->listen_host, conf->listen_port);
+			snprintf(addr, sizeof(addr), "%s:%d", host, port);
 		if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss,
 		    &sslen) != 0) {
-			if (asprintf(cause, "/listen/address: not a numeric "
-			    "address: %s", conf->listen_address) == -1)
+			if (asprintf(cause, "%s: not a numeric address: %s",
+			    what, address) == -1)
 				*cause = NULL;
-			return (-1);
+			return (NULL);
 		}
 	}
-	ctx->listener = evconnlistener_new_bind(ctx->base, server_accept_cb,
-	    ctx, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+	l = evconnlistener_new_bind(ctx->base, cb, ctx,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
 	    LEV_OPT_CLOSE_ON_EXEC, 1024, (struct sockaddr *)&ss, sslen);
-	if (ctx->listener == NULL) {
-		if (asprintf(cause, "cannot listen on %s: %s",
-		    conf->listen_address, strerror(errno)) == -1)
+	if (l == NULL) {
+		if (asprintf(cause, "cannot listen on %s: %s", address,
+		    strerror(errno)) == -1)
 			*cause = NULL;
-		return (-1);
+		return (NULL);
 	}
-	evconnlistener_set_error_cb(ctx->listener, server_accept_error_cb);
+	evconnlistener_set_error_cb(l, server_accept_error_cb);
+	return (l);
+}
+
+static int
+server_listen(struct pc_ctx *ctx, char **cause)
+{
+	const struct config	*conf = ctx->conf;
+
+	if ((ctx->listener = server_bind(ctx, conf->listen_host,
+	    conf->listen_port, conf->listen_address, "/listen/address",
+	    server_accept_cb, cause)) == NULL)
+		return (-1);
+	if (conf->admin_listen != NULL &&
+	    (ctx->admin_listener = server_bind(ctx, conf->admin_listen_host,
+	    conf->admin_listen_port, conf->admin_listen, "/admin/listen",
+	    server_admin_accept_cb, cause)) == NULL)
+		return (-1);
 	return (0);
 }
 
@@ -286,6 +350,7 @@ server_run(const char *path, char **cause)
 	if ((ctx->conf = config_load(path, cause)) == NULL)
 		goto out;
 	log_init(ctx->conf->log_level);
+	metrics_start(ctx);
 	signal(SIGPIPE, SIG_IGN);
 	/* A refused password will not fix itself: stop now, say so. */
 	if (rds_startup_check(ctx->conf, cause) == -1)
@@ -316,6 +381,7 @@ server_run(const char *path, char **cause)
 	    ctx->revoke)) == NULL))
 		fatalx("out of memory");
 	token_listen(ctx);	/* revocations purge verified tokens */
+	sso_init(ctx);		/* the sign-in's Redis link */
 	ctx->ev_reap = event_new(ctx->base, -1, 0, server_reap_cb, ctx);
 	ctx->ev_accept_retry = evtimer_new(ctx->base, server_accept_retry_cb,
 	    ctx);
@@ -332,9 +398,11 @@ server_run(const char *path, char **cause)
 		fatalx("out of memory");
 	evsignal_add(ctx->ev_sighup, NULL);
 
-	log_info("- server start version=%s listen=%s tls=%s upstreams=%zu",
+	log_info("- server start version=%s listen=%s tls=%s upstreams=%zu%s%s",
 	    PC_VERSION, ctx->conf->listen_address,
-	    ctx->conf->tls ? "on" : "off", ctx->conf->nupstreams);
+	    ctx->conf->tls ? "on" : "off", ctx->conf->nupstreams,
+	    ctx->conf->admin_listen != NULL ? " admin_listen=" : "",
+	    ctx->conf->admin_listen != NULL ? ctx->conf->admin_listen : "");
 	server_policy_note(ctx->conf);
 	authz_config_loaded(ctx->conf);
 	oidc_config_loaded(ctx);
@@ -355,7 +423,9 @@ out:
 	oidc_free(ctx);			/* after the conns: no waiters left */
 	token_free();			/* the verified-token cache */
 	secrets_free(ctx->secrets);	/* after the conns: no checks left */
+	sso_free(ctx);
 	revoke_free(ctx->revoke);
+	uploads_free(ctx->uploads);
 	if (ctx->base != NULL)
 		conn_reap(ctx);		/* what the fills retired */
 	uconn_pool_flush(ctx);
@@ -363,6 +433,8 @@ out:
 	tls_client_free_all(ctx);
 	if (ctx->listener != NULL)
 		evconnlistener_free(ctx->listener);
+	if (ctx->admin_listener != NULL)
+		evconnlistener_free(ctx->admin_listener);
 	if (ctx->ev_reap != NULL)
 		event_free(ctx->ev_reap);
 	if (ctx->ev_accept_retry != NULL)
@@ -381,6 +453,7 @@ out:
 	tls_free_ctx(ctx->server_tls);
 	if (ctx->base != NULL)
 		event_base_free(ctx->base);
+	metrics_stop(ctx);
 	config_unref(ctx->conf);
 	free(ctx);
 	return (rv);

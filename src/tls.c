@@ -71,6 +71,20 @@ tls_server_ctx(const struct config *conf, char **cause)
 		SSL_CTX_set_verify(ctx, mode, NULL);
 		SSL_CTX_set_client_CA_list(ctx,
 		    SSL_load_client_CA_file(t->client_ca_file));
+		/*
+		 * No session resumption where a certificate identifies: a
+		 * resumed session would carry the first handshake's verdict
+		 * past the chain's end, without the chain (identity.c and
+		 * the token service need its end).  Without a session id
+		 * context OpenSSL also kills any resumption attempt with an
+		 * internal_error alert; with one and no cache or tickets, a
+		 * client offering a session just gets a full handshake.
+		 */
+		SSL_CTX_set_session_id_context(ctx,
+		    (const unsigned char *)"portcullis", 10);
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_num_tickets(ctx, 0);
 	}
 	return (ctx);
 fail:
@@ -172,13 +186,68 @@ done:
 	return (s);
 }
 
+/* A certificate's notAfter in seconds since the epoch; 0 if unreadable. */
+static int64_t
+tls_cert_not_after(X509 *cert)
+{
+	struct tm	tm;
+	int64_t		t;
+
+	memset(&tm, 0, sizeof(tm));
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) != 1)
+		return (0);
+	t = (int64_t)timegm(&tm);
+	return (t > 0 ? t : 0);
+}
+
 /*
- * The notAfter of a client certificate TLS verified, in seconds since the
- * epoch; 0 when there is none (or it cannot be read).  The token service
- * never lets a token of an mTLS caller outlive the certificate.
+ * The end of a client certificate TLS verified, in seconds since the
+ * epoch: the earliest notAfter of the chain that verified it (an issuing
+ * CA that ends first ends the credential with it: the leaf verifies no
+ * more), the leaf's alone when that chain is not at hand (a resumed
+ * session).  0 when there is no verified certificate; 1 (long over) when
+ * a date cannot be read, never "no end".  The token service never lets a
+ * token of an mTLS caller outlive it, and identity.c stops taking the
+ * certificate once it has passed.
  */
 int64_t
 tls_peer_not_after(struct bufferevent *bev)
+{
+	SSL		*ssl = bufferevent_openssl_get_ssl(bev);
+	STACK_OF(X509)	*chain;
+	X509		*cert;
+	int64_t		 t = 0, u;
+	int		 i;
+
+	if (ssl == NULL || (cert = SSL_get1_peer_certificate(ssl)) == NULL)
+		return (0);
+	if (SSL_get_verify_result(ssl) != X509_V_OK)
+		goto done;
+	if ((t = tls_cert_not_after(cert)) == 0)
+		t = 1;
+	if ((chain = SSL_get0_verified_chain(ssl)) != NULL)
+		for (i = 0; i < sk_X509_num(chain); i++) {
+			u = tls_cert_not_after(sk_X509_value(chain, i));
+			if (u == 0)
+				u = 1;
+			if (u < t)
+				t = u;
+		}
+done:
+	X509_free(cert);
+	return (t);
+}
+
+/*
+ * The notBefore of the client certificate TLS verified, in seconds since
+ * the epoch: when it was issued, as far as revocation goes (`token revoke
+ * --subject DN` refuses a certificate issued before its time, as it does
+ * a token; a certificate issued again after it works).  0 when there is
+ * none, or when the date cannot be read: issued at the epoch then, so
+ * that any revocation of its subject covers it.
+ */
+int64_t
+tls_peer_not_before(struct bufferevent *bev)
 {
 	SSL		*ssl = bufferevent_openssl_get_ssl(bev);
 	X509		*cert;
@@ -187,12 +256,14 @@ tls_peer_not_after(struct bufferevent *bev)
 
 	if (ssl == NULL || (cert = SSL_get1_peer_certificate(ssl)) == NULL)
 		return (0);
-	memset(&tm, 0, sizeof(tm));
-	if (SSL_get_verify_result(ssl) == X509_V_OK &&
-	    ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1)
-		t = (int64_t)timegm(&tm);
+	if (SSL_get_verify_result(ssl) == X509_V_OK) {
+		memset(&tm, 0, sizeof(tm));
+		if (ASN1_TIME_to_tm(X509_get0_notBefore(cert), &tm) != 1 ||
+		    (t = (int64_t)timegm(&tm)) <= 0)
+			t = 0;
+	}
 	X509_free(cert);
-	return (t > 0 ? t : 0);
+	return (t);
 }
 
 /* Free a context; NULL is fine. */

@@ -219,7 +219,7 @@ def test_one_record_per_request_with_fields(redis, start_registry,
         error="UNSUPPORTED")
     # Upstream errors: unknown manifest (the upstream's 404), upstream down.
     req("GET", "/v2/up1/aud/app/manifests/nope", 404, headers=acc,
-        action="pull", reference="nope", error="")
+        action="pull", reference="nope", error="MANIFEST_UNKNOWN")
     req("GET", "/v2/down/x/manifests/v1", 502, action="pull",
         upstream="down", repository="down/x", error="UNAVAILABLE",
         decision="allow")

@@ -4,6 +4,7 @@ the daemon's life cycle: SIGTERM drains requests in flight, then exits."""
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import shutil
@@ -38,7 +39,8 @@ def test_shipped_configs_are_valid(name, tmp_path):
 
 
 def test_example_config_needs_the_operators_signing_key(tmp_path):
-    for f in ("portcullis.example.json", "credentials.example"):
+    for f in ("portcullis.example.json", "credentials.example",
+              "sso-client-secret.example"):
         shutil.copy(os.path.join(REPO_ROOT, "conf", f), tmp_path / f)
     r = run("check-config", "-c", str(tmp_path / "portcullis.example.json"))
     assert r.returncode != 0
@@ -240,3 +242,35 @@ def test_readme_configuration_reference_is_current():
     block = readme[readme.index(b) + len(b):readme.index(e)]
     assert block == run("config-reference").stdout, \
         "README.md is stale: run contrib/update-readme.sh"
+
+
+def test_command_list_is_whole_sentences_and_complete():
+    # Issue 13: descriptions were cut mid-sentence, audit generate absent.
+    r = run()
+    assert r.returncode != 0
+    out = r.stderr
+    assert "audit query|tail|generate" in out, out
+    summaries = []
+    for ln in out.splitlines():
+        if ln.startswith("    "):             # under a long usage
+            summaries.append(ln.strip())
+        elif ln.startswith("  ") and "  " in ln.strip():
+            summaries.append(re.split(r"\s{2,}", ln.strip())[-1])
+    assert len(summaries) >= 10, out
+    for text in summaries:
+        assert text.endswith("."), text
+
+
+def test_same_url_twice_needs_distinct_hosts(tmp_path):
+    cfg = {"upstreams": [
+        {"name": "a", "url": "http://127.0.0.1:5999", "prefix": "a"},
+        {"name": "b", "url": "http://127.0.0.1:5999", "prefix": "b"}]}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    r = run("check-config", "-c", str(path))
+    assert r.returncode != 0 and "/upstreams/1/hosts" in r.stderr, r.stderr
+    cfg["upstreams"][1]["hosts"] = []
+    path.write_text(json.dumps(cfg))
+    assert run("check-config", "-c", str(path)).returncode == 0
+    ref = run("config-reference").stdout
+    assert "two upstreams with the same url need distinct hosts" in ref

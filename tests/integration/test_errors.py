@@ -580,7 +580,7 @@ def test_pipelined_local_error_stays_in_order(reg_blobs, start_gateway):
         r = c.read_response()
         assert r.status == 200 and r.body == blobs[2][1], r
         r = c.read_response()
-        assert_oci_error(r, 400, ["TAG_INVALID"])
+        assert_oci_error(r, 404, ["MANIFEST_UNKNOWN"])
         r = c.read_response()
         assert r.status == 200 and r.body == blobs[1][1], r
     assert_serves(gw)

@@ -556,14 +556,16 @@ def test_204_drops_the_upstreams_content_length(liar):
 
 def test_connection_named_fields_are_dropped(liar):
     up, gw = liar
-    body = b'{"name":"app","tags":["v1"]}'
-    up.canned("GET", "/v2/app/tags/list", 200, [
-        ("Content-Type", "application/json"),
+    # A blob relayed as is (tags/list is the gateway's own answer now).
+    body = b"relayed blob bytes"
+    d = sha256(body)
+    up.canned("GET", "/v2/app/blobs/" + d, 200, [
+        ("Content-Type", "application/octet-stream"),
         ("Connection", "keep-alive, X-Hop-Secret"),
         ("X-Hop-Secret", "upstream-internal"),
         ("X-Kept", "yes"),
         ("Content-Length", str(len(body)))], body)
-    r = send(gw, rawhttp.build("GET", "/v2/app/tags/list", host=gw.host))
+    r = send(gw, rawhttp.build("GET", "/v2/app/blobs/" + d, host=gw.host))
     assert r.status == 200 and r.body == body
     assert r.header_all("X-Hop-Secret") == [], r.headers
     assert r.header("X-Kept") == "yes"

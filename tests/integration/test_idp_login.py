@@ -23,7 +23,12 @@ gateway; `docker login` (identitytoken, refresh grant) and `ctr -u`
 (password grant); claim rules; subjects revocation could not name; no
 credential in a debug log.  No token outlives the IdP token it was
 issued for (refresh tokens end with it; access tokens too, down to the
-60 s floor; one past its exp within the leeway gets nothing).
+60 s floor; one past its exp within the leeway gets nothing).  The
+verified IdP token cache (identity.idp_cache_entries): a repeated token
+is a hit on /admin/identity (Basic and Bearer on /v2/, Basic at /token),
+a reload empties it, a key the provider withdraws ends it, a revoked
+subject's cached token is refused, an expired one is never served past
+exp + leeway; the size bounds it.
 
 Acceptance 5 alongside: Redis runs with the default user off and the
 gateway logs in as the README's ACL user (lib/idfix.py); logins are
@@ -36,6 +41,7 @@ dockerd, containerd, redis-server."""
 import base64
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -226,14 +232,22 @@ def revoke_idp_subject(start_gateway, reg, keys, rs, idp, tmp_path):
     sk = Skopeo(tmp_path / "skopeo")
     cc = idp.client_credentials_token()
     pull(sk, g, "ci/img", cc)
+    # The IdP token is in the verified-token cache now: a hit.
+    h = idp_cache(g)["hits"]
+    assert plain().get(g.url + "/token", params={"service": SERVICE},
+                       auth=("ci", cc), timeout=15).status_code == 200
+    assert idp_cache(g)["hits"] == h + 1 and idp_cache(g)["entries"] == 1
     out = run([gateway_bin(), "token", "revoke", "-c", g.config_path,
                "--subject", "idp:ci"], timeout=60)
     assert "revoked" in out.stdout + out.stderr, out.stdout + out.stderr
+    # The cached verification is refused as soon as the revocation
+    # arrives (and purged from the cache).
     wait_for(lambda: plain().get(
         g.url + "/token", params={"service": SERVICE}, auth=("ci", cc),
         timeout=15).status_code == 401, timeout=5,
         what="the revocation to reach the gateway")
     assert "login_failed reason=revoked" in g.log_text()
+    assert idp_cache(g)["entries"] == 0
     assert pull(sk, g, "ci/img", cc, check=False).returncode != 0
 
 
@@ -394,6 +408,151 @@ def test_idp_token_past_its_exp_within_leeway_gets_nothing(gw, idp):
     assert r.status_code == 200, r.text
     assert r.json()["expires_in"] == 60
     assert claims(r.json()["refresh_token"])["exp"] <= now + 10
+
+
+def idp_cache(g):
+    """The verified IdP token cache's counters on /admin/identity."""
+    r = plain().get(g.url + "/admin/identity", timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["idp_token_cache"]
+
+
+def test_repeated_idp_token_is_a_cache_hit(start_gateway, reg, keys, rs,
+                                           tmp_path):
+    """The same IdP token again (Basic on /v2/, Bearer on /v2/, Basic at
+    /token) is served from the verified-token cache: a hit on
+    /admin/identity, no second full verification.  A reload empties the
+    cache; the provider dropping the key that verified it (rotation)
+    ends the cached verification at once, as it ends the uncached one;
+    an expired token is refused, never served past exp + leeway."""
+    p = start_idp(tmp_path / "idp6", keys=[("RS256", "rsa-1")])
+    try:
+        cfg = config(reg, keys, rs, tmp_path, p, refresh=2,
+                     min_refresh_interval=1, leeway=1)
+        g = ready(start_gateway(cfg))
+        s = plain()
+        cc = p.client_credentials_token()
+        url = g.url + "/v2/ci/img/tags/list"
+        hdr = {}
+        c0 = idp_cache(g)
+        assert c0["hits"] == 0 and c0["entries"] == 0
+        r = s.get(url, auth=("ci", cc), headers=hdr, timeout=15)
+        assert r.status_code == 200, r.text
+        c1 = idp_cache(g)
+        assert (c1["misses"], c1["hits"], c1["entries"]) == \
+            (c0["misses"] + 1, 0, 1)
+        # Basic again, then the same token as a Bearer, then at /token:
+        # each a hit, none verified again.
+        r = s.get(url, auth=("ci", cc), headers=hdr, timeout=15)
+        assert r.status_code == 200, r.text
+        r = s.get(url, headers=dict(hdr, **bearer(cc)), timeout=15)
+        assert r.status_code == 200, r.text
+        r = s.get(g.url + "/token", params={
+            "service": SERVICE, "scope": "repository:ci/img:pull"},
+            auth=("ci", cc), timeout=15)
+        assert r.status_code == 200, r.text
+        c2 = idp_cache(g)
+        assert (c2["misses"], c2["hits"], c2["entries"]) == \
+            (c1["misses"], 3, 1)
+        # The policy still runs per request: a hit buys nothing it denies.
+        r = s.get(g.url + "/v2/team/img/tags/list", auth=("ci", cc),
+                  timeout=15)
+        assert r.status_code == 403
+        assert idp_cache(g)["hits"] == 4
+
+        # A reload (a new snapshot, even unchanged) empties it.
+        with open(g.config_path, "w") as f:
+            json.dump(g.config, f)
+        n = g.log_text().count("server reload done")
+        os.kill(g.pid, signal.SIGHUP)
+        wait_for(lambda: g.log_text().count("server reload done") > n,
+                 timeout=20, what="the reload")
+        r = s.get(url, auth=("ci", cc), headers=hdr, timeout=15)
+        assert r.status_code == 200, r.text
+        c3 = idp_cache(g)
+        assert (c3["misses"], c3["hits"]) == (c2["misses"] + 1, 4)
+
+        # The provider rotates: rsa-1 is gone from its JWKS.  Once the
+        # gateway holds the new set, the cached verification by rsa-1
+        # is dropped, not served.
+        p.restart(keys=[("RS256", "rsa-2")])
+        wait_for(lambda: identity_state(g)["kids"] == ["rsa-2"],
+                 timeout=30, what="the rotated key set")
+        r = s.get(url, auth=("ci", cc), headers=hdr, timeout=15)
+        assert r.status_code == 401, r.text
+        c4 = idp_cache(g)
+        assert c4["key_drops"] == 1 and c4["hits"] == c3["hits"]
+        # A token of the new key is verified and cached as before.
+        cc2 = p.client_credentials_token()
+        for _ in range(2):
+            r = s.get(url, headers=dict(hdr, **bearer(cc2)), timeout=15)
+            assert r.status_code == 200, r.text
+        assert idp_cache(g)["hits"] == c4["hits"] + 1
+
+        # A token living 5 s (leeway 1 s): cached, then refused once
+        # past exp + leeway, never served from the cache after that.
+        now = int(time.time())
+        exp = now + 5
+        short = idp_sign(p, {"iss": p.issuer,
+                             "aud": "https://portcullis.test", "sub": "ci",
+                             "client_id": "ci", "iat": now, "exp": exp})
+        last_ok = []
+
+        def refused():
+            t = time.time()
+            r = s.get(url, auth=("ci", short), headers=hdr, timeout=15)
+            if r.status_code == 200:
+                last_ok.append(t)
+                return False
+            assert r.status_code == 401, r.text
+            return True
+        h0 = idp_cache(g)["hits"]
+        wait_for(refused, timeout=30, interval=0.2,
+                 what="the short token to expire")
+        assert len(last_ok) >= 2 and idp_cache(g)["hits"] > h0
+        # Served (from the cache) only while the uncached check would
+        # have taken it: before exp + leeway.
+        assert last_ok[-1] < exp + 1
+        assert time.time() >= exp
+        r = s.get(url, auth=("ci", short), headers=hdr, timeout=15)
+        assert r.status_code == 401
+        assert cc not in g.log_text() and short not in g.log_text()
+    finally:
+        p.stop()
+
+
+def test_idp_cache_entries_bounds_the_cache(start_gateway, reg, keys, rs,
+                                            idp, tmp_path):
+    """identity.idp_cache_entries: 1 keeps one token (the least recently
+    used goes); 0, by a reload, keeps none."""
+    cfg = config(reg, keys, rs, tmp_path, idp)
+    cfg["identity"]["idp_cache_entries"] = 1
+    g = ready(start_gateway(cfg))
+    s = plain()
+    a, b = idp.client_credentials_token(), idp.client_credentials_token()
+    assert a != b
+
+    def get(tok):
+        r = s.get(g.url + "/v2/ci/img/tags/list", headers=bearer(tok),
+                  timeout=15)
+        assert r.status_code == 200, r.text
+    for tok in (a, a, b, a):
+        get(tok)
+    c = idp_cache(g)
+    # a: miss, hit; b: miss (a dropped); a: miss again.
+    assert (c["hits"], c["misses"], c["entries"]) == (1, 3, 1)
+    cfg = dict(g.config)
+    cfg["identity"] = dict(cfg["identity"], idp_cache_entries=0)
+    with open(g.config_path, "w") as f:
+        json.dump(cfg, f)
+    n = g.log_text().count("server reload done")
+    os.kill(g.pid, signal.SIGHUP)
+    wait_for(lambda: g.log_text().count("server reload done") > n,
+             timeout=20, what="the reload")
+    for tok in (a, a):
+        get(tok)
+    c = idp_cache(g)
+    assert (c["hits"], c["entries"]) == (1, 0)
 
 
 # ---------------------------------------------------------------------------

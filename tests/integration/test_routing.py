@@ -287,10 +287,10 @@ def test_request_ids_are_unique_and_logged(stack, http):
 
 
 def test_tags_list_link_keeps_the_route(stack, start_gateway, http):
-    # Debian's docker-registry 2.8 ignores n= on a tag list (checked), so
-    # the lying upstream (a TEST DOUBLE) stands in for a registry that
-    # pages, as Docker Hub does.  Its Link names its own path; followed
-    # through the gateway as sent it would reach the default upstream.
+    # The gateway pages tag lists itself (test_protocol.py); its Link
+    # must name the path the client used, prefix included: followed as
+    # the upstream names it, it would reach the default upstream.  The
+    # lying upstream (a TEST DOUBLE) answers with a Link of its own path.
     up = LyingUpstream()
     try:
         gw = start_gateway(gateway_config(
@@ -298,17 +298,18 @@ def test_tags_list_link_keeps_the_route(stack, start_gateway, http):
             {"name": "pager", "url": up.url, "prefix": "pg"}))
         up.canned("GET", "/v2/paged/app/tags/list", 200, [
             ("Content-Type", "application/json"),
-            ("Link", '</v2/paged/app/tags/list?last=t1&n=1>; '
+            ("Link", '</v2/paged/app/tags/list?last=t2&n=2>; '
                      'rel="next"'),
-            ("Content-Length", "38")],
-            b'{"name":"paged/app","tags":["t1"]}\n   ')
+            ("Content-Length", "43")],
+            b'{"name":"paged/app","tags":["t1","t2"]}\n   ')
         r = http.get(gw.url + "/v2/pg/paged/app/tags/list?n=1", timeout=30)
         assert r.status_code == 200, r.text
+        assert r.json() == {"name": "pg/paged/app", "tags": ["t1"]}
         link = r.headers["Link"]
         target = link[link.index("<") + 1:link.index(">")]
         parts = urllib.parse.urlsplit(target)
         assert parts.path == "/v2/pg/paged/app/tags/list", link
-        assert parts.query == "last=t1&n=1", link
+        assert parts.query == "n=1&last=t1", link
         assert link.endswith('; rel="next"'), link
     finally:
         up.stop()

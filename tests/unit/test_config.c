@@ -81,6 +81,7 @@ teardown(void **state)
 		"creds-crlf", "creds-two", "creds-nocolon", "creds-nouser",
 		"creds-nopass", "creds-empty", "creds-blank2",
 		"shipped/credentials.example", "shipped/example.json",
+		"shipped/sso-client-secret.example",
 		"shipped/token-signing.key", "shipped/token-signing.crt",
 		"shipped/token-signing.jwk", NULL
 	};
@@ -1068,6 +1069,8 @@ test_shipped_files(void **state)
 	snprintf(dir, sizeof(dir), "%s/shipped", tmpdir);
 	assert_int_equal(mkdir(dir, 0700), 0);
 	copy_file(top, "conf/credentials.example", dir, "credentials.example");
+	copy_file(top, "conf/sso-client-secret.example", dir,
+	    "sso-client-secret.example");
 	snprintf(prefix, sizeof(prefix), "%s/token-signing", dir);
 	kargv[2] = prefix;
 	assert_int_equal(keygen_cli(3, kargv), 0);
@@ -1113,6 +1116,8 @@ test_reference(void **state)
 		"/upstreams/N/redirect_allow", "/upstreams/N/auth_hosts",
 		"/limits/redirects", "/limits/catalog_names",
 		"/limits/catalog_pages", "/limits/catalog_page_bytes",
+		"/limits/tag_list_names", "/limits/tag_list_pages",
+		"/limits/upload_sessions",
 		"/cache",
 		"/cache/dir", "/cache/max_bytes", "/cache/tag_ttl",
 		"/cache/negative_ttl", "/cache/sendfile", "/cache/send_window",
@@ -1136,6 +1141,8 @@ test_reference(void **state)
 		"/secrets/last_used_interval", "/secrets/max_groups",
 		"/revocation", "/revocation/key", "/revocation/channel",
 		"/revocation/max_subjects", "/revocation/resync_interval",
+		"/metrics", "/metrics/allow", "/metrics/label_values",
+		"/admin", "/admin/listen",
 		"/policy", "/policy/rules", "/policy/rules/N/id",
 		"/policy/rules/N/effect", "/policy/rules/N/repositories",
 		"/policy/rules/N/upstreams", "/policy/rules/N/subjects",
@@ -1178,6 +1185,21 @@ test_reference(void **state)
 		"/identity/token/max_claims", "/identity/token/max_claim_bytes",
 		"/identity/token/max_scopes", "/identity/token/max_body_bytes",
 		"/identity/token/cache_entries",
+		"/identity/idp_cache_entries",
+		"/identity/sso", "/identity/sso/issuer",
+		"/identity/sso/client_id", "/identity/sso/client_secret_file",
+		"/identity/sso/redirect_url", "/identity/sso/scopes",
+		"/identity/sso/key_prefix", "/identity/sso/cookie_name",
+		"/identity/sso/session_lifetime",
+		"/identity/sso/state_lifetime",
+		"/identity/sso/secret_lifetime", "/identity/sso/max_secrets",
+		"/identity/sso/activity_records",
+		"/identity/sso/max_cookie_bytes",
+		"/identity/sso/max_state_bytes",
+		"/identity/sso/max_code_bytes",
+		"/identity/sso/max_token_response_bytes",
+		"/identity/sso/max_id_token_bytes",
+		"/identity/sso/max_form_bytes",
 		NULL
 	};
 	char	*buf = NULL, cell[128];

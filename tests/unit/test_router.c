@@ -396,6 +396,33 @@ test_long_refs(void **state)
 	assert_int_equal(router_parse(path, n, &r), ERR_UPLOAD_INVALID);
 }
 
+/* A manifest reference that cannot exist is unknown to a read only. */
+static void
+test_ref_err(void **state)
+{
+	static const char *const bad[] = {
+		"/v2/a/manifests/-t", "/v2/a/manifests/sha256:abc",
+		"/v2/a/manifests/md5:" HEX64,
+	};
+	struct oci_route	 r;
+	enum pc_err		 e;
+	size_t			 i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		e = router_parse(bad[i], strlen(bad[i]), &r);
+		assert_true(e == ERR_TAG_INVALID || e == ERR_DIGEST_INVALID);
+		assert_int_equal(router_ref_err(e, &r, 0),
+		    ERR_MANIFEST_UNKNOWN);
+		assert_int_equal(router_ref_err(e, &r, 1), e);
+	}
+	/* Blobs, names and upload ids keep their own errors. */
+	e = router_parse("/v2/a/blobs/latest", 18, &r);
+	assert_int_equal(router_ref_err(e, &r, 0), ERR_DIGEST_INVALID);
+	e = router_parse("/v2/A/manifests/t", 17, &r);
+	assert_int_equal(router_ref_err(e, &r, 0), ERR_NAME_INVALID);
+}
+
 /* Run every test of this module. */
 int
 main(void)
@@ -411,6 +438,7 @@ main(void)
 		cmocka_unit_test(test_valid_digest),
 		cmocka_unit_test(test_valid_upload_id),
 		cmocka_unit_test(test_long_refs),
+		cmocka_unit_test(test_ref_err),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
