@@ -11,9 +11,9 @@
  *
  * Nothing lost: with audit.wal (the default) the spool file is a
  * write-ahead log: a record is appended to it (CRC-framed, see audit.h)
- * when it is taken, before its response's last byte is handed to the
- * socket and before it is sent to Redis, and the memory queue holds a
- * copy for sending; the prefix Redis acknowledged is released
+ * when it is taken, before its response's last byte is handed to a
+ * plain socket and before it is sent to Redis, and the memory queue
+ * holds a copy for sending; the prefix Redis acknowledged is released
  * (audit_spool.c).  A killed gateway so loses nothing: the page cache
  * keeps the file, and the next start replays what follows the
  * acknowledged mark.  Without the WAL, records reach the file only when
@@ -373,9 +373,12 @@ audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
 		return (audit_submit(w, b, t, rest, restlen));
 	}
 	if (w->mode == AUDIT_DIRECT) {
-		/* The WAL: on file before it is sent, and before the
-		 * response's last byte goes out (it leaves on a later loop
-		 * turn, or, with TLS, later in this one). */
+		/*
+		 * The WAL: on file before it is sent, and before the
+		 * response's last byte goes out, which a plain socket
+		 * writes on a later loop turn (OpenSSL's bufferevent may
+		 * have written it already, microseconds ago).
+		 */
 		if (w->ac->wal && audit_spool_append(w, b->data, len) == -1) {
 			w->n_dropped++;
 			return (-1);

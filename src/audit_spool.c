@@ -247,9 +247,9 @@ audit_spool_mark_write(struct audit *w)
  * Bytes that releasing the acknowledged prefix would free now: all of
  * it when nothing follows it, or when what follows (copied to a new
  * file) is short, both absolutely, so that the loop never stalls on a
- * big copy, and next to the prefix, so that copying costs at most a few
- * times what is written.  A long backlog being replayed is released
- * when the replay nears its end.
+ * big copy, and next to the prefix, so that copying costs at most 16
+ * bytes a byte freed.  A long backlog being replayed is released when
+ * the replay nears its end.
  */
 uint64_t
 audit_spool_releasable(const struct audit *w)
@@ -259,7 +259,7 @@ audit_spool_releasable(const struct audit *w)
 
 	if (done == 0)
 		return (0);
-	if (tail == 0 || (tail <= AUDIT_COMPACT_MAX && tail <= 4 * done))
+	if (tail == 0 || (tail <= AUDIT_COMPACT_MAX && tail <= 16 * done))
 		return (done);
 	return (0);
 }

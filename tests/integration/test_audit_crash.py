@@ -354,21 +354,28 @@ def test_wal_keeps_records_when_the_spool_is_small(redis, start_registry,
     """With Redis acknowledging promptly, a WAL much smaller than what
     goes through it keeps releasing its acknowledged prefix: reject mode
     refuses nothing and drops nothing, the file stays within
-    spool_max_bytes.  (Reject mode reserves a largest record, 4 KiB, per
-    request being served, so the file is sized well above that.)"""
+    spool_max_bytes; a leftover <spool>.tmp is removed.  (Reject mode
+    reserves a largest record, 4 KiB, per request being served, so the
+    file is sized well above that.)"""
     rs = redis()
     reg = start_registry("up1")
     spool = tmp_path / "small.spool"
     cfg = gateway_config(upstream(reg, default=True), instance_id="gw-small",
                          audit=audit_cfg(rs.port, spool,
-                                         spool_max_bytes=262144,
+                                         spool_max_bytes=4 << 20,
                                          on_failure="reject"))
+    # What a release a crash interrupted would leave: removed at start.
+    tmp = tmp_path / "small.spool.tmp"
+    tmp.write_bytes(b"half a release")
     gw = start_gateway(cfg)
-    # 4,000 records of about 450 bytes: 7 times the file.
-    load = Load(gw.port, [("/v2/", None)], 4000, 4).start()
-    load.join(timeout=300)
-    rs.wait_xlen(STREAM, 4000)
-    assert 0 < spool_size(spool) <= 262144
+    assert not tmp.exists()
+    # 20,000 records of about 450 bytes: twice the file.  Reject mode
+    # would refuse once 3 MiB were unacknowledged: Redis stalled for
+    # seconds, when audit.timeout (2 s) takes the link down first.
+    load = Load(gw.port, [("/v2/", None)], 20000, 4).start()
+    load.join(timeout=600)
+    rs.wait_xlen(STREAM, 20000, timeout=60)
+    assert 0 < spool_size(spool) <= 4 << 20
     got = stream_request_ids(rs)
     assert sorted(got) == sorted(load.ids)
     gw.stop()
