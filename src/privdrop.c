@@ -3,7 +3,8 @@
  * binds the listeners and the config loader reads the TLS key, the token
  * signing keys and the secret files as root; then priv_drop() switches to
  * the configured user and group for good (setgroups, setgid, setuid, in
- * that order, checked by trying to get root back).  The cache directory
+ * that order, checked by trying to get root back; a named user keeps its
+ * supplementary groups, as login would give them).  The cache directory
  * and the audit spool are opened after the drop, so what the gateway
  * writes belongs to that user; priv_check_dir() says clearly when it may
  * not write there.  A leaf: no libevent.
@@ -23,18 +24,25 @@
 #include "portcullis.h"
 #include "privdrop.h"
 
-/* A name or a number: the uid and the account's primary gid. */
+/*
+ * A name or a number: the uid, the account's primary gid and (*named)
+ * whether it is a named account, whose supplementary groups count (a
+ * group such as ssl-cert that may read the keys on reload).
+ */
 static int
-priv_lookup_user(const char *name, uid_t *uid, gid_t *gid, char **cause)
+priv_lookup_user(const char *name, uid_t *uid, gid_t *gid, int *named,
+    char **cause)
 {
 	struct passwd	*pw;
 	char		*ep;
 	unsigned long	 v;
 
 	errno = 0;
+	*named = 0;
 	if ((pw = getpwnam(name)) != NULL) {
 		*uid = pw->pw_uid;
 		*gid = pw->pw_gid;
+		*named = 1;
 		return (0);
 	}
 	v = strtoul(name, &ep, 10);
@@ -82,6 +90,7 @@ priv_drop(const char *user, const char *group, char **cause)
 {
 	uid_t	uid;
 	gid_t	gid;
+	int	named, rv;
 
 	if (user == NULL) {
 		if (geteuid() == 0)
@@ -90,7 +99,7 @@ priv_drop(const char *user, const char *group, char **cause)
 			    "as a service\")");
 		return (0);
 	}
-	if (priv_lookup_user(user, &uid, &gid, cause) == -1)
+	if (priv_lookup_user(user, &uid, &gid, &named, cause) == -1)
 		return (-1);
 	if (group != NULL && priv_lookup_group(group, &gid, cause) == -1)
 		return (-1);
@@ -101,7 +110,8 @@ priv_drop(const char *user, const char *group, char **cause)
 			    (unsigned long)geteuid());
 		return (0);
 	}
-	if (setgroups(1, &gid) == -1 || setresgid(gid, gid, gid) == -1 ||
+	rv = named ? initgroups(user, gid) : setgroups(1, &gid);
+	if (rv == -1 || setresgid(gid, gid, gid) == -1 ||
 	    setresuid(uid, uid, uid) == -1) {
 		if (asprintf(cause, "user: cannot switch to %s: %s", user,
 		    strerror(errno)) == -1)
