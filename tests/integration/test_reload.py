@@ -267,6 +267,7 @@ def test_reload_under_load_rotates_cert_and_policy(start_registry,
                         pki.ca)
     puller = Puller(gw.url + "/v2/up/lab/img/blobs/" + big, pki.ca,
                     [BIG // 4, BIG // 2, 3 * BIG // 4])
+    rss = []
     loop.start()
     puller.start()
     try:
@@ -274,6 +275,8 @@ def test_reload_under_load_rotates_cert_and_policy(start_registry,
             assert puller.paused.wait(300), "pull stalled before mark %d" % k
             puller.paused.clear()
             assert puller.got < BIG
+            # Streaming: the gateway holds a window, not the blob.
+            rss.append(gw.rss_kib())
             before = loop.ok
             if k == 1:
                 # Same paths, new content (certbot-style renewal).
@@ -305,6 +308,9 @@ def test_reload_under_load_rotates_cert_and_policy(start_registry,
     assert puller.digest == big
     assert loop.failures == []
     assert loop.ok >= 9
+    assert max(rss) < 128 * 1024, rss
+    print("gateway RSS at the reloads (KiB):", rss, "manifest GETs:",
+          loop.ok)
     assert _metric(gw, 'portcullis_reloads_total{result="ok"}') == 3
     assert _metric(gw, 'portcullis_reloads_total{result="failed"}') == 0
     assert gw.alive()
