@@ -774,7 +774,15 @@ cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 		    cfg->listen_port);
 	}
 
-	/* The spool is created at start: resolve it, do not require it. */
+	/* The log file and spool are created at start: resolve, no check. */
+	if (cfg->log_file != NULL) {
+		char	*lf = cfg_resolve(ctx, cfg->log_file);
+
+		free(cfg->log_file);
+		cfg->log_file = lf;
+	}
+	if (cfg->run_group != NULL && cfg->run_user == NULL)
+		cfg_error(ctx, "/group", "needs user");
 	if (cfg->audit != NULL && cfg->audit->spool_file != NULL) {
 		char	*spool = cfg_resolve(ctx, cfg->audit->spool_file);
 
@@ -1243,6 +1251,10 @@ config_reload_check(const struct config *cur, const struct config *next,
 	 * rotated password is not taken for applied: the links keep the
 	 * one they started with.
 	 */
+	/* tls may change its files on reload, not appear or go. */
+	if ((cur->tls == NULL) != (next->tls == NULL))
+		cfg_error(&ctx, "/listen/tls", "a reload cannot add or remove "
+		    "it; restart to apply");
 	if (cur->redis != NULL && next->redis != NULL &&
 	    !cfg_str_eq(cur->redis->password, next->redis->password))
 		cfg_error(&ctx, "/redis/password_file", "its content changed; "

@@ -293,6 +293,9 @@ struct config {
 	int			 linger_timeout_ms;
 
 	int			 log_level;	/* enum config_log_level */
+	char			*log_file;	/* NULL: stderr; resolved */
+	char			*run_user;	/* NULL: no privilege drop */
+	char			*run_group;	/* NULL: the user's */
 
 	struct config_cache	*cache;		/* NULL: no cache */
 	struct config_audit	*audit;		/* NULL: no audit */

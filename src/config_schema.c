@@ -51,6 +51,7 @@ static const char *cfg_check_redirect_url(const char *);
 static const char *cfg_check_scope_token(const char *);
 static const char *cfg_check_cookie_name(const char *);
 static const char *cfg_check_net(const char *);
+static const char *cfg_check_account(const char *);
 
 static const char *const cfg_verify_names[] = {
 	"none", "optional", "require", NULL
@@ -70,17 +71,19 @@ static const char *const cfg_sendfile_names[] = {
 
 #define TLS_OFF(f)	offsetof(struct config_tls, f)
 static const struct cfg_key cfg_tls_keys[] = {
-	{ .name = "cert_file", .type = CFG_PATH, .flags = CFG_REQUIRED,
+	{ .name = "cert_file", .type = CFG_PATH,
+	  .flags = CFG_REQUIRED | CFG_RELOAD,
 	  .off = TLS_OFF(cert_file),
 	  .help = "PEM certificate chain the listener presents." },
-	{ .name = "key_file", .type = CFG_PATH, .flags = CFG_REQUIRED,
+	{ .name = "key_file", .type = CFG_PATH,
+	  .flags = CFG_REQUIRED | CFG_RELOAD,
 	  .off = TLS_OFF(key_file),
 	  .help = "PEM private key of cert_file." },
-	{ .name = "client_ca_file", .type = CFG_PATH,
+	{ .name = "client_ca_file", .type = CFG_PATH, .flags = CFG_RELOAD,
 	  .off = TLS_OFF(client_ca_file), .def_doc = "none",
 	  .help = "PEM CA bundle that client certificates must chain to; "
 	  "required unless verify_client is none." },
-	{ .name = "verify_client", .type = CFG_ENUM,
+	{ .name = "verify_client", .type = CFG_ENUM, .flags = CFG_RELOAD,
 	  .off = TLS_OFF(verify_client), .def = CONFIG_VERIFY_NONE,
 	  .choices = cfg_verify_names,
 	  .help = "Whether clients must present a certificate." },
@@ -94,11 +97,13 @@ static const struct cfg_key cfg_listen_keys[] = {
 	  .check = cfg_check_listen,
 	  .help = "Address to listen on: host:port, [v6addr]:port, or :port "
 	  "for every address." },
-	{ .name = "tls", .type = CFG_PTR_OBJECT, .off = CFG_OFF(tls),
+	{ .name = "tls", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(tls),
 	  .sub = cfg_tls_keys, .sub_size = sizeof(struct config_tls),
 	  .def_doc = "plain HTTP",
 	  .help = "Serve HTTPS with this certificate; absent means plain "
-	  "HTTP." },
+	  "HTTP.  SIGHUP rereads the files (new connections get the new "
+	  "certificate); a reload cannot turn TLS on or off." },
 	{ .name = NULL }
 };
 
@@ -242,6 +247,11 @@ static const struct cfg_key cfg_log_keys[] = {
 	  .off = CFG_OFF(log_level), .def = CONFIG_LOG_INFO,
 	  .choices = cfg_level_names,
 	  .help = "Least severe message written to stderr." },
+	{ .name = "file", .type = CFG_STRING, .off = CFG_OFF(log_file),
+	  .check = cfg_check_spool_file, .def_doc = "stderr",
+	  .help = "Append log lines to this file (relative: to the config "
+	  "file's directory) instead of stderr; SIGUSR1 reopens it, for "
+	  "logrotate." },
 	{ .name = NULL }
 };
 
@@ -1186,6 +1196,15 @@ const struct cfg_key cfg_root_keys[] = {
 	{ .name = "metrics", .type = CFG_OBJECT, .sub = cfg_metrics_keys,
 	  .help = "GET /metrics: who may read it, and the bound on label "
 	  "values (README \"Metrics\")." },
+	{ .name = "user", .type = CFG_STRING, .off = CFG_OFF(run_user),
+	  .check = cfg_check_account, .def_doc = "none: stay who started it",
+	  .help = "When started as root: after binding the listeners and "
+	  "reading the keys and secret files, switch to this user (name or "
+	  "number) and its group; the cache and spool must be writable by "
+	  "it (README \"Running as a service\")." },
+	{ .name = "group", .type = CFG_STRING, .off = CFG_OFF(run_group),
+	  .check = cfg_check_account, .def_doc = "the user's group",
+	  .help = "Group to switch to with user." },
 	{ .name = "identity", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(identity), .sub = cfg_identity_keys,
 	  .sub_size = sizeof(struct config_identity),
@@ -1395,6 +1414,22 @@ cfg_check_spool_file(const char *s)
 {
 	if (*s == '\0' || strlen(s) > 3072 || s[strlen(s) - 1] == '/')
 		return "must be a file name of at most 3072 bytes";
+	return NULL;
+}
+
+/* user, group: a POSIX portable name (or a number), as useradd takes. */
+static const char *
+cfg_check_account(const char *s)
+{
+	size_t	i, n = strlen(s);
+
+	if (n == 0 || n > 32 || s[0] == '-')
+		return "must be a user or group name of 1 to 32 characters";
+	for (i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && strchr("._-", s[i]) ==
+		    NULL && !(i == n - 1 && s[i] == '$'))
+			return "must be a user or group name: letters, digits, "
+			    "'.', '_', '-'";
 	return NULL;
 }
 

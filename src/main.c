@@ -35,8 +35,13 @@ static int	cmd_metrics_reference(int, char **);
 static const struct cmd cmds[] = {
 	{ "serve", cmd_serve, "serve -c FILE",
 	    "Run the gateway.",
-	    "Run the gateway in the foreground; logs go to stderr.\n"
-	    "SIGTERM or SIGINT drains in-flight requests, then exits." },
+	    "Run the gateway in the foreground; logs go to stderr (or\n"
+	    "log.file).  Started as root with \"user\" set, it switches to\n"
+	    "that user once the listeners are bound and the keys read.\n"
+	    "SIGTERM or SIGINT drains in-flight requests (up to\n"
+	    "timeouts.drain), then exits.  SIGHUP reloads the config, the\n"
+	    "policy, the TLS certificate and the token keys without\n"
+	    "dropping connections.  SIGUSR1 reopens log.file (logrotate)." },
 	{ "check-config", cmd_check_config, "check-config -c FILE",
 	    "Validate a configuration file.",
 	    "Validate a configuration file.  Every error names its JSON\n"

@@ -203,6 +203,10 @@ enum metrics_lset { METRICS_LSETS(METRICS_LSET_ENUM) L__MAX };
 	X(M_SSO_LOGINS, MT_COUNTER, "portcullis_sso_logins_total", L_SSO, \
 	  "Browser SSO sign-ins by result (\"ok\", else the callback's "	\
 	  "auth_failure reason).")		\
+	X(M_RELOADS, MT_COUNTER, "portcullis_reloads_total", L_AUTH,	\
+	  "Reloads (SIGHUP) by result: ok (the new configuration, "	\
+	  "certificate and keys are in use), failed (the running ones "	\
+	  "stay).")							\
 	X(M_AUDIT_RECORDS, MT_COUNTER, "portcullis_audit_records_total", \
 	  L_AUDIT, "Audit records by outcome.")				\
 	X(M_AUDIT_SPOOL_BYTES, MT_GAUGE, "portcullis_audit_spool_bytes", \

@@ -88,6 +88,7 @@ struct pc_ctx {
 	struct event			*ev_sigterm;
 	struct event			*ev_sigint;
 	struct event			*ev_sighup;
+	struct event			*ev_sigusr1;	/* log reopen */
 	char				*conf_path;
 	struct event			*ev_drain;
 	int				 draining;
@@ -107,6 +108,8 @@ struct pc_ctx {
 enum log_level { LOG_ERR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 void	log_init(int);
 void	log_set_level(int);
+int	log_file_open(const char *, char **);
+void	log_reopen(void);
 int	log_enabled(int);
 void	log_msg(int, const char *, ...)
 	    __attribute__((format(printf, 2, 3)));

@@ -5,6 +5,10 @@
  * requests finish (up to timeouts.drain), close idle keep-alive
  * connections, then exit.
  *
+ * SIGHUP reloads (the config, the TLS certificate, the token keys), SIGUSR1
+ * reopens log.file; started as root with "user" set, the process drops to
+ * that user once the listeners are bound and the keys read (privdrop.c).
+ *
  * limits.max_connections: at the limit the listener is disabled, so
  * further connections wait in the kernel's listen backlog (not reset);
  * it is enabled again when a connection has been freed.
@@ -27,6 +31,7 @@
 #include "secrets.h"
 #include "rds.h"
 #include "policy.h"
+#include "privdrop.h"
 
 static void	server_fd_limit(const struct config *);
 
@@ -162,6 +167,7 @@ server_signal_cb(evutil_socket_t sig, short ev, void *arg)
 		return;
 	}
 	ctx->draining = 1;
+	sd_notify_state("STOPPING=1");
 	log_info("- server drain start signal=%d open=%zu", (int)sig,
 	    ctx->nconns);
 	if (ctx->listener != NULL) {
@@ -194,22 +200,42 @@ server_policy_note(const struct config *conf)
 		    policy_nrules(conf->policy));
 }
 
+/* Count a reload's result and tell systemd it is over. */
+static void
+server_reload_result(struct pc_ctx *ctx, int ok)
+{
+	if (ctx->metrics != NULL)
+		metrics_add(ctx->metrics, M_RELOADS, ok ? MA_OK : MA_FAILED,
+		    1);
+	sd_notify_state("READY=1");
+}
+
 /*
  * SIGHUP: load the file again and swap the snapshot in when it validates
  * and changes nothing that needs a restart.  Connections keep the snapshot
- * they were accepted with; new ones get the new one.
+ * they were accepted with; new ones get the new one.  The snapshot holds
+ * the token keys (config_access.c reads them again); the TLS certificate
+ * and key are read again into a new SSL_CTX here.  SSL_new() takes a
+ * reference on its context, so open connections keep the one they
+ * started with, and the old context is freed with the last of them.  Any
+ * failure (a bad certificate, a key that does not match it, a file the
+ * dropped user may not read) keeps everything as it was and says why.
  */
 static void
 server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 {
-	struct pc_ctx	*ctx = arg;
-	struct config	*conf;
-	char		*cause = NULL;
+	struct pc_ctx		*ctx = arg;
+	struct config		*conf;
+	struct ssl_ctx_st	*tls = NULL;
+	char			*cause = NULL;
 
+	sd_notify_state("RELOADING=1");
+	log_info("- server reload start file=%s", ctx->conf_path);
 	if ((conf = config_load(ctx->conf_path, &cause)) == NULL) {
 		log_warn("- server reload failed, keeping the running "
 		    "config:\n%s", cause != NULL ? cause : "unknown error");
 		free(cause);
+		server_reload_result(ctx, 0);
 		return;
 	}
 	if (config_reload_check(ctx->conf, conf, &cause) == -1) {
@@ -217,12 +243,29 @@ server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 		    cause != NULL ? cause : "unknown error");
 		free(cause);
 		config_unref(conf);
+		server_reload_result(ctx, 0);
 		return;
+	}
+	if (conf->tls != NULL &&
+	    (tls = tls_server_ctx(conf, &cause)) == NULL) {
+		log_warn("- server reload failed, keeping the running config "
+		    "and certificate: %s", cause != NULL ? cause :
+		    "unknown error");
+		free(cause);
+		config_unref(conf);
+		server_reload_result(ctx, 0);
+		return;
+	}
+	if (tls != NULL) {
+		tls_free_ctx(ctx->server_tls);	/* open connections keep it */
+		ctx->server_tls = tls;
 	}
 	config_unref(ctx->conf);
 	ctx->conf = conf;
 	log_set_level(conf->log_level);
-	log_info("- server reload done upstreams=%zu", conf->nupstreams);
+	log_info("- server reload done upstreams=%zu tls=%s", conf->nupstreams,
+	    tls != NULL ? "reloaded" : "off");
+	server_reload_result(ctx, 1);
 	server_policy_note(conf);
 	authz_config_loaded(conf);
 	oidc_config_loaded(ctx);
@@ -295,6 +338,42 @@ server_listen(struct pc_ctx *ctx, char **cause)
 	return (0);
 }
 
+/* SIGUSR1: logrotate moved log.file away; write to a new one. */
+static void
+server_usr1_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	log_reopen();
+}
+
+/*
+ * The directories the gateway writes to after dropping privileges: a
+ * clear message now rather than a failed cache fill or spool write later.
+ */
+static int
+server_check_dirs(const struct config *conf, char **cause)
+{
+	char	*dir, *slash;
+	int	 rv = 0;
+
+	if (conf->cache != NULL &&
+	    priv_check_dir(conf->cache->dir, "cache.dir", cause) == -1)
+		return (-1);
+	if (conf->audit != NULL && conf->audit->spool_file != NULL) {
+		if ((dir = strdup(conf->audit->spool_file)) == NULL)
+			fatal("strdup");
+		if ((slash = strrchr(dir, '/')) != NULL) {
+			if (slash == dir)
+				slash[1] = '\0';
+			else
+				*slash = '\0';
+			rv = priv_check_dir(dir, "audit.spool_file's directory",
+			    cause);
+		}
+		free(dir);
+	}
+	return (rv);
+}
+
 static void
 server_reap_cb(evutil_socket_t fd, short ev, void *arg)
 {
@@ -350,6 +429,10 @@ server_run(const char *path, char **cause)
 	if ((ctx->conf = config_load(path, cause)) == NULL)
 		goto out;
 	log_init(ctx->conf->log_level);
+	/* Opened as root: the rotated file is made by logrotate. */
+	if (ctx->conf->log_file != NULL &&
+	    log_file_open(ctx->conf->log_file, cause) == -1)
+		goto out;
 	metrics_start(ctx);
 	signal(SIGPIPE, SIG_IGN);
 	/* A refused password will not fix itself: stop now, say so. */
@@ -367,6 +450,11 @@ server_run(const char *path, char **cause)
 		goto out;
 	server_fd_limit(ctx->conf);
 	if (server_listen(ctx, cause) == -1)
+		goto out;
+	/* Bound and keys read: root is no longer needed. */
+	if (priv_drop(ctx->conf->run_user, ctx->conf->run_group, cause) == -1)
+		goto out;
+	if (server_check_dirs(ctx->conf, cause) == -1)
 		goto out;
 	if (ctx->conf->cache != NULL &&
 	    (ctx->cache = cache_open(ctx, ctx->conf, cause)) == NULL)
@@ -397,6 +485,10 @@ server_run(const char *path, char **cause)
 	if (ctx->conf_path == NULL || ctx->ev_sighup == NULL)
 		fatalx("out of memory");
 	evsignal_add(ctx->ev_sighup, NULL);
+	if ((ctx->ev_sigusr1 = evsignal_new(ctx->base, SIGUSR1,
+	    server_usr1_cb, ctx)) == NULL)
+		fatalx("out of memory");
+	evsignal_add(ctx->ev_sigusr1, NULL);
 
 	log_info("- server start version=%s listen=%s tls=%s upstreams=%zu%s%s",
 	    PC_VERSION, ctx->conf->listen_address,
@@ -406,6 +498,7 @@ server_run(const char *path, char **cause)
 	server_policy_note(ctx->conf);
 	authz_config_loaded(ctx->conf);
 	oidc_config_loaded(ctx);
+	sd_notify_state("READY=1");
 	event_base_dispatch(ctx->base);
 	log_info("- server stop open=%zu", ctx->nconns);
 	rv = 0;
@@ -445,6 +538,8 @@ out:
 		event_free(ctx->ev_sigint);
 	if (ctx->ev_sighup != NULL)
 		event_free(ctx->ev_sighup);
+	if (ctx->ev_sigusr1 != NULL)
+		event_free(ctx->ev_sigusr1);
 	free(ctx->conf_path);
 	if (ctx->ev_drain != NULL)
 		event_free(ctx->ev_drain);

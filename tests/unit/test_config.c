@@ -1107,7 +1107,8 @@ test_reference(void **state)
 		"/timeouts/body", "/timeouts/upstream_connect",
 		"/timeouts/upstream_response", "/timeouts/drain",
 		"/timeouts/linger", "/log",
-		"/log/level", "/upstreams", "/upstreams/N/name",
+		"/log/level", "/log/file", "/user", "/group",
+		"/upstreams", "/upstreams/N/name",
 		"/upstreams/N/url", "/upstreams/N/prefix", "/upstreams/N/hosts",
 		"/upstreams/N/docker_hub", "/upstreams/N/default",
 		"/upstreams/N/ca_file", "/upstreams/N/credentials_file",
@@ -1231,7 +1232,7 @@ test_reference(void **state)
 	assert_non_null(strstr(buf, "| `/log/level` | string | `info` | "
 	    "`error`, `warn`, `info`, `debug` | yes |"));
 	assert_non_null(strstr(buf, "| `/listen/tls/cert_file` | file | "
-	    "required |  | no |"));
+	    "required |  | yes |"));
 	assert_non_null(strstr(buf, "| `/upstreams/N/name` | string | "
 	    "required |  | yes |"));
 	free(buf);
@@ -1278,8 +1279,8 @@ test_reload_check(void **state)
 	assert_int_equal(config_reload_check(a, b, &cause), -1);
 	assert_string_equal(cause,
 	    "/listen/address: a reload cannot change it; restart to apply\n"
-	    "/listen/tls: a reload cannot add or remove it; restart to apply\n"
-	    "/instance_id: a reload cannot change it; restart to apply");
+	    "/instance_id: a reload cannot change it; restart to apply\n"
+	    "/listen/tls: a reload cannot add or remove it; restart to apply");
 	free(cause);
 	config_unref(b);
 	config_unref(a);
@@ -1288,9 +1289,14 @@ test_reload_check(void **state)
 	    "'key_file':'key.pem'}}," UP "}");
 	b = load_ok("{'listen':{'tls':{'cert_file':'cert.pem',"
 	    "'key_file':'key.pem','client_ca_file':'ca.pem'}}," UP "}");
+	/* SIGHUP reads the TLS files again: their names may change too. */
+	assert_int_equal(config_reload_check(a, b, &cause), 0);
+	config_unref(b);
+	b = load_ok("{'listen':{'tls':{'cert_file':'ca.pem',"
+	    "'key_file':'key.pem'}},'user':'nobody'," UP "}");
 	assert_int_equal(config_reload_check(a, b, &cause), -1);
-	assert_string_equal(cause, "/listen/tls/client_ca_file: a reload "
-	    "cannot change it; restart to apply");
+	assert_string_equal(cause, "/user: a reload cannot change it; "
+	    "restart to apply");
 	free(cause);
 	config_unref(b);
 	config_unref(a);
