@@ -95,6 +95,7 @@ struct pc_ctx {
 	struct oidc			*oidc;		/* NULL: no IdPs */
 	struct revoke			*revoke;	/* NULL: no redis */
 	struct secrets			*secrets;	/* NULL: no redis */
+	struct ratelimit		*ratelimit;	/* NULL: no limits */
 };
 
 /* log.c */
@@ -287,6 +288,10 @@ struct req {
 	/* The body read whole before UPSTREAM (tagpol.c); sent from here. */
 	struct evbuffer		*body_read;
 	int			 tag_checked;	/* immutable tag check passed */
+	int			 rl_checked;	/* rate limits decided */
+	/* The strictest rule's RateLimit-Limit, -Remaining; "": none. */
+	char			 rl_limit[48];
+	char			 rl_remaining[48];
 };
 
 void	req_start(struct conn *, struct hframe_msg *);
@@ -295,6 +300,8 @@ void	req_free(struct req *);
 void	req_set_state(struct req *, enum req_state);
 void	req_fail(struct req *, enum pc_err, const char *);
 void	req_fail_with(struct req *, enum pc_err, const char *,
+	    const struct headers *);
+void	req_fail_msg(struct req *, enum pc_err, const char *, const char *,
 	    const struct headers *);
 void	req_respond_simple(struct req *, int, const char *, const char *,
 	    const struct headers *);
@@ -526,8 +533,14 @@ int		 req_map_from(const struct req *, const char *, char *, size_t);
 
 /* authz.c: the policy gate. */
 int		 authz_request(struct req *);
+int		 authz_action(const struct req *);
 int		 authz_base(struct req *);
 int		 authz_admin(struct req *);
 void		 authz_config_loaded(const struct config *);
+
+/* ratelimit.c: the rate-limit gate (after the policy gate). */
+struct ratelimit *ratelimit_new(struct pc_ctx *);
+void		 ratelimit_free(struct ratelimit *);
+int		 ratelimit_request(struct req *);
 
 #endif

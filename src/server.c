@@ -316,6 +316,7 @@ server_run(const char *path, char **cause)
 	    ctx->revoke)) == NULL))
 		fatalx("out of memory");
 	token_listen(ctx);	/* revocations purge verified tokens */
+	ctx->ratelimit = ratelimit_new(ctx);	/* NULL: no limits */
 	ctx->ev_reap = event_new(ctx->base, -1, 0, server_reap_cb, ctx);
 	ctx->ev_accept_retry = evtimer_new(ctx->base, server_accept_retry_cb,
 	    ctx);
@@ -355,6 +356,7 @@ out:
 	oidc_free(ctx);			/* after the conns: no waiters left */
 	token_free();			/* the verified-token cache */
 	secrets_free(ctx->secrets);	/* after the conns: no checks left */
+	ratelimit_free(ctx->ratelimit);	/* after the conns: calls detached */
 	revoke_free(ctx->revoke);
 	if (ctx->base != NULL)
 		conn_reap(ctx);		/* what the fills retired */

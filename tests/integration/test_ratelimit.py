@@ -1,0 +1,330 @@
+"""Rate limits across gateway instances (README "Rate limits"): three
+gateways share one redis-server on loopback and a client spreads manifest
+GETs over all three round-robin.
+
+- The number allowed is the configured count (within 5%) across the three
+  together; each refusal is a 429 with an OCI TOOMANYREQUESTS body naming
+  the rule, Retry-After and RateLimit-Limit/-Remaining in Docker Hub's
+  form; allowed answers carry the remaining count; Redis saw exactly one
+  EVALSHA per counted request (INFO commandstats); the instances learned
+  N=3 from their heartbeats.
+- Redis killed: a `local` rule allows count/N per instance, `open` allows
+  everything, `closed` refuses everything with a message that says the
+  limit cannot be checked; Redis slower than the budget (SIGSTOP) falls
+  back the same way; Redis back: the shared buckets (kept in its AOF)
+  are in force again.
+- Every refusal lands in the audit stream with the limit's rule.
+- The Lua script and the C arithmetic agree on a table of cases
+  (tests/unit/test_rlbucket --table, the script run in Redis with the
+  table's times).
+- skopeo, podman, ctr and docker each print the gateway's 429 message.
+"""
+import ast
+import json
+import os
+import re
+import signal
+import subprocess
+
+import pytest
+
+from lib.gateway import gateway_config, upstream
+from lib.redis import RedisServer, entries_to_dicts
+from lib.registry import MANIFEST_TYPES
+from lib.util import wait_for
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..",
+                                         ".."))
+ACCEPT = ", ".join(MANIFEST_TYPES)
+
+
+@pytest.fixture
+def redis(tmp_path_factory):
+    servers = []
+
+    def start(**kw):
+        s = RedisServer(tmp_path_factory.mktemp("redis-"), **kw)
+        servers.append(s)
+        return s
+    try:
+        yield start
+    finally:
+        for s in servers:
+            try:
+                os.kill(s.pid, signal.SIGCONT)
+            except OSError:
+                pass
+            s.stop()
+
+
+@pytest.fixture
+def seeded(start_registry, skopeo, single_image):
+    """A registry holding proj/img:v1."""
+    reg = start_registry("up1")
+    skopeo("copy", "--dest-tls-verify=false", single_image.ref,
+           "docker://%s/proj/img:v1" % reg.host)
+    return reg
+
+
+def rl_config(reg, rs, rules, names=("up1",), **rl_extra):
+    ups = [upstream(reg, name=n, prefix=n, default=(i == 0),
+                    hosts=[reg.host] if i == 0 else [])
+           for i, n in enumerate(names)]
+    rl = {"rules": rules}
+    rl.update(rl_extra)
+    return gateway_config(*ups, redis={"address": rs.host,
+                                       "reconnect_min": 0.05,
+                                       "reconnect_max": 0.2,
+                                       "command_timeout": 1},
+                          ratelimit=rl)
+
+
+def three(start_gateway, cfg):
+    return [start_gateway(cfg) for _ in range(3)]
+
+
+def get_manifest(gw, path, session):
+    return session.get(gw.url + path, headers={"Accept": ACCEPT},
+                       timeout=30)
+
+
+def spread(gws, path, n, session):
+    """n manifest GETs round-robin over the gateways; the responses."""
+    return [get_manifest(gws[i % len(gws)], path, session)
+            for i in range(n)]
+
+
+def evalsha_calls(rs):
+    info = rs.cli("INFO", "commandstats")
+    m = re.search(r"cmdstat_evalsha:calls=(\d+)", info)
+    return int(m.group(1)) if m else 0
+
+
+def test_shared_limit_across_three_instances(seeded, redis, start_gateway,
+                                             http):
+    rs = redis()
+    rule = {"id": "pulls", "key": "upstream", "count": 60, "window": 3600,
+            "endpoints": ["manifest"], "methods": ["GET"]}
+    gws = three(start_gateway, rl_config(seeded, rs, [rule],
+                                         heartbeat_interval=0.2))
+    # Heartbeats: every instance learns there are three.
+    wait_for(lambda: all("ratelimit instances learned=3" in g.log_text()
+                         for g in gws), timeout=30,
+             what="three instances learned")
+    before = evalsha_calls(rs)
+    rs_ = spread(gws, "/v2/up1/proj/img/manifests/v1", 120, http)
+    allowed = [r for r in rs_ if r.status_code == 200]
+    refused = [r for r in rs_ if r.status_code == 429]
+    assert len(allowed) + len(refused) == 120
+    assert abs(len(allowed) - 60) <= 3, len(allowed)
+    # All three served some, and refused some: one limit, not three.
+    for i in range(3):
+        mine = [r.status_code for r in rs_[i::3]]
+        assert 200 in mine and 429 in mine, (i, mine)
+    # Allowed answers carry the remaining count, Docker Hub's form.
+    assert allowed[0].headers["RateLimit-Limit"] == "60;w=3600"
+    rem = [int(r.headers["RateLimit-Remaining"].split(";")[0])
+           for r in allowed]
+    assert rem[0] == 59 and rem == sorted(rem, reverse=True)
+    assert all(r.headers["RateLimit-Remaining"].endswith(";w=3600")
+               for r in allowed)
+    # The refusal: OCI body naming the rule, Retry-After, headers.
+    r = refused[0]
+    body = r.json()
+    assert body["errors"][0]["code"] == "TOOMANYREQUESTS"
+    msg = body["errors"][0]["message"]
+    assert '"pulls"' in msg and "60 requests per 3600 s" in msg
+    assert "retry after" in msg
+    ra = int(r.headers["Retry-After"])
+    assert 1 <= ra <= 60
+    assert r.headers["RateLimit-Limit"] == "60;w=3600"
+    assert r.headers["RateLimit-Remaining"] == "0;w=3600"
+    # Exactly one Redis round trip per counted request.
+    assert evalsha_calls(rs) - before == 120
+    # Requests no rule counts (tags list, HEAD) cost Redis nothing.
+    before = evalsha_calls(rs)
+    assert http.get(gws[0].url + "/v2/up1/proj/img/tags/list",
+                    timeout=30).status_code == 200
+    h = http.head(gws[1].url + "/v2/up1/proj/img/manifests/v1",
+                  headers={"Accept": ACCEPT}, timeout=30)
+    assert h.status_code == 200 and "RateLimit-Limit" not in h.headers
+    assert evalsha_calls(rs) == before
+    assert all("ratelimit refuse rule=pulls mode=shared" in g.log_text()
+               for g in gws)
+
+
+def test_redis_down_modes_and_back(seeded, redis, start_gateway, http):
+    rs = redis()
+    rules = [{"id": "r-" + n, "key": "upstream", "upstreams": [n],
+              "count": 30, "window": 3600, "on_redis_down": n}
+             for n in ("local", "open", "closed")]
+    gws = three(start_gateway, rl_config(seeded, rs, rules,
+                                         names=("local", "open", "closed"),
+                                         instances=3))
+    path = "/v2/%s/proj/img/manifests/v1"
+    # Shared: 10 of each limit spent, all allowed.
+    for n in ("local", "open", "closed"):
+        got = spread(gws, path % n, 10, http)
+        assert [r.status_code for r in got] == [200] * 10
+    rs.kill()
+    wait_for(lambda: all("ratelimit redis_down" in g.log_text()
+                         for g in gws), timeout=30, what="links down")
+    # local: each instance holds 30/3 = 10 of its own.
+    got = spread(gws, path % "local", 60, http)
+    for i in range(3):
+        mine = [r.status_code for r in got[i::3]]
+        assert mine.count(200) == 10 and mine.count(429) == 10, (i, mine)
+    refused = [r for r in got if r.status_code == 429][0].json()
+    assert '"r-local" exceeded' in refused["errors"][0]["message"]
+    # open: nothing limited.
+    got = spread(gws, path % "open", 60, http)
+    assert all(r.status_code == 200 for r in got)
+    # closed: everything refused, saying why.
+    got = spread(gws, path % "closed", 9, http)
+    assert all(r.status_code == 429 for r in got)
+    msg = got[0].json()["errors"][0]["message"]
+    assert '"r-closed" cannot be checked' in msg
+    assert got[0].headers["Retry-After"] == "1"
+
+    # Redis back (its AOF kept the buckets): shared limits again.
+    rs.start()
+    wait_for(lambda: all(g.log_text().count("ratelimit redis_up") >= 2
+                         for g in gws), timeout=30, what="links back")
+    got = spread(gws, path % "closed", 60, http)
+    assert [r.status_code for r in got].count(200) == 20
+    got = spread(gws, path % "local", 60, http)
+    assert [r.status_code for r in got].count(200) == 20
+    assert all(r.status_code == 429 for r in got[20:])
+    assert got[0].headers["RateLimit-Remaining"] == "19;w=3600"
+
+    # Slower than the budget (stopped, not gone): the same fallback.
+    os.kill(rs.pid, signal.SIGSTOP)
+    try:
+        r = get_manifest(gws[0], path % "open", http)
+        assert r.status_code == 200
+        r = get_manifest(gws[1], path % "closed", http)
+        assert r.status_code == 429
+        assert "cannot be checked" in r.json()["errors"][0]["message"]
+    finally:
+        os.kill(rs.pid, signal.SIGCONT)
+    assert "ratelimit redis_slow" in gws[1].log_text()
+
+
+def test_refusals_audited_with_rule(seeded, redis, start_gateway, http):
+    rs = redis()
+    cfg = rl_config(seeded, rs, [
+        {"id": "two-per-ip", "key": "ip", "count": 2, "window": 600,
+         "actions": ["pull"]},
+        {"id": "exempt-all", "key": "ip", "count": 1, "window": 600,
+         "exempt_cidrs": ["127.0.0.0/8"]}])
+    cfg["audit"] = {"stream": "rl-audit"}
+    gw = start_gateway(cfg)
+    got = [get_manifest(gw, "/v2/up1/proj/img/manifests/v1", http)
+           for _ in range(4)]
+    assert [r.status_code for r in got] == [200, 200, 429, 429]
+    ids = [r.headers["X-Request-Id"] for r in got]
+    rs.wait_xlen("rl-audit", 4)
+    recs = {d["request_id"]: d
+            for _, d in entries_to_dicts(rs.call("XRANGE", "rl-audit",
+                                                 "-", "+"))}
+    for rid in ids[2:]:
+        assert recs[rid]["status"] == "429"
+        assert recs[rid]["rule"] == "two-per-ip"
+        assert recs[rid]["decision"] == "deny"
+    # Allowed: the policy's decision and rule stay.
+    assert recs[ids[0]]["decision"] == "allow"
+    assert recs[ids[0]]["rule"] != "two-per-ip"
+
+
+def rlb_lua():
+    """The script as compiled into the gateway, from src/rlbucket.c."""
+    src = open(os.path.join(REPO_ROOT, "src", "rlbucket.c")).read()
+    body = src[src.index("const char rlb_lua[] ="):]
+    body = body[:body.index(";\n")]
+    return "".join(ast.literal_eval(s)
+                   for s in re.findall(r'"(?:[^"\\]|\\.)*"', body))
+
+
+def test_lua_agrees_with_c(redis):
+    rs = redis()
+    table = subprocess.run(
+        [os.path.join(REPO_ROOT, "tests", "unit", "test_rlbucket"),
+         "--table"], capture_output=True, text=True, check=True,
+        timeout=60).stdout.splitlines()
+    assert len(table) >= 7
+    script = rlb_lua()
+    for n, line in enumerate(table):
+        case = json.loads(line)
+        key = "agree:%d" % n
+        for now, allowed, remaining, retry in case["steps"]:
+            got = rs.call("EVAL", script, "1", key, str(now),
+                          str(case["interval_us"]), str(case["burst"]))
+            assert got == [now, allowed, remaining, retry], (case, now, got)
+    # Several keys: all or nothing.
+    got = rs.call("EVAL", script, "2", "k1", "k2", "1000000000",
+                  "10", "2", "10", "1")
+    assert got == [1000000000, 1, 1, 0, 1, 0, 0]
+    got = rs.call("EVAL", script, "2", "k1", "k2", "1000000000",
+                  "10", "2", "10", "1")
+    assert got == [1000000000, 1, 0, 0, 0, 0, 10]
+    # k1 was not charged by the refused request.
+    got = rs.call("EVAL", script, "1", "k1", "1000000000", "10", "2")
+    assert got == [1000000000, 1, 0, 0]
+
+
+# --- the 429 as real clients print it ---
+
+CLIENT_RULE = {"id": "client-pulls", "key": "upstream", "count": 1,
+               "window": 3600, "endpoints": ["manifest"]}
+MESSAGE = 'rate limit "client-pulls" exceeded'
+
+
+def spent_gateway(seeded, redis, start_gateway, http):
+    rs = redis()
+    gw = start_gateway(rl_config(seeded, rs, [CLIENT_RULE]))
+    assert get_manifest(gw, "/v2/up1/proj/img/manifests/v1",
+                        http).status_code == 200
+    assert get_manifest(gw, "/v2/up1/proj/img/manifests/v1",
+                        http).status_code == 429
+    return gw
+
+
+def test_skopeo_prints_the_429(seeded, redis, start_gateway, http, skopeo):
+    gw = spent_gateway(seeded, redis, start_gateway, http)
+    r = skopeo("inspect", "--tls-verify=false", "--retry-times", "0",
+               "docker://%s/up1/proj/img:v1" % gw.host, check=False)
+    assert r.returncode != 0
+    print(r.stderr)
+    assert MESSAGE in r.stderr
+
+
+def test_podman_prints_the_429(seeded, redis, start_gateway, http, podman):
+    gw = spent_gateway(seeded, redis, start_gateway, http)
+    r = podman("pull", "--tls-verify=false", "--retry", "0",
+               "%s/up1/proj/img:v1" % gw.host, check=False)
+    assert r.returncode != 0
+    print(r.stderr)
+    assert MESSAGE in r.stderr
+
+
+def test_ctr_prints_the_429(seeded, redis, start_gateway, http,
+                            start_containerd):
+    gw = spent_gateway(seeded, redis, start_gateway, http)
+    ctd = start_containerd()
+    r = ctd.ctr("images", "pull", "--plain-http",
+                "%s/up1/proj/img:v1" % gw.host, check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    print(out)
+    assert MESSAGE in out
+
+
+def test_docker_prints_the_429(seeded, redis, start_gateway, http,
+                               start_dockerd):
+    gw = spent_gateway(seeded, redis, start_gateway, http)
+    dk = start_dockerd({"insecure-registries": [gw.host]})
+    r = dk.docker("pull", "%s/up1/proj/img:v1" % gw.host, check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    print(out)
+    assert MESSAGE in out
