@@ -613,8 +613,9 @@ rl_decide(struct req *req, struct rl_item *items, size_t n, const char *mode)
 		    "after %lld s", r->id, (long long)secs);
 	else
 		snprintf(msg, sizeof(msg), "rate limit \"%s\" exceeded: %zu "
-		    "requests per %lld s for this %s; retry after %lld s",
-		    r->id, r->count, w, rl_key_noun(r->key), (long long)secs);
+		    "request%s per %lld s for this %s; retry after %lld s",
+		    r->id, r->count, r->count == 1 ? "" : "s", w,
+		    rl_key_noun(r->key), (long long)secs);
 	snprintf(ra, sizeof(ra), "%lld", (long long)secs);
 	snprintf(lim, sizeof(lim), "%zu;w=%lld", r->count, w);
 	snprintf(rem, sizeof(rem), "0;w=%lld", w);
