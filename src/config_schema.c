@@ -1141,7 +1141,7 @@ const struct cfg_key cfg_root_keys[] = {
 	  .def_doc = "no identity providers",
 	  .help = "Who callers are: identity providers and their "
 	  "settings." },
-	{ .name = "ratelimit", .type = CFG_PTR_OBJECT,
+	{ .name = "ratelimit", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(ratelimit), .sub = cfg_ratelimit_keys,
 	  .sub_size = sizeof(struct config_ratelimit),
 	  .def_doc = "no limits",

@@ -200,8 +200,13 @@ rl_heartbeat_cb(evutil_socket_t fd, short ev, void *arg)
 
 	(void)fd;
 	(void)ev;
-	if (rc == NULL)
+	if (rc == NULL) {
+		/* The section went in a reload; it may come back. */
+		tv.tv_sec = 5;
+		tv.tv_usec = 0;
+		evtimer_add(rl->hb_timer, &tv);
 		return;
+	}
 	if (rl->ready && !rl->hb_busy && rc->instances == 0) {
 		snprintf(key, sizeof(key), "%sinstances", rc->key_prefix);
 		snprintf(ttl, sizeof(ttl), "%d",

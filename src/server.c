@@ -183,6 +183,8 @@ server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 	server_policy_note(conf);
 	authz_config_loaded(conf);
 	oidc_config_loaded(ctx);
+	if (ctx->ratelimit == NULL)	/* a ratelimit section added */
+		ctx->ratelimit = ratelimit_new(ctx);
 	server_fd_limit(conf);	/* a raised max_connections needs them */
 	server_conn_gone(ctx);	/* a raised max_connections applies */
 }

@@ -236,6 +236,49 @@ def test_refusals_audited_with_rule(seeded, redis, start_gateway, http):
     assert recs[ids[0]]["rule"] != "two-per-ip"
 
 
+ACL_PW = "rl-user-Pw-7c1"
+
+
+def test_acl_user_and_reload(seeded, redis, start_gateway, http, tmp_path):
+    """The README's ACL line is enough; rules change on SIGHUP."""
+    rs = redis(requirepass="admin-Pw-x1", users=[[
+        "portcullis", "on", ">" + ACL_PW, "resetkeys", "~portcullis:rl:*",
+        "resetchannels", "-@all", "+evalsha", "+eval", "+script|load",
+        "+get", "+set", "+time", "+zadd", "+zremrangebyscore", "+pexpire",
+        "+zcard", "+select", "+ping"]])
+    pw = tmp_path / "redis.pw"
+    pw.write_text(ACL_PW + "\n")
+    os.chmod(pw, 0o600)
+    cfg = rl_config(seeded, rs, [{"id": "five", "key": "ip", "count": 5,
+                                  "window": 3600}], heartbeat_interval=0.2)
+    cfg["redis"].update({"username": "portcullis",
+                         "password_file": str(pw)})
+    gw = start_gateway(cfg)
+    wait_for(lambda: "ratelimit instances learned=1" in gw.log_text(),
+             timeout=30, what="heartbeat under the ACL user")
+    path = "/v2/up1/proj/img/manifests/v1"
+    got = [get_manifest(gw, path, http).status_code for _ in range(7)]
+    assert got == [200] * 5 + [429] * 2
+    # (revocation's link is refused its commands: not this user's job)
+    assert not [l for l in gw.log_text().splitlines()
+                if "ratelimit" in l and "NOPERM" in l]
+    keys = sorted(k.decode() for k in rs.call("KEYS", "*"))
+    assert keys == ["portcullis:rl:five:ip:127.0.0.1",
+                    "portcullis:rl:instances"]
+    # A reload: another rule, and the old one gone.
+    cfg = gw.config
+    cfg["ratelimit"]["rules"] = [{"id": "two", "key": "ip", "count": 2,
+                                  "window": 3600}]
+    with open(gw.config_path, "w") as f:
+        json.dump(cfg, f)
+    os.kill(gw.pid, signal.SIGHUP)
+    wait_for(lambda: "server reload done" in gw.log_text(), timeout=30,
+             what="reload")
+    got = [get_manifest(gw, path, http) for _ in range(3)]
+    assert [r.status_code for r in got] == [200, 200, 429]
+    assert '"two"' in got[2].json()["errors"][0]["message"]
+
+
 def rlb_lua():
     """The script as compiled into the gateway, from src/rlbucket.c."""
     src = open(os.path.join(REPO_ROOT, "src", "rlbucket.c")).read()
