@@ -147,6 +147,8 @@ struct config_upstream {
 	size_t			 nredirect_allow;
 	char			**auth_hosts;		/* host[:port] */
 	size_t			 nauth_hosts;
+	int			 quota_floor;	/* -1: off (ratelimit.c) */
+	int			 quota_hold_ms;
 };
 
 /* A claim an IdP token must carry with this value (identity.issuers). */

@@ -569,6 +569,18 @@ static const struct cfg_key cfg_upstream_keys[] = {
 	  "its own origin that may be dialled at a non-public address (a "
 	  "token service on another port of a private upstream host must be "
 	  "listed)." },
+	{ .name = "quota_floor", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = UP_OFF(quota_floor), .min = -1, .max = 1000000000,
+	  .def = -1, .def_doc = "-1 (off)",
+	  .help = "When the upstream's RateLimit-Remaining (Docker Hub's "
+	  "pull quota) is at or below this, pulls the cache cannot answer "
+	  "are refused with 429 for quota_hold after that report; cache "
+	  "hits are still served." },
+	{ .name = "quota_hold", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = UP_OFF(quota_hold_ms), .min = 1000, .max = 86400000,
+	  .def = 60000,
+	  .help = "How long a report at or below quota_floor refuses misses; "
+	  "then one goes through and its answer's report decides again." },
 	{ .name = NULL }
 };
 

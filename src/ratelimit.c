@@ -19,6 +19,10 @@
  * N configured or learned from the instances' heartbeats), open (not
  * limited) or closed (429).  The next request tries Redis again, so the
  * shared buckets are back in force as soon as it answers.
+ *
+ * Also here, before the rules: an upstream's own quota floor (Docker
+ * Hub's RateLimit-Remaining as proxy.c last saw it), which refuses the
+ * pulls the cache cannot answer while the quota is nearly spent.
  */
 #include <sys/types.h>
 #include <sys/queue.h>
@@ -356,7 +360,7 @@ rl_cache_hit(struct req *req)
 	if (!req->route.ref_digest) {
 		if ((accept = malloc(2048)) == NULL)
 			fatal("malloc");
-		hit = cache_accept_norm(&req->msg->hdrs, accept, 2048) == 0 &&
+		hit = cache_accept_norm(&req->msg->hdrs, accept, 2048) >= 0 &&
 		    cache_tag_get(c, req->up, req->upname, req->route.ref,
 		    accept, digest, sizeof(digest), &at) == 0;
 		free(accept);
@@ -366,7 +370,8 @@ rl_cache_hit(struct req *req)
 		    req->conf->cache->tag_ttl_ms;
 		if (cache_wall_ms() - at >= (uint64_t)ttl)
 			return (0);	/* revalidated upstream */
-		d = digest;
+		/* The tag's record is as good as a link (cache_serve.c). */
+		return (cache_lookup(c, kind, digest) != NULL);
 	}
 	return (cache_lookup(c, kind, d) != NULL &&
 	    cache_link_has(c, req->up, req->upname, kind, d));
@@ -443,18 +448,15 @@ rl_key(const struct config_ratelimit *rc, const struct config_rl_rule *r,
 
 /* The rules that count this request; 0 when none. */
 static size_t
-rl_match(struct req *req, struct rl_item **out)
+rl_match(struct req *req, int a, int *hit, struct rl_item **out)
 {
 	const struct config_ratelimit	*rc = req->conf->ratelimit;
 	const struct config_rl_rule	*r;
 	struct rl_item			*items = NULL;
 	size_t				 i, n = 0;
-	int				 a, hit = -1;
 
 	*out = NULL;
-	if (rc == NULL || rc->nrules == 0 || req->up == NULL)
-		return (0);
-	if ((a = authz_action(req)) == -1)
+	if (rc == NULL || rc->nrules == 0 || req->up == NULL || a == -1)
 		return (0);
 	for (i = 0; i < rc->nrules; i++) {
 		r = &rc->rules[i];
@@ -468,9 +470,9 @@ rl_match(struct req *req, struct rl_item **out)
 		if (rl_exempt(r, &req->principal))
 			continue;
 		if (!r->count_cache_hits) {
-			if (hit == -1)
-				hit = rl_cache_hit(req);
-			if (hit)
+			if (*hit == -1)
+				*hit = rl_cache_hit(req);
+			if (*hit)
 				continue;
 		}
 		if (items == NULL && (items = calloc(rc->nrules,
@@ -808,6 +810,59 @@ rl_on_reply(struct rds *l, struct redisReply *reply, void *arg)
 }
 
 /*
+ * The upstream's own quota (Docker Hub's RateLimit-Remaining, which
+ * proxy.c notes with the time of the report): at or below the upstream's
+ * quota_floor, a pull the cache cannot answer is refused for quota_hold
+ * after the report, so that the last of the quota is not spent by the
+ * gateway's misses, while what the cache holds is still served.  After
+ * quota_hold one goes through, and the report in its answer decides.
+ * -1: answered (429).
+ */
+static int
+rl_quota(struct req *req, int a, int *hit)
+{
+	const struct config_upstream	*up = req->up;
+	struct upstream_state		*us;
+	struct headers			 h;
+	char				*ep, msg[512], ra[32];
+	long				 rem;
+	uint64_t			 age, left;
+
+	if (up == NULL || up->quota_floor < 0 || a != POL_PULL)
+		return (0);
+	us = upstream_state_get(req->c->ctx, up);
+	if (us->rl_remaining[0] == '\0')
+		return (0);
+	rem = strtol(us->rl_remaining, &ep, 10);
+	if (ep == us->rl_remaining || rem > up->quota_floor)
+		return (0);
+	age = now_ms() - us->rl_seen_ms;
+	if (age >= (uint64_t)up->quota_hold_ms)
+		return (0);
+	if (*hit == -1)
+		*hit = rl_cache_hit(req);
+	if (*hit)
+		return (0);
+	left = ((uint64_t)up->quota_hold_ms - age + 999) / 1000;
+	snprintf(msg, sizeof(msg), "upstream \"%s\" reports %ld pulls left "
+	    "of its quota (the gateway keeps %d): pulls it has not cached "
+	    "are refused; retry after %llu s", up->name, rem,
+	    up->quota_floor, (unsigned long long)left);
+	snprintf(ra, sizeof(ra), "%llu", (unsigned long long)left);
+	log_info("%llu.%u ratelimit quota_floor upstream=%s remaining=%ld "
+	    "floor=%d retry_after=%llu", (unsigned long long)req->c->id,
+	    req->seq, up->name, rem, up->quota_floor,
+	    (unsigned long long)left);
+	req->decision = "deny";
+	req->rule = NULL;
+	headers_init(&h);
+	headers_add(&h, "Retry-After", 11, ra, strlen(ra));
+	req_fail_msg(req, ERR_RATE_LIMITED, msg, NULL, &h);
+	headers_clear(&h);
+	return (-1);
+}
+
+/*
  * The gate.  0: not limited, go on now; 1: waiting for Redis as the
  * request's stage (its end comes back to req_dispatch() through
  * req_stage_next()); -1: answered (429).
@@ -820,10 +875,13 @@ ratelimit_request(struct req *req)
 	struct rl_item		*items;
 	struct timeval		 tv;
 	size_t			 n, i;
-	int			 rv, ms;
+	int			 rv, ms, a, hit = -1;
 
 	req->rl_checked = 1;
-	if (rl == NULL || (n = rl_match(req, &items)) == 0)
+	a = req->up != NULL ? authz_action(req) : -1;
+	if (rl_quota(req, a, &hit) == -1)
+		return (-1);
+	if (rl == NULL || (n = rl_match(req, a, &hit, &items)) == 0)
 		return (0);
 	if ((call = calloc(1, sizeof(*call))) == NULL)
 		fatal("calloc");

@@ -400,3 +400,106 @@ def test_docker_prints_the_429(seeded, redis, start_gateway, http,
     assert r.returncode != 0
     print(out)
     assert "toomanyrequests: " + MESSAGE in out
+
+
+# --- the upstream's own quota ---
+
+def test_upstream_quota_floor_refuses_misses_serves_hits(
+        start_registry, skopeo, single_image, image_factory, start_gateway,
+        http, tmp_path):
+    """Docker Hub's ratelimit-remaining at or below quota_floor: pulls the
+    cache cannot answer are refused with 429 naming the upstream's quota,
+    before the upstream hears of them; what the cache holds is served."""
+    from lib.quota_upstream import QuotaUpstream
+    reg = start_registry("hub")
+    from lib.images import HOST_ARCH
+    other = image_factory("quota-other", platforms=[("linux", HOST_ARCH)],
+                          seed="quota-other")
+    for repo, image in (("proj/img", single_image), ("proj/other", other),
+                        ("proj/third", single_image)):
+        skopeo("copy", "--dest-tls-verify=false", image.ref,
+               "docker://%s/%s:v1" % (reg.host, repo))
+    q = QuotaUpstream(reg.host, limit=100, remaining=4)
+    try:
+        u = upstream(reg, name="hub", prefix="hub", default=True,
+                     url=q.url)
+        u["quota_floor"] = 2
+        u["quota_hold"] = 3600
+        gw = start_gateway(gateway_config(u, cache={
+            "dir": str(tmp_path / "cache"), "max_bytes": 1 << 30}))
+        img = single_image.image()
+        cfg_path = "/v2/hub/proj/img/blobs/" + img["config_digest"]
+        # Filled through the cache: the manifest, then the config blob.
+        r = get_manifest(gw, "/v2/hub/proj/img/manifests/v1", http)
+        assert r.status_code == 200
+        assert http.get(gw.url + cfg_path, timeout=30).status_code == 200
+        # Another repository's manifest: Docker Hub says 2 left.
+        assert get_manifest(gw, "/v2/hub/proj/other/manifests/v1",
+                            http).status_code == 200
+        assert q.remaining == 2
+        wait_for(lambda: 'remaining="2;w=21600"' in gw.log_text(),
+                 timeout=30, what="the report noted")
+        seen = len(q.requests)
+        # Hits go on: the manifest by tag (fresh tag record) and by
+        # digest, the config blob.
+        r = get_manifest(gw, "/v2/hub/proj/img/manifests/v1", http)
+        assert r.status_code == 200
+        assert get_manifest(gw, "/v2/hub/proj/img/manifests/" +
+                            r.headers["Docker-Content-Digest"],
+                            http).status_code == 200
+        assert http.get(gw.url + cfg_path, timeout=30).status_code == 200
+        # A miss: refused here, the upstream never asked.
+        r = get_manifest(gw, "/v2/hub/proj/third/manifests/v1", http)
+        assert r.status_code == 429
+        err = r.json()["errors"][0]
+        assert err["code"] == "TOOMANYREQUESTS"
+        assert err["message"].startswith(
+            'upstream "hub" reports 2 pulls left of its quota (the gateway '
+            'keeps 2): pulls it has not cached are refused; retry after ')
+        assert 3500 <= int(r.headers["Retry-After"]) <= 3600
+        r = http.get(gw.url + "/v2/hub/proj/third/blobs/" +
+                     img["layers"][0]["digest"], timeout=30)
+        assert r.status_code == 429
+        assert q.requests[seen:] == []
+        assert "ratelimit quota_floor upstream=hub remaining=2 floor=2" \
+            in gw.log_text()
+    finally:
+        q.stop()
+
+
+def test_cache_hits_not_counted(start_registry, skopeo, single_image,
+                                image_factory, redis, start_gateway, http,
+                                tmp_path):
+    """count_cache_hits false: only what the cache cannot answer counts,
+    by tag (a fresh tag record) and by digest (stored and linked)."""
+    from lib.images import HOST_ARCH
+    reg = start_registry("up1")
+    other = image_factory("quota-other", platforms=[("linux", HOST_ARCH)],
+                          seed="quota-other")
+    for repo, image in (("proj/img", single_image), ("proj/b", other),
+                        ("proj/c", single_image)):
+        skopeo("copy", "--dest-tls-verify=false", image.ref,
+               "docker://%s/%s:v1" % (reg.host, repo))
+    rs = redis()
+    cfg = rl_config(reg, rs, [{"id": "misses", "key": "upstream",
+                               "count": 2, "window": 3600,
+                               "endpoints": ["manifest"],
+                               "count_cache_hits": False}])
+    cfg["cache"] = {"dir": str(tmp_path / "cache"), "max_bytes": 1 << 30}
+    gw = start_gateway(cfg)
+    p = "/v2/up1/%s/manifests/%s"
+    r = get_manifest(gw, p % ("proj/img", "v1"), http)
+    assert r.status_code == 200 and \
+        r.headers["RateLimit-Remaining"] == "1;w=3600"
+    dig = r.headers["Docker-Content-Digest"]
+    wait_for(lambda: "fill_done" in gw.log_text(), timeout=30,
+             what="the fill")
+    for ref in ("v1", dig) * 5:
+        r = get_manifest(gw, p % ("proj/img", ref), http)
+        assert r.status_code == 200, ref
+        assert "RateLimit-Remaining" not in r.headers      # not counted
+    assert get_manifest(gw, p % ("proj/b", "v1"),
+                        http).status_code == 200           # the second
+    r = get_manifest(gw, p % ("proj/c", "v1"), http)       # the third miss
+    assert r.status_code == 429
+    assert get_manifest(gw, p % ("proj/img", "v1"), http).status_code == 200

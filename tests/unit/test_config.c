@@ -1113,6 +1113,7 @@ test_reference(void **state)
 		"/upstreams/N/pool_max_idle",
 		"/upstreams/N/cache", "/upstreams/N/tag_ttl",
 		"/upstreams/N/redirect_allow", "/upstreams/N/auth_hosts",
+		"/upstreams/N/quota_floor", "/upstreams/N/quota_hold",
 		"/limits/redirects", "/limits/catalog_names",
 		"/limits/catalog_pages", "/limits/catalog_page_bytes",
 		"/cache",
