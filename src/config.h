@@ -149,6 +149,9 @@ struct config_upstream {
 	size_t			 nauth_hosts;
 	int			 quota_floor;	/* -1: off (ratelimit.c) */
 	int			 quota_hold_ms;
+	int			 max_concurrent;	/* 0: no cap (upcap.c) */
+	int			 queue;
+	int			 queue_timeout_ms;
 };
 
 /* A claim an IdP token must carry with this value (identity.issuers). */

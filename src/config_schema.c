@@ -581,6 +581,20 @@ static const struct cfg_key cfg_upstream_keys[] = {
 	  .def = 60000,
 	  .help = "How long a report at or below quota_floor refuses misses; "
 	  "then one goes through and its answer's report decides again." },
+	{ .name = "max_concurrent", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = UP_OFF(max_concurrent), .min = 0, .max = 100000, .def = 0,
+	  .def_doc = "0 (no cap)",
+	  .help = "Requests this gateway sends the upstream at once (those "
+	  "the cache cannot answer, each for its whole length); more wait "
+	  "in a queue." },
+	{ .name = "queue", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = UP_OFF(queue), .min = 0, .max = 100000, .def = 64,
+	  .help = "Requests waiting for one of max_concurrent; beyond it "
+	  "503 with Retry-After at once." },
+	{ .name = "queue_timeout", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = UP_OFF(queue_timeout_ms), .min = 10, .max = 600000,
+	  .def = 10000,
+	  .help = "Longest wait in the queue; then 503 with Retry-After." },
 	{ .name = NULL }
 };
 

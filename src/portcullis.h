@@ -292,6 +292,8 @@ struct req {
 	/* The strictest rule's RateLimit-Limit, -Remaining; "": none. */
 	char			 rl_limit[48];
 	char			 rl_remaining[48];
+	int			 cap_checked;	/* upcap.c decided */
+	struct upstream_state	*cap_us;	/* holds a slot of it */
 };
 
 void	req_start(struct conn *, struct hframe_msg *);
@@ -373,6 +375,12 @@ struct upstream_state {
 	char				 rl_limit[64];	/* RateLimit-Limit */
 	char				 rl_remaining[64];
 	uint64_t			 rl_seen_ms;
+	/* upcap.c: slots in use, the cap, the waiters (FIFO). */
+	int				 cap_inflight;
+	int				 cap_max;
+	size_t				 cap_queued;
+	struct upcap_wait		*cap_head;
+	struct upcap_wait		*cap_tail;
 };
 
 struct upstream_state *upstream_state_get(struct pc_ctx *,
@@ -542,5 +550,10 @@ void		 authz_config_loaded(const struct config *);
 struct ratelimit *ratelimit_new(struct pc_ctx *);
 void		 ratelimit_free(struct ratelimit *);
 int		 ratelimit_request(struct req *);
+int		 ratelimit_would_hit(struct req *);
+
+/* upcap.c: the cap on requests an upstream serves at once. */
+int		 upcap_request(struct req *);
+void		 upcap_req_done(struct req *);
 
 #endif

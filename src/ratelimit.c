@@ -377,6 +377,13 @@ rl_cache_hit(struct req *req)
 	    cache_link_has(c, req->up, req->upname, kind, d));
 }
 
+/* Whether the cache will answer the request (upcap.c asks too). */
+int
+ratelimit_would_hit(struct req *req)
+{
+	return (rl_cache_hit(req));
+}
+
 /*
  * The bucket's key: prefix, rule id, then what the rule is keyed by.
  * The repository part comes first in subject+repository: a name cannot

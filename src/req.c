@@ -179,6 +179,7 @@ req_free(struct req *req)
 	c = req->c;
 	req_stage_end(req);
 	tagpol_req_done(req);		/* an immutable tag it held */
+	upcap_req_done(req);		/* an upstream slot it held */
 	if (req->up != NULL)
 		snprintf(up, sizeof(up), "%s", req->up->name);
 	else
@@ -888,6 +889,13 @@ req_dispatch(struct req *req)
 	 * stage, then comes back here with rl_checked set.
 	 */
 	if (!req->rl_checked && ratelimit_request(req) != 0)
+		return;
+	/*
+	 * A request that will reach its upstream takes one of its
+	 * max_concurrent slots, or waits for one (upcap.c); after the
+	 * limits, so that a refused request never holds one.
+	 */
+	if (!req->cap_checked && upcap_request(req) != 0)
 		return;
 	/*
 	 * A manifest pushed by tag is read whole first: a blocked digest is

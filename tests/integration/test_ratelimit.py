@@ -27,6 +27,7 @@ import signal
 import subprocess
 
 import pytest
+import requests
 
 from lib.gateway import gateway_config, upstream
 from lib.redis import RedisServer, entries_to_dicts
@@ -503,3 +504,112 @@ def test_cache_hits_not_counted(start_registry, skopeo, single_image,
     r = get_manifest(gw, p % ("proj/c", "v1"), http)       # the third miss
     assert r.status_code == 429
     assert get_manifest(gw, p % ("proj/img", "v1"), http).status_code == 200
+
+
+# --- the cap on concurrent upstream requests ---
+
+def held_conns(hp):
+    with hp.lock:
+        return sum(1 for c in hp.conns if not c.closed and c.held)
+
+
+def test_upstream_concurrency_cap_queue_then_503(seeded, start_gateway,
+                                                 http):
+    """max_concurrent requests reach the upstream at once; the next wait
+    in a bounded queue (a client that leaves gives its place up); past
+    the queue, or after queue_timeout, 503 with Retry-After."""
+    import concurrent.futures
+    import socket
+    from lib.holding_proxy import HoldingProxy
+    hp = HoldingProxy(seeded.host)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
+    try:
+        u = upstream(seeded, url="http://" + hp.host)
+        u.update({"max_concurrent": 2, "queue": 1, "queue_timeout": 60})
+        cfg = gateway_config(u)
+        cfg["timeouts"]["upstream_response"] = 120
+        gw = start_gateway(cfg)
+        path = "/v2/up1/proj/img/manifests/v1"
+
+        def get():
+            s = requests.Session()
+            s.trust_env = False
+            try:
+                return get_manifest(gw, path, s)
+            finally:
+                s.close()
+        hp.hold(b"/manifests/v1")
+        a, b = pool.submit(get), pool.submit(get)
+        wait_for(lambda: held_conns(hp) == 2, timeout=30,
+                 what="two requests held at the upstream")
+        c = pool.submit(get)                    # queued
+        wait_for(lambda: "upcap queued" in gw.log_text(), timeout=30,
+                 what="the third queued")
+        # The queue (1) is full: the fourth is refused at once.
+        r = get()
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert "its queue is full" in r.json()["errors"][0]["detail"]
+        assert held_conns(hp) == 2 and not c.done()
+        hp.release()
+        for f in (a, b, c):
+            assert f.result(timeout=60).status_code == 200
+
+        # A waiter that leaves gives up its place.
+        hp.hold(b"/manifests/v1")
+        a, b = pool.submit(get), pool.submit(get)
+        wait_for(lambda: held_conns(hp) == 2, timeout=30,
+                 what="two requests held again")
+        raw = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+        raw.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nAccept: %s\r\n\r\n" %
+                     (path, ACCEPT)).encode())
+        n = gw.log_text().count("upcap queued")
+        wait_for(lambda: gw.log_text().count("upcap queued") > n,
+                 timeout=30, what="the raw client queued")
+        raw.close()
+        wait_for(lambda: "status=499" in gw.log_text(), timeout=30,
+                 what="the raw client gone")
+        d = pool.submit(get)                    # its place is free
+        wait_for(lambda: gw.log_text().count("upcap queued") > n + 1,
+                 timeout=30, what="the next one queued")
+        hp.release()
+        for f in (a, b, d):
+            assert f.result(timeout=60).status_code == 200
+    finally:
+        hp.release()
+        pool.shutdown(wait=True)
+        hp.stop()
+
+
+def test_upstream_queue_timeout(seeded, start_gateway):
+    import concurrent.futures
+    from lib.holding_proxy import HoldingProxy
+    hp = HoldingProxy(seeded.host)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
+    try:
+        u = upstream(seeded, url="http://" + hp.host)
+        u.update({"max_concurrent": 1, "queue": 4, "queue_timeout": 0.2})
+        gw = start_gateway(gateway_config(u))
+        path = "/v2/up1/proj/img/manifests/v1"
+
+        def get():
+            s = requests.Session()
+            s.trust_env = False
+            try:
+                return get_manifest(gw, path, s)
+            finally:
+                s.close()
+        hp.hold(b"/manifests/v1")
+        a = pool.submit(get)
+        wait_for(lambda: held_conns(hp) == 1, timeout=30,
+                 what="one request held at the upstream")
+        r = get()
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert "waited queue_timeout" in r.json()["errors"][0]["detail"]
+        hp.release()
+        assert a.result(timeout=60).status_code == 200
+        # The slot came back: the next goes through at once.
+        assert get().status_code == 200
+    finally:
+        hp.release()
+        pool.shutdown(wait=True)
+        hp.stop()

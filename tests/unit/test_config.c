@@ -1114,6 +1114,8 @@ test_reference(void **state)
 		"/upstreams/N/cache", "/upstreams/N/tag_ttl",
 		"/upstreams/N/redirect_allow", "/upstreams/N/auth_hosts",
 		"/upstreams/N/quota_floor", "/upstreams/N/quota_hold",
+		"/upstreams/N/max_concurrent", "/upstreams/N/queue",
+		"/upstreams/N/queue_timeout",
 		"/limits/redirects", "/limits/catalog_names",
 		"/limits/catalog_pages", "/limits/catalog_page_bytes",
 		"/cache",
