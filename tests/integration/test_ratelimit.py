@@ -559,10 +559,10 @@ def test_upstream_concurrency_cap_queue_then_503(seeded, start_gateway,
         a, b = pool.submit(get), pool.submit(get)
         wait_for(lambda: held_conns(hp) == 2, timeout=30,
                  what="two requests held again")
+        n = gw.log_text().count("upcap queued")
         raw = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
         raw.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nAccept: %s\r\n\r\n" %
                      (path, ACCEPT)).encode())
-        n = gw.log_text().count("upcap queued")
         wait_for(lambda: gw.log_text().count("upcap queued") > n,
                  timeout=30, what="the raw client queued")
         raw.close()
