@@ -71,17 +71,27 @@ def rl_config(reg, rs, rules, names=("up1",), **rl_extra):
     ups = [upstream(reg, name=n, prefix=n, default=(i == 0),
                     hosts=[reg.host] if i == 0 else [])
            for i, n in enumerate(names)]
-    rl = {"rules": rules}
+    # A budget no loaded machine misses by accident: a fallback would
+    # change the counts (the budget itself is tested with SIGSTOP).
+    rl = {"rules": rules, "redis_budget": 1}
     rl.update(rl_extra)
     return gateway_config(*ups, redis={"address": rs.host,
                                        "reconnect_min": 0.05,
                                        "reconnect_max": 0.2,
-                                       "command_timeout": 1},
+                                       "command_timeout": 5},
                           ratelimit=rl)
 
 
+def rl_up(gw):
+    """Until its link to Redis is up, an instance decides by
+    on_redis_down (README): wait for it."""
+    wait_for(lambda: "ratelimit redis_up" in gw.log_text(), timeout=30,
+             what="the rate-limit link up")
+    return gw
+
+
 def three(start_gateway, cfg):
-    return [start_gateway(cfg) for _ in range(3)]
+    return [rl_up(start_gateway(cfg)) for _ in range(3)]
 
 
 def get_manifest(gw, path, session):
@@ -219,7 +229,7 @@ def test_refusals_audited_with_rule(seeded, redis, start_gateway, http):
         {"id": "exempt-all", "key": "ip", "count": 1, "window": 600,
          "exempt_cidrs": ["127.0.0.0/8"]}])
     cfg["audit"] = {"stream": "rl-audit"}
-    gw = start_gateway(cfg)
+    gw = rl_up(start_gateway(cfg))
     got = [get_manifest(gw, "/v2/up1/proj/img/manifests/v1", http)
            for _ in range(4)]
     assert [r.status_code for r in got] == [200, 200, 429, 429]
@@ -339,7 +349,7 @@ CLOSED_MESSAGE = 'rate limit "client-closed" cannot be checked now'
 
 def spent_gateway(seeded, redis, start_gateway, http):
     rs = redis()
-    gw = start_gateway(rl_config(seeded, rs, [CLIENT_RULE]))
+    gw = rl_up(start_gateway(rl_config(seeded, rs, [CLIENT_RULE])))
     assert get_manifest(gw, "/v2/up1/proj/img/manifests/v1",
                         http).status_code == 200
     assert get_manifest(gw, "/v2/up1/proj/img/manifests/v1",
@@ -349,7 +359,7 @@ def spent_gateway(seeded, redis, start_gateway, http):
 
 def closed_gateway(seeded, redis, start_gateway, http):
     rs = redis()
-    gw = start_gateway(rl_config(seeded, rs, [CLOSED_RULE]))
+    gw = rl_up(start_gateway(rl_config(seeded, rs, [CLOSED_RULE])))
     assert get_manifest(gw, "/v2/up1/proj/img/manifests/v1",
                         http).status_code == 200
     rs.kill()
@@ -487,7 +497,7 @@ def test_cache_hits_not_counted(start_registry, skopeo, single_image,
                                "endpoints": ["manifest"],
                                "count_cache_hits": False}])
     cfg["cache"] = {"dir": str(tmp_path / "cache"), "max_bytes": 1 << 30}
-    gw = start_gateway(cfg)
+    gw = rl_up(start_gateway(cfg))
     p = "/v2/up1/%s/manifests/%s"
     r = get_manifest(gw, p % ("proj/img", "v1"), http)
     assert r.status_code == 200 and \
