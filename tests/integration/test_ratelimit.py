@@ -162,6 +162,19 @@ def test_shared_limit_across_three_instances(seeded, redis, start_gateway,
     assert evalsha_calls(rs) == before
     assert all("ratelimit refuse rule=pulls mode=shared" in g.log_text()
                for g in gws)
+    # Redis forgets the script (SCRIPT FLUSH): NOSCRIPT, loaded again,
+    # the request sent again, still one answer from the shared bucket.
+    def loads():
+        m = re.search(r"cmdstat_script\|load:calls=(\d+)",
+                      rs.cli("INFO", "commandstats"))
+        return int(m.group(1)) if m else 0
+    n = loads()
+    rs.call("SCRIPT", "FLUSH")
+    r = get_manifest(gws[0], "/v2/up1/proj/img/manifests/v1", http)
+    assert r.status_code == 429
+    assert '"pulls" exceeded' in r.json()["errors"][0]["message"]
+    assert loads() == n + 1
+    assert "mode=fallback" not in gws[0].log_text()
 
 
 def test_redis_down_modes_and_back(seeded, redis, start_gateway, http):
