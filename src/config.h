@@ -149,7 +149,7 @@ struct config_upstream {
 	size_t			 nauth_hosts;
 	int			 quota_floor;	/* -1: off (ratelimit.c) */
 	int			 quota_hold_ms;
-	int			 max_concurrent;	/* 0: no cap (upcap.c) */
+	int			 max_concurrent;	/* 0: no cap, upcap.c */
 	int			 queue;
 	int			 queue_timeout_ms;
 };

@@ -88,9 +88,11 @@ static void	rl_on_reply(struct rds *, struct redisReply *, void *);
 
 static const char rl_hb_lua[] =
 	"local t = redis.call('TIME')\n"
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"local now = tonumber(t[1]) * 1000 +\n"
+	"    math.floor(tonumber(t[2]) / 1000)\n"
 	"redis.call('ZADD', KEYS[1], now, ARGV[1])\n"
-	"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))\n"
+	"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf',\n"
+	"    now - tonumber(ARGV[2]))\n"
 	"redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
 	"return redis.call('ZCARD', KEYS[1])\n";
 
@@ -599,7 +601,8 @@ rl_decide(struct req *req, struct rl_item *items, size_t n, const char *mode)
 
 	for (i = 0; i < n; i++) {
 		if (!items[i].allowed) {
-			if (worst == NULL || items[i].retry_us > worst->retry_us)
+			if (worst == NULL ||
+			    items[i].retry_us > worst->retry_us)
 				worst = &items[i];
 		} else if (items[i].remaining >= 0 && (least == NULL ||
 		    items[i].remaining < least->remaining))
