@@ -1025,7 +1025,8 @@ static const struct cfg_key cfg_rl_rule_keys[] = {
 	  .help = "Whether a request the cache holds counts; false counts "
 	  "only what would reach the upstream (decided before the cache "
 	  "stage from what the cache holds: a blob or manifest by digest "
-	  "stored and linked to the repository)." },
+	  "stored and linked to the repository, a tag whose record is "
+	  "fresh)." },
 	{ .name = "count", .type = CFG_SIZE,
 	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = RL_OFF(count),
 	  .min = 1, .max = 1000000000,
