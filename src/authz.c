@@ -44,8 +44,11 @@
 /* The rule id the records carry for the deprecated admin address list. */
 #define AUTHZ_ADMIN_ALIAS	"audit.admin_addresses"
 
-/* The action a routed /v2 request implies; -1 for none (the base). */
-static int
+/*
+ * The action a routed /v2 request implies; -1 for none (the base).  The
+ * rate limits (ratelimit.c) count requests by it too.
+ */
+int
 authz_action(const struct req *req)
 {
 	int	m = req->msg->method;

@@ -875,6 +875,7 @@ cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 	free(given);
 	cfg_finish_identity(ctx, cfg);
 	cfg_compile_policy(ctx, cfg);
+	cfg_finish_ratelimit(ctx, cfg);
 }
 
 static void

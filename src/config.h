@@ -148,6 +148,11 @@ struct config_upstream {
 	size_t			 nredirect_allow;
 	char			**auth_hosts;		/* host[:port] */
 	size_t			 nauth_hosts;
+	int			 quota_floor;	/* -1: off (ratelimit.c) */
+	int			 quota_hold_ms;
+	int			 max_concurrent;	/* 0: no cap, upcap.c */
+	int			 queue;
+	int			 queue_timeout_ms;
 };
 
 /* A claim an IdP token must carry with this value (identity.issuers). */
@@ -252,6 +257,74 @@ struct config_identity {
 	struct config_sso	*sso;		/* NULL: no browser sign-in */
 };
 
+/* ratelimit.rules[].key: what one bucket is for (README "Rate limits"). */
+enum config_rl_key {
+	CONFIG_RL_SUBJECT,		/* anonymous: by address */
+	CONFIG_RL_IP,
+	CONFIG_RL_CIDR,			/* the address's network */
+	CONFIG_RL_REPOSITORY,		/* upstream and its repository */
+	CONFIG_RL_SUBJECT_REPOSITORY,
+	CONFIG_RL_UPSTREAM
+};
+
+/* ratelimit.rules[].on_redis_down */
+enum config_rl_down {
+	CONFIG_RL_DOWN_LOCAL,		/* limit/N in this process */
+	CONFIG_RL_DOWN_OPEN,		/* not limited */
+	CONFIG_RL_DOWN_CLOSED		/* every counted request refused */
+};
+
+#define CONFIG_RL_CIDRS_MAX	64
+
+struct config_rl_cidr {
+	int			 af;
+	int			 plen;
+	unsigned char		 net[16];
+};
+
+/* One rate-limit rule; the fields after on_redis_down are compiled. */
+struct config_rl_rule {
+	char			*id;
+	int			 key;		/* enum config_rl_key */
+	int			 cidr_v4;	/* prefix lengths, key cidr */
+	int			 cidr_v6;
+	char			**actions;
+	size_t			 nactions;
+	char			**endpoints;
+	size_t			 nendpoints;
+	char			**methods;
+	size_t			 nmethods;
+	char			**upstreams;
+	size_t			 nupstreams;
+	int			 count_cache_hits;
+	size_t			 count;
+	int			 window_ms;
+	size_t			 burst;		/* 0: count */
+	char			**exempt_groups;
+	size_t			 nexempt_groups;
+	char			**exempt_subjects;
+	size_t			 nexempt_subjects;
+	char			**exempt_cidrs;
+	size_t			 nexempt_cidrs;
+	int			 on_redis_down;	/* enum config_rl_down */
+
+	unsigned		 action_mask;	/* enum pol_action bits */
+	unsigned		 endpoint_mask;	/* 1 << enum oci_ep */
+	unsigned		 method_mask;	/* 1 << enum http_method */
+	struct config_rl_cidr	 exempt[CONFIG_RL_CIDRS_MAX];
+};
+
+/* The ratelimit section; absent from the file means no limits. */
+struct config_ratelimit {
+	struct config_rl_rule	*rules;
+	size_t			 nrules;
+	char			*key_prefix;
+	int			 redis_budget_ms;
+	int			 instances;	/* 0: learned (heartbeat) */
+	int			 heartbeat_interval_ms;
+	size_t			 local_buckets;
+};
+
 struct config {
 	int			 refcnt;
 	char			*path;		/* NULL: from a string */
@@ -301,6 +374,7 @@ struct config {
 	struct config_audit	*audit;		/* NULL: no audit */
 	struct config_redis	*redis;		/* NULL: no shared section */
 	struct config_identity	*identity;	/* NULL: no IdPs */
+	struct config_ratelimit	*ratelimit;	/* NULL: no limits */
 
 	/* secrets and revocation (README "Secrets", "Revocation"). */
 	char			*secrets_key_prefix;

@@ -83,6 +83,9 @@ void	 cfg_load_verification_key(struct cfg_ctx *, void *,
 	    const char *, const char *);
 void	 cfg_finish_identity(struct cfg_ctx *, struct config *);
 
+/* config_ratelimit.c */
+void	 cfg_finish_ratelimit(struct cfg_ctx *, struct config *);
+
 /* config_schema.c */
 extern const struct cfg_key	 cfg_root_keys[];
 extern const struct cfg_key	 cfg_policy_file_keys[];

@@ -617,6 +617,32 @@ static const struct cfg_key cfg_upstream_keys[] = {
 	  "its own origin that may be dialled at a non-public address (a "
 	  "token service on another port of a private upstream host must be "
 	  "listed)." },
+	{ .name = "quota_floor", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = UP_OFF(quota_floor), .min = -1, .max = 1000000000,
+	  .def = -1, .def_doc = "-1 (off)",
+	  .help = "When the upstream's RateLimit-Remaining (Docker Hub's "
+	  "pull quota) is at or below this, pulls the cache cannot answer "
+	  "are refused with 429 for quota_hold after that report; cache "
+	  "hits are still served." },
+	{ .name = "quota_hold", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = UP_OFF(quota_hold_ms), .min = 1000, .max = 86400000,
+	  .def = 60000,
+	  .help = "How long a report at or below quota_floor refuses misses; "
+	  "then one goes through and its answer's report decides again." },
+	{ .name = "max_concurrent", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = UP_OFF(max_concurrent), .min = 0, .max = 100000, .def = 0,
+	  .def_doc = "0 (no cap)",
+	  .help = "Requests this gateway sends the upstream at once (those "
+	  "the cache cannot answer, each for its whole length); more wait "
+	  "in a queue." },
+	{ .name = "queue", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = UP_OFF(queue), .min = 0, .max = 100000, .def = 64,
+	  .help = "Requests waiting for one of max_concurrent; beyond it "
+	  "503 with Retry-After at once." },
+	{ .name = "queue_timeout", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = UP_OFF(queue_timeout_ms), .min = 10, .max = 600000,
+	  .def = 10000,
+	  .help = "Longest wait in the queue; then 503 with Retry-After." },
 	{ .name = NULL }
 };
 
@@ -1132,6 +1158,142 @@ static const struct cfg_key cfg_metrics_keys[] = {
 	{ .name = NULL }
 };
 
+/*
+ * Rate limits (ratelimit.c, rlbucket.c); README "Rate limits".  What a
+ * row cannot say (rule ids unique, actions, endpoints, methods, CIDRs,
+ * known upstreams, the redis section present) cfg_finish_ratelimit()
+ * checks, with the same JSON pointers.
+ */
+static const char *const cfg_rl_key_names[] = {
+	"subject", "ip", "cidr", "repository", "subject+repository",
+	"upstream", NULL
+};
+
+static const char *const cfg_rl_down_names[] = {
+	"local", "open", "closed", NULL
+};
+
+#define RL_OFF(f)	offsetof(struct config_rl_rule, f)
+static const struct cfg_key cfg_rl_rule_keys[] = {
+	{ .name = "id", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = RL_OFF(id),
+	  .help = "The rule's name in 429 messages, logs and audit records: "
+	  "1 to 64 of letters, digits, '.', '_', '-', ':'; unique." },
+	{ .name = "key", .type = CFG_ENUM, .flags = CFG_RELOAD | CFG_REQUIRED,
+	  .off = RL_OFF(key), .choices = cfg_rl_key_names,
+	  .help = "One bucket per: subject (an anonymous caller by its "
+	  "address), ip, cidr (the address's network, see cidr_v4 and "
+	  "cidr_v6), repository (upstream and name), subject+repository, "
+	  "or upstream." },
+	{ .name = "cidr_v4", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = RL_OFF(cidr_v4), .min = 0, .max = 32, .def = 24,
+	  .help = "Prefix length of an IPv4 caller's network, key cidr." },
+	{ .name = "cidr_v6", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = RL_OFF(cidr_v6), .min = 0, .max = 128, .def = 64,
+	  .help = "Prefix length of an IPv6 caller's network, key cidr." },
+	{ .name = "actions", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = RL_OFF(actions), .count_off = RL_OFF(nactions),
+	  .min = 0, .max = 6, .def_doc = "every action",
+	  .help = "Which requests count, by the action the policy decided: "
+	  "pull, push, delete, catalog, or *." },
+	{ .name = "endpoints", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = RL_OFF(endpoints), .count_off = RL_OFF(nendpoints),
+	  .min = 0, .max = 8, .def_doc = "every endpoint",
+	  .help = "Which requests count, by endpoint: manifest, blob, tags, "
+	  "referrers, upload_start, upload, catalog (Docker Hub counts "
+	  "manifest GETs: [\"manifest\"] with methods [\"GET\"])." },
+	{ .name = "methods", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = RL_OFF(methods), .count_off = RL_OFF(nmethods),
+	  .min = 0, .max = 8, .def_doc = "every method",
+	  .help = "Which requests count, by method: GET, HEAD, PUT, POST, "
+	  "PATCH, DELETE." },
+	{ .name = "upstreams", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = RL_OFF(upstreams), .count_off = RL_OFF(nupstreams),
+	  .min = 0, .max = 256, .def_doc = "every upstream",
+	  .help = "Upstream names the rule is limited to." },
+	{ .name = "count_cache_hits", .type = CFG_BOOL, .flags = CFG_RELOAD,
+	  .off = RL_OFF(count_cache_hits), .def = 1,
+	  .help = "Whether a request the cache holds counts; false counts "
+	  "only what would reach the upstream (decided before the cache "
+	  "stage from what the cache holds: a blob or manifest by digest "
+	  "stored and linked to the repository, a tag whose record is "
+	  "fresh)." },
+	{ .name = "count", .type = CFG_SIZE,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = RL_OFF(count),
+	  .min = 1, .max = 1000000000,
+	  .help = "Requests allowed per window, on every instance "
+	  "together." },
+	{ .name = "window", .type = CFG_SECONDS,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = RL_OFF(window_ms),
+	  .min = 1, .max = 2073600000LL,
+	  .help = "The window count is per, in seconds (Docker Hub: 100 "
+	  "per 21600)." },
+	{ .name = "burst", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = RL_OFF(burst), .min = 1, .max = 1000000000, .def = 0,
+	  .def_doc = "count",
+	  .help = "Requests allowed at once from a full bucket; the bucket "
+	  "refills at count per window." },
+	{ .name = "exempt_groups", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = RL_OFF(exempt_groups), .count_off = RL_OFF(nexempt_groups),
+	  .min = 0, .max = 256, .def_doc = "none",
+	  .help = "Callers in any of these groups are not counted." },
+	{ .name = "exempt_subjects", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = RL_OFF(exempt_subjects),
+	  .count_off = RL_OFF(nexempt_subjects), .min = 0, .max = 256,
+	  .def_doc = "none",
+	  .help = "Subjects (exactly as in audit records) not counted." },
+	{ .name = "exempt_cidrs", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = RL_OFF(exempt_cidrs), .count_off = RL_OFF(nexempt_cidrs),
+	  .min = 0, .max = CONFIG_RL_CIDRS_MAX, .def_doc = "none",
+	  .help = "Client networks (ADDRESS/PREFIX, IPv4 or IPv6) not "
+	  "counted." },
+	{ .name = "on_redis_down", .type = CFG_ENUM, .flags = CFG_RELOAD,
+	  .off = RL_OFF(on_redis_down), .def = CONFIG_RL_DOWN_LOCAL,
+	  .choices = cfg_rl_down_names,
+	  .help = "When Redis is down or slower than redis_budget: local "
+	  "(each instance enforces count/N with its own bucket), open (not "
+	  "limited) or closed (refused with 429)." },
+	{ .name = NULL }
+};
+
+#define RLS_OFF(f)	offsetof(struct config_ratelimit, f)
+static const struct cfg_key cfg_ratelimit_keys[] = {
+	{ .name = "rules", .type = CFG_ARRAY, .flags = CFG_RELOAD,
+	  .off = RLS_OFF(rules), .count_off = RLS_OFF(nrules),
+	  .min = 0, .max = 256, .sub = cfg_rl_rule_keys,
+	  .sub_size = sizeof(struct config_rl_rule), .def_doc = "none",
+	  .help = "Limit rules; every rule that applies to a request "
+	  "counts it, and the strictest refusing one answers." },
+	{ .name = "key_prefix", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = RLS_OFF(key_prefix), .def_str = "portcullis:rl:",
+	  .check = cfg_check_stream_key,
+	  .help = "Prefix of the Redis keys of the shared buckets (prefix + "
+	  "rule id + ':' + key) and of the heartbeat set (prefix + "
+	  "\"instances\")." },
+	{ .name = "redis_budget", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = RLS_OFF(redis_budget_ms), .min = 1, .max = 10000,
+	  .def = 50,
+	  .help = "Longest wait for Redis's answer on a request; past it "
+	  "the request is decided by each rule's on_redis_down." },
+	{ .name = "instances", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = RLS_OFF(instances), .min = 0, .max = 1024, .def = 0,
+	  .def_doc = "learned",
+	  .help = "Gateway instances sharing the limits (N of on_redis_down "
+	  "local); 0 learns it from the instances' heartbeats in Redis "
+	  "(1 until learned)." },
+	{ .name = "heartbeat_interval", .type = CFG_SECONDS,
+	  .off = RLS_OFF(heartbeat_interval_ms), .min = 100, .max = 600000,
+	  .def = 5000,
+	  .help = "How often an instance writes its heartbeat; one missing "
+	  "for three intervals no longer counts." },
+	{ .name = "local_buckets", .type = CFG_SIZE,
+	  .off = RLS_OFF(local_buckets), .min = 1, .max = 16777216,
+	  .def = 65536,
+	  .help = "In-process buckets kept for on_redis_down local (least "
+	  "recently used dropped first: such a key starts again full)." },
+	{ .name = NULL }
+};
+
 const struct cfg_key cfg_root_keys[] = {
 	{ .name = "listen", .type = CFG_OBJECT, .sub = cfg_listen_keys,
 	  .help = "Where clients connect." },
@@ -1211,6 +1373,12 @@ const struct cfg_key cfg_root_keys[] = {
 	  .def_doc = "no identity providers",
 	  .help = "Who callers are: identity providers and their "
 	  "settings." },
+	{ .name = "ratelimit", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(ratelimit), .sub = cfg_ratelimit_keys,
+	  .sub_size = sizeof(struct config_ratelimit),
+	  .def_doc = "no limits",
+	  .help = "Rate limits shared by every instance through the redis "
+	  "section's Redis (README \"Rate limits\")." },
 	{ .name = NULL }
 };
 

@@ -85,6 +85,18 @@ errs_escape(char *buf, size_t len, size_t off, const char *s)
 int
 errs_body(enum pc_err e, const char *detail, char *buf, size_t len)
 {
+	return (errs_body_msg(e, NULL, detail, buf, len));
+}
+
+/*
+ * The same body with a message of the caller's: a rate limit names its
+ * rule and when to retry there, where clients print it (they print the
+ * message, seldom the detail).
+ */
+int
+errs_body_msg(enum pc_err e, const char *message, const char *detail,
+    char *buf, size_t len)
+{
 	const struct errs_entry	*ent = errs_get(e);
 	int			 off;
 
@@ -92,7 +104,8 @@ errs_body(enum pc_err e, const char *detail, char *buf, size_t len)
 	    "\"message\":\"", ent->code);
 	if (off < 0 || (size_t)off >= len)
 		return -1;
-	if ((off = errs_escape(buf, len, off, ent->message)) == -1)
+	if ((off = errs_escape(buf, len, off, message != NULL ? message :
+	    ent->message)) == -1)
 		return -1;
 	if (detail != NULL) {
 		if ((size_t)off + 12 >= len)

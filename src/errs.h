@@ -52,6 +52,8 @@
 	    "request header fields too large")				\
 	X(ERR_TOO_MANY_REQUESTS, 429, "TOOMANYREQUESTS",		\
 	    "too many requests")					\
+	X(ERR_RATE_LIMITED, 429, "TOOMANYREQUESTS",			\
+	    "rate limit exceeded")					\
 	X(ERR_INTERNAL, 500, "UNKNOWN",				\
 	    "internal gateway error")					\
 	X(ERR_UPSTREAM, 502, "UNAVAILABLE",				\
@@ -85,6 +87,9 @@ const char	*errs_message(enum pc_err);
  */
 int		 errs_body(enum pc_err e, const char *detail, char *buf,
 		    size_t len);
+/* As errs_body(), with `message` (NULL: the table's) for the message. */
+int		 errs_body_msg(enum pc_err e, const char *message,
+		    const char *detail, char *buf, size_t len);
 
 /*
  * The OCI error code of an upstream's error body ({"errors": [{"code":

@@ -199,7 +199,7 @@ enum metrics_lset { METRICS_LSETS(METRICS_LSET_ENUM) L__MAX };
 	X(M_RATELIMIT_REFUSALS, MT_COUNTER,				\
 	  "portcullis_ratelimit_refusals_total", L_LIMIT,		\
 	  "Requests refused with 429 by a rate limit, by limit "	\
-	  "(not wired yet: rate limits).")				\
+	  "(its rule id; upstream_quota: an upstream's quota floor).")				\
 	X(M_SSO_LOGINS, MT_COUNTER, "portcullis_sso_logins_total", L_SSO, \
 	  "Browser SSO sign-ins by result (\"ok\", else the callback's "	\
 	  "auth_failure reason).")		\

@@ -135,8 +135,15 @@ metrics_request_done(struct req *req)
 		    req->auth_failure)), 1);
 	} else if (req->tok != NULL || req->login != NULL)
 		metrics_add(m, M_AUTH, MA_OK, 1);
-	/* A refused credential is counted above, not as a policy denial. */
-	if (req->decision != NULL && strcmp(req->decision, "deny") == 0 &&
+	/*
+	 * A refused credential is counted above, not as a policy denial;
+	 * a 429 is a rate limit's (its rule, or the upstream quota floor).
+	 */
+	if (req->err == ERR_RATE_LIMITED)
+		metrics_add(m, M_RATELIMIT_REFUSALS, metrics_series1(m,
+		    M_RATELIMIT_REFUSALS, metrics_dyn(m, D_LIMIT,
+		    req->rule != NULL ? req->rule : "upstream_quota")), 1);
+	else if (req->decision != NULL && strcmp(req->decision, "deny") == 0 &&
 	    req->auth_failure == NULL)
 		metrics_add(m, M_POLICY_DENIALS, metrics_series1(m,
 		    M_POLICY_DENIALS, metrics_dyn(m, D_RULE,

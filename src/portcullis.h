@@ -102,6 +102,7 @@ struct pc_ctx {
 	struct uploads			*uploads;	/* NULL: none yet */
 	struct sso			*sso;		/* browser sign-in */
 	struct metrics			*metrics; /* metrics_http.c */
+	struct ratelimit		*ratelimit;	/* NULL: no limits */
 };
 
 /* log.c */
@@ -308,6 +309,12 @@ struct req {
 	/* The body read whole before UPSTREAM (tagpol.c); sent from here. */
 	struct evbuffer		*body_read;
 	int			 tag_checked;	/* immutable tag check passed */
+	int			 rl_checked;	/* rate limits decided */
+	/* The strictest rule's RateLimit-Limit, -Remaining; "": none. */
+	char			 rl_limit[48];
+	char			 rl_remaining[48];
+	int			 cap_checked;	/* upcap.c decided */
+	struct upstream_state	*cap_us;	/* holds a slot of it */
 };
 
 void	req_start(struct conn *, struct hframe_msg *);
@@ -317,6 +324,8 @@ void	req_free(struct req *);
 void	req_set_state(struct req *, enum req_state);
 void	req_fail(struct req *, enum pc_err, const char *);
 void	req_fail_with(struct req *, enum pc_err, const char *,
+	    const struct headers *);
+void	req_fail_msg(struct req *, enum pc_err, const char *, const char *,
 	    const struct headers *);
 void	req_respond_simple(struct req *, int, const char *, const char *,
 	    const struct headers *);
@@ -388,6 +397,12 @@ struct upstream_state {
 	char				 rl_limit[64];	/* RateLimit-Limit */
 	char				 rl_remaining[64];
 	uint64_t			 rl_seen_ms;
+	/* upcap.c: slots in use, the cap, the waiters (FIFO). */
+	int				 cap_inflight;
+	int				 cap_max;
+	size_t				 cap_queued;
+	struct upcap_wait		*cap_head;
+	struct upcap_wait		*cap_tail;
 };
 
 struct upstream_state *upstream_state_get(struct pc_ctx *,
@@ -587,9 +602,20 @@ void		 metrics_count_named(struct pc_ctx *, enum metric_id,
 
 /* authz.c: the policy gate. */
 int		 authz_request(struct req *);
+int		 authz_action(const struct req *);
 int		 authz_base(struct req *);
 int		 authz_admin(struct req *);
 int		 authz_upstream_challenge(struct req *, char *, size_t);
 void		 authz_config_loaded(const struct config *);
+
+/* ratelimit.c: the rate-limit gate (after the policy gate). */
+struct ratelimit *ratelimit_new(struct pc_ctx *);
+void		 ratelimit_free(struct ratelimit *);
+int		 ratelimit_request(struct req *);
+int		 ratelimit_would_hit(struct req *);
+
+/* upcap.c: the cap on requests an upstream serves at once. */
+int		 upcap_request(struct req *);
+void		 upcap_req_done(struct req *);
 
 #endif

@@ -819,8 +819,8 @@ px_redirect(struct proxy *px, const char *loc)
 
 /*
  * Docker Hub's pull-limit headers (`ratelimit-limit: 100;w=21600`,
- * `ratelimit-remaining: 76;w=21600`): kept per upstream, logged when they
- * change.
+ * `ratelimit-remaining: 76;w=21600`): kept per upstream with the time of
+ * the last report (ratelimit.c's quota floor), logged when they change.
  */
 static void
 px_note_ratelimit(struct proxy *px, const struct headers *h)
@@ -836,12 +836,12 @@ px_note_ratelimit(struct proxy *px, const struct headers *h)
 		lim = "";
 	if (rem == NULL)
 		rem = "";
+	us->rl_seen_ms = now_ms();	/* the quota floor holds from here */
 	if (strcmp(lim, us->rl_limit) == 0 &&
 	    strcmp(rem, us->rl_remaining) == 0)
 		return;
 	snprintf(us->rl_limit, sizeof(us->rl_limit), "%s", lim);
 	snprintf(us->rl_remaining, sizeof(us->rl_remaining), "%s", rem);
-	us->rl_seen_ms = now_ms();
 	log_info("%s upstream ratelimit upstream=%s limit=\"%s\" "
 	    "remaining=\"%s\"", px->logid, px->up->name, us->rl_limit,
 	    us->rl_remaining);

@@ -182,6 +182,7 @@ req_free(struct req *req)
 	/* One clock reading: the log line and the record agree. */
 	req->done_ms = now_ms();
 	tagpol_req_done(req);		/* an immutable tag it held */
+	upcap_req_done(req);		/* an upstream slot it held */
 	if (req->up != NULL)
 		snprintf(up, sizeof(up), "%s", req->up->name);
 	else
@@ -371,6 +372,12 @@ req_send_head(struct req *req, int status, struct headers *h,
 		for (i = 0; i < h->n; i++) {
 			if (req_hop_by_hop(h->v[i].name))
 				continue;
+			/* A rate limit of ours replaces the upstream's. */
+			if (req->rl_limit[0] != '\0' &&
+			    (strcasecmp(h->v[i].name, "RateLimit-Limit") == 0 ||
+			    strcasecmp(h->v[i].name,
+			    "RateLimit-Remaining") == 0))
+				continue;
 			if (strcasecmp(h->v[i].name, PC_API_VERSION_HDR) == 0)
 				api = 1;
 			if (strcasecmp(h->v[i].name, "OCI-Namespace") == 0)
@@ -388,6 +395,10 @@ req_send_head(struct req *req, int status, struct headers *h,
 	if (req->ns[0] != '\0' && !ons)
 		evbuffer_add_printf(out, "OCI-Namespace: %s\r\n", req->ns);
 	evbuffer_add_printf(out, "X-Request-Id: %s\r\n", req->request_id);
+	if (req->rl_limit[0] != '\0')
+		evbuffer_add_printf(out, "RateLimit-Limit: %s\r\n"
+		    "RateLimit-Remaining: %s\r\n", req->rl_limit,
+		    req->rl_remaining);
 	switch (framing) {
 	case RESP_LENGTH:
 	case RESP_NONE:
@@ -595,6 +606,14 @@ void
 req_fail_with(struct req *req, enum pc_err err, const char *detail,
     const struct headers *extra)
 {
+	req_fail_msg(req, err, NULL, detail, extra);
+}
+
+/* As req_fail_with(), with the error's message (NULL: the table's). */
+void
+req_fail_msg(struct req *req, enum pc_err err, const char *message,
+    const char *detail, const struct headers *extra)
+{
 	char	body[2048];
 	int	status = errs_status(err);
 
@@ -604,12 +623,12 @@ req_fail_with(struct req *req, enum pc_err err, const char *detail,
 		req_abort(req, errs_name(err));
 		return;
 	}
-	if (errs_body(err, detail, body, sizeof(body)) < 0)
+	if (errs_body_msg(err, message, detail, body, sizeof(body)) < 0)
 		errs_body(err, NULL, body, sizeof(body));
-	if (detail != NULL)
+	if (detail != NULL || message != NULL)
 		log_info("%llu.%u req fail error=%s status=%d detail=\"%s\"",
 		    (unsigned long long)req->c->id, req->seq, errs_name(err),
-		    status, detail);
+		    status, detail != NULL ? detail : message);
 	/* An unread request body cannot be skipped safely: close after. */
 	if (!req->body_done)
 		req->keep_alive = 0;
@@ -915,9 +934,21 @@ req_dispatch(struct req *req)
 		return;
 	}
 	/*
-	 * Rate limiting runs here, as one more stage before UPSTREAM, once
-	 * it exists.
+	 * Rate limits (ratelimit.c), after the policy: a refused request
+	 * costs no limit, and the rules count by the action it decided.
+	 * Before the cache: a hit is a request like any other unless a
+	 * rule says otherwise.  It may wait for Redis as the request's
+	 * stage, then comes back here with rl_checked set.
 	 */
+	if (!req->rl_checked && ratelimit_request(req) != 0)
+		return;
+	/*
+	 * A request that will reach its upstream takes one of its
+	 * max_concurrent slots, or waits for one (upcap.c); after the
+	 * limits, so that a refused request never holds one.
+	 */
+	if (!req->cap_checked && upcap_request(req) != 0)
+		return;
 	/*
 	 * A manifest pushed by tag is read whole first: a blocked digest is
 	 * refused, an immutable tag checked with the upstream (tagpol.c).

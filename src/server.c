@@ -269,6 +269,8 @@ server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 	server_policy_note(conf);
 	authz_config_loaded(conf);
 	oidc_config_loaded(ctx);
+	if (ctx->ratelimit == NULL)	/* a ratelimit section added */
+		ctx->ratelimit = ratelimit_new(ctx);
 	server_fd_limit(conf);	/* a raised max_connections needs them */
 	server_conn_gone(ctx);	/* a raised max_connections applies */
 }
@@ -470,6 +472,7 @@ server_run(const char *path, char **cause)
 		fatalx("out of memory");
 	token_listen(ctx);	/* revocations purge verified tokens */
 	sso_init(ctx);		/* the sign-in's Redis link */
+	ctx->ratelimit = ratelimit_new(ctx);	/* NULL: no limits */
 	ctx->ev_reap = event_new(ctx->base, -1, 0, server_reap_cb, ctx);
 	ctx->ev_accept_retry = evtimer_new(ctx->base, server_accept_retry_cb,
 	    ctx);
@@ -517,6 +520,7 @@ out:
 	token_free();			/* the verified-token cache */
 	secrets_free(ctx->secrets);	/* after the conns: no checks left */
 	sso_free(ctx);
+	ratelimit_free(ctx->ratelimit);	/* after the conns: calls detached */
 	revoke_free(ctx->revoke);
 	uploads_free(ctx->uploads);
 	if (ctx->base != NULL)

@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -22,6 +23,7 @@
  * src/ when this file is built from tests/unit/.
  */
 #include "config.h"
+#include "router.h"
 
 int	keygen_cli(int, char **);	/* src/keygen.c */
 
@@ -1115,6 +1117,9 @@ test_reference(void **state)
 		"/upstreams/N/pool_max_idle",
 		"/upstreams/N/cache", "/upstreams/N/tag_ttl",
 		"/upstreams/N/redirect_allow", "/upstreams/N/auth_hosts",
+		"/upstreams/N/quota_floor", "/upstreams/N/quota_hold",
+		"/upstreams/N/max_concurrent", "/upstreams/N/queue",
+		"/upstreams/N/queue_timeout",
 		"/limits/redirects", "/limits/catalog_names",
 		"/limits/catalog_pages", "/limits/catalog_page_bytes",
 		"/limits/tag_list_names", "/limits/tag_list_pages",
@@ -1201,6 +1206,19 @@ test_reference(void **state)
 		"/identity/sso/max_token_response_bytes",
 		"/identity/sso/max_id_token_bytes",
 		"/identity/sso/max_form_bytes",
+		"/ratelimit", "/ratelimit/rules", "/ratelimit/rules/N/id",
+		"/ratelimit/rules/N/key", "/ratelimit/rules/N/cidr_v4",
+		"/ratelimit/rules/N/cidr_v6", "/ratelimit/rules/N/actions",
+		"/ratelimit/rules/N/endpoints", "/ratelimit/rules/N/methods",
+		"/ratelimit/rules/N/upstreams",
+		"/ratelimit/rules/N/count_cache_hits",
+		"/ratelimit/rules/N/count", "/ratelimit/rules/N/window",
+		"/ratelimit/rules/N/burst", "/ratelimit/rules/N/exempt_groups",
+		"/ratelimit/rules/N/exempt_subjects",
+		"/ratelimit/rules/N/exempt_cidrs",
+		"/ratelimit/rules/N/on_redis_down", "/ratelimit/key_prefix",
+		"/ratelimit/redis_budget", "/ratelimit/instances",
+		"/ratelimit/heartbeat_interval", "/ratelimit/local_buckets",
 		NULL
 	};
 	char	*buf = NULL, cell[128];
@@ -1351,6 +1369,95 @@ test_identity(void **state)
 	config_unref(cfg);
 }
 
+/* The ratelimit section: defaults, compiled masks, each refusal. */
+static void
+test_ratelimit(void **state)
+{
+	struct config			*cfg;
+	const struct config_rl_rule	*r;
+
+	(void)state;
+	cfg = load_ok("{'redis':{},'ratelimit':{'rules':[{'id':'hub',"
+	    "'key':'subject+repository','count':100,'window':21600,"
+	    "'actions':['pull'],'endpoints':['manifest'],'methods':['GET'],"
+	    "'exempt_cidrs':['10.0.0.0/8','fd00::/8'],"
+	    "'exempt_groups':['ci'],'on_redis_down':'closed'},"
+	    "{'id':'ip','key':'cidr','count':5,'window':1,'burst':2}]},"
+	    UP "}");
+	assert_non_null(cfg->ratelimit);
+	assert_string_equal(cfg->ratelimit->key_prefix, "portcullis:rl:");
+	assert_int_equal(cfg->ratelimit->redis_budget_ms, 50);
+	assert_int_equal(cfg->ratelimit->instances, 0);
+	assert_int_equal(cfg->ratelimit->heartbeat_interval_ms, 5000);
+	assert_int_equal(cfg->ratelimit->local_buckets, 65536);
+	assert_int_equal(cfg->ratelimit->nrules, 2);
+	r = &cfg->ratelimit->rules[0];
+	assert_int_equal(r->key, CONFIG_RL_SUBJECT_REPOSITORY);
+	assert_int_equal(r->count, 100);
+	assert_int_equal(r->burst, 100);	/* count */
+	assert_int_equal(r->window_ms, 21600000);
+	assert_int_equal(r->on_redis_down, CONFIG_RL_DOWN_CLOSED);
+	assert_int_equal(r->action_mask, 0x01);
+	assert_int_equal(r->endpoint_mask, 1u << OCI_EP_MANIFEST);
+	assert_int_equal(r->nexempt_cidrs, 2);
+	assert_int_equal(r->exempt[0].af, AF_INET);
+	assert_int_equal(r->exempt[0].plen, 8);
+	assert_int_equal(r->exempt[1].af, AF_INET6);
+	assert_true(r->count_cache_hits);
+	r = &cfg->ratelimit->rules[1];
+	assert_int_equal(r->key, CONFIG_RL_CIDR);
+	assert_int_equal(r->cidr_v4, 24);
+	assert_int_equal(r->cidr_v6, 64);
+	assert_int_equal(r->burst, 2);
+	assert_int_equal(r->on_redis_down, CONFIG_RL_DOWN_LOCAL);
+	assert_int_equal(r->endpoint_mask, ~0u);
+	config_unref(cfg);
+
+	expect_error("{'ratelimit':{'rules':[{'id':'a','key':'ip',"
+	    "'count':1,'window':1}]}," UP "}",
+	    "/ratelimit/rules: rate limits need the redis section (the "
+	    "shared buckets live there)", 1);
+	expect_error("{'redis':{},'ratelimit':{'rules':[{'id':'a',"
+	    "'key':'ip','count':1,'window':1},{'id':'a','key':'ip',"
+	    "'count':1,'window':1}]}," UP "}",
+	    "/ratelimit/rules/1/id: duplicate of /ratelimit/rules/0/id", 1);
+	expect_error("{'redis':{},'ratelimit':{'rules':[{'id':'a b',"
+	    "'key':'ip','count':1,'window':1}]}," UP "}",
+	    "/ratelimit/rules/0/id: must be 1 to 64 of letters, digits, "
+	    "'.', '_', '-', ':'", 1);
+	expect_error("{'redis':{},'ratelimit':{'rules':[{'id':'a',"
+	    "'key':'ip','count':1,'window':1,'actions':['admin']}]},"
+	    UP "}", "/ratelimit/rules/0/actions/0: unknown action: use "
+	    "pull, push, delete, catalog or *", 1);
+	expect_error("{'redis':{},'ratelimit':{'rules':[{'id':'a',"
+	    "'key':'ip','count':1,'window':1,'endpoints':['base']}]},"
+	    UP "}", "/ratelimit/rules/0/endpoints/0: unknown endpoint: use "
+	    "manifest, blob, tags, referrers, upload_start, upload or "
+	    "catalog", 1);
+	expect_error("{'redis':{},'ratelimit':{'rules':[{'id':'a',"
+	    "'key':'ip','count':1,'window':1,'methods':['get']}]},"
+	    UP "}", "/ratelimit/rules/0/methods/0: unknown method: use GET, "
+	    "HEAD, PUT, POST, PATCH or DELETE", 1);
+	expect_error("{'redis':{},'ratelimit':{'rules':[{'id':'a',"
+	    "'key':'ip','count':1,'window':1,'upstreams':['nope']}]},"
+	    UP "}", "/ratelimit/rules/0/upstreams/0: no upstream has this "
+	    "name", 1);
+	expect_error("{'redis':{},'ratelimit':{'rules':[{'id':'a',"
+	    "'key':'ip','count':1,'window':1,'exempt_cidrs':['10.0.0.1/8']}]},"
+	    UP "}", "/ratelimit/rules/0/exempt_cidrs/0: has bits set after "
+	    "the prefix", 1);
+	expect_error("{'redis':{},'ratelimit':{'rules':[{'id':'a',"
+	    "'key':'ip','count':1,'window':2000000,'burst':1000}]},"
+	    UP "}", "/ratelimit/rules/0/burst: burst x window / count must "
+	    "be at most 1125899906 seconds (35 years)", 1);
+	expect_error("{'redis':{},'ratelimit':{'rules':[{'id':'a',"
+	    "'key':'host','count':1,'window':1}]}," UP "}",
+	    "/ratelimit/rules/0/key: must be one of: subject, ip, cidr, "
+	    "repository, subject+repository, upstream", 1);
+	expect_error("{'redis':{},'ratelimit':{'redis_budget':0}," UP "}",
+	    "/ratelimit/redis_budget: must be between 0.001 and 10 seconds", 1);
+}
+
 int
 main(void)
 {
@@ -1371,6 +1478,7 @@ main(void)
 		cmocka_unit_test(test_reload_check),
 		cmocka_unit_test(test_redis),
 		cmocka_unit_test(test_identity),
+		cmocka_unit_test(test_ratelimit),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
