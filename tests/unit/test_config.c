@@ -1200,6 +1200,8 @@ test_reference(void **state)
 		"/identity/sso/max_token_response_bytes",
 		"/identity/sso/max_id_token_bytes",
 		"/identity/sso/max_form_bytes",
+		"/identity/sso/cli_client_id",
+		"/identity/sso/recheck_interval",
 		NULL
 	};
 	char	*buf = NULL, cell[128];
