@@ -67,6 +67,8 @@ struct tokidp_op {
 	int			 pending;	/* Redis replies on the way */
 	int			 exchange;	/* else a refresh */
 	int			 locked;
+	int			 detached;	/* the request went first */
+	int64_t			 checked;	/* the record's last check */
 	struct oidc_treq	*treq;
 	char			 jti[JWK_B64_LEN(64) + 1];
 	char			*key;		/* the record's Redis key */
@@ -118,6 +120,16 @@ tokidp_detach(void *arg)
 	struct tokidp_op	*op = arg;
 
 	op->req = NULL;
+	/*
+	 * A renewal under way may rotate the provider's refresh token: it
+	 * finishes without the request, so the record keeps the new one
+	 * (else the next refresh would replay the old one and lose the
+	 * sign-in).  tokidp_answer() sees op->detached.
+	 */
+	if (op->treq != NULL && !op->exchange && op->fresh != NULL) {
+		op->detached = 1;
+		return;
+	}
 	oidc_token_cancel(op->treq);
 	op->treq = NULL;
 	if (op->pending == 0)
@@ -149,10 +161,15 @@ tokidp_done(struct tokidp_op *op)
 		tokidp_free(op);
 }
 
+/* Answer with an error and drop op (nothing: a detached op's caller). */
 static void
 tokidp_fail(struct tokidp_op *op, enum pc_err e, const char *msg)
 {
-	struct req	*req = tokidp_take(op);
+	struct req	*req;
+
+	if (op->req == NULL)
+		return;
+	req = tokidp_take(op);
 
 	req_fail(req, e, msg);
 	tokidp_done(op);
@@ -388,10 +405,9 @@ tokidp_issue(struct tokidp_op *op)
 		token_login_principal(req, op->fresh);
 		op->fresh = NULL;
 		tok_ident_unref(old);
+		/* Read only while this call signs; req may be gone after. */
 		req->idp_jti = op->jti;
 		token_password_issue(req);
-		/* Answered: the request no longer looks at it. */
-		req->idp_jti = NULL;
 	} else {
 		token_login_principal(req, op->fresh);
 		op->fresh = NULL;
@@ -437,7 +453,9 @@ tokidp_store(struct tokidp_op *op)
 	}
 	json_object_set_new(rec, "sub", json_string(op->fresh->subject));
 	json_object_set_new(rec, "rt", json_string(op->rt));
-	json_object_set_new(rec, "checked", json_integer(tokidp_now_ms()));
+	/* Unverified groups (a detached renewal) are re-checked next. */
+	json_object_set_new(rec, "checked", json_integer(op->detached ? 0 :
+	    tokidp_now_ms()));
 	json_object_set_new(rec, "groups", g);
 	json_object_set_new(rec, "claims", cl);
 	if ((pt = json_dumps(rec, JSON_COMPACT)) == NULL)
@@ -477,6 +495,33 @@ tokidp_dropped(struct tokidp_op *op, redisReply *r)
 	    "ended); sign in again with portcullis login");
 }
 
+/*
+ * The answer to a renewal whose request went away: keep what the
+ * provider said for the next refresh (a rotated refresh token, or the
+ * end of the session); nobody is answered.
+ */
+static void
+tokidp_answer_detached(struct tokidp_op *op, json_t *doc, const char *error)
+{
+	const char	*nrt, *argv[2];
+
+	if (doc == NULL && error != NULL && strcmp(error, "invalid_grant") ==
+	    0) {
+		argv[0] = "DEL";
+		argv[1] = op->key;
+		(void)tokidp_send(op, NULL, 2, argv);
+	} else if (doc != NULL && (nrt = json_string_value(json_object_get(doc,
+	    "refresh_token"))) != NULL) {
+		OPENSSL_cleanse(op->rt, strlen(op->rt));
+		free(op->rt);
+		if ((op->rt = strdup(nrt)) == NULL)
+			fatal("strdup");
+		tokidp_store(op);	/* the record's groups, checked 0 */
+	}
+	tokidp_unlock(op);
+	tokidp_done(op);
+}
+
 /* The provider's answer to the session's renewal. */
 static void
 tokidp_answer(void *arg, json_t *doc, const char *error, const char *why)
@@ -488,6 +533,10 @@ tokidp_answer(void *arg, json_t *doc, const char *error, const char *why)
 	char			 msg[256];
 
 	op->treq = NULL;
+	if (op->detached) {
+		tokidp_answer_detached(op, doc, error);
+		return;
+	}
 	if (doc == NULL && error != NULL && strcmp(error, "invalid_grant") ==
 	    0) {
 		log_info("%llu.%u idp_session refused by the provider",

@@ -17,6 +17,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import threading
@@ -31,7 +32,7 @@ from lib.idfix import SERVICE, claims, jose_sign, token_cfg
 from lib.idfix import keys  # noqa: F401 (fixture)
 from lib.idp import IdP, idp_available
 from lib.redis import RedisServer, entries_to_dicts
-from lib.util import free_port, safe_env, wait_for
+from lib.util import free_port, run, safe_env, wait_for
 
 pytestmark = pytest.mark.skipif(idp_available() is not None,
                                 reason=idp_available() or "")
@@ -452,3 +453,83 @@ def test_exchange_refusals(env):
     assert c["exp"] - c["iat"] > 3600
     for k in (t["id_token"], t["refresh_token"]):
         assert k not in env.gw.log_text()
+
+
+def add_person(env, name, groups):
+    accounts = env.idp.get_state()["accounts"]
+    accounts[name] = {"email": name + "@example.test", "name": name,
+                      "groups": groups}
+    env.idp.set_state(accounts=accounts)
+    return accounts
+
+
+def login_as(env, home, name, *opts):
+    env.idp.set_state(login=name)
+    try:
+        rc, out, err, _ = login(env, home, "--docker-config",
+                                os.path.join(home, "d"), "--authfile",
+                                os.path.join(home, "auth.json"), *opts)
+        assert rc == 0, (out, err)
+    finally:
+        env.idp.set_state(login="alice")
+    with open(store_path(home)) as f:
+        return json.load(f)["registries"]["127.0.0.1:%d" % env.port]
+
+
+def reload(env, cfg):
+    g = env.gw
+    k = g.log_text().count("server reload done")
+    with open(g.config_path, "w") as f:
+        json.dump(cfg, f)
+    os.kill(g.pid, signal.SIGHUP)
+    wait_for(lambda: g.log_text().count("server reload done") > k,
+             what="the reload to be done")
+
+
+def test_recheck_interval_bounds_the_skip(env, tmp_path):
+    """sso.recheck_interval: within it a refresh takes the last check's
+    groups (no request to the provider); at 0 (the default) every
+    refresh asks, so the removal shows at once."""
+    accounts = add_person(env, "carol", ["dev"])
+    rt = login_as(env, str(tmp_path / "carol"), "carol")["refresh_token"]
+    scope = "repository:team/img:pull"
+    reload(env, gw_config(env, recheck=3600))
+    try:
+        accounts["carol"]["groups"] = []
+        env.idp.set_state(accounts=accounts)
+        k = env.gw.log_text().count("idp_session rechecked")
+        r = refresh(env, rt, scope)
+        assert r.status_code == 200
+        assert claims(r.json()["access_token"])["groups"] == ["corp:dev"]
+        assert len(claims(r.json()["access_token"])["access"]) == 1
+        assert env.gw.log_text().count("idp_session rechecked") == k
+    finally:
+        reload(env, gw_config(env))
+    r = refresh(env, rt, scope)
+    assert r.status_code == 200
+    assert claims(r.json()["access_token"])["groups"] == []
+    assert claims(r.json()["access_token"])["access"] == []
+
+
+def test_login_helper_mode_serves_skopeo(env, tmp_path):
+    """portcullis login --helper: the auth file names the helper
+    (credHelpers), the token lives only in the helper's store, and
+    skopeo pulls through docker-credential-portcullis."""
+    home = str(tmp_path / "hh")
+    afile = os.path.join(home, "auth.json")
+    login_as(env, home, "alice", "--helper")
+    host = "127.0.0.1:%d" % env.port
+    with open(afile) as f:
+        doc = json.load(f)
+    assert doc["credHelpers"] == {host: "portcullis"}
+    assert host not in doc.get("auths", {})
+    with open(os.path.join(home, "d", "config.json")) as f:
+        assert json.load(f)["credHelpers"] == {host: "portcullis"}
+    sk = Skopeo(os.path.join(home, "sk"))
+    cenv = sk.cenv.env()
+    cenv.update(cli_env(home))
+    cenv["PATH"] = env.bindir + ":" + cenv.get("PATH", "/usr/bin:/bin")
+    r = run([shutil.which("skopeo"), "--policy", sk.cenv.policy,
+             "inspect", "--tls-verify=false", "--authfile", afile,
+             "docker://%s/team/img:v1" % host], env=cenv, timeout=120)
+    assert json.loads(r.stdout)["Digest"].startswith("sha256:")
