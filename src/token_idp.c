@@ -869,8 +869,8 @@ token_discovery(struct req *req)
 			json_decref(doc);
 			log_warn("%llu.%u discovery device_endpoint why=\"%s\"",
 			    (unsigned long long)req->c->id, req->seq, why);
-			req_fail(req, ERR_UNAVAILABLE, "the identity provider's "
-			    "device endpoint is not known yet");
+			req_fail(req, ERR_UNAVAILABLE, "the identity "
+			    "provider's device endpoint is not known yet");
 			return;
 		}
 		dev = json_object();
@@ -896,7 +896,8 @@ token_discovery(struct req *req)
 			scope = t;
 		}
 		if (so->nscopes == 0) {
-			if (asprintf(&t, "%s profile email groups", scope) == -1)
+			if (asprintf(&t, "%s profile email groups",
+			    scope) == -1)
 				fatal("asprintf");
 			free(scope);
 			scope = t;

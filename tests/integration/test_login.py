@@ -12,6 +12,7 @@ without it, a disabled user gets none (401 idp_refused, audited).
 Real parts only: oidc-provider on node (lib/idp.py), redis-server,
 docker-registry, skopeo, podman, dockerd."""
 
+import hashlib
 import json
 import os
 import queue
@@ -351,7 +352,8 @@ def test_helper_refreshes_silently_and_fails_clearly(env, signed_in, keys,
     assert e2["access_expires"] > time.time()
     assert e2["access_token"] != old_at
     recs = wait_for(lambda: [x for x in records(env.rs)[n:]
-                             if x["path"] == "/token"],
+                             if x["path"] == "/token" and
+                             x["method"] == "POST"],
                     timeout=20, what="the refresh grant's record")
     assert recs[-1]["status"] == "200"
     assert "idp_session rechecked" in env.gw.log_text()
@@ -410,11 +412,13 @@ def test_groups_stay_live(env, tmp_path):
     r = refresh(env, rt, scope)
     assert r.status_code == 401
     assert "refused to renew the sign-in" in r.text
+    # Records land asynchronously: wait for the refused one itself.
     rec = wait_for(lambda: [x for x in records(env.rs)[n:]
-                            if x["path"] == "/token"],
+                            if x["path"] == "/token" and
+                            x["status"] == "401"],
                    timeout=20, what="the refused refresh's record")
-    assert rec[-1]["status"] == "401"
     assert rec[-1].get("auth_failure") == "idp_refused", rec[-1]
+    assert rec[-1]["subject"] == "corp:bob", rec[-1]
     # Enabled again: the link stays ended (sign in again).
     del accounts["bob"]["disabled"]
     env.idp.set_state(accounts=accounts)
@@ -533,3 +537,37 @@ def test_login_helper_mode_serves_skopeo(env, tmp_path):
              "inspect", "--tls-verify=false", "--authfile", afile,
              "docker://%s/team/img:v1" % host], env=cenv, timeout=120)
     assert json.loads(r.stdout)["Digest"].startswith("sha256:")
+
+
+def test_record_is_sealed_and_a_check_in_flight_lets_groups_stand(
+        env, tmp_path):
+    """The Redis record names no subject, group or token in the clear;
+    while a check holds the lock, a refresh takes the last check's
+    groups instead of replaying the provider's refresh token."""
+    accounts = add_person(env, "dave", ["dev"])
+    rt = login_as(env, str(tmp_path / "dave"), "dave")["refresh_token"]
+    jti = claims(rt)["jti"]
+    key = "portcullis:sso:idp:" + hashlib.sha256(
+        b"portcullis idp record id\0" + jti.encode()).hexdigest()
+    with env.rs.client() as c:
+        val = c.call("GET", key)
+        assert val is not None
+        assert b"dave" not in val and b"corp:" not in val
+        assert 0 < c.call("PTTL", key) <= 604800 * 1000
+        assert c.call("SET", key + ":lock", "1", "PX", "60000") == b"OK"
+    scope = "repository:team/img:pull"
+    accounts["dave"]["groups"] = []
+    env.idp.set_state(accounts=accounts)
+    k = env.gw.log_text().count("idp_session rechecked")
+    r = refresh(env, rt, scope)
+    assert r.status_code == 200
+    assert claims(r.json()["access_token"])["groups"] == ["corp:dev"]
+    assert "idp_session recheck_in_flight" in env.gw.log_text()
+    assert env.gw.log_text().count("idp_session rechecked") == k
+    with env.rs.client() as c:
+        c.call("DEL", key + ":lock")
+    r = refresh(env, rt, scope)
+    assert r.status_code == 200
+    assert claims(r.json()["access_token"])["groups"] == []
+    with env.rs.client() as c:
+        assert c.call("EXISTS", key + ":lock") == 0
