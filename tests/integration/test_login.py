@@ -5,22 +5,30 @@ flow against the provider while a scripted user approves the code
 linked to the provider session (token_idp.c), then skopeo, podman and
 docker pulling with what login wrote; docker-credential-portcullis and
 its four verbs (an expired access token refreshed silently, an expired
-refresh token failing clearly without a terminal); groups stay live: a
+refresh token failing clearly without a terminal, and with one, a pty as
+the helper's controlling terminal, the device flow run there); `login
+--helper` with skopeo; groups stay live: a
 user removed from a group at the provider gets a next refreshed token
-without it, a disabled user gets none (401 idp_refused, audited).
+without it, a disabled user gets none (401 idp_refused, audited);
+sso.recheck_interval lets the last check's groups stand within it; the
+Redis record is sealed, and a check in flight (its lock) makes a refresh
+take the last check's groups.
 
 Real parts only: oidc-provider on node (lib/idp.py), redis-server,
 docker-registry, skopeo, podman, dockerd."""
 
+import fcntl
 import hashlib
 import json
 import os
 import queue
 import re
+import select
 import shutil
 import signal
 import stat
 import subprocess
+import termios
 import threading
 import time
 
@@ -571,3 +579,66 @@ def test_record_is_sealed_and_a_check_in_flight_lets_groups_stand(
     assert claims(r.json()["access_token"])["groups"] == []
     with env.rs.client() as c:
         assert c.call("EXISTS", key + ":lock") == 0
+
+
+def test_helper_signs_in_again_on_a_terminal(env, signed_in, keys,
+                                             tmp_path):
+    """The refresh token refused and a terminal attached (a pty as the
+    helper's controlling terminal): get runs the device flow there, the
+    scripted user approves, and get answers the new refresh token."""
+    home = str(tmp_path / "t")
+    os.makedirs(os.path.dirname(store_path(home)))
+    host = "127.0.0.1:%d" % env.port
+    with open(store_path(signed_in["home"])) as f:
+        e = json.load(f)["registries"][host]
+    e["refresh_token"] = jose_sign(keys["cur"] + ".key", [],
+                                   aud="refresh:" + SERVICE, ttl=-600)
+    e["access_expires"] = 0
+    with open(store_path(home), "w") as f:
+        json.dump({"registries": {host: e}}, f)
+    master, slave = os.openpty()
+
+    def ctty():
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    p = subprocess.Popen(
+        [os.path.join(env.bindir, "docker-credential-portcullis"), "get"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=cli_env(home),
+        preexec_fn=ctty, pass_fds=(slave,))
+    os.close(slave)
+    try:
+        p.stdin.write(host + "\n")
+        p.stdin.close()
+        p.stdin = None          # communicate() below has nothing to send
+        seen = b""
+        deadline = time.monotonic() + 60
+        m = None
+        while m is None and time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 1)
+            if r:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+                m = CODE_RE.search(seen.decode("utf-8", "replace"))
+        assert m is not None, seen
+        assert b"the sign-in for %s expired" % host.encode() in seen
+        env.idp.device_approve(m.group(2))
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+        os.close(master)
+    assert p.returncode == 0, (out, err)
+    ans = json.loads(out)
+    assert ans["Username"] == "<token>"
+    assert claims(ans["Secret"])["idp_link"] is True
+    assert claims(ans["Secret"])["sub"] == "corp:alice"
+    with open(store_path(home)) as f:
+        assert json.load(f)["registries"][host]["refresh_token"] == \
+            ans["Secret"]
