@@ -68,7 +68,7 @@ struct tokidp_op {
 	int			 exchange;	/* else a refresh */
 	int			 locked;
 	int			 detached;	/* the request went first */
-	int64_t			 checked;	/* the record's last check */
+	int			 unverified;	/* groups not checked now */
 	struct oidc_treq	*treq;
 	char			 jti[JWK_B64_LEN(64) + 1];
 	char			*key;		/* the record's Redis key */
@@ -178,7 +178,11 @@ tokidp_fail(struct tokidp_op *op, enum pc_err e, const char *msg)
 static void
 tokidp_refuse(struct tokidp_op *op, const char *reason, const char *msg)
 {
-	struct req	*req = tokidp_take(op);
+	struct req	*req;
+
+	if (op->req == NULL)
+		return;
+	req = tokidp_take(op);
 
 	token_refuse(req, reason, msg);
 	tokidp_done(op);
@@ -429,9 +433,12 @@ tokidp_stored(struct tokidp_op *op, redisReply *r)
 	tokidp_issue(op);
 }
 
-/* Seal and store the record of op->fresh with op->rt, then issue. */
+/*
+ * Seal and store the record of op->fresh with op->rt; then fn (NULL:
+ * nothing follows, and a failure is not answered).
+ */
 static void
-tokidp_store(struct tokidp_op *op)
+tokidp_store(struct tokidp_op *op, tokidp_step *fn)
 {
 	json_t		*rec, *g, *cl, *pair;
 	char		*pt, *sealed, px[32];
@@ -453,8 +460,8 @@ tokidp_store(struct tokidp_op *op)
 	}
 	json_object_set_new(rec, "sub", json_string(op->fresh->subject));
 	json_object_set_new(rec, "rt", json_string(op->rt));
-	/* Unverified groups (a detached renewal) are re-checked next. */
-	json_object_set_new(rec, "checked", json_integer(op->detached ? 0 :
+	/* Groups not checked by this renewal are re-checked next time. */
+	json_object_set_new(rec, "checked", json_integer(op->unverified ? 0 :
 	    tokidp_now_ms()));
 	json_object_set_new(rec, "groups", g);
 	json_object_set_new(rec, "claims", cl);
@@ -466,8 +473,9 @@ tokidp_store(struct tokidp_op *op)
 	free(pt);
 	if (sealed == NULL) {
 		tokidp_unlock(op);
-		tokidp_fail(op, ERR_INTERNAL, "the provider's answer is too "
-		    "large to keep");
+		if (fn != NULL)
+			tokidp_fail(op, ERR_INTERNAL, "the provider's answer "
+			    "is too large to keep");
 		return;
 	}
 	snprintf(px, sizeof(px), "%lld", (long long)(op->ttl_ms > 1000 ?
@@ -477,9 +485,12 @@ tokidp_store(struct tokidp_op *op)
 	argv[2] = sealed;
 	argv[3] = "PX";
 	argv[4] = px;
-	if (tokidp_send(op, tokidp_stored, 5, argv) == -1) {
+	if (tokidp_send(op, fn, 5, argv) == -1) {
 		free(sealed);
-		tokidp_fail(op, ERR_UNAVAILABLE, "Redis is unavailable");
+		tokidp_unlock(op);
+		if (fn != NULL)
+			tokidp_fail(op, ERR_UNAVAILABLE, "Redis is "
+			    "unavailable");
 		return;
 	}
 	free(sealed);
@@ -516,10 +527,32 @@ tokidp_answer_detached(struct tokidp_op *op, json_t *doc, const char *error)
 		free(op->rt);
 		if ((op->rt = strdup(nrt)) == NULL)
 			fatal("strdup");
-		tokidp_store(op);	/* the record's groups, checked 0 */
+		op->unverified = 1;
+		tokidp_store(op, NULL);	/* the record's groups, checked 0 */
 	}
 	tokidp_unlock(op);
 	tokidp_done(op);
+}
+
+/*
+ * A renewal whose groups are not taken (its id_token missing or refused):
+ * a rotated refresh token is kept all the same, else the next refresh
+ * would replay the spent one and the provider end the session.
+ */
+static void
+tokidp_keep_rotated(struct tokidp_op *op, json_t *doc)
+{
+	const char	*nrt;
+
+	if (op->exchange || op->fresh == NULL || (nrt = json_string_value(
+	    json_object_get(doc, "refresh_token"))) == NULL)
+		return;
+	OPENSSL_cleanse(op->rt, strlen(op->rt));
+	free(op->rt);
+	if ((op->rt = strdup(nrt)) == NULL)
+		fatal("strdup");
+	op->unverified = 1;
+	tokidp_store(op, NULL);
 }
 
 /* The provider's answer to the session's renewal. */
@@ -561,6 +594,7 @@ tokidp_answer(void *arg, json_t *doc, const char *error, const char *why)
 	}
 	if ((idt = json_string_value(json_object_get(doc, "id_token"))) ==
 	    NULL) {
+		tokidp_keep_rotated(op, doc);
 		tokidp_unlock(op);
 		tokidp_refuse(op, "idp_no_id_token", "the identity provider "
 		    "renewed the sign-in without an id_token (scope openid)");
@@ -568,6 +602,7 @@ tokidp_answer(void *arg, json_t *doc, const char *error, const char *why)
 	}
 	if (cred_check_idp_now(req, idt, strlen(idt), &ti, &cwhy) !=
 	    CRED_OK) {
+		tokidp_keep_rotated(op, doc);
 		tokidp_unlock(op);
 		snprintf(msg, sizeof(msg), "the provider's id_token was "
 		    "refused: %s", cwhy != NULL ? cwhy : "invalid");
@@ -594,7 +629,7 @@ tokidp_answer(void *arg, json_t *doc, const char *error, const char *why)
 	}
 	log_info("%llu.%u idp_session rechecked groups=%zu",
 	    (unsigned long long)req->c->id, req->seq, ti->ngroups);
-	tokidp_store(op);
+	tokidp_store(op, tokidp_stored);
 }
 
 /* Renew the provider session with op->rt as the CLI client. */

@@ -642,3 +642,26 @@ def test_helper_signs_in_again_on_a_terminal(env, signed_in, keys,
     with open(store_path(home)) as f:
         assert json.load(f)["registries"][host]["refresh_token"] == \
             ans["Secret"]
+
+
+def test_refused_id_token_keeps_the_rotated_refresh_token(env, tmp_path):
+    """The provider rotates the CLI client's refresh token at each
+    renewal and ends the session when a spent one comes back: a renewal
+    whose id_token the gateway refuses (here: the issuer's audiences no
+    longer name the CLI client) still keeps the new refresh token, so
+    the sign-in works again once the configuration is fixed."""
+    add_person(env, "erin", ["dev"])
+    rt = login_as(env, str(tmp_path / "erin"), "erin")["refresh_token"]
+    scope = "repository:team/img:pull"
+    cfg = gw_config(env)
+    cfg["identity"]["issuers"][0]["audiences"] = ["gateway"]
+    reload(env, cfg)
+    try:
+        r = refresh(env, rt, scope)
+        assert r.status_code == 401, r.text
+        assert "id_token was refused" in r.text
+    finally:
+        reload(env, gw_config(env))
+    r = refresh(env, rt, scope)
+    assert r.status_code == 200, r.text
+    assert claims(r.json()["access_token"])["groups"] == ["corp:dev"]
