@@ -1097,6 +1097,21 @@ static const struct cfg_key cfg_sso_keys[] = {
 	  .def = 4096,
 	  .help = "Largest form posted to the landing page (create or revoke "
 	  "a secret, sign out); larger is 413." },
+	{ .name = "cli_client_id", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(cli_client_id), .check = cfg_check_audience,
+	  .def_doc = "no terminal sign-in",
+	  .help = "The public client at the provider that `portcullis login` "
+	  "uses (grants device_code and refresh_token); advertised at "
+	  "/.well-known/portcullis. The issuer's audiences must name it: "
+	  "its id_token is the password of the exchange at /token (README "
+	  "\"Sign-in from a terminal\")." },
+	{ .name = "recheck_interval", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(recheck_interval_ms), .min = 0, .max = 3600000,
+	  .def = 0,
+	  .help = "How long the groups of a terminal sign-in's last check "
+	  "with the provider stand in for a new one at the refresh grant "
+	  "(0: every refresh asks the provider). Removing a person from a "
+	  "group takes effect within this plus an access token's lifetime." },
 	{ .name = NULL }
 };
 

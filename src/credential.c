@@ -486,6 +486,28 @@ cred_idp_verify(struct req *req, const char *pw, size_t len,
 	return (CRED_OK);
 }
 
+/*
+ * An IdP JWT verified with the keys held now, never waiting (token_idp.c:
+ * the id_token a provider just sent back on a re-check).  A kid the keys
+ * lack fails as "oidc_unknown_kid"; the issuer's scheduled refresh picks
+ * the key up.
+ */
+enum cred_result
+cred_check_idp_now(struct req *req, const char *tok, size_t len,
+    struct tok_ident **out, const char **why)
+{
+	const char	*name = NULL;
+	char		 kid[JWK_KID_MAX + 1];
+	int		 unknown;
+	enum cred_result r;
+
+	r = cred_idp_verify(req, tok, len, out, why, &unknown, kid,
+	    sizeof(kid), &name);
+	if (r != CRED_OK && unknown)
+		*why = "oidc_unknown_kid";
+	return (r);
+}
+
 /* The reaper's half of cred_wait_free(). */
 static void
 cred_wait_destroy(void *arg)

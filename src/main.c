@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "portcullis.h"
+#include "login.h"
 #include "revoke.h"
 #include "secrets.h"
 
@@ -31,6 +32,7 @@ static int	cmd_redis(int, char **);
 static int	cmd_secret(int, char **);
 static int	cmd_token(int, char **);
 static int	cmd_metrics_reference(int, char **);
+static int	cmd_login(int, char **);
 
 static const struct cmd cmds[] = {
 	{ "serve", cmd_serve, "serve -c FILE",
@@ -77,6 +79,11 @@ static const struct cmd cmds[] = {
 	    "Revoke a subject's (or everyone's) tokens.",
 	    "Refuse a subject's (or everyone's) tokens and secrets issued\n"
 	    "before a time, on every instance; portcullis token --help." },
+	{ "login", cmd_login, "login [options] REGISTRY",
+	    "Sign in to a registry from a terminal (device flow).",
+	    "Sign in with the registry's identity provider (the device\n"
+	    "flow: approve a code in any browser) and store the credential\n"
+	    "for docker, podman and skopeo; portcullis login --help." },
 	{ "metrics-reference", cmd_metrics_reference, "metrics-reference",
 	    "Print the metrics reference.",
 	    "Print the table of metrics (Markdown) that GET /metrics\n"
@@ -249,6 +256,12 @@ cmd_token(int argc, char **argv)
 }
 
 static int
+cmd_login(int argc, char **argv)
+{
+	return (login_cli(argc, argv));
+}
+
+static int
 cmd_version(int argc, char **argv)
 {
 	if (argc > 1) {
@@ -263,8 +276,14 @@ cmd_version(int argc, char **argv)
 int
 main(int argc, char **argv)
 {
-	size_t	i;
+	size_t		 i;
+	const char	*prog;
 
+	/* The same binary as docker-credential-portcullis (make install). */
+	prog = argv[0] != NULL && strrchr(argv[0], '/') != NULL ?
+	    strrchr(argv[0], '/') + 1 : argv[0];
+	if (prog != NULL && strncmp(prog, "docker-credential-", 18) == 0)
+		return (credhelper_main(argc, argv));
 	if (argc < 2) {
 		usage_all(stderr);
 		return (1);

@@ -295,6 +295,8 @@ struct req {
 	struct tok_ident	*login;
 	char			*tok_form;	/* POST /token form, waiting */
 	size_t			 tok_formlen;
+	/* The exchange's refresh token jti (token_idp.c); NULL: none. */
+	const char		*idp_jti;
 	/* Why credentials were refused (a fixed name); NULL: they were not. */
 	const char		*auth_failure;
 	int			 bearer_invalid;	/* answer invalid_token */
@@ -541,6 +543,8 @@ struct tok_ident {
 	int64_t			 iat;		/* for revocation */
 	int64_t			 exp;
 	char			*secret_id;	/* method secret: which */
+	/* A refresh token's jti when a provider session backs it. */
+	char			*idp_link;
 };
 const char	*token_verify(struct req *, const char *, size_t, int,
 		    struct tok_ident **);
@@ -570,6 +574,8 @@ enum cred_result cred_check(struct req *, const char *, const char *,
 		    size_t, struct tok_ident **, const char **, cred_done_fn);
 enum cred_result cred_check_secret_id(struct req *, const char *,
 		    const char **, cred_done_fn);
+enum cred_result cred_check_idp_now(struct req *, const char *, size_t,
+		    struct tok_ident **, const char **);
 /* The verified IdP token cache (credential.c). */
 struct cred_cache_stats {
 	size_t		 entries;
@@ -582,6 +588,7 @@ size_t		 cred_cache_revoke(const char *, int64_t);
 size_t		 cred_cache_clear(void);
 void		 cred_cache_free(void);
 void		 token_jwks(struct req *);
+void		 token_discovery(struct req *);
 const struct config_upstream *
 		 req_prefix_upstream(const struct config *, const char *,
 		    const char **);

@@ -873,6 +873,10 @@ req_route(struct req *req)
 		token_jwks(req);
 		return;
 	}
+	if (strcmp(req->path, "/.well-known/portcullis") == 0) {
+		token_discovery(req);
+		return;
+	}
 	if (strcmp(req->path, "/v2") != 0 && strncmp(req->path, "/v2/", 4)) {
 		req_fail(req, ERR_NOT_FOUND, NULL);
 		return;

@@ -98,7 +98,7 @@ token_jwks(struct req *req)
  * (the credentials /token takes), and the reason in the request for the
  * log line and the audit record (a fixed name, never the credential).
  */
-static void
+void
 token_refuse(struct req *req, const char *reason, const char *detail)
 {
 	struct headers	h;
@@ -199,6 +199,13 @@ tok_ttl(const struct req *req, const struct config_token *tk, int refresh,
 	int64_t	ttl = refresh ? tk->refresh_expires_in : tk->expires_in;
 	int64_t	end = token_credential_end(req);
 
+	/*
+	 * A terminal sign-in's refresh token: the provider session behind
+	 * it is asked again at every refresh (token_idp.c), not the
+	 * id_token's few minutes.
+	 */
+	if (refresh && req->idp_jti != NULL)
+		return (ttl);
 	if (end == 0)
 		return (ttl);
 	if (end <= now)
@@ -240,6 +247,8 @@ tok_sign(struct req *req, const struct config_token *tk, int refresh,
 		    json_string(req->tok->secret_id));
 	json_object_set_new(extra, "token_use",
 	    json_string(refresh ? "refresh" : "access"));
+	if (refresh && req->idp_jti != NULL)
+		json_object_set_new(extra, "idp_link", json_true());
 	/*
 	 * An IdP login's verified claims ride along, so that claim rules of
 	 * the live policy decide on /v2/ and at a refresh as they did here.
@@ -268,6 +277,8 @@ tok_sign(struct req *req, const struct config_token *tk, int refresh,
 	sr.audience = aud;
 	sr.now = now;
 	sr.ttl = tok_ttl(req, tk, refresh, now);
+	if (refresh)
+		sr.jti = req->idp_jti;	/* NULL: a random one */
 	sr.access = access;
 	sr.extra = extra;
 	t = jose_sign(&tk->keys->keys[0], &sr, cause);
@@ -445,6 +456,23 @@ token_basic_decode(const char *v, char *buf, size_t len, const char **user,
 	return (0);
 }
 
+/* Whether the form names a parameter at all (its value aside). */
+static int
+tok_has_param(const char *q, size_t qlen, const char *name)
+{
+	size_t	n = strlen(name), i = 0;
+
+	while (i < qlen) {
+		if (qlen - i > n && memcmp(q + i, name, n) == 0 &&
+		    q[i + n] == '=')
+			return (1);
+		while (i < qlen && q[i] != '&')
+			i++;
+		i++;
+	}
+	return (0);
+}
+
 /* Issue the token(s) for req->principal and the scopes in set. */
 static void
 tok_issue(struct req *req, struct scope_set *set, int offline)
@@ -547,6 +575,20 @@ tok_refresh_issue(struct req *req, const char *form, size_t flen)
 	/* No new refresh token: the one in hand stays the client's. */
 	tok_issue(req, set, 0);
 	scope_set_free(set);
+}
+
+/* The refresh grant, once token_idp.c re-checked the provider. */
+void
+token_refresh_issue(struct req *req)
+{
+	tok_refresh_issue(req, req->tok_form, req->tok_formlen);
+}
+
+/* The password grant, once token_idp.c made the exchange's link. */
+void
+token_password_issue(struct req *req)
+{
+	tok_post(req, req->tok_form, req->tok_formlen);
 }
 
 /* The secret a refresh token was issued for was read again. */
@@ -720,6 +762,12 @@ tok_post(struct req *req, const char *form, size_t flen)
 		return;
 	}
 	if (strcmp(grant, "password") == 0) {
+		/* A terminal sign-in's exchange (token_idp.c), issued later. */
+		if (req->idp_jti == NULL &&
+		    tok_has_param(form, flen, "idp_refresh_token")) {
+			tokidp_exchange(req);
+			return;
+		}
 		if ((set = scope_set_new(tk->max_scopes)) == NULL)
 			fatal("scope_set_new");
 		if ((e = tok_scopes(set, form, flen, "scope")) != SCOPE_OK) {
@@ -728,7 +776,8 @@ tok_post(struct req *req, const char *form, size_t flen)
 			return;
 		}
 		tok_param(form, flen, "access_type", grant, sizeof(grant));
-		tok_issue(req, set, strcmp(grant, "offline") == 0);
+		tok_issue(req, set, strcmp(grant, "offline") == 0 ||
+		    req->idp_jti != NULL);
 		scope_set_free(set);
 		return;
 	}
@@ -773,6 +822,18 @@ tok_post(struct req *req, const char *form, size_t flen)
 	token_principal(req, ti);
 	if (ti->method == AUTH_ANONYMOUS) {
 		token_refuse(req, "wrong_token_type", "invalid refresh token");
+		return;
+	}
+	/* A terminal sign-in's: its provider is asked first (token_idp.c). */
+	if (ti->idp_link != NULL) {
+		if (req->tok_form == NULL) {
+			if ((req->tok_form = malloc(flen + 1)) == NULL)
+				fatal("malloc");
+			memcpy(req->tok_form, form, flen);
+			req->tok_form[flen] = '\0';
+			req->tok_formlen = flen;
+		}
+		tokidp_refresh(req, ti);
 		return;
 	}
 	/*

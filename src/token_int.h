@@ -27,5 +27,13 @@ enum tok_svc {
 	TOK_SVC_MALFORMED	/* bad percent-encoding, "%00" */
 };
 enum tok_svc	 token_service_check(const char *, size_t, const char *);
+void		 token_refuse(struct req *, const char *, const char *);
+void		 token_refresh_issue(struct req *);
+void		 token_password_issue(struct req *);
+
+/* token_idp.c: the provider session behind a terminal sign-in. */
+struct tok_ident;
+void		 tokidp_exchange(struct req *);
+void		 tokidp_refresh(struct req *, struct tok_ident *);
 
 #endif

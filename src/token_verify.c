@@ -40,6 +40,7 @@ tok_ident_unref(struct tok_ident *ti)
 		return;
 	free(ti->subject);
 	free(ti->secret_id);
+	free(ti->idp_link);
 	for (i = 0; i < ti->ngroups; i++)
 		free(ti->groups[i]);
 	free(ti->groups);
@@ -357,6 +358,11 @@ token_verify(struct req *req, const char *tok, size_t len, int refresh,
 	/* A secret's: which one, for the refresh grant to ask about. */
 	if (m == AUTH_SECRET && (am = jose_claim_string(cl, "secret_id")) !=
 	    NULL && (ti->secret_id = strdup(am)) == NULL)
+		fatal("strdup");
+	/* A terminal sign-in's: the provider is asked at each refresh. */
+	if (refresh && json_is_true(json_object_get(cl->payload,
+	    "idp_link")) && cl->jti != NULL &&
+	    (ti->idp_link = strdup(cl->jti)) == NULL)
 		fatal("strdup");
 	if (tok_claims_read(ti, json_object_get(cl->payload, "idp_claims"),
 	    tk) == -1) {

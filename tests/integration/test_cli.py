@@ -95,7 +95,8 @@ def test_serve_refuses_a_bad_config(tmp_path):
 def test_version_help_and_unknown_command():
     r = run("version")
     assert r.returncode == 0 and r.stdout.startswith("portcullis ")
-    for cmd in ("serve", "check-config", "config-reference", "version"):
+    for cmd in ("serve", "check-config", "config-reference", "version",
+                "login"):
         r = run(cmd, "--help")
         assert r.returncode == 0, (cmd, r.stderr)
         assert r.stdout.startswith("usage: portcullis " + cmd), r.stdout

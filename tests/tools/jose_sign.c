@@ -55,6 +55,13 @@ main(int argc, char **argv)
 		if (rq.extra == NULL)
 			return (1);
 	}
+	/* A terminal sign-in's refresh token (token_idp.c's idp_link). */
+	if (getenv("JOSE_SIGN_IDP_REFRESH") != NULL) {
+		rq.extra = json_pack("{s:s, s:s, s:[], s:b}", "token_use",
+		    "refresh", "auth_method", "oidc", "groups", "idp_link", 1);
+		if (rq.extra == NULL)
+			return (1);
+	}
 	if ((tok = jose_sign(&k, &rq, &cause)) == NULL) {
 		fprintf(stderr, "jose_sign: %s\n", cause);
 		return (1);

@@ -1219,6 +1219,8 @@ test_reference(void **state)
 		"/ratelimit/rules/N/on_redis_down", "/ratelimit/key_prefix",
 		"/ratelimit/redis_budget", "/ratelimit/instances",
 		"/ratelimit/heartbeat_interval", "/ratelimit/local_buckets",
+		"/identity/sso/cli_client_id",
+		"/identity/sso/recheck_interval",
 		NULL
 	};
 	char	*buf = NULL, cell[128];
