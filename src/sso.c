@@ -917,6 +917,18 @@ sso_session_got(struct sso_op *op, redisReply *r, int idx)
 		sso_signed_out(op, "Your session has ended. Sign in again.");
 		return;
 	}
+	/*
+	 * A revocation of the subject after the sign-in ends the session:
+	 * it would otherwise go on making secrets stamped after the
+	 * revocation's not-before time, which that time no longer covers.
+	 */
+	if (revoke_check(op->ctx->revoke, json_string_value(json_object_get(s,
+	    "sub")), json_integer_value(json_object_get(s, "created")))) {
+		json_decref(s);
+		op->req->auth_failure = "revoked";
+		sso_signed_out(op, "Your access was revoked. Sign in again.");
+		return;
+	}
 	op->sess = s;
 	op->ti = sso_session_ident(s);
 	/* Pages name the person in their audit record. */
@@ -971,7 +983,8 @@ sso_signed_out(struct sso_op *op, const char *why)
 		    "Sign in with your company account to see what you may "
 		    "pull and push, and to make registry secrets.", 1, &h);
 	} else {
-		req->auth_failure = "no_session";
+		if (req->auth_failure == NULL)
+			req->auth_failure = "no_session";
 		sso_op_free(op);
 		sso_message(req, 403, "Not signed in", why != NULL ? why :
 		    "You are not signed in.", 1, &h);

@@ -307,9 +307,10 @@ sso_landing(struct sso_op *op)
 
 /*
  * KEYS: the record, the id set, the person's index, the revocation hash.
- * ARGV: hash, subject, groups, name, created, expires, max, id.  One
- * transaction: a person at max_secrets gets none; a subject revoked past
- * now gets none (it would be refused); an id taken is never overwritten.
+ * ARGV: hash, subject, groups, name, created, expires, max, id, the
+ * session's start.  One transaction: a person at max_secrets gets none; a
+ * subject revoked after the session began gets none (the secret, stamped
+ * now, would outlive the revocation); an id taken is never overwritten.
  */
 static const char sso_create_lua[] =
     "if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then\n"
@@ -319,7 +320,7 @@ static const char sso_create_lua[] =
     "  local t = redis.call('HGET', KEYS[4], f)\n"
     "  if t and tonumber(t) and tonumber(t) > nb then nb = tonumber(t) end\n"
     "end\n"
-    "if nb > tonumber(ARGV[5]) then return 'revoked' end\n"
+    "if nb > tonumber(ARGV[9]) then return 'revoked' end\n"
     "if redis.call('HSETNX', KEYS[1], 'hash', ARGV[1]) ~= 1 then\n"
     "  return 'collision' end\n"
     "redis.call('HSET', KEYS[1], 'subject', ARGV[2], 'groups', ARGV[3],\n"
@@ -366,8 +367,9 @@ sso_create(struct sso_op *op)
 	char			 name[SECRET_FIELD_MAX + 1], key[512], idx[1024];
 	char			 ids[512], hex[2 * SECRET_HASH_LEN + 1];
 	char			 created[32], expires[32], max[32], *gj;
+	char			 since[32];
 	unsigned char		 hash[SECRET_HASH_LEN];
-	const char		*argv[15];
+	const char		*argv[16];
 	int64_t			 now = (int64_t)time(NULL);
 
 	if (url_query_get(op->form, strlen(op->form), "name", name,
@@ -418,7 +420,10 @@ sso_create(struct sso_op *op)
 	argv[12] = expires;
 	argv[13] = max;
 	argv[14] = id;
-	if (sso_send(op, sso_link(op->ctx), sso_created, 0, 15, argv) == -1)
+	snprintf(since, sizeof(since), "%lld", (long long)json_integer_value(
+	    json_object_get(op->sess, "created")));
+	argv[15] = since;
+	if (sso_send(op, sso_link(op->ctx), sso_created, 0, 16, argv) == -1)
 		sso_created(op, NULL, 0);
 	free(gj);
 }

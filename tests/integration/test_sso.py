@@ -891,3 +891,39 @@ def test_client_gone_during_code_exchange_cancels_it(env, double):
         assert r.status_code == 400
     finally:
         drip.stop()
+
+
+def test_revoked_subject_session_makes_no_secret(env, tmp_path):
+    """Review: `portcullis token revoke --subject` must also end what a
+    browser session opened before it may do.  The session was opened
+    before the not-before time; a secret it made after that time would be
+    stamped `created` later than it and so pass the revocation check: a
+    revoked person would keep minting 90-day secrets for the rest of the
+    session (8 hours)."""
+    from lib.gateway import gateway_bin
+    from lib.util import run
+    g = gateway(env)
+    s = session()
+    r, _back = sign_in(g, s, env.idp)
+    assert r.status_code == 303, r.text
+    page = signed_in_page(g, s).text
+    assert 'id="subject">corp:alice<' in page
+    out = run([gateway_bin(), "token", "revoke", "-c", g.config_path,
+               "--subject", "corp:alice"], timeout=60)
+    assert "revoked" in out.stdout + out.stderr, out.stdout + out.stderr
+    wait_for(lambda: 'revoke received subject="corp:alice"' in
+             g.log_text(), timeout=10, what="the revocation to arrive")
+    with env.rs.client() as c:
+        nb = int(c.call("HGET", "portcullis:revoked", "s:corp:alice"))
+    # A secret made now would be stamped after the not-before time.
+    wait_for(lambda: time.time() >= nb + 1, timeout=5,
+             what="the clock to pass the not-before time")
+    r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                             "name": "after"}, timeout=20)
+    assert not SECRET_RE.search(r.text), "a revoked session made a secret"
+    assert r.status_code == 403, r.status_code
+    with env.rs.client() as c:
+        assert c.call("KEYS", "portcullis:secret:*") == []
+    # The page no longer treats the session as signed in.
+    t = s.get(g.url + "/", timeout=20).text
+    assert 'id="subject"' not in t
