@@ -240,6 +240,7 @@ struct config_sso {
 	size_t			 max_token_response_bytes;
 	size_t			 max_id_token_bytes;
 	size_t			 max_form_bytes;
+	size_t			 max_logins_per_minute;
 };
 
 /* Who callers are: the identity stage's settings. */

@@ -371,6 +371,42 @@ sso_principal(struct req *req, struct tok_ident *ti)
 
 /* --- /login --- */
 
+/*
+ * KEYS: the state, the sign-in counter.  ARGV: the state's record, its
+ * lifetime (ms), the most sign-ins per minute (0: any).  One
+ * transaction: each state lives state_lifetime in the Redis that audit,
+ * sessions and revocation share, and /login needs no credential, so the
+ * sign-ins begun per minute are counted over all instances and bounded.
+ */
+static const char sso_login_lua[] =
+    "local max = tonumber(ARGV[3])\n"
+    "if max > 0 then\n"
+    "  local n = redis.call('INCR', KEYS[2])\n"
+    "  if n == 1 then redis.call('PEXPIRE', KEYS[2], 60000) end\n"
+    "  if n > max then return 'busy' end\n"
+    "end\n"
+    "if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then\n"
+    "  return 'collision' end\n"
+    "return 'ok'\n";
+
+/* Too many sign-ins begun this minute: 429, nothing stored. */
+static void
+sso_login_busy(struct sso_op *op)
+{
+	struct req	*req = sso_take(op);
+	struct headers	 h;
+
+	req->auth_failure = "too_many_logins";
+	metrics_count_named(req->c->ctx, M_SSO_LOGINS, "too_many_logins");
+	sso_op_free(op);
+	headers_init(&h);
+	headers_set(&h, "Retry-After", "60");
+	sso_message(req, 429, "Sign-in busy", "Too many sign-ins were begun "
+	    "in the last minute (identity.sso.max_logins_per_minute). Try "
+	    "again in a minute.", 0, &h);
+	headers_clear(&h);
+}
+
 static void
 sso_login_stored(struct sso_op *op, redisReply *r, int idx)
 {
@@ -384,7 +420,13 @@ sso_login_stored(struct sso_op *op, redisReply *r, int idx)
 	const char		*why;
 	size_t			 i;
 
-	if (r == NULL || r->type != REDIS_REPLY_STATUS) {
+	if (r != NULL && r->type == REDIS_REPLY_STRING &&
+	    strcmp(r->str, "busy") == 0) {
+		sso_login_busy(op);
+		return;
+	}
+	if (r == NULL || r->type != REDIS_REPLY_STRING ||
+	    strcmp(r->str, "ok") != 0) {
 		sso_op_message(op, 503, "Sign-in unavailable", "The session "
 		    "store did not answer. Try again in a moment.", 0);
 		return;
@@ -429,8 +471,8 @@ sso_login(struct sso_op *op)
 {
 	const struct config_sso	*so = op->req->conf->identity->sso;
 	json_t			*j;
-	char			*rec, key[512], ttl[32];
-	const char		*argv[7];
+	char			*rec, key[512], ckey[512], ttl[32], max[32];
+	const char		*argv[8];
 
 	if (web_random_token(op->state) == -1 ||
 	    web_random_token(op->nonce) == -1 ||
@@ -442,14 +484,18 @@ sso_login(struct sso_op *op)
 		fatal("json");
 	json_decref(j);
 	snprintf(key, sizeof(key), "%sstate:%s", so->key_prefix, op->state);
+	snprintf(ckey, sizeof(ckey), "%slogins", so->key_prefix);
 	snprintf(ttl, sizeof(ttl), "%d", so->state_ttl_ms);
-	argv[0] = "SET";
-	argv[1] = key;
-	argv[2] = rec;
-	argv[3] = "PX";
-	argv[4] = ttl;
-	argv[5] = "NX";
-	if (sso_send(op, sso_link(op->ctx), sso_login_stored, 0, 6, argv) ==
+	snprintf(max, sizeof(max), "%zu", so->max_logins_per_minute);
+	argv[0] = "EVAL";
+	argv[1] = sso_login_lua;
+	argv[2] = "2";
+	argv[3] = key;
+	argv[4] = ckey;
+	argv[5] = rec;
+	argv[6] = ttl;
+	argv[7] = max;
+	if (sso_send(op, sso_link(op->ctx), sso_login_stored, 0, 8, argv) ==
 	    -1)
 		sso_op_message(op, 503, "Sign-in unavailable", "The session "
 		    "store is not connected. Try again in a moment.", 0);

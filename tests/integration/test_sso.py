@@ -804,7 +804,7 @@ AUDIT_ACL = ("+evalsha +script|load +xadd +xtrim +xrange +xrevrange +xread "
              "+zrangebyscore +zrem +zcard +zpopmin +select +ping").split()
 SECRETS_ACL = "+hgetall +hset +subscribe +select +ping".split()
 SSO_ACL = ("+set +get +getdel +del +eval +scard +sismember +smembers "
-           "+hsetnx +sadd +publish").split()
+           "+hsetnx +sadd +publish +incr +pexpire").split()
 
 
 def test_readme_acl_user_is_enough(tmp_path, start_registry, single_image):
@@ -927,3 +927,32 @@ def test_revoked_subject_session_makes_no_secret(env, tmp_path):
     # The page no longer treats the session as signed in.
     t = s.get(g.url + "/", timeout=20).text
     assert 'id="subject"' not in t
+
+
+def test_login_states_bounded(env):
+    """Review: every GET /login, unauthenticated, stores a state in Redis
+    for state_lifetime (10 minutes): a loop of them filled the Redis the
+    audit, sessions and revocation share.  identity.sso
+    .max_logins_per_minute bounds the sign-ins begun per minute over all
+    instances; past it /login is 429 and stores nothing."""
+    g = gateway(env, sso_extra={"max_logins_per_minute": 20})
+    g2 = gateway(env, name="gw2", port=env.port2,
+                 sso_extra={"max_logins_per_minute": 20})
+    s = session()
+    codes = []
+    for i in range(30):
+        gw = g if i % 2 == 0 else g2
+        r = s.get(gw.url + "/login", allow_redirects=False, timeout=10)
+        codes.append(r.status_code)
+    assert codes.count(302) == 20, codes
+    assert codes.count(429) == 10, codes
+    assert codes[:20] == [302] * 20, codes
+    with env.rs.client() as c:
+        assert len(c.call("KEYS", "portcullis:sso:state:*")) == 20
+    r = s.get(g.url + "/login", allow_redirects=False, timeout=10)
+    assert r.status_code == 429
+    assert r.headers.get("Retry-After") == "60"
+    assert "Too many sign-ins" in r.text
+    assert "Location" not in r.headers
+    failure_of(env, "/login", lambda d: d["auth_failure"] ==
+               "too_many_logins")

@@ -1200,6 +1200,7 @@ test_reference(void **state)
 		"/identity/sso/max_token_response_bytes",
 		"/identity/sso/max_id_token_bytes",
 		"/identity/sso/max_form_bytes",
+		"/identity/sso/max_logins_per_minute",
 		NULL
 	};
 	char	*buf = NULL, cell[128];
