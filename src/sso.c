@@ -589,7 +589,7 @@ sso_verify_id_token(struct sso_op *op, const char *idt, size_t len,
 	struct tok_ident		*ti;
 	enum jose_reason		 r;
 	const char			*aud[1], *sub, *v;
-	json_t				*groups, *claims;
+	json_t				*groups, *claims, *azp;
 	size_t				 i;
 	int				 a;
 
@@ -640,8 +640,14 @@ sso_verify_id_token(struct sso_op *op, const char *idt, size_t len,
 		*reason = "nonce_mismatch";
 		return (-1);
 	}
-	if (cl->naudiences > 1 && ((v = jose_claim_string(cl, "azp")) ==
-	    NULL || strcmp(v, so->client_id) != 0)) {
+	/*
+	 * OIDC Core 3.1.3.7: with several audiences azp must be there, and
+	 * when present (one audience too) it must be this client.
+	 */
+	azp = json_object_get(cl->payload, "azp");
+	if ((cl->naudiences > 1 && azp == NULL) || (azp != NULL &&
+	    (!json_is_string(azp) || strcmp(json_string_value(azp),
+	    so->client_id) != 0))) {
 		jose_claims_free(cl);
 		*reason = "wrong_azp";
 		return (-1);

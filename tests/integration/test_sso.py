@@ -956,3 +956,73 @@ def test_login_states_bounded(env):
     assert "Location" not in r.headers
     failure_of(env, "/login", lambda d: d["auth_failure"] ==
                "too_many_logins")
+
+
+def test_hostile_id_tokens_refused(env, double):
+    """Review, a hostile provider (TEST DOUBLE: lib/hostile_idp.py): each
+    id_token below must fail the callback with 403 and open no session:
+    an azp naming another client (OIDC Core 3.1.3.7: when azp is present
+    it must be the client_id, even with one audience), alg none, HS256
+    keyed with the published RSA key (keys confusion), another issuer,
+    expired, no nonce, a nonce of another sign-in, a subject with a
+    control character, an id_token that is no string."""
+    import hashlib
+    import hmac
+    g = double_gateway(env, double)
+    now = int(time.time())
+
+    def claims(q, **kw):
+        c = {"iss": double.issuer, "aud": "gateway", "sub": "bob",
+             "nonce": q["nonce"], "iat": now, "exp": now + 300,
+             "groups": ["dev"]}
+        c.update(kw)
+        return {k: v for k, v in c.items() if v is not None}
+
+    def unsigned(c):
+        h = _b64u(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+        return "%s.%s." % (h, _b64u(json.dumps(c).encode()))
+
+    def hs256(c):
+        h = _b64u(json.dumps({"alg": "HS256", "typ": "JWT",
+                              "kid": double.key.kid}).encode())
+        p = _b64u(json.dumps(c).encode())
+        key = json.dumps(double.key.jwk).encode()
+        sig = hmac.new(key, ("%s.%s" % (h, p)).encode(),
+                       hashlib.sha256).digest()
+        return "%s.%s.%s" % (h, p, _b64u(sig))
+
+    cases = [
+        ("azp of another client", lambda q: double.key.sign(
+            claims(q, azp="another-client")), "wrong_azp"),
+        ("alg none", lambda q: unsigned(claims(q)), None),
+        ("HS256 with the public key", lambda q: hs256(claims(q)), None),
+        ("another issuer", lambda q: double.key.sign(
+            claims(q, iss="https://evil.example")), None),
+        ("expired", lambda q: double.key.sign(
+            claims(q, iat=now - 7200, exp=now - 3600)), "expired"),
+        ("no nonce", lambda q: double.key.sign(claims(q, nonce=None)),
+         "nonce_mismatch"),
+        ("another sign-in's nonce", lambda q: double.key.sign(
+            claims(q, nonce="B" * 43)), "nonce_mismatch"),
+        ("control character in sub", lambda q: double.key.sign(
+            claims(q, sub="bob\nadmin")), None),
+        ("id_token not a string", lambda q: 42, "no_id_token"),
+    ]
+    for i, (what, make, reason) in enumerate(cases):
+        s = session()
+        _loc, q = begin(g, s)
+        body = json.dumps({"id_token": make(q), "access_token": "at",
+                           "token_type": "Bearer"}).encode()
+        double.route("POST", "/token", 200,
+                     {"Content-Type": "application/json"}, body)
+        r = s.get(g.url + "/oauth2/callback", params={
+            "code": "c%d" % i, "state": q["state"]}, allow_redirects=False,
+            timeout=20)
+        assert r.status_code in (403, 502), (what, r.status_code, r.text)
+        assert not any(c.startswith("portcullis_session=") and
+                       "Max-Age=0" not in c
+                       for c in r.raw.headers.getlist("Set-Cookie")), what
+        assert 'id="subject"' not in s.get(g.url + "/", timeout=20).text
+        if reason:
+            failure_of(env, "/oauth2/callback",
+                       lambda d, rs=reason: d["auth_failure"] == rs)
