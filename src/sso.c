@@ -265,18 +265,37 @@ sso_secure(struct req *req)
 }
 
 /*
- * Add a Set-Cookie: name=value (NULL: delete it) on path, for max_age
- * seconds.
+ * The session cookie's name (login 0) or the login cookie's (1).  Over
+ * TLS both are __Host- prefixed: a browser takes such a cookie only from
+ * this host (Secure, Path=/, no Domain), so a sibling host of a parent
+ * domain cannot toss in its own sign-in's login cookie or its own
+ * session id (login CSRF), and the gateway reads no other name.  Plain
+ * http cannot have them (and cookies there are anyone's on the path).
+ */
+static const char *
+sso_cookie_name(struct req *req, int login, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s%s%s", sso_secure(req) ? "__Host-" : "",
+	    req->conf->identity->sso->cookie_name, login ? "_login" : "");
+	return (buf);
+}
+
+/*
+ * Add a Set-Cookie for the session cookie (login 0) or the login cookie
+ * (1): value (NULL: delete it) for max_age seconds.  The login cookie
+ * stays on /oauth2/ over plain http; a __Host- one must be on /.
  */
 static void
-sso_cookie(struct req *req, struct headers *h, const char *name,
-    const char *value, const char *path, long max_age)
+sso_cookie(struct req *req, struct headers *h, int login,
+    const char *value, long max_age)
 {
-	char	 buf[512];
+	char	 buf[512], name[128];
 
 	snprintf(buf, sizeof(buf), "%s=%s; Path=%s; Max-Age=%ld; HttpOnly; "
-	    "SameSite=Lax%s", name, value != NULL ? value : "", path,
-	    value != NULL ? max_age : 0L, sso_secure(req) ? "; Secure" : "");
+	    "SameSite=Lax%s", sso_cookie_name(req, login, name, sizeof(name)),
+	    value != NULL ? value : "", login && !sso_secure(req) ?
+	    "/oauth2/" : "/", value != NULL ? max_age : 0L,
+	    sso_secure(req) ? "; Secure" : "");
 	headers_add(h, "Set-Cookie", 10, buf, strlen(buf));
 }
 
@@ -457,9 +476,7 @@ sso_login_stored(struct sso_op *op, redisReply *r, int idx)
 	    "&code_challenge_method=S256", op->state, op->nonce, chal);
 	headers_init(&h);
 	/* Binds the sign-in to this browser (login CSRF). */
-	snprintf(enc, sizeof(enc), "%s_login", so->cookie_name);
-	sso_cookie(req, &h, enc, op->state, "/oauth2/",
-	    so->state_ttl_ms / 1000);
+	sso_cookie(req, &h, 1, op->state, so->state_ttl_ms / 1000);
 	sso_op_free(op);
 	sso_redirect(req, 302, u.p, &h);
 	headers_clear(&h);
@@ -512,7 +529,6 @@ sso_callback_fail(struct sso_op *op, int status, const char *reason,
 {
 	struct req	*req = sso_take(op);
 	struct headers	 h;
-	char		 name[128];
 
 	req->auth_failure = reason;
 	metrics_count_named(req->c->ctx, M_SSO_LOGINS, reason);
@@ -520,9 +536,7 @@ sso_callback_fail(struct sso_op *op, int status, const char *reason,
 	    (unsigned long long)req->c->id, req->seq, reason);
 	sso_op_free(op);
 	headers_init(&h);
-	snprintf(name, sizeof(name), "%s_login",
-	    req->conf->identity->sso->cookie_name);
-	sso_cookie(req, &h, name, NULL, "/oauth2/", 0);
+	sso_cookie(req, &h, 1, NULL, 0);
 	sso_message(req, status, "Sign-in failed", text, 1, &h);
 	headers_clear(&h);
 }
@@ -533,7 +547,6 @@ sso_session_stored(struct sso_op *op, redisReply *r, int idx)
 	const struct config_sso	*so = op->req->conf->identity->sso;
 	struct req		*req;
 	struct headers		 h;
-	char			 name[128];
 
 	if (r == NULL || r->type != REDIS_REPLY_STATUS) {
 		sso_callback_fail(op, 503, "session_store_unavailable",
@@ -550,10 +563,8 @@ sso_session_stored(struct sso_op *op, redisReply *r, int idx)
 	    (unsigned long long)req->c->id, req->seq,
 	    req->principal.subject);
 	headers_init(&h);
-	sso_cookie(req, &h, so->cookie_name, op->sid, "/",
-	    so->session_ttl_ms / 1000);
-	snprintf(name, sizeof(name), "%s_login", so->cookie_name);
-	sso_cookie(req, &h, name, NULL, "/oauth2/", 0);
+	sso_cookie(req, &h, 0, op->sid, so->session_ttl_ms / 1000);
+	sso_cookie(req, &h, 1, NULL, 0);
 	sso_op_free(op);
 	sso_redirect(req, 303, "/", &h);
 	headers_clear(&h);
@@ -885,9 +896,9 @@ sso_callback(struct sso_op *op)
 		    "unknown, expired or already finished. Sign in again.");
 		return;
 	}
-	snprintf(name, sizeof(name), "%s_login", so->cookie_name);
 	if (web_cookie_get(headers_get(&req->msg->hdrs, "Cookie"),
-	    so->max_cookie_bytes, name, ck, sizeof(ck)) == -1 ||
+	    so->max_cookie_bytes, sso_cookie_name(req, 1, name, sizeof(name)),
+	    ck, sizeof(ck)) == -1 ||
 	    !web_ct_equal(ck, state)) {
 		sso_callback_fail(op, 400, "state_not_this_browser", "This "
 		    "sign-in was not started in this browser. Sign in again.");
@@ -998,11 +1009,12 @@ sso_session(struct sso_op *op)
 {
 	struct req		*req = op->req;
 	const struct config_sso	*so = req->conf->identity->sso;
-	char			 key[512];
+	char			 key[512], name[128];
 	const char		*argv[2];
 
 	if (web_cookie_get(headers_get(&req->msg->hdrs, "Cookie"),
-	    so->max_cookie_bytes, so->cookie_name, op->sid,
+	    so->max_cookie_bytes, sso_cookie_name(req, 0, name, sizeof(name)),
+	    op->sid,
 	    sizeof(op->sid)) == -1 || !web_token_ok(op->sid)) {
 		sso_signed_out(op, NULL);
 		return;
@@ -1027,8 +1039,7 @@ sso_signed_out(struct sso_op *op, const char *why)
 
 	headers_init(&h);
 	if (why != NULL)
-		sso_cookie(req, &h, req->conf->identity->sso->cookie_name,
-		    NULL, "/", 0);
+		sso_cookie(req, &h, 0, NULL, 0);
 	if (op->kind == SSO_PAGE) {
 		sso_op_free(op);
 		sso_message(req, 200, "Sign in", why != NULL ? why :
@@ -1068,8 +1079,7 @@ sso_logged_out(struct sso_op *op, redisReply *r, int idx)
 	    (unsigned long long)req->c->id, req->seq, op->ti->subject);
 	sso_op_free(op);
 	headers_init(&h);
-	sso_cookie(req, &h, req->conf->identity->sso->cookie_name, NULL, "/",
-	    0);
+	sso_cookie(req, &h, 0, NULL, 0);
 	sso_redirect(req, 303, "/", &h);
 	headers_clear(&h);
 }

@@ -792,7 +792,7 @@ def test_session_cookie_secure_over_tls(env, tmp_path):
     r = s.get(back, allow_redirects=False, timeout=20)
     assert r.status_code == 303, r.text
     sc = r.raw.headers.getlist("Set-Cookie")
-    sess = [c for c in sc if c.startswith("portcullis_session=")][0]
+    sess = [c for c in sc if c.startswith("__Host-portcullis_session=")][0]
     assert "; Secure" in sess and "HttpOnly" in sess
     assert 'id="subject">corp:alice<' in signed_in_page(g, s).text
 
@@ -1026,3 +1026,51 @@ def test_hostile_id_tokens_refused(env, double):
         if reason:
             failure_of(env, "/oauth2/callback",
                        lambda d, rs=reason: d["auth_failure"] == rs)
+
+
+def test_cookies_tossed_by_a_sibling_host_ignored_over_tls(env, tmp_path):
+    """Review, a hostile sibling host (evil.example.com next to
+    registry.example.com, or anything that can answer plain http for a
+    parent domain) sets cookies for the parent domain: `Domain=` cookies
+    reach the gateway with whatever names they like.  It tosses its own
+    sign-in's login cookie (then sends the victim to its own callback
+    URL), or its own session id: either way the victim's browser would
+    be signed in as the attacker (login CSRF; what the victim then makes,
+    a secret, is the attacker's account's).  Over TLS the gateway's
+    cookies are __Host- prefixed, which a browser accepts only from the
+    host itself (Secure, Path=/, no Domain), and it reads no other: a
+    tossed cookie is modelled here by putting the unprefixed name in the
+    victim's jar."""
+    pki = PKI(tmp_path / "gw-pki")
+    cert, key = pki.issue("gateway", "/CN=127.0.0.1", san="IP:127.0.0.1")
+    g = gateway(env, tls=(cert, key, pki.ca))
+    # The attacker begins a sign-in of its own and stops at the callback.
+    att = session()
+    att.verify = pki.ca
+    loc, q = begin(g, att)
+    back = at_provider(env.idp, loc, q["redirect_uri"])
+    # The victim's browser got the attacker's login cookie from a sibling.
+    vic = session()
+    vic.verify = pki.ca
+    vic.cookies.set("portcullis_session_login", q["state"])
+    r = vic.get(back, allow_redirects=False, timeout=20)
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert "not started in this browser" in r.text
+    assert 'id="subject"' not in vic.get(g.url + "/", timeout=20).text
+    # The attacker's own session id tossed the same way.
+    att2 = session()
+    att2.verify = pki.ca
+    r, _back = sign_in(g, att2, env.idp)
+    assert r.status_code == 303, r.text
+    sc = r.raw.headers.getlist("Set-Cookie")
+    sess = [c for c in sc if c.startswith("__Host-portcullis_session=")]
+    assert sess, sc
+    assert "; Secure" in sess[0] and "Path=/;" in sess[0] and \
+        "Domain" not in sess[0]
+    sid = sess[0].split(";")[0].split("=", 1)[1]
+    vic2 = session()
+    vic2.verify = pki.ca
+    vic2.cookies.set("portcullis_session", sid)
+    assert 'id="subject"' not in vic2.get(g.url + "/", timeout=20).text
+    # The host's own cookie works.
+    assert 'id="subject">corp:alice<' in signed_in_page(g, att2).text
