@@ -1074,3 +1074,42 @@ def test_cookies_tossed_by_a_sibling_host_ignored_over_tls(env, tmp_path):
     assert 'id="subject"' not in vic2.get(g.url + "/", timeout=20).text
     # The host's own cookie works.
     assert 'id="subject">corp:alice<' in signed_in_page(g, att2).text
+
+
+def test_login_lines_quote_the_subject_for_the_shell(env, double):
+    """Review: the page's login lines are meant to be pasted into a shell,
+    and the user name in them is the subject, which comes from the
+    provider (a subject_claim such as preferred_username may even be the
+    person's to choose).  A ' in it ended the quoted word: the rest ran as
+    shell words (here: a second command).  The lines now quote it as
+    POSIX sh does ('\\'')."""
+    import html
+    import shlex
+    g = double_gateway(env, double)
+    s = session()
+    _loc, q = begin(g, s)
+    now = int(time.time())
+    tok = double.key.sign({"iss": double.issuer, "aud": "gateway",
+                           "sub": "o'brien'; touch /tmp/pwned; '",
+                           "nonce": q["nonce"], "iat": now,
+                           "exp": now + 300, "groups": ["dev"]})
+    double.route("POST", "/token", 200, {"Content-Type":
+                                          "application/json"},
+                 json.dumps({"id_token": tok, "access_token": "at",
+                             "token_type": "Bearer"}).encode())
+    r = s.get(g.url + "/oauth2/callback", params={
+        "code": "c1", "state": q["state"]}, allow_redirects=False,
+        timeout=20)
+    assert r.status_code == 303, r.text
+    page = signed_in_page(g, s).text
+    r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                             "name": "q"}, timeout=20)
+    assert r.status_code == 200 and SECRET_RE.search(r.text), r.text
+    lines = html.unescape(re.search(r'<pre id="login-lines">(.*?)</pre>',
+                                    r.text, re.S).group(1)).splitlines()
+    assert len(lines) == 3, lines
+    for tool, line in zip(("docker", "podman", "skopeo"), lines):
+        assert shlex.split(line) == [
+            tool, "login", "--username",
+            "corp_o'brien'; touch /tmp/pwned; '", "127.0.0.1:%d" % g.port
+        ], line
