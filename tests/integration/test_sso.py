@@ -1113,3 +1113,45 @@ def test_login_lines_quote_the_subject_for_the_shell(env, double):
             tool, "login", "--username",
             "corp_o'brien'; touch /tmp/pwned; '", "127.0.0.1:%d" % g.port
         ], line
+
+
+def test_revoke_form_cannot_reach_another_persons_secret(env):
+    """Review, IDOR: /ui/secrets/revoke takes a secret id from the form;
+    one person naming another's id (ids are listed on that person's page
+    and in `secret list`) must revoke nothing.  Also the max_secrets bound
+    per person, counted in the create script."""
+    env.idp.set_state(accounts={
+        "alice": {"email": "a@example.test", "name": "A", "groups": ["dev"]},
+        "bob": {"email": "b@example.test", "name": "B", "groups": ["dev"]}},
+        login="alice")
+    g = gateway(env, sso_extra={"max_secrets": 2})
+    a = session()
+    sign_in(g, a, env.idp)
+    env.idp.set_state(login="bob")
+    b = session()
+    sign_in(g, b, env.idp)
+    assert 'id="subject">corp:bob<' in signed_in_page(g, b).text
+    r = b.post(g.url + "/ui/secrets", data={
+        "csrf": csrf_of(signed_in_page(g, b).text), "name": "bobs"},
+        timeout=20)
+    bobs = SECRET_RE.search(r.text).group(0)
+    page = signed_in_page(g, a).text
+    assert 'id="subject">corp:alice<' in page and bobs[4:20] not in page
+    r = a.post(g.url + "/ui/secrets/revoke", data={
+        "csrf": csrf_of(page), "id": bobs[4:20]}, timeout=20)
+    assert r.status_code == 200 and "No such secret of yours" in r.text
+    with env.rs.client() as c:
+        assert c.call("HGET", "portcullis:secret:" + bobs[4:20],
+                      "revoked") is None
+    assert ">active<" in signed_in_page(g, b).text
+    # max_secrets: alice gets two, not a third.
+    for i in range(3):
+        page = signed_in_page(g, a).text
+        r = a.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                                 "name": "n%d" % i},
+                   timeout=20)
+        assert r.status_code == 200
+        assert bool(SECRET_RE.search(r.text)) == (i < 2), i
+    assert "as many secrets as allowed" in r.text
+    with env.rs.client() as c:
+        assert c.call("SCARD", "portcullis:secret:subject:corp:alice") == 2
