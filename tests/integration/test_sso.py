@@ -1155,3 +1155,34 @@ def test_revoke_form_cannot_reach_another_persons_secret(env):
     assert "as many secrets as allowed" in r.text
     with env.rs.client() as c:
         assert c.call("SCARD", "portcullis:secret:subject:corp:alice") == 2
+
+
+def test_activity_fields_escaped(env):
+    """Review: the recent-activity table shows audit fields a client
+    chose (the request path, repository and reference of its own
+    requests); written here straight into the stream and the person's
+    index, as any request of the person's would put them, they must come
+    out as text."""
+    g = gateway(env)
+    s = session()
+    sign_in(g, s, env.idp)
+    rid = "%d-0" % (int(time.time() * 1000) + 60000)
+    hostile = {"time": str(int(time.time() * 1000)), "action": "pull",
+               "method": "GET<script>alert(1)</script>",
+               "path": "/v2/x/<img src=x onerror=alert(2)>/manifests/y",
+               "repository": "\"><svg onload=alert(3)>",
+               "reference": "'><iframe src=//evil>",
+               "status": "200<b>", "decision": "allow<u>"}
+    with env.rs.client() as c:
+        args = []
+        for k, v in hostile.items():
+            args += [k, v]
+        c.call("XADD", STREAM, rid, *args)
+        c.call("XADD", STREAM + ":subject:corp:alice", rid, "r", "1")
+    t = signed_in_page(g, s).text
+    act = t.split('id="activity"')[1]
+    for bad in ("<script", "<img", "<svg", "<iframe", "<b>", "<u>"):
+        assert bad not in act, bad
+    assert "&lt;img src=x onerror=alert(2)&gt;" in act
+    assert "&quot;&gt;&lt;svg onload=alert(3)&gt;" in act
+    assert "&#39;&gt;&lt;iframe src=//evil&gt;" in act
