@@ -863,9 +863,15 @@ sso_callback(struct sso_op *op)
 		char	 text[256];
 		size_t	 i;
 
+		/*
+		 * This needs no state: any site may link here.  Only an error
+		 * code's shape is shown, never a sentence of the linker's.
+		 */
 		for (i = 0; err[i] != '\0'; i++)
-			if (err[i] < 0x20 || err[i] > 0x7e)
-				err[i] = '?';
+			if (!((err[i] >= 'a' && err[i] <= 'z') || err[i] == '_'))
+				break;
+		if (err[i] != '\0' || i == 0 || i > 64)
+			snprintf(err, sizeof(err), "an error");
 		snprintf(text, sizeof(text), "The identity provider did not "
 		    "sign you in (%s).%s", err, strcmp(err, "access_denied") ==
 		    0 ? " Access was denied or the sign-in was cancelled." :

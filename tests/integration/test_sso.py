@@ -490,7 +490,8 @@ def test_provider_access_denied_clear_page(env):
     # An error value with markup is escaped, and the gateway lives on.
     r = s.get(g.url + "/oauth2/callback", params={
         "error": "<b>x</b>", "state": q["state"]}, timeout=20)
-    assert "<b>x</b>" not in r.text and "&lt;b&gt;x&lt;/b&gt;" in r.text
+    assert "<b>x</b>" not in r.text and "&lt;b&gt;" not in r.text
+    assert "(an error)" in r.text
     assert g.http.get(g.url + "/healthz", timeout=5).status_code == 200
 
 
@@ -1186,3 +1187,21 @@ def test_activity_fields_escaped(env):
     assert "&lt;img src=x onerror=alert(2)&gt;" in act
     assert "&quot;&gt;&lt;svg onload=alert(3)&gt;" in act
     assert "&#39;&gt;&lt;iframe src=//evil&gt;" in act
+
+
+def test_callback_error_page_shows_no_foreign_text(env):
+    """Review, a hostile second site: /oauth2/callback?error=... needs no
+    state, so any site can link a person to the gateway's own page with a
+    sentence of its choosing in it ("call the help desk at ... and give
+    your password").  Only an OAuth error code's shape ([a-z_], as RFC
+    6749 and OIDC name them) is shown."""
+    g = gateway(env)
+    s = session()
+    r = s.get(g.url + "/oauth2/callback", params={
+        "error": "Your account is locked. Call +1 555 0100 with your "
+                 "password"}, timeout=20)
+    assert r.status_code == 403
+    assert "Call +1 555" not in r.text and "locked" not in r.text
+    r = s.get(g.url + "/oauth2/callback", params={
+        "error": "interaction_required"}, timeout=20)
+    assert "(interaction_required)" in r.text
