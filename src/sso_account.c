@@ -21,6 +21,7 @@
 
 #include "portcullis.h"
 #include "rds.h"
+#include "revoke.h"
 #include "secret.h"
 #include "sso.h"
 
@@ -429,15 +430,19 @@ sso_create(struct sso_op *op)
 }
 
 /*
- * KEYS: the record, the person's index.  ARGV: subject, now, channel,
- * id.  Only one's own secret; the first revocation time stays; every
- * instance hears of it (revoke.c).
+ * KEYS: the record, the person's index, the revocation hash.  ARGV:
+ * subject, now, channel, id.  Only one's own secret; the first revocation
+ * time stays, in the record and as the hash's x:ID (as `secret revoke`
+ * writes it: an instance that misses the message learns it at its next
+ * sync, revoke.c); every listening instance hears of it at once.
  */
 static const char sso_revoke_lua[] =
     "if redis.call('SISMEMBER', KEYS[2], ARGV[4]) ~= 1 or\n"
     "  redis.call('HGET', KEYS[1], 'subject') ~= ARGV[1] then\n"
     "  return 'unknown' end\n"
     "redis.call('HSETNX', KEYS[1], 'revoked', ARGV[2])\n"
+    "redis.call('HSETNX', KEYS[3], '" REVOKE_SECRET_FIELD "' .. ARGV[4],\n"
+    "  redis.call('HGET', KEYS[1], 'revoked'))\n"
     "redis.call('PUBLISH', ARGV[3], 'secret ' .. ARGV[4])\n"
     "return 'ok'\n";
 
@@ -472,7 +477,7 @@ sso_revoke(struct sso_op *op)
 	const struct config	*conf = op->req->conf;
 	char			 id[64], key[512], idx[1024], now[32];
 	char			 probe[SECRET_LEN + 1], pid[SECRET_ID_LEN + 1];
-	const char		*argv[9];
+	const char		*argv[10];
 
 	if (url_query_get(op->form, strlen(op->form), "id", id,
 	    sizeof(id)) == -1 || strlen(id) != SECRET_ID_LEN ||
@@ -489,13 +494,14 @@ sso_revoke(struct sso_op *op)
 	snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
 	argv[0] = "EVAL";
 	argv[1] = sso_revoke_lua;
-	argv[2] = "2";
+	argv[2] = "3";
 	argv[3] = key;
 	argv[4] = idx;
-	argv[5] = op->ti->subject;
-	argv[6] = now;
-	argv[7] = conf->revocation_channel;
-	argv[8] = id;
-	if (sso_send(op, sso_link(op->ctx), sso_revoked, 0, 9, argv) == -1)
+	argv[5] = conf->revocation_key;
+	argv[6] = op->ti->subject;
+	argv[7] = now;
+	argv[8] = conf->revocation_channel;
+	argv[9] = id;
+	if (sso_send(op, sso_link(op->ctx), sso_revoked, 0, 10, argv) == -1)
 		sso_revoked(op, NULL, 0);
 }

@@ -1205,3 +1205,31 @@ def test_callback_error_page_shows_no_foreign_text(env):
     r = s.get(g.url + "/oauth2/callback", params={
         "error": "interaction_required"}, timeout=20)
     assert "(interaction_required)" in r.text
+
+
+def test_secret_revoked_on_the_page_reaches_an_instance_that_missed_it(env):
+    """Review: a secret revoked on the landing page was only PUBLISHed;
+    `portcullis secret revoke` also writes x:ID into the revocation hash,
+    which is how an instance that was not listening at that moment (its
+    subscriber link down, or started later) learns it at its next sync
+    and refuses the tokens already issued for the secret.  Without the
+    field those tokens lived on there until they expired."""
+    g = gateway(env)
+    s = session()
+    sign_in(g, s, env.idp)
+    r = s.post(g.url + "/ui/secrets", data={
+        "csrf": csrf_of(signed_in_page(g, s).text), "name": "x"},
+        timeout=20)
+    sid = SECRET_RE.search(r.text).group(0)[4:20]
+    r = s.post(g.url + "/ui/secrets/revoke", data={
+        "csrf": csrf_of(signed_in_page(g, s).text), "id": sid},
+        allow_redirects=False, timeout=20)
+    assert r.status_code == 303, r.text
+    with env.rs.client() as c:
+        at = c.call("HGET", "portcullis:revoked", "x:" + sid)
+        rec = c.call("HGET", "portcullis:secret:" + sid, "revoked")
+    assert at is not None and at == rec, (at, rec)
+    # An instance that was not listening learns it from the hash.
+    g2 = gateway(env, name="gw2", port=env.port2)
+    wait_for(lambda: "revoke sync secret=%s" % sid in g2.log_text(),
+             timeout=20, what="the second instance to learn the revocation")
