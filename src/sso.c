@@ -868,7 +868,8 @@ sso_callback(struct sso_op *op)
 		 * code's shape is shown, never a sentence of the linker's.
 		 */
 		for (i = 0; err[i] != '\0'; i++)
-			if (!((err[i] >= 'a' && err[i] <= 'z') || err[i] == '_'))
+			if (!((err[i] >= 'a' && err[i] <= 'z') ||
+			    err[i] == '_'))
 				break;
 		if (err[i] != '\0' || i == 0 || i > 64)
 			snprintf(err, sizeof(err), "an error");
