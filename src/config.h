@@ -249,6 +249,7 @@ struct config_sso {
 	/* Terminal sign-in (token_idp.c): the public device-grant client. */
 	char			*cli_client_id;		/* NULL: none */
 	int			 recheck_interval_ms;	/* 0: every refresh */
+	size_t			 max_logins_per_minute;
 };
 
 /* Who callers are: the identity stage's settings. */

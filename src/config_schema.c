@@ -1112,6 +1112,12 @@ static const struct cfg_key cfg_sso_keys[] = {
 	  "with the provider stand in for a new one at the refresh grant "
 	  "(0: every refresh asks the provider). Removing a person from a "
 	  "group takes effect within this plus an access token's lifetime." },
+	{ .name = "max_logins_per_minute", .type = CFG_SIZE,
+	  .flags = CFG_RELOAD, .off = SSO_OFF(max_logins_per_minute),
+	  .min = 0, .max = 10000000, .def = 6000,
+	  .help = "Sign-ins begun at /login per minute over all instances "
+	  "(counted in Redis); past it /login is 429. Each keeps a state in "
+	  "Redis for state_lifetime, so this bounds them (0: no bound)." },
 	{ .name = NULL }
 };
 

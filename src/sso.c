@@ -265,18 +265,37 @@ sso_secure(struct req *req)
 }
 
 /*
- * Add a Set-Cookie: name=value (NULL: delete it) on path, for max_age
- * seconds.
+ * The session cookie's name (login 0) or the login cookie's (1).  Over
+ * TLS both are __Host- prefixed: a browser takes such a cookie only from
+ * this host (Secure, Path=/, no Domain), so a sibling host of a parent
+ * domain cannot toss in its own sign-in's login cookie or its own
+ * session id (login CSRF), and the gateway reads no other name.  Plain
+ * http cannot have them (and cookies there are anyone's on the path).
+ */
+static const char *
+sso_cookie_name(struct req *req, int login, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s%s%s", sso_secure(req) ? "__Host-" : "",
+	    req->conf->identity->sso->cookie_name, login ? "_login" : "");
+	return (buf);
+}
+
+/*
+ * Add a Set-Cookie for the session cookie (login 0) or the login cookie
+ * (1): value (NULL: delete it) for max_age seconds.  The login cookie
+ * stays on /oauth2/ over plain http; a __Host- one must be on /.
  */
 static void
-sso_cookie(struct req *req, struct headers *h, const char *name,
-    const char *value, const char *path, long max_age)
+sso_cookie(struct req *req, struct headers *h, int login,
+    const char *value, long max_age)
 {
-	char	 buf[512];
+	char	 buf[512], name[128];
 
 	snprintf(buf, sizeof(buf), "%s=%s; Path=%s; Max-Age=%ld; HttpOnly; "
-	    "SameSite=Lax%s", name, value != NULL ? value : "", path,
-	    value != NULL ? max_age : 0L, sso_secure(req) ? "; Secure" : "");
+	    "SameSite=Lax%s", sso_cookie_name(req, login, name, sizeof(name)),
+	    value != NULL ? value : "", login && !sso_secure(req) ?
+	    "/oauth2/" : "/", value != NULL ? max_age : 0L,
+	    sso_secure(req) ? "; Secure" : "");
 	headers_add(h, "Set-Cookie", 10, buf, strlen(buf));
 }
 
@@ -371,6 +390,42 @@ sso_principal(struct req *req, struct tok_ident *ti)
 
 /* --- /login --- */
 
+/*
+ * KEYS: the state, the sign-in counter.  ARGV: the state's record, its
+ * lifetime (ms), the most sign-ins per minute (0: any).  One
+ * transaction: each state lives state_lifetime in the Redis that audit,
+ * sessions and revocation share, and /login needs no credential, so the
+ * sign-ins begun per minute are counted over all instances and bounded.
+ */
+static const char sso_login_lua[] =
+    "local max = tonumber(ARGV[3])\n"
+    "if max > 0 then\n"
+    "  local n = redis.call('INCR', KEYS[2])\n"
+    "  if n == 1 then redis.call('PEXPIRE', KEYS[2], 60000) end\n"
+    "  if n > max then return 'busy' end\n"
+    "end\n"
+    "if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then\n"
+    "  return 'collision' end\n"
+    "return 'ok'\n";
+
+/* Too many sign-ins begun this minute: 429, nothing stored. */
+static void
+sso_login_busy(struct sso_op *op)
+{
+	struct req	*req = sso_take(op);
+	struct headers	 h;
+
+	req->auth_failure = "too_many_logins";
+	metrics_count_named(req->c->ctx, M_SSO_LOGINS, "too_many_logins");
+	sso_op_free(op);
+	headers_init(&h);
+	headers_set(&h, "Retry-After", "60");
+	sso_message(req, 429, "Sign-in busy", "Too many sign-ins were begun "
+	    "in the last minute (identity.sso.max_logins_per_minute). Try "
+	    "again in a minute.", 0, &h);
+	headers_clear(&h);
+}
+
 static void
 sso_login_stored(struct sso_op *op, redisReply *r, int idx)
 {
@@ -384,7 +439,13 @@ sso_login_stored(struct sso_op *op, redisReply *r, int idx)
 	const char		*why;
 	size_t			 i;
 
-	if (r == NULL || r->type != REDIS_REPLY_STATUS) {
+	if (r != NULL && r->type == REDIS_REPLY_STRING &&
+	    strcmp(r->str, "busy") == 0) {
+		sso_login_busy(op);
+		return;
+	}
+	if (r == NULL || r->type != REDIS_REPLY_STRING ||
+	    strcmp(r->str, "ok") != 0) {
 		sso_op_message(op, 503, "Sign-in unavailable", "The session "
 		    "store did not answer. Try again in a moment.", 0);
 		return;
@@ -415,9 +476,7 @@ sso_login_stored(struct sso_op *op, redisReply *r, int idx)
 	    "&code_challenge_method=S256", op->state, op->nonce, chal);
 	headers_init(&h);
 	/* Binds the sign-in to this browser (login CSRF). */
-	snprintf(enc, sizeof(enc), "%s_login", so->cookie_name);
-	sso_cookie(req, &h, enc, op->state, "/oauth2/",
-	    so->state_ttl_ms / 1000);
+	sso_cookie(req, &h, 1, op->state, so->state_ttl_ms / 1000);
 	sso_op_free(op);
 	sso_redirect(req, 302, u.p, &h);
 	headers_clear(&h);
@@ -429,8 +488,8 @@ sso_login(struct sso_op *op)
 {
 	const struct config_sso	*so = op->req->conf->identity->sso;
 	json_t			*j;
-	char			*rec, key[512], ttl[32];
-	const char		*argv[7];
+	char			*rec, key[512], ckey[512], ttl[32], max[32];
+	const char		*argv[8];
 
 	if (web_random_token(op->state) == -1 ||
 	    web_random_token(op->nonce) == -1 ||
@@ -442,14 +501,18 @@ sso_login(struct sso_op *op)
 		fatal("json");
 	json_decref(j);
 	snprintf(key, sizeof(key), "%sstate:%s", so->key_prefix, op->state);
+	snprintf(ckey, sizeof(ckey), "%slogins", so->key_prefix);
 	snprintf(ttl, sizeof(ttl), "%d", so->state_ttl_ms);
-	argv[0] = "SET";
-	argv[1] = key;
-	argv[2] = rec;
-	argv[3] = "PX";
-	argv[4] = ttl;
-	argv[5] = "NX";
-	if (sso_send(op, sso_link(op->ctx), sso_login_stored, 0, 6, argv) ==
+	snprintf(max, sizeof(max), "%zu", so->max_logins_per_minute);
+	argv[0] = "EVAL";
+	argv[1] = sso_login_lua;
+	argv[2] = "2";
+	argv[3] = key;
+	argv[4] = ckey;
+	argv[5] = rec;
+	argv[6] = ttl;
+	argv[7] = max;
+	if (sso_send(op, sso_link(op->ctx), sso_login_stored, 0, 8, argv) ==
 	    -1)
 		sso_op_message(op, 503, "Sign-in unavailable", "The session "
 		    "store is not connected. Try again in a moment.", 0);
@@ -466,7 +529,6 @@ sso_callback_fail(struct sso_op *op, int status, const char *reason,
 {
 	struct req	*req = sso_take(op);
 	struct headers	 h;
-	char		 name[128];
 
 	req->auth_failure = reason;
 	metrics_count_named(req->c->ctx, M_SSO_LOGINS, reason);
@@ -474,9 +536,7 @@ sso_callback_fail(struct sso_op *op, int status, const char *reason,
 	    (unsigned long long)req->c->id, req->seq, reason);
 	sso_op_free(op);
 	headers_init(&h);
-	snprintf(name, sizeof(name), "%s_login",
-	    req->conf->identity->sso->cookie_name);
-	sso_cookie(req, &h, name, NULL, "/oauth2/", 0);
+	sso_cookie(req, &h, 1, NULL, 0);
 	sso_message(req, status, "Sign-in failed", text, 1, &h);
 	headers_clear(&h);
 }
@@ -487,7 +547,6 @@ sso_session_stored(struct sso_op *op, redisReply *r, int idx)
 	const struct config_sso	*so = op->req->conf->identity->sso;
 	struct req		*req;
 	struct headers		 h;
-	char			 name[128];
 
 	if (r == NULL || r->type != REDIS_REPLY_STATUS) {
 		sso_callback_fail(op, 503, "session_store_unavailable",
@@ -504,10 +563,8 @@ sso_session_stored(struct sso_op *op, redisReply *r, int idx)
 	    (unsigned long long)req->c->id, req->seq,
 	    req->principal.subject);
 	headers_init(&h);
-	sso_cookie(req, &h, so->cookie_name, op->sid, "/",
-	    so->session_ttl_ms / 1000);
-	snprintf(name, sizeof(name), "%s_login", so->cookie_name);
-	sso_cookie(req, &h, name, NULL, "/oauth2/", 0);
+	sso_cookie(req, &h, 0, op->sid, so->session_ttl_ms / 1000);
+	sso_cookie(req, &h, 1, NULL, 0);
 	sso_op_free(op);
 	sso_redirect(req, 303, "/", &h);
 	headers_clear(&h);
@@ -543,7 +600,7 @@ sso_verify_id_token(struct sso_op *op, const char *idt, size_t len,
 	struct tok_ident		*ti;
 	enum jose_reason		 r;
 	const char			*aud[1], *sub, *v;
-	json_t				*groups, *claims;
+	json_t				*groups, *claims, *azp;
 	size_t				 i;
 	int				 a;
 
@@ -594,8 +651,14 @@ sso_verify_id_token(struct sso_op *op, const char *idt, size_t len,
 		*reason = "nonce_mismatch";
 		return (-1);
 	}
-	if (cl->naudiences > 1 && ((v = jose_claim_string(cl, "azp")) ==
-	    NULL || strcmp(v, so->client_id) != 0)) {
+	/*
+	 * OIDC Core 3.1.3.7: with several audiences azp must be there, and
+	 * when present (one audience too) it must be this client.
+	 */
+	azp = json_object_get(cl->payload, "azp");
+	if ((cl->naudiences > 1 && azp == NULL) || (azp != NULL &&
+	    (!json_is_string(azp) || strcmp(json_string_value(azp),
+	    so->client_id) != 0))) {
 		jose_claims_free(cl);
 		*reason = "wrong_azp";
 		return (-1);
@@ -800,9 +863,16 @@ sso_callback(struct sso_op *op)
 		char	 text[256];
 		size_t	 i;
 
+		/*
+		 * This needs no state: any site may link here.  Only an error
+		 * code's shape is shown, never a sentence of the linker's.
+		 */
 		for (i = 0; err[i] != '\0'; i++)
-			if (err[i] < 0x20 || err[i] > 0x7e)
-				err[i] = '?';
+			if (!((err[i] >= 'a' && err[i] <= 'z') ||
+			    err[i] == '_'))
+				break;
+		if (err[i] != '\0' || i == 0 || i > 64)
+			snprintf(err, sizeof(err), "an error");
 		snprintf(text, sizeof(text), "The identity provider did not "
 		    "sign you in (%s).%s", err, strcmp(err, "access_denied") ==
 		    0 ? " Access was denied or the sign-in was cancelled." :
@@ -833,9 +903,9 @@ sso_callback(struct sso_op *op)
 		    "unknown, expired or already finished. Sign in again.");
 		return;
 	}
-	snprintf(name, sizeof(name), "%s_login", so->cookie_name);
 	if (web_cookie_get(headers_get(&req->msg->hdrs, "Cookie"),
-	    so->max_cookie_bytes, name, ck, sizeof(ck)) == -1 ||
+	    so->max_cookie_bytes, sso_cookie_name(req, 1, name, sizeof(name)),
+	    ck, sizeof(ck)) == -1 ||
 	    !web_ct_equal(ck, state)) {
 		sso_callback_fail(op, 400, "state_not_this_browser", "This "
 		    "sign-in was not started in this browser. Sign in again.");
@@ -917,6 +987,18 @@ sso_session_got(struct sso_op *op, redisReply *r, int idx)
 		sso_signed_out(op, "Your session has ended. Sign in again.");
 		return;
 	}
+	/*
+	 * A revocation of the subject after the sign-in ends the session:
+	 * it would otherwise go on making secrets stamped after the
+	 * revocation's not-before time, which that time no longer covers.
+	 */
+	if (revoke_check(op->ctx->revoke, json_string_value(json_object_get(s,
+	    "sub")), json_integer_value(json_object_get(s, "created")))) {
+		json_decref(s);
+		op->req->auth_failure = "revoked";
+		sso_signed_out(op, "Your access was revoked. Sign in again.");
+		return;
+	}
 	op->sess = s;
 	op->ti = sso_session_ident(s);
 	/* Pages name the person in their audit record. */
@@ -934,11 +1016,12 @@ sso_session(struct sso_op *op)
 {
 	struct req		*req = op->req;
 	const struct config_sso	*so = req->conf->identity->sso;
-	char			 key[512];
+	char			 key[512], name[128];
 	const char		*argv[2];
 
 	if (web_cookie_get(headers_get(&req->msg->hdrs, "Cookie"),
-	    so->max_cookie_bytes, so->cookie_name, op->sid,
+	    so->max_cookie_bytes, sso_cookie_name(req, 0, name, sizeof(name)),
+	    op->sid,
 	    sizeof(op->sid)) == -1 || !web_token_ok(op->sid)) {
 		sso_signed_out(op, NULL);
 		return;
@@ -963,15 +1046,15 @@ sso_signed_out(struct sso_op *op, const char *why)
 
 	headers_init(&h);
 	if (why != NULL)
-		sso_cookie(req, &h, req->conf->identity->sso->cookie_name,
-		    NULL, "/", 0);
+		sso_cookie(req, &h, 0, NULL, 0);
 	if (op->kind == SSO_PAGE) {
 		sso_op_free(op);
 		sso_message(req, 200, "Sign in", why != NULL ? why :
 		    "Sign in with your company account to see what you may "
 		    "pull and push, and to make registry secrets.", 1, &h);
 	} else {
-		req->auth_failure = "no_session";
+		if (req->auth_failure == NULL)
+			req->auth_failure = "no_session";
 		sso_op_free(op);
 		sso_message(req, 403, "Not signed in", why != NULL ? why :
 		    "You are not signed in.", 1, &h);
@@ -1003,8 +1086,7 @@ sso_logged_out(struct sso_op *op, redisReply *r, int idx)
 	    (unsigned long long)req->c->id, req->seq, op->ti->subject);
 	sso_op_free(op);
 	headers_init(&h);
-	sso_cookie(req, &h, req->conf->identity->sso->cookie_name, NULL, "/",
-	    0);
+	sso_cookie(req, &h, 0, NULL, 0);
 	sso_redirect(req, 303, "/", &h);
 	headers_clear(&h);
 }

@@ -21,6 +21,7 @@
 
 #include "portcullis.h"
 #include "rds.h"
+#include "revoke.h"
 #include "secret.h"
 #include "sso.h"
 
@@ -307,9 +308,10 @@ sso_landing(struct sso_op *op)
 
 /*
  * KEYS: the record, the id set, the person's index, the revocation hash.
- * ARGV: hash, subject, groups, name, created, expires, max, id.  One
- * transaction: a person at max_secrets gets none; a subject revoked past
- * now gets none (it would be refused); an id taken is never overwritten.
+ * ARGV: hash, subject, groups, name, created, expires, max, id, the
+ * session's start.  One transaction: a person at max_secrets gets none; a
+ * subject revoked after the session began gets none (the secret, stamped
+ * now, would outlive the revocation); an id taken is never overwritten.
  */
 static const char sso_create_lua[] =
     "if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then\n"
@@ -319,7 +321,7 @@ static const char sso_create_lua[] =
     "  local t = redis.call('HGET', KEYS[4], f)\n"
     "  if t and tonumber(t) and tonumber(t) > nb then nb = tonumber(t) end\n"
     "end\n"
-    "if nb > tonumber(ARGV[5]) then return 'revoked' end\n"
+    "if nb > tonumber(ARGV[9]) then return 'revoked' end\n"
     "if redis.call('HSETNX', KEYS[1], 'hash', ARGV[1]) ~= 1 then\n"
     "  return 'collision' end\n"
     "redis.call('HSET', KEYS[1], 'subject', ARGV[2], 'groups', ARGV[3],\n"
@@ -366,8 +368,9 @@ sso_create(struct sso_op *op)
 	char			 name[SECRET_FIELD_MAX + 1], key[512], idx[1024];
 	char			 ids[512], hex[2 * SECRET_HASH_LEN + 1];
 	char			 created[32], expires[32], max[32], *gj;
+	char			 since[32];
 	unsigned char		 hash[SECRET_HASH_LEN];
-	const char		*argv[15];
+	const char		*argv[16];
 	int64_t			 now = (int64_t)time(NULL);
 
 	if (url_query_get(op->form, strlen(op->form), "name", name,
@@ -418,21 +421,28 @@ sso_create(struct sso_op *op)
 	argv[12] = expires;
 	argv[13] = max;
 	argv[14] = id;
-	if (sso_send(op, sso_link(op->ctx), sso_created, 0, 15, argv) == -1)
+	snprintf(since, sizeof(since), "%lld", (long long)json_integer_value(
+	    json_object_get(op->sess, "created")));
+	argv[15] = since;
+	if (sso_send(op, sso_link(op->ctx), sso_created, 0, 16, argv) == -1)
 		sso_created(op, NULL, 0);
 	free(gj);
 }
 
 /*
- * KEYS: the record, the person's index.  ARGV: subject, now, channel,
- * id.  Only one's own secret; the first revocation time stays; every
- * instance hears of it (revoke.c).
+ * KEYS: the record, the person's index, the revocation hash.  ARGV:
+ * subject, now, channel, id.  Only one's own secret; the first revocation
+ * time stays, in the record and as the hash's x:ID (as `secret revoke`
+ * writes it: an instance that misses the message learns it at its next
+ * sync, revoke.c); every listening instance hears of it at once.
  */
 static const char sso_revoke_lua[] =
     "if redis.call('SISMEMBER', KEYS[2], ARGV[4]) ~= 1 or\n"
     "  redis.call('HGET', KEYS[1], 'subject') ~= ARGV[1] then\n"
     "  return 'unknown' end\n"
     "redis.call('HSETNX', KEYS[1], 'revoked', ARGV[2])\n"
+    "redis.call('HSETNX', KEYS[3], '" REVOKE_SECRET_FIELD "' .. ARGV[4],\n"
+    "  redis.call('HGET', KEYS[1], 'revoked'))\n"
     "redis.call('PUBLISH', ARGV[3], 'secret ' .. ARGV[4])\n"
     "return 'ok'\n";
 
@@ -467,7 +477,7 @@ sso_revoke(struct sso_op *op)
 	const struct config	*conf = op->req->conf;
 	char			 id[64], key[512], idx[1024], now[32];
 	char			 probe[SECRET_LEN + 1], pid[SECRET_ID_LEN + 1];
-	const char		*argv[9];
+	const char		*argv[10];
 
 	if (url_query_get(op->form, strlen(op->form), "id", id,
 	    sizeof(id)) == -1 || strlen(id) != SECRET_ID_LEN ||
@@ -484,13 +494,14 @@ sso_revoke(struct sso_op *op)
 	snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
 	argv[0] = "EVAL";
 	argv[1] = sso_revoke_lua;
-	argv[2] = "2";
+	argv[2] = "3";
 	argv[3] = key;
 	argv[4] = idx;
-	argv[5] = op->ti->subject;
-	argv[6] = now;
-	argv[7] = conf->revocation_channel;
-	argv[8] = id;
-	if (sso_send(op, sso_link(op->ctx), sso_revoked, 0, 9, argv) == -1)
+	argv[5] = conf->revocation_key;
+	argv[6] = op->ti->subject;
+	argv[7] = now;
+	argv[8] = conf->revocation_channel;
+	argv[9] = id;
+	if (sso_send(op, sso_link(op->ctx), sso_revoked, 0, 10, argv) == -1)
 		sso_revoked(op, NULL, 0);
 }

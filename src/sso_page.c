@@ -161,7 +161,8 @@ static void
 page_new_secret(struct wbuf *b, const struct sso_view *v)
 {
 	static const char *const tools[] = { "docker", "podman", "skopeo" };
-	char			 user[300];
+	struct wbuf		 user;
+	const char		*p;
 	size_t			 i;
 
 	wbuf_str(b, "<section class=\"secret\" id=\"new-secret\"><h2>Your new "
@@ -171,24 +172,32 @@ page_new_secret(struct wbuf *b, const struct sso_view *v)
 	/*
 	 * The gateway does not check the user name (the secret names its
 	 * subject), and RFC 7617 allows no ':' in one, which a prefixed
-	 * subject has: the lines use the subject with ':' as '_'.
+	 * subject has: the lines use the subject with ':' as '_'.  The
+	 * lines are pasted into a shell and the subject is the provider's:
+	 * it is one single-quoted word, a ' in it written '\'' (POSIX sh).
 	 */
-	snprintf(user, sizeof(user), "%s", v->subject);
-	for (i = 0; user[i] != '\0'; i++)
-		if (user[i] == ':')
-			user[i] = '_';
+	wbuf_init(&user);
+	wbuf_str(&user, "");
+	for (p = v->subject != NULL ? v->subject : ""; *p != '\0'; p++)
+		if (*p == ':')
+			wbuf_str(&user, "_");
+		else if (*p == '\'')
+			wbuf_str(&user, "'\\''");
+		else
+			wbuf_add(&user, p, 1);
 	wbuf_str(b, "</pre><p>Log in with it (paste it at the password "
 	    "prompt; the user name is not checked):</p><pre "
 	    "id=\"login-lines\">");
 	for (i = 0; i < 3; i++) {
 		wbuf_esc(b, tools[i]);
 		wbuf_str(b, " login --username '");
-		wbuf_esc(b, user);
+		wbuf_esc(b, user.p);
 		wbuf_str(b, "' ");
 		wbuf_esc(b, v->registry_host);
 		wbuf_str(b, "\n");
 	}
 	wbuf_str(b, "</pre></section>\n");
+	wbuf_free(&user);
 }
 
 static void

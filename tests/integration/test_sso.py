@@ -490,7 +490,8 @@ def test_provider_access_denied_clear_page(env):
     # An error value with markup is escaped, and the gateway lives on.
     r = s.get(g.url + "/oauth2/callback", params={
         "error": "<b>x</b>", "state": q["state"]}, timeout=20)
-    assert "<b>x</b>" not in r.text and "&lt;b&gt;x&lt;/b&gt;" in r.text
+    assert "<b>x</b>" not in r.text and "&lt;b&gt;" not in r.text
+    assert "(an error)" in r.text
     assert g.http.get(g.url + "/healthz", timeout=5).status_code == 200
 
 
@@ -792,7 +793,7 @@ def test_session_cookie_secure_over_tls(env, tmp_path):
     r = s.get(back, allow_redirects=False, timeout=20)
     assert r.status_code == 303, r.text
     sc = r.raw.headers.getlist("Set-Cookie")
-    sess = [c for c in sc if c.startswith("portcullis_session=")][0]
+    sess = [c for c in sc if c.startswith("__Host-portcullis_session=")][0]
     assert "; Secure" in sess and "HttpOnly" in sess
     assert 'id="subject">corp:alice<' in signed_in_page(g, s).text
 
@@ -804,7 +805,7 @@ AUDIT_ACL = ("+evalsha +script|load +xadd +xtrim +xrange +xrevrange +xread "
              "+zrangebyscore +zrem +zcard +zpopmin +select +ping").split()
 SECRETS_ACL = "+hgetall +hset +subscribe +select +ping".split()
 SSO_ACL = ("+set +get +getdel +del +eval +scard +sismember +smembers "
-           "+hsetnx +sadd +publish").split()
+           "+hsetnx +sadd +publish +incr +pexpire").split()
 
 
 def test_readme_acl_user_is_enough(tmp_path, start_registry, single_image):
@@ -891,3 +892,366 @@ def test_client_gone_during_code_exchange_cancels_it(env, double):
         assert r.status_code == 400
     finally:
         drip.stop()
+
+
+def test_revoked_subject_session_makes_no_secret(env, tmp_path):
+    """Review: `portcullis token revoke --subject` must also end what a
+    browser session opened before it may do.  The session was opened
+    before the not-before time; a secret it made after that time would be
+    stamped `created` later than it and so pass the revocation check: a
+    revoked person would keep minting 90-day secrets for the rest of the
+    session (8 hours)."""
+    from lib.gateway import gateway_bin
+    from lib.util import run
+    g = gateway(env)
+    s = session()
+    r, _back = sign_in(g, s, env.idp)
+    assert r.status_code == 303, r.text
+    page = signed_in_page(g, s).text
+    assert 'id="subject">corp:alice<' in page
+    out = run([gateway_bin(), "token", "revoke", "-c", g.config_path,
+               "--subject", "corp:alice"], timeout=60)
+    assert "revoked" in out.stdout + out.stderr, out.stdout + out.stderr
+    wait_for(lambda: 'revoke received subject="corp:alice"' in
+             g.log_text(), timeout=10, what="the revocation to arrive")
+    with env.rs.client() as c:
+        nb = int(c.call("HGET", "portcullis:revoked", "s:corp:alice"))
+    # A secret made now would be stamped after the not-before time.
+    wait_for(lambda: time.time() >= nb + 1, timeout=5,
+             what="the clock to pass the not-before time")
+    r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                             "name": "after"}, timeout=20)
+    assert not SECRET_RE.search(r.text), "a revoked session made a secret"
+    assert r.status_code == 403, r.status_code
+    with env.rs.client() as c:
+        assert c.call("KEYS", "portcullis:secret:*") == []
+    # The page no longer treats the session as signed in.
+    t = s.get(g.url + "/", timeout=20).text
+    assert 'id="subject"' not in t
+
+
+def test_login_states_bounded(env):
+    """Review: every GET /login, unauthenticated, stores a state in Redis
+    for state_lifetime (10 minutes): a loop of them filled the Redis the
+    audit, sessions and revocation share.  identity.sso
+    .max_logins_per_minute bounds the sign-ins begun per minute over all
+    instances; past it /login is 429 and stores nothing."""
+    g = gateway(env, sso_extra={"max_logins_per_minute": 20})
+    g2 = gateway(env, name="gw2", port=env.port2,
+                 sso_extra={"max_logins_per_minute": 20})
+    s = session()
+    codes = []
+    for i in range(30):
+        gw = g if i % 2 == 0 else g2
+        r = s.get(gw.url + "/login", allow_redirects=False, timeout=10)
+        codes.append(r.status_code)
+    assert codes.count(302) == 20, codes
+    assert codes.count(429) == 10, codes
+    assert codes[:20] == [302] * 20, codes
+    with env.rs.client() as c:
+        assert len(c.call("KEYS", "portcullis:sso:state:*")) == 20
+    r = s.get(g.url + "/login", allow_redirects=False, timeout=10)
+    assert r.status_code == 429
+    assert r.headers.get("Retry-After") == "60"
+    assert "Too many sign-ins" in r.text
+    assert "Location" not in r.headers
+    failure_of(env, "/login", lambda d: d["auth_failure"] ==
+               "too_many_logins")
+
+
+def test_hostile_id_tokens_refused(env, double):
+    """Review, a hostile provider (TEST DOUBLE: lib/hostile_idp.py): each
+    id_token below must fail the callback with 403 and open no session:
+    an azp naming another client (OIDC Core 3.1.3.7: when azp is present
+    it must be the client_id, even with one audience), alg none, HS256
+    keyed with the published RSA key (keys confusion), another issuer,
+    expired, no nonce, a nonce of another sign-in, a subject with a
+    control character, an id_token that is no string."""
+    import hashlib
+    import hmac
+    g = double_gateway(env, double)
+    now = int(time.time())
+
+    def claims(q, **kw):
+        c = {"iss": double.issuer, "aud": "gateway", "sub": "bob",
+             "nonce": q["nonce"], "iat": now, "exp": now + 300,
+             "groups": ["dev"]}
+        c.update(kw)
+        return {k: v for k, v in c.items() if v is not None}
+
+    def unsigned(c):
+        h = _b64u(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+        return "%s.%s." % (h, _b64u(json.dumps(c).encode()))
+
+    def hs256(c):
+        h = _b64u(json.dumps({"alg": "HS256", "typ": "JWT",
+                              "kid": double.key.kid}).encode())
+        p = _b64u(json.dumps(c).encode())
+        key = json.dumps(double.key.jwk).encode()
+        sig = hmac.new(key, ("%s.%s" % (h, p)).encode(),
+                       hashlib.sha256).digest()
+        return "%s.%s.%s" % (h, p, _b64u(sig))
+
+    cases = [
+        ("azp of another client", lambda q: double.key.sign(
+            claims(q, azp="another-client")), "wrong_azp"),
+        ("alg none", lambda q: unsigned(claims(q)), None),
+        ("HS256 with the public key", lambda q: hs256(claims(q)), None),
+        ("another issuer", lambda q: double.key.sign(
+            claims(q, iss="https://evil.example")), None),
+        ("expired", lambda q: double.key.sign(
+            claims(q, iat=now - 7200, exp=now - 3600)), "expired"),
+        ("no nonce", lambda q: double.key.sign(claims(q, nonce=None)),
+         "nonce_mismatch"),
+        ("another sign-in's nonce", lambda q: double.key.sign(
+            claims(q, nonce="B" * 43)), "nonce_mismatch"),
+        ("control character in sub", lambda q: double.key.sign(
+            claims(q, sub="bob\nadmin")), None),
+        ("id_token not a string", lambda q: 42, "no_id_token"),
+    ]
+    for i, (what, make, reason) in enumerate(cases):
+        s = session()
+        _loc, q = begin(g, s)
+        body = json.dumps({"id_token": make(q), "access_token": "at",
+                           "token_type": "Bearer"}).encode()
+        double.route("POST", "/token", 200,
+                     {"Content-Type": "application/json"}, body)
+        r = s.get(g.url + "/oauth2/callback", params={
+            "code": "c%d" % i, "state": q["state"]}, allow_redirects=False,
+            timeout=20)
+        assert r.status_code in (403, 502), (what, r.status_code, r.text)
+        assert not any(c.startswith("portcullis_session=") and
+                       "Max-Age=0" not in c
+                       for c in r.raw.headers.getlist("Set-Cookie")), what
+        assert 'id="subject"' not in s.get(g.url + "/", timeout=20).text
+        if reason:
+            failure_of(env, "/oauth2/callback",
+                       lambda d, rs=reason: d["auth_failure"] == rs)
+
+
+def test_cookies_tossed_by_a_sibling_host_ignored_over_tls(env, tmp_path):
+    """Review, a hostile sibling host (evil.example.com next to
+    registry.example.com, or anything that can answer plain http for a
+    parent domain) sets cookies for the parent domain: `Domain=` cookies
+    reach the gateway with whatever names they like.  It tosses its own
+    sign-in's login cookie (then sends the victim to its own callback
+    URL), or its own session id: either way the victim's browser would
+    be signed in as the attacker (login CSRF; what the victim then makes,
+    a secret, is the attacker's account's).  Over TLS the gateway's
+    cookies are __Host- prefixed, which a browser accepts only from the
+    host itself (Secure, Path=/, no Domain), and it reads no other: a
+    tossed cookie is modelled here by putting the unprefixed name in the
+    victim's jar."""
+    pki = PKI(tmp_path / "gw-pki")
+    cert, key = pki.issue("gateway", "/CN=127.0.0.1", san="IP:127.0.0.1")
+    g = gateway(env, tls=(cert, key, pki.ca))
+    # The attacker begins a sign-in of its own and stops at the callback.
+    att = session()
+    att.verify = pki.ca
+    loc, q = begin(g, att)
+    back = at_provider(env.idp, loc, q["redirect_uri"])
+    # The victim's browser got the attacker's login cookie from a sibling.
+    vic = session()
+    vic.verify = pki.ca
+    vic.cookies.set("portcullis_session_login", q["state"])
+    r = vic.get(back, allow_redirects=False, timeout=20)
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert "not started in this browser" in r.text
+    assert 'id="subject"' not in vic.get(g.url + "/", timeout=20).text
+    # The attacker's own session id tossed the same way.
+    att2 = session()
+    att2.verify = pki.ca
+    r, _back = sign_in(g, att2, env.idp)
+    assert r.status_code == 303, r.text
+    sc = r.raw.headers.getlist("Set-Cookie")
+    sess = [c for c in sc if c.startswith("__Host-portcullis_session=")]
+    assert sess, sc
+    assert "; Secure" in sess[0] and "Path=/;" in sess[0] and \
+        "Domain" not in sess[0]
+    sid = sess[0].split(";")[0].split("=", 1)[1]
+    vic2 = session()
+    vic2.verify = pki.ca
+    vic2.cookies.set("portcullis_session", sid)
+    assert 'id="subject"' not in vic2.get(g.url + "/", timeout=20).text
+    # The host's own cookie works.
+    assert 'id="subject">corp:alice<' in signed_in_page(g, att2).text
+
+
+def test_login_lines_quote_the_subject_for_the_shell(env, double):
+    """Review: the page's login lines are meant to be pasted into a shell,
+    and the user name in them is the subject, which comes from the
+    provider (a subject_claim such as preferred_username may even be the
+    person's to choose).  A ' in it ended the quoted word: the rest ran as
+    shell words (here: a second command).  The lines now quote it as
+    POSIX sh does ('\\'')."""
+    import html
+    import shlex
+    g = double_gateway(env, double)
+    s = session()
+    _loc, q = begin(g, s)
+    now = int(time.time())
+    tok = double.key.sign({"iss": double.issuer, "aud": "gateway",
+                           "sub": "o'brien'; touch /tmp/pwned; '",
+                           "nonce": q["nonce"], "iat": now,
+                           "exp": now + 300, "groups": ["dev"]})
+    double.route("POST", "/token", 200, {"Content-Type":
+                                          "application/json"},
+                 json.dumps({"id_token": tok, "access_token": "at",
+                             "token_type": "Bearer"}).encode())
+    r = s.get(g.url + "/oauth2/callback", params={
+        "code": "c1", "state": q["state"]}, allow_redirects=False,
+        timeout=20)
+    assert r.status_code == 303, r.text
+    page = signed_in_page(g, s).text
+    r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                             "name": "q"}, timeout=20)
+    assert r.status_code == 200 and SECRET_RE.search(r.text), r.text
+    lines = html.unescape(re.search(r'<pre id="login-lines">(.*?)</pre>',
+                                    r.text, re.S).group(1)).splitlines()
+    assert len(lines) == 3, lines
+    for tool, line in zip(("docker", "podman", "skopeo"), lines):
+        assert shlex.split(line) == [
+            tool, "login", "--username",
+            "corp_o'brien'; touch /tmp/pwned; '", "127.0.0.1:%d" % g.port
+        ], line
+
+
+def test_revoke_form_cannot_reach_another_persons_secret(env):
+    """Review, IDOR: /ui/secrets/revoke takes a secret id from the form;
+    one person naming another's id (ids are listed on that person's page
+    and in `secret list`) must revoke nothing.  Also the max_secrets bound
+    per person, counted in the create script."""
+    env.idp.set_state(accounts={
+        "alice": {"email": "a@example.test", "name": "A", "groups": ["dev"]},
+        "bob": {"email": "b@example.test", "name": "B", "groups": ["dev"]}},
+        login="alice")
+    g = gateway(env, sso_extra={"max_secrets": 2})
+    a = session()
+    sign_in(g, a, env.idp)
+    env.idp.set_state(login="bob")
+    b = session()
+    sign_in(g, b, env.idp)
+    assert 'id="subject">corp:bob<' in signed_in_page(g, b).text
+    r = b.post(g.url + "/ui/secrets", data={
+        "csrf": csrf_of(signed_in_page(g, b).text), "name": "bobs"},
+        timeout=20)
+    bobs = SECRET_RE.search(r.text).group(0)
+    page = signed_in_page(g, a).text
+    assert 'id="subject">corp:alice<' in page and bobs[4:20] not in page
+    r = a.post(g.url + "/ui/secrets/revoke", data={
+        "csrf": csrf_of(page), "id": bobs[4:20]}, timeout=20)
+    assert r.status_code == 200 and "No such secret of yours" in r.text
+    with env.rs.client() as c:
+        assert c.call("HGET", "portcullis:secret:" + bobs[4:20],
+                      "revoked") is None
+    assert ">active<" in signed_in_page(g, b).text
+    # max_secrets: alice gets two, not a third.
+    for i in range(3):
+        page = signed_in_page(g, a).text
+        r = a.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                                 "name": "n%d" % i},
+                   timeout=20)
+        assert r.status_code == 200
+        assert bool(SECRET_RE.search(r.text)) == (i < 2), i
+    assert "as many secrets as allowed" in r.text
+    with env.rs.client() as c:
+        assert c.call("SCARD", "portcullis:secret:subject:corp:alice") == 2
+
+
+def test_activity_fields_escaped(env):
+    """Review: the recent-activity table shows audit fields a client
+    chose (the request path, repository and reference of its own
+    requests); written here straight into the stream and the person's
+    index, as any request of the person's would put them, they must come
+    out as text."""
+    g = gateway(env)
+    s = session()
+    sign_in(g, s, env.idp)
+    hostile = {"time": str(int(time.time() * 1000)), "action": "pull",
+               "method": "GET<script>alert(1)</script>",
+               "path": "/v2/x/<img src=x onerror=alert(2)>/manifests/y",
+               "repository": "\"><svg onload=alert(3)>",
+               "reference": "'><iframe src=//evil>",
+               "status": "200<b>", "decision": "allow<u>"}
+    # Both entries in one script, as the audit writer makes them: a
+    # record the gateway writes in between would take the index past it.
+    with env.rs.client() as c:
+        args = []
+        for k, v in hostile.items():
+            args += [k, v]
+        c.call("EVAL", "local id = redis.call('XADD', KEYS[1], '*', "
+               "unpack(ARGV)) redis.call('XADD', KEYS[2], id, 'r', '1') "
+               "return id", "2", STREAM, STREAM + ":subject:corp:alice",
+               *args)
+    t = signed_in_page(g, s).text
+    act = t.split('id="activity"')[1]
+    for bad in ("<script", "<img", "<svg", "<iframe", "<b>", "<u>"):
+        assert bad not in act, bad
+    assert "&lt;img src=x onerror=alert(2)&gt;" in act
+    assert "&quot;&gt;&lt;svg onload=alert(3)&gt;" in act
+    assert "&#39;&gt;&lt;iframe src=//evil&gt;" in act
+
+
+def test_callback_error_page_shows_no_foreign_text(env):
+    """Review, a hostile second site: /oauth2/callback?error=... needs no
+    state, so any site can link a person to the gateway's own page with a
+    sentence of its choosing in it ("call the help desk at ... and give
+    your password").  Only an OAuth error code's shape ([a-z_], as RFC
+    6749 and OIDC name them) is shown."""
+    g = gateway(env)
+    s = session()
+    r = s.get(g.url + "/oauth2/callback", params={
+        "error": "Your account is locked. Call +1 555 0100 with your "
+                 "password"}, timeout=20)
+    assert r.status_code == 403
+    assert "Call +1 555" not in r.text and "locked" not in r.text
+    r = s.get(g.url + "/oauth2/callback", params={
+        "error": "interaction_required"}, timeout=20)
+    assert "(interaction_required)" in r.text
+
+
+def test_secret_revoked_on_the_page_reaches_an_instance_that_missed_it(env):
+    """Review: a secret revoked on the landing page was only PUBLISHed;
+    `portcullis secret revoke` also writes x:ID into the revocation hash,
+    which is how an instance that was not listening at that moment (its
+    subscriber link down, or started later) learns it at its next sync
+    and refuses the tokens already issued for the secret.  Without the
+    field those tokens lived on there until they expired."""
+    g = gateway(env)
+    s = session()
+    sign_in(g, s, env.idp)
+    r = s.post(g.url + "/ui/secrets", data={
+        "csrf": csrf_of(signed_in_page(g, s).text), "name": "x"},
+        timeout=20)
+    sid = SECRET_RE.search(r.text).group(0)[4:20]
+    r = s.post(g.url + "/ui/secrets/revoke", data={
+        "csrf": csrf_of(signed_in_page(g, s).text), "id": sid},
+        allow_redirects=False, timeout=20)
+    assert r.status_code == 303, r.text
+    with env.rs.client() as c:
+        at = c.call("HGET", "portcullis:revoked", "x:" + sid)
+        rec = c.call("HGET", "portcullis:secret:" + sid, "revoked")
+    assert at is not None and at == rec, (at, rec)
+    # An instance that was not listening learns it from the hash.
+    g2 = gateway(env, name="gw2", port=env.port2)
+    wait_for(lambda: "revoke sync secret=%s" % sid in g2.log_text(),
+             timeout=20, what="the second instance to learn the revocation")
+
+
+def test_host_header_changes_no_redirect_uri_or_cookie(env):
+    """Review, Host header games: the redirect_uri and the cookies'
+    Secure flag and names come from the configuration and the listener,
+    never from Host or X-Forwarded-* (checked, sound; pinned here)."""
+    g = gateway(env)
+    s = session()
+    r = s.get(g.url + "/login", allow_redirects=False, timeout=10,
+              headers={"Host": "evil.example",
+                       "X-Forwarded-Proto": "https",
+                       "X-Forwarded-Host": "evil.example"})
+    assert r.status_code == 302
+    q = {k: v[0] for k, v in
+         parse_qs(urlparse(r.headers["Location"]).query).items()}
+    assert q["redirect_uri"] == g.url + "/oauth2/callback"
+    sc = r.raw.headers.getlist("Set-Cookie")
+    assert sc and all(c.startswith("portcullis_session_login=") and
+                      "Secure" not in c and "Domain" not in c for c in sc)

@@ -1221,6 +1221,7 @@ test_reference(void **state)
 		"/ratelimit/heartbeat_interval", "/ratelimit/local_buckets",
 		"/identity/sso/cli_client_id",
 		"/identity/sso/recheck_interval",
+		"/identity/sso/max_logins_per_minute",
 		NULL
 	};
 	char	*buf = NULL, cell[128];
