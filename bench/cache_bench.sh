@@ -151,6 +151,9 @@ error_log $n/error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
+    # The manifest load keeps its connections (nginx closes one after
+    # 1,000 requests by default, which the load counts as a failure).
+    keepalive_requests 100000000;
     types { application/octet-stream bin; }
     default_type application/octet-stream;
     client_body_temp_path $n/tmp/body;
