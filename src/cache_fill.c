@@ -10,8 +10,8 @@
  * them from memory (struct fill_pool); readers (cache_serve.c) follow the
  * file, sending from it with file segments.  The upstream is read as fast
  * as the disk and the digest threads take it: slow readers never hold
- * the fill back, and the memory a fill uses is at most twice the upstream
- * bufferevent's read watermark, whatever the blob's size.
+ * the fill back, and the memory a fill uses is bounded by the watermark
+ * (fill_hash below), whatever the blob's size.
  *
  * A fill is keyed by (upstream, kind, digest): requests through another
  * upstream never wait on this one.  Readers of another repository of the
@@ -80,12 +80,14 @@
  * reading the file back would cost a copy and a system call per buffer
  * more.  The thread count does not grow with fills.
  *
- * Memory: a fill's hash queue holds at most about buffers.high_watermark
- * bytes; when it is over, the fill asks proxy.c to stop reading the
- * upstream, and the thread that brings it under half says so through the
- * pipe (fill_pool_done resumes the transfer).  So a fill uses at most the
- * upstream's read watermark twice, whatever the blob's size, and a slow
- * digest thread slows its fills rather than growing memory.
+ * Memory: once a fill's hash queue holds more than buffers.high_watermark
+ * bytes, the fill asks proxy.c to stop reading the upstream (the read
+ * that crossed it is queued whole), and the thread that brings it under
+ * half says so through the pipe (fill_pool_done resumes the transfer).
+ * So a fill holds at most its upstream input plus the watermark and one
+ * read (UCONN_READ_CHUNK) to hash: about three times the watermark with
+ * the defaults, whatever the blob's size; a slow digest thread slows its
+ * fills rather than growing memory.
  *
  * A fill's state (struct fill_hash) is queued when it has bytes not yet
  * hashed; a thread takes it, moves everything queued so far to its own
