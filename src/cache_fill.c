@@ -273,8 +273,10 @@ fill_pool_done(evutil_socket_t fd, short ev, void *arg)
 				fill_hash_destroy(h);
 		} else if (finished)
 			fill_hashed(h->fill);	/* frees the fill */
-		else if (resume && h->fill->px != NULL)
+		else if (resume && h->fill->px != NULL) {
+			log_debug("- cache fill_resume %s", h->fill->logid);
 			proxy_resume(h->fill->px);	/* may free it */
+		}
 	}
 	/* Bounded per turn: come back after other events. */
 	event_active(p->ev, EV_READ, 0);

@@ -626,3 +626,34 @@ def test_sendfile_auto_copies_small_files(start_registry, start_gateway,
                  if "cache send digest=%s " % d in ln]
         assert len(lines) == 2, lines
         assert all(ln.endswith("by=" + want) for ln in lines), lines
+
+
+def test_fills_behind_their_digest_thread_pause_and_resume(start_registry,
+                                                          start_gateway,
+                                                          tmp_path):
+    """With the smallest buffers.high_watermark, nearly every upstream
+    read puts a fill's hash queue over its bound: the upstream read
+    pauses and the digest thread resumes it.  Four concurrent fills on
+    one digest thread all complete, verified, with one upstream GET each,
+    and the pause/resume path ran."""
+    reg = start_registry("up1")
+    blobs = {}
+    for i in range(4):
+        data = os.urandom(16 * MIB + i)
+        blobs[push_blob(reg, "bp/app", data)] = len(data)
+    cdir = tmp_path / "cache"
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"), log={"level": "debug"},
+        buffers={"high_watermark": 16384},
+        cache=cache_cfg(cdir, digest_threads=1)))
+    m = reg.mark()
+    urls = ["%s/v2/up1/bp/app/blobs/%s" % (gw.url, d) for d in blobs]
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(_fetch, urls + urls))
+    for (st, digest, n, _h), d in zip(got, list(blobs) * 2):
+        assert (st, digest, n) == (200, d, blobs[d])
+    for d, n in blobs.items():
+        assert len(blob_gets(reg, "/v2/bp/app/blobs/" + d, m)) == 1
+        assert os.path.getsize(blob_path(cdir, d)) == n
+    assert tmp_files(cdir) == []
+    assert "cache fill_resume" in gw.log_text()
