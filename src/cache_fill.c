@@ -175,7 +175,10 @@ fill_hash_work(struct fill_hash *h, int hash)
 	int			 i, n, err = 0;
 
 	while ((len = evbuffer_get_length(h->work)) > 0) {
-		n = evbuffer_peek(h->work, -1, NULL, v, 16);
+		if ((n = evbuffer_peek(h->work, -1, NULL, v, 16)) <= 0) {
+			evbuffer_drain(h->work, len);	/* cannot be */
+			return (EINVAL);
+		}
 		if (n > 16)
 			n = 16;
 		len = 0;
