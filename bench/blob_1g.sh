@@ -2,9 +2,25 @@
 # blob_1g.sh: push and pull one large blob (1 GiB by default) directly to a
 # docker-registry and through portcullis (and through nginx as a plain
 # reverse-proxy baseline, when nginx is installed), side by side in one run.
-# Prints MB/s per path, the ratio to direct, and the gateway's peak RSS
-# during push and during pull.  Everything runs on 127.0.0.1 and everything
-# started here is stopped by PID on exit.  Not part of CI; see README.md.
+# Then, per round, the cached pull: a cold pull through a portcullis with an
+# empty cache, and one through docker-registry's own proxy mode (the
+# reference registry as a pull-through cache, empty storage), each
+# followed by a warm pull; the number of upstream GETs of the blob that
+# each cold pull made (portcullis: must be 1).
+# Prints MB/s per path, the ratio to direct, each proxy's CPU seconds per
+# GiB (utime + stime from /proc/PID/stat around the transfer: steadier
+# than MB/s on a shared machine) and its peak RSS.  Everything runs on
+# 127.0.0.1 and everything started here is stopped by PID on exit.  Not
+# part of CI; see README.md.
+#
+# Memory: on a virtual machine whose host backs guest memory lazily (and
+# takes freed pages back), the first write into never-used page cache
+# costs the writer a host fault per page, about 2 s of system time per
+# GiB here -- more than everything else a cold pull does.  Every cache
+# path writes the blob into the page cache once, so before each cold pull
+# PREWARM touches and frees that much anonymous memory (1.5 x the blob),
+# making the measurement about the proxies, the same for each of them;
+# PREWARM=0 measures the machine as it comes.
 #
 # Environment (all optional):
 #   PORTCULLIS_BIN      gateway binary (default <repo>/portcullis); when it is
@@ -17,6 +33,10 @@
 #   BLOB_DIR            where the random blob is created once and cached
 #                       (default /tmp/portcullis-bench)
 #   WATERMARK           gateway buffers.high_watermark (default 262144)
+#   CACHE=0             skip the cold/warm cached pulls
+#   PORTCULLIS_BIN_B    a second gateway binary (e.g. an older build) whose
+#                       cached pulls run in the same rounds, as "before"
+#   PREWARM=0           no memory touch before the cold pulls (see above)
 #   KEEP_WORK=1         keep the temp dir (configs, logs, registry storage)
 set -euo pipefail
 
@@ -29,6 +49,8 @@ RUNS=${RUNS:-3}
 BLOB_DIR=${BLOB_DIR:-/tmp/portcullis-bench}
 WATERMARK=${WATERMARK:-262144}
 NGINX=${NGINX:-1}
+CACHE=${CACHE:-1}
+PREWARM=${PREWARM:-1}
 NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
 CURL_MAX_TIME=${CURL_MAX_TIME:-900}
 
@@ -56,7 +78,11 @@ fi
 digest=sha256:$(cat "$blob.sha256")
 
 # --- docker-registry -------------------------------------------------------
-start_registry
+start_registry access
+TICK=$(getconf CLK_TCK)
+# Allow everything: with no policy the gateway denies every request.
+POLICY='"policy": {"rules": [{"id": "all", "effect": "allow",
+  "repositories": ["**"], "subjects": ["anonymous"], "actions": ["*"]}]}'
 
 targets=("direct http://127.0.0.1:$rport -")
 
@@ -73,7 +99,8 @@ if [ -x "$PORTCULLIS_BIN" ]; then
   "timeouts": {"header": 30, "idle": 60, "body": 600,
                "upstream_connect": 10, "upstream_response": 600},
   "upstreams": [{"name": "up1", "url": "http://127.0.0.1:$rport",
-                 "default": true}]
+                 "default": true}],
+  $POLICY
 }
 JSON
 	"$PORTCULLIS_BIN" serve -c "$work/gateway/config.json" \
@@ -143,6 +170,14 @@ hwm_kib() {
 	[ "$1" = - ] && { echo -; return; }
 	awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo -
 }
+# CPU ticks (utime + stime) of a process, "-" for none.
+cpu_ticks() {
+	[ "$1" = - ] && { echo -; return; }
+	awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo -
+}
+cpu_delta() {	# cpu_delta BEFORE AFTER
+	if [ "$1" = - ] || [ "$2" = - ]; then echo -; else echo $(($2 - $1)); fi
+}
 
 # push BASE REPO -> "seconds"; one monolithic PUT of the whole blob.
 push() {
@@ -185,12 +220,141 @@ for run in $(seq "$RUNS"); do
 			set -- $t
 			name=$1 base=$2 pid=$3
 			if hwm_reset "$pid"; then reset=1; else reset=0; fi
+			c0=$(cpu_ticks "$pid")
 			secs=$($op "$base" "bench/$name-$run") || exit 1
-			echo "$op $name $run $secs $(hwm_kib "$pid") $reset" >> "$results"
+			c1=$(cpu_ticks "$pid")
+			echo "$op $name $run $secs $(hwm_kib "$pid") $reset $(cpu_delta "$c0" "$c1")" >> "$results"
 			printf '  run %d %-4s %-10s %6.2f s\n' "$run" "$op" "$name" "$secs" >&2
 		done
 	done
 done
 
-# Median MB/s per (op, path); ratio to direct; max peak RSS over the runs.
-python3 "$here/lib/report.py" "$results" "$size"
+# --- cold and warm pulls through a cache --------------------------------------
+# prewarm: touch and free 1.5 x the blob of anonymous memory (see the top).
+prewarm() {
+	[ "$PREWARM" = 0 ] && return 0
+	python3 -c "
+n = $size * 3 // 2
+b = bytearray(n)
+b[::4096] = b'\x01' * len(range(0, n, 4096))"
+}
+upstream_gets() {	# GETs of the blob the upstream registry has answered
+	grep -c "\"GET /v2/[^ ]*/blobs/$digest " "$work/registry/access.log" || true
+}
+
+# start_cache_gw DIR -> cport, cpid: a portcullis with an empty cache.
+start_cache_gw() {	# start_cache_gw DIR [BIN]
+	local bin=${2:-$PORTCULLIS_BIN}
+	cport=$(free_port)
+	mkdir -p "$1/cache"
+	cat > "$1/config.json" <<JSON
+{
+  "listen": {"address": "127.0.0.1:$cport"},
+  "buffers": {"high_watermark": $WATERMARK},
+  "timeouts": {"header": 30, "idle": 60, "body": 600,
+               "upstream_connect": 10, "upstream_response": 600},
+  "cache": {"dir": "$1/cache", "max_bytes": $((size * 4))},
+  "upstreams": [{"name": "up1", "url": "http://127.0.0.1:$rport",
+                 "default": true}],
+  $POLICY
+}
+JSON
+	"$bin" serve -c "$1/config.json" > "$1/log" 2>&1 &
+	cpid=$!
+	pids+=($cpid)
+	wait_http "http://127.0.0.1:$cport/healthz" "portcullis (cache)" "$cpid" "$1/log"
+}
+
+# start_regproxy DIR -> pport, ppid: docker-registry in proxy mode
+# (remoteurl: the upstream registry), empty storage.
+start_regproxy() {
+	pport=$(free_port)
+	mkdir -p "$1/storage"
+	cat > "$1/config.yml" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $1/storage
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$pport
+  secret: portcullis-bench
+health:
+  storagedriver:
+    enabled: false
+proxy:
+  remoteurl: http://127.0.0.1:$rport
+YML
+	"$DOCKER_REGISTRY_BIN" serve "$1/config.yml" > "$1/log" 2>&1 &
+	ppid=$!
+	pids+=($ppid)
+	wait_http "http://127.0.0.1:$pport/v2/" "docker-registry (proxy)" "$ppid" "$1/log"
+}
+
+# stored FILE: wait (at most 300 s) until FILE holds the whole blob.
+stored() {
+	local i
+	for i in $(seq 3000); do
+		[ "$(stat -c %s "$1" 2>/dev/null || echo 0)" = "$size" ] && return 0
+		sleep 0.1
+	done
+	echo "note: $1 not complete after 300 s" >&2
+}
+
+# cached NAME BASE PID RUN [STOREFILE]: cold pull, then warm pull, of
+# bench/direct-1.  With STOREFILE (the reference registry, which stores
+# a blob in the background, from a second upstream GET, after the client
+# has it) the cold pull's CPU and upstream GETs are counted until the
+# store is complete; its MB/s is the client's.
+cached() {
+	local name=$1 base=$2 pid=$3 run=$4 g0 g1 c0 c1 secs
+	for temp in cold warm; do
+		[ "$temp" = cold ] && prewarm
+		hwm_reset "$pid" || true
+		g0=$(upstream_gets)
+		c0=$(cpu_ticks "$pid")
+		secs=$(pull "$base" bench/direct-1) || exit 1
+		if [ "$temp" = cold ] && [ -n "${5:-}" ]; then
+			stored "$5"
+			sleep 1		# its last writes and the upload's cleanup
+		fi
+		c1=$(cpu_ticks "$pid")
+		g1=$(upstream_gets)
+		echo "pull $name-$temp $run $secs $(hwm_kib "$pid") 1 $(cpu_delta "$c0" "$c1") $((g1 - g0))" >> "$results"
+		printf '  run %d pull %-22s %6.2f s  upstream GETs %d\n' "$run" \
+			"$name-$temp" "$secs" $((g1 - g0)) >&2
+	done
+}
+
+if [ "$CACHE" != 0 ]; then
+	for run in $(seq "$RUNS"); do
+		# A direct pull in the same round, for the ratio.
+		secs=$(pull "http://127.0.0.1:$rport" bench/direct-1) || exit 1
+		echo "pull direct $run $secs - 0 -" >> "$results"
+		if [ -x "$PORTCULLIS_BIN" ]; then
+			start_cache_gw "$work/cache-$run"
+			cached portcullis-cache "http://127.0.0.1:$cport" "$cpid" "$run"
+			stop_pid "$cpid"
+			rm -rf "$work/cache-$run"
+		fi
+		if [ -n "${PORTCULLIS_BIN_B:-}" ]; then
+			start_cache_gw "$work/cache-b-$run" "$PORTCULLIS_BIN_B"
+			cached before-cache "http://127.0.0.1:$cport" "$cpid" "$run"
+			stop_pid "$cpid"
+			rm -rf "$work/cache-b-$run"
+		fi
+		start_regproxy "$work/regproxy-$run"
+		hex=${digest#sha256:}
+		cached registry-proxy "http://127.0.0.1:$pport" "$ppid" "$run" \
+			"$work/regproxy-$run/storage/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data"
+		stop_pid "$ppid"
+		rm -rf "$work/regproxy-$run"
+	done
+fi
+
+# Median MB/s per (op, path); ratio to direct; CPU per GiB; max peak RSS.
+python3 "$here/lib/report.py" "$results" "$size" "$TICK"

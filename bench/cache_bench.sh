@@ -11,7 +11,10 @@
 #          be 1)
 #   conc   16 concurrent warm pulls of a 64 MiB blob vs nginx proxy_cache
 #          (warmed); aggregate MB/s and CPU per GiB
-#   mfst   manifest GET by digest from the cache vs nginx static (ab -k)
+#   mfst   manifest GET by digest from the cache, with cache.sendfile auto,
+#          on and off, vs nginx static (sendfile on and off): req/s and
+#          server CPU per request (bench/lib/load.c, CONNS keep-alive
+#          connections, SECONDS_PER_ROUND per round)
 #   rss    peak RSS of the gateway and of nginx (one process each)
 #
 # Prints ratios; never fails on a number.  Everything started here is
@@ -21,12 +24,15 @@
 #   PORTCULLIS_BIN      gateway binary (default <repo>/portcullis)
 #   DOCKER_REGISTRY_BIN default /usr/bin/docker-registry
 #   NGINX_BIN           default: nginx on PATH or /usr/sbin/nginx
-#   AB_BIN              default: ab on PATH (apache2-utils); the manifest
-#                       rate is skipped without it
+#   CONNS               manifest load connections (default 16)
+#   SECONDS_PER_ROUND   manifest load per round and mode (default 5)
 #   SIZE_MIB            the big blob, MiB (default 1024)
 #   RUNS                rounds per measurement (default 3, max 20)
 #   BLOB_DIR            where random blobs are made once (default
 #                       /tmp/portcullis-bench)
+#   PREWARM=0           no memory touch before each cold pull (see
+#                       bench/blob_1g.sh: on a VM the first write into
+#                       never-used page cache costs a host fault per page)
 #   KEEP_WORK=1         keep the temp dir
 set -euo pipefail
 
@@ -35,7 +41,9 @@ repo=$(cd "$here/.." && pwd)
 PORTCULLIS_BIN=${PORTCULLIS_BIN:-$repo/portcullis}
 DOCKER_REGISTRY_BIN=${DOCKER_REGISTRY_BIN:-/usr/bin/docker-registry}
 NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
-AB_BIN=${AB_BIN:-$(command -v ab || true)}
+PREWARM=${PREWARM:-1}
+CONNS=${CONNS:-16}
+SECONDS_PER_ROUND=${SECONDS_PER_ROUND:-5}
 SIZE_MIB=${SIZE_MIB:-1024}
 RUNS=${RUNS:-3}
 BLOB_DIR=${BLOB_DIR:-/tmp/portcullis-bench}
@@ -115,7 +123,9 @@ start_gw() {	# start_gw CACHEDIR SENDFILE
   "timeouts": {"body": 600, "upstream_response": 600},
   "log": {"level": "warn"},
   "cache": {"dir": "$1", "max_bytes": 17179869184, "sendfile": "$2"},
-  "upstreams": [{"name": "up1", "url": "$R", "default": true}]
+  "upstreams": [{"name": "up1", "url": "$R", "default": true}],
+  "policy": {"rules": [{"id": "all", "effect": "allow",
+    "repositories": ["**"], "subjects": ["anonymous"], "actions": ["*"]}]}
 }
 JSON
 	"$PORTCULLIS_BIN" serve -c "$work/gw.json" >> "$work/gw.log" 2>&1 &
@@ -141,6 +151,9 @@ error_log $n/error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
+    # The manifest load keeps its connections (nginx closes one after
+    # 1,000 requests by default, which the load counts as a failure).
+    keepalive_requests 100000000;
     types { application/octet-stream bin; }
     default_type application/octet-stream;
     client_body_temp_path $n/tmp/body;
@@ -215,6 +228,10 @@ for run in $(seq "$RUNS"); do
 	get direct "$rpid" "$R/v2/bench/app/blobs/$big_d" "$big_size"
 	before=$(upstream_gets "$big_d")
 	start_gw "$work/cache-cold-$run" auto
+	[ "$PREWARM" = 0 ] || python3 -c "
+n = $big_size * 3 // 2
+b = bytearray(n)
+b[::4096] = b'\x01' * len(range(0, n, 4096))"
 	hwm_reset "$gpid"
 	get cold "$gpid" "$G/v2/bench/app/blobs/$big_d" "$big_size"
 	after=$(upstream_gets "$big_d")
@@ -253,21 +270,29 @@ for run in $(seq "$RUNS"); do
 done
 echo "rss_conc $(hwm_kib "$gpid") 0 0" >> "$res"
 
-if [ -n "$AB_BIN" ]; then
-	echo "== manifest GET by digest: requests/s (ab -k -c 16 -n 50000)" >&2
-	curl -sS -f -o /dev/null -H "Accept: $MT" "$G/v2/bench/app/manifests/$man_d"
-	for run in $(seq "$RUNS"); do
-		for t in "mfst_portcullis $G" "mfst_nginx http://127.0.0.1:$p_on"; do
-			set -- $t
-			rps=$("$AB_BIN" -q -k -c 16 -n 50000 -H "Accept: $MT" \
-				"$2/v2/bench/app/manifests/$man_d" 2>/dev/null |
-				awk '/^Requests per second/ {print $4}')
-			echo "$1 $rps 0 0" >> "$res"
-			echo "  $1 $rps req/s" >&2
-		done
+echo "== manifest GET by digest: requests/s ($CONNS connections, ${SECONDS_PER_ROUND}s per round)" >&2
+cc -O2 -pthread -o "$work/load" "$here/lib/load.c"
+# mfst NAME PID PORT: one round; "NAME req/s 0 cpu_ticks requests".
+mfst() {
+	local c0 c1 out
+	c0=$(cpu_ticks "$2")
+	out=$("$work/load" "$3" "/v2/bench/app/manifests/$man_d" "$CONNS" \
+		"$SECONDS_PER_ROUND" "Accept: $MT")
+	c1=$(cpu_ticks "$2")
+	set -- "$1" "$2" "$3" $out
+	[ "$6" = 0 ] || echo "note: $1: $6 failed requests" >&2
+	echo "$1 $4 0 $((c1 - c0)) $5" >> "$res"
+	printf '  %-26s %9.0f req/s\n' "$1" "$4" >&2
+}
+for run in $(seq "$RUNS"); do
+	for sf in auto on off; do
+		stop_pid "$gpid"
+		start_gw "$cdir" "$sf"
+		curl -sS -f -o /dev/null -H "Accept: $MT" "$G/v2/bench/app/manifests/$man_d"
+		mfst "mfst_portcullis_$sf" "$gpid" "${G##*:}"
 	done
-else
-	echo "note: ab not found (apache2-utils): manifest rate skipped" >&2
-fi
+	mfst mfst_nginx_sendfile_on "$npid" "$p_on"
+	mfst mfst_nginx_sendfile_off "$npid" "$p_off"
+done
 
 python3 "$here/lib/cache_report.py" "$res" "$big_size" "$mid_size" "$TICK"

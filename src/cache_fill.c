@@ -4,13 +4,14 @@
  *
  * A fill is a proxy request without a client (proxy_fetch_new), so the
  * upstream pool, tokens and redirects are proxy.c's.  Body bytes go to a
- * temp file under tmp/ as they arrive, one writev(2) per upstream read;
- * the shared digest threads read them back through an incremental EVP
- * digest (struct fill_pool); readers (cache_serve.c) follow the file,
- * sending from it with file segments.  The upstream is read as fast as
- * the disk takes it: slow readers never hold the fill back, and the
- * memory a fill uses is the upstream bufferevent's read watermark,
- * whatever the blob's size.
+ * temp file under tmp/ as they arrive, one writev(2) per upstream read
+ * (its blocks allocated at the head when the length is known), and the
+ * same buffer chunks then go to the shared digest threads, which hash
+ * them from memory (struct fill_pool); readers (cache_serve.c) follow the
+ * file, sending from it with file segments.  The upstream is read as fast
+ * as the disk and the digest threads take it: slow readers never hold
+ * the fill back, and the memory a fill uses is bounded by the watermark
+ * (fill_hash below), whatever the blob's size.
  *
  * A fill is keyed by (upstream, kind, digest): requests through another
  * upstream never wait on this one.  Readers of another repository of the
@@ -65,50 +66,59 @@
 
 #define FILL_ERRBODY_MAX	16384
 #define FILL_SYNC_STEP		(8 * 1024 * 1024)
-#define FILL_HASH_BUF		(256 * 1024)	/* stays in the L2 cache */
 #define FILL_IOV		64
+#define FILL_PREALLOC_MIN	(1024 * 1024)
 
 /*
  * The digests of all fills are computed by a fixed pool of threads
- * (cache.digest_threads), which read the temp files back (from the page
- * cache) a little behind the loop's writes: SHA-256 is the largest single
- * cost of a fill (about a third of its CPU), and on the loop it would
- * slow every transfer the gateway runs.  The thread count does not grow
- * with fills, and their memory is one buffer per thread, whatever the
- * number or size of blobs.
+ * (cache.digest_threads), from the very memory the bytes arrived in:
+ * after the loop has written an upstream read to the temp file, it moves
+ * the buffer chunks themselves (evbuffer_remove_buffer: pointers, no
+ * copy) onto the fill's hash queue, and a thread hashes and frees them.
+ * SHA-256 is the largest single cost of a fill (about a third of its
+ * CPU), and on the loop it would slow every transfer the gateway runs;
+ * reading the file back would cost a copy and a system call per buffer
+ * more.  The thread count does not grow with fills.
+ *
+ * Memory: once a fill's hash queue holds more than buffers.high_watermark
+ * bytes, the fill asks proxy.c to stop reading the upstream (the read
+ * that crossed it is queued whole), and the thread that brings it under
+ * half says so through the pipe (fill_pool_done resumes the transfer).
+ * So a fill holds at most its upstream input plus the watermark and one
+ * read (UCONN_READ_CHUNK) to hash: about three times the watermark with
+ * the defaults, whatever the blob's size; a slow digest thread slows its
+ * fills rather than growing memory.
  *
  * A fill's state (struct fill_hash) is queued when it has bytes not yet
- * hashed; a thread takes it, hashes at most one buffer of it and queues
- * it again at the tail, so fills share the threads in turn.  When a
- * fill's last byte is hashed after the loop said no more come (eof), the
- * thread moves it to the done list and says so through the pipe, which
- * the loop watches.  Everything but the EVP context and the thread's
- * buffer is under the pool's mutex; the context is touched only by the
- * thread that holds the fill (busy).  A fill freed while a thread holds
- * it is abandoned: the thread hands it to the loop, which frees it.  The
- * state reads its own dup of the file descriptor, so the fill may close
- * its own at any time.  What is verified is what readers are sent: the
- * file's bytes.
+ * hashed; a thread takes it, moves everything queued so far to its own
+ * buffer (work), hashes that without the mutex and queues the state again
+ * at the tail when more came meanwhile, so fills share the threads in
+ * turn.  When a fill's last byte is hashed after the loop said no more
+ * come (eof), the thread puts it on the notify list and says so through
+ * the pipe, which the loop watches; the same list carries resume
+ * requests.  Everything but the EVP context and work is under the pool's
+ * mutex; those two are touched only by the thread that holds the fill
+ * (busy).  A fill freed while a thread holds it is abandoned: the thread
+ * hands it to the loop, which frees it.  What is verified is exactly what
+ * was written to the file, from the same memory.
  */
-enum fill_hash_where {
-	FH_NONE,
-	FH_QUEUED,
-	FH_DONE
-};
-
 struct fill_hash {
-	TAILQ_ENTRY(fill_hash)	 entry;		/* on queue or done */
+	TAILQ_ENTRY(fill_hash)	 qentry;	/* on the work queue */
+	TAILQ_ENTRY(fill_hash)	 nentry;	/* on the notify list */
 	struct fill_pool	*pool;
 	struct cache_fill	*fill;		/* NULL: abandoned */
 	EVP_MD_CTX		*md;
-	int			 fd;		/* a dup; pread only */
-	off_t			 base;		/* body offset in the file */
-	uint64_t		 avail;		/* body bytes written */
-	uint64_t		 hashed;
-	enum fill_hash_where	 where;
+	struct evbuffer		*stage;		/* the loop's own */
+	struct evbuffer		*pending;	/* under mtx */
+	struct evbuffer		*work;		/* the busy thread's */
+	size_t			 queued;	/* bytes not yet hashed */
+	size_t			 limit;		/* pause above this */
+	int			 on_queue;
+	int			 on_notify;
 	int			 busy;		/* a thread hashes it */
-	int			 eof;		/* avail is final */
-	int			 error;		/* errno of a failed read */
+	int			 eof;		/* nothing more is fed */
+	int			 paused;	/* the upstream read is */
+	int			 error;
 	int			 finished;
 };
 
@@ -118,7 +128,7 @@ struct fill_pool {
 	pthread_mutex_t		 mtx;
 	pthread_cond_t		 cv;
 	struct fill_hash_list	 queue;
-	struct fill_hash_list	 done;
+	struct fill_hash_list	 notify;
 	int			 stop;
 	pthread_t		*thr;
 	size_t			 nthr;
@@ -136,10 +146,51 @@ static const struct proxy_ops fill_ops;
 static void
 fill_hash_destroy(struct fill_hash *h)
 {
-	if (h->fd != -1)
-		close(h->fd);
+	evbuffer_free(h->stage);
+	evbuffer_free(h->pending);
+	evbuffer_free(h->work);
 	EVP_MD_CTX_free(h->md);
 	free(h);
+}
+
+/* Under the mutex: have the loop look at h (finished, or resume). */
+static void
+fill_pool_notify(struct fill_pool *p, struct fill_hash *h)
+{
+	if (h->on_notify)
+		return;
+	h->on_notify = 1;
+	TAILQ_INSERT_TAIL(&p->notify, h, nentry);
+	/* EAGAIN: the pipe is full, a wake-up is pending. */
+	while (write(p->pipe[1], "", 1) == -1 && errno == EINTR)
+		;
+}
+
+/* Hash and free every byte of a thread's work buffer: 0, or an errno. */
+static int
+fill_hash_work(struct fill_hash *h, int hash)
+{
+	struct evbuffer_iovec	 v[16];
+	size_t			 len;
+	int			 i, n, err = 0;
+
+	while ((len = evbuffer_get_length(h->work)) > 0) {
+		if ((n = evbuffer_peek(h->work, -1, NULL, v, 16)) <= 0) {
+			evbuffer_drain(h->work, len);	/* cannot be */
+			return (EINVAL);
+		}
+		if (n > 16)
+			n = 16;
+		len = 0;
+		for (i = 0; i < n; i++) {
+			if (hash && err == 0 && EVP_DigestUpdate(h->md,
+			    v[i].iov_base, v[i].iov_len) != 1)
+				err = EINVAL;
+			len += v[i].iov_len;
+		}
+		evbuffer_drain(h->work, len);
+	}
+	return (err);
 }
 
 static void *
@@ -147,14 +198,9 @@ fill_pool_main(void *arg)
 {
 	struct fill_pool	*p = arg;
 	struct fill_hash	*h;
-	unsigned char		*buf;
-	uint64_t		 want;
-	off_t			 off;
-	ssize_t			 n;
+	size_t			 len;
 	int			 err, abandoned;
 
-	if ((buf = malloc(FILL_HASH_BUF)) == NULL)
-		fatal("malloc");
 	pthread_mutex_lock(&p->mtx);
 	for (;;) {
 		while (!p->stop && TAILQ_EMPTY(&p->queue))
@@ -162,79 +208,78 @@ fill_pool_main(void *arg)
 		if (p->stop)
 			break;
 		h = TAILQ_FIRST(&p->queue);
-		TAILQ_REMOVE(&p->queue, h, entry);
-		h->where = FH_NONE;
+		TAILQ_REMOVE(&p->queue, h, qentry);
+		h->on_queue = 0;
 		h->busy = 1;
-		want = h->avail - h->hashed;
-		if (want > FILL_HASH_BUF)
-			want = FILL_HASH_BUF;
-		off = h->base + (off_t)h->hashed;
-		abandoned = h->fill == NULL;
+		/* Chunk pointers move; no byte is copied. */
+		evbuffer_add_buffer(h->work, h->pending);
+		len = evbuffer_get_length(h->work);
+		abandoned = h->fill == NULL || h->error != 0;
 		pthread_mutex_unlock(&p->mtx);
 
-		n = 0;
-		err = 0;
-		if (want > 0 && !abandoned) {
-			while ((n = pread(h->fd, buf, want, off)) == -1 &&
-			    errno == EINTR)
-				;
-			if (n <= 0)
-				err = n == 0 ? EIO : errno;
-			else if (EVP_DigestUpdate(h->md, buf, (size_t)n) != 1)
-				err = EINVAL;
-		}
+		err = fill_hash_work(h, !abandoned);
 
 		pthread_mutex_lock(&p->mtx);
 		h->busy = 0;
-		if (err != 0)
+		h->queued -= len;
+		if (err != 0 && h->error == 0)
 			h->error = err;
-		else if (n > 0)
-			h->hashed += (uint64_t)n;
 		if (h->fill == NULL || h->error != 0 ||
-		    (h->eof && h->hashed == h->avail)) {
+		    (h->eof && evbuffer_get_length(h->pending) == 0)) {
 			h->finished = 1;
-			h->where = FH_DONE;
-			TAILQ_INSERT_TAIL(&p->done, h, entry);
-			/* EAGAIN: the pipe is full, a wake-up is pending. */
-			while (write(p->pipe[1], "", 1) == -1 &&
-			    errno == EINTR)
-				;
-		} else if (h->hashed < h->avail) {
-			h->where = FH_QUEUED;
-			TAILQ_INSERT_TAIL(&p->queue, h, entry);
+			fill_pool_notify(p, h);
+		} else {
+			if (evbuffer_get_length(h->pending) > 0) {
+				h->on_queue = 1;
+				TAILQ_INSERT_TAIL(&p->queue, h, qentry);
+			}
+			if (h->paused && h->queued <= h->limit / 2)
+				fill_pool_notify(p, h);
 		}
 		/* Else idle until fill_hash_feed() queues it. */
 	}
 	pthread_mutex_unlock(&p->mtx);
-	free(buf);
 	return (NULL);
 }
 
-/* The loop's side: fills whose hashing ended (or that were abandoned). */
+/* The loop's side: fills whose hashing ended, were abandoned, or whose
+ * hash queue has room again. */
 static void
 fill_pool_done(evutil_socket_t fd, short ev, void *arg)
 {
 	struct fill_pool	*p = arg;
 	struct fill_hash	*h;
 	char			 drain[64];
-	int			 i;
+	int			 i, finished, resume;
 
 	while (read(p->pipe[0], drain, sizeof(drain)) > 0)
 		;
 	/* One at a time: handling one may free the others' fills. */
 	for (i = 0; i < FILL_DONE_PER_TURN; i++) {
+		finished = resume = 0;
 		pthread_mutex_lock(&p->mtx);
-		if ((h = TAILQ_FIRST(&p->done)) != NULL) {
-			TAILQ_REMOVE(&p->done, h, entry);
-			h->where = FH_NONE;
+		if ((h = TAILQ_FIRST(&p->notify)) != NULL) {
+			TAILQ_REMOVE(&p->notify, h, nentry);
+			h->on_notify = 0;
+			finished = h->finished;
+			if (!finished && h->paused &&
+			    h->queued <= h->limit / 2) {
+				h->paused = 0;
+				resume = 1;
+			}
 		}
 		pthread_mutex_unlock(&p->mtx);
 		if (h == NULL)
 			return;
-		if (h->fill == NULL)
-			fill_hash_destroy(h);
-		else
+		if (h->fill == NULL) {
+			if (finished)
+				fill_hash_destroy(h);
+		} else if (finished)
 			fill_hashed(h->fill);	/* frees the fill */
+		else if (resume && h->fill->px != NULL) {
+			log_debug("- cache fill_resume %s", h->fill->logid);
+			proxy_resume(h->fill->px);	/* may free it */
+		}
 	}
 	/* Bounded per turn: come back after other events. */
 	event_active(p->ev, EV_READ, 0);
@@ -252,7 +297,7 @@ cache_fill_pool_new(struct pc_ctx *ctx, size_t nthr)
 	    (p->thr = calloc(nthr, sizeof(*p->thr))) == NULL)
 		fatal("calloc");
 	TAILQ_INIT(&p->queue);
-	TAILQ_INIT(&p->done);
+	TAILQ_INIT(&p->notify);
 	pthread_mutex_init(&p->mtx, NULL);
 	pthread_cond_init(&p->cv, NULL);
 	if (pipe2(p->pipe, O_CLOEXEC | O_NONBLOCK) == -1) {
@@ -292,15 +337,19 @@ cache_fill_pool_free(struct fill_pool *p)
 	p->stop = 1;
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mtx);
-	/* Each at most one read of FILL_HASH_BUF away. */
+	/* Each at most one queue's worth of hashing away. */
 	for (i = 0; i < p->nthr; i++)
 		pthread_join(p->thr[i], NULL);
-	while ((h = TAILQ_FIRST(&p->done)) != NULL) {
-		TAILQ_REMOVE(&p->done, h, entry);
+	/* Abandoned states waiting for the loop (queued ones are on the
+	 * notify list too, or belong to a live fill). */
+	while ((h = TAILQ_FIRST(&p->notify)) != NULL) {
+		TAILQ_REMOVE(&p->notify, h, nentry);
+		if (h->on_queue)
+			TAILQ_REMOVE(&p->queue, h, qentry);
 		fill_hash_destroy(h);
 	}
 	while ((h = TAILQ_FIRST(&p->queue)) != NULL) {
-		TAILQ_REMOVE(&p->queue, h, entry);
+		TAILQ_REMOVE(&p->queue, h, qentry);
 		fill_hash_destroy(h);
 	}
 	if (p->ev != NULL)
@@ -315,8 +364,8 @@ cache_fill_pool_free(struct fill_pool *p)
 	free(p);
 }
 
-/* Give the fill's temp file to the digest threads.  Returns 0 or -1. */
-static int
+/* Give the fill a hash state on the digest threads. */
+static void
 fill_hash_start(struct cache_fill *f)
 {
 	struct fill_hash	*h;
@@ -325,36 +374,53 @@ fill_hash_start(struct cache_fill *f)
 		fatal("calloc");
 	h->pool = f->cache->pool;
 	h->fill = f;
-	h->base = (off_t)f->hdr_len;
+	h->limit = f->conf->high_watermark;
+	if ((h->stage = evbuffer_new()) == NULL ||
+	    (h->pending = evbuffer_new()) == NULL ||
+	    (h->work = evbuffer_new()) == NULL)
+		fatal("evbuffer_new");
 	if ((h->md = EVP_MD_CTX_new()) == NULL ||
 	    EVP_DigestInit_ex(h->md, f->alg == CACHE_ALG_SHA512 ?
 	    EVP_sha512() : EVP_sha256(), NULL) != 1)
 		fatalx("EVP digest init failed");
-	if ((h->fd = fcntl(f->fd, F_DUPFD_CLOEXEC, 0)) == -1) {
-		EVP_MD_CTX_free(h->md);
-		free(h);
-		return (-1);
-	}
 	f->hash = h;
-	return (0);
 }
 
-/* Tell the threads about bytes written (eof: and that no more come). */
-static void
-fill_hash_feed(struct fill_hash *h, uint64_t written, int eof)
+/*
+ * Hand the threads n bytes: the first n of src (moved, src may be NULL)
+ * or data (copied: a decoded chunked body).  eof: no more come.
+ * Returns 1 when the hash queue is over its limit: the caller pauses the
+ * upstream read until fill_pool_done resumes it.
+ */
+static int
+fill_hash_feed(struct fill_hash *h, struct evbuffer *src, const void *data,
+    size_t n, int eof)
 {
 	struct fill_pool	*p = h->pool;
+	int			 over;
 
+	/* Outside the mutex: src's callbacks (its watermarks) may run. */
+	if (n > 0 && src != NULL)
+		evbuffer_remove_buffer(src, h->stage, n);
+	else if (n > 0)
+		evbuffer_add(h->stage, data, n);
 	pthread_mutex_lock(&p->mtx);
-	h->avail = written;
+	if (n > 0) {
+		evbuffer_add_buffer(h->pending, h->stage);
+		h->queued += n;
+	}
 	h->eof |= eof;
-	if (!h->busy && h->where == FH_NONE && !h->finished &&
-	    (h->avail > h->hashed || h->eof)) {
-		h->where = FH_QUEUED;
-		TAILQ_INSERT_TAIL(&p->queue, h, entry);
+	if (!h->busy && !h->on_queue && !h->finished &&
+	    (evbuffer_get_length(h->pending) > 0 || h->eof)) {
+		h->on_queue = 1;
+		TAILQ_INSERT_TAIL(&p->queue, h, qentry);
 		pthread_cond_signal(&p->cv);
 	}
+	over = !h->eof && h->queued > h->limit;
+	if (over)
+		h->paused = 1;
 	pthread_mutex_unlock(&p->mtx);
+	return (over);
 }
 
 /* The fill is going away: free its state, or leave that to the loop's
@@ -373,10 +439,10 @@ fill_hash_free(struct fill_hash *h)
 		pthread_mutex_unlock(&p->mtx);
 		return;		/* fill_pool_done() frees it */
 	}
-	if (h->where == FH_QUEUED)
-		TAILQ_REMOVE(&p->queue, h, entry);
-	else if (h->where == FH_DONE)
-		TAILQ_REMOVE(&p->done, h, entry);
+	if (h->on_queue)
+		TAILQ_REMOVE(&p->queue, h, qentry);
+	if (h->on_notify)
+		TAILQ_REMOVE(&p->notify, h, nentry);
 	pthread_mutex_unlock(&p->mtx);
 	fill_hash_destroy(h);
 }
@@ -722,8 +788,6 @@ fill_progress(struct cache_fill *f)
 {
 	struct cache_reader	*cr, *next;
 
-	if (f->hash != NULL)
-		fill_hash_feed(f->hash, f->written, 0);
 	TAILQ_FOREACH_SAFE(cr, &f->readers, entry, next)
 		if (cr->waiting)
 			cache_reader_progress(cr);
@@ -815,12 +879,18 @@ fill_head(void *arg, struct hframe_msg *rm)
 			return (-1);
 		}
 	}
-	if (fill_hash_start(f) == -1) {
-		snprintf(detail, sizeof(detail), "cache: cannot start the "
-		    "digest thread: %s", strerror(errno));
-		fill_fail(f, ERR_INTERNAL, detail);
-		return (-1);
-	}
+	fill_hash_start(f);
+#ifdef FALLOC_FL_KEEP_SIZE
+	/*
+	 * Allocate the blocks at once: ext4's delayed allocation otherwise
+	 * reserves and maps them one page at a time inside every write.
+	 * Only a hint (not every file system can), and the size stays what
+	 * is written, so a short body is still found short.
+	 */
+	if (rm->has_length && rm->length >= FILL_PREALLOC_MIN)
+		(void)fallocate(f->fd, FALLOC_FL_KEEP_SIZE,
+		    (off_t)f->hdr_len, (off_t)rm->length);
+#endif
 	f->have_length = rm->has_length;
 	f->expect = rm->length;
 	f->got_head = 1;
@@ -854,13 +924,20 @@ fill_over(struct cache_fill *f)
 	return (1);
 }
 
+/*
+ * n bytes of the body at the front of in: written to the temp file (one
+ * writev per FILL_IOV chunks), then the chunks themselves move to the
+ * digest threads.  1 pauses the upstream read while the hash queue is
+ * full.
+ */
 static int
 fill_body(void *arg, struct evbuffer *in, size_t n)
 {
 	struct cache_fill	*f = arg;
 	struct evbuffer_iovec	 v[FILL_IOV];
-	size_t			 left = n, take;
-	int			 i, nv;
+	struct evbuffer_ptr	 pos;
+	size_t			 left = n, take, done = 0;
+	int			 i, nv, over;
 
 	if (f->fail_err != ERR_NONE) {
 		evbuffer_drain(in, n);
@@ -875,7 +952,11 @@ fill_body(void *arg, struct evbuffer *in, size_t n)
 		return (0);
 	}
 	while (left > 0) {
-		nv = evbuffer_peek(in, left, NULL, v, FILL_IOV);
+		/* Chunks after the first `done` bytes: they stay in `in`
+		 * until the digest threads get them all at once. */
+		if (evbuffer_ptr_set(in, &pos, done, EVBUFFER_PTR_SET) == -1)
+			break;
+		nv = evbuffer_peek(in, left, &pos, v, FILL_IOV);
 		if (nv <= 0)
 			break;
 		if (nv > FILL_IOV)
@@ -890,16 +971,19 @@ fill_body(void *arg, struct evbuffer *in, size_t n)
 		if (fill_writev(f, (struct iovec *)v, nv) == -1) {
 			fill_fail_later(f, ERR_INTERNAL,
 			    "cache: cannot write the temp file");
-			evbuffer_drain(in, left);
+			evbuffer_drain(in, n);
 			return (1);
 		}
-		evbuffer_drain(in, take);
+		done += take;
 		left -= take;
 	}
+	over = fill_hash_feed(f->hash, in, NULL, done, 0);
+	if (done < n)
+		evbuffer_drain(in, n - done);
 	if (fill_over(f))
 		return (1);	/* all n moved; declined next turn */
 	fill_progress(f);
-	return (0);
+	return (over);
 }
 
 static int
@@ -908,6 +992,7 @@ fill_body_data(void *arg, const char *data, size_t n)
 	struct cache_fill	*f = arg;
 	struct iovec		 iov;
 	size_t			 take;
+	int			 over;
 
 	if (f->fail_err != ERR_NONE)
 		return (1);
@@ -929,10 +1014,12 @@ fill_body_data(void *arg, const char *data, size_t n)
 		    "cache: cannot write the temp file");
 		return (1);
 	}
+	/* Decoded bytes live in proxy.c's buffer: copied. */
+	over = fill_hash_feed(f->hash, NULL, data, n, 0);
 	if (fill_over(f))
 		return (1);
 	fill_progress(f);
-	return (0);
+	return (over);
 }
 
 /* fsync the directory so the rename itself survives a crash. */
@@ -968,7 +1055,7 @@ fill_mkparent(const char *path)
 
 /*
  * The upstream's answer is complete.  Check the length now; the digest
- * when the hash thread has caught up (fill_hashed).
+ * when the digest threads have caught up (fill_hashed).
  */
 static void
 fill_done(void *arg)
@@ -994,11 +1081,11 @@ fill_done(void *arg)
 		fill_fail(f, ERR_UPSTREAM_PROTO, detail);
 		return;
 	}
-	fill_hash_feed(f->hash, f->written, 1);
+	(void)fill_hash_feed(f->hash, NULL, NULL, 0, 1);
 }
 
 /*
- * The hash thread has read the whole file: compare the digest, and
+ * The digest threads have hashed the whole body: compare the digest, and
  * publish when it matches.
  */
 static void
@@ -1013,8 +1100,8 @@ fill_hashed(struct cache_fill *f)
 	/* Finished and off the pool's lists: no thread touches it. */
 	err = h->error;
 	if (err != 0) {
-		snprintf(detail, sizeof(detail), "cache: cannot read the temp "
-		    "file back: %s", strerror(err));
+		snprintf(detail, sizeof(detail), "cache: cannot compute the "
+		    "digest: %s", strerror(err));
 		fill_fail(f, ERR_INTERNAL, detail);
 		return;
 	}

@@ -43,7 +43,8 @@
  *
  * Sending: the file goes to the client in windows of cache.send_window
  * bytes, as file segments (sendfile(2) on plain connections) or, with
- * cache.sendfile off, read into the output buffer; the next window when
+ * cache.sendfile off, and with auto for files under cache.sendfile_min
+ * bytes (cr_copies), read into the output buffer; the next window when
  * the client's output drains, so a reader holds at most one window
  * whatever the file's size.  A reader following a fill sends what is on
  * disk and waits for more; it never sends the last byte before the fill
@@ -65,6 +66,7 @@
 #define CR_MIN_STEP	65536	/* bytes a follower waits for */
 
 static void	cr_pump(struct cache_reader *);
+static int	cr_copies(const struct config_cache *, uint64_t);
 static void	cr_respond(struct cache_reader *);
 static void	cr_by_digest(struct cache_reader *, const char *);
 static void	cr_by_tag(struct cache_reader *);
@@ -420,7 +422,35 @@ cr_respond(struct cache_reader *cr)
 		req_end_response(req);
 		return;
 	}
+	log_debug("%llu.%u cache send digest=%s bytes=%llu by=%s",
+	    (unsigned long long)req->c->id, req->seq,
+	    cr->digest[0] != '\0' ? cr->digest : "-",
+	    (unsigned long long)(cr->end - cr->off),
+	    cr_copies(req->conf->cache, cr->size) ? "copy" : "sendfile");
 	cr_pump(cr);
+}
+
+/*
+ * Whether a file of size bytes is copied into the output buffer rather
+ * than sent as a file segment.  auto copies a small file: a segment
+ * costs a dup(2), a sendfile(2) of its own after the head's write and a
+ * close(2), more than reading a few KiB (a manifest) and sending it with
+ * the head in one write; a large file is cheaper by sendfile, which
+ * never copies it through our memory.
+ */
+static int
+cr_copies(const struct config_cache *cc, uint64_t size)
+{
+	if (cc == NULL)
+		return (0);
+	switch (cc->sendfile) {
+	case CONFIG_SENDFILE_OFF:
+		return (1);
+	case CONFIG_SENDFILE_AUTO:
+		return (size < cc->sendfile_min);
+	default:
+		return (0);
+	}
 }
 
 /*
@@ -437,8 +467,7 @@ cr_pump(struct cache_reader *cr)
 	int			 flags;
 
 	window = cc != NULL ? cc->send_window : 2097152;
-	flags = cc != NULL && cc->sendfile == CONFIG_SENDFILE_OFF ?
-	    REQ_FILE_NO_SENDFILE : 0;
+	flags = cr_copies(cc, cr->size) ? REQ_FILE_NO_SENDFILE : 0;
 	while (cr->off < cr->end) {
 		if (conn_output_full(req->c))
 			return;		/* cr_stage_writable() */

@@ -54,6 +54,8 @@ enum config_sendfile {
 	CONFIG_SENDFILE_ON,
 	CONFIG_SENDFILE_OFF
 };
+/* cache.sendfile_min: measured, README "Benchmarks". */
+#define SENDFILE_MIN_DEFAULT	65536
 
 /* The pull-through cache; absent from the file means no cache. */
 struct config_cache {
@@ -62,6 +64,7 @@ struct config_cache {
 	int			 tag_ttl_ms;
 	int			 negative_ttl_ms;
 	int			 sendfile;	/* enum config_sendfile */
+	size_t			 sendfile_min;	/* auto: copy below */
 	size_t			 send_window;
 	size_t			 max_tag_records;
 	int			 tag_variants;

@@ -348,8 +348,15 @@ static const struct cfg_key cfg_cache_keys[] = {
 	  .choices = cfg_sendfile_names,
 	  .help = "How cached files reach clients: sendfile(2) (on; TLS "
 	  "maps the file instead), read into the output buffer, a copy (off), "
-	  "or auto, which is on. Measure: on some machines the copy is "
-	  "faster." },
+	  "or auto: a copy below cache.sendfile_min bytes, sendfile from "
+	  "there on." },
+	{ .name = "sendfile_min", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(sendfile_min), .min = 0, .max = 67108864,
+	  .def = SENDFILE_MIN_DEFAULT,
+	  .help = "With sendfile auto: a cached file smaller than this is "
+	  "copied into the output buffer (cheaper than a file segment for "
+	  "small files such as manifests), a larger one goes by sendfile "
+	  "(0: always sendfile)." },
 	{ .name = "send_window", .type = CFG_SIZE, .flags = CFG_RELOAD,
 	  .off = CACHE_OFF(send_window), .min = 65536, .max = 67108864,
 	  .def = 2097152,

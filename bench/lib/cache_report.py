@@ -3,7 +3,7 @@
 
 RESULTS lines are "name value ttfb cpu_ticks": for transfers value is
 seconds (ttfb in seconds, cpu in clock ticks of the serving process), for
-conc_* the wall time of 16 concurrent 64 MiB pulls, for mfst_* requests/s,
+conc_* the wall time of 16 concurrent 64 MiB pulls, for mfst_* requests/s (then the requests, a fifth field),
 for rss_* a peak RSS in KiB, for cold_upstream_gets a count.  Prints
 medians and the ratios the cache's goals are stated in."""
 
@@ -18,8 +18,8 @@ def main():
     rows = defaultdict(list)
     for line in open(path):
         f = line.split()
-        if len(f) == 4:
-            rows[f[0]].append((float(f[1]), float(f[2]), float(f[3])))
+        if len(f) >= 4:
+            rows[f[0]].append(tuple(float(x) for x in f[1:]))
     gib = 1 << 30
 
     def med(name, i=0):
@@ -71,12 +71,23 @@ def main():
     cn = line("nginx proxy_cache", "conc_nginx_proxy_cache", tot)
     print("  ratio: %.2fx" % (cp / cn))
 
-    if rows.get("mfst_portcullis"):
-        mp, mn = med("mfst_portcullis"), med("mfst_nginx")
-        print("\nmanifest GET by digest")
-        print("  portcullis %9.0f req/s" % mp)
-        print("  nginx      %9.0f req/s" % mn)
-        print("  ratio: %.2fx (goal >= 0.5)" % (mp / mn))
+    def us_per_req(name):
+        v = [r[2] / tick * 1e6 / r[3] for r in rows.get(name, [])
+             if len(r) > 3 and r[3] > 0]
+        return statistics.median(v) if v else float("nan")
+
+    if rows.get("mfst_portcullis_auto"):
+        print("\nmanifest GET by digest (median req/s, server CPU/request)")
+        for k in ("mfst_portcullis_auto", "mfst_portcullis_on",
+                  "mfst_portcullis_off", "mfst_nginx_sendfile_on",
+                  "mfst_nginx_sendfile_off"):
+            if rows.get(k):
+                print("  %-26s %9.0f req/s %7.1f us" % (
+                    k[5:], med(k), us_per_req(k)))
+        nb = max(med("mfst_nginx_sendfile_on"),
+                 med("mfst_nginx_sendfile_off"))
+        print("  ratio portcullis auto / nginx best: %.2fx (goal >= 0.6)"
+              % (med("mfst_portcullis_auto") / nb))
 
     print("\npeak RSS")
     for k in ("rss_cold", "rss_warm_auto", "rss_warm_off", "rss_conc",

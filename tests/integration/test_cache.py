@@ -587,3 +587,73 @@ def test_half_closed_client_gets_the_whole_cached_blob(start_registry,
     assert buf.startswith(b"HTTP/1.1 200 "), buf[:200]
     assert buf.endswith(b"\r\n\r\n" + data), \
         "%d bytes of %d" % (len(buf), len(data))
+
+
+@pytest.mark.parametrize("sendfile,sendfile_min,small,large", [
+    ("auto", 8192, "copy", "sendfile"),
+    ("auto", 0, "sendfile", "sendfile"),
+    ("auto", 1 << 20, "copy", "copy"),
+    ("on", 1 << 20, "sendfile", "sendfile"),
+    ("off", 0, "copy", "copy"),
+])
+def test_sendfile_auto_copies_small_files(start_registry, start_gateway,
+                                          tmp_path, http, sendfile,
+                                          sendfile_min, small, large):
+    """cache.sendfile auto copies a file under cache.sendfile_min bytes
+    into the output buffer and sends a larger one with sendfile; on and
+    off ignore the size.  Both ways send the same bytes, on a cold pull
+    (following the fill) and on a hit."""
+    reg = start_registry("up1")
+    small_data = os.urandom(8191)
+    large_data = os.urandom(8192 + 100000)
+    ds = push_blob(reg, "sf/app", small_data)
+    dl = push_blob(reg, "sf/app", large_data)
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"), log={"level": "debug"},
+        cache=cache_cfg(tmp_path / "c", sendfile=sendfile,
+                        sendfile_min=sendfile_min)))
+    for rnd in ("cold", "hit"):
+        for d, data, want in ((ds, small_data, small),
+                              (dl, large_data, large)):
+            r = http.get("%s/v2/up1/sf/app/blobs/%s" % (gw.url, d),
+                         timeout=60)
+            assert r.status_code == 200 and r.content == data, rnd
+            wait_for(lambda: os.path.exists(blob_path(tmp_path / "c", d)),
+                     what="fill published")
+    log = gw.log_text()
+    for d, want in ((ds, small), (dl, large)):
+        lines = [ln for ln in log.splitlines()
+                 if "cache send digest=%s " % d in ln]
+        assert len(lines) == 2, lines
+        assert all(ln.endswith("by=" + want) for ln in lines), lines
+
+
+def test_fills_behind_their_digest_thread_pause_and_resume(start_registry,
+                                                          start_gateway,
+                                                          tmp_path):
+    """With the smallest buffers.high_watermark, nearly every upstream
+    read puts a fill's hash queue over its bound: the upstream read
+    pauses and the digest thread resumes it.  Four concurrent fills on
+    one digest thread all complete, verified, with one upstream GET each,
+    and the pause/resume path ran."""
+    reg = start_registry("up1")
+    blobs = {}
+    for i in range(4):
+        data = os.urandom(16 * MIB + i)
+        blobs[push_blob(reg, "bp/app", data)] = len(data)
+    cdir = tmp_path / "cache"
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"), log={"level": "debug"},
+        buffers={"high_watermark": 16384},
+        cache=cache_cfg(cdir, digest_threads=1)))
+    m = reg.mark()
+    urls = ["%s/v2/up1/bp/app/blobs/%s" % (gw.url, d) for d in blobs]
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(_fetch, urls + urls))
+    for (st, digest, n, _h), d in zip(got, list(blobs) * 2):
+        assert (st, digest, n) == (200, d, blobs[d])
+    for d, n in blobs.items():
+        assert len(blob_gets(reg, "/v2/bp/app/blobs/" + d, m)) == 1
+        assert os.path.getsize(blob_path(cdir, d)) == n
+    assert tmp_files(cdir) == []
+    assert "cache fill_resume" in gw.log_text()

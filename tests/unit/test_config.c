@@ -1127,6 +1127,7 @@ test_reference(void **state)
 		"/cache",
 		"/cache/dir", "/cache/max_bytes", "/cache/tag_ttl",
 		"/cache/negative_ttl", "/cache/sendfile", "/cache/send_window",
+		"/cache/sendfile_min",
 		"/cache/max_tag_records", "/cache/tag_variants",
 		"/cache/negative_entries",
 		"/cache/max_fills", "/cache/max_fills_per_client",
