@@ -47,6 +47,7 @@ struct cache;
 struct cache_reader;
 struct audit;
 struct uploads;
+struct referrers;
 struct rds;
 struct oidc;
 struct redisAsyncContext;
@@ -97,6 +98,7 @@ struct pc_ctx {
 	struct revoke			*revoke;	/* NULL: no redis */
 	struct secrets			*secrets;	/* NULL: no redis */
 	struct uploads			*uploads;	/* NULL: none yet */
+	struct referrers		*referrers;	/* NULL: none yet */
 };
 
 /* log.c */
@@ -422,6 +424,7 @@ struct proxy *proxy_fetch_path(struct pc_ctx *, struct config *,
 	    const struct config_upstream *, int, const char *, const char *,
 	    const struct headers *, const struct proxy_ops *, void *,
 	    const char *);
+void	proxy_fetch_body(struct proxy *, struct evbuffer *);
 void	proxy_fetch_start(struct proxy *);
 /* A fetch's whole answer: status -1 with err on failure (proxy_fetch_url). */
 typedef void	(*proxy_url_cb)(void *, int, const struct headers *,
@@ -452,6 +455,12 @@ void		 uploads_note(struct req *, int, const struct headers *,
 		    const char *);
 int		 uploads_answer(struct req *);
 void		 uploads_free(struct uploads *);
+
+/* referrers.c: the referrers API, also in front of an upstream without it. */
+void		 referrers_start(struct req *);
+int		 referrers_push_wants(struct req *);
+void		 referrers_push_start(struct req *);
+void		 referrers_free(struct referrers *);
 
 /* tagpol.c: immutable tags, blocked digests reached through a tag. */
 int		 tagpol_wants(struct req *);

@@ -357,6 +357,7 @@ out:
 	secrets_free(ctx->secrets);	/* after the conns: no checks left */
 	revoke_free(ctx->revoke);
 	uploads_free(ctx->uploads);
+	referrers_free(ctx->referrers);
 	if (ctx->base != NULL)
 		conn_reap(ctx);		/* what the fills retired */
 	uconn_pool_flush(ctx);
