@@ -331,3 +331,41 @@ def test_refused_push_is_relayed_and_keeps_no_index(reg, gw):
     r = reg.http.get("%s/v2/bad/app/manifests/%s" % (reg.url, ref_tag(subj)),
                      headers={"Accept": IDX}, timeout=30)
     assert r.status_code == 404
+
+
+def test_index_written_with_the_gateways_credentials(start_registry,
+                                                     start_gateway,
+                                                     tmp_path):
+    """A token-protected upstream: the client sends no credentials; the
+    manifest and the referrers index are pushed with the gateway's own,
+    under a push scope of the repository."""
+    reg = start_registry("authref", auth="token")
+    creds = tmp_path / "creds"
+    creds.write_text("%s:%s\n" % (reg.issuer.username, reg.issuer.password))
+    creds.chmod(0o600)
+    gw = start_gateway(gateway_config(
+        upstream(reg, default=True, credentials_file=creds,
+                 auth_hosts=["127.0.0.1:%d" % reg.issuer.port])))
+    mark = reg.issuer.mark()
+    subj, size = push_image(gw.url, "auth/app", "v1")
+    body, d = artifact(subj, size, SBOM, "auth")
+    r = push_artifact(gw.url, "auth/app", body)
+    assert r.status_code == 201, r.text
+    assert r.headers["OCI-Subject"] == subj
+    # Every request reached the token-protected registry (an anonymous
+    # one would be a 401), with tokens the gateway's login got.
+    recs = reg.issuer.requests_since(mark)
+    assert recs and all(x["user"] == reg.issuer.username and x["ok"]
+                        for x in recs), recs
+    assert not [e for e in reg.access_log()
+                if "/manifests/" in e["path"] and e["status"] == 401]
+    assert digests(referrers(gw.url, "auth/app", subj)) == [d]
+    # The index is in the registry, under the tag schema.
+    tok = reg.token_for("repository:auth/app:pull")
+    r = reg.http.get("%s/v2/auth/app/manifests/%s" % (reg.url,
+                                                      ref_tag(subj)),
+                     headers={"Accept": IDX,
+                              "Authorization": "Bearer " + tok},
+                     timeout=30)
+    assert r.status_code == 200, r.text
+    assert [m["digest"] for m in r.json()["manifests"]] == [d]
