@@ -252,6 +252,7 @@ struct config {
 	size_t			 tag_list_names; /* tags read per list */
 	size_t			 tag_list_pages; /* upstream pages per list */
 	size_t			 upload_sessions; /* uploads tracked */
+	int			 upload_ttl_ms;	/* in Redis */
 	int			 referrers_fallback_ms; /* API absent, kept */
 	size_t			 referrers_attempts; /* index writes */
 	size_t			 high_watermark;

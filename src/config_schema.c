@@ -185,7 +185,14 @@ static const struct cfg_key cfg_limits_keys[] = {
 	  .help = "Chunked blob uploads whose offset and latest Location "
 	  "the gateway keeps in memory (least recently used dropped "
 	  "first), to answer a PATCH out of order with 416 and a GET of "
-	  "an upload location itself; 0 turns this off." },
+	  "an upload location itself; 0 turns this off. With a redis "
+	  "section they are kept in Redis too, so every instance agrees." },
+	{ .name = "upload_ttl", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(upload_ttl_ms), .min = 1000, .max = 2073600000LL,
+	  .def = 86400000,
+	  .help = "How long an upload's state stays in Redis after its "
+	  "last chunk (with a redis section); an upload finished or "
+	  "cancelled through the gateway is removed at once." },
 	{ .name = "referrers_fallback", .type = CFG_SECONDS,
 	  .flags = CFG_RELOAD, .off = CFG_OFF(referrers_fallback_ms),
 	  .min = 0, .max = 86400000, .def = 300000,

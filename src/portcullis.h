@@ -298,6 +298,7 @@ struct req {
 	/* The body read whole before UPSTREAM (tagpol.c); sent from here. */
 	struct evbuffer		*body_read;
 	int			 tag_checked;	/* immutable tag check passed */
+	int			 upload_checked; /* uploads.c asked Redis */
 };
 
 void	req_start(struct conn *, struct hframe_msg *);
@@ -454,6 +455,7 @@ void		 taglist_start(struct req *);
 void		 uploads_note(struct req *, int, const struct headers *,
 		    const char *);
 int		 uploads_answer(struct req *);
+void		 uploads_start(struct pc_ctx *);
 void		 uploads_free(struct uploads *);
 
 /* referrers.c: the referrers API, also in front of an upstream without it. */

@@ -49,7 +49,7 @@
 #define RF_MANIFEST_MT	"application/vnd.oci.image.manifest.v1+json"
 #define RF_DIGEST_MAX	(7 + 128 + 1)	/* "sha512:" + hex + NUL */
 #define RF_TAG_MAX	(32 + 1 + 64 + 1) /* spec: alg <= 32, ref <= 64 */
-#define RF_ERRBODY_MAX	16384		/* an upstream refusal relayed */
+#define RF_ERRBODY_MAX	16384		/* an upstream refusal */
 #define RF_TYPE_MAX	256		/* an artifactType filter */
 
 /* An upstream found without the API, until when. */
@@ -61,8 +61,8 @@ struct rf_up {
 
 /* A cached answer: the unfiltered descriptors of one subject. */
 struct rf_entry {
-	TAILQ_ENTRY(rf_entry)	 entry;		/* head: newest use */
-	char			*key;		/* upstream, repo, subject */
+	TAILQ_ENTRY(rf_entry)	 entry;		/* head: newest */
+	char			*key;		/* up, repo, subject */
 	json_t			*manifests;
 	uint64_t		 expires;	/* ms */
 };
@@ -104,7 +104,7 @@ struct rf_doc {
 struct rf_get {
 	struct req		*req;
 	struct rf_doc		 doc;
-	int			 from_tag;	/* reading the fallback tag */
+	int			 from_tag;	/* reading the tag */
 	int			 has_filter;
 	char			 filter[RF_TYPE_MAX];
 	char			*key;
@@ -130,7 +130,7 @@ struct rf_push {
 	struct rf_lock		*lock;
 	int			 waiting;	/* in lock->waiters */
 	TAILQ_ENTRY(rf_push)	 wait_entry;
-	struct event		*ev_go;		/* the lock is ours */
+	struct event		*ev_go;		/* lock is ours */
 	int			 retired;
 	struct reap_node	 reap;
 };

@@ -315,6 +315,7 @@ server_run(const char *path, char **cause)
 	    (ctx->secrets = secrets_new(ctx->base, ctx->conf,
 	    ctx->revoke)) == NULL))
 		fatalx("out of memory");
+	uploads_start(ctx);	/* with Redis: every instance agrees */
 	token_listen(ctx);	/* revocations purge verified tokens */
 	ctx->ev_reap = event_new(ctx->base, -1, 0, server_reap_cb, ctx);
 	ctx->ev_accept_retry = evtimer_new(ctx->base, server_accept_retry_cb,
