@@ -1122,7 +1122,7 @@ test_reference(void **state)
 		"/limits/redirects", "/limits/catalog_names",
 		"/limits/catalog_pages", "/limits/catalog_page_bytes",
 		"/limits/tag_list_names", "/limits/tag_list_pages",
-		"/limits/upload_sessions",
+		"/limits/upload_sessions", "/limits/upload_ttl",
 		"/limits/referrers_fallback", "/limits/referrers_attempts",
 		"/cache",
 		"/cache/dir", "/cache/max_bytes", "/cache/tag_ttl",
