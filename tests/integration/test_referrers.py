@@ -6,8 +6,9 @@ says OCI-Subject), applies the artifactType filter, caches answers
 briefly and drops them on a push, and asks for pull.
 
 Artifact manifests are written by hand (oras and cosign are not in
-Debian) and pushed with raw HTTP.  Real docker-registry; no test
-double."""
+Debian) and pushed with raw HTTP.  Real docker-registry; the race of two
+writers of the referrers tag is made to happen with lib/holding_proxy.py,
+a test double of the network between the gateway and the registry."""
 
 import hashlib
 import json
@@ -215,37 +216,88 @@ def test_concurrent_pushes_to_one_subject_are_all_listed(reg, gw):
         sorted(d for _, d in arts)
 
 
-def test_two_gateways_pushing_to_one_subject(reg, start_gateway):
-    """Two gateways share the upstream: no lock between them, the
-    re-read after each write finds an index another wrote over ours."""
-    gws = [start_gateway(gateway_config(upstream(reg, default=True)))
-           for _ in range(2)]
-    subj, size = push_image(reg.url, "two/app", "v1")
-    arts = [artifact(subj, size, SIG, "g%d" % i) for i in range(4)]
-    results = [None] * len(arts)
-    go = threading.Barrier(len(arts))
+@pytest.fixture
+def held(reg, start_gateway):
+    """A gateway whose upstream connections pass through HoldingProxy (a
+    TEST DOUBLE of the network, lib/holding_proxy.py), so that a test can
+    land another writer's index between the gateway's write of the
+    referrers tag and its re-read: the race two writers without a
+    conditional PUT have, made to happen every time."""
+    from lib.holding_proxy import HoldingProxy
+    hp = HoldingProxy(reg.host)
+    try:
+        def start(**limits):
+            return start_gateway(gateway_config(
+                upstream(reg, default=True, url="http://" + hp.host),
+                limits=limits))
+        yield hp, start
+    finally:
+        hp.stop()
 
-    def push(i):
-        go.wait(timeout=30)
-        results[i] = push_artifact(gws[i % 2].url, "two/app", arts[i][0])
 
-    ts = [threading.Thread(target=push, args=(i,)) for i in range(len(arts))]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(timeout=120)
-    listed = set(digests(referrers(gws[0].url, "two/app", subj)))
-    for (_, d), r in zip(arts, results):
-        assert r is not None and r.status_code == 201, r
-        # OCI-Subject is a promise: the manifest was seen in the index
-        # after the write.  Without it the client keeps the tag itself.
-        if "OCI-Subject" in r.headers:
-            assert r.headers["OCI-Subject"] == subj
-    # What a later writer could overwrite after our re-read is the
-    # documented race; here every push either is listed or was told.
-    told = {d for (_, d), r in zip(arts, results)
-            if "OCI-Subject" not in r.headers}
-    assert listed | told >= {d for _, d in arts}
+def overwrite_between_write_and_reread(reg, hp, gw, attempts_note):
+    """Push an artifact through `gw`; once the registry has taken its
+    index write (its answer held back), another writer replaces the
+    index with one of its own.  Returns (response, digest pushed,
+    digest of the other writer's artifact)."""
+    from lib.util import wait_for
+    subj, size = push_image(reg.url, "race/app", "v1")
+    other, other_d = artifact(subj, size, SIG, "other writer")
+    assert push_artifact(reg.url, "race/app", other).status_code == 201
+    mine, mine_d = artifact(subj, size, SBOM, attempts_note)
+    marker = b"PUT /v2/race/app/manifests/" + ref_tag(subj).encode()
+    hp.hold(marker)
+    out = {}
+    t = threading.Thread(target=lambda: out.update(
+        r=push_artifact(gw.url, "race/app", mine)))
+    t.start()
+    try:
+        wait_for(lambda: hp.held(marker) > 0, timeout=30,
+                 what="the gateway's index write answered")
+        r = reg.http.get("%s/v2/race/app/manifests/%s" % (
+            reg.url, ref_tag(subj)), headers={"Accept": IDX}, timeout=30)
+        assert [m["digest"] for m in r.json()["manifests"]] == [mine_d]
+        idx = {"schemaVersion": 2, "mediaType": IDX, "manifests": [
+            {"mediaType": MT, "digest": other_d, "size": len(other),
+             "artifactType": SIG}]}
+        r = reg.http.put("%s/v2/race/app/manifests/%s" % (
+            reg.url, ref_tag(subj)), data=json.dumps(idx),
+            headers={"Content-Type": IDX}, timeout=30)
+        assert r.status_code == 201, r.text
+    finally:
+        hp.release()
+        t.join(timeout=60)
+    return subj, out["r"], mine_d, other_d
+
+
+def test_index_overwritten_after_the_write_is_written_again(reg, held):
+    hp, start = held
+    gw = start()
+    subj, r, mine, other = overwrite_between_write_and_reread(
+        reg, hp, gw, "retried")
+    assert r.status_code == 201, r.text
+    assert r.headers["OCI-Subject"] == subj
+    # The re-read found the other writer's index and added to it.
+    assert "referrers index_moved" in gw.log_text()
+    assert digests(referrers(gw.url, "race/app", subj)) == \
+        sorted([mine, other])
+
+
+def test_index_still_moving_after_the_last_round_says_no_subject(reg, held):
+    hp, start = held
+    gw = start(referrers_attempts=1)
+    subj, r, mine, other = overwrite_between_write_and_reread(
+        reg, hp, gw, "given up")
+    # The manifest is pushed; the index does not hold it, and the
+    # answer says so by leaving OCI-Subject out (the client's cue to
+    # keep the tag itself).
+    assert r.status_code == 201, r.text
+    assert "OCI-Subject" not in r.headers
+    assert "referrers index_not_updated" in gw.log_text()
+    assert digests(referrers(gw.url, "race/app", subj)) == [other]
+    with session() as s:
+        assert s.get("%s/v2/race/app/manifests/%s" % (gw.url, mine),
+                     headers={"Accept": MT}, timeout=30).status_code == 200
 
 
 def test_cached_answer_dropped_by_a_push(reg, start_gateway, tmp_path):
