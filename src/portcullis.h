@@ -443,6 +443,9 @@ void		 cache_close(struct cache *);
 int		 cache_wants(struct req *);
 void		 cache_start(struct req *);
 void		 cache_invalidate_tag(struct req *);
+void		 cache_invalidate_tag_name(struct pc_ctx *,
+		    const struct config_upstream *, const char *,
+		    const char *);
 void		 cache_invalidate_link(struct req *);
 
 /* catalog.c: /v2/_catalog filtered by the policy. */

@@ -1043,6 +1043,8 @@ rf_push_done(void *arg, enum pc_err err, const char *detail)
 		rf_push_give_up(p, why);
 		return;
 	}
+	/* A cached record of the tag is stale now. */
+	cache_invalidate_tag_name(req->c->ctx, req->up, req->upname, p->tag);
 	/* Written: read it back, another writer may have come between. */
 	rf_push_read(p);
 }

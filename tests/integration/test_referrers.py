@@ -159,6 +159,13 @@ def test_referrers_fallback_end_to_end(reg, gw):
     assert sorted(m["digest"] for m in r.json()["manifests"]) == \
         sorted([sbom_d, sig_d])
 
+    # HEAD: the head of the GET, no body.
+    with session() as s:
+        r = s.head("%s/v2/ref/app/referrers/%s" % (gw.url, subj),
+                   timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"] == IDX
+    assert int(r.headers["Content-Length"]) > 0 and r.content == b""
+
     # An unknown subject, in a known and an unknown repository.
     unknown = "sha256:" + "ab" * 32
     assert digests(referrers(gw.url, "ref/app", unknown)) == []
@@ -327,10 +334,21 @@ def test_cached_answer_dropped_by_a_push(reg, start_gateway, tmp_path):
     assert digests(referrers(gw.url, "cache/app", subj, SBOM)) == [d1]
     assert not [e for e in reg.access_log(since=mark)
                 if tag in e["path"] or "/referrers/" in e["path"]]
-    # ... and a push through the gateway drops it at once.
+    # The tag itself read through the gateway: cached (cache.tag_ttl).
+    with session() as s:
+        r = s.get("%s/v2/cache/app/manifests/%s" % (gw.url, tag),
+                  headers={"Accept": IDX}, timeout=30)
+    assert sorted(m["digest"] for m in r.json()["manifests"]) == \
+        sorted([d1, d2])
+    # ... and a push through the gateway drops both at once.
     a3, d3 = artifact(subj, size, SIG, "three")
     assert push_artifact(gw.url, "cache/app", a3).status_code == 201
     assert digests(referrers(gw.url, "cache/app", subj)) == \
+        sorted([d1, d2, d3])
+    with session() as s:
+        r = s.get("%s/v2/cache/app/manifests/%s" % (gw.url, tag),
+                  headers={"Accept": IDX}, timeout=30)
+    assert sorted(m["digest"] for m in r.json()["manifests"]) == \
         sorted([d1, d2, d3])
 
 
