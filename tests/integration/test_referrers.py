@@ -316,41 +316,64 @@ def test_index_still_moving_after_the_last_round_says_no_subject(reg, held):
                      headers={"Accept": MT}, timeout=30).status_code == 200
 
 
-def test_client_gone_during_the_index_update(reg, held):
-    """A client that leaves once the manifest is accepted does not leave
-    its referrer out: the gateway finishes the index update alone."""
+def detach_a_push(reg, hp, gw, repo):
+    """Push an artifact with a raw socket and reset the connection once
+    the registry has taken the gateway's index write (its answer held
+    back), so the push goes on without its client.  Returns (subject,
+    digest pushed); the caller releases hp."""
     import socket
     import struct
     from lib.util import wait_for
+    subj, size = push_image(reg.url, repo, "v1")
+    with session() as s:
+        push_blob(gw.url, repo, b"{}", s)
+    body, d = artifact(subj, size, SBOM, "left early")
+    marker = ("PUT /v2/%s/manifests/%s" % (repo, ref_tag(subj))).encode()
+    hp.hold(marker)
+    c = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    c.sendall(b"PUT /v2/%s/manifests/%s HTTP/1.1\r\n"
+              b"Host: %s\r\nContent-Type: %s\r\n"
+              b"Content-Length: %d\r\n\r\n" % (
+                  repo.encode(), d.encode(), gw.host.encode(), MT.encode(),
+                  len(body)) + body)
+    wait_for(lambda: hp.held(marker) > 0, timeout=30,
+             what="the gateway's index write answered")
+    # A reset, not a FIN: a half-closed client is still answered.
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                 struct.pack("ii", 1, 0))
+    c.close()
+    wait_for(lambda: "referrers detached" in gw.log_text(), timeout=30,
+             what="the push detached from its client")
+    return subj, d
+
+
+def test_client_gone_during_the_index_update(reg, held):
+    """A client that leaves once the manifest is accepted does not leave
+    its referrer out: the gateway finishes the index update alone."""
+    from lib.util import wait_for
     hp, start = held
     gw = start()
-    subj, size = push_image(reg.url, "gone/app", "v1")
-    with session() as s:
-        push_blob(gw.url, "gone/app", b"{}", s)
-    body, d = artifact(subj, size, SBOM, "left early")
-    marker = b"PUT /v2/gone/app/manifests/" + ref_tag(subj).encode()
-    hp.hold(marker)
     try:
-        c = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
-        c.sendall(b"PUT /v2/gone/app/manifests/%s HTTP/1.1\r\n"
-                  b"Host: %s\r\nContent-Type: %s\r\n"
-                  b"Content-Length: %d\r\n\r\n" % (
-                      d.encode(), gw.host.encode(), MT.encode(),
-                      len(body)) + body)
-        wait_for(lambda: hp.held(marker) > 0, timeout=30,
-                 what="the gateway's index write answered")
-        # A reset, not a FIN: a half-closed client is still answered.
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                     struct.pack("ii", 1, 0))
-        c.close()
-        wait_for(lambda: "referrers detached" in gw.log_text(), timeout=30,
-                 what="the push detached from its client")
+        subj, d = detach_a_push(reg, hp, gw, "gone/app")
     finally:
         hp.release()
     wait_for(lambda: "referrers detached_done" in gw.log_text(),
              timeout=30, what="the detached update's end")
     assert "indexed=1" in gw.log_text()
     assert digests(referrers(gw.url, "gone/app", subj)) == [d]
+
+
+def test_shutdown_ends_a_detached_update(reg, held):
+    hp, start = held
+    gw = start()
+    try:
+        detach_a_push(reg, hp, gw, "down/app")
+        assert gw.stop() == 0
+    finally:
+        hp.release()
+    log = gw.log_text()
+    assert 'referrers index_not_updated tag=sha256-' in log
+    assert 'reason="shutdown"' in log
 
 
 def test_cached_answer_dropped_by_a_push(reg, start_gateway, tmp_path):
