@@ -18,6 +18,15 @@
 #  3. `portcullis audit query` on a stream of RECORDS (1 million) records:
 #     --subject (index), --repo exact (index), --repo glob (full walk),
 #     median wall time of QRUNS runs, process start included.
+#  4. what the write-ahead log costs (audit.wal): cached manifest GETs by
+#     digest (a cache hit with its repository link) on three gateways
+#     with their own caches, alternating rounds: audit off, audit with
+#     "wal": false (records reach the spool only while Redis is away, the
+#     behaviour before the WAL) and with "wal": true (the default: every
+#     record appended to the spool file before it is sent), the latter
+#     also with "fsync": "never" (the write alone); median req/s,
+#     gateway CPU per request, the WAL's cost next to "wal": false, and a
+#     check that each audited request has its record.
 # Not part of CI; see README.md.
 #
 # Environment (all optional):
@@ -29,6 +38,7 @@
 #   CONNS                client connections (default 4)
 #   RECORDS              records for the query bench (default 1000000)
 #   QRUNS                runs per query (default 5)
+#   PARTS                which parts to run (default "1 2 3 4")
 #   KEEP_WORK=1          keep the temp dir
 set -euo pipefail
 
@@ -42,6 +52,7 @@ ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-4}
 RECORDS=${RECORDS:-1000000}
 QRUNS=${QRUNS:-5}
+PARTS=${PARTS:-1 2 3 4}
 
 for v in SECONDS_PER_ROUND ROUNDS CONNS RECORDS QRUNS; do
 	case ${!v} in ''|*[!0-9]*) echo "$v must be a number" >&2; exit 2;; esac
@@ -83,16 +94,19 @@ curl -sf -X PUT --data-binary @"$work/blob" -H 'Content-Type: application/octet-
 	"$loc${sep}digest=$digest" -o /dev/null
 
 # --- two gateways: audit off, audit on --------------------------------------
-start_gw() {	# NAME AUDIT_JSON -> sets gw_port
-	local name=$1 audit=$2 port
+start_gw() {	# NAME AUDIT_JSON [CACHE_JSON] -> sets gw_port
+	local name=$1 audit=$2 cache=${3:-} port
 	port=$(free_port)
 	mkdir -p "$work/$name"
 	cat > "$work/$name/config.json" <<JSON
 {
   "listen": {"address": "127.0.0.1:$port"},
   "log": {"level": "warn"},
+  "policy": {"rules": [{"id": "open", "effect": "allow",
+             "repositories": ["**"], "subjects": ["anonymous"],
+             "actions": ["pull"]}]},
   "upstreams": [{"name": "up1", "url": "http://127.0.0.1:$rport",
-                 "default": true}]$audit
+                 "default": true}]$audit$cache
 }
 JSON
 	"$PORTCULLIS_BIN" serve -c "$work/$name/config.json" > "$work/$name/log" 2>&1 &
@@ -111,6 +125,9 @@ on_port=$gw_port
 on_pid=$gw_pid
 tck=$(getconf CLK_TCK)
 
+part() { case " $PARTS " in *" $1 "*) return 0;; esac; return 1; }
+
+if part 1; then
 echo "== 1. gateway requests/s, audit off vs on ($CONNS connections, ${SECONDS_PER_ROUND}s rounds, $(nproc) CPUs shared by all processes)"
 res=$work/results
 : > "$res"
@@ -165,7 +182,9 @@ PY
 xlen=$(rcli XLEN bench:audit)
 echo "records in the stream: $xlen, requests sent with audit on: $total_on"
 [ "$xlen" -eq "$total_on" ] || { echo "MISMATCH: a request was not recorded" >&2; exit 1; }
+fi
 
+if part 2; then
 echo
 echo "== 2. sustained records/s through the writer's script (audit generate, pipelined)"
 cat > "$work/gen.json" <<JSON
@@ -178,7 +197,10 @@ t0=$(date +%s.%N)
 t1=$(date +%s.%N)
 python3 -c "print('%d records in %.1f s: %.0f records/s' % ($RECORDS, $t1-$t0, $RECORDS/($t1-$t0)))"
 echo "redis used_memory: $(rcli INFO memory | tr -d '\r' | sed -n 's/^used_memory_human://p')"
+fi
 
+if part 3; then
+[ -f "$work/gen.json" ] || { echo "part 3 needs part 2's records" >&2; exit 2; }
 echo
 echo "== 3. audit query on $RECORDS records (median of $QRUNS, wall time incl. process start)"
 qbench() {	# LABEL ARGS...
@@ -205,3 +227,92 @@ qbench "--repo team3/app4 --limit 100 (index)" --repo team3/app4 --limit 100
 qbench "--repo 'team3/*' --limit 100 (walk)" --repo 'team3/*' --limit 100
 qbench "--action delete --status 403 --limit 100 (walk)" --action delete --status 403 --limit 100
 qbench "--limit 1000 (walk)" --limit 1000
+fi
+
+if part 4; then
+echo
+echo "== 4. the write-ahead log: cached manifest GET by digest, audit off / wal false / wal true ($CONNS connections, ${SECONDS_PER_ROUND}s rounds)"
+# A small image in bench/app, its manifest cached by each gateway.
+head -c 4096 /dev/urandom > "$work/layer"
+layer_d=sha256:$(sha256sum "$work/layer" | cut -d' ' -f1)
+printf '{}' > "$work/img-config.json"
+cfg_d=sha256:$(sha256sum "$work/img-config.json" | cut -d' ' -f1)
+for f in layer:$layer_d img-config.json:$cfg_d; do
+	loc=$(curl -s -D - -o /dev/null -X POST "http://127.0.0.1:$rport/v2/bench/app/blobs/uploads/" |
+		tr -d '\r' | sed -n 's/^Location: //Ip')
+	case $loc in http*) ;; *) loc=http://127.0.0.1:$rport$loc;; esac
+	case $loc in *\?*) sep='&';; *) sep='?';; esac
+	curl -sf -X PUT --data-binary @"$work/${f%%:*}" -H 'Content-Type: application/octet-stream' \
+		"$loc${sep}digest=${f#*:}" -o /dev/null
+done
+MT=application/vnd.oci.image.manifest.v1+json
+printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":4096}]}' \
+	"$MT" "$cfg_d" "$layer_d" > "$work/manifest.json"
+man_d=sha256:$(sha256sum "$work/manifest.json" | cut -d' ' -f1)
+curl -sf -X PUT -H "Content-Type: $MT" --data-binary @"$work/manifest.json" \
+	-o /dev/null "http://127.0.0.1:$rport/v2/bench/app/manifests/v1"
+mpath=/v2/bench/app/manifests/$man_d
+declare -A wport wpid
+for mode in off nowal wal walnf; do
+	audit=""
+	case $mode in
+	nowal|wal|walnf)
+		w=true fs=interval
+		[ $mode = nowal ] && w=false
+		[ $mode = walnf ] && fs=never
+		audit=", \"audit\": {\"redis\": \"127.0.0.1:$redis_port\", \"stream\": \"bench:$mode\", \"spool_file\": \"$work/c-$mode/audit.spool\", \"max_len\": 0, \"max_age\": 0, \"wal\": $w, \"fsync\": \"$fs\"}";;
+	esac
+	start_gw "c-$mode" "$audit" ", \"cache\": {\"dir\": \"$work/c-$mode/cache\"}"
+	wport[$mode]=$gw_port wpid[$mode]=$gw_pid
+	curl -sf -o /dev/null -H "Accept: $MT" "http://127.0.0.1:$gw_port$mpath"
+	curl -sf -o /dev/null -H "Accept: $MT" "http://127.0.0.1:$gw_port$mpath"
+done
+echo "spool files on: $(df -T "$work" | awk 'NR==2 {print $2}') (fsync interval)"
+res4=$work/results4
+: > "$res4"
+declare -A sent
+sent[nowal]=2 sent[wal]=2 sent[walnf]=2
+for r in $(seq "$ROUNDS"); do
+	for mode in off nowal wal walnf; do
+		port=${wport[$mode]} pid=${wpid[$mode]}
+		g0=$(cpu_ticks "$pid")
+		read -r rps n bad < <("$work/load" "$port" "$mpath" "$CONNS" "$SECONDS_PER_ROUND" "Accept: $MT")
+		g1=$(cpu_ticks "$pid")
+		[ "$bad" = 0 ] || { echo "round $r $mode: $bad failed requests" >&2; exit 1; }
+		[ $mode = off ] || sent[$mode]=$((${sent[$mode]} + n))
+		gus=$(python3 -c "print(($g1-$g0)*1e6/$tck/max($n,1))")
+		echo "$mode $r $rps $gus" >> "$res4"
+	done
+done
+python3 - "$res4" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    mode, _r, rps, gus = line.split()
+    rows.setdefault(mode, []).append((float(rps), float(gus)))
+med = lambda m, i: statistics.median(x[i] for x in rows[m])
+print("%-28s %10s %16s %12s" % ("cached manifest GET", "req/s",
+      "gw us/request", "rounds req/s"))
+for m, name in (("off", "audit off"), ("nowal", "audit, wal false"),
+                ("wal", "audit, wal true"),
+                ("walnf", "audit, wal true, fsync never")):
+    print("%-28s %10.0f %16.1f   %s" % (name, med(m, 0), med(m, 1),
+          " ".join("%.0f" % x[0] for x in rows[m])))
+for m, name in (("wal", "wal true"), ("walnf", "wal true, fsync never")):
+    nw, w = med("nowal", 0), med(m, 0)
+    print("cost of %s next to wal false: %.1f%% req/s, %.1f%% gateway "
+          "CPU per request" % (name, (nw - w) / nw * 100,
+                               (med(m, 1) - med("nowal", 1)) /
+                               med("nowal", 1) * 100))
+PY
+for mode in nowal wal walnf; do
+	want=${sent[$mode]}
+	for i in $(seq 100); do
+		[ "$(rcli XLEN bench:$mode)" -ge "$want" ] && break
+		sleep 0.1
+	done
+	got=$(rcli XLEN bench:$mode)
+	echo "$mode: records $got, requests $want"
+	[ "$got" -eq "$want" ] || { echo "MISMATCH ($mode): a request was not recorded" >&2; exit 1; }
+done
+fi

@@ -5,13 +5,13 @@
 # crash-* file in $WORK and a non-zero exit.  FUZZ_JOBS=N runs N targets
 # at once (one per core).
 #   contrib/fuzz.sh [target...]      targets: router url challenge hframe
-#                                    netaddr pattern jose scope
+#                                    netaddr pattern jose scope web
 set -eu
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-30}
 WORK=${WORK:-/tmp/portcullis-fuzz}
 CC=${CC:-clang}
-targets=${*:-router url challenge hframe netaddr pattern jose scope}
+targets=${*:-router url challenge hframe netaddr pattern jose scope web}
 mkdir -p "$WORK"
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -Isrc -D_GNU_SOURCE"
 for t in $targets; do
@@ -24,6 +24,7 @@ for t in $targets; do
 	pattern)   srcs="src/pattern.c" ;;
 	jose)      srcs="src/jose.c src/jwk.c -ljwt -ljansson -lcrypto" ;;
 	scope)     srcs="src/scope.c src/router.c -ljansson" ;;
+	web)       srcs="src/web.c -lcrypto" ;;
 	*) echo "unknown target $t" >&2; exit 2 ;;
 	esac
 	$CC $flags -o "$WORK/fuzz_$t" "tests/fuzz/fuzz_$t.c" $srcs

@@ -9,7 +9,7 @@ build="build-essential autoconf automake libtool pkg-config
     libhttp-parser-dev libcmocka-dev"
 run="redis-server redis-tools docker-registry skopeo busybox-static ca-certificates curl"
 test="podman containerd docker.io nginx python3-pytest python3-requests
-    python3-cryptography uidmap iptables"
+    python3-cryptography uidmap iptables chromium prometheus systemd"
 
 case "$what" in
 build)	pkgs="$build" ;;
@@ -29,6 +29,12 @@ idp_deps() {
 	}
 	(cd "$(dirname "$0")/../tests/integration/idp" &&
 	    npm ci --no-audit --no-fund --loglevel=error)
+	# The browser sign-in tests: playwright-core (pinned by
+	# tests/integration/browser/package-lock.json) drives Debian's
+	# chromium; it downloads no browser of its own.
+	(cd "$(dirname "$0")/../tests/integration/browser" &&
+	    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund \
+	    --loglevel=error)
 }
 
 missing=""

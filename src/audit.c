@@ -9,15 +9,24 @@
  * audit.h), its start and stop, the timer that enforces audit.timeout
  * and the fsync interval, and the reject policy's admission stage.
  *
- * Nothing lost: when Redis is down, slow (queue full, reply late) or
- * refusing writes (an error reply), every record not yet acknowledged,
- * in order, goes to an append-only spool file (CRC-framed records, see
- * audit.h), and so does every new record until the spool has been
- * replayed, in order, once Redis is back.  The spool survives restarts:
- * a new process replays what the last one left, after dropping a torn
- * tail.  With the spool full, audit.on_failure decides: drop the record
- * (counted, logged once a second) or reject requests with 503 before they
- * are served (audit_admit(), which reserves the space its record needs).
+ * Nothing lost: with audit.wal (the default) the spool file is a
+ * write-ahead log: a record is appended to it (CRC-framed, see audit.h)
+ * when it is taken, before its response's last byte is handed to a
+ * plain socket and before it is sent to Redis, and the memory queue
+ * holds a copy for sending; the prefix Redis acknowledged is released
+ * (audit_spool.c).  A killed gateway so loses nothing: the page cache
+ * keeps the file, and the next start replays what follows the
+ * acknowledged mark.  Without the WAL, records reach the file only when
+ * Redis is down, slow (queue full, reply late) or refusing writes (an
+ * error reply): then every record not yet acknowledged goes there, in
+ * order.  Either way, from then on every new record is appended there
+ * too, until the file has been replayed, in order, once Redis is back;
+ * and a new process replays what the last one left, after dropping a
+ * torn tail.  With the spool full, audit.on_failure decides: drop the
+ * record (counted, logged once a second) or reject requests with 503
+ * before they are served (audit_admit(), which reserves the space its
+ * record needs).  A stop gives Redis up to audit.timeout to acknowledge
+ * what is queued (audit_settle()); the rest stays in the spool.
  *
  * None twice: each record carries a stable id, "<instance>/<run>-<n>":
  * run is this process's number (one more than the spool header's last,
@@ -94,7 +103,7 @@ audit_next(struct audit *w)
 void
 audit_unnext(struct audit *w, struct audit_rec *r)
 {
-	if (r->spool_end != 0) {
+	if (r->from_spool) {
 		w->spool_rd = r->spool_end - r->len - AUDIT_SPOOL_FRAME;
 		w->mode = AUDIT_SPOOL;
 		w->n_replayed--;
@@ -123,6 +132,12 @@ audit_tick_cb(evutil_socket_t fd, short ev, void *arg)
 	    (r = TAILQ_FIRST(&w->inflight)) != NULL &&
 	    t - r->sent_ms > (uint64_t)w->ac->timeout_ms)
 		audit_link_lost(w, "reply timeout");
+	if (w->ac->wal) {
+		/* Idle: empty the file; and keep the mark near the truth. */
+		if (w->spool_acked == w->spool_size)
+			audit_spool_release(w, 1);
+		audit_spool_mark_write(w);
+	}
 	if (w->ac->fsync == CONFIG_FSYNC_INTERVAL && w->spool_dirty &&
 	    t - w->last_fsync_ms >= 1000)
 		audit_fsync(w);
@@ -181,28 +196,65 @@ audit_new(struct pc_ctx *ctx, char **cause)
 }
 
 /*
- * Stop the writer: whatever Redis has not acknowledged goes to the
- * spool, for the next run to replay.  NULL is fine.
+ * A graceful stop (the connections are gone): give Redis up to
+ * audit.timeout to acknowledge the records held in memory, running the
+ * loop for it, so that a clean stop with Redis up leaves nothing to
+ * replay.  A lost link, a reply timeout (the tick) or the deadline ends
+ * it: the rest is in the spool.  The loop's exit flag is no signal here
+ * (the drain may have asked for an exit more than once), so a second
+ * SIGTERM does not cut it short; audit.timeout bounds it.
+ */
+static void
+audit_settle(struct audit *w)
+{
+	struct event_base	*base = w->ctx->base;
+	uint64_t		 deadline;
+	int			 loops = 0;
+
+	if (base == NULL || w->rds == NULL || w->link != LINK_READY ||
+	    (w->nqueue == 0 && w->ifbytes == 0))
+		return;
+	deadline = now_ms() + w->ac->timeout_ms;
+	audit_flush(w);
+	/* The tick wakes the loop at least every AUDIT_TICK_MS. */
+	while (w->link == LINK_READY && (w->nqueue > 0 || w->ifbytes > 0) &&
+	    now_ms() < deadline && loops++ < 100000) {
+		if (event_base_loop(base, EVLOOP_ONCE) == -1)
+			break;
+	}
+	log_info("- audit settle queued=%zu inflight=%zu", w->nqueue,
+	    w->ninflight);
+}
+
+/*
+ * Stop the writer: after a bounded wait for Redis (audit_settle()),
+ * whatever it has not acknowledged is in the spool, for the next run to
+ * replay.  NULL is fine.
  */
 void
 audit_free(struct audit *w)
 {
 	if (w == NULL)
 		return;
+	if (w->fd != -1)
+		audit_settle(w);
 	audit_redis_close(w);
 	if (w->fd != -1) {
 		audit_spool_unacked(w);
-		audit_fsync(w);
+		if (w->spool_acked == w->spool_size)
+			audit_spool_release(w, 1);
 		log_info("- audit stop written=%llu duplicates=%llu "
 		    "spooled=%llu replayed=%llu dropped=%llu rejected=%llu "
-		    "spool_bytes=%llu", (unsigned long long)w->n_written,
+		    "spool_bytes=%llu released=%llu",
+		    (unsigned long long)w->n_written,
 		    (unsigned long long)w->n_dup,
 		    (unsigned long long)w->n_spooled,
 		    (unsigned long long)w->n_replayed,
 		    (unsigned long long)w->n_dropped,
 		    (unsigned long long)w->n_rejected,
-		    (unsigned long long)(w->spool_size - AUDIT_SPOOL_HDR));
-		close(w->fd);
+		    (unsigned long long)(w->spool_size - AUDIT_SPOOL_HDR),
+		    (unsigned long long)w->n_released);
+		audit_spool_close(w);
 	}
 	if (w->ev_kick != NULL)
 		event_free(w->ev_kick);
@@ -214,6 +266,8 @@ audit_free(struct audit *w)
 	free(w->kw);
 	free(w->ki);
 	free(w->cmd);
+	free(w->tmp_path);
+	free(w->spool_dir);
 	free(w);
 }
 
@@ -240,6 +294,8 @@ audit_action(const struct req *req)
 			return ("login");
 		if (strncmp(req->path, "/admin/", 7) == 0)
 			return ("admin");
+		if (strncmp(req->path, "/ui/secrets", 11) == 0)
+			return ("secret");
 		return ("other");
 	}
 	if (strcmp(req->path, "/v2") == 0 || strcmp(req->path, "/v2/") == 0)
@@ -317,9 +373,21 @@ audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
 		return (audit_submit(w, b, t, rest, restlen));
 	}
 	if (w->mode == AUDIT_DIRECT) {
+		/*
+		 * The WAL: on file before it is sent, and before the
+		 * response's last byte goes out, which a plain socket
+		 * writes on a later loop turn (OpenSSL's bufferevent may
+		 * have written it already, microseconds ago).
+		 */
+		if (w->ac->wal && audit_spool_append(w, b->data, len) == -1) {
+			w->n_dropped++;
+			return (-1);
+		}
 		if ((r = malloc(sizeof(*r) + len)) == NULL)
 			fatal("malloc");
-		r->spool_end = 0;
+		r->spool_end = w->ac->wal ? w->spool_size : 0;
+		r->crc = w->append_crc;
+		r->from_spool = 0;
 		r->len = len;
 		memcpy(r->data, b->data, len);
 		TAILQ_INSERT_TAIL(&w->queue, r, entry);
@@ -484,8 +552,14 @@ audit_admit(struct req *req)
 	    audit_exempt(req->path))
 		return (0);
 	need = AUDIT_SPOOL_FRAME + AUDIT_REC_MAX;
-	committed = w->spool_size + w->qbytes + w->ifbytes + w->reserved +
-	    (w->nqueue + w->ninflight) * AUDIT_SPOOL_FRAME;
+	/*
+	 * The acknowledged prefix that an append would release does not
+	 * count; with the WAL, records in memory are in the file already.
+	 */
+	committed = w->spool_size - audit_spool_releasable(w) + w->reserved;
+	if (!w->ac->wal)
+		committed += w->qbytes + w->ifbytes +
+		    (w->nqueue + w->ninflight) * AUDIT_SPOOL_FRAME;
 	if (committed + need > w->ac->spool_max_bytes) {
 		w->n_rejected++;
 		return (-1);

@@ -106,6 +106,22 @@ uint32_t audit_crc32(const void *, size_t);
 void	 audit_spool_header(unsigned char *, uint64_t);
 int	 audit_spool_header_parse(const unsigned char *, size_t, uint64_t *);
 void	 audit_spool_frame(unsigned char *, const void *, size_t);
+uint32_t audit_spool_frame_crc(const unsigned char *);
+
+/*
+ * The acknowledged mark, in the header's last 12 bytes (zeros in files
+ * of writers before it): the offset after the last record Redis
+ * acknowledged and that record's payload CRC.  It is a hint, trusted
+ * only where a record of that CRC ends at that offset: a mark left
+ * stale by a crash or a power loss (the file emptied and refilled since,
+ * or written back before the records it covers) matches nothing, and
+ * the whole file is replayed, which the Redis script makes harmless.
+ */
+#define AUDIT_SPOOL_MARK_AT	20
+#define AUDIT_SPOOL_MARK	12
+void	 audit_spool_mark(unsigned char *, uint64_t, uint32_t);
+void	 audit_spool_mark_parse(const unsigned char *, uint64_t *,
+	    uint32_t *);
 /*
  * Check the record at buf (avail bytes).  Returns its total size (frame
  * and payload), 0 when more bytes are needed, -1 when it is invalid.
@@ -179,8 +195,10 @@ struct req;
 /* One record: in the memory queue, or sent and not yet acknowledged. */
 struct audit_rec {
 	TAILQ_ENTRY(audit_rec)	 entry;
-	uint64_t		 spool_end;	/* read from the spool: offset
-						   after it; 0: from memory */
+	uint64_t		 spool_end;	/* in the spool: offset after
+						   it; 0: in memory only */
+	uint32_t		 crc;		/* its frame's, in the spool */
+	int			 from_spool;	/* read back by the replay */
 	uint64_t		 sent_ms;
 	size_t			 len;
 	char			 data[];
@@ -224,6 +242,14 @@ struct audit {
 	uint64_t		 spool_size;
 	uint64_t		 spool_rd;	/* next record to replay */
 	uint64_t		 spool_acked;	/* acknowledged below this */
+	uint32_t		 acked_crc;	/* of the record ending there */
+	uint64_t		 mark_off;	/* the header's mark; HDR: none */
+	uint32_t		 mark_crc;
+	uint32_t		 append_crc;	/* of the last record appended */
+	uint64_t		 release_bytes;	/* release the acked prefix */
+	char			*tmp_path;	/* "<spool_file>.tmp" */
+	char			*spool_dir;	/* fsync'ed after a rename */
+	uint64_t		 n_replayed_reset;	/* at the last reset */
 	int			 spool_dirty;
 	uint64_t		 last_fsync_ms;
 	uint64_t		 run;
@@ -249,6 +275,7 @@ struct audit {
 	uint64_t		 n_replayed;
 	uint64_t		 n_dropped;
 	uint64_t		 n_rejected;
+	uint64_t		 n_released;	/* acknowledged prefixes */
 	uint64_t		 n_dropped_logged;
 	uint64_t		 n_rejected_logged;
 	uint64_t		 err_logged_ms;
@@ -265,6 +292,10 @@ int		 audit_spool_append(struct audit *, const char *, size_t);
 struct audit_rec *audit_spool_read(struct audit *);
 void		 audit_spool_unacked(struct audit *);
 void		 audit_spool_reset(struct audit *);
+uint64_t	 audit_spool_releasable(const struct audit *);
+void		 audit_spool_release(struct audit *, int);
+void		 audit_spool_mark_write(struct audit *);
+void		 audit_spool_close(struct audit *);
 void		 audit_fsync(struct audit *);
 void		 audit_new_run(struct audit *);
 

@@ -210,13 +210,17 @@ audit_on_reply(struct rds *l, redisReply *reply, void *priv)
 	    i++) {
 		TAILQ_REMOVE(&w->inflight, rec, entry);
 		w->ninflight--;
-		if (rec->spool_end != 0)
+		if (rec->spool_end != 0) {
 			w->spool_acked = rec->spool_end;
-		else
+			w->acked_crc = rec->crc;
+		}
+		if (!rec->from_spool)
 			w->ifbytes -= rec->len;
 		free(rec);
 	}
-	if (w->mode == AUDIT_DIRECT && w->spool_size > AUDIT_SPOOL_HDR &&
+	if (w->ac->wal)
+		audit_spool_release(w, 0);
+	else if (w->mode == AUDIT_DIRECT && w->spool_size > AUDIT_SPOOL_HDR &&
 	    w->spool_acked == w->spool_size)
 		audit_spool_reset(w);
 	audit_kick(w);
@@ -415,6 +419,9 @@ audit_flush(struct audit *w)
 	size_t			 k, runlen;
 	uint64_t		 runv, n, run0 = 0, n0 = 0;
 
+	/* fsync always: what is about to be sent is on disk first. */
+	if (w->ac->fsync == CONFIG_FSYNC_ALWAYS)
+		audit_fsync(w);
 	while (w->link == LINK_READY &&
 	    w->ninflight < w->ac->max_inflight) {
 		for (k = 0; k < AUDIT_BATCH &&
@@ -448,8 +455,6 @@ audit_flush(struct audit *w)
 			goto fail;
 		}
 	}
-	if (w->ac->fsync == CONFIG_FSYNC_ALWAYS)
-		audit_fsync(w);
 	return;
 fail:
 	audit_link_lost(w, "send failed");
@@ -469,7 +474,8 @@ audit_kick_cb(evutil_socket_t fd, short ev, void *arg)
  * shares the machine, and its per-call cost is most of what audit costs
  * (bench/audit_bench.sh).  A full batch, a queue half way to queue_max
  * (which would make Redis count as slow) or a replay goes this loop
- * turn.
+ * turn, and so do records of a WAL with fsync always, so that the fsync
+ * comes before their responses leave.
  */
 void
 audit_kick(struct audit *w)
@@ -477,7 +483,8 @@ audit_kick(struct audit *w)
 	struct timeval	 tv = { 0, AUDIT_LINGER_US };
 
 	if (w->mode == AUDIT_SPOOL || w->nqueue >= AUDIT_BATCH ||
-	    2 * (w->nqueue + w->ninflight) >= w->ac->queue_max) {
+	    2 * (w->nqueue + w->ninflight) >= w->ac->queue_max ||
+	    (w->ac->wal && w->ac->fsync == CONFIG_FSYNC_ALWAYS)) {
 		event_active(w->ev_kick, 0, 0);
 		return;
 	}

@@ -1,19 +1,29 @@
 /*
- * audit_spool.c: the audit writer's disk spool.  When Redis is down, slow
- * or refusing writes, every record not yet acknowledged goes, in order,
- * to an append-only file of CRC-framed records (the framing is in
- * audit_format.c, see audit.h), and so does every new record until the
- * spool has been replayed.  This file appends, fsyncs (per
- * audit.fsync), reads records back for the replay, empties the file once
- * all of it is acknowledged, and opens it at start: one gateway per
- * spool (flock), a torn tail dropped, the next run number taken from the
- * header.
+ * audit_spool.c: the audit writer's spool file, a write-ahead log.  With
+ * audit.wal (the default) every record is appended here before it is
+ * sent to Redis, and the prefix Redis acknowledged is released; without
+ * it only while Redis is down, slow or refusing writes.  Either way,
+ * when Redis goes away every record not yet acknowledged is in the file,
+ * in order, and so is every new record until the file has been
+ * replayed.  This file appends, fsyncs (per audit.fsync), reads records
+ * back for the replay, releases the acknowledged prefix (truncating an
+ * all-acknowledged file, or copying the short unacknowledged tail to a
+ * new file renamed over it), keeps the acknowledged mark in the header,
+ * and opens the file at start: one gateway per spool (flock), a torn
+ * tail dropped, the replay started after the mark, the next run number
+ * taken from the header.
  *
  * Guarantees: a record is appended whole or not at all (a short write is
  * truncated away); records are read back in the order they were
- * written; a run number never repeats (the header keeps the last one,
- * and a new run is at least the wall clock in ms), so a record given up
- * after it was numbered never leaves a gap the Redis script waits for.
+ * written; appends are write(2)s, so the page cache keeps them when the
+ * process is killed, and a power loss loses at most what audit.fsync
+ * leaves unsynced; releasing never loses an unacknowledged record (the
+ * new file is complete, and synced unless fsync is never, before it
+ * replaces the old); a run number never repeats (the header keeps the
+ * last one, and a new run is at least the wall clock in ms), so a record
+ * given up after it was numbered never leaves a gap the Redis script
+ * waits for.  The file stays within spool_max_bytes; with Redis
+ * acknowledging, within about release_bytes plus what is in flight.
  */
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -21,6 +31,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -46,6 +57,8 @@ audit_write_header(struct audit *w)
 	unsigned char	 h[AUDIT_SPOOL_HDR];
 
 	audit_spool_header(h, w->run);
+	audit_spool_mark(h + AUDIT_SPOOL_MARK_AT, w->mark_off ==
+	    AUDIT_SPOOL_HDR ? 0 : w->mark_off, w->mark_crc);
 	if (pwrite(w->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
 		return (-1);
 	return (0);
@@ -88,7 +101,11 @@ audit_new_run(struct audit *w)
 	w->spool_dirty = 1;
 }
 
-/* Append one payload to the spool.  0, or -1 when it does not fit. */
+/*
+ * Append one payload to the spool (its frame CRC in w->append_crc).  0,
+ * or -1 when it does not fit even once the acknowledged prefix is
+ * released, or the write failed.
+ */
 int
 audit_spool_append(struct audit *w, const char *p, size_t len)
 {
@@ -96,9 +113,13 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 	struct iovec	 iov[2];
 	ssize_t		 n;
 
+	if (w->spool_size + AUDIT_SPOOL_FRAME + len >
+	    w->ac->spool_max_bytes && audit_spool_releasable(w) > 0)
+		audit_spool_release(w, 1);
 	if (w->spool_size + AUDIT_SPOOL_FRAME + len > w->ac->spool_max_bytes)
 		return (-1);
 	audit_spool_frame(frame, p, len);
+	w->append_crc = audit_spool_frame_crc(frame);
 	iov[0].iov_base = frame;
 	iov[0].iov_len = sizeof(frame);
 	iov[1].iov_base = (void *)(uintptr_t)p;
@@ -114,7 +135,9 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 	}
 	w->spool_size += n;
 	w->spool_dirty = 1;
-	w->n_spooled++;
+	/* Spooled: kept for a replay, not just logged ahead of a send. */
+	if (w->mode == AUDIT_SPOOL)
+		w->n_spooled++;
 	return (0);
 }
 
@@ -143,10 +166,7 @@ audit_spool_unacked(struct audit *w)
 	TAILQ_INIT(&all);
 	while ((r = TAILQ_FIRST(&w->inflight)) != NULL) {
 		TAILQ_REMOVE(&w->inflight, r, entry);
-		if (r->spool_end != 0)
-			free(r);
-		else
-			TAILQ_INSERT_TAIL(&all, r, entry);
+		TAILQ_INSERT_TAIL(&all, r, entry);
 	}
 	TAILQ_CONCAT(&all, &w->queue, entry);
 	w->ninflight = w->nqueue = 0;
@@ -155,6 +175,15 @@ audit_spool_unacked(struct audit *w)
 	w->mode = AUDIT_SPOOL;
 	while ((r = TAILQ_FIRST(&all)) != NULL) {
 		TAILQ_REMOVE(&all, r, entry);
+		/* In the file already: read back by the replay, or the WAL. */
+		if (r->spool_end != 0) {
+			if (!r->from_spool) {
+				w->n_spooled++;
+				n++;
+			}
+			free(r);
+			continue;
+		}
 		if (audit_spool_append(w, r->data, r->len) == -1) {
 			audit_lose(w, r);
 			continue;
@@ -178,10 +207,174 @@ audit_spool_reset(struct audit *w)
 		    strerror(errno));
 		return;
 	}
-	log_info("- audit spool replayed bytes=%llu",
-	    (unsigned long long)(w->spool_size - AUDIT_SPOOL_HDR));
+	/* With the WAL this is routine; a replay's end is news. */
+	if (w->n_replayed != w->n_replayed_reset)
+		log_info("- audit spool replayed bytes=%llu",
+		    (unsigned long long)(w->spool_size - AUDIT_SPOOL_HDR));
+	w->n_replayed_reset = w->n_replayed;
 	w->spool_size = w->spool_rd = w->spool_acked = AUDIT_SPOOL_HDR;
 	w->spool_dirty = 1;
+	w->n_released++;
+	audit_spool_mark_write(w);
+}
+
+/*
+ * Write the acknowledged mark into the header if it moved.  Only a hint
+ * (audit.h), so it is written now and then (the writer's tick, a reset,
+ * the stop), not on every reply.
+ */
+void
+audit_spool_mark_write(struct audit *w)
+{
+	unsigned char	 m[AUDIT_SPOOL_MARK];
+
+	if (w->spool_acked == w->mark_off)
+		return;
+	w->mark_off = w->spool_acked;
+	w->mark_crc = w->mark_off == AUDIT_SPOOL_HDR ? 0 : w->acked_crc;
+	audit_spool_mark(m, w->mark_off == AUDIT_SPOOL_HDR ? 0 : w->mark_off,
+	    w->mark_crc);
+	if (pwrite(w->fd, m, sizeof(m), AUDIT_SPOOL_MARK_AT) !=
+	    (ssize_t)sizeof(m))
+		log_warn("- audit spool_header error=\"%s\"", strerror(errno));
+	w->spool_dirty = 1;
+}
+
+/* Largest unacknowledged tail copied to release a prefix. */
+#define AUDIT_COMPACT_MAX	(16ULL << 20)
+
+/*
+ * Bytes that releasing the acknowledged prefix would free now: all of
+ * it when nothing follows it, or when what follows (copied to a new
+ * file) is short, both absolutely, so that the loop never stalls on a
+ * big copy, and next to the prefix, so that copying costs at most 16
+ * bytes a byte freed.  A long backlog being replayed is released when
+ * the replay nears its end.
+ */
+uint64_t
+audit_spool_releasable(const struct audit *w)
+{
+	uint64_t	 done = w->spool_acked - AUDIT_SPOOL_HDR;
+	uint64_t	 tail = w->spool_size - w->spool_acked;
+
+	if (done == 0)
+		return (0);
+	if (tail == 0 || (tail <= AUDIT_COMPACT_MAX && tail <= 16 * done))
+		return (done);
+	return (0);
+}
+
+/* Shift the offsets of the records the writer holds by d bytes down. */
+static void
+audit_spool_shift(struct audit *w, uint64_t d)
+{
+	struct audit_rec	*r;
+
+	TAILQ_FOREACH(r, &w->inflight, entry)
+		if (r->spool_end != 0)
+			r->spool_end -= d;
+	TAILQ_FOREACH(r, &w->queue, entry)
+		if (r->spool_end != 0)
+			r->spool_end -= d;
+	/* Not kept up to date while records come from memory. */
+	if (w->spool_rd < w->spool_acked)
+		w->spool_rd = w->spool_acked;
+	w->spool_size -= d;
+	w->spool_rd -= d;
+	w->spool_acked -= d;
+}
+
+static void
+audit_dir_sync(struct audit *w)
+{
+	int	 dfd;
+
+	if ((dfd = open(w->spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
+	    -1 || fsync(dfd) == -1)
+		log_warn("- audit spool_dir_fsync dir=%s error=\"%s\"",
+		    w->spool_dir, strerror(errno));
+	if (dfd != -1)
+		close(dfd);
+}
+
+/*
+ * Release the acknowledged prefix by copying the unacknowledged tail to
+ * <spool_file>.tmp and renaming it over the spool.  The new file is
+ * locked before it gets the spool's name, and synced (unless fsync is
+ * never) before the rename, so that neither another gateway nor a power
+ * loss ever sees a spool without its tail.  0, or -1: the old file is
+ * kept as it was.
+ */
+static int
+audit_spool_compact(struct audit *w)
+{
+	unsigned char	 buf[16384], h[AUDIT_SPOOL_HDR];
+	uint64_t	 d = w->spool_acked - AUDIT_SPOOL_HDR, at, end;
+	ssize_t		 n;
+	int		 fd;
+
+	if (unlink(w->tmp_path) == -1 && errno != ENOENT)
+		goto fail;
+	fd = open(w->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC |
+	    O_NOFOLLOW, 0600);
+	if (fd == -1)
+		goto fail;
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1)
+		goto fail_fd;
+	audit_spool_header(h, w->run);
+	if (pwrite(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
+		goto fail_fd;
+	for (at = w->spool_acked, end = w->spool_size; at < end; at += n) {
+		n = pread(w->fd, buf, end - at < sizeof(buf) ? end - at :
+		    sizeof(buf), (off_t)at);
+		if (n <= 0 || pwrite(fd, buf, n, (off_t)(at - d)) != n) {
+			if (n == 0)
+				errno = EIO;
+			goto fail_fd;
+		}
+	}
+	if (w->ac->fsync != CONFIG_FSYNC_NEVER && fdatasync(fd) == -1)
+		goto fail_fd;
+	if (rename(w->tmp_path, w->ac->spool_file) == -1)
+		goto fail_fd;
+	if (w->ac->fsync != CONFIG_FSYNC_NEVER)
+		audit_dir_sync(w);
+	close(w->fd);
+	w->fd = fd;
+	audit_spool_shift(w, d);
+	w->mark_off = AUDIT_SPOOL_HDR;
+	w->mark_crc = 0;
+	w->spool_dirty = 0;
+	w->last_fsync_ms = now_ms();
+	w->n_released++;
+	return (0);
+fail_fd:
+	log_warn("- audit spool_release error=\"%s\"", strerror(errno));
+	close(fd);
+	unlink(w->tmp_path);
+	return (-1);
+fail:
+	log_warn("- audit spool_release error=\"%s\"", strerror(errno));
+	return (-1);
+}
+
+/*
+ * Release the acknowledged prefix: when it reached release_bytes, or,
+ * with `now`, whatever its size (the file is full, the writer is idle or
+ * stopping).  Only what audit_spool_releasable() allows.
+ */
+void
+audit_spool_release(struct audit *w, int now)
+{
+	uint64_t	 done = w->spool_acked - AUDIT_SPOOL_HDR;
+
+	if (done == 0 || (!now && done < w->release_bytes) ||
+	    audit_spool_releasable(w) == 0)
+		return;
+	if (w->spool_acked == w->spool_size)
+		audit_spool_reset(w);
+	else
+		audit_spool_compact(w);
 }
 
 /*
@@ -216,40 +409,92 @@ audit_spool_read(struct audit *w)
 	memcpy(r->data, buf + AUDIT_SPOOL_FRAME, r->len);
 	w->spool_rd += len;
 	r->spool_end = w->spool_rd;
+	r->crc = audit_spool_frame_crc(buf);
+	r->from_spool = 1;
 	return (r);
 }
 
 /*
+ * Open and lock the spool file.  Another gateway may be renaming a new
+ * file over it (audit_spool_compact()): what got locked must still be
+ * the file of that name.  0, or -1 and *cause.
+ */
+static int
+audit_spool_lock(struct audit *w, char **cause)
+{
+	struct stat	 st, pst;
+	const char	*path = w->ac->spool_file;
+	int		 tries;
+
+	for (tries = 0; tries < 10; tries++) {
+		w->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+		    0600);
+		if (w->fd == -1) {
+			if (asprintf(cause, "/audit/spool_file: %s: %s", path,
+			    strerror(errno)) == -1)
+				*cause = NULL;
+			return (-1);
+		}
+		if (flock(w->fd, LOCK_EX | LOCK_NB) == -1) {
+			if (asprintf(cause, "/audit/spool_file: %s: in use by "
+			    "another process", path) == -1)
+				*cause = NULL;
+			return (-1);
+		}
+		if (fstat(w->fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+			if (asprintf(cause, "/audit/spool_file: %s: not a "
+			    "regular file", path) == -1)
+				*cause = NULL;
+			return (-1);
+		}
+		if (stat(path, &pst) == 0 && pst.st_dev == st.st_dev &&
+		    pst.st_ino == st.st_ino)
+			return (0);
+		close(w->fd);
+		w->fd = -1;
+	}
+	if (asprintf(cause, "/audit/spool_file: %s: keeps being replaced",
+	    path) == -1)
+		*cause = NULL;
+	return (-1);
+}
+
+/*
  * Open the spool: lock it (one gateway per spool), check the header,
- * drop a torn tail, and take the next run number.
+ * drop a torn tail, start the replay after the acknowledged mark, and
+ * take the next run number.
  */
 int
 audit_spool_open(struct audit *w, char **cause)
 {
 	unsigned char	*buf;
 	struct stat	 st;
-	uint64_t	 off, old_run = 0, nrec = 0;
+	uint64_t	 off, old_run = 0, nrec = 0, nacked = 0, moff = 0;
+	uint64_t	 acked = AUDIT_SPOOL_HDR;
+	uint32_t	 mcrc = 0, acrc = 0;
 	size_t		 have = 0, bufsz = 1 << 20;
 	ssize_t		 n;
 	long		 len;
 	const char	*path = w->ac->spool_file;
+	char		*dup;
 
-	w->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (w->fd == -1) {
+	if (asprintf(&w->tmp_path, "%s.tmp", path) == -1 ||
+	    (dup = strdup(path)) == NULL)
+		fatal("asprintf");
+	if ((w->spool_dir = strdup(dirname(dup))) == NULL)
+		fatal("strdup");
+	free(dup);
+	/* A quarter of the file, so that Redis acknowledging keeps room. */
+	w->release_bytes = w->ac->spool_max_bytes / 4;
+	if (w->release_bytes > (4ULL << 20))
+		w->release_bytes = 4ULL << 20;
+	if (audit_spool_lock(w, cause) == -1)
+		return (-1);
+	/* A release that a crash interrupted; we hold the lock. */
+	(void)unlink(w->tmp_path);
+	if (fstat(w->fd, &st) == -1) {
 		if (asprintf(cause, "/audit/spool_file: %s: %s", path,
 		    strerror(errno)) == -1)
-			*cause = NULL;
-		return (-1);
-	}
-	if (flock(w->fd, LOCK_EX | LOCK_NB) == -1) {
-		if (asprintf(cause, "/audit/spool_file: %s: in use by another "
-		    "process", path) == -1)
-			*cause = NULL;
-		return (-1);
-	}
-	if (fstat(w->fd, &st) == -1 || !S_ISREG(st.st_mode)) {
-		if (asprintf(cause, "/audit/spool_file: %s: not a regular "
-		    "file", path) == -1)
 			*cause = NULL;
 		return (-1);
 	}
@@ -267,6 +512,7 @@ audit_spool_open(struct audit *w, char **cause)
 				*cause = NULL;
 			return (-1);
 		}
+		audit_spool_mark_parse(buf + AUDIT_SPOOL_MARK_AT, &moff, &mcrc);
 		/* Walk the records; the first bad one ends the file. */
 		off = AUDIT_SPOOL_HDR;
 		for (;;) {
@@ -283,6 +529,13 @@ audit_spool_open(struct audit *w, char **cause)
 			while ((len = audit_spool_check(buf, have)) > 0) {
 				off += len;
 				nrec++;
+				/* The mark, where a record of its CRC ends. */
+				if (off == moff &&
+				    audit_spool_frame_crc(buf) == mcrc) {
+					acked = off;
+					acrc = mcrc;
+					nacked = nrec;
+				}
 				memmove(buf, buf + len, have - len);
 				have -= len;
 			}
@@ -299,13 +552,35 @@ audit_spool_open(struct audit *w, char **cause)
 	} else
 		off = AUDIT_SPOOL_HDR;
 	free(buf);
+	w->mark_off = acked;
+	w->mark_crc = acrc;
 	w->run = old_run;
 	audit_new_run(w);
 	audit_fsync(w);
 	w->spool_size = off;
-	w->spool_rd = w->spool_acked = AUDIT_SPOOL_HDR;
-	w->mode = nrec > 0 ? AUDIT_SPOOL : AUDIT_DIRECT;
-	log_info("- audit spool file=%s records=%llu run=%llu", path,
-	    (unsigned long long)nrec, (unsigned long long)w->run);
+	w->spool_rd = w->spool_acked = acked;
+	w->acked_crc = acrc;
+	w->mode = nrec > nacked ? AUDIT_SPOOL : AUDIT_DIRECT;
+	log_info("- audit spool file=%s records=%llu acknowledged=%llu "
+	    "run=%llu wal=%s", path, (unsigned long long)(nrec - nacked),
+	    (unsigned long long)nacked, (unsigned long long)w->run,
+	    w->ac->wal ? "on" : "off");
+	if (w->mode == AUDIT_DIRECT && w->spool_size > AUDIT_SPOOL_HDR)
+		audit_spool_reset(w);
 	return (0);
+}
+
+/*
+ * The writer stops: write the mark, sync and close.  What follows the
+ * mark is replayed next time.
+ */
+void
+audit_spool_close(struct audit *w)
+{
+	if (w->fd == -1)
+		return;
+	audit_spool_mark_write(w);
+	audit_fsync(w);
+	close(w->fd);
+	w->fd = -1;
 }

@@ -292,6 +292,29 @@ out:
 	explicit_bzero(buf, sizeof(buf));
 }
 
+/*
+ * Read the SSO client secret (identity.sso.client_secret_file): one
+ * line, as for the Redis password; never in a message.
+ */
+void
+cfg_load_sso_secret(struct cfg_ctx *ctx, void *base, const char *file,
+    const char *ptr)
+{
+	struct config_sso	*so = base;
+	char			 buf[CFG_CRED_MAX + 1];
+
+	if (cfg_read_secret_line(ctx, file, ptr,
+	    "expected the client secret on one line", buf, sizeof(buf)) == -1)
+		goto out;
+	if (so->client_secret != NULL) {
+		explicit_bzero(so->client_secret, strlen(so->client_secret));
+		free(so->client_secret);
+	}
+	so->client_secret = cfg_xstrdup(buf);
+out:
+	explicit_bzero(buf, sizeof(buf));
+}
+
 /* Fill in the defaults of every key of an object held in base. */
 static void
 cfg_defaults(const struct cfg_key *keys, void *base)
@@ -723,6 +746,12 @@ cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 		cfg_error(ctx, "/listen/address", "%s",
 		    cfg_check_listen(cfg->listen_address));
 
+	if (cfg->admin_listen != NULL &&
+	    cfg_split_listen(cfg->admin_listen, cfg->admin_listen_host,
+	    sizeof(cfg->admin_listen_host), &cfg->admin_listen_port) == -1)
+		cfg_error(ctx, "/admin/listen", "%s",
+		    cfg_check_listen(cfg->admin_listen));
+
 	if (cfg->tls != NULL && cfg->tls->verify_client != CONFIG_VERIFY_NONE &&
 	    cfg->tls->client_ca_file == NULL)
 		cfg_error(ctx, "/listen/tls/verify_client",
@@ -745,7 +774,15 @@ cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 		    cfg->listen_port);
 	}
 
-	/* The spool is created at start: resolve it, do not require it. */
+	/* The log file and spool are created at start: resolve, no check. */
+	if (cfg->log_file != NULL) {
+		char	*lf = cfg_resolve(ctx, cfg->log_file);
+
+		free(cfg->log_file);
+		cfg->log_file = lf;
+	}
+	if (cfg->run_group != NULL && cfg->run_user == NULL)
+		cfg_error(ctx, "/group", "needs user");
 	if (cfg->audit != NULL && cfg->audit->spool_file != NULL) {
 		char	*spool = cfg_resolve(ctx, cfg->audit->spool_file);
 
@@ -873,6 +910,13 @@ config_free(struct config *cfg)
 				jwk_key_clear(tk->vkeys[i].key);
 			free(tk->vkeys[i].key);
 		}
+	}
+	if (cfg->identity != NULL && cfg->identity->sso != NULL &&
+	    cfg->identity->sso->client_secret != NULL) {
+		char	*cs = cfg->identity->sso->client_secret;
+
+		explicit_bzero(cs, strlen(cs));
+		free(cs);
 	}
 	cfg_free_keys(cfg_root_keys, cfg);
 	free(cfg->path);
@@ -1207,6 +1251,10 @@ config_reload_check(const struct config *cur, const struct config *next,
 	 * rotated password is not taken for applied: the links keep the
 	 * one they started with.
 	 */
+	/* tls may change its files on reload, not appear or go. */
+	if ((cur->tls == NULL) != (next->tls == NULL))
+		cfg_error(&ctx, "/listen/tls", "a reload cannot add or remove "
+		    "it; restart to apply");
 	if (cur->redis != NULL && next->redis != NULL &&
 	    !cfg_str_eq(cur->redis->password, next->redis->password))
 		cfg_error(&ctx, "/redis/password_file", "its content changed; "

@@ -127,6 +127,7 @@ struct config_audit {
 	size_t			 max_inflight;
 	int			 timeout_ms;
 	size_t			 max_index_keys;	/* index streams kept */
+	int			 wal;		/* spool is a write-ahead log */
 };
 
 struct config_upstream {
@@ -214,12 +215,43 @@ struct config_token {
 	struct jwk_set		*keys;		/* [0] signs */
 };
 
+/*
+ * Sign-in for people in a browser (identity.sso; sso.c, sso_page.c):
+ * the authorization-code flow against one configured issuer, sessions
+ * and the landing page.
+ */
+struct config_sso {
+	char			*issuer;	/* an identity.issuers name */
+	char			*client_id;
+	char			*client_secret_file;
+	char			*client_secret;	/* from the file; never
+						   printed */
+	char			*redirect_url;	/* NULL: external_url + */
+						/* /oauth2/callback */
+	char			**scopes;	/* NULL: the default */
+	size_t			 nscopes;
+	char			*key_prefix;	/* Redis keys */
+	char			*cookie_name;
+	int			 session_ttl_ms;
+	int			 state_ttl_ms;
+	int			 secret_lifetime;	/* seconds; 0: none */
+	size_t			 max_secrets;	/* per subject */
+	size_t			 activity_records;
+	size_t			 max_cookie_bytes;
+	size_t			 max_state_bytes;
+	size_t			 max_code_bytes;
+	size_t			 max_token_response_bytes;
+	size_t			 max_id_token_bytes;
+	size_t			 max_form_bytes;
+};
+
 /* Who callers are: the identity stage's settings. */
 struct config_identity {
 	struct config_oidc_issuer *issuers;
 	size_t			 nissuers;
 	struct config_token	*token;		/* NULL: no token service */
 	size_t			 idp_cache_entries;	/* 0: none */
+	struct config_sso	*sso;		/* NULL: no browser sign-in */
 };
 
 struct config {
@@ -266,6 +298,9 @@ struct config {
 	int			 linger_timeout_ms;
 
 	int			 log_level;	/* enum config_log_level */
+	char			*log_file;	/* NULL: stderr; resolved */
+	char			*run_user;	/* NULL: no privilege drop */
+	char			*run_group;	/* NULL: the user's */
 
 	struct config_cache	*cache;		/* NULL: no cache */
 	struct config_audit	*audit;		/* NULL: no audit */
@@ -283,6 +318,16 @@ struct config {
 	char			*revocation_channel;
 	int			 revocation_max_subjects;
 	int			 revocation_resync_interval_ms;
+
+	/* The admin listener (README "Metrics"); NULL: none. */
+	char			*admin_listen;
+	char			 admin_listen_host[256]; /* "": any */
+	int			 admin_listen_port;
+
+	/* GET /metrics (README "Metrics"). */
+	char			**metrics_allow;	/* networks */
+	size_t			 nmetrics_allow;
+	size_t			 metrics_label_values;
 
 	/* Compiled access policy; never NULL (no rules: deny all). */
 	struct policy		*policy;

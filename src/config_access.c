@@ -231,6 +231,47 @@ cfg_prefix_overlap(const char *a, const char *b)
 }
 
 /*
+ * identity.sso: its issuer must be configured, openid asked, a fixed
+ * redirect_uri known (the Host header is the client's), and Redis there
+ * to keep states and sessions in.
+ */
+static void
+cfg_finish_sso(struct cfg_ctx *ctx, struct config *cfg)
+{
+	struct config_sso	*so = cfg->identity->sso;
+	size_t			 i;
+	int			 openid = 0;
+
+	for (i = 0; i < cfg->identity->nissuers; i++)
+		if (so->issuer != NULL && cfg->identity->issuers[i].name !=
+		    NULL && strcmp(so->issuer,
+		    cfg->identity->issuers[i].name) == 0)
+			break;
+	if (so->issuer != NULL && i == cfg->identity->nissuers)
+		cfg_error(ctx, "/identity/sso/issuer", "no identity.issuers "
+		    "entry is named %s", so->issuer);
+	if (so->scopes == NULL) {
+		so->scopes = cfg_xcalloc(5, sizeof(char *));
+		so->scopes[0] = cfg_xstrdup("openid");
+		so->scopes[1] = cfg_xstrdup("profile");
+		so->scopes[2] = cfg_xstrdup("email");
+		so->scopes[3] = cfg_xstrdup("groups");
+		so->nscopes = 4;
+	}
+	for (i = 0; i < so->nscopes; i++)
+		if (strcmp(so->scopes[i], "openid") == 0)
+			openid = 1;
+	if (!openid)
+		cfg_error(ctx, "/identity/sso/scopes", "must include openid");
+	if (so->redirect_url == NULL && cfg->external_url == NULL)
+		cfg_error(ctx, "/identity/sso", "needs redirect_url or the "
+		    "top-level external_url");
+	if (cfg->redis == NULL)
+		cfg_error(ctx, "/identity/sso", "needs the redis section (it "
+		    "keeps sign-in states and sessions)");
+}
+
+/*
  * Issuers: the parsed URL, the default algorithm, and unique names and
  * issuer identifiers (a token's iss picks its issuer: two entries with
  * one identifier would make that depend on order).
@@ -289,4 +330,6 @@ cfg_finish_identity(struct cfg_ctx *ctx, struct config *cfg)
 			}
 		}
 	}
+	if (cfg->identity->sso != NULL)
+		cfg_finish_sso(ctx, cfg);
 }

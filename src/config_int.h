@@ -70,6 +70,8 @@ void	 cfg_load_credentials(struct cfg_ctx *, void *, const char *,
 	    const char *);
 void	 cfg_load_redis_password(struct cfg_ctx *, void *, const char *,
 	    const char *);
+void	 cfg_load_sso_secret(struct cfg_ctx *, void *, const char *,
+	    const char *);
 
 /* config_access.c */
 void	 cfg_load_policy_file(struct cfg_ctx *, void *, const char *,

@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "config_int.h"
+#include "metrics.h"
 #include "netaddr.h"
 #include "policy.h"
 
@@ -46,6 +47,11 @@ static const char *cfg_check_issuer(const char *);
 static const char *cfg_check_claim(const char *);
 static const char *cfg_check_audience(const char *);
 static const char *cfg_check_algorithm(const char *);
+static const char *cfg_check_redirect_url(const char *);
+static const char *cfg_check_scope_token(const char *);
+static const char *cfg_check_cookie_name(const char *);
+static const char *cfg_check_net(const char *);
+static const char *cfg_check_account(const char *);
 
 static const char *const cfg_verify_names[] = {
 	"none", "optional", "require", NULL
@@ -65,17 +71,19 @@ static const char *const cfg_sendfile_names[] = {
 
 #define TLS_OFF(f)	offsetof(struct config_tls, f)
 static const struct cfg_key cfg_tls_keys[] = {
-	{ .name = "cert_file", .type = CFG_PATH, .flags = CFG_REQUIRED,
+	{ .name = "cert_file", .type = CFG_PATH,
+	  .flags = CFG_REQUIRED | CFG_RELOAD,
 	  .off = TLS_OFF(cert_file),
 	  .help = "PEM certificate chain the listener presents." },
-	{ .name = "key_file", .type = CFG_PATH, .flags = CFG_REQUIRED,
+	{ .name = "key_file", .type = CFG_PATH,
+	  .flags = CFG_REQUIRED | CFG_RELOAD,
 	  .off = TLS_OFF(key_file),
 	  .help = "PEM private key of cert_file." },
-	{ .name = "client_ca_file", .type = CFG_PATH,
+	{ .name = "client_ca_file", .type = CFG_PATH, .flags = CFG_RELOAD,
 	  .off = TLS_OFF(client_ca_file), .def_doc = "none",
 	  .help = "PEM CA bundle that client certificates must chain to; "
 	  "required unless verify_client is none." },
-	{ .name = "verify_client", .type = CFG_ENUM,
+	{ .name = "verify_client", .type = CFG_ENUM, .flags = CFG_RELOAD,
 	  .off = TLS_OFF(verify_client), .def = CONFIG_VERIFY_NONE,
 	  .choices = cfg_verify_names,
 	  .help = "Whether clients must present a certificate." },
@@ -89,11 +97,13 @@ static const struct cfg_key cfg_listen_keys[] = {
 	  .check = cfg_check_listen,
 	  .help = "Address to listen on: host:port, [v6addr]:port, or :port "
 	  "for every address." },
-	{ .name = "tls", .type = CFG_PTR_OBJECT, .off = CFG_OFF(tls),
+	{ .name = "tls", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(tls),
 	  .sub = cfg_tls_keys, .sub_size = sizeof(struct config_tls),
 	  .def_doc = "plain HTTP",
 	  .help = "Serve HTTPS with this certificate; absent means plain "
-	  "HTTP." },
+	  "HTTP.  SIGHUP rereads the files (new connections get the new "
+	  "certificate); a reload cannot turn TLS on or off." },
 	{ .name = NULL }
 };
 
@@ -257,6 +267,11 @@ static const struct cfg_key cfg_log_keys[] = {
 	  .off = CFG_OFF(log_level), .def = CONFIG_LOG_INFO,
 	  .choices = cfg_level_names,
 	  .help = "Least severe message written to stderr." },
+	{ .name = "file", .type = CFG_STRING, .off = CFG_OFF(log_file),
+	  .check = cfg_check_spool_file, .def_doc = "stderr",
+	  .help = "Append log lines to this file (relative: to the config "
+	  "file's directory) instead of stderr; SIGUSR1 reopens it, for "
+	  "logrotate." },
 	{ .name = NULL }
 };
 
@@ -306,7 +321,8 @@ static const struct cfg_key cfg_revocation_keys[] = {
 	{ .name = "key", .type = CFG_STRING, .off = CFG_OFF(revocation_key),
 	  .def_str = "portcullis:revoked", .check = cfg_check_stream_key,
 	  .help = "Redis hash of not-before times: field s:SUBJECT per "
-	  "subject, field all for every subject." },
+	  "subject, field all for every subject; x:ID per revoked secret "
+	  "(its revocation time)." },
 	{ .name = "channel", .type = CFG_STRING,
 	  .off = CFG_OFF(revocation_channel), .def_str = "portcullis:revoke",
 	  .check = cfg_check_stream_key,
@@ -315,7 +331,8 @@ static const struct cfg_key cfg_revocation_keys[] = {
 	{ .name = "max_subjects", .type = CFG_INT,
 	  .off = CFG_OFF(revocation_max_subjects), .min = 1,
 	  .max = 1 << 24, .def = 100000,
-	  .help = "Subjects the in-memory revocation table holds; past it "
+	  .help = "Subjects the in-memory revocation table holds, each "
+	  "secret revoked in the last 24 h 10 min taking one too; past it "
 	  "every credential is refused (a revocation not held must not "
 	  "leave a token alive) until restarted with more." },
 	{ .name = "resync_interval", .type = CFG_SECONDS,
@@ -461,17 +478,20 @@ static const struct cfg_key cfg_audit_keys[] = {
 	{ .name = "spool_file", .type = CFG_STRING,
 	  .off = AUDIT_OFF(spool_file), .def_str = "audit.spool",
 	  .check = cfg_check_spool_file,
-	  .help = "Append-only file that holds records while Redis is down, "
-	  "slow or refusing writes; relative to the config file's directory. "
-	  "Created if missing; replayed in order at start." },
+	  .help = "Append-only file of records: each before it is sent "
+	  "(wal), else while Redis is down, slow or refusing writes; "
+	  "relative to the config file's directory, which must be writable "
+	  "(a new file is renamed over it). Created if missing; replayed in "
+	  "order at start." },
 	{ .name = "spool_max_bytes", .type = CFG_SIZE,
 	  .off = AUDIT_OFF(spool_max_bytes), .min = 16384, .max = 1LL << 40,
 	  .def = 1073741824,
 	  .help = "Largest spool file; when full, on_failure applies." },
 	{ .name = "fsync", .type = CFG_ENUM, .off = AUDIT_OFF(fsync),
 	  .def = CONFIG_FSYNC_INTERVAL, .choices = cfg_fsync_names,
-	  .help = "When spooled records are fsync'ed: after every batch "
-	  "written (always), once a second (interval) or never." },
+	  .help = "When the spool is fsync'ed: before each batch is sent "
+	  "(always), once a second (interval) or never; a power loss loses "
+	  "what was not." },
 	{ .name = "on_failure", .type = CFG_ENUM,
 	  .off = AUDIT_OFF(on_failure), .def = CONFIG_AUDIT_DROP,
 	  .choices = cfg_audit_failure_names,
@@ -505,6 +525,11 @@ static const struct cfg_key cfg_audit_keys[] = {
 	  "Redis; beyond it the least recently written are deleted. Only "
 	  "requests routed to an upstream and answered by it or the cache "
 	  "are indexed by repository." },
+	{ .name = "wal", .type = CFG_BOOL, .off = AUDIT_OFF(wal), .def = 1,
+	  .help = "The spool is a write-ahead log: every record is appended "
+	  "to spool_file before it is sent, so a killed gateway loses none "
+	  "(README \"Nothing lost\"); false spools only while Redis is "
+	  "away." },
 	{ .name = NULL }
 };
 
@@ -979,6 +1004,108 @@ static const struct cfg_key cfg_token_keys[] = {
 	{ .name = NULL }
 };
 
+
+/*
+ * Browser sign-in (sso.c, sso_page.c; README "Sign-in for people
+ * (browser)").  Every key reloads; sessions and states live in Redis and
+ * outlast a reload.
+ */
+#define SSO_OFF(f)	offsetof(struct config_sso, f)
+static const struct cfg_key cfg_sso_keys[] = {
+	{ .name = "issuer", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = SSO_OFF(issuer),
+	  .check = cfg_check_name,
+	  .help = "Name of the identity.issuers entry people sign in at; its "
+	  "discovery document gives the authorization and token endpoints, "
+	  "its keys verify the id_token, its prefix, subject_claim and "
+	  "groups_claim make the principal." },
+	{ .name = "client_id", .type = CFG_STRING,
+	  .flags = CFG_RELOAD | CFG_REQUIRED, .off = SSO_OFF(client_id),
+	  .check = cfg_check_audience,
+	  .help = "The gateway's client at the provider (a confidential "
+	  "client, client_secret_basic); the id_token's aud must name it." },
+	{ .name = "client_secret_file", .type = CFG_PATH,
+	  .flags = CFG_RELOAD | CFG_REQUIRED,
+	  .off = SSO_OFF(client_secret_file), .loaded = cfg_load_sso_secret,
+	  .help = "File holding the client secret on one line; relative to "
+	  "the configuration file. Never printed." },
+	{ .name = "redirect_url", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(redirect_url), .check = cfg_check_redirect_url,
+	  .def_doc = "external_url + /oauth2/callback",
+	  .help = "The redirect_uri registered at the provider: an http(s) "
+	  "URL whose path is /oauth2/callback. Without it external_url is "
+	  "required (the Host header is the client's to choose)." },
+	{ .name = "scopes", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(scopes), .count_off = SSO_OFF(nscopes), .min = 1,
+	  .max = 32, .check = cfg_check_scope_token,
+	  .def_doc = "[\"openid\", \"profile\", \"email\", \"groups\"]",
+	  .help = "Scopes asked for; must include openid." },
+	{ .name = "key_prefix", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(key_prefix), .def_str = "portcullis:sso:",
+	  .check = cfg_check_stream_key,
+	  .help = "Prefix of the Redis keys of sign-in states "
+	  "(<prefix>state:<state>) and sessions (<prefix>session:<SHA-256 "
+	  "of the cookie>)." },
+	{ .name = "cookie_name", .type = CFG_STRING, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(cookie_name), .def_str = "portcullis_session",
+	  .check = cfg_check_cookie_name,
+	  .help = "Name of the session cookie: letters, digits, '_' and "
+	  "'-', at most 64." },
+	{ .name = "session_lifetime", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(session_ttl_ms), .min = 60000, .max = 604800000,
+	  .def = 28800000,
+	  .help = "How long a browser session lasts from sign-in (the "
+	  "cookie's Max-Age and the Redis key's expiry)." },
+	{ .name = "state_lifetime", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(state_ttl_ms), .min = 10000, .max = 3600000,
+	  .def = 600000,
+	  .help = "How long a sign-in started at /login may take to come "
+	  "back to /oauth2/callback; the state is used once." },
+	{ .name = "secret_lifetime", .type = CFG_INT, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(secret_lifetime), .min = 0, .max = 315360000,
+	  .def = 7776000,
+	  .help = "Seconds a secret made on the landing page is valid "
+	  "(0: until revoked)." },
+	{ .name = "max_secrets", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(max_secrets), .min = 1, .max = 1000, .def = 20,
+	  .help = "Secrets one person may hold from the landing page "
+	  "(revoked and expired ones count until deleted); the list shows "
+	  "at most this many." },
+	{ .name = "activity_records", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(activity_records), .min = 0, .max = 200, .def = 20,
+	  .help = "Recent audit records of the person shown on the landing "
+	  "page (0: none)." },
+	{ .name = "max_cookie_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(max_cookie_bytes), .min = 256, .max = 16384,
+	  .def = 4096,
+	  .help = "Longest Cookie header looked into; a longer one is "
+	  "treated as no session." },
+	{ .name = "max_state_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(max_state_bytes), .min = 43, .max = 1024, .def = 128,
+	  .help = "Longest state parameter taken on the callback; longer is "
+	  "400." },
+	{ .name = "max_code_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(max_code_bytes), .min = 16, .max = 16384,
+	  .def = 2048,
+	  .help = "Longest authorization code taken on the callback; longer "
+	  "is 400." },
+	{ .name = "max_token_response_bytes", .type = CFG_SIZE,
+	  .flags = CFG_RELOAD, .off = SSO_OFF(max_token_response_bytes),
+	  .min = 1024, .max = 1048576, .def = 65536,
+	  .help = "Largest token endpoint answer read; larger fails the "
+	  "sign-in." },
+	{ .name = "max_id_token_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(max_id_token_bytes), .min = 512, .max = 65536,
+	  .def = 16384,
+	  .help = "Longest id_token verified; longer fails the sign-in." },
+	{ .name = "max_form_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = SSO_OFF(max_form_bytes), .min = 256, .max = 65536,
+	  .def = 4096,
+	  .help = "Largest form posted to the landing page (create or revoke "
+	  "a secret, sign out); larger is 413." },
+	{ .name = NULL }
+};
+
 #define IDENT_OFF(f)	offsetof(struct config_identity, f)
 static const struct cfg_key cfg_identity_keys[] = {
 	{ .name = "token", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
@@ -1000,6 +1127,40 @@ static const struct cfg_key cfg_identity_keys[] = {
 	  "leeway, while the key that verified them is still the "
 	  "issuer's) so repeated requests skip the signature check; 0 "
 	  "keeps none." },
+	{ .name = "sso", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
+	  .off = IDENT_OFF(sso), .sub = cfg_sso_keys,
+	  .sub_size = sizeof(struct config_sso),
+	  .def_doc = "no browser sign-in",
+	  .help = "Sign-in for people in a browser: /login, "
+	  "/oauth2/callback, the landing page at / (README \"Sign-in for "
+	  "people (browser)\"). Needs the redis section." },
+	{ .name = NULL }
+};
+
+static const struct cfg_key cfg_admin_keys[] = {
+	{ .name = "listen", .type = CFG_STRING, .off = CFG_OFF(admin_listen),
+	  .check = cfg_check_listen, .def_doc = "none",
+	  .help = "A second, plain HTTP listener (host:port, [v6addr]:port "
+	  "or :port) that answers only /metrics, /readyz and /healthz, for "
+	  "a monitoring network; the main listener answers them too." },
+	{ .name = NULL }
+};
+
+static const struct cfg_key cfg_metrics_keys[] = {
+	{ .name = "allow", .type = CFG_STRLIST, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(metrics_allow), .count_off = CFG_OFF(nmetrics_allow),
+	  .min = 0, .max = 256, .check = cfg_check_net, .def_doc = "none",
+	  .help = "Client addresses (ADDRESS or ADDRESS/PREFIX, IPv4 or "
+	  "IPv6) that may read GET /metrics without a policy decision, "
+	  "such as the Prometheus server's; everyone else needs the admin "
+	  "action." },
+	{ .name = "label_values", .type = CFG_SIZE,
+	  .off = CFG_OFF(metrics_label_values), .min = 1, .max = 4096,
+	  .def = 256,
+	  .help = "Distinct values kept per label whose values come from "
+	  "the configuration or the code (rule ids, upstream names, "
+	  "failure reasons, Redis links); further values are counted "
+	  "under \"_other\", so the number of series stays bounded." },
 	{ .name = NULL }
 };
 
@@ -1062,6 +1223,20 @@ const struct cfg_key cfg_root_keys[] = {
 	  .sub_size = sizeof(struct pol_src),
 	  .def_doc = "no rules: every request is denied",
 	  .help = "Per-repository access policy (README \"Policy\")." },
+	{ .name = "admin", .type = CFG_OBJECT, .sub = cfg_admin_keys,
+	  .help = "The admin listener (README \"Metrics\")." },
+	{ .name = "metrics", .type = CFG_OBJECT, .sub = cfg_metrics_keys,
+	  .help = "GET /metrics: who may read it, and the bound on label "
+	  "values (README \"Metrics\")." },
+	{ .name = "user", .type = CFG_STRING, .off = CFG_OFF(run_user),
+	  .check = cfg_check_account, .def_doc = "none: stay who started it",
+	  .help = "When started as root: after binding the listeners and "
+	  "reading the keys and secret files, switch to this user (name or "
+	  "number) and its group; the cache and spool must be writable by "
+	  "it (README \"Running as a service\")." },
+	{ .name = "group", .type = CFG_STRING, .off = CFG_OFF(run_group),
+	  .check = cfg_check_account, .def_doc = "the user's group",
+	  .help = "Group to switch to with user." },
 	{ .name = "identity", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(identity), .sub = cfg_identity_keys,
 	  .sub_size = sizeof(struct config_identity),
@@ -1254,11 +1429,83 @@ cfg_check_ip(const char *s)
 	return NULL;
 }
 
+/* An address list entry of metrics.allow. */
+static const char *
+cfg_check_net(const char *s)
+{
+	struct metrics_net	n;
+
+	if (metrics_net_parse(s, &n) != NULL)
+		return "must be a numeric address or network (ADDRESS/PREFIX, "
+		    "no bits set after the prefix)";
+	return NULL;
+}
+
 static const char *
 cfg_check_spool_file(const char *s)
 {
 	if (*s == '\0' || strlen(s) > 3072 || s[strlen(s) - 1] == '/')
 		return "must be a file name of at most 3072 bytes";
+	return NULL;
+}
+
+/* user, group: a POSIX portable name (or a number), as useradd takes. */
+static const char *
+cfg_check_account(const char *s)
+{
+	size_t	i, n = strlen(s);
+
+	if (n == 0 || n > 32 || s[0] == '-')
+		return "must be a user or group name of 1 to 32 characters";
+	for (i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && strchr("._-", s[i]) ==
+		    NULL && !(i == n - 1 && s[i] == '$'))
+			return "must be a user or group name: letters, digits, "
+			    "'.', '_', '-'";
+	return NULL;
+}
+
+/* The SSO redirect_uri: a base URL plus exactly /oauth2/callback. */
+static const char *
+cfg_check_redirect_url(const char *s)
+{
+	static const char	 cb[] = "/oauth2/callback";
+	struct url		 u;
+	char			 base[2048];
+	size_t			 n = strlen(s);
+
+	if (n <= sizeof(cb) - 1 || n >= sizeof(base) ||
+	    strcmp(s + n - (sizeof(cb) - 1), cb) != 0)
+		return "must be an http(s) URL ending in /oauth2/callback";
+	memcpy(base, s, n - (sizeof(cb) - 1));
+	base[n - (sizeof(cb) - 1)] = '\0';
+	if (strchr(base + 8, '/') != NULL)
+		return "must be the gateway's origin + /oauth2/callback";
+	return cfg_check_base_url(base, &u);
+}
+
+/* An OAuth scope token (RFC 6749 3.3): printable, no space or quote. */
+static const char *
+cfg_check_scope_token(const char *s)
+{
+	if (!cfg_printable(s, 128, 0))
+		return "must be 1 to 128 printable ASCII characters, no "
+		    "spaces, quotes or backslashes";
+	return NULL;
+}
+
+/* A cookie name: an RFC 6265 token, kept to a safe subset. */
+static const char *
+cfg_check_cookie_name(const char *s)
+{
+	size_t	 n;
+
+	for (n = 0; s[n] != '\0'; n++)
+		if (!isalnum((unsigned char)s[n]) && s[n] != '_' &&
+		    s[n] != '-')
+			break;
+	if (n == 0 || s[n] != '\0' || n > 64)
+		return "must be 1 to 64 letters, digits, '_' or '-'";
 	return NULL;
 }
 

@@ -94,10 +94,28 @@ conn_count_peer(struct pc_ctx *ctx, const char *peer)
 	return (n);
 }
 
+static void	conn_accept_one(struct pc_ctx *, evutil_socket_t,
+		    struct sockaddr *, int, int);
+
 /* Take a new client socket. */
 void
 conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
     int salen)
+{
+	conn_accept_one(ctx, fd, sa, salen, 0);
+}
+
+/* A socket of the admin listener: plain HTTP, operations paths only. */
+void
+conn_accept_admin(struct pc_ctx *ctx, evutil_socket_t fd,
+    struct sockaddr *sa, int salen)
+{
+	conn_accept_one(ctx, fd, sa, salen, 1);
+}
+
+static void
+conn_accept_one(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, int admin)
 {
 	struct conn		*c;
 	struct hframe_limits	 lim;
@@ -114,6 +132,7 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 	c->conf = ctx->conf;
 	config_ref(c->conf);
 	c->id = ++ctx->next_conn_id;
+	c->admin = admin;
 	host[0] = '\0';
 	if (sa->sa_family == AF_INET) {
 		struct sockaddr_in *s4 = (struct sockaddr_in *)sa;
@@ -142,7 +161,7 @@ conn_accept(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 	evutil_make_socket_nonblocking(fd);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-	if (ctx->server_tls != NULL) {
+	if (ctx->server_tls != NULL && !admin) {
 		if ((ssl = tls_server_ssl(ctx->server_tls)) == NULL) {
 			close(fd);
 			config_unref(c->conf);
@@ -657,6 +676,7 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 		/* TLS handshake done. */
 		c->tls_subject = tls_peer_subject(bev);
 		c->tls_not_after = tls_peer_not_after(bev);
+		c->tls_not_before = tls_peer_not_before(bev);
 		/* RFC 2253 escapes quotes and backslashes: one field. */
 		log_debug("%llu tls handshake done client_subject=\"%s\"",
 		    (unsigned long long)c->id,

@@ -6,7 +6,8 @@
  * From the connection: the client's address, and the subject of a client
  * certificate that TLS verified (method "mtls") until its chain's end
  * (a keep-alive connection outlives it: anonymous from then on,
- * auth_failure certificate_expired); anyone else is anonymous.  Then
+ * auth_failure certificate_expired) and unless its subject was revoked
+ * after it was issued (auth_failure revoked); anyone else is anonymous.  Then
  * from the Authorization header:
  *
  *	Bearer <gateway token>	token_verify.c verifies it with the gateway's
@@ -39,6 +40,7 @@
 
 #include "portcullis.h"
 #include "jose.h"
+#include "revoke.h"
 
 /*
  * The scheme of an Authorization value, as one of a fixed set of words:
@@ -190,6 +192,18 @@ identity_from_conn(struct req *req)
 		p->subject = "";
 		req->auth_failure = "certificate_expired";
 		log_info("%llu.%u identity client_certificate_expired",
+		    (unsigned long long)c->id, req->seq);
+	} else if (c->tls_subject != NULL &&
+	    revoke_check(c->ctx->revoke, c->tls_subject, c->tls_not_before)) {
+		/*
+		 * `token revoke --subject DN` (or --all): a certificate
+		 * issued (notBefore) before the revocation names nobody, on
+		 * this connection too; one issued again after it works.
+		 */
+		p->method = AUTH_ANONYMOUS;
+		p->subject = "";
+		req->auth_failure = "revoked";
+		log_info("%llu.%u identity client_certificate_revoked",
 		    (unsigned long long)c->id, req->seq);
 	} else if (c->tls_subject != NULL) {
 		/* tls_peer_subject() keeps only a verified certificate's. */

@@ -30,12 +30,18 @@ static int	cmd_keygen(int, char **);
 static int	cmd_redis(int, char **);
 static int	cmd_secret(int, char **);
 static int	cmd_token(int, char **);
+static int	cmd_metrics_reference(int, char **);
 
 static const struct cmd cmds[] = {
 	{ "serve", cmd_serve, "serve -c FILE",
 	    "Run the gateway.",
-	    "Run the gateway in the foreground; logs go to stderr.\n"
-	    "SIGTERM or SIGINT drains in-flight requests, then exits." },
+	    "Run the gateway in the foreground; logs go to stderr (or\n"
+	    "log.file).  Started as root with \"user\" set, it switches to\n"
+	    "that user once the listeners are bound and the keys read.\n"
+	    "SIGTERM or SIGINT drains in-flight requests (up to\n"
+	    "timeouts.drain), then exits.  SIGHUP reloads the config, the\n"
+	    "policy, the TLS certificate and the token keys without\n"
+	    "dropping connections.  SIGUSR1 reopens log.file (logrotate)." },
 	{ "check-config", cmd_check_config, "check-config -c FILE",
 	    "Validate a configuration file.",
 	    "Validate a configuration file.  Every error names its JSON\n"
@@ -71,6 +77,10 @@ static const struct cmd cmds[] = {
 	    "Revoke a subject's (or everyone's) tokens.",
 	    "Refuse a subject's (or everyone's) tokens and secrets issued\n"
 	    "before a time, on every instance; portcullis token --help." },
+	{ "metrics-reference", cmd_metrics_reference, "metrics-reference",
+	    "Print the metrics reference.",
+	    "Print the table of metrics (Markdown) that GET /metrics\n"
+	    "exposes, generated from their declarations." },
 };
 
 static void
@@ -181,6 +191,24 @@ cmd_config_reference(int argc, char **argv)
 		return (cmd_help(&cmds[2], stderr));
 	}
 	config_reference(stdout);
+	return (0);
+}
+
+static void
+metrics_ref_emit(void *arg, const char *data, size_t len)
+{
+	fwrite(data, 1, len, arg);
+}
+
+static int
+cmd_metrics_reference(int argc, char **argv)
+{
+	const struct cmd	*c = &cmds[sizeof(cmds) / sizeof(cmds[0]) - 1];
+
+	if (argc > 1)
+		return (cmd_help(c, strcmp(argv[1], "--help") == 0 ? stdout :
+		    stderr));
+	metrics_reference(metrics_ref_emit, stdout);
 	return (0);
 }
 

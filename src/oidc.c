@@ -62,6 +62,8 @@ struct oidc_issuer {
 	enum oidc_step			 step;
 	const char			*why;	/* start, periodic, ... */
 	char				 jwks_uri[2048];
+	/* From discovery, "" when absent: sso.c, oidc_client.c. */
+	char				 endpoints[OIDC_EP__MAX][2048];
 	struct oidc_keys		*keys;
 	struct event			*timer;
 	uint64_t			 last_attempt_ms;
@@ -351,6 +353,85 @@ oidc_numeric_loopback(const char *host)
 	return (0);
 }
 
+/*
+ * The endpoints a sign-in needs, kept as the document names them (each
+ * checked when used: oidc_endpoint); one that is no URL is left out.
+ */
+static void
+oidc_take_endpoints(struct oidc_issuer *is, json_t *doc)
+{
+	static const char *const names[OIDC_EP__MAX] = {
+	    "authorization_endpoint", "token_endpoint",
+	    "device_authorization_endpoint", "userinfo_endpoint" };
+	struct url	 u;
+	const char	*s;
+	json_t		*v;
+	int		 i;
+
+	for (i = 0; i < OIDC_EP__MAX; i++) {
+		is->endpoints[i][0] = '\0';
+		v = json_object_get(doc, names[i]);
+		s = json_is_string(v) ? json_string_value(v) : NULL;
+		if (s != NULL && strlen(s) < sizeof(is->endpoints[i]) &&
+		    strchr(s, '#') == NULL && url_parse(s, &u) == 0)
+			snprintf(is->endpoints[i], sizeof(is->endpoints[i]),
+			    "%s", s);
+	}
+}
+
+/*
+ * An endpoint of issuer `name` from its last discovery document, under
+ * the rules jwks_uri follows: https (http only at a numeric loopback
+ * address when the issuer is a loopback http one), and unless it is the
+ * issuer's own origin or in jwks_hosts, dialled only at a public address
+ * (o->restricted).  0 with the URL in buf, u and o (the issuer's ca_file)
+ * set; -1 with *why.
+ */
+int
+oidc_endpoint(struct pc_ctx *ctx, const char *name, enum oidc_ep which,
+    char *buf, size_t len, struct url *u, struct origin *o, const char **why)
+{
+	struct oidc_issuer		*is;
+	const struct config_oidc_issuer	*cf;
+
+	if ((is = oidc_find(ctx, name)) == NULL) {
+		*why = "no such issuer";
+		return (-1);
+	}
+	cf = is->cf;
+	if (which < 0 || which >= OIDC_EP__MAX ||
+	    is->endpoints[which][0] == '\0') {
+		*why = is->last_ok_ms == 0 ? "the issuer's discovery document "
+		    "has not been fetched yet" : "the issuer's discovery "
+		    "document names no such endpoint";
+		return (-1);
+	}
+	if (url_parse(is->endpoints[which], u) == -1 ||
+	    (size_t)snprintf(buf, len, "%s", is->endpoints[which]) >= len) {
+		*why = "endpoint URL unusable";
+		return (-1);
+	}
+	if (!u->tls && (cf->u.tls || !oidc_numeric_loopback(u->host))) {
+		*why = "endpoint must be https";
+		return (-1);
+	}
+	origin_from_url(o, u, cf->ca_file);
+	o->restricted = !oidc_same_origin(u, &cf->u) &&
+	    !netaddr_listed(cf->jwks_hosts, cf->njwks_hosts, u->host, u->port);
+	return (0);
+}
+
+/* The peer naming issuer `name` to proxy.c; NULL when not configured. */
+const struct config_upstream *
+oidc_peer(struct pc_ctx *ctx, const char *name)
+{
+	struct oidc_issuer	*is;
+
+	if ((is = oidc_find(ctx, name)) == NULL)
+		return (NULL);
+	return (&is->peer);
+}
+
 static void
 oidc_on_discovery(void *arg, int status, const struct headers *h,
     const char *body, size_t len, const char *err)
@@ -398,6 +479,7 @@ oidc_on_discovery(void *arg, int status, const struct headers *h,
 		return;
 	}
 	snprintf(is->jwks_uri, sizeof(is->jwks_uri), "%s", s);
+	oidc_take_endpoints(is, doc);
 	json_decref(doc);
 	/*
 	 * A loopback http issuer may keep its keys on http, at a numeric

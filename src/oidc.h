@@ -79,6 +79,27 @@ enum oidc_kid	 oidc_unknown_kid(struct pc_ctx *, const char *, const char *,
 		    oidc_wait_cb, void *, struct oidc_wait **, const char **);
 void		 oidc_wait_cancel(struct oidc_wait *);
 
+/*
+ * The provider's endpoints from its discovery document, for the sign-in
+ * flows (sso.c, oidc_client.c): the URL checked under the rules jwks_uri
+ * follows, the origin to dial it at (restricted to public addresses
+ * unless the issuer's own or in jwks_hosts).
+ */
+enum oidc_ep {
+	OIDC_EP_AUTHORIZATION,
+	OIDC_EP_TOKEN,
+	OIDC_EP_DEVICE,
+	OIDC_EP_USERINFO,
+	OIDC_EP__MAX
+};
+struct url;
+struct origin;
+struct config_upstream;
+int	oidc_endpoint(struct pc_ctx *, const char *, enum oidc_ep, char *,
+	    size_t, struct url *, struct origin *, const char **);
+/* The peer that names an issuer to proxy.c (logs, errors). */
+const struct config_upstream *oidc_peer(struct pc_ctx *, const char *);
+
 /* An issuer's state, for GET /admin/identity and /readyz. */
 struct oidc_status {
 	const char	*name;

@@ -98,6 +98,17 @@ int		 policy_blocked(const struct policy *, const char *digest,
 int		 policy_immutable(const struct policy *, const char *upstream,
 		    const char *repo, const char *tag, const char **rule);
 
+/*
+ * The repository patterns the allow rules let p use for action a (rule
+ * id, pattern as written, the rule's upstreams; none: any), for the
+ * sign-in landing page.  Deny rules may narrow them.  The count.
+ */
+typedef void	policy_pattern_fn(void *, const char *, const char *,
+		    const char *const *, size_t);
+size_t		 policy_allow_patterns(const struct policy *,
+		    const struct principal *, enum pol_action,
+		    policy_pattern_fn *, void *);
+
 /* The number of rules (for logs: "policy loaded rules=N"). */
 size_t		 policy_nrules(const struct policy *);
 /* The number of blocked digests: with none, nothing needs hashing. */

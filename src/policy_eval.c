@@ -325,6 +325,39 @@ policy_any_allow(const struct policy *pol, const struct principal *p,
 	return 0;
 }
 
+/*
+ * What the allow rules let p do with action a, for a person's landing
+ * page: fn(arg, rule id, repository pattern as written ("**": any),
+ * upstreams, nupstreams) per pattern of each allow rule whose subjects
+ * match p.  Deny rules are not subtracted (they may narrow it); returns
+ * the number of patterns reported.  A walk of every rule: not for
+ * requests.
+ */
+size_t
+policy_allow_patterns(const struct policy *pol, const struct principal *p,
+    enum pol_action a, policy_pattern_fn *fn, void *arg)
+{
+	const struct pol_rule	*r;
+	size_t			 i, j, n = 0;
+
+	if (pol == NULL || p == NULL || pol_action_index(a) == -1)
+		return 0;
+	for (i = 0; i < pol->nrules; i++) {
+		r = &pol->rules[i];
+		if (r->deny || !(r->actions & a) || !pol_subjects_match(r, p))
+			continue;
+		if (r->npats == 0) {
+			fn(arg, r->id, "**", (const char *const *)r->upstreams,
+			    r->nupstreams);
+			n++;
+		}
+		for (j = 0; j < r->npats; j++, n++)
+			fn(arg, r->id, pattern_source(r->pats[j]),
+			    (const char *const *)r->upstreams, r->nupstreams);
+	}
+	return n;
+}
+
 /* Rule i against one request, with the first condition that failed. */
 enum pol_miss
 policy_explain_rule(const struct policy *pol, size_t i,

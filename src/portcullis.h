@@ -25,6 +25,7 @@
 #include "router.h"
 #include "url.h"
 #include "config.h"
+#include "metrics.h"
 #include "principal.h"
 
 #ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
@@ -72,6 +73,7 @@ struct pc_ctx {
 	struct evdns_base		*dns;
 	struct config			*conf;
 	struct evconnlistener		*listener;
+	struct evconnlistener		*admin_listener; /* admin.listen */
 	int				 listener_paused; /* at max_conns */
 	struct event			*ev_accept_retry; /* after EMFILE */
 	struct ssl_ctx_st		*server_tls;
@@ -87,6 +89,7 @@ struct pc_ctx {
 	struct event			*ev_sigterm;
 	struct event			*ev_sigint;
 	struct event			*ev_sighup;
+	struct event			*ev_sigusr1;	/* log reopen */
 	char				*conf_path;
 	struct event			*ev_drain;
 	int				 draining;
@@ -98,6 +101,8 @@ struct pc_ctx {
 	struct revoke			*revoke;	/* NULL: no redis */
 	struct secrets			*secrets;	/* NULL: no redis */
 	struct uploads			*uploads;	/* NULL: none yet */
+	struct sso			*sso;		/* browser sign-in */
+	struct metrics			*metrics; /* metrics_http.c */
 	struct referrers		*referrers;	/* NULL: none yet */
 };
 
@@ -105,6 +110,8 @@ struct pc_ctx {
 enum log_level { LOG_ERR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 void	log_init(int);
 void	log_set_level(int);
+int	log_file_open(const char *, char **);
+void	log_reopen(void);
 int	log_enabled(int);
 void	log_msg(int, const char *, ...)
 	    __attribute__((format(printf, 2, 3)));
@@ -131,6 +138,7 @@ void			 tls_client_free_all(struct pc_ctx *);
 struct ssl_st		*tls_server_ssl(struct ssl_ctx_st *);
 char			*tls_peer_subject(struct bufferevent *);
 int64_t			 tls_peer_not_after(struct bufferevent *);
+int64_t			 tls_peer_not_before(struct bufferevent *);
 void			 tls_free_ctx(struct ssl_ctx_st *);
 const char		*tls_last_error(struct bufferevent *);
 
@@ -150,7 +158,9 @@ struct conn {
 	unsigned char		 peer_addr[16];	/* network order */
 	char			*tls_subject;	/* verified client cert */
 	int64_t			 tls_not_after;	/* its notAfter; 0: none */
+	int64_t			 tls_not_before; /* its notBefore */
 	int			 tls;
+	int			 admin;		/* on admin.listen */
 	struct hframe		 hf;
 	struct req		*req;		/* in progress, or NULL */
 	uint32_t		 nreqs;
@@ -173,6 +183,8 @@ struct conn {
 
 void	conn_accept(struct pc_ctx *, evutil_socket_t, struct sockaddr *,
 	    int);
+void	conn_accept_admin(struct pc_ctx *, evutil_socket_t,
+	    struct sockaddr *, int);
 void	conn_close(struct conn *, const char *);
 void	conn_close_after_write(struct conn *, const char *);
 void	conn_req_done(struct conn *);
@@ -434,6 +446,7 @@ struct proxy *proxy_fetch_url(struct pc_ctx *, struct config *,
 	    const struct config_upstream *, const struct url *,
 	    const struct origin *, const char *, size_t, proxy_url_cb, void *,
 	    const char *);
+void	proxy_fetch_set_form(struct proxy *, const char *, size_t);
 void	proxy_resume(struct proxy *);
 void	proxy_free(struct proxy *);
 
@@ -483,6 +496,12 @@ void		 audit_framing(struct conn *, int, enum pc_err, const char *,
 		    uint64_t, uint64_t);
 struct rds	*audit_redis(struct pc_ctx *);
 const char	*audit_script(void);
+
+/* sso.c: sign-in for people in a browser (identity.sso). */
+int	sso_wants(const struct req *);
+void	sso_start(struct req *);
+void	sso_init(struct pc_ctx *);
+void	sso_free(struct pc_ctx *);
 
 /* audit_query.c: audit query, tail and generate (CLI). */
 int		 audit_cli(int, char **);
@@ -568,6 +587,17 @@ const struct config_upstream *
 int		 req_map_name(const struct config_upstream *, const char *,
 		    char *, size_t);
 int		 req_map_from(const struct req *, const char *, char *, size_t);
+
+/* metrics_http.c: GET /metrics, GET /readyz, the metrics hooks. */
+void		 metrics_start(struct pc_ctx *);
+void		 metrics_stop(struct pc_ctx *);
+void		 metrics_http(struct req *);
+void		 metrics_request_done(struct req *);
+void		 metrics_upstream_head(struct pc_ctx *, const char *, int,
+		    uint64_t);
+void		 metrics_upstream_error(struct pc_ctx *, const char *);
+void		 metrics_count_named(struct pc_ctx *, enum metric_id,
+		    const char *);
 
 /* authz.c: the policy gate. */
 int		 authz_request(struct req *);

@@ -68,6 +68,10 @@ px_destroy(void *arg)
 		explicit_bzero(px->extra, strlen(px->extra));
 		free(px->extra);
 	}
+	if (px->form != NULL) {
+		explicit_bzero(px->form, px->formlen);
+		free(px->form);
+	}
 	hframe_free(&px->rf);
 	free(px->upath);
 	if (px->token != NULL) {
@@ -250,6 +254,7 @@ proxy_fetch_start(struct proxy *px)
 static void
 px_error(struct proxy *px, enum pc_err err, const char *detail)
 {
+	metrics_upstream_error(px->ctx, px->up != NULL ? px->up->name : NULL);
 	px->ops->fail(px->arg, err, detail);
 }
 
@@ -354,6 +359,25 @@ proxy_fetch_url(struct pc_ctx *ctx, struct config *conf,
 	px->on_url = cb;
 	px->url_arg = arg;
 	return (px);
+}
+
+/*
+ * Make a proxy_fetch_url() fetch a POST of the form body (copied; may
+ * hold credentials: wiped when freed), application/x-www-form-urlencoded
+ * with its Content-Length, as a token endpoint takes it (RFC 6749 4.1.3).
+ * Before proxy_fetch_start().  Never retried on a dead pooled connection:
+ * the provider may have acted on it (a code is good once).
+ */
+void
+proxy_fetch_set_form(struct proxy *px, const char *body, size_t len)
+{
+	if ((px->form = malloc(len + 1)) == NULL)
+		fatal("malloc");
+	memcpy(px->form, body, len);
+	px->form[len] = '\0';
+	px->formlen = len;
+	px->method = HTTP_POST;
+	px->method_str = "POST";
 }
 
 /*
@@ -686,11 +710,18 @@ px_send(struct proxy *px)
 		}
 	}
 	px->chunked_out = 0;
-	if (px->has_body)
+	if (px->form != NULL)
+		evbuffer_add_printf(out, "Content-Type: "
+		    "application/x-www-form-urlencoded\r\n"
+		    "Content-Length: %zu\r\n", px->formlen);
+	else if (px->has_body)
 		px_body_head(px, out);
 	else if (m == HTTP_POST || m == HTTP_PUT || m == HTTP_PATCH)
 		evbuffer_add_printf(out, "Content-Length: 0\r\n");
 	evbuffer_add(out, "\r\n", 2);
+	if (px->form != NULL)
+		evbuffer_add(out, px->form, px->formlen);
+	px->sent_ms = now_ms();		/* upstream latency, metrics */
 	/* Tests and operators read "sent head" as the request itself. */
 	log_debug("%s proxy sent %s upstream=%s", px->logid, px->parent ?
 	    "sub-request" : "head", px->up->name);
@@ -841,6 +872,7 @@ px_on_head(struct proxy *px)
 	const char		*wa, *loc;
 	int			 st = rm->status, m = px->method;
 
+	metrics_upstream_head(px->ctx, px->up->name, st, px->sent_ms);
 	if (st == 401 && px->token != NULL && !px->foreign) {
 		/*
 		 * The upstream refused this token (revoked, keys rotated):

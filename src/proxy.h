@@ -44,6 +44,8 @@ struct proxy {
 	size_t				 sink_max;
 	int				 too_large;
 	char				*extra;		/* header lines */
+	char				*form;		/* a fetch's POST body */
+	size_t				 formlen;
 	struct hframe			 rf;
 	char				*token;
 	int				 auth_tried;
@@ -64,6 +66,7 @@ struct proxy {
 	/* A small error answer's first bytes, copied as they stream. */
 	char				*errcap;
 	size_t				 errcaplen;
+	uint64_t			 sent_ms;	/* request head out */
 	int				 retired;	/* proxy_free() */
 	struct reap_node		 reap;
 };

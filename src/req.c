@@ -205,6 +205,7 @@ req_free(struct req *req)
 	    req->decision != NULL ? (req->rule != NULL ? req->rule : "-") :
 	    "", req->err == ERR_NONE && req->up_error[0] != '\0' ?
 	    " up_error=" : "", req->err == ERR_NONE ? req->up_error : "");
+	metrics_request_done(req);	/* metrics_http.c */
 	audit_request(req);		/* its one audit record */
 	conn_reap_later(c->ctx, &req->reap, req_destroy, req);
 }
@@ -792,6 +793,19 @@ req_route(struct req *req)
 		req_respond_simple(req, 200, "text/plain", "ok\n", NULL);
 		return;
 	}
+	/* The admin listener answers operations paths only. */
+	if (req->c->admin && strcmp(req->path, "/metrics") != 0 &&
+	    strcmp(req->path, "/readyz") != 0) {
+		req_fail(req, ERR_NOT_FOUND, "the admin listener answers "
+		    "/metrics, /readyz and /healthz");
+		return;
+	}
+	/* Operations, not audited; /metrics behind its own gate. */
+	if (strcmp(req->path, "/metrics") == 0 ||
+	    strcmp(req->path, "/readyz") == 0) {
+		metrics_http(req);
+		return;
+	}
 	/*
 	 * Known before anything can fail: a /v2 answer carries the API
 	 * version, and one to an ns= request its OCI-Namespace, whichever
@@ -824,6 +838,11 @@ req_route(struct req *req)
 			oidc_admin(req);
 		else
 			req_fail(req, ERR_NOT_FOUND, NULL);
+		return;
+	}
+	/* Sign-in for people (sso.c): its own pages, never proxied. */
+	if (sso_wants(req)) {
+		sso_start(req);
 		return;
 	}
 	/* The token service (token.c): its own answers, never proxied. */

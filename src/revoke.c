@@ -12,6 +12,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <hiredis/hiredis.h>
 
@@ -137,6 +138,29 @@ revoke_parse_message(const char *msg, size_t len, char *buf,
 	return (-1);
 }
 
+/* The table's key of a revoked secret: no subject has its first byte. */
+static void
+revoke_secret_key(const char *id, char *key, size_t len)
+{
+	snprintf(key, len, "%c%s", REVOKE_SECRET_KEY_BYTE, id);
+}
+
+/* Hold a revoked secret (revoked at `at`) until REVOKE_SECRET_KEEP after. */
+static int
+revoke_hold_secret(struct revoke *rv, const char *id, int64_t at)
+{
+	char	 key[SECRET_ID_LEN + 2];
+	int	 r;
+
+	revoke_secret_key(id, key, sizeof(key));
+	if ((r = revtab_set_until(rv->tab, key, INT64_MAX,
+	    at + REVOKE_SECRET_KEEP)) == -1)
+		log_warn("- revoke table_full max_subjects=%zu: every "
+		    "credential is refused until restarted with a larger "
+		    "revocation.max_subjects", revtab_count(rv->tab));
+	return (r);
+}
+
 /* Apply one event to the table; log and tell the listeners. */
 static void
 revoke_apply(struct revoke *rv, const struct revoke_event *ev,
@@ -162,7 +186,9 @@ revoke_apply(struct revoke *rv, const struct revoke_event *ev,
 			    (long long)ev->not_before);
 		break;
 	case REVOKE_SECRET:
+		/* Told in any case: secrets.c drops its cached record. */
 		r = 1;
+		revoke_hold_secret(rv, ev->secret_id, (int64_t)time(NULL));
 		log_info("- revoke %s secret=%s", via, ev->secret_id);
 		break;
 	case REVOKE_RESYNCED:
@@ -171,6 +197,36 @@ revoke_apply(struct revoke *rv, const struct revoke_event *ev,
 	}
 	if (r != 0)
 		revoke_tell(rv, ev);
+}
+
+/*
+ * A field x:ID of the hash, the secret revoked at `at`: held unless it
+ * is past keeping (a token it could refuse has expired).
+ */
+static void
+revoke_sync_secret(struct revoke *rv, const redisReply *f, int64_t at,
+    size_t *learned)
+{
+	struct revoke_event	 ev;
+	char			 id[SECRET_ID_LEN + 1];
+	char			 pid[SECRET_ID_LEN + 1];
+	char			 fake[SECRET_LEN + 1];
+
+	memcpy(id, f->str + 2, SECRET_ID_LEN);
+	id[SECRET_ID_LEN] = '\0';
+	snprintf(fake, sizeof(fake), "%s%s_%s", SECRET_PREFIX, id,
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+	if (secret_parse(fake, SECRET_LEN, pid) == -1 ||
+	    at + REVOKE_SECRET_KEEP <= (int64_t)time(NULL))
+		return;
+	if (revoke_hold_secret(rv, id, at) == 1) {
+		if ((*learned)++ < REVOKE_LOG_LEARNED)
+			log_info("- revoke sync secret=%s", id);
+		memset(&ev, 0, sizeof(ev));
+		ev.kind = REVOKE_SECRET;
+		ev.secret_id = id;
+		revoke_tell(rv, &ev);
+	}
 }
 
 static void
@@ -208,6 +264,11 @@ revoke_on_sync(struct rds *l, redisReply *r, void *arg)
 				    (long long)ev.not_before);
 				revoke_tell(rv, &ev);
 			}
+			continue;
+		}
+		if (f->len == 2 + SECRET_ID_LEN && memcmp(f->str,
+		    REVOKE_SECRET_FIELD, 2) == 0) {
+			revoke_sync_secret(rv, f, ev.not_before, &learned);
 			continue;
 		}
 		if (f->len < 3 || memcmp(f->str, "s:", 2) != 0 ||
@@ -267,9 +328,13 @@ revoke_resync_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct revoke	*rv = arg;
 	struct timeval	 tv;
+	size_t		 n;
 
 	rv->want_sync = 1;
 	revoke_try_sync(rv);
+	if ((n = revtab_sweep(rv->tab, (int64_t)time(NULL))) > 0)
+		log_info("- revoke reclaimed secrets=%zu subjects=%zu", n,
+		    revtab_count(rv->tab));
 	tv.tv_sec = rv->resync_ms / 1000;
 	tv.tv_usec = (rv->resync_ms % 1000) * 1000;
 	evtimer_add(rv->ev_resync, &tv);
@@ -399,6 +464,21 @@ revoke_check(const struct revoke *rv, const char *subject, int64_t iat)
 	return (revtab_revoked(rv->tab, subject, iat));
 }
 
+int
+revoke_check_secret(const struct revoke *rv, const char *id)
+{
+	char	 key[SECRET_ID_LEN + 2];
+
+	if (rv == NULL || id == NULL)
+		return (0);
+	if (revtab_overflowed(rv->tab))
+		return (1);
+	if (strlen(id) != SECRET_ID_LEN)
+		return (0);
+	revoke_secret_key(id, key, sizeof(key));
+	return (revtab_get(rv->tab, key) != 0);
+}
+
 /*
  * Whether the table knows every revocation made so far: the subscriber
  * link is up and the hash was read since it came up.  What must fail
@@ -408,6 +488,15 @@ int
 revoke_current(const struct revoke *rv)
 {
 	return (rv == NULL || rv->current);
+}
+
+/* A Redis link (sub: the subscriber), for /metrics and /readyz. */
+struct rds *
+revoke_link(const struct revoke *rv, int sub)
+{
+	if (rv == NULL)
+		return (NULL);
+	return (sub ? rv->sub : rv->cmd);
 }
 
 int

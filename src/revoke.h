@@ -19,6 +19,17 @@
  *   "all NOT_BEFORE"               every subject's
  *   "secret ID"                    one secret
  * NOT_BEFORE is in seconds since the epoch.
+ *
+ * A revoked secret also has a field x:ID in revocation.key (the time it
+ * was revoked), and an entry in the table under a key no subject can
+ * have (REVOKE_SECRET_KEY_BYTE, then the id): every token issued for
+ * the secret (its secret_id claim) is refused from then on, on every
+ * instance, as a subject's are (revoke_check_secret).  A token issued for
+ * a secret lives at most identity.token.expires_in (86400 at most) plus
+ * the leeway (600 at most) and none is issued after the revocation, so
+ * REVOKE_SECRET_KEEP seconds after it the entry protects nothing: the
+ * gateways drop it from memory (revtab_sweep, at each resync_interval)
+ * and from what they read, and `secret revoke` deletes such fields.
  */
 #ifndef PC_REVOKE_H
 #define PC_REVOKE_H
@@ -27,11 +38,16 @@
 #include <stdint.h>
 
 struct config;
+struct rds;
 struct event_base;
 struct revoke;
 
 #define REVOKE_SUBJECT_MAX	1024	/* bytes of a subject */
 #define REVOKE_MAX_LISTENERS	8
+
+#define REVOKE_SECRET_FIELD	"x:"	/* revocation.key field prefix */
+#define REVOKE_SECRET_KEY_BYTE	'\001'	/* no subject has it */
+#define REVOKE_SECRET_KEEP	(86400 + 600)
 
 enum revoke_kind {
 	REVOKE_SUBJECT,		/* subject, not_before */
@@ -66,10 +82,17 @@ void		 revoke_free(struct revoke *);
 int		 revoke_check(const struct revoke *, const char *subject,
 		    int64_t iat);
 
-/* Call fn for every event from now on; -1 past REVOKE_MAX_LISTENERS. */
+/* Whether a token issued for the secret id is revoked.  Never waits. */
+int		 revoke_check_secret(const struct revoke *, const char *id);
+
+/* Whether the table knows every revocation made so far. */
 int		 revoke_current(const struct revoke *);
 
+/* Call fn for every event from now on; -1 past REVOKE_MAX_LISTENERS. */
 int		 revoke_listen(struct revoke *, revoke_listen_fn *, void *);
+
+/* A Redis link (1: the subscriber, 0: commands), for /metrics, /readyz. */
+struct rds	*revoke_link(const struct revoke *, int);
 
 /* Times the whole table was read (0: not yet). */
 uint64_t	 revoke_syncs(const struct revoke *);

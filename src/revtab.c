@@ -13,6 +13,7 @@
 struct revtab_slot {
 	char		*subject;	/* NULL: empty */
 	int64_t		 not_before;
+	int64_t		 until;		/* 0: kept for good */
 };
 
 struct revtab {
@@ -85,12 +86,15 @@ revtab_find(const struct revtab *t, const char *subject)
 	return (&t->slots[i]);
 }
 
-int
-revtab_set(struct revtab *t, const char *subject, int64_t nb)
+static int
+revtab_put(struct revtab *t, const char *subject, int64_t nb, int64_t until)
 {
 	struct revtab_slot	*s = revtab_find(t, subject);
 
 	if (s->subject != NULL) {
+		/* Kept for good wins; else the later end. */
+		if (s->until != 0 && (until == 0 || until > s->until))
+			s->until = until;
 		if (s->not_before >= nb)
 			return (0);
 		s->not_before = nb;
@@ -101,8 +105,64 @@ revtab_set(struct revtab *t, const char *subject, int64_t nb)
 		return (-1);
 	}
 	s->not_before = nb;
+	s->until = until;
 	t->count++;
 	return (1);
+}
+
+int
+revtab_set(struct revtab *t, const char *subject, int64_t nb)
+{
+	return (revtab_put(t, subject, nb, 0));
+}
+
+int
+revtab_set_until(struct revtab *t, const char *key, int64_t nb,
+    int64_t until)
+{
+	return (revtab_put(t, key, nb, until > 0 ? until : 1));
+}
+
+int64_t
+revtab_get(const struct revtab *t, const char *key)
+{
+	const struct revtab_slot	*s = revtab_find(t, key);
+
+	return (s->subject != NULL ? s->not_before : 0);
+}
+
+size_t
+revtab_sweep(struct revtab *t, int64_t now)
+{
+	struct revtab_slot	*old = t->slots, *ns, *s;
+	size_t			 i, n = 0;
+
+	for (i = 0; i < t->nslots; i++)
+		if (old[i].subject != NULL && old[i].until != 0 &&
+		    old[i].until <= now)
+			n++;
+	if (n == 0)
+		return (0);
+	/*
+	 * Linear probing: removing a slot could cut the probe chain of
+	 * another, so the survivors are placed again in a new array.
+	 */
+	if ((ns = calloc(t->nslots, sizeof(*ns))) == NULL)
+		return (0);
+	t->slots = ns;
+	for (i = 0; i < t->nslots; i++) {
+		if (old[i].subject == NULL)
+			continue;
+		if (old[i].until != 0 && old[i].until <= now) {
+			free(old[i].subject);
+			t->count--;
+			continue;
+		}
+		s = revtab_find(t, old[i].subject);
+		*s = old[i];
+	}
+	free(old);
+	return (n);
 }
 
 int

@@ -31,6 +31,22 @@ int		 revtab_set(struct revtab *, const char *subject, int64_t t);
 /* Raise the global not-before time; 1 when it changed, else 0. */
 int		 revtab_set_all(struct revtab *, int64_t t);
 
+/*
+ * As revtab_set, for an entry that may be dropped once `until` (seconds)
+ * has passed (revtab_sweep): a revoked secret's, which no token outlives
+ * (revoke.h).  The later until of two settings is kept.
+ */
+int		 revtab_set_until(struct revtab *, const char *key,
+		    int64_t t, int64_t until);
+/* The entry's own time, without the global one (0: none). */
+int64_t		 revtab_get(const struct revtab *, const char *key);
+/*
+ * Drop the entries whose until has passed at now, freeing their slots
+ * for new revocations.  How many were dropped (0 as well when the table
+ * could not be rebuilt for lack of memory: tried again next time).
+ */
+size_t		 revtab_sweep(struct revtab *, int64_t now);
+
 /* The subject's effective not-before time (0: none). */
 int64_t		 revtab_not_before(const struct revtab *, const char *);
 /* Whether a credential of subject issued at iat is revoked. */

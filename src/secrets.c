@@ -489,6 +489,13 @@ secrets_new(struct event_base *base, const struct config *conf,
 	return (s);
 }
 
+/* The Redis link, for /metrics and /readyz (metrics_http.c). */
+struct rds *
+secrets_link(const struct secrets *s)
+{
+	return (s != NULL ? s->cmd : NULL);
+}
+
 int
 secrets_writing(const struct secrets *s)
 {

@@ -34,6 +34,7 @@
 
 struct config;
 struct event_base;
+struct rds;
 struct revoke;
 struct secrets;
 struct secrets_check;
@@ -71,6 +72,9 @@ struct secrets_check *secrets_check_id(struct secrets *, const char *id,
 		    secrets_cb *, void *);
 /* Forget a check before its cb: cb is never called. */
 void		 secrets_check_cancel(struct secrets_check *);
+
+/* The Redis link, for /metrics and /readyz; NULL: none. */
+struct rds	*secrets_link(const struct secrets *);
 
 /* Whether a last_used write is still in flight (for a command's exit). */
 int		 secrets_writing(const struct secrets *);

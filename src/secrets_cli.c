@@ -39,7 +39,8 @@ static const char scli_usage[] =
     "DUR: a number and s, m, h, d or w (90d); default: never expires.\n"
     "list: every secret's id, subject, name, groups, times and state;\n"
     "never a secret or a hash.\n"
-    "revoke: refuse the secret ID from now on, on every instance.\n"
+    "revoke: refuse the secret ID, and the tokens issued for it, from\n"
+    "now on, on every instance.\n"
     "verify: read secrets from standard input, one per line, and say for\n"
     "each whether a gateway would accept it and whose it is (ok ...), or\n"
     "why not (refused reason=...); exit 0 when every one was accepted.\n";
@@ -342,6 +343,45 @@ scli_list(const struct config *conf)
 	return (0);
 }
 
+/*
+ * Delete the x:ID fields of secrets revoked more than REVOKE_SECRET_KEEP
+ * ago: every token they could refuse has expired, and the gateways no
+ * longer hold them (revoke.h).  Best effort: a failure leaves fields the
+ * gateways skip anyway.
+ */
+static void
+scli_reclaim(redisContext *rc, const struct config *conf)
+{
+	redisReply	*r, *d, *f, *v;
+	int64_t		 now = time(NULL);
+	size_t		 i, n = 0;
+
+	r = redisCommand(rc, "HGETALL %s", conf->revocation_key);
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+		freeReplyObject(r);
+		return;
+	}
+	for (i = 0; i + 1 < r->elements; i += 2) {
+		f = r->element[i];
+		v = r->element[i + 1];
+		if (f->type != REDIS_REPLY_STRING ||
+		    v->type != REDIS_REPLY_STRING ||
+		    f->len != 2 + SECRET_ID_LEN ||
+		    memcmp(f->str, REVOKE_SECRET_FIELD, 2) != 0 ||
+		    strtoll(v->str, NULL, 10) + REVOKE_SECRET_KEEP > now)
+			continue;
+		d = redisCommand(rc, "HDEL %s %b", conf->revocation_key,
+		    f->str, f->len);
+		if (d != NULL && d->type == REDIS_REPLY_INTEGER)
+			n += d->integer;
+		freeReplyObject(d);
+	}
+	freeReplyObject(r);
+	if (n > 0)
+		printf("reclaimed %zu revoked secret(s) past keeping in %s\n",
+		    n, conf->revocation_key);
+}
+
 static int
 scli_revoke(const struct config *conf, const char *id)
 {
@@ -378,6 +418,18 @@ scli_revoke(const struct config *conf, const char *id)
 	if (r == NULL || r->type != REDIS_REPLY_INTEGER)
 		return (scli_failed(rc, r, "revoke"));
 	freeReplyObject(r);
+	/*
+	 * The revocation table's entry: every instance refuses the tokens
+	 * already issued for the secret (revoke.h), including one that
+	 * misses the message and reads the hash when it is back.
+	 */
+	r = redisCommand(rc, "HSETNX %s %s%s %s", conf->revocation_key,
+	    REVOKE_SECRET_FIELD, id, now);
+	if (r == NULL || r->type != REDIS_REPLY_INTEGER)
+		return (scli_failed(rc, r, "revoke (the record is marked; "
+		    "tokens already issued for it live until they expire)"));
+	freeReplyObject(r);
+	scli_reclaim(rc, conf);
 	snprintf(msg, sizeof(msg), "secret %s", id);
 	r = redisCommand(rc, "PUBLISH %s %s", conf->revocation_channel, msg);
 	if (r == NULL || r->type != REDIS_REPLY_INTEGER)

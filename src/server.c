@@ -5,6 +5,10 @@
  * requests finish (up to timeouts.drain), close idle keep-alive
  * connections, then exit.
  *
+ * SIGHUP reloads (the config, the TLS certificate, the token keys), SIGUSR1
+ * reopens log.file; started as root with "user" set, the process drops to
+ * that user once the listeners are bound and the keys read (privdrop.c).
+ *
  * limits.max_connections: at the limit the listener is disabled, so
  * further connections wait in the kernel's listen backlog (not reset);
  * it is enabled again when a connection has been freed.
@@ -27,8 +31,39 @@
 #include "secrets.h"
 #include "rds.h"
 #include "policy.h"
+#include "privdrop.h"
 
 static void	server_fd_limit(const struct config *);
+
+/* Stop or resume accepting, on the main and the admin listener alike. */
+static void
+server_listeners_enable(struct pc_ctx *ctx, int on)
+{
+	if (ctx->listener != NULL) {
+		if (on)
+			evconnlistener_enable(ctx->listener);
+		else
+			evconnlistener_disable(ctx->listener);
+	}
+	if (ctx->admin_listener != NULL) {
+		if (on)
+			evconnlistener_enable(ctx->admin_listener);
+		else
+			evconnlistener_disable(ctx->admin_listener);
+	}
+}
+
+static void
+server_accepted(struct pc_ctx *ctx)
+{
+	if (ctx->nconns >= ctx->conf->max_connections &&
+	    !ctx->listener_paused) {
+		log_info("- server pause_accept reason=max_connections n=%zu",
+		    ctx->nconns);
+		ctx->listener_paused = 1;
+		server_listeners_enable(ctx, 0);
+	}
+}
 
 static void
 server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
@@ -45,13 +80,22 @@ server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	 * listener stops below and the count falls as connections end.
 	 */
 	conn_accept(ctx, fd, sa, salen);
-	if (ctx->nconns >= ctx->conf->max_connections &&
-	    !ctx->listener_paused) {
-		log_info("- server pause_accept reason=max_connections n=%zu",
-		    ctx->nconns);
-		ctx->listener_paused = 1;
-		evconnlistener_disable(l);
+	server_accepted(ctx);
+}
+
+/* admin.listen: the same limits, operations paths only (req_route). */
+static void
+server_admin_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct pc_ctx	*ctx = arg;
+
+	if (ctx->draining) {
+		close(fd);
+		return;
 	}
+	conn_accept_admin(ctx, fd, sa, salen);
+	server_accepted(ctx);
 }
 
 /*
@@ -72,7 +116,7 @@ server_accept_error_cb(struct evconnlistener *l, void *arg)
 	log_warn("- server accept_error error=\"%s\" open=%zu: pausing "
 	    "accept", evutil_socket_error_to_string(e), ctx->nconns);
 	ctx->listener_paused = 1;
-	evconnlistener_disable(l);
+	server_listeners_enable(ctx, 0);
 	if (ctx->ev_accept_retry != NULL)
 		evtimer_add(ctx->ev_accept_retry, &tv);
 }
@@ -94,7 +138,7 @@ server_conn_gone(struct pc_ctx *ctx)
 	if (ctx->listener_paused && ctx->listener != NULL &&
 	    !ctx->draining && ctx->nconns < ctx->conf->max_connections) {
 		ctx->listener_paused = 0;
-		evconnlistener_enable(ctx->listener);
+		server_listeners_enable(ctx, 1);
 		log_info("- server resume_accept n=%zu", ctx->nconns);
 	}
 	if (ctx->draining && ctx->nconns == 0)
@@ -123,11 +167,16 @@ server_signal_cb(evutil_socket_t sig, short ev, void *arg)
 		return;
 	}
 	ctx->draining = 1;
+	sd_notify_state("STOPPING=1");
 	log_info("- server drain start signal=%d open=%zu", (int)sig,
 	    ctx->nconns);
 	if (ctx->listener != NULL) {
 		evconnlistener_free(ctx->listener);
 		ctx->listener = NULL;
+	}
+	if (ctx->admin_listener != NULL) {
+		evconnlistener_free(ctx->admin_listener);
+		ctx->admin_listener = NULL;
 	}
 	/* Idle connections go now; busy ones close after their request. */
 	TAILQ_FOREACH_SAFE(c, &ctx->conns, entry, next)
@@ -151,22 +200,42 @@ server_policy_note(const struct config *conf)
 		    policy_nrules(conf->policy));
 }
 
+/* Count a reload's result and tell systemd it is over. */
+static void
+server_reload_result(struct pc_ctx *ctx, int ok)
+{
+	if (ctx->metrics != NULL)
+		metrics_add(ctx->metrics, M_RELOADS, ok ? MA_OK : MA_FAILED,
+		    1);
+	sd_notify_state("READY=1");
+}
+
 /*
  * SIGHUP: load the file again and swap the snapshot in when it validates
  * and changes nothing that needs a restart.  Connections keep the snapshot
- * they were accepted with; new ones get the new one.
+ * they were accepted with; new ones get the new one.  The snapshot holds
+ * the token keys (config_access.c reads them again); the TLS certificate
+ * and key are read again into a new SSL_CTX here.  SSL_new() takes a
+ * reference on its context, so open connections keep the one they
+ * started with, and the old context is freed with the last of them.  Any
+ * failure (a bad certificate, a key that does not match it, a file the
+ * dropped user may not read) keeps everything as it was and says why.
  */
 static void
 server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 {
-	struct pc_ctx	*ctx = arg;
-	struct config	*conf;
-	char		*cause = NULL;
+	struct pc_ctx		*ctx = arg;
+	struct config		*conf;
+	struct ssl_ctx_st	*tls = NULL;
+	char			*cause = NULL;
 
+	sd_notify_state("RELOADING=1");
+	log_info("- server reload start file=%s", ctx->conf_path);
 	if ((conf = config_load(ctx->conf_path, &cause)) == NULL) {
 		log_warn("- server reload failed, keeping the running "
 		    "config:\n%s", cause != NULL ? cause : "unknown error");
 		free(cause);
+		server_reload_result(ctx, 0);
 		return;
 	}
 	if (config_reload_check(ctx->conf, conf, &cause) == -1) {
@@ -174,12 +243,29 @@ server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 		    cause != NULL ? cause : "unknown error");
 		free(cause);
 		config_unref(conf);
+		server_reload_result(ctx, 0);
 		return;
+	}
+	if (conf->tls != NULL &&
+	    (tls = tls_server_ctx(conf, &cause)) == NULL) {
+		log_warn("- server reload failed, keeping the running config "
+		    "and certificate: %s", cause != NULL ? cause :
+		    "unknown error");
+		free(cause);
+		config_unref(conf);
+		server_reload_result(ctx, 0);
+		return;
+	}
+	if (tls != NULL) {
+		tls_free_ctx(ctx->server_tls);	/* open connections keep it */
+		ctx->server_tls = tls;
 	}
 	config_unref(ctx->conf);
 	ctx->conf = conf;
 	log_set_level(conf->log_level);
-	log_info("- server reload done upstreams=%zu", conf->nupstreams);
+	log_info("- server reload done upstreams=%zu tls=%s", conf->nupstreams,
+	    tls != NULL ? "reloaded" : "off");
+	server_reload_result(ctx, 1);
 	server_policy_note(conf);
 	authz_config_loaded(conf);
 	oidc_config_loaded(ctx);
@@ -187,48 +273,105 @@ server_reload_cb(evutil_socket_t sig, short ev, void *arg)
 	server_conn_gone(ctx);	/* a raised max_connections applies */
 }
 
-static int
-server_listen(struct pc_ctx *ctx, char **cause)
+/*
+ * A listener on host:port (host "": every address) for cb; NULL with
+ * *cause naming the key (`what`) and the address.
+ */
+static struct evconnlistener *
+server_bind(struct pc_ctx *ctx, const char *host, int port,
+    const char *address, const char *what, evconnlistener_cb cb,
+    char **cause)
 {
 	struct sockaddr_storage	 ss;
+	struct evconnlistener	*l;
 	int			 sslen = sizeof(ss);
 	char			 addr[300];
-	const struct config	*conf = ctx->conf;
 
 	memset(&ss, 0, sizeof(ss));
-	if (conf->listen_host[0] == '\0') {
+	if (host[0] == '\0') {
 		struct sockaddr_in6	*s6 = (struct sockaddr_in6 *)&ss;
 
 		s6->sin6_family = AF_INET6;
 		s6->sin6_addr = in6addr_any;
-		s6->sin6_port = htons(conf->listen_port);
+		s6->sin6_port = htons(port);
 		sslen = sizeof(*s6);
 	} else {
-		if (strchr(conf->listen_host, ':') != NULL)
-			snprintf(addr, sizeof(addr), "[%s]:%d",
-			    conf->listen_host, conf->listen_port);
+		if (strchr(host, ':') != NULL)
+			snprintf(addr, sizeof(addr), "[%s]:%d", host, port);
 		else
-			snprintf(addr, sizeof(addr), "%s:%d",
-			    conf->listen_host, conf->listen_port);
+			snprintf(addr, sizeof(addr), "%s:%d", host, port);
 		if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss,
 		    &sslen) != 0) {
-			if (asprintf(cause, "/listen/address: not a numeric "
-			    "address: %s", conf->listen_address) == -1)
+			if (asprintf(cause, "%s: not a numeric address: %s",
+			    what, address) == -1)
 				*cause = NULL;
-			return (-1);
+			return (NULL);
 		}
 	}
-	ctx->listener = evconnlistener_new_bind(ctx->base, server_accept_cb,
-	    ctx, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+	l = evconnlistener_new_bind(ctx->base, cb, ctx,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
 	    LEV_OPT_CLOSE_ON_EXEC, 1024, (struct sockaddr *)&ss, sslen);
-	if (ctx->listener == NULL) {
-		if (asprintf(cause, "cannot listen on %s: %s",
-		    conf->listen_address, strerror(errno)) == -1)
+	if (l == NULL) {
+		if (asprintf(cause, "cannot listen on %s: %s", address,
+		    strerror(errno)) == -1)
 			*cause = NULL;
-		return (-1);
+		return (NULL);
 	}
-	evconnlistener_set_error_cb(ctx->listener, server_accept_error_cb);
+	evconnlistener_set_error_cb(l, server_accept_error_cb);
+	return (l);
+}
+
+static int
+server_listen(struct pc_ctx *ctx, char **cause)
+{
+	const struct config	*conf = ctx->conf;
+
+	if ((ctx->listener = server_bind(ctx, conf->listen_host,
+	    conf->listen_port, conf->listen_address, "/listen/address",
+	    server_accept_cb, cause)) == NULL)
+		return (-1);
+	if (conf->admin_listen != NULL &&
+	    (ctx->admin_listener = server_bind(ctx, conf->admin_listen_host,
+	    conf->admin_listen_port, conf->admin_listen, "/admin/listen",
+	    server_admin_accept_cb, cause)) == NULL)
+		return (-1);
 	return (0);
+}
+
+/* SIGUSR1: logrotate moved log.file away; write to a new one. */
+static void
+server_usr1_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	log_reopen();
+}
+
+/*
+ * The directories the gateway writes to after dropping privileges: a
+ * clear message now rather than a failed cache fill or spool write later.
+ */
+static int
+server_check_dirs(const struct config *conf, char **cause)
+{
+	char	*dir, *slash;
+	int	 rv = 0;
+
+	if (conf->cache != NULL &&
+	    priv_check_dir(conf->cache->dir, "cache.dir", cause) == -1)
+		return (-1);
+	if (conf->audit != NULL && conf->audit->spool_file != NULL) {
+		if ((dir = strdup(conf->audit->spool_file)) == NULL)
+			fatal("strdup");
+		if ((slash = strrchr(dir, '/')) != NULL) {
+			if (slash == dir)
+				slash[1] = '\0';
+			else
+				*slash = '\0';
+			rv = priv_check_dir(dir, "audit.spool_file's directory",
+			    cause);
+		}
+		free(dir);
+	}
+	return (rv);
 }
 
 static void
@@ -286,6 +429,11 @@ server_run(const char *path, char **cause)
 	if ((ctx->conf = config_load(path, cause)) == NULL)
 		goto out;
 	log_init(ctx->conf->log_level);
+	/* Opened as root: the rotated file is made by logrotate. */
+	if (ctx->conf->log_file != NULL &&
+	    log_file_open(ctx->conf->log_file, cause) == -1)
+		goto out;
+	metrics_start(ctx);
 	signal(SIGPIPE, SIG_IGN);
 	/* A refused password will not fix itself: stop now, say so. */
 	if (rds_startup_check(ctx->conf, cause) == -1)
@@ -303,6 +451,11 @@ server_run(const char *path, char **cause)
 	server_fd_limit(ctx->conf);
 	if (server_listen(ctx, cause) == -1)
 		goto out;
+	/* Bound and keys read: root is no longer needed. */
+	if (priv_drop(ctx->conf->run_user, ctx->conf->run_group, cause) == -1)
+		goto out;
+	if (server_check_dirs(ctx->conf, cause) == -1)
+		goto out;
 	if (ctx->conf->cache != NULL &&
 	    (ctx->cache = cache_open(ctx, ctx->conf, cause)) == NULL)
 		goto out;
@@ -317,6 +470,7 @@ server_run(const char *path, char **cause)
 		fatalx("out of memory");
 	uploads_start(ctx);	/* with Redis: every instance agrees */
 	token_listen(ctx);	/* revocations purge verified tokens */
+	sso_init(ctx);		/* the sign-in's Redis link */
 	ctx->ev_reap = event_new(ctx->base, -1, 0, server_reap_cb, ctx);
 	ctx->ev_accept_retry = evtimer_new(ctx->base, server_accept_retry_cb,
 	    ctx);
@@ -332,13 +486,20 @@ server_run(const char *path, char **cause)
 	if (ctx->conf_path == NULL || ctx->ev_sighup == NULL)
 		fatalx("out of memory");
 	evsignal_add(ctx->ev_sighup, NULL);
+	if ((ctx->ev_sigusr1 = evsignal_new(ctx->base, SIGUSR1,
+	    server_usr1_cb, ctx)) == NULL)
+		fatalx("out of memory");
+	evsignal_add(ctx->ev_sigusr1, NULL);
 
-	log_info("- server start version=%s listen=%s tls=%s upstreams=%zu",
+	log_info("- server start version=%s listen=%s tls=%s upstreams=%zu%s%s",
 	    PC_VERSION, ctx->conf->listen_address,
-	    ctx->conf->tls ? "on" : "off", ctx->conf->nupstreams);
+	    ctx->conf->tls ? "on" : "off", ctx->conf->nupstreams,
+	    ctx->conf->admin_listen != NULL ? " admin_listen=" : "",
+	    ctx->conf->admin_listen != NULL ? ctx->conf->admin_listen : "");
 	server_policy_note(ctx->conf);
 	authz_config_loaded(ctx->conf);
 	oidc_config_loaded(ctx);
+	sd_notify_state("READY=1");
 	event_base_dispatch(ctx->base);
 	log_info("- server stop open=%zu", ctx->nconns);
 	rv = 0;
@@ -356,6 +517,7 @@ out:
 	oidc_free(ctx);			/* after the conns: no waiters left */
 	token_free();			/* the verified-token cache */
 	secrets_free(ctx->secrets);	/* after the conns: no checks left */
+	sso_free(ctx);
 	revoke_free(ctx->revoke);
 	uploads_free(ctx->uploads);
 	referrers_free(ctx->referrers);
@@ -366,6 +528,8 @@ out:
 	tls_client_free_all(ctx);
 	if (ctx->listener != NULL)
 		evconnlistener_free(ctx->listener);
+	if (ctx->admin_listener != NULL)
+		evconnlistener_free(ctx->admin_listener);
 	if (ctx->ev_reap != NULL)
 		event_free(ctx->ev_reap);
 	if (ctx->ev_accept_retry != NULL)
@@ -376,6 +540,8 @@ out:
 		event_free(ctx->ev_sigint);
 	if (ctx->ev_sighup != NULL)
 		event_free(ctx->ev_sighup);
+	if (ctx->ev_sigusr1 != NULL)
+		event_free(ctx->ev_sigusr1);
 	free(ctx->conf_path);
 	if (ctx->ev_drain != NULL)
 		event_free(ctx->ev_drain);
@@ -384,6 +550,7 @@ out:
 	tls_free_ctx(ctx->server_tls);
 	if (ctx->base != NULL)
 		event_base_free(ctx->base);
+	metrics_stop(ctx);
 	config_unref(ctx->conf);
 	free(ctx);
 	return (rv);

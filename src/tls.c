@@ -238,6 +238,34 @@ done:
 	return (t);
 }
 
+/*
+ * The notBefore of the client certificate TLS verified, in seconds since
+ * the epoch: when it was issued, as far as revocation goes (`token revoke
+ * --subject DN` refuses a certificate issued before its time, as it does
+ * a token; a certificate issued again after it works).  0 when there is
+ * none, or when the date cannot be read: issued at the epoch then, so
+ * that any revocation of its subject covers it.
+ */
+int64_t
+tls_peer_not_before(struct bufferevent *bev)
+{
+	SSL		*ssl = bufferevent_openssl_get_ssl(bev);
+	X509		*cert;
+	struct tm	 tm;
+	int64_t		 t = 0;
+
+	if (ssl == NULL || (cert = SSL_get1_peer_certificate(ssl)) == NULL)
+		return (0);
+	if (SSL_get_verify_result(ssl) == X509_V_OK) {
+		memset(&tm, 0, sizeof(tm));
+		if (ASN1_TIME_to_tm(X509_get0_notBefore(cert), &tm) != 1 ||
+		    (t = (int64_t)timegm(&tm)) <= 0)
+			t = 0;
+	}
+	X509_free(cert);
+	return (t);
+}
+
 /* Free a context; NULL is fine. */
 void
 tls_free_ctx(SSL_CTX *ctx)

@@ -165,20 +165,21 @@ tok_scope_bits_allowed(struct req *req, const struct scope *s)
  * minutes, leaked, must not buy a week of refresh tokens.
  *
  *	Basic / password grant	the IdP JWT's exp, the secret's expiry
- *	refresh grant		the refresh token's exp (itself capped so)
+ *	refresh grant		the refresh token's exp (capped so);
+ *				any gateway token's, its exp (1, over,
+ *				when it has none: never "no end")
  *	mTLS			the client certificate's notAfter
  *
  * The one place a login's end is decided: issue 10's SSO logins, whose
  * session its provider renews, give their session's end here.
  */
-static int64_t
-tok_credential_end(const struct req *req)
+int64_t
+token_credential_end(const struct req *req)
 {
 	if (req->login != NULL)
 		return (req->login->exp > 0 ? req->login->exp : 0);
 	if (req->tok != NULL)
-		return (req->tok->refresh && req->tok->exp > 0 ?
-		    req->tok->exp : 0);
+		return (req->tok->exp > 0 ? req->tok->exp : 1);
 	if (req->principal.method == AUTH_MTLS)
 		return (req->c->tls_not_after);
 	return (0);
@@ -186,7 +187,7 @@ tok_credential_end(const struct req *req)
 
 /*
  * A token's lifetime: its configured one, but never past the end of the
- * credential it was issued for (tok_credential_end).  An access token
+ * credential it was issued for (token_credential_end).  An access token
  * keeps distribution's floor of TOK_MIN_EXPIRES_IN (clients refresh
  * earlier below it), so it may outlive its credential by less than that;
  * a refresh token never does.  -1 when the credential has ended.
@@ -196,7 +197,7 @@ tok_ttl(const struct req *req, const struct config_token *tk, int refresh,
     int64_t now)
 {
 	int64_t	ttl = refresh ? tk->refresh_expires_in : tk->expires_in;
-	int64_t	end = tok_credential_end(req);
+	int64_t	end = token_credential_end(req);
 
 	if (end == 0)
 		return (ttl);
@@ -320,6 +321,73 @@ tok_param(const char *q, size_t qlen, const char *name, char *out,
 	for (k = 0; out[k] != '\0'; k++)
 		if (out[k] == '+')
 			out[k] = ' ';
+}
+
+/*
+ * The service= parameter of a token request (query or form) against the
+ * configured service.  Absent is fine (clients that did not read it from
+ * a challenge); present, it must be exactly the service: a value too long
+ * to be it, one that does not decode (a "%00" or a bad escape) or another
+ * service is an error, never the same as absent.  Only the first counts,
+ * as in distribution's and docker_auth's Go (FormValue).
+ */
+enum tok_svc
+token_service_check(const char *q, size_t qlen, const char *service)
+{
+	const char	*p, *amp, *eq;
+	char		 buf[TOK_SERVICE_MAX + 1], *big;
+	size_t		 off = 0, plen, nlen;
+	int		 found = 0, r;
+
+	while (!found && off < qlen) {
+		p = q + off;
+		amp = memchr(p, '&', qlen - off);
+		plen = amp != NULL ? (size_t)(amp - p) : qlen - off;
+		off += plen + 1;
+		eq = memchr(p, '=', plen);
+		nlen = eq != NULL ? (size_t)(eq - p) : plen;
+		found = nlen == 7 && memcmp(p, "service", 7) == 0;
+	}
+	if (!found)
+		return (TOK_SVC_ABSENT);
+	if (url_query_get(q, qlen, "service", buf, sizeof(buf)) == 0)
+		return (strcmp(buf, service) == 0 ? TOK_SVC_OK :
+		    TOK_SVC_OTHER);
+	/* Decoding is never longer than the query: too long, or bad. */
+	if ((big = malloc(qlen + 1)) == NULL)
+		fatal("malloc");
+	r = url_query_get(q, qlen, "service", big, qlen + 1);
+	free(big);
+	return (r == 0 ? TOK_SVC_TOO_LONG : TOK_SVC_MALFORMED);
+}
+
+/* A service= that is not this token service's: 400, saying why. */
+static int
+tok_service_refused(struct req *req, const char *q, size_t qlen)
+{
+	const char	*svc = req->conf->identity->token->service;
+	char		 msg[400];
+
+	switch (token_service_check(q, qlen, svc)) {
+	case TOK_SVC_ABSENT:
+	case TOK_SVC_OK:
+		return (0);
+	case TOK_SVC_TOO_LONG:
+		snprintf(msg, sizeof(msg), "service is longer than %d bytes; "
+		    "this token service is \"%s\"", TOK_SERVICE_MAX, svc);
+		break;
+	case TOK_SVC_MALFORMED:
+		snprintf(msg, sizeof(msg), "service is not valid "
+		    "percent-encoding or holds a NUL byte; this token service "
+		    "is \"%s\"", svc);
+		break;
+	default:
+		snprintf(msg, sizeof(msg), "unknown service; this token "
+		    "service is \"%s\"", svc);
+		break;
+	}
+	req_fail(req, ERR_BAD_REQUEST, msg);
+	return (1);
 }
 
 /*
@@ -574,18 +642,27 @@ tok_get(struct req *req)
 	const char			*q = req->query != NULL ? req->query :
 					    "", *auth;
 	size_t				 qlen = strlen(q);
-	char				 svc[256], off[16];
+	char				 off[16];
 	enum scope_err			 e;
 
-	tok_param(q, qlen, "service", svc, sizeof(svc));
-	if (svc[0] != '\0' && strcmp(svc, tk->service) != 0) {
-		req_fail(req, ERR_BAD_REQUEST, "unknown service");
+	if (tok_service_refused(req, q, qlen))
 		return;
-	}
 	auth = headers_get(&req->msg->hdrs, "Authorization");
 	if (auth != NULL && strncasecmp(auth, "Basic ", 6) == 0 &&
 	    req->login == NULL) {
 		tok_login(req, auth, NULL, 0, tok_get_login_done);
+		return;
+	}
+	/*
+	 * A client certificate whose subject was revoked after it was
+	 * issued (identity.c): a login refused, not an anonymous token.
+	 */
+	if (auth == NULL && req->c->tls_subject != NULL &&
+	    req->principal.method == AUTH_ANONYMOUS &&
+	    req->auth_failure != NULL &&
+	    strcmp(req->auth_failure, "revoked") == 0) {
+		token_refuse(req, "revoked", "the client certificate's "
+		    "subject is revoked");
 		return;
 	}
 	if ((set = scope_set_new(tk->max_scopes)) == NULL)
@@ -611,17 +688,14 @@ tok_post(struct req *req, const char *form, size_t flen)
 	const struct config_token	*tk = req->conf->identity->token;
 	struct scope_set		*set;
 	struct tok_ident		*ti;
-	char				 grant[32], svc[256], *v;
+	char				 grant[32], *v;
 	const char			*why;
 	size_t				 vlen;
 	enum scope_err			 e;
 
 	tok_param(form, flen, "grant_type", grant, sizeof(grant));
-	tok_param(form, flen, "service", svc, sizeof(svc));
-	if (svc[0] != '\0' && strcmp(svc, tk->service) != 0) {
-		req_fail(req, ERR_BAD_REQUEST, "unknown service");
+	if (tok_service_refused(req, form, flen))
 		return;
-	}
 	if (strcmp(grant, "password") == 0 && req->login == NULL) {
 		/* Kept for the answer: the check may wait. */
 		if (req->tok_form == NULL) {

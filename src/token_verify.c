@@ -91,6 +91,7 @@ tok_cache_for(const struct config *conf)
 struct tok_revoke {
 	const char	*subject;	/* NULL: every subject */
 	int64_t		 before;	/* 0: whenever issued */
+	const char	*secret_id;	/* set: that secret's, whoever's */
 };
 
 static int
@@ -99,6 +100,9 @@ tok_revoke_pred(const void *val, void *arg)
 	const struct tok_ident	*ti = val;
 	const struct tok_revoke	*rv = arg;
 
+	if (rv->secret_id != NULL)
+		return (ti->secret_id != NULL &&
+		    strcmp(ti->secret_id, rv->secret_id) == 0);
 	return ((rv->subject == NULL || strcmp(ti->subject, rv->subject) ==
 	    0) && (rv->before == 0 || ti->iat < rv->before));
 }
@@ -111,7 +115,7 @@ tok_revoke_pred(const void *val, void *arg)
 size_t
 token_cache_revoke(const char *subject, int64_t before)
 {
-	struct tok_revoke	rv = { subject, before };
+	struct tok_revoke	rv = { subject, before, NULL };
 
 	if (tok_cache == NULL)
 		return (0);
@@ -122,7 +126,8 @@ token_cache_revoke(const char *subject, int64_t before)
 static void
 tok_revoked(const struct revoke_event *ev, void *arg)
 {
-	size_t	n = 0;
+	struct tok_revoke	sr = { NULL, 0, NULL };
+	size_t			n = 0;
 
 	switch (ev->kind) {
 	case REVOKE_SUBJECT:
@@ -141,8 +146,14 @@ tok_revoked(const struct revoke_event *ev, void *arg)
 		}
 		n += cred_cache_clear();	/* IdP tokens: credential.c */
 		break;
+	case REVOKE_SECRET:
+		/* Its tokens; its record: secrets.c's own cache. */
+		sr.secret_id = ev->secret_id;
+		if (tok_cache != NULL)
+			n = tcache_purge(tok_cache, tok_revoke_pred, &sr);
+		break;
 	default:
-		return;		/* a secret: secrets.c's own cache */
+		return;
 	}
 	if (n > 0)
 		log_info("- token cache_purged entries=%zu", n);
@@ -244,6 +255,20 @@ tok_cache_until(const struct config_token *tk, const char *tok, size_t len,
 }
 
 /*
+ * Whether a verified token is revoked: its subject's (or everyone's)
+ * tokens issued before a time, or the secret it was issued for
+ * (`secret revoke`: its access tokens die with it, not at their exp).
+ */
+static int
+tok_ident_revoked(struct req *req, const struct tok_ident *ti)
+{
+	const struct revoke	*rv = req->c->ctx->revoke;
+
+	return (revoke_check(rv, ti->subject, ti->iat) ||
+	    (ti->secret_id != NULL && revoke_check_secret(rv, ti->secret_id)));
+}
+
+/*
  * Verify a gateway token (an access token, or with refresh set a
  * refresh token) of len bytes.  NULL and a new reference in *out, or the
  * reason it was refused (a fixed name, never a piece of the token).
@@ -276,7 +301,7 @@ token_verify(struct req *req, const char *tok, size_t len, int refresh,
 	    jose_token_hash(tok_hkey, sizeof(tok_hkey), tok, len, h) == 0 &&
 	    (ti = tcache_get(tc, h, now)) != NULL) {
 		/* From memory: a revocation since it was cached counts. */
-		if (revoke_check(req->c->ctx->revoke, ti->subject, ti->iat))
+		if (tok_ident_revoked(req, ti))
 			return ("revoked");
 		ti->refcnt++;
 		*out = ti;
@@ -355,7 +380,7 @@ token_verify(struct req *req, const char *tok, size_t len, int refresh,
 	 * everyone) issued before the not-before time is refused (a
 	 * refresh grant also needs the table current: token_refresh).
 	 */
-	if (revoke_check(req->c->ctx->revoke, ti->subject, ti->iat)) {
+	if (tok_ident_revoked(req, ti)) {
 		tok_ident_unref(ti);
 		return ("revoked");
 	}

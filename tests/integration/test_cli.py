@@ -39,7 +39,8 @@ def test_shipped_configs_are_valid(name, tmp_path):
 
 
 def test_example_config_needs_the_operators_signing_key(tmp_path):
-    for f in ("portcullis.example.json", "credentials.example"):
+    for f in ("portcullis.example.json", "credentials.example",
+              "sso-client-secret.example"):
         shutil.copy(os.path.join(REPO_ROOT, "conf", f), tmp_path / f)
     r = run("check-config", "-c", str(tmp_path / "portcullis.example.json"))
     assert r.returncode != 0

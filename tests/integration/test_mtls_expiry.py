@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lib.gateway import gateway_config, upstream
-from lib.idfix import SERVICE, blob_registry, claims, token_cfg
+from lib.idfix import SERVICE, acl_redis, blob_registry, claims, cli, \
+    redis_section, token_cfg
 from lib.idfix import keys  # noqa: F401 (fixture)
 from lib.util import wait_for
 
@@ -54,12 +55,14 @@ def _write(d, name, cert, key):
 
 
 def _cert(subject, issuer, pub, sign_key, not_after, ca=False, eku=None,
-          san=None):
+          san=None, not_before=None):
     now = datetime.datetime.now(UTC)
+    if not_before is None:
+        not_before = now - datetime.timedelta(minutes=5)
     b = (x509.CertificateBuilder().subject_name(subject)
          .issuer_name(issuer).public_key(pub)
          .serial_number(x509.random_serial_number())
-         .not_valid_before(now - datetime.timedelta(minutes=5))
+         .not_valid_before(not_before)
          .not_valid_after(not_after)
          .add_extension(x509.BasicConstraints(ca=ca, path_length=None),
                         critical=True))
@@ -102,7 +105,7 @@ class ShortPKI:
                     san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
         self.server = _write(self.dir, "server", srv, k)
 
-    def client(self, name, not_after, ca_not_after=None):
+    def client(self, name, not_after, ca_not_after=None, not_before=None):
         """(cert chain file, key file, RFC 2253 subject, notAfter of the
         chain as epoch seconds)."""
         issuer_name, issuer_key, chain = self.root_name, self.root_key, []
@@ -117,8 +120,10 @@ class ShortPKI:
         k = ec.generate_private_key(ec.SECP256R1())
         subj = _name(name, o="Review")
         c = _cert(subj, issuer_name, k.public_key(), issuer_key, not_after,
-                  eku=ExtendedKeyUsageOID.CLIENT_AUTH)
-        crt, kf = _write(self.dir, name, c, k)
+                  eku=ExtendedKeyUsageOID.CLIENT_AUTH, not_before=not_before)
+        crt, kf = _write(self.dir, name + ("" if not_before is None else
+                                           "-%d" % not_before.timestamp()),
+                         c, k)
         with open(crt, "ab") as f:
             for ic in chain:
                 f.write(ic.public_bytes(serialization.Encoding.PEM))
@@ -136,7 +141,7 @@ def reg(start_registry_module):
     return blob_registry(start_registry_module)
 
 
-def _gateway(start_gateway, reg, spki, keys, subject, **tok):
+def _gateway(start_gateway, reg, spki, keys, subject, redis=None, **tok):
     pol = {"rules": [
         {"id": "anon-pub", "effect": "allow", "repositories": ["pub/**"],
          "subjects": ["anonymous"], "actions": ["pull"]},
@@ -145,8 +150,9 @@ def _gateway(start_gateway, reg, spki, keys, subject, **tok):
          "actions": ["pull"]}]}
     tc = token_cfg(keys)
     tc.update(tok)
+    extra = {} if redis is None else {"redis": redis}
     return start_gateway(gateway_config(
-        upstream(reg, default=True),
+        upstream(reg, default=True), **extra,
         listen={"tls": {"cert_file": spki.server[0],
                         "key_file": spki.server[1],
                         "client_ca_file": spki.ca,
@@ -265,3 +271,75 @@ def test_tls13_resumption_on_a_client_verifying_listener(start_gateway, reg,
         assert st == 200 and body == reg.blob
     finally:
         c2.close()
+
+
+def test_revoked_subject_refuses_its_certificate(start_gateway, reg, spki,
+                                                 keys, tmp_path):
+    """`portcullis token revoke --subject DN` applies to the client
+    certificate itself, with its notBefore as its issue time: a
+    certificate issued before the revocation names nobody from then on,
+    on a connection kept from before as on a new one (anonymous on /v2/
+    with auth_failure revoked, a refused login at /token, so no fresh
+    token either), and a certificate of the same subject issued after it
+    works."""
+    rs = acl_redis(tmp_path / "redis")
+    try:
+        now = datetime.datetime.now(UTC).replace(microsecond=0)
+        na = now + datetime.timedelta(days=1)
+        crt, kf, subj, _ = spki.client(
+            "revokee", na, not_before=now - datetime.timedelta(hours=1))
+        g = _gateway(start_gateway, reg, spki, keys, subj,
+                     redis=redis_section(rs, tmp_path))
+        wait_for(lambda: "revoke synced" in g.log_text(), timeout=20,
+                 what="the revocation table's first sync")
+        blob = "/v2/team/app/blobs/" + reg.digest
+        tok_path = ("/token?service=%s&scope=repository:team/app:pull"
+                    % SERVICE)
+        c = _conn(g, spki, crt, kf)
+        try:
+            st, body, _ = _get(c, blob)
+            assert st == 200 and body == reg.blob
+            st, body, _ = _get(c, tok_path)
+            assert st == 200, body
+            assert claims(json.loads(body)["token"])["sub"] == subj
+            sock = c.sock
+            # Revoked from ten minutes ago: the certificate is older.
+            before = int(now.timestamp()) - 600
+            out = cli("token", "revoke", "-c", g.config_path, "--subject",
+                      subj, "--before", "@%d" % before).stdout
+            assert "1 listening instance(s) told" in out
+            wait_for(lambda: _get(c, blob)[0] == 401, timeout=1.0,
+                     what="the kept connection's certificate refused")
+            assert c.sock is sock, "the connection was not kept"
+            st, body, ch = _get(c, tok_path)
+            assert st == 401, (st, body)
+            assert ch.startswith("Basic ")
+        finally:
+            c.close()
+        c = _conn(g, spki, crt, kf)
+        try:
+            assert _get(c, blob)[0] == 401
+            assert _get(c, tok_path)[0] == 401
+            # Public content stays open to it, as to anyone.
+            st, _, _ = _get(c, "/v2/pub/app/blobs/" + reg.digest)
+            assert st in (200, 404), st
+        finally:
+            c.close()
+        log = g.log_text()
+        assert "identity client_certificate_revoked" in log
+        assert "token login_failed reason=revoked" in log
+        # The same subject, certificate issued after the revocation.
+        crt2, kf2, subj2, _ = spki.client(
+            "revokee", na, not_before=now - datetime.timedelta(minutes=5))
+        assert subj2 == subj
+        c = _conn(g, spki, crt2, kf2)
+        try:
+            st, body, _ = _get(c, blob)
+            assert st == 200 and body == reg.blob
+            st, body, _ = _get(c, tok_path)
+            assert st == 200, body
+            assert claims(json.loads(body)["token"])["sub"] == subj
+        finally:
+            c.close()
+    finally:
+        rs.stop()

@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import socket
+import time
 
 import pytest
 import requests
@@ -426,6 +427,39 @@ def test_scope_bounds(gw, pki):
     r = s.post(gw.url + "/token", data="x" * 70000, headers={
         "Content-Type": "application/x-www-form-urlencoded"}, timeout=15)
     assert r.status_code == 413
+
+
+def test_service_parameter_is_exact(gw, pki):
+    """A service= that is present must be exactly the token service's:
+    one too long to be it, one holding %00 (alone or after the service)
+    and another one are each a 400 saying which, never taken for an
+    absent service (which is fine) and answered with a token; the same
+    in a POST form."""
+    s = sess(pki)
+    url = gw.url + "/token"
+    scope = "scope=repository:pub/app:pull"
+    r = s.get(url + "?" + scope, timeout=15)
+    assert r.status_code == 200 and "token" in r.json()
+    r = s.get(url + "?service=%s&%s" % (SERVICE, scope), timeout=15)
+    assert r.status_code == 200
+    cases = [("service=" + "a" * 256, "longer than 255 bytes"),
+             ("service=" + "a" * 4000, "longer than 255 bytes"),
+             ("service=%00", "NUL"),
+             ("service=%s%%00" % SERVICE, "NUL"),
+             ("service=%s%%00junk" % SERVICE, "NUL"),
+             ("service=" + SERVICE + "x", "unknown service"),
+             ("service=", "unknown service")]
+    for q, why in cases:
+        r = s.get(url + "?" + q + "&" + scope, timeout=15)
+        assert r.status_code == 400, (q, r.status_code)
+        assert why in r.text and SERVICE in r.text, (q, r.text)
+        assert "access_token" not in r.text
+        r = s.post(url, data="grant_type=password&" + q + "&password=x",
+                   headers={"Content-Type":
+                            "application/x-www-form-urlencoded"},
+                   timeout=15)
+        assert r.status_code == 400, (q, r.status_code)
+        assert why in r.text, (q, r.text)
 
 
 def test_failed_login_audited(gw, pki, redis_mod):
@@ -911,10 +945,21 @@ def test_revocation_on_one_instance_refused_on_the_other(start_gateway, reg,
             assert r.status_code == 200 and r.content == blob, r.text
         assert s.get(b.url + path, headers=bearer(tok_keep),
                      timeout=15).status_code == 200
-        # The other subject's secret works on B, at /token and on /v2/.
+        # The other subject's secret works on B, at /token and on /v2/;
+        # an access token issued for it at A works on B (cached there).
         token_at(b, sec_other)
         r = s.get(b.url + path, auth=("robot", sec_other), timeout=15)
         assert r.status_code == 200 and r.content == blob
+        tok_other = token_at(a, sec_other)
+        assert claims(tok_other)["secret_id"] == sid_other
+        for _ in range(2):
+            assert s.get(b.url + path, headers=bearer(tok_other),
+                         timeout=15).status_code == 200
+        # A secret revoked two days ago, past keeping: `secret revoke`
+        # deletes its field, and the gateways never hold it.
+        stale = "x:" + "0123456789abcdef"
+        rs.cli("HSET", "portcullis:revoked", stale,
+               str(int(time.time()) - 2 * 86400))
 
         def refused_token(g):
             r = s.get(g.url + path, headers=bearer(tok), timeout=1.0)
@@ -932,12 +977,24 @@ def test_revocation_on_one_instance_refused_on_the_other(start_gateway, reg,
         wait_for(lambda: refused_token(b), timeout=1.0,
                  what="B to refuse the revoked subject's token")
         out = cli("secret", "revoke", "-c", a.config_path, sid_other).stdout
-        wait_for(lambda: refused_secret(b), timeout=1.0,
-                 what="B to refuse the revoked secret")
+        # The secret, and the access token issued for it before (cached
+        # on B): both refused on B within the second, not the token alive
+        # until its exp.
+        wait_for(lambda: refused_secret(b) and s.get(
+            b.url + path, headers=bearer(tok_other),
+            timeout=1.0).status_code == 401, timeout=1.0,
+            what="B to refuse the revoked secret and its token")
+        assert "reclaimed 1 revoked secret(s)" in out
+        assert rs.cli("HEXISTS", "portcullis:revoked", stale).strip() \
+            == "0"
+        assert rs.cli("HGET", "portcullis:revoked",
+                      "x:" + sid_other).strip().isdigit()
         r = s.get(b.url + path, auth=("robot", sec_other), timeout=15)
         assert r.status_code == 401, r.text
         # A refuses both as well.
         assert refused_token(a) and refused_secret(a)
+        assert s.get(a.url + path, headers=bearer(tok_other),
+                     timeout=15).status_code == 401
         # B refused the token because of the revocation, having dropped
         # its cached verification.
         blog = b.log_text()
@@ -950,7 +1007,8 @@ def test_revocation_on_one_instance_refused_on_the_other(start_gateway, reg,
                      timeout=15).status_code == 200
         token_at(b, sec_keep)
         for g in (a, b):
-            for t in (sec_ci, sec_other, sec_keep, tok, tok_keep):
+            for t in (sec_ci, sec_other, sec_keep, tok, tok_keep,
+                      tok_other):
                 assert t not in g.log_text()
     finally:
         rs.stop()

@@ -89,6 +89,16 @@ test_spool_frames(void **state)
 	uint64_t	 run;
 
 	assert_int_equal(audit_crc32("123456789", 9), 0xcbf43926u);
+	/* Longer than a step, and zlib's crc32() of it. */
+	{
+		unsigned char	 big[1000];
+		size_t		 i;
+
+		for (i = 0; i < sizeof(big); i++)
+			big[i] = (i * 7 + 3) & 0xff;
+		assert_true(audit_crc32(big, sizeof(big)) == 0x17bc2a46u);
+		assert_true(audit_crc32(big, 0) == 0);
+	}
 	audit_spool_header(buf, 0x123456789abcULL);
 	assert_int_equal(audit_spool_header_parse(buf, AUDIT_SPOOL_HDR, &run),
 	    0);
@@ -96,11 +106,30 @@ test_spool_frames(void **state)
 	buf[9] ^= 1;
 	assert_int_equal(audit_spool_header_parse(buf, AUDIT_SPOOL_HDR, &run),
 	    -1);
+	buf[9] ^= 1;
+	/* The acknowledged mark: none in a fresh header, and round trips;
+	 * it is outside what the header's CRC covers. */
+	{
+		uint64_t	 off;
+		uint32_t	 crc;
+
+		audit_spool_mark_parse(buf + AUDIT_SPOOL_MARK_AT, &off, &crc);
+		assert_true(off == 0 && crc == 0);
+		audit_spool_mark(buf + AUDIT_SPOOL_MARK_AT, 0x1122334455ULL,
+		    0xdeadbeefu);
+		audit_spool_mark_parse(buf + AUDIT_SPOOL_MARK_AT, &off, &crc);
+		assert_true(off == 0x1122334455ULL && crc == 0xdeadbeefu);
+		assert_int_equal(audit_spool_header_parse(buf,
+		    AUDIT_SPOOL_HDR, &run), 0);
+		assert_int_equal(AUDIT_SPOOL_MARK_AT + AUDIT_SPOOL_MARK,
+		    AUDIT_SPOOL_HDR);
+	}
 
 	audit_spool_frame(buf, p, 7);
 	memcpy(buf + AUDIT_SPOOL_FRAME, p, 7);
 	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7),
 	    AUDIT_SPOOL_FRAME + 7);
+	assert_true(audit_spool_frame_crc(buf) == audit_crc32(p, 7));
 	/* A torn tail: not enough bytes yet. */
 	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 6), 0);
 	assert_int_equal(audit_spool_check(buf, 5), 0);

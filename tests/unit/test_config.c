@@ -81,6 +81,7 @@ teardown(void **state)
 		"creds-crlf", "creds-two", "creds-nocolon", "creds-nouser",
 		"creds-nopass", "creds-empty", "creds-blank2",
 		"shipped/credentials.example", "shipped/example.json",
+		"shipped/sso-client-secret.example",
 		"shipped/token-signing.key", "shipped/token-signing.crt",
 		"shipped/token-signing.jwk", NULL
 	};
@@ -1076,6 +1077,8 @@ test_shipped_files(void **state)
 	snprintf(dir, sizeof(dir), "%s/shipped", tmpdir);
 	assert_int_equal(mkdir(dir, 0700), 0);
 	copy_file(top, "conf/credentials.example", dir, "credentials.example");
+	copy_file(top, "conf/sso-client-secret.example", dir,
+	    "sso-client-secret.example");
 	snprintf(prefix, sizeof(prefix), "%s/token-signing", dir);
 	kargv[2] = prefix;
 	assert_int_equal(keygen_cli(3, kargv), 0);
@@ -1112,7 +1115,8 @@ test_reference(void **state)
 		"/timeouts/body", "/timeouts/upstream_connect",
 		"/timeouts/upstream_response", "/timeouts/drain",
 		"/timeouts/linger", "/log",
-		"/log/level", "/upstreams", "/upstreams/N/name",
+		"/log/level", "/log/file", "/user", "/group",
+		"/upstreams", "/upstreams/N/name",
 		"/upstreams/N/url", "/upstreams/N/prefix", "/upstreams/N/hosts",
 		"/upstreams/N/docker_hub", "/upstreams/N/default",
 		"/upstreams/N/ca_file", "/upstreams/N/credentials_file",
@@ -1138,7 +1142,7 @@ test_reference(void **state)
 		"/audit/max_age", "/audit/spool_file", "/audit/spool_max_bytes",
 		"/audit/fsync", "/audit/on_failure", "/audit/admin_addresses",
 		"/audit/queue_max", "/audit/max_inflight", "/audit/timeout",
-		"/audit/max_index_keys",
+		"/audit/max_index_keys", "/audit/wal",
 		"/redis", "/redis/address", "/redis/database", "/redis/username",
 		"/redis/password_file", "/redis/connect_timeout",
 		"/redis/command_timeout", "/redis/reconnect_min",
@@ -1148,6 +1152,8 @@ test_reference(void **state)
 		"/secrets/last_used_interval", "/secrets/max_groups",
 		"/revocation", "/revocation/key", "/revocation/channel",
 		"/revocation/max_subjects", "/revocation/resync_interval",
+		"/metrics", "/metrics/allow", "/metrics/label_values",
+		"/admin", "/admin/listen",
 		"/policy", "/policy/rules", "/policy/rules/N/id",
 		"/policy/rules/N/effect", "/policy/rules/N/repositories",
 		"/policy/rules/N/upstreams", "/policy/rules/N/subjects",
@@ -1191,6 +1197,20 @@ test_reference(void **state)
 		"/identity/token/max_scopes", "/identity/token/max_body_bytes",
 		"/identity/token/cache_entries",
 		"/identity/idp_cache_entries",
+		"/identity/sso", "/identity/sso/issuer",
+		"/identity/sso/client_id", "/identity/sso/client_secret_file",
+		"/identity/sso/redirect_url", "/identity/sso/scopes",
+		"/identity/sso/key_prefix", "/identity/sso/cookie_name",
+		"/identity/sso/session_lifetime",
+		"/identity/sso/state_lifetime",
+		"/identity/sso/secret_lifetime", "/identity/sso/max_secrets",
+		"/identity/sso/activity_records",
+		"/identity/sso/max_cookie_bytes",
+		"/identity/sso/max_state_bytes",
+		"/identity/sso/max_code_bytes",
+		"/identity/sso/max_token_response_bytes",
+		"/identity/sso/max_id_token_bytes",
+		"/identity/sso/max_form_bytes",
 		NULL
 	};
 	char	*buf = NULL, cell[128];
@@ -1222,7 +1242,7 @@ test_reference(void **state)
 	assert_non_null(strstr(buf, "| `/log/level` | string | `info` | "
 	    "`error`, `warn`, `info`, `debug` | yes |"));
 	assert_non_null(strstr(buf, "| `/listen/tls/cert_file` | file | "
-	    "required |  | no |"));
+	    "required |  | yes |"));
 	assert_non_null(strstr(buf, "| `/upstreams/N/name` | string | "
 	    "required |  | yes |"));
 	free(buf);
@@ -1269,8 +1289,8 @@ test_reload_check(void **state)
 	assert_int_equal(config_reload_check(a, b, &cause), -1);
 	assert_string_equal(cause,
 	    "/listen/address: a reload cannot change it; restart to apply\n"
-	    "/listen/tls: a reload cannot add or remove it; restart to apply\n"
-	    "/instance_id: a reload cannot change it; restart to apply");
+	    "/instance_id: a reload cannot change it; restart to apply\n"
+	    "/listen/tls: a reload cannot add or remove it; restart to apply");
 	free(cause);
 	config_unref(b);
 	config_unref(a);
@@ -1279,9 +1299,14 @@ test_reload_check(void **state)
 	    "'key_file':'key.pem'}}," UP "}");
 	b = load_ok("{'listen':{'tls':{'cert_file':'cert.pem',"
 	    "'key_file':'key.pem','client_ca_file':'ca.pem'}}," UP "}");
+	/* SIGHUP reads the TLS files again: their names may change too. */
+	assert_int_equal(config_reload_check(a, b, &cause), 0);
+	config_unref(b);
+	b = load_ok("{'listen':{'tls':{'cert_file':'ca.pem',"
+	    "'key_file':'key.pem'}},'user':'nobody'," UP "}");
 	assert_int_equal(config_reload_check(a, b, &cause), -1);
-	assert_string_equal(cause, "/listen/tls/client_ca_file: a reload "
-	    "cannot change it; restart to apply");
+	assert_string_equal(cause, "/user: a reload cannot change it; "
+	    "restart to apply");
 	free(cause);
 	config_unref(b);
 	config_unref(a);

@@ -508,6 +508,61 @@ test_any_allow(void **state)
 	free(json);
 }
 
+struct pats_seen {
+	char	 buf[2048];
+	size_t	 n;
+};
+
+static void
+pats_collect(void *arg, const char *rule, const char *pat,
+    const char *const *ups, size_t nups)
+{
+	struct pats_seen	*ps = arg;
+	size_t			 len = strlen(ps->buf);
+
+	snprintf(ps->buf + len, sizeof(ps->buf) - len, "%s=%s@%s;", rule, pat,
+	    nups > 0 ? ups[0] : "*");
+	ps->n++;
+}
+
+/*
+ * policy_allow_patterns(), the landing page's list: each allow rule whose
+ * subjects match, pattern by pattern as written, with its upstreams; a
+ * rule of another person or another action is left out.
+ */
+static void
+test_allow_patterns(void **state)
+{
+	struct config		*cfg;
+	struct pats_seen	 ps;
+	char			*json;
+	size_t			 n;
+
+	(void)state;
+	setup_who();
+	json = build_config(0, NULL);
+	cfg = load(json);
+	memset(&ps, 0, sizeof(ps));
+	n = policy_allow_patterns(cfg->policy, &who[BOB], POL_PULL,
+	    pats_collect, &ps);
+	assert_int_equal(n, ps.n);
+	assert_true(n >= 3);
+	assert_non_null(strstr(ps.buf, "pull-library=library/**@hub;"));
+	assert_non_null(strstr(ps.buf, "platform=base/**@*;"));
+	assert_non_null(strstr(ps.buf, "home=users/${subject}/**@*;"));
+	assert_null(strstr(ps.buf, "alice="));
+	assert_null(strstr(ps.buf, "nodes="));
+	memset(&ps, 0, sizeof(ps));
+	(void)policy_allow_patterns(cfg->policy, &who[BOB], POL_PUSH,
+	    pats_collect, &ps);
+	assert_non_null(strstr(ps.buf, "platform=base/**@*;"));
+	assert_null(strstr(ps.buf, "pull-library="));
+	assert_int_equal(policy_allow_patterns(NULL, &who[BOB], POL_PULL,
+	    pats_collect, &ps), 0);
+	config_unref(cfg);
+	free(json);
+}
+
 /* The same table with the rules in reverse: the order never matters. */
 static void
 test_order(void **state)
@@ -1302,6 +1357,7 @@ main(void)
 		cmocka_unit_test(test_decide),
 		cmocka_unit_test(test_order),
 		cmocka_unit_test(test_any_allow),
+		cmocka_unit_test(test_allow_patterns),
 		cmocka_unit_test(test_explain),
 		cmocka_unit_test(test_blocked_immutable),
 		cmocka_unit_test(test_errors),

@@ -16,6 +16,58 @@
 
 #include "revtab.h"
 
+/*
+ * Entries with an end (revoked secrets') go at the sweep after it, and
+ * their slots take new revocations; entries kept for good, and the probe
+ * chains of the survivors, stay.
+ */
+static void
+test_sweep(void **state)
+{
+	struct revtab	*t;
+	char		 k[32];
+	int		 i;
+
+	(void)state;
+	t = revtab_new(64);
+	assert_non_null(t);
+	assert_int_equal(revtab_set(t, "alice", 100), 1);
+	for (i = 0; i < 64 - 1; i++) {
+		snprintf(k, sizeof(k), "\001%016x", i);
+		assert_int_equal(revtab_set_until(t, k, INT64_MAX,
+		    1000 + (i % 2) * 1000), 1);
+	}
+	assert_int_equal(revtab_count(t), 64);
+	assert_int_equal(revtab_get(t, "alice"), 100);
+	assert_int_equal(revtab_get(t, "\001" "0000000000000000"), INT64_MAX);
+	assert_true(revtab_revoked(t, "\001" "0000000000000000", 1 << 30));
+	/* A later until is kept; an earlier one does not shorten it. */
+	assert_int_equal(revtab_set_until(t, "\001" "0000000000000000",
+	    INT64_MAX, 5000), 0);
+	assert_int_equal(revtab_set_until(t, "\001" "0000000000000002",
+	    INT64_MAX, 10), 0);
+	assert_int_equal(revtab_sweep(t, 999), 0);
+	assert_int_equal(revtab_sweep(t, 1000), 31);
+	assert_int_equal(revtab_count(t), 64 - 31);
+	for (i = 0; i < 64 - 1; i++) {
+		snprintf(k, sizeof(k), "\001%016x", i);
+		assert_int_equal(revtab_get(t, k), i % 2 == 1 || i == 0 ?
+		    INT64_MAX : 0);
+	}
+	assert_int_equal(revtab_get(t, "alice"), 100);
+	/* The freed slots hold new revocations: no overflow. */
+	for (i = 0; i < 31; i++) {
+		snprintf(k, sizeof(k), "new%d", i);
+		assert_int_equal(revtab_set(t, k, 7), 1);
+	}
+	assert_false(revtab_overflowed(t));
+	assert_int_equal(revtab_sweep(t, 1u << 30), 32);
+	assert_int_equal(revtab_count(t), 32);
+	assert_int_equal(revtab_get(t, "alice"), 100);
+	assert_int_equal(revtab_get(t, "new30"), 7);
+	revtab_free(t);
+}
+
 static void
 test_basics(void **state)
 {
@@ -115,6 +167,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_basics),
+		cmocka_unit_test(test_sweep),
 		cmocka_unit_test(test_model),
 	};
 

@@ -9,7 +9,8 @@
 //   - GET/POST /test/state reads or replaces the accounts table (sub ->
 //     {email, name, groups, disabled}), the current login and the extra
 //     claims of client_credentials tokens (client_id -> claims), so a test
-//     can remove a user from a group or disable them.
+//     can remove a user from a group or disable them; `deny: true` makes
+//     the interaction answer error=access_denied instead of a login.
 //
 // usage: node provider.mjs --port N --issuer URL --jwks FILE
 //          [--cert FILE --key FILE] [--state FILE] [--redirect-uri URL]...
@@ -131,6 +132,10 @@ const configuration = {
     };
   },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+  // The id_token carries the scopes' claims (name, email, groups) even
+  // when an access token is issued too, as many IdPs do; the gateway's
+  // browser sign-in reads them from the id_token.
+  conformIdTokenClaims: false,
   pkce: { required: () => false },
   ttl: { AccessToken: 600, ClientCredentials: Number(opt['at-ttl']),
     IdToken: 600,
@@ -157,6 +162,14 @@ function body(req) {
 async function interaction(req, res) {
   const details = await provider.interactionDetails(req, res);
   const { prompt, params, session } = details;
+  if (state.deny) {
+    // The person says no (or the IdP refuses them): error=access_denied
+    // goes back to the client's redirect_uri.
+    await provider.interactionFinished(req, res,
+      { error: 'access_denied', error_description: 'the test user said no' },
+      { mergeWithLastSubmission: false });
+    return;
+  }
   if (prompt.name === 'login') {
     await provider.interactionFinished(req, res,
       { login: { accountId: state.login } },

@@ -1,0 +1,496 @@
+/*
+ * sso_account.c: what a signed-in person sees and does on the landing
+ * page (sso.c signs them in and routes the forms here): their secrets,
+ * listed, created and revoked by Lua scripts on the sign-in's Redis link
+ * (each one transaction: the per-person bound, the subject's revocation
+ * time, the owner check, the revocation PUBLISHed to every instance);
+ * their recent audit records from the audit stream's per-subject index
+ * on the audit writer's link; then the page (sso_page.c).
+ *
+ * A secret made here is a gateway secret like `portcullis secret
+ * create`'s (secret.c's form and record), also listed in the person's
+ * set <secrets.key_prefix>subject:<subject>; it is handed to the page
+ * once and wiped with the operation.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "portcullis.h"
+#include "rds.h"
+#include "secret.h"
+#include "sso.h"
+
+#define SSO_ROWS_FIELDS		32	/* fields of one secret record */
+
+static void
+sso_render(struct sso_op *op)
+{
+	struct req		*req = sso_take(op);
+	struct sso_view		 v;
+	struct headers		 h;
+	struct wbuf		 b;
+	char			 host[300];
+	int			 n;
+
+	memset(&v, 0, sizeof(v));
+	v.signed_in = 1;
+	v.subject = op->ti->subject;
+	v.name = json_string_value(json_object_get(op->sess, "name"));
+	v.email = json_string_value(json_object_get(op->sess, "email"));
+	v.groups = (const char *const *)op->ti->groups;
+	v.ngroups = op->ti->ngroups;
+	v.csrf = json_string_value(json_object_get(op->sess, "csrf"));
+	v.session_expires = json_integer_value(json_object_get(op->sess,
+	    "expires"));
+	v.policy = req->conf->policy;
+	v.principal = &req->principal;
+	v.secrets = op->secrets;
+	v.nsecrets = op->nsecrets;
+	v.secrets_failed = op->secrets_failed;
+	v.activity = op->activity;
+	v.nactivity = op->nactivity;
+	v.activity_note = op->activity_note;
+	v.new_secret = op->new_secret;
+	v.notice = op->notice;
+	if ((n = req_external_base(req, host, sizeof(host))) < 0)
+		snprintf(host, sizeof(host), "REGISTRY");
+	v.registry_host = strstr(host, "://") != NULL ? strstr(host, "://") +
+	    3 : host;
+	wbuf_init(&b);
+	sso_page_landing(&b, &v);
+	sso_page_headers(&h);
+	sso_answer(req, 200, &b, &h);
+	headers_clear(&h);
+	wbuf_free(&b);
+	sso_op_free(op);
+}
+
+/* Audit records are written with ms times. */
+static char *
+sso_fmt_ms(const char *ms)
+{
+	struct tm	 tm;
+	time_t		 t = (time_t)(strtoll(ms, NULL, 10) / 1000);
+	char		 buf[32];
+
+	gmtime_r(&t, &tm);
+	strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
+	return (strdup(buf));
+}
+
+static void
+sso_activity_record(struct sso_op *op, redisReply *r, int idx)
+{
+	struct sso_activity_row	*a;
+	redisReply		*e, *f;
+	size_t			 i;
+	char			**slot;
+
+	if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+	    (e = r->element[0])->type == REDIS_REPLY_ARRAY &&
+	    e->elements == 2 && (f = e->element[1])->type ==
+	    REDIS_REPLY_ARRAY && (size_t)idx < op->nact_ids) {
+		a = &op->activity[idx];
+		for (i = 0; i + 1 < f->elements; i += 2) {
+			const char	*k = f->element[i]->str;
+			const char	*val = f->element[i + 1]->str;
+
+			if (f->element[i]->type != REDIS_REPLY_STRING ||
+			    f->element[i + 1]->type != REDIS_REPLY_STRING)
+				continue;
+			slot = strcmp(k, "action") == 0 ? &a->action :
+			    strcmp(k, "method") == 0 ? &a->method :
+			    strcmp(k, "path") == 0 ? &a->path :
+			    strcmp(k, "repository") == 0 ? &a->repository :
+			    strcmp(k, "reference") == 0 ? &a->reference :
+			    strcmp(k, "status") == 0 ? &a->status :
+			    strcmp(k, "decision") == 0 ? &a->decision : NULL;
+			if (strcmp(k, "time") == 0 && a->time == NULL)
+				a->time = sso_fmt_ms(val);
+			else if (slot != NULL && *slot == NULL &&
+			    (*slot = strdup(val)) == NULL)
+				fatal("strdup");
+		}
+	}
+	if (op->pending > 0)
+		return;
+	sso_render(op);
+}
+
+static void
+sso_activity_index(struct sso_op *op, redisReply *r, int idx)
+{
+	const struct config_audit	*ac = op->req->conf->audit;
+	struct rds			*l = audit_redis(op->ctx);
+	const char			*argv[4];
+	size_t				 i, n;
+
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+		op->activity_note = "The audit store did not answer.";
+		sso_render(op);
+		return;
+	}
+	n = r->elements;
+	if (n > op->req->conf->identity->sso->activity_records)
+		n = op->req->conf->identity->sso->activity_records;
+	if ((op->act_ids = calloc(n + 1, sizeof(char *))) == NULL ||
+	    (op->activity = calloc(n + 1, sizeof(*op->activity))) == NULL)
+		fatal("calloc");
+	for (i = 0; i < n; i++) {
+		if (r->element[i]->type != REDIS_REPLY_ARRAY ||
+		    r->element[i]->elements < 1 ||
+		    r->element[i]->element[0]->type != REDIS_REPLY_STRING)
+			continue;
+		if ((op->act_ids[op->nact_ids++] =
+		    strdup(r->element[i]->element[0]->str)) == NULL)
+			fatal("strdup");
+	}
+	op->nactivity = op->nact_ids;
+	for (i = 0; i < op->nact_ids; i++) {
+		argv[0] = "XRANGE";
+		argv[1] = ac->stream;
+		argv[2] = op->act_ids[i];
+		argv[3] = op->act_ids[i];
+		if (sso_send(op, l, sso_activity_record, (int)i, 4, argv) ==
+		    -1) {
+			op->activity_note = "The audit store is not "
+			    "connected.";
+			break;
+		}
+	}
+	if (op->pending == 0)
+		sso_render(op);
+}
+
+/* The person's recent audit records (its subject index), then render. */
+static void
+sso_activity(struct sso_op *op)
+{
+	const struct config_audit	*ac = op->req->conf->audit;
+	char				 key[1024], count[32];
+	const char			*argv[6];
+
+	if (op->req->conf->identity->sso->activity_records == 0) {
+		op->activity_note = "Not shown here (activity_records 0).";
+		sso_render(op);
+		return;
+	}
+	if (ac == NULL || op->ctx->audit == NULL) {
+		op->activity_note = "No audit log is configured.";
+		sso_render(op);
+		return;
+	}
+	snprintf(key, sizeof(key), "%s:subject:%s", ac->stream,
+	    op->ti->subject);
+	snprintf(count, sizeof(count), "%zu",
+	    op->req->conf->identity->sso->activity_records);
+	argv[0] = "XREVRANGE";
+	argv[1] = key;
+	argv[2] = "+";
+	argv[3] = "-";
+	argv[4] = "COUNT";
+	argv[5] = count;
+	if (sso_send(op, audit_redis(op->ctx), sso_activity_index, 0, 6,
+	    argv) == -1) {
+		op->activity_note = "The audit store is not connected.";
+		sso_render(op);
+	}
+}
+
+/* Newest first. */
+static int
+sso_secret_cmp(const void *a, const void *b)
+{
+	const struct sso_secret_row	*x = a, *y = b;
+
+	return (x->created < y->created ? 1 : x->created > y->created ? -1 :
+	    strcmp(x->id, y->id));
+}
+
+static void
+sso_secrets_listed(struct sso_op *op, redisReply *r, int idx)
+{
+	struct secret_rec	 rec;
+	struct sso_secret_row	*row;
+	redisReply		*e, *h;
+	const char		*names[SSO_ROWS_FIELDS], *vals[SSO_ROWS_FIELDS];
+	const char		*err;
+	size_t			 nl[SSO_ROWS_FIELDS], vl[SSO_ROWS_FIELDS];
+	size_t			 i, j, n;
+
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+		op->secrets_failed = 1;
+		sso_activity(op);
+		return;
+	}
+	if ((op->secrets = calloc(r->elements + 1,
+	    sizeof(*op->secrets))) == NULL)
+		fatal("calloc");
+	for (i = 0; i < r->elements; i++) {
+		e = r->element[i];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+		    e->element[0]->type != REDIS_REPLY_STRING ||
+		    e->element[0]->len != SECRET_ID_LEN ||
+		    (h = e->element[1])->type != REDIS_REPLY_ARRAY ||
+		    h->elements % 2 != 0 || h->elements / 2 > SSO_ROWS_FIELDS)
+			continue;
+		n = h->elements / 2;
+		for (j = 0; j < n; j++) {
+			names[j] = h->element[2 * j]->str;
+			nl[j] = h->element[2 * j]->len;
+			vals[j] = h->element[2 * j + 1]->str;
+			vl[j] = h->element[2 * j + 1]->len;
+		}
+		if (secret_rec_parse(&rec, e->element[0]->str, names, nl,
+		    vals, vl, n, (size_t)op->req->conf->secrets_max_groups,
+		    &err) == -1)
+			continue;
+		/* The index is the person's; the record must agree. */
+		if (strcmp(rec.subject, op->ti->subject) == 0) {
+			row = &op->secrets[op->nsecrets++];
+			snprintf(row->id, sizeof(row->id), "%s", rec.id);
+			if ((row->name = strdup(rec.name)) == NULL)
+				fatal("strdup");
+			row->created = rec.created;
+			row->expires = rec.expires;
+			row->last_used = rec.last_used;
+			row->revoked = rec.revoked;
+		}
+		secret_rec_clear(&rec);
+	}
+	qsort(op->secrets, op->nsecrets, sizeof(*op->secrets),
+	    sso_secret_cmp);
+	sso_activity(op);
+}
+
+/* KEYS[1] the person's index; ARGV: the record prefix, the most read. */
+static const char sso_list_lua[] =
+    "local ids = redis.call('SMEMBERS', KEYS[1])\n"
+    "table.sort(ids)\n"
+    "local out = {}\n"
+    "for i, id in ipairs(ids) do\n"
+    "  if i > tonumber(ARGV[2]) then break end\n"
+    "  local h = redis.call('HGETALL', ARGV[1] .. id)\n"
+    "  if #h > 0 then out[#out + 1] = {id, h} end\n"
+    "end\n"
+    "return out\n";
+
+/* The landing page: the person's secrets, activity, then render. */
+void
+sso_landing(struct sso_op *op)
+{
+	const struct config	*conf = op->req->conf;
+	char			 key[1024], max[32];
+	const char		*argv[6];
+
+	snprintf(key, sizeof(key), "%ssubject:%s", conf->secrets_key_prefix,
+	    op->ti->subject);
+	snprintf(max, sizeof(max), "%zu", conf->identity->sso->max_secrets);
+	argv[0] = "EVAL";
+	argv[1] = sso_list_lua;
+	argv[2] = "1";
+	argv[3] = key;
+	argv[4] = conf->secrets_key_prefix;
+	argv[5] = max;
+	if (sso_send(op, sso_link(op->ctx), sso_secrets_listed, 0, 6,
+	    argv) == -1) {
+		op->secrets_failed = 1;
+		sso_activity(op);
+	}
+}
+
+/* --- forms: create, revoke, sign out --- */
+
+/*
+ * KEYS: the record, the id set, the person's index, the revocation hash.
+ * ARGV: hash, subject, groups, name, created, expires, max, id.  One
+ * transaction: a person at max_secrets gets none; a subject revoked past
+ * now gets none (it would be refused); an id taken is never overwritten.
+ */
+static const char sso_create_lua[] =
+    "if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then\n"
+    "  return 'too_many' end\n"
+    "local nb = 0\n"
+    "for _, f in ipairs({'s:' .. ARGV[2], 'all'}) do\n"
+    "  local t = redis.call('HGET', KEYS[4], f)\n"
+    "  if t and tonumber(t) and tonumber(t) > nb then nb = tonumber(t) end\n"
+    "end\n"
+    "if nb > tonumber(ARGV[5]) then return 'revoked' end\n"
+    "if redis.call('HSETNX', KEYS[1], 'hash', ARGV[1]) ~= 1 then\n"
+    "  return 'collision' end\n"
+    "redis.call('HSET', KEYS[1], 'subject', ARGV[2], 'groups', ARGV[3],\n"
+    "  'name', ARGV[4], 'created', ARGV[5], 'expires', ARGV[6])\n"
+    "redis.call('SADD', KEYS[2], ARGV[8])\n"
+    "redis.call('SADD', KEYS[3], ARGV[8])\n"
+    "return 'ok'\n";
+
+static void
+sso_created(struct sso_op *op, redisReply *r, int idx)
+{
+	if (r == NULL || (r->type != REDIS_REPLY_STATUS &&
+	    r->type != REDIS_REPLY_STRING)) {
+		explicit_bzero(op->new_secret, strlen(op->new_secret));
+		free(op->new_secret);
+		op->new_secret = NULL;
+		op->notice = "The secret store did not answer: no secret was "
+		    "made.";
+	} else if (strcmp(r->str, "ok") != 0) {
+		explicit_bzero(op->new_secret, strlen(op->new_secret));
+		free(op->new_secret);
+		op->new_secret = NULL;
+		op->notice = strcmp(r->str, "too_many") == 0 ? "You hold as "
+		    "many secrets as allowed (identity.sso.max_secrets): "
+		    "revoke one first." : strcmp(r->str, "revoked") == 0 ?
+		    "Your access is revoked for now: no secret was made." :
+		    "No secret was made; try again.";
+	} else {
+		log_info("%llu.%u sso secret_created subject=\"%s\"",
+		    (unsigned long long)op->req->c->id, op->req->seq,
+		    op->ti->subject);
+		op->req->decision = "allow";
+	}
+	sso_landing(op);
+}
+
+void
+sso_create(struct sso_op *op)
+{
+	struct req		*req = op->req;
+	const struct config	*conf = req->conf;
+	const struct config_sso	*so = conf->identity->sso;
+	char			 secret[SECRET_LEN + 1], id[SECRET_ID_LEN + 1];
+	char			 name[SECRET_FIELD_MAX + 1], key[512], idx[1024];
+	char			 ids[512], hex[2 * SECRET_HASH_LEN + 1];
+	char			 created[32], expires[32], max[32], *gj;
+	unsigned char		 hash[SECRET_HASH_LEN];
+	const char		*argv[15];
+	int64_t			 now = (int64_t)time(NULL);
+
+	if (url_query_get(op->form, strlen(op->form), "name", name,
+	    sizeof(name)) == -1)
+		name[0] = '\0';
+	if (!secret_field_ok(name, 1) || strlen(name) > 64) {
+		op->notice = "A secret's name is at most 64 printable "
+		    "characters.";
+		sso_landing(op);
+		return;
+	}
+	if (op->ti->ngroups > (size_t)conf->secrets_max_groups) {
+		op->notice = "You are in more groups than a secret holds "
+		    "(secrets.max_groups).";
+		sso_landing(op);
+		return;
+	}
+	if (secret_generate(secret, id) == -1)
+		fatalx("secret: no random bytes");
+	secret_hash(secret, SECRET_LEN, hash);
+	secret_hash_hex(hash, hex);
+	if ((gj = secret_groups_json((const char *const *)op->ti->groups,
+	    op->ti->ngroups)) == NULL)
+		fatal("secret_groups_json");
+	if ((op->new_secret = strdup(secret)) == NULL)
+		fatal("strdup");
+	explicit_bzero(secret, sizeof(secret));
+	snprintf(key, sizeof(key), "%s%s", conf->secrets_key_prefix, id);
+	snprintf(ids, sizeof(ids), "%sids", conf->secrets_key_prefix);
+	snprintf(idx, sizeof(idx), "%ssubject:%s", conf->secrets_key_prefix,
+	    op->ti->subject);
+	snprintf(created, sizeof(created), "%lld", (long long)now);
+	snprintf(expires, sizeof(expires), "%lld", (long long)(so->
+	    secret_lifetime != 0 ? now + so->secret_lifetime : 0));
+	snprintf(max, sizeof(max), "%zu", so->max_secrets);
+	argv[0] = "EVAL";
+	argv[1] = sso_create_lua;
+	argv[2] = "4";
+	argv[3] = key;
+	argv[4] = ids;
+	argv[5] = idx;
+	argv[6] = conf->revocation_key;
+	argv[7] = hex;
+	argv[8] = op->ti->subject;
+	argv[9] = gj;
+	argv[10] = name;
+	argv[11] = created;
+	argv[12] = expires;
+	argv[13] = max;
+	argv[14] = id;
+	if (sso_send(op, sso_link(op->ctx), sso_created, 0, 15, argv) == -1)
+		sso_created(op, NULL, 0);
+	free(gj);
+}
+
+/*
+ * KEYS: the record, the person's index.  ARGV: subject, now, channel,
+ * id.  Only one's own secret; the first revocation time stays; every
+ * instance hears of it (revoke.c).
+ */
+static const char sso_revoke_lua[] =
+    "if redis.call('SISMEMBER', KEYS[2], ARGV[4]) ~= 1 or\n"
+    "  redis.call('HGET', KEYS[1], 'subject') ~= ARGV[1] then\n"
+    "  return 'unknown' end\n"
+    "redis.call('HSETNX', KEYS[1], 'revoked', ARGV[2])\n"
+    "redis.call('PUBLISH', ARGV[3], 'secret ' .. ARGV[4])\n"
+    "return 'ok'\n";
+
+static void
+sso_revoked(struct sso_op *op, redisReply *r, int idx)
+{
+	struct req	*req;
+	struct headers	 h;
+
+	if (r == NULL || (r->type != REDIS_REPLY_STATUS &&
+	    r->type != REDIS_REPLY_STRING) || strcmp(r->str, "ok") != 0) {
+		op->notice = r != NULL && (r->type == REDIS_REPLY_STATUS ||
+		    r->type == REDIS_REPLY_STRING) ? "No such secret of "
+		    "yours." : "The secret store did not answer: nothing was "
+		    "revoked.";
+		sso_landing(op);
+		return;
+	}
+	req = sso_take(op);
+	log_info("%llu.%u sso secret_revoked subject=\"%s\"",
+	    (unsigned long long)req->c->id, req->seq, op->ti->subject);
+	req->decision = "allow";
+	sso_op_free(op);
+	headers_init(&h);
+	sso_redirect(req, 303, "/", &h);
+	headers_clear(&h);
+}
+
+void
+sso_revoke(struct sso_op *op)
+{
+	const struct config	*conf = op->req->conf;
+	char			 id[64], key[512], idx[1024], now[32];
+	char			 probe[SECRET_LEN + 1], pid[SECRET_ID_LEN + 1];
+	const char		*argv[9];
+
+	if (url_query_get(op->form, strlen(op->form), "id", id,
+	    sizeof(id)) == -1 || strlen(id) != SECRET_ID_LEN ||
+	    snprintf(probe, sizeof(probe), "%s%s_%s", SECRET_PREFIX, id,
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA") < 0 ||
+	    secret_parse(probe, strlen(probe), pid) == -1) {
+		op->notice = "No such secret of yours.";
+		sso_landing(op);
+		return;
+	}
+	snprintf(key, sizeof(key), "%s%s", conf->secrets_key_prefix, id);
+	snprintf(idx, sizeof(idx), "%ssubject:%s", conf->secrets_key_prefix,
+	    op->ti->subject);
+	snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
+	argv[0] = "EVAL";
+	argv[1] = sso_revoke_lua;
+	argv[2] = "2";
+	argv[3] = key;
+	argv[4] = idx;
+	argv[5] = op->ti->subject;
+	argv[6] = now;
+	argv[7] = conf->revocation_channel;
+	argv[8] = id;
+	if (sso_send(op, sso_link(op->ctx), sso_revoked, 0, 9, argv) == -1)
+		sso_revoked(op, NULL, 0);
+}

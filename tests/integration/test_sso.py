@@ -1,0 +1,893 @@
+"""Sign-in for people in a browser (issue 10, first part): /login,
+/oauth2/callback, the landing page at /, secrets made there, /logout.
+
+Real parts: the npm oidc-provider (lib/idp.py, its interaction handler
+signs the test user in), redis-server (states and sessions, shared by two
+gateways), docker-registry behind the gateway, skopeo, and Debian's
+chromium driven by npm playwright-core (browser/signin.mjs) for the
+acceptance run, which saves a screenshot of the landing page in the
+test's tmp_path.  Requests without a browser follow the same redirects
+with python-requests (cookies kept per host, as a browser does).
+
+One test double, named as such: lib/hostile_idp.py as a misbehaving
+provider whose token endpoint answers with an id_token for another
+audience (a real provider will not mint one on demand).
+
+Security cases, each a test: forged state, replayed callback and replayed
+code, wrong nonce, another audience, an expired session, a form without or
+with a wrong CSRF token, a callback finished on a second instance, HTML
+injection through claim values; the provider's error=access_denied; the
+bounds (state, code, cookie, token answer, id_token, form)."""
+
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from urllib.parse import parse_qs, urljoin, urlparse
+
+import pytest
+import requests
+
+from lib.clients import Skopeo
+from lib.gateway import Gateway, gateway_config, upstream
+from lib.hostile_idp import HostileIdP
+from lib.hostile_upstream import DripService
+from lib.idp import IdP, idp_available
+from lib.pki import PKI
+from lib.redis import RedisServer, entries_to_dicts
+from lib.util import free_port, wait_for
+
+STREAM = "portcullis:audit"
+CLIENT_SECRET = "gateway-test-secret"
+BROWSER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "browser")
+SECRET_RE = re.compile(r"pcs_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
+
+pytestmark = pytest.mark.skipif(idp_available() is not None,
+                                reason=idp_available() or "")
+
+POLICY = {"rules": [
+    {"id": "dev-pull", "effect": "allow", "repositories": ["team/**"],
+     "subjects": ["group:corp:dev"], "actions": ["pull"]},
+    {"id": "dev-push", "effect": "allow", "repositories": ["team/dev/*"],
+     "subjects": ["group:corp:dev"], "actions": ["push"]},
+    {"id": "ops-all", "effect": "allow", "repositories": ["ops/**"],
+     "subjects": ["group:corp:ops"], "actions": ["pull", "push"]},
+]}
+
+
+class Env:
+    pass
+
+
+def session():
+    s = requests.Session()
+    s.trust_env = False
+    return s
+
+
+def sso_section(secret_file, **extra):
+    so = {"issuer": "corp", "client_id": "gateway",
+          "client_secret_file": str(secret_file)}
+    so.update(extra)
+    return so
+
+
+def issuer_entry(idp, **extra):
+    e = {"name": "corp", "issuer": idp.issuer, "audiences": ["gateway"],
+         "groups_claim": "groups", "prefix": "corp:",
+         "algorithms": ["RS256", "ES256"]}
+    if getattr(idp, "ca", None):
+        e["ca_file"] = idp.ca
+    e.update(extra)
+    return e
+
+
+def start_gw(tmp_path, name, port, idp, rs, reg=None, sso_extra=None,
+             issuer_extra=None, audit=True, tls=None, redis_extra=None):
+    d = tmp_path / name
+    d.mkdir(exist_ok=True)
+    sf = d / "client.secret"
+    sf.write_text(CLIENT_SECRET + "\n")
+    os.chmod(sf, 0o600)
+    ups = [{"name": "up1", "url": reg.url, "default": True}] if reg \
+        else [{"name": "up1", "url": "http://127.0.0.1:9", "default": True}]
+    cfg = gateway_config(*ups)
+    cfg["listen"] = {"address": "127.0.0.1:%d" % port}
+    cfg["external_url"] = "http://127.0.0.1:%d" % port
+    if tls:
+        cfg["listen"]["tls"] = {"cert_file": tls[0], "key_file": tls[1]}
+        cfg["external_url"] = "https://127.0.0.1:%d" % port
+    cfg["redis"] = {"address": rs.host}
+    cfg["redis"].update(redis_extra or {})
+    if audit:
+        cfg["audit"] = {"redis": rs.host, "stream": STREAM,
+                        "spool_file": str(d / "spool"), "timeout": 2}
+    cfg["policy"] = POLICY
+    cfg["metrics"] = {"allow": ["127.0.0.1/32"]}
+    cfg["identity"] = {
+        "issuers": [issuer_entry(idp, **(issuer_extra or {}))],
+        "sso": sso_section(sf, **(sso_extra or {})),
+    }
+    g = Gateway(d, cfg, tls_client={"ca": tls[2]} if tls else None)
+    wait_for(lambda: "oidc keys_loaded issuer=corp" in g.log_text(),
+             timeout=30, what="the issuer's keys")
+    return g
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = Env()
+    e.stop = []
+    e.rs = RedisServer(tmp_path / "redis")
+    e.stop.append(e.rs)
+    e.port = free_port()
+    e.port2 = free_port()
+    cbs = ["%s://127.0.0.1:%d/oauth2/callback" % (sch, p)
+           for p in (e.port, e.port2) for sch in ("http", "https")]
+    e.idp = IdP(tmp_path / "idp", redirect_uris=cbs)
+    e.stop.append(e.idp)
+    e.idp.set_state(accounts={"alice": {
+        "email": "alice@example.test", "name": "Alice Example",
+        "groups": ["dev"]}}, login="alice")
+    e.tmp = tmp_path
+    try:
+        yield e
+    finally:
+        for s in reversed(e.stop):
+            try:
+                s.stop()
+            except Exception:   # noqa: BLE001 - clean up the rest
+                pass
+
+
+def gateway(env, name="gw", port=None, **kw):
+    g = start_gw(env.tmp, name, port or env.port, env.idp, env.rs, **kw)
+    env.stop.append(g)
+    return g
+
+
+def records(rs):
+    with rs.client() as c:
+        return [d for _, d in entries_to_dicts(
+            c.call("XRANGE", STREAM, "-", "+"))]
+
+
+def audited(rs, pred, what):
+    return wait_for(lambda: [d for d in records(rs) if pred(d)],
+                    timeout=20, what=what)
+
+
+def begin(g, s):
+    """GET /login: the redirect to the provider, with its parameters."""
+    r = s.get(g.url + "/login", allow_redirects=False, timeout=10)
+    assert r.status_code == 302, r.text
+    loc = r.headers["Location"]
+    return loc, {k: v[0] for k, v in parse_qs(urlparse(loc).query).items()}
+
+
+def at_provider(idp, loc, stop):
+    """The provider's part (its interaction signs the test user in):
+    follow its redirects until the one back to `stop`."""
+    s = idp._session()
+    r = s.get(loc, allow_redirects=False, timeout=10)
+    _r, back = idp._follow(s, r, stop=stop)
+    assert back is not None and back.startswith(stop), back
+    return back
+
+
+def sign_in(g, s, idp, callback_on=None):
+    loc, q = begin(g, s)
+    back = at_provider(idp, loc, q["redirect_uri"])
+    if callback_on is not None:
+        back = back.replace(g.url, callback_on.url)
+    r = s.get(back, allow_redirects=False, timeout=20)
+    return r, back
+
+
+def signed_in_page(g, s):
+    r = s.get(g.url + "/", timeout=20)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def csrf_of(page):
+    m = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert m, page
+    return m.group(1)
+
+
+def test_signin_landing_secret_logout(env, start_registry, single_image,
+                                      tmp_path):
+    reg = start_registry()
+    g = gateway(env, reg=reg)
+    s = session()
+    loc, q = begin(g, s)
+    # PKCE S256, state, nonce, the configured client and redirect.
+    assert q["code_challenge_method"] == "S256"
+    assert len(q["code_challenge"]) == 43
+    assert len(q["state"]) == 43 and len(q["nonce"]) == 43
+    assert q["client_id"] == "gateway"
+    assert q["redirect_uri"] == g.url + "/oauth2/callback"
+    assert "openid" in q["scope"].split()
+    back = at_provider(env.idp, loc, q["redirect_uri"])
+    r = s.get(back, allow_redirects=False, timeout=20)
+    assert r.status_code == 303, r.text
+    assert r.headers["Location"] == "/"
+    assert sso_logins(g) == {"ok": 1}
+    ck = [c for c in r.headers.get("Set-Cookie", "").split(", ")
+          if c.startswith("portcullis_session=")]
+    sc = r.raw.headers.getlist("Set-Cookie")
+    sess = [c for c in sc if c.startswith("portcullis_session=")][0]
+    assert "HttpOnly" in sess and "SameSite=Lax" in sess
+    assert "Path=/;" in sess and "Max-Age=28800" in sess
+    assert "Secure" not in sess     # plain http here
+    assert ck is not None
+    sid = sess.split(";")[0].split("=", 1)[1]
+    assert len(sid) == 43
+    # Redis holds its hash, never the id.
+    with env.rs.client() as c:
+        keys = [k.decode() for k in c.call("KEYS", "portcullis:sso:*")]
+        assert any(k.endswith(":session:" + __import__("hashlib").sha256(
+            sid.encode()).hexdigest()) for k in keys), keys
+        for k in keys:
+            if c.call("TYPE", k) == b"string":
+                assert sid.encode() not in c.call("GET", k)
+    page = signed_in_page(g, s)
+    h = page.headers
+    assert h["Content-Security-Policy"].startswith("default-src 'none'")
+    assert "frame-ancestors 'none'" in h["Content-Security-Policy"]
+    assert h["X-Content-Type-Options"] == "nosniff"
+    assert h["Cache-Control"] == "no-store"
+    assert h["Referrer-Policy"] == "no-referrer"
+    t = page.text
+    assert 'id="subject">corp:alice<' in t
+    assert "Alice Example" in t
+    assert '<span class="tag">corp:dev</span>' in t
+    assert "<code>team/**</code>" in t and "<code>team/dev/*</code>" in t
+    assert "ops/**" not in t
+    # Create a secret: shown once, with the login lines.
+    r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(t),
+                                             "name": "laptop"}, timeout=20)
+    assert r.status_code == 200, r.text
+    secret = SECRET_RE.search(r.text).group(0)
+    assert "skopeo login --username 'corp_alice' 127.0.0.1:%d" % (
+        g.port) in r.text
+    again = signed_in_page(g, s).text
+    assert secret not in again
+    assert secret[4:20] in again and "laptop" in again
+    # Use it with skopeo through the gateway.
+    sk = Skopeo(tmp_path / "skopeo")
+    sk("copy", "-q", "--dest-tls-verify=false", single_image.ref,
+       "docker://%s/team/dev/app:v1" % reg.host)
+    sk("login", "--tls-verify=false", "-u", "corp_alice", "-p", secret,
+       g.host)
+    sk("copy", "-q", "--src-tls-verify=false",
+       "docker://%s/team/dev/app:v1" % g.host,
+       "oci:%s:x" % (tmp_path / "pulled"))
+    audited(env.rs, lambda d: d["subject"] == "corp:alice" and
+            d["auth_method"] == "secret" and d["action"] == "pull" and
+            d["status"] == "200", "the pull as corp:alice")
+    # Recent activity shows the pull.
+    act = signed_in_page(g, s).text
+    assert "team/dev/app" in act.split('id="activity"')[1]
+    # Revoke it: the same secret no longer logs in.
+    page = signed_in_page(g, s).text
+    r = s.post(g.url + "/ui/secrets/revoke", data={
+        "csrf": csrf_of(page), "id": secret[4:20]}, allow_redirects=False,
+        timeout=20)
+    assert r.status_code == 303, r.text
+    assert ">revoked<" in signed_in_page(g, s).text
+    r = sk("login", "--tls-verify=false", "-u", "corp_alice", "-p",
+           secret, g.host, check=False)
+    assert r.returncode != 0
+    # Records: login, secret created and revoked, never a secret value.
+    audited(env.rs, lambda d: d["path"] == "/oauth2/callback" and
+            d["subject"] == "corp:alice" and d["action"] == "login" and
+            d["status"] == "303", "the login's record")
+    audited(env.rs, lambda d: d["path"] == "/ui/secrets" and
+            d["action"] == "secret" and d["subject"] == "corp:alice",
+            "secret created")
+    audited(env.rs, lambda d: d["path"] == "/ui/secrets/revoke" and
+            d["status"] == "303", "secret revoked")
+    # Sign out: the session is gone on the server.
+    page = signed_in_page(g, s).text
+    r = s.post(g.url + "/logout", data={"csrf": csrf_of(page)},
+               allow_redirects=False, timeout=20)
+    assert r.status_code == 303
+    assert "Sign in" in s.get(g.url + "/", timeout=20).text
+    s2 = session()
+    s2.cookies.set("portcullis_session", sid)
+    assert 'id="subject"' not in s2.get(g.url + "/", timeout=20).text
+    audited(env.rs, lambda d: d["path"] == "/logout" and
+            d["subject"] == "corp:alice" and d["action"] == "login",
+            "the logout's record")
+    everything = json.dumps(records(env.rs))
+    assert secret not in everything and sid not in everything
+    assert secret not in g.log_text() and sid not in g.log_text()
+
+
+def browser_available():
+    if shutil.which("chromium") is None:
+        return "Debian's chromium is not installed (contrib/install-deps.sh)"
+    if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules",
+                                      "playwright-core")):
+        return ("playwright-core is not installed: run "
+                "contrib/install-deps.sh (npm ci in tests/integration/"
+                "browser)")
+    return None
+
+
+@pytest.mark.skipif(browser_available() is not None,
+                    reason=browser_available() or "")
+def test_acceptance_browser_signin_secret_skopeo_pull(env, start_registry,
+                                                      single_image,
+                                                      tmp_path):
+    """Acceptance 1: headless Chromium signs the test user in at the real
+    provider, sees groups and allowed repositories, creates a secret;
+    skopeo logs in with it and pulls through the gateway."""
+    reg = start_registry()
+    env.idp.set_state(accounts={"alice": {
+        "email": "alice@example.test", "name": "Alice Example",
+        "groups": ["dev", "ops"]}}, login="alice")
+    g = gateway(env, reg=reg)
+    shot = tmp_path / "landing-page.png"
+    r = subprocess.run(["node", os.path.join(BROWSER_DIR, "signin.mjs"),
+                        "--gateway", g.url, "--screenshot", str(shot),
+                        "--secret-name", "from-chromium"],
+                       capture_output=True, text=True, timeout=180,
+                       cwd=BROWSER_DIR)
+    assert r.returncode == 0, r.stderr
+    who = json.loads(r.stdout.strip().splitlines()[-1])
+    print("landing page screenshot: %s" % shot)
+    assert shot.stat().st_size > 10000
+    with open(shot, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "Sign in" in who["signedOutText"]
+    assert who["subject"] == "corp:alice"
+    assert who["name"] == "Alice Example"
+    assert sorted(who["groups"]) == ["corp:dev", "corp:ops"]
+    assert who["pull"] == ["team/**", "ops/**"]
+    assert who["push"] == ["team/dev/*", "ops/**"]
+    sess = [c for c in who["cookies"] if c["name"] == "portcullis_session"]
+    assert sess and sess[0]["httpOnly"] and sess[0]["sameSite"] == "Lax"
+    assert who["cspViolations"] == []
+    assert who["headerColor"] == "rgb(29, 35, 48)"
+    secret = who["secret"]
+    assert SECRET_RE.fullmatch(secret)
+    assert "docker login --username 'corp_alice' %s" % g.host in \
+        who["loginLines"]
+    assert "podman login" in who["loginLines"]
+    assert secret[4:20] in who["listed"]
+    assert not who["secretShownAgain"]
+    sk = Skopeo(tmp_path / "skopeo")
+    sk("copy", "-q", "--dest-tls-verify=false", single_image.ref,
+       "docker://%s/ops/tool:v1" % reg.host)
+    sk("login", "--tls-verify=false", "-u", "corp_alice", "-p", secret,
+       g.host)
+    sk("copy", "-q", "--src-tls-verify=false",
+       "docker://%s/ops/tool:v1" % g.host,
+       "oci:%s:x" % (tmp_path / "pulled"))
+    assert os.path.exists(tmp_path / "pulled" / "index.json")
+    audited(env.rs, lambda d: d["subject"] == "corp:alice" and
+            d["auth_method"] == "secret" and d["action"] == "pull" and
+            d["repository"] == "ops/tool" and d["status"] == "200",
+            "the pull as corp:alice")
+
+
+# --- security (acceptance 3) ---
+
+def failure_of(env, path, rid_pred=None):
+    return audited(env.rs, lambda d: d["path"] == path and
+                   d["auth_failure"] != "" and
+                   (rid_pred is None or rid_pred(d)), "a failed " + path)
+
+
+def sso_logins(g):
+    """portcullis_sso_logins_total by result, from /metrics."""
+    r = requests.get(g.url + "/metrics", timeout=10)
+    assert r.status_code == 200, r.text
+    out = {}
+    for line in r.text.splitlines():
+        m = re.match(r'portcullis_sso_logins_total\{result="([^"]*)"\} '
+                     r'(\d+)$', line)
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def test_forged_state_refused(env):
+    g = gateway(env)
+    s = session()
+    begin(g, s)
+    forged = "A" * 43
+    # A state this browser did not start: its login cookie differs.
+    r = s.get(g.url + "/oauth2/callback", params={
+        "code": "x", "state": forged}, timeout=20)
+    assert r.status_code == 400
+    assert "not started in this browser" in r.text
+    # Forged consistently (cookie and parameter): unknown to Redis.
+    s2 = session()
+    s2.cookies.set("portcullis_session_login", forged)
+    r = s2.get(g.url + "/oauth2/callback", params={
+        "code": "x", "state": forged}, timeout=20)
+    assert r.status_code == 400
+    assert "unknown, expired or already finished" in r.text
+    assert "portcullis_session=" not in r.headers.get("Set-Cookie", "")
+    wait_for(lambda: sorted(d["auth_failure"] for d in records(env.rs)
+                            if d["path"] == "/oauth2/callback") ==
+             ["state_not_this_browser", "state_unknown"], timeout=20,
+             what="both refusals in the audit")
+    assert all(d["subject"] == "anonymous" for d in records(env.rs)
+               if d["path"] == "/oauth2/callback")
+    assert sso_logins(g) == {"state_not_this_browser": 1, "state_unknown": 1}
+
+
+def test_replayed_callback_and_code_refused(env):
+    g = gateway(env)
+    s = session()
+    r, back = sign_in(g, s, env.idp)
+    assert r.status_code == 303
+    # The same callback again: the state was taken once (GETDEL).
+    s.cookies.set("portcullis_session_login",
+                  parse_qs(urlparse(back).query)["state"][0],
+                  path="/oauth2/")
+    r = s.get(back, allow_redirects=False, timeout=20)
+    assert r.status_code == 400 and "already finished" in r.text
+    # The same code with a fresh state of this browser: the provider
+    # refuses it (a code is good once).
+    code = parse_qs(urlparse(back).query)["code"][0]
+    s3 = session()
+    _loc, q = begin(g, s3)
+    r = s3.get(g.url + "/oauth2/callback", params={
+        "code": code, "state": q["state"]}, allow_redirects=False,
+        timeout=20)
+    assert r.status_code == 502, r.text
+    assert "refused the sign-in code" in r.text
+    assert code not in r.text
+    wait_for(lambda: sorted(d["auth_failure"] for d in records(env.rs)
+                            if d["path"] == "/oauth2/callback" and
+                            d["auth_failure"]) ==
+             ["code_refused", "state_unknown"], timeout=20,
+             what="both refusals in the audit")
+    everything = json.dumps(records(env.rs)) + g.log_text()
+    assert code not in everything
+
+
+def test_wrong_nonce_refused(env):
+    g = gateway(env)
+    s = session()
+    loc, q = begin(g, s)
+    # The provider signs the nonce it was given; this one is not ours.
+    bad = loc.replace("nonce=" + q["nonce"], "nonce=" + "N" * 43)
+    assert bad != loc
+    back = at_provider(env.idp, bad, q["redirect_uri"])
+    r = s.get(back, allow_redirects=False, timeout=20)
+    assert r.status_code == 403, r.text
+    assert "did not pass the gateway" in r.text
+    assert "portcullis_session=" not in r.headers.get("Set-Cookie", "")
+    failure_of(env, "/oauth2/callback",
+               lambda d: d["auth_failure"] == "nonce_mismatch")
+
+
+def test_provider_access_denied_clear_page(env):
+    g = gateway(env)
+    env.idp.set_state(deny=True)
+    s = session()
+    loc, q = begin(g, s)
+    back = at_provider(env.idp, loc, q["redirect_uri"])
+    assert "error=access_denied" in back
+    r = s.get(back, allow_redirects=False, timeout=20)
+    assert r.status_code == 403
+    assert "access_denied" in r.text and "Sign in" in r.text
+    assert r.headers["Content-Type"].startswith("text/html")
+    failure_of(env, "/oauth2/callback",
+               lambda d: d["auth_failure"] == "provider_access_denied")
+    # An error value with markup is escaped, and the gateway lives on.
+    r = s.get(g.url + "/oauth2/callback", params={
+        "error": "<b>x</b>", "state": q["state"]}, timeout=20)
+    assert "<b>x</b>" not in r.text and "&lt;b&gt;x&lt;/b&gt;" in r.text
+    assert g.http.get(g.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_callback_finished_on_second_instance(env):
+    """Both instances share Redis and the external URL (as behind one
+    load balancer): one starts the sign-in, the other finishes it, and
+    the session works on both."""
+    g1 = gateway(env, name="gw1")
+    cb = g1.url + "/oauth2/callback"
+    g2 = gateway(env, name="gw2", port=env.port2,
+                 sso_extra={"redirect_url": cb})
+    s = session()
+    r, back = sign_in(g1, s, env.idp, callback_on=g2)
+    assert back.startswith(g2.url)
+    assert r.status_code == 303, r.text
+    assert "sso login" in g2.log_text()
+    assert "sso login" not in g1.log_text()
+    for g in (g1, g2):
+        assert 'id="subject">corp:alice<' in signed_in_page(g, s).text
+
+
+def test_expired_session_and_no_session_on_v2(env):
+    g = gateway(env)
+    s = session()
+    sign_in(g, s, env.idp)
+    assert 'id="subject"' in signed_in_page(g, s).text
+    # A session cookie is no credential for the registry API.
+    r = s.get(g.url + "/v2/team/dev/app/tags/list", timeout=20)
+    assert r.status_code == 401
+    # The record's own expiry passed (its key outlived it).
+    with env.rs.client() as c:
+        key = [k for k in c.call("KEYS", "portcullis:sso:session:*")][0]
+        rec = json.loads(c.call("GET", key))
+        rec["expires"] = int(time.time()) - 1
+        c.call("SET", key, json.dumps(rec), "KEEPTTL")
+    r = s.get(g.url + "/", timeout=20)
+    assert r.status_code == 200
+    assert "Your session has ended" in r.text and 'id="subject"' not in \
+        r.text
+    assert any(c.startswith("portcullis_session=;") and "Max-Age=0" in c
+               for c in r.raw.headers.getlist("Set-Cookie"))
+    # A session whose key expired in Redis.
+    s2 = session()
+    sign_in(g, s2, env.idp)
+    with env.rs.client() as c:
+        for k in c.call("KEYS", "portcullis:sso:session:*"):
+            c.call("PEXPIRE", k, "1")
+    wait_for(lambda: "Your session has ended" in s2.get(
+        g.url + "/", timeout=20).text, timeout=10, what="session expiry")
+    # A form posted with an ended session does nothing.
+    r = s2.post(g.url + "/ui/secrets", data={"csrf": "x"}, timeout=20)
+    assert r.status_code == 403
+
+
+def test_forms_need_the_sessions_csrf_token(env):
+    g = gateway(env)
+    s = session()
+    sign_in(g, s, env.idp)
+    page = signed_in_page(g, s).text
+    good = csrf_of(page)
+    other = session()
+    sign_in(g, other, env.idp)
+    others = csrf_of(signed_in_page(g, other).text)
+    assert others != good
+    for data in ({"name": "x"}, {"name": "x", "csrf": ""},
+                 {"name": "x", "csrf": "A" * 43},
+                 {"name": "x", "csrf": others},
+                 {"name": "x", "csrf": good[:-1]}):
+        r = s.post(g.url + "/ui/secrets", data=data, timeout=20)
+        assert r.status_code == 403, (data, r.status_code)
+        assert "CSRF" in r.text
+        assert not SECRET_RE.search(r.text)
+    for path, data in (("/logout", {}), ("/ui/secrets/revoke",
+                                          {"id": "0" * 16})):
+        r = s.post(g.url + path, data=data, allow_redirects=False,
+                   timeout=20)
+        assert r.status_code == 403
+    with env.rs.client() as c:
+        assert c.call("KEYS", "portcullis:secret:*") == []
+    # Still signed in (logout refused); the right token works.
+    r = s.post(g.url + "/ui/secrets", data={"csrf": good, "name": "ok"},
+               timeout=20)
+    assert r.status_code == 200 and SECRET_RE.search(r.text)
+    fails = [d for d in records(env.rs) if d["auth_failure"] == "csrf"]
+    wait_for(lambda: len([d for d in records(env.rs)
+                          if d["auth_failure"] == "csrf"]) == 7,
+             timeout=20, what="seven csrf refusals in the audit")
+    assert fails is not None
+
+
+def test_html_injection_through_claims_escaped(env):
+    env.idp.set_state(accounts={"alice": {
+        "email": "a@example.test\"><script>alert(2)</script>",
+        "name": "<script>alert(1)</script>",
+        "groups": ["dev", "<img src=x onerror=alert(3)>"]}}, login="alice")
+    g = gateway(env)
+    s = session()
+    r, _back = sign_in(g, s, env.idp)
+    assert r.status_code == 303, r.text
+    t = signed_in_page(g, s).text
+    assert "<script>" not in t and "<img" not in t
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in t
+    assert "corp:&lt;img src=x onerror=alert(3)&gt;" in t
+    assert "&quot;&gt;&lt;script&gt;alert(2)" in t
+    # The page allows no script at all anyway.
+    r = s.get(g.url + "/", timeout=20)
+    assert "script-src" not in r.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+
+
+# --- a misbehaving provider (TEST DOUBLE: lib/hostile_idp.py) ---
+
+def _b64u(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+class DoubleKey:
+    """An RSA key the double publishes, and RS256 signing with it."""
+
+    def __init__(self, kid="double-1"):
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        self.kid = kid
+        self.key = rsa.generate_private_key(public_exponent=65537,
+                                            key_size=2048)
+        pub = self.key.public_key().public_numbers()
+        self.jwk = {"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
+                    "n": _b64u(pub.n.to_bytes(256, "big")),
+                    "e": _b64u(pub.e.to_bytes(3, "big"))}
+
+    def sign(self, claims):
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+        h = _b64u(json.dumps({"alg": "RS256", "typ": "JWT",
+                              "kid": self.kid}).encode())
+        p = _b64u(json.dumps(claims).encode())
+        sig = self.key.sign(("%s.%s" % (h, p)).encode(), padding.PKCS1v15(),
+                            hashes.SHA256())
+        return "%s.%s.%s" % (h, p, _b64u(sig))
+
+
+@pytest.fixture
+def double(tmp_path):
+    d = HostileIdP()
+    d.key = DoubleKey()
+    d.discovery(authorization_endpoint=d.url + "/authorize",
+                token_endpoint=d.url + "/token")
+    d.jwks({"keys": [d.key.jwk]})
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def double_gateway(env, double, **kw):
+    g = start_gw(env.tmp, "gw-double", env.port, double, env.rs, **kw)
+    env.stop.append(g)
+    return g
+
+
+def double_signin(g, double, q, aud="gateway", pad=0, answer_pad=0,
+                  nonce=None):
+    now = int(time.time())
+    tok = double.key.sign({"iss": double.issuer, "aud": aud, "sub": "bob",
+                           "nonce": nonce or q["nonce"], "iat": now,
+                           "exp": now + 300, "groups": ["dev"],
+                           "pad": "x" * pad})
+    body = json.dumps({"id_token": tok, "access_token": "at",
+                       "token_type": "Bearer"}).encode() + \
+        b" " * answer_pad
+    double.route("POST", "/token", 200,
+                 {"Content-Type": "application/json"}, body)
+    return tok
+
+
+def test_id_token_for_another_audience_refused(env, double):
+    g = double_gateway(env, double)
+    s = session()
+    _loc, q = begin(g, s)
+    double_signin(g, double, q, aud="another-client")
+    r = s.get(g.url + "/oauth2/callback", params={
+        "code": "c1", "state": q["state"]}, allow_redirects=False,
+        timeout=20)
+    assert r.status_code == 403, r.text
+    failure_of(env, "/oauth2/callback",
+               lambda d: d["auth_failure"] == "wrong_audience")
+    # The code went with client_secret_basic and PKCE.
+    posts = [h for m, p, h in double.seen() if m == "POST"]
+    assert posts and posts[-1]["Authorization"] == "Basic " + \
+        base64.b64encode(b"gateway:" + CLIENT_SECRET.encode()).decode()
+    # Control: the same double, the right audience, signs bob in.
+    s = session()
+    _loc, q = begin(g, s)
+    double_signin(g, double, q)
+    r = s.get(g.url + "/oauth2/callback", params={
+        "code": "c2", "state": q["state"]}, allow_redirects=False,
+        timeout=20)
+    assert r.status_code == 303, r.text
+    assert 'id="subject">corp:bob<' in signed_in_page(g, s).text
+
+
+# --- bounds ---
+
+def test_bounds_state_code_cookie_form(env):
+    g = gateway(env, sso_extra={"max_state_bytes": 64,
+                                "max_code_bytes": 100,
+                                "max_cookie_bytes": 512,
+                                "max_form_bytes": 512})
+    s = session()
+    _loc, q = begin(g, s)
+    r = s.get(g.url + "/oauth2/callback", params={
+        "code": "c", "state": "S" * 65}, timeout=20)
+    assert r.status_code == 400 and "state" in r.text
+    r = s.get(g.url + "/oauth2/callback", params={
+        "code": "c" * 101, "state": q["state"]}, timeout=20)
+    assert r.status_code == 400 and "code" in r.text
+    fails = [d["auth_failure"] for d in records(env.rs)
+             if d["path"] == "/oauth2/callback"]
+    wait_for(lambda: sorted(d["auth_failure"] for d in records(env.rs)
+                            if d["path"] == "/oauth2/callback") ==
+             ["bad_code", "bad_state"], timeout=20, what="two records")
+    assert fails is not None
+    # Under the bounds, the same flow works.
+    s = session()
+    r, _back = sign_in(g, s, env.idp)
+    assert r.status_code == 303
+    page = signed_in_page(g, s).text
+    # A Cookie header over max_cookie_bytes: no session is looked up.
+    s.cookies.set("padding", "p" * 600)
+    r = s.get(g.url + "/", timeout=20)
+    assert 'id="subject"' not in r.text and "Sign in" in r.text
+    s.cookies.set("padding", "p")
+    assert 'id="subject"' in signed_in_page(g, s).text
+    # A form over max_form_bytes: 413, nothing made.
+    r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                             "name": "n" * 600}, timeout=20)
+    assert r.status_code == 413
+
+
+def test_bounds_token_answer_and_id_token(env, double):
+    g = double_gateway(env, double, sso_extra={
+        "max_token_response_bytes": 4096, "max_id_token_bytes": 2048})
+    cases = [({"answer_pad": 5000}, 502, "code_exchange_failed"),
+             ({"pad": 1500}, 403, "id_token_too_large"),
+             ({}, 303, "")]
+    for kw, status, why in cases:
+        s = session()
+        _loc, q = begin(g, s)
+        double_signin(g, double, q, **kw)
+        r = s.get(g.url + "/oauth2/callback", params={
+            "code": "c", "state": q["state"]}, allow_redirects=False,
+            timeout=20)
+        assert r.status_code == status, (kw, r.text)
+        if why:
+            failure_of(env, "/oauth2/callback",
+                       lambda d, w=why: d["auth_failure"] == w)
+    assert "larger than 4096" in g.log_text()
+
+
+def test_config_errors(tmp_path, env):
+    from lib.gateway import gateway_bin
+    sf = tmp_path / "cs"
+    sf.write_text("s\n")
+    base = gateway_config({"name": "up1", "url": "http://127.0.0.1:9",
+                           "default": True})
+    cases = [
+        ({"issuer": "nope"}, True, "no identity.issuers entry is named nope"),
+        ({"scopes": ["profile"]}, True, "must include openid"),
+        ({"redirect_url": "http://x.test/cb"}, True, "/oauth2/callback"),
+        ({}, False, "needs the redis section"),
+        ({"cookie_name": "a b"}, True, "letters, digits"),
+        ({"max_state_bytes": 10}, True, "max_state_bytes"),
+    ]
+    for extra, with_redis, msg in cases:
+        cfg = dict(base)
+        cfg["external_url"] = "http://127.0.0.1:1"
+        if with_redis:
+            cfg["redis"] = {"address": env.rs.host}
+        cfg["identity"] = {"issuers": [issuer_entry(env.idp)],
+                           "sso": sso_section(sf, **extra)}
+        p = tmp_path / "c.json"
+        p.write_text(json.dumps(cfg))
+        r = subprocess.run([gateway_bin(), "check-config", "-c", str(p)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0, extra
+        assert msg in r.stderr, (extra, r.stderr)
+        assert "s\n" not in r.stderr.replace(msg, "")
+
+
+def test_session_cookie_secure_over_tls(env, tmp_path):
+    pki = PKI(tmp_path / "gw-pki")
+    cert, key = pki.issue("gateway", "/CN=127.0.0.1", san="IP:127.0.0.1")
+    g = gateway(env, tls=(cert, key, pki.ca))
+    s = session()
+    s.verify = pki.ca
+    loc, q = begin(g, s)
+    assert q["redirect_uri"] == "https://127.0.0.1:%d/oauth2/callback" % (
+        g.port)
+    back = at_provider(env.idp, loc, q["redirect_uri"])
+    r = s.get(back, allow_redirects=False, timeout=20)
+    assert r.status_code == 303, r.text
+    sc = r.raw.headers.getlist("Set-Cookie")
+    sess = [c for c in sc if c.startswith("portcullis_session=")][0]
+    assert "; Secure" in sess and "HttpOnly" in sess
+    assert 'id="subject">corp:alice<' in signed_in_page(g, s).text
+
+
+# The README's ACL lines: the audit's, the gateway's for secrets and
+# revocation, and the sign-in's.
+AUDIT_ACL = ("+evalsha +script|load +xadd +xtrim +xrange +xrevrange +xread "
+             "+hget +hset +del +unlink +type +time +pexpire +zadd "
+             "+zrangebyscore +zrem +zcard +zpopmin +select +ping").split()
+SECRETS_ACL = "+hgetall +hset +subscribe +select +ping".split()
+SSO_ACL = ("+set +get +getdel +del +eval +scard +sismember +smembers "
+           "+hsetnx +sadd +publish").split()
+
+
+def test_readme_acl_user_is_enough(tmp_path, start_registry, single_image):
+    """The whole sign-in, a secret made, used, listed and revoked, and
+    the activity read, as an ACL user with only the README's commands."""
+    pw = "sso-acl-Pw-41x"
+    rs = RedisServer(tmp_path / "redis-acl", requirepass="admin-Pw-1",
+                     users=[["portcullis", "on", ">" + pw, "resetkeys",
+                             "~portcullis:*", "resetchannels",
+                             "&portcullis:revoke", "-@all"] + AUDIT_ACL +
+                            SECRETS_ACL + SSO_ACL])
+    pwf = tmp_path / "redis.pw"
+    pwf.write_text(pw + "\n")
+    os.chmod(pwf, 0o600)
+    port = free_port()
+    idp = IdP(tmp_path / "idp", redirect_uris=[
+        "http://127.0.0.1:%d/oauth2/callback" % port])
+    reg = start_registry()
+    g = None
+    try:
+        g = start_gw(tmp_path, "gw-acl", port, idp, rs, reg=reg,
+                     redis_extra={"username": "portcullis",
+                                  "password_file": str(pwf)})
+        s = session()
+        r, _back = sign_in(g, s, idp)
+        assert r.status_code == 303, r.text
+        page = signed_in_page(g, s).text
+        r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                                 "name": "acl"}, timeout=20)
+        secret = SECRET_RE.search(r.text).group(0)
+        sk = Skopeo(tmp_path / "skopeo")
+        sk("copy", "-q", "--dest-tls-verify=false", single_image.ref,
+           "docker://%s/team/x:v1" % reg.host)
+        sk("login", "--tls-verify=false", "-u", "corp_alice", "-p", secret,
+           g.host)
+        sk("inspect", "--tls-verify=false", "docker://%s/team/x:v1" % g.host)
+        wait_for(lambda: "team/x" in signed_in_page(g, s).text.split(
+            'id="activity"')[1], timeout=20, what="the pull in activity")
+        page = signed_in_page(g, s).text
+        assert secret[4:20] in page and ">active<" in page
+        r = s.post(g.url + "/ui/secrets/revoke", data={
+            "csrf": csrf_of(page), "id": secret[4:20]}, timeout=20)
+        assert ">revoked<" in r.text
+        r = s.post(g.url + "/logout", data={"csrf": csrf_of(r.text)},
+                   timeout=20)
+        assert "Sign in" in r.text
+        assert "NOPERM" not in g.log_text() and "noperm" not in \
+            g.log_text().lower()
+    finally:
+        if g is not None:
+            g.stop()
+        idp.stop()
+        rs.stop()
+
+
+def test_client_gone_during_code_exchange_cancels_it(env, double):
+    """A browser that goes away while the gateway waits for the token
+    endpoint (a TEST DOUBLE that drips its answer): the exchange is
+    cancelled (its connection closed at once), nothing is left behind."""
+    drip = DripService(count=300, every=0.1)
+    try:
+        double.discovery(authorization_endpoint=double.url + "/authorize",
+                         token_endpoint=drip.url + "/token")
+        g = double_gateway(env, double,
+                           issuer_extra={"jwks_hosts": [drip.host]})
+        s = session()
+        _loc, q = begin(g, s)
+        c = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+        c.sendall(("GET /oauth2/callback?code=c&state=%s HTTP/1.1\r\n"
+                   "Host: 127.0.0.1\r\nCookie: portcullis_session_login=%s"
+                   "\r\n\r\n" % (q["state"], q["state"])).encode())
+        wait_for(lambda: drip.sent and drip.sent[0] >= 2, timeout=20,
+                 what="the exchange under way")
+        c.close()
+        wait_for(lambda: drip.done(0), timeout=10,
+                 what="the exchange's connection closed")
+        assert drip.sent[0] < 300
+        assert g.http.get(g.url + "/healthz", timeout=5).status_code == 200
+        # The state was used: the same callback cannot be finished now.
+        s.cookies.set("portcullis_session_login", q["state"],
+                      path="/oauth2/")
+        r = s.get(g.url + "/oauth2/callback", params={
+            "code": "c", "state": q["state"]}, timeout=20)
+        assert r.status_code == 400
+    finally:
+        drip.stop()
