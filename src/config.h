@@ -76,6 +76,8 @@ struct config_cache {
 	double			 fill_finish_fraction;
 	size_t			 max_repo_links;
 	size_t			 max_confirms;
+	int			 referrers_ttl_ms; /* 0: not cached */
+	size_t			 referrers_entries;
 };
 
 enum config_fsync {
@@ -362,6 +364,9 @@ struct config {
 	size_t			 tag_list_names; /* tags read per list */
 	size_t			 tag_list_pages; /* upstream pages per list */
 	size_t			 upload_sessions; /* uploads tracked */
+	int			 upload_ttl_ms;	/* in Redis */
+	int			 referrers_fallback_ms; /* API absent, kept */
+	size_t			 referrers_attempts; /* index writes */
 	size_t			 high_watermark;
 
 	int			 header_timeout_ms;

@@ -195,7 +195,27 @@ static const struct cfg_key cfg_limits_keys[] = {
 	  .help = "Chunked blob uploads whose offset and latest Location "
 	  "the gateway keeps in memory (least recently used dropped "
 	  "first), to answer a PATCH out of order with 416 and a GET of "
-	  "an upload location itself; 0 turns this off." },
+	  "an upload location itself; 0 turns this off. With a redis "
+	  "section they are kept in Redis too, so every instance agrees." },
+	{ .name = "upload_ttl", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(upload_ttl_ms), .min = 1000, .max = 2073600000LL,
+	  .def = 86400000,
+	  .help = "How long an upload's state stays in Redis after its "
+	  "last chunk (with a redis section); an upload finished or "
+	  "cancelled through the gateway is removed at once." },
+	{ .name = "referrers_fallback", .type = CFG_SECONDS,
+	  .flags = CFG_RELOAD, .off = CFG_OFF(referrers_fallback_ms),
+	  .min = 0, .max = 86400000, .def = 300000,
+	  .help = "How long an upstream found without the referrers API "
+	  "(404 without an OCI error, or 405) is answered from the "
+	  "referrers tag schema without asking its API again; 0 asks "
+	  "every time." },
+	{ .name = "referrers_attempts", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(referrers_attempts), .min = 1, .max = 20, .def = 5,
+	  .help = "Read-add-write rounds the gateway makes to add a pushed "
+	  "manifest to its subject's referrers tag (the tag moved under it: "
+	  "read again); past them the push is answered without "
+	  "OCI-Subject, so the client maintains the tag itself." },
 	{ .name = NULL }
 };
 
@@ -418,6 +438,18 @@ static const struct cfg_key cfg_cache_keys[] = {
 	  .help = "HEADs to the upstream running at once that confirm a "
 	  "repository holds a cached entry; a hit beyond it is passed "
 	  "through to the upstream, not served from the cache." },
+	{ .name = "referrers_ttl", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(referrers_ttl_ms), .min = 0, .max = 3600000,
+	  .def = 10000,
+	  .help = "How long a referrers answer of a caching upstream is "
+	  "served from memory; a push through this gateway that adds to "
+	  "the subject drops it at once (other gateways' pushes are seen "
+	  "after it expires). 0 turns this off." },
+	{ .name = "referrers_entries", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(referrers_entries), .min = 1, .max = 100000,
+	  .def = 1000,
+	  .help = "Referrers answers kept in memory (least recently used "
+	  "dropped first); each is at most limits.manifest_bytes." },
 	{ .name = NULL }
 };
 
