@@ -17,6 +17,7 @@
 
 #include "policy.h"
 #include "principal.h"
+#include "secret.h"
 #include "sso.h"
 
 const char sso_stylesheet[] =
@@ -161,22 +162,15 @@ static void
 page_new_secret(struct wbuf *b, const struct sso_view *v)
 {
 	static const char *const tools[] = { "docker", "podman", "skopeo" };
-	char			 user[300];
+	char			 user[SECRET_FIELD_MAX + 1];
 	size_t			 i;
 
 	wbuf_str(b, "<section class=\"secret\" id=\"new-secret\"><h2>Your new "
 	    "secret</h2><p>Shown <strong>once</strong>: copy it now. It "
 	    "is stored only as a hash.</p><pre id=\"secret-value\">");
 	wbuf_esc(b, v->new_secret);
-	/*
-	 * The gateway does not check the user name (the secret names its
-	 * subject), and RFC 7617 allows no ':' in one, which a prefixed
-	 * subject has: the lines use the subject with ':' as '_'.
-	 */
-	snprintf(user, sizeof(user), "%s", v->subject);
-	for (i = 0; user[i] != '\0'; i++)
-		if (user[i] == ':')
-			user[i] = '_';
+	/* The same user name as `portcullis secret create` prints. */
+	secret_login_user(v->subject, user, sizeof(user));
 	wbuf_str(b, "</pre><p>Log in with it (paste it at the password "
 	    "prompt; the user name is not checked):</p><pre "
 	    "id=\"login-lines\">");
