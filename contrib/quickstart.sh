@@ -169,7 +169,7 @@ secret there and paste it as the password of the login line it shows
 
 Or sign in from the terminal, with no secret to paste:
 
-    ./portcullis login 127.0.0.1:$GATEWAY_PORT
+    ./portcullis login http://127.0.0.1:$GATEWAY_PORT
 EOF
 else
 	cat <<EOF

@@ -21,13 +21,17 @@ gateway from conf/quickstart.json.in), then:
 Real parts only: the script, redis-server, docker-registry, skopeo,
 oidc-provider on node, Debian's chromium with playwright-core."""
 
+import base64
+import html
 import json
 import os
 import re
 import shutil
 import subprocess
+from urllib.parse import urljoin
 
 import pytest
+import requests
 
 from lib.clients import Skopeo
 from lib.gateway import REPO_ROOT
@@ -115,7 +119,8 @@ def test_quickstart_demo_idp_sign_in_secret_pull(quickstart, tmp_path):
               "token.key"):
         assert os.stat(q.state / f).st_mode & 0o077 == 0, f
     assert "%s/" % q.url in out
-    assert "portcullis login 127.0.0.1:%d" % q.ports["GATEWAY_PORT"] in out
+    assert "portcullis login http://127.0.0.1:%d" % q.ports["GATEWAY_PORT"] \
+        in out
 
     sk = Skopeo(tmp_path / "skopeo")
     # Anonymous: nothing.
@@ -233,3 +238,61 @@ def test_quickstart_without_node_runs_without_sign_in(tmp_path):
     for port in ports.values():
         wait_for(lambda pt=port: not port_open(pt), timeout=30,
                  what="port %d closed" % port)
+
+
+def test_quickstart_demo_idp_device_flow(quickstart):
+    """What `portcullis login` meets at the quick start's demo IdP: the
+    device grant for the public client "cli" (which the gateway's demo
+    issuer accepts as an audience), the person's step through the
+    sign-in form (a wrong password refused), and the tokens with the
+    demo user's group.  A person's browser is played by requests."""
+    q = quickstart
+    idp = "http://127.0.0.1:%d" % q.ports["IDP_PORT"]
+    pw = (q.state / "demo-password").read_text().strip()
+    s = requests.Session()
+    s.trust_env = False
+    disc = s.get(idp + "/.well-known/openid-configuration", timeout=10).json()
+    d = s.post(disc["device_authorization_endpoint"], data={
+        "client_id": "cli", "scope": "openid offline_access groups"},
+        timeout=10).json()
+    assert re.fullmatch(r"[A-Z]{4}-[A-Z]{4}", d["user_code"]), d
+    poll = {"grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "device_code": d["device_code"], "client_id": "cli"}
+    r = s.post(disc["token_endpoint"], data=poll, timeout=10)
+    assert r.json()["error"] == "authorization_pending"
+
+    def hidden(page):
+        return {html.unescape(m.group(1)): html.unescape(m.group(2))
+                for m in re.finditer(r'<input type="hidden" name="([^"]+)" '
+                                     r'value="([^"]*)"', page)}
+    # The code form, then its confirmation.
+    f = hidden(s.get(idp + "/device", timeout=10).text)
+    f["user_code"] = d["user_code"]
+    r = s.post(idp + "/device", data=f, allow_redirects=False, timeout=10)
+    if r.status_code == 200:
+        r = s.post(idp + "/device", data=hidden(r.text),
+                   allow_redirects=False, timeout=10)
+    assert r.status_code in (302, 303), r.text[:500]
+    r = s.get(urljoin(idp, r.headers["Location"]), timeout=10)
+    # The demo IdP's sign-in form, not a test's auto-login.
+    m = re.search(r'<form method="post" action="([^"]+)"', r.text)
+    assert m and 'name="password"' in r.text, r.text[:500]
+    action = urljoin(idp, html.unescape(m.group(1)))
+    bad = s.post(action, data={"username": "demo", "password": pw + "x"},
+                 timeout=10)
+    assert bad.status_code == 401 and 'id="error"' in bad.text
+    r = s.post(action, data={"username": "demo", "password": pw},
+               timeout=10)
+    assert r.status_code == 200 and "Sign-in Success" in r.text, \
+        r.text[:500]
+    t = s.post(disc["token_endpoint"], data=poll, timeout=10).json()
+    assert "refresh_token" in t and "id_token" in t, t
+    p = t["id_token"].split(".")[1]
+    c = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+    assert c["sub"] == "demo" and c["aud"] == "cli"
+    assert c["groups"] == ["developers"]
+    cfg = json.load(open(q.state / "portcullis.json"))
+    (iss,) = cfg["identity"]["issuers"]
+    assert iss["issuer"] == c["iss"] and "cli" in iss["audiences"]
+    # No test back door in demo mode.
+    assert s.get(idp + "/test/state", timeout=10).status_code == 404
