@@ -150,7 +150,8 @@ fi
 ./portcullis check-config -c "$config"
 
 echo
-echo "portcullis is listening on http://127.0.0.1:$GATEWAY_PORT (config: $config)."
+echo "portcullis is listening on http://127.0.0.1:$GATEWAY_PORT" \
+    "(config: $config)."
 echo "Pulling needs a login: every repository is for signed-in callers."
 if [ $idp = yes ]; then
 	cat <<EOF

@@ -13,8 +13,8 @@ gateway from conf/quickstart.json.in), then:
   as the demo user with the password the script printed (a wrong one
   first: refused), sees its group and team/**, and creates a secret;
 - skopeo logs in with that secret as the page prints it and pulls
-  demo/hello and team/app; `portcullis audit query` (as the script suggests) shows the
-  pull as demo:demo;
+  demo/hello and team/app; `portcullis audit query` (as the script
+  suggests) shows the pull as demo:demo;
 - every server it started listens on 127.0.0.1 only, and SIGTERM to the
   script (Ctrl-C) leaves none of them running.
 
@@ -251,7 +251,8 @@ def test_quickstart_demo_idp_device_flow(quickstart):
     pw = (q.state / "demo-password").read_text().strip()
     s = requests.Session()
     s.trust_env = False
-    disc = s.get(idp + "/.well-known/openid-configuration", timeout=10).json()
+    disc = s.get(idp + "/.well-known/openid-configuration",
+                 timeout=10).json()
     d = s.post(disc["device_authorization_endpoint"], data={
         "client_id": "cli", "scope": "openid offline_access groups"},
         timeout=10).json()
