@@ -295,5 +295,10 @@ def test_quickstart_demo_idp_device_flow(quickstart):
     cfg = json.load(open(q.state / "portcullis.json"))
     (iss,) = cfg["identity"]["issuers"]
     assert iss["issuer"] == c["iss"] and "cli" in iss["audiences"]
-    # No test back door in demo mode.
+    # No test back door in demo mode, and no client whose secret is in
+    # the repository.
     assert s.get(idp + "/test/state", timeout=10).status_code == 404
+    r = s.post(disc["token_endpoint"], data={
+        "grant_type": "client_credentials", "scope": "pull"},
+        auth=("ci", "ci-test-secret"), timeout=10)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client"

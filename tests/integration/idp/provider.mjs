@@ -17,7 +17,8 @@
 // person with --demo-password FILE: then /interaction asks for a user
 // name and that password in a form (a person's browser, no test in the
 // loop), /test/state is not served (nobody on the machine can rewrite the
-// accounts), the cookie keys are random, and --client-secret FILE
+// accounts), the client_credentials client "ci" (a fixed test secret) is
+// left out, the cookie keys are random, and --client-secret FILE
 // replaces the gateway client's fixed test secret.
 //
 // usage: node provider.mjs --port N --issuer URL --jwks FILE
@@ -110,7 +111,8 @@ const configuration = {
       redirect_uris: [],
       scope: 'pull push',
     },
-  ],
+    // Demo mode: no client with a secret everybody knows minting tokens.
+  ].filter((c) => demoPassword === null || c.client_id !== 'ci'),
   claims: {
     openid: ['sub'],
     email: ['email'],
