@@ -761,8 +761,10 @@ rl_send(struct rl_call *call)
 static int
 rl_parse(struct rl_call *call, const struct redisReply *reply)
 {
-	const struct redisReply	*e;
-	size_t			 i;
+	const struct redisReply		*e;
+	const struct config_rl_rule	*r;
+	long long			 v, max;
+	size_t				 i;
 
 	if (reply->type != REDIS_REPLY_ARRAY ||
 	    reply->elements != 1 + 3 * call->n)
@@ -771,10 +773,21 @@ rl_parse(struct rl_call *call, const struct redisReply *reply)
 		if (reply->element[i]->type != REDIS_REPLY_INTEGER)
 			return (-1);
 	for (i = 0; i < call->n; i++) {
+		r = call->items[i].rule;
 		e = reply->element[1 + 3 * i];
 		call->items[i].allowed = e->integer == 1;
-		call->items[i].remaining = reply->element[2 + 3 * i]->integer;
-		call->items[i].retry_us = reply->element[3 + 3 * i]->integer;
+		/*
+		 * Kept within what the script can say (a wait of at most
+		 * a window, fewer left than the burst): whatever Redis
+		 * answers, the headers stay true to the rule and the
+		 * arithmetic on them cannot overflow.
+		 */
+		v = reply->element[2 + 3 * i]->integer;
+		max = (long long)r->burst - 1;
+		call->items[i].remaining = v < 0 ? 0 : v > max ? max : v;
+		v = reply->element[3 + 3 * i]->integer;
+		max = (long long)r->window_ms * 1000;
+		call->items[i].retry_us = v < 0 ? 0 : v > max ? max : v;
 	}
 	return (0);
 }
