@@ -646,3 +646,39 @@ def test_upstream_queue_timeout(seeded, start_gateway):
         hp.release()
         pool.shutdown(wait=True)
         hp.stop()
+
+
+def test_upstream_slot_not_held_by_a_slow_reader(seeded, start_gateway,
+                                                 http, tmp_path):
+    """A slot is for the upstream's work: a client that reads a cached
+    fill slowly must not keep it once the fill is done (the upstream
+    idle), or max_concurrent slow readers shut everyone else out."""
+    import hashlib
+    import socket
+    from lib.soak import push_blob
+    big = os.urandom(16 << 20)
+    dig = push_blob(http, seeded.url, "proj/big", big)
+    assert dig == "sha256:" + hashlib.sha256(big).hexdigest()
+    u = upstream(seeded, name="up1", prefix="up1", default=True)
+    u.update({"max_concurrent": 1, "queue": 1, "queue_timeout": 2})
+    cfg = gateway_config(u)
+    cfg["cache"] = {"dir": str(tmp_path / "cache"), "max_bytes": 1 << 30}
+    cfg["timeouts"]["body"] = 120
+    gw = start_gateway(cfg)
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.settimeout(30)
+    try:
+        slow.connect(("127.0.0.1", gw.port))
+        slow.sendall(b"GET /v2/up1/proj/big/blobs/%s HTTP/1.1\r\n"
+                     b"Host: x\r\n\r\n" % dig.encode())
+        assert slow.recv(64).startswith(b"HTTP/1.1 200")
+        # The fill is done: the upstream has sent all it will.
+        wait_for(lambda: "fill_done" in gw.log_text(), timeout=60,
+                 what="the fill")
+        # The slow client still reads (its request still runs), but the
+        # upstream is free: another miss goes through, not a 503.
+        r = get_manifest(gw, "/v2/up1/proj/img/manifests/v1", http)
+        assert r.status_code == 200, r.text
+    finally:
+        slow.close()
