@@ -17,8 +17,10 @@
  * Redis is down, or slower than ratelimit.redis_budget, each rule's
  * on_redis_down decides: local (an in-process bucket holding limit/N,
  * N configured or learned from the instances' heartbeats), open (not
- * limited) or closed (429).  The next request tries Redis again, so the
- * shared buckets are back in force as soon as it answers.
+ * limited) or closed (429).  While a reply is overdue the next requests
+ * are decided so at once, without asking Redis; after it, the next
+ * request tries Redis again, so the shared buckets are back in force as
+ * soon as it answers.
  *
  * Also here, before the rules: an upstream's own quota floor (Docker
  * Hub's RateLimit-Remaining as proxy.c last saw it), which refuses the
@@ -60,6 +62,7 @@ struct ratelimit {
 	int			 hb_busy;
 	int			 down_logged;
 	uint64_t		 slow_logged_ms;
+	size_t			 late;		/* calls past the budget */
 };
 
 /* One rule applied to one request. */
@@ -79,6 +82,7 @@ struct rl_call {
 	struct event		*timer;		/* redis_budget */
 	int			 sent;		/* a reply will come */
 	int			 retried;	/* NOSCRIPT once */
+	int			 late;		/* its budget passed */
 	size_t			 n;
 	struct rl_item		*items;
 };
@@ -704,6 +708,14 @@ rl_budget_cb(evutil_socket_t fd, short ev, void *arg)
 	(void)ev;
 	if (call->req == NULL)
 		return;
+	/*
+	 * Until its reply comes, Redis is slow: the next requests are
+	 * decided by on_redis_down at once, not queued behind it (each
+	 * would wait out the budget, and be counted again in the shared
+	 * bucket when Redis resumes, though decided here).
+	 */
+	call->late = 1;
+	rl->late++;
 	if (now - rl->slow_logged_ms >= 10000) {
 		log_warn("- ratelimit redis_slow budget_ms=%d "
 		    "fallback=on_redis_down",
@@ -803,6 +815,10 @@ rl_on_reply(struct rds *l, struct redisReply *reply, void *arg)
 	 * free, run from rl_finish(), then only detaches the call.
 	 */
 	(void)l;
+	if (call->late) {
+		call->late = 0;
+		rl->late--;		/* Redis answered (or went) */
+	}
 	if (call->req == NULL) {
 		rl_call_free(call);	/* detached: nobody waits */
 		return;
@@ -912,8 +928,9 @@ ratelimit_request(struct req *req)
 	call->req = req;
 	call->items = items;
 	call->n = n;
-	if (rl->ready && (call->timer = evtimer_new(rl->ctx->base,
-	    rl_budget_cb, call)) != NULL && rl_send(call) == 0) {
+	if (rl->ready && rl->late == 0 && (call->timer =
+	    evtimer_new(rl->ctx->base, rl_budget_cb, call)) != NULL &&
+	    rl_send(call) == 0) {
 		ms = req->conf->ratelimit->redis_budget_ms;
 		tv.tv_sec = ms / 1000;
 		tv.tv_usec = (ms % 1000) * 1000;

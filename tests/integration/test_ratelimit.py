@@ -682,3 +682,34 @@ def test_upstream_slot_not_held_by_a_slow_reader(seeded, start_gateway,
         assert r.status_code == 200, r.text
     finally:
         slow.close()
+
+
+def test_redis_stall_not_counted_twice(seeded, redis, start_gateway, http):
+    """Redis stalls (stopped, the link still up): the requests meanwhile
+    are decided by on_redis_down.  They must not also be queued to Redis
+    one by one, each waiting out the budget, to be counted again in the
+    shared bucket when it resumes: that drains the bucket (here of an
+    `open` rule) with requests it never decided, and refuses everyone
+    after the stall."""
+    rs = redis()
+    rule = {"id": "r-open", "key": "upstream", "count": 30,
+            "window": 3600, "on_redis_down": "open"}
+    cfg = rl_config(seeded, rs, [rule], redis_budget=0.2)
+    cfg["redis"]["command_timeout"] = 120
+    gw = rl_up(start_gateway(cfg))
+    path = "/v2/up1/proj/img/manifests/v1"
+    assert get_manifest(gw, path, http).headers[
+        "RateLimit-Remaining"] == "29;w=3600"
+    before = evalsha_calls(rs)
+    os.kill(rs.pid, signal.SIGSTOP)
+    try:
+        got = [get_manifest(gw, path, http) for _ in range(20)]
+        assert all(r.status_code == 200 for r in got)
+    finally:
+        os.kill(rs.pid, signal.SIGCONT)
+    # Only the request that found Redis stalled was sent to it.
+    wait_for(lambda: evalsha_calls(rs) - before >= 1, timeout=30,
+             what="the stalled EVALSHA run")
+    r = get_manifest(gw, path, http)
+    assert evalsha_calls(rs) - before == 2
+    assert r.headers["RateLimit-Remaining"] == "27;w=3600", r.headers
