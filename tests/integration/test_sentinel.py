@@ -294,3 +294,87 @@ def test_secrets_and_revocation_follow_the_failover(cluster, tmp_path):
         assert v.ask(secret).startswith("ok")
     finally:
         v.close()
+
+
+class LyingSentinel:
+    """A TEST DOUBLE for a misbehaving peer: a "sentinel" that names a
+    link-local master (169.254.0.1:6379), which the gateway must never
+    dial.  Answers every command it reads; a real sentinel cannot be
+    made to do this without sending traffic off loopback."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.asked = 0
+        self.done = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        self.sock.settimeout(0.2)
+        while not self.done:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            c.settimeout(5)
+            try:
+                data = b""
+                while b"get-master-addr-by-name" not in data.lower():
+                    chunk = c.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                if data:
+                    self.asked += 1
+                    c.sendall(b"*2\r\n$11\r\n169.254.0.1\r\n$4\r\n6379\r\n")
+            except OSError:
+                pass
+            finally:
+                c.close()
+
+    def stop(self):
+        self.done = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_sentinel_answer_outside_the_allowed_classes_is_refused(
+        start_gateway, tmp_path):
+    """A sentinel that names a link-local master: the CLI says why and
+    exits 2 (unreachable), the gateway's links log it and never connect
+    (audit spools)."""
+    import json
+    from lib.gateway import gateway_bin
+    from lib.util import run
+    liar = LyingSentinel()
+    try:
+        cfg = gateway_config({"name": "up1", "url": "http://127.0.0.1:9",
+                              "default": True},
+                             redis={"sentinel": {
+                                 "addresses": ["127.0.0.1:%d" % liar.port],
+                                 "master_name": NAME}},
+                             audit={"spool_file":
+                                    str(tmp_path / "audit.spool")})
+        conf = tmp_path / "c.json"
+        conf.write_text(json.dumps(cfg))
+        out = run([gateway_bin(), "redis", "check", "-c", str(conf)],
+                  check=False, timeout=60)
+        assert out.returncode == 2, out
+        assert "sentinel 127.0.0.1:%d: master %s: of a class never " \
+            "dialled" % (liar.port, NAME) in out.stderr
+        gw = start_gateway(cfg)
+        wait_for(lambda: "rds sentinel_failed link=audit" in gw.log_text()
+                 and "of a class never dialled" in gw.log_text(),
+                 timeout=30, what="refused answer logged")
+        assert "169.254.0.1" not in gw.log_text()
+        assert liar.asked >= 2
+        r = requests.get(gw.url + "/v2/", timeout=10)
+        assert r.status_code == 200
+        wait_for(lambda: os.path.getsize(tmp_path / "audit.spool") > 32,
+                 timeout=30, what="record spooled")
+    finally:
+        liar.stop()
