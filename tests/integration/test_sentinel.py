@@ -36,8 +36,9 @@ NAME = "pcmaster"
 class Sentinel:
     """One redis-sentinel monitoring NAME, on its own port and dir."""
 
-    def __init__(self, workdir, master_port):
+    def __init__(self, workdir, master_port, password=None):
         self.port = free_port()
+        self.password = password
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         conf = os.path.join(self.dir, "sentinel.conf")
@@ -50,6 +51,8 @@ class Sentinel:
                     "sentinel parallel-syncs %s 1\n" % (
                         self.port, self.dir, NAME, master_port, NAME, NAME,
                         NAME))
+            if password is not None:
+                f.write("requirepass %s\n" % password)
         self.proc = ManagedProcess([SENTINEL_BIN, conf],
                                    os.path.join(self.dir, "sentinel.log"),
                                    env=safe_env(), name="redis-sentinel")
@@ -57,7 +60,7 @@ class Sentinel:
                              timeout=20, what="redis-sentinel PING")
 
     def call(self, *args):
-        with Client(self.port, timeout=10) as c:
+        with Client(self.port, timeout=10, password=self.password) as c:
             return c.call(*args)
 
     def master_port(self):
@@ -378,3 +381,47 @@ def test_sentinel_answer_outside_the_allowed_classes_is_refused(
                  timeout=30, what="record spooled")
     finally:
         liar.stop()
+
+
+def test_sentinel_password(cluster, start_gateway, tmp_path):
+    """Sentinels with their own password (requirepass): the right one in
+    sentinel.password_file finds the master (CLI and gateway); a wrong
+    one is logged without the password, and the CLI exits 2."""
+    import json
+    from lib.gateway import gateway_bin
+    from lib.util import run
+    master, replica, sentinels = cluster
+    pw = "sentinel-Pw-4kq"
+    s = Sentinel(tmp_path / "s-auth", master.port, password=pw)
+    try:
+        for name, secret in (("good", pw), ("bad", "wrong-Pw-xx9")):
+            f = tmp_path / (name + ".pw")
+            f.write_text(secret + "\n")
+            os.chmod(f, 0o600)
+            cfg = gateway_config(
+                {"name": "up1", "url": "http://127.0.0.1:9",
+                 "default": True},
+                redis={"sentinel": {
+                    "addresses": ["127.0.0.1:%d" % s.port],
+                    "master_name": NAME, "password_file": str(f)}},
+                audit={"spool_file": str(tmp_path / (name + ".spool"))})
+            conf = tmp_path / (name + ".json")
+            conf.write_text(json.dumps(cfg))
+            out = run([gateway_bin(), "redis", "check", "-c", str(conf)],
+                      check=False, timeout=60)
+            gw = start_gateway(cfg)
+            if name == "good":
+                assert out.returncode == 0, out
+                wait_for(lambda: "rds master link=audit" in gw.log_text()
+                         and "address=127.0.0.1:%d" % master.port in
+                         gw.log_text(), timeout=30, what="master found")
+            else:
+                assert out.returncode == 2, out
+                wait_for(lambda: "authentication failed" in gw.log_text(),
+                         timeout=30, what="refused AUTH logged")
+                assert secret not in gw.log_text()
+                assert secret not in out.stdout + out.stderr
+            assert pw not in gw.log_text()
+            gw.stop()
+    finally:
+        s.stop()
