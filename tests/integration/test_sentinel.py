@@ -412,6 +412,8 @@ def test_sentinel_password(cluster, start_gateway, tmp_path):
             gw = start_gateway(cfg)
             if name == "good":
                 assert out.returncode == 0, out
+                assert "redis 127.0.0.1:%d: ok, database 0, master of %s" % (
+                    master.port, NAME) in out.stdout
                 wait_for(lambda: "rds master link=audit" in gw.log_text()
                          and "address=127.0.0.1:%d" % master.port in
                          gw.log_text(), timeout=30, what="master found")
