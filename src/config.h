@@ -96,6 +96,16 @@ enum config_audit_failure {
  * database, how long to wait.  Absent from the file: none (the audit
  * then uses audit.redis, or its default, without AUTH).
  */
+/* Redis Sentinel: where the links ask for the master (README "Redis"). */
+struct config_sentinel {
+	char			**addresses;	/* host:port, numeric */
+	size_t			 naddresses;
+	char			*master_name;
+	char			*username;	/* NULL: the default user */
+	char			*password_file;	/* NULL: no AUTH */
+	char			*password;	/* never printed */
+};
+
 struct config_redis {
 	char			*address;	/* host:port, numeric */
 	char			 host[256];
@@ -109,6 +119,8 @@ struct config_redis {
 	int			 command_timeout_ms;
 	int			 reconnect_min_ms;
 	int			 reconnect_max_ms;
+	struct config_sentinel	*sentinel;	/* NULL: address is the
+						   master */
 };
 
 /* The audit stream in Redis; absent from the file means no audit. */
@@ -128,6 +140,8 @@ struct config_audit {
 	size_t			 nadmin_addresses;
 	size_t			 queue_max;
 	size_t			 max_inflight;
+	int			 wait_replicas;	/* WAIT after each batch;
+						   0: none */
 	int			 timeout_ms;
 	size_t			 max_index_keys;	/* index streams kept */
 	int			 wal;		/* spool is a write-ahead log */

@@ -521,6 +521,11 @@ static const struct cfg_key cfg_audit_keys[] = {
 	  .def = 256,
 	  .help = "Records sent to Redis (pipelined) and not yet "
 	  "acknowledged." },
+	{ .name = "wait_replicas", .type = CFG_INT,
+	  .off = AUDIT_OFF(wait_replicas), .min = 0, .max = 16, .def = 0,
+	  .help = "Replicas that must have each batch (WAIT, up to half of "
+	  "timeout) before its records count as written; with Sentinel, "
+	  "what survives a failover (README \"Redis failover\")." },
 	{ .name = "timeout", .type = CFG_SECONDS, .off = AUDIT_OFF(timeout_ms),
 	  .min = 100, .max = 600000, .def = 5000,
 	  .help = "A reply slower than this makes Redis count as down: "
@@ -545,6 +550,29 @@ static const struct cfg_key cfg_audit_keys[] = {
  * another address), and by secrets and revocation.  No row may change on
  * reload: the links hold what they were started with.
  */
+#define SENT_OFF(f)	offsetof(struct config_sentinel, f)
+static const struct cfg_key cfg_sentinel_keys[] = {
+	{ .name = "addresses", .type = CFG_STRLIST, .flags = CFG_REQUIRED,
+	  .off = SENT_OFF(addresses), .count_off = SENT_OFF(naddresses),
+	  .min = 1, .max = 16, .check = cfg_check_redis,
+	  .help = "Sentinels, numeric ip:port or [ipv6]:port, asked in "
+	  "order for the master's address." },
+	{ .name = "master_name", .type = CFG_STRING,
+	  .flags = CFG_REQUIRED, .off = SENT_OFF(master_name),
+	  .check = cfg_check_redis_user,
+	  .help = "The name the sentinels monitor the master under." },
+	{ .name = "username", .type = CFG_STRING, .off = SENT_OFF(username),
+	  .check = cfg_check_redis_user, .def_doc = "the default user",
+	  .help = "ACL user on the sentinels, with the password in "
+	  "password_file." },
+	{ .name = "password_file", .type = CFG_PATH,
+	  .off = SENT_OFF(password_file),
+	  .loaded = cfg_load_sentinel_password, .def_doc = "no AUTH",
+	  .help = "File holding the sentinels' password on one line; "
+	  "relative to the configuration file. Never printed." },
+	{ .name = NULL }
+};
+
 #define REDIS_OFF(f)	offsetof(struct config_redis, f)
 static const struct cfg_key cfg_redis_keys[] = {
 	{ .name = "address", .type = CFG_STRING, .off = REDIS_OFF(address),
@@ -583,6 +611,11 @@ static const struct cfg_key cfg_redis_keys[] = {
 	  .off = REDIS_OFF(reconnect_max_ms), .min = 10, .max = 600000,
 	  .def = 5000,
 	  .help = "Longest wait between connection attempts." },
+	{ .name = "sentinel", .type = CFG_PTR_OBJECT,
+	  .off = REDIS_OFF(sentinel), .sub = cfg_sentinel_keys,
+	  .sub_size = sizeof(struct config_sentinel), .def_doc = "none",
+	  .help = "Find the master through Redis Sentinel and follow its "
+	  "failovers; address is then not used (README \"Redis failover\")." },
 	{ .name = NULL }
 };
 
