@@ -78,6 +78,7 @@ struct tokidp_op {
 	char			*expect_sub;	/* the subject it must be */
 	struct tok_ident	*fresh;		/* the principal to issue for */
 	int64_t			 ttl_ms;	/* the record's */
+	int64_t			 checked;	/* its last check, ms */
 };
 
 typedef void	 tokidp_step(struct tokidp_op *, redisReply *);
@@ -780,7 +781,20 @@ tokidp_locked(struct tokidp_op *op, redisReply *r)
 		tokidp_fail(op, ERR_UNAVAILABLE, "Redis is unavailable");
 		return;
 	}
-	/* A check runs now: its predecessor's groups stand in. */
+	/*
+	 * A check runs now: its predecessor's groups stand in, but only
+	 * when that check is as young as recheck_interval plus a lock's
+	 * life allows; else a client keeping one refresh in flight (or a
+	 * provider that hangs) would keep groups the provider removed.
+	 */
+	if (tokidp_now_ms() - op->checked >= op->req->conf->identity->sso->
+	    recheck_interval_ms + TOKIDP_LOCK_MS) {
+		log_info("%llu.%u idp_session recheck_in_flight_stale",
+		    (unsigned long long)op->req->c->id, op->req->seq);
+		tokidp_fail(op, ERR_UNAVAILABLE, "a check of the sign-in with "
+		    "the identity provider is under way; try again");
+		return;
+	}
 	log_info("%llu.%u idp_session recheck_in_flight",
 	    (unsigned long long)op->req->c->id, op->req->seq);
 	tokidp_issue(op);
@@ -809,6 +823,7 @@ tokidp_got(struct tokidp_op *op, redisReply *r)
 	sub = json_string_value(json_object_get(rec, "sub"));
 	rt = json_string_value(json_object_get(rec, "rt"));
 	checked = json_integer_value(json_object_get(rec, "checked"));
+	op->checked = checked;
 	if (sub == NULL || rt == NULL || strcmp(sub, op->expect_sub) != 0 ||
 	    (op->fresh = tokidp_record_ident(rec, op->req->tok->exp)) ==
 	    NULL) {
