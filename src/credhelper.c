@@ -47,12 +47,14 @@ ch_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int
 ch_fail(const char *fmt, ...)
 {
+	char	buf[2048];
 	va_list	ap;
 
+	/* docker shows it: the gateway's text, so no escapes (login_say). */
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	(void)vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	putchar('\n');
+	login_say(stdout, "%s\n", buf);
 	fflush(stdout);
 	return (1);
 }

@@ -55,6 +55,8 @@ char	*login_helper_store_path(void);
 int	 login_helper_put(const struct login_result *, const char *, char *,
 	    size_t);
 int	 login_cli(int, char **);
+void	 login_say(FILE *, const char *, ...)
+	    __attribute__((format(printf, 2, 3)));
 
 /* credhelper.c */
 int	 credhelper_main(int, char **);

@@ -1,0 +1,130 @@
+"""`portcullis login` against a hostile registry and provider (review of
+issue 10's terminal sign-in, the CLI side).
+
+TEST DOUBLE: the "registry" and "provider" here are a small Python HTTP
+server that misbehaves on purpose (escape sequences in what the CLI
+prints, an answer dribbled a byte at a time, an oversized answer); no
+real registry or provider does these things on request.  The CLI under
+test is the real binary."""
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+
+from lib.gateway import gateway_bin
+from lib.util import safe_env
+
+ESC = "\x1b"
+
+
+class Double:
+    """One listening socket; handler(conn, request_text) answers."""
+
+    def __init__(self, handler):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.handler = handler
+        self.stopping = False
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.one, args=(c,), daemon=True).start()
+
+    def one(self, c):
+        try:
+            c.settimeout(10)
+            req = b""
+            while b"\r\n\r\n" not in req:
+                b = c.recv(4096)
+                if not b:
+                    return
+                req += b
+            head, _, body = req.partition(b"\r\n\r\n")
+            n = 0
+            for ln in head.split(b"\r\n"):
+                if ln.lower().startswith(b"content-length:"):
+                    n = int(ln.split(b":")[1])
+            while len(body) < n:
+                b = c.recv(4096)
+                if not b:
+                    break
+                body += b
+            self.handler(self, c, head.decode("latin-1"))
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.stopping = True
+        self.sock.close()
+
+
+def answer(c, doc, status=200):
+    body = json.dumps(doc).encode()
+    c.sendall(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % (status, len(body)) + body)
+
+
+def discovery(d):
+    return {"token_endpoint": d.url + "/token", "service": "s",
+            "device": {"client_id": "cli", "issuer": d.url,
+                       "device_authorization_endpoint": d.url + "/device",
+                       "token_endpoint": d.url + "/ptoken"}}
+
+
+def run_login(d, tmp_path, timeout=120):
+    home = str(tmp_path / "home")
+    os.makedirs(home, exist_ok=True)
+    env = safe_env({"HOME": home,
+                    "XDG_CONFIG_HOME": os.path.join(home, ".config")})
+    return subprocess.run([gateway_bin(), "login", d.url],
+                          capture_output=True, env=env, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_escape_sequences_from_the_provider_are_not_printed(tmp_path):
+    """review: the provider's user_code, verification URIs and error
+    description reached the terminal raw: an OSC or CSI sequence there
+    can retitle or clear the terminal, hide text, or (some terminals)
+    write to the clipboard.  Control bytes are printed as '?'."""
+    def h(d, c, head):
+        if head.startswith("GET /.well-known/portcullis"):
+            answer(c, discovery(d))
+        elif head.startswith("POST /device"):
+            answer(c, {"device_code": "dc", "user_code": ESC + "]0;pwn\x07"
+                       "ABCD", "verification_uri": "https://idp.test/"
+                       + ESC + "[2J", "verification_uri_complete":
+                       "https://idp.test/?c=" + ESC + "[8m", "interval": 1,
+                       "expires_in": 60})
+        elif head.startswith("POST /ptoken"):
+            answer(c, {"error": "access_denied_x", "error_description":
+                       "no" + ESC + "[31m\x9b2J"}, status=400)
+        else:
+            answer(c, {}, status=404)
+    d = Double(h)
+    try:
+        p = run_login(d, tmp_path)
+    finally:
+        d.stop()
+    out = p.stdout.decode("latin-1")
+    err = p.stderr.decode("latin-1")
+    assert p.returncode == 1
+    assert "enter the code" in out, (out, err)
+    assert "the provider refused" in err, err
+    for s in (out, err):
+        assert ESC not in s and "\x07" not in s and "\x9b" not in s, \
+            repr(s)
+
