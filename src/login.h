@@ -14,7 +14,7 @@
 #include <jansson.h>
 
 #define LOGIN_MAX_ANSWER	(1024 * 1024)	/* bytes of one answer */
-#define LOGIN_IO_TIMEOUT	30		/* seconds, each I/O */
+#define LOGIN_IO_TIMEOUT	30		/* seconds, a whole request */
 
 /* login_http.c */
 struct login_resp {

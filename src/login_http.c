@@ -4,6 +4,10 @@
  * https (OpenSSL, the peer's certificate verified against the system's
  * CAs or a given file, its name or IP address checked), every read and
  * write bounded by LOGIN_IO_TIMEOUT and the answer by LOGIN_MAX_ANSWER.
+ * The timeout is the whole request's (connect, handshake, request and
+ * answer), not each read's: a peer dribbling a byte now and then must not
+ * hold the command (or docker, behind the credential helper) for days.
+ * The socket is non-blocking; every wait is a poll() for what is left.
  * Nothing it sends or receives is printed: forms carry tokens.
  */
 #include <sys/types.h>
@@ -12,11 +16,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -29,10 +36,52 @@
 #include "login.h"
 
 struct lconn {
-	int	 fd;
-	SSL_CTX	*ctx;
-	SSL	*ssl;
+	int		 fd;
+	SSL_CTX		*ctx;
+	SSL		*ssl;
+	struct timespec	 deadline;	/* CLOCK_MONOTONIC */
 };
+
+/* Wait until fd is readable (or writable); -1 once the deadline passed. */
+static int
+lconn_wait(struct lconn *c, int out)
+{
+	struct pollfd	 pfd;
+	struct timespec	 now;
+	long long	 ms;
+	int		 r;
+
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ms = (long long)(c->deadline.tv_sec - now.tv_sec) * 1000 +
+		    (c->deadline.tv_nsec - now.tv_nsec) / 1000000;
+		if (ms <= 0) {
+			errno = ETIMEDOUT;
+			return (-1);
+		}
+		pfd.fd = c->fd;
+		pfd.events = out ? POLLOUT : POLLIN;
+		pfd.revents = 0;
+		if ((r = poll(&pfd, 1, (int)ms)) > 0)
+			return (0);
+		if (r == -1 && errno != EINTR)
+			return (-1);
+	}
+}
+
+/* After an SSL call returned r <= 0: 1 wait and retry, 0 no. */
+static int
+lconn_ssl_retry(struct lconn *c, int r)
+{
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		return (lconn_wait(c, 0) == 0);
+	case SSL_ERROR_WANT_WRITE:
+		return (lconn_wait(c, 1) == 0);
+	default:
+		return (0);
+	}
+}
 
 static void
 lconn_close(struct lconn *c)
@@ -51,12 +100,14 @@ lconn_open(struct lconn *c, const struct url *u, const char *ca_file,
     char *err, size_t errlen)
 {
 	struct addrinfo	 hints, *res, *ai;
-	struct timeval	 tv = { LOGIN_IO_TIMEOUT, 0 };
+	socklen_t	 elen;
 	char		 port[16];
-	int		 e;
+	int		 e, r;
 
 	memset(c, 0, sizeof(*c));
 	c->fd = -1;
+	clock_gettime(CLOCK_MONOTONIC, &c->deadline);
+	c->deadline.tv_sec += LOGIN_IO_TIMEOUT;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
 	snprintf(port, sizeof(port), "%d", u->port);
@@ -65,16 +116,19 @@ lconn_open(struct lconn *c, const struct url *u, const char *ca_file,
 		return (-1);
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		if ((c->fd = socket(ai->ai_family, ai->ai_socktype,
-		    ai->ai_protocol)) == -1)
+		if ((c->fd = socket(ai->ai_family, ai->ai_socktype |
+		    SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol)) == -1)
 			continue;
-		/* Linux bounds connect() by the send timeout. */
-		(void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv,
-		    sizeof(tv));
-		(void)setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv,
-		    sizeof(tv));
 		if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) == 0)
 			break;
+		if (errno == EINPROGRESS && lconn_wait(c, 1) == 0) {
+			elen = sizeof(e);
+			if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e,
+			    &elen) == 0 && e == 0)
+				break;
+			if (elen == sizeof(e) && e != 0)
+				errno = e;
+		}
 		e = errno;
 		close(c->fd);
 		c->fd = -1;
@@ -114,7 +168,9 @@ lconn_open(struct lconn *c, const struct url *u, const char *ca_file,
 		if (SSL_set1_host(c->ssl, u->host) != 1)
 			fatalx("SSL_set1_host");
 	}
-	if (SSL_connect(c->ssl) != 1) {
+	while ((r = SSL_connect(c->ssl)) != 1 && lconn_ssl_retry(c, r))
+		continue;
+	if (r != 1) {
 		e = (int)SSL_get_verify_result(c->ssl);
 		snprintf(err, errlen, "TLS with %s:%d failed: %s", u->host,
 		    u->port, e != X509_V_OK ?
@@ -132,10 +188,16 @@ lconn_write(struct lconn *c, const char *p, size_t n)
 	ssize_t	w;
 
 	while (n > 0) {
-		if (c->ssl != NULL)
+		if (c->ssl != NULL) {
 			w = SSL_write(c->ssl, p, (int)n);
-		else
+			if (w <= 0 && lconn_ssl_retry(c, (int)w))
+				continue;
+		} else {
 			w = write(c->fd, p, n);
+			if (w == -1 && (errno == EAGAIN || errno == EINTR) &&
+			    lconn_wait(c, 1) == 0)
+				continue;
+		}
 		if (w <= 0)
 			return (-1);
 		p += w;
@@ -166,14 +228,20 @@ lconn_read_all(struct lconn *c, char **out, size_t *len, size_t max)
 		}
 		if (c->ssl != NULL) {
 			r = SSL_read(c->ssl, buf + n, (int)(cap - n));
+			if (r <= 0 && lconn_ssl_retry(c, (int)r))
+				continue;
 			if (r <= 0 && SSL_get_error(c->ssl, (int)r) ==
 			    SSL_ERROR_ZERO_RETURN)
 				r = 0;
 			else if (r <= 0 && SSL_get_error(c->ssl, (int)r) ==
 			    SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
 				r = 0;	/* closed without close_notify */
-		} else
+		} else {
 			r = read(c->fd, buf + n, cap - n);
+			if (r == -1 && (errno == EAGAIN || errno == EINTR) &&
+			    lconn_wait(c, 0) == 0)
+				continue;
+		}
 		if (r < 0) {
 			free(buf);
 			return (-1);

@@ -128,3 +128,28 @@ def test_escape_sequences_from_the_provider_are_not_printed(tmp_path):
         assert ESC not in s and "\x07" not in s and "\x9b" not in s, \
             repr(s)
 
+
+def test_a_dribbled_answer_ends_within_the_time_bound(tmp_path):
+    """review: LOGIN_IO_TIMEOUT bounded each read, not the answer: a
+    peer sending one byte every few seconds (up to 1 MiB) held the CLI
+    (and docker, through the credential helper) for days.  The whole
+    answer now has 30 s."""
+    def h(d, c, head):
+        c.sendall(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(120):
+            if d.stopping:
+                return
+            c.sendall(b"X")
+            time.sleep(1)
+    d = Double(h)
+    t0 = time.monotonic()
+    try:
+        p = run_login(d, tmp_path, timeout=150)
+    finally:
+        d.stop()
+    took = time.monotonic() - t0
+    assert p.returncode == 1
+    assert b"no answer" in p.stderr, p.stderr
+    # The double dribbles for 120 s; the CLI must give up well before.
+    assert took < 90, took
+
