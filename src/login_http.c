@@ -218,11 +218,12 @@ lconn_read_all(struct lconn *c, char **out, size_t *len, size_t max)
 		fatal("malloc");
 	for (;;) {
 		if (n == cap) {
+			/* Room for the head: the body alone may be max. */
 			if (cap >= max + 65536) {
 				free(buf);
 				return (-1);
 			}
-			cap *= 2;
+			cap = cap * 2 > max + 65536 ? max + 65536 : cap * 2;
 			if ((buf = realloc(buf, cap + 1)) == NULL)
 				fatal("realloc");
 		}
@@ -348,6 +349,13 @@ login_http(const char *method, const char *url, const char *ctype,
 	if (strcasestr(raw, "\r\ntransfer-encoding: chunked") != NULL &&
 	    dechunk(p, blen, &blen) == -1) {
 		snprintf(err, errlen, "%s: malformed chunked answer", hp);
+		free(raw);
+		goto done;
+	}
+	if (blen > LOGIN_MAX_ANSWER) {
+		snprintf(err, errlen, "%s: no answer, or one over %d bytes",
+		    hp, LOGIN_MAX_ANSWER);
+		OPENSSL_cleanse(raw, rawlen);
 		free(raw);
 		goto done;
 	}

@@ -153,3 +153,18 @@ def test_a_dribbled_answer_ends_within_the_time_bound(tmp_path):
     # The double dribbles for 120 s; the CLI must give up well before.
     assert took < 90, took
 
+
+def test_an_answer_over_one_mebibyte_is_refused(tmp_path):
+    """review: the answer cap let up to 2 MiB in (the buffer doubled
+    past LOGIN_MAX_ANSWER before the check)."""
+    def h(d, c, head):
+        doc = discovery(d)
+        doc["pad"] = "x" * (1536 * 1024)
+        answer(c, doc)
+    d = Double(h)
+    try:
+        p = run_login(d, tmp_path)
+    finally:
+        d.stop()
+    assert p.returncode == 1
+    assert b"over 1048576 bytes" in p.stderr, p.stderr
