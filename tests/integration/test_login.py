@@ -713,3 +713,56 @@ def test_a_check_in_flight_does_not_let_old_groups_stand(env, tmp_path):
     r = refresh(env, rt, scope)
     assert r.status_code == 200, r.text
     assert claims(r.json()["access_token"])["groups"] == []
+
+
+def _device_tokens(env, who):
+    env.idp.set_state(login=who)
+    try:
+        d = env.idp.device_start()
+        env.idp.device_approve(d["user_code"])
+        return env.idp.token({
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "device_code": d["device_code"], "client_id": "cli"})
+    finally:
+        env.idp.set_state(login="alice")
+
+
+def test_exchange_needs_one_live_session_of_one_subject(env):
+    """review (sound): an id_token of one person with the provider
+    refresh token of another is refused; an exchanged pair cannot be
+    replayed (the provider rotated its refresh token, and oidc-provider
+    ends the grant on the replay, so the linked token ends too); `token
+    revoke --subject` ends a linked refresh token."""
+    add_person(env, "gus", ["dev"])
+    add_person(env, "hal", ["ops"])
+    g, h = _device_tokens(env, "gus"), _device_tokens(env, "hal")
+    s = session()
+
+    def exchange(idt, prt):
+        return s.post(env.gw.url + "/token", data={
+            "grant_type": "password", "password": idt,
+            "idp_refresh_token": prt, "service": SERVICE}, timeout=15)
+    r = exchange(g["id_token"], h["refresh_token"])
+    assert r.status_code == 401, r.text
+    assert "another subject" in r.text
+    r = exchange(g["id_token"], g["refresh_token"])
+    assert r.status_code == 200, r.text
+    rt = r.json()["refresh_token"]
+    assert claims(rt)["sub"] == "corp:gus"
+    r = exchange(g["id_token"], g["refresh_token"])
+    assert r.status_code == 401, r.text
+    scope = "repository:team/img:pull"
+    # The provider took the replay of its spent refresh token as theft
+    # and ended the grant: the linked token ends with it.
+    r = refresh(env, rt, scope)
+    assert r.status_code == 401 and "refused to renew" in r.text, r.text
+    g = _device_tokens(env, "gus")
+    r = exchange(g["id_token"], g["refresh_token"])
+    assert r.status_code == 200, r.text
+    rt = r.json()["refresh_token"]
+    assert refresh(env, rt, scope).status_code == 200
+    out = run([gateway_bin(), "token", "revoke", "-c", env.gw.config_path,
+               "--subject", "corp:gus"], timeout=60)
+    assert "revoked" in out.stdout + out.stderr, out.stdout + out.stderr
+    wait_for(lambda: refresh(env, rt, scope).status_code == 401,
+             timeout=10, what="the revocation to reach the gateway")
