@@ -27,6 +27,7 @@ int	 login_http(const char *, const char *, const char *, const char *,
 json_t	*login_http_json(const char *, const char *, const char *,
 	    const char *, int *, char *, size_t);
 char	*login_form(const char *const *);
+int	 login_http_parse(char *, size_t, struct login_resp *);
 void	 login_resp_free(struct login_resp *);
 
 /* login_cli.c */

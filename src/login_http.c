@@ -284,6 +284,38 @@ dechunk(char *b, size_t len, size_t *outlen)
 	return (0);
 }
 
+/*
+ * An answer read whole (raw[rawlen] == '\0'; raw is changed): the status
+ * and a copy of the body (de-chunked) in *out.  0; -1 not HTTP, -2 bad
+ * chunked body, -3 a body over LOGIN_MAX_ANSWER.  Apart from the socket
+ * so that tests/fuzz/fuzz_login_http.c reaches it.
+ */
+int
+login_http_parse(char *raw, size_t rawlen, struct login_resp *out)
+{
+	char	*hend, *p;
+	size_t	 blen;
+
+	memset(out, 0, sizeof(*out));
+	if (sscanf(raw, "HTTP/1.%*[01] %d", &out->status) != 1 ||
+	    (hend = strstr(raw, "\r\n\r\n")) == NULL)
+		return (-1);
+	*hend = '\0';
+	p = hend + 4;
+	blen = rawlen - (size_t)(p - raw);
+	if (strcasestr(raw, "\r\ntransfer-encoding: chunked") != NULL &&
+	    dechunk(p, blen, &blen) == -1)
+		return (-2);
+	if (blen > LOGIN_MAX_ANSWER)
+		return (-3);
+	if ((out->body = malloc(blen + 1)) == NULL)
+		fatal("malloc");
+	memcpy(out->body, p, blen);
+	out->body[blen] = '\0';
+	out->len = blen;
+	return (0);
+}
+
 void
 login_resp_free(struct login_resp *r)
 {
@@ -306,8 +338,8 @@ login_http(const char *method, const char *url, const char *ctype,
 {
 	struct url	 u;
 	struct lconn	 c;
-	char		 hp[300], *req, *raw, *p, *hend;
-	size_t		 rawlen, blen;
+	char		 hp[300], *req, *raw;
+	size_t		 rawlen;
 	int		 rv = -1, n;
 
 	memset(out, 0, sizeof(*out));
@@ -337,36 +369,23 @@ login_http(const char *method, const char *url, const char *ctype,
 		    hp, LOGIN_MAX_ANSWER);
 		goto done;
 	}
-	if (sscanf(raw, "HTTP/1.%*[01] %d", &out->status) != 1 ||
-	    (hend = strstr(raw, "\r\n\r\n")) == NULL) {
-		snprintf(err, errlen, "%s: not an HTTP answer", hp);
-		free(raw);
-		goto done;
-	}
-	*hend = '\0';
-	p = hend + 4;
-	blen = rawlen - (size_t)(p - raw);
-	if (strcasestr(raw, "\r\ntransfer-encoding: chunked") != NULL &&
-	    dechunk(p, blen, &blen) == -1) {
+	switch (login_http_parse(raw, rawlen, out)) {
+	case 0:
+		rv = 0;
+		break;
+	case -2:
 		snprintf(err, errlen, "%s: malformed chunked answer", hp);
-		free(raw);
-		goto done;
-	}
-	if (blen > LOGIN_MAX_ANSWER) {
+		break;
+	case -3:
 		snprintf(err, errlen, "%s: no answer, or one over %d bytes",
 		    hp, LOGIN_MAX_ANSWER);
-		OPENSSL_cleanse(raw, rawlen);
-		free(raw);
-		goto done;
+		break;
+	default:
+		snprintf(err, errlen, "%s: not an HTTP answer", hp);
+		break;
 	}
-	if ((out->body = malloc(blen + 1)) == NULL)
-		fatal("malloc");
-	memcpy(out->body, p, blen);
-	out->body[blen] = '\0';
-	out->len = blen;
 	OPENSSL_cleanse(raw, rawlen);
 	free(raw);
-	rv = 0;
 done:
 	OPENSSL_cleanse(req, (size_t)n);
 	free(req);
