@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -278,6 +279,13 @@ login_answer_error(json_t *doc)
 	return ("no reason given");
 }
 
+/* Not an https URL (where a token may go). */
+static int
+login_plain(const char *u)
+{
+	return (strncasecmp(u, "https://", 8) != 0);
+}
+
 /* Resolve a path-only URL against base; new. */
 static char *
 login_abs(const char *base, const char *u)
@@ -392,6 +400,18 @@ login_device(const struct login_opts *o, struct login_result *r)
 	}
 	r->token_endpoint = login_abs(r->base, json_string_value(
 	    json_object_get(disc, "token_endpoint")));
+	/*
+	 * The provider's tokens go to these: an https registry's document
+	 * naming a plain http one would send them in the clear.
+	 */
+	if (strncmp(r->base, "https://", 8) == 0 &&
+	    (login_plain(r->token_endpoint) || login_plain(dep) ||
+	    login_plain(tep))) {
+		login_say(stderr, "portcullis: %s names a plain http endpoint "
+		    "for an https registry (%s, %s, %s); refused\n", url,
+		    r->token_endpoint, dep, tep);
+		goto done;
+	}
 	if (json_string_value(json_object_get(disc, "service")) != NULL &&
 	    (r->service = strdup(json_string_value(json_object_get(disc,
 	    "service")))) == NULL)

@@ -10,11 +10,13 @@ test is the real binary."""
 import json
 import os
 import socket
+import ssl
 import subprocess
 import threading
 import time
 
 from lib.gateway import gateway_bin
+from lib.hostile_upstream import make_ca_and_cert
 from lib.util import safe_env
 
 ESC = "\x1b"
@@ -23,12 +25,15 @@ ESC = "\x1b"
 class Double:
     """One listening socket; handler(conn, request_text) answers."""
 
-    def __init__(self, handler):
+    def __init__(self, handler, tls=None):
+        self.tls = tls
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http",
+                                          self.port)
+        self.got = []
         self.handler = handler
         self.stopping = False
         self.t = threading.Thread(target=self.loop, daemon=True)
@@ -45,6 +50,8 @@ class Double:
     def one(self, c):
         try:
             c.settimeout(10)
+            if self.tls is not None:
+                c = self.tls.wrap_socket(c, server_side=True)
             req = b""
             while b"\r\n\r\n" not in req:
                 b = c.recv(4096)
@@ -61,6 +68,7 @@ class Double:
                 if not b:
                     break
                 body += b
+            self.got.append(head + b"\r\n\r\n" + body)
             self.handler(self, c, head.decode("latin-1"))
         except OSError:
             pass
@@ -85,12 +93,13 @@ def discovery(d):
                        "token_endpoint": d.url + "/ptoken"}}
 
 
-def run_login(d, tmp_path, timeout=120):
+def run_login(d, tmp_path, timeout=120, ca=None):
     home = str(tmp_path / "home")
     os.makedirs(home, exist_ok=True)
     env = safe_env({"HOME": home,
                     "XDG_CONFIG_HOME": os.path.join(home, ".config")})
-    return subprocess.run([gateway_bin(), "login", d.url],
+    return subprocess.run([gateway_bin(), "login"] +
+                          (["--ca-file", ca] if ca else []) + [d.url],
                           capture_output=True, env=env, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
@@ -168,3 +177,69 @@ def test_an_answer_over_one_mebibyte_is_refused(tmp_path):
         d.stop()
     assert p.returncode == 1
     assert b"over 1048576 bytes" in p.stderr, p.stderr
+
+
+def tls_ctx(d, hosts):
+    ca, cert, key = make_ca_and_cert(d, hosts)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ca, ctx
+
+
+def device_flow(d, c, head):
+    """The provider's half, answered at once (the code approved)."""
+    if head.startswith("POST /device"):
+        answer(c, {"device_code": "dc", "user_code": "ABCD",
+                   "verification_uri": "https://idp.test/", "interval": 1,
+                   "expires_in": 60})
+    elif head.startswith("POST /ptoken"):
+        answer(c, {"id_token": "a.b.c", "refresh_token": "prt-SECRET"})
+    else:
+        return False
+    return True
+
+
+def test_tls_names_are_checked(tmp_path):
+    """review (sound): the registry's certificate must name the address
+    dialled (an IP SAN for an IP), from the CA given."""
+    ca, ctx = tls_ctx(tmp_path, ("127.0.0.2", "localhost"))
+
+    def h(d, c, head):
+        answer(c, {}, status=404)
+    d = Double(h, tls=ctx)
+    try:
+        p = run_login(d, tmp_path, ca=ca)
+    finally:
+        d.stop()
+    assert p.returncode == 1
+    assert b"TLS with 127.0.0.1" in p.stderr, p.stderr
+    assert d.got == []
+
+
+def test_an_https_registry_cannot_send_the_tokens_over_plain_http(
+        tmp_path):
+    """review: the discovery document of an https registry could name
+    plain http endpoints (the gateway's token endpoint, the provider's
+    device and token endpoints): the CLI then sent the provider's
+    id_token and refresh token in the clear.  Refused now, before
+    anything goes out."""
+    plain = Double(lambda d, c, head: answer(c, {}, status=500))
+    ca, ctx = tls_ctx(tmp_path, ("127.0.0.1",))
+
+    def h(d, c, head):
+        if head.startswith("GET /.well-known/portcullis"):
+            doc = discovery(d)
+            doc["token_endpoint"] = plain.url + "/token"
+            answer(c, doc)
+        elif not device_flow(d, c, head):
+            answer(c, {}, status=404)
+    d = Double(h, tls=ctx)
+    try:
+        p = run_login(d, tmp_path, ca=ca)
+    finally:
+        d.stop()
+        plain.stop()
+    assert p.returncode == 1
+    assert not any(b"prt-SECRET" in g for g in plain.got), plain.got
+    assert plain.got == []
+    assert b"plain http" in p.stderr, p.stderr
