@@ -243,3 +243,35 @@ def test_an_https_registry_cannot_send_the_tokens_over_plain_http(
     assert not any(b"prt-SECRET" in g for g in plain.got), plain.got
     assert plain.got == []
     assert b"plain http" in p.stderr, p.stderr
+
+
+def test_helper_gives_back_an_identity_token_docker_stored(tmp_path):
+    """review: `store` of an identity token (docker login keeps the
+    refresh token a registry gave this way) for a registry never signed
+    in with portcullis login had no token endpoint, so every `get`
+    "refreshed" it, failed ("no token endpoint known") and answered that
+    the sign-in was over: docker never got its token back.  Without a
+    token endpoint, get answers the token as stored (docker refreshes it
+    at the endpoint the registry's challenge names)."""
+    home = str(tmp_path / "home")
+    os.makedirs(home)
+    env = safe_env({"HOME": home,
+                    "XDG_CONFIG_HOME": os.path.join(home, ".config")})
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = str(bindir / "docker-credential-portcullis")
+    os.symlink(os.path.abspath(gateway_bin()), helper)
+
+    def call(verb, data):
+        return subprocess.run([helper, verb], input=data.encode(),
+                              capture_output=True, env=env, timeout=60,
+                              start_new_session=True)
+    p = call("store", json.dumps({"ServerURL": "reg.example.test:5000",
+                                  "Username": "<token>",
+                                  "Secret": "docker-kept-token"}))
+    assert p.returncode == 0, p.stdout
+    p = call("get", "reg.example.test:5000")
+    assert p.returncode == 0, p.stdout
+    ans = json.loads(p.stdout)
+    assert ans["Username"] == "<token>"
+    assert ans["Secret"] == "docker-kept-token"
