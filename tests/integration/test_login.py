@@ -675,36 +675,74 @@ def _record_crypto(jti):
     return key, ek
 
 
-def test_a_check_in_flight_does_not_let_old_groups_stand(env, tmp_path):
-    """review: the lock's stand-in takes the last check's groups however
-    old that check is.  A client keeping one refresh in flight (or a
-    provider that hangs) would let every other refresh carry groups the
-    provider removed long ago, past sso.recheck_interval plus an access
-    token's life.  With the last check older than recheck_interval plus
-    the lock's 30 s, a refresh that finds the lock held is a 503."""
+def _reseal(env, key, ek, change):
     import base64
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    accounts = add_person(env, "fay", ["dev"])
-    rt = login_as(env, str(tmp_path / "fay"), "fay")["refresh_token"]
-    key, ek = _record_crypto(claims(rt)["jti"])
     with env.rs.client() as c:
         val = c.call("GET", key)
         pttl = c.call("PTTL", key)
     raw = base64.urlsafe_b64decode(val + b"=" * (-len(val) % 4))
     rec = json.loads(AESGCM(ek).decrypt(raw[:12], raw[12:], key.encode()))
-    assert rec["groups"] == ["corp:dev"]
-    # The last check an hour ago (as a lock held again and again makes
-    # it), re-sealed as the gateway would.
-    rec["checked"] = int(time.time() * 1000) - 3600 * 1000
+    change(rec)
     nonce = os.urandom(12)
     sealed = base64.urlsafe_b64encode(nonce + AESGCM(ek).encrypt(
         nonce, json.dumps(rec).encode(), key.encode())).rstrip(b"=")
     with env.rs.client() as c:
         assert c.call("SET", key, sealed, "PX", str(pttl)) == b"OK"
-        assert c.call("SET", key + ":lock", "1", "PX", "60000") == b"OK"
+    return rec
+
+
+def test_a_check_in_flight_does_not_let_old_groups_stand(env, tmp_path):
+    """review: the lock's stand-in took the last check's groups however
+    old that check was.  A client keeping one refresh in flight (or a
+    provider that hangs) would let every other refresh carry groups the
+    provider removed long ago, past sso.recheck_interval plus an access
+    token's life.  With the last check older than recheck_interval plus
+    the lock's 30 s, a refresh that finds the lock held waits for the
+    check in flight and takes its groups; a check that never ends makes
+    it a 503 once the lock's life is over."""
+    accounts = add_person(env, "fay", ["dev"])
+    rt = login_as(env, str(tmp_path / "fay"), "fay")["refresh_token"]
+    key, ek = _record_crypto(claims(rt)["jti"])
+    hour_ago = int(time.time() * 1000) - 3600 * 1000
+
+    def age(rec):
+        rec["checked"] = hour_ago
+    # The last check an hour ago (as a lock held again and again makes
+    # it), re-sealed as the gateway would; a check holds the lock.
+    assert _reseal(env, key, ek, age)["groups"] == ["corp:dev"]
+    with env.rs.client() as c:
+        assert c.call("SET", key + ":lock", "1", "PX", "120000") == b"OK"
     accounts["fay"]["groups"] = []
     env.idp.set_state(accounts=accounts)
     scope = "repository:team/img:pull"
+    k = env.gw.log_text().count("idp_session recheck_wait ")
+    res = {}
+    t = threading.Thread(target=lambda: res.update(r=refresh(env, rt,
+                                                              scope)))
+    t.start()
+    try:
+        wait_for(lambda: env.gw.log_text().count(
+            "idp_session recheck_wait ") > k or
+            env.gw.log_text().count("idp_session recheck_wait\n") > k,
+            timeout=20, what="the refresh to wait for the check")
+        assert "r" not in res
+
+        def checked_now(rec):
+            rec["checked"] = int(time.time() * 1000)
+            rec["groups"] = []
+        # The check in flight ends: its groups, then the lock goes.
+        _reseal(env, key, ek, checked_now)
+        with env.rs.client() as c:
+            c.call("DEL", key + ":lock")
+    finally:
+        t.join(timeout=60)
+    assert res["r"].status_code == 200, res["r"].text
+    assert claims(res["r"].json()["access_token"])["groups"] == []
+    # A check that never ends (its lock held, its record unchanged).
+    _reseal(env, key, ek, age)
+    with env.rs.client() as c:
+        assert c.call("SET", key + ":lock", "1", "PX", "120000") == b"OK"
     r = refresh(env, rt, scope)
     assert r.status_code == 503, (r.status_code, r.text)
     assert "under way" in r.text
