@@ -57,7 +57,7 @@
 
 #define TOKIDP_JTI_BYTES	16
 #define TOKIDP_LOCK_MS		30000	/* a crashed check's lock */
-#define TOKIDP_WAIT_MS		250	/* between looks at a check in flight */
+#define TOKIDP_WAIT_MS		250	/* a check in flight looked at */
 #define TOKIDP_RECORD_MAX	65536	/* a sealed record's bytes */
 #define TOKIDP_GROUPS_MAX	1024
 #define TOKIDP_CLAIMS_MAX	256
