@@ -56,7 +56,7 @@
 #include "token_int.h"
 
 #define TOKIDP_JTI_BYTES	16
-#define TOKIDP_LOCK_MS		30000	/* a crashed check's lock */
+#define TOKIDP_LOCK_MS		30000	/* a crashed check's lock, at least */
 #define TOKIDP_WAIT_MS		250	/* a check in flight looked at */
 #define TOKIDP_RECORD_MAX	65536	/* a sealed record's bytes */
 #define TOKIDP_GROUPS_MAX	1024
@@ -792,6 +792,21 @@ tokidp_wait_cb(evutil_socket_t fd, short ev, void *arg)
 		tokidp_fail(op, ERR_UNAVAILABLE, "Redis is unavailable");
 }
 
+/*
+ * A lock's life: longer than a check can take (the provider's connect
+ * and answer timeouts), so a slow provider's check still holds it when it
+ * ends; a second check would replay the same provider refresh token,
+ * which providers take as theft and end the sign-in for.
+ */
+static int
+tokidp_lock_ms(const struct config *conf)
+{
+	int	ms = conf->upstream_connect_timeout_ms +
+		    conf->upstream_response_timeout_ms + 5000;
+
+	return (ms > TOKIDP_LOCK_MS ? ms : TOKIDP_LOCK_MS);
+}
+
 /* Look at the record again in TOKIDP_WAIT_MS. */
 static void
 tokidp_wait(struct tokidp_op *op)
@@ -801,7 +816,8 @@ tokidp_wait(struct tokidp_op *op)
 	if (op->ev_wait == NULL) {
 		log_info("%llu.%u idp_session recheck_wait",
 		    (unsigned long long)op->req->c->id, op->req->seq);
-		op->wait_until = tokidp_now_ms() + TOKIDP_LOCK_MS;
+		op->wait_until = tokidp_now_ms() +
+		    tokidp_lock_ms(op->req->conf);
 		if ((op->ev_wait = evtimer_new(op->ctx->base, tokidp_wait_cb,
 		    op)) == NULL)
 			fatal("evtimer_new");
@@ -880,7 +896,7 @@ tokidp_locked(struct tokidp_op *op, redisReply *r)
 	 * hangs, must not make them stand).
 	 */
 	if (tokidp_now_ms() - op->checked >= op->req->conf->identity->sso->
-	    recheck_interval_ms + TOKIDP_LOCK_MS) {
+	    recheck_interval_ms + tokidp_lock_ms(op->req->conf)) {
 		tokidp_wait(op);
 		return;
 	}
@@ -932,7 +948,7 @@ tokidp_got(struct tokidp_op *op, redisReply *r)
 		return;
 	}
 	/* op->fresh stays: a check already in flight lets it stand in. */
-	snprintf(px, sizeof(px), "%d", TOKIDP_LOCK_MS);
+	snprintf(px, sizeof(px), "%d", tokidp_lock_ms(op->req->conf));
 	argv[0] = "SET";
 	argv[1] = op->lock;
 	argv[2] = "1";
