@@ -208,11 +208,11 @@ def store_path(home):
     return os.path.join(home, ".config", "portcullis", "credentials.json")
 
 
-def refresh(e, rt, scope):
+def refresh(e, rt, scope, timeout=30):
     return session().post(e.gw.url + "/token", data={
         "grant_type": "refresh_token", "refresh_token": rt,
         "service": SERVICE, "client_id": "test", "scope": scope},
-        timeout=30)
+        timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -743,7 +743,8 @@ def test_a_check_in_flight_does_not_let_old_groups_stand(env, tmp_path):
     _reseal(env, key, ek, age)
     with env.rs.client() as c:
         assert c.call("SET", key + ":lock", "1", "PX", "120000") == b"OK"
-    r = refresh(env, rt, scope)
+    # The gateway waits out the lock's life (30 s here), then answers.
+    r = refresh(env, rt, scope, timeout=90)
     assert r.status_code == 503, (r.status_code, r.text)
     assert "under way" in r.text
     with env.rs.client() as c:
