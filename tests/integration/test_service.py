@@ -337,6 +337,33 @@ def test_log_file_that_cannot_be_opened_stops_start(start_registry,
         tmp_path / "no" / "such" / "dir" / "x.log") in gw.log_text()
 
 
+@needs_root
+def test_log_file_symlink_is_not_followed_as_root(start_registry,
+                                                  start_gateway, open_dir):
+    """log.file is opened as root, before the drop, in a directory the
+    dropped user writes (LogsDirectory=, logrotate's create): a symlink
+    that user planted there must not make root create or append to a
+    file the link names."""
+    uid, gid = _nobody()
+    reg = start_registry("up")
+    logs = os.path.join(open_dir, "logs")
+    os.mkdir(logs)
+    os.chown(logs, uid, gid)
+    victim_dir = os.path.join(open_dir, "root-only")
+    os.mkdir(victim_dir, 0o700)
+    victim = os.path.join(victim_dir, "victim")
+    lf = os.path.join(logs, "portcullis.log")
+    os.symlink(victim, lf)
+    os.lchown(lf, uid, gid)
+    gw = start_gateway(gateway_config(upstream(reg, default=True),
+                                      user="nobody", log={"file": lf}),
+                       expect_fail=True)
+    assert not os.path.exists(victim), "root followed the planted link"
+    assert gw.returncode == 1
+    assert "log.file %s: cannot open" % lf in gw.log_text()
+    assert "symbolic link" in gw.log_text()
+
+
 def test_pull_in_flight_completes_after_sigterm(start_registry,
                                                 start_gateway):
     """SIGTERM while a 64 MiB blob is being read: the listener closes, the
