@@ -155,6 +155,28 @@ def test_unknown_user_is_refused(start_registry, start_gateway):
     assert "user: no such user: no-such-user-pc" in gw.log_text()
 
 
+@needs_root
+@pytest.mark.parametrize("user,group", [("root", None), ("0", None),
+                                        ("nobody", "root"),
+                                        ("nobody", "0")])
+def test_user_or_group_root_is_refused(start_registry, start_gateway,
+                                       user, group):
+    """A "user" that is root (by name or number) or a root group gives
+    nothing up: the gateway must not start and log privileges_dropped
+    while it keeps root's rights."""
+    reg = start_registry("up")
+    extra = {"user": user}
+    if group is not None:
+        extra["group"] = group
+    gw = start_gateway(gateway_config(upstream(reg, default=True),
+                                      **extra), expect_fail=True)
+    assert gw.returncode == 1
+    assert "privileges_dropped" not in gw.log_text()
+    want = "user: %s is root" % user if group is None else \
+        "group: %s is root's group" % group
+    assert want in gw.log_text()
+
+
 def test_group_without_user_is_a_config_error(tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"group": "nogroup", "upstreams": [
