@@ -40,14 +40,22 @@ log_init(int level)
 	setvbuf(stderr, NULL, _IOLBF, 0);
 }
 
-/* Open path (append, created 0640) onto stderr; -1 with errno set. */
+/*
+ * Open path (append, created 0640) onto stderr; -1 with errno set.  As
+ * root (before the privilege drop) a symbolic link is not followed: the
+ * log directory is the unprivileged user's (LogsDirectory=, logrotate's
+ * create), and a link planted there must not make root write elsewhere.
+ */
 static int
 log_open_onto_stderr(const char *path)
 {
-	int	fd, saved;
+	int	fd, saved, flags;
 
-	if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
-	    O_NOCTTY | O_NONBLOCK, 0640)) == -1)
+	flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY |
+	    O_NONBLOCK;
+	if (geteuid() == 0)
+		flags |= O_NOFOLLOW;
+	if ((fd = open(path, flags, 0640)) == -1)
 		return (-1);
 	fflush(stderr);
 	if (fd != STDERR_FILENO) {
@@ -77,7 +85,8 @@ log_file_open(const char *path, char **cause)
 		fatal("strdup");
 	if (log_open_onto_stderr(p) == -1) {
 		if (asprintf(cause, "log.file %s: cannot open: %s", p,
-		    strerror(errno)) == -1)
+		    errno == ELOOP && geteuid() == 0 ? "a symbolic link, "
+		    "not followed as root" : strerror(errno)) == -1)
 			*cause = NULL;
 		free(p);
 		return (-1);

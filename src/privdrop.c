@@ -103,6 +103,20 @@ priv_drop(const char *user, const char *group, char **cause)
 		return (-1);
 	if (group != NULL && priv_lookup_group(group, &gid, cause) == -1)
 		return (-1);
+	/* Root by another name gives nothing up: say so, never pretend. */
+	if (uid == 0) {
+		if (asprintf(cause, "user: %s is root (uid 0): name an "
+		    "unprivileged user, or leave user out", user) == -1)
+			*cause = NULL;
+		return (-1);
+	}
+	if (gid == 0) {
+		if (asprintf(cause, "group: %s%s is root's group (gid 0): "
+		    "name an unprivileged group", group != NULL ? group :
+		    "the primary group of ", group != NULL ? "" : user) == -1)
+			*cause = NULL;
+		return (-1);
+	}
 	if (geteuid() != 0) {
 		if (geteuid() != uid)
 			log_warn("- server user=%s ignored: not started as "

@@ -155,6 +155,28 @@ def test_unknown_user_is_refused(start_registry, start_gateway):
     assert "user: no such user: no-such-user-pc" in gw.log_text()
 
 
+@needs_root
+@pytest.mark.parametrize("user,group", [("root", None), ("0", None),
+                                        ("nobody", "root"),
+                                        ("nobody", "0")])
+def test_user_or_group_root_is_refused(start_registry, start_gateway,
+                                       user, group):
+    """A "user" that is root (by name or number) or a root group gives
+    nothing up: the gateway must not start and log privileges_dropped
+    while it keeps root's rights."""
+    reg = start_registry("up")
+    extra = {"user": user}
+    if group is not None:
+        extra["group"] = group
+    gw = start_gateway(gateway_config(upstream(reg, default=True),
+                                      **extra), expect_fail=True)
+    assert gw.returncode == 1
+    assert "privileges_dropped" not in gw.log_text()
+    want = "user: %s is root" % user if group is None else \
+        "group: %s is root's group" % group
+    assert want in gw.log_text()
+
+
 def test_group_without_user_is_a_config_error(tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"group": "nogroup", "upstreams": [
@@ -335,6 +357,33 @@ def test_log_file_that_cannot_be_opened_stops_start(start_registry,
     assert gw.returncode == 1
     assert "log.file %s: cannot open: No such file or directory" % (
         tmp_path / "no" / "such" / "dir" / "x.log") in gw.log_text()
+
+
+@needs_root
+def test_log_file_symlink_is_not_followed_as_root(start_registry,
+                                                  start_gateway, open_dir):
+    """log.file is opened as root, before the drop, in a directory the
+    dropped user writes (LogsDirectory=, logrotate's create): a symlink
+    that user planted there must not make root create or append to a
+    file the link names."""
+    uid, gid = _nobody()
+    reg = start_registry("up")
+    logs = os.path.join(open_dir, "logs")
+    os.mkdir(logs)
+    os.chown(logs, uid, gid)
+    victim_dir = os.path.join(open_dir, "root-only")
+    os.mkdir(victim_dir, 0o700)
+    victim = os.path.join(victim_dir, "victim")
+    lf = os.path.join(logs, "portcullis.log")
+    os.symlink(victim, lf)
+    os.lchown(lf, uid, gid)
+    gw = start_gateway(gateway_config(upstream(reg, default=True),
+                                      user="nobody", log={"file": lf}),
+                       expect_fail=True)
+    assert not os.path.exists(victim), "root followed the planted link"
+    assert gw.returncode == 1
+    assert "log.file %s: cannot open" % lf in gw.log_text()
+    assert "symbolic link" in gw.log_text()
 
 
 def test_pull_in_flight_completes_after_sigterm(start_registry,
