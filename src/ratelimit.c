@@ -24,7 +24,7 @@
  *
  * Also here, before the rules: an upstream's own quota floor (Docker
  * Hub's RateLimit-Remaining as proxy.c last saw it), which refuses the
- * pulls the cache cannot answer while the quota is nearly spent.
+ * manifest GETs the cache cannot answer while the quota is nearly spent.
  */
 #include <sys/types.h>
 #include <sys/queue.h>
@@ -391,71 +391,75 @@ ratelimit_would_hit(struct req *req)
 }
 
 /*
- * The bucket's key: prefix, rule id, then what the rule is keyed by.
- * The repository part comes first in subject+repository: a name cannot
- * hold '|', a subject can.  A value too long for RLB_KEY_MAX keeps its
- * head and a 64-bit hash of the whole.
+ * The bucket's key (rlb_key(): prefix, the rule id's length and id, then
+ * the value).  The repository part comes first in subject+repository: a
+ * name cannot hold '|', a subject can.  An anonymous IPv6 caller counts
+ * by its network of the rule's cidr_v6 bits for keys subject and ip too:
+ * one host holds a /64 (or more), and each of its addresses would
+ * otherwise start a fresh bucket.  IPv4 callers count by their address.
  */
 static char *
 rl_key(const struct config_ratelimit *rc, const struct config_rl_rule *r,
     const struct req *req)
 {
 	const struct principal	*pr = &req->principal;
-	char			 addr[INET6_ADDRSTRLEN + 8], who[1100];
-	char			 repo[OCI_NAME_MAX + 80], buf[2400], *k;
+	char			 addr[RLB_ADDR_MAX], sbuf[1536];
+	char			 key[RLB_KEY_MAX + 1], *v = sbuf, *k;
 	unsigned char		 a[16];
-	int			 af, i, bits = 0;
-	uint64_t		 h = 1469598103934665603ULL;
-	size_t			 len, j;
+	const char		*sub = NULL;
+	size_t			 need, len;
+	int			 af, bits = 128, n;
 
 	addr[0] = '\0';
 	if ((af = rl_addr(pr, a)) != 0) {
-		if (r->key == CONFIG_RL_CIDR) {
-			bits = af == AF_INET ? r->cidr_v4 : r->cidr_v6;
-			for (i = bits; i < (af == AF_INET ? 32 : 128); i++)
-				a[i / 8] &= ~(0x80 >> (i % 8));
-		}
-		inet_ntop(af, a, addr, sizeof(addr));
 		if (r->key == CONFIG_RL_CIDR)
-			snprintf(addr + strlen(addr),
-			    sizeof(addr) - strlen(addr), "/%d", bits);
+			bits = af == AF_INET ? r->cidr_v4 : r->cidr_v6;
+		else if (af == AF_INET6)
+			bits = r->cidr_v6;
+		if (rlb_addr_text(af, a, bits, r->key == CONFIG_RL_CIDR,
+		    addr) == -1)
+			addr[0] = '\0';
 	}
 	if (pr->method != AUTH_ANONYMOUS && pr->subject[0] != '\0')
-		snprintf(who, sizeof(who), "s:%s", pr->subject);
-	else
-		snprintf(who, sizeof(who), "a:%s", addr);
-	snprintf(repo, sizeof(repo), "r:%s/%s", req->up->name, req->upname);
+		sub = pr->subject;
+	/* Room for the longest: repository, '|', "s:" and the subject. */
+	need = strlen(req->up->name) + strlen(req->upname) + sizeof(addr) +
+	    (sub != NULL ? strlen(sub) : 0) + 16;
+	if (need > sizeof(sbuf) && (v = malloc(need)) == NULL)
+		fatal("malloc");
 	switch (r->key) {
 	case CONFIG_RL_SUBJECT:
-		snprintf(buf, sizeof(buf), "%s", who);
+		n = sub != NULL ? snprintf(v, need, "s:%s", sub) :
+		    snprintf(v, need, "a:%s", addr);
 		break;
 	case CONFIG_RL_IP:
-		snprintf(buf, sizeof(buf), "ip:%s", addr);
+		n = snprintf(v, need, "ip:%s", addr);
 		break;
 	case CONFIG_RL_CIDR:
-		snprintf(buf, sizeof(buf), "net:%s", addr);
+		n = snprintf(v, need, "net:%s", addr);
 		break;
 	case CONFIG_RL_REPOSITORY:
-		snprintf(buf, sizeof(buf), "%s", repo);
+		n = snprintf(v, need, "r:%s/%s", req->up->name, req->upname);
 		break;
 	case CONFIG_RL_SUBJECT_REPOSITORY:
-		snprintf(buf, sizeof(buf), "%s|%s", repo, who);
+		n = sub != NULL ? snprintf(v, need, "r:%s/%s|s:%s",
+		    req->up->name, req->upname, sub) :
+		    snprintf(v, need, "r:%s/%s|a:%s", req->up->name,
+		    req->upname, addr);
 		break;
 	default:
-		snprintf(buf, sizeof(buf), "u:%s", req->up->name);
+		n = snprintf(v, need, "u:%s", req->up->name);
 		break;
 	}
-	len = strlen(buf);
-	if (strlen(rc->key_prefix) + strlen(r->id) + 1 + len > RLB_KEY_MAX) {
-		for (j = 0; j < len; j++) {
-			h ^= (unsigned char)buf[j];
-			h *= 1099511628211ULL;
-		}
-		snprintf(buf + 512, sizeof(buf) - 512, "#%016llx",
-		    (unsigned long long)h);
-	}
-	if (asprintf(&k, "%s%s:%s", rc->key_prefix, r->id, buf) == -1)
-		fatal("asprintf");
+	if (n < 0 || (size_t)n >= need ||
+	    rlb_key(key, rc->key_prefix, r->id, v, (size_t)n) == -1)
+		fatalx("ratelimit: key");	/* bounded by the config */
+	if (v != sbuf)
+		free(v);
+	len = strlen(key);
+	if ((k = malloc(len + 1)) == NULL)
+		fatal("malloc");
+	memcpy(k, key, len + 1);
 	return (k);
 }
 
@@ -851,11 +855,14 @@ rl_on_reply(struct rds *l, struct redisReply *reply, void *arg)
 /*
  * The upstream's own quota (Docker Hub's RateLimit-Remaining, which
  * proxy.c notes with the time of the report): at or below the upstream's
- * quota_floor, a pull the cache cannot answer is refused for quota_hold
- * after the report, so that the last of the quota is not spent by the
- * gateway's misses, while what the cache holds is still served.  After
- * quota_hold one goes through, and the report in its answer decides.
- * -1: answered (429).
+ * quota_floor, a manifest GET the cache cannot answer is refused for
+ * quota_hold after the report, so that the last of the quota is not
+ * spent by the gateway's misses, while what the cache holds is still
+ * served.  Only what Docker Hub counts is refused: manifest GETs.  Its
+ * HEADs and blob requests cost no quota, and refusing the blobs of a
+ * manifest already paid for would leave that pull half done for nothing.
+ * After quota_hold one goes through, and the report in its answer
+ * decides.  -1: answered (429).
  */
 static int
 rl_quota(struct req *req, int a, int *hit)
@@ -867,7 +874,8 @@ rl_quota(struct req *req, int a, int *hit)
 	long				 rem;
 	uint64_t			 age, left;
 
-	if (up == NULL || up->quota_floor < 0 || a != POL_PULL)
+	if (up == NULL || up->quota_floor < 0 || a != POL_PULL ||
+	    req->route.ep != OCI_EP_MANIFEST || req->msg->method != HTTP_GET)
 		return (0);
 	us = upstream_state_get(req->c->ctx, up);
 	if (us->rl_remaining[0] == '\0')

@@ -10,10 +10,16 @@
  * more intervals fit before now + B*T.
  */
 #include <sys/queue.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
 
 #include "rlbucket.h"
 
@@ -353,4 +359,82 @@ rlb_table_chain_max(const struct rlb_table *t)
 			max = len;
 	}
 	return (max);
+}
+
+/* A bucket's key; see rlbucket.h. */
+int
+rlb_key(char *out, const char *prefix, const char *id, const char *value,
+    size_t valuelen)
+{
+	static const char	 hex[] = "0123456789abcdef";
+	unsigned char		 md[EVP_MAX_MD_SIZE];
+	unsigned int		 mdlen = 0, i;
+	size_t			 plen = strlen(prefix), ilen = strlen(id);
+	size_t			 head, len;
+	EVP_MD_CTX		*ctx;
+	char			 num[24];
+	int			 nlen, ok;
+
+	if (plen + ilen > 400)
+		return (-1);
+	nlen = snprintf(num, sizeof(num), "%zu:", ilen);
+	head = plen + nlen + ilen + 1;
+	memcpy(out, prefix, plen);
+	memcpy(out + plen, num, nlen);
+	memcpy(out + plen + nlen, id, ilen);
+	out[head - 1] = ':';
+	if (valuelen <= RLB_KEY_MAX - head) {
+		memcpy(out + head, value, valuelen);
+		out[head + valuelen] = '\0';
+		return ((int)(head + valuelen));
+	}
+	/* The digest of the whole key, as it would have been. */
+	if ((ctx = EVP_MD_CTX_new()) == NULL)
+		return (-1);
+	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(ctx, out, head) == 1 &&
+	    EVP_DigestUpdate(ctx, value, valuelen) == 1 &&
+	    EVP_DigestFinal_ex(ctx, md, &mdlen) == 1;
+	EVP_MD_CTX_free(ctx);
+	if (!ok)
+		return (-1);
+	len = head;
+	out[len++] = '#';
+	for (i = 0; i < mdlen; i++) {
+		out[len++] = hex[md[i] >> 4];
+		out[len++] = hex[md[i] & 15];
+	}
+	out[len] = '\0';
+	return ((int)len);
+}
+
+/* An address as text for a key; see rlbucket.h. */
+int
+rlb_addr_text(int af, const unsigned char *a, int bits, int always_bits,
+    char *out)
+{
+	unsigned char	b[16];
+	int		i, all, cut;
+	size_t		len;
+
+	if (af == AF_INET)
+		all = 32;
+	else if (af == AF_INET6)
+		all = 128;
+	else
+		return (-1);
+	memcpy(b, a, all / 8);
+	if (bits < 0)
+		bits = 0;
+	cut = bits < all;
+	if (!cut)
+		bits = all;
+	for (i = bits; i < all; i++)
+		b[i / 8] &= ~(0x80 >> (i % 8));
+	if (inet_ntop(af, b, out, RLB_ADDR_MAX) == NULL)
+		return (-1);
+	len = strlen(out);
+	if (cut || always_bits)
+		len += snprintf(out + len, RLB_ADDR_MAX - len, "/%d", bits);
+	return ((int)len);
 }

@@ -94,4 +94,27 @@ size_t		 rlb_table_count(const struct rlb_table *);
 size_t		 rlb_table_chain_max(const struct rlb_table *);
 void		 rlb_table_clear(struct rlb_table *);
 
+/*
+ * A bucket's key: prefix, the rule id's length and the id, then the value
+ * the rule keys by ("portcullis:rl:" "5:per-ip" ":" "ip:192.0.2.1").  The
+ * length makes keys unambiguous whatever the ids hold (':' is allowed):
+ * rules "x" and "x:s" never share a bucket.  A key longer than
+ * RLB_KEY_MAX keeps prefix and id and has "#" and the SHA-256 of the whole
+ * key (hex) for its value (values never start with '#').  out holds
+ * RLB_KEY_MAX + 1.  The key's length; -1 when prefix and id are too long
+ * (over 400 bytes: the config allows 200 and 64).
+ */
+int	rlb_key(char *out, const char *prefix, const char *id,
+	    const char *value, size_t valuelen);
+
+/*
+ * An address as text for a key: af (AF_INET, AF_INET6) and its 4 or 16
+ * bytes, cut to its first bits (bits at or above the address's length:
+ * all of it); "/bits" follows when cut or when always_bits.  out holds
+ * RLB_ADDR_MAX.  Its length; -1 for an unknown family.
+ */
+#define RLB_ADDR_MAX	56
+int	rlb_addr_text(int af, const unsigned char *a, int bits,
+	    int always_bits, char *out);
+
 #endif /* PC_RLBUCKET_H */

@@ -20,6 +20,7 @@ GETs over all three round-robin.
 - skopeo, podman, ctr and docker each print the gateway's 429 message.
 """
 import ast
+import hashlib
 import json
 import os
 import re
@@ -293,7 +294,7 @@ def test_acl_user_and_reload(seeded, redis, start_gateway, http, tmp_path):
     assert not [l for l in gw.log_text().splitlines()
                 if "ratelimit" in l and "NOPERM" in l]
     keys = sorted(k.decode() for k in rs.call("KEYS", "*"))
-    assert keys == ["portcullis:rl:five:ip:127.0.0.1",
+    assert keys == ["portcullis:rl:4:five:ip:127.0.0.1",
                     "portcullis:rl:instances"]
     # A reload: another rule, and the old one gone.
     cfg = gw.config
@@ -437,9 +438,12 @@ def test_docker_prints_the_429(seeded, redis, start_gateway, http,
 def test_upstream_quota_floor_refuses_misses_serves_hits(
         start_registry, skopeo, single_image, image_factory, start_gateway,
         http, tmp_path):
-    """Docker Hub's ratelimit-remaining at or below quota_floor: pulls the
-    cache cannot answer are refused with 429 naming the upstream's quota,
-    before the upstream hears of them; what the cache holds is served."""
+    """Docker Hub's ratelimit-remaining at or below quota_floor: manifest
+    GETs the cache cannot answer (what Docker Hub counts) are refused with
+    429 naming the upstream's quota, before the upstream hears of them;
+    what the cache holds is served, and manifest HEADs and blob misses,
+    which cost no quota, go through (a pull whose manifest was paid for
+    finishes)."""
     from lib.quota_upstream import QuotaUpstream
     reg = start_registry("hub")
     from lib.images import HOST_ARCH
@@ -488,15 +492,27 @@ def test_upstream_quota_floor_refuses_misses_serves_hits(
             'upstream "hub" reports 2 pulls left of its quota (the gateway '
             'keeps 2): pulls it has not cached are refused; retry after ')
         assert 3500 <= int(r.headers["Retry-After"]) <= 3600
-        r = http.get(gw.url + "/v2/hub/proj/third/blobs/" +
-                     img["layers"][0]["digest"], timeout=30)
-        assert r.status_code == 429
         assert q.requests[seen:] == []
         assert "ratelimit quota_floor upstream=hub remaining=2 floor=2" \
             in gw.log_text()
+        # Not counted by Docker Hub, so not refused: a manifest HEAD and
+        # a blob the cache does not hold for this repository reach the
+        # upstream, and the quota stays as it was.
+        r = http.head(gw.url + "/v2/hub/proj/third/manifests/v1",
+                      headers={"Accept": ACCEPT}, timeout=30)
+        assert r.status_code == 200, r.headers
+        assert ("HEAD", "/v2/proj/third/manifests/v1") in q.requests[seen:]
+        blob = "/v2/hub/proj/third/blobs/" + img["layers"][0]["digest"]
+        r = http.get(gw.url + blob, timeout=30)
+        assert r.status_code == 200
+        assert hashlib.sha256(r.content).hexdigest() == \
+            img["layers"][0]["digest"].split(":", 1)[1]
+        assert any(p.startswith("/v2/proj/third/blobs/")
+                   for _, p in q.requests[seen:]), q.requests[seen:]
+        assert q.remaining == 2
         text = http.get(gw.url + "/metrics", timeout=10).text
         assert ('portcullis_ratelimit_refusals_total'
-                '{limit="upstream_quota"} 2' in text.splitlines()), text
+                '{limit="upstream_quota"} 1' in text.splitlines()), text
     finally:
         q.stop()
 
