@@ -98,58 +98,68 @@ rlb_take(const struct rlb_params *p, int64_t tat, int64_t now,
  * The script, line for line rlb_take() over every key (tests/integration
  * test_ratelimit.py runs it against this file's results).  Lua numbers
  * are doubles: every value stays below 2^53 (rlb_params_init), the
- * division is corrected to an exact floor, and the stored value is
- * written with %.0f, since tostring() would keep 14 digits only.  The
- * buckets are stored only when every one allows: a refused request costs
- * no rule anything (a TAT cut back to a full wait is stored anyway).
+ * division is corrected to an exact floor, and a stored value is handed
+ * to SET as a number, which Redis writes with all its digits (tostring()
+ * would keep 14).  The buckets are stored only when every one allows: a
+ * refused request costs no rule anything (a TAT cut back to a full wait
+ * is stored anyway).
+ *
+ * Its cost is what Redis spends per counted request, so it is kept to one
+ * MGET and one SET per bucket, and the expiry is not written each time:
+ * a key expires at the end of the minute after the one its TAT is in
+ * ((minute + 2) x 60 s, later than the TAT, so never before its bucket
+ * is full again), and a SET that leaves the TAT in the same minute keeps
+ * the expiry it has (KEEPTTL; Redis 6.0 and later).  Every other store
+ * sets it anew (PX); an idle bucket so stays at most two minutes longer
+ * than it needs to.  ARGV's interval slots hold the old values after
+ * their use, for the stores.
  */
 const char rlb_lua[] =
 	"local now\n"
 	"if ARGV[1] == '' then\n"
 	"  local t = redis.call('TIME')\n"
-	"  now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+	"  now = t[1] * 1000000 + t[2]\n"
 	"else\n"
 	"  now = tonumber(ARGV[1])\n"
 	"end\n"
+	"local function put(k, v, old)\n"
+	"  local b = math.floor(v / 60000000)\n"
+	"  if old and math.floor(old / 60000000) == b then\n"
+	"    redis.call('SET', k, v, 'KEEPTTL')\n"
+	"  else\n"
+	"    redis.call('SET', k, v, 'PX',\n"
+	"        math.floor(((b + 2) * 60000000 - now) / 1000))\n"
+	"  end\n"
+	"end\n"
 	"local res = { now }\n"
-	"local nexts = {}\n"
-	"local ok = true\n"
 	"local held = redis.call('MGET', unpack(KEYS))\n"
+	"local ok = true\n"
 	"for i = 1, #KEYS do\n"
 	"  local iv = tonumber(ARGV[2 * i])\n"
-	"  local burst = tonumber(ARGV[2 * i + 1])\n"
-	"  local limit = now + burst * iv\n"
-	"  local tat = tonumber(held[i] or '0') or 0\n"
+	"  local limit = now + tonumber(ARGV[2 * i + 1]) * iv\n"
+	"  local old = tonumber(held[i])\n"
+	"  local tat = old or 0\n"
 	"  local cut = false\n"
 	"  if tat < now then tat = now end\n"
 	"  if tat > limit then tat = limit; cut = true end\n"
 	"  local nx = tat + iv\n"
+	"  local j = 3 * i - 1\n"
 	"  if nx > limit then\n"
 	"    ok = false\n"
-	"    if cut then\n"
-	"      redis.call('SET', KEYS[i], string.format('%.0f', tat),\n"
-	"          'PX', math.floor((tat - now) / 1000) + 1)\n"
-	"    end\n"
-	"    res[#res + 1] = 0\n"
-	"    res[#res + 1] = 0\n"
-	"    res[#res + 1] = nx - limit\n"
+	"    if cut then put(KEYS[i], tat, old) end\n"
+	"    res[j] = 0; res[j + 1] = 0; res[j + 2] = nx - limit\n"
 	"  else\n"
 	"    local left = limit - nx\n"
 	"    local r = math.floor(left / iv)\n"
 	"    if r * iv > left then r = r - 1 end\n"
 	"    if (r + 1) * iv <= left then r = r + 1 end\n"
-	"    nexts[i] = nx\n"
-	"    res[#res + 1] = 1\n"
-	"    res[#res + 1] = r\n"
-	"    res[#res + 1] = 0\n"
+	"    res[j] = 1; res[j + 1] = r; res[j + 2] = 0\n"
+	"    held[i] = nx\n"
+	"    ARGV[2 * i] = old\n"
 	"  end\n"
 	"end\n"
 	"if ok then\n"
-	"  for i = 1, #KEYS do\n"
-	"    local ttl = math.floor((nexts[i] - now) / 1000) + 1\n"
-	"    redis.call('SET', KEYS[i], string.format('%.0f', nexts[i]),\n"
-	"        'PX', ttl)\n"
-	"  end\n"
+	"  for i = 1, #KEYS do put(KEYS[i], held[i], ARGV[2 * i]) end\n"
 	"end\n"
 	"return res\n";
 

@@ -4,7 +4,7 @@
  * theoretical arrival time (TAT), in microseconds.  It behaves as a token
  * bucket of `burst` tokens refilled at `count` per `window`, but needs no
  * refill step, no fraction and one stored integer, so the shared form in
- * Redis is one GET and one SET per rule in a Lua script, and the same
+ * Redis is one MGET and a SET per rule in a Lua script, and the same
  * few lines here for the in-process fallback.  The script (rlb_lua) is
  * kept in rlbucket.c beside rlb_take(): the two must agree, and a test
  * runs both on one table of cases.

@@ -346,7 +346,25 @@ def test_lua_agrees_with_c(redis):
     # k1 was not charged by the refused request.
     got = rs.call("EVAL", script, "1", "k1", "1000000000", iv, "2")
     assert got == [1000000000, 1, 0, 0]
-    assert 9000 < rs.call("PTTL", "k1") <= 20001
+    # Stored with every digit; the expiry after the TAT (20 s ahead), at
+    # the end of the minute after the TAT's (1020 s: minute 17, 1140 s).
+    assert rs.call("GET", "k1") == b"1020000000"
+    assert rs.call("PTTL", "k1") in range(139000, 140001)
+    # A TAT that stays in its minute keeps the expiry it has; one that
+    # moves on gets a new one.  Epoch-sized times keep all 16 digits.
+    t = 1796150000000000 - 1796150000000000 % 60000000 + 1000000
+    for k, at in (("k3", t), ("k3", t + 1), ("k3", t + 2)):
+        got = rs.call("EVAL", script, "1", k, str(at), "1000000", "1000")
+        assert got[:2] == [at, 1], got
+    assert rs.call("GET", "k3") == str(t + 3000000).encode()
+    first = rs.call("PTTL", "k3")
+    assert (120000 - 1000 - 1000) < first <= 120000 - 1000
+    rs.call("PEXPIRE", "k3", 500000)
+    rs.call("EVAL", script, "1", "k3", str(t + 3), "1000000", "1000")
+    assert 490000 < rs.call("PTTL", "k3") <= 500000
+    rs.call("EVAL", script, "1", "k3", str(t + 60000000), "1000000",
+            "1000")
+    assert (120000 - 1000 - 1000) < rs.call("PTTL", "k3") <= 120000 - 1000
 
 
 # --- the 429 as real clients print it ---
