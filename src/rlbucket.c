@@ -380,14 +380,15 @@ rlb_key(char *out, const char *prefix, const char *id, const char *value,
 	unsigned char		 md[EVP_MAX_MD_SIZE];
 	unsigned int		 mdlen = 0, i;
 	size_t			 plen = strlen(prefix), ilen = strlen(id);
-	size_t			 head, len;
+	size_t			 head, len, nlen;
 	EVP_MD_CTX		*ctx;
-	char			 num[24];
-	int			 nlen, ok;
+	char			 num[RLB_DEC_MAX + 1];
+	int			 ok;
 
 	if (plen + ilen > 400)
 		return (-1);
-	nlen = snprintf(num, sizeof(num), "%zu:", ilen);
+	nlen = rlb_dec(num, ilen);
+	num[nlen++] = ':';
 	head = plen + nlen + ilen + 1;
 	memcpy(out, prefix, plen);
 	memcpy(out + plen, num, nlen);
@@ -441,10 +442,37 @@ rlb_addr_text(int af, const unsigned char *a, int bits, int always_bits,
 		bits = all;
 	for (i = bits; i < all; i++)
 		b[i / 8] &= ~(0x80 >> (i % 8));
-	if (inet_ntop(af, b, out, RLB_ADDR_MAX) == NULL)
+	if (af == AF_INET) {
+		/* glibc's inet_ntop() goes through sprintf(). */
+		for (len = 0, i = 0; i < 4; i++) {
+			len += rlb_dec(out + len, b[i]);
+			out[len++] = '.';
+		}
+		out[--len] = '\0';
+	} else if (inet_ntop(af, b, out, RLB_ADDR_MAX) == NULL)
 		return (-1);
-	len = strlen(out);
-	if (cut || always_bits)
-		len += snprintf(out + len, RLB_ADDR_MAX - len, "/%d", bits);
+	else
+		len = strlen(out);
+	if (cut || always_bits) {
+		out[len++] = '/';
+		len += rlb_dec(out + len, (uint64_t)bits);
+	}
 	return ((int)len);
+}
+
+/* v in decimal; see rlbucket.h. */
+size_t
+rlb_dec(char *out, uint64_t v)
+{
+	char	tmp[RLB_DEC_MAX];
+	size_t	n = 0, i;
+
+	do {
+		tmp[n++] = '0' + v % 10;
+		v /= 10;
+	} while (v != 0);
+	for (i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	out[n] = '\0';
+	return (n);
 }

@@ -117,4 +117,11 @@ int	rlb_key(char *out, const char *prefix, const char *id,
 int	rlb_addr_text(int af, const unsigned char *a, int bits,
 	    int always_bits, char *out);
 
+/*
+ * v in decimal at out (RLB_DEC_MAX bytes, NUL-terminated); its length.
+ * The gate formats a few numbers per request: without printf's cost.
+ */
+#define RLB_DEC_MAX	21
+size_t	rlb_dec(char *out, uint64_t v);
+
 #endif /* PC_RLBUCKET_H */

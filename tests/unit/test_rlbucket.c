@@ -514,6 +514,23 @@ test_addr_text(void **state)
 	assert_true(rlb_addr_text(AF_INET6, a6, 0, 1, t1) > 0);
 	assert_string_equal(t1, "::/0");
 	assert_int_equal(rlb_addr_text(AF_UNIX, a4, 32, 0, t1), -1);
+	assert_int_equal(inet_pton(AF_INET, "0.255.10.200", a4), 1);
+	assert_int_equal(rlb_addr_text(AF_INET, a4, 32, 0, t1), 12);
+	assert_string_equal(t1, "0.255.10.200");
+}
+
+static void
+test_dec(void **state)
+{
+	char	b[RLB_DEC_MAX];
+
+	(void)state;
+	assert_int_equal(rlb_dec(b, 0), 1);
+	assert_string_equal(b, "0");
+	assert_int_equal(rlb_dec(b, 1000000000), 10);
+	assert_string_equal(b, "1000000000");
+	assert_int_equal(rlb_dec(b, UINT64_MAX), 20);
+	assert_string_equal(b, "18446744073709551615");
 }
 
 int
@@ -532,6 +549,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_key_unambiguous),
 		cmocka_unit_test(test_key_long),
 		cmocka_unit_test(test_addr_text),
+		cmocka_unit_test(test_dec),
 	};
 
 	if (argc == 2 && strcmp(argv[1], "--table") == 0)
