@@ -27,6 +27,13 @@
 #   SECONDS_PER_ROUND    load duration per round (default 5, at most 60)
 #   ROUNDS               rounds per gateway (default 5, at most 20)
 #   CONNS                client connections (default 4, at most 256)
+#   PIN=1                redis-server on CPU 1, the gateways on CPU 0 (taskset;
+#                        the load generator unpinned): whether the cost is
+#                        Redis's share of the same CPUs
+#   PROFILE=strace|perf  profile the three gateway in its first round:
+#                        strace -c (system calls per request) or perf
+#                        record + report (its hottest functions)
+#   PROFILE_GW           which gateway PROFILE watches: three (default) or none
 #   KEEP_WORK=1          keep the temp dir
 set -euo pipefail
 
@@ -47,6 +54,16 @@ bound() {	# bound VAR MIN MAX
 bound SECONDS_PER_ROUND 1 60
 bound ROUNDS 1 20
 bound CONNS 1 256
+PIN=${PIN:-0}
+PROFILE=${PROFILE:-}
+case $PROFILE in ''|strace|perf) ;; *) echo "PROFILE: strace or perf" >&2; exit 2;; esac
+PROFILE_GW=${PROFILE_GW:-three}
+case $PROFILE_GW in none|three) ;; *) echo "PROFILE_GW: none or three" >&2; exit 2;; esac
+redis_cpu=() gw_cpu=()
+if [ "$PIN" = 1 ]; then
+	[ "$(nproc)" -ge 2 ] || { echo "PIN=1 needs 2 CPUs" >&2; exit 2; }
+	redis_cpu=(taskset -c 1) gw_cpu=(taskset -c 0)
+fi
 for tool in cc curl python3 sha256sum redis-cli "$PORTCULLIS_BIN" \
     "$DOCKER_REGISTRY_BIN" "$REDIS_BIN"; do
 	command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
@@ -61,7 +78,7 @@ tck=$(getconf CLK_TCK)
 # --- redis-server -------------------------------------------------------------
 redis_port=$(free_port)
 mkdir -p "$work/redis"
-"$REDIS_BIN" --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" \
+"${redis_cpu[@]}" "$REDIS_BIN" --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" \
 	--save '' --appendonly no --daemonize no --logfile "$work/redis/log" &
 pids+=($!)
 for i in $(seq 100); do
@@ -124,7 +141,7 @@ start_gw() {	# NAME RATELIMIT-JSON -> sets gw_port, gw_pid
   "upstreams": [{"name": "up1", "url": "$R", "default": true}]
 }
 JSON
-	"$PORTCULLIS_BIN" serve -c "$work/$name/config.json" > "$work/$name/log" 2>&1 &
+	"${gw_cpu[@]}" "$PORTCULLIS_BIN" serve -c "$work/$name/config.json" > "$work/$name/log" 2>&1 &
 	gw_pid=$!
 	pids+=($gw_pid)
 	wait_http "http://127.0.0.1:$port/healthz" "portcullis ($name)" "$gw_pid" "$work/$name/log"
@@ -145,6 +162,8 @@ curl -s -D - -o /dev/null -H "Accept: $MT" \
 
 echo "== cached manifest GET by digest: no rate limits vs three rules (one EVALSHA)"
 echo "   $CONNS connections, ${SECONDS_PER_ROUND}s rounds x $ROUNDS, $(nproc) CPUs shared by all processes"
+[ "$PIN" = 1 ] && echo "   pinned: redis-server on CPU 1, gateways on CPU 0, load unpinned"
+prof_pid=
 res=$work/results
 : > "$res"
 path=/v2/bench/app/manifests/$man_d
@@ -154,6 +173,17 @@ for r in $(seq "$ROUNDS"); do
 	for mode in $order; do
 		port=$none_port pid=$none_pid
 		[ $mode = three ] && port=$three_port pid=$three_pid
+		if [ -n "$PROFILE" ] && [ $mode = "$PROFILE_GW" ] && [ "$r" = 1 ]; then
+			if [ "$PROFILE" = strace ]; then
+				timeout -s INT "$SECONDS_PER_ROUND" strace -c -f \
+				    -o "$work/profile" -p "$pid" 2>/dev/null &
+			else
+				perf record -g -o "$work/perf.data" -p "$pid" -- \
+				    sleep "$SECONDS_PER_ROUND" >/dev/null 2>&1 &
+			fi
+			prof_pid=$!
+			pids+=($prof_pid)
+		fi
 		c0=$(cpu_ticks "$pid")
 		e0=$(evalsha_calls)
 		read -r rps n bad < <("$work/load" "$port" "$path" "$CONNS" \
@@ -161,6 +191,11 @@ for r in $(seq "$ROUNDS"); do
 		e1=$(evalsha_calls)
 		c1=$(cpu_ticks "$pid")
 		[ "$bad" = 0 ] || { echo "round $r $mode: $bad failed requests" >&2; exit 1; }
+		if [ -n "$prof_pid" ]; then
+			wait "$prof_pid" || true
+			prof_pid=
+			prof_n=$n
+		fi
 		echo "$mode $rps $n $(python3 -c "print(($c1-$c0)*1e6/$tck/max($n,1))") $((e1 - e0))" >> "$res"
 		printf '  round %d %-6s %8s req/s %9s requests %9s EVALSHA\n' \
 			"$r" "$mode" "$rps" "$n" "$((e1 - e0))" >&2
@@ -170,6 +205,14 @@ for mode in none three; do
 	grep -q "cache=miss" "$work/$mode/log" 2>/dev/null &&
 		echo "note: $mode logged a cache miss" >&2
 done
+if [ "$PROFILE" = strace ] && [ -s "$work/profile" ]; then
+	echo "strace -c of the $PROFILE_GW gateway, round 1 ($prof_n requests):"
+	sed 's/^/   /' "$work/profile"
+elif [ "$PROFILE" = perf ] && [ -s "$work/perf.data" ]; then
+	echo "perf report of the $PROFILE_GW gateway, round 1 (self, top 25):"
+	perf report -i "$work/perf.data" --no-children --stdio 2>/dev/null |
+		grep -E '^ +[0-9.]+%' | head -25 | sed 's/^/   /'
+fi
 echo "redis-cli INFO commandstats (EVALSHA):"
 rcli INFO commandstats | tr -d '\r' | grep -E '^cmdstat_(evalsha|script)' | sed 's/^/   /'
 python3 - "$res" <<'PY'

@@ -1283,7 +1283,9 @@ static const struct cfg_key cfg_rl_rule_keys[] = {
 	  .help = "Prefix length of an IPv4 caller's network, key cidr." },
 	{ .name = "cidr_v6", .type = CFG_INT, .flags = CFG_RELOAD,
 	  .off = RL_OFF(cidr_v6), .min = 0, .max = 128, .def = 64,
-	  .help = "Prefix length of an IPv6 caller's network, key cidr." },
+	  .help = "Prefix length of an IPv6 caller's network: key cidr, "
+	  "and an anonymous IPv6 caller's bucket for keys subject, ip and "
+	  "subject+repository (128: each address its own)." },
 	{ .name = "actions", .type = CFG_STRLIST, .flags = CFG_RELOAD,
 	  .off = RL_OFF(actions), .count_off = RL_OFF(nactions),
 	  .min = 0, .max = 6, .def_doc = "every action",

@@ -24,7 +24,7 @@
  *
  * Also here, before the rules: an upstream's own quota floor (Docker
  * Hub's RateLimit-Remaining as proxy.c last saw it), which refuses the
- * pulls the cache cannot answer while the quota is nearly spent.
+ * manifest GETs the cache cannot answer while the quota is nearly spent.
  */
 #include <sys/types.h>
 #include <sys/queue.h>
@@ -39,6 +39,7 @@
 #include <time.h>
 
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <hiredis/hiredis.h>
 
 #include "portcullis.h"
@@ -50,6 +51,11 @@
 
 /* Heartbeats: an instance missing for this many intervals is gone. */
 #define RL_HB_MISSES	3
+/* Rules per section (the schema's bound) and keys built on the stack. */
+#define RL_RULES_MAX	256
+#define RL_KEYS_STACK	4096
+/* Buckets whose EVALSHA arguments are built on the stack. */
+#define RL_ARGV_STACK	16
 
 struct ratelimit {
 	struct pc_ctx		*ctx;
@@ -68,18 +74,24 @@ struct ratelimit {
 /* One rule applied to one request. */
 struct rl_item {
 	const struct config_rl_rule	*rule;
-	char				*key;	/* prefix + id + ':' + value */
+	const char			*key;	/* rlb_key(), in the call */
+	size_t				 keylen;
 	int				 allowed;
 	int64_t				 remaining;
 	int64_t				 retry_us;
 	int				 unchecked;	/* closed: Redis away */
 };
 
-/* A request's check; outlives the request until Redis answers. */
+/*
+ * A request's check; outlives the request until Redis answers.  One
+ * allocation holds it, its items and their keys: the gate runs for every
+ * counted request.
+ */
 struct rl_call {
 	struct ratelimit	*rl;
 	struct req		*req;		/* NULL: detached */
-	struct event		*timer;		/* redis_budget */
+	struct event		 timer;		/* redis_budget */
+	int			 timer_set;	/* assigned */
 	int			 sent;		/* a reply will come */
 	int			 retried;	/* NOSCRIPT once */
 	int			 late;		/* its budget passed */
@@ -391,87 +403,114 @@ ratelimit_would_hit(struct req *req)
 }
 
 /*
- * The bucket's key: prefix, rule id, then what the rule is keyed by.
- * The repository part comes first in subject+repository: a name cannot
- * hold '|', a subject can.  A value too long for RLB_KEY_MAX keeps its
- * head and a 64-bit hash of the whole.
+ * The bucket's key (rlb_key(): prefix, the rule id's length and id, then
+ * the value).  The repository part comes first in subject+repository: a
+ * name cannot hold '|', a subject can.  An anonymous IPv6 caller counts
+ * by its network of the rule's cidr_v6 bits for keys subject and ip too:
+ * one host holds a /64 (or more), and each of its addresses would
+ * otherwise start a fresh bucket.  IPv4 callers count by their address.
  */
 static char *
+rl_cat(char *p, const char *end, const char *s)
+{
+	size_t	n = strlen(s);
+
+	if (p == NULL || n > (size_t)(end - p))
+		return (NULL);
+	memcpy(p, s, n);
+	return (p + n);
+}
+
+static size_t
 rl_key(const struct config_ratelimit *rc, const struct config_rl_rule *r,
-    const struct req *req)
+    const struct req *req, char *out)
 {
 	const struct principal	*pr = &req->principal;
-	char			 addr[INET6_ADDRSTRLEN + 8], who[1100];
-	char			 repo[OCI_NAME_MAX + 80], buf[2400], *k;
+	char			 addr[RLB_ADDR_MAX], sbuf[1536];
+	char			*v = sbuf, *p, *end;
 	unsigned char		 a[16];
-	int			 af, i, bits = 0;
-	uint64_t		 h = 1469598103934665603ULL;
-	size_t			 len, j;
+	const char		*sub = NULL;
+	size_t			 need;
+	int			 af, bits = 128, len;
 
 	addr[0] = '\0';
 	if ((af = rl_addr(pr, a)) != 0) {
-		if (r->key == CONFIG_RL_CIDR) {
-			bits = af == AF_INET ? r->cidr_v4 : r->cidr_v6;
-			for (i = bits; i < (af == AF_INET ? 32 : 128); i++)
-				a[i / 8] &= ~(0x80 >> (i % 8));
-		}
-		inet_ntop(af, a, addr, sizeof(addr));
 		if (r->key == CONFIG_RL_CIDR)
-			snprintf(addr + strlen(addr),
-			    sizeof(addr) - strlen(addr), "/%d", bits);
+			bits = af == AF_INET ? r->cidr_v4 : r->cidr_v6;
+		else if (af == AF_INET6)
+			bits = r->cidr_v6;
+		if (rlb_addr_text(af, a, bits, r->key == CONFIG_RL_CIDR,
+		    addr) == -1)
+			addr[0] = '\0';
 	}
 	if (pr->method != AUTH_ANONYMOUS && pr->subject[0] != '\0')
-		snprintf(who, sizeof(who), "s:%s", pr->subject);
-	else
-		snprintf(who, sizeof(who), "a:%s", addr);
-	snprintf(repo, sizeof(repo), "r:%s/%s", req->up->name, req->upname);
+		sub = pr->subject;
+	/* Room for the longest: repository, '|', "s:" and the subject. */
+	need = strlen(req->up->name) + strlen(req->upname) + sizeof(addr) +
+	    (sub != NULL ? strlen(sub) : 0) + 16;
+	if (need > sizeof(sbuf) && (v = malloc(need)) == NULL)
+		fatal("malloc");
+	p = v;
+	end = v + need;
 	switch (r->key) {
 	case CONFIG_RL_SUBJECT:
-		snprintf(buf, sizeof(buf), "%s", who);
+		p = sub != NULL ? rl_cat(rl_cat(p, end, "s:"), end, sub) :
+		    rl_cat(rl_cat(p, end, "a:"), end, addr);
 		break;
 	case CONFIG_RL_IP:
-		snprintf(buf, sizeof(buf), "ip:%s", addr);
+		p = rl_cat(rl_cat(p, end, "ip:"), end, addr);
 		break;
 	case CONFIG_RL_CIDR:
-		snprintf(buf, sizeof(buf), "net:%s", addr);
+		p = rl_cat(rl_cat(p, end, "net:"), end, addr);
 		break;
 	case CONFIG_RL_REPOSITORY:
-		snprintf(buf, sizeof(buf), "%s", repo);
-		break;
 	case CONFIG_RL_SUBJECT_REPOSITORY:
-		snprintf(buf, sizeof(buf), "%s|%s", repo, who);
+		p = rl_cat(rl_cat(rl_cat(rl_cat(p, end, "r:"), end,
+		    req->up->name), end, "/"), end, req->upname);
+		if (r->key == CONFIG_RL_REPOSITORY)
+			break;
+		p = sub != NULL ? rl_cat(rl_cat(p, end, "|s:"), end, sub) :
+		    rl_cat(rl_cat(p, end, "|a:"), end, addr);
 		break;
 	default:
-		snprintf(buf, sizeof(buf), "u:%s", req->up->name);
+		p = rl_cat(rl_cat(p, end, "u:"), end, req->up->name);
 		break;
 	}
-	len = strlen(buf);
-	if (strlen(rc->key_prefix) + strlen(r->id) + 1 + len > RLB_KEY_MAX) {
-		for (j = 0; j < len; j++) {
-			h ^= (unsigned char)buf[j];
-			h *= 1099511628211ULL;
-		}
-		snprintf(buf + 512, sizeof(buf) - 512, "#%016llx",
-		    (unsigned long long)h);
-	}
-	if (asprintf(&k, "%s%s:%s", rc->key_prefix, r->id, buf) == -1)
-		fatal("asprintf");
-	return (k);
+	if (p == NULL || (len = rlb_key(out, rc->key_prefix, r->id, v,
+	    (size_t)(p - v))) == -1)
+		fatalx("ratelimit: key");	/* bounded by the config */
+	if (v != sbuf)
+		free(v);
+	return ((size_t)len);
 }
 
-/* The rules that count this request; 0 when none. */
+/* Keys built for one request: on the stack unless there are many. */
+struct rl_keys {
+	char		*buf;
+	size_t		 len;
+	size_t		 cap;
+	char		 stack[RL_KEYS_STACK];
+};
+
+/*
+ * The rules that count this request, into rules[] (RL_RULES_MAX), their
+ * keys one after the other (NUL-terminated) into kb; how many.
+ */
 static size_t
-rl_match(struct req *req, int a, int *hit, struct rl_item **out)
+rl_match(struct req *req, int a, int *hit,
+    const struct config_rl_rule **rules, struct rl_keys *kb)
 {
 	const struct config_ratelimit	*rc = req->conf->ratelimit;
 	const struct config_rl_rule	*r;
-	struct rl_item			*items = NULL;
-	size_t				 i, n = 0;
+	char				*nb;
+	size_t				 i, n = 0, len;
 
-	*out = NULL;
+	kb->buf = kb->stack;
+	kb->cap = sizeof(kb->stack);
+	kb->len = 0;
 	if (rc == NULL || rc->nrules == 0 || req->up == NULL || a == -1)
 		return (0);
-	for (i = 0; i < rc->nrules; i++) {
+	for (i = 0; i < rc->nrules && n < RL_RULES_MAX; i++) {
 		r = &rc->rules[i];
 		if (!(r->action_mask & (unsigned)a) ||
 		    !(r->endpoint_mask & (1u << req->route.ep)) ||
@@ -488,14 +527,20 @@ rl_match(struct req *req, int a, int *hit, struct rl_item **out)
 			if (*hit)
 				continue;
 		}
-		if (items == NULL && (items = calloc(rc->nrules,
-		    sizeof(*items))) == NULL)
-			fatal("calloc");
-		items[n].rule = r;
-		items[n].key = rl_key(rc, r, req);
-		n++;
+		if (kb->cap - kb->len < RLB_KEY_MAX + 1) {
+			/* At most RL_RULES_MAX keys of RLB_KEY_MAX + 1. */
+			len = kb->cap * 2;
+			if ((nb = malloc(len)) == NULL)
+				fatal("malloc");
+			memcpy(nb, kb->buf, kb->len);
+			if (kb->buf != kb->stack)
+				free(kb->buf);
+			kb->buf = nb;
+			kb->cap = len;
+		}
+		rules[n++] = r;
+		kb->len += rl_key(rc, r, req, kb->buf + kb->len) + 1;
 	}
-	*out = items;
 	return (n);
 }
 
@@ -588,6 +633,23 @@ rl_key_noun(int key)
 }
 
 /*
+ * "N;w=W" (RateLimit-*) into 48 bytes (req->rl_limit), without printf:
+ * every allowed request carries two.
+ */
+static void
+rl_rate_text(char *out, uint64_t n, long long w)
+{
+	size_t	len;
+
+	_Static_assert(sizeof(((struct req *)0)->rl_limit) >=
+	    2 * RLB_DEC_MAX + 2, "rl_limit holds N;w=W");
+
+	len = rlb_dec(out, n);
+	memcpy(out + len, ";w=", 3);
+	rlb_dec(out + len + 3, (uint64_t)w);
+}
+
+/*
  * The verdicts are in: answer 429 for the strictest refusing rule (the
  * longest wait), or note the rule with the fewest requests left for the
  * response's headers.  0: go on; -1: answered.
@@ -616,10 +678,9 @@ rl_decide(struct req *req, struct rl_item *items, size_t n, const char *mode)
 		if (least != NULL) {
 			r = least->rule;
 			w = (r->window_ms + 999) / 1000;
-			snprintf(req->rl_limit, sizeof(req->rl_limit),
-			    "%zu;w=%lld", r->count, w);
-			snprintf(req->rl_remaining, sizeof(req->rl_remaining),
-			    "%lld;w=%lld", (long long)least->remaining, w);
+			rl_rate_text(req->rl_limit, r->count, w);
+			rl_rate_text(req->rl_remaining,
+			    (uint64_t)least->remaining, w);
 		}
 		return (0);
 	}
@@ -663,8 +724,8 @@ rl_stage_free(void *arg)
 
 	/* The reply (or the link's end) frees it; until then it is inert. */
 	call->req = NULL;
-	if (call->timer != NULL)
-		evtimer_del(call->timer);
+	if (call->timer_set)
+		evtimer_del(&call->timer);
 	if (!call->sent)
 		rl_call_free(call);
 }
@@ -676,13 +737,8 @@ static const struct req_stage_ops rl_stage_ops = {
 static void
 rl_call_free(struct rl_call *call)
 {
-	size_t	i;
-
-	if (call->timer != NULL)
-		event_free(call->timer);
-	for (i = 0; i < call->n; i++)
-		free(call->items[i].key);
-	free(call->items);
+	if (call->timer_set)
+		evtimer_del(&call->timer);
 	free(call);
 }
 
@@ -732,38 +788,46 @@ rl_send(struct rl_call *call)
 {
 	struct ratelimit	*rl = call->rl;
 	struct rlb_params	 p;
-	const char		**argv;
-	size_t			*lens, i, argc = 4 + 3 * call->n;
-	char			(*nums)[2][24];
-	char			 nkeys[16];
+	const char		*sargv[4 + 3 * RL_ARGV_STACK], **argv = sargv;
+	size_t			 slens[4 + 3 * RL_ARGV_STACK], *lens = slens;
+	char			 snums[RL_ARGV_STACK][2][RLB_DEC_MAX];
+	char			(*nums)[2][RLB_DEC_MAX] = snums;
+	char			 nkeys[RLB_DEC_MAX];
+	size_t			 i, argc = 4 + 3 * call->n;
 	int			 rv;
 
-	if ((argv = calloc(argc, sizeof(*argv))) == NULL ||
+	/* Built without printf or, for a few rules, the heap. */
+	if (call->n > RL_ARGV_STACK &&
+	    ((argv = calloc(argc, sizeof(*argv))) == NULL ||
 	    (lens = calloc(argc, sizeof(*lens))) == NULL ||
-	    (nums = calloc(call->n, sizeof(*nums))) == NULL)
+	    (nums = calloc(call->n, sizeof(*nums))) == NULL))
 		fatal("calloc");
-	snprintf(nkeys, sizeof(nkeys), "%zu", call->n);
 	argv[0] = "EVALSHA";
+	lens[0] = 7;
 	argv[1] = rl->sha;
+	lens[1] = strlen(rl->sha);
 	argv[2] = nkeys;
+	lens[2] = rlb_dec(nkeys, call->n);
+	argv[3 + call->n] = "";		/* the time: Redis's own */
+	lens[3 + call->n] = 0;
 	for (i = 0; i < call->n; i++) {
 		argv[3 + i] = call->items[i].key;
+		lens[3 + i] = call->items[i].keylen;
 		rl_params(call->items[i].rule, 1, &p);
-		snprintf(nums[i][0], sizeof(nums[i][0]), "%lld",
-		    (long long)p.interval_us);
-		snprintf(nums[i][1], sizeof(nums[i][1]), "%lld",
-		    (long long)p.burst);
 		argv[4 + call->n + 2 * i] = nums[i][0];
+		lens[4 + call->n + 2 * i] = rlb_dec(nums[i][0],
+		    (uint64_t)p.interval_us);
 		argv[5 + call->n + 2 * i] = nums[i][1];
+		lens[5 + call->n + 2 * i] = rlb_dec(nums[i][1],
+		    (uint64_t)p.burst);
 	}
-	argv[3 + call->n] = "";		/* the time: Redis's own */
-	for (i = 0; i < argc; i++)
-		lens[i] = strlen(argv[i]);
 	rv = rds_command_argv(rl->rds, rl_on_reply, call, (int)argc, argv,
 	    lens);
-	free(argv);
-	free(lens);
-	free(nums);
+	if (argv != sargv) {
+		free(argv);
+		free(lens);
+		free(nums);
+	}
 	if (rv == 0)
 		call->sent = 1;
 	return (rv);
@@ -833,7 +897,7 @@ rl_on_reply(struct rds *l, struct redisReply *reply, void *arg)
 		if (rl_load_script(rl) == 0 && rl_send(call) == 0)
 			return;
 	}
-	evtimer_del(call->timer);
+	evtimer_del(&call->timer);
 	if (reply == NULL || rl_parse(call, reply) == -1) {
 		if (reply != NULL)
 			log_warn("%llu.%u ratelimit redis_error "
@@ -851,11 +915,14 @@ rl_on_reply(struct rds *l, struct redisReply *reply, void *arg)
 /*
  * The upstream's own quota (Docker Hub's RateLimit-Remaining, which
  * proxy.c notes with the time of the report): at or below the upstream's
- * quota_floor, a pull the cache cannot answer is refused for quota_hold
- * after the report, so that the last of the quota is not spent by the
- * gateway's misses, while what the cache holds is still served.  After
- * quota_hold one goes through, and the report in its answer decides.
- * -1: answered (429).
+ * quota_floor, a manifest GET the cache cannot answer is refused for
+ * quota_hold after the report, so that the last of the quota is not
+ * spent by the gateway's misses, while what the cache holds is still
+ * served.  Only what Docker Hub counts is refused: manifest GETs.  Its
+ * HEADs and blob requests cost no quota, and refusing the blobs of a
+ * manifest already paid for would leave that pull half done for nothing.
+ * After quota_hold one goes through, and the report in its answer
+ * decides.  -1: answered (429).
  */
 static int
 rl_quota(struct req *req, int a, int *hit)
@@ -867,7 +934,8 @@ rl_quota(struct req *req, int a, int *hit)
 	long				 rem;
 	uint64_t			 age, left;
 
-	if (up == NULL || up->quota_floor < 0 || a != POL_PULL)
+	if (up == NULL || up->quota_floor < 0 || a != POL_PULL ||
+	    req->route.ep != OCI_EP_MANIFEST || req->msg->method != HTTP_GET)
 		return (0);
 	us = upstream_state_get(req->c->ctx, up);
 	if (us->rl_remaining[0] == '\0')
@@ -909,43 +977,52 @@ rl_quota(struct req *req, int a, int *hit)
 int
 ratelimit_request(struct req *req)
 {
-	struct ratelimit	*rl = req->c->ctx->ratelimit;
-	struct rl_call		*call;
-	struct rl_item		*items;
-	struct timeval		 tv;
-	size_t			 n, i;
-	int			 rv, ms, a, hit = -1;
+	struct ratelimit		*rl = req->c->ctx->ratelimit;
+	const struct config_rl_rule	*rules[RL_RULES_MAX];
+	struct rl_keys			 kb;
+	struct rl_call			*call;
+	struct timeval			 tv;
+	const char			*k;
+	size_t				 n, i;
+	int				 rv, ms, a, hit = -1;
 
 	req->rl_checked = 1;
 	a = req->up != NULL ? authz_action(req) : -1;
 	if (rl_quota(req, a, &hit) == -1)
 		return (-1);
-	if (rl == NULL || (n = rl_match(req, a, &hit, &items)) == 0)
+	if (rl == NULL || (n = rl_match(req, a, &hit, rules, &kb)) == 0)
 		return (0);
-	if ((call = calloc(1, sizeof(*call))) == NULL)
+	/* The call, its items and their keys: one allocation. */
+	if ((call = calloc(1, sizeof(*call) + n * sizeof(*call->items) +
+	    kb.len)) == NULL)
 		fatal("calloc");
 	call->rl = rl;
 	call->req = req;
-	call->items = items;
+	call->items = (struct rl_item *)(call + 1);
 	call->n = n;
-	if (rl->ready && rl->late == 0 && (call->timer =
-	    evtimer_new(rl->ctx->base, rl_budget_cb, call)) != NULL &&
-	    rl_send(call) == 0) {
+	memcpy(call->items + n, kb.buf, kb.len);
+	if (kb.buf != kb.stack)
+		free(kb.buf);
+	for (k = (const char *)(call->items + n), i = 0; i < n; i++) {
+		call->items[i].rule = rules[i];
+		call->items[i].key = k;
+		call->items[i].keylen = strlen(k);
+		k += call->items[i].keylen + 1;
+	}
+	if (rl->ready && rl->late == 0 && evtimer_assign(&call->timer,
+	    rl->ctx->base, rl_budget_cb, call) == 0)
+		call->timer_set = 1;
+	if (call->timer_set && rl_send(call) == 0) {
 		ms = req->conf->ratelimit->redis_budget_ms;
 		tv.tv_sec = ms / 1000;
 		tv.tv_usec = (ms % 1000) * 1000;
-		evtimer_add(call->timer, &tv);
+		evtimer_add(&call->timer, &tv);
 		req_stage_set(req, &rl_stage_ops, call);
 		return (1);
 	}
 	/* Redis away: decided here, nothing to wait for. */
-	rl_fallback(rl, req, items, n);
-	rv = rl_decide(req, items, n, "fallback");
-	for (i = 0; i < n; i++)
-		free(items[i].key);
-	free(items);
-	if (call->timer != NULL)
-		event_free(call->timer);
-	free(call);
+	rl_fallback(rl, req, call->items, n);
+	rv = rl_decide(req, call->items, n, "fallback");
+	rl_call_free(call);
 	return (rv);
 }

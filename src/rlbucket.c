@@ -10,10 +10,16 @@
  * more intervals fit before now + B*T.
  */
 #include <sys/queue.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
 
 #include "rlbucket.h"
 
@@ -92,58 +98,68 @@ rlb_take(const struct rlb_params *p, int64_t tat, int64_t now,
  * The script, line for line rlb_take() over every key (tests/integration
  * test_ratelimit.py runs it against this file's results).  Lua numbers
  * are doubles: every value stays below 2^53 (rlb_params_init), the
- * division is corrected to an exact floor, and the stored value is
- * written with %.0f, since tostring() would keep 14 digits only.  The
- * buckets are stored only when every one allows: a refused request costs
- * no rule anything (a TAT cut back to a full wait is stored anyway).
+ * division is corrected to an exact floor, and a stored value is handed
+ * to SET as a number, which Redis writes with all its digits (tostring()
+ * would keep 14).  The buckets are stored only when every one allows: a
+ * refused request costs no rule anything (a TAT cut back to a full wait
+ * is stored anyway).
+ *
+ * Its cost is what Redis spends per counted request, so it is kept to one
+ * MGET and one SET per bucket, and the expiry is not written each time:
+ * a key expires at the end of the minute after the one its TAT is in
+ * ((minute + 2) x 60 s, later than the TAT, so never before its bucket
+ * is full again), and a SET that leaves the TAT in the same minute keeps
+ * the expiry it has (KEEPTTL; Redis 6.0 and later).  Every other store
+ * sets it anew (PX); an idle bucket so stays at most two minutes longer
+ * than it needs to.  ARGV's interval slots hold the old values after
+ * their use, for the stores.
  */
 const char rlb_lua[] =
 	"local now\n"
 	"if ARGV[1] == '' then\n"
 	"  local t = redis.call('TIME')\n"
-	"  now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+	"  now = t[1] * 1000000 + t[2]\n"
 	"else\n"
 	"  now = tonumber(ARGV[1])\n"
 	"end\n"
+	"local function put(k, v, old)\n"
+	"  local b = math.floor(v / 60000000)\n"
+	"  if old and math.floor(old / 60000000) == b then\n"
+	"    redis.call('SET', k, v, 'KEEPTTL')\n"
+	"  else\n"
+	"    redis.call('SET', k, v, 'PX',\n"
+	"        math.floor(((b + 2) * 60000000 - now) / 1000))\n"
+	"  end\n"
+	"end\n"
 	"local res = { now }\n"
-	"local nexts = {}\n"
-	"local ok = true\n"
 	"local held = redis.call('MGET', unpack(KEYS))\n"
+	"local ok = true\n"
 	"for i = 1, #KEYS do\n"
 	"  local iv = tonumber(ARGV[2 * i])\n"
-	"  local burst = tonumber(ARGV[2 * i + 1])\n"
-	"  local limit = now + burst * iv\n"
-	"  local tat = tonumber(held[i] or '0') or 0\n"
+	"  local limit = now + tonumber(ARGV[2 * i + 1]) * iv\n"
+	"  local old = tonumber(held[i])\n"
+	"  local tat = old or 0\n"
 	"  local cut = false\n"
 	"  if tat < now then tat = now end\n"
 	"  if tat > limit then tat = limit; cut = true end\n"
 	"  local nx = tat + iv\n"
+	"  local j = 3 * i - 1\n"
 	"  if nx > limit then\n"
 	"    ok = false\n"
-	"    if cut then\n"
-	"      redis.call('SET', KEYS[i], string.format('%.0f', tat),\n"
-	"          'PX', math.floor((tat - now) / 1000) + 1)\n"
-	"    end\n"
-	"    res[#res + 1] = 0\n"
-	"    res[#res + 1] = 0\n"
-	"    res[#res + 1] = nx - limit\n"
+	"    if cut then put(KEYS[i], tat, old) end\n"
+	"    res[j] = 0; res[j + 1] = 0; res[j + 2] = nx - limit\n"
 	"  else\n"
 	"    local left = limit - nx\n"
 	"    local r = math.floor(left / iv)\n"
 	"    if r * iv > left then r = r - 1 end\n"
 	"    if (r + 1) * iv <= left then r = r + 1 end\n"
-	"    nexts[i] = nx\n"
-	"    res[#res + 1] = 1\n"
-	"    res[#res + 1] = r\n"
-	"    res[#res + 1] = 0\n"
+	"    res[j] = 1; res[j + 1] = r; res[j + 2] = 0\n"
+	"    held[i] = nx\n"
+	"    ARGV[2 * i] = old\n"
 	"  end\n"
 	"end\n"
 	"if ok then\n"
-	"  for i = 1, #KEYS do\n"
-	"    local ttl = math.floor((nexts[i] - now) / 1000) + 1\n"
-	"    redis.call('SET', KEYS[i], string.format('%.0f', nexts[i]),\n"
-	"        'PX', ttl)\n"
-	"  end\n"
+	"  for i = 1, #KEYS do put(KEYS[i], held[i], ARGV[2 * i]) end\n"
 	"end\n"
 	"return res\n";
 
@@ -353,4 +369,110 @@ rlb_table_chain_max(const struct rlb_table *t)
 			max = len;
 	}
 	return (max);
+}
+
+/* A bucket's key; see rlbucket.h. */
+int
+rlb_key(char *out, const char *prefix, const char *id, const char *value,
+    size_t valuelen)
+{
+	static const char	 hex[] = "0123456789abcdef";
+	unsigned char		 md[EVP_MAX_MD_SIZE];
+	unsigned int		 mdlen = 0, i;
+	size_t			 plen = strlen(prefix), ilen = strlen(id);
+	size_t			 head, len, nlen;
+	EVP_MD_CTX		*ctx;
+	char			 num[RLB_DEC_MAX + 1];
+	int			 ok;
+
+	if (plen + ilen > 400)
+		return (-1);
+	nlen = rlb_dec(num, ilen);
+	num[nlen++] = ':';
+	head = plen + nlen + ilen + 1;
+	memcpy(out, prefix, plen);
+	memcpy(out + plen, num, nlen);
+	memcpy(out + plen + nlen, id, ilen);
+	out[head - 1] = ':';
+	if (valuelen <= RLB_KEY_MAX - head) {
+		memcpy(out + head, value, valuelen);
+		out[head + valuelen] = '\0';
+		return ((int)(head + valuelen));
+	}
+	/* The digest of the whole key, as it would have been. */
+	if ((ctx = EVP_MD_CTX_new()) == NULL)
+		return (-1);
+	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(ctx, out, head) == 1 &&
+	    EVP_DigestUpdate(ctx, value, valuelen) == 1 &&
+	    EVP_DigestFinal_ex(ctx, md, &mdlen) == 1;
+	EVP_MD_CTX_free(ctx);
+	if (!ok)
+		return (-1);
+	len = head;
+	out[len++] = '#';
+	for (i = 0; i < mdlen; i++) {
+		out[len++] = hex[md[i] >> 4];
+		out[len++] = hex[md[i] & 15];
+	}
+	out[len] = '\0';
+	return ((int)len);
+}
+
+/* An address as text for a key; see rlbucket.h. */
+int
+rlb_addr_text(int af, const unsigned char *a, int bits, int always_bits,
+    char *out)
+{
+	unsigned char	b[16];
+	int		i, all, cut;
+	size_t		len;
+
+	if (af == AF_INET)
+		all = 32;
+	else if (af == AF_INET6)
+		all = 128;
+	else
+		return (-1);
+	memcpy(b, a, all / 8);
+	if (bits < 0)
+		bits = 0;
+	cut = bits < all;
+	if (!cut)
+		bits = all;
+	for (i = bits; i < all; i++)
+		b[i / 8] &= ~(0x80 >> (i % 8));
+	if (af == AF_INET) {
+		/* glibc's inet_ntop() goes through sprintf(). */
+		for (len = 0, i = 0; i < 4; i++) {
+			len += rlb_dec(out + len, b[i]);
+			out[len++] = '.';
+		}
+		out[--len] = '\0';
+	} else if (inet_ntop(af, b, out, RLB_ADDR_MAX) == NULL)
+		return (-1);
+	else
+		len = strlen(out);
+	if (cut || always_bits) {
+		out[len++] = '/';
+		len += rlb_dec(out + len, (uint64_t)bits);
+	}
+	return ((int)len);
+}
+
+/* v in decimal; see rlbucket.h. */
+size_t
+rlb_dec(char *out, uint64_t v)
+{
+	char	tmp[RLB_DEC_MAX];
+	size_t	n = 0, i;
+
+	do {
+		tmp[n++] = '0' + v % 10;
+		v /= 10;
+	} while (v != 0);
+	for (i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	out[n] = '\0';
+	return (n);
 }

@@ -4,7 +4,7 @@
  * theoretical arrival time (TAT), in microseconds.  It behaves as a token
  * bucket of `burst` tokens refilled at `count` per `window`, but needs no
  * refill step, no fraction and one stored integer, so the shared form in
- * Redis is one GET and one SET per rule in a Lua script, and the same
+ * Redis is one MGET and a SET per rule in a Lua script, and the same
  * few lines here for the in-process fallback.  The script (rlb_lua) is
  * kept in rlbucket.c beside rlb_take(): the two must agree, and a test
  * runs both on one table of cases.
@@ -93,5 +93,35 @@ size_t		 rlb_table_count(const struct rlb_table *);
 /* The longest hash chain (the tests: keys chosen to collide). */
 size_t		 rlb_table_chain_max(const struct rlb_table *);
 void		 rlb_table_clear(struct rlb_table *);
+
+/*
+ * A bucket's key: prefix, the rule id's length and the id, then the value
+ * the rule keys by ("portcullis:rl:" "5:per-ip" ":" "ip:192.0.2.1").  The
+ * length makes keys unambiguous whatever the ids hold (':' is allowed):
+ * rules "x" and "x:s" never share a bucket.  A key longer than
+ * RLB_KEY_MAX keeps prefix and id and has "#" and the SHA-256 of the whole
+ * key (hex) for its value (values never start with '#').  out holds
+ * RLB_KEY_MAX + 1.  The key's length; -1 when prefix and id are too long
+ * (over 400 bytes: the config allows 200 and 64).
+ */
+int	rlb_key(char *out, const char *prefix, const char *id,
+	    const char *value, size_t valuelen);
+
+/*
+ * An address as text for a key: af (AF_INET, AF_INET6) and its 4 or 16
+ * bytes, cut to its first bits (bits at or above the address's length:
+ * all of it); "/bits" follows when cut or when always_bits.  out holds
+ * RLB_ADDR_MAX.  Its length; -1 for an unknown family.
+ */
+#define RLB_ADDR_MAX	56
+int	rlb_addr_text(int af, const unsigned char *a, int bits,
+	    int always_bits, char *out);
+
+/*
+ * v in decimal at out (RLB_DEC_MAX bytes, NUL-terminated); its length.
+ * The gate formats a few numbers per request: without printf's cost.
+ */
+#define RLB_DEC_MAX	21
+size_t	rlb_dec(char *out, uint64_t v);
 
 #endif /* PC_RLBUCKET_H */

@@ -20,6 +20,7 @@ GETs over all three round-robin.
 - skopeo, podman, ctr and docker each print the gateway's 429 message.
 """
 import ast
+import hashlib
 import json
 import os
 import re
@@ -293,7 +294,7 @@ def test_acl_user_and_reload(seeded, redis, start_gateway, http, tmp_path):
     assert not [l for l in gw.log_text().splitlines()
                 if "ratelimit" in l and "NOPERM" in l]
     keys = sorted(k.decode() for k in rs.call("KEYS", "*"))
-    assert keys == ["portcullis:rl:five:ip:127.0.0.1",
+    assert keys == ["portcullis:rl:4:five:ip:127.0.0.1",
                     "portcullis:rl:instances"]
     # A reload: another rule, and the old one gone.
     cfg = gw.config
@@ -345,7 +346,25 @@ def test_lua_agrees_with_c(redis):
     # k1 was not charged by the refused request.
     got = rs.call("EVAL", script, "1", "k1", "1000000000", iv, "2")
     assert got == [1000000000, 1, 0, 0]
-    assert 9000 < rs.call("PTTL", "k1") <= 20001
+    # Stored with every digit; the expiry after the TAT (20 s ahead), at
+    # the end of the minute after the TAT's (1020 s: minute 17, 1140 s).
+    assert rs.call("GET", "k1") == b"1020000000"
+    assert rs.call("PTTL", "k1") in range(139000, 140001)
+    # A TAT that stays in its minute keeps the expiry it has; one that
+    # moves on gets a new one.  Epoch-sized times keep all 16 digits.
+    t = 1796150000000000 - 1796150000000000 % 60000000 + 1000000
+    for k, at in (("k3", t), ("k3", t + 1), ("k3", t + 2)):
+        got = rs.call("EVAL", script, "1", k, str(at), "1000000", "1000")
+        assert got[:2] == [at, 1], got
+    assert rs.call("GET", "k3") == str(t + 3000000).encode()
+    first = rs.call("PTTL", "k3")
+    assert (120000 - 1000 - 1000) < first <= 120000 - 1000
+    rs.call("PEXPIRE", "k3", 500000)
+    rs.call("EVAL", script, "1", "k3", str(t + 3), "1000000", "1000")
+    assert 490000 < rs.call("PTTL", "k3") <= 500000
+    rs.call("EVAL", script, "1", "k3", str(t + 60000000), "1000000",
+            "1000")
+    assert (120000 - 1000 - 1000) < rs.call("PTTL", "k3") <= 120000 - 1000
 
 
 # --- the 429 as real clients print it ---
@@ -437,9 +456,12 @@ def test_docker_prints_the_429(seeded, redis, start_gateway, http,
 def test_upstream_quota_floor_refuses_misses_serves_hits(
         start_registry, skopeo, single_image, image_factory, start_gateway,
         http, tmp_path):
-    """Docker Hub's ratelimit-remaining at or below quota_floor: pulls the
-    cache cannot answer are refused with 429 naming the upstream's quota,
-    before the upstream hears of them; what the cache holds is served."""
+    """Docker Hub's ratelimit-remaining at or below quota_floor: manifest
+    GETs the cache cannot answer (what Docker Hub counts) are refused with
+    429 naming the upstream's quota, before the upstream hears of them;
+    what the cache holds is served, and manifest HEADs and blob misses,
+    which cost no quota, go through (a pull whose manifest was paid for
+    finishes)."""
     from lib.quota_upstream import QuotaUpstream
     reg = start_registry("hub")
     from lib.images import HOST_ARCH
@@ -488,15 +510,27 @@ def test_upstream_quota_floor_refuses_misses_serves_hits(
             'upstream "hub" reports 2 pulls left of its quota (the gateway '
             'keeps 2): pulls it has not cached are refused; retry after ')
         assert 3500 <= int(r.headers["Retry-After"]) <= 3600
-        r = http.get(gw.url + "/v2/hub/proj/third/blobs/" +
-                     img["layers"][0]["digest"], timeout=30)
-        assert r.status_code == 429
         assert q.requests[seen:] == []
         assert "ratelimit quota_floor upstream=hub remaining=2 floor=2" \
             in gw.log_text()
+        # Not counted by Docker Hub, so not refused: a manifest HEAD and
+        # a blob the cache does not hold for this repository reach the
+        # upstream, and the quota stays as it was.
+        r = http.head(gw.url + "/v2/hub/proj/third/manifests/v1",
+                      headers={"Accept": ACCEPT}, timeout=30)
+        assert r.status_code == 200, r.headers
+        assert ("HEAD", "/v2/proj/third/manifests/v1") in q.requests[seen:]
+        blob = "/v2/hub/proj/third/blobs/" + img["layers"][0]["digest"]
+        r = http.get(gw.url + blob, timeout=30)
+        assert r.status_code == 200
+        assert hashlib.sha256(r.content).hexdigest() == \
+            img["layers"][0]["digest"].split(":", 1)[1]
+        assert any(p.startswith("/v2/proj/third/blobs/")
+                   for _, p in q.requests[seen:]), q.requests[seen:]
+        assert q.remaining == 2
         text = http.get(gw.url + "/metrics", timeout=10).text
         assert ('portcullis_ratelimit_refusals_total'
-                '{limit="upstream_quota"} 2' in text.splitlines()), text
+                '{limit="upstream_quota"} 1' in text.splitlines()), text
     finally:
         q.stop()
 

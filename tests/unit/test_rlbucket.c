@@ -16,9 +16,15 @@
  * that tests/integration/test_ratelimit.py runs through the Lua script
  * in a real redis-server: the two forms must agree.
  */
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/sha.h>
 
 #include "rlbucket.h"
 
@@ -407,6 +413,126 @@ print_table(void)
 	return (0);
 }
 
+/*
+ * Keys: the rule id's length in front, so ids that hold ':' cannot make
+ * one rule's key another's (rules "x", key subject, and "x:s", key ip:
+ * the subject "ip:1.2.3.4" and the address 1.2.3.4 once shared a key).
+ */
+static void
+test_key_unambiguous(void **state)
+{
+	char	a[RLB_KEY_MAX + 1], b[RLB_KEY_MAX + 1];
+
+	(void)state;
+	assert_int_equal(rlb_key(a, "p:", "x", "s:ip:1.2.3.4", 12),
+	    (int)strlen("p:1:x:s:ip:1.2.3.4"));
+	assert_string_equal(a, "p:1:x:s:ip:1.2.3.4");
+	assert_true(rlb_key(b, "p:", "x:s", "ip:1.2.3.4", 10) > 0);
+	assert_string_equal(b, "p:3:x:s:ip:1.2.3.4");
+	assert_string_not_equal(a, b);
+	/* The old form, prefix + id + ':' + value, made these equal. */
+	assert_true(rlb_key(a, "p:", "a:b", "c", 1) > 0);
+	assert_true(rlb_key(b, "p:", "a", "b:c", 3) > 0);
+	assert_string_not_equal(a, b);
+	/* Too long a prefix and id (the config allows 200 and 64). */
+	memset(b, 'x', 401);
+	b[401] = '\0';
+	assert_int_equal(rlb_key(a, b, "x", "v", 1), -1);
+}
+
+/* A long key: its value is the SHA-256 of the whole key, not a head. */
+static void
+test_key_long(void **state)
+{
+	char		 k1[RLB_KEY_MAX + 1], k2[RLB_KEY_MAX + 1], hex[65];
+	char		*v, *whole;
+	unsigned char	 md[SHA256_DIGEST_LENGTH];
+	size_t		 n = 3000, i;
+	int		 len;
+
+	(void)state;
+	if ((v = malloc(n + 1)) == NULL || (whole = malloc(n + 64)) == NULL)
+		fail();
+	memset(v, 'a', n);
+	v[n] = '\0';
+	/* Exactly RLB_KEY_MAX: kept as it is. */
+	len = rlb_key(k1, "pfx:", "id", v, RLB_KEY_MAX - strlen("pfx:2:id:"));
+	assert_int_equal(len, RLB_KEY_MAX);
+	assert_int_equal(strlen(k1), RLB_KEY_MAX);
+	/* One more: hashed. */
+	len = rlb_key(k1, "pfx:", "id", v, RLB_KEY_MAX + 1 -
+	    strlen("pfx:2:id:"));
+	assert_int_equal(len, (int)strlen("pfx:2:id:#") + 64);
+	/* Two values alike in their first 2999 bytes differ. */
+	assert_true(rlb_key(k1, "pfx:", "id", v, n) > 0);
+	v[n - 1] = 'b';
+	assert_true(rlb_key(k2, "pfx:", "id", v, n) > 0);
+	assert_string_not_equal(k1, k2);
+	/* And the digest is of the whole key. */
+	snprintf(whole, n + 64, "pfx:2:id:%s", v);
+	SHA256((unsigned char *)whole, strlen(whole), md);
+	for (i = 0; i < sizeof(md); i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	snprintf(whole, n + 64, "pfx:2:id:#%s", hex);
+	assert_string_equal(k2, whole);
+	free(v);
+	free(whole);
+}
+
+/* Addresses as key values: IPv6 cut to a prefix, IPv4 whole. */
+static void
+test_addr_text(void **state)
+{
+	unsigned char	a4[4], a6[16], b6[16];
+	char		t1[RLB_ADDR_MAX], t2[RLB_ADDR_MAX];
+
+	(void)state;
+	assert_int_equal(inet_pton(AF_INET, "192.0.2.77", a4), 1);
+	assert_int_equal(inet_pton(AF_INET6, "2001:db8:1:2:aaaa::1", a6), 1);
+	assert_int_equal(inet_pton(AF_INET6, "2001:db8:1:2:ffff:1:2:3", b6),
+	    1);
+	/* Keys subject and ip: IPv4 by the address. */
+	assert_true(rlb_addr_text(AF_INET, a4, 32, 0, t1) > 0);
+	assert_string_equal(t1, "192.0.2.77");
+	/* IPv6 by the rule's cidr_v6 (64): two addresses of one /64 share. */
+	assert_true(rlb_addr_text(AF_INET6, a6, 64, 0, t1) > 0);
+	assert_true(rlb_addr_text(AF_INET6, b6, 64, 0, t2) > 0);
+	assert_string_equal(t1, "2001:db8:1:2::/64");
+	assert_string_equal(t1, t2);
+	/* cidr_v6 128: each address its own. */
+	assert_true(rlb_addr_text(AF_INET6, a6, 128, 0, t1) > 0);
+	assert_true(rlb_addr_text(AF_INET6, b6, 128, 0, t2) > 0);
+	assert_string_equal(t1, "2001:db8:1:2:aaaa::1");
+	assert_string_not_equal(t1, t2);
+	/* Key cidr: always with its length; odd lengths cut mid-byte. */
+	assert_true(rlb_addr_text(AF_INET, a4, 24, 1, t1) > 0);
+	assert_string_equal(t1, "192.0.2.0/24");
+	assert_true(rlb_addr_text(AF_INET, a4, 32, 1, t1) > 0);
+	assert_string_equal(t1, "192.0.2.77/32");
+	assert_true(rlb_addr_text(AF_INET, a4, 26, 1, t1) > 0);
+	assert_string_equal(t1, "192.0.2.64/26");
+	assert_true(rlb_addr_text(AF_INET6, a6, 0, 1, t1) > 0);
+	assert_string_equal(t1, "::/0");
+	assert_int_equal(rlb_addr_text(AF_UNIX, a4, 32, 0, t1), -1);
+	assert_int_equal(inet_pton(AF_INET, "0.255.10.200", a4), 1);
+	assert_int_equal(rlb_addr_text(AF_INET, a4, 32, 0, t1), 12);
+	assert_string_equal(t1, "0.255.10.200");
+}
+
+static void
+test_dec(void **state)
+{
+	char	b[RLB_DEC_MAX];
+
+	(void)state;
+	assert_int_equal(rlb_dec(b, 0), 1);
+	assert_string_equal(b, "0");
+	assert_int_equal(rlb_dec(b, 1000000000), 10);
+	assert_string_equal(b, "1000000000");
+	assert_int_equal(rlb_dec(b, UINT64_MAX), 20);
+	assert_string_equal(b, "18446744073709551615");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -420,6 +546,10 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_model),
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_table_flood),
+		cmocka_unit_test(test_key_unambiguous),
+		cmocka_unit_test(test_key_long),
+		cmocka_unit_test(test_addr_text),
+		cmocka_unit_test(test_dec),
 	};
 
 	if (argc == 2 && strcmp(argv[1], "--table") == 0)
