@@ -67,6 +67,7 @@ struct sso_view {
 	const char			*activity_note;	/* NULL: shown */
 	const char			*new_secret;	/* shown once */
 	const char			*registry_host;	/* login lines */
+	int				 registry_http;	/* plain http */
 	const char			*notice;	/* NULL: none */
 };
 

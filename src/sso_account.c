@@ -61,6 +61,7 @@ sso_render(struct sso_op *op)
 		snprintf(host, sizeof(host), "REGISTRY");
 	v.registry_host = strstr(host, "://") != NULL ? strstr(host, "://") +
 	    3 : host;
+	v.registry_http = strncmp(host, "http://", 7) == 0;
 	wbuf_init(&b);
 	sso_page_landing(&b, &v);
 	sso_page_headers(&h);
