@@ -707,6 +707,9 @@ sso_verify_id_token(struct sso_op *op, const char *idt, size_t len,
 	    (json_int_t)(time(NULL) + so->session_ttl_ms / 1000));
 	if (op->sess == NULL)
 		fatal("json_pack");
+	/* The provider's own sub: what its userinfo must say (re-check). */
+	if ((v = jose_claim_string(cl, "sub")) != NULL)
+		json_object_set_new(op->sess, "idp_sub", json_string(v));
 	if ((v = jose_claim_string(cl, "name")) != NULL)
 		json_object_set_new(op->sess, "name", json_string(v));
 	if ((v = jose_claim_string(cl, "email")) != NULL)
@@ -756,6 +759,9 @@ sso_exchanged(void *arg, json_t *doc, const char *error, const char *why)
 		fatalx("no random bytes");
 	json_object_set_new(op->sess, "csrf", json_string(csrf));
 	web_sha256_hex(op->sid, strlen(op->sid), op->sid_hash);
+	snprintf(key, sizeof(key), "%ssession:%s", so->key_prefix,
+	    op->sid_hash);
+	sso_keep_provider_token(op, doc, key);
 	if ((rec = json_dumps(op->sess, JSON_COMPACT)) == NULL)
 		fatal("json_dumps");
 	if (strlen(rec) > SSO_SESSION_MAX) {
@@ -764,8 +770,6 @@ sso_exchanged(void *arg, json_t *doc, const char *error, const char *why)
 		    "carries more groups and claims than a session holds.");
 		return;
 	}
-	snprintf(key, sizeof(key), "%ssession:%s", so->key_prefix,
-	    op->sid_hash);
 	snprintf(ttl, sizeof(ttl), "%d", so->session_ttl_ms);
 	argv[0] = "SET";
 	argv[1] = key;
@@ -1123,7 +1127,7 @@ sso_with_session(struct sso_op *op)
 	}
 	switch (op->kind) {
 	case SSO_CREATE:
-		sso_create(op);
+		sso_recheck(op);	/* asks the provider, then creates */
 		break;
 	case SSO_REVOKE:
 		sso_revoke(op);
