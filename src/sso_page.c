@@ -313,7 +313,12 @@ sso_page_landing(struct wbuf *b, const struct sso_view *v)
 	    "method=\"post\" action=\"/logout\" id=\"logout\">");
 	page_csrf(b, v->csrf);
 	wbuf_str(b, "<input type=\"submit\" value=\"Sign out\"></form>"
-	    "</header><main>\n");
+	    "<form class=\"inline\" method=\"post\" action=\"/logout\" "
+	    "id=\"logout-everywhere\">");
+	page_csrf(b, v->csrf);
+	wbuf_str(b, "<input type=\"hidden\" name=\"everywhere\" "
+	    "value=\"1\"><input type=\"submit\" value=\"Sign out "
+	    "everywhere\"></form></header><main>\n");
 	if (v->notice != NULL) {
 		wbuf_str(b, "<section class=\"notice\"><p>");
 		wbuf_esc(b, v->notice);

@@ -981,6 +981,46 @@ def test_person_disabled_at_the_provider_makes_no_secret(env):
     assert r.status_code == 200 and SECRET_RE.search(r.text), r.text
 
 
+def test_sign_out_everywhere(env):
+    """Signing in again leaves the older session valid until it ends;
+    "Sign out everywhere" (the landing page's second form) ends every
+    session of the person (the per-subject session index), not another
+    person's; plain "Sign out" ends only its own."""
+    env.idp.set_state(accounts={
+        "alice": {"email": "a@example.test", "name": "A", "groups": ["dev"]},
+        "bob": {"email": "b@example.test", "name": "B", "groups": ["dev"]}},
+        login="alice")
+    g = gateway(env)
+    a1, a2, a3 = session(), session(), session()
+    for s in (a1, a2, a3):
+        assert sign_in(g, s, env.idp)[0].status_code == 303
+    env.idp.set_state(login="bob")
+    b = session()
+    assert sign_in(g, b, env.idp)[0].status_code == 303
+    env.idp.set_state(login="alice")
+
+    def signed_in(s):
+        return 'id="subject"' in s.get(g.url + "/", timeout=20).text
+    # Plain sign out: only a3's own session.
+    page = signed_in_page(g, a3).text
+    r = a3.post(g.url + "/logout", data={"csrf": csrf_of(page)},
+                allow_redirects=False, timeout=20)
+    assert r.status_code == 303
+    assert not signed_in(a3) and signed_in(a1) and signed_in(a2)
+    page = signed_in_page(g, a1).text
+    assert 'id="logout-everywhere"' in page
+    r = a1.post(g.url + "/logout", data={"csrf": csrf_of(page),
+                                         "everywhere": "1"},
+                allow_redirects=False, timeout=20)
+    assert r.status_code == 303, r.text
+    assert not signed_in(a1) and not signed_in(a2)
+    assert signed_in(b)
+    assert 'logout_everywhere subject="corp:alice"' in g.log_text()
+    with env.rs.client() as c:
+        assert c.call("KEYS", "*sessions:corp:alice") == []
+        assert len(c.call("KEYS", "*session:*")) == 1   # bob's
+
+
 def test_secret_refused_when_the_provider_says_another_subject(
         env, double):
     """userinfo naming another sub than the id_token (OIDC Core 5.3.2),
