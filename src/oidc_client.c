@@ -10,9 +10,10 @@
  * Basic) or, for a public client, by client_id in the form.  The answer
  * is bounded by the caller and parsed as JSON.
  *
- * The browser sign-in's code exchange uses it now (sso.c); the device
- * grant's polling and the refresh grant's re-check (issue 10's later
- * parts) send other forms through the same call.
+ * The browser sign-in's code exchange (sso.c) and the terminal
+ * sign-in's renewals (token_idp.c) use it; oidc_userinfo_request() GETs
+ * the userinfo endpoint with a provider access token instead (the
+ * browser session's re-check before a secret is made, sso_account.c).
  *
  * Guarantees: the callback runs exactly once unless cancelled first, and
  * never before oidc_token_request() returns (the fetch starts on the next
