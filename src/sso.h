@@ -126,8 +126,8 @@ void		 sso_redirect(struct req *, int, const char *,
 		    struct headers *);
 
 /* token_idp.c: its sealing, also for the session's provider token. */
-char	*tokidp_seal(const unsigned char *, const char *, const char *);
-json_t	*tokidp_open(const unsigned char *, const char *, const char *,
+char	*tokidp_seal_with(const unsigned char *, const char *, const char *);
+json_t	*tokidp_open_with(const unsigned char *, const char *, const char *,
 	    size_t);
 
 /* sso_account.c: the landing page's data and its forms. */

@@ -365,7 +365,7 @@ sso_keep_provider_token(struct sso_op *op, json_t *doc, const char *key)
 		fatal("json");
 	json_decref(j);
 	sso_pat_key(op, ek);
-	sealed = tokidp_seal(ek, key, pt);
+	sealed = tokidp_seal_with(ek, key, pt);
 	OPENSSL_cleanse(ek, sizeof(ek));
 	OPENSSL_cleanse(pt, strlen(pt));
 	free(pt);
@@ -440,7 +440,7 @@ sso_recheck(struct sso_op *op)
 	    req->conf->identity->sso->key_prefix, op->sid_hash);
 	key = k;
 	sso_pat_key(op, ek);
-	rec = tokidp_open(ek, key, sealed, strlen(sealed));
+	rec = tokidp_open_with(ek, key, sealed, strlen(sealed));
 	OPENSSL_cleanse(ek, sizeof(ek));
 	if (rec == NULL || (at = json_string_value(json_object_get(rec,
 	    "at"))) == NULL) {

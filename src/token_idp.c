@@ -277,7 +277,7 @@ tokidp_derive(struct tokidp_op *op, const char *prefix)
  * (sso_account.c).
  */
 char *
-tokidp_seal(const unsigned char *ek, const char *aad, const char *pt)
+tokidp_seal_with(const unsigned char *ek, const char *aad, const char *pt)
 {
 	EVP_CIPHER_CTX	*c;
 	unsigned char	*buf;
@@ -312,7 +312,7 @@ tokidp_seal(const unsigned char *ek, const char *aad, const char *pt)
 
 /* The sealed JSON object, or NULL (not ours, altered, too long). */
 json_t *
-tokidp_open(const unsigned char *ek, const char *aad, const char *s,
+tokidp_open_with(const unsigned char *ek, const char *aad, const char *s,
     size_t slen)
 {
 	EVP_CIPHER_CTX	*c;
@@ -349,6 +349,19 @@ tokidp_open(const unsigned char *ek, const char *aad, const char *s,
 		doc = NULL;
 	}
 	return (doc);
+}
+
+/* The record of op's refresh token: sealed under op->ek, op->key AAD. */
+static char *
+tokidp_seal(const struct tokidp_op *op, const char *pt)
+{
+	return (tokidp_seal_with(op->ek, op->key, pt));
+}
+
+static json_t *
+tokidp_open(const struct tokidp_op *op, const char *s, size_t slen)
+{
+	return (tokidp_open_with(op->ek, op->key, s, slen));
 }
 
 /* The principal a record holds (its last check), new; NULL: malformed. */
@@ -472,7 +485,7 @@ tokidp_store(struct tokidp_op *op, tokidp_step *fn)
 	if ((pt = json_dumps(rec, JSON_COMPACT)) == NULL)
 		fatal("json_dumps");
 	json_decref(rec);
-	sealed = tokidp_seal(op->ek, op->key, pt);
+	sealed = tokidp_seal(op, pt);
 	OPENSSL_cleanse(pt, strlen(pt));
 	free(pt);
 	if (sealed == NULL) {
@@ -805,7 +818,7 @@ tokidp_got(struct tokidp_op *op, redisReply *r)
 		return;
 	}
 	if (r->type == REDIS_REPLY_NIL ||
-	    (rec = tokidp_open(op->ek, op->key, r->str, r->len)) == NULL) {
+	    (rec = tokidp_open(op, r->str, r->len)) == NULL) {
 		tokidp_refuse(op, "idp_session_gone", "the sign-in's provider "
 		    "session is gone; sign in again with portcullis login");
 		return;
