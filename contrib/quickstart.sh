@@ -164,11 +164,13 @@ only, http://127.0.0.1:$IDP_PORT) as its demo user, in group "developers":
 
 The page shows your groups and what you may pull and push.  Create a
 secret there and paste it as the password of the login line it shows
-(with --tls-verify=false: the quick start serves plain http), e.g.
+(--tls-verify=false: the quick start serves plain http), e.g.
 
     skopeo login --tls-verify=false --username demo_demo 127.0.0.1:$GATEWAY_PORT
 
-Or sign in from the terminal, with no secret to paste:
+Or sign in from the terminal, with no secret to paste: it prints a code
+to approve at the demo identity provider (same user and password) and
+stores the sign-in for docker, podman and skopeo:
 
     ./portcullis login http://127.0.0.1:$GATEWAY_PORT
 EOF

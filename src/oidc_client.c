@@ -10,9 +10,10 @@
  * Basic) or, for a public client, by client_id in the form.  The answer
  * is bounded by the caller and parsed as JSON.
  *
- * The browser sign-in's code exchange uses it now (sso.c); the device
- * grant's polling and the refresh grant's re-check (issue 10's later
- * parts) send other forms through the same call.
+ * The browser sign-in's code exchange (sso.c) and the terminal
+ * sign-in's renewals (token_idp.c) use it; oidc_userinfo_request() GETs
+ * the userinfo endpoint with a provider access token instead (the
+ * browser session's re-check before a secret is made, sso_account.c).
  *
  * Guarantees: the callback runs exactly once unless cancelled first, and
  * never before oidc_token_request() returns (the fetch starts on the next
@@ -40,8 +41,9 @@ struct oidc_treq {
 	struct url		 u;
 	struct origin		 o;
 	char			*hdrs;
-	char			*form;
+	char			*form;		/* NULL: a GET */
 	size_t			 formlen;
+	const char		*what;		/* for reasons */
 	char			 logid[64];
 	/* A copy: the issuer's may go with a reload before the answer. */
 	struct config_upstream	 peer;
@@ -104,10 +106,10 @@ oidc_treq_answer(void *arg, int status, const struct headers *h,
 	t->fetch = NULL;	/* retired by proxy.c */
 	if (status < 0) {
 		if (err != NULL && strstr(err, "too large") != NULL)
-			snprintf(why, sizeof(why), "token endpoint answer "
-			    "larger than %zu bytes", t->max);
+			snprintf(why, sizeof(why), "%s answer "
+			    "larger than %zu bytes", t->what, t->max);
 		else
-			snprintf(why, sizeof(why), "token endpoint: %s",
+			snprintf(why, sizeof(why), "%s: %s", t->what,
 			    err != NULL ? err : "failed");
 		t->cb(t->arg, NULL, NULL, why);
 		oidc_treq_free(t);
@@ -124,8 +126,12 @@ oidc_treq_answer(void *arg, int status, const struct headers *h,
 	} else if (doc != NULL && (code = oidc_error_code(doc)) != NULL) {
 		snprintf(why, sizeof(why), "the provider refused: %s", code);
 		t->cb(t->arg, NULL, code, why);
+	} else if (t->form == NULL && status == 401) {
+		/* userinfo: RFC 6750 3.1 says it in WWW-Authenticate. */
+		t->cb(t->arg, NULL, "invalid_token", "the provider refused: "
+		    "invalid_token");
 	} else {
-		snprintf(why, sizeof(why), "token endpoint answered HTTP %d%s",
+		snprintf(why, sizeof(why), "%s answered HTTP %d%s", t->what,
 		    status, status == 200 ? " without a JSON object" : "");
 		t->cb(t->arg, NULL, NULL, why);
 	}
@@ -140,9 +146,40 @@ oidc_treq_start_cb(evutil_socket_t fd, short ev, void *arg)
 
 	t->fetch = proxy_fetch_url(t->ctx, t->conf, &t->peer, &t->u, &t->o,
 	    t->hdrs, t->max, oidc_treq_answer, t, t->logid);
-	proxy_fetch_set_form(t->fetch, t->form, t->formlen);
+	if (t->form != NULL)
+		proxy_fetch_set_form(t->fetch, t->form, t->formlen);
 	/* A failure to start calls back (and frees t) before this returns. */
 	proxy_fetch_start(t->fetch);
+}
+
+/* A request to endpoint `which` of issuer `issuer`; NULL with *why. */
+static struct oidc_treq *
+oidc_treq_new(struct pc_ctx *ctx, struct config *conf, const char *issuer,
+    enum oidc_ep which, size_t max, oidc_token_cb cb, void *arg,
+    const char *logid, const char **why)
+{
+	struct oidc_treq		*t;
+	const struct config_upstream	*peer;
+	char				 ep[2048];
+
+	if ((t = calloc(1, sizeof(*t))) == NULL)
+		fatal("calloc");
+	if (oidc_endpoint(ctx, issuer, which, ep, sizeof(ep), &t->u, &t->o,
+	    why) == -1 || (peer = oidc_peer(ctx, issuer)) == NULL) {
+		free(t);
+		return (NULL);
+	}
+	t->peer = *peer;
+	snprintf(t->peer_name, sizeof(t->peer_name), "%s", peer->name);
+	t->peer.name = t->peer_name;
+	t->ctx = ctx;
+	config_ref(conf);
+	t->conf = conf;
+	t->cb = cb;
+	t->arg = arg;
+	t->max = max;
+	snprintf(t->logid, sizeof(t->logid), "%s", logid);
+	return (t);
 }
 
 /*
@@ -159,29 +196,15 @@ oidc_token_request(struct pc_ctx *ctx, struct config *conf,
     const char *logid, const char **why)
 {
 	struct oidc_treq	*t;
-	const struct config_upstream *peer;
 	struct timeval		 tv = { 0, 0 };
-	char			 ep[2048], id[512], sec[1024], *cred = NULL;
+	char			 id[512], sec[1024], *cred = NULL;
 	char			*b64 = NULL;
 	size_t			 n;
 
-	if ((t = calloc(1, sizeof(*t))) == NULL)
-		fatal("calloc");
-	if (oidc_endpoint(ctx, issuer, OIDC_EP_TOKEN, ep, sizeof(ep), &t->u,
-	    &t->o, why) == -1 || (peer = oidc_peer(ctx, issuer)) == NULL) {
-		free(t);
+	if ((t = oidc_treq_new(ctx, conf, issuer, OIDC_EP_TOKEN, max, cb, arg,
+	    logid, why)) == NULL)
 		return (NULL);
-	}
-	t->peer = *peer;
-	snprintf(t->peer_name, sizeof(t->peer_name), "%s", peer->name);
-	t->peer.name = t->peer_name;
-	t->ctx = ctx;
-	config_ref(conf);
-	t->conf = conf;
-	t->cb = cb;
-	t->arg = arg;
-	t->max = max;
-	snprintf(t->logid, sizeof(t->logid), "%s", logid);
+	t->what = "token endpoint";
 	if (client_secret != NULL) {
 		if (url_pct_encode(client_id, id, sizeof(id)) == -1 ||
 		    url_pct_encode(client_secret, sec, sizeof(sec)) == -1) {
@@ -215,6 +238,38 @@ oidc_token_request(struct pc_ctx *ctx, struct config *conf,
 	    (t->ev_start = evtimer_new(ctx->base, oidc_treq_start_cb, t)) ==
 	    NULL)
 		fatal("oidc_token_request");
+	evtimer_add(t->ev_start, &tv);
+	return (t);
+}
+
+/*
+ * GET issuer `issuer`'s userinfo endpoint (OIDC Core 5.3) with a
+ * provider access token: whether the provider still knows the person.
+ * cb as above; a 401 comes as error "invalid_token".
+ */
+struct oidc_treq *
+oidc_userinfo_request(struct pc_ctx *ctx, struct config *conf,
+    const char *issuer, const char *bearer, size_t max, oidc_token_cb cb,
+    void *arg, const char *logid, const char **why)
+{
+	struct oidc_treq	*t;
+	struct timeval		 tv = { 0, 0 };
+
+	if (strpbrk(bearer, "\r\n") != NULL) {
+		*why = "access token unusable";
+		return (NULL);
+	}
+	if ((t = oidc_treq_new(ctx, conf, issuer, OIDC_EP_USERINFO, max, cb,
+	    arg, logid, why)) == NULL)
+		return (NULL);
+	t->what = "userinfo endpoint";
+	if (asprintf(&t->hdrs, "User-Agent: portcullis/%s\r\n"
+	    "Accept: application/json\r\nAuthorization: Bearer %s\r\n",
+	    PC_VERSION, bearer) == -1)
+		fatal("asprintf");
+	if ((t->ev_start = evtimer_new(ctx->base, oidc_treq_start_cb, t)) ==
+	    NULL)
+		fatal("oidc_userinfo_request");
 	evtimer_add(t->ev_start, &tv);
 	return (t);
 }

@@ -33,6 +33,10 @@ struct oidc_treq	*oidc_token_request(struct pc_ctx *, struct config *,
 			    const char *, const char *, const char *,
 			    const char *, size_t, oidc_token_cb, void *,
 			    const char *, const char **);
+struct oidc_treq	*oidc_userinfo_request(struct pc_ctx *,
+			    struct config *, const char *, const char *,
+			    size_t, oidc_token_cb, void *, const char *,
+			    const char **);
 void			 oidc_token_cancel(struct oidc_treq *);
 
 #endif /* PC_OIDC_CLIENT_H */

@@ -707,6 +707,9 @@ sso_verify_id_token(struct sso_op *op, const char *idt, size_t len,
 	    (json_int_t)(time(NULL) + so->session_ttl_ms / 1000));
 	if (op->sess == NULL)
 		fatal("json_pack");
+	/* The provider's own sub: what its userinfo must say (re-check). */
+	if ((v = jose_claim_string(cl, "sub")) != NULL)
+		json_object_set_new(op->sess, "idp_sub", json_string(v));
 	if ((v = jose_claim_string(cl, "name")) != NULL)
 		json_object_set_new(op->sess, "name", json_string(v));
 	if ((v = jose_claim_string(cl, "email")) != NULL)
@@ -716,6 +719,26 @@ sso_verify_id_token(struct sso_op *op, const char *idt, size_t len,
 	return (0);
 }
 
+/*
+ * KEYS: the session, the person's session index (for "sign out
+ * everywhere").  ARGV: the record, its TTL in ms.  The index is rebuilt
+ * from its live members when it grows (ended sessions leave no trace
+ * else), so it stays about as large as the person's live sessions.
+ */
+static const char sso_session_lua[] =
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "if redis.call('SCARD', KEYS[2]) >= 64 then\n"
+    "  local live = {}\n"
+    "  for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
+    "    if redis.call('GET', m) then live[#live + 1] = m end\n"
+    "  end\n"
+    "  redis.call('DEL', KEYS[2])\n"
+    "  for _, m in ipairs(live) do redis.call('SADD', KEYS[2], m) end\n"
+    "end\n"
+    "redis.call('SADD', KEYS[2], KEYS[1])\n"
+    "redis.call('PEXPIRE', KEYS[2], ARGV[2])\n"
+    "return redis.status_reply('OK')\n";
+
 static void
 sso_exchanged(void *arg, json_t *doc, const char *error, const char *why)
 {
@@ -723,8 +746,8 @@ sso_exchanged(void *arg, json_t *doc, const char *error, const char *why)
 	const struct config_sso	*so = op->req->conf->identity->sso;
 	json_t			*idt;
 	char			 csrf[WEB_TOKEN_LEN + 1], key[512], ttl[32];
-	char			*rec;
-	const char		*reason, *argv[6];
+	char			 idx[1024], *rec;
+	const char		*reason, *argv[7];
 
 	op->treq = NULL;
 	if (doc == NULL) {
@@ -756,6 +779,9 @@ sso_exchanged(void *arg, json_t *doc, const char *error, const char *why)
 		fatalx("no random bytes");
 	json_object_set_new(op->sess, "csrf", json_string(csrf));
 	web_sha256_hex(op->sid, strlen(op->sid), op->sid_hash);
+	snprintf(key, sizeof(key), "%ssession:%s", so->key_prefix,
+	    op->sid_hash);
+	sso_keep_provider_token(op, doc, key);
 	if ((rec = json_dumps(op->sess, JSON_COMPACT)) == NULL)
 		fatal("json_dumps");
 	if (strlen(rec) > SSO_SESSION_MAX) {
@@ -764,15 +790,17 @@ sso_exchanged(void *arg, json_t *doc, const char *error, const char *why)
 		    "carries more groups and claims than a session holds.");
 		return;
 	}
-	snprintf(key, sizeof(key), "%ssession:%s", so->key_prefix,
-	    op->sid_hash);
 	snprintf(ttl, sizeof(ttl), "%d", so->session_ttl_ms);
-	argv[0] = "SET";
-	argv[1] = key;
-	argv[2] = rec;
-	argv[3] = "PX";
-	argv[4] = ttl;
-	if (sso_send(op, sso_link(op->ctx), sso_session_stored, 0, 5,
+	snprintf(idx, sizeof(idx), "%ssessions:%s", so->key_prefix,
+	    op->ti->subject);
+	argv[0] = "EVAL";
+	argv[1] = sso_session_lua;
+	argv[2] = "2";
+	argv[3] = key;
+	argv[4] = idx;
+	argv[5] = rec;
+	argv[6] = ttl;
+	if (sso_send(op, sso_link(op->ctx), sso_session_stored, 0, 7,
 	    argv) == -1)
 		sso_callback_fail(op, 503, "session_store_unavailable",
 		    "The session store is not connected. Sign in again in a "
@@ -1091,17 +1119,40 @@ sso_logged_out(struct sso_op *op, redisReply *r, int idx)
 	headers_clear(&h);
 }
 
+/* KEYS: this session, the person's session index: all of them go. */
+static const char sso_logout_all_lua[] =
+    "for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
+    "  redis.call('DEL', m)\n"
+    "end\n"
+    "return redis.call('DEL', KEYS[1], KEYS[2])\n";
+
 static void
 sso_logout(struct sso_op *op)
 {
-	char		 key[512];
-	const char	*argv[2];
+	const char	*pfx = op->req->conf->identity->sso->key_prefix;
+	char		 key[512], idx[1024], v[8];
+	const char	*argv[5];
+	int		 n = 2;
 
-	snprintf(key, sizeof(key), "%ssession:%s",
-	    op->req->conf->identity->sso->key_prefix, op->sid_hash);
+	snprintf(key, sizeof(key), "%ssession:%s", pfx, op->sid_hash);
 	argv[0] = "DEL";
 	argv[1] = key;
-	if (sso_send(op, sso_link(op->ctx), sso_logged_out, 0, 2, argv) ==
+	/* "Sign out everywhere": every session of the person. */
+	if (op->form != NULL && url_query_get(op->form, strlen(op->form),
+	    "everywhere", v, sizeof(v)) == 0 && strcmp(v, "1") == 0) {
+		snprintf(idx, sizeof(idx), "%ssessions:%s", pfx,
+		    op->ti->subject);
+		log_info("%llu.%u sso logout_everywhere subject=\"%s\"",
+		    (unsigned long long)op->req->c->id, op->req->seq,
+		    op->ti->subject);
+		argv[0] = "EVAL";
+		argv[1] = sso_logout_all_lua;
+		argv[2] = "2";
+		argv[3] = key;
+		argv[4] = idx;
+		n = 5;
+	}
+	if (sso_send(op, sso_link(op->ctx), sso_logged_out, 0, n, argv) ==
 	    -1)
 		sso_op_message(op, 503, "Unavailable", "The session store is "
 		    "not connected; you are still signed in. Try again.", 0);
@@ -1123,7 +1174,7 @@ sso_with_session(struct sso_op *op)
 	}
 	switch (op->kind) {
 	case SSO_CREATE:
-		sso_create(op);
+		sso_recheck(op);	/* asks the provider, then creates */
 		break;
 	case SSO_REVOKE:
 		sso_revoke(op);

@@ -67,6 +67,7 @@ struct sso_view {
 	const char			*activity_note;	/* NULL: shown */
 	const char			*new_secret;	/* shown once */
 	const char			*registry_host;	/* login lines */
+	int				 registry_http;	/* plain http */
 	const char			*notice;	/* NULL: none */
 };
 
@@ -89,7 +90,7 @@ struct sso_op {
 	struct req		*req;		/* NULL once it went */
 	enum sso_kind		 kind;
 	int			 pending;	/* replies on their way */
-	struct oidc_treq	*treq;
+	struct oidc_treq	*treq;	/* also the userinfo re-check */
 	struct evbuffer		*body;		/* a form being read */
 	char			*form;		/* read whole */
 	char			 state[WEB_TOKEN_LEN + 1];
@@ -124,9 +125,16 @@ void		 sso_op_message(struct sso_op *, int, const char *,
 void		 sso_redirect(struct req *, int, const char *,
 		    struct headers *);
 
+/* token_idp.c: its sealing, also for the session's provider token. */
+char	*tokidp_seal_with(const unsigned char *, const char *, const char *);
+json_t	*tokidp_open_with(const unsigned char *, const char *, const char *,
+	    size_t);
+
 /* sso_account.c: the landing page's data and its forms. */
 void	sso_landing(struct sso_op *);
 void	sso_create(struct sso_op *);
+void	sso_recheck(struct sso_op *);
+int	sso_keep_provider_token(struct sso_op *, json_t *, const char *);
 void	sso_revoke(struct sso_op *);
 
 /* sso_page.c */

@@ -18,14 +18,19 @@
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "portcullis.h"
+#include "oidc_client.h"
 #include "rds.h"
 #include "revoke.h"
 #include "secret.h"
 #include "sso.h"
 
 #define SSO_ROWS_FIELDS		32	/* fields of one secret record */
+#define SSO_PAT_MAX		16384	/* a provider access token's bytes */
+#define SSO_USERINFO_MAX	65536	/* a userinfo answer's bytes */
 
 static void
 sso_render(struct sso_op *op)
@@ -61,6 +66,7 @@ sso_render(struct sso_op *op)
 		snprintf(host, sizeof(host), "REGISTRY");
 	v.registry_host = strstr(host, "://") != NULL ? strstr(host, "://") +
 	    3 : host;
+	v.registry_http = strncmp(host, "http://", 7) == 0;
 	wbuf_init(&b);
 	sso_page_landing(&b, &v);
 	sso_page_headers(&h);
@@ -305,6 +311,165 @@ sso_landing(struct sso_op *op)
 }
 
 /* --- forms: create, revoke, sign out --- */
+
+/*
+ * --- the provider re-check before a secret is made ---
+ *
+ * A person disabled at the provider would otherwise keep their browser
+ * session, and make 90-day secrets with it, until it ends.  The code
+ * exchange's provider access token is kept in the session record, sealed
+ * (token_idp.c's AES-256-GCM) under a key derived from the session
+ * cookie, which is not stored: a Redis dump holds no usable provider
+ * token.  Creating a secret first asks the provider's userinfo endpoint
+ * with it; a refusal (a disabled person, an ended provider session, an
+ * expired token), another sub, or no token makes no secret.
+ */
+
+static void
+sso_pat_key(const struct sso_op *op, unsigned char ek[32])
+{
+	EVP_MD_CTX	*m;
+
+	if ((m = EVP_MD_CTX_new()) == NULL)
+		fatal("EVP_MD_CTX_new");
+	if (EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(m, "portcullis sso provider token", 29) != 1 ||
+	    EVP_DigestUpdate(m, op->sid, strlen(op->sid)) != 1 ||
+	    EVP_DigestFinal_ex(m, ek, NULL) != 1)
+		fatalx("sha256");
+	EVP_MD_CTX_free(m);
+}
+
+/*
+ * Seal the code exchange's access token into the new session (its
+ * Redis key is key); 0, or -1 when there is none to keep (the re-check
+ * then refuses: sign in again).
+ */
+int
+sso_keep_provider_token(struct sso_op *op, json_t *doc, const char *key)
+{
+	json_t		*at = json_object_get(doc, "access_token"), *j;
+	json_t		*ei = json_object_get(doc, "expires_in");
+	unsigned char	 ek[32];
+	char		*pt, *sealed;
+	int64_t		 exp = 0;
+
+	if (!json_is_string(at) || json_string_length(at) == 0 ||
+	    json_string_length(at) > SSO_PAT_MAX)
+		return (-1);
+	if (json_is_integer(ei) && json_integer_value(ei) > 0 &&
+	    json_integer_value(ei) < 366 * 86400)
+		exp = (int64_t)time(NULL) + json_integer_value(ei);
+	if ((j = json_pack("{s:O, s:I}", "at", at, "exp", (json_int_t)exp)) ==
+	    NULL || (pt = json_dumps(j, JSON_COMPACT)) == NULL)
+		fatal("json");
+	json_decref(j);
+	sso_pat_key(op, ek);
+	sealed = tokidp_seal_with(ek, key, pt);
+	OPENSSL_cleanse(ek, sizeof(ek));
+	OPENSSL_cleanse(pt, strlen(pt));
+	free(pt);
+	if (sealed == NULL)
+		return (-1);
+	json_object_set_new(op->sess, "pat", json_string(sealed));
+	free(sealed);
+	return (0);
+}
+
+static void
+sso_recheck_refused(struct sso_op *op, const char *reason, const char *why)
+{
+	op->req->auth_failure = reason;
+	log_info("%llu.%u sso recheck_refused subject=\"%s\" why=\"%s\"",
+	    (unsigned long long)op->req->c->id, op->req->seq,
+	    op->ti->subject, why);
+	sso_op_message(op, 403, "Sign in again", "The identity provider "
+	    "no longer vouches for this sign-in (it ended there, or the "
+	    "account was disabled), so no secret was made. Sign in again "
+	    "to create one.", 1);
+}
+
+static void
+sso_userinfo_answer(void *arg, json_t *doc, const char *error,
+    const char *why)
+{
+	struct sso_op	*op = arg;
+	const char	*want, *sub;
+
+	op->treq = NULL;
+	if (doc == NULL && error == NULL) {
+		log_warn("%llu.%u sso recheck_failed why=\"%s\"",
+		    (unsigned long long)op->req->c->id, op->req->seq, why);
+		sso_op_message(op, 503, "Try again", "The identity provider "
+		    "could not be asked whether your sign-in still holds; no "
+		    "secret was made. Try again in a moment.", 0);
+		return;
+	}
+	if (doc == NULL) {
+		sso_recheck_refused(op, "idp_refused", why);
+		return;
+	}
+	want = json_string_value(json_object_get(op->sess, "idp_sub"));
+	sub = json_string_value(json_object_get(doc, "sub"));
+	if (want == NULL || sub == NULL || strcmp(want, sub) != 0) {
+		sso_recheck_refused(op, "idp_subject_mismatch", "userinfo "
+		    "names another subject");
+		return;
+	}
+	sso_create(op);
+}
+
+/* POST /ui/secrets: ask the provider first (sso_create when it agrees). */
+void
+sso_recheck(struct sso_op *op)
+{
+	struct req	*req = op->req;
+	const char	*sealed, *at, *why, *key;
+	unsigned char	 ek[32];
+	char		 k[512], logid[64];
+	json_t		*rec;
+	int64_t		 exp;
+
+	sealed = json_string_value(json_object_get(op->sess, "pat"));
+	if (sealed == NULL) {
+		sso_recheck_refused(op, "idp_no_token", "the session holds no "
+		    "provider access token");
+		return;
+	}
+	snprintf(k, sizeof(k), "%ssession:%s",
+	    req->conf->identity->sso->key_prefix, op->sid_hash);
+	key = k;
+	sso_pat_key(op, ek);
+	rec = tokidp_open_with(ek, key, sealed, strlen(sealed));
+	OPENSSL_cleanse(ek, sizeof(ek));
+	if (rec == NULL || (at = json_string_value(json_object_get(rec,
+	    "at"))) == NULL) {
+		json_decref(rec);
+		sso_recheck_refused(op, "idp_no_token", "the session's "
+		    "provider token does not open");
+		return;
+	}
+	exp = json_integer_value(json_object_get(rec, "exp"));
+	if (exp != 0 && (int64_t)time(NULL) >= exp) {
+		json_decref(rec);
+		sso_recheck_refused(op, "idp_token_expired", "the session's "
+		    "provider access token expired");
+		return;
+	}
+	snprintf(logid, sizeof(logid), "%llu.%u sso",
+	    (unsigned long long)req->c->id, req->seq);
+	op->treq = oidc_userinfo_request(op->ctx, req->conf,
+	    req->conf->identity->sso->issuer, at, SSO_USERINFO_MAX,
+	    sso_userinfo_answer, op, logid, &why);
+	json_decref(rec);	/* the request holds its own copy */
+	if (op->treq == NULL) {
+		log_warn("%s userinfo_endpoint_unusable why=\"%s\"", logid,
+		    why);
+		sso_op_message(op, 503, "Try again", "The identity provider's "
+		    "userinfo endpoint cannot be used now, so whether your "
+		    "sign-in still holds is unknown; no secret was made.", 0);
+	}
+}
 
 /*
  * KEYS: the record, the id set, the person's index, the revocation hash.

@@ -177,13 +177,30 @@ page_new_secret(struct wbuf *b, const struct sso_view *v)
 	    "id=\"login-lines\">");
 	for (i = 0; i < 3; i++) {
 		wbuf_esc(b, tools[i]);
-		wbuf_str(b, " login --username '");
+		wbuf_str(b, " login ");
+		/*
+		 * podman and skopeo refuse plain http unless told; docker
+		 * has no such flag (it takes 127.0.0.0/8 as insecure).
+		 */
+		if (v->registry_http && i > 0)
+			wbuf_str(b, "--tls-verify=false ");
+		wbuf_str(b, "--username '");
 		wbuf_esc(b, user);	/* no quote: secret_login_user */
 		wbuf_str(b, "' ");
 		wbuf_esc(b, v->registry_host);
 		wbuf_str(b, "\n");
 	}
-	wbuf_str(b, "</pre></section>\n");
+	wbuf_str(b, "</pre>");
+	if (v->registry_http)
+		wbuf_str(b, "<p class=\"muted\" id=\"plain-http-note\">"
+		    "This gateway is served over plain http: podman and "
+		    "skopeo need <code>--tls-verify=false</code> (also on "
+		    "pull and push). docker accepts plain http only from "
+		    "registries it counts as insecure: 127.0.0.0/8 by "
+		    "default, any other address only when listed in "
+		    "<code>insecure-registries</code> of its "
+		    "<code>daemon.json</code>.</p>");
+	wbuf_str(b, "</section>\n");
 }
 
 static void
@@ -296,7 +313,12 @@ sso_page_landing(struct wbuf *b, const struct sso_view *v)
 	    "method=\"post\" action=\"/logout\" id=\"logout\">");
 	page_csrf(b, v->csrf);
 	wbuf_str(b, "<input type=\"submit\" value=\"Sign out\"></form>"
-	    "</header><main>\n");
+	    "<form class=\"inline\" method=\"post\" action=\"/logout\" "
+	    "id=\"logout-everywhere\">");
+	page_csrf(b, v->csrf);
+	wbuf_str(b, "<input type=\"hidden\" name=\"everywhere\" "
+	    "value=\"1\"><input type=\"submit\" value=\"Sign out "
+	    "everywhere\"></form></header><main>\n");
 	if (v->notice != NULL) {
 		wbuf_str(b, "<section class=\"notice\"><p>");
 		wbuf_esc(b, v->notice);

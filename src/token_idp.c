@@ -277,9 +277,13 @@ tokidp_derive(struct tokidp_op *op, const char *prefix)
 		fatal("asprintf");
 }
 
-/* AES-256-GCM: base64url(nonce || ciphertext || tag), new; NULL: no. */
-static char *
-tokidp_seal(const struct tokidp_op *op, const char *pt)
+/*
+ * AES-256-GCM under ek, aad bound in: base64url(nonce || ciphertext ||
+ * tag), new; NULL: no.  Also the browser session's provider token
+ * (sso_account.c).
+ */
+char *
+tokidp_seal_with(const unsigned char *ek, const char *aad, const char *pt)
 {
 	EVP_CIPHER_CTX	*c;
 	unsigned char	*buf;
@@ -293,9 +297,9 @@ tokidp_seal(const struct tokidp_op *op, const char *pt)
 	if ((c = EVP_CIPHER_CTX_new()) == NULL)
 		fatal("EVP_CIPHER_CTX_new");
 	if (RAND_bytes(buf, 12) != 1 ||
-	    EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, op->ek, buf) != 1 ||
-	    EVP_EncryptUpdate(c, NULL, &len, (unsigned char *)op->key,
-	    (int)strlen(op->key)) != 1 ||
+	    EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, ek, buf) != 1 ||
+	    EVP_EncryptUpdate(c, NULL, &len, (const unsigned char *)aad,
+	    (int)strlen(aad)) != 1 ||
 	    EVP_EncryptUpdate(c, buf + 12, &len, (const unsigned char *)pt,
 	    (int)n) != 1 ||
 	    EVP_EncryptFinal_ex(c, buf + 12 + len, &fin) != 1 ||
@@ -312,9 +316,10 @@ tokidp_seal(const struct tokidp_op *op, const char *pt)
 	return (out);
 }
 
-/* The record's JSON, or NULL (not ours, altered, too long). */
-static json_t *
-tokidp_open(const struct tokidp_op *op, const char *s, size_t slen)
+/* The sealed JSON object, or NULL (not ours, altered, too long). */
+json_t *
+tokidp_open_with(const unsigned char *ek, const char *aad, const char *s,
+    size_t slen)
 {
 	EVP_CIPHER_CTX	*c;
 	unsigned char	*buf, *pt;
@@ -331,10 +336,9 @@ tokidp_open(const struct tokidp_op *op, const char *s, size_t slen)
 	}
 	if ((c = EVP_CIPHER_CTX_new()) == NULL)
 		fatal("EVP_CIPHER_CTX_new");
-	ok = EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, op->ek,
-	    buf) == 1 &&
-	    EVP_DecryptUpdate(c, NULL, &len, (unsigned char *)op->key,
-	    (int)strlen(op->key)) == 1 &&
+	ok = EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, ek, buf) == 1 &&
+	    EVP_DecryptUpdate(c, NULL, &len, (const unsigned char *)aad,
+	    (int)strlen(aad)) == 1 &&
 	    EVP_DecryptUpdate(c, pt, &len, buf + 12, (int)(n - 28)) == 1 &&
 	    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16,
 	    buf + n - 16) == 1 &&
@@ -351,6 +355,19 @@ tokidp_open(const struct tokidp_op *op, const char *s, size_t slen)
 		doc = NULL;
 	}
 	return (doc);
+}
+
+/* The record of op's refresh token: sealed under op->ek, op->key AAD. */
+static char *
+tokidp_seal(const struct tokidp_op *op, const char *pt)
+{
+	return (tokidp_seal_with(op->ek, op->key, pt));
+}
+
+static json_t *
+tokidp_open(const struct tokidp_op *op, const char *s, size_t slen)
+{
+	return (tokidp_open_with(op->ek, op->key, s, slen));
 }
 
 /* The principal a record holds (its last check), new; NULL: malformed. */

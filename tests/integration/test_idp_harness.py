@@ -12,6 +12,7 @@ import json
 import re
 
 import pytest
+import requests
 
 from lib.idp import IdP, idp_available
 
@@ -52,8 +53,15 @@ def test_authorization_code(idp):
     assert h["kid"] in idp.kids and c["iss"] == idp.issuer
     assert c["sub"] == "bob" and c["aud"] == "gateway"
     assert c["groups"] == ["ops", "dev"]
-    h, c = claims(t["access_token"])
-    assert h["typ"] == "at+jwt" and c["aud"] == idp.resource
+    # The gateway's access token is for the provider's userinfo (the
+    # re-check before a secret is made), not a JWT for the resource.
+    assert t["access_token"].count(".") == 0
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = idp.ca
+    u = s.get(idp.discovery()["userinfo_endpoint"], headers={
+        "Authorization": "Bearer " + t["access_token"]}, timeout=10)
+    assert u.status_code == 200 and u.json()["sub"] == "bob", u.text
 
 
 def test_device_flow_and_refresh(idp):

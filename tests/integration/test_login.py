@@ -7,7 +7,7 @@ docker pulling with what login wrote; docker-credential-portcullis and
 its four verbs (an expired access token refreshed silently, an expired
 refresh token failing clearly without a terminal, and with one, a pty as
 the helper's controlling terminal, the device flow run there); `login
---helper` with skopeo; groups stay live: a
+--helper` with skopeo and with docker (credHelpers); groups stay live: a
 user removed from a group at the provider gets a next refreshed token
 without it, a disabled user gets none (401 idp_refused, audited);
 sso.recheck_interval lets the last check's groups stand within it; the
@@ -545,6 +545,45 @@ def test_login_helper_mode_serves_skopeo(env, tmp_path):
              "inspect", "--tls-verify=false", "--authfile", afile,
              "docker://%s/team/img:v1" % host], env=cenv, timeout=120)
     assert json.loads(r.stdout)["Digest"].startswith("sha256:")
+
+
+def test_login_helper_mode_serves_docker(env, tmp_path, start_dockerd):
+    """portcullis login --helper, then a real dockerd's docker CLI pulls
+    with credHelpers naming docker-credential-portcullis (found on PATH,
+    as `make install` puts it): the helper's `get` hands docker the
+    gateway refresh token, docker trades it at /token (re-checked with
+    the provider: audited as alice), and the pull is alice's."""
+    from lib.clients import DOCKER
+    if not os.path.exists("/usr/sbin/dockerd"):
+        pytest.skip("dockerd is not installed")
+    home = str(tmp_path / "hd")
+    login_as(env, home, "alice", "--helper")
+    host = "127.0.0.1:%d" % env.port
+    with open(os.path.join(home, "d", "config.json")) as f:
+        doc = json.load(f)
+    assert doc["credHelpers"] == {host: "portcullis"}
+    assert host not in doc.get("auths", {})
+    d = start_dockerd()
+    shutil.copy(os.path.join(home, "d", "config.json"),
+                os.path.join(d.docker_config, "config.json"))
+    denv = cli_env(home)
+    denv["DOCKER_CONFIG"] = d.docker_config
+    denv.pop("DOCKER_HOST", None)
+    denv["PATH"] = env.bindir + ":" + denv.get("PATH", "/usr/bin:/bin")
+    n = len(records(env.rs))
+    run([DOCKER, "-H", d.host, "pull", "%s/team/img:v1" % host],
+        env=denv, timeout=300)
+    recs = records(env.rs)[n:]
+    assert any(x["path"] == "/token" and x["method"] == "POST" and
+               x["status"] == "200" and x["subject"] == "corp:alice"
+               for x in recs), recs
+    assert any(x.get("repository") == "team/img" and
+               x.get("action") == "pull" and x["status"] == "200" and
+               x["subject"] == "corp:alice" for x in recs), recs
+    # The policy still decides: alice (dev) may not pull ops/.
+    r = run([DOCKER, "-H", d.host, "pull", "%s/ops/img:v1" % host],
+            env=denv, timeout=300, check=False)
+    assert r.returncode != 0
 
 
 def test_record_is_sealed_and_a_check_in_flight_lets_groups_stand(

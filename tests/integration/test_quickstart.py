@@ -25,9 +25,11 @@ import base64
 import html
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
+import threading
 from urllib.parse import urljoin
 
 import pytest
@@ -151,8 +153,8 @@ def test_quickstart_demo_idp_sign_in_secret_pull(quickstart, tmp_path):
     assert who["cspViolations"] == []
     secret = who["secret"]
     assert SECRET_RE.fullmatch(secret)
-    m = re.search(r"skopeo login --username '([^']+)' (\S+)",
-                  who["loginLines"])
+    m = re.search(r"skopeo login --tls-verify=false --username '([^']+)' "
+                  r"(\S+)", who["loginLines"])
     assert m and m.group(2) == q.host, who["loginLines"]
 
     # The secret as the page prints it: skopeo logs in, pulls both.
@@ -240,6 +242,123 @@ def test_quickstart_without_node_runs_without_sign_in(tmp_path):
                  what="port %d closed" % port)
 
 
+def approve_at_demo_idp(idp, user_code, pw, wrong_first=False):
+    """A person's browser (played by requests) at the demo IdP: the code
+    form, its confirmation, then the IdP's own sign-in form as the demo
+    user (with wrong_first, a wrong password first: refused)."""
+    s = requests.Session()
+    s.trust_env = False
+
+    def hidden(page):
+        return {html.unescape(m.group(1)): html.unescape(m.group(2))
+                for m in re.finditer(r'<input type="hidden" name="([^"]+)" '
+                                     r'value="([^"]*)"', page)}
+    # The code form, then its confirmation.
+    f = hidden(s.get(idp + "/device", timeout=10).text)
+    f["user_code"] = user_code
+    r = s.post(idp + "/device", data=f, allow_redirects=False, timeout=10)
+    if r.status_code == 200:
+        r = s.post(idp + "/device", data=hidden(r.text),
+                   allow_redirects=False, timeout=10)
+    assert r.status_code in (302, 303), r.text[:500]
+    r = s.get(urljoin(idp, r.headers["Location"]), timeout=10)
+    # The demo IdP's sign-in form, not a test's auto-login.
+    m = re.search(r'<form method="post" action="([^"]+)"', r.text)
+    assert m and 'name="password"' in r.text, r.text[:500]
+    action = urljoin(idp, html.unescape(m.group(1)))
+    if wrong_first:
+        bad = s.post(action, data={"username": "demo",
+                                   "password": pw + "x"}, timeout=10)
+        assert bad.status_code == 401 and 'id="error"' in bad.text
+    r = s.post(action, data={"username": "demo", "password": pw},
+               timeout=10)
+    assert r.status_code == 200 and "Sign-in Success" in r.text, \
+        r.text[:500]
+
+
+def test_quickstart_portcullis_login_then_pull(quickstart, tmp_path):
+    """The quick start's hint `./portcullis login http://127.0.0.1:PORT`
+    as a newcomer runs it: in the background, its output read line by
+    line; the code it prints approved at the demo IdP's own form as the
+    demo user with the printed password; then skopeo pulls demo/hello
+    and team/app with the stored credential (--authfile) and the audit
+    shows demo:demo."""
+    q = quickstart
+    idp = "http://127.0.0.1:%d" % q.ports["IDP_PORT"]
+    pw = (q.state / "demo-password").read_text().strip()
+    m = re.search(r"\n    \./portcullis (login \S+)\n", q.out())
+    assert m and m.group(1) == "login %s" % q.url, q.out()
+    home = tmp_path / "home"
+    home.mkdir()
+    afile = str(home / "auth.json")
+    env = safe_env({"HOME": str(home),
+                    "XDG_CONFIG_HOME": str(home / ".config"),
+                    "XDG_RUNTIME_DIR": str(home / "run")})
+    for k in ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE"):
+        env.pop(k, None)
+    p = subprocess.Popen(
+        [os.path.join(REPO_ROOT, "portcullis"), "login", "--authfile",
+         afile, q.url], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=env,
+        stdin=subprocess.DEVNULL, start_new_session=True)
+    lines = queue.Queue()
+
+    def reader():
+        for ln in p.stdout:
+            lines.put(ln)
+        lines.put(None)
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    out = []
+    try:
+        code = None
+        while code is None:
+            ln = lines.get(timeout=60)
+            if ln is None:
+                break
+            out.append(ln)
+            code = re.search(r"open (\S+) and enter the code (\S+)", ln)
+        assert code is not None, (out, p.stderr.read()
+                                  if p.poll() is not None else "")
+        assert code.group(1) == idp + "/device", out
+        approve_at_demo_idp(idp, code.group(2), pw)
+        rc = p.wait(timeout=120)
+        t.join(timeout=10)
+        err = p.stderr.read()
+        assert rc == 0, (out, err)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+    with open(afile) as f:
+        assert "identitytoken" in json.load(f)["auths"][q.host]
+    # Its default places too: docker's config.json, the helper's store.
+    assert (home / ".docker" / "config.json").exists()
+    assert (home / ".config" / "portcullis" / "credentials.json").exists()
+
+    sk = Skopeo(tmp_path / "skopeo")
+    sk("inspect", "--raw", "--tls-verify=false", "--authfile", afile,
+       "docker://%s/demo/hello:latest" % q.host)
+    sk("copy", "-q", "--src-tls-verify=false", "--authfile", afile,
+       "docker://%s/team/app:latest" % q.host,
+       "oci:%s:x" % (tmp_path / "pulled"))
+    assert (tmp_path / "pulled" / "index.json").exists()
+    config = str(q.state / "portcullis.json")
+
+    def pulled_as_demo():
+        a = run([os.path.join(REPO_ROOT, "portcullis"), "audit", "query",
+                 "-c", config, "--subject", "demo:demo", "--format",
+                 "json"], timeout=60)
+        recs = [json.loads(ln) for ln in a.stdout.splitlines()
+                if ln.startswith("{")]
+        recs = [x for d in recs for x in d.get("records", [d])]
+        return [d for d in recs if d.get("repository") == "demo/hello" and
+                d.get("action") == "pull" and d.get("status") in
+                (200, "200")]
+    wait_for(pulled_as_demo, timeout=30, what="the pull as demo:demo in "
+             "`portcullis audit query`")
+
+
 def test_quickstart_demo_idp_device_flow(quickstart):
     """What `portcullis login` meets at the quick start's demo IdP: the
     device grant for the public client "cli" (which the gateway's demo
@@ -262,30 +381,7 @@ def test_quickstart_demo_idp_device_flow(quickstart):
     r = s.post(disc["token_endpoint"], data=poll, timeout=10)
     assert r.json()["error"] == "authorization_pending"
 
-    def hidden(page):
-        return {html.unescape(m.group(1)): html.unescape(m.group(2))
-                for m in re.finditer(r'<input type="hidden" name="([^"]+)" '
-                                     r'value="([^"]*)"', page)}
-    # The code form, then its confirmation.
-    f = hidden(s.get(idp + "/device", timeout=10).text)
-    f["user_code"] = d["user_code"]
-    r = s.post(idp + "/device", data=f, allow_redirects=False, timeout=10)
-    if r.status_code == 200:
-        r = s.post(idp + "/device", data=hidden(r.text),
-                   allow_redirects=False, timeout=10)
-    assert r.status_code in (302, 303), r.text[:500]
-    r = s.get(urljoin(idp, r.headers["Location"]), timeout=10)
-    # The demo IdP's sign-in form, not a test's auto-login.
-    m = re.search(r'<form method="post" action="([^"]+)"', r.text)
-    assert m and 'name="password"' in r.text, r.text[:500]
-    action = urljoin(idp, html.unescape(m.group(1)))
-    bad = s.post(action, data={"username": "demo", "password": pw + "x"},
-                 timeout=10)
-    assert bad.status_code == 401 and 'id="error"' in bad.text
-    r = s.post(action, data={"username": "demo", "password": pw},
-               timeout=10)
-    assert r.status_code == 200 and "Sign-in Success" in r.text, \
-        r.text[:500]
+    approve_at_demo_idp(idp, d["user_code"], pw, wrong_first=True)
     t = s.post(disc["token_endpoint"], data=poll, timeout=10).json()
     assert "refresh_token" in t and "id_token" in t, t
     p = t["id_token"].split(".")[1]

@@ -255,8 +255,8 @@ def test_signin_landing_secret_logout(env, start_registry, single_image,
                                              "name": "laptop"}, timeout=20)
     assert r.status_code == 200, r.text
     secret = SECRET_RE.search(r.text).group(0)
-    assert "skopeo login --username 'corp_alice' 127.0.0.1:%d" % (
-        g.port) in r.text
+    assert "skopeo login --tls-verify=false --username 'corp_alice' " \
+        "127.0.0.1:%d" % g.port in r.text
     again = signed_in_page(g, s).text
     assert secret not in again
     assert secret[4:20] in again and "laptop" in again
@@ -361,7 +361,8 @@ def test_acceptance_browser_signin_secret_skopeo_pull(env, start_registry,
     assert SECRET_RE.fullmatch(secret)
     assert "docker login --username 'corp_alice' %s" % g.host in \
         who["loginLines"]
-    assert "podman login" in who["loginLines"]
+    assert "podman login --tls-verify=false --username 'corp_alice' %s" % \
+        g.host in who["loginLines"]
     assert secret[4:20] in who["listed"]
     assert not who["secretShownAgain"]
     sk = Skopeo(tmp_path / "skopeo")
@@ -637,7 +638,8 @@ def double(tmp_path):
     d = HostileIdP()
     d.key = DoubleKey()
     d.discovery(authorization_endpoint=d.url + "/authorize",
-                token_endpoint=d.url + "/token")
+                token_endpoint=d.url + "/token",
+                userinfo_endpoint=d.url + "/userinfo")
     d.jwks({"keys": [d.key.jwk]})
     try:
         yield d
@@ -795,7 +797,16 @@ def test_session_cookie_secure_over_tls(env, tmp_path):
     sc = r.raw.headers.getlist("Set-Cookie")
     sess = [c for c in sc if c.startswith("__Host-portcullis_session=")][0]
     assert "; Secure" in sess and "HttpOnly" in sess
-    assert 'id="subject">corp:alice<' in signed_in_page(g, s).text
+    page = signed_in_page(g, s).text
+    assert 'id="subject">corp:alice<' in page
+    # Over TLS the login lines need no --tls-verify=false, and no note.
+    r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                             "name": "tls"}, timeout=20)
+    assert r.status_code == 200 and SECRET_RE.search(r.text), r.text
+    lines = re.search(r'<pre id="login-lines">(.*?)</pre>', r.text,
+                      re.S).group(1)
+    assert "podman login --username" in lines, lines
+    assert "tls-verify" not in lines and "plain-http-note" not in r.text
 
 
 # The README's ACL lines: the audit's, the gateway's for secrets and
@@ -928,6 +939,121 @@ def test_revoked_subject_session_makes_no_secret(env, tmp_path):
     # The page no longer treats the session as signed in.
     t = s.get(g.url + "/", timeout=20).text
     assert 'id="subject"' not in t
+
+
+def test_person_disabled_at_the_provider_makes_no_secret(env):
+    """A person disabled at the provider keeps the browser session, but
+    the provider is asked (userinfo, with the session's sealed provider
+    access token) before a secret is made: refused, audited, no secret;
+    enabled again, the same session makes one.  The sealed token is not
+    in Redis in the clear."""
+    env.idp.set_state(accounts={"alice": {
+        "email": "alice@example.test", "name": "Alice Example",
+        "groups": ["dev"]}}, login="alice")
+    g = gateway(env)
+    s = session()
+    r, _back = sign_in(g, s, env.idp)
+    assert r.status_code == 303, r.text
+    page = signed_in_page(g, s).text
+    with env.rs.client() as c:
+        keys = [k for k in c.call("KEYS", "*session:*")]
+        assert len(keys) == 1
+        rec = json.loads(c.call("GET", keys[0]))
+    assert rec["idp_sub"] == "alice" and len(rec["pat"]) > 40
+    env.idp.set_state(accounts={"alice": {
+        "email": "alice@example.test", "name": "Alice Example",
+        "groups": ["dev"], "disabled": True}})
+    r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                             "name": "gone"}, timeout=20)
+    assert r.status_code == 403, r.status_code
+    assert not SECRET_RE.search(r.text) and "Sign in again" in r.text
+    with env.rs.client() as c:
+        assert c.call("KEYS", "portcullis:secret:*") == []
+    d = failure_of(env, "/ui/secrets")[0]
+    assert d["auth_failure"] == "idp_refused" and \
+        d["subject"] == "corp:alice", d
+    assert 'recheck_refused subject="corp:alice"' in g.log_text()
+    env.idp.set_state(accounts={"alice": {
+        "email": "alice@example.test", "name": "Alice Example",
+        "groups": ["dev"]}})
+    r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                             "name": "back"}, timeout=20)
+    assert r.status_code == 200 and SECRET_RE.search(r.text), r.text
+
+
+def test_sign_out_everywhere(env):
+    """Signing in again leaves the older session valid until it ends;
+    "Sign out everywhere" (the landing page's second form) ends every
+    session of the person (the per-subject session index), not another
+    person's; plain "Sign out" ends only its own."""
+    env.idp.set_state(accounts={
+        "alice": {"email": "a@example.test", "name": "A", "groups": ["dev"]},
+        "bob": {"email": "b@example.test", "name": "B", "groups": ["dev"]}},
+        login="alice")
+    g = gateway(env)
+    a1, a2, a3 = session(), session(), session()
+    for s in (a1, a2, a3):
+        assert sign_in(g, s, env.idp)[0].status_code == 303
+    env.idp.set_state(login="bob")
+    b = session()
+    assert sign_in(g, b, env.idp)[0].status_code == 303
+    env.idp.set_state(login="alice")
+
+    def signed_in(s):
+        return 'id="subject"' in s.get(g.url + "/", timeout=20).text
+    # Plain sign out: only a3's own session.
+    page = signed_in_page(g, a3).text
+    r = a3.post(g.url + "/logout", data={"csrf": csrf_of(page)},
+                allow_redirects=False, timeout=20)
+    assert r.status_code == 303
+    assert not signed_in(a3) and signed_in(a1) and signed_in(a2)
+    page = signed_in_page(g, a1).text
+    assert 'id="logout-everywhere"' in page
+    r = a1.post(g.url + "/logout", data={"csrf": csrf_of(page),
+                                         "everywhere": "1"},
+                allow_redirects=False, timeout=20)
+    assert r.status_code == 303, r.text
+    assert not signed_in(a1) and not signed_in(a2)
+    assert signed_in(b)
+    assert 'logout_everywhere subject="corp:alice"' in g.log_text()
+    with env.rs.client() as c:
+        assert c.call("KEYS", "*sessions:corp:alice") == []
+        assert len(c.call("KEYS", "*session:*")) == 1   # bob's
+
+
+def test_secret_refused_when_the_provider_says_another_subject(
+        env, double):
+    """userinfo naming another sub than the id_token (OIDC Core 5.3.2),
+    or refusing the token, or answering nothing usable: no secret."""
+    g = double_gateway(env, double)
+    s = session()
+    _loc, q = begin(g, s)
+    double_signin(g, double, q)
+    r = s.get(g.url + "/oauth2/callback", params={
+        "code": "c1", "state": q["state"]}, allow_redirects=False,
+        timeout=20)
+    assert r.status_code == 303, r.text
+    page = signed_in_page(g, s).text
+    for status, body, want in (
+            (200, {"sub": "mallory"}, 403),
+            (401, {"error": "invalid_token"}, 403),
+            (401, None, 403),
+            (500, None, 503)):
+        double.route("GET", "/userinfo", status,
+                     {"Content-Type": "application/json"},
+                     json.dumps(body).encode() if body else b"")
+        r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                                 "name": "x"}, timeout=20)
+        assert r.status_code == want, (status, body, r.status_code)
+        assert not SECRET_RE.search(r.text)
+    double.route("GET", "/userinfo", 200, {"Content-Type":
+                                           "application/json"},
+                 json.dumps({"sub": "bob"}).encode())
+    r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                             "name": "x"}, timeout=20)
+    assert r.status_code == 200 and SECRET_RE.search(r.text), r.text
+    # The provider's access token ("at") never went to a log.
+    assert "Bearer" not in g.log_text()
 
 
 def test_login_states_bounded(env):
@@ -1104,17 +1230,28 @@ def test_login_lines_quote_the_subject_for_the_shell(env, double):
         timeout=20)
     assert r.status_code == 303, r.text
     page = signed_in_page(g, s).text
+    # The provider's userinfo, asked before the secret is made.
+    double.route("GET", "/userinfo", 200, {"Content-Type":
+                                           "application/json"},
+                 json.dumps({"sub": "o'brien'; touch /tmp/pwned; '"})
+                 .encode())
     r = s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
                                              "name": "q"}, timeout=20)
     assert r.status_code == 200 and SECRET_RE.search(r.text), r.text
     lines = html.unescape(re.search(r'<pre id="login-lines">(.*?)</pre>',
                                     r.text, re.S).group(1)).splitlines()
     assert len(lines) == 3, lines
+    # The gateway is plain http: podman and skopeo are told so, docker
+    # has no such flag (a note on the page says why it needs none here).
     for tool, line in zip(("docker", "podman", "skopeo"), lines):
-        assert shlex.split(line) == [
-            tool, "login", "--username",
-            "corp_o_brien___touch__tmp_pwned___", "127.0.0.1:%d" % g.port
-        ], line
+        assert shlex.split(line) == [tool, "login"] + (
+            [] if tool == "docker" else ["--tls-verify=false"]) + [
+            "--username", "corp_o_brien___touch__tmp_pwned___",
+            "127.0.0.1:%d" % g.port], line
+    note = re.search(r'<p class="muted" id="plain-http-note">(.*?)</p>',
+                     r.text, re.S)
+    assert note and "127.0.0.0/8" in note.group(1) and \
+        "insecure-registries" in note.group(1), r.text
 
 
 def test_revoke_form_cannot_reach_another_persons_secret(env):

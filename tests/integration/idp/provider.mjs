@@ -128,7 +128,11 @@ const configuration = {
     revocation: { enabled: true },
     resourceIndicators: {
       enabled: true,
-      defaultResource: () => resource,
+      // The gateway's browser sign-in gets an access token for the
+      // provider's own userinfo (its re-check before a secret is made),
+      // so no resource for it; JWT access tokens for the others.
+      defaultResource: (ctx, client) =>
+        (client?.clientId === 'gateway' ? undefined : resource),
       useGrantedResource: () => true,
       getResourceServerInfo: (ctx, indicator) => ({
         scope: 'pull push',
