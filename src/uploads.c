@@ -487,6 +487,26 @@ upl_local(struct req *req)
 }
 
 /*
+ * Whether a location read from Redis may be sent as this upload's
+ * Location: of bounded length, no control character (it is written into
+ * the answer's head as it is: a CR LF would add fields of a Redis peer's
+ * choosing), and naming this upload, not another.
+ */
+static int
+upl_loc_ok(const char *v, size_t len, const char *id)
+{
+	char	lid[OCI_REF_MAX + 1];
+	size_t	i;
+
+	if (len >= UPL_LOC_MAX || strlen(v) != len)
+		return (0);
+	for (i = 0; i < len; i++)
+		if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+			return (0);
+	return (upl_loc_id(v, lid, sizeof(lid)) == 0 && strcmp(lid, id) == 0);
+}
+
+/*
  * Redis said what the upload is (a hash of offset and location, or
  * nothing: unknown, or ended through another instance).  No reply (the
  * link went): this instance's memory decides.
@@ -525,7 +545,8 @@ upl_on_state(struct rds *l, redisReply *r, void *arg)
 				e.offset = strtoull(v, &end, 10);
 				have = *end == '\0';
 			} else if (strcmp(f, "location") == 0 &&
-			    r->element[i + 1]->len < UPL_LOC_MAX)
+			    upl_loc_ok(v, r->element[i + 1]->len,
+			    req->route.ref))
 				e.location = (char *)v;
 		}
 		if (have && e.location != NULL)
