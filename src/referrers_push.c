@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy.h"
 #include "referrers_int.h"
 
 /* The pushes to one subject: the first writes, the others wait. */
@@ -341,9 +342,9 @@ rf_push_read_done(struct rf_push *p)
 {
 	json_t		*doc, *m;
 	json_error_t	 jerr;
-	const char	*text;
+	const char	*text, *rule;
 	size_t		 len;
-	char		 why[64];
+	char		 why[160];
 
 	text = rf_doc_text(&p->doc, &len);
 	if (p->doc.status == 404)
@@ -367,6 +368,20 @@ rf_push_read_done(struct rf_push *p)
 		json_decref(m);
 		p->subject_ok = 1;
 		rf_push_answer(p);
+		return;
+	}
+	/*
+	 * The gateway writes the tag with its own credentials: an
+	 * immutable one that exists is not moved (a client's own PUT of
+	 * it is refused by tagpol.c), though it may be created, as a
+	 * client may create a new immutable tag.
+	 */
+	if (p->doc.status == 200 && policy_immutable(p->conf->policy,
+	    p->up->name, p->upname, p->tag, &rule)) {
+		json_decref(m);
+		snprintf(why, sizeof(why), "the referrers tag is immutable "
+		    "(rule %s)", rule);
+		rf_push_give_up(p, why);
 		return;
 	}
 	if (p->attempts >= p->conf->referrers_attempts) {

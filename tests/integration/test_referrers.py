@@ -508,3 +508,41 @@ def test_index_written_with_the_gateways_credentials(start_registry,
                      timeout=30)
     assert r.status_code == 200, r.text
     assert [m["digest"] for m in r.json()["manifests"]] == [d]
+
+
+def test_index_tag_under_an_immutable_rule_is_not_moved(reg, start_gateway):
+    """review: the gateway wrote the referrers tag <alg>-<hex> with its
+    own credentials on a client's behalf without asking the policy's
+    immutable_tags: a client whose own PUT of that tag is refused (403,
+    immutable) moved it all the same by pushing a second artifact with
+    the same subject.  The tag may be created (as a client may create a
+    new immutable tag) but, once there, is not moved: the push is
+    answered without OCI-Subject, the spec's signal that the index was
+    not kept."""
+    allow = {"id": "all", "effect": "allow", "subjects": ["anonymous"],
+             "actions": ["pull", "push"], "repositories": ["**"]}
+    gw = start_gateway(gateway_config(
+        upstream(reg, default=True),
+        policy={"rules": [allow],
+                "immutable_tags": [{"id": "frozen",
+                                    "repositories": ["imm/**"],
+                                    "tags": ["sha256-*"]}]}))
+    subj, size = push_image(gw.url, "imm/app", "v1")
+    a, da = artifact(subj, size, SBOM, "first")
+    r = push_artifact(gw.url, "imm/app", a)
+    assert r.status_code == 201, r.text
+    assert r.headers.get("OCI-Subject") == subj
+    # The client itself may not move the tag.
+    with session() as s:
+        r = s.put("%s/v2/imm/app/manifests/%s" % (gw.url, ref_tag(subj)),
+                  data=json.dumps({"schemaVersion": 2, "mediaType": IDX,
+                                   "manifests": []}).encode(),
+                  headers={"Content-Type": IDX}, timeout=30)
+    assert r.status_code == 403, r.text
+    b, db = artifact(subj, size, SIG, "second")
+    r = push_artifact(gw.url, "imm/app", b)
+    assert r.status_code == 201, r.text
+    assert "OCI-Subject" not in r.headers, r.headers
+    idx = json.loads(reg.get_manifest("imm/app", ref_tag(subj),
+                                      accept=IDX).content)
+    assert [m["digest"] for m in idx["manifests"]] == [da]
