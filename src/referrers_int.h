@@ -43,6 +43,7 @@ struct referrers {
 	size_t			 ncache;
 	TAILQ_HEAD(, rf_lock)	 locks;		/* referrers_push.c */
 	TAILQ_HEAD(, rf_push)	 detached;	/* clients gone */
+	size_t			 ndetached;	/* <= max_connections */
 };
 
 /* One client-less fetch of a bounded document, and its answer. */

@@ -194,8 +194,10 @@ rf_push_retire(struct rf_push *p)
 	p->doc.px = NULL;
 	evtimer_del(p->ev_go);
 	rf_lock_release(p);
-	if (p->req == NULL)
+	if (p->req == NULL) {
 		TAILQ_REMOVE(&p->ctx->referrers->detached, p, det_entry);
+		p->ctx->referrers->ndetached--;
+	}
 	conn_reap_later(p->ctx, &p->reap, rf_push_destroy, p);
 }
 
@@ -203,17 +205,30 @@ rf_push_retire(struct rf_push *p)
  * The client went (free follows at once).  Once the upstream has the
  * manifest, the index update goes on without the request: a client
  * that gave up must not leave a pushed referrer out of the index.
+ * Detached, it no longer counts as a connection, yet holds its
+ * descriptor (annotations of the client's choosing) until its turn: so
+ * at most limits.max_connections go on detached, else a client pushing
+ * and leaving could queue any number of them.
  */
 static void
 rf_push_gone(void *arg)
 {
-	struct rf_push	*p = arg;
+	struct rf_push		*p = arg;
+	struct referrers	*r = rf_state(p->ctx);
 
 	if (p->retired || p->phase == RF_PUT_MANIFEST)
 		return;
+	if (r->ndetached >= p->conf->max_connections) {
+		log_warn("%s referrers not_detached index_not_updated "
+		    "repo=%s tag=%s reason=\"%zu detached index updates "
+		    "(limits.max_connections)\"", p->logid, p->upname,
+		    p->tag, r->ndetached);
+		return;			/* rf_push_free() retires it */
+	}
 	log_info("%s referrers detached tag=%s", p->logid, p->tag);
 	p->req = NULL;
-	TAILQ_INSERT_TAIL(&rf_state(p->ctx)->detached, p, det_entry);
+	TAILQ_INSERT_TAIL(&r->detached, p, det_entry);
+	r->ndetached++;
 }
 
 /* The stage's end: retired, unless detached to finish on its own. */

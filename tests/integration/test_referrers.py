@@ -546,3 +546,55 @@ def test_index_tag_under_an_immutable_rule_is_not_moved(reg, start_gateway):
     idx = json.loads(reg.get_manifest("imm/app", ref_tag(subj),
                                       accept=IDX).content)
     assert [m["digest"] for m in idx["manifests"]] == [da]
+
+
+def test_detached_index_updates_are_bounded(reg, held):
+    """review: a push whose client leaves once the manifest is accepted
+    goes on detached, holding its descriptor (annotations of the
+    client's choosing, up to limits.manifest_bytes) until its turn at
+    the subject's lock; detached, it no longer counts against
+    limits.max_connections, so a client pushing and resetting could
+    queue any number of them (memory held: every byte it sent).  Now
+    at most limits.max_connections index updates go on detached; past
+    that a leaving client's update is ended and logged
+    index_not_updated."""
+    import socket
+    import struct
+    from lib.util import wait_for
+    hp, start = held
+    gw = start(max_connections=2)
+    repo = "many/app"
+    try:
+        subj, _ = detach_a_push(reg, hp, gw, repo)
+        size = len(reg.get_manifest(repo, "v1").content)
+        for i in range(5):
+            body, d = artifact(subj, size, SBOM, "queued %d" % i)
+            mark = reg.mark()
+            c = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+            c.sendall(b"PUT /v2/%s/manifests/%s HTTP/1.1\r\n"
+                      b"Host: %s\r\nContent-Type: %s\r\n"
+                      b"Content-Length: %d\r\n\r\n" % (
+                          repo.encode(), d.encode(), gw.host.encode(),
+                          MT.encode(), len(body)) + body)
+            wait_for(lambda: any(e["method"] == "PUT" and
+                                 e["path"].endswith(d) and
+                                 e["status"] == 201
+                                 for e in reg.access_log(since=mark)),
+                     timeout=30, what="the manifest accepted upstream")
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack("ii", 1, 0))
+            c.close()
+            wait_for(lambda: gw.log_text().count("referrers detached "
+                                                 "tag=") +
+                     gw.log_text().count("referrers not_detached") >=
+                     i + 2,
+                     timeout=30, what="push %d detached or ended" % i)
+        log = gw.log_text()
+        assert log.count("referrers detached tag=") <= 2, log
+        assert log.count("referrers not_detached") >= 3, log
+    finally:
+        hp.release()
+    wait_for(lambda: gw.log_text().count("referrers detached_done") ==
+             gw.log_text().count("referrers detached tag="), timeout=30,
+             what="every detached update's end")
+    assert gw.alive()
