@@ -191,3 +191,41 @@ def test_a_location_from_redis_cannot_inject_fields(reg, rs, start_gateway,
         assert r.status_code == 204, r.text
         assert "other" not in r.headers.get("Location", ""), r.headers
     assert g1.alive() and g2.alive()
+
+
+def test_a_location_from_redis_cannot_send_the_client_elsewhere(
+        reg, rs, start_gateway, tmp_path):
+    """review: a location from Redis with no control character and this
+    upload's id was sent as it was, whatever its host or repository: a
+    Redis peer could send the client's next chunk (and its credentials)
+    to a host of its choosing, or to another repository's path.  Only
+    the path of a location of this upload in this repository is taken
+    from Redis; the base is this instance's own."""
+    g1, g2 = two_gateways(start_gateway, reg, rs, tmp_path)
+    with session() as s:
+        r = s.post("%s/v2/els/app/blobs/uploads/" % g1.url, timeout=30)
+        assert r.status_code == 202, r.text
+        loc0 = path_of(r.headers["Location"])
+        r = s.patch(g1.url + loc0, data=b"abc", timeout=30,
+                    headers=dict(HDR, **{"Content-Range": "0-2"}))
+        assert r.status_code == 202, r.text
+        loc1 = path_of(r.headers["Location"])
+        wait_key(rs, "portcullis:upload:*")
+        key = rs.call("KEYS", "portcullis:upload:*")[0]
+        for bad in ("http://evil.invalid:9" + loc1,
+                    loc1.replace("/v2/els/app/", "/v2/els/other/")):
+            rs.call("HSET", key, "offset", "3", "location", bad)
+            r = s.get(g2.url + loc1, timeout=30)
+            assert r.status_code == 204, r.text
+            got = r.headers.get("Location", "")
+            assert got.startswith(g2.url + "/v2/els/app/blobs/uploads/"), \
+                (bad, got)
+        # The path of a good one is answered from Redis, on g2's base.
+        rs.call("HSET", key, "offset", "3", "location", g1.url + loc1)
+        mark = reg.mark()
+        r = s.get(g2.url + loc0, timeout=30)
+        assert r.status_code == 204, r.text
+        assert r.headers["Location"] == g2.url + loc1
+        assert not [e for e in reg.access_log(since=mark)
+                    if e["method"] == "GET"]
+    assert g1.alive() and g2.alive()
