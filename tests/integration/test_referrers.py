@@ -598,3 +598,42 @@ def test_detached_index_updates_are_bounded(reg, held):
              gw.log_text().count("referrers detached tag="), timeout=30,
              what="every detached update's end")
     assert gw.alive()
+
+
+def test_referrers_cache_memory_is_bounded(reg, start_gateway, tmp_path):
+    """review: the referrers answer cache was bounded by its count alone
+    (cache.referrers_entries, default 1000) with each answer up to
+    limits.manifest_bytes (default 4 MiB), held parsed (several times
+    its text): a client that can push index tags <alg>-<hex> (or read a
+    repository where large ones are) filled it with large answers, some
+    GiB with the defaults.  Now the cached answers' bytes are bounded
+    too (cache.referrers_bytes, default 8 MiB of documents)."""
+    gw = start_gateway(gateway_config(
+        upstream(reg, default=True),
+        cache=cache_cfg(tmp_path / "c", referrers_ttl=3600)))
+    repo = "big/app"
+    subj, size = push_image(reg.url, repo, "v1")
+    ann = {"k%05d" % i: "v" for i in range(25000)}
+    desc = [{"mediaType": MT, "digest": subj, "size": size,
+             "artifactType": SBOM, "annotations": ann}] * 4
+    idx = json.dumps({"schemaVersion": 2, "mediaType": IDX,
+                      "manifests": desc}).encode()
+    assert 1 << 20 < len(idx) < 4 << 20
+    subjects = [sha256(b"subject %d" % i) for i in range(32)]
+    for s_ in subjects:
+        r = reg.http.put("%s/v2/%s/manifests/%s" % (reg.url, repo,
+                                                    ref_tag(s_)),
+                         data=idx, headers={"Content-Type": IDX},
+                         timeout=60)
+        assert r.status_code == 201, r.text
+    r = referrers(gw.url, repo, subjects[0])
+    assert r.status_code == 200, r.text
+    base = gw.rss_kib()
+    for s_ in subjects[1:]:
+        r = referrers(gw.url, repo, s_)
+        assert r.status_code == 200 and len(r.json()["manifests"]) == 4
+    grown = gw.rss_kib() - base
+    # 31 answers of 1.5 MiB of text each, held parsed: hundreds of MiB
+    # without a bound on bytes.
+    assert grown < 160 * 1024, "rss grew %d KiB" % grown
+    assert gw.alive()
