@@ -426,8 +426,10 @@ rf_push_put_done(struct rf_push *p)
 			rf_fail_status(req, &p->doc, "a manifest push");
 			return;
 		}
-		/* The upstream's own refusal (its OCI error). */
+		/* The upstream's own refusal (its OCI error), recorded. */
 		text = rf_doc_text(&p->doc, &len);
+		errs_parse_code(text, len, req->up_error,
+		    sizeof(req->up_error));
 		req_respond_simple(req, p->doc.status, p->doc.ctype[0] !=
 		    '\0' ? p->doc.ctype : "application/json", text, NULL);
 		return;

@@ -467,6 +467,16 @@ def test_refused_push_is_relayed_and_keeps_no_index(reg, gw):
     assert r.status_code == 400, r.text
     assert r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
     assert "OCI-Subject" not in r.headers
+    # review: the record names the upstream's code, as for any relayed
+    # refusal (it was left out on this path).
+    from lib.util import wait_for
+    rid = r.headers["X-Request-Id"]
+    wait_for(lambda: any(rid in ln and "req done" in ln
+                         for ln in gw.log_text().splitlines()),
+             timeout=30, what="the push's record")
+    line = [ln for ln in gw.log_text().splitlines()
+            if rid in ln and "req done" in ln][0]
+    assert "up_error=MANIFEST_BLOB_UNKNOWN" in line, line
     r = reg.http.get("%s/v2/bad/app/manifests/%s" % (reg.url, ref_tag(subj)),
                      headers={"Accept": IDX}, timeout=30)
     assert r.status_code == 404
