@@ -78,6 +78,7 @@ struct config_cache {
 	size_t			 max_confirms;
 	int			 referrers_ttl_ms; /* 0: not cached */
 	size_t			 referrers_entries;
+	size_t			 referrers_bytes;	/* their documents */
 };
 
 enum config_fsync {

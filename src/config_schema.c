@@ -450,6 +450,13 @@ static const struct cfg_key cfg_cache_keys[] = {
 	  .def = 1000,
 	  .help = "Referrers answers kept in memory (least recently used "
 	  "dropped first); each is at most limits.manifest_bytes." },
+	{ .name = "referrers_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(referrers_bytes), .min = 0, .max = 1073741824,
+	  .def = 8388608,
+	  .help = "Bytes of the upstream documents behind the referrers "
+	  "answers kept in memory (held parsed, which takes several times "
+	  "that); the least recently used are dropped first, and a larger "
+	  "answer is not kept." },
 	{ .name = NULL }
 };
 

@@ -16,7 +16,9 @@
  * registry that has the endpoint but not the subject, answered as the
  * spec wants it: 200 with an empty index.  With a cache on the upstream,
  * answers are kept in memory for cache.referrers_ttl (bounded by
- * cache.referrers_entries, each at most limits.manifest_bytes).
+ * cache.referrers_entries and, in bytes of their documents, by
+ * cache.referrers_bytes: held parsed, an answer takes many times its
+ * text, so the count alone let a few large ones take GiB).
  *
  * Pushing (a manifest with a `subject`, and the subject's referrers tag
  * kept when the upstream keeps none) is referrers_push.c's.
@@ -146,6 +148,7 @@ rf_entry_free(struct referrers *r, struct rf_entry *e)
 {
 	TAILQ_REMOVE(&r->cache, e, entry);
 	r->ncache--;
+	r->cache_bytes -= e->bytes;
 	json_decref(e->manifests);
 	free(e->key);
 	free(e);
@@ -175,19 +178,26 @@ rf_cache_drop(struct pc_ctx *ctx, const char *key)
 }
 
 static void
-rf_cache_put(struct req *req, const char *key, json_t *manifests)
+rf_cache_put(struct req *req, const char *key, json_t *manifests,
+    size_t bytes)
 {
 	struct referrers	*r = rf_state(req->c->ctx);
 	struct rf_entry		*e;
+	size_t			 max = req->conf->cache->referrers_bytes;
 
 	rf_cache_drop(req->c->ctx, key);
+	if (bytes > max)
+		return;
 	while (r->ncache > 0 &&
-	    r->ncache >= req->conf->cache->referrers_entries)
+	    (r->ncache >= req->conf->cache->referrers_entries ||
+	    r->cache_bytes + bytes > max))
 		rf_entry_free(r, TAILQ_LAST(&r->cache, rf_entries));
 	if ((e = calloc(1, sizeof(*e))) == NULL ||
 	    (e->key = strdup(key)) == NULL)
 		fatal("calloc");
 	e->manifests = json_incref(manifests);
+	e->bytes = bytes;
+	r->cache_bytes += bytes;
 	e->expires = now_ms() + (uint64_t)req->conf->cache->referrers_ttl_ms;
 	TAILQ_INSERT_HEAD(&r->cache, e, entry);
 	r->ncache++;
@@ -483,14 +493,17 @@ rf_get_free(void *arg)
 	conn_reap_later(g->req->c->ctx, &g->reap, rf_get_destroy, g);
 }
 
-/* Answer from descriptors found (kept for the cache first). */
+/*
+ * Answer from descriptors found (kept for the cache first), read from a
+ * document of `bytes`.
+ */
 static void
-rf_get_answer(struct rf_get *g, json_t *manifests)
+rf_get_answer(struct rf_get *g, json_t *manifests, size_t bytes)
 {
 	struct req	*req = g->req;
 
 	if (rf_caching(req))
-		rf_cache_put(req, g->key, manifests);
+		rf_cache_put(req, g->key, manifests, bytes);
 	rf_answer(req, manifests, g->has_filter, g->filter);
 	json_decref(manifests);
 }
@@ -554,12 +567,12 @@ rf_get_done(void *arg, enum pc_err err, const char *detail)
 		}
 		if (!g->from_tag)
 			rf_set_absent(req, 0);
-		rf_get_answer(g, m);
+		rf_get_answer(g, m, len);
 		return;
 	}
 	if (g->doc.status == 404 && g->from_tag) {
 		/* No tag: nothing refers to the subject (yet). */
-		rf_get_answer(g, json_array());
+		rf_get_answer(g, json_array(), 0);
 		return;
 	}
 	if (!g->from_tag && (g->doc.status == 405 || (g->doc.status == 404 &&
@@ -571,7 +584,7 @@ rf_get_done(void *arg, enum pc_err err, const char *detail)
 	}
 	if (g->doc.status == 404) {
 		/* The API, without the subject: spec 1.1 says 200, empty. */
-		rf_get_answer(g, json_array());
+		rf_get_answer(g, json_array(), 0);
 		return;
 	}
 	rf_fail_status(req, &g->doc, g->from_tag ? "the referrers tag read" :

@@ -30,6 +30,7 @@ struct rf_entry {
 	TAILQ_ENTRY(rf_entry)	 entry;		/* head: newest */
 	char			*key;		/* up, repo, subject */
 	json_t			*manifests;
+	size_t			 bytes;		/* its document's */
 	uint64_t		 expires;	/* ms */
 };
 
@@ -41,8 +42,10 @@ struct referrers {
 	TAILQ_HEAD(, rf_up)	 ups;
 	TAILQ_HEAD(rf_entries, rf_entry) cache;
 	size_t			 ncache;
+	size_t			 cache_bytes;	/* <= referrers_bytes */
 	TAILQ_HEAD(, rf_lock)	 locks;		/* referrers_push.c */
 	TAILQ_HEAD(, rf_push)	 detached;	/* clients gone */
+	size_t			 ndetached;	/* <= max_connections */
 };
 
 /* One client-less fetch of a bounded document, and its answer. */

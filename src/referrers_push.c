@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy.h"
 #include "referrers_int.h"
 
 /* The pushes to one subject: the first writes, the others wait. */
@@ -193,8 +194,10 @@ rf_push_retire(struct rf_push *p)
 	p->doc.px = NULL;
 	evtimer_del(p->ev_go);
 	rf_lock_release(p);
-	if (p->req == NULL)
+	if (p->req == NULL) {
 		TAILQ_REMOVE(&p->ctx->referrers->detached, p, det_entry);
+		p->ctx->referrers->ndetached--;
+	}
 	conn_reap_later(p->ctx, &p->reap, rf_push_destroy, p);
 }
 
@@ -202,17 +205,30 @@ rf_push_retire(struct rf_push *p)
  * The client went (free follows at once).  Once the upstream has the
  * manifest, the index update goes on without the request: a client
  * that gave up must not leave a pushed referrer out of the index.
+ * Detached, it no longer counts as a connection, yet holds its
+ * descriptor (annotations of the client's choosing) until its turn: so
+ * at most limits.max_connections go on detached, else a client pushing
+ * and leaving could queue any number of them.
  */
 static void
 rf_push_gone(void *arg)
 {
-	struct rf_push	*p = arg;
+	struct rf_push		*p = arg;
+	struct referrers	*r = rf_state(p->ctx);
 
 	if (p->retired || p->phase == RF_PUT_MANIFEST)
 		return;
+	if (r->ndetached >= p->conf->max_connections) {
+		log_warn("%s referrers not_detached index_not_updated "
+		    "repo=%s tag=%s reason=\"%zu detached index updates "
+		    "(limits.max_connections)\"", p->logid, p->upname,
+		    p->tag, r->ndetached);
+		return;			/* rf_push_free() retires it */
+	}
 	log_info("%s referrers detached tag=%s", p->logid, p->tag);
 	p->req = NULL;
-	TAILQ_INSERT_TAIL(&rf_state(p->ctx)->detached, p, det_entry);
+	TAILQ_INSERT_TAIL(&r->detached, p, det_entry);
+	r->ndetached++;
 }
 
 /* The stage's end: retired, unless detached to finish on its own. */
@@ -341,9 +357,9 @@ rf_push_read_done(struct rf_push *p)
 {
 	json_t		*doc, *m;
 	json_error_t	 jerr;
-	const char	*text;
+	const char	*text, *rule;
 	size_t		 len;
-	char		 why[64];
+	char		 why[160];
 
 	text = rf_doc_text(&p->doc, &len);
 	if (p->doc.status == 404)
@@ -367,6 +383,20 @@ rf_push_read_done(struct rf_push *p)
 		json_decref(m);
 		p->subject_ok = 1;
 		rf_push_answer(p);
+		return;
+	}
+	/*
+	 * The gateway writes the tag with its own credentials: an
+	 * immutable one that exists is not moved (a client's own PUT of
+	 * it is refused by tagpol.c), though it may be created, as a
+	 * client may create a new immutable tag.
+	 */
+	if (p->doc.status == 200 && policy_immutable(p->conf->policy,
+	    p->up->name, p->upname, p->tag, &rule)) {
+		json_decref(m);
+		snprintf(why, sizeof(why), "the referrers tag is immutable "
+		    "(rule %s)", rule);
+		rf_push_give_up(p, why);
 		return;
 	}
 	if (p->attempts >= p->conf->referrers_attempts) {
@@ -396,8 +426,10 @@ rf_push_put_done(struct rf_push *p)
 			rf_fail_status(req, &p->doc, "a manifest push");
 			return;
 		}
-		/* The upstream's own refusal (its OCI error). */
+		/* The upstream's own refusal (its OCI error), recorded. */
 		text = rf_doc_text(&p->doc, &len);
+		errs_parse_code(text, len, req->up_error,
+		    sizeof(req->up_error));
 		req_respond_simple(req, p->doc.status, p->doc.ctype[0] !=
 		    '\0' ? p->doc.ctype : "application/json", text, NULL);
 		return;

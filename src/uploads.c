@@ -487,6 +487,52 @@ upl_local(struct req *req)
 }
 
 /*
+ * A location read from Redis, as this instance sends it: the path (and
+ * query) of a location of this upload in this repository, on this
+ * instance's own base (req_external_base, as the relay rewrites
+ * Locations).  Not taken (-1): too long, a control character (it is
+ * written into the answer's head as it is: a CR LF would add fields of
+ * a Redis peer's choosing), or another path -- a peer must not send the
+ * client's next chunk, and its credentials, elsewhere.
+ */
+static int
+upl_loc_rebase(struct req *req, const char *v, size_t len, char *out,
+    size_t outlen)
+{
+	const char	*path;
+	char		 head[OCI_NAME_MAX + OCI_REF_MAX + 32];
+	size_t		 i, hlen, b;
+	int		 n;
+
+	if (len >= UPL_LOC_MAX || strlen(v) != len)
+		return (-1);
+	for (i = 0; i < len; i++)
+		if ((unsigned char)v[i] <= 0x20 || v[i] == 0x7f)
+			return (-1);
+	if (strncasecmp(v, "http://", 7) == 0 ||
+	    strncasecmp(v, "https://", 8) == 0)
+		path = strchr(strstr(v, "//") + 2, '/');
+	else
+		path = v;
+	n = snprintf(head, sizeof(head), "/v2/%s/blobs/uploads/%s",
+	    req->route.name, req->route.ref);
+	if (path == NULL || n < 0 || (size_t)n >= sizeof(head))
+		return (-1);
+	hlen = (size_t)n;
+	if (strncmp(path, head, hlen) != 0 ||
+	    (path[hlen] != '\0' && path[hlen] != '?'))
+		return (-1);
+	if ((n = req_external_base(req, out, outlen)) < 0 ||
+	    (size_t)n >= outlen)
+		return (-1);
+	b = (size_t)n;
+	n = snprintf(out + b, outlen - b, "%s", path);
+	if (n < 0 || (size_t)n >= outlen - b)
+		return (-1);
+	return (0);
+}
+
+/*
  * Redis said what the upload is (a hash of offset and location, or
  * nothing: unknown, or ended through another instance).  No reply (the
  * link went): this instance's memory decides.
@@ -498,7 +544,7 @@ upl_on_state(struct rds *l, redisReply *r, void *arg)
 	struct req	*req = w->req;
 	struct upload	 e, *ep = NULL;
 	const char	*f, *v;
-	char		*end;
+	char		*end, loc[UPL_LOC_MAX + 600];
 	size_t		 i;
 	int		 have;
 
@@ -525,8 +571,9 @@ upl_on_state(struct rds *l, redisReply *r, void *arg)
 				e.offset = strtoull(v, &end, 10);
 				have = *end == '\0';
 			} else if (strcmp(f, "location") == 0 &&
-			    r->element[i + 1]->len < UPL_LOC_MAX)
-				e.location = (char *)v;
+			    upl_loc_rebase(req, v, r->element[i + 1]->len,
+			    loc, sizeof(loc)) == 0)
+				e.location = loc;
 		}
 		if (have && e.location != NULL)
 			ep = &e;

@@ -154,3 +154,78 @@ def test_redis_away_each_instance_answers_from_memory(reg, rs, start_gateway,
         r = s.get(g1.url + loc0, timeout=30)
         assert r.status_code == 204 and r.headers["Range"] == "0-2"
     assert g1.alive() and g2.alive()
+
+
+def test_a_location_from_redis_cannot_inject_fields(reg, rs, start_gateway,
+                                                    tmp_path):
+    """review: a hostile Redis peer (or anything else that can write the
+    shared keys) set an upload's location to a value with CR LF in it:
+    the gateway wrote it into the 204's Location field as it was, so
+    the peer could add any field (or a whole response) to the answer.
+    A location from Redis with a control character, or naming another
+    upload, is not taken: the request goes to the upstream (which
+    answers for the current location)."""
+    g1, g2 = two_gateways(start_gateway, reg, rs, tmp_path)
+    with session() as s:
+        r = s.post("%s/v2/inj/app/blobs/uploads/" % g1.url, timeout=30)
+        assert r.status_code == 202, r.text
+        loc0 = path_of(r.headers["Location"])
+        r = s.patch(g1.url + loc0, data=b"abc", timeout=30,
+                    headers=dict(HDR, **{"Content-Range": "0-2"}))
+        assert r.status_code == 202, r.text
+        loc1 = path_of(r.headers["Location"])
+        wait_key(rs, "portcullis:upload:*")
+        key = rs.call("KEYS", "portcullis:upload:*")[0]
+        good = rs.call("HGET", key, "location").decode()
+        rs.call("HSET", key, "offset", "3", "location",
+                good + "\r\nX-Injected: yes")
+        r = s.get(g2.url + loc1, timeout=30)
+        assert "X-Injected" not in r.headers, r.headers
+        assert "\r" not in r.headers.get("Location", "")
+        assert r.status_code == 204, r.text
+        # Another upload's location is not this one's either.
+        other = good.replace(loc0.split("/blobs/uploads/")[1].split("?")[0],
+                             "0123456789abcdef-other")
+        rs.call("HSET", key, "offset", "3", "location", other)
+        r = s.get(g2.url + loc1, timeout=30)
+        assert r.status_code == 204, r.text
+        assert "other" not in r.headers.get("Location", ""), r.headers
+    assert g1.alive() and g2.alive()
+
+
+def test_a_location_from_redis_cannot_send_the_client_elsewhere(
+        reg, rs, start_gateway, tmp_path):
+    """review: a location from Redis with no control character and this
+    upload's id was sent as it was, whatever its host or repository: a
+    Redis peer could send the client's next chunk (and its credentials)
+    to a host of its choosing, or to another repository's path.  Only
+    the path of a location of this upload in this repository is taken
+    from Redis; the base is this instance's own."""
+    g1, g2 = two_gateways(start_gateway, reg, rs, tmp_path)
+    with session() as s:
+        r = s.post("%s/v2/els/app/blobs/uploads/" % g1.url, timeout=30)
+        assert r.status_code == 202, r.text
+        loc0 = path_of(r.headers["Location"])
+        r = s.patch(g1.url + loc0, data=b"abc", timeout=30,
+                    headers=dict(HDR, **{"Content-Range": "0-2"}))
+        assert r.status_code == 202, r.text
+        loc1 = path_of(r.headers["Location"])
+        wait_key(rs, "portcullis:upload:*")
+        key = rs.call("KEYS", "portcullis:upload:*")[0]
+        for bad in ("http://evil.invalid:9" + loc1,
+                    loc1.replace("/v2/els/app/", "/v2/els/other/")):
+            rs.call("HSET", key, "offset", "3", "location", bad)
+            r = s.get(g2.url + loc1, timeout=30)
+            assert r.status_code == 204, r.text
+            got = r.headers.get("Location", "")
+            assert got.startswith(g2.url + "/v2/els/app/blobs/uploads/"), \
+                (bad, got)
+        # The path of a good one is answered from Redis, on g2's base.
+        rs.call("HSET", key, "offset", "3", "location", g1.url + loc1)
+        mark = reg.mark()
+        r = s.get(g2.url + loc0, timeout=30)
+        assert r.status_code == 204, r.text
+        assert r.headers["Location"] == g2.url + loc1
+        assert not [e for e in reg.access_log(since=mark)
+                    if e["method"] == "GET"]
+    assert g1.alive() and g2.alive()

@@ -670,6 +670,7 @@ test_cache_fill_keys(void **state)
 	assert_int_equal(cfg->cache->max_confirms, 64);
 	assert_int_equal(cfg->cache->referrers_ttl_ms, 10000);
 	assert_int_equal(cfg->cache->referrers_entries, 1000);
+	assert_int_equal(cfg->cache->referrers_bytes, 8388608);
 	assert_int_equal(cfg->referrers_fallback_ms, 300000);
 	assert_int_equal(cfg->referrers_attempts, 5);
 	config_unref(cfg);
@@ -1144,6 +1145,7 @@ test_reference(void **state)
 		"/cache/fill_finish_fraction",
 		"/cache/max_repo_links", "/cache/max_confirms",
 		"/cache/referrers_ttl", "/cache/referrers_entries",
+		"/cache/referrers_bytes",
 		"/audit", "/audit/redis", "/audit/stream", "/audit/max_len",
 		"/audit/max_age", "/audit/spool_file", "/audit/spool_max_bytes",
 		"/audit/fsync", "/audit/on_failure", "/audit/admin_addresses",
