@@ -18,14 +18,23 @@
  * stream, keeping for a repository plan only the records the writer
  * indexes (audit_indexed_repository()), so that a query gives the same
  * answer whether or not its index was evicted on the way.
- * --since bounds the walk by stream id (an entry's id is
- * never older than its record's time, less a clock-skew slack); --until
- * and everything else filter on the record.  The page ends at --limit
- * records; "next" is the id to pass as the cursor for the one after.
+ * A repository glob whose first segment is literal ("team/...") reads
+ * the first-segment index <stream>:repository:team/ the same way (whole
+ * after the later of the evicted mark and AUDIT_PREFIX_FIELD).
+ * Time bounds limit what is read: the writer's script gives every
+ * record an id at or after its time, so --since is the walk's lower id
+ * exactly; a walk with --until starts at until + AUDIT_LATE_MS, or
+ * higher when <stream>:late holds a batch above that with a record at
+ * or before until (AQ_LATE, first); the records are then filtered on
+ * their time.  (Records written before that rule, by a gateway whose
+ * clock ran ahead of Redis's, may sit below their time and be missed by
+ * --since near them.)  The page ends at --limit records; "next" is the
+ * id to pass as the cursor for the one after.
  *
  * Also here: `audit tail` (XREAD BLOCK from the newest entry, same
- * filters) and `audit generate`, which writes synthetic records through
- * the writer's own script, for tests and benchmarks.
+ * filters), `audit export` (the query to its end as JSON lines, resumed
+ * by cursor) and `audit generate`, which writes synthetic records
+ * through the writer's own script, for tests and benchmarks.
  */
 #include <errno.h>
 #include <getopt.h>

@@ -61,6 +61,24 @@
  * uncounted.  The shebang makes Redis refuse the whole script up front when
  * it is out of memory, read-only or failing to persist, instead of
  * failing half-way.
+ * Stream ids and time: a record's id is never before its `time` (ms),
+ * whatever the two clocks say: Redis's '*' when its clock is at or past
+ * the record's time, else "<time>-*" (which Redis refuses only when the
+ * stream's top is later still, and then '*' is later too).  So a query's
+ * --since stops its walk at the first id before it (audit_query.c).
+ * Records of `audit generate` (instance "generate-...") take their time
+ * as id whenever the stream allows it, so that a generated stream looks
+ * like one written over time.  A record whose id is more than
+ * AUDIT_LATE_MS after its time (a replay, a backed-up queue) puts its
+ * batch in <stream>:late (AUDIT_LATE_MS in audit.h), trimmed with the
+ * stream, so that --until may start its walk near until.
+ * First-segment index: a record in <stream>:repository:<a>/<b...> also
+ * goes into <stream>:repository:<a>/ (no repository name ends in '/'),
+ * an index stream like the others (counted, evicted, trimmed), for
+ * --repo 'a/...' globs; the key is made here from the repository key,
+ * so the batch layout is unchanged (an ACL limited to ~<stream>* covers
+ * it).  AUDIT_PREFIX_FIELD in the writers hash keeps when the first one
+ * was written: older records are found by walking.
  */
 static const char audit_lua[] =
 "#!lua\n"
@@ -96,6 +114,7 @@ static const char audit_lua[] =
 "local tn = redis.call('TIME')\n"
 "local now = tonumber(tn[1]) * 1000 + math.floor(tonumber(tn[2]) / 1000)\n"
 "local rpfx, late, pfxs = KEYS[1] .. ':repository:', nil, false\n"
+"local gen = not row and string.sub(ARGV[1], 1, 9) == 'generate-'\n"
 "local function add(t, at, ...)\n"
 "  if t and (at or t > now) then\n"
 "    local r = redis.pcall('XADD', KEYS[1],\n"
@@ -113,8 +132,7 @@ static const char audit_lua[] =
 "      id = add(t, false, unpack(row))\n"
 "    else\n"
 "      if ARGV[a + 3] == 'time' then t = tonumber(ARGV[a + 4]) end\n"
-"      id = add(t, ARGV[a + 3] == 'time',\n"
-"        unpack(ARGV, a + 3, a + stride - 1))\n"
+"      id = add(t, gen, unpack(ARGV, a + 3, a + stride - 1))\n"
 "    end\n"
 "    local ms = tonumber(string.match(id, '^%d+'))\n"
 "    if t and ms - t > " AUDIT_LATE_MS " and (not late or t < late) then\n"
