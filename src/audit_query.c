@@ -650,13 +650,154 @@ aq_connect(const struct config *conf, int timeout_s)
 	return (rc);
 }
 
+/*
+ * The CLI's replies live in an arena: a walk reads every field of every
+ * entry, and hiredis' own objects (a malloc for each of an entry's 48
+ * values and arrays, a free for each) were most of the CLI's time.  A
+ * reply is processed whole and then dropped, so the arena is reset
+ * after each; its blocks are kept for the next (a reply is at most one
+ * step: AQ_BATCH entries or one record).
+ */
+struct aq_blk {
+	struct aq_blk	*next;
+	size_t		 size;
+	size_t		 used;
+	char		 data[];
+};
+
+struct aq_arena {
+	struct aq_blk	*head;
+	struct aq_blk	*cur;
+};
+
+#define AQ_BLK_SIZE	(1024 * 1024)
+
+static void *
+aq_alloc(struct aq_arena *a, size_t n)
+{
+	struct aq_blk	*b, **bp;
+	void		*p;
+
+	n = (n + 15) & ~(size_t)15;
+	for (b = a->cur; b != NULL; b = b->next) {
+		if (b->size - b->used >= n) {
+			p = b->data + b->used;
+			b->used += n;
+			a->cur = b;
+			return (p);
+		}
+		if (b->next != NULL)
+			b->next->used = 0;
+	}
+	for (bp = &a->head; *bp != NULL; bp = &(*bp)->next)
+		;
+	if ((b = malloc(sizeof(*b) + (n > AQ_BLK_SIZE ? n :
+	    AQ_BLK_SIZE))) == NULL)
+		fatal("malloc");
+	b->next = NULL;
+	b->size = n > AQ_BLK_SIZE ? n : AQ_BLK_SIZE;
+	b->used = n;
+	*bp = b;
+	a->cur = b;
+	return (b->data);
+}
+
+static void
+aq_arena_reset(struct aq_arena *a)
+{
+	if ((a->cur = a->head) != NULL)
+		a->head->used = 0;
+}
+
+static void
+aq_arena_free(struct aq_arena *a)
+{
+	struct aq_blk	*b, *next;
+
+	for (b = a->head; b != NULL; b = next) {
+		next = b->next;
+		free(b);
+	}
+	a->head = a->cur = NULL;
+}
+
+static redisReply *
+aq_obj(const redisReadTask *t, int type)
+{
+	redisReply	*r, *parent;
+
+	r = aq_alloc(t->privdata, sizeof(*r));
+	memset(r, 0, sizeof(*r));
+	r->type = type;
+	if (t->parent != NULL) {
+		parent = t->parent->obj;
+		parent->element[t->idx] = r;
+	}
+	return (r);
+}
+
+static void *
+aq_obj_string(const redisReadTask *t, char *str, size_t len)
+{
+	redisReply	*r = aq_obj(t, t->type);
+
+	r->str = aq_alloc(t->privdata, len + 1);
+	memcpy(r->str, str, len);
+	r->str[len] = '\0';
+	r->len = len;
+	return (r);
+}
+
+static void *
+aq_obj_array(const redisReadTask *t, int n)
+{
+	redisReply	*r = aq_obj(t, REDIS_REPLY_ARRAY);
+
+	r->elements = n;
+	if (n > 0) {
+		r->element = aq_alloc(t->privdata, n * sizeof(*r->element));
+		memset(r->element, 0, n * sizeof(*r->element));
+	}
+	return (r);
+}
+
+static void *
+aq_obj_integer(const redisReadTask *t, long long v)
+{
+	redisReply	*r = aq_obj(t, REDIS_REPLY_INTEGER);
+
+	r->integer = v;
+	return (r);
+}
+
+static void *
+aq_obj_nil(const redisReadTask *t)
+{
+	return (aq_obj(t, REDIS_REPLY_NIL));
+}
+
+static void
+aq_obj_free(void *r)
+{
+	(void)r;	/* the arena is reset after each reply */
+}
+
+static redisReplyObjectFunctions aq_arena_fns = {
+	aq_obj_string, aq_obj_array, aq_obj_integer, aq_obj_nil, aq_obj_free
+};
+
 /* Drive a query to its end on a blocking connection.  0 or -1. */
 static int
 aq_run_sync(redisContext *rc, struct aq *q)
 {
-	redisReply	*r;
-	int		 i, n;
+	struct aq_arena			 arena = { NULL, NULL };
+	redisReplyObjectFunctions	*fn = rc->reader->fn;
+	void				*priv = rc->reader->privdata;
+	redisReply			*r;
+	int				 i, n, rv = -1;
 
+	rc->reader->fn = &aq_arena_fns;
+	rc->reader->privdata = &arena;
 	while ((n = aq_prepare(q)) > 0) {
 		for (i = 0; i < n; i++)
 			if (redisAppendCommandArgv(rc, q->argc[i], q->argv[i],
@@ -666,15 +807,22 @@ aq_run_sync(redisContext *rc, struct aq *q)
 			if (redisGetReply(rc, (void **)&r) != REDIS_OK)
 				goto lost;
 			aq_reply(q, i, r);
-			freeReplyObject(r);
+			aq_arena_reset(&arena);
 		}
 		aq_step_done(q);
 	}
-	return (q->failed ? -1 : 0);
+	rv = q->failed ? -1 : 0;
+	goto out;
 lost:
 	snprintf(q->err, sizeof(q->err), "Redis: %s", rc->errstr);
 	q->failed = 1;
-	return (-1);
+	/* A reply cut short is in the arena: redisFree must not free it. */
+	rc->reader->reply = NULL;
+out:
+	rc->reader->fn = fn;
+	rc->reader->privdata = priv;
+	aq_arena_free(&arena);
+	return (rv);
 }
 
 static const char aq_usage[] =
