@@ -236,6 +236,12 @@ def test_segment_index_plan(qenv):
     assert got_ids(page) == gen_ids(
         [j for j in range(N - 1, N - 701, -1) if j % 7 == 3])
     assert int(st["entries_read"]) == 100
+    # Refusals are in no repository index: asking for them walks.
+    page, st = query_stats(qenv, "--repo", "team3/*", "--decision", "deny",
+                           "--limit", 5)
+    assert st["plan"] == "stream"
+    assert got_ids(page) == gen_ids(newest(
+        lambda j: j % 7 == 3 and decision(j) == "deny", 5))
     # A first segment with a glob character walks the stream.
     page, st = query_stats(qenv, "--repo", "tea[m]3/*", "--limit", 5)
     assert st["plan"] == "stream"
