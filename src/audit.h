@@ -207,6 +207,7 @@ struct req;
  */
 #define AUDIT_LATE_MS		"10000"
 #define AUDIT_LATE_READ		1000	/* late batches one query reads */
+#define AUDIT_LATE_READ_S	"1000"	/* the same, as a command argument */
 
 /* One record: in the memory queue, or sent and not yet acknowledged. */
 struct audit_rec {

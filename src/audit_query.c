@@ -51,8 +51,6 @@
 #include "audit.h"
 #include "rds.h"
 
-#define AQ_LATE_READ_S		"1000"	/* AUDIT_LATE_READ */
-
 /*
  * The first-segment index of a glob: "team/app?" reads
  * <stream>:repository:team/ when the part before the first '/' has no
@@ -320,7 +318,7 @@ aq_prepare(struct aq *q)
 		SET(0, 3, q->late_lo);
 		SET(0, 4, "LIMIT");
 		SET(0, 5, "0");
-		SET(0, 6, AQ_LATE_READ_S);
+		SET(0, 6, AUDIT_LATE_READ_S);
 		q->argc[0] = 7;
 		q->ncmds = 1;
 		break;
