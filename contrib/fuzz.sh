@@ -6,12 +6,13 @@
 # at once (one per core).
 #   contrib/fuzz.sh [target...]      targets: router url challenge hframe
 #                                    netaddr pattern jose scope web
+#                                    login_http
 set -eu
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-30}
 WORK=${WORK:-/tmp/portcullis-fuzz}
 CC=${CC:-clang}
-targets=${*:-router url challenge hframe netaddr pattern jose scope web}
+targets=${*:-router url challenge hframe netaddr pattern jose scope web login_http}
 mkdir -p "$WORK"
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -Isrc -D_GNU_SOURCE"
 for t in $targets; do
@@ -25,6 +26,8 @@ for t in $targets; do
 	jose)      srcs="src/jose.c src/jwk.c -ljwt -ljansson -lcrypto" ;;
 	scope)     srcs="src/scope.c src/router.c -ljansson" ;;
 	web)       srcs="src/web.c -lcrypto" ;;
+	login_http) srcs="src/login_http.c src/url.c -DPACKAGE_VERSION=\"fuzz\" -lssl
+		    -lcrypto -ljansson" ;;
 	*) echo "unknown target $t" >&2; exit 2 ;;
 	esac
 	$CC $flags -o "$WORK/fuzz_$t" "tests/fuzz/fuzz_$t.c" $srcs
@@ -52,6 +55,11 @@ for t in $targets; do
 		printf '\000eyJhbGciOiJFUzI1NiIsImtpZCI6ImVjMSJ9.eyJpc3MiOiJodHRwczovL2lkcC50ZXN0Iiwic3ViIjoiYWxpY2UiLCJhdWQiOiJwb3J0Y3VsbGlzIiwiZXhwIjo0MTAyNDQ0ODAwLCJpYXQiOjE3MDAwMDAwMDAsImdyb3VwcyI6WyJkZXYiLCJvcHMiXX0.AA' >"$WORK/corpus_$t/seed1"
 		printf '\001{"alg":"ES256","kid":"ec1"}\000{"iss":"https://idp.test","aud":["portcullis"],"exp":1700000600,"nbf":1699999999,"iat":1.7e9,"groups":["a","b"],"x":"y"}' >"$WORK/corpus_$t/seed2"
 		printf '\002{"keys":[{"kty":"EC","crv":"P-256","kid":"ec1","x":"0nf-VH2sinYflq8Zv3JLTA7NAIXMjOHEKlfovLN3gWQ","y":"1KkksT2_uCUZYMsCmuUDaTTnUS5XSDxDQTY2RMTORIw","alg":"ES256","use":"sig"}]}' >"$WORK/corpus_$t/seed3"
+	fi
+	if [ "$t" = login_http ] && [ ! -e "$WORK/corpus_$t/seed1" ]; then
+		printf 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"a":1}' >"$WORK/corpus_$t/seed1"
+		printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{"a\r\n4;x=y\r\n":1}\r\n0\r\nT: v\r\n\r\n' >"$WORK/corpus_$t/seed2"
+		printf 'HTTP/1.0 400 Bad\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nx\r\n' >"$WORK/corpus_$t/seed3"
 	fi
 	if [ "$t" = scope ] && [ ! -e "$WORK/corpus_$t/seed1" ]; then
 		printf 'repository:library/alpine:pull,push repository(plugin):a/b:*' >"$WORK/corpus_$t/seed1"

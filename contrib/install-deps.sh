@@ -9,7 +9,8 @@ build="build-essential autoconf automake libtool pkg-config
     libhttp-parser-dev libcmocka-dev"
 run="redis-server redis-tools docker-registry skopeo busybox-static ca-certificates curl"
 test="podman containerd docker.io nginx python3-pytest python3-requests
-    python3-cryptography uidmap iptables chromium prometheus systemd"
+    python3-cryptography uidmap iptables chromium prometheus systemd
+    redis-sentinel haproxy"
 
 case "$what" in
 build)	pkgs="$build" ;;

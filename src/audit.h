@@ -288,6 +288,10 @@ struct audit {
 
 	uint64_t		 n_written;
 	uint64_t		 n_dup;
+	uint64_t		 n_unreplicated;	/* WAITs short of replicas */
+	uint64_t		 n_gaps;	/* holes Redis lost */
+	uint64_t		 gap_run;	/* the record sent as "!n" */
+	uint64_t		 gap_n;
 	uint64_t		 n_spooled;
 	uint64_t		 n_replayed;
 	uint64_t		 n_dropped;

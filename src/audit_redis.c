@@ -25,6 +25,9 @@
 
 #define AUDIT_LINGER_US		4000	/* or after this long */
 
+static int	audit_rec_id(const struct audit_fields *, const char **,
+		    size_t *, uint64_t *, uint64_t *);
+
 /*
  * The writer's script.  One call writes a batch: records n, n+1, ... of
  * one run of one writer, so that Redis runs the script, reads and
@@ -44,7 +47,10 @@
  * ARGV[7] tells them apart: a number only in the batch layout.
  * Returns how many records were written: those at or below the writer's
  * mark are duplicates, skipped; a batch that does not follow the mark is
- * refused with a GAP error.  An error half-way still advances the mark
+ * refused with a GAP error, unless its n is written "!n": the writer
+ * knows the records before it were acknowledged once and lost by Redis
+ * since (a failover to a replica that lagged), and goes on past the
+ * hole rather than retrying forever.  An error half-way still advances the mark
  * past what was written, so that sending the batch again writes nothing
  * twice.
  * The index set (<stream>:indexes) is a sorted set of the index streams,
@@ -97,18 +103,21 @@ static const char audit_lua[] =
 "if nrec < 1 or nrec % 1 ~= 0 then\n"
 "  return redis.error_reply('ERR audit: malformed batch')\n"
 "end\n"
-"local run, n = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+"local force = string.sub(ARGV[3], 1, 1) == '!'\n"
+"local run = tonumber(ARGV[2])\n"
+"local n = tonumber(force and string.sub(ARGV[3], 2) or ARGV[3])\n"
 "local skip = 0\n"
 "local last = redis.call('HGET', KEYS[2], ARGV[1])\n"
 "if last then\n"
 "  local lr, ln = string.match(last, '^(%d+)-(%d+)$')\n"
 "  lr, ln = tonumber(lr), tonumber(ln)\n"
 "  if run < lr or (run == lr and n + nrec - 1 <= ln) then return 0 end\n"
-"  if (run == lr and n > ln + 1) or (run > lr and n ~= 1) then\n"
+"  if not force and ((run == lr and n > ln + 1) or\n"
+"      (run > lr and n ~= 1)) then\n"
 "    return redis.error_reply('GAP writer ' .. ARGV[1] .. ' is at ' ..\n"
 "      last .. ', got ' .. ARGV[2] .. '-' .. ARGV[3])\n"
 "  end\n"
-"  if run == lr then skip = ln + 1 - n end\n"
+"  if run == lr and n <= ln + 1 then skip = ln + 1 - n end\n"
 "end\n"
 "local written, lastid, touched = 0, nil, {}\n"
 "local tn = redis.call('TIME')\n"
@@ -230,37 +239,15 @@ static const char audit_lua[] =
 "return written\n";
 
 /*
- * A reply to one batch (priv: how many records it held), the oldest in
- * flight: they are acknowledged, written or found to be duplicates.
+ * The k oldest records in flight are acknowledged: written, or found to
+ * be duplicates, and (with wait_replicas) on enough replicas.
  */
 static void
-audit_on_reply(struct rds *l, redisReply *reply, void *priv)
+audit_acked(struct audit *w, size_t k)
 {
-	struct audit		*w = rds_data(l);
 	struct audit_rec	*rec;
-	size_t			 k = (uintptr_t)priv, i;
-	uint64_t		 t;
-	char			 kind[32];
+	size_t			 i;
 
-	if (reply == NULL || w->link != LINK_READY)
-		return;		/* link lost; the spool has them */
-	if (TAILQ_EMPTY(&w->inflight))
-		return;
-	if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 ||
-	    (unsigned long long)reply->integer > k) {
-		t = now_ms();
-		if (t - w->err_logged_ms >= 1000) {
-			w->err_logged_ms = t;
-			log_warn("- audit redis_error kind=%s error=\"%.200s\"",
-			    rds_error_kind(reply, kind, sizeof(kind)),
-			    reply->type == REDIS_REPLY_ERROR ? reply->str :
-			    "unexpected reply");
-		}
-		audit_link_lost(w, "error reply");
-		return;
-	}
-	w->n_written += reply->integer;
-	w->n_dup += k - reply->integer;
 	for (i = 0; i < k && (rec = TAILQ_FIRST(&w->inflight)) != NULL;
 	    i++) {
 		TAILQ_REMOVE(&w->inflight, rec, entry);
@@ -279,6 +266,114 @@ audit_on_reply(struct rds *l, redisReply *reply, void *priv)
 	    w->spool_acked == w->spool_size)
 		audit_spool_reset(w);
 	audit_kick(w);
+}
+
+/*
+ * The reply to the WAIT after a batch (priv: how many records it held):
+ * fewer replicas than wait_replicas have it, so a failover could lose
+ * it.  It is not acknowledged: the link is dropped, the records go back
+ * to the spool and are sent again, which the script makes write nothing
+ * twice.
+ */
+static void
+audit_on_wait(struct rds *l, redisReply *reply, void *priv)
+{
+	struct audit	*w = rds_data(l);
+	uint64_t	 t;
+
+	if (reply == NULL || w->link != LINK_READY)
+		return;
+	if (TAILQ_EMPTY(&w->inflight))
+		return;
+	if (reply->type != REDIS_REPLY_INTEGER ||
+	    reply->integer < w->ac->wait_replicas) {
+		w->n_unreplicated++;
+		t = now_ms();
+		if (t - w->err_logged_ms >= 1000) {
+			w->err_logged_ms = t;
+			log_warn("- audit redis_unreplicated replicas=%lld "
+			    "wanted=%d error=\"%.200s\"",
+			    reply->type == REDIS_REPLY_INTEGER ?
+			    reply->integer : -1LL, w->ac->wait_replicas,
+			    reply->type == REDIS_REPLY_ERROR ? reply->str :
+			    "");
+		}
+		audit_link_lost(w, "not replicated");
+		return;
+	}
+	audit_acked(w, (uintptr_t)priv);
+}
+
+/*
+ * A GAP for the oldest batch in flight: every record before it was
+ * acknowledged (a failed earlier batch would have dropped the link
+ * before this reply), so Redis lost them since: a failover to a replica
+ * that had not got them (audit.wait_replicas prevents it).  Sending the
+ * batch again would be refused forever while the spool fills: say so
+ * loudly, and send it again marked to go past the hole.
+ */
+static void
+audit_on_gap(struct audit *w, const char *err)
+{
+	const char	*run;
+	size_t		 runlen;
+	uint64_t	 runv, n;
+	struct audit_fields	 fl;
+	struct audit_rec	*rec = TAILQ_FIRST(&w->inflight);
+
+	if (audit_payload_parse(rec->data, rec->len, &fl) == -1 ||
+	    audit_rec_id(&fl, &run, &runlen, &runv, &n) == -1) {
+		audit_link_lost(w, "error reply");
+		return;
+	}
+	w->gap_run = runv;
+	w->gap_n = n;
+	w->n_gaps++;
+	log_warn("- audit redis_gap error=\"%.200s\" lost=\"records "
+	    "acknowledged before it, lost by Redis (a failover to a replica "
+	    "that lagged? see audit.wait_replicas)\"", err);
+	audit_link_lost(w, "gap");
+}
+
+/*
+ * A reply to one batch (priv: how many records it held), the oldest in
+ * flight: they are written or found to be duplicates; acknowledged now,
+ * or, with wait_replicas, by the WAIT that follows.
+ */
+static void
+audit_on_reply(struct rds *l, redisReply *reply, void *priv)
+{
+	struct audit		*w = rds_data(l);
+	size_t			 k = (uintptr_t)priv;
+	uint64_t		 t;
+	char			 kind[32];
+
+	if (reply == NULL || w->link != LINK_READY)
+		return;		/* link lost; the spool has them */
+	if (TAILQ_EMPTY(&w->inflight))
+		return;
+	if (reply->type == REDIS_REPLY_ERROR && reply->str != NULL &&
+	    strncmp(reply->str, "GAP ", 4) == 0) {
+		audit_on_gap(w, reply->str);
+		return;
+	}
+	if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 ||
+	    (unsigned long long)reply->integer > k) {
+		t = now_ms();
+		if (t - w->err_logged_ms >= 1000) {
+			w->err_logged_ms = t;
+			log_warn("- audit redis_error kind=%s error=\"%.200s\"",
+			    rds_error_kind(reply, kind, sizeof(kind)),
+			    reply->type == REDIS_REPLY_ERROR ? reply->str :
+			    "unexpected reply");
+		}
+		audit_link_lost(w, "error reply");
+		return;
+	}
+	w->n_written += reply->integer;
+	w->n_dup += k - reply->integer;
+	if (w->ac->wait_replicas == 0)
+		audit_acked(w, k);
 }
 
 /*
@@ -405,9 +500,15 @@ audit_send(struct audit *w, size_t k)
 	uint64_t			 runv, n, t;
 	int				 f;
 	char				 ntmp[AUDIT_U64_MAX], *np;
+	char				 wn[16], wms[16];
+	const char			*wargv[3] = { "WAIT", wn, wms };
+	size_t				 wlens[3];
 
 	if (audit_rec_id(&w->bfl[0], &run, &runlen, &runv, &n) == -1)
 		return (-1);
+	wlens[0] = 4;
+	wlens[1] = snprintf(wn, sizeof(wn), "%d", w->ac->wait_replicas);
+	wlens[2] = snprintf(wms, sizeof(wms), "%d", w->ac->timeout_ms / 2);
 	w->cmdlen = 0;
 	audit_cmd_len(w, '*', 3 + 3 + 2 * k + 6 + 1 + AF__MAX +
 	    k * (3 + AF__MAX));
@@ -431,7 +532,11 @@ audit_send(struct audit *w, size_t k)
 	AUDIT_ARGS(w, w->conf->instance_id);
 	AUDIT_ARG(w, run, runlen);
 	np = audit_u64(ntmp, n);
-	AUDIT_ARG(w, np, ntmp + sizeof(ntmp) - np);
+	if (w->gap_n != 0 && runv == w->gap_run && n == w->gap_n)
+		audit_cmd_arg(w, "!", 1, np, ntmp + sizeof(ntmp) - np, NULL,
+		    0);
+	else
+		AUDIT_ARG(w, np, ntmp + sizeof(ntmp) - np);
 	AUDIT_ARGS(w, w->maxlen);
 	AUDIT_ARGS(w, w->maxage);
 	AUDIT_ARGS(w, w->maxidx);
@@ -449,6 +554,14 @@ audit_send(struct audit *w, size_t k)
 	}
 	if (rds_command_formatted(w->rds, audit_on_reply,
 	    (void *)(uintptr_t)k, w->cmd, w->cmdlen) == -1)
+		return (-1);
+	/*
+	 * Pipelined behind the batch; Redis holds the link's next commands
+	 * until it answers, so batches go one replication round trip
+	 * apart (README "Redis failover").
+	 */
+	if (w->ac->wait_replicas > 0 && rds_command_argv(w->rds,
+	    audit_on_wait, (void *)(uintptr_t)k, 3, wargv, wlens) == -1)
 		return (-1);
 	t = now_ms();
 	for (i = 0; i < k; i++) {
@@ -600,7 +713,7 @@ audit_on_script(struct rds *l, redisReply *reply, void *priv)
 	w->link = LINK_READY;
 	w->down_logged = 0;
 	log_info("- audit redis_up address=%s spooled_bytes=%llu",
-	    w->ac->redis, (unsigned long long)(w->spool_size -
+	    rds_address(l), (unsigned long long)(w->spool_size -
 	    w->spool_acked));
 	audit_kick(w);
 }
@@ -635,6 +748,10 @@ audit_rds_params(struct rds_params *p, const struct config *conf)
 	const struct config_audit	*ac = conf->audit;
 
 	rds_params_init(p, conf, "audit");
+	/* audit.redis written apart from the shared section: no sentinel. */
+	if (strcmp(p->host, ac->redis_host) != 0 ||
+	    p->port != ac->redis_port)
+		p->nsentinels = 0;
 	p->host = ac->redis_host;
 	p->port = ac->redis_port;
 	p->connect_timeout_ms = ac->timeout_ms;

@@ -362,6 +362,12 @@ cr_respond(struct cache_reader *cr)
 	int			 verified = cr->ent != NULL;
 	char			 buf[CACHE_DIGEST_MAX + 8];
 
+	/*
+	 * From a stored entry the upstream has no more part (a confirming
+	 * HEAD or a tag's revalidation is over): its slot goes on.
+	 */
+	if (verified)
+		upcap_req_done(req);
 	/* Policy: a tag that leads to a blocked digest (tagpol.c). */
 	if (cr->kind == CACHE_MANIFEST && tagpol_blocked(req, cr->digest))
 		return;				/* retires cr */
@@ -580,6 +586,11 @@ cache_reader_filled(struct cache_reader *cr, struct cache_entry *e)
 	struct req	*req = cr->req;
 
 	cr->waiting = 0;
+	/*
+	 * The upstream has sent all it will: its concurrency slot goes to
+	 * the next (upcap.c), however slowly this client reads the rest.
+	 */
+	upcap_req_done(req);
 	/* By tag: the upstream named the digest and has now sent it. */
 	if (cr->kind == CACHE_MANIFEST && !req->route.ref_digest &&
 	    strcmp(e->digest, cr->tag_digest) == 0) {

@@ -664,21 +664,33 @@ cache_tag_all(struct cache *c, const struct config_upstream *up,
 void
 cache_invalidate_tag(struct req *req)
 {
-	struct cache	*c = req->c->ctx->cache;
+	if (req->up == NULL || req->route.ref_digest)
+		return;
+	cache_invalidate_tag_name(req->c->ctx, req->up, req->upname,
+	    req->route.ref);
+}
+
+/*
+ * As cache_invalidate_tag(), for a tag the gateway wrote itself (a
+ * subject's referrers tag, referrers.c): drop its records.
+ */
+void
+cache_invalidate_tag_name(struct pc_ctx *ctx,
+    const struct config_upstream *up, const char *upname, const char *tag)
+{
+	struct cache	*c = ctx->cache;
 	struct tag_key	 k;
 	struct tag	*g;
 	int		 n, i;
 
-	if (c == NULL || req->up == NULL || req->route.ref_digest ||
-	    tags_key(req->up, req->upname, req->route.ref, NULL, &k) == -1 ||
+	if (c == NULL || tags_key(up, upname, tag, NULL, &k) == -1 ||
 	    (g = tags_find(c->tags, k.up, k.k1)) == NULL)
 		return;
 	/* At most tag_variants; the last drop frees g. */
 	n = g->nvars;
 	for (i = 0; i < n; i++)
 		tags_drop(c->tags, TAILQ_FIRST(&g->vars));
-	log_debug("%llu.%u cache tag_invalidated variants=%d",
-	    (unsigned long long)req->c->id, req->seq, n);
+	log_debug("- cache tag_invalidated tag=%s variants=%d", tag, n);
 }
 
 /* --- start-up --- */

@@ -292,6 +292,26 @@ out:
 	explicit_bzero(buf, sizeof(buf));
 }
 
+/* Read the sentinels' password (redis.sentinel.password_file). */
+void
+cfg_load_sentinel_password(struct cfg_ctx *ctx, void *base, const char *file,
+    const char *ptr)
+{
+	struct config_sentinel	*sn = base;
+	char			 buf[CFG_CRED_MAX + 1];
+
+	if (cfg_read_secret_line(ctx, file, ptr,
+	    "expected the password on one line", buf, sizeof(buf)) == -1)
+		goto out;
+	if (sn->password != NULL) {
+		explicit_bzero(sn->password, strlen(sn->password));
+		free(sn->password);
+	}
+	sn->password = cfg_xstrdup(buf);
+out:
+	explicit_bzero(buf, sizeof(buf));
+}
+
 /*
  * Read the SSO client secret (identity.sso.client_secret_file): one
  * line, as for the Redis password; never in a message.
@@ -798,6 +818,10 @@ cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 		if (r->username != NULL && r->password_file == NULL)
 			cfg_error(ctx, "/redis/username",
 			    "requires password_file");
+		if (r->sentinel != NULL && r->sentinel->username != NULL &&
+		    r->sentinel->password_file == NULL)
+			cfg_error(ctx, "/redis/sentinel/username",
+			    "requires password_file");
 		if (r->reconnect_min_ms > r->reconnect_max_ms)
 			cfg_error(ctx, "/redis/reconnect_min",
 			    "must not be above reconnect_max");
@@ -899,6 +923,12 @@ config_free(struct config *cfg)
 		explicit_bzero(cfg->redis->password,
 		    strlen(cfg->redis->password));
 		free(cfg->redis->password);
+	}
+	if (cfg->redis != NULL && cfg->redis->sentinel != NULL &&
+	    cfg->redis->sentinel->password != NULL) {
+		explicit_bzero(cfg->redis->sentinel->password,
+		    strlen(cfg->redis->sentinel->password));
+		free(cfg->redis->sentinel->password);
 	}
 	/* The compiled policy borrows strings from policy_src: first. */
 	policy_free(cfg->policy);

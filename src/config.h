@@ -76,6 +76,8 @@ struct config_cache {
 	double			 fill_finish_fraction;
 	size_t			 max_repo_links;
 	size_t			 max_confirms;
+	int			 referrers_ttl_ms; /* 0: not cached */
+	size_t			 referrers_entries;
 };
 
 enum config_fsync {
@@ -94,6 +96,16 @@ enum config_audit_failure {
  * database, how long to wait.  Absent from the file: none (the audit
  * then uses audit.redis, or its default, without AUTH).
  */
+/* Redis Sentinel: where the links ask for the master (README "Redis"). */
+struct config_sentinel {
+	char			**addresses;	/* host:port, numeric */
+	size_t			 naddresses;
+	char			*master_name;
+	char			*username;	/* NULL: the default user */
+	char			*password_file;	/* NULL: no AUTH */
+	char			*password;	/* never printed */
+};
+
 struct config_redis {
 	char			*address;	/* host:port, numeric */
 	char			 host[256];
@@ -107,6 +119,8 @@ struct config_redis {
 	int			 command_timeout_ms;
 	int			 reconnect_min_ms;
 	int			 reconnect_max_ms;
+	struct config_sentinel	*sentinel;	/* NULL: address is the
+						   master */
 };
 
 /* The audit stream in Redis; absent from the file means no audit. */
@@ -126,6 +140,8 @@ struct config_audit {
 	size_t			 nadmin_addresses;
 	size_t			 queue_max;
 	size_t			 max_inflight;
+	int			 wait_replicas;	/* WAIT after each batch;
+						   0: none */
 	int			 timeout_ms;
 	size_t			 max_index_keys;	/* index streams kept */
 	int			 wal;		/* spool is a write-ahead log */
@@ -362,6 +378,9 @@ struct config {
 	size_t			 tag_list_names; /* tags read per list */
 	size_t			 tag_list_pages; /* upstream pages per list */
 	size_t			 upload_sessions; /* uploads tracked */
+	int			 upload_ttl_ms;	/* in Redis */
+	int			 referrers_fallback_ms; /* API absent, kept */
+	size_t			 referrers_attempts; /* index writes */
 	size_t			 high_watermark;
 
 	int			 header_timeout_ms;

@@ -68,6 +68,8 @@ void	 cfg_parse_object(struct cfg_ctx *, const struct cfg_key *,
 	    struct json_t *, void *, const char *);
 void	 cfg_load_credentials(struct cfg_ctx *, void *, const char *,
 	    const char *);
+void	 cfg_load_sentinel_password(struct cfg_ctx *, void *, const char *,
+	    const char *);
 void	 cfg_load_redis_password(struct cfg_ctx *, void *, const char *,
 	    const char *);
 void	 cfg_load_sso_secret(struct cfg_ctx *, void *, const char *,

@@ -195,7 +195,27 @@ static const struct cfg_key cfg_limits_keys[] = {
 	  .help = "Chunked blob uploads whose offset and latest Location "
 	  "the gateway keeps in memory (least recently used dropped "
 	  "first), to answer a PATCH out of order with 416 and a GET of "
-	  "an upload location itself; 0 turns this off." },
+	  "an upload location itself; 0 turns this off. With a redis "
+	  "section they are kept in Redis too, so every instance agrees." },
+	{ .name = "upload_ttl", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(upload_ttl_ms), .min = 1000, .max = 2073600000LL,
+	  .def = 86400000,
+	  .help = "How long an upload's state stays in Redis after its "
+	  "last chunk (with a redis section); an upload finished or "
+	  "cancelled through the gateway is removed at once." },
+	{ .name = "referrers_fallback", .type = CFG_SECONDS,
+	  .flags = CFG_RELOAD, .off = CFG_OFF(referrers_fallback_ms),
+	  .min = 0, .max = 86400000, .def = 300000,
+	  .help = "How long an upstream found without the referrers API "
+	  "(404 without an OCI error, or 405) is answered from the "
+	  "referrers tag schema without asking its API again; 0 asks "
+	  "every time." },
+	{ .name = "referrers_attempts", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(referrers_attempts), .min = 1, .max = 20, .def = 5,
+	  .help = "Read-add-write rounds the gateway makes to add a pushed "
+	  "manifest to its subject's referrers tag (the tag moved under it: "
+	  "read again); past them the push is answered without "
+	  "OCI-Subject, so the client maintains the tag itself." },
 	{ .name = NULL }
 };
 
@@ -418,6 +438,18 @@ static const struct cfg_key cfg_cache_keys[] = {
 	  .help = "HEADs to the upstream running at once that confirm a "
 	  "repository holds a cached entry; a hit beyond it is passed "
 	  "through to the upstream, not served from the cache." },
+	{ .name = "referrers_ttl", .type = CFG_SECONDS, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(referrers_ttl_ms), .min = 0, .max = 3600000,
+	  .def = 10000,
+	  .help = "How long a referrers answer of a caching upstream is "
+	  "served from memory; a push through this gateway that adds to "
+	  "the subject drops it at once (other gateways' pushes are seen "
+	  "after it expires). 0 turns this off." },
+	{ .name = "referrers_entries", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CACHE_OFF(referrers_entries), .min = 1, .max = 100000,
+	  .def = 1000,
+	  .help = "Referrers answers kept in memory (least recently used "
+	  "dropped first); each is at most limits.manifest_bytes." },
 	{ .name = NULL }
 };
 
@@ -489,6 +521,11 @@ static const struct cfg_key cfg_audit_keys[] = {
 	  .def = 256,
 	  .help = "Records sent to Redis (pipelined) and not yet "
 	  "acknowledged." },
+	{ .name = "wait_replicas", .type = CFG_INT,
+	  .off = AUDIT_OFF(wait_replicas), .min = 0, .max = 16, .def = 0,
+	  .help = "Replicas that must have each batch (WAIT, up to half of "
+	  "timeout) before its records count as written; with Sentinel, "
+	  "what survives a failover (README \"Redis failover\")." },
 	{ .name = "timeout", .type = CFG_SECONDS, .off = AUDIT_OFF(timeout_ms),
 	  .min = 100, .max = 600000, .def = 5000,
 	  .help = "A reply slower than this makes Redis count as down: "
@@ -513,6 +550,29 @@ static const struct cfg_key cfg_audit_keys[] = {
  * another address), and by secrets and revocation.  No row may change on
  * reload: the links hold what they were started with.
  */
+#define SENT_OFF(f)	offsetof(struct config_sentinel, f)
+static const struct cfg_key cfg_sentinel_keys[] = {
+	{ .name = "addresses", .type = CFG_STRLIST, .flags = CFG_REQUIRED,
+	  .off = SENT_OFF(addresses), .count_off = SENT_OFF(naddresses),
+	  .min = 1, .max = 16, .check = cfg_check_redis,
+	  .help = "Sentinels, numeric ip:port or [ipv6]:port, asked in "
+	  "order for the master's address." },
+	{ .name = "master_name", .type = CFG_STRING,
+	  .flags = CFG_REQUIRED, .off = SENT_OFF(master_name),
+	  .check = cfg_check_redis_user,
+	  .help = "The name the sentinels monitor the master under." },
+	{ .name = "username", .type = CFG_STRING, .off = SENT_OFF(username),
+	  .check = cfg_check_redis_user, .def_doc = "the default user",
+	  .help = "ACL user on the sentinels, with the password in "
+	  "password_file." },
+	{ .name = "password_file", .type = CFG_PATH,
+	  .off = SENT_OFF(password_file),
+	  .loaded = cfg_load_sentinel_password, .def_doc = "no AUTH",
+	  .help = "File holding the sentinels' password on one line; "
+	  "relative to the configuration file. Never printed." },
+	{ .name = NULL }
+};
+
 #define REDIS_OFF(f)	offsetof(struct config_redis, f)
 static const struct cfg_key cfg_redis_keys[] = {
 	{ .name = "address", .type = CFG_STRING, .off = REDIS_OFF(address),
@@ -551,6 +611,11 @@ static const struct cfg_key cfg_redis_keys[] = {
 	  .off = REDIS_OFF(reconnect_max_ms), .min = 10, .max = 600000,
 	  .def = 5000,
 	  .help = "Longest wait between connection attempts." },
+	{ .name = "sentinel", .type = CFG_PTR_OBJECT,
+	  .off = REDIS_OFF(sentinel), .sub = cfg_sentinel_keys,
+	  .sub_size = sizeof(struct config_sentinel), .def_doc = "none",
+	  .help = "Find the master through Redis Sentinel and follow its "
+	  "failovers; address is then not used (README \"Redis failover\")." },
 	{ .name = NULL }
 };
 

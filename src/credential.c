@@ -35,7 +35,9 @@
  *   set, the same key material under the same kid, allowing the same
  *   alg: a key the provider dropped (rotation, a compromised key
  *   withdrawn) ends the cached verifications it made at once, as it
- *   would end the uncached ones.  Checking the key rather than keying
+ *   would end the uncached ones.  Only a token whose header names its
+ *   key's kid is kept (the only-key fallback of a kid-less token is not
+ *   a lookup a hit could repeat).  Checking the key rather than keying
  *   entries to the set's generation keeps entries across the periodic
  *   refetch of an unchanged JWKS.
  * The policy runs per request anyway, cached identity or not.
@@ -477,9 +479,17 @@ cred_idp_verify(struct req *req, const char *pw, size_t len,
 	for (i = 0; i < cl->nclaims; i++)
 		(void)tok_ident_add_claim(ti, cl->claims[i].name,
 		    cl->claims[i].value, cl->nclaims);
-	/* Until the uncached check would refuse it: now - leeway >= exp. */
-	cred_cache_put(req, pw, len, cl, jwk_set_find(oidc_keys_set(keys),
-	    cl->kid, strlen(cl->kid)), ti, cl->exp + o.leeway, o.now);
+	/*
+	 * Until the uncached check would refuse it: now - leeway >= exp.
+	 * Only when the header named the key's kid: a hit looks the key up
+	 * by that kid, the same lookup verifying makes, while a key found
+	 * by the only-key fallback (no kid, or a kid-less key) is one the
+	 * uncached check stops finding once the set holds a second key.
+	 */
+	if (pk.kid[0] != '\0' && strcmp(pk.kid, cl->kid) == 0)
+		cred_cache_put(req, pw, len, cl,
+		    jwk_set_find(oidc_keys_set(keys), cl->kid,
+		    strlen(cl->kid)), ti, cl->exp + o.leeway, o.now);
 	oidc_keys_unref(keys);
 	jose_claims_free(cl);
 	*out = ti;

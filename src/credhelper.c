@@ -47,12 +47,14 @@ ch_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int
 ch_fail(const char *fmt, ...)
 {
+	char	buf[2048];
 	va_list	ap;
 
+	/* docker shows it: the gateway's text, so no escapes (login_say). */
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	(void)vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	putchar('\n');
+	login_say(stdout, "%s\n", buf);
 	fflush(stdout);
 	return (1);
 }
@@ -257,7 +259,14 @@ ch_get(const char *server)
 		return (ch_fail("%s", CH_NOT_FOUND));
 	}
 	rv = 1;
-	if (json_integer_value(json_object_get(e, "access_expires")) >
+	/*
+	 * An identity token docker stored (no sign-in of ours: no token
+	 * endpoint) is given back as it is; docker refreshes it at the
+	 * endpoint the registry's challenge names.
+	 */
+	if (json_string_value(json_object_get(e, "token_endpoint")) == NULL)
+		rv = 1;
+	else if (json_integer_value(json_object_get(e, "access_expires")) >
 	    (json_int_t)time(NULL) + CH_SKEW)
 		rv = 1;
 	else if ((rv = ch_refresh(e, why, sizeof(why))) == 1 &&

@@ -14,7 +14,7 @@
 #include <jansson.h>
 
 #define LOGIN_MAX_ANSWER	(1024 * 1024)	/* bytes of one answer */
-#define LOGIN_IO_TIMEOUT	30		/* seconds, each I/O */
+#define LOGIN_IO_TIMEOUT	30		/* seconds, a whole request */
 
 /* login_http.c */
 struct login_resp {
@@ -27,6 +27,7 @@ int	 login_http(const char *, const char *, const char *, const char *,
 json_t	*login_http_json(const char *, const char *, const char *,
 	    const char *, int *, char *, size_t);
 char	*login_form(const char *const *);
+int	 login_http_parse(char *, size_t, struct login_resp *);
 void	 login_resp_free(struct login_resp *);
 
 /* login_cli.c */
@@ -55,6 +56,8 @@ char	*login_helper_store_path(void);
 int	 login_helper_put(const struct login_result *, const char *, char *,
 	    size_t);
 int	 login_cli(int, char **);
+void	 login_say(FILE *, const char *, ...)
+	    __attribute__((format(printf, 2, 3)));
 
 /* credhelper.c */
 int	 credhelper_main(int, char **);

@@ -24,10 +24,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +44,33 @@
 #define LOGIN_DEVICE_GRANT	"urn:ietf:params:oauth:grant-type:device_code"
 #define LOGIN_MAX_WAIT		1800	/* seconds a code is waited for */
 #define LOGIN_DEFAULT_INTERVAL	5	/* RFC 8628 3.5 */
+
+/*
+ * Print to a person's terminal: what the registry and the provider say
+ * (the code, the URIs, their error text) is theirs, so every control
+ * byte and every byte over 0x7e (C1 controls hide in UTF-8) becomes '?'
+ * and no escape sequence reaches the terminal.  Newlines of fmt stay.
+ */
+void
+login_say(FILE *f, const char *fmt, ...)
+{
+	char		 buf[2048];
+	va_list		 ap;
+	size_t		 i, n;
+	unsigned char	 ch;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	n = strlen(buf);
+	for (i = 0; i < n; i++) {
+		ch = (unsigned char)buf[i];
+		if ((ch < 0x20 && ch != '\n') || ch > 0x7e)
+			buf[i] = '?';
+	}
+	fputs(buf, f);
+	OPENSSL_cleanse(buf, sizeof(buf));
+}
 
 void
 login_result_free(struct login_result *r)
@@ -250,6 +279,13 @@ login_answer_error(json_t *doc)
 	return ("no reason given");
 }
 
+/* Not an https URL (where a token may go). */
+static int
+login_plain(const char *u)
+{
+	return (strncasecmp(u, "https://", 8) != 0);
+}
+
 /* Resolve a path-only URL against base; new. */
 static char *
 login_abs(const char *base, const char *u)
@@ -282,7 +318,7 @@ login_poll(const struct login_opts *o, const char *tep, const char *cid,
 		sleep((unsigned)interval);
 		if ((doc = login_http_json("POST", tep, form, o->ca_file, &st,
 		    err, sizeof(err))) == NULL) {
-			fprintf(stderr, "portcullis: %s\n", err);
+			login_say(stderr, "portcullis: %s\n", err);
 			break;
 		}
 		if (st == 200) {
@@ -301,13 +337,13 @@ login_poll(const struct login_opts *o, const char *tep, const char *cid,
 			continue;
 		}
 		if (e != NULL && strcmp(e, "access_denied") == 0)
-			fprintf(stderr, "portcullis: the sign-in was "
+			login_say(stderr, "portcullis: the sign-in was "
 			    "declined at the provider\n");
 		else if (e != NULL && strcmp(e, "expired_token") == 0)
-			fprintf(stderr, "portcullis: the code expired before "
+			login_say(stderr, "portcullis: the code expired before "
 			    "it was approved; run portcullis login again\n");
 		else
-			fprintf(stderr, "portcullis: the provider refused: "
+			login_say(stderr, "portcullis: the provider refused: "
 			    "%s\n", login_answer_error(doc));
 		json_decref(doc);
 		OPENSSL_cleanse(form, strlen(form));
@@ -315,7 +351,7 @@ login_poll(const struct login_opts *o, const char *tep, const char *cid,
 		return (NULL);
 	}
 	if (time(NULL) + interval > deadline)
-		fprintf(stderr, "portcullis: the code expired before it was "
+		login_say(stderr, "portcullis: the code expired before it was "
 		    "approved; run portcullis login again\n");
 	OPENSSL_cleanse(form, strlen(form));
 	free(form);
@@ -338,14 +374,14 @@ login_device(const struct login_opts *o, struct login_result *r)
 	memset(r, 0, sizeof(*r));
 	if (login_registry_host(o->registry, r->host, sizeof(r->host),
 	    &r->base) == -1) {
-		fprintf(stderr, "portcullis: not a registry address: %s\n",
+		login_say(stderr, "portcullis: not a registry address: %s\n",
 		    o->registry);
 		return (-1);
 	}
 	url = login_abs(r->base, "/.well-known/portcullis");
 	if ((disc = login_http_json("GET", url, NULL, o->ca_file, &st, err,
 	    sizeof(err))) == NULL || st != 200) {
-		fprintf(stderr, "portcullis: %s: %s\n", url, disc == NULL ?
+		login_say(stderr, "portcullis: %s: %s\n", url, disc == NULL ?
 		    err : login_answer_error(disc));
 		goto done;
 	}
@@ -358,12 +394,24 @@ login_device(const struct login_opts *o, struct login_result *r)
 	if (cid == NULL || dep == NULL || tep == NULL ||
 	    json_string_value(json_object_get(disc, "token_endpoint")) ==
 	    NULL) {
-		fprintf(stderr, "portcullis: %s offers no terminal sign-in "
+		login_say(stderr, "portcullis: %s offers no terminal sign-in "
 		    "(its identity.sso.cli_client_id)\n", r->host);
 		goto done;
 	}
 	r->token_endpoint = login_abs(r->base, json_string_value(
 	    json_object_get(disc, "token_endpoint")));
+	/*
+	 * The provider's tokens go to these: an https registry's document
+	 * naming a plain http one would send them in the clear.
+	 */
+	if (strncmp(r->base, "https://", 8) == 0 &&
+	    (login_plain(r->token_endpoint) || login_plain(dep) ||
+	    login_plain(tep))) {
+		login_say(stderr, "portcullis: %s names a plain http endpoint "
+		    "for an https registry (%s, %s, %s); refused\n", url,
+		    r->token_endpoint, dep, tep);
+		goto done;
+	}
 	if (json_string_value(json_object_get(disc, "service")) != NULL &&
 	    (r->service = strdup(json_string_value(json_object_get(disc,
 	    "service")))) == NULL)
@@ -375,7 +423,7 @@ login_device(const struct login_opts *o, struct login_result *r)
 	form = login_form(kv);
 	if ((da = login_http_json("POST", dep, form, o->ca_file, &st, err,
 	    sizeof(err))) == NULL || st != 200) {
-		fprintf(stderr, "portcullis: the provider's device endpoint: "
+		login_say(stderr, "portcullis: the provider's device endpoint: "
 		    "%s\n", da == NULL ? err : login_answer_error(da));
 		goto done;
 	}
@@ -394,14 +442,14 @@ login_device(const struct login_opts *o, struct login_result *r)
 		expires_in = expires_in <= 0 ? 600 : LOGIN_MAX_WAIT;
 	if (uc == NULL || vu == NULL ||
 	    json_string_value(json_object_get(da, "device_code")) == NULL) {
-		fprintf(stderr, "portcullis: the provider's device endpoint "
+		login_say(stderr, "portcullis: the provider's device endpoint "
 		    "answered without a code\n");
 		goto done;
 	}
-	fprintf(o->out, "To sign in to %s, open %s and enter the code %s\n",
+	login_say(o->out, "To sign in to %s, open %s and enter the code %s\n",
 	    r->host, vu, uc);
 	if (vuc != NULL)
-		fprintf(o->out, "  (or open %s on any device; the code is "
+		login_say(o->out, "  (or open %s on any device; the code is "
 		    "valid %d minutes)\n", vuc, (expires_in + 59) / 60);
 	fflush(o->out);
 	if ((tok = login_poll(o, tep, cid, json_string_value(
@@ -411,7 +459,7 @@ login_device(const struct login_opts *o, struct login_result *r)
 	idt = json_string_value(json_object_get(tok, "id_token"));
 	rt = json_string_value(json_object_get(tok, "refresh_token"));
 	if (idt == NULL || rt == NULL) {
-		fprintf(stderr, "portcullis: the provider gave no %s (its "
+		login_say(stderr, "portcullis: the provider gave no %s (its "
 		    "client %s needs scope %s)\n", idt == NULL ? "id_token" :
 		    "refresh token", cid, idt == NULL ? "openid" :
 		    "offline_access and grant refresh_token");
@@ -429,12 +477,12 @@ login_device(const struct login_opts *o, struct login_result *r)
 	form = login_form(kv);
 	if ((gw = login_http_json("POST", r->token_endpoint, form,
 	    o->ca_file, &st, err, sizeof(err))) == NULL || st != 200) {
-		fprintf(stderr, "portcullis: %s refused the sign-in: %s\n",
+		login_say(stderr, "portcullis: %s refused the sign-in: %s\n",
 		    r->host, gw == NULL ? err : login_answer_error(gw));
 		goto done;
 	}
 	if (json_string_value(json_object_get(gw, "refresh_token")) == NULL) {
-		fprintf(stderr, "portcullis: %s gave no refresh token\n",
+		login_say(stderr, "portcullis: %s gave no refresh token\n",
 		    r->host);
 		goto done;
 	}
@@ -587,7 +635,7 @@ login_cli(int argc, char **argv)
 	if (login_helper_put(&r, o.ca_file, err, sizeof(err)) == -1 ||
 	    login_put_auth(dcfg, &r, helper, err, sizeof(err)) == -1 ||
 	    login_put_auth(afile, &r, helper, err, sizeof(err)) == -1) {
-		fprintf(stderr, "portcullis: %s\n", err);
+		login_say(stderr, "portcullis: %s\n", err);
 		goto done;
 	}
 	printf("Signed in to %s.\n", r.host);

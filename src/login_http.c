@@ -4,6 +4,10 @@
  * https (OpenSSL, the peer's certificate verified against the system's
  * CAs or a given file, its name or IP address checked), every read and
  * write bounded by LOGIN_IO_TIMEOUT and the answer by LOGIN_MAX_ANSWER.
+ * The timeout is the whole request's (connect, handshake, request and
+ * answer), not each read's: a peer dribbling a byte now and then must not
+ * hold the command (or docker, behind the credential helper) for days.
+ * The socket is non-blocking; every wait is a poll() for what is left.
  * Nothing it sends or receives is printed: forms carry tokens.
  */
 #include <sys/types.h>
@@ -12,11 +16,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -29,10 +36,52 @@
 #include "login.h"
 
 struct lconn {
-	int	 fd;
-	SSL_CTX	*ctx;
-	SSL	*ssl;
+	int		 fd;
+	SSL_CTX		*ctx;
+	SSL		*ssl;
+	struct timespec	 deadline;	/* CLOCK_MONOTONIC */
 };
+
+/* Wait until fd is readable (or writable); -1 once the deadline passed. */
+static int
+lconn_wait(struct lconn *c, int out)
+{
+	struct pollfd	 pfd;
+	struct timespec	 now;
+	long long	 ms;
+	int		 r;
+
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ms = (long long)(c->deadline.tv_sec - now.tv_sec) * 1000 +
+		    (c->deadline.tv_nsec - now.tv_nsec) / 1000000;
+		if (ms <= 0) {
+			errno = ETIMEDOUT;
+			return (-1);
+		}
+		pfd.fd = c->fd;
+		pfd.events = out ? POLLOUT : POLLIN;
+		pfd.revents = 0;
+		if ((r = poll(&pfd, 1, (int)ms)) > 0)
+			return (0);
+		if (r == -1 && errno != EINTR)
+			return (-1);
+	}
+}
+
+/* After an SSL call returned r <= 0: 1 wait and retry, 0 no. */
+static int
+lconn_ssl_retry(struct lconn *c, int r)
+{
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		return (lconn_wait(c, 0) == 0);
+	case SSL_ERROR_WANT_WRITE:
+		return (lconn_wait(c, 1) == 0);
+	default:
+		return (0);
+	}
+}
 
 static void
 lconn_close(struct lconn *c)
@@ -51,12 +100,14 @@ lconn_open(struct lconn *c, const struct url *u, const char *ca_file,
     char *err, size_t errlen)
 {
 	struct addrinfo	 hints, *res, *ai;
-	struct timeval	 tv = { LOGIN_IO_TIMEOUT, 0 };
+	socklen_t	 elen;
 	char		 port[16];
-	int		 e;
+	int		 e, r;
 
 	memset(c, 0, sizeof(*c));
 	c->fd = -1;
+	clock_gettime(CLOCK_MONOTONIC, &c->deadline);
+	c->deadline.tv_sec += LOGIN_IO_TIMEOUT;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
 	snprintf(port, sizeof(port), "%d", u->port);
@@ -65,16 +116,19 @@ lconn_open(struct lconn *c, const struct url *u, const char *ca_file,
 		return (-1);
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		if ((c->fd = socket(ai->ai_family, ai->ai_socktype,
-		    ai->ai_protocol)) == -1)
+		if ((c->fd = socket(ai->ai_family, ai->ai_socktype |
+		    SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol)) == -1)
 			continue;
-		/* Linux bounds connect() by the send timeout. */
-		(void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv,
-		    sizeof(tv));
-		(void)setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv,
-		    sizeof(tv));
 		if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) == 0)
 			break;
+		if (errno == EINPROGRESS && lconn_wait(c, 1) == 0) {
+			elen = sizeof(e);
+			if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e,
+			    &elen) == 0 && e == 0)
+				break;
+			if (elen == sizeof(e) && e != 0)
+				errno = e;
+		}
 		e = errno;
 		close(c->fd);
 		c->fd = -1;
@@ -114,7 +168,9 @@ lconn_open(struct lconn *c, const struct url *u, const char *ca_file,
 		if (SSL_set1_host(c->ssl, u->host) != 1)
 			fatalx("SSL_set1_host");
 	}
-	if (SSL_connect(c->ssl) != 1) {
+	while ((r = SSL_connect(c->ssl)) != 1 && lconn_ssl_retry(c, r))
+		continue;
+	if (r != 1) {
 		e = (int)SSL_get_verify_result(c->ssl);
 		snprintf(err, errlen, "TLS with %s:%d failed: %s", u->host,
 		    u->port, e != X509_V_OK ?
@@ -132,10 +188,16 @@ lconn_write(struct lconn *c, const char *p, size_t n)
 	ssize_t	w;
 
 	while (n > 0) {
-		if (c->ssl != NULL)
+		if (c->ssl != NULL) {
 			w = SSL_write(c->ssl, p, (int)n);
-		else
+			if (w <= 0 && lconn_ssl_retry(c, (int)w))
+				continue;
+		} else {
 			w = write(c->fd, p, n);
+			if (w == -1 && (errno == EAGAIN || errno == EINTR) &&
+			    lconn_wait(c, 1) == 0)
+				continue;
+		}
 		if (w <= 0)
 			return (-1);
 		p += w;
@@ -156,24 +218,31 @@ lconn_read_all(struct lconn *c, char **out, size_t *len, size_t max)
 		fatal("malloc");
 	for (;;) {
 		if (n == cap) {
+			/* Room for the head: the body alone may be max. */
 			if (cap >= max + 65536) {
 				free(buf);
 				return (-1);
 			}
-			cap *= 2;
+			cap = cap * 2 > max + 65536 ? max + 65536 : cap * 2;
 			if ((buf = realloc(buf, cap + 1)) == NULL)
 				fatal("realloc");
 		}
 		if (c->ssl != NULL) {
 			r = SSL_read(c->ssl, buf + n, (int)(cap - n));
+			if (r <= 0 && lconn_ssl_retry(c, (int)r))
+				continue;
 			if (r <= 0 && SSL_get_error(c->ssl, (int)r) ==
 			    SSL_ERROR_ZERO_RETURN)
 				r = 0;
 			else if (r <= 0 && SSL_get_error(c->ssl, (int)r) ==
 			    SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
 				r = 0;	/* closed without close_notify */
-		} else
+		} else {
 			r = read(c->fd, buf + n, cap - n);
+			if (r == -1 && (errno == EAGAIN || errno == EINTR) &&
+			    lconn_wait(c, 0) == 0)
+				continue;
+		}
 		if (r < 0) {
 			free(buf);
 			return (-1);
@@ -215,6 +284,38 @@ dechunk(char *b, size_t len, size_t *outlen)
 	return (0);
 }
 
+/*
+ * An answer read whole (raw[rawlen] == '\0'; raw is changed): the status
+ * and a copy of the body (de-chunked) in *out.  0; -1 not HTTP, -2 bad
+ * chunked body, -3 a body over LOGIN_MAX_ANSWER.  Apart from the socket
+ * so that tests/fuzz/fuzz_login_http.c reaches it.
+ */
+int
+login_http_parse(char *raw, size_t rawlen, struct login_resp *out)
+{
+	char	*hend, *p;
+	size_t	 blen;
+
+	memset(out, 0, sizeof(*out));
+	if (sscanf(raw, "HTTP/1.%*[01] %d", &out->status) != 1 ||
+	    (hend = strstr(raw, "\r\n\r\n")) == NULL)
+		return (-1);
+	*hend = '\0';
+	p = hend + 4;
+	blen = rawlen - (size_t)(p - raw);
+	if (strcasestr(raw, "\r\ntransfer-encoding: chunked") != NULL &&
+	    dechunk(p, blen, &blen) == -1)
+		return (-2);
+	if (blen > LOGIN_MAX_ANSWER)
+		return (-3);
+	if ((out->body = malloc(blen + 1)) == NULL)
+		fatal("malloc");
+	memcpy(out->body, p, blen);
+	out->body[blen] = '\0';
+	out->len = blen;
+	return (0);
+}
+
 void
 login_resp_free(struct login_resp *r)
 {
@@ -237,8 +338,8 @@ login_http(const char *method, const char *url, const char *ctype,
 {
 	struct url	 u;
 	struct lconn	 c;
-	char		 hp[300], *req, *raw, *p, *hend;
-	size_t		 rawlen, blen;
+	char		 hp[300], *req, *raw;
+	size_t		 rawlen;
 	int		 rv = -1, n;
 
 	memset(out, 0, sizeof(*out));
@@ -268,29 +369,23 @@ login_http(const char *method, const char *url, const char *ctype,
 		    hp, LOGIN_MAX_ANSWER);
 		goto done;
 	}
-	if (sscanf(raw, "HTTP/1.%*[01] %d", &out->status) != 1 ||
-	    (hend = strstr(raw, "\r\n\r\n")) == NULL) {
-		snprintf(err, errlen, "%s: not an HTTP answer", hp);
-		free(raw);
-		goto done;
-	}
-	*hend = '\0';
-	p = hend + 4;
-	blen = rawlen - (size_t)(p - raw);
-	if (strcasestr(raw, "\r\ntransfer-encoding: chunked") != NULL &&
-	    dechunk(p, blen, &blen) == -1) {
+	switch (login_http_parse(raw, rawlen, out)) {
+	case 0:
+		rv = 0;
+		break;
+	case -2:
 		snprintf(err, errlen, "%s: malformed chunked answer", hp);
-		free(raw);
-		goto done;
+		break;
+	case -3:
+		snprintf(err, errlen, "%s: no answer, or one over %d bytes",
+		    hp, LOGIN_MAX_ANSWER);
+		break;
+	default:
+		snprintf(err, errlen, "%s: not an HTTP answer", hp);
+		break;
 	}
-	if ((out->body = malloc(blen + 1)) == NULL)
-		fatal("malloc");
-	memcpy(out->body, p, blen);
-	out->body[blen] = '\0';
-	out->len = blen;
 	OPENSSL_cleanse(raw, rawlen);
 	free(raw);
-	rv = 0;
 done:
 	OPENSSL_cleanse(req, (size_t)n);
 	free(req);

@@ -48,6 +48,7 @@ struct cache;
 struct cache_reader;
 struct audit;
 struct uploads;
+struct referrers;
 struct rds;
 struct oidc;
 struct redisAsyncContext;
@@ -103,6 +104,7 @@ struct pc_ctx {
 	struct sso			*sso;		/* browser sign-in */
 	struct metrics			*metrics; /* metrics_http.c */
 	struct ratelimit		*ratelimit;	/* NULL: no limits */
+	struct referrers		*referrers;	/* NULL: none yet */
 };
 
 /* log.c */
@@ -317,6 +319,7 @@ struct req {
 	char			 rl_remaining[48];
 	int			 cap_checked;	/* upcap.c decided */
 	struct upstream_state	*cap_us;	/* holds a slot of it */
+	int			 upload_checked; /* uploads.c asked Redis */
 };
 
 void	req_start(struct conn *, struct hframe_msg *);
@@ -451,6 +454,7 @@ struct proxy *proxy_fetch_path(struct pc_ctx *, struct config *,
 	    const struct config_upstream *, int, const char *, const char *,
 	    const struct headers *, const struct proxy_ops *, void *,
 	    const char *);
+void	proxy_fetch_body(struct proxy *, struct evbuffer *);
 void	proxy_fetch_start(struct proxy *);
 /* A fetch's whole answer: status -1 with err on failure (proxy_fetch_url). */
 typedef void	(*proxy_url_cb)(void *, int, const struct headers *,
@@ -469,6 +473,9 @@ void		 cache_close(struct cache *);
 int		 cache_wants(struct req *);
 void		 cache_start(struct req *);
 void		 cache_invalidate_tag(struct req *);
+void		 cache_invalidate_tag_name(struct pc_ctx *,
+		    const struct config_upstream *, const char *,
+		    const char *);
 void		 cache_invalidate_link(struct req *);
 
 /* catalog.c: /v2/_catalog filtered by the policy. */
@@ -481,7 +488,14 @@ void		 taglist_start(struct req *);
 void		 uploads_note(struct req *, int, const struct headers *,
 		    const char *);
 int		 uploads_answer(struct req *);
+void		 uploads_start(struct pc_ctx *);
 void		 uploads_free(struct uploads *);
+
+/* referrers.c: the referrers API, also in front of an upstream without it. */
+void		 referrers_start(struct req *);
+int		 referrers_push_wants(struct req *);
+void		 referrers_push_start(struct req *);
+void		 referrers_free(struct referrers *);
 
 /* tagpol.c: immutable tags, blocked digests reached through a tag. */
 int		 tagpol_wants(struct req *);

@@ -60,6 +60,8 @@ px_destroy(void *arg)
 		evbuffer_free(px->sink);
 	if (px->held != NULL)
 		evbuffer_free(px->held);
+	if (px->fetch_body != NULL)
+		evbuffer_free(px->fetch_body);
 	free(px->errcap);
 	headers_clear(&px->held_hdrs);
 	if (px->extra != NULL) {
@@ -223,6 +225,21 @@ proxy_fetch_path(struct pc_ctx *ctx, struct config *conf,
 	    sizeof(px->scope))
 		fatalx("proxy_fetch_path: scope too long");
 	return (px);
+}
+
+/*
+ * Give a fetch made by proxy_fetch_path() a request body, sent with a
+ * Content-Length (referrers.c's manifest and index PUTs).  Takes
+ * ownership of `body`.  A request with a body is never retried, so an
+ * upstream whose auth is not known yet is probed first (px_begin).
+ */
+void
+proxy_fetch_body(struct proxy *px, struct evbuffer *body)
+{
+	if (px->fetch_body != NULL)
+		evbuffer_free(px->fetch_body);
+	px->fetch_body = body;
+	px->has_body = 1;
 }
 
 /* Send a fetch made by proxy_fetch_new(); callbacks may run before this

@@ -58,6 +58,7 @@ struct proxy {
 	int				 up_eof;
 	int				 want_pause;
 	int				 chunked_out;
+	struct evbuffer			*fetch_body;	/* a fetch's PUT */
 	/* A manifest answer held until its digest is known (tagpol.c). */
 	struct evbuffer			*held;
 	struct headers			 held_hdrs;

@@ -163,6 +163,11 @@ px_body_head(struct proxy *px, struct evbuffer *out)
 {
 	struct req	*req = px->req;
 
+	if (req == NULL) {		/* a fetch's own body */
+		evbuffer_add_printf(out, "Content-Length: %zu\r\n",
+		    evbuffer_get_length(px->fetch_body));
+		return;
+	}
 	if (req->body_read != NULL)
 		evbuffer_add_printf(out, "Content-Length: %zu\r\n",
 		    evbuffer_get_length(req->body_read));
@@ -185,6 +190,11 @@ px_body_start(struct proxy *px)
 {
 	struct req	*req = px->req;
 
+	if (req == NULL) {		/* sent once: never retried */
+		evbuffer_add_buffer(bufferevent_get_output(px->uc->bev),
+		    px->fetch_body);
+		return;
+	}
 	if (req->body_read != NULL) {
 		evbuffer_add_buffer(bufferevent_get_output(px->uc->bev),
 		    req->body_read);

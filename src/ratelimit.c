@@ -17,8 +17,10 @@
  * Redis is down, or slower than ratelimit.redis_budget, each rule's
  * on_redis_down decides: local (an in-process bucket holding limit/N,
  * N configured or learned from the instances' heartbeats), open (not
- * limited) or closed (429).  The next request tries Redis again, so the
- * shared buckets are back in force as soon as it answers.
+ * limited) or closed (429).  While a reply is overdue the next requests
+ * are decided so at once, without asking Redis; after it, the next
+ * request tries Redis again, so the shared buckets are back in force as
+ * soon as it answers.
  *
  * Also here, before the rules: an upstream's own quota floor (Docker
  * Hub's RateLimit-Remaining as proxy.c last saw it), which refuses the
@@ -60,6 +62,7 @@ struct ratelimit {
 	int			 hb_busy;
 	int			 down_logged;
 	uint64_t		 slow_logged_ms;
+	size_t			 late;		/* calls past the budget */
 };
 
 /* One rule applied to one request. */
@@ -79,6 +82,7 @@ struct rl_call {
 	struct event		*timer;		/* redis_budget */
 	int			 sent;		/* a reply will come */
 	int			 retried;	/* NOSCRIPT once */
+	int			 late;		/* its budget passed */
 	size_t			 n;
 	struct rl_item		*items;
 };
@@ -704,6 +708,14 @@ rl_budget_cb(evutil_socket_t fd, short ev, void *arg)
 	(void)ev;
 	if (call->req == NULL)
 		return;
+	/*
+	 * Until its reply comes, Redis is slow: the next requests are
+	 * decided by on_redis_down at once, not queued behind it (each
+	 * would wait out the budget, and be counted again in the shared
+	 * bucket when Redis resumes, though decided here).
+	 */
+	call->late = 1;
+	rl->late++;
 	if (now - rl->slow_logged_ms >= 10000) {
 		log_warn("- ratelimit redis_slow budget_ms=%d "
 		    "fallback=on_redis_down",
@@ -761,8 +773,10 @@ rl_send(struct rl_call *call)
 static int
 rl_parse(struct rl_call *call, const struct redisReply *reply)
 {
-	const struct redisReply	*e;
-	size_t			 i;
+	const struct redisReply		*e;
+	const struct config_rl_rule	*r;
+	long long			 v, max;
+	size_t				 i;
 
 	if (reply->type != REDIS_REPLY_ARRAY ||
 	    reply->elements != 1 + 3 * call->n)
@@ -771,10 +785,21 @@ rl_parse(struct rl_call *call, const struct redisReply *reply)
 		if (reply->element[i]->type != REDIS_REPLY_INTEGER)
 			return (-1);
 	for (i = 0; i < call->n; i++) {
+		r = call->items[i].rule;
 		e = reply->element[1 + 3 * i];
 		call->items[i].allowed = e->integer == 1;
-		call->items[i].remaining = reply->element[2 + 3 * i]->integer;
-		call->items[i].retry_us = reply->element[3 + 3 * i]->integer;
+		/*
+		 * Kept within what the script can say (a wait of at most
+		 * a window, fewer left than the burst): whatever Redis
+		 * answers, the headers stay true to the rule and the
+		 * arithmetic on them cannot overflow.
+		 */
+		v = reply->element[2 + 3 * i]->integer;
+		max = (long long)r->burst - 1;
+		call->items[i].remaining = v < 0 ? 0 : v > max ? max : v;
+		v = reply->element[3 + 3 * i]->integer;
+		max = (long long)r->window_ms * 1000;
+		call->items[i].retry_us = v < 0 ? 0 : v > max ? max : v;
 	}
 	return (0);
 }
@@ -790,6 +815,10 @@ rl_on_reply(struct rds *l, struct redisReply *reply, void *arg)
 	 * free, run from rl_finish(), then only detaches the call.
 	 */
 	(void)l;
+	if (call->late) {
+		call->late = 0;
+		rl->late--;		/* Redis answered (or went) */
+	}
 	if (call->req == NULL) {
 		rl_call_free(call);	/* detached: nobody waits */
 		return;
@@ -899,8 +928,9 @@ ratelimit_request(struct req *req)
 	call->req = req;
 	call->items = items;
 	call->n = n;
-	if (rl->ready && (call->timer = evtimer_new(rl->ctx->base,
-	    rl_budget_cb, call)) != NULL && rl_send(call) == 0) {
+	if (rl->ready && rl->late == 0 && (call->timer =
+	    evtimer_new(rl->ctx->base, rl_budget_cb, call)) != NULL &&
+	    rl_send(call) == 0) {
 		ms = req->conf->ratelimit->redis_budget_ms;
 		tv.tv_sec = ms / 1000;
 		tv.tv_usec = (ms % 1000) * 1000;

@@ -20,7 +20,11 @@ struct redisContext;
 struct redisReply;
 struct rds;
 
-/* Where and how one link connects.  rds_new() copies the strings. */
+/*
+ * Where and how one link connects.  rds_new() copies the strings.  With
+ * sentinels, host:port is not used: the link asks them for the master of
+ * master_name (README "Redis failover").
+ */
 struct rds_params {
 	const char	*name;		/* the owner, for logs: "audit" */
 	const char	*host;		/* numeric */
@@ -34,6 +38,12 @@ struct rds_params {
 						   time */
 	int		 reconnect_min_ms;
 	int		 reconnect_max_ms;
+	/* Sentinel; nsentinels 0: host:port is the master. */
+	char		*const *sentinels;	/* numeric host:port */
+	size_t		 nsentinels;
+	const char	*master_name;
+	const char	*sentinel_username;
+	const char	*sentinel_password;	/* NULL: no AUTH */
 };
 
 /*

@@ -64,14 +64,18 @@ rcli_check(const struct config *conf)
 			continue;
 		}
 		r = redisCommand(rc, "PING");
+		/* Where it went: with sentinels, the master they named. */
 		if (r == NULL || r->type == REDIS_REPLY_ERROR) {
 			fprintf(stderr, "portcullis: redis %s:%d: PING: %s\n",
-			    p.host, p.port, r == NULL ? rc->errstr : r->str);
+			    rc->tcp.host, rc->tcp.port, r == NULL ?
+			    rc->errstr : r->str);
 			rv = r == NULL ? 2 : 1;
 		} else
-			printf("redis %s:%d: ok%s%s, database %d\n", p.host,
-			    p.port, p.username != NULL ? ", user " : "",
-			    p.username != NULL ? p.username : "", p.database);
+			printf("redis %s:%d: ok%s%s, database %d%s%s\n",
+			    rc->tcp.host, rc->tcp.port, p.username != NULL ?
+			    ", user " : "", p.username != NULL ? p.username : "",
+			    p.database, p.nsentinels > 0 ? ", master of " : "",
+			    p.nsentinels > 0 ? p.master_name : "");
 		freeReplyObject(r);
 		redisFree(rc);
 	}

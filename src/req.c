@@ -961,6 +961,18 @@ req_dispatch(struct req *req)
 		tagpol_start(req);
 		return;
 	}
+	/* Referrers: the gateway's answer, from the API or the tag schema. */
+	if (req->route.ep == OCI_EP_REFERRERS) {
+		req_set_state(req, REQ_UPSTREAM);
+		referrers_start(req);
+		return;
+	}
+	/* A manifest with a subject: its referrers index kept (referrers.c). */
+	if (referrers_push_wants(req)) {
+		req_set_state(req, REQ_UPSTREAM);
+		referrers_push_start(req);
+		return;
+	}
 	/* The catalog is the gateway's own answer, filtered per caller. */
 	if (req->route.ep == OCI_EP_CATALOG) {
 		req_set_state(req, REQ_UPSTREAM);

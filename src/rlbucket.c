@@ -162,20 +162,62 @@ struct rlb_table {
 	size_t			 nslots;	/* power of two */
 	size_t			 count;
 	size_t			 max;
+	uint64_t		 hkey[2];	/* rlb_hash's, random */
 };
 
-/* FNV-1a: keys are the gateway's own strings, chains stay short. */
-static uint32_t
-rlb_hash(const char *s, size_t len)
-{
-	uint32_t	h = 2166136261u;
-	size_t		i;
+/*
+ * SipHash-2-4 under a key drawn per table.  The keys hold what clients
+ * choose (an address out of an IPv6 /64, a repository name): under a
+ * hash anyone can compute they could all be made to land in one chain,
+ * and every lookup would walk them all.
+ */
+#define RLB_ROTL(x, b)	(uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define RLB_SIPROUND(v0, v1, v2, v3) do {				\
+	v0 += v1; v1 = RLB_ROTL(v1, 13); v1 ^= v0; v0 = RLB_ROTL(v0, 32); \
+	v2 += v3; v3 = RLB_ROTL(v3, 16); v3 ^= v2;			\
+	v0 += v3; v3 = RLB_ROTL(v3, 21); v3 ^= v0;			\
+	v2 += v1; v1 = RLB_ROTL(v1, 17); v1 ^= v2; v2 = RLB_ROTL(v2, 32); \
+} while (0)
 
-	for (i = 0; i < len; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 16777619u;
+static uint64_t
+rlb_le64(const unsigned char *p)
+{
+	uint64_t	v = 0;
+	int		i;
+
+	for (i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return (v);
+}
+
+static uint32_t
+rlb_hash(const uint64_t k[2], const char *s, size_t len)
+{
+	const unsigned char	*p = (const unsigned char *)s;
+	uint64_t		 v0 = k[0] ^ 0x736f6d6570736575ULL;
+	uint64_t		 v1 = k[1] ^ 0x646f72616e646f6dULL;
+	uint64_t		 v2 = k[0] ^ 0x6c7967656e657261ULL;
+	uint64_t		 v3 = k[1] ^ 0x7465646279746573ULL;
+	uint64_t		 m, b = (uint64_t)len << 56;
+	size_t			 i, left = len & 7;
+
+	for (i = 0; i + 8 <= len; i += 8) {
+		m = rlb_le64(p + i);
+		v3 ^= m;
+		RLB_SIPROUND(v0, v1, v2, v3);
+		RLB_SIPROUND(v0, v1, v2, v3);
+		v0 ^= m;
 	}
-	return (h);
+	while (left-- > 0)
+		b |= (uint64_t)p[i + left] << (8 * left);
+	v3 ^= b;
+	RLB_SIPROUND(v0, v1, v2, v3);
+	RLB_SIPROUND(v0, v1, v2, v3);
+	v0 ^= b;
+	v2 ^= 0xff;
+	for (i = 0; i < 4; i++)
+		RLB_SIPROUND(v0, v1, v2, v3);
+	return ((uint32_t)(v0 ^ v1 ^ v2 ^ v3));
 }
 
 /* A table of at most max buckets (1..2^24); NULL on failure. */
@@ -196,6 +238,7 @@ rlb_table_new(size_t max)
 		return (NULL);
 	}
 	TAILQ_INIT(&t->lru);
+	arc4random_buf(t->hkey, sizeof(t->hkey));
 	t->nslots = n;
 	t->max = max;
 	return (t);
@@ -246,7 +289,7 @@ rlb_table_peek(struct rlb_table *t, const char *key)
 
 	if (len > RLB_KEY_MAX)
 		return (0);
-	pp = rlb_find(t, key, rlb_hash(key, len));
+	pp = rlb_find(t, key, rlb_hash(t->hkey, key, len));
 	return (*pp == NULL ? 0 : (*pp)->tat);
 }
 
@@ -260,7 +303,7 @@ rlb_table_put(struct rlb_table *t, const char *key, int64_t tat)
 
 	if (len > RLB_KEY_MAX)
 		return (-1);
-	h = rlb_hash(key, len);
+	h = rlb_hash(t->hkey, key, len);
 	pp = rlb_find(t, key, h);
 	if ((n = *pp) != NULL) {
 		n->tat = tat;
@@ -295,4 +338,19 @@ size_t
 rlb_table_count(const struct rlb_table *t)
 {
 	return (t->count);
+}
+
+size_t
+rlb_table_chain_max(const struct rlb_table *t)
+{
+	const struct rlb_node	*n;
+	size_t			 i, len, max = 0;
+
+	for (i = 0; i < t->nslots; i++) {
+		for (len = 0, n = t->slots[i]; n != NULL; n = n->next)
+			len++;
+		if (len > max)
+			max = len;
+	}
+	return (max);
 }

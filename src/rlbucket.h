@@ -14,8 +14,9 @@
  * bucket, never as a longer wait; a gap of any length fills the bucket
  * and no more.  Every product is bounded at set-up (rlb_params_init) so
  * nothing overflows, and every value stays below 2^53, exact in Lua's
- * doubles.  Also here: the bounded table of in-process buckets.  Leaf: no
- * libevent, no project header.
+ * doubles.  Also here: the bounded table of in-process buckets (hashed
+ * with SipHash under a random key: clients choose what is in the keys).
+ * Leaf: no libevent, no project header.
  */
 #ifndef PC_RLBUCKET_H
 #define PC_RLBUCKET_H
@@ -89,6 +90,8 @@ int64_t		 rlb_table_peek(struct rlb_table *, const char *);
 /* Store key's TAT (most recently used); -1: key longer than RLB_KEY_MAX. */
 int		 rlb_table_put(struct rlb_table *, const char *, int64_t);
 size_t		 rlb_table_count(const struct rlb_table *);
+/* The longest hash chain (the tests: keys chosen to collide). */
+size_t		 rlb_table_chain_max(const struct rlb_table *);
 void		 rlb_table_clear(struct rlb_table *);
 
 #endif /* PC_RLBUCKET_H */

@@ -400,3 +400,22 @@ secret_fmt_time(int64_t t, char *buf, size_t len)
 		snprintf(buf, len, "%s", t == 0 ? "never" : "?");
 	return (buf);
 }
+
+char *
+secret_login_user(const char *subject, char *buf, size_t len)
+{
+	size_t	 i;
+	char	 c;
+
+	for (i = 0; i + 1 < len && subject[i] != '\0'; i++) {
+		c = subject[i];
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		    c == '-' || c == '@')
+			buf[i] = c;
+		else
+			buf[i] = '_';
+	}
+	buf[i] = '\0';
+	return (buf);
+}

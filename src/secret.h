@@ -118,6 +118,16 @@ int		 secret_parse_duration(const char *, int64_t *out);
  */
 int		 secret_parse_time(const char *, int64_t now, int64_t *out);
 
+/*
+ * The user name the printed `docker login` lines use for a secret of
+ * subject: the gateway never checks it (the secret names its subject),
+ * but a Basic user name may hold no ':' (RFC 7617; docker splits at the
+ * first one), which a prefixed subject has, and the lines are pasted into
+ * a shell.  Every byte but letters, digits, '.', '_', '-' and '@' becomes
+ * '_', cut to fit buf (len > 0, always NUL-terminated); returns buf.
+ */
+char		*secret_login_user(const char *subject, char *buf, size_t len);
+
 /* RFC 3339 UTC of t into buf (at least 21 bytes); "never" for 0. */
 const char	*secret_fmt_time(int64_t t, char *buf, size_t len);
 

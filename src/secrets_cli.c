@@ -138,6 +138,7 @@ scli_create(const struct config *conf, const char *subject,
 	char		 created[32], expires[32], tbuf[32], *gj;
 	unsigned char	 hash[SECRET_HASH_LEN];
 	int64_t		 now = time(NULL), dur = 0, nb;
+	char		 user[SECRET_FIELD_MAX + 1];
 	size_t		 i;
 	const char	*tools[] = { "docker", "podman", "skopeo" };
 
@@ -250,7 +251,8 @@ scli_create(const struct config *conf, const char *subject,
 	scli_host(conf, host, sizeof(host));
 	for (i = 0; i < 3; i++) {
 		printf("  %s login --username ", tools[i]);
-		scli_shell_quote(subject);
+		scli_shell_quote(secret_login_user(subject, user,
+		    sizeof(user)));
 		printf(" %s\n", host);
 	}
 	return (0);

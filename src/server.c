@@ -470,6 +470,7 @@ server_run(const char *path, char **cause)
 	    (ctx->secrets = secrets_new(ctx->base, ctx->conf,
 	    ctx->revoke)) == NULL))
 		fatalx("out of memory");
+	uploads_start(ctx);	/* with Redis: every instance agrees */
 	token_listen(ctx);	/* revocations purge verified tokens */
 	sso_init(ctx);		/* the sign-in's Redis link */
 	ctx->ratelimit = ratelimit_new(ctx);	/* NULL: no limits */
@@ -523,6 +524,7 @@ out:
 	ratelimit_free(ctx->ratelimit);	/* after the conns: calls detached */
 	revoke_free(ctx->revoke);
 	uploads_free(ctx->uploads);
+	referrers_free(ctx->referrers);
 	if (ctx->base != NULL)
 		conn_reap(ctx);		/* what the fills retired */
 	uconn_pool_flush(ctx);

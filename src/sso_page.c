@@ -17,6 +17,7 @@
 
 #include "policy.h"
 #include "principal.h"
+#include "secret.h"
 #include "sso.h"
 
 const char sso_stylesheet[] =
@@ -161,43 +162,28 @@ static void
 page_new_secret(struct wbuf *b, const struct sso_view *v)
 {
 	static const char *const tools[] = { "docker", "podman", "skopeo" };
-	struct wbuf		 user;
-	const char		*p;
+	char			 user[SECRET_FIELD_MAX + 1];
 	size_t			 i;
 
 	wbuf_str(b, "<section class=\"secret\" id=\"new-secret\"><h2>Your new "
 	    "secret</h2><p>Shown <strong>once</strong>: copy it now. It "
 	    "is stored only as a hash.</p><pre id=\"secret-value\">");
 	wbuf_esc(b, v->new_secret);
-	/*
-	 * The gateway does not check the user name (the secret names its
-	 * subject), and RFC 7617 allows no ':' in one, which a prefixed
-	 * subject has: the lines use the subject with ':' as '_'.  The
-	 * lines are pasted into a shell and the subject is the provider's:
-	 * it is one single-quoted word, a ' in it written '\'' (POSIX sh).
-	 */
-	wbuf_init(&user);
-	wbuf_str(&user, "");
-	for (p = v->subject != NULL ? v->subject : ""; *p != '\0'; p++)
-		if (*p == ':')
-			wbuf_str(&user, "_");
-		else if (*p == '\'')
-			wbuf_str(&user, "'\\''");
-		else
-			wbuf_add(&user, p, 1);
+	/* The same user name as `portcullis secret create` prints. */
+	secret_login_user(v->subject != NULL ? v->subject : "", user,
+	    sizeof(user));
 	wbuf_str(b, "</pre><p>Log in with it (paste it at the password "
 	    "prompt; the user name is not checked):</p><pre "
 	    "id=\"login-lines\">");
 	for (i = 0; i < 3; i++) {
 		wbuf_esc(b, tools[i]);
 		wbuf_str(b, " login --username '");
-		wbuf_esc(b, user.p);
+		wbuf_esc(b, user);	/* no quote: secret_login_user */
 		wbuf_str(b, "' ");
 		wbuf_esc(b, v->registry_host);
 		wbuf_str(b, "\n");
 	}
 	wbuf_str(b, "</pre></section>\n");
-	wbuf_free(&user);
 }
 
 static void

@@ -201,25 +201,20 @@ tagpol_blocked(struct req *req, const char *digest)
 }
 
 /*
- * Whether a routed request is a manifest PUT by tag not yet checked.  By
- * digest the policy gate checked the blocklist; by tag the digest is the
- * body's, so the body is read and its digest checked (a push of a
- * blocked manifest is refused however it is named), then, for an
- * immutable tag, the upstream is asked.  A push that neither can refuse
- * (no digest blocked, the tag not immutable) is not held.
+ * Whether a routed request is a manifest PUT not yet checked.  By digest
+ * the policy gate checked the blocklist; by tag the digest is the body's,
+ * so the body is read and its digest checked (a push of a blocked
+ * manifest is refused however it is named), then, for an immutable tag,
+ * the upstream is asked.  Every manifest push is read whole (it is
+ * bounded by limits.manifest_bytes): one with a `subject` has its
+ * referrers index kept by the gateway when the upstream keeps none
+ * (referrers.c), which needs its bytes before it goes upstream.
  */
 int
 tagpol_wants(struct req *req)
 {
-	const char	*rule;
-
-	if (req->route.ep != OCI_EP_MANIFEST || req->msg->method != HTTP_PUT ||
-	    req->route.ref_digest || req->tag_checked)
-		return (0);
-	/* With nothing to check the push streams as any other. */
-	return (policy_nblocked(req->conf->policy) > 0 ||
-	    policy_immutable(req->conf->policy, req->up->name, req->upname,
-	    req->route.ref, &rule));
+	return (req->route.ep == OCI_EP_MANIFEST &&
+	    req->msg->method == HTTP_PUT && !req->tag_checked);
 }
 
 /* The check passed: the push goes on with the body read. */
@@ -367,8 +362,8 @@ tagpol_start(struct req *req)
 	    (tp->body = evbuffer_new()) == NULL)
 		fatal("tagpol");
 	tp->req = req;
-	if (!policy_immutable(req->conf->policy, req->up->name, req->upname,
-	    req->route.ref, &tp->rule))
+	if (req->route.ref_digest || !policy_immutable(req->conf->policy,
+	    req->up->name, req->upname, req->route.ref, &tp->rule))
 		tp->rule = NULL;
 	headers_init(&tp->fwd);
 	headers_add(&tp->fwd, "Accept", 6, tp_accept, sizeof(tp_accept) - 1);

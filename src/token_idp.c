@@ -57,6 +57,7 @@
 
 #define TOKIDP_JTI_BYTES	16
 #define TOKIDP_LOCK_MS		30000	/* a crashed check's lock */
+#define TOKIDP_WAIT_MS		250	/* a check in flight looked at */
 #define TOKIDP_RECORD_MAX	65536	/* a sealed record's bytes */
 #define TOKIDP_GROUPS_MAX	1024
 #define TOKIDP_CLAIMS_MAX	256
@@ -78,6 +79,9 @@ struct tokidp_op {
 	char			*expect_sub;	/* the subject it must be */
 	struct tok_ident	*fresh;		/* the principal to issue for */
 	int64_t			 ttl_ms;	/* the record's */
+	int64_t			 checked;	/* its last check, ms */
+	struct event		*ev_wait;	/* for a check in flight */
+	int64_t			 wait_until;	/* ms */
 };
 
 typedef void	 tokidp_step(struct tokidp_op *, redisReply *);
@@ -100,6 +104,8 @@ static void
 tokidp_free(struct tokidp_op *op)
 {
 	oidc_token_cancel(op->treq);
+	if (op->ev_wait != NULL)
+		event_free(op->ev_wait);
 	if (op->rt != NULL) {
 		OPENSSL_cleanse(op->rt, strlen(op->rt));
 		free(op->rt);
@@ -768,6 +774,91 @@ tokidp_exchange(struct req *req)
 
 /* --- the refresh grant --- */
 
+static void	tokidp_rewait(struct tokidp_op *, redisReply *);
+
+static void
+tokidp_wait_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct tokidp_op	*op = arg;
+	const char		*argv[2];
+
+	(void)fd;
+	(void)ev;
+	if (op->req == NULL)
+		return;
+	argv[0] = "GET";
+	argv[1] = op->key;
+	if (tokidp_send(op, tokidp_rewait, 2, argv) == -1)
+		tokidp_fail(op, ERR_UNAVAILABLE, "Redis is unavailable");
+}
+
+/* Look at the record again in TOKIDP_WAIT_MS. */
+static void
+tokidp_wait(struct tokidp_op *op)
+{
+	struct timeval	tv = { 0, TOKIDP_WAIT_MS * 1000 };
+
+	if (op->ev_wait == NULL) {
+		log_info("%llu.%u idp_session recheck_wait",
+		    (unsigned long long)op->req->c->id, op->req->seq);
+		op->wait_until = tokidp_now_ms() + TOKIDP_LOCK_MS;
+		if ((op->ev_wait = evtimer_new(op->ctx->base, tokidp_wait_cb,
+		    op)) == NULL)
+			fatal("evtimer_new");
+	}
+	evtimer_add(op->ev_wait, &tv);
+}
+
+/* The record again, while a check is in flight: has it ended? */
+static void
+tokidp_rewait(struct tokidp_op *op, redisReply *r)
+{
+	struct tok_ident	*ti;
+	json_t			*rec;
+	const char		*sub;
+	int64_t			 checked;
+
+	if (r == NULL || (r->type != REDIS_REPLY_STRING &&
+	    r->type != REDIS_REPLY_NIL)) {
+		tokidp_fail(op, ERR_UNAVAILABLE, "Redis is unavailable");
+		return;
+	}
+	if (r->type == REDIS_REPLY_NIL ||
+	    (rec = tokidp_open(op, r->str, r->len)) == NULL) {
+		tokidp_refuse(op, "idp_session_gone", "the sign-in's provider "
+		    "session is gone; sign in again with portcullis login");
+		return;
+	}
+	sub = json_string_value(json_object_get(rec, "sub"));
+	checked = json_integer_value(json_object_get(rec, "checked"));
+	if (sub != NULL && strcmp(sub, op->expect_sub) == 0 &&
+	    checked > op->checked) {
+		/* The check ended: its groups. */
+		ti = tokidp_record_ident(rec, op->req->tok->exp);
+		json_decref(rec);
+		if (ti == NULL) {
+			tokidp_refuse(op, "idp_session_gone", "the sign-in's "
+			    "provider session is gone; sign in again with "
+			    "portcullis login");
+			return;
+		}
+		tok_ident_unref(op->fresh);
+		op->fresh = ti;
+		tokidp_issue(op);
+		return;
+	}
+	json_decref(rec);
+	if (tokidp_now_ms() >= op->wait_until) {
+		log_info("%llu.%u idp_session recheck_wait_over",
+		    (unsigned long long)op->req->c->id, op->req->seq);
+		tokidp_fail(op, ERR_UNAVAILABLE, "a check of the sign-in with "
+		    "the identity provider is under way and did not end; try "
+		    "again");
+		return;
+	}
+	tokidp_wait(op);
+}
+
 static void
 tokidp_locked(struct tokidp_op *op, redisReply *r)
 {
@@ -780,7 +871,19 @@ tokidp_locked(struct tokidp_op *op, redisReply *r)
 		tokidp_fail(op, ERR_UNAVAILABLE, "Redis is unavailable");
 		return;
 	}
-	/* A check runs now: its predecessor's groups stand in. */
+	/*
+	 * A check runs now: its predecessor's groups stand in when that
+	 * check is as young as recheck_interval plus a lock's life allows.
+	 * Older, the refresh waits for the check in flight (tokidp_rewait)
+	 * rather than take groups the provider may have removed long ago
+	 * (a client keeping one refresh in flight, or a provider that
+	 * hangs, must not make them stand).
+	 */
+	if (tokidp_now_ms() - op->checked >= op->req->conf->identity->sso->
+	    recheck_interval_ms + TOKIDP_LOCK_MS) {
+		tokidp_wait(op);
+		return;
+	}
 	log_info("%llu.%u idp_session recheck_in_flight",
 	    (unsigned long long)op->req->c->id, op->req->seq);
 	tokidp_issue(op);
@@ -809,6 +912,7 @@ tokidp_got(struct tokidp_op *op, redisReply *r)
 	sub = json_string_value(json_object_get(rec, "sub"));
 	rt = json_string_value(json_object_get(rec, "rt"));
 	checked = json_integer_value(json_object_get(rec, "checked"));
+	op->checked = checked;
 	if (sub == NULL || rt == NULL || strcmp(sub, op->expect_sub) != 0 ||
 	    (op->fresh = tokidp_record_ident(rec, op->req->tok->exp)) ==
 	    NULL) {

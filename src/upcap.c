@@ -3,9 +3,12 @@
  * DISPATCH after the rate limits.  A request that will reach the
  * upstream (routed to it and not one the cache holds) takes one of the
  * upstream's max_concurrent slots and keeps it until it ends (req_free:
- * upcap_req_done); when all are taken it waits in a FIFO of at most
- * `queue` requests, as the request's stage, for at most queue_timeout;
- * a full queue or a wait that times out is a 503 with Retry-After.
+ * upcap_req_done), or a cache reader until the upstream's part is over
+ * (cache_serve.c: the fill done, a stored entry served), so that a
+ * client reading slowly never holds the upstream's slot; when all are
+ * taken it waits in a FIFO of at most `queue` requests, as the request's
+ * stage, for at most queue_timeout; a full queue or a wait that times
+ * out is a 503 with Retry-After.
  *
  * A slot freed goes to the first waiter: it is marked granted and its
  * event made active, so it carries on from the loop, never from inside

@@ -555,6 +555,71 @@ def test_idp_cache_entries_bounds_the_cache(start_gateway, reg, keys, rs,
     assert (c["hits"], c["entries"]) == (1, 0)
 
 
+def sign_without_kid(p, claims_):
+    """A JWT signed RS256 with the provider's first RSA key whose header
+    names no kid (what a provider with a single key may issue)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from lib.idfix import _b64int, _b64url
+    jwk = next(k for k in p.jwks["keys"] if k["kty"] == "RSA")
+    pub = rsa.RSAPublicNumbers(_b64int(jwk["e"]), _b64int(jwk["n"]))
+    key = rsa.RSAPrivateNumbers(
+        _b64int(jwk["p"]), _b64int(jwk["q"]), _b64int(jwk["d"]),
+        _b64int(jwk["dp"]), _b64int(jwk["dq"]), _b64int(jwk["qi"]),
+        pub).private_key()
+    signing = "%s.%s" % (
+        _b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode()),
+        _b64url(json.dumps(claims_).encode()))
+    sig = key.sign(signing.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return signing + "." + _b64url(sig)
+
+
+def test_idp_cache_hit_selects_the_key_as_verifying_would(
+        start_gateway, reg, keys, rs, tmp_path):
+    """A token without a kid is verified with the issuer's only key.
+    Once the provider publishes a second key (the first unchanged), the
+    uncached check cannot tell which key such a token means and refuses
+    it; a cached verification of one is refused alike, not served
+    because the key it was verified with is still in the set."""
+    from lib.idp import make_jwk
+    p = start_idp(tmp_path / "idp7", keys=[("RS256", "rsa-1")])
+    try:
+        g = ready(start_gateway(config(reg, keys, rs, tmp_path, p,
+                                       refresh=2, min_refresh_interval=1)))
+        s = plain()
+        url = g.url + "/v2/ci/img/tags/list"
+        now = int(time.time())
+        body = {"iss": p.issuer, "aud": "https://portcullis.test",
+                "sub": "ci", "client_id": "ci", "iat": now,
+                "exp": now + 600}
+        tok = sign_without_kid(p, body)
+        assert "kid" not in claims_header(tok)
+        for _ in range(2):
+            r = s.get(url, headers=bearer(tok), timeout=15)
+            assert r.status_code == 200, r.text
+        # The same rsa-1 (same material, same kid) and a new rsa-2.
+        p._save_state()
+        p.stop()
+        p.jwks = {"keys": [p.jwks["keys"][0], make_jwk("RS256", "rsa-2")]}
+        p.kids = ["rsa-1", "rsa-2"]
+        p.jwks_path = str(tmp_path / "idp7-jwks-2.json")
+        with open(p.jwks_path, "w") as f:
+            json.dump(p.jwks, f)
+        p.start()
+        wait_for(lambda: sorted(identity_state(g)["kids"]) ==
+                 ["rsa-1", "rsa-2"], timeout=30, what="the second key")
+        # Uncached: a kid-less token never seen is refused now.
+        body["jti"] = "fresh"
+        r = s.get(url, headers=bearer(sign_without_kid(p, body)),
+                  timeout=15)
+        assert r.status_code == 401, r.text
+        # Cached: refused alike.
+        r = s.get(url, headers=bearer(tok), timeout=15)
+        assert r.status_code == 401, r.text
+    finally:
+        p.stop()
+
+
 # ---------------------------------------------------------------------------
 # IdP JWTs as Basic passwords at /token (the npm oidc-provider, a real
 # OpenID Connect provider): a client-credentials access token of client

@@ -665,3 +665,142 @@ def test_refused_id_token_keeps_the_rotated_refresh_token(env, tmp_path):
     r = refresh(env, rt, scope)
     assert r.status_code == 200, r.text
     assert claims(r.json()["access_token"])["groups"] == ["corp:dev"]
+
+
+def _record_crypto(jti):
+    h = hashlib.sha256(b"portcullis idp record id\0" + jti.encode())
+    key = "portcullis:sso:idp:" + h.hexdigest()
+    ek = hashlib.sha256(b"portcullis idp record key\0" +
+                        jti.encode()).digest()
+    return key, ek
+
+
+def _reseal(env, key, ek, change):
+    import base64
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    with env.rs.client() as c:
+        val = c.call("GET", key)
+        pttl = c.call("PTTL", key)
+    raw = base64.urlsafe_b64decode(val + b"=" * (-len(val) % 4))
+    rec = json.loads(AESGCM(ek).decrypt(raw[:12], raw[12:], key.encode()))
+    change(rec)
+    nonce = os.urandom(12)
+    sealed = base64.urlsafe_b64encode(nonce + AESGCM(ek).encrypt(
+        nonce, json.dumps(rec).encode(), key.encode())).rstrip(b"=")
+    with env.rs.client() as c:
+        assert c.call("SET", key, sealed, "PX", str(pttl)) == b"OK"
+    return rec
+
+
+def test_a_check_in_flight_does_not_let_old_groups_stand(env, tmp_path):
+    """review: the lock's stand-in took the last check's groups however
+    old that check was.  A client keeping one refresh in flight (or a
+    provider that hangs) would let every other refresh carry groups the
+    provider removed long ago, past sso.recheck_interval plus an access
+    token's life.  With the last check older than recheck_interval plus
+    the lock's 30 s, a refresh that finds the lock held waits for the
+    check in flight and takes its groups; a check that never ends makes
+    it a 503 once the lock's life is over."""
+    accounts = add_person(env, "fay", ["dev"])
+    rt = login_as(env, str(tmp_path / "fay"), "fay")["refresh_token"]
+    key, ek = _record_crypto(claims(rt)["jti"])
+    hour_ago = int(time.time() * 1000) - 3600 * 1000
+
+    def age(rec):
+        rec["checked"] = hour_ago
+    # The last check an hour ago (as a lock held again and again makes
+    # it), re-sealed as the gateway would; a check holds the lock.
+    assert _reseal(env, key, ek, age)["groups"] == ["corp:dev"]
+    with env.rs.client() as c:
+        assert c.call("SET", key + ":lock", "1", "PX", "120000") == b"OK"
+    accounts["fay"]["groups"] = []
+    env.idp.set_state(accounts=accounts)
+    scope = "repository:team/img:pull"
+    k = env.gw.log_text().count("idp_session recheck_wait ")
+    res = {}
+    t = threading.Thread(target=lambda: res.update(r=refresh(env, rt,
+                                                              scope)))
+    t.start()
+    try:
+        wait_for(lambda: env.gw.log_text().count(
+            "idp_session recheck_wait ") > k or
+            env.gw.log_text().count("idp_session recheck_wait\n") > k,
+            timeout=20, what="the refresh to wait for the check")
+        assert "r" not in res
+
+        def checked_now(rec):
+            rec["checked"] = int(time.time() * 1000)
+            rec["groups"] = []
+        # The check in flight ends: its groups, then the lock goes.
+        _reseal(env, key, ek, checked_now)
+        with env.rs.client() as c:
+            c.call("DEL", key + ":lock")
+    finally:
+        t.join(timeout=60)
+    assert res["r"].status_code == 200, res["r"].text
+    assert claims(res["r"].json()["access_token"])["groups"] == []
+    # A check that never ends (its lock held, its record unchanged).
+    _reseal(env, key, ek, age)
+    with env.rs.client() as c:
+        assert c.call("SET", key + ":lock", "1", "PX", "120000") == b"OK"
+    r = refresh(env, rt, scope)
+    assert r.status_code == 503, (r.status_code, r.text)
+    assert "under way" in r.text
+    with env.rs.client() as c:
+        c.call("DEL", key + ":lock")
+    r = refresh(env, rt, scope)
+    assert r.status_code == 200, r.text
+    assert claims(r.json()["access_token"])["groups"] == []
+
+
+def _device_tokens(env, who):
+    env.idp.set_state(login=who)
+    try:
+        d = env.idp.device_start()
+        env.idp.device_approve(d["user_code"])
+        return env.idp.token({
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "device_code": d["device_code"], "client_id": "cli"})
+    finally:
+        env.idp.set_state(login="alice")
+
+
+def test_exchange_needs_one_live_session_of_one_subject(env):
+    """review (sound): an id_token of one person with the provider
+    refresh token of another is refused; an exchanged pair cannot be
+    replayed (the provider rotated its refresh token, and oidc-provider
+    ends the grant on the replay, so the linked token ends too); `token
+    revoke --subject` ends a linked refresh token."""
+    add_person(env, "gus", ["dev"])
+    add_person(env, "hal", ["ops"])
+    g, h = _device_tokens(env, "gus"), _device_tokens(env, "hal")
+    s = session()
+
+    def exchange(idt, prt):
+        return s.post(env.gw.url + "/token", data={
+            "grant_type": "password", "password": idt,
+            "idp_refresh_token": prt, "service": SERVICE}, timeout=15)
+    r = exchange(g["id_token"], h["refresh_token"])
+    assert r.status_code == 401, r.text
+    assert "another subject" in r.text
+    r = exchange(g["id_token"], g["refresh_token"])
+    assert r.status_code == 200, r.text
+    rt = r.json()["refresh_token"]
+    assert claims(rt)["sub"] == "corp:gus"
+    r = exchange(g["id_token"], g["refresh_token"])
+    assert r.status_code == 401, r.text
+    scope = "repository:team/img:pull"
+    # The provider took the replay of its spent refresh token as theft
+    # and ended the grant: the linked token ends with it.
+    r = refresh(env, rt, scope)
+    assert r.status_code == 401 and "refused to renew" in r.text, r.text
+    g = _device_tokens(env, "gus")
+    r = exchange(g["id_token"], g["refresh_token"])
+    assert r.status_code == 200, r.text
+    rt = r.json()["refresh_token"]
+    assert refresh(env, rt, scope).status_code == 200
+    out = run([gateway_bin(), "token", "revoke", "-c", env.gw.config_path,
+               "--subject", "corp:gus"], timeout=60)
+    assert "revoked" in out.stdout + out.stderr, out.stdout + out.stderr
+    wait_for(lambda: refresh(env, rt, scope).status_code == 401,
+             timeout=10, what="the revocation to reach the gateway")

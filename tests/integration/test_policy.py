@@ -649,11 +649,11 @@ def test_reload_changes_decisions_while_a_pull_streams(
         n += len(first)
 
         def reload(pol):
-            k = g.log_text().count("server reload")
+            k = g.reloads_ended()
             with open(g.config_path, "w") as f:
                 json.dump(dict(g.config, policy=pol), f)
             os.kill(g.pid, signal.SIGHUP)
-            wait_for(lambda: g.log_text().count("server reload") > k,
+            wait_for(lambda: g.reloads_ended() > k,
                      what="the reload to be logged")
 
         # v2: anonymous may no longer pull big/**; new requests see it.

@@ -234,9 +234,9 @@ def test_sighup_reloads_policy_and_logs_every_error(start_gateway, tmp_path):
              what="the rule count at start")
 
     def reload():
-        n = gw.log_text().count("server reload")
+        n = gw.reloads_ended()
         os.kill(gw.pid, signal.SIGHUP)
-        wait_for(lambda: gw.log_text().count("server reload") > n,
+        wait_for(lambda: gw.reloads_ended() > n,
                  what="the reload to be logged")
 
     rules.write_text(json.dumps({"rules": [

@@ -646,3 +646,70 @@ def test_upstream_queue_timeout(seeded, start_gateway):
         hp.release()
         pool.shutdown(wait=True)
         hp.stop()
+
+
+def test_upstream_slot_not_held_by_a_slow_reader(seeded, start_gateway,
+                                                 http, tmp_path):
+    """A slot is for the upstream's work: a client that reads a cached
+    fill slowly must not keep it once the fill is done (the upstream
+    idle), or max_concurrent slow readers shut everyone else out."""
+    import hashlib
+    import socket
+    from lib.soak import push_blob
+    big = os.urandom(16 << 20)
+    dig = push_blob(http, seeded.url, "proj/big", big)
+    assert dig == "sha256:" + hashlib.sha256(big).hexdigest()
+    u = upstream(seeded, name="up1", prefix="up1", default=True)
+    u.update({"max_concurrent": 1, "queue": 1, "queue_timeout": 2})
+    cfg = gateway_config(u)
+    cfg["cache"] = {"dir": str(tmp_path / "cache"), "max_bytes": 1 << 30}
+    cfg["timeouts"]["body"] = 120
+    gw = start_gateway(cfg)
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.settimeout(30)
+    try:
+        slow.connect(("127.0.0.1", gw.port))
+        slow.sendall(b"GET /v2/up1/proj/big/blobs/%s HTTP/1.1\r\n"
+                     b"Host: x\r\n\r\n" % dig.encode())
+        assert slow.recv(64).startswith(b"HTTP/1.1 200")
+        # The fill is done: the upstream has sent all it will.
+        wait_for(lambda: "fill_done" in gw.log_text(), timeout=60,
+                 what="the fill")
+        # The slow client still reads (its request still runs), but the
+        # upstream is free: another miss goes through, not a 503.
+        r = get_manifest(gw, "/v2/up1/proj/img/manifests/v1", http)
+        assert r.status_code == 200, r.text
+    finally:
+        slow.close()
+
+
+def test_redis_stall_not_counted_twice(seeded, redis, start_gateway, http):
+    """Redis stalls (stopped, the link still up): the requests meanwhile
+    are decided by on_redis_down.  They must not also be queued to Redis
+    one by one, each waiting out the budget, to be counted again in the
+    shared bucket when it resumes: that drains the bucket (here of an
+    `open` rule) with requests it never decided, and refuses everyone
+    after the stall."""
+    rs = redis()
+    rule = {"id": "r-open", "key": "upstream", "count": 30,
+            "window": 3600, "on_redis_down": "open"}
+    cfg = rl_config(seeded, rs, [rule], redis_budget=0.2)
+    cfg["redis"]["command_timeout"] = 120
+    gw = rl_up(start_gateway(cfg))
+    path = "/v2/up1/proj/img/manifests/v1"
+    assert get_manifest(gw, path, http).headers[
+        "RateLimit-Remaining"] == "29;w=3600"
+    before = evalsha_calls(rs)
+    os.kill(rs.pid, signal.SIGSTOP)
+    try:
+        got = [get_manifest(gw, path, http) for _ in range(20)]
+        assert all(r.status_code == 200 for r in got)
+    finally:
+        os.kill(rs.pid, signal.SIGCONT)
+    # Only the request that found Redis stalled was sent to it.
+    wait_for(lambda: evalsha_calls(rs) - before >= 1, timeout=30,
+             what="the stalled EVALSHA run")
+    r = get_manifest(gw, path, http)
+    assert evalsha_calls(rs) - before == 2
+    assert r.headers["RateLimit-Remaining"] == "27;w=3600", r.headers

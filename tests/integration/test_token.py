@@ -651,13 +651,13 @@ def test_key_rotation_by_reload(start_gateway, reg, pki, keys):
     bad = os.path.join(os.path.dirname(g.config_path), "bad.key")
     with open(bad, "w") as f:
         f.write("not a key\n")
-    k = g.log_text().count("server reload")
+    k = g.reloads_ended()
     cfg = dict(g.config)
     cfg["identity"] = {"token": dict(tc, signing_key=bad)}
     with open(g.config_path, "w") as f:
         json.dump(cfg, f)
     os.kill(g.pid, signal.SIGHUP)
-    wait_for(lambda: g.log_text().count("server reload") > k,
+    wait_for(lambda: g.reloads_ended() > k,
              what="the reload attempt")
     wait_for(lambda: "/identity/token/signing_key" in g.log_text(),
              what="the refused reload's error")

@@ -408,6 +408,10 @@ static const struct err_case err_cases[] = {
 	  "/cache/max_repo_links: must be between 1 and 100000000" },
 	{ "{" UP ",'cache':{'dir':'/tmp/c','max_confirms':0}}",
 	  "/cache/max_confirms: must be between 1 and 100000" },
+	{ "{" UP ",'cache':{'dir':'/tmp/c','referrers_entries':0}}",
+	  "/cache/referrers_entries: must be between 1 and 100000" },
+	{ "{" UP ",'limits':{'referrers_attempts':21}}",
+	  "/limits/referrers_attempts: must be between 1 and 20" },
 	{ "{" UP ",'cache':{'dir':'/tmp/c','fill_finish_fraction':1.01}}",
 	  "/cache/fill_finish_fraction: must be between 0 and 1" },
 	{ "{" UP ",'cache':{'dir':'/tmp/c','fill_finish_fraction':'1'}}",
@@ -664,6 +668,10 @@ test_cache_fill_keys(void **state)
 	assert_true(cfg->cache->fill_finish_fraction == 0.9);
 	assert_int_equal(cfg->cache->max_repo_links, 100000);
 	assert_int_equal(cfg->cache->max_confirms, 64);
+	assert_int_equal(cfg->cache->referrers_ttl_ms, 10000);
+	assert_int_equal(cfg->cache->referrers_entries, 1000);
+	assert_int_equal(cfg->referrers_fallback_ms, 300000);
+	assert_int_equal(cfg->referrers_attempts, 5);
 	config_unref(cfg);
 	cfg = load_ok("{" UP ",'cache':{'dir':'/tmp/c','max_fills':3,"
 	    "'fill_max_fraction':1,'fill_finish_fraction':0,"
@@ -1123,7 +1131,8 @@ test_reference(void **state)
 		"/limits/redirects", "/limits/catalog_names",
 		"/limits/catalog_pages", "/limits/catalog_page_bytes",
 		"/limits/tag_list_names", "/limits/tag_list_pages",
-		"/limits/upload_sessions",
+		"/limits/upload_sessions", "/limits/upload_ttl",
+		"/limits/referrers_fallback", "/limits/referrers_attempts",
 		"/cache",
 		"/cache/dir", "/cache/max_bytes", "/cache/tag_ttl",
 		"/cache/negative_ttl", "/cache/sendfile", "/cache/send_window",
@@ -1134,15 +1143,18 @@ test_reference(void **state)
 		"/cache/digest_threads", "/cache/fill_max_fraction",
 		"/cache/fill_finish_fraction",
 		"/cache/max_repo_links", "/cache/max_confirms",
+		"/cache/referrers_ttl", "/cache/referrers_entries",
 		"/audit", "/audit/redis", "/audit/stream", "/audit/max_len",
 		"/audit/max_age", "/audit/spool_file", "/audit/spool_max_bytes",
 		"/audit/fsync", "/audit/on_failure", "/audit/admin_addresses",
 		"/audit/queue_max", "/audit/max_inflight", "/audit/timeout",
-		"/audit/max_index_keys", "/audit/wal",
+		"/audit/max_index_keys", "/audit/wal", "/audit/wait_replicas",
 		"/redis", "/redis/address", "/redis/database", "/redis/username",
 		"/redis/password_file", "/redis/connect_timeout",
 		"/redis/command_timeout", "/redis/reconnect_min",
-		"/redis/reconnect_max",
+		"/redis/reconnect_max", "/redis/sentinel",
+		"/redis/sentinel/addresses", "/redis/sentinel/master_name",
+		"/redis/sentinel/username", "/redis/sentinel/password_file",
 		"/secrets", "/secrets/key_prefix", "/secrets/redis_unavailable",
 		"/secrets/cache_ttl", "/secrets/cache_entries",
 		"/secrets/last_used_interval", "/secrets/max_groups",

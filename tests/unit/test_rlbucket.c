@@ -310,6 +310,50 @@ test_table(void **state)
 }
 
 /*
+ * The table's keys hold what a client chooses (an IPv6 /128 out of its
+ * /64, a repository name): keys that all land in one hash chain under a
+ * hash anyone can compute (unseeded FNV-1a) would make every lookup walk
+ * them all.  Here 1000 such keys, found for FNV-1a the way an attacker
+ * would; the longest chain must stay short.
+ */
+static uint32_t
+fnv1a(const char *s)
+{
+	uint32_t	h = 2166136261u;
+
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 16777619u;
+	}
+	return (h);
+}
+
+static void
+test_table_flood(void **state)
+{
+	struct rlb_table	*t;
+	char			 key[128];
+	uint32_t		 a;
+	int			 n = 0;
+
+	(void)state;
+	t = rlb_table_new(4096);		/* 4096 slots */
+	assert_non_null(t);
+	for (a = 0; n < 1000; a++) {
+		snprintf(key, sizeof(key),
+		    "portcullis:rl:per-ip:ip:2001:db8::%x:%x", a >> 16,
+		    a & 0xffff);
+		if ((fnv1a(key) & 4095) != 0)
+			continue;
+		assert_int_equal(rlb_table_put(t, key, n + 1), 0);
+		n++;
+	}
+	assert_int_equal(rlb_table_count(t), 1000);
+	assert_true(rlb_table_chain_max(t) <= 16);
+	rlb_table_free(t);
+}
+
+/*
  * The agreement table: sequences of requests on one bucket, each with its
  * time; printed with the C verdicts as JSON lines
  * {"count","window_us","burst","steps":[[now, allowed, remaining,
@@ -375,6 +419,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_divide),
 		cmocka_unit_test(test_model),
 		cmocka_unit_test(test_table),
+		cmocka_unit_test(test_table_flood),
 	};
 
 	if (argc == 2 && strcmp(argv[1], "--table") == 0)

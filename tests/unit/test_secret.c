@@ -267,6 +267,31 @@ test_messages(void **state)
 	assert_int_equal(msg(big, &ev, buf), -1);
 }
 
+/*
+ * The user name of the printed login lines: no ':' (RFC 7617; docker
+ * splits user:password at the first one), nothing a shell reads, cut to
+ * fit.
+ */
+static void
+test_login_user(void **st)
+{
+	char	 b[16];
+
+	(void)st;
+	assert_string_equal(secret_login_user("robot:ci", b, sizeof(b)),
+	    "robot_ci");
+	assert_string_equal(secret_login_user("corp:alice@example.test", b,
+	    sizeof(b)), "corp_alice@exam");
+	assert_string_equal(secret_login_user("a'b $c;d", b, sizeof(b)),
+	    "a_b__c_d");
+	assert_string_equal(secret_login_user("x-y.z_1", b, sizeof(b)),
+	    "x-y.z_1");
+	assert_string_equal(secret_login_user("", b, sizeof(b)), "");
+	assert_string_equal(secret_login_user("abc", b, 1), "");
+	assert_null(strchr(secret_login_user("github:repo:o/r:ref:x", b,
+	    sizeof(b)), ':'));
+}
+
 int
 main(void)
 {
@@ -278,6 +303,7 @@ main(void)
 		cmocka_unit_test(test_record_damaged),
 		cmocka_unit_test(test_times),
 		cmocka_unit_test(test_messages),
+		cmocka_unit_test(test_login_user),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

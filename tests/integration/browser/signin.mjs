@@ -6,8 +6,15 @@
 // creates a secret (shown once) and saves a screenshot of the landing
 // page.  Prints one JSON object on stdout.
 //
+// With --user and --password it signs in at the provider's form, as a
+// person does at the quick start's demo IdP (provider.mjs
+// --demo-password), and saves a screenshot of that form as well
+// (FILE with -idp before the extension).
+//
 // usage: node signin.mjs --gateway URL --screenshot FILE
 //          [--chromium /usr/bin/chromium] [--secret-name NAME]
+//          [--user NAME --password-file FILE]
+import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { chromium } from 'playwright-core';
@@ -18,6 +25,8 @@ const { values: opt } = parseArgs({
     screenshot: { type: 'string' },
     chromium: { type: 'string', default: '/usr/bin/chromium' },
     'secret-name': { type: 'string', default: 'browser' },
+    user: { type: 'string' },
+    'password-file': { type: 'string' },
   },
 });
 if (!opt.gateway || !opt.screenshot) {
@@ -41,6 +50,20 @@ try {
   await page.goto(opt.gateway + '/');
   const before = await page.textContent('body');
   await page.click('a[href="/login"]');
+  if (opt.user) {
+    // The demo IdP's sign-in form (a wrong password first: refused).
+    const pw = fs.readFileSync(opt['password-file'], 'utf8').trim();
+    await page.waitForSelector('input[name="password"]');
+    await page.fill('input[name="username"]', opt.user);
+    await page.fill('input[name="password"]', pw + '-wrong');
+    await page.click('input[type="submit"]');
+    await page.waitForSelector('#error');
+    await page.screenshot({ path: opt.screenshot.replace(/(\.png)?$/,
+      '-idp.png') });
+    await page.fill('input[name="username"]', opt.user);
+    await page.fill('input[name="password"]', pw);
+    await page.click('input[type="submit"]');
+  }
   await page.waitForURL(opt.gateway + '/', { timeout: 30000 });
   await page.waitForSelector('#subject');
   const text = async (sel) => (await page.textContent(sel)).trim();

@@ -12,9 +12,20 @@
 //     can remove a user from a group or disable them; `deny: true` makes
 //     the interaction answer error=access_denied instead of a login.
 //
+//
+// The quick start (contrib/quickstart.sh) runs it as a demo IdP for a
+// person with --demo-password FILE: then /interaction asks for a user
+// name and that password in a form (a person's browser, no test in the
+// loop), /test/state is not served (nobody on the machine can rewrite the
+// accounts), the client_credentials client "ci" (a fixed test secret) is
+// left out, the cookie keys are random, and --client-secret FILE
+// replaces the gateway client's fixed test secret.
+//
 // usage: node provider.mjs --port N --issuer URL --jwks FILE
 //          [--cert FILE --key FILE] [--state FILE] [--redirect-uri URL]...
 //          [--resource URL] [--at-alg RS256|ES256] [--at-ttl SECONDS]
+//          [--demo-password FILE] [--client-secret FILE]
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -34,6 +45,8 @@ const { values: opt } = parseArgs({
     resource: { type: 'string', default: 'https://portcullis.test' },
     'at-alg': { type: 'string', default: 'RS256' },
     'at-ttl': { type: 'string', default: '600' },
+    'demo-password': { type: 'string' },
+    'client-secret': { type: 'string' },
   },
 });
 if (!opt.port || !opt.issuer || !opt.jwks) {
@@ -54,15 +67,26 @@ if (opt.state) Object.assign(state, JSON.parse(fs.readFileSync(opt.state)));
 const jwks = JSON.parse(fs.readFileSync(opt.jwks));
 const redirectUris = opt['redirect-uri'] ?? ['http://127.0.0.1/callback'];
 const resource = opt.resource;
+// Demo mode (the quick start): the password a person signs in with.
+const readSecret = (f) => fs.readFileSync(f, 'utf8').trim();
+const demoPassword = opt['demo-password']
+  ? readSecret(opt['demo-password']) : null;
+if (demoPassword !== null && demoPassword.length < 8) {
+  console.error('provider.mjs: --demo-password: at least 8 characters');
+  process.exit(2);
+}
 
 const configuration = {
   jwks,
-  cookies: { keys: ['portcullis-test-only-cookie-key'] },
+  cookies: { keys: [demoPassword !== null
+    ? crypto.randomBytes(32).toString('base64url')
+    : 'portcullis-test-only-cookie-key'] },
   clients: [
     {
       // The gateway's web login (authorization code).
       client_id: 'gateway',
-      client_secret: 'gateway-test-secret',
+      client_secret: opt['client-secret']
+        ? readSecret(opt['client-secret']) : 'gateway-test-secret',
       token_endpoint_auth_method: 'client_secret_basic',
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
@@ -87,7 +111,8 @@ const configuration = {
       redirect_uris: [],
       scope: 'pull push',
     },
-  ],
+    // Demo mode: no client with a secret everybody knows minting tokens.
+  ].filter((c) => demoPassword === null || c.client_id !== 'ci'),
   claims: {
     openid: ['sub'],
     email: ['email'],
@@ -158,10 +183,69 @@ function body(req) {
   });
 }
 
-// No person in the loop: log in state.login and grant what was asked.
+const esc = (v) => String(v).replace(/[&<>"']/g,
+  (c) => `&#${c.charCodeAt(0)};`);
+
+// Demo mode: the sign-in form a person fills in.
+function loginForm(res, uid, user, failed) {
+  res.writeHead(failed ? 401 : 200, {
+    'content-type': 'text/html; charset=utf-8',
+    'cache-control': 'no-store',
+    // No form-action: Chromium applies it to the redirects that follow
+    // the post too, and those end at the gateway's callback.
+    'content-security-policy': "default-src 'none'; " +
+      "style-src 'unsafe-inline'; frame-ancestors 'none'",
+  });
+  res.end(`<!doctype html><html><head><meta charset="utf-8">
+<title>Demo identity provider</title><style>
+body{font-family:sans-serif;max-width:26em;margin:4em auto;color:#1d2330}
+input{display:block;margin:.3em 0 1em;padding:.4em;width:100%}
+.err{color:#a00}</style></head><body>
+<h1>Demo identity provider</h1>
+<p>The portcullis quick start's demo IdP. Sign in with the user and
+password the quick start printed.</p>
+${failed ? '<p class="err" id="error">Wrong user name or password.</p>' : ''}
+<form method="post" action="/interaction/${esc(uid)}/login">
+<label>User name<input name="username" autocomplete="username"
+ value="${esc(user ?? '')}"></label>
+<label>Password<input name="password" type="password"
+ autocomplete="current-password"></label>
+<input type="submit" value="Sign in"></form></body></html>`);
+}
+
+// Constant-time: the hashes have one length whatever was typed.
+function passwordOk(p) {
+  const h = (v) => crypto.createHash('sha256').update(String(v)).digest();
+  return crypto.timingSafeEqual(h(p), h(demoPassword));
+}
+
+// Demo mode: POST /interaction/:uid/login with username and password.
+async function demoLogin(req, res, details) {
+  const f = new URLSearchParams(await body(req));
+  const user = f.get('username') ?? '';
+  const a = Object.hasOwn(state.accounts, user) ? state.accounts[user]
+    : null;
+  const ok = passwordOk(f.get('password') ?? '');
+  if (!ok || a === null || a.disabled) {
+    loginForm(res, details.uid, user, true);
+    return;
+  }
+  await provider.interactionFinished(req, res,
+    { login: { accountId: user } }, { mergeWithLastSubmission: false });
+}
+
+// No person in the loop: log in state.login and grant what was asked
+// (demo mode: the person signs in with the form, then the same grant).
 async function interaction(req, res) {
   const details = await provider.interactionDetails(req, res);
   const { prompt, params, session } = details;
+  if (demoPassword !== null && prompt.name === 'login') {
+    if (req.method === 'POST' && req.url.endsWith('/login'))
+      await demoLogin(req, res, details);
+    else
+      loginForm(res, details.uid, null, false);
+    return;
+  }
   if (state.deny) {
     // The person says no (or the IdP refuses them): error=access_denied
     // goes back to the client's redirect_uri.
@@ -199,7 +283,7 @@ async function handle(req, res) {
       await interaction(req, res);
       return;
     }
-    if (req.url === '/test/state') {
+    if (req.url === '/test/state' && demoPassword === null) {
       if (req.method === 'POST')
         Object.assign(state, JSON.parse(await body(req)));
       res.writeHead(200, { 'content-type': 'application/json' });

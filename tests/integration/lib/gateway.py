@@ -107,6 +107,14 @@ class Gateway:
         except FileNotFoundError:
             return ""
 
+    def reloads_ended(self):
+        """Reloads that reached their outcome in the log ("server reload
+        start" is logged first: waiting for any "server reload" line
+        would go on before the new config is in place)."""
+        t = self.log_text()
+        return sum(t.count("server reload " + w)
+                   for w in ("done", "failed", "refused"))
+
     def rss_kib(self):
         """VmRSS of the gateway process in KiB (from /proc)."""
         with open("/proc/%d/status" % self.pid) as f:

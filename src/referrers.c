@@ -1,0 +1,631 @@
+/*
+ * referrers.c: the OCI 1.1 referrers API (distribution spec 1.1,
+ * "Listing Referrers"), GET /v2/<name>/referrers/<digest>, also in front
+ * of an upstream that lacks it (Debian's registry 2.8 answers every such
+ * request 404 "404 page not found", text/plain).
+ *
+ * Reading: the gateway asks the upstream's API with a client-less fetch
+ * (as taglist.c reads a tag list) and answers an image index itself, so
+ * the artifactType filter is always applied here (OCI-Filters-Applied).
+ * A registry with the API never answers 404 (spec: "MUST NOT return a
+ * 404"); so a 404 whose body is no OCI error (a router's "page not
+ * found") or a 405 means the endpoint is missing, remembered per
+ * upstream for limits.referrers_fallback, and the answer comes from the
+ * referrers tag schema instead: the tag <alg>-<hex> holding an image
+ * index.  A 404 with an OCI error (MANIFEST_UNKNOWN, NAME_UNKNOWN) is a
+ * registry that has the endpoint but not the subject, answered as the
+ * spec wants it: 200 with an empty index.  With a cache on the upstream,
+ * answers are kept in memory for cache.referrers_ttl (bounded by
+ * cache.referrers_entries, each at most limits.manifest_bytes).
+ *
+ * Pushing (a manifest with a `subject`, and the subject's referrers tag
+ * kept when the upstream keeps none) is referrers_push.c's.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "referrers_int.h"
+
+/* A GET of referrers: the request's UPSTREAM stage. */
+struct rf_get {
+	struct req		*req;
+	struct rf_doc		 doc;
+	int			 from_tag;	/* reading the tag */
+	int			 has_filter;
+	char			 filter[RF_TYPE_MAX];
+	char			*key;
+	int			 retired;
+	struct reap_node	 reap;
+};
+
+static const struct proxy_ops rf_doc_ops;
+static const struct req_stage_ops rf_get_stage_ops;
+
+/* --- per-context state --- */
+
+struct referrers *
+rf_state(struct pc_ctx *ctx)
+{
+	struct referrers	*r;
+
+	if ((r = ctx->referrers) != NULL)
+		return (r);
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		fatal("calloc");
+	TAILQ_INIT(&r->ups);
+	TAILQ_INIT(&r->cache);
+	TAILQ_INIT(&r->locks);
+	TAILQ_INIT(&r->detached);
+	ctx->referrers = r;
+	return (r);
+}
+
+/* Free the state at shutdown (no request is left to use it). */
+void
+referrers_free(struct referrers *r)
+{
+	struct rf_up	*u;
+	struct rf_entry	*e;
+
+	if (r == NULL)
+		return;
+	rf_push_shutdown(r);	/* index updates of clients gone */
+	while ((u = TAILQ_FIRST(&r->ups)) != NULL) {
+		TAILQ_REMOVE(&r->ups, u, entry);
+		free(u->name);
+		free(u);
+	}
+	while ((e = TAILQ_FIRST(&r->cache)) != NULL) {
+		TAILQ_REMOVE(&r->cache, e, entry);
+		json_decref(e->manifests);
+		free(e->key);
+		free(e);
+	}
+	free(r);
+}
+
+static struct rf_up *
+rf_up_get(struct pc_ctx *ctx, const struct config_upstream *up)
+{
+	struct referrers	*r = rf_state(ctx);
+	struct rf_up		*u;
+
+	TAILQ_FOREACH(u, &r->ups, entry)
+		if (strcmp(u->name, up->name) == 0)
+			return (u);
+	if ((u = calloc(1, sizeof(*u))) == NULL ||
+	    (u->name = strdup(up->name)) == NULL)
+		fatal("calloc");
+	TAILQ_INSERT_TAIL(&r->ups, u, entry);
+	return (u);
+}
+
+/* Whether the upstream was found without the API recently enough. */
+static int
+rf_absent(struct req *req)
+{
+	return (rf_up_get(req->c->ctx, req->up)->absent_until > now_ms());
+}
+
+void
+rf_set_absent(struct req *req, int absent)
+{
+	struct rf_up	*u = rf_up_get(req->c->ctx, req->up);
+
+	if (absent && u->absent_until <= now_ms())
+		log_info("%llu.%u referrers upstream=%s api=absent "
+		    "fallback=tag_schema", (unsigned long long)req->c->id,
+		    req->seq, req->up->name);
+	u->absent_until = absent ? now_ms() +
+	    (uint64_t)req->conf->referrers_fallback_ms : 0;
+}
+
+/* The key of a subject: upstream, upstream repository, digest. */
+char *
+rf_key(struct req *req, const char *subject)
+{
+	char	*key;
+
+	if (asprintf(&key, "%s\n%s\n%s", req->up->name, req->upname,
+	    subject) == -1)
+		fatal("asprintf");
+	return (key);
+}
+
+/* --- the answer cache --- */
+
+static int
+rf_caching(struct req *req)
+{
+	return (req->conf->cache != NULL && req->up->cache &&
+	    req->conf->cache->referrers_ttl_ms > 0);
+}
+
+static void
+rf_entry_free(struct referrers *r, struct rf_entry *e)
+{
+	TAILQ_REMOVE(&r->cache, e, entry);
+	r->ncache--;
+	json_decref(e->manifests);
+	free(e->key);
+	free(e);
+}
+
+static struct rf_entry *
+rf_cache_find(struct pc_ctx *ctx, const char *key)
+{
+	struct referrers	*r = rf_state(ctx);
+	struct rf_entry		*e;
+
+	/* Linear: at most cache.referrers_entries, short keys. */
+	TAILQ_FOREACH(e, &r->cache, entry)
+		if (strcmp(e->key, key) == 0)
+			return (e);
+	return (NULL);
+}
+
+/* A push through this gateway added to the subject: drop its answer. */
+void
+rf_cache_drop(struct pc_ctx *ctx, const char *key)
+{
+	struct rf_entry	*e;
+
+	if ((e = rf_cache_find(ctx, key)) != NULL)
+		rf_entry_free(ctx->referrers, e);
+}
+
+static void
+rf_cache_put(struct req *req, const char *key, json_t *manifests)
+{
+	struct referrers	*r = rf_state(req->c->ctx);
+	struct rf_entry		*e;
+
+	rf_cache_drop(req->c->ctx, key);
+	while (r->ncache > 0 &&
+	    r->ncache >= req->conf->cache->referrers_entries)
+		rf_entry_free(r, TAILQ_LAST(&r->cache, rf_entries));
+	if ((e = calloc(1, sizeof(*e))) == NULL ||
+	    (e->key = strdup(key)) == NULL)
+		fatal("calloc");
+	e->manifests = json_incref(manifests);
+	e->expires = now_ms() + (uint64_t)req->conf->cache->referrers_ttl_ms;
+	TAILQ_INSERT_HEAD(&r->cache, e, entry);
+	r->ncache++;
+}
+
+/* --- the fetch of one document (struct proxy_ops) --- */
+
+void
+rf_doc_init(struct rf_doc *d, void (*done)(void *, enum pc_err,
+    const char *), void *owner)
+{
+	headers_init(&d->fwd);
+	if ((d->body = evbuffer_new()) == NULL)
+		fatal("evbuffer_new");
+	d->done = done;
+	d->owner = owner;
+}
+
+void
+rf_doc_clear(struct rf_doc *d)
+{
+	proxy_free(d->px);
+	d->px = NULL;
+	headers_clear(&d->fwd);
+	if (d->body != NULL)
+		evbuffer_free(d->body);
+	d->body = NULL;
+}
+
+/*
+ * Send `method` on `path` (the upstream's, "/v2/...") under `scope`, with
+ * the field `fname: fval` and, when not NULL, `body` (taken).  A 2xx
+ * answer's body is kept up to `max` bytes (more is a failure), another's
+ * up to RF_ERRBODY_MAX (the rest dropped).  The owner's done callback
+ * runs once, with ERR_NONE when an answer came.
+ */
+void
+rf_doc_send(struct rf_doc *d, struct pc_ctx *ctx, struct config *conf,
+    const struct config_upstream *up, const char *logid, int method,
+    const char *path, const char *scope, const char *fname,
+    const char *fval, struct evbuffer *body, size_t max)
+{
+	proxy_free(d->px);
+	headers_clear(&d->fwd);
+	headers_add(&d->fwd, fname, strlen(fname), fval, strlen(fval));
+	evbuffer_drain(d->body, evbuffer_get_length(d->body));
+	d->max = max;
+	d->status = 0;
+	d->too_large = 0;
+	d->oci_subject = 0;
+	d->digest[0] = d->ctype[0] = d->retry_after[0] = '\0';
+	d->px = proxy_fetch_path(ctx, conf, up, method, path, scope,
+	    &d->fwd, &rf_doc_ops, d, logid);
+	if (body != NULL)
+		proxy_fetch_body(d->px, body);
+	proxy_fetch_start(d->px);	/* may answer at once */
+}
+
+static int
+rf_doc_head(void *arg, struct hframe_msg *rm)
+{
+	struct rf_doc	*d = arg;
+	const char	*v;
+
+	d->status = rm->status;
+	if ((v = headers_get(&rm->hdrs, "Docker-Content-Digest")) != NULL &&
+	    router_valid_digest(v, strlen(v)))
+		snprintf(d->digest, sizeof(d->digest), "%s", v);
+	if ((v = headers_get(&rm->hdrs, "Content-Type")) != NULL)
+		snprintf(d->ctype, sizeof(d->ctype), "%s", v);
+	if ((v = headers_get(&rm->hdrs, "Retry-After")) != NULL)
+		snprintf(d->retry_after, sizeof(d->retry_after), "%s", v);
+	d->oci_subject = headers_get(&rm->hdrs, "OCI-Subject") != NULL;
+	if (rm->status / 100 == 2 && rm->has_length && rm->length > d->max) {
+		proxy_free(d->px);
+		d->px = NULL;
+		d->done(d->owner, ERR_UPSTREAM_PROTO, "upstream referrers "
+		    "document larger than limits.manifest_bytes");
+		return (-1);
+	}
+	return (0);
+}
+
+/* Keep n more bytes: 0, or -1 after failing the owner (too large). */
+static int
+rf_doc_keep(struct rf_doc *d, size_t n, int *drop)
+{
+	size_t	have = evbuffer_get_length(d->body);
+
+	*drop = 0;
+	if (d->status / 100 != 2) {
+		*drop = have + n > RF_ERRBODY_MAX;
+		return (0);
+	}
+	if (have + n > d->max) {
+		proxy_free(d->px);
+		d->px = NULL;
+		d->done(d->owner, ERR_UPSTREAM_PROTO, "upstream referrers "
+		    "document larger than limits.manifest_bytes");
+		return (-1);
+	}
+	return (0);
+}
+
+static int
+rf_doc_body(void *arg, struct evbuffer *in, size_t n)
+{
+	struct rf_doc	*d = arg;
+	int		 drop;
+
+	if (rf_doc_keep(d, n, &drop) == -1)
+		return (-1);
+	if (drop)
+		evbuffer_drain(in, n);
+	else
+		evbuffer_remove_buffer(in, d->body, n);
+	return (0);
+}
+
+static int
+rf_doc_body_data(void *arg, const char *data, size_t n)
+{
+	struct rf_doc	*d = arg;
+	int		 drop;
+
+	if (rf_doc_keep(d, n, &drop) == -1)
+		return (-1);
+	if (!drop)
+		evbuffer_add(d->body, data, n);
+	return (0);
+}
+
+static void
+rf_doc_done(void *arg)
+{
+	struct rf_doc	*d = arg;
+
+	proxy_free(d->px);
+	d->px = NULL;
+	d->done(d->owner, ERR_NONE, NULL);
+}
+
+static void
+rf_doc_fail(void *arg, enum pc_err err, const char *detail)
+{
+	struct rf_doc	*d = arg;
+
+	proxy_free(d->px);
+	d->px = NULL;
+	d->done(d->owner, err, detail);
+}
+
+static const struct proxy_ops rf_doc_ops = {
+	rf_doc_head,
+	rf_doc_body,
+	rf_doc_body_data,
+	rf_doc_done,
+	rf_doc_fail
+};
+
+/* The body as a NUL-terminated string (it may hold a NUL of its own). */
+const char *
+rf_doc_text(struct rf_doc *d, size_t *len)
+{
+	*len = evbuffer_get_length(d->body);
+	evbuffer_add(d->body, "", 1);
+	return ((const char *)evbuffer_pullup(d->body, -1));
+}
+
+/* An upstream's answer the gateway does not relay: fail the request. */
+void
+rf_fail_status(struct req *req, struct rf_doc *d, const char *what)
+{
+	struct headers	 h;
+	char		 detail[300];
+
+	snprintf(detail, sizeof(detail), "upstream %s answered %d to %s",
+	    req->up->name, d->status, what);
+	switch (d->status) {
+	case 401:
+	case 403:
+		req_fail(req, ERR_UPSTREAM_AUTH, detail);
+		return;
+	case 429:
+		headers_init(&h);
+		if (d->retry_after[0] != '\0')
+			headers_add(&h, "Retry-After", 11, d->retry_after,
+			    strlen(d->retry_after));
+		req_fail_with(req, ERR_TOO_MANY_REQUESTS, detail, &h);
+		headers_clear(&h);
+		return;
+	default:
+		req_fail(req, ERR_UPSTREAM, detail);
+	}
+}
+
+/*
+ * The referrers tag of a digest (spec, "Referrers Tag Schema"): the
+ * algorithm and the encoded part joined by '-', cut to 32 and 64
+ * characters.
+ */
+void
+rf_tag(const char *digest, char *out, size_t len)
+{
+	const char	*colon = strchr(digest, ':');
+	int		 alen = colon != NULL ? (int)(colon - digest) : 0;
+
+	if (alen > 32)
+		alen = 32;
+	snprintf(out, len, "%.*s-%.64s", alen, digest,
+	    colon != NULL ? colon + 1 : digest);
+}
+
+/* The descriptors of an image index, or NULL when it is none. */
+json_t *
+rf_index_manifests(json_t *doc)
+{
+	json_t	*m;
+
+	if (!json_is_object(doc) ||
+	    (m = json_object_get(doc, "manifests")) == NULL)
+		return (NULL);
+	if (json_is_null(m))
+		return (json_array());
+	return (json_is_array(m) ? json_incref(m) : NULL);
+}
+
+/* --- GET /v2/<name>/referrers/<digest> --- */
+
+/*
+ * Answer an image index of the descriptors whose artifactType matches
+ * the filter (all without one).  Descriptors without a string mediaType
+ * and digest are left out: no client can use them.
+ */
+static void
+rf_answer(struct req *req, json_t *manifests, int has_filter,
+    const char *filter)
+{
+	struct headers	 h;
+	json_t		*out, *doc, *m;
+	const char	*at;
+	char		*body;
+	size_t		 i;
+
+	if ((out = json_array()) == NULL)
+		fatal("json_array");
+	json_array_foreach(manifests, i, m) {
+		if (!json_is_object(m) ||
+		    !json_is_string(json_object_get(m, "mediaType")) ||
+		    !json_is_string(json_object_get(m, "digest")))
+			continue;
+		at = json_string_value(json_object_get(m, "artifactType"));
+		if (has_filter && (at == NULL || strcmp(at, filter) != 0))
+			continue;
+		json_array_append(out, m);
+	}
+	doc = json_pack("{s:i, s:s, s:o}", "schemaVersion", 2, "mediaType",
+	    RF_INDEX_MT, "manifests", out);
+	if (doc == NULL || (body = json_dumps(doc, JSON_COMPACT)) == NULL)
+		fatal("json_dumps");
+	json_decref(doc);
+	headers_init(&h);
+	if (has_filter)
+		headers_add(&h, "OCI-Filters-Applied", 19, "artifactType", 12);
+	log_debug("%llu.%u referrers answer count=%zu filtered=%d",
+	    (unsigned long long)req->c->id, req->seq, json_array_size(out),
+	    has_filter);
+	req_respond_simple(req, 200, RF_INDEX_MT, body, &h);
+	headers_clear(&h);
+	free(body);
+}
+
+static void
+rf_get_destroy(void *arg)
+{
+	struct rf_get	*g = arg;
+
+	rf_doc_clear(&g->doc);
+	free(g->key);
+	free(g);
+}
+
+static void
+rf_get_free(void *arg)
+{
+	struct rf_get	*g = arg;
+
+	if (g == NULL || g->retired)
+		return;
+	g->retired = 1;
+	proxy_free(g->doc.px);
+	g->doc.px = NULL;
+	conn_reap_later(g->req->c->ctx, &g->reap, rf_get_destroy, g);
+}
+
+/* Answer from descriptors found (kept for the cache first). */
+static void
+rf_get_answer(struct rf_get *g, json_t *manifests)
+{
+	struct req	*req = g->req;
+
+	if (rf_caching(req))
+		rf_cache_put(req, g->key, manifests);
+	rf_answer(req, manifests, g->has_filter, g->filter);
+	json_decref(manifests);
+}
+
+static void	rf_get_done(void *, enum pc_err, const char *);
+
+/* GET a document of the upstream for the referrers answer. */
+static void
+rf_get_send(struct rf_get *g, const char *path, const char *scope)
+{
+	struct req	*req = g->req;
+	char		 logid[48];
+
+	snprintf(logid, sizeof(logid), "%llu.%u",
+	    (unsigned long long)req->c->id, req->seq);
+	rf_doc_send(&g->doc, req->c->ctx, req->conf, req->up, logid,
+	    HTTP_GET, path, scope, "Accept", RF_INDEX_MT, NULL,
+	    req->conf->manifest_bytes);
+}
+
+/* Read the subject's referrers tag (the upstream lacks the API). */
+static void
+rf_get_tag(struct rf_get *g)
+{
+	struct req	*req = g->req;
+	char		 path[OCI_NAME_MAX + RF_TAG_MAX + 32];
+	char		 scope[OCI_NAME_MAX + 48], tag[RF_TAG_MAX];
+
+	g->from_tag = 1;
+	rf_tag(req->route.ref, tag, sizeof(tag));
+	snprintf(path, sizeof(path), "/v2/%s/manifests/%s", req->upname, tag);
+	snprintf(scope, sizeof(scope), "repository:%s:pull", req->upname);
+	rf_get_send(g, path, scope);
+}
+
+static void
+rf_get_done(void *arg, enum pc_err err, const char *detail)
+{
+	struct rf_get	*g = arg;
+	struct req	*req = g->req;
+	json_t		*doc, *m;
+	json_error_t	 jerr;
+	const char	*text;
+	char		 code[64];
+	size_t		 len;
+
+	if (err != ERR_NONE) {
+		req_fail(req, err, detail);
+		return;
+	}
+	text = rf_doc_text(&g->doc, &len);
+	if (g->doc.status == 200) {
+		doc = json_loadb(text, len, 0, &jerr);
+		m = rf_index_manifests(doc);
+		json_decref(doc);
+		if (m == NULL) {
+			req_fail(req, ERR_UPSTREAM_PROTO, g->from_tag ?
+			    "the referrers tag holds no image index" :
+			    "upstream referrers answer is no image index");
+			return;
+		}
+		if (!g->from_tag)
+			rf_set_absent(req, 0);
+		rf_get_answer(g, m);
+		return;
+	}
+	if (g->doc.status == 404 && g->from_tag) {
+		/* No tag: nothing refers to the subject (yet). */
+		rf_get_answer(g, json_array());
+		return;
+	}
+	if (!g->from_tag && (g->doc.status == 405 || (g->doc.status == 404 &&
+	    errs_parse_code(text, len, code, sizeof(code)) == -1))) {
+		/* No such endpoint: the tag schema stands in for it. */
+		rf_set_absent(req, 1);
+		rf_get_tag(g);
+		return;
+	}
+	if (g->doc.status == 404) {
+		/* The API, without the subject: spec 1.1 says 200, empty. */
+		rf_get_answer(g, json_array());
+		return;
+	}
+	rf_fail_status(req, &g->doc, g->from_tag ? "the referrers tag read" :
+	    "a referrers request");
+}
+
+/* Start the referrers stage for a routed GET or HEAD of referrers. */
+void
+referrers_start(struct req *req)
+{
+	struct rf_get	*g;
+	struct rf_entry	*e;
+	char		 path[OCI_NAME_MAX + OCI_REF_MAX + 32];
+	char		 scope[OCI_NAME_MAX + 48];
+
+	if ((g = calloc(1, sizeof(*g))) == NULL)
+		fatal("calloc");
+	g->req = req;
+	rf_doc_init(&g->doc, rf_get_done, g);
+	g->key = rf_key(req, req->route.ref);
+	req_stage_set(req, &rf_get_stage_ops, g);
+	if (req->query != NULL && url_query_get(req->query,
+	    strlen(req->query), "artifactType", g->filter,
+	    sizeof(g->filter)) == 0 && g->filter[0] != '\0')
+		g->has_filter = 1;
+	if (rf_caching(req) && (e = rf_cache_find(req->c->ctx, g->key)) !=
+	    NULL) {
+		if (e->expires > now_ms()) {
+			log_debug("%llu.%u referrers cache hit",
+			    (unsigned long long)req->c->id, req->seq);
+			TAILQ_REMOVE(&req->c->ctx->referrers->cache, e, entry);
+			TAILQ_INSERT_HEAD(&req->c->ctx->referrers->cache, e,
+			    entry);
+			rf_answer(req, e->manifests, g->has_filter,
+			    g->filter);
+			return;
+		}
+		rf_entry_free(req->c->ctx->referrers, e);
+	}
+	if (rf_absent(req)) {
+		rf_get_tag(g);
+		return;
+	}
+	/* Unfiltered: the filter is applied here, whatever the upstream. */
+	snprintf(path, sizeof(path), "/v2/%s/referrers/%s", req->upname,
+	    req->route.ref);
+	snprintf(scope, sizeof(scope), "repository:%s:pull", req->upname);
+	rf_get_send(g, path, scope);
+}
+
+static const struct req_stage_ops rf_get_stage_ops = {
+	"referrers",
+	NULL,
+	NULL,
+	rf_get_free
+};
+

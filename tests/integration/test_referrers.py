@@ -1,0 +1,510 @@
+"""The OCI 1.1 referrers API (issue 13) in front of Debian's
+docker-registry 2.8, which lacks it: the gateway answers from the
+referrers tag schema (the tag <alg>-<hex> holding an image index), keeps
+that index when a manifest with a `subject` is pushed through it (and
+says OCI-Subject), applies the artifactType filter, caches answers
+briefly and drops them on a push, and asks for pull.
+
+Artifact manifests are written by hand (oras and cosign are not in
+Debian) and pushed with raw HTTP.  Real docker-registry; the race of two
+writers of the referrers tag is made to happen with lib/holding_proxy.py,
+a test double of the network between the gateway and the registry."""
+
+import hashlib
+import json
+import threading
+import urllib.parse
+
+import pytest
+
+from lib.cache import cache_cfg, session
+from lib.gateway import gateway_config, upstream
+
+MT = "application/vnd.oci.image.manifest.v1+json"
+IDX = "application/vnd.oci.image.index.v1+json"
+EMPTY_MT = "application/vnd.oci.empty.v1+json"
+SBOM = "application/vnd.example.sbom.v1"
+SIG = "application/vnd.example.signature.v1"
+
+
+def sha256(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def ref_tag(digest):
+    return digest.replace(":", "-")
+
+
+def push_blob(base, repo, data, s):
+    d = sha256(data)
+    r = s.post("%s/v2/%s/blobs/uploads/" % (base, repo), timeout=30)
+    assert r.status_code == 202, r.text
+    loc = urllib.parse.urljoin(base + "/", r.headers["Location"])
+    r = s.put(loc + ("&" if "?" in loc else "?") + "digest=" + d, data=data,
+              headers={"Content-Type": "application/octet-stream"},
+              timeout=60)
+    assert r.status_code == 201, r.text
+    return d
+
+
+def push_image(base, repo, tag):
+    """A tiny OCI image pushed to `base` (gateway or registry)."""
+    with session() as s:
+        cfg = b'{"architecture":"amd64","os":"linux"}'
+        cd = push_blob(base, repo, cfg, s)
+        m = json.dumps({"schemaVersion": 2, "mediaType": MT,
+                        "config": {"mediaType":
+                                   "application/vnd.oci.image.config.v1+json",
+                                   "digest": cd, "size": len(cfg)},
+                        "layers": []}).encode()
+        r = s.put("%s/v2/%s/manifests/%s" % (base, repo, tag), data=m,
+                  headers={"Content-Type": MT}, timeout=30)
+        assert r.status_code == 201, r.text
+        return sha256(m), len(m)
+
+
+def artifact(subject, size, artifact_type, note, config_type=None):
+    """An artifact manifest (OCI 1.1 image manifest with artifactType, or
+    the older form naming the type in config.mediaType) referring to
+    `subject`; returns (bytes, digest)."""
+    m = {"schemaVersion": 2, "mediaType": MT,
+         "config": {"mediaType": config_type or EMPTY_MT,
+                    "digest": sha256(b"{}"), "size": 2},
+         "layers": [{"mediaType": EMPTY_MT, "digest": sha256(b"{}"),
+                     "size": 2}],
+         "subject": {"mediaType": MT, "digest": subject, "size": size},
+         "annotations": {"org.example.note": note}}
+    if config_type is None:
+        m["artifactType"] = artifact_type
+    b = json.dumps(m).encode()
+    return b, sha256(b)
+
+
+def push_artifact(base, repo, body, by_digest=True, blob=True):
+    with session() as s:
+        if blob:
+            push_blob(base, repo, b"{}", s)
+        ref = sha256(body) if by_digest else "art-" + sha256(body)[7:19]
+        return s.put("%s/v2/%s/manifests/%s" % (base, repo, ref), data=body,
+                     headers={"Content-Type": MT}, timeout=30)
+
+
+def referrers(base, repo, subject, artifact_type=None):
+    q = "" if artifact_type is None else "?artifactType=" + \
+        urllib.parse.quote(artifact_type, safe="")
+    with session() as s:
+        return s.get("%s/v2/%s/referrers/%s%s" % (base, repo, subject, q),
+                     timeout=30)
+
+
+def digests(r):
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == IDX
+    doc = r.json()
+    assert doc["schemaVersion"] == 2 and doc["mediaType"] == IDX
+    return sorted(m["digest"] for m in doc["manifests"])
+
+
+@pytest.fixture
+def reg(start_registry):
+    return start_registry("up1")
+
+
+@pytest.fixture
+def gw(reg, start_gateway):
+    return start_gateway(gateway_config(upstream(reg, default=True)))
+
+
+def test_referrers_fallback_end_to_end(reg, gw):
+    subj, size = push_image(gw.url, "ref/app", "v1")
+    # The witness: registry 2.8 has no referrers endpoint at all.
+    r = referrers(reg.url, "ref/app", subj)
+    assert r.status_code == 404 and "page not found" in r.text, r.text
+    # Nothing refers to it yet: 200 with an empty index, no filter header.
+    r = referrers(gw.url, "ref/app", subj)
+    assert digests(r) == []
+    assert "OCI-Filters-Applied" not in r.headers
+
+    sbom, sbom_d = artifact(subj, size, SBOM, "sbom")
+    r = push_artifact(gw.url, "ref/app", sbom)
+    assert r.status_code == 201, r.text
+    assert r.headers["OCI-Subject"] == subj
+    assert r.headers["Docker-Content-Digest"] == sbom_d
+    # The older form: the type is the config's mediaType; pushed by tag.
+    sig, sig_d = artifact(subj, size, None, "sig", config_type=SIG)
+    r = push_artifact(gw.url, "ref/app", sig, by_digest=False)
+    assert r.status_code == 201, r.text
+    assert r.headers["OCI-Subject"] == subj
+
+    r = referrers(gw.url, "ref/app", subj)
+    assert digests(r) == sorted([sbom_d, sig_d])
+    by = {m["digest"]: m for m in r.json()["manifests"]}
+    assert by[sbom_d] == {"mediaType": MT, "digest": sbom_d,
+                          "size": len(sbom), "artifactType": SBOM,
+                          "annotations": {"org.example.note": "sbom"}}
+    assert by[sig_d]["artifactType"] == SIG
+    assert by[sig_d]["size"] == len(sig)
+
+    # Filtered, with the header that says so.
+    r = referrers(gw.url, "ref/app", subj, SBOM)
+    assert digests(r) == [sbom_d]
+    assert r.headers["OCI-Filters-Applied"] == "artifactType"
+    r = referrers(gw.url, "ref/app", subj, "application/x-none")
+    assert digests(r) == []
+    assert r.headers["OCI-Filters-Applied"] == "artifactType"
+
+    # The index lives in the registry under the referrers tag schema.
+    r = reg.http.get("%s/v2/ref/app/manifests/%s" % (reg.url, ref_tag(subj)),
+                     headers={"Accept": IDX}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert sorted(m["digest"] for m in r.json()["manifests"]) == \
+        sorted([sbom_d, sig_d])
+
+    # HEAD: the head of the GET, no body.
+    with session() as s:
+        r = s.head("%s/v2/ref/app/referrers/%s" % (gw.url, subj),
+                   timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"] == IDX
+    assert int(r.headers["Content-Length"]) > 0 and r.content == b""
+
+    # An unknown subject, in a known and an unknown repository.
+    unknown = "sha256:" + "ab" * 32
+    assert digests(referrers(gw.url, "ref/app", unknown)) == []
+    assert digests(referrers(gw.url, "ref/none", unknown)) == []
+    # A malformed digest is the router's 400, as for blobs.
+    r = referrers(gw.url, "ref/app", "sha256:xyz")
+    assert r.status_code == 400, r.text
+
+
+def test_absent_api_is_remembered(reg, start_gateway):
+    gw = start_gateway(gateway_config(
+        upstream(reg, default=True),
+        limits={"referrers_fallback": 3600}))
+    subj, _ = push_image(reg.url, "mem/app", "v1")
+    mark = reg.mark()
+    for _ in range(3):
+        assert digests(referrers(gw.url, "mem/app", subj)) == []
+    paths = [e["path"] for e in reg.access_log(since=mark)]
+    # The API once; from then on only the tag.
+    assert sum("/referrers/" in p for p in paths) == 1, paths
+    assert paths.count("/v2/mem/app/manifests/" + ref_tag(subj)) == 3, paths
+    assert "api=absent" in gw.log_text()
+
+
+def test_absent_api_asked_again_with_zero_fallback(reg, start_gateway):
+    gw = start_gateway(gateway_config(
+        upstream(reg, default=True), limits={"referrers_fallback": 0}))
+    subj, _ = push_image(reg.url, "mem0/app", "v1")
+    mark = reg.mark()
+    for _ in range(2):
+        assert digests(referrers(gw.url, "mem0/app", subj)) == []
+    paths = [e["path"] for e in reg.access_log(since=mark)]
+    assert sum("/referrers/" in p for p in paths) == 2, paths
+
+
+def test_concurrent_pushes_to_one_subject_are_all_listed(reg, gw):
+    subj, size = push_image(gw.url, "conc/app", "v1")
+    # The empty blob once, before: with six uploads of it racing the
+    # manifest PUTs, registry 2.8 now and then refused a manifest with
+    # 400 DIGEST_INVALID / BLOB_UNKNOWN for that blob (its filesystem
+    # driver rewrites a blob's repository link in place), which is no
+    # part of what this test is about.
+    with session() as s:
+        push_blob(gw.url, "conc/app", b"{}", s)
+    arts = [artifact(subj, size, SBOM, "n%d" % i) for i in range(6)]
+    results = [None] * len(arts)
+    go = threading.Barrier(len(arts))
+
+    def push(i):
+        go.wait(timeout=30)
+        results[i] = push_artifact(gw.url, "conc/app", arts[i][0],
+                                   blob=False)
+
+    ts = [threading.Thread(target=push, args=(i,)) for i in range(len(arts))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=120)
+    for r in results:
+        assert r is not None and r.status_code == 201, (r, r.text)
+        assert r.headers["OCI-Subject"] == subj
+    assert digests(referrers(gw.url, "conc/app", subj)) == \
+        sorted(d for _, d in arts)
+
+
+@pytest.fixture
+def held(reg, start_gateway):
+    """A gateway whose upstream connections pass through HoldingProxy (a
+    TEST DOUBLE of the network, lib/holding_proxy.py), so that a test can
+    land another writer's index between the gateway's write of the
+    referrers tag and its re-read: the race two writers without a
+    conditional PUT have, made to happen every time."""
+    from lib.holding_proxy import HoldingProxy
+    hp = HoldingProxy(reg.host)
+    try:
+        def start(**limits):
+            return start_gateway(gateway_config(
+                upstream(reg, default=True, url="http://" + hp.host),
+                limits=limits))
+        yield hp, start
+    finally:
+        hp.stop()
+
+
+def overwrite_between_write_and_reread(reg, hp, gw, attempts_note):
+    """Push an artifact through `gw`; once the registry has taken its
+    index write (its answer held back), another writer replaces the
+    index with one of its own.  Returns (response, digest pushed,
+    digest of the other writer's artifact)."""
+    from lib.util import wait_for
+    subj, size = push_image(reg.url, "race/app", "v1")
+    other, other_d = artifact(subj, size, SIG, "other writer")
+    assert push_artifact(reg.url, "race/app", other).status_code == 201
+    mine, mine_d = artifact(subj, size, SBOM, attempts_note)
+    marker = b"PUT /v2/race/app/manifests/" + ref_tag(subj).encode()
+    hp.hold(marker)
+    out = {}
+    t = threading.Thread(target=lambda: out.update(
+        r=push_artifact(gw.url, "race/app", mine)))
+    t.start()
+    try:
+        wait_for(lambda: hp.held(marker) > 0, timeout=30,
+                 what="the gateway's index write answered")
+        r = reg.http.get("%s/v2/race/app/manifests/%s" % (
+            reg.url, ref_tag(subj)), headers={"Accept": IDX}, timeout=30)
+        assert [m["digest"] for m in r.json()["manifests"]] == [mine_d]
+        idx = {"schemaVersion": 2, "mediaType": IDX, "manifests": [
+            {"mediaType": MT, "digest": other_d, "size": len(other),
+             "artifactType": SIG}]}
+        r = reg.http.put("%s/v2/race/app/manifests/%s" % (
+            reg.url, ref_tag(subj)), data=json.dumps(idx),
+            headers={"Content-Type": IDX}, timeout=30)
+        assert r.status_code == 201, r.text
+    finally:
+        hp.release()
+        t.join(timeout=60)
+    return subj, out["r"], mine_d, other_d
+
+
+def test_index_overwritten_after_the_write_is_written_again(reg, held):
+    hp, start = held
+    gw = start()
+    subj, r, mine, other = overwrite_between_write_and_reread(
+        reg, hp, gw, "retried")
+    assert r.status_code == 201, r.text
+    assert r.headers["OCI-Subject"] == subj
+    # The re-read found the other writer's index and added to it.
+    assert "referrers index_moved" in gw.log_text()
+    assert digests(referrers(gw.url, "race/app", subj)) == \
+        sorted([mine, other])
+
+
+def test_index_still_moving_after_the_last_round_says_no_subject(reg, held):
+    hp, start = held
+    gw = start(referrers_attempts=1)
+    subj, r, mine, other = overwrite_between_write_and_reread(
+        reg, hp, gw, "given up")
+    # The manifest is pushed; the index does not hold it, and the
+    # answer says so by leaving OCI-Subject out (the client's cue to
+    # keep the tag itself).
+    assert r.status_code == 201, r.text
+    assert "OCI-Subject" not in r.headers
+    assert "referrers index_not_updated" in gw.log_text()
+    assert digests(referrers(gw.url, "race/app", subj)) == [other]
+    with session() as s:
+        assert s.get("%s/v2/race/app/manifests/%s" % (gw.url, mine),
+                     headers={"Accept": MT}, timeout=30).status_code == 200
+
+
+def detach_a_push(reg, hp, gw, repo):
+    """Push an artifact with a raw socket and reset the connection once
+    the registry has taken the gateway's index write (its answer held
+    back), so the push goes on without its client.  Returns (subject,
+    digest pushed); the caller releases hp."""
+    import socket
+    import struct
+    from lib.util import wait_for
+    subj, size = push_image(reg.url, repo, "v1")
+    with session() as s:
+        push_blob(gw.url, repo, b"{}", s)
+    body, d = artifact(subj, size, SBOM, "left early")
+    marker = ("PUT /v2/%s/manifests/%s" % (repo, ref_tag(subj))).encode()
+    hp.hold(marker)
+    c = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    c.sendall(b"PUT /v2/%s/manifests/%s HTTP/1.1\r\n"
+              b"Host: %s\r\nContent-Type: %s\r\n"
+              b"Content-Length: %d\r\n\r\n" % (
+                  repo.encode(), d.encode(), gw.host.encode(), MT.encode(),
+                  len(body)) + body)
+    wait_for(lambda: hp.held(marker) > 0, timeout=30,
+             what="the gateway's index write answered")
+    # A reset, not a FIN: a half-closed client is still answered.
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                 struct.pack("ii", 1, 0))
+    c.close()
+    wait_for(lambda: "referrers detached" in gw.log_text(), timeout=30,
+             what="the push detached from its client")
+    return subj, d
+
+
+def test_client_gone_during_the_index_update(reg, held):
+    """A client that leaves once the manifest is accepted does not leave
+    its referrer out: the gateway finishes the index update alone."""
+    from lib.util import wait_for
+    hp, start = held
+    gw = start()
+    try:
+        subj, d = detach_a_push(reg, hp, gw, "gone/app")
+    finally:
+        hp.release()
+    wait_for(lambda: "referrers detached_done" in gw.log_text(),
+             timeout=30, what="the detached update's end")
+    assert "indexed=1" in gw.log_text()
+    assert digests(referrers(gw.url, "gone/app", subj)) == [d]
+
+
+def test_shutdown_ends_a_detached_update(reg, held):
+    hp, start = held
+    gw = start()
+    try:
+        detach_a_push(reg, hp, gw, "down/app")
+        assert gw.stop() == 0
+    finally:
+        hp.release()
+    log = gw.log_text()
+    assert 'referrers index_not_updated tag=sha256-' in log
+    assert 'reason="shutdown"' in log
+
+
+def test_cached_answer_dropped_by_a_push(reg, start_gateway, tmp_path):
+    gw = start_gateway(gateway_config(
+        upstream(reg, default=True),
+        cache=cache_cfg(tmp_path / "c", referrers_ttl=3600)))
+    subj, size = push_image(reg.url, "cache/app", "v1")
+    a1, d1 = artifact(subj, size, SBOM, "one")
+    assert push_artifact(gw.url, "cache/app", a1).status_code == 201
+    assert digests(referrers(gw.url, "cache/app", subj)) == [d1]
+    # Someone else adds to the index behind the gateway's back: the
+    # cached answer stands until its TTL ...
+    a2, d2 = artifact(subj, size, SBOM, "two")
+    assert push_artifact(reg.url, "cache/app", a2).status_code == 201
+    tag = ref_tag(subj)
+    r = reg.http.get("%s/v2/cache/app/manifests/%s" % (reg.url, tag),
+                     headers={"Accept": IDX}, timeout=30)
+    idx = r.json()
+    idx["manifests"].append({"mediaType": MT, "digest": d2,
+                             "size": len(a2), "artifactType": SBOM})
+    r = reg.http.put("%s/v2/cache/app/manifests/%s" % (reg.url, tag),
+                     data=json.dumps(idx), headers={"Content-Type": IDX},
+                     timeout=30)
+    assert r.status_code == 201, r.text
+    mark = reg.mark()
+    assert digests(referrers(gw.url, "cache/app", subj)) == [d1]
+    assert digests(referrers(gw.url, "cache/app", subj, SBOM)) == [d1]
+    assert not [e for e in reg.access_log(since=mark)
+                if tag in e["path"] or "/referrers/" in e["path"]]
+    # The tag itself read through the gateway: cached (cache.tag_ttl).
+    with session() as s:
+        r = s.get("%s/v2/cache/app/manifests/%s" % (gw.url, tag),
+                  headers={"Accept": IDX}, timeout=30)
+    assert sorted(m["digest"] for m in r.json()["manifests"]) == \
+        sorted([d1, d2])
+    # ... and a push through the gateway drops both at once.
+    a3, d3 = artifact(subj, size, SIG, "three")
+    assert push_artifact(gw.url, "cache/app", a3).status_code == 201
+    assert digests(referrers(gw.url, "cache/app", subj)) == \
+        sorted([d1, d2, d3])
+    with session() as s:
+        r = s.get("%s/v2/cache/app/manifests/%s" % (gw.url, tag),
+                  headers={"Accept": IDX}, timeout=30)
+    assert sorted(m["digest"] for m in r.json()["manifests"]) == \
+        sorted([d1, d2, d3])
+
+
+def test_referrers_need_pull(reg, start_gateway):
+    gw = start_gateway(gateway_config(
+        upstream(reg, default=True),
+        policy={"rules": [
+            {"id": "open", "effect": "allow", "repositories": ["open/**"],
+             "subjects": ["anonymous"], "actions": ["pull", "push"]},
+            {"id": "push-only", "effect": "allow",
+             "repositories": ["drop/**"], "subjects": ["anonymous"],
+             "actions": ["push"]}]}))
+    subj, size = push_image(reg.url, "closed/app", "v1")
+    r = referrers(gw.url, "closed/app", subj)
+    assert r.status_code == 401, r.text
+    assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
+    # Pull is what it takes; push alone is not enough.
+    push_image(reg.url, "drop/app", "v1")
+    assert referrers(gw.url, "drop/app", subj).status_code == 401
+    push_image(reg.url, "open/app", "v1")
+    assert digests(referrers(gw.url, "open/app", subj)) == []
+    # A push with a subject needs push: refused before the upstream.
+    mark = reg.mark()
+    body, _ = artifact(subj, size, SBOM, "x")
+    with session() as s:
+        r = s.put("%s/v2/closed/app/manifests/%s" % (gw.url, sha256(body)),
+                  data=body, headers={"Content-Type": MT}, timeout=30)
+    assert r.status_code == 401, r.text
+    assert not [e for e in reg.access_log(since=mark)
+                if e["path"].startswith("/v2/closed/")]
+
+
+def test_refused_push_is_relayed_and_keeps_no_index(reg, gw):
+    """A manifest the upstream refuses (its config blob is missing) gets
+    the upstream's own error, and no referrers tag is written."""
+    subj, size = push_image(gw.url, "bad/app", "v1")
+    m = json.dumps({"schemaVersion": 2, "mediaType": MT,
+                    "artifactType": SBOM,
+                    "config": {"mediaType": EMPTY_MT,
+                               "digest": "sha256:" + "cd" * 32, "size": 2},
+                    "layers": [],
+                    "subject": {"mediaType": MT, "digest": subj,
+                                "size": size}}).encode()
+    with session() as s:
+        r = s.put("%s/v2/bad/app/manifests/%s" % (gw.url, sha256(m)),
+                  data=m, headers={"Content-Type": MT}, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+    assert "OCI-Subject" not in r.headers
+    r = reg.http.get("%s/v2/bad/app/manifests/%s" % (reg.url, ref_tag(subj)),
+                     headers={"Accept": IDX}, timeout=30)
+    assert r.status_code == 404
+
+
+def test_index_written_with_the_gateways_credentials(start_registry,
+                                                     start_gateway,
+                                                     tmp_path):
+    """A token-protected upstream: the client sends no credentials; the
+    manifest and the referrers index are pushed with the gateway's own,
+    under a push scope of the repository."""
+    reg = start_registry("authref", auth="token")
+    creds = tmp_path / "creds"
+    creds.write_text("%s:%s\n" % (reg.issuer.username, reg.issuer.password))
+    creds.chmod(0o600)
+    gw = start_gateway(gateway_config(
+        upstream(reg, default=True, credentials_file=creds,
+                 auth_hosts=["127.0.0.1:%d" % reg.issuer.port])))
+    mark = reg.issuer.mark()
+    subj, size = push_image(gw.url, "auth/app", "v1")
+    body, d = artifact(subj, size, SBOM, "auth")
+    r = push_artifact(gw.url, "auth/app", body)
+    assert r.status_code == 201, r.text
+    assert r.headers["OCI-Subject"] == subj
+    # Every request reached the token-protected registry (an anonymous
+    # one would be a 401), with tokens the gateway's login got.
+    recs = reg.issuer.requests_since(mark)
+    assert recs and all(x["user"] == reg.issuer.username and x["ok"]
+                        for x in recs), recs
+    assert not [e for e in reg.access_log()
+                if "/manifests/" in e["path"] and e["status"] == 401]
+    assert digests(referrers(gw.url, "auth/app", subj)) == [d]
+    # The index is in the registry, under the tag schema.
+    tok = reg.token_for("repository:auth/app:pull")
+    r = reg.http.get("%s/v2/auth/app/manifests/%s" % (reg.url,
+                                                      ref_tag(subj)),
+                     headers={"Accept": IDX,
+                              "Authorization": "Bearer " + tok},
+                     timeout=30)
+    assert r.status_code == 200, r.text
+    assert [m["digest"] for m in r.json()["manifests"]] == [d]
