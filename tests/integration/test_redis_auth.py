@@ -118,6 +118,12 @@ def test_acl_user_writes_the_audit_and_audit_query_reads_it(
     page = json.loads(out.stdout)
     assert sorted(r["request_id"] for r in page["records"]) == sorted(ids)
     no_password_in(out.stdout + out.stderr, USER_PW, ADMIN_PW)
+    # The README's ACL line has what a first-segment plan (HMGET) and
+    # an --until walk (ZREVRANGEBYSCORE on <stream>:late) need.
+    out = run([gateway_bin(), "audit", "query", "-c", gw.config_path,
+               "--format", "json", "--repo", "nomatch/*", "--until",
+               "0s"], timeout=60)
+    assert json.loads(out.stdout)["records"] == []
     # So does audit tail (XREAD BLOCK): it prints what comes after it.
     log = tmp_path / "tail.log"
     tail = ManagedProcess([gateway_bin(), "audit", "tail", "-c",
