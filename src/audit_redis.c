@@ -84,7 +84,10 @@ static int	audit_rec_id(const struct audit_fields *, const char **,
  * --repo 'a/...' globs; the key is made here from the repository key,
  * so the batch layout is unchanged (an ACL limited to ~<stream>* covers
  * it).  AUDIT_PREFIX_FIELD in the writers hash keeps when the first one
- * was written: older records are found by walking.
+ * was written: older records are found by walking.  The mark and the
+ * late set are written after the writer's mark and with pcall, so that
+ * an ACL user of an older README (without HSETNX, ZREMRANGEBYSCORE)
+ * still has every record written exactly once; it only loses them.
  */
 static const char audit_lua[] =
 "#!lua\n"
@@ -172,12 +175,12 @@ static const char audit_lua[] =
 "  end\n"
 "end)\n"
 "if written > 0 then\n"
-"  if pfxs then\n"
-"    redis.call('HSETNX', KEYS[2], '" AUDIT_PREFIX_FIELD "',\n"
-"      string.match(lastid, '^%d+'))\n"
-"  end\n"
 "  redis.call('HSET', KEYS[2], ARGV[1],\n"
 "    ARGV[2] .. '-' .. string.format('%.0f', n + skip + written - 1))\n"
+"  if pfxs then\n"
+"    redis.pcall('HSETNX', KEYS[2], '" AUDIT_PREFIX_FIELD "',\n"
+"      string.match(lastid, '^%d+'))\n"
+"  end\n"
 "  if ARGV[4] ~= '0' then\n"
 "    redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[4])\n"
 "  end\n"
@@ -196,11 +199,11 @@ static const char audit_lua[] =
 "  end\n"
 "  if late then\n"
 "    local kl = KEYS[1] .. ':late'\n"
-"    redis.call('ZADD', kl, string.match(lastid, '^%d+'),\n"
+"    redis.pcall('ZADD', kl, string.match(lastid, '^%d+'),\n"
 "      lastid .. ' ' .. string.format('%.0f', late))\n"
-"    redis.call('ZREMRANGEBYSCORE', kl, '-inf',\n"
+"    redis.pcall('ZREMRANGEBYSCORE', kl, '-inf',\n"
 "      '(' .. string.match(firstid, '^%d+'))\n"
-"    if maxage > 0 then redis.call('PEXPIRE', kl, maxage) end\n"
+"    if maxage > 0 then redis.pcall('PEXPIRE', kl, maxage) end\n"
 "  end\n"
 "  for key, id in pairs(touched) do\n"
 "    redis.call('XTRIM', key, 'MINID', '~', firstid)\n"
