@@ -87,7 +87,8 @@ static int	audit_rec_id(const struct audit_fields *, const char **,
  * was written: older records are found by walking.  The mark and the
  * late set are written after the writer's mark and with pcall, so that
  * an ACL user of an older README (without HSETNX, ZREMRANGEBYSCORE)
- * still has every record written exactly once; it only loses them.
+ * still has every record written exactly once; it only loses the mark
+ * (queries then walk) and the trimming of the late set.
  */
 static const char audit_lua[] =
 "#!lua\n"
