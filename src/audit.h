@@ -206,8 +206,8 @@ struct req;
  * still find them.  A string: it is pasted into the Lua script.
  */
 #define AUDIT_LATE_MS		"10000"
-#define AUDIT_LATE_READ		1000	/* late batches one query reads */
-#define AUDIT_LATE_READ_S	"1000"	/* the same, as a command argument */
+#define AUDIT_LATE_READ		1000	/* late batches a query reads */
+#define AUDIT_LATE_READ_S	"1000"	/* the same, as an argument */
 
 /* One record: in the memory queue, or sent and not yet acknowledged. */
 struct audit_rec {

@@ -99,7 +99,7 @@ aq_new(const struct audit_filter *f, const char *stream, size_t scan_max,
 	else if (f->repo != NULL && (f->decision == NULL ||
 	    strcmp(f->decision, "deny") != 0) && aq_glob_segment(f->repo,
 	    seg, sizeof(seg))) {
-		/* Refusals are in no repository index: --decision deny walks. */
+		/* Refusals are in no repository index: deny walks. */
 		snprintf(q->index, sizeof(q->index), "%s:repository:%s",
 		    stream, seg);
 		q->prefix = 1;
