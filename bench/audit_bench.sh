@@ -16,7 +16,8 @@
 #     one record per call (the gateway's writer sends batches; its rate
 #     is the XADD column of 1).
 #  3. `portcullis audit query` on a stream of RECORDS (1 million) records:
-#     --subject (index), --repo exact (index), --repo glob (full walk),
+#     --subject (index), --repo exact (index), --repo 'team3/*' (first-
+#     segment index), walks (bench/audit_query_bench.sh: at scale),
 #     median wall time of QRUNS runs, process start included.
 #  4. what the write-ahead log costs (audit.wal): cached manifest GETs by
 #     digest (a cache hit with its repository link) on three gateways
@@ -224,7 +225,7 @@ PY
 qbench "--subject user042 --limit 100 (index)" --subject user042 --limit 100
 qbench "--subject user042 --status 4xx (index)" --subject user042 --status 4xx --limit 100
 qbench "--repo team3/app4 --limit 100 (index)" --repo team3/app4 --limit 100
-qbench "--repo 'team3/*' --limit 100 (walk)" --repo 'team3/*' --limit 100
+qbench "--repo 'team3/*' --limit 100 (segment index)" --repo 'team3/*' --limit 100
 qbench "--action delete --status 403 --limit 100 (walk)" --action delete --status 403 --limit 100
 qbench "--limit 1000 (walk)" --limit 1000
 fi

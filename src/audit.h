@@ -191,6 +191,23 @@ struct req;
  * space keeps it apart from instance ids, which have none.
  */
 #define AUDIT_EVICTED_FIELD	"evicted indexes"
+/*
+ * Field of <stream>:writers: the ms of the first batch that wrote a
+ * first-segment index (<stream>:repository:<segment>/).  Such an index
+ * holds every entry after it (and after the evicted mark); older records
+ * were written by a script without it and are found by walking.
+ */
+#define AUDIT_PREFIX_FIELD	"prefix indexes"
+/*
+ * A record whose stream id is later than its time by more than this (a
+ * replay from the spool, a long request) puts its batch in <stream>:late
+ * (score: the batch's last id's ms; member: "<last id> <earliest late
+ * time>"), so that --until can start a walk at until + AUDIT_LATE_MS and
+ * still find them.  A string: it is pasted into the Lua script.
+ */
+#define AUDIT_LATE_MS		"10000"
+#define AUDIT_LATE_READ		1000	/* late batches a query reads */
+#define AUDIT_LATE_READ_S	"1000"	/* the same, as an argument */
 
 /* One record: in the memory queue, or sent and not yet acknowledged. */
 struct audit_rec {
@@ -319,6 +336,7 @@ void		 audit_kick_cb(int, short, void *);
 #define AQ_KEY_MAX		(AUDIT_VALUE_MAX + 256)
 
 enum aq_phase {
+	AQ_LATE,		/* where an --until walk starts */
 	AQ_MARK,		/* how far back the index is whole */
 	AQ_SCAN,
 	AQ_FETCH,
@@ -336,6 +354,10 @@ struct aq {
 	char			 lo_main[64];	/* lo of the main walk */
 	char			 evicted[24];	/* ms; "": none */
 	int			 walk;		/* main walk, for an index */
+	int			 prefix;	/* index of a first segment */
+	size_t			 ncmds_sent;	/* Redis commands, for --stats */
+	char			 klate[AQ_KEY_MAX];	/* <stream>:late */
+	char			 late_lo[32];	/* "(" until + AUDIT_LATE_MS */
 	enum aq_phase		 phase;
 	char			 hi[64];
 	char			 lo[64];
@@ -355,8 +377,8 @@ struct aq {
 	/* The commands of the current step. */
 	int			 ncmds;
 	int			 argc[AQ_BATCH];
-	const char		*argv[AQ_BATCH][6];
-	size_t			 lens[AQ_BATCH][6];
+	const char		*argv[AQ_BATCH][7];
+	size_t			 lens[AQ_BATCH][7];
 };
 
 struct aq	*aq_new(const struct audit_filter *, const char *, size_t,

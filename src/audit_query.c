@@ -18,14 +18,23 @@
  * stream, keeping for a repository plan only the records the writer
  * indexes (audit_indexed_repository()), so that a query gives the same
  * answer whether or not its index was evicted on the way.
- * --since bounds the walk by stream id (an entry's id is
- * never older than its record's time, less a clock-skew slack); --until
- * and everything else filter on the record.  The page ends at --limit
- * records; "next" is the id to pass as the cursor for the one after.
+ * A repository glob whose first segment is literal ("team/...") reads
+ * the first-segment index <stream>:repository:team/ the same way (whole
+ * after the later of the evicted mark and AUDIT_PREFIX_FIELD).
+ * Time bounds limit what is read: the writer's script gives every
+ * record an id at or after its time, so --since is the walk's lower id
+ * exactly; a walk with --until starts at until + AUDIT_LATE_MS, or
+ * higher when <stream>:late holds a batch above that with a record at
+ * or before until (AQ_LATE, first); the records are then filtered on
+ * their time.  (Records written before that rule, by a gateway whose
+ * clock ran ahead of Redis's, may sit below their time and be missed by
+ * --since near them.)  The page ends at --limit records; "next" is the
+ * id to pass as the cursor for the one after.
  *
  * Also here: `audit tail` (XREAD BLOCK from the newest entry, same
- * filters) and `audit generate`, which writes synthetic records through
- * the writer's own script, for tests and benchmarks.
+ * filters), `audit export` (the query to its end as JSON lines, resumed
+ * by cursor) and `audit generate`, which writes synthetic records
+ * through the writer's own script, for tests and benchmarks.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -42,7 +51,25 @@
 #include "audit.h"
 #include "rds.h"
 
-#define AQ_SLACK_MS		300000	/* id may trail the record time */
+/*
+ * The first-segment index of a glob: "team/app?" reads
+ * <stream>:repository:team/ when the part before the first '/' has no
+ * glob character.  seg gets "team/".  1, or 0 when there is none.
+ */
+static int
+aq_glob_segment(const char *glob, char *seg, size_t len)
+{
+	const char	*sl;
+
+	if ((sl = strchr(glob, '/')) == NULL || sl == glob ||
+	    (size_t)(sl - glob) + 2 > len)
+		return (0);
+	if (strcspn(glob, "*?[\\") < (size_t)(sl - glob))
+		return (0);
+	memcpy(seg, glob, sl - glob + 1);
+	seg[sl - glob + 1] = '\0';
+	return (1);
+}
 
 /*
  * A query for filter f over stream; each record found goes to emit(arg).
@@ -53,7 +80,7 @@ aq_new(const struct audit_filter *f, const char *stream, size_t scan_max,
     aq_emit_fn emit, void *arg)
 {
 	struct aq	*q;
-	long long	 lo;
+	char		 seg[AUDIT_VALUE_MAX + 2];
 
 	if ((q = calloc(1, sizeof(*q))) == NULL ||
 	    (q->ids = calloc(AQ_BATCH, sizeof(*q->ids))) == NULL)
@@ -69,19 +96,37 @@ aq_new(const struct audit_filter *f, const char *stream, size_t scan_max,
 	else if (f->repo != NULL && audit_glob_literal(f->repo))
 		snprintf(q->index, sizeof(q->index), "%s:repository:%s",
 		    stream, f->repo);
+	else if (f->repo != NULL && (f->decision == NULL ||
+	    strcmp(f->decision, "deny") != 0) && aq_glob_segment(f->repo,
+	    seg, sizeof(seg))) {
+		/* Refusals are in no repository index: deny walks. */
+		snprintf(q->index, sizeof(q->index), "%s:repository:%s",
+		    stream, seg);
+		q->prefix = 1;
+	}
 	if (f->cursor[0] != '\0')
 		snprintf(q->hi, sizeof(q->hi), "(%s", f->cursor);
 	else
 		snprintf(q->hi, sizeof(q->hi), "+");
-	if (f->since_ms != 0) {
-		lo = f->since_ms - AQ_SLACK_MS;
-		snprintf(q->lo, sizeof(q->lo), "%lld", lo > 0 ? lo : 0);
-	} else
+	/*
+	 * The script gives every record an id whose ms is at or after its
+	 * time: an entry before since holds a record before since, and
+	 * the walk stops there.
+	 */
+	if (f->since_ms > 0)
+		snprintf(q->lo, sizeof(q->lo), "%lld", (long long)f->since_ms);
+	else
 		snprintf(q->lo, sizeof(q->lo), "-");
 	snprintf(q->count, sizeof(q->count), "%d", AQ_BATCH);
 	snprintf(q->lo_main, sizeof(q->lo_main), "%s", q->lo);
 	snprintf(q->kw, sizeof(q->kw), "%s:writers", stream);
-	q->phase = q->index[0] != '\0' ? AQ_MARK : AQ_SCAN;
+	snprintf(q->klate, sizeof(q->klate), "%s:late", stream);
+	if (f->until_ms > 0) {
+		snprintf(q->late_lo, sizeof(q->late_lo), "(%lld",
+		    (long long)f->until_ms + atoll(AUDIT_LATE_MS));
+		q->phase = AQ_LATE;
+	} else
+		q->phase = q->index[0] != '\0' ? AQ_MARK : AQ_SCAN;
 	return (q);
 }
 
@@ -94,9 +139,76 @@ aq_id_ms(const char *id)
 	return (strtoull(id, NULL, 10));
 }
 
+/* The sequence part of an id ("ms-seq"); a bare ms is the top of it. */
+static unsigned long long
+aq_id_seq(const char *id)
+{
+	const char	*d;
+
+	if ((d = strchr(id, '-')) == NULL)
+		return (~0ULL);
+	return (strtoull(d + 1, NULL, 10));
+}
+
+/*
+ * Lower q->hi to id (inclusive) when id is below it: an --until walk
+ * starts at the newest entry that may hold a record up to until.
+ */
+static void
+aq_lower_hi(struct aq *q, const char *id)
+{
+	unsigned long long	 hm, im;
+
+	if (strcmp(q->hi, "+") != 0) {
+		hm = aq_id_ms(q->hi);
+		im = aq_id_ms(id);
+		if (hm < im || (hm == im && aq_id_seq(q->hi + 1) <=
+		    aq_id_seq(id)))
+			return;
+	}
+	snprintf(q->hi, sizeof(q->hi), "%s", id);
+}
+
+/*
+ * The reply to AQ_LATE: late batches above until + AUDIT_LATE_MS,
+ * newest first.  The newest one that holds a record at or before until
+ * is where the walk starts; with none, until + AUDIT_LATE_MS; when
+ * AUDIT_LATE_READ of them did not tell, the top of the stream.
+ */
+static void
+aq_late(struct aq *q, const redisReply *r)
+{
+	const redisReply	*e;
+	char			 id[48], *sp;
+	size_t			 k;
+
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+		aq_fail(q, "ZREVRANGEBYSCORE", r);
+		return;
+	}
+	for (k = 0; k < r->elements; k++) {
+		e = r->element[k];
+		if (e->type != REDIS_REPLY_STRING || e->len >= sizeof(id))
+			continue;
+		memcpy(id, e->str, e->len + 1);
+		if ((sp = strchr(id, ' ')) == NULL)
+			continue;
+		*sp = '\0';
+		if (!audit_valid_stream_id(id) ||
+		    strtoll(sp + 1, NULL, 10) > q->f->until_ms)
+			continue;
+		aq_lower_hi(q, id);
+		return;
+	}
+	if (r->elements >= AUDIT_LATE_READ)
+		return;
+	aq_lower_hi(q, q->late_lo + 1);
+}
+
 /*
  * The index is whole only after the evicted mark: walk the main stream
  * from the mark down (or from the cursor, when it is below the mark).
+ * No mark (a first-segment index never written): the whole walk.
  */
 static void
 aq_walk_main(struct aq *q)
@@ -104,32 +216,55 @@ aq_walk_main(struct aq *q)
 	q->index[0] = '\0';
 	q->walk = 1;
 	q->exhausted = 0;
-	if (strcmp(q->hi, "+") == 0 ||
-	    aq_id_ms(q->hi) > strtoull(q->evicted, NULL, 10))
+	if (q->evicted[0] != '\0' && (strcmp(q->hi, "+") == 0 ||
+	    aq_id_ms(q->hi) > strtoull(q->evicted, NULL, 10)))
 		snprintf(q->hi, sizeof(q->hi), "%s", q->evicted);
 	snprintf(q->lo, sizeof(q->lo), "%s", q->lo_main);
 }
 
-/* The reply to AQ_MARK: the evicted mark, or nil. */
+/* One field of the AQ_MARK reply: a number of ms, or nil (0).  -1 bad. */
+static int
+aq_mark_field(const redisReply *r, unsigned long long *w, int *set)
+{
+	size_t	 n;
+
+	*set = 0;
+	if (r->type == REDIS_REPLY_NIL)
+		return (0);
+	if (r->type != REDIS_REPLY_STRING)
+		return (-1);
+	n = strspn(r->str, "0123456789");
+	if (n == 0 || n > 19 || n != r->len)
+		return (-1);
+	*w = strtoull(r->str, NULL, 10);
+	*set = 1;
+	return (0);
+}
+
+/* The reply to AQ_MARK: the evicted mark and the prefix mark, or nils. */
 static void
 aq_mark(struct aq *q, const redisReply *r)
 {
-	unsigned long long	 w;
-	size_t			 n;
+	unsigned long long	 w = 0, p = 0;
+	int			 wset, pset;
 
-	if (r == NULL || (r->type != REDIS_REPLY_NIL &&
-	    r->type != REDIS_REPLY_STRING)) {
-		aq_fail(q, "HGET", r);
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    aq_mark_field(r->element[0], &w, &wset) == -1 ||
+	    aq_mark_field(r->element[1], &p, &pset) == -1) {
+		aq_fail(q, "HMGET", r);
 		return;
 	}
-	if (r->type == REDIS_REPLY_NIL)
-		return;
-	n = strspn(r->str, "0123456789");
-	if (n == 0 || n > 19 || n != r->len) {
-		aq_fail(q, "HGET", r);
+	if (q->prefix && !pset) {
+		/* No first-segment index was ever written: walk it all. */
+		aq_walk_main(q);
 		return;
 	}
-	w = strtoull(r->str, NULL, 10);
+	if (q->prefix && p > w) {
+		w = p;
+		wset = 1;
+	}
+	if (!wset)
+		return;
 	snprintf(q->evicted, sizeof(q->evicted), "%llu", w);
 	if (strcmp(q->lo_main, "-") != 0 && aq_id_ms(q->lo_main) > w) {
 		/* The walk ends above the mark: the index has it all. */
@@ -176,11 +311,23 @@ aq_prepare(struct aq *q)
 } while (0)
 	q->ncmds = 0;
 	switch (q->phase) {
+	case AQ_LATE:
+		SET(0, 0, "ZREVRANGEBYSCORE");
+		SET(0, 1, q->klate);
+		SET(0, 2, "+inf");
+		SET(0, 3, q->late_lo);
+		SET(0, 4, "LIMIT");
+		SET(0, 5, "0");
+		SET(0, 6, AUDIT_LATE_READ_S);
+		q->argc[0] = 7;
+		q->ncmds = 1;
+		break;
 	case AQ_MARK:
-		SET(0, 0, "HGET");
+		SET(0, 0, "HMGET");
 		SET(0, 1, q->kw);
 		SET(0, 2, AUDIT_EVICTED_FIELD);
-		q->argc[0] = 3;
+		SET(0, 3, AUDIT_PREFIX_FIELD);
+		q->argc[0] = 4;
 		q->ncmds = 1;
 		break;
 	case AQ_SCAN:
@@ -207,6 +354,7 @@ aq_prepare(struct aq *q)
 		break;
 	}
 #undef SET
+	q->ncmds_sent += q->ncmds;
 	return (q->ncmds);
 }
 
@@ -278,6 +426,10 @@ aq_reply(struct aq *q, int i, const redisReply *r)
 
 	if (q->phase == AQ_DONE)
 		return;
+	if (q->phase == AQ_LATE) {
+		aq_late(q, r);
+		return;
+	}
 	if (q->phase == AQ_MARK) {
 		aq_mark(q, r);
 		return;
@@ -319,6 +471,10 @@ aq_step_done(struct aq *q)
 {
 	if (q->phase == AQ_DONE)
 		return;
+	if (q->phase == AQ_LATE) {
+		q->phase = q->index[0] != '\0' ? AQ_MARK : AQ_SCAN;
+		return;
+	}
 	if (q->phase == AQ_MARK) {
 		q->phase = AQ_SCAN;
 		return;
@@ -400,7 +556,21 @@ aq_emit_json(void *arg, const char *id, const struct audit_fields *fl)
 struct aq_out {
 	int	 json;
 	int	 header_done;
+	size_t	 n;
+	char	 last[48];
 };
+
+static void	aq_print_json(json_t *);
+
+/* --stats: how much the query read, the bound the tests check. */
+static void
+aq_stats(const struct aq *q)
+{
+	fprintf(stderr, "stats: plan=%s entries_read=%zu commands=%zu\n",
+	    q->prefix ? "segment-index" : q->f->subject != NULL ||
+	    (q->f->repo != NULL && audit_glob_literal(q->f->repo)) ?
+	    "index" : "stream", q->scanned, q->ncmds_sent);
+}
 
 static void
 aq_fmt_time(const struct audit_fields *fl, char *buf, size_t len)
@@ -480,13 +650,154 @@ aq_connect(const struct config *conf, int timeout_s)
 	return (rc);
 }
 
+/*
+ * The CLI's replies live in an arena: a walk reads every field of every
+ * entry, and hiredis' own objects (a malloc for each of an entry's 48
+ * values and arrays, a free for each) were most of the CLI's time.  A
+ * reply is processed whole and then dropped, so the arena is reset
+ * after each; its blocks are kept for the next (a reply is at most one
+ * step: AQ_BATCH entries or one record).
+ */
+struct aq_blk {
+	struct aq_blk	*next;
+	size_t		 size;
+	size_t		 used;
+	char		 data[];
+};
+
+struct aq_arena {
+	struct aq_blk	*head;
+	struct aq_blk	*cur;
+};
+
+#define AQ_BLK_SIZE	(1024 * 1024)
+
+static void *
+aq_alloc(struct aq_arena *a, size_t n)
+{
+	struct aq_blk	*b, **bp;
+	void		*p;
+
+	n = (n + 15) & ~(size_t)15;
+	for (b = a->cur; b != NULL; b = b->next) {
+		if (b->size - b->used >= n) {
+			p = b->data + b->used;
+			b->used += n;
+			a->cur = b;
+			return (p);
+		}
+		if (b->next != NULL)
+			b->next->used = 0;
+	}
+	for (bp = &a->head; *bp != NULL; bp = &(*bp)->next)
+		;
+	if ((b = malloc(sizeof(*b) + (n > AQ_BLK_SIZE ? n :
+	    AQ_BLK_SIZE))) == NULL)
+		fatal("malloc");
+	b->next = NULL;
+	b->size = n > AQ_BLK_SIZE ? n : AQ_BLK_SIZE;
+	b->used = n;
+	*bp = b;
+	a->cur = b;
+	return (b->data);
+}
+
+static void
+aq_arena_reset(struct aq_arena *a)
+{
+	if ((a->cur = a->head) != NULL)
+		a->head->used = 0;
+}
+
+static void
+aq_arena_free(struct aq_arena *a)
+{
+	struct aq_blk	*b, *next;
+
+	for (b = a->head; b != NULL; b = next) {
+		next = b->next;
+		free(b);
+	}
+	a->head = a->cur = NULL;
+}
+
+static redisReply *
+aq_obj(const redisReadTask *t, int type)
+{
+	redisReply	*r, *parent;
+
+	r = aq_alloc(t->privdata, sizeof(*r));
+	memset(r, 0, sizeof(*r));
+	r->type = type;
+	if (t->parent != NULL) {
+		parent = t->parent->obj;
+		parent->element[t->idx] = r;
+	}
+	return (r);
+}
+
+static void *
+aq_obj_string(const redisReadTask *t, char *str, size_t len)
+{
+	redisReply	*r = aq_obj(t, t->type);
+
+	r->str = aq_alloc(t->privdata, len + 1);
+	memcpy(r->str, str, len);
+	r->str[len] = '\0';
+	r->len = len;
+	return (r);
+}
+
+static void *
+aq_obj_array(const redisReadTask *t, int n)
+{
+	redisReply	*r = aq_obj(t, REDIS_REPLY_ARRAY);
+
+	r->elements = n;
+	if (n > 0) {
+		r->element = aq_alloc(t->privdata, n * sizeof(*r->element));
+		memset(r->element, 0, n * sizeof(*r->element));
+	}
+	return (r);
+}
+
+static void *
+aq_obj_integer(const redisReadTask *t, long long v)
+{
+	redisReply	*r = aq_obj(t, REDIS_REPLY_INTEGER);
+
+	r->integer = v;
+	return (r);
+}
+
+static void *
+aq_obj_nil(const redisReadTask *t)
+{
+	return (aq_obj(t, REDIS_REPLY_NIL));
+}
+
+static void
+aq_obj_free(void *r)
+{
+	(void)r;	/* the arena is reset after each reply */
+}
+
+static redisReplyObjectFunctions aq_arena_fns = {
+	aq_obj_string, aq_obj_array, aq_obj_integer, aq_obj_nil, aq_obj_free
+};
+
 /* Drive a query to its end on a blocking connection.  0 or -1. */
 static int
 aq_run_sync(redisContext *rc, struct aq *q)
 {
-	redisReply	*r;
-	int		 i, n;
+	struct aq_arena			 arena = { NULL, NULL };
+	redisReplyObjectFunctions	*fn = rc->reader->fn;
+	void				*priv = rc->reader->privdata;
+	redisReply			*r;
+	int				 i, n, rv = -1;
 
+	rc->reader->fn = &aq_arena_fns;
+	rc->reader->privdata = &arena;
 	while ((n = aq_prepare(q)) > 0) {
 		for (i = 0; i < n; i++)
 			if (redisAppendCommandArgv(rc, q->argc[i], q->argv[i],
@@ -496,15 +807,22 @@ aq_run_sync(redisContext *rc, struct aq *q)
 			if (redisGetReply(rc, (void **)&r) != REDIS_OK)
 				goto lost;
 			aq_reply(q, i, r);
-			freeReplyObject(r);
+			aq_arena_reset(&arena);
 		}
 		aq_step_done(q);
 	}
-	return (q->failed ? -1 : 0);
+	rv = q->failed ? -1 : 0;
+	goto out;
 lost:
 	snprintf(q->err, sizeof(q->err), "Redis: %s", rc->errstr);
 	q->failed = 1;
-	return (-1);
+	/* A reply cut short is in the arena: redisFree must not free it. */
+	rc->reader->reply = NULL;
+out:
+	rc->reader->fn = fn;
+	rc->reader->privdata = priv;
+	aq_arena_free(&arena);
+	return (rv);
 }
 
 static const char aq_usage[] =
@@ -516,6 +834,8 @@ static const char aq_usage[] =
     "[--format table|json]\n"
     "       portcullis audit tail -c FILE [same filters] "
     "[--format table|json]\n"
+    "       portcullis audit export -c FILE [same filters] "
+    "[--cursor ID] [--limit N]\n"
     "       portcullis audit generate -c FILE --count N "
     "[--step-ms MS]\n"
     "\n"
@@ -523,10 +843,64 @@ static const char aq_usage[] =
     "the last line (table) or \"next\" (json) is the --cursor of the\n"
     "next page.  Times: 30s, 15m, 2h, 7d back from now, RFC 3339\n"
     "(2024-05-01T12:00:00Z), a date, or epoch milliseconds.  --repo is\n"
-    "a glob ('*' matches across '/').  --subject and a --repo without\n"
-    "glob characters read the indexes.\n"
+    "a glob ('*' matches across '/').  --subject, a --repo without\n"
+    "glob characters and one whose first segment has none ('team/*')\n"
+    "read the indexes.  --stats: what the query read, on stderr.\n"
+    "export: every matching record as a JSON line, newest first, no\n"
+    "page limit (--limit caps it); the last line on stderr is\n"
+    "\"next: ID\" to resume with --cursor ID, or \"next: none\".\n"
     "tail: follow new records as they arrive (XREAD BLOCK).\n"
     "generate: write N synthetic records (tests and benchmarks).\n";
+
+/* An emit function for export: one JSON line, nothing kept. */
+static void
+aq_emit_line(void *arg, const char *id, const struct audit_fields *fl)
+{
+	struct aq_out	*o = arg;
+
+	aq_print_json(aq_json(id, fl));
+	snprintf(o->last, sizeof(o->last), "%s", id);
+	o->n++;
+}
+
+/*
+ * `audit export`: the query run to its end (or --limit), each record
+ * printed as it comes, so memory stays at one step's replies.  The
+ * resume point is the last record printed: a cursor excludes it and
+ * everything newer, so a resumed export repeats and misses nothing.
+ */
+static int
+aq_export(redisContext *rc, struct audit_filter *f, const char *stream,
+    int limited, int stats)
+{
+	struct aq_out	 o;
+	struct aq	*q;
+	int		 rv = 0;
+
+	memset(&o, 0, sizeof(o));
+	if (!limited)
+		f->limit = SIZE_MAX;
+	q = aq_new(f, stream, 0, aq_emit_line, &o);
+	if (aq_run_sync(rc, q) == -1) {
+		fprintf(stderr, "portcullis: audit export: %s\n", q->err);
+		rv = 1;
+	}
+	if (fflush(stdout) == EOF || ferror(stdout)) {
+		fprintf(stderr, "portcullis: audit export: stdout: %s\n",
+		    strerror(errno));
+		rv = 1;
+	}
+	if (stats)
+		aq_stats(q);
+	fprintf(stderr, "exported %zu records\n", o.n);
+	if (rv != 0 || q->next[0] != '\0')
+		fprintf(stderr, "next: %s\n", o.n > 0 ? o.last :
+		    f->cursor[0] != '\0' ? f->cursor : "none");
+	else
+		fprintf(stderr, "next: none\n");
+	aq_free(q);
+	return (rv);
+}
 
 static int
 aq_generate(const struct config *conf, long long count, long long step)
@@ -775,6 +1149,7 @@ audit_cli(int argc, char **argv)
 		{ "format", required_argument, NULL, 10 },
 		{ "count", required_argument, NULL, 11 },
 		{ "step-ms", required_argument, NULL, 12 },
+		{ "stats", no_argument, NULL, 13 },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -790,7 +1165,7 @@ audit_cli(int argc, char **argv)
 	const char		*file = NULL, *sub;
 	char			*cause = NULL, *ep, *s;
 	long long		 count = 0, step = 100;
-	int			 ch, rv = 1;
+	int			 ch, rv = 1, stats = 0, limited = 0;
 
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0) {
@@ -799,7 +1174,7 @@ audit_cli(int argc, char **argv)
 	}
 	sub = argv[1];
 	if (strcmp(sub, "query") != 0 && strcmp(sub, "tail") != 0 &&
-	    strcmp(sub, "generate") != 0) {
+	    strcmp(sub, "generate") != 0 && strcmp(sub, "export") != 0) {
 		fprintf(stderr, "portcullis: audit: unknown command '%s'\n%s",
 		    sub, aq_usage);
 		return (1);
@@ -840,7 +1215,12 @@ audit_cli(int argc, char **argv)
 				goto out;
 			}
 			break;
+		case 13:
+			stats = 1;
+			break;
 		default:
+			if (ch == 8)
+				limited = 1;
 			if (ch < 1 || ch > 9) {
 				fputs(aq_usage, stderr);
 				goto out;
@@ -876,6 +1256,11 @@ audit_cli(int argc, char **argv)
 	}
 	if ((rc = aq_connect(conf, 60)) == NULL)
 		goto out;
+	if (strcmp(sub, "export") == 0) {
+		rv = aq_export(rc, &f, conf->audit->stream, limited, stats);
+		redisFree(rc);
+		goto out;
+	}
 	if (o.json) {
 		if ((records = json_array()) == NULL)
 			fatal("json_array");
@@ -896,6 +1281,8 @@ audit_cli(int argc, char **argv)
 			printf("# next page: --cursor %s\n", q->next);
 		rv = 0;
 	}
+	if (stats && !q->failed)
+		aq_stats(q);
 	aq_free(q);
 	redisFree(rc);
 out:

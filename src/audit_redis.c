@@ -67,6 +67,28 @@ static int	audit_rec_id(const struct audit_fields *, const char **,
  * uncounted.  The shebang makes Redis refuse the whole script up front when
  * it is out of memory, read-only or failing to persist, instead of
  * failing half-way.
+ * Stream ids and time: a record's id is never before its `time` (ms),
+ * whatever the two clocks say: Redis's '*' when its clock is at or past
+ * the record's time, else "<time>-*" (which Redis refuses only when the
+ * stream's top is later still, and then '*' is later too).  So a query's
+ * --since stops its walk at the first id before it (audit_query.c).
+ * Records of `audit generate` (instance "generate-...") take their time
+ * as id whenever the stream allows it, so that a generated stream looks
+ * like one written over time.  A record whose id is more than
+ * AUDIT_LATE_MS after its time (a replay, a backed-up queue) puts its
+ * batch in <stream>:late (AUDIT_LATE_MS in audit.h), trimmed with the
+ * stream, so that --until may start its walk near until.
+ * First-segment index: a record in <stream>:repository:<a>/<b...> also
+ * goes into <stream>:repository:<a>/ (no repository name ends in '/'),
+ * an index stream like the others (counted, evicted, trimmed), for
+ * --repo 'a/...' globs; the key is made here from the repository key,
+ * so the batch layout is unchanged (an ACL limited to ~<stream>* covers
+ * it).  AUDIT_PREFIX_FIELD in the writers hash keeps when the first one
+ * was written: older records are found by walking.  The mark and the
+ * late set are written after the writer's mark and with pcall, so that
+ * an ACL user of an older README (without HSETNX, ZREMRANGEBYSCORE)
+ * still has every record written exactly once; it only loses the mark
+ * (queries then walk) and the trimming of the late set.
  */
 static const char audit_lua[] =
 "#!lua\n"
@@ -102,19 +124,44 @@ static const char audit_lua[] =
 "  if run == lr and n <= ln + 1 then skip = ln + 1 - n end\n"
 "end\n"
 "local written, lastid, touched = 0, nil, {}\n"
+"local tn = redis.call('TIME')\n"
+"local now = tonumber(tn[1]) * 1000 + math.floor(tonumber(tn[2]) / 1000)\n"
+"local rpfx, late, pfxs = KEYS[1] .. ':repository:', nil, false\n"
+"local gen = not row and string.sub(ARGV[1], 1, 9) == 'generate-'\n"
+"local function add(t, at, ...)\n"
+"  if t and (at or t > now) then\n"
+"    local r = redis.pcall('XADD', KEYS[1],\n"
+"      string.format('%.0f', t) .. '-*', ...)\n"
+"    if type(r) == 'string' then return r end\n"
+"  end\n"
+"  return redis.call('XADD', KEYS[1], '*', ...)\n"
+"end\n"
 "local ok, err = pcall(function()\n"
 "  for i = skip, nrec - 1 do\n"
-"    local a, id = base + i * stride, nil\n"
+"    local a, id, t = base + i * stride, nil, nil\n"
 "    if row then\n"
 "      for j = 1, nf do row[2 * j] = ARGV[a + 2 + j] end\n"
-"      id = redis.call('XADD', KEYS[1], '*', unpack(row))\n"
+"      if row[1] == 'time' then t = tonumber(row[2]) end\n"
+"      id = add(t, false, unpack(row))\n"
 "    else\n"
-"      id = redis.call('XADD', KEYS[1], '*',\n"
-"        unpack(ARGV, a + 3, a + stride - 1))\n"
+"      if ARGV[a + 3] == 'time' then t = tonumber(ARGV[a + 4]) end\n"
+"      id = add(t, gen, unpack(ARGV, a + 3, a + stride - 1))\n"
 "    end\n"
-"    for k = 4 + 2 * i, 5 + 2 * i do\n"
+"    local ms = tonumber(string.match(id, '^%d+'))\n"
+"    if t and ms - t > " AUDIT_LATE_MS " and (not late or t < late) then\n"
+"      late = t\n"
+"    end\n"
+"    for k = 4 + 2 * i, 6 + 2 * i do\n"
 "      local key = KEYS[k]\n"
-"      if key ~= '' and key ~= KEYS[1] then\n"
+"      if k == 6 + 2 * i then\n"
+"        key = nil\n"
+"        local r = KEYS[k - 1]\n"
+"        if r ~= '' and r ~= KEYS[1] then\n"
+"          local seg = string.match(string.sub(r, #rpfx + 1), '^([^/]+)/')\n"
+"          if seg then key, pfxs = rpfx .. seg .. '/', true end\n"
+"        end\n"
+"      end\n"
+"      if key and key ~= '' and key ~= KEYS[1] then\n"
 "        local r = redis.pcall('XADD', key, id, 'action', ARGV[a],\n"
 "          'status', ARGV[a + 1], 'decision', ARGV[a + 2])\n"
 "        if type(r) == 'table' and r.err then\n"
@@ -131,6 +178,10 @@ static const char audit_lua[] =
 "if written > 0 then\n"
 "  redis.call('HSET', KEYS[2], ARGV[1],\n"
 "    ARGV[2] .. '-' .. string.format('%.0f', n + skip + written - 1))\n"
+"  if pfxs then\n"
+"    redis.pcall('HSETNX', KEYS[2], '" AUDIT_PREFIX_FIELD "',\n"
+"      string.match(lastid, '^%d+'))\n"
+"  end\n"
 "  if ARGV[4] ~= '0' then\n"
 "    redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[4])\n"
 "  end\n"
@@ -146,6 +197,14 @@ static const char audit_lua[] =
 "  if first[1] then firstid = first[1][1] end\n"
 "  if next(touched) and redis.call('TYPE', KEYS[3]).ok ~= 'zset' then\n"
 "    redis.call('DEL', KEYS[3])\n"
+"  end\n"
+"  if late then\n"
+"    local kl = KEYS[1] .. ':late'\n"
+"    redis.pcall('ZADD', kl, string.match(lastid, '^%d+'),\n"
+"      lastid .. ' ' .. string.format('%.0f', late))\n"
+"    redis.pcall('ZREMRANGEBYSCORE', kl, '-inf',\n"
+"      '(' .. string.match(firstid, '^%d+'))\n"
+"    if maxage > 0 then redis.pcall('PEXPIRE', kl, maxage) end\n"
 "  end\n"
 "  for key, id in pairs(touched) do\n"
 "    redis.call('XTRIM', key, 'MINID', '~', firstid)\n"

@@ -54,10 +54,12 @@ static const struct cmd cmds[] = {
 	    "the schema." },
 	{ "version", cmd_version, "version", "Print the version.",
 	    "Print the version." },
-	{ "audit", cmd_audit, "audit query|tail|generate -c FILE [options]",
-	    "Search, follow or fill the audit stream.",
-	    "Search the audit stream (query), follow it (tail), or write\n"
-	    "synthetic records for tests and benchmarks (generate);\n"
+	{ "audit", cmd_audit,
+	    "audit query|tail|export|generate -c FILE [options]",
+	    "Search, follow, export or fill the audit stream.",
+	    "Search the audit stream (query), follow it (tail), write a\n"
+	    "time range as JSON lines (export), or write synthetic\n"
+	    "records for tests and benchmarks (generate);\n"
 	    "portcullis audit --help lists the options." },
 	{ "policy", cmd_policy, "policy explain -c FILE [options]",
 	    "Explain the policy's decision for one request.",

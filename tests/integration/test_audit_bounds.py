@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import json
 import os
+import time
 import urllib.parse
 
 from lib.gateway import gateway_bin, gateway_config, upstream
@@ -414,6 +415,17 @@ def test_query_on_an_evicted_index_finds_every_record(
         if not cursor:
             break
     assert seen == want
+    # The same through the first-segment index ("up1/"), with time bounds
+    # (the late-batch step first), on the gateway's own link.
+    now = int(time.time() * 1000)
+    page = admin_page(gw, repo="up1/hid*", action="pull",
+                      since=now - 600000, until=now + 1000)
+    assert [r["request_id"] for r in page["records"]] == want
+    got = query(gw, "--repo", "up1/hid*", "--action", "pull", "--since",
+                now - 600000, "--until", now + 1000)
+    assert [r["request_id"] for r in got["records"]] == want
+    assert admin_page(gw, repo="up1/hid*", action="pull",
+                      until=now - 600000)["records"] == []
 
 
 def test_script_replaces_an_index_set_of_another_type(redis):

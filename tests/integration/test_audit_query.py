@@ -9,7 +9,11 @@ record j (0-based, oldest first) fields with fixed periods:
 subject user%03d (j % 97), repository team%d/app%d (j % 7, j % 11),
 action [pull, push, pull, delete, pull][j % 5],
 status [200, 201, 404, 401, 403, 429, 500, 200][j % 8] (deny for 401,
-403, 429), time = first + j * step."""
+403, 429), time = first + j * step.  On an empty stream the generator
+gives each record a stream id of its time (<time>-0), as the writer's script does
+for records that reach Redis at once, so the time bounds of a query
+bound its walk and `--stats` (entries read, commands sent) shows it: the
+tests below check what a query reads, never how long it takes."""
 
 import json
 import os
@@ -171,3 +175,208 @@ def test_table_format_and_errors(qenv):
         cp = run([gateway_bin(), "audit", "query", "-c", qenv.config] + bad,
                  timeout=30, check=False)
         assert cp.returncode == 1 and cp.stderr, bad
+
+
+def query_stats(env, *args, config=None):
+    cp = run([gateway_bin(), "audit", "query", "-c", config or env.config,
+              "--format", "json", "--stats"] + [str(a) for a in args],
+             timeout=120)
+    (line,) = [x for x in cp.stderr.splitlines() if x.startswith("stats:")]
+    st = dict(kv.split("=") for kv in line.split()[1:])
+    return json.loads(cp.stdout), st
+
+
+def test_ids_follow_times(qenv):
+    with qenv.rs.client() as c:
+        for (sid, rec) in entries_to_dicts(
+                c.call("XRANGE", STREAM, "-", "+", "COUNT", 50)):
+            assert int(sid.split("-")[0]) == int(rec["time"])
+
+
+def test_since_bounds_the_walk(qenv):
+    # A filter that matches nothing walks the whole window, and only it.
+    page, st = query_stats(qenv, "--repo", "nomatch*", "--since",
+                           qenv.t0 + (N - 300) * STEP)
+    assert page["records"] == [] and page["next"] is None
+    assert st["plan"] == "stream"
+    assert int(st["entries_read"]) == 300
+    assert int(st["commands"]) <= 2
+    page, st = query_stats(qenv, "--repo", "nomatch*")
+    assert int(st["entries_read"]) == N
+    # Relative: the generator's last record is about now.
+    page, st = query_stats(qenv, "--action", "nomatch", "--since", "120s")
+    assert int(st["entries_read"]) <= 200
+
+
+def test_until_bounds_the_walk(qenv):
+    lo, hi = 20000, 20400
+    page, st = query_stats(qenv, "--action", "nomatch",
+                           "--since", qenv.t0 + lo * STEP,
+                           "--until", qenv.t0 + hi * STEP)
+    assert page["records"] == []
+    # The window, and at most AUDIT_LATE_MS (10 s) above it.
+    assert hi - lo + 1 <= int(st["entries_read"]) <= hi - lo + 1 + 10
+    # Without since the walk starts at until just the same.
+    page, st = query_stats(qenv, "--until", qenv.t0 + hi * STEP,
+                           "--limit", 5)
+    assert got_ids(page) == gen_ids(range(hi, hi - 5, -1))
+    assert int(st["entries_read"]) <= 5 + 10
+
+
+def test_segment_index_plan(qenv):
+    pred = lambda j: j % 7 == 3 and status(j) == 201  # noqa: E731
+    page, st = query_stats(qenv, "--repo", "team3/*", "--status", "201",
+                           "--limit", 40)
+    assert st["plan"] == "segment-index"
+    assert got_ids(page) == gen_ids(newest(pred, 40))
+    # Only team3's entries are read: about 7 times fewer than a walk.
+    assert int(st["entries_read"]) <= 40 * 8 * 7 // 7 + AQ_BATCH
+    page, st = query_stats(qenv, "--repo", "team3/*", "--since",
+                           qenv.t0 + (N - 700) * STEP, "--limit", 1000)
+    assert got_ids(page) == gen_ids(
+        [j for j in range(N - 1, N - 701, -1) if j % 7 == 3])
+    assert int(st["entries_read"]) == 100
+    # Refusals are in no repository index: asking for them walks.
+    page, st = query_stats(qenv, "--repo", "team3/*", "--decision", "deny",
+                           "--limit", 5)
+    assert st["plan"] == "stream"
+    assert got_ids(page) == gen_ids(newest(
+        lambda j: j % 7 == 3 and decision(j) == "deny", 5))
+    # A first segment with a glob character walks the stream.
+    page, st = query_stats(qenv, "--repo", "tea[m]3/*", "--limit", 5)
+    assert st["plan"] == "stream"
+    assert got_ids(page) == gen_ids(newest(lambda j: j % 7 == 3, 5))
+
+
+AQ_BATCH = 500
+M = 3000
+MSTEP = 1000
+
+
+@pytest.fixture
+def small(qenv, tmp_path):
+    """A stream of its own (M records, one a second, the last about now)
+    on the module's Redis, for tests that change it."""
+    stream = "aq:%s" % tmp_path.name
+    cfg = json.loads(open(qenv.config).read())
+    cfg["audit"]["stream"] = stream
+    path = tmp_path / "gw.json"
+    path.write_text(json.dumps(cfg))
+    run([gateway_bin(), "audit", "generate", "-c", str(path), "--count",
+         str(M), "--step-ms", str(MSTEP)], timeout=120)
+    with qenv.rs.client() as c:
+        (_, first), = entries_to_dicts(
+            c.call("XRANGE", stream, "-", "+", "COUNT", 1))
+
+    class E:
+        pass
+    e = E()
+    e.rs, e.config, e.stream, e.t0 = qenv.rs, str(path), stream, \
+        int(first["time"])
+    yield e
+    with qenv.rs.client() as c:
+        keys = c.call("KEYS", stream + "*")
+        if keys:
+            c.call("DEL", *keys)
+
+
+def test_late_records_found_by_until(small):
+    # Records that reach Redis long after their time (a spool replay):
+    # generating on a stream whose ids are newer gives them ids of now.
+    run([gateway_bin(), "audit", "generate", "-c", small.config,
+         "--count", "5", "--step-ms", "600000"], timeout=60)
+    with small.rs.client() as c:
+        late = entries_to_dicts(c.call("XREVRANGE", small.stream, "+", "-",
+                                       "COUNT", 5))
+        assert c.call("ZCARD", small.stream + ":late") >= 1
+    times = sorted(int(r["time"]) for _, r in late)
+    assert all(int(sid.split("-")[0]) - int(r["time"]) > 10000
+               for sid, r in late)
+    until = times[2] + 1
+    page, st = query_stats(small, "--until", until, "--limit", 2000,
+                           config=small.config)
+    got = [r["id"] for r in page["records"]]
+    late_ids = [r["id"] for _, r in late if int(r["time"]) <= until]
+    assert len(late_ids) == 3
+    for i in late_ids:
+        assert i in got
+    assert all(int(r["time"]) <= until for r in page["records"])
+    # Without the late set the walk would have started at until + 10 s
+    # and missed them; with it, it starts at their ids.
+    with small.rs.client() as c:
+        c.call("DEL", small.stream + ":late")
+    page, _ = query_stats(small, "--until", until, "--limit", 2000,
+                          config=small.config)
+    got = [r["id"] for r in page["records"]]
+    assert not any(i in got for i in late_ids)
+
+
+def test_segment_index_whole_only_after_its_mark(small):
+    # A stream written before the first-segment index existed: the
+    # index holds the newer half only, and the mark says so.
+    half = small.t0 + (M // 2) * MSTEP
+    key = small.stream + ":repository:team2/"
+    with small.rs.client() as c:
+        c.call("XTRIM", key, "MINID", str(half + 1))
+        c.call("HSET", small.stream + ":writers", "prefix indexes",
+               str(half))
+    want = [j for j in range(M - 1, -1, -1) if j % 7 == 2]
+    page, st = query_stats(small, "--repo", "team2/*", "--limit", M,
+                           config=small.config)
+    assert got_ids(page) == gen_ids(want)
+    # No mark at all (an older writer's stream): the whole walk.
+    with small.rs.client() as c:
+        c.call("HDEL", small.stream + ":writers", "prefix indexes")
+        c.call("DEL", key)
+    page, st = query_stats(small, "--repo", "team2/*", "--limit", M,
+                           config=small.config)
+    assert got_ids(page) == gen_ids(want)
+    assert int(st["entries_read"]) == M
+
+
+def export(env, *args, check=True):
+    cp = run([gateway_bin(), "audit", "export", "-c", env.config] +
+             [str(a) for a in args], timeout=120, check=check)
+    recs = [json.loads(x) for x in cp.stdout.splitlines()]
+    nxt = [x for x in cp.stderr.splitlines() if x.startswith("next: ")]
+    assert len(nxt) == 1
+    return recs, nxt[0][6:], cp
+
+
+def test_export_all_and_filters(small):
+    recs, nxt, _ = export(small)
+    assert nxt == "none"
+    assert [r["request_id"] for r in recs] == gen_ids(range(M - 1, -1, -1))
+    lo, hi = 1000, 1999
+    recs, nxt, _ = export(small, "--since", small.t0 + lo * MSTEP,
+                          "--until", small.t0 + hi * MSTEP,
+                          "--repo", "team4/*", "--status", "4xx")
+    want = [j for j in range(hi, lo - 1, -1)
+            if j % 7 == 4 and 400 <= status(j) < 500]
+    assert [r["request_id"] for r in recs] == gen_ids(want)
+    assert nxt == "none"
+
+
+def test_export_resumes_by_cursor(small):
+    want = gen_ids([j for j in range(M - 1, -1, -1) if j % 97 != 5])
+    got, cursor, rounds = [], None, 0
+    while True:
+        extra = ["--cursor", cursor] if cursor else []
+        recs, nxt, _ = export(small, "--limit", 700, "--since",
+                              small.t0, *extra)
+        got += [r["request_id"] for r in recs if r["subject"] != "user005"]
+        rounds += 1
+        if nxt == "none":
+            break
+        assert nxt == recs[-1]["stream_id"]
+        cursor = nxt
+        assert rounds < 20
+    assert rounds == 5
+    assert got == want and len(set(got)) == len(got)
+    # An export cut short (Redis gone) says where to resume from.
+    recs, nxt, cp = export(small, "--subject", "user001", "--limit", 3)
+    assert len(recs) == 3 and nxt == recs[-1]["stream_id"]
+    rest, nxt2, _ = export(small, "--subject", "user001", "--cursor", nxt)
+    ids = [r["request_id"] for r in recs + rest]
+    assert ids == gen_ids([j for j in range(M - 1, -1, -1) if j % 97 == 1])
+    assert nxt2 == "none"

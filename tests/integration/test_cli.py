@@ -250,7 +250,7 @@ def test_command_list_is_whole_sentences_and_complete():
     r = run()
     assert r.returncode != 0
     out = r.stderr
-    assert "audit query|tail|generate" in out, out
+    assert "audit query|tail|export|generate" in out, out
     summaries = []
     for ln in out.splitlines():
         if ln.startswith("    "):             # under a long usage

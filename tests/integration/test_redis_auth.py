@@ -17,7 +17,7 @@ import socket
 import pytest
 
 from lib.gateway import gateway_bin, gateway_config
-from lib.redis import RedisServer, readme_acl, readme_acl_lines
+from lib.redis import Client, RedisServer, readme_acl, readme_acl_lines
 from lib.util import ManagedProcess, free_port, run, safe_env, wait_for
 
 STREAM = "portcullis:audit"
@@ -118,6 +118,12 @@ def test_acl_user_writes_the_audit_and_audit_query_reads_it(
     page = json.loads(out.stdout)
     assert sorted(r["request_id"] for r in page["records"]) == sorted(ids)
     no_password_in(out.stdout + out.stderr, USER_PW, ADMIN_PW)
+    # The README's ACL line has what a first-segment plan (HMGET) and
+    # an --until walk (ZREVRANGEBYSCORE on <stream>:late) need.
+    out = run([gateway_bin(), "audit", "query", "-c", gw.config_path,
+               "--format", "json", "--repo", "nomatch/*", "--until",
+               "0s"], timeout=60)
+    assert json.loads(out.stdout)["records"] == []
     # So does audit tail (XREAD BLOCK): it prints what comes after it.
     log = tmp_path / "tail.log"
     tail = ManagedProcess([gateway_bin(), "audit", "tail", "-c",
@@ -421,3 +427,39 @@ def test_subscriber_link_resubscribes_after_a_restart(redis, tmp_path):
         assert "subscribed" not in log2.read_text().splitlines()
     finally:
         p.stop()
+
+
+def test_script_under_an_older_acl_still_writes_exactly_once(redis):
+    """The README's audit ACL before the first-segment index and the
+    late set (no HSETNX, ZREMRANGEBYSCORE): a batch of routed records,
+    some of them late, is written, the writer's mark advances, a resend
+    writes nothing; only the first-segment mark is missing (and the late
+    set is not trimmed)."""
+    old = [c for c in AUDIT_COMMANDS if c not in (
+        "+hsetnx", "+hmget", "+zremrangebyscore", "+zrevrangebyscore")]
+    assert len(old) == len(AUDIT_COMMANDS) - 4
+    rs = redis(requirepass=ADMIN_PW, users=[acl_user("old", USER_PW, old)])
+    with open(gateway_bin(), "rb") as f:
+        data = f.read()
+    i = data.find(b"#!lua\n")
+    script = data[i:data.index(b"\0", i)]
+    s = "portcullis:audit"
+    with Client(rs.port, password=USER_PW, username="old") as c:
+        sha = c.call("SCRIPT", "LOAD", script).decode()
+
+        def send():
+            keys = [s, s + ":writers", s + ":indexes"]
+            argv = ["gw", 1, 1, 0, 0, 100, "pull", 200, "allow"]
+            keys += [s + ":subject:u", s + ":repository:team/app"]
+            # An hour late: its batch would go into the late set.
+            argv += ["time", 1000, "id", "gw/1-1", "repository",
+                     "team/app"]
+            return c.call("EVALSHA", sha, len(keys), *(keys + argv))
+        assert send() == 1
+        assert send() == 0
+    assert rs.call("XLEN", s) == 1
+    assert rs.call("HGET", s + ":writers", "gw") == b"1-1"
+    assert rs.call("XLEN", s + ":repository:team/") == 1
+    assert rs.call("HGET", s + ":writers", "prefix indexes") is None
+    # ZADD was allowed before: the late set is kept, only not trimmed.
+    assert rs.call("ZCARD", s + ":late") == 1
