@@ -503,6 +503,8 @@ fill_free(struct cache_fill *f)
 	struct cache	*c = f->cache;
 
 	fill_unlist(f);
+	cache_peer_unlock(c, f->peer_fd, f->kind, f->digest);
+	f->peer_fd = -1;
 	if (f->px != NULL)
 		proxy_free(f->px);
 	fill_hash_free(f->hash);	/* it has its own fd */
@@ -638,6 +640,7 @@ cache_fill_new(struct req *req, enum cache_kind kind, const char *digest,
 	f->kind = kind;
 	f->alg = cache_digest_alg(digest, &hex);
 	f->fd = -1;
+	f->peer_fd = -1;
 	f->start_ms = now_ms();
 	snprintf(f->digest, sizeof(f->digest), "%s", digest);
 	snprintf(f->logid, sizeof(f->logid), "fill%llu",

@@ -111,6 +111,7 @@ void	log_init(int);
 void	log_set_level(int);
 int	log_file_open(const char *, char **);
 void	log_reopen(void);
+void	log_set_worker(int);
 int	log_enabled(int);
 void	log_msg(int, const char *, ...)
 	    __attribute__((format(printf, 2, 3)));
@@ -143,6 +144,11 @@ const char		*tls_last_error(struct bufferevent *);
 
 /* server.c */
 int	server_run(const char *, char **);
+int	server_check_dirs(const struct config *, char **);
+int	server_bind_fds(struct pc_ctx *, int *, int *, char **);
+void	server_worker(struct pc_ctx *, int, int, int) __attribute__((noreturn));
+/* master.c */
+int	master_run(struct pc_ctx *, size_t, char **);
 void	server_conn_gone(struct pc_ctx *);
 
 /* conn.c: one client connection, HTTP/1.1 framing and keep-alive. */
@@ -466,6 +472,9 @@ void	proxy_free(struct proxy *);
 /* cache.c, cache_fill.c, cache_serve.c: the pull-through cache. */
 struct cache	*cache_open(struct pc_ctx *, const struct config *, char **);
 void		 cache_close(struct cache *);
+/* master.c: lock the cache directory and empty tmp/ for the workers;
+ * the lock's fd, -2 without a cache, or -1 with *cause. */
+int		 cache_dir_prepare(const struct config *, char **);
 int		 cache_wants(struct req *);
 void		 cache_start(struct req *);
 void		 cache_invalidate_tag(struct req *);
