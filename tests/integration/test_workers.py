@@ -1,0 +1,234 @@
+"""workers: N (README "Every core"): a supervising master and N worker
+processes on the shared listener.  Real docker-registry upstream; the
+RecordingProxy between the gateway and the registry counts what reached
+the upstream on the wire."""
+
+import concurrent.futures
+import hashlib
+import os
+import re
+import signal
+import threading
+
+import requests
+
+from lib.cache import blob_path, cache_cfg, session
+from lib.gateway import gateway_config, upstream
+from lib.recording_proxy import RecordingProxy
+from lib.util import pid_alive, wait_for
+
+MIB = 1 << 20
+
+
+def push_blob(reg, repo, data):
+    """Monolithic upload into the registry; returns the digest."""
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    with session() as s:
+        r = s.post("http://%s/v2/%s/blobs/uploads/" % (reg.host, repo),
+                   timeout=30)
+        assert r.status_code == 202, r.text
+        loc = r.headers["Location"]
+        if loc.startswith("/"):
+            loc = "http://%s%s" % (reg.host, loc)
+        sep = "&" if "?" in loc else "?"
+        r = s.put(loc + sep + "digest=" + d, data=data, timeout=60,
+                  headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+    return d
+
+
+def worker_pids(gw):
+    """{worker index: pid} of the running workers (the master's log)."""
+    pids = {}
+    for m in re.finditer(r"master worker_start worker=(\d+) pid=(\d+)",
+                         gw.log_text()):
+        pids[int(m.group(1))] = int(m.group(2))
+    return {w: p for w, p in pids.items() if pid_alive(p)}
+
+
+def children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return {int(x) for x in f.read().split()}
+
+
+def start2(start_gateway, up, cdir=None, **extra):
+    cfg = gateway_config(up, workers=2, **extra)
+    if cdir is not None:
+        cfg["cache"] = cache_cfg(cdir)
+    gw = start_gateway(cfg)
+    wait_for(lambda: len(worker_pids(gw)) == 2 and
+             gw.log_text().count("server start") >= 2,
+             what="two workers started")
+    return gw
+
+
+def served_by(gw, path):
+    """Worker indexes whose req done lines name path."""
+    return {int(m.group(1)) for m in re.finditer(
+        r"req done method=GET path=%s .* worker=(\d+)$" % re.escape(path),
+        gw.log_text(), re.M)}
+
+
+def test_ten_cold_pulls_over_both_workers_make_one_upstream_fetch(
+        start_registry, start_gateway, tmp_path):
+    reg = start_registry("up1")
+    data = os.urandom(16 * MIB)
+    d = push_blob(reg, "cache/app", data)
+    tap = RecordingProxy(reg.host)
+    try:
+        cdir = tmp_path / "c"
+        gw = start2(start_gateway, upstream(reg, prefix="up1", url=tap.url),
+                    cdir)
+        assert set(worker_pids(gw)) == {0, 1}
+        assert children(gw.pid) == set(worker_pids(gw).values())
+        path = "/v2/up1/cache/app/blobs/" + d
+        barrier = threading.Barrier(10)
+
+        def pull(_):
+            # A new connection each: the kernel hands them to either
+            # worker.
+            with session() as s:
+                barrier.wait(timeout=30)
+                r = s.get(gw.url + path, timeout=120,
+                          headers={"Connection": "close"})
+                return r.status_code, hashlib.sha256(r.content).hexdigest()
+
+        with concurrent.futures.ThreadPoolExecutor(10) as ex:
+            got = list(ex.map(pull, range(10)))
+        assert got == [(200, d.split(":")[1])] * 10
+        wait_for(lambda: gw.log_text().count("req done method=GET path=%s"
+                                             % path) == 10,
+                 what="ten requests logged")
+        # Spread over both workers (else this proves nothing about them):
+        # repeat with fresh connections until both served, bounded.
+        for _ in range(40):
+            if served_by(gw, path) == {0, 1}:
+                break
+            with session() as s:
+                r = s.get(gw.url + path, timeout=60,
+                          headers={"Connection": "close"})
+                assert r.status_code == 200 and r.content == data
+        assert served_by(gw, path) == {0, 1}
+        gets = [l for l in tap.request_lines()
+                if l.startswith("GET ") and "/blobs/" + d in l]
+        assert len(gets) == 1, gets
+        assert os.path.getsize(blob_path(cdir, d)) == len(data)
+        assert not os.listdir(cdir / "tmp")
+    finally:
+        tap.stop()
+
+
+def test_kill_9_one_worker_under_load(start_registry, start_gateway,
+                                      tmp_path):
+    reg = start_registry("up1")
+    data = os.urandom(256 * 1024)
+    d = push_blob(reg, "cache/app", data)
+    gw = start2(start_gateway, upstream(reg, prefix="up1"), tmp_path / "c")
+    path = gw.url + "/v2/up1/cache/app/blobs/" + d
+    with session() as s:
+        assert s.get(path, timeout=60).status_code == 200   # cached now
+    before = worker_pids(gw)
+    victim = before[0]
+    stop = threading.Event()
+    results = {"ok": 0, "err": 0, "after": 0}
+    lock = threading.Lock()
+
+    def load():
+        # One keep-alive connection per thread: a connection the victim
+        # held fails once; the client then connects again.
+        s = session()
+        while not stop.is_set():
+            try:
+                r = s.get(path, timeout=30)
+                ok = r.status_code == 200 and r.content == data
+            except requests.RequestException:
+                ok = False
+                s.close()
+                s = session()
+            with lock:
+                results["ok" if ok else "err"] += 1
+                if ok and killed.is_set():
+                    results["after"] += 1
+        s.close()
+
+    killed = threading.Event()
+    nthreads = 8
+    threads = [threading.Thread(target=load) for _ in range(nthreads)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: results["ok"] >= 200, timeout=60,
+                 what="load running")
+        os.kill(victim, signal.SIGKILL)
+        killed.set()
+        # The master forks a new worker 0.
+        wait_for(lambda: worker_pids(gw).get(0) not in (None, victim),
+                 timeout=30, what="worker 0 restarted")
+        assert worker_pids(gw)[1] == before[1]      # the other one lived
+        n = results["after"]
+        wait_for(lambda: results["after"] >= n + 200, timeout=60,
+                 what="serving goes on after the restart")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    # Only the connections the dead worker held failed: each load thread
+    # has one connection at a time, and fails at most once on it.
+    assert 0 <= results["err"] <= nthreads, results
+    assert "master worker_died worker=0 pid=%d signal=9" % victim \
+        in gw.log_text()
+    assert gw.alive()
+    new = worker_pids(gw)[0]
+    assert children(gw.pid) == {new, before[1]}
+
+
+def test_sighup_reaches_every_worker_and_bad_config_changes_nothing(
+        start_registry, start_gateway, tmp_path):
+    reg = start_registry("up1")
+    d = push_blob(reg, "cache/app", b"hello workers")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"))
+    path = "/v2/up1/cache/app/blobs/" + d
+
+    def statuses(n=20):
+        got = set()
+        for _ in range(n):
+            with session() as s:
+                got.add(s.get(gw.url + path, timeout=30,
+                              headers={"Connection": "close"}).status_code)
+        return got
+
+    assert statuses() == {200}
+    import json
+    with open(gw.config_path) as f:
+        cfg = json.load(f)
+    cfg["policy"] = {"rules": [{"id": "other-only", "effect": "allow",
+                                "repositories": ["other/**"],
+                                "subjects": ["anonymous", "authenticated"],
+                                "actions": ["pull"]}]}
+    with open(gw.config_path, "w") as f:
+        json.dump(cfg, f)
+    os.kill(gw.pid, signal.SIGHUP)
+    wait_for(lambda: gw.log_text().count("server reload done") == 2,
+             what="both workers reloaded")
+    got = statuses(40)
+    assert 200 not in got and got <= {401, 403}, got
+    # A bad config: the master refuses it, no worker reloads.
+    with open(gw.config_path, "w") as f:
+        f.write("{ not json")
+    os.kill(gw.pid, signal.SIGHUP)
+    wait_for(lambda: "master reload failed" in gw.log_text(),
+             what="master refused the bad config")
+    assert gw.log_text().count("server reload start") == 2
+    assert 200 not in statuses(10)
+
+
+def test_sigterm_drains_workers_and_master_exits(start_registry,
+                                                 start_gateway, tmp_path):
+    reg = start_registry("up1")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"))
+    pids = set(worker_pids(gw).values())
+    assert gw.stop(timeout=30) == 0
+    assert gw.log_text().count("server drain start") == 2
+    assert "master stop" in gw.log_text()
+    for p in pids:
+        wait_for(lambda: not pid_alive(p), what="worker %d gone" % p)
