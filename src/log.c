@@ -121,8 +121,6 @@ log_enabled(int level)
 	return (level <= log_level);
 }
 
-static int	log_worker = -1;
-
 /* Write one log line. */
 void
 log_vmsg(int level, const char *fmt, va_list ap)
@@ -137,23 +135,8 @@ log_vmsg(int level, const char *fmt, va_list ap)
 	gmtime_r(&tv.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 	vsnprintf(line, sizeof(line), fmt, ap);
-	/* Workers share the stream: each line says whose it is. */
-	if (log_worker >= 0)
-		fprintf(stderr, "%s.%03ldZ %s %s worker=%d\n", ts,
-		    (long)tv.tv_usec / 1000,
-		    log_names[level < 0 ? 0 : level > 3 ? 3 : level], line,
-		    log_worker);
-	else
-		fprintf(stderr, "%s.%03ldZ %s %s\n", ts,
-		    (long)tv.tv_usec / 1000,
-		    log_names[level < 0 ? 0 : level > 3 ? 3 : level], line);
-}
-
-/* This process is worker w of several (master.c); -1: the only one. */
-void
-log_set_worker(int w)
-{
-	log_worker = w;
+	fprintf(stderr, "%s.%03ldZ %s %s\n", ts, (long)tv.tv_usec / 1000,
+	    log_names[level < 0 ? 0 : level > 3 ? 3 : level], line);
 }
 
 /* Write one log line. */

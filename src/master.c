@@ -121,13 +121,13 @@ master_reload(struct pc_ctx *ctx)
 
 	log_info("- master reload start file=%s", ctx->conf_path);
 	if ((conf = config_load(ctx->conf_path, &cause)) == NULL) {
-		log_warn("- master reload failed, workers keep the running "
+		log_warn("- server reload failed, workers keep the running "
 		    "config:\n%s", cause != NULL ? cause : "unknown error");
 		free(cause);
 		return (0);
 	}
 	if (config_reload_check(ctx->conf, conf, &cause) == -1) {
-		log_warn("- master reload refused, restart needed:\n%s",
+		log_warn("- server reload refused, restart needed:\n%s",
 		    cause != NULL ? cause : "unknown error");
 		free(cause);
 		config_unref(conf);
@@ -135,7 +135,7 @@ master_reload(struct pc_ctx *ctx)
 	}
 	if (conf->tls != NULL &&
 	    (tls = tls_server_ctx(conf, &cause)) == NULL) {
-		log_warn("- master reload failed, workers keep the running "
+		log_warn("- server reload failed, workers keep the running "
 		    "config and certificate: %s", cause != NULL ? cause :
 		    "unknown error");
 		free(cause);

@@ -111,7 +111,6 @@ void	log_init(int);
 void	log_set_level(int);
 int	log_file_open(const char *, char **);
 void	log_reopen(void);
-void	log_set_worker(int);
 int	log_enabled(int);
 void	log_msg(int, const char *, ...)
 	    __attribute__((format(printf, 2, 3)));

@@ -461,11 +461,12 @@ server_serve(struct pc_ctx *ctx, const char *path, char **cause)
 		fatalx("out of memory");
 	evsignal_add(ctx->ev_sigusr1, NULL);
 
-	log_info("- server start version=%s listen=%s tls=%s upstreams=%zu%s%s",
-	    PC_VERSION, ctx->conf->listen_address,
+	log_info("- server start version=%s listen=%s tls=%s upstreams=%zu%s%s"
+	    " worker=%d pid=%d", PC_VERSION, ctx->conf->listen_address,
 	    ctx->conf->tls ? "on" : "off", ctx->conf->nupstreams,
 	    ctx->conf->admin_listen != NULL ? " admin_listen=" : "",
-	    ctx->conf->admin_listen != NULL ? ctx->conf->admin_listen : "");
+	    ctx->conf->admin_listen != NULL ? ctx->conf->admin_listen : "",
+	    config_worker, (int)getpid());
 	server_policy_note(ctx->conf);
 	authz_config_loaded(ctx->conf);
 	oidc_config_loaded(ctx);
@@ -589,9 +590,11 @@ server_worker(struct pc_ctx *ctx, int worker, int lfd, int afd)
 	int	 rv = 1;
 
 	config_worker = worker;
-	log_set_worker(worker);
 	config_worker_identity(ctx->conf, worker);
-	/* Connection ids stay unique in the shared log. */
+	/*
+	 * Connection ids stay unique in the shared log, and say whose they
+	 * are: worker w numbers from w * 10^12.
+	 */
 	ctx->next_conn_id = (uint64_t)worker * 1000000000000ULL;
 	server_base(ctx);
 	if ((ctx->listener = evconnlistener_new(ctx->base, server_accept_cb,
