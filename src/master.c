@@ -27,11 +27,13 @@
  * for longer than that.  The new worker inherits the master's current
  * config snapshot, TLS context and the listening sockets.
  *
- * Signals.  SIGHUP: the master loads and checks the config first (and
- * the certificate); a config that fails or needs a restart changes
- * nothing anywhere; a good one becomes the master's (what a restarted
- * worker starts with) and SIGHUP goes to every worker, which reloads as
- * a single process does.  SIGUSR1: reopen the master's log, then the
+ * Signals.  SIGHUP: the master loads and checks the config (and the
+ * certificate) itself; a good one becomes the master's snapshot, what a
+ * restarted worker starts with.  SIGHUP then goes to every worker, which
+ * reloads as a single process does: it checks the same file the same
+ * way, so a config that fails or needs a restart changes nothing
+ * anywhere, and each worker logs and counts the refusal in its own
+ * metrics (portcullis_reloads_total) as a single process would.  SIGUSR1: reopen the master's log, then the
  * workers'.  SIGTERM/SIGINT: the workers drain (timeouts.drain); the
  * master waits for them up to that plus a margin, then kills what is
  * left and exits; a second signal is passed on (the workers exit now).
@@ -108,10 +110,7 @@ master_signal_all(struct master_worker *ws, size_t n, int sig)
 			kill(ws[i].pid, sig);
 }
 
-/*
- * SIGHUP: check the new config here first; pass the signal on only
- * when it would be taken.  Returns 1 when forwarded.
- */
+/* SIGHUP: the master's own snapshot.  Returns 1 when it was taken. */
 static int
 master_reload(struct pc_ctx *ctx)
 {
@@ -121,13 +120,13 @@ master_reload(struct pc_ctx *ctx)
 
 	log_info("- master reload start file=%s", ctx->conf_path);
 	if ((conf = config_load(ctx->conf_path, &cause)) == NULL) {
-		log_warn("- server reload failed, workers keep the running "
+		log_warn("- master reload failed, keeping the running "
 		    "config:\n%s", cause != NULL ? cause : "unknown error");
 		free(cause);
 		return (0);
 	}
 	if (config_reload_check(ctx->conf, conf, &cause) == -1) {
-		log_warn("- server reload refused, restart needed:\n%s",
+		log_warn("- master reload refused, restart needed:\n%s",
 		    cause != NULL ? cause : "unknown error");
 		free(cause);
 		config_unref(conf);
@@ -135,7 +134,7 @@ master_reload(struct pc_ctx *ctx)
 	}
 	if (conf->tls != NULL &&
 	    (tls = tls_server_ctx(conf, &cause)) == NULL) {
-		log_warn("- server reload failed, workers keep the running "
+		log_warn("- master reload failed, keeping the running "
 		    "config and certificate: %s", cause != NULL ? cause :
 		    "unknown error");
 		free(cause);
@@ -248,11 +247,9 @@ master_run(struct pc_ctx *ctx, size_t n, char **cause)
 			if (draining)
 				break;
 			sd_notify_state("RELOADING=1");
-			if (master_reload(ctx)) {
-				master_signal_all(ws, n, SIGHUP);
-				log_info("- master reload forwarded "
-				    "workers=%zu", n);
-			}
+			(void)master_reload(ctx);
+			master_signal_all(ws, n, SIGHUP);
+			log_info("- master reload forwarded workers=%zu", n);
 			sd_notify_state("READY=1");
 			break;
 		case SIGUSR1:

@@ -213,13 +213,15 @@ def test_sighup_reaches_every_worker_and_bad_config_changes_nothing(
              what="both workers reloaded")
     got = statuses(40)
     assert 200 not in got and got <= {401, 403}, got
-    # A bad config: the master refuses it, no worker reloads.
+    # A bad config: the master and every worker refuse it; the policy
+    # in force stays.
     with open(gw.config_path, "w") as f:
         f.write("{ not json")
     os.kill(gw.pid, signal.SIGHUP)
-    wait_for(lambda: "server reload failed" in gw.log_text(),
-             what="master refused the bad config")
-    assert gw.log_text().count("server reload start") == 2
+    wait_for(lambda: "master reload failed" in gw.log_text() and
+             gw.log_text().count("server reload failed") == 2,
+             what="master and both workers refused the bad config")
+    assert gw.log_text().count("server reload done") == 2
     assert 200 not in statuses(10)
 
 
