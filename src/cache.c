@@ -30,12 +30,14 @@
  * repositories are not.
  */
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -183,10 +185,13 @@ cache_remove(struct cache *c, struct cache_entry *e)
 {
 	char	path[PATH_MAX];
 
-	if (cache_path(c, e->kind, e->digest, path, sizeof(path)) == 0 &&
-	    unlink(path) == -1 && errno != ENOENT)
-		log_warn("- cache unlink_failed path=%s error=\"%s\"", path,
-		    strerror(errno));
+	if (cache_path(c, e->kind, e->digest, path, sizeof(path)) == 0) {
+		if (unlink(path) == 0)
+			cache_shared_add(-(int64_t)e->size);
+		else if (errno != ENOENT)
+			log_warn("- cache unlink_failed path=%s error=\"%s\"",
+			    path, strerror(errno));
+	}
 	cache_unlink_entry(c, e);
 	free(e);
 }
@@ -209,6 +214,58 @@ cache_touch(struct cache *c, struct cache_entry *e)
 		(void)utimensat(AT_FDCWD, path, NULL, 0);
 }
 
+/*
+ * Workers (master.c) evict against one total: the bytes of every
+ * published file, in memory the master mapped shared before forking.
+ * The worker that publishes a file adds its size, the one whose
+ * unlink(2) removes it takes it off (another that finds it gone takes
+ * nothing); the first worker to open the cache sets it from its scan.
+ * Each worker then evicts from its own index (its scan, its fills, what
+ * it adopted), least recently used first, while the total is over
+ * max_bytes: together they keep the directory within it.  A count that
+ * drifts (a file published twice in a race) only errs high, toward
+ * evicting early.
+ */
+struct cache_shared {
+	_Atomic uint64_t	bytes;
+	_Atomic int		set;
+};
+static struct cache_shared	*cache_shared;
+
+/* The master, before forking: the shared total.  Returns 0, or -1. */
+int
+cache_shared_map(void)
+{
+	void	*p;
+
+	p = mmap(NULL, sizeof(*cache_shared), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return (-1);
+	cache_shared = p;
+	return (0);
+}
+
+void
+cache_shared_add(int64_t n)
+{
+	if (cache_shared != NULL && config_worker >= 0)
+		atomic_fetch_add(&cache_shared->bytes, (uint64_t)n);
+}
+
+/* The bytes that count against max_bytes. */
+uint64_t
+cache_used(const struct cache *c)
+{
+	uint64_t	n;
+
+	if (cache_shared == NULL || config_worker < 0)
+		return (c->bytes);
+	n = atomic_load(&cache_shared->bytes);
+	/* Below zero after a drift: never less than this index holds. */
+	return ((int64_t)n < (int64_t)c->bytes ? c->bytes : n);
+}
+
 static void
 cache_evict_cb(evutil_socket_t fd, short ev, void *arg)
 {
@@ -217,7 +274,7 @@ cache_evict_cb(evutil_socket_t fd, short ev, void *arg)
 	int			 n = 0;
 
 	for (e = TAILQ_FIRST(&c->lru); e != NULL &&
-	    c->bytes + c->filling > c->max_bytes; e = next) {
+	    cache_used(c) + c->filling > c->max_bytes; e = next) {
 		next = TAILQ_NEXT(e, lru);
 		if (e->refs > 0)
 			continue;	/* being read: never evicted */
@@ -273,7 +330,7 @@ cache_evict_soon(struct cache *c)
 {
 	struct timeval	tv = { 0, 0 };
 
-	if (c->bytes + c->filling > c->max_bytes &&
+	if (cache_used(c) + c->filling > c->max_bytes &&
 	    !evtimer_pending(c->ev_evict, NULL))
 		evtimer_add(c->ev_evict, &tv);
 }
@@ -573,6 +630,9 @@ locked:
 		TAILQ_INSERT_TAIL(&c->lru, e, lru);
 	}
 	free(sv.v);
+	if (cache_shared != NULL && config_worker >= 0 &&
+	    atomic_exchange(&cache_shared->set, 1) == 0)
+		atomic_store(&cache_shared->bytes, c->bytes);
 	c->tags = cache_tags_open(c, conf->cache);
 	c->links = cache_links_open(c, conf->cache);
 	c->ev_evict = evtimer_new(ctx->base, cache_evict_cb, c);

@@ -216,6 +216,8 @@ void	cache_links_sync(struct cache *);
 struct cache_entry *cache_adopt(struct cache *, enum cache_kind,
 	    const char *);
 int	cache_peer_lock(struct cache *, enum cache_kind, const char *);
+void	cache_shared_add(int64_t);
+uint64_t cache_used(const struct cache *);
 void	cache_peer_unlock(struct cache *, int, enum cache_kind,
 	    const char *);
 

@@ -916,7 +916,7 @@ fill_over(struct cache_fill *f)
 	if (f->have_length)
 		return (0);
 	/* Entries being read are fewer bytes than all entries. */
-	if (f->acct <= c->fill_max_bytes && (c->bytes + c->reserved <=
+	if (f->acct <= c->fill_max_bytes && (cache_used(c) + c->reserved <=
 	    c->max_bytes || cache_pinned_bytes(c) + c->reserved <=
 	    c->max_bytes))
 		return (0);
@@ -1209,6 +1209,7 @@ fill_publish(struct cache_fill *f)
 	f->fd = -1;
 	fill_unaccount(f);
 	e = cache_insert(f->cache, f->kind, f->digest, f->written + f->hdr_len);
+	cache_shared_add((int64_t)(f->written + f->hdr_len));	/* workers */
 	/* Fetched through this repository: it holds the digest. */
 	cache_link_put(f->cache, f->up, f->upname, f->kind, f->digest);
 	log_info("- cache fill_done %s digest=%s bytes=%llu ms=%llu",

@@ -474,6 +474,8 @@ void		 cache_close(struct cache *);
 /* master.c: lock the cache directory and empty tmp/ for the workers;
  * the lock's fd, -2 without a cache, or -1 with *cause. */
 int		 cache_dir_prepare(const struct config *, char **);
+/* master.c, before forking: the workers' shared byte total. */
+int		 cache_shared_map(void);
 int		 cache_wants(struct req *);
 void		 cache_start(struct req *);
 void		 cache_invalidate_tag(struct req *);

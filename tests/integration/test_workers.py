@@ -235,3 +235,38 @@ def test_sigterm_drains_workers_and_master_exits(start_registry,
     assert "master stop" in gw.log_text()
     for p in pids:
         wait_for(lambda: not pid_alive(p), what="worker %d gone" % p)
+
+
+def test_eviction_keeps_the_directory_within_max_bytes_overall(
+        start_registry, start_gateway, tmp_path):
+    reg = start_registry("up1")
+    blobs = [os.urandom(MIB) for _ in range(8)]
+    ds = [push_blob(reg, "cache/app", b) for b in blobs]
+    cdir = tmp_path / "c"
+    cfg = gateway_config(upstream(reg, prefix="up1"), workers=2,
+                         cache=cache_cfg(cdir, max_bytes=3 * MIB + 4096,
+                                         fill_max_fraction=0.5))
+    gw = start_gateway(cfg)
+    wait_for(lambda: len(worker_pids(gw)) == 2, what="two workers")
+
+    def on_disk():
+        n = 0
+        for root, _, files in os.walk(cdir / "blobs"):
+            n += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+        return n
+
+    for d, data in zip(ds, blobs):
+        with session() as s:
+            r = s.get("%s/v2/up1/cache/app/blobs/%s" % (gw.url, d),
+                      timeout=60, headers={"Connection": "close"})
+            assert r.status_code == 200 and r.content == data
+        wait_for(lambda: on_disk() <= 3 * MIB + 4096,
+                 what="the cache back within max_bytes")
+    # Fills ran in both workers: each evicted against the shared total.
+    assert served_by_any(gw) == {0, 1}
+    assert 0 < on_disk() <= 3 * MIB + 4096
+
+
+def served_by_any(gw):
+    return {int(m.group(1)) // 10 ** 12 for m in re.finditer(
+        r" (\d+)\.\d+ cache fill_start ", gw.log_text())}
