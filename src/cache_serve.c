@@ -336,6 +336,10 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 	if ((e = cache_lookup(cr->cache, cr->kind, digest)) == NULL)
 		e = cache_adopt(cr->cache, cr->kind, digest);
 	stored = e != NULL;
+	/* Workers: the link may be another worker's, appended since. */
+	if (e != NULL && config_worker >= 0 &&
+	    !cache_link_upstream_has(cr->cache, req->up, cr->kind, digest))
+		cache_links_sync(cr->cache);
 	if (e != NULL &&
 	    !cache_link_upstream_has(cr->cache, req->up, cr->kind, digest)) {
 		/*
