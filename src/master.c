@@ -172,7 +172,8 @@ master_run(struct pc_ctx *ctx, size_t n, char **cause)
 		return (-1);
 	if ((lockfd = cache_dir_prepare(ctx->conf, cause)) == -1)
 		return (-1);
-	if (lockfd >= 0 && cache_shared_map() == -1)
+	if ((lockfd >= 0 && cache_shared_map() == -1) ||
+	    metrics_workers_map(n, ctx->conf->metrics_label_values) == -1)
 		fatal("mmap");
 	if ((ws = calloc(n, sizeof(*ws))) == NULL)
 		fatal("calloc");

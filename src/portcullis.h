@@ -609,6 +609,9 @@ int		 req_map_from(const struct req *, const char *, char *, size_t);
 /* metrics_http.c: GET /metrics, GET /readyz, the metrics hooks. */
 void		 metrics_start(struct pc_ctx *);
 void		 metrics_stop(struct pc_ctx *);
+int		 metrics_workers_map(size_t, size_t);
+void		 metrics_worker_attach(struct pc_ctx *, int);
+void		 metrics_worker_detach(void);
 void		 metrics_http(struct req *);
 void		 metrics_request_done(struct req *);
 void		 metrics_upstream_head(struct pc_ctx *, const char *, int,

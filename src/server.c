@@ -522,6 +522,7 @@ server_cleanup(struct pc_ctx *ctx)
 	if (ctx->dns != NULL)
 		evdns_base_free(ctx->dns, 0);
 	tls_free_ctx(ctx->server_tls);
+	metrics_worker_detach();
 	if (ctx->base != NULL)
 		event_base_free(ctx->base);
 	metrics_stop(ctx);
@@ -597,6 +598,7 @@ server_worker(struct pc_ctx *ctx, int worker, int lfd, int afd)
 	 */
 	ctx->next_conn_id = (uint64_t)worker * 1000000000000ULL;
 	server_base(ctx);
+	metrics_worker_attach(ctx, worker);
 	if ((ctx->listener = evconnlistener_new(ctx->base, server_accept_cb,
 	    ctx, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
 	    lfd)) == NULL ||

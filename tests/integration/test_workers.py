@@ -267,3 +267,40 @@ def test_eviction_keeps_the_directory_within_max_bytes_overall(
 def served_by_any(gw):
     return {int(m.group(1)) // 10 ** 12 for m in re.finditer(
         r" (\d+)\.\d+ cache fill_start ", gw.log_text())}
+
+
+def test_metrics_on_any_worker_show_the_sum_and_survive_a_restart(
+        start_registry, start_gateway, tmp_path):
+    reg = start_registry("up1")
+    d = push_blob(reg, "cache/app", b"counted")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"), tmp_path / "c",
+                metrics={"allow": ["127.0.0.1"]})
+    path = "/v2/up1/cache/app/blobs/" + d
+
+    def blob_gets(text):
+        return sum(int(m.group(1)) for m in re.finditer(
+            r'^portcullis_requests_total\{kind="blob",method="GET",'
+            r'class="2xx"\} (\d+)$', text, re.M))
+
+    def scrape():
+        with session() as s:
+            r = s.get(gw.url + "/metrics", timeout=10,
+                      headers={"Connection": "close"})
+            assert r.status_code == 200
+            return r.text
+
+    for _ in range(20):
+        with session() as s:
+            assert s.get(gw.url + path, timeout=30, headers={
+                "Connection": "close"}).status_code == 200
+    assert served_by(gw, path) == {0, 1}
+    # Whichever worker answers the scrape, it shows all twenty.
+    wait_for(lambda: blob_gets(scrape()) == 20, what="the sum")
+    for _ in range(10):
+        assert blob_gets(scrape()) == 20
+    # A worker killed and started again: its counts stay in the sum.
+    os.kill(worker_pids(gw)[1], signal.SIGKILL)
+    wait_for(lambda: gw.log_text().count("master worker_start") == 3 and
+             len(worker_pids(gw)) == 2, what="worker 1 restarted")
+    for _ in range(10):
+        assert blob_gets(scrape()) == 20
