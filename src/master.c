@@ -92,6 +92,12 @@ master_spawn(struct pc_ctx *ctx, struct master_worker *w, int i, int lfd,
 		if (getppid() != master)	/* it died before the prctl */
 			_exit(0);
 		unsetenv("NOTIFY_SOCKET");	/* the master speaks */
+		/*
+		 * Out of the terminal's process group: a ^C reaches the
+		 * master only, which passes it on once (a second signal
+		 * would end a worker's drain at once).
+		 */
+		(void)setpgid(0, 0);
 		sigprocmask(SIG_SETMASK, mask, NULL);
 		server_worker(ctx, i, lfd, afd);
 	}
