@@ -95,6 +95,8 @@ struct cache_links {
 	struct cache		*cache;
 	int			 fd;		/* dir/links, or -1 */
 	off_t			 roff;		/* read up to here */
+	ino_t			 ino;		/* of what roff is in */
+	dev_t			 dev;
 	size_t			 nlines;	/* in the file */
 	size_t			 max;
 	struct cache_link	**buckets;
@@ -702,10 +704,14 @@ cache_links_sync(struct cache *c)
 	char			 path[PATH_MAX];
 	off_t			 end;
 
-	if (l == NULL || l->fd == -1)
+	if (config_worker < 0 || l == NULL || l->fd == -1)
 		return;
 	snprintf(path, sizeof(path), "%s/links", c->dir);
-	if (stat(path, &b) == 0 && fstat(l->fd, &a) == 0 &&
+	if (stat(path, &b) == -1)
+		return;
+	if (b.st_ino == l->ino && b.st_dev == l->dev && b.st_size == l->roff)
+		return;				/* nothing new */
+	if (fstat(l->fd, &a) == 0 &&
 	    (a.st_ino != b.st_ino || a.st_dev != b.st_dev)) {
 		close(l->fd);
 		l->fd = -1;
@@ -719,4 +725,8 @@ cache_links_sync(struct cache *c)
 	l->nlines += links_load(l);
 	if ((end = lseek(l->fd, 0, SEEK_CUR)) != -1)
 		l->roff = end;
+	if (fstat(l->fd, &a) == 0) {
+		l->ino = a.st_ino;
+		l->dev = a.st_dev;
+	}
 }

@@ -333,13 +333,15 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 	if (digest != cr->digest)
 		snprintf(cr->digest, sizeof(cr->digest), "%.*s",
 		    (int)sizeof(cr->digest) - 1, digest);
+	/*
+	 * Workers: the links another worker recorded or dropped (a DELETE
+	 * through it) since this one last looked; a stat(2) when nothing
+	 * changed.
+	 */
+	cache_links_sync(cr->cache);
 	if ((e = cache_lookup(cr->cache, cr->kind, digest)) == NULL)
 		e = cache_adopt(cr->cache, cr->kind, digest);
 	stored = e != NULL;
-	/* Workers: the link may be another worker's, appended since. */
-	if (e != NULL && config_worker >= 0 &&
-	    !cache_link_upstream_has(cr->cache, req->up, cr->kind, digest))
-		cache_links_sync(cr->cache);
 	if (e != NULL &&
 	    !cache_link_upstream_has(cr->cache, req->up, cr->kind, digest)) {
 		/*
