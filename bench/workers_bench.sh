@@ -83,6 +83,8 @@ error_log $work/nginx/error.log warn;
 events { worker_connections 1024; }
 http {
 	access_log off;
+	keepalive_requests 100000000;
+	keepalive_timeout 300s;
 	client_body_temp_path $work/nginx/tmp;
 	proxy_temp_path $work/nginx/tmp;
 	fastcgi_temp_path $work/nginx/tmp;
