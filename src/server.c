@@ -15,10 +15,12 @@
  */
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <netinet/in.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,7 @@
 
 #include <event2/dns.h>
 
+#include "audit.h"
 #include "oidc.h"
 #include "portcullis.h"
 #include "revoke.h"
@@ -622,6 +625,39 @@ server_worker(struct pc_ctx *ctx, int worker, int lfd, int afd)
 	exit(rv);
 }
 
+/*
+ * The spool names depend on workers (config_worker_identity): a spool
+ * of another setting (the plain name after a single-process run, or
+ * "<spool_file>.<w>" of a worker that no longer exists) is replayed by
+ * no one.  Say so at start, with what to do, rather than leave its
+ * records behind without a word.
+ */
+static void
+server_spool_leftovers(const struct config *conf, size_t nworkers)
+{
+	struct stat	 st;
+	char		 path[PATH_MAX];
+	size_t		 w;
+
+	if (conf->audit == NULL || conf->audit->spool_file == NULL)
+		return;
+	if (nworkers > 1 && stat(conf->audit->spool_file, &st) == 0 &&
+	    st.st_size > AUDIT_SPOOL_HDR)
+		log_warn("- server spool_left path=%s bytes=%lld: a spool of "
+		    "a single-process run; with workers it is not replayed: "
+		    "start once with workers 1 to send its records",
+		    conf->audit->spool_file, (long long)st.st_size);
+	for (w = nworkers > 1 ? nworkers : 0; w < 256; w++) {
+		snprintf(path, sizeof(path), "%s.%zu", conf->audit->spool_file,
+		    w);
+		if (stat(path, &st) == 0 && st.st_size > AUDIT_SPOOL_HDR)
+			log_warn("- server spool_left path=%s bytes=%lld: the "
+			    "spool of worker %zu, which this setting does not "
+			    "start: start once with workers %zu to send its "
+			    "records", path, (long long)st.st_size, w, w + 1);
+	}
+}
+
 /* Run the gateway until drained.  Returns 0, or -1 with *cause set. */
 int
 server_run(const char *path, char **cause)
@@ -653,6 +689,7 @@ server_run(const char *path, char **cause)
 	if ((nworkers = ctx->conf->workers) == 0)
 		nworkers = (ncpu = sysconf(_SC_NPROCESSORS_ONLN)) > 0 ?
 		    (size_t)ncpu : 1;
+	server_spool_leftovers(ctx->conf, nworkers);
 	if (ctx->conf->tls != NULL &&
 	    (ctx->server_tls = tls_server_ctx(ctx->conf, cause)) == NULL)
 		goto out;

@@ -353,3 +353,18 @@ def test_kill_9_of_a_worker_loses_no_audit_record(start_registry,
     with rs.client() as c:
         recs = entries_to_dicts(c.call("XRANGE", STREAM, "-", "+"))
     assert {d["instance"] for _, d in recs} == {"gw-w/0", "gw-w/1"}
+
+
+def test_a_spool_no_worker_replays_is_named_at_start(start_registry,
+                                                     start_gateway, tmp_path,
+                                                     redis):
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "s.spool"
+    with open(str(spool) + ".1", "wb") as f:
+        f.write(b"x" * 100)             # what a worker 1 left
+    gw = start_gateway(gateway_config(upstream(reg, default=True),
+                                      workers=1,
+                                      audit=audit_cfg(rs.port, spool)))
+    assert "spool_left path=%s.1 bytes=100" % spool in gw.log_text()
+    assert "start once with workers 2" in gw.log_text()
