@@ -30,12 +30,14 @@
  * repositories are not.
  */
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -183,10 +185,13 @@ cache_remove(struct cache *c, struct cache_entry *e)
 {
 	char	path[PATH_MAX];
 
-	if (cache_path(c, e->kind, e->digest, path, sizeof(path)) == 0 &&
-	    unlink(path) == -1 && errno != ENOENT)
-		log_warn("- cache unlink_failed path=%s error=\"%s\"", path,
-		    strerror(errno));
+	if (cache_path(c, e->kind, e->digest, path, sizeof(path)) == 0) {
+		if (unlink(path) == 0)
+			cache_shared_add(-(int64_t)e->size);
+		else if (errno != ENOENT)
+			log_warn("- cache unlink_failed path=%s error=\"%s\"",
+			    path, strerror(errno));
+	}
 	cache_unlink_entry(c, e);
 	free(e);
 }
@@ -209,6 +214,58 @@ cache_touch(struct cache *c, struct cache_entry *e)
 		(void)utimensat(AT_FDCWD, path, NULL, 0);
 }
 
+/*
+ * Workers (master.c) evict against one total: the bytes of every
+ * published file, in memory the master mapped shared before forking.
+ * The worker that publishes a file adds its size, the one whose
+ * unlink(2) removes it takes it off (another that finds it gone takes
+ * nothing); the first worker to open the cache sets it from its scan.
+ * Each worker then evicts from its own index (its scan, its fills, what
+ * it adopted), least recently used first, while the total is over
+ * max_bytes: together they keep the directory within it.  A count that
+ * drifts (a file published twice in a race) only errs high, toward
+ * evicting early.
+ */
+struct cache_shared {
+	_Atomic uint64_t	bytes;
+	_Atomic int		set;
+};
+static struct cache_shared	*cache_shared;
+
+/* The master, before forking: the shared total.  Returns 0, or -1. */
+int
+cache_shared_map(void)
+{
+	void	*p;
+
+	p = mmap(NULL, sizeof(*cache_shared), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return (-1);
+	cache_shared = p;
+	return (0);
+}
+
+void
+cache_shared_add(int64_t n)
+{
+	if (cache_shared != NULL && config_worker >= 0)
+		atomic_fetch_add(&cache_shared->bytes, (uint64_t)n);
+}
+
+/* The bytes that count against max_bytes. */
+uint64_t
+cache_used(const struct cache *c)
+{
+	uint64_t	n;
+
+	if (cache_shared == NULL || config_worker < 0)
+		return (c->bytes);
+	n = atomic_load(&cache_shared->bytes);
+	/* Below zero after a drift: never less than this index holds. */
+	return ((int64_t)n < (int64_t)c->bytes ? c->bytes : n);
+}
+
 static void
 cache_evict_cb(evutil_socket_t fd, short ev, void *arg)
 {
@@ -217,7 +274,7 @@ cache_evict_cb(evutil_socket_t fd, short ev, void *arg)
 	int			 n = 0;
 
 	for (e = TAILQ_FIRST(&c->lru); e != NULL &&
-	    c->bytes + c->filling > c->max_bytes; e = next) {
+	    cache_used(c) + c->filling > c->max_bytes; e = next) {
 		next = TAILQ_NEXT(e, lru);
 		if (e->refs > 0)
 			continue;	/* being read: never evicted */
@@ -273,7 +330,7 @@ cache_evict_soon(struct cache *c)
 {
 	struct timeval	tv = { 0, 0 };
 
-	if (c->bytes + c->filling > c->max_bytes &&
+	if (cache_used(c) + c->filling > c->max_bytes &&
 	    !evtimer_pending(c->ev_evict, NULL))
 		evtimer_add(c->ev_evict, &tv);
 }
@@ -544,6 +601,9 @@ cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
 			goto fail;
 	}
 	snprintf(path, sizeof(path), "%s/lock", c->dir);
+	/* A worker: the master holds the lock and emptied tmp/. */
+	if (config_worker >= 0)
+		goto locked;
 	if ((c->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) ==
 	    -1)
 		goto fail;
@@ -557,6 +617,7 @@ cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
 	snprintf(path, sizeof(path), "%s/tmp", c->dir);
 	if (cache_clean_tmp(c) == -1)
 		goto fail;
+locked:
 	for (k = CACHE_BLOB; k <= CACHE_MANIFEST; k++)
 		for (a = CACHE_ALG_SHA256; a <= CACHE_ALG_SHA512; a++)
 			cache_scan_alg(c, k, a, &sv);
@@ -569,6 +630,9 @@ cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
 		TAILQ_INSERT_TAIL(&c->lru, e, lru);
 	}
 	free(sv.v);
+	if (cache_shared != NULL && config_worker >= 0 &&
+	    atomic_exchange(&cache_shared->set, 1) == 0)
+		atomic_store(&cache_shared->bytes, c->bytes);
 	c->tags = cache_tags_open(c, conf->cache);
 	c->links = cache_links_open(c, conf->cache);
 	c->ev_evict = evtimer_new(ctx->base, cache_evict_cb, c);
@@ -618,4 +682,134 @@ cache_close(struct cache *c)
 	free(c->buckets);
 	free(c->dir);
 	free(c);
+}
+
+/*
+ * Before the workers fork (master.c): the directory's lock, held by the
+ * master for its life (the workers share the directory, another gateway
+ * may not), and tmp/ emptied once, since a worker that starts again must
+ * not remove the temp files of the fills the others are running.
+ */
+int
+cache_dir_prepare(const struct config *conf, char **cause)
+{
+	struct cache	c;
+	char		path[PATH_MAX];
+	int		fd;
+
+	if (conf->cache == NULL)
+		return (-2);
+	memset(&c, 0, sizeof(c));
+	c.dir = (char *)conf->cache->dir;
+	snprintf(path, sizeof(path), "%s/tmp", c.dir);
+	if (cache_mkdirs(path) == -1)
+		goto fail;
+	snprintf(path, sizeof(path), "%s/lock", c.dir);
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) == -1)
+		goto fail;
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		close(fd);
+		if (asprintf(cause, "/cache/dir: %s is in use by another "
+		    "gateway", c.dir) == -1)
+			*cause = NULL;
+		return (-1);
+	}
+	if (cache_clean_tmp(&c) == -1) {
+		close(fd);
+		snprintf(path, sizeof(path), "%s/tmp", c.dir);
+		goto fail;
+	}
+	return (fd);
+fail:
+	if (asprintf(cause, "/cache/dir: %s: %s", path, strerror(errno)) ==
+	    -1)
+		*cause = NULL;
+	return (-1);
+}
+
+/*
+ * Workers (master.c) share the directory but each has its own index: on
+ * a miss in memory, a file another worker published under the digest's
+ * name is taken into this index (and the links the others recorded are
+ * read, cache_links_sync).  Only published files have that name: they
+ * were verified before the rename.  NULL when there is none, or when
+ * this process is the only one.
+ */
+struct cache_entry *
+cache_adopt(struct cache *c, enum cache_kind kind, const char *digest)
+{
+	struct stat	st;
+	char		path[PATH_MAX];
+
+	if (config_worker < 0 || cache_path(c, kind, digest, path,
+	    sizeof(path)) == -1 || stat(path, &st) == -1 ||
+	    !S_ISREG(st.st_mode))
+		return (NULL);
+	cache_links_sync(c);
+	log_debug("- cache adopt digest=%s bytes=%llu", digest,
+	    (unsigned long long)st.st_size);
+	return (cache_insert(c, kind, digest, (uint64_t)st.st_size));
+}
+
+static int
+cache_peer_path(struct cache *c, enum cache_kind kind, const char *digest,
+    char *buf, size_t len)
+{
+	int	n;
+
+	n = snprintf(buf, len, "%s/tmp/fill-%s-%s.lock", c->dir,
+	    cache_kind_dir[kind], digest);
+	return (n < 0 || (size_t)n >= len ? -1 : 0);
+}
+
+/*
+ * Workers: one fill of a digest across the processes.  The fill takes
+ * an exclusive flock(2) on tmp/fill-<kind>-<digest>.lock; a worker that
+ * finds it held waits for the file to be published (cache_serve.c polls)
+ * instead of fetching too.  The kernel drops the lock with the process,
+ * so a worker killed in the middle of a fill hands it to a waiter.  The
+ * winner removes the file while it holds the lock, and a worker that got
+ * the lock checks that it is still the file at the path (else it locked
+ * a removed one and tries again).  Returns the fd to keep while filling;
+ * -1 when another worker holds it; -2 when there is no lock to take
+ * (the only process, or an error: then fill as a single process does).
+ */
+int
+cache_peer_lock(struct cache *c, enum cache_kind kind, const char *digest)
+{
+	struct stat	a, b;
+	char		path[PATH_MAX];
+	int		fd, tries;
+
+	if (config_worker < 0 ||
+	    cache_peer_path(c, kind, digest, path, sizeof(path)) == -1)
+		return (-2);
+	for (tries = 0; tries < 3; tries++) {
+		if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC |
+		    O_NOFOLLOW, 0600)) == -1)
+			return (-2);
+		if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+			close(fd);
+			return (errno == EWOULDBLOCK ? -1 : -2);
+		}
+		if (fstat(fd, &a) == 0 && stat(path, &b) == 0 &&
+		    a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+			return (fd);
+		close(fd);
+	}
+	return (-2);
+}
+
+/* The fill is over (published or failed): let the others look. */
+void
+cache_peer_unlock(struct cache *c, int fd, enum cache_kind kind,
+    const char *digest)
+{
+	char	path[PATH_MAX];
+
+	if (fd < 0)
+		return;
+	if (cache_peer_path(c, kind, digest, path, sizeof(path)) == 0)
+		(void)unlink(path);
+	close(fd);
 }

@@ -119,6 +119,7 @@ struct cache_fill {
 	int				 started;
 	enum pc_err			 fail_err;
 	char				 fail_detail[256];
+	int				 peer_fd;	/* workers: the lock */
 };
 
 /* The cache stage of one request. */
@@ -158,6 +159,10 @@ struct cache_reader {
 	char				 up_ctype[256];
 	char				 up_length[32];
 	char				 retry_after[64];
+	/* Workers: waiting for another worker's fill of the digest. */
+	struct event			*ev_peer;
+	uint64_t			 peer_deadline_ms;
+	int				 peer_rechecked;
 };
 
 /* cache.c */
@@ -205,6 +210,16 @@ void	cache_link_put(struct cache *, const struct config_upstream *,
 	    const char *, enum cache_kind, const char *);
 int	cache_link_upstream_has(struct cache *,
 	    const struct config_upstream *, enum cache_kind, const char *);
+void	cache_links_sync(struct cache *);
+
+/* cache.c, workers sharing the directory */
+struct cache_entry *cache_adopt(struct cache *, enum cache_kind,
+	    const char *);
+int	cache_peer_lock(struct cache *, enum cache_kind, const char *);
+void	cache_shared_add(int64_t);
+uint64_t cache_used(const struct cache *);
+void	cache_peer_unlock(struct cache *, int, enum cache_kind,
+	    const char *);
 
 /* cache_confirm.c */
 int	cache_confirm_join(struct cache_reader *);

@@ -503,6 +503,8 @@ fill_free(struct cache_fill *f)
 	struct cache	*c = f->cache;
 
 	fill_unlist(f);
+	cache_peer_unlock(c, f->peer_fd, f->kind, f->digest);
+	f->peer_fd = -1;
 	if (f->px != NULL)
 		proxy_free(f->px);
 	fill_hash_free(f->hash);	/* it has its own fd */
@@ -638,6 +640,7 @@ cache_fill_new(struct req *req, enum cache_kind kind, const char *digest,
 	f->kind = kind;
 	f->alg = cache_digest_alg(digest, &hex);
 	f->fd = -1;
+	f->peer_fd = -1;
 	f->start_ms = now_ms();
 	snprintf(f->digest, sizeof(f->digest), "%s", digest);
 	snprintf(f->logid, sizeof(f->logid), "fill%llu",
@@ -913,7 +916,7 @@ fill_over(struct cache_fill *f)
 	if (f->have_length)
 		return (0);
 	/* Entries being read are fewer bytes than all entries. */
-	if (f->acct <= c->fill_max_bytes && (c->bytes + c->reserved <=
+	if (f->acct <= c->fill_max_bytes && (cache_used(c) + c->reserved <=
 	    c->max_bytes || cache_pinned_bytes(c) + c->reserved <=
 	    c->max_bytes))
 		return (0);
@@ -1206,6 +1209,7 @@ fill_publish(struct cache_fill *f)
 	f->fd = -1;
 	fill_unaccount(f);
 	e = cache_insert(f->cache, f->kind, f->digest, f->written + f->hdr_len);
+	cache_shared_add((int64_t)(f->written + f->hdr_len));	/* workers */
 	/* Fetched through this repository: it holds the digest. */
 	cache_link_put(f->cache, f->up, f->upname, f->kind, f->digest);
 	log_info("- cache fill_done %s digest=%s bytes=%llu ms=%llu",

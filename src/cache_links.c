@@ -94,6 +94,9 @@ struct link_up {
 struct cache_links {
 	struct cache		*cache;
 	int			 fd;		/* dir/links, or -1 */
+	off_t			 roff;		/* read up to here */
+	ino_t			 ino;		/* of what roff is in */
+	dev_t			 dev;
 	size_t			 nlines;	/* in the file */
 	size_t			 max;
 	struct cache_link	**buckets;
@@ -557,8 +560,10 @@ cache_links_open(struct cache *c, const struct config_cache *cc)
 		fatal("calloc");
 	TAILQ_INIT(&l->lru);
 	if (links_open_file(l, 0) == 0) {
-		if (lseek(l->fd, 0, SEEK_SET) == 0)
+		if (lseek(l->fd, 0, SEEK_SET) == 0) {
 			l->nlines = links_load(l);
+			l->roff = lseek(l->fd, 0, SEEK_CUR);
+		}
 		/* Over the bound only when max_repo_links was lowered. */
 		if (l->nlines > 2 * l->max)
 			links_compact(l);
@@ -681,4 +686,47 @@ cache_invalidate_link(struct req *req)
 	log_debug("%llu.%u cache link_dropped digest=%s name=%s",
 	    (unsigned long long)req->c->id, req->seq, req->route.ref,
 	    req->upname);
+}
+
+/*
+ * Workers share dir/links: each appends the links it records, and one
+ * that adopts an entry another published (cache_adopt) reads first what
+ * the others appended since its last read, or the whole file again when
+ * one of them rewrote it (links_compact renames a new file in).  A line
+ * missed (torn by a concurrent append, or appended to a file that was
+ * just replaced) is a link missing, which is safe: see the top.
+ */
+void
+cache_links_sync(struct cache *c)
+{
+	struct cache_links	*l = c->links;
+	struct stat		 a, b;
+	char			 path[PATH_MAX];
+	off_t			 end;
+
+	if (config_worker < 0 || l == NULL || l->fd == -1)
+		return;
+	snprintf(path, sizeof(path), "%s/links", c->dir);
+	if (stat(path, &b) == -1)
+		return;
+	if (b.st_ino == l->ino && b.st_dev == l->dev && b.st_size == l->roff)
+		return;				/* nothing new */
+	if (fstat(l->fd, &a) == 0 &&
+	    (a.st_ino != b.st_ino || a.st_dev != b.st_dev)) {
+		close(l->fd);
+		l->fd = -1;
+		l->roff = 0;
+		l->nlines = 0;
+		if (links_open_file(l, 0) == -1)
+			return;
+	}
+	if (lseek(l->fd, l->roff, SEEK_SET) == -1)
+		return;
+	l->nlines += links_load(l);
+	if ((end = lseek(l->fd, 0, SEEK_CUR)) != -1)
+		l->roff = end;
+	if (fstat(l->fd, &a) == 0) {
+		l->ino = a.st_ino;
+		l->dev = a.st_dev;
+	}
 }

@@ -64,6 +64,7 @@
 #include "cache.h"
 
 #define CR_MIN_STEP	65536	/* bytes a follower waits for */
+#define CR_PEER_POLL_US	50000	/* workers: a look at another's fill */
 
 static void	cr_pump(struct cache_reader *);
 static int	cr_copies(const struct config_cache *, uint64_t);
@@ -145,6 +146,10 @@ cache_reader_free(struct cache_reader *cr)
 	if (cr->fill != NULL)
 		cache_fill_leave(cr->fill, cr);
 	cache_confirm_leave(cr);
+	if (cr->ev_peer != NULL) {
+		event_free(cr->ev_peer);
+		cr->ev_peer = NULL;
+	}
 	proxy_free(cr->px);
 	cr->px = NULL;
 	if (cr->ent != NULL) {
@@ -271,6 +276,51 @@ cr_fail_429(struct cache_reader *cr, const char *retry_after,
 	headers_clear(&h);
 }
 
+static void	cr_by_digest(struct cache_reader *, const char *);
+
+static void
+cr_peer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct cache_reader	*cr = arg;
+	struct req		*req = cr->req;
+
+	if (cr->retired)
+		return;
+	if (now_ms() >= cr->peer_deadline_ms) {
+		log_info("%llu.%u cache peer_wait_timeout digest=%s: passed "
+		    "through", (unsigned long long)req->c->id, req->seq,
+		    cr->digest);
+		req->cache_status = "miss";
+		cr_passthrough(cr);
+		return;
+	}
+	cr_by_digest(cr, cr->digest);
+}
+
+/*
+ * Workers: another worker fills the digest (cache_peer_lock).  Look
+ * again every CR_PEER_POLL_US: its file published is a hit; its lock
+ * released without a file (it failed, or died) makes this one fill.
+ * Bounded by timeouts.cache_peer_wait, then passed through.
+ */
+static void
+cr_peer_wait(struct cache_reader *cr)
+{
+	struct timeval	tv = { 0, CR_PEER_POLL_US };
+	struct req	*req = cr->req;
+
+	if (cr->ev_peer == NULL) {
+		if ((cr->ev_peer = evtimer_new(cr->cache->ctx->base,
+		    cr_peer_cb, cr)) == NULL)
+			fatalx("out of memory");
+		cr->peer_deadline_ms = now_ms() +
+		    (uint64_t)req->conf->cache_peer_wait_ms;
+		log_info("%llu.%u cache peer_wait digest=%s",
+		    (unsigned long long)req->c->id, req->seq, cr->digest);
+	}
+	evtimer_add(cr->ev_peer, &tv);
+}
+
 /* By digest: hit, coalesced, or a new fill. */
 static void
 cr_by_digest(struct cache_reader *cr, const char *digest)
@@ -278,11 +328,21 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 	struct req		*req = cr->req;
 	struct cache_entry	*e;
 	struct cache_fill	*f;
+	int			 pfd, stored;
 
 	if (digest != cr->digest)
 		snprintf(cr->digest, sizeof(cr->digest), "%.*s",
 		    (int)sizeof(cr->digest) - 1, digest);
-	if ((e = cache_lookup(cr->cache, cr->kind, digest)) != NULL &&
+	/*
+	 * Workers: the links another worker recorded or dropped (a DELETE
+	 * through it) since this one last looked; a stat(2) when nothing
+	 * changed.
+	 */
+	cache_links_sync(cr->cache);
+	if ((e = cache_lookup(cr->cache, cr->kind, digest)) == NULL)
+		e = cache_adopt(cr->cache, cr->kind, digest);
+	stored = e != NULL;
+	if (e != NULL &&
 	    !cache_link_upstream_has(cr->cache, req->up, cr->kind, digest)) {
 		/*
 		 * Stored, but only ever sent by other upstreams: this one's
@@ -325,13 +385,28 @@ cr_by_digest(struct cache_reader *cr, const char *digest)
 		cache_fill_join(f, cr);
 		return;
 	}
+	/* Workers: one fill of the digest across them. */
+	if ((pfd = cache_peer_lock(cr->cache, cr->kind, digest)) == -1) {
+		cr_peer_wait(cr);
+		return;
+	}
+	if (pfd >= 0 && !stored && !cr->peer_rechecked &&
+	    cache_adopt(cr->cache, cr->kind, digest) != NULL) {
+		/* Published between the look and the lock. */
+		cache_peer_unlock(cr->cache, pfd, cr->kind, digest);
+		cr->peer_rechecked = 1;
+		cr_by_digest(cr, digest);
+		return;
+	}
 	req->cache_status = "miss";
 	if (cr->kind == CACHE_MANIFEST)
 		cr_copy_accept(cr);
 	if ((f = cache_fill_new(req, cr->kind, digest, &cr->fwd)) == NULL) {
+		cache_peer_unlock(cr->cache, pfd, cr->kind, digest);
 		cr_passthrough(cr);	/* over a fill cap: uncached */
 		return;
 	}
+	f->peer_fd = pfd;
 	cache_fill_join(f, cr);
 }
 
@@ -718,8 +793,9 @@ cr_open_tag_digest(struct cache_reader *cr, const char *digest)
 {
 	struct cache_entry	*e;
 
-	if ((e = cache_lookup(cr->cache, CACHE_MANIFEST, digest)) == NULL ||
-	    cr_open_entry(cr, e) != 0)
+	if ((e = cache_lookup(cr->cache, CACHE_MANIFEST, digest)) == NULL)
+		e = cache_adopt(cr->cache, CACHE_MANIFEST, digest);
+	if (e == NULL || cr_open_entry(cr, e) != 0)
 		return (-1);
 	if (!cache_accept_has(cr->accept, cr->ctype)) {
 		cr_unpin(cr);

@@ -475,6 +475,59 @@ tags_set(struct cache_tags *t, struct tag *g, const unsigned char *k2,
 /* --- the interface --- */
 
 /*
+ * Workers (master.c) share tags/ but each has its own index: a record
+ * another worker wrote is taken into this index when asked for (the
+ * file is read as usual after).  Returns 0 when one was taken in.
+ */
+static int
+tags_adopt(struct cache_tags *t, const struct tag_key *k)
+{
+	struct stat	 st;
+	struct tag	*g;
+	char		 dir[PATH_MAX], path[PATH_MAX];
+	char		 hex[2 * TAGS_KEY_LEN + 1];
+	int		 n;
+
+	if (config_worker < 0 ||
+	    tags_dir(t, k->up, k->k1, dir, sizeof(dir)) == -1)
+		return (-1);
+	tags_hex(k->k2, hex);
+	n = snprintf(path, sizeof(path), "%s/%s", dir, hex);
+	if (n < 0 || n >= (int)sizeof(path) || stat(path, &st) == -1 ||
+	    !S_ISREG(st.st_mode))
+		return (-1);
+	g = tags_find_or_add(t, k->up, k->k1);
+	if (tags_var_find(g, k->k2) == NULL)
+		(void)tags_set(t, g, k->k2, 0);
+	return (0);
+}
+
+/*
+ * Workers: a push through one of them removes the records of the tag
+ * whoever wrote them (the others find the file gone at their next read
+ * and ask the upstream).  Bounded: a tag's directory holds at most
+ * cache.tag_variants records per worker.
+ */
+static void
+tags_unlink_all(struct cache_tags *t, const struct tag_key *k)
+{
+	struct dirent	*de;
+	DIR		*d;
+	char		 dir[PATH_MAX];
+	int		 n = 0;
+
+	if (config_worker < 0 ||
+	    tags_dir(t, k->up, k->k1, dir, sizeof(dir)) == -1 ||
+	    (d = opendir(dir)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL && n++ < 4096)
+		if (de->d_name[0] != '.')
+			(void)unlinkat(dirfd(d), de->d_name, 0);
+	closedir(d);
+	(void)rmdir(dir);
+}
+
+/*
  * The tag record for (upstream, repository, tag, Accept set): the digest
  * into buf and when it was learnt (wall-clock ms) into *at; the record
  * becomes the most recently used.  Returns 0, or -1 when there is none.
@@ -491,8 +544,12 @@ cache_tag_get(struct cache *c, const struct config_upstream *up,
 	char			 path[PATH_MAX];
 	uint64_t		 now;
 
-	if (tags_key(up, name, tag, accept, &k) == -1 ||
-	    (g = tags_find(t, k.up, k.k1)) == NULL ||
+	if (tags_key(up, name, tag, accept, &k) == -1)
+		return (-1);
+	if (((g = tags_find(t, k.up, k.k1)) == NULL ||
+	    tags_var_find(g, k.k2) == NULL) && tags_adopt(t, &k) == 0)
+		g = tags_find(t, k.up, k.k1);
+	if (g == NULL ||
 	    (v = tags_var_find(g, k.k2)) == NULL || v->negative ||
 	    tags_path(t, g, v->k2, path, sizeof(path)) == -1)
 		return (-1);
@@ -683,8 +740,10 @@ cache_invalidate_tag_name(struct pc_ctx *ctx,
 	struct tag	*g;
 	int		 n, i;
 
-	if (c == NULL || tags_key(up, upname, tag, NULL, &k) == -1 ||
-	    (g = tags_find(c->tags, k.up, k.k1)) == NULL)
+	if (c == NULL || tags_key(up, upname, tag, NULL, &k) == -1)
+		return;
+	tags_unlink_all(c->tags, &k);	/* workers: the others' records */
+	if ((g = tags_find(c->tags, k.up, k.k1)) == NULL)
 		return;
 	/* At most tag_variants; the last drop frees g. */
 	n = g->nvars;

@@ -809,6 +809,8 @@ cfg_finish(struct cfg_ctx *ctx, struct config *cfg)
 		free(cfg->audit->spool_file);
 		cfg->audit->spool_file = spool;
 	}
+	if (config_worker >= 0)
+		config_worker_identity(cfg, config_worker);
 	if (cfg->redis != NULL) {
 		struct config_redis	*r = cfg->redis;
 
@@ -1297,4 +1299,32 @@ config_reload_check(const struct config *cur, const struct config *next,
 	if (cause != NULL)
 		*cause = NULL;
 	return 0;
+}
+
+/* The worker this process is (master.c), or -1: the only process. */
+int	config_worker = -1;
+
+/*
+ * A worker of several writes audit records as "<instance_id>/<worker>",
+ * with its own spool "<spool_file>.<worker>": the exactly-once key of
+ * the audit stream is the writer identity, and one spool file belongs
+ * to one writer (audit_spool.c locks it).  Rate-limit heartbeats take
+ * the same identity, so N counts the processes that enforce limits.
+ */
+void
+config_worker_identity(struct config *cfg, int worker)
+{
+	char	*s;
+
+	if (asprintf(&s, "%s/%d", cfg->instance_id, worker) == -1)
+		abort();
+	free(cfg->instance_id);
+	cfg->instance_id = s;
+	if (cfg->audit != NULL && cfg->audit->spool_file != NULL) {
+		if (asprintf(&s, "%s.%d", cfg->audit->spool_file,
+		    worker) == -1)
+			abort();
+		free(cfg->audit->spool_file);
+		cfg->audit->spool_file = s;
+	}
 }

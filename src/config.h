@@ -391,11 +391,14 @@ struct config {
 	int			 upstream_response_timeout_ms;
 	int			 drain_timeout_ms;
 	int			 linger_timeout_ms;
+	int			 worker_restart_ms;
+	int			 cache_peer_wait_ms;
 
 	int			 log_level;	/* enum config_log_level */
 	char			*log_file;	/* NULL: stderr; resolved */
 	char			*run_user;	/* NULL: no privilege drop */
 	char			*run_group;	/* NULL: the user's */
+	size_t			 workers;	/* 0: one per core */
 
 	struct config_cache	*cache;		/* NULL: no cache */
 	struct config_audit	*audit;		/* NULL: no audit */
@@ -457,5 +460,9 @@ const struct config_upstream *
 const char	*config_log_level_name(int);
 /* Print the configuration reference as a Markdown table. */
 void		 config_reference(FILE *);
+
+/* master.c: the worker this process is, or -1. */
+extern int	config_worker;
+void		config_worker_identity(struct config *, int);
 
 #endif /* PC_CONFIG_H */

@@ -254,6 +254,17 @@ static const struct cfg_key cfg_timeouts_keys[] = {
 	  .off = CFG_OFF(drain_timeout_ms), .min = 0, .max = 3600000,
 	  .def = 30000,
 	  .help = "On shutdown, time requests in flight get to finish." },
+	{ .name = "worker_restart", .type = CFG_SECONDS,
+	  .flags = CFG_RELOAD, .off = CFG_OFF(worker_restart_ms),
+	  .min = 100, .max = 600000, .def = 10000,
+	  .help = "Longest wait before the master restarts a worker that "
+	  "keeps crashing (the back-off doubles from 0.1 s up to this)." },
+	{ .name = "cache_peer_wait", .type = CFG_SECONDS,
+	  .flags = CFG_RELOAD, .off = CFG_OFF(cache_peer_wait_ms),
+	  .min = 100, .max = 3600000, .def = 300000,
+	  .help = "With workers: how long a cache miss waits for the fill "
+	  "another worker runs for the same digest before it is passed "
+	  "through uncached." },
 	{ .name = "linger", .type = CFG_SECONDS, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(linger_timeout_ms), .min = 0, .max = 600000,
 	  .def = 5000,
@@ -1469,6 +1480,12 @@ const struct cfg_key cfg_root_keys[] = {
 	{ .name = "group", .type = CFG_STRING, .off = CFG_OFF(run_group),
 	  .check = cfg_check_account, .def_doc = "the user's group",
 	  .help = "Group to switch to with user." },
+	{ .name = "workers", .type = CFG_SIZE, .off = CFG_OFF(workers),
+	  .min = 0, .max = 256, .def = 0,
+	  .def_doc = "0: the number of cores",
+	  .help = "Processes that serve requests, under one supervising "
+	  "master; 1 runs a single process and no master (README \"Every "
+	  "core\")." },
 	{ .name = "identity", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(identity), .sub = cfg_identity_keys,
 	  .sub_size = sizeof(struct config_identity),

@@ -11,6 +11,7 @@
  * number of series is fixed at start whatever the traffic.
  */
 #include <sys/types.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -90,6 +91,7 @@ struct metrics {
 	size_t		 nv;
 	unsigned char	*seen;		/* per series */
 	size_t		 nseen;
+	size_t		 maplen;	/* shared: all in one mapping */
 };
 
 const struct metrics_decl *
@@ -188,6 +190,123 @@ fail:
 	return (NULL);
 }
 
+static const char *metrics_dyn_name(const struct metrics *,
+		    enum metrics_dim, size_t);
+
+/*
+ * The same registry in one MAP_SHARED mapping, for a worker's slot: the
+ * master makes one per worker before forking (so a worker started again
+ * goes on counting where the dead one stopped, and never backwards), and
+ * any worker reads them all to render the sum (metrics_merge).  NULL on
+ * failure.
+ */
+struct metrics *
+metrics_new_shared(size_t label_values)
+{
+	struct metrics	*h, *m;
+	size_t		 d, len, nlen, off;
+	char		*p;
+
+	if ((h = metrics_new(label_values)) == NULL)
+		return (NULL);
+	nlen = (h->cap + 1) * (METRICS_NAME_MAX + 1);
+	len = sizeof(*m) + h->nv * sizeof(*h->v) + h->nseen + D__MAX * nlen;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED |
+	    MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		metrics_free(h);
+		return (NULL);
+	}
+	m = (struct metrics *)p;
+	*m = *h;
+	m->maplen = len;
+	off = sizeof(*m);
+	m->v = (uint64_t *)(p + off);	/* 8-aligned: the struct is */
+	off += h->nv * sizeof(*h->v);
+	m->seen = (unsigned char *)(p + off);
+	off += h->nseen;
+	for (d = 0; d < D__MAX; d++) {
+		if (h->names[d] == NULL)
+			continue;
+		m->names[d] = p + off;
+		memcpy(m->names[d], h->names[d], nlen);
+		off += nlen;
+	}
+	metrics_free(h);
+	return (m);
+}
+
+/*
+ * How a gauge adds up over workers: what each holds (connections, fills,
+ * spool and queue) sums; what each sees of one shared thing (the cache,
+ * an upstream's quota, a link, readiness) is the largest.
+ */
+static int
+metrics_gauge_sums(enum metric_id id)
+{
+	switch (id) {
+	case M_CONNS_OPEN:
+	case M_CACHE_FILLS:
+	case M_AUDIT_SPOOL_BYTES:
+	case M_AUDIT_QUEUE:
+		return (1);
+	default:
+		return (0);
+	}
+}
+
+/*
+ * Add src's series into dst (the workers' sum): a dynamic label goes by
+ * its name, since each worker numbers its names in the order it met
+ * them.
+ */
+void
+metrics_merge(struct metrics *dst, const struct metrics *src)
+{
+	const struct metrics_lsetdecl	*ls;
+	size_t				 i, s, ds, j, k, rem, ix[METRICS_LABELS_MAX];
+	enum metrics_dim		 d;
+	uint64_t			*dv;
+	const uint64_t			*sv;
+
+	for (i = 0; i < M__MAX; i++) {
+		ls = &metrics_lsets[metrics_decls[i].lset];
+		for (s = 0; s < src->nseries[i]; s++) {
+			if (!src->seen[src->first[i] + s])
+				continue;
+			rem = s;
+			for (j = ls->n; j-- > 0; ) {
+				d = ls->d[j];
+				ix[j] = rem % src->card[d];
+				rem /= src->card[d];
+				if (src->names[d] == NULL)
+					continue;
+				if (ix[j] >= src->nnames[d])
+					ix[j] = dst->cap;	/* other */
+				else
+					ix[j] = metrics_dyn(dst, d,
+					    metrics_dyn_name(src, d, ix[j]));
+			}
+			ds = metrics_series(dst, i, ix);
+			dst->seen[dst->first[i] + ds] = 1;
+			if (metrics_decls[i].type == MT_HISTOGRAM) {
+				dv = dst->v + dst->off[i] + ds * METRICS_HSLOTS;
+				sv = src->v + src->off[i] + s * METRICS_HSLOTS;
+				for (k = 0; k < METRICS_HSLOTS; k++)
+					dv[k] += sv[k];
+				continue;
+			}
+			dv = dst->v + dst->off[i] + ds;
+			sv = src->v + src->off[i] + s;
+			if (metrics_decls[i].type == MT_COUNTER ||
+			    metrics_gauge_sums(i))
+				*dv += *sv;
+			else if ((int64_t)*sv > (int64_t)*dv)
+				*dv = *sv;
+		}
+	}
+}
+
 void
 metrics_free(struct metrics *m)
 {
@@ -195,6 +314,8 @@ metrics_free(struct metrics *m)
 
 	if (m == NULL)
 		return;
+	if (m->maplen != 0)
+		return;		/* a worker's slot: the master's, for good */
 	for (d = 0; d < D__MAX; d++)
 		free(m->names[d]);
 	free(m->v);

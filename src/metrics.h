@@ -246,6 +246,9 @@ void		 metrics_label_names(enum metric_id, char *, size_t);
 /* `label_values`: the bound of each dynamic dimension's name table. */
 struct metrics	*metrics_new(size_t label_values);
 void		 metrics_free(struct metrics *);
+/* A worker's slot in shared memory; the sum of the slots into dst. */
+struct metrics	*metrics_new_shared(size_t);
+void		 metrics_merge(struct metrics *, const struct metrics *);
 /* Forget every value (the tests). */
 void		 metrics_reset(struct metrics *);
 

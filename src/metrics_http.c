@@ -37,6 +37,10 @@
 
 #define METRICS_CTYPE	"text/plain; version=0.0.4; charset=utf-8"
 
+static struct metrics	**metrics_slots;	/* workers: one each */
+static size_t		  metrics_nslots;
+static struct event	 *metrics_ev_tick;	/* a worker's refresh */
+
 /* The registry for the configuration in force at start. */
 void
 metrics_start(struct pc_ctx *ctx)
@@ -299,7 +303,9 @@ metrics_collect(struct pc_ctx *ctx)
 	int64_t			 v;
 
 	metrics_set(m, M_CONNS_OPEN, 0, (int64_t)ctx->nconns);
-	metrics_set(m, M_CONNS, 0, (int64_t)ctx->next_conn_id);
+	/* Worker w numbers from w * 10^12 (server_worker). */
+	metrics_set(m, M_CONNS, 0,
+	    (int64_t)(ctx->next_conn_id % 1000000000000ULL));
 	if (c != NULL) {
 		metrics_set(m, M_CACHE_BYTES, 0, (int64_t)c->bytes);
 		metrics_set(m, M_CACHE_MAX_BYTES, 0, (int64_t)c->max_bytes);
@@ -404,6 +410,75 @@ metrics_http(struct req *req)
 		return;
 	}
 	metrics_collect(ctx);
-	metrics_render(ctx->metrics, metrics_emit_evbuffer, buf);
+	if (metrics_slots != NULL && config_worker >= 0) {
+		struct metrics	*sum;
+		size_t		 i;
+
+		if ((sum = metrics_new(ctx->conf->metrics_label_values)) ==
+		    NULL)
+			fatal("metrics_new");
+		for (i = 0; i < metrics_nslots; i++)
+			metrics_merge(sum, metrics_slots[i]);
+		metrics_render(sum, metrics_emit_evbuffer, buf);
+		metrics_free(sum);
+	} else
+		metrics_render(ctx->metrics, metrics_emit_evbuffer, buf);
 	metrics_respond(req, 200, METRICS_CTYPE, buf);
+}
+
+/*
+ * Workers (master.c): one registry per worker in shared memory, mapped by
+ * the master before forking; /metrics on any worker renders their sum.
+ * What a worker reads from its own state at a scrape (connections, the
+ * cache, the audit writer) it also refreshes every second, so the sum
+ * holds the others' as of a second ago at most.  Counters read from a
+ * process's state (audit records, evictions, connections accepted)
+ * start again from zero with a worker that is restarted; those counted
+ * as they happen go on from where the dead one stopped.
+ */
+int
+metrics_workers_map(size_t n, size_t label_values)
+{
+	size_t	i;
+
+	if ((metrics_slots = calloc(n, sizeof(*metrics_slots))) == NULL)
+		return (-1);
+	for (i = 0; i < n; i++)
+		if ((metrics_slots[i] = metrics_new_shared(label_values)) ==
+		    NULL)
+			return (-1);
+	metrics_nslots = n;
+	return (0);
+}
+
+static void
+metrics_tick_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	metrics_collect(arg);
+}
+
+/* A worker, once its event base exists: count into its slot. */
+void
+metrics_worker_attach(struct pc_ctx *ctx, int w)
+{
+	struct timeval	tv = { 1, 0 };
+
+	if (metrics_slots == NULL || (size_t)w >= metrics_nslots)
+		return;
+	metrics_free(ctx->metrics);
+	ctx->metrics = metrics_slots[w];
+	if ((metrics_ev_tick = event_new(ctx->base, -1, EV_PERSIST,
+	    metrics_tick_cb, ctx)) == NULL)
+		fatalx("out of memory");
+	evtimer_add(metrics_ev_tick, &tv);
+}
+
+/* Before the event base goes. */
+void
+metrics_worker_detach(void)
+{
+	if (metrics_ev_tick != NULL) {
+		event_free(metrics_ev_tick);
+		metrics_ev_tick = NULL;
+	}
 }

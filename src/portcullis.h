@@ -145,6 +145,11 @@ const char		*tls_last_error(struct bufferevent *);
 
 /* server.c */
 int	server_run(const char *, char **);
+int	server_check_dirs(const struct config *, char **);
+int	server_bind_fds(struct pc_ctx *, int *, int *, char **);
+void	server_worker(struct pc_ctx *, int, int, int) __attribute__((noreturn));
+/* master.c */
+int	master_run(struct pc_ctx *, size_t, char **);
 void	server_conn_gone(struct pc_ctx *);
 
 /* conn.c: one client connection, HTTP/1.1 framing and keep-alive. */
@@ -470,6 +475,11 @@ void	proxy_free(struct proxy *);
 /* cache.c, cache_fill.c, cache_serve.c: the pull-through cache. */
 struct cache	*cache_open(struct pc_ctx *, const struct config *, char **);
 void		 cache_close(struct cache *);
+/* master.c: lock the cache directory and empty tmp/ for the workers;
+ * the lock's fd, -2 without a cache, or -1 with *cause. */
+int		 cache_dir_prepare(const struct config *, char **);
+/* master.c, before forking: the workers' shared byte total. */
+int		 cache_shared_map(void);
 int		 cache_wants(struct req *);
 void		 cache_start(struct req *);
 void		 cache_invalidate_tag(struct req *);
@@ -613,6 +623,9 @@ int		 req_map_from(const struct req *, const char *, char *, size_t);
 /* metrics_http.c: GET /metrics, GET /readyz, the metrics hooks. */
 void		 metrics_start(struct pc_ctx *);
 void		 metrics_stop(struct pc_ctx *);
+int		 metrics_workers_map(size_t, size_t);
+void		 metrics_worker_attach(struct pc_ctx *, int);
+void		 metrics_worker_detach(void);
 void		 metrics_http(struct req *);
 void		 metrics_request_done(struct req *);
 void		 metrics_upstream_head(struct pc_ctx *, const char *, int,

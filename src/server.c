@@ -15,9 +15,12 @@
  */
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <netinet/in.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +28,7 @@
 
 #include <event2/dns.h>
 
+#include "audit.h"
 #include "oidc.h"
 #include "portcullis.h"
 #include "revoke.h"
@@ -351,7 +355,7 @@ server_usr1_cb(evutil_socket_t sig, short ev, void *arg)
  * The directories the gateway writes to after dropping privileges: a
  * clear message now rather than a failed cache fill or spool write later.
  */
-static int
+int
 server_check_dirs(const struct config *conf, char **cause)
 {
 	char	*dir, *slash;
@@ -414,56 +418,22 @@ server_fd_limit(const struct config *conf)
 		    (unsigned long long)want);
 }
 
-/* Run the gateway until drained.  Returns 0, or -1 with *cause set. */
-int
-server_run(const char *path, char **cause)
+/*
+ * After the listeners are bound and privileges dropped: open the cache,
+ * the audit writer and the rest, then run the loop until drained.
+ * Returns 0, or -1 with *cause set.
+ */
+static int
+server_serve(struct pc_ctx *ctx, const char *path, char **cause)
 {
-	struct pc_ctx	*ctx;
-	int		 rv = -1;
-
-	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
-		fatal("calloc");
-	TAILQ_INIT(&ctx->conns);
-	TAILQ_INIT(&ctx->dead);
-	TAILQ_INIT(&ctx->idle);
-	TAILQ_INIT(&ctx->ustates);
-	TAILQ_INIT(&ctx->tls_clients);
-	if ((ctx->conf = config_load(path, cause)) == NULL)
-		goto out;
-	log_init(ctx->conf->log_level);
-	/* Opened as root: the rotated file is made by logrotate. */
-	if (ctx->conf->log_file != NULL &&
-	    log_file_open(ctx->conf->log_file, cause) == -1)
-		goto out;
-	metrics_start(ctx);
-	signal(SIGPIPE, SIG_IGN);
-	/* A refused password will not fix itself: stop now, say so. */
-	if (rds_startup_check(ctx->conf, cause) == -1)
-		goto out;
-	if ((ctx->base = event_base_new()) == NULL)
-		fatalx("event_base_new failed");
-	if ((ctx->dns = evdns_base_new(ctx->base,
-	    EVDNS_BASE_INITIALIZE_NAMESERVERS)) == NULL) {
-		/* No resolv.conf: numeric upstreams still work. */
-		ctx->dns = evdns_base_new(ctx->base, 0);
-	}
-	if (ctx->conf->tls != NULL &&
-	    (ctx->server_tls = tls_server_ctx(ctx->conf, cause)) == NULL)
-		goto out;
-	server_fd_limit(ctx->conf);
-	if (server_listen(ctx, cause) == -1)
-		goto out;
-	/* Bound and keys read: root is no longer needed. */
-	if (priv_drop(ctx->conf->run_user, ctx->conf->run_group, cause) == -1)
-		goto out;
 	if (server_check_dirs(ctx->conf, cause) == -1)
-		goto out;
+		return (-1);
 	if (ctx->conf->cache != NULL &&
 	    (ctx->cache = cache_open(ctx, ctx->conf, cause)) == NULL)
-		goto out;
+		return (-1);
 	if (ctx->conf->audit != NULL &&
 	    (ctx->audit = audit_new(ctx, cause)) == NULL)
-		goto out;
+		return (-1);
 	/* Revocation and secrets share the redis section's Redis. */
 	if (ctx->conf->redis != NULL &&
 	    ((ctx->revoke = revoke_new(ctx->base, ctx->conf)) == NULL ||
@@ -483,7 +453,8 @@ server_run(const char *path, char **cause)
 	    ctx);
 	evsignal_add(ctx->ev_sigterm, NULL);
 	evsignal_add(ctx->ev_sigint, NULL);
-	ctx->conf_path = strdup(path);
+	if (ctx->conf_path == NULL)
+		ctx->conf_path = strdup(path);
 	ctx->ev_sighup = evsignal_new(ctx->base, SIGHUP, server_reload_cb,
 	    ctx);
 	if (ctx->conf_path == NULL || ctx->ev_sighup == NULL)
@@ -494,27 +465,31 @@ server_run(const char *path, char **cause)
 		fatalx("out of memory");
 	evsignal_add(ctx->ev_sigusr1, NULL);
 
-	log_info("- server start version=%s listen=%s tls=%s upstreams=%zu%s%s",
-	    PC_VERSION, ctx->conf->listen_address,
+	log_info("- server start version=%s listen=%s tls=%s upstreams=%zu%s%s"
+	    " worker=%d pid=%d", PC_VERSION, ctx->conf->listen_address,
 	    ctx->conf->tls ? "on" : "off", ctx->conf->nupstreams,
 	    ctx->conf->admin_listen != NULL ? " admin_listen=" : "",
-	    ctx->conf->admin_listen != NULL ? ctx->conf->admin_listen : "");
+	    ctx->conf->admin_listen != NULL ? ctx->conf->admin_listen : "",
+	    config_worker, (int)getpid());
 	server_policy_note(ctx->conf);
 	authz_config_loaded(ctx->conf);
 	oidc_config_loaded(ctx);
 	sd_notify_state("READY=1");
 	event_base_dispatch(ctx->base);
 	log_info("- server stop open=%zu", ctx->nconns);
-	rv = 0;
-out:
-	{
-		struct conn	*c;
+	return (0);
+}
 
-		while ((c = TAILQ_FIRST(&ctx->conns)) != NULL)
-			conn_close(c, "shutdown");
-		if (ctx->base != NULL)
-			conn_reap(ctx);
-	}
+/* Close what server_run() and server_serve() opened, then the ctx. */
+static void
+server_cleanup(struct pc_ctx *ctx)
+{
+	struct conn	*c;
+
+	while ((c = TAILQ_FIRST(&ctx->conns)) != NULL)
+		conn_close(c, "shutdown");
+	if (ctx->base != NULL)
+		conn_reap(ctx);
 	cache_close(ctx->cache);	/* after the conns: no readers left */
 	audit_free(ctx->audit);		/* after the conns: records spooled */
 	oidc_free(ctx);			/* after the conns: no waiters left */
@@ -552,10 +527,189 @@ out:
 	if (ctx->dns != NULL)
 		evdns_base_free(ctx->dns, 0);
 	tls_free_ctx(ctx->server_tls);
+	metrics_worker_detach();
 	if (ctx->base != NULL)
 		event_base_free(ctx->base);
 	metrics_stop(ctx);
 	config_unref(ctx->conf);
 	free(ctx);
+}
+
+/* A new event base and resolver for ctx. */
+static void
+server_base(struct pc_ctx *ctx)
+{
+	if ((ctx->base = event_base_new()) == NULL)
+		fatalx("event_base_new failed");
+	if ((ctx->dns = evdns_base_new(ctx->base,
+	    EVDNS_BASE_INITIALIZE_NAMESERVERS)) == NULL) {
+		/* No resolv.conf: numeric upstreams still work. */
+		ctx->dns = evdns_base_new(ctx->base, 0);
+	}
+}
+
+/*
+ * The master (master.c) binds the listeners before it drops privileges
+ * and hands the sockets to each worker it forks: a listener is made on a
+ * scratch event base, its socket duplicated, the listener freed.
+ * Returns 0 with *lfd (and *afd, -1 without admin.listen), or -1.
+ */
+int
+server_bind_fds(struct pc_ctx *ctx, int *lfd, int *afd, char **cause)
+{
+	int	rv = -1;
+
+	*lfd = *afd = -1;
+	if ((ctx->base = event_base_new()) == NULL)
+		fatalx("event_base_new failed");
+	if (server_listen(ctx, cause) == 0) {
+		if ((*lfd = fcntl(evconnlistener_get_fd(ctx->listener),
+		    F_DUPFD_CLOEXEC, 0)) == -1 ||
+		    (ctx->admin_listener != NULL && (*afd = fcntl(
+		    evconnlistener_get_fd(ctx->admin_listener),
+		    F_DUPFD_CLOEXEC, 0)) == -1)) {
+			if (asprintf(cause, "cannot keep the listener: %s",
+			    strerror(errno)) == -1)
+				*cause = NULL;
+		} else
+			rv = 0;
+	}
+	if (ctx->listener != NULL)
+		evconnlistener_free(ctx->listener);
+	if (ctx->admin_listener != NULL)
+		evconnlistener_free(ctx->admin_listener);
+	ctx->listener = ctx->admin_listener = NULL;
+	event_base_free(ctx->base);
+	ctx->base = NULL;
+	return (rv);
+}
+
+/*
+ * A forked worker: its own event base, a listener on each inherited
+ * socket (every worker accepts on the same sockets: see master.c), and
+ * the serving life of a single process.  Never returns.
+ */
+void
+server_worker(struct pc_ctx *ctx, int worker, int lfd, int afd)
+{
+	char	*cause = NULL;
+	int	 rv = 1;
+
+	config_worker = worker;
+	config_worker_identity(ctx->conf, worker);
+	/*
+	 * Connection ids stay unique in the shared log, and say whose they
+	 * are: worker w numbers from w * 10^12.
+	 */
+	ctx->next_conn_id = (uint64_t)worker * 1000000000000ULL;
+	server_base(ctx);
+	metrics_worker_attach(ctx, worker);
+	if ((ctx->listener = evconnlistener_new(ctx->base, server_accept_cb,
+	    ctx, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
+	    lfd)) == NULL ||
+	    (afd != -1 && (ctx->admin_listener = evconnlistener_new(ctx->base,
+	    server_admin_accept_cb, ctx, LEV_OPT_CLOSE_ON_FREE |
+	    LEV_OPT_CLOSE_ON_EXEC, -1, afd)) == NULL))
+		fatalx("evconnlistener_new failed");
+	evconnlistener_set_error_cb(ctx->listener, server_accept_error_cb);
+	if (ctx->admin_listener != NULL)
+		evconnlistener_set_error_cb(ctx->admin_listener,
+		    server_accept_error_cb);
+	server_fd_limit(ctx->conf);
+	if (server_serve(ctx, ctx->conf_path, &cause) == 0)
+		rv = 0;
+	else {
+		log_warn("- server worker_failed: %s", cause != NULL ? cause :
+		    "cannot start");
+		free(cause);
+	}
+	server_cleanup(ctx);
+	exit(rv);
+}
+
+/*
+ * The spool names depend on workers (config_worker_identity): a spool
+ * of another setting (the plain name after a single-process run, or
+ * "<spool_file>.<w>" of a worker that no longer exists) is replayed by
+ * no one.  Say so at start, with what to do, rather than leave its
+ * records behind without a word.
+ */
+static void
+server_spool_leftovers(const struct config *conf, size_t nworkers)
+{
+	struct stat	 st;
+	char		 path[PATH_MAX];
+	size_t		 w;
+
+	if (conf->audit == NULL || conf->audit->spool_file == NULL)
+		return;
+	if (nworkers > 1 && stat(conf->audit->spool_file, &st) == 0 &&
+	    st.st_size > AUDIT_SPOOL_HDR)
+		log_warn("- server spool_left path=%s bytes=%lld: a spool of "
+		    "a single-process run; with workers it is not replayed: "
+		    "start once with workers 1 to send its records",
+		    conf->audit->spool_file, (long long)st.st_size);
+	for (w = nworkers > 1 ? nworkers : 0; w < 256; w++) {
+		snprintf(path, sizeof(path), "%s.%zu", conf->audit->spool_file,
+		    w);
+		if (stat(path, &st) == 0 && st.st_size > AUDIT_SPOOL_HDR)
+			log_warn("- server spool_left path=%s bytes=%lld: the "
+			    "spool of worker %zu, which this setting does not "
+			    "start: start once with workers %zu to send its "
+			    "records", path, (long long)st.st_size, w, w + 1);
+	}
+}
+
+/* Run the gateway until drained.  Returns 0, or -1 with *cause set. */
+int
+server_run(const char *path, char **cause)
+{
+	struct pc_ctx	*ctx;
+	size_t		 nworkers;
+	long		 ncpu;
+	int		 rv = -1;
+
+	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
+		fatal("calloc");
+	TAILQ_INIT(&ctx->conns);
+	TAILQ_INIT(&ctx->dead);
+	TAILQ_INIT(&ctx->idle);
+	TAILQ_INIT(&ctx->ustates);
+	TAILQ_INIT(&ctx->tls_clients);
+	if ((ctx->conf = config_load(path, cause)) == NULL)
+		goto out;
+	log_init(ctx->conf->log_level);
+	/* Opened as root: the rotated file is made by logrotate. */
+	if (ctx->conf->log_file != NULL &&
+	    log_file_open(ctx->conf->log_file, cause) == -1)
+		goto out;
+	metrics_start(ctx);
+	signal(SIGPIPE, SIG_IGN);
+	/* A refused password will not fix itself: stop now, say so. */
+	if (rds_startup_check(ctx->conf, cause) == -1)
+		goto out;
+	if ((nworkers = ctx->conf->workers) == 0)
+		nworkers = (ncpu = sysconf(_SC_NPROCESSORS_ONLN)) > 0 ?
+		    (size_t)ncpu : 1;
+	server_spool_leftovers(ctx->conf, nworkers);
+	if (ctx->conf->tls != NULL &&
+	    (ctx->server_tls = tls_server_ctx(ctx->conf, cause)) == NULL)
+		goto out;
+	if (nworkers > 1) {
+		if ((ctx->conf_path = strdup(path)) == NULL)
+			fatal("strdup");
+		rv = master_run(ctx, nworkers, cause);
+		goto out;
+	}
+	server_base(ctx);
+	server_fd_limit(ctx->conf);
+	if (server_listen(ctx, cause) == -1)
+		goto out;
+	/* Bound and keys read: root is no longer needed. */
+	if (priv_drop(ctx->conf->run_user, ctx->conf->run_group, cause) == -1)
+		goto out;
+	rv = server_serve(ctx, path, cause);
+out:
+	server_cleanup(ctx);
 	return (rv);
 }

@@ -15,6 +15,10 @@
  * went twice (sent > N).  At most MAX_LINES lines of at most 4 KiB each.
  *
  *	load [-f FILE] PORT PATH CONNS SECONDS [HEADER]
+ *
+ * With LOAD_LATENCY=1 in the environment (bench/workers_bench.sh), each
+ * response's time is kept (at most LAT_MAX per connection) and two more
+ * fields follow: the median and the 99th percentile, in milliseconds.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -30,6 +34,7 @@
 
 #define MAX_LINES	1000000
 #define MAX_LINE	4096
+#define LAT_MAX		(1 << 17)
 
 static int port, secs;
 static const char *path, *hdr = "";
@@ -38,6 +43,8 @@ static char **lines;			/* -f: header lines, or NULL */
 static size_t nlines;
 static unsigned long next_line;		/* atomic: the next line to send */
 static unsigned long sent_lines;	/* atomic: lines sent */
+static int latency;			/* LOAD_LATENCY=1 */
+struct res { long n, bad, nlat; float *lat; };
 
 static void read_lines(const char *file) {
 	FILE *f = fopen(file, "r");
@@ -56,13 +63,22 @@ static void read_lines(const char *file) {
 	if (nlines == 0) { fprintf(stderr, "%s: no lines\n", file); exit(2); }
 }
 
+static int fcmp(const void *a, const void *b) {
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x > y) - (x < y);
+}
+
 static double now(void) {
 	struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
 	return t.tv_sec + t.tv_nsec / 1e9;
 }
 
+static double now(void);
+
 static void *worker(void *arg) {
-	long n = 0, bad = 0;
+	long n = 0, bad = 0, nlat = 0;
+	float *lat = latency ? malloc(LAT_MAX * sizeof(*lat)) : NULL;
+	double t0 = 0;
 	char req[2048 + MAX_LINE + 8], buf[65536];
 	int fd = -1, one = 1, len = snprintf(req, sizeof(req),
 	    "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n%s%s\r\n",
@@ -85,6 +101,7 @@ static void *worker(void *arg) {
 			    "%s\r\n\r\n", l);
 			__atomic_fetch_add(&sent_lines, 1, __ATOMIC_RELAXED);
 		}
+		if (lat != NULL) t0 = now();
 		if (write(fd, req, len) != len) { close(fd); fd = -1; bad++; continue; }
 		int ok = 0;
 		for (;;) {
@@ -107,16 +124,21 @@ static void *worker(void *arg) {
 			bad++; close(fd); fd = -1; continue;
 		}
 		n++;
+		if (lat != NULL && nlat < LAT_MAX) lat[nlat++] = (now() - t0) * 1e3;
 	}
 	if (fd != -1) close(fd);
-	long *res = malloc(2 * sizeof(long)); res[0] = n; res[1] = bad;
+	struct res *res = malloc(sizeof(*res));
+	res->n = n; res->bad = bad; res->nlat = nlat; res->lat = lat;
 	return res;
 }
 
 int main(int argc, char **argv) {
 	int i, conns;
-	long total = 0, bad = 0;
+	long total = 0, bad = 0, nl = 0;
+	float *all = NULL;
 	pthread_t t[256];
+	const char *e = getenv("LOAD_LATENCY");
+	latency = e != NULL && strcmp(e, "1") == 0;
 	if (argc > 2 && strcmp(argv[1], "-f") == 0) {
 		read_lines(argv[2]);
 		argc -= 2; argv += 2;
@@ -128,17 +150,32 @@ int main(int argc, char **argv) {
 	conns = atoi(argv[3]);
 	port = atoi(argv[1]); path = argv[2]; secs = atoi(argv[4]);
 	if (argc > 5 && strlen(argv[5]) < 1024) hdr = argv[5];
+	if (latency && (all = malloc((size_t)(conns < 256 ? conns : 256) *
+	    LAT_MAX * sizeof(*all))) == NULL) { perror("malloc"); return 2; }
 	double t0 = now();
 	for (i = 0; i < conns && i < 256; i++) pthread_create(&t[i], NULL, worker, NULL);
 	sleep(secs);
 	stop = 1;
 	for (i = 0; i < conns && i < 256; i++) {
-		long *r; pthread_join(t[i], (void **)&r); total += r[0]; bad += r[1]; free(r);
+		struct res *r; pthread_join(t[i], (void **)&r);
+		total += r->n; bad += r->bad;
+		if (r->lat != NULL) {
+			memcpy(all + nl, r->lat, r->nlat * sizeof(*all));
+			nl += r->nlat;
+			free(r->lat);
+		}
+		free(r);
 	}
+	double el = now() - t0;
 	if (lines != NULL)
-		printf("%.0f %ld %ld %lu\n", total / (now() - t0), total, bad,
+		printf("%.0f %ld %ld %lu\n", total / el, total, bad,
 		    sent_lines);
-	else
-		printf("%.0f %ld %ld\n", total / (now() - t0), total, bad);
+	else if (latency) {
+		qsort(all, nl, sizeof(*all), fcmp);
+		printf("%.0f %ld %ld %.2f %.2f\n", total / el, total, bad,
+		    nl ? all[nl / 2] : 0.0, nl ? all[(long)(nl * 0.99)] : 0.0);
+	} else
+		printf("%.0f %ld %ld\n", total / el, total, bad);
+	free(all);
 	return 0;
 }

@@ -196,8 +196,10 @@ def test_range_on_blob_still_filling_and_late_joiner(liar, start_gateway,
         rng = ex.submit(_fetch, url, {"Range": "bytes=100-199999"})
         # A late full reader starts from the file and follows it.
         late = ex.submit(_fetch, url)
-        # Joins are logged: the Range reader's and the late reader's.
-        wait_for(lambda: gw.log_text().count("cache coalesced") >= 2,
+        # Joins are logged: the Range reader's and the late reader's (in
+        # another worker: a wait for this worker's fill).
+        wait_for(lambda: gw.log_text().count("cache coalesced") +
+                 gw.log_text().count("cache peer_wait") >= 2,
                  what="late reader joined the fill")
         assert not late.done()
         assert not rng.done()
@@ -296,7 +298,10 @@ def test_kill_9_mid_fill_then_restart(liar, start_gateway, tmp_path):
     data = os.urandom(6 * MIB)
     d = liar.add_blob(data, mode="stall", stall_at=2 * MIB)
     cdir = tmp_path / "c"
-    cfg = gateway_config(liar_upstream(liar), cache=cache_cfg(cdir))
+    # One process: a kill -9 of a master instead makes its workers
+    # drain (PR_SET_PDEATHSIG), which is not the crash tested here.
+    cfg = gateway_config(liar_upstream(liar), cache=cache_cfg(cdir),
+                         workers=1)
     gw = start_gateway(cfg)
     url = "%s/v2/liar/app/blobs/%s" % (gw.url, d)
     with concurrent.futures.ThreadPoolExecutor(1) as ex:

@@ -58,6 +58,11 @@ class Gateway:
             cfg["policy"] = copy.deepcopy(OPEN_TEST_POLICY)
         elif cfg["policy"] is None:
             del cfg["policy"]
+        # One process unless the test asks (test_workers.py) or
+        # PORTCULLIS_TEST_WORKERS says otherwise: /metrics and a few
+        # counts in the suite are per process (README "Every core").
+        cfg.setdefault("workers",
+                       int(os.environ.get("PORTCULLIS_TEST_WORKERS", "1")))
         listen = cfg.setdefault("listen", {})
         if not listen.get("address"):
             listen["address"] = "127.0.0.1:%d" % free_port()

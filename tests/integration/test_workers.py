@@ -1,0 +1,370 @@
+"""workers: N (README "Every core"): a supervising master and N worker
+processes on the shared listener.  Real docker-registry upstream; the
+RecordingProxy between the gateway and the registry counts what reached
+the upstream on the wire."""
+
+import concurrent.futures
+import hashlib
+import os
+import re
+import signal
+import threading
+
+import requests
+
+from lib.cache import blob_path, cache_cfg, session
+from lib.gateway import gateway_config, upstream
+from lib.recording_proxy import RecordingProxy
+from lib.util import pid_alive, wait_for
+from lib.redis import entries_to_dicts
+from test_audit_crash import (HDR, MT, STREAM, Load, audit_cfg,  # noqa
+                              push_image, redis, spool_size,
+                              stream_request_ids)
+
+MIB = 1 << 20
+
+
+def push_blob(reg, repo, data):
+    """Monolithic upload into the registry; returns the digest."""
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    with session() as s:
+        r = s.post("http://%s/v2/%s/blobs/uploads/" % (reg.host, repo),
+                   timeout=30)
+        assert r.status_code == 202, r.text
+        loc = r.headers["Location"]
+        if loc.startswith("/"):
+            loc = "http://%s%s" % (reg.host, loc)
+        sep = "&" if "?" in loc else "?"
+        r = s.put(loc + sep + "digest=" + d, data=data, timeout=60,
+                  headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+    return d
+
+
+def worker_pids(gw):
+    """{worker index: pid} of the running workers (the master's log)."""
+    pids = {}
+    for m in re.finditer(r"master worker_start worker=(\d+) pid=(\d+)",
+                         gw.log_text()):
+        pids[int(m.group(1))] = int(m.group(2))
+    return {w: p for w, p in pids.items() if pid_alive(p)}
+
+
+def children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return {int(x) for x in f.read().split()}
+
+
+def start2(start_gateway, up, cdir=None, **extra):
+    cfg = gateway_config(up, workers=2, **extra)
+    if cdir is not None:
+        cfg["cache"] = cache_cfg(cdir)
+    gw = start_gateway(cfg)
+    wait_for(lambda: len(worker_pids(gw)) == 2 and
+             gw.log_text().count("server start") >= 2,
+             what="two workers started")
+    return gw
+
+
+def served_by(gw, path):
+    """Worker indexes whose req done lines name path."""
+    # Worker w numbers its connections from w * 10^12.
+    return {int(m.group(1)) // 10 ** 12 for m in re.finditer(
+        r" (\d+)\.\d+ req done method=GET path=%s " % re.escape(path),
+        gw.log_text())}
+
+
+def test_ten_cold_pulls_over_both_workers_make_one_upstream_fetch(
+        start_registry, start_gateway, tmp_path):
+    reg = start_registry("up1")
+    tap = RecordingProxy(reg.host)
+    try:
+        cdir = tmp_path / "c"
+        gw = start2(start_gateway, upstream(reg, prefix="up1", url=tap.url),
+                    cdir)
+        assert set(worker_pids(gw)) == {0, 1}
+        assert children(gw.pid) == set(worker_pids(gw).values())
+        # The kernel decides which worker accepts: a round whose ten
+        # requests all went to one worker proves nothing about two, so
+        # another blob is tried (bounded).
+        for attempt in range(5):
+            data = os.urandom(16 * MIB)
+            d = push_blob(reg, "cache/app", data)
+            path = "/v2/up1/cache/app/blobs/" + d
+            barrier = threading.Barrier(10)
+
+            def pull(_):
+                # A new connection each.
+                with session() as s:
+                    barrier.wait(timeout=30)
+                    r = s.get(gw.url + path, timeout=120,
+                              headers={"Connection": "close"})
+                    return (r.status_code,
+                            hashlib.sha256(r.content).hexdigest())
+
+            with concurrent.futures.ThreadPoolExecutor(10) as ex:
+                got = list(ex.map(pull, range(10)))
+            assert got == [(200, d.split(":")[1])] * 10
+            wait_for(lambda: gw.log_text().count(
+                "req done method=GET path=%s " % path) == 10,
+                what="ten requests logged")
+            gets = [l for l in tap.request_lines()
+                    if l.startswith("GET ") and "/blobs/" + d in l]
+            assert len(gets) == 1, gets
+            assert os.path.getsize(blob_path(cdir, d)) == len(data)
+            if served_by(gw, path) == {0, 1}:
+                break
+        assert served_by(gw, path) == {0, 1}
+        assert not os.listdir(cdir / "tmp")
+    finally:
+        tap.stop()
+
+
+def test_kill_9_one_worker_under_load(start_registry, start_gateway,
+                                      tmp_path):
+    reg = start_registry("up1")
+    data = os.urandom(256 * 1024)
+    d = push_blob(reg, "cache/app", data)
+    gw = start2(start_gateway, upstream(reg, prefix="up1"), tmp_path / "c")
+    path = gw.url + "/v2/up1/cache/app/blobs/" + d
+    with session() as s:
+        assert s.get(path, timeout=60).status_code == 200   # cached now
+    before = worker_pids(gw)
+    victim = before[0]
+    stop = threading.Event()
+    results = {"ok": 0, "err": 0, "after": 0}
+    lock = threading.Lock()
+
+    def load():
+        # One keep-alive connection per thread: a connection the victim
+        # held fails once; the client then connects again.
+        s = session()
+        while not stop.is_set():
+            try:
+                r = s.get(path, timeout=30)
+                ok = r.status_code == 200 and r.content == data
+            except requests.RequestException:
+                ok = False
+                s.close()
+                s = session()
+            with lock:
+                results["ok" if ok else "err"] += 1
+                if ok and killed.is_set():
+                    results["after"] += 1
+        s.close()
+
+    killed = threading.Event()
+    nthreads = 8
+    threads = [threading.Thread(target=load) for _ in range(nthreads)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: results["ok"] >= 200, timeout=60,
+                 what="load running")
+        os.kill(victim, signal.SIGKILL)
+        killed.set()
+        # The master forks a new worker 0.
+        wait_for(lambda: worker_pids(gw).get(0) not in (None, victim),
+                 timeout=30, what="worker 0 restarted")
+        assert worker_pids(gw)[1] == before[1]      # the other one lived
+        n = results["after"]
+        wait_for(lambda: results["after"] >= n + 200, timeout=60,
+                 what="serving goes on after the restart")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    # Only the connections the dead worker held failed: each load thread
+    # has one connection at a time, and fails at most once on it.
+    assert 0 <= results["err"] <= nthreads, results
+    assert "master worker_died worker=0 pid=%d signal=9" % victim \
+        in gw.log_text()
+    assert gw.alive()
+    new = worker_pids(gw)[0]
+    assert children(gw.pid) == {new, before[1]}
+
+
+def test_sighup_reaches_every_worker_and_bad_config_changes_nothing(
+        start_registry, start_gateway, tmp_path):
+    reg = start_registry("up1")
+    d = push_blob(reg, "cache/app", b"hello workers")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"))
+    path = "/v2/up1/cache/app/blobs/" + d
+
+    def statuses(n=20):
+        got = set()
+        for _ in range(n):
+            with session() as s:
+                got.add(s.get(gw.url + path, timeout=30,
+                              headers={"Connection": "close"}).status_code)
+        return got
+
+    assert statuses() == {200}
+    import json
+    with open(gw.config_path) as f:
+        cfg = json.load(f)
+    cfg["policy"] = {"rules": [{"id": "other-only", "effect": "allow",
+                                "repositories": ["other/**"],
+                                "subjects": ["anonymous", "authenticated"],
+                                "actions": ["pull"]}]}
+    with open(gw.config_path, "w") as f:
+        json.dump(cfg, f)
+    os.kill(gw.pid, signal.SIGHUP)
+    wait_for(lambda: gw.log_text().count("server reload done") == 2,
+             what="both workers reloaded")
+    got = statuses(40)
+    assert 200 not in got and got <= {401, 403}, got
+    # A bad config: the master and every worker refuse it; the policy
+    # in force stays.
+    with open(gw.config_path, "w") as f:
+        f.write("{ not json")
+    os.kill(gw.pid, signal.SIGHUP)
+    wait_for(lambda: "master reload failed" in gw.log_text() and
+             gw.log_text().count("server reload failed") == 2,
+             what="master and both workers refused the bad config")
+    assert gw.log_text().count("server reload done") == 2
+    assert 200 not in statuses(10)
+
+
+def test_sigterm_drains_workers_and_master_exits(start_registry,
+                                                 start_gateway, tmp_path):
+    reg = start_registry("up1")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"))
+    pids = set(worker_pids(gw).values())
+    assert gw.stop(timeout=30) == 0
+    assert gw.log_text().count("server drain start") == 2
+    assert "master stop" in gw.log_text()
+    for p in pids:
+        wait_for(lambda: not pid_alive(p), what="worker %d gone" % p)
+
+
+def test_eviction_keeps_the_directory_within_max_bytes_overall(
+        start_registry, start_gateway, tmp_path):
+    reg = start_registry("up1")
+    blobs = [os.urandom(MIB) for _ in range(8)]
+    ds = [push_blob(reg, "cache/app", b) for b in blobs]
+    cdir = tmp_path / "c"
+    cfg = gateway_config(upstream(reg, prefix="up1"), workers=2,
+                         cache=cache_cfg(cdir, max_bytes=3 * MIB + 4096,
+                                         fill_max_fraction=0.5))
+    gw = start_gateway(cfg)
+    wait_for(lambda: len(worker_pids(gw)) == 2, what="two workers")
+
+    def on_disk():
+        n = 0
+        for root, _, files in os.walk(cdir / "blobs"):
+            n += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+        return n
+
+    for d, data in zip(ds, blobs):
+        with session() as s:
+            r = s.get("%s/v2/up1/cache/app/blobs/%s" % (gw.url, d),
+                      timeout=60, headers={"Connection": "close"})
+            assert r.status_code == 200 and r.content == data
+        wait_for(lambda: on_disk() <= 3 * MIB + 4096,
+                 what="the cache back within max_bytes")
+    # Fills ran in both workers: each evicted against the shared total.
+    assert served_by_any(gw) == {0, 1}
+    assert 0 < on_disk() <= 3 * MIB + 4096
+
+
+def served_by_any(gw):
+    return {int(m.group(1)) // 10 ** 12 for m in re.finditer(
+        r" (\d+)\.\d+ cache fill_start ", gw.log_text())}
+
+
+def test_metrics_on_any_worker_show_the_sum_and_survive_a_restart(
+        start_registry, start_gateway, tmp_path):
+    reg = start_registry("up1")
+    d = push_blob(reg, "cache/app", b"counted")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"), tmp_path / "c",
+                metrics={"allow": ["127.0.0.1"]})
+    path = "/v2/up1/cache/app/blobs/" + d
+
+    def blob_gets(text):
+        return sum(int(m.group(1)) for m in re.finditer(
+            r'^portcullis_requests_total\{kind="blob",method="GET",'
+            r'class="2xx"\} (\d+)$', text, re.M))
+
+    def scrape():
+        with session() as s:
+            r = s.get(gw.url + "/metrics", timeout=10,
+                      headers={"Connection": "close"})
+            assert r.status_code == 200
+            return r.text
+
+    for _ in range(20):
+        with session() as s:
+            assert s.get(gw.url + path, timeout=30, headers={
+                "Connection": "close"}).status_code == 200
+    assert served_by(gw, path) == {0, 1}
+    # Whichever worker answers the scrape, it shows all twenty.
+    wait_for(lambda: blob_gets(scrape()) == 20, what="the sum")
+    for _ in range(10):
+        assert blob_gets(scrape()) == 20
+    # A worker killed and started again: its counts stay in the sum.
+    os.kill(worker_pids(gw)[1], signal.SIGKILL)
+    wait_for(lambda: gw.log_text().count("master worker_start") == 3 and
+             len(worker_pids(gw)) == 2, what="worker 1 restarted")
+    for _ in range(10):
+        assert blob_gets(scrape()) == 20
+
+
+def test_kill_9_of_a_worker_loses_no_audit_record(start_registry,
+                                                  start_gateway, tmp_path,
+                                                  redis):
+    """Each worker writes as <instance_id>/<worker> with its own spool;
+    a worker killed in the middle of 3,000 requests (8 keep-alive
+    connections) is started again and replays its spool: every answered
+    request has exactly one record."""
+    rs = redis()
+    reg = start_registry("up1")
+    man, blob = push_image(reg)
+    spool = tmp_path / "w.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-w",
+                         workers=2, cache=cache_cfg(tmp_path / "cache"),
+                         audit=audit_cfg(rs.port, spool))
+    gw = start_gateway(cfg)
+    wait_for(lambda: len(worker_pids(gw)) == 2, what="two workers")
+    paths = [("/v2/crash/app/manifests/%s" % man, MT)] * 5 + [
+        ("/v2/", None), ("/v2/crash/app/blobs/%s" % blob, None)]
+    load = Load(gw.port, paths, 3000, 8).start()
+    wait_for(lambda: load.answered() >= 1500, timeout=120,
+             what="1,500 answered requests")
+    victim = worker_pids(gw)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: worker_pids(gw).get(0) not in (None, victim),
+             what="worker 0 restarted")
+    load.join(timeout=300)
+    assert load.answered() == 3000
+    answered = load.ids
+    assert len(set(answered)) == len(answered), "a request id repeats"
+    wait_for(lambda: set(answered) <= set(stream_request_ids(rs)),
+             timeout=60, what="every answered request in the stream")
+    for w in (0, 1):
+        wait_for(lambda: spool_size(str(spool) + ".%d" % w) == HDR,
+                 timeout=30, what="spool %d released" % w)
+    got = stream_request_ids(rs)
+    dup = sorted({x for x in got if got.count(x) > 1})
+    assert not dup, "recorded twice: %r" % dup[:10]
+    # Unanswered but recorded: at most the requests the kill cut off.
+    assert len(set(got) - set(answered)) <= 8
+    assert not os.path.exists(spool)    # the workers' spools only
+    with rs.client() as c:
+        recs = entries_to_dicts(c.call("XRANGE", STREAM, "-", "+"))
+    assert {d["instance"] for _, d in recs} == {"gw-w/0", "gw-w/1"}
+
+
+def test_a_spool_no_worker_replays_is_named_at_start(start_registry,
+                                                     start_gateway, tmp_path,
+                                                     redis):
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "s.spool"
+    with open(str(spool) + ".1", "wb") as f:
+        f.write(b"x" * 100)             # what a worker 1 left
+    gw = start_gateway(gateway_config(upstream(reg, default=True),
+                                      workers=1,
+                                      audit=audit_cfg(rs.port, spool)))
+    assert "spool_left path=%s.1 bytes=100" % spool in gw.log_text()
+    assert "start once with workers 2" in gw.log_text()
