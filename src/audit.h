@@ -331,7 +331,7 @@ void		 audit_flush(struct audit *);
 void		 audit_kick(struct audit *);
 void		 audit_kick_cb(int, short, void *);
 
-/* audit_query.c: the query engine (see there). */
+/* audit_query.c: the query engine (see there); audit_cli.c drives it. */
 #define AQ_BATCH		500	/* entries per XREVRANGE */
 #define AQ_KEY_MAX		(AUDIT_VALUE_MAX + 256)
 
@@ -391,5 +391,8 @@ void		 aq_step_done(struct aq *);
 struct json_t	*aq_page(struct json_t *, const struct aq *);
 void		 aq_emit_json(void *, const char *,
 		    const struct audit_fields *);
+struct json_t	*aq_json(const char *, const struct audit_fields *);
+int		 aq_entry(const struct redisReply *, const char **,
+		    struct audit_fields *);
 
 #endif /* PC_AUDIT_H */

@@ -19,14 +19,10 @@
  * the user, never the password; the loop never waits for Redis.
  *
  * With sentinels (redis.sentinel), each connection starts by asking
- * them, in order and each within connect_timeout, for the master's
- * address (SENTINEL get-master-addr-by-name); the answer is a peer's
- * word, so it must be numeric and of an address class the configured
- * sentinels allow (rds_master_allowed()).  After AUTH and SELECT the
- * link checks with ROLE that it is on the master: right after a
- * failover a sentinel may still name the demoted one.  A lost link, or
- * a -READONLY reply (the master was demoted under it), makes the next
- * connection ask again; each change of master is logged.
+ * them for the master's address, and after AUTH and SELECT the link
+ * checks with ROLE that it is on the master (both in rds_sentinel.c).
+ * A lost link, or a -READONLY reply (the master was demoted under it),
+ * makes the next connection ask again.
  *
  * hiredis 0.14 notes: after a failed connect, and on a disconnect, it
  * frees the context itself once our callback returns; on a free (ours or
@@ -42,72 +38,10 @@
 #include <hiredis/async.h>
 #include <hiredis/adapters/libevent.h>
 
-#include <arpa/inet.h>
-
 #include "portcullis.h"
-#include "netaddr.h"
-#include "rds.h"
-
-enum rds_state {
-	RDS_DOWN,
-	RDS_RESOLVING,		/* asking a sentinel */
-	RDS_CONNECTING,
-	RDS_AUTH,
-	RDS_SELECT,
-	RDS_ROLE,		/* checking that it is the master */
-	RDS_SUBSCRIBING,
-	RDS_READY
-};
-
-/* A command sent, waiting for its reply (in the order sent). */
-struct rds_cmd {
-	TAILQ_ENTRY(rds_cmd)	 entry;
-	struct rds		*l;
-	rds_reply_fn		*fn;
-	void			*arg;
-	uint64_t		 sent_ms;
-};
-
-struct rds {
-	struct event_base	*base;
-	char			*name;
-	char			*host;
-	char			*username;
-	char			*password;
-	char			 address[300];
-	struct rds_params	 p;
-	const struct rds_ops	*ops;
-	void			*arg;
-	redisAsyncContext	*rc;
-	enum rds_state		 state;
-	uint64_t		 gen;		/* connections made */
-	uint64_t		 since_ms;	/* this connection's start */
-	uint64_t		 up_ms;		/* when it was last up */
-	int			 backoff_ms;
-	int			 started;
-	struct event		*ev_retry;
-	struct event		*ev_timer;	/* the nearest deadline */
-	TAILQ_HEAD(, rds_cmd)	 cmds;
-	char			**chans;
-	size_t			 nchans;
-	size_t			 nsubscribed;
-	char			 lasterr[1024];	/* last logged failure */
-	redisAsyncContext	*sc;		/* to a sentinel */
-	size_t			 sidx;		/* the sentinel asked */
-	char			**sentinels;
-	char			*master_name;
-	char			*susername;
-	char			*spassword;
-};
-
-#define RDS_SENTINEL_CMD	"get-master-addr-by-name"
+#include "rds_int.h"
 
 static void	rds_connect(struct rds *);
-static void	rds_lost(struct rds *, const char *, int);
-static void	rds_ask_sentinel(struct rds *);
-static void	rds_sentinel_next(struct rds *, const char *, int);
-static void	rds_connect_master(struct rds *);
-static void	rds_on_role(redisAsyncContext *, void *, void *);
 
 /* The params of the top-level redis section, or its defaults. */
 void
@@ -144,140 +78,7 @@ rds_params_init(struct rds_params *p, const struct config *conf,
 	}
 }
 
-/* Split numeric "host:port" or "[v6]:port"; -1 when it is not one. */
-static int
-rds_split(const char *s, char *host, size_t len, int *port)
-{
-	const char	*c;
-	char		*end;
-	size_t		 n;
-	long		 v;
-
-	if ((c = strrchr(s, ':')) == NULL)
-		return (-1);
-	n = c - s;
-	if (s[0] == '[' && n >= 2 && s[n - 1] == ']') {
-		s++;
-		n -= 2;
-	}
-	if (n == 0 || n >= len)
-		return (-1);
-	memcpy(host, s, n);
-	host[n] = '\0';
-	v = strtol(c + 1, &end, 10);
-	if (*end != '\0' || v < 1 || v > 65535 || end == c + 1)
-		return (-1);
-	*port = (int)v;
-	return (0);
-}
-
-/* The class of a numeric address; NETADDR_UNKNOWN when not numeric. */
-static enum netaddr_class
-rds_class(const char *host)
-{
-	unsigned char	 a[16];
-
-	if (inet_pton(AF_INET, host, a) == 1)
-		return (netaddr_class_v4(a));
-	if (inet_pton(AF_INET6, host, a) == 1)
-		return (netaddr_class_v6(a));
-	return (NETADDR_UNKNOWN);
-}
-
-static int
-rds_internal(enum netaddr_class c)
-{
-	return (c == NETADDR_LOOPBACK || c == NETADDR_PRIVATE ||
-	    c == NETADDR_CGNAT || c == NETADDR_ULA);
-}
-
-/*
- * Whether the master address a sentinel gave may be dialled.  It is a
- * peer's word: it must be numeric; loopback only when a configured
- * sentinel is on loopback itself, private, carrier-grade NAT or unique
- * local only when a configured sentinel is on loopback or one of those
- * (an operator who points the gateway at internal sentinels trusts
- * their internal answers; a sentinel out there may not aim the gateway
- * inside); unspecified, link-local, multicast and reserved never.
- * NULL, or why not.
- */
-static const char *
-rds_master_allowed(char *const *sentinels, size_t n, const char *host)
-{
-	enum netaddr_class	 c, sc;
-	char			 shost[256];
-	size_t			 i;
-	int			 port, loop = 0, internal = 0;
-
-	for (i = 0; i < n; i++) {
-		if (rds_split(sentinels[i], shost, sizeof(shost), &port) == -1)
-			continue;
-		sc = rds_class(shost);
-		loop |= sc == NETADDR_LOOPBACK;
-		internal |= rds_internal(sc);
-	}
-	switch ((c = rds_class(host))) {
-	case NETADDR_PUBLIC:
-		return (NULL);
-	case NETADDR_LOOPBACK:
-		return (loop ? NULL : "loopback, and no sentinel is");
-	case NETADDR_PRIVATE:
-	case NETADDR_CGNAT:
-	case NETADDR_ULA:
-		return (internal ? NULL : "internal, and no sentinel is");
-	case NETADDR_UNKNOWN:
-		return ("not a numeric address");
-	default:
-		return ("of a class never dialled");
-	}
-}
-
-/*
- * Parse and check a sentinel's answer to get-master-addr-by-name into
- * host and *port.  NULL, or what is wrong with it (no address in it:
- * it may come from the peer).
- */
-static const char *
-rds_master_reply(const redisReply *r, char *const *sentinels, size_t n,
-    char *host, size_t len, int *port)
-{
-	const char	*why;
-	char		*end;
-	long		 v;
-
-	if (r == NULL)
-		return ("no reply");
-	if (r->type == REDIS_REPLY_NIL)
-		return ("unknown master name");
-	if (r->type == REDIS_REPLY_ERROR)
-		return ("error reply");
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-	    r->element[0]->type != REDIS_REPLY_STRING ||
-	    r->element[1]->type != REDIS_REPLY_STRING ||
-	    (size_t)r->element[0]->len >= len ||
-	    strlen(r->element[0]->str) != (size_t)r->element[0]->len)
-		return ("malformed reply");
-	v = strtol(r->element[1]->str, &end, 10);
-	if (*end != '\0' || end == r->element[1]->str || v < 1 || v > 65535)
-		return ("malformed port");
-	if ((why = rds_master_allowed(sentinels, n, r->element[0]->str)) !=
-	    NULL)
-		return (why);
-	memcpy(host, r->element[0]->str, r->element[0]->len + 1);
-	*port = (int)v;
-	return (NULL);
-}
-
-/* Whether a reply to ROLE says master. */
-static int
-rds_is_master(const redisReply *r)
-{
-	return (r != NULL && r->type == REDIS_REPLY_ARRAY &&
-	    r->elements >= 1 && r->element[0]->type == REDIS_REPLY_STRING &&
-	    strcmp(r->element[0]->str, "master") == 0);
-}
-
-static char *
+char *
 rds_strdup(const char *s)
 {
 	char	*d;
@@ -299,7 +100,7 @@ rds_wipe(char *s)
 }
 
 /* host:port as written in logs, [v6]:port for IPv6. */
-static void
+void
 rds_format_address(char *buf, size_t len, const char *host, int port)
 {
 	snprintf(buf, len, strchr(host, ':') != NULL ? "[%s]:%d" : "%s:%d",
@@ -312,7 +113,7 @@ rds_format_address(char *buf, size_t len, const char *host, int port)
  * the rest of the line, unless it holds the password (Redis does not
  * echo it, but this is the one place that could).
  */
-static void
+void
 rds_error_text(char *buf, size_t len, const redisReply *r,
     const char *password)
 {
@@ -466,7 +267,7 @@ rds_address(const struct rds *l)
 }
 
 /* Arm ev_timer for the nearest deadline: getting ready, or a reply. */
-static void
+void
 rds_arm(struct rds *l)
 {
 	struct rds_cmd	*c;
@@ -529,7 +330,7 @@ rds_retry_cb(evutil_socket_t fd, short ev, void *arg)
  * link comes up: a wrong password retried every reconnect_max would
  * otherwise fill the log.
  */
-static void
+void
 rds_log_failure(struct rds *l, const char *what)
 {
 	if (strncmp(l->lasterr, what, sizeof(l->lasterr) - 1) == 0)
@@ -548,7 +349,7 @@ rds_log_failure(struct rds *l, const char *what)
  * The owner hears of it before the context is freed, so that the NULL
  * replies of its pending commands find it knowing.
  */
-static void
+void
 rds_lost(struct rds *l, const char *why, int free_it)
 {
 	redisAsyncContext	*rc = l->rc, *sc = l->sc;
@@ -647,7 +448,7 @@ rds_on_sub(redisAsyncContext *rc, void *r, void *priv)
 }
 
 /* Authenticated and on its database: subscribe, or be up. */
-static void
+void
 rds_selected(struct rds *l)
 {
 	const char	**argv;
@@ -681,27 +482,6 @@ rds_selected(struct rds *l)
 	free(lens);
 	if (!i)
 		rds_lost(l, "subscribe failed", 1);
-}
-
-/*
- * The answer to ROLE: on the master, go on; on a replica (a sentinel's
- * stale answer right after a failover) drop it and ask again after the
- * back-off.
- */
-static void
-rds_on_role(redisAsyncContext *rc, void *r, void *priv)
-{
-	struct rds	*l = priv;
-
-	if (r == NULL || rc->data != l || rc != l->rc)
-		return;
-	if (!rds_is_master(r)) {
-		rds_log_failure(l, "not the master (a stale sentinel answer, "
-		    "or a failover in progress)");
-		rds_lost(l, "not the master", 1);
-		return;
-	}
-	rds_selected(l);
 }
 
 static void
@@ -828,7 +608,7 @@ rds_connect(struct rds *l)
 }
 
 /* Connect to l->host, the configured one or the sentinels' master. */
-static void
+void
 rds_connect_master(struct rds *l)
 {
 	redisAsyncContext	*rc;
@@ -854,179 +634,6 @@ rds_connect_master(struct rds *l)
 	redisAsyncSetConnectCallback(rc, rds_on_connect);
 	redisAsyncSetDisconnectCallback(rc, rds_on_disconnect);
 	rds_arm(l);
-}
-
-/*
- * The sentinel being asked failed (why): the next one, or the link is
- * down when none is left.  free_it as for rds_lost().
- */
-static void
-rds_sentinel_next(struct rds *l, const char *why, int free_it)
-{
-	redisAsyncContext	*sc = l->sc;
-
-	l->sc = NULL;
-	if (sc != NULL) {
-		sc->data = NULL;
-		if (free_it)
-			redisAsyncFree(sc);
-	}
-	log_debug("- rds sentinel_failed link=%s sentinel=%s reason=\"%s\"",
-	    l->name, l->sentinels[l->sidx], why);
-	l->sidx++;
-	rds_ask_sentinel(l);
-}
-
-/* The master's address: check it, take it, connect to it. */
-static void
-rds_on_master(redisAsyncContext *sc, void *r, void *priv)
-{
-	struct rds	*l = priv;
-	const char	*why;
-	char		 host[256], prev[300];
-	int		 port;
-
-	if (r == NULL || sc->data != l || sc != l->sc)
-		return;
-	if ((why = rds_master_reply(r, l->sentinels, l->p.nsentinels, host,
-	    sizeof(host), &port)) != NULL) {
-		char	msg[512];
-
-		snprintf(msg, sizeof(msg), "sentinel %s: master %s: %s",
-		    l->sentinels[l->sidx], l->master_name, why);
-		rds_log_failure(l, msg);
-		rds_sentinel_next(l, why, 1);
-		return;
-	}
-	l->sc = NULL;
-	sc->data = NULL;
-	redisAsyncFree(sc);	/* deferred: we are in its callback */
-	snprintf(prev, sizeof(prev), "%s", l->address);
-	free(l->host);
-	l->host = rds_strdup(host);
-	l->p.host = l->host;
-	l->p.port = port;
-	rds_format_address(l->address, sizeof(l->address), host, port);
-	if (strcmp(prev, l->address) != 0) {
-		if (strncmp(prev, "master ", 7) == 0)
-			log_info("- rds master link=%s master_name=%s "
-			    "address=%s sentinel=%s", l->name,
-			    l->master_name, l->address,
-			    l->sentinels[l->sidx]);
-		else
-			log_warn("- rds master_switch link=%s master_name=%s "
-			    "from=%s to=%s sentinel=%s", l->name,
-			    l->master_name, prev, l->address,
-			    l->sentinels[l->sidx]);
-	}
-	rds_connect_master(l);
-}
-
-static void
-rds_sentinel_ask_cmd(struct rds *l)
-{
-	if (redisAsyncCommand(l->sc, rds_on_master, l,
-	    "SENTINEL " RDS_SENTINEL_CMD " %s", l->master_name) != REDIS_OK)
-		rds_sentinel_next(l, "send failed", 1);
-}
-
-static void
-rds_on_sentinel_auth(redisAsyncContext *sc, void *r, void *priv)
-{
-	struct rds	*l = priv;
-	char		 why[160], msg[512];
-
-	if (r == NULL || sc->data != l || sc != l->sc)
-		return;
-	if (((redisReply *)r)->type != REDIS_REPLY_STATUS) {
-		rds_error_text(why, sizeof(why), r, l->spassword);
-		snprintf(msg, sizeof(msg), "sentinel %s: authentication "
-		    "failed (%s)", l->sentinels[l->sidx], why);
-		rds_log_failure(l, msg);
-		rds_sentinel_next(l, "authentication failed", 1);
-		return;
-	}
-	rds_sentinel_ask_cmd(l);
-}
-
-static void
-rds_on_sentinel_connect(const redisAsyncContext *csc, int status)
-{
-	struct rds	*l = csc->data;
-	const char	*argv[3];
-	size_t		 lens[3];
-	int		 argc = 0;
-
-	if (l == NULL || csc != l->sc)
-		return;
-	if (status != REDIS_OK) {
-		rds_sentinel_next(l, csc->errstr[0] != '\0' ? csc->errstr :
-		    "connect failed", 0);
-		return;
-	}
-	if (l->spassword == NULL) {
-		rds_sentinel_ask_cmd(l);
-		return;
-	}
-	argv[argc] = "AUTH";
-	lens[argc++] = 4;
-	if (l->susername != NULL) {
-		argv[argc] = l->susername;
-		lens[argc++] = strlen(l->susername);
-	}
-	argv[argc] = l->spassword;
-	lens[argc++] = strlen(l->spassword);
-	if (redisAsyncCommandArgv(l->sc, rds_on_sentinel_auth, l, argc, argv,
-	    lens) != REDIS_OK)
-		rds_sentinel_next(l, "send failed", 1);
-}
-
-static void
-rds_on_sentinel_disconnect(const redisAsyncContext *csc, int status)
-{
-	struct rds	*l = csc->data;
-
-	if (l == NULL || csc != l->sc)
-		return;
-	rds_sentinel_next(l, csc->errstr[0] != '\0' ? csc->errstr :
-	    "disconnected", 0);
-}
-
-/*
- * Ask sentinel sidx for the master, each within connect_timeout; past
- * the last one the link is down (and tries them all again after the
- * back-off).
- */
-static void
-rds_ask_sentinel(struct rds *l)
-{
-	redisAsyncContext	*sc;
-	char			 host[256];
-	int			 port;
-
-	for (; l->sidx < l->p.nsentinels; l->sidx++) {
-		if (rds_split(l->sentinels[l->sidx], host, sizeof(host),
-		    &port) == -1)
-			continue;	/* the config checked it */
-		if ((sc = redisAsyncConnect(host, port)) == NULL)
-			fatal("redisAsyncConnect");
-		if (sc->err) {
-			redisAsyncFree(sc);
-			continue;
-		}
-		l->state = RDS_RESOLVING;
-		l->since_ms = now_ms();
-		sc->data = l;
-		l->sc = sc;
-		redisLibeventAttach(sc, l->base);
-		redisAsyncSetConnectCallback(sc, rds_on_sentinel_connect);
-		redisAsyncSetDisconnectCallback(sc,
-		    rds_on_sentinel_disconnect);
-		rds_arm(l);
-		return;
-	}
-	l->state = RDS_RESOLVING;
-	rds_lost(l, "no sentinel named a usable master", 0);
 }
 
 /* Start connecting; from now on the link keeps itself connected. */
@@ -1176,7 +783,7 @@ rds_command_formatted(struct rds *l, rds_reply_fn *fn, void *arg,
  * database (that will not fix itself), each with *cause, which never
  * holds the password.
  */
-static int
+int
 rds_connect_sync_at(const struct rds_params *p, struct redisContext **out,
     char **cause)
 {
@@ -1250,109 +857,16 @@ refused:
 }
 
 /*
- * Ask the sentinels in turn for the master (into host, *port), each
- * bounded by the connect timeout.  0, or RDS_SYNC_DOWN with *cause.
- */
-static int
-rds_resolve_sync(const struct rds_params *p, char *host, size_t len,
-    int *port, char **cause)
-{
-	redisContext	*sc;
-	redisReply	*r;
-	struct timeval	 tv;
-	const char	*argv[3], *why;
-	size_t		 lens[3], i;
-	char		 shost[256], last[512];
-	int		 sport, argc;
-
-	snprintf(last, sizeof(last), "no sentinel configured");
-	tv.tv_sec = p->connect_timeout_ms / 1000;
-	tv.tv_usec = (p->connect_timeout_ms % 1000) * 1000;
-	for (i = 0; i < p->nsentinels; i++) {
-		if (rds_split(p->sentinels[i], shost, sizeof(shost),
-		    &sport) == -1)
-			continue;
-		sc = redisConnectWithTimeout(shost, sport, tv);
-		if (sc == NULL || sc->err) {
-			snprintf(last, sizeof(last), "sentinel %s: cannot "
-			    "connect: %s", p->sentinels[i], sc != NULL ?
-			    sc->errstr : "out of memory");
-			if (sc != NULL)
-				redisFree(sc);
-			continue;
-		}
-		redisSetTimeout(sc, tv);
-		why = NULL;
-		if (p->sentinel_password != NULL) {
-			argc = 0;
-			argv[argc] = "AUTH";
-			lens[argc++] = 4;
-			if (p->sentinel_username != NULL) {
-				argv[argc] = p->sentinel_username;
-				lens[argc++] = strlen(p->sentinel_username);
-			}
-			argv[argc] = p->sentinel_password;
-			lens[argc++] = strlen(p->sentinel_password);
-			r = redisCommandArgv(sc, argc, argv, lens);
-			if (r == NULL || r->type != REDIS_REPLY_STATUS)
-				why = "authentication failed";
-			freeReplyObject(r);
-		}
-		if (why == NULL) {
-			r = redisCommand(sc, "SENTINEL " RDS_SENTINEL_CMD " %s",
-			    p->master_name);
-			why = rds_master_reply(r, p->sentinels, p->nsentinels,
-			    host, len, port);
-			freeReplyObject(r);
-		}
-		redisFree(sc);
-		if (why == NULL)
-			return (0);
-		snprintf(last, sizeof(last), "sentinel %s: master %s: %s",
-		    p->sentinels[i], p->master_name, why);
-	}
-	if ((*cause = strdup(last)) == NULL)
-		fatal("strdup");
-	return (RDS_SYNC_DOWN);
-}
-
-/*
  * The blocking handshake, to the master: with sentinels, ask them for
- * it, and check with ROLE that it is one.
+ * it, and check with ROLE that it is one (rds_sentinel.c).
  */
 int
 rds_connect_sync(const struct rds_params *p, struct redisContext **out,
     char **cause)
 {
-	struct rds_params	 mp;
-	redisReply		*r;
-	char			 host[256], address[300];
-	int			 port, st, master;
-
 	if (p->nsentinels == 0)
 		return (rds_connect_sync_at(p, out, cause));
-	*out = NULL;
-	if ((st = rds_resolve_sync(p, host, sizeof(host), &port, cause)) != 0)
-		return (st);
-	mp = *p;
-	mp.host = host;
-	mp.port = port;
-	if ((st = rds_connect_sync_at(&mp, out, cause)) != 0)
-		return (st);
-	r = redisCommand(*out, "ROLE");
-	master = rds_is_master(r);
-	freeReplyObject(r);
-	if (!master) {
-		redisFree(*out);
-		*out = NULL;
-		rds_format_address(address, sizeof(address), host, port);
-		if (asprintf(cause, "redis %s: not the master of %s (a stale "
-		    "sentinel answer, or a failover in progress)", address,
-		    p->master_name) == -1)
-			*cause = NULL;
-		return (RDS_SYNC_DOWN);
-	}
-	return (0);
+	return (rds_connect_sync_sentinel(p, out, cause));
 }
 
 /*
