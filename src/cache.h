@@ -234,8 +234,16 @@ struct cache_fill *cache_fill_new(struct req *, enum cache_kind,
 void	cache_fill_join(struct cache_fill *, struct cache_reader *);
 void	cache_fill_leave(struct cache_fill *, struct cache_reader *);
 void	cache_fill_free_all(struct cache *);
+void	fill_hashed(struct cache_fill *);
+
+/* cache_digest.c */
 struct fill_pool *cache_fill_pool_new(struct pc_ctx *, size_t);
 void	cache_fill_pool_free(struct fill_pool *);
+void	fill_hash_start(struct cache_fill *);
+int	fill_hash_feed(struct fill_hash *, struct evbuffer *, const void *,
+	    size_t, int);
+void	fill_hash_free(struct fill_hash *);
+int	fill_hash_digest(struct fill_hash *, enum cache_alg, char *, size_t);
 
 /* cache_serve.c */
 void	cache_reader_has_head(struct cache_reader *);

@@ -1,9 +1,10 @@
 /*
- * config_int.h: what the four configuration files share and nothing else
- * includes.  It holds the shape of a schema row (enum cfg_type, the row
- * flags, struct cfg_key), the root table that the loader, the reload check
- * and the reference generator walk, and the few helpers one of the files
- * calls in another.  The rest of the daemon sees only src/config.h.
+ * config_int.h: what the configuration files (config*.c) share and
+ * nothing else includes.  It holds the shape of a schema row (enum
+ * cfg_type, the row flags, struct cfg_key), the root table that the
+ * loader, the reload check and the reference generator walk, and the few
+ * helpers one of the files calls in another.  The rest of the daemon sees
+ * only src/config.h.
  */
 #ifndef PC_CONFIG_INT_H
 #define PC_CONFIG_INT_H
@@ -66,6 +67,8 @@ void	 cfg_ptr(char *, size_t, const char *, const char *);
 int	 cfg_open_regular(const char *);
 void	 cfg_parse_object(struct cfg_ctx *, const struct cfg_key *,
 	    struct json_t *, void *, const char *);
+
+/* config_secret.c */
 void	 cfg_load_credentials(struct cfg_ctx *, void *, const char *,
 	    const char *);
 void	 cfg_load_sentinel_password(struct cfg_ctx *, void *, const char *,

@@ -1,8 +1,9 @@
 /*
  * sso.h: what sso.c (the browser sign-in: routes, states, sessions, the
- * code exchange, the forms) and sso_page.c (the HTML it answers with)
- * share and nothing else includes.  The daemon sees sso_wants(),
- * sso_start() and sso_free() through src/portcullis.h.
+ * forms), sso_callback.c (the code exchange), sso_account.c and
+ * sso_page.c (the HTML it answers with) share and nothing else
+ * includes.  The daemon sees sso_wants(), sso_start() and sso_free()
+ * through src/portcullis.h.
  */
 #ifndef PC_SSO_H
 #define PC_SSO_H
@@ -24,6 +25,10 @@ struct evbuffer;
 struct headers;
 struct oidc_treq;
 struct tok_ident;
+struct config;
+
+#define SSO_CLAIMS_MAX		64	/* string claims kept in a session */
+#define SSO_SESSION_MAX		65536	/* a session record's bytes */
 
 /* One secret of the person's, as the list shows it. */
 struct sso_secret_row {
@@ -124,6 +129,18 @@ void		 sso_op_message(struct sso_op *, int, const char *,
 		    const char *, int);
 void		 sso_redirect(struct req *, int, const char *,
 		    struct headers *);
+
+/* sso.c: what sso_callback.c calls back into as well. */
+const char	*sso_cookie_name(struct req *, int, char *, size_t);
+void		 sso_cookie(struct req *, struct headers *, int,
+		    const char *, long);
+void		 sso_message(struct req *, int, const char *, const char *,
+		    int, struct headers *);
+void		 sso_redirect_uri(const struct config *, char *, size_t);
+void		 sso_principal(struct req *, struct tok_ident *);
+
+/* sso_callback.c: /oauth2/callback, from sso_start(). */
+void	sso_callback(struct sso_op *);
 
 /* token_idp.c: its sealing, also for the session's provider token. */
 char	*tokidp_seal_with(const unsigned char *, const char *, const char *);
