@@ -156,6 +156,9 @@ def upstream(registry, name=None, prefix=None, default=False,
 def gateway_config(*upstreams, **extra):
     """A gateway config dict with short timeouts and the given upstreams."""
     cfg = {"timeouts": {"upstream_connect": 2, "upstream_response": 10},
-           "upstreams": list(upstreams)}
+           "upstreams": list(upstreams),
+           # As Gateway() pins it: a config written for a reload must
+           # not change it (workers is not reloadable).
+           "workers": int(os.environ.get("PORTCULLIS_TEST_WORKERS", "1"))}
     cfg.update(extra)
     return cfg
