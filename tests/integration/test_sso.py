@@ -895,7 +895,7 @@ AUDIT_ACL = ("+evalsha +script|load +xadd +xtrim +xrange +xrevrange +xread "
              "+zrangebyscore +zrem +zcard +zpopmin +select +ping").split()
 SECRETS_ACL = "+hgetall +hset +subscribe +select +ping".split()
 SSO_ACL = ("+set +get +getdel +del +eval +scard +sismember +smembers "
-           "+hsetnx +sadd +publish +incr +pexpire").split()
+           "+hsetnx +sadd +publish +incr +pexpire +pttl").split()
 
 
 def test_readme_acl_user_is_enough(tmp_path, start_registry, single_image):
@@ -1098,6 +1098,50 @@ def test_sign_out_everywhere(env):
     with env.rs.client() as c:
         assert c.call("KEYS", "*sessions:corp:alice") == []
         assert len(c.call("KEYS", "*session:*")) == 1   # bob's
+
+
+
+def test_sign_out_everywhere_index_outlives_its_sessions(env):
+    """Review: the session index took each new session's lifetime as its
+    own (PEXPIRE), also when shorter than an older session's remaining
+    one (instances sharing Redis with different session_lifetime, or a
+    reload lowering it), and a rebuild dropped its expiry to the new
+    session's too: the index then ended first and "sign out everywhere"
+    missed the older, longer session.  The index now lives as long as
+    its longest member."""
+    g1 = gateway(env, name="gw1", sso_extra={"session_lifetime": 3600})
+    cb = g1.url + "/oauth2/callback"
+    g2 = gateway(env, name="gw2", port=env.port2, sso_extra={
+        "redirect_url": cb, "session_lifetime": 60,
+        "session_index_rebuild": 2})
+    a1 = session()
+    assert sign_in(g1, a1, env.idp)[0].status_code == 303
+
+    def index_outlives_members():
+        with env.rs.client() as c:
+            idx = c.call("KEYS", "*sessions:corp:alice")
+            assert len(idx) == 1, idx
+            members = c.call("SMEMBERS", idx[0])
+            longest = max(c.call("PTTL", m) for m in members)
+            assert longest > 600000      # a1's (an hour)
+            assert c.call("PTTL", idx[0]) >= longest - 5000, (
+                c.call("PTTL", idx[0]), longest)
+    index_outlives_members()
+    # A shorter session on the other instance (index: 2 members) ...
+    a2 = session()
+    assert sign_in(g1, a2, env.idp, callback_on=g2)[0].status_code == 303
+    index_outlives_members()
+    # ... and one more there, at session_index_rebuild: a rebuild.
+    a3 = session()
+    assert sign_in(g1, a3, env.idp, callback_on=g2)[0].status_code == 303
+    index_outlives_members()
+    page = signed_in_page(g2, a3).text
+    r = a3.post(g2.url + "/logout", data={"csrf": csrf_of(page),
+                                          "everywhere": "1"},
+                allow_redirects=False, timeout=20)
+    assert r.status_code == 303, r.text
+    for s in (a1, a2, a3):
+        assert 'id="subject"' not in s.get(g1.url + "/", timeout=20).text
 
 
 def test_secret_refused_when_the_provider_says_another_subject(
