@@ -1159,6 +1159,15 @@ def test_secret_refused_when_the_provider_says_another_subject(
     page = signed_in_page(g, s).text
     for status, body, want in (
             (200, {"sub": "mallory"}, 403),
+            # Review: the sub compared exactly, as a string only.
+            (200, {"sub": ["bob"]}, 403),
+            (200, {"sub": {"bob": 1}}, 403),
+            (200, {"sub": 0}, 403),
+            (200, {"sub": "bob "}, 403),
+            (200, {"sub": "bo"}, 403),
+            (200, {"sub": "BOB"}, 403),
+            (200, {"name": "bob"}, 403),
+            (200, ["bob"], 503),
             (401, {"error": "invalid_token"}, 403),
             (401, None, 403),
             (500, None, 503)):
