@@ -266,6 +266,8 @@ struct config_sso {
 	size_t			 max_token_response_bytes;
 	size_t			 max_id_token_bytes;
 	size_t			 max_form_bytes;
+	size_t			 max_provider_token_bytes;
+	size_t			 session_index_rebuild;	/* members */
 	/* Terminal sign-in (token_idp.c): the public device-grant client. */
 	char			*cli_client_id;		/* NULL: none */
 	int			 recheck_interval_ms;	/* 0: every refresh */

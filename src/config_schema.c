@@ -1177,7 +1177,8 @@ static const struct cfg_key cfg_sso_keys[] = {
 	  .flags = CFG_RELOAD, .off = SSO_OFF(max_token_response_bytes),
 	  .min = 1024, .max = 1048576, .def = 65536,
 	  .help = "Largest token endpoint answer read; larger fails the "
-	  "sign-in." },
+	  "sign-in. Also the largest userinfo answer read before a secret is "
+	  "made on the landing page; larger makes none (503)." },
 	{ .name = "max_id_token_bytes", .type = CFG_SIZE, .flags = CFG_RELOAD,
 	  .off = SSO_OFF(max_id_token_bytes), .min = 512, .max = 65536,
 	  .def = 16384,
@@ -1187,6 +1188,20 @@ static const struct cfg_key cfg_sso_keys[] = {
 	  .def = 4096,
 	  .help = "Largest form posted to the landing page (create or revoke "
 	  "a secret, sign out); larger is 413." },
+	{ .name = "max_provider_token_bytes", .type = CFG_SIZE,
+	  .flags = CFG_RELOAD, .off = SSO_OFF(max_provider_token_bytes),
+	  .min = 256, .max = 32768, .def = 16384,
+	  .help = "Longest provider access token kept (sealed) in a browser "
+	  "session for the userinfo re-check before a secret is made; a "
+	  "longer one is not kept, and that session makes no secret (sign "
+	  "in again)." },
+	{ .name = "session_index_rebuild", .type = CFG_SIZE,
+	  .flags = CFG_RELOAD, .off = SSO_OFF(session_index_rebuild),
+	  .min = 2, .max = 100000, .def = 64,
+	  .help = "Members of a person's session index (<prefix>sessions:"
+	  "<subject>, for \"sign out everywhere\") at which a sign-in "
+	  "rebuilds it from its live sessions; each rebuild reads every "
+	  "member in one Redis script." },
 	{ .name = "cli_client_id", .type = CFG_STRING, .flags = CFG_RELOAD,
 	  .off = SSO_OFF(cli_client_id), .check = cfg_check_audience,
 	  .def_doc = "no terminal sign-in",

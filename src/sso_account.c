@@ -29,8 +29,6 @@
 #include "sso.h"
 
 #define SSO_ROWS_FIELDS		32	/* fields of one secret record */
-#define SSO_PAT_MAX		16384	/* a provider access token's bytes */
-#define SSO_USERINFO_MAX	65536	/* a userinfo answer's bytes */
 
 static void
 sso_render(struct sso_op *op)
@@ -355,7 +353,8 @@ sso_keep_provider_token(struct sso_op *op, json_t *doc, const char *key)
 	int64_t		 exp = 0;
 
 	if (!json_is_string(at) || json_string_length(at) == 0 ||
-	    json_string_length(at) > SSO_PAT_MAX)
+	    json_string_length(at) >
+	    op->req->conf->identity->sso->max_provider_token_bytes)
 		return (-1);
 	if (json_is_integer(ei) && json_integer_value(ei) > 0 &&
 	    json_integer_value(ei) < 366 * 86400)
@@ -459,7 +458,8 @@ sso_recheck(struct sso_op *op)
 	snprintf(logid, sizeof(logid), "%llu.%u sso",
 	    (unsigned long long)req->c->id, req->seq);
 	op->treq = oidc_userinfo_request(op->ctx, req->conf,
-	    req->conf->identity->sso->issuer, at, SSO_USERINFO_MAX,
+	    req->conf->identity->sso->issuer, at,
+	    req->conf->identity->sso->max_token_response_bytes,
 	    sso_userinfo_answer, op, logid, &why);
 	json_decref(rec);	/* the request holds its own copy */
 	if (op->treq == NULL) {

@@ -226,22 +226,31 @@ sso_verify_id_token(struct sso_op *op, const char *idt, size_t len,
 
 /*
  * KEYS: the session, the person's session index (for "sign out
- * everywhere").  ARGV: the record, its TTL in ms.  The index is rebuilt
- * from its live members when it grows (ended sessions leave no trace
- * else), so it stays about as large as the person's live sessions.
+ * everywhere").  ARGV: the record, its TTL in ms, session_index_rebuild.
+ * The index is rebuilt from its live members when it grows (ended
+ * sessions leave no trace else), so it stays about as large as the
+ * person's live sessions.  It lives as long as its longest member: a
+ * shorter session (another instance's or a reload's session_lifetime)
+ * must not end it while an older session still runs.
  */
 static const char sso_session_lua[] =
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
-    "if redis.call('SCARD', KEYS[2]) >= 64 then\n"
+    "local ttl = tonumber(ARGV[2])\n"
+    "if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[3]) then\n"
     "  local live = {}\n"
     "  for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
-    "    if redis.call('GET', m) then live[#live + 1] = m end\n"
+    "    local t = redis.call('PTTL', m)\n"
+    "    if t ~= -2 then live[#live + 1] = m end\n"
+    "    if t > ttl then ttl = t end\n"
     "  end\n"
     "  redis.call('DEL', KEYS[2])\n"
     "  for _, m in ipairs(live) do redis.call('SADD', KEYS[2], m) end\n"
+    "else\n"
+    "  local t = redis.call('PTTL', KEYS[2])\n"
+    "  if t > ttl then ttl = t end\n"
     "end\n"
     "redis.call('SADD', KEYS[2], KEYS[1])\n"
-    "redis.call('PEXPIRE', KEYS[2], ARGV[2])\n"
+    "redis.call('PEXPIRE', KEYS[2], ttl)\n"
     "return redis.status_reply('OK')\n";
 
 static void
@@ -251,8 +260,8 @@ sso_exchanged(void *arg, json_t *doc, const char *error, const char *why)
 	const struct config_sso	*so = op->req->conf->identity->sso;
 	json_t			*idt;
 	char			 csrf[WEB_TOKEN_LEN + 1], key[512], ttl[32];
-	char			 idx[1024], *rec;
-	const char		*reason, *argv[7];
+	char			 idx[1024], nrb[32], *rec;
+	const char		*reason, *argv[8];
 
 	op->treq = NULL;
 	if (doc == NULL) {
@@ -305,7 +314,9 @@ sso_exchanged(void *arg, json_t *doc, const char *error, const char *why)
 	argv[4] = idx;
 	argv[5] = rec;
 	argv[6] = ttl;
-	if (sso_send(op, sso_link(op->ctx), sso_session_stored, 0, 7,
+	snprintf(nrb, sizeof(nrb), "%zu", so->session_index_rebuild);
+	argv[7] = nrb;
+	if (sso_send(op, sso_link(op->ctx), sso_session_stored, 0, 8,
 	    argv) == -1)
 		sso_callback_fail(op, 503, "session_store_unavailable",
 		    "The session store is not connected. Sign in again in a "

@@ -752,6 +752,85 @@ def test_bounds_token_answer_and_id_token(env, double):
     assert "larger than 4096" in g.log_text()
 
 
+
+def test_bounds_provider_token_userinfo_and_session_index(env, double):
+    """The re-check's bounds: max_provider_token_bytes (a longer provider
+    access token is not kept: that session makes no secret),
+    max_token_response_bytes for the userinfo answer too (larger: 503,
+    no secret), session_index_rebuild (the person's session index is
+    rebuilt from its live members when it holds that many)."""
+    g = double_gateway(env, double, sso_extra={
+        "max_provider_token_bytes": 256, "max_token_response_bytes": 4096,
+        "session_index_rebuild": 2})
+
+    def sign_in_bob(at):
+        s = session()
+        _loc, q = begin(g, s)
+        now = int(time.time())
+        tok = double.key.sign({"iss": double.issuer, "aud": "gateway",
+                               "sub": "bob", "nonce": q["nonce"],
+                               "iat": now, "exp": now + 300,
+                               "groups": ["dev"]})
+        double.route("POST", "/token", 200,
+                     {"Content-Type": "application/json"},
+                     json.dumps({"id_token": tok, "access_token": at,
+                                 "token_type": "Bearer"}).encode())
+        r = s.get(g.url + "/oauth2/callback", params={
+            "code": "c", "state": q["state"]}, allow_redirects=False,
+            timeout=20)
+        assert r.status_code == 303, r.text
+        return s
+
+    def create(s):
+        page = signed_in_page(g, s).text
+        return s.post(g.url + "/ui/secrets", data={"csrf": csrf_of(page),
+                                                    "name": "x"},
+                      timeout=20)
+
+    def userinfo(body):
+        double.route("GET", "/userinfo", 200,
+                     {"Content-Type": "application/json"},
+                     json.dumps(body).encode())
+
+    userinfo({"sub": "bob"})
+    # One byte over max_provider_token_bytes: not kept, no secret.
+    s1 = sign_in_bob("a" * 257)
+    r = create(s1)
+    assert r.status_code == 403 and not SECRET_RE.search(r.text), r.text
+    failure_of(env, "/ui/secrets",
+               lambda d: d["auth_failure"] == "idp_no_token")
+    # At the bound: kept, asked, a secret.
+    s2 = sign_in_bob("b" * 256)
+    r = create(s2)
+    assert r.status_code == 200 and SECRET_RE.search(r.text), r.text
+    # A userinfo answer over max_token_response_bytes: 503, no secret.
+    userinfo({"sub": "bob", "pad": "x" * 5000})
+    r = create(s2)
+    assert r.status_code == 503 and not SECRET_RE.search(r.text), r.text
+    assert "userinfo endpoint answer larger than 4096" in g.log_text()
+    userinfo({"sub": "bob", "pad": "x" * 3000})
+    assert create(s2).status_code == 200
+    # session_index_rebuild: s1's session ends; the index still names it
+    # (2 members) until the next sign-in rebuilds it from the live ones.
+    with env.rs.client() as c:
+        idx = c.call("KEYS", "*sessions:corp:bob")
+        assert len(idx) == 1
+        idx = idx[0]
+        assert c.call("SCARD", idx) == 2
+    page = signed_in_page(g, s1).text
+    r = s1.post(g.url + "/logout", data={"csrf": csrf_of(page)},
+                allow_redirects=False, timeout=20)
+    assert r.status_code == 303
+    with env.rs.client() as c:
+        assert c.call("SCARD", idx) == 2
+    s3 = sign_in_bob("c")
+    with env.rs.client() as c:
+        members = c.call("SMEMBERS", idx)
+        assert len(members) == 2, members   # s2's and s3's, not s1's
+        assert all(c.call("EXISTS", m) == 1 for m in members)
+    assert 'id="subject"' in signed_in_page(g, s3).text
+
+
 def test_config_errors(tmp_path, env):
     from lib.gateway import gateway_bin
     sf = tmp_path / "cs"
@@ -816,7 +895,7 @@ AUDIT_ACL = ("+evalsha +script|load +xadd +xtrim +xrange +xrevrange +xread "
              "+zrangebyscore +zrem +zcard +zpopmin +select +ping").split()
 SECRETS_ACL = "+hgetall +hset +subscribe +select +ping".split()
 SSO_ACL = ("+set +get +getdel +del +eval +scard +sismember +smembers "
-           "+hsetnx +sadd +publish +incr +pexpire").split()
+           "+hsetnx +sadd +publish +incr +pexpire +pttl").split()
 
 
 def test_readme_acl_user_is_enough(tmp_path, start_registry, single_image):
@@ -1021,6 +1100,50 @@ def test_sign_out_everywhere(env):
         assert len(c.call("KEYS", "*session:*")) == 1   # bob's
 
 
+
+def test_sign_out_everywhere_index_outlives_its_sessions(env):
+    """Review: the session index took each new session's lifetime as its
+    own (PEXPIRE), also when shorter than an older session's remaining
+    one (instances sharing Redis with different session_lifetime, or a
+    reload lowering it), and a rebuild dropped its expiry to the new
+    session's too: the index then ended first and "sign out everywhere"
+    missed the older, longer session.  The index now lives as long as
+    its longest member."""
+    g1 = gateway(env, name="gw1", sso_extra={"session_lifetime": 3600})
+    cb = g1.url + "/oauth2/callback"
+    g2 = gateway(env, name="gw2", port=env.port2, sso_extra={
+        "redirect_url": cb, "session_lifetime": 60,
+        "session_index_rebuild": 2})
+    a1 = session()
+    assert sign_in(g1, a1, env.idp)[0].status_code == 303
+
+    def index_outlives_members():
+        with env.rs.client() as c:
+            idx = c.call("KEYS", "*sessions:corp:alice")
+            assert len(idx) == 1, idx
+            members = c.call("SMEMBERS", idx[0])
+            longest = max(c.call("PTTL", m) for m in members)
+            assert longest > 600000      # a1's (an hour)
+            assert c.call("PTTL", idx[0]) >= longest - 5000, (
+                c.call("PTTL", idx[0]), longest)
+    index_outlives_members()
+    # A shorter session on the other instance (index: 2 members) ...
+    a2 = session()
+    assert sign_in(g1, a2, env.idp, callback_on=g2)[0].status_code == 303
+    index_outlives_members()
+    # ... and one more there, at session_index_rebuild: a rebuild.
+    a3 = session()
+    assert sign_in(g1, a3, env.idp, callback_on=g2)[0].status_code == 303
+    index_outlives_members()
+    page = signed_in_page(g2, a3).text
+    r = a3.post(g2.url + "/logout", data={"csrf": csrf_of(page),
+                                          "everywhere": "1"},
+                allow_redirects=False, timeout=20)
+    assert r.status_code == 303, r.text
+    for s in (a1, a2, a3):
+        assert 'id="subject"' not in s.get(g1.url + "/", timeout=20).text
+
+
 def test_secret_refused_when_the_provider_says_another_subject(
         env, double):
     """userinfo naming another sub than the id_token (OIDC Core 5.3.2),
@@ -1036,6 +1159,15 @@ def test_secret_refused_when_the_provider_says_another_subject(
     page = signed_in_page(g, s).text
     for status, body, want in (
             (200, {"sub": "mallory"}, 403),
+            # Review: the sub compared exactly, as a string only.
+            (200, {"sub": ["bob"]}, 403),
+            (200, {"sub": {"bob": 1}}, 403),
+            (200, {"sub": 0}, 403),
+            (200, {"sub": "bob "}, 403),
+            (200, {"sub": "bo"}, 403),
+            (200, {"sub": "BOB"}, 403),
+            (200, {"name": "bob"}, 403),
+            (200, ["bob"], 503),
             (401, {"error": "invalid_token"}, 403),
             (401, None, 403),
             (500, None, 503)):

@@ -1222,6 +1222,8 @@ test_reference(void **state)
 		"/identity/sso/max_token_response_bytes",
 		"/identity/sso/max_id_token_bytes",
 		"/identity/sso/max_form_bytes",
+		"/identity/sso/max_provider_token_bytes",
+		"/identity/sso/session_index_rebuild",
 		"/ratelimit", "/ratelimit/rules", "/ratelimit/rules/N/id",
 		"/ratelimit/rules/N/key", "/ratelimit/rules/N/cidr_v4",
 		"/ratelimit/rules/N/cidr_v6", "/ratelimit/rules/N/actions",
