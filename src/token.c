@@ -170,8 +170,9 @@ tok_scope_bits_allowed(struct req *req, const struct scope *s)
  *				when it has none: never "no end")
  *	mTLS			the client certificate's notAfter
  *
- * The one place a login's end is decided: issue 10's SSO logins, whose
- * session its provider renews, give their session's end here.
+ * The one place a login's end is decided.  A linked refresh token (the
+ * terminal sign-in, token_idp.c) is the exception by design: its
+ * provider session, asked again at every refresh, is the credential.
  */
 int64_t
 token_credential_end(const struct req *req)
@@ -815,9 +816,9 @@ tok_post(struct req *req, const char *form, size_t flen)
 		return;
 	}
 	/*
-	 * Issue 10 re-checks the subject's groups with its IdP here
-	 * (an oidc subject's refresh); revocation refuses a subject's
-	 * tokens issued before a time (ti->iat).
+	 * Revocation refuses a subject's tokens issued before a time
+	 * (ti->iat); a linked refresh token (portcullis login) then has
+	 * its person re-checked with the provider (token_idp.c).
 	 */
 	token_principal(req, ti);
 	if (ti->method == AUTH_ANONYMOUS) {
