@@ -384,6 +384,7 @@ struct config {
 	int			 upload_ttl_ms;	/* in Redis */
 	int			 referrers_fallback_ms; /* API absent, kept */
 	size_t			 referrers_attempts; /* index writes */
+	size_t			 referrers_pages; /* upstream pages merged */
 	size_t			 high_watermark;
 
 	int			 header_timeout_ms;

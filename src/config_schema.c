@@ -216,6 +216,13 @@ static const struct cfg_key cfg_limits_keys[] = {
 	  "manifest to its subject's referrers tag (the tag moved under it: "
 	  "read again); past them the push is answered without "
 	  "OCI-Subject, so the client maintains the tag itself." },
+	{ .name = "referrers_pages", .type = CFG_SIZE, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(referrers_pages), .min = 1, .max = 1000, .def = 10,
+	  .help = "Pages of an upstream referrers answer (Link rel=next, "
+	  "on the same upstream and path) merged into one answer; past "
+	  "them the answer ends with a Link to the gateway's own path "
+	  "that goes on from there. All pages together are bounded by "
+	  "limits.manifest_bytes." },
 	{ .name = NULL }
 };
 

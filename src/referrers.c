@@ -23,8 +23,10 @@
  * Pushing (a manifest with a `subject`, and the subject's referrers tag
  * kept when the upstream keeps none) is referrers_push.c's.
  */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "referrers_int.h"
 
@@ -36,6 +38,11 @@ struct rf_get {
 	int			 has_filter;
 	char			 filter[RF_TYPE_MAX];
 	char			*key;
+	json_t			*merged;	/* the API's pages so far */
+	size_t			 used;		/* their bytes */
+	size_t			 pages;		/* read */
+	char			 base[OCI_NAME_MAX + OCI_REF_MAX + 48];
+	char			 cont[RF_LINK_MAX]; /* a client's go-on */
 	int			 retired;
 	struct reap_node	 reap;
 };
@@ -247,13 +254,82 @@ rf_doc_send(struct rf_doc *d, struct pc_ctx *ctx, struct config *conf,
 	d->max = max;
 	d->status = 0;
 	d->too_large = 0;
-	d->oci_subject = 0;
-	d->digest[0] = d->ctype[0] = d->retry_after[0] = '\0';
+	d->oci_subject = d->next_long = 0;
+	d->digest[0] = d->ctype[0] = d->retry_after[0] = d->next[0] = '\0';
 	d->px = proxy_fetch_path(ctx, conf, up, method, path, scope,
 	    &d->fwd, &rf_doc_ops, d, logid);
 	if (body != NULL)
 		proxy_fetch_body(d->px, body);
 	proxy_fetch_start(d->px);	/* may answer at once */
+}
+
+/*
+ * Whether a link's parameters (`; rel="next"; ...`, RFC 8288 3) hold
+ * the relation type "next".  Unusually long parameters are no link the
+ * gateway follows.
+ */
+static int
+rf_rel_next(const char *p, size_t len)
+{
+	char	 buf[256], *last, *param, *v, *t, *tl;
+
+	if (len >= sizeof(buf))
+		return (0);
+	memcpy(buf, p, len);
+	buf[len] = '\0';
+	for (param = strtok_r(buf, ";", &last); param != NULL;
+	    param = strtok_r(NULL, ";", &last)) {
+		param += strspn(param, " \t");
+		if (strncasecmp(param, "rel", 3) != 0)
+			continue;
+		v = param + 3 + strspn(param + 3, " \t");
+		if (*v++ != '=')
+			continue;
+		/* One type, or a quoted list of them separated by spaces. */
+		for (t = strtok_r(v, " \t\"", &tl); t != NULL;
+		    t = strtok_r(NULL, " \t\"", &tl))
+			if (strcasecmp(t, "next") == 0)
+				return (1);
+	}
+	return (0);
+}
+
+/*
+ * Keep the target of the answer's rel="next" link (of any Link field;
+ * links in one field are separated by commas outside quotes), or note
+ * one too long to keep.
+ */
+static void
+rf_doc_next(struct rf_doc *d, const struct headers *h)
+{
+	const char	*p, *gt, *q;
+	size_t		 i, tlen;
+	int		 quoted;
+
+	for (i = 0; i < h->n; i++) {
+		if (strcasecmp(h->v[i].name, "Link") != 0)
+			continue;
+		for (p = h->v[i].value;;) {
+			p += strspn(p, " \t,");
+			if (*p != '<' || (gt = strchr(p, '>')) == NULL)
+				break;
+			for (q = gt + 1, quoted = 0; *q != '\0' &&
+			    (quoted || *q != ','); q++)
+				if (*q == '"')
+					quoted = !quoted;
+			if (rf_rel_next(gt + 1, q - gt - 1)) {
+				tlen = gt - p - 1;
+				if (tlen >= sizeof(d->next)) {
+					d->next_long = 1;
+					return;
+				}
+				memcpy(d->next, p + 1, tlen);
+				d->next[tlen] = '\0';
+				return;
+			}
+			p = q;
+		}
+	}
 }
 
 static int
@@ -271,6 +347,7 @@ rf_doc_head(void *arg, struct hframe_msg *rm)
 	if ((v = headers_get(&rm->hdrs, "Retry-After")) != NULL)
 		snprintf(d->retry_after, sizeof(d->retry_after), "%s", v);
 	d->oci_subject = headers_get(&rm->hdrs, "OCI-Subject") != NULL;
+	rf_doc_next(d, &rm->hdrs);
 	if (rm->status / 100 == 2 && rm->has_length && rm->length > d->max) {
 		proxy_free(d->px);
 		d->px = NULL;
@@ -434,7 +511,7 @@ rf_index_manifests(json_t *doc)
  */
 static void
 rf_answer(struct req *req, json_t *manifests, int has_filter,
-    const char *filter)
+    const char *filter, const char *link)
 {
 	struct headers	 h;
 	json_t		*out, *doc, *m;
@@ -462,9 +539,11 @@ rf_answer(struct req *req, json_t *manifests, int has_filter,
 	headers_init(&h);
 	if (has_filter)
 		headers_add(&h, "OCI-Filters-Applied", 19, "artifactType", 12);
-	log_debug("%llu.%u referrers answer count=%zu filtered=%d",
+	if (link != NULL)
+		headers_add(&h, "Link", 4, link, strlen(link));
+	log_debug("%llu.%u referrers answer count=%zu filtered=%d more=%d",
 	    (unsigned long long)req->c->id, req->seq, json_array_size(out),
-	    has_filter);
+	    has_filter, link != NULL);
 	req_respond_simple(req, 200, RF_INDEX_MT, body, &h);
 	headers_clear(&h);
 	free(body);
@@ -476,6 +555,7 @@ rf_get_destroy(void *arg)
 	struct rf_get	*g = arg;
 
 	rf_doc_clear(&g->doc);
+	json_decref(g->merged);
 	free(g->key);
 	free(g);
 }
@@ -494,25 +574,179 @@ rf_get_free(void *arg)
 }
 
 /*
- * Answer from descriptors found (kept for the cache first), read from a
- * document of `bytes`.
+ * Answer from descriptors found (kept for the cache first: a whole
+ * list, not one that goes on or went on from a client's Link), read from
+ * documents of `bytes`; `link` non-NULL says where the list goes on.
  */
 static void
-rf_get_answer(struct rf_get *g, json_t *manifests, size_t bytes)
+rf_get_answer(struct rf_get *g, json_t *manifests, size_t bytes,
+    const char *link)
 {
 	struct req	*req = g->req;
 
-	if (rf_caching(req))
+	if (rf_caching(req) && link == NULL && g->cont[0] == '\0')
 		rf_cache_put(req, g->key, manifests, bytes);
-	rf_answer(req, manifests, g->has_filter, g->filter);
+	rf_answer(req, manifests, g->has_filter, g->filter, link);
 	json_decref(manifests);
+}
+
+/* Whether a query holds URL characters only (RFC 3986 3.4). */
+static int
+rf_query_ok(const char *q, size_t len)
+{
+	size_t	i;
+
+	for (i = 0; i < len; i++)
+		if (!isalnum((unsigned char)q[i]) &&
+		    strchr("-._~%!$&'()*+,;=:@/?", q[i]) == NULL)
+			return (0);
+	return (1);
+}
+
+/*
+ * The upstream path of a next page the gateway may follow, into out:
+ * on the same upstream (a path, a query alone, or an absolute URL of
+ * the upstream's own scheme, host and port) and of the same list (the
+ * path exactly the first page's; a query of URL characters, its
+ * fragment dropped).  -1 otherwise: on an upstream's word the gateway
+ * goes nowhere else, not even to another repository of the upstream,
+ * whose credentials it holds.
+ */
+static int
+rf_next_path(struct rf_get *g, const char *target, char *out, size_t len)
+{
+	const struct config_upstream	*up = g->req->up;
+	struct url			 u;
+	const char			*rest, *q;
+	size_t				 plen, qlen, blen = strlen(g->base);
+	int				 n;
+
+	if (strncasecmp(target, "http://", 7) == 0 ||
+	    strncasecmp(target, "https://", 8) == 0) {
+		if (url_parse(target, &u) == -1 ||
+		    strcmp(u.scheme, up->u.scheme) != 0 ||
+		    strcmp(u.host, up->u.host) != 0 || u.port != up->u.port)
+			return (-1);
+		rest = target + strlen(target) - strlen(u.path);
+	} else if ((target[0] == '/' && target[1] != '/') || target[0] == '?')
+		rest = target;
+	else
+		return (-1);
+	plen = strcspn(rest, "?#");
+	if (rest[0] != '?' && (plen != blen || strncmp(rest, g->base,
+	    blen) != 0))
+		return (-1);
+	q = rest + plen;
+	qlen = *q == '?' ? strcspn(q, "#") : 0;
+	if (qlen > 0 && !rf_query_ok(q + 1, qlen - 1))
+		return (-1);
+	n = snprintf(out, len, "%s%.*s", g->base, (int)qlen, q);
+	return (n < 0 || (size_t)n >= len ? -1 : 0);
+}
+
+/*
+ * The Link of an answer cut at limits.referrers_pages: the gateway's own
+ * path, with the upstream's next query (the client's request for it
+ * goes on from there: referrers_start), the filter and ns= routing.
+ * NULL when it does not fit (then the answer fails).
+ */
+static char *
+rf_go_on_link(struct rf_get *g, const char *next)
+{
+	struct req	*req = g->req;
+	struct evbuffer	*b;
+	const char	*q = strchr(next, '?');
+	char		 enc[RF_TYPE_MAX * 3 + 1], *link = NULL;
+	size_t		 len;
+
+	if (q == NULL || q[1] == '\0')
+		return (NULL);	/* nothing to go on from */
+	if ((b = evbuffer_new()) == NULL)
+		fatal("evbuffer_new");
+	evbuffer_add_printf(b, "</v2/%s/referrers/%s?%s", req->route.name,
+	    req->route.ref, q + 1);
+	if (g->has_filter && url_pct_encode(g->filter, enc,
+	    sizeof(enc)) >= 0)
+		evbuffer_add_printf(b, "&artifactType=%s", enc);
+	if (req->ns[0] != '\0' && url_pct_encode(req->ns, enc,
+	    sizeof(enc)) >= 0)
+		evbuffer_add_printf(b, "&ns=%s", enc);
+	evbuffer_add_printf(b, ">; rel=\"next\"");
+	if ((len = evbuffer_get_length(b)) < RF_LINK_MAX * 2) {
+		if ((link = malloc(len + 1)) == NULL)
+			fatal("malloc");
+		evbuffer_remove(b, link, len);
+		link[len] = '\0';
+	}
+	evbuffer_free(b);
+	return (link);
+}
+
+static void	rf_get_send(struct rf_get *, const char *, const char *,
+		    size_t);
+
+/*
+ * A page of the API's answer: merged with those before it; the next
+ * one read while the upstream's Link says more follow (only on its own
+ * path: rf_next_path), at most limits.referrers_pages, all of them
+ * within limits.manifest_bytes.  Past the pages the answer ends with a
+ * Link of the gateway's own.
+ */
+static void
+rf_get_page(struct rf_get *g, json_t *m, size_t len)
+{
+	struct req	*req = g->req;
+	char		 path[RF_LINK_MAX + 256];
+	char		 scope[OCI_NAME_MAX + 48], *link;
+
+	if (g->merged == NULL)
+		g->merged = json_incref(m);
+	else if (json_array_extend(g->merged, m) == -1)
+		fatal("json_array_extend");
+	json_decref(m);
+	g->used += len;
+	g->pages++;
+	if (g->doc.next_long || (g->doc.next[0] != '\0' &&
+	    rf_next_path(g, g->doc.next, path, sizeof(path)) == -1)) {
+		/* Dropped: what was read is answered. */
+		log_warn("%llu.%u referrers upstream=%s next_link=dropped "
+		    "pages=%zu reason=\"%s\"", (unsigned long long)req->c->id,
+		    req->seq, req->up->name, g->pages, g->doc.next_long ?
+		    "too long" : "not the same upstream path");
+		g->doc.next[0] = '\0';
+	}
+	if (g->doc.next[0] == '\0') {
+		m = g->merged;
+		g->merged = NULL;
+		rf_get_answer(g, m, g->used, NULL);
+		return;
+	}
+	if (g->pages >= req->conf->referrers_pages) {
+		log_info("%llu.%u referrers bound pages=%zu count=%zu",
+		    (unsigned long long)req->c->id, req->seq, g->pages,
+		    json_array_size(g->merged));
+		if ((link = rf_go_on_link(g, path)) == NULL) {
+			req_fail(req, ERR_UPSTREAM_PROTO, "upstream referrers "
+			    "answer has more than limits.referrers_pages "
+			    "pages");
+			return;
+		}
+		m = g->merged;
+		g->merged = NULL;
+		rf_get_answer(g, m, g->used, link);
+		free(link);
+		return;
+	}
+	snprintf(scope, sizeof(scope), "repository:%s:pull", req->upname);
+	rf_get_send(g, path, scope, req->conf->manifest_bytes - g->used);
 }
 
 static void	rf_get_done(void *, enum pc_err, const char *);
 
-/* GET a document of the upstream for the referrers answer. */
+/* GET a document of the upstream (at most max bytes) for the answer. */
 static void
-rf_get_send(struct rf_get *g, const char *path, const char *scope)
+rf_get_send(struct rf_get *g, const char *path, const char *scope,
+    size_t max)
 {
 	struct req	*req = g->req;
 	char		 logid[48];
@@ -520,8 +754,7 @@ rf_get_send(struct rf_get *g, const char *path, const char *scope)
 	snprintf(logid, sizeof(logid), "%llu.%u",
 	    (unsigned long long)req->c->id, req->seq);
 	rf_doc_send(&g->doc, req->c->ctx, req->conf, req->up, logid,
-	    HTTP_GET, path, scope, "Accept", RF_INDEX_MT, NULL,
-	    req->conf->manifest_bytes);
+	    HTTP_GET, path, scope, "Accept", RF_INDEX_MT, NULL, max);
 }
 
 /* Read the subject's referrers tag (the upstream lacks the API). */
@@ -536,7 +769,7 @@ rf_get_tag(struct rf_get *g)
 	rf_tag(req->route.ref, tag, sizeof(tag));
 	snprintf(path, sizeof(path), "/v2/%s/manifests/%s", req->upname, tag);
 	snprintf(scope, sizeof(scope), "repository:%s:pull", req->upname);
-	rf_get_send(g, path, scope);
+	rf_get_send(g, path, scope, req->conf->manifest_bytes);
 }
 
 static void
@@ -565,26 +798,30 @@ rf_get_done(void *arg, enum pc_err err, const char *detail)
 			    "upstream referrers answer is no image index");
 			return;
 		}
-		if (!g->from_tag)
+		if (!g->from_tag) {
 			rf_set_absent(req, 0);
-		rf_get_answer(g, m, len);
+			rf_get_page(g, m, len);
+			return;
+		}
+		rf_get_answer(g, m, len, NULL);
 		return;
 	}
 	if (g->doc.status == 404 && g->from_tag) {
 		/* No tag: nothing refers to the subject (yet). */
-		rf_get_answer(g, json_array(), 0);
+		rf_get_answer(g, json_array(), 0, NULL);
 		return;
 	}
-	if (!g->from_tag && (g->doc.status == 405 || (g->doc.status == 404 &&
-	    errs_parse_code(text, len, code, sizeof(code)) == -1))) {
+	if (!g->from_tag && g->pages == 0 && (g->doc.status == 405 ||
+	    (g->doc.status == 404 && errs_parse_code(text, len, code,
+	    sizeof(code)) == -1))) {
 		/* No such endpoint: the tag schema stands in for it. */
 		rf_set_absent(req, 1);
 		rf_get_tag(g);
 		return;
 	}
-	if (g->doc.status == 404) {
+	if (g->doc.status == 404 && g->pages == 0) {
 		/* The API, without the subject: spec 1.1 says 200, empty. */
-		rf_get_answer(g, json_array(), 0);
+		rf_get_answer(g, json_array(), 0, NULL);
 		return;
 	}
 	rf_fail_status(req, &g->doc, g->from_tag ? "the referrers tag read" :
@@ -597,8 +834,9 @@ referrers_start(struct req *req)
 {
 	struct rf_get	*g;
 	struct rf_entry	*e;
-	char		 path[OCI_NAME_MAX + OCI_REF_MAX + 32];
-	char		 scope[OCI_NAME_MAX + 48];
+	char		 path[sizeof(g->base) + RF_LINK_MAX];
+	char		 scope[OCI_NAME_MAX + 48], q[RF_LINK_MAX];
+	int		 n;
 
 	if ((g = calloc(1, sizeof(*g))) == NULL)
 		fatal("calloc");
@@ -610,7 +848,23 @@ referrers_start(struct req *req)
 	    strlen(req->query), "artifactType", g->filter,
 	    sizeof(g->filter)) == 0 && g->filter[0] != '\0')
 		g->has_filter = 1;
-	if (rf_caching(req) && (e = rf_cache_find(req->c->ctx, g->key)) !=
+	snprintf(g->base, sizeof(g->base), "/v2/%s/referrers/%s", req->upname,
+	    req->route.ref);
+	/*
+	 * The rest of the query is where a list cut at
+	 * limits.referrers_pages goes on (the Link of rf_go_on_link): the
+	 * upstream's own next query, asked of its API as it is.
+	 */
+	if (req->query != NULL && ((n = url_query_strip(req->query,
+	    strlen(req->query), "artifactType", q, sizeof(q))) == -1 ||
+	    url_query_strip(q, n, "ns", g->cont, sizeof(g->cont)) == -1 ||
+	    !rf_query_ok(g->cont, strlen(g->cont)))) {
+		g->cont[0] = '\0';
+		req_fail(req, ERR_BAD_REQUEST, "referrers query too long or "
+		    "not a URL query");
+		return;
+	}
+	if (g->cont[0] == '\0' && rf_caching(req) && (e = rf_cache_find(req->c->ctx, g->key)) !=
 	    NULL) {
 		if (e->expires > now_ms()) {
 			log_debug("%llu.%u referrers cache hit",
@@ -619,20 +873,22 @@ referrers_start(struct req *req)
 			TAILQ_INSERT_HEAD(&req->c->ctx->referrers->cache, e,
 			    entry);
 			rf_answer(req, e->manifests, g->has_filter,
-			    g->filter);
+			    g->filter, NULL);
 			return;
 		}
 		rf_entry_free(req->c->ctx->referrers, e);
 	}
 	if (rf_absent(req)) {
+		/* The tag holds the whole list: nothing to go on from. */
+		g->cont[0] = '\0';
 		rf_get_tag(g);
 		return;
 	}
 	/* Unfiltered: the filter is applied here, whatever the upstream. */
-	snprintf(path, sizeof(path), "/v2/%s/referrers/%s", req->upname,
-	    req->route.ref);
+	snprintf(path, sizeof(path), "%s%s%s", g->base, g->cont[0] != '\0' ?
+	    "?" : "", g->cont);
 	snprintf(scope, sizeof(scope), "repository:%s:pull", req->upname);
-	rf_get_send(g, path, scope);
+	rf_get_send(g, path, scope, req->conf->manifest_bytes);
 }
 
 static const struct req_stage_ops rf_get_stage_ops = {

@@ -17,6 +17,7 @@
 #define RF_TAG_MAX	(32 + 1 + 64 + 1) /* spec: alg <= 32, ref <= 64 */
 #define RF_ERRBODY_MAX	16384		/* an upstream refusal */
 #define RF_TYPE_MAX	256		/* an artifactType filter */
+#define RF_LINK_MAX	2048		/* a next page's target */
 
 /* An upstream found without the API, until when. */
 struct rf_up {
@@ -57,6 +58,8 @@ struct rf_doc {
 	int			 status;
 	int			 too_large;
 	int			 oci_subject;
+	int			 next_long;	/* a next target too long */
+	char			 next[RF_LINK_MAX]; /* Link rel=next; "" */
 	char			 digest[RF_DIGEST_MAX];
 	char			 ctype[128];
 	char			 retry_after[64];

@@ -657,3 +657,139 @@ def test_referrers_cache_memory_is_bounded(reg, start_gateway, tmp_path):
         asan = "libasan" in f.read()
     assert asan or grown < 160 * 1024, "rss grew %d KiB" % grown
     assert gw.alive()
+
+
+# --- an upstream with the API that pages its answer ---------------------
+# Registry 2.8 has no referrers API, so these run against
+# lib/paging_referrers.py, a TEST DOUBLE of a registry that has one and
+# pages it with Link: rel="next".
+
+SUBJ = "sha256:" + "5e" * 32
+
+
+def descriptors(n, types=(SBOM, SIG)):
+    return [{"mediaType": MT, "digest": sha256(b"referrer %d" % i),
+             "size": 100 + i, "artifactType": types[i % len(types)]}
+            for i in range(n)]
+
+
+@pytest.fixture
+def pager():
+    from lib.paging_referrers import PagingReferrers
+    made = []
+
+    def make(**kw):
+        p = PagingReferrers(**kw)
+        made.append(p)
+        return p
+    try:
+        yield make
+    finally:
+        for p in made:
+            p.stop()
+
+
+def referrer_gets(up):
+    return [p for p in up.paths() if "/referrers/" in p]
+
+
+@pytest.mark.parametrize("link", ["path", "query", "absolute"])
+def test_paged_upstream_answer_is_merged(pager, start_gateway, link):
+    """All pages behind the upstream's Link, on its own referrers path,
+    are read and answered as one index (filtered here); before, only
+    the first page was served."""
+    up = pager(page_size=2, link=link)
+    refs = descriptors(7)
+    up.set_referrers("app", SUBJ, refs)
+    gw = start_gateway(gateway_config(upstream(up, default=True)))
+    r = referrers(gw.url, "app", SUBJ)
+    assert digests(r) == sorted(d["digest"] for d in refs)
+    assert "Link" not in r.headers
+    assert r.json()["manifests"][0] == refs[0]
+    assert referrer_gets(up) == ["/v2/app/referrers/%s" % SUBJ] + [
+        "/v2/app/referrers/%s?page=%d" % (SUBJ, i) for i in (1, 2, 3)]
+    r = referrers(gw.url, "app", SUBJ, SIG)
+    assert digests(r) == sorted(d["digest"] for d in refs
+                                if d["artifactType"] == SIG)
+    assert r.headers["OCI-Filters-Applied"] == "artifactType"
+
+
+@pytest.mark.parametrize("link", ["elsewhere", "otherrepo"])
+def test_next_link_elsewhere_is_never_followed(pager, start_gateway, link):
+    """A next page on another origin (here another port of 127.0.0.1,
+    where a second registry listens) or on another path of the same
+    upstream is dropped: the gateway answers what it read from the
+    upstream's own path and never goes there."""
+    other = pager(page_size=2)
+    other.set_referrers("app", SUBJ, descriptors(7))
+    up = pager(page_size=2, link=link, other_port=other.port)
+    refs = descriptors(7)
+    up.set_referrers("app", SUBJ, refs)
+    gw = start_gateway(gateway_config(upstream(up, default=True)))
+    r = referrers(gw.url, "app", SUBJ)
+    assert digests(r) == sorted(d["digest"] for d in refs[:2])
+    assert "Link" not in r.headers
+    assert referrer_gets(up) == ["/v2/app/referrers/%s" % SUBJ]
+    assert other.paths() == []
+    assert "next_link=dropped" in gw.log_text()
+
+
+def test_pages_past_the_bound_go_on_through_the_gateway(pager,
+                                                        start_gateway):
+    """At limits.referrers_pages the answer ends with a Link of the
+    gateway's own path carrying the upstream's next query (and the
+    filter); following it lists the rest, every referrer once."""
+    up = pager(page_size=2, link="path")
+    refs = descriptors(9, types=(SBOM,))
+    up.set_referrers("app", SUBJ, refs)
+    gw = start_gateway(gateway_config(upstream(up, default=True),
+                                      limits={"referrers_pages": 2}))
+    got, url, answers = [], "%s/v2/app/referrers/%s?artifactType=%s" % (
+        gw.url, SUBJ, urllib.parse.quote(SBOM, safe="")), 0
+    with session() as s:
+        while url and answers < 10:
+            r = s.get(url, timeout=30)
+            answers += 1
+            assert r.status_code == 200, r.text
+            assert r.headers["OCI-Filters-Applied"] == "artifactType"
+            got += [m["digest"] for m in r.json()["manifests"]]
+            nxt = r.links.get("next", {}).get("url")
+            if nxt:
+                assert nxt.startswith("/v2/app/referrers/%s?page=" % SUBJ)
+                assert "artifactType=" in nxt
+            url = gw.url + nxt if nxt else None
+    assert answers == 3
+    assert got == [d["digest"] for d in refs]
+    # Each answer read at most two upstream pages.
+    assert len(referrer_gets(up)) == 5
+
+
+def test_an_upstream_linking_in_a_loop_is_bounded(pager, start_gateway):
+    up = pager(page_size=2, link="loop")
+    up.set_referrers("app", SUBJ, descriptors(2))
+    gw = start_gateway(gateway_config(upstream(up, default=True),
+                                      limits={"referrers_pages": 3}))
+    r = referrers(gw.url, "app", SUBJ)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["manifests"]) == 6      # the same page 3 times
+    assert r.links["next"]["url"] == "/v2/app/referrers/%s?page=0" % SUBJ
+    assert len(referrer_gets(up)) == 3
+
+
+def test_paged_answer_bounded_in_bytes(pager, start_gateway):
+    """All pages together are bounded by limits.manifest_bytes: 502."""
+    up = pager(page_size=8, link="path")
+    refs = descriptors(64)
+    up.set_referrers("app", SUBJ, refs)
+    page = len(json.dumps({"schemaVersion": 2, "mediaType": IDX,
+                           "manifests": refs[:8]}))
+    gw = start_gateway(gateway_config(
+        upstream(up, default=True),
+        limits={"manifest_bytes": page * 3}))
+    r = referrers(gw.url, "app", SUBJ)
+    assert r.status_code == 502, r.text
+    assert "limits.manifest_bytes" in r.text
+    assert len(referrer_gets(up)) <= 4
+    # A list within the bound is answered whole.
+    up.set_referrers("app", SUBJ, refs[:16])
+    assert len(referrers(gw.url, "app", SUBJ).json()["manifests"]) == 16

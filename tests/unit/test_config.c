@@ -1135,6 +1135,7 @@ test_reference(void **state)
 		"/limits/tag_list_names", "/limits/tag_list_pages",
 		"/limits/upload_sessions", "/limits/upload_ttl",
 		"/limits/referrers_fallback", "/limits/referrers_attempts",
+		"/limits/referrers_pages",
 		"/cache",
 		"/cache/dir", "/cache/max_bytes", "/cache/tag_ttl",
 		"/cache/negative_ttl", "/cache/sendfile", "/cache/send_window",
