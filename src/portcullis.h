@@ -325,6 +325,7 @@ struct req {
 	int			 cap_checked;	/* upcap.c decided */
 	struct upstream_state	*cap_us;	/* holds a slot of it */
 	int			 upload_checked; /* uploads.c asked Redis */
+	int			 rf_checked;	/* DELETE read for a subject */
 };
 
 void	req_start(struct conn *, struct hframe_msg *);
@@ -504,6 +505,8 @@ void		 uploads_free(struct uploads *);
 /* referrers.c: the referrers API, also in front of an upstream without it. */
 void		 referrers_start(struct req *);
 int		 referrers_push_wants(struct req *);
+int		 referrers_delete_wants(struct req *);
+void		 referrers_delete_start(struct req *);
 void		 referrers_push_start(struct req *);
 void		 referrers_free(struct referrers *);
 

@@ -41,9 +41,21 @@ struct rf_lock {
 	TAILQ_HEAD(, rf_push)	 waiters;
 };
 
-enum rf_phase { RF_PUT_MANIFEST, RF_WAIT, RF_READ, RF_WRITE };
+/*
+ * RF_GET_MANIFEST: a DELETE's manifest read for its subject;
+ * RF_PUT_MANIFEST: the manifest's own PUT or DELETE sent.
+ */
+enum rf_phase { RF_GET_MANIFEST, RF_PUT_MANIFEST, RF_WAIT, RF_READ,
+	RF_WRITE };
 
-/* A manifest PUT with a subject: the request's UPSTREAM stage. */
+#define RF_ACCEPT	RF_MANIFEST_MT ", " RF_INDEX_MT ", " \
+	"application/vnd.docker.distribution.manifest.v2+json, " \
+	"application/vnd.docker.distribution.manifest.list.v2+json"
+
+/*
+ * A manifest PUT with a subject, or a DELETE by digest: the request's
+ * UPSTREAM stage (a DELETE's manifest read is a gate of DISPATCH).
+ */
 struct rf_push {
 	struct req		*req;		/* NULL: detached */
 	struct pc_ctx		*ctx;
@@ -53,6 +65,7 @@ struct rf_push {
 	char			 logid[48];
 	struct rf_doc		 doc;
 	enum rf_phase		 phase;
+	int			 deleting;	/* a DELETE: take it out */
 	json_t			*desc;		/* for the index */
 	char			*key;
 	char			 subject[RF_DIGEST_MAX];
@@ -72,6 +85,8 @@ struct rf_push {
 
 static const struct req_stage_ops rf_push_stage_ops;
 static void	rf_push_read(struct rf_push *);
+static void	rf_delete_read(struct rf_push *, enum pc_err);
+static void	rf_delete_send(struct rf_push *);
 
 /* The subject of a pushed manifest into out: 1, or 0 when none. */
 static int
@@ -216,8 +231,9 @@ rf_push_gone(void *arg)
 	struct rf_push		*p = arg;
 	struct referrers	*r = rf_state(p->ctx);
 
-	if (p->retired || p->phase == RF_PUT_MANIFEST)
-		return;
+	if (p->retired || p->phase == RF_GET_MANIFEST ||
+	    p->phase == RF_PUT_MANIFEST || (p->deleting && p->status == 0))
+		return;		/* not deleted: nothing to finish */
 	if (r->ndetached >= p->conf->max_connections) {
 		log_warn("%s referrers not_detached index_not_updated "
 		    "repo=%s tag=%s reason=\"%zu detached index updates "
@@ -226,6 +242,9 @@ rf_push_gone(void *arg)
 		return;			/* rf_push_free() retires it */
 	}
 	log_info("%s referrers detached tag=%s", p->logid, p->tag);
+	/* The manifest is gone upstream: so is the cache's link to it. */
+	if (p->deleting)
+		cache_invalidate_link(p->req);
 	p->req = NULL;
 	TAILQ_INSERT_TAIL(&r->detached, p, det_entry);
 	r->ndetached++;
@@ -273,9 +292,14 @@ rf_push_answer(struct rf_push *p)
 	/* A later read of the subject's referrers must see this push. */
 	rf_cache_drop(p->ctx, p->key);
 	if (req == NULL) {		/* detached: nobody to answer */
-		log_info("%s referrers detached_done tag=%s indexed=%d",
-		    p->logid, p->tag, p->subject_ok);
+		log_info("%s referrers detached_done tag=%s %s=%d",
+		    p->logid, p->tag, p->deleting ? "removed" : "indexed",
+		    p->subject_ok);
 		rf_push_retire(p);
+		return;
+	}
+	if (p->deleting) {		/* the upstream's 202, as relayed */
+		req_respond_simple(req, p->status, NULL, NULL, NULL);
 		return;
 	}
 	headers_init(&h);
@@ -291,28 +315,43 @@ rf_push_answer(struct rf_push *p)
 	headers_clear(&h);
 }
 
-/* The index could not be made to hold the manifest: say no OCI-Subject. */
+/*
+ * The index could not be made to hold the manifest (say no OCI-Subject)
+ * or, for a DELETE, to lose it (the manifest is deleted all the same).
+ */
 static void
 rf_push_give_up(struct rf_push *p, const char *why)
 {
 	log_warn("%s referrers index_not_updated repo=%s tag=%s "
-	    "attempts=%zu reason=\"%s\"", p->logid, p->upname, p->tag,
-	    p->attempts, why);
+	    "attempts=%zu%s reason=\"%s\"", p->logid, p->upname, p->tag,
+	    p->attempts, p->deleting ? " removing=1" : "", why);
 	p->subject_ok = 0;
 	rf_push_answer(p);
 }
 
-/* Write the index: what was read plus the pushed manifest's descriptor. */
+/*
+ * Write the index: what was read plus the pushed manifest's descriptor,
+ * or without the deleted manifest's (all of them).
+ */
 static void
 rf_push_write(struct rf_push *p, json_t *manifests)
 {
 	struct evbuffer	*body;
 	json_t		*doc;
+	const char	*d;
 	char		*text;
 	char		 path[OCI_NAME_MAX + RF_TAG_MAX + 32];
 	char		 scope[OCI_NAME_MAX + 48];
+	size_t		 i;
 
-	json_array_append(manifests, p->desc);
+	if (!p->deleting)
+		json_array_append(manifests, p->desc);
+	for (i = json_array_size(manifests); p->deleting && i > 0; i--) {
+		d = json_string_value(json_object_get(json_array_get(
+		    manifests, i - 1), "digest"));
+		if (d != NULL && strcmp(d, p->digest) == 0)
+			json_array_remove(manifests, i - 1);
+	}
 	doc = json_pack("{s:i, s:s, s:O}", "schemaVersion", 2, "mediaType",
 	    RF_INDEX_MT, "manifests", manifests);
 	if (doc == NULL || (text = json_dumps(doc, JSON_COMPACT)) == NULL)
@@ -379,7 +418,8 @@ rf_push_read_done(struct rf_push *p)
 		rf_push_give_up(p, why);
 		return;
 	}
-	if (rf_has(m, p->digest)) {
+	/* Pushed: done once it holds it; deleted: once it does not. */
+	if (rf_has(m, p->digest) != p->deleting) {
 		json_decref(m);
 		p->subject_ok = 1;
 		rf_push_answer(p);
@@ -423,7 +463,8 @@ rf_push_put_done(struct rf_push *p)
 	if (p->doc.status / 100 != 2) {
 		if (p->doc.status == 401 || p->doc.status == 403 ||
 		    p->doc.status == 429) {
-			rf_fail_status(req, &p->doc, "a manifest push");
+			rf_fail_status(req, &p->doc, p->deleting ?
+			    "a manifest delete" : "a manifest push");
 			return;
 		}
 		/* The upstream's own refusal (its OCI error), recorded. */
@@ -435,6 +476,16 @@ rf_push_put_done(struct rf_push *p)
 		return;
 	}
 	p->status = p->doc.status;
+	/*
+	 * A DELETE says nothing of the upstream's referrers: the tag is
+	 * read anyway (when it has the API, there is none, or a stale one
+	 * that should not list a deleted manifest either).  It holds the
+	 * subject's lock already.
+	 */
+	if (p->deleting) {
+		rf_push_read(p);
+		return;
+	}
 	if (p->doc.digest[0] != '\0')
 		snprintf(p->digest, sizeof(p->digest), "%s", p->doc.digest);
 	if (p->doc.oci_subject) {
@@ -457,6 +508,10 @@ rf_push_done(void *arg, enum pc_err err, const char *detail)
 	struct rf_push	*p = arg;
 	char		 why[64];
 
+	if (p->phase == RF_GET_MANIFEST) {
+		rf_delete_read(p, err);
+		return;
+	}
 	if (p->phase == RF_PUT_MANIFEST) {
 		if (err != ERR_NONE)
 			req_fail(p->req, err, detail);
@@ -502,7 +557,12 @@ rf_push_read(struct rf_push *p)
 static void
 rf_push_go_cb(evutil_socket_t fd, short ev, void *arg)
 {
-	rf_push_read(arg);
+	struct rf_push	*p = arg;
+
+	if (p->deleting && p->status == 0)
+		rf_delete_send(p);
+	else
+		rf_push_read(p);
 }
 
 /*
@@ -540,18 +600,12 @@ rf_descriptor(json_t *m, const char *ctype, const char *digest,
  * the request's UPSTREAM stage: the upstream first, then the subject's
  * referrers tag when the upstream keeps none.
  */
-void
-referrers_push_start(struct req *req)
+/* A push or delete of the request's manifest, as its stage. */
+static struct rf_push *
+rf_push_new(struct req *req)
 {
 	struct rf_push	*p;
-	struct evbuffer	*body = req->body_read;
-	json_t		*m;
-	json_error_t	 jerr;
-	const char	*ctype;
-	char		 path[OCI_NAME_MAX + OCI_REF_MAX + 32];
-	char		 scope[OCI_NAME_MAX + 48];
 
-	req->body_read = NULL;		/* ours now, then the fetch's */
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		fatal("calloc");
 	p->req = req;
@@ -567,6 +621,22 @@ referrers_push_start(struct req *req)
 	    NULL)
 		fatal("evtimer_new");
 	req_stage_set(req, &rf_push_stage_ops, p);
+	return (p);
+}
+
+void
+referrers_push_start(struct req *req)
+{
+	struct rf_push	*p;
+	struct evbuffer	*body = req->body_read;
+	json_t		*m;
+	json_error_t	 jerr;
+	const char	*ctype;
+	char		 path[OCI_NAME_MAX + OCI_REF_MAX + 32];
+	char		 scope[OCI_NAME_MAX + 48];
+
+	req->body_read = NULL;		/* ours now, then the fetch's */
+	p = rf_push_new(req);
 	m = json_loadb((const char *)evbuffer_pullup(body, -1),
 	    evbuffer_get_length(body), 0, &jerr);
 	if (m == NULL || !rf_subject(m, p->subject, sizeof(p->subject)) ||
@@ -590,6 +660,100 @@ referrers_push_start(struct req *req)
 	rf_doc_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_PUT,
 	    path, scope, "Content-Type", ctype != NULL ? ctype :
 	    RF_MANIFEST_MT, body, RF_ERRBODY_MAX);
+}
+
+/* --- a manifest deleted by digest --- */
+
+/*
+ * Whether a routed manifest DELETE by digest was not read yet: then
+ * referrers_delete_start() reads it for a `subject` first.
+ */
+int
+referrers_delete_wants(struct req *req)
+{
+	return (req->route.ep == OCI_EP_MANIFEST &&
+	    req->msg->method == HTTP_DELETE && req->route.ref_digest &&
+	    strlen(req->route.ref) < RF_DIGEST_MAX && !req->rf_checked);
+}
+
+/*
+ * Read the manifest a DELETE by digest names (a gate of DISPATCH, like
+ * tagpol.c's): one with a subject is deleted by this stage, which then
+ * takes it out of its subject's referrers tag.
+ */
+void
+referrers_delete_start(struct req *req)
+{
+	struct rf_push	*p;
+	char		 path[OCI_NAME_MAX + OCI_REF_MAX + 32];
+	char		 scope[OCI_NAME_MAX + 48];
+
+	p = rf_push_new(req);
+	p->deleting = 1;
+	snprintf(p->digest, sizeof(p->digest), "%.*s",
+	    (int)sizeof(p->digest) - 1, req->route.ref);	/* fits: wants */
+	p->phase = RF_GET_MANIFEST;
+	snprintf(path, sizeof(path), "/v2/%s/manifests/%s", req->upname,
+	    req->route.ref);
+	snprintf(scope, sizeof(scope), "repository:%s:pull", req->upname);
+	rf_doc_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_GET,
+	    path, scope, "Accept", RF_ACCEPT, NULL, p->conf->manifest_bytes);
+}
+
+/*
+ * The manifest was read.  Without a subject (or not read: the DELETE's
+ * own answer will say why) the DELETE goes on as any other; with one,
+ * it is sent from here.
+ */
+static void
+rf_delete_read(struct rf_push *p, enum pc_err err)
+{
+	struct req	*req = p->req;
+	json_t		*m = NULL;
+	json_error_t	 jerr;
+	const char	*text;
+	size_t		 len;
+
+	if (err == ERR_NONE && p->doc.status == 200) {
+		text = rf_doc_text(&p->doc, &len);
+		m = json_loadb(text, len, 0, &jerr);
+	}
+	if (m == NULL || !rf_subject(m, p->subject, sizeof(p->subject))) {
+		json_decref(m);
+		req->rf_checked = 1;
+		req_stage_next(req);	/* retires p */
+		return;
+	}
+	json_decref(m);
+	p->key = rf_key(req, p->subject);
+	rf_tag(p->subject, p->tag, sizeof(p->tag));
+	log_debug("%s referrers delete subject=%s digest=%s", p->logid,
+	    p->subject, p->digest);
+	req_set_state(req, REQ_UPSTREAM);
+	/*
+	 * The lock first: a push that read the index while this manifest
+	 * is deleted would write it back listing a manifest that is gone,
+	 * which registry 2.8 refuses (400 MANIFEST_BLOB_UNKNOWN).
+	 */
+	p->phase = RF_WAIT;
+	if (rf_lock_take(p))
+		rf_delete_send(p);
+	/* else ev_go starts it */
+}
+
+/* Send the DELETE (holding the subject's lock). */
+static void
+rf_delete_send(struct rf_push *p)
+{
+	char	path[OCI_NAME_MAX + OCI_REF_MAX + 32];
+	char	scope[OCI_NAME_MAX + 48];
+
+	p->phase = RF_PUT_MANIFEST;
+	snprintf(path, sizeof(path), "/v2/%s/manifests/%s", p->upname,
+	    p->digest);
+	snprintf(scope, sizeof(scope), "repository:%s:delete", p->upname);
+	rf_doc_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_DELETE,
+	    path, scope, "Accept", "*/*", NULL, RF_ERRBODY_MAX);
 }
 
 static const struct req_stage_ops rf_push_stage_ops = {

@@ -973,6 +973,11 @@ req_dispatch(struct req *req)
 		referrers_push_start(req);
 		return;
 	}
+	/* A manifest deleted by digest: out of its subject's referrers. */
+	if (referrers_delete_wants(req)) {
+		referrers_delete_start(req);
+		return;
+	}
 	/* The catalog is the gateway's own answer, filtered per caller. */
 	if (req->route.ep == OCI_EP_CATALOG) {
 		req_set_state(req, REQ_UPSTREAM);

@@ -793,3 +793,138 @@ def test_paged_answer_bounded_in_bytes(pager, start_gateway):
     # A list within the bound is answered whole.
     up.set_referrers("app", SUBJ, refs[:16])
     assert len(referrers(gw.url, "app", SUBJ).json()["manifests"]) == 16
+
+
+# --- a manifest with a subject deleted through the gateway --------------
+
+def delete_manifest(base, repo, ref):
+    with session() as s:
+        return s.delete("%s/v2/%s/manifests/%s" % (base, repo, ref),
+                        timeout=30)
+
+
+def tag_index(reg, repo, subj):
+    r = reg.http.get("%s/v2/%s/manifests/%s" % (reg.url, repo,
+                                                 ref_tag(subj)),
+                     headers={"Accept": IDX}, timeout=30)
+    assert r.status_code == 200, r.text
+    return sorted(m["digest"] for m in r.json()["manifests"])
+
+
+def test_deleted_referrer_leaves_the_index(reg, start_gateway, tmp_path):
+    """A DELETE by digest of a manifest with a subject, on registry 2.8
+    (deletes enabled, no referrers API): deleted upstream, taken out of
+    the subject's referrers tag, and the cached answer dropped."""
+    gw = start_gateway(gateway_config(
+        upstream(reg, default=True),
+        cache=cache_cfg(tmp_path / "c", referrers_ttl=3600)))
+    subj, size = push_image(gw.url, "del/app", "v1")
+    a1, d1 = artifact(subj, size, SBOM, "one")
+    a2, d2 = artifact(subj, size, SIG, "two")
+    for a in (a1, a2):
+        assert push_artifact(gw.url, "del/app", a).status_code == 201
+    assert digests(referrers(gw.url, "del/app", subj)) == sorted([d1, d2])
+
+    r = delete_manifest(gw.url, "del/app", d1)
+    assert r.status_code == 202, r.text
+    assert reg.get_manifest("del/app", d1, accept=MT).status_code == 404
+    assert tag_index(reg, "del/app", subj) == [d2]
+    # The cached answer (TTL an hour) went with it.
+    assert digests(referrers(gw.url, "del/app", subj)) == [d2]
+    assert digests(referrers(gw.url, "del/app", subj, SBOM)) == []
+
+    # The last one out leaves an empty index.
+    assert delete_manifest(gw.url, "del/app", d2).status_code == 202
+    assert tag_index(reg, "del/app", subj) == []
+    assert digests(referrers(gw.url, "del/app", subj)) == []
+
+    # Without a subject a DELETE is relayed as before: no tag touched.
+    mark = reg.mark()
+    assert delete_manifest(gw.url, "del/app", subj).status_code == 202
+    log = reg.access_log(since=mark)
+    assert [(e["method"], e["path"]) for e in log
+            if "/manifests/" in e["path"]] == [
+        ("GET", "/v2/del/app/manifests/" + subj),
+        ("DELETE", "/v2/del/app/manifests/" + subj)]
+    # Unknown: the upstream's own 404; by tag: as before (405).
+    r = delete_manifest(gw.url, "del/app", "sha256:" + "ee" * 32)
+    assert r.status_code == 404, r.text
+    assert r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    r = delete_manifest(gw.url, "del/app", "v1")
+    assert r.status_code == 405, r.text
+
+
+def test_delete_denied_by_the_policy_reads_nothing(reg, start_gateway):
+    """The policy gate comes first: a DELETE it refuses reaches neither
+    the manifest nor the index."""
+    gw = start_gateway(gateway_config(
+        upstream(reg, default=True),
+        policy={"rules": [{"id": "rw", "effect": "allow",
+                           "subjects": ["anonymous"],
+                           "repositories": ["**"],
+                           "actions": ["pull", "push"]}]}))
+    subj, size = push_image(gw.url, "keep/app", "v1")
+    a, d = artifact(subj, size, SBOM, "kept")
+    assert push_artifact(gw.url, "keep/app", a).status_code == 201
+    mark = reg.mark()
+    r = delete_manifest(gw.url, "keep/app", d)
+    assert r.status_code in (401, 403), r.text
+    assert not [e for e in reg.access_log(since=mark)
+                if e["path"].startswith("/v2/keep/")]
+    assert tag_index(reg, "keep/app", subj) == [d]
+
+
+def test_deletes_and_pushes_to_one_subject_are_serialised(reg, gw):
+    subj, size = push_image(gw.url, "mix/app", "v1")
+    with session() as s:
+        push_blob(gw.url, "mix/app", b"{}", s)
+    old = [artifact(subj, size, SBOM, "old %d" % i) for i in range(3)]
+    for body, _ in old:
+        assert push_artifact(gw.url, "mix/app", body,
+                             blob=False).status_code == 201
+    new = [artifact(subj, size, SIG, "new %d" % i) for i in range(3)]
+    results = {}
+    go = threading.Barrier(6)
+
+    def run(kind, i):
+        go.wait(timeout=30)
+        if kind == "del":
+            results[(kind, i)] = delete_manifest(gw.url, "mix/app",
+                                                 old[i][1])
+        else:
+            results[(kind, i)] = push_artifact(gw.url, "mix/app",
+                                               new[i][0], blob=False)
+
+    ts = [threading.Thread(target=run, args=(k, i))
+          for k in ("del", "put") for i in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=120)
+    for (kind, _), r in results.items():
+        assert r.status_code == (202 if kind == "del" else 201), r.text
+    assert len(results) == 6
+    want = sorted(d for _, d in new)
+    assert tag_index(reg, "mix/app", subj) == want
+    assert digests(referrers(gw.url, "mix/app", subj)) == want
+
+
+def test_delete_keeps_an_immutable_index_tag(reg, start_gateway):
+    allow = {"id": "all", "effect": "allow", "subjects": ["anonymous"],
+             "actions": ["pull", "push", "delete"], "repositories": ["**"]}
+    gw = start_gateway(gateway_config(
+        upstream(reg, default=True),
+        policy={"rules": [allow],
+                "immutable_tags": [{"id": "frozen",
+                                    "repositories": ["imm/**"],
+                                    "tags": ["sha256-*"]}]}))
+    subj, size = push_image(gw.url, "imm/del", "v1")
+    a, d = artifact(subj, size, SBOM, "first")
+    assert push_artifact(gw.url, "imm/del", a).status_code == 201
+    r = delete_manifest(gw.url, "imm/del", d)
+    # The manifest is deleted; its index tag is not moved.
+    assert r.status_code == 202, r.text
+    assert reg.get_manifest("imm/del", d, accept=MT).status_code == 404
+    assert tag_index(reg, "imm/del", subj) == [d]
+    assert 'removing=1 reason="the referrers tag is immutable' in \
+        gw.log_text()
