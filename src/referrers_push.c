@@ -67,6 +67,7 @@ struct rf_push {
 	enum rf_phase		 phase;
 	int			 deleting;	/* a DELETE: take it out */
 	json_t			*desc;		/* for the index */
+	json_t			*written;	/* the index's descriptors */
 	char			*key;
 	char			 subject[RF_DIGEST_MAX];
 	char			 digest[RF_DIGEST_MAX];	/* pushed */
@@ -87,6 +88,7 @@ static const struct req_stage_ops rf_push_stage_ops;
 static void	rf_push_read(struct rf_push *);
 static void	rf_delete_read(struct rf_push *, enum pc_err);
 static void	rf_delete_send(struct rf_push *);
+static int	rf_has(json_t *, const char *);
 
 /* The subject of a pushed manifest into out: 1, or 0 when none. */
 static int
@@ -193,6 +195,7 @@ rf_push_destroy(void *arg)
 	if (p->ev_go != NULL)
 		event_free(p->ev_go);
 	json_decref(p->desc);
+	json_decref(p->written);
 	config_unref(p->conf);
 	free(p->key);
 	free(p);
@@ -344,7 +347,7 @@ rf_push_write(struct rf_push *p, json_t *manifests)
 	char		 scope[OCI_NAME_MAX + 48];
 	size_t		 i;
 
-	if (!p->deleting)
+	if (!p->deleting && !rf_has(manifests, p->digest))
 		json_array_append(manifests, p->desc);
 	for (i = json_array_size(manifests); p->deleting && i > 0; i--) {
 		d = json_string_value(json_object_get(json_array_get(
@@ -362,6 +365,8 @@ rf_push_write(struct rf_push *p, json_t *manifests)
 		rf_push_give_up(p, "index larger than limits.manifest_bytes");
 		return;
 	}
+	json_decref(p->written);
+	p->written = json_incref(manifests);	/* rf_push_prune's */
 	if ((body = evbuffer_new()) == NULL)
 		fatal("evbuffer_new");
 	evbuffer_add(body, text, strlen(text));
@@ -372,6 +377,56 @@ rf_push_write(struct rf_push *p, json_t *manifests)
 	snprintf(scope, sizeof(scope), "repository:%s:pull,push", p->upname);
 	rf_doc_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_PUT,
 	    path, scope, "Content-Type", RF_INDEX_MT, body, RF_ERRBODY_MAX);
+}
+
+/*
+ * Registry 2.8 refuses an index that lists a manifest it no longer has
+ * (one deleted without the gateway): 400 MANIFEST_BLOB_UNKNOWN, the
+ * digest in the detail.  Without them, no push or delete through the
+ * gateway could ever update the index again: take them out and write
+ * again, a round of limits.referrers_attempts.  1 when written again.
+ */
+static int
+rf_push_prune(struct rf_push *p)
+{
+	json_t		*doc, *e, *m;
+	json_error_t	 jerr;
+	const char	*text, *code, *d, *md;
+	size_t		 len, i, j, pruned = 0;
+
+	if (p->written == NULL || p->attempts >= p->conf->referrers_attempts)
+		return (0);
+	text = rf_doc_text(&p->doc, &len);
+	if ((doc = json_loadb(text, len, 0, &jerr)) == NULL)
+		return (0);
+	json_array_foreach(json_object_get(doc, "errors"), i, e) {
+		code = json_string_value(json_object_get(e, "code"));
+		d = json_string_value(json_object_get(e, "detail"));
+		if (code == NULL || d == NULL ||
+		    (strcmp(code, "MANIFEST_BLOB_UNKNOWN") != 0 &&
+		    strcmp(code, "MANIFEST_UNKNOWN") != 0) ||
+		    (!p->deleting && strcmp(d, p->digest) == 0))
+			continue;
+		for (j = json_array_size(p->written); j > 0; j--) {
+			md = json_string_value(json_object_get(
+			    json_array_get(p->written, j - 1), "digest"));
+			if (md != NULL && strcmp(md, d) == 0) {
+				json_array_remove(p->written, j - 1);
+				pruned++;
+			}
+		}
+	}
+	json_decref(doc);
+	if (pruned == 0)
+		return (0);
+	log_info("%s referrers index_pruned tag=%s gone=%zu attempt=%zu",
+	    p->logid, p->tag, pruned, p->attempts + 1);
+	p->attempts++;
+	m = p->written;
+	p->written = NULL;
+	rf_push_write(p, m);
+	json_decref(m);
+	return (1);
 }
 
 /* Whether the descriptors hold the pushed manifest's digest. */
@@ -527,6 +582,8 @@ rf_push_done(void *arg, enum pc_err err, const char *detail)
 		rf_push_read_done(p);
 		return;
 	}
+	if (p->doc.status == 400 && rf_push_prune(p))
+		return;
 	if (p->doc.status / 100 != 2) {
 		snprintf(why, sizeof(why), "upstream answered %d to the "
 		    "index write", p->doc.status);

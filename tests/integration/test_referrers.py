@@ -909,6 +909,35 @@ def test_deletes_and_pushes_to_one_subject_are_serialised(reg, gw):
     assert digests(referrers(gw.url, "mix/app", subj)) == want
 
 
+def test_referrer_deleted_behind_the_gateway_is_pruned(reg, gw):
+    """A referrer deleted at the registry itself stays in the index, and
+    registry 2.8 then refuses every index listing it (400
+    MANIFEST_BLOB_UNKNOWN naming it): the gateway takes what the
+    registry names out and writes again, so pushes and deletes through
+    it keep the index up to date."""
+    subj, size = push_image(gw.url, "prune/app", "v1")
+    arts = [artifact(subj, size, SBOM, "n%d" % i) for i in range(4)]
+    for body, _ in arts[:3]:
+        assert push_artifact(gw.url, "prune/app", body).status_code == 201
+    with reg.http.delete("%s/v2/prune/app/manifests/%s" % (
+            reg.url, arts[0][1]), timeout=30) as r:
+        assert r.status_code == 202, r.text
+    r = push_artifact(gw.url, "prune/app", arts[3][0])
+    assert r.status_code == 201, r.text
+    assert r.headers["OCI-Subject"] == subj
+    assert tag_index(reg, "prune/app", subj) == sorted(
+        [arts[1][1], arts[2][1], arts[3][1]])
+    assert "referrers index_pruned" in gw.log_text()
+    # The same for a delete through the gateway.
+    with reg.http.delete("%s/v2/prune/app/manifests/%s" % (
+            reg.url, arts[1][1]), timeout=30) as r:
+        assert r.status_code == 202, r.text
+    assert delete_manifest(gw.url, "prune/app", arts[2][1]).status_code \
+        == 202
+    assert tag_index(reg, "prune/app", subj) == [arts[3][1]]
+    assert gw.log_text().count("referrers index_pruned") == 2
+
+
 def test_delete_keeps_an_immutable_index_tag(reg, start_gateway):
     allow = {"id": "all", "effect": "allow", "subjects": ["anonymous"],
              "actions": ["pull", "push", "delete"], "repositories": ["**"]}
