@@ -213,9 +213,10 @@ static const struct cfg_key cfg_limits_keys[] = {
 	{ .name = "referrers_attempts", .type = CFG_SIZE, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(referrers_attempts), .min = 1, .max = 20, .def = 5,
 	  .help = "Read-add-write rounds the gateway makes to add a pushed "
-	  "manifest to its subject's referrers tag (the tag moved under it: "
-	  "read again); past them the push is answered without "
-	  "OCI-Subject, so the client maintains the tag itself." },
+	  "manifest to its subject's referrers tag, or to take a deleted "
+	  "one out (the tag moved under it: read again); past them the push "
+	  "is answered without OCI-Subject, so the client maintains the tag "
+	  "itself (a delete is logged)." },
 	{ .name = "referrers_pages", .type = CFG_SIZE, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(referrers_pages), .min = 1, .max = 1000, .def = 10,
 	  .help = "Pages of an upstream referrers answer (Link rel=next, "
@@ -460,9 +461,9 @@ static const struct cfg_key cfg_cache_keys[] = {
 	  .off = CACHE_OFF(referrers_ttl_ms), .min = 0, .max = 3600000,
 	  .def = 10000,
 	  .help = "How long a referrers answer of a caching upstream is "
-	  "served from memory; a push through this gateway that adds to "
-	  "the subject drops it at once (other gateways' pushes are seen "
-	  "after it expires). 0 turns this off." },
+	  "served from memory; a push or delete through this gateway that "
+	  "changes the subject's referrers drops it at once (other "
+	  "gateways' are seen after it expires). 0 turns this off." },
 	{ .name = "referrers_entries", .type = CFG_SIZE, .flags = CFG_RELOAD,
 	  .off = CACHE_OFF(referrers_entries), .min = 1, .max = 100000,
 	  .def = 1000,
