@@ -5,8 +5,10 @@
  * request 404 "404 page not found", text/plain).
  *
  * Reading: the gateway asks the upstream's API with a client-less fetch
- * (as taglist.c reads a tag list) and answers an image index itself, so
- * the artifactType filter is always applied here (OCI-Filters-Applied).
+ * (docfetch.c, as taglist.c reads a tag list) and answers an image index
+ * itself, so the artifactType filter is always applied here
+ * (OCI-Filters-Applied); an answer the upstream pages (Link rel=next) is
+ * read page by page and merged (rf_get_page).
  * A registry with the API never answers 404 (spec: "MUST NOT return a
  * 404"); so a 404 whose body is no OCI error (a router's "page not
  * found") or a 405 means the endpoint is missing, remembered per
@@ -33,7 +35,7 @@
 /* A GET of referrers: the request's UPSTREAM stage. */
 struct rf_get {
 	struct req		*req;
-	struct rf_doc		 doc;
+	struct docfetch		 doc;
 	int			 from_tag;	/* reading the tag */
 	int			 has_filter;
 	char			 filter[RF_TYPE_MAX];
@@ -47,7 +49,6 @@ struct rf_get {
 	struct reap_node	 reap;
 };
 
-static const struct proxy_ops rf_doc_ops;
 static const struct req_stage_ops rf_get_stage_ops;
 
 /* --- per-context state --- */
@@ -210,59 +211,6 @@ rf_cache_put(struct req *req, const char *key, json_t *manifests,
 	r->ncache++;
 }
 
-/* --- the fetch of one document (struct proxy_ops) --- */
-
-void
-rf_doc_init(struct rf_doc *d, void (*done)(void *, enum pc_err,
-    const char *), void *owner)
-{
-	headers_init(&d->fwd);
-	if ((d->body = evbuffer_new()) == NULL)
-		fatal("evbuffer_new");
-	d->done = done;
-	d->owner = owner;
-}
-
-void
-rf_doc_clear(struct rf_doc *d)
-{
-	proxy_free(d->px);
-	d->px = NULL;
-	headers_clear(&d->fwd);
-	if (d->body != NULL)
-		evbuffer_free(d->body);
-	d->body = NULL;
-}
-
-/*
- * Send `method` on `path` (the upstream's, "/v2/...") under `scope`, with
- * the field `fname: fval` and, when not NULL, `body` (taken).  A 2xx
- * answer's body is kept up to `max` bytes (more is a failure), another's
- * up to RF_ERRBODY_MAX (the rest dropped).  The owner's done callback
- * runs once, with ERR_NONE when an answer came.
- */
-void
-rf_doc_send(struct rf_doc *d, struct pc_ctx *ctx, struct config *conf,
-    const struct config_upstream *up, const char *logid, int method,
-    const char *path, const char *scope, const char *fname,
-    const char *fval, struct evbuffer *body, size_t max)
-{
-	proxy_free(d->px);
-	headers_clear(&d->fwd);
-	headers_add(&d->fwd, fname, strlen(fname), fval, strlen(fval));
-	evbuffer_drain(d->body, evbuffer_get_length(d->body));
-	d->max = max;
-	d->status = 0;
-	d->too_large = 0;
-	d->oci_subject = d->next_long = 0;
-	d->digest[0] = d->ctype[0] = d->retry_after[0] = d->next[0] = '\0';
-	d->px = proxy_fetch_path(ctx, conf, up, method, path, scope,
-	    &d->fwd, &rf_doc_ops, d, logid);
-	if (body != NULL)
-		proxy_fetch_body(d->px, body);
-	proxy_fetch_start(d->px);	/* may answer at once */
-}
-
 /*
  * Whether a link's parameters (`; rel="next"; ...`, RFC 8288 3) hold
  * the relation type "next".  Unusually long parameters are no link the
@@ -295,17 +243,18 @@ rf_rel_next(const char *p, size_t len)
 }
 
 /*
- * Keep the target of the answer's rel="next" link (of any Link field;
- * links in one field are separated by commas outside quotes), or note
- * one too long to keep.
+ * The target of an answer's rel="next" link (of any Link field; links in
+ * one field are separated by commas outside quotes) into out: 1, 0 when
+ * there is none, -1 when it is too long to keep.
  */
-static void
-rf_doc_next(struct rf_doc *d, const struct headers *h)
+static int
+rf_next_link(const struct headers *h, char *out, size_t len)
 {
 	const char	*p, *gt, *q;
 	size_t		 i, tlen;
 	int		 quoted;
 
+	out[0] = '\0';
 	for (i = 0; i < h->n; i++) {
 		if (strcasecmp(h->v[i].name, "Link") != 0)
 			continue;
@@ -319,136 +268,24 @@ rf_doc_next(struct rf_doc *d, const struct headers *h)
 					quoted = !quoted;
 			if (rf_rel_next(gt + 1, q - gt - 1)) {
 				tlen = gt - p - 1;
-				if (tlen >= sizeof(d->next)) {
-					d->next_long = 1;
-					return;
-				}
-				memcpy(d->next, p + 1, tlen);
-				d->next[tlen] = '\0';
-				return;
+				if (tlen >= len)
+					return (-1);
+				memcpy(out, p + 1, tlen);
+				out[tlen] = '\0';
+				return (1);
 			}
 			p = q;
 		}
 	}
-}
-
-static int
-rf_doc_head(void *arg, struct hframe_msg *rm)
-{
-	struct rf_doc	*d = arg;
-	const char	*v;
-
-	d->status = rm->status;
-	if ((v = headers_get(&rm->hdrs, "Docker-Content-Digest")) != NULL &&
-	    router_valid_digest(v, strlen(v)))
-		snprintf(d->digest, sizeof(d->digest), "%s", v);
-	if ((v = headers_get(&rm->hdrs, "Content-Type")) != NULL)
-		snprintf(d->ctype, sizeof(d->ctype), "%s", v);
-	if ((v = headers_get(&rm->hdrs, "Retry-After")) != NULL)
-		snprintf(d->retry_after, sizeof(d->retry_after), "%s", v);
-	d->oci_subject = headers_get(&rm->hdrs, "OCI-Subject") != NULL;
-	rf_doc_next(d, &rm->hdrs);
-	if (rm->status / 100 == 2 && rm->has_length && rm->length > d->max) {
-		proxy_free(d->px);
-		d->px = NULL;
-		d->done(d->owner, ERR_UPSTREAM_PROTO, "upstream referrers "
-		    "document larger than limits.manifest_bytes");
-		return (-1);
-	}
 	return (0);
-}
-
-/* Keep n more bytes: 0, or -1 after failing the owner (too large). */
-static int
-rf_doc_keep(struct rf_doc *d, size_t n, int *drop)
-{
-	size_t	have = evbuffer_get_length(d->body);
-
-	*drop = 0;
-	if (d->status / 100 != 2) {
-		*drop = have + n > RF_ERRBODY_MAX;
-		return (0);
-	}
-	if (have + n > d->max) {
-		proxy_free(d->px);
-		d->px = NULL;
-		d->done(d->owner, ERR_UPSTREAM_PROTO, "upstream referrers "
-		    "document larger than limits.manifest_bytes");
-		return (-1);
-	}
-	return (0);
-}
-
-static int
-rf_doc_body(void *arg, struct evbuffer *in, size_t n)
-{
-	struct rf_doc	*d = arg;
-	int		 drop;
-
-	if (rf_doc_keep(d, n, &drop) == -1)
-		return (-1);
-	if (drop)
-		evbuffer_drain(in, n);
-	else
-		evbuffer_remove_buffer(in, d->body, n);
-	return (0);
-}
-
-static int
-rf_doc_body_data(void *arg, const char *data, size_t n)
-{
-	struct rf_doc	*d = arg;
-	int		 drop;
-
-	if (rf_doc_keep(d, n, &drop) == -1)
-		return (-1);
-	if (!drop)
-		evbuffer_add(d->body, data, n);
-	return (0);
-}
-
-static void
-rf_doc_done(void *arg)
-{
-	struct rf_doc	*d = arg;
-
-	proxy_free(d->px);
-	d->px = NULL;
-	d->done(d->owner, ERR_NONE, NULL);
-}
-
-static void
-rf_doc_fail(void *arg, enum pc_err err, const char *detail)
-{
-	struct rf_doc	*d = arg;
-
-	proxy_free(d->px);
-	d->px = NULL;
-	d->done(d->owner, err, detail);
-}
-
-static const struct proxy_ops rf_doc_ops = {
-	rf_doc_head,
-	rf_doc_body,
-	rf_doc_body_data,
-	rf_doc_done,
-	rf_doc_fail
-};
-
-/* The body as a NUL-terminated string (it may hold a NUL of its own). */
-const char *
-rf_doc_text(struct rf_doc *d, size_t *len)
-{
-	*len = evbuffer_get_length(d->body);
-	evbuffer_add(d->body, "", 1);
-	return ((const char *)evbuffer_pullup(d->body, -1));
 }
 
 /* An upstream's answer the gateway does not relay: fail the request. */
 void
-rf_fail_status(struct req *req, struct rf_doc *d, const char *what)
+rf_fail_status(struct req *req, struct docfetch *d, const char *what)
 {
 	struct headers	 h;
+	const char	*ra = docfetch_field(d, "Retry-After");
 	char		 detail[300];
 
 	snprintf(detail, sizeof(detail), "upstream %s answered %d to %s",
@@ -460,9 +297,8 @@ rf_fail_status(struct req *req, struct rf_doc *d, const char *what)
 		return;
 	case 429:
 		headers_init(&h);
-		if (d->retry_after[0] != '\0')
-			headers_add(&h, "Retry-After", 11, d->retry_after,
-			    strlen(d->retry_after));
+		if (ra != NULL && *ra != '\0')
+			headers_add(&h, "Retry-After", 11, ra, strlen(ra));
 		req_fail_with(req, ERR_TOO_MANY_REQUESTS, detail, &h);
 		headers_clear(&h);
 		return;
@@ -554,7 +390,7 @@ rf_get_destroy(void *arg)
 {
 	struct rf_get	*g = arg;
 
-	rf_doc_clear(&g->doc);
+	docfetch_clear(&g->doc);
 	json_decref(g->merged);
 	free(g->key);
 	free(g);
@@ -568,8 +404,7 @@ rf_get_free(void *arg)
 	if (g == NULL || g->retired)
 		return;
 	g->retired = 1;
-	proxy_free(g->doc.px);
-	g->doc.px = NULL;
+	docfetch_stop(&g->doc);
 	conn_reap_later(g->req->c->ctx, &g->reap, rf_get_destroy, g);
 }
 
@@ -696,8 +531,9 @@ static void
 rf_get_page(struct rf_get *g, json_t *m, size_t len)
 {
 	struct req	*req = g->req;
-	char		 path[RF_LINK_MAX + 256];
+	char		 path[RF_LINK_MAX + 256], next[RF_LINK_MAX];
 	char		 scope[OCI_NAME_MAX + 48], *link;
+	int		 has;
 
 	if (g->merged == NULL)
 		g->merged = json_incref(m);
@@ -706,16 +542,16 @@ rf_get_page(struct rf_get *g, json_t *m, size_t len)
 	json_decref(m);
 	g->used += len;
 	g->pages++;
-	if (g->doc.next_long || (g->doc.next[0] != '\0' &&
-	    rf_next_path(g, g->doc.next, path, sizeof(path)) == -1)) {
+	if ((has = rf_next_link(&g->doc.head, next, sizeof(next))) == -1 ||
+	    (has == 1 && rf_next_path(g, next, path, sizeof(path)) == -1)) {
 		/* Dropped: what was read is answered. */
 		log_warn("%llu.%u referrers upstream=%s next_link=dropped "
 		    "pages=%zu reason=\"%s\"", (unsigned long long)req->c->id,
-		    req->seq, req->up->name, g->pages, g->doc.next_long ?
+		    req->seq, req->up->name, g->pages, has == -1 ?
 		    "too long" : "not the same upstream path");
-		g->doc.next[0] = '\0';
+		has = 0;
 	}
-	if (g->doc.next[0] == '\0') {
+	if (has == 0) {
 		m = g->merged;
 		g->merged = NULL;
 		rf_get_answer(g, m, g->used, NULL);
@@ -753,8 +589,9 @@ rf_get_send(struct rf_get *g, const char *path, const char *scope,
 
 	snprintf(logid, sizeof(logid), "%llu.%u",
 	    (unsigned long long)req->c->id, req->seq);
-	rf_doc_send(&g->doc, req->c->ctx, req->conf, req->up, logid,
-	    HTTP_GET, path, scope, "Accept", RF_INDEX_MT, NULL, max);
+	docfetch_send(&g->doc, req->c->ctx, req->conf, req->up, logid,
+	    HTTP_GET, path, scope, "Accept", RF_INDEX_MT, NULL, max,
+	    "upstream referrers document larger than limits.manifest_bytes");
 }
 
 /* Read the subject's referrers tag (the upstream lacks the API). */
@@ -787,7 +624,7 @@ rf_get_done(void *arg, enum pc_err err, const char *detail)
 		req_fail(req, err, detail);
 		return;
 	}
-	text = rf_doc_text(&g->doc, &len);
+	text = docfetch_text(&g->doc, &len);
 	if (g->doc.status == 200) {
 		doc = json_loadb(text, len, 0, &jerr);
 		m = rf_index_manifests(doc);
@@ -841,7 +678,7 @@ referrers_start(struct req *req)
 	if ((g = calloc(1, sizeof(*g))) == NULL)
 		fatal("calloc");
 	g->req = req;
-	rf_doc_init(&g->doc, rf_get_done, g);
+	docfetch_init(&g->doc, rf_get_done, g);
 	g->key = rf_key(req, req->route.ref);
 	req_stage_set(req, &rf_get_stage_ops, g);
 	if (req->query != NULL && url_query_get(req->query,
@@ -864,8 +701,8 @@ referrers_start(struct req *req)
 		    "not a URL query");
 		return;
 	}
-	if (g->cont[0] == '\0' && rf_caching(req) && (e = rf_cache_find(req->c->ctx, g->key)) !=
-	    NULL) {
+	if (g->cont[0] == '\0' && rf_caching(req) &&
+	    (e = rf_cache_find(req->c->ctx, g->key)) != NULL) {
 		if (e->expires > now_ms()) {
 			log_debug("%llu.%u referrers cache hit",
 			    (unsigned long long)req->c->id, req->seq);

@@ -1,6 +1,6 @@
 /*
  * referrers_int.h: what the referrers files share (referrers.c: the API,
- * the answers' cache, the per-upstream memory, one document fetch;
+ * the answers' cache, the per-upstream memory;
  * referrers_push.c: a manifest pushed with a subject and its subject's
  * referrers tag) and nothing else includes.
  */
@@ -9,13 +9,13 @@
 
 #include <jansson.h>
 
-#include "portcullis.h"
+#include "docfetch.h"
 
 #define RF_INDEX_MT	"application/vnd.oci.image.index.v1+json"
 #define RF_MANIFEST_MT	"application/vnd.oci.image.manifest.v1+json"
 #define RF_DIGEST_MAX	(7 + 128 + 1)	/* "sha512:" + hex + NUL */
 #define RF_TAG_MAX	(32 + 1 + 64 + 1) /* spec: alg <= 32, ref <= 64 */
-#define RF_ERRBODY_MAX	16384		/* an upstream refusal */
+#define RF_ERRBODY_MAX	DOCFETCH_ERRBODY_MAX	/* a refusal */
 #define RF_TYPE_MAX	256		/* an artifactType filter */
 #define RF_LINK_MAX	2048		/* a next page's target */
 
@@ -49,38 +49,13 @@ struct referrers {
 	size_t			 ndetached;	/* <= max_connections */
 };
 
-/* One client-less fetch of a bounded document, and its answer. */
-struct rf_doc {
-	struct proxy		*px;
-	struct headers		 fwd;
-	struct evbuffer		*body;
-	size_t			 max;		/* of a 2xx body */
-	int			 status;
-	int			 too_large;
-	int			 oci_subject;
-	int			 next_long;	/* a next target too long */
-	char			 next[RF_LINK_MAX]; /* Link rel=next; "" */
-	char			 digest[RF_DIGEST_MAX];
-	char			 ctype[128];
-	char			 retry_after[64];
-	void			(*done)(void *, enum pc_err, const char *);
-	void			*owner;
-};
-
 /* referrers.c */
 struct referrers *rf_state(struct pc_ctx *);
 void		 rf_set_absent(struct req *, int);
 char		*rf_key(struct req *, const char *);
 void		 rf_cache_drop(struct pc_ctx *, const char *);
-void		 rf_doc_init(struct rf_doc *, void (*)(void *, enum pc_err,
-		    const char *), void *);
-void		 rf_doc_clear(struct rf_doc *);
-void		 rf_doc_send(struct rf_doc *, struct pc_ctx *,
-		    struct config *, const struct config_upstream *,
-		    const char *, int, const char *, const char *,
-		    const char *, const char *, struct evbuffer *, size_t);
-const char	*rf_doc_text(struct rf_doc *, size_t *);
-void		 rf_fail_status(struct req *, struct rf_doc *, const char *);
+void		 rf_fail_status(struct req *, struct docfetch *,
+		    const char *);
 void		 rf_tag(const char *, char *, size_t);
 json_t		*rf_index_manifests(json_t *);
 

@@ -48,6 +48,8 @@ struct rf_lock {
 enum rf_phase { RF_GET_MANIFEST, RF_PUT_MANIFEST, RF_WAIT, RF_READ,
 	RF_WRITE };
 
+#define RF_TOO_LARGE	"upstream referrers document larger than " \
+	"limits.manifest_bytes"
 #define RF_ACCEPT	RF_MANIFEST_MT ", " RF_INDEX_MT ", " \
 	"application/vnd.docker.distribution.manifest.v2+json, " \
 	"application/vnd.docker.distribution.manifest.list.v2+json"
@@ -63,7 +65,7 @@ struct rf_push {
 	const struct config_upstream *up;	/* conf's */
 	char			 upname[OCI_NAME_MAX + 16]; /* req's */
 	char			 logid[48];
-	struct rf_doc		 doc;
+	struct docfetch		 doc;
 	enum rf_phase		 phase;
 	int			 deleting;	/* a DELETE: take it out */
 	json_t			*desc;		/* for the index */
@@ -191,7 +193,7 @@ rf_push_destroy(void *arg)
 {
 	struct rf_push	*p = arg;
 
-	rf_doc_clear(&p->doc);
+	docfetch_clear(&p->doc);
 	if (p->ev_go != NULL)
 		event_free(p->ev_go);
 	json_decref(p->desc);
@@ -208,8 +210,7 @@ rf_push_retire(struct rf_push *p)
 	if (p->retired)
 		return;
 	p->retired = 1;
-	proxy_free(p->doc.px);
-	p->doc.px = NULL;
+	docfetch_stop(&p->doc);
 	evtimer_del(p->ev_go);
 	rf_lock_release(p);
 	if (p->req == NULL) {
@@ -375,8 +376,9 @@ rf_push_write(struct rf_push *p, json_t *manifests)
 	snprintf(path, sizeof(path), "/v2/%s/manifests/%s", p->upname,
 	    p->tag);
 	snprintf(scope, sizeof(scope), "repository:%s:pull,push", p->upname);
-	rf_doc_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_PUT,
-	    path, scope, "Content-Type", RF_INDEX_MT, body, RF_ERRBODY_MAX);
+	docfetch_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_PUT,
+	    path, scope, "Content-Type", RF_INDEX_MT, body, RF_ERRBODY_MAX,
+	    RF_TOO_LARGE);
 }
 
 /*
@@ -396,7 +398,7 @@ rf_push_prune(struct rf_push *p)
 
 	if (p->written == NULL || p->attempts >= p->conf->referrers_attempts)
 		return (0);
-	text = rf_doc_text(&p->doc, &len);
+	text = docfetch_text(&p->doc, &len);
 	if ((doc = json_loadb(text, len, 0, &jerr)) == NULL)
 		return (0);
 	json_array_foreach(json_object_get(doc, "errors"), i, e) {
@@ -455,7 +457,7 @@ rf_push_read_done(struct rf_push *p)
 	size_t		 len;
 	char		 why[160];
 
-	text = rf_doc_text(&p->doc, &len);
+	text = docfetch_text(&p->doc, &len);
 	if (p->doc.status == 404)
 		m = json_array();
 	else if (p->doc.status == 200) {
@@ -512,7 +514,7 @@ static void
 rf_push_put_done(struct rf_push *p)
 {
 	struct req	*req = p->req;
-	const char	*text;
+	const char	*text, *ctype, *v;
 	size_t		 len;
 
 	if (p->doc.status / 100 != 2) {
@@ -523,11 +525,12 @@ rf_push_put_done(struct rf_push *p)
 			return;
 		}
 		/* The upstream's own refusal (its OCI error), recorded. */
-		text = rf_doc_text(&p->doc, &len);
+		text = docfetch_text(&p->doc, &len);
 		errs_parse_code(text, len, req->up_error,
 		    sizeof(req->up_error));
-		req_respond_simple(req, p->doc.status, p->doc.ctype[0] !=
-		    '\0' ? p->doc.ctype : "application/json", text, NULL);
+		ctype = docfetch_field(&p->doc, "Content-Type");
+		req_respond_simple(req, p->doc.status, ctype != NULL &&
+		    *ctype != '\0' ? ctype : "application/json", text, NULL);
 		return;
 	}
 	p->status = p->doc.status;
@@ -541,9 +544,10 @@ rf_push_put_done(struct rf_push *p)
 		rf_push_read(p);
 		return;
 	}
-	if (p->doc.digest[0] != '\0')
-		snprintf(p->digest, sizeof(p->digest), "%s", p->doc.digest);
-	if (p->doc.oci_subject) {
+	if ((v = docfetch_field(&p->doc, "Docker-Content-Digest")) != NULL &&
+	    router_valid_digest(v, strlen(v)) && strlen(v) < sizeof(p->digest))
+		snprintf(p->digest, sizeof(p->digest), "%s", v);
+	if (docfetch_field(&p->doc, "OCI-Subject") != NULL) {
 		/* The upstream keeps its own referrers. */
 		rf_set_absent(req, 0);
 		p->subject_ok = 1;
@@ -607,8 +611,9 @@ rf_push_read(struct rf_push *p)
 	snprintf(path, sizeof(path), "/v2/%s/manifests/%s", p->upname,
 	    p->tag);
 	snprintf(scope, sizeof(scope), "repository:%s:pull,push", p->upname);
-	rf_doc_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_GET,
-	    path, scope, "Accept", RF_INDEX_MT, NULL, p->conf->manifest_bytes);
+	docfetch_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_GET,
+	    path, scope, "Accept", RF_INDEX_MT, NULL, p->conf->manifest_bytes,
+	    RF_TOO_LARGE);
 }
 
 static void
@@ -673,7 +678,7 @@ rf_push_new(struct req *req)
 	snprintf(p->upname, sizeof(p->upname), "%s", req->upname);
 	snprintf(p->logid, sizeof(p->logid), "%llu.%u",
 	    (unsigned long long)req->c->id, req->seq);
-	rf_doc_init(&p->doc, rf_push_done, p);
+	docfetch_init(&p->doc, rf_push_done, p);
 	if ((p->ev_go = evtimer_new(p->ctx->base, rf_push_go_cb, p)) ==
 	    NULL)
 		fatal("evtimer_new");
@@ -714,9 +719,9 @@ referrers_push_start(struct req *req)
 	    req->route.ref);
 	snprintf(scope, sizeof(scope), "repository:%s:pull,push",
 	    req->upname);
-	rf_doc_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_PUT,
+	docfetch_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_PUT,
 	    path, scope, "Content-Type", ctype != NULL ? ctype :
-	    RF_MANIFEST_MT, body, RF_ERRBODY_MAX);
+	    RF_MANIFEST_MT, body, RF_ERRBODY_MAX, RF_TOO_LARGE);
 }
 
 /* --- a manifest deleted by digest --- */
@@ -748,13 +753,14 @@ referrers_delete_start(struct req *req)
 	p = rf_push_new(req);
 	p->deleting = 1;
 	snprintf(p->digest, sizeof(p->digest), "%.*s",
-	    (int)sizeof(p->digest) - 1, req->route.ref);	/* fits: wants */
+	    (int)sizeof(p->digest) - 1, req->route.ref); /* fits: wants */
 	p->phase = RF_GET_MANIFEST;
 	snprintf(path, sizeof(path), "/v2/%s/manifests/%s", req->upname,
 	    req->route.ref);
 	snprintf(scope, sizeof(scope), "repository:%s:pull", req->upname);
-	rf_doc_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_GET,
-	    path, scope, "Accept", RF_ACCEPT, NULL, p->conf->manifest_bytes);
+	docfetch_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_GET,
+	    path, scope, "Accept", RF_ACCEPT, NULL, p->conf->manifest_bytes,
+	    RF_TOO_LARGE);
 }
 
 /*
@@ -772,7 +778,7 @@ rf_delete_read(struct rf_push *p, enum pc_err err)
 	size_t		 len;
 
 	if (err == ERR_NONE && p->doc.status == 200) {
-		text = rf_doc_text(&p->doc, &len);
+		text = docfetch_text(&p->doc, &len);
 		m = json_loadb(text, len, 0, &jerr);
 	}
 	if (m == NULL || !rf_subject(m, p->subject, sizeof(p->subject))) {
@@ -809,8 +815,8 @@ rf_delete_send(struct rf_push *p)
 	snprintf(path, sizeof(path), "/v2/%s/manifests/%s", p->upname,
 	    p->digest);
 	snprintf(scope, sizeof(scope), "repository:%s:delete", p->upname);
-	rf_doc_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_DELETE,
-	    path, scope, "Accept", "*/*", NULL, RF_ERRBODY_MAX);
+	docfetch_send(&p->doc, p->ctx, p->conf, p->up, p->logid, HTTP_DELETE,
+	    path, scope, "Accept", "*/*", NULL, RF_ERRBODY_MAX, RF_TOO_LARGE);
 }
 
 static const struct req_stage_ops rf_push_stage_ops = {
