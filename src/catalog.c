@@ -22,7 +22,7 @@
  * carries it sealed (cat_seal), never in clear.
  *
  * The catalog is the request's UPSTREAM stage (cat_stage_ops); its fetch
- * is a client-less proxy (proxy_fetch_path), retired with the stage.
+ * is a client-less one (docfetch.c), retired with the stage.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -30,27 +30,23 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+#include "docfetch.h"
 #include "policy.h"
-#include "portcullis.h"
 
 struct catalog {
 	struct req		*req;
-	struct proxy		*px;		/* the page being read */
-	struct evbuffer		*page;		/* its body */
+	struct docfetch		 doc;		/* the page being read */
 	struct evbuffer		*out;		/* names answered, JSON */
 	size_t			 want;		/* names to answer */
 	size_t			 nout;
 	size_t			 pages;		/* upstream pages read */
-	int			 status;	/* of the page */
-	int			 link;		/* the page had a Link */
-	char			 retry_after[64];
 	char			 cursor[OCI_NAME_MAX + 1]; /* last scanned */
 	char			 last_out[OCI_NAME_MAX + 1];
 	int			 retired;
 	struct reap_node	 reap;
 };
 
-static const struct proxy_ops cat_ops;
+static void	cat_fetch_done(void *, enum pc_err, const char *);
 static const struct req_stage_ops cat_stage_ops;
 static void	cat_fetch(struct catalog *);
 
@@ -162,7 +158,7 @@ cat_destroy(void *arg)
 {
 	struct catalog	*cat = arg;
 
-	evbuffer_free(cat->page);
+	docfetch_clear(&cat->doc);
 	evbuffer_free(cat->out);
 	free(cat);
 }
@@ -176,8 +172,7 @@ cat_free(void *arg)
 	if (cat == NULL || cat->retired)
 		return;
 	cat->retired = 1;
-	proxy_free(cat->px);
-	cat->px = NULL;
+	docfetch_stop(&cat->doc);
 	conn_reap_later(cat->req->c->ctx, &cat->reap, cat_destroy, cat);
 }
 
@@ -271,37 +266,6 @@ cat_answer(struct catalog *cat, const char *next)
 	headers_clear(&h);		/* req and cat are retired */
 }
 
-/* The upstream refused or failed a page: the request fails. */
-static void
-cat_fail_status(struct catalog *cat)
-{
-	struct req	*req = cat->req;
-	struct headers	 h;
-	char		 detail[160];
-
-	snprintf(detail, sizeof(detail), "upstream %s answered %d to a "
-	    "catalog request", req->up->name, cat->status);
-	switch (cat->status) {
-	case 401:
-	case 403:
-		req_fail(req, ERR_UPSTREAM_AUTH, detail);
-		return;
-	case 404:
-		req_fail(req, ERR_NOT_FOUND, detail);
-		return;
-	case 429:
-		headers_init(&h);
-		if (cat->retry_after[0] != '\0')
-			headers_add(&h, "Retry-After", 11, cat->retry_after,
-			    strlen(cat->retry_after));
-		req_fail_with(req, ERR_TOO_MANY_REQUESTS, detail, &h);
-		headers_clear(&h);
-		return;
-	default:
-		req_fail(req, ERR_UPSTREAM, detail);
-	}
-}
-
 /*
  * A page is read: take its allowed names after the cursor, then answer
  * or read the next.  The upstream lists names in lexical order; one that
@@ -314,13 +278,13 @@ cat_page_done(struct catalog *cat)
 	struct req	*req = cat->req;
 	json_t		*doc, *repos, *v;
 	json_error_t	 jerr;
-	const char	*name;
-	size_t		 i, count, fresh = 0;
+	const char	*name, *text;
+	size_t		 i, count, fresh = 0, len;
 	int		 more_allowed = 0, end;
+	int		 link = docfetch_field(&cat->doc, "Link") != NULL;
 
-	doc = json_loadb((const char *)evbuffer_pullup(cat->page, -1),
-	    evbuffer_get_length(cat->page), 0, &jerr);
-	evbuffer_drain(cat->page, evbuffer_get_length(cat->page));
+	text = docfetch_text(&cat->doc, &len);
+	doc = json_loadb(text, len, 0, &jerr);
 	if (doc == NULL || (repos = json_object_get(doc,
 	    "repositories")) == NULL || (!json_is_array(repos) &&
 	    !json_is_null(repos))) {
@@ -350,7 +314,7 @@ cat_page_done(struct catalog *cat)
 		snprintf(cat->last_out, sizeof(cat->last_out), "%s", name);
 	}
 	json_decref(doc);
-	end = fresh == 0 || (!cat->link &&
+	end = fresh == 0 || (!link &&
 	    count < req->conf->catalog_names);
 	if (more_allowed || (cat->nout == cat->want && !end)) {
 		cat_answer(cat, cat->last_out);
@@ -380,14 +344,9 @@ static void
 cat_fetch(struct catalog *cat)
 {
 	struct req	*req = cat->req;
-	struct proxy	*px;
 	char		 path[OCI_NAME_MAX * 3 + 64], enc[OCI_NAME_MAX * 3 + 1];
 	char		 logid[48];
 
-	proxy_free(cat->px);
-	cat->px = NULL;
-	cat->status = 0;
-	cat->link = 0;
 	cat->pages++;
 	if (cat->cursor[0] != '\0' && url_pct_encode(cat->cursor, enc,
 	    sizeof(enc)) >= 0)
@@ -398,10 +357,10 @@ cat_fetch(struct catalog *cat)
 		    req->conf->catalog_names);
 	snprintf(logid, sizeof(logid), "%llu.%u",
 	    (unsigned long long)req->c->id, req->seq);
-	px = proxy_fetch_path(req->c->ctx, req->conf, req->up, HTTP_GET, path,
-	    "registry:catalog:*", NULL, &cat_ops, cat, logid);
-	cat->px = px;
-	proxy_fetch_start(px);	/* may answer at once */
+	docfetch_send(&cat->doc, req->c->ctx, req->conf, req->up, logid,
+	    HTTP_GET, path, "registry:catalog:*", NULL, NULL, NULL,
+	    req->conf->catalog_page_bytes, "upstream catalog page larger "
+	    "than limits.catalog_page_bytes");
 }
 
 /* Start the catalog stage for a routed GET or HEAD of /v2/_catalog. */
@@ -412,10 +371,10 @@ catalog_start(struct req *req)
 	char		 last[CAT_SEALED_LEN + 1];
 
 	if ((cat = calloc(1, sizeof(*cat))) == NULL ||
-	    (cat->page = evbuffer_new()) == NULL ||
 	    (cat->out = evbuffer_new()) == NULL)
 		fatal("catalog");
 	cat->req = req;
+	docfetch_init(&cat->doc, cat_fetch_done, cat);
 	evbuffer_add_printf(cat->out, "{\"repositories\":[");
 	req_stage_set(req, &cat_stage_ops, cat);
 	if (cat_parse_n(req, &cat->want) == -1) {
@@ -446,95 +405,20 @@ catalog_start(struct req *req)
 	cat_fetch(cat);
 }
 
-/* --- the page fetch (struct proxy_ops) --- */
-
-static int
-cat_head(void *arg, struct hframe_msg *rm)
-{
-	struct catalog	*cat = arg;
-	const char	*v;
-
-	cat->status = rm->status;
-	cat->link = headers_get(&rm->hdrs, "Link") != NULL;
-	if ((v = headers_get(&rm->hdrs, "Retry-After")) != NULL)
-		snprintf(cat->retry_after, sizeof(cat->retry_after), "%s", v);
-	if (rm->status == 200 && rm->has_length &&
-	    rm->length > cat->req->conf->catalog_page_bytes) {
-		req_fail(cat->req, ERR_UPSTREAM_PROTO, "upstream catalog "
-		    "page larger than limits.catalog_page_bytes");
-		return (-1);	/* retires cat and its proxy */
-	}
-	return (0);
-}
-
-/* Keep a 200's body up to the bound; anything else's is dropped. */
-static int
-cat_body_data(void *arg, const char *data, size_t n)
-{
-	struct catalog	*cat = arg;
-
-	if (cat->status != 200)
-		return (0);
-	if (evbuffer_get_length(cat->page) + n >
-	    cat->req->conf->catalog_page_bytes) {
-		req_fail(cat->req, ERR_UPSTREAM_PROTO, "upstream catalog "
-		    "page larger than limits.catalog_page_bytes");
-		return (-1);	/* retires cat and its proxy */
-	}
-	evbuffer_add(cat->page, data, n);
-	return (0);
-}
-
-static int
-cat_body(void *arg, struct evbuffer *in, size_t n)
-{
-	struct catalog	*cat = arg;
-
-	if (cat->status != 200) {
-		evbuffer_drain(in, n);
-		return (0);
-	}
-	if (evbuffer_get_length(cat->page) + n >
-	    cat->req->conf->catalog_page_bytes) {
-		req_fail(cat->req, ERR_UPSTREAM_PROTO, "upstream catalog "
-		    "page larger than limits.catalog_page_bytes");
-		return (-1);
-	}
-	evbuffer_remove_buffer(in, cat->page, n);
-	return (0);
-}
-
+/* A page's answer (docfetch.c). */
 static void
-cat_done(void *arg)
+cat_fetch_done(void *arg, enum pc_err err, const char *detail)
 {
 	struct catalog	*cat = arg;
 
-	proxy_free(cat->px);
-	cat->px = NULL;
-	if (cat->status != 200) {
-		cat_fail_status(cat);
-		return;
-	}
-	cat_page_done(cat);
+	if (err != ERR_NONE)
+		req_fail(cat->req, err, detail);
+	else if (cat->doc.status != 200)
+		docfetch_fail_status(cat->req, &cat->doc, "a catalog request",
+		    ERR_NOT_FOUND);
+	else
+		cat_page_done(cat);
 }
-
-static void
-cat_fetch_fail(void *arg, enum pc_err err, const char *detail)
-{
-	struct catalog	*cat = arg;
-
-	proxy_free(cat->px);
-	cat->px = NULL;
-	req_fail(cat->req, err, detail);
-}
-
-static const struct proxy_ops cat_ops = {
-	cat_head,
-	cat_body,
-	cat_body_data,
-	cat_done,
-	cat_fetch_fail
-};
 
 /* --- the catalog as the request's UPSTREAM stage --- */
 

@@ -97,6 +97,43 @@ docfetch_text(struct docfetch *d, size_t *len)
 	return ((const char *)evbuffer_pullup(d->body, -1));
 }
 
+/*
+ * An upstream's answer the gateway does not relay fails the request:
+ * 401 and 403 are the gateway's credentials refused (502), 429 the
+ * client's 429 with the upstream's Retry-After, 404 `on404`, anything
+ * else 502.  `what` names the request in the detail ("a tag list
+ * request").
+ */
+void
+docfetch_fail_status(struct req *req, const struct docfetch *d,
+    const char *what, enum pc_err on404)
+{
+	struct headers	 h;
+	const char	*ra = docfetch_field(d, "Retry-After");
+	char		 detail[300];
+
+	snprintf(detail, sizeof(detail), "upstream %s answered %d to %s",
+	    req->up->name, d->status, what);
+	switch (d->status) {
+	case 401:
+	case 403:
+		req_fail(req, ERR_UPSTREAM_AUTH, detail);
+		return;
+	case 404:
+		req_fail(req, on404, detail);
+		return;
+	case 429:
+		headers_init(&h);
+		if (ra != NULL && *ra != '\0')
+			headers_add(&h, "Retry-After", 11, ra, strlen(ra));
+		req_fail_with(req, ERR_TOO_MANY_REQUESTS, detail, &h);
+		headers_clear(&h);
+		return;
+	default:
+		req_fail(req, ERR_UPSTREAM, detail);
+	}
+}
+
 /* The fetch failed: let it go, then tell the owner. */
 static void
 docfetch_failed(struct docfetch *d, enum pc_err err, const char *detail)

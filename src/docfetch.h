@@ -35,5 +35,7 @@ void		 docfetch_send(struct docfetch *, struct pc_ctx *,
 		    const char *);
 const char	*docfetch_field(const struct docfetch *, const char *);
 const char	*docfetch_text(struct docfetch *, size_t *);
+void		 docfetch_fail_status(struct req *, const struct docfetch *,
+		    const char *, enum pc_err);
 
 #endif /* PC_DOCFETCH_H */

@@ -280,33 +280,6 @@ rf_next_link(const struct headers *h, char *out, size_t len)
 	return (0);
 }
 
-/* An upstream's answer the gateway does not relay: fail the request. */
-void
-rf_fail_status(struct req *req, struct docfetch *d, const char *what)
-{
-	struct headers	 h;
-	const char	*ra = docfetch_field(d, "Retry-After");
-	char		 detail[300];
-
-	snprintf(detail, sizeof(detail), "upstream %s answered %d to %s",
-	    req->up->name, d->status, what);
-	switch (d->status) {
-	case 401:
-	case 403:
-		req_fail(req, ERR_UPSTREAM_AUTH, detail);
-		return;
-	case 429:
-		headers_init(&h);
-		if (ra != NULL && *ra != '\0')
-			headers_add(&h, "Retry-After", 11, ra, strlen(ra));
-		req_fail_with(req, ERR_TOO_MANY_REQUESTS, detail, &h);
-		headers_clear(&h);
-		return;
-	default:
-		req_fail(req, ERR_UPSTREAM, detail);
-	}
-}
-
 /*
  * The referrers tag of a digest (spec, "Referrers Tag Schema"): the
  * algorithm and the encoded part joined by '-', cut to 32 and 64
@@ -661,8 +634,8 @@ rf_get_done(void *arg, enum pc_err err, const char *detail)
 		rf_get_answer(g, json_array(), 0, NULL);
 		return;
 	}
-	rf_fail_status(req, &g->doc, g->from_tag ? "the referrers tag read" :
-	    "a referrers request");
+	docfetch_fail_status(req, &g->doc, g->from_tag ?
+	    "the referrers tag read" : "a referrers request", ERR_UPSTREAM);
 }
 
 /* Start the referrers stage for a routed GET or HEAD of referrers. */

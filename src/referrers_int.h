@@ -54,8 +54,6 @@ struct referrers *rf_state(struct pc_ctx *);
 void		 rf_set_absent(struct req *, int);
 char		*rf_key(struct req *, const char *);
 void		 rf_cache_drop(struct pc_ctx *, const char *);
-void		 rf_fail_status(struct req *, struct docfetch *,
-		    const char *);
 void		 rf_tag(const char *, char *, size_t);
 json_t		*rf_index_manifests(json_t *);
 

@@ -520,8 +520,9 @@ rf_push_put_done(struct rf_push *p)
 	if (p->doc.status / 100 != 2) {
 		if (p->doc.status == 401 || p->doc.status == 403 ||
 		    p->doc.status == 429) {
-			rf_fail_status(req, &p->doc, p->deleting ?
-			    "a manifest delete" : "a manifest push");
+			docfetch_fail_status(req, &p->doc, p->deleting ?
+			    "a manifest delete" : "a manifest push",
+			    ERR_UPSTREAM);
 			return;
 		}
 		/* The upstream's own refusal (its OCI error), recorded. */

@@ -6,7 +6,7 @@
  * registry 2.8 answers every tag, in its own order).
  *
  * So the upstream's list is read whole, as the catalog reads its pages
- * (catalog.c): a client-less fetch (proxy_fetch_path) per upstream page,
+ * (catalog.c): a client-less fetch (docfetch.c) per upstream page,
  * asking for n = limits.tag_list_names after the client's `last` (an
  * upstream that pages answers from there; one that does not answers
  * everything); an upstream Link is followed, at most
@@ -27,12 +27,11 @@
 
 #include <jansson.h>
 
-#include "portcullis.h"
+#include "docfetch.h"
 
 struct taglist {
 	struct req		*req;
-	struct proxy		*px;		/* the page being read */
-	struct evbuffer		*page;		/* its body */
+	struct docfetch		 doc;		/* the page being read */
 	char			**tags;		/* kept, after `cursor` */
 	size_t			 ntags;
 	size_t			 tagsz;		/* slots, up to 2 * cap */
@@ -40,19 +39,16 @@ struct taglist {
 	size_t			 want;		/* tags to answer */
 	size_t			 pages;		/* upstream pages read */
 	size_t			 page_max;	/* bytes of one page */
-	int			 status;	/* of the page */
-	int			 link;		/* the page had a Link */
 	int			 more;		/* tags past the bound */
-	char			 retry_after[64];
 	char			 cursor[OCI_TAG_MAX + 1]; /* client's last */
 	char			 scan[OCI_TAG_MAX + 1];	/* upstream's last */
 	int			 retired;
 	struct reap_node	 reap;
 };
 
-static const struct proxy_ops tl_ops;
 static const struct req_stage_ops tl_stage_ops;
 static void	tl_fetch(struct taglist *);
+static void	tl_fetch_done(void *, enum pc_err, const char *);
 
 static void
 tl_destroy(void *arg)
@@ -63,7 +59,7 @@ tl_destroy(void *arg)
 	for (i = 0; i < tl->ntags; i++)
 		free(tl->tags[i]);
 	free(tl->tags);
-	evbuffer_free(tl->page);
+	docfetch_clear(&tl->doc);
 	free(tl);
 }
 
@@ -76,8 +72,7 @@ tl_free(void *arg)
 	if (tl == NULL || tl->retired)
 		return;
 	tl->retired = 1;
-	proxy_free(tl->px);
-	tl->px = NULL;
+	docfetch_stop(&tl->doc);
 	conn_reap_later(tl->req->c->ctx, &tl->reap, tl_destroy, tl);
 }
 
@@ -162,37 +157,6 @@ tl_answer(struct taglist *tl)
 	evbuffer_free(out);
 }
 
-/* The upstream refused or failed the list: the request fails. */
-static void
-tl_fail_status(struct taglist *tl)
-{
-	struct req	*req = tl->req;
-	struct headers	 h;
-	char		 detail[160];
-
-	snprintf(detail, sizeof(detail), "upstream %s answered %d to a "
-	    "tag list request", req->up->name, tl->status);
-	switch (tl->status) {
-	case 401:
-	case 403:
-		req_fail(req, ERR_UPSTREAM_AUTH, detail);
-		return;
-	case 404:
-		req_fail(req, ERR_NAME_UNKNOWN, detail);
-		return;
-	case 429:
-		headers_init(&h);
-		if (tl->retry_after[0] != '\0')
-			headers_add(&h, "Retry-After", 11, tl->retry_after,
-			    strlen(tl->retry_after));
-		req_fail_with(req, ERR_TOO_MANY_REQUESTS, detail, &h);
-		headers_clear(&h);
-		return;
-	default:
-		req_fail(req, ERR_UPSTREAM, detail);
-	}
-}
-
 /* Room for more kept tags: doubled, never past 2 * cap (tl_trim). */
 static void
 tl_grow(struct taglist *tl)
@@ -220,13 +184,13 @@ tl_page_done(struct taglist *tl)
 	struct req	*req = tl->req;
 	json_t		*doc, *tags, *v;
 	json_error_t	 jerr;
-	const char	*t;
+	const char	*t, *text;
 	char		 from[OCI_TAG_MAX + 1];
-	size_t		 i, count, fresh = 0;
+	size_t		 i, count, fresh = 0, len;
+	int		 link = docfetch_field(&tl->doc, "Link") != NULL;
 
-	doc = json_loadb((const char *)evbuffer_pullup(tl->page, -1),
-	    evbuffer_get_length(tl->page), 0, &jerr);
-	evbuffer_drain(tl->page, evbuffer_get_length(tl->page));
+	text = docfetch_text(&tl->doc, &len);
+	doc = json_loadb(text, len, 0, &jerr);
 	if (doc == NULL || (tags = json_object_get(doc, "tags")) == NULL ||
 	    (!json_is_array(tags) && !json_is_null(tags))) {
 		json_decref(doc);
@@ -257,8 +221,8 @@ tl_page_done(struct taglist *tl)
 	 * An upstream that pages lists in lexical order: once more than
 	 * `want` are kept, the answer and its Link are certain.
 	 */
-	if (!tl->link || fresh == 0 || tl->ntags > tl->want) {
-		if (tl->link && fresh > 0)
+	if (!link || fresh == 0 || tl->ntags > tl->want) {
+		if (link && fresh > 0)
 			tl->more = 1;
 		tl_answer(tl);
 		return;
@@ -279,14 +243,9 @@ static void
 tl_fetch(struct taglist *tl)
 {
 	struct req	*req = tl->req;
-	struct proxy	*px;
 	char		 path[OCI_NAME_MAX + 16 + OCI_TAG_MAX + 64];
 	char		 scope[OCI_NAME_MAX + 32], logid[48];
 
-	proxy_free(tl->px);
-	tl->px = NULL;
-	tl->status = 0;
-	tl->link = 0;
 	tl->pages++;
 	/* Names and tags are URL-safe by their grammars. */
 	snprintf(path, sizeof(path), "/v2/%s/tags/list?n=%zu%s%s",
@@ -295,10 +254,9 @@ tl_fetch(struct taglist *tl)
 	snprintf(scope, sizeof(scope), "repository:%s:pull", req->upname);
 	snprintf(logid, sizeof(logid), "%llu.%u",
 	    (unsigned long long)req->c->id, req->seq);
-	px = proxy_fetch_path(req->c->ctx, req->conf, req->up, HTTP_GET, path,
-	    scope, NULL, &tl_ops, tl, logid);
-	tl->px = px;
-	proxy_fetch_start(px);	/* may answer at once */
+	docfetch_send(&tl->doc, req->c->ctx, req->conf, req->up, logid,
+	    HTTP_GET, path, scope, NULL, NULL, NULL, tl->page_max,
+	    "upstream tag list larger than limits.tag_list_names allows");
 }
 
 /*
@@ -332,10 +290,10 @@ taglist_start(struct req *req)
 	struct taglist	*tl;
 	char		 last[OCI_TAG_MAX + 2];
 
-	if ((tl = calloc(1, sizeof(*tl))) == NULL ||
-	    (tl->page = evbuffer_new()) == NULL)
+	if ((tl = calloc(1, sizeof(*tl))) == NULL)
 		fatal("taglist");
 	tl->req = req;
+	docfetch_init(&tl->doc, tl_fetch_done, tl);
 	tl->cap = req->conf->tag_list_names;
 	tl->page_max = tl->cap * (OCI_TAG_MAX + 3) + 4096;
 	req_stage_set(req, &tl_stage_ops, tl);
@@ -361,93 +319,20 @@ taglist_start(struct req *req)
 	tl_fetch(tl);
 }
 
-/* --- the page fetch (struct proxy_ops) --- */
-
-static int
-tl_head(void *arg, struct hframe_msg *rm)
-{
-	struct taglist	*tl = arg;
-	const char	*v;
-
-	tl->status = rm->status;
-	tl->link = headers_get(&rm->hdrs, "Link") != NULL;
-	if ((v = headers_get(&rm->hdrs, "Retry-After")) != NULL)
-		snprintf(tl->retry_after, sizeof(tl->retry_after), "%s", v);
-	if (rm->status == 200 && rm->has_length &&
-	    rm->length > tl->page_max) {
-		req_fail(tl->req, ERR_UPSTREAM_PROTO, "upstream tag list "
-		    "larger than limits.tag_list_names allows");
-		return (-1);	/* retires tl and its proxy */
-	}
-	return (0);
-}
-
-/* Keep a 200's body up to the bound; anything else's is dropped. */
-static int
-tl_body_data(void *arg, const char *data, size_t n)
-{
-	struct taglist	*tl = arg;
-
-	if (tl->status != 200)
-		return (0);
-	if (evbuffer_get_length(tl->page) + n > tl->page_max) {
-		req_fail(tl->req, ERR_UPSTREAM_PROTO, "upstream tag list "
-		    "larger than limits.tag_list_names allows");
-		return (-1);
-	}
-	evbuffer_add(tl->page, data, n);
-	return (0);
-}
-
-static int
-tl_body(void *arg, struct evbuffer *in, size_t n)
-{
-	struct taglist	*tl = arg;
-
-	if (tl->status != 200) {
-		evbuffer_drain(in, n);
-		return (0);
-	}
-	if (evbuffer_get_length(tl->page) + n > tl->page_max) {
-		req_fail(tl->req, ERR_UPSTREAM_PROTO, "upstream tag list "
-		    "larger than limits.tag_list_names allows");
-		return (-1);
-	}
-	evbuffer_remove_buffer(in, tl->page, n);
-	return (0);
-}
-
+/* A page's answer (docfetch.c). */
 static void
-tl_done(void *arg)
+tl_fetch_done(void *arg, enum pc_err err, const char *detail)
 {
 	struct taglist	*tl = arg;
 
-	proxy_free(tl->px);
-	tl->px = NULL;
-	if (tl->status != 200) {
-		tl_fail_status(tl);
-		return;
-	}
-	tl_page_done(tl);
+	if (err != ERR_NONE)
+		req_fail(tl->req, err, detail);
+	else if (tl->doc.status != 200)
+		docfetch_fail_status(tl->req, &tl->doc, "a tag list request",
+		    ERR_NAME_UNKNOWN);
+	else
+		tl_page_done(tl);
 }
-
-static void
-tl_fetch_fail(void *arg, enum pc_err err, const char *detail)
-{
-	struct taglist	*tl = arg;
-
-	proxy_free(tl->px);
-	tl->px = NULL;
-	req_fail(tl->req, err, detail);
-}
-
-static const struct proxy_ops tl_ops = {
-	tl_head,
-	tl_body,
-	tl_body_data,
-	tl_done,
-	tl_fetch_fail
-};
 
 /* --- the list as the request's UPSTREAM stage --- */
 
