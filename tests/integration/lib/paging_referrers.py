@@ -7,7 +7,8 @@ referrers list in pages, each with `Link: <...>; rel="next"` as the
 distribution spec allows.  It answers nothing else but `GET /v2/` (200,
 anonymous).  How the next page is linked is what a test varies:
 
-    "path"      </v2/<repo>/referrers/<digest>?page=N>
+    "path"      </v2/<repo>/referrers/<digest>?page=N> (after the first
+                page with a rel="prev" link before it, in the same field)
     "query"     <?page=N>
     "absolute"  <http://127.0.0.1:<own port>/v2/...?page=N>
     "elsewhere" <http://127.0.0.1:<other_port>/v2/...?page=N> (another
@@ -73,8 +74,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         extra = []
         if (page + 1) * size < len(refs) or up.link == "loop":
             n = 0 if up.link == "loop" else page + 1
-            extra.append(("Link", '<%s>; rel="next"' % up.target(
-                path, parts[-1], n)))
+            link = '<%s>; rel="next"' % up.target(path, parts[-1], n)
+            if page > 0 and up.link == "path":
+                # Two links in one field, the next one second.
+                link = '<%s?page=%d>; rel="prev", %s' % (path, page - 1,
+                                                         link)
+            extra.append(("Link", link))
         body = json.dumps({"schemaVersion": 2, "mediaType": IDX,
                            "manifests": chunk}).encode()
         self._send(200, IDX, body, extra)
