@@ -456,7 +456,10 @@ rf_next_path(struct rf_get *g, const char *target, char *out, size_t len)
  * The Link of an answer cut at limits.referrers_pages: the gateway's own
  * path, with the upstream's next query (the client's request for it
  * goes on from there: referrers_start), the filter and ns= routing.
- * NULL when it does not fit (then the answer fails).
+ * The upstream's own ns= and artifactType= are left out: the first of a
+ * query wins, so they would pick another upstream or filter for the
+ * client's next request.  NULL when it does not fit or nothing is left
+ * to go on from (then the answer fails).
  */
 static char *
 rf_go_on_link(struct rf_get *g, const char *next)
@@ -465,14 +468,18 @@ rf_go_on_link(struct rf_get *g, const char *next)
 	struct evbuffer	*b;
 	const char	*q = strchr(next, '?');
 	char		 enc[RF_TYPE_MAX * 3 + 1], *link = NULL;
+	char		 q1[RF_LINK_MAX + 256], q2[RF_LINK_MAX + 256];
 	size_t		 len;
+	int		 n;
 
-	if (q == NULL || q[1] == '\0')
+	if (q == NULL || (n = url_query_strip(q + 1, strlen(q + 1), "ns", q1,
+	    sizeof(q1))) == -1 || url_query_strip(q1, n, "artifactType", q2,
+	    sizeof(q2)) <= 0)
 		return (NULL);	/* nothing to go on from */
 	if ((b = evbuffer_new()) == NULL)
 		fatal("evbuffer_new");
 	evbuffer_add_printf(b, "</v2/%s/referrers/%s?%s", req->route.name,
-	    req->route.ref, q + 1);
+	    req->route.ref, q2);
 	if (g->has_filter && url_pct_encode(g->filter, enc,
 	    sizeof(enc)) >= 0)
 		evbuffer_add_printf(b, "&artifactType=%s", enc);

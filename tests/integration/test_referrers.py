@@ -957,3 +957,36 @@ def test_delete_keeps_an_immutable_index_tag(reg, start_gateway):
     assert tag_index(reg, "imm/del", subj) == [d]
     assert 'removing=1 reason="the referrers tag is immutable' in \
         gw.log_text()
+
+
+@pytest.mark.parametrize("param", ["ns", "artifactType"])
+def test_upstream_next_query_cannot_reroute_the_go_on_link(pager,
+                                                          start_gateway,
+                                                          param):
+    """The gateway's own Link (past limits.referrers_pages) carries the
+    upstream's next query; an ns= or artifactType= in it must not decide
+    where the client's follow-up goes or what it is filtered by (the
+    first one of a query wins): a hostile upstream could send the
+    client's next request to another upstream, or filter it away."""
+    other = pager(page_size=2)
+    other.set_referrers("app", SUBJ, descriptors(7, types=(SIG,)))
+    up = pager(page_size=2, link="path")
+    refs = descriptors(6, types=(SBOM,))
+    up.set_referrers("app", SUBJ, refs)
+    up.extra_query = "&%s=%s" % (param, other.host if param == "ns" else
+                                 urllib.parse.quote(SIG, safe=""))
+    gw = start_gateway(gateway_config(
+        upstream(up, default=True), upstream(other, name="other"),
+        limits={"referrers_pages": 1}))
+    got, url, answers = [], "%s/v2/app/referrers/%s" % (gw.url, SUBJ), 0
+    with session() as s:
+        while url and answers < 10:
+            r = s.get(url, timeout=30)
+            answers += 1
+            assert r.status_code == 200, r.text
+            got += [m["digest"] for m in r.json()["manifests"]]
+            nxt = r.links.get("next", {}).get("url")
+            url = gw.url + nxt if nxt else None
+    assert referrer_gets(other) == []
+    assert got == [d["digest"] for d in refs]
+    assert answers == 3

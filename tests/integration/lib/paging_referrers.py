@@ -16,6 +16,9 @@ anonymous).  How the next page is linked is what a test varies:
     "otherrepo" </v2/other/referrers/<digest>?page=N>
     "loop"      always the first page again, with a Link
 
+`extra_query` (default "") is appended to every next link's query, e.g.
+"&ns=127.0.0.1:P": what a hostile upstream may put there.
+
 It runs in a thread of the test process on 127.0.0.1 and records every
 request's path with its query.
 
@@ -96,6 +99,7 @@ class PagingReferrers:
         self.page_size = page_size
         self.link = link
         self.other_port = other_port
+        self.extra_query = ""
         self.port = free_port()
         self.host = "127.0.0.1:%d" % self.port
         self.url = "http://" + self.host
@@ -109,7 +113,7 @@ class PagingReferrers:
         self.thread.start()
 
     def target(self, path, digest, page):
-        q = "?page=%d" % page
+        q = "?page=%d%s" % (page, self.extra_query)
         if self.link == "query":
             return q
         if self.link == "absolute":
