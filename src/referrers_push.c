@@ -238,6 +238,13 @@ rf_push_gone(void *arg)
 	if (p->retired || p->phase == RF_GET_MANIFEST ||
 	    p->phase == RF_PUT_MANIFEST || (p->deleting && p->status == 0))
 		return;		/* not deleted: nothing to finish */
+	/*
+	 * The manifest is gone upstream: so is the cache's link to it,
+	 * detached or not (the DELETE's answer, which drops it, never
+	 * comes).
+	 */
+	if (p->deleting)
+		cache_invalidate_link(p->req);
 	if (r->ndetached >= p->conf->max_connections) {
 		log_warn("%s referrers not_detached index_not_updated "
 		    "repo=%s tag=%s reason=\"%zu detached index updates "
@@ -246,9 +253,6 @@ rf_push_gone(void *arg)
 		return;			/* rf_push_free() retires it */
 	}
 	log_info("%s referrers detached tag=%s", p->logid, p->tag);
-	/* The manifest is gone upstream: so is the cache's link to it. */
-	if (p->deleting)
-		cache_invalidate_link(p->req);
 	p->req = NULL;
 	TAILQ_INSERT_TAIL(&r->detached, p, det_entry);
 	r->ndetached++;

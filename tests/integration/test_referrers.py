@@ -990,3 +990,65 @@ def test_upstream_next_query_cannot_reroute_the_go_on_link(pager,
     assert referrer_gets(other) == []
     assert got == [d["digest"] for d in refs]
     assert answers == 3
+
+
+def test_deleted_referrer_not_detached_leaves_no_cached_link(reg,
+                                                             start_gateway,
+                                                             tmp_path):
+    """A DELETE the upstream took (202) whose client leaves during the
+    index update, when limits.max_connections updates are detached
+    already (here 1): the update is dropped, but the cache must not go on
+    serving the deleted manifest by digest as if the upstream still had
+    it (the DELETE's own answer, which drops the link, never comes)."""
+    import socket
+    import struct
+    from lib.holding_proxy import HoldingProxy
+    from lib.util import wait_for
+    hp = HoldingProxy(reg.host)
+    try:
+        gw = start_gateway(gateway_config(
+            upstream(reg, default=True, url="http://" + hp.host),
+            cache=cache_cfg(tmp_path / "c"),
+            limits={"max_connections": 2}))
+        dels = {}
+        for repo in ("inv/one", "inv/three", "inv/two"):
+            subj, size = push_image(reg.url, repo, "v1")
+            body, d = artifact(subj, size, SBOM, repo)
+            assert push_artifact(reg.url, repo, body).status_code == 201
+            dels[repo] = d
+        # The gateway's cache holds inv/two's artifact by digest.
+        with session() as s:
+            r = s.get("%s/v2/inv/two/manifests/%s" % (gw.url,
+                                                      dels["inv/two"]),
+                      headers={"Accept": MT}, timeout=30)
+            assert r.status_code == 200, r.text
+        marker = b"/manifests/sha256-"         # an index read
+        hp.hold(marker)
+
+        def delete_and_leave(repo, logged, count):
+            c = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+            c.sendall(b"DELETE /v2/%s/manifests/%s HTTP/1.1\r\nHost: %s"
+                      b"\r\n\r\n" % (repo.encode(), dels[repo].encode(),
+                                     gw.host.encode()))
+            wait_for(lambda: hp.held(marker) > 0 and
+                     reg.get_manifest(repo, dels[repo],
+                                      accept=MT).status_code == 404,
+                     timeout=30, what="the DELETE taken, index read held")
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack("ii", 1, 0))
+            c.close()
+            wait_for(lambda: gw.log_text().count(logged) == count,
+                     timeout=30, what=logged)
+
+        delete_and_leave("inv/one", "referrers detached ", 1)
+        delete_and_leave("inv/three", "referrers detached ", 2)
+        delete_and_leave("inv/two", "referrers not_detached", 1)
+    finally:
+        hp.release()
+    wait_for(lambda: gw.log_text().count("referrers detached_done") == 2,
+             timeout=30, what="the detached update's end")
+    with session() as s:
+        r = s.get("%s/v2/inv/two/manifests/%s" % (gw.url, dels["inv/two"]),
+                  headers={"Accept": MT}, timeout=30)
+    assert r.status_code == 404, (r.status_code, r.text)
+    assert gw.alive()
