@@ -1052,3 +1052,38 @@ def test_deleted_referrer_not_detached_leaves_no_cached_link(reg,
                   headers={"Accept": MT}, timeout=30)
     assert r.status_code == 404, (r.status_code, r.text)
     assert gw.alive()
+
+
+def test_client_gone_with_the_delete_hanging_frees_the_subject(reg,
+                                                               held):
+    """A DELETE holds its subject's lock while the upstream has not
+    answered it; its client leaving then (the upstream hanging) lets the
+    lock go: the next DELETE of a referrer of the same subject goes on."""
+    import socket
+    import struct
+    from lib.util import wait_for
+    hp, start = held
+    gw = start()
+    subj, size = push_image(reg.url, "lk/app", "v1")
+    ds = []
+    for note in ("a", "b"):
+        body, d = artifact(subj, size, SBOM, note)
+        assert push_artifact(reg.url, "lk/app", body).status_code == 201
+        ds.append(d)
+    marker = ("DELETE /v2/lk/app/manifests/%s" % ds[0]).encode()
+    hp.hold(marker)
+    try:
+        c = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+        c.sendall(b"DELETE /v2/lk/app/manifests/%s HTTP/1.1\r\nHost: %s"
+                  b"\r\n\r\n" % (ds[0].encode(), gw.host.encode()))
+        wait_for(lambda: hp.held(marker) > 0, timeout=30,
+                 what="the DELETE's answer held")
+        hp.hold(None)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                     struct.pack("ii", 1, 0))
+        c.close()
+        r = delete_manifest(gw.url, "lk/app", ds[1])
+        assert r.status_code == 202, r.text
+    finally:
+        hp.release()
+    assert gw.alive()
