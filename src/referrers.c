@@ -628,10 +628,15 @@ rf_get_done(void *arg, enum pc_err err, const char *detail)
 		rf_get_answer(g, json_array(), 0, NULL);
 		return;
 	}
-	if (!g->from_tag && g->pages == 0 && (g->doc.status == 405 ||
-	    (g->doc.status == 404 && errs_parse_code(text, len, code,
-	    sizeof(code)) == -1))) {
-		/* No such endpoint: the tag schema stands in for it. */
+	/*
+	 * No such endpoint: the tag schema stands in for it.  Only a
+	 * request without a follow-up query may say so: the client chose
+	 * that query, and it must not switch every client of the upstream
+	 * to the tag schema by making the upstream answer 404.
+	 */
+	if (!g->from_tag && g->pages == 0 && g->cont[0] == '\0' &&
+	    (g->doc.status == 405 || (g->doc.status == 404 &&
+	    errs_parse_code(text, len, code, sizeof(code)) == -1))) {
 		rf_set_absent(req, 1);
 		rf_get_tag(g);
 		return;

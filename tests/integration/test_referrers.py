@@ -764,6 +764,27 @@ def test_pages_past_the_bound_go_on_through_the_gateway(pager,
     assert len(referrer_gets(up)) == 5
 
 
+def test_follow_up_query_cannot_switch_the_upstream_to_the_tag_schema(
+        pager, start_gateway):
+    """A client's follow-up query the upstream answers with a plain 404
+    gets an empty answer for itself, and does not mark the upstream's
+    API as absent: the next plain request still reads the API, not the
+    referrers tag."""
+    up = pager(page_size=2, link="path")
+    refs = descriptors(3)
+    up.set_referrers("app", SUBJ, refs)
+    up.plain404_on = "bogus"
+    gw = start_gateway(gateway_config(upstream(up, default=True)))
+    r = session().get("%s/v2/app/referrers/%s?bogus=1" % (gw.url, SUBJ),
+                      timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["manifests"] == []
+    r = referrers(gw.url, "app", SUBJ)
+    assert digests(r) == sorted(d["digest"] for d in refs)
+    assert "api=absent" not in gw.log_text()
+    assert not [p for p in up.paths() if "/manifests/" in p]
+
+
 def test_an_upstream_linking_in_a_loop_is_bounded(pager, start_gateway):
     up = pager(page_size=2, link="loop")
     up.set_referrers("app", SUBJ, descriptors(2))

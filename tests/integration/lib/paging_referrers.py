@@ -18,6 +18,8 @@ anonymous).  How the next page is linked is what a test varies:
 
 `extra_query` (default "") is appended to every next link's query, e.g.
 "&ns=127.0.0.1:P": what a hostile upstream may put there.
+`plain404_on` (default None) names a query parameter that makes it
+answer a plain-text 404, as a registry without the API does.
 
 It runs in a thread of the test process on 127.0.0.1 and records every
 request's path with its query.
@@ -71,6 +73,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                        b'"message":"unknown"}]}')
             return
         q = urllib.parse.parse_qs(query)
+        if up.plain404_on and up.plain404_on in q:
+            # What registry 2.8 answers for an endpoint it lacks.
+            self._send(404, "text/plain; charset=utf-8",
+                       b"404 page not found\n")
+            return
         page = int(q.get("page", ["0"])[0])
         size = up.page_size
         chunk = refs[page * size:(page + 1) * size]
@@ -100,6 +107,7 @@ class PagingReferrers:
         self.link = link
         self.other_port = other_port
         self.extra_query = ""
+        self.plain404_on = None
         self.port = free_port()
         self.host = "127.0.0.1:%d" % self.port
         self.url = "http://" + self.host
