@@ -292,7 +292,8 @@ audit_action(const struct req *req)
 		    strcmp(req->path, "/logout") == 0 ||
 		    strncmp(req->path, "/oauth2/", 8) == 0)
 			return ("login");
-		if (strncmp(req->path, "/admin/", 7) == 0)
+		if (strncmp(req->path, "/admin/", 7) == 0 ||
+		    strcmp(req->path, "/metrics") == 0)
 			return ("admin");
 		if (strncmp(req->path, "/ui/secrets", 11) == 0)
 			return ("secret");
@@ -489,7 +490,9 @@ audit_request(struct req *req)
 		w->reserved -= AUDIT_SPOOL_FRAME + AUDIT_REC_MAX;
 		req->audit_admitted = 0;
 	}
-	if (audit_exempt(req->path))
+	/* A refused scrape is a denial like any other: recorded. */
+	if (audit_exempt(req->path) && (req->decision == NULL ||
+	    strcmp(req->decision, "deny") != 0))
 		return;
 	audit_buf_init(&rest);
 	audit_fill(&rest, req, w->conf->instance_id);
