@@ -496,7 +496,9 @@ audit_request(struct req *req)
 		return;
 	audit_buf_init(&rest);
 	audit_fill(&rest, req, w->conf->instance_id);
+	w->wal_now = audit_wal_now(req->c);	/* audit_spool.c */
 	audit_submit(w, &b, audit_wall_ms(), rest.data, rest.len);
+	w->wal_now = 0;
 }
 
 /*
@@ -535,7 +537,9 @@ audit_framing(struct conn *c, int status, enum pc_err err, const char *rid,
 	audit_buf_addu(&rest, AF_DURATION_MS, duration_ms);
 	audit_buf_add(&rest, AF_CACHE, "", 0);
 	audit_buf_add(&rest, AF_AUTH_FAILURE, "", 0);
+	w->wal_now = audit_wal_now(c);		/* audit_spool.c */
 	audit_submit(w, &b, audit_wall_ms(), rest.data, rest.len);
+	w->wal_now = 0;
 }
 
 /*

@@ -266,6 +266,7 @@ struct audit {
 	unsigned char		*walbuf;	/* WAL appends not yet written */
 	size_t			 wallen;	/* (the end of spool_size) */
 	struct event		*ev_wal;	/* writes them this loop turn */
+	int			 wal_now;	/* this record: no waiting */
 	uint64_t		 release_bytes;	/* release the acked prefix */
 	char			*tmp_path;	/* "<spool_file>.tmp" */
 	char			*spool_dir;	/* fsync'ed after a rename */
@@ -322,6 +323,8 @@ void		 audit_spool_mark_write(struct audit *);
 void		 audit_spool_close(struct audit *);
 void		 audit_fsync(struct audit *);
 void		 audit_new_run(struct audit *);
+struct conn;
+int		 audit_wal_now(const struct conn *);
 
 /* audit_redis.c */
 int		 audit_indexed_repository(const struct audit_fields *);

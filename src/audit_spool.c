@@ -21,8 +21,10 @@
  * are gathered in memory and written with one write(2) at the end of
  * the loop turn that made them (ev_wal, activated by the first one):
  * before the loop polls again, so before a plain socket writes the
- * responses they belong to, and before a Redis reply can acknowledge
- * them.  A write(2) per record was most of what the WAL cost (perf on
+ * responses they belong to (it writes in its write event, which only a
+ * poll makes active, and ev_wal is queued ahead of those), and before a
+ * Redis reply can acknowledge them.  A record whose response may leave
+ * sooner is written at once (audit_wal_now()).  A write(2) per record was most of what the WAL cost (perf on
  * cached manifest GETs, bench/audit_bench.sh part 4).  Everything here
  * that reads, syncs or rewrites the file writes the gathered records
  * first; releasing never loses an unacknowledged record (the
@@ -43,6 +45,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
+#include <event2/event_struct.h>
 
 #include "portcullis.h"
 #include "audit.h"
@@ -86,6 +92,27 @@ audit_wal_write(struct audit *w)
 		w->spool_acked = at;
 	w->wallen = 0;
 	return (-1);
+}
+
+/*
+ * Whether the record of a request on c that ends now must be written at
+ * once rather than at the end of the loop turn: its response may leave
+ * before then.  TLS (bufferevent_openssl) writes to the socket as data
+ * is queued; a plain socket whose write event this turn's poll already
+ * made active (bytes were waiting, the socket is writable) writes later
+ * in this turn, before ev_wal.  Otherwise the write event can only
+ * become active at the next poll, after ev_wal.  Reads libevent's
+ * struct event (event_struct.h): no call tells active from pending.
+ */
+int
+audit_wal_now(const struct conn *c)
+{
+	if (c == NULL || c->bev == NULL)
+		return (0);
+	if (c->tls)
+		return (1);
+	return ((c->bev->ev_write.ev_evcallback.evcb_flags &
+	    (EVLIST_ACTIVE | EVLIST_ACTIVE_LATER)) != 0);
 }
 
 /* ev_wal: the loop turn that appended records ends. */
@@ -178,7 +205,7 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 	audit_spool_frame(frame, p, len);
 	w->append_crc = audit_spool_frame_crc(frame);
 	/* The WAL: gathered, written at the end of this loop turn. */
-	if (w->mode == AUDIT_DIRECT && w->walbuf != NULL) {
+	if (w->mode == AUDIT_DIRECT && w->walbuf != NULL && !w->wal_now) {
 		if (w->wallen + AUDIT_SPOOL_FRAME + len > AUDIT_WAL_BUF &&
 		    audit_wal_write(w) == -1)
 			return (-1);
