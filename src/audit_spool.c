@@ -24,10 +24,10 @@
  * responses they belong to (it writes in its write event, which only a
  * poll makes active, and ev_wal is queued ahead of those), and before a
  * Redis reply can acknowledge them.  A record whose response may leave
- * sooner is written at once (audit_wal_now()).  A write(2) per record was most of what the WAL cost (perf on
- * cached manifest GETs, bench/audit_bench.sh part 4).  Everything here
- * that reads, syncs or rewrites the file writes the gathered records
- * first; releasing never loses an unacknowledged record (the
+ * sooner is written at once (audit_wal_now()).  A write(2) per record
+ * was most of what the WAL cost (bench/audit_wal_perf.sh).  Everything
+ * here that reads, syncs or rewrites the file writes the gathered
+ * records first; releasing never loses an unacknowledged record (the
  * new file is complete, and synced unless fsync is never, before it
  * replaces the old); a run number never repeats (the header keeps the
  * last one, and a new run is at least the wall clock in ms), so a record
