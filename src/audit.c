@@ -292,7 +292,8 @@ audit_action(const struct req *req)
 		    strcmp(req->path, "/logout") == 0 ||
 		    strncmp(req->path, "/oauth2/", 8) == 0)
 			return ("login");
-		if (strncmp(req->path, "/admin/", 7) == 0)
+		if (strncmp(req->path, "/admin/", 7) == 0 ||
+		    strcmp(req->path, "/metrics") == 0)
 			return ("admin");
 		if (strncmp(req->path, "/ui/secrets", 11) == 0)
 			return ("secret");
@@ -489,11 +490,15 @@ audit_request(struct req *req)
 		w->reserved -= AUDIT_SPOOL_FRAME + AUDIT_REC_MAX;
 		req->audit_admitted = 0;
 	}
-	if (audit_exempt(req->path))
+	/* A refused scrape is a denial like any other: recorded. */
+	if (audit_exempt(req->path) && (req->decision == NULL ||
+	    strcmp(req->decision, "deny") != 0))
 		return;
 	audit_buf_init(&rest);
 	audit_fill(&rest, req, w->conf->instance_id);
+	w->wal_now = audit_wal_now(req->c);	/* audit_spool.c */
 	audit_submit(w, &b, audit_wall_ms(), rest.data, rest.len);
+	w->wal_now = 0;
 }
 
 /*
@@ -532,7 +537,9 @@ audit_framing(struct conn *c, int status, enum pc_err err, const char *rid,
 	audit_buf_addu(&rest, AF_DURATION_MS, duration_ms);
 	audit_buf_add(&rest, AF_CACHE, "", 0);
 	audit_buf_add(&rest, AF_AUTH_FAILURE, "", 0);
+	w->wal_now = audit_wal_now(c);		/* audit_spool.c */
 	audit_submit(w, &b, audit_wall_ms(), rest.data, rest.len);
+	w->wal_now = 0;
 }
 
 /*

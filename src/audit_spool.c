@@ -17,7 +17,17 @@
  * truncated away); records are read back in the order they were
  * written; appends are write(2)s, so the page cache keeps them when the
  * process is killed, and a power loss loses at most what audit.fsync
- * leaves unsynced; releasing never loses an unacknowledged record (the
+ * leaves unsynced.  The WAL's appends (records on their way to Redis)
+ * are gathered in memory and written with one write(2) at the end of
+ * the loop turn that made them (ev_wal, activated by the first one):
+ * before the loop polls again, so before a plain socket writes the
+ * responses they belong to (it writes in its write event, which only a
+ * poll makes active, and ev_wal is queued ahead of those), and before a
+ * Redis reply can acknowledge them.  A record whose response may leave
+ * sooner is written at once (audit_wal_now()).  A write(2) per record
+ * was most of what the WAL cost (bench/audit_wal_perf.sh).  Everything
+ * here that reads, syncs or rewrites the file writes the gathered
+ * records first; releasing never loses an unacknowledged record (the
  * new file is complete, and synced unless fsync is never, before it
  * replaces the old); a run number never repeats (the header keeps the
  * last one, and a new run is at least the wall clock in ms), so a record
@@ -36,13 +46,87 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
+#include <event2/event_struct.h>
+
 #include "portcullis.h"
 #include "audit.h"
+
+/* Room for the WAL appends of one loop turn; a record always fits. */
+#define AUDIT_WAL_BUF	(64 * 1024)
+
+/*
+ * Write the gathered WAL appends (w->wallen bytes ending at spool_size).
+ * 0, or -1: the file is cut back to what it held, and the records lose
+ * their place in it (they are still sent, as with wal false).
+ */
+static int
+audit_wal_write(struct audit *w)
+{
+	struct audit_rec	*r;
+	uint64_t		 at;
+	ssize_t			 n;
+
+	if (w->wallen == 0)
+		return (0);
+	at = w->spool_size - w->wallen;
+	n = pwrite(w->fd, w->walbuf, w->wallen, (off_t)at);
+	if (n == (ssize_t)w->wallen) {
+		w->wallen = 0;
+		return (0);
+	}
+	log_err("- audit spool_write error=\"%s\"",
+	    n == -1 ? strerror(errno) : "short write");
+	if (ftruncate(w->fd, (off_t)at) == -1)
+		log_err("- audit spool_truncate error=\"%s\"",
+		    strerror(errno));
+	TAILQ_FOREACH(r, &w->inflight, entry)
+		if (r->spool_end > at)
+			r->spool_end = 0;
+	TAILQ_FOREACH(r, &w->queue, entry)
+		if (r->spool_end > at)
+			r->spool_end = 0;
+	w->spool_size = at;
+	if (w->spool_acked > at)
+		w->spool_acked = at;
+	w->wallen = 0;
+	return (-1);
+}
+
+/*
+ * Whether the record of a request on c that ends now must be written at
+ * once rather than at the end of the loop turn: its response may leave
+ * before then.  TLS (bufferevent_openssl) writes to the socket as data
+ * is queued; a plain socket whose write event this turn's poll already
+ * made active (bytes were waiting, the socket is writable) writes later
+ * in this turn, before ev_wal.  Otherwise the write event can only
+ * become active at the next poll, after ev_wal.  Reads libevent's
+ * struct event (event_struct.h): no call tells active from pending.
+ */
+int
+audit_wal_now(const struct conn *c)
+{
+	if (c == NULL || c->bev == NULL)
+		return (0);
+	if (c->tls)
+		return (1);
+	return ((c->bev->ev_write.ev_evcallback.evcb_flags &
+	    (EVLIST_ACTIVE | EVLIST_ACTIVE_LATER)) != 0);
+}
+
+/* ev_wal: the loop turn that appended records ends. */
+static void
+audit_wal_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)audit_wal_write(arg);
+}
 
 /* Flush the spool to disk if it was written since the last flush. */
 void
 audit_fsync(struct audit *w)
 {
+	(void)audit_wal_write(w);
 	if (!w->spool_dirty)
 		return;
 	if (fdatasync(w->fd) == -1)
@@ -120,6 +204,22 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 		return (-1);
 	audit_spool_frame(frame, p, len);
 	w->append_crc = audit_spool_frame_crc(frame);
+	/* The WAL: gathered, written at the end of this loop turn. */
+	if (w->mode == AUDIT_DIRECT && w->walbuf != NULL && !w->wal_now) {
+		if (w->wallen + AUDIT_SPOOL_FRAME + len > AUDIT_WAL_BUF &&
+		    audit_wal_write(w) == -1)
+			return (-1);
+		if (w->wallen == 0)
+			event_active(w->ev_wal, 0, 0);
+		memcpy(w->walbuf + w->wallen, frame, sizeof(frame));
+		memcpy(w->walbuf + w->wallen + sizeof(frame), p, len);
+		w->wallen += sizeof(frame) + len;
+		w->spool_size += sizeof(frame) + len;
+		w->spool_dirty = 1;
+		return (0);
+	}
+	if (audit_wal_write(w) == -1)
+		return (-1);
 	iov[0].iov_base = frame;
 	iov[0].iov_len = sizeof(frame);
 	iov[1].iov_base = (void *)(uintptr_t)p;
@@ -163,6 +263,8 @@ audit_spool_unacked(struct audit *w)
 	struct audit_recq	 all;
 	size_t			 n = 0;
 
+	/* What the WAL gathered is in the file from here on. */
+	(void)audit_wal_write(w);
 	TAILQ_INIT(&all);
 	while ((r = TAILQ_FIRST(&w->inflight)) != NULL) {
 		TAILQ_REMOVE(&w->inflight, r, entry);
@@ -202,6 +304,8 @@ audit_spool_unacked(struct audit *w)
 void
 audit_spool_reset(struct audit *w)
 {
+	/* Acknowledged before it was written: nothing left to write. */
+	w->wallen = 0;
 	if (ftruncate(w->fd, AUDIT_SPOOL_HDR) == -1) {
 		log_warn("- audit spool_truncate error=\"%s\"",
 		    strerror(errno));
@@ -229,6 +333,9 @@ audit_spool_mark_write(struct audit *w)
 	unsigned char	 m[AUDIT_SPOOL_MARK];
 
 	if (w->spool_acked == w->mark_off)
+		return;
+	/* The mark points at records that are in the file. */
+	if (audit_wal_write(w) == -1 || w->spool_acked == w->mark_off)
 		return;
 	w->mark_off = w->spool_acked;
 	w->mark_crc = w->mark_off == AUDIT_SPOOL_HDR ? 0 : w->acked_crc;
@@ -309,10 +416,13 @@ static int
 audit_spool_compact(struct audit *w)
 {
 	unsigned char	 buf[16384], h[AUDIT_SPOOL_HDR];
-	uint64_t	 d = w->spool_acked - AUDIT_SPOOL_HDR, at, end;
+	uint64_t	 d, at, end;
 	ssize_t		 n;
 	int		 fd;
 
+	if (audit_wal_write(w) == -1)
+		return (-1);
+	d = w->spool_acked - AUDIT_SPOOL_HDR;
 	if (unlink(w->tmp_path) == -1 && errno != ENOENT)
 		goto fail;
 	fd = open(w->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC |
@@ -390,6 +500,7 @@ audit_spool_read(struct audit *w)
 	ssize_t			 n;
 	long			 len;
 
+	(void)audit_wal_write(w);
 	want = w->spool_size - w->spool_rd;
 	if (want > sizeof(buf))
 		want = sizeof(buf);
@@ -567,6 +678,14 @@ audit_spool_open(struct audit *w, char **cause)
 	    w->ac->wal ? "on" : "off");
 	if (w->mode == AUDIT_DIRECT && w->spool_size > AUDIT_SPOOL_HDR)
 		audit_spool_reset(w);
+	/* The WAL gathers a loop turn's appends (no loop: one at a time). */
+	if (w->ac->wal && w->ctx != NULL && w->ctx->base != NULL) {
+		if ((w->walbuf = malloc(AUDIT_WAL_BUF)) == NULL)
+			fatal("malloc");
+		w->ev_wal = event_new(w->ctx->base, -1, 0, audit_wal_cb, w);
+		if (w->ev_wal == NULL)
+			fatal("event_new");
+	}
 	return (0);
 }
 
@@ -577,6 +696,13 @@ audit_spool_open(struct audit *w, char **cause)
 void
 audit_spool_close(struct audit *w)
 {
+	if (w->fd != -1)
+		(void)audit_wal_write(w);
+	if (w->ev_wal != NULL)
+		event_free(w->ev_wal);
+	w->ev_wal = NULL;
+	free(w->walbuf);
+	w->walbuf = NULL;
 	if (w->fd == -1)
 		return;
 	audit_spool_mark_write(w);

@@ -559,6 +559,26 @@ authz_admin(struct req *req)
 	return (0);
 }
 
+/*
+ * Whether authz_admin() would admit the request, answering nothing: for
+ * what only the admin action may see inside an answer everyone gets
+ * (the checks /readyz names).  A gateway token never grants admin.
+ */
+int
+authz_admin_allowed(const struct req *req)
+{
+	struct pol_result	res;
+
+	if (req->bearer_invalid || req->tok != NULL)
+		return (0);
+	policy_decide(req->conf->policy, &req->principal, NULL, NULL,
+	    POL_ADMIN, &res);
+	if (!res.allow && res.why == POL_WHY_DEFAULT &&
+	    authz_admin_address(req))
+		res.allow = 1;
+	return (res.allow);
+}
+
 /* At start and at each reload, what the operator should hear about. */
 void
 authz_config_loaded(const struct config *conf)

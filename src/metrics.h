@@ -213,6 +213,14 @@ enum metrics_lset { METRICS_LSETS(METRICS_LSET_ENUM) L__MAX };
 	  L_NONE, "Size of the audit spool file.")			\
 	X(M_AUDIT_QUEUE, MT_GAUGE, "portcullis_audit_queue_records", L_NONE, \
 	  "Audit records in memory waiting for Redis.")			\
+	X(M_AUDIT_UNREPLICATED, MT_COUNTER,				\
+	  "portcullis_audit_unreplicated_batches_total", L_NONE,	\
+	  "Audit batches that fewer replicas than audit.wait_replicas " \
+	  "acknowledged (sent again after a reconnect).")		\
+	X(M_AUDIT_GAPS, MT_COUNTER, "portcullis_audit_redis_gaps_total", \
+	  L_NONE, "Holes in the audit stream found at a send: records " \
+	  "Redis had acknowledged and lost since (a failover to a "	\
+	  "replica that lagged).")					\
 	X(M_REDIS_UP, MT_GAUGE, "portcullis_redis_link_up", L_LINK,	\
 	  "1 when a Redis link is connected and ready, else 0.")	\
 	X(M_READY, MT_GAUGE, "portcullis_ready", L_NONE,		\

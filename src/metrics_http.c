@@ -4,10 +4,13 @@
  * exposition to the addresses of metrics.allow or a caller the policy
  * grants the admin action; GET /readyz answers 200 when the gateway can
  * serve what its configuration promises (not draining; the Redis links
- * it depends on up; every OIDC issuer's keys loaded) and 503 naming each
- * check that failed.  Both are routed in req_route() before the audit
- * gate (they are not audited: a scrape every few seconds would swamp
- * the stream, and a load balancer's probe must not wait on the audit).
+ * it depends on up; every OIDC issuer's keys loaded) and 503 otherwise,
+ * naming each check that failed to a caller /metrics would answer (or
+ * on the admin listener); others get the status and a generic line.
+ * Both are routed in req_route() before the audit gate (they are not
+ * audited: a scrape every few seconds would swamp the stream, and a
+ * load balancer's probe must not wait on the audit), except a refused
+ * /metrics, which audit_request() records as any denial.
  *
  * The hooks other files call are one line each: metrics_request_done()
  * when a request is retired, metrics_upstream_head() and
@@ -328,6 +331,9 @@ metrics_collect(struct pc_ctx *ctx)
 		    (int64_t)a->n_rejected);
 		metrics_set(m, M_AUDIT_SPOOL_BYTES, 0, (int64_t)a->spool_size);
 		metrics_set(m, M_AUDIT_QUEUE, 0, (int64_t)a->nqueue);
+		metrics_set(m, M_AUDIT_UNREPLICATED, 0,
+		    (int64_t)a->n_unreplicated);
+		metrics_set(m, M_AUDIT_GAPS, 0, (int64_t)a->n_gaps);
 		metrics_link(m, "audit", a->rds);
 	}
 	metrics_link(m, "secrets", secrets_link(ctx->secrets));
@@ -395,9 +401,22 @@ metrics_http(struct req *req)
 	if ((buf = evbuffer_new()) == NULL)
 		fatal("evbuffer_new");
 	if (strcmp(req->path, "/readyz") == 0) {
-		ready = metrics_ready(ctx, buf);
-		if (ready)
-			evbuffer_add_printf(buf, "ready\n");
+		/*
+		 * The status is for everyone (load balancers); which check
+		 * failed names Redis addresses and IdP errors, so only for
+		 * those who may see /metrics.
+		 */
+		if (req->c->admin || metrics_allowed_address(req) ||
+		    authz_admin_allowed(req)) {
+			ready = metrics_ready(ctx, buf);
+			if (ready)
+				evbuffer_add_printf(buf, "ready\n");
+		} else {
+			ready = metrics_ready(ctx, NULL);
+			evbuffer_add_printf(buf, "%s\n", ready ? "ready" :
+			    "not ready (the checks are shown to callers "
+			    "allowed /metrics)");
+		}
 		metrics_respond(req, ready ? 200 : 503,
 		    "text/plain; charset=utf-8", buf);
 		return;

@@ -642,6 +642,7 @@ int		 authz_request(struct req *);
 int		 authz_action(const struct req *);
 int		 authz_base(struct req *);
 int		 authz_admin(struct req *);
+int		 authz_admin_allowed(const struct req *);
 int		 authz_upstream_challenge(struct req *, char *, size_t);
 void		 authz_config_loaded(const struct config *);
 

@@ -11,6 +11,10 @@ not cumulative or do not end in +Inf = _count.  test_parser_refuses_*
 shows that it can fail.  The counters are then read from the parsed
 samples and compared before and after a scripted pull, a push, a policy
 denial and a refused token; the 429 of rate limits is not wired yet.
+
+/readyz gives its status to everyone but names the failed checks (Redis
+addresses, an IdP's error) only to callers /metrics would answer and on
+the admin listener; a refused /metrics is audited like any denial.
 """
 
 import math
@@ -28,8 +32,9 @@ from lib.gateway import gateway_config, upstream
 from lib.idfix import (get_token, issuer_cfg, make_keys, needs_idp,
                        start_idp, token_cfg)
 from lib.lying_upstream import LyingUpstream
-from lib.redis import RedisServer
+from lib.redis import RedisServer, entries_to_dicts
 from lib.util import free_port, wait_for
+from test_policy import pki  # noqa: F401 (the fixture: a CA, mTLS clients)
 
 PROMTOOL = shutil.which("promtool")
 
@@ -655,7 +660,8 @@ def test_readyz_waits_for_each_issuers_keys(start_registry, start_gateway,
         gw = start_gateway(gateway_config(
             upstream(reg, prefix="up1"),
             identity={"issuers": [issuer_cfg(idp, min_refresh_interval=1,
-                                             refresh=600)]}))
+                                             refresh=600)]},
+            metrics={"allow": ["127.0.0.1"]}))
         st, body = _readyz(gw)
         assert st == 503 and body.startswith("oidc idp: no keys yet"), body
         idp.start()
@@ -663,3 +669,103 @@ def test_readyz_waits_for_each_issuers_keys(start_registry, start_gateway,
                  what="/readyz 200 once the issuer's keys are fetched")
     finally:
         idp.stop()
+
+
+GENERIC_503 = "not ready (the checks are shown to callers allowed /metrics)\n"
+
+
+def test_readyz_names_checks_only_to_metrics_callers(start_registry,
+                                                    start_gateway, tmp_path):
+    """Redis for a reject-mode audit is down: /readyz is 503 for
+    everyone, but the check and its address are named only on the admin
+    listener, to metrics.allow and to the admin action; an anonymous
+    caller, or one with a refused token, gets a generic line."""
+    reg = start_registry("up1")
+    dead = "127.0.0.1:%d" % free_port()
+    port = free_port()
+    pol = {"rules": [r for r in DENY_POLICY["rules"]
+                     if r["id"] != "scraper"]}
+    audit = {"redis": dead, "spool_file": str(tmp_path / "spool"),
+             "timeout": 2, "on_failure": "reject"}
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"), policy=pol, audit=audit,
+        admin={"listen": "127.0.0.1:%d" % port},
+        metrics={"allow": ["10.0.0.0/8"]}))
+    s = session()
+    for hdrs in ({}, {"Authorization": "Bearer not.a-token"}):
+        r = s.get(gw.url + "/readyz", timeout=15, headers=hdrs)
+        assert (r.status_code, r.text) == (503, GENERIC_503), hdrs
+        assert dead not in r.text and "redis" not in r.text
+    assert s.head(gw.url + "/readyz", timeout=15).status_code == 503
+    r = s.get("http://127.0.0.1:%d/readyz" % port, timeout=15)
+    assert r.status_code == 503
+    assert "redis audit: not connected to %s" % dead in r.text
+    gw.stop()
+    # The admin action (rule "scraper": cidr:127.0.0.1/32) sees them too.
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"), policy=DENY_POLICY, audit=audit))
+    st, body = _readyz(gw)
+    assert st == 503 and "redis audit: not connected to %s" % dead in body
+    gw.stop()
+    # metrics.allow: test_readyz_follows_redis.
+
+
+def test_refused_metrics_scrape_is_audited(start_registry, start_gateway,
+                                           tmp_path, pki):
+    """Anonymous (401) and identified (403) callers refused /metrics
+    leave an audit record like any denial (action admin, decision deny,
+    the status and error code); an allowed scrape and /readyz leave
+    none.  mTLS gives the identified callers (test_policy's CA)."""
+    from test_policy import mtls, tls_listen
+    from test_policy import session as tls_session
+    reg = start_registry("up1")
+    rs = RedisServer(tmp_path / "redis")
+    try:
+        pol = {"rules": [
+            {"id": "pull-all", "effect": "allow", "repositories": ["**"],
+             "subjects": ["anonymous", "authenticated"],
+             "actions": ["pull"]},
+            {"id": "ops", "effect": "allow", "subjects": [mtls(pki.admin)],
+             "actions": ["admin"]}]}
+        gw = start_gateway(gateway_config(
+            upstream(reg, prefix="up1"), listen=tls_listen(pki), policy=pol,
+            audit={"redis": rs.host, "spool_file": str(tmp_path / "spool"),
+                   "timeout": 2}), tls_client={"ca": pki.ca})
+        anon, reader = tls_session(pki), tls_session(pki, pki.reader)
+        admin = tls_session(pki, pki.admin)
+        r = anon.get(gw.url + "/metrics", timeout=15)
+        assert r.status_code == 401 and "portcullis_" not in r.text
+        rid_anon = r.headers["X-Request-Id"]
+        r = reader.get(gw.url + "/metrics", timeout=15)
+        assert r.status_code == 403 and "portcullis_" not in r.text
+        assert r.json()["errors"][0]["code"] == "DENIED"
+        rid_reader = r.headers["X-Request-Id"]
+        r = admin.get(gw.url + "/metrics", timeout=15)
+        assert r.status_code == 200
+        Scrape(r.text)
+        # /readyz: the status for all, the checks for the admin action.
+        assert reader.get(gw.url + "/readyz", timeout=15).text == "ready\n"
+        assert admin.get(gw.url + "/readyz", timeout=15).text == "ready\n"
+        # A request after them all: once its record is in, theirs are.
+        r = anon.get(gw.url + "/v2/", timeout=15)
+        last = r.headers["X-Request-Id"]
+
+        def recs():
+            with rs.client() as c:
+                return entries_to_dicts(c.call("XRANGE", "portcullis:audit",
+                                               "-", "+"))
+        wait_for(lambda: last in [d["request_id"] for _, d in recs()],
+                 timeout=30, what="the last request recorded")
+        got = {d["request_id"]: d for _, d in recs()}
+        assert set(got) == {rid_anon, rid_reader, last}, got
+        a, b = got[rid_anon], got[rid_reader]
+        for d in (a, b):
+            assert (d["path"], d["action"], d["decision"]) == \
+                ("/metrics", "admin", "deny"), d
+        assert (a["status"], a["error"], a["subject"]) == \
+            ("401", "UNAUTHORIZED", "anonymous"), a
+        assert (b["status"], b["error"], b["subject"],
+                b["auth_method"]) == ("403", "DENIED",
+                                      pki.reader["subject"], "mtls"), b
+    finally:
+        rs.stop()

@@ -12,13 +12,16 @@ to the records in the stream of the new master).
   so every record arrives once; with 0 the new master's high-water mark
   is older than what the gateway dropped as acknowledged, and the writer
   goes on past the hole (logged as redis_gap) instead of being refused
-  forever while the spool fills;
+  forever while the spool fills; both counted on /metrics
+  (portcullis_audit_unreplicated_batches_total,
+  portcullis_audit_redis_gaps_total);
 - the secrets link follows the failover too.
 
 Real parts: redis-server, redis-sentinel (Debian's redis-sentinel),
 docker-registry, the gateway.  Every wait is on a condition."""
 
 import os
+import re
 import threading
 
 import pytest
@@ -172,8 +175,24 @@ def gateway_for(start_gateway, start_registry, tmp_path, sentinels, **audit):
     a = {"spool_file": str(tmp_path / "audit.spool"), "timeout": 2}
     a.update(audit)
     cfg = gateway_config(upstream(reg, default=True), instance_id="gw-sent",
-                         redis=sentinel_cfg(sentinels), audit=a)
+                         redis=sentinel_cfg(sentinels), audit=a,
+                         metrics={"allow": ["127.0.0.1"]})
     return start_gateway(cfg)
+
+
+def counter(gw, name):
+    """One unlabelled counter of the gateway's /metrics."""
+    s = requests.Session()
+    s.trust_env = False
+    r = s.get(gw.url + "/metrics", timeout=15)
+    assert r.status_code == 200, r.status_code
+    m = re.search(r"^%s (\d+)$" % re.escape(name), r.text, re.M)
+    assert m, name
+    return int(m.group(1))
+
+
+UNREPLICATED = "portcullis_audit_unreplicated_batches_total"
+GAPS = "portcullis_audit_redis_gaps_total"
 
 
 def test_forced_failover_mid_load_exactly_once(cluster, start_registry,
@@ -227,6 +246,7 @@ def test_lagging_replica_promoted(cluster, start_registry, start_gateway,
         r = s.get(gw.url + "/v2/", timeout=30)
         assert r.status_code == 200
         return r.headers["X-Request-Id"]
+    assert (counter(gw, UNREPLICATED), counter(gw, GAPS)) == (0, 0)
     before = [get() for _ in range(20)]
     wait_for(lambda: set(before) <= set(stream_ids(replica)), timeout=30,
              what="first records replicated")
@@ -245,6 +265,8 @@ def test_lagging_replica_promoted(cluster, start_registry, start_gateway,
     else:
         wait_for(lambda: "redis_unreplicated" in gw.log_text(),
                  timeout=30, what="a WAIT short of replicas")
+        # Each short WAIT counts (the log line is rate-limited).
+        assert counter(gw, UNREPLICATED) >= 1
     master.kill()
     replica.call("CONFIG", "SET", "masterauth", "")
     wait_for(lambda: all(x.master_port() == replica.port
@@ -257,6 +279,7 @@ def test_lagging_replica_promoted(cluster, start_registry, start_gateway,
                  timeout=60, what="every record in the new master")
         exactly_once(answered, stream_ids(replica))
         assert "redis_gap" not in gw.log_text()
+        assert counter(gw, GAPS) == 0
     else:
         wait_for(lambda: set(after) <= set(stream_ids(replica)),
                  timeout=60, what="records after the failover written")
@@ -264,6 +287,8 @@ def test_lagging_replica_promoted(cluster, start_registry, start_gateway,
         exactly_once(before + after, got)
         assert not set(during) & set(got), "lost records reappeared?"
         assert "redis_gap" in gw.log_text()
+        assert counter(gw, GAPS) == gw.log_text().count("redis_gap") >= 1
+        assert counter(gw, UNREPLICATED) == 0
 
 
 def test_secrets_and_revocation_follow_the_failover(cluster, tmp_path):

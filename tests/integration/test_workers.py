@@ -5,10 +5,12 @@ the upstream on the wire."""
 
 import concurrent.futures
 import hashlib
+import http.client
 import os
 import re
 import signal
 import threading
+import time
 
 import requests
 
@@ -120,67 +122,197 @@ def test_ten_cold_pulls_over_both_workers_make_one_upstream_fetch(
         tap.stop()
 
 
+def socket_inodes(pid):
+    """The inodes of the sockets process pid holds."""
+    out = set()
+    d = "/proc/%d/fd" % pid
+    for fd in os.listdir(d):
+        try:
+            m = re.match(r"socket:\[(\d+)\]$", os.readlink(os.path.join(d, fd)))
+        except OSError:             # closed meanwhile
+            continue
+        if m:
+            out.add(int(m.group(1)))
+    return out
+
+
+def accepted(port):
+    """{client port: socket inode} of the established connections whose
+    server side is on 127.0.0.1:port (/proc/net/tcp; an inode of 0 is a
+    connection no process has accepted yet)."""
+    out = {}
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            fl = line.split()
+            local, rem, state, inode = fl[1], fl[2], fl[3], int(fl[9])
+            if state == "01" and int(local.split(":")[1], 16) == port \
+                    and inode != 0:
+                out[int(rem.split(":")[1], 16)] = inode
+    return out
+
+
+def holders(gw, pids):
+    """{client port: worker index} of the connections a worker holds."""
+    inodes = {w: socket_inodes(p) for w, p in pids.items()}
+    return {cp: w for cp, ino in accepted(gw.port).items()
+            for w in inodes if ino in inodes[w]}
+
+
+class KeepAliveClient(threading.Thread):
+    """GET path in a loop on one persistent connection (http.client: no
+    retries hidden from the test), knowing its local port.  Every answer
+    is logged as (local port, ok, after the kill); a failed one closes
+    the connection and the next request opens a new one."""
+
+    def __init__(self, gw, path, data, stop, killed, log, lock):
+        super().__init__(daemon=True)
+        self.gw, self.path, self.data = gw, path, data
+        self.stop, self.killed, self.log, self.lock = stop, killed, log, lock
+        self.port = None
+
+    def run(self):
+        conn = None
+        deadline = time.monotonic() + 600       # bound, whatever happens
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            port = None
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1",
+                                                      self.gw.port,
+                                                      timeout=30)
+                    conn.connect()
+                    with self.lock:
+                        self.port = conn.sock.getsockname()[1]
+                port = self.port
+                conn.request("GET", self.path)
+                r = conn.getresponse()
+                body = r.read()
+                ok = r.status == 200 and body == self.data
+                polite = r.getheader("Connection", "").lower() == "close"
+            except (OSError, http.client.HTTPException):
+                ok, polite = False, False
+            with self.lock:
+                self.log.append((port, ok, self.killed.is_set()))
+            if not ok or polite:
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+
 def test_kill_9_one_worker_under_load(start_registry, start_gateway,
                                       tmp_path):
+    """Acceptance 5: two workers, load on persistent connections whose
+    worker is known (its process holds the accepted socket: /proc/<pid>/fd
+    against /proc/net/tcp); worker 0 is killed with SIGKILL.  Every
+    failed request was on a connection worker 0 held (one failure each,
+    then the client connects again); the survivor's connections and the
+    new ones see no error; the master starts a new worker 0 (a new PID)
+    that serves."""
     reg = start_registry("up1")
     data = os.urandom(256 * 1024)
     d = push_blob(reg, "cache/app", data)
     gw = start2(start_gateway, upstream(reg, prefix="up1"), tmp_path / "c")
-    path = gw.url + "/v2/up1/cache/app/blobs/" + d
+    path = "/v2/up1/cache/app/blobs/" + d
     with session() as s:
-        assert s.get(path, timeout=60).status_code == 200   # cached now
+        assert s.get(gw.url + path, timeout=60).status_code == 200  # cached
     before = worker_pids(gw)
     victim = before[0]
-    stop = threading.Event()
-    results = {"ok": 0, "err": 0, "after": 0}
-    lock = threading.Lock()
+    stop, killed, lock = threading.Event(), threading.Event(), \
+        threading.Lock()
+    log = []
+    clients = []
 
-    def load():
-        # One keep-alive connection per thread: a connection the victim
-        # held fails once; the client then connects again.
-        s = session()
-        while not stop.is_set():
-            try:
-                r = s.get(path, timeout=30)
-                ok = r.status_code == 200 and r.content == data
-            except requests.RequestException:
-                ok = False
-                s.close()
-                s = session()
-            with lock:
-                results["ok" if ok else "err"] += 1
-                if ok and killed.is_set():
-                    results["after"] += 1
-        s.close()
+    def add_client():
+        c = KeepAliveClient(gw, path, data, stop, killed, log, lock)
+        clients.append(c)
+        c.start()
+        return c
 
-    killed = threading.Event()
-    nthreads = 8
-    threads = [threading.Thread(target=load) for _ in range(nthreads)]
-    for t in threads:
-        t.start()
+    def oks(port):
+        with lock:
+            return sum(1 for p, ok, _ in log if p == port and ok)
+
+    def placed():
+        """{client: worker} once every client's connection has served
+        and is held by one of the workers, else None."""
+        with lock:
+            ports = {c: c.port for c in clients}
+        if None in ports.values() or not all(oks(p) for p in
+                                              ports.values()):
+            return None
+        h = holders(gw, before)
+        if not all(p in h for p in ports.values()):
+            return None
+        return {c: h[p] for c, p in ports.items()}
+
     try:
-        wait_for(lambda: results["ok"] >= 200, timeout=60,
+        for _ in range(8):
+            add_client()
+        # The kernel picks the worker that accepts: until both hold a
+        # load connection, one more (bounded).
+        for _ in range(24):
+            where = wait_for(placed, timeout=60,
+                             what="load connections held by the workers")
+            if set(where.values()) == {0, 1}:
+                break
+            add_client()
+        assert set(where.values()) == {0, 1}, where
+        wait_for(lambda: sum(1 for e in log if e[1]) >= 200, timeout=60,
                  what="load running")
+        # Just before the kill: who holds what.  No client has failed or
+        # reconnected so far, so its port is still the one placed.
+        with lock:
+            assert all(ok for _, ok, _ in log), "a failure before the kill"
+            ports = {c: c.port for c in clients}
+        h = holders(gw, before)
+        assert all(p in h for p in ports.values())
+        victim_ports = {p for p in ports.values() if h[p] == 0}
+        other_ports = {p for p in ports.values() if h[p] == 1}
+        assert victim_ports and other_ports
         os.kill(victim, signal.SIGKILL)
         killed.set()
-        # The master forks a new worker 0.
         wait_for(lambda: worker_pids(gw).get(0) not in (None, victim),
                  timeout=30, what="worker 0 restarted")
+        new = worker_pids(gw)[0]
         assert worker_pids(gw)[1] == before[1]      # the other one lived
-        n = results["after"]
-        wait_for(lambda: results["after"] >= n + 200, timeout=60,
-                 what="serving goes on after the restart")
+        # Each client on the dead worker's connections fails once.
+        wait_for(lambda: {p for p, ok, _ in list(log) if not ok} >=
+                 victim_ports, timeout=60,
+                 what="each of the dead worker's connections failed")
+        # The survivor keeps serving its connections.
+        n = {p: oks(p) for p in other_ports}
+        wait_for(lambda: all(oks(p) >= n[p] + 20 for p in other_ports),
+                 timeout=60, what="the survivor's connections go on")
+        # The new worker 0 serves: a new connection it holds is answered.
+        for attempt in range(100):
+            conn = http.client.HTTPConnection("127.0.0.1", gw.port,
+                                              timeout=30)
+            try:
+                conn.request("GET", path)
+                r = conn.getresponse()
+                assert r.status == 200 and r.read() == data
+                mine = conn.sock.getsockname()[1]
+                if holders(gw, {0: new}).get(mine) == 0:
+                    break
+            finally:
+                conn.close()
+        else:
+            raise AssertionError("the new worker 0 served nothing")
     finally:
         stop.set()
-        for t in threads:
-            t.join(timeout=60)
-    # Only the connections the dead worker held failed: each load thread
-    # has one connection at a time, and fails at most once on it.
-    assert 0 <= results["err"] <= nthreads, results
+        for c in clients:
+            c.join(timeout=60)
+    failed = [p for p, ok, _ in log if not ok]
+    assert failed, "the kill cut no request"
+    # Only the connections the dead worker held failed, once each.
+    assert sorted(failed) == sorted(victim_ports), (failed, victim_ports)
+    assert all(after for _, ok, after in log if not ok)
+    assert not [e for e in log if e[0] in other_ports and not e[1]]
     assert "master worker_died worker=0 pid=%d signal=9" % victim \
         in gw.log_text()
     assert gw.alive()
-    new = worker_pids(gw)[0]
     assert children(gw.pid) == {new, before[1]}
 
 
