@@ -119,7 +119,8 @@ for size in $SIZES; do
 	python3 -c "print('generate: %.1f s, %.0f records/s; Redis %.1f us CPU per record (EVALSHA usec / records; 100 records a call)' % ($t1-$t0, $size/($t1-$t0), float('$usec' or 0) / $size))"
 	python3 -c "print('memory: used_memory +%.0f MiB, %.0f bytes per record (stream + indexes)' % (($m1-$m0)/1048576, ($m1-$m0)/$size))"
 	echo "main stream alone (MEMORY USAGE, sampled): $(( $(rcli MEMORY USAGE portcullis:audit) / size )) bytes per record"
-	last=$(rcli XREVRANGE portcullis:audit + - COUNT 1 | sed -n 3p)
+	# The time: the first value of a packed record (or the "time" field).
+	last=$(rcli XREVRANGE portcullis:audit + - COUNT 1 | sed -n 3p | cut -f1)
 	since=$(( last - (WINDOW - 1) * STEP_MS ))
 	mid=$(( last - (WINDOW / 2) * STEP_MS ))
 	since2=$(( mid - (WINDOW - 1) * STEP_MS ))

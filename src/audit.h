@@ -356,6 +356,8 @@ void		 audit_kick_cb(int, short, void *);
 
 /* audit_query.c: the query engine (see there); audit_cli.c drives it. */
 #define AQ_BATCH		500	/* entries per XREVRANGE */
+/* Entries per XREVRANGE of the CLI's walk, doubling from AQ_BATCH. */
+#define AQ_WALK_MAX		8000
 /* Index entries per XREVRANGE: each may hold a batch's refs. */
 #define AQ_INDEX_BATCH		100
 #define AQ_INDEX_BATCH_S	"100"
@@ -395,6 +397,7 @@ struct aq {
 	char			 last[48];
 	char			 next[48];
 	char			 count[16];
+	size_t			 ncount;	/* count, as a number */
 	size_t			 nout;
 	size_t			 scanned;
 	size_t			 scan_max;	/* 0: no cap */

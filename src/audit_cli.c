@@ -129,7 +129,7 @@ aq_connect(const struct config *conf, int timeout_s)
  * values and arrays, a free for each) were most of the CLI's time.  A
  * reply is processed whole and then dropped, so the arena is reset
  * after each; its blocks are kept for the next (a reply is at most one
- * step: AQ_BATCH entries or one record).
+ * step: up to AQ_WALK_MAX entries or one record).
  */
 struct aq_blk {
 	struct aq_blk	*next;

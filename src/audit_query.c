@@ -111,6 +111,7 @@ aq_new(const struct audit_filter *f, const char *stream, size_t scan_max,
 		snprintf(q->lo, sizeof(q->lo), "%lld", (long long)f->since_ms);
 	else
 		snprintf(q->lo, sizeof(q->lo), "-");
+	q->ncount = AQ_BATCH;
 	snprintf(q->count, sizeof(q->count), "%d", AQ_BATCH);
 	snprintf(q->lo_main, sizeof(q->lo_main), "%s", q->lo);
 	snprintf(q->kw, sizeof(q->kw), "%s:writers", stream);
@@ -611,7 +612,7 @@ aq_reply(struct aq *q, int i, const redisReply *r)
 		    q->f->subject != NULL || audit_indexed_repository(&fl)))
 			aq_found(q, id, &fl);
 	}
-	if (r->elements < AQ_BATCH)
+	if (r->elements < q->ncount)
 		q->exhausted = 1;
 }
 
@@ -656,6 +657,16 @@ aq_step_done(struct aq *q)
 		snprintf(q->next, sizeof(q->next), "%s", q->last);
 		q->phase = AQ_DONE;
 		return;
+	}
+	/*
+	 * A walk that goes on takes larger steps: fewer round trips, each
+	 * of which costs a wake-up of both sides on a busy machine.  Not
+	 * the gateway's (scan_max set): a step is parsed on its loop.
+	 */
+	if (q->scan_max == 0 && q->index[0] == '\0' &&
+	    q->ncount < AQ_WALK_MAX) {
+		q->ncount *= 2;
+		snprintf(q->count, sizeof(q->count), "%zu", q->ncount);
 	}
 	snprintf(q->hi, sizeof(q->hi), "(%s", q->last);
 }
