@@ -106,13 +106,15 @@ int	audit_payload_parse(const char *, size_t, struct audit_fields *);
 #define AUDIT_REFS_FIELD	"refs"
 /* " <action> <status> <decision>;", each value at most AUDIT_VALUE_MAX */
 #define AUDIT_REF_TAIL_MAX	(3 * AUDIT_VALUE_MAX + 4)
-#define AUDIT_ID_MAX		48	/* a stream id as text, with its NUL */
+/* A stream id as text, with its NUL. */
+#define AUDIT_ID_MAX		48
 size_t	audit_pack_len(const struct audit_fields *);
 size_t	audit_pack(const struct audit_fields *, char *);
 int	audit_unpack(const char *, size_t, struct audit_fields *);
 size_t	audit_ref_tail(const struct audit_fields *, char *, size_t);
 /* The next ref of a refs value, from its end (newest first). */
-int	audit_ref_prev(const char *, size_t *, char *, struct audit_fields *);
+int	audit_ref_prev(const char *, size_t *, char *,
+	    struct audit_fields *);
 
 /*
  * The spool file: a 32-byte header ("PCAUDSP1", the writer's run number,
@@ -389,11 +391,11 @@ struct aq {
 	enum aq_phase		 phase;
 	char			 hi[64];
 	char			 lo[64];
-	char			 strad[72];	/* "(" hi as a whole id */
-	int			 nstrad;	/* commands before the scan */
-	int			 stop;		/* the step's refs are done */
-	size_t			 step_refs;	/* refs the step took */
-	char			 last_entry[48];	/* oldest entry read */
+	char			 strad[72];	/* "(" hi, whole */
+	int			 nstrad;	/* before the scan */
+	int			 stop;		/* step done */
+	size_t			 step_refs;	/* refs taken */
+	char			 last_entry[48];	/* oldest read */
 	char			 last[48];
 	char			 next[48];
 	char			 count[16];
@@ -418,7 +420,7 @@ struct aq {
 /* The refs of an index entry (either layout), newest first. */
 struct aq_refs {
 	const struct redisReply *e;
-	const char		*v;	/* AUDIT_REFS_FIELD; NULL: old layout */
+	const char		*v;	/* refs; NULL: old layout */
 	size_t			 end;
 	int			 done;
 };
@@ -437,6 +439,7 @@ struct json_t	*aq_json(const char *, const struct audit_fields *);
 int		 aq_entry(const struct redisReply *, const char **,
 		    struct audit_fields *);
 int		 aq_refs_init(struct aq_refs *, const struct redisReply *);
-int		 aq_refs_next(struct aq_refs *, char *, struct audit_fields *);
+int		 aq_refs_next(struct aq_refs *, char *,
+		    struct audit_fields *);
 
 #endif /* PC_AUDIT_H */

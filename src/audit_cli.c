@@ -497,9 +497,9 @@ aq_generate(const struct config *conf, long long count, long long step)
 				    run);
 				audit_payload_parse(g->b[k].data, g->b[k].len,
 				    &fl);
-				snprintf(g->ks[k], AQ_KEY_MAX, "%s:subject:%.*s",
-				    ac->stream, (int)fl.len[AF_SUBJECT],
-				    fl.v[AF_SUBJECT]);
+				snprintf(g->ks[k], AQ_KEY_MAX,
+				    "%s:subject:%.*s", ac->stream,
+				    (int)fl.len[AF_SUBJECT], fl.v[AF_SUBJECT]);
 				snprintf(g->kr[k], AQ_KEY_MAX,
 				    "%s:repository:%.*s", ac->stream,
 				    (int)fl.len[AF_REPOSITORY],

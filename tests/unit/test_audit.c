@@ -243,7 +243,8 @@ test_packed_layout(void **state)
 {
 	struct audit_buf	 b;
 	struct audit_fields	 fl, out;
-	char			 packed[AUDIT_REC_MAX], tail[AUDIT_REF_TAIL_MAX];
+	char			 packed[AUDIT_REC_MAX];
+	char			 tail[AUDIT_REF_TAIL_MAX];
 	char			 refs[256], id[AUDIT_ID_MAX];
 	size_t			 n, end;
 	int			 f;
