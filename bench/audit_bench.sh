@@ -12,9 +12,10 @@
 #     redis-server: they share the machine's CPUs with the load generator,
 #     so what Redis spends on a record is throughput the gateway loses.
 #  2. `portcullis audit generate`: sustained records/s through the
-#     writer's Lua script (XADD + two index XADDs + trims + dedup mark),
-#     one record per call (the gateway's writer sends batches; its rate
-#     is the XADD column of 1).
+#     writer's Lua script (XADD of the packed record, one index XADD per
+#     index a call touches, trims, dedup mark), 100 records a call as
+#     the gateway's writer sends its batches (its rate is the XADD
+#     column of 1).
 #  3. `portcullis audit query` on a stream of RECORDS (1 million) records:
 #     --subject (index), --repo exact (index), --repo 'team3/*' (first-
 #     segment index), walks (bench/audit_query_bench.sh: at scale),
@@ -27,7 +28,10 @@
 #     record appended to the spool file before it is sent), the latter
 #     also with "fsync": "never" (the write alone); median req/s,
 #     gateway CPU per request, the WAL's cost next to "wal": false, and a
-#     check that each audited request has its record.
+#     check that each audited request has its record; Redis CPU per
+#     record (its utime + stime over the records of the round), and at
+#     the end what INFO commandstats counted for the script and for each
+#     call it makes (Redis 7 counts those too), per record.
 # Not part of CI; see README.md.
 #
 # Environment (all optional):
@@ -65,6 +69,7 @@ done
 
 . "$here/lib/common.sh"
 bench_init audit-bench
+echo "start: $(uptime)"
 
 # --- the load generator (bench/lib/load.c): CONNS threads, one keep-alive
 # connection each, GET in a loop; prints requests/s. ------------------------
@@ -116,8 +121,15 @@ JSON
 	gw_port=$port
 	gw_pid=$!
 }
-# CPU time of a process in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU time of a process and its children (a gateway's workers) in clock
+# ticks.
+cpu_ticks() {
+	local p t=0
+	for p in $1 $(pgrep -P "$1" || true); do
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
 start_gw off ""
 off_port=$gw_port
 off_pid=$gw_pid
@@ -231,6 +243,7 @@ qbench "--limit 1000 (walk)" --limit 1000
 fi
 
 if part 4; then
+rcli CONFIG RESETSTAT >/dev/null
 echo
 echo "== 4. the write-ahead log: cached manifest GET by digest, audit off / wal false / wal true ($CONNS connections, ${SECONDS_PER_ROUND}s rounds)"
 # A small image in bench/app, its manifest cached by each gateway.
@@ -263,7 +276,7 @@ for mode in off nowal wal walnf; do
 		[ $mode = walnf ] && fs=never
 		audit=", \"audit\": {\"redis\": \"127.0.0.1:$redis_port\", \"stream\": \"bench:$mode\", \"spool_file\": \"$work/c-$mode/audit.spool\", \"max_len\": 0, \"max_age\": 0, \"wal\": $w, \"fsync\": \"$fs\"}";;
 	esac
-	start_gw "c-$mode" "$audit" ", \"cache\": {\"dir\": \"$work/c-$mode/cache\"}"
+	start_gw "c-$mode" "$audit" ", \"cache\": {\"dir\": \"$work/c-$mode/cache\", \"sendfile\": \"off\"}"
 	wport[$mode]=$gw_port wpid[$mode]=$gw_pid
 	curl -sf -o /dev/null -H "Accept: $MT" "http://127.0.0.1:$gw_port$mpath"
 	curl -sf -o /dev/null -H "Accept: $MT" "http://127.0.0.1:$gw_port$mpath"
@@ -276,28 +289,32 @@ sent[nowal]=2 sent[wal]=2 sent[walnf]=2
 for r in $(seq "$ROUNDS"); do
 	for mode in off nowal wal walnf; do
 		port=${wport[$mode]} pid=${wpid[$mode]}
-		g0=$(cpu_ticks "$pid")
+		g0=$(cpu_ticks "$pid") r0=$(cpu_ticks "$redis_pid")
 		read -r rps n bad < <("$work/load" "$port" "$mpath" "$CONNS" "$SECONDS_PER_ROUND" "Accept: $MT")
-		g1=$(cpu_ticks "$pid")
+		g1=$(cpu_ticks "$pid") r1=$(cpu_ticks "$redis_pid")
 		[ "$bad" = 0 ] || { echo "round $r $mode: $bad failed requests" >&2; exit 1; }
 		[ $mode = off ] || sent[$mode]=$((${sent[$mode]} + n))
 		gus=$(python3 -c "print(($g1-$g0)*1e6/$tck/max($n,1))")
-		echo "$mode $r $rps $gus" >> "$res4"
+		rus=$(python3 -c "print(($r1-$r0)*1e6/$tck/max($n,1))")
+		echo "$mode $r $rps $gus $rus" >> "$res4"
 	done
 done
 python3 - "$res4" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    mode, _r, rps, gus = line.split()
-    rows.setdefault(mode, []).append((float(rps), float(gus)))
+    mode, _r, rps, gus, rus = line.split()
+    rows.setdefault(mode, []).append((float(rps), float(gus), float(rus)))
 med = lambda m, i: statistics.median(x[i] for x in rows[m])
-print("%-28s %10s %16s %12s" % ("cached manifest GET", "req/s",
-      "gw us/request", "rounds req/s"))
+print("%-28s %10s %7s %14s %16s %12s" % ("cached manifest GET", "req/s",
+      "cost", "gw us/request", "redis us/record", "rounds req/s"))
 for m, name in (("off", "audit off"), ("nowal", "audit, wal false"),
                 ("wal", "audit, wal true"),
                 ("walnf", "audit, wal true, fsync never")):
-    print("%-28s %10.0f %16.1f   %s" % (name, med(m, 0), med(m, 1),
+    print("%-28s %10.0f %6.1f%% %9.1f %+4.0f%% %16s   %s" % (name,
+          med(m, 0), (med("off", 0) - med(m, 0)) / med("off", 0) * 100,
+          med(m, 1), (med(m, 1) - med("off", 1)) / med("off", 1) * 100,
+          "-" if m == "off" else "%.1f" % med(m, 2),
           " ".join("%.0f" % x[0] for x in rows[m])))
 for m, name in (("wal", "wal true"), ("walnf", "wal true, fsync never")):
     nw, w = med("nowal", 0), med(m, 0)
@@ -316,4 +333,45 @@ for mode in nowal wal walnf; do
 	echo "$mode: records $got, requests $want"
 	[ "$got" -eq "$want" ] || { echo "MISMATCH ($mode): a request was not recorded" >&2; exit 1; }
 done
+# The anchor for Redis's CPU per record, in this run: a plain XADD of a
+# record's 23 fields (the layout before: one field per value), one per
+# command, pipelined (redis-cli --pipe), of the records just written.
+n_anchor=200000
+rcli --raw XREVRANGE bench:nowal + - COUNT 1 | python3 -c '
+import sys
+names = ("time id request_id instance client_ip user_agent subject "
+         "auth_method action repository reference upstream method path "
+         "status error decision rule bytes_in bytes_out duration_ms cache "
+         "auth_failure").split()
+lines = sys.stdin.read().split("\n")
+args = ["XADD", "bench:anchor", "*"]
+if lines[1] == "record":    # packed (either layout is in the stream)
+    for k, v in zip(names, lines[2].split("\t")[:-1]):
+        args += [k, v]
+else:
+    args += lines[1:1 + 2 * len(names)]
+cmd = "*%d\r\n" % len(args) + "".join(
+    "$%d\r\n%s\r\n" % (len(a.encode()), a) for a in args)
+sys.stdout.write(cmd * int(sys.argv[1]))
+' "$n_anchor" > "$work/anchor.resp"
+r0=$(cpu_ticks "$redis_pid")
+rcli --pipe < "$work/anchor.resp" > /dev/null
+r1=$(cpu_ticks "$redis_pid")
+python3 -c "print('anchor: plain XADD of the 23 fields, pipelined: %.1f us of Redis CPU per record' % (($r1-$r0)*1e6/$tck/$n_anchor))"
+rcli DEL bench:anchor > /dev/null
+# Redis's own account of the writer's script and the calls it makes
+# (Redis 7 counts a script's calls too), per record written.
+recs=$((${sent[nowal]} + ${sent[wal]} + ${sent[walnf]}))
+echo "INFO commandstats over the writers' records (the anchor's XADDs included: $n_anchor):"
+rcli INFO commandstats | tr -d '\r' | python3 -c '
+import re, sys
+recs = int(sys.argv[1])
+for line in sys.stdin:
+    m = re.match(r"cmdstat_(\w+):calls=(\d+),usec=(\d+)", line)
+    if m and m.group(1) not in ("info", "config", "xlen", "ping"):
+        print("  %-18s %9d calls  %6.3f per record  %5.2f us per record" % (
+            m.group(1), int(m.group(2)), int(m.group(2)) / recs,
+            int(m.group(3)) / recs))
+' "$recs"
 fi
+echo "end: $(uptime)"

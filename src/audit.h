@@ -92,6 +92,31 @@ char	*audit_u64(char *, uint64_t);
 int	audit_payload_parse(const char *, size_t, struct audit_fields *);
 
 /*
+ * The stream's layout (README "What the stream holds").  A record is one
+ * entry with one field, AUDIT_PACKED_FIELD: its values in schema order,
+ * each followed by a tab (values never hold one); fields added to the
+ * schema go at the end, and a reader takes missing ones as "".  Entries
+ * of the layout before (one field per value) are read too.  An index
+ * entry has one field, AUDIT_REFS_FIELD: the records it points to, oldest
+ * first, each "<main stream id> <action> <status> <decision>;"; its id
+ * is the newest record's id.  Entries of the layout before (the record's
+ * own id, with action, status and decision fields) are read too.
+ */
+#define AUDIT_PACKED_FIELD	"record"
+#define AUDIT_REFS_FIELD	"refs"
+/* " <action> <status> <decision>;", each value at most AUDIT_VALUE_MAX */
+#define AUDIT_REF_TAIL_MAX	(3 * AUDIT_VALUE_MAX + 4)
+/* A stream id as text, with its NUL. */
+#define AUDIT_ID_MAX		48
+size_t	audit_pack_len(const struct audit_fields *);
+size_t	audit_pack(const struct audit_fields *, char *);
+int	audit_unpack(const char *, size_t, struct audit_fields *);
+size_t	audit_ref_tail(const struct audit_fields *, char *, size_t);
+/* The next ref of a refs value, from its end (newest first). */
+int	audit_ref_prev(const char *, size_t *, char *,
+	    struct audit_fields *);
+
+/*
  * The spool file: a 32-byte header ("PCAUDSP1", the writer's run number,
  * zeros), then records, each a 12-byte frame head (magic, payload length,
  * CRC-32 of the payload; little endian) and the payload.  A record that
@@ -339,6 +364,11 @@ void		 audit_kick_cb(int, short, void *);
 
 /* audit_query.c: the query engine (see there); audit_cli.c drives it. */
 #define AQ_BATCH		500	/* entries per XREVRANGE */
+/* Entries per XREVRANGE of the CLI's walk, doubling from AQ_BATCH. */
+#define AQ_WALK_MAX		8000
+/* Index entries per XREVRANGE: each may hold a batch's refs. */
+#define AQ_INDEX_BATCH		100
+#define AQ_INDEX_BATCH_S	"100"
 #define AQ_KEY_MAX		(AUDIT_VALUE_MAX + 256)
 
 enum aq_phase {
@@ -367,9 +397,15 @@ struct aq {
 	enum aq_phase		 phase;
 	char			 hi[64];
 	char			 lo[64];
+	char			 strad[72];	/* "(" hi, whole */
+	int			 nstrad;	/* before the scan */
+	int			 stop;		/* step done */
+	size_t			 step_refs;	/* refs taken */
+	char			 last_entry[48];	/* oldest read */
 	char			 last[48];
 	char			 next[48];
 	char			 count[16];
+	size_t			 ncount;	/* count, as a number */
 	size_t			 nout;
 	size_t			 scanned;
 	size_t			 scan_max;	/* 0: no cap */
@@ -387,6 +423,14 @@ struct aq {
 	size_t			 lens[AQ_BATCH][7];
 };
 
+/* The refs of an index entry (either layout), newest first. */
+struct aq_refs {
+	const struct redisReply *e;
+	const char		*v;	/* refs; NULL: old layout */
+	size_t			 end;
+	int			 done;
+};
+
 struct aq	*aq_new(const struct audit_filter *, const char *, size_t,
 		    aq_emit_fn, void *);
 void		 aq_free(struct aq *);
@@ -399,6 +443,9 @@ void		 aq_emit_json(void *, const char *,
 		    const struct audit_fields *);
 struct json_t	*aq_json(const char *, const struct audit_fields *);
 int		 aq_entry(const struct redisReply *, const char **,
+		    struct audit_fields *);
+int		 aq_refs_init(struct aq_refs *, const struct redisReply *);
+int		 aq_refs_next(struct aq_refs *, char *,
 		    struct audit_fields *);
 
 #endif /* PC_AUDIT_H */

@@ -129,7 +129,7 @@ aq_connect(const struct config *conf, int timeout_s)
  * values and arrays, a free for each) were most of the CLI's time.  A
  * reply is processed whole and then dropped, so the arena is reset
  * after each; its blocks are kept for the next (a reply is at most one
- * step: AQ_BATCH entries or one record).
+ * step: up to AQ_WALK_MAX entries or one record).
  */
 struct aq_blk {
 	struct aq_blk	*next;
@@ -375,25 +375,78 @@ aq_export(redisContext *rc, struct audit_filter *f, const char *stream,
 	return (rv);
 }
 
-static int
-aq_generate(const struct config *conf, long long count, long long step)
+/*
+ * What one EVALSHA of `audit generate` carries: GEN_BATCH records of one
+ * run, in the writer's layout (audit_redis.c), so that a generated stream
+ * is written as the gateway writes one: records packed, index entries of
+ * a batch's refs.
+ */
+#define GEN_BATCH	100
+
+struct gen_batch {
+	struct audit_buf	 b[GEN_BATCH];
+	char			 packed[GEN_BATCH][AUDIT_REC_MAX];
+	char			 tail[GEN_BATCH][AUDIT_REF_TAIL_MAX];
+	char			 ks[GEN_BATCH][AQ_KEY_MAX];
+	char			 kr[GEN_BATCH][AQ_KEY_MAX];
+	const char		*argv[12 + 5 * GEN_BATCH];
+	size_t			 lens[12 + 5 * GEN_BATCH];
+};
+
+/* Record j of a generated stream into b; each field has its own period. */
+static void
+gen_record(struct audit_buf *b, long long j, long long start,
+    long long step, const char *inst, const char *run)
 {
 	static const char *const acts[] = { "pull", "push", "pull",
 	    "delete", "pull" };
 	static const int sts[] = { 200, 201, 404, 401, 403, 429, 500, 200 };
+	int	 st = sts[j % 8];
+
+	audit_buf_init(b);
+	audit_buf_addf(b, AF_TIME, "%lld", start + j * step);
+	audit_buf_addf(b, AF_ID, "%s/%s-%lld", inst, run, j + 1);
+	audit_buf_addf(b, AF_REQUEST_ID, "gen%010lld", j);
+	audit_buf_add(b, AF_INSTANCE, inst, strlen(inst));
+	audit_buf_addf(b, AF_CLIENT_IP, "10.0.%lld.%lld", (j / 256) % 256,
+	    j % 256);
+	audit_buf_add(b, AF_USER_AGENT, "generate", 8);
+	audit_buf_addf(b, AF_SUBJECT, "user%03lld", j % 97);
+	audit_buf_add(b, AF_AUTH_METHOD, "oidc", 4);
+	audit_buf_add(b, AF_ACTION, acts[j % 5], strlen(acts[j % 5]));
+	audit_buf_addf(b, AF_REPOSITORY, "team%lld/app%lld", j % 7, j % 11);
+	audit_buf_addf(b, AF_REFERENCE, "v%lld", j % 13);
+	audit_buf_add(b, AF_UPSTREAM, "up1", 3);
+	audit_buf_add(b, AF_METHOD, "GET", 3);
+	audit_buf_addf(b, AF_PATH, "/v2/team%lld/app%lld/manifests/v%lld",
+	    j % 7, j % 11, j % 13);
+	audit_buf_addf(b, AF_STATUS, "%d", st);
+	audit_buf_add(b, AF_ERROR, "", 0);
+	audit_buf_add(b, AF_DECISION, st == 401 || st == 403 || st == 429 ?
+	    "deny" : "allow", st == 401 || st == 403 || st == 429 ? 4 : 5);
+	audit_buf_add(b, AF_RULE, "generated", 9);
+	audit_buf_add(b, AF_BYTES_IN, "0", 1);
+	audit_buf_addf(b, AF_BYTES_OUT, "%lld", j % 10000);
+	audit_buf_addf(b, AF_DURATION_MS, "%lld", j % 50);
+	audit_buf_add(b, AF_CACHE, j % 3 == 0 ? "hit" : "miss",
+	    j % 3 == 0 ? 3 : 4);
+	audit_buf_add(b, AF_AUTH_FAILURE, "", 0);
+}
+
+static int
+aq_generate(const struct config *conf, long long count, long long step)
+{
 	const struct config_audit	*ac = conf->audit;
-	struct audit_buf		 b;
+	struct gen_batch		*g;
 	redisContext			*rc;
 	redisReply			*r;
 	struct audit_fields		 fl;
-	const char			*argv[18 + 2 * AF__MAX];
-	size_t				 lens[18 + 2 * AF__MAX];
 	char				 sha[48], inst[64], run[24], n[24];
-	char				 kw[256], ks[AQ_KEY_MAX], kr[AQ_KEY_MAX];
+	char				 kw[256], nk[24];
 	char				 maxlen[24], maxage[24], maxidx[24];
 	char				 ki[256];
 	long long			 i, done = 0, t0, start;
-	int				 argc, f, batch, k, st;
+	int				 argc, batch, k, inflight;
 
 	if ((rc = aq_connect(conf, 60)) == NULL)
 		return (1);
@@ -408,6 +461,8 @@ aq_generate(const struct config *conf, long long count, long long step)
 	}
 	snprintf(sha, sizeof(sha), "%s", r->str);
 	freeReplyObject(r);
+	if ((g = malloc(sizeof(*g))) == NULL)
+		fatal("malloc");
 	t0 = (long long)time(NULL) * 1000;
 	start = t0 - count * step;
 	snprintf(inst, sizeof(inst), "generate-%ld-%lld", (long)getpid(), t0);
@@ -418,101 +473,87 @@ aq_generate(const struct config *conf, long long count, long long step)
 	snprintf(maxlen, sizeof(maxlen), "%zu", ac->max_len);
 	snprintf(maxage, sizeof(maxage), "%llu",
 	    (unsigned long long)ac->max_age * 1000);
-	for (i = 0; i < count; i += batch) {
-		batch = count - i > 1000 ? 1000 : (int)(count - i);
-		for (k = 0; k < batch; k++) {
-			long long j = i + k;
-
-			/* Each field cycles with its own period; see tests. */
-			st = sts[j % 8];
-			audit_buf_init(&b);
-			audit_buf_addf(&b, AF_TIME, "%lld", start + j * step);
-			audit_buf_addf(&b, AF_ID, "%s/%s-%lld", inst, run,
-			    j + 1);
-			audit_buf_addf(&b, AF_REQUEST_ID, "gen%010lld", j);
-			audit_buf_add(&b, AF_INSTANCE, inst, strlen(inst));
-			audit_buf_addf(&b, AF_CLIENT_IP, "10.0.%lld.%lld",
-			    (j / 256) % 256, j % 256);
-			audit_buf_add(&b, AF_USER_AGENT, "generate", 8);
-			audit_buf_addf(&b, AF_SUBJECT, "user%03lld", j % 97);
-			audit_buf_add(&b, AF_AUTH_METHOD, "oidc", 4);
-			audit_buf_add(&b, AF_ACTION, acts[j % 5],
-			    strlen(acts[j % 5]));
-			audit_buf_addf(&b, AF_REPOSITORY, "team%lld/app%lld",
-			    j % 7, j % 11);
-			audit_buf_addf(&b, AF_REFERENCE, "v%lld", j % 13);
-			audit_buf_add(&b, AF_UPSTREAM, "up1", 3);
-			audit_buf_add(&b, AF_METHOD, "GET", 3);
-			audit_buf_addf(&b, AF_PATH, "/v2/team%lld/app%lld/"
-			    "manifests/v%lld", j % 7, j % 11, j % 13);
-			audit_buf_addf(&b, AF_STATUS, "%d", st);
-			audit_buf_add(&b, AF_ERROR, "", 0);
-			audit_buf_add(&b, AF_DECISION, st == 401 || st == 403 ||
-			    st == 429 ? "deny" : "allow", st == 401 ||
-			    st == 403 || st == 429 ? 4 : 5);
-			audit_buf_add(&b, AF_RULE, "generated", 9);
-			audit_buf_add(&b, AF_BYTES_IN, "0", 1);
-			audit_buf_addf(&b, AF_BYTES_OUT, "%lld", j % 10000);
-			audit_buf_addf(&b, AF_DURATION_MS, "%lld", j % 50);
-			audit_buf_add(&b, AF_CACHE, j % 3 == 0 ? "hit" : "miss",
-			    j % 3 == 0 ? 3 : 4);
-			audit_buf_add(&b, AF_AUTH_FAILURE, "", 0);
-			audit_payload_parse(b.data, b.len, &fl);
-			snprintf(n, sizeof(n), "%lld", j + 1);
-			snprintf(ks, sizeof(ks), "%s:subject:%.*s", ac->stream,
-			    (int)fl.len[AF_SUBJECT], fl.v[AF_SUBJECT]);
-			snprintf(kr, sizeof(kr), "%s:repository:%.*s",
-			    ac->stream, (int)fl.len[AF_REPOSITORY],
-			    fl.v[AF_REPOSITORY]);
+	/* Up to 10 calls in flight: Redis is kept busy, memory bounded. */
+	for (i = 0, inflight = 0; i < count || inflight > 0; ) {
+		while (i < count && inflight < 10) {
+			batch = count - i > GEN_BATCH ? GEN_BATCH :
+			    (int)(count - i);
 			argc = 0;
-#define ARG(s, l) do { argv[argc] = (s); lens[argc] = (l); argc++; } while (0)
+#define ARG(s, l) do {							\
+	g->argv[argc] = (s);						\
+	g->lens[argc] = (l);						\
+	argc++;								\
+} while (0)
+			snprintf(nk, sizeof(nk), "%d", 3 + 2 * batch);
+			snprintf(n, sizeof(n), "%lld", i + 1);
 			ARG("EVALSHA", 7);
 			ARG(sha, strlen(sha));
-			ARG("5", 1);
+			ARG(nk, strlen(nk));
 			ARG(ac->stream, strlen(ac->stream));
 			ARG(kw, strlen(kw));
 			ARG(ki, strlen(ki));
-			ARG(ks, strlen(ks));
-			ARG(kr, strlen(kr));
+			for (k = 0; k < batch; k++) {
+				gen_record(&g->b[k], i + k, start, step, inst,
+				    run);
+				audit_payload_parse(g->b[k].data, g->b[k].len,
+				    &fl);
+				snprintf(g->ks[k], AQ_KEY_MAX,
+				    "%s:subject:%.*s", ac->stream,
+				    (int)fl.len[AF_SUBJECT], fl.v[AF_SUBJECT]);
+				snprintf(g->kr[k], AQ_KEY_MAX,
+				    "%s:repository:%.*s", ac->stream,
+				    (int)fl.len[AF_REPOSITORY],
+				    fl.v[AF_REPOSITORY]);
+				ARG(g->ks[k], strlen(g->ks[k]));
+				ARG(g->kr[k], strlen(g->kr[k]));
+			}
 			ARG(inst, strlen(inst));
 			ARG(run, strlen(run));
 			ARG(n, strlen(n));
 			ARG(maxlen, strlen(maxlen));
 			ARG(maxage, strlen(maxage));
 			ARG(maxidx, strlen(maxidx));
-			ARG(fl.v[AF_ACTION], fl.len[AF_ACTION]);
-			ARG(fl.v[AF_STATUS], fl.len[AF_STATUS]);
-			ARG(fl.v[AF_DECISION], fl.len[AF_DECISION]);
-			for (f = 0; f < AF__MAX; f++) {
-				ARG(audit_field_name(f),
-				    strlen(audit_field_name(f)));
-				ARG(fl.v[f], fl.len[f]);
+			for (k = 0; k < batch; k++) {
+				audit_payload_parse(g->b[k].data, g->b[k].len,
+				    &fl);
+				ARG(fl.v[AF_TIME], fl.len[AF_TIME]);
+				ARG(g->tail[k], audit_ref_tail(&fl, g->tail[k],
+				    AUDIT_REF_TAIL_MAX));
+				ARG(g->packed[k], audit_pack(&fl,
+				    g->packed[k]));
 			}
 #undef ARG
-			if (redisAppendCommandArgv(rc, argc, argv, lens) !=
-			    REDIS_OK)
+			/* hiredis copies the arguments: g is free again. */
+			if (redisAppendCommandArgv(rc, argc, g->argv,
+			    g->lens) != REDIS_OK)
 				goto lost;
+			i += batch;
+			inflight++;
 		}
-		for (k = 0; k < batch; k++) {
-			if (redisGetReply(rc, (void **)&r) != REDIS_OK)
-				goto lost;
-			if (r->type == REDIS_REPLY_INTEGER && r->integer == 1)
-				done++;
-			else if (r->type == REDIS_REPLY_ERROR) {
-				fprintf(stderr, "portcullis: audit generate: "
-				    "%s\n", r->str);
-				freeReplyObject(r);
-				redisFree(rc);
-				return (1);
-			}
+		/* One reply: room for one more call. */
+		if (redisGetReply(rc, (void **)&r) != REDIS_OK)
+			goto lost;
+		inflight--;
+		if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0)
+			done += r->integer;
+		else {
+			fprintf(stderr, "portcullis: audit generate: %s\n",
+			    r->type == REDIS_REPLY_ERROR ? r->str :
+			    "unexpected reply");
 			freeReplyObject(r);
+			free(g);
+			redisFree(rc);
+			return (1);
 		}
+		freeReplyObject(r);
 	}
+	free(g);
 	redisFree(rc);
 	printf("generated %lld records in %s\n", done, ac->stream);
 	return (0);
 lost:
 	fprintf(stderr, "portcullis: audit generate: Redis: %s\n", rc->errstr);
+	free(g);
 	redisFree(rc);
 	return (1);
 }

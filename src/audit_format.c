@@ -207,6 +207,150 @@ audit_payload_parse(const char *p, size_t len, struct audit_fields *out)
 	return (0);
 }
 
+/* The length of a record packed by audit_pack(). */
+size_t
+audit_pack_len(const struct audit_fields *fl)
+{
+	size_t	 n = AF__MAX;
+	int	 f;
+
+	for (f = 0; f < AF__MAX; f++)
+		n += fl->len[f];
+	return (n);
+}
+
+/*
+ * Pack a record: its values in schema order, each followed by a tab, into
+ * out (audit_pack_len() bytes).  Values are sanitised on the way in and
+ * hold no tab; a payload from elsewhere gets '?' for one all the same.
+ */
+size_t
+audit_pack(const struct audit_fields *fl, char *out)
+{
+	char	*p = out, *t;
+	int	 f;
+
+	for (f = 0; f < AF__MAX; f++) {
+		if (fl->len[f] > 0) {
+			memcpy(p, fl->v[f], fl->len[f]);
+			for (t = p; (t = memchr(t, '\t', p + fl->len[f] -
+			    t)) != NULL; )
+				*t++ = '?';
+			p += fl->len[f];
+		}
+		*p++ = '\t';
+	}
+	return (p - out);
+}
+
+/*
+ * Unpack a packed record into fields pointing into it (not NUL-ended:
+ * use the lengths).  Values past the schema's end (a newer writer's
+ * fields) are ignored, missing ones are "".  0, or -1 when malformed.
+ */
+int
+audit_unpack(const char *p, size_t len, struct audit_fields *out)
+{
+	const char	*end = p + len, *t;
+	int		 f;
+
+	for (f = 0; f < AF__MAX; f++) {
+		out->v[f] = "";
+		out->len[f] = 0;
+	}
+	for (f = 0; p < end && f < AF__MAX; f++) {
+		if ((t = memchr(p, '\t', end - p)) == NULL)
+			return (-1);
+		out->v[f] = p;
+		out->len[f] = t - p;
+		p = t + 1;
+	}
+	return (0);
+}
+
+/* Copy a word of a ref: a space or ';' in it would end it early. */
+static char *
+audit_ref_word(char *p, const char *v, size_t len)
+{
+	size_t	 i;
+
+	for (i = 0; i < len; i++)
+		p[i] = v[i] == ' ' || v[i] == ';' ? '?' : v[i];
+	return (p + len);
+}
+
+/*
+ * What an index entry keeps of a record besides its id, for a query's
+ * prefilter: " <action> <status> <decision>;" into buf (len bytes).  Its
+ * length; 0 when it does not fit.
+ */
+size_t
+audit_ref_tail(const struct audit_fields *fl, char *buf, size_t len)
+{
+	char	*p = buf;
+
+	if (fl->len[AF_ACTION] + fl->len[AF_STATUS] + fl->len[AF_DECISION] +
+	    4 > len)
+		return (0);
+	*p++ = ' ';
+	p = audit_ref_word(p, fl->v[AF_ACTION], fl->len[AF_ACTION]);
+	*p++ = ' ';
+	p = audit_ref_word(p, fl->v[AF_STATUS], fl->len[AF_STATUS]);
+	*p++ = ' ';
+	p = audit_ref_word(p, fl->v[AF_DECISION], fl->len[AF_DECISION]);
+	*p++ = ';';
+	return (p - buf);
+}
+
+/*
+ * The ref before offset *end of a refs value v: its id into id
+ * (AUDIT_ID_MAX bytes) and its action, status and decision into out
+ * (pointing into v); *end moves to its start.  1, 0 at the start of v,
+ * -1 when malformed.
+ */
+int
+audit_ref_prev(const char *v, size_t *end, char *id,
+    struct audit_fields *out)
+{
+	const char	*e = v + *end, *s, *w[4];
+	size_t		 wl[4];
+	int		 f, k;
+
+	while (e > v && e[-1] == ';')
+		e--;
+	if (e == v) {
+		*end = 0;
+		return (0);
+	}
+	for (s = e; s > v && s[-1] != ';'; s--)
+		;
+	*end = s - v;
+	for (k = 0; k < 4; k++) {
+		w[k] = s;
+		while (s < e && *s != ' ')
+			s++;
+		wl[k] = s - w[k];
+		if (k < 3 && s == e)
+			return (-1);
+		s++;
+	}
+	if (wl[0] == 0 || wl[0] >= AUDIT_ID_MAX)
+		return (-1);
+	memcpy(id, w[0], wl[0]);
+	id[wl[0]] = '\0';
+	for (f = 0; f < AF__MAX; f++) {
+		out->v[f] = "";
+		out->len[f] = 0;
+	}
+	out->v[AF_ACTION] = w[1];
+	out->len[AF_ACTION] = wl[1];
+	out->v[AF_STATUS] = w[2];
+	out->len[AF_STATUS] = wl[2];
+	out->v[AF_DECISION] = w[3];
+	out->len[AF_DECISION] = wl[3];
+	return (1);
+}
+
 /*
  * CRC-32 (IEEE 802.3, as zlib's crc32()), four bytes a step ("slicing by
  * 4"): with the write-ahead log every record is framed, and the bitwise

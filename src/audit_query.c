@@ -111,6 +111,7 @@ aq_new(const struct audit_filter *f, const char *stream, size_t scan_max,
 		snprintf(q->lo, sizeof(q->lo), "%lld", (long long)f->since_ms);
 	else
 		snprintf(q->lo, sizeof(q->lo), "-");
+	q->ncount = AQ_BATCH;
 	snprintf(q->count, sizeof(q->count), "%d", AQ_BATCH);
 	snprintf(q->lo_main, sizeof(q->lo_main), "%s", q->lo);
 	snprintf(q->kw, sizeof(q->kw), "%s:writers", stream);
@@ -325,14 +326,36 @@ aq_prepare(struct aq *q)
 		q->ncmds = 1;
 		break;
 	case AQ_SCAN:
-		SET(0, 0, "XREVRANGE");
-		SET(0, 1, q->index[0] != '\0' ? q->index : q->stream);
-		SET(0, 2, q->hi);
-		SET(0, 3, q->lo);
-		SET(0, 4, "COUNT");
-		SET(0, 5, q->count);
-		q->argc[0] = 6;
-		q->ncmds = 1;
+		q->nstrad = 0;
+		q->stop = 0;
+		q->step_refs = 0;
+		if (q->index[0] != '\0' && strcmp(q->hi, "+") != 0) {
+			/*
+			 * An index entry has the id of its newest ref: the
+			 * first one above hi may hold refs below it.
+			 */
+			snprintf(q->strad, sizeof(q->strad), "(%s%s",
+			    q->hi + (q->hi[0] == '('),
+			    strchr(q->hi, '-') == NULL ?
+			    "-18446744073709551615" : "");
+			SET(0, 0, "XRANGE");
+			SET(0, 1, q->index);
+			SET(0, 2, q->strad);
+			SET(0, 3, "+");
+			SET(0, 4, "COUNT");
+			SET(0, 5, "1");
+			q->argc[0] = 6;
+			q->nstrad = 1;
+		}
+		i = q->nstrad;
+		SET(i, 0, "XREVRANGE");
+		SET(i, 1, q->index[0] != '\0' ? q->index : q->stream);
+		SET(i, 2, q->hi);
+		SET(i, 3, q->lo);
+		SET(i, 4, "COUNT");
+		SET(i, 5, q->index[0] != '\0' ? AQ_INDEX_BATCH_S : q->count);
+		q->argc[i] = 6;
+		q->ncmds = (int)i + 1;
 		break;
 	case AQ_FETCH:
 		for (i = 0; i < q->nids; i++) {
@@ -372,6 +395,14 @@ aq_entry(const redisReply *e, const char **id, struct audit_fields *fl)
 	}
 	if (kv->type != REDIS_REPLY_ARRAY)
 		return (0);	/* a deleted entry */
+	if (kv->elements == 2 && kv->element[0]->type == REDIS_REPLY_STRING &&
+	    kv->element[1]->type == REDIS_REPLY_STRING &&
+	    kv->element[0]->len == sizeof(AUDIT_PACKED_FIELD) - 1 &&
+	    memcmp(kv->element[0]->str, AUDIT_PACKED_FIELD,
+	    sizeof(AUDIT_PACKED_FIELD) - 1) == 0)
+		return (audit_unpack(kv->element[1]->str, kv->element[1]->len,
+		    fl));
+	/* The layout before: a field per value. */
 	for (i = 0; i + 1 < kv->elements; i += 2) {
 		if (kv->element[i]->type != REDIS_REPLY_STRING ||
 		    kv->element[i + 1]->type != REDIS_REPLY_STRING)
@@ -384,6 +415,70 @@ aq_entry(const redisReply *e, const char **id, struct audit_fields *fl)
 		fl->len[f] = kv->element[i + 1]->len;
 	}
 	return (0);
+}
+
+/*
+ * Start on the refs of an index entry e: AUDIT_REFS_FIELD, or an entry of
+ * the layout before (the record's own id, action, status, decision).
+ * 0, or -1 when e is no entry.
+ */
+int
+aq_refs_init(struct aq_refs *it, const redisReply *e)
+{
+	const redisReply	*kv;
+
+	memset(it, 0, sizeof(*it));
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+	    e->element[0]->type != REDIS_REPLY_STRING ||
+	    e->element[0]->len >= AUDIT_ID_MAX)
+		return (-1);
+	it->e = e;
+	kv = e->element[1];
+	if (kv->type == REDIS_REPLY_ARRAY && kv->elements == 2 &&
+	    kv->element[0]->type == REDIS_REPLY_STRING &&
+	    kv->element[1]->type == REDIS_REPLY_STRING &&
+	    kv->element[0]->len == sizeof(AUDIT_REFS_FIELD) - 1 &&
+	    memcmp(kv->element[0]->str, AUDIT_REFS_FIELD,
+	    sizeof(AUDIT_REFS_FIELD) - 1) == 0) {
+		it->v = kv->element[1]->str;
+		it->end = kv->element[1]->len;
+	}
+	return (0);
+}
+
+/*
+ * The next ref, newest first: its id into id (AUDIT_ID_MAX bytes), what
+ * the entry keeps of the record into fl.  1, 0 at the end, -1 when the
+ * rest is malformed.
+ */
+int
+aq_refs_next(struct aq_refs *it, char *id, struct audit_fields *fl)
+{
+	const char	*eid;
+
+	if (it->done)
+		return (0);
+	if (it->v == NULL) {
+		it->done = 1;
+		if (aq_entry(it->e, &eid, fl) == -1)
+			return (-1);
+		snprintf(id, AUDIT_ID_MAX, "%s", eid);
+		return (1);
+	}
+	return (audit_ref_prev(it->v, &it->end, id, fl));
+}
+
+/* a < b, = or > as -1, 0, 1: stream ids, or a bare ms (the top of it). */
+static int
+aq_id_cmp(const char *a, const char *b)
+{
+	unsigned long long	 x = aq_id_ms(a), y = aq_id_ms(b);
+
+	if (x == y) {
+		x = aq_id_seq(a);
+		y = aq_id_seq(b);
+	}
+	return (x < y ? -1 : x > y);
 }
 
 /* What an index entry carries is enough to skip a record. */
@@ -408,6 +503,67 @@ aq_found(struct aq *q, const char *id, const struct audit_fields *fl)
 		snprintf(q->next, sizeof(q->next), "%s", id);
 		q->phase = AQ_DONE;
 	}
+}
+
+/*
+ * The refs of index entry e, newest first: those below hi (the entry
+ * above it, read first, may hold newer ones) and at or above lo go to
+ * the prefilter.  Stops the step when the fetch batch is full or a ref
+ * is below lo (then so is everything after it).
+ */
+static void
+aq_index_entry(struct aq *q, const redisReply *e)
+{
+	struct aq_refs		 it;
+	struct audit_fields	 fl;
+	char			 id[AUDIT_ID_MAX];
+	const char		*hi = q->hi + (q->hi[0] == '(');
+	int			 c;
+
+	if (aq_refs_init(&it, e) == -1)
+		return;
+	while (!q->stop && aq_refs_next(&it, id, &fl) == 1) {
+		if (!audit_valid_stream_id(id))
+			break;
+		if (strcmp(q->hi, "+") != 0 && ((c = aq_id_cmp(id, hi)) > 0 ||
+		    (c == 0 && q->hi[0] == '(')))
+			continue;
+		if (strcmp(q->lo, "-") != 0 && aq_id_ms(id) < aq_id_ms(q->lo)) {
+			q->exhausted = 1;
+			q->stop = 1;
+			break;
+		}
+		q->scanned++;
+		q->step_refs++;
+		snprintf(q->last, sizeof(q->last), "%s", id);
+		if (aq_prefilter(q->f, &fl)) {
+			snprintf(q->ids[q->nids++], 48, "%s", id);
+			/* No more than the page still wants, for a start. */
+			if (q->nids == AQ_BATCH ||
+			    q->nout + q->nids >= q->f->limit)
+				q->stop = 1;
+		}
+	}
+}
+
+/* A reply of an index scan: the entry above hi, then those below. */
+static void
+aq_index_reply(struct aq *q, int i, const redisReply *r)
+{
+	size_t	 k;
+
+	for (k = 0; k < r->elements && !q->stop; k++)
+		aq_index_entry(q, r->element[k]);
+	if (i < q->nstrad)
+		return;
+	if (r->elements > 0 && r->element[r->elements - 1]->type ==
+	    REDIS_REPLY_ARRAY && r->element[r->elements - 1]->elements ==
+	    2 && r->element[r->elements - 1]->element[0]->type ==
+	    REDIS_REPLY_STRING)
+		snprintf(q->last_entry, sizeof(q->last_entry), "%s",
+		    r->element[r->elements - 1]->element[0]->str);
+	if (!q->stop && r->elements < AQ_INDEX_BATCH)
+		q->exhausted = 1;
 }
 
 /* The reply to command i of the current step. */
@@ -443,19 +599,20 @@ aq_reply(struct aq *q, int i, const redisReply *r)
 			aq_found(q, id, &fl);
 		return;
 	}
+	if (q->index[0] != '\0') {
+		aq_index_reply(q, i, r);
+		return;
+	}
 	for (k = 0; k < r->elements && q->phase != AQ_DONE; k++) {
 		if (aq_entry(r->element[k], &id, &fl) == -1)
 			continue;
 		q->scanned++;
 		snprintf(q->last, sizeof(q->last), "%s", id);
-		if (q->index[0] != '\0') {
-			if (aq_prefilter(q->f, &fl) && q->nids < AQ_BATCH)
-				snprintf(q->ids[q->nids++], 48, "%s", id);
-		} else if (audit_filter_match(q->f, &fl) && (!q->walk ||
+		if (audit_filter_match(q->f, &fl) && (!q->walk ||
 		    q->f->subject != NULL || audit_indexed_repository(&fl)))
 			aq_found(q, id, &fl);
 	}
-	if (r->elements < AQ_BATCH)
+	if (r->elements < q->ncount)
 		q->exhausted = 1;
 }
 
@@ -490,11 +647,26 @@ aq_step_done(struct aq *q)
 		q->phase = AQ_DONE;
 		return;
 	}
+	if (q->index[0] != '\0' && q->step_refs == 0) {
+		/* Entries without a readable ref: go on below them. */
+		snprintf(q->hi, sizeof(q->hi), "(%s", q->last_entry);
+		return;
+	}
 	if (q->scan_max != 0 && q->scanned >= q->scan_max) {
 		/* A partial page: the caller goes on from here. */
 		snprintf(q->next, sizeof(q->next), "%s", q->last);
 		q->phase = AQ_DONE;
 		return;
+	}
+	/*
+	 * A walk that goes on takes larger steps: fewer round trips, each
+	 * of which costs a wake-up of both sides on a busy machine.  Not
+	 * the gateway's (scan_max set): a step is parsed on its loop.
+	 */
+	if (q->scan_max == 0 && q->index[0] == '\0' &&
+	    q->ncount < AQ_WALK_MAX) {
+		q->ncount *= 2;
+		snprintf(q->count, sizeof(q->count), "%zu", q->ncount);
 	}
 	snprintf(q->hi, sizeof(q->hi), "(%s", q->last);
 }

@@ -38,13 +38,18 @@ static int	audit_rec_id(const struct audit_fields *, const char **,
  * the writer sends the stream key, so that an ACL user limited to the
  * stream's prefix, ~<stream>*, may run it: Redis checks every key a
  * script is given, "" included).
- * ARGV: instance, run, n, max_len, max_age ms, max_index_keys, then
- *  - the batch layout (the writer): the number of fields F, their F
- *    names, then for each record the index fields action, status and
- *    decision and its F values;
- *  - or, one record per call (`audit generate`): action, status,
- *    decision and the record's field/value pairs.
- * ARGV[7] tells them apart: a number only in the batch layout.
+ * ARGV: instance, run, n, max_len, max_age ms, max_index_keys, then for
+ * each record its time (ms), what its index entries keep of it
+ * (audit_ref_tail(): " <action> <status> <decision>;") and the record
+ * packed (audit_pack()), stored as the entry's one field: one value
+ * rather than 23 pairs is what makes an XADD cheap here, and an XRANGE
+ * of the walk too (README "What the stream holds").
+ * Index entries: one per index a batch touches, with the id of its
+ * newest record there and the refs of all of them (the ids in the main
+ * stream, each with the ref tail), not one entry per record: an XADD
+ * costs Redis about as much for one ref as for a hundred.  Entries of an
+ * index stay in id order and so do their refs, since every batch's ids
+ * are above the one before (audit_query.c relies on it).
  * Returns how many records were written: those at or below the writer's
  * mark are duplicates, skipped; a batch that does not follow the mark is
  * refused with a GAP error, unless its n is written "!n": the writer
@@ -93,18 +98,7 @@ static int	audit_rec_id(const struct audit_fields *, const char **,
 static const char audit_lua[] =
 "#!lua\n"
 "local nrec = (#KEYS - 3) / 2\n"
-"local nf = tonumber(ARGV[7])\n"
-"local base, stride, row = 7, #ARGV - 6, nil\n"
-"if nf then\n"
-"  base, stride, row = 8 + nf, 3 + nf, {}\n"
-"  if nf < 1 or nf % 1 ~= 0 or #ARGV ~= 7 + nf + nrec * stride then\n"
-"    nrec = 0\n"
-"  end\n"
-"  for j = 1, nrec > 0 and nf or 0 do row[2 * j - 1] = ARGV[7 + j] end\n"
-"elseif nrec ~= 1 or stride < 5 or stride % 2 ~= 1 then\n"
-"  nrec = 0\n"
-"end\n"
-"if nrec < 1 or nrec % 1 ~= 0 then\n"
+"if nrec < 1 or nrec % 1 ~= 0 or #ARGV ~= 6 + 3 * nrec then\n"
 "  return redis.error_reply('ERR audit: malformed batch')\n"
 "end\n"
 "local force = string.sub(ARGV[3], 1, 1) == '!'\n"
@@ -123,58 +117,65 @@ static const char audit_lua[] =
 "  end\n"
 "  if run == lr and n <= ln + 1 then skip = ln + 1 - n end\n"
 "end\n"
-"local written, lastid, touched = 0, nil, {}\n"
+"local written, lastid, touched, refs = 0, nil, {}, {}\n"
 "local tn = redis.call('TIME')\n"
 "local now = tonumber(tn[1]) * 1000 + math.floor(tonumber(tn[2]) / 1000)\n"
 "local rpfx, late, pfxs = KEYS[1] .. ':repository:', nil, false\n"
-"local gen = not row and string.sub(ARGV[1], 1, 9) == 'generate-'\n"
-"local function add(t, at, ...)\n"
-"  if t and (at or t > now) then\n"
+"local gen = string.sub(ARGV[1], 1, 9) == 'generate-'\n"
+"local function add(t, rec)\n"
+"  if t and (gen or t > now) then\n"
 "    local r = redis.pcall('XADD', KEYS[1],\n"
-"      string.format('%.0f', t) .. '-*', ...)\n"
+"      string.format('%.0f', t) .. '-*', '" AUDIT_PACKED_FIELD "', rec)\n"
 "    if type(r) == 'string' then return r end\n"
 "  end\n"
-"  return redis.call('XADD', KEYS[1], '*', ...)\n"
+"  return redis.call('XADD', KEYS[1], '*', '" AUDIT_PACKED_FIELD "', rec)\n"
+"end\n"
+"local segs = {}\n"
+"local function ref(key, id, r)\n"
+"  local l = refs[key]\n"
+"  if not l then l = {}; refs[key] = l end\n"
+"  l[#l + 1] = r\n"
+"  touched[key] = id\n"
 "end\n"
 "local ok, err = pcall(function()\n"
 "  for i = skip, nrec - 1 do\n"
-"    local a, id, t = base + i * stride, nil, nil\n"
-"    if row then\n"
-"      for j = 1, nf do row[2 * j] = ARGV[a + 2 + j] end\n"
-"      if row[1] == 'time' then t = tonumber(row[2]) end\n"
-"      id = add(t, false, unpack(row))\n"
-"    else\n"
-"      if ARGV[a + 3] == 'time' then t = tonumber(ARGV[a + 4]) end\n"
-"      id = add(t, gen, unpack(ARGV, a + 3, a + stride - 1))\n"
-"    end\n"
+"    local a = 7 + 3 * i\n"
+"    local t = tonumber(ARGV[a])\n"
+"    local id = add(t, ARGV[a + 2])\n"
 "    local ms = tonumber(string.match(id, '^%d+'))\n"
 "    if t and ms - t > " AUDIT_LATE_MS " and (not late or t < late) then\n"
 "      late = t\n"
 "    end\n"
-"    for k = 4 + 2 * i, 6 + 2 * i do\n"
-"      local key = KEYS[k]\n"
-"      if k == 6 + 2 * i then\n"
-"        key = nil\n"
-"        local r = KEYS[k - 1]\n"
-"        if r ~= '' and r ~= KEYS[1] then\n"
-"          local seg = string.match(string.sub(r, #rpfx + 1), '^([^/]+)/')\n"
-"          if seg then key, pfxs = rpfx .. seg .. '/', true end\n"
-"        end\n"
+"    local ks, kr, r = KEYS[4 + 2 * i], KEYS[5 + 2 * i], id .. ARGV[a + 1]\n"
+"    if ks ~= '' and ks ~= KEYS[1] then ref(ks, id, r) end\n"
+"    if kr ~= '' and kr ~= KEYS[1] then\n"
+"      ref(kr, id, r)\n"
+"      local seg = segs[kr]\n"
+"      if seg == nil then\n"
+"        seg = string.match(string.sub(kr, #rpfx + 1), '^([^/]+)/')\n"
+"        seg = seg and rpfx .. seg .. '/' or false\n"
+"        segs[kr] = seg\n"
 "      end\n"
-"      if key and key ~= '' and key ~= KEYS[1] then\n"
-"        local r = redis.pcall('XADD', key, id, 'action', ARGV[a],\n"
-"          'status', ARGV[a + 1], 'decision', ARGV[a + 2])\n"
-"        if type(r) == 'table' and r.err then\n"
-"          redis.call('DEL', key)\n"
-"          redis.call('XADD', key, id, 'action', ARGV[a],\n"
-"            'status', ARGV[a + 1], 'decision', ARGV[a + 2])\n"
-"        end\n"
-"        touched[key] = id\n"
+"      if seg then\n"
+"        ref(seg, id, r)\n"
+"        pfxs = true\n"
 "      end\n"
 "    end\n"
 "    written, lastid = written + 1, id\n"
 "  end\n"
 "end)\n"
+"local iok, ierr = pcall(function()\n"
+"  for key, l in pairs(refs) do\n"
+"    local v = table.concat(l)\n"
+"    local r = redis.pcall('XADD', key, touched[key],\n"
+"      '" AUDIT_REFS_FIELD "', v)\n"
+"    if type(r) == 'table' and r.err then\n"
+"      redis.call('DEL', key)\n"
+"      redis.call('XADD', key, touched[key], '" AUDIT_REFS_FIELD "', v)\n"
+"    end\n"
+"  end\n"
+"end)\n"
+"if ok then ok, err = iok, ierr end\n"
 "if written > 0 then\n"
 "  redis.call('HSET', KEYS[2], ARGV[1],\n"
 "    ARGV[2] .. '-' .. string.format('%.0f', n + skip + written - 1))\n"
@@ -491,8 +492,8 @@ audit_cmd_arg(struct audit *w, const char *a, size_t alen, const char *b,
 
 /*
  * Send w->batch[0..k), parsed in w->bfl: consecutive records of one run,
- * as one EVALSHA in the script's batch layout (the field names once),
- * formatted here: hiredis' own formatting costs a printf per argument.
+ * as one EVALSHA in the script's layout (each record packed), formatted
+ * here: hiredis' own formatting costs a printf per argument.
  * On success they are in flight.
  */
 static int
@@ -501,9 +502,10 @@ audit_send(struct audit *w, size_t k)
 	const struct audit_fields	*fl;
 	const char			*stream = w->ac->stream, *run;
 	size_t				 slen = strlen(stream), runlen, i;
+	size_t				 plen;
 	uint64_t			 runv, n, t;
-	int				 f;
 	char				 ntmp[AUDIT_U64_MAX], *np;
+	char				 tail[AUDIT_REF_TAIL_MAX];
 	char				 wn[16], wms[16];
 	const char			*wargv[3] = { "WAIT", wn, wms };
 	size_t				 wlens[3];
@@ -514,8 +516,7 @@ audit_send(struct audit *w, size_t k)
 	wlens[1] = snprintf(wn, sizeof(wn), "%d", w->ac->wait_replicas);
 	wlens[2] = snprintf(wms, sizeof(wms), "%d", w->ac->timeout_ms / 2);
 	w->cmdlen = 0;
-	audit_cmd_len(w, '*', 3 + 3 + 2 * k + 6 + 1 + AF__MAX +
-	    k * (3 + AF__MAX));
+	audit_cmd_len(w, '*', 3 + 3 + 2 * k + 6 + 3 * k);
 	AUDIT_ARG(w, "EVALSHA", 7);
 	AUDIT_ARGS(w, w->sha);
 	np = audit_u64(ntmp, 3 + 2 * k);
@@ -544,17 +545,16 @@ audit_send(struct audit *w, size_t k)
 	AUDIT_ARGS(w, w->maxlen);
 	AUDIT_ARGS(w, w->maxage);
 	AUDIT_ARGS(w, w->maxidx);
-	np = audit_u64(ntmp, AF__MAX);
-	AUDIT_ARG(w, np, ntmp + sizeof(ntmp) - np);
-	for (f = 0; f < AF__MAX; f++)
-		AUDIT_ARG(w, audit_field_name(f), audit_field_name_len(f));
 	for (i = 0; i < k; i++) {
 		fl = &w->bfl[i];
-		AUDIT_ARG(w, fl->v[AF_ACTION], fl->len[AF_ACTION]);
-		AUDIT_ARG(w, fl->v[AF_STATUS], fl->len[AF_STATUS]);
-		AUDIT_ARG(w, fl->v[AF_DECISION], fl->len[AF_DECISION]);
-		for (f = 0; f < AF__MAX; f++)
-			AUDIT_ARG(w, fl->v[f], fl->len[f]);
+		AUDIT_ARG(w, fl->v[AF_TIME], fl->len[AF_TIME]);
+		AUDIT_ARG(w, tail, audit_ref_tail(fl, tail, sizeof(tail)));
+		plen = audit_pack_len(fl);
+		audit_cmd_len(w, '$', plen);
+		audit_cmd_room(w, plen + 2);
+		w->cmdlen += audit_pack(fl, w->cmd + w->cmdlen);
+		w->cmd[w->cmdlen++] = '\r';
+		w->cmd[w->cmdlen++] = '\n';
 	}
 	if (rds_command_formatted(w->rds, audit_on_reply,
 	    (void *)(uintptr_t)k, w->cmd, w->cmdlen) == -1)

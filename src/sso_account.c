@@ -22,6 +22,7 @@
 #include <openssl/evp.h>
 
 #include "portcullis.h"
+#include "audit.h"
 #include "oidc_client.h"
 #include "rds.h"
 #include "revoke.h"
@@ -90,35 +91,36 @@ sso_fmt_ms(const char *ms)
 static void
 sso_activity_record(struct sso_op *op, redisReply *r, int idx)
 {
+	static const enum audit_field	 fs[] = { AF_ACTION, AF_METHOD,
+	    AF_PATH, AF_REPOSITORY, AF_REFERENCE, AF_STATUS, AF_DECISION };
 	struct sso_activity_row	*a;
-	redisReply		*e, *f;
+	struct audit_fields	 fl;
+	const char		*id;
+	char			**slot[7], *t;
 	size_t			 i;
-	char			**slot;
 
+	/* Either layout of the stream (audit.h): aq_entry() reads both. */
 	if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
-	    (e = r->element[0])->type == REDIS_REPLY_ARRAY &&
-	    e->elements == 2 && (f = e->element[1])->type ==
-	    REDIS_REPLY_ARRAY && (size_t)idx < op->nact_ids) {
+	    (size_t)idx < op->nact_ids &&
+	    aq_entry(r->element[0], &id, &fl) == 0) {
 		a = &op->activity[idx];
-		for (i = 0; i + 1 < f->elements; i += 2) {
-			const char	*k = f->element[i]->str;
-			const char	*val = f->element[i + 1]->str;
-
-			if (f->element[i]->type != REDIS_REPLY_STRING ||
-			    f->element[i + 1]->type != REDIS_REPLY_STRING)
-				continue;
-			slot = strcmp(k, "action") == 0 ? &a->action :
-			    strcmp(k, "method") == 0 ? &a->method :
-			    strcmp(k, "path") == 0 ? &a->path :
-			    strcmp(k, "repository") == 0 ? &a->repository :
-			    strcmp(k, "reference") == 0 ? &a->reference :
-			    strcmp(k, "status") == 0 ? &a->status :
-			    strcmp(k, "decision") == 0 ? &a->decision : NULL;
-			if (strcmp(k, "time") == 0 && a->time == NULL)
-				a->time = sso_fmt_ms(val);
-			else if (slot != NULL && *slot == NULL &&
-			    (*slot = strdup(val)) == NULL)
-				fatal("strdup");
+		slot[0] = &a->action;
+		slot[1] = &a->method;
+		slot[2] = &a->path;
+		slot[3] = &a->repository;
+		slot[4] = &a->reference;
+		slot[5] = &a->status;
+		slot[6] = &a->decision;
+		for (i = 0; i < 7; i++)
+			if (*slot[i] == NULL && (*slot[i] = strndup(
+			    fl.v[fs[i]], fl.len[fs[i]])) == NULL)
+				fatal("strndup");
+		if (a->time == NULL && fl.len[AF_TIME] > 0) {
+			if ((t = strndup(fl.v[AF_TIME],
+			    fl.len[AF_TIME])) == NULL)
+				fatal("strndup");
+			a->time = sso_fmt_ms(t);
+			free(t);
 		}
 	}
 	if (op->pending > 0)
@@ -132,6 +134,9 @@ sso_activity_index(struct sso_op *op, redisReply *r, int idx)
 	const struct config_audit	*ac = op->req->conf->audit;
 	struct rds			*l = audit_redis(op->ctx);
 	const char			*argv[4];
+	struct aq_refs			 it;
+	struct audit_fields		 fl;
+	char				 id[AUDIT_ID_MAX];
 	size_t				 i, n;
 
 	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
@@ -145,14 +150,14 @@ sso_activity_index(struct sso_op *op, redisReply *r, int idx)
 	if ((op->act_ids = calloc(n + 1, sizeof(char *))) == NULL ||
 	    (op->activity = calloc(n + 1, sizeof(*op->activity))) == NULL)
 		fatal("calloc");
-	for (i = 0; i < n; i++) {
-		if (r->element[i]->type != REDIS_REPLY_ARRAY ||
-		    r->element[i]->elements < 1 ||
-		    r->element[i]->element[0]->type != REDIS_REPLY_STRING)
+	/* An index entry holds one ref or several (audit.h). */
+	for (i = 0; i < r->elements && op->nact_ids < n; i++) {
+		if (aq_refs_init(&it, r->element[i]) == -1)
 			continue;
-		if ((op->act_ids[op->nact_ids++] =
-		    strdup(r->element[i]->element[0]->str)) == NULL)
-			fatal("strdup");
+		while (op->nact_ids < n && aq_refs_next(&it, id, &fl) == 1)
+			if ((op->act_ids[op->nact_ids++] = strdup(id)) ==
+			    NULL)
+				fatal("strdup");
 	}
 	op->nactivity = op->nact_ids;
 	for (i = 0; i < op->nact_ids; i++) {

@@ -21,7 +21,8 @@ import urllib.parse
 import pytest
 
 from lib.gateway import gateway_bin, gateway_config, upstream
-from lib.redis import RedisServer, RespError, entries_to_dicts
+from lib.redis import (RedisServer, RespError, audit_record_args,
+                       entries_to_dicts, index_refs)
 from lib.util import ManagedProcess, free_port, pid_alive, safe_env, wait_for
 
 STREAM = "portcullis:audit"
@@ -264,9 +265,10 @@ def test_one_record_per_request_with_fields(redis, start_registry,
     # The indexes point at the same ids.
     with rs.client() as c:
         idx = c.call("XRANGE", STREAM + ":repository:up1/aud/app", "-", "+")
-        sub = c.call("XLEN", STREAM + ":subject:anonymous")
+        sub = len(index_refs(c.call("XRANGE", STREAM + ":subject:anonymous",
+                                    "-", "+")))
     main_ids = {eid for eid, d in recs if d["repository"] == "up1/aud/app"}
-    assert {e[0].decode() for e in idx} == main_ids
+    assert {eid for eid, _ in index_refs(idx)} == main_ids
     assert sub == n
 
 
@@ -679,22 +681,25 @@ def test_script_batches_skip_what_redis_has_and_refuse_gaps(redis):
     """One EVALSHA carries consecutive records of one run: the part of a
     batch at or below the writer's mark is skipped (a retry after a lost
     reply), a batch that does not follow the mark is refused with GAP and
-    writes nothing, and `audit generate`'s one-record layout still works."""
+    writes nothing; index entries are one per batch and index, with the
+    ids of its records."""
     rs = redis()
-    names = ["time", "id", "request_id", "subject", "repository"]
     with rs.client() as c:
         sha = c.call("SCRIPT", "LOAD", _audit_script()).decode()
 
         def batch(run, n, count, inst="gw-s", stream="s"):
             keys = [stream, stream + ":writers", stream + ":indexes"]
-            argv = [inst, run, n, 0, 0, 100, len(names)] + names
+            argv = [inst, run, n, 0, 0, 100]
             for k in range(n, n + count):
                 rid = "r%d-%d" % (run, k)
                 keys += [stream + ":subject:alice",
                          stream + ":repository:team/app" if k % 2 else ""]
-                argv += ["pull", 200, "allow",
-                         1000 + k, "%s/%d-%d" % (inst, run, k), rid,
-                         "alice", "team/app" if k % 2 else ""]
+                argv += audit_record_args({
+                    "time": 1000 + k, "id": "%s/%d-%d" % (inst, run, k),
+                    "request_id": rid, "subject": "alice",
+                    "repository": "team/app" if k % 2 else "",
+                    "action": "pull", "status": 200,
+                    "decision": "allow"})
             return c.call("EVALSHA", sha, len(keys), *(keys + argv))
 
         def rids(key="s"):
@@ -710,14 +715,25 @@ def test_script_batches_skip_what_redis_has_and_refuse_gaps(redis):
         assert c.call("HGET", "s:writers", "gw-s") == b"5-5"
         assert batch(5, 1, 2) == 0
         assert batch(4, 1, 9) == 0          # an older run
-        # Index entries share the main entry's id, one per record.
+        # Index entries point at the main entries by id: one entry for
+        # each batch that wrote (3 then 2 records), with its newest
+        # record's id, and what a query's prefilter needs.
         main = [eid for eid, _ in entries_to_dicts(
             c.call("XRANGE", "s", "-", "+"))]
-        assert [eid for eid, _ in entries_to_dicts(
-            c.call("XRANGE", "s:subject:alice", "-", "+"))] == main
-        assert [eid for eid, _ in entries_to_dicts(
-            c.call("XRANGE", "s:repository:team/app", "-", "+"))] == \
-            main[0::2]
+        sub = c.call("XRANGE", "s:subject:alice", "-", "+")
+        assert [e[0].decode() for e in sub] == [main[2], main[4]]
+        assert index_refs(sub) == [
+            (eid, {"action": "pull", "status": "200", "decision": "allow"})
+            for eid in main]
+        assert [eid for eid, _ in index_refs(c.call(
+            "XRANGE", "s:repository:team/app", "-", "+"))] == main[0::2]
+        assert [eid for eid, _ in index_refs(c.call(
+            "XRANGE", "s:repository:team/", "-", "+"))] == main[0::2]
+        # The main entry: one field, the record packed.
+        (_, kv), = c.call("XRANGE", "s", main[0], main[0])
+        assert kv[0] == b"record" and len(kv) == 2
+        assert kv[1].decode().split("\t")[:4] == ["1001", "gw-s/5-1",
+                                                   "r5-1", ""]
         # Gaps: 6 is missing; a new run must start at 1.
         for run, n in ((5, 7), (6, 2)):
             with pytest.raises(RespError, match="^GAP"):
@@ -725,19 +741,20 @@ def test_script_batches_skip_what_redis_has_and_refuse_gaps(redis):
         assert len(rids()) == 5
         assert c.call("HGET", "s:writers", "gw-s") == b"5-5"
         assert batch(6, 1, 2) == 2
-        # `audit generate`'s layout: one record, field/value pairs.
+        # One record alone, as any batch.
         keys = ["s", "s:writers", "s:indexes", "s:subject:bob", ""]
-        argv = ["gw-s", 6, 3, 0, 0, 100, "push", 201, "allow",
-                "time", 1, "id", "gw-s/6-3", "request_id", "r6-3"]
+        argv = ["gw-s", 6, 3, 0, 0, 100] + audit_record_args({
+            "time": 1, "id": "gw-s/6-3", "request_id": "r6-3",
+            "action": "push", "status": 201, "decision": "allow"})
         assert c.call("EVALSHA", sha, len(keys), *(keys + argv)) == 1
         assert c.call("EVALSHA", sha, len(keys), *(keys + argv)) == 0
         assert rids()[-3:] == ["r6-1", "r6-2", "r6-3"]
-        # Malformed batches are refused whole.
+        # Malformed batches are refused whole: keys and records disagree.
         for bad in (["s", "s:writers", "s:indexes", "s:subject:x"],
                     ["s", "s:writers", "s:indexes", "s:subject:x", "",
                      "s:subject:y", ""]):
-            argv = ["gw-s", 6, 4, 0, 0, 100, len(names)] + names + \
-                ["pull", 200, "allow", 1, "gw-s/6-4", "x", "", ""]
+            argv = ["gw-s", 6, 4, 0, 0, 100] + audit_record_args({
+                "time": 1, "id": "gw-s/6-4", "request_id": "x"})
             with pytest.raises(RespError, match="malformed"):
                 c.call("EVALSHA", sha, len(bad), *(bad + argv))
         # A failing write leaves the mark where it was: the batch can be

@@ -19,7 +19,7 @@ import time
 import urllib.parse
 
 from lib.gateway import gateway_bin, gateway_config, upstream
-from lib.redis import RedisServer
+from lib.redis import RedisServer, audit_record_args
 from lib.util import run, wait_for
 
 import pytest
@@ -250,9 +250,9 @@ def test_script_evicts_the_least_recently_written_index(redis):
             n[0] += 1
             keys = ["s", "s:writers", "s:indexes", "",
                     "s:repository:" + repo]
-            argv = ["gw", 1, n[0], 0, 0, 3, "pull", 200, "allow",
-                    "time", n[0], "id", "gw/1-%d" % n[0],
-                    "repository", repo]
+            argv = ["gw", 1, n[0], 0, 0, 3] + audit_record_args({
+                "time": n[0], "id": "gw/1-%d" % n[0], "repository": repo,
+                "action": "pull", "status": 200, "decision": "allow"})
             assert c.call("EVALSHA", sha, len(keys), *(keys + argv)) == 1
             # Scores are the entry's ms: the next write gets a later one.
             (last, _), = c.call("XREVRANGE", "s", "+", "-", "COUNT", 1)
@@ -319,8 +319,9 @@ def test_script_evicts_a_bounded_number_per_call(redis, why):
             n[0] += 1
             keys = ["s", "s:writers", "s:indexes", "",
                     "s:repository:new%d" % n[0]]
-            argv = ["gw", 1, n[0], 0, maxage, cap, "pull", 200, "allow",
-                    "time", n[0], "id", "gw/1-%d" % n[0]]
+            argv = ["gw", 1, n[0], 0, maxage, cap] + audit_record_args({
+                "time": n[0], "id": "gw/1-%d" % n[0], "action": "pull",
+                "status": 200, "decision": "allow"})
             assert c.call("EVALSHA", sha, len(keys), *(keys + argv)) == 1
 
         def old_left():
@@ -441,8 +442,9 @@ def test_script_replaces_an_index_set_of_another_type(redis):
         for n in range(1, 5):
             keys = ["s", "s:writers", "s:indexes", "",
                     "s:repository:r%d" % n]
-            argv = ["gw", 1, n, 0, 0, 2, "pull", 200, "allow",
-                    "time", n, "id", "gw/1-%d" % n]
+            argv = ["gw", 1, n, 0, 0, 2] + audit_record_args({
+                "time": n, "id": "gw/1-%d" % n, "action": "pull",
+                "status": 200, "decision": "allow"})
             assert c.call("EVALSHA", sha, len(keys), *(keys + argv)) == 1
         assert c.call("TYPE", "s:indexes") == b"zset"
         assert c.call("ZCARD", "s:indexes") == 2

@@ -79,8 +79,8 @@ def qenv(tmp_path_factory):
         rs.stop()
 
 
-def query(env, *args):
-    out = run([gateway_bin(), "audit", "query", "-c", env.config,
+def query(env, *args, config=None):
+    out = run([gateway_bin(), "audit", "query", "-c", config or env.config,
                "--format", "json"] + [str(a) for a in args],
               timeout=120).stdout
     return json.loads(out)
@@ -380,3 +380,82 @@ def test_export_resumes_by_cursor(small):
     ids = [r["request_id"] for r in recs + rest]
     assert ids == gen_ids([j for j in range(M - 1, -1, -1) if j % 97 == 1])
     assert nxt2 == "none"
+
+
+def test_both_layouts_read(qenv, tmp_path):
+    """A stream a portcullis before the packed layout wrote (one field per
+    value; index entries of the record's own id with action, status and
+    decision), continued by this one (records packed, index entries of
+    refs): queries through the indexes, walks, pages across the boundary
+    and export read both alike."""
+    stream = "mix:%s" % tmp_path.name
+    cfg = json.loads(open(qenv.config).read())
+    cfg["audit"]["stream"] = stream
+    path = tmp_path / "gw.json"
+    path.write_text(json.dumps(cfg))
+    old = 30
+    with qenv.rs.client() as c:
+        sec, _ = c.call("TIME")
+        t = (int(sec) - 3600) * 1000
+        for j in range(old):
+            rec = {"time": t + j, "id": "old/1-%d" % (j + 1),
+                   "request_id": "old%02d" % j, "subject": "user042",
+                   "action": "pull", "repository": "team3/app4",
+                   "upstream": "up1", "status": "200",
+                   "decision": "allow"}
+            args = []
+            for k, v in rec.items():
+                args += [k, v]
+            eid = c.call("XADD", stream, "%d-0" % (t + j), *args)
+            for key in (stream + ":subject:user042",
+                        stream + ":repository:team3/app4"):
+                c.call("XADD", key, eid, "action", "pull", "status", "200",
+                       "decision", "allow")
+    run([gateway_bin(), "audit", "generate", "-c", str(path), "--count",
+         "500", "--step-ms", "10"], timeout=120)
+    with qenv.rs.client() as c:
+        assert c.call("XLEN", stream + ":subject:user042") > old
+        (_, kv), = c.call("XREVRANGE", stream, "+", "-", "COUNT", 1)
+        assert kv[0] == b"record"
+        (_, kv), = c.call("XREVRANGE", stream + ":subject:user042", "+",
+                          "-", "COUNT", 1)
+        assert kv[0] == b"refs"
+    olds = ["old%02d" % j for j in range(old - 1, -1, -1)]
+    for args, pred in ((["--subject", "user042"], lambda j: True),
+                       # The prefilter on what both kinds of entry keep.
+                       (["--subject", "user042", "--action", "pull"],
+                        lambda j: ACTS[j % 5] == "pull")):
+        want = gen_ids(reversed([j for j in range(500)
+                                 if j % 97 == 42 and pred(j)])) + olds
+        assert len(want) > old
+        # One page, and pages of 3 that cross from refs to the old entries.
+        page = query(qenv, "--limit", 100, *args, config=str(path))
+        assert got_ids(page) == want
+        got, cursor = [], None
+        for _ in range(40):
+            extra = ["--cursor", cursor] if cursor else []
+            page = query(qenv, "--limit", 3, *(args + extra),
+                         config=str(path))
+            got += got_ids(page)
+            cursor = page["next"]
+            if cursor is None:
+                break
+        assert got == want
+    # The repository index of old entries, and a walk of both.
+    page = query(qenv, "--limit", 1000, "--repo", "team3/app4",
+                 config=str(path))
+    assert got_ids(page) == gen_ids(reversed(
+        [j for j in range(500) if j % 7 == 3 and j % 11 == 4])) + \
+        ["old%02d" % j for j in range(old - 1, -1, -1)]
+    page = query(qenv, "--limit", 1000, "--repo", "team3/app[4]",
+                 config=str(path))
+    assert len(got_ids(page)) == len(
+        [j for j in range(500) if j % 7 == 3 and j % 11 == 4]) + old
+    rec = [r for r in page["records"] if r["request_id"] == "old05"][0]
+    assert rec["status"] == 200 and rec["subject"] == "user042"
+    out = run([gateway_bin(), "audit", "export", "-c", str(path),
+               "--subject", "user042"], timeout=60).stdout
+    assert [json.loads(x)["request_id"] for x in out.splitlines()] == \
+        gen_ids(reversed([j for j in range(500) if j % 97 == 42])) + olds
+    with qenv.rs.client() as c:
+        c.call("DEL", *c.call("KEYS", stream + "*"))

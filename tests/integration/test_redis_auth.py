@@ -17,7 +17,8 @@ import socket
 import pytest
 
 from lib.gateway import gateway_bin, gateway_config
-from lib.redis import Client, RedisServer, readme_acl, readme_acl_lines
+from lib.redis import (Client, RedisServer, audit_record_args,
+                       entries_to_dicts, readme_acl, readme_acl_lines)
 from lib.util import ManagedProcess, free_port, run, safe_env, wait_for
 
 STREAM = "portcullis:audit"
@@ -84,8 +85,8 @@ def stream_ids(rs, db=0):
     with rs.client() as c:
         if db:
             c.call("SELECT", db)
-        return [dict(zip(kv[::2], kv[1::2]))[b"request_id"].decode()
-                for _, kv in c.call("XRANGE", STREAM, "-", "+")]
+        return [d["request_id"] for _, d in
+                entries_to_dicts(c.call("XRANGE", STREAM, "-", "+"))]
 
 
 def xlen(rs, db=0):
@@ -449,11 +450,11 @@ def test_script_under_an_older_acl_still_writes_exactly_once(redis):
 
         def send():
             keys = [s, s + ":writers", s + ":indexes"]
-            argv = ["gw", 1, 1, 0, 0, 100, "pull", 200, "allow"]
             keys += [s + ":subject:u", s + ":repository:team/app"]
             # An hour late: its batch would go into the late set.
-            argv += ["time", 1000, "id", "gw/1-1", "repository",
-                     "team/app"]
+            argv = ["gw", 1, 1, 0, 0, 100] + audit_record_args({
+                "time": 1000, "id": "gw/1-1", "repository": "team/app",
+                "action": "pull", "status": 200, "decision": "allow"})
             return c.call("EVALSHA", sha, len(keys), *(keys + argv))
         assert send() == 1
         assert send() == 0

@@ -237,6 +237,77 @@ test_filter(void **state)
 	audit_filter_clear(&f);
 }
 
+/* The stream's layout: a record packed and back, refs of an index. */
+static void
+test_packed_layout(void **state)
+{
+	struct audit_buf	 b;
+	struct audit_fields	 fl, out;
+	char			 packed[AUDIT_REC_MAX];
+	char			 tail[AUDIT_REF_TAIL_MAX];
+	char			 refs[256], id[AUDIT_ID_MAX];
+	size_t			 n, end;
+	int			 f;
+
+	audit_buf_init(&b);
+	audit_buf_addf(&b, AF_TIME, "%d", 1234);
+	audit_buf_add(&b, AF_SUBJECT, "alice", 5);
+	audit_buf_add(&b, AF_ACTION, "pull", 4);
+	audit_buf_add(&b, AF_STATUS, "200", 3);
+	audit_buf_add(&b, AF_CACHE, "hit", 3);
+	assert_int_equal(audit_payload_parse(b.data, b.len, &fl), 0);
+	n = audit_pack(&fl, packed);
+	assert_int_equal(n, audit_pack_len(&fl));
+	assert_int_equal(n, 4 + 5 + 4 + 3 + 3 + AF__MAX);
+	assert_memory_equal(packed, "1234\t\t", 6);
+	assert_int_equal(audit_unpack(packed, n, &out), 0);
+	for (f = 0; f < AF__MAX; f++) {
+		assert_int_equal(out.len[f], fl.len[f]);
+		assert_memory_equal(out.v[f], fl.v[f], fl.len[f]);
+	}
+	/* A tab in a value (not from audit_buf_add) cannot split it. */
+	fl.v[AF_PATH] = "/a\tb";
+	fl.len[AF_PATH] = 4;
+	n = audit_pack(&fl, packed);
+	assert_int_equal(audit_unpack(packed, n, &out), 0);
+	assert_memory_equal(out.v[AF_PATH], "/a?b", 4);
+	assert_memory_equal(out.v[AF_CACHE], "hit", 3);
+	/* Fewer values (an older writer): "" for the rest; more: ignored. */
+	assert_int_equal(audit_unpack("1\tid\t", 5, &out), 0);
+	assert_int_equal(out.len[AF_ID], 2);
+	assert_int_equal(out.len[AF_CACHE], 0);
+	memcpy(packed + n, "new\t", 4);
+	assert_int_equal(audit_unpack(packed, n + 4, &out), 0);
+	assert_memory_equal(out.v[AF_CACHE], "hit", 3);
+	assert_int_equal(audit_unpack("1\tno tab", 8, &out), -1);
+
+	/* Refs: " <action> <status> <decision>;" after each id. */
+	fl.v[AF_DECISION] = "al low;";
+	fl.len[AF_DECISION] = 7;
+	n = audit_ref_tail(&fl, tail, sizeof(tail));
+	assert_int_equal(n, 18);
+	assert_memory_equal(tail, " pull 200 al?low?;", 18);
+	assert_int_equal(audit_ref_tail(&fl, tail, 10), 0);
+	snprintf(refs, sizeof(refs), "5-0 pull 200 allow;7-3 push 201 ;"
+	    "9-1  404 deny;");
+	end = strlen(refs);
+	assert_int_equal(audit_ref_prev(refs, &end, id, &out), 1);
+	assert_string_equal(id, "9-1");
+	assert_int_equal(out.len[AF_ACTION], 0);
+	assert_memory_equal(out.v[AF_STATUS], "404", 3);
+	assert_memory_equal(out.v[AF_DECISION], "deny", 4);
+	assert_int_equal(audit_ref_prev(refs, &end, id, &out), 1);
+	assert_string_equal(id, "7-3");
+	assert_memory_equal(out.v[AF_ACTION], "push", 4);
+	assert_int_equal(out.len[AF_DECISION], 0);
+	assert_int_equal(audit_ref_prev(refs, &end, id, &out), 1);
+	assert_string_equal(id, "5-0");
+	assert_memory_equal(out.v[AF_DECISION], "allow", 5);
+	assert_int_equal(audit_ref_prev(refs, &end, id, &out), 0);
+	end = 7;
+	assert_int_equal(audit_ref_prev("5-0 pull;", &end, id, &out), -1);
+}
+
 int
 main(void)
 {
@@ -247,6 +318,7 @@ main(void)
 		cmocka_unit_test(test_spool_frames),
 		cmocka_unit_test(test_time),
 		cmocka_unit_test(test_filter),
+		cmocka_unit_test(test_packed_layout),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));

@@ -149,14 +149,66 @@ class Client:
         return [self._read() for _ in commands]
 
 
+# The audit record's fields in schema order (src/audit.h AUDIT_FIELDS):
+# a record is stored packed, these values each followed by a tab.
+AUDIT_FIELDS = ("time", "id", "request_id", "instance", "client_ip",
+                "user_agent", "subject", "auth_method", "action",
+                "repository", "reference", "upstream", "method", "path",
+                "status", "error", "decision", "rule", "bytes_in",
+                "bytes_out", "duration_ms", "cache", "auth_failure")
+
+
+def unpack_record(v):
+    """A packed record (the "record" field) -> {field: value}."""
+    vals = v.split("\t")
+    assert vals[-1] == "", "a packed record ends with a tab"
+    return dict(zip(AUDIT_FIELDS, vals[:-1] +
+                    [""] * (len(AUDIT_FIELDS) - len(vals) + 1)))
+
+
+def audit_record_args(fields):
+    """The writer's script's arguments for one record (audit_redis.c):
+    its time, what its index entries keep (" <action> <status>
+    <decision>;") and the record packed; fields missing are ""."""
+    f = {k: str(v) for k, v in fields.items()}
+    return [f.get("time", ""), " %s %s %s;" % (
+        f.get("action", ""), f.get("status", ""), f.get("decision", "")),
+        "".join(f.get(k, "") + "\t" for k in AUDIT_FIELDS)]
+
+
 def entries_to_dicts(reply):
-    """XRANGE-style reply -> [(id, {field: value})] with str values."""
+    """XRANGE-style reply -> [(id, {field: value})] with str values.  An
+    audit record stored packed (one "record" field) comes out as its
+    fields, as the layout before stored it."""
     out = []
     for eid, kv in reply or []:
         d = {}
         for i in range(0, len(kv), 2):
             d[kv[i].decode()] = kv[i + 1].decode()
+        if list(d) == ["record"]:
+            d = unpack_record(d["record"])
         out.append((eid.decode(), d))
+    return out
+
+
+def index_refs(reply):
+    """An audit index stream's entries (XRANGE-style) -> [(record id,
+    {action, status, decision})], oldest first, either layout: an entry
+    of "refs" holds several, one of the layout before is one."""
+    out = []
+    for eid, kv in reply or []:
+        d = {kv[i].decode(): kv[i + 1].decode()
+             for i in range(0, len(kv), 2)}
+        if list(d) != ["refs"]:
+            out.append((eid.decode(), d))
+            continue
+        for ref in d["refs"].split(";"):
+            if ref:
+                rid, action, status, decision = ref.split(" ")
+                out.append((rid, {"action": action, "status": status,
+                                  "decision": decision}))
+        assert out[-1][0] == eid.decode(), "an index entry has its " \
+            "newest ref's id"
     return out
 
 
