@@ -36,12 +36,140 @@
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libevent.h>
+
+#include <event2/event.h>
 
 #include "portcullis.h"
 #include "rds_int.h"
 
 static void	rds_connect(struct rds *);
+
+/*
+ * hiredis' hooks on the loop, in place of its libevent adapter, which
+ * costs four epoll_ctl() calls per command: its read event is not
+ * persistent (taken off when it fires, put back by hiredis) and each
+ * command adds the write event, which comes off once written.  Here the
+ * read event stays armed while the link lives, and a command queued
+ * while the socket takes data is written at the end of the loop turn
+ * (an event made active, no system call), together with every other one
+ * queued in that turn.  Only a write that would block, or the connect,
+ * waits on the socket's write event.  cleanup may run from inside a
+ * write (hiredis frees the context on a write error): the state then
+ * goes when that write returns.
+ */
+struct rds_ev {
+	redisAsyncContext	*ac;
+	struct event		*rev;	/* persistent */
+	struct event		*wev;	/* full socket; the connect */
+	struct event		*flush;	/* only made active */
+	int			 reading;
+	int			 flushing;	/* flush is active */
+	int			 writing;	/* in a write handler */
+	int			 dead;		/* cleaned up in it */
+};
+
+static void
+rds_ev_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct rds_ev	*e = arg;
+
+	redisAsyncHandleRead(e->ac);	/* may free e: not touched after */
+}
+
+static void
+rds_ev_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct rds_ev	*e = arg;
+
+	if (fd == -1)
+		e->flushing = 0;
+	e->writing = 1;
+	redisAsyncHandleWrite(e->ac);
+	if (e->dead)
+		free(e);
+	else
+		e->writing = 0;
+}
+
+static void
+rds_ev_add_read(void *arg)
+{
+	struct rds_ev	*e = arg;
+
+	if (!e->reading && event_add(e->rev, NULL) == 0)
+		e->reading = 1;
+}
+
+static void
+rds_ev_del_read(void *arg)
+{
+	struct rds_ev	*e = arg;
+
+	if (e->reading) {
+		event_del(e->rev);
+		e->reading = 0;
+	}
+}
+
+static void
+rds_ev_add_write(void *arg)
+{
+	struct rds_ev	*e = arg;
+
+	/* In a write handler it is a write that would block. */
+	if (e->writing || !(e->ac->c.flags & REDIS_CONNECTED))
+		event_add(e->wev, NULL);
+	else if (!e->flushing && !event_pending(e->wev, EV_WRITE, NULL)) {
+		e->flushing = 1;
+		event_active(e->flush, EV_WRITE, 0);
+	}
+}
+
+static void
+rds_ev_del_write(void *arg)
+{
+	struct rds_ev	*e = arg;
+
+	event_del(e->wev);	/* not added: no system call */
+}
+
+static void
+rds_ev_cleanup(void *arg)
+{
+	struct rds_ev	*e = arg;
+
+	event_free(e->rev);
+	event_free(e->wev);
+	event_free(e->flush);
+	if (e->writing)
+		e->dead = 1;
+	else
+		free(e);
+}
+
+static void
+rds_ev_attach(redisAsyncContext *ac, struct event_base *base)
+{
+	struct rds_ev	*e;
+
+	if ((e = calloc(1, sizeof(*e))) == NULL ||
+	    (e->rev = event_new(base, ac->c.fd, EV_READ | EV_PERSIST,
+	    rds_ev_read, e)) == NULL ||
+	    (e->wev = event_new(base, ac->c.fd, EV_WRITE, rds_ev_write,
+	    e)) == NULL ||
+	    (e->flush = event_new(base, -1, 0, rds_ev_write, e)) == NULL)
+		fatal("rds_ev_attach");
+	e->ac = ac;
+	ac->ev.addRead = rds_ev_add_read;
+	ac->ev.delRead = rds_ev_del_read;
+	ac->ev.addWrite = rds_ev_add_write;
+	ac->ev.delWrite = rds_ev_del_write;
+	ac->ev.cleanup = rds_ev_cleanup;
+	ac->ev.data = e;
+	/* As hiredis' adapter: the connect completes on the write event. */
+	rds_ev_add_read(e);
+	event_add(e->wev, NULL);
+}
 
 /* The params of the top-level redis section, or its defaults. */
 void
@@ -630,7 +758,7 @@ rds_connect_master(struct rds *l)
 	redisEnableKeepAlive(&rc->c);
 	rc->data = l;
 	l->rc = rc;
-	redisLibeventAttach(rc, l->base);
+	rds_ev_attach(rc, l->base);
 	redisAsyncSetConnectCallback(rc, rds_on_connect);
 	redisAsyncSetDisconnectCallback(rc, rds_on_disconnect);
 	rds_arm(l);
