@@ -117,3 +117,59 @@ def test_a_refused_manifest_delete_keeps_the_tag_record(
     after = [e for e in reg.access_log(since=mark)
              if "/manifests/" in e["path"]]
     assert after == [], after
+
+
+@pytest.mark.parametrize("memory_bytes", [None, 0])
+def test_small_manifests_are_served_from_memory_until_the_store_changes(
+        start_registry, start_gateway, skopeo, store_image, tmp_path,
+        memory_bytes):
+    """cache.memory_bytes: a small cached manifest is kept in memory, so a
+    hit reads no file -- a copy of the cache file overwritten on disk
+    (same size, garbage) is still served right and the upstream is not
+    asked.  Once any file is published into the store (here a blob's
+    fill) the copy is not used any more: the file is read again, found
+    damaged, dropped and fetched again.  With memory_bytes 0 every hit
+    reads the file (the damage is found at once).  Fails without the
+    copy (the upstream is asked at once with the default) and without the
+    store's generation check (the damaged file is never looked at)."""
+    reg = start_registry("up1")
+    _push(skopeo, reg, store_image, "mem/app:v1")
+    cdir = tmp_path / "c"
+    extra = {} if memory_bytes is None else {"memory_bytes": memory_bytes}
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir, **extra)))
+    base = "%s/v2/up1/mem/app" % gw.url
+    hdr = {"Accept": OCI_MANIFEST}
+    with session() as s:
+        r = s.get(base + "/manifests/v1", headers=hdr, timeout=30)
+        assert r.status_code == 200, r.text
+        body, digest = r.content, r.headers["Docker-Content-Digest"]
+        layer = r.json()["layers"][0]["digest"]
+        for _ in range(2):
+            r = s.get(base + "/manifests/" + digest, headers=hdr, timeout=30)
+            assert r.status_code == 200 and r.content == body
+        path = cdir / "manifests" / "sha256" / digest[7:9] / digest[7:]
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            f.write(b"x" * size)
+
+        def manifest_gets(mark):
+            return [e for e in reg.access_log(since=mark)
+                    if e["method"] == "GET" and
+                    e["path"].endswith("/manifests/" + digest)]
+
+        mark = reg.mark()
+        r = s.get(base + "/manifests/" + digest, headers=hdr, timeout=30)
+        assert r.status_code == 200 and r.content == body
+        if memory_bytes is None:
+            assert manifest_gets(mark) == []
+            assert "entry_damaged" not in gw.log_text()
+            # A file published into the store: the copy is not used now.
+            r = s.get(base + "/blobs/" + layer, timeout=30)
+            assert r.status_code == 200
+            mark = reg.mark()
+            r = s.get(base + "/manifests/" + digest, headers=hdr,
+                      timeout=30)
+            assert r.status_code == 200 and r.content == body
+        assert len(manifest_gets(mark)) == 1
+        assert "entry_damaged" in gw.log_text()
