@@ -9,7 +9,8 @@
 # alternating round by round:
 #
 #   nginx    nginx serving the same bytes as a static file at the same
-#            path (worker_processes auto)
+#   nginx-sf path (worker_processes auto), with sendfile off (nginx's
+#            default) and on; the ratios are to the better of the two
 #   auth-1   the gateway with workers 1, Bearer <one gateway token>: the
 #   auth-2   token was asked once from the gateway's /token with a gateway
 #            secret (`portcullis secret create`, checked against Redis) as
@@ -39,8 +40,8 @@
 #   SECONDS_PER_ROUND (default 5, 1..60), ROUNDS (default 3, 1..10),
 #   CONNS (default 64, 1..256), LOAD_THREADS (wrk -t, default 2, 1..16)
 #   LOADGEN: wrk (default when installed) or load
-#   MODES: the modes to run (default "nginx anon-1 auth-1 anon-2 auth-2";
-#          nginx is always run, it is the anchor)
+#   MODES: the modes to run (default "nginx nginx-sf anon-1 auth-1
+#          anon-2 auth-2"; nginx is always run, it is the anchor)
 #   KEEP_WORK=1 keeps the temp dir
 set -euo pipefail
 
@@ -58,7 +59,7 @@ if [ -z "${LOADGEN:-}" ]; then
 	LOADGEN=load
 	command -v wrk >/dev/null && LOADGEN=wrk
 fi
-MODES=${MODES:-nginx anon-1 auth-1 anon-2 auth-2}
+MODES=${MODES:-nginx nginx-sf anon-1 auth-1 anon-2 auth-2}
 bound() {	# bound VAR MIN MAX
 	case ${!1} in ''|*[!0-9]*) echo "$1 must be a number" >&2; exit 2;; esac
 	[ "${!1}" -ge "$2" ] && [ "${!1}" -le "$3" ] ||
@@ -73,7 +74,7 @@ modes=(nginx)
 for m in $MODES; do
 	case $m in
 	nginx) ;;
-	anon-1|anon-2|auth-1|auth-2) modes+=("$m");;
+	nginx-sf|anon-1|anon-2|auth-1|auth-2) modes+=("$m");;
 	*) echo "unknown mode $m" >&2; exit 2;;
 	esac
 done
@@ -140,6 +141,7 @@ ppath=/v2/pub/app/manifests/$man_d
 
 # --- nginx: the same bytes as a static file at the same path ----------------
 nport=$(free_port)
+nsport=$(free_port)
 mkdir -p "$work/nginx/root/v2/bench/app/manifests" "$work/nginx/tmp"
 cp "$work/manifest.json" "$work/nginx/root$mpath"
 cat > "$work/nginx/nginx.conf" <<NGX
@@ -162,6 +164,12 @@ http {
 	server {
 		listen 127.0.0.1:$nport;
 		root $work/nginx/root;
+		sendfile off;
+	}
+	server {
+		listen 127.0.0.1:$nsport;
+		root $work/nginx/root;
+		sendfile on;
 	}
 }
 NGX
@@ -265,6 +273,7 @@ PY
 	done
 done
 port[nginx]=$nport
+port[nginx-sf]=$nsport
 
 # wrk: req/s, requests, non-200 or failed, p50 ms, p99 ms
 cat > "$work/report.lua" <<'LUA'
@@ -307,7 +316,7 @@ for r in $(seq "$ROUNDS"); do
 	for k in "${order[@]}"; do
 		hdr= path=$mpath w=
 		case $k in
-		nginx) p=${port[nginx]};;
+		nginx|nginx-sf) p=${port[$k]};;
 		anon-*) w=${k#anon-} path=$ppath;;
 		auth-*) w=${k#auth-}; hdr=$(cat "$work/gw$w/token.hdr");;
 		esac
@@ -357,9 +366,11 @@ for line in open(sys.argv[1]):
     rows.setdefault(k, []).append((float(rps), float(p50), float(p99),
                                    float(us)))
 med = lambda k, i: statistics.median(x[i] for x in rows[k])
+best = max(med(k, 0) for k in ("nginx", "nginx-sf") if k in rows)
 print("%-34s %9s %8s %8s %8s %9s   %s" % ("", "req/s", "p50 ms", "p99 ms",
-      "x nginx", "gw us/req", "rounds req/s"))
-for k, name in (("nginx", "nginx static file"),
+      "x best", "gw us/req", "rounds req/s"))
+for k, name in (("nginx", "nginx static file, sendfile off"),
+                ("nginx-sf", "nginx static file, sendfile on"),
                 ("anon-1", "portcullis workers 1, anonymous"),
                 ("auth-1", "portcullis workers 1, token"),
                 ("anon-2", "portcullis workers 2, anonymous"),
@@ -367,9 +378,11 @@ for k, name in (("nginx", "nginx static file"),
     if k not in rows:
         continue
     print("%-34s %9.0f %8.2f %8.2f %8.2f %9s   %s" % (
-        name, med(k, 0), med(k, 1), med(k, 2), med(k, 0) / med("nginx", 0),
-        "-" if k == "nginx" else "%.1f" % med(k, 3),
+        name, med(k, 0), med(k, 1), med(k, 2), med(k, 0) / best,
+        "-" if k.startswith("nginx") else "%.1f" % med(k, 3),
         " ".join("%.0f" % x[0] for x in rows[k])))
+print("x best: median req/s over the better nginx median (%.0f); gw us/req:"
+      " the gateway's CPU (master and workers) per answered request" % best)
 PY
 echo "last audit record of each mode's first round:"
 sed 's/^/  /' "$work/records"
