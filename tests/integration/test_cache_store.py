@@ -10,6 +10,7 @@ import socket
 
 import pytest
 
+from lib import rawhttp
 from lib.cache import cache_cfg, session
 from lib.gateway import gateway_config, upstream
 from lib.images import HOST_ARCH
@@ -173,3 +174,48 @@ def test_small_manifests_are_served_from_memory_until_the_store_changes(
             assert r.status_code == 200 and r.content == body
         assert len(manifest_gets(mark)) == 1
         assert "entry_damaged" in gw.log_text()
+
+
+def test_pipelined_hits_and_a_framing_error_come_out_in_order(
+        start_registry, start_gateway, skopeo, store_image, tmp_path):
+    """What one read of a plain connection answers is staged and written
+    at its end (conn.c): pipelined cache hits, a local answer and a
+    framing error (answered without a request object, then the
+    connection closed after it) must reach the client whole and in
+    order, a copied blob among them.  Fails if the error overtakes the
+    staged answers or the close comes before them."""
+    reg = start_registry("up1")
+    _push(skopeo, reg, store_image, "pipe/app:v1")
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"),
+        cache=cache_cfg(tmp_path / "c", sendfile="off")))
+    base = "/v2/up1/pipe/app"
+    with session() as s:
+        r = s.get(gw.url + base + "/manifests/v1",
+                  headers={"Accept": OCI_MANIFEST}, timeout=30)
+        assert r.status_code == 200, r.text
+        body, digest = r.content, r.headers["Docker-Content-Digest"]
+        layer = r.json()["layers"][0]["digest"]
+        blob = s.get(gw.url + base + "/blobs/" + layer, timeout=30).content
+        assert len(blob) > 0
+    hdr = [("Accept", OCI_MANIFEST)]
+    reqs = (rawhttp.build("GET", base + "/manifests/" + digest, hdr,
+                          host=gw.host) +
+            rawhttp.build("GET", base + "/blobs/" + layer, host=gw.host) +
+            rawhttp.build("GET", "/v2/", host=gw.host) +
+            rawhttp.build("GET", base + "/manifests/" + digest, hdr,
+                          host=gw.host) +
+            b"GET /v2/ HTTP/1.1\r\nHost: x\nX: y\r\n\r\n")
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+        c.send(reqs)
+        r = c.read_response()
+        assert r.status == 200 and r.body == body, r
+        r = c.read_response()
+        assert r.status == 200 and r.body == blob, r
+        r = c.read_response()
+        assert r.status == 200, r
+        r = c.read_response()
+        assert r.status == 200 and r.body == body, r
+        r = c.read_response()
+        assert r.status == 400, r
+        assert c.wait_closed(timeout=30)
