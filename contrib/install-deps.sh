@@ -16,7 +16,7 @@ case "$what" in
 build)	pkgs="$build" ;;
 run)	pkgs="$build $run" ;;
 test)	pkgs="$build $run $test" ;;
-bench)	pkgs="$build $run $test apache2-utils" ;;
+bench)	pkgs="$build $run $test apache2-utils wrk" ;;
 *)	echo "usage: $0 [build|run|test|bench]" >&2; exit 2 ;;
 esac
 

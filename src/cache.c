@@ -147,6 +147,7 @@ cache_insert(struct cache *c, enum cache_kind kind, const char *digest,
 	struct cache_entry	*e;
 
 	if ((e = cache_lookup(c, kind, digest)) != NULL) {
+		cache_mem_drop(c, e);	/* its type line may change */
 		c->bytes -= e->size;
 		if (e->refs > 0)
 			c->pinned = c->pinned - e->size + size;
@@ -192,6 +193,7 @@ cache_remove(struct cache *c, struct cache_entry *e)
 			log_warn("- cache unlink_failed path=%s error=\"%s\"",
 			    path, strerror(errno));
 	}
+	cache_mem_drop(c, e);
 	cache_unlink_entry(c, e);
 	free(e);
 }
@@ -229,8 +231,10 @@ cache_touch(struct cache *c, struct cache_entry *e)
 struct cache_shared {
 	_Atomic uint64_t	bytes;
 	_Atomic int		set;
+	_Atomic uint64_t	gen;	/* files published or removed */
 };
 static struct cache_shared	*cache_shared;
+static uint64_t			 cache_gen_local;
 
 /* The master, before forking: the shared total.  Returns 0, or -1. */
 int
@@ -249,8 +253,101 @@ cache_shared_map(void)
 void
 cache_shared_add(int64_t n)
 {
-	if (cache_shared != NULL && config_worker >= 0)
+	cache_gen_local++;
+	if (cache_shared != NULL && config_worker >= 0) {
 		atomic_fetch_add(&cache_shared->bytes, (uint64_t)n);
+		atomic_fetch_add(&cache_shared->gen, 1);
+	}
+}
+
+/*
+ * Moves on whenever a file is published into the store or removed from
+ * it, by this process or (workers) any other: cache_shared_add() is
+ * called for each.  A cache_mem copy read at another count is not used.
+ */
+uint64_t
+cache_gen(void)
+{
+	if (cache_shared != NULL && config_worker >= 0)
+		return (atomic_load(&cache_shared->gen));
+	return (cache_gen_local);
+}
+
+void
+cache_mem_unref(struct cache *c, struct cache_mem *m)
+{
+	if (m == NULL || --m->refs > 0)
+		return;
+	c->mem_bytes -= sizeof(*m) + m->len;
+	free(m);
+}
+
+/* The entry lets go of its copy (readers holding it keep theirs). */
+void
+cache_mem_drop(struct cache *c, struct cache_entry *e)
+{
+	struct cache_mem	*m = e->mem;
+
+	e->mem = NULL;
+	cache_mem_unref(c, m);
+}
+
+/* Room for need more bytes of copies: the least recently used let go,
+ * at most CACHE_MEM_SCAN entries looked at. */
+#define CACHE_MEM_SCAN	64
+static int
+cache_mem_room(struct cache *c, size_t need)
+{
+	struct cache_entry	*e, *next;
+	int			 n = 0;
+
+	for (e = TAILQ_FIRST(&c->lru); e != NULL && n < CACHE_MEM_SCAN &&
+	    c->mem_bytes + need > c->mem_max; e = next, n++) {
+		next = TAILQ_NEXT(e, lru);
+		cache_mem_drop(c, e);
+	}
+	return (c->mem_bytes + need <= c->mem_max ? 0 : -1);
+}
+
+/*
+ * Keep a copy of entry e's body (fd from off, e->size - off bytes; its
+ * type line already read as ctype and up) when cache.memory_bytes has
+ * room.  gen is cache_gen() from before fd was opened, so that a change
+ * made meanwhile makes the copy unused.  Returns the copy (held by the entry) or NULL: then serve from
+ * fd as before.
+ */
+struct cache_mem *
+cache_mem_keep(struct cache *c, struct cache_entry *e, int fd, size_t off,
+    const char *ctype, const char *up, uint64_t gen)
+{
+	struct cache_mem	*m;
+	size_t			 len, got = 0;
+	ssize_t			 r;
+
+	if (e->size < off || c->mem_max == 0)
+		return (NULL);
+	len = e->size - off;
+	if (len > c->mem_max || cache_mem_room(c, sizeof(*m) + len) == -1)
+		return (NULL);
+	if ((m = calloc(1, sizeof(*m) + len)) == NULL)
+		return (NULL);		/* served from the file */
+	while (got < len) {
+		r = pread(fd, m->data + got, len - got, (off_t)(off + got));
+		if (r <= 0) {
+			free(m);
+			return (NULL);
+		}
+		got += (size_t)r;
+	}
+	m->refs = 1;
+	m->gen = gen;
+	m->len = len;
+	snprintf(m->ctype, sizeof(m->ctype), "%s", ctype);
+	snprintf(m->up, sizeof(m->up), "%s", up);
+	cache_mem_drop(c, e);
+	e->mem = m;
+	c->mem_bytes += sizeof(*m) + len;
+	return (m);
 }
 
 /* The bytes that count against max_bytes. */
@@ -584,6 +681,7 @@ cache_open(struct pc_ctx *ctx, const struct config *conf, char **cause)
 	if ((c->dir = strdup(conf->cache->dir)) == NULL)
 		fatal("strdup");
 	c->max_bytes = conf->cache->max_bytes;
+	c->mem_max = conf->cache->memory_bytes;
 	c->max_fills = conf->cache->max_fills;
 	c->max_fills_per_client = conf->cache->max_fills_per_client;
 	c->fill_max_bytes = (uint64_t)(conf->cache->fill_max_fraction *
@@ -670,6 +768,7 @@ cache_close(struct cache *c)
 	cache_confirm_free_all(c);
 	cache_fill_pool_free(c->pool);	/* after the fills */
 	while ((e = TAILQ_FIRST(&c->lru)) != NULL) {
+		cache_mem_drop(c, e);
 		cache_unlink_entry(c, e);
 		free(e);
 	}

@@ -21,6 +21,22 @@ enum cache_kind {
 };
 
 /* A verified, published file: one per (kind, digest). */
+/*
+ * A small manifest's file (its type line read, and its body) held in
+ * memory, so that a hit costs no open/fstat/pread/close
+ * (cache.memory_bytes; cache_mem_keep).  Valid while cache_gen() is the
+ * gen it was read at: any file published or removed in the directory,
+ * by this process or another worker, moves the count on.
+ */
+struct cache_mem {
+	int				 refs;		/* entry + readers */
+	uint64_t			 gen;
+	size_t				 len;		/* body bytes */
+	char				 ctype[256];
+	char				 up[CACHE_UPSTREAM_MAX];
+	char				 data[];
+};
+
 struct cache_entry {
 	struct cache_entry		*hnext;		/* hash chain */
 	TAILQ_ENTRY(cache_entry)	 lru;		/* oldest first */
@@ -29,6 +45,7 @@ struct cache_entry {
 	uint64_t			 touched_ms;	/* mtime last set */
 	int				 refs;		/* open readers */
 	enum cache_kind			 kind;
+	struct cache_mem		*mem;		/* or NULL */
 	char				 digest[];
 };
 
@@ -43,6 +60,8 @@ struct cache {
 	uint64_t			 filling;	/* in tmp files */
 	uint64_t			 reserved;	/* fills' lengths */
 	uint64_t			 pinned;	/* entries readers hold */
+	uint64_t			 mem_bytes;	/* cache_mem copies */
+	uint64_t			 mem_max;	/* cache.memory_bytes */
 	size_t				 nfills;
 	size_t				 max_fills;
 	size_t				 max_fills_per_client;
@@ -132,6 +151,7 @@ struct cache_reader {
 	enum cache_kind			 kind;
 	char				 digest[CACHE_DIGEST_MAX];
 	int				 fd;
+	struct cache_mem		*mem;		/* or the file's copy */
 	size_t				 data_off;	/* past the type line */
 	uint64_t			 size;		/* body bytes */
 	uint64_t			 off;		/* next to send */
@@ -179,6 +199,11 @@ int	cache_tmp_open(struct cache *, char *, size_t);
 int	cache_mkdirs(const char *);
 DIR	*cache_opendir_at(int, const char *);
 int	cache_manifest_type(int, char *, size_t, char *, size_t, size_t *);
+uint64_t cache_gen(void);
+struct cache_mem *cache_mem_keep(struct cache *, struct cache_entry *, int,
+	    size_t, const char *, const char *, uint64_t);
+void	cache_mem_drop(struct cache *, struct cache_entry *);
+void	cache_mem_unref(struct cache *, struct cache_mem *);
 
 /* cache_tags.c */
 struct cache_tags *cache_tags_open(struct cache *,

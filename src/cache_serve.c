@@ -157,6 +157,8 @@ cache_reader_free(struct cache_reader *cr)
 		cr->ent = NULL;
 		cache_evict_soon(cr->cache);
 	}
+	cache_mem_unref(cr->cache, cr->mem);
+	cr->mem = NULL;
 	conn_reap_later(cr->cache->ctx, &cr->reap, cr_destroy, cr);
 }
 
@@ -200,11 +202,28 @@ static int
 cr_open_entry(struct cache_reader *cr, struct cache_entry *e)
 {
 	struct cache	*c = cr->cache;
+	struct cache_mem *m = e->mem;
 	struct stat	 st;
 	char		 path[PATH_MAX], up[CACHE_UPSTREAM_MAX];
 	size_t		 off = 0;
+	uint64_t	 gen = cache_gen();
 	int		 fd;
 
+	/*
+	 * A small manifest held in memory (cache_mem_keep, below) while no
+	 * file was published or removed since it was read: no system call.
+	 */
+	if (m != NULL && m->gen != gen) {
+		cache_mem_drop(c, e);
+		m = NULL;
+	}
+	if (m != NULL) {
+		if (m->up[0] != '\0' && strcmp(m->up, cr->req->up->name) != 0)
+			return (-2);
+		fd = -1;
+		snprintf(cr->ctype, sizeof(cr->ctype), "%s", m->ctype);
+		goto opened;
+	}
 	if (cache_path(c, e->kind, e->digest, path, sizeof(path)) == -1)
 		return (-1);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 && errno != ENOENT) {
@@ -236,11 +255,26 @@ cr_open_entry(struct cache_reader *cr, struct cache_entry *e)
 		close(fd);
 		return (-2);
 	}
+	if (e->kind == CACHE_MANIFEST &&
+	    cr_copies(cr->req->conf->cache, e->size - off) &&
+	    (m = cache_mem_keep(c, e, fd, off, cr->ctype, up, gen)) != NULL) {
+		close(fd);
+		fd = -1;
+	}
+opened:
 	if (cr->fd != -1)
 		close(cr->fd);
+	cache_mem_unref(c, cr->mem);
 	cr->fd = fd;
-	cr->data_off = off;
-	cr->size = e->size - off;
+	cr->mem = m;
+	if (m != NULL) {
+		m->refs++;
+		cr->data_off = 0;
+		cr->size = m->len;
+	} else {
+		cr->data_off = off;
+		cr->size = e->size - off;
+	}
 	snprintf(cr->digest, sizeof(cr->digest), "%s", e->digest);
 	cache_pin(cr->cache, e);
 	cr->ent = e;
@@ -259,6 +293,8 @@ cr_unpin(struct cache_reader *cr)
 		close(cr->fd);
 		cr->fd = -1;
 	}
+	cache_mem_unref(cr->cache, cr->mem);
+	cr->mem = NULL;
 }
 
 /* 429 with the upstream's Retry-After and an OCI TOOMANYREQUESTS body. */
@@ -570,7 +606,10 @@ cr_pump(struct cache_reader *cr)
 		n = limit - cr->off;
 		if (n > window)
 			n = window;
-		if (req_send_file(req, cr->fd, cr->data_off + cr->off, n,
+		if (cr->mem != NULL)
+			(void)req_send_body_data(req, cr->mem->data + cr->off,
+			    n);
+		else if (req_send_file(req, cr->fd, cr->data_off + cr->off, n,
 		    flags) == -1) {
 			req->err = ERR_INTERNAL;
 			req_abort(req, "cannot send the cached file");
@@ -589,7 +628,8 @@ cr_stage_writable(void *arg)
 {
 	struct cache_reader	*cr = arg;
 
-	if (cr->fd != -1 && cr->req->head_sent && cr->px == NULL)
+	if ((cr->fd != -1 || cr->mem != NULL) && cr->req->head_sent &&
+	    cr->px == NULL)
 		cr_pump(cr);
 }
 
@@ -633,7 +673,7 @@ cache_reader_has_head(struct cache_reader *cr)
 	 * digest is checked): answered when it is verified.
 	 */
 	if (!f->have_length || f->expect == 0 || cr->fd != -1 ||
-	    cr_wants_range(cr))
+	    cr->mem != NULL || cr_wants_range(cr))
 		return;
 	if ((cr->fd = open(f->tmp, O_RDONLY | O_CLOEXEC)) == -1) {
 		req_fail(req, ERR_INTERNAL, "cache: cannot open the fill");

@@ -66,6 +66,7 @@ struct config_cache {
 	int			 sendfile;	/* enum config_sendfile */
 	size_t			 sendfile_min;	/* auto: copy below */
 	size_t			 send_window;
+	size_t			 memory_bytes;	/* small manifests */
 	size_t			 max_tag_records;
 	int			 tag_variants;
 	size_t			 negative_entries;

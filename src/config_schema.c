@@ -401,6 +401,14 @@ static const struct cfg_key cfg_cache_keys[] = {
 	  .def = 2097152,
 	  .help = "Bytes of a cached file queued toward one client at a "
 	  "time; bounds the memory a slow reader can pin." },
+	{ .name = "memory_bytes", .type = CFG_SIZE,
+	  .off = CACHE_OFF(memory_bytes), .min = 0, .max = 1LL << 34,
+	  .def = 33554432,
+	  .help = "Memory per process for copies of small cached manifests "
+	  "(those sendfile auto or off copies), so that a hit reads no "
+	  "file; least recently used dropped first; a copy is not used once "
+	  "any file was published into or removed from the cache since it "
+	  "was read (0: none)." },
 	{ .name = "max_tag_records", .type = CFG_SIZE,
 	  .off = CACHE_OFF(max_tag_records), .min = 1, .max = 10000000,
 	  .def = 100000,

@@ -42,6 +42,7 @@ static void	conn_timer_cb(evutil_socket_t, short, void *);
 static void	conn_process_cb(evutil_socket_t, short, void *);
 static int	conn_body_data(void *, const char *, size_t);
 static void	conn_process(struct conn *);
+static void	conn_unstage(struct conn *);
 static void	conn_linger(struct conn *);
 static int	conn_send_error(struct conn *, int, enum pc_err,
 		    const char *, const char *);
@@ -171,11 +172,18 @@ conn_accept_one(struct pc_ctx *ctx, evutil_socket_t fd, struct sockaddr *sa,
 		c->tls = 1;
 		c->bev = bufferevent_openssl_socket_new(ctx->base, fd, ssl,
 		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	} else
+	} else {
 		c->bev = bufferevent_socket_new(ctx->base, fd,
 		    BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL) {
-		close(fd);
+		c->stage = evbuffer_new();
+	}
+	if (c->bev == NULL || (!c->tls && c->stage == NULL)) {
+		if (c->bev != NULL)
+			bufferevent_free(c->bev);
+		else
+			close(fd);
+		if (c->stage != NULL)
+			evbuffer_free(c->stage);
 		config_unref(c->conf);
 		free(c);
 		return;
@@ -243,6 +251,8 @@ conn_destroy(void *arg)
 	struct pc_ctx	*ctx = c->ctx;
 
 	bufferevent_free(c->bev);
+	if (c->stage != NULL)
+		evbuffer_free(c->stage);
 	event_free(c->timer);
 	event_free(c->ev_process);
 	hframe_free(&c->hf);
@@ -321,6 +331,7 @@ conn_close_after_write(struct conn *c, const char *reason)
 {
 	if (c->dead || c->closing)
 		return;
+	conn_unstage(c);	/* the output's length below counts it */
 	c->closing = 1;
 	c->close_reason = reason;
 	bufferevent_set_timeouts(c->bev, NULL, NULL);
@@ -366,19 +377,38 @@ conn_linger(struct conn *c)
 	    c->nreqs, c->close_reason);
 }
 
-/* The client's output buffer, for responses. */
+/*
+ * The client's output buffer, for responses: while conn_process runs on
+ * a plain connection whose output was empty, the stage (conn_staged).
+ */
 struct evbuffer *
 conn_output(struct conn *c)
 {
-	return (bufferevent_get_output(c->bev));
+	return (c->staging ? c->stage : bufferevent_get_output(c->bev));
 }
 
 /* Whether the client's output is above the high watermark. */
 int
 conn_output_full(struct conn *c)
 {
-	return (evbuffer_get_length(bufferevent_get_output(c->bev)) >=
-	    c->conf->high_watermark);
+	size_t	n = evbuffer_get_length(bufferevent_get_output(c->bev));
+
+	if (c->staging)
+		n += evbuffer_get_length(c->stage);
+	return (n >= c->conf->high_watermark);
+}
+
+/* What the stage holds goes to the bufferevent, which writes it. */
+static void
+conn_unstage(struct conn *c)
+{
+	if (!c->staging)
+		return;
+	c->staging = 0;
+	if (c->dead)
+		evbuffer_drain(c->stage, evbuffer_get_length(c->stage));
+	else if (evbuffer_get_length(c->stage) > 0)
+		evbuffer_add_buffer(bufferevent_get_output(c->bev), c->stage);
 }
 
 /* Body bytes may be delivered again: re-run the read loop next turn. */
@@ -439,7 +469,7 @@ static int
 conn_send_error(struct conn *c, int status, enum pc_err pe, const char *why,
     const char *rid)
 {
-	struct evbuffer	*out = bufferevent_get_output(c->bev);
+	struct evbuffer	*out = conn_output(c);
 	char		 body[512];
 	int		 len = 0;
 
@@ -545,7 +575,7 @@ conn_feed(struct conn *c, struct evbuffer *in)
 }
 
 static void
-conn_process(struct conn *c)
+conn_process_1(struct conn *c)
 {
 	struct evbuffer	*in;
 	struct req	*req;
@@ -624,6 +654,49 @@ conn_process(struct conn *c)
 				req->body_end(req);
 		}
 	}
+}
+
+/*
+ * Process what the client sent.  On a plain connection whose output is
+ * empty, responses made meanwhile are staged and written here at the
+ * end with one write(2): when that takes them all, the bufferevent's
+ * write event is never added and deleted (two epoll_ctl(2) and a loop
+ * turn per response saved, about 5% of a cached manifest GET).  What is
+ * left goes to the bufferevent as before.  Its write callback, which a
+ * request waiting for room and a closing connection rely on, is run
+ * (deferred) when the stage was written whole, as libevent would have
+ * once the output drained.
+ */
+static void
+conn_process(struct conn *c)
+{
+	struct evbuffer	*out;
+	evutil_socket_t	 fd;
+
+	if (c->staging || c->tls || c->stage == NULL || c->dead ||
+	    c->closing || (out = bufferevent_get_output(c->bev)) == NULL ||
+	    evbuffer_get_length(out) > 0) {
+		conn_process_1(c);
+		return;
+	}
+	c->staging = 1;
+	conn_process_1(c);
+	if (!c->staging)
+		return;			/* conn_close_after_write took it */
+	if (c->dead || evbuffer_get_length(c->stage) == 0 ||
+	    (fd = bufferevent_getfd(c->bev)) == -1) {
+		conn_unstage(c);
+		return;
+	}
+	(void)evbuffer_write(c->stage, fd);	/* errors: the bufferevent's */
+	if (evbuffer_get_length(c->stage) > 0) {
+		conn_unstage(c);
+		return;
+	}
+	c->staging = 0;
+	if (c->req != NULL)
+		bufferevent_trigger(c->bev, EV_WRITE,
+		    BEV_TRIG_DEFER_CALLBACKS);
 }
 
 static void

@@ -375,7 +375,8 @@ hframe_no_body(struct hframe *hf)
 static int
 hframe_scan_head(struct hframe *hf, const char *data, size_t len)
 {
-	size_t	i;
+	const char	*lf, *cr;
+	size_t		 i, end;
 
 	for (i = 0; i < len; i++) {
 		if (hf->last_lf && (data[i] == ' ' || data[i] == '\t'))
@@ -385,6 +386,25 @@ hframe_scan_head(struct hframe *hf, const char *data, size_t len)
 			return (hframe_fail(hf, HF_E_LINE_END));
 		hf->last_lf = data[i] == '\n';
 		hf->last_cr = data[i] == '\r';
+		if (hf->last_lf || hf->last_cr || i + 1 == len)
+			continue;
+		/*
+		 * Inside a line only CR and LF matter: jump to the next LF
+		 * (memchr, not byte by byte: this ran on every request's
+		 * head).  In a request the only CR before it is the one just
+		 * before it; it and the LF are checked by the loop.
+		 */
+		lf = memchr(data + i + 1, '\n', len - i - 1);
+		end = lf != NULL ? (size_t)(lf - data) : len;
+		if (hf->kind == HFRAME_REQUEST && end - i - 1 > 1 &&
+		    (cr = memchr(data + i + 1, '\r', end - i - 2)) != NULL)
+			end = (size_t)(cr - data);	/* the loop refuses it */
+		else if (end - i - 1 > 1)
+			end--;		/* the byte before the LF, or the last */
+		else
+			continue;
+		hf->last_lf = hf->last_cr = 0;
+		i = end - 1;
 	}
 	return (0);
 }

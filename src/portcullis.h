@@ -185,6 +185,8 @@ struct conn {
 	int			 linger;	/* unread bytes may follow */
 	int			 lingering;	/* write shut, draining */
 	uint64_t		 linger_read;	/* bytes discarded */
+	struct evbuffer		*stage;		/* plain: conn_process's */
+	int			 staging;	/* output goes to stage */
 };
 
 void	conn_accept(struct pc_ctx *, evutil_socket_t, struct sockaddr *,

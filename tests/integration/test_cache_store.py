@@ -10,6 +10,7 @@ import socket
 
 import pytest
 
+from lib import rawhttp
 from lib.cache import cache_cfg, session
 from lib.gateway import gateway_config, upstream
 from lib.images import HOST_ARCH
@@ -117,3 +118,104 @@ def test_a_refused_manifest_delete_keeps_the_tag_record(
     after = [e for e in reg.access_log(since=mark)
              if "/manifests/" in e["path"]]
     assert after == [], after
+
+
+@pytest.mark.parametrize("memory_bytes", [None, 0])
+def test_small_manifests_are_served_from_memory_until_the_store_changes(
+        start_registry, start_gateway, skopeo, store_image, tmp_path,
+        memory_bytes):
+    """cache.memory_bytes: a small cached manifest is kept in memory, so a
+    hit reads no file -- a copy of the cache file overwritten on disk
+    (same size, garbage) is still served right and the upstream is not
+    asked.  Once any file is published into the store (here a blob's
+    fill) the copy is not used any more: the file is read again, found
+    damaged, dropped and fetched again.  With memory_bytes 0 every hit
+    reads the file (the damage is found at once).  Fails without the
+    copy (the upstream is asked at once with the default) and without the
+    store's generation check (the damaged file is never looked at)."""
+    reg = start_registry("up1")
+    _push(skopeo, reg, store_image, "mem/app:v1")
+    cdir = tmp_path / "c"
+    extra = {} if memory_bytes is None else {"memory_bytes": memory_bytes}
+    gw = start_gateway(gateway_config(upstream(reg, prefix="up1"),
+                                      cache=cache_cfg(cdir, **extra)))
+    base = "%s/v2/up1/mem/app" % gw.url
+    hdr = {"Accept": OCI_MANIFEST}
+    with session() as s:
+        r = s.get(base + "/manifests/v1", headers=hdr, timeout=30)
+        assert r.status_code == 200, r.text
+        body, digest = r.content, r.headers["Docker-Content-Digest"]
+        layer = r.json()["layers"][0]["digest"]
+        for _ in range(2):
+            r = s.get(base + "/manifests/" + digest, headers=hdr, timeout=30)
+            assert r.status_code == 200 and r.content == body
+        path = cdir / "manifests" / "sha256" / digest[7:9] / digest[7:]
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            f.write(b"x" * size)
+
+        def manifest_gets(mark):
+            return [e for e in reg.access_log(since=mark)
+                    if e["method"] == "GET" and
+                    e["path"].endswith("/manifests/" + digest)]
+
+        mark = reg.mark()
+        r = s.get(base + "/manifests/" + digest, headers=hdr, timeout=30)
+        assert r.status_code == 200 and r.content == body
+        if memory_bytes is None:
+            assert manifest_gets(mark) == []
+            assert "entry_damaged" not in gw.log_text()
+            # A file published into the store: the copy is not used now.
+            r = s.get(base + "/blobs/" + layer, timeout=30)
+            assert r.status_code == 200
+            mark = reg.mark()
+            r = s.get(base + "/manifests/" + digest, headers=hdr,
+                      timeout=30)
+            assert r.status_code == 200 and r.content == body
+        assert len(manifest_gets(mark)) == 1
+        assert "entry_damaged" in gw.log_text()
+
+
+def test_pipelined_hits_and_a_framing_error_come_out_in_order(
+        start_registry, start_gateway, skopeo, store_image, tmp_path):
+    """What one read of a plain connection answers is staged and written
+    at its end (conn.c): pipelined cache hits, a local answer and a
+    framing error (answered without a request object, then the
+    connection closed after it) must reach the client whole and in
+    order, a copied blob among them.  Fails if the error overtakes the
+    staged answers or the close comes before them."""
+    reg = start_registry("up1")
+    _push(skopeo, reg, store_image, "pipe/app:v1")
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"),
+        cache=cache_cfg(tmp_path / "c", sendfile="off")))
+    base = "/v2/up1/pipe/app"
+    with session() as s:
+        r = s.get(gw.url + base + "/manifests/v1",
+                  headers={"Accept": OCI_MANIFEST}, timeout=30)
+        assert r.status_code == 200, r.text
+        body, digest = r.content, r.headers["Docker-Content-Digest"]
+        layer = r.json()["layers"][0]["digest"]
+        blob = s.get(gw.url + base + "/blobs/" + layer, timeout=30).content
+        assert len(blob) > 0
+    hdr = [("Accept", OCI_MANIFEST)]
+    reqs = (rawhttp.build("GET", base + "/manifests/" + digest, hdr,
+                          host=gw.host) +
+            rawhttp.build("GET", base + "/blobs/" + layer, host=gw.host) +
+            rawhttp.build("GET", "/v2/", host=gw.host) +
+            rawhttp.build("GET", base + "/manifests/" + digest, hdr,
+                          host=gw.host) +
+            b"GET /v2/ HTTP/1.1\r\nHost: x\nX: y\r\n\r\n")
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+        c.send(reqs)
+        r = c.read_response()
+        assert r.status == 200 and r.body == body, r
+        r = c.read_response()
+        assert r.status == 200 and r.body == blob, r
+        r = c.read_response()
+        assert r.status == 200, r
+        r = c.read_response()
+        assert r.status == 200 and r.body == body, r
+        r = c.read_response()
+        assert r.status == 400, r
+        assert c.wait_closed(timeout=30)

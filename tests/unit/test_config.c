@@ -1140,6 +1140,7 @@ test_reference(void **state)
 		"/cache/dir", "/cache/max_bytes", "/cache/tag_ttl",
 		"/cache/negative_ttl", "/cache/sendfile", "/cache/send_window",
 		"/cache/sendfile_min",
+		"/cache/memory_bytes",
 		"/cache/max_tag_records", "/cache/tag_variants",
 		"/cache/negative_entries",
 		"/cache/max_fills", "/cache/max_fills_per_client",

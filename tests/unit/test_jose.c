@@ -1020,6 +1020,25 @@ test_peek_and_hash(void **state)
 	assert_int_equal(jose_token_hash((unsigned char *)"k1", 2, "tok2", 4,
 	    h3), 0);
 	assert_memory_not_equal(h1, h3, 32);
+	/* It is HMAC-SHA-256: the same as OpenSSL's, short and long keys. */
+	{
+		unsigned char	 key[100], ref[32];
+		unsigned int	 n;
+		size_t		 kl;
+		static const size_t	 kls[] = { 0, 1, 32, 63, 64, 65, 100 };
+		const char	*t = vec_es256;
+
+		for (kl = 0; kl < sizeof(key); kl++)
+			key[kl] = (unsigned char)(kl * 7 + 1);
+		for (kl = 0; kl < sizeof(kls) / sizeof(kls[0]); kl++) {
+			n = 32;
+			assert_non_null(HMAC(EVP_sha256(), key, (int)kls[kl],
+			    (const unsigned char *)t, strlen(t), ref, &n));
+			assert_int_equal(jose_token_hash(key, kls[kl], t,
+			    strlen(t), h3), 0);
+			assert_memory_equal(h3, ref, 32);
+		}
+	}
 }
 
 /*
