@@ -1,7 +1,8 @@
 #!/bin/bash
 # blob_1g.sh: push and pull one large blob (1 GiB by default) directly to a
 # docker-registry and through portcullis (and through nginx as a plain
-# reverse-proxy baseline, when nginx is installed), side by side in one run.
+# reverse-proxy baseline, when nginx is installed), side by side in one run:
+# the pull through portcullis here is the pass-through path (no cache).
 # Then, per round, the cached pull: a cold pull through a portcullis with an
 # empty cache, and one through docker-registry's own proxy mode (the
 # reference registry as a pull-through cache, empty storage), each
@@ -33,6 +34,10 @@
 #   BLOB_DIR            where the random blob is created once and cached
 #                       (default /tmp/portcullis-bench)
 #   WATERMARK           gateway buffers.high_watermark (default 262144)
+#   WORKERS             gateway workers (default 1: one process, as the
+#                       nginx baseline runs, so that /proc/PID/stat holds
+#                       all of its CPU; 0 is one per core, under a master
+#                       whose own CPU is then all that is counted)
 #   CACHE=0             skip the cold/warm cached pulls
 #   PORTCULLIS_BIN_B    a second gateway binary (e.g. an older build) whose
 #                       cached pulls run in the same rounds, as "before"
@@ -48,6 +53,7 @@ SIZE_MIB=${SIZE_MIB:-1024}
 RUNS=${RUNS:-3}
 BLOB_DIR=${BLOB_DIR:-/tmp/portcullis-bench}
 WATERMARK=${WATERMARK:-262144}
+WORKERS=${WORKERS:-1}
 NGINX=${NGINX:-1}
 CACHE=${CACHE:-1}
 PREWARM=${PREWARM:-1}
@@ -56,6 +62,7 @@ CURL_MAX_TIME=${CURL_MAX_TIME:-900}
 
 case $RUNS in ''|*[!0-9]*) echo "RUNS must be a number" >&2; exit 2;; esac
 case $SIZE_MIB in ''|*[!0-9]*) echo "SIZE_MIB must be a number" >&2; exit 2;; esac
+case $WORKERS in ''|*[!0-9]*) echo "WORKERS must be a number" >&2; exit 2;; esac
 [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 20 ] || { echo "RUNS: 1..20" >&2; exit 2; }
 for tool in curl python3 sha256sum "$DOCKER_REGISTRY_BIN"; do
 	command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
@@ -94,6 +101,7 @@ if [ -x "$PORTCULLIS_BIN" ]; then
 	cat > "$work/gateway/config.json" <<JSON
 {
   "listen": {"address": "127.0.0.1:$gport"},
+  "workers": $WORKERS,
   "limits": {"header_bytes": 65536, "header_count": 100, "uri_bytes": 8192},
   "buffers": {"high_watermark": $WATERMARK},
   "timeouts": {"header": 30, "idle": 60, "body": 600,
@@ -250,6 +258,7 @@ start_cache_gw() {	# start_cache_gw DIR [BIN]
 	cat > "$1/config.json" <<JSON
 {
   "listen": {"address": "127.0.0.1:$cport"},
+  "workers": $WORKERS,
   "buffers": {"high_watermark": $WATERMARK},
   "timeouts": {"header": 30, "idle": 60, "body": 600,
                "upstream_connect": 10, "upstream_response": 600},

@@ -732,8 +732,16 @@ px_send(struct proxy *px)
 	px->rf.skip_body = m == HTTP_HEAD;
 	bufferevent_setcb(px->uc->bev, px_up_read_cb, px_up_write_cb,
 	    px_up_event_cb, px);
-	bufferevent_setwatermark(px->uc->bev, EV_READ, 0,
-	    px->conf->high_watermark);
+	/*
+	 * Twice what px_up_read_cb reads to (uconn_read_more): at that
+	 * limit itself, libevent would suspend the read event after every
+	 * read and resume it once px_pump moved the bytes on, two
+	 * epoll_ctl(2) calls per read for nothing; backpressure is
+	 * up_paused's.  The input stays bounded all the same.
+	 */
+	bufferevent_setwatermark(px->uc->bev, EV_READ, 0, 2 *
+	    (px->req != NULL ? px->req->conf->high_watermark :
+	    UCONN_READ_CHUNK));
 	bufferevent_setwatermark(px->uc->bev, EV_WRITE,
 	    px->conf->high_watermark / 2, 0);
 	/* libevent moves 16 KiB per turn by default: up to a watermark. */

@@ -11,8 +11,9 @@ the upstream GETs of the blob a cached pull made).
 Prints, per operation and path, the median MB/s (10^6 bytes/s, blob size
 over curl's total time), the range, the ratio of medians to direct, the
 median CPU seconds per GiB, and the largest peak RSS seen over the runs;
-then the cold cached pull of portcullis against the reference registry's
-proxy mode."""
+then the pass-through pull (portcullis without a cache) against nginx's
+proxy_pass and the cold cached pull of portcullis against the reference
+registry's proxy mode."""
 
 import statistics
 import sys
@@ -59,6 +60,11 @@ def main():
     if any(r["hwm"] and not r["reset"] for r in rows.values()):
         print("(*) VmHWM since process start: /proc/PID/clear_refs could "
               "not be reset")
+    pt, ng = rows.get(("pull", "portcullis")), rows.get(("pull", "nginx"))
+    if pt and ng:
+        a, b = statistics.median(pt["mbs"]), statistics.median(ng["mbs"])
+        print("pass-through pull (cache off): portcullis %.0f MB/s, nginx "
+              "proxy_pass %.0f MB/s: %.2fx" % (a, b, a / b))
     pc = rows.get(("pull", "portcullis-cache-cold"))
     rp = rows.get(("pull", "registry-proxy-cold"))
     if pc and rp:
