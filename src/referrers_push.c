@@ -235,8 +235,19 @@ rf_push_gone(void *arg)
 	struct rf_push		*p = arg;
 	struct referrers	*r = rf_state(p->ctx);
 
+	if (!p->retired && p->phase == RF_PUT_MANIFEST) {
+		/*
+		 * Its upstream answer not read: whether the manifest was
+		 * taken is unknown, so its index is not touched; say so, an
+		 * operator may have to look at the subject's referrers.
+		 */
+		log_warn("%s referrers client_left_before_answer "
+		    "index_not_updated repo=%s tag=%s", p->logid, p->upname,
+		    p->tag);
+		return;
+	}
 	if (p->retired || p->phase == RF_GET_MANIFEST ||
-	    p->phase == RF_PUT_MANIFEST || (p->deleting && p->status == 0))
+	    (p->deleting && p->status == 0))
 		return;		/* not deleted: nothing to finish */
 	/*
 	 * The manifest is gone upstream: so is the cache's link to it,

@@ -594,14 +594,19 @@ def test_detached_index_updates_are_bounded(reg, held):
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                          struct.pack("ii", 1, 0))
             c.close()
+            # The registry's 201 may not have been read by the gateway
+            # when the client resets: that push ends with
+            # client_left_before_answer instead.
             wait_for(lambda: gw.log_text().count("referrers detached "
                                                  "tag=") +
-                     gw.log_text().count("referrers not_detached") >=
+                     gw.log_text().count("referrers not_detached") +
+                     gw.log_text().count("referrers client_left_before") >=
                      i + 2,
                      timeout=30, what="push %d detached or ended" % i)
         log = gw.log_text()
         assert log.count("referrers detached tag=") <= 2, log
-        assert log.count("referrers not_detached") >= 3, log
+        assert log.count("referrers not_detached") + \
+            log.count("referrers client_left_before") >= 3, log
     finally:
         hp.release()
     wait_for(lambda: gw.log_text().count("referrers detached_done") ==
