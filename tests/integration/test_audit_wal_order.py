@@ -1,0 +1,155 @@
+"""The WAL's ordering promise, checked syscall by syscall: a response
+never leaves the process before its audit record is in the spool file.
+
+The gateway runs under strace (a wrapper given as PORTCULLIS_BIN), which
+logs every write to a socket and every write to the spool in the order
+the process made them.  For each answered request (its X-Request-Id),
+the first spool write that holds the id must come before the first
+socket write that holds it: then a kill -9 at any instant cannot leave a
+response read by a client without its record in the page cache.  The
+shapes tried are the ones that leave by other paths: pipelined
+requests, HEAD, a 304, a cached blob by sendfile, an early answer before
+the body is read and a framing error, on a plain listener.  TLS is not
+here (the bytes on the wire are sealed): audit_wal_now() writes every
+record of a TLS connection at once.  That the check can fail was shown
+by not activating ev_wal (records then wait for the next append).
+"""
+
+import os
+import re
+import shutil
+import socket
+import stat
+
+import pytest
+import requests
+
+from lib.cache import cache_cfg
+from lib.gateway import gateway_config, upstream
+from lib.redis import RedisServer
+from lib.util import wait_for
+from test_audit_crash import MT, audit_cfg, push_image, stream_request_ids
+
+STRACE = shutil.which("strace")
+
+pytestmark = pytest.mark.skipif(STRACE is None, reason="needs strace")
+
+WRITES = re.compile(r"^(\d+\s+)?(write|writev|sendmsg|sendfile|sendfile64|"
+                    r"pwrite64|pwritev|pwritev2)\((\d+)<([^>]*)>")
+
+
+def _wrapper(tmp_path, log):
+    w = tmp_path / "portcullis-strace"
+    real = os.path.join(os.path.dirname(__file__), "..", "..", "portcullis")
+    w.write_text("#!/bin/sh\nexec %s -f -qq -yy -s 65536 -o %s -e trace="
+                 "write,writev,sendmsg,sendfile,pwrite64,pwritev,pwritev2 "
+                 "%s \"$@\"\n" % (STRACE, log, os.path.abspath(real)))
+    w.chmod(w.stat().st_mode | stat.S_IXUSR)
+    return str(w)
+
+
+def _order(log, rids):
+    """For each id: (index of its first spool write, of its first
+    write to a TCP socket) in the strace log (strace -yy names the fd;
+    the log file's writes, which name the id too, are not counted)."""
+    first = {r: [None, None] for r in rids}
+    with open(log, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f):
+            m = WRITES.match(line)
+            if m is None:
+                continue
+            if m.group(4).endswith("/spool"):
+                k = 0
+            elif m.group(4).startswith("TCP"):
+                k = 1
+            else:
+                continue
+            for r in rids:
+                if r in line and first[r][k] is None:
+                    first[r][k] = i
+    return first
+
+
+def _check(log, rids):
+    got = _order(log, rids)
+    bad = {r: v for r, v in got.items()
+           if v[1] is None or v[0] is None or v[0] > v[1]}
+    assert not bad, "response before its record (spool, socket): %r" % bad
+
+
+def _raw(host, port, data, want):
+    """Send data, read until `want` responses' heads are in; the ids."""
+    s = socket.create_connection((host, port), timeout=15)
+    try:
+        s.sendall(data)
+        buf = b""
+        while buf.count(b"X-Request-Id: ") < want:
+            b = s.recv(65536)
+            if not b:
+                break
+            buf += b
+    finally:
+        s.close()
+    return re.findall(rb"X-Request-Id: ([0-9a-f]+)", buf)
+
+
+def test_no_response_leaves_before_its_record(start_registry, start_gateway,
+                                               tmp_path, monkeypatch):
+    rs = RedisServer(tmp_path / "redis")
+    try:
+        reg = start_registry("up1")
+        man, blob = push_image(reg)
+        log = str(tmp_path / "strace.log")
+        monkeypatch.setenv("PORTCULLIS_BIN", _wrapper(tmp_path, log))
+        gw = start_gateway(gateway_config(
+            upstream(reg, default=True), instance_id="gw-order",
+            cache=cache_cfg(tmp_path / "cache", sendfile="on"),
+            audit=audit_cfg(rs.port, tmp_path / "spool")),
+            start_timeout=60)
+        s = requests.Session()
+        s.trust_env = False
+        mu = "%s/v2/crash/app/manifests/%s" % (gw.url, man)
+        bu = "%s/v2/crash/app/blobs/%s" % (gw.url, blob)
+        rids = []
+        r = s.get(mu, headers={"Accept": MT}, timeout=30)
+        assert r.status_code == 200
+        etag = r.headers.get("ETag", '"%s"' % man)
+        # The misses stream: their heads leave before they end (and
+        # before their records), which is no answer yet.  Not counted.
+        assert s.get(bu, timeout=30).status_code == 200
+        for _ in range(3):
+            for meth, u, h in (("GET", mu, {"Accept": MT}),
+                               ("HEAD", mu, {"Accept": MT}),
+                               ("GET", mu, {"Accept": MT,
+                                            "If-None-Match": etag}),
+                               ("GET", bu, {}), ("GET", gw.url + "/v2/",
+                                                 {})):
+                r = s.request(meth, u, headers=h, timeout=30)
+                assert r.status_code in (200, 304), (meth, u, r.status_code)
+                rids.append(r.headers["X-Request-Id"])
+        host, port = gw.host.rsplit(":", 1)
+        port = int(port)
+        path = "/v2/crash/app/manifests/%s" % man
+        pipe = b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\nAccept: %s\r\n\r\n"
+                        % (p.encode(), MT.encode())
+                        for p in [path, "/v2/", path, "/v2/"] * 5)
+        ids = _raw(host, port, pipe, 20)
+        assert len(ids) == 20
+        rids += [i.decode() for i in ids]
+        # Answered before its body is read: a bad method (405) at once.
+        early = (b"POST /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000"
+                 b"\r\n\r\nabc")
+        ids = _raw(host, port, early, 1)
+        assert len(ids) == 1
+        rids.append(ids[0].decode())
+        frame = (b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n")
+        ids = _raw(host, port, frame, 1)
+        assert len(ids) == 1
+        rids.append(ids[0].decode())
+        wait_for(lambda: set(rids) <= set(stream_request_ids(rs)),
+                 timeout=60, what="every record in Redis")
+        gw.stop()
+        _check(log, rids)
+    finally:
+        rs.stop()
