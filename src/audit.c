@@ -348,6 +348,7 @@ audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
 	struct audit_rec	*r;
 	char			 id[AUDIT_VALUE_MAX], *p;
 	size_t			 len, nlen;
+	int			 logged = 0;
 
 	audit_buf_init(b);
 	audit_buf_addu(b, AF_TIME, t);
@@ -380,13 +381,23 @@ audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
 		 * writes on a later loop turn (OpenSSL's bufferevent may
 		 * have written it already, microseconds ago).
 		 */
-		if (w->ac->wal && audit_spool_append(w, b->data, len) == -1) {
-			w->n_dropped++;
-			return (-1);
+		if (w->ac->wal) {
+			if (audit_spool_append(w, b->data, len) == 0)
+				logged = 1;
+			else if (!w->wal_failed) {
+				w->n_dropped++;
+				return (-1);
+			}
+			/*
+			 * The disk refused it (full): sent as with wal
+			 * false, as the gathered records whose write failed
+			 * are (audit_wal_write()); a TLS connection's
+			 * record, written at once, was dropped here.
+			 */
 		}
 		if ((r = malloc(sizeof(*r) + len)) == NULL)
 			fatal("malloc");
-		r->spool_end = w->ac->wal ? w->spool_size : 0;
+		r->spool_end = logged ? w->spool_size : 0;
 		r->crc = w->append_crc;
 		r->from_spool = 0;
 		r->len = len;
