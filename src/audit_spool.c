@@ -87,6 +87,7 @@ audit_wal_write(struct audit *w)
 	TAILQ_FOREACH(r, &w->queue, entry)
 		if (r->spool_end > at)
 			r->spool_end = 0;
+	w->unspooled = 1;
 	w->spool_size = at;
 	if (w->spool_acked > at)
 		w->spool_acked = at;
