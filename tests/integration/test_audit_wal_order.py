@@ -18,6 +18,7 @@ by not activating ev_wal (records then wait for the next append).
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 
@@ -46,6 +47,23 @@ def _wrapper(tmp_path, log):
                  "%s \"$@\"\n" % (STRACE, log, os.path.abspath(real)))
     w.chmod(w.stat().st_mode | stat.S_IXUSR)
     return str(w)
+
+
+def _stop_traced(gw):
+    """SIGTERM to the gateway itself (its pid in its start line), not to
+    strace, which would detach and leave it running; then the usual
+    stop, which finds strace gone with it."""
+    m = re.search(r"server start .* pid=(\d+)", gw.log_text())
+    if m is not None:
+        pid = int(m.group(1))
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
+                 open("/proc/%d/stat" % pid).read().split()[2] == "Z",
+                 timeout=30, what="the traced gateway to exit")
+    gw.stop()
 
 
 def _order(log, rids):
@@ -97,6 +115,7 @@ def _raw(host, port, data, want):
 def test_no_response_leaves_before_its_record(start_registry, start_gateway,
                                                tmp_path, monkeypatch):
     rs = RedisServer(tmp_path / "redis")
+    gw = None
     try:
         reg = start_registry("up1")
         man, blob = push_image(reg)
@@ -150,9 +169,12 @@ def test_no_response_leaves_before_its_record(start_registry, start_gateway,
         rids.append(ids[0].decode())
         wait_for(lambda: set(rids) <= set(stream_request_ids(rs)),
                  timeout=60, what="every record in Redis")
-        gw.stop()
+        _stop_traced(gw)
+        gw = None
         _check(log, rids)
     finally:
+        if gw is not None:
+            _stop_traced(gw)
         rs.stop()
 
 
