@@ -338,6 +338,29 @@ audit_decision(const struct req *req)
 }
 
 /*
+ * Whether a record in memory is kept out of the WAL (its write failed):
+ * the records after it stay out too, so that the file never holds one
+ * record before an older one (a link loss spools the unlogged ones at its
+ * end; the replay must send them in order).  A scan only after a failure.
+ */
+static int
+audit_unspooled_pending(struct audit *w)
+{
+	struct audit_rec	*r;
+
+	if (!w->unspooled)
+		return (0);
+	TAILQ_FOREACH(r, &w->inflight, entry)
+		if (r->spool_end == 0)
+			return (1);
+	TAILQ_FOREACH(r, &w->queue, entry)
+		if (r->spool_end == 0)
+			return (1);
+	w->unspooled = 0;
+	return (0);
+}
+
+/*
  * Take a record into the queue or the spool.  Its id is assigned here,
  * only once it is kept.  Returns 0, or -1 when it was dropped.
  */
@@ -348,6 +371,7 @@ audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
 	struct audit_rec	*r;
 	char			 id[AUDIT_VALUE_MAX], *p;
 	size_t			 len, nlen;
+	int			 logged = 0;
 
 	audit_buf_init(b);
 	audit_buf_addu(b, AF_TIME, t);
@@ -380,13 +404,24 @@ audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
 		 * writes on a later loop turn (OpenSSL's bufferevent may
 		 * have written it already, microseconds ago).
 		 */
-		if (w->ac->wal && audit_spool_append(w, b->data, len) == -1) {
-			w->n_dropped++;
-			return (-1);
+		/*
+		 * A record the disk refuses (full) is sent as with wal
+		 * false, as the gathered records whose write failed are
+		 * (audit_wal_write()), and so are the ones after it until
+		 * it is acknowledged or spooled (audit_unspooled_pending).
+		 */
+		if (w->ac->wal && !audit_unspooled_pending(w)) {
+			if (audit_spool_append(w, b->data, len) == 0)
+				logged = 1;
+			else if (!w->wal_failed) {
+				w->n_dropped++;
+				return (-1);
+			} else
+				w->unspooled = 1;
 		}
 		if ((r = malloc(sizeof(*r) + len)) == NULL)
 			fatal("malloc");
-		r->spool_end = w->ac->wal ? w->spool_size : 0;
+		r->spool_end = logged ? w->spool_size : 0;
 		r->crc = w->append_crc;
 		r->from_spool = 0;
 		r->len = len;

@@ -292,6 +292,8 @@ struct audit {
 	size_t			 wallen;	/* end of spool_size */
 	struct event		*ev_wal;	/* writes them, this turn */
 	int			 wal_now;	/* this record at once */
+	int			 wal_failed;	/* the last append's write */
+	int			 unspooled;	/* a record may be kept unlogged */
 	uint64_t		 release_bytes;	/* release the acked prefix */
 	char			*tmp_path;	/* "<spool_file>.tmp" */
 	char			*spool_dir;	/* fsync'ed after a rename */

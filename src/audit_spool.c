@@ -87,6 +87,7 @@ audit_wal_write(struct audit *w)
 	TAILQ_FOREACH(r, &w->queue, entry)
 		if (r->spool_end > at)
 			r->spool_end = 0;
+	w->unspooled = 1;
 	w->spool_size = at;
 	if (w->spool_acked > at)
 		w->spool_acked = at;
@@ -190,7 +191,7 @@ audit_new_run(struct audit *w)
 /*
  * Append one payload to the spool (its frame CRC in w->append_crc).  0,
  * or -1 when it does not fit even once the acknowledged prefix is
- * released, or the write failed.
+ * released, or the write failed (then w->wal_failed is set).
  */
 int
 audit_spool_append(struct audit *w, const char *p, size_t len)
@@ -202,6 +203,7 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 	if (w->spool_size + AUDIT_SPOOL_FRAME + len >
 	    w->ac->spool_max_bytes && audit_spool_releasable(w) > 0)
 		audit_spool_release(w, 1);
+	w->wal_failed = 0;
 	if (w->spool_size + AUDIT_SPOOL_FRAME + len > w->ac->spool_max_bytes)
 		return (-1);
 	audit_spool_frame(frame, p, len);
@@ -209,8 +211,10 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 	/* The WAL: gathered, written at the end of this loop turn. */
 	if (w->mode == AUDIT_DIRECT && w->walbuf != NULL && !w->wal_now) {
 		if (w->wallen + AUDIT_SPOOL_FRAME + len > AUDIT_WAL_BUF &&
-		    audit_wal_write(w) == -1)
+		    audit_wal_write(w) == -1) {
+			w->wal_failed = 1;
 			return (-1);
+		}
 		if (w->wallen == 0)
 			event_active(w->ev_wal, 0, 0);
 		memcpy(w->walbuf + w->wallen, frame, sizeof(frame));
@@ -220,8 +224,10 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 		w->spool_dirty = 1;
 		return (0);
 	}
-	if (audit_wal_write(w) == -1)
+	if (audit_wal_write(w) == -1) {
+		w->wal_failed = 1;
 		return (-1);
+	}
 	iov[0].iov_base = frame;
 	iov[0].iov_len = sizeof(frame);
 	iov[1].iov_base = (void *)(uintptr_t)p;
@@ -233,6 +239,7 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 		if (ftruncate(w->fd, (off_t)w->spool_size) == -1)
 			log_err("- audit spool_truncate error=\"%s\"",
 			    strerror(errno));
+		w->wal_failed = 1;
 		return (-1);
 	}
 	w->spool_size += n;

@@ -5,8 +5,8 @@
  * grants the admin action; GET /readyz answers 200 when the gateway can
  * serve what its configuration promises (not draining; the Redis links
  * it depends on up; every OIDC issuer's keys loaded) and 503 otherwise,
- * naming each check that failed to a caller /metrics would answer (or
- * on the admin listener); others get the status and a generic line.
+ * naming each check that failed to a caller /metrics would answer;
+ * others get the status and a generic line (on either listener).
  * Both are routed in req_route() before the audit gate (they are not
  * audited: a scrape every few seconds would swamp the stream, and a
  * load balancer's probe must not wait on the audit), except a refused
@@ -404,9 +404,11 @@ metrics_http(struct req *req)
 		/*
 		 * The status is for everyone (load balancers); which check
 		 * failed names Redis addresses and IdP errors, so only for
-		 * those who may see /metrics.
+		 * those who may see /metrics, on the admin listener too: it
+		 * is only an address, which may be reached by more than the
+		 * monitoring network, and /metrics there is gated.
 		 */
-		if (req->c->admin || metrics_allowed_address(req) ||
+		if (metrics_allowed_address(req) ||
 		    authz_admin_allowed(req)) {
 			ready = metrics_ready(ctx, buf);
 			if (ready)

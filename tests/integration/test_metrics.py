@@ -13,8 +13,8 @@ samples and compared before and after a scripted pull, a push, a policy
 denial and a refused token; the 429 of rate limits is not wired yet.
 
 /readyz gives its status to everyone but names the failed checks (Redis
-addresses, an IdP's error) only to callers /metrics would answer and on
-the admin listener; a refused /metrics is audited like any denial.
+addresses, an IdP's error) only to callers /metrics would answer, on
+either listener; a refused /metrics is audited like any denial.
 """
 
 import math
@@ -677,8 +677,8 @@ GENERIC_503 = "not ready (the checks are shown to callers allowed /metrics)\n"
 def test_readyz_names_checks_only_to_metrics_callers(start_registry,
                                                     start_gateway, tmp_path):
     """Redis for a reject-mode audit is down: /readyz is 503 for
-    everyone, but the check and its address are named only on the admin
-    listener, to metrics.allow and to the admin action; an anonymous
+    everyone, but the check and its address are named only to
+    metrics.allow and to the admin action, on either listener; an anonymous
     caller, or one with a refused token, gets a generic line."""
     reg = start_registry("up1")
     dead = "127.0.0.1:%d" % free_port()
@@ -697,9 +697,10 @@ def test_readyz_names_checks_only_to_metrics_callers(start_registry,
         assert (r.status_code, r.text) == (503, GENERIC_503), hdrs
         assert dead not in r.text and "redis" not in r.text
     assert s.head(gw.url + "/readyz", timeout=15).status_code == 503
+    # The admin listener is gated as /metrics is there (review: it
+    # named the checks to anyone who reached it).
     r = s.get("http://127.0.0.1:%d/readyz" % port, timeout=15)
-    assert r.status_code == 503
-    assert "redis audit: not connected to %s" % dead in r.text
+    assert (r.status_code, r.text) == (503, GENERIC_503)
     gw.stop()
     # The admin action (rule "scraper": cidr:127.0.0.1/32) sees them too.
     gw = start_gateway(gateway_config(
@@ -769,3 +770,39 @@ def test_refused_metrics_scrape_is_audited(start_registry, start_gateway,
                                       pki.reader["subject"], "mtls"), b
     finally:
         rs.stop()
+
+
+def test_readyz_on_the_admin_listener_follows_the_metrics_gate(
+        start_registry, start_gateway, tmp_path):
+    """The admin listener is only an address: an operator may bind it
+    where more than the monitoring network reaches (":port" is allowed).
+    A caller it refuses /metrics (no metrics.allow, no admin rule) gets
+    no more of /readyz there than on the main listener: the status and
+    the generic line, never the Redis address."""
+    reg = start_registry("up1")
+    dead = "127.0.0.1:%d" % free_port()
+    port = free_port()
+    pol = {"rules": [r for r in DENY_POLICY["rules"]
+                     if r["id"] != "scraper"]}
+    audit = {"redis": dead, "spool_file": str(tmp_path / "spool"),
+             "timeout": 2, "on_failure": "reject"}
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"), policy=pol, audit=audit,
+        admin={"listen": "127.0.0.1:%d" % port},
+        metrics={"allow": ["10.0.0.0/8"]}))
+    s = session()
+    admin = "http://127.0.0.1:%d" % port
+    r = s.get(admin + "/metrics", timeout=15)
+    assert r.status_code == 401 and "portcullis_" not in r.text
+    r = s.get(admin + "/readyz", timeout=15)
+    assert (r.status_code, r.text) == (503, GENERIC_503)
+    assert dead not in r.text and "redis" not in r.text
+    gw.stop()
+    # Allowed /metrics there (metrics.allow): the checks are named.
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"), policy=pol, audit=audit,
+        admin={"listen": "127.0.0.1:%d" % port},
+        metrics={"allow": ["127.0.0.1"]}))
+    r = s.get(admin + "/readyz", timeout=15)
+    assert r.status_code == 503
+    assert "redis audit: not connected to %s" % dead in r.text
