@@ -348,10 +348,15 @@ for r in $(seq "$ROUNDS"); do
 			[ "$r" = 1 ] && echo "$k: $(rcli --raw XREVRANGE \
 			    "bench:w$w" + - COUNT 1 | python3 -c '
 import sys
+sys.path.insert(0, sys.argv[1])
+from lib.redis import unpack_record
 l = sys.stdin.read().split("\n")[1:]
 rec = dict(zip(l[0::2], l[1::2]))
+if list(rec) == ["record"]:
+    rec = unpack_record(rec["record"])
 print(" ".join("%s=%s" % (k, rec.get(k, "?")) for k in
-    ("subject", "auth_method", "decision", "rule", "status", "cache")))')" \
+    ("subject", "auth_method", "decision", "rule", "status", "cache")))' \
+			    "$repo/tests/integration")" \
 			    >> "$work/records"
 		fi
 		echo "$k $r $rps $p50 $p99 $us" >> "$res"
