@@ -104,18 +104,26 @@ audit_wal_write(struct audit *w)
  * in this turn, before ev_wal.  Otherwise the write event can only
  * become active at the next poll, after ev_wal.  Reads libevent's
  * struct event (event_struct.h): no call tells active from pending.
- * A connection staging its output (conn_process, conn.c) writes it
- * with one write(2) when conn_process ends, before ev_wal too.
+ * A connection staging its output (conn.c) writes it at the end of
+ * the turn, after audit_wal_flush().
  */
 int
 audit_wal_now(const struct conn *c)
 {
 	if (c == NULL || c->bev == NULL)
 		return (0);
-	if (c->tls || c->staging)
+	if (c->tls)
 		return (1);
 	return ((c->bev->ev_write.ev_evcallback.evcb_flags &
 	    (EVLIST_ACTIVE | EVLIST_ACTIVE_LATER)) != 0);
+}
+
+/* The records gathered in this turn, written now (before answers). */
+void
+audit_wal_flush(struct audit *w)
+{
+	if (w != NULL && w->wallen > 0)
+		(void)audit_wal_write(w);
 }
 
 /* ev_wal: the loop turn that appended records ends. */

@@ -78,6 +78,8 @@ struct pc_ctx {
 	struct event			*ev_accept_retry; /* after EMFILE */
 	struct ssl_ctx_st		*server_tls;
 	TAILQ_HEAD(, conn)		 conns;
+	TAILQ_HEAD(, conn)		 staged;	/* written at turn's end */
+	struct event			*ev_stage;	/* writes them */
 	size_t				 nconns;
 	uint64_t			 next_conn_id;
 	uint64_t			 rid_seed;	/* request ids */
@@ -187,6 +189,8 @@ struct conn {
 	uint64_t		 linger_read;	/* bytes discarded */
 	struct evbuffer		*stage;		/* plain: conn_process's */
 	int			 staging;	/* output goes to stage */
+	int			 staged;	/* on ctx->staged */
+	TAILQ_ENTRY(conn)	 stage_entry;
 };
 
 void	conn_accept(struct pc_ctx *, evutil_socket_t, struct sockaddr *,
@@ -521,6 +525,7 @@ int		 tagpol_digest(const char *, struct evbuffer *, char *, size_t);
 
 /* audit.c, audit_spool.c, audit_redis.c: the audit writer. */
 struct audit	*audit_new(struct pc_ctx *, char **);
+void		 audit_wal_flush(struct audit *);
 void		 audit_free(struct audit *);
 int		 audit_admit(struct req *);
 void		 audit_request(struct req *);

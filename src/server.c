@@ -521,6 +521,8 @@ server_cleanup(struct pc_ctx *ctx)
 		event_free(ctx->ev_sighup);
 	if (ctx->ev_sigusr1 != NULL)
 		event_free(ctx->ev_sigusr1);
+	if (ctx->ev_stage != NULL)
+		event_free(ctx->ev_stage);
 	free(ctx->conf_path);
 	if (ctx->ev_drain != NULL)
 		event_free(ctx->ev_drain);
@@ -672,6 +674,7 @@ server_run(const char *path, char **cause)
 	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
 		fatal("calloc");
 	TAILQ_INIT(&ctx->conns);
+	TAILQ_INIT(&ctx->staged);
 	TAILQ_INIT(&ctx->dead);
 	TAILQ_INIT(&ctx->idle);
 	TAILQ_INIT(&ctx->ustates);
