@@ -589,6 +589,19 @@ conn_process_1(struct conn *c)
 		if ((req = c->req) == NULL) {
 			if (avail == 0)
 				break;
+			/*
+			 * A client that pipelines and does not read: its
+			 * next request waits until the answers drain below
+			 * the write low watermark (conn_write_cb), or local
+			 * answers would queue without bound.  Reading stops
+			 * meanwhile: libevent runs the read callback again
+			 * on every loop turn while the input is at its high
+			 * watermark and reading is on.
+			 */
+			if ((c->out_paused = conn_output_full(c))) {
+				bufferevent_disable(c->bev, EV_READ);
+				break;
+			}
 			if (!c->head_started) {
 				c->head_started = 1;
 				c->head_start_ms = now_ms();
@@ -694,7 +707,7 @@ conn_process(struct conn *c)
 		return;
 	}
 	c->staging = 0;
-	if (c->req != NULL)
+	if (c->req != NULL || c->out_paused)
 		bufferevent_trigger(c->bev, EV_WRITE,
 		    BEV_TRIG_DEFER_CALLBACKS);
 }
@@ -738,6 +751,12 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	}
 	if (c->req != NULL)
 		req_client_writable(c->req);
+	else if (c->out_paused) {
+		c->out_paused = 0;
+		if (!c->eof)
+			bufferevent_enable(c->bev, EV_READ);
+		event_active(c->ev_process, 0, 0);
+	}
 }
 
 static void

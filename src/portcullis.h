@@ -187,6 +187,7 @@ struct conn {
 	uint64_t		 linger_read;	/* bytes discarded */
 	struct evbuffer		*stage;		/* plain: conn_process's */
 	int			 staging;	/* output goes to stage */
+	int			 out_paused;	/* next request waits */
 };
 
 void	conn_accept(struct pc_ctx *, evutil_socket_t, struct sockaddr *,
