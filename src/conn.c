@@ -411,6 +411,19 @@ conn_unstage(struct conn *c)
 		evbuffer_add_buffer(bufferevent_get_output(c->bev), c->stage);
 }
 
+/*
+ * The bufferevent's own output, what is staged moved into it first (in
+ * order): a file segment goes out with sendfile(2) only from a buffer
+ * that drains to the socket; added to the stage, libevent maps or reads
+ * the file into memory instead.
+ */
+struct evbuffer *
+conn_output_fd(struct conn *c)
+{
+	conn_unstage(c);
+	return (bufferevent_get_output(c->bev));
+}
+
 /* Body bytes may be delivered again: re-run the read loop next turn. */
 void
 conn_resume_read(struct conn *c)

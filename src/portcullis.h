@@ -203,6 +203,7 @@ void	conn_reap(struct pc_ctx *);
 void	conn_reap_later(struct pc_ctx *, struct reap_node *,
 	    void (*)(void *), void *);
 struct evbuffer	*conn_output(struct conn *);
+struct evbuffer	*conn_output_fd(struct conn *);
 int	conn_output_full(struct conn *);
 
 /* req.c: the request state machine. */

@@ -275,3 +275,48 @@ def test_a_pipelining_client_that_never_reads_does_not_grow_memory(
             got += n
     finally:
         sock.close()
+
+
+def test_a_cached_blob_hit_goes_out_with_sendfile(
+        start_registry, start_gateway, skopeo, store_image, tmp_path):
+    """cache.sendfile on: a cached blob is sent with sendfile(2), also
+    when the hit is answered within the read that brought the request
+    (conn.c stages those answers in a buffer of its own, from which
+    libevent would map the file and writev it instead).  Checked on
+    strace's record of the gateway's system calls.  Fails before the fix:
+    only the first (miss) used sendfile; the hits were mmap + writev."""
+    import subprocess
+    from lib.util import wait_for
+    reg = start_registry("up1")
+    _push(skopeo, reg, store_image, "sf/app:v1")
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"),
+        cache=cache_cfg(tmp_path / "c", sendfile="on")))
+    base = gw.url + "/v2/up1/sf/app"
+    with session() as s:
+        r = s.get(base + "/manifests/v1", headers={"Accept": OCI_MANIFEST},
+                  timeout=30)
+        big = max(r.json()["layers"], key=lambda x: x["size"])
+        assert len(s.get(base + "/blobs/" + big["digest"],
+                         timeout=30).content) == big["size"]
+    out = tmp_path / "strace.out"
+    st = subprocess.Popen(["strace", "-f", "-qq", "-e",
+                           "trace=sendfile,writev,write", "-o", str(out),
+                           "-p", str(gw.pid)], stderr=subprocess.PIPE)
+    try:
+        def attached():
+            with session() as s2:
+                s2.get(gw.url + "/v2/", timeout=10)
+            return out.exists() and "write" in out.read_text()
+        wait_for(attached, timeout=30, what="strace attached")
+        mark = len(out.read_text())
+        with session() as s:
+            for _ in range(3):
+                b = s.get(base + "/blobs/" + big["digest"], timeout=30)
+                assert b.status_code == 200
+                assert len(b.content) == big["size"]
+        wait_for(lambda: out.read_text()[mark:].count("sendfile(") >= 3,
+                 timeout=10, what="three sendfile calls")
+    finally:
+        st.terminate()
+        st.wait(timeout=30)
