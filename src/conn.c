@@ -417,6 +417,19 @@ conn_unstage(struct conn *c)
 		evbuffer_add_buffer(bufferevent_get_output(c->bev), c->stage);
 }
 
+/*
+ * The bufferevent's own output, what is staged moved into it first (in
+ * order): a file segment goes out with sendfile(2) only from a buffer
+ * that drains to the socket; added to the stage, libevent maps or reads
+ * the file into memory instead.
+ */
+struct evbuffer *
+conn_output_fd(struct conn *c)
+{
+	conn_unstage(c);
+	return (bufferevent_get_output(c->bev));
+}
+
 /* Body bytes may be delivered again: re-run the read loop next turn. */
 void
 conn_resume_read(struct conn *c)
@@ -595,6 +608,19 @@ conn_process_1(struct conn *c)
 		if ((req = c->req) == NULL) {
 			if (avail == 0)
 				break;
+			/*
+			 * A client that pipelines and does not read: its
+			 * next request waits until the answers drain below
+			 * the write low watermark (conn_write_cb), or local
+			 * answers would queue without bound.  Reading stops
+			 * meanwhile: libevent runs the read callback again
+			 * on every loop turn while the input is at its high
+			 * watermark and reading is on.
+			 */
+			if ((c->out_paused = conn_output_full(c))) {
+				bufferevent_disable(c->bev, EV_READ);
+				break;
+			}
 			if (!c->head_started) {
 				c->head_started = 1;
 				c->head_start_ms = now_ms();
@@ -691,7 +717,7 @@ conn_stage_write(struct conn *c)
 		return;
 	}
 	c->staging = 0;
-	if (c->req != NULL)
+	if (c->req != NULL || c->out_paused)
 		bufferevent_trigger(c->bev, EV_WRITE,
 		    BEV_TRIG_DEFER_CALLBACKS);
 }
@@ -785,6 +811,12 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	}
 	if (c->req != NULL)
 		req_client_writable(c->req);
+	else if (c->out_paused) {
+		c->out_paused = 0;
+		if (!c->eof)
+			bufferevent_enable(c->bev, EV_READ);
+		event_active(c->ev_process, 0, 0);
+	}
 }
 
 static void

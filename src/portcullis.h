@@ -191,6 +191,7 @@ struct conn {
 	int			 staging;	/* output goes to stage */
 	int			 staged;	/* on ctx->staged */
 	TAILQ_ENTRY(conn)	 stage_entry;
+	int			 out_paused;	/* next request waits */
 };
 
 void	conn_accept(struct pc_ctx *, evutil_socket_t, struct sockaddr *,
@@ -206,6 +207,7 @@ void	conn_reap(struct pc_ctx *);
 void	conn_reap_later(struct pc_ctx *, struct reap_node *,
 	    void (*)(void *), void *);
 struct evbuffer	*conn_output(struct conn *);
+struct evbuffer	*conn_output_fd(struct conn *);
 int	conn_output_full(struct conn *);
 
 /* req.c: the request state machine. */

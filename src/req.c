@@ -581,6 +581,7 @@ req_send_file(struct req *req, int fd, uint64_t off, uint64_t len,
 		req->bytes_out += len;
 		return (conn_output_full(req->c));
 	}
+	out = conn_output_fd(req->c);	/* not staged: sendfile(2) */
 	if ((dfd = dup(fd)) == -1)
 		return (-1);
 	if ((seg = evbuffer_file_segment_new(dfd, (ev_off_t)off,

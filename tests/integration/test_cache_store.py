@@ -219,3 +219,104 @@ def test_pipelined_hits_and_a_framing_error_come_out_in_order(
         r = c.read_response()
         assert r.status == 400, r
         assert c.wait_closed(timeout=30)
+
+
+@pytest.mark.parametrize("kind", ["hit", "local", "error"])
+def test_a_pipelining_client_that_never_reads_does_not_grow_memory(
+        start_registry, start_gateway, skopeo, store_image, tmp_path, kind):
+    """A client that pipelines requests answered at once (a cache hit,
+    the gateway's own /v2/, a local 400) and never reads its answers: the
+    gateway must stop starting requests once its output holds
+    buffers.high_watermark, not queue answers without bound, and go on
+    once the client reads.  Fails before the fix for local answers and
+    errors: 64 MiB of requests grew the gateway by 210-290 MiB (main too,
+    not only with conn.c's staging)."""
+    reg = start_registry("up1")
+    _push(skopeo, reg, store_image, "slow/app:v1")
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"), cache=cache_cfg(tmp_path / "c"),
+        buffers={"high_watermark": 65536}))
+    base = "/v2/up1/slow/app"
+    with session() as s:
+        r = s.get(gw.url + base + "/manifests/v1",
+                  headers={"Accept": OCI_MANIFEST}, timeout=30)
+        assert r.status_code == 200, r.text
+        digest = r.headers["Docker-Content-Digest"]
+    one = {"hit": rawhttp.build("GET", base + "/manifests/" + digest,
+                                [("Accept", OCI_MANIFEST)], host=gw.host),
+           "local": rawhttp.build("GET", "/v2/", host=gw.host),
+           "error": rawhttp.build("GET", "/v2/UPPER/manifests/t",
+                                  host=gw.host)}[kind]
+    chunk = one * ((1 << 20) // len(one))
+    rss0 = gw.rss_kib()
+    sent = 0
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # A fixed receive buffer: not grown by the kernel as it reads.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+        sock.connect(("127.0.0.1", gw.port))
+        sock.settimeout(5)
+        # Bounded: 64 MiB of requests (each answer larger than it).
+        while sent < (64 << 20):
+            try:
+                sock.sendall(chunk)
+            except socket.timeout:
+                break           # the gateway stopped reading: bounded
+            sent += len(chunk)
+        grown = gw.rss_kib() - rss0
+        assert grown < 32 << 10, (sent, grown)
+        # It goes on once the client reads: more answers than the
+        # buffers on the way (sockets, output) could have held.
+        sock.settimeout(30)
+        got = 0
+        while got < (8 << 20):
+            n = len(sock.recv(1 << 16))
+            assert n > 0, got
+            got += n
+    finally:
+        sock.close()
+
+
+def test_a_cached_blob_hit_goes_out_with_sendfile(
+        start_registry, start_gateway, skopeo, store_image, tmp_path):
+    """cache.sendfile on: a cached blob is sent with sendfile(2), also
+    when the hit is answered within the read that brought the request
+    (conn.c stages those answers in a buffer of its own, from which
+    libevent would map the file and writev it instead).  Checked on
+    strace's record of the gateway's system calls.  Fails before the fix:
+    only the first (miss) used sendfile; the hits were mmap + writev."""
+    import subprocess
+    from lib.util import wait_for
+    reg = start_registry("up1")
+    _push(skopeo, reg, store_image, "sf/app:v1")
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"),
+        cache=cache_cfg(tmp_path / "c", sendfile="on")))
+    base = gw.url + "/v2/up1/sf/app"
+    with session() as s:
+        r = s.get(base + "/manifests/v1", headers={"Accept": OCI_MANIFEST},
+                  timeout=30)
+        big = max(r.json()["layers"], key=lambda x: x["size"])
+        assert len(s.get(base + "/blobs/" + big["digest"],
+                         timeout=30).content) == big["size"]
+    out = tmp_path / "strace.out"
+    st = subprocess.Popen(["strace", "-f", "-qq", "-e",
+                           "trace=sendfile,writev,write", "-o", str(out),
+                           "-p", str(gw.pid)], stderr=subprocess.PIPE)
+    try:
+        def attached():
+            with session() as s2:
+                s2.get(gw.url + "/v2/", timeout=10)
+            return out.exists() and "write" in out.read_text()
+        wait_for(attached, timeout=30, what="strace attached")
+        mark = len(out.read_text())
+        with session() as s:
+            for _ in range(3):
+                b = s.get(base + "/blobs/" + big["digest"], timeout=30)
+                assert b.status_code == 200
+                assert len(b.content) == big["size"]
+        wait_for(lambda: out.read_text()[mark:].count("sendfile(") >= 3,
+                 timeout=10, what="three sendfile calls")
+    finally:
+        st.terminate()
+        st.wait(timeout=30)
