@@ -430,6 +430,17 @@ conn_output_fd(struct conn *c)
 	return (bufferevent_get_output(c->bev));
 }
 
+/* Reading back on, if conn_read_cb took it off. */
+static void
+conn_read_on(struct conn *c)
+{
+	if (!c->read_off)
+		return;
+	c->read_off = 0;
+	if (!c->eof && !c->out_paused && !c->closing)
+		bufferevent_enable(c->bev, EV_READ);
+}
+
 /* Body bytes may be delivered again: re-run the read loop next turn. */
 void
 conn_resume_read(struct conn *c)
@@ -437,6 +448,7 @@ conn_resume_read(struct conn *c)
 	if (c->dead)
 		return;
 	c->read_paused = 0;
+	conn_read_on(c);
 	event_active(c->ev_process, 0, 0);
 }
 
@@ -474,6 +486,7 @@ conn_req_done(struct conn *c)
 	hframe_next(&c->hf);
 	c->head_started = 0;
 	c->read_paused = 0;
+	conn_read_on(c);
 	conn_set_timer(c, c->conf->idle_timeout_ms);
 	event_active(c->ev_process, 0, 0);
 }
@@ -797,6 +810,20 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	    !c->read_paused)
 		bev_read_more(bev, c->conf->high_watermark);
 	conn_process(c);
+	/*
+	 * A body that cannot move on (its sink is full, or not there yet)
+	 * with the input at its high watermark: reading stops until
+	 * conn_resume_read().  Left on, libevent runs this callback again
+	 * on every loop turn while the input is at the watermark: a client
+	 * uploading to a stalled upstream kept a core busy.
+	 */
+	if (!c->dead && !c->closing && c->req != NULL &&
+	    (c->read_paused || !c->req->body_ready) &&
+	    evbuffer_get_length(bufferevent_get_input(bev)) >=
+	    c->conf->high_watermark) {
+		bufferevent_disable(bev, EV_READ);
+		c->read_off = 1;
+	}
 }
 
 static void

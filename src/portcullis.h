@@ -192,6 +192,7 @@ struct conn {
 	int			 staged;	/* on ctx->staged */
 	TAILQ_ENTRY(conn)	 stage_entry;
 	int			 out_paused;	/* next request waits */
+	int			 read_off;	/* conn_read_cb stopped it */
 };
 
 void	conn_accept(struct pc_ctx *, evutil_socket_t, struct sockaddr *,

@@ -707,3 +707,77 @@ def test_chunked_manifest_over_limit_is_502_when_digests_are_blocked(
         assert_serves(gw)
     finally:
         up.stop()
+
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_upload_to_a_stalled_upstream_does_not_spin(start_registry,
+                                                       start_gateway):
+    """A client streams a 64 MiB chunk to an upstream that stopped
+    reading (SIGSTOP): once the gateway's buffers are full it stops
+    reading the client and waits, using no CPU.  Before, libevent ran
+    the read callback on every loop turn while the input sat at its
+    high watermark, so such an upload kept a core busy (2.9 s of CPU in
+    3 s).  When the upstream goes on, the upload completes."""
+    import signal
+    import socket
+    import threading
+    import time
+    import requests
+    from lib.gateway import upstream
+    reg = start_registry("up1")
+    gw = start_gateway(gateway_config(upstream(reg, default=True)))
+    s = requests.Session()
+    s.trust_env = False
+    r = s.post("%s/v2/busy/app/blobs/uploads/" % gw.url, timeout=30)
+    assert r.status_code == 202, r.text
+    path = r.headers["Location"]
+    if path.startswith("http"):
+        path = "/" + path.split("/", 3)[3]
+    body = b"x" * (64 << 20)
+    sent = [0]
+    c = socket.create_connection(("127.0.0.1", gw.port), timeout=120)
+
+    def send():
+        try:
+            for i in range(0, len(body), 1 << 20):
+                c.sendall(body[i:i + (1 << 20)])
+                sent[0] = i + (1 << 20)
+        except OSError:
+            pass
+    os.kill(reg.pid, signal.SIGSTOP)
+    try:
+        c.sendall(("PATCH %s HTTP/1.1\r\nHost: %s\r\nContent-Type: "
+                   "application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+                   % (path, gw.host, len(body))).encode())
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        # Stalled: the client's sends stop moving (every buffer on the
+        # way is full), well before the 64 MiB are out.
+        last = [-1]
+
+        def stalled():
+            now, prev = sent[0], last[0]
+            last[0] = now
+            return now == prev and now < len(body)
+        wait_for(stalled, timeout=60, interval=0.5, what="the upload stalls")
+        a = _cpu_seconds(gw.pid)
+        time.sleep(2)       # the window the CPU is measured over
+        used = _cpu_seconds(gw.pid) - a
+        assert used < 0.5, "gateway used %.2f s of CPU in 2 s" % used
+    finally:
+        os.kill(reg.pid, signal.SIGCONT)
+    t.join(timeout=120)
+    assert sent[0] == len(body)
+    c.settimeout(120)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = c.recv(65536)
+        assert chunk, got
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 202"), got[:200]
+    c.close()
