@@ -42,6 +42,10 @@
 #   PORTCULLIS_BIN_B    a second gateway binary (e.g. an older build) whose
 #                       cached pulls run in the same rounds, as "before"
 #   PREWARM=0           no memory touch before the cold pulls (see above)
+#   FLOOR=0             skip the floor path (bench/lib/fill_floor.c, built
+#                       with cc -lcrypto: the least a cold fill must do)
+#   PASS=0              skip the pass-through pushes and pulls (only the
+#                       one direct push the cached part reads)
 #   KEEP_WORK=1         keep the temp dir (configs, logs, registry storage)
 set -euo pipefail
 
@@ -56,6 +60,8 @@ WATERMARK=${WATERMARK:-262144}
 WORKERS=${WORKERS:-1}
 NGINX=${NGINX:-1}
 CACHE=${CACHE:-1}
+FLOOR=${FLOOR:-1}
+PASS=${PASS:-1}
 PREWARM=${PREWARM:-1}
 NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
 CURL_MAX_TIME=${CURL_MAX_TIME:-900}
@@ -227,6 +233,9 @@ for run in $(seq "$RUNS"); do
 		for t in "${targets[@]}"; do
 			set -- $t
 			name=$1 base=$2 pid=$3
+			# PASS=0: only the push the cached pulls read.
+			[ "$PASS" != 0 ] || { [ "$op $name $run" = "push direct 1" ] ||
+				continue; }
 			if hwm_reset "$pid"; then reset=1; else reset=0; fi
 			c0=$(cpu_ticks "$pid")
 			secs=$($op "$base" "bench/$name-$run") || exit 1
@@ -321,7 +330,7 @@ stored() {
 # store is complete; its MB/s is the client's.
 cached() {
 	local name=$1 base=$2 pid=$3 run=$4 g0 g1 c0 c1 secs
-	for temp in cold warm; do
+	for temp in ${TEMPS:-cold warm}; do
 		[ "$temp" = cold ] && prewarm
 		hwm_reset "$pid" || true
 		g0=$(upstream_gets)
@@ -339,6 +348,15 @@ cached() {
 	done
 }
 
+# The floor of a cold fill on this machine: bench/lib/fill_floor.c, built
+# here (FLOOR=0 skips it).
+floor=
+if [ "$CACHE" != 0 ] && [ "$FLOOR" != 0 ]; then
+	floor=$work/fill_floor
+	cc -O2 -pthread -o "$floor" "$here/lib/fill_floor.c" -lcrypto ||
+		{ echo "cannot build fill_floor" >&2; exit 2; }
+fi
+
 if [ "$CACHE" != 0 ]; then
 	for run in $(seq "$RUNS"); do
 		# A direct pull in the same round, for the ratio.
@@ -355,6 +373,21 @@ if [ "$CACHE" != 0 ]; then
 			cached before-cache "http://127.0.0.1:$cport" "$cpid" "$run"
 			stop_pid "$cpid"
 			rm -rf "$work/cache-b-$run"
+		fi
+		if [ -n "$floor" ]; then
+			# The floor (bench/lib/fill_floor.c): cold only, it
+			# keeps nothing between requests.
+			fport=$(free_port)
+			mkdir -p "$work/floor-$run"
+			"$floor" "$fport" "$rport" "$work/floor-$run" \
+				> "$work/floor-$run.log" 2>&1 &
+			fpid=$!
+			pids+=($fpid)
+			wait_http "http://127.0.0.1:$fport/healthz" "fill_floor" \
+				"$fpid" "$work/floor-$run.log"
+			TEMPS=cold cached floor "http://127.0.0.1:$fport" "$fpid" "$run"
+			stop_pid "$fpid"
+			rm -rf "$work/floor-$run"
 		fi
 		start_regproxy "$work/regproxy-$run"
 		hex=${digest#sha256:}

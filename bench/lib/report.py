@@ -71,6 +71,24 @@ def main():
         a, b = statistics.median(pc["mbs"]), statistics.median(rp["mbs"])
         print("cold cached pull: portcullis %.0f MB/s, registry proxy mode "
               "%.0f MB/s: %.2fx" % (a, b, a / b))
+    fl = rows.get(("pull", "floor-cold"))
+    dr = rows.get(("pull", "direct"))
+    if fl:
+        f = statistics.median(fl["mbs"])
+        parts = ["floor %.0f MB/s" % f]
+        if pc:
+            parts.append("portcullis/floor %.2fx" %
+                         (statistics.median(pc["mbs"]) / f))
+        if dr:
+            parts.append("floor/direct %.2fx" %
+                         (f / statistics.median(dr["mbs"])))
+        if rp:
+            parts.append("floor/registry proxy %.2fx" %
+                         (f / statistics.median(rp["mbs"])))
+        if pc and pc["cpu"] and fl["cpu"]:
+            parts.append("CPU s/GiB portcullis %.2f, floor %.2f" % (
+                statistics.median(pc["cpu"]), statistics.median(fl["cpu"])))
+        print("cold fill floor: " + ", ".join(parts))
 
 
 if __name__ == "__main__":
