@@ -19,9 +19,16 @@
  *
  *   fill_floor LISTEN_PORT UPSTREAM_PORT CACHE_DIR [SLOT_KIB [NSLOT]]
  *
- * GET /healthz answers 200 (for the bench's readiness poll).  Also
- * FLOOR_INLINE=1 in the environment hashes on the receiving thread
- * instead (to see which is cheaper here).
+ * GET /healthz answers 200 (for the bench's readiness poll).  In the
+ * environment, FLOOR_INLINE=1 hashes on the receiving thread instead,
+ * and FLOOR_SYNC_MIB sets how often writeback is started with
+ * sync_file_range(2) (default 8, as the gateway; 0: never), to see
+ * which is cheaper here; FLOOR_SEND=mem sends the client each buffer from
+ * memory as soon as it arrived (send(2): one copy more than sendfile, but
+ * the client no longer waits for the write into the page cache);
+ * FLOOR_DIRECT=1 (implies FLOOR_SEND=mem, not FLOOR_INLINE) has the hash
+ * thread write each buffer after hashing it, with O_DIRECT: no copy into
+ * the page cache at all.
  */
 #define _GNU_SOURCE	/* fallocate, strcasestr */
 #include <sys/types.h>
@@ -52,6 +59,7 @@ struct slot {
 	char	*buf;
 	size_t	 len;
 	int	 full;		/* received, written, not yet hashed */
+	int	 unsent;	/* FLOOR_SEND=mem: received, not yet sent */
 };
 
 struct fill {
@@ -68,7 +76,8 @@ struct fill {
 	int		 fd, cfd;
 };
 
-static int	inline_hash;
+static int	inline_hash, send_mem, direct_io;
+static uint64_t	sync_step = 8 * 1048576;
 
 static void
 die(const char *what)
@@ -119,6 +128,19 @@ readhead(int fd, char *buf, size_t max, size_t *extra)
 	return (-1);
 }
 
+/*
+ * FLOOR_DIRECT=1: the hash thread writes each slot with O_DIRECT after
+ * hashing it (no copy into the page cache); a tail that is not a whole
+ * number of blocks goes through the page cache.
+ */
+static int
+floor_write_direct(struct fill *f, struct slot *s)
+{
+	if (s->len % 4096 != 0)
+		(void)fcntl(f->fd, F_SETFL, fcntl(f->fd, F_GETFL) & ~O_DIRECT);
+	return (writeall(f->fd, s->buf, s->len));
+}
+
 static void *
 hash_main(void *arg)
 {
@@ -135,6 +157,8 @@ hash_main(void *arg)
 		pthread_mutex_unlock(&f->mtx);
 		if (EVP_DigestUpdate(f->md, s->buf, s->len) != 1)
 			abort();
+		if (direct_io && floor_write_direct(f, s) == -1)
+			die("write (O_DIRECT)");
 		pthread_mutex_lock(&f->mtx);
 		s->full = 0;
 		f->tail = (f->tail + 1) % f->nslot;
@@ -181,6 +205,55 @@ send_main(void *arg)
 	}
 }
 
+/* FLOOR_SEND=mem: send each slot from memory as soon as it arrived,
+ * the last byte after the verdict. */
+static void *
+send_mem_main(void *arg)
+{
+	struct fill	*f = arg;
+	struct slot	*s;
+	uint64_t	 sent = 0;
+	size_t		 idx = 0, off, len;
+	ssize_t		 n;
+	int		 last;
+
+	while (sent < f->total) {
+		pthread_mutex_lock(&f->mtx);
+		s = &f->slots[idx];
+		while (!s->unsent && f->verdict != -1)
+			pthread_cond_wait(&f->cv, &f->mtx);
+		pthread_mutex_unlock(&f->mtx);
+		if (f->verdict == -1)
+			return (NULL);
+		len = s->len;
+		last = sent + len == f->total;
+		for (off = 0; off < len; ) {
+			if (last && off == len - 1) {
+				pthread_mutex_lock(&f->mtx);
+				while (f->verdict == 0)
+					pthread_cond_wait(&f->cv, &f->mtx);
+				pthread_mutex_unlock(&f->mtx);
+				if (f->verdict != 1)
+					return (NULL);
+			}
+			n = send(f->cfd, s->buf + off, (last && off < len - 1) ?
+			    len - 1 - off : len - off, 0);
+			if (n == -1 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return (NULL);	/* client gone */
+			off += (size_t)n;
+		}
+		sent += len;
+		pthread_mutex_lock(&f->mtx);
+		s->unsent = 0;
+		pthread_cond_broadcast(&f->cv);
+		pthread_mutex_unlock(&f->mtx);
+		idx = (idx + 1) % f->nslot;
+	}
+	return (NULL);
+}
+
 static void
 reply(int cfd, const char *status)
 {
@@ -203,6 +276,7 @@ serve(int cfd, int uport, const char *dir, size_t slotsz, size_t nslot)
 	unsigned char		 md[EVP_MAX_MD_SIZE];
 	unsigned int		 mdlen, i;
 	size_t			 extra, off;
+	uint64_t		 synced = 0;
 	ssize_t			 hl, r;
 	struct slot		*s;
 	int			 ufd, n;
@@ -258,13 +332,13 @@ serve(int cfd, int uport, const char *dir, size_t slotsz, size_t nslot)
 	    NULL)
 		die("calloc");
 	for (i = 0; i < nslot; i++)
-		if ((f.slots[i].buf = malloc(slotsz)) == NULL)
-			die("malloc");
+		if (posix_memalign((void **)&f.slots[i].buf, 4096, slotsz) != 0)
+			die("posix_memalign");
 	if ((f.md = EVP_MD_CTX_new()) == NULL ||
 	    EVP_DigestInit_ex(f.md, EVP_sha256(), NULL) != 1)
 		die("EVP");
 	snprintf(tmp, sizeof(tmp), "%s/tmp.XXXXXX", dir);
-	if ((f.fd = mkstemp(tmp)) == -1)
+	if ((f.fd = mkostemp(tmp, direct_io ? O_DIRECT : 0)) == -1)
 		die("mkstemp");
 	(void)fallocate(f.fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)f.total);
 	n = snprintf(req, sizeof(req), "HTTP/1.1 200 OK\r\nContent-Type: "
@@ -275,14 +349,14 @@ serve(int cfd, int uport, const char *dir, size_t slotsz, size_t nslot)
 		goto out;
 	if (!inline_hash)
 		pthread_create(&ht, NULL, hash_main, &f);
-	pthread_create(&st, NULL, send_main, &f);
+	pthread_create(&st, NULL, send_mem ? send_mem_main : send_main, &f);
 
 	/* Receive into the ring, write each slot, hand it to the hash. */
 	r = 0;
 	for (;;) {
 		pthread_mutex_lock(&f.mtx);
 		s = &f.slots[f.head];
-		while (s->full)
+		while (s->full || s->unsent)
 			pthread_cond_wait(&f.cv, &f.mtx);
 		pthread_mutex_unlock(&f.mtx);
 		off = 0;
@@ -301,10 +375,25 @@ serve(int cfd, int uport, const char *dir, size_t slotsz, size_t nslot)
 		}
 		if (off == 0)
 			break;
-		if (writeall(f.fd, s->buf, off) == -1)
+		if (send_mem) {		/* the client need not wait for the disk */
+			pthread_mutex_lock(&f.mtx);
+			s->len = off;
+			s->unsent = 1;
+			pthread_cond_broadcast(&f.cv);
+			pthread_mutex_unlock(&f.mtx);
+		}
+		if (!direct_io && writeall(f.fd, s->buf, off) == -1)
 			die("write");
 		if (inline_hash && EVP_DigestUpdate(f.md, s->buf, off) != 1)
 			die("EVP");
+		/* Start writeback as it goes: the fdatasync before the last
+		 * byte would otherwise wait for the whole blob's writes. */
+		if (!direct_io && sync_step > 0 && f.written + off - synced >= sync_step) {
+			(void)sync_file_range(f.fd, (off_t)synced,
+			    (off_t)(f.written + off - synced),
+			    SYNC_FILE_RANGE_WRITE);
+			synced = f.written + off;
+		}
 		pthread_mutex_lock(&f.mtx);
 		f.written += off;
 		s->len = off;
@@ -377,6 +466,19 @@ main(int argc, char *argv[])
 		return (2);
 	}
 	inline_hash = (e = getenv("FLOOR_INLINE")) != NULL && *e == '1';
+	send_mem = (e = getenv("FLOOR_SEND")) != NULL &&
+	    strcmp(e, "mem") == 0;
+	if ((e = getenv("FLOOR_DIRECT")) != NULL && *e == '1') {
+		direct_io = send_mem = 1;
+		inline_hash = 0;
+		if (slotsz % 4096 != 0) {
+			fprintf(stderr, "fill_floor: FLOOR_DIRECT needs "
+			    "SLOT_KIB a multiple of 4\n");
+			return (2);
+		}
+	}
+	if ((e = getenv("FLOOR_SYNC_MIB")) != NULL)
+		sync_step = strtoull(e, NULL, 10) * 1048576;
 	signal(SIGPIPE, SIG_IGN);
 	if ((lfd = socket(AF_INET, SOCK_STREAM, 0)) == -1)
 		die("socket");
