@@ -28,7 +28,8 @@
  * the client no longer waits for the write into the page cache);
  * FLOOR_DIRECT=1 (implies FLOOR_SEND=mem, not FLOOR_INLINE) has the hash
  * thread write each buffer after hashing it, with O_DIRECT: no copy into
- * the page cache at all.
+ * the page cache at all; FLOOR_SERIAL=1 sends with sendfile from the
+ * receiving thread after each write, serially, as one event loop does.
  */
 #define _GNU_SOURCE	/* fallocate, strcasestr */
 #include <sys/types.h>
@@ -76,7 +77,7 @@ struct fill {
 	int		 fd, cfd;
 };
 
-static int	inline_hash, send_mem, direct_io;
+static int	inline_hash, send_mem, direct_io, serial;
 static uint64_t	sync_step = 8 * 1048576;
 
 static void
@@ -205,6 +206,22 @@ send_main(void *arg)
 	}
 }
 
+/* Send the file to the client up to offset limit (FLOOR_SERIAL). */
+static int
+send_upto(struct fill *f, off_t *off, uint64_t limit)
+{
+	ssize_t	n;
+
+	while ((uint64_t)*off < limit) {
+		n = sendfile(f->cfd, f->fd, off, limit - (uint64_t)*off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return (-1);
+	}
+	return (0);
+}
+
 /* FLOOR_SEND=mem: send each slot from memory as soon as it arrived,
  * the last byte after the verdict. */
 static void *
@@ -277,6 +294,7 @@ serve(int cfd, int uport, const char *dir, size_t slotsz, size_t nslot)
 	unsigned int		 mdlen, i;
 	size_t			 extra, off;
 	uint64_t		 synced = 0;
+	off_t			 soff = 0;
 	ssize_t			 hl, r;
 	struct slot		*s;
 	int			 ufd, n;
@@ -349,7 +367,9 @@ serve(int cfd, int uport, const char *dir, size_t slotsz, size_t nslot)
 		goto out;
 	if (!inline_hash)
 		pthread_create(&ht, NULL, hash_main, &f);
-	pthread_create(&st, NULL, send_mem ? send_mem_main : send_main, &f);
+	if (!serial)
+		pthread_create(&st, NULL, send_mem ? send_mem_main : send_main,
+		    &f);
 
 	/* Receive into the ring, write each slot, hand it to the hash. */
 	r = 0;
@@ -401,6 +421,10 @@ serve(int cfd, int uport, const char *dir, size_t slotsz, size_t nslot)
 		f.head = (f.head + 1) % f.nslot;
 		pthread_cond_broadcast(&f.cv);
 		pthread_mutex_unlock(&f.mtx);
+		/* FLOOR_SERIAL: send on this thread, as one event loop would. */
+		if (serial && send_upto(&f, &soff, f.written < f.total ?
+		    f.written : f.total - 1) == -1)
+			break;
 		if (r <= 0 || f.written >= f.total)
 			break;
 	}
@@ -426,7 +450,11 @@ serve(int cfd, int uport, const char *dir, size_t slotsz, size_t nslot)
 		f.verdict = -1;
 	pthread_cond_broadcast(&f.cv);
 	pthread_mutex_unlock(&f.mtx);
-	pthread_join(st, NULL);
+	if (serial) {
+		if (f.verdict == 1)
+			(void)send_upto(&f, &soff, f.total);
+	} else
+		pthread_join(st, NULL);
 	if (f.verdict != 1) {
 		fprintf(stderr, "fill_floor: %s failed (%llu of %llu bytes)\n",
 		    digest, (unsigned long long)f.written,
@@ -468,7 +496,9 @@ main(int argc, char *argv[])
 	inline_hash = (e = getenv("FLOOR_INLINE")) != NULL && *e == '1';
 	send_mem = (e = getenv("FLOOR_SEND")) != NULL &&
 	    strcmp(e, "mem") == 0;
+	serial = (e = getenv("FLOOR_SERIAL")) != NULL && *e == '1';
 	if ((e = getenv("FLOOR_DIRECT")) != NULL && *e == '1') {
+		serial = 0;
 		direct_io = send_mem = 1;
 		inline_hash = 0;
 		if (slotsz % 4096 != 0) {
