@@ -7,7 +7,15 @@
 # empty cache, and one through docker-registry's own proxy mode (the
 # reference registry as a pull-through cache, empty storage), each
 # followed by a warm pull; the number of upstream GETs of the blob that
-# each cold pull made (portcullis: must be 1).
+# each cold pull made (portcullis: must be 1).  In the same rounds, the
+# floor: bench/lib/fill_floor.c (a measuring device, not a product), which
+# does only what a cold fill must (one upstream GET; every byte written to
+# a temp file in a cache dir, SHA-256'd from memory on a second thread,
+# sent to the client with sendfile, the last byte after the digest
+# matched and the file was fdatasync'd and renamed), so the report says
+# how far portcullis is from this machine's limit (portcullis/floor) and
+# whether the goals are reachable here at all (floor/direct,
+# floor/registry proxy).
 # Prints MB/s per path, the ratio to direct, each proxy's CPU seconds per
 # GiB (utime + stime from /proc/PID/stat around the transfer: steadier
 # than MB/s on a shared machine) and its peak RSS.  Everything runs on
