@@ -364,9 +364,10 @@ for r in $(seq "$ROUNDS"); do
 		split=-
 		if [ "${nw:-1}" -gt 1 ]; then
 			# Half-way through the round: how many of the CONNS
-			# connections each worker holds.
+			# connections each worker holds (at nice 19: it
+			# must not take the cores from what is measured).
 			(sleep "$(python3 -c "print($SECONDS_PER_ROUND / 2)")"
-			 python3 "$work/split.py" "$p" \
+			 nice -n 19 python3 "$work/split.py" "$p" \
 			     $(cat "/proc/${gwpid[$w]}/task/${gwpid[$w]}/children")
 			) > "$work/split" 2>/dev/null &
 			splitpid=$!
