@@ -284,11 +284,13 @@ done
 port[nginx]=$nport
 port[nginx-sf]=$nsport
 
-# split.py PORT PID...: the established connections on 127.0.0.1:PORT each
-# worker PID holds, "a/b" (the workers' share of the load's connections).
+# split.py PORT SECONDS PID...: half-way through SECONDS, the established
+# connections on 127.0.0.1:PORT each worker PID holds, "a/b" (the
+# workers' share of the load's connections).
 cat > "$work/split.py" <<'PY'
-import os, re, sys
-port, pids = int(sys.argv[1]), [int(x) for x in sys.argv[2:]]
+import os, re, sys, time
+port, pids = int(sys.argv[1]), [int(x) for x in sys.argv[3:]]
+time.sleep(float(sys.argv[2]) / 2)
 est = set()
 with open("/proc/net/tcp") as f:
     for line in f.read().splitlines()[1:]:
@@ -364,12 +366,13 @@ for r in $(seq "$ROUNDS"); do
 		split=-
 		if [ "${nw:-1}" -gt 1 ]; then
 			# Half-way through the round: how many of the CONNS
-			# connections each worker holds (at nice 19: it
-			# must not take the cores from what is measured).
-			(sleep "$(python3 -c "print($SECONDS_PER_ROUND / 2)")"
-			 nice -n 19 python3 "$work/split.py" "$p" \
-			     $(cat "/proc/${gwpid[$w]}/task/${gwpid[$w]}/children")
-			) > "$work/split" 2>/dev/null &
+			# connections each worker holds (started before the
+			# load, at nice 10: it must take little from what is
+			# measured, yet look while the round still runs).
+			nice -n 10 python3 "$work/split.py" "$p" \
+			    "$SECONDS_PER_ROUND" $(cat \
+			    "/proc/${gwpid[$w]}/task/${gwpid[$w]}/children") \
+			    > "$work/split" 2>/dev/null &
 			splitpid=$!
 		fi
 		read -r rps n bad p50 p99 < <(run_load "$p" "$path" "$hdr")
