@@ -37,8 +37,8 @@
 # one record per answered request (wrk does not count the ones in flight
 # when it stops: up to CONNS more).  With workers 2, how many of the
 # CONNS connections each worker held half-way through each round (the
-# split, from /proc/net/tcp and each worker's /proc/PID/fd).  Not part of CI; see README.md
-# ("Benchmarks").
+# split, from /proc/net/tcp and each worker's /proc/PID/fd).  Not part
+# of CI; see README.md ("Benchmarks").
 #
 # Environment (all optional):
 #   PORTCULLIS_BIN, DOCKER_REGISTRY_BIN, REDIS_SERVER_BIN, NGINX_BIN
