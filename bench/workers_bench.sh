@@ -46,7 +46,8 @@
 #   CONNS (default 64, 1..256), LOAD_THREADS (wrk -t, default 2, 1..16)
 #   LOADGEN: wrk (default when installed) or load
 #   MODES: the modes to run (default "nginx nginx-sf anon-1 auth-1
-#          anon-2 auth-2"; nginx is always run, it is the anchor)
+#          anon-2 auth-2"; nginx is always run, it is the anchor; add
+#          anon-2s auth-2s for the shared queue without the balance)
 #   KEEP_WORK=1 keeps the temp dir
 set -euo pipefail
 
