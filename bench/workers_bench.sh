@@ -21,6 +21,9 @@
 #   anon-1   the same gateways, anonymous, on repository pub/app (the same
 #   anon-2   manifest; rule pull-pub lets anonymous callers pull pub/**):
 #            no credential, for comparison
+#   anon-2s  (not run by default) a third gateway, workers 2 with
+#   auth-2s  worker_balance 0: the shared accept queue alone, without the
+#            accept balance (README "Every core")
 #
 # The load: wrk (Debian's) with LOAD_THREADS threads and CONNS keep-alive
 # connections, SECONDS_PER_ROUND per mode and round; req/s, median and
@@ -32,8 +35,10 @@
 # workers), the load average (uptime) at start and end.  Every mode must
 # answer every request with 200; each gateway's audit stream must gain
 # one record per answered request (wrk does not count the ones in flight
-# when it stops: up to CONNS more).  Not part of CI; see README.md
-# ("Benchmarks").
+# when it stops: up to CONNS more).  With workers 2, how many of the
+# CONNS connections each worker held half-way through each round (the
+# split, from /proc/net/tcp and each worker's /proc/PID/fd).  Not part
+# of CI; see README.md ("Benchmarks").
 #
 # Environment (all optional):
 #   PORTCULLIS_BIN, DOCKER_REGISTRY_BIN, REDIS_SERVER_BIN, NGINX_BIN
@@ -41,7 +46,8 @@
 #   CONNS (default 64, 1..256), LOAD_THREADS (wrk -t, default 2, 1..16)
 #   LOADGEN: wrk (default when installed) or load
 #   MODES: the modes to run (default "nginx nginx-sf anon-1 auth-1
-#          anon-2 auth-2"; nginx is always run, it is the anchor)
+#          anon-2 auth-2"; nginx is always run, it is the anchor; add
+#          anon-2s auth-2s for the shared queue without the balance)
 #   KEEP_WORK=1 keeps the temp dir
 set -euo pipefail
 
@@ -74,7 +80,7 @@ modes=(nginx)
 for m in $MODES; do
 	case $m in
 	nginx) ;;
-	nginx-sf|anon-1|anon-2|auth-1|auth-2) modes+=("$m");;
+	nginx-sf|anon-1|anon-2|auth-1|auth-2|anon-2s|auth-2s) modes+=("$m");;
 	*) echo "unknown mode $m" >&2; exit 2;;
 	esac
 done
@@ -201,14 +207,18 @@ cat > "$work/policy.json" <<'JSON'
 JSON
 "$PORTCULLIS_BIN" keygen -o "$work/gwkey" > /dev/null
 declare -A port gwpid
-for w in 1 2; do
+gws="1 2"
+case " $MODES " in *-2s\ *) gws="1 2 2s";; esac
+for w in $gws; do
 	p=$(free_port)
+	balance=
+	case $w in *s) balance='"worker_balance": 0,';; esac
 	mkdir -p "$work/gw$w"
 	cat > "$work/gw$w/config.json" <<JSON
 {
   "listen": {"address": "127.0.0.1:$p"},
   "log": {"level": "warn"},
-  "workers": $w,
+  "workers": ${w%s}, $balance
   "instance_id": "bench-w$w",
   "policy": {"file": "$work/policy.json"},
   "upstreams": [{"name": "up1", "url": "$R", "default": true}],
@@ -275,6 +285,33 @@ done
 port[nginx]=$nport
 port[nginx-sf]=$nsport
 
+# split.py PORT SECONDS PID...: half-way through SECONDS, the established
+# connections on 127.0.0.1:PORT each worker PID holds, "a/b" (the
+# workers' share of the load's connections).
+cat > "$work/split.py" <<'PY'
+import os, re, sys, time
+port, pids = int(sys.argv[1]), [int(x) for x in sys.argv[3:]]
+time.sleep(float(sys.argv[2]) / 2)
+est = set()
+with open("/proc/net/tcp") as f:
+    for line in f.read().splitlines()[1:]:
+        fl = line.split()
+        if fl[3] == "01" and int(fl[1].split(":")[1], 16) == port:
+            est.add(fl[9])
+counts = []
+for pid in pids:
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            m = re.match(r"socket:\[(\d+)\]$",
+                         os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+        except OSError:
+            continue
+        n += bool(m and m.group(1) in est)
+    counts.append(n)
+print("/".join(str(n) for n in sorted(counts, reverse=True)))
+PY
+
 # wrk: req/s, requests, non-200 or failed, p50 ms, p99 ms
 cat > "$work/report.lua" <<'LUA'
 done = function(summary, latency, requests)
@@ -314,19 +351,37 @@ for r in $(seq "$ROUNDS"); do
 	# Rotate the order each round (no order bias).
 	order=("${modes[@]:$(( (r - 1) % nm ))}" "${modes[@]:0:$(( (r - 1) % nm ))}")
 	for k in "${order[@]}"; do
-		hdr= path=$mpath w=
+		hdr= path=$mpath w=1
 		case $k in
 		nginx|nginx-sf) p=${port[$k]};;
 		anon-*) w=${k#anon-} path=$ppath;;
 		auth-*) w=${k#auth-}; hdr=$(cat "$work/gw$w/token.hdr");;
 		esac
-		[ -n "$w" ] && p=${port[$w]}
+		case $k in nginx*) w=;; *) p=${port[$w]};; esac
+		nw=${w%s}
 		before=0 c0=0
 		if [ -n "$w" ]; then
 			before=$(rcli XLEN "bench:w$w")
 			c0=$(cpu_ticks "${gwpid[$w]}")
 		fi
+		split=-
+		if [ "${nw:-1}" -gt 1 ]; then
+			# Half-way through the round: how many of the CONNS
+			# connections each worker holds (started before the
+			# load, at nice 10: it must take little from what is
+			# measured, yet look while the round still runs).
+			nice -n 10 python3 "$work/split.py" "$p" \
+			    "$SECONDS_PER_ROUND" $(cat \
+			    "/proc/${gwpid[$w]}/task/${gwpid[$w]}/children") \
+			    > "$work/split" 2>/dev/null &
+			splitpid=$!
+		fi
 		read -r rps n bad p50 p99 < <(run_load "$p" "$path" "$hdr")
+		if [ "${nw:-1}" -gt 1 ]; then
+			wait "$splitpid" || true
+			split=$(cat "$work/split")
+			[ -n "$split" ] || split=-
+		fi
 		[ -n "${rps:-}" ] || { echo "round $r $k: no result" >&2; exit 1; }
 		[ "$bad" = 0 ] || { echo "round $r $k: $bad failed requests" >&2
 			[ -n "$w" ] && tail -5 "$work/gw$w/log" >&2; exit 1; }
@@ -359,7 +414,7 @@ print(" ".join("%s=%s" % (k, rec.get(k, "?")) for k in
 			    "$repo/tests/integration")" \
 			    >> "$work/records"
 		fi
-		echo "$k $r $rps $p50 $p99 $us" >> "$res"
+		echo "$k $r $rps $p50 $p99 $us $split" >> "$res"
 		printf '  round %d %-6s %8s req/s\n' "$r" "$k" "$rps" >&2
 	done
 done
@@ -367,27 +422,33 @@ python3 - "$res" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    k, _r, rps, p50, p99, us = line.split()
+    k, _r, rps, p50, p99, us, split = line.split()
     rows.setdefault(k, []).append((float(rps), float(p50), float(p99),
-                                   float(us)))
+                                   float(us), split))
 med = lambda k, i: statistics.median(x[i] for x in rows[k])
 best = max(med(k, 0) for k in ("nginx", "nginx-sf") if k in rows)
 print("%-34s %9s %8s %8s %8s %9s   %s" % ("", "req/s", "p50 ms", "p99 ms",
-      "x best", "gw us/req", "rounds req/s"))
+      "x best", "gw us/req", "rounds: req/s p99 [split]"))
 for k, name in (("nginx", "nginx static file, sendfile off"),
                 ("nginx-sf", "nginx static file, sendfile on"),
                 ("anon-1", "portcullis workers 1, anonymous"),
                 ("auth-1", "portcullis workers 1, token"),
                 ("anon-2", "portcullis workers 2, anonymous"),
-                ("auth-2", "portcullis workers 2, token")):
+                ("auth-2", "portcullis workers 2, token"),
+                ("anon-2s", "  the same, worker_balance 0, anon"),
+                ("auth-2s", "  the same, worker_balance 0, token")):
     if k not in rows:
         continue
     print("%-34s %9.0f %8.2f %8.2f %8.2f %9s   %s" % (
         name, med(k, 0), med(k, 1), med(k, 2), med(k, 0) / best,
         "-" if k.startswith("nginx") else "%.1f" % med(k, 3),
-        " ".join("%.0f" % x[0] for x in rows[k])))
+        ", ".join("%.0f %.1f" % (x[0], x[2]) +
+                  ("" if x[4] == "-" else " [%s]" % x[4])
+                  for x in rows[k])))
 print("x best: median req/s over the better nginx median (%.0f); gw us/req:"
-      " the gateway's CPU (master and workers) per answered request" % best)
+      " the gateway's CPU (master and workers) per answered request;"
+      " split: the load's connections each worker held half-way through"
+      " the round" % best)
 PY
 echo "last audit record of each mode's first round:"
 sed 's/^/  /' "$work/records"

@@ -403,6 +403,7 @@ struct config {
 	char			*run_user;	/* NULL: no privilege drop */
 	char			*run_group;	/* NULL: the user's */
 	size_t			 workers;	/* 0: one per core */
+	size_t			 worker_balance; /* 0: off */
 
 	struct config_cache	*cache;		/* NULL: no cache */
 	struct config_audit	*audit;		/* NULL: no audit */

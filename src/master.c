@@ -21,6 +21,24 @@
  * capability kept).  With one queue, a worker that dies loses only the
  * connections it had accepted; the others take the rest.
  *
+ * The accept balance.  On one queue, whichever worker the kernel wakes
+ * first accepts in a loop until the queue is empty (libevent's
+ * listener), so a burst of new connections (a load generator's, a CI
+ * fleet's) can land mostly on one worker while another idles, and the
+ * loaded one's queueing is the tail latency.  So each worker publishes
+ * its open connections in a slot of a page the master maps shared before
+ * forking, and a worker holding more than worker_balance above the least
+ * loaded other live worker stops accepting (server.c,
+ * evconnlistener_disable) until it is not.  The least loaded never
+ * stops, so the queue is never left alone: a worker whose count rises,
+ * or the master when a worker dies (its slot cleared), wakes every
+ * stopped worker that may accept again through that worker's eventfd,
+ * which the master made before forking.  Both sides publish, then read
+ * (sequentially consistent), so a worker stopping while another's count
+ * rises is seen by one of the two.  A dead worker's slot is cleared by
+ * the master and a new one starts at zero, so the others stop accepting
+ * until it has caught up.
+ *
  * Restarts.  A worker that exits while the master is not stopping is
  * forked again after a back-off that doubles from 0.1 s up to
  * timeouts.worker_restart, and falls back to 0.1 s once a worker has run
@@ -41,6 +59,8 @@
  * the main PID; workers have NOTIFY_SOCKET removed), and a worker gets
  * SIGTERM when the master dies (PR_SET_PDEATHSIG).
  */
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -65,6 +85,135 @@ struct master_worker {
 	uint64_t	restart_ms;	/* when to fork it again */
 	int		delay_ms;	/* the next back-off */
 };
+
+/* A worker's slot in the accept balance (shared; atomics only). */
+struct master_slot {
+	uint32_t	live;		/* a worker runs in it and accepts */
+	uint32_t	stopped;	/* its listener is off by the balance */
+	uint32_t	woken;		/* its eventfd was written, not read */
+	uint32_t	nconns;		/* its open connections */
+};
+
+static struct master_slot	*master_slots;	/* NULL: one process */
+static int			*master_wakefd;	/* per slot */
+static size_t			 master_nslots;
+
+#define M_LOAD(p)	__atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define M_STORE(p, v)	__atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+
+/* Before forking: the shared slots and an eventfd per worker. */
+static int
+master_balance_map(size_t n)
+{
+	size_t	i;
+
+	master_slots = mmap(NULL, n * sizeof(*master_slots),
+	    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (master_slots == MAP_FAILED) {
+		master_slots = NULL;
+		return (-1);
+	}
+	if ((master_wakefd = calloc(n, sizeof(*master_wakefd))) == NULL)
+		return (-1);
+	for (i = 0; i < n; i++)
+		if ((master_wakefd[i] = eventfd(0, EFD_NONBLOCK |
+		    EFD_CLOEXEC)) == -1)
+			return (-1);
+	master_nslots = n;
+	return (0);
+}
+
+/*
+ * Whether worker w may accept holding n connections: no other live
+ * worker, or at most slack more than the least loaded of them.
+ */
+static int
+master_balance_ok(size_t w, uint32_t n, size_t slack)
+{
+	size_t		i;
+	uint32_t	min = UINT32_MAX;
+
+	for (i = 0; i < master_nslots; i++)
+		if (i != w && M_LOAD(&master_slots[i].live))
+			if (M_LOAD(&master_slots[i].nconns) < min)
+				min = M_LOAD(&master_slots[i].nconns);
+	return (min == UINT32_MAX || n <= (uint64_t)min + slack);
+}
+
+/* Wake every stopped worker but skip that may accept again. */
+static void
+master_balance_wake(size_t skip, size_t slack)
+{
+	struct master_slot	*s;
+	uint64_t		 one = 1;
+	size_t			 i;
+
+	for (i = 0; i < master_nslots; i++) {
+		s = &master_slots[i];
+		if (i == skip || !M_LOAD(&s->live) || !M_LOAD(&s->stopped) ||
+		    !master_balance_ok(i, M_LOAD(&s->nconns), slack))
+			continue;
+		if (__atomic_exchange_n(&s->woken, 1, __ATOMIC_SEQ_CST) == 0)
+			(void)write(master_wakefd[i], &one, sizeof(one));
+	}
+}
+
+/* Worker w's eventfd (server.c watches it), or -1 with one process. */
+int
+master_balance_fd(int w)
+{
+	if (master_slots == NULL || w < 0 || (size_t)w >= master_nslots)
+		return (-1);
+	return (master_wakefd[w]);
+}
+
+/* Worker w read its eventfd: the next wake writes it again. */
+void
+master_balance_woken(int w)
+{
+	if (master_balance_fd(w) != -1)
+		M_STORE(&master_slots[w].woken, 0);
+}
+
+/*
+ * Worker w holds n connections and its listener is off by the balance
+ * (stopped) or not; live 0 when it no longer accepts at all (draining).
+ * Publishes that, wakes the stopped workers that may now accept, and
+ * returns whether w may accept (always 1 with one process or slack 0).
+ */
+int
+master_balance(int w, size_t n, int stopped, int live, size_t slack)
+{
+	struct master_slot	*s;
+	uint32_t		 n32 = n > UINT32_MAX ? UINT32_MAX : n;
+
+	if (master_balance_fd(w) == -1)
+		return (1);
+	s = &master_slots[w];
+	M_STORE(&s->nconns, n32);
+	M_STORE(&s->stopped, (uint32_t)(stopped != 0));
+	M_STORE(&s->live, (uint32_t)(live != 0));
+	if (slack == 0)
+		return (1);
+	master_balance_wake((size_t)w, slack);
+	return (master_balance_ok((size_t)w, n32, slack));
+}
+
+/* The master, when worker w is gone: clear its slot, wake the rest. */
+static void
+master_balance_clear(size_t w, size_t slack)
+{
+	struct master_slot	*s;
+
+	if (master_slots == NULL || w >= master_nslots)
+		return;
+	s = &master_slots[w];
+	M_STORE(&s->live, 0);
+	M_STORE(&s->stopped, 0);
+	M_STORE(&s->nconns, 0);
+	if (slack > 0)
+		master_balance_wake(w, slack);
+}
 
 static uint64_t
 master_now_ms(void)
@@ -179,7 +328,8 @@ master_run(struct pc_ctx *ctx, size_t n, char **cause)
 	if ((lockfd = cache_dir_prepare(ctx->conf, cause)) == -1)
 		return (-1);
 	if ((lockfd >= 0 && cache_shared_map() == -1) ||
-	    metrics_workers_map(n, ctx->conf->metrics_label_values) == -1)
+	    metrics_workers_map(n, ctx->conf->metrics_label_values) == -1 ||
+	    master_balance_map(n) == -1)
 		fatal("mmap");
 	if ((ws = calloc(n, sizeof(*ws))) == NULL)
 		fatal("calloc");
@@ -205,6 +355,7 @@ master_run(struct pc_ctx *ctx, size_t n, char **cause)
 				continue;
 			now = master_now_ms();
 			ws[i].pid = 0;
+			master_balance_clear(i, ctx->conf->worker_balance);
 			if (draining) {
 				log_info("- master worker_exit worker=%zu "
 				    "pid=%d", i, (int)pid);

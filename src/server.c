@@ -11,7 +11,9 @@
  *
  * limits.max_connections: at the limit the listener is disabled, so
  * further connections wait in the kernel's listen backlog (not reset);
- * it is enabled again when a connection has been freed.
+ * it is enabled again when a connection has been freed.  A worker's main
+ * listener is also off while the accept balance says another worker
+ * should take the next connections (master.c, server_balance()).
  */
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -44,7 +46,7 @@ static void
 server_listeners_enable(struct pc_ctx *ctx, int on)
 {
 	if (ctx->listener != NULL) {
-		if (on)
+		if (on && !ctx->balance_stopped)
 			evconnlistener_enable(ctx->listener);
 		else
 			evconnlistener_disable(ctx->listener);
@@ -57,6 +59,56 @@ server_listeners_enable(struct pc_ctx *ctx, int on)
 	}
 }
 
+/*
+ * The accept balance (master.c): publish this worker's open connections,
+ * and switch its main listener off while it holds more than
+ * worker_balance above the least loaded other worker, on again when it
+ * does not (checked at every accept and close, and when another worker
+ * wakes it).  Off inside the accept callback also ends libevent's accept
+ * loop, so the rest of a burst stays in the queue for the others.
+ */
+static void
+server_balance(struct pc_ctx *ctx)
+{
+	size_t	slack = ctx->conf->worker_balance;
+	int	live = ctx->listener != NULL && !ctx->draining;
+	int	ok, i;
+
+	for (i = 0; i < 2; i++) {
+		ok = master_balance(config_worker, ctx->nconns,
+		    ctx->balance_stopped, live, slack);
+		if (!live || ok == !ctx->balance_stopped)
+			return;
+		/*
+		 * Stopping: publish it and look once more, as a worker
+		 * whose count rose meanwhile read our slot before it said
+		 * stopped and woke no one (master.c).
+		 */
+		ctx->balance_stopped = !ok;
+		if (!ctx->listener_paused) {
+			if (ok)
+				evconnlistener_enable(ctx->listener);
+			else
+				evconnlistener_disable(ctx->listener);
+		}
+		if (ok) {
+			(void)master_balance(config_worker, ctx->nconns, 0,
+			    live, slack);
+			return;
+		}
+	}
+}
+
+static void
+server_balance_wake_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	uint64_t	n;
+
+	(void)read(fd, &n, sizeof(n));
+	master_balance_woken(config_worker);
+	server_balance(arg);
+}
+
 static void
 server_accepted(struct pc_ctx *ctx)
 {
@@ -67,6 +119,7 @@ server_accepted(struct pc_ctx *ctx)
 		ctx->listener_paused = 1;
 		server_listeners_enable(ctx, 0);
 	}
+	server_balance(ctx);
 }
 
 static void
@@ -139,6 +192,7 @@ server_accept_retry_cb(evutil_socket_t fd, short ev, void *arg)
 void
 server_conn_gone(struct pc_ctx *ctx)
 {
+	server_balance(ctx);
 	if (ctx->listener_paused && ctx->listener != NULL &&
 	    !ctx->draining && ctx->nconns < ctx->conf->max_connections) {
 		ctx->listener_paused = 0;
@@ -513,6 +567,8 @@ server_cleanup(struct pc_ctx *ctx)
 		event_free(ctx->ev_reap);
 	if (ctx->ev_accept_retry != NULL)
 		event_free(ctx->ev_accept_retry);
+	if (ctx->ev_balance != NULL)
+		event_free(ctx->ev_balance);
 	if (ctx->ev_sigterm != NULL)
 		event_free(ctx->ev_sigterm);
 	if (ctx->ev_sigint != NULL)
@@ -595,7 +651,7 @@ void
 server_worker(struct pc_ctx *ctx, int worker, int lfd, int afd)
 {
 	char	*cause = NULL;
-	int	 rv = 1;
+	int	 fd, rv = 1;
 
 	config_worker = worker;
 	config_worker_identity(ctx->conf, worker);
@@ -617,6 +673,13 @@ server_worker(struct pc_ctx *ctx, int worker, int lfd, int afd)
 	if (ctx->admin_listener != NULL)
 		evconnlistener_set_error_cb(ctx->admin_listener,
 		    server_accept_error_cb);
+	if ((fd = master_balance_fd(worker)) != -1) {
+		if ((ctx->ev_balance = event_new(ctx->base, fd,
+		    EV_READ | EV_PERSIST, server_balance_wake_cb, ctx)) == NULL)
+			fatalx("out of memory");
+		event_add(ctx->ev_balance, NULL);
+	}
+	server_balance(ctx);		/* live, with no connections */
 	server_fd_limit(ctx->conf);
 	if (server_serve(ctx, ctx->conf_path, &cause) == 0)
 		rv = 0;

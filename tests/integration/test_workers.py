@@ -9,6 +9,7 @@ import http.client
 import os
 import re
 import signal
+import socket
 import threading
 import time
 
@@ -314,6 +315,109 @@ def test_kill_9_one_worker_under_load(start_registry, start_gateway,
         in gw.log_text()
     assert gw.alive()
     assert children(gw.pid) == {new, before[1]}
+
+
+def burst(gw, n):
+    """n connections opened at once (the handshake completes in the
+    kernel, accepted or not), each sending a request head's first line
+    so it looks like a client's; returns the sockets."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+        socks.append(s)
+    for s in socks:
+        s.sendall(b"GET /healthz HTTP/1.1\r\n")
+    return socks
+
+
+def split(gw, pids, socks):
+    """{worker: connections of socks it holds} once every one of them is
+    held by a worker, else None."""
+    ports = [s.getsockname()[1] for s in socks]
+    h = holders(gw, pids)
+    if not all(p in h for p in ports):
+        return None
+    out = {w: 0 for w in pids}
+    for p in ports:
+        out[h[p]] += 1
+    return out
+
+
+def test_a_burst_of_connections_is_spread_over_the_workers(
+        start_registry, start_gateway, tmp_path):
+    """The accept balance (worker_balance, default 4): 64 connections
+    opened in a burst end up spread over both workers, also when one
+    worker is not running while the burst arrives (SIGSTOP: as a busy
+    core would hold it), where the shared queue alone gives every one to
+    the other worker: that one takes at most 5 (4 above the stopped
+    one's none) and leaves the rest queued until the stopped one runs."""
+    reg = start_registry("up1")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"))
+    pids = worker_pids(gw)
+    socks = []
+    try:
+        socks = burst(gw, 64)
+        got = wait_for(lambda: split(gw, pids, socks), timeout=60,
+                       what="64 connections accepted")
+        assert max(got.values()) <= 48, got
+        ports = {s.getsockname()[1] for s in socks}
+        for s in socks:
+            s.close()
+        wait_for(lambda: not ports & set(holders(gw, pids)), timeout=60,
+                 what="the workers closed the connections")
+        os.kill(pids[1], signal.SIGSTOP)
+        try:
+            socks = burst(gw, 64)
+            ports = {s.getsockname()[1] for s in socks}
+
+            def held():
+                """(burst connections worker 0 holds, the most the
+                balance lets it: 4 above worker 1's open connections,
+                counting the harness's own keep-alive ones)"""
+                h = holders(gw, pids)
+                mine = sum(1 for p in ports if h.get(p) == 0)
+                other = {w: sum(1 for p, x in h.items()
+                                if x == w and p not in ports)
+                         for w in (0, 1)}
+                return mine, other[1] + 4 + 1 - other[0]
+
+            # Worker 0 stops at its share, whatever the wait.
+            wait_for(lambda: held()[0] >= held()[1], timeout=60,
+                     what="worker 0 accepted its share")
+            mine, most = held()
+            assert mine == most < 10, (mine, most)
+            assert len(ports & set(accepted(gw.port))) == mine  # rest queued
+        finally:
+            os.kill(pids[1], signal.SIGCONT)
+        got = wait_for(lambda: split(gw, pids, socks), timeout=60,
+                       what="64 connections accepted after SIGCONT")
+        assert max(got.values()) <= 48, got
+        assert worker_pids(gw) == pids
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_worker_balance_0_leaves_the_burst_to_whoever_wakes(
+        start_registry, start_gateway, tmp_path):
+    """worker_balance 0: the shared queue alone.  With worker 1 stopped
+    while the burst arrives, worker 0 accepts every connection (what the
+    balance prevents above)."""
+    reg = start_registry("up1")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"),
+                worker_balance=0)
+    pids = worker_pids(gw)
+    socks = []
+    os.kill(pids[1], signal.SIGSTOP)
+    try:
+        socks = burst(gw, 64)
+        got = wait_for(lambda: split(gw, {0: pids[0]}, socks), timeout=60,
+                       what="64 connections accepted by worker 0")
+        assert got == {0: 64}
+    finally:
+        os.kill(pids[1], signal.SIGCONT)
+        for s in socks:
+            s.close()
 
 
 def test_sighup_reaches_every_worker_and_bad_config_changes_nothing(

@@ -1119,7 +1119,7 @@ test_reference(void **state)
 		"/timeouts/upstream_response", "/timeouts/drain",
 		"/timeouts/linger", "/timeouts/worker_restart",
 		"/timeouts/cache_peer_wait", "/workers", "/log",
-		"/log/level", "/log/file", "/user", "/group",
+		"/worker_balance", "/log/level", "/log/file", "/user", "/group",
 		"/upstreams", "/upstreams/N/name",
 		"/upstreams/N/url", "/upstreams/N/prefix", "/upstreams/N/hosts",
 		"/upstreams/N/docker_hub", "/upstreams/N/default",
