@@ -8,7 +8,8 @@
  * obey backpressure: the client is read only while the upstream's output
  * is below the high watermark, and the upstream is read only while the
  * owner keeps up (proxy_resume reads it again).  Content-Length bodies
- * move between evbuffers without a copy.
+ * move between evbuffers without a copy, and a large one relayed between
+ * plain sockets goes socket to socket (proxy_splice.c).
  *
  * Upstream auth: a 401 with a challenge on a bodiless request is answered
  * by fetching a token (upstream_auth.c decides where and with what) and
