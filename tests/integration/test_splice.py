@@ -341,3 +341,27 @@ def test_slow_client_large_blob_keeps_memory_bounded(liar, start_gateway):
     assert "proxy splice start" in gw.log_text()
     # The blob is 96 MiB; the gateway grew by well under a tenth of it.
     assert peak[0] - base < 8 * 1024, (base, peak[0])
+
+
+def test_tls_listener_keeps_the_copy_path(liar, start_gateway, tmp_path):
+    # splice(2) moves bytes between sockets; a TLS connection's bytes are
+    # records the gateway must encrypt, so they are copied as before.
+    import ssl
+    from lib.pki import PKI
+    pki = PKI(tmp_path / "pki")
+    crt, key = pki.issue("gw", "127.0.0.1", san="IP:127.0.0.1")
+    data = os.urandom(4 * MIB)
+    d = liar.add_blob(data)
+    cfg = gw_cfg(liar)
+    cfg["listen"] = {"tls": {"cert_file": crt, "key_file": key}}
+    gw = start_gateway(cfg, tls_client={"ca": pki.ca})
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close"
+                   "\r\n\r\n" % (request(d), gw.host)).encode())
+        status, fields, rest = read_head(s)
+        assert status == 200
+        got = read_to_eof(s, rest, len(data) + 1)
+    assert got == data
+    assert "proxy splice start" not in gw.log_text()
