@@ -67,6 +67,7 @@ struct proxy {
 	char				*errcap;
 	size_t				 errcaplen;
 	struct px_splice		*spl;		/* proxy_splice.c */
+	int				 no_splice;	/* tried: not again */
 	uint64_t			 sent_ms;	/* request head out */
 	int				 retired;	/* proxy_free() */
 	struct reap_node		 reap;

@@ -565,7 +565,8 @@ px_splice_ok(struct proxy *px)
 {
 	struct req	*req = px->req;
 
-	if (req == NULL || px->retired || px->uc == NULL || px->spl != NULL)
+	if (req == NULL || px->retired || px->uc == NULL || px->spl != NULL ||
+	    px->no_splice)
 		return (0);
 	return (req->conf->splice && !req->c->tls && !px->uc->origin.tls &&
 	    !req->c->dead && !req->c->closing && req->head_sent &&

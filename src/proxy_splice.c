@@ -125,6 +125,7 @@ px_splice_start(struct proxy *px)
 	cfd = bufferevent_getfd(px->req->c->bev);
 	if (ufd == -1 || cfd == -1)
 		return (-1);
+	px->no_splice = 1;		/* once, whatever comes of it */
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return (-1);
 	s->pipe[0] = s->pipe[1] = -1;
