@@ -189,7 +189,7 @@ px_splice_done(struct proxy *px)
 	px_splice_free(px);
 	if (!c->dead)
 		bufferevent_enable(c->bev, EV_WRITE);
-	px_done(px);		/* pools the connection, ends the response */
+	px_done(px);	/* pools the connection, ends the response */
 }
 
 /* The client failed on a write: gone, as conn_event_cb would say. */
