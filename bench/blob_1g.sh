@@ -48,7 +48,8 @@
 #                       whose own CPU is then all that is counted)
 #   CACHE=0             skip the cold/warm cached pulls
 #   PORTCULLIS_BIN_B    a second gateway binary (e.g. an older build) whose
-#                       cached pulls run in the same rounds, as "before"
+#                       pass-through pushes and pulls and cached pulls run
+#                       in the same rounds, as "before"
 #   PREWARM=0           no memory touch before the cold pulls (see above)
 #   FLOOR=0             skip the floor path (bench/lib/fill_floor.c, built
 #                       with cc -lcrypto: the least a cold fill must do)
@@ -131,6 +132,20 @@ JSON
 	gpid=$!
 	wait_http "http://127.0.0.1:$gport/healthz" portcullis "$gpid" "$work/gateway/log"
 	targets+=("portcullis http://127.0.0.1:$gport $gpid")
+	# The second binary's pass-through, in the same rounds ("before").
+	if [ -n "${PORTCULLIS_BIN_B:-}" ]; then
+		bport=$(free_port)
+		mkdir -p "$work/gateway-b"
+		sed "s/127.0.0.1:$gport/127.0.0.1:$bport/" \
+			"$work/gateway/config.json" > "$work/gateway-b/config.json"
+		"$PORTCULLIS_BIN_B" serve -c "$work/gateway-b/config.json" \
+			> "$work/gateway-b/log" 2>&1 &
+		pids+=($!)
+		bpid=$!
+		wait_http "http://127.0.0.1:$bport/healthz" "portcullis (B)" \
+			"$bpid" "$work/gateway-b/log"
+		targets+=("before http://127.0.0.1:$bport $bpid")
+	fi
 else
 	echo "note: $PORTCULLIS_BIN not found or not executable: direct only" >&2
 fi

@@ -387,6 +387,7 @@ struct config {
 	size_t			 referrers_attempts; /* index writes */
 	size_t			 referrers_pages; /* upstream pages merged */
 	size_t			 high_watermark;
+	int			 splice;	/* bodies socket to socket */
 
 	int			 header_timeout_ms;
 	int			 idle_timeout_ms;

@@ -233,6 +233,13 @@ static const struct cfg_key cfg_buffers_keys[] = {
 	  .def = 262144,
 	  .help = "Bytes queued toward a peer before reading from the other "
 	  "side pauses." },
+	{ .name = "splice", .type = CFG_BOOL, .flags = CFG_RELOAD,
+	  .off = CFG_OFF(splice), .def = 1,
+	  .help = "Relay a pass-through response body of at least "
+	  "high_watermark bytes with a Content-Length from the upstream "
+	  "socket to the client socket with splice(2) through a pipe of "
+	  "high_watermark bytes, never copied into the gateway's memory "
+	  "(plain TCP on both sides; TLS on either side copies)." },
 	{ .name = NULL }
 };
 

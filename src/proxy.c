@@ -8,7 +8,8 @@
  * obey backpressure: the client is read only while the upstream's output
  * is below the high watermark, and the upstream is read only while the
  * owner keeps up (proxy_resume reads it again).  Content-Length bodies
- * move between evbuffers without a copy.
+ * move between evbuffers without a copy, and a large one relayed between
+ * plain sockets goes socket to socket (proxy_splice.c).
  *
  * Upstream auth: a 401 with a challenge on a bodiless request is answered
  * by fetching a token (upstream_auth.c decides where and with what) and
@@ -105,6 +106,12 @@ proxy_free(struct proxy *px)
 	}
 	proxy_free(px->sub);
 	px->sub = NULL;
+	/* A body being spliced: its events go before the socket does. */
+	if (px->spl != NULL) {
+		px_splice_free(px);
+		if (req != NULL && !req->c->dead)
+			bufferevent_enable(req->c->bev, EV_WRITE);
+	}
 	/* A retired sub-request's deadline must not fire. */
 	if (px->deadline != NULL) {
 		event_free(px->deadline);
@@ -259,7 +266,6 @@ px_error(struct proxy *px, enum pc_err err, const char *detail)
 }
 
 static const struct proxy_ops px_sink_ops;
-static void	px_fail(struct proxy *, enum pc_err, const char *);
 
 /*
  * A sub-request's answer is small, so it gets the connect and response
@@ -919,7 +925,7 @@ px_on_head(struct proxy *px)
 }
 
 /* The upstream's answer is complete: pool the connection, tell the owner. */
-static void
+void
 px_done(struct proxy *px)
 {
 	struct uconn	*uc = px->uc;
@@ -934,7 +940,7 @@ px_done(struct proxy *px)
 }
 
 /* An upstream failure before or during the response. */
-static void
+void
 px_fail(struct proxy *px, enum pc_err err, const char *what)
 {
 	char	 detail[256];
@@ -997,6 +1003,10 @@ px_pump(struct proxy *px)
 				return;
 			if (r == 1)
 				px->want_pause = 1;
+			/* The rest socket to socket (proxy_splice.c). */
+			if (evbuffer_get_length(in) == 0 &&
+			    px_splice_ok(px) && px_splice_start(px) == 0)
+				return;
 			break;
 		case HF_BODY_PARSED:
 			if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
@@ -1037,6 +1047,8 @@ px_up_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct proxy	*px = arg;
 
+	if (px->spl != NULL)
+		return;
 	if (!px->up_paused && px->uc != NULL)
 		uconn_read_more(px->uc, px->req != NULL ?
 		    px->req->conf->high_watermark : UCONN_READ_CHUNK);
@@ -1050,7 +1062,8 @@ px_up_read_cb(struct bufferevent *bev, void *arg)
 void
 proxy_resume(struct proxy *px)
 {
-	if (px->retired || !px->up_paused || px->uc == NULL)
+	if (px->retired || !px->up_paused || px->uc == NULL ||
+	    px->spl != NULL)
 		return;
 	px->up_paused = 0;
 	bufferevent_enable(px->uc->bev, EV_READ);
@@ -1063,6 +1076,8 @@ px_up_event_cb(struct bufferevent *bev, short events, void *arg)
 	struct proxy	*px = arg;
 	char		 what[128];
 
+	if (px->spl != NULL)		/* the splice's own events rule */
+		return;
 	if (events & BEV_EVENT_TIMEOUT) {
 		snprintf(what, sizeof(what), "no answer within %d ms",
 		    px->conf->upstream_response_timeout_ms);

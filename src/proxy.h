@@ -66,12 +66,18 @@ struct proxy {
 	/* A small error answer's first bytes, copied as they stream. */
 	char				*errcap;
 	size_t				 errcaplen;
+	struct px_splice		*spl;		/* proxy_splice.c */
+	int				 no_splice;	/* tried: not again */
 	uint64_t			 sent_ms;	/* request head out */
 	int				 retired;	/* proxy_free() */
 	struct reap_node		 reap;
 };
 
+struct px_splice;
+
 /* proxy.c */
+void	px_done(struct proxy *);
+void	px_fail(struct proxy *, enum pc_err, const char *);
 int	px_target(struct proxy *, const char *, const char *, const char *,
 	    const char *, const char *);
 void	px_begin(struct proxy *);
@@ -79,5 +85,10 @@ void	px_begin(struct proxy *);
 /* proxy_relay.c: the request body to the upstream (req->body_sink...). */
 void	px_body_head(struct proxy *, struct evbuffer *);
 void	px_body_start(struct proxy *);
+int	px_splice_ok(struct proxy *);
+
+/* proxy_splice.c: a Content-Length body socket to socket. */
+int	px_splice_start(struct proxy *);
+void	px_splice_free(struct proxy *);
 
 #endif /* PC_PROXY_H */

@@ -553,6 +553,30 @@ static const struct proxy_ops px_client_ops = {
 	px_client_fail
 };
 
+/*
+ * Whether the rest of the answer may go socket to socket (proxy_splice.c):
+ * buffers.splice on, plain TCP both ways, a Content-Length body relayed
+ * as it is (not held for a digest, no error copy) with at least a
+ * watermark still to come, the request body sent, and nothing of the
+ * upstream's still in its buffers.
+ */
+int
+px_splice_ok(struct proxy *px)
+{
+	struct req	*req = px->req;
+
+	if (req == NULL || px->retired || px->uc == NULL || px->spl != NULL ||
+	    px->no_splice)
+		return (0);
+	return (req->conf->splice && !req->c->tls && !px->uc->origin.tls &&
+	    !req->c->dead && !req->c->closing && req->head_sent &&
+	    req->framing == RESP_LENGTH && req->body_done &&
+	    px->held == NULL && px->errcap == NULL &&
+	    px->rf.phase == HF_BODY_LENGTH &&
+	    px->rf.remaining >= req->conf->high_watermark &&
+	    evbuffer_get_length(bufferevent_get_output(px->uc->bev)) == 0);
+}
+
 /* --- the proxy as the request's UPSTREAM stage (struct req_stage_ops) --- */
 
 /* The client's output drained: read the upstream again. */

@@ -1113,7 +1113,7 @@ test_reference(void **state)
 		"/limits/max_connections_per_ip", "/limits/linger_bytes",
 		"/limits/upstream_header_bytes", "/limits/upstream_header_count",
 		"/limits/token_bytes",
-		"/buffers", "/buffers/high_watermark",
+		"/buffers", "/buffers/high_watermark", "/buffers/splice",
 		"/timeouts", "/timeouts/header", "/timeouts/idle",
 		"/timeouts/body", "/timeouts/upstream_connect",
 		"/timeouts/upstream_response", "/timeouts/drain",

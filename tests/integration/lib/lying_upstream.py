@@ -19,6 +19,7 @@ connection.
     up.add_blob(data, mode="stall", stall_at=1 << 20); ...; up.release(d)
     up.add_blob(data, repos=["b"], stall_404=True)  # "a": 404 on release
     up.open_connections(), up.max_open, up.answering()  # connections
+    up.accepted                                 # connections ever made
     up.set_tag("app", "v1", manifest_bytes, media_type)
     up.fail_all(429, retry_after="17")     # every later request
     up.canned("DELETE", "/v2/app/x", 204, [("Content-Length", "0")])
@@ -56,6 +57,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         up = self.server.up
         with up.lock:
             up.open += 1
+            up.accepted += 1
             up.max_open = max(up.max_open, up.open)
         try:
             super().handle()
@@ -250,6 +252,7 @@ class LyingUpstream:
         self.fail = None
         self.open = 0
         self.max_open = 0
+        self.accepted = 0       # connections ever accepted
         self.active = 0
         self.canned_replies = {}
         self.port = free_port()

@@ -1,0 +1,367 @@
+"""The pass-through body relayed socket to socket (buffers.splice,
+src/proxy_splice.c): a Content-Length blob of at least high_watermark
+bytes goes from the upstream socket to the client socket through a pipe.
+The edges of that path keep the evbuffer path's behaviour: the bytes and
+their count (log line and audit record), an upstream that sends fewer
+bytes than its Content-Length and closes, an upstream that stalls, a
+client that leaves mid-body (499, the upstream connection dropped), a
+slow client (backpressure: bounded memory), and the upstream connection
+back in the pool after a complete body.
+
+Real parts: redis-server for the records.  The upstream is the named test
+double lib/lying_upstream.py (a misbehaving registry: a body cut short, a
+stall; it also counts the connections made to it, which a real
+docker-registry does not tell)."""
+
+import hashlib
+import os
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from lib import rawhttp
+from lib.gateway import gateway_config
+from lib.lying_upstream import LyingUpstream
+from lib.redis import RedisServer, entries_to_dicts
+from lib.util import pid_alive, wait_for
+
+MIB = 1 << 20
+WATERMARK = 262144
+STREAM = "portcullis:audit"
+
+
+@pytest.fixture
+def liar():
+    up = LyingUpstream()
+    try:
+        yield up
+    finally:
+        up.stop()
+
+
+@pytest.fixture
+def redis(tmp_path_factory):
+    s = RedisServer(tmp_path_factory.mktemp("redis-"))
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def gw_cfg(liar, splice=True, timeouts=None, audit=None):
+    cfg = gateway_config(
+        {"name": "liar", "url": liar.url, "prefix": "liar",
+         "hosts": [liar.host]},
+        buffers={"high_watermark": WATERMARK, "splice": splice})
+    cfg["timeouts"].update(timeouts or {})
+    cfg["log"] = {"level": "debug"}     # the splice's start and end
+    if audit is not None:
+        cfg["audit"] = audit
+    return cfg
+
+
+def request(d):
+    return "/v2/liar/app/blobs/" + d
+
+
+def read_head(s):
+    """The response head off socket s; (status, fields, body so far)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        assert chunk, "closed before the head: %r" % buf[:200]
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {}
+    for ln in lines[1:]:
+        k, v = ln.split(":", 1)
+        fields[k.strip().lower()] = v.strip()
+    return int(lines[0].split()[1]), fields, rest
+
+
+def read_to_eof(s, have, limit, timeout=60):
+    """Read until the peer closes (or `limit` bytes); the bytes."""
+    got = [have]
+    n = len(have)
+    end = time.monotonic() + timeout
+    while n < limit and time.monotonic() < end:
+        try:
+            b = s.recv(1 << 20)
+        except ConnectionResetError:
+            break
+        if not b:
+            break
+        got.append(b)
+        n += len(b)
+    return b"".join(got)
+
+
+def log_done_line(gw, rid):
+    lines = []
+
+    def there():
+        lines[:] = [ln for ln in gw.log_text().splitlines()
+                    if re.search(r"\bid=%s\b" % rid, ln) and
+                    " req done " in ln]
+        return lines
+    wait_for(there, timeout=30, what="log line of %s" % rid)
+    assert len(lines) == 1, lines
+    return dict(re.findall(r"(\w+)=(\"[^\"]*\"|\S+)", lines[0]))
+
+
+def record_of(rs, rid):
+    found = []
+
+    def there():
+        with rs.client() as c:
+            found[:] = [d for _, d in entries_to_dicts(
+                c.call("XRANGE", STREAM, "-", "+"))
+                if d["request_id"] == rid]
+        return found
+    wait_for(there, timeout=30, what="record of %s" % rid)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_spliced_blob_is_whole_counted_and_its_connection_pooled(
+        liar, redis, start_gateway, tmp_path):
+    data = os.urandom(8 * MIB + 12345)
+    d = liar.add_blob(data)
+    gw = start_gateway(gw_cfg(liar, audit={
+        "redis": "127.0.0.1:%d" % redis.port,
+        "spool_file": str(tmp_path / "a.spool"), "timeout": 2}))
+    rids = []
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=60) as c:
+        for _ in range(3):
+            c.send_request("GET", request(d))
+            r = c.read_response(timeout=60)
+            assert r.status == 200, r
+            assert r.body == data
+            assert not r.wants_close()
+            rids.append(r.header("X-Request-Id"))
+    log = gw.log_text()
+    assert log.count("proxy splice start") == 3, log[-3000:]
+    assert log.count("proxy splice done bytes=%d" % len(data)) == 3
+    # One upstream connection served all three: pooled after each body.
+    assert liar.accepted == 1, liar.accepted
+    assert liar.requests("GET", "/v2/app/blobs/" + d) == 3
+    for rid in rids:
+        line = log_done_line(gw, rid)
+        rec = record_of(redis, rid)
+        assert line["status"] == rec["status"] == "200", (line, rec)
+        assert line["out"] == rec["bytes_out"] == str(len(data)), (line,
+                                                                     rec)
+        assert line["ms"] == rec["duration_ms"], (line, rec)
+
+
+def test_small_blob_and_splice_off_take_the_copy_path(liar, start_gateway):
+    small = os.urandom(WATERMARK // 2)
+    big = os.urandom(2 * MIB)
+    ds, db = liar.add_blob(small), liar.add_blob(big)
+    gw = start_gateway(gw_cfg(liar))
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+        c.send_request("GET", request(ds))
+        r = c.read_response(timeout=30)
+        assert r.status == 200 and r.body == small
+    assert "proxy splice start" not in gw.log_text()
+    gw2 = start_gateway(gw_cfg(liar, splice=False))
+    with rawhttp.RawConn("127.0.0.1", gw2.port, timeout=30) as c:
+        c.send_request("GET", request(db))
+        r = c.read_response(timeout=30)
+        assert r.status == 200 and r.body == big
+    assert "proxy splice start" not in gw2.log_text()
+
+
+def test_short_upstream_body_ends_the_client_connection(liar,
+                                                         start_gateway):
+    # The upstream announces 8 MiB, sends half and closes: the client's
+    # head is out, so the only honest end is to cut its connection.
+    size = 8 * MIB
+    data = os.urandom(size)
+    d = liar.add_blob(data, mode="truncate")
+    gw = start_gateway(gw_cfg(liar))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        status, fields, rest = read_head(s)
+        assert status == 200
+        assert fields["content-length"] == str(size)
+        got = read_to_eof(s, rest, size)
+    finally:
+        s.close()
+    assert len(got) <= size // 2, len(got)
+    assert got == data[:len(got)]
+    wait_for(lambda: "mid-response" in gw.log_text(), timeout=30,
+             what="the abort logged")
+    assert "proxy splice start" in gw.log_text()
+    assert pid_alive(gw.pid)
+    # The gateway goes on serving (the connection was not pooled).
+    good = os.urandom(MIB)
+    dg = liar.add_blob(good)
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+        c.send_request("GET", request(dg))
+        r = c.read_response(timeout=30)
+        assert r.status == 200 and r.body == good
+
+
+def test_upstream_stalling_mid_body_times_out(liar, start_gateway):
+    size = 8 * MIB
+    data = os.urandom(size)
+    d = liar.add_blob(data, mode="stall", stall_at=2 * MIB)
+    gw = start_gateway(gw_cfg(liar, timeouts={"upstream_response": 1}))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        status, _, rest = read_head(s)
+        assert status == 200
+        got = read_to_eof(s, rest, size, timeout=30)
+    finally:
+        s.close()
+        liar.release(d)
+    assert len(got) <= 2 * MIB, len(got)
+    log = gw.log_text()
+    assert "proxy splice start" in log
+    assert "no answer within 1000 ms" in log, log[-3000:]
+
+
+def test_client_leaving_mid_body_is_499_and_upstream_not_pooled(
+        liar, redis, start_gateway, tmp_path):
+    size = 64 * MIB
+    data = os.urandom(size)
+    d = liar.add_blob(data)
+    gw = start_gateway(gw_cfg(liar, audit={
+        "redis": "127.0.0.1:%d" % redis.port,
+        "spool_file": str(tmp_path / "a.spool"), "timeout": 2}))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        status, fields, got = read_head(s)
+        assert status == 200
+        rid = fields["x-request-id"]
+        while len(got) < 2 * MIB:
+            b = s.recv(1 << 20)
+            assert b
+            got += b
+        wait_for(lambda: "proxy splice start" in gw.log_text(), timeout=30,
+                 what="the splice to start")
+    finally:
+        s.close()
+    line = log_done_line(gw, rid)
+    rec = record_of(redis, rid)
+    assert line["status"] == rec["status"] == "499", (line, rec)
+    assert line["out"] == rec["bytes_out"], (line, rec)
+    assert len(got) <= int(rec["bytes_out"]) < size, rec
+    # The upstream connection went with the client: the next request
+    # dials a new one.
+    assert liar.accepted == 1
+    wait_for(lambda: liar.open_connections() == 0, timeout=30,
+             what="the upstream connection closed")
+    small = os.urandom(MIB)
+    ds = liar.add_blob(small)
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+        c.send_request("GET", request(ds))
+        r = c.read_response(timeout=30)
+        assert r.status == 200 and r.body == small
+    assert liar.accepted == 2, liar.accepted
+
+
+def _kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith(field + ":"):
+                return int(ln.split()[1])
+    raise KeyError(field)
+
+
+def test_slow_client_large_blob_keeps_memory_bounded(liar, start_gateway):
+    # 96 MiB to a client that reads slowly through a small receive
+    # buffer: the pipe (one watermark) is all the gateway holds, so the
+    # upstream is read only as fast as the client reads.
+    size = 96 * MIB
+    data = os.urandom(size)
+    d = liar.add_blob(data)
+    gw = start_gateway(gw_cfg(liar))
+    base = _kib(gw.pid, "VmRSS")
+    peak = [0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            try:
+                peak[0] = max(peak[0], _kib(gw.pid, "VmRSS"))
+            except (OSError, KeyError, ValueError):
+                return
+            stop.wait(0.02)
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    h = hashlib.sha256()
+    n = 0
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        s.settimeout(60)
+        s.connect(("127.0.0.1", gw.port))
+        try:
+            s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                       % (request(d), gw.host)).encode())
+            status, _, rest = read_head(s)
+            assert status == 200
+            h.update(rest)
+            n = len(rest)
+            # Slow at first (the upstream must wait for us), then fast.
+            end = time.monotonic() + 300
+            reads = 0
+            while n < size and time.monotonic() < end:
+                b = s.recv(65536)
+                if not b:
+                    break
+                h.update(b)
+                n += len(b)
+                reads += 1
+                if reads < 400:
+                    stop.wait(0.005)
+                if reads == 400:
+                    # The upstream has been held back: it has not sent
+                    # the whole blob while we read a small part of it.
+                    assert liar.answering() == 1
+        finally:
+            s.close()
+    finally:
+        stop.set()
+        t.join(timeout=5)
+    assert n == size, n
+    assert "sha256:" + h.hexdigest() == d
+    assert "proxy splice start" in gw.log_text()
+    # The blob is 96 MiB; the gateway grew by well under a tenth of it.
+    assert peak[0] - base < 8 * 1024, (base, peak[0])
+
+
+def test_tls_listener_keeps_the_copy_path(liar, start_gateway, tmp_path):
+    # splice(2) moves bytes between sockets; a TLS connection's bytes are
+    # records the gateway must encrypt, so they are copied as before.
+    import ssl
+    from lib.pki import PKI
+    pki = PKI(tmp_path / "pki")
+    crt, key = pki.issue("gw", "127.0.0.1", san="IP:127.0.0.1")
+    data = os.urandom(4 * MIB)
+    d = liar.add_blob(data)
+    cfg = gw_cfg(liar)
+    cfg["listen"] = {"tls": {"cert_file": crt, "key_file": key}}
+    gw = start_gateway(cfg, tls_client={"ca": pki.ca})
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close"
+                   "\r\n\r\n" % (request(d), gw.host)).encode())
+        status, fields, rest = read_head(s)
+        assert status == 200
+        got = read_to_eof(s, rest, len(data) + 1)
+    assert got == data
+    assert "proxy splice start" not in gw.log_text()
