@@ -247,7 +247,7 @@ def test_no_response_leaves_before_its_record(start_registry, start_gateway,
 def _full_disk_wrapper(tmp_path, mnt):
     """The gateway in its own user and mount namespaces (no privilege
     needed) with mnt a tmpfs of 8 KiB: room for the spool's header and a
-    few records, then every write of the spool fails (ENOSPC)."""
+    few records, then every extension of the spool fails (ENOSPC)."""
     w = tmp_path / "portcullis-fulldisk"
     real = os.path.abspath(os.path.join(os.path.dirname(__file__), "..",
                                         "..", "portcullis"))
@@ -265,7 +265,7 @@ def test_full_disk_still_sends_every_record_once(start_registry,
                                                  monkeypatch, pki, tls):
     """The WAL's disk is full, Redis is up: each answered request still
     has exactly one record (sent as with wal false), on a plain listener
-    (records gathered per loop turn) and on TLS (written at once).
+    and on TLS: the fallocate that extends the mapped file fails.
     Review: a TLS connection's record was dropped when its write failed
     (289 of 300 requests had none)."""
     from test_policy import tls_listen
