@@ -227,6 +227,13 @@ for m in ("off", "nowal", "wal", "before"):
     print("%-26s %9.0f %14.1f %s" % (m, med(rows, m, 0), med(rows, m, 1), p))
     print("%-26s rounds req/s: %s" % ("", " ".join("%.0f" % x[0]
                                                     for x in rows[m])))
+for m in ("nowal", "wal", "before"):
+    if m in rows:
+        o, w = med(rows, "off", 0), med(rows, m, 0)
+        print("%s next to audit off: %.1f%% req/s, %+.1f%% gateway CPU per "
+              "request" % (m, (o - w) / o * 100,
+                           (med(rows, m, 1) - med(rows, "off", 1)) /
+                           med(rows, "off", 1) * 100))
 for m in ("wal", "before"):
     if m in rows:
         nw, w = med(rows, "nowal", 0), med(rows, m, 0)

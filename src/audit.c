@@ -10,10 +10,9 @@
  * and the fsync interval, and the reject policy's admission stage.
  *
  * Nothing lost: with audit.wal (the default) the spool file is a
- * write-ahead log: a record is appended to it (CRC-framed, see audit.h;
- * a store into the file's shared map, no system call) when it is taken,
- * before its response's last byte is handed to a plain socket and
- * before it is sent to Redis, and the memory queue
+ * write-ahead log: a record is appended to it (CRC-framed, see audit.h)
+ * when it is taken, before its response's last byte is handed to a
+ * plain socket and before it is sent to Redis, and the memory queue
  * holds a copy for sending; the prefix Redis acknowledged is released
  * (audit_spool.c).  A killed gateway so loses nothing: the page cache
  * keeps the file, and the next start replays what follows the
@@ -400,14 +399,16 @@ audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
 	}
 	if (w->mode == AUDIT_DIRECT) {
 		/*
-		 * The WAL: in the file's page cache (a store into its
-		 * map, audit_spool.c) before it is sent, and before the
+		 * The WAL: on file before it is sent, and before the
 		 * response's last byte goes out, which a plain socket
-		 * writes at the end of this loop turn or later (OpenSSL's
-		 * bufferevent may have written it already, microseconds
-		 * ago).  A record the disk refuses (full) is sent as with
-		 * wal false, and so are the ones after it until it is
-		 * acknowledged or spooled (audit_unspooled_pending).
+		 * writes on a later loop turn (OpenSSL's bufferevent may
+		 * have written it already, microseconds ago).
+		 */
+		/*
+		 * A record the disk refuses (full) is sent as with wal
+		 * false, as the gathered records whose write failed are
+		 * (audit_wal_write()), and so are the ones after it until
+		 * it is acknowledged or spooled (audit_unspooled_pending).
 		 */
 		if (w->ac->wal && !audit_unspooled_pending(w)) {
 			if (audit_spool_append(w, b->data, len) == 0)
@@ -530,7 +531,9 @@ audit_request(struct req *req)
 		return;
 	audit_buf_init(&rest);
 	audit_fill(&rest, req, w->conf->instance_id);
+	w->wal_now = audit_wal_now(req->c);	/* audit_spool.c */
 	audit_submit(w, &b, audit_wall_ms(), rest.data, rest.len);
+	w->wal_now = 0;
 }
 
 /*
@@ -569,7 +572,9 @@ audit_framing(struct conn *c, int status, enum pc_err err, const char *rid,
 	audit_buf_addu(&rest, AF_DURATION_MS, duration_ms);
 	audit_buf_add(&rest, AF_CACHE, "", 0);
 	audit_buf_add(&rest, AF_AUTH_FAILURE, "", 0);
+	w->wal_now = audit_wal_now(c);		/* audit_spool.c */
 	audit_submit(w, &b, audit_wall_ms(), rest.data, rest.len);
+	w->wal_now = 0;
 }
 
 /*

@@ -288,11 +288,10 @@ struct audit {
 	uint64_t		 mark_off;	/* the header's mark; HDR: none */
 	uint32_t		 mark_crc;
 	uint32_t		 append_crc;	/* of the last record appended */
-	unsigned char		*map;		/* the file, MAP_SHARED; NULL:
-						   appends are written */
-	uint64_t		 maplen;	/* spool_max_bytes, in pages */
-	uint64_t		 alloc;		/* the file's size: allocated */
-	uint64_t		 pagesz;
+	unsigned char		*walbuf;	/* WAL appends, not written */
+	size_t			 wallen;	/* end of spool_size */
+	struct event		*ev_wal;	/* writes them, this turn */
+	int			 wal_now;	/* this record at once */
 	int			 wal_failed;	/* the last append's write */
 	int			 unspooled;	/* a record may be kept unlogged */
 	uint64_t		 release_bytes;	/* release the acked prefix */
@@ -351,6 +350,8 @@ void		 audit_spool_mark_write(struct audit *);
 void		 audit_spool_close(struct audit *);
 void		 audit_fsync(struct audit *);
 void		 audit_new_run(struct audit *);
+struct conn;
+int		 audit_wal_now(const struct conn *);
 
 /* audit_redis.c */
 int		 audit_indexed_repository(const struct audit_fields *);

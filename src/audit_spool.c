@@ -13,33 +13,21 @@
  * tail dropped, the replay started after the mark, the next run number
  * taken from the header.
  *
- * Guarantees: a record is appended whole or not at all (a torn one fails
- * its CRC and ends the file at the next start); records are read back
- * in the order they were written; an append is in the file's page cache
- * when audit_spool_append() returns (before the request's response goes
- * out, and before it is sent to Redis), so the page cache keeps it when
- * the process is killed, and a power loss loses at most what
- * audit.fsync leaves unsynced.
- *
- * Appends are stores into the file mapped MAP_SHARED (w->map), not
- * write(2)s: a system call per record, or per loop turn when they were
- * gathered, was most of what the WAL cost (bench/audit_wal_perf.sh).
- * The file is extended ahead by fallocate (audit_spool_grow(), by
- * AUDIT_SPOOL_GROW), so that its blocks are allocated before a store
- * dirties them: a full disk is found by the fallocate, an append that
- * fails as a write did (wal_failed), never at writeback.  No store can
- * fault (SIGBUS): they go below w->alloc, the file's size, which only
- * this process changes (its fallocate and ftruncate); the file is the
- * gateway's own, 0600 and flock'ed, so no client, and no other gateway,
- * can shrink it (only its own user or root could, who can as well
- * write garbage into it).  A disk that fails to read back a page the
- * kernel evicted would raise SIGBUS, as it fails any read.  fdatasync
- * writes back the pages the map dirtied (on Linux msync(MS_SYNC) is the
- * same call).  Reads and the header go through pread/pwrite, which see
- * the same page cache.  A clean stop cuts the file back to its records;
- * after a kill -9 the zeros ahead end the walk at the next start.  When
- * the map cannot be made (mmap failing), appends are pwritev(2)s, as
- * before.  Releasing never loses an unacknowledged record (the
+ * Guarantees: a record is appended whole or not at all (a short write is
+ * truncated away); records are read back in the order they were
+ * written; appends are write(2)s, so the page cache keeps them when the
+ * process is killed, and a power loss loses at most what audit.fsync
+ * leaves unsynced.  The WAL's appends (records on their way to Redis)
+ * are gathered in memory and written with one write(2) at the end of
+ * the loop turn that made them (ev_wal, activated by the first one):
+ * before the loop polls again, so before a plain socket writes the
+ * responses they belong to (it writes in its write event, which only a
+ * poll makes active, and ev_wal is queued ahead of those), and before a
+ * Redis reply can acknowledge them.  A record whose response may leave
+ * sooner is written at once (audit_wal_now()).  A write(2) per record
+ * was most of what the WAL cost (bench/audit_wal_perf.sh).  Everything
+ * here that reads, syncs or rewrites the file writes the gathered
+ * records first; releasing never loses an unacknowledged record (the
  * new file is complete, and synced unless fsync is never, before it
  * replaces the old); a run number never repeats (the header keeps the
  * last one, and a new run is at least the wall clock in ms), so a record
@@ -48,7 +36,6 @@
  * acknowledging, within about release_bytes plus what is in flight.
  */
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 
@@ -59,78 +46,98 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
+#include <event2/event_struct.h>
+
 #include "portcullis.h"
 #include "audit.h"
 
-/*
- * The file is extended by this much at a time ahead of the appends (one
- * fallocate per about 3,000 records); near a full disk, by what the
- * record needs, in pages.
- */
-#define AUDIT_SPOOL_GROW	(1024 * 1024)
+/* Room for the WAL appends of one loop turn; a record always fits. */
+#define AUDIT_WAL_BUF	(64 * 1024)
 
 /*
- * Map the spool file (w->fd) for appends: all of spool_max_bytes, of
- * which the file's size (w->alloc) may be stored to.  A failure leaves
- * w->map NULL: appends are written then.
+ * Write the gathered WAL appends (w->wallen bytes ending at spool_size).
+ * 0, or -1: the file is cut back to what it held, and the records lose
+ * their place in it (they are still sent, as with wal false).
  */
-static void
-audit_spool_map(struct audit *w)
+static int
+audit_wal_write(struct audit *w)
 {
-	struct stat	 st;
-	void		*m;
+	struct audit_rec	*r;
+	uint64_t		 at;
+	ssize_t			 n;
 
-	if (w->map != NULL)
-		munmap(w->map, w->maplen);
-	w->map = NULL;
-	if (fstat(w->fd, &st) == -1) {
-		log_warn("- audit spool_map error=\"%s\"", strerror(errno));
-		return;
+	if (w->wallen == 0)
+		return (0);
+	at = w->spool_size - w->wallen;
+	n = pwrite(w->fd, w->walbuf, w->wallen, (off_t)at);
+	if (n == (ssize_t)w->wallen) {
+		w->wallen = 0;
+		return (0);
 	}
-	w->alloc = (uint64_t)st.st_size;
-	m = mmap(NULL, w->maplen, PROT_READ | PROT_WRITE, MAP_SHARED, w->fd,
-	    0);
-	if (m == MAP_FAILED) {
-		log_warn("- audit spool_map error=\"%s\" (appends are "
-		    "written)", strerror(errno));
-		return;
-	}
-	w->map = m;
+	log_err("- audit spool_write error=\"%s\"",
+	    n == -1 ? strerror(errno) : "short write");
+	if (ftruncate(w->fd, (off_t)at) == -1)
+		log_err("- audit spool_truncate error=\"%s\"",
+		    strerror(errno));
+	TAILQ_FOREACH(r, &w->inflight, entry)
+		if (r->spool_end > at)
+			r->spool_end = 0;
+	TAILQ_FOREACH(r, &w->queue, entry)
+		if (r->spool_end > at)
+			r->spool_end = 0;
+	w->unspooled = 1;
+	w->spool_size = at;
+	if (w->spool_acked > at)
+		w->spool_acked = at;
+	w->wallen = 0;
+	return (-1);
 }
 
 /*
- * Extend the file (allocated, not sparse) so that the map may take
- * `need` bytes.  0, or -1 and errno: the file keeps its size.
+ * Whether the record of a request on c that ends now must be written at
+ * once rather than at the end of the loop turn: its response may leave
+ * before then.  TLS (bufferevent_openssl) writes to the socket as data
+ * is queued; a plain socket whose write event this turn's poll already
+ * made active (bytes were waiting, the socket is writable) writes later
+ * in this turn, before ev_wal.  Otherwise the write event can only
+ * become active at the next poll, after ev_wal.  Reads libevent's
+ * struct event (event_struct.h): no call tells active from pending.
+ * A connection staging its output (conn.c) writes it at the end of
+ * the turn, after audit_wal_flush().
  */
-static int
-audit_spool_grow(struct audit *w, uint64_t need)
+int
+audit_wal_now(const struct conn *c)
 {
-	uint64_t	 to, pg = w->pagesz;
-	int		 e;
-
-	to = (need + AUDIT_SPOOL_GROW - 1) / AUDIT_SPOOL_GROW *
-	    AUDIT_SPOOL_GROW;
-	if (to > w->maplen)
-		to = w->maplen;
-	e = posix_fallocate(w->fd, (off_t)w->alloc, (off_t)(to - w->alloc));
-	if (e != 0 && (e == ENOSPC || e == EFBIG) &&
-	    (to = (need + pg - 1) / pg * pg) > w->alloc)
-		e = posix_fallocate(w->fd, (off_t)w->alloc,
-		    (off_t)(to - w->alloc));
-	if (e == 0) {
-		w->alloc = to;
+	if (c == NULL || c->bev == NULL)
 		return (0);
-	}
-	/* What a failed call may have added is not ours to store to. */
-	(void)ftruncate(w->fd, (off_t)w->alloc);
-	errno = e;
-	return (-1);
+	if (c->tls)
+		return (1);
+	return ((c->bev->ev_write.ev_evcallback.evcb_flags &
+	    (EVLIST_ACTIVE | EVLIST_ACTIVE_LATER)) != 0);
+}
+
+/* The records gathered in this turn, written now (before answers). */
+void
+audit_wal_flush(struct audit *w)
+{
+	if (w != NULL && w->wallen > 0)
+		(void)audit_wal_write(w);
+}
+
+/* ev_wal: the loop turn that appended records ends. */
+static void
+audit_wal_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)audit_wal_write(arg);
 }
 
 /* Flush the spool to disk if it was written since the last flush. */
 void
 audit_fsync(struct audit *w)
 {
+	(void)audit_wal_write(w);
 	if (!w->spool_dirty)
 		return;
 	if (fdatasync(w->fd) == -1)
@@ -199,7 +206,6 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 {
 	unsigned char	 frame[AUDIT_SPOOL_FRAME];
 	struct iovec	 iov[2];
-	uint64_t	 end, at;
 	ssize_t		 n;
 
 	if (w->spool_size + AUDIT_SPOOL_FRAME + len >
@@ -210,31 +216,25 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 		return (-1);
 	audit_spool_frame(frame, p, len);
 	w->append_crc = audit_spool_frame_crc(frame);
-	end = w->spool_size + AUDIT_SPOOL_FRAME + len;
-	if (w->map != NULL) {
-		if (end > w->alloc && audit_spool_grow(w, end) == -1) {
-			log_err("- audit spool_write error=\"%s\"",
-			    strerror(errno));
+	/* The WAL: gathered, written at the end of this loop turn. */
+	if (w->mode == AUDIT_DIRECT && w->walbuf != NULL && !w->wal_now) {
+		if (w->wallen + AUDIT_SPOOL_FRAME + len > AUDIT_WAL_BUF &&
+		    audit_wal_write(w) == -1) {
 			w->wal_failed = 1;
 			return (-1);
 		}
-		/*
-		 * A store to each page the record starts on takes its page
-		 * fault (a new page, or one written back since) here
-		 * rather than in memcpy(3), where a profile could not tell
-		 * it from any other copy; memcpy overwrites the zero.
-		 */
-		for (at = w->spool_size; at < end; at = (at / w->pagesz + 1) *
-		    w->pagesz)
-			((volatile unsigned char *)w->map)[at] = 0;
-		/* In the page cache from here on; torn, it fails its CRC. */
-		memcpy(w->map + w->spool_size, frame, sizeof(frame));
-		memcpy(w->map + w->spool_size + sizeof(frame), p, len);
-		w->spool_size = end;
+		if (w->wallen == 0)
+			event_active(w->ev_wal, 0, 0);
+		memcpy(w->walbuf + w->wallen, frame, sizeof(frame));
+		memcpy(w->walbuf + w->wallen + sizeof(frame), p, len);
+		w->wallen += sizeof(frame) + len;
+		w->spool_size += sizeof(frame) + len;
 		w->spool_dirty = 1;
-		if (w->mode == AUDIT_SPOOL)
-			w->n_spooled++;
 		return (0);
+	}
+	if (audit_wal_write(w) == -1) {
+		w->wal_failed = 1;
+		return (-1);
 	}
 	iov[0].iov_base = frame;
 	iov[0].iov_len = sizeof(frame);
@@ -280,6 +280,8 @@ audit_spool_unacked(struct audit *w)
 	struct audit_recq	 all;
 	size_t			 n = 0;
 
+	/* What the WAL gathered is in the file from here on. */
+	(void)audit_wal_write(w);
 	TAILQ_INIT(&all);
 	while ((r = TAILQ_FIRST(&w->inflight)) != NULL) {
 		TAILQ_REMOVE(&w->inflight, r, entry);
@@ -319,13 +321,13 @@ audit_spool_unacked(struct audit *w)
 void
 audit_spool_reset(struct audit *w)
 {
-	/* The map's room goes too: what is stored after it is zeros. */
+	/* Acknowledged before it was written: nothing left to write. */
+	w->wallen = 0;
 	if (ftruncate(w->fd, AUDIT_SPOOL_HDR) == -1) {
 		log_warn("- audit spool_truncate error=\"%s\"",
 		    strerror(errno));
 		return;
 	}
-	w->alloc = AUDIT_SPOOL_HDR;
 	/* With the WAL this is routine; a replay's end is news. */
 	if (w->n_replayed != w->n_replayed_reset)
 		log_info("- audit spool replayed bytes=%llu",
@@ -348,6 +350,9 @@ audit_spool_mark_write(struct audit *w)
 	unsigned char	 m[AUDIT_SPOOL_MARK];
 
 	if (w->spool_acked == w->mark_off)
+		return;
+	/* The mark points at records that are in the file. */
+	if (audit_wal_write(w) == -1 || w->spool_acked == w->mark_off)
 		return;
 	w->mark_off = w->spool_acked;
 	w->mark_crc = w->mark_off == AUDIT_SPOOL_HDR ? 0 : w->acked_crc;
@@ -432,6 +437,8 @@ audit_spool_compact(struct audit *w)
 	ssize_t		 n;
 	int		 fd;
 
+	if (audit_wal_write(w) == -1)
+		return (-1);
 	d = w->spool_acked - AUDIT_SPOOL_HDR;
 	if (unlink(w->tmp_path) == -1 && errno != ENOENT)
 		goto fail;
@@ -462,8 +469,6 @@ audit_spool_compact(struct audit *w)
 	close(w->fd);
 	w->fd = fd;
 	audit_spool_shift(w, d);
-	if (w->map != NULL)
-		audit_spool_map(w);
 	w->mark_off = AUDIT_SPOOL_HDR;
 	w->mark_crc = 0;
 	w->spool_dirty = 0;
@@ -512,6 +517,7 @@ audit_spool_read(struct audit *w)
 	ssize_t			 n;
 	long			 len;
 
+	(void)audit_wal_write(w);
 	want = w->spool_size - w->spool_rd;
 	if (want > sizeof(buf))
 		want = sizeof(buf);
@@ -521,7 +527,7 @@ audit_spool_read(struct audit *w)
 		    (unsigned long long)w->spool_rd,
 		    (unsigned long long)(w->spool_size - w->spool_rd));
 		if (ftruncate(w->fd, (off_t)w->spool_rd) == 0)
-			w->spool_size = w->alloc = w->spool_rd;
+			w->spool_size = w->spool_rd;
 		audit_new_run(w);
 		return (NULL);
 	}
@@ -592,9 +598,9 @@ audit_spool_open(struct audit *w, char **cause)
 	unsigned char	*buf;
 	struct stat	 st;
 	uint64_t	 off, old_run = 0, nrec = 0, nacked = 0, moff = 0;
-	uint64_t	 acked = AUDIT_SPOOL_HDR, pg;
+	uint64_t	 acked = AUDIT_SPOOL_HDR;
 	uint32_t	 mcrc = 0, acrc = 0;
-	size_t		 have = 0, bufsz = 1 << 20, i;
+	size_t		 have = 0, bufsz = 1 << 20;
 	ssize_t		 n;
 	long		 len;
 	const char	*path = w->ac->spool_file;
@@ -664,18 +670,9 @@ audit_spool_open(struct audit *w, char **cause)
 			if (len < 0 || n == 0)
 				break;
 		}
-		/*
-		 * Zeros where a record would start: the room the map was
-		 * given ahead (a kill -9 left it), not a torn record.
-		 */
-		for (i = 0; i < have && i < AUDIT_SPOOL_FRAME; i++)
-			if (buf[i] != 0)
-				break;
-		if ((uint64_t)st.st_size > off && (have == 0 ||
-		    (i < have && i < AUDIT_SPOOL_FRAME)))
+		if ((uint64_t)st.st_size > off) {
 			log_warn("- audit spool torn_tail bytes=%llu",
 			    (unsigned long long)(st.st_size - off));
-		if ((uint64_t)st.st_size > off) {
 			if (ftruncate(w->fd, (off_t)off) == -1)
 				log_warn("- audit spool_truncate error=\"%s\"",
 				    strerror(errno));
@@ -698,10 +695,14 @@ audit_spool_open(struct audit *w, char **cause)
 	    w->ac->wal ? "on" : "off");
 	if (w->mode == AUDIT_DIRECT && w->spool_size > AUDIT_SPOOL_HDR)
 		audit_spool_reset(w);
-	/* Appends are stores into the map (no map: written). */
-	w->pagesz = pg = (uint64_t)sysconf(_SC_PAGESIZE);
-	w->maplen = (w->ac->spool_max_bytes + pg - 1) / pg * pg;
-	audit_spool_map(w);
+	/* The WAL gathers a loop turn's appends (no loop: one at a time). */
+	if (w->ac->wal && w->ctx != NULL && w->ctx->base != NULL) {
+		if ((w->walbuf = malloc(AUDIT_WAL_BUF)) == NULL)
+			fatal("malloc");
+		w->ev_wal = event_new(w->ctx->base, -1, 0, audit_wal_cb, w);
+		if (w->ev_wal == NULL)
+			fatal("event_new");
+	}
 	return (0);
 }
 
@@ -712,17 +713,17 @@ audit_spool_open(struct audit *w, char **cause)
 void
 audit_spool_close(struct audit *w)
 {
+	if (w->fd != -1)
+		(void)audit_wal_write(w);
+	if (w->ev_wal != NULL)
+		event_free(w->ev_wal);
+	w->ev_wal = NULL;
+	free(w->walbuf);
+	w->walbuf = NULL;
 	if (w->fd == -1)
 		return;
 	audit_spool_mark_write(w);
-	/* The room ahead goes: the file holds its records, as before. */
-	if (w->alloc > w->spool_size &&
-	    ftruncate(w->fd, (off_t)w->spool_size) == 0)
-		w->alloc = w->spool_size;
 	audit_fsync(w);
-	if (w->map != NULL)
-		munmap(w->map, w->maplen);
-	w->map = NULL;
 	close(w->fd);
 	w->fd = -1;
 }

@@ -703,8 +703,8 @@ conn_process_1(struct conn *c)
 
 /*
  * Write what a connection staged, at the end of the loop turn (ev_stage):
- * each response with one write(2) (the audit records of the turn's
- * requests are in the WAL's page cache already).  When that takes it
+ * the audit records of the turn's requests go to the WAL first, in one
+ * write, and then each response with one write(2).  When that takes it
  * all, the bufferevent's write event is never added and deleted (two
  * epoll_ctl(2) and a loop turn per response saved, about 5% of a cached
  * manifest GET).  What is left goes to the bufferevent as before.  Its
@@ -741,6 +741,7 @@ conn_stage_cb(evutil_socket_t fd, short ev, void *arg)
 	struct pc_ctx	*ctx = arg;
 	struct conn	*c;
 
+	audit_wal_flush(ctx->audit);	/* the records before the answers */
 	while ((c = TAILQ_FIRST(&ctx->staged)) != NULL) {
 		TAILQ_REMOVE(&ctx->staged, c, stage_entry);
 		c->staged = 0;

@@ -528,6 +528,7 @@ int		 tagpol_digest(const char *, struct evbuffer *, char *, size_t);
 
 /* audit.c, audit_spool.c, audit_redis.c: the audit writer. */
 struct audit	*audit_new(struct pc_ctx *, char **);
+void		 audit_wal_flush(struct audit *);
 void		 audit_free(struct audit *);
 int		 audit_admit(struct req *);
 void		 audit_request(struct req *);

@@ -2,20 +2,21 @@
 response never leaves the process before its audit record is in the
 spool file.
 
-Records are appended by a store into the spool file's shared map (no
-system call to order against), so the check stops the gateway at each
-system call that writes to a socket (gdb, `catch syscall`, entry stop:
-nothing of it has left yet), takes the X-Request-Id of every response
-head in the bytes it is about to send, and reads the spool file from
-gdb's own process, another process than the gateway: the record of each
-id must be there already.  Then a kill -9 at any instant cannot leave a
+The check stops the gateway at each system call that writes to a
+socket (gdb, `catch syscall`, entry stop: nothing of it has left yet),
+takes the X-Request-Id of every response head in the bytes it is about
+to send, and reads the spool file from gdb's own process, another
+process than the gateway: the record of each id must be there already
+(the page cache, which a kill -9 leaves), whatever way it got there (a
+write per loop turn today; a store into a mapped file was tried).  Then a kill -9 at any instant cannot leave a
 response read by a client without its record in the page cache.  The
 shapes tried are the ones that leave by other paths: pipelined
 requests, HEAD, a 304, a cached blob by sendfile, an early answer before
 the body is read and a framing error, on a plain listener.  TLS is not
-here (the bytes on the wire are sealed); its records take the same
-store.  That the check can fail was shown by skipping the store (the
-records then went to Redis only): every id was reported missing.
+here (the bytes on the wire are sealed): audit_wal_now() writes every
+record of a TLS connection at once.  That the check can fail was shown
+by skipping the append (the records then went to Redis only): every id
+was reported missing.
 """
 
 import os
@@ -247,7 +248,7 @@ def test_no_response_leaves_before_its_record(start_registry, start_gateway,
 def _full_disk_wrapper(tmp_path, mnt):
     """The gateway in its own user and mount namespaces (no privilege
     needed) with mnt a tmpfs of 8 KiB: room for the spool's header and a
-    few records, then every extension of the spool fails (ENOSPC)."""
+    few records, then every write of the spool fails (ENOSPC)."""
     w = tmp_path / "portcullis-fulldisk"
     real = os.path.abspath(os.path.join(os.path.dirname(__file__), "..",
                                         "..", "portcullis"))
@@ -265,7 +266,7 @@ def test_full_disk_still_sends_every_record_once(start_registry,
                                                  monkeypatch, pki, tls):
     """The WAL's disk is full, Redis is up: each answered request still
     has exactly one record (sent as with wal false), on a plain listener
-    and on TLS: the fallocate that extends the mapped file fails.
+    (records gathered per loop turn) and on TLS (written at once).
     Review: a TLS connection's record was dropped when its write failed
     (289 of 300 requests had none)."""
     from test_policy import tls_listen
