@@ -16,7 +16,7 @@
 # kernel, the syscalls it makes (pwritev/pwrite64, fdatasync, ftruncate,
 # fallocate, with what the kernel does under them) and the page faults
 # of its stores into the mapped file; in user space the framing (self
-# time of audit_spool_*, audit_wal_*) and the CRC (audit_crc32).  Run
+# time of audit_spool_*, audit_wal_*) and the CRC (audit_crc32*).  Run
 # under the bench lock (flock /work/wt/bench.lock).
 #
 # Environment (all optional):
@@ -152,7 +152,7 @@ done
 # ftruncate, fallocate) or a page fault taken by the spool's own stores
 # (the first user-space frame is audit_spool_append, which touches each
 # page it appends to first, so that its faults are its own); "user" is
-# self time in the WAL's functions (audit_crc32, audit_spool_*,
+# self time in the WAL's functions (audit_crc32*, audit_spool_*,
 # audit_wal_*).  User-space frames of an -O2 build are no reliable
 # chains beyond the first, so only the first is read.
 wal_share() {
@@ -162,7 +162,7 @@ calls = re.compile(r"^(do_pwritev|__x64_sys_pwritev|ksys_pwrite64|"
                    r"__x64_sys_pwrite64|do_fsync|__x64_sys_fdatasync|"
                    r"do_sys_ftruncate|__x64_sys_ftruncate|vfs_fallocate|"
                    r"ksys_fallocate|__x64_sys_fallocate)$")
-wal_user = re.compile(r"^(audit_crc32|audit_spool_\w+|audit_wal_\w+)$")
+wal_user = re.compile(r"^(audit_crc32\w*|audit_spool_\w+|audit_wal_\w+)$")
 tot = kern = user = crc = 0.0
 def done(period, frames):
     global tot, kern, user, crc
@@ -176,7 +176,7 @@ def done(period, frames):
         kern += period
     elif ks and first == "audit_spool_append":
         kern += period
-    elif not ks and first == "audit_crc32":
+    elif not ks and first.startswith("audit_crc32"):
         crc += period
     elif not ks and wal_user.match(first):
         user += period

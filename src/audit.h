@@ -119,15 +119,22 @@ int	audit_ref_prev(const char *, size_t *, char *,
 /*
  * The spool file: a 32-byte header ("PCAUDSP1", the writer's run number,
  * zeros), then records, each a 12-byte frame head (magic, payload length,
- * CRC-32 of the payload; little endian) and the payload.  A record that
- * is short, too long or fails its checksum ends the valid part of the
- * file: after a crash that is the torn tail, and it is dropped.
+ * checksum of the payload; little endian) and the payload.  The magic
+ * names the checksum: "PCR2" CRC-32C (Castagnoli), which frames are
+ * written with, or "PCR1" CRC-32 (zlib's), which writers before it used
+ * and which is still read.  A record that is short, too long or fails
+ * its checksum ends the valid part of the file: after a crash that is
+ * the torn tail, and it is dropped.
  */
 #define AUDIT_SPOOL_HDR		32
 #define AUDIT_SPOOL_FRAME	12
-#define AUDIT_SPOOL_MAGIC	0x31524350u	/* "PCR1" */
+#define AUDIT_SPOOL_MAGIC	0x31524350u	/* "PCR1": CRC-32 */
+#define AUDIT_SPOOL_MAGIC_C	0x32524350u	/* "PCR2": CRC-32C */
 
 uint32_t audit_crc32(const void *, size_t);
+/* CRC-32C: SSE 4.2's instruction where there is one, else tables. */
+uint32_t audit_crc32c(const void *, size_t);
+uint32_t audit_crc32c_tables(const void *, size_t);	/* for tests */
 void	 audit_spool_header(unsigned char *, uint64_t);
 int	 audit_spool_header_parse(const unsigned char *, size_t, uint64_t *);
 void	 audit_spool_frame(unsigned char *, const void *, size_t);

@@ -62,10 +62,34 @@ def spool_size(path):
         return -1
 
 
+_CRC32C = []
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli), the checksum of "PCR2" frames, by table."""
+    if not _CRC32C:
+        for i in range(256):
+            c = i
+            for _ in range(8):
+                c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+            _CRC32C.append(c)
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def frame_ok(magic, payload, crc):
+    """A frame's checksum by its magic: "PCR2" CRC-32C, "PCR1" CRC-32."""
+    if magic == 0x32524350:
+        return crc32c(payload) == crc
+    return magic == 0x31524350 and zlib.crc32(payload) == crc
+
+
 def spool_records(path):
     """The request ids of the records in a spool file, in file order,
     read by its format (audit.h): a 32-byte header, then frames of magic,
-    payload length and CRC-32, and "name\\0value\\0" payloads."""
+    payload length and checksum, and "name\\0value\\0" payloads."""
     with open(path, "rb") as f:
         data = f.read()
     assert data[:8] == b"PCAUDSP1", "not a spool"
@@ -73,8 +97,7 @@ def spool_records(path):
     while off + 12 <= len(data):
         magic, n, crc = struct.unpack("<III", data[off:off + 12])
         payload = data[off + 12:off + 12 + n]
-        if magic != 0x31524350 or len(payload) != n or \
-                zlib.crc32(payload) != crc:
+        if len(payload) != n or not frame_ok(magic, payload, crc):
             break
         parts = payload.split(b"\0")
         fields = dict(zip(parts[0::2], parts[1::2]))

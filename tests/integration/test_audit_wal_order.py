@@ -70,6 +70,21 @@ def iov(a, cnt):
             b += mem(base, ln)
     return b
 
+CRC32C = []
+for i in range(256):
+    c = i
+    for _ in range(8):
+        c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+    CRC32C.append(c)
+
+def crc_ok(magic, p, crc):
+    if magic == 0x31524350:
+        return zlib.crc32(p) == crc
+    c = 0xFFFFFFFF
+    for b in p:
+        c = CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    return magic == 0x32524350 and c ^ 0xFFFFFFFF == crc
+
 def spool_ids():
     try:
         data = open(SPOOL, "rb").read()
@@ -79,7 +94,7 @@ def spool_ids():
     while off + 12 <= len(data):
         magic, n, crc = struct.unpack("<III", data[off:off + 12])
         p = data[off + 12:off + 12 + n]
-        if magic != 0x31524350 or len(p) != n or zlib.crc32(p) != crc:
+        if len(p) != n or not crc_ok(magic, p, crc):
             break
         parts = p.split(b"\0")
         ids.add(dict(zip(parts[0::2], parts[1::2])).get(b"request_id"))

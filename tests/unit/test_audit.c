@@ -125,11 +125,56 @@ test_spool_frames(void **state)
 		    AUDIT_SPOOL_HDR);
 	}
 
-	audit_spool_frame(buf, p, 7);
+	/* CRC-32C: its check value, and the same by either path. */
+	assert_true(audit_crc32c("123456789", 9) == 0xe3069283u);
+	assert_true(audit_crc32c_tables("123456789", 9) == 0xe3069283u);
+	{
+		unsigned char	 big[1000];
+		size_t		 i, n;
+		uint32_t	 ref;
+		int		 k;
+
+		for (i = 0; i < sizeof(big); i++)
+			big[i] = (i * 7 + 3) & 0xff;
+		for (n = 0; n < sizeof(big); n += 37) {
+			/* Bit by bit, the reflected polynomial. */
+			ref = 0xffffffffu;
+			for (i = 0; i < n; i++) {
+				ref ^= big[i];
+				for (k = 0; k < 8; k++)
+					ref = (ref & 1) ? (ref >> 1) ^
+					    0x82f63b78u : ref >> 1;
+			}
+			ref ^= 0xffffffffu;
+			assert_true(audit_crc32c(big, n) == ref);
+			assert_true(audit_crc32c_tables(big, n) == ref);
+		}
+	}
+	/* A frame of a writer before CRC-32C ("PCR1", CRC-32) is read. */
+	memcpy(buf, "PCR1", 4);
+	buf[4] = 7;
+	buf[5] = buf[6] = buf[7] = 0;
+	{
+		uint32_t	 c = audit_crc32(p, 7);
+
+		buf[8] = c & 0xff;
+		buf[9] = (c >> 8) & 0xff;
+		buf[10] = (c >> 16) & 0xff;
+		buf[11] = c >> 24;
+	}
 	memcpy(buf + AUDIT_SPOOL_FRAME, p, 7);
 	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7),
 	    AUDIT_SPOOL_FRAME + 7);
-	assert_true(audit_spool_frame_crc(buf) == audit_crc32(p, 7));
+	/* ... but not with the other checksum. */
+	memcpy(buf, "PCR2", 4);
+	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7), -1);
+
+	audit_spool_frame(buf, p, 7);
+	memcpy(buf + AUDIT_SPOOL_FRAME, p, 7);
+	assert_memory_equal(buf, "PCR2", 4);
+	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7),
+	    AUDIT_SPOOL_FRAME + 7);
+	assert_true(audit_spool_frame_crc(buf) == audit_crc32c(p, 7));
 	/* A torn tail: not enough bytes yet. */
 	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 6), 0);
 	assert_int_equal(audit_spool_check(buf, 5), 0);
