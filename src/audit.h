@@ -284,6 +284,8 @@ struct audit {
 	size_t			 qbytes;
 	struct audit_recq	 inflight;
 	size_t			 ninflight;
+	struct audit_recq	 pool;		/* freed records, for reuse */
+	size_t			 npool;
 	size_t			 ifbytes;	/* memory-origin in flight */
 	size_t			 reserved;	/* by admitted requests */
 
@@ -342,6 +344,8 @@ struct audit {
 
 /* audit.c */
 uint64_t	 audit_wall_ms(void);
+struct audit_rec *audit_rec_new(struct audit *, size_t);
+void		 audit_rec_free(struct audit *, struct audit_rec *);
 struct audit_rec *audit_next(struct audit *);
 void		 audit_unnext(struct audit *, struct audit_rec *);
 

@@ -93,6 +93,7 @@ audit_buf_add(struct audit_buf *b, enum audit_field f, const char *v,
 {
 	const char	*name = audit_field_name(f);
 	size_t		 nlen = audit_field_name_len(f), room, i, max;
+	uint64_t	 x;
 	unsigned char	 ch;
 
 	if (v == NULL) {
@@ -116,7 +117,21 @@ audit_buf_add(struct audit_buf *b, enum audit_field f, const char *v,
 		return;		/* cannot happen: see the reserve above */
 	memcpy(b->data + b->len, name, nlen + 1);
 	b->len += nlen + 1;
-	for (i = 0; i < vlen; i++) {
+	/*
+	 * Eight bytes a step while all are printable (0x20 to 0x7e: no
+	 * byte below 0x20, none above 0x7e), the usual case; a byte at a
+	 * time from the first word that is not.  The byte loop was most of
+	 * what building a record cost.
+	 */
+	for (i = 0; i + 8 <= vlen; i += 8) {
+		memcpy(&x, v + i, 8);
+		if ((((x - 0x2020202020202020ULL) & ~x) |
+		    (x + 0x0101010101010101ULL) | x) & 0x8080808080808080ULL)
+			break;
+		memcpy(b->data + b->len, &x, 8);
+		b->len += 8;
+	}
+	for (; i < vlen; i++) {
 		ch = (unsigned char)v[i];
 		b->data[b->len++] = (ch < 0x20 || ch > 0x7e) ? '?' : (char)ch;
 	}
@@ -175,28 +190,48 @@ audit_buf_addu(struct audit_buf *b, enum audit_field f, uint64_t v)
 int
 audit_payload_parse(const char *p, size_t len, struct audit_fields *out)
 {
-	const char	*end = p + len, *name, *val, *z;
+	const char	*end = p + len, *name, *val, *z, *n;
+	size_t		 k;
 	int		 f, i, next = 0;
 
 	for (i = 0; i < AF__MAX; i++) {
 		out->v[i] = "";
 		out->len[i] = 0;
 	}
+	/*
+	 * Byte loops, not memchr(3): the strings are short, and 46 calls a
+	 * record were a tenth of what audit added to a request's CPU.
+	 */
 	while (p < end) {
 		name = p;
-		if ((z = memchr(p, '\0', end - p)) == NULL)
-			return (-1);
-		val = z + 1;
+		/* Fields come in schema order: try the next one first. */
+		f = -1;
+		if (next < AF__MAX) {
+			n = audit_field_defs[next].name;
+			k = audit_field_defs[next].len;
+			if ((size_t)(end - p) > k) {
+				for (i = 0; (size_t)i < k && p[i] == n[i]; i++)
+					;
+				if ((size_t)i == k && p[k] == '\0')
+					f = next;
+			}
+		}
+		if (f != -1)
+			val = p + k + 1;
+		else {
+			for (z = p; z < end && *z != '\0'; z++)
+				;
+			if (z == end)
+				return (-1);
+			val = z + 1;
+			f = audit_field_lookup(name, val - 1 - name);
+		}
 		if (val >= end)
 			return (-1);
-		if ((z = memchr(val, '\0', end - val)) == NULL)
+		for (z = val; z < end && *z != '\0'; z++)
+			;
+		if (z == end)
 			return (-1);
-		/* Fields come in schema order: try the next one first. */
-		if (next < AF__MAX && audit_field_is(next, name,
-		    val - 1 - name))
-			f = next;
-		else
-			f = audit_field_lookup(name, val - 1 - name);
 		if (f != -1) {
 			next = f + 1;
 			out->v[f] = val;
@@ -227,17 +262,14 @@ audit_pack_len(const struct audit_fields *fl)
 size_t
 audit_pack(const struct audit_fields *fl, char *out)
 {
-	char	*p = out, *t;
-	int	 f;
+	char		*p = out;
+	const char	*t, *e;
+	int		 f;
 
 	for (f = 0; f < AF__MAX; f++) {
-		if (fl->len[f] > 0) {
-			memcpy(p, fl->v[f], fl->len[f]);
-			for (t = p; (t = memchr(t, '\t', p + fl->len[f] -
-			    t)) != NULL; )
-				*t++ = '?';
-			p += fl->len[f];
-		}
+		/* One pass (memchr(3) per field cost more than the copy). */
+		for (t = fl->v[f], e = t + fl->len[f]; t < e; t++)
+			*p++ = *t == '\t' ? '?' : *t;
 		*p++ = '\t';
 	}
 	return (p - out);

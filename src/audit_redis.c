@@ -263,7 +263,7 @@ audit_acked(struct audit *w, size_t k)
 		}
 		if (!rec->from_spool)
 			w->ifbytes -= rec->len;
-		free(rec);
+		audit_rec_free(w, rec);
 	}
 	if (w->ac->wal)
 		audit_spool_release(w, 0);

@@ -263,7 +263,7 @@ static void
 audit_lose(struct audit *w, struct audit_rec *r)
 {
 	w->n_dropped++;
-	free(r);
+	audit_rec_free(w, r);
 	audit_new_run(w);
 }
 
@@ -300,14 +300,14 @@ audit_spool_unacked(struct audit *w)
 				w->n_spooled++;
 				n++;
 			}
-			free(r);
+			audit_rec_free(w, r);
 			continue;
 		}
 		if (audit_spool_append(w, r->data, r->len) == -1) {
 			audit_lose(w, r);
 			continue;
 		}
-		free(r);
+		audit_rec_free(w, r);
 		n++;
 	}
 	if (w->ac->fsync == CONFIG_FSYNC_ALWAYS)
@@ -531,8 +531,7 @@ audit_spool_read(struct audit *w)
 		audit_new_run(w);
 		return (NULL);
 	}
-	if ((r = malloc(sizeof(*r) + len - AUDIT_SPOOL_FRAME)) == NULL)
-		fatal("malloc");
+	r = audit_rec_new(w, len - AUDIT_SPOOL_FRAME);
 	r->len = len - AUDIT_SPOOL_FRAME;
 	memcpy(r->data, buf + AUDIT_SPOOL_FRAME, r->len);
 	w->spool_rd += len;

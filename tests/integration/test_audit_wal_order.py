@@ -8,7 +8,11 @@ takes the X-Request-Id of every response head in the bytes it is about
 to send, and reads the spool file from gdb's own process, another
 process than the gateway: the record of each id must be there already
 (the page cache, which a kill -9 leaves), whatever way it got there (a
-write per loop turn today; a store into a mapped file was tried).  Then a kill -9 at any instant cannot leave a
+write per loop turn today; a store into a mapped file was tried), or
+have been there at a stop before (the gateway is stopped before each
+ftruncate and rename too, which release the acknowledged prefix: a
+response that waited for its socket may leave after Redis acknowledged
+its record and the file was emptied).  Then a kill -9 at any instant cannot leave a
 response read by a client without its record in the page cache.  The
 shapes tried are the ones that leave by other paths: pipelined
 requests, HEAD, a 304, a cached blob by sendfile, an early answer before
@@ -53,8 +57,15 @@ for c in ("set pagination off", "set confirm off",
 for sig in ("SIGPIPE", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGCHLD",
             "SIGINT"):
     gdb.execute("handle %s nostop noprint pass" % sig)
-# write, writev, sendto, sendmsg (x86_64 numbers, by name in the catch)
-gdb.execute("catch syscall write writev sendto sendmsg")
+# write, writev, sendto, sendmsg (x86_64 numbers, by name in the catch);
+# and what takes records out of the file (a release of the acknowledged
+# prefix): ftruncate, rename.
+gdb.execute("catch syscall write writev sendto sendmsg ftruncate rename "
+            "renameat renameat2")
+# Every id that was in the file at some moment up to now: a record
+# acknowledged and released before its response leaves (a response
+# that waits for the socket) was there before it.
+seen = set()
 
 def reg(n):
     return int(gdb.parse_and_eval("$" + n)) & (2 ** 64 - 1)
@@ -102,9 +113,13 @@ def spool_ids():
     return ids
 
 def check():
+    global seen
     if reg("rax") != 2 ** 64 - 38:      # -ENOSYS: the entry stop
         return
     nr, a, b = reg("orig_rax"), reg("rsi"), reg("rdx")
+    if nr in (77, 82, 264, 316):        # before a release
+        seen |= spool_ids()
+        return
     if nr in (1, 44):                   # write, sendto
         data = mem(a, b)
     elif nr == 20:                      # writev
@@ -117,7 +132,8 @@ def check():
     rids = RID.findall(data)
     if not rids:
         return
-    have = spool_ids()
+    seen |= spool_ids()
+    have = seen
     for r in rids:
         out.write("%s %s\n" % ("ok" if r in have else "missing",
                                r.decode()))

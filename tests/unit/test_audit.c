@@ -42,6 +42,37 @@ test_payload_roundtrip(void **state)
 	assert_int_equal(audit_payload_parse("time\0" "12", 7, &fl), -1);
 }
 
+/*
+ * Sanitising, eight bytes a step: a byte below 0x20 or above 0x7e
+ * becomes '?' wherever it is in a word, and every other byte is kept.
+ */
+static void
+test_sanitise(void **state)
+{
+	struct audit_buf	 b;
+	struct audit_fields	 fl;
+	char			 v[41], want[41];
+	const unsigned char	 bad[] = { 0x00, 0x01, 0x09, 0x1f, 0x7f, 0x80,
+	    0xff };
+	size_t			 i, pos, k;
+
+	for (k = 0; k < sizeof(bad); k++) {
+		for (pos = 0; pos < 40; pos += 3) {
+			for (i = 0; i < 40; i++)
+				v[i] = want[i] = (char)(0x20 + (i * 11) % 95);
+			v[pos] = (char)bad[k];
+			want[pos] = '?';
+			audit_buf_init(&b);
+			audit_buf_add(&b, AF_TIME, "1", 1);
+			audit_buf_add(&b, AF_ID, v, 40);
+			assert_int_equal(audit_payload_parse(b.data, b.len, &fl),
+			    0);
+			assert_int_equal(fl.len[AF_ID], 40);
+			assert_memory_equal(fl.v[AF_ID], want, 40);
+		}
+	}
+}
+
 static void
 test_numbers(void **state)
 {
@@ -359,6 +390,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_payload_roundtrip),
 		cmocka_unit_test(test_numbers),
+		cmocka_unit_test(test_sanitise),
 		cmocka_unit_test(test_payload_any_order),
 		cmocka_unit_test(test_spool_frames),
 		cmocka_unit_test(test_time),
