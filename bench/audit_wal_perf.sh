@@ -149,9 +149,10 @@ done
 # The WAL's share of a gateway's samples, one perf file, sample by
 # sample (perf script): "kernel" is a sample in one of the spool's
 # syscalls (by the kernel frames under it: pwritev/pwrite64, fdatasync,
-# ftruncate, fallocate) or a page fault taken by the spool's own stores
-# (the first user-space frame is audit_spool_append, which touches each
-# page it appends to first, so that its faults are its own); "user" is
+# ftruncate, fallocate; and the close(2) that frees the old file's pages
+# after a release, under ext4_evict_inode, which a cache hit never
+# makes), or a page fault taken by stores into a mapped spool (the first
+# user-space frame audit_spool_append: a build that maps it); "user" is
 # self time in the WAL's functions (audit_crc32*, audit_spool_*,
 # audit_wal_*).  User-space frames of an -O2 build are no reliable
 # chains beyond the first, so only the first is read.
@@ -173,6 +174,8 @@ def done(period, frames):
     us = [s for s, d in frames if d != "[kernel.kallsyms]"]
     first = us[0] if us else ""
     if any(calls.match(s) for s in ks):
+        kern += period
+    elif "ext4_evict_inode" in ks:      # the old file closed by a release
         kern += period
     elif ks and first == "audit_spool_append":
         kern += period
