@@ -183,6 +183,26 @@ audit_buf_addu(struct audit_buf *b, enum audit_field f, uint64_t v)
 	audit_buf_add(b, f, p, tmp + sizeof(tmp) - p);
 }
 
+/* Whether a word has a zero byte (exact as a yes or no). */
+#define AUDIT_HAS0(x)	(((x) - 0x0101010101010101ULL) & ~(x) & \
+			    0x8080808080808080ULL)
+
+/* The first NUL in [p, end), or end: eight bytes a step. */
+static const char *
+audit_find0(const char *p, const char *end)
+{
+	uint64_t	 x;
+
+	for (; end - p >= 8; p += 8) {
+		memcpy(&x, p, 8);
+		if (AUDIT_HAS0(x))
+			break;
+	}
+	while (p < end && *p != '\0')
+		p++;
+	return (p);
+}
+
 /*
  * Parse a payload into fields pointing into it.  Every name and value
  * must be NUL-terminated inside the buffer.  Missing fields are "".
@@ -228,8 +248,7 @@ audit_payload_parse(const char *p, size_t len, struct audit_fields *out)
 		}
 		if (val >= end)
 			return (-1);
-		for (z = val; z < end && *z != '\0'; z++)
-			;
+		z = audit_find0(val, end);
 		if (z == end)
 			return (-1);
 		if (f != -1) {
@@ -264,11 +283,23 @@ audit_pack(const struct audit_fields *fl, char *out)
 {
 	char		*p = out;
 	const char	*t, *e;
+	uint64_t	 x;
 	int		 f;
 
 	for (f = 0; f < AF__MAX; f++) {
-		/* One pass (memchr(3) per field cost more than the copy). */
-		for (t = fl->v[f], e = t + fl->len[f]; t < e; t++)
+		/*
+		 * One pass, eight bytes a step while they hold no tab
+		 * (memchr(3) per field cost more than the copy).
+		 */
+		t = fl->v[f];
+		e = t + fl->len[f];
+		for (; e - t >= 8; t += 8, p += 8) {
+			memcpy(&x, t, 8);
+			if (AUDIT_HAS0(x ^ 0x0909090909090909ULL))
+				break;
+			memcpy(p, &x, 8);
+		}
+		for (; t < e; t++)
 			*p++ = *t == '\t' ? '?' : *t;
 		*p++ = '\t';
 	}

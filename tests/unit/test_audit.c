@@ -73,6 +73,33 @@ test_sanitise(void **state)
 	}
 }
 
+/* Packing, eight bytes a step: a tab anywhere in a value becomes '?'. */
+static void
+test_pack_tabs(void **state)
+{
+	struct audit_fields	 fl, back;
+	char			 v[30], out[AF__MAX + 64];
+	size_t			 pos, i, n;
+
+	for (pos = 0; pos < 30; pos++) {
+		memset(&fl, 0, sizeof(fl));
+		for (i = 0; i < AF__MAX; i++)
+			fl.v[i] = "";
+		for (i = 0; i < 30; i++)
+			v[i] = (char)('a' + i % 26);
+		v[pos] = '\t';
+		fl.v[AF_PATH] = v;
+		fl.len[AF_PATH] = 30;
+		n = audit_pack(&fl, out);
+		assert_int_equal(n, audit_pack_len(&fl));
+		assert_int_equal(audit_unpack(out, n, &back), 0);
+		assert_int_equal(back.len[AF_PATH], 30);
+		for (i = 0; i < 30; i++)
+			assert_int_equal(back.v[AF_PATH][i],
+			    i == pos ? '?' : 'a' + (int)(i % 26));
+	}
+}
+
 static void
 test_numbers(void **state)
 {
@@ -391,6 +418,7 @@ main(void)
 		cmocka_unit_test(test_payload_roundtrip),
 		cmocka_unit_test(test_numbers),
 		cmocka_unit_test(test_sanitise),
+		cmocka_unit_test(test_pack_tabs),
 		cmocka_unit_test(test_payload_any_order),
 		cmocka_unit_test(test_spool_frames),
 		cmocka_unit_test(test_time),
