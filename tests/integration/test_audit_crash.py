@@ -24,9 +24,9 @@ import pytest
 import requests
 
 from lib.cache import cache_cfg
-from lib.gateway import gateway_config, upstream
+from lib.gateway import gateway_bin, gateway_config, upstream
 from lib.redis import RedisServer, entries_to_dicts
-from lib.util import free_port, wait_for
+from lib.util import free_port, run, wait_for
 
 STREAM = "portcullis:audit"
 HDR = 32
@@ -420,3 +420,95 @@ def test_wal_keeps_records_when_the_spool_is_small(redis, start_registry,
     released = int(log.split(" released=")[1].split()[0])
     assert released >= 6, "the acknowledged prefix was released"
 
+
+
+def _payload(fields):
+    """A record payload, "name\\0value\\0" in the order given."""
+    return b"".join(k.encode() + b"\0" + v + b"\0" for k, v in fields)
+
+
+def _frame(magic, payload):
+    crc = crc32c(payload) if magic == b"PCR2" else zlib.crc32(payload)
+    return magic + struct.pack("<II", len(payload), crc) + payload
+
+
+def test_spool_of_both_frame_kinds_replays_each_once(redis, start_registry,
+                                                     start_gateway, tmp_path):
+    """A spool an earlier version left ("PCR1" frames, CRC-32) that this
+    one went on writing ("PCR2", CRC-32C), with a torn tail whose length
+    points past the end of the file: every whole record reaches the
+    stream once, in order, the torn one is dropped, and the readers
+    (XRANGE, `audit export`) see each record's fields as written, for
+    records just under, at and over the writer's reuse size (640 bytes)
+    and of the largest size (AUDIT_REC_MAX, 4096), a tab in a value
+    coming out as '?' (a payload from a file is not sanitised)."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "mixed.spool"
+    inst = b"gw-mix"
+    recs, want = [], []
+
+    def rec(magic, run, n, size, ua=b"mixed"):
+        rid = b"%s-%d-%d" % (magic.lower(), run, n)
+        base = [("time", b"1700000000000"),
+                ("id", inst + b"/%d-%d" % (run, n)),
+                ("request_id", rid), ("instance", inst),
+                ("client_ip", b"127.0.0.1"), ("user_agent", ua),
+                ("action", b"pull"), ("method", b"GET")]
+        # Long values, up to AUDIT_VALUE_MAX each, fill the record to
+        # exactly `size` bytes.
+        rest = size - len(_payload(base + [("path", b""), ("error", b""),
+                                           ("rule", b""),
+                                           ("reference", b"")]))
+        vals = []
+        for _ in range(4):
+            k = min(rest, 1024)
+            vals.append(b"/" + b"p" * (k - 1) if k else b"")
+            rest -= k
+        assert rest == 0
+        fields = base + [("path", vals[0]), ("error", vals[1]),
+                         ("rule", vals[2]), ("reference", vals[3])]
+        p = _payload(fields)
+        assert len(p) == size
+        recs.append(_frame(magic, p))
+        want.append((rid.decode(), {k: v.decode() for k, v in fields}))
+
+    rec(b"PCR1", 1000, 1, 200)
+    rec(b"PCR1", 1000, 2, 640)
+    rec(b"PCR1", 1000, 3, 641, ua=b"tab\there")
+    want[-1][1]["user_agent"] = "tab?here"
+    rec(b"PCR2", 1001, 1, 639)
+    rec(b"PCR2", 1001, 2, 640)
+    rec(b"PCR2", 1001, 3, 4096)
+    rec(b"PCR2", 1001, 4, 641)
+    hdr = b"PCAUDSP1" + struct.pack("<II", 1001, 0)
+    hdr += struct.pack("<I", zlib.crc32(hdr)) + b"\0" * 12
+    torn = b"PCR2" + struct.pack("<II", 300, 0) + b"x" * 50
+    spool.write_bytes(hdr + b"".join(recs) + torn)
+    assert spool_records(spool) == [r for r, _ in want]
+
+    cfg = gateway_config(upstream(reg, default=True),
+                         instance_id=inst.decode(),
+                         audit=audit_cfg(rs.port, spool))
+    gw = start_gateway(cfg)
+    rs.wait_xlen(STREAM, len(want), timeout=60)
+    wait_for(lambda: spool_size(spool) == HDR, timeout=30,
+             what="spool replayed and released")
+    with rs.client() as c:
+        got = entries_to_dicts(c.call("XRANGE", STREAM, "-", "+"))
+    assert [d["request_id"] for _, d in got] == [r for r, _ in want]
+    for (_, d), (rid, fields) in zip(got, want):
+        for k, v in fields.items():
+            assert d[k] == v, (rid, k)
+    log = gw.log_text()
+    assert "torn_tail bytes=%d" % len(torn) in log
+    assert "records=%d " % len(want) in log
+    out = run([gateway_bin(), "audit", "export", "-c", gw.config_path],
+              timeout=60).stdout
+    exp = {j["request_id"]: j for j in map(json.loads, out.splitlines())}
+    assert sorted(exp) == sorted(r for r, _ in want)
+    for rid, fields in want:
+        for k in ("path", "error", "rule", "reference", "user_agent"):
+            assert exp[rid][k] == fields[k], (rid, k)
+    gw.stop()
+    assert "dropped=0" in gw.log_text()
