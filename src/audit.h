@@ -124,7 +124,10 @@ int	audit_ref_prev(const char *, size_t *, char *,
  * written with, or "PCR1" CRC-32 (zlib's), which writers before it used
  * and which is still read.  A record that is short, too long or fails
  * its checksum ends the valid part of the file: after a crash that is
- * the torn tail, and it is dropped.
+ * the torn tail, and it is dropped.  A writer before "PCR2" would take
+ * every such frame for a torn tail and drop it: while the file holds
+ * frames its header says "PCAUDSP2", which such a writer refuses to
+ * start on; an empty file says "PCAUDSP1" (either is read).
  */
 #define AUDIT_SPOOL_HDR		32
 #define AUDIT_SPOOL_FRAME	12
@@ -135,7 +138,7 @@ uint32_t audit_crc32(const void *, size_t);
 /* CRC-32C: SSE 4.2's instruction where there is one, else tables. */
 uint32_t audit_crc32c(const void *, size_t);
 uint32_t audit_crc32c_tables(const void *, size_t);	/* for tests */
-void	 audit_spool_header(unsigned char *, uint64_t);
+void	 audit_spool_header(unsigned char *, uint64_t, int);
 int	 audit_spool_header_parse(const unsigned char *, size_t, uint64_t *);
 void	 audit_spool_frame(unsigned char *, const void *, size_t);
 uint32_t audit_spool_frame_crc(const unsigned char *);
@@ -297,6 +300,7 @@ struct audit {
 	uint64_t		 mark_off;	/* the header's mark; HDR: none */
 	uint32_t		 mark_crc;
 	uint32_t		 append_crc;	/* of the last record appended */
+	int			 hdr_frames;	/* the header says "PCAUDSP2" */
 	unsigned char		*walbuf;	/* WAL appends, not written */
 	size_t			 wallen;	/* end of spool_size */
 	struct event		*ev_wal;	/* writes them, this turn */

@@ -761,12 +761,15 @@ get32(const unsigned char *p)
 	    (uint32_t)p[3] << 24);
 }
 
-/* Write the 32-byte spool header for the given writer run. */
+/*
+ * Write the 32-byte spool header for the given writer run: "PCAUDSP2"
+ * for a file that holds frames (which may be "PCR2"), else "PCAUDSP1".
+ */
 void
-audit_spool_header(unsigned char *h, uint64_t run)
+audit_spool_header(unsigned char *h, uint64_t run, int frames)
 {
 	memset(h, 0, AUDIT_SPOOL_HDR);
-	memcpy(h, "PCAUDSP1", 8);
+	memcpy(h, frames ? "PCAUDSP2" : "PCAUDSP1", 8);
 	put32(h + 8, (uint32_t)(run & 0xffffffffu));
 	put32(h + 12, (uint32_t)(run >> 32));
 	put32(h + 16, audit_crc32(h, 16));
@@ -776,7 +779,8 @@ audit_spool_header(unsigned char *h, uint64_t run)
 int
 audit_spool_header_parse(const unsigned char *h, size_t len, uint64_t *run)
 {
-	if (len < AUDIT_SPOOL_HDR || memcmp(h, "PCAUDSP1", 8) != 0 ||
+	if (len < AUDIT_SPOOL_HDR || (memcmp(h, "PCAUDSP1", 8) != 0 &&
+	    memcmp(h, "PCAUDSP2", 8) != 0) ||
 	    get32(h + 16) != audit_crc32(h, 16))
 		return (-1);
 	*run = (uint64_t)get32(h + 8) | (uint64_t)get32(h + 12) << 32;

@@ -92,7 +92,7 @@ def spool_records(path):
     payload length and checksum, and "name\\0value\\0" payloads."""
     with open(path, "rb") as f:
         data = f.read()
-    assert data[:8] == b"PCAUDSP1", "not a spool"
+    assert data[:8] in (b"PCAUDSP1", b"PCAUDSP2"), "not a spool"
     ids, off = [], HDR
     while off + 12 <= len(data):
         magic, n, crc = struct.unpack("<III", data[off:off + 12])
@@ -512,3 +512,53 @@ def test_spool_of_both_frame_kinds_replays_each_once(redis, start_registry,
             assert exp[rid][k] == fields[k], (rid, k)
     gw.stop()
     assert "dropped=0" in gw.log_text()
+
+
+def earlier_version_opens(path):
+    """Whether a gateway before CRC-32C frames would take the file as its
+    spool: it checks the header ("PCAUDSP1" and its CRC-32) and then
+    drops every frame that is not "PCR1", from the first one on, as a
+    torn tail."""
+    with open(path, "rb") as f:
+        h = f.read(HDR)
+    return len(h) == HDR and h[:8] == b"PCAUDSP1" and \
+        struct.unpack("<I", h[16:20])[0] == zlib.crc32(h[:16])
+
+
+def test_earlier_version_refuses_a_spool_it_would_empty(
+        redis, start_registry, start_gateway, tmp_path):
+    """Going back to a version before CRC-32C frames (a rollback after an
+    incident, with Redis down) must not drop what the spool holds: such a
+    version took every "PCR2" frame for a torn tail and truncated the
+    file (shown with the main branch's binary: 20 records spooled while
+    Redis was down, "torn_tail bytes=6751", none ever reached the
+    stream).  While the file holds frames its header says "PCAUDSP2",
+    which such a version refuses to start on ("not a portcullis audit
+    spool"); once it is empty again (a clean stop with Redis up) it says
+    "PCAUDSP1", and such a version starts on it."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "back.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-back",
+                         audit=audit_cfg(rs.port, spool))
+    rs.kill()
+    gw = start_gateway(cfg)
+    s = requests.Session()
+    s.trust_env = False
+    ids = [s.get(gw.url + "/v2/", timeout=10).headers["X-Request-Id"]
+           for _ in range(20)]
+    s.close()
+    assert gw.stop() == 0
+    assert spool_records(spool) == ids
+    assert not earlier_version_opens(spool), \
+        "an earlier version would drop the spooled records"
+    rs.start()
+    gw2 = start_gateway(cfg)
+    rs.wait_xlen(STREAM, 20, timeout=60)
+    wait_for(lambda: spool_size(spool) == HDR, timeout=30,
+             what="spool replayed and released")
+    assert gw2.stop() == 0
+    assert stream_request_ids(rs) == ids
+    assert spool_records(spool) == []
+    assert earlier_version_opens(spool), \
+        "an empty spool still opens under an earlier version"

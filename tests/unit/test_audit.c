@@ -160,7 +160,14 @@ test_spool_frames(void **state)
 		assert_true(audit_crc32(big, sizeof(big)) == 0x17bc2a46u);
 		assert_true(audit_crc32(big, 0) == 0);
 	}
-	audit_spool_header(buf, 0x123456789abcULL);
+	/* A file with frames says so ("PCAUDSP2"); both are read. */
+	audit_spool_header(buf, 0x123456789abcULL, 1);
+	assert_memory_equal(buf, "PCAUDSP2", 8);
+	assert_int_equal(audit_spool_header_parse(buf, AUDIT_SPOOL_HDR, &run),
+	    0);
+	assert_true(run == 0x123456789abcULL);
+	audit_spool_header(buf, 0x123456789abcULL, 0);
+	assert_memory_equal(buf, "PCAUDSP1", 8);
 	assert_int_equal(audit_spool_header_parse(buf, AUDIT_SPOOL_HDR, &run),
 	    0);
 	assert_true(run == 0x123456789abcULL);
