@@ -562,3 +562,53 @@ def test_earlier_version_refuses_a_spool_it_would_empty(
     assert spool_records(spool) == []
     assert earlier_version_opens(spool), \
         "an empty spool still opens under an earlier version"
+
+
+def test_a_record_that_cannot_be_sent_does_not_stop_the_rest(
+        redis, start_registry, start_gateway, tmp_path):
+    """A record in the spool whose frame is sound but whose payload has no
+    usable id (a file written by something else: the writer's own records
+    always have one) can never be sent.  Before, the writer dropped the
+    link for it on every connection ("send failed", again and again):
+    neither the records after it nor any new one reached the stream, and
+    the spool only grew.  It is dropped (logged with its offset, counted
+    as dropped) and everything else goes on, exactly once."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "bad.spool"
+    inst = b"gw-bad"
+    hdr = b"PCAUDSP2" + struct.pack("<II", 1001, 0)
+    hdr += struct.pack("<I", zlib.crc32(hdr)) + b"\0" * 12
+
+    def good(n):
+        return _frame(b"PCR2", _payload([
+            ("time", b"1700000000000"), ("id", inst + b"/1001-%d" % n),
+            ("request_id", b"good-%d" % n)]))
+    bad = [_frame(b"PCR2", _payload([("time", b"1"),
+                                     ("request_id", b"no-id")])),
+           _frame(b"PCR1", _payload([("time", b"1"), ("id", b"x/y-z"),
+                                     ("request_id", b"bad-id")])),
+           _frame(b"PCR2", b"not\0a payload")]
+    spool.write_bytes(hdr + good(1) + bad[0] + good(2) + bad[1] + bad[2] +
+                      good(3))
+    cfg = gateway_config(upstream(reg, default=True),
+                         instance_id=inst.decode(),
+                         audit=audit_cfg(rs.port, spool))
+    gw = start_gateway(cfg)
+    s = requests.Session()
+    s.trust_env = False
+    ids = [s.get(gw.url + "/v2/", timeout=10).headers["X-Request-Id"]
+           for _ in range(5)]
+    s.close()
+    want = ["good-1", "good-2", "good-3"] + ids
+    wait_for(lambda: stream_request_ids(rs) == want, timeout=60,
+             what="the records around the unsendable ones in the stream")
+    wait_for(lambda: spool_size(spool) == HDR, timeout=30,
+             what="spool released")
+    assert gw.stop() == 0
+    log = gw.log_text()
+    # Logged at most once a second; the three are counted.
+    assert "audit unsendable_record offset=%d " % (
+        HDR + len(good(1))) in log, log[-3000:]
+    assert "dropped=3" in log
+    assert stream_request_ids(rs) == want
