@@ -622,7 +622,7 @@ audit_spool_open(struct audit *w, char **cause)
 	uint64_t	 off, old_run = 0, nrec = 0, nacked = 0, moff = 0;
 	uint64_t	 acked = AUDIT_SPOOL_HDR;
 	uint32_t	 mcrc = 0, acrc = 0;
-	size_t		 have = 0, bufsz = 1 << 20;
+	size_t		 have = 0, at, bufsz = 1 << 20;
 	ssize_t		 n;
 	long		 len;
 	const char	*path = w->ac->spool_file;
@@ -676,19 +676,21 @@ audit_spool_open(struct audit *w, char **cause)
 				return (-1);
 			}
 			have += n;
-			while ((len = audit_spool_check(buf, have)) > 0) {
+			/* The part record left moves to the front once. */
+			for (at = 0; (len = audit_spool_check(buf + at,
+			    have - at)) > 0; at += len) {
 				off += len;
 				nrec++;
 				/* The mark, where a record of its CRC ends. */
 				if (off == moff &&
-				    audit_spool_frame_crc(buf) == mcrc) {
+				    audit_spool_frame_crc(buf + at) == mcrc) {
 					acked = off;
 					acrc = mcrc;
 					nacked = nrec;
 				}
-				memmove(buf, buf + len, have - len);
-				have -= len;
 			}
+			memmove(buf, buf + at, have - at);
+			have -= at;
 			if (len < 0 || n == 0)
 				break;
 		}
