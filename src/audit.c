@@ -49,6 +49,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 #include "portcullis.h"
 #include "audit.h"
 
@@ -74,6 +78,23 @@ audit_wall_ms(void)
 #define AUDIT_REC_SLOT		640
 #define AUDIT_POOL_MAX		512
 
+/*
+ * With AddressSanitizer (--enable-asan) a pooled record is poisoned but
+ * for its list entry, as free(3) would make it: a use after it went back
+ * to the pool is reported instead of reading a reused record.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define AUDIT_POOL_POISON(r)	ASAN_POISON_MEMORY_REGION(&(r)->spool_end, \
+	    sizeof(*(r)) + AUDIT_REC_SLOT - offsetof(struct audit_rec, \
+	    spool_end))
+#define AUDIT_POOL_UNPOISON(r)	ASAN_UNPOISON_MEMORY_REGION(&(r)->spool_end, \
+	    sizeof(*(r)) + AUDIT_REC_SLOT - offsetof(struct audit_rec, \
+	    spool_end))
+#else
+#define AUDIT_POOL_POISON(r)	do { } while (0)
+#define AUDIT_POOL_UNPOISON(r)	do { } while (0)
+#endif
+
 /* A record with room for len bytes; its fields are the caller's. */
 struct audit_rec *
 audit_rec_new(struct audit *w, size_t len)
@@ -83,6 +104,7 @@ audit_rec_new(struct audit *w, size_t len)
 	if (len <= AUDIT_REC_SLOT && (r = TAILQ_FIRST(&w->pool)) != NULL) {
 		TAILQ_REMOVE(&w->pool, r, entry);
 		w->npool--;
+		AUDIT_POOL_UNPOISON(r);
 		return (r);
 	}
 	if ((r = malloc(sizeof(*r) + (len <= AUDIT_REC_SLOT ?
@@ -98,6 +120,7 @@ audit_rec_free(struct audit *w, struct audit_rec *r)
 	if (r->len <= AUDIT_REC_SLOT && w->npool < AUDIT_POOL_MAX) {
 		TAILQ_INSERT_HEAD(&w->pool, r, entry);
 		w->npool++;
+		AUDIT_POOL_POISON(r);
 		return;
 	}
 	free(r);
@@ -306,6 +329,7 @@ audit_free(struct audit *w)
 		event_free(w->ev_tick);
 	while ((r = TAILQ_FIRST(&w->pool)) != NULL) {
 		TAILQ_REMOVE(&w->pool, r, entry);
+		AUDIT_POOL_UNPOISON(r);
 		free(r);
 	}
 	config_unref(w->conf);
