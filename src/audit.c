@@ -84,12 +84,12 @@ audit_wall_ms(void)
  * to the pool is reported instead of reading a reused record.
  */
 #if defined(__SANITIZE_ADDRESS__)
-#define AUDIT_POOL_POISON(r)	ASAN_POISON_MEMORY_REGION(&(r)->spool_end, \
-	    sizeof(*(r)) + AUDIT_REC_SLOT - offsetof(struct audit_rec, \
-	    spool_end))
-#define AUDIT_POOL_UNPOISON(r)	ASAN_UNPOISON_MEMORY_REGION(&(r)->spool_end, \
-	    sizeof(*(r)) + AUDIT_REC_SLOT - offsetof(struct audit_rec, \
-	    spool_end))
+#define AUDIT_POOL_BODY		(sizeof(struct audit_rec) + AUDIT_REC_SLOT - \
+	    offsetof(struct audit_rec, spool_end))
+#define AUDIT_POOL_POISON(r)	\
+	ASAN_POISON_MEMORY_REGION(&(r)->spool_end, AUDIT_POOL_BODY)
+#define AUDIT_POOL_UNPOISON(r)	\
+	ASAN_UNPOISON_MEMORY_REGION(&(r)->spool_end, AUDIT_POOL_BODY)
 #else
 #define AUDIT_POOL_POISON(r)	do { } while (0)
 #define AUDIT_POOL_UNPOISON(r)	do { } while (0)

@@ -300,7 +300,7 @@ struct audit {
 	uint64_t		 mark_off;	/* the header's mark; HDR: none */
 	uint32_t		 mark_crc;
 	uint32_t		 append_crc;	/* of the last record appended */
-	int			 hdr_frames;	/* the header says "PCAUDSP2" */
+	int			 hdr_frames;	/* header: "PCAUDSP2" */
 	unsigned char		*walbuf;	/* WAL appends, not written */
 	size_t			 wallen;	/* end of spool_size */
 	struct event		*ev_wal;	/* writes them, this turn */

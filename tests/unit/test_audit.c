@@ -522,8 +522,9 @@ test_page_ends(void **state)
 	    '\n', '\r', '\0', 0x1f, 0x7f, 0x80, 0xff, '/', '?' };
 	struct audit_buf	 b;
 	struct audit_fields	 got, want;
-	char			*end = guard_page(), *v, out1[AUDIT_REC_MAX +
-	    AF__MAX], out2[AUDIT_REC_MAX + AF__MAX];
+	char			*end = guard_page(), *v;
+	char			 out1[AUDIT_REC_MAX + AF__MAX];
+	char			 out2[AUDIT_REC_MAX + AF__MAX];
 	unsigned char		 fr[AUDIT_SPOOL_FRAME + 64];
 	size_t			 vlen, i, n, k;
 	int			 f, rc, round;
