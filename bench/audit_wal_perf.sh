@@ -12,11 +12,12 @@
 # round is recorded by `perf record -g` on the loaded gateway (every
 # gateway, so that perf's overhead is the same for all).  Printed: the
 # median req/s and gateway CPU per request of each, and for the WAL
-# gateways the share of the gateway's samples spent on the WAL: the
-# syscalls it makes (pwritev/pwrite64, fdatasync, ftruncate, with what
-# the kernel does under them, from kernel call chains) and the CRC and
-# framing in user space (self time of audit_crc32, audit_spool_*,
-# audit_wal_*).  Run under the bench lock (flock /work/wt/bench.lock).
+# gateways the share of the gateway's samples spent on the WAL: in the
+# kernel, the syscalls it makes (pwritev/pwrite64, fdatasync, ftruncate,
+# fallocate, with what the kernel does under them) and the page faults
+# of its stores into the mapped file; in user space the framing (self
+# time of audit_spool_*, audit_wal_*) and the CRC (audit_crc32*).  Run
+# under the bench lock (flock /work/wt/bench.lock).
 #
 # Environment (all optional):
 #   PORTCULLIS_BIN       gateway binary (default <repo>/portcullis)
@@ -145,36 +146,58 @@ for r in $(seq "$ROUNDS"); do
 	done
 done
 
-# The WAL's share of a gateway's samples, one perf file: kernel chains
-# give the syscalls with everything under them (children); user-space
-# frames of an -O2 build are not reliable chains, so the WAL's own
-# functions count their self time.
+# The WAL's share of a gateway's samples, one perf file, sample by
+# sample (perf script): "kernel" is a sample in one of the spool's
+# syscalls (by the kernel frames under it: pwritev/pwrite64, fdatasync,
+# ftruncate, fallocate; and the close(2) that frees the old file's pages
+# after a release, under ext4_evict_inode, which a cache hit never
+# makes), or a page fault taken by stores into a mapped spool (the first
+# user-space frame audit_spool_append: a build that maps it); "user" is
+# self time in the WAL's functions (audit_crc32*, audit_spool_*,
+# audit_wal_*).  User-space frames of an -O2 build are no reliable
+# chains beyond the first, so only the first is read.
 wal_share() {
-	perf report -i "$1" --children --stdio --sort sym -g none \
-		--percent-limit 0 2>/dev/null | python3 -c '
+	perf script -i "$1" -F period,ip,sym,dso 2>/dev/null | python3 -c '
 import re, sys
-# Each syscall by the names its kernel frames may carry (some inlined):
-# the largest "children" of them is the syscall with all under it.
-calls = (("__x64_sys_pwritev", "do_pwritev"),
-         ("__x64_sys_pwrite64", "ksys_pwrite64"),
-         ("__x64_sys_fdatasync", "do_fsync"),
-         ("__x64_sys_ftruncate", "do_sys_ftruncate"))
-user_self = re.compile(r"^(audit_crc32|audit_spool_\w+|audit_wal_\w+)$")
-kids, w, crc = {}, 0.0, 0.0
+calls = re.compile(r"^(do_pwritev|__x64_sys_pwritev|ksys_pwrite64|"
+                   r"__x64_sys_pwrite64|do_fsync|__x64_sys_fdatasync|"
+                   r"do_sys_ftruncate|__x64_sys_ftruncate|vfs_fallocate|"
+                   r"ksys_fallocate|__x64_sys_fallocate)$")
+wal_user = re.compile(r"^(audit_crc32\w*|audit_spool_\w+|audit_wal_\w+)$")
+tot = kern = user = crc = 0.0
+def done(period, frames):
+    global tot, kern, user, crc
+    if period is None:
+        return
+    tot += period
+    ks = [s for s, d in frames if d == "[kernel.kallsyms]"]
+    us = [s for s, d in frames if d != "[kernel.kallsyms]"]
+    first = us[0] if us else ""
+    if any(calls.match(s) for s in ks):
+        kern += period
+    elif "ext4_evict_inode" in ks:      # the old file closed by a release
+        kern += period
+    elif ks and first == "audit_spool_append":
+        kern += period
+    elif not ks and first.startswith("audit_crc32"):
+        crc += period
+    elif not ks and wal_user.match(first):
+        user += period
+period, frames = None, []
 for line in sys.stdin:
-    m = re.match(r"\s*([\d.]+)%\s+([\d.]+)%\s+(?:\S+\s+)*?\[[.k]\]\s+(\S+)",
-                 line)
-    if not m:
+    if not line.strip():
         continue
-    ch, se, sym = float(m.group(1)), float(m.group(2)), m.group(3)
-    kids[sym] = ch
-    if user_self.match(sym):
-        if sym == "audit_crc32":
-            crc += se
-        else:
-            w += se
-w += sum(max(kids.get(n, 0.0) for n in names) for names in calls)
-print("%.2f %.2f" % (w, crc))'
+    if not line.startswith("\t"):
+        done(period, frames)
+        period, frames = float(line.split()[0]), []
+        continue
+    m = re.match(r"\s*[0-9a-f]+ (\S+?)(?:\+0x[0-9a-f]+)? \((.*)\)$", line)
+    if m:
+        frames.append((m.group(1), m.group(2)))
+done(period, frames)
+tot = tot or 1
+print("%.2f %.2f %.2f" % (kern / tot * 100, user / tot * 100,
+                          crc / tot * 100))'
 }
 for mode in $modes; do
 	case $mode in wal|before|nowal) ;; *) continue;; esac
@@ -189,22 +212,31 @@ rows, perf = {}, {}
 for line in open(sys.argv[1]):
     f = line.split()
     if f[0] == "perf":
-        perf.setdefault(f[1], []).append((float(f[3]), float(f[4])))
+        perf.setdefault(f[1], []).append((float(f[3]), float(f[4]),
+                                          float(f[5])))
     else:
         rows.setdefault(f[0], []).append((float(f[2]), float(f[3])))
 med = lambda d, m, i: statistics.median(x[i] for x in d[m])
-print("%-26s %9s %14s %12s %10s %8s" % ("cached manifest GET", "req/s",
-      "gw us/request", "WAL syscalls", "WAL CRC", "WAL all"))
+print("%-26s %9s %14s %11s %9s %8s %8s" % ("cached manifest GET", "req/s",
+      "gw us/request", "WAL kernel", "WAL user", "WAL CRC", "WAL all"))
 for m in ("off", "nowal", "wal", "before"):
     if m not in rows:
         continue
     p = ""
     if m in perf:
-        w, c = med(perf, m, 0), med(perf, m, 1)
-        p = "%11.2f%% %9.2f%% %7.2f%%" % (w, c, w + c)
+        k, u, c = med(perf, m, 0), med(perf, m, 1), med(perf, m, 2)
+        a = statistics.median(sum(x) for x in perf[m])
+        p = "%10.2f%% %8.2f%% %7.2f%% %7.2f%%" % (k, u, c, a)
     print("%-26s %9.0f %14.1f %s" % (m, med(rows, m, 0), med(rows, m, 1), p))
     print("%-26s rounds req/s: %s" % ("", " ".join("%.0f" % x[0]
                                                     for x in rows[m])))
+for m in ("nowal", "wal", "before"):
+    if m in rows:
+        o, w = med(rows, "off", 0), med(rows, m, 0)
+        print("%s next to audit off: %.1f%% req/s, %+.1f%% gateway CPU per "
+              "request" % (m, (o - w) / o * 100,
+                           (med(rows, m, 1) - med(rows, "off", 1)) /
+                           med(rows, "off", 1) * 100))
 for m in ("wal", "before"):
     if m in rows:
         nw, w = med(rows, "nowal", 0), med(rows, m, 0)

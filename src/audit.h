@@ -119,16 +119,26 @@ int	audit_ref_prev(const char *, size_t *, char *,
 /*
  * The spool file: a 32-byte header ("PCAUDSP1", the writer's run number,
  * zeros), then records, each a 12-byte frame head (magic, payload length,
- * CRC-32 of the payload; little endian) and the payload.  A record that
- * is short, too long or fails its checksum ends the valid part of the
- * file: after a crash that is the torn tail, and it is dropped.
+ * checksum of the payload; little endian) and the payload.  The magic
+ * names the checksum: "PCR2" CRC-32C (Castagnoli), which frames are
+ * written with, or "PCR1" CRC-32 (zlib's), which writers before it used
+ * and which is still read.  A record that is short, too long or fails
+ * its checksum ends the valid part of the file: after a crash that is
+ * the torn tail, and it is dropped.  A writer before "PCR2" would take
+ * every such frame for a torn tail and drop it: while the file holds
+ * frames its header says "PCAUDSP2", which such a writer refuses to
+ * start on; an empty file says "PCAUDSP1" (either is read).
  */
 #define AUDIT_SPOOL_HDR		32
 #define AUDIT_SPOOL_FRAME	12
-#define AUDIT_SPOOL_MAGIC	0x31524350u	/* "PCR1" */
+#define AUDIT_SPOOL_MAGIC	0x31524350u	/* "PCR1": CRC-32 */
+#define AUDIT_SPOOL_MAGIC_C	0x32524350u	/* "PCR2": CRC-32C */
 
 uint32_t audit_crc32(const void *, size_t);
-void	 audit_spool_header(unsigned char *, uint64_t);
+/* CRC-32C: SSE 4.2's instruction where there is one, else tables. */
+uint32_t audit_crc32c(const void *, size_t);
+uint32_t audit_crc32c_tables(const void *, size_t);	/* for tests */
+void	 audit_spool_header(unsigned char *, uint64_t, int);
 int	 audit_spool_header_parse(const unsigned char *, size_t, uint64_t *);
 void	 audit_spool_frame(unsigned char *, const void *, size_t);
 uint32_t audit_spool_frame_crc(const unsigned char *);
@@ -277,6 +287,8 @@ struct audit {
 	size_t			 qbytes;
 	struct audit_recq	 inflight;
 	size_t			 ninflight;
+	struct audit_recq	 pool;		/* freed records, for reuse */
+	size_t			 npool;
 	size_t			 ifbytes;	/* memory-origin in flight */
 	size_t			 reserved;	/* by admitted requests */
 
@@ -288,6 +300,7 @@ struct audit {
 	uint64_t		 mark_off;	/* the header's mark; HDR: none */
 	uint32_t		 mark_crc;
 	uint32_t		 append_crc;	/* of the last record appended */
+	int			 hdr_frames;	/* header: "PCAUDSP2" */
 	unsigned char		*walbuf;	/* WAL appends, not written */
 	size_t			 wallen;	/* end of spool_size */
 	struct event		*ev_wal;	/* writes them, this turn */
@@ -335,6 +348,8 @@ struct audit {
 
 /* audit.c */
 uint64_t	 audit_wall_ms(void);
+struct audit_rec *audit_rec_new(struct audit *, size_t);
+void		 audit_rec_free(struct audit *, struct audit_rec *);
 struct audit_rec *audit_next(struct audit *);
 void		 audit_unnext(struct audit *, struct audit_rec *);
 

@@ -263,7 +263,7 @@ audit_acked(struct audit *w, size_t k)
 		}
 		if (!rec->from_spool)
 			w->ifbytes -= rec->len;
-		free(rec);
+		audit_rec_free(w, rec);
 	}
 	if (w->ac->wal)
 		audit_spool_release(w, 0);
@@ -580,6 +580,40 @@ audit_send(struct audit *w, size_t k)
 #undef AUDIT_ARG
 
 /*
+ * A record that can never be sent: its payload does not parse or has no
+ * id of the form the script needs.  The writer's own records always
+ * parse; this is a spool file written by something else.  Dropped, or
+ * it would be sent again on every connection and nothing after it ever
+ * would (the records after it in its run then go past the hole as after
+ * a GAP).  Its place in the file counts as acknowledged once nothing
+ * before it is in flight; else the next acknowledgement covers it.
+ */
+static void
+audit_unsendable(struct audit *w, struct audit_rec *r)
+{
+	uint64_t	 t = now_ms();
+
+	w->n_dropped++;
+	/* Not for want of room: no spool_full line for it (audit_tick_cb). */
+	w->n_dropped_logged++;
+	if (t - w->err_logged_ms >= 1000) {
+		w->err_logged_ms = t;
+		log_err("- audit unsendable_record offset=%llu bytes=%zu "
+		    "error=\"no record id\"", r->spool_end == 0 ? 0ULL :
+		    (unsigned long long)(r->spool_end - r->len -
+		    AUDIT_SPOOL_FRAME), r->len);
+	}
+	if (!r->from_spool)
+		w->ifbytes -= r->len;
+	if (r->spool_end != 0 && w->ninflight == 0 &&
+	    r->spool_end > w->spool_acked) {
+		w->spool_acked = r->spool_end;
+		w->acked_crc = r->crc;
+	}
+	audit_rec_free(w, r);
+}
+
+/*
  * Send what may be sent, in batches of consecutive records of one run:
  * the spool first, then the memory queue.
  */
@@ -597,17 +631,19 @@ audit_flush(struct audit *w)
 	while (w->link == LINK_READY &&
 	    w->ninflight < w->ac->max_inflight) {
 		for (k = 0; k < AUDIT_BATCH &&
-		    w->ninflight + k < w->ac->max_inflight; k++) {
+		    w->ninflight + k < w->ac->max_inflight; ) {
 			if ((r = audit_next(w)) == NULL)
 				break;
 			if (audit_payload_parse(r->data, r->len,
 			    &w->bfl[k]) == -1 || audit_rec_id(&w->bfl[k],
 			    &run, &runlen, &runv, &n) == -1) {
-				/* Cannot be sent; fails alone, below. */
-				audit_unnext(w, r);
-				if (k == 0)
-					goto fail;
-				break;
+				/* The batch before it goes first. */
+				if (k > 0) {
+					audit_unnext(w, r);
+					break;
+				}
+				audit_unsendable(w, r);
+				continue;
 			}
 			if (k == 0) {
 				run0 = runv;
@@ -616,7 +652,7 @@ audit_flush(struct audit *w)
 				audit_unnext(w, r);
 				break;
 			}
-			w->batch[k] = r;
+			w->batch[k++] = r;
 		}
 		if (k == 0)
 			break;

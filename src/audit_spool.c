@@ -56,6 +56,8 @@
 /* Room for the WAL appends of one loop turn; a record always fits. */
 #define AUDIT_WAL_BUF	(64 * 1024)
 
+static void	audit_header_frames(struct audit *);
+
 /*
  * Write the gathered WAL appends (w->wallen bytes ending at spool_size).
  * 0, or -1: the file is cut back to what it held, and the records lose
@@ -71,6 +73,7 @@ audit_wal_write(struct audit *w)
 	if (w->wallen == 0)
 		return (0);
 	at = w->spool_size - w->wallen;
+	audit_header_frames(w);
 	n = pwrite(w->fd, w->walbuf, w->wallen, (off_t)at);
 	if (n == (ssize_t)w->wallen) {
 		w->wallen = 0;
@@ -146,17 +149,31 @@ audit_fsync(struct audit *w)
 	w->last_fsync_ms = now_ms();
 }
 
+/* The header; frames: the file holds frames, or is about to (audit.h). */
 static int
-audit_write_header(struct audit *w)
+audit_write_header(struct audit *w, int frames)
 {
 	unsigned char	 h[AUDIT_SPOOL_HDR];
 
-	audit_spool_header(h, w->run);
+	audit_spool_header(h, w->run, frames);
 	audit_spool_mark(h + AUDIT_SPOOL_MARK_AT, w->mark_off ==
 	    AUDIT_SPOOL_HDR ? 0 : w->mark_off, w->mark_crc);
 	if (pwrite(w->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
 		return (-1);
+	w->hdr_frames = frames;
 	return (0);
+}
+
+/*
+ * Frames are about to be written to a file whose header says it has
+ * none: it says "PCAUDSP2" first, so that a writer before "PCR2" frames
+ * refuses the file instead of dropping them as a torn tail.
+ */
+static void
+audit_header_frames(struct audit *w)
+{
+	if (!w->hdr_frames && audit_write_header(w, 1) == -1)
+		log_warn("- audit spool_header error=\"%s\"", strerror(errno));
 }
 
 /*
@@ -191,7 +208,7 @@ audit_new_run(struct audit *w)
 	w->run = w->run + 1 > t ? w->run + 1 : t;
 	w->next_n = 0;
 	audit_id_prefix(w);
-	if (audit_write_header(w) == -1)
+	if (audit_write_header(w, w->spool_size > AUDIT_SPOOL_HDR) == -1)
 		log_warn("- audit spool_header error=\"%s\"", strerror(errno));
 	w->spool_dirty = 1;
 }
@@ -240,6 +257,7 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 	iov[0].iov_len = sizeof(frame);
 	iov[1].iov_base = (void *)(uintptr_t)p;
 	iov[1].iov_len = len;
+	audit_header_frames(w);
 	n = pwritev(w->fd, iov, 2, (off_t)w->spool_size);
 	if (n != (ssize_t)(AUDIT_SPOOL_FRAME + len)) {
 		log_err("- audit spool_write error=\"%s\"",
@@ -263,7 +281,7 @@ static void
 audit_lose(struct audit *w, struct audit_rec *r)
 {
 	w->n_dropped++;
-	free(r);
+	audit_rec_free(w, r);
 	audit_new_run(w);
 }
 
@@ -300,14 +318,14 @@ audit_spool_unacked(struct audit *w)
 				w->n_spooled++;
 				n++;
 			}
-			free(r);
+			audit_rec_free(w, r);
 			continue;
 		}
 		if (audit_spool_append(w, r->data, r->len) == -1) {
 			audit_lose(w, r);
 			continue;
 		}
-		free(r);
+		audit_rec_free(w, r);
 		n++;
 	}
 	if (w->ac->fsync == CONFIG_FSYNC_ALWAYS)
@@ -337,6 +355,9 @@ audit_spool_reset(struct audit *w)
 	w->spool_dirty = 1;
 	w->n_released++;
 	audit_spool_mark_write(w);
+	/* Empty: a writer before "PCR2" frames may have the file again. */
+	if (w->hdr_frames && audit_write_header(w, 0) == -1)
+		log_warn("- audit spool_header error=\"%s\"", strerror(errno));
 }
 
 /*
@@ -448,7 +469,8 @@ audit_spool_compact(struct audit *w)
 		goto fail;
 	if (flock(fd, LOCK_EX | LOCK_NB) == -1)
 		goto fail_fd;
-	audit_spool_header(h, w->run);
+	/* The tail is not empty: frames. */
+	audit_spool_header(h, w->run, 1);
 	if (pwrite(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
 		goto fail_fd;
 	for (at = w->spool_acked, end = w->spool_size; at < end; at += n) {
@@ -471,6 +493,7 @@ audit_spool_compact(struct audit *w)
 	audit_spool_shift(w, d);
 	w->mark_off = AUDIT_SPOOL_HDR;
 	w->mark_crc = 0;
+	w->hdr_frames = 1;
 	w->spool_dirty = 0;
 	w->last_fsync_ms = now_ms();
 	w->n_released++;
@@ -531,8 +554,7 @@ audit_spool_read(struct audit *w)
 		audit_new_run(w);
 		return (NULL);
 	}
-	if ((r = malloc(sizeof(*r) + len - AUDIT_SPOOL_FRAME)) == NULL)
-		fatal("malloc");
+	r = audit_rec_new(w, len - AUDIT_SPOOL_FRAME);
 	r->len = len - AUDIT_SPOOL_FRAME;
 	memcpy(r->data, buf + AUDIT_SPOOL_FRAME, r->len);
 	w->spool_rd += len;
@@ -600,7 +622,7 @@ audit_spool_open(struct audit *w, char **cause)
 	uint64_t	 off, old_run = 0, nrec = 0, nacked = 0, moff = 0;
 	uint64_t	 acked = AUDIT_SPOOL_HDR;
 	uint32_t	 mcrc = 0, acrc = 0;
-	size_t		 have = 0, bufsz = 1 << 20;
+	size_t		 have = 0, at, bufsz = 1 << 20;
 	ssize_t		 n;
 	long		 len;
 	const char	*path = w->ac->spool_file;
@@ -654,19 +676,21 @@ audit_spool_open(struct audit *w, char **cause)
 				return (-1);
 			}
 			have += n;
-			while ((len = audit_spool_check(buf, have)) > 0) {
+			/* The part record left moves to the front once. */
+			for (at = 0; (len = audit_spool_check(buf + at,
+			    have - at)) > 0; at += len) {
 				off += len;
 				nrec++;
 				/* The mark, where a record of its CRC ends. */
 				if (off == moff &&
-				    audit_spool_frame_crc(buf) == mcrc) {
+				    audit_spool_frame_crc(buf + at) == mcrc) {
 					acked = off;
 					acrc = mcrc;
 					nacked = nrec;
 				}
-				memmove(buf, buf + len, have - len);
-				have -= len;
 			}
+			memmove(buf, buf + at, have - at);
+			have -= at;
 			if (len < 0 || n == 0)
 				break;
 		}
@@ -683,9 +707,10 @@ audit_spool_open(struct audit *w, char **cause)
 	w->mark_off = acked;
 	w->mark_crc = acrc;
 	w->run = old_run;
+	/* Before the header is written: whether it says there are frames. */
+	w->spool_size = off;
 	audit_new_run(w);
 	audit_fsync(w);
-	w->spool_size = off;
 	w->spool_rd = w->spool_acked = acked;
 	w->acked_crc = acrc;
 	w->mode = nrec > nacked ? AUDIT_SPOOL : AUDIT_DIRECT;

@@ -24,9 +24,9 @@ import pytest
 import requests
 
 from lib.cache import cache_cfg
-from lib.gateway import gateway_config, upstream
+from lib.gateway import gateway_bin, gateway_config, upstream
 from lib.redis import RedisServer, entries_to_dicts
-from lib.util import free_port, wait_for
+from lib.util import free_port, run, wait_for
 
 STREAM = "portcullis:audit"
 HDR = 32
@@ -62,19 +62,42 @@ def spool_size(path):
         return -1
 
 
+_CRC32C = []
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli), the checksum of "PCR2" frames, by table."""
+    if not _CRC32C:
+        for i in range(256):
+            c = i
+            for _ in range(8):
+                c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+            _CRC32C.append(c)
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def frame_ok(magic, payload, crc):
+    """A frame's checksum by its magic: "PCR2" CRC-32C, "PCR1" CRC-32."""
+    if magic == 0x32524350:
+        return crc32c(payload) == crc
+    return magic == 0x31524350 and zlib.crc32(payload) == crc
+
+
 def spool_records(path):
     """The request ids of the records in a spool file, in file order,
     read by its format (audit.h): a 32-byte header, then frames of magic,
-    payload length and CRC-32, and "name\\0value\\0" payloads."""
+    payload length and checksum, and "name\\0value\\0" payloads."""
     with open(path, "rb") as f:
         data = f.read()
-    assert data[:8] == b"PCAUDSP1", "not a spool"
+    assert data[:8] in (b"PCAUDSP1", b"PCAUDSP2"), "not a spool"
     ids, off = [], HDR
     while off + 12 <= len(data):
         magic, n, crc = struct.unpack("<III", data[off:off + 12])
         payload = data[off + 12:off + 12 + n]
-        if magic != 0x31524350 or len(payload) != n or \
-                zlib.crc32(payload) != crc:
+        if len(payload) != n or not frame_ok(magic, payload, crc):
             break
         parts = payload.split(b"\0")
         fields = dict(zip(parts[0::2], parts[1::2]))
@@ -397,3 +420,195 @@ def test_wal_keeps_records_when_the_spool_is_small(redis, start_registry,
     released = int(log.split(" released=")[1].split()[0])
     assert released >= 6, "the acknowledged prefix was released"
 
+
+
+def _payload(fields):
+    """A record payload, "name\\0value\\0" in the order given."""
+    return b"".join(k.encode() + b"\0" + v + b"\0" for k, v in fields)
+
+
+def _frame(magic, payload):
+    crc = crc32c(payload) if magic == b"PCR2" else zlib.crc32(payload)
+    return magic + struct.pack("<II", len(payload), crc) + payload
+
+
+def test_spool_of_both_frame_kinds_replays_each_once(redis, start_registry,
+                                                     start_gateway, tmp_path):
+    """A spool an earlier version left ("PCR1" frames, CRC-32) that this
+    one went on writing ("PCR2", CRC-32C), with a torn tail whose length
+    points past the end of the file: every whole record reaches the
+    stream once, in order, the torn one is dropped, and the readers
+    (XRANGE, `audit export`) see each record's fields as written, for
+    records just under, at and over the writer's reuse size (640 bytes)
+    and of the largest size (AUDIT_REC_MAX, 4096), a tab in a value
+    coming out as '?' (a payload from a file is not sanitised)."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "mixed.spool"
+    inst = b"gw-mix"
+    recs, want = [], []
+
+    def rec(magic, run, n, size, ua=b"mixed"):
+        rid = b"%s-%d-%d" % (magic.lower(), run, n)
+        base = [("time", b"1700000000000"),
+                ("id", inst + b"/%d-%d" % (run, n)),
+                ("request_id", rid), ("instance", inst),
+                ("client_ip", b"127.0.0.1"), ("user_agent", ua),
+                ("action", b"pull"), ("method", b"GET")]
+        # Long values, up to AUDIT_VALUE_MAX each, fill the record to
+        # exactly `size` bytes.
+        rest = size - len(_payload(base + [("path", b""), ("error", b""),
+                                           ("rule", b""),
+                                           ("reference", b"")]))
+        vals = []
+        for _ in range(4):
+            k = min(rest, 1024)
+            vals.append(b"/" + b"p" * (k - 1) if k else b"")
+            rest -= k
+        assert rest == 0
+        fields = base + [("path", vals[0]), ("error", vals[1]),
+                         ("rule", vals[2]), ("reference", vals[3])]
+        p = _payload(fields)
+        assert len(p) == size
+        recs.append(_frame(magic, p))
+        want.append((rid.decode(), {k: v.decode() for k, v in fields}))
+
+    rec(b"PCR1", 1000, 1, 200)
+    rec(b"PCR1", 1000, 2, 640)
+    rec(b"PCR1", 1000, 3, 641, ua=b"tab\there")
+    want[-1][1]["user_agent"] = "tab?here"
+    rec(b"PCR2", 1001, 1, 639)
+    rec(b"PCR2", 1001, 2, 640)
+    rec(b"PCR2", 1001, 3, 4096)
+    rec(b"PCR2", 1001, 4, 641)
+    hdr = b"PCAUDSP1" + struct.pack("<II", 1001, 0)
+    hdr += struct.pack("<I", zlib.crc32(hdr)) + b"\0" * 12
+    torn = b"PCR2" + struct.pack("<II", 300, 0) + b"x" * 50
+    spool.write_bytes(hdr + b"".join(recs) + torn)
+    assert spool_records(spool) == [r for r, _ in want]
+
+    cfg = gateway_config(upstream(reg, default=True),
+                         instance_id=inst.decode(),
+                         audit=audit_cfg(rs.port, spool))
+    gw = start_gateway(cfg)
+    rs.wait_xlen(STREAM, len(want), timeout=60)
+    wait_for(lambda: spool_size(spool) == HDR, timeout=30,
+             what="spool replayed and released")
+    with rs.client() as c:
+        got = entries_to_dicts(c.call("XRANGE", STREAM, "-", "+"))
+    assert [d["request_id"] for _, d in got] == [r for r, _ in want]
+    for (_, d), (rid, fields) in zip(got, want):
+        for k, v in fields.items():
+            assert d[k] == v, (rid, k)
+    log = gw.log_text()
+    assert "torn_tail bytes=%d" % len(torn) in log
+    assert "records=%d " % len(want) in log
+    out = run([gateway_bin(), "audit", "export", "-c", gw.config_path],
+              timeout=60).stdout
+    exp = {j["request_id"]: j for j in map(json.loads, out.splitlines())}
+    assert sorted(exp) == sorted(r for r, _ in want)
+    for rid, fields in want:
+        for k in ("path", "error", "rule", "reference", "user_agent"):
+            assert exp[rid][k] == fields[k], (rid, k)
+    gw.stop()
+    assert "dropped=0" in gw.log_text()
+
+
+def earlier_version_opens(path):
+    """Whether a gateway before CRC-32C frames would take the file as its
+    spool: it checks the header ("PCAUDSP1" and its CRC-32) and then
+    drops every frame that is not "PCR1", from the first one on, as a
+    torn tail."""
+    with open(path, "rb") as f:
+        h = f.read(HDR)
+    return len(h) == HDR and h[:8] == b"PCAUDSP1" and \
+        struct.unpack("<I", h[16:20])[0] == zlib.crc32(h[:16])
+
+
+def test_earlier_version_refuses_a_spool_it_would_empty(
+        redis, start_registry, start_gateway, tmp_path):
+    """Going back to a version before CRC-32C frames (a rollback after an
+    incident, with Redis down) must not drop what the spool holds: such a
+    version took every "PCR2" frame for a torn tail and truncated the
+    file (shown with the main branch's binary: 20 records spooled while
+    Redis was down, "torn_tail bytes=6751", none ever reached the
+    stream).  While the file holds frames its header says "PCAUDSP2",
+    which such a version refuses to start on ("not a portcullis audit
+    spool"); once it is empty again (a clean stop with Redis up) it says
+    "PCAUDSP1", and such a version starts on it."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "back.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-back",
+                         audit=audit_cfg(rs.port, spool))
+    rs.kill()
+    gw = start_gateway(cfg)
+    s = requests.Session()
+    s.trust_env = False
+    ids = [s.get(gw.url + "/v2/", timeout=10).headers["X-Request-Id"]
+           for _ in range(20)]
+    s.close()
+    assert gw.stop() == 0
+    assert spool_records(spool) == ids
+    assert not earlier_version_opens(spool), \
+        "an earlier version would drop the spooled records"
+    rs.start()
+    gw2 = start_gateway(cfg)
+    rs.wait_xlen(STREAM, 20, timeout=60)
+    wait_for(lambda: spool_size(spool) == HDR, timeout=30,
+             what="spool replayed and released")
+    assert gw2.stop() == 0
+    assert stream_request_ids(rs) == ids
+    assert spool_records(spool) == []
+    assert earlier_version_opens(spool), \
+        "an empty spool still opens under an earlier version"
+
+
+def test_a_record_that_cannot_be_sent_does_not_stop_the_rest(
+        redis, start_registry, start_gateway, tmp_path):
+    """A record in the spool whose frame is sound but whose payload has no
+    usable id (a file written by something else: the writer's own records
+    always have one) can never be sent.  Before, the writer dropped the
+    link for it on every connection ("send failed", again and again):
+    neither the records after it nor any new one reached the stream, and
+    the spool only grew.  It is dropped (logged with its offset, counted
+    as dropped) and everything else goes on, exactly once."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "bad.spool"
+    inst = b"gw-bad"
+    hdr = b"PCAUDSP2" + struct.pack("<II", 1001, 0)
+    hdr += struct.pack("<I", zlib.crc32(hdr)) + b"\0" * 12
+
+    def good(n):
+        return _frame(b"PCR2", _payload([
+            ("time", b"1700000000000"), ("id", inst + b"/1001-%d" % n),
+            ("request_id", b"good-%d" % n)]))
+    bad = [_frame(b"PCR2", _payload([("time", b"1"),
+                                     ("request_id", b"no-id")])),
+           _frame(b"PCR1", _payload([("time", b"1"), ("id", b"x/y-z"),
+                                     ("request_id", b"bad-id")])),
+           _frame(b"PCR2", b"not\0a payload")]
+    spool.write_bytes(hdr + good(1) + bad[0] + good(2) + bad[1] + bad[2] +
+                      good(3))
+    cfg = gateway_config(upstream(reg, default=True),
+                         instance_id=inst.decode(),
+                         audit=audit_cfg(rs.port, spool))
+    gw = start_gateway(cfg)
+    s = requests.Session()
+    s.trust_env = False
+    ids = [s.get(gw.url + "/v2/", timeout=10).headers["X-Request-Id"]
+           for _ in range(5)]
+    s.close()
+    want = ["good-1", "good-2", "good-3"] + ids
+    wait_for(lambda: stream_request_ids(rs) == want, timeout=60,
+             what="the records around the unsendable ones in the stream")
+    wait_for(lambda: spool_size(spool) == HDR, timeout=30,
+             what="spool released")
+    assert gw.stop() == 0
+    log = gw.log_text()
+    # Logged at most once a second; the three are counted.
+    assert "audit unsendable_record offset=%d " % (
+        HDR + len(good(1))) in log, log[-3000:]
+    assert "dropped=3" in log
+    assert stream_request_ids(rs) == want

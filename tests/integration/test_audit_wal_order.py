@@ -1,18 +1,26 @@
-"""The WAL's ordering promise, checked syscall by syscall: a response
-never leaves the process before its audit record is in the spool file.
+"""The WAL's ordering promise, checked at each response write: a
+response never leaves the process before its audit record is in the
+spool file.
 
-The gateway runs under strace (a wrapper given as PORTCULLIS_BIN), which
-logs every write to a socket and every write to the spool in the order
-the process made them.  For each answered request (its X-Request-Id),
-the first spool write that holds the id must come before the first
-socket write that holds it: then a kill -9 at any instant cannot leave a
+The check stops the gateway at each system call that writes to a
+socket (gdb, `catch syscall`, entry stop: nothing of it has left yet),
+takes the X-Request-Id of every response head in the bytes it is about
+to send, and reads the spool file from gdb's own process, another
+process than the gateway: the record of each id must be there already
+(the page cache, which a kill -9 leaves), whatever way it got there (a
+write per loop turn today; a store into a mapped file was tried), or
+have been there at a stop before (the gateway is stopped before each
+ftruncate and rename too, which release the acknowledged prefix: a
+response that waited for its socket may leave after Redis acknowledged
+its record and the file was emptied).  Then a kill -9 at any instant cannot leave a
 response read by a client without its record in the page cache.  The
 shapes tried are the ones that leave by other paths: pipelined
 requests, HEAD, a 304, a cached blob by sendfile, an early answer before
 the body is read and a framing error, on a plain listener.  TLS is not
 here (the bytes on the wire are sealed): audit_wal_now() writes every
 record of a TLS connection at once.  That the check can fail was shown
-by not activating ev_wal (records then wait for the next append).
+by skipping the append (the records then went to Redis only): every id
+was reported missing.
 """
 
 import os
@@ -32,27 +40,131 @@ from lib.util import wait_for
 from test_audit_crash import MT, audit_cfg, push_image, stream_request_ids
 from test_policy import pki  # noqa: F401 (fixture: a CA, a server cert)
 
-STRACE = shutil.which("strace")
+GDB = shutil.which("gdb")
 UNSHARE = shutil.which("unshare")
 
-WRITES = re.compile(r"^(\d+\s+)?(write|writev|sendmsg|sendfile|sendfile64|"
-                    r"pwrite64|pwritev|pwritev2)\((\d+)<([^>]*)>")
+# Run by gdb around the gateway: at the entry of each socket write, the
+# ids of the response heads it sends, each with whether its record was
+# in the spool file at that moment ("ok <id>" / "missing <id>").
+GDB_SCRIPT = r"""
+import gdb, os, re, struct, zlib
+SPOOL, OUT = os.environ["WAL_SPOOL"], os.environ["WAL_OUT"]
+RID = re.compile(rb"\r\nX-Request-Id: ([0-9a-f]+)\r\n")
+out = open(OUT, "a")
+for c in ("set pagination off", "set confirm off",
+          "set startup-with-shell off"):
+    gdb.execute(c)
+for sig in ("SIGPIPE", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGCHLD",
+            "SIGINT"):
+    gdb.execute("handle %s nostop noprint pass" % sig)
+# write, writev, sendto, sendmsg (x86_64 numbers, by name in the catch);
+# and what takes records out of the file (a release of the acknowledged
+# prefix): ftruncate, rename.
+gdb.execute("catch syscall write writev sendto sendmsg ftruncate rename "
+            "renameat renameat2")
+# Every id that was in the file at some moment up to now: a record
+# acknowledged and released before its response leaves (a response
+# that waits for the socket) was there before it.
+seen = set()
+
+def reg(n):
+    return int(gdb.parse_and_eval("$" + n)) & (2 ** 64 - 1)
+
+def mem(a, n):
+    return bytes(gdb.selected_inferior().read_memory(a, min(n, 1 << 20)))
+
+def iov(a, cnt):
+    b = b""
+    for i in range(min(cnt, 1024)):
+        base, ln = struct.unpack("<QQ", mem(a + 16 * i, 16))
+        if ln:
+            b += mem(base, ln)
+    return b
+
+CRC32C = []
+for i in range(256):
+    c = i
+    for _ in range(8):
+        c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+    CRC32C.append(c)
+
+def crc_ok(magic, p, crc):
+    if magic == 0x31524350:
+        return zlib.crc32(p) == crc
+    c = 0xFFFFFFFF
+    for b in p:
+        c = CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    return magic == 0x32524350 and c ^ 0xFFFFFFFF == crc
+
+def spool_ids():
+    try:
+        data = open(SPOOL, "rb").read()
+    except OSError:
+        return set()
+    ids, off = set(), 32
+    while off + 12 <= len(data):
+        magic, n, crc = struct.unpack("<III", data[off:off + 12])
+        p = data[off + 12:off + 12 + n]
+        if len(p) != n or not crc_ok(magic, p, crc):
+            break
+        parts = p.split(b"\0")
+        ids.add(dict(zip(parts[0::2], parts[1::2])).get(b"request_id"))
+        off += 12 + n
+    return ids
+
+def check():
+    global seen
+    if reg("rax") != 2 ** 64 - 38:      # -ENOSYS: the entry stop
+        return
+    nr, a, b = reg("orig_rax"), reg("rsi"), reg("rdx")
+    if nr in (77, 82, 264, 316):        # before a release
+        seen |= spool_ids()
+        return
+    if nr in (1, 44):                   # write, sendto
+        data = mem(a, b)
+    elif nr == 20:                      # writev
+        data = iov(a, b)
+    elif nr == 46:                      # sendmsg: msg_iov, msg_iovlen
+        v, n = struct.unpack("<QQ", mem(a + 16, 16))
+        data = iov(v, n)
+    else:
+        return
+    rids = RID.findall(data)
+    if not rids:
+        return
+    seen |= spool_ids()
+    have = seen
+    for r in rids:
+        out.write("%s %s\n" % ("ok" if r in have else "missing",
+                               r.decode()))
+    out.flush()
+
+gdb.execute("run", to_string=True)
+while True:
+    try:
+        check()
+        gdb.execute("continue", to_string=True)
+    except gdb.error:
+        break
+out.close()
+"""
 
 
-def _wrapper(tmp_path, log):
-    w = tmp_path / "portcullis-strace"
+def _wrapper(tmp_path, spool, out):
+    script = tmp_path / "walcheck.py"
+    script.write_text(GDB_SCRIPT)
+    w = tmp_path / "portcullis-gdb"
     real = os.path.join(os.path.dirname(__file__), "..", "..", "portcullis")
-    w.write_text("#!/bin/sh\nexec %s -f -qq -yy -s 65536 -o %s -e trace="
-                 "write,writev,sendmsg,sendfile,pwrite64,pwritev,pwritev2 "
-                 "%s \"$@\"\n" % (STRACE, log, os.path.abspath(real)))
+    w.write_text("#!/bin/sh\nWAL_SPOOL=%s WAL_OUT=%s exec %s -q -nx -batch "
+                 "-x %s --args %s \"$@\"\n" % (
+                     spool, out, GDB, script, os.path.abspath(real)))
     w.chmod(w.stat().st_mode | stat.S_IXUSR)
     return str(w)
 
 
 def _stop_traced(gw):
     """SIGTERM to the gateway itself (its pid in its start line), not to
-    strace, which would detach and leave it running; then the usual
-    stop, which finds strace gone with it."""
+    gdb; then the usual stop, which finds gdb gone with it."""
     m = re.search(r"server start .* pid=(\d+)", gw.log_text())
     if m is not None:
         pid = int(m.group(1))
@@ -62,37 +174,22 @@ def _stop_traced(gw):
             pass
         wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
                  open("/proc/%d/stat" % pid).read().split()[2] == "Z",
-                 timeout=30, what="the traced gateway to exit")
+                 timeout=60, what="the traced gateway to exit")
     gw.stop()
 
 
-def _order(log, rids):
-    """For each id: (index of its first spool write, of its first
-    write to a TCP socket) in the strace log (strace -yy names the fd;
-    the log file's writes, which name the id too, are not counted)."""
-    first = {r: [None, None] for r in rids}
-    with open(log, encoding="utf-8", errors="replace") as f:
-        for i, line in enumerate(f):
-            m = WRITES.match(line)
-            if m is None:
-                continue
-            if m.group(4).endswith("/spool"):
-                k = 0
-            elif m.group(4).startswith("TCP"):
-                k = 1
-            else:
-                continue
-            for r in rids:
-                if r in line and first[r][k] is None:
-                    first[r][k] = i
-    return first
-
-
-def _check(log, rids):
-    got = _order(log, rids)
-    bad = {r: v for r, v in got.items()
-           if v[1] is None or v[0] is None or v[0] > v[1]}
-    assert not bad, "response before its record (spool, socket): %r" % bad
+def _check(out, rids):
+    """Every id was seen at a socket write, each time with its record."""
+    seen, missing = set(), set()
+    with open(out, encoding="utf-8") as f:
+        for line in f:
+            k, r = line.split()
+            seen.add(r)
+            if k == "missing":
+                missing.add(r)
+    assert set(rids) <= seen, "writes not seen: %r" % (set(rids) - seen)
+    assert not missing & set(rids), \
+        "response before its record: %r" % (missing & set(rids))
 
 
 def _raw(host, port, data, want):
@@ -111,7 +208,7 @@ def _raw(host, port, data, want):
     return re.findall(rb"X-Request-Id: ([0-9a-f]+)", buf)
 
 
-@pytest.mark.skipif(STRACE is None, reason="needs strace")
+@pytest.mark.skipif(GDB is None, reason="needs gdb")
 def test_no_response_leaves_before_its_record(start_registry, start_gateway,
                                                tmp_path, monkeypatch):
     rs = RedisServer(tmp_path / "redis")
@@ -119,12 +216,13 @@ def test_no_response_leaves_before_its_record(start_registry, start_gateway,
     try:
         reg = start_registry("up1")
         man, blob = push_image(reg)
-        log = str(tmp_path / "strace.log")
-        monkeypatch.setenv("PORTCULLIS_BIN", _wrapper(tmp_path, log))
+        out = str(tmp_path / "walcheck.out")
+        spool = tmp_path / "spool"
+        monkeypatch.setenv("PORTCULLIS_BIN", _wrapper(tmp_path, spool, out))
         gw = start_gateway(gateway_config(
             upstream(reg, default=True), instance_id="gw-order",
             cache=cache_cfg(tmp_path / "cache", sendfile="on"),
-            audit=audit_cfg(rs.port, tmp_path / "spool")),
+            audit=audit_cfg(rs.port, spool)),
             start_timeout=60)
         s = requests.Session()
         s.trust_env = False
@@ -171,7 +269,7 @@ def test_no_response_leaves_before_its_record(start_registry, start_gateway,
                  timeout=60, what="every record in Redis")
         _stop_traced(gw)
         gw = None
-        _check(log, rids)
+        _check(out, rids)
     finally:
         if gw is not None:
             _stop_traced(gw)

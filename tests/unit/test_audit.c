@@ -9,8 +9,11 @@
  * (sanitised, bounded, parsed back), the spool's CRC framing and its torn
  * or corrupt records, the time grammar and the query filters.
  */
+#include <sys/mman.h>
+
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "audit.h"
 
@@ -40,6 +43,64 @@ test_payload_roundtrip(void **state)
 	assert_int_equal(fl.len[AF_SUBJECT], 0);	/* absent is "" */
 	/* Not NUL-terminated: refused. */
 	assert_int_equal(audit_payload_parse("time\0" "12", 7, &fl), -1);
+}
+
+/*
+ * Sanitising, eight bytes a step: a byte below 0x20 or above 0x7e
+ * becomes '?' wherever it is in a word, and every other byte is kept.
+ */
+static void
+test_sanitise(void **state)
+{
+	struct audit_buf	 b;
+	struct audit_fields	 fl;
+	char			 v[41], want[41];
+	const unsigned char	 bad[] = { 0x00, 0x01, 0x09, 0x1f, 0x7f, 0x80,
+	    0xff };
+	size_t			 i, pos, k;
+
+	for (k = 0; k < sizeof(bad); k++) {
+		for (pos = 0; pos < 40; pos += 3) {
+			for (i = 0; i < 40; i++)
+				v[i] = want[i] = (char)(0x20 + (i * 11) % 95);
+			v[pos] = (char)bad[k];
+			want[pos] = '?';
+			audit_buf_init(&b);
+			audit_buf_add(&b, AF_TIME, "1", 1);
+			audit_buf_add(&b, AF_ID, v, 40);
+			assert_int_equal(audit_payload_parse(b.data, b.len, &fl),
+			    0);
+			assert_int_equal(fl.len[AF_ID], 40);
+			assert_memory_equal(fl.v[AF_ID], want, 40);
+		}
+	}
+}
+
+/* Packing, eight bytes a step: a tab anywhere in a value becomes '?'. */
+static void
+test_pack_tabs(void **state)
+{
+	struct audit_fields	 fl, back;
+	char			 v[30], out[AF__MAX + 64];
+	size_t			 pos, i, n;
+
+	for (pos = 0; pos < 30; pos++) {
+		memset(&fl, 0, sizeof(fl));
+		for (i = 0; i < AF__MAX; i++)
+			fl.v[i] = "";
+		for (i = 0; i < 30; i++)
+			v[i] = (char)('a' + i % 26);
+		v[pos] = '\t';
+		fl.v[AF_PATH] = v;
+		fl.len[AF_PATH] = 30;
+		n = audit_pack(&fl, out);
+		assert_int_equal(n, audit_pack_len(&fl));
+		assert_int_equal(audit_unpack(out, n, &back), 0);
+		assert_int_equal(back.len[AF_PATH], 30);
+		for (i = 0; i < 30; i++)
+			assert_int_equal(back.v[AF_PATH][i],
+			    i == pos ? '?' : 'a' + (int)(i % 26));
+	}
 }
 
 static void
@@ -99,7 +160,14 @@ test_spool_frames(void **state)
 		assert_true(audit_crc32(big, sizeof(big)) == 0x17bc2a46u);
 		assert_true(audit_crc32(big, 0) == 0);
 	}
-	audit_spool_header(buf, 0x123456789abcULL);
+	/* A file with frames says so ("PCAUDSP2"); both are read. */
+	audit_spool_header(buf, 0x123456789abcULL, 1);
+	assert_memory_equal(buf, "PCAUDSP2", 8);
+	assert_int_equal(audit_spool_header_parse(buf, AUDIT_SPOOL_HDR, &run),
+	    0);
+	assert_true(run == 0x123456789abcULL);
+	audit_spool_header(buf, 0x123456789abcULL, 0);
+	assert_memory_equal(buf, "PCAUDSP1", 8);
 	assert_int_equal(audit_spool_header_parse(buf, AUDIT_SPOOL_HDR, &run),
 	    0);
 	assert_true(run == 0x123456789abcULL);
@@ -125,11 +193,56 @@ test_spool_frames(void **state)
 		    AUDIT_SPOOL_HDR);
 	}
 
-	audit_spool_frame(buf, p, 7);
+	/* CRC-32C: its check value, and the same by either path. */
+	assert_true(audit_crc32c("123456789", 9) == 0xe3069283u);
+	assert_true(audit_crc32c_tables("123456789", 9) == 0xe3069283u);
+	{
+		unsigned char	 big[1000];
+		size_t		 i, n;
+		uint32_t	 ref;
+		int		 k;
+
+		for (i = 0; i < sizeof(big); i++)
+			big[i] = (i * 7 + 3) & 0xff;
+		for (n = 0; n < sizeof(big); n += 37) {
+			/* Bit by bit, the reflected polynomial. */
+			ref = 0xffffffffu;
+			for (i = 0; i < n; i++) {
+				ref ^= big[i];
+				for (k = 0; k < 8; k++)
+					ref = (ref & 1) ? (ref >> 1) ^
+					    0x82f63b78u : ref >> 1;
+			}
+			ref ^= 0xffffffffu;
+			assert_true(audit_crc32c(big, n) == ref);
+			assert_true(audit_crc32c_tables(big, n) == ref);
+		}
+	}
+	/* A frame of a writer before CRC-32C ("PCR1", CRC-32) is read. */
+	memcpy(buf, "PCR1", 4);
+	buf[4] = 7;
+	buf[5] = buf[6] = buf[7] = 0;
+	{
+		uint32_t	 c = audit_crc32(p, 7);
+
+		buf[8] = c & 0xff;
+		buf[9] = (c >> 8) & 0xff;
+		buf[10] = (c >> 16) & 0xff;
+		buf[11] = c >> 24;
+	}
 	memcpy(buf + AUDIT_SPOOL_FRAME, p, 7);
 	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7),
 	    AUDIT_SPOOL_FRAME + 7);
-	assert_true(audit_spool_frame_crc(buf) == audit_crc32(p, 7));
+	/* ... but not with the other checksum. */
+	memcpy(buf, "PCR2", 4);
+	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7), -1);
+
+	audit_spool_frame(buf, p, 7);
+	memcpy(buf + AUDIT_SPOOL_FRAME, p, 7);
+	assert_memory_equal(buf, "PCR2", 4);
+	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7),
+	    AUDIT_SPOOL_FRAME + 7);
+	assert_true(audit_spool_frame_crc(buf) == audit_crc32c(p, 7));
 	/* A torn tail: not enough bytes yet. */
 	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 6), 0);
 	assert_int_equal(audit_spool_check(buf, 5), 0);
@@ -308,17 +421,250 @@ test_packed_layout(void **state)
 	assert_int_equal(audit_ref_prev("5-0 pull;", &end, id, &out), -1);
 }
 
+/*
+ * References for the word-at-a-time loops: the byte-at-a-time versions
+ * they replaced (parse with memchr(3), pack then replace tabs, sanitise
+ * byte by byte).  The loops must agree with them on any input.
+ */
+static int
+ref_parse(const char *p, size_t len, struct audit_fields *out)
+{
+	const char	*end = p + len, *name, *val, *z;
+	int		 f, i, next = 0;
+
+	for (i = 0; i < AF__MAX; i++) {
+		out->v[i] = "";
+		out->len[i] = 0;
+	}
+	while (p < end) {
+		name = p;
+		if ((z = memchr(p, '\0', end - p)) == NULL)
+			return (-1);
+		val = z + 1;
+		if (val >= end)
+			return (-1);
+		if ((z = memchr(val, '\0', end - val)) == NULL)
+			return (-1);
+		if (next < AF__MAX && (size_t)(val - 1 - name) ==
+		    audit_field_name_len(next) && memcmp(name,
+		    audit_field_name(next), val - 1 - name) == 0)
+			f = next;
+		else
+			f = audit_field_lookup(name, val - 1 - name);
+		if (f != -1) {
+			next = f + 1;
+			out->v[f] = val;
+			out->len[f] = z - val;
+		}
+		p = z + 1;
+	}
+	return (0);
+}
+
+static size_t
+ref_pack(const struct audit_fields *fl, char *out)
+{
+	char	*p = out;
+	size_t	 i;
+	int	 f;
+
+	for (f = 0; f < AF__MAX; f++) {
+		for (i = 0; i < fl->len[f]; i++)
+			*p++ = fl->v[f][i] == '\t' ? '?' : fl->v[f][i];
+		*p++ = '\t';
+	}
+	return (p - out);
+}
+
+static unsigned long	rnd_state = 0x2545f4914f6cdd1dULL;
+
+static unsigned
+rnd(unsigned n)
+{
+	rnd_state ^= rnd_state << 13;
+	rnd_state ^= rnd_state >> 7;
+	rnd_state ^= rnd_state << 17;
+	return ((unsigned)(rnd_state >> 11) % n);
+}
+
+/* Two pages, the second inaccessible: data placed to end at the first. */
+static char *
+guard_page(void)
+{
+	long	 pg = sysconf(_SC_PAGESIZE);
+	char	*m;
+
+	m = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE |
+	    MAP_ANONYMOUS, -1, 0);
+	assert_true(m != MAP_FAILED);
+	assert_int_equal(mprotect(m + pg, pg, PROT_NONE), 0);
+	return (m + pg);		/* the first byte that faults */
+}
+
+static void
+unguard_page(char *end)
+{
+	long	 pg = sysconf(_SC_PAGESIZE);
+
+	munmap(end - pg, 2 * pg);
+}
+
+/*
+ * Values, payloads and frames that end where the memory ends (the next
+ * byte faults): sanitising, parsing, packing, the frame check and both
+ * CRC-32C paths read nothing past the end, at every length and every
+ * alignment, and agree with the byte-at-a-time references.
+ */
+static void
+test_page_ends(void **state)
+{
+	static const unsigned char bytes[] = { 'a', 'Z', ' ', '~', '\t',
+	    '\n', '\r', '\0', 0x1f, 0x7f, 0x80, 0xff, '/', '?' };
+	struct audit_buf	 b;
+	struct audit_fields	 got, want;
+	char			*end = guard_page(), *v;
+	char			 out1[AUDIT_REC_MAX + AF__MAX];
+	char			 out2[AUDIT_REC_MAX + AF__MAX];
+	unsigned char		 fr[AUDIT_SPOOL_FRAME + 64];
+	size_t			 vlen, i, n, k;
+	int			 f, rc, round;
+
+	/* Sanitising: every value length, each byte anywhere. */
+	for (vlen = 0; vlen <= 40; vlen++) {
+		for (round = 0; round < 60; round++) {
+			v = end - vlen;
+			for (i = 0; i < vlen; i++)
+				v[i] = (char)bytes[rnd(sizeof(bytes))];
+			audit_buf_init(&b);
+			audit_buf_add(&b, AF_TIME, "1", 1);
+			audit_buf_add(&b, AF_PATH, v, vlen);
+			assert_int_equal(audit_payload_parse(b.data, b.len,
+			    &got), 0);
+			assert_int_equal(got.len[AF_PATH], vlen);
+			for (i = 0; i < vlen; i++) {
+				unsigned char	c = (unsigned char)v[i];
+
+				assert_int_equal(got.v[AF_PATH][i],
+				    c < 0x20 || c > 0x7e ? '?' : c);
+			}
+		}
+	}
+	/*
+	 * Parsing: payloads of names (known, in and out of order, unknown),
+	 * values and NULs in any mix, cut at any length, ending at the
+	 * fault; the result is the reference's.
+	 */
+	for (round = 0; round < 20000; round++) {
+		char	 tmp[512];
+
+		n = 0;
+		while (n < 200) {
+			switch (rnd(5)) {
+			case 0:
+			case 1:
+				f = rnd(AF__MAX);
+				k = audit_field_name_len(f);
+				memcpy(tmp + n, audit_field_name(f), k);
+				n += k;
+				if (rnd(4) != 0)
+					tmp[n++] = '\0';
+				break;
+			case 2:
+				for (k = rnd(20); k > 0; k--)
+					tmp[n++] = (char)bytes[rnd(
+					    sizeof(bytes))];
+				break;
+			case 3:
+				tmp[n++] = '\0';
+				break;
+			default:
+				for (k = rnd(12); k > 0; k--)
+					tmp[n++] = (char)('a' + rnd(26));
+				tmp[n++] = '\0';
+				break;
+			}
+		}
+		n = rnd(n + 1);
+		v = end - n;
+		memcpy(v, tmp, n);
+		rc = audit_payload_parse(v, n, &got);
+		assert_int_equal(rc, ref_parse(v, n, &want));
+		if (rc != 0)
+			continue;
+		for (f = 0; f < AF__MAX; f++) {
+			assert_int_equal(got.len[f], want.len[f]);
+			/* "" is a literal of each file: not compared. */
+			if (want.len[f] > 0)
+				assert_ptr_equal(got.v[f], want.v[f]);
+		}
+		/* Packing values that end at the fault. */
+		k = audit_pack(&got, out1);
+		assert_int_equal(k, audit_pack_len(&got));
+		assert_int_equal(k, ref_pack(&got, out2));
+		assert_memory_equal(out1, out2, k);
+	}
+	/* Packing one value of every length ending at the fault. */
+	for (vlen = 0; vlen <= 40; vlen++) {
+		for (round = 0; round < 40; round++) {
+			v = end - vlen;
+			for (i = 0; i < vlen; i++)
+				v[i] = (char)bytes[rnd(sizeof(bytes))];
+			for (f = 0; f < AF__MAX; f++) {
+				got.v[f] = "";
+				got.len[f] = 0;
+			}
+			got.v[AF_CACHE] = v;	/* the last but one */
+			got.len[AF_CACHE] = vlen;
+			got.v[AF_AUTH_FAILURE] = v;
+			got.len[AF_AUTH_FAILURE] = vlen;
+			k = audit_pack(&got, out1);
+			assert_int_equal(k, ref_pack(&got, out2));
+			assert_memory_equal(out1, out2, k);
+		}
+	}
+	/* CRC-32C, both paths, and frames cut anywhere. */
+	for (n = 0; n <= 40; n++) {
+		v = end - n;
+		for (i = 0; i < n; i++)
+			v[i] = (char)rnd(256);
+		assert_true(audit_crc32c(v, n) == audit_crc32c_tables(v, n));
+	}
+	for (n = 1; n <= 40; n++) {
+		for (i = 0; i < n; i++)
+			fr[AUDIT_SPOOL_FRAME + i] = (unsigned char)rnd(256);
+		audit_spool_frame(fr, fr + AUDIT_SPOOL_FRAME, n);
+		for (k = 0; k <= AUDIT_SPOOL_FRAME + n; k++) {
+			v = end - k;
+			memcpy(v, fr, k);
+			assert_int_equal(audit_spool_check((unsigned char *)v,
+			    k), k < AUDIT_SPOOL_FRAME + n ? 0 :
+			    (long)(AUDIT_SPOOL_FRAME + n));
+			/* A length past what is there: more is needed. */
+			if (k >= AUDIT_SPOOL_FRAME) {
+				v[4] = (char)(n + 1);
+				assert_int_equal(audit_spool_check(
+				    (unsigned char *)v, k), k <
+				    AUDIT_SPOOL_FRAME + n + 1 ? 0 : -1);
+			}
+		}
+	}
+	unguard_page(end);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_payload_roundtrip),
 		cmocka_unit_test(test_numbers),
+		cmocka_unit_test(test_sanitise),
+		cmocka_unit_test(test_pack_tabs),
 		cmocka_unit_test(test_payload_any_order),
 		cmocka_unit_test(test_spool_frames),
 		cmocka_unit_test(test_time),
 		cmocka_unit_test(test_filter),
 		cmocka_unit_test(test_packed_layout),
+		cmocka_unit_test(test_page_ends),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
