@@ -28,6 +28,8 @@
  * client's bufferevent writes again and px_done() pools the upstream
  * connection and ends the response, as the evbuffer path does.
  */
+#include <sys/ioctl.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -183,9 +185,22 @@ static void
 px_splice_done(struct proxy *px)
 {
 	struct conn	*c = px->req->c;
+	evutil_socket_t	 ufd = bufferevent_getfd(px->uc->bev);
+	int		 stray = 0;
 
 	log_debug("%s proxy splice done bytes=%llu", px->logid,
 	    (unsigned long long)px->rf.body_bytes);
+	/*
+	 * No byte past the body was read, so bytes the upstream sent after
+	 * it wait in the socket, where uconn_release() does not look: a
+	 * connection pooled with them would give them to the next request
+	 * as its answer.  Not pooled.
+	 */
+	if (ufd != -1 && (ioctl(ufd, FIONREAD, &stray) == -1 || stray > 0)) {
+		log_info("%s proxy stray_bytes upstream=%s after=body",
+		    px->logid, px->up->name);
+		px->rf.msg.keep_alive = 0;
+	}
 	px_splice_free(px);
 	if (!c->dead)
 		bufferevent_enable(c->bev, EV_WRITE);

@@ -365,3 +365,30 @@ def test_tls_listener_keeps_the_copy_path(liar, start_gateway, tmp_path):
         got = read_to_eof(s, rest, len(data) + 1)
     assert got == data
     assert "proxy splice start" not in gw.log_text()
+
+
+def test_bytes_past_the_body_are_not_pooled_for_the_next_request(
+        liar, start_gateway):
+    # A hostile upstream sends a whole second answer right after the
+    # blob's Content-Length.  The splice reads no byte past the body, so
+    # those bytes wait in the upstream socket: a connection pooled with
+    # them would hand them to the next request (here the same client's
+    # pipelined manifest GET) as its answer.
+    data = os.urandom(2 * MIB)
+    d = liar.add_blob(data, mode="extra")
+    manifest = b'{"schemaVersion":2,"layers":[]}'
+    liar.set_tag("app", "v1", manifest,
+                 "application/vnd.oci.image.manifest.v1+json")
+    gw = start_gateway(gw_cfg(liar))
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+        c.send(rawhttp.build("GET", request(d), host=gw.host) +
+               rawhttp.build("GET", "/v2/liar/app/manifests/v1",
+                             host=gw.host))
+        r = c.read_response(timeout=30)
+        assert r.status == 200 and r.body == data
+        r2 = c.read_response(timeout=30)
+        assert b"poisoned" not in r2.body, r2.body
+        assert r2.status == 200 and r2.body == manifest, r2
+    assert "proxy splice start" in gw.log_text()
+    assert "proxy stray_bytes upstream=liar" in gw.log_text()
+    assert liar.requests("GET", "/v2/app/manifests/v1") == 1

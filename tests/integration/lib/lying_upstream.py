@@ -16,6 +16,7 @@ connection.
 
     up = LyingUpstream()
     up.add_blob(data, mode="wrong")  # "ok", "truncate", "stall", "stall_wrong"
+                                     # "extra" (EXTRA_ANSWER after the body)
     up.add_blob(data, mode="stall", stall_at=1 << 20); ...; up.release(d)
     up.add_blob(data, repos=["b"], stall_404=True)  # "a": 404 on release
     up.open_connections(), up.max_open, up.answering()  # connections
@@ -45,6 +46,10 @@ def sha256(data):
 
 
 STALL_MAX = 120     # seconds any stall lasts at most
+
+# mode "extra": sent right after a blob's body, as if answering ahead.
+EXTRA_ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 17\r\n\r\n{\"poisoned\":true}")
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -200,6 +205,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             bad = bytearray(data)
             bad[-2] ^= 0xFF
             self.wfile.write(bytes(bad))
+        elif mode == "extra":
+            # The body, then a whole second answer no one asked for.
+            self.wfile.write(data + EXTRA_ANSWER)
         elif mode == "truncate":
             self.wfile.write(data[:len(data) // 2])
             self.wfile.flush()
