@@ -16,6 +16,7 @@ docker-registry does not tell)."""
 import hashlib
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -392,3 +393,160 @@ def test_bytes_past_the_body_are_not_pooled_for_the_next_request(
     assert "proxy splice start" in gw.log_text()
     assert "proxy stray_bytes upstream=liar" in gw.log_text()
     assert liar.requests("GET", "/v2/app/manifests/v1") == 1
+
+
+def _fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def test_aborted_transfers_leak_no_descriptors(liar, start_gateway):
+    # Clients that leave mid-body (a FIN, or a reset) many times over:
+    # every pipe and upstream socket goes with them.
+    data = os.urandom(16 * MIB)
+    d = liar.add_blob(data)
+    gw = start_gateway(gw_cfg(liar))
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+        c.send_request("GET", "/v2/")       # warm: log, listeners, pool
+        c.read_response(timeout=30)
+    wait_for(lambda: liar.open_connections() == 0 or True, timeout=5)
+    base = _fds(gw.pid)
+    rounds = 24
+    for i in range(rounds):
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+        try:
+            s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                       % (request(d), gw.host)).encode())
+            _, _, got = read_head(s)
+            while len(got) < 2 * WATERMARK:
+                b = s.recv(1 << 20)
+                assert b
+                got += b
+            if i % 2:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        finally:
+            s.close()
+    wait_for(lambda: gw.log_text().count("status=499") == rounds,
+             timeout=60, what="%d aborts logged" % rounds)
+    assert gw.log_text().count("proxy splice start") == rounds
+    wait_for(lambda: liar.open_connections() == 0, timeout=30,
+             what="the upstream connections closed")
+    wait_for(lambda: _fds(gw.pid) <= base, timeout=30,
+             what="descriptors back to %d (now %d)" % (base, _fds(gw.pid)))
+
+
+def test_client_that_never_reads_times_out(liar, start_gateway):
+    # The client sends its GET and never reads: the pipe fills, the
+    # upstream is read no further, and timeouts.body ends it.
+    size = 64 * MIB
+    data = os.urandom(size)
+    d = liar.add_blob(data)
+    gw = start_gateway(gw_cfg(liar, timeouts={"body": 1}))
+    base = _fds(gw.pid)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", gw.port))
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        wait_for(lambda: "conn timeout during=response write" in
+                 gw.log_text(), timeout=60, what="the write timeout")
+        got = read_to_eof(s, b"", size, timeout=30)
+    finally:
+        s.close()
+    assert len(got) < size // 4, len(got)
+    assert "proxy splice start" in gw.log_text()
+    wait_for(lambda: liar.open_connections() == 0, timeout=30,
+             what="the upstream connection closed")
+    wait_for(lambda: _fds(gw.pid) <= base, timeout=30,
+             what="descriptors back to %d" % base)
+
+
+def test_half_closed_client_gets_the_whole_spliced_blob(liar,
+                                                        start_gateway):
+    data = os.urandom(8 * MIB)
+    d = liar.add_blob(data)
+    gw = start_gateway(gw_cfg(liar))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        s.shutdown(socket.SHUT_WR)
+        status, _, rest = read_head(s)
+        assert status == 200
+        got = read_to_eof(s, rest, len(data) + 1)
+    finally:
+        s.close()
+    assert got == data
+    assert "proxy splice start" in gw.log_text()
+
+
+def test_sigterm_mid_splice_lets_the_body_finish(liar, start_gateway):
+    data = os.urandom(8 * MIB)
+    d = liar.add_blob(data, mode="stall", stall_at=2 * MIB)
+    gw = start_gateway(gw_cfg(liar, timeouts={"drain": 60}))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        status, _, got = read_head(s)
+        assert status == 200
+        wait_for(lambda: "proxy splice start" in gw.log_text(),
+                 timeout=30, what="the splice")
+        os.kill(gw.pid, signal.SIGTERM)
+        wait_for(lambda: "server drain start" in gw.log_text(), timeout=30,
+                 what="the drain")
+        liar.release(d)
+        got = read_to_eof(s, got, len(data) + 1)
+    finally:
+        s.close()
+    assert got == data
+    wait_for(lambda: not gw.alive(), timeout=30, what="the exit")
+
+
+def test_sigterm_drain_ends_a_stalled_splice(liar, start_gateway):
+    data = os.urandom(8 * MIB)
+    d = liar.add_blob(data, mode="stall", stall_at=2 * MIB)
+    gw = start_gateway(gw_cfg(liar, timeouts={"drain": 1}))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        status, _, got = read_head(s)
+        assert status == 200
+        wait_for(lambda: "proxy splice start" in gw.log_text(),
+                 timeout=30, what="the splice")
+        os.kill(gw.pid, signal.SIGTERM)
+        got = read_to_eof(s, got, len(data) + 1, timeout=30)
+        wait_for(lambda: not gw.alive(), timeout=30,
+                 what="the exit")
+    finally:
+        s.close()
+        liar.release(d)
+    assert len(got) <= 2 * MIB
+
+
+def test_sighup_mid_splice_keeps_the_body(liar, start_gateway):
+    data = os.urandom(8 * MIB)
+    d = liar.add_blob(data, mode="stall", stall_at=2 * MIB)
+    gw = start_gateway(gw_cfg(liar))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        status, _, got = read_head(s)
+        assert status == 200
+        wait_for(lambda: "proxy splice start" in gw.log_text(),
+                 timeout=30, what="the splice")
+        os.kill(gw.pid, signal.SIGHUP)
+        wait_for(lambda: gw.reloads_ended() >= 1, timeout=30,
+                 what="the reload")
+        liar.release(d)
+        got = read_to_eof(s, got, len(data))
+    finally:
+        s.close()
+    assert got == data
+    assert pid_alive(gw.pid)
+
+
