@@ -550,3 +550,50 @@ def test_sighup_mid_splice_keeps_the_body(liar, start_gateway):
     assert pid_alive(gw.pid)
 
 
+
+def _cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        f = f.read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])      # utime + stime
+
+
+def test_client_not_reading_a_body_in_small_segments_costs_no_cpu(
+        liar, start_gateway):
+    # Each TCP segment spliced takes a slot of the pipe: 100-byte
+    # segments fill its slots long before its bytes reach the pipe's
+    # size.  While the client does not read, the gateway must wait for
+    # it, not spin on an upstream that is readable but cannot be moved.
+    size = 16 * MIB
+    data = os.urandom(size)
+    d = liar.add_blob(data, mode="small")
+    gw = start_gateway(gw_cfg(liar, timeouts={"body": 60}))
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", gw.port))
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        wait_for(lambda: "proxy splice start" in gw.log_text(), timeout=30,
+                 what="the splice")
+        hz = os.sysconf("SC_CLK_TCK")
+        # Settled: the gateway's CPU time no longer grows while the
+        # client does not read (bounded: 40 windows of 0.5 s).
+        idle = []
+        prev = _cpu_ticks(gw.pid)
+        for _ in range(40):
+            time.sleep(0.5)
+            now = _cpu_ticks(gw.pid)
+            idle.append(now - prev)
+            prev = now
+            if len(idle) >= 4 and sum(idle[-4:]) <= hz // 10:
+                break
+        # 2 s of a stalled client cost at most 0.1 s of CPU.
+        assert sum(idle[-4:]) <= hz // 10, (idle, hz)
+        # And the body still arrives whole once the client reads.
+        status, _, rest = read_head(s)
+        assert status == 200
+        got = read_to_eof(s, rest, size, timeout=120)
+    finally:
+        s.close()
+    assert got == data

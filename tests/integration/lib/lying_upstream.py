@@ -16,7 +16,8 @@ connection.
 
     up = LyingUpstream()
     up.add_blob(data, mode="wrong")  # "ok", "truncate", "stall", "stall_wrong"
-                                     # "extra" (EXTRA_ANSWER after the body)
+                                     # "extra" (EXTRA_ANSWER after the body),
+                                     # "small" (100-byte segments)
     up.add_blob(data, mode="stall", stall_at=1 << 20); ...; up.release(d)
     up.add_blob(data, repos=["b"], stall_404=True)  # "a": 404 on release
     up.open_connections(), up.max_open, up.answering()  # connections
@@ -208,6 +209,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif mode == "extra":
             # The body, then a whole second answer no one asked for.
             self.wfile.write(data + EXTRA_ANSWER)
+        elif mode == "small":
+            # The body in 100-byte segments (as a slow link delivers it).
+            self.wfile.flush()
+            self.connection.setsockopt(socket.IPPROTO_TCP,
+                                       socket.TCP_NODELAY, 1)
+            for i in range(0, len(data), 100):
+                self.connection.sendall(data[i:i + 100])
         elif mode == "truncate":
             self.wfile.write(data[:len(data) // 2])
             self.wfile.flush()
