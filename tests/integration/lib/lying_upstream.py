@@ -17,7 +17,7 @@ connection.
     up = LyingUpstream()
     up.add_blob(data, mode="wrong")  # "ok", "truncate", "stall", "stall_wrong"
                                      # "extra" (EXTRA_ANSWER after the body),
-                                     # "small" (100-byte segments)
+                                     # "small" (100-byte segments), "reset"
     up.add_blob(data, mode="stall", stall_at=1 << 20); ...; up.release(d)
     up.add_blob(data, repos=["b"], stall_404=True)  # "a": 404 on release
     up.open_connections(), up.max_open, up.answering()  # connections
@@ -216,6 +216,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                        socket.TCP_NODELAY, 1)
             for i in range(0, len(data), 100):
                 self.connection.sendall(data[i:i + 100])
+        elif mode == "reset":
+            # Half the body, then a reset (SO_LINGER 0), not a FIN.
+            self.wfile.write(data[:len(data) // 2])
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.close_connection = True
         elif mode == "truncate":
             self.wfile.write(data[:len(data) // 2])
             self.wfile.flush()
