@@ -628,3 +628,57 @@ def test_upstream_reset_mid_body_ends_the_client_connection(
         r = c.read_response(timeout=30)
         assert r.status == 200 and r.body == good
     assert liar.accepted == 2, liar.accepted
+
+
+def test_spliced_connections_fit_the_descriptor_budget(liar, start_gateway):
+    # A spliced transfer holds four descriptors (client, upstream, the
+    # pipe's two ends), not two.  With the open-files limit at what the
+    # gateway asks for limits.max_connections (a hard limit it cannot
+    # raise, as LimitNOFILE= set to it), every connection under that
+    # limit is still served while the others splice.
+    import resource
+    nconn = 40
+    data = os.urandom(16 * MIB)
+    d = liar.add_blob(data)
+    cfg = gw_cfg(liar, timeouts={"body": 300, "upstream_response": 300,
+                                 "upstream_connect": 30})
+    cfg["limits"] = {"max_connections": nconn,
+                     "max_connections_per_ip": nconn}
+    cfg["log"] = {"level": "info"}
+    # Started with a small soft limit, the gateway raises it to what it
+    # wants (server_fd_limit); that becomes its hard limit too.
+    mine = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (100, mine[1]))
+    try:
+        gw = start_gateway(cfg)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, mine)
+    want, _ = resource.prlimit(gw.pid, resource.RLIMIT_NOFILE)
+    assert want > 100, want
+    resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (want, want))
+    slow = []
+    try:
+        # The harness keeps one connection (its /healthz session).
+        for _ in range(nconn - 2):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(30)
+            s.connect(("127.0.0.1", gw.port))
+            slow.append(s)
+            # One at a time (the test double's listen backlog is 5).
+            s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                       % (request(d), gw.host)).encode())
+            status, _, _ = read_head(s)
+            assert status == 200, (len(slow), want)
+        wait_for(lambda: liar.answering() == nconn - 2, timeout=60,
+                 what="all transfers under way")
+        # The last connection limits.max_connections allows.
+        with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+            c.send_request("GET", "/v2/")
+            r = c.read_response(timeout=20)
+            assert r.status == 200, r
+        log = gw.log_text()
+        assert "accept_error" not in log and "splice_off" not in log
+    finally:
+        for s in slow:
+            s.close()
