@@ -6,7 +6,11 @@ their count (log line and audit record), an upstream that sends fewer
 bytes than its Content-Length and closes, an upstream that stalls, a
 client that leaves mid-body (499, the upstream connection dropped), a
 slow client (backpressure: bounded memory), and the upstream connection
-back in the pool after a complete body.
+back in the pool after a complete body.  The review (session 7) added
+the hostile edges: bytes past the Content-Length (not pooled), a body in
+small segments with a client that does not read (no busy loop), an
+upstream reset, aborted transfers (no descriptor kept), the descriptor
+budget, half-close, SIGTERM and SIGHUP mid-splice, the metrics count.
 
 Real parts: redis-server for the records.  The upstream is the named test
 double lib/lying_upstream.py (a misbehaving registry: a body cut short, a
@@ -682,3 +686,35 @@ def test_spliced_connections_fit_the_descriptor_budget(liar, start_gateway):
     finally:
         for s in slow:
             s.close()
+
+
+def _sent_bytes(gw, kind):
+    import requests
+    r = requests.get(gw.url + "/metrics", timeout=30)
+    assert r.status_code == 200, r.text
+    t = 0
+    for ln in r.text.splitlines():
+        if ln.startswith("portcullis_sent_bytes_total{") and \
+                ('kind="%s"' % kind) in ln:
+            t += int(float(ln.rsplit(" ", 1)[1]))
+    return t
+
+
+def test_spliced_bytes_count_in_the_metrics(liar, start_gateway):
+    # portcullis_sent_bytes_total counts what left the pipe (the same
+    # count as the log line's out=): the whole blob.
+    data = os.urandom(4 * MIB + 7)
+    d = liar.add_blob(data)
+    cfg = gw_cfg(liar)
+    cfg["metrics"] = {"allow": ["127.0.0.1"]}
+    gw = start_gateway(cfg)
+    before = _sent_bytes(gw, "blob")
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+        c.send_request("GET", request(d))
+        r = c.read_response(timeout=30)
+        assert r.status == 200 and r.body == data
+        rid = r.header("X-Request-Id")
+    assert "proxy splice start" in gw.log_text()
+    line = log_done_line(gw, rid)
+    assert line["out"] == str(len(data))
+    assert _sent_bytes(gw, "blob") - before == len(data)
