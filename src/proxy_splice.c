@@ -28,6 +28,10 @@
  * client's bufferevent writes again and px_done() pools the upstream
  * connection and ends the response, as the evbuffer path does.
  */
+#include <sys/types.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -44,6 +48,7 @@ struct px_splice {
 	int		 pipe[2];	/* [0] read end, [1] write end */
 	size_t		 cap;		/* the pipe's size */
 	size_t		 held;		/* bytes in the pipe */
+	int		 full;		/* its slots taken: wait for the client */
 	struct event	*ev_up;		/* upstream readable */
 	struct event	*ev_cl;		/* client writable */
 	struct event	*ev_go;		/* go on next turn */
@@ -183,9 +188,22 @@ static void
 px_splice_done(struct proxy *px)
 {
 	struct conn	*c = px->req->c;
+	evutil_socket_t	 ufd = bufferevent_getfd(px->uc->bev);
+	int		 stray = 0;
 
 	log_debug("%s proxy splice done bytes=%llu", px->logid,
 	    (unsigned long long)px->rf.body_bytes);
+	/*
+	 * No byte past the body was read, so bytes the upstream sent after
+	 * it wait in the socket, where uconn_release() does not look: a
+	 * connection pooled with them would give them to the next request
+	 * as its answer.  Not pooled.
+	 */
+	if (ufd != -1 && (ioctl(ufd, FIONREAD, &stray) == -1 || stray > 0)) {
+		log_info("%s proxy stray_bytes upstream=%s after=body",
+		    px->logid, px->up->name);
+		px->rf.msg.keep_alive = 0;
+	}
 	px_splice_free(px);
 	if (!c->dead)
 		bufferevent_enable(c->bev, EV_WRITE);
@@ -215,6 +233,7 @@ px_splice_run(struct proxy *px)
 	size_t			 want;
 	int			 i, up_moved = 0, cl_moved = 0, up_wait = 0;
 	int			 cl_wait = 0, busy = 0, e;
+	char			 peek;
 
 	if (s == NULL || px->retired)
 		return;
@@ -245,6 +264,7 @@ px_splice_run(struct proxy *px)
 			e = errno;
 			if (n > 0) {
 				s->held -= (size_t)n;
+				s->full = 0;
 				req->bytes_out += (uint64_t)n;
 				cl_moved = busy = 1;
 				if (s->held > 0)
@@ -260,7 +280,8 @@ px_splice_run(struct proxy *px)
 			px_splice_done(px);
 			return;
 		}
-		if (px->rf.phase == HF_BODY_LENGTH && s->held < s->cap) {
+		if (px->rf.phase == HF_BODY_LENGTH && s->held < s->cap &&
+		    !s->full) {
 			want = s->cap - s->held;
 			if (want > px->rf.remaining)
 				want = (size_t)px->rf.remaining;
@@ -277,9 +298,29 @@ px_splice_run(struct proxy *px)
 				px_fail(px, ERR_UPSTREAM, "upstream closed the "
 				    "connection mid-response");
 				return;
-			} else if (e == EAGAIN || e == EINTR)
+			} else if (e == EINTR || (e == EAGAIN && s->held == 0))
 				up_wait = 1;
-			else {
+			else if (e == EAGAIN) {
+				/*
+				 * Each segment spliced takes one of the pipe's
+				 * slots, so small segments fill it long before
+				 * its size: EAGAIN then, with the socket still
+				 * readable.  Waiting on the socket would spin;
+				 * the client's draining frees the slots.
+				 */
+				n = recv(ufd, &peek, 1, MSG_PEEK | MSG_DONTWAIT);
+				e = errno;
+				if (n >= 0)
+					s->full = 1;
+				else if (e == EAGAIN || e == EWOULDBLOCK ||
+				    e == EINTR)
+					up_wait = 1;
+				else {
+					px_fail(px, ERR_UPSTREAM, "connection "
+					    "to upstream failed");
+					return;
+				}
+			} else {
 				px_fail(px, ERR_UPSTREAM, "connection to "
 				    "upstream failed");
 				return;
@@ -300,7 +341,8 @@ px_splice_run(struct proxy *px)
 		    cl_moved);
 	else
 		event_del(s->ev_cl);
-	if (up_wait && px->rf.phase == HF_BODY_LENGTH && s->held < s->cap)
+	if (up_wait && px->rf.phase == HF_BODY_LENGTH && s->held < s->cap &&
+	    !s->full)
 		px_splice_arm(s->ev_up, EV_READ,
 		    px->conf->upstream_response_timeout_ms, up_moved);
 	else

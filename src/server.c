@@ -442,8 +442,9 @@ server_reap_cb(evutil_socket_t fd, short ev, void *arg)
 
 /*
  * Each client connection can hold two descriptors (its socket and an
- * upstream socket or a cached file), each fill a temp file and a hashing
- * copy.  Raise the soft descriptor limit toward that (up to the hard
+ * upstream socket or a cached file), four when its answer is spliced
+ * (buffers.splice: the pipe's two ends too), each fill a temp file and a
+ * hashing copy.  Raise the soft descriptor limit toward that (up to the hard
  * limit), and say so (at start or reload) when it stays below: a short
  * limit is not fatal (accept pauses while descriptors run out) but it is
  * a limit the operator did not configure.
@@ -454,7 +455,7 @@ server_fd_limit(const struct config *conf)
 	struct rlimit	rl;
 	rlim_t		want;
 
-	want = (rlim_t)conf->max_connections * 2 + 64;
+	want = (rlim_t)conf->max_connections * (conf->splice ? 4 : 2) + 64;
 	if (conf->cache != NULL)
 		want += (rlim_t)conf->cache->max_fills * 2;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur >= want)

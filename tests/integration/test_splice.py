@@ -6,7 +6,11 @@ their count (log line and audit record), an upstream that sends fewer
 bytes than its Content-Length and closes, an upstream that stalls, a
 client that leaves mid-body (499, the upstream connection dropped), a
 slow client (backpressure: bounded memory), and the upstream connection
-back in the pool after a complete body.
+back in the pool after a complete body.  The review (session 7) added
+the hostile edges: bytes past the Content-Length (not pooled), a body in
+small segments with a client that does not read (no busy loop), an
+upstream reset, aborted transfers (no descriptor kept), the descriptor
+budget, half-close, SIGTERM and SIGHUP mid-splice, the metrics count.
 
 Real parts: redis-server for the records.  The upstream is the named test
 double lib/lying_upstream.py (a misbehaving registry: a body cut short, a
@@ -16,6 +20,7 @@ docker-registry does not tell)."""
 import hashlib
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -365,3 +370,351 @@ def test_tls_listener_keeps_the_copy_path(liar, start_gateway, tmp_path):
         got = read_to_eof(s, rest, len(data) + 1)
     assert got == data
     assert "proxy splice start" not in gw.log_text()
+
+
+def test_bytes_past_the_body_are_not_pooled_for_the_next_request(
+        liar, start_gateway):
+    # A hostile upstream sends a whole second answer right after the
+    # blob's Content-Length.  The splice reads no byte past the body, so
+    # those bytes wait in the upstream socket: a connection pooled with
+    # them would hand them to the next request (here the same client's
+    # pipelined manifest GET) as its answer.
+    data = os.urandom(2 * MIB)
+    d = liar.add_blob(data, mode="extra")
+    manifest = b'{"schemaVersion":2,"layers":[]}'
+    liar.set_tag("app", "v1", manifest,
+                 "application/vnd.oci.image.manifest.v1+json")
+    gw = start_gateway(gw_cfg(liar))
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+        c.send(rawhttp.build("GET", request(d), host=gw.host) +
+               rawhttp.build("GET", "/v2/liar/app/manifests/v1",
+                             host=gw.host))
+        r = c.read_response(timeout=30)
+        assert r.status == 200 and r.body == data
+        r2 = c.read_response(timeout=30)
+        assert b"poisoned" not in r2.body, r2.body
+        assert r2.status == 200 and r2.body == manifest, r2
+    assert "proxy splice start" in gw.log_text()
+    assert "proxy stray_bytes upstream=liar" in gw.log_text()
+    assert liar.requests("GET", "/v2/app/manifests/v1") == 1
+
+
+def _fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def test_aborted_transfers_leak_no_descriptors(liar, start_gateway):
+    # Clients that leave mid-body (a FIN, or a reset) many times over:
+    # every pipe and upstream socket goes with them.
+    data = os.urandom(16 * MIB)
+    d = liar.add_blob(data)
+    gw = start_gateway(gw_cfg(liar))
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+        c.send_request("GET", "/v2/")       # warm: log, listeners, pool
+        c.read_response(timeout=30)
+    base = _fds(gw.pid)
+    rounds = 24
+    for i in range(rounds):
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+        try:
+            s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                       % (request(d), gw.host)).encode())
+            _, _, got = read_head(s)
+            while len(got) < 2 * WATERMARK:
+                b = s.recv(1 << 20)
+                assert b
+                got += b
+            if i % 2:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        finally:
+            s.close()
+    wait_for(lambda: gw.log_text().count("status=499") == rounds,
+             timeout=60, what="%d aborts logged" % rounds)
+    assert gw.log_text().count("proxy splice start") == rounds
+    wait_for(lambda: liar.open_connections() == 0, timeout=30,
+             what="the upstream connections closed")
+    wait_for(lambda: _fds(gw.pid) <= base, timeout=30,
+             what="descriptors back to %d (now %d)" % (base, _fds(gw.pid)))
+
+
+def test_client_that_never_reads_times_out(liar, start_gateway):
+    # The client sends its GET and never reads: the pipe fills, the
+    # upstream is read no further, and timeouts.body ends it.
+    size = 64 * MIB
+    data = os.urandom(size)
+    d = liar.add_blob(data)
+    gw = start_gateway(gw_cfg(liar, timeouts={"body": 1}))
+    base = _fds(gw.pid)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", gw.port))
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        wait_for(lambda: "conn timeout during=response write" in
+                 gw.log_text(), timeout=60, what="the write timeout")
+        got = read_to_eof(s, b"", size, timeout=30)
+    finally:
+        s.close()
+    assert len(got) < size // 4, len(got)
+    assert "proxy splice start" in gw.log_text()
+    wait_for(lambda: liar.open_connections() == 0, timeout=30,
+             what="the upstream connection closed")
+    wait_for(lambda: _fds(gw.pid) <= base, timeout=30,
+             what="descriptors back to %d" % base)
+
+
+def test_half_closed_client_gets_the_whole_spliced_blob(liar,
+                                                        start_gateway):
+    data = os.urandom(8 * MIB)
+    d = liar.add_blob(data)
+    gw = start_gateway(gw_cfg(liar))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        s.shutdown(socket.SHUT_WR)
+        status, _, rest = read_head(s)
+        assert status == 200
+        got = read_to_eof(s, rest, len(data) + 1)
+    finally:
+        s.close()
+    assert got == data
+    assert "proxy splice start" in gw.log_text()
+
+
+def test_sigterm_mid_splice_lets_the_body_finish(liar, start_gateway):
+    data = os.urandom(8 * MIB)
+    d = liar.add_blob(data, mode="stall", stall_at=2 * MIB)
+    gw = start_gateway(gw_cfg(liar, timeouts={"drain": 60}))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        status, _, got = read_head(s)
+        assert status == 200
+        wait_for(lambda: "proxy splice start" in gw.log_text(),
+                 timeout=30, what="the splice")
+        os.kill(gw.pid, signal.SIGTERM)
+        wait_for(lambda: "server drain start" in gw.log_text(), timeout=30,
+                 what="the drain")
+        liar.release(d)
+        got = read_to_eof(s, got, len(data) + 1)
+    finally:
+        s.close()
+    assert got == data
+    wait_for(lambda: not gw.alive(), timeout=30, what="the exit")
+
+
+def test_sigterm_drain_ends_a_stalled_splice(liar, start_gateway):
+    data = os.urandom(8 * MIB)
+    d = liar.add_blob(data, mode="stall", stall_at=2 * MIB)
+    gw = start_gateway(gw_cfg(liar, timeouts={"drain": 1}))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        status, _, got = read_head(s)
+        assert status == 200
+        wait_for(lambda: "proxy splice start" in gw.log_text(),
+                 timeout=30, what="the splice")
+        os.kill(gw.pid, signal.SIGTERM)
+        got = read_to_eof(s, got, len(data) + 1, timeout=30)
+        wait_for(lambda: not gw.alive(), timeout=30,
+                 what="the exit")
+    finally:
+        s.close()
+        liar.release(d)
+    assert len(got) <= 2 * MIB
+
+
+def test_sighup_mid_splice_keeps_the_body(liar, start_gateway):
+    data = os.urandom(8 * MIB)
+    d = liar.add_blob(data, mode="stall", stall_at=2 * MIB)
+    gw = start_gateway(gw_cfg(liar))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        status, _, got = read_head(s)
+        assert status == 200
+        wait_for(lambda: "proxy splice start" in gw.log_text(),
+                 timeout=30, what="the splice")
+        os.kill(gw.pid, signal.SIGHUP)
+        wait_for(lambda: gw.reloads_ended() >= 1, timeout=30,
+                 what="the reload")
+        liar.release(d)
+        got = read_to_eof(s, got, len(data))
+    finally:
+        s.close()
+    assert got == data
+    assert pid_alive(gw.pid)
+
+
+
+def _cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        f = f.read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])      # utime + stime
+
+
+def test_client_not_reading_a_body_in_small_segments_costs_no_cpu(
+        liar, start_gateway):
+    # Each TCP segment spliced takes a slot of the pipe: 100-byte
+    # segments fill its slots long before its bytes reach the pipe's
+    # size.  While the client does not read, the gateway must wait for
+    # it, not spin on an upstream that is readable but cannot be moved.
+    size = 16 * MIB
+    data = os.urandom(size)
+    d = liar.add_blob(data, mode="small")
+    gw = start_gateway(gw_cfg(liar, timeouts={"body": 60}))
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", gw.port))
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        wait_for(lambda: "proxy splice start" in gw.log_text(), timeout=30,
+                 what="the splice")
+        hz = os.sysconf("SC_CLK_TCK")
+        # Settled: the gateway's CPU time no longer grows while the
+        # client does not read (bounded: 40 windows of 0.5 s).
+        idle = []
+        prev = _cpu_ticks(gw.pid)
+        for _ in range(40):
+            time.sleep(0.5)
+            now = _cpu_ticks(gw.pid)
+            idle.append(now - prev)
+            prev = now
+            if len(idle) >= 4 and sum(idle[-4:]) <= hz // 10:
+                break
+        # 2 s of a stalled client cost at most 0.1 s of CPU.
+        assert sum(idle[-4:]) <= hz // 10, (idle, hz)
+        # And the body still arrives whole once the client reads.
+        status, _, rest = read_head(s)
+        assert status == 200
+        got = read_to_eof(s, rest, size, timeout=120)
+    finally:
+        s.close()
+    assert got == data
+
+
+def test_upstream_reset_mid_body_ends_the_client_connection(
+        liar, start_gateway):
+    size = 8 * MIB
+    data = os.urandom(size)
+    d = liar.add_blob(data, mode="reset")
+    gw = start_gateway(gw_cfg(liar))
+    base = _fds(gw.pid)
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+        status, _, rest = read_head(s)
+        assert status == 200
+        got = read_to_eof(s, rest, size)
+    finally:
+        s.close()
+    assert len(got) <= size // 2 and got == data[:len(got)]
+    log = gw.log_text()
+    assert "proxy splice start" in log
+    wait_for(lambda: "proxy abort upstream=liar" in gw.log_text(),
+             timeout=30, what="the abort logged")
+    wait_for(lambda: _fds(gw.pid) <= base, timeout=30,
+             what="descriptors back to %d" % base)
+    good = os.urandom(MIB)
+    dg = liar.add_blob(good)
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+        c.send_request("GET", request(dg))
+        r = c.read_response(timeout=30)
+        assert r.status == 200 and r.body == good
+    assert liar.accepted == 2, liar.accepted
+
+
+def test_spliced_connections_fit_the_descriptor_budget(liar, start_gateway):
+    # A spliced transfer holds four descriptors (client, upstream, the
+    # pipe's two ends), not two.  With the open-files limit at what the
+    # gateway asks for limits.max_connections (a hard limit it cannot
+    # raise, as LimitNOFILE= set to it), every connection under that
+    # limit is still served while the others splice.
+    import resource
+    nconn = 40
+    data = os.urandom(16 * MIB)
+    d = liar.add_blob(data)
+    cfg = gw_cfg(liar, timeouts={"body": 300, "upstream_response": 300,
+                                 "upstream_connect": 30})
+    cfg["limits"] = {"max_connections": nconn,
+                     "max_connections_per_ip": nconn}
+    cfg["log"] = {"level": "info"}
+    # Started with a small soft limit, the gateway raises it to what it
+    # wants (server_fd_limit); that becomes its hard limit too.
+    mine = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (100, mine[1]))
+    try:
+        gw = start_gateway(cfg)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, mine)
+    want, _ = resource.prlimit(gw.pid, resource.RLIMIT_NOFILE)
+    assert want > 100, want
+    resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (want, want))
+    slow = []
+    try:
+        # The harness keeps one connection (its /healthz session).
+        for _ in range(nconn - 2):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(30)
+            s.connect(("127.0.0.1", gw.port))
+            slow.append(s)
+            # One at a time (the test double's listen backlog is 5).
+            s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                       % (request(d), gw.host)).encode())
+            status, _, _ = read_head(s)
+            assert status == 200, (len(slow), want)
+        wait_for(lambda: liar.answering() == nconn - 2, timeout=60,
+                 what="all transfers under way")
+        # The last connection limits.max_connections allows.
+        with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+            c.send_request("GET", "/v2/")
+            r = c.read_response(timeout=20)
+            assert r.status == 200, r
+        log = gw.log_text()
+        assert "accept_error" not in log and "splice_off" not in log
+    finally:
+        for s in slow:
+            s.close()
+
+
+def _sent_bytes(gw, kind):
+    import requests
+    r = requests.get(gw.url + "/metrics", timeout=30)
+    assert r.status_code == 200, r.text
+    t = 0
+    for ln in r.text.splitlines():
+        if ln.startswith("portcullis_sent_bytes_total{") and \
+                ('kind="%s"' % kind) in ln:
+            t += int(float(ln.rsplit(" ", 1)[1]))
+    return t
+
+
+def test_spliced_bytes_count_in_the_metrics(liar, start_gateway):
+    # portcullis_sent_bytes_total counts what left the pipe (the same
+    # count as the log line's out=): the whole blob.
+    data = os.urandom(4 * MIB + 7)
+    d = liar.add_blob(data)
+    cfg = gw_cfg(liar)
+    cfg["metrics"] = {"allow": ["127.0.0.1"]}
+    gw = start_gateway(cfg)
+    before = _sent_bytes(gw, "blob")
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
+        c.send_request("GET", request(d))
+        r = c.read_response(timeout=30)
+        assert r.status == 200 and r.body == data
+        rid = r.header("X-Request-Id")
+    assert "proxy splice start" in gw.log_text()
+    line = log_done_line(gw, rid)
+    assert line["out"] == str(len(data))
+    assert _sent_bytes(gw, "blob") - before == len(data)

@@ -16,6 +16,8 @@ connection.
 
     up = LyingUpstream()
     up.add_blob(data, mode="wrong")  # "ok", "truncate", "stall", "stall_wrong"
+                                     # "extra" (EXTRA_ANSWER after the body),
+                                     # "small" (100-byte segments), "reset"
     up.add_blob(data, mode="stall", stall_at=1 << 20); ...; up.release(d)
     up.add_blob(data, repos=["b"], stall_404=True)  # "a": 404 on release
     up.open_connections(), up.max_open, up.answering()  # connections
@@ -45,6 +47,10 @@ def sha256(data):
 
 
 STALL_MAX = 120     # seconds any stall lasts at most
+
+# mode "extra": sent right after a blob's body, as if answering ahead.
+EXTRA_ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 17\r\n\r\n{\"poisoned\":true}")
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -200,6 +206,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             bad = bytearray(data)
             bad[-2] ^= 0xFF
             self.wfile.write(bytes(bad))
+        elif mode == "extra":
+            # The body, then a whole second answer no one asked for.
+            self.wfile.write(data + EXTRA_ANSWER)
+        elif mode == "small":
+            # The body in 100-byte segments (as a slow link delivers it).
+            self.wfile.flush()
+            self.connection.setsockopt(socket.IPPROTO_TCP,
+                                       socket.TCP_NODELAY, 1)
+            for i in range(0, len(data), 100):
+                self.connection.sendall(data[i:i + 100])
+        elif mode == "reset":
+            # Half the body, then a reset (SO_LINGER 0), not a FIN.
+            self.wfile.write(data[:len(data) // 2])
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.close_connection = True
         elif mode == "truncate":
             self.wfile.write(data[:len(data) // 2])
             self.wfile.flush()
