@@ -36,7 +36,8 @@
  * which the master made before forking.  Both sides publish, then read
  * (sequentially consistent), so a worker stopping while another's count
  * rises is seen by one of the two.  A dead worker's slot is cleared by
- * the master and a new one starts at zero, so the others stop accepting
+ * the master and a new one starts at zero once its loop runs (not during
+ * its start-up, which accepts nothing), so the others stop accepting
  * until it has caught up.
  *
  * Restarts.  A worker that exits while the master is not stopping is

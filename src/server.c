@@ -109,6 +109,13 @@ server_balance_wake_cb(evutil_socket_t fd, short ev, void *arg)
 	server_balance(arg);
 }
 
+/* The loop's first turn: only now does this worker accept. */
+static void
+server_balance_start_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	server_balance(arg);
+}
+
 static void
 server_accepted(struct pc_ctx *ctx)
 {
@@ -650,8 +657,9 @@ server_bind_fds(struct pc_ctx *ctx, int *lfd, int *afd, char **cause)
 void
 server_worker(struct pc_ctx *ctx, int worker, int lfd, int afd)
 {
-	char	*cause = NULL;
-	int	 fd, rv = 1;
+	struct timeval	 tv0 = { 0, 0 };
+	char		*cause = NULL;
+	int		 fd, rv = 1;
 
 	config_worker = worker;
 	config_worker_identity(ctx->conf, worker);
@@ -679,7 +687,15 @@ server_worker(struct pc_ctx *ctx, int worker, int lfd, int afd)
 			fatalx("out of memory");
 		event_add(ctx->ev_balance, NULL);
 	}
-	server_balance(ctx);		/* live, with no connections */
+	/*
+	 * Live, with no connections, once the loop runs: not before the
+	 * start-up (a large cache's scan, a spool's replay), or the others
+	 * would stop accepting at worker_balance above a worker that
+	 * accepts nothing yet.
+	 */
+	if (event_base_once(ctx->base, -1, EV_TIMEOUT,
+	    server_balance_start_cb, ctx, &tv0) == -1)
+		fatalx("out of memory");
 	server_fd_limit(ctx->conf);
 	if (server_serve(ctx, ctx->conf_path, &cause) == 0)
 		rv = 0;

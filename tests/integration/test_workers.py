@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -418,6 +419,62 @@ def test_worker_balance_0_leaves_the_burst_to_whoever_wakes(
         os.kill(pids[1], signal.SIGCONT)
         for s in socks:
             s.close()
+
+
+def proc_state(pid):
+    """The state letter of /proc/PID/stat (T: stopped)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_starting_worker_does_not_hold_back_the_others(
+        start_registry, start_gateway, tmp_path):
+    """A restarted worker counts in the accept balance only once its loop
+    runs: until then (scanning a large cache, replaying an audit spool)
+    it accepts nothing, and the others must not stop at worker_balance
+    above its zero.  strace (a test tool, not a double: the gateway runs
+    unchanged) stops the new worker 1 at its first prlimit64, which is
+    server_fd_limit() before server_serve(), i.e. in its start-up; worker
+    0 must then take a burst of 16 connections and answer each."""
+    reg = start_registry("up1")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"))
+    pids = worker_pids(gw)
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-p", str(gw.pid), "-o", "/dev/null",
+         "-e", "trace=prlimit64",
+         "-e", "inject=prlimit64:signal=SIGSTOP:when=1"],
+        stderr=subprocess.PIPE, text=True)
+    socks = []
+    new = None
+    try:
+        wait_for(lambda: os.path.exists("/proc/%d/status" % gw.pid) and
+                 any(l.startswith("TracerPid:") and l.split()[1] != "0"
+                     for l in open("/proc/%d/status" % gw.pid)),
+                 what="strace attached to the master")
+        os.kill(pids[1], signal.SIGKILL)
+        wait_for(lambda: worker_pids(gw).get(1) not in (None, pids[1]),
+                 what="worker 1 forked again")
+        new = worker_pids(gw)[1]
+        wait_for(lambda: proc_state(new) in "tT", what="new worker 1 "
+                 "stopped in its start-up")
+        assert gw.log_text().count("server start") == 2
+        socks = burst(gw, 16)
+        got = wait_for(lambda: split(gw, {0: pids[0]}, socks),
+                       timeout=60, what="worker 0 accepted all 16")
+        assert got == {0: 16}
+        for s in socks:
+            s.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
+            s.settimeout(30)
+            assert s.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        tracer.terminate()
+        tracer.wait(timeout=30)
+        if new is not None and pid_alive(new):
+            os.kill(new, signal.SIGCONT)
+        for s in socks:
+            s.close()
+    wait_for(lambda: gw.log_text().count("server start") == 3,
+             what="the new worker 1 started once let go")
 
 
 def test_sighup_reaches_every_worker_and_bad_config_changes_nothing(
