@@ -10,7 +10,7 @@ build="build-essential autoconf automake libtool pkg-config
 run="redis-server redis-tools docker-registry skopeo busybox-static ca-certificates curl"
 test="podman containerd docker.io nginx python3-pytest python3-requests
     python3-cryptography uidmap iptables chromium prometheus systemd
-    redis-sentinel haproxy strace"
+    redis-sentinel haproxy strace gdb"
 
 case "$what" in
 build)	pkgs="$build" ;;

@@ -212,6 +212,12 @@ master_balance_clear(size_t w, size_t slack)
 	M_STORE(&s->live, 0);
 	M_STORE(&s->stopped, 0);
 	M_STORE(&s->nconns, 0);
+	/*
+	 * It may have died between reading its eventfd and saying so: left
+	 * set, no one would write the eventfd for the next worker in the
+	 * slot again.  A count left in the eventfd is one spurious wake.
+	 */
+	M_STORE(&s->woken, 0);
 	if (slack > 0)
 		master_balance_wake(w, slack);
 }

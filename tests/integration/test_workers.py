@@ -477,6 +477,75 @@ def test_a_starting_worker_does_not_hold_back_the_others(
              what="the new worker 1 started once let go")
 
 
+def test_a_worker_killed_while_woken_leaves_its_slot_wakeable(
+        start_registry, start_gateway, tmp_path):
+    """A worker killed between reading its wake eventfd and saying so
+    (master_balance_woken) must not leave its slot marked woken: the
+    next worker in it would never be woken again, and both workers could
+    stop accepting together, each above the other's count as last seen.
+    gdb (a test tool: the gateway runs unchanged) kills worker 0 at that
+    point; then worker 0 again holds its share while worker 1 is stopped
+    (SIGSTOP), and once worker 1 runs every queued connection must be
+    accepted.  Request heads never end here, so timeouts.header is long
+    enough that no connection closes meanwhile."""
+    reg = start_registry("up1")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"),
+                timeouts={"upstream_connect": 2, "upstream_response": 10,
+                          "header": 600})
+    pids = worker_pids(gw)
+    socks = []
+    dbg = None
+    try:
+        os.kill(pids[1], signal.SIGSTOP)
+        try:
+            socks = burst(gw, 12)
+            wait_for(lambda: sum(1 for w in holders(gw, pids).values()
+                                 if w == 0) >= 5,
+                     what="worker 0 accepted its share")
+            # Worker 0 stays stopped by gdb from the "ready" file until
+            # "continue" has put the breakpoint in.
+            ready = tmp_path / "gdb-ready"
+            dbg = subprocess.Popen(
+                ["gdb", "-q", "-nx", "-batch", "-p", str(pids[0]),
+                 "-ex", "break master_balance_woken",
+                 "-ex", "shell touch %s" % ready,
+                 "-ex", "continue", "-ex", "kill"],
+                stdout=open(tmp_path / "gdb.log", "w"),
+                stderr=subprocess.STDOUT)
+            wait_for(ready.exists, timeout=60,
+                     what="gdb holds worker 0's wake")
+        finally:
+            os.kill(pids[1], signal.SIGCONT)
+        wait_for(lambda: worker_pids(gw).get(0) not in (None, pids[0]),
+                 timeout=60, what="worker 0 killed in its wake, restarted")
+        dbg.wait(timeout=60)
+        wait_for(lambda: gw.log_text().count("server start") == 3,
+                 what="the new worker 0 started")
+        for s in socks:
+            s.close()
+        socks = []
+        pids = worker_pids(gw)
+        wait_for(lambda: not holders(gw, {1: pids[1]}), timeout=60,
+                 what="worker 1 closed the first burst")
+        os.kill(pids[1], signal.SIGSTOP)
+        try:
+            socks = burst(gw, 24)
+            wait_for(lambda: sum(1 for w in holders(gw, pids).values()
+                                 if w == 0) >= 5,
+                     what="the new worker 0 accepted its share")
+        finally:
+            os.kill(pids[1], signal.SIGCONT)
+        got = wait_for(lambda: split(gw, pids, socks), timeout=60,
+                       what="all 24 connections accepted")
+        assert max(got.values()) <= 18, got
+    finally:
+        if dbg is not None and dbg.poll() is None:
+            dbg.kill()
+            dbg.wait(timeout=30)
+        for s in socks:
+            s.close()
+
+
 def test_sighup_reaches_every_worker_and_bad_config_changes_nothing(
         start_registry, start_gateway, tmp_path):
     reg = start_registry("up1")
