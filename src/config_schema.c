@@ -1518,12 +1518,14 @@ const struct cfg_key cfg_root_keys[] = {
 	  "master; 1 runs a single process and no master (README \"Every "
 	  "core\")." },
 	{ .name = "worker_balance", .type = CFG_SIZE, .flags = CFG_RELOAD,
-	  .off = CFG_OFF(worker_balance), .min = 0, .max = 65536, .def = 4,
+	  .off = CFG_OFF(worker_balance), .min = 0, .max = 65536, .def = 0,
 	  .help = "With workers: a worker holding more than this many open "
 	  "connections above the least loaded other worker stops accepting "
 	  "until it is not, so a burst of new connections is spread over "
-	  "the workers; 0 lets whichever worker wakes first take them "
-	  "(README \"Every core\")." },
+	  "the workers (4 is a good value); 0, the default, lets whichever "
+	  "worker wakes first take them. A worker that stops running "
+	  "(stopped, stuck) caps the others meanwhile (README \"Every "
+	  "core\")." },
 	{ .name = "identity", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(identity), .sub = cfg_identity_keys,
 	  .sub_size = sizeof(struct config_identity),

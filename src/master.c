@@ -30,7 +30,10 @@
  * forking, and a worker holding more than worker_balance above the least
  * loaded other live worker stops accepting (server.c,
  * evconnlistener_disable) until it is not.  The least loaded never
- * stops, so the queue is never left alone: a worker whose count rises,
+ * stops, so the queue is never left alone while that one runs (a live
+ * worker that does not run -- stopped, stuck -- caps the others at its
+ * count + worker_balance: why the balance is off by default until a
+ * heartbeat lets the others discount it): a worker whose count rises,
  * or the master when a worker dies (its slot cleared), wakes every
  * stopped worker that may accept again through that worker's eventfd,
  * which the master made before forking.  Both sides publish, then read

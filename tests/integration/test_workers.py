@@ -346,14 +346,15 @@ def split(gw, pids, socks):
 
 def test_a_burst_of_connections_is_spread_over_the_workers(
         start_registry, start_gateway, tmp_path):
-    """The accept balance (worker_balance, default 4): 64 connections
+    """The accept balance (worker_balance 4): 64 connections
     opened in a burst end up spread over both workers, also when one
     worker is not running while the burst arrives (SIGSTOP: as a busy
     core would hold it), where the shared queue alone gives every one to
     the other worker: that one takes at most 5 (4 above the stopped
     one's none) and leaves the rest queued until the stopped one runs."""
     reg = start_registry("up1")
-    gw = start2(start_gateway, upstream(reg, prefix="up1"))
+    gw = start2(start_gateway, upstream(reg, prefix="up1"),
+                worker_balance=4)
     pids = worker_pids(gw)
     socks = []
     try:
@@ -401,12 +402,11 @@ def test_a_burst_of_connections_is_spread_over_the_workers(
 
 def test_worker_balance_0_leaves_the_burst_to_whoever_wakes(
         start_registry, start_gateway, tmp_path):
-    """worker_balance 0: the shared queue alone.  With worker 1 stopped
+    """worker_balance 0, the default: the shared queue alone.  With worker 1 stopped
     while the burst arrives, worker 0 accepts every connection (what the
     balance prevents above)."""
     reg = start_registry("up1")
-    gw = start2(start_gateway, upstream(reg, prefix="up1"),
-                worker_balance=0)
+    gw = start2(start_gateway, upstream(reg, prefix="up1"))
     pids = worker_pids(gw)
     socks = []
     os.kill(pids[1], signal.SIGSTOP)
@@ -437,7 +437,8 @@ def test_a_starting_worker_does_not_hold_back_the_others(
     server_fd_limit() before server_serve(), i.e. in its start-up; worker
     0 must then take a burst of 16 connections and answer each."""
     reg = start_registry("up1")
-    gw = start2(start_gateway, upstream(reg, prefix="up1"))
+    gw = start2(start_gateway, upstream(reg, prefix="up1"),
+                worker_balance=4)
     pids = worker_pids(gw)
     tracer = subprocess.Popen(
         ["strace", "-f", "-p", str(gw.pid), "-o", "/dev/null",
@@ -491,7 +492,7 @@ def test_a_worker_killed_while_woken_leaves_its_slot_wakeable(
     reg = start_registry("up1")
     gw = start2(start_gateway, upstream(reg, prefix="up1"),
                 timeouts={"upstream_connect": 2, "upstream_response": 10,
-                          "header": 600})
+                          "header": 600}, worker_balance=4)
     pids = worker_pids(gw)
     socks = []
     dbg = None
