@@ -267,6 +267,13 @@ static const struct cfg_key cfg_timeouts_keys[] = {
 	  .min = 100, .max = 600000, .def = 10000,
 	  .help = "Longest wait before the master restarts a worker that "
 	  "keeps crashing (the back-off doubles from 0.1 s up to this)." },
+	{ .name = "worker_stall", .type = CFG_SECONDS,
+	  .flags = CFG_RELOAD, .off = CFG_OFF(worker_stall_ms),
+	  .min = 200, .max = 600000, .def = 1000,
+	  .help = "With worker_balance: a worker whose event loop has not "
+	  "turned for this long (stopped, stuck, starved of CPU) no longer "
+	  "counts as the least loaded, so the others accept the new "
+	  "connections again." },
 	{ .name = "cache_peer_wait", .type = CFG_SECONDS,
 	  .flags = CFG_RELOAD, .off = CFG_OFF(cache_peer_wait_ms),
 	  .min = 100, .max = 3600000, .def = 300000,
@@ -1518,14 +1525,12 @@ const struct cfg_key cfg_root_keys[] = {
 	  "master; 1 runs a single process and no master (README \"Every "
 	  "core\")." },
 	{ .name = "worker_balance", .type = CFG_SIZE, .flags = CFG_RELOAD,
-	  .off = CFG_OFF(worker_balance), .min = 0, .max = 65536, .def = 0,
+	  .off = CFG_OFF(worker_balance), .min = 0, .max = 65536, .def = 4,
 	  .help = "With workers: a worker holding more than this many open "
 	  "connections above the least loaded other worker stops accepting "
 	  "until it is not, so a burst of new connections is spread over "
-	  "the workers (4 is a good value); 0, the default, lets whichever "
-	  "worker wakes first take them. A worker that stops running "
-	  "(stopped, stuck) caps the others meanwhile (README \"Every "
-	  "core\")." },
+	  "the workers; 0 lets whichever worker wakes first take them "
+	  "(README \"Every core\")." },
 	{ .name = "identity", .type = CFG_PTR_OBJECT, .flags = CFG_RELOAD,
 	  .off = CFG_OFF(identity), .sub = cfg_identity_keys,
 	  .sub_size = sizeof(struct config_identity),

@@ -346,7 +346,7 @@ def split(gw, pids, socks):
 
 def test_a_burst_of_connections_is_spread_over_the_workers(
         start_registry, start_gateway, tmp_path):
-    """The accept balance (worker_balance 4): 64 connections
+    """The accept balance (worker_balance 4, the default): 64 connections
     opened in a burst end up spread over both workers, also when one
     worker is not running while the burst arrives (SIGSTOP: as a busy
     core would hold it), where the shared queue alone gives every one to
@@ -354,7 +354,7 @@ def test_a_burst_of_connections_is_spread_over_the_workers(
     one's none) and leaves the rest queued until the stopped one runs."""
     reg = start_registry("up1")
     gw = start2(start_gateway, upstream(reg, prefix="up1"),
-                worker_balance=4)
+                timeouts={"worker_stall": 600})
     pids = worker_pids(gw)
     socks = []
     try:
@@ -402,11 +402,12 @@ def test_a_burst_of_connections_is_spread_over_the_workers(
 
 def test_worker_balance_0_leaves_the_burst_to_whoever_wakes(
         start_registry, start_gateway, tmp_path):
-    """worker_balance 0, the default: the shared queue alone.  With worker 1 stopped
+    """worker_balance 0: the shared queue alone.  With worker 1 stopped
     while the burst arrives, worker 0 accepts every connection (what the
     balance prevents above)."""
     reg = start_registry("up1")
-    gw = start2(start_gateway, upstream(reg, prefix="up1"))
+    gw = start2(start_gateway, upstream(reg, prefix="up1"),
+                worker_balance=0)
     pids = worker_pids(gw)
     socks = []
     os.kill(pids[1], signal.SIGSTOP)
@@ -427,6 +428,33 @@ def proc_state(pid):
         return f.read().rsplit(")", 1)[1].split()[0]
 
 
+
+def test_a_worker_that_stops_running_stops_holding_back_the_others(
+        start_registry, start_gateway, tmp_path):
+    """A live worker whose loop does not turn (SIGSTOP here; a disk that
+    hangs, a starved core) must not cap the others for as long as it
+    does not run: once it has not published for timeouts.worker_stall
+    (1 s), the running worker takes the whole burst."""
+    reg = start_registry("up1")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"),
+                timeouts={"worker_stall": 1})
+    pids = worker_pids(gw)
+    socks = []
+    os.kill(pids[1], signal.SIGSTOP)
+    try:
+        socks = burst(gw, 64)
+        got = wait_for(lambda: split(gw, {0: pids[0]}, socks), timeout=60,
+                       what="64 connections accepted by worker 0")
+        assert got == {0: 64}
+        for s in socks[:4]:
+            s.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
+            s.settimeout(30)
+            assert s.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        os.kill(pids[1], signal.SIGCONT)
+        for s in socks:
+            s.close()
+
 def test_a_starting_worker_does_not_hold_back_the_others(
         start_registry, start_gateway, tmp_path):
     """A restarted worker counts in the accept balance only once its loop
@@ -437,8 +465,7 @@ def test_a_starting_worker_does_not_hold_back_the_others(
     server_fd_limit() before server_serve(), i.e. in its start-up; worker
     0 must then take a burst of 16 connections and answer each."""
     reg = start_registry("up1")
-    gw = start2(start_gateway, upstream(reg, prefix="up1"),
-                worker_balance=4)
+    gw = start2(start_gateway, upstream(reg, prefix="up1"))
     pids = worker_pids(gw)
     tracer = subprocess.Popen(
         ["strace", "-f", "-p", str(gw.pid), "-o", "/dev/null",
@@ -492,7 +519,7 @@ def test_a_worker_killed_while_woken_leaves_its_slot_wakeable(
     reg = start_registry("up1")
     gw = start2(start_gateway, upstream(reg, prefix="up1"),
                 timeouts={"upstream_connect": 2, "upstream_response": 10,
-                          "header": 600}, worker_balance=4)
+                          "header": 600, "worker_stall": 600})
     pids = worker_pids(gw)
     socks = []
     dbg = None
