@@ -211,7 +211,7 @@ gws="1 2"
 case " $MODES " in *-2s\ *) gws="1 2 2s";; esac
 for w in $gws; do
 	p=$(free_port)
-	balance=
+	balance='"worker_balance": 4,'
 	case $w in *s) balance='"worker_balance": 0,';; esac
 	mkdir -p "$work/gw$w"
 	cat > "$work/gw$w/config.json" <<JSON

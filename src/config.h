@@ -397,6 +397,7 @@ struct config {
 	int			 drain_timeout_ms;
 	int			 linger_timeout_ms;
 	int			 worker_restart_ms;
+	int			 worker_stall_ms;
 	int			 cache_peer_wait_ms;
 
 	int			 log_level;	/* enum config_log_level */

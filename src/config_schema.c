@@ -274,6 +274,13 @@ static const struct cfg_key cfg_timeouts_keys[] = {
 	  .min = 100, .max = 600000, .def = 10000,
 	  .help = "Longest wait before the master restarts a worker that "
 	  "keeps crashing (the back-off doubles from 0.1 s up to this)." },
+	{ .name = "worker_stall", .type = CFG_SECONDS,
+	  .flags = CFG_RELOAD, .off = CFG_OFF(worker_stall_ms),
+	  .min = 200, .max = 600000, .def = 1000,
+	  .help = "With worker_balance: a worker whose event loop has not "
+	  "turned for this long (stopped, stuck, starved of CPU) no longer "
+	  "counts as the least loaded, so the others accept the new "
+	  "connections again." },
 	{ .name = "cache_peer_wait", .type = CFG_SECONDS,
 	  .flags = CFG_RELOAD, .off = CFG_OFF(cache_peer_wait_ms),
 	  .min = 100, .max = 3600000, .def = 300000,

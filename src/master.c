@@ -30,13 +30,19 @@
  * forking, and a worker holding more than worker_balance above the least
  * loaded other live worker stops accepting (server.c,
  * evconnlistener_disable) until it is not.  The least loaded never
- * stops, so the queue is never left alone: a worker whose count rises,
+ * stops, so the queue is never left alone: a live worker whose loop
+ * has not published for timeouts.worker_stall (stopped, stuck on a
+ * disk, starved) no longer counts as the least loaded -- each worker
+ * publishes at least every MASTER_BEAT_MS from a timer (server.c),
+ * which also makes a stopped worker look again -- so the others accept
+ * again within that time; and a worker whose count rises,
  * or the master when a worker dies (its slot cleared), wakes every
  * stopped worker that may accept again through that worker's eventfd,
  * which the master made before forking.  Both sides publish, then read
  * (sequentially consistent), so a worker stopping while another's count
  * rises is seen by one of the two.  A dead worker's slot is cleared by
- * the master and a new one starts at zero, so the others stop accepting
+ * the master and a new one starts at zero once its loop runs (not during
+ * its start-up, which accepts nothing), so the others stop accepting
  * until it has caught up.
  *
  * Restarts.  A worker that exits while the master is not stopping is
@@ -92,7 +98,10 @@ struct master_slot {
 	uint32_t	stopped;	/* its listener is off by the balance */
 	uint32_t	woken;		/* its eventfd was written, not read */
 	uint32_t	nconns;		/* its open connections */
+	uint64_t	beat_ms;	/* its loop last published */
 };
+
+static uint64_t			 master_now_ms(void);
 
 static struct master_slot	*master_slots;	/* NULL: one process */
 static int			*master_wakefd;	/* per slot */
@@ -128,21 +137,29 @@ master_balance_map(size_t n)
  * worker, or at most slack more than the least loaded of them.
  */
 static int
-master_balance_ok(size_t w, uint32_t n, size_t slack)
+master_balance_ok(size_t w, uint32_t n, size_t slack, uint64_t stall_ms)
 {
-	size_t		i;
-	uint32_t	min = UINT32_MAX;
+	struct master_slot	*s;
+	size_t			 i;
+	uint32_t		 min = UINT32_MAX;
+	uint64_t		 now = master_now_ms();
 
-	for (i = 0; i < master_nslots; i++)
-		if (i != w && M_LOAD(&master_slots[i].live))
-			if (M_LOAD(&master_slots[i].nconns) < min)
-				min = M_LOAD(&master_slots[i].nconns);
+	for (i = 0; i < master_nslots; i++) {
+		s = &master_slots[i];
+		if (i == w || !M_LOAD(&s->live))
+			continue;
+		/* Its loop has not turned for stall_ms: it takes nothing. */
+		if (now > M_LOAD(&s->beat_ms) + stall_ms)
+			continue;
+		if (M_LOAD(&s->nconns) < min)
+			min = M_LOAD(&s->nconns);
+	}
 	return (min == UINT32_MAX || n <= (uint64_t)min + slack);
 }
 
 /* Wake every stopped worker but skip that may accept again. */
 static void
-master_balance_wake(size_t skip, size_t slack)
+master_balance_wake(size_t skip, size_t slack, uint64_t stall_ms)
 {
 	struct master_slot	*s;
 	uint64_t		 one = 1;
@@ -151,7 +168,8 @@ master_balance_wake(size_t skip, size_t slack)
 	for (i = 0; i < master_nslots; i++) {
 		s = &master_slots[i];
 		if (i == skip || !M_LOAD(&s->live) || !M_LOAD(&s->stopped) ||
-		    !master_balance_ok(i, M_LOAD(&s->nconns), slack))
+		    !master_balance_ok(i, M_LOAD(&s->nconns), slack,
+		    stall_ms))
 			continue;
 		if (__atomic_exchange_n(&s->woken, 1, __ATOMIC_SEQ_CST) == 0)
 			(void)write(master_wakefd[i], &one, sizeof(one));
@@ -182,7 +200,8 @@ master_balance_woken(int w)
  * returns whether w may accept (always 1 with one process or slack 0).
  */
 int
-master_balance(int w, size_t n, int stopped, int live, size_t slack)
+master_balance(int w, size_t n, int stopped, int live, size_t slack,
+    uint64_t stall_ms)
 {
 	struct master_slot	*s;
 	uint32_t		 n32 = n > UINT32_MAX ? UINT32_MAX : n;
@@ -190,18 +209,19 @@ master_balance(int w, size_t n, int stopped, int live, size_t slack)
 	if (master_balance_fd(w) == -1)
 		return (1);
 	s = &master_slots[w];
+	M_STORE(&s->beat_ms, master_now_ms());
 	M_STORE(&s->nconns, n32);
 	M_STORE(&s->stopped, (uint32_t)(stopped != 0));
 	M_STORE(&s->live, (uint32_t)(live != 0));
 	if (slack == 0)
 		return (1);
-	master_balance_wake((size_t)w, slack);
-	return (master_balance_ok((size_t)w, n32, slack));
+	master_balance_wake((size_t)w, slack, stall_ms);
+	return (master_balance_ok((size_t)w, n32, slack, stall_ms));
 }
 
 /* The master, when worker w is gone: clear its slot, wake the rest. */
 static void
-master_balance_clear(size_t w, size_t slack)
+master_balance_clear(size_t w, size_t slack, uint64_t stall_ms)
 {
 	struct master_slot	*s;
 
@@ -211,8 +231,15 @@ master_balance_clear(size_t w, size_t slack)
 	M_STORE(&s->live, 0);
 	M_STORE(&s->stopped, 0);
 	M_STORE(&s->nconns, 0);
+	/*
+	 * It may have died between reading its eventfd and saying so: left
+	 * set, no one would write the eventfd for the next worker in the
+	 * slot again.  A count left in the eventfd is one spurious wake.
+	 */
+	M_STORE(&s->woken, 0);
+	M_STORE(&s->beat_ms, 0);
 	if (slack > 0)
-		master_balance_wake(w, slack);
+		master_balance_wake(w, slack, stall_ms);
 }
 
 static uint64_t
@@ -355,7 +382,8 @@ master_run(struct pc_ctx *ctx, size_t n, char **cause)
 				continue;
 			now = master_now_ms();
 			ws[i].pid = 0;
-			master_balance_clear(i, ctx->conf->worker_balance);
+			master_balance_clear(i, ctx->conf->worker_balance,
+			    (uint64_t)ctx->conf->worker_stall_ms);
 			if (draining) {
 				log_info("- master worker_exit worker=%zu "
 				    "pid=%d", i, (int)pid);

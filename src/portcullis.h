@@ -77,6 +77,7 @@ struct pc_ctx {
 	int				 listener_paused; /* at max_conns */
 	int				 balance_stopped; /* master.c */
 	struct event			*ev_balance;	/* its wake fd */
+	struct event			*ev_beat;	/* publishes, looks */
 	struct event			*ev_accept_retry; /* after EMFILE */
 	struct ssl_ctx_st		*server_tls;
 	TAILQ_HEAD(, conn)		 conns;
@@ -154,7 +155,9 @@ int	server_bind_fds(struct pc_ctx *, int *, int *, char **);
 void	server_worker(struct pc_ctx *, int, int, int) __attribute__((noreturn));
 /* master.c */
 int	master_run(struct pc_ctx *, size_t, char **);
-int	master_balance(int, size_t, int, int, size_t);
+/* A worker publishes its slot at least this often (timeouts.worker_stall). */
+#define MASTER_BEAT_MS	100
+int	master_balance(int, size_t, int, int, size_t, uint64_t);
 int	master_balance_fd(int);
 void	master_balance_woken(int);
 void	server_conn_gone(struct pc_ctx *);

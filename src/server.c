@@ -76,7 +76,8 @@ server_balance(struct pc_ctx *ctx)
 
 	for (i = 0; i < 2; i++) {
 		ok = master_balance(config_worker, ctx->nconns,
-		    ctx->balance_stopped, live, slack);
+		    ctx->balance_stopped, live, slack,
+		    (uint64_t)ctx->conf->worker_stall_ms);
 		if (!live || ok == !ctx->balance_stopped)
 			return;
 		/*
@@ -93,7 +94,7 @@ server_balance(struct pc_ctx *ctx)
 		}
 		if (ok) {
 			(void)master_balance(config_worker, ctx->nconns, 0,
-			    live, slack);
+			    live, slack, (uint64_t)ctx->conf->worker_stall_ms);
 			return;
 		}
 	}
@@ -106,6 +107,24 @@ server_balance_wake_cb(evutil_socket_t fd, short ev, void *arg)
 
 	(void)read(fd, &n, sizeof(n));
 	master_balance_woken(config_worker);
+	server_balance(arg);
+}
+
+/*
+ * Every MASTER_BEAT_MS: tell the others this loop still turns, and look
+ * again while stopped (a worker that stopped running no longer counts
+ * after timeouts.worker_stall, and wakes no one).
+ */
+static void
+server_balance_beat_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	server_balance(arg);
+}
+
+/* The loop's first turn: only now does this worker accept. */
+static void
+server_balance_start_cb(evutil_socket_t fd, short ev, void *arg)
+{
 	server_balance(arg);
 }
 
@@ -570,6 +589,8 @@ server_cleanup(struct pc_ctx *ctx)
 		event_free(ctx->ev_accept_retry);
 	if (ctx->ev_balance != NULL)
 		event_free(ctx->ev_balance);
+	if (ctx->ev_beat != NULL)
+		event_free(ctx->ev_beat);
 	if (ctx->ev_sigterm != NULL)
 		event_free(ctx->ev_sigterm);
 	if (ctx->ev_sigint != NULL)
@@ -651,8 +672,9 @@ server_bind_fds(struct pc_ctx *ctx, int *lfd, int *afd, char **cause)
 void
 server_worker(struct pc_ctx *ctx, int worker, int lfd, int afd)
 {
-	char	*cause = NULL;
-	int	 fd, rv = 1;
+	struct timeval	 tv0 = { 0, 0 }, tvb;
+	char		*cause = NULL;
+	int		 fd, rv = 1;
 
 	config_worker = worker;
 	config_worker_identity(ctx->conf, worker);
@@ -679,8 +701,22 @@ server_worker(struct pc_ctx *ctx, int worker, int lfd, int afd)
 		    EV_READ | EV_PERSIST, server_balance_wake_cb, ctx)) == NULL)
 			fatalx("out of memory");
 		event_add(ctx->ev_balance, NULL);
+		if ((ctx->ev_beat = event_new(ctx->base, -1, EV_PERSIST,
+		    server_balance_beat_cb, ctx)) == NULL)
+			fatalx("out of memory");
+		tvb.tv_sec = 0;
+		tvb.tv_usec = MASTER_BEAT_MS * 1000;
+		event_add(ctx->ev_beat, &tvb);
 	}
-	server_balance(ctx);		/* live, with no connections */
+	/*
+	 * Live, with no connections, once the loop runs: not before the
+	 * start-up (a large cache's scan, a spool's replay), or the others
+	 * would stop accepting at worker_balance above a worker that
+	 * accepts nothing yet.
+	 */
+	if (event_base_once(ctx->base, -1, EV_TIMEOUT,
+	    server_balance_start_cb, ctx, &tv0) == -1)
+		fatalx("out of memory");
 	server_fd_limit(ctx->conf);
 	if (server_serve(ctx, ctx->conf_path, &cause) == 0)
 		rv = 0;

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -345,14 +346,15 @@ def split(gw, pids, socks):
 
 def test_a_burst_of_connections_is_spread_over_the_workers(
         start_registry, start_gateway, tmp_path):
-    """The accept balance (worker_balance, default 4): 64 connections
+    """The accept balance (worker_balance 4, the default): 64 connections
     opened in a burst end up spread over both workers, also when one
     worker is not running while the burst arrives (SIGSTOP: as a busy
     core would hold it), where the shared queue alone gives every one to
     the other worker: that one takes at most 5 (4 above the stopped
     one's none) and leaves the rest queued until the stopped one runs."""
     reg = start_registry("up1")
-    gw = start2(start_gateway, upstream(reg, prefix="up1"))
+    gw = start2(start_gateway, upstream(reg, prefix="up1"),
+                timeouts={"worker_stall": 600})
     pids = worker_pids(gw)
     socks = []
     try:
@@ -416,6 +418,158 @@ def test_worker_balance_0_leaves_the_burst_to_whoever_wakes(
         assert got == {0: 64}
     finally:
         os.kill(pids[1], signal.SIGCONT)
+        for s in socks:
+            s.close()
+
+
+def proc_state(pid):
+    """The state letter of /proc/PID/stat (T: stopped)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+
+def test_a_worker_that_stops_running_stops_holding_back_the_others(
+        start_registry, start_gateway, tmp_path):
+    """A live worker whose loop does not turn (SIGSTOP here; a disk that
+    hangs, a starved core) must not cap the others for as long as it
+    does not run: once it has not published for timeouts.worker_stall
+    (1 s), the running worker takes the whole burst."""
+    reg = start_registry("up1")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"),
+                timeouts={"worker_stall": 1})
+    pids = worker_pids(gw)
+    socks = []
+    os.kill(pids[1], signal.SIGSTOP)
+    try:
+        socks = burst(gw, 64)
+        got = wait_for(lambda: split(gw, {0: pids[0]}, socks), timeout=60,
+                       what="64 connections accepted by worker 0")
+        assert got == {0: 64}
+        for s in socks[:4]:
+            s.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
+            s.settimeout(30)
+            assert s.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        os.kill(pids[1], signal.SIGCONT)
+        for s in socks:
+            s.close()
+
+def test_a_starting_worker_does_not_hold_back_the_others(
+        start_registry, start_gateway, tmp_path):
+    """A restarted worker counts in the accept balance only once its loop
+    runs: until then (scanning a large cache, replaying an audit spool)
+    it accepts nothing, and the others must not stop at worker_balance
+    above its zero.  strace (a test tool, not a double: the gateway runs
+    unchanged) stops the new worker 1 at its first prlimit64, which is
+    server_fd_limit() before server_serve(), i.e. in its start-up; worker
+    0 must then take a burst of 16 connections and answer each."""
+    reg = start_registry("up1")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"))
+    pids = worker_pids(gw)
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-p", str(gw.pid), "-o", "/dev/null",
+         "-e", "trace=prlimit64",
+         "-e", "inject=prlimit64:signal=SIGSTOP:when=1"],
+        stderr=subprocess.PIPE, text=True)
+    socks = []
+    new = None
+    try:
+        wait_for(lambda: os.path.exists("/proc/%d/status" % gw.pid) and
+                 any(l.startswith("TracerPid:") and l.split()[1] != "0"
+                     for l in open("/proc/%d/status" % gw.pid)),
+                 what="strace attached to the master")
+        os.kill(pids[1], signal.SIGKILL)
+        wait_for(lambda: worker_pids(gw).get(1) not in (None, pids[1]),
+                 what="worker 1 forked again")
+        new = worker_pids(gw)[1]
+        wait_for(lambda: proc_state(new) in "tT", what="new worker 1 "
+                 "stopped in its start-up")
+        assert gw.log_text().count("server start") == 2
+        socks = burst(gw, 16)
+        got = wait_for(lambda: split(gw, {0: pids[0]}, socks),
+                       timeout=60, what="worker 0 accepted all 16")
+        assert got == {0: 16}
+        for s in socks:
+            s.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
+            s.settimeout(30)
+            assert s.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        tracer.terminate()
+        tracer.wait(timeout=30)
+        if new is not None and pid_alive(new):
+            os.kill(new, signal.SIGCONT)
+        for s in socks:
+            s.close()
+    wait_for(lambda: gw.log_text().count("server start") == 3,
+             what="the new worker 1 started once let go")
+
+
+def test_a_worker_killed_while_woken_leaves_its_slot_wakeable(
+        start_registry, start_gateway, tmp_path):
+    """A worker killed between reading its wake eventfd and saying so
+    (master_balance_woken) must not leave its slot marked woken: the
+    next worker in it would never be woken again, and both workers could
+    stop accepting together, each above the other's count as last seen.
+    gdb (a test tool: the gateway runs unchanged) kills worker 0 at that
+    point; then worker 0 again holds its share while worker 1 is stopped
+    (SIGSTOP), and once worker 1 runs every queued connection must be
+    accepted.  Request heads never end here, so timeouts.header is long
+    enough that no connection closes meanwhile."""
+    reg = start_registry("up1")
+    gw = start2(start_gateway, upstream(reg, prefix="up1"),
+                timeouts={"upstream_connect": 2, "upstream_response": 10,
+                          "header": 600, "worker_stall": 600})
+    pids = worker_pids(gw)
+    socks = []
+    dbg = None
+    try:
+        os.kill(pids[1], signal.SIGSTOP)
+        try:
+            socks = burst(gw, 12)
+            wait_for(lambda: sum(1 for w in holders(gw, pids).values()
+                                 if w == 0) >= 5,
+                     what="worker 0 accepted its share")
+            # Worker 0 stays stopped by gdb from the "ready" file until
+            # "continue" has put the breakpoint in.
+            ready = tmp_path / "gdb-ready"
+            dbg = subprocess.Popen(
+                ["gdb", "-q", "-nx", "-batch", "-p", str(pids[0]),
+                 "-ex", "break master_balance_woken",
+                 "-ex", "shell touch %s" % ready,
+                 "-ex", "continue", "-ex", "kill"],
+                stdout=open(tmp_path / "gdb.log", "w"),
+                stderr=subprocess.STDOUT)
+            wait_for(ready.exists, timeout=60,
+                     what="gdb holds worker 0's wake")
+        finally:
+            os.kill(pids[1], signal.SIGCONT)
+        wait_for(lambda: worker_pids(gw).get(0) not in (None, pids[0]),
+                 timeout=60, what="worker 0 killed in its wake, restarted")
+        dbg.wait(timeout=60)
+        wait_for(lambda: gw.log_text().count("server start") == 3,
+                 what="the new worker 0 started")
+        for s in socks:
+            s.close()
+        socks = []
+        pids = worker_pids(gw)
+        wait_for(lambda: not holders(gw, {1: pids[1]}), timeout=60,
+                 what="worker 1 closed the first burst")
+        os.kill(pids[1], signal.SIGSTOP)
+        try:
+            socks = burst(gw, 24)
+            wait_for(lambda: sum(1 for w in holders(gw, pids).values()
+                                 if w == 0) >= 5,
+                     what="the new worker 0 accepted its share")
+        finally:
+            os.kill(pids[1], signal.SIGCONT)
+        got = wait_for(lambda: split(gw, pids, socks), timeout=60,
+                       what="all 24 connections accepted")
+        assert max(got.values()) <= 18, got
+    finally:
+        if dbg is not None and dbg.poll() is None:
+            dbg.kill()
+            dbg.wait(timeout=30)
         for s in socks:
             s.close()
 

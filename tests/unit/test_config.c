@@ -1118,6 +1118,7 @@ test_reference(void **state)
 		"/timeouts/body", "/timeouts/upstream_connect",
 		"/timeouts/upstream_response", "/timeouts/drain",
 		"/timeouts/linger", "/timeouts/worker_restart",
+		"/timeouts/worker_stall",
 		"/timeouts/cache_peer_wait", "/workers", "/log",
 		"/worker_balance", "/log/level", "/log/file", "/user", "/group",
 		"/upstreams", "/upstreams/N/name",
