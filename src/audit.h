@@ -127,9 +127,32 @@ int	audit_ref_prev(const char *, size_t *, char *,
  * the torn tail, and it is dropped.
  */
 #define AUDIT_SPOOL_HDR		32
-#define AUDIT_SPOOL_FRAME	12
+#define AUDIT_LOG_FRAME		12
 #define AUDIT_SPOOL_MAGIC	0x31524350u	/* "PCR1": CRC-32 */
 #define AUDIT_SPOOL_MAGIC_C	0x32524350u	/* "PCR2": CRC-32C */
+
+/*
+ * The spool since session 7: a ring of spool_max_bytes (one page of
+ * header, the rest records) allocated once and never truncated.  The
+ * header page starts with "PCAUDRG1", the run, the ring's size, the
+ * released head (the position of the oldest record not acknowledged, a
+ * frame boundary) and a CRC-32 of those.  Positions are 64-bit and only
+ * grow: the byte at position p is at file offset AUDIT_RING_DATA +
+ * (p - AUDIT_RING_DATA) % size, a frame may wrap.  A ring frame is the
+ * "PCR3" magic, the payload length, the payload's CRC-32C and the
+ * frame's own position (its sequence): a frame of an earlier lap, or of
+ * the torn tail, does not carry the position it is read at.
+ */
+#define AUDIT_RING_DATA		4096
+#define AUDIT_RING_HDR		40
+#define AUDIT_SPOOL_FRAME	20
+#define AUDIT_RING_MAGIC	0x33524350u	/* "PCR3": CRC-32C + seq */
+void	 audit_ring_header(unsigned char *, uint64_t, uint64_t, uint64_t);
+int	 audit_ring_header_parse(const unsigned char *, size_t, uint64_t *,
+	    uint64_t *, uint64_t *);
+void	 audit_ring_frame(unsigned char *, const void *, size_t, uint64_t);
+/* As audit_spool_check(), and -1 unless the frame says it is at pos. */
+long	 audit_ring_check(const unsigned char *, size_t, uint64_t);
 
 uint32_t audit_crc32(const void *, size_t);
 /* CRC-32C: SSE 4.2's instruction where there is one, else tables. */
@@ -155,8 +178,9 @@ void	 audit_spool_mark(unsigned char *, uint64_t, uint32_t);
 void	 audit_spool_mark_parse(const unsigned char *, uint64_t *,
 	    uint32_t *);
 /*
- * Check the record at buf (avail bytes).  Returns its total size (frame
- * and payload), 0 when more bytes are needed, -1 when it is invalid.
+ * Check the record of an append log (PCR1/PCR2) at buf (avail bytes).
+ * Returns its total size (frame and payload), 0 when more bytes are
+ * needed, -1 when it is invalid.
  */
 long	 audit_spool_check(const unsigned char *, size_t);
 
@@ -303,7 +327,9 @@ struct audit {
 	int			 wal_now;	/* this record at once */
 	int			 wal_failed;	/* the last append's write */
 	int			 unspooled;	/* a record may be kept unlogged */
-	uint64_t		 release_bytes;	/* release the acked prefix */
+	uint64_t		 ring_size;	/* bytes of records */
+	int			 ring_ok;	/* allocated; else writes fail */
+	uint64_t		 ring_try_ms;	/* the last allocation tried */
 	char			*tmp_path;	/* "<spool_file>.tmp" */
 	char			*spool_dir;	/* fsync'ed after a rename */
 	uint64_t		 n_replayed_reset;	/* at the last reset */
@@ -355,10 +381,12 @@ int		 audit_spool_append(struct audit *, const char *, size_t);
 struct audit_rec *audit_spool_read(struct audit *);
 void		 audit_spool_unacked(struct audit *);
 void		 audit_spool_reset(struct audit *);
-uint64_t	 audit_spool_releasable(const struct audit *);
+uint64_t	 audit_spool_used(const struct audit *);
 void		 audit_spool_release(struct audit *, int);
 void		 audit_spool_mark_write(struct audit *);
 void		 audit_spool_close(struct audit *);
+int		 audit_spool_pending(const char *);
+void		 audit_spool_alloc(struct audit *);
 void		 audit_fsync(struct audit *);
 void		 audit_new_run(struct audit *);
 struct conn;

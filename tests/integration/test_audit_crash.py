@@ -15,21 +15,19 @@ import http.client
 import json
 import os
 import signal
-import struct
 import threading
 import urllib.parse
-import zlib
 
 import pytest
 import requests
 
+from lib import audit_spool
 from lib.cache import cache_cfg
 from lib.gateway import gateway_config, upstream
 from lib.redis import RedisServer, entries_to_dicts
 from lib.util import free_port, wait_for
 
 STREAM = "portcullis:audit"
-HDR = 32
 MT = "application/vnd.oci.image.manifest.v1+json"
 
 
@@ -56,54 +54,15 @@ def audit_cfg(redis_port, spool, **kw):
 
 
 def spool_size(path):
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return -1
-
-
-_CRC32C = []
-
-
-def crc32c(data):
-    """CRC-32C (Castagnoli), the checksum of "PCR2" frames, by table."""
-    if not _CRC32C:
-        for i in range(256):
-            c = i
-            for _ in range(8):
-                c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-            _CRC32C.append(c)
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = _CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def frame_ok(magic, payload, crc):
-    """A frame's checksum by its magic: "PCR2" CRC-32C, "PCR1" CRC-32."""
-    if magic == 0x32524350:
-        return crc32c(payload) == crc
-    return magic == 0x31524350 and zlib.crc32(payload) == crc
+    """Bytes of records from the ring's head on (its file size never
+    changes); -1 without a spool."""
+    return audit_spool.pending_bytes(str(path))
 
 
 def spool_records(path):
-    """The request ids of the records in a spool file, in file order,
-    read by its format (audit.h): a 32-byte header, then frames of magic,
-    payload length and checksum, and "name\\0value\\0" payloads."""
-    with open(path, "rb") as f:
-        data = f.read()
-    assert data[:8] == b"PCAUDSP1", "not a spool"
-    ids, off = [], HDR
-    while off + 12 <= len(data):
-        magic, n, crc = struct.unpack("<III", data[off:off + 12])
-        payload = data[off + 12:off + 12 + n]
-        if len(payload) != n or not frame_ok(magic, payload, crc):
-            break
-        parts = payload.split(b"\0")
-        fields = dict(zip(parts[0::2], parts[1::2]))
-        ids.append(fields[b"request_id"].decode())
-        off += 12 + n
-    return ids
+    """The request ids of the records from the spool's head on, in
+    order (lib/audit_spool.py reads the ring's format)."""
+    return audit_spool.request_ids(str(path))
 
 
 def stream_request_ids(rs):
@@ -276,7 +235,7 @@ def test_kill9_mid_load_loses_no_record(redis, start_registry,
     # replayed and released), then stops growing.
     wait_for(lambda: set(answered) <= set(stream_request_ids(rs)),
              timeout=60, what="every answered request in the stream")
-    wait_for(lambda: spool_size(spool) == HDR, timeout=30,
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
              what="spool released")
     got = stream_request_ids(rs)
     dup = sorted({x for x in got if got.count(x) > 1})
@@ -364,7 +323,7 @@ def test_sigterm_with_redis_paused_long_spools_then_replays_once(
     # Redis resumes and runs what it was sent; the replay adds nothing
     # twice, whatever of the 30 that was.
     gw2 = start_gateway(cfg)
-    wait_for(lambda: spool_size(spool) == HDR, timeout=30,
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
              what="spool replayed")
     got = stream_request_ids(rs)
     assert got == ids, "each record exactly once, in order"
@@ -375,9 +334,9 @@ def test_sigterm_with_redis_paused_long_spools_then_replays_once(
 def test_wal_keeps_records_when_the_spool_is_small(redis, start_registry,
                                                    start_gateway, tmp_path):
     """With Redis acknowledging promptly, a WAL much smaller than what
-    goes through it keeps releasing its acknowledged prefix: reject mode
-    refuses nothing and drops nothing, the file stays within
-    spool_max_bytes; a leftover <spool>.tmp is removed.  (Reject mode
+    goes through it keeps releasing its acknowledged prefix (the ring
+    wraps): reject mode refuses nothing and drops nothing, the file stays
+    at spool_max_bytes; a leftover <spool>.tmp is removed.  (Reject mode
     reserves a largest record, 4 KiB, per request being served, so the
     file is sized well above that.)"""
     rs = redis()
@@ -411,7 +370,10 @@ def test_wal_keeps_records_when_the_spool_is_small(redis, start_registry,
         load.join(timeout=600)
         ids += load.ids
         rs.wait_xlen(STREAM, 1 + 2000 * (i + 1), timeout=60)
-    assert 0 < spool_size(spool) <= 4 << 20
+    # The ring was allocated once and wrapped: its head went past its
+    # size, the file kept its size.
+    assert os.path.getsize(spool) == 4 << 20
+    assert audit_spool.header(str(spool))[2] > 4 << 20, "the ring wrapped"
     got = stream_request_ids(rs)
     assert sorted(got) == sorted(ids)
     gw.stop()
