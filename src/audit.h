@@ -147,6 +147,15 @@ int	audit_ref_prev(const char *, size_t *, char *,
 #define AUDIT_RING_HDR		40
 #define AUDIT_SPOOL_FRAME	20
 #define AUDIT_RING_MAGIC	0x33524350u	/* "PCR3": CRC-32C + seq */
+/*
+ * A pad ("PCRP", length 0, the CRC-32C of its position, its position):
+ * the ring goes on at the start of its next lap.  While Redis keeps up
+ * the writer wraps early (audit_spool.c), so that the pages it writes
+ * stay few and in the page cache.
+ */
+#define AUDIT_RING_PAD		0x50524350u	/* "PCRP" */
+void	 audit_ring_pad(unsigned char *, uint64_t);
+int	 audit_ring_is_pad(const unsigned char *, size_t, uint64_t);
 void	 audit_ring_header(unsigned char *, uint64_t, uint64_t, uint64_t);
 int	 audit_ring_header_parse(const unsigned char *, size_t, uint64_t *,
 	    uint64_t *, uint64_t *);
@@ -328,6 +337,9 @@ struct audit {
 	int			 wal_failed;	/* the last append's write */
 	int			 unspooled;	/* a record may be kept unlogged */
 	uint64_t		 ring_size;	/* bytes of records */
+	uint64_t		 ring_hot;	/* wrap early past this */
+	uint64_t		 head_synced;	/* the head fdatasync'ed */
+	uint64_t		 pad_at;	/* the last early wrap's pad */
 	int			 ring_ok;	/* allocated; else writes fail */
 	uint64_t		 ring_try_ms;	/* the last allocation tried */
 	char			*tmp_path;	/* "<spool_file>.tmp" */

@@ -983,6 +983,25 @@ audit_ring_frame(unsigned char *f, const void *p, size_t len, uint64_t pos)
 	put64(f + 12, pos);
 }
 
+/* Write a pad frame (audit.h) at position pos. */
+void
+audit_ring_pad(unsigned char *f, uint64_t pos)
+{
+	put32(f, AUDIT_RING_PAD);
+	put32(f + 4, 0);
+	put64(f + 12, pos);
+	put32(f + 8, audit_crc32c(f + 12, 8));
+}
+
+/* Whether buf (avail bytes) is a pad frame written at position pos. */
+int
+audit_ring_is_pad(const unsigned char *f, size_t avail, uint64_t pos)
+{
+	return (avail >= AUDIT_SPOOL_FRAME && get32(f) == AUDIT_RING_PAD &&
+	    get32(f + 4) == 0 && get64(f + 12) == pos &&
+	    get32(f + 8) == audit_crc32c(f + 12, 8));
+}
+
 /* See audit.h. */
 long
 audit_ring_check(const unsigned char *p, size_t avail, uint64_t pos)

@@ -124,15 +124,29 @@ audit_write_header(struct audit *w)
 }
 
 /*
+ * The oldest position the header's head may still name after a crash
+ * (a kill -9: the page cache; a power loss: what was synced, unless
+ * fsync is never and nothing is promised).
+ */
+static int	 audit_wal_write(struct audit *);
+
+static uint64_t
+ring_head_floor(const struct audit *w)
+{
+	return (w->ac->fsync == CONFIG_FSYNC_NEVER ? w->mark_off :
+	    w->head_synced);
+}
+
+/*
  * Bytes up to position end are about to be written: if that reuses
- * bytes the header's head still covers, move the head first (to the
+ * bytes the header's head may still cover, move the head first (to the
  * acknowledged position) and, unless fsync is never, sync it, so that
  * no replay starts at a record that was overwritten.  0, or -1.
  */
 static int
 ring_room(struct audit *w, uint64_t end)
 {
-	if (end <= w->mark_off + w->ring_size)
+	if (end <= ring_head_floor(w) + w->ring_size)
 		return (0);
 	w->mark_off = w->spool_acked;
 	if (audit_write_header(w) == -1 || (w->ac->fsync !=
@@ -140,7 +154,46 @@ ring_room(struct audit *w, uint64_t end)
 		log_err("- audit spool_header error=\"%s\"", strerror(errno));
 		return (-1);
 	}
+	w->head_synced = w->mark_off;
 	return (0);
+}
+
+/*
+ * Wrap early: past ring_hot bytes into the lap, with everything
+ * acknowledged (Redis keeps up), and room to write ring_hot / 2 bytes
+ * at the lap's start without moving the head, end this lap with a pad
+ * and go on at the next one.  The pages written then stay the first
+ * ring_hot or so of the file, which the page cache keeps: an append
+ * rewrites a page that is there rather than a fresh one.  Only with
+ * nothing unacknowledged: a record left before the pad would sit where
+ * the next lap writes, and the ring would hold no more than the bytes
+ * before it until Redis acknowledged it (an outage starting then would
+ * find the ring nearly full).  While Redis is away the whole ring
+ * fills.  The pad is written at once (the gathered records first): a
+ * replay that meets the lap's end without it would stop there and
+ * miss what follows.
+ */
+static void
+ring_wrap(struct audit *w)
+{
+	unsigned char	 pad[AUDIT_SPOOL_FRAME];
+	uint64_t	 pos = w->spool_size, off, lap;
+
+	off = (pos - AUDIT_RING_DATA) % w->ring_size;
+	lap = pos - off;
+	if (off < w->ring_hot || off + sizeof(pad) > w->ring_size ||
+	    audit_spool_used(w) != 0 ||
+	    ring_head_floor(w) < lap + w->ring_hot / 2)
+		return;
+	if (audit_wal_write(w) == -1 || w->spool_size != pos)
+		return;
+	audit_ring_pad(pad, pos);
+	if (pwrite(w->fd, pad, sizeof(pad), ring_off(w->ring_size, pos)) !=
+	    (ssize_t)sizeof(pad))
+		return;
+	w->spool_size = lap + w->ring_size;
+	w->pad_at = pos;
+	w->spool_dirty = 1;
 }
 
 /*
@@ -226,6 +279,8 @@ audit_fsync(struct audit *w)
 		return;
 	if (fdatasync(w->fd) == -1)
 		log_warn("- audit spool_fsync error=\"%s\"", strerror(errno));
+	else
+		w->head_synced = w->mark_off;
 	w->spool_dirty = 0;
 	w->last_fsync_ms = now_ms();
 }
@@ -322,8 +377,9 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 		w->wal_failed = 1;
 		return (-1);
 	}
-	if (w->spool_size - w->spool_acked + AUDIT_SPOOL_FRAME + len >
-	    w->ring_size)
+	if (w->ring_hot < w->ring_size)
+		ring_wrap(w);
+	if (audit_spool_used(w) + AUDIT_SPOOL_FRAME + len > w->ring_size)
 		return (-1);
 	/* The WAL: gathered, written at the end of this loop turn. */
 	if (w->mode == AUDIT_DIRECT && w->walbuf != NULL && !w->wal_now) {
@@ -477,7 +533,13 @@ audit_spool_mark_write(struct audit *w)
 uint64_t
 audit_spool_used(const struct audit *w)
 {
-	return (w->spool_size - w->spool_acked);
+	uint64_t	 acked = w->spool_acked;
+
+	/* All before the last pad acknowledged: the rest of its lap too. */
+	if (acked == w->pad_at && acked != 0)
+		acked += w->ring_size - (acked - AUDIT_RING_DATA) %
+		    w->ring_size;
+	return (acked >= w->spool_size ? 0 : w->spool_size - acked);
 }
 
 /*
@@ -502,14 +564,28 @@ audit_spool_read(struct audit *w)
 	unsigned char		 buf[AUDIT_SPOOL_FRAME + AUDIT_REC_MAX];
 	struct audit_rec	*r;
 	size_t			 want;
-	long			 len = -1;
+	long			 len;
+	int			 pads;
 
 	(void)audit_wal_write(w);
-	want = w->spool_size - w->spool_rd;
-	if (want > sizeof(buf))
-		want = sizeof(buf);
-	if (ring_io(w->fd, w->ring_size, 0, buf, want, w->spool_rd) == -1 ||
-	    (len = audit_ring_check(buf, want, w->spool_rd)) <= 0) {
+	for (pads = 0;; pads++) {
+		want = w->spool_size - w->spool_rd;
+		if (want > sizeof(buf))
+			want = sizeof(buf);
+		if (ring_io(w->fd, w->ring_size, 0, buf, want, w->spool_rd) ==
+		    -1) {
+			want = 0;
+			break;
+		}
+		if (pads > 0 || !audit_ring_is_pad(buf, want, w->spool_rd))
+			break;
+		/* The lap ended early: the next record starts the next. */
+		w->spool_rd += w->ring_size - (w->spool_rd - AUDIT_RING_DATA) %
+		    w->ring_size;
+		if (w->spool_rd >= w->spool_size)
+			return (NULL);
+	}
+	if ((len = audit_ring_check(buf, want, w->spool_rd)) <= 0) {
 		log_err("- audit spool_corrupt offset=%llu dropped_bytes=%llu",
 		    (unsigned long long)w->spool_rd,
 		    (unsigned long long)(w->spool_size - w->spool_rd));
@@ -590,6 +666,15 @@ spool_scan(int fd, uint64_t size, uint64_t from, uint64_t *end, int *torn,
 		}
 		len = size != 0 ? audit_ring_check(buf + off, have - off, pos) :
 		    audit_spool_check(buf + off, have - off);
+		if (len == -1 && size != 0 &&
+		    audit_ring_is_pad(buf + off, have - off, pos) &&
+		    pos + size - (pos - AUDIT_RING_DATA) % size < lim) {
+			/* The lap ended early: on at the next. */
+			pos += size - (pos - AUDIT_RING_DATA) % size;
+			have = off = 0;
+			eof = 0;
+			continue;
+		}
 		if (len == 0 && !eof)
 			continue;
 		if (len <= 0)
@@ -855,6 +940,10 @@ audit_spool_open(struct audit *w, char **cause)
 	/* The whole file is spool_max_bytes: a page of header, the ring. */
 	w->ring_size = (w->ac->spool_max_bytes - AUDIT_RING_DATA) &
 	    ~(uint64_t)(AUDIT_RING_DATA - 1);
+	/* A quarter of the ring, at most 4 MiB: wrap early past it. */
+	w->ring_hot = w->ring_size / 4;
+	if (w->ring_hot > (4ULL << 20))
+		w->ring_hot = 4ULL << 20;
 	if (audit_spool_lock(w, cause) == -1)
 		return (-1);
 	/* A conversion that a crash interrupted; we hold the lock. */

@@ -786,13 +786,20 @@ def _ring_end(path):
     return fr[-1][0] + audit_spool.FRAME + len(fr[-1][1])
 
 
+def _ring_offset(path):
+    """Where the next record goes, as an offset into the ring's data."""
+    return (_ring_end(path) - 4096) % audit_spool.header(str(path))[1]
+
+
 def test_ring_replays_across_the_wrap_after_kill9(redis, start_registry,
                                                   start_gateway, tmp_path):
-    """A ring of 60 KiB that Redis kept releasing has lapped a few times;
-    then Redis goes away and the records after it straddle the ring's
-    end; kill -9; the next start walks from the head across the wrap,
-    stops at the first frame of the previous lap, and every answered
-    request has exactly one record."""
+    """A ring of 60 KiB: while Redis keeps up the writer wraps early (a
+    pad past a quarter of the ring, records of the next lap at its
+    start).  Then Redis goes away and the records after it fill the ring
+    to its end and past it (a frame split across the file's end); kill
+    -9; the next start walks from the head across the wrap, stops at the
+    first frame of the previous lap, and every answered request has
+    exactly one record."""
     rs = redis()
     reg = start_registry("up1")
     spool = tmp_path / "ring.spool"
@@ -802,24 +809,37 @@ def test_ring_replays_across_the_wrap_after_kill9(redis, start_registry,
     gw = start_gateway(cfg)
     size = audit_spool.header(str(spool))[1]
     assert size == 61440 and os.path.getsize(spool) == 65536
-    p = Pinger(gw).many(300)            # about 130 KiB: two laps
-    rs.wait_xlen(STREAM, 300)
-    # Then up to 5 KiB before the ring's end (records of ~450 bytes).
+    # About 100 KiB, in steps Redis takes before the next (the ring
+    # holds about 170 records: a link still starting would fill it).
+    p = Pinger(gw)
+    for i in range(30):
+        p.many(10)
+        rs.wait_xlen(STREAM, 10 * (i + 1))
+    # Then to a little after a lap's start (records of ~350 bytes), so
+    # that what Redis misses reaches the quarter with more than an
+    # eighth not acknowledged (no early wrap) and the ring's end.
     for _ in range(200):
-        if (_ring_end(spool) - 4096) % size > size - 5000:
+        if 2000 <= _ring_offset(spool) <= 5000:
             break
         p.many(1)
     else:
-        pytest.fail("the ring's end was not reached")
+        pytest.fail("no lap start reached")
     rs.wait_xlen(STREAM, len(p.ids))
     rs.kill()
-    p.many(30)
+    for _ in range(200):                # the ring holds about 170
+        p.many(1)
+        offs = [4096 + (pos - 4096) % size + audit_spool.FRAME + len(pl)
+                for pos, pl in audit_spool.frames(str(spool))]
+        if offs and offs[-1] > 4096 + size:
+            break                       # a frame split across the end
+    else:
+        pytest.fail("the ring's end was not reached: %r %r %s" % (
+            offs[-5:], audit_spool.header(str(spool)),
+            gw.log_text()[-1500:]))
+    p.many(3)
     gw.proc.stop(sig=9)
     fr = audit_spool.frames(str(spool))
-    offs = [4096 + (pos - 4096) % size for pos, _ in fr]
-    assert any(b < a for a, b in zip(offs, offs[1:])), "no wrap"
-    assert fr[-1][0] > 2 * size, "the ring lapped"
-    assert audit_spool.request_ids(str(spool))[-30:] == p.ids[-30:]
+    assert audit_spool.request_ids(str(spool))[-60:] == p.ids[-60:]
     assert os.path.getsize(spool) == 65536
     rs.start()
     gw2 = start_gateway(cfg)
@@ -830,6 +850,60 @@ def test_ring_replays_across_the_wrap_after_kill9(redis, start_registry,
     gw2.stop()
     assert "dropped=0" in gw2.log_text()
     assert os.path.getsize(spool) == 65536
+    assert fr[-1][0] > 2 * size, "the ring lapped"
+
+
+def test_ring_replays_across_an_early_wrap_after_kill9(
+        redis, start_registry, start_gateway, tmp_path):
+    """With Redis keeping up, the writer wraps early (a pad past a
+    quarter of the ring, everything acknowledged); then Redis stalls and
+    the records after the pad are not acknowledged; kill -9: the replay
+    walks from the head in the header, before the pad, follows the pad
+    to the next lap, and sends each record once."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "pad.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-pad",
+                         audit=audit_cfg(rs.port, spool, fsync="never",
+                                         spool_max_bytes=65536))
+    gw = start_gateway(cfg)
+    size = 61440
+    p = Pinger(gw)
+    last = 0
+    for _ in range(300):
+        p.many(1)
+        rs.wait_xlen(STREAM, len(p.ids))
+        off = _ring_offset(spool)
+        if off < last:
+            break                       # wrapped
+        last = off
+    else:
+        pytest.fail("no wrap")
+    assert size // 4 <= last < size // 2, "wrapped early, past a quarter"
+    rs.call("CLIENT", "PAUSE", "60000", "ALL")
+    p.many(8)
+    gw.proc.stop(sig=9)
+    assert audit_spool.request_ids(str(spool))[-8:] == p.ids[-8:]
+    # The head as a crash may leave it (written now and then): at the
+    # pad, where the lap before ended (its first records are overwritten
+    # by the next lap's: an older head is never written back).
+    lap = audit_spool.frames(str(spool))[-8][0]
+    lap -= (lap - 4096) % size
+    audit_spool.set_head(str(spool), lap - size + last)
+    pads = []
+    fr = audit_spool.frames(str(spool), pads)
+    assert pads == [lap - size + last], "one pad, where the lap ended"
+    assert fr[0][0] == lap, "the next record starts the next lap"
+    assert os.path.getsize(spool) == 65536
+    rs.kill()
+    rs.start()
+    gw2 = start_gateway(cfg)
+    rs.wait_xlen(STREAM, len(p.ids))
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
+             what="the head moved past the replay")
+    assert_exactly(records(rs), p.ids)
+    gw2.stop()
+    assert "dropped=0" in gw2.log_text()
 
 
 def test_old_append_log_spool_is_replayed_once_then_a_ring(

@@ -4,7 +4,8 @@ The spool is a ring: a 4096-byte header page ("PCAUDRG1", run, ring
 size, released head, CRC-32), then records at file offset
 4096 + (position - 4096) % size, each a 20-byte frame ("PCR3", payload
 length, CRC-32C of the payload, the frame's own position) and a
-"name\\0value\\0" payload.  The records not released are those from the
+"name\\0value\\0" payload, or a pad ("PCRP", 0, CRC-32C of its
+position, its position): the next record starts the next lap.  The records not released are those from the
 head to the first frame that does not validate.  An older spool is an
 append log ("PCAUDSP1", 32-byte header, 12-byte PCR1/PCR2 frames):
 old_log() writes one, for the conversion tests.
@@ -17,6 +18,7 @@ import zlib
 DATA = 4096
 FRAME = 20
 RING_MAGIC = 0x33524350
+PAD_MAGIC = 0x50524350
 
 _CRC32C = []
 
@@ -49,6 +51,15 @@ def header(path):
     return struct.unpack("<QQQ", h[8:32])
 
 
+def set_head(path, head):
+    """Rewrite the ring header's head (as a stale one after a crash)."""
+    run, size, _ = header(path)
+    h = bytearray(b"PCAUDRG1" + struct.pack("<QQQ", run, size, head))
+    h += struct.pack("<I", zlib.crc32(bytes(h)))
+    with open(path, "r+b") as f:
+        f.write(bytes(h))
+
+
 def _read(data, size, pos, n):
     out = b""
     while n > 0:
@@ -60,8 +71,9 @@ def _read(data, size, pos, n):
     return out
 
 
-def frames(path):
-    """[(position, payload)] of the records from the head on."""
+def frames(path, pads=None):
+    """[(position, payload)] of the records from the head on; the
+    positions of the pads walked over appended to pads."""
     h = header(path)
     if h is None:
         return []
@@ -72,6 +84,12 @@ def frames(path):
     while pos + FRAME <= head + size:
         magic, n, crc, at = struct.unpack("<IIIQ", _read(data, size, pos,
                                                          FRAME))
+        if magic == PAD_MAGIC and at == pos and n == 0 and \
+                crc == crc32c(struct.pack("<Q", pos)):
+            if pads is not None:
+                pads.append(pos)
+            pos += size - (pos - DATA) % size       # the next lap
+            continue
         if magic != RING_MAGIC or at != pos or n == 0 or n > 4096 or \
                 pos + FRAME + n > head + size:
             break
