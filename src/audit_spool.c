@@ -687,9 +687,9 @@ spool_scan(int fd, uint64_t size, uint64_t from, uint64_t *end, int *torn,
 	}
 	*end = pos;
 	/* A frame begun where the walk stopped: the torn tail. */
-	*torn = have - off > 0 && (size == 0 || (have - off >= 16 &&
-	    memcmp(buf + off, "PCR3", 4) == 0 &&
-	    audit_ring_check(buf + off, 20, pos) != -1));
+	*torn = have - off > 0 && (size == 0 || (have - off >=
+	    AUDIT_SPOOL_FRAME && audit_ring_check(buf + off,
+	    AUDIT_SPOOL_FRAME, pos) == 0));
 	free(buf);
 	return (0);
 }
@@ -1037,7 +1037,8 @@ audit_spool_pending(const char *path)
 		    audit_ring_header_parse(h, sizeof(h), &run, &size,
 		    &head) == 0)
 			ret = ring_io(fd, size, 0, f, sizeof(f), head) == 0 &&
-			    audit_ring_check(f, sizeof(f), head) == 0;
+			    (audit_ring_check(f, sizeof(f), head) == 0 ||
+			    audit_ring_is_pad(f, sizeof(f), head));
 	}
 	close(fd);
 	return (ret);

@@ -53,6 +53,11 @@ def audit_cfg(redis_port, spool, **kw):
     return a
 
 
+# What spool_size() says of a ring with nothing after its head (the
+# header's size before the ring; test_workers.py compares with it).
+HDR = 0
+
+
 def spool_size(path):
     """Bytes of records from the ring's head on (its file size never
     changes); -1 without a spool."""
