@@ -8,8 +8,9 @@
  * until the file has been replayed.
  *
  * The file is a ring of spool_max_bytes (audit.h: a header page, then
- * records) allocated once at start (posix_fallocate) and never truncated
- * or replaced while the gateway runs: an append writes into pages that
+ * records) allocated at start and as records reach further
+ * (posix_fallocate, ring_grow()) and never truncated or replaced while
+ * the gateway runs: an append writes into pages that
  * are in the page cache already (after the first lap), which is what a
  * growing, truncated file made the WAL pay for (a fresh page, and
  * freeing it at each release; bench/audit_wal_perf.sh).  Releasing the
@@ -47,9 +48,9 @@
  * (PCR1/PCR2 frames, "PCAUDSP1") or a ring of another size is copied
  * into a new ring at start (its unacknowledged records, in order) and
  * replaced by it, then replayed from the ring once.  When the disk
- * cannot hold the ring, every append fails as a write would (the
- * records go to Redis from memory, or on_failure applies while Redis is
- * away), and the writer's tick tries the allocation again once a
+ * cannot hold what the ring needs, the appends that need it fail as a
+ * write would (the records go to Redis from memory, or on_failure
+ * applies while Redis is away), and the allocation is tried again once a
  * second.
  */
 #include <sys/file.h>
@@ -323,39 +324,56 @@ audit_new_run(struct audit *w)
 }
 
 /*
- * Allocate the ring's blocks (at start; a no-op where they are).  0, or
- * -1: w->ring_ok is 0 and appends fail (the write-failure path) until an
- * allocation, tried again by the writer's tick once a second, succeeds.
+ * The ring's file is allocated (posix_fallocate) a step at a time, as
+ * far as records have reached: with Redis keeping up the writer wraps
+ * within the first ring_hot bytes (ring_wrap()), so a ring of 1 GiB
+ * takes a step or a few on disk; while Redis is away it takes up to
+ * spool_max_bytes, as the append log before it did.  Never shrunk.
+ */
+#define AUDIT_RING_STEP	(4ULL << 20)
+
+/*
+ * Allocate the file up to offset `to` (rounded up to a step, at most the
+ * whole ring).  0, or -1 and errno: the append that needed it fails as a
+ * write would (logged once until an allocation succeeds; tried again at
+ * most once a second, and by the writer's tick).
  */
 static int
-ring_alloc(struct audit *w)
+ring_grow(struct audit *w, uint64_t to)
 {
-	int	 e, first = w->ring_try_ms == 0;
+	uint64_t	 full = AUDIT_RING_DATA + w->ring_size;
+	int		 e;
 
+	if (to <= w->ring_alloc_end)
+		return (0);
+	to = (to + AUDIT_RING_STEP - 1) / AUDIT_RING_STEP * AUDIT_RING_STEP;
+	if (to > full)
+		to = full;
 	w->ring_try_ms = now_ms();
-	e = posix_fallocate(w->fd, 0, (off_t)(AUDIT_RING_DATA + w->ring_size));
-	if (e != 0) {
-		/* Tried again once a second: said once. */
-		if (first)
-				log_err("- audit spool_allocate bytes=%llu "
-			    "error=\"%s\"", (unsigned long long)
-			    (AUDIT_RING_DATA + w->ring_size), strerror(e));
-		w->ring_ok = 0;
+	if ((e = posix_fallocate(w->fd, 0, (off_t)to)) != 0) {
+		if (!w->alloc_failed)
+			log_err("- audit spool_allocate bytes=%llu "
+			    "error=\"%s\"", (unsigned long long)to,
+			    strerror(e));
+		w->alloc_failed = 1;
+		errno = e;
 		return (-1);
 	}
-	w->ring_ok = 1;
+	if (w->alloc_failed)
+		log_info("- audit spool allocated bytes=%llu",
+		    (unsigned long long)to);
+	w->alloc_failed = 0;
+	w->ring_alloc_end = to;
 	return (0);
 }
 
-/* The writer's tick: the ring could not be allocated; try again. */
+/* The writer's tick: an allocation the disk refused, tried again. */
 void
 audit_spool_alloc(struct audit *w)
 {
-	if (w->ring_ok || w->fd == -1 || now_ms() - w->ring_try_ms < 1000)
-		return;
-	if (ring_alloc(w) == 0)
-		log_info("- audit spool allocated bytes=%llu",
-		    (unsigned long long)(AUDIT_RING_DATA + w->ring_size));
+	if (w->alloc_failed && w->fd != -1 &&
+	    now_ms() - w->ring_try_ms >= 1000)
+		(void)ring_grow(w, w->ring_alloc_end + 1);
 }
 
 /*
@@ -373,14 +391,18 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 	int		 ok;
 
 	w->wal_failed = 0;
-	if (!w->ring_ok) {
-		w->wal_failed = 1;
-		return (-1);
-	}
 	if (w->ring_hot < w->ring_size)
 		ring_wrap(w);
 	if (audit_spool_used(w) + AUDIT_SPOOL_FRAME + len > w->ring_size)
 		return (-1);
+	/* Its bytes on disk: a step more of the file, or all at the wrap. */
+	o = ring_off(w->ring_size, w->spool_size);
+	if ((uint64_t)o + AUDIT_SPOOL_FRAME + len > w->ring_alloc_end &&
+	    ((w->alloc_failed && now_ms() - w->ring_try_ms < 1000) ||
+	    ring_grow(w, (uint64_t)o + AUDIT_SPOOL_FRAME + len) == -1)) {
+		w->wal_failed = 1;
+		return (-1);
+	}
 	/* The WAL: gathered, written at the end of this loop turn. */
 	if (w->mode == AUDIT_DIRECT && w->walbuf != NULL && !w->wal_now) {
 		if (w->wallen + AUDIT_SPOOL_FRAME + len > AUDIT_WAL_BUF &&
@@ -819,8 +841,10 @@ audit_spool_convert(struct audit *w, const unsigned char *h, size_t hlen,
 	c->fd = fd;
 	if (flock(fd, LOCK_EX | LOCK_NB) == -1)
 		goto fail_fd;
+	/* A first step (ring_grow()); the copy writes what it needs. */
 	if ((e = posix_fallocate(fd, 0, (off_t)(AUDIT_RING_DATA +
-	    w->ring_size))) != 0) {
+	    w->ring_size < AUDIT_RING_STEP ? AUDIT_RING_DATA + w->ring_size :
+	    AUDIT_RING_STEP))) != 0) {
 		errno = e;
 		goto fail_fd;
 	}
@@ -840,7 +864,6 @@ audit_spool_convert(struct audit *w, const unsigned char *h, size_t hlen,
 		audit_dir_sync(w);
 	close(w->fd);
 	w->fd = fd;
-	w->ring_ok = 1;
 	log_info("- audit spool converted from=%s records=%llu dropped=%llu "
 	    "ring_bytes=%llu", what, (unsigned long long)c->nrec,
 	    (unsigned long long)c->dropped,
@@ -955,16 +978,17 @@ audit_spool_open(struct audit *w, char **cause)
 			*cause = NULL;
 		return (-1);
 	}
-	if (st.st_size == 0)
-		(void)ring_alloc(w);
-	else if (audit_ring_header_parse(h, (size_t)n, &run, &size, &head) ==
-	    0 && size == w->ring_size)
-		(void)ring_alloc(w);
-	else {
+	if (st.st_size > 0 && (audit_ring_header_parse(h, (size_t)n, &run,
+	    &size, &head) == -1 || size != w->ring_size)) {
 		if (audit_spool_convert(w, h, (size_t)n, &run, cause) == -1)
 			return (-1);
 		head = AUDIT_RING_DATA;
+		if (fstat(w->fd, &st) == -1)
+			st.st_size = 0;
 	}
+	/* What a run before allocated or wrote, then a first step. */
+	w->ring_alloc_end = (uint64_t)st.st_size;
+	(void)ring_grow(w, AUDIT_RING_DATA + 1);
 	if (spool_scan(w->fd, w->ring_size, head, &end, &torn, spool_count_cb,
 	    &nrec) == -1)
 		fatal("malloc");

@@ -342,8 +342,8 @@ def test_full_disk_still_sends_every_record_once(start_registry,
                  timeout=60, what="every answered request in Redis")
         got = stream_request_ids(rs)
         assert len(got) == len(set(got)), "a record twice"
-        # The ring (1 GiB by default) cannot be allocated on 8 KiB: every
-        # append fails as a write would.
+        # The ring's first step (4 MiB) cannot be allocated on 8 KiB:
+        # every append fails as a write would.
         assert "spool_allocate" in gw.log_text(), "the disk never filled"
         gw.stop()
         assert "dropped=0" in gw.log_text()

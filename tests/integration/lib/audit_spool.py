@@ -82,8 +82,10 @@ def frames(path, pads=None):
         data = f.read()
     out, pos = [], head
     while pos + FRAME <= head + size:
-        magic, n, crc, at = struct.unpack("<IIIQ", _read(data, size, pos,
-                                                         FRAME))
+        head_bytes = _read(data, size, pos, FRAME)
+        if len(head_bytes) < FRAME:
+            break                   # past what the file has allocated
+        magic, n, crc, at = struct.unpack("<IIIQ", head_bytes)
         if magic == PAD_MAGIC and at == pos and n == 0 and \
                 crc == crc32c(struct.pack("<Q", pos)):
             if pads is not None:
