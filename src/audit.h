@@ -340,7 +340,7 @@ struct audit {
 	uint64_t		 ring_hot;	/* wrap early past this */
 	uint64_t		 head_synced;	/* the head fdatasync'ed */
 	uint64_t		 pad_at;	/* the last early wrap's pad */
-	uint64_t		 ring_alloc_end;	/* file allocated to here */
+	uint64_t		 ring_alloc_end;	/* allocated to here */
 	int			 alloc_failed;	/* the last allocation */
 	uint64_t		 ring_try_ms;	/* the last allocation tried */
 	char			*tmp_path;	/* "<spool_file>.tmp" */
