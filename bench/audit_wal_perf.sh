@@ -25,6 +25,8 @@
 #   SECONDS_PER_ROUND    load duration per round (default 5)
 #   ROUNDS               rounds per configuration (default 3)
 #   CONNS                client connections (default 4)
+#   WAL_SPOOL_MAX_BYTES  spool_max_bytes of the "wal" gateway, the size of
+#                        its ring (default: the config's default)
 #   KEEP_WORK=1          keep the temp dir (and the perf data)
 set -euo pipefail
 
@@ -37,6 +39,7 @@ REDIS_SERVER_BIN=${REDIS_SERVER_BIN:-/usr/bin/redis-server}
 SECONDS_PER_ROUND=${SECONDS_PER_ROUND:-5}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-4}
+WAL_SPOOL_MAX_BYTES=${WAL_SPOOL_MAX_BYTES:-}
 
 for v in SECONDS_PER_ROUND ROUNDS CONNS; do
 	case ${!v} in ''|*[!0-9]*) echo "$v must be a number" >&2; exit 2;; esac
@@ -119,7 +122,10 @@ for mode in $modes; do
 		w=true
 		[ $mode = nowal ] && w=false
 		[ $mode = before ] && bin=$BEFORE_BIN
-		audit=", \"audit\": {\"redis\": \"127.0.0.1:$redis_port\", \"stream\": \"bench:$mode\", \"spool_file\": \"$work/$mode/audit.spool\", \"max_len\": 0, \"max_age\": 0, \"wal\": $w, \"fsync\": \"interval\"}";;
+		smax=
+		[ $mode = wal ] && [ -n "$WAL_SPOOL_MAX_BYTES" ] &&
+			smax=", \"spool_max_bytes\": $WAL_SPOOL_MAX_BYTES"
+		audit=", \"audit\": {\"redis\": \"127.0.0.1:$redis_port\", \"stream\": \"bench:$mode\", \"spool_file\": \"$work/$mode/audit.spool\", \"max_len\": 0, \"max_age\": 0, \"wal\": $w, \"fsync\": \"interval\"$smax}";;
 	esac
 	start_gw "$mode" "$bin" "$audit"
 	wport[$mode]=$gw_port wpid[$mode]=$gw_pid

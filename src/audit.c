@@ -137,8 +137,7 @@ audit_next(struct audit *w)
 			if (w->spool_rd >= w->spool_size) {
 				/* Caught up: new records may skip the disk. */
 				w->mode = AUDIT_DIRECT;
-				if (w->spool_acked == w->spool_size &&
-				    w->spool_size > AUDIT_SPOOL_HDR)
+				if (w->spool_acked == w->spool_size)
 					audit_spool_reset(w);
 				continue;
 			}
@@ -194,6 +193,7 @@ audit_tick_cb(evutil_socket_t fd, short ev, void *arg)
 	    (r = TAILQ_FIRST(&w->inflight)) != NULL &&
 	    t - r->sent_ms > (uint64_t)w->ac->timeout_ms)
 		audit_link_lost(w, "reply timeout");
+	audit_spool_alloc(w);		/* the disk was full at start */
 	if (w->ac->wal) {
 		/* Idle: empty the file; and keep the mark near the truth. */
 		if (w->spool_acked == w->spool_size)
@@ -210,7 +210,7 @@ audit_tick_cb(evutil_socket_t fd, short ev, void *arg)
 			    "rejected=%llu spool_bytes=%llu",
 			    (unsigned long long)w->n_dropped,
 			    (unsigned long long)w->n_rejected,
-			    (unsigned long long)w->spool_size);
+			    (unsigned long long)audit_spool_used(w));
 			w->n_dropped_logged = w->n_dropped;
 			w->n_rejected_logged = w->n_rejected;
 			w->err_logged_ms = t;
@@ -317,7 +317,7 @@ audit_free(struct audit *w)
 		    (unsigned long long)w->n_replayed,
 		    (unsigned long long)w->n_dropped,
 		    (unsigned long long)w->n_rejected,
-		    (unsigned long long)(w->spool_size - AUDIT_SPOOL_HDR),
+		    (unsigned long long)audit_spool_used(w),
 		    (unsigned long long)w->n_released);
 		audit_spool_close(w);
 	}
@@ -664,14 +664,14 @@ audit_admit(struct req *req)
 		return (0);
 	need = AUDIT_SPOOL_FRAME + AUDIT_REC_MAX;
 	/*
-	 * The acknowledged prefix that an append would release does not
-	 * count; with the WAL, records in memory are in the file already.
+	 * The acknowledged part of the ring is free; with the WAL, records
+	 * in memory are in the ring already.
 	 */
-	committed = w->spool_size - audit_spool_releasable(w) + w->reserved;
+	committed = audit_spool_used(w) + w->reserved;
 	if (!w->ac->wal)
 		committed += w->qbytes + w->ifbytes +
 		    (w->nqueue + w->ninflight) * AUDIT_SPOOL_FRAME;
-	if (committed + need > w->ac->spool_max_bytes) {
+	if (committed + need > w->ring_size) {
 		w->n_rejected++;
 		return (-1);
 	}

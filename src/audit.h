@@ -124,15 +124,47 @@ int	audit_ref_prev(const char *, size_t *, char *,
  * written with, or "PCR1" CRC-32 (zlib's), which writers before it used
  * and which is still read.  A record that is short, too long or fails
  * its checksum ends the valid part of the file: after a crash that is
- * the torn tail, and it is dropped.  A writer before "PCR2" would take
- * every such frame for a torn tail and drop it: while the file holds
- * frames its header says "PCAUDSP2", which such a writer refuses to
- * start on; an empty file says "PCAUDSP1" (either is read).
+ * the torn tail, and it is dropped.  The append log of session 7 before
+ * the ring said "PCAUDSP2" while it held frames (so that a writer before
+ * "PCR2" refused it rather than drop them); either header is read, and
+ * the file converted into a ring (audit_spool.c).  Only tests write one.
  */
 #define AUDIT_SPOOL_HDR		32
-#define AUDIT_SPOOL_FRAME	12
+#define AUDIT_LOG_FRAME		12
 #define AUDIT_SPOOL_MAGIC	0x31524350u	/* "PCR1": CRC-32 */
 #define AUDIT_SPOOL_MAGIC_C	0x32524350u	/* "PCR2": CRC-32C */
+
+/*
+ * The spool since session 7: a ring of spool_max_bytes (one page of
+ * header, the rest records) allocated once and never truncated.  The
+ * header page starts with "PCAUDRG1", the run, the ring's size, the
+ * released head (the position of the oldest record not acknowledged, a
+ * frame boundary) and a CRC-32 of those.  Positions are 64-bit and only
+ * grow: the byte at position p is at file offset AUDIT_RING_DATA +
+ * (p - AUDIT_RING_DATA) % size, a frame may wrap.  A ring frame is the
+ * "PCR3" magic, the payload length, the payload's CRC-32C and the
+ * frame's own position (its sequence): a frame of an earlier lap, or of
+ * the torn tail, does not carry the position it is read at.
+ */
+#define AUDIT_RING_DATA		4096
+#define AUDIT_RING_HDR		40
+#define AUDIT_SPOOL_FRAME	20
+#define AUDIT_RING_MAGIC	0x33524350u	/* "PCR3": CRC-32C + seq */
+/*
+ * A pad ("PCRP", length 0, the CRC-32C of its position, its position):
+ * the ring goes on at the start of its next lap.  While Redis keeps up
+ * the writer wraps early (audit_spool.c), so that the pages it writes
+ * stay few and in the page cache.
+ */
+#define AUDIT_RING_PAD		0x50524350u	/* "PCRP" */
+void	 audit_ring_pad(unsigned char *, uint64_t);
+int	 audit_ring_is_pad(const unsigned char *, size_t, uint64_t);
+void	 audit_ring_header(unsigned char *, uint64_t, uint64_t, uint64_t);
+int	 audit_ring_header_parse(const unsigned char *, size_t, uint64_t *,
+	    uint64_t *, uint64_t *);
+void	 audit_ring_frame(unsigned char *, const void *, size_t, uint64_t);
+/* As audit_spool_check(), and -1 unless the frame says it is at pos. */
+long	 audit_ring_check(const unsigned char *, size_t, uint64_t);
 
 uint32_t audit_crc32(const void *, size_t);
 /* CRC-32C: SSE 4.2's instruction where there is one, else tables. */
@@ -158,8 +190,9 @@ void	 audit_spool_mark(unsigned char *, uint64_t, uint32_t);
 void	 audit_spool_mark_parse(const unsigned char *, uint64_t *,
 	    uint32_t *);
 /*
- * Check the record at buf (avail bytes).  Returns its total size (frame
- * and payload), 0 when more bytes are needed, -1 when it is invalid.
+ * Check the record of an append log (PCR1/PCR2) at buf (avail bytes).
+ * Returns its total size (frame and payload), 0 when more bytes are
+ * needed, -1 when it is invalid.
  */
 long	 audit_spool_check(const unsigned char *, size_t);
 
@@ -300,14 +333,19 @@ struct audit {
 	uint64_t		 mark_off;	/* the header's mark; HDR: none */
 	uint32_t		 mark_crc;
 	uint32_t		 append_crc;	/* of the last record appended */
-	int			 hdr_frames;	/* header: "PCAUDSP2" */
 	unsigned char		*walbuf;	/* WAL appends, not written */
 	size_t			 wallen;	/* end of spool_size */
 	struct event		*ev_wal;	/* writes them, this turn */
 	int			 wal_now;	/* this record at once */
 	int			 wal_failed;	/* the last append's write */
 	int			 unspooled;	/* a record may be kept unlogged */
-	uint64_t		 release_bytes;	/* release the acked prefix */
+	uint64_t		 ring_size;	/* bytes of records */
+	uint64_t		 ring_hot;	/* wrap early past this */
+	uint64_t		 head_synced;	/* the head fdatasync'ed */
+	uint64_t		 pad_at;	/* the last early wrap's pad */
+	uint64_t		 ring_alloc_end;	/* allocated to here */
+	int			 alloc_failed;	/* the last allocation */
+	uint64_t		 ring_try_ms;	/* the last allocation tried */
 	char			*tmp_path;	/* "<spool_file>.tmp" */
 	char			*spool_dir;	/* fsync'ed after a rename */
 	uint64_t		 n_replayed_reset;	/* at the last reset */
@@ -359,10 +397,12 @@ int		 audit_spool_append(struct audit *, const char *, size_t);
 struct audit_rec *audit_spool_read(struct audit *);
 void		 audit_spool_unacked(struct audit *);
 void		 audit_spool_reset(struct audit *);
-uint64_t	 audit_spool_releasable(const struct audit *);
+uint64_t	 audit_spool_used(const struct audit *);
 void		 audit_spool_release(struct audit *, int);
 void		 audit_spool_mark_write(struct audit *);
 void		 audit_spool_close(struct audit *);
+int		 audit_spool_pending(const char *);
+void		 audit_spool_alloc(struct audit *);
 void		 audit_fsync(struct audit *);
 void		 audit_new_run(struct audit *);
 struct conn;

@@ -916,7 +916,7 @@ audit_spool_check(const unsigned char *p, size_t avail)
 {
 	uint32_t	 len, magic, crc;
 
-	if (avail < AUDIT_SPOOL_FRAME)
+	if (avail < AUDIT_LOG_FRAME)
 		return (0);
 	magic = get32(p);
 	if (magic != AUDIT_SPOOL_MAGIC_C && magic != AUDIT_SPOOL_MAGIC)
@@ -924,13 +924,104 @@ audit_spool_check(const unsigned char *p, size_t avail)
 	len = get32(p + 4);
 	if (len == 0 || len > AUDIT_REC_MAX)
 		return (-1);
-	if (avail < AUDIT_SPOOL_FRAME + (size_t)len)
+	if (avail < AUDIT_LOG_FRAME + (size_t)len)
 		return (0);
 	/* "PCR1": a spool a writer before CRC-32C left. */
 	crc = magic == AUDIT_SPOOL_MAGIC_C ?
-	    audit_crc32c(p + AUDIT_SPOOL_FRAME, len) :
-	    audit_crc32(p + AUDIT_SPOOL_FRAME, len);
+	    audit_crc32c(p + AUDIT_LOG_FRAME, len) :
+	    audit_crc32(p + AUDIT_LOG_FRAME, len);
 	if (get32(p + 8) != crc)
+		return (-1);
+	return ((long)(AUDIT_LOG_FRAME + len));
+}
+
+static void
+put64(unsigned char *p, uint64_t v)
+{
+	put32(p, (uint32_t)(v & 0xffffffffu));
+	put32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint64_t
+get64(const unsigned char *p)
+{
+	return ((uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32);
+}
+
+/* Write the ring's header (audit.h): run, ring size, released head. */
+void
+audit_ring_header(unsigned char *h, uint64_t run, uint64_t size,
+    uint64_t head)
+{
+	memset(h, 0, AUDIT_RING_HDR);
+	memcpy(h, "PCAUDRG1", 8);
+	put64(h + 8, run);
+	put64(h + 16, size);
+	put64(h + 24, head);
+	put32(h + 32, audit_crc32(h, 32));
+}
+
+/* Parse a ring header.  0, or -1: not one (or torn). */
+int
+audit_ring_header_parse(const unsigned char *h, size_t len, uint64_t *run,
+    uint64_t *size, uint64_t *head)
+{
+	if (len < AUDIT_RING_HDR || memcmp(h, "PCAUDRG1", 8) != 0 ||
+	    get32(h + 32) != audit_crc32(h, 32))
+		return (-1);
+	*run = get64(h + 8);
+	*size = get64(h + 16);
+	*head = get64(h + 24);
+	if (*size == 0 || *head < AUDIT_RING_DATA)
+		return (-1);
+	return (0);
+}
+
+/* Write the ring frame head of a payload p[0..len) at position pos. */
+void
+audit_ring_frame(unsigned char *f, const void *p, size_t len, uint64_t pos)
+{
+	put32(f, AUDIT_RING_MAGIC);
+	put32(f + 4, (uint32_t)len);
+	put32(f + 8, audit_crc32c(p, len));
+	put64(f + 12, pos);
+}
+
+/* Write a pad frame (audit.h) at position pos. */
+void
+audit_ring_pad(unsigned char *f, uint64_t pos)
+{
+	put32(f, AUDIT_RING_PAD);
+	put32(f + 4, 0);
+	put64(f + 12, pos);
+	put32(f + 8, audit_crc32c(f + 12, 8));
+}
+
+/* Whether buf (avail bytes) is a pad frame written at position pos. */
+int
+audit_ring_is_pad(const unsigned char *f, size_t avail, uint64_t pos)
+{
+	return (avail >= AUDIT_SPOOL_FRAME && get32(f) == AUDIT_RING_PAD &&
+	    get32(f + 4) == 0 && get64(f + 12) == pos &&
+	    get32(f + 8) == audit_crc32c(f + 12, 8));
+}
+
+/* See audit.h. */
+long
+audit_ring_check(const unsigned char *p, size_t avail, uint64_t pos)
+{
+	uint32_t	 len;
+
+	if (avail < AUDIT_SPOOL_FRAME)
+		return (0);
+	if (get32(p) != AUDIT_RING_MAGIC || get64(p + 12) != pos)
+		return (-1);
+	len = get32(p + 4);
+	if (len == 0 || len > AUDIT_REC_MAX)
+		return (-1);
+	if (avail < AUDIT_SPOOL_FRAME + (size_t)len)
+		return (0);
+	if (get32(p + 8) != audit_crc32c(p + AUDIT_SPOOL_FRAME, len))
 		return (-1);
 	return ((long)(AUDIT_SPOOL_FRAME + len));
 }

@@ -1,39 +1,57 @@
 /*
- * audit_spool.c: the audit writer's spool file, a write-ahead log.  With
- * audit.wal (the default) every record is appended here before it is
- * sent to Redis, and the prefix Redis acknowledged is released; without
- * it only while Redis is down, slow or refusing writes.  Either way,
- * when Redis goes away every record not yet acknowledged is in the file,
- * in order, and so is every new record until the file has been
- * replayed.  This file appends, fsyncs (per audit.fsync), reads records
- * back for the replay, releases the acknowledged prefix (truncating an
- * all-acknowledged file, or copying the short unacknowledged tail to a
- * new file renamed over it), keeps the acknowledged mark in the header,
- * and opens the file at start: one gateway per spool (flock), a torn
- * tail dropped, the replay started after the mark, the next run number
- * taken from the header.
+ * audit_spool.c: the audit writer's spool file, a write-ahead log kept
+ * as a ring.  With audit.wal (the default) every record is appended here
+ * before it is sent to Redis, and the prefix Redis acknowledged is
+ * released; without it only while Redis is down, slow or refusing
+ * writes.  Either way, when Redis goes away every record not yet
+ * acknowledged is in the file, in order, and so is every new record
+ * until the file has been replayed.
  *
- * Guarantees: a record is appended whole or not at all (a short write is
- * truncated away); records are read back in the order they were
- * written; appends are write(2)s, so the page cache keeps them when the
+ * The file is a ring of spool_max_bytes (audit.h: a header page, then
+ * records) allocated at start and as records reach further
+ * (posix_fallocate, ring_grow()) and never truncated or replaced while
+ * the gateway runs: an append writes into pages that
+ * are in the page cache already (after the first lap), which is what a
+ * growing, truncated file made the WAL pay for (a fresh page, and
+ * freeing it at each release; bench/audit_wal_perf.sh).  Releasing the
+ * acknowledged prefix moves the head; the header keeps a head that is
+ * never ahead of the oldest unacknowledged record and never behind
+ * bytes that have been overwritten: before an append reuses the bytes
+ * of a position below the header's head plus the ring's size, the head
+ * is written (and synced unless fsync is never), so the records from
+ * the header's head on are always whole or the torn tail.  Written now
+ * and then otherwise (the writer's tick, the stop): a stale head only
+ * replays acknowledged records, which the Redis script skips.  Each
+ * frame carries its position, so the replay at start walks from the
+ * head, across the wrap, and stops at the first frame that is not
+ * whole or not at the position it names: the torn tail of a kill -9,
+ * or a frame of the previous lap.
+ *
+ * Guarantees: a record is appended whole or not at all (a short write
+ * gives the record up to the memory path, and its bytes are overwritten
+ * by the next append); records are read back in the order they were
+ * written; appends are pwrite(2)s, so the page cache keeps them when the
  * process is killed, and a power loss loses at most what audit.fsync
- * leaves unsynced.  The WAL's appends (records on their way to Redis)
- * are gathered in memory and written with one write(2) at the end of
- * the loop turn that made them (ev_wal, activated by the first one):
- * before the loop polls again, so before a plain socket writes the
- * responses they belong to (it writes in its write event, which only a
- * poll makes active, and ev_wal is queued ahead of those), and before a
- * Redis reply can acknowledge them.  A record whose response may leave
- * sooner is written at once (audit_wal_now()).  A write(2) per record
- * was most of what the WAL cost (bench/audit_wal_perf.sh).  Everything
- * here that reads, syncs or rewrites the file writes the gathered
- * records first; releasing never loses an unacknowledged record (the
- * new file is complete, and synced unless fsync is never, before it
- * replaces the old); a run number never repeats (the header keeps the
- * last one, and a new run is at least the wall clock in ms), so a record
- * given up after it was numbered never leaves a gap the Redis script
- * waits for.  The file stays within spool_max_bytes; with Redis
- * acknowledging, within about release_bytes plus what is in flight.
+ * leaves unsynced.  No SIGBUS: nothing is mapped.  The WAL's appends
+ * (records on their way to Redis) are gathered in memory and written
+ * with one pwrite(2) (two at the wrap) at the end of the loop turn that
+ * made them (ev_wal, activated by the first one): before the loop polls
+ * again, so before a plain socket writes the responses they belong to
+ * (it writes in its write event, which only a poll makes active, and
+ * ev_wal is queued ahead of those), and before a Redis reply can
+ * acknowledge them.  A record whose response may leave sooner is written
+ * at once (audit_wal_now()).  Everything here that reads or syncs the
+ * file writes the gathered records first.  A run number never repeats
+ * (the header keeps the last one, and a new run is at least the wall
+ * clock in ms), so a record given up after it was numbered never leaves
+ * a gap the Redis script waits for.  A spool of the append-log format
+ * (PCR1/PCR2 frames, "PCAUDSP1") or a ring of another size is copied
+ * into a new ring at start (its unacknowledged records, in order) and
+ * replaced by it, then replayed from the ring once.  When the disk
+ * cannot hold what the ring needs, the appends that need it fail as a
+ * write would (the records go to Redis from memory, or on_failure
+ * applies while Redis is away), and the allocation is tried again once a
+ * second.
  */
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -56,34 +74,149 @@
 /* Room for the WAL appends of one loop turn; a record always fits. */
 #define AUDIT_WAL_BUF	(64 * 1024)
 
-static void	audit_header_frames(struct audit *);
+/* The file offset of ring position pos. */
+static off_t
+ring_off(uint64_t size, uint64_t pos)
+{
+	return ((off_t)(AUDIT_RING_DATA + (pos - AUDIT_RING_DATA) % size));
+}
+
+/*
+ * Write (wr) or read len bytes at ring position pos of a ring of size
+ * bytes in fd: one pwrite/pread, two when they wrap.  0, or -1 (errno;
+ * EIO for a short transfer).
+ */
+static int
+ring_io(int fd, uint64_t size, int wr, void *buf, size_t len, uint64_t pos)
+{
+	unsigned char	*b = buf;
+	size_t		 k;
+	off_t		 o;
+	ssize_t		 n;
+
+	while (len > 0) {
+		o = ring_off(size, pos);
+		k = AUDIT_RING_DATA + size - (uint64_t)o;
+		if (k > len)
+			k = len;
+		n = wr ? pwrite(fd, b, k, o) : pread(fd, b, k, o);
+		if (n != (ssize_t)k) {
+			if (n >= 0)
+				errno = EIO;
+			return (-1);
+		}
+		b += k;
+		pos += k;
+		len -= k;
+	}
+	return (0);
+}
+
+static int
+audit_write_header(struct audit *w)
+{
+	unsigned char	 h[AUDIT_RING_HDR];
+
+	audit_ring_header(h, w->run, w->ring_size, w->mark_off);
+	if (pwrite(w->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
+		return (-1);
+	w->spool_dirty = 1;
+	return (0);
+}
+
+/*
+ * The oldest position the header's head may still name after a crash
+ * (a kill -9: the page cache; a power loss: what was synced, unless
+ * fsync is never and nothing is promised).
+ */
+static int	 audit_wal_write(struct audit *);
+
+static uint64_t
+ring_head_floor(const struct audit *w)
+{
+	return (w->ac->fsync == CONFIG_FSYNC_NEVER ? w->mark_off :
+	    w->head_synced);
+}
+
+/*
+ * Bytes up to position end are about to be written: if that reuses
+ * bytes the header's head may still cover, move the head first (to the
+ * acknowledged position) and, unless fsync is never, sync it, so that
+ * no replay starts at a record that was overwritten.  0, or -1.
+ */
+static int
+ring_room(struct audit *w, uint64_t end)
+{
+	if (end <= ring_head_floor(w) + w->ring_size)
+		return (0);
+	w->mark_off = w->spool_acked;
+	if (audit_write_header(w) == -1 || (w->ac->fsync !=
+	    CONFIG_FSYNC_NEVER && fdatasync(w->fd) == -1)) {
+		log_err("- audit spool_header error=\"%s\"", strerror(errno));
+		return (-1);
+	}
+	w->head_synced = w->mark_off;
+	return (0);
+}
+
+/*
+ * Wrap early: past ring_hot bytes into the lap, with everything
+ * acknowledged (Redis keeps up), and room to write ring_hot / 2 bytes
+ * at the lap's start without moving the head, end this lap with a pad
+ * and go on at the next one.  The pages written then stay the first
+ * ring_hot or so of the file, which the page cache keeps: an append
+ * rewrites a page that is there rather than a fresh one.  Only with
+ * nothing unacknowledged: a record left before the pad would sit where
+ * the next lap writes, and the ring would hold no more than the bytes
+ * before it until Redis acknowledged it (an outage starting then would
+ * find the ring nearly full).  While Redis is away the whole ring
+ * fills.  The pad is written at once (the gathered records first): a
+ * replay that meets the lap's end without it would stop there and
+ * miss what follows.
+ */
+static void
+ring_wrap(struct audit *w)
+{
+	unsigned char	 pad[AUDIT_SPOOL_FRAME];
+	uint64_t	 pos = w->spool_size, off, lap;
+
+	off = (pos - AUDIT_RING_DATA) % w->ring_size;
+	lap = pos - off;
+	if (off < w->ring_hot || off + sizeof(pad) > w->ring_size ||
+	    audit_spool_used(w) != 0 ||
+	    ring_head_floor(w) < lap + w->ring_hot / 2)
+		return;
+	if (audit_wal_write(w) == -1 || w->spool_size != pos)
+		return;
+	audit_ring_pad(pad, pos);
+	if (pwrite(w->fd, pad, sizeof(pad), ring_off(w->ring_size, pos)) !=
+	    (ssize_t)sizeof(pad))
+		return;
+	w->spool_size = lap + w->ring_size;
+	w->pad_at = pos;
+	w->spool_dirty = 1;
+}
 
 /*
  * Write the gathered WAL appends (w->wallen bytes ending at spool_size).
- * 0, or -1: the file is cut back to what it held, and the records lose
- * their place in it (they are still sent, as with wal false).
+ * 0, or -1: the records lose their place in the ring (they are still
+ * sent, as with wal false), and the next appends overwrite their bytes.
  */
 static int
 audit_wal_write(struct audit *w)
 {
 	struct audit_rec	*r;
 	uint64_t		 at;
-	ssize_t			 n;
 
 	if (w->wallen == 0)
 		return (0);
 	at = w->spool_size - w->wallen;
-	audit_header_frames(w);
-	n = pwrite(w->fd, w->walbuf, w->wallen, (off_t)at);
-	if (n == (ssize_t)w->wallen) {
+	if (ring_room(w, w->spool_size) == 0 && ring_io(w->fd, w->ring_size,
+	    1, w->walbuf, w->wallen, at) == 0) {
 		w->wallen = 0;
 		return (0);
 	}
-	log_err("- audit spool_write error=\"%s\"",
-	    n == -1 ? strerror(errno) : "short write");
-	if (ftruncate(w->fd, (off_t)at) == -1)
-		log_err("- audit spool_truncate error=\"%s\"",
-		    strerror(errno));
+	log_err("- audit spool_write error=\"%s\"", strerror(errno));
 	TAILQ_FOREACH(r, &w->inflight, entry)
 		if (r->spool_end > at)
 			r->spool_end = 0;
@@ -94,6 +227,8 @@ audit_wal_write(struct audit *w)
 	w->spool_size = at;
 	if (w->spool_acked > at)
 		w->spool_acked = at;
+	if (w->spool_rd > at)
+		w->spool_rd = at;
 	w->wallen = 0;
 	return (-1);
 }
@@ -145,35 +280,10 @@ audit_fsync(struct audit *w)
 		return;
 	if (fdatasync(w->fd) == -1)
 		log_warn("- audit spool_fsync error=\"%s\"", strerror(errno));
+	else
+		w->head_synced = w->mark_off;
 	w->spool_dirty = 0;
 	w->last_fsync_ms = now_ms();
-}
-
-/* The header; frames: the file holds frames, or is about to (audit.h). */
-static int
-audit_write_header(struct audit *w, int frames)
-{
-	unsigned char	 h[AUDIT_SPOOL_HDR];
-
-	audit_spool_header(h, w->run, frames);
-	audit_spool_mark(h + AUDIT_SPOOL_MARK_AT, w->mark_off ==
-	    AUDIT_SPOOL_HDR ? 0 : w->mark_off, w->mark_crc);
-	if (pwrite(w->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
-		return (-1);
-	w->hdr_frames = frames;
-	return (0);
-}
-
-/*
- * Frames are about to be written to a file whose header says it has
- * none: it says "PCAUDSP2" first, so that a writer before "PCR2" frames
- * refuses the file instead of dropping them as a torn tail.
- */
-static void
-audit_header_frames(struct audit *w)
-{
-	if (!w->hdr_frames && audit_write_header(w, 1) == -1)
-		log_warn("- audit spool_header error=\"%s\"", strerror(errno));
 }
 
 /*
@@ -208,31 +318,91 @@ audit_new_run(struct audit *w)
 	w->run = w->run + 1 > t ? w->run + 1 : t;
 	w->next_n = 0;
 	audit_id_prefix(w);
-	if (audit_write_header(w, w->spool_size > AUDIT_SPOOL_HDR) == -1)
+	if (audit_write_header(w) == -1)
 		log_warn("- audit spool_header error=\"%s\"", strerror(errno));
 	w->spool_dirty = 1;
 }
 
 /*
+ * The ring's file is allocated (posix_fallocate) a step at a time, as
+ * far as records have reached: with Redis keeping up the writer wraps
+ * within the first ring_hot bytes (ring_wrap()), so a ring of 1 GiB
+ * takes a step or a few on disk; while Redis is away it takes up to
+ * spool_max_bytes, as the append log before it did.  Never shrunk.
+ */
+#define AUDIT_RING_STEP	(4ULL << 20)
+
+/*
+ * Allocate the file up to offset `to` (rounded up to a step, at most the
+ * whole ring).  0, or -1 and errno: the append that needed it fails as a
+ * write would (logged once until an allocation succeeds; tried again at
+ * most once a second, and by the writer's tick).
+ */
+static int
+ring_grow(struct audit *w, uint64_t to)
+{
+	uint64_t	 full = AUDIT_RING_DATA + w->ring_size;
+	int		 e;
+
+	if (to <= w->ring_alloc_end)
+		return (0);
+	to = (to + AUDIT_RING_STEP - 1) / AUDIT_RING_STEP * AUDIT_RING_STEP;
+	if (to > full)
+		to = full;
+	w->ring_try_ms = now_ms();
+	if ((e = posix_fallocate(w->fd, 0, (off_t)to)) != 0) {
+		if (!w->alloc_failed)
+			log_err("- audit spool_allocate bytes=%llu "
+			    "error=\"%s\"", (unsigned long long)to,
+			    strerror(e));
+		w->alloc_failed = 1;
+		errno = e;
+		return (-1);
+	}
+	if (w->alloc_failed)
+		log_info("- audit spool allocated bytes=%llu",
+		    (unsigned long long)to);
+	w->alloc_failed = 0;
+	w->ring_alloc_end = to;
+	return (0);
+}
+
+/* The writer's tick: an allocation the disk refused, tried again. */
+void
+audit_spool_alloc(struct audit *w)
+{
+	if (w->alloc_failed && w->fd != -1 &&
+	    now_ms() - w->ring_try_ms >= 1000)
+		(void)ring_grow(w, w->ring_alloc_end + 1);
+}
+
+/*
  * Append one payload to the spool (its frame CRC in w->append_crc).  0,
- * or -1 when it does not fit even once the acknowledged prefix is
- * released, or the write failed (then w->wal_failed is set).
+ * or -1 when it does not fit in the ring next to what is not
+ * acknowledged, or the write failed (then w->wal_failed is set).
  */
 int
 audit_spool_append(struct audit *w, const char *p, size_t len)
 {
 	unsigned char	 frame[AUDIT_SPOOL_FRAME];
 	struct iovec	 iov[2];
-	ssize_t		 n;
+	uint64_t	 pos;
+	off_t		 o;
+	int		 ok;
 
-	if (w->spool_size + AUDIT_SPOOL_FRAME + len >
-	    w->ac->spool_max_bytes && audit_spool_releasable(w) > 0)
-		audit_spool_release(w, 1);
 	w->wal_failed = 0;
-	if (w->spool_size + AUDIT_SPOOL_FRAME + len > w->ac->spool_max_bytes)
+	if (w->ring_hot < w->ring_size)
+		ring_wrap(w);
+	if (audit_spool_used(w) + AUDIT_SPOOL_FRAME + len > w->ring_size)
 		return (-1);
-	audit_spool_frame(frame, p, len);
-	w->append_crc = audit_spool_frame_crc(frame);
+	/* Its bytes on disk: a step more of the file, or all at the wrap. */
+	o = ring_off(w->ring_size, w->spool_size);
+	if ((uint64_t)o + AUDIT_SPOOL_FRAME + len > w->ring_alloc_end &&
+	    ((w->alloc_failed && now_ms() - w->ring_try_ms < 1000) ||
+	    ring_grow(w, (uint64_t)o + AUDIT_SPOOL_FRAME + len) == -1)) {
+		w->wal_failed = 1;
+		return (-1);
+	}
 	/* The WAL: gathered, written at the end of this loop turn. */
 	if (w->mode == AUDIT_DIRECT && w->walbuf != NULL && !w->wal_now) {
 		if (w->wallen + AUDIT_SPOOL_FRAME + len > AUDIT_WAL_BUF &&
@@ -242,10 +412,11 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 		}
 		if (w->wallen == 0)
 			event_active(w->ev_wal, 0, 0);
-		memcpy(w->walbuf + w->wallen, frame, sizeof(frame));
-		memcpy(w->walbuf + w->wallen + sizeof(frame), p, len);
-		w->wallen += sizeof(frame) + len;
-		w->spool_size += sizeof(frame) + len;
+		audit_ring_frame(w->walbuf + w->wallen, p, len, w->spool_size);
+		w->append_crc = audit_spool_frame_crc(w->walbuf + w->wallen);
+		memcpy(w->walbuf + w->wallen + AUDIT_SPOOL_FRAME, p, len);
+		w->wallen += AUDIT_SPOOL_FRAME + len;
+		w->spool_size += AUDIT_SPOOL_FRAME + len;
 		w->spool_dirty = 1;
 		return (0);
 	}
@@ -253,22 +424,32 @@ audit_spool_append(struct audit *w, const char *p, size_t len)
 		w->wal_failed = 1;
 		return (-1);
 	}
-	iov[0].iov_base = frame;
-	iov[0].iov_len = sizeof(frame);
-	iov[1].iov_base = (void *)(uintptr_t)p;
-	iov[1].iov_len = len;
-	audit_header_frames(w);
-	n = pwritev(w->fd, iov, 2, (off_t)w->spool_size);
-	if (n != (ssize_t)(AUDIT_SPOOL_FRAME + len)) {
-		log_err("- audit spool_write error=\"%s\"",
-		    n == -1 ? strerror(errno) : "short write");
-		if (ftruncate(w->fd, (off_t)w->spool_size) == -1)
-			log_err("- audit spool_truncate error=\"%s\"",
-			    strerror(errno));
+	pos = w->spool_size;
+	audit_ring_frame(frame, p, len, pos);
+	w->append_crc = audit_spool_frame_crc(frame);
+	ok = ring_room(w, pos + AUDIT_SPOOL_FRAME + len) == 0;
+	o = ring_off(w->ring_size, pos);
+	if (ok && (uint64_t)o + AUDIT_SPOOL_FRAME + len <= AUDIT_RING_DATA +
+	    w->ring_size) {
+		iov[0].iov_base = frame;
+		iov[0].iov_len = sizeof(frame);
+		iov[1].iov_base = (void *)(uintptr_t)p;
+		iov[1].iov_len = len;
+		ok = pwritev(w->fd, iov, 2, o) ==
+		    (ssize_t)(AUDIT_SPOOL_FRAME + len);
+		if (!ok && errno == 0)
+			errno = EIO;
+	} else if (ok)
+		ok = ring_io(w->fd, w->ring_size, 1, frame, sizeof(frame),
+		    pos) == 0 && ring_io(w->fd, w->ring_size, 1,
+		    (void *)(uintptr_t)p, len, pos + AUDIT_SPOOL_FRAME) == 0;
+	if (!ok) {
+		/* Its bytes are overwritten by the next append. */
+		log_err("- audit spool_write error=\"%s\"", strerror(errno));
 		w->wal_failed = 1;
 		return (-1);
 	}
-	w->spool_size += n;
+	w->spool_size += AUDIT_SPOOL_FRAME + len;
 	w->spool_dirty = 1;
 	/* Spooled: kept for a replay, not just logged ahead of a send. */
 	if (w->mode == AUDIT_SPOOL)
@@ -335,98 +516,113 @@ audit_spool_unacked(struct audit *w)
 		    (unsigned long long)w->spool_size);
 }
 
-/* The spool is fully acknowledged: empty it. */
+/*
+ * The spool is fully acknowledged: release it (the head moves; nothing
+ * is truncated).  What the WAL gathered is written first even though it
+ * was acknowledged: a hole of unwritten bytes below later records would
+ * end a replay that starts at a stale head before them.
+ */
 void
 audit_spool_reset(struct audit *w)
 {
-	/* Acknowledged before it was written: nothing left to write. */
-	w->wallen = 0;
-	if (ftruncate(w->fd, AUDIT_SPOOL_HDR) == -1) {
-		log_warn("- audit spool_truncate error=\"%s\"",
-		    strerror(errno));
-		return;
-	}
+	(void)audit_wal_write(w);
 	/* With the WAL this is routine; a replay's end is news. */
 	if (w->n_replayed != w->n_replayed_reset)
 		log_info("- audit spool replayed bytes=%llu",
-		    (unsigned long long)(w->spool_size - AUDIT_SPOOL_HDR));
+		    (unsigned long long)(w->spool_size - w->mark_off));
 	w->n_replayed_reset = w->n_replayed;
-	w->spool_size = w->spool_rd = w->spool_acked = AUDIT_SPOOL_HDR;
-	w->spool_dirty = 1;
-	w->n_released++;
 	audit_spool_mark_write(w);
-	/* Empty: a writer before "PCR2" frames may have the file again. */
-	if (w->hdr_frames && audit_write_header(w, 0) == -1)
-		log_warn("- audit spool_header error=\"%s\"", strerror(errno));
 }
 
 /*
- * Write the acknowledged mark into the header if it moved.  Only a hint
- * (audit.h), so it is written now and then (the writer's tick, a reset,
- * the stop), not on every reply.
+ * Move the header's head to the acknowledged position if it moved.  The
+ * head is a hint as long as ring_room() keeps it at or below the oldest
+ * byte not overwritten, so it is written now and then (the writer's
+ * tick, a reset, the stop), not on every reply.
  */
 void
 audit_spool_mark_write(struct audit *w)
 {
-	unsigned char	 m[AUDIT_SPOOL_MARK];
-
 	if (w->spool_acked == w->mark_off)
 		return;
-	/* The mark points at records that are in the file. */
-	if (audit_wal_write(w) == -1 || w->spool_acked == w->mark_off)
-		return;
 	w->mark_off = w->spool_acked;
-	w->mark_crc = w->mark_off == AUDIT_SPOOL_HDR ? 0 : w->acked_crc;
-	audit_spool_mark(m, w->mark_off == AUDIT_SPOOL_HDR ? 0 : w->mark_off,
-	    w->mark_crc);
-	if (pwrite(w->fd, m, sizeof(m), AUDIT_SPOOL_MARK_AT) !=
-	    (ssize_t)sizeof(m))
+	w->n_released++;
+	if (audit_write_header(w) == -1)
 		log_warn("- audit spool_header error=\"%s\"", strerror(errno));
-	w->spool_dirty = 1;
 }
 
-/* Largest unacknowledged tail copied to release a prefix. */
-#define AUDIT_COMPACT_MAX	(16ULL << 20)
+/* Bytes of the ring that records not acknowledged take. */
+uint64_t
+audit_spool_used(const struct audit *w)
+{
+	uint64_t	 acked = w->spool_acked;
+
+	/* All before the last pad acknowledged: the rest of its lap too. */
+	if (acked == w->pad_at && acked != 0)
+		acked += w->ring_size - (acked - AUDIT_RING_DATA) %
+		    w->ring_size;
+	return (acked >= w->spool_size ? 0 : w->spool_size - acked);
+}
 
 /*
- * Bytes that releasing the acknowledged prefix would free now: all of
- * it when nothing follows it, or when what follows (copied to a new
- * file) is short, both absolutely, so that the loop never stalls on a
- * big copy, and next to the prefix, so that copying costs at most 16
- * bytes a byte freed.  A long backlog being replayed is released when
- * the replay nears its end.
+ * Release the acknowledged prefix: with `now` (the writer is idle or
+ * stopping) the head is written; otherwise nothing needs doing, the
+ * acknowledged position is the ring's free space already.
  */
-uint64_t
-audit_spool_releasable(const struct audit *w)
+void
+audit_spool_release(struct audit *w, int now)
 {
-	uint64_t	 done = w->spool_acked - AUDIT_SPOOL_HDR;
-	uint64_t	 tail = w->spool_size - w->spool_acked;
-
-	if (done == 0)
-		return (0);
-	if (tail == 0 || (tail <= AUDIT_COMPACT_MAX && tail <= 16 * done))
-		return (done);
-	return (0);
+	if (now)
+		audit_spool_mark_write(w);
 }
 
-/* Shift the offsets of the records the writer holds by d bytes down. */
-static void
-audit_spool_shift(struct audit *w, uint64_t d)
+/*
+ * The next record of the replay, or NULL when the rest of the spool is
+ * unreadable (it is dropped, and a new run starts).
+ */
+struct audit_rec *
+audit_spool_read(struct audit *w)
 {
+	unsigned char		 buf[AUDIT_SPOOL_FRAME + AUDIT_REC_MAX];
 	struct audit_rec	*r;
+	size_t			 want;
+	long			 len;
+	int			 pads;
 
-	TAILQ_FOREACH(r, &w->inflight, entry)
-		if (r->spool_end != 0)
-			r->spool_end -= d;
-	TAILQ_FOREACH(r, &w->queue, entry)
-		if (r->spool_end != 0)
-			r->spool_end -= d;
-	/* Not kept up to date while records come from memory. */
-	if (w->spool_rd < w->spool_acked)
-		w->spool_rd = w->spool_acked;
-	w->spool_size -= d;
-	w->spool_rd -= d;
-	w->spool_acked -= d;
+	(void)audit_wal_write(w);
+	for (pads = 0;; pads++) {
+		want = w->spool_size - w->spool_rd;
+		if (want > sizeof(buf))
+			want = sizeof(buf);
+		if (ring_io(w->fd, w->ring_size, 0, buf, want, w->spool_rd) ==
+		    -1) {
+			want = 0;
+			break;
+		}
+		if (pads > 0 || !audit_ring_is_pad(buf, want, w->spool_rd))
+			break;
+		/* The lap ended early: the next record starts the next. */
+		w->spool_rd += w->ring_size - (w->spool_rd - AUDIT_RING_DATA) %
+		    w->ring_size;
+		if (w->spool_rd >= w->spool_size)
+			return (NULL);
+	}
+	if ((len = audit_ring_check(buf, want, w->spool_rd)) <= 0) {
+		log_err("- audit spool_corrupt offset=%llu dropped_bytes=%llu",
+		    (unsigned long long)w->spool_rd,
+		    (unsigned long long)(w->spool_size - w->spool_rd));
+		w->spool_size = w->spool_rd;
+		audit_new_run(w);
+		return (NULL);
+	}
+	r = audit_rec_new(w, len - AUDIT_SPOOL_FRAME);
+	r->len = len - AUDIT_SPOOL_FRAME;
+	memcpy(r->data, buf + AUDIT_SPOOL_FRAME, r->len);
+	w->spool_rd += len;
+	r->spool_end = w->spool_rd;
+	r->crc = audit_spool_frame_crc(buf);
+	r->from_spool = 1;
+	return (r);
 }
 
 static void
@@ -442,126 +638,261 @@ audit_dir_sync(struct audit *w)
 		close(dfd);
 }
 
+/* Called for each valid record of a scan: 0 goes on, -1 stops. */
+typedef int (*spool_scan_cb)(void *, const unsigned char *, size_t,
+    uint64_t);
+
 /*
- * Release the acknowledged prefix by copying the unacknowledged tail to
- * <spool_file>.tmp and renaming it over the spool.  The new file is
- * locked before it gets the spool's name, and synced (unless fsync is
- * never) before the rename, so that neither another gateway nor a power
- * loss ever sees a spool without its tail.  0, or -1: the old file is
- * kept as it was.
+ * Walk the records of fd from position `from` to the first one that is
+ * not valid: a ring of `size` bytes (frames at the position they name),
+ * or with size 0 an append log (PCR1/PCR2 frames, to the end of the
+ * file).  The position after the last valid record in *end, and
+ * whether what stopped the walk is a frame begun there (a torn tail) in
+ * *torn.  Records (frame and payload) to cb.  -1: out of memory.
  */
 static int
-audit_spool_compact(struct audit *w)
+spool_scan(int fd, uint64_t size, uint64_t from, uint64_t *end, int *torn,
+    spool_scan_cb cb, void *arg)
 {
-	unsigned char	 buf[16384], h[AUDIT_SPOOL_HDR];
-	uint64_t	 d, at, end;
+	unsigned char	*buf;
+	size_t		 bufsz = 1 << 20, have = 0, off = 0, k;
+	uint64_t	 pos = from, lim = from + size;
 	ssize_t		 n;
-	int		 fd;
+	long		 len;
+	int		 eof = 0;
 
-	if (audit_wal_write(w) == -1)
+	if ((buf = malloc(bufsz)) == NULL)
 		return (-1);
-	d = w->spool_acked - AUDIT_SPOOL_HDR;
+	for (;;) {
+		if (!eof && have - off < AUDIT_SPOOL_FRAME + AUDIT_REC_MAX) {
+			memmove(buf, buf + off, have - off);
+			have -= off;
+			off = 0;
+			k = bufsz - have;
+			if (size != 0) {
+				if (k > lim - (pos + have))
+					k = lim - (pos + have);
+				if (k == 0 || ring_io(fd, size, 0, buf + have,
+				    k, pos + have) == -1)
+					eof = 1;
+				else
+					have += k;
+			} else {
+				n = pread(fd, buf + have, k,
+				    (off_t)(pos + have));
+				if (n <= 0)
+					eof = 1;
+				else
+					have += n;
+			}
+		}
+		len = size != 0 ? audit_ring_check(buf + off, have - off, pos) :
+		    audit_spool_check(buf + off, have - off);
+		if (len == -1 && size != 0 &&
+		    audit_ring_is_pad(buf + off, have - off, pos) &&
+		    pos + size - (pos - AUDIT_RING_DATA) % size < lim) {
+			/* The lap ended early: on at the next. */
+			pos += size - (pos - AUDIT_RING_DATA) % size;
+			have = off = 0;
+			eof = 0;
+			continue;
+		}
+		if (len == 0 && !eof)
+			continue;
+		if (len <= 0)
+			break;
+		if (cb != NULL && cb(arg, buf + off, (size_t)len, pos + len) ==
+		    -1)
+			break;
+		pos += len;
+		off += len;
+	}
+	*end = pos;
+	/* A frame begun where the walk stopped: the torn tail. */
+	*torn = have - off > 0 && (size == 0 || (have - off >=
+	    AUDIT_SPOOL_FRAME && audit_ring_check(buf + off,
+	    AUDIT_SPOOL_FRAME, pos) == 0));
+	free(buf);
+	return (0);
+}
+
+static int
+spool_count_cb(void *arg, const unsigned char *rec, size_t len, uint64_t end)
+{
+	(*(uint64_t *)arg)++;
+	return (0);
+}
+
+/* Where an append log's acknowledged mark matches a record. */
+struct spool_mark {
+	uint64_t	 off;
+	uint32_t	 crc;
+	uint64_t	 acked;
+};
+
+static int
+spool_mark_cb(void *arg, const unsigned char *rec, size_t len, uint64_t end)
+{
+	struct spool_mark	*m = arg;
+
+	if (end == m->off && audit_spool_frame_crc(rec) == m->crc)
+		m->acked = end;
+	return (0);
+}
+
+/* Records copied into a new ring. */
+struct spool_copy {
+	int		 fd;
+	uint64_t	 size;
+	size_t		 frame;		/* of the old format */
+	uint64_t	 pos;		/* in the new ring */
+	uint64_t	 nrec;
+	uint64_t	 dropped;
+	unsigned char	 buf[AUDIT_WAL_BUF];
+	size_t		 len;
+	int		 failed;
+};
+
+static int
+spool_copy_flush(struct spool_copy *c)
+{
+	if (c->len > 0 && ring_io(c->fd, c->size, 1, c->buf, c->len,
+	    c->pos - c->len) == -1)
+		return (-1);
+	c->len = 0;
+	return (0);
+}
+
+static int
+spool_copy_cb(void *arg, const unsigned char *rec, size_t len, uint64_t end)
+{
+	struct spool_copy	*c = arg;
+	size_t			 plen = len - c->frame;
+
+	/* The ring of the new size is full: the rest is dropped. */
+	if (c->pos - AUDIT_RING_DATA + AUDIT_SPOOL_FRAME + plen > c->size) {
+		c->dropped++;
+		return (0);
+	}
+	if (c->len + AUDIT_SPOOL_FRAME + plen > sizeof(c->buf) &&
+	    spool_copy_flush(c) == -1) {
+		c->failed = 1;
+		return (-1);
+	}
+	audit_ring_frame(c->buf + c->len, rec + c->frame, plen, c->pos);
+	memcpy(c->buf + c->len + AUDIT_SPOOL_FRAME, rec + c->frame, plen);
+	c->len += AUDIT_SPOOL_FRAME + plen;
+	c->pos += AUDIT_SPOOL_FRAME + plen;
+	c->nrec++;
+	return (0);
+}
+
+/*
+ * The spool is an append log (PCR1/PCR2, a writer before the ring) or a
+ * ring of another size (spool_max_bytes changed): copy its records not
+ * acknowledged, in order, into a new ring at <spool_file>.tmp (locked,
+ * allocated, synced unless fsync is never) renamed over it, and take
+ * that.  The replay then sends them from the ring, once.  0 and the old
+ * run in *run, or -1 and *cause (the old file is left as it was).
+ */
+static int
+audit_spool_convert(struct audit *w, const unsigned char *h, size_t hlen,
+    uint64_t *run, char **cause)
+{
+	struct spool_copy	*c;
+	struct spool_mark	 m;
+	unsigned char		 rh[AUDIT_RING_HDR];
+	uint64_t		 osize, ohead, from, end;
+	const char		*path = w->ac->spool_file, *what;
+	int			 fd, e, torn;
+
+	memset(&m, 0, sizeof(m));
+	if (audit_ring_header_parse(h, hlen, run, &osize, &ohead) == 0) {
+		what = "ring";
+		from = ohead;
+	} else if (hlen >= AUDIT_SPOOL_HDR &&
+	    audit_spool_header_parse(h, hlen, run) == 0) {
+		what = "log";
+		osize = 0;
+		audit_spool_mark_parse(h + AUDIT_SPOOL_MARK_AT, &m.off, &m.crc);
+		m.acked = AUDIT_SPOOL_HDR;
+		if (spool_scan(w->fd, 0, AUDIT_SPOOL_HDR, &end, &torn,
+		    spool_mark_cb, &m) == -1)
+			fatal("malloc");
+		from = m.acked;
+	} else {
+		if (asprintf(cause, "/audit/spool_file: %s: not a portcullis "
+		    "audit spool (move it away to start with an empty one)",
+		    path) == -1)
+			*cause = NULL;
+		return (-1);
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		fatal("calloc");
+	c->size = w->ring_size;
+	c->frame = osize == 0 ? AUDIT_LOG_FRAME : AUDIT_SPOOL_FRAME;
+	c->pos = AUDIT_RING_DATA;
 	if (unlink(w->tmp_path) == -1 && errno != ENOENT)
 		goto fail;
 	fd = open(w->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC |
 	    O_NOFOLLOW, 0600);
 	if (fd == -1)
 		goto fail;
+	c->fd = fd;
 	if (flock(fd, LOCK_EX | LOCK_NB) == -1)
 		goto fail_fd;
-	/* The tail is not empty: frames. */
-	audit_spool_header(h, w->run, 1);
-	if (pwrite(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
+	/* A first step (ring_grow()); the copy writes what it needs. */
+	if ((e = posix_fallocate(fd, 0, (off_t)(AUDIT_RING_DATA +
+	    w->ring_size < AUDIT_RING_STEP ? AUDIT_RING_DATA + w->ring_size :
+	    AUDIT_RING_STEP))) != 0) {
+		errno = e;
 		goto fail_fd;
-	for (at = w->spool_acked, end = w->spool_size; at < end; at += n) {
-		n = pread(w->fd, buf, end - at < sizeof(buf) ? end - at :
-		    sizeof(buf), (off_t)at);
-		if (n <= 0 || pwrite(fd, buf, n, (off_t)(at - d)) != n) {
-			if (n == 0)
-				errno = EIO;
-			goto fail_fd;
-		}
 	}
+	if (spool_scan(w->fd, osize, from, &end, &torn, spool_copy_cb, c) ==
+	    -1)
+		fatal("malloc");
+	if (c->failed || spool_copy_flush(c) == -1)
+		goto fail_fd;
+	/* The old file's torn tail is not copied. */
+	if (torn)
+		log_warn("- audit spool torn_tail offset=%llu",
+		    (unsigned long long)end);
+	audit_ring_header(rh, *run, w->ring_size, AUDIT_RING_DATA);
+	if (pwrite(fd, rh, sizeof(rh), 0) != (ssize_t)sizeof(rh))
+		goto fail_fd;
 	if (w->ac->fsync != CONFIG_FSYNC_NEVER && fdatasync(fd) == -1)
 		goto fail_fd;
-	if (rename(w->tmp_path, w->ac->spool_file) == -1)
+	if (rename(w->tmp_path, path) == -1)
 		goto fail_fd;
 	if (w->ac->fsync != CONFIG_FSYNC_NEVER)
 		audit_dir_sync(w);
 	close(w->fd);
 	w->fd = fd;
-	audit_spool_shift(w, d);
-	w->mark_off = AUDIT_SPOOL_HDR;
-	w->mark_crc = 0;
-	w->hdr_frames = 1;
-	w->spool_dirty = 0;
-	w->last_fsync_ms = now_ms();
-	w->n_released++;
+	log_info("- audit spool converted from=%s records=%llu dropped=%llu "
+	    "ring_bytes=%llu", what, (unsigned long long)c->nrec,
+	    (unsigned long long)c->dropped,
+	    (unsigned long long)w->ring_size);
+	if (c->dropped > 0) {
+		log_err("- audit spool_convert dropped=%llu: the ring "
+		    "(spool_max_bytes) is smaller than what was not sent",
+		    (unsigned long long)c->dropped);
+		w->n_dropped += c->dropped;
+	}
+	free(c);
 	return (0);
 fail_fd:
-	log_warn("- audit spool_release error=\"%s\"", strerror(errno));
+	e = errno;
 	close(fd);
 	unlink(w->tmp_path);
-	return (-1);
+	errno = e;
 fail:
-	log_warn("- audit spool_release error=\"%s\"", strerror(errno));
+	if (asprintf(cause, "/audit/spool_file: %s: cannot replace the %s "
+	    "spool with a ring of %llu bytes: %s", path, what,
+	    (unsigned long long)(AUDIT_RING_DATA + w->ring_size),
+	    strerror(errno)) == -1)
+		*cause = NULL;
+	free(c);
 	return (-1);
-}
-
-/*
- * Release the acknowledged prefix: when it reached release_bytes, or,
- * with `now`, whatever its size (the file is full, the writer is idle or
- * stopping).  Only what audit_spool_releasable() allows.
- */
-void
-audit_spool_release(struct audit *w, int now)
-{
-	uint64_t	 done = w->spool_acked - AUDIT_SPOOL_HDR;
-
-	if (done == 0 || (!now && done < w->release_bytes) ||
-	    audit_spool_releasable(w) == 0)
-		return;
-	if (w->spool_acked == w->spool_size)
-		audit_spool_reset(w);
-	else
-		audit_spool_compact(w);
-}
-
-/*
- * The next record of the replay, or NULL when the rest of the spool is
- * unreadable (it is dropped, and a new run starts).
- */
-struct audit_rec *
-audit_spool_read(struct audit *w)
-{
-	unsigned char		 buf[AUDIT_SPOOL_FRAME + AUDIT_REC_MAX];
-	struct audit_rec	*r;
-	size_t			 want;
-	ssize_t			 n;
-	long			 len;
-
-	(void)audit_wal_write(w);
-	want = w->spool_size - w->spool_rd;
-	if (want > sizeof(buf))
-		want = sizeof(buf);
-	n = pread(w->fd, buf, want, (off_t)w->spool_rd);
-	if (n <= 0 || (len = audit_spool_check(buf, (size_t)n)) <= 0) {
-		log_err("- audit spool_corrupt offset=%llu dropped_bytes=%llu",
-		    (unsigned long long)w->spool_rd,
-		    (unsigned long long)(w->spool_size - w->spool_rd));
-		if (ftruncate(w->fd, (off_t)w->spool_rd) == 0)
-			w->spool_size = w->spool_rd;
-		audit_new_run(w);
-		return (NULL);
-	}
-	r = audit_rec_new(w, len - AUDIT_SPOOL_FRAME);
-	r->len = len - AUDIT_SPOOL_FRAME;
-	memcpy(r->data, buf + AUDIT_SPOOL_FRAME, r->len);
-	w->spool_rd += len;
-	r->spool_end = w->spool_rd;
-	r->crc = audit_spool_frame_crc(buf);
-	r->from_spool = 1;
-	return (r);
 }
 
 /*
@@ -610,23 +941,22 @@ audit_spool_lock(struct audit *w, char **cause)
 }
 
 /*
- * Open the spool: lock it (one gateway per spool), check the header,
- * drop a torn tail, start the replay after the acknowledged mark, and
- * take the next run number.
+ * Open the spool: lock it (one gateway per spool), allocate the ring or
+ * convert an older spool into one, walk the records from the head (the
+ * torn tail and what follows are left to be overwritten), and take the
+ * next run number.
  */
 int
 audit_spool_open(struct audit *w, char **cause)
 {
-	unsigned char	*buf;
+	unsigned char	 h[AUDIT_RING_HDR];
 	struct stat	 st;
-	uint64_t	 off, old_run = 0, nrec = 0, nacked = 0, moff = 0;
-	uint64_t	 acked = AUDIT_SPOOL_HDR;
-	uint32_t	 mcrc = 0, acrc = 0;
-	size_t		 have = 0, at, bufsz = 1 << 20;
-	ssize_t		 n;
-	long		 len;
+	uint64_t	 run = 0, size, head = AUDIT_RING_DATA, end;
+	uint64_t	 nrec = 0;
+	ssize_t		 n = 0;
 	const char	*path = w->ac->spool_file;
 	char		*dup;
+	int		 torn = 0;
 
 	if (asprintf(&w->tmp_path, "%s.tmp", path) == -1 ||
 	    (dup = strdup(path)) == NULL)
@@ -634,92 +964,53 @@ audit_spool_open(struct audit *w, char **cause)
 	if ((w->spool_dir = strdup(dirname(dup))) == NULL)
 		fatal("strdup");
 	free(dup);
-	/* A quarter of the file, so that Redis acknowledging keeps room. */
-	w->release_bytes = w->ac->spool_max_bytes / 4;
-	if (w->release_bytes > (4ULL << 20))
-		w->release_bytes = 4ULL << 20;
+	/* The whole file is spool_max_bytes: a page of header, the ring. */
+	w->ring_size = (w->ac->spool_max_bytes - AUDIT_RING_DATA) &
+	    ~(uint64_t)(AUDIT_RING_DATA - 1);
+	/* A quarter of the ring, at most 4 MiB: wrap early past it. */
+	w->ring_hot = w->ring_size / 4;
+	if (w->ring_hot > (4ULL << 20))
+		w->ring_hot = 4ULL << 20;
 	if (audit_spool_lock(w, cause) == -1)
 		return (-1);
-	/* A release that a crash interrupted; we hold the lock. */
+	/* A conversion that a crash interrupted; we hold the lock. */
 	(void)unlink(w->tmp_path);
-	if (fstat(w->fd, &st) == -1) {
+	if (fstat(w->fd, &st) == -1 || (st.st_size > 0 &&
+	    (n = pread(w->fd, h, sizeof(h), 0)) == -1)) {
 		if (asprintf(cause, "/audit/spool_file: %s: %s", path,
 		    strerror(errno)) == -1)
 			*cause = NULL;
 		return (-1);
 	}
-	if ((buf = malloc(bufsz)) == NULL)
-		fatal("malloc");
-	off = 0;
-	if (st.st_size > 0) {
-		n = pread(w->fd, buf, AUDIT_SPOOL_HDR, 0);
-		if (n != AUDIT_SPOOL_HDR || audit_spool_header_parse(buf,
-		    (size_t)n, &old_run) == -1) {
-			free(buf);
-			if (asprintf(cause, "/audit/spool_file: %s: not a "
-			    "portcullis audit spool (move it away to start "
-			    "with an empty one)", path) == -1)
-				*cause = NULL;
+	if (st.st_size > 0 && (audit_ring_header_parse(h, (size_t)n, &run,
+	    &size, &head) == -1 || size != w->ring_size)) {
+		if (audit_spool_convert(w, h, (size_t)n, &run, cause) == -1)
 			return (-1);
-		}
-		audit_spool_mark_parse(buf + AUDIT_SPOOL_MARK_AT, &moff, &mcrc);
-		/* Walk the records; the first bad one ends the file. */
-		off = AUDIT_SPOOL_HDR;
-		for (;;) {
-			n = pread(w->fd, buf + have, bufsz - have,
-			    (off_t)(off + have));
-			if (n < 0) {
-				free(buf);
-				if (asprintf(cause, "/audit/spool_file: %s: %s",
-				    path, strerror(errno)) == -1)
-					*cause = NULL;
-				return (-1);
-			}
-			have += n;
-			/* The part record left moves to the front once. */
-			for (at = 0; (len = audit_spool_check(buf + at,
-			    have - at)) > 0; at += len) {
-				off += len;
-				nrec++;
-				/* The mark, where a record of its CRC ends. */
-				if (off == moff &&
-				    audit_spool_frame_crc(buf + at) == mcrc) {
-					acked = off;
-					acrc = mcrc;
-					nacked = nrec;
-				}
-			}
-			memmove(buf, buf + at, have - at);
-			have -= at;
-			if (len < 0 || n == 0)
-				break;
-		}
-		if ((uint64_t)st.st_size > off) {
-			log_warn("- audit spool torn_tail bytes=%llu",
-			    (unsigned long long)(st.st_size - off));
-			if (ftruncate(w->fd, (off_t)off) == -1)
-				log_warn("- audit spool_truncate error=\"%s\"",
-				    strerror(errno));
-		}
-	} else
-		off = AUDIT_SPOOL_HDR;
-	free(buf);
-	w->mark_off = acked;
-	w->mark_crc = acrc;
-	w->run = old_run;
-	/* Before the header is written: whether it says there are frames. */
-	w->spool_size = off;
+		head = AUDIT_RING_DATA;
+		if (fstat(w->fd, &st) == -1)
+			st.st_size = 0;
+	}
+	/* What a run before allocated or wrote, then a first step. */
+	w->ring_alloc_end = (uint64_t)st.st_size;
+	(void)ring_grow(w, AUDIT_RING_DATA + 1);
+	if (spool_scan(w->fd, w->ring_size, head, &end, &torn, spool_count_cb,
+	    &nrec) == -1)
+		fatal("malloc");
+	if (torn)
+		log_warn("- audit spool torn_tail offset=%llu",
+		    (unsigned long long)end);
+	w->mark_off = head;
+	w->run = run;
 	audit_new_run(w);
 	audit_fsync(w);
-	w->spool_rd = w->spool_acked = acked;
-	w->acked_crc = acrc;
-	w->mode = nrec > nacked ? AUDIT_SPOOL : AUDIT_DIRECT;
-	log_info("- audit spool file=%s records=%llu acknowledged=%llu "
-	    "run=%llu wal=%s", path, (unsigned long long)(nrec - nacked),
-	    (unsigned long long)nacked, (unsigned long long)w->run,
+	w->spool_size = end;
+	w->spool_rd = w->spool_acked = head;
+	w->mode = end > head ? AUDIT_SPOOL : AUDIT_DIRECT;
+	log_info("- audit spool file=%s records=%llu bytes=%llu "
+	    "ring_bytes=%llu run=%llu wal=%s", path, (unsigned long long)nrec,
+	    (unsigned long long)(end - head),
+	    (unsigned long long)w->ring_size, (unsigned long long)w->run,
 	    w->ac->wal ? "on" : "off");
-	if (w->mode == AUDIT_DIRECT && w->spool_size > AUDIT_SPOOL_HDR)
-		audit_spool_reset(w);
 	/* The WAL gathers a loop turn's appends (no loop: one at a time). */
 	if (w->ac->wal && w->ctx != NULL && w->ctx->base != NULL) {
 		if ((w->walbuf = malloc(AUDIT_WAL_BUF)) == NULL)
@@ -732,8 +1023,8 @@ audit_spool_open(struct audit *w, char **cause)
 }
 
 /*
- * The writer stops: write the mark, sync and close.  What follows the
- * mark is replayed next time.
+ * The writer stops: write the head, sync and close.  What follows the
+ * head is replayed next time.
  */
 void
 audit_spool_close(struct audit *w)
@@ -751,4 +1042,32 @@ audit_spool_close(struct audit *w)
 	audit_fsync(w);
 	close(w->fd);
 	w->fd = -1;
+}
+
+/*
+ * Whether the spool file at path may hold records to replay (for a
+ * warning at start, without the lock): an append log longer than its
+ * header, or a ring whose head is the start of a valid frame.
+ */
+int
+audit_spool_pending(const char *path)
+{
+	unsigned char	 h[AUDIT_RING_HDR], f[AUDIT_SPOOL_FRAME];
+	struct stat	 st;
+	uint64_t	 run, size, head;
+	int		 fd, ret = 0;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1)
+		return (0);
+	if (fstat(fd, &st) == 0 && st.st_size > AUDIT_SPOOL_HDR) {
+		ret = 1;
+		if (pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+		    audit_ring_header_parse(h, sizeof(h), &run, &size,
+		    &head) == 0)
+			ret = ring_io(fd, size, 0, f, sizeof(f), head) == 0 &&
+			    (audit_ring_check(f, sizeof(f), head) == 0 ||
+			    audit_ring_is_pad(f, sizeof(f), head));
+	}
+	close(fd);
+	return (ret);
 }

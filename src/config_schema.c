@@ -533,15 +533,17 @@ static const struct cfg_key cfg_audit_keys[] = {
 	{ .name = "spool_file", .type = CFG_STRING,
 	  .off = AUDIT_OFF(spool_file), .def_str = "audit.spool",
 	  .check = cfg_check_spool_file,
-	  .help = "Append-only file of records: each before it is sent "
+	  .help = "Ring file of records: each before it is sent "
 	  "(wal), else while Redis is down, slow or refusing writes; "
 	  "relative to the config file's directory, which must be writable "
-	  "(a new file is renamed over it). Created if missing; replayed in "
-	  "order at start." },
+	  "(an older spool is converted into a new file renamed over it). "
+	  "Created if missing; replayed in order at start." },
 	{ .name = "spool_max_bytes", .type = CFG_SIZE,
 	  .off = AUDIT_OFF(spool_max_bytes), .min = 16384, .max = 1LL << 40,
 	  .def = 1073741824,
-	  .help = "Largest spool file; when full, on_failure applies." },
+	  .help = "Size of the spool ring (the file grows to it as "
+	  "records reach further, never shrinks); when full, on_failure "
+	  "applies." },
 	{ .name = "fsync", .type = CFG_ENUM, .off = AUDIT_OFF(fsync),
 	  .def = CONFIG_FSYNC_INTERVAL, .choices = cfg_fsync_names,
 	  .help = "When the spool is fsync'ed: before each batch is sent "

@@ -329,7 +329,8 @@ metrics_collect(struct pc_ctx *ctx)
 		    (int64_t)a->n_dropped);
 		metrics_set(m, M_AUDIT_RECORDS, MAU_REJECTED,
 		    (int64_t)a->n_rejected);
-		metrics_set(m, M_AUDIT_SPOOL_BYTES, 0, (int64_t)a->spool_size);
+		metrics_set(m, M_AUDIT_SPOOL_BYTES, 0,
+		    (int64_t)audit_spool_used(a));
 		metrics_set(m, M_AUDIT_QUEUE, 0, (int64_t)a->nqueue);
 		metrics_set(m, M_AUDIT_UNREPLICATED, 0,
 		    (int64_t)a->n_unreplicated);

@@ -746,7 +746,7 @@ server_spool_leftovers(const struct config *conf, size_t nworkers)
 	if (conf->audit == NULL || conf->audit->spool_file == NULL)
 		return;
 	if (nworkers > 1 && stat(conf->audit->spool_file, &st) == 0 &&
-	    st.st_size > AUDIT_SPOOL_HDR)
+	    audit_spool_pending(conf->audit->spool_file))
 		log_warn("- server spool_left path=%s bytes=%lld: a spool of "
 		    "a single-process run; with workers it is not replayed: "
 		    "start once with workers 1 to send its records",
@@ -754,7 +754,7 @@ server_spool_leftovers(const struct config *conf, size_t nworkers)
 	for (w = nworkers > 1 ? nworkers : 0; w < 256; w++) {
 		snprintf(path, sizeof(path), "%s.%zu", conf->audit->spool_file,
 		    w);
-		if (stat(path, &st) == 0 && st.st_size > AUDIT_SPOOL_HDR)
+		if (stat(path, &st) == 0 && audit_spool_pending(path))
 			log_warn("- server spool_left path=%s bytes=%lld: the "
 			    "spool of worker %zu, which this setting does not "
 			    "start: start once with workers %zu to send its "

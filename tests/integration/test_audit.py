@@ -15,11 +15,13 @@ import os
 import re
 import shutil
 import socket
+import struct
 import time
 import urllib.parse
 
 import pytest
 
+from lib import audit_spool
 from lib.gateway import gateway_bin, gateway_config, upstream
 from lib.redis import (RedisServer, RespError, audit_record_args,
                        entries_to_dicts, index_refs)
@@ -120,10 +122,9 @@ def assert_numbering(recs):
 
 
 def spool_size(path):
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return -1
+    """Bytes of records not released (the ring's file size never
+    changes); -1 without a spool."""
+    return audit_spool.pending_bytes(str(path))
 
 
 # ---------------------------------------------------------------------------
@@ -295,7 +296,7 @@ def test_redis_outage_loses_nothing(redis, start_registry, start_gateway,
             rest = t0 + (i + 1) * 0.019 - time.monotonic()
             if rest > 0:
                 time.sleep(rest)
-    assert spool_size(spool) > 32, "nothing was spooled"
+    assert spool_size(spool) > 0, "nothing was spooled"
     gap = 20 - (time.monotonic() - t0)
     if gap > 0:
         time.sleep(gap)
@@ -306,7 +307,7 @@ def test_redis_outage_loses_nothing(redis, start_registry, start_gateway,
     recs = records(rs)
     assert_exactly(recs, p.ids)
     assert_numbering(recs)
-    wait_for(lambda: spool_size(spool) == 32, timeout=30,
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
              what="spool emptied after replay")
     log = gw.log_text()
     assert "audit redis_down" in log and "audit redis_up" in log
@@ -329,7 +330,7 @@ def test_gateway_restart_replays_spool(redis, start_registry, start_gateway,
     p.many(300)
     # A clean stop keeps what Redis did not acknowledge in the spool.
     assert gw.stop() == 0
-    assert spool_size(spool) > 32
+    assert spool_size(spool) > 0
     rs.start()
     assert rs.call("XLEN", STREAM) == 100
     gw2 = start_gateway(cfg)
@@ -358,13 +359,18 @@ def test_torn_spool_tail_after_kill9_is_dropped(redis, start_registry,
     # Records are written to the spool before their response leaves, so
     # a SIGKILL now keeps all 60; then half a record, as a crash would.
     gw.proc.stop(sig=9)
-    with open(spool, "ab") as f:
-        f.write(b"1RCP\x40\x00\x00\x00\x12\x34")
+    assert audit_spool.request_ids(str(spool)) == p.ids
+    end = audit_spool.frames(str(spool))[-1]
+    end = end[0] + audit_spool.FRAME + len(end[1])
+    with open(spool, "r+b") as f:
+        f.seek(end)         # no wrap in 60 records of a 1 GiB ring
+        f.write(struct.pack("<IIIQ", audit_spool.RING_MAGIC, 64, 0x1234,
+                            end) + b"half a payload")
     rs.start()
     gw2 = start_gateway(cfg)
     rs.wait_xlen(STREAM, 60)
     assert_exactly(records(rs), p.ids)
-    assert "torn_tail bytes=10" in gw2.log_text()
+    assert "torn_tail offset=%d" % end in gw2.log_text()
 
 
 def test_replaying_what_redis_has_writes_nothing_twice(redis, start_registry,
@@ -386,11 +392,11 @@ def test_replaying_what_redis_has_writes_nothing_twice(redis, start_registry,
     rs.start()
     gw2 = start_gateway(cfg)
     rs.wait_xlen(STREAM, 40)
-    wait_for(lambda: spool_size(spool) == 32, what="spool replayed")
+    wait_for(lambda: spool_size(spool) == 0, what="spool replayed")
     gw2.stop()
     shutil.copy(saved, spool)       # as if the truncation never happened
     gw3 = start_gateway(cfg)
-    wait_for(lambda: spool_size(spool) == 32, what="spool replayed again")
+    wait_for(lambda: spool_size(spool) == 0, what="spool replayed again")
     p3 = Pinger(gw3).many(5)
     rs.wait_xlen(STREAM, 45)
     gw3.stop()
@@ -426,10 +432,10 @@ def test_reject_mode_serves_nothing_unrecorded(redis, start_registry,
     body = json.loads(resp.read())
     assert resp.status == 503
     assert body["errors"][0]["code"] == "UNAVAILABLE"
-    assert spool_size(spool) <= 16384
+    assert os.path.getsize(spool) == 16384     # allocated once
     # Redis comes back: everything served is recorded, once, in order.
     rs = redis(port=port)
-    wait_for(lambda: spool_size(spool) == 32, timeout=30,
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
              what="spool replayed")
     recs = [x for x in records(rs) if x[1]["status"] != "503"]
     assert_exactly(recs, served)
@@ -451,7 +457,7 @@ def test_drop_mode_keeps_serving_and_counts(redis, start_registry,
     wait_for(lambda: "audit spool_full dropped=" in gw.log_text(),
              timeout=10, what="drop logged")
     rs = redis(port=port)
-    wait_for(lambda: spool_size(spool) == 32, timeout=30,
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
              what="spool replayed")
     recs = records(rs)
     assert 0 < len(recs) < 150
@@ -766,3 +772,189 @@ def test_script_batches_skip_what_redis_has_and_refuse_gaps(redis):
         c.call("DEL", "t")
         assert batch(1, 1, 3, stream="t") == 3
         assert rids("t") == ["r1-1", "r1-2", "r1-3"]
+
+
+# ---------------------------------------------------------------------------
+# The spool as a ring (session 7): allocated once, never truncated; the
+# replay walks from the head across the wrap; older spools are replaced.
+
+def _ring_end(path):
+    """The position after the last record from the head on."""
+    fr = audit_spool.frames(str(path))
+    if not fr:
+        return audit_spool.header(str(path))[2]
+    return fr[-1][0] + audit_spool.FRAME + len(fr[-1][1])
+
+
+def _ring_offset(path):
+    """Where the next record goes, as an offset into the ring's data."""
+    return (_ring_end(path) - 4096) % audit_spool.header(str(path))[1]
+
+
+def test_ring_replays_across_the_wrap_after_kill9(redis, start_registry,
+                                                  start_gateway, tmp_path):
+    """A ring of 60 KiB: while Redis keeps up the writer wraps early (a
+    pad past a quarter of the ring, records of the next lap at its
+    start).  Then Redis goes away and the records after it fill the ring
+    to its end and past it (a frame split across the file's end); kill
+    -9; the next start walks from the head across the wrap, stops at the
+    first frame of the previous lap, and every answered request has
+    exactly one record."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "ring.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-ring",
+                         audit=audit_cfg(rs.port, spool,
+                                         spool_max_bytes=65536))
+    gw = start_gateway(cfg)
+    size = audit_spool.header(str(spool))[1]
+    assert size == 61440 and os.path.getsize(spool) == 65536
+    # About 100 KiB, in steps Redis takes before the next (the ring
+    # holds about 170 records: a link still starting would fill it).
+    p = Pinger(gw)
+    for i in range(30):
+        p.many(10)
+        rs.wait_xlen(STREAM, 10 * (i + 1))
+    # Then to a little after a lap's start (records of ~350 bytes), so
+    # that what Redis misses reaches the quarter with more than an
+    # eighth not acknowledged (no early wrap) and the ring's end.
+    for _ in range(200):
+        if 2000 <= _ring_offset(spool) <= 5000:
+            break
+        p.many(1)
+    else:
+        pytest.fail("no lap start reached")
+    rs.wait_xlen(STREAM, len(p.ids))
+    rs.kill()
+    for _ in range(200):                # the ring holds about 170
+        p.many(1)
+        offs = [4096 + (pos - 4096) % size + audit_spool.FRAME + len(pl)
+                for pos, pl in audit_spool.frames(str(spool))]
+        if offs and offs[-1] > 4096 + size:
+            break                       # a frame split across the end
+    else:
+        pytest.fail("the ring's end was not reached: %r %r %s" % (
+            offs[-5:], audit_spool.header(str(spool)),
+            gw.log_text()[-1500:]))
+    p.many(3)
+    gw.proc.stop(sig=9)
+    fr = audit_spool.frames(str(spool))
+    assert audit_spool.request_ids(str(spool))[-60:] == p.ids[-60:]
+    assert os.path.getsize(spool) == 65536
+    rs.start()
+    gw2 = start_gateway(cfg)
+    rs.wait_xlen(STREAM, len(p.ids))
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
+             what="the head moved past the replay")
+    assert_exactly(records(rs), p.ids)
+    gw2.stop()
+    assert "dropped=0" in gw2.log_text()
+    assert os.path.getsize(spool) == 65536
+    assert fr[-1][0] > 2 * size, "the ring lapped"
+
+
+def test_ring_replays_across_an_early_wrap_after_kill9(
+        redis, start_registry, start_gateway, tmp_path):
+    """With Redis keeping up, the writer wraps early (a pad past a
+    quarter of the ring, everything acknowledged); then Redis stalls and
+    the records after the pad are not acknowledged; kill -9: the replay
+    walks from the head in the header, before the pad, follows the pad
+    to the next lap, and sends each record once."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "pad.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-pad",
+                         audit=audit_cfg(rs.port, spool, fsync="never",
+                                         spool_max_bytes=65536))
+    gw = start_gateway(cfg)
+    size = 61440
+    p = Pinger(gw)
+    last = 0
+    for _ in range(300):
+        p.many(1)
+        rs.wait_xlen(STREAM, len(p.ids))
+        off = _ring_offset(spool)
+        if off < last:
+            break                       # wrapped
+        last = off
+    else:
+        pytest.fail("no wrap")
+    assert size // 4 <= last < size // 2, "wrapped early, past a quarter"
+    rs.call("CLIENT", "PAUSE", "60000", "ALL")
+    p.many(8)
+    gw.proc.stop(sig=9)
+    assert audit_spool.request_ids(str(spool))[-8:] == p.ids[-8:]
+    # The head as a crash may leave it (written now and then): at the
+    # pad, where the lap before ended (its first records are overwritten
+    # by the next lap's: an older head is never written back).
+    lap = audit_spool.frames(str(spool))[-8][0]
+    lap -= (lap - 4096) % size
+    audit_spool.set_head(str(spool), lap - size + last)
+    pads = []
+    fr = audit_spool.frames(str(spool), pads)
+    assert pads == [lap - size + last], "one pad, where the lap ended"
+    assert fr[0][0] == lap, "the next record starts the next lap"
+    assert os.path.getsize(spool) == 65536
+    rs.kill()
+    rs.start()
+    gw2 = start_gateway(cfg)
+    rs.wait_xlen(STREAM, len(p.ids))
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
+             what="the head moved past the replay")
+    assert_exactly(records(rs), p.ids)
+    gw2.stop()
+    assert "dropped=0" in gw2.log_text()
+
+
+def test_old_append_log_spool_is_replayed_once_then_a_ring(
+        redis, start_registry, start_gateway, tmp_path):
+    """A spool of the format before the ring (PCAUDSP1, PCR2 frames,
+    no acknowledged mark) is copied into a ring at start, replayed once,
+    and the file is the ring from then on; a ring of another size
+    (spool_max_bytes changed) likewise."""
+    reg = start_registry("up1")
+    port = free_port()                  # Redis down: records spooled
+    spool = tmp_path / "old.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-old",
+                         audit=audit_cfg(port, spool))
+    gw = start_gateway(cfg)
+    p = Pinger(gw).many(40)
+    gw.stop()
+    payloads = [pl for _, pl in audit_spool.frames(str(spool))]
+    assert len(payloads) == 40
+    audit_spool.old_log(str(spool), payloads)
+    rs = redis(port=port)
+    gw = start_gateway(cfg)
+    rs.wait_xlen(STREAM, 40)
+    log = gw.log_text()
+    assert "spool converted from=log records=40 dropped=0" in log
+    assert audit_spool.header(str(spool)) is not None, "not a ring"
+    # A ring of 1 GiB: allocated a step of 4 MiB at a time, as far as
+    # records reach (while Redis keeps up, the writer wraps within it).
+    assert os.path.getsize(spool) == 4 << 20
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
+             what="the replay released")
+    p2 = Pinger(gw).many(5)
+    rs.wait_xlen(STREAM, 45)
+    gw.stop()
+    gw = start_gateway(cfg)             # nothing replayed twice
+    gw.stop()
+    assert "records=0 " in gw.log_text()
+    assert_exactly(records(rs), p.ids + p2.ids)
+    # A ring of another size: spooled while Redis is down, then the
+    # next start with a larger spool_max_bytes copies it over.
+    rs.kill()
+    gw = start_gateway(cfg)
+    p3 = Pinger(gw).many(20)
+    gw.stop()
+    rs.start()
+    cfg2 = gateway_config(upstream(reg, default=True), instance_id="gw-old",
+                          audit=audit_cfg(port, spool,
+                                          spool_max_bytes=1 << 20))
+    gw = start_gateway(cfg2)
+    rs.wait_xlen(STREAM, 65)
+    assert "spool converted from=ring records=20 dropped=0" in \
+        gw.log_text()
+    assert os.path.getsize(spool) == 1 << 20
+    gw.stop()
+    assert_exactly(records(rs), p.ids + p2.ids + p3.ids)

@@ -23,13 +23,13 @@ import zlib
 import pytest
 import requests
 
+from lib import audit_spool
 from lib.cache import cache_cfg
 from lib.gateway import gateway_bin, gateway_config, upstream
 from lib.redis import RedisServer, entries_to_dicts
 from lib.util import free_port, run, wait_for
 
 STREAM = "portcullis:audit"
-HDR = 32
 MT = "application/vnd.oci.image.manifest.v1+json"
 
 
@@ -55,55 +55,21 @@ def audit_cfg(redis_port, spool, **kw):
     return a
 
 
+# What spool_size() says of a ring with nothing after its head (the
+# header's size before the ring; test_workers.py compares with it).
+HDR = 0
+
+
 def spool_size(path):
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return -1
-
-
-_CRC32C = []
-
-
-def crc32c(data):
-    """CRC-32C (Castagnoli), the checksum of "PCR2" frames, by table."""
-    if not _CRC32C:
-        for i in range(256):
-            c = i
-            for _ in range(8):
-                c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-            _CRC32C.append(c)
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = _CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def frame_ok(magic, payload, crc):
-    """A frame's checksum by its magic: "PCR2" CRC-32C, "PCR1" CRC-32."""
-    if magic == 0x32524350:
-        return crc32c(payload) == crc
-    return magic == 0x31524350 and zlib.crc32(payload) == crc
+    """Bytes of records from the ring's head on (its file size never
+    changes); -1 without a spool."""
+    return audit_spool.pending_bytes(str(path))
 
 
 def spool_records(path):
-    """The request ids of the records in a spool file, in file order,
-    read by its format (audit.h): a 32-byte header, then frames of magic,
-    payload length and checksum, and "name\\0value\\0" payloads."""
-    with open(path, "rb") as f:
-        data = f.read()
-    assert data[:8] in (b"PCAUDSP1", b"PCAUDSP2"), "not a spool"
-    ids, off = [], HDR
-    while off + 12 <= len(data):
-        magic, n, crc = struct.unpack("<III", data[off:off + 12])
-        payload = data[off + 12:off + 12 + n]
-        if len(payload) != n or not frame_ok(magic, payload, crc):
-            break
-        parts = payload.split(b"\0")
-        fields = dict(zip(parts[0::2], parts[1::2]))
-        ids.append(fields[b"request_id"].decode())
-        off += 12 + n
-    return ids
+    """The request ids of the records from the spool's head on, in
+    order (lib/audit_spool.py reads the ring's format)."""
+    return audit_spool.request_ids(str(path))
 
 
 def stream_request_ids(rs):
@@ -276,7 +242,7 @@ def test_kill9_mid_load_loses_no_record(redis, start_registry,
     # replayed and released), then stops growing.
     wait_for(lambda: set(answered) <= set(stream_request_ids(rs)),
              timeout=60, what="every answered request in the stream")
-    wait_for(lambda: spool_size(spool) == HDR, timeout=30,
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
              what="spool released")
     got = stream_request_ids(rs)
     dup = sorted({x for x in got if got.count(x) > 1})
@@ -364,7 +330,7 @@ def test_sigterm_with_redis_paused_long_spools_then_replays_once(
     # Redis resumes and runs what it was sent; the replay adds nothing
     # twice, whatever of the 30 that was.
     gw2 = start_gateway(cfg)
-    wait_for(lambda: spool_size(spool) == HDR, timeout=30,
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
              what="spool replayed")
     got = stream_request_ids(rs)
     assert got == ids, "each record exactly once, in order"
@@ -375,9 +341,9 @@ def test_sigterm_with_redis_paused_long_spools_then_replays_once(
 def test_wal_keeps_records_when_the_spool_is_small(redis, start_registry,
                                                    start_gateway, tmp_path):
     """With Redis acknowledging promptly, a WAL much smaller than what
-    goes through it keeps releasing its acknowledged prefix: reject mode
-    refuses nothing and drops nothing, the file stays within
-    spool_max_bytes; a leftover <spool>.tmp is removed.  (Reject mode
+    goes through it keeps releasing its acknowledged prefix (the ring
+    wraps): reject mode refuses nothing and drops nothing, the file stays
+    at spool_max_bytes; a leftover <spool>.tmp is removed.  (Reject mode
     reserves a largest record, 4 KiB, per request being served, so the
     file is sized well above that.)"""
     rs = redis()
@@ -411,7 +377,10 @@ def test_wal_keeps_records_when_the_spool_is_small(redis, start_registry,
         load.join(timeout=600)
         ids += load.ids
         rs.wait_xlen(STREAM, 1 + 2000 * (i + 1), timeout=60)
-    assert 0 < spool_size(spool) <= 4 << 20
+    # The ring was allocated once and wrapped: its head went past its
+    # size, the file kept its size.
+    assert os.path.getsize(spool) == 4 << 20
+    assert audit_spool.header(str(spool))[2] > 4 << 20, "the ring wrapped"
     got = stream_request_ids(rs)
     assert sorted(got) == sorted(ids)
     gw.stop()
@@ -428,15 +397,18 @@ def _payload(fields):
 
 
 def _frame(magic, payload):
-    crc = crc32c(payload) if magic == b"PCR2" else zlib.crc32(payload)
+    """An append-log frame (the spool before the ring)."""
+    crc = audit_spool.crc32c(payload) if magic == b"PCR2" else \
+        zlib.crc32(payload)
     return magic + struct.pack("<II", len(payload), crc) + payload
 
 
 def test_spool_of_both_frame_kinds_replays_each_once(redis, start_registry,
                                                      start_gateway, tmp_path):
-    """A spool an earlier version left ("PCR1" frames, CRC-32) that this
-    one went on writing ("PCR2", CRC-32C), with a torn tail whose length
-    points past the end of the file: every whole record reaches the
+    """A spool an earlier version left ("PCR1" frames, CRC-32) that a
+    later one went on writing ("PCR2", CRC-32C), with a torn tail whose
+    length points past the end of the file: it is converted into a ring
+    at start (the torn tail logged), every whole record reaches the
     stream once, in order, the torn one is dropped, and the readers
     (XRANGE, `audit export`) see each record's fields as written, for
     records just under, at and over the writer's reuse size (640 bytes)
@@ -485,7 +457,6 @@ def test_spool_of_both_frame_kinds_replays_each_once(redis, start_registry,
     hdr += struct.pack("<I", zlib.crc32(hdr)) + b"\0" * 12
     torn = b"PCR2" + struct.pack("<II", 300, 0) + b"x" * 50
     spool.write_bytes(hdr + b"".join(recs) + torn)
-    assert spool_records(spool) == [r for r, _ in want]
 
     cfg = gateway_config(upstream(reg, default=True),
                          instance_id=inst.decode(),
@@ -501,8 +472,9 @@ def test_spool_of_both_frame_kinds_replays_each_once(redis, start_registry,
         for k, v in fields.items():
             assert d[k] == v, (rid, k)
     log = gw.log_text()
-    assert "torn_tail bytes=%d" % len(torn) in log
-    assert "records=%d " % len(want) in log
+    assert "torn_tail offset=%d" % (len(hdr) + len(b"".join(recs))) in log
+    assert "converted from=log records=%d dropped=0" % len(want) in log
+    assert audit_spool.header(str(spool)) is not None, "now a ring"
     out = run([gateway_bin(), "audit", "export", "-c", gw.config_path],
               timeout=60).stdout
     exp = {j["request_id"]: j for j in map(json.loads, out.splitlines())}
@@ -515,27 +487,28 @@ def test_spool_of_both_frame_kinds_replays_each_once(redis, start_registry,
 
 
 def earlier_version_opens(path):
-    """Whether a gateway before CRC-32C frames would take the file as its
-    spool: it checks the header ("PCAUDSP1" and its CRC-32) and then
-    drops every frame that is not "PCR1", from the first one on, as a
-    torn tail."""
+    """Whether a gateway before the ring (and before CRC-32C frames)
+    would take the file as its spool: it checks the 32-byte header
+    ("PCAUDSP1" and its CRC-32), refuses any other ("not a portcullis
+    audit spool"), and then drops every frame that is not "PCR1", from
+    the first one on, as a torn tail."""
     with open(path, "rb") as f:
-        h = f.read(HDR)
-    return len(h) == HDR and h[:8] == b"PCAUDSP1" and \
+        h = f.read(32)
+    return len(h) == 32 and h[:8] == b"PCAUDSP1" and \
         struct.unpack("<I", h[16:20])[0] == zlib.crc32(h[:16])
 
 
 def test_earlier_version_refuses_a_spool_it_would_empty(
         redis, start_registry, start_gateway, tmp_path):
-    """Going back to a version before CRC-32C frames (a rollback after an
-    incident, with Redis down) must not drop what the spool holds: such a
-    version took every "PCR2" frame for a torn tail and truncated the
-    file (shown with the main branch's binary: 20 records spooled while
-    Redis was down, "torn_tail bytes=6751", none ever reached the
-    stream).  While the file holds frames its header says "PCAUDSP2",
-    which such a version refuses to start on ("not a portcullis audit
-    spool"); once it is empty again (a clean stop with Redis up) it says
-    "PCAUDSP1", and such a version starts on it."""
+    """Going back to an earlier version (a rollback after an incident,
+    with Redis down) must not drop what the spool holds: a version before
+    CRC-32C frames took every frame it does not know for a torn tail and
+    truncated the file (shown with the main branch's binary on an append
+    log: 20 records spooled while Redis was down, "torn_tail bytes=6751",
+    none ever reached the stream).  The ring's header ("PCAUDRG1") is
+    none such a version knows: it refuses to start on the file ("not a
+    portcullis audit spool"), with records in it and once it is empty
+    again (the README: stop cleanly with Redis up, then remove it)."""
     rs = redis()
     reg = start_registry("up1")
     spool = tmp_path / "back.spool"
@@ -550,6 +523,7 @@ def test_earlier_version_refuses_a_spool_it_would_empty(
     s.close()
     assert gw.stop() == 0
     assert spool_records(spool) == ids
+    assert audit_spool.header(str(spool)) is not None, "a ring"
     assert not earlier_version_opens(spool), \
         "an earlier version would drop the spooled records"
     rs.start()
@@ -560,40 +534,42 @@ def test_earlier_version_refuses_a_spool_it_would_empty(
     assert gw2.stop() == 0
     assert stream_request_ids(rs) == ids
     assert spool_records(spool) == []
-    assert earlier_version_opens(spool), \
-        "an empty spool still opens under an earlier version"
+    # Still a ring: an earlier version refuses it until it is removed.
+    assert audit_spool.header(str(spool)) is not None
+    assert not earlier_version_opens(spool)
 
 
 def test_a_record_that_cannot_be_sent_does_not_stop_the_rest(
         redis, start_registry, start_gateway, tmp_path):
-    """A record in the spool whose frame is sound but whose payload has no
+    """A record in the ring whose frame is sound but whose payload has no
     usable id (a file written by something else: the writer's own records
     always have one) can never be sent.  Before, the writer dropped the
     link for it on every connection ("send failed", again and again):
     neither the records after it nor any new one reached the stream, and
-    the spool only grew.  It is dropped (logged with its offset, counted
-    as dropped) and everything else goes on, exactly once."""
+    the spool only grew.  It is dropped (logged with its position,
+    counted as dropped) and everything else goes on, exactly once."""
     rs = redis()
     reg = start_registry("up1")
     spool = tmp_path / "bad.spool"
     inst = b"gw-bad"
-    hdr = b"PCAUDSP2" + struct.pack("<II", 1001, 0)
-    hdr += struct.pack("<I", zlib.crc32(hdr)) + b"\0" * 12
 
     def good(n):
-        return _frame(b"PCR2", _payload([
-            ("time", b"1700000000000"), ("id", inst + b"/1001-%d" % n),
-            ("request_id", b"good-%d" % n)]))
-    bad = [_frame(b"PCR2", _payload([("time", b"1"),
-                                     ("request_id", b"no-id")])),
-           _frame(b"PCR1", _payload([("time", b"1"), ("id", b"x/y-z"),
-                                     ("request_id", b"bad-id")])),
-           _frame(b"PCR2", b"not\0a payload")]
-    spool.write_bytes(hdr + good(1) + bad[0] + good(2) + bad[1] + bad[2] +
-                      good(3))
+        return _payload([("time", b"1700000000000"),
+                         ("id", inst + b"/1001-%d" % n),
+                         ("request_id", b"good-%d" % n)])
+    bad = [_payload([("time", b"1"), ("request_id", b"no-id")]),
+           _payload([("time", b"1"), ("id", b"x/y-z"),
+                     ("request_id", b"bad-id")]),
+           b"not\0a payload"]
+    # The ring of spool_max_bytes 65536 (a page of header, 61440 bytes
+    # of records), so that it is replayed as it is, not converted.
+    audit_spool.ring(str(spool), [good(1), bad[0], good(2), bad[1],
+                                  bad[2], good(3)], 61440, run=1001)
+    assert len(audit_spool.frames(str(spool))) == 6
     cfg = gateway_config(upstream(reg, default=True),
                          instance_id=inst.decode(),
-                         audit=audit_cfg(rs.port, spool))
+                         audit=audit_cfg(rs.port, spool,
+                                         spool_max_bytes=65536))
     gw = start_gateway(cfg)
     s = requests.Session()
     s.trust_env = False
@@ -607,8 +583,10 @@ def test_a_record_that_cannot_be_sent_does_not_stop_the_rest(
              what="spool released")
     assert gw.stop() == 0
     log = gw.log_text()
+    assert "converted" not in log, "the ring was replayed as it was"
     # Logged at most once a second; the three are counted.
     assert "audit unsendable_record offset=%d " % (
-        HDR + len(good(1))) in log, log[-3000:]
+        audit_spool.DATA + audit_spool.FRAME + len(good(1))) in log, \
+        log[-3000:]
     assert "dropped=3" in log
     assert stream_request_ids(rs) == want

@@ -8,11 +8,13 @@ takes the X-Request-Id of every response head in the bytes it is about
 to send, and reads the spool file from gdb's own process, another
 process than the gateway: the record of each id must be there already
 (the page cache, which a kill -9 leaves), whatever way it got there (a
-write per loop turn today; a store into a mapped file was tried), or
-have been there at a stop before (the gateway is stopped before each
-ftruncate and rename too, which release the acknowledged prefix: a
-response that waited for its socket may leave after Redis acknowledged
-its record and the file was emptied).  Then a kill -9 at any instant cannot leave a
+pwrite into the ring per loop turn today; a store into a mapped file was
+tried).  The ring never removes a record (its head moves), so the
+record of a response that waited for its socket after Redis
+acknowledged it is still there; the stops before ftruncate and rename,
+which released the acknowledged prefix before the ring, are kept: they
+must not happen any more, and would only widen what counts as there.
+Then a kill -9 at any instant cannot leave a
 response read by a client without its record in the page cache.  The
 shapes tried are the ones that leave by other paths: pipelined
 requests, HEAD, a 304, a cached blob by sendfile, an early answer before
@@ -47,7 +49,7 @@ UNSHARE = shutil.which("unshare")
 # ids of the response heads it sends, each with whether its record was
 # in the spool file at that moment ("ok <id>" / "missing <id>").
 GDB_SCRIPT = r"""
-import gdb, os, re, struct, zlib
+import gdb, os, re, struct
 SPOOL, OUT = os.environ["WAL_SPOOL"], os.environ["WAL_OUT"]
 RID = re.compile(rb"\r\nX-Request-Id: ([0-9a-f]+)\r\n")
 out = open(OUT, "a")
@@ -88,28 +90,39 @@ for i in range(256):
         c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
     CRC32C.append(c)
 
-def crc_ok(magic, p, crc):
-    if magic == 0x31524350:
-        return zlib.crc32(p) == crc
+def crc32c(p):
     c = 0xFFFFFFFF
     for b in p:
         c = CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
-    return magic == 0x32524350 and c ^ 0xFFFFFFFF == crc
+    return c ^ 0xFFFFFFFF
 
 def spool_ids():
+    # Every record in the ring from its first position on (the ring
+    # releases by moving its head, never removes a record, and the
+    # test's records do not wrap it): frames of "PCR3", length, CRC-32C
+    # and their own position (lib/audit_spool.py).
+    ids = set()
     try:
-        data = open(SPOOL, "rb").read()
+        f = open(SPOOL, "rb")
     except OSError:
-        return set()
-    ids, off = set(), 32
-    while off + 12 <= len(data):
-        magic, n, crc = struct.unpack("<III", data[off:off + 12])
-        p = data[off + 12:off + 12 + n]
-        if len(p) != n or not crc_ok(magic, p, crc):
-            break
-        parts = p.split(b"\0")
-        ids.add(dict(zip(parts[0::2], parts[1::2])).get(b"request_id"))
-        off += 12 + n
+        return ids
+    with f:
+        pos = 4096
+        while True:
+            f.seek(pos)
+            h = f.read(20)
+            if len(h) < 20:
+                break
+            magic, n, crc, at = struct.unpack("<IIIQ", h)
+            if magic != 0x33524350 or at != pos or not 0 < n <= 4096:
+                break
+            p = f.read(n)
+            if len(p) != n or crc32c(p) != crc:
+                break
+            parts = p.split(b"\0")
+            ids.add(dict(zip(parts[0::2], parts[1::2])).get(
+                b"request_id"))
+            pos += 20 + n
     return ids
 
 def check():
@@ -276,16 +289,19 @@ def test_no_response_leaves_before_its_record(start_registry, start_gateway,
         rs.stop()
 
 
-def _full_disk_wrapper(tmp_path, mnt):
+def _full_disk_wrapper(tmp_path, mnt, size="8k", fill_kb=0):
     """The gateway in its own user and mount namespaces (no privilege
-    needed) with mnt a tmpfs of 8 KiB: room for the spool's header and a
-    few records, then every write of the spool fails (ENOSPC)."""
+    needed) with mnt a tmpfs of `size` (8 KiB: room for the spool's
+    header page, not for its ring), fill_kb of it taken by mnt/filler
+    before the gateway starts."""
     w = tmp_path / "portcullis-fulldisk"
     real = os.path.abspath(os.path.join(os.path.dirname(__file__), "..",
                                         "..", "portcullis"))
+    fill = " && head -c %d /dev/zero > %s/filler" % (fill_kb * 1024, mnt) \
+        if fill_kb else ""
     w.write_text("#!/bin/sh\nexec %s --user --map-root-user --mount sh -c "
-                 "'mount -t tmpfs -o size=8k tmpfs %s && exec \"$0\" "
-                 "\"$@\"' %s \"$@\"\n" % (UNSHARE, mnt, real))
+                 "'mount -t tmpfs -o size=%s tmpfs %s%s && exec \"$0\" "
+                 "\"$@\"' %s \"$@\"\n" % (UNSHARE, size, mnt, fill, real))
     w.chmod(w.stat().st_mode | stat.S_IXUSR)
     return str(w)
 
@@ -326,7 +342,9 @@ def test_full_disk_still_sends_every_record_once(start_registry,
                  timeout=60, what="every answered request in Redis")
         got = stream_request_ids(rs)
         assert len(got) == len(set(got)), "a record twice"
-        assert "spool_write error" in gw.log_text(), "the disk never filled"
+        # The ring's first step (4 MiB) cannot be allocated on 8 KiB:
+        # every append fails as a write would.
+        assert "spool_allocate" in gw.log_text(), "the disk never filled"
         gw.stop()
         assert "dropped=0" in gw.log_text()
     finally:
@@ -336,48 +354,42 @@ def test_full_disk_still_sends_every_record_once(start_registry,
 @pytest.mark.skipif(UNSHARE is None, reason="needs unshare (util-linux)")
 def test_a_record_the_full_disk_refused_is_not_lost_at_a_link_loss(
         start_registry, start_gateway, tmp_path, monkeypatch):
-    """Record A's WAL write fails (disk full), room comes back, record C
-    (the next number) is written; Redis dies before acknowledging either
-    (paused, then SIGKILL: neither command ran).  Review: at the link
-    loss A was spooled behind C, so the replay sent C first: refused as
-    a GAP (a false "lost by Redis" alarm, portcullis_audit_redis_gaps)
-    and forced past it, A written after C.  Now the records after one
-    kept out of the WAL stay out too, and are spooled in order."""
+    """Record A's WAL write fails (the disk was full when the ring was to
+    be allocated), room comes back (the writer's tick allocates the
+    ring), record C (the next number) follows; Redis dies before
+    acknowledging either (paused, then SIGKILL: neither command ran).
+    Review: at the link loss A was spooled behind C, so the replay sent C
+    first: refused as a GAP (a false "lost by Redis" alarm,
+    portcullis_audit_redis_gaps) and forced past it, A written after C.
+    Now the records after one kept out of the WAL stay out too, and are
+    spooled in order."""
     rs = RedisServer(tmp_path / "redis")
     try:
         reg = start_registry("up1")
         mnt = tmp_path / "wal"
         mnt.mkdir()
+        # 64 KiB, 56 of them taken: the header page fits, the ring of
+        # 16 KiB (spool_max_bytes) does not.
         monkeypatch.setenv("PORTCULLIS_BIN",
-                           _full_disk_wrapper(tmp_path, mnt))
+                           _full_disk_wrapper(tmp_path, mnt, "64k", 56))
         gw = start_gateway(gateway_config(
             upstream(reg, default=True), instance_id="gw-order2",
-            audit=audit_cfg(rs.port, mnt / "spool", timeout=2)))
+            audit=audit_cfg(rs.port, mnt / "spool", timeout=2,
+                            spool_max_bytes=16384)))
+        assert "spool_allocate" in gw.log_text(), "the disk was not full"
         s = requests.Session()
         s.trust_env = False
-        # Ten records of about 360 bytes: the spool's page nearly full.
         rids = [s.get(gw.url + "/v2/", timeout=15).headers["X-Request-Id"]
                 for _ in range(10)]
         rs.wait_xlen("portcullis:audit", 10)
-        # The gateway's view of the tmpfs, from outside its namespace.
-        inside = "/proc/%d/root%s" % (gw.pid, mnt)
-        filler = os.path.join(inside, "filler")
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            for _ in range(64):         # 8 KiB of room at most
-                os.write(fd, b"x" * 512)
-        except OSError:
-            pass                        # full
-        finally:
-            os.close(fd)
         rs.call("CLIENT", "PAUSE", "60000", "ALL")
-        # A long User-Agent: A's record needs a new page of the tmpfs;
-        # C's, short, fits in what is left of the last one.
         a = s.get(gw.url + "/v2/", timeout=15,
                   headers={"User-Agent": "a" * 3000}).headers["X-Request-Id"]
-        wait_for(lambda: "spool_write error" in gw.log_text(), timeout=30,
-                 what="the WAL write of A failed")
-        os.unlink(filler)
+        # Room comes back (the gateway's view of the tmpfs, from outside
+        # its namespace): the tick allocates the ring.
+        os.unlink("/proc/%d/root%s/filler" % (gw.pid, mnt))
+        wait_for(lambda: "audit spool allocated" in gw.log_text(),
+                 timeout=30, what="the ring allocated")
         c = s.get(gw.url + "/v2/", timeout=15).headers["X-Request-Id"]
         rids += [a, c]
         rs.kill()

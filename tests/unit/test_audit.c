@@ -230,32 +230,94 @@ test_spool_frames(void **state)
 		buf[10] = (c >> 16) & 0xff;
 		buf[11] = c >> 24;
 	}
-	memcpy(buf + AUDIT_SPOOL_FRAME, p, 7);
-	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7),
-	    AUDIT_SPOOL_FRAME + 7);
+	memcpy(buf + AUDIT_LOG_FRAME, p, 7);
+	assert_int_equal(audit_spool_check(buf, AUDIT_LOG_FRAME + 7),
+	    AUDIT_LOG_FRAME + 7);
 	/* ... but not with the other checksum. */
 	memcpy(buf, "PCR2", 4);
-	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7), -1);
+	assert_int_equal(audit_spool_check(buf, AUDIT_LOG_FRAME + 7), -1);
 
 	audit_spool_frame(buf, p, 7);
-	memcpy(buf + AUDIT_SPOOL_FRAME, p, 7);
+	memcpy(buf + AUDIT_LOG_FRAME, p, 7);
 	assert_memory_equal(buf, "PCR2", 4);
-	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7),
-	    AUDIT_SPOOL_FRAME + 7);
+	assert_int_equal(audit_spool_check(buf, AUDIT_LOG_FRAME + 7),
+	    AUDIT_LOG_FRAME + 7);
 	assert_true(audit_spool_frame_crc(buf) == audit_crc32c(p, 7));
 	/* A torn tail: not enough bytes yet. */
-	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 6), 0);
+	assert_int_equal(audit_spool_check(buf, AUDIT_LOG_FRAME + 6), 0);
 	assert_int_equal(audit_spool_check(buf, 5), 0);
 	/* A flipped payload bit fails the checksum. */
-	buf[AUDIT_SPOOL_FRAME + 5] ^= 0x10;
-	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7), -1);
-	buf[AUDIT_SPOOL_FRAME + 5] ^= 0x10;
+	buf[AUDIT_LOG_FRAME + 5] ^= 0x10;
+	assert_int_equal(audit_spool_check(buf, AUDIT_LOG_FRAME + 7), -1);
+	buf[AUDIT_LOG_FRAME + 5] ^= 0x10;
 	/* A length past the limit is refused before anything is read. */
 	buf[6] = 0x7f;
-	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7), -1);
+	assert_int_equal(audit_spool_check(buf, AUDIT_LOG_FRAME + 7), -1);
 	buf[6] = 0;
 	buf[0] ^= 1;
-	assert_int_equal(audit_spool_check(buf, AUDIT_SPOOL_FRAME + 7), -1);
+	assert_int_equal(audit_spool_check(buf, AUDIT_LOG_FRAME + 7), -1);
+}
+
+/*
+ * The ring's header and frames: a frame validates only at the position
+ * it names (a frame of the previous lap, read where the next lap's head
+ * reached, is the end of the records), a torn frame needs more bytes or
+ * fails its checksum, and the header keeps run, size and head under its
+ * CRC.
+ */
+static void
+test_ring_frames(void **state)
+{
+	unsigned char	 buf[AUDIT_SPOOL_FRAME + 16], h[AUDIT_RING_HDR];
+	const char	*p = "time\0" "1\0";
+	uint64_t	 run, size, head, pos = 0x100000123ULL;
+
+	audit_ring_header(h, 42, 1 << 20, pos);
+	assert_int_equal(audit_ring_header_parse(h, sizeof(h), &run, &size,
+	    &head), 0);
+	assert_true(run == 42 && size == 1 << 20 && head == pos);
+	assert_int_equal(audit_ring_header_parse(h, sizeof(h) - 1, &run,
+	    &size, &head), -1);
+	h[25] ^= 1;		/* the head, torn */
+	assert_int_equal(audit_ring_header_parse(h, sizeof(h), &run, &size,
+	    &head), -1);
+	h[25] ^= 1;
+	/* An append log's header is not a ring's, and the reverse. */
+	audit_spool_header(buf, 42, 0);
+	assert_int_equal(audit_ring_header_parse(buf, sizeof(h), &run, &size,
+	    &head), -1);
+	assert_int_equal(audit_spool_header_parse(h, AUDIT_SPOOL_HDR, &run),
+	    -1);
+
+	audit_ring_frame(buf, p, 7, pos);
+	memcpy(buf + AUDIT_SPOOL_FRAME, p, 7);
+	assert_memory_equal(buf, "PCR3", 4);
+	assert_int_equal(audit_ring_check(buf, AUDIT_SPOOL_FRAME + 7, pos),
+	    AUDIT_SPOOL_FRAME + 7);
+	assert_true(audit_spool_frame_crc(buf) == audit_crc32c(p, 7));
+	/* Stale: the same bytes one lap (of any size) off. */
+	assert_int_equal(audit_ring_check(buf, AUDIT_SPOOL_FRAME + 7,
+	    pos + (1 << 20)), -1);
+	assert_int_equal(audit_ring_check(buf, AUDIT_SPOOL_FRAME + 7,
+	    pos - 4096), -1);
+	/* Torn: bytes missing, or the payload of an older record. */
+	assert_int_equal(audit_ring_check(buf, AUDIT_SPOOL_FRAME + 6, pos), 0);
+	assert_int_equal(audit_ring_check(buf, 11, pos), 0);
+	buf[AUDIT_SPOOL_FRAME + 2] ^= 4;
+	assert_int_equal(audit_ring_check(buf, AUDIT_SPOOL_FRAME + 7, pos),
+	    -1);
+	buf[AUDIT_SPOOL_FRAME + 2] ^= 4;
+	/* Zeros (an allocated, never written ring) are no frame. */
+	memset(buf, 0, sizeof(buf));
+	assert_int_equal(audit_ring_check(buf, sizeof(buf), pos), -1);
+	/* An append-log frame is not a ring frame. */
+	audit_spool_frame(buf, p, 7);
+	memcpy(buf + AUDIT_LOG_FRAME, p, 7);
+	assert_int_equal(audit_ring_check(buf, sizeof(buf), pos), -1);
+	/* A length past the limit is refused before anything is read. */
+	audit_ring_frame(buf, p, 7, pos);
+	buf[6] = 0x7f;
+	assert_int_equal(audit_ring_check(buf, AUDIT_SPOOL_FRAME, pos), -1);
 }
 
 static void
@@ -629,21 +691,41 @@ test_page_ends(void **state)
 			v[i] = (char)rnd(256);
 		assert_true(audit_crc32c(v, n) == audit_crc32c_tables(v, n));
 	}
+	/* Append-log frames (read when an older spool is converted). */
 	for (n = 1; n <= 40; n++) {
 		for (i = 0; i < n; i++)
-			fr[AUDIT_SPOOL_FRAME + i] = (unsigned char)rnd(256);
-		audit_spool_frame(fr, fr + AUDIT_SPOOL_FRAME, n);
-		for (k = 0; k <= AUDIT_SPOOL_FRAME + n; k++) {
+			fr[AUDIT_LOG_FRAME + i] = (unsigned char)rnd(256);
+		audit_spool_frame(fr, fr + AUDIT_LOG_FRAME, n);
+		for (k = 0; k <= AUDIT_LOG_FRAME + n; k++) {
 			v = end - k;
 			memcpy(v, fr, k);
 			assert_int_equal(audit_spool_check((unsigned char *)v,
-			    k), k < AUDIT_SPOOL_FRAME + n ? 0 :
-			    (long)(AUDIT_SPOOL_FRAME + n));
+			    k), k < AUDIT_LOG_FRAME + n ? 0 :
+			    (long)(AUDIT_LOG_FRAME + n));
 			/* A length past what is there: more is needed. */
-			if (k >= AUDIT_SPOOL_FRAME) {
+			if (k >= AUDIT_LOG_FRAME) {
 				v[4] = (char)(n + 1);
 				assert_int_equal(audit_spool_check(
 				    (unsigned char *)v, k), k <
+				    AUDIT_LOG_FRAME + n + 1 ? 0 : -1);
+			}
+		}
+	}
+	/* Ring frames likewise. */
+	for (n = 1; n <= 40; n++) {
+		for (i = 0; i < n; i++)
+			fr[AUDIT_SPOOL_FRAME + i] = (unsigned char)rnd(256);
+		audit_ring_frame(fr, fr + AUDIT_SPOOL_FRAME, n, 4096 + n);
+		for (k = 0; k <= AUDIT_SPOOL_FRAME + n; k++) {
+			v = end - k;
+			memcpy(v, fr, k);
+			assert_int_equal(audit_ring_check((unsigned char *)v,
+			    k, 4096 + n), k < AUDIT_SPOOL_FRAME + n ? 0 :
+			    (long)(AUDIT_SPOOL_FRAME + n));
+			if (k >= AUDIT_SPOOL_FRAME) {
+				v[4] = (char)(n + 1);
+				assert_int_equal(audit_ring_check(
+				    (unsigned char *)v, k, 4096 + n), k <
 				    AUDIT_SPOOL_FRAME + n + 1 ? 0 : -1);
 			}
 		}
@@ -661,6 +743,7 @@ main(void)
 		cmocka_unit_test(test_pack_tabs),
 		cmocka_unit_test(test_payload_any_order),
 		cmocka_unit_test(test_spool_frames),
+		cmocka_unit_test(test_ring_frames),
 		cmocka_unit_test(test_time),
 		cmocka_unit_test(test_filter),
 		cmocka_unit_test(test_packed_layout),
