@@ -112,6 +112,33 @@ ring_io(int fd, uint64_t size, int wr, void *buf, size_t len, uint64_t pos)
 	return (0);
 }
 
+/*
+ * Read up to len bytes at ring position pos, as ring_io() does, but the
+ * file's end (a ring not allocated that far yet: ring_grow()) ends the
+ * read instead of failing it.  The bytes read, or -1 (errno).
+ */
+static ssize_t
+ring_read(int fd, uint64_t size, void *buf, size_t len, uint64_t pos)
+{
+	unsigned char	*b = buf;
+	size_t		 k, got = 0;
+	off_t		 o;
+	ssize_t		 n;
+
+	while (got < len) {
+		o = ring_off(size, pos + got);
+		k = AUDIT_RING_DATA + size - (uint64_t)o;
+		if (k > len - got)
+			k = len - got;
+		if ((n = pread(fd, b + got, k, o)) == -1)
+			return (-1);
+		got += n;
+		if ((size_t)n < k)
+			break;
+	}
+	return ((ssize_t)got);
+}
+
 static int
 audit_write_header(struct audit *w)
 {
@@ -672,19 +699,15 @@ spool_scan(int fd, uint64_t size, uint64_t from, uint64_t *end, int *torn,
 			if (size != 0) {
 				if (k > lim - (pos + have))
 					k = lim - (pos + have);
-				if (k == 0 || ring_io(fd, size, 0, buf + have,
-				    k, pos + have) == -1)
-					eof = 1;
-				else
-					have += k;
-			} else {
+				n = k == 0 ? 0 : ring_read(fd, size,
+				    buf + have, k, pos + have);
+			} else
 				n = pread(fd, buf + have, k,
 				    (off_t)(pos + have));
-				if (n <= 0)
-					eof = 1;
-				else
-					have += n;
-			}
+			if (n <= 0)
+				eof = 1;
+			else
+				have += n;
 		}
 		len = size != 0 ? audit_ring_check(buf + off, have - off, pos) :
 		    audit_spool_check(buf + off, have - off);

@@ -590,3 +590,48 @@ def test_a_record_that_cannot_be_sent_does_not_stop_the_rest(
         log[-3000:]
     assert "dropped=3" in log
     assert stream_request_ids(rs) == want
+
+
+def test_a_ring_allocated_short_of_its_end_replays_every_record(
+        redis, start_registry, start_gateway, tmp_path):
+    """A ring of 1 GiB (the default) is allocated on disk 4 MiB at a
+    time, as far as records reach: after an outage its records can end
+    just short of the file's end.  Every one of them is replayed, in
+    order.  Before, the walk at start read 1 MiB at a time and took a
+    read that the file's end cut short for the end of the records: the
+    last of them (17 of 9,269 ending 500 bytes before 4 MiB; 923 of
+    151,146 after converting a 64 MiB append log) were logged as a torn
+    tail and dropped, and the next appends overwrote them."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "short.spool"
+    inst = b"gw-short"
+    size = (1 << 30) - 4096             # spool_max_bytes' default, less
+    payloads, want, pos, n = [], [], audit_spool.DATA, 0  # a page
+    while True:
+        n += 1
+        rid = b"short-%d" % n
+        p = _payload([("time", b"1700000000000"),
+                      ("id", inst + b"/1001-%d" % n), ("request_id", rid),
+                      ("user_agent", b"u" * (300 + n % 200))])
+        if pos + audit_spool.FRAME + len(p) > (4 << 20) - 600:
+            break
+        payloads.append(p)
+        want.append(rid.decode())
+        pos += audit_spool.FRAME + len(p)
+    audit_spool.ring(str(spool), payloads, size, run=1001,
+                     file_len=4 << 20)
+    assert os.path.getsize(spool) == 4 << 20
+    assert audit_spool.request_ids(str(spool)) == want
+    cfg = gateway_config(upstream(reg, default=True),
+                         instance_id=inst.decode(),
+                         audit=audit_cfg(rs.port, spool))
+    gw = start_gateway(cfg)
+    rs.wait_xlen(STREAM, len(want), timeout=120)
+    wait_for(lambda: spool_size(spool) == HDR, timeout=30,
+             what="spool replayed and released")
+    assert gw.stop() == 0
+    log = gw.log_text()
+    assert "torn_tail" not in log, log[-2000:]
+    assert "records=%d " % len(want) in log
+    assert stream_request_ids(rs) == want

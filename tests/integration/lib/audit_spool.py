@@ -134,20 +134,26 @@ def old_log(path, payloads, run=1):
         f.write(bytes(h) + body)
 
 
-def ring(path, payloads, size, run=1, head=DATA):
-    """Write a ring spool of `size` bytes of records (the file is
-    DATA + size bytes) with its head at `head`, holding payloads in
-    "PCR3" frames from there on (across the wrap if they reach it)."""
-    h = bytearray(b"PCAUDRG1" + struct.pack("<QQQ", run, size, head))
-    h += struct.pack("<I", zlib.crc32(bytes(h)))
-    data = bytearray(DATA + size)
-    data[:len(h)] = h
-    pos = head
-    for p in payloads:
-        rec = struct.pack("<IIIQ", RING_MAGIC, len(p), crc32c(p), pos) + p
-        assert pos + len(rec) <= head + size, "the ring is full"
-        for i, b in enumerate(rec):
-            data[DATA + (pos + i - DATA) % size] = b
-        pos += len(rec)
+def ring(path, payloads, size, run=1, head=DATA, file_len=None):
+    """Write a ring spool of `size` bytes of records with its head at
+    `head`, holding payloads in "PCR3" frames from there on (across the
+    wrap if they reach it).  The file is DATA + size bytes, or file_len
+    (a ring the writer has not allocated to its end yet: ring_grow())."""
+    h = b"PCAUDRG1" + struct.pack("<QQQ", run, size, head)
+    h += struct.pack("<I", zlib.crc32(h))
     with open(path, "wb") as f:
-        f.write(bytes(data))
+        f.write(h)
+        pos = head
+        for p in payloads:
+            rec = struct.pack("<IIIQ", RING_MAGIC, len(p), crc32c(p),
+                              pos) + p
+            assert pos + len(rec) <= head + size, "the ring is full"
+            off = DATA + (pos - DATA) % size
+            k = min(len(rec), DATA + size - off)
+            f.seek(off)
+            f.write(rec[:k])
+            if k < len(rec):
+                f.seek(DATA)
+                f.write(rec[k:])
+            pos += len(rec)
+        f.truncate(file_len or DATA + size)
