@@ -291,7 +291,8 @@ def test_descriptor_limit_follows_a_reload(reg, start_gateway, tmp_path,
     # max_connections is reloadable: a reload that raises it raises the
     # soft descriptor limit too (up to the hard limit), as a start with
     # it would.  Fails before this change: the soft limit stayed 256
-    # after max_connections went from 50 to 1000 (wanting 2064).
+    # after max_connections went from 40 to 1000 (wanting 4064: four
+    # descriptors a connection with buffers.splice, server_fd_limit).
     import signal
     from lib.gateway import gateway_bin
     wrapper = tmp_path / "portcullis-limited"
@@ -299,15 +300,15 @@ def test_descriptor_limit_follows_a_reload(reg, start_gateway, tmp_path,
                        "\"$@\"\n" % gateway_bin())
     wrapper.chmod(0o755)
     monkeypatch.setenv("PORTCULLIS_BIN", str(wrapper))
-    gw = start_gateway(gw_config(reg.url, limits={"max_connections": 50}))
-    assert _soft_nofile(gw.pid) == 256
+    gw = start_gateway(gw_config(reg.url, limits={"max_connections": 40}))
+    assert _soft_nofile(gw.pid) == 256     # 40 * 4 + 64 fit
     cfg = dict(gw.config)
     cfg["limits"] = dict(cfg["limits"], max_connections=1000)
     with open(gw.config_path, "w") as f:
         json.dump(cfg, f)
     os.kill(gw.pid, signal.SIGHUP)
     wait_for(lambda: "reload done" in gw.log_text(), what="the reload")
-    assert _soft_nofile(gw.pid) >= 2064
+    assert _soft_nofile(gw.pid) >= 4064
     assert "fd_limit" not in gw.log_text()
     assert_serves(gw)
 
