@@ -952,6 +952,7 @@ audit_spool_open(struct audit *w, char **cause)
 	ssize_t		 n = 0;
 	const char	*path = w->ac->spool_file;
 	char		*dup;
+	ssize_t		 i;
 	int		 torn = 0;
 
 	if (asprintf(&w->tmp_path, "%s.tmp", path) == -1 ||
@@ -978,8 +979,18 @@ audit_spool_open(struct audit *w, char **cause)
 			*cause = NULL;
 		return (-1);
 	}
-	if (st.st_size > 0 && (audit_ring_header_parse(h, (size_t)n, &run,
-	    &size, &head) == -1 || size != w->ring_size)) {
+	/*
+	 * A header of zeros was never written: a kill -9 between the first
+	 * allocation and the header (below) leaves that, and no record
+	 * was appended before it.  An empty ring, not a foreign file.
+	 */
+	for (i = 0; i < n && h[i] == 0; i++)
+		;
+	if (st.st_size > 0 && i == n)
+		log_warn("- audit spool_header_missing file=%s: taken as an "
+		    "empty ring", path);
+	if (st.st_size > 0 && i < n && (audit_ring_header_parse(h,
+	    (size_t)n, &run, &size, &head) == -1 || size != w->ring_size)) {
 		if (audit_spool_convert(w, h, (size_t)n, &run, cause) == -1)
 			return (-1);
 		head = AUDIT_RING_DATA;

@@ -22,7 +22,8 @@ import urllib.parse
 import pytest
 
 from lib import audit_spool
-from lib.gateway import gateway_bin, gateway_config, upstream
+from lib.gateway import (OPEN_TEST_POLICY, gateway_bin, gateway_config,
+                         upstream)
 from lib.redis import (RedisServer, RespError, audit_record_args,
                        entries_to_dicts, index_refs)
 from lib.util import ManagedProcess, free_port, pid_alive, safe_env, wait_for
@@ -958,3 +959,43 @@ def test_old_append_log_spool_is_replayed_once_then_a_ring(
     assert os.path.getsize(spool) == 1 << 20
     gw.stop()
     assert_exactly(records(rs), p.ids + p2.ids + p3.ids)
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="needs gdb")
+def test_kill9_before_the_first_header_leaves_a_startable_spool(
+        redis, start_registry, start_gateway, tmp_path):
+    """kill -9 at the first start after the ring's first allocation and
+    before its header is written (gdb stops the gateway at
+    audit_new_run() and kills it): the file is 4 MiB of zeros.  The
+    next start takes it as an empty ring (no record can be in it), not
+    as a foreign file it refuses to start with."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "zero.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-z",
+                         audit=audit_cfg(rs.port, spool))
+    # What the harness writes (one process, its open policy), by hand:
+    # this start runs under gdb.
+    cfg["workers"] = 1
+    cfg["listen"] = {"address": "127.0.0.1:%d" % free_port()}
+    cfg["policy"] = OPEN_TEST_POLICY
+    path = tmp_path / "gdb.json"
+    path.write_text(json.dumps(cfg))
+    out = ManagedProcess(
+        [shutil.which("gdb"), "-q", "-nx", "-batch",
+         "-ex", "break audit_new_run", "-ex", "run", "-ex", "kill",
+         "--args", gateway_bin(), "serve", "-c", str(path)],
+        str(tmp_path / "gdb.log"), env=safe_env(), name="gdb")
+    wait_for(lambda: not out.alive(), timeout=60, what="gdb to end")
+    assert "Breakpoint 1, audit_new_run" in \
+        (tmp_path / "gdb.log").read_text()
+    assert os.path.getsize(spool) == 4 << 20
+    with open(spool, "rb") as f:
+        assert f.read(4096) == bytes(4096), "a header was written"
+    gw = start_gateway(cfg)
+    assert "audit spool_header_missing" in gw.log_text()
+    p = Pinger(gw).many(5)
+    rs.wait_xlen(STREAM, 5)
+    gw.stop()
+    assert_exactly(records(rs), p.ids)
+    assert audit_spool.header(str(spool)) is not None
