@@ -377,6 +377,21 @@ audit_spool_alloc(struct audit *w)
 }
 
 /*
+ * Whether `bytes` more after the last record have their place in the
+ * file: always, unless an allocation the disk refused is pending (then
+ * only what the steps allocated so far holds; a wrap needs the whole
+ * ring).  For the reject policy's admission (audit_admit()).
+ */
+int
+audit_spool_allocated(const struct audit *w, uint64_t bytes)
+{
+	if (!w->alloc_failed)
+		return (1);
+	return ((uint64_t)ring_off(w->ring_size, w->spool_size) + bytes <=
+	    w->ring_alloc_end);
+}
+
+/*
  * Append one payload to the spool (its frame CRC in w->append_crc).  0,
  * or -1 when it does not fit in the ring next to what is not
  * acknowledged, or the write failed (then w->wal_failed is set).
