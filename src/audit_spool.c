@@ -766,6 +766,7 @@ struct spool_copy {
 	unsigned char	 buf[AUDIT_WAL_BUF];
 	size_t		 len;
 	int		 failed;
+	int		 full;		/* a record did not fit */
 };
 
 static int
@@ -784,8 +785,15 @@ spool_copy_cb(void *arg, const unsigned char *rec, size_t len, uint64_t end)
 	struct spool_copy	*c = arg;
 	size_t			 plen = len - c->frame;
 
-	/* The ring of the new size is full: the rest is dropped. */
-	if (c->pos - AUDIT_RING_DATA + AUDIT_SPOOL_FRAME + plen > c->size) {
+	/*
+	 * The ring of the new size is full: the rest is dropped, a smaller
+	 * record after it too, which would leave a hole in its run (that
+	 * Redis refuses as a GAP, and the writer takes for records Redis
+	 * lost).
+	 */
+	if (c->full || c->pos - AUDIT_RING_DATA + AUDIT_SPOOL_FRAME + plen >
+	    c->size) {
+		c->full = 1;
 		c->dropped++;
 		return (0);
 	}

@@ -999,3 +999,43 @@ def test_kill9_before_the_first_header_leaves_a_startable_spool(
     gw.stop()
     assert_exactly(records(rs), p.ids)
     assert audit_spool.header(str(spool)) is not None
+
+
+def test_ring_converted_into_a_smaller_one_keeps_a_prefix(
+        redis, start_registry, start_gateway, tmp_path):
+    """Records spooled in a 1 GiB ring while Redis is down, then a start
+    with a ring too small for them (spool_max_bytes 16 KiB): the copy
+    keeps the oldest ones, in order, without a hole, and drops the rest
+    (counted).  Review: a smaller record after one that did not fit was
+    still copied, a hole in the run that Redis refused as a GAP and the
+    writer reported as records Redis lost (a false alarm)."""
+    reg = start_registry("up1")
+    port = free_port()                  # Redis down: records spooled
+    spool = tmp_path / "shrink.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-shr",
+                         audit=audit_cfg(port, spool))
+    gw = start_gateway(cfg)
+    p = Pinger(gw)
+    for i in range(30):
+        # Records of about 1.3 KiB and 0.4 KiB, alternating.
+        p.one("/v2/" + ("x" * 900 if i % 2 == 0 else "y"))
+    gw.stop()
+    assert len(audit_spool.frames(str(spool))) == 30
+    rs = redis(port=port)
+    cfg2 = gateway_config(upstream(reg, default=True), instance_id="gw-shr",
+                          audit=audit_cfg(port, spool,
+                                          spool_max_bytes=16384))
+    gw = start_gateway(cfg2)
+    m = re.search(r"spool converted from=ring records=(\d+) dropped=(\d+)",
+                  gw.log_text())
+    assert m, gw.log_text()
+    kept, dropped = int(m.group(1)), int(m.group(2))
+    assert kept + dropped == 30 and dropped > 0
+    rs.wait_xlen(STREAM, kept)
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
+             what="the replay released")
+    p2 = Pinger(gw).many(3)
+    rs.wait_xlen(STREAM, kept + 3)
+    gw.stop()
+    assert "redis_gap" not in gw.log_text()
+    assert_exactly(records(rs), p.ids[:kept] + p2.ids)
