@@ -195,6 +195,15 @@ ring_wrap(struct audit *w)
 	w->spool_size = lap + w->ring_size;
 	w->pad_at = pos;
 	w->spool_dirty = 1;
+	/*
+	 * Everything before the next lap is acknowledged: say so, so that
+	 * the head (ring_room(), the tick) and a replay of an outage that
+	 * starts now (audit_spool_unacked()) start at the next lap, not at
+	 * the pad, whose bytes the next lap overwrites once it is past them.
+	 */
+	w->spool_acked = w->spool_size;
+	if (w->spool_rd == pos)
+		w->spool_rd = w->spool_size;
 }
 
 /*

@@ -1039,3 +1039,56 @@ def test_ring_converted_into_a_smaller_one_keeps_a_prefix(
     gw.stop()
     assert "redis_gap" not in gw.log_text()
     assert_exactly(records(rs), p.ids[:kept] + p2.ids)
+
+
+def test_outage_right_after_an_early_wrap_loses_nothing(
+        redis, start_registry, start_gateway, tmp_path):
+    """Redis keeps up until the write position is past a quarter of the
+    ring (the next append wraps early: a pad, then the next lap), then
+    goes away: the records of the outage start the next lap and, more
+    than a quarter of the ring of them, overwrite the pad.  Redis comes
+    back: each of them is replayed once.  Review: the acknowledged
+    position (and the replay, and the head) stayed at the pad, which
+    the outage overwrote: the replay met a frame of the next lap there,
+    called it corrupt and dropped everything spooled."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "padout.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-po",
+                         audit=audit_cfg(rs.port, spool, fsync="never",
+                                         spool_max_bytes=65536))
+    gw = start_gateway(cfg)
+    size = audit_spool.header(str(spool))[1]
+    assert size == 61440
+    p = Pinger(gw)
+    last, rec = 0, 0
+    for _ in range(300):
+        p.many(1)
+        rs.wait_xlen(STREAM, len(p.ids))
+        off = _ring_offset(spool)
+        if off > last:
+            rec = max(rec, off - last)      # a record's bytes
+        last = off
+        if off >= size // 4:
+            break
+    else:
+        pytest.fail("the quarter was not reached")
+    # The head written (the tick): room for the early wrap.
+    end = _ring_end(spool)
+    wait_for(lambda: audit_spool.header(str(spool))[2] == end, timeout=10,
+             what="the head at the last record")
+    rs.kill()
+    pad_off = _ring_offset(spool)
+    # Records of the next lap past the pad's offset (the ring holds
+    # about 170 of them).
+    n = (pad_off + 2000) // rec + 5
+    assert n * rec < size * 3 // 4
+    p.many(n)
+    rs.start()
+    rs.wait_xlen(STREAM, len(p.ids), timeout=30)
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
+             what="the replay released")
+    gw.stop()
+    assert "spool_corrupt" not in gw.log_text()
+    assert "dropped=0" in gw.log_text()
+    assert_exactly(records(rs), p.ids)
