@@ -977,7 +977,7 @@ audit_spool_lock(struct audit *w, char **cause)
 int
 audit_spool_open(struct audit *w, char **cause)
 {
-	unsigned char	 h[AUDIT_RING_HDR];
+	unsigned char	 h[AUDIT_RING_HDR], pad[AUDIT_SPOOL_FRAME];
 	struct stat	 st;
 	uint64_t	 run = 0, size, head = AUDIT_RING_DATA, end;
 	uint64_t	 nrec = 0;
@@ -1044,7 +1044,16 @@ audit_spool_open(struct audit *w, char **cause)
 	audit_fsync(w);
 	w->spool_size = end;
 	w->spool_rd = w->spool_acked = head;
-	w->mode = end > head ? AUDIT_SPOOL : AUDIT_DIRECT;
+	/*
+	 * The head at a pad (a crash right after an early wrap, before the
+	 * head was written past it): nothing before the next lap is
+	 * unacknowledged, so the ring's free bytes are counted from there.
+	 */
+	if (ring_io(w->fd, w->ring_size, 0, pad, sizeof(pad), head) == 0 &&
+	    audit_ring_is_pad(pad, sizeof(pad), head))
+		w->spool_rd = w->spool_acked = head + w->ring_size -
+		    (head - AUDIT_RING_DATA) % w->ring_size;
+	w->mode = end > w->spool_acked ? AUDIT_SPOOL : AUDIT_DIRECT;
 	log_info("- audit spool file=%s records=%llu bytes=%llu "
 	    "ring_bytes=%llu run=%llu wal=%s", path, (unsigned long long)nrec,
 	    (unsigned long long)(end - head),

@@ -1092,3 +1092,53 @@ def test_outage_right_after_an_early_wrap_loses_nothing(
     assert "spool_corrupt" not in gw.log_text()
     assert "dropped=0" in gw.log_text()
     assert_exactly(records(rs), p.ids)
+
+
+def test_restart_with_the_head_at_a_pad_keeps_the_whole_ring(
+        redis, start_registry, start_gateway, tmp_path):
+    """A kill -9 right after an early wrap (before the tick writes the
+    head past it) leaves the header's head at the pad.  The next start,
+    with Redis down, has the whole ring but the records after the pad
+    for new records: 100 more (about 35 KiB of a 60 KiB ring) are all
+    kept and replayed.  Review: the bytes from the pad to the lap's end
+    counted as unacknowledged until Redis came back, and the ring held
+    only the pad's offset (a quarter; 4 MiB of a 1 GiB ring): the rest
+    was dropped."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "padhead.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-ph",
+                         audit=audit_cfg(rs.port, spool, fsync="never",
+                                         spool_max_bytes=65536))
+    gw = start_gateway(cfg)
+    size = 61440
+    p = Pinger(gw)
+    last = 0
+    for _ in range(300):
+        p.many(1)
+        rs.wait_xlen(STREAM, len(p.ids))
+        off = _ring_offset(spool)
+        if off < last:
+            break                       # wrapped
+        last = off
+    else:
+        pytest.fail("no wrap")
+    rs.call("CLIENT", "PAUSE", "60000", "ALL")
+    p.many(3)
+    gw.proc.stop(sig=9)
+    lap = audit_spool.frames(str(spool))[-3][0]
+    lap -= (lap - 4096) % size
+    audit_spool.set_head(str(spool), lap - size + last)
+    pads = []
+    audit_spool.frames(str(spool), pads)
+    assert pads == [lap - size + last]
+    rs.kill()
+    gw2 = start_gateway(cfg)            # Redis down
+    p2 = Pinger(gw2).many(100)
+    rs.start()
+    rs.wait_xlen(STREAM, len(p.ids) + 100, timeout=30)
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
+             what="the replay released")
+    gw2.stop()
+    assert "dropped=0" in gw2.log_text()
+    assert_exactly(records(rs), p.ids + p2.ids)
