@@ -675,6 +675,19 @@ audit_admit(struct req *req)
 		w->n_rejected++;
 		return (-1);
 	}
+	/*
+	 * The disk refused the ring's next step: while Redis is away the
+	 * records go nowhere else (dropped), so admit only what the file
+	 * allocated so far holds, with every record in memory that a link
+	 * loss would append.  With Redis up, records go from memory.
+	 */
+	if ((w->mode == AUDIT_SPOOL || w->link != LINK_READY) &&
+	    !audit_spool_allocated(w, w->reserved + need + (w->mode ==
+	    AUDIT_DIRECT ? w->qbytes + w->ifbytes + (w->nqueue +
+	    w->ninflight) * AUDIT_SPOOL_FRAME : 0))) {
+		w->n_rejected++;
+		return (-1);
+	}
 	w->reserved += need;
 	req->audit_admitted = 1;
 	return (0);

@@ -222,6 +222,15 @@ ring_wrap(struct audit *w)
 	w->spool_size = lap + w->ring_size;
 	w->pad_at = pos;
 	w->spool_dirty = 1;
+	/*
+	 * Everything before the next lap is acknowledged: say so, so that
+	 * the head (ring_room(), the tick) and a replay of an outage that
+	 * starts now (audit_spool_unacked()) start at the next lap, not at
+	 * the pad, whose bytes the next lap overwrites once it is past them.
+	 */
+	w->spool_acked = w->spool_size;
+	if (w->spool_rd == pos)
+		w->spool_rd = w->spool_size;
 }
 
 /*
@@ -401,6 +410,21 @@ audit_spool_alloc(struct audit *w)
 	if (w->alloc_failed && w->fd != -1 &&
 	    now_ms() - w->ring_try_ms >= 1000)
 		(void)ring_grow(w, w->ring_alloc_end + 1);
+}
+
+/*
+ * Whether `bytes` more after the last record have their place in the
+ * file: always, unless an allocation the disk refused is pending (then
+ * only what the steps allocated so far holds; a wrap needs the whole
+ * ring).  For the reject policy's admission (audit_admit()).
+ */
+int
+audit_spool_allocated(const struct audit *w, uint64_t bytes)
+{
+	if (!w->alloc_failed)
+		return (1);
+	return ((uint64_t)ring_off(w->ring_size, w->spool_size) + bytes <=
+	    w->ring_alloc_end);
 }
 
 /*
@@ -774,6 +798,7 @@ struct spool_copy {
 	unsigned char	 buf[AUDIT_WAL_BUF];
 	size_t		 len;
 	int		 failed;
+	int		 full;		/* a record did not fit */
 };
 
 static int
@@ -792,8 +817,15 @@ spool_copy_cb(void *arg, const unsigned char *rec, size_t len, uint64_t end)
 	struct spool_copy	*c = arg;
 	size_t			 plen = len - c->frame;
 
-	/* The ring of the new size is full: the rest is dropped. */
-	if (c->pos - AUDIT_RING_DATA + AUDIT_SPOOL_FRAME + plen > c->size) {
+	/*
+	 * The ring of the new size is full: the rest is dropped, a smaller
+	 * record after it too, which would leave a hole in its run (that
+	 * Redis refuses as a GAP, and the writer takes for records Redis
+	 * lost).
+	 */
+	if (c->full || c->pos - AUDIT_RING_DATA + AUDIT_SPOOL_FRAME + plen >
+	    c->size) {
+		c->full = 1;
 		c->dropped++;
 		return (0);
 	}
@@ -972,13 +1004,14 @@ audit_spool_lock(struct audit *w, char **cause)
 int
 audit_spool_open(struct audit *w, char **cause)
 {
-	unsigned char	 h[AUDIT_RING_HDR];
+	unsigned char	 h[AUDIT_RING_HDR], pad[AUDIT_SPOOL_FRAME];
 	struct stat	 st;
 	uint64_t	 run = 0, size, head = AUDIT_RING_DATA, end;
 	uint64_t	 nrec = 0;
 	ssize_t		 n = 0;
 	const char	*path = w->ac->spool_file;
 	char		*dup;
+	ssize_t		 i;
 	int		 torn = 0;
 
 	if (asprintf(&w->tmp_path, "%s.tmp", path) == -1 ||
@@ -1005,8 +1038,18 @@ audit_spool_open(struct audit *w, char **cause)
 			*cause = NULL;
 		return (-1);
 	}
-	if (st.st_size > 0 && (audit_ring_header_parse(h, (size_t)n, &run,
-	    &size, &head) == -1 || size != w->ring_size)) {
+	/*
+	 * A header of zeros was never written: a kill -9 between the first
+	 * allocation and the header (below) leaves that, and no record
+	 * was appended before it.  An empty ring, not a foreign file.
+	 */
+	for (i = 0; i < n && h[i] == 0; i++)
+		;
+	if (st.st_size > 0 && i == n)
+		log_warn("- audit spool_header_missing file=%s: taken as an "
+		    "empty ring", path);
+	if (st.st_size > 0 && i < n && (audit_ring_header_parse(h,
+	    (size_t)n, &run, &size, &head) == -1 || size != w->ring_size)) {
 		if (audit_spool_convert(w, h, (size_t)n, &run, cause) == -1)
 			return (-1);
 		head = AUDIT_RING_DATA;
@@ -1028,7 +1071,16 @@ audit_spool_open(struct audit *w, char **cause)
 	audit_fsync(w);
 	w->spool_size = end;
 	w->spool_rd = w->spool_acked = head;
-	w->mode = end > head ? AUDIT_SPOOL : AUDIT_DIRECT;
+	/*
+	 * The head at a pad (a crash right after an early wrap, before the
+	 * head was written past it): nothing before the next lap is
+	 * unacknowledged, so the ring's free bytes are counted from there.
+	 */
+	if (ring_io(w->fd, w->ring_size, 0, pad, sizeof(pad), head) == 0 &&
+	    audit_ring_is_pad(pad, sizeof(pad), head))
+		w->spool_rd = w->spool_acked = head + w->ring_size -
+		    (head - AUDIT_RING_DATA) % w->ring_size;
+	w->mode = end > w->spool_acked ? AUDIT_SPOOL : AUDIT_DIRECT;
 	log_info("- audit spool file=%s records=%llu bytes=%llu "
 	    "ring_bytes=%llu run=%llu wal=%s", path, (unsigned long long)nrec,
 	    (unsigned long long)(end - head),

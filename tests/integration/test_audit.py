@@ -22,7 +22,8 @@ import urllib.parse
 import pytest
 
 from lib import audit_spool
-from lib.gateway import gateway_bin, gateway_config, upstream
+from lib.gateway import (OPEN_TEST_POLICY, gateway_bin, gateway_config,
+                         upstream)
 from lib.redis import (RedisServer, RespError, audit_record_args,
                        entries_to_dicts, index_refs)
 from lib.util import ManagedProcess, free_port, pid_alive, safe_env, wait_for
@@ -958,3 +959,186 @@ def test_old_append_log_spool_is_replayed_once_then_a_ring(
     assert os.path.getsize(spool) == 1 << 20
     gw.stop()
     assert_exactly(records(rs), p.ids + p2.ids + p3.ids)
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="needs gdb")
+def test_kill9_before_the_first_header_leaves_a_startable_spool(
+        redis, start_registry, start_gateway, tmp_path):
+    """kill -9 at the first start after the ring's first allocation and
+    before its header is written (gdb stops the gateway at
+    audit_new_run() and kills it): the file is 4 MiB of zeros.  The
+    next start takes it as an empty ring (no record can be in it), not
+    as a foreign file it refuses to start with."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "zero.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-z",
+                         audit=audit_cfg(rs.port, spool))
+    # What the harness writes (one process, its open policy), by hand:
+    # this start runs under gdb.
+    cfg["workers"] = 1
+    cfg["listen"] = {"address": "127.0.0.1:%d" % free_port()}
+    cfg["policy"] = OPEN_TEST_POLICY
+    path = tmp_path / "gdb.json"
+    path.write_text(json.dumps(cfg))
+    out = ManagedProcess(
+        [shutil.which("gdb"), "-q", "-nx", "-batch",
+         "-ex", "break audit_new_run", "-ex", "run", "-ex", "kill",
+         "--args", gateway_bin(), "serve", "-c", str(path)],
+        str(tmp_path / "gdb.log"), env=safe_env(), name="gdb")
+    wait_for(lambda: not out.alive(), timeout=60, what="gdb to end")
+    assert "Breakpoint 1, audit_new_run" in \
+        (tmp_path / "gdb.log").read_text()
+    assert os.path.getsize(spool) == 4 << 20
+    with open(spool, "rb") as f:
+        assert f.read(4096) == bytes(4096), "a header was written"
+    gw = start_gateway(cfg)
+    assert "audit spool_header_missing" in gw.log_text()
+    p = Pinger(gw).many(5)
+    rs.wait_xlen(STREAM, 5)
+    gw.stop()
+    assert_exactly(records(rs), p.ids)
+    assert audit_spool.header(str(spool)) is not None
+
+
+def test_ring_converted_into_a_smaller_one_keeps_a_prefix(
+        redis, start_registry, start_gateway, tmp_path):
+    """Records spooled in a 1 GiB ring while Redis is down, then a start
+    with a ring too small for them (spool_max_bytes 16 KiB): the copy
+    keeps the oldest ones, in order, without a hole, and drops the rest
+    (counted).  Review: a smaller record after one that did not fit was
+    still copied, a hole in the run that Redis refused as a GAP and the
+    writer reported as records Redis lost (a false alarm)."""
+    reg = start_registry("up1")
+    port = free_port()                  # Redis down: records spooled
+    spool = tmp_path / "shrink.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-shr",
+                         audit=audit_cfg(port, spool))
+    gw = start_gateway(cfg)
+    p = Pinger(gw)
+    for i in range(30):
+        # Records of about 1.3 KiB and 0.4 KiB, alternating.
+        p.one("/v2/" + ("x" * 900 if i % 2 == 0 else "y"))
+    gw.stop()
+    assert len(audit_spool.frames(str(spool))) == 30
+    rs = redis(port=port)
+    cfg2 = gateway_config(upstream(reg, default=True), instance_id="gw-shr",
+                          audit=audit_cfg(port, spool,
+                                          spool_max_bytes=16384))
+    gw = start_gateway(cfg2)
+    m = re.search(r"spool converted from=ring records=(\d+) dropped=(\d+)",
+                  gw.log_text())
+    assert m, gw.log_text()
+    kept, dropped = int(m.group(1)), int(m.group(2))
+    assert kept + dropped == 30 and dropped > 0
+    rs.wait_xlen(STREAM, kept)
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
+             what="the replay released")
+    p2 = Pinger(gw).many(3)
+    rs.wait_xlen(STREAM, kept + 3)
+    gw.stop()
+    assert "redis_gap" not in gw.log_text()
+    assert_exactly(records(rs), p.ids[:kept] + p2.ids)
+
+
+def test_outage_right_after_an_early_wrap_loses_nothing(
+        redis, start_registry, start_gateway, tmp_path):
+    """Redis keeps up until the write position is past a quarter of the
+    ring (the next append wraps early: a pad, then the next lap), then
+    goes away: the records of the outage start the next lap and, more
+    than a quarter of the ring of them, overwrite the pad.  Redis comes
+    back: each of them is replayed once.  Review: the acknowledged
+    position (and the replay, and the head) stayed at the pad, which
+    the outage overwrote: the replay met a frame of the next lap there,
+    called it corrupt and dropped everything spooled."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "padout.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-po",
+                         audit=audit_cfg(rs.port, spool, fsync="never",
+                                         spool_max_bytes=65536))
+    gw = start_gateway(cfg)
+    size = audit_spool.header(str(spool))[1]
+    assert size == 61440
+    p = Pinger(gw)
+    last, rec = 0, 0
+    for _ in range(300):
+        p.many(1)
+        rs.wait_xlen(STREAM, len(p.ids))
+        off = _ring_offset(spool)
+        if off > last:
+            rec = max(rec, off - last)      # a record's bytes
+        last = off
+        if off >= size // 4:
+            break
+    else:
+        pytest.fail("the quarter was not reached")
+    # The head written (the tick): room for the early wrap.
+    end = _ring_end(spool)
+    wait_for(lambda: audit_spool.header(str(spool))[2] == end, timeout=10,
+             what="the head at the last record")
+    rs.kill()
+    pad_off = _ring_offset(spool)
+    # Records of the next lap past the pad's offset (the ring holds
+    # about 170 of them).
+    n = (pad_off + 2000) // rec + 5
+    assert n * rec < size * 3 // 4
+    p.many(n)
+    rs.start()
+    rs.wait_xlen(STREAM, len(p.ids), timeout=30)
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
+             what="the replay released")
+    gw.stop()
+    assert "spool_corrupt" not in gw.log_text()
+    assert "dropped=0" in gw.log_text()
+    assert_exactly(records(rs), p.ids)
+
+
+def test_restart_with_the_head_at_a_pad_keeps_the_whole_ring(
+        redis, start_registry, start_gateway, tmp_path):
+    """A kill -9 right after an early wrap (before the tick writes the
+    head past it) leaves the header's head at the pad.  The next start,
+    with Redis down, has the whole ring but the records after the pad
+    for new records: 100 more (about 35 KiB of a 60 KiB ring) are all
+    kept and replayed.  Review: the bytes from the pad to the lap's end
+    counted as unacknowledged until Redis came back, and the ring held
+    only the pad's offset (a quarter; 4 MiB of a 1 GiB ring): the rest
+    was dropped."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "padhead.spool"
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-ph",
+                         audit=audit_cfg(rs.port, spool, fsync="never",
+                                         spool_max_bytes=65536))
+    gw = start_gateway(cfg)
+    size = 61440
+    p = Pinger(gw)
+    last = 0
+    for _ in range(300):
+        p.many(1)
+        rs.wait_xlen(STREAM, len(p.ids))
+        off = _ring_offset(spool)
+        if off < last:
+            break                       # wrapped
+        last = off
+    else:
+        pytest.fail("no wrap")
+    rs.call("CLIENT", "PAUSE", "60000", "ALL")
+    p.many(3)
+    gw.proc.stop(sig=9)
+    lap = audit_spool.frames(str(spool))[-3][0]
+    lap -= (lap - 4096) % size
+    audit_spool.set_head(str(spool), lap - size + last)
+    pads = []
+    audit_spool.frames(str(spool), pads)
+    assert pads == [lap - size + last]
+    rs.kill()
+    gw2 = start_gateway(cfg)            # Redis down
+    p2 = Pinger(gw2).many(100)
+    rs.start()
+    rs.wait_xlen(STREAM, len(p.ids) + 100, timeout=30)
+    wait_for(lambda: spool_size(spool) == 0, timeout=30,
+             what="the replay released")
+    gw2.stop()
+    assert "dropped=0" in gw2.log_text()
+    assert_exactly(records(rs), p.ids + p2.ids)
