@@ -637,6 +637,7 @@ audit_spool_read(struct audit *w)
 	unsigned char		 buf[AUDIT_SPOOL_FRAME + AUDIT_REC_MAX];
 	struct audit_rec	*r;
 	size_t			 want;
+	ssize_t			 got;
 	long			 len;
 	int			 pads;
 
@@ -645,11 +646,16 @@ audit_spool_read(struct audit *w)
 		want = w->spool_size - w->spool_rd;
 		if (want > sizeof(buf))
 			want = sizeof(buf);
-		if (ring_io(w->fd, w->ring_size, 0, buf, want, w->spool_rd) ==
-		    -1) {
+		/*
+		 * Up to the file's end: a record's room past spool_rd may
+		 * reach beyond what ring_grow() allocated (a pad near it).
+		 */
+		if ((got = ring_read(w->fd, w->ring_size, buf, want,
+		    w->spool_rd)) == -1) {
 			want = 0;
 			break;
 		}
+		want = (size_t)got;
 		if (pads > 0 || !audit_ring_is_pad(buf, want, w->spool_rd))
 			break;
 		/* The lap ended early: the next record starts the next. */

@@ -635,3 +635,73 @@ def test_a_ring_allocated_short_of_its_end_replays_every_record(
     assert "torn_tail" not in log, log[-2000:]
     assert "records=%d " % len(want) in log
     assert stream_request_ids(rs) == want
+
+
+def test_a_replay_from_before_a_pad_near_the_files_end_keeps_every_record(
+        redis, start_registry, start_gateway, tmp_path):
+    """A lap that Redis fell behind on reaches near the end of the file
+    allocated so far (ring_grow(): 4 MiB steps of a 1 GiB ring); once
+    Redis caught up the writer wraps early (a pad 1,000 bytes before the
+    file's end) and a kill -9 leaves the header's head a little before
+    the pad (it is written by the tick).  The replay reads from the head,
+    across the pad, into the next lap: every record, in order.  Review:
+    the replay read (audit_spool_read()) asked for a whole record's room
+    past the head with ring_io(), which fails a read the file's end cuts
+    short: the records from the head on were logged as spool_corrupt and
+    dropped, the next lap's with them."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "padend.spool"
+    inst = b"gw-padend"
+    size = (1 << 30) - 4096             # spool_max_bytes' default, less
+    flen = 4 << 20                      # a page
+    D, F = audit_spool.DATA, audit_spool.FRAME
+    n = 0
+
+    def rec(n):
+        return _payload([("time", b"1700000000000"),
+                         ("id", inst + b"/1001-%d" % n),
+                         ("request_id", b"padend-%d" % n),
+                         ("user_agent", b"u" * 400)])
+    # Records from the head to 1,000 bytes before the file's end.
+    payloads, want = [], []
+    for _ in range(60):
+        n += 1
+        payloads.append(rec(n))
+        want.append("padend-%d" % n)
+    head = flen - 1000 - sum(F + len(p) for p in payloads)
+    audit_spool.ring(str(spool), payloads, size, run=1001, head=head,
+                     file_len=flen)
+    pad_at = head + sum(F + len(p) for p in payloads)
+    assert pad_at == flen - 1000
+    with open(spool, "r+b") as f:
+        f.seek(pad_at)
+        f.write(struct.pack("<IIIQ", audit_spool.PAD_MAGIC, 0,
+                            audit_spool.crc32c(struct.pack("<Q", pad_at)),
+                            pad_at))
+        # The next lap: records from its start (file offset DATA).
+        pos = D + size
+        for _ in range(20):
+            n += 1
+            p = rec(n)
+            f.seek(D + (pos - D) % size)
+            f.write(struct.pack("<IIIQ", audit_spool.RING_MAGIC, len(p),
+                                audit_spool.crc32c(p), pos) + p)
+            want.append("padend-%d" % n)
+            pos += F + len(p)
+    assert os.path.getsize(spool) == flen
+    pads = []
+    assert audit_spool.request_ids(str(spool)) == want
+    audit_spool.frames(str(spool), pads)
+    assert pads == [pad_at]
+    cfg = gateway_config(upstream(reg, default=True),
+                         instance_id=inst.decode(),
+                         audit=audit_cfg(rs.port, spool))
+    gw = start_gateway(cfg)
+    wait_for(lambda: spool_size(spool) == HDR or
+             "spool_corrupt" in gw.log_text(), timeout=60,
+             what="spool replayed and released")
+    assert "spool_corrupt" not in gw.log_text(), gw.log_text()[-2000:]
+    rs.wait_xlen(STREAM, len(want), timeout=30)
+    assert gw.stop() == 0
+    assert stream_request_ids(rs) == want
