@@ -564,7 +564,7 @@ audit_spool_unacked(struct audit *w)
 		audit_fsync(w);
 	if (n > 0)
 		log_info("- audit spool records=%zu bytes=%llu", n,
-		    (unsigned long long)w->spool_size);
+		    (unsigned long long)audit_spool_used(w));
 }
 
 /*
