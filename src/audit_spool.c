@@ -174,11 +174,18 @@ ring_head_floor(const struct audit *w)
 static int
 ring_room(struct audit *w, uint64_t end)
 {
+	uint64_t	 old = w->mark_off;
+
 	if (end <= ring_head_floor(w) + w->ring_size)
 		return (0);
 	w->mark_off = w->spool_acked;
-	if (audit_write_header(w) == -1 || (w->ac->fsync !=
-	    CONFIG_FSYNC_NEVER && fdatasync(w->fd) == -1)) {
+	if (audit_write_header(w) == -1) {
+		/* mark_off is the head on disk (ring_head_floor()). */
+		w->mark_off = old;
+		log_err("- audit spool_header error=\"%s\"", strerror(errno));
+		return (-1);
+	}
+	if (w->ac->fsync != CONFIG_FSYNC_NEVER && fdatasync(w->fd) == -1) {
 		log_err("- audit spool_header error=\"%s\"", strerror(errno));
 		return (-1);
 	}
@@ -594,12 +601,22 @@ audit_spool_reset(struct audit *w)
 void
 audit_spool_mark_write(struct audit *w)
 {
+	uint64_t	 old = w->mark_off;
+
 	if (w->spool_acked == w->mark_off)
 		return;
 	w->mark_off = w->spool_acked;
-	w->n_released++;
-	if (audit_write_header(w) == -1)
+	/*
+	 * Not written: the head on disk is still the old one, which
+	 * ring_room() and audit_fsync() must go by (they take mark_off
+	 * for it); the next tick tries again.
+	 */
+	if (audit_write_header(w) == -1) {
+		w->mark_off = old;
 		log_warn("- audit spool_header error=\"%s\"", strerror(errno));
+		return;
+	}
+	w->n_released++;
 }
 
 /* Bytes of the ring that records not acknowledged take. */

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import time
@@ -1153,7 +1154,6 @@ def test_outage_log_counts_the_bytes_spooled_not_the_write_position(
     Review: the line printed the position, which starts at 4096 and
     grows by every record ever written, lap after lap (after a wrap more
     than the whole ring)."""
-    import re
     rs = redis()
     reg = start_registry("up1")
     spool = tmp_path / "logbytes.spool"
@@ -1186,4 +1186,106 @@ def test_outage_log_counts_the_bytes_spooled_not_the_write_position(
     rs.start()
     rs.wait_xlen(STREAM, len(p.ids), timeout=30)
     gw.stop()
+    assert_exactly(records(rs), p.ids)
+
+
+# Run by gdb around the gateway: once the file ARM exists, the next
+# pwrite of the ring's header (40 bytes at offset 0 of the spool's
+# descriptor) fails (its descriptor made -1: EBADF), once; "failed"
+# written to OUT then.  A test double for a disk that refuses one write.
+HDR_FAIL_GDB = r"""
+import gdb, os
+ARM, OUT = os.environ["HDR_ARM"], os.environ["HDR_OUT"]
+for c in ("set pagination off", "set confirm off",
+          "set startup-with-shell off"):
+    gdb.execute(c)
+for sig in ("SIGPIPE", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGCHLD",
+            "SIGINT"):
+    gdb.execute("handle %s nostop noprint pass" % sig)
+gdb.execute("catch syscall pwrite64")
+fired = False
+gdb.execute("run", to_string=True)
+while True:
+    try:
+        # At a system call's entry stop, rax holds -ENOSYS.
+        if not fired and int(gdb.parse_and_eval("$rax")) == -38 and \
+                int(gdb.parse_and_eval("$r10")) == 0 and \
+                int(gdb.parse_and_eval("$rdx")) == 40 and \
+                os.path.exists(ARM):
+            gdb.execute("set $rdi = -1")
+            fired = True
+            with open(OUT, "a") as f:
+                f.write("failed\n")
+        gdb.execute("continue", to_string=True)
+    except gdb.error:
+        break
+"""
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="needs gdb")
+def test_a_failed_head_write_is_not_taken_for_the_head_on_disk(
+        redis, start_registry, start_gateway, tmp_path, monkeypatch):
+    """The tick's write of the ring's head fails once (gdb makes the
+    pwrite fail: a disk refusing a write); Redis then stalls and the
+    records of the next 60 KiB fill the ring (fsync never).  Before the
+    appends reuse the bytes of the head on disk, that head is moved
+    (ring_room()); a kill -9 then, and the next start replays every
+    record not acknowledged.  Review: the writer took the head it had
+    failed to write for the one on disk (and with fsync on, for the one
+    synced), let the appends overwrite the head's record, and the
+    replay after the kill -9 found a frame of the next lap at the head:
+    every record of the stall was lost."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "hdrfail.spool"
+    arm, out = tmp_path / "arm", tmp_path / "gdb.out"
+    script = tmp_path / "hdrfail.py"
+    script.write_text(HDR_FAIL_GDB)
+    wrap = tmp_path / "portcullis-gdb"
+    wrap.write_text("#!/bin/sh\nHDR_ARM=%s HDR_OUT=%s exec %s -q -nx "
+                    "-batch -x %s --args %s \"$@\"\n" % (
+                        arm, out, shutil.which("gdb"), script,
+                        os.path.abspath(gateway_bin())))
+    wrap.chmod(0o700)
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-hf",
+                         audit=audit_cfg(rs.port, spool, fsync="never",
+                                         spool_max_bytes=65536))
+    monkeypatch.setenv("PORTCULLIS_BIN", str(wrap))
+    gw = start_gateway(cfg, start_timeout=60)
+    monkeypatch.delenv("PORTCULLIS_BIN")
+    size = audit_spool.header(str(spool))[1]
+    p = Pinger(gw)
+    p.many(1)
+    rs.wait_xlen(STREAM, 1)
+    h0 = _ring_end(spool)
+    wait_for(lambda: audit_spool.header(str(spool))[2] == h0, timeout=10,
+             what="the head at the first record")
+    small = h0 - 4096                       # a record's bytes
+    arm.write_text("")
+    # A long record next (its path): the head stays at its start on
+    # disk, and the stall overwrites its frame with room to spare.
+    p.one("/v2/" + "a" * 2000)
+    rs.wait_xlen(STREAM, 2)
+    wait_for(lambda: out.exists() and "failed" in out.read_text(),
+             timeout=30, what="the failed head write")
+    big = _ring_end(spool) - h0
+    assert big > 3 * small
+    rs.call("CLIENT", "PAUSE", "120000", "ALL")
+    # From the long record's end past its start + a lap, within the
+    # ring's room (records differ by a byte or two).
+    n = (size - big // 2) // small
+    assert n * (small + 2) <= size and n * small > size - big
+    p.many(n)
+    stalled = p.ids[2:]
+    m = re.search(r"server start .* pid=(\d+)", gw.log_text())
+    assert m is not None
+    os.kill(int(m.group(1)), signal.SIGKILL)
+    gw.stop()
+    assert audit_spool.request_ids(str(spool))[-len(stalled):] == \
+        stalled, "the head on disk no longer starts the records"
+    rs.kill()                           # the pause with it
+    rs.start()
+    gw2 = start_gateway(cfg)
+    rs.wait_xlen(STREAM, len(p.ids), timeout=60)
+    gw2.stop()
     assert_exactly(records(rs), p.ids)
