@@ -401,7 +401,7 @@ uint64_t	 audit_spool_used(const struct audit *);
 void		 audit_spool_release(struct audit *, int);
 void		 audit_spool_mark_write(struct audit *);
 void		 audit_spool_close(struct audit *);
-int		 audit_spool_pending(const char *);
+uint64_t	 audit_spool_pending(const char *);
 void		 audit_spool_alloc(struct audit *);
 int		 audit_spool_allocated(const struct audit *, uint64_t);
 void		 audit_fsync(struct audit *);

@@ -1143,28 +1143,29 @@ audit_spool_close(struct audit *w)
 }
 
 /*
- * Whether the spool file at path may hold records to replay (for a
- * warning at start, without the lock): an append log longer than its
- * header, or a ring whose head is the start of a valid frame.
+ * The bytes of records the spool file at path may hold to replay (for
+ * a warning at start, without the lock): those of a ring from its head
+ * to the first frame that is not valid; the file's size for anything
+ * longer than a header (an append log, or not a spool: the gateway
+ * will say so when it opens it).  0: nothing to replay.
  */
-int
+uint64_t
 audit_spool_pending(const char *path)
 {
-	unsigned char	 h[AUDIT_RING_HDR], f[AUDIT_SPOOL_FRAME];
+	unsigned char	 h[AUDIT_RING_HDR];
 	struct stat	 st;
-	uint64_t	 run, size, head;
-	int		 fd, ret = 0;
+	uint64_t	 run, size, head, end = 0, ret = 0, nrec = 0;
+	int		 fd, torn;
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1)
 		return (0);
 	if (fstat(fd, &st) == 0 && st.st_size > AUDIT_SPOOL_HDR) {
-		ret = 1;
+		ret = (uint64_t)st.st_size;
 		if (pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
 		    audit_ring_header_parse(h, sizeof(h), &run, &size,
 		    &head) == 0)
-			ret = ring_io(fd, size, 0, f, sizeof(f), head) == 0 &&
-			    (audit_ring_check(f, sizeof(f), head) == 0 ||
-			    audit_ring_is_pad(f, sizeof(f), head));
+			ret = spool_scan(fd, size, head, &end, &torn,
+			    spool_count_cb, &nrec) == 0 ? end - head : 0;
 	}
 	close(fd);
 	return (ret);

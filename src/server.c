@@ -739,26 +739,27 @@ server_worker(struct pc_ctx *ctx, int worker, int lfd, int afd)
 static void
 server_spool_leftovers(const struct config *conf, size_t nworkers)
 {
-	struct stat	 st;
 	char		 path[PATH_MAX];
+	uint64_t	 left;
 	size_t		 w;
 
 	if (conf->audit == NULL || conf->audit->spool_file == NULL)
 		return;
-	if (nworkers > 1 && stat(conf->audit->spool_file, &st) == 0 &&
-	    audit_spool_pending(conf->audit->spool_file))
-		log_warn("- server spool_left path=%s bytes=%lld: a spool of "
+	if (nworkers > 1 &&
+	    (left = audit_spool_pending(conf->audit->spool_file)) > 0)
+		log_warn("- server spool_left path=%s bytes=%llu: a spool of "
 		    "a single-process run; with workers it is not replayed: "
 		    "start once with workers 1 to send its records",
-		    conf->audit->spool_file, (long long)st.st_size);
+		    conf->audit->spool_file, (unsigned long long)left);
 	for (w = nworkers > 1 ? nworkers : 0; w < 256; w++) {
 		snprintf(path, sizeof(path), "%s.%zu", conf->audit->spool_file,
 		    w);
-		if (stat(path, &st) == 0 && audit_spool_pending(path))
-			log_warn("- server spool_left path=%s bytes=%lld: the "
+		if ((left = audit_spool_pending(path)) > 0)
+			log_warn("- server spool_left path=%s bytes=%llu: the "
 			    "spool of worker %zu, which this setting does not "
 			    "start: start once with workers %zu to send its "
-			    "records", path, (long long)st.st_size, w, w + 1);
+			    "records", path, (unsigned long long)left, w,
+			    w + 1);
 	}
 }
 

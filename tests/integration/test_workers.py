@@ -767,3 +767,27 @@ def test_a_spool_no_worker_replays_is_named_at_start(start_registry,
                                       audit=audit_cfg(rs.port, spool)))
     assert "spool_left path=%s.1 bytes=100" % spool in gw.log_text()
     assert "start once with workers 2" in gw.log_text()
+
+
+def test_a_left_ring_is_named_with_the_bytes_of_its_records(
+        start_registry, start_gateway, tmp_path, redis):
+    """A ring a worker 1 left (the default 1 GiB, allocated 4 MiB on
+    disk) with three records after its head: the warning at start names
+    it with the bytes of its three records, not the file's 4 MiB.
+    Review: it printed the file's size, which for a ring (allocated
+    ahead of its records, never truncated) says nothing of what is
+    left."""
+    from lib import audit_spool
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "s.spool"
+    size = (1 << 30) - 4096
+    recs = [b"request_id\0left-%d\0" % i for i in range(3)]
+    audit_spool.ring(str(spool) + ".1", recs, size, file_len=4 << 20)
+    want = sum(audit_spool.FRAME + len(p) for p in recs)
+    gw = start_gateway(gateway_config(upstream(reg, default=True),
+                                      workers=1,
+                                      audit=audit_cfg(rs.port, spool)))
+    log = gw.log_text()
+    assert "spool_left path=%s.1 bytes=%d:" % (spool, want) in log, \
+        [ln for ln in log.splitlines() if "spool_left" in ln]
