@@ -676,10 +676,10 @@ audit_admit(struct req *req)
 		return (-1);
 	}
 	/*
-	 * The disk refused the ring's next step: while Redis is away the
-	 * records go nowhere else (dropped), so admit only what the file
-	 * allocated so far holds, with every record in memory that a link
-	 * loss would append.  With Redis up, records go from memory.
+	 * While Redis is away the records go nowhere else (dropped when
+	 * the disk refuses a step), so admit only what the file holds,
+	 * allocated now if need be, with every record in memory that a
+	 * link loss would append.  With Redis up, records go from memory.
 	 */
 	if ((w->mode == AUDIT_SPOOL || w->link != LINK_READY) &&
 	    !audit_spool_allocated(w, w->reserved + need + (w->mode ==

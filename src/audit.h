@@ -403,7 +403,7 @@ void		 audit_spool_mark_write(struct audit *);
 void		 audit_spool_close(struct audit *);
 uint64_t	 audit_spool_pending(const char *);
 void		 audit_spool_alloc(struct audit *);
-int		 audit_spool_allocated(const struct audit *, uint64_t);
+int		 audit_spool_allocated(struct audit *, uint64_t);
 void		 audit_fsync(struct audit *);
 void		 audit_new_run(struct audit *);
 struct conn;

@@ -421,17 +421,23 @@ audit_spool_alloc(struct audit *w)
 
 /*
  * Whether `bytes` more after the last record have their place in the
- * file: always, unless an allocation the disk refused is pending (then
- * only what the steps allocated so far holds; a wrap needs the whole
- * ring).  For the reject policy's admission (audit_admit()).
+ * file, allocating the steps they need now (a wrap needs the whole
+ * ring; after a refusal, tried again at most once a second): the
+ * reject policy admits a request only once its record's bytes are on
+ * disk (audit_admit()), not when the append finds the disk full after
+ * the response left.
  */
 int
-audit_spool_allocated(const struct audit *w, uint64_t bytes)
+audit_spool_allocated(struct audit *w, uint64_t bytes)
 {
-	if (!w->alloc_failed)
+	uint64_t	 to;
+
+	to = (uint64_t)ring_off(w->ring_size, w->spool_size) + bytes;
+	if (to <= w->ring_alloc_end)
 		return (1);
-	return ((uint64_t)ring_off(w->ring_size, w->spool_size) + bytes <=
-	    w->ring_alloc_end);
+	if (w->alloc_failed && now_ms() - w->ring_try_ms < 1000)
+		return (0);
+	return (ring_grow(w, to) == 0);
 }
 
 /*

@@ -475,3 +475,72 @@ def test_reject_mode_serves_nothing_the_full_disk_cannot_keep(
     finally:
         if rs is not None:
             rs.stop()
+
+
+@pytest.mark.skipif(UNSHARE is None, reason="needs unshare (util-linux)")
+def test_reject_mode_refuses_before_a_step_the_disk_refuses(
+        start_registry, start_gateway, tmp_path, monkeypatch):
+    """on_failure reject, Redis away, the disk full past the ring's first
+    4 MiB step (a tmpfs of 4 MiB + 64 KiB, the rest taken once the
+    gateway started): requests are served while their records fit in
+    the step, then refused (503), and every request served has its
+    record once Redis is back.  Review: the admission knew of a refused
+    step only once an append had tried it; the request whose record
+    needed the next step was admitted and served, and its record
+    dropped."""
+    rs = RedisServer(tmp_path / "redis")
+    try:
+        reg = start_registry("up1")
+        mnt = tmp_path / "wal"
+        mnt.mkdir()
+        monkeypatch.setenv("PORTCULLIS_BIN",
+                           _full_disk_wrapper(tmp_path, mnt, "4160k"))
+        gw = start_gateway(gateway_config(
+            upstream(reg, default=True), instance_id="gw-rjstep",
+            audit=audit_cfg(rs.port, mnt / "spool", timeout=2,
+                            on_failure="reject",
+                            spool_max_bytes=(16 << 20) + 4096)))
+        assert "spool_allocate" not in gw.log_text()
+        # The rest of the tmpfs taken (from outside its namespace).
+        filler = "/proc/%d/root%s/filler" % (gw.pid, mnt)
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for _ in range(1024):
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        s = requests.Session()
+        s.trust_env = False
+        ua = {"User-Agent": "a" * 3000}
+        r = s.get(gw.url + "/v2/", timeout=15, headers=ua)
+        rs.wait_xlen("portcullis:audit", 1)
+        served = [r.headers["X-Request-Id"]]
+        rs.kill()
+        statuses = []
+        # About 3,000 records (the user agent is cut to 1 KiB) fill the
+        # first step.
+        for _ in range(8000):
+            r = s.get(gw.url + "/v2/", timeout=15, headers=ua)
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                served.append(r.headers["X-Request-Id"])
+            elif len(statuses) > 100 and r.status_code == 503 and \
+                    statuses[-5:] == [503] * 5:
+                break
+        assert statuses[-1] == 503 and len(served) > 1000, \
+            (len(served), statuses[-10:])
+        rs.start()
+        try:
+            wait_for(lambda: set(served) <= set(stream_request_ids(rs)),
+                     timeout=60, what="every served request in Redis")
+        finally:
+            got = set(stream_request_ids(rs))
+            print("served without a record: %d; log:\n%s" % (
+                len(set(served) - got), "\n".join(
+                    ln for ln in gw.log_text().splitlines()
+                    if "audit" in ln and "req done" not in ln)[-3000:]))
+        gw.stop()
+    finally:
+        rs.stop()
