@@ -658,6 +658,7 @@ struct audit_rec *
 audit_spool_read(struct audit *w)
 {
 	unsigned char		 buf[AUDIT_SPOOL_FRAME + AUDIT_REC_MAX];
+	unsigned char		 pad[AUDIT_SPOOL_FRAME];
 	struct audit_rec	*r;
 	size_t			 want;
 	ssize_t			 got;
@@ -699,6 +700,18 @@ audit_spool_read(struct audit *w)
 	r->len = len - AUDIT_SPOOL_FRAME;
 	memcpy(r->data, buf + AUDIT_SPOOL_FRAME, r->len);
 	w->spool_rd += len;
+	/*
+	 * A pad next (a head a crash left before an early wrap): the
+	 * record ends its lap, so that once it is acknowledged the rest
+	 * of the lap is free and the head and a replay start at the next
+	 * lap, as ring_wrap() says at the wrap, not at the pad, which the
+	 * next lap overwrites.
+	 */
+	if (w->spool_rd < w->spool_size && ring_read(w->fd, w->ring_size,
+	    pad, sizeof(pad), w->spool_rd) == (ssize_t)sizeof(pad) &&
+	    audit_ring_is_pad(pad, sizeof(pad), w->spool_rd))
+		w->spool_rd += w->ring_size - (w->spool_rd -
+		    AUDIT_RING_DATA) % w->ring_size;
 	r->spool_end = w->spool_rd;
 	r->crc = audit_spool_frame_crc(buf);
 	r->from_spool = 1;

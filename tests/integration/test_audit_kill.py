@@ -630,3 +630,50 @@ def test_a_worker_killed_with_unacknowledged_records_in_its_ring(
             what="ring %d released" % w)
     gw.stop()
 
+
+def test_an_outage_after_a_replay_across_a_pad_has_the_whole_ring(
+        redis, start_registry, start_gateway, tmp_path):
+    """A kill -9 right after an early wrap leaves the head on disk before
+    the pad (the tick had not written it past): the restart replays the
+    records before the pad (Redis skips them) and Redis acknowledges up
+    to the pad.  Redis then goes down: the ring's free room is the whole
+    ring (nothing after the pad is unacknowledged), so an outage of
+    500 KiB of records in a ring of 1 MiB keeps every one.  Review: the
+    writer counted the rest of the pad's lap (the pad sits 300 KB into
+    a 1 MiB ring) as unacknowledged, had room for 300 KB, and dropped
+    the outage's records after that (spool_full dropped=)."""
+    rs = redis()
+    reg = start_registry("up1")
+    size = (1 << 20) - DATA
+    ids, pl = _records("old", 5)
+    lens = [audit_spool.FRAME + len(p) for p in pl]
+    pad_at = DATA + 2 * size + 300000
+    head = pad_at - sum(lens)
+    buf = _ring_file(None, size, head)
+    pos = head
+    for p in pl:
+        _put(buf, size, pos, _frame(p, pos))
+        pos += audit_spool.FRAME + len(p)
+    _put(buf, size, pos, _pad(pos))
+    spool = tmp_path / "r.spool"
+    spool.write_bytes(bytes(buf))
+    cfg = gateway_config(upstream(reg, default=True), instance_id="gw-c",
+                         audit=audit_cfg(rs.port, spool,
+                                         spool_max_bytes=1 << 20))
+    gw = start_gateway(cfg)
+    rs.wait_xlen(STREAM, 5)
+    # Acknowledged up to the pad: the tick writes a head there (or,
+    # since the fix, at the next lap's start).
+    wait_for(lambda: audit_spool.header(str(spool))[2] >= pad_at,
+             timeout=10, what="the head at the pad")
+    rs.kill()
+    c = Client(gw.port)
+    # 1.5 KiB records, about 500 KiB of them.
+    c.run(340, lambda: False, path="/v2/" + "a" * 1400)
+    assert c.err is None and len(c.ids) == 340, c.err
+    rs.start()
+    check_exactly_once(rs, ids + c.ids)
+    log = gw.log_text()
+    gw.stop()
+    assert "spool_full" not in log, \
+        [ln for ln in log.splitlines() if "spool_full" in ln]
