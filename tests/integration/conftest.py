@@ -5,7 +5,8 @@ loopback in temp dirs and stopped by PID even when a test fails.
 
 Factories come in two scopes: start_registry / start_gateway (torn down
 after the test) and start_registry_module / start_gateway_module (after the
-module), so a module can share its upstreams and images."""
+module), so a module can share its upstreams and images.  liar is the
+misbehaving-registry test double (lib/lying_upstream.py)."""
 
 import os
 import sys
@@ -20,6 +21,7 @@ from lib.registry import Registry  # noqa: E402
 from lib.gateway import Gateway  # noqa: E402
 from lib.images import make_oci_layout  # noqa: E402
 from lib.clients import Containerd, Dockerd, Podman, Skopeo  # noqa: E402
+from lib.lying_upstream import LyingUpstream  # noqa: E402
 
 # Anything this process or its children might send outside goes to a closed
 # loopback port instead.
@@ -206,3 +208,14 @@ def http():
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def liar():
+    """The test double lib/lying_upstream.py (a misbehaving registry),
+    stopped after the test."""
+    up = LyingUpstream()
+    try:
+        yield up
+    finally:
+        up.stop()

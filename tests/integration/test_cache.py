@@ -19,7 +19,7 @@ from lib.cache import blob_path, cache_cfg, session, tmp_files
 from lib.clients import hosts_dir
 from lib.gateway import gateway_config, upstream
 from lib.images import HOST_ARCH, read_layout, sha256
-from lib.lying_upstream import LyingUpstream, RATELIMIT_LIMIT
+from lib.lying_upstream import RATELIMIT_LIMIT, liar_upstream
 from lib.util import wait_for
 
 MIB = 1024 * 1024
@@ -46,22 +46,6 @@ def blob_gets(reg, path_prefix, since):
     return [e for e in reg.access_log(since=since)
             if e["method"] == "GET" and e["path"].startswith(path_prefix)
             and "/blobs/" in e["path"]]
-
-
-@pytest.fixture
-def liar():
-    up = LyingUpstream()
-    try:
-        yield up
-    finally:
-        up.stop()
-
-
-def liar_upstream(liar, **kw):
-    u = {"name": "liar", "url": liar.url, "prefix": "liar",
-         "hosts": [liar.host]}
-    u.update(kw)
-    return u
 
 
 # --- 1. docker-registry as upstream ------------------------------------

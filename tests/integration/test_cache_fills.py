@@ -25,7 +25,7 @@ import pytest
 from lib.cache import blob_path, cache_cfg, session, tmp_files
 from lib.gateway import gateway_config, upstream
 from lib.images import sha256
-from lib.lying_upstream import LyingUpstream
+from lib.lying_upstream import liar_upstream
 from lib.util import wait_for
 
 MIB = 1024 * 1024
@@ -149,22 +149,6 @@ def threads_of(pid):
             if line.startswith("Threads:"):
                 return int(line.split()[1])
     raise AssertionError("no Threads line")
-
-
-@pytest.fixture
-def liar():
-    up = LyingUpstream()
-    try:
-        yield up
-    finally:
-        up.stop()
-
-
-def liar_upstream(liar, **kw):
-    u = {"name": "liar", "url": liar.url, "prefix": "liar",
-         "hosts": [liar.host]}
-    u.update(kw)
-    return u
 
 
 # --- 4. fills keyed by (upstream, digest) ------------------------------
