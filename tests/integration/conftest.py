@@ -9,6 +9,7 @@ module), so a module can share its upstreams and images.  liar is the
 misbehaving-registry test double (lib/lying_upstream.py)."""
 
 import os
+import signal
 import sys
 
 import pytest
@@ -22,6 +23,7 @@ from lib.gateway import Gateway  # noqa: E402
 from lib.images import make_oci_layout  # noqa: E402
 from lib.clients import Containerd, Dockerd, Podman, Skopeo  # noqa: E402
 from lib.lying_upstream import LyingUpstream  # noqa: E402
+from lib.redis import RedisServer  # noqa: E402
 
 # Anything this process or its children might send outside goes to a closed
 # loopback port instead.
@@ -219,3 +221,25 @@ def liar():
         yield up
     finally:
         up.stop()
+
+
+@pytest.fixture
+def start_redis(tmp_path_factory):
+    """Factory: start_redis(**RedisServer kwargs) -> RedisServer, each
+    stopped after the test (continued first: a test may have stopped it
+    with SIGSTOP)."""
+    servers = []
+
+    def start(**kw):
+        s = RedisServer(tmp_path_factory.mktemp("redis-"), **kw)
+        servers.append(s)
+        return s
+    try:
+        yield start
+    finally:
+        for s in servers:
+            try:
+                os.kill(s.pid, signal.SIGCONT)
+            except OSError:
+                pass
+            s.stop()

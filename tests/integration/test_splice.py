@@ -30,7 +30,7 @@ import pytest
 from lib import rawhttp
 from lib.gateway import gateway_config
 from lib.lying_upstream import liar_upstream
-from lib.redis import RedisServer, entries_to_dicts
+from lib.redis import entries_to_dicts
 from lib.util import pid_alive, wait_for
 
 MIB = 1 << 20
@@ -39,12 +39,8 @@ STREAM = "portcullis:audit"
 
 
 @pytest.fixture
-def redis(tmp_path_factory):
-    s = RedisServer(tmp_path_factory.mktemp("redis-"))
-    try:
-        yield s
-    finally:
-        s.stop()
+def redis(start_redis):
+    return start_redis()
 
 
 def gw_cfg(liar, splice=True, timeouts=None, audit=None):
