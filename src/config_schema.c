@@ -15,7 +15,6 @@
  * reads its argument: no allocation, no I/O, and its message is a constant
  * that never echoes the value.
  */
-
 #include <arpa/inet.h>
 
 #include <ctype.h>

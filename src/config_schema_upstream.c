@@ -4,7 +4,6 @@
  * serve.  cfg_root_keys (config_schema.c) names these tables; the rules of
  * every schema table are stated there.
  */
-
 #include <stddef.h>
 
 #include "config.h"
