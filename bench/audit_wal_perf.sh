@@ -66,24 +66,7 @@ done
 
 # --- docker-registry with a small image ---------------------------------------
 start_registry
-head -c 4096 /dev/urandom > "$work/layer"
-layer_d=sha256:$(sha256sum "$work/layer" | cut -d' ' -f1)
-printf '{}' > "$work/img-config.json"
-cfg_d=sha256:$(sha256sum "$work/img-config.json" | cut -d' ' -f1)
-for f in layer:$layer_d img-config.json:$cfg_d; do
-	loc=$(curl -s -D - -o /dev/null -X POST "http://127.0.0.1:$rport/v2/bench/app/blobs/uploads/" |
-		tr -d '\r' | sed -n 's/^Location: //Ip')
-	case $loc in http*) ;; *) loc=http://127.0.0.1:$rport$loc;; esac
-	case $loc in *\?*) sep='&';; *) sep='?';; esac
-	curl -sf -X PUT --data-binary @"$work/${f%%:*}" -H 'Content-Type: application/octet-stream' \
-		"$loc${sep}digest=${f#*:}" -o /dev/null
-done
-MT=application/vnd.oci.image.manifest.v1+json
-printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":4096}]}' \
-	"$MT" "$cfg_d" "$layer_d" > "$work/manifest.json"
-man_d=sha256:$(sha256sum "$work/manifest.json" | cut -d' ' -f1)
-curl -sf -X PUT -H "Content-Type: $MT" --data-binary @"$work/manifest.json" \
-	-o /dev/null "http://127.0.0.1:$rport/v2/bench/app/manifests/v1"
+push_small_image
 mpath=/v2/bench/app/manifests/$man_d
 
 start_gw() {	# NAME BIN AUDIT_JSON -> gw_port, gw_pid

@@ -67,28 +67,7 @@ tck=$(getconf CLK_TCK)
 
 # --- docker-registry with one image in bench/app ----------------------------
 start_registry
-push() {	# push FILE DIGEST
-	local loc sep
-	loc=$(curl -s -D - -o /dev/null -X POST "$R/v2/bench/app/blobs/uploads/" |
-		tr -d '\r' | sed -n 's/^Location: //Ip')
-	case $loc in http*) ;; *) loc=$R$loc;; esac
-	case $loc in *\?*) sep='&';; *) sep='?';; esac
-	curl -sf -X PUT --data-binary @"$1" \
-		-H 'Content-Type: application/octet-stream' \
-		"$loc${sep}digest=$2" -o /dev/null
-}
-head -c 4096 /dev/urandom > "$work/layer"
-layer_d=sha256:$(sha256sum "$work/layer" | cut -d' ' -f1)
-printf '{}' > "$work/config.json"
-cfg_d=sha256:$(sha256sum "$work/config.json" | cut -d' ' -f1)
-push "$work/layer" "$layer_d"
-push "$work/config.json" "$cfg_d"
-MT=application/vnd.oci.image.manifest.v1+json
-printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":4096}]}' \
-	"$MT" "$cfg_d" "$layer_d" > "$work/manifest.json"
-man_d=sha256:$(sha256sum "$work/manifest.json" | cut -d' ' -f1)
-curl -sf -X PUT -H "Content-Type: $MT" --data-binary @"$work/manifest.json" \
-	-o /dev/null "$R/v2/bench/app/manifests/v1"
+push_small_image
 
 # --- the two policies -------------------------------------------------------
 python3 - "$work" "$RULES" "$BLOCKED" <<'PY'

@@ -1,7 +1,7 @@
 /*
  * config.c: load the JSON configuration into an immutable snapshot.
  *
- * The schema tables (config_schema.c) drive everything here: they fill in
+ * The schema tables (config_schema*.c) drive everything here: they fill in
  * defaults, parse and type-check the document, free the snapshot and
  * compare two snapshots on reload.  Checks that span several keys
  * (duplicate prefixes, one default upstream, TLS client verification) run

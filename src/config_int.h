@@ -14,6 +14,9 @@
 
 #define CFG_PTR_MAX	512	/* longest JSON pointer we build */
 
+/* A row's offset of a field of struct config (the root and its objects). */
+#define CFG_OFF(f)	offsetof(struct config, f)
+
 enum cfg_type {
 	CFG_STRING,	/* char *, checked by key->check */
 	CFG_PATH,	/* char *, a readable file; relative to the config */
@@ -93,11 +96,59 @@ void	 cfg_finish_ratelimit(struct cfg_ctx *, struct config *);
 
 /* config_schema.c */
 extern const struct cfg_key	 cfg_root_keys[];
-extern const struct cfg_key	 cfg_policy_file_keys[];
-extern const char *const	 cfg_level_names[];
 int		 cfg_split_listen(const char *, char *, size_t, int *);
 /* YYYY-MM-DDTHH:MM:SSZ into seconds since the epoch (out may be NULL). */
 int		 cfg_parse_rfc3339(const char *, int64_t *);
+/* The rows' check functions: NULL, or a constant message. */
 const char	*cfg_check_listen(const char *);
+const char	*cfg_check_external_url(const char *);
+const char	*cfg_check_service(const char *);
+const char	*cfg_check_rfc3339(const char *);
+const char	*cfg_check_instance_id(const char *);
+const char	*cfg_check_name(const char *);
+const char	*cfg_check_upstream_url(const char *);
+const char	*cfg_check_prefix(const char *);
+const char	*cfg_check_host(const char *);
+const char	*cfg_check_cache_dir(const char *);
+const char	*cfg_check_redis(const char *);
+const char	*cfg_check_stream_key(const char *);
+const char	*cfg_check_ip(const char *);
+const char	*cfg_check_spool_file(const char *);
+const char	*cfg_check_redis_user(const char *);
+const char	*cfg_check_issuer(const char *);
+const char	*cfg_check_claim(const char *);
+const char	*cfg_check_audience(const char *);
+const char	*cfg_check_algorithm(const char *);
+const char	*cfg_check_redirect_url(const char *);
+const char	*cfg_check_scope_token(const char *);
+const char	*cfg_check_cookie_name(const char *);
+const char	*cfg_check_net(const char *);
+const char	*cfg_check_account(const char *);
+
+/* config_schema_server.c */
+extern const struct cfg_key	 cfg_listen_keys[];
+extern const struct cfg_key	 cfg_limits_keys[];
+extern const struct cfg_key	 cfg_buffers_keys[];
+extern const struct cfg_key	 cfg_timeouts_keys[];
+extern const struct cfg_key	 cfg_log_keys[];
+extern const struct cfg_key	 cfg_admin_keys[];
+extern const struct cfg_key	 cfg_metrics_keys[];
+extern const char *const	 cfg_level_names[];
+
+/* config_schema_upstream.c */
+extern const struct cfg_key	 cfg_upstream_keys[];
+extern const struct cfg_key	 cfg_cache_keys[];
+
+/* config_schema_redis.c */
+extern const struct cfg_key	 cfg_redis_keys[];
+extern const struct cfg_key	 cfg_audit_keys[];
+extern const struct cfg_key	 cfg_secrets_keys[];
+extern const struct cfg_key	 cfg_revocation_keys[];
+extern const struct cfg_key	 cfg_ratelimit_keys[];
+
+/* config_schema_access.c */
+extern const struct cfg_key	 cfg_policy_keys[];
+extern const struct cfg_key	 cfg_policy_file_keys[];
+extern const struct cfg_key	 cfg_identity_keys[];
 
 #endif /* PC_CONFIG_INT_H */

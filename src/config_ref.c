@@ -2,7 +2,7 @@
  * config_ref.c: the configuration reference behind
  * `portcullis config-reference` and the README's generated section: one
  * Markdown table row per schema key, generated from the tables in
- * config_schema.c.
+ * config_schema*.c.
  *
  * Guarantees: the output depends on the tables alone (no snapshot, no
  * file other than out), rows come in table order with nested keys after

@@ -2,7 +2,7 @@
  * config_secret.c: read the secret files the configuration names -- an
  * upstream's credentials_file, the Redis and Sentinel password files and
  * identity.sso.client_secret_file -- as the schema rows' `loaded' hooks
- * (config_schema.c), while config.c parses the document.
+ * (config_schema*.c), while config.c parses the document.
  *
  * Guarantees: each file is one line (a final LF or CRLF allowed) with no
  * NUL, CR or LF inside; neither its content nor its length goes into an

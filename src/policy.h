@@ -118,7 +118,7 @@ void		 policy_free(struct policy *);
 
 /*
  * The policy as written: what the configuration loader fills from the
- * "policy" section (its schema rows in config_schema.c), and what
+ * "policy" section (its schema rows in config_schema_access.c), and what
  * policy_compile() turns into a struct policy.  Strings are owned by the
  * configuration snapshot.
  */

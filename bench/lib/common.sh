@@ -98,3 +98,35 @@ YML
 	R=http://127.0.0.1:$rport
 	wait_http "$R/v2/" docker-registry "$rpid" "$work/registry/log"
 }
+
+# push_blob FILE DIGEST: upload FILE as blob DIGEST of bench/app to the
+# registry at $R (start_registry), in one PUT from memory (small files).
+push_blob() {
+	local loc sep
+	loc=$(curl -s -D - -o /dev/null -X POST "$R/v2/bench/app/blobs/uploads/" |
+		tr -d '\r' | sed -n 's/^Location: //Ip')
+	case $loc in http*) ;; *) loc=$R$loc;; esac
+	case $loc in *\?*) sep='&';; *) sep='?';; esac
+	curl -sf -X PUT --data-binary @"$1" \
+		-H 'Content-Type: application/octet-stream' \
+		"$loc${sep}digest=$2" -o /dev/null
+}
+
+# push_small_image: one image in bench/app of the registry at $R, tag v1:
+# a 4 KiB random layer and the config {}; sets MT (the manifest's media
+# type) and man_d (its digest).
+push_small_image() {
+	local layer_d cfg_d
+	head -c 4096 /dev/urandom > "$work/layer"
+	layer_d=sha256:$(sha256sum "$work/layer" | cut -d' ' -f1)
+	printf '{}' > "$work/img-config.json"
+	cfg_d=sha256:$(sha256sum "$work/img-config.json" | cut -d' ' -f1)
+	push_blob "$work/layer" "$layer_d"
+	push_blob "$work/img-config.json" "$cfg_d"
+	MT=application/vnd.oci.image.manifest.v1+json
+	printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":4096}]}' \
+		"$MT" "$cfg_d" "$layer_d" > "$work/manifest.json"
+	man_d=sha256:$(sha256sum "$work/manifest.json" | cut -d' ' -f1)
+	curl -sf -X PUT -H "Content-Type: $MT" --data-binary @"$work/manifest.json" \
+		-o /dev/null "$R/v2/bench/app/manifests/v1"
+}

@@ -5,9 +5,11 @@ loopback in temp dirs and stopped by PID even when a test fails.
 
 Factories come in two scopes: start_registry / start_gateway (torn down
 after the test) and start_registry_module / start_gateway_module (after the
-module), so a module can share its upstreams and images."""
+module), so a module can share its upstreams and images.  liar is the
+misbehaving-registry test double (lib/lying_upstream.py)."""
 
 import os
+import signal
 import sys
 
 import pytest
@@ -20,6 +22,8 @@ from lib.registry import Registry  # noqa: E402
 from lib.gateway import Gateway  # noqa: E402
 from lib.images import make_oci_layout  # noqa: E402
 from lib.clients import Containerd, Dockerd, Podman, Skopeo  # noqa: E402
+from lib.lying_upstream import LyingUpstream  # noqa: E402
+from lib.redis import RedisServer  # noqa: E402
 
 # Anything this process or its children might send outside goes to a closed
 # loopback port instead.
@@ -206,3 +210,36 @@ def http():
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def liar():
+    """The test double lib/lying_upstream.py (a misbehaving registry),
+    stopped after the test."""
+    up = LyingUpstream()
+    try:
+        yield up
+    finally:
+        up.stop()
+
+
+@pytest.fixture
+def start_redis(tmp_path_factory):
+    """Factory: start_redis(**RedisServer kwargs) -> RedisServer, each
+    stopped after the test (continued first: a test may have stopped it
+    with SIGSTOP)."""
+    servers = []
+
+    def start(**kw):
+        s = RedisServer(tmp_path_factory.mktemp("redis-"), **kw)
+        servers.append(s)
+        return s
+    try:
+        yield start
+    finally:
+        for s in servers:
+            try:
+                os.kill(s.pid, signal.SIGCONT)
+            except OSError:
+                pass
+            s.stop()

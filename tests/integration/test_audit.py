@@ -25,26 +25,16 @@ import pytest
 from lib import audit_spool
 from lib.gateway import (OPEN_TEST_POLICY, gateway_bin, gateway_config,
                          upstream)
-from lib.redis import (RedisServer, RespError, audit_record_args,
-                       entries_to_dicts, index_refs)
+from lib.redis import (RespError, audit_record_args, entries_to_dicts,
+                       index_refs)
 from lib.util import ManagedProcess, free_port, pid_alive, safe_env, wait_for
 
 STREAM = "portcullis:audit"
 
 
 @pytest.fixture
-def redis(tmp_path_factory):
-    servers = []
-
-    def start(port=None):
-        s = RedisServer(tmp_path_factory.mktemp("redis-"), port=port)
-        servers.append(s)
-        return s
-    try:
-        yield start
-    finally:
-        for s in servers:
-            s.stop()
+def redis(start_redis):
+    return start_redis
 
 
 def audit_cfg(redis_port, spool, **kw):

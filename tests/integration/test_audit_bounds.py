@@ -19,7 +19,7 @@ import time
 import urllib.parse
 
 from lib.gateway import gateway_bin, gateway_config, upstream
-from lib.redis import RedisServer, audit_record_args
+from lib.redis import audit_record_args
 from lib.util import run, wait_for
 
 import pytest
@@ -29,18 +29,8 @@ INDEX_PREFIX = STREAM + ":repository:"
 
 
 @pytest.fixture
-def redis(tmp_path_factory):
-    servers = []
-
-    def start():
-        s = RedisServer(tmp_path_factory.mktemp("redis-"))
-        servers.append(s)
-        return s
-    try:
-        yield start
-    finally:
-        for s in servers:
-            s.stop()
+def redis(start_redis):
+    return start_redis
 
 
 def audit_cfg(redis_port, spool, **kw):

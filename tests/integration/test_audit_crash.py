@@ -26,7 +26,7 @@ import requests
 from lib import audit_spool
 from lib.cache import cache_cfg
 from lib.gateway import gateway_bin, gateway_config, upstream
-from lib.redis import RedisServer, entries_to_dicts
+from lib.redis import entries_to_dicts
 from lib.util import free_port, run, wait_for
 
 STREAM = "portcullis:audit"
@@ -34,18 +34,8 @@ MT = "application/vnd.oci.image.manifest.v1+json"
 
 
 @pytest.fixture
-def redis(tmp_path_factory):
-    servers = []
-
-    def start(port=None):
-        s = RedisServer(tmp_path_factory.mktemp("redis-"), port=port)
-        servers.append(s)
-        return s
-    try:
-        yield start
-    finally:
-        for s in servers:
-            s.stop()
+def redis(start_redis):
+    return start_redis
 
 
 def audit_cfg(redis_port, spool, **kw):

@@ -6,20 +6,19 @@ truncation, stalls, 429).  Every test asserts on responses, on the
 upstream's log and on what is (or is not) on disk under cache.dir."""
 
 import concurrent.futures
-import hashlib
 import os
 import signal
 import socket
-import urllib.parse
 
 import pytest
 import requests
 
-from lib.cache import blob_path, cache_cfg, session, tmp_files
+from lib.cache import (blob_path, cache_cfg, fetch, push_blob, session,
+                       tmp_files)
 from lib.clients import hosts_dir
 from lib.gateway import gateway_config, upstream
 from lib.images import HOST_ARCH, read_layout, sha256
-from lib.lying_upstream import LyingUpstream, RATELIMIT_LIMIT
+from lib.lying_upstream import RATELIMIT_LIMIT, liar_upstream
 from lib.util import wait_for
 
 MIB = 1024 * 1024
@@ -28,40 +27,10 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
-def push_blob(reg, repo, data):
-    """Monolithic upload straight to the registry; returns the digest."""
-    s = session()
-    d = sha256(data)
-    r = s.post("%s/v2/%s/blobs/uploads/" % (reg.url, repo), timeout=30)
-    assert r.status_code == 202, r.text
-    loc = urllib.parse.urljoin(reg.url + "/", r.headers["Location"])
-    r = s.put(loc + ("&" if "?" in loc else "?") + "digest=" + d, data=data,
-              headers={"Content-Type": "application/octet-stream"},
-              timeout=120)
-    assert r.status_code == 201, r.text
-    return d
-
-
 def blob_gets(reg, path_prefix, since):
     return [e for e in reg.access_log(since=since)
             if e["method"] == "GET" and e["path"].startswith(path_prefix)
             and "/blobs/" in e["path"]]
-
-
-@pytest.fixture
-def liar():
-    up = LyingUpstream()
-    try:
-        yield up
-    finally:
-        up.stop()
-
-
-def liar_upstream(liar, **kw):
-    u = {"name": "liar", "url": liar.url, "prefix": "liar",
-         "hosts": [liar.host]}
-    u.update(kw)
-    return u
 
 
 # --- 1. docker-registry as upstream ------------------------------------
@@ -100,17 +69,6 @@ def test_second_pull_makes_no_upstream_blob_get(start_registry,
     assert "cache=hit" in gw.log_text()
 
 
-def _fetch(url, headers=None):
-    with session() as s:
-        r = s.get(url, headers=headers or {}, timeout=120, stream=True)
-        h = hashlib.sha256()
-        n = 0
-        for chunk in r.iter_content(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-        return r.status_code, "sha256:" + h.hexdigest(), n, r.headers
-
-
 def test_20_concurrent_cold_pulls_make_one_upstream_get(start_registry,
                                                         start_gateway,
                                                         tmp_path):
@@ -124,7 +82,7 @@ def test_20_concurrent_cold_pulls_make_one_upstream_get(start_registry,
     m = reg.mark()
     url = "%s/v2/up1/big/blob/blobs/%s" % (gw.url, d)
     with concurrent.futures.ThreadPoolExecutor(20) as ex:
-        got = list(ex.map(lambda _: _fetch(url), range(20)))
+        got = list(ex.map(lambda _: fetch(url), range(20)))
     for st, digest, n, h in got:
         assert (st, digest, n) == (200, d, 64 * MIB)
         assert h["Docker-Content-Digest"] == d
@@ -185,7 +143,7 @@ def test_range_on_blob_still_filling_and_late_joiner(liar, start_gateway,
                                       cache=cache_cfg(cdir)))
     url = "%s/v2/liar/app/blobs/%s" % (gw.url, d)
     with concurrent.futures.ThreadPoolExecutor(3) as ex:
-        first = ex.submit(_fetch, url)
+        first = ex.submit(fetch, url)
         # The fill has the first half on disk and waits for the rest.
         wait_for(lambda: any(os.path.getsize(os.path.join(cdir, "tmp", f))
                              >= half for f in tmp_files(cdir)),
@@ -193,9 +151,9 @@ def test_range_on_blob_still_filling_and_late_joiner(liar, start_gateway,
         assert not first.done()
         # A Range inside what is on disk is answered only once the fill
         # is verified: a 206 completes before the end of the body.
-        rng = ex.submit(_fetch, url, {"Range": "bytes=100-199999"})
+        rng = ex.submit(fetch, url, {"Range": "bytes=100-199999"})
         # A late full reader starts from the file and follows it.
-        late = ex.submit(_fetch, url)
+        late = ex.submit(fetch, url)
         # Joins are logged: the Range reader's and the late reader's (in
         # another worker: a wait for this worker's fill).
         wait_for(lambda: gw.log_text().count("cache coalesced") +
@@ -254,7 +212,7 @@ def test_lying_upstream_fails_transfer_and_caches_nothing(liar,
     assert liar.requests("GET", "/v2/app/blobs/" + d) == 2
     # Once the upstream tells the truth, the blob is served and cached.
     liar.set_mode(d, "ok")
-    assert _fetch(url)[:3] == (200, d, len(data))
+    assert fetch(url)[:3] == (200, d, len(data))
     assert os.path.getsize(blob_path(cdir, d)) == len(data)
 
 
@@ -305,7 +263,7 @@ def test_kill_9_mid_fill_then_restart(liar, start_gateway, tmp_path):
     gw = start_gateway(cfg)
     url = "%s/v2/liar/app/blobs/%s" % (gw.url, d)
     with concurrent.futures.ThreadPoolExecutor(1) as ex:
-        fut = ex.submit(lambda: _fetch(url))
+        fut = ex.submit(lambda: fetch(url))
         wait_for(lambda: any(os.path.getsize(os.path.join(cdir, "tmp", f))
                              >= 2 * MIB for f in tmp_files(cdir)),
                  what="partial fill on disk")
@@ -323,7 +281,7 @@ def test_kill_9_mid_fill_then_restart(liar, start_gateway, tmp_path):
     assert tmp_files(cdir) == []    # cleaned at start
     assert not os.path.exists(blob_path(cdir, d))
     url2 = "%s/v2/liar/app/blobs/%s" % (gw2.url, d)
-    assert _fetch(url2)[:3] == (200, d, len(data))
+    assert fetch(url2)[:3] == (200, d, len(data))
     with open(blob_path(cdir, d), "rb") as f:
         assert sha256(f.read()) == d
     assert tmp_files(cdir) == []
@@ -654,7 +612,7 @@ def test_fills_behind_their_digest_thread_pause_and_resume(start_registry,
     m = reg.mark()
     urls = ["%s/v2/up1/bp/app/blobs/%s" % (gw.url, d) for d in blobs]
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
-        got = list(ex.map(_fetch, urls + urls))
+        got = list(ex.map(fetch, urls + urls))
     for (st, digest, n, _h), d in zip(got, list(blobs) * 2):
         assert (st, digest, n) == (200, d, blobs[d])
     for d, n in blobs.items():

@@ -18,14 +18,14 @@ import os
 import socket
 import struct
 import threading
-import urllib.parse
 
 import pytest
 
-from lib.cache import blob_path, cache_cfg, session, tmp_files
+from lib.cache import (blob_path, cache_cfg, fetch, push_blob, session,
+                       tmp_files)
 from lib.gateway import gateway_config, upstream
 from lib.images import sha256
-from lib.lying_upstream import LyingUpstream
+from lib.lying_upstream import liar_upstream
 from lib.util import wait_for
 
 MIB = 1024 * 1024
@@ -39,21 +39,6 @@ def tmp_bytes(cdir):
         except FileNotFoundError:
             pass
     return n
-
-
-def push_blob(reg, repo, data):
-    """Monolithic upload straight to the registry; returns the digest."""
-    with session() as s:
-        d = sha256(data)
-        r = s.post("%s/v2/%s/blobs/uploads/" % (reg.url, repo), timeout=30)
-        assert r.status_code == 202, r.text
-        loc = urllib.parse.urljoin(reg.url + "/", r.headers["Location"])
-        r = s.put(loc + ("&" if "?" in loc else "?") + "digest=" + d,
-                  data=data, headers={"Content-Type":
-                                      "application/octet-stream"},
-                  timeout=120)
-        assert r.status_code == 201, r.text
-        return d
 
 
 def manifest_path(cdir, digest):
@@ -72,18 +57,6 @@ def push_manifest(reg, repo, ref, data, ctype):
 def blob_gets(reg, path, since):
     return [e for e in reg.access_log(since=since)
             if e["method"] == "GET" and e["path"] == path]
-
-
-def fetch(url, headers=None):
-    """GET the whole body: (status, digest of the body, length, headers)."""
-    with session() as s:
-        r = s.get(url, headers=headers or {}, timeout=60, stream=True)
-        h = hashlib.sha256()
-        n = 0
-        for chunk in r.iter_content(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-        return r.status_code, "sha256:" + h.hexdigest(), n, r.headers
 
 
 def get_head(gw, path, src="127.0.0.1"):
@@ -149,22 +122,6 @@ def threads_of(pid):
             if line.startswith("Threads:"):
                 return int(line.split()[1])
     raise AssertionError("no Threads line")
-
-
-@pytest.fixture
-def liar():
-    up = LyingUpstream()
-    try:
-        yield up
-    finally:
-        up.stop()
-
-
-def liar_upstream(liar, **kw):
-    u = {"name": "liar", "url": liar.url, "prefix": "liar",
-         "hosts": [liar.host]}
-    u.update(kw)
-    return u
 
 
 # --- 4. fills keyed by (upstream, digest) ------------------------------

@@ -22,7 +22,7 @@ import pytest
 from lib.cache import blob_path, cache_cfg, session
 from lib.gateway import gateway_config, upstream
 from lib.images import sha256
-from lib.lying_upstream import LyingUpstream
+from lib.lying_upstream import liar_upstream
 from lib.util import wait_for
 from test_cache_fills import get_head, push_blob, push_manifest, read_rest
 
@@ -301,19 +301,9 @@ def test_max_repo_links_drops_the_least_recently_used_link(
     assert lines[-1].startswith("b\t%s\ta/a\t" % more[-1])
 
 
-@pytest.fixture
-def liar():
-    up = LyingUpstream()
-    try:
-        yield up
-    finally:
-        up.stop()
-
-
 def liar_gateway(start_gateway, liar, cdir, **kw):
     return start_gateway(gateway_config(
-        {"name": "liar", "url": liar.url, "prefix": "liar",
-         "hosts": [liar.host]}, cache=cache_cfg(cdir, **kw)))
+        liar_upstream(liar), cache=cache_cfg(cdir, **kw)))
 
 
 def test_reader_of_another_repository_does_not_join_a_fill_unconfirmed(
@@ -532,9 +522,7 @@ def test_another_upstreams_word_does_not_serve_bytes_it_never_sent(
     d, man, _ = image_in(reg, ["private/y"], layer)
     b = sha256(layer)
     gw = start_gateway(gateway_config(
-        upstream(reg, prefix="up1"),
-        {"name": "liar", "url": liar.url, "prefix": "liar",
-         "hosts": [liar.host]},
+        upstream(reg, prefix="up1"), liar_upstream(liar),
         cache=cache_cfg(tmp_path / "cache")))
     acc = {"Accept": OCI_MANIFEST}
     r = get(gw, "/v2/up1/private/y/blobs/" + b)

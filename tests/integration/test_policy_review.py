@@ -32,11 +32,10 @@ import ssl
 import threading
 import urllib.parse
 
-import pytest
 import requests
 
 from lib.gateway import gateway_config, upstream
-from lib.lying_upstream import LyingUpstream
+from lib.lying_upstream import liar_upstream
 from lib.recording_proxy import RecordingProxy
 from lib.util import wait_for
 # Fixtures (gw, pki, redis_mod, reg) are found by name.
@@ -108,15 +107,6 @@ def test_mount_source_after_an_undecodable_one(gw, reg, pki):
 # A hostile upstream (the LyingUpstream test double) naming another digest
 # than the manifest it sends.
 
-@pytest.fixture
-def liar():
-    up = LyingUpstream()
-    try:
-        yield up
-    finally:
-        up.stop()
-
-
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
@@ -154,8 +144,7 @@ def test_blocked_manifest_under_another_digest_header(liar, start_gateway):
     liar.canned("GET", "/v2/app/manifests/ok", 200, [
         ("Content-Type", OCI_MANIFEST), ("Content-Length", str(len(good))),
         ("Docker-Content-Digest", good_d)], good)
-    u = {"name": "liar", "url": liar.url, "prefix": "liar",
-         "hosts": [liar.host], "default": True}
+    u = liar_upstream(liar, default=True)
     for listed in (bad_d,):
         pol = {"rules": [{"id": "all", "effect": "allow",
                           "repositories": ["**"], "subjects": ["anonymous"],

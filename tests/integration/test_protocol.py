@@ -11,7 +11,7 @@ import urllib.parse
 
 import pytest
 
-from lib.cache import session
+from lib.cache import push_blob, session
 from lib.gateway import gateway_config, upstream
 
 MT = "application/vnd.oci.image.manifest.v1+json"
@@ -19,20 +19,6 @@ MT = "application/vnd.oci.image.manifest.v1+json"
 
 def sha256(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def push_blob(reg, repo, data):
-    with session() as s:
-        d = sha256(data)
-        r = s.post("%s/v2/%s/blobs/uploads/" % (reg.url, repo), timeout=30)
-        assert r.status_code == 202, r.text
-        loc = urllib.parse.urljoin(reg.url + "/", r.headers["Location"])
-        r = s.put(loc + ("&" if "?" in loc else "?") + "digest=" + d,
-                  data=data, headers={"Content-Type":
-                                      "application/octet-stream"},
-                  timeout=60)
-        assert r.status_code == 201, r.text
-        return d
 
 
 def push_image(reg, repo, tags):

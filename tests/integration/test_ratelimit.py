@@ -31,7 +31,7 @@ import pytest
 import requests
 
 from lib.gateway import gateway_config, upstream
-from lib.redis import RedisServer, entries_to_dicts
+from lib.redis import entries_to_dicts
 from lib.registry import MANIFEST_TYPES
 from lib.util import wait_for
 
@@ -41,22 +41,8 @@ ACCEPT = ", ".join(MANIFEST_TYPES)
 
 
 @pytest.fixture
-def redis(tmp_path_factory):
-    servers = []
-
-    def start(**kw):
-        s = RedisServer(tmp_path_factory.mktemp("redis-"), **kw)
-        servers.append(s)
-        return s
-    try:
-        yield start
-    finally:
-        for s in servers:
-            try:
-                os.kill(s.pid, signal.SIGCONT)
-            except OSError:
-                pass
-            s.stop()
+def redis(start_redis):
+    return start_redis
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from lib.cache import blob_path, cache_cfg, tmp_files
 from lib.gateway import gateway_config, upstream
 from lib.hostile_upstream import HostileUpstream
 from lib.lying_upstream import LyingUpstream
-from lib.redis import RedisServer, entries_to_dicts
+from lib.redis import entries_to_dicts
 from lib.util import free_port, wait_for
 
 STREAM = "portcullis:audit"
@@ -30,18 +30,8 @@ MIB = 1 << 20
 
 
 @pytest.fixture
-def redis(tmp_path_factory):
-    servers = []
-
-    def start(port=None):
-        s = RedisServer(tmp_path_factory.mktemp("redis-"), port=port)
-        servers.append(s)
-        return s
-    try:
-        yield start
-    finally:
-        for s in servers:
-            s.stop()
+def redis(start_redis):
+    return start_redis
 
 
 def audit_cfg(port, spool, **kw):

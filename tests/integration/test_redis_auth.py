@@ -18,8 +18,8 @@ import pytest
 
 from lib import audit_spool
 from lib.gateway import gateway_bin, gateway_config
-from lib.redis import (Client, RedisServer, audit_record_args,
-                       entries_to_dicts, readme_acl, readme_acl_lines)
+from lib.redis import (Client, audit_record_args, entries_to_dicts,
+                       readme_acl, readme_acl_lines)
 from lib.util import ManagedProcess, free_port, run, safe_env, wait_for
 
 STREAM = "portcullis:audit"
@@ -40,18 +40,8 @@ def acl_user(name, password, commands=AUDIT_COMMANDS, channels=()):
 
 
 @pytest.fixture
-def redis(tmp_path_factory):
-    servers = []
-
-    def start(**kw):
-        s = RedisServer(tmp_path_factory.mktemp("redis-"), **kw)
-        servers.append(s)
-        return s
-    try:
-        yield start
-    finally:
-        for s in servers:
-            s.stop()
+def redis(start_redis):
+    return start_redis
 
 
 def pwfile(tmp_path, pw, name="redis.pw"):

@@ -25,7 +25,7 @@ import time
 import pytest
 
 from lib.gateway import gateway_bin, gateway_config
-from lib.redis import RedisServer, readme_acl
+from lib.redis import readme_acl
 from lib.util import run, wait_for
 
 ADMIN_PW = "admin-Pw-93kd"
@@ -33,18 +33,8 @@ USER_PW = "gw-user-Lq82Zx"
 SECRET_RE = re.compile(r"^pcs_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$")
 
 @pytest.fixture
-def redis(tmp_path_factory):
-    servers = []
-
-    def start(**kw):
-        s = RedisServer(tmp_path_factory.mktemp("redis-"), **kw)
-        servers.append(s)
-        return s
-    try:
-        yield start
-    finally:
-        for s in servers:
-            s.stop()
+def redis(start_redis):
+    return start_redis
 
 
 def acl_redis(redis):

@@ -29,8 +29,8 @@ import pytest
 
 from lib import rawhttp
 from lib.gateway import gateway_config
-from lib.lying_upstream import LyingUpstream
-from lib.redis import RedisServer, entries_to_dicts
+from lib.lying_upstream import liar_upstream
+from lib.redis import entries_to_dicts
 from lib.util import pid_alive, wait_for
 
 MIB = 1 << 20
@@ -39,28 +39,13 @@ STREAM = "portcullis:audit"
 
 
 @pytest.fixture
-def liar():
-    up = LyingUpstream()
-    try:
-        yield up
-    finally:
-        up.stop()
-
-
-@pytest.fixture
-def redis(tmp_path_factory):
-    s = RedisServer(tmp_path_factory.mktemp("redis-"))
-    try:
-        yield s
-    finally:
-        s.stop()
+def redis(start_redis):
+    return start_redis()
 
 
 def gw_cfg(liar, splice=True, timeouts=None, audit=None):
-    cfg = gateway_config(
-        {"name": "liar", "url": liar.url, "prefix": "liar",
-         "hosts": [liar.host]},
-        buffers={"high_watermark": WATERMARK, "splice": splice})
+    cfg = gateway_config(liar_upstream(liar), buffers={
+        "high_watermark": WATERMARK, "splice": splice})
     cfg["timeouts"].update(timeouts or {})
     cfg["log"] = {"level": "debug"}     # the splice's start and end
     if audit is not None:
@@ -68,8 +53,69 @@ def gw_cfg(liar, splice=True, timeouts=None, audit=None):
     return cfg
 
 
+def audit_cfg(redis, tmp_path):
+    """An audit section writing to `redis`, spooling under tmp_path."""
+    return {"redis": "127.0.0.1:%d" % redis.port,
+            "spool_file": str(tmp_path / "a.spool"), "timeout": 2}
+
+
 def request(d):
     return "/v2/liar/app/blobs/" + d
+
+
+def blob(liar, size, **kw):
+    """`size` random bytes the liar serves as a blob (add_blob's modes in
+    kw): (data, digest)."""
+    data = os.urandom(size)
+    return data, liar.add_blob(data, **kw)
+
+
+def open_get(gw, d, rcvbuf=None, timeout=30):
+    """A raw client socket that has sent a GET of blob d (HTTP/1.1, kept
+    alive).  `rcvbuf` sets SO_RCVBUF before connect: a slow reader."""
+    s = socket.socket()
+    try:
+        if rcvbuf is not None:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.settimeout(timeout)
+        s.connect(("127.0.0.1", gw.port))
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                   % (request(d), gw.host)).encode())
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def get_whole(c, d, data, timeout=30):
+    """GET blob d on RawConn c and check it is a 200 carrying all of
+    `data`; the response."""
+    c.send_request("GET", request(d))
+    r = c.read_response(timeout=timeout)
+    assert r.status == 200, r
+    assert r.body == data
+    return r
+
+
+def pull(gw, d, data, timeout=30):
+    """get_whole() on a connection of its own."""
+    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=timeout) as c:
+        return get_whole(c, d, data, timeout=timeout)
+
+
+def still_serves(gw, liar):
+    """The gateway goes on serving: a new 1 MiB blob comes whole."""
+    good, dg = blob(liar, MIB)
+    pull(gw, dg, good)
+
+
+def spliced(gw):
+    """Whether the gateway has logged a splice start."""
+    return "proxy splice start" in gw.log_text()
+
+
+def wait_spliced(gw):
+    wait_for(lambda: spliced(gw), timeout=30, what="the splice")
 
 
 def read_head(s):
@@ -86,6 +132,23 @@ def read_head(s):
         k, v = ln.split(":", 1)
         fields[k.strip().lower()] = v.strip()
     return int(lines[0].split()[1]), fields, rest
+
+
+def head_ok(s):
+    """read_head() of a 200; (fields, body so far)."""
+    status, fields, rest = read_head(s)
+    assert status == 200, status
+    return fields, rest
+
+
+def read_at_least(s, got, n):
+    """Read on until `got` (the bytes so far) holds n bytes; the bytes.
+    The peer must not close first."""
+    while len(got) < n:
+        b = s.recv(1 << 20)
+        assert b
+        got += b
+    return got
 
 
 def read_to_eof(s, have, limit, timeout=60):
@@ -134,18 +197,12 @@ def record_of(rs, rid):
 
 def test_spliced_blob_is_whole_counted_and_its_connection_pooled(
         liar, redis, start_gateway, tmp_path):
-    data = os.urandom(8 * MIB + 12345)
-    d = liar.add_blob(data)
-    gw = start_gateway(gw_cfg(liar, audit={
-        "redis": "127.0.0.1:%d" % redis.port,
-        "spool_file": str(tmp_path / "a.spool"), "timeout": 2}))
+    data, d = blob(liar, 8 * MIB + 12345)
+    gw = start_gateway(gw_cfg(liar, audit=audit_cfg(redis, tmp_path)))
     rids = []
     with rawhttp.RawConn("127.0.0.1", gw.port, timeout=60) as c:
         for _ in range(3):
-            c.send_request("GET", request(d))
-            r = c.read_response(timeout=60)
-            assert r.status == 200, r
-            assert r.body == data
+            r = get_whole(c, d, data, timeout=60)
             assert not r.wants_close()
             rids.append(r.header("X-Request-Id"))
     log = gw.log_text()
@@ -164,21 +221,14 @@ def test_spliced_blob_is_whole_counted_and_its_connection_pooled(
 
 
 def test_small_blob_and_splice_off_take_the_copy_path(liar, start_gateway):
-    small = os.urandom(WATERMARK // 2)
-    big = os.urandom(2 * MIB)
-    ds, db = liar.add_blob(small), liar.add_blob(big)
+    small, ds = blob(liar, WATERMARK // 2)
+    big, db = blob(liar, 2 * MIB)
     gw = start_gateway(gw_cfg(liar))
-    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
-        c.send_request("GET", request(ds))
-        r = c.read_response(timeout=30)
-        assert r.status == 200 and r.body == small
-    assert "proxy splice start" not in gw.log_text()
+    pull(gw, ds, small)
+    assert not spliced(gw)
     gw2 = start_gateway(gw_cfg(liar, splice=False))
-    with rawhttp.RawConn("127.0.0.1", gw2.port, timeout=30) as c:
-        c.send_request("GET", request(db))
-        r = c.read_response(timeout=30)
-        assert r.status == 200 and r.body == big
-    assert "proxy splice start" not in gw2.log_text()
+    pull(gw2, db, big)
+    assert not spliced(gw2)
 
 
 def test_short_upstream_body_ends_the_client_connection(liar,
@@ -186,45 +236,29 @@ def test_short_upstream_body_ends_the_client_connection(liar,
     # The upstream announces 8 MiB, sends half and closes: the client's
     # head is out, so the only honest end is to cut its connection.
     size = 8 * MIB
-    data = os.urandom(size)
-    d = liar.add_blob(data, mode="truncate")
+    data, d = blob(liar, size, mode="truncate")
     gw = start_gateway(gw_cfg(liar))
-    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
-    try:
-        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                   % (request(d), gw.host)).encode())
-        status, fields, rest = read_head(s)
-        assert status == 200
+    with open_get(gw, d) as s:
+        fields, rest = head_ok(s)
         assert fields["content-length"] == str(size)
         got = read_to_eof(s, rest, size)
-    finally:
-        s.close()
     assert len(got) <= size // 2, len(got)
     assert got == data[:len(got)]
     wait_for(lambda: "mid-response" in gw.log_text(), timeout=30,
              what="the abort logged")
-    assert "proxy splice start" in gw.log_text()
+    assert spliced(gw)
     assert pid_alive(gw.pid)
     # The gateway goes on serving (the connection was not pooled).
-    good = os.urandom(MIB)
-    dg = liar.add_blob(good)
-    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
-        c.send_request("GET", request(dg))
-        r = c.read_response(timeout=30)
-        assert r.status == 200 and r.body == good
+    still_serves(gw, liar)
 
 
 def test_upstream_stalling_mid_body_times_out(liar, start_gateway):
     size = 8 * MIB
-    data = os.urandom(size)
-    d = liar.add_blob(data, mode="stall", stall_at=2 * MIB)
+    _, d = blob(liar, size, mode="stall", stall_at=2 * MIB)
     gw = start_gateway(gw_cfg(liar, timeouts={"upstream_response": 1}))
-    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    s = open_get(gw, d)
     try:
-        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                   % (request(d), gw.host)).encode())
-        status, _, rest = read_head(s)
-        assert status == 200
+        _, rest = head_ok(s)
         got = read_to_eof(s, rest, size, timeout=30)
     finally:
         s.close()
@@ -238,26 +272,13 @@ def test_upstream_stalling_mid_body_times_out(liar, start_gateway):
 def test_client_leaving_mid_body_is_499_and_upstream_not_pooled(
         liar, redis, start_gateway, tmp_path):
     size = 64 * MIB
-    data = os.urandom(size)
-    d = liar.add_blob(data)
-    gw = start_gateway(gw_cfg(liar, audit={
-        "redis": "127.0.0.1:%d" % redis.port,
-        "spool_file": str(tmp_path / "a.spool"), "timeout": 2}))
-    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
-    try:
-        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                   % (request(d), gw.host)).encode())
-        status, fields, got = read_head(s)
-        assert status == 200
+    _, d = blob(liar, size)
+    gw = start_gateway(gw_cfg(liar, audit=audit_cfg(redis, tmp_path)))
+    with open_get(gw, d) as s:
+        fields, got = head_ok(s)
         rid = fields["x-request-id"]
-        while len(got) < 2 * MIB:
-            b = s.recv(1 << 20)
-            assert b
-            got += b
-        wait_for(lambda: "proxy splice start" in gw.log_text(), timeout=30,
-                 what="the splice to start")
-    finally:
-        s.close()
+        got = read_at_least(s, got, 2 * MIB)
+        wait_spliced(gw)
     line = log_done_line(gw, rid)
     rec = record_of(redis, rid)
     assert line["status"] == rec["status"] == "499", (line, rec)
@@ -268,12 +289,7 @@ def test_client_leaving_mid_body_is_499_and_upstream_not_pooled(
     assert liar.accepted == 1
     wait_for(lambda: liar.open_connections() == 0, timeout=30,
              what="the upstream connection closed")
-    small = os.urandom(MIB)
-    ds = liar.add_blob(small)
-    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
-        c.send_request("GET", request(ds))
-        r = c.read_response(timeout=30)
-        assert r.status == 200 and r.body == small
+    still_serves(gw, liar)
     assert liar.accepted == 2, liar.accepted
 
 
@@ -290,8 +306,7 @@ def test_slow_client_large_blob_keeps_memory_bounded(liar, start_gateway):
     # buffer: the pipe (one watermark) is all the gateway holds, so the
     # upstream is read only as fast as the client reads.
     size = 96 * MIB
-    data = os.urandom(size)
-    d = liar.add_blob(data)
+    _, d = blob(liar, size)
     gw = start_gateway(gw_cfg(liar))
     base = _kib(gw.pid, "VmRSS")
     peak = [0]
@@ -309,15 +324,8 @@ def test_slow_client_large_blob_keeps_memory_bounded(liar, start_gateway):
     h = hashlib.sha256()
     n = 0
     try:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        s.settimeout(60)
-        s.connect(("127.0.0.1", gw.port))
-        try:
-            s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                       % (request(d), gw.host)).encode())
-            status, _, rest = read_head(s)
-            assert status == 200
+        with open_get(gw, d, rcvbuf=16384, timeout=60) as s:
+            _, rest = head_ok(s)
             h.update(rest)
             n = len(rest)
             # Slow at first (the upstream must wait for us), then fast.
@@ -336,14 +344,12 @@ def test_slow_client_large_blob_keeps_memory_bounded(liar, start_gateway):
                     # The upstream has been held back: it has not sent
                     # the whole blob while we read a small part of it.
                     assert liar.answering() == 1
-        finally:
-            s.close()
     finally:
         stop.set()
         t.join(timeout=5)
     assert n == size, n
     assert "sha256:" + h.hexdigest() == d
-    assert "proxy splice start" in gw.log_text()
+    assert spliced(gw)
     # The blob is 96 MiB; the gateway grew by well under a tenth of it.
     assert peak[0] - base < 8 * 1024, (base, peak[0])
 
@@ -355,8 +361,7 @@ def test_tls_listener_keeps_the_copy_path(liar, start_gateway, tmp_path):
     from lib.pki import PKI
     pki = PKI(tmp_path / "pki")
     crt, key = pki.issue("gw", "127.0.0.1", san="IP:127.0.0.1")
-    data = os.urandom(4 * MIB)
-    d = liar.add_blob(data)
+    data, d = blob(liar, 4 * MIB)
     cfg = gw_cfg(liar)
     cfg["listen"] = {"tls": {"cert_file": crt, "key_file": key}}
     gw = start_gateway(cfg, tls_client={"ca": pki.ca})
@@ -365,11 +370,10 @@ def test_tls_listener_keeps_the_copy_path(liar, start_gateway, tmp_path):
     with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
         s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close"
                    "\r\n\r\n" % (request(d), gw.host)).encode())
-        status, fields, rest = read_head(s)
-        assert status == 200
+        _, rest = head_ok(s)
         got = read_to_eof(s, rest, len(data) + 1)
     assert got == data
-    assert "proxy splice start" not in gw.log_text()
+    assert not spliced(gw)
 
 
 def test_bytes_past_the_body_are_not_pooled_for_the_next_request(
@@ -379,8 +383,7 @@ def test_bytes_past_the_body_are_not_pooled_for_the_next_request(
     # those bytes wait in the upstream socket: a connection pooled with
     # them would hand them to the next request (here the same client's
     # pipelined manifest GET) as its answer.
-    data = os.urandom(2 * MIB)
-    d = liar.add_blob(data, mode="extra")
+    data, d = blob(liar, 2 * MIB, mode="extra")
     manifest = b'{"schemaVersion":2,"layers":[]}'
     liar.set_tag("app", "v1", manifest,
                  "application/vnd.oci.image.manifest.v1+json")
@@ -394,7 +397,7 @@ def test_bytes_past_the_body_are_not_pooled_for_the_next_request(
         r2 = c.read_response(timeout=30)
         assert b"poisoned" not in r2.body, r2.body
         assert r2.status == 200 and r2.body == manifest, r2
-    assert "proxy splice start" in gw.log_text()
+    assert spliced(gw)
     assert "proxy stray_bytes upstream=liar" in gw.log_text()
     assert liar.requests("GET", "/v2/app/manifests/v1") == 1
 
@@ -406,8 +409,7 @@ def _fds(pid):
 def test_aborted_transfers_leak_no_descriptors(liar, start_gateway):
     # Clients that leave mid-body (a FIN, or a reset) many times over:
     # every pipe and upstream socket goes with them.
-    data = os.urandom(16 * MIB)
-    d = liar.add_blob(data)
+    _, d = blob(liar, 16 * MIB)
     gw = start_gateway(gw_cfg(liar))
     with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
         c.send_request("GET", "/v2/")       # warm: log, listeners, pool
@@ -415,20 +417,12 @@ def test_aborted_transfers_leak_no_descriptors(liar, start_gateway):
     base = _fds(gw.pid)
     rounds = 24
     for i in range(rounds):
-        s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
-        try:
-            s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                       % (request(d), gw.host)).encode())
+        with open_get(gw, d) as s:
             _, _, got = read_head(s)
-            while len(got) < 2 * WATERMARK:
-                b = s.recv(1 << 20)
-                assert b
-                got += b
+            read_at_least(s, got, 2 * WATERMARK)
             if i % 2:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                              b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        finally:
-            s.close()
     wait_for(lambda: gw.log_text().count("status=499") == rounds,
              timeout=60, what="%d aborts logged" % rounds)
     assert gw.log_text().count("proxy splice start") == rounds
@@ -442,24 +436,15 @@ def test_client_that_never_reads_times_out(liar, start_gateway):
     # The client sends its GET and never reads: the pipe fills, the
     # upstream is read no further, and timeouts.body ends it.
     size = 64 * MIB
-    data = os.urandom(size)
-    d = liar.add_blob(data)
+    _, d = blob(liar, size)
     gw = start_gateway(gw_cfg(liar, timeouts={"body": 1}))
     base = _fds(gw.pid)
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    s.settimeout(30)
-    s.connect(("127.0.0.1", gw.port))
-    try:
-        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                   % (request(d), gw.host)).encode())
+    with open_get(gw, d, rcvbuf=16384) as s:
         wait_for(lambda: "conn timeout during=response write" in
                  gw.log_text(), timeout=60, what="the write timeout")
         got = read_to_eof(s, b"", size, timeout=30)
-    finally:
-        s.close()
     assert len(got) < size // 4, len(got)
-    assert "proxy splice start" in gw.log_text()
+    assert spliced(gw)
     wait_for(lambda: liar.open_connections() == 0, timeout=30,
              what="the upstream connection closed")
     wait_for(lambda: _fds(gw.pid) <= base, timeout=30,
@@ -468,58 +453,48 @@ def test_client_that_never_reads_times_out(liar, start_gateway):
 
 def test_half_closed_client_gets_the_whole_spliced_blob(liar,
                                                         start_gateway):
-    data = os.urandom(8 * MIB)
-    d = liar.add_blob(data)
+    data, d = blob(liar, 8 * MIB)
     gw = start_gateway(gw_cfg(liar))
-    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
-    try:
-        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                   % (request(d), gw.host)).encode())
+    with open_get(gw, d) as s:
         s.shutdown(socket.SHUT_WR)
-        status, _, rest = read_head(s)
-        assert status == 200
+        _, rest = head_ok(s)
         got = read_to_eof(s, rest, len(data) + 1)
-    finally:
-        s.close()
     assert got == data
-    assert "proxy splice start" in gw.log_text()
+    assert spliced(gw)
+
+
+def stalled_splice(liar, start_gateway, timeouts=None):
+    """An 8 MiB blob whose upstream stalls at 2 MiB, its GET answered 200
+    and spliced: (data, digest, gateway, client socket, bytes so far)."""
+    data, d = blob(liar, 8 * MIB, mode="stall", stall_at=2 * MIB)
+    gw = start_gateway(gw_cfg(liar, timeouts=timeouts))
+    s = open_get(gw, d)
+    try:
+        _, got = head_ok(s)
+        wait_spliced(gw)
+    except BaseException:
+        s.close()
+        raise
+    return data, d, gw, s, got
 
 
 def test_sigterm_mid_splice_lets_the_body_finish(liar, start_gateway):
-    data = os.urandom(8 * MIB)
-    d = liar.add_blob(data, mode="stall", stall_at=2 * MIB)
-    gw = start_gateway(gw_cfg(liar, timeouts={"drain": 60}))
-    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
-    try:
-        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                   % (request(d), gw.host)).encode())
-        status, _, got = read_head(s)
-        assert status == 200
-        wait_for(lambda: "proxy splice start" in gw.log_text(),
-                 timeout=30, what="the splice")
+    data, d, gw, s, got = stalled_splice(liar, start_gateway,
+                                         timeouts={"drain": 60})
+    with s:
         os.kill(gw.pid, signal.SIGTERM)
         wait_for(lambda: "server drain start" in gw.log_text(), timeout=30,
                  what="the drain")
         liar.release(d)
         got = read_to_eof(s, got, len(data) + 1)
-    finally:
-        s.close()
     assert got == data
     wait_for(lambda: not gw.alive(), timeout=30, what="the exit")
 
 
 def test_sigterm_drain_ends_a_stalled_splice(liar, start_gateway):
-    data = os.urandom(8 * MIB)
-    d = liar.add_blob(data, mode="stall", stall_at=2 * MIB)
-    gw = start_gateway(gw_cfg(liar, timeouts={"drain": 1}))
-    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    data, d, gw, s, got = stalled_splice(liar, start_gateway,
+                                         timeouts={"drain": 1})
     try:
-        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                   % (request(d), gw.host)).encode())
-        status, _, got = read_head(s)
-        assert status == 200
-        wait_for(lambda: "proxy splice start" in gw.log_text(),
-                 timeout=30, what="the splice")
         os.kill(gw.pid, signal.SIGTERM)
         got = read_to_eof(s, got, len(data) + 1, timeout=30)
         wait_for(lambda: not gw.alive(), timeout=30,
@@ -531,27 +506,15 @@ def test_sigterm_drain_ends_a_stalled_splice(liar, start_gateway):
 
 
 def test_sighup_mid_splice_keeps_the_body(liar, start_gateway):
-    data = os.urandom(8 * MIB)
-    d = liar.add_blob(data, mode="stall", stall_at=2 * MIB)
-    gw = start_gateway(gw_cfg(liar))
-    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
-    try:
-        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                   % (request(d), gw.host)).encode())
-        status, _, got = read_head(s)
-        assert status == 200
-        wait_for(lambda: "proxy splice start" in gw.log_text(),
-                 timeout=30, what="the splice")
+    data, d, gw, s, got = stalled_splice(liar, start_gateway)
+    with s:
         os.kill(gw.pid, signal.SIGHUP)
         wait_for(lambda: gw.reloads_ended() >= 1, timeout=30,
                  what="the reload")
         liar.release(d)
         got = read_to_eof(s, got, len(data))
-    finally:
-        s.close()
     assert got == data
     assert pid_alive(gw.pid)
-
 
 
 def _cpu_ticks(pid):
@@ -567,18 +530,10 @@ def test_client_not_reading_a_body_in_small_segments_costs_no_cpu(
     # size.  While the client does not read, the gateway must wait for
     # it, not spin on an upstream that is readable but cannot be moved.
     size = 16 * MIB
-    data = os.urandom(size)
-    d = liar.add_blob(data, mode="small")
+    data, d = blob(liar, size, mode="small")
     gw = start_gateway(gw_cfg(liar, timeouts={"body": 60}))
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.settimeout(30)
-    s.connect(("127.0.0.1", gw.port))
-    try:
-        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                   % (request(d), gw.host)).encode())
-        wait_for(lambda: "proxy splice start" in gw.log_text(), timeout=30,
-                 what="the splice")
+    with open_get(gw, d, rcvbuf=4096) as s:
+        wait_spliced(gw)
         hz = os.sysconf("SC_CLK_TCK")
         # Settled: the gateway's CPU time no longer grows while the
         # client does not read (bounded: 40 windows of 0.5 s).
@@ -594,43 +549,27 @@ def test_client_not_reading_a_body_in_small_segments_costs_no_cpu(
         # 2 s of a stalled client cost at most 0.1 s of CPU.
         assert sum(idle[-4:]) <= hz // 10, (idle, hz)
         # And the body still arrives whole once the client reads.
-        status, _, rest = read_head(s)
-        assert status == 200
+        _, rest = head_ok(s)
         got = read_to_eof(s, rest, size, timeout=120)
-    finally:
-        s.close()
     assert got == data
 
 
 def test_upstream_reset_mid_body_ends_the_client_connection(
         liar, start_gateway):
     size = 8 * MIB
-    data = os.urandom(size)
-    d = liar.add_blob(data, mode="reset")
+    data, d = blob(liar, size, mode="reset")
     gw = start_gateway(gw_cfg(liar))
     base = _fds(gw.pid)
-    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
-    try:
-        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                   % (request(d), gw.host)).encode())
-        status, _, rest = read_head(s)
-        assert status == 200
+    with open_get(gw, d) as s:
+        _, rest = head_ok(s)
         got = read_to_eof(s, rest, size)
-    finally:
-        s.close()
     assert len(got) <= size // 2 and got == data[:len(got)]
-    log = gw.log_text()
-    assert "proxy splice start" in log
+    assert spliced(gw)
     wait_for(lambda: "proxy abort upstream=liar" in gw.log_text(),
              timeout=30, what="the abort logged")
     wait_for(lambda: _fds(gw.pid) <= base, timeout=30,
              what="descriptors back to %d" % base)
-    good = os.urandom(MIB)
-    dg = liar.add_blob(good)
-    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
-        c.send_request("GET", request(dg))
-        r = c.read_response(timeout=30)
-        assert r.status == 200 and r.body == good
+    still_serves(gw, liar)
     assert liar.accepted == 2, liar.accepted
 
 
@@ -642,8 +581,7 @@ def test_spliced_connections_fit_the_descriptor_budget(liar, start_gateway):
     # limit is still served while the others splice.
     import resource
     nconn = 40
-    data = os.urandom(16 * MIB)
-    d = liar.add_blob(data)
+    _, d = blob(liar, 16 * MIB)
     cfg = gw_cfg(liar, timeouts={"body": 300, "upstream_response": 300,
                                  "upstream_connect": 30})
     cfg["limits"] = {"max_connections": nconn,
@@ -664,15 +602,9 @@ def test_spliced_connections_fit_the_descriptor_budget(liar, start_gateway):
     try:
         # The harness keeps one connection (its /healthz session).
         for _ in range(nconn - 2):
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.settimeout(30)
-            s.connect(("127.0.0.1", gw.port))
-            slow.append(s)
             # One at a time (the test double's listen backlog is 5).
-            s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                       % (request(d), gw.host)).encode())
-            status, _, _ = read_head(s)
+            slow.append(open_get(gw, d, rcvbuf=4096))
+            status, _, _ = read_head(slow[-1])
             assert status == 200, (len(slow), want)
         wait_for(lambda: liar.answering() == nconn - 2, timeout=60,
                  what="all transfers under way")
@@ -703,18 +635,13 @@ def _sent_bytes(gw, kind):
 def test_spliced_bytes_count_in_the_metrics(liar, start_gateway):
     # portcullis_sent_bytes_total counts what left the pipe (the same
     # count as the log line's out=): the whole blob.
-    data = os.urandom(4 * MIB + 7)
-    d = liar.add_blob(data)
+    data, d = blob(liar, 4 * MIB + 7)
     cfg = gw_cfg(liar)
     cfg["metrics"] = {"allow": ["127.0.0.1"]}
     gw = start_gateway(cfg)
     before = _sent_bytes(gw, "blob")
-    with rawhttp.RawConn("127.0.0.1", gw.port, timeout=30) as c:
-        c.send_request("GET", request(d))
-        r = c.read_response(timeout=30)
-        assert r.status == 200 and r.body == data
-        rid = r.header("X-Request-Id")
-    assert "proxy splice start" in gw.log_text()
+    rid = pull(gw, d, data).header("X-Request-Id")
+    assert spliced(gw)
     line = log_done_line(gw, rid)
     assert line["out"] == str(len(data))
     assert _sent_bytes(gw, "blob") - before == len(data)

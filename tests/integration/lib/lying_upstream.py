@@ -27,6 +27,7 @@ connection.
     up.canned("DELETE", "/v2/app/x", 204, [("Content-Length", "0")])
     up.requests("GET", "/v2/app/blobs/" + d)   # how many so far
     up.stop()
+    liar_upstream(up)        # its entry in the gateway's upstreams
 """
 
 import hashlib
@@ -351,3 +352,12 @@ class LyingUpstream:
                 b[3].set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def liar_upstream(up, **kw):
+    """The gateway's upstreams entry for `up`: name and prefix "liar", its
+    host; kw adds or replaces keys."""
+    u = {"name": "liar", "url": up.url, "prefix": "liar",
+         "hosts": [up.host]}
+    u.update(kw)
+    return u
