@@ -201,6 +201,7 @@ start_gw() {	# NAME EXTRA_JSON -> sets gw_port, gw_pid
 	cat > "$work/$name/config.json" <<JSON
 {
   "listen": {"address": "127.0.0.1:$port"},
+  "workers": 1,
   "log": {"level": "warn"},
   "cache": {"dir": "$work/$name/cache", "max_bytes": 1073741824},
   "upstreams": [{"name": "up1", "url": "$R", "default": true}],

@@ -120,6 +120,7 @@ start_gw() {	# start_gw CACHEDIR SENDFILE
 	cat > "$work/gw.json" <<JSON
 {
   "listen": {"address": "127.0.0.1:$port"},
+  "workers": 1,
   "timeouts": {"body": 600, "upstream_response": 600},
   "log": {"level": "warn"},
   "cache": {"dir": "$1", "max_bytes": 17179869184, "sendfile": "$2"},

@@ -131,6 +131,7 @@ start_gw() {	# NAME POLICYFILE -> sets gw_port, gw_pid
 	cat > "$work/$name/config.json" <<JSON
 {
   "listen": {"address": "127.0.0.1:$port"},
+  "workers": 1,
   "log": {"level": "warn"},
   "cache": {"dir": "$work/$name/cache", "max_bytes": 1073741824},
   "policy": {"file": "$2", "max_rules": 1000000},
