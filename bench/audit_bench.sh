@@ -40,6 +40,9 @@
 # Environment (all optional):
 #   PORTCULLIS_BIN       gateway binary (default <repo>/portcullis)
 #   PORTCULLIS_BIN_BEFORE  part 4 only: an older build to compare with
+#   PERF_STAT=1          part 4: also count the gateway's instructions and
+#                        context switches per request (perf stat), steadier
+#                        than CPU time on a loaded machine
 #   DOCKER_REGISTRY_BIN  default /usr/bin/docker-registry
 #   REDIS_SERVER_BIN     default /usr/bin/redis-server
 #   SECONDS_PER_ROUND    load duration per round (default 5)
@@ -303,22 +306,40 @@ for mode in $modes; do sent[$mode]=2; done
 for r in $(seq "$ROUNDS"); do
 	for mode in $modes; do
 		port=${wport[$mode]} pid=${wpid[$mode]}
+		pst=
+		if [ "${PERF_STAT:-0}" = 1 ]; then
+			perf stat -x, -e instructions,context-switches \
+			    -p "$(echo $pid $(pgrep -P "$pid" || true) | tr ' ' ,)" \
+			    -o "$work/pstat" &
+			pst=$!
+			sleep 0.2
+		fi
 		g0=$(cpu_ticks "$pid") r0=$(cpu_ticks "$redis_pid")
 		read -r rps n bad < <("$work/load" "$port" "$mpath" "$CONNS" "$SECONDS_PER_ROUND" "Accept: $MT")
 		g1=$(cpu_ticks "$pid") r1=$(cpu_ticks "$redis_pid")
+		ins=0 csw=0
+		if [ -n "$pst" ]; then
+			kill -INT "$pst"
+			wait "$pst" || true
+			# "<not supported>" (no PMU in a VM) counts as 0.
+			ins=$(awk -F, '$3 ~ /^instructions/ {print $1 + 0}' "$work/pstat")
+			csw=$(awk -F, '$3 ~ /^context-switches/ {print $1 + 0}' "$work/pstat")
+		fi
 		[ "$bad" = 0 ] || { echo "round $r $mode: $bad failed requests" >&2; exit 1; }
 		[ $mode = off ] || sent[$mode]=$((${sent[$mode]} + n))
 		gus=$(python3 -c "print(($g1-$g0)*1e6/$tck/max($n,1))")
 		rus=$(python3 -c "print(($r1-$r0)*1e6/$tck/max($n,1))")
-		echo "$mode $r $rps $gus $rus" >> "$res4"
+		echo "$mode $r $rps $gus $rus ${ins:-0} ${csw:-0} $n" >> "$res4"
 	done
 done
 python3 - "$res4" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    mode, _r, rps, gus, rus = line.split()
-    rows.setdefault(mode, []).append((float(rps), float(gus), float(rus)))
+    mode, _r, rps, gus, rus, ins, csw, n = line.split()
+    n = max(int(n), 1)
+    rows.setdefault(mode, []).append((float(rps), float(gus), float(rus),
+                                      float(ins) / n, float(csw) / n))
 med = lambda m, i: statistics.median(x[i] for x in rows[m])
 print("%-28s %10s %7s %14s %16s %12s" % ("cached manifest GET", "req/s",
       "cost", "gw us/request", "redis us/record", "rounds req/s"))
@@ -340,6 +361,13 @@ for m, name in (("wal", "wal true"), ("walnf", "wal true, fsync never")):
           "CPU per request" % (name, (nw - w) / nw * 100,
                                (med(m, 1) - med("nowal", 1)) /
                                med("nowal", 1) * 100))
+if any(x[3] > 0 or x[4] > 0 for x in rows["off"]):
+    print("perf stat, per request (median): instructions (0: no PMU), "
+          "context switches of the gateway")
+    for m in rows:
+        print("  %-8s %8.0f %+5.1f%%  %6.3f" % (m, med(m, 3),
+              (med(m, 3) - med("off", 3)) / max(med("off", 3), 1) * 100,
+              med(m, 4)))
 for m in ("nowal", "wal"):
     if m + "0" not in rows:
         continue
@@ -350,6 +378,9 @@ for m in ("nowal", "wal"):
           (med(m, 0) - med(b, 0)) / med(b, 0) * 100,
           (med(m, 1) - med(b, 1)) / med(b, 1) * 100,
           (med(m, 2) - med(b, 2)) / med(b, 2) * 100))
+    if med(b, 3) > 0:
+        print("  and %+.1f%% instructions per request" % (
+              (med(m, 3) - med(b, 3)) / med(b, 3) * 100))
 PY
 for mode in ${modes#off }; do
 	want=${sent[$mode]}

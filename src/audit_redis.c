@@ -47,7 +47,12 @@ static int	audit_rec_id(const struct audit_fields *, const char **,
  * Index entries: one per index a batch touches, with the id of its
  * newest record there and the refs of all of them (the ids in the main
  * stream, each with the ref tail), not one entry per record: an XADD
- * costs Redis about as much for one ref as for a hundred.  Entries of an
+ * costs Redis about as much for one ref as for a hundred.  What the
+ * script does a record besides its XADD is kept small, since it runs on
+ * Redis's one thread (bench/audit_script_bench.py): the loop keeps the
+ * lists of the record before's index keys (consecutive records mostly
+ * share them), lists ids and tails apart for one table.concat() an
+ * index rather than joining each pair into a new string.  Entries of an
  * index stay in id order and so do their refs, since every batch's ids
  * are above the one before (audit_query.c relies on it).
  * Returns how many records were written: those at or below the writer's
@@ -133,14 +138,13 @@ static const char audit_lua[] =
 "  end\n"
 "  return redis.call('XADD', KEYS[1], '*', '" AUDIT_PACKED_FIELD "', rec)\n"
 "end\n"
-"local segs = {}\n"
-"local function ref(key, id, tail)\n"
+"local function list(key)\n"
 "  local l = refs[key]\n"
 "  if not l then l = {}; refs[key] = l end\n"
-"  local k = #l\n"
-"  l[k + 1], l[k + 2] = id, tail\n"
+"  return l\n"
 "end\n"
-"local ids, mint = {}, nil\n"
+"local ids, mint, segs = {}, nil, {}\n"
+"local pks, pkr, ls, lr, lg\n"
 "local ok, err = pcall(function()\n"
 "  for i = skip, nrec - 1 do\n"
 "    local a = 7 + 3 * i\n"
@@ -154,19 +158,29 @@ static const char audit_lua[] =
 "    ids[written + 1] = id\n"
 "    if t and (not mint or t < mint) then mint = t end\n"
 "    local ks, kr, r = KEYS[4 + 2 * i], KEYS[5 + 2 * i], ARGV[a + 1]\n"
-"    if ks ~= '' and ks ~= KEYS[1] then ref(ks, id, r) end\n"
-"    if kr ~= '' and kr ~= KEYS[1] then\n"
-"      ref(kr, id, r)\n"
-"      local seg = segs[kr]\n"
-"      if seg == nil then\n"
-"        seg = string.match(string.sub(kr, #rpfx + 1), '^([^/]+)/')\n"
-"        seg = seg and rpfx .. seg .. '/' or false\n"
-"        segs[kr] = seg\n"
+"    if ks ~= pks then\n"
+"      pks = ks\n"
+"      ls = ks ~= '' and ks ~= KEYS[1] and list(ks)\n"
+"    end\n"
+"    if kr ~= pkr then\n"
+"      pkr = kr\n"
+"      lr = kr ~= '' and kr ~= KEYS[1] and list(kr)\n"
+"      lg = false\n"
+"      if lr then\n"
+"        local seg = segs[kr]\n"
+"        if seg == nil then\n"
+"          seg = string.match(string.sub(kr, #rpfx + 1), '^([^/]+)/')\n"
+"          seg = seg and rpfx .. seg .. '/' or false\n"
+"          segs[kr] = seg\n"
+"        end\n"
+"        lg = seg and list(seg)\n"
 "      end\n"
-"      if seg then\n"
-"        ref(seg, id, r)\n"
-"        pfxs = true\n"
-"      end\n"
+"    end\n"
+"    if ls then local k = #ls; ls[k + 1], ls[k + 2] = id, r end\n"
+"    if lr then local k = #lr; lr[k + 1], lr[k + 2] = id, r end\n"
+"    if lg then\n"
+"      local k = #lg\n"
+"      lg[k + 1], lg[k + 2], pfxs = id, r, true\n"
 "    end\n"
 "    written, lastid = written + 1, id\n"
 "  end\n"
