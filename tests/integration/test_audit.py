@@ -776,6 +776,62 @@ def test_script_batches_skip_what_redis_has_and_refuse_gaps(redis):
         assert rids("t") == ["r1-1", "r1-2", "r1-3"]
 
 
+def test_script_late_set_and_index_lists(redis):
+    """The late set (<stream>:late) from the gateway's path, where the
+    script reads the records' ids only when its batch may hold a late
+    one: a batch of recent records adds nothing, one mixing recent and
+    late records adds one member, the newest id with the earliest late
+    time.  Index entries follow the keys of each record, as they change
+    from one record to the next (the script keeps the record before's
+    lists)."""
+    rs = redis()
+    with rs.client() as c:
+        sha = c.call("SCRIPT", "LOAD", _audit_script()).decode()
+        now = int(time.time() * 1000)
+
+        def batch(n, recs):
+            keys = ["l", "l:writers", "l:indexes"]
+            argv = ["gw-l", 7, n, 0, 0, 100]
+            for k, (t, sub, repo) in enumerate(recs):
+                keys += ["l:subject:" + sub,
+                         "l:repository:" + repo if repo else ""]
+                argv += audit_record_args({
+                    "time": t, "id": "gw-l/7-%d" % (n + k),
+                    "request_id": "r%d" % (n + k), "subject": sub,
+                    "repository": repo, "action": "pull",
+                    "status": 200, "decision": "allow"})
+            return c.call("EVALSHA", sha, len(keys), *(keys + argv))
+
+        assert batch(1, [(now - 2000, "a", "t/x"),
+                         (now, "a", "t/x")]) == 2
+        assert c.call("EXISTS", "l:late") == 0
+        assert batch(3, [(now - 20000, "a", "t/x"),
+                         (now, "b", ""),
+                         (now - 60000, "a", "u/y"),
+                         (now - 5000, "b", "t/x")]) == 4
+        main = [eid for eid, _ in entries_to_dicts(
+            c.call("XRANGE", "l", "-", "+"))]
+        assert len(main) == 6
+        (member,) = c.call("ZRANGE", "l:late", 0, -1)
+        assert member.decode() == "%s %d" % (main[-1], now - 60000)
+        # Every record in its subject's and its repositories' indexes.
+        def refs(key):
+            return [eid for eid, _ in index_refs(
+                c.call("XRANGE", key, "-", "+"))]
+        assert refs("l:subject:a") == [main[0], main[1], main[2],
+                                       main[4]]
+        assert refs("l:subject:b") == [main[3], main[5]]
+        assert refs("l:repository:t/x") == [main[0], main[1], main[2],
+                                            main[5]]
+        assert refs("l:repository:t/") == [main[0], main[1], main[2],
+                                           main[5]]
+        assert refs("l:repository:u/y") == [main[4]]
+        assert refs("l:repository:u/") == [main[4]]
+        # An index entry's id is its newest record's.
+        assert [e[0].decode() for e in c.call(
+            "XRANGE", "l:subject:b", "-", "+")] == [main[5]]
+
+
 # ---------------------------------------------------------------------------
 # The spool as a ring (session 7): allocated once, never truncated; the
 # replay walks from the head across the wrap; older spools are replaced.
