@@ -31,11 +31,18 @@
 #     check that each audited request has its record; Redis CPU per
 #     record (its utime + stime over the records of the round), and at
 #     the end what INFO commandstats counted for the script and for each
-#     call it makes (Redis 7 counts those too), per record.
+#     call it makes (Redis 7 counts those too), per record.  With
+#     PORTCULLIS_BIN_BEFORE, two more gateways of that binary ("wal
+#     false" and "wal true", rounds alternating with the others): the
+#     build before a change, its anchor in the same run.
 # Not part of CI; see README.md.
 #
 # Environment (all optional):
 #   PORTCULLIS_BIN       gateway binary (default <repo>/portcullis)
+#   PORTCULLIS_BIN_BEFORE  part 4 only: an older build to compare with
+#   PERF_STAT=1          part 4: also count the gateway's instructions and
+#                        context switches per request (perf stat), steadier
+#                        than CPU time on a loaded machine
 #   DOCKER_REGISTRY_BIN  default /usr/bin/docker-registry
 #   REDIS_SERVER_BIN     default /usr/bin/redis-server
 #   SECONDS_PER_ROUND    load duration per round (default 5)
@@ -50,6 +57,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 PORTCULLIS_BIN=${PORTCULLIS_BIN:-$repo/portcullis}
+PORTCULLIS_BIN_BEFORE=${PORTCULLIS_BIN_BEFORE:-}
 DOCKER_REGISTRY_BIN=${DOCKER_REGISTRY_BIN:-/usr/bin/docker-registry}
 REDIS_SERVER_BIN=${REDIS_SERVER_BIN:-/usr/bin/redis-server}
 SECONDS_PER_ROUND=${SECONDS_PER_ROUND:-5}
@@ -95,8 +103,8 @@ digest=sha256:$(sha256sum "$work/blob" | cut -d' ' -f1)
 push_blob "$work/blob" "$digest"
 
 # --- two gateways: audit off, audit on --------------------------------------
-start_gw() {	# NAME AUDIT_JSON [CACHE_JSON] -> sets gw_port
-	local name=$1 audit=$2 cache=${3:-} port
+start_gw() {	# NAME AUDIT_JSON [CACHE_JSON [BINARY]] -> sets gw_port
+	local name=$1 audit=$2 cache=${3:-} bin=${4:-$PORTCULLIS_BIN} port
 	port=$(free_port)
 	mkdir -p "$work/$name"
 	cat > "$work/$name/config.json" <<JSON
@@ -110,7 +118,7 @@ start_gw() {	# NAME AUDIT_JSON [CACHE_JSON] -> sets gw_port
                  "default": true}]$audit$cache
 }
 JSON
-	"$PORTCULLIS_BIN" serve -c "$work/$name/config.json" > "$work/$name/log" 2>&1 &
+	"$bin" serve -c "$work/$name/config.json" > "$work/$name/log" 2>&1 &
 	pids+=($!)
 	wait_http "http://127.0.0.1:$port/healthz" "portcullis ($name)" "$!" "$work/$name/log"
 	gw_port=$port
@@ -245,16 +253,25 @@ echo "== 4. the write-ahead log: cached manifest GET by digest, audit off / wal 
 push_small_image
 mpath=/v2/bench/app/manifests/$man_d
 declare -A wport wpid
-for mode in off nowal wal walnf; do
-	audit=""
+modes="off nowal wal walnf"
+if [ -n "$PORTCULLIS_BIN_BEFORE" ]; then
+	command -v "$PORTCULLIS_BIN_BEFORE" >/dev/null ||
+		{ echo "missing: $PORTCULLIS_BIN_BEFORE" >&2; exit 2; }
+	modes="$modes nowal0 wal0"
+fi
+for mode in $modes; do
+	audit="" bin=$PORTCULLIS_BIN
 	case $mode in
-	nowal|wal|walnf)
+	*0) bin=$PORTCULLIS_BIN_BEFORE;;
+	esac
+	case $mode in
+	nowal*|wal*)
 		w=true fs=interval
-		[ $mode = nowal ] && w=false
+		case $mode in nowal*) w=false;; esac
 		[ $mode = walnf ] && fs=never
 		audit=", \"audit\": {\"redis\": \"127.0.0.1:$redis_port\", \"stream\": \"bench:$mode\", \"spool_file\": \"$work/c-$mode/audit.spool\", \"max_len\": 0, \"max_age\": 0, \"wal\": $w, \"fsync\": \"$fs\"}";;
 	esac
-	start_gw "c-$mode" "$audit" ", \"cache\": {\"dir\": \"$work/c-$mode/cache\", \"sendfile\": \"off\"}"
+	start_gw "c-$mode" "$audit" ", \"cache\": {\"dir\": \"$work/c-$mode/cache\", \"sendfile\": \"off\"}" "$bin"
 	wport[$mode]=$gw_port wpid[$mode]=$gw_pid
 	curl -sf -o /dev/null -H "Accept: $MT" "http://127.0.0.1:$gw_port$mpath"
 	curl -sf -o /dev/null -H "Accept: $MT" "http://127.0.0.1:$gw_port$mpath"
@@ -263,32 +280,54 @@ echo "spool files on: $(df -T "$work" | awk 'NR==2 {print $2}') (fsync interval)
 res4=$work/results4
 : > "$res4"
 declare -A sent
-sent[nowal]=2 sent[wal]=2 sent[walnf]=2
+for mode in $modes; do sent[$mode]=2; done
 for r in $(seq "$ROUNDS"); do
-	for mode in off nowal wal walnf; do
+	for mode in $modes; do
 		port=${wport[$mode]} pid=${wpid[$mode]}
+		pst=
+		if [ "${PERF_STAT:-0}" = 1 ]; then
+			perf stat -x, -e instructions,context-switches \
+			    -p "$(echo $pid $(pgrep -P "$pid" || true) | tr ' ' ,)" \
+			    -o "$work/pstat" &
+			pst=$!
+			sleep 0.2
+		fi
 		g0=$(cpu_ticks "$pid") r0=$(cpu_ticks "$redis_pid")
 		read -r rps n bad < <("$work/load" "$port" "$mpath" "$CONNS" "$SECONDS_PER_ROUND" "Accept: $MT")
 		g1=$(cpu_ticks "$pid") r1=$(cpu_ticks "$redis_pid")
+		ins=0 csw=0
+		if [ -n "$pst" ]; then
+			kill -INT "$pst"
+			wait "$pst" || true
+			# "<not supported>" (no PMU in a VM) counts as 0.
+			ins=$(awk -F, '$3 ~ /^instructions/ {print $1 + 0}' "$work/pstat")
+			csw=$(awk -F, '$3 ~ /^context-switches/ {print $1 + 0}' "$work/pstat")
+		fi
 		[ "$bad" = 0 ] || { echo "round $r $mode: $bad failed requests" >&2; exit 1; }
 		[ $mode = off ] || sent[$mode]=$((${sent[$mode]} + n))
 		gus=$(python3 -c "print(($g1-$g0)*1e6/$tck/max($n,1))")
 		rus=$(python3 -c "print(($r1-$r0)*1e6/$tck/max($n,1))")
-		echo "$mode $r $rps $gus $rus" >> "$res4"
+		echo "$mode $r $rps $gus $rus ${ins:-0} ${csw:-0} $n" >> "$res4"
 	done
 done
 python3 - "$res4" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    mode, _r, rps, gus, rus = line.split()
-    rows.setdefault(mode, []).append((float(rps), float(gus), float(rus)))
+    mode, _r, rps, gus, rus, ins, csw, n = line.split()
+    n = max(int(n), 1)
+    rows.setdefault(mode, []).append((float(rps), float(gus), float(rus),
+                                      float(ins) / n, float(csw) / n))
 med = lambda m, i: statistics.median(x[i] for x in rows[m])
 print("%-28s %10s %7s %14s %16s %12s" % ("cached manifest GET", "req/s",
       "cost", "gw us/request", "redis us/record", "rounds req/s"))
 for m, name in (("off", "audit off"), ("nowal", "audit, wal false"),
                 ("wal", "audit, wal true"),
-                ("walnf", "audit, wal true, fsync never")):
+                ("walnf", "audit, wal true, fsync never"),
+                ("nowal0", "before: audit, wal false"),
+                ("wal0", "before: audit, wal true")):
+    if m not in rows:
+        continue
     print("%-28s %10.0f %6.1f%% %9.1f %+4.0f%% %16s   %s" % (name,
           med(m, 0), (med("off", 0) - med(m, 0)) / med("off", 0) * 100,
           med(m, 1), (med(m, 1) - med("off", 1)) / med("off", 1) * 100,
@@ -300,8 +339,28 @@ for m, name in (("wal", "wal true"), ("walnf", "wal true, fsync never")):
           "CPU per request" % (name, (nw - w) / nw * 100,
                                (med(m, 1) - med("nowal", 1)) /
                                med("nowal", 1) * 100))
+if any(x[3] > 0 or x[4] > 0 for x in rows["off"]):
+    print("perf stat, per request (median): instructions (0: no PMU), "
+          "context switches of the gateway")
+    for m in rows:
+        print("  %-8s %8.0f %+5.1f%%  %6.3f" % (m, med(m, 3),
+              (med(m, 3) - med("off", 3)) / max(med("off", 3), 1) * 100,
+              med(m, 4)))
+for m in ("nowal", "wal"):
+    if m + "0" not in rows:
+        continue
+    b = m + "0"
+    print("%s, this build next to the one before: %+.1f%% req/s, %+.1f%% "
+          "gateway CPU per request, %+.1f%% Redis CPU per record" % (
+          "wal false" if m == "nowal" else "wal true",
+          (med(m, 0) - med(b, 0)) / med(b, 0) * 100,
+          (med(m, 1) - med(b, 1)) / med(b, 1) * 100,
+          (med(m, 2) - med(b, 2)) / med(b, 2) * 100))
+    if med(b, 3) > 0:
+        print("  and %+.1f%% instructions per request" % (
+              (med(m, 3) - med(b, 3)) / med(b, 3) * 100))
 PY
-for mode in nowal wal walnf; do
+for mode in ${modes#off }; do
 	want=${sent[$mode]}
 	for i in $(seq 100); do
 		[ "$(rcli XLEN bench:$mode)" -ge "$want" ] && break
@@ -339,7 +398,8 @@ python3 -c "print('anchor: plain XADD of the 23 fields, pipelined: %.1f us of Re
 rcli DEL bench:anchor > /dev/null
 # Redis's own account of the writer's script and the calls it makes
 # (Redis 7 counts a script's calls too), per record written.
-recs=$((${sent[nowal]} + ${sent[wal]} + ${sent[walnf]}))
+recs=0
+for mode in ${modes#off }; do recs=$((recs + ${sent[$mode]})); done
 echo "INFO commandstats over the writers' records (the anchor's XADDs included: $n_anchor):"
 rcli INFO commandstats | tr -d '\r' | python3 -c '
 import re, sys

@@ -436,12 +436,12 @@ audit_unspooled_pending(struct audit *w)
  */
 static int
 audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
-    const char *rest, size_t restlen)
+    const struct audit_buf *rest)
 {
 	struct audit_rec	*r;
 	char			 id[AUDIT_VALUE_MAX], *p;
-	size_t			 len, nlen;
-	int			 logged = 0;
+	size_t			 len, nlen, restlen = rest->len;
+	int			 logged = 0, f;
 
 	audit_buf_init(b);
 	audit_buf_addu(b, AF_TIME, t);
@@ -454,7 +454,13 @@ audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
 		w->n_dropped++;
 		return (-1);
 	}
-	memcpy(b->data + b->len, rest, restlen);
+	memcpy(b->data + b->len, rest->data, restlen);
+	/* Where rest's values landed, for audit_flush(). */
+	for (f = 0; f < AF__MAX; f++)
+		if (f != AF_TIME && f != AF_ID) {
+			b->voff[f] = rest->voff[f] + b->len;
+			b->vlen[f] = rest->vlen[f];
+		}
 	b->len += restlen;
 	len = b->len;
 	if (w->mode == AUDIT_DIRECT && w->nqueue + w->ninflight >=
@@ -465,7 +471,7 @@ audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
 		else
 			audit_spool_unacked(w);
 		/* The run may have changed: renumber. */
-		return (audit_submit(w, b, t, rest, restlen));
+		return (audit_submit(w, b, t, rest));
 	}
 	if (w->mode == AUDIT_DIRECT) {
 		/*
@@ -495,6 +501,8 @@ audit_submit(struct audit *w, struct audit_buf *b, uint64_t t,
 		r->from_spool = 0;
 		r->len = len;
 		memcpy(r->data, b->data, len);
+		memcpy(r->voff, b->voff, sizeof(r->voff));
+		memcpy(r->vlen, b->vlen, sizeof(r->vlen));
 		TAILQ_INSERT_TAIL(&w->queue, r, entry);
 		w->nqueue++;
 		w->qbytes += len;
@@ -601,7 +609,7 @@ audit_request(struct req *req)
 	audit_buf_init(&rest);
 	audit_fill(&rest, req, w->conf->instance_id);
 	w->wal_now = audit_wal_now(req->c);	/* audit_spool.c */
-	audit_submit(w, &b, audit_wall_ms(), rest.data, rest.len);
+	audit_submit(w, &b, audit_wall_ms(), &rest);
 	w->wal_now = 0;
 }
 
@@ -642,7 +650,7 @@ audit_framing(struct conn *c, int status, enum pc_err err, const char *rid,
 	audit_buf_add(&rest, AF_CACHE, "", 0);
 	audit_buf_add(&rest, AF_AUTH_FAILURE, "", 0);
 	w->wal_now = audit_wal_now(c);		/* audit_spool.c */
-	audit_submit(w, &b, audit_wall_ms(), rest.data, rest.len);
+	audit_submit(w, &b, audit_wall_ms(), &rest);
 	w->wal_now = 0;
 }
 

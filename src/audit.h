@@ -75,6 +75,13 @@ struct audit_buf {
 	char	 data[AUDIT_REC_MAX];
 	size_t	 len;
 	int	 truncated;
+	/*
+	 * Where each value is in data and its length (0 for a field not
+	 * added), as audit_payload_parse() would find them: kept from the
+	 * build so that sending a record need not parse it back.
+	 */
+	uint16_t voff[AF__MAX];
+	uint16_t vlen[AF__MAX];
 };
 
 void	audit_buf_init(struct audit_buf *);
@@ -90,6 +97,9 @@ void	audit_buf_addu(struct audit_buf *, enum audit_field, uint64_t);
 char	*audit_u64(char *, uint64_t);
 /* Parse a payload; unknown fields are ignored.  0, or -1 when malformed. */
 int	audit_payload_parse(const char *, size_t, struct audit_fields *);
+/* The fields of a payload at p from offsets kept by audit_buf_add(). */
+void	audit_payload_fields(const char *, const uint16_t *,
+	    const uint16_t *, struct audit_fields *);
 
 /*
  * The stream's layout (README "What the stream holds").  A record is one
@@ -209,6 +219,9 @@ struct audit_rec {
 	int			 from_spool;	/* read back by the replay */
 	uint64_t		 sent_ms;
 	size_t			 len;
+	/* Built here (not from_spool): its fields, as in audit_buf. */
+	uint16_t		 voff[AF__MAX];
+	uint16_t		 vlen[AF__MAX];
 	char			 data[];
 };
 TAILQ_HEAD(audit_recq, audit_rec);

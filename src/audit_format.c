@@ -80,6 +80,8 @@ audit_buf_init(struct audit_buf *b)
 {
 	b->len = 0;
 	b->truncated = 0;
+	memset(b->voff, 0, sizeof(b->voff));
+	memset(b->vlen, 0, sizeof(b->vlen));
 }
 
 /*
@@ -117,6 +119,10 @@ audit_buf_add(struct audit_buf *b, enum audit_field f, const char *v,
 		return;		/* cannot happen: see the reserve above */
 	memcpy(b->data + b->len, name, nlen + 1);
 	b->len += nlen + 1;
+	if ((unsigned)f < AF__MAX) {
+		b->voff[f] = b->len;
+		b->vlen[f] = vlen;
+	}
 	/*
 	 * Eight bytes a step while all are printable (0x20 to 0x7e: no
 	 * byte below 0x20, none above 0x7e), the usual case; a byte at a
@@ -259,6 +265,23 @@ audit_payload_parse(const char *p, size_t len, struct audit_fields *out)
 		p = z + 1;
 	}
 	return (0);
+}
+
+/*
+ * The fields of a payload p built by audit_buf_add(), from the offsets
+ * and lengths it kept (voff, vlen): what audit_payload_parse() finds,
+ * without reading the payload.
+ */
+void
+audit_payload_fields(const char *p, const uint16_t *voff,
+    const uint16_t *vlen, struct audit_fields *out)
+{
+	int	 i;
+
+	for (i = 0; i < AF__MAX; i++) {
+		out->v[i] = vlen[i] > 0 ? p + voff[i] : "";
+		out->len[i] = vlen[i];
+	}
 }
 
 /* The length of a record packed by audit_pack(). */

@@ -47,7 +47,12 @@ static int	audit_rec_id(const struct audit_fields *, const char **,
  * Index entries: one per index a batch touches, with the id of its
  * newest record there and the refs of all of them (the ids in the main
  * stream, each with the ref tail), not one entry per record: an XADD
- * costs Redis about as much for one ref as for a hundred.  Entries of an
+ * costs Redis about as much for one ref as for a hundred.  What the
+ * script does a record besides its XADD is kept small, since it runs on
+ * Redis's one thread (bench/audit_script_bench.py): the loop keeps the
+ * lists of the record before's index keys (consecutive records mostly
+ * share them), lists ids and tails apart for one table.concat() an
+ * index rather than joining each pair into a new string.  Entries of an
  * index stay in id order and so do their refs, since every batch's ids
  * are above the one before (audit_query.c relies on it).
  * Returns how many records were written: those at or below the writer's
@@ -82,7 +87,10 @@ static int	audit_rec_id(const struct audit_fields *, const char **,
  * like one written over time.  A record whose id is more than
  * AUDIT_LATE_MS after its time (a replay, a backed-up queue) puts its
  * batch in <stream>:late (AUDIT_LATE_MS in audit.h), trimmed with the
- * stream, so that --until may start its walk near until.
+ * stream, so that --until may start its walk near until.  Ids only
+ * grow, so a batch whose newest id is within AUDIT_LATE_MS of its oldest
+ * time holds no late record: each record's id is read only otherwise
+ * (a pattern match per record was a tenth of the script's own work).
  * First-segment index: a record in <stream>:repository:<a>/<b...> also
  * goes into <stream>:repository:<a>/ (no repository name ends in '/'),
  * an index stream like the others (counted, evicted, trimmed), for
@@ -130,40 +138,65 @@ static const char audit_lua[] =
 "  end\n"
 "  return redis.call('XADD', KEYS[1], '*', '" AUDIT_PACKED_FIELD "', rec)\n"
 "end\n"
-"local segs = {}\n"
-"local function ref(key, id, r)\n"
+"local function list(key)\n"
 "  local l = refs[key]\n"
 "  if not l then l = {}; refs[key] = l end\n"
-"  l[#l + 1] = r\n"
-"  touched[key] = id\n"
+"  return l\n"
 "end\n"
+"local ids, mint, segs = {}, nil, {}\n"
+"local pks, pkr, ls, lr, lg\n"
 "local ok, err = pcall(function()\n"
 "  for i = skip, nrec - 1 do\n"
 "    local a = 7 + 3 * i\n"
 "    local t = tonumber(ARGV[a])\n"
-"    local id = add(t, ARGV[a + 2])\n"
-"    local ms = tonumber(string.match(id, '^%d+'))\n"
-"    if t and ms - t > " AUDIT_LATE_MS " and (not late or t < late) then\n"
-"      late = t\n"
+"    local id\n"
+"    if t and (gen or t > now) then id = add(t, ARGV[a + 2])\n"
+"    else\n"
+"      id = redis.call('XADD', KEYS[1], '*', '" AUDIT_PACKED_FIELD "',\n"
+"        ARGV[a + 2])\n"
 "    end\n"
-"    local ks, kr, r = KEYS[4 + 2 * i], KEYS[5 + 2 * i], id .. ARGV[a + 1]\n"
-"    if ks ~= '' and ks ~= KEYS[1] then ref(ks, id, r) end\n"
-"    if kr ~= '' and kr ~= KEYS[1] then\n"
-"      ref(kr, id, r)\n"
-"      local seg = segs[kr]\n"
-"      if seg == nil then\n"
-"        seg = string.match(string.sub(kr, #rpfx + 1), '^([^/]+)/')\n"
-"        seg = seg and rpfx .. seg .. '/' or false\n"
-"        segs[kr] = seg\n"
+"    ids[written + 1] = id\n"
+"    if t and (not mint or t < mint) then mint = t end\n"
+"    local ks, kr, r = KEYS[4 + 2 * i], KEYS[5 + 2 * i], ARGV[a + 1]\n"
+"    if ks ~= pks then\n"
+"      pks = ks\n"
+"      ls = ks ~= '' and ks ~= KEYS[1] and list(ks)\n"
+"    end\n"
+"    if kr ~= pkr then\n"
+"      pkr = kr\n"
+"      lr = kr ~= '' and kr ~= KEYS[1] and list(kr)\n"
+"      lg = false\n"
+"      if lr then\n"
+"        local seg = segs[kr]\n"
+"        if seg == nil then\n"
+"          seg = string.match(string.sub(kr, #rpfx + 1), '^([^/]+)/')\n"
+"          seg = seg and rpfx .. seg .. '/' or false\n"
+"          segs[kr] = seg\n"
+"        end\n"
+"        lg = seg and list(seg)\n"
 "      end\n"
-"      if seg then\n"
-"        ref(seg, id, r)\n"
-"        pfxs = true\n"
-"      end\n"
+"    end\n"
+"    if ls then local k = #ls; ls[k + 1], ls[k + 2] = id, r end\n"
+"    if lr then local k = #lr; lr[k + 1], lr[k + 2] = id, r end\n"
+"    if lg then\n"
+"      local k = #lg\n"
+"      lg[k + 1], lg[k + 2], pfxs = id, r, true\n"
 "    end\n"
 "    written, lastid = written + 1, id\n"
 "  end\n"
 "end)\n"
+"for key, l in pairs(refs) do touched[key] = l[#l - 1] end\n"
+"if mint and tonumber(string.match(ids[#ids], '^%d+')) - mint > "
+    AUDIT_LATE_MS " then\n"
+"  for j = 1, #ids do\n"
+"    local t = tonumber(ARGV[7 + 3 * (skip + j - 1)])\n"
+"    if t and tonumber(string.match(ids[j], '^%d+')) - t > "
+    AUDIT_LATE_MS " and\n"
+"        (not late or t < late) then\n"
+"      late = t\n"
+"    end\n"
+"  end\n"
+"end\n"
 "local iok, ierr = pcall(function()\n"
 "  for key, l in pairs(refs) do\n"
 "    local v = table.concat(l)\n"
@@ -634,8 +667,13 @@ audit_flush(struct audit *w)
 		    w->ninflight + k < w->ac->max_inflight; ) {
 			if ((r = audit_next(w)) == NULL)
 				break;
-			if (audit_payload_parse(r->data, r->len,
-			    &w->bfl[k]) == -1 || audit_rec_id(&w->bfl[k],
+			/* A record built here is not parsed back. */
+			if (!r->from_spool)
+				audit_payload_fields(r->data, r->voff,
+				    r->vlen, &w->bfl[k]);
+			if ((r->from_spool && audit_payload_parse(r->data,
+			    r->len, &w->bfl[k]) == -1) ||
+			    audit_rec_id(&w->bfl[k],
 			    &run, &runlen, &runv, &n) == -1) {
 				/* The batch before it goes first. */
 				if (k > 0) {

@@ -766,6 +766,255 @@ def test_script_batches_skip_what_redis_has_and_refuse_gaps(redis):
         assert rids("t") == ["r1-1", "r1-2", "r1-3"]
 
 
+def test_script_late_set_and_index_lists(redis):
+    """The late set (<stream>:late) from the gateway's path, where the
+    script reads the records' ids only when its batch may hold a late
+    one: a batch of recent records adds nothing, one mixing recent and
+    late records adds one member, the newest id with the earliest late
+    time.  Index entries follow the keys of each record, as they change
+    from one record to the next (the script keeps the record before's
+    lists)."""
+    rs = redis()
+    with rs.client() as c:
+        sha = c.call("SCRIPT", "LOAD", _audit_script()).decode()
+        now = int(time.time() * 1000)
+
+        def batch(n, recs):
+            keys = ["l", "l:writers", "l:indexes"]
+            argv = ["gw-l", 7, n, 0, 0, 100]
+            for k, (t, sub, repo) in enumerate(recs):
+                keys += ["l:subject:" + sub,
+                         "l:repository:" + repo if repo else ""]
+                argv += audit_record_args({
+                    "time": t, "id": "gw-l/7-%d" % (n + k),
+                    "request_id": "r%d" % (n + k), "subject": sub,
+                    "repository": repo, "action": "pull",
+                    "status": 200, "decision": "allow"})
+            return c.call("EVALSHA", sha, len(keys), *(keys + argv))
+
+        assert batch(1, [(now - 2000, "a", "t/x"),
+                         (now, "a", "t/x")]) == 2
+        assert c.call("EXISTS", "l:late") == 0
+        assert batch(3, [(now - 20000, "a", "t/x"),
+                         (now, "b", ""),
+                         (now - 60000, "a", "u/y"),
+                         (now - 5000, "b", "t/x")]) == 4
+        main = [eid for eid, _ in entries_to_dicts(
+            c.call("XRANGE", "l", "-", "+"))]
+        assert len(main) == 6
+        (member,) = c.call("ZRANGE", "l:late", 0, -1)
+        assert member.decode() == "%s %d" % (main[-1], now - 60000)
+        # Every record in its subject's and its repositories' indexes.
+        def refs(key):
+            return [eid for eid, _ in index_refs(
+                c.call("XRANGE", key, "-", "+"))]
+        assert refs("l:subject:a") == [main[0], main[1], main[2],
+                                       main[4]]
+        assert refs("l:subject:b") == [main[3], main[5]]
+        assert refs("l:repository:t/x") == [main[0], main[1], main[2],
+                                            main[5]]
+        assert refs("l:repository:t/") == [main[0], main[1], main[2],
+                                           main[5]]
+        assert refs("l:repository:u/y") == [main[4]]
+        assert refs("l:repository:u/") == [main[4]]
+        # An index entry's id is its newest record's.
+        assert [e[0].decode() for e in c.call(
+            "XRANGE", "l:subject:b", "-", "+")] == [main[5]]
+
+
+def test_script_random_batches_match_a_model(redis):
+    """The script against a model of what it must write, on random
+    batches of two writers sharing one stream: records whose times step
+    back and forth (late, recent, ahead of Redis's clock, none),
+    index keys that alternate, repeat, change every record or are
+    skipped ("" or the stream itself), batches of one up to AUDIT_BATCH
+    and retries overlapping what Redis has.  After every call: each
+    record is in the stream once, in order; each index it belongs to
+    (subject, repository, first segment) got one entry for the batch,
+    with the id of its newest record there and the refs of all of them
+    in order; the late set holds a member for every batch with a record
+    whose id is more than AUDIT_LATE_MS after its time, none for any
+    other (the script reads ids only when the batch "could hold" one)."""
+    import random
+    rng = random.Random(20261202)
+    late_ms = 10000
+    rs = redis()
+    with rs.client() as c:
+        sha = c.call("SCRIPT", "LOAD", _audit_script()).decode()
+        subjects = ["s:subject:a", "s:subject:b", "s:subject:c d", "",
+                    "s"]
+        repos = ["s:repository:t/x", "s:repository:t/y",
+                 "s:repository:u", "s:repository:v/w/z", "", "s",
+                 "s:repository:t/x/q"]
+        marks = {"gw-a": 0, "gw-b": 0}
+        runs = {"gw-a": 3, "gw-b": 9}
+        want_idx = {}           # key -> [(entry id, refs)]
+        want_late = set()
+        want_rids = []
+        seen = "0-0"
+        nreq = 0
+
+        def ms(eid):
+            return int(eid.split("-")[0])
+
+        for step in range(60):
+            inst = rng.choice(["gw-a", "gw-b"])
+            count = rng.choice([1, 2, 3, 7, 40, 128])
+            # A retry of part of what Redis has, now and then.
+            back = rng.choice([0, 0, 0, 1, 5]) if marks[inst] else 0
+            back = min(back, marks[inst], count - 1)
+            n = marks[inst] + 1 - back
+            now = int(time.time() * 1000)
+            pat = rng.choice(["same", "alt", "rand"])
+            keys = ["s", "s:writers", "s:indexes"]
+            argv = [inst, runs[inst], n, 0, 0, 1000]
+            recs = []
+            for k in range(count):
+                if pat == "same":
+                    ks, kr = subjects[0], repos[step % len(repos)]
+                elif pat == "alt":
+                    ks, kr = subjects[k % 2], repos[k % 2 + 2 * (k % 3 == 0)]
+                else:
+                    ks, kr = rng.choice(subjects), rng.choice(repos)
+                t = rng.choice([now, now - 500, now - 3000, now - 20000,
+                                now - 90000, now + 1500, None])
+                tail = " %s %d %s;" % (rng.choice(["pull", "push"]),
+                                       rng.choice([200, 404]),
+                                       rng.choice(["allow", "deny"]))
+                rid = "%s-%d-%d" % (inst, runs[inst], n + k)
+                keys += [ks, kr]
+                a = audit_record_args({
+                    "time": "" if t is None else t,
+                    "id": "%s/%d-%d" % (inst, runs[inst], n + k),
+                    "request_id": rid, "subject": ks, "repository": kr})
+                argv += [a[0], tail, a[2]]
+                recs.append((t, ks, kr, tail, rid))
+            got = c.call("EVALSHA", sha, len(keys), *(keys + argv))
+            new = recs[back:]
+            assert got == len(new), (step, got, len(new))
+            marks[inst] = n + count - 1
+            ents = c.call("XRANGE", "s", "(" + seen, "+")
+            ids = [e.decode() for e, _ in ents]
+            assert [d["request_id"] for _, d in entries_to_dicts(
+                ents)] == [r[4] for r in new]
+            seen = ids[-1]
+            want_rids += [r[4] for r in new]
+            lists = {}
+            late = None
+            for eid, (t, ks, kr, tail, rid) in zip(ids, new):
+                mine = []
+                if ks not in ("", "s"):
+                    mine.append(ks)
+                if kr not in ("", "s"):
+                    mine.append(kr)
+                    m = re.match(r"^([^/]+)/", kr[len("s:repository:"):])
+                    if m:
+                        mine.append("s:repository:" + m.group(1) + "/")
+                for key in mine:
+                    lists.setdefault(key, []).append(eid + tail)
+                if t is not None and ms(eid) - t > late_ms and (
+                        late is None or t < late):
+                    late = t
+            for key, refs in lists.items():
+                want_idx.setdefault(key, []).append(
+                    (refs[-1].split(" ")[0], "".join(refs)))
+            if late is not None:
+                want_late.add("%s %d" % (ids[-1], late))
+            nreq += len(new)
+            # The whole state after each call, not only what is new.
+            for key, entries in want_idx.items():
+                have = [(e.decode(), kv[1].decode()) for e, kv in
+                        c.call("XRANGE", key, "-", "+")]
+                assert have == entries, (step, key)
+            assert {m.decode() for m in c.call(
+                "ZRANGE", "s:late", 0, -1)} == want_late, step
+        assert c.call("XLEN", "s") == nreq == len(want_rids)
+        assert want_late and len(want_late) < 60, "both kinds of batch"
+        assert set(k.decode() for k in c.call(
+            "ZRANGE", "s:indexes", 0, -1)) == set(want_idx)
+
+
+def _raw_request(port, head):
+    """Send raw request bytes (what a hostile client may put in a
+    request line or header), read the answer; its X-Request-Id."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(head)
+        resp = b""
+        while b"\r\n\r\n" not in resp:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            resp += chunk
+    m = re.search(rb"\r\nX-Request-Id: ([^\r]+)\r\n", resp, re.I)
+    assert m, resp[:300]
+    return m.group(1).decode()
+
+
+def test_hostile_fields_same_built_or_replayed(redis, start_registry,
+                                               start_gateway, tmp_path):
+    """The writer sends a record it built from the offsets audit_buf_add()
+    kept, and one replayed from the spool from parsing it back: the same
+    hostile requests (a user agent of every byte a header may carry and
+    past its cap, a path and a query past AUDIT_VALUE_MAX, names at
+    their limits, a framing error) made once with Redis up and once with
+    it down must give the same records, and every one of them the index
+    entries of its own subject and repository."""
+    rs = redis()
+    reg = start_registry("up1")
+    spool = tmp_path / "h.spool"
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1", default=True), instance_id="gw-h",
+        audit=audit_cfg(rs.port, spool)))
+    ua = bytes(b for b in range(0x20, 0x100) if b != 0x7f) + b"\t" * 3
+    ua = ua * 2
+    repo = "up1/" + "/".join(["a" * 60] * 3)
+    tag = "t" * 128
+    reqs = [
+        b"GET /v2/up1/aud/app/manifests/v1 HTTP/1.1\r\nHost: x\r\n"
+        b"User-Agent: " + ua + b"\r\nConnection: close\r\n\r\n",
+        b"GET /v2/" + repo.encode() + b"/manifests/" + tag.encode() +
+        b"?q=" + b"%ff" * 400 + b" HTTP/1.1\r\nHost: x\r\nUser-Agent: " +
+        b"\xff\t" * 10 + b"\r\nConnection: close\r\n\r\n",
+        b"GET /v2/up1/aud/app/blobs/" + b"x" * 1500 +
+        b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /v2/up1/aud/app/manifests/%01%7f%ff HTTP/1.1\r\nHost: x\r\n"
+        b"User-Agent: \x80\r\nConnection: close\r\n\r\n",
+        b"GET /v2/up1/" + b"b/" * 40 + b"c/tags/list HTTP/1.1\r\n"
+        b"Host: x\r\nUser-Agent:\r\nConnection: close\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ]
+    built = [_raw_request(gw.port, h) for h in reqs]
+    rs.wait_xlen(STREAM, len(reqs))
+    rs.kill()
+    spooled = [_raw_request(gw.port, h) for h in reqs]
+    wait_for(lambda: spool_size(spool) > 0, timeout=30, what="spooled")
+    rs.start()
+    rs.wait_xlen(STREAM, 2 * len(reqs), timeout=60)
+    recs = records(rs)
+    assert_exactly(recs, built + spooled)
+    by = {d["request_id"]: (eid, d) for eid, d in recs}
+    vary = ("time", "id", "request_id", "duration_ms")
+    for a, b in zip(built, spooled):
+        da, db = by[a][1], by[b][1]
+        assert {k: v for k, v in da.items() if k not in vary} == \
+            {k: v for k, v in db.items() if k not in vary}, (a, b)
+    assert len(by[built[0]][1]["user_agent"]) == 256
+    assert set(by[built[0]][1]["user_agent"]) <= set(
+        chr(c) for c in range(0x20, 0x7f))
+    assert by[built[1]][1]["repository"] == repo
+    assert by[built[1]][1]["reference"] == tag
+    assert len(by[built[2]][1]["path"]) == 1024
+    # Every record in its own subject's and repository's indexes.
+    with rs.client() as c:
+        for eid, d in recs:
+            keys = [STREAM + ":subject:" + d["subject"]]
+            if d["repository"]:
+                keys.append(STREAM + ":repository:" + d["repository"])
+            for key in keys:
+                refs = index_refs(c.call("XRANGE", key, "-", "+"))
+                assert eid in [r for r, _ in refs], (key, d)
+
+
 # ---------------------------------------------------------------------------
 # The spool as a ring (session 7): allocated once, never truncated; the
 # replay walks from the head across the wrap; older spools are replaced.

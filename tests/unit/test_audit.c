@@ -46,6 +46,41 @@ test_payload_roundtrip(void **state)
 }
 
 /*
+ * The offsets audit_buf_add() keeps give the fields parsing the payload
+ * would (the writer sends a record it built without parsing it back),
+ * for every field, present, empty, cut to fit, or never added.
+ */
+static void
+test_payload_offsets(void **state)
+{
+	struct audit_buf	 b;
+	struct audit_fields	 a, k;
+	char			 big[5000];
+	int			 f, round;
+
+	memset(big, 'x', sizeof(big));
+	for (round = 0; round < 3; round++) {
+		audit_buf_init(&b);
+		audit_buf_addu(&b, AF_TIME, 1700000000123ULL);
+		audit_buf_add(&b, AF_ID, "gw/1-2", 6);
+		if (round == 1)
+			audit_buf_add(&b, AF_USER_AGENT, "ua\x01z", 4);
+		for (f = AF_SUBJECT; f < AF__MAX; f++) {
+			if (round == 2 && f == AF_REPOSITORY)
+				continue;	/* never added: "" */
+			audit_buf_add(&b, f, round == 2 ? big : "v1", round ==
+			    2 ? sizeof(big) : (size_t)(f % 3));
+		}
+		assert_int_equal(audit_payload_parse(b.data, b.len, &a), 0);
+		audit_payload_fields(b.data, b.voff, b.vlen, &k);
+		for (f = 0; f < AF__MAX; f++) {
+			assert_int_equal(a.len[f], k.len[f]);
+			assert_memory_equal(a.v[f], k.v[f], a.len[f]);
+		}
+	}
+}
+
+/*
  * Sanitising, eight bytes a step: a byte below 0x20 or above 0x7e
  * becomes '?' wherever it is in a word, and every other byte is kept.
  */
@@ -738,6 +773,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_payload_roundtrip),
+		cmocka_unit_test(test_payload_offsets),
 		cmocka_unit_test(test_numbers),
 		cmocka_unit_test(test_sanitise),
 		cmocka_unit_test(test_pack_tabs),
