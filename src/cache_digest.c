@@ -13,6 +13,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -39,13 +42,15 @@
  * once FILL_HASH_BATCH watermarks of a fill wait, or its last byte came;
  * a thread that finds more queued when it is done takes it without
  * sleeping.  Handing over every upstream read instead (about 256 KiB)
- * cost a sleep and a wake per read, some 10,000 futex calls per GiB,
+ * cost a sleep and a wake per read, some 11,000 futex calls per GiB,
  * and with the pause at one watermark, a pause and a resume through the
- * pipe every fourth read or so; handed over in batches, a GiB costs
- * about 2,000 futex calls and a hundred pauses (counted with perf stat
- * on the syscall tracepoints during a cold 1 GiB pull).  The bytes
- * waiting for a batch are only hashed later, never lost: the last byte
- * (eof) always wakes a thread.
+ * pipe every fourth read or so (perf stat on the syscall tracepoints
+ * during a cold 1 GiB pull; README, "Cold pull figures").  Larger
+ * batches and limits cut more wake-ups but keep more buffers in flight,
+ * and glibc then gave its heap back and faulted it in again: up to
+ * 99,000 page faults in a pull (cache_fill_pool_new).  The bytes waiting
+ * for a batch are only hashed later, never lost: the last byte (eof)
+ * always wakes a thread.
  *
  * Memory: once a fill's hash queue holds more than FILL_HASH_LIMIT
  * watermarks (buffers.high_watermark), the fill asks proxy.c to stop
@@ -53,7 +58,7 @@
  * the thread that brings it under half says so through the pipe
  * (fill_pool_done resumes the transfer).  So a fill holds at most its
  * upstream input (two watermarks) plus FILL_HASH_LIMIT watermarks and
- * one read (UCONN_READ_CHUNK) to hash: 2.75 MiB with the defaults,
+ * one read (UCONN_READ_CHUNK) to hash: 1.75 MiB with the defaults,
  * whatever the blob's size; a slow digest thread slows its fills rather
  * than growing memory.
  *
@@ -106,8 +111,10 @@ struct fill_pool {
 };
 
 #define FILL_DONE_PER_TURN	64
-#define FILL_HASH_BATCH		4	/* watermarks that wake a thread */
-#define FILL_HASH_LIMIT		8	/* watermarks that pause the read */
+#define FILL_HASH_BATCH		2	/* watermarks that wake a thread */
+#define FILL_HASH_LIMIT		4	/* watermarks that pause the read */
+#define FILL_MMAP_MAX		(4 * 1024 * 1024)	/* mallopt, below */
+#define FILL_TRIM_MAX		(32 * 1024 * 1024)
 
 static void
 fill_hash_destroy(struct fill_hash *h)
@@ -262,6 +269,24 @@ cache_fill_pool_new(struct pc_ctx *ctx, size_t nthr)
 	if ((p = calloc(1, sizeof(*p))) == NULL ||
 	    (p->thr = calloc(nthr, sizeof(*p->thr))) == NULL)
 		fatal("calloc");
+#ifdef __GLIBC__
+	/*
+	 * A fill's read buffers (libevent chains of up to 512 KiB for a
+	 * 256 KiB read) are freed by the digest threads up to
+	 * FILL_HASH_LIMIT watermarks later.  With glibc's adaptive
+	 * thresholds that churn could shrink and grow the heap again and
+	 * again, and the reads then landed on fresh pages: in some pulls
+	 * 92,000-99,000 page faults (a zeroed page per 4 KiB, 0.2 s of a
+	 * cold 1 GiB pull in perf), in others 1,000.  Freed memory is kept
+	 * for the next reads instead: chains under FILL_MMAP_MAX come from
+	 * the heap, whose top is given back only past FILL_TRIM_MAX (values
+	 * glibc's adaptive thresholds reach by themselves).  Both only tune
+	 * reuse, process-wide; the bounds on what is held (the watermarks,
+	 * FILL_HASH_LIMIT, cache.max_fills) are the same.
+	 */
+	(void)mallopt(M_MMAP_THRESHOLD, FILL_MMAP_MAX);
+	(void)mallopt(M_TRIM_THRESHOLD, FILL_TRIM_MAX);
+#endif
 	TAILQ_INIT(&p->queue);
 	TAILQ_INIT(&p->notify);
 	pthread_mutex_init(&p->mtx, NULL);
