@@ -45,7 +45,7 @@
  * cost a sleep and a wake per read, some 11,000 futex calls per GiB,
  * and with the pause at one watermark, a pause and a resume through the
  * pipe every fourth read or so (perf stat on the syscall tracepoints
- * during a cold 1 GiB pull; README, "Cold pull figures").  Larger
+ * during a cold 1 GiB pull; README, "Wake-ups and send steps").  Larger
  * batches and limits cut more wake-ups but keep more buffers in flight,
  * and glibc then gave its heap back and faulted it in again: up to
  * 99,000 page faults in a pull (cache_fill_pool_new).  The bytes waiting
