@@ -13,6 +13,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -35,14 +38,29 @@
  * reading the file back would cost a copy and a system call per buffer
  * more.  The thread count does not grow with fills.
  *
- * Memory: once a fill's hash queue holds more than buffers.high_watermark
- * bytes, the fill asks proxy.c to stop reading the upstream (the read
- * that crossed it is queued whole), and the thread that brings it under
- * half says so through the pipe (fill_pool_done resumes the transfer).
- * So a fill holds at most its upstream input plus the watermark and one
- * read (UCONN_READ_CHUNK) to hash: about three times the watermark with
- * the defaults, whatever the blob's size; a slow digest thread slows its
- * fills rather than growing memory.
+ * Wake-ups: an idle thread is woken (a futex call on each side) only
+ * once FILL_HASH_BATCH watermarks of a fill wait, or its last byte came;
+ * a thread that finds more queued when it is done takes it without
+ * sleeping.  Handing over every upstream read instead (about 256 KiB)
+ * cost a sleep and a wake per read, some 11,000 futex calls per GiB,
+ * and with the pause at one watermark, a pause and a resume through the
+ * pipe every fourth read or so (perf stat on the syscall tracepoints
+ * during a cold 1 GiB pull; README, "Wake-ups and send steps").  Larger
+ * batches and limits cut more wake-ups but keep more buffers in flight,
+ * and glibc then gave its heap back and faulted it in again: up to
+ * 99,000 page faults in a pull (cache_fill_pool_new).  The bytes waiting
+ * for a batch are only hashed later, never lost: the last byte (eof)
+ * always wakes a thread.
+ *
+ * Memory: once a fill's hash queue holds more than FILL_HASH_LIMIT
+ * watermarks (buffers.high_watermark), the fill asks proxy.c to stop
+ * reading the upstream (the read that crossed it is queued whole), and
+ * the thread that brings it under half says so through the pipe
+ * (fill_pool_done resumes the transfer).  So a fill holds at most its
+ * upstream input (two watermarks) plus FILL_HASH_LIMIT watermarks and
+ * one read (UCONN_READ_CHUNK) to hash: 1.75 MiB with the defaults,
+ * whatever the blob's size; a slow digest thread slows its fills rather
+ * than growing memory.
  *
  * A fill's state (struct fill_hash) is queued when it has bytes not yet
  * hashed; a thread takes it, moves everything queued so far to its own
@@ -68,6 +86,7 @@ struct fill_hash {
 	struct evbuffer		*work;		/* the busy thread's */
 	size_t			 queued;	/* bytes not yet hashed */
 	size_t			 limit;		/* pause above this */
+	size_t			 batch;		/* wake a thread above this */
 	int			 on_queue;
 	int			 on_notify;
 	int			 busy;		/* a thread hashes it */
@@ -92,6 +111,10 @@ struct fill_pool {
 };
 
 #define FILL_DONE_PER_TURN	64
+#define FILL_HASH_BATCH		2	/* watermarks that wake a thread */
+#define FILL_HASH_LIMIT		4	/* watermarks that pause the read */
+#define FILL_MMAP_MAX		(4 * 1024 * 1024)	/* mallopt, below */
+#define FILL_TRIM_MAX		(32 * 1024 * 1024)
 
 static void
 fill_hash_destroy(struct fill_hash *h)
@@ -246,6 +269,24 @@ cache_fill_pool_new(struct pc_ctx *ctx, size_t nthr)
 	if ((p = calloc(1, sizeof(*p))) == NULL ||
 	    (p->thr = calloc(nthr, sizeof(*p->thr))) == NULL)
 		fatal("calloc");
+#ifdef __GLIBC__
+	/*
+	 * A fill's read buffers (libevent chains of up to 512 KiB for a
+	 * 256 KiB read) are freed by the digest threads up to
+	 * FILL_HASH_LIMIT watermarks later.  With glibc's adaptive
+	 * thresholds that churn could shrink and grow the heap again and
+	 * again, and the reads then landed on fresh pages: in some pulls
+	 * 92,000-99,000 page faults (a zeroed page per 4 KiB, 0.2 s of a
+	 * cold 1 GiB pull in perf), in others 1,000.  Freed memory is kept
+	 * for the next reads instead: chains under FILL_MMAP_MAX come from
+	 * the heap, whose top is given back only past FILL_TRIM_MAX (values
+	 * glibc's adaptive thresholds reach by themselves).  Both only tune
+	 * reuse, process-wide; the bounds on what is held (the watermarks,
+	 * FILL_HASH_LIMIT, cache.max_fills) are the same.
+	 */
+	(void)mallopt(M_MMAP_THRESHOLD, FILL_MMAP_MAX);
+	(void)mallopt(M_TRIM_THRESHOLD, FILL_TRIM_MAX);
+#endif
 	TAILQ_INIT(&p->queue);
 	TAILQ_INIT(&p->notify);
 	pthread_mutex_init(&p->mtx, NULL);
@@ -324,7 +365,8 @@ fill_hash_start(struct cache_fill *f)
 		fatal("calloc");
 	h->pool = f->cache->pool;
 	h->fill = f;
-	h->limit = f->conf->high_watermark;
+	h->limit = FILL_HASH_LIMIT * f->conf->high_watermark;
+	h->batch = FILL_HASH_BATCH * f->conf->high_watermark;
 	if ((h->stage = evbuffer_new()) == NULL ||
 	    (h->pending = evbuffer_new()) == NULL ||
 	    (h->work = evbuffer_new()) == NULL)
@@ -360,8 +402,10 @@ fill_hash_feed(struct fill_hash *h, struct evbuffer *src, const void *data,
 		h->queued += n;
 	}
 	h->eof |= eof;
+	/* An idle thread is woken for a batch (less than the pause's
+	 * limit) or for the end. */
 	if (!h->busy && !h->on_queue && !h->finished &&
-	    (evbuffer_get_length(h->pending) > 0 || h->eof)) {
+	    (h->queued > h->batch || h->eof)) {
 		h->on_queue = 1;
 		TAILQ_INSERT_TAIL(&p->queue, h, qentry);
 		pthread_cond_signal(&p->cv);
