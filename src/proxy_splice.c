@@ -48,14 +48,13 @@
 /*
  * The pipe holds PX_PIPE_WATERMARKS watermarks, at most fs.pipe-max-size
  * (1 MiB by default; root could go past it, so it is applied here too).
- * One watermark (256 KiB by default) left the 1 GiB pass-through pull
- * level with nginx proxy_pass (0.93x over nine rounds); four (1 MiB)
- * 1.08x, at less CPU: each splice(2) moves up to four times as much and
- * the client's socket gets it in bursts of that size.  Two were no better
- * than one; going past fs.pipe-max-size, no better than four.  The pipe's
- * bytes are pages taken from the upstream socket's receive queue (which
- * grows to megabytes by itself during such a pull), never the gateway's
- * heap, so the watermark still bounds what the gateway itself holds.
+ * The client's side then takes up to four watermarks a splice(2) call
+ * and gets them in bursts of that size; the upstream's side still reads
+ * one watermark a call (below).  The pipe's bytes are pages taken from
+ * the upstream socket's receive queue, never the gateway's heap, so the
+ * watermark still bounds what the gateway itself holds.  Measured on the
+ * 1 GiB pass-through pull (README, "Benchmarks"): level with nginx
+ * proxy_pass either way, within the rounds' spread.
  */
 #define PX_PIPE_WATERMARKS	4
 #define PX_PIPE_MAX_DEFAULT	(1024 * 1024)	/* fs.pipe-max-size's */
@@ -334,7 +333,16 @@ px_splice_run(struct proxy *px)
 		}
 		if (px->rf.phase == HF_BODY_LENGTH && s->held < s->cap &&
 		    !s->full) {
+			/*
+			 * One watermark a call: the kernel sizes the upstream's
+			 * receive window after how much each read takes, and
+			 * reads of the whole pipe let it grow until a slow
+			 * client's upstream had sent megabytes more into it
+			 * (test_spliced_connections_fit_the_descriptor_budget).
+			 */
 			want = s->cap - s->held;
+			if (want > px->conf->high_watermark)
+				want = px->conf->high_watermark;
 			if (want > px->rf.remaining)
 				want = (size_t)px->rf.remaining;
 			n = splice(ufd, NULL, s->pipe[1], NULL, want,
