@@ -21,8 +21,7 @@
  *   - client writable: the pipe drained into the client socket.
  *
  * Backpressure is the pipe's: the upstream is read only while the pipe
- * (four buffers.high_watermark, at most fs.pipe-max-size, or what the
- * kernel grants) has room.  Each
+ * (buffers.high_watermark, or what the kernel grants) has room.  Each
  * byte that leaves the pipe counts in the request's bytes_out.  A client
  * write error is the client gone (499, the upstream connection closed,
  * not pooled).  When the pipe is empty and the body complete, the
@@ -44,21 +43,6 @@
 
 /* Moves per callback before yielding the loop to other connections. */
 #define PX_SPLICE_ROUNDS	16
-
-/*
- * The pipe holds PX_PIPE_WATERMARKS watermarks, at most fs.pipe-max-size
- * (1 MiB by default; root could go past it, so it is applied here too).
- * The client's side then takes up to four watermarks a splice(2) call
- * and gets them in bursts of that size; the upstream's side still reads
- * one watermark a call (below).  The pipe's bytes are pages taken from
- * the upstream socket's receive queue, never the gateway's heap, so the
- * watermark still bounds what the gateway itself holds.  Measured on the
- * 1 GiB pass-through pull (README, "Benchmarks"): level with nginx
- * proxy_pass either way, within the rounds' spread.
- */
-#define PX_PIPE_WATERMARKS	4
-#define PX_PIPE_MAX_DEFAULT	(1024 * 1024)	/* fs.pipe-max-size's */
-#define PX_PIPE_MAX_PATH	"/proc/sys/fs/pipe-max-size"
 
 struct px_splice {
 	int		 pipe[2];	/* [0] read end, [1] write end */
@@ -130,43 +114,6 @@ px_splice_free(struct proxy *px)
 	free(s);
 }
 
-/* fs.pipe-max-size, read once; the kernel's default when unreadable. */
-static size_t
-px_pipe_max(void)
-{
-	static size_t	 max;
-	char		 buf[32];
-	ssize_t		 n;
-	long long	 v;
-	int		 fd;
-
-	if (max != 0)
-		return (max);
-	max = PX_PIPE_MAX_DEFAULT;
-	if ((fd = open(PX_PIPE_MAX_PATH, O_RDONLY | O_CLOEXEC)) == -1)
-		return (max);
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n > 0) {
-		buf[n] = '\0';
-		v = strtoll(buf, NULL, 10);
-		if (v >= 4096 && v <= 0x40000000)
-			max = (size_t)v;
-	}
-	return (max);
-}
-
-/* The pipe size asked for: PX_PIPE_WATERMARKS watermarks, bounded. */
-static size_t
-px_pipe_size(const struct config *conf)
-{
-	size_t	max = px_pipe_max();
-
-	if (conf->high_watermark >= max / PX_PIPE_WATERMARKS)
-		return (max);
-	return (conf->high_watermark * PX_PIPE_WATERMARKS);
-}
-
 /*
  * Take the body over.  Returns 0 when splicing, -1 when it could not
  * start (no pipe, no events): the evbuffer path goes on, nothing lost.
@@ -195,8 +142,10 @@ px_splice_start(struct proxy *px)
 		px_splice_free(px);
 		return (-1);
 	}
-	/* The kernel may grant less than asked (fs.pipe-user-pages-soft). */
-	(void)fcntl(s->pipe[1], F_SETPIPE_SZ, (int)px_pipe_size(px->conf));
+	/* The kernel may grant less than asked (fs.pipe-max-size). */
+	sz = px->conf->high_watermark > 0x7fffffff ? 0x7fffffff :
+	    (int)px->conf->high_watermark;
+	(void)fcntl(s->pipe[1], F_SETPIPE_SZ, sz);
 	if ((sz = fcntl(s->pipe[1], F_GETPIPE_SZ)) <= 0) {
 		px_splice_free(px);
 		return (-1);
@@ -333,16 +282,7 @@ px_splice_run(struct proxy *px)
 		}
 		if (px->rf.phase == HF_BODY_LENGTH && s->held < s->cap &&
 		    !s->full) {
-			/*
-			 * One watermark a call: the kernel sizes the upstream's
-			 * receive window after how much each read takes, and
-			 * reads of the whole pipe let it grow until a slow
-			 * client's upstream had sent megabytes more into it
-			 * (test_spliced_connections_fit_the_descriptor_budget).
-			 */
 			want = s->cap - s->held;
-			if (want > px->conf->high_watermark)
-				want = px->conf->high_watermark;
 			if (want > px->rf.remaining)
 				want = (size_t)px->rf.remaining;
 			n = splice(ufd, NULL, s->pipe[1], NULL, want,
