@@ -39,6 +39,9 @@
 #                       skips the nginx baseline
 #   SIZE_MIB            blob size in MiB (default 1024)
 #   RUNS                rounds of (push, pull) per path (default 3, max 20)
+#   PULLS               pass-through pulls per path per round (default 1,
+#                       max 10), alternating between the paths; the
+#                       proxies' order rotates from round to round
 #   BLOB_DIR            where the random blob is created once and cached
 #                       (default /tmp/portcullis-bench)
 #   WATERMARK           gateway buffers.high_watermark (default 262144)
@@ -64,6 +67,7 @@ PORTCULLIS_BIN=${PORTCULLIS_BIN:-$repo/portcullis}
 DOCKER_REGISTRY_BIN=${DOCKER_REGISTRY_BIN:-/usr/bin/docker-registry}
 SIZE_MIB=${SIZE_MIB:-1024}
 RUNS=${RUNS:-3}
+PULLS=${PULLS:-1}
 BLOB_DIR=${BLOB_DIR:-/tmp/portcullis-bench}
 WATERMARK=${WATERMARK:-262144}
 WORKERS=${WORKERS:-1}
@@ -76,6 +80,8 @@ NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
 CURL_MAX_TIME=${CURL_MAX_TIME:-900}
 
 case $RUNS in ''|*[!0-9]*) echo "RUNS must be a number" >&2; exit 2;; esac
+case $PULLS in ''|*[!0-9]*) echo "PULLS must be a number" >&2; exit 2;; esac
+[ "$PULLS" -ge 1 ] && [ "$PULLS" -le 10 ] || { echo "PULLS: 1..10" >&2; exit 2; }
 case $SIZE_MIB in ''|*[!0-9]*) echo "SIZE_MIB must be a number" >&2; exit 2;; esac
 case $WORKERS in ''|*[!0-9]*) echo "WORKERS must be a number" >&2; exit 2;; esac
 [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 20 ] || { echo "RUNS: 1..20" >&2; exit 2; }
@@ -251,10 +257,19 @@ pull() {
 results=$work/results
 : > "$results"
 echo "blob $SIZE_MIB MiB $digest, $RUNS run(s), paths: $(for t in "${targets[@]}"; do printf '%s ' "${t%% *}"; done)" >&2
+# order RUN: the targets' indexes, direct first, the proxies rotated by
+# RUN - 1, so that no proxy always comes right after direct or last.
+order() {
+	local n=$((${#targets[@]} - 1)) i
+	echo 0
+	for ((i = 0; i < n; i++)); do echo $((1 + (i + $1 - 1) % n)); done
+}
 for run in $(seq "$RUNS"); do
 	for op in push pull; do
-		for t in "${targets[@]}"; do
-			set -- $t
+		reps=1
+		[ "$op" = pull ] && reps=$PULLS
+		for i in $(for rep in $(seq "$reps"); do order "$run"; done); do
+			set -- ${targets[$i]}
 			name=$1 base=$2 pid=$3
 			# PASS=0: only the push the cached pulls read.
 			[ "$PASS" != 0 ] || { [ "$op $name $run" = "push direct 1" ] ||
