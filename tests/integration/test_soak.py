@@ -87,16 +87,20 @@ POOL_MAX_IDLE = 4              # upstreams[0].pool_max_idle
 _L, _B, _C, _A = (CONFIG["limits"], CONFIG["buffers"], CONFIG["cache"],
                   CONFIG["audit"])
 
-# The hashing buffer of a fill (FILL_HASH_BUF in src/cache_fill.c).
+# One upstream read queued whole for hashing (UCONN_READ_CHUNK).
 FILL_HASH_BUF = 256 * KIB
+# Watermarks of bytes a fill's hash queue holds before the upstream read
+# pauses (FILL_HASH_LIMIT in src/cache_digest.c).
+FILL_HASH_LIMIT = 4
 # Memory one client connection may pin: its output buffer and the
 # upstream's input buffer (each stops at high_watermark), a cached file's
 # send window (when it is copied rather than sent with sendfile) and its
 # request head.
 PER_CONN_BYTES = 2 * _B["high_watermark"] + _C["send_window"] + \
     _L["header_bytes"]
-# A fill: the upstream read buffer and the hashing buffer.
-PER_FILL_BYTES = _B["high_watermark"] + FILL_HASH_BUF
+# A fill: the upstream input (two watermarks), the hash queue up to its
+# pause point and the read that crossed it.
+PER_FILL_BYTES = (2 + FILL_HASH_LIMIT) * _B["high_watermark"] + FILL_HASH_BUF
 # What no configuration key sizes: allocator fragmentation, the touched
 # part of thread stacks, OpenSSL and hiredis state, the audit queue.
 RSS_SLACK_BYTES = 64 * MIB
@@ -120,7 +124,7 @@ BOUNDS = {
                  RSS_SLACK_BYTES) // KIB,
                 "rss0 + max_connections x (2 x high_watermark + "
                 "send_window + header_bytes) + (max_fills + digest_threads)"
-                " x (high_watermark + 256 KiB) + 64 MiB"),
+                " x (6 x high_watermark + 256 KiB) + 64 MiB"),
     "tmp_bytes": (lambda base: _C["max_bytes"], "cache.max_bytes"),
     "tag_files": (lambda base: _C["max_tag_records"],
                   "cache.max_tag_records"),
