@@ -590,10 +590,11 @@ def test_a_worker_killed_with_unacknowledged_records_in_its_ring(
         redis, start_registry, start_gateway, tmp_path):
     """Two workers; Redis stops answering (CLIENT PAUSE), so each
     worker's ring holds its records unacknowledged (the writer gives
-    the link up after audit.timeout and goes on spooling); worker 0 is
+    the link up after audit.timeout and goes on spooling); a worker is
     killed -9 and the master starts it again; Redis answers again:
     every answered request's record is in the stream once, those of the
-    killed worker's ring as gw-k/0, nothing twice."""
+    killed worker's ring under its instance (gw-k/<worker>), nothing
+    twice."""
     rs = redis()
     reg = start_registry("up1")
     spool = tmp_path / "w.spool"
@@ -609,20 +610,27 @@ def test_a_worker_killed_with_unacknowledged_records_in_its_ring(
     for c in clients:
         c.run(40, lambda: False)
         assert c.err is None, c.err
-    ring0 = str(spool) + ".0"
-    wait_for(lambda: len(audit_spool.request_ids(ring0)) >= 40,
-             what="worker 0's ring holding records")
-    held = audit_spool.request_ids(ring0)
+    # The accept balance decides which worker took the connections (a
+    # worker that is slow to reach its loop can get none): the victim
+    # is a worker whose ring holds records.
+    def loaded():
+        for w in (0, 1):
+            ids = audit_spool.request_ids(str(spool) + ".%d" % w)
+            if len(ids) >= 40:
+                return w, ids
+        return None
+    w, held = wait_for(loaded, what="a worker's ring holding records")
     assert rs.call("XLEN", STREAM) == 24, "Redis wrote while paused"
-    victim = _worker_pids(gw)[0]
+    victim = _worker_pids(gw)[w]
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: _worker_pids(gw).get(0) not in (None, victim),
-             what="worker 0 started again")
+    wait_for(lambda: _worker_pids(gw).get(w) not in (None, victim),
+             what="worker %d started again" % w)
     rs.call("CLIENT", "UNPAUSE")
     answered = [i for c in clients for i in c.ids]
     check_exactly_once(rs, answered)
     recs = stream(rs)
-    mine = {d["request_id"] for _, d in recs if d["instance"] == "gw-k/0"}
+    mine = {d["request_id"] for _, d in recs
+            if d["instance"] == "gw-k/%d" % w}
     assert set(held) <= mine
     for w in (0, 1):
         wait_for(lambda: audit_spool.pending_bytes(
