@@ -644,3 +644,85 @@ def test_client_that_sends_and_closes_does_not_keep_a_fill(liar,
              "fill_failed" in gw.log_text(), timeout=30, what="fill ends")
     assert "fill_cancelled" in gw.log_text()
     assert not os.path.exists(blob_path(cdir, d))
+
+
+# --- followers see the bytes on disk in bounded time ------------------
+
+class BodyReader(threading.Thread):
+    """Reads a response body after get_head() until the gateway closes or
+    `length` bytes came; `n` is what came so far."""
+
+    def __init__(self, s, buf):
+        super().__init__(daemon=True)
+        self.s = s
+        head, body = buf.split(b"\r\n\r\n", 1)
+        self.length = None
+        for line in head.split(b"\r\n")[1:]:
+            k, v = line.split(b":", 1)
+            if k.strip().lower() == b"content-length":
+                self.length = int(v)
+        self.h = hashlib.sha256(body)
+        self.n = len(body)
+        self.start()
+
+    def run(self):
+        self.s.settimeout(STALL_READ_MAX)
+        try:
+            while self.n < self.length:
+                chunk = self.s.recv(1 << 20)
+                if not chunk:
+                    break
+                self.h.update(chunk)
+                self.n += len(chunk)
+        except OSError:
+            pass
+        self.s.close()
+
+
+STALL_READ_MAX = 90     # seconds a BodyReader waits for a byte at most
+
+
+@pytest.mark.parametrize("mode", ["stall", "stall_wrong"])
+def test_followers_get_bytes_on_disk_while_the_upstream_stalls(
+        liar, start_gateway, tmp_path, mode):
+    """Clients of a fill get its bytes on disk even while the upstream
+    stalls short of a send step (CR_MIN_STEP, 1 MiB): the client that
+    started the fill and one that joined after the stall, never the last
+    byte before the digest matched, and after a lie an incomplete body.
+    A client left with a head and nothing more for as long as the
+    upstream dawdles is cut by its own (or a proxy's) read timeout.
+    Fails before the fix: no body byte comes until the release."""
+    size = 4 * MIB
+    stall = 512 * 1024
+    data = os.urandom(size)
+    d = liar.add_blob(data, mode=mode, stall_at=stall)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(liar_upstream(liar),
+                                      cache=cache_cfg(cdir)))
+    path = "/v2/liar/app/blobs/" + d
+    s1, st1, buf1 = get_head(gw, path)
+    assert st1 == 200
+    first = BodyReader(s1, buf1)
+    wait_for(lambda: tmp_bytes(cdir) >= stall, what="the fill stalled")
+    s2, st2, buf2 = get_head(gw, path)
+    assert st2 == 200
+    joined = BodyReader(s2, buf2)
+    for r in (first, joined):
+        assert r.length == size
+        wait_for(lambda: r.n >= stall, timeout=30,
+                 what="the bytes on disk at the client")
+    assert liar.answering() == 1
+    assert liar.requests("GET", "/v2/app/blobs/" + d) == 1
+    assert first.n == stall and joined.n == stall
+    liar.release(d)
+    for r in (first, joined):
+        r.join(STALL_READ_MAX + 10)
+        assert not r.is_alive()
+    if mode == "stall":
+        for r in (first, joined):
+            assert (r.n, "sha256:" + r.h.hexdigest()) == (size, d)
+        assert os.path.getsize(blob_path(cdir, d)) == size
+    else:
+        for r in (first, joined):
+            assert r.n < size
+        assert not os.path.exists(blob_path(cdir, d))
