@@ -726,3 +726,39 @@ def test_followers_get_bytes_on_disk_while_the_upstream_stalls(
         for r in (first, joined):
             assert r.n < size
         assert not os.path.exists(blob_path(cdir, d))
+
+
+EDGE_SIZES = [1, 16383, 16385, 32769, 65537, 262143, MIB - 1, MIB, MIB + 1,
+              3 * MIB + 7]
+
+
+@pytest.mark.parametrize("watermark", [16384, 262144])
+def test_fill_sizes_at_the_batch_pause_and_step_edges(start_registry,
+                                                      start_gateway,
+                                                      tmp_path, watermark):
+    """Blobs around a watermark, the digest batch (2 watermarks), the
+    pause (4) and the send step (1 MiB), under the smallest and the
+    default buffers.high_watermark with one digest thread for all fills:
+    every fill completes (no pause left without a resume, no batch left
+    unhashed), each client gets exactly the blob, one upstream GET each,
+    though three clients ask at once."""
+    reg = start_registry("up1")
+    blobs = {}
+    for n in EDGE_SIZES:
+        data = os.urandom(n)
+        blobs[push_blob(reg, "app", data)] = n
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"),
+        buffers={"high_watermark": watermark},
+        cache=cache_cfg(cdir, digest_threads=1)))
+    m = reg.mark()
+    jobs = [d for d in blobs for _ in range(3)]
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as ex:
+        got = list(ex.map(lambda d: fetch("%s/v2/up1/app/blobs/%s" %
+                                          (gw.url, d))[:3], jobs))
+    for d, r in zip(jobs, got):
+        assert r == (200, d, blobs[d])
+    for d, n in blobs.items():
+        assert len(blob_gets(reg, "/v2/app/blobs/" + d, m)) == 1, n
+        assert os.path.getsize(blob_path(cdir, d)) == n
