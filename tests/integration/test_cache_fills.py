@@ -762,3 +762,52 @@ def test_fill_sizes_at_the_batch_pause_and_step_edges(start_registry,
     for d, n in blobs.items():
         assert len(blob_gets(reg, "/v2/app/blobs/" + d, m)) == 1, n
         assert os.path.getsize(blob_path(cdir, d)) == n
+
+
+def fetch_or_cut(url):
+    """(status, digest of what came, bytes that came); a cut transfer is
+    what came before the cut."""
+    h = hashlib.sha256()
+    n, st = 0, 0
+    try:
+        with session() as s:
+            r = s.get(url, timeout=60, stream=True)
+            st = r.status_code
+            for chunk in r.iter_content(1 << 16):
+                h.update(chunk)
+                n += len(chunk)
+    except Exception:  # noqa: BLE001 - a cut body is what we look for
+        pass
+    return st, "sha256:" + h.hexdigest(), n
+
+
+@pytest.mark.parametrize("size", [1000, 300 * 1024, MIB + 1])
+@pytest.mark.parametrize("mode", ["wrong", "truncate", "reset", "extra"])
+def test_lying_upstream_below_and_above_the_batch(liar, start_gateway,
+                                                  tmp_path, mode, size):
+    """A lie in a blob smaller than a digest batch (the end alone wakes
+    the digest thread), one between the batch and the pause, and one past
+    the send step: no client gets a complete body of wrong, short or
+    reset bytes, nothing is cached; bytes past Content-Length ("extra")
+    are not part of the blob.  Two clients at once."""
+    data = os.urandom(size)
+    d = liar.add_blob(data, mode=mode)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(liar_upstream(liar),
+                                      cache=cache_cfg(cdir)))
+    url = "%s/v2/liar/app/blobs/%s" % (gw.url, d)
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        got = list(ex.map(fetch_or_cut, [url, url]))
+    # A lie fails the fill: a client that came after it fetches anew.
+    gets = liar.requests("GET", "/v2/app/blobs/" + d)
+    assert gets == 1 or (mode != "extra" and gets == 2)
+    if mode == "extra":
+        assert got == [(200, d, size)] * 2
+        assert os.path.getsize(blob_path(cdir, d)) == size
+        return
+    for st, got_d, n in got:
+        assert st != 200 or n < size, (st, n)
+        assert got_d != d
+    wait_for(lambda: "cache fill_failed" in gw.log_text(),
+             what="fill failure logged")
+    assert not os.path.exists(blob_path(cdir, d))
