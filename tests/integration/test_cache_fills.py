@@ -811,3 +811,43 @@ def test_lying_upstream_below_and_above_the_batch(liar, start_gateway,
     wait_for(lambda: "cache fill_failed" in gw.log_text(),
              what="fill failure logged")
     assert not os.path.exists(blob_path(cdir, d))
+
+
+def test_clients_leaving_fills_paused_on_the_hash_queue(start_registry,
+                                                        start_gateway,
+                                                        tmp_path):
+    """With the smallest watermark and one digest thread a fill pauses
+    its upstream read on the hash queue at every few reads; clients that
+    leave at any point cancel fills while paused, between batch and pause
+    or at the end.  The gateway (built with sanitizers in tests) lives on,
+    leaves no temp file, and serves the blob whole afterwards."""
+    reg = start_registry("up1")
+    data = os.urandom(6 * MIB)
+    d = push_blob(reg, "app", data)
+    cdir = tmp_path / "c"
+    gw = start_gateway(gateway_config(
+        upstream(reg, prefix="up1"),
+        buffers={"high_watermark": 16384}, log={"level": "debug"},
+        cache=cache_cfg(cdir, digest_threads=1,
+                        fill_finish_fraction=1.0)))
+    path = "/v2/up1/app/blobs/" + d
+    for i in range(24):
+        s, st, buf = get_head(gw, path)
+        assert st == 200
+        want = (i * 263 * 1024) % (4 * MIB)
+        n = len(buf)
+        while n < want:
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            n += len(chunk)
+        s.close()
+        assert gw.alive()
+    wait_for(lambda: tmp_files(cdir) == [] or os.path.exists(
+        blob_path(cdir, d)), what="cancelled fills cleaned up")
+    assert fetch("%s%s" % (gw.url, path))[:3] == (200, d, len(data))
+    assert gw.alive()
+    log = gw.log_text()
+    assert "AddressSanitizer" not in log and "runtime error" not in log
+    assert "fill_cancelled" in log
+    assert "cache fill_resume" in log      # it did pause
