@@ -697,8 +697,11 @@ def test_followers_get_bytes_on_disk_while_the_upstream_stalls(
     data = os.urandom(size)
     d = liar.add_blob(data, mode=mode, stall_at=stall)
     cdir = tmp_path / "c"
+    # The stall outlasts nothing but the steps below, however loaded.
     gw = start_gateway(gateway_config(liar_upstream(liar),
-                                      cache=cache_cfg(cdir)))
+                                      cache=cache_cfg(cdir),
+                                      timeouts={"upstream_connect": 2,
+                                                "upstream_response": 60}))
     path = "/v2/liar/app/blobs/" + d
     s1, st1, buf1 = get_head(gw, path)
     assert st1 == 200
