@@ -157,6 +157,8 @@ struct cache_reader {
 	uint64_t			 off;		/* next to send */
 	uint64_t			 end;		/* one past the last */
 	int				 waiting;	/* on fill progress */
+	struct event			*ev_step;	/* bytes short of a step */
+	int				 step_due;	/* waited enough: send */
 	int				 stale;		/* add a Warning */
 	int				 retired;	/* cache_reader_free */
 	/* Repository link (cache_links.c): confirmed by a HEAD for the

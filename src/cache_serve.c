@@ -72,9 +72,18 @@
  * for bytes that are already on disk.
  */
 #define CR_MIN_STEP	(1024 * 1024)
+/*
+ * But bytes on disk wait for a step at most this long: an upstream that
+ * stalls or trickles below a step would otherwise leave its clients with
+ * a head and nothing more for as long as it dawdles, and a client's (or
+ * a proxy's in front) read timeout then cuts them.  A fast fill fills a
+ * step long before: the timer only costs a slow one a send now and then.
+ */
+#define CR_STEP_WAIT_US	200000
 #define CR_PEER_POLL_US	50000	/* workers: a look at another's fill */
 
 static void	cr_pump(struct cache_reader *);
+static void	cr_step_wait(struct cache_reader *);
 static int	cr_copies(const struct config_cache *, uint64_t);
 static void	cr_respond(struct cache_reader *);
 static void	cr_by_digest(struct cache_reader *, const char *);
@@ -157,6 +166,10 @@ cache_reader_free(struct cache_reader *cr)
 	if (cr->ev_peer != NULL) {
 		event_free(cr->ev_peer);
 		cr->ev_peer = NULL;
+	}
+	if (cr->ev_step != NULL) {
+		event_free(cr->ev_step);
+		cr->ev_step = NULL;
 	}
 	proxy_free(cr->px);
 	cr->px = NULL;
@@ -604,12 +617,18 @@ cr_pump(struct cache_reader *cr)
 				avail = f->expect - 1;
 			if (limit > avail)
 				limit = avail;
-			/* Wait for a worthwhile piece, not every read. */
+			/* Wait for a worthwhile piece, not every read, but
+			 * not for long (cr_step_cb). */
 			if (cr->off >= limit || (limit < cr->end &&
-			    limit - cr->off < CR_MIN_STEP)) {
+			    limit - cr->off < CR_MIN_STEP && !cr->step_due)) {
 				cr->waiting = 1;
+				if (cr->off < limit)
+					cr_step_wait(cr);
 				return;	/* cache_reader_progress() */
 			}
+			cr->step_due = 0;
+			if (cr->ev_step != NULL)
+				evtimer_del(cr->ev_step);
 		}
 		n = limit - cr->off;
 		if (n > window)
@@ -626,6 +645,35 @@ cr_pump(struct cache_reader *cr)
 		cr->off += n;
 	}
 	req_end_response(req);
+}
+
+/* Bytes on disk waited CR_STEP_WAIT_US for a step: send them. */
+static void
+cr_step_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct cache_reader	*cr = arg;
+
+	if (cr->retired)
+		return;
+	cr->step_due = 1;
+	if (cr->waiting && cr->req->head_sent) {
+		cr->waiting = 0;
+		cr_pump(cr);	/* may retire cr */
+	}
+}
+
+/* Bytes are on disk short of a step: send them at the latest after
+ * CR_STEP_WAIT_US (the timer runs on from the first such wait). */
+static void
+cr_step_wait(struct cache_reader *cr)
+{
+	struct timeval	tv = { 0, CR_STEP_WAIT_US };
+
+	if (cr->ev_step == NULL && (cr->ev_step = evtimer_new(
+	    cr->cache->ctx->base, cr_step_cb, cr)) == NULL)
+		fatalx("out of memory");
+	if (!evtimer_pending(cr->ev_step, NULL))
+		evtimer_add(cr->ev_step, &tv);
 }
 
 /* --- the reader as the request's CACHE stage (struct req_stage_ops) --- */
