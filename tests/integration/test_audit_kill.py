@@ -7,7 +7,6 @@ gdb runs the real binary and stops it at a line of src/audit_spool.c
 (found by the code it holds, so that edits do not move the test), then
 SIGKILLs it: what the page cache holds is what a kill -9 leaves."""
 
-import json
 import os
 import re
 import shutil
