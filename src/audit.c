@@ -200,9 +200,10 @@ audit_tick_cb(evutil_socket_t fd, short ev, void *arg)
 			audit_spool_release(w, 1);
 		audit_spool_mark_write(w);
 	}
+	audit_fsync_reap(w);
 	if (w->ac->fsync == CONFIG_FSYNC_INTERVAL && w->spool_dirty &&
 	    t - w->last_fsync_ms >= 1000)
-		audit_fsync(w);
+		audit_fsync_interval(w);
 	if (w->n_dropped != w->n_dropped_logged ||
 	    w->n_rejected != w->n_rejected_logged) {
 		if (t - w->err_logged_ms >= 1000) {

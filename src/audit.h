@@ -238,6 +238,8 @@ enum audit_link {
 	LINK_READY
 };
 
+struct audit_syncer;
+
 struct audit {
 	struct pc_ctx		*ctx;
 	struct config		*conf;		/* snapshot at start */
@@ -287,6 +289,7 @@ struct audit {
 	uint64_t		 n_replayed_reset;	/* at the last reset */
 	int			 spool_dirty;
 	uint64_t		 last_fsync_ms;
+	struct audit_syncer	*syncer;	/* fsync interval, off the loop */
 	uint64_t		 run;
 	uint64_t		 next_n;
 	char			 idpfx[AUDIT_VALUE_MAX];	/* "<instance>/<run>-" */
@@ -341,6 +344,8 @@ uint64_t	 audit_spool_pending(const char *);
 void		 audit_spool_alloc(struct audit *);
 int		 audit_spool_allocated(struct audit *, uint64_t);
 void		 audit_fsync(struct audit *);
+void		 audit_fsync_interval(struct audit *);
+void		 audit_fsync_reap(struct audit *);
 void		 audit_new_run(struct audit *);
 struct conn;
 int		 audit_wal_now(const struct conn *);
