@@ -711,7 +711,10 @@ def test_fill_sizes_at_the_batch_pause_and_step_edges(start_registry,
     gw = start_gateway(gateway_config(
         upstream(reg, prefix="up1"),
         buffers={"high_watermark": watermark},
-        cache=cache_cfg(cdir, digest_threads=1)))
+        # One client address asks for all ten at once: past
+        # max_fills_per_client (8) a miss is passed through uncached.
+        cache=cache_cfg(cdir, digest_threads=1,
+                        max_fills_per_client=64)))
     m = reg.mark()
     jobs = [d for d in blobs for _ in range(3)]
     with concurrent.futures.ThreadPoolExecutor(len(jobs)) as ex:

@@ -1051,12 +1051,15 @@ def test_deleted_referrer_not_detached_leaves_no_cached_link(reg,
         marker = b"/manifests/sha256-"         # an index read
         hp.hold(marker)
 
-        def delete_and_leave(repo, logged, count):
+        def delete_and_leave(repo, logged, count, nth):
             c = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
             c.sendall(b"DELETE /v2/%s/manifests/%s HTTP/1.1\r\nHost: %s"
                       b"\r\n\r\n" % (repo.encode(), dels[repo].encode(),
                                      gw.host.encode()))
-            wait_for(lambda: hp.held(marker) > 0 and
+            # This DELETE's own index read held (the earlier ones stay
+            # held: counting bytes held let the third leave before its
+            # update began, and "not_detached" never came).
+            wait_for(lambda: hp.held_conns(marker) >= nth and
                      reg.get_manifest(repo, dels[repo],
                                       accept=MT).status_code == 404,
                      timeout=30, what="the DELETE taken, index read held")
@@ -1066,9 +1069,9 @@ def test_deleted_referrer_not_detached_leaves_no_cached_link(reg,
             wait_for(lambda: gw.log_text().count(logged) == count,
                      timeout=30, what=logged)
 
-        delete_and_leave("inv/one", "referrers detached ", 1)
-        delete_and_leave("inv/three", "referrers detached ", 2)
-        delete_and_leave("inv/two", "referrers not_detached", 1)
+        delete_and_leave("inv/one", "referrers detached ", 1, 1)
+        delete_and_leave("inv/three", "referrers detached ", 2, 2)
+        delete_and_leave("inv/two", "referrers not_detached", 1, 3)
     finally:
         hp.release()
     wait_for(lambda: gw.log_text().count("referrers detached_done") == 2,

@@ -136,6 +136,12 @@ class HoldingProxy:
             return sum(len(c.held) for c in self.conns
                        if not c.closed and marker in c.up)
 
+    def held_conns(self, marker):
+        """Live connections that sent marker and have bytes held back."""
+        with self.lock:
+            return sum(1 for c in self.conns
+                       if not c.closed and marker in c.up and c.held)
+
     def release(self):
         with self.lock:
             self.hold_marker = None
